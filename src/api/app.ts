@@ -1,0 +1,80 @@
+import { OpenAPIHono } from '@hono/zod-openapi';
+import { bodyLimit } from 'hono/body-limit';
+import { requestId } from 'hono/request-id';
+import { routePath } from 'hono/route';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.ts';
+import type { Db } from '../db/pool.ts';
+import { NotFoundError, PayloadTooLargeError, UnsupportedMediaTypeError, ValidationError } from '../errors.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import type { AppEnv } from './env.ts';
+import { errorResponse } from './errors.ts';
+import { registerDocs } from './routes/docs.ts';
+import { registerSystem } from './routes/system.ts';
+
+/** What route modules need; passed in, never read from globals (STYLE 2). */
+export interface AppDeps {
+  config: Config;
+  db: Db;
+  log: Logger;
+  metrics: Metrics;
+  /** Latest migration version this build ships; readiness compares the database with it. */
+  expectedMigration: number;
+}
+
+export type App = OpenAPIHono<AppEnv>;
+
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+const JSON_TYPE = /^application\/([\w.-]+\+)?json$/i;
+
+export function createApp(deps: AppDeps): App {
+  const app = new OpenAPIHono<AppEnv>({
+    // Schema failures become one ValidationError naming each bad field by path (issue 2).
+    defaultHook: (result) => {
+      if (!result.success) {
+        const issues = result.error.issues.map((i) => ({
+          path: [result.target, ...i.path.map(String)].join('.'),
+          message: i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : i.message,
+        }));
+        throw new ValidationError(`The request is invalid: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, issues);
+      }
+    },
+  });
+
+  app.use(requestId());
+  app.use(async (c, next) => {
+    const started = performance.now();
+    c.set('log', deps.log.child({ request_id: c.get('requestId') }));
+    await next();
+    const route = routePath(c, -1) || 'unmatched';
+    const seconds = (performance.now() - started) / 1000;
+    deps.metrics.httpRequests.inc({ method: c.req.method, route, status: String(c.res.status) });
+    deps.metrics.httpDuration.observe({ method: c.req.method, route }, seconds);
+    c.get('log').info({ method: c.req.method, path: c.req.path, status: c.res.status, ms: Math.round(seconds * 1000) }, 'request');
+  });
+  app.use(
+    bodyLimit({
+      maxSize: deps.config.bodyLimitBytes,
+      onError: () => {
+        throw new PayloadTooLargeError(deps.config.bodyLimitBytes);
+      },
+    }),
+  );
+  // A body must be JSON: otherwise the validator would silently see `{}` and report missing fields.
+  app.use(async (c, next) => {
+    if (BODY_METHODS.has(c.req.method) && c.req.path.startsWith('/api/')) {
+      const len = c.req.header('content-length');
+      const hasBody = (len !== undefined && len !== '0') || c.req.header('transfer-encoding') !== undefined;
+      const type = (c.req.header('content-type') ?? '').split(';')[0]?.trim() ?? '';
+      if (hasBody && !JSON_TYPE.test(type)) throw new UnsupportedMediaTypeError();
+    }
+    await next();
+  });
+
+  app.onError((err, c) => errorResponse(c, err, deps.config.bodyLimitBytes));
+  app.notFound((c) => errorResponse(c, new NotFoundError(`No route ${c.req.method} ${c.req.path}; see /api/v1/docs`), deps.config.bodyLimitBytes));
+
+  registerSystem(app, deps);
+  registerDocs(app);
+  return app;
+}

@@ -1,0 +1,64 @@
+import pg from 'pg';
+import type { Logger } from 'pino';
+
+/** Anything that runs SQL: the pool or a transaction's client. Queries live in the module owning the table. */
+export interface Queryable {
+  query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, params?: unknown[]): Promise<pg.QueryResult<R>>;
+}
+
+/** The narrow database port the rest of Clawplane uses (issue 2). */
+export interface Db extends Queryable {
+  /** Runs `fn` in one transaction; commits when it resolves, rolls back when it throws. */
+  tx<T>(fn: (q: Queryable) => Promise<T>): Promise<T>;
+  readonly url: string;
+  readonly pool: pg.Pool;
+  close(): Promise<void>;
+}
+
+// Timestamps come back as Date and bigint counters as strings by default; int8 -> number is safe for our
+// sequence and counter ranges (< 2^53), and keeps JSON bodies numeric.
+pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
+
+export function createDb(url: string, log: Logger, opts: { max?: number; applicationName?: string } = {}): Db {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: opts.max ?? 10,
+    application_name: opts.applicationName ?? 'clawplane',
+    connectionTimeoutMillis: 5_000,
+    idleTimeoutMillis: 30_000,
+  });
+  // An idle client whose server went away emits 'error'; without a handler that crashes the process.
+  // Readiness reports the outage instead (issue 2: /readyz goes 503 and comes back).
+  pool.on('error', (err) => log.warn({ err: err.message }, 'database connection lost'));
+  return {
+    url,
+    pool,
+    query: (text, params) => pool.query(text, params),
+    async tx(fn) {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        const result = await fn(client);
+        await client.query('COMMIT');
+        return result;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      } finally {
+        client.release();
+      }
+    },
+    close: () => pool.end(),
+  };
+}
+
+/** A URL with the password replaced, for logs and error messages. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparseable database URL)';
+  }
+}

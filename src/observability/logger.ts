@@ -1,0 +1,37 @@
+import { pino, type Logger, type DestinationStream } from 'pino';
+
+/**
+ * JSON logs (pino). Fields that could hold a secret are redacted by path as a second line of defence;
+ * the first is never logging them. Child loggers carry request_id, tenant_id, task_id, instance_id.
+ */
+export function createLogger(level: string, destination?: DestinationStream): Logger {
+  return pino(
+    {
+      level,
+      base: { service: 'clawplane' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      redact: {
+        paths: [
+          'password',
+          '*.password',
+          'secret',
+          '*.secret',
+          'token',
+          '*.token',
+          'apiKey',
+          '*.apiKey',
+          'authorization',
+          '*.authorization',
+          'headers.authorization',
+          'headers.cookie',
+          '*.headers.authorization',
+          '*.headers.cookie',
+        ],
+        censor: '[redacted]',
+      },
+    },
+    destination,
+  );
+}
+
+export type { Logger };

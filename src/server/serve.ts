@@ -1,0 +1,98 @@
+import type { AddressInfo } from 'node:net';
+import { serve, type ServerType } from '@hono/node-server';
+import type { Http2Server, Http2SecureServer } from 'node:http2';
+import type { Server } from 'node:http';
+import type { Logger } from 'pino';
+import { createApp, type App } from '../api/app.ts';
+import type { Config } from '../config/schema.ts';
+import { resolveSecretKey } from '../config/secret-key.ts';
+import { EmbeddedDatabase } from '../db/embedded.ts';
+import { loadMigrations, migrate } from '../db/migrate.ts';
+import { createDb, redactUrl, type Db } from '../db/pool.ts';
+import { launchEngine, shutdownEngine } from '../durable/engine.ts';
+import { bindSelfCheck } from '../durable/self-check.ts';
+import { createMetrics } from '../observability/metrics.ts';
+
+export interface RunningServer {
+  url: string;
+  app: App;
+  db: Db;
+  embedded: EmbeddedDatabase | undefined;
+  /** Stops accepting, drains in-flight requests (up to the shutdown timeout), stops the engine and database. */
+  stop(): Promise<void>;
+}
+
+/** Opens the database: the configured PostgreSQL, or the embedded one in the data directory. */
+export async function openDatabase(config: Config, log: Logger): Promise<{ db: Db; embedded: EmbeddedDatabase | undefined }> {
+  let embedded: EmbeddedDatabase | undefined;
+  let url = config.databaseUrl;
+  if (url === undefined) {
+    embedded = new EmbeddedDatabase({ dataDir: config.dataDir, port: config.embeddedPgPort, log });
+    url = await embedded.start();
+  }
+  const db = createDb(url, log);
+  try {
+    await db.query('SELECT 1');
+  } catch (err) {
+    await db.close();
+    await embedded?.stop();
+    throw new Error(`Cannot connect to PostgreSQL at ${redactUrl(url)}: ${(err as Error).message}. Check DATABASE_URL.`, { cause: err });
+  }
+  return { db, embedded };
+}
+
+/** `clawplane serve`: every role in one process (issue 2). */
+export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+  await resolveSecretKey(config, log);
+  const { db, embedded } = await openDatabase(config, log);
+  let server: ServerType | undefined;
+  try {
+    await migrate(db, log);
+    bindSelfCheck(db);
+    await launchEngine({ databaseUrl: db.url, log });
+    const expectedMigration = (await loadMigrations()).length;
+    const app = createApp({ config, db, log, metrics: createMetrics(), expectedMigration });
+    const s = await new Promise<ServerType>((resolve, reject) => {
+      const srv = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () => resolve(srv));
+      srv.once('error', reject);
+    });
+    server = s;
+    const addr = s.address() as AddressInfo;
+    const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+    const url = `http://${host}:${addr.port}`;
+    log.info({ url, database: embedded ? 'embedded' : redactUrl(db.url) }, 'clawplane listening');
+
+    let stopping: Promise<void> | undefined;
+    const stop = () =>
+      (stopping ??= (async () => {
+        log.info('shutting down: no new connections, draining in-flight requests');
+        await closeServer(s, config.shutdownTimeoutMs);
+        await shutdownEngine();
+        await db.close();
+        await embedded?.stop();
+        log.info('shut down');
+      })());
+    return { url, app, db, embedded, stop };
+  } catch (err) {
+    if (server) await closeServer(server, 0);
+    await shutdownEngine().catch(() => undefined);
+    await db.close().catch(() => undefined);
+    await embedded?.stop();
+    throw err;
+  }
+}
+
+async function closeServer(s: ServerType, timeoutMs: number): Promise<void> {
+  const srv = s as Server | Http2Server | Http2SecureServer;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      if ('closeAllConnections' in srv) srv.closeAllConnections();
+      resolve();
+    }, timeoutMs);
+    srv.close(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+    if ('closeIdleConnections' in srv) srv.closeIdleConnections();
+  });
+}
