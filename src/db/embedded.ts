@@ -1,7 +1,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -40,6 +40,11 @@ export class EmbeddedDatabase {
     await mkdir(path.dirname(this.dir), { recursive: true, mode: 0o711 });
     this.password = await this.loadPassword();
     this.owner = await postgresOwner();
+    if (this.owner) {
+      // The data directory may already exist with 0700 (mkdtemp): let the postgres user traverse it.
+      const parent = path.dirname(this.dir);
+      await chmod(parent, ((await stat(parent)).mode & 0o777) | 0o011);
+    }
     if (!existsSync(path.join(this.dir, 'PG_VERSION'))) await this.initialise();
 
     const adopted = await this.runningPort();

@@ -1,0 +1,83 @@
+/**
+ * `npm test`: type check, lint, then the whole suite against a real PostgreSQL (issue 2).
+ * One server per run: TEST_DATABASE_URL (a role that may CREATE DATABASE) or an embedded PostgreSQL in a
+ * temporary directory. A template database is migrated once; each test file clones its own from it.
+ * `npm test -- test/foo.test.ts` runs only the named files and skips the static checks.
+ */
+import { spawnSync, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { DBOS } from '@dbos-inc/dbos-sdk';
+import pg from 'pg';
+import { EmbeddedDatabase } from '../src/db/embedded.ts';
+import { migrate } from '../src/db/migrate.ts';
+import { createDb } from '../src/db/pool.ts';
+import { createLogger } from '../src/observability/logger.ts';
+
+const root = path.resolve(import.meta.dirname, '..');
+const bin = (name: string) => path.join(root, 'node_modules', '.bin', name);
+const files = process.argv.slice(2);
+const log = createLogger('warn');
+
+function step(name: string, cmd: string, args: string[]): void {
+  const t = Date.now();
+  process.stdout.write(`# ${name}\n`);
+  const r = spawnSync(cmd, args, { stdio: 'inherit', cwd: root });
+  if (r.status !== 0) {
+    process.stdout.write(`# ${name} failed\n`);
+    process.exit(r.status ?? 1);
+  }
+  process.stdout.write(`# ${name} ok (${((Date.now() - t) / 1000).toFixed(1)} s)\n`);
+}
+
+if (files.length === 0) {
+  step('typecheck (tsc --noEmit)', bin('tsc'), ['--noEmit', '-p', root]);
+  step('lint (eslint)', bin('eslint'), ['--max-warnings=0', '.']);
+}
+
+let embedded: EmbeddedDatabase | undefined;
+let tmp: string | undefined;
+let adminUrl = process.env['TEST_DATABASE_URL'];
+if (!adminUrl) {
+  tmp = await mkdtemp(path.join(os.tmpdir(), 'clawplane-test-'));
+  embedded = new EmbeddedDatabase({ dataDir: tmp, port: 0, log });
+  adminUrl = await embedded.start('postgres');
+}
+const template = `clawplane_template_${process.pid}`;
+const admin = new pg.Client({ connectionString: adminUrl });
+await admin.connect();
+const server = (await admin.query<{ server_version: string }>('SHOW server_version')).rows[0]?.server_version;
+process.stdout.write(`# PostgreSQL ${server} (${embedded ? 'embedded' : 'TEST_DATABASE_URL'})\n`);
+await admin.query(`DROP DATABASE IF EXISTS ${template}`);
+await admin.query(`CREATE DATABASE ${template}`);
+const templateUrl = withDatabase(adminUrl, template);
+const db = createDb(templateUrl, log, { max: 2 });
+await migrate(db, log);
+await db.close();
+await DBOS.migrate(templateUrl, { schemaName: 'dbos' });
+
+let code = 1;
+try {
+  code = await new Promise<number>((resolve) => {
+    const args = ['--test', '--test-concurrency=2', '--test-timeout=600000', ...(files.length ? files : ['test/**/*.test.ts'])];
+    const child = spawn(process.execPath, args, {
+      cwd: root,
+      stdio: 'inherit',
+      env: { ...process.env, CLAWPLANE_TEST_ADMIN_URL: adminUrl, CLAWPLANE_TEST_TEMPLATE: template },
+    });
+    child.on('close', (c) => resolve(c ?? 1));
+  });
+} finally {
+  await admin.query(`DROP DATABASE IF EXISTS ${template} WITH (FORCE)`).catch(() => undefined);
+  await admin.end();
+  await embedded?.stop();
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+}
+process.exit(code);
+
+function withDatabase(url: string, name: string): string {
+  const u = new URL(url);
+  u.pathname = `/${name}`;
+  return u.toString();
+}

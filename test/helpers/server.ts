@@ -1,0 +1,56 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { after } from 'node:test';
+import { parseConfig, type Config } from '../../src/config/schema.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import { startServer, type RunningServer } from '../../src/server/serve.ts';
+import { testDatabase, type TestDatabase } from './db.ts';
+
+/** Every log line any server in this test process wrote: tests scan it for planted canaries. */
+export const capturedLogs: string[] = [];
+
+export interface TestServer extends RunningServer {
+  config: Config;
+  database: TestDatabase;
+  /** fetch relative to the server, JSON in and out. */
+  call(method: string, path: string, opts?: { body?: unknown; headers?: Record<string, string>; raw?: string }): Promise<Response>;
+}
+
+/** A real Clawplane server in this process on its own cloned database, stopped after the file's tests. */
+export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
+  const database = await testDatabase();
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-srv-'));
+  const config = parseConfig({
+    CLAWPLANE_ENV: 'test',
+    DATABASE_URL: database.url,
+    CLAWPLANE_SECRET_KEY: randomBytes(32).toString('base64'),
+    CLAWPLANE_DATA_DIR: dataDir,
+    CLAWPLANE_PORT: '0',
+    CLAWPLANE_LOG_LEVEL: 'debug',
+    ...env,
+  });
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      capturedLogs.push(chunk.toString());
+      cb();
+    },
+  });
+  const server = await startServer(config, createLogger(config.logLevel, sink));
+  after(async () => {
+    await server.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+  const call: TestServer['call'] = (method, p, opts = {}) => {
+    const headers: Record<string, string> = { ...opts.headers };
+    let body: string | undefined = opts.raw;
+    if (opts.body !== undefined) {
+      body = JSON.stringify(opts.body);
+      headers['content-type'] ??= 'application/json';
+    }
+    return fetch(server.url + p, { method, headers, body });
+  };
+  return { ...server, config, database, call };
+}
