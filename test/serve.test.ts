@@ -12,7 +12,7 @@ const pgCtl = path.join(path.dirname(initdb), 'pg_ctl');
 
 /** Runs `clawplane serve` as a user would (embedded database, generated key) and stops it with a signal. */
 function serve(dataDir: string) {
-  const env = { ...process.env, CLAWPLANE_DATA_DIR: dataDir, CLAWPLANE_PORT: '0' };
+  const env: NodeJS.ProcessEnv = { ...process.env, CLAWPLANE_DATA_DIR: dataDir, CLAWPLANE_PORT: '0' };
   delete env['DATABASE_URL'];
   delete env['CLAWPLANE_SECRET_KEY'];
   const child = spawn(process.execPath, [cli, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -61,7 +61,7 @@ describe('clawplane serve on the embedded database', async () => {
     s.child.kill('SIGINT');
     assert.equal(await s.exited, 0);
     assert.equal(await readFile(path.join(dataDir, 'secret.key'), 'utf8'), key);
-    const env = { ...process.env, CLAWPLANE_DATA_DIR: dataDir };
+    const env: NodeJS.ProcessEnv = { ...process.env, CLAWPLANE_DATA_DIR: dataDir };
     delete env['DATABASE_URL'];
     const verify = spawnSync(process.execPath, [cli, 'audit', 'verify'], { env, encoding: 'utf8' });
     assert.equal(verify.status, 0, verify.stderr);

@@ -9,8 +9,16 @@ import { NotFoundError, PayloadTooLargeError, UnsupportedMediaTypeError, Validat
 import type { Metrics } from '../observability/metrics.ts';
 import type { AppEnv } from './env.ts';
 import { errorResponse } from './errors.ts';
+import type { Services } from '../server/services.ts';
+import { authentication, tenantScope } from './auth.ts';
+import { registerAuth } from './routes/auth.ts';
 import { registerDocs } from './routes/docs.ts';
+import { registerMembers } from './routes/members.ts';
+import { registerOnboarding } from './routes/onboarding.ts';
+import { registerPlatform } from './routes/platform.ts';
 import { registerSystem } from './routes/system.ts';
+import { registerTenants } from './routes/tenants.ts';
+import { registerTokens } from './routes/tokens.ts';
 
 /** What route modules need; passed in, never read from globals (STYLE 2). */
 export interface AppDeps {
@@ -20,6 +28,11 @@ export interface AppDeps {
   metrics: Metrics;
   /** Latest migration version this build ships; readiness compares the database with it. */
   expectedMigration: number;
+  services: Services;
+  /** Cookies get Secure (and the __Host- prefix) when users reach Clawplane over https. */
+  secureCookies: boolean;
+  /** scheme://host[:port] users reach Clawplane at, for redirects. */
+  publicOrigin: string;
 }
 
 export type App = OpenAPIHono<AppEnv>;
@@ -71,10 +84,21 @@ export function createApp(deps: AppDeps): App {
     await next();
   });
 
+  app.use(authentication({ ...deps.services, secureCookies: deps.secureCookies }));
+  const scope = tenantScope(deps.services.tenants);
+  app.use('/api/v1/tenants/:tenant', scope);
+  app.use('/api/v1/tenants/:tenant/*', scope);
+
   app.onError((err, c) => errorResponse(c, err, deps.config.bodyLimitBytes));
   app.notFound((c) => errorResponse(c, new NotFoundError(`No route ${c.req.method} ${c.req.path}; see /api/v1/docs`), deps.config.bodyLimitBytes));
 
   registerSystem(app, deps);
+  registerOnboarding(app, deps);
+  registerAuth(app, deps);
+  registerPlatform(app, deps);
+  registerTenants(app, deps);
+  registerMembers(app, deps);
+  registerTokens(app, deps);
   registerDocs(app);
   return app;
 }

@@ -5,11 +5,13 @@ import { verifyAuditChain } from '../audit/verify.ts';
 import { parseConfig, type Config, type Settings } from '../config/schema.ts';
 import { ClawplaneError, ConfigError } from '../errors.ts';
 import { migrate } from '../db/migrate.ts';
+import type { Db } from '../db/pool.ts';
 import { describeSchema } from '../db/schema-snapshot.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
 import { openDatabase, startServer } from '../server/serve.ts';
 import { API_VERSION } from '../api/routes/docs.ts';
 import { SNAPSHOT_FILE } from '../db/snapshot-file.ts';
+import { identityCommands } from './identity-commands.ts';
 
 /** Exit codes scripts can rely on. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, config: 3 } as const;
@@ -39,7 +41,7 @@ function cliLogger(cfg: Config): Logger {
   return createLogger(cfg.logLevel === 'info' ? 'warn' : cfg.logLevel, process.stderr as unknown as import('pino').DestinationStream);
 }
 
-async function withDatabase<T>(cfg: Config, fn: (db: Awaited<ReturnType<typeof openDatabase>>['db'], log: Logger) => Promise<T>): Promise<T> {
+async function withDatabase<T>(cfg: Config, fn: (db: Db, log: Logger) => Promise<T>): Promise<T> {
   const log = cliLogger(cfg);
   const { db, embedded } = await openDatabase(cfg, log);
   try {
@@ -128,10 +130,15 @@ const commands: Record<string, Command> = {
   },
 };
 
-/** Registers more subcommands (identity, tenants, tokens…) from their own modules. */
-export function addCommand(name: string, cmd: Command): void {
-  commands[name] = cmd;
-}
+Object.assign(
+  commands,
+  identityCommands({
+    config,
+    withDatabase,
+    usage: (m: string) => new UsageError(m),
+    EXIT,
+  }),
+);
 
 function diffLines(want: string, have: string): string {
   const w = new Set(want.split('\n'));
@@ -175,6 +182,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     const message = err instanceof ClawplaneError || err instanceof Error ? err.message : String(err);
     process.stderr.write(`clawplane: ${message}\n`);
+    if (err instanceof ClawplaneError && err.status === 400) return EXIT.usage;
     return EXIT.failed;
   }
 }

@@ -12,11 +12,13 @@ import { createDb, redactUrl, type Db } from '../db/pool.ts';
 import { launchEngine, shutdownEngine } from '../durable/engine.ts';
 import { bindSelfCheck } from '../durable/self-check.ts';
 import { createMetrics } from '../observability/metrics.ts';
+import { createServices, type Services } from './services.ts';
 
 export interface RunningServer {
   url: string;
   app: App;
   db: Db;
+  services: Services;
   embedded: EmbeddedDatabase | undefined;
   /** Stops accepting, drains in-flight requests (up to the shutdown timeout), stops the engine and database. */
   stop(): Promise<void>;
@@ -51,15 +53,35 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     bindSelfCheck(db);
     await launchEngine({ databaseUrl: db.url, log });
     const expectedMigration = (await loadMigrations()).length;
-    const app = createApp({ config, db, log, metrics: createMetrics(), expectedMigration });
+    // The app needs the public origin (OIDC redirect URI), which needs the bound port: bind first.
+    let fetchImpl: ((req: Request) => Response | Promise<Response>) | undefined;
     const s = await new Promise<ServerType>((resolve, reject) => {
-      const srv = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () => resolve(srv));
+      const srv = serve(
+        { fetch: (req: Request) => (fetchImpl ? fetchImpl(req) : new Response('starting', { status: 503 })), hostname: config.host, port: config.port },
+        () => resolve(srv),
+      );
       srv.once('error', reject);
     });
     server = s;
     const addr = s.address() as AddressInfo;
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
     const url = `http://${host}:${addr.port}`;
+    const publicOrigin = config.publicUrl ? new URL(config.publicUrl).origin : url;
+    const secretKey = config.secretKey;
+    if (!secretKey) throw new Error('secret key not resolved');
+    const services = createServices({ db, secretKey, dataDir: config.dataDir, publicOrigin });
+    await services.onboarding.prepareSetupCode(log);
+    const app = createApp({
+      config,
+      db,
+      log,
+      metrics: createMetrics(),
+      expectedMigration,
+      services,
+      secureCookies: publicOrigin.startsWith('https:'),
+      publicOrigin,
+    });
+    fetchImpl = app.fetch;
     log.info({ url, database: embedded ? 'embedded' : redactUrl(db.url) }, 'clawplane listening');
 
     let stopping: Promise<void> | undefined;
@@ -72,7 +94,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         await embedded?.stop();
         log.info('shut down');
       })());
-    return { url, app, db, embedded, stop };
+    return { url, app, db, services, embedded, stop };
   } catch (err) {
     if (server) await closeServer(server, 0);
     await shutdownEngine().catch(() => undefined);

@@ -41,6 +41,8 @@ CREATE TABLE memberships (
   tenant_id   uuid        NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
   user_id     uuid        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
   role        text        NOT NULL CHECK (role IN ('tenant_admin', 'member', 'viewer')),
+  -- 'oidc' memberships follow the identity provider's claim at each login; 'manual' ones are kept.
+  source      text        NOT NULL DEFAULT 'manual' CHECK (source IN ('manual', 'oidc')),
   created_at  timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (tenant_id, user_id)
 );
@@ -89,3 +91,12 @@ CREATE TABLE login_failures (
   at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX login_failures_key_at ON login_failures (key, at);
+
+-- An OIDC login in flight: state, PKCE verifier and nonce, kept server-side for ten minutes.
+CREATE TABLE oidc_logins (
+  state          text        PRIMARY KEY,
+  code_verifier  text        NOT NULL,
+  nonce          text        NOT NULL,
+  return_to      text        NOT NULL DEFAULT '/',
+  created_at     timestamptz NOT NULL DEFAULT now()
+);

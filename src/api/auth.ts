@@ -1,0 +1,104 @@
+import type { Context, MiddlewareHandler } from 'hono';
+import { getCookie } from 'hono/cookie';
+import { ClawplaneError, ForbiddenError, NotFoundError, UnauthenticatedError } from '../errors.ts';
+import { authorize, type Action, type TenantRef } from '../identity/authz.ts';
+import type { ApiTokenService } from '../identity/api-tokens.ts';
+import type { OnboardingService } from '../identity/onboarding.ts';
+import { actorOf, type Principal, type TenantRole } from '../identity/principal.ts';
+import type { SessionService } from '../identity/sessions.ts';
+import type { TenantService } from '../tenancy/tenants.ts';
+import type { AppEnv } from './env.ts';
+
+const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+const CREDENTIAL_ROUTES = new Set(['/api/v1/auth/login', '/api/v1/onboarding/admin']);
+
+/** Cookie name: `__Host-` requires Secure, which browsers only keep over TLS (issue 3). */
+export function sessionCookieName(secure: boolean): string {
+  return secure ? '__Host-clawplane_session' : 'clawplane_session';
+}
+
+export class OnboardingIncompleteError extends ClawplaneError {
+  constructor(hint: string) {
+    super('onboarding_incomplete', 409, `Finish first-boot onboarding first. ${hint}`);
+  }
+}
+
+/** Paths that work before onboarding is complete. */
+const OPEN_BEFORE_ONBOARDING = [/^\/api\/v1\/onboarding(\/|$)/, /^\/api\/v1\/auth\//, /^\/api\/v1\/(openapi\.json|docs)/, /^\/api\/v1\/platform\/oidc$/];
+
+export function authentication(deps: { sessions: SessionService; tokens: ApiTokenService; onboarding: OnboardingService; secureCookies: boolean }): MiddlewareHandler<AppEnv> {
+  const cookieName = sessionCookieName(deps.secureCookies);
+  return async (c, next) => {
+    c.set('principal', undefined);
+    if (!c.req.path.startsWith('/api/')) return next();
+    const auth = c.req.header('authorization');
+    let principal: Principal | undefined;
+    if (auth !== undefined) {
+      const m = /^Bearer\s+(\S+)$/i.exec(auth);
+      if (!m?.[1]) throw new UnauthenticatedError('Malformed Authorization header: use "Authorization: Bearer <token>".');
+      principal = await deps.tokens.resolve(m[1]);
+      if (!principal) throw new UnauthenticatedError('The API token is unknown, expired or revoked. Create a new one.');
+    } else {
+      const sid = getCookie(c, cookieName);
+      if (sid) principal = await deps.sessions.resolve(sid);
+      // Cookie-authenticated writes need the session's CSRF token (a header a cross-site form cannot
+      // set). Sign-in routes authenticate by credentials, not by the cookie, so they are exempt.
+      if (principal?.kind === 'user' && UNSAFE.has(c.req.method) && !CREDENTIAL_ROUTES.has(c.req.path) && c.req.header('x-csrf-token') !== principal.csrfToken) {
+        throw new ForbiddenError('Missing or wrong X-CSRF-Token header: send the csrfToken from /api/v1/auth/me with every change.');
+      }
+    }
+    c.set('principal', principal);
+    if (principal) c.set('log', c.get('log').child({ actor: actorOf(principal) }));
+    if (!OPEN_BEFORE_ONBOARDING.some((r) => r.test(c.req.path)) && !(await deps.onboarding.isComplete())) {
+      throw new OnboardingIncompleteError((await deps.onboarding.state()).hint);
+    }
+    return next();
+  };
+}
+
+/**
+ * For every path under /api/v1/tenants/{tenant}: resolves the tenant by id or slug before any body is
+ * validated, and answers 404 to a caller with no relation to it, so another tenant's ids reveal nothing.
+ */
+export function tenantScope(tenants: TenantService): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const ref = c.req.param('tenant') ?? '';
+    const principal = c.get('principal');
+    if (!principal) throw new UnauthenticatedError();
+    const t = await tenants.find(ref);
+    if (!t) throw new NotFoundError('Tenant');
+    let role: TenantRole | undefined;
+    if (principal.kind === 'token') role = principal.tenantId === t.id ? principal.role : undefined;
+    else role = await tenants.roleOf(t.id, principal.userId);
+    const platformAdmin = principal.kind === 'user' && principal.platformAdmin;
+    if (role === undefined && !platformAdmin) throw new NotFoundError('Tenant');
+    c.set('tenant', { id: t.id, slug: t.slug, status: t.status });
+    c.set('role', role);
+    c.set('log', c.get('log').child({ tenant_id: t.id }));
+    return next();
+  };
+}
+
+/** The caller, the tenant and an audit stamp, after checking `action` is allowed. */
+export function allow(c: Context<AppEnv>, action: Action): { principal: Principal; tenant: TenantRef; by: { actor: string; requestId: string } } {
+  const principal = c.get('principal');
+  const tenant = c.get('tenant');
+  authorize(principal, action, tenant, c.get('role'));
+  if (!principal || !tenant) throw new NotFoundError('Tenant');
+  return { principal, tenant, by: { actor: actorOf(principal), requestId: c.get('requestId') } };
+}
+
+/** For routes outside a tenant: the caller and an audit stamp after checking `action`. */
+export function allowPlatform(c: Context<AppEnv>, action: 'platform.manage'): { principal: Principal; by: { actor: string; requestId: string } } {
+  const principal = c.get('principal');
+  authorize(principal, action);
+  if (!principal) throw new UnauthenticatedError();
+  return { principal, by: { actor: actorOf(principal), requestId: c.get('requestId') } };
+}
+
+export function requireUser(c: Context<AppEnv>): Extract<Principal, { kind: 'user' }> {
+  const p = c.get('principal');
+  if (!p) throw new UnauthenticatedError();
+  if (p.kind !== 'user') throw new ForbiddenError('This needs a signed-in user, not an API token.');
+  return p;
+}

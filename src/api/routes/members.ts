@@ -1,0 +1,74 @@
+import { createRoute, z } from '@hono/zod-openapi';
+import type { App, AppDeps } from '../app.ts';
+import { allow } from '../auth.ts';
+import { Email, errorResponses, json, jsonBody, MemberSchema, TenantParam, TenantRoleSchema } from '../schemas.ts';
+
+const MemberParams = TenantParam.extend({
+  userId: z.uuid().openapi({ param: { name: 'userId', in: 'path' } }),
+});
+
+/** Tenant members: tenant admins (and platform admins) manage them; members see them (issue 3). */
+export function registerMembers(app: App, deps: AppDeps): void {
+  const { tenants } = deps.services;
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/members',
+      tags: ['members'],
+      summary: 'Members of a tenant',
+      request: { params: TenantParam },
+      responses: { 200: json(z.object({ items: z.array(MemberSchema) })), ...errorResponses },
+    }),
+    async (c) => {
+      const { tenant } = allow(c, c.get('role') ? 'tenant.read' : 'tenant.manage');
+      return c.json({ items: await tenants.members(tenant.id) }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/api/v1/tenants/{tenant}/members',
+      tags: ['members'],
+      summary: 'Add a member by email (pre-provisions users who have not signed in yet)',
+      request: { params: TenantParam, body: jsonBody(z.strictObject({ email: Email, role: TenantRoleSchema, displayName: z.string().max(100).optional() })) },
+      responses: { 201: json(MemberSchema, 'Added'), ...errorResponses },
+    }),
+    async (c) => {
+      const { tenant, by } = allow(c, 'tenant.manage');
+      return c.json(await tenants.addMember(tenant.id, c.req.valid('json'), by), 201);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'patch',
+      path: '/api/v1/tenants/{tenant}/members/{userId}',
+      tags: ['members'],
+      summary: "Change a member's role",
+      request: { params: MemberParams, body: jsonBody(z.strictObject({ role: TenantRoleSchema })) },
+      responses: { 200: json(MemberSchema), ...errorResponses },
+    }),
+    async (c) => {
+      const { tenant, by } = allow(c, 'tenant.manage');
+      return c.json(await tenants.changeRole(tenant.id, c.req.valid('param').userId, c.req.valid('json').role, by), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'delete',
+      path: '/api/v1/tenants/{tenant}/members/{userId}',
+      tags: ['members'],
+      summary: 'Remove a member',
+      request: { params: MemberParams },
+      responses: { 200: json(z.object({ removed: z.literal(true) })), ...errorResponses },
+    }),
+    async (c) => {
+      const { tenant, by } = allow(c, 'tenant.manage');
+      await tenants.removeMember(tenant.id, c.req.valid('param').userId, by);
+      return c.json({ removed: true as const }, 200);
+    },
+  );
+}

@@ -1,0 +1,117 @@
+import { createRoute, z } from '@hono/zod-openapi';
+import { ValidationError } from '../../errors.ts';
+import type { App, AppDeps } from '../app.ts';
+import { allow, allowPlatform } from '../auth.ts';
+import { errorResponses, json, jsonBody, QuotasPatch, Slug, TenantParam, TenantSchema } from '../schemas.ts';
+import { UnauthenticatedError } from '../../errors.ts';
+
+/** Tenants: platform admins create, change, suspend and delete; members see their own (issue 3). */
+export function registerTenants(app: App, deps: AppDeps): void {
+  const { tenants } = deps.services;
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/api/v1/tenants',
+      tags: ['tenants'],
+      summary: 'Create a tenant',
+      request: { body: jsonBody(z.strictObject({ slug: Slug, name: z.string().trim().min(1).max(200), quotas: QuotasPatch.optional() })) },
+      responses: { 201: json(TenantSchema, 'Created'), ...errorResponses },
+    }),
+    async (c) => {
+      const { by } = allowPlatform(c, 'platform.manage');
+      return c.json(await tenants.create(c.req.valid('json'), by), 201);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants',
+      tags: ['tenants'],
+      summary: 'Tenants you can see: all for platform admins, your own otherwise',
+      responses: { 200: json(z.object({ items: z.array(TenantSchema) })), ...errorResponses },
+    }),
+    async (c) => {
+      const p = c.get('principal');
+      if (!p) throw new UnauthenticatedError();
+      if (p.kind === 'token') return c.json({ items: [await tenants.get(p.tenantId)] }, 200);
+      return c.json({ items: await tenants.list(p.platformAdmin ? {} : { userId: p.userId }) }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}',
+      tags: ['tenants'],
+      summary: 'One tenant',
+      request: { params: TenantParam },
+      responses: { 200: json(TenantSchema), ...errorResponses },
+    }),
+    async (c) => {
+      const role = c.get('role');
+      const { tenant } = allow(c, role ? 'tenant.read' : 'tenant.manage');
+      return c.json(await tenants.get(tenant.id), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'patch',
+      path: '/api/v1/tenants/{tenant}',
+      tags: ['tenants'],
+      summary: 'Rename a tenant or change its quotas (platform admin)',
+      request: { params: TenantParam, body: jsonBody(z.strictObject({ name: z.string().trim().min(1).max(200).optional(), quotas: QuotasPatch.optional() })) },
+      responses: { 200: json(TenantSchema), ...errorResponses },
+    }),
+    async (c) => {
+      const { tenant } = allow(c, 'tenant.manage');
+      const { by } = allowPlatform(c, 'platform.manage');
+      const body = c.req.valid('json');
+      if (body.name === undefined && body.quotas === undefined) throw new ValidationError('Nothing to change: send name and/or quotas.');
+      return c.json(await tenants.update(tenant.id, body, by), 200);
+    },
+  );
+
+  for (const [verb, status] of [
+    ['suspend', 'suspended'],
+    ['resume', 'active'],
+  ] as const) {
+    app.openapi(
+      createRoute({
+        method: 'post',
+        path: `/api/v1/tenants/{tenant}/${verb}`,
+        tags: ['tenants'],
+        summary: verb === 'suspend' ? 'Suspend a tenant: it can read but not start work (platform admin)' : 'Resume a suspended tenant (platform admin)',
+        request: { params: TenantParam, body: { required: false, content: { 'application/json': { schema: z.strictObject({ reason: z.string().max(500).optional() }) } } } },
+        responses: { 200: json(TenantSchema), ...errorResponses },
+      }),
+      async (c) => {
+        const { tenant } = allow(c, 'tenant.manage');
+        const { by } = allowPlatform(c, 'platform.manage');
+        return c.json(await tenants.setStatus(tenant.id, status, { ...by, reason: c.req.valid('json').reason }), 200);
+      },
+    );
+  }
+
+  app.openapi(
+    createRoute({
+      method: 'delete',
+      path: '/api/v1/tenants/{tenant}',
+      tags: ['tenants'],
+      summary: 'Delete a tenant and everything it owns (platform admin; confirm with its slug)',
+      request: { params: TenantParam, query: z.object({ confirm: z.string().max(64).openapi({ description: 'The tenant\'s slug, typed again' }) }) },
+      responses: { 200: json(z.object({ deleted: z.literal(true) })), ...errorResponses },
+    }),
+    async (c) => {
+      const { tenant } = allow(c, 'tenant.manage');
+      const { by } = allowPlatform(c, 'platform.manage');
+      if (c.req.valid('query').confirm !== tenant.slug) {
+        throw new ValidationError(`To delete, pass ?confirm=${tenant.slug} (the tenant's slug).`, [{ path: 'query.confirm', message: 'must equal the slug' }]);
+      }
+      await tenants.remove(tenant.id, by);
+      return c.json({ deleted: true as const }, 200);
+    },
+  );
+}

@@ -1,0 +1,110 @@
+import { appendAudit } from '../audit/log.ts';
+import type { Db } from '../db/pool.ts';
+import { ConflictError, NotFoundError } from '../errors.ts';
+import type { Audited } from '../tenancy/tenants.ts';
+import type { Principal, TenantRole } from './principal.ts';
+import { API_TOKEN_PREFIX, newSecret, sha256, tokenDisplay } from './tokens.ts';
+
+export interface ApiToken {
+  id: string;
+  tenantId: string;
+  name: string;
+  role: TenantRole;
+  display: string;
+  createdBy: string | null;
+  createdAt: string;
+  expiresAt: string | null;
+  revokedAt: string | null;
+  lastUsedAt: string | null;
+}
+
+interface Row {
+  id: string;
+  tenant_id: string;
+  name: string;
+  role: TenantRole;
+  display: string;
+  created_by: string | null;
+  created_at: Date;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+  last_used_at: Date | null;
+}
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null);
+const toToken = (r: Row): ApiToken => ({
+  id: r.id,
+  tenantId: r.tenant_id,
+  name: r.name,
+  role: r.role,
+  display: r.display,
+  createdBy: r.created_by,
+  createdAt: r.created_at.toISOString(),
+  expiresAt: iso(r.expires_at),
+  revokedAt: iso(r.revoked_at),
+  lastUsedAt: iso(r.last_used_at),
+});
+
+/** Tenant-scoped API tokens: shown once, stored as SHA-256, with expiry, revocation and last use (issue 3). */
+export class ApiTokenService {
+  private readonly db: Db;
+  constructor(db: Db) {
+    this.db = db;
+  }
+
+  async create(
+    tenantId: string,
+    input: { name: string; role: TenantRole; expiresAt?: Date | undefined; createdBy: string | null },
+    by: Audited,
+  ): Promise<{ token: string; info: ApiToken }> {
+    const token = newSecret(API_TOKEN_PREFIX);
+    const info = await this.db.tx(async (tx) => {
+      const r = await tx.query<Row>(
+        `INSERT INTO api_tokens (tenant_id, name, role, token_hash, display, created_by, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *`,
+        [tenantId, input.name, input.role, sha256(token), tokenDisplay(token), input.createdBy, input.expiresAt ?? null],
+      );
+      const t = toToken(r.rows[0] as Row);
+      await appendAudit(tx, { actor: by.actor, tenantId, action: 'token.create', target: `token:${t.id}`, decision: 'success', detail: { name: t.name, role: t.role, expiresAt: t.expiresAt }, requestId: by.requestId ?? null });
+      return t;
+    });
+    return { token, info };
+  }
+
+  async list(tenantId: string): Promise<ApiToken[]> {
+    const r = await this.db.query<Row>('SELECT * FROM api_tokens WHERE tenant_id = $1 ORDER BY created_at DESC', [tenantId]);
+    return r.rows.map(toToken);
+  }
+
+  async get(tenantId: string, id: string): Promise<ApiToken> {
+    const r = await this.db.query<Row>('SELECT * FROM api_tokens WHERE tenant_id = $1 AND id::text = $2', [tenantId, id]);
+    if (!r.rows[0]) throw new NotFoundError('Token');
+    return toToken(r.rows[0]);
+  }
+
+  async revoke(tenantId: string, id: string, by: Audited): Promise<ApiToken> {
+    return this.db.tx(async (tx) => {
+      const cur = await tx.query<Row>('SELECT * FROM api_tokens WHERE tenant_id = $1 AND id::text = $2 FOR UPDATE', [tenantId, id]);
+      if (!cur.rows[0]) throw new NotFoundError('Token');
+      if (cur.rows[0].revoked_at) throw new ConflictError('This token is already revoked.', 'already_revoked');
+      const r = await tx.query<Row>('UPDATE api_tokens SET revoked_at = now() WHERE id = $1 RETURNING *', [cur.rows[0].id]);
+      await appendAudit(tx, { actor: by.actor, tenantId, action: 'token.revoke', target: `token:${cur.rows[0].id}`, decision: 'success', requestId: by.requestId ?? null });
+      return toToken(r.rows[0] as Row);
+    });
+  }
+
+  /** The principal for a presented token; undefined when unknown, revoked or expired. */
+  async resolve(token: string): Promise<Extract<Principal, { kind: 'token' }> | undefined> {
+    if (!token.startsWith(API_TOKEN_PREFIX)) return undefined;
+    const r = await this.db.query<Row>(
+      'SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())',
+      [sha256(token)],
+    );
+    const row = r.rows[0];
+    if (!row) return undefined;
+    if (!row.last_used_at || Date.now() - row.last_used_at.getTime() > 60_000) {
+      await this.db.query('UPDATE api_tokens SET last_used_at = now() WHERE id = $1', [row.id]);
+    }
+    return { kind: 'token', tokenId: row.id, tenantId: row.tenant_id, role: row.role, createdBy: row.created_by };
+  }
+}

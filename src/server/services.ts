@@ -1,0 +1,46 @@
+import type { Db } from '../db/pool.ts';
+import { ApiTokenService } from '../identity/api-tokens.ts';
+import { OidcService, type PlatformSecrets } from '../identity/oidc.ts';
+import { OnboardingService } from '../identity/onboarding.ts';
+import { SessionService } from '../identity/sessions.ts';
+import { UserService } from '../identity/users.ts';
+import { TenantService } from '../tenancy/tenants.ts';
+import { dbKeyVersionStore, LocalKeyProvider } from '../vault/local-key-provider.ts';
+import { Vault } from '../vault/vault.ts';
+import { NotFoundError } from '../errors.ts';
+
+/** Every service the API and CLI use, built once from the database and configuration. */
+export interface Services {
+  tenants: TenantService;
+  users: UserService;
+  sessions: SessionService;
+  tokens: ApiTokenService;
+  onboarding: OnboardingService;
+  oidc: OidcService;
+  vault: Vault;
+}
+
+export function createServices(opts: { db: Db; secretKey: Buffer; dataDir: string; publicOrigin: string }): Services {
+  const { db } = opts;
+  const vault = new Vault({ db, keys: new LocalKeyProvider({ secret: opts.secretKey, versions: dbKeyVersionStore(db) }) });
+  const platformSecrets: PlatformSecrets = {
+    seal: (name, plaintext) => vault.sealPlatformSecret(name, plaintext),
+    open: async (name) => {
+      try {
+        return await vault.openPlatformSecret(name);
+      } catch (err) {
+        if (err instanceof NotFoundError) return undefined;
+        throw err;
+      }
+    },
+  };
+  return {
+    tenants: new TenantService(db),
+    users: new UserService(db),
+    sessions: new SessionService(db),
+    tokens: new ApiTokenService(db),
+    onboarding: new OnboardingService(db, opts.dataDir),
+    oidc: new OidcService({ db, secrets: platformSecrets, redirectUri: `${opts.publicOrigin}/api/v1/auth/oidc/callback` }),
+    vault,
+  };
+}

@@ -1,0 +1,257 @@
+import { appendAudit } from '../audit/log.ts';
+import type { Db, Queryable } from '../db/pool.ts';
+import { ConflictError, NotFoundError } from '../errors.ts';
+import type { TenantRole } from '../identity/principal.ts';
+
+/** A tenant as the API shows it. */
+export interface Tenant {
+  id: string;
+  slug: string;
+  name: string;
+  status: 'active' | 'suspended';
+  quotas: Quotas;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** Stored here (issue 3); enforced by the issues that own each resource. */
+export interface Quotas {
+  maxInstances: number;
+  maxConcurrentTasks: number;
+  maxStorageBytes: number;
+  dailyTokenBudget: number | null;
+  dailyCostBudgetUsd: number | null;
+}
+
+export interface Member {
+  userId: string;
+  email: string;
+  displayName: string;
+  role: TenantRole;
+  source: 'manual' | 'oidc';
+  createdAt: string;
+}
+
+interface TenantRow {
+  id: string;
+  slug: string;
+  name: string;
+  status: 'active' | 'suspended';
+  max_instances: number;
+  max_concurrent_tasks: number;
+  max_storage_bytes: number;
+  daily_token_budget: number | null;
+  daily_cost_budget_usd: string | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function toTenant(r: TenantRow): Tenant {
+  return {
+    id: r.id,
+    slug: r.slug,
+    name: r.name,
+    status: r.status,
+    quotas: {
+      maxInstances: r.max_instances,
+      maxConcurrentTasks: r.max_concurrent_tasks,
+      maxStorageBytes: r.max_storage_bytes,
+      dailyTokenBudget: r.daily_token_budget,
+      dailyCostBudgetUsd: r.daily_cost_budget_usd === null ? null : Number(r.daily_cost_budget_usd),
+    },
+    createdAt: r.created_at.toISOString(),
+    updatedAt: r.updated_at.toISOString(),
+  };
+}
+
+const QUOTA_COLUMNS: Record<keyof Quotas, string> = {
+  maxInstances: 'max_instances',
+  maxConcurrentTasks: 'max_concurrent_tasks',
+  maxStorageBytes: 'max_storage_bytes',
+  dailyTokenBudget: 'daily_token_budget',
+  dailyCostBudgetUsd: 'daily_cost_budget_usd',
+};
+
+export interface Audited {
+  actor: string;
+  requestId?: string | undefined;
+}
+
+/** Tenants and their members. Queries on tenant-owned rows always filter by tenant id. */
+export class TenantService {
+  private readonly db: Db;
+  constructor(db: Db) {
+    this.db = db;
+  }
+
+  /** Finds a tenant by id or slug; undefined when there is none. */
+  async find(ref: string, q: Queryable = this.db): Promise<Tenant | undefined> {
+    const r = UUID.test(ref)
+      ? await q.query<TenantRow>('SELECT * FROM tenants WHERE id = $1', [ref])
+      : await q.query<TenantRow>('SELECT * FROM tenants WHERE slug = $1', [ref.toLowerCase()]);
+    return r.rows[0] ? toTenant(r.rows[0]) : undefined;
+  }
+
+  async get(ref: string): Promise<Tenant> {
+    const t = await this.find(ref);
+    if (!t) throw new NotFoundError('Tenant');
+    return t;
+  }
+
+  async list(opts: { userId?: string } = {}): Promise<Tenant[]> {
+    const r =
+      opts.userId === undefined
+        ? await this.db.query<TenantRow>('SELECT * FROM tenants ORDER BY slug')
+        : await this.db.query<TenantRow>(
+            'SELECT t.* FROM tenants t JOIN memberships m ON m.tenant_id = t.id WHERE m.user_id = $1 ORDER BY t.slug',
+            [opts.userId],
+          );
+    return r.rows.map(toTenant);
+  }
+
+  async create(input: { slug: string; name: string; quotas?: Partial<Quotas> | undefined }, by: Audited): Promise<Tenant> {
+    return this.db.tx(async (tx) => {
+      const exists = await tx.query('SELECT 1 FROM tenants WHERE slug = $1', [input.slug]);
+      if (exists.rowCount) throw new ConflictError(`A tenant with slug "${input.slug}" already exists: choose another slug.`, 'slug_taken');
+      const cols = ['slug', 'name'];
+      const vals: unknown[] = [input.slug, input.name];
+      for (const [k, v] of Object.entries(input.quotas ?? {})) {
+        if (v === undefined) continue;
+        cols.push(QUOTA_COLUMNS[k as keyof Quotas]);
+        vals.push(v);
+      }
+      const r = await tx.query<TenantRow>(
+        `INSERT INTO tenants (${cols.join(', ')}) VALUES (${vals.map((_, i) => `$${i + 1}`).join(', ')}) RETURNING *`,
+        vals,
+      );
+      const t = toTenant(r.rows[0] as TenantRow);
+      await appendAudit(tx, { actor: by.actor, tenantId: t.id, action: 'tenant.create', target: `tenant:${t.id}`, decision: 'success', detail: { slug: t.slug, quotas: t.quotas }, requestId: by.requestId ?? null });
+      return t;
+    });
+  }
+
+  async update(id: string, patch: { name?: string | undefined; quotas?: Partial<Quotas> | undefined }, by: Audited): Promise<Tenant> {
+    return this.db.tx(async (tx) => {
+      const sets: string[] = [];
+      const vals: unknown[] = [];
+      if (patch.name !== undefined) {
+        vals.push(patch.name);
+        sets.push(`name = $${vals.length}`);
+      }
+      for (const [k, v] of Object.entries(patch.quotas ?? {})) {
+        if (v === undefined) continue;
+        vals.push(v);
+        sets.push(`${QUOTA_COLUMNS[k as keyof Quotas]} = $${vals.length}`);
+      }
+      vals.push(id);
+      const r = await tx.query<TenantRow>(
+        `UPDATE tenants SET ${[...sets, 'updated_at = now()'].join(', ')} WHERE id = $${vals.length} RETURNING *`,
+        vals,
+      );
+      if (!r.rows[0]) throw new NotFoundError('Tenant');
+      const t = toTenant(r.rows[0]);
+      await appendAudit(tx, { actor: by.actor, tenantId: id, action: 'tenant.update', target: `tenant:${id}`, decision: 'success', detail: { changed: patch }, requestId: by.requestId ?? null });
+      return t;
+    });
+  }
+
+  async setStatus(id: string, status: 'active' | 'suspended', by: Audited & { reason?: string | undefined }): Promise<Tenant> {
+    return this.db.tx(async (tx) => {
+      const r = await tx.query<TenantRow>('UPDATE tenants SET status = $1, updated_at = now() WHERE id = $2 RETURNING *', [status, id]);
+      if (!r.rows[0]) throw new NotFoundError('Tenant');
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId: id,
+        action: status === 'suspended' ? 'tenant.suspend' : 'tenant.resume',
+        target: `tenant:${id}`,
+        decision: 'success',
+        detail: by.reason ? { reason: by.reason } : {},
+        requestId: by.requestId ?? null,
+      });
+      return toTenant(r.rows[0]);
+    });
+  }
+
+  /** Deletes the tenant and (by cascade) everything it owns. The audit trail stays. */
+  async remove(id: string, by: Audited): Promise<void> {
+    await this.db.tx(async (tx) => {
+      const r = await tx.query<{ slug: string }>('DELETE FROM tenants WHERE id = $1 RETURNING slug', [id]);
+      if (!r.rows[0]) throw new NotFoundError('Tenant');
+      await appendAudit(tx, { actor: by.actor, tenantId: id, action: 'tenant.delete', target: `tenant:${id}`, decision: 'success', detail: { slug: r.rows[0].slug }, requestId: by.requestId ?? null });
+    });
+  }
+
+  async roleOf(tenantId: string, userId: string): Promise<TenantRole | undefined> {
+    const r = await this.db.query<{ role: TenantRole }>('SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2', [tenantId, userId]);
+    return r.rows[0]?.role;
+  }
+
+  async members(tenantId: string): Promise<Member[]> {
+    const r = await this.db.query<{ user_id: string; email: string; display_name: string; role: TenantRole; source: 'manual' | 'oidc'; created_at: Date }>(
+      `SELECT m.user_id, u.email, u.display_name, m.role, m.source, m.created_at
+         FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 ORDER BY u.email`,
+      [tenantId],
+    );
+    return r.rows.map((m) => ({ userId: m.user_id, email: m.email, displayName: m.display_name, role: m.role, source: m.source, createdAt: m.created_at.toISOString() }));
+  }
+
+  async member(tenantId: string, userId: string): Promise<Member> {
+    const m = (await this.members(tenantId)).find((x) => x.userId === userId);
+    if (!m) throw new NotFoundError('Member');
+    return m;
+  }
+
+  /**
+   * Adds a member by email. A user who has never signed in is pre-provisioned by email and linked at their
+   * first OIDC login (only when the provider says the email is verified).
+   */
+  async addMember(tenantId: string, input: { email: string; role: TenantRole; displayName?: string | undefined }, by: Audited): Promise<Member> {
+    const userId = await this.db.tx(async (tx) => {
+      const email = input.email.toLowerCase();
+      const u = await tx.query<{ id: string }>(
+        `INSERT INTO users (email, display_name) VALUES ($1, $2)
+         ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email RETURNING id`,
+        [email, input.displayName ?? ''],
+      );
+      const uid = (u.rows[0] as { id: string }).id;
+      const ins = await tx.query('INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [tenantId, uid, input.role]);
+      if (!ins.rowCount) throw new ConflictError(`${email} is already a member of this tenant: change their role instead.`, 'already_member');
+      await appendAudit(tx, { actor: by.actor, tenantId, action: 'member.add', target: `user:${uid}`, decision: 'success', detail: { role: input.role }, requestId: by.requestId ?? null });
+      return uid;
+    });
+    return this.member(tenantId, userId);
+  }
+
+  async changeRole(tenantId: string, userId: string, role: TenantRole, by: Audited): Promise<Member> {
+    await this.db.tx(async (tx) => {
+      const r = await tx.query<{ old: TenantRole }>(
+        `UPDATE memberships m SET role = $3 FROM memberships o
+          WHERE m.tenant_id = $1 AND m.user_id = $2 AND o.tenant_id = m.tenant_id AND o.user_id = m.user_id RETURNING o.role AS old`,
+        [tenantId, userId, role],
+      );
+      if (!r.rows[0]) throw new NotFoundError('Member');
+      if (r.rows[0].old === 'tenant_admin') await this.keepOneAdmin(tx, tenantId);
+      await appendAudit(tx, { actor: by.actor, tenantId, action: 'member.role', target: `user:${userId}`, decision: 'success', detail: { from: r.rows[0].old, to: role }, requestId: by.requestId ?? null });
+    });
+    return this.member(tenantId, userId);
+  }
+
+  async removeMember(tenantId: string, userId: string, by: Audited): Promise<void> {
+    await this.db.tx(async (tx) => {
+      const r = await tx.query<{ role: TenantRole }>('DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2 RETURNING role', [tenantId, userId]);
+      if (!r.rows[0]) throw new NotFoundError('Member');
+      if (r.rows[0].role === 'tenant_admin') await this.keepOneAdmin(tx, tenantId);
+      await appendAudit(tx, { actor: by.actor, tenantId, action: 'member.remove', target: `user:${userId}`, decision: 'success', requestId: by.requestId ?? null });
+    });
+  }
+
+  /** A tenant whose admin is demoted or removed must keep another one, or nobody could manage its members and tokens. */
+  private async keepOneAdmin(tx: Queryable, tenantId: string): Promise<void> {
+    const r = await tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM memberships WHERE tenant_id = $1 AND role = 'tenant_admin'`, [tenantId]);
+    if ((r.rows[0]?.n ?? 0) === 0) {
+      throw new ConflictError('This would leave the tenant without a tenant admin: make someone else tenant admin first.', 'last_admin');
+    }
+  }
+}

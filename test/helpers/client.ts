@@ -1,0 +1,79 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { TestServer } from './server.ts';
+
+/** A caller of the API as a browser or script would be: a cookie jar and CSRF header, or a bearer token. */
+export class ApiClient {
+  readonly base: string;
+  cookies = new Map<string, string>();
+  csrf: string | undefined;
+  bearer: string | undefined;
+
+  constructor(base: string, opts: { bearer?: string } = {}) {
+    this.base = base;
+    this.bearer = opts.bearer;
+  }
+
+  async call(method: string, p: string, body?: unknown, headers: Record<string, string> = {}): Promise<Response> {
+    const h: Record<string, string> = { ...headers };
+    if (body !== undefined) h['content-type'] = 'application/json';
+    if (this.cookies.size) h['cookie'] = [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
+    if (this.csrf && method !== 'GET') h['x-csrf-token'] ??= this.csrf;
+    if (this.bearer) h['authorization'] = `Bearer ${this.bearer}`;
+    const res = await fetch(this.base + p, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body), redirect: 'manual' });
+    for (const c of res.headers.getSetCookie()) {
+      const [pair] = c.split(';');
+      const [k, ...v] = (pair ?? '').split('=');
+      if (!k) continue;
+      if (/max-age=0/i.test(c) || v.join('=') === '') this.cookies.delete(k.trim());
+      else this.cookies.set(k.trim(), v.join('='));
+    }
+    return res;
+  }
+
+  /** Calls and parses JSON, failing loudly (with the body) when the status is not the expected one. */
+  async json<T = Record<string, unknown>>(method: string, p: string, body?: unknown, expect = 200): Promise<T> {
+    const res = await this.call(method, p, body);
+    const text = await res.text();
+    if (res.status !== expect) throw new Error(`${method} ${p}: expected ${expect}, got ${res.status}: ${text}`);
+    return (text ? JSON.parse(text) : undefined) as T;
+  }
+}
+
+export const ADMIN_EMAIL = 'admin@example.test';
+export const ADMIN_PASSWORD = 'correct horse battery staple';
+
+export async function setupCode(server: TestServer): Promise<string> {
+  return (await readFile(path.join(server.config.dataDir, 'setup-code'), 'utf8')).trim();
+}
+
+/** Runs first-boot onboarding (OIDC and provider skipped) and returns the signed-in admin. */
+export async function onboard(server: TestServer): Promise<ApiClient> {
+  const admin = new ApiClient(server.url);
+  const r = await admin.json<{ csrfToken: string }>('POST', '/api/v1/onboarding/admin', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD, setupCode: await setupCode(server) });
+  admin.csrf = r.csrfToken;
+  await admin.json('POST', '/api/v1/onboarding/oidc', { skip: true });
+  await admin.json('POST', '/api/v1/onboarding/provider', { skip: true });
+  await admin.json('POST', '/api/v1/onboarding/defaults', {});
+  return admin;
+}
+
+/** Two tenants, A and B, each with a tenant admin token client and ids to attack each other with. */
+export async function twoTenants(server: TestServer, admin: ApiClient): Promise<{ a: TenantFixture; b: TenantFixture }> {
+  const make = async (slug: string): Promise<TenantFixture> => {
+    const t = await admin.json<{ id: string; slug: string }>('POST', '/api/v1/tenants', { slug, name: slug.toUpperCase() }, 201);
+    const m = await admin.json<{ userId: string }>('POST', `/api/v1/tenants/${slug}/members`, { email: `owner@${slug}.test`, role: 'tenant_admin' }, 201);
+    // A token minted on the host (the CLI path) stands in for the tenant admin; users from OIDC work alike.
+    const { token, info } = await server.services.tokens.create(t.id, { name: 'owner', role: 'tenant_admin', createdBy: m.userId }, { actor: 'test' });
+    return { id: t.id, slug, ownerId: m.userId, tokenId: info.id, client: new ApiClient(server.url, { bearer: token }) };
+  };
+  return { a: await make('tenant-a'), b: await make('tenant-b') };
+}
+
+export interface TenantFixture {
+  id: string;
+  slug: string;
+  ownerId: string;
+  tokenId: string;
+  client: ApiClient;
+}
