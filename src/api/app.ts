@@ -37,6 +37,7 @@ export interface AppDeps {
 
 export type App = OpenAPIHono<AppEnv>;
 
+const TARGET_NAMES: Record<string, string> = { json: 'body', param: 'path', query: 'query', header: 'header', cookie: 'cookie' };
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 const JSON_TYPE = /^application\/([\w.-]+\+)?json$/i;
 
@@ -46,7 +47,7 @@ export function createApp(deps: AppDeps): App {
     defaultHook: (result) => {
       if (!result.success) {
         const issues = result.error.issues.map((i) => ({
-          path: [result.target, ...i.path.map(String)].join('.'),
+          path: [TARGET_NAMES[result.target] ?? result.target, ...i.path.map(String)].join('.'),
           message: i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : i.message,
         }));
         throw new ValidationError(`The request is invalid: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, issues);

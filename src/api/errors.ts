@@ -43,6 +43,8 @@ export function errorResponse(c: Context<AppEnv>, err: unknown, bodyLimitBytes: 
   else log?.debug({ code: known.code }, known.message);
   const body: ErrorBody = { code: known.code, message: known.message, requestId };
   if (known.details) body.details = known.details;
+  // The unread rest of an oversized body makes the connection unusable: tell the client not to reuse it.
+  if (known.status === 413) c.header('Connection', 'close');
   const retry = known.details?.['retryAfterSeconds'];
   if (typeof retry === 'number') c.header('Retry-After', String(Math.ceil(retry)));
   return c.json(body, known.status as ContentfulStatusCode);

@@ -1,0 +1,178 @@
+/**
+ * The cross-tenant harness (issue 3), reused by every later issue: it enumerates every route in the
+ * OpenAPI document and calls each tenant-owned one as tenant A's admin with tenant B's slug, id and
+ * resource ids. Every such call must answer 404 and leak nothing. A new route fails this file until it
+ * is classified below (and given a valid body fixture), so no route can be added uncovered.
+ * Then fast-check fuzzes every body: unknown fields (mass assignment) are refused, and nothing is a 500.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import fc from 'fast-check';
+import { ApiClient, onboard, twoTenants, type TenantFixture } from './helpers/client.ts';
+import { startTestServer } from './helpers/server.ts';
+
+/** How to fill each path parameter with tenant B's (or any tenant's) resources. */
+const PARAMS: Record<string, (t: TenantFixture) => string> = {
+  tenant: (t) => t.slug,
+  userId: (t) => t.ownerId,
+  tokenId: (t) => t.tokenId,
+};
+
+/** A valid body for each route that takes one, so a 404 is never masked by a 400. */
+const BODIES: Record<string, unknown> = {
+  'POST /api/v1/tenants/{tenant}/members': { email: 'new@x.test', role: 'viewer' },
+  'PATCH /api/v1/tenants/{tenant}/members/{userId}': { role: 'member' },
+  'POST /api/v1/tenants/{tenant}/tokens': { name: 'n', role: 'viewer' },
+  'PATCH /api/v1/tenants/{tenant}': { name: 'renamed' },
+  'POST /api/v1/tenants/{tenant}/suspend': {},
+  'POST /api/v1/tenants/{tenant}/resume': {},
+  'POST /api/v1/tenants': { slug: 'fuzz-x', name: 'x' },
+  'POST /api/v1/auth/login': { email: 'a@b.test', password: 'x' },
+  'POST /api/v1/onboarding/admin': { email: 'a@b.test', password: 'long enough password', setupCode: 'x' },
+  'POST /api/v1/onboarding/oidc': { skip: true },
+  'POST /api/v1/onboarding/provider': { skip: true },
+  'POST /api/v1/onboarding/defaults': {},
+  'PUT /api/v1/platform/oidc': { issuer: 'https://idp.example.test', clientId: 'c', clientSecret: 's' },
+  'PUT /api/v1/platform/agent-defaults': {},
+  'POST /api/v1/auth/logout': undefined,
+};
+
+/**
+ * Routes outside /tenants/{tenant}: what tenant A's admin token gets there. Platform routes are 403,
+ * public ones answer, user-only ones refuse a token.
+ */
+const NOT_TENANT_SCOPED: Record<string, number[]> = {
+  'GET /healthz': [200],
+  'GET /readyz': [200],
+  'GET /api/v1/onboarding': [200],
+  'POST /api/v1/onboarding/admin': [409],
+  'POST /api/v1/onboarding/oidc': [403, 409],
+  'POST /api/v1/onboarding/provider': [403, 409],
+  'POST /api/v1/onboarding/defaults': [403, 409],
+  'GET /api/v1/auth/providers': [200],
+  'POST /api/v1/auth/login': [401],
+  'POST /api/v1/auth/logout': [403],
+  'GET /api/v1/auth/me': [403],
+  'GET /api/v1/auth/oidc/start': [409],
+  'GET /api/v1/auth/oidc/callback': [400],
+  'GET /api/v1/platform/oidc': [403],
+  'PUT /api/v1/platform/oidc': [403],
+  'GET /api/v1/platform/agent-defaults': [403],
+  'PUT /api/v1/platform/agent-defaults': [403],
+  'POST /api/v1/tenants': [403],
+  'GET /api/v1/tenants': [200],
+};
+
+/** Tenant-scoped routes whose query string is required. */
+const QUERIES: Record<string, string> = {
+  'DELETE /api/v1/tenants/{tenant}': '?confirm=tenant-b',
+};
+
+interface Operation {
+  key: string;
+  method: string;
+  path: string;
+  hasBody: boolean;
+}
+
+describe('cross-tenant harness', async () => {
+  const server = await startTestServer();
+  const admin = await onboard(server);
+  const { a, b } = await twoTenants(server, admin);
+  const doc = (await (await fetch(`${server.url}/api/v1/openapi.json`)).json()) as { paths: Record<string, Record<string, { requestBody?: unknown }>> };
+  const ops: Operation[] = Object.entries(doc.paths).flatMap(([p, methods]) =>
+    Object.entries(methods).map(([m, op]) => ({ key: `${m.toUpperCase()} ${p}`, method: m.toUpperCase(), path: p, hasBody: op.requestBody !== undefined })),
+  );
+  const fill = (p: string, t: TenantFixture, others: TenantFixture = t) =>
+    p.replace(/\{(\w+)\}/g, (_, name: string) => {
+      const f = PARAMS[name];
+      if (!f) throw new Error(`The harness does not know path parameter {${name}}: add it to PARAMS in test/cross-tenant.test.ts`);
+      return encodeURIComponent(name === 'tenant' ? f(t) : f(others));
+    });
+
+  test('every route is classified, and every body route has a fixture', () => {
+    assert.ok(ops.length >= 20, `found ${ops.length} operations`);
+    for (const op of ops) {
+      const tenantScoped = op.path.startsWith('/api/v1/tenants/{tenant}');
+      assert.ok(tenantScoped || op.key in NOT_TENANT_SCOPED, `${op.key} is neither tenant-scoped nor listed in NOT_TENANT_SCOPED: classify it`);
+      if (op.hasBody) assert.ok(op.key in BODIES, `${op.key} takes a body: add a valid one to BODIES`);
+      for (const m of op.path.matchAll(/\{(\w+)\}/g)) assert.ok(m[1] && m[1] in PARAMS, `${op.key}: add {${m[1]}} to PARAMS`);
+    }
+  });
+
+  test("tenant A's admin gets 404 for every tenant-owned route with tenant B's slug, id or resource ids", async () => {
+    const leaks = [b.id, b.ownerId, b.tokenId, 'TENANT-B'];
+    for (const op of ops.filter((o) => o.path.startsWith('/api/v1/tenants/{tenant}'))) {
+      const q = QUERIES[op.key] ?? '';
+      const attempts = [
+        fill(op.path, b) + q, // B's slug and B's ids
+        fill(op.path, { ...b, slug: b.id }) + q, // B's id instead of its slug
+      ];
+      if (/\{(?!tenant)\w+\}/.test(op.path)) attempts.push(fill(op.path, a, b) + q); // A's own tenant, B's resource ids
+      for (const url of attempts) {
+        const res = await a.client.call(op.method, url, BODIES[op.key]);
+        const text = await res.text();
+        assert.equal(res.status, 404, `${op.method} ${url} answered ${res.status}: ${text}`);
+        for (const s of leaks) assert.ok(!text.includes(s), `${op.method} ${url} leaked ${s}`);
+      }
+    }
+    // B is untouched.
+    const bTenant = await b.client.json<{ name: string; status: string }>('GET', `/api/v1/tenants/${b.slug}`);
+    assert.deepEqual([bTenant.name, bTenant.status], ['TENANT-B', 'active']);
+    const bMembers = await b.client.json<{ items: unknown[] }>('GET', `/api/v1/tenants/${b.slug}/members`);
+    assert.equal(bMembers.items.length, 1);
+    const bTokens = await b.client.json<{ items: { revokedAt: string | null }[] }>('GET', `/api/v1/tenants/${b.slug}/tokens`);
+    assert.ok(bTokens.items.every((t) => t.revokedAt === null));
+  });
+
+  test('routes outside a tenant answer a tenant token as classified', async () => {
+    for (const op of ops.filter((o) => !o.path.startsWith('/api/v1/tenants/{tenant}'))) {
+      const want = NOT_TENANT_SCOPED[op.key] ?? [];
+      const res = await a.client.call(op.method, op.path, BODIES[op.key]);
+      assert.ok(want.includes(res.status), `${op.key} answered ${res.status}, expected one of ${want.join('/')}: ${await res.text()}`);
+    }
+  });
+
+  test('a user who is a member of A only gets 404 from B (sessions, not just tokens)', async () => {
+    // Platform admins are not members: the breakglass admin can manage B but not read its tokens.
+    assert.equal((await admin.call('GET', `/api/v1/tenants/${b.slug}/tokens`)).status, 403);
+    const viewerOfA = new ApiClient(server.url, {
+      bearer: (await server.services.tokens.create(a.id, { name: 'v', role: 'viewer', createdBy: a.ownerId }, { actor: 'test' })).token,
+    });
+    for (const p of [`/api/v1/tenants/${b.slug}`, `/api/v1/tenants/${b.id}/members`, `/api/v1/tenants/${b.slug}/tokens`]) {
+      assert.equal((await viewerOfA.call('GET', p)).status, 404, p);
+    }
+  });
+
+  test('fuzz: unknown fields such as tenantId, role, ownerId are refused on every body (no mass assignment)', async () => {
+    const bodyOps = ops.filter((o) => o.hasBody && o.key in BODIES && BODIES[o.key] !== undefined);
+    const extraKey = fc.constantFrom('tenantId', 'tenant_id', 'ownerId', 'role', 'id', 'platformAdmin', 'isAdmin', 'createdBy', 'status', 'breakglass');
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...bodyOps), extraKey, fc.jsonValue(), async (op, key, value) => {
+        const base = BODIES[op.key] as Record<string, unknown>;
+        fc.pre(!(key in base) && !(op.key.includes('members') && key === 'role') && !(op.key.includes('tokens') && key === 'role'));
+        const who = op.path.startsWith('/api/v1/tenants/{tenant}') ? a.client : admin;
+        const res = await who.call(op.method, fill(op.path, a) + (QUERIES[op.key] ?? ''), { ...base, [key]: value });
+        const text = await res.text();
+        // 400 from the strict schema; 403/409 where authorization or state refuses first. Never a 2xx or 5xx.
+        return [400, 403, 409].includes(res.status) || (console.error(op.key, key, res.status, text), false);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  test('fuzz: arbitrary JSON bodies never produce a 500', async () => {
+    const bodyOps = ops.filter((o) => o.hasBody);
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...bodyOps), fc.jsonValue({ maxDepth: 3 }), fc.boolean(), async (op, value, asAdmin) => {
+        const who = asAdmin ? admin : a.client;
+        const res = await who.call(op.method, fill(op.path, a) + (QUERIES[op.key] ?? ''), value);
+        await res.text();
+        return res.status < 500 || (console.error(op.key, JSON.stringify(value), res.status), false);
+      }),
+      { numRuns: 400 },
+    );
+    const m = await (await fetch(`${server.url}/metrics`)).text();
+    assert.doesNotMatch(m, /clawplane_http_requests_total\{[^}]*status="5\d\d"/);
+  });
+});
