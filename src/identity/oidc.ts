@@ -1,3 +1,4 @@
+import { timingSafeEqual } from 'node:crypto';
 import * as client from 'openid-client';
 import { appendAudit } from '../audit/log.ts';
 import type { Db, Queryable } from '../db/pool.ts';
@@ -95,9 +96,17 @@ export class OidcService {
     });
   }
 
-  /** Finishes a login from the provider's redirect: verifies state, PKCE and nonce, maps claims, upserts the user. */
-  async complete(callbackUrl: URL, meta: { requestId?: string | undefined }): Promise<OidcLoginResult> {
+  /**
+   * Finishes a login from the provider's redirect: verifies state, PKCE and nonce, maps claims, upserts the user.
+   * `browserState` is the state from the cookie set by the start route: a callback URL only signs in the
+   * browser that started that login (no login CSRF with someone else's code and state).
+   */
+  async complete(callbackUrl: URL, meta: { requestId?: string | undefined; browserState: string | undefined }): Promise<OidcLoginResult> {
     const state = callbackUrl.searchParams.get('state') ?? '';
+    if (!state || !meta.browserState || !sameString(state, meta.browserState)) {
+      await this.db.tx((tx) => appendAudit(tx, { actor: 'anonymous', action: 'auth.login', decision: 'failure', detail: { method: 'oidc', reason: 'state does not match the browser that started the sign-in' }, requestId: meta.requestId ?? null }));
+      throw new OidcError('This sign-in was not started in this browser, or it took too long. Start the sign-in again.');
+    }
     const pending = await this.db.query<{ code_verifier: string; nonce: string; return_to: string; created_at: Date }>(
       'DELETE FROM oidc_logins WHERE state = $1 RETURNING code_verifier, nonce, return_to, created_at',
       [state],
@@ -109,9 +118,17 @@ export class OidcService {
     try {
       const tokens = await client.authorizationCodeGrant(config, callbackUrl, { pkceCodeVerifier: p.code_verifier, expectedState: state, expectedNonce: p.nonce, idTokenExpected: true });
       claims = tokens.claims();
+      // Conformant providers put scope-granted claims (email, profile, custom ones) in the ID token only
+      // when no access token is issued (OIDC Core 5.4); otherwise they are served from userinfo. Ask it
+      // when the ID token lacks what we map, so the tenant claim is not silently lost (issue 3).
+      if (claims && (claims['email'] === undefined || claims[settings.tenantClaim] === undefined) && config.serverMetadata().userinfo_endpoint) {
+        const info = await client.fetchUserInfo(config, tokens.access_token, claims.sub);
+        claims = { ...info, ...claims };
+      }
     } catch (err) {
-      await this.db.tx((tx) => appendAudit(tx, { actor: 'anonymous', action: 'auth.login', decision: 'failure', detail: { method: 'oidc', reason: (err as Error).message.slice(0, 200) }, requestId: meta.requestId ?? null }));
-      throw new OidcError(`The identity provider's answer was not accepted: ${(err as Error).message}. Start the sign-in again.`, err);
+      const reason = describeOidcError(err);
+      await this.db.tx((tx) => appendAudit(tx, { actor: 'anonymous', action: 'auth.login', decision: 'failure', detail: { method: 'oidc', reason }, requestId: meta.requestId ?? null }));
+      throw new OidcError(`The identity provider's answer was not accepted: ${reason}. Start the sign-in again.`, err);
     }
     if (!claims) throw new OidcError('The identity provider returned no ID token.');
     const userId = await this.db.tx((tx) => this.upsertUser(tx, settings, claims, meta.requestId));
@@ -219,6 +236,24 @@ export function parseTenantClaim(value: unknown): { tenants: Map<string, TenantR
     for (const [slug, role] of Object.entries(value)) if (typeof role === 'string') add(slug.toLowerCase(), role);
   }
   return { tenants, platformAdmin };
+}
+
+/**
+ * openid-client's messages are generic ("server responded with an error"); the OAuth error code and
+ * description (access_denied, invalid_client, ...) are what tells an admin what to fix.
+ */
+function describeOidcError(err: unknown): string {
+  const e = err as { message?: unknown; error?: unknown; error_description?: unknown };
+  const message = typeof e.message === 'string' ? e.message : String(err);
+  const code = typeof e.error === 'string' ? e.error : undefined;
+  const description = typeof e.error_description === 'string' ? `: ${e.error_description}` : '';
+  return (code ? `${message} (${code}${description})` : message).slice(0, 300);
+}
+
+function sameString(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
 }
 
 /** Only same-site relative paths: never an open redirect. */

@@ -1,6 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
-import { deleteCookie, setCookie } from 'hono/cookie';
+import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { SESSION_TTL_MS } from '../../identity/sessions.ts';
 import type { App, AppDeps } from '../app.ts';
@@ -30,6 +30,11 @@ export async function startSession(c: Context<AppEnv>, deps: AppDeps, userId: st
     maxAge: Math.floor(SESSION_TTL_MS / 1000),
   });
   return { csrfToken: s.csrfToken };
+}
+
+/** Holds the OIDC state between start and callback, binding the callback to the browser that started it. */
+function oidcStateCookieName(secure: boolean): string {
+  return secure ? '__Host-clawplane_oidc' : 'clawplane_oidc';
 }
 
 export function registerAuth(app: App, deps: AppDeps): void {
@@ -104,6 +109,8 @@ export function registerAuth(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const url = await oidc.begin(c.req.valid('query').returnTo ?? '/');
+      // Lax: the provider's redirect back is a top-level GET, so the cookie comes along.
+      setCookie(c, oidcStateCookieName(deps.secureCookies), url.searchParams.get('state') ?? '', { httpOnly: true, sameSite: 'Lax', secure: deps.secureCookies, path: '/', maxAge: 10 * 60 });
       return c.redirect(url.toString(), 302);
     },
   );
@@ -118,7 +125,10 @@ export function registerAuth(app: App, deps: AppDeps): void {
       responses: { 302: { description: 'Signed in; redirect to the app' }, ...errorResponses },
     }),
     async (c) => {
-      const { userId, returnTo } = await oidc.complete(new URL(c.req.url.replace(/^https?:\/\/[^/]+/, deps.publicOrigin)), { requestId: c.get('requestId') });
+      const cookieName = oidcStateCookieName(deps.secureCookies);
+      const browserState = getCookie(c, cookieName);
+      const { userId, returnTo } = await oidc.complete(new URL(c.req.url.replace(/^https?:\/\/[^/]+/, deps.publicOrigin)), { requestId: c.get('requestId'), browserState });
+      deleteCookie(c, cookieName, { path: '/', secure: deps.secureCookies });
       await startSession(c, deps, userId);
       return c.redirect(returnTo, 302);
     },
