@@ -60,15 +60,18 @@ describe('identity, onboarding and tenancy', async () => {
     assert.equal(noCsrf.status, 403);
     c.csrf = csrfToken;
     assert.equal((await c.call('POST', '/api/v1/tenants', { slug: 'csrf-test', name: 'x' })).status, 201);
-    // A fresh login gets a fresh session id.
+    // A fresh login gets a fresh session id, and the session the browser had before ends.
     await c.call('POST', '/api/v1/auth/login', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD });
     assert.notEqual(c.cookies.get('clawplane_session'), first);
-    const stolen = new ApiClient(server.url);
-    stolen.cookies.set('clawplane_session', first ?? '');
-    assert.equal((await stolen.call('GET', '/api/v1/auth/me')).status, 200, 'old session still valid until logout');
-    stolen.csrf = csrfToken;
-    assert.equal((await stolen.call('POST', '/api/v1/auth/logout')).status, 200);
-    assert.equal((await stolen.call('GET', '/api/v1/auth/me')).status, 401);
+    const stale = new ApiClient(server.url);
+    stale.cookies.set('clawplane_session', first ?? '');
+    assert.equal((await stale.call('GET', '/api/v1/auth/me')).status, 401, 'the old session ended at re-login');
+    const current = new ApiClient(server.url);
+    current.cookies.set('clawplane_session', c.cookies.get('clawplane_session') ?? '');
+    const me = await current.json<{ csrfToken: string }>('GET', '/api/v1/auth/me');
+    current.csrf = me.csrfToken;
+    assert.equal((await current.call('POST', '/api/v1/auth/logout')).status, 200);
+    assert.equal((await current.call('GET', '/api/v1/auth/me')).status, 401, 'logout ends the session');
   });
 
   test('tenants, members and a tenant token a newcomer can use', async () => {

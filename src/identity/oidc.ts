@@ -2,7 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import * as client from 'openid-client';
 import { appendAudit } from '../audit/log.ts';
 import type { Db, Queryable } from '../db/pool.ts';
-import { ClawplaneError, ConflictError, ValidationError } from '../errors.ts';
+import { ClawplaneError, ConflictError, RateLimitedError, ValidationError } from '../errors.ts';
 import { TENANT_ROLES, type TenantRole } from './principal.ts';
 import { getSetting, putSetting } from './settings.ts';
 
@@ -36,6 +36,7 @@ export class OidcError extends ClawplaneError {
 
 const SECRET_NAME = 'oidc.client_secret';
 const LOGIN_TTL_MS = 10 * 60 * 1000;
+const MAX_LOGINS_IN_FLIGHT = 10_000;
 
 export interface OidcLoginResult {
   userId: string;
@@ -85,6 +86,11 @@ export class OidcService {
     const state = client.randomState();
     const nonce = client.randomNonce();
     await this.db.query('DELETE FROM oidc_logins WHERE created_at < now() - make_interval(secs => $1)', [LOGIN_TTL_MS / 1000]);
+    // Anyone may start a login; cap the logins in flight so the table cannot be grown on purpose.
+    const inFlight = await this.db.query<{ n: number }>('SELECT count(*)::int AS n FROM oidc_logins');
+    if ((inFlight.rows[0]?.n ?? 0) >= MAX_LOGINS_IN_FLIGHT) {
+      throw new RateLimitedError('Too many sign-ins are in progress. Try again in a minute.', 60);
+    }
     await this.db.query('INSERT INTO oidc_logins (state, code_verifier, nonce, return_to) VALUES ($1, $2, $3, $4)', [state, verifier, nonce, safeReturnTo(returnTo)]);
     return client.buildAuthorizationUrl(config, {
       redirect_uri: this.redirectUri,
@@ -139,7 +145,8 @@ export class OidcService {
     const issuer = claims.iss;
     const sub = claims.sub;
     const email = (typeof claims['email'] === 'string' ? claims['email'] : `${sub}@${new URL(issuer).hostname}`).toLowerCase();
-    const verified = claims['email_verified'] === true;
+    // Some providers send the string "true".
+    const verified = claims['email_verified'] === true || claims['email_verified'] === 'true';
     const name = typeof claims['name'] === 'string' ? claims['name'] : '';
     const mapping = parseTenantClaim(claims[s.tenantClaim]);
 

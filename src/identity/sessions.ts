@@ -46,6 +46,11 @@ export class SessionService {
     await this.db.query('DELETE FROM sessions WHERE id_hash = $1', [sessionHash]);
   }
 
+  /** Ends a session given the cookie value (for a re-login from the same browser). */
+  async destroyById(id: string): Promise<void> {
+    await this.destroy(sha256(id));
+  }
+
   async destroyAllFor(userId: string): Promise<void> {
     await this.db.query('DELETE FROM sessions WHERE user_id = $1', [userId]);
   }

@@ -21,6 +21,9 @@ export function clientAddress(c: Context<AppEnv>): string {
 
 /** Signs the user in: a new session id (no fixation) in an HttpOnly, SameSite=Lax cookie. */
 export async function startSession(c: Context<AppEnv>, deps: AppDeps, userId: string): Promise<{ csrfToken: string }> {
+  // The session this browser had before signing in again ends: one browser, one live session.
+  const previous = getCookie(c, sessionCookieName(deps.secureCookies));
+  if (previous) await deps.services.sessions.destroyById(previous);
   const s = await deps.services.sessions.create(userId, { ip: clientAddress(c), userAgent: c.req.header('user-agent') });
   setCookie(c, sessionCookieName(deps.secureCookies), s.id, {
     httpOnly: true,
