@@ -16,7 +16,16 @@ const PARAMS: Record<string, (t: TenantFixture) => string> = {
   tenant: (t) => t.slug,
   userId: (t) => t.ownerId,
   tokenId: (t) => t.tokenId,
+  credentialId: (t) => t.credentialId,
+  providerId: (t) => t.providerId,
+  skill: () => 'slack',
 };
+
+/**
+ * Path parameters that name something global, not a tenant's resource (a skill of the registry): a
+ * route whose only sub-ids are these has no "A's tenant, B's resource" case to try.
+ */
+const GLOBAL_PARAMS = new Set(['skill']);
 
 /** A valid body for each route that takes one, so a 404 is never masked by a 400. */
 const BODIES: Record<string, unknown> = {
@@ -35,6 +44,12 @@ const BODIES: Record<string, unknown> = {
   'PUT /api/v1/platform/oidc': { issuer: 'https://idp.example.test', clientId: 'c', clientSecret: 's' },
   'PUT /api/v1/platform/agent-defaults': {},
   'POST /api/v1/auth/logout': undefined,
+  'POST /api/v1/tenants/{tenant}/credentials': { name: 'fuzz-key', type: 'api_key', value: 'sk-fuzz-0123456789abcdef' },
+  'POST /api/v1/tenants/{tenant}/credentials/skills/{skill}': { values: { bot_token: 'xoxb-0123456789-abcdef' } },
+  'PUT /api/v1/tenants/{tenant}/credentials/{credentialId}/value': { value: 'sk-fuzz-replaced-0123456789' },
+  'POST /api/v1/tenants/{tenant}/providers': { kind: 'mistral', name: 'fuzz-provider' },
+  'PATCH /api/v1/tenants/{tenant}/providers/{providerId}': { defaultModel: 'gpt-4o-mini' },
+  'PUT /api/v1/tenants/{tenant}/model-routes': { scope: 'agent', scopeName: 'fuzz-agent', targets: [] },
 };
 
 /**
@@ -61,6 +76,8 @@ const NOT_TENANT_SCOPED: Record<string, number[]> = {
   'PUT /api/v1/platform/agent-defaults': [403],
   'POST /api/v1/tenants': [403],
   'GET /api/v1/tenants': [200],
+  'GET /api/v1/skills': [200],
+  'GET /api/v1/provider-kinds': [200],
 };
 
 /** Tenant-scoped routes whose query string is required. */
@@ -101,14 +118,15 @@ describe('cross-tenant harness', async () => {
   });
 
   test("tenant A's admin gets 404 for every tenant-owned route with tenant B's slug, id or resource ids", async () => {
-    const leaks = [b.id, b.ownerId, b.tokenId, 'TENANT-B'];
+    const leaks = [b.id, b.ownerId, b.tokenId, b.credentialId, b.providerId, 'TENANT-B', 'sk-fixture-tenant-b'];
     for (const op of ops.filter((o) => o.path.startsWith('/api/v1/tenants/{tenant}'))) {
       const q = QUERIES[op.key] ?? '';
       const attempts = [
         fill(op.path, b) + q, // B's slug and B's ids
         fill(op.path, { ...b, slug: b.id }) + q, // B's id instead of its slug
       ];
-      if (/\{(?!tenant)\w+\}/.test(op.path)) attempts.push(fill(op.path, a, b) + q); // A's own tenant, B's resource ids
+      const subIds = [...op.path.matchAll(/\{(\w+)\}/g)].map((m) => m[1] ?? '').filter((n) => n !== 'tenant');
+      if (subIds.some((n) => !GLOBAL_PARAMS.has(n))) attempts.push(fill(op.path, a, b) + q); // A's own tenant, B's resource ids
       for (const url of attempts) {
         const res = await a.client.call(op.method, url, BODIES[op.key]);
         const text = await res.text();
@@ -123,6 +141,10 @@ describe('cross-tenant harness', async () => {
     assert.equal(bMembers.items.length, 1);
     const bTokens = await b.client.json<{ items: { revokedAt: string | null }[] }>('GET', `/api/v1/tenants/${b.slug}/tokens`);
     assert.ok(bTokens.items.every((t) => t.revokedAt === null));
+    const bCredential = await b.client.json<{ status: string; version: number }>('GET', `/api/v1/tenants/${b.slug}/credentials/${b.credentialId}`);
+    assert.deepEqual([bCredential.status, bCredential.version], ['active', 1]);
+    const bProvider = await b.client.json<{ defaultModel: string; credentialId: string }>('GET', `/api/v1/tenants/${b.slug}/providers/${b.providerId}`);
+    assert.deepEqual([bProvider.defaultModel, bProvider.credentialId], ['gpt-4o', b.credentialId]);
   });
 
   test('routes outside a tenant answer a tenant token as classified', async () => {

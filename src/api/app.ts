@@ -12,10 +12,12 @@ import { errorResponse } from './errors.ts';
 import type { Services } from '../server/services.ts';
 import { authentication, tenantScope } from './auth.ts';
 import { registerAuth } from './routes/auth.ts';
+import { registerCredentials } from './routes/credentials.ts';
 import { registerDocs } from './routes/docs.ts';
 import { registerMembers } from './routes/members.ts';
 import { registerOnboarding } from './routes/onboarding.ts';
 import { registerPlatform } from './routes/platform.ts';
+import { registerProviders } from './routes/providers.ts';
 import { registerSystem } from './routes/system.ts';
 import { registerTenants } from './routes/tenants.ts';
 import { registerTokens } from './routes/tokens.ts';
@@ -100,6 +102,8 @@ export function createApp(deps: AppDeps): App {
   registerTenants(app, deps);
   registerMembers(app, deps);
   registerTokens(app, deps);
+  registerCredentials(app, deps);
+  registerProviders(app, deps);
   registerDocs(app);
   return app;
 }

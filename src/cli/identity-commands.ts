@@ -16,11 +16,12 @@ export interface CliKit {
 
 const by = { actor: 'cli' };
 
-async function withServices<T>(kit: CliKit, values: Record<string, string | boolean | undefined>, fn: (s: Services) => Promise<T>): Promise<T> {
+/** Builds the services on the configured database for one command. */
+export async function withServices<T>(kit: CliKit, values: Record<string, string | boolean | undefined>, fn: (s: Services) => Promise<T>): Promise<T> {
   const cfg = kit.config(values);
   return kit.withDatabase(cfg, async (db, log) => {
     const secretKey = await resolveSecretKey(cfg, log);
-    return fn(createServices({ db, secretKey, dataDir: cfg.dataDir, publicOrigin: cfg.publicUrl ?? `http://${cfg.host}:${cfg.port}` }));
+    return fn(createServices({ db, secretKey, dataDir: cfg.dataDir, publicOrigin: cfg.publicUrl ?? `http://${cfg.host}:${cfg.port}`, egressAllowHosts: cfg.egressAllowHosts }));
   });
 }
 

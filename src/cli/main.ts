@@ -12,6 +12,7 @@ import { openDatabase, startServer } from '../server/serve.ts';
 import { API_VERSION } from '../api/routes/docs.ts';
 import { SNAPSHOT_FILE } from '../db/snapshot-file.ts';
 import { identityCommands } from './identity-commands.ts';
+import { vaultCommands } from './vault-commands.ts';
 
 /** Exit codes scripts can rely on. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, config: 3 } as const;
@@ -130,15 +131,8 @@ const commands: Record<string, Command> = {
   },
 };
 
-Object.assign(
-  commands,
-  identityCommands({
-    config,
-    withDatabase,
-    usage: (m: string) => new UsageError(m),
-    EXIT,
-  }),
-);
+const kit = { config, withDatabase, usage: (m: string) => new UsageError(m), EXIT };
+Object.assign(commands, identityCommands(kit), vaultCommands(kit));
 
 function diffLines(want: string, have: string): string {
   const w = new Set(want.split('\n'));

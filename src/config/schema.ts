@@ -7,6 +7,9 @@ import { ConfigError } from '../errors.ts';
  * Each `describe()` is the fix printed when the value is bad, and the README's configuration table.
  */
 const port = z.coerce.number().int().min(0).max(65535);
+// A DNS name or IPv4 literal with an optional :port, or a bracketed IPv6 literal with an optional :port.
+const ALLOW_HOST = /^(?:[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?\.?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?$/i;
+const splitList = (v: string) => v.split(',').map((h) => h.trim()).filter((h) => h !== '');
 
 export const settingsSchema = z.strictObject({
   CLAWPLANE_ENV: z
@@ -59,6 +62,11 @@ export const settingsSchema = z.strictObject({
   CLAWPLANE_EMBEDDED_PG_PORT: port
     .default(0)
     .describe('Loopback port of the embedded PostgreSQL (0 picks a free port). Ignored when DATABASE_URL is set.'),
+  CLAWPLANE_EGRESS_ALLOW_HOSTS: z
+    .string()
+    .default('')
+    .refine((v) => splitList(v).every((h) => ALLOW_HOST.test(h)), 'must be a comma-separated list of host or host:port entries')
+    .describe('Hosts (or host:port) that provider and webhook URLs may reach over plain http or at private/loopback addresses, despite the SSRF rules, e.g. ollama.internal:11434,10.0.0.5. Cloud metadata addresses stay refused. Default: none.'),
 });
 
 export type Settings = z.infer<typeof settingsSchema>;
@@ -77,6 +85,8 @@ export interface Config {
   bodyLimitBytes: number;
   shutdownTimeoutMs: number;
   embeddedPgPort: number;
+  /** Entries of CLAWPLANE_EGRESS_ALLOW_HOSTS: `host` or `host:port`, for the SSRF guard's allow-list. */
+  egressAllowHosts: string[];
 }
 
 const settingNames = new Set(Object.keys(settingsSchema.shape));
@@ -125,6 +135,7 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
     bodyLimitBytes: s.CLAWPLANE_BODY_LIMIT_BYTES,
     shutdownTimeoutMs: s.CLAWPLANE_SHUTDOWN_TIMEOUT_MS,
     embeddedPgPort: s.CLAWPLANE_EMBEDDED_PG_PORT,
+    egressAllowHosts: splitList(s.CLAWPLANE_EGRESS_ALLOW_HOSTS),
   };
 }
 

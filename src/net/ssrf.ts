@@ -39,6 +39,7 @@ export interface EgressPolicy {
   /**
    * Host names (or IP literals) a platform admin allowed: they may use http:// and may resolve to
    * private or loopback addresses (a self-hosted Ollama or vLLM). Cloud metadata stays refused.
+   * An entry `host:port` (IPv6: `[addr]:port`) allows that port only.
    */
   allowedHosts?: readonly string[];
   /** CIDR ranges a platform admin allowed even though they are not public, e.g. "10.20.0.0/16". */
@@ -167,6 +168,14 @@ function normaliseHost(host: string): string {
   return h;
 }
 
+/** `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 literal, as a normalised host and optional port. */
+function allowEntry(entry: string): { host: string; port: string | undefined } {
+  const t = entry.trim();
+  if (isIP(t) === 6) return { host: normaliseHost(t), port: undefined };
+  const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(t);
+  return m ? { host: normaliseHost(m[1] ?? ''), port: String(Number(m[2])) } : { host: normaliseHost(t), port: undefined };
+}
+
 function allowedNetworks(policy: EgressPolicy): BlockList {
   const list = new BlockList();
   for (const cidr of policy.allowedCidrs ?? []) {
@@ -206,8 +215,11 @@ export function checkUrlShape(raw: string, policy: EgressPolicy): { url: URL; ho
   // The WHATWG parser already turned 2130706433, 0177.0.0.1, 0x7f.1 and 127.1 into 127.0.0.1.
   const hostname = normaliseHost(url.hostname);
   if (!hostname) throw new EgressRefusedError('The URL has no host. Give an absolute URL such as https://api.example.com/v1.', 'invalid_url');
-  const allowed = new Set((policy.allowedHosts ?? []).map(normaliseHost));
-  const allowListed = allowed.has(hostname);
+  const port = url.port || (url.protocol === 'https:' ? '443' : '80');
+  const allowListed = (policy.allowedHosts ?? []).some((entry) => {
+    const e = allowEntry(entry);
+    return e.host === hostname && (e.port === undefined || e.port === port);
+  });
   if (url.protocol === 'http:' && !allowListed) {
     throw new EgressRefusedError(`Plain http:// is not allowed for ${hostname}. Use https://, or ask a platform admin to allow this host.`, 'insecure_scheme');
   }

@@ -69,7 +69,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const publicOrigin = config.publicUrl ? new URL(config.publicUrl).origin : url;
     const secretKey = config.secretKey;
     if (!secretKey) throw new Error('secret key not resolved');
-    const services = createServices({ db, secretKey, dataDir: config.dataDir, publicOrigin });
+    const services = createServices({ db, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts });
     await services.onboarding.prepareSetupCode(log);
     const app = createApp({
       config,

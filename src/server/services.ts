@@ -7,6 +7,10 @@ import { UserService } from '../identity/users.ts';
 import { TenantService } from '../tenancy/tenants.ts';
 import { dbKeyVersionStore, LocalKeyProvider } from '../vault/local-key-provider.ts';
 import { Vault } from '../vault/vault.ts';
+import { CredentialService } from '../vault/credentials.ts';
+import { ProviderService } from '../vault/providers.ts';
+import { createSkillRegistry, type SkillRegistry } from '../vault/skills.ts';
+import type { EgressPolicy } from '../net/ssrf.ts';
 import { NotFoundError } from '../errors.ts';
 
 /** Every service the API and CLI use, built once from the database and configuration. */
@@ -18,9 +22,14 @@ export interface Services {
   onboarding: OnboardingService;
   oidc: OidcService;
   vault: Vault;
+  credentials: CredentialService;
+  providers: ProviderService;
+  skills: SkillRegistry;
+  /** The SSRF rules every user-supplied URL goes through (provider test connection, later the broker). */
+  egress: EgressPolicy;
 }
 
-export function createServices(opts: { db: Db; secretKey: Buffer; dataDir: string; publicOrigin: string }): Services {
+export function createServices(opts: { db: Db; secretKey: Buffer; dataDir: string; publicOrigin: string; egressAllowHosts?: readonly string[] }): Services {
   const { db } = opts;
   const vault = new Vault({ db, keys: new LocalKeyProvider({ secret: opts.secretKey, versions: dbKeyVersionStore(db) }) });
   const platformSecrets: PlatformSecrets = {
@@ -34,6 +43,9 @@ export function createServices(opts: { db: Db; secretKey: Buffer; dataDir: strin
       }
     },
   };
+  const skills = createSkillRegistry();
+  const egress: EgressPolicy = { allowedHosts: [...(opts.egressAllowHosts ?? [])] };
+  const credentials = new CredentialService({ db, vault, skills });
   return {
     tenants: new TenantService(db),
     users: new UserService(db),
@@ -42,5 +54,9 @@ export function createServices(opts: { db: Db; secretKey: Buffer; dataDir: strin
     onboarding: new OnboardingService(db, opts.dataDir),
     oidc: new OidcService({ db, secrets: platformSecrets, redirectUri: `${opts.publicOrigin}/api/v1/auth/oidc/callback` }),
     vault,
+    credentials,
+    providers: new ProviderService({ db, credentials, egress }),
+    skills,
+    egress,
   };
 }

@@ -358,7 +358,8 @@ export class ProviderService {
       } catch {
         return { ok: false, error: { code: 'bad_response', message: `"${p.name}" did not answer with JSON. Check that the base URL points at the API root (it usually ends in /v1).` }, latencyMs: elapsed() };
       }
-      const models = parseModelList(p.kind, body);
+      // A hostile or buggy server could reflect the key as a model id: "never returns the key" holds anyway.
+      const models = parseModelList(p.kind, body).map((m) => redact(m, key));
       return { ok: true, modelCount: models.length, models: models.slice(0, 500), latencyMs: elapsed() };
     } catch (err) {
       if (!(err instanceof ClawplaneError)) throw err;

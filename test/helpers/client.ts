@@ -65,7 +65,11 @@ export async function twoTenants(server: TestServer, admin: ApiClient): Promise<
     const m = await admin.json<{ userId: string }>('POST', `/api/v1/tenants/${slug}/members`, { email: `owner@${slug}.test`, role: 'tenant_admin' }, 201);
     // A token minted on the host (the CLI path) stands in for the tenant admin; users from OIDC work alike.
     const { token, info } = await server.services.tokens.create(t.id, { name: 'owner', role: 'tenant_admin', createdBy: m.userId }, { actor: 'test' });
-    return { id: t.id, slug, ownerId: m.userId, tokenId: info.id, client: new ApiClient(server.url, { bearer: token }) };
+    // A key and a provider using it, so the harness can aim at another tenant's vault ids.
+    const by = { actor: 'test', userId: m.userId };
+    const credential = await server.services.credentials.create(t.id, { name: 'llm-key', type: 'api_key', value: `sk-fixture-${slug}-0123456789` }, by);
+    const provider = await server.services.providers.create(t.id, { kind: 'openai', name: 'main', credentialId: credential.id, defaultModel: 'gpt-4o' }, by);
+    return { id: t.id, slug, ownerId: m.userId, tokenId: info.id, credentialId: credential.id, providerId: provider.id, client: new ApiClient(server.url, { bearer: token }) };
   };
   return { a: await make('tenant-a'), b: await make('tenant-b') };
 }
@@ -75,5 +79,7 @@ export interface TenantFixture {
   slug: string;
   ownerId: string;
   tokenId: string;
+  credentialId: string;
+  providerId: string;
   client: ApiClient;
 }
