@@ -33,8 +33,11 @@ function step(name: string, cmd: string, args: string[]): void {
 
 if (files.length === 0) {
   step('typecheck (tsc --noEmit)', bin('tsc'), ['--noEmit', '-p', root]);
+  step('typecheck web console (tsc -p web)', bin('tsc'), ['--noEmit', '-p', path.join(root, 'web')]);
   step('lint (eslint)', bin('eslint'), ['--max-warnings=0', '.']);
 }
+// The browser tests (test/web.test.ts) drive the built console: build it when web/ changed.
+step('web console (build if stale)', process.execPath, [path.join(root, 'scripts', 'build-web.ts'), '--if-stale']);
 
 let embedded: EmbeddedDatabase | undefined;
 let tmp: string | undefined;

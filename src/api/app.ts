@@ -21,6 +21,7 @@ import { registerProviders } from './routes/providers.ts';
 import { registerSystem } from './routes/system.ts';
 import { registerTenants } from './routes/tenants.ts';
 import { registerTokens } from './routes/tokens.ts';
+import { registerWeb } from './routes/web.ts';
 
 /** What route modules need; passed in, never read from globals (STYLE 2). */
 export interface AppDeps {
@@ -105,5 +106,7 @@ export function createApp(deps: AppDeps): App {
   registerCredentials(app, deps);
   registerProviders(app, deps);
   registerDocs(app);
+  // Last: the console's SPA fallback answers any GET no route above took (never /api/).
+  registerWeb(app);
   return app;
 }

@@ -1,0 +1,96 @@
+import { useState, type FormEvent } from 'react';
+import { api, type Tenant } from '../api.ts';
+import { Async, Empty, ErrorMessage, Field, formatDate, StatusBadge, useAction } from '../components/ui.tsx';
+import { Link } from '../router.tsx';
+import { useMe } from '../session.tsx';
+import { useResource } from '../useResource.ts';
+
+/** All tenants (platform admins) or your own; platform admins create them here. */
+export function TenantsPage() {
+  const me = useMe();
+  const tenants = useResource(() => api.tenants.list(), []);
+  return (
+    <section>
+      <h1>Tenants</h1>
+      {me.user.platformAdmin ? <CreateTenant onCreated={tenants.reload} /> : null}
+      <h2>{me.user.platformAdmin ? 'All tenants' : 'Your tenants'}</h2>
+      <Async resource={tenants} what="tenants">
+        {({ items }) => (items.length === 0 ? <Empty>No tenants yet.{me.user.platformAdmin ? ' Create the first one above.' : ''}</Empty> : <TenantTable items={items} />)}
+      </Async>
+    </section>
+  );
+}
+
+function TenantTable({ items }: { items: Tenant[] }) {
+  return (
+    <table>
+      <caption className="sr-only">Tenants</caption>
+      <thead>
+        <tr>
+          <th scope="col">Name</th>
+          <th scope="col">Slug</th>
+          <th scope="col">Status</th>
+          <th scope="col">Max instances</th>
+          <th scope="col">Daily token budget</th>
+          <th scope="col">Created</th>
+        </tr>
+      </thead>
+      <tbody>
+        {items.map((t) => (
+          <tr key={t.id}>
+            <td>
+              <Link to={`/tenants/${t.slug}`}>{t.name}</Link>
+            </td>
+            <td>
+              <code>{t.slug}</code>
+            </td>
+            <td>
+              <StatusBadge status={t.status} />
+            </td>
+            <td>{t.quotas.maxInstances}</td>
+            <td>{t.quotas.dailyTokenBudget ?? 'unlimited'}</td>
+            <td>{formatDate(t.createdAt)}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+function CreateTenant({ onCreated }: { onCreated: () => void }) {
+  const [slug, setSlug] = useState('');
+  const [name, setName] = useState('');
+  const [created, setCreated] = useState<Tenant | undefined>(undefined);
+  const action = useAction();
+  const submit = (e: FormEvent) => {
+    e.preventDefault();
+    setCreated(undefined);
+    void action.run(async () => {
+      const t = await api.tenants.create({ slug: slug.trim(), name: name.trim() });
+      setCreated(t);
+      setSlug('');
+      setName('');
+      onCreated();
+    });
+  };
+  return (
+    <form className="card inline-form" onSubmit={submit} aria-label="Create a tenant">
+      <h2>Create a tenant</h2>
+      <div className="row">
+        <Field label="Name">{(id) => <input id={id} required maxLength={200} value={name} onChange={(e) => setName(e.target.value)} />}</Field>
+        <Field label="Slug" hint='Lowercase letters, digits and inner hyphens, e.g. "acme-prod". Used in URLs; cannot change.'>
+          {(id, d) => <input id={id} aria-describedby={d} required maxLength={40} value={slug} onChange={(e) => setSlug(e.target.value)} />}
+        </Field>
+      </div>
+      <ErrorMessage error={action.error} />
+      {created ? (
+        <p className="notice ok" role="status">
+          Created tenant <Link to={`/tenants/${created.slug}`}>{created.name}</Link>.
+        </p>
+      ) : null}
+      <button type="submit" disabled={action.busy}>
+        {action.busy ? 'Creating…' : 'Create tenant'}
+      </button>
+    </form>
+  );
+}
