@@ -19,13 +19,14 @@ const PARAMS: Record<string, (t: TenantFixture) => string> = {
   credentialId: (t) => t.credentialId,
   providerId: (t) => t.providerId,
   skill: () => 'slack',
+  tool: () => 'read',
 };
 
 /**
  * Path parameters that name something global, not a tenant's resource (a skill of the registry): a
  * route whose only sub-ids are these has no "A's tenant, B's resource" case to try.
  */
-const GLOBAL_PARAMS = new Set(['skill']);
+const GLOBAL_PARAMS = new Set(['skill', 'tool']);
 
 /** A valid body for each route that takes one, so a 404 is never masked by a 400. */
 const BODIES: Record<string, unknown> = {
@@ -50,6 +51,10 @@ const BODIES: Record<string, unknown> = {
   'POST /api/v1/tenants/{tenant}/providers': { kind: 'mistral', name: 'fuzz-provider' },
   'PATCH /api/v1/tenants/{tenant}/providers/{providerId}': { defaultModel: 'gpt-4o-mini' },
   'PUT /api/v1/tenants/{tenant}/model-routes': { scope: 'agent', scopeName: 'fuzz-agent', targets: [] },
+  'PUT /api/v1/tenants/{tenant}/policy': { execPolicy: 'deny', policies: [{ id: 'no-browser', cedar: 'forbid (principal, action, resource) when { resource.name == "browser" };' }] },
+  'POST /api/v1/tenants/{tenant}/policy/explain': { tool: 'read', agent: 'main', context: {} },
+  'PUT /api/v1/policy/baseline': { policies: [{ id: 'read-only', cedar: 'permit (principal, action, resource) when { resource.name == "read" };' }] },
+  'PUT /api/v1/policy/tools/{tool}': { risk: 'low', group: 'fs' },
 };
 
 /**
@@ -78,6 +83,10 @@ const NOT_TENANT_SCOPED: Record<string, number[]> = {
   'GET /api/v1/tenants': [200],
   'GET /api/v1/skills': [200],
   'GET /api/v1/provider-kinds': [200],
+  'GET /api/v1/policy/baseline': [200],
+  'PUT /api/v1/policy/baseline': [403],
+  'GET /api/v1/policy/tools': [200],
+  'PUT /api/v1/policy/tools/{tool}': [403],
 };
 
 /** Tenant-scoped routes whose query string is required. */
@@ -150,7 +159,7 @@ describe('cross-tenant harness', async () => {
   test('routes outside a tenant answer a tenant token as classified', async () => {
     for (const op of ops.filter((o) => !o.path.startsWith('/api/v1/tenants/{tenant}'))) {
       const want = NOT_TENANT_SCOPED[op.key] ?? [];
-      const res = await a.client.call(op.method, op.path, BODIES[op.key]);
+      const res = await a.client.call(op.method, fill(op.path, a), BODIES[op.key]);
       assert.ok(want.includes(res.status), `${op.key} answered ${res.status}, expected one of ${want.join('/')}: ${await res.text()}`);
     }
   });

@@ -16,6 +16,7 @@ import { registerCredentials } from './routes/credentials.ts';
 import { registerDocs } from './routes/docs.ts';
 import { registerMembers } from './routes/members.ts';
 import { registerOnboarding } from './routes/onboarding.ts';
+import { registerPolicy } from './routes/policy.ts';
 import { registerPlatform } from './routes/platform.ts';
 import { registerProviders } from './routes/providers.ts';
 import { registerSystem } from './routes/system.ts';
@@ -105,6 +106,7 @@ export function createApp(deps: AppDeps): App {
   registerTokens(app, deps);
   registerCredentials(app, deps);
   registerProviders(app, deps);
+  registerPolicy(app, deps);
   registerDocs(app);
   // Last: the console's SPA fallback answers any GET no route above took (never /api/).
   registerWeb(app);

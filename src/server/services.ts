@@ -12,6 +12,8 @@ import { ProviderService } from '../vault/providers.ts';
 import { createSkillRegistry, type SkillRegistry } from '../vault/skills.ts';
 import type { EgressPolicy } from '../net/ssrf.ts';
 import { NotFoundError } from '../errors.ts';
+import { PolicyService } from '../policy/service.ts';
+import { GrantService } from '../broker/grants.ts';
 
 /** Every service the API and CLI use, built once from the database and configuration. */
 export interface Services {
@@ -27,6 +29,10 @@ export interface Services {
   skills: SkillRegistry;
   /** The SSRF rules every user-supplied URL goes through (provider test connection, later the broker). */
   egress: EgressPolicy;
+  /** Tool policy: the Cedar baseline, tenant restrictions, the tool registry (issue 5). */
+  policy: PolicyService;
+  /** Short-lived scoped tool grants for sandboxes (issue 5); the broker mounts its routes. */
+  grants: GrantService;
 }
 
 export function createServices(opts: { db: Db; secretKey: Buffer; dataDir: string; publicOrigin: string; egressAllowHosts?: readonly string[] }): Services {
@@ -46,6 +52,7 @@ export function createServices(opts: { db: Db; secretKey: Buffer; dataDir: strin
   const skills = createSkillRegistry();
   const egress: EgressPolicy = { allowedHosts: [...(opts.egressAllowHosts ?? [])] };
   const credentials = new CredentialService({ db, vault, skills });
+  const policy = new PolicyService(db);
   return {
     tenants: new TenantService(db),
     users: new UserService(db),
@@ -58,5 +65,7 @@ export function createServices(opts: { db: Db; secretKey: Buffer; dataDir: strin
     providers: new ProviderService({ db, credentials, egress }),
     skills,
     egress,
+    policy,
+    grants: new GrantService({ db, policy }),
   };
 }
