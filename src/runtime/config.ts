@@ -1,0 +1,125 @@
+/**
+ * Renders one gateway executor's `openclaw.json` from what the database says about the tenant (issue 6).
+ * Everything a tenant's governance does not ask for is off: OpenClaw's defaults run shell commands on
+ * the host without asking, check for updates, advertise over mDNS, serve a control UI and spend model
+ * tokens in the background (heartbeat, memory "dreaming") — see ../shared/notes/openclaw-runtime.md §1.
+ * The file holds no secret: the gateway token comes from the environment (`${OPENCLAW_GATEWAY_TOKEN}`)
+ * and the broker token is attached by the in-sandbox supervisor, so the provider key below is a label.
+ */
+
+/** The model provider id the gateway sees; every model call goes to the broker through it. */
+export const BROKER_PROVIDER = 'clawplane';
+
+/** What a tenant's policy allows its agents to use. The policy module (issue 7) supplies the tenant's effective values. */
+export interface ToolPolicy {
+  /** OpenClaw tool profile: minimal | coding | messaging | full. */
+  profile: 'minimal' | 'coding' | 'messaging' | 'full';
+  allow: string[];
+  deny: string[];
+  /** Shell commands: denied, or each one parked for a person's approval. Never `full`. */
+  exec: 'deny' | 'ask';
+}
+
+/** Opt-ins a tenant's governance may grant; all default to off. */
+export interface GatewayFeatures {
+  heartbeat: boolean;
+  dreaming: boolean;
+  browser: boolean;
+  controlUi: boolean;
+}
+
+export interface RenderInput {
+  /** Loopback port of this executor inside the sandbox. */
+  gatewayPort: number;
+  /** Loopback port of the supervisor's bridge to the broker. */
+  egressPort: number;
+  /** Absolute paths as the gateway sees them inside the sandbox. */
+  stateDir: string;
+  logFile: string;
+  /** The tenant's agents; the first one is the default. */
+  agents: { id: string; name: string }[];
+  /** Model ids the broker routes for this tenant; the first is the agents' primary model. */
+  models: string[];
+  tools: ToolPolicy;
+  features?: Partial<GatewayFeatures>;
+}
+
+/** The hardened default policy: a chat agent that cannot touch the host, the filesystem or the web. */
+export const DEFAULT_TOOL_POLICY: ToolPolicy = {
+  profile: 'messaging',
+  allow: [],
+  deny: ['group:runtime', 'group:fs', 'group:ui', 'group:nodes', 'group:automation', 'group:web'],
+  exec: 'deny',
+};
+
+type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
+
+/** The gateway's openclaw.json as a plain object (serialise with JSON.stringify). */
+export function renderOpenclawConfig(input: RenderInput): Record<string, Json> {
+  const f: GatewayFeatures = { heartbeat: false, dreaming: false, browser: false, controlUi: false, ...input.features };
+  const models = input.models.length > 0 ? input.models : ['default'];
+  const primary = `${BROKER_PROVIDER}/${models[0] ?? 'default'}`;
+  const tools: Record<string, Json> = {
+    profile: input.tools.profile,
+    deny: [...input.tools.deny],
+    // "deny" removes the tool from the model's list (openclaw.md §5); "ask" parks each command for approval,
+    // and an unanswered ask falls back to deny (the approvals default, docs/tools/exec-approvals.md).
+    exec: { mode: input.tools.exec },
+  };
+  if (input.tools.allow.length > 0) tools['allow'] = [...input.tools.allow];
+  const entries: Record<string, Json> = {};
+  for (const a of input.agents) entries[a.id] = { name: a.name };
+  return {
+    gateway: {
+      mode: 'local',
+      port: input.gatewayPort,
+      bind: 'loopback',
+      auth: { mode: 'token', token: '${OPENCLAW_GATEWAY_TOKEN}' },
+      http: { endpoints: { chatCompletions: { enabled: true }, responses: { enabled: true } } },
+      controlUi: { enabled: f.controlUi },
+      terminal: { enabled: false },
+    },
+    models: {
+      mode: 'replace',
+      catalogRefresh: { enabled: false },
+      providers: {
+        [BROKER_PROVIDER]: {
+          // 127.0.0.1, not localhost: there is no DNS in the sandbox (openclaw-in-bubblewrap.md).
+          baseUrl: `http://127.0.0.1:${input.egressPort}/v1`,
+          // Not a secret: the supervisor replaces the Authorization header with the sandbox's broker token.
+          apiKey: 'clawplane-sandbox',
+          api: 'openai-completions',
+          models: models.map((id) => ({
+            id,
+            name: id,
+            input: ['text'],
+            contextWindow: 128000,
+            maxTokens: 4096,
+            // Metering and prices live in the broker; the gateway's own cost view is not used.
+            cost: { input: 0, output: 0, cacheRead: 0, cacheWrite: 0 },
+          })),
+        },
+      },
+    },
+    agents: {
+      defaults: {
+        model: { primary },
+        utilityModel: '',
+        workspace: `${input.stateDir}/workspace`,
+        sandbox: { mode: 'off' },
+        heartbeat: { every: f.heartbeat ? '30m' : '0m' },
+      },
+      entries,
+    },
+    tools,
+    browser: { enabled: f.browser },
+    plugins: {
+      allow: ['memory-core'],
+      entries: { 'memory-core': { config: { dreaming: { enabled: f.dreaming } } } },
+    },
+    skills: { allowBundled: [] },
+    update: { checkOnStart: false },
+    discovery: { mdns: { mode: 'off' } },
+    logging: { file: input.logFile },
+  };
+}

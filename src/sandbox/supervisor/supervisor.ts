@@ -1,0 +1,322 @@
+/**
+ * The supervisor: the first program in every sandbox (issue 6). It is mounted read-only and imports only
+ * node: built-ins, because nothing else of Clawplane is inside. It
+ * - starts N gateway executors, each with its own state dir, and restarts a crashed one with backoff;
+ * - serves the ingress socket (a listening fd the host created and passed in, so no path to it exists
+ *   in here) and proxies each request or WebSocket to an executor's loopback port;
+ * - serves 127.0.0.1:<egress> for the gateways' model calls and forwards them to the broker's socket,
+ *   attaching the sandbox's broker token (re-read per request, so the host can re-register the sandbox
+ *   after a control-plane restart without restarting gateways);
+ * - answers the host on a second passed-in socket: health, exec (isolation probes, backups), stop.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { appendFileSync, mkdirSync, openSync, readFileSync, closeSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+
+interface ExecutorSpec {
+  id: string;
+  port: number;
+  stateDir: string;
+  configPath: string;
+  logFile: string;
+}
+
+interface SupervisorConfig {
+  executors: ExecutorSpec[];
+  /** argv[0..] of a gateway; the executor's port is appended after `--port`. */
+  command: string[];
+  /** Extra environment for gateways (no secrets: the gateway token is read from gatewayTokenFile). */
+  env: Record<string, string>;
+  gatewayTokenFile: string;
+  egressPort: number;
+  brokerSocket: string;
+  brokerTokenFile: string;
+  ingressFd: number;
+  controlFd: number;
+  logFile: string;
+  backoff: { initialMs: number; maxMs: number; resetAfterMs: number };
+}
+
+type ExecState = 'starting' | 'ready' | 'backoff' | 'stopped';
+
+interface Executor {
+  spec: ExecutorSpec;
+  state: ExecState;
+  child: ChildProcess | undefined;
+  pid: number | undefined;
+  restarts: number;
+  startedAt: number;
+  readyAt: number | undefined;
+  lastExit: { code: number | null; signal: string | null; at: string } | undefined;
+  delayMs: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
+const confPath = process.argv[2] ?? '/conf/sandbox.json';
+const cfg = JSON.parse(readFileSync(confPath, 'utf8')) as SupervisorConfig;
+const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer']);
+let stopping = false;
+
+function log(msg: string, fields: Record<string, unknown> = {}): void {
+  const line = JSON.stringify({ ts: new Date().toISOString(), src: 'supervisor', msg, ...fields }) + '\n';
+  try {
+    appendFileSync(cfg.logFile, line);
+  } catch {
+    process.stderr.write(line);
+  }
+}
+
+const executors: Executor[] = cfg.executors.map((spec) => ({
+  spec,
+  state: 'stopped',
+  child: undefined,
+  pid: undefined,
+  restarts: 0,
+  startedAt: 0,
+  readyAt: undefined,
+  lastExit: undefined,
+  delayMs: cfg.backoff.initialMs,
+  timer: undefined,
+}));
+
+function startExecutor(e: Executor): void {
+  if (stopping) return;
+  const { spec } = e;
+  mkdirSync(`${spec.stateDir}/home`, { recursive: true });
+  const token = readFileSync(cfg.gatewayTokenFile, 'utf8').trim();
+  const out = openSync(spec.logFile, 'a');
+  const [cmd, ...args] = cfg.command;
+  const child = spawn(cmd ?? 'node', [...args, '--port', String(spec.port)], {
+    cwd: spec.stateDir,
+    // The sandbox's env is already empty; gateways get only what they need. HOME is required: without
+    // it the gateway exits with uv_os_homedir ENOENT (openclaw-in-bubblewrap.md).
+    env: {
+      ...cfg.env,
+      HOME: `${spec.stateDir}/home`,
+      OPENCLAW_HOME: `${spec.stateDir}/home`,
+      OPENCLAW_STATE_DIR: spec.stateDir,
+      OPENCLAW_CONFIG_PATH: spec.configPath,
+      OPENCLAW_GATEWAY_TOKEN: token,
+    },
+    stdio: ['ignore', out, out],
+  });
+  closeSync(out);
+  e.child = child;
+  e.pid = child.pid;
+  e.state = 'starting';
+  e.startedAt = Date.now();
+  e.readyAt = undefined;
+  log('executor started', { executor: spec.id, pid: child.pid, restarts: e.restarts });
+  child.on('error', (err) => log('executor spawn failed', { executor: spec.id, error: err.message }));
+  child.on('exit', (code, signal) => {
+    e.child = undefined;
+    e.pid = undefined;
+    e.lastExit = { code, signal, at: new Date().toISOString() };
+    if (stopping) {
+      e.state = 'stopped';
+      return;
+    }
+    // A gateway that ran for a while before dying starts over at the initial delay.
+    if (Date.now() - e.startedAt > cfg.backoff.resetAfterMs) e.delayMs = cfg.backoff.initialMs;
+    e.state = 'backoff';
+    e.restarts++;
+    log('executor exited; restarting after backoff', { executor: spec.id, code, signal, delayMs: e.delayMs });
+    e.timer = setTimeout(() => startExecutor(e), e.delayMs);
+    e.delayMs = Math.min(e.delayMs * 2, cfg.backoff.maxMs);
+  });
+}
+
+/** Polls each gateway's /readyz every second (a local request; the host reads the result from /health). */
+function pollHealth(): void {
+  for (const e of executors) {
+    if (e.state !== 'starting' && e.state !== 'ready') continue;
+    const req = http.get({ host: '127.0.0.1', port: e.spec.port, path: '/readyz', timeout: 3000 }, (res) => {
+      res.resume();
+      const ok = res.statusCode === 200;
+      if (ok && e.state === 'starting') {
+        e.state = 'ready';
+        e.readyAt = Date.now();
+        log('executor ready', { executor: e.spec.id, ms: e.readyAt - e.startedAt });
+      } else if (!ok && e.state === 'ready') {
+        e.state = 'starting';
+        log('executor not ready', { executor: e.spec.id, status: res.statusCode });
+      }
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => undefined);
+  }
+}
+
+function pickExecutor(id: string | undefined): Executor | undefined {
+  if (id) return executors.find((e) => e.spec.id === id);
+  return executors.find((e) => e.state === 'ready') ?? executors[0];
+}
+
+function cleanHeaders(h: http.IncomingHttpHeaders): http.OutgoingHttpHeaders {
+  const out: http.OutgoingHttpHeaders = {};
+  for (const [k, v] of Object.entries(h)) if (!HOP.has(k) && v !== undefined) out[k] = v;
+  return out;
+}
+
+function jsonError(res: http.ServerResponse, status: number, message: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ error: { message, type: 'clawplane_sandbox' } }));
+}
+
+/** Streams one request to `target` and the answer back, unbuffered (SSE works). */
+function proxy(req: http.IncomingMessage, res: http.ServerResponse, target: http.RequestOptions, what: string): void {
+  const up = http.request({ ...target, method: req.method, path: req.url }, (ur) => {
+    res.writeHead(ur.statusCode ?? 502, cleanHeaders(ur.headers));
+    ur.pipe(res);
+  });
+  up.on('error', (err) => jsonError(res, 502, `${what} is not reachable (${(err as NodeJS.ErrnoException).code ?? err.message})`));
+  res.on('close', () => up.destroy());
+  req.pipe(up);
+}
+
+// Ingress: the host's (and later the ingress module's) only way in.
+const ingress = http.createServer((req, res) => {
+  const id = req.headers['x-clawplane-executor'];
+  const e = pickExecutor(typeof id === 'string' ? id : undefined);
+  if (!e) return jsonError(res, 404, 'no such executor');
+  const headers = cleanHeaders(req.headers);
+  delete headers['x-clawplane-executor'];
+  proxy(req, res, { host: '127.0.0.1', port: e.spec.port, headers }, `gateway ${e.spec.id}`);
+});
+ingress.on('upgrade', (req, socket, head) => {
+  const id = req.headers['x-clawplane-executor'];
+  const e = pickExecutor(typeof id === 'string' ? id : undefined);
+  if (!e) return socket.destroy();
+  const up = net.connect(e.spec.port, '127.0.0.1', () => {
+    const lines = [`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1`];
+    for (let i = 0; i < req.rawHeaders.length; i += 2) {
+      const k = req.rawHeaders[i] ?? '';
+      if (k.toLowerCase() !== 'x-clawplane-executor') lines.push(`${k}: ${req.rawHeaders[i + 1] ?? ''}`);
+    }
+    up.write(lines.join('\r\n') + '\r\n\r\n');
+    if (head.length) up.write(head);
+    up.pipe(socket).pipe(up);
+  });
+  up.on('error', () => socket.destroy());
+  socket.on('error', () => up.destroy());
+});
+
+// Egress: model calls and tool proxy requests go to the broker, never anywhere else (there is no network).
+const egress = http.createServer((req, res) => {
+  let token: string;
+  try {
+    token = readFileSync(cfg.brokerTokenFile, 'utf8').trim();
+  } catch {
+    return jsonError(res, 503, 'the broker registration of this sandbox is missing; the control plane re-registers it on its next reconcile');
+  }
+  const headers = cleanHeaders(req.headers);
+  headers['authorization'] = `Bearer ${token}`;
+  headers['host'] = 'broker';
+  proxy(req, res, { socketPath: cfg.brokerSocket, headers }, 'the broker');
+});
+
+function health(): Record<string, unknown> {
+  return {
+    ready: executors.every((e) => e.state === 'ready'),
+    pid: process.pid,
+    rssBytes: process.memoryUsage.rss(),
+    executors: executors.map((e) => ({
+      id: e.spec.id,
+      state: e.state,
+      pid: e.pid ?? null,
+      restarts: e.restarts,
+      startedAt: e.startedAt ? new Date(e.startedAt).toISOString() : null,
+      readyMs: e.readyAt ? e.readyAt - e.startedAt : null,
+      lastExit: e.lastExit ?? null,
+    })),
+  };
+}
+
+function readBody(req: http.IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let size = 0;
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > limit) reject(new Error('body too large'));
+      else chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+/** Runs a command in here: same namespaces, uid, limits and empty environment as the gateways. */
+function exec(argv: string[], timeoutMs: number): Promise<Record<string, unknown>> {
+  return new Promise((resolve) => {
+    const [cmd, ...args] = argv;
+    const c = spawn(cmd ?? 'true', args, { env: { PATH: cfg.env['PATH'] ?? '/usr/bin:/bin', HOME: '/tmp' }, stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    c.stdout.on('data', (d: Buffer) => out.push(d));
+    c.stderr.on('data', (d: Buffer) => err.push(d));
+    c.on('error', (e) => resolve({ code: null, signal: null, stdout: '', stderr: e.message }));
+    c.on('close', (code, signal) =>
+      resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8').slice(0, 1 << 20), stderr: Buffer.concat(err).toString('utf8').slice(0, 1 << 20) }),
+    );
+  });
+}
+
+const control = http.createServer((req, res) => {
+  const reply = (status: number, body: unknown) => {
+    res.writeHead(status, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(body));
+  };
+  if (req.method === 'GET' && req.url === '/health') return reply(200, health());
+  if (req.method === 'POST' && req.url === '/exec') {
+    readBody(req, 1 << 16)
+      .then(async (text) => {
+        const b = JSON.parse(text) as { argv?: unknown; timeoutMs?: unknown };
+        if (!Array.isArray(b.argv) || !b.argv.every((a) => typeof a === 'string') || b.argv.length === 0) return reply(400, { error: 'argv must be a non-empty string array' });
+        reply(200, await exec(b.argv as string[], typeof b.timeoutMs === 'number' ? b.timeoutMs : 30_000));
+      })
+      .catch((err: unknown) => reply(400, { error: (err as Error).message }));
+    return;
+  }
+  if (req.method === 'POST' && req.url === '/stop') {
+    reply(202, { stopping: true });
+    void shutdown('control');
+    return;
+  }
+  reply(404, { error: 'unknown control request' });
+});
+
+async function shutdown(why: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  log('stopping', { why });
+  ingress.close();
+  egress.close();
+  for (const e of executors) {
+    clearTimeout(e.timer);
+    e.child?.kill('SIGTERM');
+  }
+  const deadline = Date.now() + 15_000;
+  while (executors.some((e) => e.child) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  for (const e of executors) e.child?.kill('SIGKILL');
+  log('stopped');
+  control.close();
+  process.exit(0);
+}
+
+process.on('SIGTERM', () => void shutdown('SIGTERM'));
+process.on('SIGINT', () => void shutdown('SIGINT'));
+// Keep serving when one bridged connection fails in an unexpected way; log it.
+process.on('uncaughtException', (err) => log('uncaught exception', { error: err.message, stack: err.stack }));
+
+egress.listen(cfg.egressPort, '127.0.0.1');
+ingress.listen({ fd: cfg.ingressFd });
+control.listen({ fd: cfg.controlFd });
+log('supervisor started', { executors: executors.length, pid: process.pid });
+for (const e of executors) startExecutor(e);
+setInterval(pollHealth, 1000).unref();
