@@ -1,0 +1,17 @@
+/**
+ * `npm run bench -- <name>`: runs bench/<name>.ts (not a timed test; prints its own table).
+ * Names: policy (and whatever else lives in bench/).
+ */
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const names = (await readdir(here)).filter((f) => f.endsWith('.ts') && f !== 'run.ts').map((f) => f.slice(0, -3));
+const name = process.argv[2];
+if (!name || !names.includes(name)) {
+  console.error(`usage: npm run bench -- <${names.join('|')}>`);
+  process.exit(2);
+}
+const mod = (await import(pathToFileURL(path.join(here, `${name}.ts`)).href)) as { main: (args: string[]) => Promise<void> };
+await mod.main(process.argv.slice(3));
