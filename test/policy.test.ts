@@ -205,6 +205,20 @@ describe('policy decisions (service, real database)', async () => {
     assert.equal((await decide('gateway')).outcome, 'deny');
   });
 
+  test('stored restrictions that no longer validate fail closed with an explanation', async () => {
+    await db.query(
+      `INSERT INTO tenant_tool_policies (tenant_id, policies) VALUES ($1, $2)
+       ON CONFLICT (tenant_id) DO UPDATE SET policies = EXCLUDED.policies`,
+      [other.id, JSON.stringify([{ id: 'old', description: '', cedar: 'forbid (principal, action, resource) when { resource.retired == true };' }])],
+    );
+    policy.invalidate(other.id);
+    const d = await decide('read', {}, 'main', other.id);
+    assert.deepEqual([d.outcome, d.policyIds], ['deny', ['tenant/invalid-restrictions']]);
+    assert.match(d.explanation, /no longer validate/);
+    await policy.setTenantPolicy(other.id, { execPolicy: 'deny', policies: [] }, by);
+    assert.equal((await decide('read', {}, 'main', other.id)).outcome, 'allow');
+  });
+
   test('fast-check: random tenant forbid sets never turn a baseline deny into allow (nor an approval into allow)', async () => {
     const baseline = compileBaseline((await policy.getBaseline()).map((p) => ({ id: p.id, description: p.description, cedar: p.cedar })));
     const tools: Tool[] = await policy.tools.list();

@@ -216,7 +216,20 @@ export class PolicyService {
       const key = `${tenantId}:${++this.loads}`;
       p = (async () => {
         const [baseline, tenant] = await Promise.all([this.baselinePolicies(), this.getTenantPolicy(tenantId)]);
-        const restrictions = compileTenantPolicies(tenant.policies);
+        let restrictions: CompiledPolicy[];
+        try {
+          restrictions = compileTenantPolicies(tenant.policies);
+        } catch (err) {
+          // Stored restrictions that no longer compile (a schema change) must not silently vanish:
+          // fail closed with a forbid-all that says why, until a tenant admin saves valid ones.
+          restrictions = [
+            compilePolicy('tenant', {
+              id: 'invalid-restrictions',
+              description: `This tenant's restrictions no longer validate (${err instanceof Error ? err.message : String(err)}); every tool is refused until a tenant admin fixes them`,
+              cedar: 'forbid (principal, action, resource);',
+            }),
+          ];
+        }
         return { execPolicy: tenant.execPolicy, set: this.engine.load(key, [...baseline, ...restrictions]) };
       })();
       this.sets.set(tenantId, p);
