@@ -13,6 +13,7 @@ import { API_VERSION } from '../api/routes/docs.ts';
 import { SNAPSHOT_FILE } from '../db/snapshot-file.ts';
 import { identityCommands } from './identity-commands.ts';
 import { vaultCommands } from './vault-commands.ts';
+import { runtimeCommands } from '../runtime/commands.ts';
 
 /** Exit codes scripts can rely on. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, config: 3 } as const;
@@ -132,7 +133,7 @@ const commands: Record<string, Command> = {
 };
 
 const kit = { config, withDatabase, usage: (m: string) => new UsageError(m), EXIT };
-Object.assign(commands, identityCommands(kit), vaultCommands(kit));
+Object.assign(commands, identityCommands(kit), vaultCommands(kit), runtimeCommands(kit));
 
 function diffLines(want: string, have: string): string {
   const w = new Set(want.split('\n'));

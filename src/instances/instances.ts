@@ -1,0 +1,408 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { appendAudit } from '../audit/log.ts';
+import type { Db, Queryable } from '../db/pool.ts';
+import { ConflictError, NotFoundError, QuotaExceededError } from '../errors.ts';
+import { parseRuntimeSpec, type RuntimeStore } from '../runtime/store.ts';
+import type { SandboxHandle, SandboxHealth } from '../sandbox/types.ts';
+import type { Vault } from '../vault/vault.ts';
+
+/**
+ * Instances (issue 6): a tenant's managed OpenClaw gateway as desired state in the database. API calls
+ * only change the desired state (and audit who asked); the reconciler converges the sandbox to it and
+ * records each status transition with its reason.
+ */
+export const INSTANCE_STATUSES = ['provisioning', 'running', 'stopped', 'upgrading', 'error', 'destroying'] as const;
+export type InstanceStatus = (typeof INSTANCE_STATUSES)[number];
+export type DesiredState = 'running' | 'stopped' | 'destroyed';
+
+export interface Instance {
+  id: string;
+  tenantId: string;
+  name: string;
+  runtimeVersion: string;
+  previousRuntimeVersion: string | null;
+  executors: number;
+  desiredState: DesiredState;
+  status: InstanceStatus;
+  statusReason: string;
+  health: SandboxHealth | null;
+  healthCheckedAt: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** The row as the reconciler needs it (includes the driver handle, never shown by the API). */
+export interface InstanceRow extends Instance {
+  generation: number;
+  observedGeneration: number;
+  failures: number;
+  nextAttemptAt: Date | null;
+  deleteState: boolean;
+  sandbox: SandboxHandle | null;
+}
+
+export interface InstanceEvent {
+  fromStatus: string | null;
+  toStatus: string;
+  reason: string;
+  actor: string;
+  at: string;
+}
+
+interface Row {
+  id: string;
+  tenant_id: string;
+  name: string;
+  runtime_version: string;
+  previous_runtime_version: string | null;
+  executors: number;
+  desired_state: DesiredState;
+  status: InstanceStatus;
+  status_reason: string;
+  delete_state: boolean;
+  generation: number;
+  observed_generation: number;
+  failures: number;
+  next_attempt_at: Date | null;
+  sandbox: SandboxHandle | null;
+  health: SandboxHealth | null;
+  health_checked_at: Date | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+function toRow(r: Row): InstanceRow {
+  return {
+    id: r.id,
+    tenantId: r.tenant_id,
+    name: r.name,
+    runtimeVersion: r.runtime_version,
+    previousRuntimeVersion: r.previous_runtime_version,
+    executors: r.executors,
+    desiredState: r.desired_state,
+    status: r.status,
+    statusReason: r.status_reason,
+    health: r.health,
+    healthCheckedAt: r.health_checked_at?.toISOString() ?? null,
+    createdAt: r.created_at.toISOString(),
+    updatedAt: r.updated_at.toISOString(),
+    generation: r.generation,
+    observedGeneration: r.observed_generation,
+    failures: r.failures,
+    nextAttemptAt: r.next_attempt_at,
+    deleteState: r.delete_state,
+    sandbox: r.sandbox,
+  };
+}
+
+/** The API view: an allow-list of fields (no handle, no generation bookkeeping). */
+export function publicInstance(r: InstanceRow): Instance {
+  return {
+    id: r.id,
+    tenantId: r.tenantId,
+    name: r.name,
+    runtimeVersion: r.runtimeVersion,
+    previousRuntimeVersion: r.previousRuntimeVersion,
+    executors: r.executors,
+    desiredState: r.desiredState,
+    status: r.status,
+    statusReason: r.statusReason,
+    health: r.health,
+    healthCheckedAt: r.healthCheckedAt,
+    createdAt: r.createdAt,
+    updatedAt: r.updatedAt,
+  };
+}
+
+export const deployInput = z.strictObject({
+  name: z
+    .string()
+    .regex(/^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$/, 'lowercase letters, digits and inner hyphens, at most 40, e.g. "main"')
+    .default('main'),
+  runtimeVersion: z.string().max(80).optional().describe('openclaw@<version> or <version>; default: the platform default (CLAWPLANE_RUNTIME_DEFAULT_VERSION)'),
+  executors: z.number().int().min(1).max(8).default(1).describe('Gateway processes in the sandbox'),
+  start: z.boolean().default(true).describe('false: record the instance stopped'),
+});
+export type DeployInput = z.input<typeof deployInput>;
+
+export const upgradeInput = z.strictObject({
+  runtimeVersion: z.string().min(1).max(80).describe('openclaw@<version> to move to; state is kept, and a failed health check rolls back'),
+});
+
+export interface Audited {
+  actor: string;
+  requestId?: string | undefined;
+}
+
+export interface InstanceServiceOptions {
+  db: Db;
+  vault: Vault;
+  runtimes: RuntimeStore;
+  defaultRuntimeVersion: string;
+  /** First host uid handed to tenants' sandboxes (CLAWPLANE_SANDBOX_UID_BASE). */
+  uidBase: number;
+  /** Called after every change of desired state, so the reconciler acts now rather than at its next tick. */
+  onChange?: () => void;
+}
+
+const secretName = (instanceId: string) => `instance:${instanceId}:gateway-token`;
+
+export class InstanceService {
+  readonly #o: InstanceServiceOptions;
+  onChange: () => void;
+
+  constructor(opts: InstanceServiceOptions) {
+    this.#o = opts;
+    this.onChange = opts.onChange ?? (() => undefined);
+  }
+
+  get defaultRuntimeVersion(): string {
+    return this.#o.defaultRuntimeVersion;
+  }
+
+  async list(tenantId: string): Promise<Instance[]> {
+    const r = await this.#o.db.query<Row>('SELECT * FROM instances WHERE tenant_id = $1 ORDER BY name', [tenantId]);
+    return r.rows.map((x) => publicInstance(toRow(x)));
+  }
+
+  async get(tenantId: string, id: string, q: Queryable = this.#o.db, lock = false): Promise<InstanceRow> {
+    const r = await q.query<Row>(`SELECT * FROM instances WHERE tenant_id = $1 AND id = $2${lock ? ' FOR UPDATE' : ''}`, [tenantId, id]);
+    if (!r.rows[0]) throw new NotFoundError('Instance');
+    return toRow(r.rows[0]);
+  }
+
+  async events(tenantId: string, id: string, limit = 100): Promise<InstanceEvent[]> {
+    await this.get(tenantId, id);
+    const r = await this.#o.db.query<{ from_status: string | null; to_status: string; reason: string; actor: string; created_at: Date }>(
+      'SELECT * FROM (SELECT * FROM instance_events WHERE tenant_id = $1 AND instance_id = $2 ORDER BY id DESC LIMIT $3) e ORDER BY id',
+      [tenantId, id, limit],
+    );
+    return r.rows.map((e) => ({ fromStatus: e.from_status, toStatus: e.to_status, reason: e.reason, actor: e.actor, at: e.created_at.toISOString() }));
+  }
+
+  /** Creates an instance (desired running unless start=false). Refused beyond the tenant's max_instances. */
+  async deploy(tenantId: string, raw: DeployInput, by: Audited): Promise<Instance> {
+    const input = deployInput.parse(raw);
+    const version = parseRuntimeSpec(input.runtimeVersion ?? this.#o.defaultRuntimeVersion);
+    if (input.start) await this.#requireRuntime(tenantId, 'instance.deploy', version, by);
+    const id = randomUUID();
+    const row = await this.#o.db
+      .tx(async (tx) => {
+        // Lock the tenant row: concurrent deploys must not both slip under the quota.
+        const t = await tx.query<{ max_instances: number; slug: string }>('SELECT max_instances, slug FROM tenants WHERE id = $1 FOR UPDATE', [tenantId]);
+        const tenant = t.rows[0];
+        if (!tenant) throw new NotFoundError('Tenant');
+        const n = await tx.query<{ n: number }>('SELECT count(*)::int AS n FROM instances WHERE tenant_id = $1', [tenantId]);
+        if ((n.rows[0]?.n ?? 0) >= tenant.max_instances) {
+          throw new QuotaExceededError(
+            `Tenant "${tenant.slug}" may have at most ${tenant.max_instances} instance(s) (quota maxInstances): destroy one, or ask a platform admin to raise the quota.`,
+          );
+        }
+        const dup = await tx.query('SELECT 1 FROM instances WHERE tenant_id = $1 AND name = $2', [tenantId, input.name]);
+        if (dup.rowCount) throw new ConflictError(`An instance named "${input.name}" already exists in this tenant: choose another name.`, 'instance_name_taken');
+        const status: InstanceStatus = input.start ? 'provisioning' : 'stopped';
+        const r = await tx.query<Row>(
+          `INSERT INTO instances (id, tenant_id, name, runtime_version, executors, desired_state, status, status_reason)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *`,
+          [id, tenantId, input.name, version, input.executors, input.start ? 'running' : 'stopped', status, input.start ? 'deploy requested' : 'created stopped'],
+        );
+        await this.#event(tx, tenantId, id, null, status, input.start ? 'deploy requested' : 'created stopped', by.actor);
+        await appendAudit(tx, { actor: by.actor, tenantId, action: 'instance.deploy', target: `instance:${id}`, decision: 'success', detail: { name: input.name, runtimeVersion: version, executors: input.executors, start: input.start }, requestId: by.requestId ?? null });
+        return toRow(r.rows[0] as Row);
+      })
+      .catch(async (err: unknown) => {
+        if (err instanceof QuotaExceededError) await this.#refused(tenantId, 'instance.deploy', null, err.message, by);
+        throw err;
+      });
+    // The token exists before the first start; it is an owner credential of the gateway, stored sealed.
+    await this.#o.vault.sealPlatformSecret(secretName(id), randomBytes(32).toString('hex'), { actor: 'system' });
+    this.onChange();
+    return publicInstance(row);
+  }
+
+  async stop(tenantId: string, id: string, by: Audited): Promise<Instance> {
+    return this.#setDesired(tenantId, id, 'stop', by, async (tx, row) => {
+      if (row.desiredState === 'stopped' && row.status === 'stopped') return false;
+      await tx.query(`UPDATE instances SET desired_state = 'stopped', updated_at = now() WHERE id = $1`, [id]);
+      return true;
+    });
+  }
+
+  async start(tenantId: string, id: string, by: Audited): Promise<Instance> {
+    const row = await this.get(tenantId, id);
+    await this.#requireRuntime(tenantId, 'instance.start', row.runtimeVersion, by, id);
+    return this.#setDesired(tenantId, id, 'start', by, async (tx, r) => {
+      await tx.query(`UPDATE instances SET desired_state = 'running', failures = 0, next_attempt_at = NULL, updated_at = now() WHERE id = $1`, [id]);
+      if (r.status === 'stopped' || r.status === 'error') await this.#transition(tx, r, 'provisioning', 'start requested', by.actor);
+      return true;
+    });
+  }
+
+  async restart(tenantId: string, id: string, by: Audited): Promise<Instance> {
+    const row = await this.get(tenantId, id);
+    await this.#requireRuntime(tenantId, 'instance.restart', row.runtimeVersion, by, id);
+    return this.#setDesired(tenantId, id, 'restart', by, async (tx, r) => {
+      await tx.query(`UPDATE instances SET desired_state = 'running', generation = generation + 1, failures = 0, next_attempt_at = NULL, updated_at = now() WHERE id = $1`, [id]);
+      if (r.status !== 'provisioning') await this.#transition(tx, r, 'provisioning', 'restart requested', by.actor);
+      return true;
+    });
+  }
+
+  /** Moves to another runtime version, keeping state; the reconciler rolls back when the new one fails its health check. */
+  async upgrade(tenantId: string, id: string, input: z.infer<typeof upgradeInput>, by: Audited): Promise<Instance> {
+    const version = parseRuntimeSpec(input.runtimeVersion);
+    await this.get(tenantId, id);
+    await this.#requireRuntime(tenantId, 'instance.upgrade', version, by, id);
+    return this.#setDesired(tenantId, id, 'upgrade', by, async (tx, r) => {
+      if (r.runtimeVersion === version) throw new ConflictError(`Instance "${r.name}" already runs OpenClaw ${version}.`, 'same_version');
+      await tx.query(
+        `UPDATE instances SET previous_runtime_version = runtime_version, runtime_version = $2, generation = generation + 1, failures = 0, next_attempt_at = NULL, updated_at = now() WHERE id = $1`,
+        [id, version],
+      );
+      if (r.desiredState === 'running') await this.#transition(tx, r, 'upgrading', `upgrade from ${r.runtimeVersion} to ${version} requested`, by.actor);
+      return true;
+    }, { to: version });
+  }
+
+  async destroy(tenantId: string, id: string, opts: { deleteState: boolean }, by: Audited): Promise<Instance> {
+    return this.#setDesired(tenantId, id, 'destroy', by, async (tx, r) => {
+      await tx.query(`UPDATE instances SET desired_state = 'destroyed', delete_state = $2, updated_at = now() WHERE id = $1`, [id, opts.deleteState]);
+      await this.#transition(tx, r, 'destroying', opts.deleteState ? 'destroy requested (state will be deleted)' : 'destroy requested (state kept)', by.actor);
+      return true;
+    }, { deleteState: opts.deleteState });
+  }
+
+  async #setDesired(
+    tenantId: string,
+    id: string,
+    op: string,
+    by: Audited,
+    change: (tx: Queryable, row: InstanceRow) => Promise<boolean>,
+    detail: Record<string, unknown> = {},
+  ): Promise<Instance> {
+    const row = await this.#o.db.tx(async (tx) => {
+      const r = await this.get(tenantId, id, tx, true);
+      if (r.desiredState === 'destroyed') throw new ConflictError(`Instance "${r.name}" is being destroyed.`, 'instance_destroying');
+      const changed = await change(tx, r);
+      await appendAudit(tx, { actor: by.actor, tenantId, action: `instance.${op}`, target: `instance:${id}`, decision: 'success', detail: { ...detail, changed }, requestId: by.requestId ?? null });
+      return this.get(tenantId, id, tx);
+    });
+    this.onChange();
+    return publicInstance(row);
+  }
+
+  async #requireRuntime(tenantId: string, action: string, version: string, by: Audited, id: string | null = null): Promise<void> {
+    if (await this.#o.runtimes.has(version)) return;
+    const msg = `OpenClaw ${version} is not installed on this control plane: a platform admin must run "clawplane runtime pull openclaw@${version}" first.`;
+    await this.#refused(tenantId, action, id, msg, by);
+    throw new ConflictError(msg, 'runtime_missing');
+  }
+
+  async #refused(tenantId: string, action: string, id: string | null, reason: string, by: Audited): Promise<void> {
+    await this.#o.db.tx((tx) =>
+      appendAudit(tx, { actor: by.actor, tenantId, action, target: id ? `instance:${id}` : null, decision: 'deny', detail: { reason }, requestId: by.requestId ?? null }),
+    );
+  }
+
+  async #event(q: Queryable, tenantId: string, id: string, from: string | null, to: string, reason: string, actor: string): Promise<void> {
+    await q.query('INSERT INTO instance_events (tenant_id, instance_id, from_status, to_status, reason, actor) VALUES ($1, $2, $3, $4, $5, $6)', [tenantId, id, from, to, reason, actor]);
+  }
+
+  async #transition(q: Queryable, row: InstanceRow, to: InstanceStatus, reason: string, actor: string): Promise<void> {
+    await q.query('UPDATE instances SET status = $2, status_reason = $3, updated_at = now() WHERE id = $1', [row.id, to, reason]);
+    await this.#event(q, row.tenantId, row.id, row.status, to, reason, actor);
+  }
+
+  // ---- for the reconciler (system actor; not exposed through the API) ----
+
+  /** Every instance the reconciler must look at. */
+  async allForReconcile(): Promise<InstanceRow[]> {
+    const r = await this.#o.db.query<Row>('SELECT * FROM instances ORDER BY created_at');
+    return r.rows.map(toRow);
+  }
+
+  async byId(id: string): Promise<InstanceRow | undefined> {
+    const r = await this.#o.db.query<Row>('SELECT * FROM instances WHERE id = $1', [id]);
+    return r.rows[0] ? toRow(r.rows[0]) : undefined;
+  }
+
+  /** Records a status change with its reason; audits outcomes (running, error, stopped, rollback). */
+  async recordStatus(row: InstanceRow, to: InstanceStatus, reason: string, patch: Partial<{ sandbox: SandboxHandle | null; observedGeneration: number; failures: number; nextAttemptAt: Date | null; runtimeVersion: string; previousRuntimeVersion: string | null }> = {}, audit?: { action: string; decision: string; detail?: Record<string, unknown> }): Promise<InstanceRow> {
+    return this.#o.db.tx(async (tx) => {
+      const sets = ['status = $2', 'status_reason = $3', 'updated_at = now()'];
+      const vals: unknown[] = [row.id, to, reason];
+      const col: Record<string, string> = { sandbox: 'sandbox', observedGeneration: 'observed_generation', failures: 'failures', nextAttemptAt: 'next_attempt_at', runtimeVersion: 'runtime_version', previousRuntimeVersion: 'previous_runtime_version' };
+      for (const [k, v] of Object.entries(patch)) {
+        vals.push(k === 'sandbox' && v !== null ? JSON.stringify(v) : v);
+        sets.push(`${col[k] ?? k} = $${vals.length}`);
+      }
+      const r = await tx.query<Row>(`UPDATE instances SET ${sets.join(', ')} WHERE id = $1 RETURNING *`, vals);
+      if (row.status !== to || row.statusReason !== reason) await this.#event(tx, row.tenantId, row.id, row.status, to, reason, 'system');
+      if (audit) await appendAudit(tx, { actor: 'system', tenantId: row.tenantId, action: audit.action, target: `instance:${row.id}`, decision: audit.decision, detail: { status: to, reason, ...audit.detail } });
+      return toRow(r.rows[0] as Row);
+    });
+  }
+
+  /** Notes an event without a status change (adoption after a control-plane restart). */
+  async note(row: InstanceRow, reason: string): Promise<void> {
+    await this.#event(this.#o.db, row.tenantId, row.id, row.status, row.status, reason, 'system');
+  }
+
+  async saveSandbox(id: string, handle: SandboxHandle | null): Promise<void> {
+    await this.#o.db.query('UPDATE instances SET sandbox = $2, updated_at = now() WHERE id = $1', [id, handle === null ? null : JSON.stringify(handle)]);
+  }
+
+  async saveHealth(id: string, health: SandboxHealth | null): Promise<void> {
+    await this.#o.db.query('UPDATE instances SET health = $2, health_checked_at = now() WHERE id = $1', [id, health === null ? null : JSON.stringify(health)]);
+  }
+
+  /** Removes a destroyed instance's row and its gateway token; the audit log keeps the history. */
+  async removeDestroyed(row: InstanceRow): Promise<void> {
+    await this.#o.db.tx(async (tx) => {
+      await tx.query('DELETE FROM instances WHERE id = $1 AND tenant_id = $2', [row.id, row.tenantId]);
+      // The vault has no delete for platform secrets yet; this row is ours (named after the instance).
+      await tx.query('DELETE FROM platform_secrets WHERE name = $1', [secretName(row.id)]);
+      await appendAudit(tx, { actor: 'system', tenantId: row.tenantId, action: 'instance.destroyed', target: `instance:${row.id}`, decision: 'success', detail: { name: row.name, stateDeleted: row.deleteState } });
+    });
+  }
+
+  /** The gateway token (owner credential) for the ingress and the sandbox; never returned by the API. */
+  async gatewayToken(instanceId: string): Promise<string> {
+    try {
+      return await this.#o.vault.openPlatformSecret(secretName(instanceId));
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err;
+      const token = randomBytes(32).toString('hex');
+      await this.#o.vault.sealPlatformSecret(secretName(instanceId), token, { actor: 'system' });
+      return token;
+    }
+  }
+
+  /** The tenant's sandbox uid, allocated on first use (one per tenant, never reused while the tenant exists). */
+  async hostUid(tenantId: string): Promise<number> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const have = await this.#o.db.query<{ uid: number }>('SELECT uid FROM sandbox_uids WHERE tenant_id = $1', [tenantId]);
+      if (have.rows[0]) return have.rows[0].uid;
+      try {
+        const r = await this.#o.db.query<{ uid: number }>(
+          `INSERT INTO sandbox_uids (tenant_id, uid) SELECT $1, GREATEST(COALESCE(max(uid) + 1, $2), $2) FROM sandbox_uids
+           ON CONFLICT (tenant_id) DO NOTHING RETURNING uid`,
+          [tenantId, this.#o.uidBase],
+        );
+        if (r.rows[0]) return r.rows[0].uid;
+      } catch (err) {
+        // Two tenants took the same next uid at once: try again.
+        if ((err as { code?: string }).code !== '23505') throw err;
+      }
+    }
+    throw new Error('could not allocate a sandbox uid');
+  }
+
+  async clusterId(): Promise<string> {
+    const r = await this.#o.db.query<{ cluster_id: string }>('SELECT cluster_id FROM sandbox_cluster');
+    const id = r.rows[0]?.cluster_id;
+    if (!id) throw new Error('sandbox_cluster row is missing: the instances migration did not run');
+    return id;
+  }
+}

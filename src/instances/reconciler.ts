@@ -1,0 +1,258 @@
+import type { Logger } from 'pino';
+import type { AgentDefaults } from '../identity/onboarding.ts';
+import { DEFAULT_TOOL_POLICY, renderOpenclawConfig } from '../runtime/config.ts';
+import type { RuntimeStore } from '../runtime/store.ts';
+import { LocalSandboxDriver } from '../sandbox/drivers/local.ts';
+import type { SandboxDriver, SandboxHandle, SandboxHealth, SandboxSpec } from '../sandbox/types.ts';
+import type { InstanceRow, InstanceService } from './instances.ts';
+
+export interface ReconcilerOptions {
+  instances: InstanceService;
+  driver: SandboxDriver;
+  runtimes: RuntimeStore;
+  agentDefaults: () => Promise<AgentDefaults>;
+  log: Logger;
+  /** How often desired and actual state are compared and health is polled. */
+  intervalMs: number;
+  /** How long a start may take to become ready before it counts as failed. */
+  readyTimeoutMs: number;
+  /** A gateway that crashed this many times before it was ever ready fails the start at once (a broken version). */
+  crashLoopRestarts?: number;
+}
+
+/**
+ * Converges sandboxes to the desired state in the database (issue 6). Idempotent: every pass looks at
+ * what is (the driver) and what should be (the row) and does only the difference. On start it adopts
+ * sandboxes that survived a control-plane restart (no duplicate is started) and stops sandboxes of
+ * this control plane that no instance wants (orphans). Work on one instance never overlaps itself.
+ */
+export class Reconciler {
+  readonly #o: ReconcilerOptions;
+  readonly #busy = new Map<string, Promise<void>>();
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = false;
+  #pass: Promise<void> | undefined;
+  #again = false;
+  #clusterId: string | undefined;
+
+  constructor(opts: ReconcilerOptions) {
+    this.#o = opts;
+  }
+
+  /** Adopts what is running, removes orphans, then reconciles every interval. */
+  async start(): Promise<void> {
+    this.#clusterId = await this.#o.instances.clusterId();
+    await this.adoptAndSweep();
+    this.kick();
+    this.#timer = setInterval(() => this.kick(), this.#o.intervalMs);
+    this.#timer.unref();
+  }
+
+  /** Stops reconciling and waits for work in flight. Sandboxes keep running: they survive us. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    await this.#pass?.catch(() => undefined);
+    await Promise.allSettled([...this.#busy.values()]);
+    await this.#o.driver.close();
+  }
+
+  /** Runs a pass now (coalesced with one in flight). */
+  kick(): void {
+    if (this.#stopped) return;
+    if (this.#pass) {
+      this.#again = true;
+      return;
+    }
+    this.#pass = this.reconcileAll()
+      .catch((err: unknown) => this.#o.log.error({ err }, 'reconcile pass failed'))
+      .finally(() => {
+        this.#pass = undefined;
+        if (this.#again) {
+          this.#again = false;
+          this.kick();
+        }
+      });
+  }
+
+  /** Resolves when no instance work is in flight and no pass is running (tests). */
+  async idle(): Promise<void> {
+    while (this.#pass || this.#busy.size > 0) {
+      await this.#pass?.catch(() => undefined);
+      await Promise.allSettled([...this.#busy.values()]);
+    }
+  }
+
+  async adoptAndSweep(): Promise<void> {
+    const clusterId = this.#clusterId ?? (await this.#o.instances.clusterId());
+    const rows = await this.#o.instances.allForReconcile();
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    for (const h of await this.#o.driver.list()) {
+      if (h.clusterId !== clusterId) continue; // another control plane's sandbox on a shared host
+      const row = byId.get(h.instanceId);
+      if (!row || row.sandbox?.sandboxId !== h.sandboxId) {
+        this.#o.log.warn({ instance_id: h.instanceId, sandbox: h.sandboxId }, 'stopping an orphaned sandbox no instance owns');
+        await this.#o.driver.stop(h);
+        continue;
+      }
+      if (await this.#o.driver.adopt(h)) {
+        this.#o.log.info({ instance_id: h.instanceId, tenant_id: h.tenantId, pid: h.pid }, 'adopted a running sandbox after a control-plane restart');
+        await this.#o.instances.note(row, `sandbox ${h.sandboxId} (pid ${h.pid}) adopted after a control-plane restart`);
+      }
+    }
+  }
+
+  async reconcileAll(): Promise<void> {
+    const rows = await this.#o.instances.allForReconcile();
+    for (const row of rows) {
+      if (this.#busy.has(row.id)) continue;
+      const p = this.reconcile(row)
+        .catch((err: unknown) => this.#o.log.error({ err, instance_id: row.id, tenant_id: row.tenantId }, 'reconcile failed'))
+        .finally(() => this.#busy.delete(row.id));
+      this.#busy.set(row.id, p);
+    }
+  }
+
+  /** One instance, one step towards its desired state. */
+  async reconcile(row: InstanceRow): Promise<void> {
+    const { driver, instances } = this.#o;
+    const handle = row.sandbox;
+    const actual = handle ? await driver.status(handle) : undefined;
+    const running = actual?.running === true;
+
+    if (row.desiredState === 'destroyed') {
+      if (row.status !== 'destroying') row = await instances.recordStatus(row, 'destroying', 'destroy requested');
+      await driver.destroy(row.id, { deleteState: row.deleteState, handle: handle ?? undefined });
+      await instances.removeDestroyed(row);
+      return;
+    }
+
+    if (row.desiredState === 'stopped') {
+      if (running && handle) await driver.stop(handle);
+      if (row.status !== 'stopped' || row.sandbox) {
+        await instances.saveHealth(row.id, null);
+        await instances.recordStatus(row, 'stopped', 'stopped on request', { sandbox: null }, { action: 'instance.stopped', decision: 'success' });
+      }
+      return;
+    }
+
+    // desired: running
+    if (running && handle && row.observedGeneration >= row.generation) {
+      const health = actual.running ? actual.health : undefined;
+      await instances.saveHealth(row.id, health ?? null);
+      if (health?.ready && row.status !== 'running') await instances.recordStatus(row, 'running', 'healthy', { failures: 0 });
+      return;
+    }
+    if (row.nextAttemptAt && row.nextAttemptAt.getTime() > Date.now()) return; // backing off after a failure
+
+    const upgrading = row.previousRuntimeVersion !== null && handle !== null && handle.runtimeVersion !== row.runtimeVersion;
+    if (running && handle) {
+      // A restart or an upgrade was asked for: replace the sandbox (state dirs stay).
+      row = await instances.recordStatus(row, upgrading ? 'upgrading' : 'provisioning', upgrading ? `stopping ${handle.runtimeVersion} to start ${row.runtimeVersion}` : 'restarting');
+      await driver.stop(handle);
+      await instances.saveSandbox(row.id, null);
+    } else if (handle && !running) {
+      const reason = actual && !actual.running ? actual.reason : 'sandbox gone';
+      row = await instances.recordStatus(row, row.status === 'upgrading' ? 'upgrading' : 'provisioning', `sandbox not running (${reason}); starting it`, { sandbox: null });
+      await driver.stop(handle); // clears relays, records and cgroups of the dead one
+    } else if (row.status !== 'provisioning' && row.status !== 'upgrading') {
+      row = await instances.recordStatus(row, 'provisioning', 'starting');
+    }
+
+    try {
+      const h = await this.#startAndWait(row, row.runtimeVersion);
+      await instances.recordStatus(row, 'running', upgrading ? `upgraded to ${row.runtimeVersion}` : 'ready', { sandbox: h.handle, observedGeneration: row.generation, failures: 0, nextAttemptAt: null }, {
+        action: upgrading ? 'instance.upgraded' : 'instance.running',
+        decision: 'success',
+        detail: { runtimeVersion: row.runtimeVersion, readyMs: h.readyMs },
+      });
+      await instances.saveHealth(row.id, h.health);
+    } catch (err) {
+      const reason = (err as Error).message;
+      const previous = row.previousRuntimeVersion;
+      if (row.status === 'upgrading' && previous && previous !== row.runtimeVersion) {
+        // Roll back: the old version with the same state dirs (issue 6).
+        this.#o.log.warn({ instance_id: row.id, from: row.runtimeVersion, to: previous, reason }, 'upgrade failed its health check; rolling back');
+        const failed = row.runtimeVersion;
+        row = await instances.recordStatus(row, 'upgrading', `upgrade to ${failed} failed (${reason}); rolling back to ${previous}`, { runtimeVersion: previous, previousRuntimeVersion: null }, { action: 'instance.upgrade_failed', decision: 'failure', detail: { from: previous, to: failed } });
+        try {
+          const h = await this.#startAndWait(row, previous);
+          await instances.recordStatus(row, 'running', `rolled back to ${previous} after upgrade to ${failed} failed: ${reason}`, { sandbox: h.handle, observedGeneration: row.generation, failures: 0, nextAttemptAt: null }, { action: 'instance.rolled_back', decision: 'success', detail: { runtimeVersion: previous } });
+          await instances.saveHealth(row.id, h.health);
+          return;
+        } catch (err2) {
+          return this.#failed(row, `rollback to ${previous} failed too: ${(err2 as Error).message}`);
+        }
+      }
+      await this.#failed(row, reason);
+    }
+  }
+
+  async #failed(row: InstanceRow, reason: string): Promise<void> {
+    const failures = row.failures + 1;
+    const delayMs = Math.min(5 * 60_000, 2_000 * 2 ** Math.min(failures - 1, 8));
+    this.#o.log.warn({ instance_id: row.id, tenant_id: row.tenantId, failures, delayMs, reason }, 'instance start failed');
+    await this.#o.instances.recordStatus(row, 'error', `${reason} (attempt ${failures}; retrying in ${Math.round(delayMs / 1000)} s)`, { sandbox: null, failures, nextAttemptAt: new Date(Date.now() + delayMs) }, { action: 'instance.start_failed', decision: 'failure', detail: { failures } });
+    await this.#o.instances.saveHealth(row.id, null);
+  }
+
+  async spec(row: InstanceRow, version: string): Promise<SandboxSpec> {
+    const runtime = await this.#o.runtimes.resolve(version);
+    const defaults = await this.#o.agentDefaults();
+    const configs: Record<string, string> = {};
+    for (let i = 0; i < row.executors; i++) {
+      const id = `e${i}`;
+      configs[id] = JSON.stringify(
+        renderOpenclawConfig({
+          gatewayPort: LocalSandboxDriver.executorPort(i),
+          egressPort: LocalSandboxDriver.egressPort,
+          stateDir: `/tenant/work/${id}`,
+          logFile: `/tenant/log/${id}.openclaw.log`,
+          agents: [{ id: defaults.agentName, name: defaults.agentName }],
+          models: [defaults.defaultModel ?? 'default'],
+          tools: { ...DEFAULT_TOOL_POLICY, exec: defaults.execPolicy },
+        }),
+        null,
+        2,
+      );
+    }
+    return {
+      tenantId: row.tenantId,
+      instanceId: row.id,
+      runtime,
+      configs,
+      gatewayToken: await this.#o.instances.gatewayToken(row.id),
+      hostUid: await this.#o.instances.hostUid(row.tenantId),
+    };
+  }
+
+  async #startAndWait(row: InstanceRow, version: string): Promise<{ handle: SandboxHandle; health: SandboxHealth; readyMs: number }> {
+    const { driver, instances } = this.#o;
+    const spec = await this.spec(row, version);
+    const t0 = Date.now();
+    const handle = await driver.start(spec, this.#clusterId ?? (await instances.clusterId()));
+    // Persist at once: if we die while waiting, the next control plane adopts (or stops) this sandbox.
+    await instances.saveSandbox(row.id, handle);
+    const limit = this.#o.crashLoopRestarts ?? 2;
+    try {
+      for (;;) {
+        if (this.#stopped) throw new Error('control plane shutting down');
+        const st = await driver.status(handle);
+        if (!st.running) throw new Error(`the sandbox exited during start (${st.reason}); see the instance logs`);
+        const h = st.health;
+        if (h?.ready) return { handle, health: h, readyMs: Date.now() - t0 };
+        const looping = h?.executors.find((e) => e.restarts >= limit && e.readyMs === null);
+        if (looping) {
+          const exit = looping.lastExit ? `last exit code ${looping.lastExit.code ?? looping.lastExit.signal}` : 'no exit recorded';
+          throw new Error(`gateway ${looping.id} crashed ${looping.restarts} times before becoming ready (${exit}); see the instance logs`);
+        }
+        if (Date.now() - t0 > this.#o.readyTimeoutMs) throw new Error(`not ready within ${Math.round(this.#o.readyTimeoutMs / 1000)} s`);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    } catch (err) {
+      await driver.stop(handle).catch(() => undefined);
+      await instances.saveSandbox(row.id, null);
+      throw err;
+    }
+  }
+}

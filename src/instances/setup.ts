@@ -1,0 +1,74 @@
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { SandboxBroker } from '../broker/types.ts';
+import type { Config } from '../config/schema.ts';
+import type { Db } from '../db/pool.ts';
+import type { OnboardingService } from '../identity/onboarding.ts';
+import { RuntimeStore } from '../runtime/store.ts';
+import { LocalSandboxDriver } from '../sandbox/drivers/local.ts';
+import type { SandboxDriver } from '../sandbox/types.ts';
+import type { Vault } from '../vault/vault.ts';
+import { InstanceService } from './instances.ts';
+import { Reconciler } from './reconciler.ts';
+
+/** The settings of runtimes, sandboxes and the reconciler, from the parsed configuration (issue 6). */
+export interface InstanceSettings {
+  runtimeCache: string;
+  runtimeDefaultVersion: string;
+  runtimeNodeVersion: string;
+  sandboxRoot: string;
+  sandboxUidBase: number;
+  sandboxMemoryBytes: number;
+  sandboxPids: number;
+  sandboxCpus: number;
+  sandboxDataBytes: number;
+  sandboxNproc: number;
+  sandboxNofile: number;
+  sandboxTmpBytes: number;
+  reconcileIntervalMs: number;
+  instanceReadyTimeoutMs: number;
+}
+
+export function instanceSettings(config: Pick<Config, 'dataDir' | 'instances'>): InstanceSettings {
+  const i = config.instances;
+  return {
+    ...i,
+    runtimeCache: path.resolve(i.runtimeCache || path.join(config.dataDir, 'runtimes')),
+    sandboxRoot: path.resolve(i.sandboxRoot || path.join(config.dataDir, 'sandboxes')),
+  };
+}
+
+export interface InstanceServices {
+  runtimes: RuntimeStore;
+  sandboxes: SandboxDriver;
+  instances: InstanceService;
+  reconciler: Reconciler;
+}
+
+/** Builds the runtime store, the local sandbox driver, the instance service and its reconciler (not started). */
+export function createInstanceServices(opts: { db: Db; vault: Vault; onboarding: OnboardingService; broker: SandboxBroker | undefined; settings: InstanceSettings; log: Logger }): InstanceServices {
+  const s = opts.settings;
+  const runtimes = new RuntimeStore({ dir: s.runtimeCache, nodePackageVersion: s.runtimeNodeVersion });
+  const sandboxes = new LocalSandboxDriver({
+    root: s.sandboxRoot,
+    broker: opts.broker,
+    log: opts.log,
+    dataBytes: s.sandboxDataBytes,
+    nproc: s.sandboxNproc,
+    nofile: s.sandboxNofile,
+    tmpBytes: s.sandboxTmpBytes,
+    cgroup: { memoryBytes: s.sandboxMemoryBytes, pids: s.sandboxPids, cpus: s.sandboxCpus },
+  });
+  const instances = new InstanceService({ db: opts.db, vault: opts.vault, runtimes, defaultRuntimeVersion: s.runtimeDefaultVersion, uidBase: s.sandboxUidBase });
+  const reconciler = new Reconciler({
+    instances,
+    driver: sandboxes,
+    runtimes,
+    agentDefaults: () => opts.onboarding.agentDefaults(),
+    log: opts.log,
+    intervalMs: s.reconcileIntervalMs,
+    readyTimeoutMs: s.instanceReadyTimeoutMs,
+  });
+  instances.onChange = () => reconciler.kick();
+  return { runtimes, sandboxes, instances, reconciler };
+}
