@@ -332,4 +332,23 @@ describe('policy API', async () => {
     const lists = await viewer.json<{ allow: string[]; deny: string[]; requiresApproval: string[] }>('GET', `${base}/effective-tools?agent=main`);
     assert.ok(lists.deny.includes('gateway') && lists.requiresApproval.includes('exec') && lists.allow.includes('read'));
   });
+
+  test('people list grants and pending approvals, and a tenant admin revokes a grant', async () => {
+    const caller = { id: 'start-1', tenantId: a.id, instanceId: 'inst-1', sandboxId: 'sb-1' };
+    const g = await server.services.grants.request(caller, { tool: 'web_fetch', agent: 'main', context: { host: 'example.com' } });
+    assert.equal(g.outcome, 'granted');
+    if (g.outcome !== 'granted') return;
+    const p = await server.services.grants.request(caller, { tool: 'exec', agent: 'main', context: { taskId: 'task-1' } });
+    assert.equal(p.outcome, 'requires_approval'); // execPolicy is "ask" since the previous test
+    const listed = await a.client.json<{ items: { jti: string; scope: string; revokedAt: string | null }[] }>('GET', `/api/v1/tenants/${a.slug}/grants`);
+    assert.equal(listed.items.find((i) => i.jti === g.jti)?.scope, 'tool:web_fetch host:example.com');
+    assert.ok(!JSON.stringify(listed).includes(g.token));
+    const approvals = await a.client.json<{ items: { tool: string; context: { taskId?: string } }[] }>('GET', `/api/v1/tenants/${a.slug}/tool-approvals`);
+    assert.deepEqual(approvals.items.map((i) => [i.tool, i.context.taskId]), [['exec', 'task-1']]);
+    const viewer = new ApiClient(server.url, { bearer: (await server.services.tokens.create(a.id, { name: 'v2', role: 'viewer', createdBy: a.ownerId }, by)).token });
+    assert.equal((await viewer.call('POST', `/api/v1/tenants/${a.slug}/grants/${g.jti}/revoke`)).status, 403);
+    await a.client.json('POST', `/api/v1/tenants/${a.slug}/grants/${g.jti}/revoke`);
+    assert.equal((await a.client.call('POST', `/api/v1/tenants/${a.slug}/grants/${g.jti}/revoke`)).status, 404);
+    await assert.rejects(server.services.grants.verifyGrant(g.token, { tool: 'web_fetch' }), /revoked/);
+  });
 });

@@ -52,6 +52,31 @@ export interface GrantClaims {
   expiresAt: Date;
 }
 
+/** A grant as people see it (the token itself is never kept). */
+export interface GrantInfo {
+  jti: string;
+  instanceId: string;
+  sandboxStartId: string;
+  agent: string;
+  tool: string;
+  scope: string;
+  issuedAt: Date;
+  expiresAt: Date;
+  revokedAt: Date | null;
+}
+
+/** A parked tool use waiting for a person (the tasks issue resumes the workflow on it). */
+export interface ApprovalInfo {
+  id: string;
+  instanceId: string | null;
+  agent: string;
+  tool: string;
+  context: ToolContext;
+  policyIds: string[];
+  explanation: string;
+  createdAt: Date;
+}
+
 export type GrantOutcome =
   | { outcome: 'granted'; token: string; jti: string; tool: string; scope: string; expiresAt: Date; decision: PolicyDecision }
   | { outcome: 'requires_approval'; approvalId: string; decision: PolicyDecision }
@@ -219,6 +244,29 @@ export class GrantService {
       if (n > 0) await appendAudit(tx, { actor: by.actor, tenantId, action: 'tool.grant.revoke', target: `sandbox:${sandboxStartId}`, decision: 'success', detail: { count: n } });
       return n;
     });
+  }
+
+  /** A tenant's recent grants (newest first), for people: never the token, only what it allows. */
+  async listGrants(tenantId: string, limit = 100): Promise<GrantInfo[]> {
+    const r = await this.db.query<{ jti: string; instance_id: string; sandbox_start_id: string; agent: string; tool: string; scope: string; issued_at: Date; expires_at: Date; revoked_at: Date | null }>(
+      `SELECT jti, instance_id, sandbox_start_id, agent, tool, scope, issued_at, expires_at, revoked_at
+         FROM tool_grants WHERE tenant_id = $1 ORDER BY issued_at DESC LIMIT $2`,
+      [tenantId, limit],
+    );
+    return r.rows.map((g) => ({
+      jti: g.jti, instanceId: g.instance_id, sandboxStartId: g.sandbox_start_id, agent: g.agent, tool: g.tool, scope: g.scope,
+      issuedAt: g.issued_at, expiresAt: g.expires_at, revokedAt: g.revoked_at,
+    }));
+  }
+
+  /** A tenant's pending approvals (oldest first): what a person must decide. */
+  async listPendingApprovals(tenantId: string, limit = 100): Promise<ApprovalInfo[]> {
+    const r = await this.db.query<{ id: string; instance_id: string | null; agent: string; tool: string; context: ToolContext; policy_ids: string[]; explanation: string; created_at: Date }>(
+      `SELECT id, instance_id, agent, tool, context, policy_ids, explanation, created_at
+         FROM tool_approvals WHERE tenant_id = $1 AND status = 'pending' ORDER BY created_at LIMIT $2`,
+      [tenantId, limit],
+    );
+    return r.rows.map((a) => ({ id: a.id, instanceId: a.instance_id, agent: a.agent, tool: a.tool, context: a.context, policyIds: a.policy_ids, explanation: a.explanation, createdAt: a.created_at }));
   }
 
   /** Deletes grant rows that expired more than `olderThanSeconds` ago (their tokens are refused by exp). */

@@ -69,7 +69,13 @@ export async function twoTenants(server: TestServer, admin: ApiClient): Promise<
     const by = { actor: 'test', userId: m.userId };
     const credential = await server.services.credentials.create(t.id, { name: 'llm-key', type: 'api_key', value: `sk-fixture-${slug}-0123456789` }, by);
     const provider = await server.services.providers.create(t.id, { kind: 'openai', name: 'main', credentialId: credential.id, defaultModel: 'gpt-4o' }, by);
-    return { id: t.id, slug, ownerId: m.userId, tokenId: info.id, credentialId: credential.id, providerId: provider.id, client: new ApiClient(server.url, { bearer: token }) };
+    // A tool grant, as a sandbox of this tenant would get one, so the harness can aim at its jti.
+    const grant = await server.services.grants.request({ id: `fixture-${slug}`, tenantId: t.id, instanceId: 'fixture', sandboxId: 'fixture' }, { tool: 'read', agent: 'main', context: {} });
+    if (grant.outcome !== 'granted') throw new Error(`fixture grant for ${slug} was not granted: ${grant.decision.explanation}`);
+    return {
+      id: t.id, slug, ownerId: m.userId, tokenId: info.id, credentialId: credential.id, providerId: provider.id, grantJti: grant.jti,
+      client: new ApiClient(server.url, { bearer: token }),
+    };
   };
   return { a: await make('tenant-a'), b: await make('tenant-b') };
 }
@@ -81,5 +87,7 @@ export interface TenantFixture {
   tokenId: string;
   credentialId: string;
   providerId: string;
+  /** jti of a tool grant issued to one of the tenant's sandboxes. */
+  grantJti: string;
   client: ApiClient;
 }

@@ -1,5 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi';
-import { UnauthenticatedError } from '../../errors.ts';
+import { NotFoundError, UnauthenticatedError } from '../../errors.ts';
 import { RISKS, type PolicySource } from '../../policy/types.ts';
 import type { App, AppDeps } from '../app.ts';
 import { allow, allowPlatform } from '../auth.ts';
@@ -111,6 +111,33 @@ const EffectiveToolsSchema = z
   })
   .openapi('EffectiveTools');
 
+const GrantSchema = z
+  .object({
+    jti: z.string(),
+    instanceId: z.string(),
+    sandboxStartId: z.string(),
+    agent: z.string(),
+    tool: z.string(),
+    scope: z.string(),
+    issuedAt: z.string(),
+    expiresAt: z.string(),
+    revokedAt: z.string().nullable(),
+  })
+  .openapi('ToolGrant');
+
+const ApprovalSchema = z
+  .object({
+    id: z.string(),
+    instanceId: z.string().nullable(),
+    agent: z.string(),
+    tool: z.string(),
+    context: z.record(z.string(), z.string()),
+    policyIds: z.array(z.string()),
+    explanation: z.string(),
+    createdAt: z.string(),
+  })
+  .openapi('ToolApproval');
+
 const toSource = (p: { id: string; description: string; cedar: string; scope?: { agent?: string | undefined; channel?: string | undefined } | undefined }): PolicySource => {
   const s: PolicySource = { id: p.id, description: p.description, cedar: p.cedar };
   if (p.scope) {
@@ -127,7 +154,7 @@ const toSource = (p: { id: string; description: string; cedar: string; scope?: {
  * which decides a sample request and says why (the Governance page).
  */
 export function registerPolicy(app: App, deps: AppDeps): void {
-  const { policy } = deps.services;
+  const { policy, grants } = deps.services;
 
   app.openapi(
     createRoute({
@@ -251,6 +278,58 @@ export function registerPolicy(app: App, deps: AppDeps): void {
       const { agent } = c.req.valid('query');
       const l = await policy.effectiveToolLists(tenant.id, agent);
       return c.json({ agent, allow: l.allow, requiresApproval: l.requiresApproval, deny: l.deny }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/grants',
+      tags: ['policy'],
+      summary: 'Recent tool grants issued to this tenant\'s sandboxes (never the token itself)',
+      request: { params: TenantParam },
+      responses: { 200: json(z.object({ items: z.array(GrantSchema) })), ...errorResponses },
+    }),
+    async (c) => {
+      const { tenant } = allow(c, 'tenant.read');
+      const items = (await grants.listGrants(tenant.id)).map((g) => ({
+        ...g, issuedAt: g.issuedAt.toISOString(), expiresAt: g.expiresAt.toISOString(), revokedAt: g.revokedAt?.toISOString() ?? null,
+      }));
+      return c.json({ items }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/api/v1/tenants/{tenant}/grants/{jti}/revoke',
+      tags: ['policy'],
+      summary: 'Revoke a tool grant now (tenant admin); the egress side refuses it from then on',
+      request: { params: TenantParam.extend({ jti: z.string().max(64).openapi({ param: { name: 'jti', in: 'path' } }) }) },
+      responses: { 200: json(z.object({ revoked: z.literal(true) })), ...errorResponses },
+    }),
+    async (c) => {
+      const { tenant, by } = allow(c, 'tenant.admin');
+      if (!(await grants.revoke(tenant.id, c.req.valid('param').jti, by))) throw new NotFoundError('Grant (or it is already revoked)');
+      return c.json({ revoked: true as const }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/tool-approvals',
+      tags: ['policy'],
+      summary: 'Tool uses waiting for a person\'s approval',
+      request: { params: TenantParam },
+      responses: { 200: json(z.object({ items: z.array(ApprovalSchema) })), ...errorResponses },
+    }),
+    async (c) => {
+      const { tenant } = allow(c, 'tenant.read');
+      const items = (await grants.listPendingApprovals(tenant.id)).map((a) => ({
+        ...a, context: Object.fromEntries(Object.entries(a.context).filter((e): e is [string, string] => typeof e[1] === 'string')), createdAt: a.createdAt.toISOString(),
+      }));
+      return c.json({ items }, 200);
     },
   );
 }
