@@ -80,7 +80,7 @@ export const settingsSchema = z.strictObject({
   CLAWPLANE_SANDBOX_MEMORY_MB: z.coerce.number().int().min(256).max(1 << 20).default(3072).describe('Memory limit per sandbox in MiB (cgroup; a gateway peaks near 1.6 GiB).'),
   CLAWPLANE_SANDBOX_PIDS: z.coerce.number().int().min(16).max(1 << 20).default(512).describe('Process/thread limit per sandbox (cgroup pids).'),
   CLAWPLANE_SANDBOX_CPUS: z.coerce.number().min(0).max(1024).default(0).describe('CPU quota per sandbox in cores, e.g. 1.5; 0 = no limit.'),
-  CLAWPLANE_SANDBOX_DATA_MB: z.coerce.number().int().min(256).max(1 << 20).default(4096).describe('RLIMIT_DATA per sandbox process in MiB (prlimit --data; RLIMIT_AS would break V8).'),
+  CLAWPLANE_SANDBOX_DATA_MB: z.coerce.number().int().min(256).max(1 << 20).default(16384).describe('RLIMIT_DATA per sandbox process in MiB (prlimit --data; RLIMIT_AS would break V8). Counts V8 reservations: 4096 made a gateway worker die with "Failed to reserve virtual memory for CodeRange"; real memory is capped by CLAWPLANE_SANDBOX_MEMORY_MB.'),
   CLAWPLANE_SANDBOX_NPROC: z.coerce.number().int().min(16).max(1 << 20).default(2048).describe("RLIMIT_NPROC per tenant uid (counts the tenant's processes and threads host-wide)."),
   CLAWPLANE_SANDBOX_NOFILE: z.coerce.number().int().min(64).max(1 << 20).default(8192).describe('RLIMIT_NOFILE per sandbox process.'),
   CLAWPLANE_SANDBOX_TMP_MB: z.coerce.number().int().min(1).max(1 << 16).default(64).describe("Size of each sandbox's private /tmp in MiB."),

@@ -146,7 +146,8 @@ export interface InstanceServiceOptions {
   onChange?: () => void;
 }
 
-const secretName = (instanceId: string) => `instance:${instanceId}:gateway-token`;
+// Platform secret names allow [a-z0-9_.-] only.
+const secretName = (instanceId: string) => `instance.${instanceId}.gateway-token`;
 
 export class InstanceService {
   readonly #o: InstanceServiceOptions;
@@ -215,8 +216,6 @@ export class InstanceService {
         if (err instanceof QuotaExceededError) await this.#refused(tenantId, 'instance.deploy', null, err.message, by);
         throw err;
       });
-    // The token exists before the first start; it is an owner credential of the gateway, stored sealed.
-    await this.#o.vault.sealPlatformSecret(secretName(id), randomBytes(32).toString('hex'), { actor: 'system' });
     this.onChange();
     return publicInstance(row);
   }
@@ -367,7 +366,10 @@ export class InstanceService {
     });
   }
 
-  /** The gateway token (owner credential) for the ingress and the sandbox; never returned by the API. */
+  /**
+   * The gateway token (owner credential) for the ingress and the sandbox; never returned by the API.
+   * Created sealed on first use (the reconciler's first start), one per instance.
+   */
   async gatewayToken(instanceId: string): Promise<string> {
     try {
       return await this.#o.vault.openPlatformSecret(secretName(instanceId));
