@@ -21,6 +21,7 @@ const PARAMS: Record<string, (t: TenantFixture) => string> = {
   skill: () => 'slack',
   tool: () => 'read',
   jti: (t) => t.grantJti,
+  instanceId: (t) => t.instanceId,
 };
 
 /**
@@ -55,6 +56,8 @@ const BODIES: Record<string, unknown> = {
   'PUT /api/v1/tenants/{tenant}/policy': { execPolicy: 'deny', policies: [{ id: 'no-browser', cedar: 'forbid (principal, action, resource) when { resource.name == "browser" };' }] },
   'POST /api/v1/tenants/{tenant}/policy/explain': { tool: 'read', agent: 'main', context: {} },
   'POST /api/v1/tenants/{tenant}/grants/{jti}/revoke': undefined,
+  'POST /api/v1/tenants/{tenant}/instances': { name: 'fuzz-instance', start: false },
+  'POST /api/v1/tenants/{tenant}/instances/{instanceId}/upgrade': { runtimeVersion: 'openclaw@2026.9.7' },
   'PUT /api/v1/policy/baseline': { policies: [{ id: 'read-only', cedar: 'permit (principal, action, resource) when { resource.name == "read" };' }] },
   'PUT /api/v1/policy/tools/{tool}': { risk: 'low', group: 'fs' },
 };
@@ -129,7 +132,7 @@ describe('cross-tenant harness', async () => {
   });
 
   test("tenant A's admin gets 404 for every tenant-owned route with tenant B's slug, id or resource ids", async () => {
-    const leaks = [b.id, b.ownerId, b.tokenId, b.credentialId, b.providerId, b.grantJti, 'TENANT-B', 'sk-fixture-tenant-b'];
+    const leaks = [b.id, b.ownerId, b.tokenId, b.credentialId, b.providerId, b.grantJti, b.instanceId, 'TENANT-B', 'sk-fixture-tenant-b'];
     for (const op of ops.filter((o) => o.path.startsWith('/api/v1/tenants/{tenant}'))) {
       const q = QUERIES[op.key] ?? '';
       const attempts = [
@@ -156,6 +159,8 @@ describe('cross-tenant harness', async () => {
     assert.deepEqual([bCredential.status, bCredential.version], ['active', 1]);
     const bGrants = await b.client.json<{ items: { jti: string; revokedAt: string | null }[] }>('GET', `/api/v1/tenants/${b.slug}/grants`);
     assert.equal(bGrants.items.find((g) => g.jti === b.grantJti)?.revokedAt, null);
+    const bInstance = await b.client.json<{ desiredState: string; runtimeVersion: string }>('GET', `/api/v1/tenants/${b.slug}/instances/${b.instanceId}`);
+    assert.deepEqual([bInstance.desiredState, bInstance.runtimeVersion], ['stopped', '2026.9.6']);
     const bProvider = await b.client.json<{ defaultModel: string; credentialId: string }>('GET', `/api/v1/tenants/${b.slug}/providers/${b.providerId}`);
     assert.deepEqual([bProvider.defaultModel, bProvider.credentialId], ['gpt-4o', b.credentialId]);
   });

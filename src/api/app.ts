@@ -22,6 +22,7 @@ import { registerProviders } from './routes/providers.ts';
 import { registerSystem } from './routes/system.ts';
 import { registerTenants } from './routes/tenants.ts';
 import { registerTokens } from './routes/tokens.ts';
+import { registerInstances } from './routes/instances.ts';
 import { registerWeb } from './routes/web.ts';
 
 /** What route modules need; passed in, never read from globals (STYLE 2). */
@@ -106,6 +107,7 @@ export function createApp(deps: AppDeps): App {
   registerTokens(app, deps);
   registerCredentials(app, deps);
   registerProviders(app, deps);
+  registerInstances(app, deps);
   registerPolicy(app, deps);
   registerDocs(app);
   // Last: the console's SPA fallback answers any GET no route above took (never /api/).

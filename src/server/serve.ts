@@ -13,6 +13,8 @@ import { launchEngine, shutdownEngine } from '../durable/engine.ts';
 import { bindSelfCheck } from '../durable/self-check.ts';
 import { createMetrics } from '../observability/metrics.ts';
 import { createServices, type Services } from './services.ts';
+import { instanceSettings } from '../instances/setup.ts';
+import type { Reconciler } from '../instances/reconciler.ts';
 
 export interface RunningServer {
   url: string;
@@ -48,6 +50,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   await resolveSecretKey(config, log);
   const { db, embedded } = await openDatabase(config, log);
   let server: ServerType | undefined;
+  let reconciler: Reconciler | undefined;
   try {
     await migrate(db, log);
     bindSelfCheck(db);
@@ -69,8 +72,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const publicOrigin = config.publicUrl ? new URL(config.publicUrl).origin : url;
     const secretKey = config.secretKey;
     if (!secretKey) throw new Error('secret key not resolved');
-    const services = createServices({ db, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts });
+    const services = createServices({ db, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, instances: instanceSettings(config) });
     await services.onboarding.prepareSetupCode(log);
+    // Adopts sandboxes that outlived the previous control plane before anything could start duplicates.
+    await services.reconciler.start();
+    reconciler = services.reconciler;
     const app = createApp({
       config,
       db,
@@ -89,6 +95,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       (stopping ??= (async () => {
         log.info('shutting down: no new connections, draining in-flight requests');
         await closeServer(s, config.shutdownTimeoutMs);
+        // Sandboxes keep running (no --die-with-parent); the next start adopts them.
+        await services.reconciler.stop();
         await shutdownEngine();
         await db.close();
         await embedded?.stop();
@@ -97,6 +105,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     return { url, app, db, services, embedded, stop };
   } catch (err) {
     if (server) await closeServer(server, 0);
+    await reconciler?.stop().catch(() => undefined);
     await shutdownEngine().catch(() => undefined);
     await db.close().catch(() => undefined);
     await embedded?.stop();

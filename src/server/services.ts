@@ -12,11 +12,14 @@ import { ProviderService } from '../vault/providers.ts';
 import { createSkillRegistry, type SkillRegistry } from '../vault/skills.ts';
 import type { EgressPolicy } from '../net/ssrf.ts';
 import { NotFoundError } from '../errors.ts';
+import { parseConfig } from '../config/schema.ts';
+import { createLogger, type Logger } from '../observability/logger.ts';
+import { createInstanceServices, instanceSettings, type InstanceServices, type InstanceSettings } from '../instances/setup.ts';
 import { PolicyService } from '../policy/service.ts';
 import { GrantService } from '../broker/grants.ts';
 
 /** Every service the API and CLI use, built once from the database and configuration. */
-export interface Services {
+export interface Services extends InstanceServices {
   tenants: TenantService;
   users: UserService;
   sessions: SessionService;
@@ -35,7 +38,16 @@ export interface Services {
   grants: GrantService;
 }
 
-export function createServices(opts: { db: Db; secretKey: Buffer; dataDir: string; publicOrigin: string; egressAllowHosts?: readonly string[] }): Services {
+export function createServices(opts: {
+  db: Db;
+  secretKey: Buffer;
+  dataDir: string;
+  publicOrigin: string;
+  egressAllowHosts?: readonly string[];
+  log?: Logger;
+  /** Runtimes, sandboxes, instances (issue 6); default: the configuration defaults below dataDir. */
+  instances?: InstanceSettings;
+}): Services {
   const { db } = opts;
   const vault = new Vault({ db, keys: new LocalKeyProvider({ secret: opts.secretKey, versions: dbKeyVersionStore(db) }) });
   const platformSecrets: PlatformSecrets = {
@@ -53,12 +65,17 @@ export function createServices(opts: { db: Db; secretKey: Buffer; dataDir: strin
   const egress: EgressPolicy = { allowedHosts: [...(opts.egressAllowHosts ?? [])] };
   const credentials = new CredentialService({ db, vault, skills });
   const policy = new PolicyService(db);
+  const onboarding = new OnboardingService(db, opts.dataDir);
+  const settings = opts.instances ?? instanceSettings({ dataDir: opts.dataDir, instances: parseConfig({}).instances });
+  // The broker (issue 5) plugs in here; until then sandboxes get a relay that answers 503.
+  const instances = createInstanceServices({ db, vault, onboarding, broker: undefined, settings, log: opts.log ?? createLogger('silent') });
   return {
+    ...instances,
     tenants: new TenantService(db),
     users: new UserService(db),
     sessions: new SessionService(db),
     tokens: new ApiTokenService(db),
-    onboarding: new OnboardingService(db, opts.dataDir),
+    onboarding,
     oidc: new OidcService({ db, secrets: platformSecrets, redirectUri: `${opts.publicOrigin}/api/v1/auth/oidc/callback` }),
     vault,
     credentials,

