@@ -1,4 +1,4 @@
-import { chmod, link, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, link, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after } from 'node:test';
 import type { RuntimeStore } from '../../src/runtime/store.ts';
@@ -18,8 +18,25 @@ export async function sandboxRoot(): Promise<string> {
   await mkdir('/var/tmp', { recursive: true });
   const root = await mkdtemp('/var/tmp/clawplane-test-sandboxes-');
   await chmod(root, 0o711);
-  after(() => rm(root, { recursive: true, force: true }));
+  after(async () => {
+    await killSandboxesUnder(root);
+    await rm(root, { recursive: true, force: true });
+  });
   return root;
+}
+
+/**
+ * Whatever a failed test left running under `root` is killed by its recorded pid (after checking the
+ * pid's start time), before the directory goes: SIGKILL of a pid namespace's init ends all of it.
+ */
+export async function killSandboxesUnder(root: string): Promise<void> {
+  for (const id of await readdir(root).catch(() => [] as string[])) {
+    const rec = await readFile(path.join(root, id, 'host', 'sandbox.json'), 'utf8').catch(() => undefined);
+    if (!rec) continue;
+    const h = JSON.parse(rec) as { pid: number; pidStartTime: number };
+    const stat = await readFile(`/proc/${h.pid}/stat`, 'utf8').catch(() => '');
+    if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]) === h.pidStartTime) process.kill(h.pid, 'SIGKILL');
+  }
 }
 
 export async function ensureBrokenRuntime(store: RuntimeStore): Promise<void> {
