@@ -72,7 +72,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const publicOrigin = config.publicUrl ? new URL(config.publicUrl).origin : url;
     const secretKey = config.secretKey;
     if (!secretKey) throw new Error('secret key not resolved');
-    const services = createServices({ db, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, instances: instanceSettings(config) });
+    const metrics = createMetrics();
+    const services = createServices({ db, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config) });
     await services.onboarding.prepareSetupCode(log);
     // Adopts sandboxes that outlived the previous control plane before anything could start duplicates.
     await services.reconciler.start();
@@ -81,7 +82,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       config,
       db,
       log,
-      metrics: createMetrics(),
+      metrics,
       expectedMigration,
       services,
       secureCookies: publicOrigin.startsWith('https:'),
@@ -97,6 +98,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         await closeServer(s, config.shutdownTimeoutMs);
         // Sandboxes keep running (no --die-with-parent); the next start adopts them.
         await services.reconciler.stop();
+        await services.broker.close();
         await shutdownEngine();
         await db.close();
         await embedded?.stop();

@@ -13,10 +13,13 @@ import { createSkillRegistry, type SkillRegistry } from '../vault/skills.ts';
 import type { EgressPolicy } from '../net/ssrf.ts';
 import { NotFoundError } from '../errors.ts';
 import { parseConfig } from '../config/schema.ts';
-import { createLogger, type Logger } from '../observability/logger.ts';
-import { createInstanceServices, instanceSettings, type InstanceServices, type InstanceSettings } from '../instances/setup.ts';
 import { PolicyService } from '../policy/service.ts';
 import { GrantService } from '../broker/grants.ts';
+import path from 'node:path';
+import { Registry } from 'prom-client';
+import { Broker } from '../broker/broker.ts';
+import { createLogger, type Logger } from '../observability/logger.ts';
+import { createInstanceServices, instanceSettings, type InstanceServices, type InstanceSettings } from '../instances/setup.ts';
 
 /** Every service the API and CLI use, built once from the database and configuration. */
 export interface Services extends InstanceServices {
@@ -30,12 +33,14 @@ export interface Services extends InstanceServices {
   credentials: CredentialService;
   providers: ProviderService;
   skills: SkillRegistry;
-  /** The SSRF rules every user-supplied URL goes through (provider test connection, later the broker). */
+  /** The SSRF rules every user-supplied URL goes through (provider test connection, the broker). */
   egress: EgressPolicy;
   /** Tool policy: the Cedar baseline, tenant restrictions, the tool registry (issue 5). */
   policy: PolicyService;
   /** Short-lived scoped tool grants for sandboxes (issue 5); the broker mounts its routes. */
   grants: GrantService;
+  /** The only way out of a sandbox: LLM proxy, budgets, metering (issue 5). */
+  broker: Broker;
 }
 
 export function createServices(opts: {
@@ -45,6 +50,7 @@ export function createServices(opts: {
   publicOrigin: string;
   egressAllowHosts?: readonly string[];
   log?: Logger;
+  registry?: Registry;
   /** Runtimes, sandboxes, instances (issue 6); default: the configuration defaults below dataDir. */
   instances?: InstanceSettings;
 }): Services {
@@ -65,10 +71,20 @@ export function createServices(opts: {
   const egress: EgressPolicy = { allowedHosts: [...(opts.egressAllowHosts ?? [])] };
   const credentials = new CredentialService({ db, vault, skills });
   const policy = new PolicyService(db);
+  const providers = new ProviderService({ db, credentials, egress });
+  const broker = new Broker({
+    db,
+    log: opts.log ?? createLogger('silent'),
+    registry: opts.registry ?? new Registry(),
+    providers,
+    credentials,
+    egress,
+    runDir: path.resolve(opts.dataDir, 'run', 'broker'),
+  });
+  credentials.onChange((id) => broker.proxy.forgetCredential(id));
   const onboarding = new OnboardingService(db, opts.dataDir);
   const settings = opts.instances ?? instanceSettings({ dataDir: opts.dataDir, instances: parseConfig({}).instances });
-  // The broker (issue 5) plugs in here; until then sandboxes get a relay that answers 503.
-  const instances = createInstanceServices({ db, vault, onboarding, broker: undefined, settings, log: opts.log ?? createLogger('silent') });
+  const instances = createInstanceServices({ db, vault, onboarding, broker, settings, log: opts.log ?? createLogger('silent') });
   return {
     ...instances,
     tenants: new TenantService(db),
@@ -79,7 +95,8 @@ export function createServices(opts: {
     oidc: new OidcService({ db, secrets: platformSecrets, redirectUri: `${opts.publicOrigin}/api/v1/auth/oidc/callback` }),
     vault,
     credentials,
-    providers: new ProviderService({ db, credentials, egress }),
+    providers,
+    broker,
     skills,
     egress,
     policy,

@@ -134,6 +134,7 @@ export class CredentialService {
   readonly #vault: Vault;
   readonly #skills: SkillRegistry;
   readonly #now: () => Date;
+  readonly #changed: ((credentialId: string) => void)[] = [];
 
   constructor(opts: { db: Db; vault: Vault; skills?: SkillRegistry; now?: () => Date }) {
     this.#db = opts.db;
@@ -249,8 +250,19 @@ export class CredentialService {
     return row;
   }
 
-  /** Revokes a credential; the next `decryptForBroker` refuses it (nothing caches plaintext). */
+  /** Called after a credential is revoked or its value replaced, so caches of its plaintext (the broker's) drop it. */
+  onChange(listener: (credentialId: string) => void): void {
+    this.#changed.push(listener);
+  }
+
+  /** Revokes a credential; the next `decryptForBroker` refuses it, and the broker's key cache is told at once. */
   async revoke(tenantId: string, id: string, ctx: ActorContext): Promise<CredentialInfo> {
+    const info = await this.#revoke(tenantId, id, ctx);
+    for (const l of this.#changed) l(id);
+    return info;
+  }
+
+  async #revoke(tenantId: string, id: string, ctx: ActorContext): Promise<CredentialInfo> {
     return this.#db.tx(async (q) => {
       const row = await this.#row(q, tenantId, id, true);
       if (row.status === 'revoked') return this.#info(row);
@@ -272,7 +284,7 @@ export class CredentialService {
     if (current.status !== 'active') throw new CredentialUnavailableError(current.name, current.status);
     const version = current.version + 1;
     const sealed = await this.#vault.sealCredential(tenantId, id, version, v);
-    return this.#db.tx(async (q) => {
+    const info = await this.#db.tx(async (q) => {
       const r = await q.query<Row>(
         `UPDATE credentials SET version = $3, ciphertext = $4, iv = $5, tag = $6, aad_version = $7, last4 = $8, updated_at = now()
           WHERE tenant_id = $1 AND id = $2 AND version = $3 - 1 AND status = 'active' RETURNING ${INFO_COLUMNS}`,
@@ -283,6 +295,8 @@ export class CredentialService {
       await appendAudit(q, { actor: ctx.actor, tenantId, action: 'credential.update', target: `credential:${id}`, decision: 'success', requestId: ctx.requestId ?? null, detail: { name: row.name, version } });
       return this.#info(row);
     });
+    for (const l of this.#changed) l(id);
+    return info;
   }
 
   /**

@@ -1,0 +1,65 @@
+import type { Db } from '../db/pool.ts';
+import { newSecret, sha256 } from '../identity/tokens.ts';
+
+/** Who is calling the broker: one sandbox start of one tenant's instance (issue 5, item 1). */
+export interface SandboxIdentity {
+  /** Id of the sandbox start (the token row). */
+  id: string;
+  tenantId: string;
+  instanceId: string;
+  sandboxId: string;
+}
+
+export const SANDBOX_TOKEN_PREFIX = 'cpb_';
+const CACHE_MS = 5_000;
+
+/**
+ * Broker tokens: 256-bit, stored as SHA-256, bound to (tenant, instance, sandbox start), revoked when
+ * the sandbox stops and expiring after a TTL in any case. Lookups are cached for a few seconds to keep
+ * the model-call path off the database; revocation in this process clears the cache at once.
+ */
+export class SandboxTokens {
+  private readonly db: Db;
+  private readonly cache = new Map<string, { identity: SandboxIdentity; expiresAt: number; checkedAt: number }>();
+
+  constructor(db: Db) {
+    this.db = db;
+  }
+
+  async issue(input: { tenantId: string; instanceId: string; sandboxId: string; ttlMs: number }): Promise<{ identity: SandboxIdentity; token: string }> {
+    const token = newSecret(SANDBOX_TOKEN_PREFIX);
+    const r = await this.db.query<{ id: string }>(
+      `INSERT INTO sandbox_tokens (tenant_id, instance_id, sandbox_id, token_hash, expires_at)
+       VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING id`,
+      [input.tenantId, input.instanceId, input.sandboxId, sha256(token), input.ttlMs / 1000],
+    );
+    const id = (r.rows[0] as { id: string }).id;
+    return { identity: { id, tenantId: input.tenantId, instanceId: input.instanceId, sandboxId: input.sandboxId }, token };
+  }
+
+  async resolve(token: string): Promise<SandboxIdentity | undefined> {
+    if (!token.startsWith(SANDBOX_TOKEN_PREFIX)) return undefined;
+    const hash = sha256(token);
+    const now = Date.now();
+    const hit = this.cache.get(hash);
+    if (hit && now - hit.checkedAt < CACHE_MS && hit.expiresAt > now) return hit.identity;
+    const r = await this.db.query<{ id: string; tenant_id: string; instance_id: string; sandbox_id: string; expires_at: Date }>(
+      `SELECT id, tenant_id, instance_id, sandbox_id, expires_at FROM sandbox_tokens
+        WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()`,
+      [hash],
+    );
+    const row = r.rows[0];
+    if (!row) {
+      this.cache.delete(hash);
+      return undefined;
+    }
+    const identity = { id: row.id, tenantId: row.tenant_id, instanceId: row.instance_id, sandboxId: row.sandbox_id };
+    this.cache.set(hash, { identity, expiresAt: row.expires_at.getTime(), checkedAt: now });
+    return identity;
+  }
+
+  async revoke(id: string): Promise<void> {
+    await this.db.query('UPDATE sandbox_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL', [id]);
+    for (const [k, v] of this.cache) if (v.identity.id === id) this.cache.delete(k);
+  }
+}

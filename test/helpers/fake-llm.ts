@@ -1,0 +1,135 @@
+/**
+ * A local fake LLM provider, OpenAI- and Anthropic-compatible: the one stand-in the tests may use (real
+ * providers cannot be reached from here). It streams real SSE, reports token usage like the real APIs,
+ * and records every request it receives so tests can check keys, models and aborts.
+ *
+ * Behaviour is chosen by the model name: `fail-429` / `fail-500` answer with that status, `slow` waits
+ * `slowMs` between its first and second chunk, anything else answers "Hello from <model>".
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after } from 'node:test';
+
+export interface FakeRequest {
+  path: string;
+  authorization: string | undefined;
+  apiKey: string | undefined;
+  model: string;
+  stream: boolean;
+  body: Record<string, unknown>;
+  /** Set when the client went away before the answer was complete. */
+  aborted: boolean;
+  finishedAt: number | undefined;
+}
+
+export interface FakeLlm {
+  url: string;
+  /** The base URL to configure for a provider (with the /v1 segment). */
+  baseUrl: string;
+  requests: FakeRequest[];
+  /** Tokens reported per call (input, output). */
+  usage: { input: number; output: number };
+  slowMs: number;
+  close(): Promise<void>;
+}
+
+export async function startFakeLlm(): Promise<FakeLlm> {
+  const fake: FakeLlm = { url: '', baseUrl: '', requests: [], usage: { input: 40, output: 60 }, slowMs: 400, close: async () => undefined };
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const path = (req.url ?? '').split('?')[0] ?? '';
+      if (req.method === 'GET' && path.endsWith('/models')) {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ object: 'list', data: [{ id: 'fake-model', object: 'model' }, { id: 'slow', object: 'model' }] }));
+        return;
+      }
+      let body: Record<string, unknown> = {};
+      try {
+        body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown>;
+      } catch {
+        res.writeHead(400).end('bad json');
+        return;
+      }
+      const r: FakeRequest = {
+        path,
+        authorization: req.headers.authorization,
+        apiKey: typeof req.headers['x-api-key'] === 'string' ? req.headers['x-api-key'] : undefined,
+        model: String(body['model'] ?? ''),
+        stream: body['stream'] === true,
+        body,
+        aborted: false,
+        finishedAt: undefined,
+      };
+      fake.requests.push(r);
+      res.on('close', () => {
+        if (!res.writableFinished) r.aborted = true;
+      });
+      void answer(fake, r, res);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  fake.url = `http://127.0.0.1:${port}`;
+  fake.baseUrl = `${fake.url}/v1`;
+  fake.close = () =>
+    new Promise((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+  after(() => fake.close());
+  return fake;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function answer(fake: FakeLlm, r: FakeRequest, res: http.ServerResponse): Promise<void> {
+  if (r.model === 'fail-429' || r.model === 'fail-500') {
+    const status = r.model === 'fail-429' ? 429 : 500;
+    res.writeHead(status, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ error: { message: `fake ${status}`, type: 'server_error' } }));
+    r.finishedAt = Date.now();
+    return;
+  }
+  const text = `Hello from ${r.model}`;
+  const { input, output } = fake.usage;
+  const anthropic = r.path.endsWith('/messages');
+  if (!r.stream) {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    const json = anthropic
+      ? { id: 'msg_1', type: 'message', role: 'assistant', model: r.model, content: [{ type: 'text', text }], stop_reason: 'end_turn', usage: { input_tokens: input, output_tokens: output } }
+      : r.path.endsWith('/embeddings')
+        ? { object: 'list', data: [{ object: 'embedding', index: 0, embedding: [0.1, 0.2] }], model: r.model, usage: { prompt_tokens: input, total_tokens: input } }
+        : { id: 'chatcmpl-1', object: 'chat.completion', model: r.model, choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }], usage: { prompt_tokens: input, completion_tokens: output, total_tokens: input + output } };
+    res.end(JSON.stringify(json));
+    r.finishedAt = Date.now();
+    return;
+  }
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  const words = text.split(' ');
+  const send = (event: string | undefined, data: unknown) => {
+    if (res.destroyed) return;
+    res.write(`${event ? `event: ${event}\n` : ''}data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
+  };
+  if (anthropic) {
+    send('message_start', { type: 'message_start', message: { id: 'msg_1', type: 'message', role: 'assistant', model: r.model, content: [], usage: { input_tokens: input, output_tokens: 1 } } });
+    for (const [i, w] of words.entries()) {
+      send('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: (i ? ' ' : '') + w } });
+      if (i === 0 && r.model === 'slow') await sleep(fake.slowMs);
+    }
+    send('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn' }, usage: { output_tokens: output } });
+    send('message_stop', { type: 'message_stop' });
+  } else {
+    for (const [i, w] of words.entries()) {
+      send(undefined, { id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: { content: (i ? ' ' : '') + w }, finish_reason: null }] });
+      if (i === 0 && r.model === 'slow') await sleep(fake.slowMs);
+    }
+    send(undefined, { id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] });
+    const so = r.body['stream_options'] as { include_usage?: boolean } | undefined;
+    if (so?.include_usage) send(undefined, { id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [], usage: { prompt_tokens: input, completion_tokens: output, total_tokens: input + output } });
+    send(undefined, '[DONE]');
+  }
+  if (!res.destroyed) res.end();
+  r.finishedAt = Date.now();
+}
