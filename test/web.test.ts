@@ -229,8 +229,11 @@ describe('web console', async () => {
     await page.reload();
     await page.getByRole('row').filter({ hasText: 'ci' }).waitFor();
     assert.ok(!(await page.content()).includes(token), 'not shown again after a reload');
-    await tokenRow.getByRole('button', { name: 'Revoke' }).click();
-    await page.getByRole('button', { name: 'Revoke "ci"' }).click();
+    // By keyboard: Enter on Revoke asks, focus moves to the confirmation, Enter again revokes.
+    await tokenRow.getByRole('button', { name: 'Revoke' }).focus();
+    await page.keyboard.press('Enter');
+    await page.getByRole('button', { name: 'Revoke "ci"' }).waitFor();
+    await page.keyboard.press('Enter');
     await tokenRow.getByText('revoked').waitFor();
     assert.equal((await fetch(`${server.url}/api/v1/tenants/acme`, { headers: { authorization: `Bearer ${token}` } })).status, 401);
 

@@ -118,7 +118,8 @@ export function ConfirmButton(props: { label: string; confirmLabel: string; onCo
   }
   return (
     <span className="confirm">
-      <button type="button" className="danger" disabled={action.busy} onClick={() => void action.run(props.onConfirm).then(() => setAsking(false))}>
+      {/* Focus moves to the question, so keyboard users confirm with Enter or Tab to Cancel. */}
+      <button type="button" className="danger" autoFocus disabled={action.busy} onClick={() => void action.run(props.onConfirm).then(() => setAsking(false))}>
         {props.confirmLabel}
       </button>
       <button type="button" className="secondary" onClick={() => setAsking(false)}>
