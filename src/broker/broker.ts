@@ -115,8 +115,8 @@ export class Broker implements SandboxBroker {
 
   async close(): Promise<void> {
     await Promise.all([...this.servers].map((s) => this.closeServer(s)));
-    await this.usage.flush();
     this.upstreams.close();
+    await this.usage.close();
   }
 
   private server(boundTo: string | undefined): http.Server {

@@ -246,7 +246,7 @@ export class BrokerProxy {
       for await (const chunk of upstream as AsyncIterable<Buffer>) {
         sniff.push(chunk);
         // Forward each chunk as it arrives; respect back-pressure from a slow client.
-        if (!res.write(chunk)) await new Promise<void>((r) => res.once('drain', r).once('close', r));
+        if (!res.write(chunk) && !res.destroyed) await new Promise<void>((r) => res.once('drain', r).once('close', r));
         if (res.destroyed) break;
       }
     } catch {

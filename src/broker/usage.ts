@@ -33,6 +33,7 @@ export class UsageWriter {
   private queue: UsageRow[] = [];
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> = Promise.resolve();
+  private closed = false;
 
   constructor(db: Db, log: Logger) {
     this.db = db;
@@ -40,9 +41,22 @@ export class UsageWriter {
   }
 
   record(row: UsageRow): void {
+    if (this.closed) {
+      // A call that finished after shutdown began (its stream was cut): nothing can store it now.
+      this.log.warn({ tenant_id: row.tenantId, outcome: row.outcome }, 'usage row after shutdown was not stored');
+      return;
+    }
     this.queue.push(row);
     if (this.queue.length >= 200) void this.flush();
     else this.timer ??= setTimeout(() => void this.flush(), 100);
+  }
+
+  /** Writes what is queued, then refuses new rows (shutdown: the database is about to close). */
+  async close(): Promise<void> {
+    await this.flush();
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
   }
 
   flush(): Promise<void> {
@@ -66,8 +80,10 @@ export class UsageWriter {
           this.log.warn({ rows: batch.length }, 'dropped usage rows of a deleted tenant');
         } else {
           this.log.error({ err: (err as Error).message, rows: batch.length }, 'usage write failed; will retry');
-          this.queue.unshift(...batch);
-          this.timer ??= setTimeout(() => void this.flush(), 1000);
+          if (!this.closed) {
+            this.queue.unshift(...batch);
+            this.timer ??= setTimeout(() => void this.flush(), 1000);
+          }
         }
       }
     });
