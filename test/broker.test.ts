@@ -243,6 +243,21 @@ describe('broker: the only way out of a sandbox', async () => {
     assert.equal((await viaTcp(b.reg.token)).status, 401);
   });
 
+  test('tool grants over the sandbox socket: issued, bound to the socket, revoked when the sandbox stops', async () => {
+    const t = await makeTenant('broker-grants', `sk-gr-${randomBytes(8).toString('hex')}`);
+    const ok = await call(t.reg.socketPath, '/broker/grants', t.reg.token, { tool: 'web_search', agent: 'main', context: {} });
+    assert.equal(ok.status, 201, ok.text);
+    const grant = JSON.parse(ok.text) as { token: string; jti: string };
+    assert.match(grant.token, /^ey/);
+    await server.services.grants.verifyGrant(grant.token, { tool: 'web_search' });
+    const denied = await call(t.reg.socketPath, '/broker/grants', t.reg.token, { tool: 'gateway', agent: 'main', context: {} });
+    assert.equal(denied.status, 403, 'critical tools are never granted');
+    const foreign = await call(t.reg.socketPath, '/broker/grants', a.reg.token, { tool: 'web_search', agent: 'main', context: {} });
+    assert.equal(foreign.status, 401, "another sandbox's token is refused on this socket");
+    await t.reg.close();
+    await assert.rejects(server.services.grants.verifyGrant(grant.token, { tool: 'web_search' }), /revoked/);
+  });
+
   test('revoking the provider key takes effect on the next call', async () => {
     const t = await makeTenant('broker-revoke', `sk-rev-${randomBytes(8).toString('hex')}`);
     assert.equal((await call(t.reg.socketPath, '/v1/chat/completions', t.reg.token, chat('auto'))).status, 200);

@@ -48,6 +48,7 @@ export class Broker implements SandboxBroker {
   private readonly opts: BrokerOptions;
   private readonly servers = new Set<http.Server>();
   private readonly extensions: BrokerExtension[] = [];
+  private readonly closedListeners: ((tenantId: string, sandboxStartId: string) => Promise<unknown>)[] = [];
 
   constructor(opts: BrokerOptions) {
     this.opts = opts;
@@ -68,6 +69,11 @@ export class Broker implements SandboxBroker {
       upstreams: this.upstreams,
       metrics: createBrokerMetrics(opts.registry),
     });
+  }
+
+  /** Runs when a sandbox start's registration closes (e.g. revoke its tool grants). */
+  onSandboxClosed(listener: (tenantId: string, sandboxStartId: string) => Promise<unknown>): void {
+    this.closedListeners.push(listener);
   }
 
   /** Adds handlers for non-model paths (e.g. POST /broker/grants); tried in order before a 404. */
@@ -96,6 +102,9 @@ export class Broker implements SandboxBroker {
         if (closed) return;
         closed = true;
         await this.tokens.revoke(identity.id);
+        for (const l of this.closedListeners) {
+          await l(input.tenantId, identity.id).catch((err: unknown) => this.opts.log.error({ err }, 'sandbox close hook failed'));
+        }
         await this.closeServer(server);
         await rm(socketPath, { force: true });
       },

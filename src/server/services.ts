@@ -14,7 +14,8 @@ import type { EgressPolicy } from '../net/ssrf.ts';
 import { NotFoundError } from '../errors.ts';
 import { parseConfig } from '../config/schema.ts';
 import { PolicyService } from '../policy/service.ts';
-import { GrantService } from '../broker/grants.ts';
+import { GrantService, grantRoutes } from '../broker/grants.ts';
+import { getRequestListener } from '@hono/node-server';
 import path from 'node:path';
 import { Registry } from 'prom-client';
 import { Broker } from '../broker/broker.ts';
@@ -82,6 +83,8 @@ export function createServices(opts: {
     runDir: path.resolve(opts.dataDir, 'run', 'broker'),
   });
   credentials.onChange((id) => broker.proxy.forgetCredential(id));
+  const grants = new GrantService({ db, policy });
+  mountGrants(broker, grants);
   const onboarding = new OnboardingService(db, opts.dataDir);
   const settings = opts.instances ?? instanceSettings({ dataDir: opts.dataDir, instances: parseConfig({}).instances });
   const instances = createInstanceServices({ db, vault, onboarding, broker, settings, log: opts.log ?? createLogger('silent') });
@@ -100,6 +103,29 @@ export function createServices(opts: {
     skills,
     egress,
     policy,
-    grants: new GrantService({ db, policy }),
+    grants,
   };
+}
+
+/**
+ * Serves POST /broker/grants on every broker socket and port. On a per-sandbox socket the token must be
+ * that sandbox's own; a stopped sandbox's grants are revoked with its token.
+ */
+function mountGrants(broker: Broker, grants: GrantService): void {
+  const listener = getRequestListener(grantRoutes({ grants, sandboxes: broker.tokens }).fetch);
+  broker.extend(async (req, res, boundTo) => {
+    if (!(req.url ?? '').startsWith('/broker/')) return false;
+    if (boundTo !== undefined) {
+      const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+      const caller = m?.[1] ? await broker.tokens.resolve(m[1]) : undefined;
+      if (caller?.id !== boundTo) {
+        res.writeHead(401, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ code: 'unauthenticated', message: "This socket belongs to another sandbox: send this sandbox's own broker token." }));
+        return true;
+      }
+    }
+    await listener(req, res);
+    return true;
+  });
+  broker.onSandboxClosed((tenantId, startId) => grants.revokeSandbox(tenantId, startId, { actor: `sandbox:${startId}`, reason: 'sandbox stopped' }));
 }
