@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
+import net from 'node:net';
 import { describe, test } from 'node:test';
 import type { SandboxRegistration } from '../src/broker/types.ts';
 import { onboard } from './helpers/client.ts';
@@ -256,6 +257,62 @@ describe('broker: the only way out of a sandbox', async () => {
     assert.equal(foreign.status, 401, "another sandbox's token is refused on this socket");
     await t.reg.close();
     await assert.rejects(server.services.grants.verifyGrant(grant.token, { tool: 'web_search' }), /revoked/);
+  });
+
+  test('tool egress: CONNECT only to allow-listed hosts; skill APIs get the credential added by the broker', async () => {
+    const t = await makeTenant('broker-egress', `sk-eg-${randomBytes(8).toString('hex')}`);
+    // A TCP echo service stands in for an outside host (127.0.0.1 is allowed by the platform in this test).
+    const echo = net.createServer((sock) => sock.pipe(sock));
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', () => r()));
+    const port = (echo.address() as net.AddressInfo).port;
+    const connect = (target: string) =>
+      new Promise<{ status: number; socket: net.Socket }>((resolve, reject) => {
+        const req = http.request({ socketPath: t.reg.socketPath, method: 'CONNECT', path: target, agent: false });
+        req.on('connect', (res, socket) => resolve({ status: res.statusCode ?? 0, socket }));
+        req.on('response', (res) => resolve({ status: res.statusCode ?? 0, socket: res.socket }));
+        req.on('error', reject);
+        req.end();
+      });
+    const refused = await connect(`127.0.0.1:${port}`);
+    assert.equal(refused.status, 403, 'not on the allow-list yet');
+    refused.socket.destroy();
+    const owner = (await server.services.tokens.create(t.id, { name: 'owner', role: 'tenant_admin', createdBy: null }, by)).token;
+    const put = await fetch(`${server.url}/api/v1/tenants/broker-egress/egress`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${owner}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ items: [{ host: '127.0.0.1', port }, { host: '169.254.169.254', port: 80 }] }),
+    });
+    assert.equal(put.status, 200, await put.text());
+    const ok = await connect(`127.0.0.1:${port}`);
+    assert.equal(ok.status, 200);
+    const echoed = await new Promise<string>((resolve) => {
+      ok.socket.once('data', (d: Buffer) => resolve(d.toString()));
+      ok.socket.write('ping through the tunnel');
+    });
+    assert.equal(echoed, 'ping through the tunnel');
+    ok.socket.destroy();
+    const metadata = await connect('169.254.169.254:80');
+    assert.equal(metadata.status, 403, 'metadata stays refused even when a tenant lists it');
+    metadata.socket.destroy();
+    echo.close();
+    const denied = await server.db.query(`SELECT 1 FROM audit_events WHERE tenant_id = $1 AND action = 'broker.egress_denied'`, [t.id]);
+    assert.ok((denied.rowCount ?? 0) >= 2);
+
+    // Skill endpoint: the sandbox calls /skills/github/… and the broker adds the tenant's GitHub token.
+    const ghKey = `ghp-canary-${randomBytes(10).toString('hex')}`;
+    const cred = await credentials.create(t.id, { name: 'github', type: 'pat', value: ghKey }, by);
+    const ep = await fetch(`${server.url}/api/v1/tenants/broker-egress/skill-endpoints/github`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${owner}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ baseUrl: fake.url, credentialId: cred.id }),
+    });
+    assert.equal(ep.status, 200, await ep.text());
+    const viaSkill = await call(t.reg.socketPath, '/skills/github/v1/chat/completions', undefined, chat('fake-model'));
+    assert.equal(viaSkill.status, 200, viaSkill.text);
+    assert.equal(fake.requests.at(-1)?.authorization, `Bearer ${ghKey}`);
+    assert.ok(!viaSkill.text.includes(ghKey) && !JSON.stringify(viaSkill.headers).includes(ghKey));
+    const unknown = await call(t.reg.socketPath, '/skills/nope/x', undefined, {});
+    assert.equal(unknown.status, 404);
   });
 
   test('revoking the provider key takes effect on the next call', async () => {

@@ -22,13 +22,15 @@ const PARAMS: Record<string, (t: TenantFixture) => string> = {
   tool: () => 'read',
   jti: (t) => t.grantJti,
   instanceId: (t) => t.instanceId,
+  name: () => 'github',
+  model: () => 'gpt-4o',
 };
 
 /**
  * Path parameters that name something global, not a tenant's resource (a skill of the registry): a
  * route whose only sub-ids are these has no "A's tenant, B's resource" case to try.
  */
-const GLOBAL_PARAMS = new Set(['skill', 'tool']);
+const GLOBAL_PARAMS = new Set(['skill', 'tool', 'name']);
 
 /** A valid body for each route that takes one, so a 404 is never masked by a 400. */
 const BODIES: Record<string, unknown> = {
@@ -60,6 +62,10 @@ const BODIES: Record<string, unknown> = {
   'POST /api/v1/tenants/{tenant}/instances/{instanceId}/upgrade': { runtimeVersion: 'openclaw@2026.9.7' },
   'PUT /api/v1/policy/baseline': { policies: [{ id: 'read-only', cedar: 'permit (principal, action, resource) when { resource.name == "read" };' }] },
   'PUT /api/v1/policy/tools/{tool}': { risk: 'low', group: 'fs' },
+  'PUT /api/v1/tenants/{tenant}/limits': { items: [{ agent: '', dailyTokens: 10, dailyCostUsd: null, requestsPerMinute: null, maxCallsPerTask: null }] },
+  'PUT /api/v1/tenants/{tenant}/egress': { items: [{ host: 'api.github.com' }] },
+  'PUT /api/v1/tenants/{tenant}/skill-endpoints/{name}': { baseUrl: 'https://api.github.com' },
+  'PUT /api/v1/platform/prices/{model}': { inputUsdPerMtok: 1, outputUsdPerMtok: 2 },
 };
 
 /**
@@ -92,6 +98,8 @@ const NOT_TENANT_SCOPED: Record<string, number[]> = {
   'PUT /api/v1/policy/baseline': [403],
   'GET /api/v1/policy/tools': [200],
   'PUT /api/v1/policy/tools/{tool}': [403],
+  'GET /api/v1/platform/prices': [200],
+  'PUT /api/v1/platform/prices/{model}': [403],
 };
 
 /** Tenant-scoped routes whose query string is required. */

@@ -24,6 +24,7 @@ import { registerTenants } from './routes/tenants.ts';
 import { registerTokens } from './routes/tokens.ts';
 import { registerInstances } from './routes/instances.ts';
 import { registerWeb } from './routes/web.ts';
+import { registerBroker } from './routes/broker.ts';
 
 /** What route modules need; passed in, never read from globals (STYLE 2). */
 export interface AppDeps {
@@ -109,6 +110,7 @@ export function createApp(deps: AppDeps): App {
   registerProviders(app, deps);
   registerInstances(app, deps);
   registerPolicy(app, deps);
+  registerBroker(app, deps);
   registerDocs(app);
   // Last: the console's SPA fallback answers any GET no route above took (never /api/).
   registerWeb(app);

@@ -8,7 +8,9 @@ import type { Db } from '../db/pool.ts';
 import type { EgressPolicy } from '../net/ssrf.ts';
 import type { CredentialService } from '../vault/credentials.ts';
 import type { ProviderService } from '../vault/providers.ts';
+import type { Duplex } from 'node:stream';
 import { Budgets } from './budgets.ts';
+import { EgressProxy } from './egress.ts';
 import { SandboxTokens } from './identity.ts';
 import { createBrokerMetrics } from './metrics.ts';
 import { PriceTable } from './prices.ts';
@@ -44,6 +46,7 @@ export class Broker implements SandboxBroker {
   readonly prices: PriceTable;
   readonly usage: UsageWriter;
   readonly proxy: BrokerProxy;
+  readonly egress: EgressProxy;
   private readonly upstreams: Upstreams;
   private readonly opts: BrokerOptions;
   private readonly servers = new Set<http.Server>();
@@ -68,6 +71,14 @@ export class Broker implements SandboxBroker {
       usage: this.usage,
       upstreams: this.upstreams,
       metrics: createBrokerMetrics(opts.registry),
+    });
+    this.egress = new EgressProxy({
+      db: opts.db,
+      tokens: this.tokens,
+      policy: opts.egress,
+      credentials: opts.credentials,
+      upstreams: this.upstreams,
+      log: opts.log.child({ component: 'broker-egress' }),
     });
   }
 
@@ -138,6 +149,12 @@ export class Broker implements SandboxBroker {
         } else res.destroy();
       });
     });
+    server.on('connect', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      void this.egress.connect(req, socket, head, boundTo).catch((err: unknown) => {
+        this.opts.log.error({ err }, 'broker CONNECT failed');
+        socket.destroy();
+      });
+    });
     this.servers.add(server);
     return server;
   }
@@ -145,6 +162,7 @@ export class Broker implements SandboxBroker {
   private async dispatch(req: http.IncomingMessage, res: http.ServerResponse, boundTo: string | undefined): Promise<void> {
     const url = req.url ?? '/';
     if (!url.startsWith('/v1/')) {
+      if (url.startsWith('/skills/') && (await this.egress.skill(req, res, boundTo))) return;
       for (const ext of this.extensions) if (await ext(req, res, boundTo)) return;
     }
     await this.proxy.handle(req, res, boundTo);

@@ -58,6 +58,16 @@ export class SandboxTokens {
     return identity;
   }
 
+  /** The live sandbox start with this id (for per-sandbox sockets, which identify their sandbox). */
+  async byId(id: string): Promise<SandboxIdentity | undefined> {
+    const r = await this.db.query<{ id: string; tenant_id: string; instance_id: string; sandbox_id: string }>(
+      'SELECT id, tenant_id, instance_id, sandbox_id FROM sandbox_tokens WHERE id = $1 AND revoked_at IS NULL AND expires_at > now()',
+      [id],
+    );
+    const row = r.rows[0];
+    return row ? { id: row.id, tenantId: row.tenant_id, instanceId: row.instance_id, sandboxId: row.sandbox_id } : undefined;
+  }
+
   async revoke(id: string): Promise<void> {
     await this.db.query('UPDATE sandbox_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL', [id]);
     for (const [k, v] of this.cache) if (v.identity.id === id) this.cache.delete(k);

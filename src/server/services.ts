@@ -19,6 +19,7 @@ import { getRequestListener } from '@hono/node-server';
 import path from 'node:path';
 import { Registry } from 'prom-client';
 import { Broker } from '../broker/broker.ts';
+import { BrokerGovernance } from '../broker/governance.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
 import { createInstanceServices, instanceSettings, type InstanceServices, type InstanceSettings } from '../instances/setup.ts';
 
@@ -42,6 +43,8 @@ export interface Services extends InstanceServices {
   grants: GrantService;
   /** The only way out of a sandbox: LLM proxy, budgets, metering (issue 5). */
   broker: Broker;
+  /** Tenant-admin settings of the broker: caps, egress allow-list, skill endpoints. */
+  brokerGovernance: BrokerGovernance;
 }
 
 export function createServices(opts: {
@@ -100,6 +103,7 @@ export function createServices(opts: {
     credentials,
     providers,
     broker,
+    brokerGovernance: new BrokerGovernance({ db, budgets: broker.budgets, egress: broker.egress, policy: egress }),
     skills,
     egress,
     policy,
