@@ -66,7 +66,9 @@ export function createApp(deps: AppDeps): App {
     const started = performance.now();
     c.set('log', deps.log.child({ request_id: c.get('requestId') }));
     await next();
-    const route = routePath(c, -1) || 'unmatched';
+    // The route of the handler that answered (the last one run), not the last pattern that matched: the web
+    // console's catch-all matches every path.
+    const route = routePath(c) || 'unmatched';
     const seconds = (performance.now() - started) / 1000;
     deps.metrics.httpRequests.inc({ method: c.req.method, route, status: String(c.res.status) });
     deps.metrics.httpDuration.observe({ method: c.req.method, route }, seconds);
