@@ -22,6 +22,7 @@ const ROUTES: Record<string, { format: ApiFormat; api: string; upstreamPath: str
 
 const MAX_BODY = 16 * 1024 * 1024;
 const KEY_TTL_MS = 15_000;
+const ROUTE_TTL_MS = 2_000;
 const UPSTREAM_TIMEOUT_MS = 120_000;
 /** Response headers passed back to the sandbox; everything else (cookies, hop-by-hop) stays behind. */
 const PASS_HEADERS = ['content-type', 'cache-control', 'x-request-id', 'openai-processing-ms', 'request-id', 'anthropic-ratelimit-requests-remaining'];
@@ -62,6 +63,7 @@ export class BrokerProxy {
   private readonly d: ProxyDeps;
   private readonly keys = new Map<string, { value: string; at: number }>();
   private readonly lastRefusalAudit = new Map<string, number>();
+  private readonly routes = new Map<string, { at: number; targets: ResolvedTarget[] }>();
 
   constructor(deps: ProxyDeps) {
     this.d = deps;
@@ -140,7 +142,7 @@ export class BrokerProxy {
   private async forward(call: Call, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const { identity, format } = call;
     const tenant = identity.tenantId;
-    const targets = (await this.d.providers.resolveRoute(tenant, call.agent ? { agent: call.agent } : {})).filter((t) => compatible(t, format));
+    const targets = (await this.route(tenant, call.agent)).filter((t) => compatible(t, format));
     if (targets.length === 0) {
       this.d.metrics.refusals.inc({ tenant, limit: 'no_route' });
       sendApiError(
@@ -262,6 +264,24 @@ export class BrokerProxy {
     if (broken) res.destroy();
     else res.end();
     return 'done';
+  }
+
+  /**
+   * The tenant's route for an agent, cached for ROUTE_TTL_MS: one database round trip per call was the
+   * largest cost on the hot path. A route or provider change applies within that time.
+   */
+  private async route(tenantId: string, agent: string): Promise<ResolvedTarget[]> {
+    const k = `${tenantId}/${agent}`;
+    const hit = this.routes.get(k);
+    if (hit && Date.now() - hit.at < ROUTE_TTL_MS) return hit.targets;
+    const targets = await this.d.providers.resolveRoute(tenantId, agent ? { agent } : {});
+    this.routes.set(k, { at: Date.now(), targets });
+    return targets;
+  }
+
+  /** Drops cached routes of a tenant (after its providers or routes change). */
+  forgetRoutes(tenantId: string): void {
+    for (const k of this.routes.keys()) if (k.startsWith(`${tenantId}/`)) this.routes.delete(k);
   }
 
   private async key(tenantId: string, credentialId: string, identity: SandboxIdentity, providerId: string): Promise<string> {

@@ -86,6 +86,7 @@ export function createServices(opts: {
     runDir: path.resolve(opts.dataDir, 'run', 'broker'),
   });
   credentials.onChange((id) => broker.proxy.forgetCredential(id));
+  providers.onChange((tenantId) => broker.proxy.forgetRoutes(tenantId));
   const grants = new GrantService({ db, policy });
   mountGrants(broker, grants);
   const onboarding = new OnboardingService(db, opts.dataDir);

@@ -177,6 +177,7 @@ export class ProviderService {
   readonly #db: Db;
   readonly #credentials: CredentialService;
   readonly #egress: EgressPolicy;
+  readonly #changed: ((tenantId: string) => void)[] = [];
   readonly #fetch: typeof guardedFetch;
 
   constructor(opts: { db: Db; credentials: CredentialService; egress: EgressPolicy; fetch?: typeof guardedFetch }) {
@@ -195,7 +196,39 @@ export class ProviderService {
     return parsed.toString().replace(/\/+$/, '');
   }
 
+  /** Called after a tenant's providers or routes change, so caches of routes (the broker's) drop them. */
+  onChange(listener: (tenantId: string) => void): void {
+    this.#changed.push(listener);
+  }
+
+  #notify(tenantId: string): void {
+    for (const l of this.#changed) l(tenantId);
+  }
+
   async create(tenantId: string, input: unknown, ctx: ActorContext): Promise<ProviderInfo> {
+    const r = await this.#createImpl(tenantId, input, ctx);
+    this.#notify(tenantId);
+    return r;
+  }
+
+  async update(tenantId: string, id: string, input: unknown, ctx: ActorContext): Promise<ProviderInfo> {
+    const r = await this.#updateImpl(tenantId, id, input, ctx);
+    this.#notify(tenantId);
+    return r;
+  }
+
+  async remove(tenantId: string, id: string, ctx: ActorContext): Promise<void> {
+    await this.#removeImpl(tenantId, id, ctx);
+    this.#notify(tenantId);
+  }
+
+  async setRoute(tenantId: string, input: unknown, ctx: ActorContext): Promise<ModelRoute> {
+    const r = await this.#setRouteImpl(tenantId, input, ctx);
+    this.#notify(tenantId);
+    return r;
+  }
+
+  async #createImpl(tenantId: string, input: unknown, ctx: ActorContext): Promise<ProviderInfo> {
     const p = parse(createProviderInput, input, 'provider');
     if (!UUID.test(tenantId)) throw new NotFoundError('Tenant');
     const baseUrl = this.#baseUrl(p.kind, p.baseUrl);
@@ -232,7 +265,7 @@ export class ProviderService {
     return row;
   }
 
-  async update(tenantId: string, id: string, input: unknown, ctx: ActorContext): Promise<ProviderInfo> {
+  async #updateImpl(tenantId: string, id: string, input: unknown, ctx: ActorContext): Promise<ProviderInfo> {
     const p = parse(updateProviderInput, input, 'provider update');
     return this.#db.tx(async (q) => {
       const cur = await this.#row(q, tenantId, id, true);
@@ -258,7 +291,7 @@ export class ProviderService {
   }
 
   /** Deletes a provider; routes through it go with it (ON DELETE CASCADE), and the audit says how many. */
-  async remove(tenantId: string, id: string, ctx: ActorContext): Promise<void> {
+  async #removeImpl(tenantId: string, id: string, ctx: ActorContext): Promise<void> {
     await this.#db.tx(async (q) => {
       const cur = await this.#row(q, tenantId, id, true);
       const routes = await q.query('DELETE FROM model_routes WHERE tenant_id = $1 AND provider_id = $2', [tenantId, id]);
@@ -268,7 +301,7 @@ export class ProviderService {
   }
 
   /** Replaces the ordered targets of one route; an empty list removes the override. */
-  async setRoute(tenantId: string, input: unknown, ctx: ActorContext): Promise<ModelRoute> {
+  async #setRouteImpl(tenantId: string, input: unknown, ctx: ActorContext): Promise<ModelRoute> {
     const r = parse(setRouteInput, input, 'model route');
     if (!UUID.test(tenantId)) throw new NotFoundError('Tenant');
     const scopeName = r.scopeName ?? '';
