@@ -22,6 +22,8 @@ const PARAMS: Record<string, (t: TenantFixture) => string> = {
   tool: () => 'read',
   jti: (t) => t.grantJti,
   instanceId: (t) => t.instanceId,
+  sessionId: (t) => t.sessionId,
+  backupId: (t) => t.backupId,
   name: () => 'github',
   model: () => 'gpt-4o',
 };
@@ -60,6 +62,8 @@ const BODIES: Record<string, unknown> = {
   'POST /api/v1/tenants/{tenant}/grants/{jti}/revoke': undefined,
   'POST /api/v1/tenants/{tenant}/instances': { name: 'fuzz-instance', start: false },
   'POST /api/v1/tenants/{tenant}/instances/{instanceId}/upgrade': { runtimeVersion: 'openclaw@2026.9.7' },
+  'POST /api/v1/tenants/{tenant}/chat/completions': { model: 'agent/main', messages: [{ role: 'user', content: 'hi' }] },
+  'POST /api/v1/tenants/{tenant}/backups/{backupId}/restore': { name: 'restored' },
   'PUT /api/v1/policy/baseline': { policies: [{ id: 'read-only', cedar: 'permit (principal, action, resource) when { resource.name == "read" };' }] },
   'PUT /api/v1/policy/tools/{tool}': { risk: 'low', group: 'fs' },
   'PUT /api/v1/tenants/{tenant}/limits': { items: [{ agent: '', dailyTokens: 10, dailyCostUsd: null, requestsPerMinute: null, maxCallsPerTask: null }] },
@@ -140,7 +144,7 @@ describe('cross-tenant harness', async () => {
   });
 
   test("tenant A's admin gets 404 for every tenant-owned route with tenant B's slug, id or resource ids", async () => {
-    const leaks = [b.id, b.ownerId, b.tokenId, b.credentialId, b.providerId, b.grantJti, b.instanceId, 'TENANT-B', 'sk-fixture-tenant-b'];
+    const leaks = [b.id, b.ownerId, b.tokenId, b.credentialId, b.providerId, b.grantJti, b.instanceId, b.sessionId, b.backupId, 'TENANT-B', 'sk-fixture-tenant-b', 'hello from tenant-b'];
     for (const op of ops.filter((o) => o.path.startsWith('/api/v1/tenants/{tenant}'))) {
       const q = QUERIES[op.key] ?? '';
       const attempts = [
@@ -171,6 +175,9 @@ describe('cross-tenant harness', async () => {
     assert.deepEqual([bInstance.desiredState, bInstance.runtimeVersion], ['stopped', '2026.9.6']);
     const bProvider = await b.client.json<{ defaultModel: string; credentialId: string }>('GET', `/api/v1/tenants/${b.slug}/providers/${b.providerId}`);
     assert.deepEqual([bProvider.defaultModel, bProvider.credentialId], ['gpt-4o', b.credentialId]);
+    const bSession = await b.client.json<{ items: { content: string }[] }>('GET', `/api/v1/tenants/${b.slug}/chat/sessions/${b.sessionId}/messages`);
+    assert.deepEqual(bSession.items.map((m) => m.content), ['hello from tenant-b']);
+    assert.equal((await b.client.json<{ items: unknown[] }>('GET', `/api/v1/tenants/${b.slug}/backups`)).items.length, 1);
   });
 
   test('routes outside a tenant answer a tenant token as classified', async () => {

@@ -23,6 +23,8 @@ import { registerSystem } from './routes/system.ts';
 import { registerTenants } from './routes/tenants.ts';
 import { registerTokens } from './routes/tokens.ts';
 import { registerInstances } from './routes/instances.ts';
+import { registerChat } from './routes/chat.ts';
+import { registerBackups } from './routes/backups.ts';
 import { registerWeb } from './routes/web.ts';
 import { registerBroker } from './routes/broker.ts';
 
@@ -111,6 +113,8 @@ export function createApp(deps: AppDeps): App {
   registerCredentials(app, deps);
   registerProviders(app, deps);
   registerInstances(app, deps);
+  registerChat(app, deps);
+  registerBackups(app, deps);
   registerPolicy(app, deps);
   registerBroker(app, deps);
   registerDocs(app);

@@ -86,6 +86,20 @@ export const settingsSchema = z.strictObject({
   CLAWPLANE_SANDBOX_TMP_MB: z.coerce.number().int().min(1).max(1 << 16).default(64).describe("Size of each sandbox's private /tmp in MiB."),
   CLAWPLANE_RECONCILE_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(5000).describe('How often instances are reconciled and their health polled, in milliseconds.'),
   CLAWPLANE_INSTANCE_READY_TIMEOUT_MS: z.coerce.number().int().min(1000).max(3_600_000).default(180_000).describe('How long a starting gateway may take to become ready before the start counts as failed, in milliseconds.'),
+  // Ingress, wake on demand, idle reaper and backups (issue 7).
+  CLAWPLANE_WAKE_TIMEOUT_MS: z.coerce.number().int().min(1000).max(3_600_000).default(180_000).describe('How long a request for a stopped instance is held while the instance starts, in milliseconds.'),
+  CLAWPLANE_IDLE_TIMEOUT_MS: z.coerce.number().int().min(0).max(30 * 86_400_000).default(0).describe("Stop (after a backup) instances idle this long, in milliseconds; 0 = the platform's agent default idleTimeoutMinutes (itself 0 = never)."),
+  CLAWPLANE_IDLE_CHECK_INTERVAL_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000).describe('How often the idle reaper looks for idle instances, in milliseconds.'),
+  CLAWPLANE_BACKUP_STORE: z.enum(['fs', 's3']).default('fs').describe('Where backups go: fs (CLAWPLANE_BACKUP_DIR) or s3 (an S3-compatible bucket, CLAWPLANE_BACKUP_S3_*).'),
+  CLAWPLANE_BACKUP_DIR: z.string().default('').describe('Directory of backups with CLAWPLANE_BACKUP_STORE=fs (default: <data dir>/backups). Put it on another disk than the data dir.'),
+  CLAWPLANE_BACKUP_RETAIN: z.coerce.number().int().min(1).max(1000).default(7).describe('Backups kept per instance; older ones are deleted.'),
+  CLAWPLANE_BACKUP_S3_ENDPOINT: z.string().default('').describe('S3 endpoint URL, e.g. http://minio.internal:9000 (empty: AWS for the region).'),
+  CLAWPLANE_BACKUP_S3_REGION: z.string().min(1).default('us-east-1').describe('S3 region, e.g. eu-west-1.'),
+  CLAWPLANE_BACKUP_S3_BUCKET: z.string().default('').describe('S3 bucket for backups (required with CLAWPLANE_BACKUP_STORE=s3).'),
+  CLAWPLANE_BACKUP_S3_PREFIX: z.string().regex(/^([a-z0-9._-]+\/)*$/, 'must be empty or end with "/", e.g. clawplane/').default('').describe('Key prefix inside the bucket, e.g. clawplane/ .'),
+  CLAWPLANE_BACKUP_S3_ACCESS_KEY_ID: z.string().default('').describe('S3 access key id.'),
+  CLAWPLANE_BACKUP_S3_SECRET_ACCESS_KEY: z.string().default('').describe('S3 secret access key.'),
+  CLAWPLANE_BACKUP_S3_FORCE_PATH_STYLE: z.enum(['true', 'false']).default('true').describe('true: bucket in the URL path (MinIO and most self-hosted S3); false: virtual-hosted style (AWS).'),
 });
 
 export type Settings = z.infer<typeof settingsSchema>;
@@ -123,6 +137,16 @@ export interface Config {
     reconcileIntervalMs: number;
     instanceReadyTimeoutMs: number;
   };
+  /** Ingress, wake on demand, idle reaper, backups (issue 7); '' backupDir defaults below the data dir. */
+  ingress: {
+    wakeTimeoutMs: number;
+    idleTimeoutMs: number;
+    idleCheckIntervalMs: number;
+    backupStore: 'fs' | 's3';
+    backupDir: string;
+    backupRetain: number;
+    s3: { endpoint: string; region: string; bucket: string; prefix: string; accessKeyId: string; secretAccessKey: string; forcePathStyle: boolean };
+  };
 }
 
 const settingNames = new Set(Object.keys(settingsSchema.shape));
@@ -143,12 +167,16 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
     const lines = parsed.error.issues.map((issue) => {
       const name = String(issue.path[0] ?? '(unknown)');
       const field = settingsSchema.shape[name as keyof Settings];
-      const shown = name === 'CLAWPLANE_SECRET_KEY' || name === 'DATABASE_URL' ? '' : ` (got ${JSON.stringify(input[name])})`;
+      const shown = name === 'CLAWPLANE_SECRET_KEY' || name === 'DATABASE_URL' || name === 'CLAWPLANE_BACKUP_S3_SECRET_ACCESS_KEY' ? '' : ` (got ${JSON.stringify(input[name])})`;
       return `${name} ${issue.message}${shown}. Fix: ${field?.description ?? 'unset it'}`;
     });
     throw new ConfigError(`Invalid configuration:\n  ${lines.join('\n  ')}`);
   }
   const s = parsed.data;
+  if (s.CLAWPLANE_BACKUP_STORE === 's3') {
+    const missing = (['CLAWPLANE_BACKUP_S3_BUCKET', 'CLAWPLANE_BACKUP_S3_ACCESS_KEY_ID', 'CLAWPLANE_BACKUP_S3_SECRET_ACCESS_KEY'] as const).filter((k) => s[k] === '');
+    if (missing.length > 0) throw new ConfigError(`Invalid configuration:\n  ${missing.map((k) => `${k} is required when CLAWPLANE_BACKUP_STORE=s3. Fix: ${settingsSchema.shape[k].description ?? ''}`).join('\n  ')}`);
+  }
   if (s.CLAWPLANE_ENV === 'production') {
     const missing = (['DATABASE_URL', 'CLAWPLANE_SECRET_KEY'] as const).filter((k) => s[k] === undefined);
     if (missing.length > 0) {
@@ -187,6 +215,23 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
       sandboxTmpBytes: s.CLAWPLANE_SANDBOX_TMP_MB * 2 ** 20,
       reconcileIntervalMs: s.CLAWPLANE_RECONCILE_INTERVAL_MS,
       instanceReadyTimeoutMs: s.CLAWPLANE_INSTANCE_READY_TIMEOUT_MS,
+    },
+    ingress: {
+      wakeTimeoutMs: s.CLAWPLANE_WAKE_TIMEOUT_MS,
+      idleTimeoutMs: s.CLAWPLANE_IDLE_TIMEOUT_MS,
+      idleCheckIntervalMs: s.CLAWPLANE_IDLE_CHECK_INTERVAL_MS,
+      backupStore: s.CLAWPLANE_BACKUP_STORE,
+      backupDir: s.CLAWPLANE_BACKUP_DIR,
+      backupRetain: s.CLAWPLANE_BACKUP_RETAIN,
+      s3: {
+        endpoint: s.CLAWPLANE_BACKUP_S3_ENDPOINT,
+        region: s.CLAWPLANE_BACKUP_S3_REGION,
+        bucket: s.CLAWPLANE_BACKUP_S3_BUCKET,
+        prefix: s.CLAWPLANE_BACKUP_S3_PREFIX,
+        accessKeyId: s.CLAWPLANE_BACKUP_S3_ACCESS_KEY_ID,
+        secretAccessKey: s.CLAWPLANE_BACKUP_S3_SECRET_ACCESS_KEY,
+        forcePathStyle: s.CLAWPLANE_BACKUP_S3_FORCE_PATH_STYLE === 'true',
+      },
     },
   };
 }

@@ -34,6 +34,11 @@ export class Reconciler {
   #pass: Promise<void> | undefined;
   #again = false;
   #clusterId: string | undefined;
+  /**
+   * Called once the gateway of an instance stopped on request, before the reconciler moves on (issue 7:
+   * the backup of a stopped gateway's state; a wake of this instance waits for it).
+   */
+  onStopped: (row: InstanceRow) => Promise<void> = () => Promise.resolve();
 
   constructor(opts: ReconcilerOptions) {
     this.#o = opts;
@@ -131,7 +136,9 @@ export class Reconciler {
       if (running && handle) await driver.stop(handle);
       if (row.status !== 'stopped' || row.sandbox) {
         await instances.saveHealth(row.id, null);
-        await instances.recordStatus(row, 'stopped', 'stopped on request', { sandbox: null }, { action: 'instance.stopped', decision: 'success' });
+        const stopped = await instances.recordStatus(row, 'stopped', 'stopped on request', { sandbox: null }, { action: 'instance.stopped', decision: 'success' });
+        // Only after a gateway really ran (a sandbox existed): its state may have changed.
+        if (handle) await this.onStopped(stopped);
       }
       return;
     }

@@ -13,6 +13,8 @@ import { launchEngine, shutdownEngine } from '../durable/engine.ts';
 import { bindSelfCheck } from '../durable/self-check.ts';
 import { createMetrics } from '../observability/metrics.ts';
 import { createServices, type Services } from './services.ts';
+import { WebSocketServer } from 'ws';
+import { ingressSettings } from '../ingress/setup.ts';
 import { instanceSettings } from '../instances/setup.ts';
 import type { Reconciler } from '../instances/reconciler.ts';
 
@@ -57,10 +59,16 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     await launchEngine({ databaseUrl: db.url, log });
     const expectedMigration = (await loadMigrations()).length;
     // The app needs the public origin (OIDC redirect URI), which needs the bound port: bind first.
-    let fetchImpl: ((req: Request) => Response | Promise<Response>) | undefined;
+    let fetchImpl: ((req: Request, env?: unknown) => Response | Promise<Response>) | undefined;
     const s = await new Promise<ServerType>((resolve, reject) => {
       const srv = serve(
-        { fetch: (req: Request) => (fetchImpl ? fetchImpl(req) : new Response('starting', { status: 503 })), hostname: config.host, port: config.port },
+        {
+          fetch: (req: Request, env?: unknown) => (fetchImpl ? fetchImpl(req, env) : new Response('starting', { status: 503 })),
+          hostname: config.host,
+          port: config.port,
+          // WebSocket upgrades go through the app's routes (auth, tenant scope) like any request (issue 7).
+          websocket: { server: new WebSocketServer({ noServer: true, maxPayload: 16 << 20 }) },
+        },
         () => resolve(srv),
       );
       srv.once('error', reject);
@@ -73,10 +81,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const secretKey = config.secretKey;
     if (!secretKey) throw new Error('secret key not resolved');
     const metrics = createMetrics();
-    const services = createServices({ db, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config) });
+    const services = createServices({ db, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config) });
     await services.onboarding.prepareSetupCode(log);
     // Adopts sandboxes that outlived the previous control plane before anything could start duplicates.
     await services.reconciler.start();
+    services.reaper.start();
     reconciler = services.reconciler;
     const app = createApp({
       config,
@@ -97,6 +106,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         log.info('shutting down: no new connections, draining in-flight requests');
         await closeServer(s, config.shutdownTimeoutMs);
         // Sandboxes keep running (no --die-with-parent); the next start adopts them.
+        await services.reaper.stop();
         await services.reconciler.stop();
         await services.broker.close();
         await shutdownEngine();

@@ -22,9 +22,10 @@ import { Broker } from '../broker/broker.ts';
 import { BrokerGovernance } from '../broker/governance.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
 import { createInstanceServices, instanceSettings, type InstanceServices, type InstanceSettings } from '../instances/setup.ts';
+import { createIngressServices, ingressSettings, type IngressServices, type IngressSettings } from '../ingress/setup.ts';
 
 /** Every service the API and CLI use, built once from the database and configuration. */
-export interface Services extends InstanceServices {
+export interface Services extends InstanceServices, IngressServices {
   tenants: TenantService;
   users: UserService;
   sessions: SessionService;
@@ -57,6 +58,8 @@ export function createServices(opts: {
   registry?: Registry;
   /** Runtimes, sandboxes, instances (issue 6); default: the configuration defaults below dataDir. */
   instances?: InstanceSettings;
+  /** Ingress, wake, idle reaper, backups (issue 7); default: the configuration defaults below dataDir. */
+  ingress?: IngressSettings;
 }): Services {
   const { db } = opts;
   const vault = new Vault({ db, keys: new LocalKeyProvider({ secret: opts.secretKey, versions: dbKeyVersionStore(db) }) });
@@ -92,8 +95,10 @@ export function createServices(opts: {
   const onboarding = new OnboardingService(db, opts.dataDir);
   const settings = opts.instances ?? instanceSettings({ dataDir: opts.dataDir, instances: parseConfig({}).instances });
   const instances = createInstanceServices({ db, vault, onboarding, broker, settings, log: opts.log ?? createLogger('silent') });
+  const ingress = createIngressServices({ db, vault, onboarding, instances, instanceSettings: settings, settings: opts.ingress ?? ingressSettings({ dataDir: opts.dataDir, ingress: parseConfig({}).ingress }), dataDir: opts.dataDir, registry: opts.registry ?? new Registry(), log: opts.log ?? createLogger('silent') });
   return {
     ...instances,
+    ...ingress,
     tenants: new TenantService(db),
     users: new UserService(db),
     sessions: new SessionService(db),

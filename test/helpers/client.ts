@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { TestServer } from './server.ts';
@@ -74,8 +75,16 @@ export async function twoTenants(server: TestServer, admin: ApiClient): Promise<
     if (grant.outcome !== 'granted') throw new Error(`fixture grant for ${slug} was not granted: ${grant.decision.explanation}`);
     // An instance recorded stopped (nothing starts), so the harness can aim at another tenant's instance id.
     const instance = await server.services.instances.deploy(t.id, { name: 'fixture', start: false }, { actor: 'test' });
+    // An archived conversation and a backup record (no object behind it), so the harness can aim at their ids.
+    const sessionId = `fixture-session-${slug}`;
+    await server.services.archive.append(t.id, { instanceId: instance.id, sessionId, agent: 'main', actor: 'test', messages: [{ role: 'user', content: `hello from ${slug}` }] });
+    const backupId = randomUUID();
+    await server.db.query(
+      `INSERT INTO instance_backups (id, tenant_id, instance_id, instance_name, runtime_version, reason, object_key, size_bytes, sha256, duration_ms) VALUES ($1, $2, $3, 'fixture', '2026.9.6', 'manual', $4, 0, '', 0)`,
+      [backupId, t.id, instance.id, `${t.id}/${instance.id}/${backupId}.cpbk`],
+    );
     return {
-      id: t.id, slug, ownerId: m.userId, tokenId: info.id, credentialId: credential.id, providerId: provider.id, grantJti: grant.jti, instanceId: instance.id,
+      id: t.id, slug, ownerId: m.userId, tokenId: info.id, credentialId: credential.id, providerId: provider.id, grantJti: grant.jti, instanceId: instance.id, sessionId, backupId,
       client: new ApiClient(server.url, { bearer: token }),
     };
   };
@@ -93,5 +102,9 @@ export interface TenantFixture {
   grantJti: string;
   /** An instance of the tenant (created stopped). */
   instanceId: string;
+  /** A conversation in the tenant's chat archive. */
+  sessionId: string;
+  /** A backup record of the tenant (its object does not exist). */
+  backupId: string;
   client: ApiClient;
 }

@@ -1,0 +1,123 @@
+import { createRoute, z } from '@hono/zod-openapi';
+import { upgradeWebSocket } from '@hono/node-server';
+import { Readable } from 'node:stream';
+import type WebSocket from 'ws';
+import { ClawplaneError, ForbiddenError } from '../../errors.ts';
+import { chatInput } from '../../ingress/ingress.ts';
+import { bridgeGatewaySocket } from '../../ingress/ws.ts';
+import type { App, AppDeps } from '../app.ts';
+import { allow } from '../auth.ts';
+import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
+
+const SessionParams = TenantParam.extend({
+  sessionId: z.string().min(1).max(100).openapi({ param: { name: 'sessionId', in: 'path' } }),
+});
+
+const MessageSchema = z
+  .object({ id: z.number().int(), sessionId: z.string(), instanceId: z.string(), agent: z.string(), role: z.enum(['user', 'assistant', 'system']), content: z.string(), actor: z.string(), createdAt: z.string() })
+  .openapi('ChatMessage');
+
+const SessionSchema = z
+  .object({ sessionId: z.string(), agent: z.string(), instanceId: z.string(), messages: z.number().int(), firstAt: z.string(), lastAt: z.string(), title: z.string() })
+  .openapi('ChatSession');
+
+const InstanceHeader = z.object({
+  'x-clawplane-instance': z.string().max(64).optional().openapi({ param: { name: 'x-clawplane-instance', in: 'header' }, description: 'Instance id or name; default: "main", or the only instance' }),
+  'x-clawplane-session': z.string().max(100).optional().openapi({ param: { name: 'x-clawplane-session', in: 'header' }, description: 'Conversation to continue (or the body field "session")' }),
+});
+
+class UpgradeRequiredError extends ClawplaneError {
+  constructor() {
+    super('upgrade_required', 426, 'This endpoint is a WebSocket: connect with "Upgrade: websocket" and speak the OpenClaw gateway protocol (send a connect request first; Clawplane supplies the credentials).');
+  }
+}
+
+/**
+ * The chat API and the gateway WebSocket (issue 7). Chat and the socket need tenant.operate (the
+ * socket: tenant.read, then the role's method allow-list); the archive needs tenant.read.
+ */
+export function registerChat(app: App, deps: AppDeps): void {
+  const { ingress, archive } = deps.services;
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/api/v1/tenants/{tenant}/chat/completions',
+      tags: ['chat'],
+      summary: 'OpenAI-compatible chat with an agent of the tenant\'s gateway (model "agent/<name>"); wakes a stopped instance; SSE with stream=true',
+      request: { params: TenantParam, headers: InstanceHeader, body: jsonBody(chatInput) },
+      responses: {
+        200: { description: 'An OpenAI chat.completion, or with stream=true text/event-stream of chat.completion.chunk (plus `clawplane.progress` events while waking). Headers: X-Clawplane-Session, X-Clawplane-Instance.', content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } } },
+        ...errorResponses,
+      },
+    }),
+    async (c) => {
+      const { tenant, by } = allow(c, 'tenant.operate');
+      const h = c.req.valid('header');
+      const r = await ingress.chat({ tenantId: tenant.id, by, instanceRef: h['x-clawplane-instance'], sessionId: h['x-clawplane-session'], input: c.req.valid('json'), signal: c.req.raw.signal });
+      const body = typeof r.body === 'string' ? r.body : (Readable.toWeb(r.body) as ReadableStream<Uint8Array>);
+      return new Response(body, { status: r.status, headers: r.headers }) as never;
+    },
+  );
+
+  app.openapi(
+    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/chat/sessions', tags: ['chat'], summary: 'Conversations that went through the chat API, most recent first', request: { params: TenantParam }, responses: { 200: json(z.object({ items: z.array(SessionSchema) })), ...errorResponses } }),
+    async (c) => {
+      const { tenant } = allow(c, 'tenant.read');
+      return c.json({ items: await archive.sessions(tenant.id) }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/chat/sessions/{sessionId}/messages', tags: ['chat'], summary: "A conversation's messages, oldest first", request: { params: SessionParams }, responses: { 200: json(z.object({ items: z.array(MessageSchema) })), ...errorResponses } }),
+    async (c) => {
+      const { tenant } = allow(c, 'tenant.read');
+      const { sessionId } = c.req.valid('param');
+      const items = await archive.history(tenant.id, sessionId);
+      if (items.length === 0) throw new ClawplaneError('not_found', 404, 'Session was not found.');
+      return c.json({ items }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/chat/search',
+      tags: ['chat'],
+      summary: 'Full-text search over the tenant\'s archived messages (words, "phrases", -excluded, OR)',
+      request: { params: TenantParam, query: z.object({ q: z.string().min(1).max(500).openapi({ param: { name: 'q', in: 'query' } }), limit: z.coerce.number().int().min(1).max(200).default(50).openapi({ param: { name: 'limit', in: 'query' } }) }) },
+      responses: { 200: json(z.object({ items: z.array(MessageSchema.extend({ snippet: z.string(), rank: z.number() })) })), ...errorResponses },
+    }),
+    async (c) => {
+      const { tenant } = allow(c, 'tenant.read');
+      const q = c.req.valid('query');
+      return c.json({ items: await archive.search(tenant.id, q.q, q.limit) }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/gateway/ws',
+      tags: ['chat'],
+      summary: "WebSocket to the tenant's gateway (OpenClaw protocol v4) with a per-role method allow-list; wakes a stopped instance",
+      request: { params: TenantParam, query: z.object({ instance: z.string().max(64).optional().openapi({ param: { name: 'instance', in: 'query' }, description: 'Instance id or name' }) }) },
+      responses: { 101: { description: 'Switching protocols' }, 426: { description: 'Not a WebSocket upgrade' }, ...errorResponses },
+    }),
+    async (c, next) => {
+      const { tenant, principal, by } = allow(c, 'tenant.read');
+      const role = c.get('role');
+      if (!role) throw new ForbiddenError('Only members of the tenant may open its gateway socket.');
+      // A browser sends cookies on cross-site WebSocket upgrades: only our own origin may use a session.
+      if (principal.kind === 'user' && c.req.header('origin') !== deps.publicOrigin) throw new ForbiddenError(`WebSocket upgrades with a session cookie must come from ${deps.publicOrigin}.`);
+      if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') throw new UpgradeRequiredError();
+      const row = await ingress.resolveInstance(tenant.id, c.req.valid('query').instance);
+      const log = c.get('log');
+      const handler = upgradeWebSocket(() => ({
+        onOpen: (_e, ws) => bridgeGatewaySocket(ws.raw as WebSocket, { ingress, row, role, by, log }),
+      }));
+      // The helper is typed for a plain Hono context; ours carries more variables, which it ignores.
+      return (await handler(c as unknown as Parameters<typeof handler>[0], next)) as never;
+    },
+  );
+}

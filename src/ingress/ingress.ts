@@ -1,0 +1,236 @@
+/**
+ * The ingress (issue 7): the only way in to a tenant's gateway. It picks the tenant's instance, wakes
+ * it when stopped, attaches the gateway token (never shown to a client), streams answers unbuffered,
+ * aborts the upstream run when the client goes away, counts activity for the idle reaper and writes
+ * what was said to the conversation archive.
+ */
+import { randomUUID } from 'node:crypto';
+import type http from 'node:http';
+import { PassThrough, Transform, type Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { ConversationArchive } from '../archive/archive.ts';
+import { ClawplaneError, ConflictError, NotFoundError } from '../errors.ts';
+import type { Audited, InstanceRow, InstanceService } from '../instances/instances.ts';
+import type { SandboxDriver } from '../sandbox/types.ts';
+import type { Activity } from './activity.ts';
+import { gatewayRequest, readAll } from './gateway.ts';
+import { Waker, type WakeProgress } from './wake.ts';
+
+const SESSION_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$/;
+
+const TextPart = z.strictObject({ type: z.literal('text'), text: z.string().max(1_000_000) });
+const Message = z.strictObject({
+  role: z.enum(['system', 'user', 'assistant']),
+  content: z.union([z.string().max(1_000_000), z.array(TextPart).max(100)]),
+  name: z.string().max(64).optional(),
+});
+
+/** The OpenAI chat-completions request, as far as a gateway agent uses it; unknown fields are refused. */
+export const chatInput = z.strictObject({
+  model: z.string().regex(/^agent\/[a-z0-9][a-z0-9_-]{0,63}$/, 'must be "agent/<name>", e.g. "agent/main"'),
+  messages: z.array(Message).min(1).max(1000),
+  stream: z.boolean().default(false),
+  stream_options: z.strictObject({ include_usage: z.boolean().optional() }).optional(),
+  temperature: z.number().min(0).max(2).optional(),
+  top_p: z.number().min(0).max(1).optional(),
+  max_tokens: z.number().int().min(1).max(1_000_000).optional(),
+  max_completion_tokens: z.number().int().min(1).max(1_000_000).optional(),
+  stop: z.union([z.string().max(200), z.array(z.string().max(200)).max(4)]).optional(),
+  session: z.string().regex(SESSION_ID, 'letters, digits and _.:- (at most 100), e.g. "support-42"').optional().describe('Clawplane: the conversation to continue (also the X-Clawplane-Session header); a new one when absent'),
+});
+export type ChatInput = z.infer<typeof chatInput>;
+
+export interface ChatResult {
+  status: number;
+  headers: Record<string, string>;
+  /** A stream for SSE (already flowing), or a complete body. */
+  body: Readable | string;
+  sessionId: string;
+  instanceId: string;
+}
+
+export interface IngressOptions {
+  instances: InstanceService;
+  driver: SandboxDriver;
+  archive: ConversationArchive;
+  activity: Activity;
+  waker: Waker;
+  log: Logger;
+}
+
+export class UpstreamError extends ClawplaneError {
+  constructor(message: string, cause?: unknown) {
+    super('gateway_unreachable', 502, `${message}. The instance may be restarting: retry in a few seconds, or check its health.`, { cause });
+  }
+}
+
+const text = (c: z.infer<typeof Message>['content']) => (typeof c === 'string' ? c : c.map((p) => p.text).join('\n'));
+
+export class IngressService {
+  readonly #o: IngressOptions;
+
+  constructor(opts: IngressOptions) {
+    this.#o = opts;
+  }
+
+  get activity(): Activity {
+    return this.#o.activity;
+  }
+
+  /**
+   * Which instance serves the tenant: the one named (id or name) by the caller; else the instance
+   * named "main"; else the tenant's only instance. Several and none named: a 409 saying how to pick.
+   */
+  async resolveInstance(tenantId: string, ref?: string): Promise<InstanceRow> {
+    const all = (await this.#o.instances.list(tenantId)).filter((i) => i.desiredState !== 'destroyed');
+    const pick = ref ? all.find((i) => i.id === ref || i.name === ref) : (all.find((i) => i.name === 'main') ?? (all.length === 1 ? all[0] : undefined));
+    if (!pick) {
+      if (ref || all.length === 0) throw new NotFoundError(ref ? 'Instance' : 'An instance for this tenant (deploy one: POST …/instances)');
+      throw new ConflictError(`This tenant has ${all.length} instances and none is named "main": pick one with the X-Clawplane-Instance header (its id or name).`, 'instance_ambiguous');
+    }
+    return this.#o.instances.get(tenantId, pick.id);
+  }
+
+  /** Wakes the instance when needed; resolves with where and how to reach its gateway. */
+  async connect(row: InstanceRow, by: Audited, onProgress?: (p: WakeProgress) => void): Promise<{ row: InstanceRow; socketPath: string; token: string }> {
+    const ready = await this.#o.waker.ensureReady(row, by, onProgress);
+    this.#o.activity.touch(ready.id);
+    return { row: ready, socketPath: this.#o.driver.endpoint(ready.id).socketPath, token: await this.#o.instances.gatewayToken(ready.id) };
+  }
+
+  async chat(opts: { tenantId: string; by: Audited; instanceRef?: string | undefined; sessionId?: string | undefined; input: ChatInput; signal: AbortSignal }): Promise<ChatResult> {
+    const { input, tenantId, by } = opts;
+    const sessionId = input.session ?? opts.sessionId ?? randomUUID();
+    if (!SESSION_ID.test(sessionId)) throw new ClawplaneError('validation_failed', 400, 'X-Clawplane-Session must be letters, digits and _.:- (at most 100).');
+    const row = await this.resolveInstance(tenantId, opts.instanceRef);
+    const agent = input.model.slice('agent/'.length);
+    const { session: _s, ...rest } = input;
+    const payload = JSON.stringify({ ...rest, model: `openclaw/${agent}` });
+    const lastUser = [...input.messages].reverse().find((m) => m.role === 'user');
+    const done = this.#o.activity.begin(row.id);
+    const archive = (reply: string) =>
+      this.#o.archive
+        .append(tenantId, { instanceId: row.id, sessionId, agent, actor: by.actor, requestId: by.requestId, messages: [...(lastUser ? [{ role: 'user' as const, content: text(lastUser.content) }] : []), { role: 'assistant', content: reply }] })
+        .catch((err: unknown) => this.#o.log.error({ err, tenant_id: tenantId }, 'archiving a chat turn failed'));
+    const headers = { 'x-clawplane-session': sessionId, 'x-clawplane-instance': row.id };
+    const send = (gw: { socketPath: string; token: string }) => {
+      const call = gatewayRequest({
+        socketPath: gw.socketPath,
+        token: gw.token,
+        method: 'POST',
+        path: '/v1/chat/completions',
+        // The gateway keeps the session's history; the key is per agent, and tenants never share a gateway.
+        headers: { 'content-type': 'application/json', 'x-openclaw-session-key': `agent:${agent}:cp-${sessionId}` },
+        body: payload,
+      });
+      const onAbort = () => call.abort();
+      opts.signal.addEventListener('abort', onAbort, { once: true });
+      return {
+        abort: call.abort,
+        response: call.response.catch((err: unknown) => {
+          throw opts.signal.aborted ? err : new UpstreamError(`Instance "${row.name}" did not answer (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, err);
+        }),
+      };
+    };
+
+    try {
+      if (!input.stream) {
+        const gw = await this.connect(row, by);
+        const res = await send(gw).response;
+        const body = await readAll(res);
+        if (res.statusCode === 200) {
+          let reply = '';
+          try {
+            reply = (JSON.parse(body) as { choices?: { message?: { content?: string } }[] }).choices?.[0]?.message?.content ?? '';
+          } catch {
+            reply = '';
+          }
+          await archive(reply);
+        }
+        done();
+        return { status: res.statusCode ?? 502, headers: { ...headers, 'content-type': 'application/json' }, body, sessionId, instanceId: row.id };
+      }
+
+      const sse = { ...headers, 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' };
+      if (Waker.ready(row)) {
+        // Ready now: wait for the gateway's head so its status (e.g. 400) reaches the client as is.
+        const gw = await this.connect(row, by);
+        const call = send(gw);
+        const res = await call.response;
+        if (res.statusCode !== 200) {
+          const body = await readAll(res);
+          done();
+          return { status: res.statusCode ?? 502, headers: { ...headers, 'content-type': 'application/json' }, body, sessionId, instanceId: row.id };
+        }
+        return { status: 200, headers: sse, body: this.#relay(res, call.abort, archive, done), sessionId, instanceId: row.id };
+      }
+      // Waking: answer at once and tell the client what is happening while the gateway starts.
+      const out = new PassThrough();
+      const event = (name: string, data: unknown) => out.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
+      void (async () => {
+        try {
+          const gw = await this.connect(row, by, (p) => event('clawplane.progress', { state: p, instance: row.id }));
+          if (opts.signal.aborted || out.destroyed) return done();
+          const call = send(gw);
+          out.on('close', () => call.abort());
+          const res = await call.response;
+          if (res.statusCode !== 200) {
+            out.end(`data: ${JSON.stringify({ error: { status: res.statusCode, message: await readAll(res) } })}\n\n`);
+            return done();
+          }
+          this.#relay(res, call.abort, archive, done).pipe(out);
+        } catch (err) {
+          done();
+          const e = err instanceof ClawplaneError ? { code: err.code, message: err.message } : { code: 'internal', message: 'The gateway could not be reached.' };
+          if (!(err instanceof ClawplaneError)) this.#o.log.error({ err, tenant_id: tenantId }, 'chat stream failed');
+          if (!out.destroyed) out.end(`event: error\ndata: ${JSON.stringify({ error: e })}\n\n`);
+        }
+      })();
+      return { status: 200, headers: sse, body: out, sessionId, instanceId: row.id };
+    } catch (err) {
+      done();
+      throw err;
+    }
+  }
+
+  /** Passes SSE chunks through as they arrive, collecting the reply text for the archive. */
+  #relay(res: http.IncomingMessage, abort: () => void, archive: (reply: string) => Promise<void>, done: () => void): Readable {
+    let pending = '';
+    let reply = '';
+    let finished = false;
+    const collect = (chunk: string) => {
+      pending += chunk;
+      let i: number;
+      while ((i = pending.indexOf('\n\n')) >= 0) {
+        const block = pending.slice(0, i);
+        pending = pending.slice(i + 2);
+        for (const line of block.split('\n')) {
+          if (!line.startsWith('data: ') || line === 'data: [DONE]') continue;
+          try {
+            reply += (JSON.parse(line.slice(6)) as { choices?: { delta?: { content?: string } }[] }).choices?.[0]?.delta?.content ?? '';
+          } catch {
+            // Not JSON: nothing to archive from it; the client still gets it.
+          }
+        }
+      }
+    };
+    const tap = new Transform({
+      transform(chunk: Buffer, _e, cb) {
+        collect(chunk.toString('utf8'));
+        cb(null, chunk);
+      },
+      flush(cb) {
+        finished = true;
+        cb();
+      },
+    });
+    res.on('error', (err) => tap.destroy(err));
+    // The client went away (or we failed): abort the gateway request, which ends the run upstream.
+    tap.on('close', () => {
+      if (!finished) abort();
+      void archive(reply).finally(done);
+    });
+    return res.pipe(tap);
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * The idle reaper (issue 7): an instance with no ingress traffic and nothing in flight for longer than
+ * the idle timeout is stopped; the reconciler's stop hook backs it up first-thing after the gateway
+ * exits (reason "idle"), so nothing is lost and the next request wakes it with its state.
+ * The timeout is the platform's agent default `idleTimeoutMinutes` (0 = never), unless
+ * CLAWPLANE_IDLE_TIMEOUT_MS overrides it.
+ */
+import type { Logger } from 'pino';
+import type { BackupReason } from '../backup/backups.ts';
+import type { InstanceService } from '../instances/instances.ts';
+import type { Activity } from './activity.ts';
+import type { IngressMetrics } from './metrics.ts';
+
+export interface ReaperOptions {
+  instances: InstanceService;
+  activity: Activity;
+  metrics: IngressMetrics;
+  log: Logger;
+  /** The idle timeout in ms now (0: never reap). Read every sweep so a settings change applies at once. */
+  idleTimeoutMs: () => Promise<number>;
+  intervalMs: number;
+  /** Tells the backup hook why the coming stop happens. */
+  expectStop: (instanceId: string, reason: BackupReason) => void;
+}
+
+export class IdleReaper {
+  readonly #o: ReaperOptions;
+  readonly #seen = new Map<string, number>();
+  #timer: NodeJS.Timeout | undefined;
+  #sweep: Promise<void> | undefined;
+
+  constructor(opts: ReaperOptions) {
+    this.#o = opts;
+  }
+
+  start(): void {
+    this.#timer = setInterval(() => {
+      this.#sweep ??= this.sweep()
+        .then(() => undefined)
+        .catch((err: unknown) => this.#o.log.error({ err }, 'idle sweep failed'))
+        .finally(() => (this.#sweep = undefined));
+    }, this.#o.intervalMs);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.#sweep;
+  }
+
+  /** One pass: stops every running instance idle for longer than the timeout. */
+  async sweep(): Promise<string[]> {
+    const timeout = await this.#o.idleTimeoutMs();
+    const now = Date.now();
+    const stopped: string[] = [];
+    const running = new Set<string>();
+    for (const row of await this.#o.instances.allForReconcile()) {
+      if (row.status !== 'running' || row.desiredState !== 'running') continue;
+      running.add(row.id);
+      // Idle since the last traffic, or since we first saw it running (a fresh start is not idle).
+      const since = Math.max(this.#o.activity.last(row.id) ?? 0, this.#seen.get(row.id) ?? 0);
+      if (since === 0) this.#seen.set(row.id, now);
+      if (timeout <= 0 || since === 0 || this.#o.activity.busy(row.id) || now - since < timeout) continue;
+      this.#o.log.info({ tenant_id: row.tenantId, instance_id: row.id, idleMs: now - since }, 'stopping an idle instance (it is backed up on stop)');
+      this.#o.expectStop(row.id, 'idle');
+      await this.#o.instances.stop(row.tenantId, row.id, { actor: 'system:idle-reaper' });
+      this.#o.metrics.idleStops.inc({ tenant: row.tenantId });
+      this.#o.activity.forget(row.id);
+      this.#seen.delete(row.id);
+      stopped.push(row.id);
+    }
+    for (const id of this.#seen.keys()) if (!running.has(id)) this.#seen.delete(id);
+    return stopped;
+  }
+}

@@ -1,0 +1,75 @@
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { ConversationArchive } from '../archive/archive.ts';
+import { BackupService } from '../backup/backups.ts';
+import { FsObjectStore } from '../backup/fs-store.ts';
+import { createBackupMetrics } from '../backup/metrics.ts';
+import { S3ObjectStore } from '../backup/s3-store.ts';
+import type { ObjectStore } from '../backup/types.ts';
+import type { Config } from '../config/schema.ts';
+import type { Db } from '../db/pool.ts';
+import type { OnboardingService } from '../identity/onboarding.ts';
+import type { InstanceServices, InstanceSettings } from '../instances/setup.ts';
+import type { Vault } from '../vault/vault.ts';
+import { Activity } from './activity.ts';
+import { IngressService } from './ingress.ts';
+import { createIngressMetrics } from './metrics.ts';
+import { IdleReaper } from './reaper.ts';
+import { Waker } from './wake.ts';
+
+/** Ingress and backup settings from the parsed configuration (issue 7). */
+export type IngressSettings = Config['ingress'];
+
+export function ingressSettings(config: Pick<Config, 'dataDir' | 'ingress'>): IngressSettings {
+  const i = config.ingress;
+  return { ...i, backupDir: path.resolve(i.backupDir || path.join(config.dataDir, 'backups')) };
+}
+
+export interface IngressServices {
+  archive: ConversationArchive;
+  ingress: IngressService;
+  backups: BackupService;
+  reaper: IdleReaper;
+}
+
+export function createObjectStore(s: IngressSettings): ObjectStore {
+  if (s.backupStore === 'fs') return new FsObjectStore(s.backupDir);
+  return new S3ObjectStore({ endpoint: s.s3.endpoint, region: s.s3.region, bucket: s.s3.bucket, prefix: s.s3.prefix, accessKeyId: s.s3.accessKeyId, secretAccessKey: s.s3.secretAccessKey, forcePathStyle: s.s3.forcePathStyle });
+}
+
+/** Builds the archive, the ingress (with wake on demand), backups and the idle reaper (not started). */
+export function createIngressServices(opts: { db: Db; vault: Vault; onboarding: OnboardingService; instances: InstanceServices; instanceSettings: InstanceSettings; settings: IngressSettings; dataDir: string; registry: Registry; log: Logger }): IngressServices {
+  const { db, log, settings: s } = opts;
+  const { instances, sandboxes, reconciler } = opts.instances;
+  const archive = new ConversationArchive(db);
+  const activity = new Activity();
+  const metrics = createIngressMetrics(opts.registry);
+  const backups = new BackupService({
+    db,
+    vault: opts.vault,
+    store: createObjectStore(s),
+    instances,
+    driver: sandboxes,
+    // The local driver's layout: <sandbox root>/<instance id>/work holds one state dir per executor.
+    stateDir: (id) => path.join(opts.instanceSettings.sandboxRoot, id, 'work'),
+    prepare: async (row) => sandboxes.create(await reconciler.spec(row, row.runtimeVersion)),
+    tmpDir: path.resolve(opts.dataDir, 'run', 'backups'),
+    retain: s.backupRetain,
+    log,
+    metrics: createBackupMetrics(opts.registry),
+  });
+  reconciler.onStopped = (row) => backups.onStopped(row);
+  const waker = new Waker({ instances, metrics, log, timeoutMs: s.wakeTimeoutMs, settled: (id) => backups.settled(id) });
+  const ingress = new IngressService({ instances, driver: sandboxes, archive, activity, waker, log });
+  const reaper = new IdleReaper({
+    instances,
+    activity,
+    metrics,
+    log,
+    intervalMs: s.idleCheckIntervalMs,
+    idleTimeoutMs: async () => (s.idleTimeoutMs > 0 ? s.idleTimeoutMs : (await opts.onboarding.agentDefaults()).idleTimeoutMinutes * 60_000),
+    expectStop: (id, reason) => backups.expectStop(id, reason),
+  });
+  return { archive, ingress, backups, reaper };
+}
