@@ -315,6 +315,33 @@ describe('broker: the only way out of a sandbox', async () => {
     assert.equal(unknown.status, 404);
   });
 
+  test("tenants without a provider use the platform's default provider, tested before it is saved", async () => {
+    const t = await admin.json<{ id: string }>('POST', '/api/v1/tenants', { slug: 'broker-noprov', name: 'No provider' }, 201);
+    const reg = await broker.registerSandbox({ tenantId: t.id, instanceId: 'inst-np', sandboxId: 'sbx-np' });
+    const before = await call(reg.socketPath, '/v1/chat/completions', reg.token, chat('auto'));
+    assert.equal(before.status, 400, 'no provider yet: a clear refusal');
+    const platformKey = `sk-platform-${randomBytes(10).toString('hex')}`;
+    const res = await admin.call('PUT', '/api/v1/platform/default-provider', { kind: 'openai_compatible', baseUrl: 'http://127.0.0.1:9/v1', apiKey: platformKey, defaultModel: 'fake-model' });
+    assert.equal(res.status, 400, 'an unreachable provider is not saved');
+    const body = (await res.json()) as { code: string; message: string };
+    assert.equal(body.code, 'provider_test_failed');
+    assert.ok(!JSON.stringify(body).includes(platformKey));
+    const ok = await admin.json<{ test: { ok: boolean; modelCount: number } }>('PUT', '/api/v1/platform/default-provider', { kind: 'openai_compatible', baseUrl: fake.baseUrl, apiKey: platformKey, defaultModel: 'fake-model' });
+    assert.deepEqual([ok.test.ok, ok.test.modelCount], [true, 2]);
+    const view = await admin.json<Record<string, unknown>>('GET', '/api/v1/platform/default-provider');
+    assert.equal(view['keySet'], true);
+    assert.ok(!JSON.stringify(view).includes(platformKey));
+    const after = await call(reg.socketPath, '/v1/chat/completions', reg.token, chat('auto'));
+    assert.equal(after.status, 200, after.text);
+    assert.equal(fake.requests.at(-1)?.authorization, `Bearer ${platformKey}`);
+    const audit = await server.db.query(`SELECT 1 FROM audit_events WHERE tenant_id = $1 AND action = 'platform_secret.decrypt'`, [t.id]);
+    assert.equal(audit.rowCount, 1, 'the platform key read is audited against the tenant it served');
+    // A tenant with its own provider keeps using it.
+    assert.equal((await sendA('/v1/chat/completions', chat('auto'))).status, 200);
+    assert.equal(fake.requests.at(-1)?.authorization, `Bearer ${canary}`);
+    await reg.close();
+  });
+
   test('revoking the provider key takes effect on the next call', async () => {
     const t = await makeTenant('broker-revoke', `sk-rev-${randomBytes(8).toString('hex')}`);
     assert.equal((await call(t.reg.socketPath, '/v1/chat/completions', t.reg.token, chat('auto'))).status, 200);

@@ -70,6 +70,7 @@ const BODIES: Record<string, unknown> = {
   'PUT /api/v1/tenants/{tenant}/egress': { items: [{ host: 'api.github.com' }] },
   'PUT /api/v1/tenants/{tenant}/skill-endpoints/{name}': { baseUrl: 'https://api.github.com' },
   'PUT /api/v1/platform/prices/{model}': { inputUsdPerMtok: 1, outputUsdPerMtok: 2 },
+  'PUT /api/v1/platform/default-provider': { kind: 'openai', apiKey: 'sk-fuzz-0123456789', defaultModel: 'gpt-4o' },
 };
 
 /**
@@ -104,6 +105,8 @@ const NOT_TENANT_SCOPED: Record<string, number[]> = {
   'PUT /api/v1/policy/tools/{tool}': [403],
   'GET /api/v1/platform/prices': [200],
   'PUT /api/v1/platform/prices/{model}': [403],
+  'GET /api/v1/platform/default-provider': [403],
+  'PUT /api/v1/platform/default-provider': [403],
 };
 
 /** Tenant-scoped routes whose query string is required. */

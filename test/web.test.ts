@@ -124,8 +124,16 @@ describe('web console', async () => {
     await shot('02-onboarding-oidc');
     await page.getByRole('button', { name: 'Skip for now' }).click();
     await page.getByRole('heading', { name: 'LLM provider' }).waitFor();
+    // The platform's default provider: a wrong key is refused by the connection test, nothing is saved.
+    await page.getByLabel('Provider', { exact: true }).selectOption('openai_compatible');
+    await page.getByLabel('Base URL').fill(`http://127.0.0.1:${(llm.address() as AddressInfo).port}/v1`);
+    await page.getByLabel('API key').fill('sk-wrong-key-0000000000');
+    await page.getByLabel('Default model').fill('llama3');
+    await page.getByRole('button', { name: 'Test and save' }).click();
+    await page.getByText(/connection test failed, so nothing was saved/).waitFor();
+    await page.getByLabel('API key').fill(llmKey);
     await shot('03-onboarding-provider');
-    await page.getByRole('button', { name: 'Continue' }).click();
+    await page.getByRole('button', { name: 'Test and save' }).click();
     await page.getByRole('heading', { name: 'Default agent settings' }).waitFor();
     await page.getByLabel('Idle timeout (minutes)').fill('45');
     await page.getByRole('button', { name: 'Finish setup' }).click();

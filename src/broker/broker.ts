@@ -11,6 +11,7 @@ import type { ProviderService } from '../vault/providers.ts';
 import type { Duplex } from 'node:stream';
 import { Budgets } from './budgets.ts';
 import { EgressProxy } from './egress.ts';
+import type { PlatformProvider } from './platform-provider.ts';
 import { SandboxTokens } from './identity.ts';
 import { createBrokerMetrics } from './metrics.ts';
 import { PriceTable } from './prices.ts';
@@ -30,6 +31,8 @@ export interface BrokerOptions {
   runDir: string;
   /** Lifetime of a broker token if the sandbox is never stopped cleanly. */
   tokenTtlMs?: number;
+  /** The platform's default provider for tenants without their own. */
+  platformProvider?: PlatformProvider;
 }
 
 /** Handles broker paths other than the model APIs (grants, tool egress), mounted by later modules. */
@@ -71,6 +74,7 @@ export class Broker implements SandboxBroker {
       usage: this.usage,
       upstreams: this.upstreams,
       metrics: createBrokerMetrics(opts.registry),
+      ...(opts.platformProvider ? { platformProvider: opts.platformProvider } : {}),
     });
     this.egress = new EgressProxy({
       db: opts.db,

@@ -10,6 +10,7 @@ import type { SandboxIdentity, SandboxTokens } from './identity.ts';
 import type { BrokerMetrics } from './metrics.ts';
 import { costOf, type PriceTable } from './prices.ts';
 import type { Upstreams } from './upstream.ts';
+import { PLATFORM_CREDENTIAL, type PlatformProvider } from './platform-provider.ts';
 import type { UsageRow, UsageWriter } from './usage.ts';
 
 /** The model APIs the broker serves, and the provider path each maps to (after the base URL). */
@@ -38,6 +39,8 @@ export interface ProxyDeps {
   usage: UsageWriter;
   upstreams: Upstreams;
   metrics: BrokerMetrics;
+  /** The platform's default provider, for tenants without one of their own. */
+  platformProvider?: PlatformProvider;
 }
 
 interface Call {
@@ -71,7 +74,9 @@ export class BrokerProxy {
 
   /** Drops a cached key at once (called when a credential is revoked or replaced). */
   forgetCredential(credentialId: string): void {
-    this.keys.delete(credentialId);
+    if (credentialId === PLATFORM_CREDENTIAL) {
+      for (const k of this.keys.keys()) if (k.startsWith(`${PLATFORM_CREDENTIAL}/`)) this.keys.delete(k);
+    } else this.keys.delete(credentialId);
   }
 
   /** Handles one request. `boundTo` is the sandbox start a per-sandbox socket belongs to. */
@@ -274,19 +279,31 @@ export class BrokerProxy {
     const k = `${tenantId}/${agent}`;
     const hit = this.routes.get(k);
     if (hit && Date.now() - hit.at < ROUTE_TTL_MS) return hit.targets;
-    const targets = await this.d.providers.resolveRoute(tenantId, agent ? { agent } : {});
+    let targets = await this.d.providers.resolveRoute(tenantId, agent ? { agent } : {});
+    if (targets.length === 0 && this.d.platformProvider) {
+      const fallback = await this.d.platformProvider.target();
+      if (fallback) targets = [fallback];
+    }
     this.routes.set(k, { at: Date.now(), targets });
     return targets;
   }
 
-  /** Drops cached routes of a tenant (after its providers or routes change). */
-  forgetRoutes(tenantId: string): void {
-    for (const k of this.routes.keys()) if (k.startsWith(`${tenantId}/`)) this.routes.delete(k);
+  /** Drops cached routes of a tenant (after its providers or routes change), or of all tenants. */
+  forgetRoutes(tenantId?: string): void {
+    if (tenantId === undefined) this.routes.clear();
+    else for (const k of this.routes.keys()) if (k.startsWith(`${tenantId}/`)) this.routes.delete(k);
   }
 
   private async key(tenantId: string, credentialId: string, identity: SandboxIdentity, providerId: string): Promise<string> {
-    const hit = this.keys.get(credentialId);
+    const cacheKey = credentialId === PLATFORM_CREDENTIAL ? `${PLATFORM_CREDENTIAL}/${tenantId}` : credentialId;
+    const hit = this.keys.get(cacheKey);
     if (hit && Date.now() - hit.at < KEY_TTL_MS) return hit.value;
+    if (credentialId === PLATFORM_CREDENTIAL) {
+      if (!this.d.platformProvider) throw new Error('no platform provider');
+      const value = await this.d.platformProvider.key(tenantId, `sandbox:${identity.id}`);
+      this.keys.set(cacheKey, { value, at: Date.now() });
+      return value;
+    }
     // Each decrypt is audited by the credential service (actor = this sandbox start, purpose = the provider).
     const c = await this.d.credentials.decryptForBroker(tenantId, credentialId, { actor: `sandbox:${identity.id}`, purpose: `llm:${providerId}` });
     this.keys.set(credentialId, { value: c.value, at: Date.now() });
@@ -301,7 +318,7 @@ export class BrokerProxy {
       sandboxToken: call.identity.id,
       agent: call.agent,
       taskId: call.taskId,
-      providerId: target?.providerId ?? null,
+      providerId: target && target.providerId !== PLATFORM_CREDENTIAL ? target.providerId : null,
       providerKind: target?.kind ?? null,
       model: target?.model ?? (typeof call.body['model'] === 'string' ? call.body['model'].slice(0, 200) : ''),
       api: call.api,

@@ -20,6 +20,7 @@ import path from 'node:path';
 import { Registry } from 'prom-client';
 import { Broker } from '../broker/broker.ts';
 import { BrokerGovernance } from '../broker/governance.ts';
+import { PLATFORM_CREDENTIAL, PlatformProvider } from '../broker/platform-provider.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
 import { createInstanceServices, instanceSettings, type InstanceServices, type InstanceSettings } from '../instances/setup.ts';
 import { createIngressServices, ingressSettings, type IngressServices, type IngressSettings } from '../ingress/setup.ts';
@@ -46,6 +47,8 @@ export interface Services extends InstanceServices, IngressServices {
   broker: Broker;
   /** Tenant-admin settings of the broker: caps, egress allow-list, skill endpoints. */
   brokerGovernance: BrokerGovernance;
+  /** The platform's default LLM provider (onboarding step 3), for tenants without their own. */
+  platformProvider: PlatformProvider;
 }
 
 export function createServices(opts: {
@@ -79,7 +82,9 @@ export function createServices(opts: {
   const credentials = new CredentialService({ db, vault, skills });
   const policy = new PolicyService(db);
   const providers = new ProviderService({ db, credentials, egress });
+  const platformProvider = new PlatformProvider({ db, vault, providers });
   const broker = new Broker({
+    platformProvider,
     db,
     log: opts.log ?? createLogger('silent'),
     registry: opts.registry ?? new Registry(),
@@ -90,6 +95,10 @@ export function createServices(opts: {
   });
   credentials.onChange((id) => broker.proxy.forgetCredential(id));
   providers.onChange((tenantId) => broker.proxy.forgetRoutes(tenantId));
+  platformProvider.onChange(() => {
+    broker.proxy.forgetCredential(PLATFORM_CREDENTIAL);
+    broker.proxy.forgetRoutes();
+  });
   const grants = new GrantService({ db, policy });
   mountGrants(broker, grants);
   const onboarding = new OnboardingService(db, opts.dataDir);
@@ -109,6 +118,7 @@ export function createServices(opts: {
     credentials,
     providers,
     broker,
+    platformProvider,
     brokerGovernance: new BrokerGovernance({ db, budgets: broker.budgets, egress: broker.egress, policy: egress }),
     skills,
     egress,

@@ -188,6 +188,11 @@ export class ProviderService {
   }
 
   /** The base URL to store: the kind's default or the given one, checked by the SSRF guard's static rules. */
+  /** The checked base URL for a provider kind (the catalogue default when none is given). */
+  baseUrlFor(kind: ProviderKind, given: string | undefined): string {
+    return this.#baseUrl(kind, given);
+  }
+
   #baseUrl(kind: ProviderKind, given: string | undefined): string {
     const url = given ?? PROVIDER_CATALOGUE[kind].defaultBaseUrl;
     if (url === null) throw new ValidationError(`A ${PROVIDER_CATALOGUE[kind].label} provider needs a baseUrl, e.g. http://ollama.internal:11434/v1.`, [{ path: 'baseUrl', message: 'is required' }]);
@@ -380,6 +385,22 @@ export class ProviderService {
       } else if (entry.keyRequired) {
         return { ok: false, error: { code: 'credential_missing', message: `The provider "${p.name}" has no API key. Attach a credential to it, then test again.` }, latencyMs: 0 };
       }
+      return await this.probe({ kind: p.kind, baseUrl: p.baseUrl, name: p.name, key }, started);
+    } catch (err) {
+      if (!(err instanceof ClawplaneError)) throw err;
+      return { ok: false, error: { code: err.code, message: redact(err.message, key) }, latencyMs: elapsed() };
+    }
+  }
+
+  /**
+   * Lists a provider's models with the given key through the guarded egress path: the connection test
+   * for a stored provider, and for the platform's default provider during onboarding. Never returns the key.
+   */
+  async probe(p: { kind: ProviderKind; baseUrl: string; name: string; key: string | undefined }, started = performance.now()): Promise<ConnectionTestResult> {
+    const entry = PROVIDER_CATALOGUE[p.kind];
+    const elapsed = () => Math.round(performance.now() - started);
+    const key = p.key;
+    try {
       const res = await this.#fetch(`${p.baseUrl}${entry.modelsPath}`, { headers: providerAuthHeaders(p.kind, key) }, this.#egress);
       if (!res.ok) {
         await res.body?.cancel();

@@ -226,7 +226,8 @@ export const api = {
     admin: (body: { email: string; password: string; displayName?: string; setupCode: string }) =>
       request<{ state: OnboardingState; csrfToken: string }>('POST', '/api/v1/onboarding/admin', body),
     oidc: (body: OidcSettingsInput | { skip: true }) => request<OnboardingState>('POST', '/api/v1/onboarding/oidc', body),
-    provider: (body: { skip: true }) => request<OnboardingState>('POST', '/api/v1/onboarding/provider', body),
+    provider: (body: { skip: true } | DefaultProviderInput) =>
+      request<{ state: OnboardingState; test?: { ok: boolean; modelCount?: number; latencyMs: number } }>('POST', '/api/v1/onboarding/provider', body),
     defaults: (body: AgentDefaults) => request<OnboardingState>('POST', '/api/v1/onboarding/defaults', body),
   },
   auth: {
@@ -286,4 +287,12 @@ export const api = {
 export function messageOf(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
+}
+
+/** The platform's default LLM provider, for tenants without their own (onboarding step 3). */
+export interface DefaultProviderInput {
+  kind: string;
+  baseUrl?: string;
+  apiKey?: string;
+  defaultModel: string;
 }

@@ -6,7 +6,7 @@ import type { App, AppDeps } from '../app.ts';
 import { allowPlatform } from '../auth.ts';
 import { Email, errorResponses, json, jsonBody } from '../schemas.ts';
 import { startSession } from './auth.ts';
-import { OidcSettingsInput, saveOidc } from './platform.ts';
+import { ConnectionTest, DefaultProviderInput, OidcSettingsInput, ProviderTestFailedError, saveOidc } from './platform.ts';
 
 const State = z
   .object({
@@ -92,15 +92,18 @@ export function registerOnboarding(app: App, deps: AppDeps): void {
       method: 'post',
       path: '/api/v1/onboarding/provider',
       tags: ['onboarding'],
-      summary: 'Step 3: the first LLM provider; {"skip": true} leaves it for later',
-      request: { body: jsonBody(z.strictObject({ skip: z.literal(true) })) },
-      responses: { 200: json(State), ...errorResponses },
+      summary: "Step 3: the platform's default LLM provider, saved only if its connection test passes; {\"skip\": true} leaves it for later",
+      request: { body: jsonBody(z.union([z.strictObject({ skip: z.literal(true) }), DefaultProviderInput])) },
+      responses: { 200: json(z.object({ state: State, test: ConnectionTest.optional() })), ...errorResponses },
     }),
     async (c) => {
       const { by } = allowPlatform(c, 'platform.manage');
       await onboarding.expect('provider');
-      c.req.valid('json');
-      return c.json(await onboarding.mark('provider', 'skipped', by), 200);
+      const body = c.req.valid('json');
+      if ('skip' in body) return c.json({ state: await onboarding.mark('provider', 'skipped', by) }, 200);
+      const r = await deps.services.platformProvider.set(body, by);
+      if (!r.saved) throw new ProviderTestFailedError(r.test);
+      return c.json({ state: await onboarding.mark('provider', 'done', by), test: r.test }, 200);
     },
   );
 

@@ -3,6 +3,8 @@ import type { App, AppDeps } from '../app.ts';
 import { allowPlatform } from '../auth.ts';
 import { errorResponses, json, jsonBody } from '../schemas.ts';
 import { AgentDefaultsSchema } from './onboarding.ts';
+import { ClawplaneError } from '../../errors.ts';
+import { PROVIDER_KINDS, type ConnectionTestResult } from '../../vault/providers.ts';
 
 export const OidcSettingsInput = z
   .strictObject({
@@ -30,6 +32,36 @@ const OidcSettingsView = z
     redirectUri: z.string(),
   })
   .openapi('OidcSettings');
+
+export const DefaultProviderInput = z
+  .strictObject({
+    kind: z.enum(PROVIDER_KINDS),
+    baseUrl: z.url().max(500).optional().openapi({ description: "Omit for the provider's public API" }),
+    apiKey: z.string().min(1).max(4000).optional().openapi({ description: 'Write-only; omit to keep the stored key' }),
+    defaultModel: z.string().min(1).max(200),
+  })
+  .openapi('DefaultProviderInput');
+
+export const ConnectionTest = z
+  .object({
+    ok: z.boolean(),
+    modelCount: z.number().optional(),
+    models: z.array(z.string()).optional(),
+    error: z.object({ code: z.string(), message: z.string() }).optional(),
+    latencyMs: z.number(),
+  })
+  .openapi('ConnectionTest');
+
+/** A provider that failed its connection test is not saved; the error says why (never with the key). */
+export class ProviderTestFailedError extends ClawplaneError {
+  constructor(test: ConnectionTestResult) {
+    super('provider_test_failed', 400, `The provider connection test failed, so nothing was saved: ${test.ok ? '' : test.error.message}`, { details: { test } });
+  }
+}
+
+const DefaultProviderView = z
+  .object({ kind: z.enum(PROVIDER_KINDS), name: z.string(), baseUrl: z.string(), defaultModel: z.string(), keySet: z.boolean() })
+  .openapi('DefaultProvider');
 
 export async function saveOidc(deps: AppDeps, body: z.infer<typeof OidcSettingsInput>, by: { actor: string; requestId: string }): Promise<void> {
   const { clientSecret, ...settings } = body;
@@ -69,6 +101,33 @@ export function registerPlatform(app: App, deps: AppDeps): void {
       const s = await oidc.settings();
       if (!s) throw new Error('OIDC settings vanished after saving');
       return c.json(s, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({ method: 'get', path: '/api/v1/platform/default-provider', tags: ['platform'], summary: "The platform's default LLM provider (never its key)", responses: { 200: json(DefaultProviderView.nullable()), ...errorResponses } }),
+    async (c) => {
+      allowPlatform(c, 'platform.manage');
+      return c.json((await deps.services.platformProvider.get()) ?? null, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'put',
+      path: '/api/v1/platform/default-provider',
+      tags: ['platform'],
+      summary: 'Set the default LLM provider for tenants without their own; saved only if its connection test passes',
+      request: { body: jsonBody(DefaultProviderInput) },
+      responses: { 200: json(z.object({ provider: DefaultProviderView, test: ConnectionTest })), ...errorResponses },
+    }),
+    async (c) => {
+      const { by } = allowPlatform(c, 'platform.manage');
+      const r = await deps.services.platformProvider.set(c.req.valid('json'), by);
+      if (!r.saved) throw new ProviderTestFailedError(r.test);
+      const provider = await deps.services.platformProvider.get();
+      if (!provider) throw new Error('default provider vanished after saving');
+      return c.json({ provider, test: r.test }, 200);
     },
   );
 

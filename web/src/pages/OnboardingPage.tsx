@@ -130,17 +130,57 @@ function OidcStep({ onDone }: { onDone: (s: OnboardingState) => void }) {
 
 function ProviderStep({ onDone }: { onDone: (s: OnboardingState) => void }) {
   const action = useAction();
+  const skip = useAction();
+  const [kind, setKind] = useState('openai');
+  const [baseUrl, setBaseUrl] = useState('');
+  const [apiKey, setApiKey] = useState('');
+  const [defaultModel, setDefaultModel] = useState('');
+  const submit = (e: FormEvent) => {
+    e.preventDefault();
+    void action.run(async () => {
+      const r = await api.onboarding.provider({ kind, defaultModel, ...(baseUrl ? { baseUrl } : {}), ...(apiKey ? { apiKey } : {}) });
+      onDone(r.state);
+    });
+  };
   return (
     <section aria-labelledby="provider-h">
       <h2 id="provider-h">LLM provider</h2>
       <p>
-        Each tenant brings its own LLM provider and API key, so there is nothing to enter here yet. After creating a tenant, open its <strong>Providers</strong> tab to
-        add a provider and test the connection.
+        The platform&apos;s default provider serves tenants that have not added one of their own (each tenant can add its own under <strong>Providers</strong>).
+        The connection is tested before anything is saved; the key is stored encrypted and never shown again.
       </p>
-      <ErrorMessage error={action.error} />
-      <button type="button" disabled={action.busy} onClick={() => void action.run(async () => onDone(await api.onboarding.provider({ skip: true })))}>
-        Continue
-      </button>
+      <form onSubmit={submit}>
+        <Field label="Provider">
+          {(id) => (
+            <select id={id} value={kind} onChange={(e) => setKind(e.target.value)}>
+              <option value="openai">OpenAI</option>
+              <option value="anthropic">Anthropic</option>
+              <option value="gemini">Google Gemini</option>
+              <option value="mistral">Mistral</option>
+              <option value="deepseek">DeepSeek</option>
+              <option value="openrouter">OpenRouter</option>
+              <option value="openai_compatible">OpenAI-compatible (Ollama, vLLM, llama.cpp)</option>
+            </select>
+          )}
+        </Field>
+        <Field label="Base URL" hint="Leave empty for the provider's public API.">
+          {(id, d) => <input id={id} aria-describedby={d} value={baseUrl} onChange={(e) => setBaseUrl(e.target.value)} placeholder="https://…/v1" />}
+        </Field>
+        <Field label="API key">
+          {(id) => <input id={id} type="password" autoComplete="off" value={apiKey} onChange={(e) => setApiKey(e.target.value)} />}
+        </Field>
+        <Field label="Default model">
+          {(id) => <input id={id} required value={defaultModel} onChange={(e) => setDefaultModel(e.target.value)} placeholder="gpt-4o-mini" />}
+        </Field>
+        <ErrorMessage error={action.error} />
+        <button type="submit" disabled={action.busy}>
+          {action.busy ? 'Testing the connection…' : 'Test and save'}
+        </button>{' '}
+        <button type="button" className="secondary" disabled={skip.busy} onClick={() => void skip.run(async () => onDone((await api.onboarding.provider({ skip: true })).state))}>
+          Skip for now
+        </button>
+        <ErrorMessage error={skip.error} />
+      </form>
     </section>
   );
 }

@@ -1,0 +1,98 @@
+import { appendAudit } from '../audit/log.ts';
+import type { Db } from '../db/pool.ts';
+import { NotFoundError, ValidationError } from '../errors.ts';
+import { getSetting, putSetting } from '../identity/settings.ts';
+import { PROVIDER_CATALOGUE, type ConnectionTestResult, type ProviderKind, type ProviderService, type ResolvedTarget } from '../vault/providers.ts';
+import type { Vault } from '../vault/vault.ts';
+
+const KEY_SECRET = 'provider.default.key';
+export const PLATFORM_CREDENTIAL = 'platform:default';
+
+interface Stored {
+  kind: ProviderKind;
+  baseUrl: string;
+  defaultModel: string;
+  keySet: boolean;
+}
+
+export interface PlatformProviderView extends Stored {
+  name: string;
+}
+
+/**
+ * The platform's default LLM provider, set at first boot (issue 3, onboarding step 3): tenants that
+ * have no provider of their own are served with it, metered and budgeted per tenant like any other
+ * call. Its key is a platform secret sealed by the vault; the connection is tested before anything is
+ * saved, so a wrong key or URL is refused with the provider's reason.
+ */
+export class PlatformProvider {
+  private readonly db: Db;
+  private readonly vault: Vault;
+  private readonly providers: ProviderService;
+  private cache: { at: number; target: ResolvedTarget | undefined } | undefined;
+  private readonly changed: (() => void)[] = [];
+
+  constructor(opts: { db: Db; vault: Vault; providers: ProviderService }) {
+    this.db = opts.db;
+    this.vault = opts.vault;
+    this.providers = opts.providers;
+  }
+
+  /** Called after the default provider changes (the broker drops its cached key and routes). */
+  onChange(listener: () => void): void {
+    this.changed.push(listener);
+  }
+
+  async get(): Promise<PlatformProviderView | undefined> {
+    const s = await getSetting<Stored>(this.db, 'default_provider');
+    return s ? { ...s, name: PROVIDER_CATALOGUE[s.kind].label } : undefined;
+  }
+
+  /** Tests the connection with the given (or stored) key; saves only when it works. */
+  async set(input: { kind: ProviderKind; baseUrl?: string | undefined; apiKey?: string | undefined; defaultModel: string }, by: { actor: string; requestId?: string | undefined }): Promise<{ saved: boolean; test: ConnectionTestResult }> {
+    const baseUrl = this.providers.baseUrlFor(input.kind, input.baseUrl);
+    const current = await getSetting<Stored>(this.db, 'default_provider');
+    let key = input.apiKey;
+    if (key === undefined && current?.keySet) key = await this.vault.openPlatformSecret(KEY_SECRET);
+    if (key === undefined && PROVIDER_CATALOGUE[input.kind].keyRequired) {
+      throw new ValidationError(`${PROVIDER_CATALOGUE[input.kind].label} needs an API key: send apiKey.`, [{ path: 'body.apiKey', message: 'required' }]);
+    }
+    const test = await this.providers.probe({ kind: input.kind, baseUrl, name: PROVIDER_CATALOGUE[input.kind].label, key });
+    if (!test.ok) return { saved: false, test };
+    if (input.apiKey !== undefined) await this.vault.sealPlatformSecret(KEY_SECRET, input.apiKey, { actor: by.actor });
+    const stored: Stored = { kind: input.kind, baseUrl, defaultModel: input.defaultModel, keySet: key !== undefined };
+    await this.db.tx(async (tx) => {
+      await putSetting(tx, 'default_provider', stored);
+      await appendAudit(tx, { actor: by.actor, action: 'settings.default_provider', decision: 'success', detail: { kind: stored.kind, baseUrl, defaultModel: stored.defaultModel, keyChanged: input.apiKey !== undefined }, requestId: by.requestId ?? null });
+    });
+    this.cache = undefined;
+    for (const l of this.changed) l();
+    return { saved: true, test };
+  }
+
+  async remove(by: { actor: string; requestId?: string | undefined }): Promise<void> {
+    await this.db.tx(async (tx) => {
+      const r = await tx.query(`DELETE FROM platform_settings WHERE key = 'default_provider'`);
+      if (!r.rowCount) throw new NotFoundError('The default provider');
+      await appendAudit(tx, { actor: by.actor, action: 'settings.default_provider_remove', decision: 'success', requestId: by.requestId ?? null });
+    });
+    this.cache = undefined;
+    for (const l of this.changed) l();
+  }
+
+  /** The route target for tenants without a provider of their own (cached for 5 s). */
+  async target(): Promise<ResolvedTarget | undefined> {
+    if (this.cache && Date.now() - this.cache.at < 5_000) return this.cache.target;
+    const s = await getSetting<Stored>(this.db, 'default_provider');
+    const target = s ? { providerId: PLATFORM_CREDENTIAL, kind: s.kind, baseUrl: s.baseUrl, credentialId: s.keySet ? PLATFORM_CREDENTIAL : null, model: s.defaultModel } : undefined;
+    this.cache = { at: Date.now(), target };
+    return target;
+  }
+
+  /** The key, for the broker only; every read is audited with the tenant whose call it serves. */
+  async key(tenantId: string, actor: string): Promise<string> {
+    const key = await this.vault.openPlatformSecret(KEY_SECRET);
+    await this.db.tx((tx) => appendAudit(tx, { actor, tenantId, action: 'platform_secret.decrypt', target: `secret:${KEY_SECRET}`, decision: 'allow', detail: { purpose: 'llm:platform-default' } }));
+    return key;
+  }
+}
