@@ -107,6 +107,8 @@ const NOT_TENANT_SCOPED: Record<string, number[]> = {
   'PUT /api/v1/platform/prices/{model}': [403],
   'GET /api/v1/platform/default-provider': [403],
   'PUT /api/v1/platform/default-provider': [403],
+  'GET /api/v1/platform/audit': [403],
+  'GET /api/v1/platform/audit/verify': [403],
 };
 
 /** Tenant-scoped routes whose query string is required. */

@@ -27,6 +27,7 @@ import { registerChat } from './routes/chat.ts';
 import { registerBackups } from './routes/backups.ts';
 import { registerWeb } from './routes/web.ts';
 import { registerBroker } from './routes/broker.ts';
+import { registerAudit } from './routes/audit.ts';
 
 /** What route modules need; passed in, never read from globals (STYLE 2). */
 export interface AppDeps {
@@ -117,6 +118,7 @@ export function createApp(deps: AppDeps): App {
   registerBackups(app, deps);
   registerPolicy(app, deps);
   registerBroker(app, deps);
+  registerAudit(app, deps);
   registerDocs(app);
   // Last: the console's SPA fallback answers any GET no route above took (never /api/).
   registerWeb(app);

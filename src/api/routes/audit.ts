@@ -1,0 +1,90 @@
+import { createRoute, z } from '@hono/zod-openapi';
+import { queryAudit } from '../../audit/query.ts';
+import { verifyAuditChain } from '../../audit/verify.ts';
+import type { App, AppDeps } from '../app.ts';
+import { allow, allowPlatform } from '../auth.ts';
+import { errorResponses, json, TenantParam } from '../schemas.ts';
+
+const AuditEvent = z
+  .object({
+    seq: z.number(),
+    ts: z.string(),
+    actor: z.string(),
+    tenantId: z.string().nullable(),
+    action: z.string(),
+    target: z.string().nullable(),
+    decision: z.string().nullable(),
+    detail: z.record(z.string(), z.unknown()),
+    requestId: z.string().nullable(),
+  })
+  .openapi('AuditEvent');
+
+const Filters = z.object({
+  action: z.string().max(100).optional().openapi({ description: 'Action prefix, e.g. "auth." or "token.create"' }),
+  actor: z.string().max(200).optional(),
+  decision: z.string().max(50).optional(),
+  since: z.iso.datetime({ offset: true }).optional(),
+  until: z.iso.datetime({ offset: true }).optional(),
+  before: z.coerce.number().int().min(1).optional().openapi({ description: 'Cursor: the nextBefore of the previous page' }),
+  limit: z.coerce.number().int().min(1).max(500).default(100),
+});
+
+const Page = z.object({ items: z.array(AuditEvent), nextBefore: z.number().nullable() });
+
+const filter = (q: z.infer<typeof Filters>) => ({
+  action: q.action,
+  actor: q.actor,
+  decision: q.decision,
+  since: q.since ? new Date(q.since) : undefined,
+  until: q.until ? new Date(q.until) : undefined,
+  before: q.before,
+  limit: q.limit,
+});
+
+/** The audit log: a tenant's own events for its admins; everything plus chain verification for platform admins. */
+export function registerAudit(app: App, deps: AppDeps): void {
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/audit',
+      tags: ['audit'],
+      summary: "The tenant's audit events, newest first (tenant admins)",
+      request: { params: TenantParam, query: Filters },
+      responses: { 200: json(Page), ...errorResponses },
+    }),
+    async (c) => {
+      const { tenant } = allow(c, c.get('role') ? 'tenant.admin' : 'tenant.manage');
+      return c.json(await queryAudit(deps.db, { tenantId: tenant.id, ...filter(c.req.valid('query')) }), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/platform/audit',
+      tags: ['audit'],
+      summary: 'All audit events, newest first (platform admins)',
+      request: { query: Filters.extend({ tenantId: z.uuid().optional() }) },
+      responses: { 200: json(Page), ...errorResponses },
+    }),
+    async (c) => {
+      allowPlatform(c, 'platform.manage');
+      const q = c.req.valid('query');
+      return c.json(await queryAudit(deps.db, { tenantId: q.tenantId, ...filter(q) }), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/api/v1/platform/audit/verify',
+      tags: ['audit'],
+      summary: 'Replay the hash chain: ok, rows checked, or the first bad row (platform admins)',
+      responses: { 200: json(z.object({ ok: z.boolean(), checked: z.number(), firstBad: z.object({ seq: z.number(), reason: z.string() }).optional() })), ...errorResponses },
+    }),
+    async (c) => {
+      allowPlatform(c, 'platform.manage');
+      return c.json(await verifyAuditChain(deps.db), 200);
+    },
+  );
+}
