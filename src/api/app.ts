@@ -25,6 +25,7 @@ import { registerTokens } from './routes/tokens.ts';
 import { registerInstances } from './routes/instances.ts';
 import { registerChat } from './routes/chat.ts';
 import { registerBackups } from './routes/backups.ts';
+import { registerTasks } from './routes/tasks.ts';
 import { registerWeb } from './routes/web.ts';
 import { registerBroker } from './routes/broker.ts';
 import { registerAudit } from './routes/audit.ts';
@@ -116,6 +117,7 @@ export function createApp(deps: AppDeps): App {
   registerInstances(app, deps);
   registerChat(app, deps);
   registerBackups(app, deps);
+  registerTasks(app, deps);
   registerPolicy(app, deps);
   registerBroker(app, deps);
   registerAudit(app, deps);

@@ -100,6 +100,15 @@ export const settingsSchema = z.strictObject({
   CLAWPLANE_BACKUP_S3_ACCESS_KEY_ID: z.string().default('').describe('S3 access key id.'),
   CLAWPLANE_BACKUP_S3_SECRET_ACCESS_KEY: z.string().default('').describe('S3 secret access key.'),
   CLAWPLANE_BACKUP_S3_FORCE_PATH_STYLE: z.enum(['true', 'false']).default('true').describe('true: bucket in the URL path (MinIO and most self-hosted S3); false: virtual-hosted style (AWS).'),
+  // Durable tasks (issue 8).
+  CLAWPLANE_TASK_RETRY_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(3).describe('Attempts of a failing task execution before the task fails.'),
+  CLAWPLANE_TASK_RETRY_BASE_MS: z.coerce.number().int().min(0).max(3_600_000).default(30_000).describe('First retry delay of a failing task execution, in milliseconds; doubles per attempt.'),
+  CLAWPLANE_TASK_RETRY_MAX_MS: z.coerce.number().int().min(0).max(86_400_000).default(300_000).describe('Cap of the retry delay, in milliseconds (DBOS has none).'),
+  CLAWPLANE_TASK_TIMEOUT_MS: z.coerce.number().int().min(100).max(86_400_000).default(600_000).describe('Working time a task may use (time parked for approval not counted), in milliseconds.'),
+  CLAWPLANE_TASK_CHAIN_TIMEOUT_MS: z.coerce.number().int().min(100).max(86_400_000).default(1_800_000).describe('Working time a delegated chain (a task and its children) may use, in milliseconds.'),
+  CLAWPLANE_TASK_APPROVAL_TTL_S: z.coerce.number().int().min(1).max(30 * 86_400).default(86_400).describe('How long an approval waits for a person before the task expires, in seconds.'),
+  CLAWPLANE_TASK_QUEUE_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1000).describe('How often the task queues look for work to dispatch, in milliseconds.'),
+  CLAWPLANE_TASK_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(100).describe('Tasks one process runs at once across all tenants.'),
 });
 
 export type Settings = z.infer<typeof settingsSchema>;
@@ -146,6 +155,17 @@ export interface Config {
     backupDir: string;
     backupRetain: number;
     s3: { endpoint: string; region: string; bucket: string; prefix: string; accessKeyId: string; secretAccessKey: string; forcePathStyle: boolean };
+  };
+  /** Durable tasks (issue 8): retries, timeouts, approvals, queues. */
+  tasks: {
+    retryAttempts: number;
+    retryBaseMs: number;
+    retryMaxMs: number;
+    taskTimeoutMs: number;
+    chainTimeoutMs: number;
+    approvalTtlSeconds: number;
+    queuePollMs: number;
+    workerConcurrency: number;
   };
 }
 
@@ -232,6 +252,16 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
         secretAccessKey: s.CLAWPLANE_BACKUP_S3_SECRET_ACCESS_KEY,
         forcePathStyle: s.CLAWPLANE_BACKUP_S3_FORCE_PATH_STYLE === 'true',
       },
+    },
+    tasks: {
+      retryAttempts: s.CLAWPLANE_TASK_RETRY_ATTEMPTS,
+      retryBaseMs: s.CLAWPLANE_TASK_RETRY_BASE_MS,
+      retryMaxMs: s.CLAWPLANE_TASK_RETRY_MAX_MS,
+      taskTimeoutMs: s.CLAWPLANE_TASK_TIMEOUT_MS,
+      chainTimeoutMs: s.CLAWPLANE_TASK_CHAIN_TIMEOUT_MS,
+      approvalTtlSeconds: s.CLAWPLANE_TASK_APPROVAL_TTL_S,
+      queuePollMs: s.CLAWPLANE_TASK_QUEUE_POLL_MS,
+      workerConcurrency: s.CLAWPLANE_TASK_WORKER_CONCURRENCY,
     },
   };
 }

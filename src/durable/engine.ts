@@ -53,9 +53,72 @@ export function defineWorkflow<Args extends unknown[], R>(name: string, fn: (...
   return DBOS.registerWorkflow(fn, { name });
 }
 
-/** Runs `fn` as a checkpointed step of the current workflow: after a crash it is not run again. */
-export function runStep<R>(name: string, fn: () => Promise<R>): Promise<R> {
-  return DBOS.runStep(fn, { name });
+/**
+ * Runs `fn` as a checkpointed step of the current workflow: after a crash it is not run again.
+ * With `timeoutMs` the attempt fails after that long; DBOS does not kill the code (issue 8), so step
+ * code that can take long must watch `stepSignal()`.
+ */
+export function runStep<R>(name: string, fn: () => Promise<R>, opts: { timeoutMs?: number } = {}): Promise<R> {
+  return DBOS.runStep(fn, { name, ...(opts.timeoutMs !== undefined ? { timeoutMS: Math.max(1, Math.round(opts.timeoutMs)) } : {}) });
+}
+
+/** Inside a step: aborts when the step's attempt times out or its workflow is cancelled. */
+export function stepSignal(): AbortSignal {
+  const st = DBOS.stepStatus;
+  if (!st) return new AbortController().signal;
+  return st.timeoutSignal ? AbortSignal.any([st.cancelSignal, st.timeoutSignal]) : st.cancelSignal;
+}
+
+/** The id of the workflow the caller runs in (undefined outside a workflow). */
+export function currentWorkflowId(): string | undefined {
+  return DBOS.workflowID;
+}
+
+/** A durable sleep: after a crash the workflow sleeps only for what is left. */
+export function sleepDurable(ms: number): Promise<void> {
+  return DBOS.sleep(ms);
+}
+
+/** A durable clock reading (the same value on replay). */
+export function durableNow(): Promise<number> {
+  return DBOS.now();
+}
+
+/** Parameters of a queue; `partitionConcurrency` makes it partitioned (every enqueue names a partition). */
+export interface QueueSettings {
+  partitionConcurrency?: number;
+  workerConcurrency?: number;
+  pollingMs?: number;
+}
+
+/** Registers (or updates) a database-backed queue; safe to call repeatedly and after launch. */
+export async function ensureQueue(name: string, q: QueueSettings): Promise<void> {
+  await DBOS.registerQueue(name, {
+    ...(q.partitionConcurrency !== undefined ? { partitionConcurrency: q.partitionConcurrency } : {}),
+    ...(q.workerConcurrency !== undefined ? { workerConcurrency: q.workerConcurrency } : {}),
+    ...(q.pollingMs !== undefined ? { minPollingIntervalMs: q.pollingMs } : {}),
+    onConflict: 'always_update',
+  });
+}
+
+/** Enqueues a workflow on a queue; the id makes it idempotent (an existing id returns that workflow). */
+export async function enqueueWorkflow<Args extends unknown[], R>(
+  wf: (...args: Args) => Promise<R>,
+  workflowId: string,
+  q: { queue: string; partitionKey?: string; priority?: number },
+  ...args: Args
+): Promise<{ workflowId: string }> {
+  const handle = await DBOS.startWorkflow(wf, {
+    workflowID: workflowId,
+    queueName: q.queue,
+    enqueueOptions: { ...(q.partitionKey !== undefined ? { queuePartitionKey: q.partitionKey } : {}), ...(q.priority !== undefined ? { priority: q.priority } : {}) },
+  })(...args);
+  return { workflowId: handle.workflowID };
+}
+
+/** Cancels a workflow: it stops at its next step; a running step sees `stepSignal()` abort. */
+export function cancelWorkflow(workflowId: string): Promise<void> {
+  return DBOS.cancelWorkflow(workflowId, { cancelChildren: true });
 }
 
 /** Starts (or, with the same id, re-attaches to) a workflow; the id makes starts idempotent. */

@@ -81,7 +81,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const secretKey = config.secretKey;
     if (!secretKey) throw new Error('secret key not resolved');
     const metrics = createMetrics();
-    const services = createServices({ db, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config) });
+    const services = createServices({ db, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config), tasks: config.tasks });
+    // Task workflows recovered or dequeued since launch wait for this (src/tasks/workflow.ts).
+    services.taskRuntime.start();
     await services.onboarding.prepareSetupCode(log);
     // Adopts sandboxes that outlived the previous control plane before anything could start duplicates.
     await services.reconciler.start();
@@ -108,6 +110,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         // Sandboxes keep running (no --die-with-parent); the next start adopts them.
         await services.reaper.stop();
         await services.reconciler.stop();
+        services.taskRuntime.stop();
         await services.broker.close();
         await shutdownEngine();
         await db.close();

@@ -24,9 +24,11 @@ import { PLATFORM_CREDENTIAL, PlatformProvider } from '../broker/platform-provid
 import { createLogger, type Logger } from '../observability/logger.ts';
 import { createInstanceServices, instanceSettings, type InstanceServices, type InstanceSettings } from '../instances/setup.ts';
 import { createIngressServices, ingressSettings, type IngressServices, type IngressSettings } from '../ingress/setup.ts';
+import { createTaskServices, type TaskServices } from '../tasks/setup.ts';
+import { DEFAULT_TASK_SETTINGS, type TaskSettings } from '../tasks/types.ts';
 
 /** Every service the API and CLI use, built once from the database and configuration. */
-export interface Services extends InstanceServices, IngressServices {
+export interface Services extends InstanceServices, IngressServices, TaskServices {
   tenants: TenantService;
   users: UserService;
   sessions: SessionService;
@@ -63,6 +65,8 @@ export function createServices(opts: {
   instances?: InstanceSettings;
   /** Ingress, wake, idle reaper, backups (issue 7); default: the configuration defaults below dataDir. */
   ingress?: IngressSettings;
+  /** Durable tasks (issue 8); default: the configuration defaults. */
+  tasks?: TaskSettings;
 }): Services {
   const { db } = opts;
   const vault = new Vault({ db, keys: new LocalKeyProvider({ secret: opts.secretKey, versions: dbKeyVersionStore(db) }) });
@@ -105,9 +109,22 @@ export function createServices(opts: {
   const settings = opts.instances ?? instanceSettings({ dataDir: opts.dataDir, instances: parseConfig({}).instances });
   const instances = createInstanceServices({ db, vault, onboarding, broker, settings, log: opts.log ?? createLogger('silent') });
   const ingress = createIngressServices({ db, vault, onboarding, instances, instanceSettings: settings, settings: opts.ingress ?? ingressSettings({ dataDir: opts.dataDir, ingress: parseConfig({}).ingress }), dataDir: opts.dataDir, registry: opts.registry ?? new Registry(), log: opts.log ?? createLogger('silent') });
+  const tasks = createTaskServices({
+    db,
+    vault,
+    egress,
+    log: opts.log ?? createLogger('silent'),
+    registry: opts.registry ?? new Registry(),
+    settings: opts.tasks ?? DEFAULT_TASK_SETTINGS,
+    instances: instances.instances,
+    sandboxes: instances.sandboxes,
+    readyTimeoutMs: settings.instanceReadyTimeoutMs,
+    flushUsage: () => broker.usage.flush(),
+  });
   return {
     ...instances,
     ...ingress,
+    ...tasks,
     tenants: new TenantService(db),
     users: new UserService(db),
     sessions: new SessionService(db),

@@ -1,0 +1,90 @@
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import type { Db } from '../db/pool.ts';
+import type { InstanceService } from '../instances/instances.ts';
+import type { EgressPolicy } from '../net/ssrf.ts';
+import type { SandboxDriver } from '../sandbox/types.ts';
+import type { Vault } from '../vault/vault.ts';
+import { AgentService } from './agents.ts';
+import { ApprovalService } from './approvals.ts';
+import { GatewayExecutor, instanceWaker, type WakeFn } from './gateway-executor.ts';
+import { registerQueueDepthGauge, TaskQueues } from './queues.ts';
+import { TaskService } from './service.ts';
+import { TaskSteps } from './steps.ts';
+import { TaskStore } from './store.ts';
+import type { TaskExecutor, TaskSettings } from './types.ts';
+import { ApprovalWebhooks } from './webhook.ts';
+import { bindTaskWorkflow } from './workflow.ts';
+
+/** Everything of issue 8 the API and the server need. */
+export interface TaskServices {
+  tasks: TaskService;
+  agents: AgentService;
+  approvals: ApprovalService;
+  /** The workflow's step bodies; `useExecutor` swaps where turns run (tests install stand-ins). */
+  taskRuntime: TaskRuntime;
+}
+
+export class TaskRuntime {
+  readonly steps: TaskSteps;
+  readonly #tasks: TaskService;
+  readonly #log: Logger;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(steps: TaskSteps, tasks: TaskService, log: Logger) {
+    this.steps = steps;
+    this.#tasks = tasks;
+    this.#log = log;
+  }
+
+  useExecutor(e: TaskExecutor): void {
+    this.steps.executor = e;
+  }
+
+  /** Binds the workflow to these services and starts the housekeeping sweep (after the engine launched). */
+  start(intervalMs = 5000): void {
+    bindTaskWorkflow(this.steps);
+    const tick = async () => {
+      try {
+        await this.#tasks.reconcileEnded();
+        await this.#tasks.enqueueMissing();
+      } catch (err) {
+        this.#log.warn({ err: (err as Error).message }, 'task housekeeping failed; will retry');
+      }
+    };
+    this.#timer = setInterval(() => void tick(), intervalMs);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+}
+
+export function createTaskServices(o: {
+  db: Db;
+  vault: Vault;
+  egress: EgressPolicy;
+  log: Logger;
+  registry: Registry;
+  settings: TaskSettings;
+  instances: InstanceService;
+  sandboxes: SandboxDriver;
+  readyTimeoutMs: number;
+  flushUsage: () => Promise<void>;
+  wake?: WakeFn;
+}): TaskServices {
+  const log = o.log.child({ component: 'tasks' });
+  const store = new TaskStore(o.db);
+  const agents = new AgentService(o.db);
+  const webhooks = new ApprovalWebhooks({ db: o.db, vault: o.vault, egress: o.egress, log });
+  const approvals = new ApprovalService({ db: o.db, webhooks });
+  const queues = new TaskQueues({ pollMs: o.settings.queuePollMs, workerConcurrency: o.settings.workerConcurrency });
+  const wake = o.wake ?? instanceWaker({ instances: o.instances, sandboxes: o.sandboxes, readyTimeoutMs: o.readyTimeoutMs });
+  const executor = new GatewayExecutor({ wake, db: o.db, log, flushUsage: o.flushUsage });
+  const steps = new TaskSteps({ db: o.db, store, agents, approvals, settings: o.settings, log, executor, flushUsage: o.flushUsage });
+  const tasks = new TaskService({ db: o.db, store, agents, approvals, queues });
+  registerQueueDepthGauge(o.registry, o.db);
+  return { tasks, agents, approvals, taskRuntime: new TaskRuntime(steps, tasks, log) };
+}

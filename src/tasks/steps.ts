@@ -1,0 +1,219 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Db } from '../db/pool.ts';
+import { stepSignal } from '../durable/engine.ts';
+import type { AgentService } from './agents.ts';
+import type { ApprovalService } from './approvals.ts';
+import type { DelegationRequest } from './delegation.ts';
+import { parseDelegation } from './delegation.ts';
+import { recall, remember } from './memory.ts';
+import type { TaskStore } from './store.ts';
+import type { Agent, Approval, TaskExecutor, TaskSettings, TaskStatus, TurnResult } from './types.ts';
+
+/** What a workflow run knows about its task (its DBOS arguments). */
+export interface TaskRunArgs {
+  tenantId: string;
+  taskId: string;
+  /** 0 for a task people created; children are one deeper. */
+  depth: number;
+  /** Epoch ms by which the whole delegated chain must be done (set by the root); null on the root. */
+  chainDeadlineMs: number | null;
+}
+
+export interface TaskOutcome {
+  taskId: string;
+  status: TaskStatus;
+  output: string | null;
+  reason: string;
+}
+
+/**
+ * The bodies of the workflow's steps (issue 8): each one is a DBOS step, so it runs once per task
+ * unless it failed or the process died inside it. They write the task row, the trace and messages.
+ */
+export class TaskSteps {
+  readonly db: Db;
+  readonly store: TaskStore;
+  readonly agents: AgentService;
+  readonly approvals: ApprovalService;
+  readonly settings: TaskSettings;
+  readonly log: Logger;
+  /** Swappable: the gateway executor in production; tests install stand-ins. */
+  executor: TaskExecutor;
+  /** Writes the broker's queued usage rows (so a task's tokens are counted when it is evaluated). */
+  readonly flushUsage: () => Promise<void>;
+
+  constructor(o: { db: Db; store: TaskStore; agents: AgentService; approvals: ApprovalService; settings: TaskSettings; log: Logger; executor: TaskExecutor; flushUsage: () => Promise<void> }) {
+    this.db = o.db;
+    this.store = o.store;
+    this.agents = o.agents;
+    this.approvals = o.approvals;
+    this.settings = o.settings;
+    this.log = o.log;
+    this.executor = o.executor;
+    this.flushUsage = o.flushUsage;
+  }
+
+  trace(a: TaskRunArgs, step: string, kind: string, detail: Record<string, unknown> = {}): Promise<void> {
+    return this.store.event(this.db, a.tenantId, a.taskId, step, kind, detail);
+  }
+
+  /** Picks the agent (capability match and trust) and marks the task dispatched. */
+  async dispatch(a: TaskRunArgs): Promise<{ agent: Agent; input: string } | { error: string }> {
+    const t = await this.store.get(a.tenantId, a.taskId);
+    const pick = await this.agents.pick(a.tenantId, { agent: t.requestedAgent, capability: t.capability });
+    if ('error' in pick) return { error: pick.error };
+    await this.db.tx(async (tx) => {
+      await this.store.setStatus(tx, a.tenantId, a.taskId, 'dispatched', `agent ${pick.agent.name}: ${pick.reason}`, { agent_id: pick.agent.id, dispatched_at: new Date() });
+      await this.store.event(tx, a.tenantId, a.taskId, 'dispatch', 'completed', { agentId: pick.agent.id, agent: pick.agent.name, agentType: pick.agent.agentType, riskClass: pick.agent.riskClass, reason: pick.reason, executor: this.executor.name });
+    });
+    return { agent: pick.agent, input: t.input };
+  }
+
+  async recall(a: TaskRunArgs, agent: Agent, input: string): Promise<string[]> {
+    const m = await recall(this.db, a.tenantId, agent.id, input);
+    await this.trace(a, 'recall', 'completed', { memories: m.length, ids: m.map((x) => x.id) });
+    return m.map((x) => x.content);
+  }
+
+  async execute(a: TaskRunArgs, agent: Agent, input: string, prompt: string, turn: number, attempt: number): Promise<TurnResult> {
+    const moved = await this.db.tx(async (tx) => {
+      const ok = await this.store.setStatus(tx, a.tenantId, a.taskId, 'executing', turn > 1 ? 'resumed after approval' : `attempt ${attempt}`);
+      if (!ok) return false;
+      await tx.query('UPDATE tasks SET attempts = attempts + 1 WHERE tenant_id = $1 AND id = $2', [a.tenantId, a.taskId]);
+      await this.store.event(tx, a.tenantId, a.taskId, 'execute', 'started', { turn, attempt, executor: this.executor.name });
+      await this.store.message(tx, a.tenantId, a.taskId, 'user', prompt);
+      return true;
+    });
+    if (!moved) throw new Error('the task already ended (cancelled)');
+    const signal = stepSignal();
+    const res = await this.executor.run(
+      { tenantId: a.tenantId, taskId: a.taskId, agent, sessionKey: `agent:main:task-${a.taskId}`, input, prompt, attempt },
+      { signal, trace: (kind, detail) => this.trace(a, 'execute', kind, detail ?? {}) },
+    );
+    signal.throwIfAborted();
+    await this.db.tx(async (tx) => {
+      await this.store.message(tx, a.tenantId, a.taskId, 'assistant', res.output);
+      await this.store.event(tx, a.tenantId, a.taskId, 'execute', 'completed', { turn, attempt, outputChars: res.output.length, approvalsSeen: res.approvals?.length ?? 0 });
+    });
+    return res;
+  }
+
+  /** Records approvals the turn left behind; when any is pending, parks the task (waiting_approval). */
+  async collectApprovals(a: TaskRunArgs, seen: TurnResult['approvals']): Promise<Pick<Approval, 'id' | 'tool' | 'expiresAt'>[]> {
+    const { pending, created } = await this.db.tx(async (tx) => {
+      const r = await this.approvals.collect(tx, a.tenantId, a.taskId, this.settings.approvalTtlSeconds, seen);
+      if (r.pending.length > 0) {
+        await this.store.setStatus(tx, a.tenantId, a.taskId, 'waiting_approval', `waiting for a person to approve ${r.pending.map((p) => p.tool).join(', ')}`);
+        await this.store.event(tx, a.tenantId, a.taskId, 'approval', 'requested', { approvals: r.pending.map((p) => ({ id: p.id, tool: p.tool, expiresAt: p.expiresAt })) });
+      }
+      return r;
+    });
+    for (const p of created) void this.approvals.webhooks.deliver(a.tenantId, { type: 'approval.requested', taskId: a.taskId, approvalId: p.id, tool: p.tool, summary: p.summary, expiresAt: p.expiresAt });
+    return pending.map((p) => ({ id: p.id, tool: p.tool, expiresAt: p.expiresAt }));
+  }
+
+  async approvalState(a: TaskRunArgs, approvalId: string): Promise<{ status: Approval['status']; by: string | null; comment: string | null }> {
+    const r = await this.db.query<{ status: Approval['status']; decided_by: string | null; comment: string | null }>('SELECT status, decided_by, comment FROM task_approvals WHERE tenant_id = $1 AND id = $2', [a.tenantId, approvalId]);
+    const row = r.rows[0];
+    return { status: row?.status ?? 'expired', by: row?.decided_by ?? null, comment: row?.comment ?? null };
+  }
+
+  async expireApproval(a: TaskRunArgs, approvalId: string): Promise<void> {
+    await this.db.tx((tx) => this.approvals.expire(tx, a.tenantId, approvalId));
+  }
+
+  async resumed(a: TaskRunArgs, decisions: { id: string; by: string }[]): Promise<void> {
+    await this.trace(a, 'approval', 'approved', { approvals: decisions });
+  }
+
+  /**
+   * Stores the output, tokens and cost from the broker's usage rows, a confidence score, the agent's
+   * skill outcome and a memory. Returns a delegation request when the answer holds one.
+   */
+  async evaluate(a: TaskRunArgs, agent: Agent, output: string, attempts: number, canDelegate: boolean): Promise<{ output: string; delegation: DelegationRequest | null; confidence: number }> {
+    await this.flushUsage();
+    const parsed = parseDelegation(output);
+    const text = parsed.rest;
+    const confidence = confidenceOf(text, attempts, parsed.error !== undefined);
+    const delegation = canDelegate ? (parsed.request ?? null) : null;
+    const t = await this.store.get(a.tenantId, a.taskId);
+    const skill = t.capability ?? agent.agentType;
+    await this.db.tx(async (tx) => {
+      const u = await this.store.usage(tx, a.tenantId, a.taskId);
+      await tx.query('UPDATE tasks SET output = $3, confidence = $4, input_tokens = $5, output_tokens = $6, cost_usd = $7, updated_at = now() WHERE tenant_id = $1 AND id = $2', [
+        a.tenantId,
+        a.taskId,
+        text,
+        confidence,
+        u.inputTokens,
+        u.outputTokens,
+        u.costUsd,
+      ]);
+      await this.agents.recordOutcome(tx, a.tenantId, agent.id, skill, text.length > 0);
+      await remember(tx, { tenantId: a.tenantId, agentId: agent.id, taskId: a.taskId, content: `Task: ${t.input.slice(0, 500)}\nResult: ${text.slice(0, 1500)}`, importance: confidence * 0.8 });
+      await this.store.event(tx, a.tenantId, a.taskId, 'evaluate', 'completed', { confidence, skill, inputTokens: u.inputTokens, outputTokens: u.outputTokens, costUsd: u.costUsd, modelCalls: u.calls, ...(parsed.error ? { delegationError: parsed.error } : {}), ...(parsed.request && !canDelegate ? { delegationRefused: 'maximum depth reached' } : {}) });
+      if (!delegation) {
+        await this.store.setStatus(tx, a.tenantId, a.taskId, 'completed', 'done');
+        await this.store.event(tx, a.tenantId, a.taskId, 'finish', 'completed', {});
+      }
+    });
+    return { output: text, delegation, confidence };
+  }
+
+  /** Creates the child tasks (rows) and marks the parent delegated; the workflow starts them. */
+  async delegate(a: TaskRunArgs, req: DelegationRequest): Promise<string[]> {
+    return this.db.tx(async (tx) => {
+      const parent = await this.store.get(a.tenantId, a.taskId, tx);
+      const ids: string[] = [];
+      for (const c of req.tasks) {
+        const id = randomUUID();
+        await this.store.insert(tx, { id, tenantId: a.tenantId, parentId: a.taskId, rootId: parent.rootId, requestedAgent: c.agent ?? null, capability: c.capability ?? null, input: c.input, priority: parent.priority, idempotencyKey: null, createdBy: `task:${a.taskId}`, queueName: null });
+        await this.store.event(tx, a.tenantId, id, 'create', 'completed', { parentId: a.taskId });
+        ids.push(id);
+      }
+      await this.store.setStatus(tx, a.tenantId, a.taskId, 'delegated', `waiting for ${ids.length} child task(s)`);
+      await this.store.event(tx, a.tenantId, a.taskId, 'delegate', 'started', { children: ids });
+      return ids;
+    });
+  }
+
+  async aggregate(a: TaskRunArgs, own: string, children: TaskOutcome[]): Promise<TaskOutcome> {
+    const failed = children.filter((c) => c.status !== 'completed');
+    const output = [own, ...children.map((c) => `[child ${c.taskId}] ${c.output ?? ''}`)].filter((x) => x.length > 0).join('\n\n');
+    return this.db.tx(async (tx) => {
+      await this.store.event(tx, a.tenantId, a.taskId, 'delegate', 'completed', { children: children.map((c) => ({ id: c.taskId, status: c.status })) });
+      const status: TaskStatus = failed.length ? 'failed' : 'completed';
+      const reason = failed.length ? `child task(s) ${failed.map((f) => `${f.taskId} ${f.status}`).join(', ')}` : 'done';
+      await this.store.setStatus(tx, a.tenantId, a.taskId, status, reason, { output });
+      await this.store.event(tx, a.tenantId, a.taskId, 'finish', status, { reason });
+      return { taskId: a.taskId, status, output, reason };
+    });
+  }
+
+  async finish(a: TaskRunArgs, status: TaskStatus, reason: string, agent: Agent | null): Promise<TaskOutcome> {
+    return this.db.tx(async (tx) => {
+      await this.store.setStatus(tx, a.tenantId, a.taskId, status, reason);
+      if (agent && status === 'failed') {
+        const t = await this.store.get(a.tenantId, a.taskId, tx);
+        await this.agents.recordOutcome(tx, a.tenantId, agent.id, t.capability ?? agent.agentType, false);
+      }
+      await this.store.event(tx, a.tenantId, a.taskId, 'finish', status, { reason });
+      const t = await this.store.get(a.tenantId, a.taskId, tx);
+      return { taskId: a.taskId, status: t.status, output: t.output, reason: t.statusReason };
+    });
+  }
+}
+
+/**
+ * A coarse confidence in [0, 1]: an empty answer is 0; a short one, retries and a malformed delegation
+ * block lower it. Stored per task and used as the importance of the memory the task leaves.
+ */
+export function confidenceOf(text: string, attempts: number, malformed: boolean): number {
+  if (text.trim().length === 0) return 0;
+  let c = 0.9;
+  if (text.trim().length < 20) c -= 0.2;
+  c -= 0.15 * Math.max(0, attempts - 1);
+  if (malformed) c -= 0.2;
+  return Math.round(Math.min(1, Math.max(0.05, c)) * 100) / 100;
+}

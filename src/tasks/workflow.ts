@@ -1,0 +1,145 @@
+import { defineWorkflow, durableNow, receive, runStep, sleepDurable, startWorkflow } from '../durable/engine.ts';
+import { approvalTopic, type ApprovalDecision } from './approvals.ts';
+import { retryDelayMs } from './backoff.ts';
+import { MAX_DEPTH } from './delegation.ts';
+import type { TaskOutcome, TaskRunArgs, TaskSteps } from './steps.ts';
+import type { TurnResult } from './types.ts';
+
+/**
+ * The task workflow (issue 8, item 3): one DBOS workflow per task, workflow id = task id.
+ *
+ *   dispatch → recall → execute (retried: attempts with capped exponential backoff) → approvals (park in
+ *   recv until decided or expired; then execute again to continue) → evaluate → delegate (children as
+ *   child workflows; wait; aggregate).
+ *
+ * Timeouts are cooperative and count working time only (time parked for a person does not count): the
+ * task's own budget and its chain's deadline bound each execute step (DBOS step timeout → the
+ * executor's signal aborts). No DBOS workflow timeout is set, because it would also cut approvals that
+ * legitimately wait for days. Registered at module load (DBOS needs it before launch); the step bodies
+ * are bound with `bindTaskWorkflow` when the server starts.
+ */
+// DBOS recovers and dequeues workflows as soon as it launches, which is before the server has built
+// the services: workflows wait here until `bindTaskWorkflow` (not a DBOS operation, so replay-safe).
+let steps: TaskSteps | undefined;
+let bound = Promise.withResolvers<TaskSteps>();
+
+export function bindTaskWorkflow(s: TaskSteps): void {
+  if (steps && steps !== s) bound = Promise.withResolvers<TaskSteps>();
+  steps = s;
+  bound.resolve(s);
+}
+
+function S(): TaskSteps {
+  if (!steps) throw new Error('task workflow used before bindTaskWorkflow');
+  return steps;
+}
+
+/** How long one recv waits before the workflow re-reads the approval row (a decision whose send was lost in a crash). */
+const APPROVAL_POLL_MS = 300_000;
+
+const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+async function waitForApproval(a: TaskRunArgs, ap: { id: string; expiresAt: string }): Promise<ApprovalDecision | null> {
+  const expiresAt = Date.parse(ap.expiresAt);
+  for (;;) {
+    const left = expiresAt - (await durableNow());
+    if (left > 0) {
+      const msg = await receive<ApprovalDecision>(approvalTopic(ap.id), Math.max(0.05, Math.min(left, APPROVAL_POLL_MS) / 1000));
+      if (msg) return msg;
+    }
+    const st = await runStep('approval-check', () => S().approvalState(a, ap.id));
+    if (st.status === 'approved' || st.status === 'rejected') return { decision: st.status, by: st.by ?? 'unknown', comment: st.comment };
+    if (left <= 0 || st.status === 'expired') {
+      await runStep('approval-expire', () => S().expireApproval(a, ap.id));
+      return null;
+    }
+  }
+}
+
+async function runTask(a: TaskRunArgs): Promise<TaskOutcome> {
+  const cfg = (await bound.promise).settings;
+  const startedAt = await durableNow();
+  const chainDeadline = a.chainDeadlineMs ?? startedAt + cfg.chainTimeoutMs;
+  const disp = await runStep('dispatch', () => S().dispatch(a));
+  if ('error' in disp) return runStep('finish', () => S().finish(a, 'failed', disp.error, null));
+  const { agent, input } = disp;
+  const memories = await runStep('recall', () => S().recall(a, agent, input));
+  let prompt = memories.length ? `${input}\n\nWhat you remember from earlier tasks:\n${memories.map((m) => `- ${m.replace(/\n/g, ' ')}`).join('\n')}` : input;
+
+  let parkedMs = 0;
+  let attempts = 0;
+  let output = '';
+  for (let turn = 1; ; turn++) {
+    let res: TurnResult | undefined;
+    let lastError = '';
+    for (let attempt = 1; attempt <= cfg.retryAttempts; attempt++) {
+      const deadline = Math.min(startedAt + cfg.taskTimeoutMs, chainDeadline) + parkedMs;
+      const remaining = deadline - (await durableNow());
+      if (remaining <= 0) {
+        const which = startedAt + cfg.taskTimeoutMs <= chainDeadline ? `its ${cfg.taskTimeoutMs} ms budget` : "its delegated chain's deadline";
+        return runStep('finish', () => S().finish(a, 'failed', `timed out: the task used ${which}${lastError ? ` (last error: ${lastError})` : ''}`, agent));
+      }
+      attempts++;
+      try {
+        const p = prompt;
+        res = await runStep('execute', () => S().execute(a, agent, input, p, turn, attempt), { timeoutMs: remaining });
+        break;
+      } catch (err) {
+        lastError = message(err);
+        const delay = attempt < cfg.retryAttempts ? retryDelayMs(attempt, { baseMs: cfg.retryBaseMs, maxMs: cfg.retryMaxMs }) : 0;
+        await runStep('retry', () => S().trace(a, 'execute', 'attempt_failed', { turn, attempt, error: lastError, ...(delay ? { retryInMs: delay } : {}) }));
+        if (delay) await sleepDurable(delay);
+      }
+    }
+    if (!res) {
+      const err = lastError;
+      return runStep('finish', () => S().finish(a, 'failed', `execution failed after ${cfg.retryAttempts} attempt(s): ${err}`, agent));
+    }
+    const seen = res.approvals;
+    const park = await runStep('approvals', () => S().collectApprovals(a, seen));
+    if (park.length === 0) {
+      output = res.output;
+      break;
+    }
+    const parkedFrom = await durableNow();
+    const decided: { id: string; by: string }[] = [];
+    for (const ap of park) {
+      const d = await waitForApproval(a, ap);
+      if (!d) return runStep('finish', () => S().finish(a, 'expired', `approval of ${ap.tool} expired unanswered`, agent));
+      if (d.decision === 'rejected') return runStep('finish', () => S().finish(a, 'failed', `${ap.tool} rejected by ${d.by}${d.comment ? `: ${d.comment}` : ''}`, agent));
+      decided.push({ id: ap.id, by: d.by });
+    }
+    parkedMs += (await durableNow()) - parkedFrom;
+    await runStep('approval-resume', () => S().resumed(a, decided));
+    prompt = `A person approved your use of ${park.map((p) => p.tool).join(', ')}. Continue the task.`;
+  }
+
+  const ev = await runStep('evaluate', () => S().evaluate(a, agent, output, attempts, a.depth < MAX_DEPTH));
+  if (!ev.delegation) {
+    const out = ev.output;
+    return { taskId: a.taskId, status: 'completed', output: out, reason: 'done' };
+  }
+  const req = ev.delegation;
+  const children = await runStep('delegate', () => S().delegate(a, req));
+  const handles = [];
+  for (const id of children) handles.push(await startWorkflow(taskWorkflow, id, { tenantId: a.tenantId, taskId: id, depth: a.depth + 1, chainDeadlineMs: chainDeadline + parkedMs }));
+  const results: TaskOutcome[] = [];
+  for (const h of handles) {
+    try {
+      results.push(await h.result());
+    } catch (err) {
+      results.push({ taskId: h.workflowId, status: 'failed', output: null, reason: message(err) });
+    }
+  }
+  return runStep('aggregate', () => S().aggregate(a, ev.output, results));
+}
+
+export const taskWorkflow = defineWorkflow('clawplane.task', async (a: TaskRunArgs): Promise<TaskOutcome> => {
+  try {
+    return await runTask(a);
+  } catch (err) {
+    // Cancellation also lands here: the next step throws again and the workflow ends cancelled.
+    const reason = `internal error: ${message(err)}`;
+    return runStep('finish', () => S().finish(a, 'failed', reason, null));
+  }
+});
