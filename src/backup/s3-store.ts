@@ -30,6 +30,10 @@ export class S3ObjectStore implements ObjectStore {
       region: opts.region,
       ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),
       forcePathStyle: opts.forcePathStyle,
+      // Checksums only where S3 requires them: the SDK's default aws-chunked CRC uploads are not understood
+      // by every S3-compatible server (s3rver stored the chunk framing as the object's bytes).
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
       credentials: { accessKeyId: opts.accessKeyId, secretAccessKey: opts.secretAccessKey },
     });
   }

@@ -221,14 +221,20 @@ export class IngressService {
         cb(null, chunk);
       },
       flush(cb) {
+        // Archived before the stream ends, so a client that reads the history next finds this turn.
         finished = true;
-        cb();
+        void archive(reply).finally(() => {
+          done();
+          cb();
+        });
       },
     });
     res.on('error', (err) => tap.destroy(err));
-    // The client went away (or we failed): abort the gateway request, which ends the run upstream.
+    // The client went away (or we failed): abort the gateway request, which ends the run upstream,
+    // and keep what was said so far.
     tap.on('close', () => {
-      if (!finished) abort();
+      if (finished) return;
+      abort();
       void archive(reply).finally(done);
     });
     return res.pipe(tap);

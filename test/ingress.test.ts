@@ -1,0 +1,295 @@
+/**
+ * The ingress on a real OpenClaw 2026.9.6 under bubblewrap (issue 7), with the fake provider behind the
+ * real broker (the one allowed stand-in). ONE gateway for the file (each costs ~20 s and ~1 GB): it is
+ * woken by chat, streamed through, reached over the WebSocket, reaped when idle, backed up, destroyed,
+ * restored elsewhere, and restored again past a corrupted backup.
+ */
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, describe, test } from 'node:test';
+import WebSocket from 'ws';
+import type { Instance } from '../src/instances/instances.ts';
+import { ApiClient, onboard, twoTenants } from './helpers/client.ts';
+import { startFakeLlm } from './helpers/fake-llm.ts';
+import { OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot, waitFor } from './helpers/sandbox.ts';
+import { capturedLogs, startTestServer } from './helpers/server.ts';
+
+const IDLE_MS = 6000;
+
+interface SseRead {
+  status: number;
+  headers: Headers;
+  events: { event: string | undefined; data: string }[];
+  text: string;
+  firstContentAt: number | undefined;
+}
+
+/** Reads an SSE answer event by event, noting when the first content chunk arrived. */
+async function readSse(res: Response, stopAfterFirstContent = false, ac?: AbortController): Promise<SseRead> {
+  const out: SseRead = { status: res.status, headers: res.headers, events: [], text: '', firstContentAt: undefined };
+  if (!res.body) return out;
+  const dec = new TextDecoder();
+  let buf = '';
+  const reader = res.body.getReader();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += dec.decode(value, { stream: true });
+    let i: number;
+    while ((i = buf.indexOf('\n\n')) >= 0) {
+      const block = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      const event = /^event: (.*)$/m.exec(block)?.[1];
+      const data = /^data: (.*)$/m.exec(block)?.[1] ?? '';
+      out.events.push({ event, data });
+      if (!event && data.startsWith('{')) {
+        const d = (JSON.parse(data) as { choices?: { delta?: { content?: string } }[] }).choices?.[0]?.delta?.content;
+        if (d) {
+          out.firstContentAt ??= Date.now();
+          out.text += d;
+          if (stopAfterFirstContent) {
+            ac?.abort();
+            await reader.cancel().catch(() => undefined);
+            return out;
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
+  const fake = await startFakeLlm();
+  fake.slowMs = 1500;
+  const root = await sandboxRoot();
+  const server = await startTestServer({
+    CLAWPLANE_RUNTIME_CACHE: RUNTIME_CACHE,
+    CLAWPLANE_SANDBOX_ROOT: root,
+    CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1',
+    CLAWPLANE_RECONCILE_INTERVAL_MS: '1000',
+    CLAWPLANE_SANDBOX_UID_BASE: '230000',
+    CLAWPLANE_LOG_LEVEL: 'info',
+    CLAWPLANE_IDLE_TIMEOUT_MS: String(IDLE_MS),
+    // The test sweeps by hand, so nothing is reaped between tests by surprise.
+    CLAWPLANE_IDLE_CHECK_INTERVAL_MS: '3600000',
+  });
+  after(async () => {
+    for (const h of await server.services.sandboxes.list()) await server.services.sandboxes.stop(h);
+  });
+  await server.services.runtimes.pull(OPENCLAW_VERSION);
+  const admin = await onboard(server);
+  const { a, b } = await twoTenants(server, admin);
+  const by = { actor: 'test', userId: a.ownerId };
+  const key = await server.services.credentials.create(a.id, { name: 'fake-llm-key', type: 'api_key', value: 'sk-fake-0123456789abcdef' }, by);
+  const provider = await server.services.providers.create(a.id, { kind: 'openai_compatible', name: 'fake', baseUrl: fake.baseUrl, credentialId: key.id }, by);
+  // "slow": the fake provider pauses after its first word, so streaming and aborts are observable.
+  await server.services.providers.setRoute(a.id, { scope: 'tenant', targets: [{ providerId: provider.id, model: 'slow' }] }, by);
+  const member = new ApiClient(server.url, { bearer: (await server.services.tokens.create(a.id, { name: 'm', role: 'member', createdBy: a.ownerId }, { actor: 'test' })).token });
+  const viewerToken = (await server.services.tokens.create(a.id, { name: 'v', role: 'viewer', createdBy: a.ownerId }, { actor: 'test' })).token;
+  await admin.json('PATCH', `/api/v1/tenants/${a.slug}`, { quotas: { maxInstances: 3 } });
+  const inst = (await a.client.json<Instance>('POST', `/api/v1/tenants/${a.slug}/instances`, { name: 'main', start: false }, 202)).id;
+  const chatUrl = `/api/v1/tenants/${a.slug}/chat/completions`;
+  const chatBody = (content: string, session: string, stream = false) => ({ model: 'agent/main', messages: [{ role: 'user', content }], stream, session });
+  const secrets = async () => [await server.services.instances.gatewayToken(inst)];
+  const audits = async (action: string, id = inst) => (await server.db.query(`SELECT 1 FROM audit_events WHERE action = $1 AND target = $2`, [action, `instance:${id}`])).rowCount ?? 0;
+  const status = async (id: string) => (await server.services.instances.byId(id))?.status;
+
+  test('a stopped instance is woken by chat: 10 concurrent requests, one start, all succeed; SSE sees waking/ready', async () => {
+    assert.equal(await status(inst), 'stopped');
+    const t0 = Date.now();
+    const calls = Array.from({ length: 10 }, (_, i) =>
+      i === 0
+        ? member.call('POST', chatUrl, chatBody('wake up', 'wake-0', true)).then((r) => readSse(r))
+        : member.call('POST', chatUrl, chatBody(`wake up ${i}`, `wake-${i}`)).then(async (r) => ({ status: r.status, body: await r.text() })),
+    );
+    const results = await Promise.all(calls);
+    console.log(`cold wake + 10 chats: ${Date.now() - t0} ms`);
+    const sse = results[0] as SseRead;
+    assert.equal(sse.status, 200);
+    const progress = sse.events.filter((e) => e.event === 'clawplane.progress').map((e) => (JSON.parse(e.data) as { state: string }).state);
+    assert.deepEqual(progress, ['waking', 'ready']);
+    assert.equal(sse.text, 'Hello from slow');
+    for (const r of results.slice(1) as { status: number; body: string }[]) {
+      assert.equal(r.status, 200, r.body);
+      assert.equal((JSON.parse(r.body) as { choices: { message: { content: string } }[] }).choices[0]?.message.content, 'Hello from slow');
+    }
+    assert.equal(await audits('instance.start'), 1, 'one start for ten requests');
+    assert.equal(await audits('instance.running'), 1);
+    const m = await (await fetch(`${server.url}/metrics`)).text();
+    assert.match(m, new RegExp(`clawplane_instance_wakes_total\\{tenant="${a.id}",outcome="ready"\\} 1`));
+    assert.match(m, new RegExp(`clawplane_instance_wake_seconds_count\\{tenant="${a.id}"\\} 1`));
+  });
+
+  test('streaming: the first chunk arrives before the upstream finishes; the turn is archived and searchable', async () => {
+    const n = fake.requests.length;
+    const t0 = Date.now();
+    const res = await member.call('POST', chatUrl, chatBody('remember the word PELICAN', 'hist', true));
+    assert.equal(res.headers.get('content-type'), 'text/event-stream; charset=utf-8');
+    assert.equal(res.headers.get('x-clawplane-session'), 'hist');
+    const r = await readSse(res);
+    assert.equal(r.text, 'Hello from slow');
+    const up = fake.requests.slice(n).find((q) => q.finishedAt !== undefined);
+    assert.ok(up?.finishedAt && r.firstContentAt);
+    assert.ok(r.firstContentAt < up.finishedAt - 500, `first chunk ${r.firstContentAt - t0} ms, upstream finished ${up.finishedAt - t0} ms`);
+    const hist = await member.json<{ items: { role: string; content: string }[] }>('GET', `/api/v1/tenants/${a.slug}/chat/sessions/hist/messages`);
+    assert.deepEqual(hist.items.map((x) => [x.role, x.content]), [['user', 'remember the word PELICAN'], ['assistant', 'Hello from slow']]);
+    const found = await member.json<{ items: { sessionId: string; snippet: string }[] }>('GET', `/api/v1/tenants/${a.slug}/chat/search?q=pelican`);
+    assert.equal(found.items[0]?.sessionId, 'hist');
+    assert.match(found.items[0]?.snippet ?? '', /«PELICAN»/);
+    const sessions = await member.json<{ items: { sessionId: string }[] }>('GET', `/api/v1/tenants/${a.slug}/chat/sessions`);
+    assert.ok(sessions.items.some((s) => s.sessionId === 'hist'));
+  });
+
+  test('a client disconnect aborts the upstream run', async () => {
+    fake.slowMs = 15_000;
+    try {
+      const n = fake.requests.length;
+      const ac = new AbortController();
+      const res = await fetch(server.url + chatUrl, { method: 'POST', headers: { authorization: `Bearer ${member.bearer}`, 'content-type': 'application/json' }, body: JSON.stringify(chatBody('this will be cut off', 'abort-me', true)), signal: ac.signal });
+      const r = await readSse(res, true, ac);
+      assert.equal(r.text, 'Hello');
+      const t0 = Date.now();
+      const req = await waitFor('the provider call aborted', async () => fake.requests.slice(n).find((q) => q.aborted), 12_000);
+      assert.equal(req.finishedAt, undefined);
+      console.log(`upstream aborted ${Date.now() - t0} ms after the client went away`);
+    } finally {
+      fake.slowMs = 1500;
+    }
+  });
+
+  test("WebSocket: chat for a member, config.patch refused; tenant A cannot reach B's gateway by any id, session or socket", async () => {
+    const wsUrl = (slug: string, q = '') => `${server.url.replace('http', 'ws')}/api/v1/tenants/${slug}/gateway/ws${q}`;
+    const open = (url: string, token: string) =>
+      new Promise<{ ws: WebSocket; frames: Record<string, unknown>[] }>((resolve, reject) => {
+        const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` } });
+        const frames: Record<string, unknown>[] = [];
+        ws.on('message', (d: Buffer) => frames.push(JSON.parse(d.toString()) as Record<string, unknown>));
+        ws.on('open', () => resolve({ ws, frames }));
+        ws.on('unexpected-response', (req, res) => {
+          req.destroy();
+          reject(new Error(`HTTP ${res.statusCode}`));
+        });
+        ws.on('error', reject);
+      });
+    const rpc = async (c: { ws: WebSocket; frames: Record<string, unknown>[] }, id: string, method: string, params: unknown) => {
+      c.ws.send(JSON.stringify({ type: 'req', id, method, params }));
+      return waitFor(`${method} answer`, async () => c.frames.find((f) => f['type'] === 'res' && f['id'] === id), 60_000);
+    };
+    const c = await open(wsUrl(a.slug), member.bearer ?? '');
+    try {
+      const hello = await rpc(c, 'c1', 'connect', { minProtocol: 4, maxProtocol: 4, client: { id: 'console', version: '1', platform: 'web', mode: 'ui' } });
+      assert.equal(hello['ok'], true, JSON.stringify(hello));
+      const patch = await rpc(c, 'p1', 'config.patch', { raw: '{}', baseHash: 'x' });
+      assert.equal(patch['ok'], false);
+      assert.match(JSON.stringify(patch['error']), /not available through Clawplane/);
+      for (const m of ['exec.approval.resolve', 'config.get', 'secrets.list']) assert.equal((await rpc(c, `x-${m}`, m, {}))['ok'], false, m);
+      const sent = await rpc(c, 's1', 'chat.send', { sessionKey: 'agent:main:ws-test', message: 'hello over the socket', idempotencyKey: 'k1' });
+      assert.equal(sent['ok'], true, JSON.stringify(sent));
+      await waitFor('chat final event', async () => c.frames.find((f) => f['type'] === 'event' && f['event'] === 'chat' && JSON.stringify(f['payload']).includes('"final"')), 90_000);
+      const list = await rpc(c, 'l1', 'sessions.list', {});
+      assert.equal(list['ok'], true, JSON.stringify(list));
+      for (const s of await secrets()) assert.ok(!JSON.stringify(c.frames).includes(s), 'the gateway token never reaches the client');
+    } finally {
+      c.ws.close();
+    }
+    // A viewer may read but not chat.
+    const v = await open(wsUrl(a.slug), viewerToken);
+    try {
+      assert.equal((await rpc(v, 'c1', 'connect', {}))['ok'], true);
+      assert.equal((await rpc(v, 's1', 'chat.send', { sessionKey: 'agent:main:ws-test', message: 'x', idempotencyKey: 'k2' }))['ok'], false);
+    } finally {
+      v.ws.close();
+    }
+    // Tenant A against B: B's slug, B's id, B's instance id (as header or query), B's session.
+    await assert.rejects(open(wsUrl(b.slug), a.client.bearer ?? ''), /HTTP 404/);
+    await assert.rejects(open(wsUrl(b.id), member.bearer ?? ''), /HTTP 404/);
+    await assert.rejects(open(wsUrl(a.slug, `?instance=${b.instanceId}`), member.bearer ?? ''), /HTTP 404/);
+    const viaB = await member.call('POST', chatUrl, chatBody('hi', 'x'), { 'x-clawplane-instance': b.instanceId });
+    assert.equal(viaB.status, 404);
+    assert.equal((await member.call('POST', `/api/v1/tenants/${b.slug}/chat/completions`, chatBody('hi', 'x'))).status, 404);
+    assert.equal((await member.call('GET', `/api/v1/tenants/${a.slug}/chat/sessions/${b.sessionId}/messages`)).status, 404);
+    assert.equal((await member.call('GET', `/api/v1/tenants/${b.slug}/chat/sessions/${b.sessionId}/messages`)).status, 404);
+  });
+
+  test('idle reaper: stops (and backs up) an idle instance; the next chat wakes it with history intact', async () => {
+    await new Promise((r) => setTimeout(r, IDLE_MS + 500));
+    assert.deepEqual(await server.services.reaper.sweep(), [inst]);
+    await waitFor('stopped', async () => (await status(inst)) === 'stopped', 120_000);
+    const backups = await waitFor('idle backup', async () => {
+      const l = await member.json<{ items: { reason: string; sizeBytes: number }[] }>('GET', `/api/v1/tenants/${a.slug}/instances/${inst}/backups`);
+      return l.items.find((x) => x.reason === 'idle') ? l.items : undefined;
+    }, 60_000);
+    assert.ok((backups[0]?.sizeBytes ?? 0) > 1000);
+    const m = await (await fetch(`${server.url}/metrics`)).text();
+    assert.match(m, new RegExp(`clawplane_instance_idle_stops_total\\{tenant="${a.id}"\\} 1`));
+    assert.match(m, new RegExp(`clawplane_backup_duration_seconds_count\\{tenant="${a.id}",reason="idle"\\} 1`));
+    const n = fake.requests.length;
+    const r = await member.call('POST', chatUrl, chatBody('what word did I ask you to remember?', 'hist'));
+    assert.equal(r.status, 200, await r.clone().text());
+    assert.match(JSON.stringify(fake.requests.slice(n).at(-1)?.body), /PELICAN/, 'the earlier turn came back with the woken gateway');
+  });
+
+  let restored = '';
+  test('backup → destroy the sandbox and its state → restore as another instance (another path) → history intact', async () => {
+    await a.client.json('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/stop`, undefined, 202);
+    const backup = await waitFor('stop backup', async () => {
+      const l = await a.client.json<{ items: { id: string; reason: string }[] }>('GET', `/api/v1/tenants/${a.slug}/instances/${inst}/backups`);
+      return l.items.find((x) => x.reason === 'stop');
+    }, 120_000);
+    // A manual backup of the stopped instance works too; of a running one it is refused (never live databases).
+    const manual = await a.client.json<{ id: string; sha256: string }>('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/backups`, undefined, 201);
+    assert.match(manual.sha256, /^[0-9a-f]{64}$/);
+    await a.client.json('DELETE', `/api/v1/tenants/${a.slug}/instances/${inst}?deleteState=true`, undefined, 202);
+    await waitFor('destroyed', async () => (await server.services.instances.byId(inst)) === undefined, 120_000);
+    const r = await a.client.json<{ instance: Instance }>('POST', `/api/v1/tenants/${a.slug}/backups/${backup.id}/restore`, { name: 'main' });
+    restored = r.instance.id;
+    assert.notEqual(restored, inst);
+    await waitFor('restored running', async () => (await status(restored)) === 'running', 240_000);
+    // The encrypted object holds no plaintext of the conversation.
+    const obj = await readFile(path.join(server.config.dataDir, 'backups', a.id, inst, `${backup.id}.cpbk`));
+    assert.ok(!obj.includes('PELICAN') && obj.subarray(0, 4).toString() === 'CPBK');
+    const n = fake.requests.length;
+    const c = await member.call('POST', chatUrl, chatBody('and now?', 'hist'));
+    assert.equal(c.status, 200, await c.clone().text());
+    assert.equal(c.headers.get('x-clawplane-instance'), restored);
+    assert.match(JSON.stringify(fake.requests.slice(n).at(-1)?.body), /PELICAN/);
+    const bad = await a.client.call('POST', `/api/v1/tenants/${a.slug}/instances/${restored}/backups`);
+    assert.equal(bad.status, 409);
+  });
+
+  test('a corrupted backup is refused with a clear error and changes nothing; the previous one still restores', async () => {
+    await a.client.json('POST', `/api/v1/tenants/${a.slug}/instances/${restored}/stop`, undefined, 202);
+    const list = await waitFor('stop backup of the restored instance', async () => {
+      const l = await a.client.json<{ items: { id: string; reason: string; instanceId: string }[] }>('GET', `/api/v1/tenants/${a.slug}/backups`);
+      return l.items.filter((x) => x.instanceId === restored).length > 0 ? l.items : undefined;
+    }, 120_000);
+    const newest = list.find((x) => x.instanceId === restored);
+    const previous = list.find((x) => x.instanceId === inst && x.reason === 'stop');
+    assert.ok(newest && previous);
+    const file = path.join(server.config.dataDir, 'backups', a.id, restored, `${newest.id}.cpbk`);
+    const buf = await readFile(file);
+    buf[Math.floor(buf.length / 2)] = (buf[Math.floor(buf.length / 2)] ?? 0) ^ 0xff;
+    await writeFile(file, buf);
+    const refused = await a.client.call('POST', `/api/v1/tenants/${a.slug}/backups/${newest.id}/restore`, { instanceId: restored });
+    assert.equal(refused.status, 422);
+    const body = (await refused.json()) as { code: string; message: string };
+    assert.equal(body.code, 'backup_corrupted');
+    assert.match(body.message, /Nothing was changed; restore an earlier backup/);
+    assert.equal(await status(restored), 'stopped');
+    const ok = await a.client.json<{ instance: Instance }>('POST', `/api/v1/tenants/${a.slug}/backups/${previous.id}/restore`, { instanceId: restored });
+    assert.equal(ok.instance.id, restored);
+    await waitFor('running again', async () => (await status(restored)) === 'running', 240_000);
+    const n = fake.requests.length;
+    const c = await member.call('POST', chatUrl, chatBody('still there?', 'hist'));
+    assert.equal(c.status, 200);
+    assert.match(JSON.stringify(fake.requests.slice(n).at(-1)?.body), /PELICAN/);
+    for (const s of await Promise.all([server.services.instances.gatewayToken(restored)])) assert.ok(!capturedLogs.join('').includes(s), 'no gateway token in any log line');
+  });
+
+  test('shutdown: sandboxes stopped by pid, then the server (before its database goes)', async () => {
+    for (const h of await server.services.sandboxes.list()) await server.services.sandboxes.stop(h);
+    await server.stop();
+  });
+});
