@@ -6,7 +6,11 @@
 # Why not `apt-get install criu`: Debian 12's CRIU 3.17 fails on kernels >= 6.13 ("vdso: Unexpected
 # rt vDSO area bounds", criu #2532, fixed in 4.1). Why a patch: on kernels >= 6.16 getsockopt
 # SO_PASSCRED/SO_PASSSEC on a TCP socket returns EOPNOTSUPP and the dump fails (criu #2718, #2829);
-# we treat that as "option not set". See ../shared/notes/warm-resume-criu.md.
+# we treat that as "option not set". Second patch: reading another uid's rlimits with prlimit64 needs
+# CAP_SYS_RESOURCE, which root lacks on these VMs (a tenant's gateway runs as its own uid); on EPERM we
+# read /proc/PID/limits instead. Third: with --weak-sysctls, a net sysctl the restored user namespace
+# refuses (net.ipv4.ping_group_range "1 0" names gid 1, which bubblewrap's one-line gid map lacks:
+# EINVAL) is a warning, not a failed restore. See ../shared/notes/warm-resume-criu.md and docs/adr/0006-warm-resume-criu.md.
 #
 # Sources come only from Debian: trixie's source index, fetched into a private apt state directory
 # (the host's apt configuration is not touched); apt verifies the tarball against the index's SHA-256.
@@ -16,7 +20,7 @@ set -euo pipefail
 
 VERSION=4.1.1
 DEB_VERSION=4.1.1-1
-PATCH_LEVEL=p1 # bump when the patch below changes
+PATCH_LEVEL=p3 # bump when the patch below changes
 ROOT=${CLAWPLANE_CRIU_DIR:-/var/tmp/clawplane-criu}
 BIN="$ROOT/bin/criu"
 STAMP="$ROOT/bin/criu.version"
@@ -97,6 +101,65 @@ new = """	if (getsockopt(sk, level, name, val, &aux) < 0) {
 		pr_perror("Can't get %d:%d opt", level, name);"""
 if old not in s:
     sys.exit("build-criu: patch context not found in sockets.c")
+open(p, "w").write(s.replace(old, new, 1))
+PY
+
+# prlimit64 on another uid's process needs CAP_SYS_RESOURCE (missing here): fall back to /proc/PID/limits.
+python3 - "$src/criu/cr-dump.c" <<'PY'
+import sys
+p = sys.argv[1]
+s = open(p).read()
+fn = """static int proc_limits(int pid, int res, struct rlimit64 *lim)
+{
+	char path[64], line[256], soft[32], hard[32];
+	int row = -1, ret = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/limits", pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	/* A header line, then one row per resource in RLIMIT_* order; values start at column 26. */
+	while (fgets(line, sizeof(line), f)) {
+		if (row++ != res)
+			continue;
+		if (strlen(line) > 26 && sscanf(line + 26, "%31s %31s", soft, hard) == 2) {
+			lim->rlim_cur = strcmp(soft, "unlimited") ? strtoull(soft, NULL, 10) : RLIM_INFINITY;
+			lim->rlim_max = strcmp(hard, "unlimited") ? strtoull(hard, NULL, 10) : RLIM_INFINITY;
+			ret = 0;
+		}
+		break;
+	}
+	fclose(f);
+	return ret;
+}
+
+static int dump_task_rlimits(int pid, TaskRlimitsEntry *rls)"""
+old_call = "if (syscall(__NR_prlimit64, pid, res, NULL, &lim)) {"
+new_call = "if (syscall(__NR_prlimit64, pid, res, NULL, &lim) && (errno != EPERM || proc_limits(pid, res, &lim))) {"
+if old_call not in s or "static int dump_task_rlimits(int pid, TaskRlimitsEntry *rls)" not in s:
+    sys.exit("build-criu: patch context not found in cr-dump.c")
+s = s.replace("static int dump_task_rlimits(int pid, TaskRlimitsEntry *rls)", fn, 1).replace(old_call, new_call, 1)
+open(p, "w").write(s)
+PY
+
+# --weak-sysctls: a net.ipv4 sysctl the restored user namespace refuses is a warning.
+python3 - "$src/criu/net.c" <<'PY'
+import sys
+p = sys.argv[1]
+s = open(p).read()
+old = """	ret = sysctl_op(req, n, op, CLONE_NEWNET);
+	if (ret < 0) {
+		pr_err("unix: Failed to %s %s/<sysctls>\\n", (op == CTL_READ) ? "read" : "write", IPV4_SYSCTL_BASE);"""
+new = """	ret = sysctl_op(req, n, op, CLONE_NEWNET);
+	if (ret < 0 && op == CTL_WRITE && opts.weak_sysctls) {
+		pr_warn("unix: Failed to write %s/<sysctls>; ignored (--weak-sysctls)\\n", IPV4_SYSCTL_BASE);
+		ret = 0;
+	}
+	if (ret < 0) {
+		pr_err("unix: Failed to %s %s/<sysctls>\\n", (op == CTL_READ) ? "read" : "write", IPV4_SYSCTL_BASE);"""
+if old not in s:
+    sys.exit("build-criu: patch context not found in net.c")
 open(p, "w").write(s.replace(old, new, 1))
 PY
 

@@ -72,6 +72,9 @@ export interface SandboxEndpoint {
   socketPath: string;
 }
 
+/** Whether this driver can suspend a running sandbox to a process snapshot here, and if not, why (issue 10). */
+export type SuspendSupport = { supported: true } | { supported: false; reason: string };
+
 export interface SandboxDriver {
   readonly name: string;
   /** Fails closed with the fix when the driver cannot isolate on this host (e.g. bubblewrap missing). */
@@ -95,6 +98,11 @@ export interface SandboxDriver {
   /** The sandboxes this driver finds running on this host, for adoption and orphan removal. */
   list(): Promise<SandboxHandle[]>;
   endpoint(instanceId: string): SandboxEndpoint;
+  /**
+   * Warm resume (issue 10): whether suspend/resume works on this host. When it does not, callers stop
+   * the sandbox instead (and later cold-start it); the reason is recorded with that decision.
+   */
+  suspendSupport(): Promise<SuspendSupport>;
   /** Releases host-side resources (broker relays) without stopping sandboxes: they survive us. */
   close(): Promise<void>;
 }
