@@ -11,6 +11,7 @@ import { LoginPage } from './pages/LoginPage.tsx';
 import { NotFoundPage } from './pages/NotFoundPage.tsx';
 import { OnboardingPage } from './pages/OnboardingPage.tsx';
 import { SettingsPage } from './pages/SettingsPage.tsx';
+import { AuditPage } from './pages/AuditPage.tsx';
 import { TenantsPage } from './pages/TenantsPage.tsx';
 import { TenantPage } from './pages/tenant/TenantPage.tsx';
 import { HomePage } from './pages/HomePage.tsx';
@@ -104,6 +105,7 @@ function Routes({ path, session }: { path: string; session: Session }) {
   if (path === '/' || path === '/login') page = <HomePage />;
   else if (path === '/tenants') page = <TenantsPage />;
   else if (path === '/settings') page = <SettingsPage />;
+  else if (path === '/audit') page = <AuditPage />;
   else if ((m = match('/tenants/:slug', path))) page = <TenantPage slug={m['slug'] ?? ''} tab="overview" />;
   else if ((m = match('/tenants/:slug/:tab', path))) page = <TenantPage slug={m['slug'] ?? ''} tab={m['tab'] ?? ''} />;
   else page = <NotFoundPage />;

@@ -296,3 +296,315 @@ export interface DefaultProviderInput {
   apiKey?: string;
   defaultModel: string;
 }
+
+// ---- Instances (issue 6) ----
+
+export type InstanceStatus = 'provisioning' | 'running' | 'stopped' | 'upgrading' | 'error' | 'destroying';
+/** Statuses the reconciler is still working on: the console polls while an instance is in one. */
+export const TRANSITIONAL: readonly InstanceStatus[] = ['provisioning', 'upgrading', 'destroying'];
+export interface ExecutorHealth {
+  id: string;
+  state: 'starting' | 'ready' | 'backoff' | 'stopped';
+  pid: number | null;
+  restarts: number;
+  startedAt: string | null;
+  readyMs: number | null;
+  lastExit: { code: number | null; signal: string | null; at: string } | null;
+}
+export interface InstanceHealth {
+  ready: boolean;
+  executors: ExecutorHealth[];
+  supervisorRssBytes?: number;
+}
+export interface Instance {
+  id: string;
+  tenantId: string;
+  name: string;
+  runtimeVersion: string;
+  previousRuntimeVersion: string | null;
+  executors: number;
+  desiredState: 'running' | 'stopped' | 'destroyed';
+  status: InstanceStatus;
+  statusReason: string;
+  health: InstanceHealth | null;
+  healthCheckedAt: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+export interface InstanceEvent {
+  fromStatus: string | null;
+  toStatus: string;
+  reason: string;
+  actor: string;
+  at: string;
+}
+export interface LogLine {
+  source: string;
+  line: string;
+}
+
+// ---- Tool policy and broker governance (issue 5) ----
+
+export interface BaselinePolicy {
+  id: string;
+  description: string;
+  cedar: string;
+  effect: 'permit' | 'forbid';
+  approval: boolean;
+  contextual: boolean;
+}
+export interface PolicyRestriction {
+  id: string;
+  description: string;
+  cedar: string;
+  scope?: { agent?: string; channel?: string };
+}
+export interface TenantPolicy {
+  execPolicy: 'deny' | 'ask';
+  policies: PolicyRestriction[];
+  version: number;
+  updatedAt: string | null;
+}
+export interface PolicyDecision {
+  outcome: 'allow' | 'deny' | 'requires_approval';
+  policyIds: string[];
+  policies: { id: string; effect: 'permit' | 'forbid'; origin: 'baseline' | 'tenant'; description: string; approval: boolean }[];
+  explanation: string;
+  errors: string[];
+}
+export interface ToolContext {
+  channel?: string;
+  repo?: string;
+  host?: string;
+  taskId?: string;
+}
+export interface EffectiveTools {
+  agent: string;
+  allow: string[];
+  requiresApproval: string[];
+  deny: string[];
+}
+export interface Tool {
+  name: string;
+  risk: string;
+  group: string;
+  description: string;
+  channels: string[];
+  repos: string[];
+  hosts: string[];
+}
+export interface BrokerLimit {
+  /** '' = the whole tenant. */
+  agent: string;
+  dailyTokens: number | null;
+  dailyCostUsd: number | null;
+  requestsPerMinute: number | null;
+  maxCallsPerTask: number | null;
+}
+export interface EgressHost {
+  host: string;
+  /** 0 = any port. */
+  port: number;
+}
+export interface SkillEndpoint {
+  name: string;
+  baseUrl: string;
+  credentialId: string | null;
+  authStyle: 'bearer' | 'header';
+  headerName: string | null;
+}
+export interface UsageRow {
+  day: string;
+  agent: string;
+  model: string;
+  calls: number;
+  inputTokens: number;
+  outputTokens: number;
+  costUsd: number;
+}
+export interface ModelPrice {
+  model: string;
+  inputUsdPerMtok: number;
+  outputUsdPerMtok: number;
+}
+
+// ---- Audit ----
+
+export interface AuditEvent {
+  seq: number;
+  ts: string;
+  actor: string;
+  tenantId: string | null;
+  action: string;
+  target: string | null;
+  decision: string | null;
+  detail: Record<string, unknown>;
+  requestId: string | null;
+}
+export interface AuditFilters {
+  action?: string;
+  actor?: string;
+  decision?: string;
+  since?: string;
+  until?: string;
+  before?: number;
+  limit?: number;
+  tenantId?: string;
+}
+export interface AuditPage {
+  items: AuditEvent[];
+  nextBefore: number | null;
+}
+export interface AuditVerification {
+  ok: boolean;
+  checked: number;
+  firstBad?: { seq: number; reason: string };
+}
+
+export interface DefaultProvider {
+  kind: string;
+  name: string;
+  baseUrl: string;
+  defaultModel: string;
+  keySet: boolean;
+}
+
+// ---- Chat (issue 7) ----
+
+export interface ChatSession {
+  sessionId: string;
+  agent: string;
+  instanceId: string;
+  messages: number;
+  firstAt: string;
+  lastAt: string;
+  title: string;
+}
+export interface ChatMessage {
+  id: number;
+  sessionId: string;
+  instanceId: string;
+  agent: string;
+  role: 'user' | 'assistant' | 'system';
+  content: string;
+  actor: string;
+  createdAt: string;
+}
+
+function query(params: Record<string, string | number | undefined>): string {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== '') q.set(k, String(v));
+  const s = q.toString();
+  return s ? `?${s}` : '';
+}
+
+const inst = (tenant: string, id: string) => `${t(tenant)}/instances/${encodeURIComponent(id)}`;
+
+/** The endpoints of the APIs that landed after the first console (instances, governance, usage, audit, chat). */
+export const api2 = {
+  instances: {
+    list: (tenant: string) => request<{ items: Instance[] }>('GET', `${t(tenant)}/instances`),
+    get: (tenant: string, id: string) => request<Instance>('GET', inst(tenant, id)),
+    deploy: (tenant: string, body: { name: string; runtimeVersion?: string; executors?: number; start?: boolean }) => request<Instance>('POST', `${t(tenant)}/instances`, body),
+    op: (tenant: string, id: string, op: 'stop' | 'start' | 'restart') => request<Instance>('POST', `${inst(tenant, id)}/${op}`),
+    upgrade: (tenant: string, id: string, runtimeVersion: string) => request<Instance>('POST', `${inst(tenant, id)}/upgrade`, { runtimeVersion }),
+    destroy: (tenant: string, id: string, deleteState: boolean) => request<Instance>('DELETE', `${inst(tenant, id)}?deleteState=${String(deleteState)}`),
+    events: (tenant: string, id: string) => request<{ items: InstanceEvent[] }>('GET', `${inst(tenant, id)}/events`),
+    health: (tenant: string, id: string) => request<{ status: InstanceStatus; running: boolean; health: InstanceHealth | null; checkedAt: string }>('GET', `${inst(tenant, id)}/health`),
+    logs: (tenant: string, id: string, tail = 200) => request<{ items: LogLine[] }>('GET', `${inst(tenant, id)}/logs?tail=${tail}`),
+    /** The URL of the SSE log stream (EventSource, same-origin cookie). */
+    followUrl: (tenant: string, id: string, tail = 200) => `${inst(tenant, id)}/logs?tail=${tail}&follow=true`,
+  },
+  policy: {
+    baseline: () => request<{ policies: BaselinePolicy[] }>('GET', '/api/v1/policy/baseline'),
+    tools: () => request<{ items: Tool[] }>('GET', '/api/v1/policy/tools'),
+    get: (tenant: string) => request<TenantPolicy>('GET', `${t(tenant)}/policy`),
+    save: (tenant: string, body: { execPolicy: 'deny' | 'ask'; policies: PolicyRestriction[] }) => request<TenantPolicy>('PUT', `${t(tenant)}/policy`, body),
+    explain: (tenant: string, body: { tool: string; agent: string; context: ToolContext }) => request<PolicyDecision>('POST', `${t(tenant)}/policy/explain`, body),
+    effectiveTools: (tenant: string, agent: string) => request<EffectiveTools>('GET', `${t(tenant)}/policy/effective-tools?agent=${encodeURIComponent(agent)}`),
+  },
+  broker: {
+    limits: (tenant: string) => request<{ items: BrokerLimit[] }>('GET', `${t(tenant)}/limits`),
+    saveLimits: (tenant: string, items: BrokerLimit[]) => request<{ items: BrokerLimit[] }>('PUT', `${t(tenant)}/limits`, { items }),
+    egress: (tenant: string) => request<{ items: EgressHost[] }>('GET', `${t(tenant)}/egress`),
+    saveEgress: (tenant: string, items: EgressHost[]) => request<{ items: EgressHost[] }>('PUT', `${t(tenant)}/egress`, { items }),
+    skillEndpoints: (tenant: string) => request<{ items: SkillEndpoint[] }>('GET', `${t(tenant)}/skill-endpoints`),
+    putSkillEndpoint: (tenant: string, name: string, body: { baseUrl: string; credentialId: string | null; authStyle: 'bearer' | 'header'; headerName: string | null }) =>
+      request<SkillEndpoint>('PUT', `${t(tenant)}/skill-endpoints/${encodeURIComponent(name)}`, body),
+    removeSkillEndpoint: (tenant: string, name: string) => request<{ removed: true }>('DELETE', `${t(tenant)}/skill-endpoints/${encodeURIComponent(name)}`),
+    usage: (tenant: string, days: number) => request<{ days: number; items: UsageRow[] }>('GET', `${t(tenant)}/usage?days=${days}`),
+    prices: () => request<{ items: ModelPrice[] }>('GET', '/api/v1/platform/prices'),
+    setPrice: (model: string, body: { inputUsdPerMtok: number; outputUsdPerMtok: number }) => request<ModelPrice>('PUT', `/api/v1/platform/prices/${encodeURIComponent(model)}`, body),
+  },
+  audit: {
+    tenant: (tenant: string, f: AuditFilters) => request<AuditPage>('GET', `${t(tenant)}/audit${query({ ...f, tenantId: undefined })}`),
+    platform: (f: AuditFilters) => request<AuditPage>('GET', `/api/v1/platform/audit${query({ ...f })}`),
+    verify: () => request<AuditVerification>('GET', '/api/v1/platform/audit/verify'),
+  },
+  defaultProvider: {
+    get: () => request<DefaultProvider | null>('GET', '/api/v1/platform/default-provider'),
+    save: (body: DefaultProviderInput) => request<{ provider: DefaultProvider; test: ConnectionTest }>('PUT', '/api/v1/platform/default-provider', body),
+  },
+  chat: {
+    sessions: (tenant: string) => request<{ items: ChatSession[] }>('GET', `${t(tenant)}/chat/sessions`),
+    messages: (tenant: string, sessionId: string) => request<{ items: ChatMessage[] }>('GET', `${t(tenant)}/chat/sessions/${encodeURIComponent(sessionId)}/messages`),
+    /**
+     * Sends one message with stream=true and calls `onEvent` for each server-sent event (the OpenAI
+     * chat.completion.chunk objects, and `clawplane.progress` events while a stopped instance wakes).
+     * Resolves with the session id the server answered in X-Clawplane-Session.
+     */
+    stream: async (
+      tenant: string,
+      body: { model: string; messages: { role: 'user' | 'assistant' | 'system'; content: string }[] },
+      opts: { session?: string; instance?: string; signal?: AbortSignal },
+      onEvent: (event: string, data: string) => void,
+    ): Promise<{ session: string | null }> => {
+      const headers: Record<string, string> = { accept: 'text/event-stream', 'content-type': 'application/json' };
+      if (csrfToken) headers['x-csrf-token'] = csrfToken;
+      if (opts.session) headers['x-clawplane-session'] = opts.session;
+      if (opts.instance) headers['x-clawplane-instance'] = opts.instance;
+      let res: Response;
+      try {
+        res = await fetch(`${t(tenant)}/chat/completions`, { method: 'POST', headers, body: JSON.stringify({ ...body, stream: true }), credentials: 'same-origin', signal: opts.signal ?? null });
+      } catch (err) {
+        throw new ApiError(0, 'network', `Cannot reach the Clawplane server (${messageOf(err)}).`);
+      }
+      if (!res.ok || !res.body) {
+        let e: { code?: string; message?: string; requestId?: string } = {};
+        try {
+          e = (await res.json()) as typeof e;
+        } catch {
+          /* not JSON */
+        }
+        if (res.status === 401) for (const fn of unauthenticatedListeners) fn();
+        throw new ApiError(res.status, e.code ?? `http_${res.status}`, e.message ?? `The server answered ${res.status} ${res.statusText}.`, e.requestId);
+      }
+      await readSse(res.body, onEvent);
+      return { session: res.headers.get('x-clawplane-session') };
+    },
+  },
+};
+
+/** Reads a text/event-stream body, calling `onEvent(event, data)` per event ('message' when unnamed). */
+export async function readSse(body: ReadableStream<Uint8Array>, onEvent: (event: string, data: string) => void): Promise<void> {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let buf = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += decoder.decode(value, { stream: true }).replace(/\r\n?/g, '\n');
+    let i: number;
+    while ((i = buf.indexOf('\n\n')) >= 0) {
+      const block = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      let event = 'message';
+      const data: string[] = [];
+      for (const line of block.split('\n')) {
+        if (line.startsWith('event:')) event = line.slice(6).trim();
+        else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+      }
+      if (data.length) onEvent(event, data.join('\n'));
+    }
+  }
+}

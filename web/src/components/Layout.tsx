@@ -23,6 +23,9 @@ export function Layout({ children }: { children: ReactNode }) {
               <Link to="/tenants" aria-current={path === '/tenants' ? 'page' : undefined}>
                 Tenants
               </Link>
+              <Link to="/audit" aria-current={current('/audit')}>
+                Audit
+              </Link>
               <Link to="/settings" aria-current={current('/settings')}>
                 Settings
               </Link>

@@ -1,12 +1,13 @@
 import { useState } from 'react';
 import { api } from '../api.ts';
+import { DefaultProviderForm, PricesCard } from '../components/PlatformBroker.tsx';
 import { DefaultsForm } from '../components/DefaultsForm.tsx';
 import { OidcForm } from '../components/OidcForm.tsx';
 import { Async } from '../components/ui.tsx';
 import { useMe } from '../session.tsx';
 import { useResource } from '../useResource.ts';
 
-/** Platform settings (platform admins): single sign-on and the default agent settings. */
+/** Platform settings (platform admins): single sign-on, default agent settings, the default LLM provider, model prices. */
 export function SettingsPage() {
   const me = useMe();
   const oidc = useResource(() => api.platform.oidc(), []);
@@ -60,6 +61,16 @@ export function SettingsPage() {
               />
             )}
           </Async>
+        </div>
+      </div>
+      <div className="two-col">
+        <div className="card">
+          <h2>Default LLM provider</h2>
+          <DefaultProviderForm />
+        </div>
+        <div className="card">
+          <h2>Model prices</h2>
+          <PricesCard />
         </div>
       </div>
     </section>

@@ -5,11 +5,16 @@ import { Link } from '../../router.tsx';
 import { useMe } from '../../session.tsx';
 import { useResource } from '../../useResource.ts';
 import { NotFoundPage } from '../NotFoundPage.tsx';
+import { AuditTab } from './AuditTab.tsx';
+import { ChatTab } from './ChatTab.tsx';
 import { CredentialsTab } from './CredentialsTab.tsx';
+import { GovernanceTab } from './GovernanceTab.tsx';
+import { InstancesTab } from './InstancesTab.tsx';
 import { MembersTab } from './MembersTab.tsx';
 import { OverviewTab } from './OverviewTab.tsx';
 import { ProvidersTab } from './ProvidersTab.tsx';
 import { TokensTab } from './TokensTab.tsx';
+import { UsageTab } from './UsageTab.tsx';
 
 /** What a tab gets: the tenant, your role in it (none for a platform admin who is not a member). */
 export interface TabProps {
@@ -25,10 +30,15 @@ export interface TabProps {
  */
 const TABS: { id: string; label: string; render: (p: TabProps) => ReactNode }[] = [
   { id: 'overview', label: 'Overview', render: (p) => <OverviewTab {...p} /> },
+  { id: 'instances', label: 'Instances', render: (p) => <InstancesTab {...p} /> },
+  { id: 'chat', label: 'Chat', render: (p) => <ChatTab {...p} /> },
   { id: 'members', label: 'Members', render: (p) => <MembersTab {...p} /> },
   { id: 'tokens', label: 'API tokens', render: (p) => <TokensTab {...p} /> },
   { id: 'credentials', label: 'Credentials', render: (p) => <CredentialsTab {...p} /> },
   { id: 'providers', label: 'Providers', render: (p) => <ProvidersTab {...p} /> },
+  { id: 'governance', label: 'Governance', render: (p) => <GovernanceTab {...p} /> },
+  { id: 'usage', label: 'Usage', render: (p) => <UsageTab {...p} /> },
+  { id: 'audit', label: 'Audit', render: (p) => <AuditTab {...p} /> },
 ];
 
 export function TenantPage({ slug, tab }: { slug: string; tab: string }) {
