@@ -24,6 +24,8 @@ const PARAMS: Record<string, (t: TenantFixture) => string> = {
   instanceId: (t) => t.instanceId,
   sessionId: (t) => t.sessionId,
   backupId: (t) => t.backupId,
+  agentId: (t) => t.agentId,
+  taskId: (t) => t.taskId,
   name: () => 'github',
   model: () => 'gpt-4o',
 };
@@ -64,6 +66,13 @@ const BODIES: Record<string, unknown> = {
   'POST /api/v1/tenants/{tenant}/instances/{instanceId}/upgrade': { runtimeVersion: 'openclaw@2026.9.7' },
   'POST /api/v1/tenants/{tenant}/chat/completions': { model: 'agent/main', messages: [{ role: 'user', content: 'hi' }] },
   'POST /api/v1/tenants/{tenant}/backups/{backupId}/restore': { name: 'restored' },
+  'POST /api/v1/tenants/{tenant}/tasks': { capability: 'summarise', input: 'fuzz task' },
+  'POST /api/v1/tenants/{tenant}/tasks/{taskId}/approve': { comment: 'approving another tenant\'s task' },
+  'POST /api/v1/tenants/{tenant}/tasks/{taskId}/reject': { comment: 'x' },
+  'POST /api/v1/tenants/{tenant}/tasks/{taskId}/cancel': { reason: 'x' },
+  'PUT /api/v1/tenants/{tenant}/approval-webhook': { url: 'https://hooks.example.test/clawplane' },
+  'POST /api/v1/tenants/{tenant}/agents': { name: 'fuzz-agent', capabilities: ['fuzz'] },
+  'PATCH /api/v1/tenants/{tenant}/agents/{agentId}': { trustLevel: 3 },
   'PUT /api/v1/policy/baseline': { policies: [{ id: 'read-only', cedar: 'permit (principal, action, resource) when { resource.name == "read" };' }] },
   'PUT /api/v1/policy/tools/{tool}': { risk: 'low', group: 'fs' },
   'PUT /api/v1/tenants/{tenant}/limits': { items: [{ agent: '', dailyTokens: 10, dailyCostUsd: null, requestsPerMinute: null, maxCallsPerTask: null }] },
@@ -149,7 +158,7 @@ describe('cross-tenant harness', async () => {
   });
 
   test("tenant A's admin gets 404 for every tenant-owned route with tenant B's slug, id or resource ids", async () => {
-    const leaks = [b.id, b.ownerId, b.tokenId, b.credentialId, b.providerId, b.grantJti, b.instanceId, b.sessionId, b.backupId, 'TENANT-B', 'sk-fixture-tenant-b', 'hello from tenant-b'];
+    const leaks = [b.id, b.ownerId, b.tokenId, b.credentialId, b.providerId, b.grantJti, b.instanceId, b.sessionId, b.backupId, b.agentId, b.taskId, 'fixture task of tenant-b', 'TENANT-B', 'sk-fixture-tenant-b', 'hello from tenant-b'];
     for (const op of ops.filter((o) => o.path.startsWith('/api/v1/tenants/{tenant}'))) {
       const q = QUERIES[op.key] ?? '';
       const attempts = [
@@ -178,6 +187,13 @@ describe('cross-tenant harness', async () => {
     assert.equal(bGrants.items.find((g) => g.jti === b.grantJti)?.revokedAt, null);
     const bInstance = await b.client.json<{ desiredState: string; runtimeVersion: string }>('GET', `/api/v1/tenants/${b.slug}/instances/${b.instanceId}`);
     assert.deepEqual([bInstance.desiredState, bInstance.runtimeVersion], ['stopped', '2026.9.6']);
+    const bTask = await b.client.json<{ status: string; createdBy: string }>('GET', `/api/v1/tenants/${b.slug}/tasks/${b.taskId}`);
+    assert.equal(bTask.createdBy, 'test', "B's task was not touched");
+    assert.notEqual(bTask.status, 'cancelled');
+    const bAgent = await b.client.json<{ trustLevel: number }>('GET', `/api/v1/tenants/${b.slug}/agents/${b.agentId}`);
+    assert.equal(bAgent.trustLevel, 1);
+    const bAudit = await server.db.query('SELECT 1 FROM audit_events WHERE target = $1 AND action <> $2', [`task:${b.taskId}`, 'task.create']);
+    assert.equal(bAudit.rowCount, 0, "nobody approved, rejected or cancelled B's task");
     const bProvider = await b.client.json<{ defaultModel: string; credentialId: string }>('GET', `/api/v1/tenants/${b.slug}/providers/${b.providerId}`);
     assert.deepEqual([bProvider.defaultModel, bProvider.credentialId], ['gpt-4o', b.credentialId]);
     const bSession = await b.client.json<{ items: { content: string }[] }>('GET', `/api/v1/tenants/${b.slug}/chat/sessions/${b.sessionId}/messages`);

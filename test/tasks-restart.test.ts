@@ -69,7 +69,7 @@ describe('durable tasks survive kill -9', { timeout: 300_000 }, async () => {
     );
     for (const s of steps.rows) {
       if (s.k === 'execute.started' || s.k === 'execute.stand_in') continue;
-      const expected = s.task_id === ids.approvalId && s.k === 'execute.completed' ? 2 : 1;
+      const expected: number = s.task_id === ids.approvalId && s.k === 'execute.completed' ? 2 : 1;
       assert.equal(s.n, expected, `${s.task_id === ids.slowId ? 'slow' : 'approval'} ${s.k} ran ${s.n} times`);
     }
     const approver = await db.query<{ decided_by: string }>('SELECT decided_by FROM task_approvals WHERE task_id = $1', [ids.approvalId]);

@@ -75,6 +75,10 @@ export async function twoTenants(server: TestServer, admin: ApiClient): Promise<
     if (grant.outcome !== 'granted') throw new Error(`fixture grant for ${slug} was not granted: ${grant.decision.explanation}`);
     // An instance recorded stopped (nothing starts), so the harness can aim at another tenant's instance id.
     const instance = await server.services.instances.deploy(t.id, { name: 'fixture', start: false }, { actor: 'test' });
+    // An agent and a task (its capability matches no agent, so it fails at dispatch and nothing runs),
+    // so the harness can aim at another tenant's agent and task ids (issue 8).
+    const agent = await server.services.agents.create(t.id, { name: 'fixture', capabilities: ['fixture'] }, { actor: 'test' });
+    const task = await server.services.tasks.create(t.id, { capability: 'fixture-nobody-has', input: `fixture task of ${slug}` }, { actor: 'test' });
     // An archived conversation and a backup record (no object behind it), so the harness can aim at their ids.
     const sessionId = `fixture-session-${slug}`;
     await server.services.archive.append(t.id, { instanceId: instance.id, sessionId, agent: 'main', actor: 'test', messages: [{ role: 'user', content: `hello from ${slug}` }] });
@@ -84,7 +88,7 @@ export async function twoTenants(server: TestServer, admin: ApiClient): Promise<
       [backupId, t.id, instance.id, `${t.id}/${instance.id}/${backupId}.cpbk`],
     );
     return {
-      id: t.id, slug, ownerId: m.userId, tokenId: info.id, credentialId: credential.id, providerId: provider.id, grantJti: grant.jti, instanceId: instance.id, sessionId, backupId,
+      id: t.id, slug, ownerId: m.userId, tokenId: info.id, credentialId: credential.id, providerId: provider.id, grantJti: grant.jti, instanceId: instance.id, agentId: agent.id, taskId: task.task.id, sessionId, backupId,
       client: new ApiClient(server.url, { bearer: token }),
     };
   };
@@ -102,6 +106,9 @@ export interface TenantFixture {
   grantJti: string;
   /** An instance of the tenant (created stopped). */
   instanceId: string;
+  /** An agent definition and a task of the tenant (issue 8). */
+  agentId: string;
+  taskId: string;
   /** A conversation in the tenant's chat archive. */
   sessionId: string;
   /** A backup record of the tenant (its object does not exist). */
