@@ -306,13 +306,14 @@ function Caps({ slug, admin }: { slug: string; admin: boolean }) {
       <h2 id="caps-h">Model-call caps</h2>
       <p className="hint">Per agent; the agent &quot;(whole tenant)&quot; caps the sum of all agents. Empty = no cap. The platform&apos;s daily budgets still apply.</p>
       <Async resource={limits} what="caps">
-        {({ items }) => <CapsForm key={JSON.stringify(items)} slug={slug} initial={items} admin={admin} onSaved={limits.reload} />}
+        {({ items }) => <CapsForm slug={slug} initial={items} admin={admin} />}
       </Async>
     </section>
   );
 }
 
-function CapsForm({ slug, initial, admin, onSaved }: { slug: string; initial: BrokerLimit[]; admin: boolean; onSaved: () => void }) {
+/** Holds its rows itself: after a save they are what the server answered (a reload of the list would reset the form). */
+function CapsForm({ slug, initial, admin }: { slug: string; initial: BrokerLimit[]; admin: boolean }) {
   const [rows, setRows] = useState<CapRow[]>(() => (initial.length ? initial.map(toRow) : [toRow({ agent: '', dailyTokens: null, dailyCostUsd: null, requestsPerMinute: null, maxCallsPerTask: null })]));
   const action = useAction();
   const [saved, setSaved] = useState(false);
@@ -322,9 +323,9 @@ function CapsForm({ slug, initial, admin, onSaved }: { slug: string; initial: Br
     void action.run(async () => {
       setSaved(false);
       const items = rows.map((r) => ({ agent: r.agent.trim(), dailyTokens: num(r.dailyTokens), dailyCostUsd: num(r.dailyCostUsd), requestsPerMinute: num(r.requestsPerMinute), maxCallsPerTask: num(r.maxCallsPerTask) }));
-      await api2.broker.saveLimits(slug, items);
+      const r = await api2.broker.saveLimits(slug, items);
+      setRows(r.items.map(toRow));
       setSaved(true);
-      onSaved();
     });
   };
   return (
@@ -397,13 +398,13 @@ function Egress({ slug, admin }: { slug: string; admin: boolean }) {
       <h2 id="egress-h">Egress allow-list</h2>
       <p className="hint">Hosts the tenant&apos;s sandboxes may reach through the broker&apos;s HTTPS proxy. Private and cloud-metadata addresses stay refused whatever is listed.</p>
       <Async resource={hosts} what="the egress allow-list">
-        {({ items }) => <EgressForm key={JSON.stringify(items)} slug={slug} initial={items} admin={admin} onSaved={hosts.reload} />}
+        {({ items }) => <EgressForm slug={slug} initial={items} admin={admin} />}
       </Async>
     </section>
   );
 }
 
-function EgressForm({ slug, initial, admin, onSaved }: { slug: string; initial: EgressHost[]; admin: boolean; onSaved: () => void }) {
+function EgressForm({ slug, initial, admin }: { slug: string; initial: EgressHost[]; admin: boolean }) {
   const [items, setItems] = useState(initial);
   const [host, setHost] = useState('');
   const [port, setPort] = useState('443');
@@ -415,7 +416,6 @@ function EgressForm({ slug, initial, admin, onSaved }: { slug: string; initial: 
       const r = await api2.broker.saveEgress(slug, next);
       setItems(r.items);
       setSaved(true);
-      onSaved();
     });
   const add = (e: FormEvent) => {
     e.preventDefault();
