@@ -82,6 +82,7 @@ export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressS
       return reply(f.id, 'FORBIDDEN', `"${f.method}" is not available through Clawplane for the ${role} role. Allowed: ${[...allowed].join(', ')}. Configuration, approvals and secrets are managed through the Clawplane API.`);
     }
     send(upstream, raw);
+    if (upstream && upstream.bufferedAmount > HIGH_WATER) pauseUntilDrained(client, upstream);
   };
 
   client.on('message', (data: WebSocket.RawData) => {
