@@ -146,7 +146,10 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     await explain.getByRole('button', { name: 'Explain' }).click();
     await decision.getByText('deny', { exact: true }).waitFor();
     await decision.getByText('tenant/no-web', { exact: true }).waitFor();
-    await page.getByRole('definition').filter({ hasText: 'web_search' }).first().waitFor();
+    // The effective tools follow the new restriction: web tools move to "Denied".
+    const effective = page.locator('dl.tool-lists');
+    await effective.getByRole('definition').nth(2).getByText('web_search').waitFor();
+    assert.doesNotMatch(await effective.getByRole('definition').nth(0).innerText(), /web_search|web_fetch/);
     await shot('23-governance-explain');
 
     const caps = page.getByRole('form', { name: 'Model-call caps' });

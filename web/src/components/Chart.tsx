@@ -29,7 +29,11 @@ export function DailyChart(props: { title: string; days: string[]; series: Daily
       title,
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
       scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
-      axes: [{}, { values: (_u, ticks) => ticks.map((v) => format(v)), size: 70 }],
+      // One tick per day (at most ~12 labels), labelled MM-DD: hours mean nothing for daily totals.
+      axes: [
+        { splits: () => xs.filter((_, i) => i % Math.ceil(xs.length / 12) === 0), values: (_u, ticks) => ticks.map((v) => new Date(v * 1000).toISOString().slice(5, 10)) },
+        { values: (_u, ticks) => ticks.map((v) => format(v)), size: 70 },
+      ],
       series: [
         { label: 'Day', value: (_u, v) => (v === null ? '—' : new Date(v * 1000).toISOString().slice(0, 10)) },
         ...series.map((s, i) => ({

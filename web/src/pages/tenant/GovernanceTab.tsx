@@ -67,7 +67,7 @@ function ToolPolicy({ slug, admin }: { slug: string; admin: boolean }) {
           </Async>
         </div>
       </div>
-      <EffectiveTools slug={slug} />
+      <EffectiveTools slug={slug} version={policy.data?.version} />
     </section>
   );
 }
@@ -164,10 +164,11 @@ function Restrictions({ slug, policy, admin, onSaved }: { slug: string; policy: 
   );
 }
 
-function EffectiveTools({ slug }: { slug: string }) {
+/** Re-read when the tenant's policy changes (its version). */
+function EffectiveTools({ slug, version }: { slug: string; version: number | undefined }) {
   const [agent, setAgent] = useState('main');
   const [shown, setShown] = useState('main');
-  const tools = useResource(() => api2.policy.effectiveTools(slug, shown), [slug, shown]);
+  const tools = useResource(() => api2.policy.effectiveTools(slug, shown), [slug, shown, version]);
   return (
     <div className="card">
       <h3>Effective tools</h3>
