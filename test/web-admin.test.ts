@@ -226,6 +226,24 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     await shot('28-chat-no-instance');
   });
 
+  test('tasks: empty inbox and list; a task no agent can take fails, with its live trace', { skip }, async () => {
+    await page.goto('/tenants/acme/tasks');
+    await page.getByText('Nothing waits for a person.').waitFor();
+    await page.getByText('No tasks yet.').waitFor();
+    const create = page.getByRole('form', { name: 'Create a task' });
+    await create.getByLabel('What should be done').fill('Summarise the quarterly report');
+    await create.getByRole('button', { name: 'Create task' }).click();
+    await create.getByRole('alert').getByText(/name an agent or a capability/).waitFor();
+    await create.getByLabel('Capability').fill('nobody-has-this');
+    await create.getByRole('button', { name: 'Create task' }).click();
+    const detail = page.getByRole('region', { name: 'Task detail' });
+    await detail.getByRole('list', { name: 'Trace' }).waitFor({ timeout: 30_000 });
+    await detail.getByText('failed', { exact: true }).waitFor({ timeout: 30_000 });
+    await page.getByRole('form', { name: 'Filter tasks' }).getByLabel('Status').selectOption('failed');
+    await page.getByRole('row').filter({ hasText: 'Summarise the quarterly report' }).waitFor();
+    await shot('30-tasks');
+  });
+
   test('settings: the default provider is refused on a bad key and saved on a good one (key never shown); prices', { skip }, async () => {
     assert.ok(llm);
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Settings' }).click();

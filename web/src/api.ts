@@ -608,3 +608,83 @@ export async function readSse(body: ReadableStream<Uint8Array>, onEvent: (event:
     }
   }
 }
+
+// ---- Tasks (issue 8) ----
+
+export const TASK_STATUSES = ['queued', 'dispatched', 'executing', 'waiting_approval', 'delegated', 'completed', 'failed', 'cancelled', 'expired'] as const;
+export type TaskStatus = (typeof TASK_STATUSES)[number];
+export const TASK_TERMINAL: readonly TaskStatus[] = ['completed', 'failed', 'cancelled', 'expired'];
+export const PRIORITIES = ['low', 'normal', 'high', 'urgent'] as const;
+export type Priority = (typeof PRIORITIES)[number];
+export interface Task {
+  id: string;
+  tenantId: string;
+  parentId?: string | null;
+  agentId: string | null;
+  requestedAgent: string | null;
+  capability: string | null;
+  input: string;
+  priority: Priority;
+  status: TaskStatus;
+  statusReason: string;
+  createdBy: string;
+  output: string | null;
+  confidence: number | null;
+  inputTokens: number;
+  outputTokens: number;
+  costUsd: number;
+  attempts: number;
+  createdAt: string;
+  dispatchedAt: string | null;
+  finishedAt: string | null;
+  updatedAt: string;
+}
+export interface TaskApproval {
+  id: string;
+  taskId: string;
+  toolApprovalId: string | null;
+  kind: 'tool' | 'exec';
+  tool: string;
+  summary: string;
+  status: 'pending' | 'approved' | 'rejected' | 'expired';
+  expiresAt: string;
+  decidedBy: string | null;
+  decidedAt: string | null;
+  comment: string | null;
+  createdAt: string;
+}
+export interface TraceEvent {
+  id: number;
+  step: string;
+  kind: string;
+  detail: Record<string, unknown>;
+  at: string;
+}
+export interface Agent {
+  id: string;
+  name: string;
+  agentType: string;
+  capabilities: string[];
+}
+
+export const tasksApi = {
+  list: (tenant: string, f: { status?: string; agent?: string; priority?: string; cursor?: string; limit?: number }) =>
+    request<{ items: Task[]; nextCursor: string | null }>('GET', `${t(tenant)}/tasks${query(f)}`),
+  get: (tenant: string, id: string) => request<Task>('GET', `${t(tenant)}/tasks/${encodeURIComponent(id)}`),
+  create: (tenant: string, body: { input: string; agent?: string; capability?: string; priority: Priority }) => request<Task>('POST', `${t(tenant)}/tasks`, body),
+  approvals: (tenant: string, id: string) => request<{ items: TaskApproval[] }>('GET', `${t(tenant)}/tasks/${encodeURIComponent(id)}/approvals`),
+  decide: (tenant: string, id: string, op: 'approve' | 'reject', body: { comment?: string; approvalId?: string }) =>
+    request<{ task: Task; approvals: TaskApproval[] }>('POST', `${t(tenant)}/tasks/${encodeURIComponent(id)}/${op}`, body),
+  cancel: (tenant: string, id: string, reason?: string) => request<Task>('POST', `${t(tenant)}/tasks/${encodeURIComponent(id)}/cancel`, reason ? { reason } : {}),
+  inbox: (tenant: string) => request<{ items: (TaskApproval & { taskInput: string })[] }>('GET', `${t(tenant)}/approvals`),
+  agents: (tenant: string) => request<{ items: Agent[] }>('GET', `${t(tenant)}/agents`),
+  /** The task's trace as server-sent events (named `<step>.<kind>`, then `end`), read with fetch: EventSource cannot listen to every name. */
+  follow: async (tenant: string, id: string, signal: AbortSignal, onEvent: (event: string, data: string) => void): Promise<void> => {
+    const res = await fetch(`${t(tenant)}/tasks/${encodeURIComponent(id)}/events`, { headers: { accept: 'text/event-stream' }, credentials: 'same-origin', signal });
+    if (!res.ok || !res.body) {
+      const e = ((await res.json().catch(() => ({}))) ?? {}) as { code?: string; message?: string };
+      throw new ApiError(res.status, e.code ?? `http_${res.status}`, e.message ?? `The server answered ${res.status}.`);
+    }
+    await readSse(res.body, onEvent);
+  },
+};

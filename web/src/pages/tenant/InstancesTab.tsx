@@ -165,11 +165,11 @@ function InstanceDetail({ slug, instance: i, canOperate, onChanged, onGone }: { 
         {i.name} <StatusBadge status={i.status} />
       </h2>
       <p className="muted">
-        {i.statusReason || 'No status reason recorded.'} Desired state: <strong>{i.desiredState}</strong>. {i.executors} gateway process{i.executors === 1 ? '' : 'es'}.
+        {i.statusReason ? `${i.statusReason.replace(/\.$/, '')}.` : 'No status reason recorded.'} Desired state: <strong>{i.desiredState}</strong>. {i.executors} gateway process{i.executors === 1 ? '' : 'es'}.
         {i.health ? ` Health: ${i.health.ready ? 'ready' : 'not ready'} (checked ${formatDate(i.healthCheckedAt)}).` : ''}
       </p>
       {canOperate ? (
-        <div className="actions">
+        <div className="actions spaced">
           <button type="button" disabled={action.busy || running} onClick={() => op('start')}>
             Start
           </button>

@@ -13,6 +13,7 @@ import { InstancesTab } from './InstancesTab.tsx';
 import { MembersTab } from './MembersTab.tsx';
 import { OverviewTab } from './OverviewTab.tsx';
 import { ProvidersTab } from './ProvidersTab.tsx';
+import { TasksTab } from './TasksTab.tsx';
 import { TokensTab } from './TokensTab.tsx';
 import { UsageTab } from './UsageTab.tsx';
 
@@ -32,6 +33,7 @@ const TABS: { id: string; label: string; render: (p: TabProps) => ReactNode }[] 
   { id: 'overview', label: 'Overview', render: (p) => <OverviewTab {...p} /> },
   { id: 'instances', label: 'Instances', render: (p) => <InstancesTab {...p} /> },
   { id: 'chat', label: 'Chat', render: (p) => <ChatTab {...p} /> },
+  { id: 'tasks', label: 'Tasks', render: (p) => <TasksTab {...p} /> },
   { id: 'members', label: 'Members', render: (p) => <MembersTab {...p} /> },
   { id: 'tokens', label: 'API tokens', render: (p) => <TokensTab {...p} /> },
   { id: 'credentials', label: 'Credentials', render: (p) => <CredentialsTab {...p} /> },
