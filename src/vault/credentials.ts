@@ -231,7 +231,7 @@ export class CredentialService {
     const r = await this.#db.query<Row>(
       `SELECT ${INFO_COLUMNS} FROM credentials
         WHERE tenant_id = $1 AND ($2::text IS NULL OR skill = $2) AND ($3 OR status <> 'revoked')
-        ORDER BY created_at, id`,
+        ORDER BY created_at, name, id`,
       [tenantId, filter.skill ?? null, filter.includeRevoked ?? false],
     );
     return r.rows.map((row) => this.#info(row));
