@@ -9,6 +9,8 @@ export interface FairnessResult {
   unloadedP95Ms: number;
   loadedP95Ms: number;
   ratio: number;
+  /** From the flood's start until the last noisy task was dispatched: what FIFO would make the quiet tenant wait. */
+  noisyDrainMs: number;
   noisyTasks: number;
   quietTasks: number;
 }
@@ -60,12 +62,15 @@ export async function measureFairness(server: RunningServer, o: { quietTasks: nu
       noisyIds.push(...batch.map((b) => b.task.id));
     }
   })();
+  const floodStarted = Date.now();
   await sleep(100);
   const loadedIds = await submitQuiet();
   await flood;
   const loaded = await waitAll(server, loadedIds);
   await waitAll(server, noisyIds);
+  const lastNoisy = await server.db.query<{ t: Date }>('SELECT max(dispatched_at) AS t FROM tasks WHERE id = ANY($1::uuid[])', [noisyIds]);
+  const noisyDrainMs = (lastNoisy.rows[0]?.t?.getTime() ?? Date.now()) - floodStarted;
   const u = p95(unloaded);
   const l = p95(loaded);
-  return { unloadedP95Ms: Math.round(u), loadedP95Ms: Math.round(l), ratio: Math.round((l / Math.max(u, 1)) * 100) / 100, noisyTasks: noisyCount, quietTasks: o.quietTasks };
+  return { unloadedP95Ms: Math.round(u), loadedP95Ms: Math.round(l), ratio: Math.round((l / Math.max(u, 1)) * 100) / 100, noisyDrainMs, noisyTasks: noisyCount, quietTasks: o.quietTasks };
 }
