@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- <name>`: runs bench/<name>.ts (not a timed test; prints its own table).
- * Names: policy (and whatever else lives in bench/).
+ * Names: broker, policy, boot, tasks, ingress (every bench/<name>.ts that exports main).
  */
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -13,5 +13,9 @@ if (!name || !names.includes(name)) {
   console.error(`usage: npm run bench -- <${names.join('|')}>`);
   process.exit(2);
 }
-const mod = (await import(pathToFileURL(path.join(here, `${name}.ts`)).href)) as { main: (args: string[]) => Promise<void> };
+const mod = (await import(pathToFileURL(path.join(here, `${name}.ts`)).href)) as { main?: (args: string[]) => Promise<void> };
+if (typeof mod.main !== 'function') {
+  console.error(`bench/${name}.ts is a helper of other benches, not a bench of its own`);
+  process.exit(2);
+}
 await mod.main(process.argv.slice(3));
