@@ -45,16 +45,21 @@ export async function emptyDatabase(): Promise<string> {
   return urlFor(name);
 }
 
-export async function testDatabase(): Promise<TestDatabase> {
+/**
+ * `autoDrop: false` leaves the drop to the caller (`drop()`): a server using the database must stop
+ * first, or its workflows would be cut off mid-flight (after hooks run in the order they are added).
+ */
+export async function testDatabase(opts: { autoDrop?: boolean } = {}): Promise<TestDatabase & { drop(): Promise<void> }> {
   const template = process.env['CLAWPLANE_TEST_TEMPLATE'];
   if (!template) throw new Error('Run tests through "npm test": CLAWPLANE_TEST_TEMPLATE is not set');
   const name = `t_${randomBytes(6).toString('hex')}`;
   await adminQuery(`CREATE DATABASE ${name} TEMPLATE ${template}`);
   const url = urlFor(name);
   const db = createDb(url, createLogger('silent'), { max: 20 });
-  after(async () => {
+  const drop = async () => {
     await db.close().catch(() => undefined);
     await adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  });
-  return { name, url, db, adminUrl: adminUrl() };
+  };
+  if (opts.autoDrop !== false) after(drop);
+  return { name, url, db, adminUrl: adminUrl(), drop };
 }

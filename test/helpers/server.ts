@@ -21,7 +21,7 @@ export interface TestServer extends RunningServer {
 
 /** A real Clawplane server in this process on its own cloned database, stopped after the file's tests. */
 export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
-  const database = await testDatabase();
+  const database = await testDatabase({ autoDrop: false });
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-srv-'));
   const config = parseConfig({
     CLAWPLANE_ENV: 'test',
@@ -39,8 +39,12 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     },
   });
   const server = await startServer(config, createLogger(config.logLevel, sink));
+  // One hook, in this order: sandboxes (they outlive a stopped server by design), the server (drains
+  // requests, stops workflows), then the database and the data directory.
   after(async () => {
+    for (const h of await server.services.sandboxes.list().catch(() => [])) await server.services.sandboxes.stop(h).catch(() => undefined);
     await server.stop();
+    await database.drop();
     await rm(dataDir, { recursive: true, force: true });
   });
   const call: TestServer['call'] = (method, p, opts = {}) => {
