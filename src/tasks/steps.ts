@@ -110,7 +110,22 @@ export class TaskSteps {
       return r;
     });
     for (const p of created) void this.approvals.webhooks.deliver(a.tenantId, { type: 'approval.requested', taskId: a.taskId, approvalId: p.id, tool: p.tool, summary: p.summary, expiresAt: p.expiresAt });
-    return pending.map((p) => ({ id: p.id, tool: p.tool, expiresAt: p.expiresAt }));
+    // Approvals already decided but not yet acted on by this workflow (no "approved" trace names them)
+    // count too: after a crash, this step can run again after a person decided, and the decision must
+    // still lead to the resumed turn rather than be skipped (found by test/tasks-restart.test.ts).
+    const unconsumed = await this.db.query<{ id: string; tool: string; expires_at: Date }>(
+      `SELECT a.id, a.tool, a.expires_at FROM task_approvals a
+        WHERE a.tenant_id = $1 AND a.task_id = $2 AND a.status IN ('approved', 'rejected')
+          AND NOT EXISTS (SELECT 1 FROM task_events e WHERE e.tenant_id = a.tenant_id AND e.task_id = a.task_id
+                           AND e.step = 'approval' AND e.kind = 'approved'
+                           AND e.detail->'approvals' @> jsonb_build_array(jsonb_build_object('id', a.id::text)))
+        ORDER BY a.created_at, a.id`,
+      [a.tenantId, a.taskId],
+    );
+    return [
+      ...pending.map((p) => ({ id: p.id, tool: p.tool, expiresAt: p.expiresAt })),
+      ...unconsumed.rows.filter((u) => !pending.some((p) => p.id === u.id)).map((u) => ({ id: u.id, tool: u.tool, expiresAt: u.expires_at.toISOString() })),
+    ];
   }
 
   async approvalState(a: TaskRunArgs, approvalId: string): Promise<{ status: Approval['status']; by: string | null; comment: string | null }> {
