@@ -8,7 +8,7 @@ import { appendFile, chmod, link, mkdir, mkdtemp, rm, writeFile } from 'node:fs/
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { DEFAULT_TOOL_POLICY, renderOpenclawConfig } from '../src/runtime/config.ts';
+import { DEFAULT_TOOL_POLICY, renderOpenclawConfig, toolPolicyFor } from '../src/runtime/config.ts';
 import { parseRuntimeSpec, RuntimeStore } from '../src/runtime/store.ts';
 import { OPENCLAW_VERSION, RUNTIME_CACHE } from './helpers/sandbox.ts';
 
@@ -65,7 +65,15 @@ describe('runtime versions and openclaw.json', async () => {
     const state = path.join(scratch, 'state');
     await mkdir(state, { recursive: true });
     await chmod(scratch, 0o755);
-    for (const exec of ['deny', 'ask'] as const) {
+    // The third variant is a tenant whose Cedar policy removes every registry tool (plus exec): every
+    // name the policy can render must be one OpenClaw accepts.
+    const allTools = ['read', 'ls', 'write', 'edit', 'apply_patch', 'web_search', 'web_fetch', 'browser', 'canvas', 'message', 'sessions_spawn', 'sessions_send', 'exec', 'process', 'cron', 'nodes', 'gateway'];
+    const variants = [
+      { exec: 'deny' as const, tools: { ...DEFAULT_TOOL_POLICY, exec: 'deny' as const } },
+      { exec: 'ask' as const, tools: { ...DEFAULT_TOOL_POLICY, exec: 'ask' as const } },
+      { exec: 'deny' as const, tools: toolPolicyFor('ask', { deny: allTools, execDenied: true }) },
+    ];
+    for (const { exec, tools } of variants) {
       const cfg = renderOpenclawConfig({
         gatewayPort: 18789,
         egressPort: 18080,
@@ -73,7 +81,7 @@ describe('runtime versions and openclaw.json', async () => {
         logFile: path.join(scratch, 'openclaw.log'),
         agents: [{ id: 'main', name: 'main' }],
         models: ['fake-model'],
-        tools: { ...DEFAULT_TOOL_POLICY, exec },
+        tools,
       });
       const file = path.join(state, 'openclaw.json');
       await writeFile(file, JSON.stringify(cfg, null, 2));

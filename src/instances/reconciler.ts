@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { AgentDefaults } from '../identity/onboarding.ts';
-import { DEFAULT_TOOL_POLICY, renderOpenclawConfig } from '../runtime/config.ts';
+import { renderOpenclawConfig, toolPolicyFor, type ToolRestrictions } from '../runtime/config.ts';
 import type { RuntimeStore } from '../runtime/store.ts';
 import { LocalSandboxDriver } from '../sandbox/drivers/local.ts';
 import type { SandboxDriver, SandboxHandle, SandboxHealth, SandboxSpec } from '../sandbox/types.ts';
@@ -11,6 +11,8 @@ export interface ReconcilerOptions {
   driver: SandboxDriver;
   runtimes: RuntimeStore;
   agentDefaults: () => Promise<AgentDefaults>;
+  /** What the tenant's tool policy takes away from its gateways (none when absent). */
+  toolRestrictions?: (tenantId: string, agent: string) => Promise<ToolRestrictions>;
   log: Logger;
   /** How often desired and actual state are compared and health is polled. */
   intervalMs: number;
@@ -206,6 +208,8 @@ export class Reconciler {
   async spec(row: InstanceRow, version: string): Promise<SandboxSpec> {
     const runtime = await this.#o.runtimes.resolve(version);
     const defaults = await this.#o.agentDefaults();
+    const restrictions = this.#o.toolRestrictions ? await this.#o.toolRestrictions(row.tenantId, defaults.agentName) : { deny: [], execDenied: false };
+    const tools = toolPolicyFor(defaults.execPolicy, restrictions);
     const configs: Record<string, string> = {};
     for (let i = 0; i < row.executors; i++) {
       const id = `e${i}`;
@@ -217,7 +221,7 @@ export class Reconciler {
           logFile: `/tenant/log/${id}.openclaw.log`,
           agents: [{ id: defaults.agentName, name: defaults.agentName }],
           models: [defaults.defaultModel ?? 'default'],
-          tools: { ...DEFAULT_TOOL_POLICY, exec: defaults.execPolicy },
+          tools,
         }),
         null,
         2,

@@ -1,3 +1,4 @@
+import type { ToolRestrictions } from '../runtime/config.ts';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { SandboxBroker } from '../broker/types.ts';
@@ -46,7 +47,15 @@ export interface InstanceServices {
 }
 
 /** Builds the runtime store, the local sandbox driver, the instance service and its reconciler (not started). */
-export function createInstanceServices(opts: { db: Db; vault: Vault; onboarding: OnboardingService; broker: SandboxBroker | undefined; settings: InstanceSettings; log: Logger }): InstanceServices {
+export function createInstanceServices(opts: {
+  db: Db;
+  vault: Vault;
+  onboarding: OnboardingService;
+  broker: SandboxBroker | undefined;
+  settings: InstanceSettings;
+  log: Logger;
+  toolRestrictions?: (tenantId: string, agent: string) => Promise<ToolRestrictions>;
+}): InstanceServices {
   const s = opts.settings;
   const runtimes = new RuntimeStore({ dir: s.runtimeCache, nodePackageVersion: s.runtimeNodeVersion });
   const sandboxes = new LocalSandboxDriver({
@@ -65,6 +74,7 @@ export function createInstanceServices(opts: { db: Db; vault: Vault; onboarding:
     driver: sandboxes,
     runtimes,
     agentDefaults: () => opts.onboarding.agentDefaults(),
+    ...(opts.toolRestrictions ? { toolRestrictions: opts.toolRestrictions } : {}),
     log: opts.log,
     intervalMs: s.reconcileIntervalMs,
     readyTimeoutMs: s.instanceReadyTimeoutMs,

@@ -52,6 +52,25 @@ export const DEFAULT_TOOL_POLICY: ToolPolicy = {
   exec: 'deny',
 };
 
+/** What the tenant's Cedar policy (src/policy) removes from its gateways' tools: names, and exec. */
+export interface ToolRestrictions {
+  deny: string[];
+  execDenied: boolean;
+}
+
+/**
+ * The tools a tenant's gateway is configured with: the hardened default narrowed by the tenant's policy.
+ * Both layers must allow a tool (defence in depth); the policy can only take tools away here, and the
+ * broker still decides every tool use that leaves the sandbox.
+ */
+export function toolPolicyFor(execDefault: 'deny' | 'ask', r: ToolRestrictions): ToolPolicy {
+  return {
+    ...DEFAULT_TOOL_POLICY,
+    deny: [...new Set([...DEFAULT_TOOL_POLICY.deny, ...r.deny])].sort(),
+    exec: r.execDenied ? 'deny' : execDefault,
+  };
+}
+
 type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
 
 /** The gateway's openclaw.json as a plain object (serialise with JSON.stringify). */

@@ -14,6 +14,7 @@ import type { EgressPolicy } from '../net/ssrf.ts';
 import { NotFoundError } from '../errors.ts';
 import { parseConfig } from '../config/schema.ts';
 import { PolicyService } from '../policy/service.ts';
+import type { ToolRestrictions } from '../runtime/config.ts';
 import { GrantService, grantRoutes } from '../broker/grants.ts';
 import { getRequestListener } from '@hono/node-server';
 import path from 'node:path';
@@ -107,7 +108,7 @@ export function createServices(opts: {
   mountGrants(broker, grants);
   const onboarding = new OnboardingService(db, opts.dataDir);
   const settings = opts.instances ?? instanceSettings({ dataDir: opts.dataDir, instances: parseConfig({}).instances });
-  const instances = createInstanceServices({ db, vault, onboarding, broker, settings, log: opts.log ?? createLogger('silent') });
+  const instances = createInstanceServices({ db, vault, onboarding, broker, settings, log: opts.log ?? createLogger('silent'), toolRestrictions: (tenantId, agent) => gatewayToolRestrictions(policy, tenantId, agent) });
   const ingress = createIngressServices({ db, vault, onboarding, instances, instanceSettings: settings, settings: opts.ingress ?? ingressSettings({ dataDir: opts.dataDir, ingress: parseConfig({}).ingress }), dataDir: opts.dataDir, registry: opts.registry ?? new Registry(), log: opts.log ?? createLogger('silent') });
   const tasks = createTaskServices({
     db,
@@ -165,4 +166,11 @@ function mountGrants(broker: Broker, grants: GrantService): void {
     return true;
   });
   broker.onSandboxClosed((tenantId, startId) => grants.revokeSandbox(tenantId, startId, { actor: `sandbox:${startId}`, reason: 'sandbox stopped' }));
+}
+
+/** The tenant's Cedar decisions as config restrictions: denied tools, and tools needing approval (a
+ * gateway cannot park those), are removed; exec is denied when the policy denies it. */
+export async function gatewayToolRestrictions(policy: PolicyService, tenantId: string, agent: string): Promise<ToolRestrictions> {
+  const l = await policy.effectiveToolLists(tenantId, agent);
+  return { deny: [...l.deny, ...l.requiresApproval.filter((t) => t !== 'exec')], execDenied: l.deny.includes('exec') };
 }
