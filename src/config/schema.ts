@@ -30,7 +30,7 @@ export const settingsSchema = z.strictObject({
     .string()
     .refine((v) => decodeKey(v) !== undefined, 'must be at least 32 random bytes, as base64, base64url or hex')
     .optional()
-    .describe('Master secret (>= 32 bytes, base64 or hex). Generate one with: openssl rand -base64 32'),
+    .describe('Master secret (>= 32 bytes, base64 or hex); without DATABASE_URL a missing one is generated into the data directory (0600). Generate one with: openssl rand -base64 32'),
   CLAWPLANE_HOST: z
     .string()
     .min(1)
