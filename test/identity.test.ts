@@ -117,8 +117,8 @@ describe('identity, onboarding and tenancy', async () => {
     await ownerApi.json('DELETE', `/api/v1/tenants/acme/members/${member.userId}`);
     // Tenant admins cannot change quotas: that is the platform's call.
     assert.equal((await ownerApi.call('PATCH', '/api/v1/tenants/acme', { quotas: { maxInstances: 99 } })).status, 403);
-    const patched = await admin.json<{ quotas: { maxInstances: number; dailyCostBudgetUsd: number } }>('PATCH', '/api/v1/tenants/acme', { quotas: { maxInstances: 5, dailyCostBudgetUsd: 12.5 } });
-    assert.deepEqual([patched.quotas.maxInstances, patched.quotas.dailyCostBudgetUsd], [5, 12.5]);
+    const patched = await admin.json<{ quotas: { maxInstances: number; dailyCostBudgetUsd: number; idleTimeoutMinutes: number | null } }>('PATCH', '/api/v1/tenants/acme', { quotas: { maxInstances: 5, dailyCostBudgetUsd: 12.5, idleTimeoutMinutes: 90 } });
+    assert.deepEqual([patched.quotas.maxInstances, patched.quotas.dailyCostBudgetUsd, patched.quotas.idleTimeoutMinutes], [5, 12.5, 90]);
   });
 
   test('suspend and resume; delete needs the slug typed again', async () => {

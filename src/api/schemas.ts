@@ -39,6 +39,7 @@ export const QuotasSchema = z
     maxStorageBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
     dailyTokenBudget: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).nullable(),
     dailyCostBudgetUsd: z.number().min(0).max(1e9).nullable(),
+    idleTimeoutMinutes: z.number().int().min(0).max(525600).nullable().openapi({ description: "Minutes without traffic before the tenant's instances are backed up and stopped; null = platform default, 0 = never" }),
   })
   .openapi('Quotas');
 
@@ -48,6 +49,7 @@ export const QuotasPatch = z.strictObject({
   maxStorageBytes: QuotasSchema.shape.maxStorageBytes.optional(),
   dailyTokenBudget: QuotasSchema.shape.dailyTokenBudget.optional(),
   dailyCostBudgetUsd: QuotasSchema.shape.dailyCostBudgetUsd.optional(),
+  idleTimeoutMinutes: QuotasSchema.shape.idleTimeoutMinutes.optional(),
 });
 
 export const TenantSchema = z

@@ -2,8 +2,8 @@
  * The idle reaper (issue 7): an instance with no ingress traffic and nothing in flight for longer than
  * the idle timeout is stopped; the reconciler's stop hook backs it up first-thing after the gateway
  * exits (reason "idle"), so nothing is lost and the next request wakes it with its state.
- * The timeout is the platform's agent default `idleTimeoutMinutes` (0 = never), unless
- * CLAWPLANE_IDLE_TIMEOUT_MS overrides it.
+ * The timeout is the tenant's own `idleTimeoutMinutes` when set, else CLAWPLANE_IDLE_TIMEOUT_MS when set,
+ * else the platform's agent default `idleTimeoutMinutes` (0 = never).
  */
 import type { Logger } from 'pino';
 import type { BackupReason } from '../backup/backups.ts';
@@ -16,8 +16,8 @@ export interface ReaperOptions {
   activity: Activity;
   metrics: IngressMetrics;
   log: Logger;
-  /** The idle timeout in ms now (0: never reap). Read every sweep so a settings change applies at once. */
-  idleTimeoutMs: () => Promise<number>;
+  /** A tenant's idle timeout in ms now (0: never reap). Read every sweep so a settings change applies at once. */
+  idleTimeoutMs: (tenantId: string) => Promise<number>;
   intervalMs: number;
   /** Tells the backup hook why the coming stop happens. */
   expectStop: (instanceId: string, reason: BackupReason) => void;
@@ -50,8 +50,8 @@ export class IdleReaper {
 
   /** One pass: stops every running instance idle for longer than the timeout. */
   async sweep(): Promise<string[]> {
-    const timeout = await this.#o.idleTimeoutMs();
     const now = Date.now();
+    const timeouts = new Map<string, number>();
     const stopped: string[] = [];
     const running = new Set<string>();
     for (const row of await this.#o.instances.allForReconcile()) {
@@ -60,6 +60,11 @@ export class IdleReaper {
       // Idle since the last traffic, or since we first saw it running (a fresh start is not idle).
       const since = Math.max(this.#o.activity.last(row.id) ?? 0, this.#seen.get(row.id) ?? 0);
       if (since === 0) this.#seen.set(row.id, now);
+      let timeout = timeouts.get(row.tenantId);
+      if (timeout === undefined) {
+        timeout = await this.#o.idleTimeoutMs(row.tenantId);
+        timeouts.set(row.tenantId, timeout);
+      }
       if (timeout <= 0 || since === 0 || this.#o.activity.busy(row.id) || now - since < timeout) continue;
       this.#o.log.info({ tenant_id: row.tenantId, instance_id: row.id, idleMs: now - since }, 'stopping an idle instance (it is backed up on stop)');
       this.#o.expectStop(row.id, 'idle');

@@ -68,7 +68,12 @@ export function createIngressServices(opts: { db: Db; vault: Vault; onboarding: 
     metrics,
     log,
     intervalMs: s.idleCheckIntervalMs,
-    idleTimeoutMs: async () => (s.idleTimeoutMs > 0 ? s.idleTimeoutMs : (await opts.onboarding.agentDefaults()).idleTimeoutMinutes * 60_000),
+    idleTimeoutMs: async (tenantId) => {
+      const own = await opts.db.query<{ m: number | null }>('SELECT idle_timeout_minutes AS m FROM tenants WHERE id = $1', [tenantId]);
+      const m = own.rows[0]?.m;
+      if (m !== null && m !== undefined) return m * 60_000;
+      return s.idleTimeoutMs > 0 ? s.idleTimeoutMs : (await opts.onboarding.agentDefaults()).idleTimeoutMinutes * 60_000;
+    },
     expectStop: (id, reason) => backups.expectStop(id, reason),
   });
   return { archive, ingress, backups, reaper };

@@ -21,6 +21,8 @@ export interface Quotas {
   maxStorageBytes: number;
   dailyTokenBudget: number | null;
   dailyCostBudgetUsd: number | null;
+  /** Minutes without traffic before the tenant's instances are stopped; null = the platform default, 0 = never. */
+  idleTimeoutMinutes: number | null;
 }
 
 export interface Member {
@@ -42,6 +44,7 @@ interface TenantRow {
   max_storage_bytes: number;
   daily_token_budget: number | null;
   daily_cost_budget_usd: string | null;
+  idle_timeout_minutes: number | null;
   created_at: Date;
   updated_at: Date;
 }
@@ -60,6 +63,7 @@ function toTenant(r: TenantRow): Tenant {
       maxStorageBytes: r.max_storage_bytes,
       dailyTokenBudget: r.daily_token_budget,
       dailyCostBudgetUsd: r.daily_cost_budget_usd === null ? null : Number(r.daily_cost_budget_usd),
+      idleTimeoutMinutes: r.idle_timeout_minutes,
     },
     createdAt: r.created_at.toISOString(),
     updatedAt: r.updated_at.toISOString(),
@@ -72,6 +76,7 @@ const QUOTA_COLUMNS: Record<keyof Quotas, string> = {
   maxStorageBytes: 'max_storage_bytes',
   dailyTokenBudget: 'daily_token_budget',
   dailyCostBudgetUsd: 'daily_cost_budget_usd',
+  idleTimeoutMinutes: 'idle_timeout_minutes',
 };
 
 export interface Audited {
