@@ -78,14 +78,19 @@ export function renderOpenclawConfig(input: RenderInput): Record<string, Json> {
   const f: GatewayFeatures = { heartbeat: false, dreaming: false, browser: false, controlUi: false, ...input.features };
   const models = input.models.length > 0 ? input.models : ['default'];
   const primary = `${BROKER_PROVIDER}/${models[0] ?? 'default'}`;
+  // Exec `ask` needs the exec tool itself: the messaging profile lacks it and the hardened default denies
+  // group:runtime (exec, process, code_execution), so keep the rest of that group denied and add exec.
+  const askExec = input.tools.exec === 'ask';
+  const deny = askExec ? [...new Set(input.tools.deny.flatMap((t) => (t === 'group:runtime' ? ['process', 'code_execution'] : t === 'exec' ? [] : [t])))].sort() : [...input.tools.deny];
   const tools: Record<string, Json> = {
     profile: input.tools.profile,
-    deny: [...input.tools.deny],
+    deny,
     // "deny" removes the tool from the model's list (openclaw.md §5); "ask" parks each command for approval,
     // and an unanswered ask falls back to deny (the approvals default, docs/tools/exec-approvals.md).
     exec: { mode: input.tools.exec },
   };
   if (input.tools.allow.length > 0) tools['allow'] = [...input.tools.allow];
+  if (askExec) tools['alsoAllow'] = ['exec'];
   const entries: Record<string, Json> = {};
   for (const a of input.agents) entries[a.id] = { name: a.name };
   return {

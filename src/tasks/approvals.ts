@@ -52,10 +52,16 @@ const toApproval = (r: Row): Approval => ({
 export class ApprovalService {
   readonly #db: Db;
   readonly webhooks: ApprovalWebhooks;
+  readonly #decided: ((tenantId: string, taskId: string, a: Approval, decision: ApprovalDecision['decision'] | 'expired') => void)[] = [];
 
   constructor(o: { db: Db; webhooks: ApprovalWebhooks }) {
     this.#db = o.db;
     this.webhooks = o.webhooks;
+  }
+
+  /** Called after an approval was decided or expired (the gateway executor answers OpenClaw's exec approvals). */
+  onDecided(fn: (tenantId: string, taskId: string, a: Approval, decision: ApprovalDecision['decision'] | 'expired') => void): void {
+    this.#decided.push(fn);
   }
 
   /**
@@ -141,6 +147,7 @@ export class ApprovalService {
     });
     for (const a of decided.changed) {
       await sendToWorkflow(taskId, approvalTopic(a.id), { decision: d.decision, by: d.by, comment: d.comment } satisfies ApprovalDecision, approvalTopic(a.id));
+      for (const fn of this.#decided) fn(tenantId, taskId, a, d.decision);
       void this.webhooks.deliver(tenantId, { type: 'approval.decided', taskId, approvalId: a.id, tool: a.tool, decision: d.decision, decidedBy: d.by, comment: d.comment });
     }
     return decided.answer;
@@ -152,5 +159,6 @@ export class ApprovalService {
     const a = r.rows[0];
     if (a?.tool_approval_id) await q.query(`UPDATE tool_approvals SET status = 'expired', decided_at = now(), decided_by = 'system' WHERE tenant_id = $1 AND id = $2 AND status = 'pending'`, [tenantId, a.tool_approval_id]);
     if (a) await appendAudit(q, { actor: 'system', tenantId, action: 'task.approval.decided', target: `task:${a.task_id}`, decision: 'expired', detail: { approvalId } });
+    if (a) for (const fn of this.#decided) fn(tenantId, a.task_id, toApproval(a), 'expired');
   }
 }

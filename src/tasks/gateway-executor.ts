@@ -4,6 +4,7 @@ import type { Db } from '../db/pool.ts';
 import { UnavailableError } from '../errors.ts';
 import type { Instance, InstanceService } from '../instances/instances.ts';
 import type { SandboxDriver } from '../sandbox/types.ts';
+import { GatewayApprovalWatch, type ExecApprovalRequest } from './exec-approvals.ts';
 import type { RiskClass, TaskExecutor, Turn, TurnResult } from './types.ts';
 
 /**
@@ -18,6 +19,12 @@ import type { RiskClass, TaskExecutor, Turn, TurnResult } from './types.ts';
  * x-clawplane-task from a gateway. Until the supervisor stamps egress calls with the task of the turn in
  * flight, the executor attributes the instance's unattributed usage rows written during the turn to the
  * task, with turns on one instance serialised in this process so that attribution is exact.
+ *
+ * Exec approvals (exec mode ask): each new turn first opens a GatewayApprovalWatch. When the gateway holds
+ * the turn at an `exec` call, `run` returns the approval (the workflow parks) and the HTTP turn stays in
+ * flight here; the next `run` for the task allows the command (`exec.approval.resolve` allow-once) and
+ * follows that turn on; `decided` denies it on reject or expiry. In memory only: after a restart the
+ * resumed turn starts afresh and the agent asks again (docs/architecture.md, Tasks).
  */
 export const HIGH_RISK_INSTANCE = 'tasks-high-risk';
 
@@ -64,6 +71,21 @@ export function instanceWaker(o: { instances: InstanceService; sandboxes: Sandbo
   };
 }
 
+type TurnCtx = { signal: AbortSignal; trace: (kind: string, detail?: Record<string, unknown>) => Promise<void> };
+
+interface Inflight {
+  ep: Endpoint;
+  taskId: string;
+  watch: GatewayApprovalWatch | undefined;
+  abort: AbortController;
+  turn: Promise<string>;
+  requests: (ExecApprovalRequest & { resolved: boolean; reported?: boolean })[];
+  waiters: Set<() => void>;
+  done: boolean;
+  output: string | undefined;
+  error: Error | undefined;
+}
+
 export class GatewayExecutor implements TaskExecutor {
   readonly name = 'gateway';
   readonly #wake: WakeFn;
@@ -71,6 +93,8 @@ export class GatewayExecutor implements TaskExecutor {
   readonly #log: Logger;
   readonly #flushUsage: () => Promise<void>;
   readonly #locks = new Map<string, Promise<unknown>>();
+  /** Turns the gateway holds at an exec approval, by task (this process only: lost on restart). */
+  readonly #inflight = new Map<string, Inflight>();
 
   constructor(o: { wake: WakeFn; db: Db; log: Logger; flushUsage: () => Promise<void> }) {
     this.#wake = o.wake;
@@ -79,10 +103,19 @@ export class GatewayExecutor implements TaskExecutor {
     this.#flushUsage = o.flushUsage;
   }
 
-  async run(turn: Turn, ctx: { signal: AbortSignal; trace: (kind: string, detail?: Record<string, unknown>) => Promise<void> }): Promise<TurnResult> {
-    await ctx.trace('wake', { riskClass: turn.agent.riskClass });
-    const ep = await this.#wake(turn.tenantId, turn.agent.riskClass, ctx.signal);
-    await ctx.trace('gateway_ready', { instanceId: ep.instanceId });
+  async run(turn: Turn, ctx: TurnCtx): Promise<TurnResult> {
+    const held = this.#inflight.get(turn.taskId);
+    if (held && held.done) this.#inflight.delete(turn.taskId);
+    const live = held && !held.done ? held : undefined;
+    let ep: Endpoint;
+    if (live) {
+      ep = live.ep;
+      await ctx.trace('gateway_ready', { instanceId: ep.instanceId, continuing: 'the turn held at an exec approval' });
+    } else {
+      await ctx.trace('wake', { riskClass: turn.agent.riskClass });
+      ep = await this.#wake(turn.tenantId, turn.agent.riskClass, ctx.signal);
+      await ctx.trace('gateway_ready', { instanceId: ep.instanceId });
+    }
     // One turn at a time per instance in this process (see the class comment on metering).
     const prev = this.#locks.get(ep.instanceId) ?? Promise.resolve();
     let release!: () => void;
@@ -92,21 +125,119 @@ export class GatewayExecutor implements TaskExecutor {
     await prev;
     try {
       const since = (await this.#db.query<{ now: Date }>('SELECT now()')).rows[0]?.now ?? new Date();
-      const output = await this.#turn(ep, turn, ctx);
+      const res = live ? await this.#continue(live, ctx) : await this.#start(ep, turn, ctx);
       await this.#flushUsage();
       const claimed = await this.#db.query(
         `UPDATE llm_usage SET task_id = $3 WHERE tenant_id = $1 AND instance_id = $2 AND task_id IS NULL AND created_at >= $4`,
         [turn.tenantId, ep.instanceId, turn.taskId, since],
       );
       await ctx.trace('metered', { usageRows: claimed.rowCount ?? 0 });
-      return { output };
+      return res;
     } finally {
       release();
       if (this.#locks.get(ep.instanceId) === chain) this.#locks.delete(ep.instanceId);
     }
   }
 
-  #turn(ep: Endpoint, turn: Turn, ctx: { signal: AbortSignal; trace: (kind: string, detail?: Record<string, unknown>) => Promise<void> }): Promise<string> {
+  /**
+   * A new turn: the approvals watcher first (so no request of this session is missed), then the HTTP
+   * turn. Returns when the turn ends, or as soon as the gateway holds it at an exec approval: the turn
+   * then stays in flight here (the workflow parks) until `decided` or the next `run` for the task.
+   */
+  async #start(ep: Endpoint, turn: Turn, ctx: TurnCtx): Promise<TurnResult> {
+    const mark = `task-${turn.taskId}`;
+    let watch: GatewayApprovalWatch | undefined;
+    try {
+      watch = await GatewayApprovalWatch.connect(ep.socketPath, ep.token, (k) => k === turn.sessionKey || (k?.endsWith(mark) ?? false));
+      await ctx.trace('approvals_watch', { connected: true });
+    } catch (err) {
+      // Without a watcher the gateway has no approval surface and denies asked commands at once.
+      this.#log.warn({ task_id: turn.taskId, err: (err as Error).message }, 'could not watch the gateway for exec approvals; asked commands will be denied');
+      await ctx.trace('approvals_watch', { connected: false, error: (err as Error).message });
+    }
+    const abort = new AbortController();
+    const h: Inflight = { ep, taskId: turn.taskId, watch, abort, requests: [], waiters: new Set(), done: false, output: undefined, error: undefined, turn: Promise.resolve('') };
+    if (watch) {
+      watch.onRequest = (r) => {
+        h.requests.push({ ...r, resolved: false });
+        for (const w of h.waiters) w();
+      };
+    }
+    h.turn = this.#turn(ep, turn, ctx, abort.signal);
+    void h.turn.then(
+      (out) => (h.output = out),
+      (err: unknown) => (h.error = err instanceof Error ? err : new Error(String(err))),
+    ).finally(() => {
+      h.done = true;
+      watch?.close();
+      for (const w of h.waiters) w();
+    });
+    this.#inflight.set(turn.taskId, h);
+    return this.#await(turn.taskId, h, ctx);
+  }
+
+  /** The turn after a person approved: allow the held command(s) on the gateway and follow the turn on. */
+  async #continue(h: Inflight, ctx: TurnCtx): Promise<TurnResult> {
+    for (const r of h.requests.filter((x) => !x.resolved)) {
+      r.resolved = true;
+      await h.watch?.resolve(r.id, 'allow-once');
+      await ctx.trace('exec_approval_resolved', { gatewayApprovalId: r.id, decision: 'allow-once', command: r.command });
+    }
+    return this.#await(h.taskId, h, ctx);
+  }
+
+  /** Waits until the turn ends (its output) or the gateway asks for a new exec approval (parks). */
+  async #await(taskId: string, h: Inflight, ctx: TurnCtx): Promise<TurnResult> {
+    const onAbort = () => {
+      h.abort.abort(ctx.signal.reason);
+      h.watch?.close();
+      this.#inflight.delete(taskId);
+    };
+    ctx.signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      for (;;) {
+        ctx.signal.throwIfAborted();
+        const asked = h.requests.filter((r) => !r.resolved && !r.reported);
+        if (asked.length > 0) {
+          for (const r of asked) r.reported = true;
+          await ctx.trace('exec_approval_requested', { requests: asked.map((r) => ({ gatewayApprovalId: r.id, command: r.command })) });
+          return { output: '', approvals: asked.map((r) => ({ kind: 'exec' as const, tool: 'exec', summary: r.command })) };
+        }
+        if (h.done) {
+          this.#inflight.delete(taskId);
+          if (h.error) throw h.error;
+          return { output: h.output ?? '' };
+        }
+        await new Promise<void>((resolve) => {
+          h.waiters.add(resolve);
+          ctx.signal.addEventListener('abort', () => resolve(), { once: true });
+        }).finally(() => h.waiters.clear());
+      }
+    } finally {
+      ctx.signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * A person rejected, or nobody answered in time: refuse the held command(s) on the gateway, so the turn
+   * ends with a denied tool result. Approvals are left to the next `run` (see #continue). A no-op when
+   * this process holds no turn for the task (after a restart the gateway's request is gone or times out).
+   */
+  async decided(taskId: string, decision: 'approved' | 'rejected' | 'expired'): Promise<void> {
+    const h = this.#inflight.get(taskId);
+    if (!h || decision === 'approved') return;
+    this.#inflight.delete(taskId);
+    for (const r of h.requests.filter((x) => !x.resolved)) {
+      r.resolved = true;
+      try {
+        await h.watch?.resolve(r.id, 'deny');
+      } catch (err) {
+        this.#log.warn({ task_id: taskId, err: (err as Error).message }, 'could not deny an exec approval on the gateway; it times out there');
+      }
+    }
+  }
+
+  #turn(ep: Endpoint, turn: Turn, ctx: TurnCtx, signal: AbortSignal): Promise<string> {
     const body = JSON.stringify({
       model: `openclaw/main`,
       stream: true,
@@ -129,7 +260,7 @@ export class GatewayExecutor implements TaskExecutor {
             'x-clawplane-task': turn.taskId,
             'x-clawplane-agent': turn.agent.name,
           },
-          signal: ctx.signal,
+          signal,
         },
         (res) => {
           if ((res.statusCode ?? 0) !== 200) {

@@ -83,6 +83,10 @@ export function createTaskServices(o: {
   const queues = new TaskQueues({ pollMs: o.settings.queuePollMs, workerConcurrency: o.settings.workerConcurrency });
   const wake = o.wake ?? instanceWaker({ instances: o.instances, sandboxes: o.sandboxes, readyTimeoutMs: o.readyTimeoutMs });
   const executor = new GatewayExecutor({ wake, db: o.db, log, flushUsage: o.flushUsage });
+  // OpenClaw's exec approvals (exec mode ask): a rejection or expiry refuses the held command on the gateway.
+  approvals.onDecided((_tenant, taskId, a, decision) => {
+    if (a.kind === 'exec') void executor.decided(taskId, decision);
+  });
   const steps = new TaskSteps({ db: o.db, store, agents, approvals, settings: o.settings, log, executor, flushUsage: o.flushUsage });
   const tasks = new TaskService({ db: o.db, store, agents, approvals, queues });
   registerQueueDepthGauge(o.registry, o.db);

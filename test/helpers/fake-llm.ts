@@ -4,7 +4,9 @@
  * and records every request it receives so tests can check keys, models and aborts.
  *
  * Behaviour is chosen by the model name: `fail-429` / `fail-500` answer with that status, `slow` waits
- * `slowMs` between its first and second chunk, anything else answers "Hello from <model>".
+ * `slowMs` between its first and second chunk, `tool-exec` calls the `exec` tool with `echo hi` (an OpenAI
+ * `tool_calls` entry) and, once the tool result is in the conversation, answers "Exec said: <result>";
+ * anything else answers "Hello from <model>".
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -30,11 +32,15 @@ export interface FakeLlm {
   /** Tokens reported per call (input, output). */
   usage: { input: number; output: number };
   slowMs: number;
+  /** Tool results (role "tool" message contents) the `tool-exec` model received. */
+  toolResults: string[];
+  /** The tool names offered in the last `tool-exec` request. */
+  toolNames: string[];
   close(): Promise<void>;
 }
 
 export async function startFakeLlm(): Promise<FakeLlm> {
-  const fake: FakeLlm = { url: '', baseUrl: '', requests: [], usage: { input: 40, output: 60 }, slowMs: 400, close: async () => undefined };
+  const fake: FakeLlm = { url: '', baseUrl: '', requests: [], usage: { input: 40, output: 60 }, slowMs: 400, toolResults: [], toolNames: [], close: async () => undefined };
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -92,7 +98,34 @@ async function answer(fake: FakeLlm, r: FakeRequest, res: http.ServerResponse): 
     r.finishedAt = Date.now();
     return;
   }
-  const text = `Hello from ${r.model}`;
+  const { input, output } = fake.usage;
+  if (r.model === 'tool-exec' && !r.path.endsWith('/messages')) {
+    const msgs = (r.body['messages'] ?? []) as { role?: string; content?: unknown }[];
+    const tool = msgs.find((m) => m.role === 'tool');
+    fake.toolNames = ((r.body['tools'] ?? []) as { function?: { name?: string } }[]).map((t) => t.function?.name ?? '?');
+    if (!tool) {
+      const call = { index: 0, id: 'call_exec_1', type: 'function', function: { name: 'exec', arguments: JSON.stringify({ command: 'echo hi' }) } };
+      const usage = { prompt_tokens: input, completion_tokens: output, total_tokens: input + output };
+      if (!r.stream) {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion', model: r.model, choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [call] }, finish_reason: 'tool_calls' }], usage }));
+      } else {
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+        res.write(`data: ${JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: { role: 'assistant', tool_calls: [call] }, finish_reason: null }] })}\n\n`);
+        res.write(`data: ${JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: {}, finish_reason: 'tool_calls' }], usage })}\n\n`);
+        res.end('data: [DONE]\n\n');
+      }
+      r.finishedAt = Date.now();
+      return;
+    }
+    const content = typeof tool.content === 'string' ? tool.content : JSON.stringify(tool.content);
+    fake.toolResults.push(content);
+    return answerText(fake, r, res, `Exec said: ${content.replace(/\s+/g, ' ').trim().slice(0, 200)}`);
+  }
+  return answerText(fake, r, res, `Hello from ${r.model}`);
+}
+
+async function answerText(fake: FakeLlm, r: FakeRequest, res: http.ServerResponse, text: string): Promise<void> {
   const { input, output } = fake.usage;
   const anthropic = r.path.endsWith('/messages');
   if (!r.stream) {

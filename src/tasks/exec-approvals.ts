@@ -1,0 +1,127 @@
+/**
+ * OpenClaw's own exec approvals for durable tasks (issue 8, item 4). With exec mode `ask` the gateway
+ * holds an agent run at an `exec` tool call and broadcasts `exec.approval.requested` (protocol v4) to
+ * operator clients that can deliver approvals; it runs or refuses the command when one of them calls
+ * `exec.approval.resolve {id, decision: "allow-once" | "deny"}` (docs/gateway/protocol/operator-methods.md,
+ * docs/tools/exec-approvals.md). The gateway's own timeout is 30 minutes, after which it denies.
+ *
+ * This watcher is such a client: a WebSocket to the gateway through the ingress socket, connected like
+ * src/ingress/ws.ts does it (the gateway token, trusted local backend) but with the `operator.approvals`
+ * and `operator.admin` scopes and the `approvals` capability: without them the gateway finds no approval
+ * surface for the run and denies at once ("Headless runs cannot wait for interactive exec approval"). It reports the requests of one session.
+ */
+import WebSocket from 'ws';
+
+export interface ExecApprovalRequest {
+  /** The gateway's approval id (what `exec.approval.resolve` takes). */
+  id: string;
+  command: string;
+  sessionKey: string | null;
+  expiresAtMs: number | null;
+}
+
+interface Frame {
+  type?: string;
+  id?: string;
+  event?: string;
+  ok?: boolean;
+  payload?: Record<string, unknown>;
+  error?: { code?: string; message?: string };
+}
+
+export class GatewayApprovalWatch {
+  readonly #ws: WebSocket;
+  readonly #calls = new Map<string, { resolve: (p: unknown) => void; reject: (e: Error) => void }>();
+  #seq = 0;
+  #closed = false;
+  onRequest: (r: ExecApprovalRequest) => void = () => undefined;
+
+  private constructor(ws: WebSocket) {
+    this.#ws = ws;
+  }
+
+  /** Connects and completes the handshake; rejects when the gateway refuses or does not answer in time. */
+  static async connect(socketPath: string, token: string, matches: (sessionKey: string | null) => boolean, timeoutMs = 15_000): Promise<GatewayApprovalWatch> {
+    const ws = new WebSocket(`ws+unix://${socketPath}:/`, { perMessageDeflate: false });
+    const w = new GatewayApprovalWatch(ws);
+    const ready = Promise.withResolvers<void>();
+    const timer = setTimeout(() => ready.reject(new Error(`the gateway did not complete the approvals handshake within ${timeoutMs} ms`)), timeoutMs);
+    ws.on('message', (data: WebSocket.RawData) => {
+      let f: Frame;
+      try {
+        f = JSON.parse((Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Buffer)).toString('utf8')) as Frame;
+      } catch {
+        return;
+      }
+      if (f.type === 'event' && f.event === 'connect.challenge') {
+        w.#request('connect', {
+          minProtocol: 4,
+          maxProtocol: 4,
+          client: { id: 'gateway-client', version: 'clawplane', platform: 'linux', mode: 'backend' },
+          role: 'operator',
+          // operator.admin: without it the gateway shows an approval only to the client that raised it (the
+          // agent's own run), so it would find no approval route and deny at once.
+          scopes: ['operator.read', 'operator.approvals', 'operator.admin'],
+          caps: ['approvals', 'exec-approvals'],
+          auth: { token },
+        }).then(() => ready.resolve(), (err: Error) => ready.reject(err));
+        return;
+      }
+      if (f.type === 'res' && typeof f.id === 'string') {
+        const c = w.#calls.get(f.id);
+        if (!c) return;
+        w.#calls.delete(f.id);
+        if (f.ok) c.resolve(f.payload);
+        else c.reject(new Error(`${f.error?.code ?? 'ERROR'}: ${f.error?.message ?? 'the gateway refused the request'}`));
+        return;
+      }
+      if (f.type === 'event' && f.event === 'exec.approval.requested' && f.payload) {
+        const p = f.payload as { id?: unknown; request?: { command?: unknown; sessionKey?: unknown }; expiresAtMs?: unknown };
+        const sessionKey = typeof p.request?.sessionKey === 'string' ? p.request.sessionKey : null;
+        if (typeof p.id !== 'string' || !matches(sessionKey)) return;
+        w.onRequest({ id: p.id, command: typeof p.request?.command === 'string' ? p.request.command : '(unknown command)', sessionKey, expiresAtMs: typeof p.expiresAtMs === 'number' ? p.expiresAtMs : null });
+      }
+    });
+    ws.on('error', (err) => ready.reject(err));
+    ws.on('close', () => {
+      w.#closed = true;
+      ready.reject(new Error('the gateway closed the approvals connection'));
+      for (const c of w.#calls.values()) c.reject(new Error('the gateway closed the approvals connection'));
+      w.#calls.clear();
+    });
+    try {
+      await ready.promise;
+    } catch (err) {
+      w.close();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+    return w;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  #request(method: string, params: unknown): Promise<unknown> {
+    const id = `cp-${++this.#seq}`;
+    const p = new Promise<unknown>((resolve, reject) => this.#calls.set(id, { resolve, reject }));
+    if (this.#ws.readyState !== WebSocket.OPEN) {
+      this.#calls.delete(id);
+      return Promise.reject(new Error('the approvals connection is not open'));
+    }
+    this.#ws.send(JSON.stringify({ type: 'req', id, method, params }));
+    return p;
+  }
+
+  /** Runs (allow-once) or refuses (deny) the command on the gateway. */
+  resolve(id: string, decision: 'allow-once' | 'deny'): Promise<unknown> {
+    return this.#request('exec.approval.resolve', { id, decision });
+  }
+
+  close(): void {
+    this.#closed = true;
+    if (this.#ws.readyState === WebSocket.OPEN || this.#ws.readyState === WebSocket.CONNECTING) this.#ws.terminate();
+  }
+}
