@@ -61,14 +61,28 @@ await db.close();
 await DBOS.migrate(templateUrl, { schemaName: 'dbos' });
 
 let code = 1;
+let runner: ReturnType<typeof spawn> | undefined;
+// A run stopped from outside (a CI time limit, Ctrl-C) still stops its test runner and its PostgreSQL:
+// an orphaned server would hold memory and a port on the machine for every later run.
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    runner?.kill(sig);
+    void (async () => {
+      await admin.end().catch(() => undefined);
+      await embedded?.stop().catch(() => undefined);
+      if (tmp) await rm(tmp, { recursive: true, force: true });
+      process.exit(130);
+    })();
+  });
+}
 try {
   code = await new Promise<number>((resolve) => {
     const args = ['--test', '--test-concurrency=2', '--test-timeout=600000', ...(files.length ? files : ['test/**/*.test.ts'])];
-    const child = spawn(process.execPath, args, {
+    const child = (runner = spawn(process.execPath, args, {
       cwd: root,
       stdio: 'inherit',
       env: { ...process.env, CLAWPLANE_TEST_ADMIN_URL: adminUrl, CLAWPLANE_TEST_TEMPLATE: template },
-    });
+    }));
     child.on('close', (c) => resolve(c ?? 1));
   });
 } finally {
