@@ -54,7 +54,7 @@ const BODIES: Record<string, unknown> = {
   'PUT /api/v1/platform/agent-defaults': {},
   'POST /api/v1/auth/logout': undefined,
   'POST /api/v1/tenants/{tenant}/credentials': { name: 'fuzz-key', type: 'api_key', value: 'sk-fuzz-0123456789abcdef' },
-  'POST /api/v1/tenants/{tenant}/credentials/skills/{skill}': { values: { bot_token: 'xoxb-0123456789-abcdef' } },
+  'POST /api/v1/tenants/{tenant}/credentials/skills/{skill}': { values: { bot_token: 'xoxb-fake-fixture-not-a-token' } },
   'PUT /api/v1/tenants/{tenant}/credentials/{credentialId}/value': { value: 'sk-fuzz-replaced-0123456789' },
   'POST /api/v1/tenants/{tenant}/providers': { kind: 'mistral', name: 'fuzz-provider' },
   'PATCH /api/v1/tenants/{tenant}/providers/{providerId}': { defaultModel: 'gpt-4o-mini' },
