@@ -8,17 +8,15 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, onboard } from './helpers/client.ts';
+import { CHROMIUM, openBrowser, SHOTS } from './helpers/browser.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const SHOTS = path.resolve(import.meta.dirname, '..', 'test-artifacts', 'screenshots');
 const skip = existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing: apt-get install chromium`;
 
 describe('web console: instances, governance, usage, audit, chat, platform settings', async () => {
@@ -58,24 +56,7 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     });
     llm = fake;
     await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
-    await mkdir(SHOTS, { recursive: true });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'],
-    });
-    const context = await browser.newContext({ baseURL: server.url, viewport: { width: 1280, height: 900 } });
-    page = await context.newPage();
-    page.setDefaultTimeout(15_000);
-    // CSP violations are console errors ("Refused to apply inline style…"); failed API calls (4xx) are expected.
-    page.on('console', (m) => {
-      if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())) problems.push(m.text());
-    });
-    page.on('pageerror', (e) => problems.push(e.message));
-    // And the DOM event, in case a violation is not logged.
-    await page.addInitScript(() => {
-      document.addEventListener('securitypolicyviolation', (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));
-    });
+    ({ browser, page } = await openBrowser(server.url, problems));
   });
   after(async () => {
     await browser?.close();

@@ -7,17 +7,15 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, setupCode } from './helpers/client.ts';
 import { startFakeLlm } from './helpers/fake-llm.ts';
 import { OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot } from './helpers/sandbox.ts';
+import { CHROMIUM, openBrowser, SHOTS } from './helpers/browser.ts';
 import { startTestServer } from './helpers/server.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const SHOTS = path.resolve(import.meta.dirname, '..', 'test-artifacts', 'screenshots');
 
 // One server and one gateway for the file: the durable engine (DBOS) is one per process.
 describe('web console end to end on a real gateway', { timeout: 300_000 }, async () => {
@@ -41,20 +39,7 @@ describe('web console end to end on a real gateway', { timeout: 300_000 }, async
 
   before(async () => {
     if (!existsSync(CHROMIUM)) return;
-    await mkdir(SHOTS, { recursive: true });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'],
-    });
-    const context = await browser.newContext({ baseURL: server.url, viewport: { width: 1280, height: 900 } });
-    page = await context.newPage();
-    page.setDefaultTimeout(15_000);
-    // A CSP violation or an uncaught error shows up here; a failed API call (4xx) is expected and is not.
-    page.on('console', (m) => {
-      if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())) problems.push(m.text());
-    });
-    page.on('pageerror', (e) => problems.push(e.message));
+    ({ browser, page } = await openBrowser(server.url, problems));
   });
   after(async () => {
     await browser?.close();

@@ -6,20 +6,18 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { OpenAPIHono } from '@hono/zod-openapi';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import type { AppEnv } from '../src/api/env.ts';
 import { registerWeb, WEB_DIST } from '../src/api/routes/web.ts';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, setupCode } from './helpers/client.ts';
+import { CHROMIUM, openBrowser, SHOTS } from './helpers/browser.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const SHOTS = path.resolve(import.meta.dirname, '..', 'test-artifacts', 'screenshots');
 
 // One server per file: the durable engine (DBOS) is one per process.
 describe('web console', async () => {
@@ -77,21 +75,7 @@ describe('web console', async () => {
     });
     llm = fake;
     await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
-    await mkdir(SHOTS, { recursive: true });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'],
-    });
-    const context = await browser.newContext({ baseURL: server.url, viewport: { width: 1280, height: 900 } });
-    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.url });
-    page = await context.newPage();
-    page.setDefaultTimeout(15_000);
-    // A CSP violation or an uncaught error shows up here; a failed API call (4xx) is expected and is not.
-    page.on('console', (m) => {
-      if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())) problems.push(m.text());
-    });
-    page.on('pageerror', (e) => problems.push(e.message));
+    ({ browser, page } = await openBrowser(server.url, problems, { clipboard: true }));
   });
   after(async () => {
     await browser?.close();
