@@ -34,6 +34,8 @@ export class GatewayApprovalWatch {
   readonly #calls = new Map<string, { resolve: (p: unknown) => void; reject: (e: Error) => void }>();
   #seq = 0;
   #closed = false;
+  /** Set by closeWhenSettled: runs when the last call in flight gets its answer. */
+  #onIdle: (() => void) | undefined;
   onRequest: (r: ExecApprovalRequest) => void = () => undefined;
 
   private constructor(ws: WebSocket) {
@@ -73,6 +75,7 @@ export class GatewayApprovalWatch {
         w.#calls.delete(f.id);
         if (f.ok) c.resolve(f.payload);
         else c.reject(new Error(`${f.error?.code ?? 'ERROR'}: ${f.error?.message ?? 'the gateway refused the request'}`));
+        if (w.#calls.size === 0) w.#onIdle?.();
         return;
       }
       if (f.type === 'event' && f.event === 'exec.approval.requested' && f.payload) {
@@ -118,6 +121,21 @@ export class GatewayApprovalWatch {
   /** Runs (allow-once) or refuses (deny) the command on the gateway. */
   resolve(id: string, decision: 'allow-once' | 'deny'): Promise<unknown> {
     return this.#request('exec.approval.resolve', { id, decision });
+  }
+
+  /**
+   * Closes once every call in flight has its answer (or after `graceMs`). The gateway may answer an
+   * `exec.approval.resolve` only after the turn it released has ended (measured: a fast turn ends first),
+   * so closing at the end of the turn must not cut that answer off.
+   */
+  closeWhenSettled(graceMs = 10_000): void {
+    if (this.#calls.size === 0) return this.close();
+    const t = setTimeout(() => this.close(), graceMs);
+    t.unref();
+    this.#onIdle = () => {
+      clearTimeout(t);
+      this.close();
+    };
   }
 
   close(): void {

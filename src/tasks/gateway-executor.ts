@@ -169,7 +169,8 @@ export class GatewayExecutor implements TaskExecutor {
       (err: unknown) => (h.error = err instanceof Error ? err : new Error(String(err))),
     ).finally(() => {
       h.done = true;
-      watch?.close();
+      // Not close(): a resolve sent by #continue may be answered only after the turn it released ended.
+      watch?.closeWhenSettled();
       for (const w of h.waiters) w();
     });
     this.#inflight.set(turn.taskId, h);
