@@ -20,7 +20,7 @@ set -euo pipefail
 
 VERSION=4.1.1
 DEB_VERSION=4.1.1-1
-PATCH_LEVEL=p3 # bump when the patch below changes
+PATCH_LEVEL=p4 # bump when the patch below changes
 ROOT=${CLAWPLANE_CRIU_DIR:-/var/tmp/clawplane-criu}
 BIN="$ROOT/bin/criu"
 STAMP="$ROOT/bin/criu.version"
@@ -161,6 +161,91 @@ new = """	ret = sysctl_op(req, n, op, CLONE_NEWNET);
 if old not in s:
     sys.exit("build-criu: patch context not found in net.c")
 open(p, "w").write(s.replace(old, new, 1))
+PY
+
+# --external unix[ino] for a unix socket that is not in the dumped net namespace (the host created it in
+# its own and passed it in as an fd: the sandbox's ingress/control sockets, ADR 0006 blocker 7): stock
+# CRIU looks the socket up in sock_diag first and fails with "Unix socket N not found". We record it as
+# an inherit-only entry (type, listening or not, socket options; no name, no peer); restore must give it
+# back with --inherit-fd fd[N]:socket:[ino] and fails with a clear error otherwise.
+python3 - "$src/criu/sk-unix.c" <<'PY'
+import sys
+p = sys.argv[1]
+s = open(p).read()
+flag_old = "#define USK_INHERIT  (1 << 3)\n"
+flag_new = flag_old + "#define USK_INHERIT_ONLY (1 << 4) /* clawplane: external, must come back via --inherit-fd */\n"
+fn = """static int dump_inherit_only_unix_fd(int lfd, uint32_t id, const struct fd_parms *p, UnixSkEntry *ue,
+				     SkOptsEntry *skopts, FownEntry *fown)
+{
+	FileEntry fe = FILE_ENTRY__INIT;
+	int type = 0, acc = 0;
+	socklen_t len = sizeof(type);
+
+	if (getsockopt(lfd, SOL_SOCKET, SO_TYPE, &type, &len)) {
+		pr_perror("Can't get the type of external unix socket %u", (unsigned int)p->stat.st_ino);
+		return -1;
+	}
+	len = sizeof(acc);
+	if (getsockopt(lfd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len)) {
+		pr_perror("Can't get SO_ACCEPTCONN of external unix socket %u", (unsigned int)p->stat.st_ino);
+		return -1;
+	}
+	if (dump_socket_opts(lfd, skopts))
+		return -1;
+	ue->id = id;
+	ue->ino = p->stat.st_ino;
+	ue->type = type;
+	ue->state = acc ? TCP_LISTEN : TCP_ESTABLISHED;
+	ue->flags = p->flags;
+	ue->uflags = USK_INHERIT_ONLY;
+	ue->backlog = 0;
+	ue->peer = 0;
+	ue->fown = fown;
+	ue->opts = skopts;
+	ue->name.len = 0;
+	ue->name.data = NULL;
+	fe.type = FD_TYPES__UNIXSK;
+	fe.id = id;
+	fe.usk = ue;
+	pr_info("Dumped external unix socket %u at fd %d; restore needs --inherit-fd fd[N]:socket:[%u]\\n",
+		ue->ino, p->fd, ue->ino);
+	return pb_write_one(img_from_set(glob_imgset, CR_FD_FILES), &fe, PB_FILE);
+}
+
+static int dump_one_unix_fd(int lfd, uint32_t id, const struct fd_parms *p)
+{"""
+lookup_old = """	sk = (struct unix_sk_desc *)lookup_socket(p->stat.st_ino, PF_UNIX, 0);
+	if (IS_ERR_OR_NULL(sk)) {
+		pr_err("Unix socket %d not found\\n", (int)p->stat.st_ino);"""
+lookup_new = """	sk = (struct unix_sk_desc *)lookup_socket(p->stat.st_ino, PF_UNIX, 0);
+	if (IS_ERR_OR_NULL(sk) && unix_sk_exception_lookup_id(p->stat.st_ino)) {
+		if (dump_inherit_only_unix_fd(lfd, id, p, ue, skopts, fown))
+			goto err;
+		return 0;
+	}
+	if (IS_ERR_OR_NULL(sk)) {
+		pr_err("Unix socket %d not found\\n", (int)p->stat.st_ino);"""
+open_old = """	if (inherited_fd(d, new_fd)) {
+		ui->ue->uflags |= USK_INHERIT;
+		ret = *new_fd >= 0 ? 0 : -1;
+	} else if"""
+open_new = """	if (inherited_fd(d, new_fd)) {
+		ui->ue->uflags |= USK_INHERIT;
+		ret = *new_fd >= 0 ? 0 : -1;
+	} else if (ui->ue->uflags & USK_INHERIT_ONLY) {
+		pr_err("Unix socket %u was external at dump: give it back with --inherit-fd fd[N]:socket:[%u]\\n",
+		       ui->ue->ino, ui->ue->ino);
+		ret = -1;
+	} else if"""
+queuer_old = "if ((ui->ue->uflags & (USK_EXTERN | USK_CALLBACK)) || ui->queuer)"
+queuer_new = "if ((ui->ue->uflags & (USK_EXTERN | USK_CALLBACK | USK_INHERIT_ONLY)) || ui->queuer)"
+for old in (flag_old, "static int dump_one_unix_fd(int lfd, uint32_t id, const struct fd_parms *p)\n{", lookup_old, open_old, queuer_old):
+    if s.count(old) != 1:
+        sys.exit("build-criu: patch context not found in sk-unix.c: " + old[:60])
+s = s.replace(flag_old, flag_new, 1)
+s = s.replace("static int dump_one_unix_fd(int lfd, uint32_t id, const struct fd_parms *p)\n{", fn, 1)
+s = s.replace(lookup_old, lookup_new, 1).replace(open_old, open_new, 1).replace(queuer_old, queuer_new, 1)
+open(p, "w").write(s)
 PY
 
 log "building criu $VERSION (about a minute on 2 cores)"
