@@ -25,6 +25,15 @@ export interface Quotas {
   idleTimeoutMinutes: number | null;
 }
 
+/** What the platform admin's tenant list shows next to each tenant (issue 9): computed, never stored. */
+export interface TenantStats {
+  instances: { running: number; total: number };
+  /** Metered model calls since 00:00 UTC (the day the daily budgets count). */
+  usageToday: { tokens: number; costUsd: number; calls: number };
+}
+
+export type TenantWithStats = Tenant & { stats: TenantStats };
+
 export interface Member {
   userId: string;
   email: string;
@@ -114,6 +123,45 @@ export class TenantService {
             [opts.userId],
           );
     return r.rows.map(toTenant);
+  }
+
+  /**
+   * The tenants of `list`, each with its instance counts and today's usage, in one query: one LATERAL
+   * aggregate per tenant over `instances` and `llm_usage` (index llm_usage_tenant_time), no query per row.
+   */
+  async listWithStats(opts: { userId?: string; tenantId?: string } = {}): Promise<TenantWithStats[]> {
+    const where: string[] = [];
+    const vals: unknown[] = [];
+    if (opts.userId !== undefined) {
+      vals.push(opts.userId);
+      where.push(`EXISTS (SELECT 1 FROM memberships m WHERE m.tenant_id = t.id AND m.user_id = $${vals.length})`);
+    }
+    if (opts.tenantId !== undefined) {
+      vals.push(opts.tenantId);
+      where.push(`t.id = $${vals.length}`);
+    }
+    const r = await this.db.query<TenantRow & { instances_total: number; instances_running: number; usage_tokens: string; usage_cost: string; usage_calls: number }>(
+      `SELECT t.*, i.total AS instances_total, i.running AS instances_running,
+              u.tokens AS usage_tokens, u.cost AS usage_cost, u.calls AS usage_calls
+         FROM tenants t
+         CROSS JOIN LATERAL (
+           SELECT count(*)::int AS total, (count(*) FILTER (WHERE status = 'running'))::int AS running
+             FROM instances WHERE tenant_id = t.id) i
+         CROSS JOIN LATERAL (
+           SELECT coalesce(sum(input_tokens + output_tokens), 0)::bigint AS tokens, coalesce(sum(cost_usd), 0) AS cost, count(*)::int AS calls
+             FROM llm_usage
+            WHERE tenant_id = t.id AND created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') u
+        ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+        ORDER BY t.slug`,
+      vals,
+    );
+    return r.rows.map((row) => ({
+      ...toTenant(row),
+      stats: {
+        instances: { running: row.instances_running, total: row.instances_total },
+        usageToday: { tokens: Number(row.usage_tokens), costUsd: Number(row.usage_cost), calls: row.usage_calls },
+      },
+    }));
   }
 
   async create(input: { slug: string; name: string; quotas?: Partial<Quotas> | undefined }, by: Audited): Promise<Tenant> {

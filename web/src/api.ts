@@ -51,6 +51,13 @@ export interface Tenant {
   updatedAt: string;
 }
 
+/** Computed per tenant by GET /api/v1/tenants: instances and the model usage metered since 00:00 UTC. */
+export interface TenantStats {
+  instances: { running: number; total: number };
+  usageToday: { tokens: number; costUsd: number; calls: number };
+}
+export type TenantListItem = Tenant & { stats: TenantStats };
+
 export interface Member {
   userId: string;
   email: string;
@@ -131,6 +138,18 @@ export interface Provider {
   enabled: boolean;
   createdAt: string;
   updatedAt: string;
+}
+export type RouteScope = 'tenant' | 'agent' | 'skill';
+export interface RouteTarget {
+  providerId: string;
+  model: string;
+}
+/** Which (provider, model) the broker tries, in order: the primary, then the fallbacks. */
+export interface ModelRoute {
+  scope: RouteScope;
+  /** The agent or skill id; '' for the tenant default. */
+  scopeName: string;
+  targets: RouteTarget[];
 }
 export interface ConnectionTest {
   ok: boolean;
@@ -245,7 +264,7 @@ export const api = {
     saveAgentDefaults: (body: AgentDefaults) => request<AgentDefaults>('PUT', '/api/v1/platform/agent-defaults', body),
   },
   tenants: {
-    list: () => request<{ items: Tenant[] }>('GET', '/api/v1/tenants'),
+    list: () => request<{ items: TenantListItem[] }>('GET', '/api/v1/tenants'),
     get: (tenant: string) => request<Tenant>('GET', t(tenant)),
     create: (body: { slug: string; name: string; quotas?: Partial<Quotas> }) => request<Tenant>('POST', '/api/v1/tenants', body),
     update: (tenant: string, body: { name?: string; quotas?: Partial<Quotas> }) => request<Tenant>('PATCH', t(tenant), body),
@@ -280,6 +299,9 @@ export const api = {
     update: (tenant: string, id: string, body: { enabled?: boolean; defaultModel?: string | null }) => request<Provider>('PATCH', `${t(tenant)}/providers/${id}`, body),
     remove: (tenant: string, id: string) => request<{ deleted: true }>('DELETE', `${t(tenant)}/providers/${id}`),
     test: (tenant: string, id: string) => request<ConnectionTest>('POST', `${t(tenant)}/providers/${id}/test`),
+    routes: (tenant: string) => request<{ items: ModelRoute[] }>('GET', `${t(tenant)}/model-routes`),
+    /** Sets one route's ordered targets; [] removes it. `scopeName` only for agent and skill routes. */
+    setRoute: (tenant: string, body: { scope: RouteScope; scopeName?: string; targets: RouteTarget[] }) => request<ModelRoute>('PUT', `${t(tenant)}/model-routes`, body),
   },
 };
 
@@ -384,9 +406,10 @@ export interface EffectiveTools {
   requiresApproval: string[];
   deny: string[];
 }
+export const TOOL_RISKS = ['low', 'medium', 'high', 'critical'] as const;
 export interface Tool {
   name: string;
-  risk: string;
+  risk: (typeof TOOL_RISKS)[number];
   group: string;
   description: string;
   channels: string[];
@@ -518,6 +541,7 @@ export const api2 = {
   policy: {
     baseline: () => request<{ policies: BaselinePolicy[] }>('GET', '/api/v1/policy/baseline'),
     tools: () => request<{ items: Tool[] }>('GET', '/api/v1/policy/tools'),
+    saveTool: (name: string, body: Omit<Tool, 'name'>) => request<Tool>('PUT', `/api/v1/policy/tools/${encodeURIComponent(name)}`, body),
     get: (tenant: string) => request<TenantPolicy>('GET', `${t(tenant)}/policy`),
     save: (tenant: string, body: { execPolicy: 'deny' | 'ask'; policies: PolicyRestriction[] }) => request<TenantPolicy>('PUT', `${t(tenant)}/policy`, body),
     explain: (tenant: string, body: { tool: string; agent: string; context: ToolContext }) => request<PolicyDecision>('POST', `${t(tenant)}/policy/explain`, body),
@@ -660,11 +684,30 @@ export interface TraceEvent {
   detail: Record<string, unknown>;
   at: string;
 }
+export const AGENT_TYPES = ['chat', 'coding', 'research', 'shell', 'browser'] as const;
+export type AgentType = (typeof AGENT_TYPES)[number];
+/** Agent types the server classes as high risk (they run in the tenant's own tasks-high-risk sandbox). */
+export const HIGH_RISK_AGENT_TYPES: readonly AgentType[] = ['shell', 'browser'];
 export interface Agent {
   id: string;
+  tenantId: string;
   name: string;
-  agentType: string;
+  agentType: AgentType;
   capabilities: string[];
+  /** Model override; null: the tenant's model route. */
+  model: string | null;
+  /** 0 = never dispatched; dispatch prefers higher. */
+  trustLevel: number;
+  riskClass: 'standard' | 'high';
+  createdAt: string;
+  updatedAt: string;
+}
+export interface AgentInput {
+  name: string;
+  agentType: AgentType;
+  capabilities: string[];
+  model: string | null;
+  trustLevel: number;
 }
 
 export const tasksApi = {
@@ -678,6 +721,12 @@ export const tasksApi = {
   cancel: (tenant: string, id: string, reason?: string) => request<Task>('POST', `${t(tenant)}/tasks/${encodeURIComponent(id)}/cancel`, reason ? { reason } : {}),
   inbox: (tenant: string) => request<{ items: (TaskApproval & { taskInput: string })[] }>('GET', `${t(tenant)}/approvals`),
   agents: (tenant: string) => request<{ items: Agent[] }>('GET', `${t(tenant)}/agents`),
+  createAgent: (tenant: string, body: AgentInput) => request<Agent>('POST', `${t(tenant)}/agents`, body),
+  updateAgent: (tenant: string, id: string, body: Partial<Omit<AgentInput, 'name'>>) => request<Agent>('PATCH', `${t(tenant)}/agents/${encodeURIComponent(id)}`, body),
+  removeAgent: (tenant: string, id: string) => request<undefined>('DELETE', `${t(tenant)}/agents/${encodeURIComponent(id)}`),
+  /** Where approval requests and decisions are posted; the URL only (the signing key is shown once, when set). */
+  webhook: (tenant: string) => request<{ url: string | null }>('GET', `${t(tenant)}/approval-webhook`),
+  setWebhook: (tenant: string, url: string) => request<{ url: string; signingKey: string }>('PUT', `${t(tenant)}/approval-webhook`, { url }),
   /** The task's trace as server-sent events (named `<step>.<kind>`, then `end`), read with fetch: EventSource cannot listen to every name. */
   follow: async (tenant: string, id: string, signal: AbortSignal, onEvent: (event: string, data: string) => void): Promise<void> => {
     const res = await fetch(`${t(tenant)}/tasks/${encodeURIComponent(id)}/events`, { headers: { accept: 'text/event-stream' }, credentials: 'same-origin', signal });

@@ -1,9 +1,25 @@
 import { createRoute, z } from '@hono/zod-openapi';
-import { ValidationError } from '../../errors.ts';
+import { UnauthenticatedError, ValidationError } from '../../errors.ts';
 import type { App, AppDeps } from '../app.ts';
 import { allow, allowPlatform } from '../auth.ts';
 import { errorResponses, json, jsonBody, QuotasPatch, Slug, TenantParam, TenantSchema } from '../schemas.ts';
-import { UnauthenticatedError } from '../../errors.ts';
+
+const TenantStatsSchema = z
+  .object({
+    instances: z.object({
+      running: z.number().int().openapi({ description: 'Instances whose status is running' }),
+      total: z.number().int().openapi({ description: 'Every instance of the tenant, whatever its status (what counts against maxInstances)' }),
+    }),
+    usageToday: z
+      .object({
+        tokens: z.number().int().openapi({ description: 'Input + output tokens' }),
+        costUsd: z.number(),
+        calls: z.number().int(),
+      })
+      .openapi({ description: "Model calls the broker metered since 00:00 UTC (the day the daily budgets count)" }),
+  })
+  .openapi('TenantStats');
+const TenantListItemSchema = TenantSchema.extend({ stats: TenantStatsSchema }).openapi('TenantListItem');
 
 /** Tenants: platform admins create, change, suspend and delete; members see their own (issue 3). */
 export function registerTenants(app: App, deps: AppDeps): void {
@@ -29,14 +45,14 @@ export function registerTenants(app: App, deps: AppDeps): void {
       method: 'get',
       path: '/api/v1/tenants',
       tags: ['tenants'],
-      summary: 'Tenants you can see: all for platform admins, your own otherwise',
-      responses: { 200: json(z.object({ items: z.array(TenantSchema) })), ...errorResponses },
+      summary: 'Tenants you can see (all for platform admins, your own otherwise), each with its instance count and usage today',
+      responses: { 200: json(z.object({ items: z.array(TenantListItemSchema) })), ...errorResponses },
     }),
     async (c) => {
       const p = c.get('principal');
       if (!p) throw new UnauthenticatedError();
-      if (p.kind === 'token') return c.json({ items: [await tenants.get(p.tenantId)] }, 200);
-      return c.json({ items: await tenants.list(p.platformAdmin ? {} : { userId: p.userId }) }, 200);
+      const opts = p.kind === 'token' ? { tenantId: p.tenantId } : p.platformAdmin ? {} : { userId: p.userId };
+      return c.json({ items: await tenants.listWithStats(opts) }, 200);
     },
   );
 

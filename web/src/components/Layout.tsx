@@ -23,6 +23,9 @@ export function Layout({ children }: { children: ReactNode }) {
               <Link to="/tenants" aria-current={path === '/tenants' ? 'page' : undefined}>
                 Tenants
               </Link>
+              <Link to="/governance" aria-current={current('/governance')}>
+                Governance
+              </Link>
               <Link to="/audit" aria-current={current('/audit')}>
                 Audit
               </Link>

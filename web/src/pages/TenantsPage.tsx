@@ -1,5 +1,5 @@
 import { useState, type FormEvent } from 'react';
-import { api, type Tenant } from '../api.ts';
+import { api, type Tenant, type TenantListItem } from '../api.ts';
 import { Async, Empty, ErrorMessage, Field, formatDate, StatusBadge, useAction } from '../components/ui.tsx';
 import { Link } from '../router.tsx';
 import { useMe } from '../session.tsx';
@@ -8,7 +8,8 @@ import { useResource } from '../useResource.ts';
 /** All tenants (platform admins) or your own; platform admins create them here. */
 export function TenantsPage() {
   const me = useMe();
-  const tenants = useResource(() => api.tenants.list(), []);
+  // Instance counts and today's usage move: refresh while the page is open.
+  const tenants = useResource(() => api.tenants.list(), [], { pollMs: 15_000 });
   return (
     <section>
       <h1>Tenants</h1>
@@ -21,7 +22,9 @@ export function TenantsPage() {
   );
 }
 
-function TenantTable({ items }: { items: Tenant[] }) {
+const int = new Intl.NumberFormat('en-US');
+
+function TenantTable({ items }: { items: TenantListItem[] }) {
   return (
     <table>
       <caption className="sr-only">Tenants</caption>
@@ -30,6 +33,8 @@ function TenantTable({ items }: { items: Tenant[] }) {
           <th scope="col">Name</th>
           <th scope="col">Slug</th>
           <th scope="col">Status</th>
+          <th scope="col">Instances</th>
+          <th scope="col">Usage today (UTC)</th>
           <th scope="col">Max instances</th>
           <th scope="col">Daily token budget</th>
           <th scope="col">Created</th>
@@ -46,6 +51,12 @@ function TenantTable({ items }: { items: Tenant[] }) {
             </td>
             <td>
               <StatusBadge status={t.status} />
+            </td>
+            <td>
+              {t.stats.instances.running} running / {t.stats.instances.total}
+            </td>
+            <td>
+              {int.format(t.stats.usageToday.tokens)} tokens · ${t.stats.usageToday.costUsd.toFixed(2)}
             </td>
             <td>{t.quotas.maxInstances}</td>
             <td>{t.quotas.dailyTokenBudget ?? 'unlimited'}</td>

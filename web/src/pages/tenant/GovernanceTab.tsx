@@ -1,13 +1,13 @@
 import { useState, type FormEvent } from 'react';
-import { api, api2, type BrokerLimit, type EgressHost, type PolicyDecision, type PolicyRestriction, type TenantPolicy } from '../../api.ts';
-import { Async, ConfirmButton, Empty, ErrorMessage, Field, formatDate, StatusBadge, useAction } from '../../components/ui.tsx';
+import { api, api2, tasksApi, type BrokerLimit, type EgressHost, type PolicyDecision, type PolicyRestriction, type TenantPolicy } from '../../api.ts';
+import { Async, ConfirmButton, CopyButton, Empty, ErrorMessage, Field, formatDate, StatusBadge, useAction } from '../../components/ui.tsx';
 import { useResource } from '../../useResource.ts';
 import { NotAMember, type TabProps } from './TenantPage.tsx';
 
 /**
  * Governance: what the tenant's agents may do. Tool policy (the platform baseline, read-only; the
  * tenant's forbid-only restrictions; explain a decision; effective tools), model-call caps, the egress
- * allow-list and skill endpoints. Everyone in the tenant reads; tenant admins change.
+ * allow-list, skill endpoints and the approval webhook. Everyone in the tenant reads; tenant admins change.
  */
 export function GovernanceTab({ tenant, role }: TabProps) {
   if (!role) return <NotAMember what="governance settings" />;
@@ -16,13 +16,14 @@ export function GovernanceTab({ tenant, role }: TabProps) {
     <>
       {admin ? null : <p className="notice info">You can read these settings; changing them needs the tenant admin role.</p>}
       <nav className="subnav" aria-label="Governance sections">
-        <a href="#policy">Tool policy</a> <a href="#explain">Explain a decision</a> <a href="#caps">Caps</a> <a href="#egress">Egress</a> <a href="#skills">Skill endpoints</a>
+        <a href="#policy">Tool policy</a> <a href="#explain">Explain a decision</a> <a href="#caps">Caps</a> <a href="#egress">Egress</a> <a href="#skills">Skill endpoints</a> <a href="#webhook">Approval webhook</a>
       </nav>
       <ToolPolicy slug={tenant.slug} admin={admin} />
       <Explain slug={tenant.slug} />
       <Caps slug={tenant.slug} admin={admin} />
       <Egress slug={tenant.slug} admin={admin} />
       <SkillEndpoints slug={tenant.slug} admin={admin} />
+      <ApprovalWebhook slug={tenant.slug} admin={admin} />
     </>
   );
 }
@@ -580,5 +581,74 @@ function SkillEndpointForm({ slug, credentials, onSaved }: { slug: string; crede
         Save skill endpoint
       </button>
     </form>
+  );
+}
+
+// ---- Approval webhook ----
+
+/**
+ * Where approval requests and decisions are posted (issue 8), signed with HMAC-SHA256. The API answers a
+ * new signing key with each save, once: it is shown then, with a copy button, and never again.
+ */
+function ApprovalWebhook({ slug, admin }: { slug: string; admin: boolean }) {
+  const hook = useResource(() => tasksApi.webhook(slug), [slug]);
+  const [url, setUrl] = useState('');
+  const [fresh, setFresh] = useState<{ url: string; signingKey: string } | undefined>(undefined);
+  const action = useAction();
+  const submit = (e: FormEvent) => {
+    e.preventDefault();
+    void action.run(async () => {
+      setFresh(undefined);
+      setFresh(await tasksApi.setWebhook(slug, url.trim()));
+      setUrl('');
+      hook.reload();
+    });
+  };
+  return (
+    <section id="webhook" className="card" aria-labelledby="webhook-h">
+      <h2 id="webhook-h">Approval webhook</h2>
+      <p className="hint">
+        When a task waits for a person, and when someone decides, Clawplane posts the event to this URL, signed in the <code>X-Clawplane-Signature</code> header (
+        <code>t=&lt;unix time&gt;,v1=&lt;HMAC-SHA256 of &quot;t.body&quot;&gt;</code>).
+      </p>
+      <Async resource={hook} what="the approval webhook">
+        {({ url: current }) =>
+          current ? (
+            <p>
+              Approvals are posted to <code>{current}</code>.
+            </p>
+          ) : (
+            <Empty>No webhook: approvals wait in the Tasks tab&apos;s inbox only.</Empty>
+          )
+        }
+      </Async>
+      {fresh ? (
+        <div className="reveal" role="status" aria-label="New signing key">
+          <p>
+            <strong>Copy the signing key now: it is shown only this once.</strong> Saving the webhook again makes a new one.
+          </p>
+          <div className="secret-row">
+            <code className="secret" data-testid="webhook-key">
+              {fresh.signingKey}
+            </code>
+            <CopyButton text={fresh.signingKey} />
+          </div>
+          <button type="button" className="secondary" onClick={() => setFresh(undefined)}>
+            I have copied it
+          </button>
+        </div>
+      ) : null}
+      {admin ? (
+        <form onSubmit={submit} className="inline-form" aria-label="Set the approval webhook">
+          <Field label="Webhook URL" hint="https://…; saving makes a new signing key.">
+            {(id, d) => <input id={id} aria-describedby={d} type="url" required maxLength={2000} value={url} placeholder="https://hooks.example.com/clawplane" onChange={(e) => setUrl(e.target.value)} />}
+          </Field>
+          <button type="submit" disabled={action.busy}>
+            {action.busy ? 'Saving…' : 'Save webhook'}
+          </button>
+        </form>
+      ) : null}
+      <ErrorMessage error={action.error} />
+    </section>
   );
 }

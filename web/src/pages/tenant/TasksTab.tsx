@@ -1,8 +1,12 @@
-import { useEffect, useState, type FormEvent } from 'react';
+import { useCallback, useEffect, useRef, useState, type FormEvent } from 'react';
 import { PRIORITIES, TASK_STATUSES, TASK_TERMINAL, tasksApi, type Priority, type Task, type TraceEvent } from '../../api.ts';
 import { Async, Empty, ErrorMessage, Field, formatDate, Loading, StatusBadge, useAction } from '../../components/ui.tsx';
-import { useResource } from '../../useResource.ts';
+import { useResource, useVisibleInterval } from '../../useResource.ts';
 import { NotAMember, type TabProps } from './TenantPage.tsx';
+
+/** How often the inbox and the task list refresh while the page is visible. */
+const POLL_MS = 3000;
+const PAGE = 25;
 
 /** Tasks: the approvals inbox, a new task, the list with filters, and one task's live trace. */
 export function TasksTab({ tenant, role }: TabProps) {
@@ -18,24 +22,46 @@ function Tasks({ slug, canOperate }: { slug: string; canOperate: boolean }) {
   const [tick, setTick] = useState(0);
   const more = useAction();
   const reload = () => setTick((n) => n + 1);
+  // What the shown list was loaded for, and how many rows it holds: a refresh of the same filters reloads
+  // as many rows as are shown ("Older tasks" pages included), new filters start again at one page.
+  const shown = useRef({ key: '', count: PAGE });
+  const inFlight = useRef(false);
 
   useEffect(() => {
     let live = true;
-    setError(undefined);
-    tasksApi.list(slug, { ...filters, limit: 25 }).then(
-      (r) => live && setPages({ items: r.items, next: r.nextCursor }),
-      (e: unknown) => live && setError(e),
-    );
+    const key = JSON.stringify([slug, filters]);
+    const limit = shown.current.key === key ? Math.min(200, Math.max(PAGE, shown.current.count)) : PAGE;
+    inFlight.current = true;
+    tasksApi
+      .list(slug, { ...filters, limit })
+      .then(
+        (r) => {
+          if (!live) return;
+          shown.current = { key, count: r.items.length };
+          setError(undefined);
+          setPages((prev) => (prev && JSON.stringify(prev.items) === JSON.stringify(r.items) && prev.next === r.nextCursor ? prev : { items: r.items, next: r.nextCursor }));
+        },
+        (e: unknown) => live && setError(e),
+      )
+      .finally(() => {
+        if (live) inFlight.current = false;
+      });
     return () => {
       live = false;
+      inFlight.current = false;
     };
   }, [slug, filters, tick]);
+  // Live: statuses change and new tasks arrive while the tab is open.
+  useVisibleInterval(() => {
+    if (!inFlight.current && !more.busy) reload();
+  }, POLL_MS);
 
   return (
     <>
       <Inbox slug={slug} canOperate={canOperate} onDecided={reload} />
       {canOperate ? <CreateTask slug={slug} onCreated={(t) => (setSelected(t.id), reload())} /> : null}
       <h2>Tasks</h2>
+      <p className="hint">The inbox and this list refresh on their own every few seconds.</p>
       <form className="inline-form" aria-label="Filter tasks" onSubmit={(e) => e.preventDefault()}>
         <Field label="Status">
           {(id) => (
@@ -107,8 +133,10 @@ function Tasks({ slug, canOperate }: { slug: string; canOperate: boolean }) {
           disabled={more.busy}
           onClick={() =>
             void more.run(async () => {
-              const r = await tasksApi.list(slug, { ...filters, limit: 25, cursor: pages.next ?? undefined });
-              setPages({ items: [...pages.items, ...r.items], next: r.nextCursor });
+              const r = await tasksApi.list(slug, { ...filters, limit: PAGE, cursor: pages.next ?? undefined });
+              const items = [...pages.items, ...r.items];
+              shown.current = { ...shown.current, count: items.length };
+              setPages({ items, next: r.nextCursor });
             })
           }
         >
@@ -121,7 +149,7 @@ function Tasks({ slug, canOperate }: { slug: string; canOperate: boolean }) {
 }
 
 function Inbox({ slug, canOperate, onDecided }: { slug: string; canOperate: boolean; onDecided: () => void }) {
-  const inbox = useResource(() => tasksApi.inbox(slug), [slug]);
+  const inbox = useResource(() => tasksApi.inbox(slug), [slug], { pollMs: POLL_MS });
   return (
     <section className="card" aria-labelledby="inbox-h">
       <h2 id="inbox-h">Approvals inbox</h2>
@@ -232,7 +260,9 @@ function TaskDetail({ slug, id, canOperate, onChanged }: { slug: string; id: str
   const [ended, setEnded] = useState(false);
   const [streamError, setStreamError] = useState<unknown>(undefined);
   const cancel = useAction();
-  const { reload } = task;
+  const { reload: reloadTask } = task;
+  const { reload: reloadApprovals } = approvals;
+  const reload = useCallback(() => (reloadTask(), reloadApprovals()), [reloadTask, reloadApprovals]);
   useEffect(() => {
     const ac = new AbortController();
     setTrace([]);

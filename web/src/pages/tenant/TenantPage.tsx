@@ -5,6 +5,7 @@ import { Link } from '../../router.tsx';
 import { useMe } from '../../session.tsx';
 import { useResource } from '../../useResource.ts';
 import { NotFoundPage } from '../NotFoundPage.tsx';
+import { AgentsTab } from './AgentsTab.tsx';
 import { AuditTab } from './AuditTab.tsx';
 import { ChatTab } from './ChatTab.tsx';
 import { CredentialsTab } from './CredentialsTab.tsx';
@@ -34,6 +35,7 @@ const TABS: { id: string; label: string; render: (p: TabProps) => ReactNode }[] 
   { id: 'instances', label: 'Instances', render: (p) => <InstancesTab {...p} /> },
   { id: 'chat', label: 'Chat', render: (p) => <ChatTab {...p} /> },
   { id: 'tasks', label: 'Tasks', render: (p) => <TasksTab {...p} /> },
+  { id: 'agents', label: 'Agents', render: (p) => <AgentsTab {...p} /> },
   { id: 'members', label: 'Members', render: (p) => <MembersTab {...p} /> },
   { id: 'tokens', label: 'API tokens', render: (p) => <TokensTab {...p} /> },
   { id: 'credentials', label: 'Credentials', render: (p) => <CredentialsTab {...p} /> },
