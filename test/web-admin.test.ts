@@ -314,8 +314,12 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     await define.getByLabel('Capabilities').press('Enter');
     await table.getByRole('row').filter({ hasText: 'ops' }).getByText('high', { exact: true }).waitFor();
 
-    await researcher.getByRole('button', { name: 'Edit researcher' }).click();
+    // By keyboard: Enter on Edit opens the form below the list and moves focus into it.
+    await researcher.getByRole('button', { name: 'Edit researcher' }).focus();
+    await page.keyboard.press('Enter');
     const edit = page.getByRole('form', { name: 'Edit agent researcher' });
+    await edit.waitFor();
+    assert.equal(await edit.getByLabel('Agent type').evaluate((el) => el === document.activeElement), true, 'focus is in the edit form');
     assert.equal(await edit.getByLabel('Capabilities').inputValue(), 'research, summarise');
     await edit.getByLabel('Trust level').selectOption('3');
     await edit.getByLabel('Model override (optional)').fill('gpt-4o-mini');

@@ -154,7 +154,7 @@ describe('web console', async () => {
     const rows = page.getByRole('table').getByRole('row');
     await rows.filter({ hasText: 'Globex' }).waitFor();
     assert.equal(await rows.count(), 3, 'header + two tenants');
-    assert.match(await rows.filter({ hasText: 'Acme Corp' }).innerText(), /acme\s+active/);
+    assert.match(await rows.filter({ hasText: 'Acme Corp' }).innerText(), /acme\s+active\s+0 running \/ 0\s+0 tokens · \$0\.00/, 'no instances, no usage today yet');
     await page.getByLabel('Name', { exact: true }).fill('Acme again');
     await page.getByLabel('Slug').fill('acme');
     await page.getByRole('button', { name: 'Create tenant' }).click();

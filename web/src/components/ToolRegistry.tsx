@@ -99,7 +99,7 @@ function ToolForm({ initial, onSaved, onCancel }: { initial: Tool | undefined; o
         </Field>
         <Field label="Risk">
           {(id) => (
-            <select id={id} value={risk} onChange={(e) => setRisk(TOOL_RISKS.find((r) => r === e.target.value) ?? 'low')}>
+            <select id={id} autoFocus={initial !== undefined} value={risk} onChange={(e) => setRisk(TOOL_RISKS.find((r) => r === e.target.value) ?? 'low')}>
               {TOOL_RISKS.map((r) => (
                 <option key={r}>{r}</option>
               ))}

@@ -131,7 +131,8 @@ function AgentForm({ slug, agent, onSaved, onCancel }: { slug: string; agent?: A
         )}
         <Field label="Agent type" hint={highRisk ? 'High risk: runs in the tenant’s separate high-risk sandbox.' : 'Shell and browser agents are high risk.'}>
           {(id, d) => (
-            <select id={id} aria-describedby={d} value={agentType} onChange={(e) => setAgentType(AGENT_TYPES.find((t) => t === e.target.value) ?? 'chat')}>
+            // Edit opens this form below the list: focus moves to it, so keyboard users land where they edit.
+            <select id={id} aria-describedby={d} autoFocus={agent !== undefined} value={agentType} onChange={(e) => setAgentType(AGENT_TYPES.find((t) => t === e.target.value) ?? 'chat')}>
               {AGENT_TYPES.map((t) => (
                 <option key={t}>{t}</option>
               ))}

@@ -349,7 +349,7 @@ function RouteForm(props: { slug: string; providers: Provider[]; initial: ModelR
             <li key={i} className="row">
               <Field label={`Provider ${n}`}>
                 {(id) => (
-                  <select id={id} value={t.providerId} onChange={(e) => changeProvider(i, e.target.value)}>
+                  <select id={id} autoFocus={i === 0 && props.initial !== undefined} value={t.providerId} onChange={(e) => changeProvider(i, e.target.value)}>
                     {props.providers.map((p) => (
                       <option key={p.id} value={p.id}>
                         {p.name}
