@@ -20,22 +20,27 @@ export function useResource<T>(load: () => Promise<T>, deps: readonly unknown[],
   // The caller names the dependencies, as with useEffect.
   const stableLoad = useCallback(load, deps);
   const inFlight = useRef(false);
-  // The load whose answer is shown: a refresh of the same load may keep it on error, another load (new deps) may not.
-  const shown = useRef<unknown>(undefined);
+  // The load that last answered (data or error): another run of the same load is a refresh, which keeps
+  // what is shown until its own answer arrives; a new load (new deps) starts clean.
+  const settled = useRef<unknown>(undefined);
   useEffect(() => {
     let live = true;
-    const refresh = shown.current === stableLoad;
+    const refresh = settled.current === stableLoad;
     inFlight.current = true;
-    setState((s) => ({ ...s, loading: true, error: undefined }));
+    setState((s) => (refresh ? { ...s, loading: true } : { ...s, loading: true, error: undefined }));
     stableLoad()
       .then(
         (data) => {
           if (!live) return;
-          shown.current = stableLoad;
+          settled.current = stableLoad;
           setState((s) => ({ data: refresh && sameJson(s.data, data) ? s.data : data, error: undefined, loading: false }));
         },
-        // A failed refresh keeps the data it had: Async shows the error (with "Try again") until a later refresh works.
-        (error: unknown) => live && setState((s) => ({ data: refresh ? s.data : undefined, error, loading: false })),
+        (error: unknown) => {
+          if (!live) return;
+          settled.current = stableLoad;
+          // A failed refresh keeps the data it had: Async shows the error (with "Try again") until a later refresh works.
+          setState((s) => ({ data: refresh ? s.data : undefined, error, loading: false }));
+        },
       )
       .finally(() => {
         if (live) inFlight.current = false;
