@@ -623,7 +623,7 @@ function ApprovalWebhook({ slug, admin }: { slug: string; admin: boolean }) {
         }
       </Async>
       {fresh ? (
-        <div className="reveal" role="status" aria-label="New signing key">
+        <div className="reveal inset" role="status" aria-label="New signing key">
           <p>
             <strong>Copy the signing key now: it is shown only this once.</strong> Saving the webhook again makes a new one.
           </p>
