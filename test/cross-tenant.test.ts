@@ -65,6 +65,8 @@ const BODIES: Record<string, unknown> = {
   'POST /api/v1/tenants/{tenant}/instances': { name: 'fuzz-instance', start: false },
   'POST /api/v1/tenants/{tenant}/instances/{instanceId}/upgrade': { runtimeVersion: 'openclaw@2026.9.7' },
   'POST /api/v1/tenants/{tenant}/chat/completions': { model: 'agent/main', messages: [{ role: 'user', content: 'hi' }] },
+  'POST /api/v1/tenants/{tenant}/hooks/agent': { message: 'hi' },
+  'POST /api/v1/tenants/{tenant}/hooks/wake': { text: 'hi' },
   'POST /api/v1/tenants/{tenant}/backups/{backupId}/restore': { name: 'restored' },
   'POST /api/v1/tenants/{tenant}/tasks': { capability: 'summarise', input: 'fuzz task' },
   'POST /api/v1/tenants/{tenant}/tasks/{taskId}/approve': { comment: 'approving another tenant\'s task' },

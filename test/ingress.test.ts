@@ -2,7 +2,7 @@
  * The ingress on a real OpenClaw 2026.9.6 under bubblewrap (issue 7), with the fake provider behind the
  * real broker (the one allowed stand-in). ONE gateway for the file (each costs ~20 s and ~1 GB): it is
  * woken by chat, streamed through, reached over the WebSocket, reaped when idle, backed up, destroyed,
- * restored elsewhere, and restored again past a corrupted backup.
+ * restored elsewhere, backed up live while running, and restored from that live backup past a corrupted one.
  */
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -10,6 +10,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import type { Instance } from '../src/instances/instances.ts';
+import { hooksTokenFor } from '../src/runtime/config.ts';
 import { ApiClient, onboard, twoTenants } from './helpers/client.ts';
 import { startFakeLlm } from './helpers/fake-llm.ts';
 import { OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot, waitFor } from './helpers/sandbox.ts';
@@ -92,7 +93,10 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
   const inst = (await a.client.json<Instance>('POST', `/api/v1/tenants/${a.slug}/instances`, { name: 'main', start: false }, 202)).id;
   const chatUrl = `/api/v1/tenants/${a.slug}/chat/completions`;
   const chatBody = (content: string, session: string, stream = false) => ({ model: 'agent/main', messages: [{ role: 'user', content }], stream, session });
-  const secrets = async () => [await server.services.instances.gatewayToken(inst)];
+  const secrets = async () => {
+    const t = await server.services.instances.gatewayToken(inst);
+    return [t, hooksTokenFor(t)];
+  };
   const audits = async (action: string, id = inst) => (await server.db.query(`SELECT 1 FROM audit_events WHERE action = $1 AND target = $2`, [action, `instance:${id}`])).rowCount ?? 0;
   const status = async (id: string) => (await server.services.instances.byId(id))?.status;
 
@@ -231,13 +235,44 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     assert.match(JSON.stringify(fake.requests.slice(n).at(-1)?.body), /PELICAN/, 'the earlier turn came back with the woken gateway');
   });
 
+  test('an inbound webhook wakes the stopped instance and reaches OpenClaw\'s hooks (agent turn and wake event)', async () => {
+    await a.client.json('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/stop`, undefined, 202);
+    await waitFor('stopped', async () => (await status(inst)) === 'stopped', 120_000);
+    const hooks = `/api/v1/tenants/${a.slug}/hooks`;
+    // Refused before anything wakes: a viewer, a body OpenClaw would not take.
+    assert.equal((await new ApiClient(server.url, { bearer: viewerToken }).call('POST', `${hooks}/agent`, { message: 'x' })).status, 403);
+    assert.equal((await member.call('POST', `${hooks}/agent`, { message: 'x', sessionKey: 'agent:main:main' })).status, 400);
+    assert.equal(await status(inst), 'stopped');
+    const n = fake.requests.length;
+    const r = await member.call('POST', `${hooks}/agent`, { message: 'Webhook: the nightly import of ORCA-7 finished', name: 'import', deliver: false, waitForCompletion: true }, { 'idempotency-key': 'hook-test-1' });
+    const text = await r.text();
+    assert.equal(r.status, 200, text);
+    const body = JSON.parse(text) as { ok?: boolean; runId?: string; completion?: { status?: string } };
+    assert.equal(body.ok, true, text);
+    assert.equal(body.completion?.status, 'ok', text);
+    assert.equal(r.headers.get('x-clawplane-instance'), inst);
+    assert.equal(await status(inst), 'running', 'the webhook woke the instance');
+    assert.ok(fake.requests.slice(n).some((q) => JSON.stringify(q.body).includes('ORCA-7')), 'the hook message reached the model through the broker');
+    const w = await member.call('POST', `${hooks}/wake`, { text: 'Deploy finished', mode: 'next-heartbeat' });
+    const wt = await w.text();
+    assert.equal(w.status, 200, wt);
+    assert.match(wt, /"eventOutcome":"(queued|coalesced)"/);
+    for (const s of await secrets()) assert.ok(!text.includes(s) && !wt.includes(s), 'no gateway credential in a hook answer');
+  });
+
   let restored = '';
   test('backup → destroy the sandbox and its state → restore as another instance (another path) → history intact', async () => {
+    const before = (await a.client.json<{ items: { id: string }[] }>('GET', `/api/v1/tenants/${a.slug}/instances/${inst}/backups`)).items.map((x) => x.id);
     await a.client.json('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/stop`, undefined, 202);
+    // While it stops, a backup is refused (neither a running gateway nor a stopped one's state).
+    const busy = await a.client.call('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/backups`);
+    assert.equal(busy.status, 409, await busy.clone().text());
+    assert.match(((await busy.json()) as { message: string }).message, /is stopping: .*Retry when it has settled/);
     const backup = await waitFor('stop backup', async () => {
       const l = await a.client.json<{ items: { id: string; reason: string }[] }>('GET', `/api/v1/tenants/${a.slug}/instances/${inst}/backups`);
-      return l.items.find((x) => x.reason === 'stop');
+      return l.items.find((x) => x.reason === 'stop' && !before.includes(x.id));
     }, 120_000);
+    await waitFor('stopped', async () => (await status(inst)) === 'stopped', 120_000);
     // A manual backup of the stopped instance works too; of a running one it is refused (never live databases).
     const manual = await a.client.json<{ id: string; sha256: string }>('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/backups`, undefined, 201);
     assert.match(manual.sha256, /^[0-9a-f]{64}$/);
@@ -255,19 +290,41 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     assert.equal(c.status, 200, await c.clone().text());
     assert.equal(c.headers.get('x-clawplane-instance'), restored);
     assert.match(JSON.stringify(fake.requests.slice(n).at(-1)?.body), /PELICAN/);
-    const bad = await a.client.call('POST', `/api/v1/tenants/${a.slug}/instances/${restored}/backups`);
-    assert.equal(bad.status, 409);
+  });
+
+  let liveBackup = '';
+  test('a running gateway is backed up live (OpenClaw\'s own backup inside the sandbox), by request and by the periodic sweep', async () => {
+    const live = await a.client.json<{ id: string; reason: string; sizeBytes: number }>('POST', `/api/v1/tenants/${a.slug}/instances/${restored}/backups`, undefined, 201);
+    assert.equal(live.reason, 'manual');
+    assert.ok(live.sizeBytes > 1000, `a real archive: ${live.sizeBytes} bytes`);
+    liveBackup = live.id;
+    assert.equal(await status(restored), 'running', 'a live backup leaves the gateway running');
+    const c = await member.call('POST', chatUrl, chatBody('still answering during backups?', 'hist'));
+    assert.equal(c.status, 200);
+    // The staging area inside the tenant's work dir is gone: nothing of it reaches the next backups.
+    await assert.rejects(readFile(path.join(root, restored, 'work', '.clawplane-backup', 'raw', 'main.json')), /ENOENT/);
+    // The sweep backs up running instances whose newest backup is older than the interval (0 here).
+    assert.ok((await server.services.backups.periodicSweep(0)).includes(restored));
+    const l = await a.client.json<{ items: { reason: string }[] }>('GET', `/api/v1/tenants/${a.slug}/instances/${restored}/backups`);
+    assert.equal(l.items[0]?.reason, 'periodic');
+    assert.deepEqual(await server.services.backups.periodicSweep(3_600_000), [], 'nothing is due an hour later than its newest backup');
+    const m = await (await fetch(`${server.url}/metrics`)).text();
+    assert.match(m, new RegExp(`clawplane_backup_duration_seconds_count\\{tenant="${a.id}",reason="periodic"\\} 1`));
+    const audit = await server.db.query<{ detail: { live?: boolean } }>(`SELECT detail FROM audit_events WHERE action = 'instance.backup' AND target = $1 ORDER BY seq DESC LIMIT 1`, [`instance:${restored}`]);
+    assert.equal(audit.rows[0]?.detail.live, true);
   });
 
   test('a corrupted backup is refused with a clear error and changes nothing; the previous one still restores', async () => {
     await a.client.json('POST', `/api/v1/tenants/${a.slug}/instances/${restored}/stop`, undefined, 202);
     const list = await waitFor('stop backup of the restored instance', async () => {
       const l = await a.client.json<{ items: { id: string; reason: string; instanceId: string }[] }>('GET', `/api/v1/tenants/${a.slug}/backups`);
-      return l.items.filter((x) => x.instanceId === restored).length > 0 ? l.items : undefined;
+      return l.items.some((x) => x.instanceId === restored && x.reason === 'stop') ? l.items : undefined;
     }, 120_000);
+    await waitFor('stopped', async () => (await status(restored)) === 'stopped', 120_000);
     const newest = list.find((x) => x.instanceId === restored);
-    const previous = list.find((x) => x.instanceId === inst && x.reason === 'stop');
-    assert.ok(newest && previous);
+    // The previous one is the live backup of the running gateway: restoring it brings the history back.
+    const previous = list.find((x) => x.id === liveBackup);
+    assert.ok(newest && previous && newest.id !== liveBackup);
     const file = path.join(server.config.dataDir, 'backups', a.id, restored, `${newest.id}.cpbk`);
     const buf = await readFile(file);
     buf[Math.floor(buf.length / 2)] = (buf[Math.floor(buf.length / 2)] ?? 0) ^ 0xff;
@@ -285,7 +342,8 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     const c = await member.call('POST', chatUrl, chatBody('still there?', 'hist'));
     assert.equal(c.status, 200);
     assert.match(JSON.stringify(fake.requests.slice(n).at(-1)?.body), /PELICAN/);
-    for (const s of await Promise.all([server.services.instances.gatewayToken(restored)])) assert.ok(!capturedLogs.join('').includes(s), 'no gateway token in any log line');
+    const restoredToken = await server.services.instances.gatewayToken(restored);
+    for (const s of [restoredToken, hooksTokenFor(restoredToken)]) assert.ok(!capturedLogs.join('').includes(s), 'no gateway or hooks token in any log line');
   });
 
   test('shutdown: sandboxes stopped by pid, then the server (before its database goes)', async () => {

@@ -1,7 +1,8 @@
 /**
  * The archive of a STOPPED gateway's state (issue 7): a tar.gz of the instance's work directory, one
  * state dir per executor (openclaw.json, SQLite databases, workspace). Consistent by construction: no
- * gateway is writing (never live SQLite files, openclaw-runtime.md §3). Both directions run tar as the
+ * gateway is writing (never live SQLite files, openclaw-runtime.md §3). A RUNNING gateway's archive has
+ * the same layout, packed from what OpenClaw's own `backup create` wrote (the driver's archiveLiveState). Both directions run tar as the
  * tenant's own unprivileged uid, so a symlink or special file the tenant planted can reach nothing the
  * tenant could not reach anyway.
  */
@@ -9,8 +10,11 @@ import { spawn } from 'node:child_process';
 import { open, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 
+/** Where a live backup stages OpenClaw's archives in the tenant's work dir (driver); never archived itself. */
+export const LIVE_STAGE = '.clawplane-backup';
+
 // Regenerable per OpenClaw (locks, compile cache): `openclaw backup create` skips them too.
-const EXCLUDES = ['./*/tmp', './*/home/.cache', './*/home/.npm'];
+const EXCLUDES = ['./*/tmp', './*/home/.cache', './*/home/.npm', `./${LIVE_STAGE}`];
 
 function asUid(uid: number, argv: string[]): string[] {
   return [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--inh-caps=-all', '--', ...argv];

@@ -1,8 +1,11 @@
 /**
- * Backups and cold resume (issue 7). A backup is a tar.gz of a STOPPED instance's state directories
- * (archive.ts), encrypted under the tenant's data key (crypto.ts) and put in the object store
- * (types.ts). Taken on every stop (the reconciler calls `onStopped`), by the idle reaper before it
- * stops an instance, and on request; the newest `retain` per instance are kept. Restore writes a
+ * Backups and cold resume (issue 7). A backup is a tar.gz of an instance's state directories
+ * (archive.ts): packed directly when the instance is stopped, or from OpenClaw's own `backup create`
+ * run inside the sandbox when it is running (the driver's archiveLiveState) — never live SQLite files.
+ * It is encrypted under the tenant's data key (crypto.ts) and put in the object store (types.ts).
+ * Taken on every stop (the reconciler calls `onStopped`), by the idle reaper before it stops an
+ * instance, periodically for running instances (`start`), and on request; the newest `retain` per
+ * instance are kept. Restore writes a
  * backup into a stopped instance, or into a new one (another id, so another path), and starts it.
  * A backup that fails its tag or checksum is refused before anything is touched.
  */
@@ -12,7 +15,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { appendAudit } from '../audit/log.ts';
 import type { Db } from '../db/pool.ts';
-import { ConflictError, NotFoundError } from '../errors.ts';
+import { ClawplaneError, ConflictError, NotFoundError } from '../errors.ts';
 import type { Audited, Instance, InstanceRow, InstanceService } from '../instances/instances.ts';
 import { publicInstance } from '../instances/instances.ts';
 import type { SandboxDriver } from '../sandbox/types.ts';
@@ -79,6 +82,8 @@ export interface BackupServiceOptions {
   tmpDir: string;
   /** Backups kept per instance (older ones are deleted). */
   retain: number;
+  /** Periodic backups: running instances whose newest backup is older than this get one; 0 = off. */
+  intervalMs?: number;
   log: Logger;
   metrics: BackupMetrics;
 }
@@ -92,6 +97,55 @@ export class BackupService {
 
   constructor(opts: BackupServiceOptions) {
     this.#o = opts;
+  }
+
+  #timer: NodeJS.Timeout | undefined;
+  #sweep: Promise<unknown> | undefined;
+
+  /** Starts the periodic sweep (checks every interval/10, at least every 10 s, at most every 10 min). */
+  start(): void {
+    const every = this.#o.intervalMs ?? 0;
+    if (every <= 0 || this.#timer) return;
+    const tick = Math.min(600_000, Math.max(10_000, Math.floor(every / 10)));
+    this.#timer = setInterval(() => {
+      this.#sweep ??= this.periodicSweep(every)
+        .catch((err: unknown) => this.#o.log.error({ err }, 'periodic backup sweep failed'))
+        .finally(() => (this.#sweep = undefined));
+    }, tick);
+    this.#timer.unref();
+  }
+
+  /** Stops the sweep and waits for a backup in flight. */
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+    await this.#sweep;
+  }
+
+  /**
+   * Backs up, one at a time, every running instance whose newest backup (or, with none, its creation)
+   * is older than `maxAgeMs`. A failure is logged and retried at the next sweep; the previous backup
+   * stays the latest. Returns the instances backed up.
+   */
+  async periodicSweep(maxAgeMs: number): Promise<string[]> {
+    const due = await this.#o.db.query<{ tenant_id: string; id: string }>(
+      `SELECT i.tenant_id, i.id FROM instances i
+        WHERE i.status = 'running' AND i.desired_state = 'running'
+          AND COALESCE((SELECT max(b.created_at) FROM instance_backups b WHERE b.tenant_id = i.tenant_id AND b.instance_id = i.id), i.created_at)
+              <= now() - make_interval(secs => $1::double precision / 1000)
+        ORDER BY i.created_at, i.id`,
+      [maxAgeMs],
+    );
+    const done: string[] = [];
+    for (const r of due.rows) {
+      try {
+        await this.create(r.tenant_id, r.id, 'periodic', { actor: 'system:backups' });
+        done.push(r.id);
+      } catch (err) {
+        this.#o.log.warn({ err, tenant_id: r.tenant_id, instance_id: r.id }, 'periodic backup failed; retried at the next sweep, the previous backup is still the latest');
+      }
+    }
+    return done;
   }
 
   get storeKind(): string {
@@ -157,11 +211,21 @@ export class BackupService {
     }
   }
 
-  /** Backs up a stopped instance now. */
+  /**
+   * Backs up an instance now: a stopped one by packing its state, a running one through OpenClaw's own
+   * `backup create` inside its sandbox (never live database files either way). An instance that is
+   * starting or stopping is refused (409): retry when it settles.
+   */
   async create(tenantId: string, instanceId: string, reason: BackupReason, by: Audited): Promise<Backup> {
     return this.#exclusive(instanceId, async () => {
       const row = await this.#o.instances.get(tenantId, instanceId);
-      await this.#assertStopped(row, 'a backup');
+      const live = row.sandbox ? await this.#o.driver.status(row.sandbox) : undefined;
+      const running = row.status === 'running' && row.desiredState === 'running' && row.sandbox !== null && live?.running === true;
+      const stopped = row.status === 'stopped' && live?.running !== true;
+      if (!running && !stopped) {
+        const doing = row.desiredState === 'stopped' || row.desiredState === 'destroyed' ? 'stopping' : row.status;
+        throw new ConflictError(`Instance "${row.name}" is ${doing}: a backup is made of a running gateway (through OpenClaw's own backup) or of a stopped one's state. Retry when it has settled.`, 'instance_busy');
+      }
       const t0 = performance.now();
       const id = randomUUID();
       const key = `${tenantId}/${instanceId}/${id}.cpbk`;
@@ -169,7 +233,14 @@ export class BackupService {
       const tar = path.join(this.#o.tmpDir, `${id}.tar.gz`);
       const enc = path.join(this.#o.tmpDir, `${id}.cpbk`);
       try {
-        await packState(this.#o.stateDir(instanceId), await this.#o.instances.hostUid(tenantId), tar);
+        const uid = await this.#o.instances.hostUid(tenantId);
+        try {
+          if (running && row.sandbox) await this.#o.driver.archiveLiveState(row.sandbox, uid, tar);
+          else await packState(this.#o.stateDir(instanceId), uid, tar);
+        } catch (err) {
+          if (err instanceof ClawplaneError) throw err;
+          throw new ClawplaneError('backup_failed', 503, `The state of instance "${row.name}" could not be archived: ${(err as Error).message}. The previous backup is still the latest; retry, and check the instance's logs if it fails again.`, { cause: err });
+        }
         const sha = await encryptFile(await this.#o.vault.getOrCreateTenantKey(tenantId), tenantId, id, tar, enc);
         const size = await this.#o.store.put(key, enc);
         const durationMs = Math.round(performance.now() - t0);
@@ -179,12 +250,12 @@ export class BackupService {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *`,
             [id, tenantId, instanceId, row.name, row.runtimeVersion, reason, key, size, sha, durationMs],
           );
-          await appendAudit(tx, { actor: by.actor, tenantId, action: 'instance.backup', target: `instance:${instanceId}`, decision: 'success', detail: { backupId: id, reason, sizeBytes: size, store: this.#o.store.kind }, requestId: by.requestId ?? null });
+          await appendAudit(tx, { actor: by.actor, tenantId, action: 'instance.backup', target: `instance:${instanceId}`, decision: 'success', detail: { backupId: id, reason, live: running, sizeBytes: size, store: this.#o.store.kind }, requestId: by.requestId ?? null });
           return toBackup(r.rows[0] as Row);
         });
         this.#o.metrics.bytes.set({ tenant: tenantId }, size);
         this.#o.metrics.seconds.observe({ tenant: tenantId, reason }, durationMs / 1000);
-        this.#o.log.info({ tenant_id: tenantId, instance_id: instanceId, backup_id: id, reason, bytes: size, ms: durationMs, store: this.#o.store.kind }, 'instance backed up');
+        this.#o.log.info({ tenant_id: tenantId, instance_id: instanceId, backup_id: id, reason, live: running, bytes: size, ms: durationMs, store: this.#o.store.kind }, 'instance backed up');
         await this.#prune(tenantId, instanceId);
         return b;
       } finally {

@@ -11,7 +11,7 @@ const by = { actor: 'cli' };
 const size = (n: number) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`);
 
 /**
- * `clawplane instance backups|backup|restore` (issue 7): backups of a stopped instance's state,
+ * `clawplane instance backups|backup|restore` (issue 7): backups of an instance's state (a running one through OpenClaw's own backup in its sandbox),
  * encrypted with the tenant's key, in the configured object store; restore into a stopped instance or
  * a new one. The server's reconciler starts a restored instance on its next pass.
  */

@@ -92,6 +92,7 @@ export const settingsSchema = z.strictObject({
   CLAWPLANE_IDLE_CHECK_INTERVAL_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000).describe('How often the idle reaper looks for idle instances, in milliseconds.'),
   CLAWPLANE_BACKUP_STORE: z.enum(['fs', 's3']).default('fs').describe('Where backups go: fs (CLAWPLANE_BACKUP_DIR) or s3 (an S3-compatible bucket, CLAWPLANE_BACKUP_S3_*).'),
   CLAWPLANE_BACKUP_DIR: z.string().default('').describe('Directory of backups with CLAWPLANE_BACKUP_STORE=fs (default: <data dir>/backups). Put it on another disk than the data dir.'),
+  CLAWPLANE_BACKUP_INTERVAL_MS: z.coerce.number().int().min(0).max(30 * 86_400_000).default(21_600_000).describe("Back up each running instance when its newest backup is older than this, in milliseconds (OpenClaw's own consistent `backup create` inside the sandbox); 0 = only on stop, idle and request."),
   CLAWPLANE_BACKUP_RETAIN: z.coerce.number().int().min(1).max(1000).default(7).describe('Backups kept per instance; older ones are deleted.'),
   CLAWPLANE_BACKUP_S3_ENDPOINT: z.string().default('').describe('S3 endpoint URL, e.g. http://minio.internal:9000 (empty: AWS for the region).'),
   CLAWPLANE_BACKUP_S3_REGION: z.string().min(1).default('us-east-1').describe('S3 region, e.g. eu-west-1.'),
@@ -154,6 +155,8 @@ export interface Config {
     backupStore: 'fs' | 's3';
     backupDir: string;
     backupRetain: number;
+    /** Back up running instances whose newest backup is older than this; 0 = off. */
+    backupIntervalMs: number;
     s3: { endpoint: string; region: string; bucket: string; prefix: string; accessKeyId: string; secretAccessKey: string; forcePathStyle: boolean };
   };
   /** Durable tasks (issue 8): retries, timeouts, approvals, queues. */
@@ -243,6 +246,7 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
       backupStore: s.CLAWPLANE_BACKUP_STORE,
       backupDir: s.CLAWPLANE_BACKUP_DIR,
       backupRetain: s.CLAWPLANE_BACKUP_RETAIN,
+      backupIntervalMs: s.CLAWPLANE_BACKUP_INTERVAL_MS,
       s3: {
         endpoint: s.CLAWPLANE_BACKUP_S3_ENDPOINT,
         region: s.CLAWPLANE_BACKUP_S3_REGION,

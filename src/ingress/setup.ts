@@ -56,6 +56,7 @@ export function createIngressServices(opts: { db: Db; vault: Vault; onboarding: 
     prepare: async (row) => sandboxes.create(await reconciler.spec(row, row.runtimeVersion)),
     tmpDir: path.resolve(opts.dataDir, 'run', 'backups'),
     retain: s.backupRetain,
+    intervalMs: s.backupIntervalMs,
     log,
     metrics: createBackupMetrics(opts.registry),
   });

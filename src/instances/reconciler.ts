@@ -6,6 +6,9 @@ import { LocalSandboxDriver } from '../sandbox/drivers/local.ts';
 import type { SandboxDriver, SandboxHandle, SandboxHealth, SandboxSpec } from '../sandbox/types.ts';
 import type { InstanceRow, InstanceService } from './instances.ts';
 
+/** How often a starting sandbox's health is read until its gateways are ready (one local socket request). */
+const START_POLL_MS = 100;
+
 export interface ReconcilerOptions {
   instances: InstanceService;
   driver: SandboxDriver;
@@ -206,9 +209,16 @@ export class Reconciler {
   }
 
   async spec(row: InstanceRow, version: string): Promise<SandboxSpec> {
-    const runtime = await this.#o.runtimes.resolve(version);
-    const defaults = await this.#o.agentDefaults();
-    const restrictions = this.#o.toolRestrictions ? await this.#o.toolRestrictions(row.tenantId, defaults.agentName) : { deny: [], execDenied: false };
+    // Independent reads side by side: this is on the path of every start and every wake (issue 7).
+    const [runtime, { defaults, restrictions }, gatewayToken, hostUid] = await Promise.all([
+      this.#o.runtimes.resolve(version),
+      this.#o.agentDefaults().then(async (defaults) => ({
+        defaults,
+        restrictions: this.#o.toolRestrictions ? await this.#o.toolRestrictions(row.tenantId, defaults.agentName) : { deny: [], execDenied: false },
+      })),
+      this.#o.instances.gatewayToken(row.id),
+      this.#o.instances.hostUid(row.tenantId),
+    ]);
     const tools = toolPolicyFor(defaults.execPolicy, restrictions);
     const configs: Record<string, string> = {};
     for (let i = 0; i < row.executors; i++) {
@@ -222,6 +232,8 @@ export class Reconciler {
           agents: [{ id: defaults.agentName, name: defaults.agentName }],
           models: [defaults.defaultModel ?? 'default'],
           tools,
+          // The local driver passes CLAWPLANE_HOOKS_TOKEN (derived from the gateway token) to every gateway.
+          hooks: true,
         }),
         null,
         2,
@@ -232,8 +244,8 @@ export class Reconciler {
       instanceId: row.id,
       runtime,
       configs,
-      gatewayToken: await this.#o.instances.gatewayToken(row.id),
-      hostUid: await this.#o.instances.hostUid(row.tenantId),
+      gatewayToken,
+      hostUid,
     };
   }
 
@@ -258,7 +270,9 @@ export class Reconciler {
           throw new Error(`gateway ${looping.id} crashed ${looping.restarts} times before becoming ready (${exit}); see the instance logs`);
         }
         if (Date.now() - t0 > this.#o.readyTimeoutMs) throw new Error(`not ready within ${Math.round(this.#o.readyTimeoutMs / 1000)} s`);
-        await new Promise((r) => setTimeout(r, 500));
+        // The supervisor answers /health with a fresh probe of a starting gateway, so a short poll here is
+        // what bounds how late a ready gateway is noticed (issue 7: a woken request waits on this).
+        await new Promise((r) => setTimeout(r, START_POLL_MS));
       }
     } catch (err) {
       await driver.stop(handle).catch(() => undefined);

@@ -6,6 +6,7 @@
  * The file holds no secret: the gateway token comes from the environment (`${OPENCLAW_GATEWAY_TOKEN}`)
  * and the broker token is attached by the in-sandbox supervisor, so the provider key below is a label.
  */
+import { createHmac } from 'node:crypto';
 
 /** The model provider id the gateway sees; every model call goes to the broker through it. */
 export const BROKER_PROVIDER = 'clawplane';
@@ -28,6 +29,18 @@ export interface GatewayFeatures {
   controlUi: boolean;
 }
 
+/**
+ * The token the gateway's inbound webhooks (`hooks.*`, OpenClaw's `/hooks/agent` and `/hooks/wake`)
+ * accept: derived from the gateway token, so it needs no storage of its own and differs from it (OpenClaw
+ * warns on reuse). Only the ingress sends it; callers authenticate to Clawplane, never to the gateway.
+ */
+export function hooksTokenFor(gatewayToken: string): string {
+  return createHmac('sha256', gatewayToken).update('clawplane:openclaw-hooks:v1').digest('base64url');
+}
+
+/** The environment variable the supervisor passes the hooks token in (never written into openclaw.json). */
+export const HOOKS_TOKEN_ENV = 'CLAWPLANE_HOOKS_TOKEN';
+
 export interface RenderInput {
   /** Loopback port of this executor inside the sandbox. */
   gatewayPort: number;
@@ -42,6 +55,11 @@ export interface RenderInput {
   models: string[];
   tools: ToolPolicy;
   features?: Partial<GatewayFeatures>;
+  /**
+   * Inbound webhooks for the default agent, authenticated with `${CLAWPLANE_HOOKS_TOKEN}`. Only where that
+   * variable is always set (the local driver): OpenClaw leaves an unset variable's text in place.
+   */
+  hooks?: boolean;
 }
 
 /** The hardened default policy: a chat agent that cannot touch the host, the filesystem or the web. */
@@ -136,6 +154,9 @@ export function renderOpenclawConfig(input: RenderInput): Record<string, Json> {
       entries,
     },
     tools,
+    ...(input.hooks
+      ? { hooks: { enabled: true, token: `\${${HOOKS_TOKEN_ENV}}`, path: '/hooks', allowedAgentIds: input.agents.slice(0, 1).map((a) => a.id), allowRequestSessionKey: false } }
+      : {}),
     browser: { enabled: f.browser },
     plugins: {
       allow: ['memory-core'],

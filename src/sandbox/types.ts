@@ -95,6 +95,13 @@ export interface SandboxDriver {
   followLogs(instanceId: string, signal: AbortSignal, onLine: (l: LogLine) => void): Promise<void>;
   /** Runs a command inside the sandbox, as its gateways run (for backups, diagnostics and probes). */
   exec(handle: SandboxHandle, argv: string[], opts?: { timeoutMs?: number }): Promise<ExecResult>;
+  /**
+   * A consistent archive of a RUNNING sandbox's state (issue 7: periodic and manual backups): OpenClaw's
+   * own `backup create` per executor (SQLite's online backup API, never live database files), written to
+   * `destFile` as a tar.gz in the layout of a stopped instance's work directory (one state dir per
+   * executor), so one restore path serves both.
+   */
+  archiveLiveState(handle: SandboxHandle, hostUid: number, destFile: string, opts?: { timeoutMs?: number }): Promise<{ executors: string[] }>;
   /** The sandboxes this driver finds running on this host, for adoption and orphan removal. */
   list(): Promise<SandboxHandle[]>;
   endpoint(instanceId: string): SandboxEndpoint;

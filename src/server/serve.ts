@@ -88,6 +88,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     // Adopts sandboxes that outlived the previous control plane before anything could start duplicates.
     await services.reconciler.start();
     services.reaper.start();
+    services.backups.start();
     reconciler = services.reconciler;
     const app = createApp({
       config,
@@ -109,6 +110,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         await closeServer(s, config.shutdownTimeoutMs);
         // Sandboxes keep running (no --die-with-parent); the next start adopts them.
         await services.reaper.stop();
+        await services.backups.stop();
         await services.reconciler.stop();
         services.taskRuntime.stop();
         await services.broker.close();

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { appendFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -32,9 +33,12 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     CLAWPLANE_LOG_LEVEL: 'debug',
     ...env,
   });
+  // CLAWPLANE_TEST_LOG_FILE=path keeps the server's log lines for debugging a failed run.
+  const logFile = process.env['CLAWPLANE_TEST_LOG_FILE'];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
       capturedLogs.push(chunk.toString());
+      if (logFile) appendFileSync(logFile, chunk);
       cb();
     },
   });

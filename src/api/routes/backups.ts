@@ -43,7 +43,7 @@ export function registerBackups(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'post', path: '/api/v1/tenants/{tenant}/instances/{instanceId}/backups', tags: ['backups'], summary: 'Back up a stopped instance now (encrypted with the tenant key)', request: { params: InstanceParams }, responses: { 201: json(BackupSchema), ...errorResponses } }),
+    createRoute({ method: 'post', path: '/api/v1/tenants/{tenant}/instances/{instanceId}/backups', tags: ['backups'], summary: "Back up an instance now, encrypted with the tenant key: a stopped one's state, or a running one through OpenClaw's own backup inside its sandbox (409 while starting or stopping)", request: { params: InstanceParams }, responses: { 201: json(BackupSchema), ...errorResponses } }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.operate');
       return c.json(await backups.create(tenant.id, c.req.valid('param').instanceId, 'manual', by), 201);

@@ -3,6 +3,7 @@ import { upgradeWebSocket } from '@hono/node-server';
 import { Readable } from 'node:stream';
 import type WebSocket from 'ws';
 import { ClawplaneError, ForbiddenError } from '../../errors.ts';
+import { deliverHook, hookAgentInput, hookWakeInput, type HookKind } from '../../ingress/hooks.ts';
 import { chatInput } from '../../ingress/ingress.ts';
 import { bridgeGatewaySocket } from '../../ingress/ws.ts';
 import type { App, AppDeps } from '../app.ts';
@@ -59,6 +60,42 @@ export function registerChat(app: App, deps: AppDeps): void {
       return new Response(body, { status: r.status, headers: r.headers }) as never;
     },
   );
+
+  const HookHeaders = z.object({
+    'x-clawplane-instance': InstanceHeader.shape['x-clawplane-instance'],
+    'idempotency-key': z.string().min(1).max(200).optional().openapi({ param: { name: 'idempotency-key', in: 'header' }, description: "Reuse it with the same payload to retry without running the agent twice (OpenClaw's replay cache)" }),
+  });
+  const HookAnswer = z.record(z.string(), z.unknown()).openapi('HookAnswer');
+  const hook = (kind: HookKind, input: typeof hookAgentInput | typeof hookWakeInput, summary: string) =>
+    app.openapi(
+      createRoute({
+        method: 'post',
+        path: `/api/v1/tenants/{tenant}/hooks/${kind}`,
+        tags: ['chat'],
+        summary,
+        request: { params: TenantParam, headers: HookHeaders, body: jsonBody(input) },
+        responses: { 200: { description: "OpenClaw's answer, passed on (e.g. {ok, runId}); the gateway's 4xx answers are passed on too. Header: X-Clawplane-Instance.", content: { 'application/json': { schema: HookAnswer } } }, ...errorResponses },
+      }),
+      async (c) => {
+        const { tenant, by } = allow(c, 'tenant.operate');
+        const h = c.req.valid('header');
+        const r = await deliverHook(ingress, { tenantId: tenant.id, by, instanceRef: h['x-clawplane-instance'], kind, body: c.req.valid('json'), idempotencyKey: h['idempotency-key'] });
+        // The gateway answers JSON; anything else (or a 5xx of its own) is reported as ours, never passed raw.
+        let body: unknown;
+        try {
+          body = JSON.parse(r.body);
+        } catch {
+          body = undefined;
+        }
+        // Started before webhooks were configured: a restart renders the hooks settings.
+        if (r.status === 404) throw new ClawplaneError('hooks_not_enabled', 409, 'The gateway of this instance has no webhook endpoints yet: restart the instance (POST …/instances/{id}/restart), then retry.');
+        if (r.status === 401 || r.status === 403) throw new ClawplaneError('gateway_hook_failed', 502, 'The gateway refused the hook credentials Clawplane holds for it: restart the instance, then retry.');
+        if (body === undefined || r.status >= 500) throw new ClawplaneError('gateway_hook_failed', 502, `The gateway answered the hook with ${r.status}. Check the instance's logs; retry with the same Idempotency-Key.`);
+        return new Response(JSON.stringify(body), { status: r.status, headers: { 'content-type': 'application/json', 'x-clawplane-instance': r.instanceId } }) as never;
+      },
+    );
+  hook('agent', hookAgentInput, "Inbound webhook: an agent turn on the tenant's gateway (OpenClaw /hooks/agent); wakes a stopped instance and holds the call until it is ready");
+  hook('wake', hookWakeInput, "Inbound webhook: a system event for the agent's main session (OpenClaw /hooks/wake); wakes a stopped instance and holds the call until it is ready");
 
   app.openapi(
     createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/chat/sessions', tags: ['chat'], summary: 'Conversations that went through the chat API, most recent first', request: { params: TenantParam }, responses: { 200: json(z.object({ items: z.array(SessionSchema) })), ...errorResponses } }),

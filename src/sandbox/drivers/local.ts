@@ -7,6 +7,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
+import { LIVE_STAGE, packState } from '../../backup/archive.ts';
+import { hooksTokenFor } from '../../runtime/config.ts';
 import type { SandboxBroker } from '../../broker/types.ts';
 import { ClawplaneError, ConflictError } from '../../errors.ts';
 import { BrokerRelay } from '../broker-relay.ts';
@@ -158,6 +160,7 @@ export class LocalSandboxDriver implements SandboxDriver {
     for (const id of Object.keys(spec.configs)) await mkdirMode(path.join(p.work, id), 0o700, uid, uid);
 
     await writeOwned(path.join(p.conf, 'gateway-token'), spec.gatewayToken + '\n', uid);
+    await writeOwned(path.join(p.conf, 'hooks-token'), hooksTokenFor(spec.gatewayToken) + '\n', uid);
     const executors = Object.entries(spec.configs).map(([id, json], i) => ({ id, json, port: GATEWAY_BASE_PORT + i * 10 }));
     for (const e of executors) {
       await mkdirMode(path.join(p.conf, e.id), 0o750, 0, uid);
@@ -179,6 +182,7 @@ export class LocalSandboxDriver implements SandboxDriver {
         OPENCLAW_OFFLINE: '1',
       },
       gatewayTokenFile: '/conf/gateway-token',
+      hooksTokenFile: '/conf/hooks-token',
       egressPort: EGRESS_PORT,
       brokerSocket: '/run/clawplane/out/broker.sock',
       brokerTokenFile: '/run/clawplane/out/broker.token',
@@ -356,6 +360,47 @@ export class LocalSandboxDriver implements SandboxDriver {
     const r = await socketRequest(this.#paths(handle.instanceId).control, { method: 'POST', path: '/exec', body: JSON.stringify({ argv, timeoutMs }), headers: { 'content-type': 'application/json' }, timeoutMs: timeoutMs + 5000 });
     if (r.status !== 200) throw new ClawplaneError('sandbox_exec_failed', 502, `exec in the sandbox failed: ${r.body}`);
     return JSON.parse(r.body) as ExecResult;
+  }
+
+  /**
+   * Runs `openclaw backup create --verify` for each executor inside the sandbox (same uid, namespaces
+   * and limits as the gateway; the CLI reads the databases through SQLite's online backup), extracts each
+   * archive's state payload there into `/tenant/work/.clawplane-backup/stage/<executor>`, then packs the
+   * stage from the host as the tenant's uid (archive.ts). The stage lives in the tenant's own directory
+   * and is removed from inside the sandbox, so the host never deletes in a tree the tenant is writing.
+   */
+  async archiveLiveState(handle: SandboxHandle, hostUid: number, destFile: string, opts: { timeoutMs?: number } = {}): Promise<{ executors: string[] }> {
+    const p = this.#paths(handle.instanceId);
+    // Written by us at create() into the root-owned conf dir: trusted.
+    const conf = JSON.parse(await readFile(path.join(p.conf, 'sandbox.json'), 'utf8')) as { command: string[]; env: Record<string, string>; executors: { id: string; stateDir: string; configPath: string }[] };
+    const [node, entry] = conf.command;
+    if (!node || !entry) throw new Error(`sandbox.json of ${handle.instanceId} names no gateway command`);
+    const q = (v: string) => `'${v.replaceAll("'", `'\\''`)}'`;
+    const stage = `/tenant/work/${LIVE_STAGE}`;
+    const script = ['set -eu', `rm -rf ${stage}`, `mkdir -p ${stage}/raw ${stage}/stage ${stage}/tmp`];
+    for (const e of conf.executors) {
+      // TMPDIR on the tenant's disk: verification extracts the SQLite snapshots and wants 256 MiB spare,
+      // more than the sandbox's private /tmp has (measured: "only 54 MiB is available near /tmp").
+      const env = { ...conf.env, TMPDIR: `${stage}/tmp`, HOME: `${e.stateDir}/home`, OPENCLAW_HOME: `${e.stateDir}/home`, OPENCLAW_STATE_DIR: e.stateDir, OPENCLAW_CONFIG_PATH: e.configPath };
+      // The archive holds <root>/payload/posix<absolute source path>/…: keep what lies below the state dir.
+      const strip = 3 + e.stateDir.split('/').filter(Boolean).length;
+      script.push(
+        `mkdir ${stage}/raw/${e.id} ${stage}/stage/${e.id}`,
+        `env -i ${Object.entries(env).map(([k, v]) => q(`${k}=${v}`)).join(' ')} ${q(node)} ${q(entry)} backup create --output ${stage}/raw/${e.id} --verify --json >${stage}/raw/${e.id}.json`,
+        `tar -xzf ${stage}/raw/${e.id}/*.tar.gz -C ${stage}/stage/${e.id} --no-same-owner --wildcards --strip-components=${strip} ${q(`*/payload/posix${e.stateDir}/*`)}`,
+      );
+    }
+    const cleanup = () => this.exec(handle, ['/bin/sh', '-c', `rm -rf ${stage}`], { timeoutMs: 60_000 }).catch((err: unknown) => this.#o.log.warn({ instance_id: handle.instanceId, err: (err as Error).message }, 'could not remove the live-backup stage'));
+    try {
+      const r = await this.exec(handle, ['/bin/sh', '-c', script.join('\n')], { timeoutMs: opts.timeoutMs ?? 300_000 });
+      if (r.code !== 0) {
+        throw new ClawplaneError('live_backup_failed', 502, `OpenClaw's backup inside the sandbox failed (${r.code === null ? `signal ${r.signal ?? 'unknown'}` : `exit ${r.code}`}): ${r.stderr.trim().slice(-600) || 'no error output'}. The previous backup is still the latest.`);
+      }
+      await packState(path.join(p.work, LIVE_STAGE, 'stage'), hostUid, destFile);
+    } finally {
+      await cleanup();
+    }
+    return { executors: conf.executors.map((e) => e.id) };
   }
 
   async logs(instanceId: string, opts: { tail: number }): Promise<LogLine[]> {

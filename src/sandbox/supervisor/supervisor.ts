@@ -29,6 +29,8 @@ interface SupervisorConfig {
   /** Extra environment for gateways (no secrets: the gateway token is read from gatewayTokenFile). */
   env: Record<string, string>;
   gatewayTokenFile: string;
+  /** The gateway's inbound-webhook token (`hooks.token` is `${CLAWPLANE_HOOKS_TOKEN}`); absent: hooks off. */
+  hooksTokenFile?: string;
   egressPort: number;
   brokerSocket: string;
   brokerTokenFile: string;
@@ -85,6 +87,7 @@ function startExecutor(e: Executor): void {
   const { spec } = e;
   mkdirSync(`${spec.stateDir}/home`, { recursive: true });
   const token = readFileSync(cfg.gatewayTokenFile, 'utf8').trim();
+  const hooksToken = cfg.hooksTokenFile ? readFileSync(cfg.hooksTokenFile, 'utf8').trim() : undefined;
   const out = openSync(spec.logFile, 'a');
   const [cmd, ...args] = cfg.command;
   const child = spawn(cmd ?? 'node', [...args, '--port', String(spec.port)], {
@@ -98,6 +101,7 @@ function startExecutor(e: Executor): void {
       OPENCLAW_STATE_DIR: spec.stateDir,
       OPENCLAW_CONFIG_PATH: spec.configPath,
       OPENCLAW_GATEWAY_TOKEN: token,
+      ...(hooksToken ? { CLAWPLANE_HOOKS_TOKEN: hooksToken } : {}),
     },
     stdio: ['ignore', out, out],
   });
@@ -127,10 +131,9 @@ function startExecutor(e: Executor): void {
   });
 }
 
-/** Polls each gateway's /readyz every second (a local request; the host reads the result from /health). */
-function pollHealth(): void {
-  for (const e of executors) {
-    if (e.state !== 'starting' && e.state !== 'ready') continue;
+/** Asks one gateway's /readyz (a local request) and moves it between starting and ready. */
+function probe(e: Executor): Promise<void> {
+  return new Promise((resolve) => {
     const req = http.get({ host: '127.0.0.1', port: e.spec.port, path: '/readyz', timeout: 3000 }, (res) => {
       res.resume();
       const ok = res.statusCode === 200;
@@ -142,10 +145,24 @@ function pollHealth(): void {
         e.state = 'starting';
         log('executor not ready', { executor: e.spec.id, status: res.statusCode });
       }
+      resolve();
     });
     req.on('timeout', () => req.destroy());
-    req.on('error', () => undefined);
-  }
+    req.on('error', () => resolve());
+    req.on('close', () => resolve());
+  });
+}
+
+/**
+ * Polls each gateway's /readyz: every 100 ms while one is starting (readiness is what a woken request
+ * waits for; issue 7), every second once all are ready (the host reads the result from /health).
+ */
+function pollHealth(): void {
+  const live = executors.filter((e) => e.state === 'starting' || e.state === 'ready');
+  void Promise.all(live.map(probe)).then(() => {
+    const starting = executors.some((e) => e.state === 'starting' || e.state === 'backoff');
+    setTimeout(pollHealth, starting ? 100 : 1000).unref();
+  });
 }
 
 function pickExecutor(id: string | undefined): Executor | undefined {
@@ -272,7 +289,13 @@ const control = http.createServer((req, res) => {
     res.writeHead(status, { 'content-type': 'application/json' });
     res.end(JSON.stringify(body));
   };
-  if (req.method === 'GET' && req.url === '/health') return reply(200, health());
+  if (req.method === 'GET' && req.url === '/health') {
+    // A starting gateway is probed now rather than at the next poll: the host learns at once when it is ready.
+    const starting = executors.filter((e) => e.state === 'starting');
+    if (starting.length === 0) return reply(200, health());
+    void Promise.all(starting.map(probe)).then(() => reply(200, health()));
+    return;
+  }
   if (req.method === 'POST' && req.url === '/exec') {
     readBody(req, 1 << 16)
       .then(async (text) => {
@@ -319,4 +342,4 @@ ingress.listen({ fd: cfg.ingressFd });
 control.listen({ fd: cfg.controlFd });
 log('supervisor started', { executors: executors.length, pid: process.pid });
 for (const e of executors) startExecutor(e);
-setInterval(pollHealth, 1000).unref();
+pollHealth();
