@@ -164,7 +164,7 @@ export class Budgets {
       p = (async () => {
         const r = await this.db.query<{ t: string; c: string }>(
           `SELECT coalesce(sum(input_tokens + output_tokens), 0) AS t, coalesce(sum(cost_usd), 0) AS c FROM llm_usage
-            WHERE tenant_id = $1 AND ($2::text IS NULL OR agent = $2) AND created_at >= (now() AT TIME ZONE 'UTC')::date`,
+            WHERE tenant_id = $1 AND ($2::text IS NULL OR agent = $2) AND created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'`,
           [tenantId, agent ?? null],
         );
         const fresh: Counter = { day, tokens: Number(r.rows[0]?.t ?? 0), cost: Number(r.rows[0]?.c ?? 0), inFlight: c?.day === day ? c.inFlight : 0 };

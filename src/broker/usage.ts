@@ -108,7 +108,7 @@ export async function usageSummary(db: Db, tenantId: string, days: number): Prom
             count(*)::int AS calls, coalesce(sum(input_tokens), 0)::bigint AS i, coalesce(sum(output_tokens), 0)::bigint AS o,
             coalesce(sum(cost_usd), 0) AS c
        FROM llm_usage
-      WHERE tenant_id = $1 AND created_at >= (now() AT TIME ZONE 'UTC')::date - make_interval(days => $2 - 1)
+      WHERE tenant_id = $1 AND created_at >= (date_trunc('day', now() AT TIME ZONE 'UTC') - make_interval(days => $2 - 1)) AT TIME ZONE 'UTC'
       GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`,
     [tenantId, days],
   );
