@@ -6,7 +6,7 @@ import type { ApiTokenService } from '../identity/api-tokens.ts';
 import type { OnboardingService } from '../identity/onboarding.ts';
 import { actorOf, type Principal, type TenantRole } from '../identity/principal.ts';
 import type { SessionService } from '../identity/sessions.ts';
-import type { TenantService } from '../tenancy/tenants.ts';
+import type { Tenant, TenantService } from '../tenancy/tenants.ts';
 import type { AppEnv } from './env.ts';
 
 const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -26,12 +26,37 @@ export class OnboardingIncompleteError extends ClawplaneError {
 /** Paths that work before onboarding is complete. */
 const OPEN_BEFORE_ONBOARDING = [/^\/api\/v1\/onboarding(\/|$)/, /^\/api\/v1\/auth\//, /^\/api\/v1\/(openapi\.json|docs)/, /^\/api\/v1\/platform\/oidc$/];
 
-export function authentication(deps: { sessions: SessionService; tokens: ApiTokenService; onboarding: OnboardingService; secureCookies: boolean }): MiddlewareHandler<AppEnv> {
+const TENANT_PATH = /^\/api\/v1\/tenants\/([^/]+)/;
+
+/**
+ * The tenant named in a request's path, looked up while the caller is authenticated rather than after
+ * (issue 7: each database round trip in a row added to every chat turn). tenantScope still decides.
+ */
+const tenantLookups = new WeakMap<Request, { ref: string; tenant: Promise<Tenant | undefined> }>();
+
+function prefetchTenant(c: Context<AppEnv>, tenants: TenantService): void {
+  const m = TENANT_PATH.exec(c.req.path);
+  if (!m?.[1]) return;
+  let ref: string;
+  try {
+    ref = decodeURIComponent(m[1]);
+  } catch {
+    return; // malformed: tenantScope looks it up (and refuses it) as before
+  }
+  const tenant = tenants.find(ref);
+  // Awaited by tenantScope; a request refused before it gets there must not leave an unhandled rejection.
+  tenant.catch(() => undefined);
+  tenantLookups.set(c.req.raw, { ref, tenant });
+}
+
+export function authentication(deps: { sessions: SessionService; tokens: ApiTokenService; onboarding: OnboardingService; tenants?: TenantService; secureCookies: boolean }): MiddlewareHandler<AppEnv> {
   const cookieName = sessionCookieName(deps.secureCookies);
   return async (c, next) => {
     c.set('principal', undefined);
     if (!c.req.path.startsWith('/api/')) return next();
     const auth = c.req.header('authorization');
+    // Only for callers presenting credentials: anonymous requests cost no tenant lookup.
+    if (deps.tenants && (auth !== undefined || c.req.header('cookie') !== undefined)) prefetchTenant(c, deps.tenants);
     let principal: Principal | undefined;
     if (auth !== undefined) {
       const m = /^Bearer\s+(\S+)$/i.exec(auth);
@@ -65,7 +90,8 @@ export function tenantScope(tenants: TenantService): MiddlewareHandler<AppEnv> {
     const ref = c.req.param('tenant') ?? '';
     const principal = c.get('principal');
     if (!principal) throw new UnauthenticatedError();
-    const t = await tenants.find(ref);
+    const pre = tenantLookups.get(c.req.raw);
+    const t = await (pre?.ref === ref ? pre.tenant : tenants.find(ref));
     if (!t) throw new NotFoundError('Tenant');
     let role: TenantRole | undefined;
     if (principal.kind === 'token') role = principal.tenantId === t.id ? principal.role : undefined;

@@ -57,12 +57,39 @@ const toMsg = (r: MsgRow): ArchivedMessage => ({
 
 export class ConversationArchive {
   readonly #db: Db;
+  /** Writes in flight per tenant: the ingress ends a chat stream before its turn is stored (issue 7). */
+  readonly #pending = new Map<string, Set<Promise<void>>>();
 
   constructor(db: Db) {
     this.#db = db;
   }
 
-  async append(tenantId: string, m: { instanceId: string; sessionId: string; agent: string; actor: string; requestId?: string | undefined; messages: { role: ArchivedMessage['role']; content: string }[] }): Promise<void> {
+  /**
+   * Stores messages. The write runs on its own: callers need not wait for it (the chat relay does not,
+   * so a client's stream ends without a database round trip), and every read of the tenant's archive
+   * through this object waits for the writes started before it, so a client that reads its history
+   * right after a turn finds the turn.
+   */
+  append(tenantId: string, m: { instanceId: string; sessionId: string; agent: string; actor: string; requestId?: string | undefined; messages: { role: ArchivedMessage['role']; content: string }[] }): Promise<void> {
+    const write = this.#write(tenantId, m);
+    let set = this.#pending.get(tenantId);
+    if (!set) this.#pending.set(tenantId, (set = new Set()));
+    const tracked = write.catch(() => undefined);
+    set.add(tracked);
+    void tracked.then(() => {
+      set.delete(tracked);
+      if (set.size === 0 && this.#pending.get(tenantId) === set) this.#pending.delete(tenantId);
+    });
+    return write;
+  }
+
+  /** Resolves when the tenant's writes started so far are done (stored or failed). */
+  async settled(tenantId: string): Promise<void> {
+    const set = this.#pending.get(tenantId);
+    if (set) await Promise.all([...set]);
+  }
+
+  async #write(tenantId: string, m: Parameters<ConversationArchive['append']>[1]): Promise<void> {
     const rows = m.messages.filter((x) => x.content !== '');
     if (rows.length === 0) return;
     const vals: unknown[] = [];
@@ -75,6 +102,7 @@ export class ConversationArchive {
   }
 
   async sessions(tenantId: string, limit = 100): Promise<SessionSummary[]> {
+    await this.settled(tenantId);
     const r = await this.#db.query<{ session_id: string; agent: string; instance_id: string; n: number; first_at: Date; last_at: Date; title: string | null }>(
       `SELECT session_id, (array_agg(agent ORDER BY id DESC))[1] AS agent, (array_agg(instance_id::text ORDER BY id DESC))[1] AS instance_id,
               count(*)::int AS n, min(created_at) AS first_at, max(created_at) AS last_at,
@@ -87,6 +115,7 @@ export class ConversationArchive {
 
   /** A session's messages, oldest first; empty for an unknown (or another tenant's) session. */
   async history(tenantId: string, sessionId: string, limit = 500): Promise<ArchivedMessage[]> {
+    await this.settled(tenantId);
     const r = await this.#db.query<MsgRow>(
       'SELECT * FROM (SELECT * FROM chat_messages WHERE tenant_id = $1 AND session_id = $2 ORDER BY id DESC LIMIT $3) m ORDER BY id',
       [tenantId, sessionId, limit],
@@ -95,12 +124,14 @@ export class ConversationArchive {
   }
 
   async hasSession(tenantId: string, sessionId: string): Promise<boolean> {
+    await this.settled(tenantId);
     const r = await this.#db.query('SELECT 1 FROM chat_messages WHERE tenant_id = $1 AND session_id = $2 LIMIT 1', [tenantId, sessionId]);
     return (r.rowCount ?? 0) > 0;
   }
 
   /** Full-text search (web-search syntax: words, "phrases", -exclusions, OR), best first. */
   async search(tenantId: string, q: string, limit = 50): Promise<SearchHit[]> {
+    await this.settled(tenantId);
     const r = await this.#db.query<MsgRow & { snippet: string; rank: number }>(
       `SELECT m.*, ts_headline('simple', m.content, query, 'StartSel=«, StopSel=», MaxWords=30, MinWords=10') AS snippet, ts_rank(m.search, query) AS rank
          FROM chat_messages m, websearch_to_tsquery('simple', $2) query

@@ -45,9 +45,23 @@ const toToken = (r: Row): ApiToken => ({
   lastUsedAt: iso(r.last_used_at),
 });
 
+/**
+ * How long a resolved token is trusted without asking the database again (issue 7: a database round
+ * trip on every chat turn was most of the ingress's added latency). A revocation through this process
+ * (API, console) takes effect at once; one made elsewhere (`clawplane token revoke`, another replica)
+ * within this time. Expiry is honoured exactly.
+ */
+export const TOKEN_CACHE_TTL_MS = 5_000;
+
+type TokenPrincipal = Extract<Principal, { kind: 'token' }>;
+
 /** Tenant-scoped API tokens: shown once, stored as SHA-256, with expiry, revocation and last use (issue 3). */
 export class ApiTokenService {
   private readonly db: Db;
+  /** Token hash → principal and until when it may be served from memory. */
+  private readonly cache = new Map<string, { principal: TokenPrincipal; until: number }>();
+  /** Bumped by every revocation: a lookup that raced one does not cache what it read. */
+  private generation = 0;
   constructor(db: Db) {
     this.db = db;
   }
@@ -83,7 +97,7 @@ export class ApiTokenService {
   }
 
   async revoke(tenantId: string, id: string, by: Audited): Promise<ApiToken> {
-    return this.db.tx(async (tx) => {
+    const revoked = await this.db.tx(async (tx) => {
       const cur = await tx.query<Row>('SELECT * FROM api_tokens WHERE tenant_id = $1 AND id::text = $2 FOR UPDATE', [tenantId, id]);
       if (!cur.rows[0]) throw new NotFoundError('Token');
       if (cur.rows[0].revoked_at) throw new ConflictError('This token is already revoked.', 'already_revoked');
@@ -91,20 +105,46 @@ export class ApiTokenService {
       await appendAudit(tx, { actor: by.actor, tenantId, action: 'token.revoke', target: `token:${cur.rows[0].id}`, decision: 'success', requestId: by.requestId ?? null });
       return toToken(r.rows[0] as Row);
     });
+    // After the commit: a request resolving the token in between would cache it again.
+    this.forget(revoked.id);
+    return revoked;
   }
 
   /** The principal for a presented token; undefined when unknown, revoked or expired. */
-  async resolve(token: string): Promise<Extract<Principal, { kind: 'token' }> | undefined> {
+  async resolve(token: string): Promise<TokenPrincipal | undefined> {
     if (!token.startsWith(API_TOKEN_PREFIX)) return undefined;
+    const hash = sha256(token);
+    const now = Date.now();
+    const hit = this.cache.get(hash);
+    if (hit && hit.until > now) return hit.principal;
+    this.cache.delete(hash);
+    const gen = this.generation;
     const r = await this.db.query<Row>(
       'SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())',
-      [sha256(token)],
+      [hash],
     );
     const row = r.rows[0];
     if (!row) return undefined;
+    // last_used_at stays within a minute plus the cache time of the truth.
     if (!row.last_used_at || Date.now() - row.last_used_at.getTime() > 60_000) {
       await this.db.query('UPDATE api_tokens SET last_used_at = now() WHERE id = $1', [row.id]);
     }
-    return { kind: 'token', tokenId: row.id, tenantId: row.tenant_id, role: row.role, createdBy: row.created_by };
+    const principal: TokenPrincipal = { kind: 'token', tokenId: row.id, tenantId: row.tenant_id, role: row.role, createdBy: row.created_by };
+    // Unknown tokens are not cached (no memory for guessers); the sweep keeps the map to live tokens.
+    if (gen !== this.generation) return principal;
+    if (this.cache.size >= 10_000) this.sweep(now);
+    this.cache.set(hash, { principal, until: Math.min(now + TOKEN_CACHE_TTL_MS, row.expires_at?.getTime() ?? Infinity) });
+    return principal;
+  }
+
+  /** Drops a token from the cache of resolved tokens (revoked through this process). */
+  forget(tokenId: string): void {
+    this.generation++;
+    for (const [hash, e] of this.cache) if (e.principal.tokenId === tokenId) this.cache.delete(hash);
+  }
+
+  private sweep(now: number): void {
+    for (const [hash, e] of this.cache) if (e.until <= now) this.cache.delete(hash);
+    if (this.cache.size >= 10_000) this.cache.clear();
   }
 }

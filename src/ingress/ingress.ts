@@ -7,6 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import type http from 'node:http';
 import { PassThrough, Transform, type Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { ConversationArchive } from '../archive/archive.ts';
@@ -72,6 +73,10 @@ export class IngressService {
   // Gateway tokens per instance: fixed for an instance's life, and opening the sealed secret costs a
   // database round trip and a decryption on every request otherwise (bench: TTFB).
   readonly #tokens = new Map<string, string>();
+  // Which instance a tenant's requests named (tenant + ref or "main" → instance id): ids never change and
+  // names are unique per tenant, so a hit needs one lookup by id instead of listing the tenant's
+  // instances first. The row itself is always read fresh; a destroyed, renamed or missing one falls back.
+  readonly #picks = new Map<string, string>();
 
   constructor(opts: IngressOptions) {
     this.#o = opts;
@@ -86,11 +91,26 @@ export class IngressService {
    * named "main"; else the tenant's only instance. Several and none named: a 409 saying how to pick.
    */
   async resolveInstance(tenantId: string, ref?: string): Promise<InstanceRow> {
+    const key = `${tenantId}\n${ref ?? ''}`;
+    const cached = this.#picks.get(key);
+    if (cached !== undefined) {
+      const row = await this.#o.instances.get(tenantId, cached).catch((err: unknown) => {
+        if (err instanceof NotFoundError) return undefined;
+        throw err;
+      });
+      if (row && row.desiredState !== 'destroyed' && (ref ? row.id === ref || row.name === ref : row.name === 'main')) return row;
+      this.#picks.delete(key);
+    }
     const all = (await this.#o.instances.list(tenantId)).filter((i) => i.desiredState !== 'destroyed');
     const pick = ref ? all.find((i) => i.id === ref || i.name === ref) : (all.find((i) => i.name === 'main') ?? (all.length === 1 ? all[0] : undefined));
     if (!pick) {
       if (ref || all.length === 0) throw new NotFoundError(ref ? 'Instance' : 'An instance for this tenant (deploy one: POST …/instances)');
       throw new ConflictError(`This tenant has ${all.length} instances and none is named "main": pick one with the X-Clawplane-Instance header (its id or name).`, 'instance_ambiguous');
+    }
+    // Not "the only instance": that stops being true when a second one is deployed.
+    if (ref || pick.name === 'main') {
+      if (this.#picks.size >= 10_000) this.#picks.clear();
+      this.#picks.set(key, pick.id);
     }
     return this.#o.instances.get(tenantId, pick.id);
   }
@@ -154,13 +174,16 @@ export class IngressService {
           } catch {
             reply = '';
           }
-          await archive(reply);
+          // Not awaited: reads of the archive wait for it (ConversationArchive.append).
+          void archive(reply);
         }
         done();
         return { status: res.statusCode ?? 502, headers: { ...headers, 'content-type': 'application/json' }, body, sessionId, instanceId: row.id };
       }
 
-      const sse = { ...headers, 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' };
+      // transfer-encoding: @hono/node-server otherwise reads ahead (up to three chunks, with a timer in
+      // between) before it sends anything, to compute a content-length; a stream must not wait for that.
+      const sse = { ...headers, 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no', 'transfer-encoding': 'chunked' };
       if (Waker.ready(row)) {
         // Ready now: wait for the gateway's head so its status (e.g. 400) reaches the client as is.
         const gw = await this.connect(row, by);
@@ -202,8 +225,13 @@ export class IngressService {
     }
   }
 
-  /** Passes SSE chunks through as they arrive, collecting the reply text for the archive. */
+  /**
+   * Passes SSE chunks through as they arrive (one Transform, no buffering; pipe handles back-pressure),
+   * collecting the reply text for the archive. The turn is archived after the stream ends, off the
+   * client's path; the archive's reads wait for it.
+   */
   #relay(res: http.IncomingMessage, abort: () => void, archive: (reply: string) => Promise<void>, done: () => void): Readable {
+    const decoder = new StringDecoder('utf8');
     let pending = '';
     let reply = '';
     let finished = false;
@@ -225,16 +253,16 @@ export class IngressService {
     };
     const tap = new Transform({
       transform(chunk: Buffer, _e, cb) {
-        collect(chunk.toString('utf8'));
+        // A multi-byte character may straddle two chunks: the decoder holds its first bytes back.
+        collect(decoder.write(chunk));
         cb(null, chunk);
       },
       flush(cb) {
-        // Archived before the stream ends, so a client that reads the history next finds this turn.
         finished = true;
-        void archive(reply).finally(() => {
-          done();
-          cb();
-        });
+        collect(decoder.end());
+        cb();
+        // Started before the client can ask for its history: ConversationArchive's reads wait for it.
+        void archive(reply).finally(done);
       },
     });
     res.on('error', (err) => tap.destroy(err));

@@ -77,7 +77,9 @@ export class Waker {
         if (cur.status === 'error') throw new WakeFailedError(cur.name, cur.statusReason);
         if (cur.desiredState !== 'running') throw new WakeFailedError(cur.name, `it was ${cur.desiredState === 'destroyed' ? 'destroyed' : 'stopped'} while starting`);
         if (Date.now() > deadline) throw new WakeTimeoutError(cur.name, this.#o.timeoutMs, cur.status, cur.statusReason);
-        await new Promise((r) => setTimeout(r, this.#o.pollMs ?? 200));
+        // Short: the reconciler marks the row running as soon as the supervisor reports the gateway ready,
+        // and every poll here is one indexed read (issue 7: wake within 10% of a raw OpenClaw boot).
+        await new Promise((r) => setTimeout(r, this.#o.pollMs ?? 50));
       }
       this.#o.metrics.wakes.inc({ tenant, outcome: 'ready' });
       this.#o.metrics.wakeSeconds.observe({ tenant }, (performance.now() - t0) / 1000);
