@@ -1,19 +1,25 @@
 /**
  * Warm resume (issue 10), the parts that exist so far: the driver reports honestly whether it can
- * suspend, and the seccomp filter a suspendable sandbox needs really works inside bubblewrap (io_uring
- * refused so Node falls back to epoll, user namespaces refused in place of --disable-userns). The
- * suspend → chat → resume test is not written yet: see docs/adr/0006-warm-resume-criu.md.
+ * suspend; the seccomp filter a suspendable sandbox needs really works inside bubblewrap (io_uring
+ * refused so Node falls back to epoll, user namespaces refused in place of --disable-userns); and, when
+ * the patched CRIU is built (scripts/build-criu.sh), a bubblewrap-sandboxed Node server is dumped and
+ * restored and answers again over a socket the host made and passed in (the construction and every
+ * flag: docs/adr/0006-warm-resume-criu.md, scripts/criu-lab.sh). Driver suspend/resume is a later step.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, fstatSync, openSync, readFileSync, statSync } from 'node:fs';
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, readlink, rename, rm, stat, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import pino from 'pino';
 import { LocalSandboxDriver } from '../src/sandbox/drivers/local.ts';
 import { Criu } from '../src/sandbox/snapshot/criu.ts';
+import { prepareRestoreRoot, rootLayout, suspendableDirArgs } from '../src/sandbox/snapshot/restore-root.ts';
 import { suspendableSeccompFilter } from '../src/sandbox/snapshot/seccomp.ts';
+import { socketRequest } from '../src/sandbox/socket-http.ts';
 
 const nodeBin = process.execPath;
 
@@ -57,3 +63,219 @@ const s = http.createServer().listen(0, '127.0.0.1', async () => {
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('restore root: the mount points and symlinks bubblewrap makes, every directory root-owned 0755', async () => {
+  const args = [
+    '--unshare-user', '--uid', '0', '--info-fd', '3', '--seccomp', '9',
+    ...suspendableDirArgs(['/opt/node', '/tenant/work', '/run/clawplane/out']),
+    '--ro-bind', '/usr', '/usr', '--symlink', 'usr/lib', '/lib', '--bind', '/x', '/tenant/work', '--ro-bind', '/y', '/run/clawplane/out',
+    '--proc', '/proc', '--dev', '/dev', '--size', '1024', '--tmpfs', '/tmp', '--setenv', 'A', 'B', '--chdir', '/tenant', '--remount-ro', '/',
+    '/bin/sh', '-c', 'true',
+  ];
+  assert.deepEqual(suspendableDirArgs(['/opt/node', '/tenant/work', '/run/clawplane/out']), ['--perms', '0755', '--dir', '/opt', '--perms', '0755', '--dir', '/run', '--perms', '0755', '--dir', '/tenant', '--perms', '0755', '--dir', '/run/clawplane']);
+  const layout = rootLayout(args);
+  assert.deepEqual(layout.dirs.sort(), ['/dev', '/opt', '/proc', '/run', '/run/clawplane', '/run/clawplane/out', '/tenant', '/tenant/work', '/tmp', '/usr']);
+  assert.deepEqual(layout.symlinks, [{ target: 'usr/lib', link: '/lib' }]);
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-rroot-'));
+  try {
+    await prepareRestoreRoot(path.join(dir, 'root'), args);
+    const st = await stat(path.join(dir, 'root', 'run', 'clawplane', 'out'));
+    assert.equal(st.mode & 0o7777, 0o755);
+    assert.equal(st.uid, process.getuid?.() ?? st.uid);
+    assert.deepEqual((await readdir(path.join(dir, 'root'))).sort(), ['dev', 'lib', 'opt', 'proc', 'run', 'tenant', 'tmp', 'usr']);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+const CRIU_BIN = process.env['CLAWPLANE_CRIU_BIN'] ?? '/var/tmp/clawplane-criu/bin/criu';
+/** The tenant's host uid in this test (no passwd entry needed). */
+const TENANT_UID = 61990;
+
+function criuSkip(): string | false {
+  if (process.getuid?.() !== 0) return 'needs root (CRIU, and the uid drop before bubblewrap)';
+  if (spawnSync('bwrap', ['--version']).status !== 0) return 'bubblewrap is not installed';
+  const s = new Criu(CRIU_BIN).support();
+  if (!s.supported) return `${s.reason} (CI does not build CRIU)`;
+  let stamp = '';
+  try {
+    stamp = readFileSync(path.join(path.dirname(CRIU_BIN), 'criu.version'), 'utf8').trim();
+  } catch {
+    /* no stamp: not built by build-criu.sh */
+  }
+  const level = Number(/\+p(\d+)$/.exec(stamp)?.[1] ?? 0);
+  if (level < 4) return `CRIU at ${CRIU_BIN} (${stamp || 'no criu.version'}) lacks patch p4 (host-made unix sockets as --external): re-run scripts/build-criu.sh`;
+  return false;
+}
+
+/** A listening unix socket made by the host (root, 0600), as the local driver makes ingress/control. */
+async function hostSocket(file: string): Promise<{ fd: number; ino: number; release(): Promise<void>; close(): void }> {
+  const tmp = `${file}.tmp`;
+  await rm(tmp, { force: true });
+  const server = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(tmp, () => resolve());
+  });
+  await chmod(tmp, 0o600);
+  const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
+  return {
+    fd,
+    ino: fstatSync(fd).ino,
+    async release() {
+      // libuv unlinks the path on close: move it away first (as the driver does).
+      await rename(tmp, file);
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+    close() {
+      server.close();
+    },
+  };
+}
+
+const status = (pid: number) => Object.fromEntries(readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').filter(Boolean).map((l) => l.split(/:\s+/) as [string, string]));
+
+test('CRIU dumps a bubblewrap-sandboxed Node server and restores it: same process state, host-made socket, isolation kept', { skip: criuSkip(), timeout: 120_000 }, async () => {
+  const dir = await mkdtemp('/var/tmp/clawplane-resume-');
+  await chmod(dir, 0o711);
+  const pids: number[] = [];
+  const servers: { close(): void }[] = [];
+  try {
+    const app = path.join(dir, 'app');
+    const host = path.join(dir, 'host');
+    const img = path.join(dir, 'img');
+    await mkdir(app, { mode: 0o755 });
+    await mkdir(host, { mode: 0o700 });
+    await mkdir(img, { mode: 0o700 });
+    for (const d of ['work', 'log']) {
+      await mkdir(path.join(dir, d), { mode: 0o700 });
+      await chown(path.join(dir, d), TENANT_UID, TENANT_UID);
+    }
+    await writeFile(path.join(app, 'filter.bpf'), suspendableSeccompFilter());
+    // State only memory holds (a counter, a random boot id, 8 MB of heap) and a Worker after restore.
+    await writeFile(path.join(app, 'server.mjs'), `import http from 'node:http'; import { Worker } from 'node:worker_threads';
+const boot = Math.random().toString(36).slice(2); let n = 0; const heap = Buffer.alloc(8 << 20, 7);
+http.createServer((req, res) => {
+  n++;
+  if (req.url === '/worker') {
+    const w = new Worker('require("node:worker_threads").parentPort.postMessage(42)', { eval: true });
+    w.once('message', (m) => { res.end(JSON.stringify({ n, boot, worker: m })); void w.terminate(); });
+    return;
+  }
+  res.end(JSON.stringify({ n, boot, pid: process.pid, heap: heap[123] }));
+}).listen({ fd: 4 });`);
+    await chmod(path.join(app, 'server.mjs'), 0o644);
+    await chmod(path.join(app, 'filter.bpf'), 0o644);
+
+    const nodeDir = path.dirname(path.dirname(process.execPath));
+    const binds: [string, string, string][] = [
+      ['--ro-bind', nodeDir, '/opt/node'],
+      ['--ro-bind', app, '/opt/app'],
+      ['--bind', path.join(dir, 'work'), '/tenant/work'],
+      ['--bind', path.join(dir, 'log'), '/tenant/log'],
+    ];
+    // The local driver's sandbox with the changes a suspendable one needs (ADR 0006): no cgroup
+    // namespace, uid 0 inside (still the tenant's unprivileged host uid, no capabilities), the
+    // supervisor (here: the server) as pid 1, the seccomp filter instead of --disable-userns, stdio
+    // inside the sandbox, parent directories 0755.
+    const bwrapArgs = [
+      '--unshare-user', '--unshare-ipc', '--unshare-pid', '--unshare-net', '--unshare-uts', '--new-session', '--as-pid-1',
+      '--cap-drop', 'ALL', '--uid', '0', '--gid', '0', '--hostname', 'sandbox', '--info-fd', '3', '--seccomp', '5',
+      ...suspendableDirArgs(binds.map((b) => b[2])),
+      '--ro-bind', '/usr', '/usr', '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64', '--symlink', 'usr/bin', '/bin',
+      ...binds.flat(),
+      '--proc', '/proc', '--dev', '/dev', '--size', String(16 << 20), '--tmpfs', '/tmp',
+      '--clearenv', '--setenv', 'PATH', '/usr/bin:/bin', '--chdir', '/tenant', '--remount-ro', '/',
+      '/bin/sh', '-c', 'exec /opt/node/bin/node /opt/app/server.mjs </dev/null >>/tenant/log/server.log 2>&1',
+    ];
+    const ingressPath = path.join(host, 'ingress.sock');
+    const ingress = await hostSocket(ingressPath);
+    servers.push(ingress);
+    const seccompFd = openSync(path.join(app, 'filter.bpf'), 'r');
+    const setpriv = [`--reuid=${TENANT_UID}`, `--regid=${TENANT_UID}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--'];
+    const child = spawn('setpriv', [...setpriv, 'bwrap', ...bwrapArgs], { detached: true, stdio: ['ignore', 'ignore', 'pipe', 'pipe', ingress.fd, seccompFd] });
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const pid = await new Promise<number>((resolve, reject) => {
+      let text = '';
+      (child.stdio[3] as net.Socket).on('data', (d: Buffer) => {
+        text += d.toString();
+        const m = /"child-pid":\s*(\d+)/.exec(text);
+        if (m) resolve(Number(m[1]));
+      });
+      child.on('exit', (code) => reject(new Error(`bwrap exited (${code}): ${stderr}`)));
+    });
+    pids.push(pid);
+    closeSync(seccompFd);
+    await ingress.release();
+    child.unref();
+    (child.stdio[3] as net.Socket).unref();
+
+    // `connection: close`: an open connection is an accepted socket in the host's netns that CRIU cannot dump.
+    const get = (p = '/') => socketRequest(ingressPath, { path: p, headers: { connection: 'close' }, timeoutMs: 10_000 });
+    let first: { n: number; boot: string; pid: number } | undefined;
+    for (let i = 0; i < 100 && !first; i++) {
+      first = await get().then((r) => JSON.parse(r.body) as { n: number; boot: string; pid: number }).catch(() => undefined);
+      if (!first) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(first, `the sandboxed server never answered: ${stderr}`);
+    assert.equal(first.n, 1);
+    assert.equal(first.pid, 1);
+
+    const criu = new Criu(CRIU_BIN);
+    const dumped = await criu.dump(pid, img, { externalUnix: [ingress.ino] });
+    assert.ok(!(await stat(`/proc/${pid}`).catch(() => undefined)), 'dump kills the tree');
+    const imageBytes = (await readdir(img)).reduce((sum, f) => sum + (f.endsWith('.img') ? statSync(path.join(img, f)).size : 0), 0);
+
+    // Resume: a fresh host socket at the same path, given back in place of the dumped one.
+    const root = path.join(dir, 'rootfs');
+    await prepareRestoreRoot(root, bwrapArgs);
+    await rm(ingressPath, { force: true });
+    const again = await hostSocket(ingressPath);
+    servers.push(again);
+    const restored = await criu.restore(img, { root, uid: TENANT_UID, inherit: [{ fd: again.fd, key: `socket:[${ingress.ino}]` }] });
+    pids.push(restored.pid);
+    await again.release();
+    const t0 = performance.now();
+    const second = JSON.parse((await get()).body) as { n: number; boot: string; pid: number };
+    const firstAnswerMs = performance.now() - t0;
+    assert.equal(second.n, 2, 'the counter in memory continued');
+    assert.equal(second.boot, first.boot, 'the same process state, not a new start');
+    const worker = JSON.parse((await get('/worker')).body) as { worker: number };
+    assert.equal(worker.worker, 42, 'a new Worker starts after restore');
+
+    // The isolation the restored tree keeps.
+    const st = status(restored.pid);
+    assert.match(st['Uid'] ?? '', new RegExp(`^${TENANT_UID}\\s+${TENANT_UID}`));
+    assert.equal(st['CapEff'], '0000000000000000');
+    assert.equal(st['CapBnd'], '0000000000000000');
+    assert.equal(st['NoNewPrivs'], '1');
+    assert.equal(st['Seccomp'], '2');
+    const mounts = await readFile(`/proc/${restored.pid}/mountinfo`, 'utf8');
+    assert.match(mounts.split('\n')[0] ?? '', / \/ ro,nosuid,nodev/, 'the root is read-only');
+    assert.match(mounts, / \/usr ro,/);
+    assert.match(mounts, / \/tenant\/work rw,/);
+    const netdev = await readFile(`/proc/${restored.pid}/net/dev`, 'utf8');
+    assert.deepEqual(netdev.split('\n').slice(2).filter(Boolean).map((l) => l.trim().split(':')[0]), ['lo'], 'no network but lo');
+    for (const ns of ['user', 'mnt', 'pid', 'net', 'ipc', 'uts']) {
+      assert.notEqual(await readlinkNs(restored.pid, ns), await readlinkNs(process.pid, ns), `own ${ns} namespace`);
+    }
+    assert.ok(!(await readFile('/proc/self/mountinfo', 'utf8')).includes(root), 'nothing stays mounted on the host');
+    console.log(`criu: dump ${Math.round(dumped.ms)} ms, image ${(imageBytes / 2 ** 20).toFixed(1)} MiB, restore ${Math.round(restored.ms)} ms, first answer ${Math.round(firstAnswerMs)} ms`);
+  } finally {
+    for (const s of servers) s.close();
+    for (const p of pids) {
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    // CLAWPLANE_TEST_KEEP=1 keeps the directory (images, CRIU logs) for a look after a failure.
+    if (!process.env['CLAWPLANE_TEST_KEEP']) await rm(dir, { recursive: true, force: true });
+  }
+});
+
+async function readlinkNs(pid: number, ns: string): Promise<string> {
+  return readlink(`/proc/${pid}/ns/${ns}`);
+}

@@ -1,21 +1,30 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { chmod, chown, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 
 /**
  * CRIU as warm resume uses it (issue 10). The binary is the one scripts/build-criu.sh builds from
- * Debian's source package (Debian 12's 3.17 fails on this kernel). Flags, and why each is needed, were
- * measured on these machines (../shared/notes/warm-resume-criu.md, docs/adr/0006-warm-resume-criu.md):
+ * Debian's source package (Debian 12's 3.17 fails on this kernel), with its patches (p4: host-made unix
+ * sockets as inherit-only externals). Flags, and why each is needed, were measured on these machines
+ * (../shared/notes/warm-resume-criu.md, docs/adr/0006-warm-resume-criu.md, scripts/criu-lab.sh):
  * - `--tcp-close`: the gateway's upstream keep-alive connection is dropped; it reconnects.
  * - `--ext-unix-sk`, `--file-locks`: the gateway holds both.
  * - `--network-lock skip`: the sandbox has its own network namespace with only `lo`, and no iptables here.
  * - `--ext-mount-map auto --enable-external-sharing --enable-external-masters`: bubblewrap's bind
  *   mounts (/dev nodes, /usr, the runtime) come from the host's mount namespace.
- * - restore: `--manage-cgroups=ignore` (the cgroup namespace prefix cannot be set on this cgroup v1
- *   host: "couldn't set cgns prefix … Invalid argument") and `--weak-sysctls`.
+ * - dump `--external unix[INO]` for each socket the host made and passed in (ingress, control): they
+ *   live in the host's network namespace, so CRIU's scan of the sandbox's does not see them; restore
+ *   gives fresh host sockets back with `--inherit-fd fd[N]:socket:[INO]`.
+ * - restore `--root DIR`: the sandbox's root mount (bubblewrap's tmpfs) is not in the image; CRIU
+ *   binds DIR in its place (without it, compat mode fails at "Can't umount at ./proc: Invalid
+ *   argument" and the default engine at "BUG at criu/mount.c:48"). DIR comes from restore-root.ts and
+ *   is bound read-only in a private mount namespace of the restore only.
+ * - restore `--weak-sysctls` (patch 3). No cgroup namespace in a suspendable sandbox: with one, restore
+ *   fails at "couldn't set cgns prefix … Invalid argument"; without one, CRIU's default cgroup mode puts
+ *   the restored tree back into the cgroups it was dumped from.
  */
 export const DUMP_FLAGS = ['--file-locks', '--tcp-close', '--ext-unix-sk', '--network-lock', 'skip', '--ext-mount-map', 'auto', '--enable-external-sharing', '--enable-external-masters'];
-export const RESTORE_FLAGS = ['--file-locks', '--tcp-close', '--ext-unix-sk', '--ext-mount-map', 'auto', '--enable-external-sharing', '--enable-external-masters', '--manage-cgroups=ignore', '--weak-sysctls'];
+export const RESTORE_FLAGS = ['--file-locks', '--tcp-close', '--ext-unix-sk', '--ext-mount-map', 'auto', '--enable-external-sharing', '--enable-external-masters', '--weak-sysctls'];
 
 /** CRIU failed; `errors` are its "Error (file:line): …" lines, the exact reason to record. */
 export class CriuError extends Error {
@@ -58,32 +67,52 @@ export class Criu {
     return this.#support;
   }
 
-  /** Dumps the process tree rooted at `pid` into `dir` (the tree is killed afterwards). */
-  async dump(pid: number, dir: string): Promise<{ ms: number }> {
+  /**
+   * Dumps the process tree rooted at `pid` into `dir` (the tree is killed afterwards). `externalUnix`:
+   * inode numbers of unix sockets the host made and passed in (they must be given back on restore).
+   */
+  async dump(pid: number, dir: string, opts: { externalUnix?: number[] } = {}): Promise<{ ms: number }> {
     const t0 = performance.now();
-    await this.#run('dump', ['dump', '-t', String(pid), '-D', dir, ...DUMP_FLAGS, '-v2', '-o', 'dump.log'], path.join(dir, 'dump.log'));
+    const ext = (opts.externalUnix ?? []).flatMap((ino) => ['--external', `unix[${ino}]`]);
+    await this.#run('dump', ['dump', '-t', String(pid), '-D', dir, ...DUMP_FLAGS, ...ext, '-v2', '-o', 'dump.log'], path.join(dir, 'dump.log'));
     return { ms: performance.now() - t0 };
   }
 
   /**
    * Restores the tree in `dir`, detached. `inherit` maps a resource recorded in the image (e.g.
-   * "socket:[1234]") to a file descriptor of ours that replaces it (CRIU's --inherit-fd).
+   * "socket:[1234]", an `externalUnix` of the dump) to a file descriptor of ours that replaces it
+   * (CRIU's --inherit-fd). `root`: the directory that stands in for the sandbox's root mount
+   * (prepareRestoreRoot); CRIU runs in a private mount namespace where it is bound read-only, nosuid and
+   * nodev, so the restored tree's / is read-only as bubblewrap's was and nothing stays mounted on the host.
+   * `uid`: the sandbox's host uid. The restored root task reads some images itself, some before its
+   * user namespace's uid map exists (timens-0.img: host uid 0, no capability over unmapped files) and
+   * some after it switched to the sandbox's uid (tty-info.img, pages). Root's 0600 images fail the second
+   * ("Unable to open tty-info.img: Permission denied"), the sandbox uid's 0600 the first, depending on
+   * the race with the map ("Unable to open timens-0.img: Permission denied", 1 run in 3). So: owner root,
+   * group the sandbox's gid (= its uid), 0750/0640; no other uid can read the images.
    */
-  async restore(dir: string, opts: { inherit?: { fd: number; key: string }[] } = {}): Promise<{ pid: number; ms: number }> {
+  async restore(dir: string, opts: { inherit?: { fd: number; key: string }[]; root?: string; uid?: number } = {}): Promise<{ pid: number; ms: number }> {
     const t0 = performance.now();
+    if (opts.uid !== undefined) await ownImages(dir, opts.uid);
     const pidfile = path.join(dir, 'restored.pid');
     const inherit = (opts.inherit ?? []).flatMap((i) => ['--inherit-fd', `fd[${i.fd}]:${i.key}`]);
     const fds = (opts.inherit ?? []).map((i) => i.fd);
-    await this.#run('restore', ['restore', '-D', dir, '-d', ...RESTORE_FLAGS, ...inherit, '--pidfile', pidfile, '-v2', '-o', 'restore.log'], path.join(dir, 'restore.log'), fds);
+    const args = ['restore', '-D', dir, '-d', ...RESTORE_FLAGS, ...(opts.root ? ['--root', opts.root] : []), ...inherit, '--pidfile', pidfile, '-v2', '-o', 'restore.log'];
+    if (opts.root) {
+      const script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro,nosuid,nodev "$0" && exec "$@"';
+      await this.#run('restore', ['--mount', '--propagation', 'private', '/bin/sh', '-c', script, opts.root, this.bin, ...args], path.join(dir, 'restore.log'), fds, 'unshare');
+    } else {
+      await this.#run('restore', args, path.join(dir, 'restore.log'), fds);
+    }
     const pid = Number((await readFile(pidfile, 'utf8')).trim());
     return { pid, ms: performance.now() - t0 };
   }
 
-  async #run(op: string, args: string[], logFile: string, passFds: number[] = []): Promise<void> {
+  async #run(op: string, args: string[], logFile: string, passFds: number[] = [], cmd = this.bin): Promise<void> {
     const maxFd = Math.max(2, ...passFds);
     const stdio: (number | 'ignore' | 'pipe')[] = ['ignore', 'pipe', 'pipe'];
     for (let fd = 3; fd <= maxFd; fd++) stdio.push(passFds.includes(fd) ? fd : 'ignore');
-    const child = spawn(this.bin, args, { stdio });
+    const child = spawn(cmd, args, { stdio });
     let out = '';
     child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
@@ -97,11 +126,25 @@ export class Criu {
   }
 }
 
-/** CRIU's error lines without the one it logs on every run here (no CAP_SYS_RESOURCE: harmless). */
+/**
+ * CRIU's error lines without the ones it logs on every run here: RLIMIT_NOFILE (no CAP_SYS_RESOURCE)
+ * and the iptables probes (no iptables on these hosts; the sandbox's netns is not locked, see DUMP_FLAGS).
+ */
 export function errorLines(text: string): string[] {
   return text
     .split('\n')
-    .filter((l) => /Error \(/.test(l) && !/RLIMIT_NOFILE for self/.test(l))
+    .filter((l) => /Error \(/.test(l) && !/RLIMIT_NOFILE for self|ip6?tables(-legacy)?-(save|restore)/.test(l))
     .map((l) => l.replace(/^\s*(\(\d+\.\d+\)\s*)?(\d+:\s*)?/, '').trim())
     .slice(0, 8);
+}
+
+/** The image directory and its files: root's, readable by the sandbox's group only (see Criu.restore). */
+async function ownImages(dir: string, gid: number): Promise<void> {
+  await chown(dir, 0, gid);
+  await chmod(dir, 0o750);
+  for (const f of await readdir(dir, { withFileTypes: true })) {
+    if (!f.isFile()) continue;
+    await chown(path.join(dir, f.name), 0, gid);
+    await chmod(path.join(dir, f.name), 0o640);
+  }
 }
