@@ -10,7 +10,10 @@
 # CAP_SYS_RESOURCE, which root lacks on these VMs (a tenant's gateway runs as its own uid); on EPERM we
 # read /proc/PID/limits instead. Third: with --weak-sysctls, a net sysctl the restored user namespace
 # refuses (net.ipv4.ping_group_range "1 0" names gid 1, which bubblewrap's one-line gid map lacks:
-# EINVAL) is a warning, not a failed restore. See ../shared/notes/warm-resume-criu.md and docs/adr/0006-warm-resume-criu.md.
+# EINVAL) is a warning, not a failed restore. Fourth (p4): a unix socket the host made in its own network
+# namespace and passed into the sandbox (ingress/control), listed with --external unix[INO], is dumped as
+# inherit-only and restored from --inherit-fd fd[N]:socket:[INO]. See ../shared/notes/warm-resume-criu.md
+# and docs/adr/0006-warm-resume-criu.md.
 #
 # Sources come only from Debian: trixie's source index, fetched into a private apt state directory
 # (the host's apt configuration is not touched); apt verifies the tarball against the index's SHA-256.
