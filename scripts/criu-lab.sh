@@ -101,10 +101,14 @@ else
   chown "0:$TUID" "$I/out/broker.token"
   chmod 0640 "$I/out/broker.token"
   # The broker stand-in: OpenAI chat completions, SSE or JSON; reports how many turns each call carried.
+  # `connection: close`: a keep-alive connection from the sandbox to this host socket at dump time fails
+  # the dump ("Can't dump half of stream unix connection ... peer name: .../out/broker.sock"); the driver
+  # needs the same (the supervisor's egress with agent: false, or the relay closing idle connections).
   cat >"$APP/broker.mjs" <<'JS'
 import http from 'node:http'; import fs from 'node:fs';
 const [sock, gid] = process.argv.slice(2); let n = 0;
 http.createServer((req, res) => {
+  res.setHeader('connection', 'close');
   let body = ''; req.on('data', (c) => (body += c)); req.on('end', () => {
     const j = JSON.parse(body || '{}'); n++;
     const turns = (j.messages || []).filter((m) => m.role === 'user' || m.role === 'assistant').length;
@@ -230,3 +234,13 @@ for c in $(seq "$CYCLES"); do
 done
 grep -E '^(Uid|CapEff|CapBnd|NoNewPrivs|Seccomp):' "/proc/$SANDBOX_PID/status" | tr -s '\t' ' ' | paste -sd' '
 head -n 1 "/proc/$SANDBOX_PID/mountinfo"
+if [ "$MODE" = openclaw ]; then
+  # Isolation probes from inside the resumed sandbox, through the supervisor's exec (a fresh process).
+  PROBE='id -u; grep -E "^(CapEff|CapBnd|NoNewPrivs|Seccomp):" /proc/self/status | tr -s "\t" " " | paste -sd" "
+for f in /x /usr/x /opt/runtime/x /conf/x /run/clawplane/out/x /tenant/work/x /tenant/log/x /tmp/x; do (: >"$f") 2>/dev/null && echo "write $f: ok" || echo "write $f: refused"; done
+tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " | paste -sd" " | sed "s/^/netdevs: /"
+unshare -U true 2>&1 | tail -n 1 | sed "s/^/unshare -U: /"; ls /proc | grep -c "^[0-9]" | sed "s/^/pids visible: /"'
+  curl -sS --max-time 30 -H 'connection: close' -H 'content-type: application/json' --unix-socket "$HOSTD/control.sock" \
+    -d "$(python3 -c 'import json, sys; print(json.dumps({"argv": ["/bin/sh", "-c", sys.argv[1]], "timeoutMs": 10000}))' "$PROBE")" \
+    http://sandbox/exec | python3 -c 'import json, sys; r = json.load(sys.stdin); print(r["stdout"] + r["stderr"], end="")'
+fi
