@@ -10,7 +10,7 @@
  * - answers the host on a second passed-in socket: health, exec (isolation probes, backups), stop.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, mkdirSync, openSync, readFileSync, closeSync } from 'node:fs';
+import { appendFileSync, mkdirSync, openSync, readFileSync, closeSync, symlinkSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 
@@ -340,6 +340,23 @@ process.on('uncaughtException', (err) => log('uncaught exception', { error: err.
 egress.listen(cfg.egressPort, '127.0.0.1');
 ingress.listen({ fd: cfg.ingressFd });
 control.listen({ fd: cfg.controlFd });
+/**
+ * OpenClaw keeps V8's compile cache in $TMPDIR/node-compile-cache, and /tmp in here is a new tmpfs at
+ * every start: each wake compiled the whole gateway again, which a gateway on a host (whose /tmp keeps
+ * the cache) does not (issue 7 bench: cold wake vs raw boot). The instance's shared-rw directory outlives
+ * restarts and is not part of backups (those hold work/ only); only this instance's gateways write it.
+ */
+function persistCompileCache(): void {
+  const dir = '/tenant/shared-rw/node-compile-cache';
+  try {
+    mkdirSync(dir, { recursive: true });
+    symlinkSync(dir, `${cfg.env['TMPDIR'] ?? '/tmp'}/node-compile-cache`);
+  } catch (err) {
+    log('compile cache stays in /tmp (gateways compile afresh at each start)', { error: (err as Error).message });
+  }
+}
+
 log('supervisor started', { executors: executors.length, pid: process.pid });
+persistCompileCache();
 for (const e of executors) startExecutor(e);
 pollHealth();
