@@ -174,6 +174,7 @@ export async function main(): Promise<void> {
       runtime: rt,
       configs: { e0: JSON.stringify(ours('/tenant/work/e0', LocalSandboxDriver.executorPort(0))) },
       gatewayToken: 'bench-token-0123456789abcdef',
+      hooksToken: 'bench-hooks-token-0123456789abcdef',
       hostUid: 299_999,
     };
     await driver.preflight();

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import type { Instance } from '../src/instances/instances.ts';
-import { hooksTokenFor } from '../src/runtime/config.ts';
+import { socketRequest } from '../src/sandbox/socket-http.ts';
 import { ApiClient, onboard, twoTenants } from './helpers/client.ts';
 import { startFakeLlm } from './helpers/fake-llm.ts';
 import { OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot, waitFor } from './helpers/sandbox.ts';
@@ -94,8 +94,7 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
   const chatUrl = `/api/v1/tenants/${a.slug}/chat/completions`;
   const chatBody = (content: string, session: string, stream = false) => ({ model: 'agent/main', messages: [{ role: 'user', content }], stream, session });
   const secrets = async () => {
-    const t = await server.services.instances.gatewayToken(inst);
-    return [t, hooksTokenFor(t)];
+    return [await server.services.instances.gatewayToken(inst), await server.services.instances.hooksToken(inst)];
   };
   const audits = async (action: string, id = inst) => (await server.db.query(`SELECT 1 FROM audit_events WHERE action = $1 AND target = $2`, [action, `instance:${id}`])).rowCount ?? 0;
   const status = async (id: string) => (await server.services.instances.byId(id))?.status;
@@ -260,6 +259,35 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     for (const s of await secrets()) assert.ok(!text.includes(s) && !wt.includes(s), 'no gateway credential in a hook answer');
   });
 
+  test('credentials rotate in place: the old gateway and broker tokens are refused, chat and hooks go on', async () => {
+    const sock = server.services.sandboxes.endpoint(inst).socketPath;
+    const direct = async (token: string) => (await socketRequest(sock, { path: '/v1/models', headers: { authorization: `Bearer ${token}` } })).status;
+    const oldGateway = await server.services.instances.gatewayToken(inst);
+    const brokerFile = path.join(root, inst, 'out', 'broker.token');
+    const oldBroker = (await readFile(brokerFile, 'utf8')).trim();
+    assert.equal(await direct(oldGateway), 200);
+    // Only tenant admins rotate; members may not.
+    assert.equal((await member.call('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/rotate-credentials`)).status, 403);
+    const r = await a.client.json<{ rotated: string[] }>('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/rotate-credentials`, undefined, 200);
+    assert.deepEqual(r.rotated, ['gateway_token', 'broker_token']);
+    const newGateway = await server.services.instances.gatewayToken(inst);
+    assert.notEqual(newGateway, oldGateway);
+    assert.equal(await direct(oldGateway), 401, 'the old gateway token is refused by the running gateway');
+    assert.equal(await direct(newGateway), 200);
+    const newBroker = (await readFile(brokerFile, 'utf8')).trim();
+    assert.notEqual(newBroker, oldBroker);
+    const revoked = await server.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM sandbox_tokens WHERE instance_id = $1 AND revoked_at IS NULL`, [inst]);
+    assert.equal(revoked.rows[0]?.n, 1, 'only the new broker token is live');
+    // The ingress picked the new token up; a model call goes through the broker with the new broker token.
+    const n = fake.requests.length;
+    const c = await member.call('POST', chatUrl, chatBody('after the rotation', 'rot'));
+    assert.equal(c.status, 200, await c.clone().text());
+    assert.ok(fake.requests.length > n, 'the model call reached the provider through the broker');
+    const h = await member.call('POST', `/api/v1/tenants/${a.slug}/hooks/wake`, { text: 'still hooked', mode: 'next-heartbeat' });
+    assert.equal(h.status, 200, await h.clone().text());
+    assert.equal(await status(inst), 'running', 'no restart');
+  });
+
   let restored = '';
   test('backup → destroy the sandbox and its state → restore as another instance (another path) → history intact', async () => {
     const before = (await a.client.json<{ items: { id: string }[] }>('GET', `/api/v1/tenants/${a.slug}/instances/${inst}/backups`)).items.map((x) => x.id);
@@ -343,7 +371,7 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     assert.equal(c.status, 200);
     assert.match(JSON.stringify(fake.requests.slice(n).at(-1)?.body), /PELICAN/);
     const restoredToken = await server.services.instances.gatewayToken(restored);
-    for (const s of [restoredToken, hooksTokenFor(restoredToken)]) assert.ok(!capturedLogs.join('').includes(s), 'no gateway or hooks token in any log line');
+    for (const s of [restoredToken, await server.services.instances.hooksToken(restored)]) assert.ok(!capturedLogs.join('').includes(s), 'no gateway or hooks token in any log line');
   });
 
   test('shutdown: sandboxes stopped by pid, then the server (before its database goes)', async () => {

@@ -104,5 +104,23 @@ describe('runtime versions and openclaw.json', async () => {
       assert.match(JSON.stringify(c['models']), /"baseUrl":"http:\/\/127\.0\.0\.1:18080\/v1"/);
       assert.doesNotMatch(JSON.stringify(cfg), /sk-|localhost/);
     }
+    // As the reconciler renders it for a sandbox: the gateway token from a private file (rotatable with
+    // secrets.reload), inbound webhooks with the hooks token from the environment; no token in the file.
+    const tokenFile = path.join(scratch, 'gateway-token');
+    await writeFile(tokenFile, 'g'.repeat(64) + '\n', { mode: 0o600 });
+    const cfg = renderOpenclawConfig({ gatewayPort: 18789, egressPort: 18080, stateDir: state, logFile: path.join(scratch, 'openclaw.log'), agents: [{ id: 'main', name: 'main' }], models: ['fake-model'], tools: DEFAULT_TOOL_POLICY, hooks: true, gatewayTokenFile: tokenFile });
+    const file = path.join(state, 'openclaw.json');
+    await writeFile(file, JSON.stringify(cfg, null, 2));
+    const r = spawnSync(path.join(rt.dir, rt.nodeRel), [path.join(rt.dir, rt.entryRel), 'config', 'validate'], {
+      env: { PATH: '/usr/bin:/bin', HOME: path.join(scratch, 'home'), OPENCLAW_STATE_DIR: state, OPENCLAW_CONFIG_PATH: file, CLAWPLANE_HOOKS_TOKEN: 'h'.repeat(64), OPENCLAW_OFFLINE: '1', OPENCLAW_NO_AUTO_UPDATE: '1' },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+    assert.match(r.stdout + r.stderr, /Config valid/);
+    const c = cfg as Record<string, Record<string, unknown>>;
+    assert.deepEqual(c['gateway']?.['auth'], { mode: 'token', token: { source: 'file', provider: 'clawplane-gateway-token', id: 'value' } });
+    assert.deepEqual(c['hooks'], { enabled: true, token: '${CLAWPLANE_HOOKS_TOKEN}', path: '/hooks', allowedAgentIds: ['main'], allowRequestSessionKey: false });
+    assert.doesNotMatch(JSON.stringify(cfg), /g{64}|h{64}/);
   });
 });

@@ -3,7 +3,7 @@
  * with a tenant token, Clawplane wakes the tenant's instance when it is stopped, holds the request until
  * the gateway is ready and forwards it to OpenClaw's own hook endpoints (`/hooks/agent`: an agent turn;
  * `/hooks/wake`: a system event for the main session) with the gateway's hooks token, which no client
- * ever sees (src/runtime/config.ts `hooksTokenFor`).
+ * ever sees (`InstanceService.hooksToken`, a sealed platform secret per instance).
  *
  * The bodies are OpenClaw's hook payloads, narrowed: no caller-chosen session key (the gateway is
  * configured with `allowRequestSessionKey: false`) and no channel delivery coordinates (channels are
@@ -11,7 +11,6 @@
  */
 import { z } from 'zod';
 import type { Audited } from '../instances/instances.ts';
-import { hooksTokenFor } from '../runtime/config.ts';
 import { gatewayRequest, readAll } from './gateway.ts';
 import { UpstreamError, type IngressService } from './ingress.ts';
 
@@ -43,7 +42,7 @@ export interface HookResult {
 /** Forwards one hook call; resolves with the gateway's status and JSON answer. */
 export async function deliverHook(
   ingress: IngressService,
-  o: { tenantId: string; by: Audited; instanceRef?: string | undefined; kind: HookKind; body: unknown; idempotencyKey?: string | undefined },
+  o: { tenantId: string; by: Audited; instanceRef?: string | undefined; kind: HookKind; body: unknown; idempotencyKey?: string | undefined; hooksToken: (instanceId: string) => Promise<string> },
 ): Promise<HookResult> {
   const row = await ingress.resolveInstance(o.tenantId, o.instanceRef);
   const done = ingress.activity.begin(row.id);
@@ -51,7 +50,7 @@ export async function deliverHook(
     const gw = await ingress.connect(row, o.by);
     const call = gatewayRequest({
       socketPath: gw.socketPath,
-      token: hooksTokenFor(gw.token),
+      token: await o.hooksToken(gw.row.id),
       method: 'POST',
       path: `/hooks/${o.kind}`,
       headers: { 'content-type': 'application/json', ...(o.idempotencyKey ? { 'idempotency-key': o.idempotencyKey } : {}) },

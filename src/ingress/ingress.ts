@@ -70,7 +70,7 @@ const text = (c: z.infer<typeof Message>['content']) => (typeof c === 'string' ?
 
 export class IngressService {
   readonly #o: IngressOptions;
-  // Gateway tokens per instance: fixed for an instance's life, and opening the sealed secret costs a
+  // Gateway tokens per instance: fixed until rotated (forgetGatewayToken), and opening the sealed secret costs a
   // database round trip and a decryption on every request otherwise (bench: TTFB).
   readonly #tokens = new Map<string, string>();
   // Which instance a tenant's requests named (tenant + ref or "main" → instance id): ids never change and
@@ -80,6 +80,11 @@ export class IngressService {
 
   constructor(opts: IngressOptions) {
     this.#o = opts;
+  }
+
+  /** Drops the cached gateway token of an instance (after its credentials were rotated). */
+  forgetGatewayToken(instanceId: string): void {
+    this.#tokens.delete(instanceId);
   }
 
   get activity(): Activity {

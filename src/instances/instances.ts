@@ -147,7 +147,7 @@ export interface InstanceServiceOptions {
 }
 
 // Platform secret names allow [a-z0-9_.-] only.
-const secretName = (instanceId: string) => `instance.${instanceId}.gateway-token`;
+const secretName = (instanceId: string, kind: 'gateway-token' | 'hooks-token' = 'gateway-token') => `instance.${instanceId}.${kind}`;
 
 export class InstanceService {
   readonly #o: InstanceServiceOptions;
@@ -361,7 +361,7 @@ export class InstanceService {
     await this.#o.db.tx(async (tx) => {
       await tx.query('DELETE FROM instances WHERE id = $1 AND tenant_id = $2', [row.id, row.tenantId]);
       // The vault has no delete for platform secrets yet; this row is ours (named after the instance).
-      await tx.query('DELETE FROM platform_secrets WHERE name = $1', [secretName(row.id)]);
+      await tx.query('DELETE FROM platform_secrets WHERE name = ANY($1)', [[secretName(row.id), secretName(row.id, 'hooks-token')]]);
       await appendAudit(tx, { actor: 'system', tenantId: row.tenantId, action: 'instance.destroyed', target: `instance:${row.id}`, decision: 'success', detail: { name: row.name, stateDeleted: row.deleteState } });
     });
   }
@@ -377,6 +377,24 @@ export class InstanceService {
       if (!(err instanceof NotFoundError)) throw err;
       const token = randomBytes(32).toString('hex');
       await this.#o.vault.sealPlatformSecret(secretName(instanceId), token, { actor: 'system' });
+      return token;
+    }
+  }
+
+  /** Stores a new gateway token (after the running gateway took it: src/instances/credentials.ts). */
+  async replaceGatewayToken(instanceId: string, token: string): Promise<void> {
+    await this.#o.vault.sealPlatformSecret(secretName(instanceId), token, { actor: 'system' });
+  }
+
+  /** The token the gateway's inbound webhooks accept (ingress only); created sealed on first use, one per instance. */
+  async hooksToken(instanceId: string): Promise<string> {
+    const name = secretName(instanceId, 'hooks-token');
+    try {
+      return await this.#o.vault.openPlatformSecret(name);
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err;
+      const token = randomBytes(32).toString('hex');
+      await this.#o.vault.sealPlatformSecret(name, token, { actor: 'system' });
       return token;
     }
   }

@@ -210,13 +210,14 @@ export class Reconciler {
 
   async spec(row: InstanceRow, version: string): Promise<SandboxSpec> {
     // Independent reads side by side: this is on the path of every start and every wake (issue 7).
-    const [runtime, { defaults, restrictions }, gatewayToken, hostUid] = await Promise.all([
+    const [runtime, { defaults, restrictions }, gatewayToken, hooksToken, hostUid] = await Promise.all([
       this.#o.runtimes.resolve(version),
       this.#o.agentDefaults().then(async (defaults) => ({
         defaults,
         restrictions: this.#o.toolRestrictions ? await this.#o.toolRestrictions(row.tenantId, defaults.agentName) : { deny: [], execDenied: false },
       })),
       this.#o.instances.gatewayToken(row.id),
+      this.#o.instances.hooksToken(row.id),
       this.#o.instances.hostUid(row.tenantId),
     ]);
     const tools = toolPolicyFor(defaults.execPolicy, restrictions);
@@ -232,8 +233,9 @@ export class Reconciler {
           agents: [{ id: defaults.agentName, name: defaults.agentName }],
           models: [defaults.defaultModel ?? 'default'],
           tools,
-          // The local driver passes CLAWPLANE_HOOKS_TOKEN (derived from the gateway token) to every gateway.
+          // The local driver passes CLAWPLANE_HOOKS_TOKEN to every gateway and writes /conf/gateway-token.
           hooks: true,
+          gatewayTokenFile: '/conf/gateway-token',
         }),
         null,
         2,
@@ -245,6 +247,7 @@ export class Reconciler {
       runtime,
       configs,
       gatewayToken,
+      hooksToken,
       hostUid,
     };
   }

@@ -10,6 +10,7 @@ import { LocalSandboxDriver } from '../sandbox/drivers/local.ts';
 import type { SandboxDriver } from '../sandbox/types.ts';
 import type { Vault } from '../vault/vault.ts';
 import { InstanceService } from './instances.ts';
+import { CredentialRotator } from './credentials.ts';
 import { Reconciler } from './reconciler.ts';
 
 /** The settings of runtimes, sandboxes and the reconciler, from the parsed configuration (issue 6). */
@@ -44,6 +45,7 @@ export interface InstanceServices {
   sandboxes: SandboxDriver;
   instances: InstanceService;
   reconciler: Reconciler;
+  rotator: CredentialRotator;
 }
 
 /** Builds the runtime store, the local sandbox driver, the instance service and its reconciler (not started). */
@@ -80,5 +82,6 @@ export function createInstanceServices(opts: {
     readyTimeoutMs: s.instanceReadyTimeoutMs,
   });
   instances.onChange = () => reconciler.kick();
-  return { runtimes, sandboxes, instances, reconciler };
+  const credentials = new CredentialRotator({ db: opts.db, instances, driver: sandboxes, log: opts.log });
+  return { runtimes, sandboxes, instances, reconciler, rotator: credentials };
 }

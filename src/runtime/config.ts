@@ -3,10 +3,10 @@
  * Everything a tenant's governance does not ask for is off: OpenClaw's defaults run shell commands on
  * the host without asking, check for updates, advertise over mDNS, serve a control UI and spend model
  * tokens in the background (heartbeat, memory "dreaming") — see ../shared/notes/openclaw-runtime.md §1.
- * The file holds no secret: the gateway token comes from the environment (`${OPENCLAW_GATEWAY_TOKEN}`)
- * and the broker token is attached by the in-sandbox supervisor, so the provider key below is a label.
+ * The file holds no secret: the gateway token comes from a file the host writes (a SecretRef, so it can be
+ * rotated on a running gateway) or the environment (`${OPENCLAW_GATEWAY_TOKEN}`), the hooks token from the
+ * environment, and the broker token is attached by the in-sandbox supervisor, so the provider key below is a label.
  */
-import { createHmac } from 'node:crypto';
 
 /** The model provider id the gateway sees; every model call goes to the broker through it. */
 export const BROKER_PROVIDER = 'clawplane';
@@ -30,16 +30,13 @@ export interface GatewayFeatures {
 }
 
 /**
- * The token the gateway's inbound webhooks (`hooks.*`, OpenClaw's `/hooks/agent` and `/hooks/wake`)
- * accept: derived from the gateway token, so it needs no storage of its own and differs from it (OpenClaw
- * warns on reuse). Only the ingress sends it; callers authenticate to Clawplane, never to the gateway.
+ * The environment variable the supervisor passes the gateway's inbound-webhook token in (`hooks.token`
+ * takes no SecretRef, so it cannot be re-read like the gateway token; it is never written into openclaw.json).
  */
-export function hooksTokenFor(gatewayToken: string): string {
-  return createHmac('sha256', gatewayToken).update('clawplane:openclaw-hooks:v1').digest('base64url');
-}
-
-/** The environment variable the supervisor passes the hooks token in (never written into openclaw.json). */
 export const HOOKS_TOKEN_ENV = 'CLAWPLANE_HOOKS_TOKEN';
+
+/** The secrets provider the gateway reads its auth token through (a file the host can rewrite). */
+export const GATEWAY_TOKEN_PROVIDER = 'clawplane-gateway-token';
 
 export interface RenderInput {
   /** Loopback port of this executor inside the sandbox. */
@@ -60,6 +57,12 @@ export interface RenderInput {
    * variable is always set (the local driver): OpenClaw leaves an unset variable's text in place.
    */
   hooks?: boolean;
+  /**
+   * The gateway token as a file SecretRef (a private file of the gateway's uid) instead of
+   * `${OPENCLAW_GATEWAY_TOKEN}`: the host can then rotate it on a running gateway (rewrite the file, then
+   * `secrets.reload`), which a process environment does not allow.
+   */
+  gatewayTokenFile?: string;
 }
 
 /** The hardened default policy: a chat agent that cannot touch the host, the filesystem or the web. */
@@ -116,7 +119,7 @@ export function renderOpenclawConfig(input: RenderInput): Record<string, Json> {
       mode: 'local',
       port: input.gatewayPort,
       bind: 'loopback',
-      auth: { mode: 'token', token: '${OPENCLAW_GATEWAY_TOKEN}' },
+      auth: { mode: 'token', token: input.gatewayTokenFile ? { source: 'file', provider: GATEWAY_TOKEN_PROVIDER, id: 'value' } : '${OPENCLAW_GATEWAY_TOKEN}' },
       http: { endpoints: { chatCompletions: { enabled: true }, responses: { enabled: true } } },
       controlUi: { enabled: f.controlUi },
       terminal: { enabled: false },
@@ -154,6 +157,7 @@ export function renderOpenclawConfig(input: RenderInput): Record<string, Json> {
       entries,
     },
     tools,
+    ...(input.gatewayTokenFile ? { secrets: { providers: { [GATEWAY_TOKEN_PROVIDER]: { source: 'file', path: input.gatewayTokenFile, mode: 'singleValue' } } } } : {}),
     ...(input.hooks
       ? { hooks: { enabled: true, token: `\${${HOOKS_TOKEN_ENV}}`, path: '/hooks', allowedAgentIds: input.agents.slice(0, 1).map((a) => a.id), allowRequestSessionKey: false } }
       : {}),

@@ -16,6 +16,8 @@ export interface SandboxSpec {
   configs: Record<string, string>;
   /** The gateway token (an owner credential of the gateway); written only where the gateway can read it. */
   gatewayToken: string;
+  /** The token the gateway's inbound webhooks accept (only the ingress sends it). */
+  hooksToken: string;
   /** Per-tenant unprivileged host uid (the local driver runs everything in the sandbox as it). */
   hostUid: number;
 }
@@ -102,6 +104,13 @@ export interface SandboxDriver {
    * executor), so one restore path serves both.
    */
   archiveLiveState(handle: SandboxHandle, hostUid: number, destFile: string, opts?: { timeoutMs?: number }): Promise<{ executors: string[] }>;
+  /**
+   * Re-issues a running sandbox's credentials in place (issue 10: after a resume; also on request): the
+   * gateway token (the token file is rewritten and every gateway re-reads it with `secrets.reload`; the
+   * current one is refused from then on, which is checked) and the broker token (a new registration; the
+   * old token is revoked). Throws, with the gateway left on `current`, when the gateway refuses.
+   */
+  rotateCredentials(handle: SandboxHandle, tokens: { current: string; next: string }): Promise<void>;
   /** The sandboxes this driver finds running on this host, for adoption and orphan removal. */
   list(): Promise<SandboxHandle[]>;
   endpoint(instanceId: string): SandboxEndpoint;

@@ -110,6 +110,8 @@ export function createServices(opts: {
   const settings = opts.instances ?? instanceSettings({ dataDir: opts.dataDir, instances: parseConfig({}).instances });
   const instances = createInstanceServices({ db, vault, onboarding, broker, settings, log: opts.log ?? createLogger('silent'), toolRestrictions: (tenantId, agent) => gatewayToolRestrictions(policy, tenantId, agent) });
   const ingress = createIngressServices({ db, vault, onboarding, instances, instanceSettings: settings, settings: opts.ingress ?? ingressSettings({ dataDir: opts.dataDir, ingress: parseConfig({}).ingress }), dataDir: opts.dataDir, registry: opts.registry ?? new Registry(), log: opts.log ?? createLogger('silent') });
+  // A rotated gateway token replaces the one the ingress cached.
+  instances.rotator.onRotated = (id) => ingress.ingress.forgetGatewayToken(id);
   const tasks = createTaskServices({
     db,
     vault,

@@ -79,7 +79,7 @@ export function registerChat(app: App, deps: AppDeps): void {
       async (c) => {
         const { tenant, by } = allow(c, 'tenant.operate');
         const h = c.req.valid('header');
-        const r = await deliverHook(ingress, { tenantId: tenant.id, by, instanceRef: h['x-clawplane-instance'], kind, body: c.req.valid('json'), idempotencyKey: h['idempotency-key'] });
+        const r = await deliverHook(ingress, { tenantId: tenant.id, by, instanceRef: h['x-clawplane-instance'], kind, body: c.req.valid('json'), idempotencyKey: h['idempotency-key'], hooksToken: (id) => deps.services.instances.hooksToken(id) });
         // The gateway answers JSON; anything else (or a 5xx of its own) is reported as ours, never passed raw.
         let body: unknown;
         try {

@@ -113,6 +113,21 @@ export function registerInstances(app: App, deps: AppDeps): void {
   app.openapi(
     createRoute({
       method: 'post',
+      path: '/api/v1/tenants/{tenant}/instances/{instanceId}/rotate-credentials',
+      tags: ['instances'],
+      summary: "Re-issue a running instance's gateway and broker tokens in place (no restart); the old ones are refused from then on",
+      request: { params: InstanceParams },
+      responses: { 200: json(z.object({ instanceId: z.string(), rotated: z.array(z.string()) })), ...errorResponses },
+    }),
+    async (c) => {
+      const { tenant, by } = allow(c, 'tenant.admin');
+      return c.json(await deps.services.rotator.rotate(tenant.id, c.req.valid('param').instanceId, by), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
       path: '/api/v1/tenants/{tenant}/instances/{instanceId}/upgrade',
       tags: ['instances'],
       summary: 'Move to another OpenClaw version with state kept; rolls back when the new version fails its health check',

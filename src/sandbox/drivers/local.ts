@@ -8,12 +8,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { LIVE_STAGE, packState } from '../../backup/archive.ts';
-import { hooksTokenFor } from '../../runtime/config.ts';
 import type { SandboxBroker } from '../../broker/types.ts';
 import { ClawplaneError, ConflictError } from '../../errors.ts';
 import { BrokerRelay } from '../broker-relay.ts';
 import { prepareCgroup, removeCgroup, type CgroupLimits } from '../cgroups.ts';
 import { Criu } from '../snapshot/criu.ts';
+import { gatewayRpc } from '../gateway-rpc.ts';
 import { socketRequest } from '../socket-http.ts';
 import type { ExecResult, LogLine, SandboxDriver, SandboxEndpoint, SandboxHandle, SandboxHealth, SandboxSpec, SandboxState, SuspendSupport } from '../types.ts';
 
@@ -159,8 +159,8 @@ export class LocalSandboxDriver implements SandboxDriver {
     for (const d of [p.work, p.sharedRw, p.log]) await mkdirMode(d, 0o700, uid, uid);
     for (const id of Object.keys(spec.configs)) await mkdirMode(path.join(p.work, id), 0o700, uid, uid);
 
-    await writeOwned(path.join(p.conf, 'gateway-token'), spec.gatewayToken + '\n', uid);
-    await writeOwned(path.join(p.conf, 'hooks-token'), hooksTokenFor(spec.gatewayToken) + '\n', uid);
+    await writePrivate(path.join(p.conf, 'gateway-token'), spec.gatewayToken + '\n', uid);
+    await writeOwned(path.join(p.conf, 'hooks-token'), spec.hooksToken + '\n', uid);
     const executors = Object.entries(spec.configs).map(([id, json], i) => ({ id, json, port: GATEWAY_BASE_PORT + i * 10 }));
     for (const e of executors) {
       await mkdirMode(path.join(p.conf, e.id), 0o750, 0, uid);
@@ -403,6 +403,33 @@ export class LocalSandboxDriver implements SandboxDriver {
     return { executors: conf.executors.map((e) => e.id) };
   }
 
+  async rotateCredentials(handle: SandboxHandle, tokens: { current: string; next: string }): Promise<void> {
+    const p = this.#paths(handle.instanceId);
+    const uid = (await stat(p.conf)).gid;
+    const conf = JSON.parse(await readFile(path.join(p.conf, 'sandbox.json'), 'utf8')) as { executors: { id: string }[] };
+    const tokenFile = path.join(p.conf, 'gateway-token');
+    const answers = async (executor: string, token: string) =>
+      (await socketRequest(p.ingress, { path: '/v1/models', headers: { authorization: `Bearer ${token}`, 'x-clawplane-executor': executor }, timeoutMs: 10_000 })).status;
+    await writePrivate(tokenFile, tokens.next + '\n', uid);
+    try {
+      for (const e of conf.executors) {
+        await gatewayRpc(p.ingress, tokens.current, 'secrets.reload', {}, { executor: e.id });
+        const [now, before] = [await answers(e.id, tokens.next), await answers(e.id, tokens.current)];
+        if (now !== 200 || before !== 401) throw new Error(`after secrets.reload, executor ${e.id} answered ${now} to the new token and ${before} to the old one (expected 200 and 401)`);
+      }
+    } catch (err) {
+      // Back to the current token everywhere, so the host's copy stays the one that works.
+      await writePrivate(tokenFile, tokens.current + '\n', uid);
+      for (const e of conf.executors) await gatewayRpc(p.ingress, tokens.next, 'secrets.reload', {}, { executor: e.id }).catch(() => undefined);
+      throw new ClawplaneError('credential_rotation_failed', 502, `The gateway did not take its new token: ${(err as Error).message}. It still uses the current one; retry, or restart the instance.`, { cause: err });
+    }
+    // The broker token: a fresh registration (and token file); closing the old relay revokes the old token.
+    // Closed first: a Unix socket server unlinks its path on close, which is the new relay's path too.
+    await this.#closeRelay(handle.instanceId);
+    const relay = await BrokerRelay.open({ broker: this.#o.broker, outDir: p.out, gid: uid, tenantId: handle.tenantId, instanceId: handle.instanceId, sandboxId: handle.sandboxId, log: this.#o.log });
+    this.#relays.set(handle.instanceId, relay);
+  }
+
   async logs(instanceId: string, opts: { tail: number }): Promise<LogLine[]> {
     const out: LogLine[] = [];
     for (const f of await this.#logFiles(instanceId)) {
@@ -495,6 +522,19 @@ async function mkdirMode(dir: string, mode: number, uid: number, gid: number): P
   await mkdir(dir, { recursive: true });
   await chown(dir, uid, gid);
   await chmod(dir, mode);
+}
+
+/**
+ * A file only the sandbox's uid reads (0600, its owner), in a root-owned directory it cannot write: what
+ * OpenClaw's file SecretRef provider requires (private, regular, one link) for the gateway token.
+ */
+async function writePrivate(file: string, text: string, uid: number): Promise<void> {
+  const tmp = `${file}.tmp`;
+  await rm(tmp, { force: true });
+  await writeFile(tmp, text, { mode: 0o600, flag: 'wx' });
+  await chown(tmp, uid, uid);
+  await chmod(tmp, 0o600);
+  await rename(tmp, file);
 }
 
 async function writeOwned(file: string, text: string, gid: number): Promise<void> {

@@ -1,0 +1,58 @@
+/**
+ * One operator call to a gateway over its WebSocket protocol (v4), through a sandbox's ingress socket:
+ * wait for `connect.challenge`, connect as a trusted local backend with the gateway token, send one
+ * request, close. For the host's own administrative calls (`secrets.reload` after a token rotation);
+ * tenants reach the protocol only through src/ingress/ws.ts and its allow-list.
+ */
+import WebSocket from 'ws';
+
+interface Frame {
+  type?: string;
+  id?: string;
+  event?: string;
+  ok?: boolean;
+  payload?: unknown;
+  error?: { code?: string; message?: string };
+}
+
+export async function gatewayRpc(socketPath: string, token: string, method: string, params: unknown, opts: { executor?: string; timeoutMs?: number } = {}): Promise<unknown> {
+  const timeoutMs = opts.timeoutMs ?? 15_000;
+  const ws = new WebSocket(`ws+unix://${socketPath}:/`, { perMessageDeflate: false, headers: opts.executor ? { 'x-clawplane-executor': opts.executor } : {} });
+  const done = Promise.withResolvers<unknown>();
+  const timer = setTimeout(() => done.reject(new Error(`the gateway did not answer ${method} within ${timeoutMs} ms`)), timeoutMs);
+  const send = (id: string, m: string, p: unknown) => ws.send(JSON.stringify({ type: 'req', id, method: m, params: p }));
+  ws.on('message', (data: WebSocket.RawData) => {
+    let f: Frame;
+    try {
+      f = JSON.parse((Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Buffer)).toString('utf8')) as Frame;
+    } catch {
+      return;
+    }
+    if (f.type === 'event' && f.event === 'connect.challenge') {
+      send('connect', 'connect', {
+        minProtocol: 4,
+        maxProtocol: 4,
+        client: { id: 'gateway-client', version: 'clawplane', platform: 'linux', mode: 'backend' },
+        role: 'operator',
+        scopes: ['operator.admin'],
+        auth: { token },
+      });
+      return;
+    }
+    if (f.type !== 'res') return;
+    if (!f.ok) {
+      done.reject(new Error(`${f.id === 'connect' ? 'connect' : method} refused by the gateway: ${f.error?.code ?? 'ERROR'}: ${f.error?.message ?? 'no reason given'}`));
+      return;
+    }
+    if (f.id === 'connect') send('call', method, params);
+    else if (f.id === 'call') done.resolve(f.payload);
+  });
+  ws.on('error', (err) => done.reject(err));
+  ws.on('close', () => done.reject(new Error(`the gateway closed the connection before answering ${method}`)));
+  try {
+    return await done.promise;
+  } finally {
+    clearTimeout(timer);
+    ws.terminate();
+  }
+}
