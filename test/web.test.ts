@@ -169,8 +169,12 @@ describe('web console', async () => {
     await page.getByRole('button', { name: 'Resume tenant' }).waitFor();
     assert.match(await page.getByRole('heading', { level: 1 }).innerText(), /suspended/);
     await page.getByLabel('Max instances').fill('7');
+    // The tenant's own idle timeout (issue 7): empty means the platform's default.
+    assert.equal(await page.getByLabel('Idle timeout (minutes)').inputValue(), '');
+    await page.getByLabel('Idle timeout (minutes)').fill('45');
     await page.getByRole('button', { name: 'Save quotas' }).click();
     await page.getByText('Quotas saved.').waitFor();
+    assert.equal((await server.services.tenants.get('globex')).quotas.idleTimeoutMinutes, 45);
     await shot('07-tenant-overview');
     await page.getByRole('button', { name: 'Resume tenant' }).click();
     await page.getByRole('button', { name: 'Suspend tenant' }).waitFor();

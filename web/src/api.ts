@@ -40,6 +40,8 @@ export interface Quotas {
   maxStorageBytes: number;
   dailyTokenBudget: number | null;
   dailyCostBudgetUsd: number | null;
+  /** Stop (after a backup) this tenant's instances idle this long; null: the platform's default. */
+  idleTimeoutMinutes: number | null;
 }
 export interface Tenant {
   id: string;

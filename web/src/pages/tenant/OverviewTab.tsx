@@ -50,12 +50,13 @@ function StatusControl({ slug, status, onChange }: { slug: string; status: 'acti
   );
 }
 
-const QUOTA_FIELDS: { key: keyof Quotas; label: string; nullable: boolean; step?: string }[] = [
+const QUOTA_FIELDS: { key: keyof Quotas; label: string; nullable: boolean; step?: string; empty?: string; hint?: string }[] = [
   { key: 'maxInstances', label: 'Max instances', nullable: false },
   { key: 'maxConcurrentTasks', label: 'Max concurrent tasks', nullable: false },
   { key: 'maxStorageBytes', label: 'Max storage (bytes)', nullable: false },
   { key: 'dailyTokenBudget', label: 'Daily token budget', nullable: true },
   { key: 'dailyCostBudgetUsd', label: 'Daily cost budget (USD)', nullable: true, step: '0.01' },
+  { key: 'idleTimeoutMinutes', label: 'Idle timeout (minutes)', nullable: true, empty: "the platform's default", hint: "Empty: the platform's default · 0: never stop" },
 ];
 
 function QuotasView({ quotas }: { quotas: Quotas }) {
@@ -64,7 +65,7 @@ function QuotasView({ quotas }: { quotas: Quotas }) {
       {QUOTA_FIELDS.map((f) => (
         <div key={f.key} className="fact">
           <dt>{f.label}</dt>
-          <dd>{quotas[f.key] ?? 'unlimited'}</dd>
+          <dd>{quotas[f.key] ?? f.empty ?? 'unlimited'}</dd>
         </div>
       ))}
     </dl>
@@ -93,7 +94,7 @@ function QuotasForm({ slug, quotas, onSaved }: { slug: string; quotas: Quotas; o
   return (
     <form onSubmit={submit} aria-label="Quotas" className="grid-form">
       {QUOTA_FIELDS.map((f) => (
-        <Field key={f.key} label={f.label} hint={f.nullable ? 'Empty: unlimited' : undefined}>
+        <Field key={f.key} label={f.label} hint={f.hint ?? (f.nullable ? 'Empty: unlimited' : undefined)}>
           {(id, d) => (
             <input id={id} aria-describedby={d} type="number" min={0} step={f.step ?? '1'} required={!f.nullable} value={v[f.key]} onChange={(e) => setV((s) => ({ ...s, [f.key]: e.target.value }))} />
           )}
