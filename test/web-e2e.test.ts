@@ -89,11 +89,18 @@ describe('web console end to end on a real gateway', { timeout: 300_000 }, async
 
     // Setup the UI does not offer, done through the services: exec `ask` (rendered only when the
     // platform default and the tenant's policy both say ask; before the deploy, since it is rendered
-    // into the gateway's config) and an agent definition for the task.
+    // into the gateway's config).
     const tenant = await server.services.tenants.get('acme');
     await server.services.onboarding.setAgentDefaults({ ...(await server.services.onboarding.agentDefaults()), execPolicy: 'ask' }, setup);
     await server.services.policy.setTenantPolicy(tenant.id, { execPolicy: 'ask', policies: [] }, setup);
-    await server.services.agents.create(tenant.id, { name: 'operator', capabilities: ['shell-ish'] }, setup);
+
+    // The agent the task goes to.
+    await tab('Agents');
+    const define = page.getByRole('form', { name: 'Define an agent' });
+    await define.getByLabel('Agent name').fill('operator');
+    await define.getByLabel('Capabilities').fill('shell-ish');
+    await define.getByRole('button', { name: 'Define agent' }).click();
+    await define.getByText('Defined agent operator.').waitFor();
 
     // The tenant's own provider, with its key, and a connection test.
     await tab('Providers');
@@ -108,10 +115,17 @@ describe('web console end to end on a real gateway', { timeout: 300_000 }, async
     await card.getByRole('button', { name: 'Test connection' }).click();
     await card.getByText(/Connection works/).waitFor();
     await shot('03-provider');
-    // The model route is not in the UI yet: set through the service (chat answers with "fake-model").
-    const [provider] = await server.services.providers.list(tenant.id);
-    assert.ok(provider);
-    await server.services.providers.setRoute(tenant.id, { scope: 'tenant', targets: [{ providerId: provider.id, model: 'fake-model' }] }, setup);
+    // The tenant's default route: this provider, its default model (chat answers with "fake-model").
+    const routes = page.getByRole('region', { name: 'Model routes' });
+    const routeForm = routes.getByRole('form', { name: 'Set a model route' });
+    const setRoute = async (model: string) => {
+      await routeForm.getByLabel('Provider 1').selectOption({ label: 'fake' });
+      await routeForm.getByLabel('Model 1').fill(model);
+      await routeForm.getByRole('button', { name: 'Save route' }).click();
+      await routeForm.getByText('Saved Tenant default: 1 target.').waitFor();
+      await routes.getByRole('list', { name: 'Targets of Tenant default' }).getByText(`fake · ${model}`).waitFor();
+    };
+    await setRoute('fake-model');
     step('provider added');
 
     // Deploy an instance and wait until the list says it runs.
@@ -130,8 +144,11 @@ describe('web console end to end on a real gateway', { timeout: 300_000 }, async
     await shot('05-chat');
     step('chat answered');
 
-    // The task's model asks for `echo hi` (the fake's tool-exec model); route set through the service.
-    await server.services.providers.setRoute(tenant.id, { scope: 'tenant', targets: [{ providerId: provider.id, model: 'tool-exec' }] }, setup);
+    // The task's model asks for `echo hi` (the fake's tool-exec model).
+    await tab('Providers');
+    await routes.getByRole('button', { name: 'Edit Tenant default' }).click();
+    await routeForm.getByRole('heading', { name: 'Change Tenant default' }).waitFor();
+    await setRoute('tool-exec');
     await tab('Tasks');
     const create = page.getByRole('form', { name: 'Create a task' });
     await create.getByLabel('What should be done').fill('Run echo hi and tell me what it printed');
@@ -141,19 +158,10 @@ describe('web console end to end on a real gateway', { timeout: 300_000 }, async
     await page.getByRole('region', { name: 'Task detail' }).waitFor();
     step('task created');
 
-    // The inbox is read when the page loads: reload until the exec approval is there.
+    // The inbox refreshes on its own: the exec approval shows up without a reload.
     const pending = page.getByRole('list', { name: 'Pending approvals' });
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      if ((await pending.count()) > 0) break;
-      assert.ok(Date.now() < deadline, 'the exec approval reached the inbox within 60 s');
-      await new Promise((r) => setTimeout(r, 1000));
-      await page.reload();
-      await page.getByRole('heading', { name: 'Approvals inbox' }).waitFor();
-      await page.getByText(/Nothing waits for a person|echo hi/).first().waitFor();
-    }
     const item = pending.getByRole('listitem').filter({ hasText: 'echo hi' });
-    await item.waitFor();
+    await item.waitFor({ timeout: 90_000 });
     assert.match(await item.innerText(), /exec/);
     await shot('06-approval');
     assert.equal(fake.toolResults.length, 0, 'nothing ran before the approval');
@@ -163,8 +171,9 @@ describe('web console end to end on a real gateway', { timeout: 300_000 }, async
     step('approved');
 
     // The task completes with the command's output.
-    await page.getByRole('button', { name: /Open task/ }).first().click();
+    // The task created above is still open (the live refresh keeps the selection).
     const detail = page.getByRole('region', { name: 'Task detail' });
+    if (!(await detail.isVisible())) await page.getByRole('button', { name: /Open task/ }).first().click();
     await detail.getByRole('heading', { name: /Task\s+completed/ }).waitFor({ timeout: 90_000 });
     await detail.getByText(/Exec said: .*hi/).waitFor();
     await detail.getByText(/fine by me/).waitFor();
