@@ -3,7 +3,9 @@ import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { testDatabase } from './helpers/db.ts';
+import pg from 'pg';
+import { withIdleTransactionTimeout } from '../src/durable/engine.ts';
+import { adminUrl, testDatabase } from './helpers/db.ts';
 
 const child = path.resolve(import.meta.dirname, 'fixtures/durable-child.ts');
 
@@ -41,4 +43,17 @@ describe('durable engine (DBOS)', async () => {
       { step: 'before-wait', n: 1 },
     ]);
   });
+});
+
+test("DBOS's idle-in-transaction timeout reaches its sessions as a startup option (no query queued on each new connection)", async () => {
+  const c = new pg.Client({ connectionString: withIdleTransactionTimeout(adminUrl(), 61_000) });
+  await c.connect();
+  try {
+    assert.equal((await c.query<{ v: string }>("SELECT current_setting('idle_in_transaction_session_timeout') AS v")).rows[0]?.v, '61s');
+  } finally {
+    await c.end();
+  }
+  // A URL that already sets it is left alone.
+  const set = withIdleTransactionTimeout(adminUrl(), 5_000);
+  assert.equal(withIdleTransactionTimeout(set), set);
 });

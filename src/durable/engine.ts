@@ -15,12 +15,25 @@ export interface EngineOptions {
 
 let launched = false;
 
+/**
+ * DBOS sets `idle_in_transaction_session_timeout` (its default, 60 s) with a query queued on every new
+ * pooled connection, which overlaps the borrower's first query (pg's "client is already executing a
+ * query" deprecation, an error in pg 9). Given in the URL's startup options instead, DBOS skips that.
+ */
+export function withIdleTransactionTimeout(url: string, ms = 60_000): string {
+  const u = new URL(url);
+  const options = u.searchParams.get('options') ?? '';
+  if (options.includes('idle_in_transaction_session_timeout')) return url;
+  u.searchParams.set('options', `${options} -c idle_in_transaction_session_timeout=${ms}`.trim());
+  return u.toString();
+}
+
 export async function launchEngine(opts: EngineOptions): Promise<void> {
   if (launched) return;
   const log = opts.log.child({ component: 'dbos' });
   DBOS.setConfig({
     name: 'clawplane',
-    systemDatabaseUrl: opts.databaseUrl,
+    systemDatabaseUrl: withIdleTransactionTimeout(opts.databaseUrl),
     systemDatabaseSchemaName: 'dbos',
     systemDatabasePoolSize: 10,
     // Pinned so workflows started by one build are recovered by the next one (DBOS otherwise hashes
