@@ -4,7 +4,8 @@
  * refused so Node falls back to epoll, user namespaces refused in place of --disable-userns); and, when
  * the patched CRIU is built (scripts/build-criu.sh), a bubblewrap-sandboxed Node server is dumped and
  * restored and answers again over a socket the host made and passed in (the construction and every
- * flag: docs/adr/0006-warm-resume-criu.md, scripts/criu-lab.sh). Driver suspend/resume is a later step.
+ * flag: docs/adr/0006-warm-resume-criu.md, scripts/criu-lab.sh). Driver suspend/resume on a real gateway:
+ * test/resume-gateway.test.ts.
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -32,7 +33,7 @@ test('the local driver says whether it can suspend, with a reason when it cannot
   const d2 = new LocalSandboxDriver({ root: '/tmp/unused', broker: undefined, log: pino({ level: 'silent' }), dataBytes: 1 << 30, nproc: 100, nofile: 100, tmpBytes: 1 << 20, cgroup: { memoryBytes: 0, pids: 0, cpus: 0 } });
   const s2 = await d2.suspendSupport();
   assert.equal(s2.supported, false);
-  if (!s2.supported) assert.match(s2.reason, built.supported ? /host-made ingress\/control sockets/ : /CRIU/);
+  if (!s2.supported) assert.match(s2.reason, built.supported ? /warm resume is off/ : /CRIU/);
 });
 
 test('the suspendable seccomp filter refuses io_uring and new user namespaces inside bubblewrap', { skip: spawnSync('bwrap', ['--version']).status !== 0 ? 'bubblewrap is not installed' : false }, async () => {

@@ -30,11 +30,14 @@ function run(argv: string[], stdin: number | 'ignore', stdout: number | 'ignore'
   });
 }
 
-/** Writes a tar.gz of `workDir` to `destFile` (created by us, 0600). */
-export async function packState(workDir: string, uid: number, destFile: string): Promise<void> {
+/**
+ * Writes a tar.gz of `workDir` to `destFile` (created by us, 0600). `exact`: everything, nothing
+ * excluded (a warm-resume snapshot, issue 10: the restored processes hold files open, CRIU checks them).
+ */
+export async function packState(workDir: string, uid: number, destFile: string, opts: { exact?: boolean } = {}): Promise<void> {
   const out = await open(destFile, 'w', 0o600);
   try {
-    await run(asUid(uid, ['tar', '-C', workDir, ...EXCLUDES.map((e) => `--exclude=${e}`), '-czf', '-', '.']), 'ignore', out.fd);
+    await run(asUid(uid, ['tar', '-C', workDir, ...(opts.exact ? [] : EXCLUDES.map((e) => `--exclude=${e}`)), '-czf', '-', '.']), 'ignore', out.fd);
   } finally {
     await out.close();
   }

@@ -84,6 +84,8 @@ export const settingsSchema = z.strictObject({
   CLAWPLANE_SANDBOX_NPROC: z.coerce.number().int().min(16).max(1 << 20).default(2048).describe("RLIMIT_NPROC per tenant uid (counts the tenant's processes and threads host-wide)."),
   CLAWPLANE_SANDBOX_NOFILE: z.coerce.number().int().min(64).max(1 << 20).default(8192).describe('RLIMIT_NOFILE per sandbox process.'),
   CLAWPLANE_SANDBOX_TMP_MB: z.coerce.number().int().min(1).max(1 << 16).default(64).describe("Size of each sandbox's private /tmp in MiB."),
+  CLAWPLANE_WARM_RESUME: z.enum(['true', 'false']).default('false').describe('true: start sandboxes suspendable, so an idle instance can be suspended to a CRIU snapshot and resumed in about a second (docs/adr/0006-warm-resume-criu.md). Needs root and the patched CRIU (scripts/build-criu.sh); without it the driver reports why and instances are stopped instead.'),
+  CLAWPLANE_CRIU_BIN: z.string().default('/var/tmp/clawplane-criu/bin/criu').describe('The CRIU binary for warm resume, as scripts/build-criu.sh builds it (CRIU 4.1.1 from Debian\'s source package, with the patches these sandboxes need).'),
   CLAWPLANE_RECONCILE_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(5000).describe('How often instances are reconciled and their health polled, in milliseconds.'),
   CLAWPLANE_INSTANCE_READY_TIMEOUT_MS: z.coerce.number().int().min(1000).max(3_600_000).default(180_000).describe('How long a starting gateway may take to become ready before the start counts as failed, in milliseconds.'),
   // Ingress, wake on demand, idle reaper and backups (issue 7).
@@ -144,6 +146,8 @@ export interface Config {
     sandboxNproc: number;
     sandboxNofile: number;
     sandboxTmpBytes: number;
+    warmResume: boolean;
+    criuBin: string;
     reconcileIntervalMs: number;
     instanceReadyTimeoutMs: number;
   };
@@ -236,6 +240,8 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
       sandboxNproc: s.CLAWPLANE_SANDBOX_NPROC,
       sandboxNofile: s.CLAWPLANE_SANDBOX_NOFILE,
       sandboxTmpBytes: s.CLAWPLANE_SANDBOX_TMP_MB * 2 ** 20,
+      warmResume: s.CLAWPLANE_WARM_RESUME === 'true',
+      criuBin: s.CLAWPLANE_CRIU_BIN,
       reconcileIntervalMs: s.CLAWPLANE_RECONCILE_INTERVAL_MS,
       instanceReadyTimeoutMs: s.CLAWPLANE_INSTANCE_READY_TIMEOUT_MS,
     },

@@ -27,6 +27,9 @@ export interface InstanceSettings {
   sandboxNproc: number;
   sandboxNofile: number;
   sandboxTmpBytes: number;
+  /** Warm resume (issue 10): sandboxes start suspendable. */
+  warmResume: boolean;
+  criuBin: string;
   reconcileIntervalMs: number;
   instanceReadyTimeoutMs: number;
 }
@@ -69,6 +72,8 @@ export function createInstanceServices(opts: {
     nofile: s.sandboxNofile,
     tmpBytes: s.sandboxTmpBytes,
     cgroup: { memoryBytes: s.sandboxMemoryBytes, pids: s.sandboxPids, cpus: s.sandboxCpus },
+    warmResume: s.warmResume,
+    criuBin: s.criuBin,
   });
   const instances = new InstanceService({ db: opts.db, vault: opts.vault, runtimes, defaultRuntimeVersion: s.runtimeDefaultVersion, uidBase: s.sandboxUidBase });
   const reconciler = new Reconciler({

@@ -119,6 +119,23 @@ export interface SandboxDriver {
    * the sandbox instead (and later cold-start it); the reason is recorded with that decision.
    */
   suspendSupport(): Promise<SuspendSupport>;
+  /**
+   * Suspends a running sandbox to a process snapshot in `snapshotDir` (root-only; created, must be empty):
+   * the process images plus an archive of the tenant's directories as they were at that instant. Only an
+   * idle sandbox can be suspended: callers stop routing to it first. Afterwards the sandbox is gone (its
+   * broker token revoked); on failure it keeps running. The snapshot holds the gateway token and the
+   * gateways' memory in clear: encrypt it before it leaves the host, delete it after use.
+   */
+  suspend(handle: SandboxHandle, snapshotDir: string): Promise<{ dumpMs: number; imageBytes: number; stateBytes: number }>;
+  /**
+   * Resumes a suspended sandbox from `snapshotDir`, once (the images are deleted whatever the outcome),
+   * on the host that suspended it, with the tenant's directories as the suspend left them (a stale
+   * snapshot is refused); the sandbox gets a new broker registration
+   * and a new pid (the returned handle replaces the old one). `spec.gatewayToken` must be the token the
+   * gateway had; rotate it with rotateCredentials afterwards. Throws SandboxResumeError with CRIU's error
+   * lines when the snapshot cannot be used; the tenant's state is then intact for a cold start().
+   */
+  resume(spec: SandboxSpec, snapshotDir: string, clusterId: string): Promise<SandboxHandle>;
   /** Releases host-side resources (broker relays) without stopping sandboxes: they survive us. */
   close(): Promise<void>;
 }

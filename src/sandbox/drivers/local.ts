@@ -1,7 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
-import { constants, openSync } from 'node:fs';
-import { chmod, chown, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { createHash, randomUUID } from 'node:crypto';
+import { closeSync, constants, fstatSync, openSync } from 'node:fs';
+import { chmod, chown, copyFile, lstat, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { stripTypeScriptTypes } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
@@ -12,7 +12,9 @@ import type { SandboxBroker } from '../../broker/types.ts';
 import { ClawplaneError, ConflictError } from '../../errors.ts';
 import { BrokerRelay } from '../broker-relay.ts';
 import { prepareCgroup, removeCgroup, type CgroupLimits } from '../cgroups.ts';
-import { Criu } from '../snapshot/criu.ts';
+import { Criu, CriuError } from '../snapshot/criu.ts';
+import { prepareRestoreRoot, suspendableDirArgs } from '../snapshot/restore-root.ts';
+import { suspendableSeccompFilter } from '../snapshot/seccomp.ts';
 import { gatewayRpc } from '../gateway-rpc.ts';
 import { socketRequest } from '../socket-http.ts';
 import type { ExecResult, LogLine, SandboxDriver, SandboxEndpoint, SandboxHandle, SandboxHealth, SandboxSpec, SandboxState, SuspendSupport } from '../types.ts';
@@ -50,6 +52,60 @@ export interface LocalDriverOptions {
   startTimeoutMs?: number;
   /** The CRIU binary for warm resume (issue 10), as scripts/build-criu.sh installs it. */
   criuBin?: string;
+  /**
+   * Warm resume (issue 10, CLAWPLANE_WARM_RESUME): start every sandbox suspendable (the bubblewrap
+   * flags CRIU needs, docs/adr/0006-warm-resume-criu.md), so suspend() and resume() work. Default off:
+   * sandboxes are started exactly as ADR 0005 describes and suspendSupport() says why not.
+   */
+  warmResume?: boolean;
+}
+
+/** What start() records for a suspendable sandbox (host/suspendable.json): what suspend and resume need. */
+interface SuspendableRecord {
+  /** Inodes of the host-made ingress (fd 4) and control (fd 5) sockets as the sandbox holds them. */
+  sockets: { fd: number; ino: number }[];
+  /** The bubblewrap arguments it was started with: the restore root is made from them. */
+  bwrapArgs: string[];
+}
+
+/** snapshot.json in a snapshot directory (suspend writes it, resume reads it). */
+interface SnapshotMeta {
+  version: 1;
+  instanceId: string;
+  tenantId: string;
+  hostUid: number;
+  runtimeVersion: string;
+  suspendedAt: string;
+  sockets: { fd: number; ino: number }[];
+  bwrapArgs: string[];
+  /** Archives of the tenant directories, as they were when the tree was dumped (file name → dir). */
+  state: { file: string; dir: 'work' | 'sharedRw' | 'log' }[];
+  /** stateFingerprint() of those directories right after the dump: resume needs them unchanged. */
+  fingerprint: string;
+}
+
+/**
+ * The first process of a suspendable sandbox (pid 1, `--as-pid-1`; bwrap's own init cannot be dumped):
+ * stdio opened in here (a host fd fails the dump), fds 3 and 6 (info, seccomp) closed, the supervisor
+ * started in the background with fds 4/5, which this shell then closes. As pid 1 it reaps every
+ * orphan (dash's `wait` reaps any child) and forwards SIGTERM/SIGINT (pid 1 ignores signals it has no
+ * handler for); it exits with the supervisor.
+ */
+const WARM_INIT = [
+  'exec 3>&- 6>&- </dev/null >>/tenant/log/stdio.log 2>&1',
+  '"$@" & p=$!',
+  'exec 4>&- 5>&-',
+  "trap 'kill -TERM $p 2>/dev/null' TERM INT",
+  'while :; do wait $p; s=$?; kill -0 $p 2>/dev/null || exit $s; done',
+].join('\n');
+
+/** Resume failed; `errors` are CRIU's own error lines when CRIU failed (the reason to record), else the message. */
+export class SandboxResumeError extends ClawplaneError {
+  readonly errors: string[];
+  constructor(message: string, errors: string[], cause?: unknown) {
+    super('sandbox_resume_failed', 503, message, { cause, details: { errors } });
+    this.errors = errors;
+  }
 }
 
 interface Paths {
@@ -64,6 +120,9 @@ interface Paths {
   ingress: string;
   control: string;
   record: string;
+  suspendable: string;
+  /** criu restore --root (restore-root.ts); root-owned 0755, in the 0711 instance dir. */
+  rootfs: string;
 }
 
 /**
@@ -105,6 +164,8 @@ export class LocalSandboxDriver implements SandboxDriver {
       ingress: path.join(host, 'ingress.sock'),
       control: path.join(host, 'control.sock'),
       record: path.join(host, 'sandbox.json'),
+      suspendable: path.join(host, 'suspendable.json'),
+      rootfs: path.join(dir, 'rootfs'),
     };
   }
 
@@ -225,27 +286,49 @@ export class LocalSandboxDriver implements SandboxDriver {
     const ingress = await listenHostSocket(p.ingress);
     const control = await listenHostSocket(p.control);
     const logFd = openSync(path.join(p.host, 'bwrap.log'), 'a', 0o600);
+    const warm = this.#o.warmResume === true;
+    const nodeArgv = [`/opt/runtime/${spec.runtime.nodeRel}`, '--max-semi-space-size=1', '--max-old-space-size=64', '/conf/supervisor.mjs', '/conf/sandbox.json'];
+    const binds: [string, string, string][] = [
+      ['--ro-bind', spec.runtime.dir, '/opt/runtime'],
+      ['--ro-bind', p.conf, '/conf'],
+      ['--ro-bind', p.out, '/run/clawplane/out'],
+      ['--bind', p.work, '/tenant/work'],
+      ['--bind', p.sharedRw, '/tenant/shared-rw'],
+      ['--ro-bind', p.sharedRo, '/tenant/shared-ro'],
+      ['--bind', p.log, '/tenant/log'],
+    ];
+    // A suspendable sandbox (warm resume, ADR 0006) differs where CRIU needs it: no cgroup namespace;
+    // uid 0 inside (still the tenant's unprivileged host uid, no capabilities); a seccomp filter (fd 6:
+    // io_uring and new user namespaces refused) instead of --disable-userns; our own pid 1 (WARM_INIT);
+    // the parents of the binds 0755 so the restore root can match them.
+    const isolation = warm
+      ? ['--unshare-user', '--unshare-ipc', '--unshare-pid', '--unshare-net', '--unshare-uts', '--new-session', '--as-pid-1', '--seccomp', '6']
+      : ['--unshare-all', '--unshare-user', '--disable-userns', '--new-session'];
+    const innerUid = String(warm ? 0 : INNER_UID);
     const bwrapArgs = [
       // No --die-with-parent: gateways must survive a control-plane restart (adopted by pid instead).
-      '--unshare-all', '--unshare-user', '--disable-userns', '--new-session',
-      '--cap-drop', 'ALL', '--uid', String(INNER_UID), '--gid', String(INNER_UID), '--hostname', 'sandbox',
+      ...isolation,
+      '--cap-drop', 'ALL', '--uid', innerUid, '--gid', innerUid, '--hostname', 'sandbox',
       '--info-fd', '3',
+      ...(warm ? suspendableDirArgs(binds.map((b) => b[2])) : []),
       '--ro-bind', '/usr', '/usr', '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64',
       '--symlink', 'usr/bin', '/bin', '--symlink', 'usr/sbin', '/sbin',
-      '--ro-bind', spec.runtime.dir, '/opt/runtime',
-      '--ro-bind', p.conf, '/conf',
-      '--ro-bind', p.out, '/run/clawplane/out',
-      '--bind', p.work, '/tenant/work',
-      '--bind', p.sharedRw, '/tenant/shared-rw',
-      '--ro-bind', p.sharedRo, '/tenant/shared-ro',
-      '--bind', p.log, '/tenant/log',
+      ...binds.flat(),
       '--proc', '/proc', '--dev', '/dev',
       '--size', String(this.#o.tmpBytes), '--tmpfs', '/tmp',
       '--clearenv', '--setenv', 'PATH', '/usr/bin:/bin', '--chdir', '/tenant',
       '--remount-ro', '/',
-      `/opt/runtime/${spec.runtime.nodeRel}`, '--max-semi-space-size=1', '--max-old-space-size=64',
-      '/conf/supervisor.mjs', '/conf/sandbox.json',
+      ...(warm ? ['/bin/sh', '-c', WARM_INIT, 'init', ...nodeArgv] : nodeArgv),
     ];
+    let seccompFd: number | undefined;
+    if (warm) {
+      const bpf = path.join(p.host, 'seccomp.bpf');
+      await writeFile(bpf, suspendableSeccompFilter(), { mode: 0o600 });
+      seccompFd = openSync(bpf, 'r');
+      await writeFile(p.suspendable, JSON.stringify({ sockets: [{ fd: 4, ino: ingress.ino }, { fd: 5, ino: control.ino }], bwrapArgs } satisfies SuspendableRecord), { mode: 0o600 });
+    } else {
+      await rm(p.suspendable, { force: true });
+    }
     const prlimit = [`--data=${this.#o.dataBytes}`, `--nproc=${this.#o.nproc}`, `--nofile=${this.#o.nofile}`, '--'];
     const setpriv = [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--'];
     // The first process joins the cgroups, then becomes prlimit → setpriv → bwrap (one pid throughout).
@@ -253,8 +336,10 @@ export class LocalSandboxDriver implements SandboxDriver {
     const child = spawn('/bin/sh', ['-c', script, 'prlimit', ...prlimit, 'setpriv', ...setpriv, this.#o.bwrap ?? 'bwrap', ...bwrapArgs], {
       detached: true,
       env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', CLAWPLANE_CGROUP_PROCS: cg.procsFiles.join(' ') },
-      stdio: ['ignore', logFd, logFd, 'pipe', ingress.fd, control.fd],
+      stdio: ['ignore', logFd, logFd, 'pipe', ingress.fd, control.fd, ...(seccompFd === undefined ? [] : [seccompFd])],
     });
+    closeSync(logFd);
+    if (seccompFd !== undefined) closeSync(seccompFd);
     await ingress.release();
     await control.release();
     child.unref();
@@ -271,9 +356,9 @@ export class LocalSandboxDriver implements SandboxDriver {
           resolve(Number(m[1]));
         }
       });
-      child.on('exit', (code) => {
+      child.on('exit', (code, signal) => {
         clearTimeout(timer);
-        reject(new SandboxUnavailableError(`bubblewrap exited with code ${code} before the sandbox started: ${tailSync(path.join(p.host, 'bwrap.log'))}`));
+        reject(new SandboxUnavailableError(`bubblewrap exited with ${signal ? `signal ${signal}` : `code ${code}`} before the sandbox started: ${tailSync(path.join(p.host, 'bwrap.log'))}`));
       });
     });
     // Keep the pipe open: the outer bwrap is still setting the sandbox up (uid map) and would die of
@@ -335,7 +420,7 @@ export class LocalSandboxDriver implements SandboxDriver {
       await rm(p.dir, { recursive: true, force: true });
     } else {
       // Keep work/, shared-* and log/; drop what only a running sandbox needs (the token, sockets).
-      for (const d of [p.host, p.conf, p.out]) await rm(d, { recursive: true, force: true });
+      for (const d of [p.host, p.conf, p.out, p.rootfs]) await rm(d, { recursive: true, force: true });
     }
   }
 
@@ -497,20 +582,190 @@ export class LocalSandboxDriver implements SandboxDriver {
     await r?.close();
   }
 
+  #criu(): Criu {
+    return new Criu(this.#o.criuBin ?? '/var/tmp/clawplane-criu/bin/criu');
+  }
+
   /**
-   * Not yet, even where `criu check` passes: CRIU cannot dump this driver's sandboxes as they are
-   * started today. The first blocker is the host-made ingress and control sockets passed in as fds 4
-   * and 5 ("unix: Unix socket <ino> not found": they belong to the host's network namespace, which
-   * CRIU's sock_diag scan of the sandbox's namespace does not see). The others, and the changes that
-   * got a bubblewrap sandbox through dump, are in docs/adr/0006-warm-resume-criu.md.
+   * Supported when the driver starts suspendable sandboxes (`warmResume`), `criu check` passes, and the
+   * binary is scripts/build-criu.sh's with patch p4 (host-made unix sockets as --external; Debian's own
+   * CRIU cannot dump these sandboxes: docs/adr/0006-warm-resume-criu.md).
    */
   async suspendSupport(): Promise<SuspendSupport> {
-    const criu = new Criu(this.#o.criuBin ?? '/var/tmp/clawplane-criu/bin/criu').support();
-    if (!criu.supported) return criu;
-    return {
-      supported: false,
-      reason: 'CRIU cannot dump a bubblewrap sandbox with host-made ingress/control sockets (unix: Unix socket not found; docs/adr/0006-warm-resume-criu.md); idle instances are stopped instead',
-    };
+    const criu = this.#criu();
+    const s = criu.support();
+    if (!s.supported) return s;
+    const stamp = await readFile(path.join(path.dirname(criu.bin), 'criu.version'), 'utf8').catch(() => '');
+    if (Number(/\+p(\d+)\s*$/.exec(stamp)?.[1] ?? 0) < 4) {
+      return { supported: false, reason: `CRIU at ${criu.bin} (${stamp.trim() || 'no criu.version stamp'}) lacks patch p4 (host-made ingress/control sockets as --external unix[INO]): run scripts/build-criu.sh` };
+    }
+    if (this.#o.warmResume !== true) {
+      return { supported: false, reason: 'warm resume is off (CLAWPLANE_WARM_RESUME=false): sandboxes are not started suspendable; idle instances are stopped instead' };
+    }
+    return { supported: true };
+  }
+
+  /**
+   * Suspend (issue 10): the supervisor closes its idle ingress/control connections (an open connection
+   * to a host socket fails the dump), we wait until no connection to the ingress, control or broker
+   * socket is left, CRIU dumps the tree (which ends it; a failed dump leaves it running, and is retried
+   * once when a connection raced in), then the tenant's work, shared-rw and log directories are archived
+   * as they were at that instant (nothing writes them any more). The broker registration is closed
+   * (its token revoked); the cgroup goes and is made again on resume.
+   */
+  async suspend(handle: SandboxHandle, snapshotDir: string): Promise<{ dumpMs: number; imageBytes: number; stateBytes: number }> {
+    const p = this.#paths(handle.instanceId);
+    if (!(await pidAlive(handle))) throw new ConflictError(`The sandbox of instance ${handle.instanceId} is not running; nothing to suspend.`, 'sandbox_not_running');
+    const rec = await readFile(p.suspendable, 'utf8').then((t) => JSON.parse(t) as SuspendableRecord).catch(() => undefined);
+    if (!rec) throw new ConflictError(`The sandbox of instance ${handle.instanceId} was not started suspendable (warm resume was off); stop it instead.`, 'sandbox_not_suspendable');
+    const support = await this.suspendSupport();
+    if (!support.supported) throw new ConflictError(`Cannot suspend here: ${support.reason}`, 'suspend_unsupported');
+    const uid = (await stat(p.conf)).gid;
+    await mkdirMode(snapshotDir, 0o700, 0, 0);
+    if ((await readdir(snapshotDir)).length > 0) throw new ConflictError(`Snapshot directory ${snapshotDir} is not empty.`, 'snapshot_exists');
+    const img = path.join(snapshotDir, 'img');
+    const criu = this.#criu();
+    const hostSockets = [p.ingress, p.control, path.join(p.out, 'broker.sock')];
+    let dumpMs = 0;
+    for (let attempt = 1; ; attempt++) {
+      await socketRequest(p.control, { method: 'POST', path: '/quiesce', headers: { connection: 'close' }, timeoutMs: 5000 }).catch(() => undefined);
+      await waitNoConnections(hostSockets, 2000);
+      await rm(img, { recursive: true, force: true });
+      await mkdirMode(img, 0o700, 0, 0);
+      try {
+        dumpMs = (await criu.dump(handle.pid, img, { externalUnix: rec.sockets.map((s) => s.ino) })).ms;
+        break;
+      } catch (err) {
+        const racy = err instanceof CriuError && err.errors.some((l) => /Unix socket \d+ not found|half of stream/.test(l));
+        if (attempt >= 2 || !racy || !(await pidAlive(handle))) {
+          await rm(img, { recursive: true, force: true });
+          throw err;
+        }
+        this.#o.log.info({ instance_id: handle.instanceId, errors: (err as CriuError).errors }, 'dump met an open host connection; retrying once');
+        await sleep(300);
+      }
+    }
+    while (await pidAlive(handle)) await sleep(20);
+    const state: SnapshotMeta['state'] = [];
+    for (const [dir, file] of [['work', 'work.tar.gz'], ['sharedRw', 'shared-rw.tar.gz'], ['log', 'log.tar.gz']] as const) {
+      await packState(p[dir], uid, path.join(snapshotDir, file), { exact: true });
+      state.push({ file, dir });
+    }
+    const fingerprint = await stateFingerprint([p.work, p.sharedRw, p.log]);
+    const meta: SnapshotMeta = { version: 1, instanceId: handle.instanceId, tenantId: handle.tenantId, hostUid: uid, runtimeVersion: handle.runtimeVersion, suspendedAt: new Date().toISOString(), sockets: rec.sockets, bwrapArgs: rec.bwrapArgs, state, fingerprint };
+    await writeFile(path.join(snapshotDir, 'snapshot.json'), JSON.stringify(meta, null, 2), { mode: 0o600 });
+    await this.#closeRelay(handle.instanceId);
+    await rm(p.record, { force: true });
+    await removeCgroup(handle.instanceId);
+    const imageBytes = await dirBytes(img);
+    let stateBytes = 0;
+    for (const s of state) stateBytes += (await stat(path.join(snapshotDir, s.file))).size;
+    this.#o.log.info({ instance_id: handle.instanceId, dump_ms: Math.round(dumpMs), image_bytes: imageBytes, state_bytes: stateBytes }, 'sandbox suspended');
+    return { dumpMs, imageBytes, stateBytes };
+  }
+
+  /**
+   * Resume (issue 10) from a snapshot suspend() wrote, once: the snapshot is marked used first and its
+   * images deleted afterwards, whatever happens. The tenant directories must be exactly as the suspend
+   * left them (same files, same inodes: checked against the snapshot's fingerprint; the archive in the
+   * snapshot is that state, for a cold start elsewhere), the instance's conf is rewritten from `spec` (its gatewayToken must be the one the gateway had),
+   * the sandbox re-registered with the broker (a new broker token), fresh host sockets made at the same
+   * paths and given to CRIU in place of the dumped ones; the restored tree runs under the same cgroup,
+   * rlimits, namespaces and uid. The caller then rotates the gateway token (rotateCredentials). On any
+   * failure everything started is undone and a SandboxResumeError carries CRIU's error lines; the tenant
+   * directories are untouched, so a cold start() works.
+   */
+  async resume(spec: SandboxSpec, snapshotDir: string, clusterId: string): Promise<SandboxHandle> {
+    const p = this.#paths(spec.instanceId);
+    const support = await this.suspendSupport();
+    if (!support.supported) throw new SandboxResumeError(`Cannot resume here: ${support.reason}`, [support.reason]);
+    const meta = JSON.parse(await readFile(path.join(snapshotDir, 'snapshot.json'), 'utf8')) as SnapshotMeta;
+    if (meta.instanceId !== spec.instanceId || meta.hostUid !== spec.hostUid) throw new SandboxResumeError(`Snapshot ${snapshotDir} is of another instance or uid.`, ['snapshot of another instance']);
+    const usedMark = path.join(snapshotDir, 'used');
+    if (await stat(usedMark).catch(() => undefined)) throw new SandboxResumeError(`Snapshot ${snapshotDir} was already used (an image restores once).`, ['snapshot already used']);
+    const existing = await this.#readRecord(spec.instanceId);
+    if (existing && (await pidAlive(existing))) {
+      throw new ConflictError(`A sandbox for instance ${spec.instanceId} is already running (pid ${existing.pid}); stop it first.`, 'sandbox_running');
+    }
+    // One restore per image: a second one would run the same process state (and tokens) twice.
+    try {
+      await writeFile(usedMark, new Date().toISOString(), { flag: 'wx', mode: 0o600 });
+    } catch {
+      throw new SandboxResumeError(`Snapshot ${snapshotDir} was already used (an image restores once).`, ['snapshot already used']);
+    }
+    const img = path.join(snapshotDir, 'img');
+    const uid = spec.hostUid;
+    const sandboxId = randomUUID();
+    const sockets: Awaited<ReturnType<typeof listenHostSocket>>[] = [];
+    let restoredPid: number | undefined;
+    try {
+      // The very same files, not a copy: OpenClaw remembers the identity (inode) of its SQLite databases
+      // and refuses them once it changed (measured: unpacking the archive here made every chat after the
+      // resume fail with "SQLite database file identity changed"). Changed since the suspend (a cold start
+      // or a backup restore in between): the snapshot is stale, and that state is the newer one.
+      if ((await stateFingerprint([p.work, p.sharedRw, p.log])) !== meta.fingerprint) {
+        throw new Error('the tenant state changed since the suspend (a start or a restore in between): the snapshot is stale');
+      }
+      await this.create(spec);
+      await this.#closeRelay(spec.instanceId);
+      const relay = await BrokerRelay.open({ broker: this.#o.broker, outDir: p.out, gid: uid, tenantId: spec.tenantId, instanceId: spec.instanceId, sandboxId, log: this.#o.log });
+      this.#relays.set(spec.instanceId, relay);
+      const cg = await prepareCgroup(spec.instanceId, this.#o.cgroup);
+      this.lastCgroup = { enforced: cg.enforced, notEnforced: cg.notEnforced };
+      await prepareRestoreRoot(p.rootfs, meta.bwrapArgs);
+      const fresh: { fd: number; ino: number }[] = [];
+      for (const s of meta.sockets) {
+        const sock = await listenHostSocket(s.fd === 4 ? p.ingress : p.control);
+        sockets.push(sock);
+        fresh.push({ fd: s.fd, ino: sock.ino });
+      }
+      // The images: root's, readable by the sandbox's group only (Criu.restore); the directory above passable by it.
+      await chown(snapshotDir, 0, uid);
+      await chmod(snapshotDir, 0o710);
+      const restored = await this.#criu().restore(img, { root: p.rootfs, uid, inherit: meta.sockets.map((s, i) => ({ fd: sockets[i]?.fd ?? -1, key: `socket:[${s.ino}]` })) });
+      restoredPid = restored.pid;
+      for (const sock of sockets) await sock.release();
+      sockets.length = 0;
+      await writeFile(p.suspendable, JSON.stringify({ sockets: fresh, bwrapArgs: meta.bwrapArgs } satisfies SuspendableRecord), { mode: 0o600 });
+      const handle: SandboxHandle = {
+        driver: this.name,
+        sandboxId,
+        instanceId: spec.instanceId,
+        tenantId: spec.tenantId,
+        runtimeVersion: spec.runtime.version,
+        pid: restored.pid,
+        pidStartTime: await pidStartTime(restored.pid),
+        startedAt: new Date().toISOString(),
+        clusterId,
+      };
+      // The restored supervisor answers on the fresh control socket: the sockets were given back.
+      const h = await socketRequest(p.control, { path: '/health', headers: { connection: 'close' }, timeoutMs: 10_000 });
+      if (h.status !== 200) throw new Error(`the restored supervisor answered ${h.status} on its control socket`);
+      await writeFile(p.record, JSON.stringify(handle), { mode: 0o600 });
+      this.#o.log.info({ instance_id: spec.instanceId, sandbox: sandboxId, pid: restored.pid, restore_ms: Math.round(restored.ms) }, 'sandbox resumed');
+      return handle;
+    } catch (err) {
+      for (const sock of sockets) sock.close();
+      if (restoredPid !== undefined) {
+        try {
+          process.kill(restoredPid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+      await this.#closeRelay(spec.instanceId);
+      await rm(p.record, { force: true });
+      await removeCgroup(spec.instanceId).catch(() => undefined);
+      const errors = err instanceof CriuError ? err.errors : [(err as Error).message];
+      this.#o.log.warn({ instance_id: spec.instanceId, errors }, 'resume failed');
+      throw new SandboxResumeError(`Resuming instance ${spec.instanceId} from its snapshot failed: ${errors.join(' | ') || (err as Error).message}. Start it cold; its state is as at the suspend.`, errors, err);
+    } finally {
+      // Keep CRIU's logs for the record; the images (GBs, the token in clear) go.
+      for (const log of ['dump.log', 'restore.log']) await copyFile(path.join(img, log), path.join(snapshotDir, log)).catch(() => undefined);
+      await rm(img, { recursive: true, force: true });
+      for (const s of meta.state) await rm(path.join(snapshotDir, s.file), { force: true });
+      await chmod(snapshotDir, 0o700).catch(() => undefined);
+    }
   }
 
   async close(): Promise<void> {
@@ -567,7 +822,7 @@ async function assertTraversable(dir: string, setting: string): Promise<void> {
  * sandbox as a file descriptor, so no path to it exists inside and the host never follows a path the
  * tenant could plant (openclaw-in-bubblewrap.md, "Risks found").
  */
-async function listenHostSocket(file: string): Promise<{ fd: number; release(): Promise<void> }> {
+async function listenHostSocket(file: string): Promise<{ fd: number; ino: number; release(): Promise<void>; close(): void }> {
   const tmp = `${file}.${process.pid}.tmp`;
   await rm(tmp, { force: true });
   const server = net.createServer();
@@ -579,10 +834,15 @@ async function listenHostSocket(file: string): Promise<{ fd: number; release(): 
   const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
   return {
     fd,
+    ino: fstatSync(fd).ino,
     async release() {
       // libuv unlinks a Unix socket's path on close: move the path away first so it stays for the sandbox.
       await rename(tmp, file);
       await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+    /** On failure: closed, and its path gone. */
+    close() {
+      server.close();
     },
   };
 }
@@ -657,6 +917,56 @@ function tailSync(file: string): string {
     return r.stdout.trim();
   } catch {
     return '';
+  }
+}
+
+/**
+ * A digest of every entry below these directories (lstat, never following a link): path, type, inode,
+ * size, mode, mtime and ctime. Any write, rename, replacement or new file changes it.
+ */
+async function stateFingerprint(dirs: string[]): Promise<string> {
+  const h = createHash('sha256');
+  const walk = async (dir: string, rel: string): Promise<void> => {
+    const names = (await readdir(dir).catch(() => [] as string[])).sort();
+    for (const n of names) {
+      const full = path.join(dir, n);
+      const st = await lstat(full, { bigint: true }).catch(() => undefined);
+      if (!st) continue;
+      h.update(`${rel}/${n}\0${st.mode}\0${st.ino}\0${st.size}\0${st.mtimeNs}\0${st.ctimeNs}\n`);
+      if (st.isDirectory()) await walk(full, `${rel}/${n}`);
+    }
+  };
+  for (const d of dirs) {
+    const st = await lstat(d, { bigint: true });
+    h.update(`${d}\0${st.mode}\0${st.ino}\n`);
+    await walk(d, '');
+  }
+  return h.digest('hex');
+}
+
+/** Total size of the files directly in `dir`. */
+async function dirBytes(dir: string): Promise<number> {
+  let n = 0;
+  for (const f of await readdir(dir, { withFileTypes: true })) if (f.isFile()) n += (await stat(path.join(dir, f.name))).size;
+  return n;
+}
+
+/**
+ * Waits until no connection to these listening Unix sockets is open (host network namespace: accepted
+ * sockets carry the listener's path in /proc/net/unix, state 03 = connected). CRIU cannot dump an open
+ * connection to a host socket (ADR 0006, dump 9/10). Gives up after `timeoutMs` (the dump then says why).
+ */
+async function waitNoConnections(paths: string[], timeoutMs: number): Promise<void> {
+  const want = new Set(paths);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const table = await readFile('/proc/net/unix', 'utf8').catch(() => '');
+    const open = table.split('\n').some((l) => {
+      const f = l.trim().split(/\s+/);
+      return f.length >= 8 && f[5] === '03' && want.has(f.slice(7).join(' '));
+    });
+    if (!open || Date.now() > deadline) return;
+    await sleep(25);
   }
 }
 

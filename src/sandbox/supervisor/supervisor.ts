@@ -185,9 +185,14 @@ function jsonError(res: http.ServerResponse, status: number, message: string): v
   res.end(JSON.stringify({ error: { message, type: 'clawplane_sandbox' } }));
 }
 
-/** Streams one request to `target` and the answer back, unbuffered (SSE works). */
+/**
+ * Streams one request to `target` and the answer back, unbuffered (SSE works). One connection per
+ * request (`agent: false`): an idle keep-alive connection to the broker's host socket fails a warm-resume
+ * dump ("Can't dump half of stream unix connection"), and one to a gateway comes back closed after a
+ * restore (--tcp-close), failing the first request (ADR 0006).
+ */
 function proxy(req: http.IncomingMessage, res: http.ServerResponse, target: http.RequestOptions, what: string): void {
-  const up = http.request({ ...target, method: req.method, path: req.url }, (ur) => {
+  const up = http.request({ agent: false, ...target, method: req.method, path: req.url }, (ur) => {
     res.writeHead(ur.statusCode ?? 502, cleanHeaders(ur.headers));
     ur.pipe(res);
   });
@@ -305,6 +310,12 @@ const control = http.createServer((req, res) => {
       })
       .catch((err: unknown) => reply(400, { error: (err as Error).message }));
     return;
+  }
+  if (req.method === 'POST' && req.url === '/quiesce') {
+    // Before a warm-resume dump (issue 10): no idle connection to the host may stay open.
+    ingress.closeIdleConnections();
+    res.on('finish', () => control.closeIdleConnections());
+    return reply(200, { quiesced: true });
   }
   if (req.method === 'POST' && req.url === '/stop') {
     reply(202, { stopping: true });
