@@ -156,7 +156,7 @@ export async function main(): Promise<void> {
     const ratio = p50(warm) / p50(cold);
     const rows = [
       [`cold start to ready, p50 of ${cold.length} (start(): bubblewrap + supervisor + gateway)`, `${sec(p50(cold))}  [${cold.map(sec).join(', ')}]`],
-      [`warm resume to ready, p50 of ${warm.length} (resume(): state back + CRIU restore)`, `${sec(p50(warm))}  [${warm.map(sec).join(', ')}]`],
+      [`warm resume to ready, p50 of ${warm.length} (resume(): state check + CRIU restore)`, `${sec(p50(warm))}  [${warm.map(sec).join(', ')}]`],
       ['  target warm p50 <= 2 s', p50(warm) <= 2000 ? 'met' : 'NOT met'],
       ['  ratio warm / cold (target <= 0.15)', `${ratio.toFixed(3)} ${ratio <= 0.15 ? 'met' : 'NOT met'}`],
       ['suspend (quiesce + dump + state archive), p50', `${sec(p50(suspendTotal))}  [${suspendTotal.map(sec).join(', ')}]`],
