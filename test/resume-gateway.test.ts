@@ -2,7 +2,8 @@
  * Warm resume through the local driver (issue 10), on a real OpenClaw gateway: a suspendable sandbox
  * (warmResume) answers a chat, is suspended (gone afterwards, its broker token revoked), resumed from
  * the snapshot (new pid; adopt/status work) and answers again with the earlier turn in what the model
- * receives; after resume the credentials rotate (old gateway token 401). A snapshot is used once. A
+ * receives, with the isolation kept; after resume the credentials rotate (old gateway token 401). A
+ * suspend while a request is in flight fails and leaves the sandbox running. A snapshot is used once. A
  * corrupted image makes resume throw with CRIU's error lines, leaving the state for a cold start.
  * The only stand-in is the LLM provider (a fake broker relays to it). Skipped without root or without
  * the patched CRIU (scripts/build-criu.sh), with the reason.
@@ -11,6 +12,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { test } from 'node:test';
 import pino from 'pino';
@@ -114,6 +116,23 @@ test('warm resume of a real gateway through the driver: chat, suspend, resume wi
     assert.match(c1.text, /Hello from/);
     const brokerToken1 = [...broker.live][0];
 
+    // A request still in flight on the ingress socket: CRIU cannot dump that connection; the suspend
+    // fails and the sandbox keeps running and answering.
+    const busy = net.connect(sock);
+    await new Promise<void>((resolve) => busy.once('connect', () => resolve()));
+    busy.write('POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\ncontent-length: 100\r\n\r\n{');
+    const busySnap = path.join(root, 'snapshots', 'busy');
+    const failed = await driver.suspend(first, busySnap).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    busy.destroy();
+    assert.ok(failed, 'the suspend with an open connection failed');
+    assert.match(failed.message, /Unix socket \d+ not found|half of stream/, failed.message);
+    assert.ok((await driver.status(first)).running, 'a failed dump leaves the sandbox running');
+    await waitFor('the gateway after the failed dump', () => readyz(sock), 30_000);
+    assert.ok(!(await readdir(busySnap)).includes('img'), 'no partial images left');
+
     // Suspend: the sandbox is gone, its broker registration revoked.
     const snap = path.join(root, 'snapshots', 'one');
     const s = await driver.suspend(first, snap);
@@ -135,6 +154,10 @@ test('warm resume of a real gateway through the driver: chat, suspend, resume wi
     assert.ok(st.running && st.health?.ready, JSON.stringify(st));
     assert.equal(st.running && st.health?.executors[0]?.restarts, 0, 'the same gateway process, not a restart');
     assert.equal(await driver.adopt(resumed), true);
+    // The isolation after restore, from a fresh process inside (the supervisor's exec) and from the host.
+    const probe = await driver.exec(resumed, ['/bin/sh', '-c', 'grep -E "^(CapEff|CapBnd|NoNewPrivs|Seccomp):" /proc/self/status | tr -s "\t" " "; for f in /x /usr/x /conf/x /tenant/work/x; do (: >"$f") 2>/dev/null && echo "write $f ok" || echo "write $f refused"; done; rm -f /tenant/work/x; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " "; unshare -U true 2>/dev/null && echo userns-ok || echo userns-refused']);
+    assert.deepEqual(probe.stdout.trim().split('\n'), ['CapEff: 0000000000000000', 'CapBnd: 0000000000000000', 'NoNewPrivs: 1', 'Seccomp: 2', 'write /x refused', 'write /usr/x refused', 'write /conf/x refused', 'write /tenant/work/x ok', 'lo', 'userns-refused'], probe.stderr);
+    assert.match(await readFile(`/proc/${resumed.pid}/status`, 'utf8'), new RegExp(`\\nUid:\\s+${spec.hostUid}\\s`), "the tenant's own host uid");
     assert.deepEqual((await driver.list()).map((h) => h.pid), [resumed.pid]);
     const before = llm.requests.length;
     const c2 = await chat(sock, spec.gatewayToken, 'What was the word?', 'resume-s1');
