@@ -719,9 +719,8 @@ export class LocalSandboxDriver implements SandboxDriver {
         sockets.push(sock);
         fresh.push({ fd: s.fd, ino: sock.ino });
       }
-      // The images: root's, readable by the sandbox's group only (Criu.restore); the directory above passable by it.
-      await chown(snapshotDir, 0, uid);
-      await chmod(snapshotDir, 0o710);
+      // The images: root's, readable by the sandbox's group only (Criu.restore); snapshotDir itself stays
+      // root-only 0700 (measured: the restored tasks open images through CRIU's directory fd, not by path).
       const restored = await this.#criu().restore(img, { root: p.rootfs, uid, inherit: meta.sockets.map((s, i) => ({ fd: sockets[i]?.fd ?? -1, key: `socket:[${s.ino}]` })) });
       restoredPid = restored.pid;
       for (const sock of sockets) await sock.release();
@@ -764,7 +763,6 @@ export class LocalSandboxDriver implements SandboxDriver {
       for (const log of ['dump.log', 'restore.log']) await copyFile(path.join(img, log), path.join(snapshotDir, log)).catch(() => undefined);
       await rm(img, { recursive: true, force: true });
       for (const s of meta.state) await rm(path.join(snapshotDir, s.file), { force: true });
-      await chmod(snapshotDir, 0o700).catch(() => undefined);
     }
   }
 
