@@ -16,7 +16,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import pino from 'pino';
-import { LocalSandboxDriver } from '../src/sandbox/drivers/local.ts';
+import { LocalSandboxDriver, SandboxResumeError } from '../src/sandbox/drivers/local.ts';
+import type { SandboxSpec } from '../src/sandbox/types.ts';
 import { Criu } from '../src/sandbox/snapshot/criu.ts';
 import { prepareRestoreRoot, rootLayout, suspendableDirArgs } from '../src/sandbox/snapshot/restore-root.ts';
 import { suspendableSeccompFilter } from '../src/sandbox/snapshot/seccomp.ts';
@@ -280,3 +281,23 @@ http.createServer((req, res) => {
 async function readlinkNs(pid: number, ns: string): Promise<string> {
   return readlink(`/proc/${pid}/ns/${ns}`);
 }
+
+test('resume refuses what it cannot use, before touching anything: no snapshot, a used one, another instance', { skip: criuSkip() }, async () => {
+  const dir = await mkdtemp('/var/tmp/clawplane-resume-refuse-');
+  try {
+    const driver = new LocalSandboxDriver({ root: path.join(dir, 'sb'), broker: undefined, log: pino({ level: 'silent' }), dataBytes: 1 << 30, nproc: 100, nofile: 100, tmpBytes: 1 << 20, cgroup: { memoryBytes: 0, pids: 0, cpus: 0 }, criuBin: CRIU_BIN, warmResume: true });
+    const instanceId = '00000000-0000-4000-8000-0000000010e1';
+    const spec = { tenantId: instanceId, instanceId, runtime: { version: 'x', dir: '/nonexistent', nodeRel: 'node', entryRel: 'openclaw.mjs' }, configs: {}, gatewayToken: 't', hooksToken: 'h', hostUid: TENANT_UID } as unknown as SandboxSpec;
+    const snap = path.join(dir, 'snap');
+    await mkdir(snap, { mode: 0o700 });
+    await assert.rejects(driver.resume(spec, snap, 'c'), (e: unknown) => e instanceof SandboxResumeError && /No usable snapshot/.test(e.message));
+    await writeFile(path.join(snap, 'snapshot.json'), JSON.stringify({ instanceId: '00000000-0000-4000-8000-0000000010e2', hostUid: TENANT_UID }));
+    await assert.rejects(driver.resume(spec, snap, 'c'), (e: unknown) => e instanceof SandboxResumeError && /another instance/.test(e.message));
+    await writeFile(path.join(snap, 'snapshot.json'), JSON.stringify({ instanceId, hostUid: TENANT_UID }));
+    await writeFile(path.join(snap, 'used'), 'x');
+    await assert.rejects(driver.resume(spec, snap, 'c'), (e: unknown) => e instanceof SandboxResumeError && /already used/.test(e.message));
+    assert.deepEqual((await readdir(snap)).sort(), ['snapshot.json', 'used'], 'nothing else made');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

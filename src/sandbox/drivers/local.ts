@@ -645,18 +645,25 @@ export class LocalSandboxDriver implements SandboxDriver {
         await sleep(300);
       }
     }
-    while (await pidAlive(handle)) await sleep(20);
+    // The tree is gone from here on: whatever fails below, the sandbox is stopped (state untouched).
     const state: SnapshotMeta['state'] = [];
-    for (const [dir, file] of [['work', 'work.tar.gz'], ['sharedRw', 'shared-rw.tar.gz'], ['log', 'log.tar.gz']] as const) {
-      await packState(p[dir], uid, path.join(snapshotDir, file), { exact: true });
-      state.push({ file, dir });
+    try {
+      while (await pidAlive(handle)) await sleep(20);
+      for (const [dir, file] of [['work', 'work.tar.gz'], ['sharedRw', 'shared-rw.tar.gz'], ['log', 'log.tar.gz']] as const) {
+        await packState(p[dir], uid, path.join(snapshotDir, file), { exact: true });
+        state.push({ file, dir });
+      }
+      const fingerprint = await stateFingerprint([p.work, p.sharedRw, p.log]);
+      const meta: SnapshotMeta = { version: 1, instanceId: handle.instanceId, tenantId: handle.tenantId, hostUid: uid, runtimeVersion: handle.runtimeVersion, suspendedAt: new Date().toISOString(), sockets: rec.sockets, bwrapArgs: rec.bwrapArgs, state, fingerprint };
+      await writeFile(path.join(snapshotDir, 'snapshot.json'), JSON.stringify(meta, null, 2), { mode: 0o600 });
+    } catch (err) {
+      await rm(img, { recursive: true, force: true });
+      throw new ClawplaneError('suspend_failed', 500, `Instance ${handle.instanceId} was dumped but its snapshot could not be completed (${(err as Error).message}); it is stopped, its state untouched: start it cold.`, { cause: err });
+    } finally {
+      await this.#closeRelay(handle.instanceId);
+      await rm(p.record, { force: true });
+      await removeCgroup(handle.instanceId);
     }
-    const fingerprint = await stateFingerprint([p.work, p.sharedRw, p.log]);
-    const meta: SnapshotMeta = { version: 1, instanceId: handle.instanceId, tenantId: handle.tenantId, hostUid: uid, runtimeVersion: handle.runtimeVersion, suspendedAt: new Date().toISOString(), sockets: rec.sockets, bwrapArgs: rec.bwrapArgs, state, fingerprint };
-    await writeFile(path.join(snapshotDir, 'snapshot.json'), JSON.stringify(meta, null, 2), { mode: 0o600 });
-    await this.#closeRelay(handle.instanceId);
-    await rm(p.record, { force: true });
-    await removeCgroup(handle.instanceId);
     const imageBytes = await dirBytes(img);
     let stateBytes = 0;
     for (const s of state) stateBytes += (await stat(path.join(snapshotDir, s.file))).size;
@@ -679,7 +686,11 @@ export class LocalSandboxDriver implements SandboxDriver {
     const p = this.#paths(spec.instanceId);
     const support = await this.suspendSupport();
     if (!support.supported) throw new SandboxResumeError(`Cannot resume here: ${support.reason}`, [support.reason]);
-    const meta = JSON.parse(await readFile(path.join(snapshotDir, 'snapshot.json'), 'utf8')) as SnapshotMeta;
+    const meta = await readFile(path.join(snapshotDir, 'snapshot.json'), 'utf8')
+      .then((t) => JSON.parse(t) as SnapshotMeta)
+      .catch((err: unknown) => {
+        throw new SandboxResumeError(`No usable snapshot in ${snapshotDir} (${(err as Error).message}).`, ['no snapshot.json'], err);
+      });
     if (meta.instanceId !== spec.instanceId || meta.hostUid !== spec.hostUid) throw new SandboxResumeError(`Snapshot ${snapshotDir} is of another instance or uid.`, ['snapshot of another instance']);
     const usedMark = path.join(snapshotDir, 'used');
     if (await stat(usedMark).catch(() => undefined)) throw new SandboxResumeError(`Snapshot ${snapshotDir} was already used (an image restores once).`, ['snapshot already used']);
