@@ -7,7 +7,7 @@
  */
 import type { Logger } from 'pino';
 import type { BackupReason } from '../backup/backups.ts';
-import type { InstanceService } from '../instances/instances.ts';
+import type { InstanceRow, InstanceService } from '../instances/instances.ts';
 import type { Activity } from './activity.ts';
 import type { IngressMetrics } from './metrics.ts';
 
@@ -21,6 +21,11 @@ export interface ReaperOptions {
   intervalMs: number;
   /** Tells the backup hook why the coming stop happens. */
   expectStop: (instanceId: string, reason: BackupReason) => void;
+  /**
+   * Suspends the instance to a process snapshot instead (issue 10) when the driver can; otherwise
+   * resolves with why not, and the instance is stopped as before.
+   */
+  suspend?: (row: InstanceRow) => Promise<{ suspended: true } | { suspended: false; reason: string }>;
 }
 
 export class IdleReaper {
@@ -66,10 +71,16 @@ export class IdleReaper {
         timeouts.set(row.tenantId, timeout);
       }
       if (timeout <= 0 || since === 0 || this.#o.activity.busy(row.id) || now - since < timeout) continue;
-      this.#o.log.info({ tenant_id: row.tenantId, instance_id: row.id, idleMs: now - since }, 'stopping an idle instance (it is backed up on stop)');
-      this.#o.expectStop(row.id, 'idle');
-      await this.#o.instances.stop(row.tenantId, row.id, { actor: 'system:idle-reaper' });
-      this.#o.metrics.idleStops.inc({ tenant: row.tenantId });
+      const s = this.#o.suspend ? await this.#o.suspend(row) : { suspended: false as const, reason: 'warm resume is off' };
+      if (s.suspended) {
+        this.#o.log.info({ tenant_id: row.tenantId, instance_id: row.id, idleMs: now - since }, 'suspended an idle instance to a process snapshot');
+        this.#o.metrics.idleSuspends.inc({ tenant: row.tenantId });
+      } else {
+        this.#o.log.info({ tenant_id: row.tenantId, instance_id: row.id, idleMs: now - since, notSuspended: s.reason }, 'stopping an idle instance (it is backed up on stop)');
+        this.#o.expectStop(row.id, 'idle');
+        await this.#o.instances.stop(row.tenantId, row.id, { actor: 'system:idle-reaper' });
+        this.#o.metrics.idleStops.inc({ tenant: row.tenantId });
+      }
       this.#o.activity.forget(row.id);
       this.#seen.delete(row.id);
       stopped.push(row.id);

@@ -76,6 +76,11 @@ export function createIngressServices(opts: { db: Db; vault: Vault; onboarding: 
       return s.idleTimeoutMs > 0 ? s.idleTimeoutMs : (await opts.onboarding.agentDefaults()).idleTimeoutMinutes * 60_000;
     },
     expectStop: (id, reason) => backups.expectStop(id, reason),
+    suspend: (row) => reconciler.suspend(row.id, 'system:idle-reaper'),
   });
+  reconciler.onResume = (row, outcome) => {
+    metrics.resumes.inc({ tenant: row.tenantId, outcome: outcome.resumed ? 'resumed' : 'cold_start' });
+    if (outcome.resumed) metrics.resumeSeconds.observe({ tenant: row.tenantId }, outcome.ms / 1000);
+  };
   return { archive, ingress, backups, reaper };
 }

@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { appendAudit } from '../audit/log.ts';
 import type { Db } from '../db/pool.ts';
 import { ConflictError } from '../errors.ts';
-import type { SandboxDriver } from '../sandbox/types.ts';
+import type { SandboxDriver, SandboxHandle } from '../sandbox/types.ts';
 import type { Audited, InstanceService } from './instances.ts';
 
 export class CredentialRotator {
@@ -41,14 +41,27 @@ export class CredentialRotator {
     if (row.status !== 'running' || !row.sandbox || !live?.running) {
       throw new ConflictError(`Instance "${row.name}" is ${row.status}: credentials are rotated on a running gateway. Start it, then retry.`, 'instance_not_running');
     }
+    return this.#swap(tenantId, instanceId, row.sandbox, by, reason);
+  }
+
+  /**
+   * The rotation itself, for a sandbox the caller knows is up: the reconciler calls it right after a
+   * resume, before the instance is marked running (issue 10).
+   */
+  rotateSandbox(tenantId: string, instanceId: string, handle: SandboxHandle, by: Audited, reason: 'resume'): Promise<{ instanceId: string; rotated: string[] }> {
+    return this.#swap(tenantId, instanceId, handle, by, reason);
+  }
+
+  async #swap(tenantId: string, instanceId: string, handle: SandboxHandle, by: Audited, reason: string): Promise<{ instanceId: string; rotated: string[] }> {
+    const { instances, driver, db, log } = this.#o;
     const current = await instances.gatewayToken(instanceId);
     const next = randomBytes(32).toString('hex');
-    await driver.rotateCredentials(row.sandbox, { current, next });
+    await driver.rotateCredentials(handle, { current, next });
     try {
       await instances.replaceGatewayToken(instanceId, next);
     } catch (err) {
       log.error({ err, instance_id: instanceId }, 'could not store the new gateway token; putting the gateway back on the old one');
-      await driver.rotateCredentials(row.sandbox, { current: next, next: current });
+      await driver.rotateCredentials(handle, { current: next, next: current });
       throw err;
     }
     this.onRotated(instanceId);

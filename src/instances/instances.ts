@@ -12,7 +12,7 @@ import type { Vault } from '../vault/vault.ts';
  * only change the desired state (and audit who asked); the reconciler converges the sandbox to it and
  * records each status transition with its reason.
  */
-export const INSTANCE_STATUSES = ['provisioning', 'running', 'stopped', 'upgrading', 'error', 'destroying'] as const;
+export const INSTANCE_STATUSES = ['provisioning', 'running', 'stopped', 'upgrading', 'error', 'destroying', 'suspended'] as const;
 export type InstanceStatus = (typeof INSTANCE_STATUSES)[number];
 export type DesiredState = 'running' | 'stopped' | 'destroyed';
 
@@ -40,6 +40,18 @@ export interface InstanceRow extends Instance {
   nextAttemptAt: Date | null;
   deleteState: boolean;
   sandbox: SandboxHandle | null;
+  /** Where a suspended instance's snapshot is (issue 10); null when it has none. */
+  snapshot: SnapshotRecord | null;
+}
+
+/** A suspended instance's process snapshot on this host (issue 10): resumed once, then deleted. */
+export interface SnapshotRecord {
+  dir: string;
+  runtimeVersion: string;
+  suspendedAt: string;
+  dumpMs: number;
+  imageBytes: number;
+  stateBytes: number;
 }
 
 export interface InstanceEvent {
@@ -66,6 +78,7 @@ interface Row {
   failures: number;
   next_attempt_at: Date | null;
   sandbox: SandboxHandle | null;
+  snapshot: SnapshotRecord | null;
   health: SandboxHealth | null;
   health_checked_at: Date | null;
   created_at: Date;
@@ -93,6 +106,7 @@ function toRow(r: Row): InstanceRow {
     nextAttemptAt: r.next_attempt_at,
     deleteState: r.delete_state,
     sandbox: r.sandbox,
+    snapshot: r.snapshot,
   };
 }
 
@@ -234,6 +248,8 @@ export class InstanceService {
     return this.#setDesired(tenantId, id, 'start', by, async (tx, r) => {
       await tx.query(`UPDATE instances SET desired_state = 'running', failures = 0, next_attempt_at = NULL, updated_at = now() WHERE id = $1`, [id]);
       if (r.status === 'stopped' || r.status === 'error') await this.#transition(tx, r, 'provisioning', 'start requested', by.actor);
+      // A suspended instance resumes from its snapshot (issue 10); the reconciler falls back to a cold start.
+      if (r.status === 'suspended') await this.#transition(tx, r, 'provisioning', 'resume requested', by.actor);
       return true;
     });
   }
@@ -327,13 +343,13 @@ export class InstanceService {
   }
 
   /** Records a status change with its reason; audits outcomes (running, error, stopped, rollback). */
-  async recordStatus(row: InstanceRow, to: InstanceStatus, reason: string, patch: Partial<{ sandbox: SandboxHandle | null; observedGeneration: number; failures: number; nextAttemptAt: Date | null; runtimeVersion: string; previousRuntimeVersion: string | null }> = {}, audit?: { action: string; decision: string; detail?: Record<string, unknown> }): Promise<InstanceRow> {
+  async recordStatus(row: InstanceRow, to: InstanceStatus, reason: string, patch: Partial<{ sandbox: SandboxHandle | null; snapshot: SnapshotRecord | null; desiredState: DesiredState; observedGeneration: number; failures: number; nextAttemptAt: Date | null; runtimeVersion: string; previousRuntimeVersion: string | null }> = {}, audit?: { action: string; decision: string; detail?: Record<string, unknown> }): Promise<InstanceRow> {
     return this.#o.db.tx(async (tx) => {
       const sets = ['status = $2', 'status_reason = $3', 'updated_at = now()'];
       const vals: unknown[] = [row.id, to, reason];
-      const col: Record<string, string> = { sandbox: 'sandbox', observedGeneration: 'observed_generation', failures: 'failures', nextAttemptAt: 'next_attempt_at', runtimeVersion: 'runtime_version', previousRuntimeVersion: 'previous_runtime_version' };
+      const col: Record<string, string> = { sandbox: 'sandbox', snapshot: 'snapshot', desiredState: 'desired_state', observedGeneration: 'observed_generation', failures: 'failures', nextAttemptAt: 'next_attempt_at', runtimeVersion: 'runtime_version', previousRuntimeVersion: 'previous_runtime_version' };
       for (const [k, v] of Object.entries(patch)) {
-        vals.push(k === 'sandbox' && v !== null ? JSON.stringify(v) : v);
+        vals.push((k === 'sandbox' || k === 'snapshot') && v !== null ? JSON.stringify(v) : v);
         sets.push(`${col[k] ?? k} = $${vals.length}`);
       }
       const r = await tx.query<Row>(`UPDATE instances SET ${sets.join(', ')} WHERE id = $1 RETURNING *`, vals);

@@ -1,10 +1,13 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir, rm } from 'node:fs/promises';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { AgentDefaults } from '../identity/onboarding.ts';
 import { renderOpenclawConfig, toolPolicyFor, type ToolRestrictions } from '../runtime/config.ts';
 import type { RuntimeStore } from '../runtime/store.ts';
 import { LocalSandboxDriver } from '../sandbox/drivers/local.ts';
 import type { SandboxDriver, SandboxHandle, SandboxHealth, SandboxSpec } from '../sandbox/types.ts';
-import type { InstanceRow, InstanceService } from './instances.ts';
+import type { InstanceRow, InstanceService, SnapshotRecord } from './instances.ts';
 
 /** How often a starting sandbox's health is read until its gateways are ready (one local socket request). */
 const START_POLL_MS = 100;
@@ -23,7 +26,12 @@ export interface ReconcilerOptions {
   readyTimeoutMs: number;
   /** A gateway that crashed this many times before it was ever ready fails the start at once (a broken version). */
   crashLoopRestarts?: number;
+  /** Root-only directory for suspended instances' snapshots (issue 10). */
+  snapshotDir?: string;
 }
+
+/** Why a resume fell back to a cold start, for metrics and the audit (issue 10). */
+export type ResumeOutcome = { resumed: true; ms: number } | { resumed: false; reason: string };
 
 /**
  * Converges sandboxes to the desired state in the database (issue 6). Idempotent: every pass looks at
@@ -44,6 +52,13 @@ export class Reconciler {
    * the backup of a stopped gateway's state; a wake of this instance waits for it).
    */
   onStopped: (row: InstanceRow) => Promise<void> = () => Promise.resolve();
+  /**
+   * Called after a sandbox was resumed from a snapshot and before it serves (issue 10): re-issues the
+   * credentials the snapshot holds (src/instances/credentials.ts). A failure fails the resume.
+   */
+  afterResume: (row: InstanceRow, handle: SandboxHandle) => Promise<void> = () => Promise.resolve();
+  /** Reports each resume's outcome (metrics). */
+  onResume: (row: InstanceRow, outcome: ResumeOutcome) => void = () => undefined;
 
   constructor(opts: ReconcilerOptions) {
     this.#o = opts;
@@ -132,12 +147,15 @@ export class Reconciler {
 
     if (row.desiredState === 'destroyed') {
       if (row.status !== 'destroying') row = await instances.recordStatus(row, 'destroying', 'destroy requested');
+      await this.#discardSnapshot(row);
       await driver.destroy(row.id, { deleteState: row.deleteState, handle: handle ?? undefined });
       await instances.removeDestroyed(row);
       return;
     }
 
     if (row.desiredState === 'stopped') {
+      // Suspended is stopped with a process snapshot kept for the next start (issue 10).
+      if (row.status === 'suspended' && !handle) return;
       if (running && handle) await driver.stop(handle);
       if (row.status !== 'stopped' || row.sandbox) {
         await instances.saveHealth(row.id, null);
@@ -171,6 +189,14 @@ export class Reconciler {
       row = await instances.recordStatus(row, 'provisioning', 'starting');
     }
 
+    if (row.snapshot) {
+      // Resume from the snapshot when it is for this version and nothing asked for a fresh sandbox since.
+      const outcome = await this.#resume(row);
+      this.onResume(row, outcome);
+      if (outcome.resumed) return;
+      row = await instances.recordStatus(row, 'provisioning', `resume failed (${outcome.reason}); starting cold with the state the suspend left`, { snapshot: null }, { action: 'instance.resume_failed', decision: 'failure', detail: { reason: outcome.reason } });
+    }
+
     try {
       const h = await this.#startAndWait(row, row.runtimeVersion);
       await instances.recordStatus(row, 'running', upgrading ? `upgraded to ${row.runtimeVersion}` : 'ready', { sandbox: h.handle, observedGeneration: row.generation, failures: 0, nextAttemptAt: null }, {
@@ -198,6 +224,99 @@ export class Reconciler {
       }
       await this.#failed(row, reason);
     }
+  }
+
+  /** Runs `fn` in the instance's reconcile slot: never alongside a reconcile of the same instance. */
+  async #exclusive<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    for (let cur = this.#busy.get(id); cur; cur = this.#busy.get(id)) await cur.catch(() => undefined);
+    let release!: () => void;
+    this.#busy.set(id, new Promise<void>((r) => (release = r)));
+    try {
+      return await fn();
+    } finally {
+      this.#busy.delete(id);
+      release();
+    }
+  }
+
+  /**
+   * Suspends a running instance to a process snapshot instead of stopping it (issue 10; the idle
+   * reaper's choice when the driver supports it). The row becomes status "suspended" with desired state
+   * "stopped", so passes leave it alone until a start resumes it. Resolves with why not, leaving the
+   * instance running, when it cannot be suspended; the caller then stops it.
+   */
+  async suspend(instanceId: string, actor: string): Promise<{ suspended: true; dumpMs: number; imageBytes: number } | { suspended: false; reason: string }> {
+    const { driver, instances } = this.#o;
+    const support = await driver.suspendSupport();
+    if (!support.supported) return { suspended: false, reason: support.reason };
+    if (!this.#o.snapshotDir) return { suspended: false, reason: 'no snapshot directory is configured' };
+    const root = this.#o.snapshotDir;
+    return this.#exclusive(instanceId, async () => {
+      const row = await instances.byId(instanceId);
+      if (!row || row.status !== 'running' || row.desiredState !== 'running' || !row.sandbox) return { suspended: false, reason: `the instance is ${row?.status ?? 'gone'}` };
+      await mkdir(root, { recursive: true, mode: 0o700 });
+      const dir = path.join(root, `${row.id}-${randomUUID()}`);
+      try {
+        const r = await driver.suspend(row.sandbox, dir);
+        const snapshot: SnapshotRecord = { dir, runtimeVersion: row.sandbox.runtimeVersion, suspendedAt: new Date().toISOString(), ...r };
+        await instances.saveHealth(row.id, null);
+        await instances.recordStatus(row, 'suspended', `idle: suspended to a snapshot (${Math.round(r.imageBytes / 2 ** 20)} MiB, dumped in ${r.dumpMs} ms)`, { sandbox: null, snapshot, desiredState: 'stopped' }, { action: 'instance.suspended', decision: 'success', detail: { actor, dumpMs: r.dumpMs, imageBytes: r.imageBytes, stateBytes: r.stateBytes } });
+        return { suspended: true, dumpMs: r.dumpMs, imageBytes: r.imageBytes };
+      } catch (err) {
+        await rm(dir, { recursive: true, force: true });
+        const reason = (err as Error).message;
+        this.#o.log.warn({ instance_id: row.id, tenant_id: row.tenantId, reason }, 'suspend failed; the instance keeps running');
+        await instances.note(row, `suspend failed: ${reason}`);
+        return { suspended: false, reason };
+      }
+    });
+  }
+
+  /** Resumes the instance from its snapshot; on any failure the snapshot is gone and the state intact. */
+  async #resume(row: InstanceRow): Promise<ResumeOutcome> {
+    const { driver, instances } = this.#o;
+    const snap = row.snapshot;
+    if (!snap) return { resumed: false, reason: 'no snapshot' };
+    const t0 = Date.now();
+    let handle: SandboxHandle | undefined;
+    try {
+      if (snap.runtimeVersion !== row.runtimeVersion) throw new Error(`the snapshot is of ${snap.runtimeVersion}, the instance now runs ${row.runtimeVersion}`);
+      if (row.observedGeneration < row.generation) throw new Error('a restart was asked for since the suspend');
+      const spec = await this.spec(row, row.runtimeVersion);
+      handle = await driver.resume(spec, snap.dir, this.#clusterId ?? (await instances.clusterId()));
+      await instances.saveSandbox(row.id, handle);
+      for (;;) {
+        const st = await driver.status(handle);
+        if (!st.running) throw new Error(`the resumed sandbox exited (${st.reason})`);
+        if (st.health?.ready) {
+          await instances.saveHealth(row.id, st.health);
+          break;
+        }
+        if (Date.now() - t0 > 30_000) throw new Error('the resumed gateway was not ready within 30 s');
+        await new Promise((r) => setTimeout(r, START_POLL_MS));
+      }
+      await this.afterResume(row, handle);
+      const ms = Date.now() - t0;
+      // Used once: the images and the state archive go (they hold the old tokens and memory in clear).
+      await rm(snap.dir, { recursive: true, force: true });
+      await instances.recordStatus(row, 'running', `resumed from a snapshot in ${ms} ms`, { sandbox: handle, snapshot: null, observedGeneration: row.generation, failures: 0, nextAttemptAt: null }, { action: 'instance.resumed', decision: 'success', detail: { ms, suspendedAt: snap.suspendedAt } });
+      return { resumed: true, ms };
+    } catch (err) {
+      if (handle) {
+        await driver.stop(handle).catch(() => undefined);
+        await instances.saveSandbox(row.id, null);
+      }
+      await rm(snap.dir, { recursive: true, force: true });
+      const reason = (err as Error).message.split('\n')[0] ?? 'unknown';
+      this.#o.log.warn({ instance_id: row.id, tenant_id: row.tenantId, reason }, 'resume failed; starting cold');
+      return { resumed: false, reason };
+    }
+  }
+
+  /** Deletes a snapshot nobody will resume (destroy; the row keeps no pointer to it). */
+  async #discardSnapshot(row: InstanceRow): Promise<void> {
+    if (!row.snapshot) return;
+    await rm(row.snapshot.dir, { recursive: true, force: true });
   }
 
   async #failed(row: InstanceRow, reason: string): Promise<void> {

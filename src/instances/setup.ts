@@ -85,8 +85,14 @@ export function createInstanceServices(opts: {
     log: opts.log,
     intervalMs: s.reconcileIntervalMs,
     readyTimeoutMs: s.instanceReadyTimeoutMs,
+    // Root-only, beside the sandboxes (the driver lists only instance ids there).
+    snapshotDir: path.join(s.sandboxRoot, '.snapshots'),
   });
   instances.onChange = () => reconciler.kick();
   const credentials = new CredentialRotator({ db: opts.db, instances, driver: sandboxes, log: opts.log });
+  // A resumed gateway still holds the tokens its snapshot was taken with: new ones before it serves.
+  reconciler.afterResume = async (row, handle) => {
+    await credentials.rotateSandbox(row.tenantId, row.id, handle, { actor: 'system:resume' }, 'resume');
+  };
   return { runtimes, sandboxes, instances, reconciler, rotator: credentials };
 }

@@ -323,7 +323,7 @@ export interface DefaultProviderInput {
 
 // ---- Instances (issue 6) ----
 
-export type InstanceStatus = 'provisioning' | 'running' | 'stopped' | 'upgrading' | 'error' | 'destroying';
+export type InstanceStatus = 'provisioning' | 'running' | 'stopped' | 'upgrading' | 'error' | 'destroying' | 'suspended';
 /** Statuses the reconciler is still working on: the console polls while an instance is in one. */
 export const TRANSITIONAL: readonly InstanceStatus[] = ['provisioning', 'upgrading', 'destroying'];
 export interface ExecutorHealth {
