@@ -82,7 +82,10 @@ describe('warm resume through the idle reaper and the wake', { skip: await skipR
   test('idle: suspended, not stopped; the next chat resumes it with history, new tokens, the old one refused', async () => {
     const oldToken = await server.services.instances.gatewayToken(inst);
     const snap = await idleSuspend(inst);
-    assert.match(await metrics(), new RegExp(`clawplane_instance_idle_suspends_total\\{tenant="${a.id}"\\} 1`));
+    const m0 = await metrics();
+    assert.match(m0, new RegExp(`clawplane_instance_idle_suspends_total\\{tenant="${a.id}"\\} 1`));
+    assert.match(m0, new RegExp(`clawplane_instance_suspend_seconds_count\\{tenant="${a.id}"\\} 1`));
+    assert.ok(Number(new RegExp(`clawplane_instance_snapshot_bytes\\{tenant="${a.id}"\\} (\\d+)`).exec(m0)?.[1]) > 100 * 2 ** 20, 'a gateway image is hundreds of MiB');
     assert.equal(((await stat(snap.dir)).mode & 0o077), 0, 'the snapshot (tokens and memory in clear) is root-only');
     const n = fake.requests.length;
     const t0 = Date.now();

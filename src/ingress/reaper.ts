@@ -25,7 +25,7 @@ export interface ReaperOptions {
    * Suspends the instance to a process snapshot instead (issue 10) when the driver can; otherwise
    * resolves with why not, and the instance is stopped as before.
    */
-  suspend?: (row: InstanceRow) => Promise<{ suspended: true } | { suspended: false; reason: string }>;
+  suspend?: (row: InstanceRow) => Promise<{ suspended: true; dumpMs: number; imageBytes: number } | { suspended: false; reason: string }>;
 }
 
 export class IdleReaper {
@@ -75,6 +75,8 @@ export class IdleReaper {
       if (s.suspended) {
         this.#o.log.info({ tenant_id: row.tenantId, instance_id: row.id, idleMs: now - since }, 'suspended an idle instance to a process snapshot');
         this.#o.metrics.idleSuspends.inc({ tenant: row.tenantId });
+        this.#o.metrics.suspendSeconds.observe({ tenant: row.tenantId }, s.dumpMs / 1000);
+        this.#o.metrics.snapshotBytes.set({ tenant: row.tenantId }, s.imageBytes);
       } else {
         this.#o.log.info({ tenant_id: row.tenantId, instance_id: row.id, idleMs: now - since, notSuspended: s.reason }, 'stopping an idle instance (it is backed up on stop)');
         this.#o.expectStop(row.id, 'idle');

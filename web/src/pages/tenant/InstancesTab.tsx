@@ -171,7 +171,8 @@ function InstanceDetail({ slug, instance: i, canOperate, onChanged, onGone }: { 
       {canOperate ? (
         <div className="actions spaced">
           <button type="button" disabled={action.busy || running} onClick={() => op('start')}>
-            Start
+            {/* A suspended instance starts from its process snapshot (issue 10). */}
+            {i.status === 'suspended' ? 'Resume' : 'Start'}
           </button>
           <button type="button" className="secondary" disabled={action.busy || !running} onClick={() => op('stop')}>
             Stop
