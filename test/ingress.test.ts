@@ -286,6 +286,11 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     const h = await member.call('POST', `/api/v1/tenants/${a.slug}/hooks/wake`, { text: 'still hooked', mode: 'next-heartbeat' });
     assert.equal(h.status, 200, await h.clone().text());
     assert.equal(await status(inst), 'running', 'no restart');
+    // Without warm resume (the default) a suspend is refused with the reason, and nothing changes.
+    const s = await member.call('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/suspend`);
+    assert.equal(s.status, 409);
+    assert.match(((await s.json()) as { message: string }).message, /was not suspended: .*warm resume is off/);
+    assert.equal(await status(inst), 'running');
   });
 
   let restored = '';

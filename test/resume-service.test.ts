@@ -114,7 +114,14 @@ describe('warm resume through the idle reaper and the wake', { skip: await skipR
   });
 
   test('a corrupted snapshot falls back to a cold start with the state intact, and says why', async () => {
-    const snap = await idleSuspend(inst);
+    // Suspended on request this time (tenant.operate), not by the reaper.
+    assert.equal((await new ApiClient(server.url, { bearer: (await server.services.tokens.create(a.id, { name: 'v', role: 'viewer', createdBy: a.ownerId }, { actor: 'test' })).token }).call('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/suspend`)).status, 403);
+    const s = await member.json<{ status: string }>('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/suspend`, undefined, 200);
+    assert.equal(s.status, 'suspended');
+    const snap = (await row(inst))?.snapshot;
+    assert.ok(snap);
+    const again = await member.call('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/suspend`);
+    assert.equal(again.status, 409, 'a suspended instance is not suspended twice');
     const img = path.join(snap.dir, 'img');
     assert.ok((await readdir(img)).includes('inventory.img'));
     const fh = await open(path.join(img, 'inventory.img'), 'r+');

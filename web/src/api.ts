@@ -531,7 +531,7 @@ export const api2 = {
     list: (tenant: string) => request<{ items: Instance[] }>('GET', `${t(tenant)}/instances`),
     get: (tenant: string, id: string) => request<Instance>('GET', inst(tenant, id)),
     deploy: (tenant: string, body: { name: string; runtimeVersion?: string; executors?: number; start?: boolean }) => request<Instance>('POST', `${t(tenant)}/instances`, body),
-    op: (tenant: string, id: string, op: 'stop' | 'start' | 'restart') => request<Instance>('POST', `${inst(tenant, id)}/${op}`),
+    op: (tenant: string, id: string, op: 'stop' | 'start' | 'restart' | 'suspend') => request<Instance>('POST', `${inst(tenant, id)}/${op}`),
     upgrade: (tenant: string, id: string, runtimeVersion: string) => request<Instance>('POST', `${inst(tenant, id)}/upgrade`, { runtimeVersion }),
     destroy: (tenant: string, id: string, deleteState: boolean) => request<Instance>('DELETE', `${inst(tenant, id)}?deleteState=${String(deleteState)}`),
     events: (tenant: string, id: string) => request<{ items: InstanceEvent[] }>('GET', `${inst(tenant, id)}/events`),

@@ -1,6 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { streamSSE } from 'hono/streaming';
 import { deployInput, INSTANCE_STATUSES, publicInstance, upgradeInput } from '../../instances/instances.ts';
+import { ConflictError } from '../../errors.ts';
 import type { App, AppDeps } from '../app.ts';
 import { allow } from '../auth.ts';
 import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
@@ -109,6 +110,24 @@ export function registerInstances(app: App, deps: AppDeps): void {
       },
     );
   }
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/api/v1/tenants/{tenant}/instances/{instanceId}/suspend',
+      tags: ['instances'],
+      summary: 'Suspend a running instance to a process snapshot (warm resume, issue 10); the next start or request resumes it in about a second. 409 with the reason when this host cannot',
+      request: { params: InstanceParams },
+      responses: { 200: json(InstanceSchema), ...errorResponses },
+    }),
+    async (c) => {
+      const { tenant, by } = allow(c, 'tenant.operate');
+      const row = await instances.get(tenant.id, c.req.valid('param').instanceId);
+      const r = await deps.services.reconciler.suspend(row.id, by.actor);
+      if (!r.suspended) throw new ConflictError(`Instance "${row.name}" was not suspended: ${r.reason}.`, 'suspend_unavailable');
+      return c.json(publicInstance(await instances.get(tenant.id, row.id)), 200);
+    },
+  );
 
   app.openapi(
     createRoute({

@@ -592,15 +592,15 @@ export class LocalSandboxDriver implements SandboxDriver {
    * CRIU cannot dump these sandboxes: docs/adr/0006-warm-resume-criu.md).
    */
   async suspendSupport(): Promise<SuspendSupport> {
+    if (this.#o.warmResume !== true) {
+      return { supported: false, reason: 'warm resume is off (CLAWPLANE_WARM_RESUME=false): sandboxes are not started suspendable; idle instances are stopped instead' };
+    }
     const criu = this.#criu();
     const s = criu.support();
     if (!s.supported) return s;
     const stamp = await readFile(path.join(path.dirname(criu.bin), 'criu.version'), 'utf8').catch(() => '');
     if (Number(/\+p(\d+)\s*$/.exec(stamp)?.[1] ?? 0) < 4) {
       return { supported: false, reason: `CRIU at ${criu.bin} (${stamp.trim() || 'no criu.version stamp'}) lacks patch p4 (host-made ingress/control sockets as --external unix[INO]): run scripts/build-criu.sh` };
-    }
-    if (this.#o.warmResume !== true) {
-      return { supported: false, reason: 'warm resume is off (CLAWPLANE_WARM_RESUME=false): sandboxes are not started suspendable; idle instances are stopped instead' };
     }
     return { supported: true };
   }

@@ -157,7 +157,7 @@ function DeployForm({ slug, onDeployed }: { slug: string; onDeployed: (i: Instan
 function InstanceDetail({ slug, instance: i, canOperate, onChanged, onGone }: { slug: string; instance: Instance; canOperate: boolean; onChanged: () => void; onGone: () => void }) {
   const events = useResource(() => api2.instances.events(slug, i.id), [slug, i.id, i.status, i.updatedAt]);
   const action = useAction();
-  const op = (what: 'stop' | 'start' | 'restart') => void action.run(async () => (await api2.instances.op(slug, i.id, what), onChanged()));
+  const op = (what: 'stop' | 'start' | 'restart' | 'suspend') => void action.run(async () => (await api2.instances.op(slug, i.id, what), onChanged()));
   const running = i.desiredState === 'running';
   return (
     <section className="card" aria-label={`Instance ${i.name}`}>
@@ -179,6 +179,10 @@ function InstanceDetail({ slug, instance: i, canOperate, onChanged, onGone }: { 
           </button>
           <button type="button" className="secondary" disabled={action.busy || !running} onClick={() => op('restart')}>
             Restart
+          </button>
+          {/* Warm resume (issue 10): the API says why when this host cannot suspend. */}
+          <button type="button" className="secondary" disabled={action.busy || i.status !== 'running'} onClick={() => op('suspend')}>
+            Suspend
           </button>
         </div>
       ) : null}
