@@ -1,5 +1,5 @@
 /**
- * Warm resume (issue 10), the parts that exist so far: the driver reports honestly whether it can
+ * Warm resume (issue 10), the driver-level parts: the driver reports honestly whether it can
  * suspend; the seccomp filter a suspendable sandbox needs really works inside bubblewrap (io_uring
  * refused so Node falls back to epoll, user namespaces refused in place of --disable-userns); and, when
  * the patched CRIU is built (scripts/build-criu.sh), a bubblewrap-sandboxed Node server is dumped and
@@ -9,14 +9,14 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, fstatSync, openSync, readFileSync, statSync } from 'node:fs';
-import { chmod, chown, mkdir, mkdtemp, readdir, readFile, readlink, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import pino from 'pino';
-import { LocalSandboxDriver, SandboxResumeError } from '../src/sandbox/drivers/local.ts';
+import { listenHostSocket, LocalSandboxDriver, SandboxResumeError } from '../src/sandbox/drivers/local.ts';
 import type { SandboxSpec } from '../src/sandbox/types.ts';
 import { Criu } from '../src/sandbox/snapshot/criu.ts';
 import { prepareRestoreRoot, rootLayout, suspendableDirArgs } from '../src/sandbox/snapshot/restore-root.ts';
@@ -110,31 +110,6 @@ function criuSkip(): string | false {
   return false;
 }
 
-/** A listening unix socket made by the host (root, 0600), as the local driver makes ingress/control. */
-async function hostSocket(file: string): Promise<{ fd: number; ino: number; release(): Promise<void>; close(): void }> {
-  const tmp = `${file}.tmp`;
-  await rm(tmp, { force: true });
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(tmp, () => resolve());
-  });
-  await chmod(tmp, 0o600);
-  const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
-  return {
-    fd,
-    ino: fstatSync(fd).ino,
-    async release() {
-      // libuv unlinks the path on close: move it away first (as the driver does).
-      await rename(tmp, file);
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-    close() {
-      server.close();
-    },
-  };
-}
-
 const status = (pid: number) => Object.fromEntries(readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').filter(Boolean).map((l) => l.split(/:\s+/) as [string, string]));
 
 test('CRIU dumps a bubblewrap-sandboxed Node server and restores it: same process state, host-made socket, isolation kept', { skip: criuSkip(), timeout: 120_000 }, async () => {
@@ -191,7 +166,7 @@ http.createServer((req, res) => {
       '/bin/sh', '-c', 'exec /opt/node/bin/node /opt/app/server.mjs </dev/null >>/tenant/log/server.log 2>&1',
     ];
     const ingressPath = path.join(host, 'ingress.sock');
-    const ingress = await hostSocket(ingressPath);
+    const ingress = await listenHostSocket(ingressPath);
     servers.push(ingress);
     const seccompFd = openSync(path.join(app, 'filter.bpf'), 'r');
     const setpriv = [`--reuid=${TENANT_UID}`, `--regid=${TENANT_UID}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--'];
@@ -233,7 +208,7 @@ http.createServer((req, res) => {
     const root = path.join(dir, 'rootfs');
     await prepareRestoreRoot(root, bwrapArgs);
     await rm(ingressPath, { force: true });
-    const again = await hostSocket(ingressPath);
+    const again = await listenHostSocket(ingressPath);
     servers.push(again);
     const restored = await criu.restore(img, { root, uid: TENANT_UID, inherit: [{ fd: again.fd, key: `socket:[${ingress.ino}]` }] });
     pids.push(restored.pid);

@@ -831,7 +831,7 @@ async function assertTraversable(dir: string, setting: string): Promise<void> {
  * sandbox as a file descriptor, so no path to it exists inside and the host never follows a path the
  * tenant could plant (openclaw-in-bubblewrap.md, "Risks found").
  */
-async function listenHostSocket(file: string): Promise<{ fd: number; ino: number; release(): Promise<void>; close(): void }> {
+export async function listenHostSocket(file: string): Promise<{ fd: number; ino: number; release(): Promise<void>; close(): void }> {
   const tmp = `${file}.${process.pid}.tmp`;
   await rm(tmp, { force: true });
   const server = net.createServer();
