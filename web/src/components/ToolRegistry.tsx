@@ -144,12 +144,20 @@ function ToolForm({ initial, onSaved, onCancel }: { initial: Tool | undefined; o
 
 /** The baseline, read-only: the console does not edit Cedar baselines (PUT /api/v1/policy/baseline does). */
 export function BaselineCard() {
-  const baseline = useResource(() => api2.policy.baseline(), []);
   return (
     <>
       <p className="hint">
         Applies to every tenant; tenants can only narrow it. Read-only here: change it through the API (<code>PUT /api/v1/policy/baseline</code>).
       </p>
+      <BaselinePolicies />
+    </>
+  );
+}
+
+/** The platform's baseline policies as a list (the platform Governance page and each tenant's). */
+export function BaselinePolicies() {
+  const baseline = useResource(() => api2.policy.baseline(), []);
+  return (
       <Async resource={baseline} what="the baseline">
         {({ policies }) =>
           policies.length === 0 ? (
@@ -171,6 +179,5 @@ export function BaselineCard() {
           )
         }
       </Async>
-    </>
   );
 }

@@ -1,6 +1,7 @@
 import { useState, type FormEvent } from 'react';
 import { api, api2, tasksApi, type BrokerLimit, type EgressHost, type PolicyDecision, type PolicyRestriction, type TenantPolicy } from '../../api.ts';
 import { Async, ConfirmButton, CopyButton, Empty, ErrorMessage, Field, formatDate, StatusBadge, useAction } from '../../components/ui.tsx';
+import { BaselinePolicies } from '../../components/ToolRegistry.tsx';
 import { useResource } from '../../useResource.ts';
 import { NotAMember, type TabProps } from './TenantPage.tsx';
 
@@ -29,7 +30,6 @@ export function GovernanceTab({ tenant, role }: TabProps) {
 }
 
 function ToolPolicy({ slug, admin }: { slug: string; admin: boolean }) {
-  const baseline = useResource(() => api2.policy.baseline(), []);
   const policy = useResource(() => api2.policy.get(slug), [slug]);
   return (
     <section id="policy" aria-labelledby="policy-h">
@@ -38,27 +38,7 @@ function ToolPolicy({ slug, admin }: { slug: string; admin: boolean }) {
         <div className="card">
           <h3>Platform baseline</h3>
           <p className="hint">Set by the platform admins; applies to every tenant. Read-only here.</p>
-          <Async resource={baseline} what="the baseline">
-            {({ policies }) =>
-              policies.length === 0 ? (
-                <Empty>The baseline is empty: every tool use is denied unless a policy permits it.</Empty>
-              ) : (
-                <ul className="policies" aria-label="Baseline policies">
-                  {policies.map((p) => (
-                    <li key={p.id}>
-                      <code>baseline/{p.id}</code> <StatusBadge status={p.effect} />
-                      {p.approval ? <span className="badge">needs approval</span> : null}
-                      <div className="small">{p.description}</div>
-                      <details>
-                        <summary>Cedar</summary>
-                        <pre className="code">{p.cedar}</pre>
-                      </details>
-                    </li>
-                  ))}
-                </ul>
-              )
-            }
-          </Async>
+          <BaselinePolicies />
         </div>
         <div className="card">
           <h3>This tenant&apos;s restrictions</h3>
