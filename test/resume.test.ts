@@ -201,7 +201,13 @@ http.createServer((req, res) => {
 
     const criu = new Criu(CRIU_BIN);
     const dumped = await criu.dump(pid, img, { externalUnix: [ingress.ino] });
-    assert.ok(!(await stat(`/proc/${pid}`).catch(() => undefined)), 'dump kills the tree');
+    // Killed by the dump; the process may linger as a zombie until its parent reaps it (asynchronously).
+    const dead = async () => {
+      const st = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+      return st === undefined || /^\d+ \(.*\) Z /.test(st);
+    };
+    for (let i = 0; i < 50 && !(await dead()); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(await dead(), 'dump kills the tree');
     const imageBytes = (await readdir(img)).reduce((sum, f) => sum + (f.endsWith('.img') ? statSync(path.join(img, f)).size : 0), 0);
 
     // Resume: a fresh host socket at the same path, given back in place of the dumped one.
