@@ -13,6 +13,10 @@ export interface FairnessResult {
   noisyDrainMs: number;
   noisyTasks: number;
   quietTasks: number;
+  /** Noisy tasks already waiting when a loaded quiet task was created, summed over the quiet tasks. */
+  backlogAhead: number;
+  /** How many of those the quiet task overtook (dispatched before them). FIFO would make this 0. */
+  overtaken: number;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -70,7 +74,16 @@ export async function measureFairness(server: RunningServer, o: { quietTasks: nu
   await waitAll(server, noisyIds);
   const lastNoisy = await server.db.query<{ t: Date }>('SELECT max(dispatched_at) AS t FROM tasks WHERE id = ANY($1::uuid[])', [noisyIds]);
   const noisyDrainMs = (lastNoisy.rows[0]?.t?.getTime() ?? Date.now()) - floodStarted;
+  // Order, not time: for each quiet task, the noisy tasks created before it that were still waiting, and
+  // how many of them it was dispatched ahead of. Independent of how fast or loaded the machine is.
+  const order = await server.db.query<{ ahead: string; overtaken: string }>(
+    `SELECT count(*) FILTER (WHERE n.dispatched_at > q.created_at) AS ahead,
+            count(*) FILTER (WHERE n.dispatched_at > q.dispatched_at) AS overtaken
+       FROM tasks q JOIN tasks n ON n.id = ANY($2::uuid[]) AND n.created_at < q.created_at
+      WHERE q.id = ANY($1::uuid[])`,
+    [loadedIds, noisyIds],
+  );
   const u = p95(unloaded);
   const l = p95(loaded);
-  return { unloadedP95Ms: Math.round(u), loadedP95Ms: Math.round(l), ratio: Math.round((l / Math.max(u, 1)) * 100) / 100, noisyDrainMs, noisyTasks: noisyCount, quietTasks: o.quietTasks };
+  return { unloadedP95Ms: Math.round(u), loadedP95Ms: Math.round(l), ratio: Math.round((l / Math.max(u, 1)) * 100) / 100, noisyDrainMs, noisyTasks: noisyCount, quietTasks: o.quietTasks, backlogAhead: Number(order.rows[0]?.ahead ?? 0), overtaken: Number(order.rows[0]?.overtaken ?? 0) };
 }

@@ -69,6 +69,7 @@ export async function main(args: string[]): Promise<void> {
       { measure: 'quiet p95 wait alone', value: `${fair.unloadedP95Ms} ms` },
       { measure: `quiet p95 wait with a 10x noisy tenant (${fair.noisyTasks} tasks)`, value: `${fair.loadedP95Ms} ms` },
       { measure: 'fairness ratio (target <= 1.5)', value: fair.ratio.toFixed(2) },
+      { measure: 'noisy tasks queued ahead that the quiet tenant overtook', value: `${fair.overtaken} of ${fair.backlogAhead}` },
     ]);
   } finally {
     await server.stop();

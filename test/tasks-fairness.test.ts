@@ -1,6 +1,7 @@
 /**
  * Fairness (issue 8): a noisy tenant with 10× the tasks does not push a quiet tenant's p95 wait
- * (created → dispatched) past 1.5× its unloaded value. STAND-IN instant executor: the measurement is
+ * (created → dispatched) past 1.5× its unloaded value. The test asserts the order (the quiet tenant
+ * overtakes the noisy backlog); the bench measures the ratio. STAND-IN instant executor: the measurement is
  * about the queues, not the gateway.
  */
 import assert from 'node:assert/strict';
@@ -16,12 +17,13 @@ describe('fair scheduling across tenants', { timeout: 300_000 }, async () => {
   test("a noisy tenant with 10x the tasks does not queue the quiet tenant behind its backlog", async () => {
     const r = await measureFairness(server, { quietTasks: 20, noisyFactor: 10, spacingMs: 100, suffix: 'test' });
     console.log(`fairness: ${JSON.stringify(r)}`);
-    // What fairness must prevent: under FIFO the quiet tenant would wait for the noisy backlog to drain.
-    // Its p95 wait must stay a small fraction of that drain time.
+    // What fairness must prevent: under FIFO the quiet tenant waits behind every noisy task queued before
+    // it. Asserted on dispatch order, which does not depend on how loaded the machine is: the quiet tasks
+    // must have found a backlog (else the test measured nothing) and overtaken most of it.
+    assert.ok(r.backlogAhead >= r.quietTasks * 10, `only ${r.backlogAhead} noisy tasks were waiting ahead of the quiet ones: no backlog formed`);
+    assert.ok(r.overtaken >= r.backlogAhead * 0.75, `the quiet tenant overtook ${r.overtaken} of the ${r.backlogAhead} noisy tasks queued ahead of it (FIFO would be 0)`);
+    // And in time, relative to the same run: its p95 wait is a small fraction of the noisy backlog's drain.
+    // The issue's p95 target (<= 1.5x unloaded) is a speed figure: `npm run bench -- tasks` measures it.
     assert.ok(r.loadedP95Ms * 5 <= r.noisyDrainMs, `quiet p95 ${r.loadedP95Ms} ms vs a noisy backlog that took ${r.noisyDrainMs} ms to drain`);
-    // The issue's 1.5x-of-unloaded target is measured by `npm run bench -- tasks` on a quiet machine; here,
-    // on two cores shared with the other test files, the noisy tenant's CPU use alone slows every task,
-    // so this bound only catches a gross regression.
-    assert.ok(r.ratio <= 4, `quiet p95 ${r.loadedP95Ms} ms loaded vs ${r.unloadedP95Ms} ms alone (ratio ${r.ratio})`);
   });
 });
