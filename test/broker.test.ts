@@ -17,7 +17,7 @@ interface Reply {
 }
 
 /** One HTTP call over a sandbox's broker socket, as the in-sandbox supervisor makes it. */
-function call(sock: string, path: string, token: string | undefined, body?: unknown, opts: { abortAfterFirstChunk?: boolean; headers?: Record<string, string> } = {}): Promise<Reply> {
+function call(sock: string, path: string, token: string | undefined, body?: unknown, opts: { abortAfterFirstChunk?: boolean; onFirstChunk?: () => void; headers?: Record<string, string> } = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const started = Date.now();
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
@@ -35,6 +35,7 @@ function call(sock: string, path: string, token: string | undefined, body?: unkn
         res.on('data', (c: Buffer) => {
           chunks.push(c);
           chunkTimes.push(Date.now() - started);
+          if (chunkTimes.length === 1) opts.onFirstChunk?.();
           if (opts.abortAfterFirstChunk) {
             req.destroy();
             resolve({ status: res.statusCode ?? 0, headers: res.headers, text: Buffer.concat(chunks).toString(), chunkTimes });
@@ -70,7 +71,7 @@ describe('broker: the only way out of a sandbox', async () => {
   const a = await makeTenant('broker-a', canary);
   const b = await makeTenant('broker-b', `sk-b-${randomBytes(12).toString('hex')}`);
   const responses: string[] = [];
-  const sendA = async (path: string, body?: unknown, reg: SandboxRegistration = a.reg, token = reg.token, opts = {}) => {
+  const sendA = async (path: string, body?: unknown, reg: SandboxRegistration = a.reg, token = reg.token, opts: Parameters<typeof call>[4] = {}) => {
     const r = await call(reg.socketPath, path, token, body, opts);
     responses.push(JSON.stringify(r.headers) + r.text);
     return r;
@@ -88,15 +89,22 @@ describe('broker: the only way out of a sandbox', async () => {
   });
 
   test('streaming is unbuffered: the first chunk arrives before the provider finishes', async () => {
-    fake.slowMs = 600;
+    // The provider holds its second chunk for up to 30 s and is let go only once the client has the first:
+    // a buffering proxy would deliver nothing until the 30 s were up. Order, not a timing margin.
+    fake.slowMs = 30_000;
     await providers.setRoute(a.id, { scope: 'agent', scopeName: 'slowpoke', targets: [{ providerId: a.providerId, model: 'slow' }] }, by);
-    const started = Date.now();
-    const r = await sendA('/v1/chat/completions', chat('agent/slowpoke', true));
+    let upstreamDoneAtFirstChunk: boolean | undefined;
+    const r = await sendA('/v1/chat/completions', chat('agent/slowpoke', true), a.reg, a.reg.token, {
+      onFirstChunk: () => {
+        upstreamDoneAtFirstChunk = fake.requests.at(-1)?.finishedAt !== undefined;
+        fake.releaseSlow();
+      },
+    });
+    fake.slowMs = 600;
     assert.equal(r.status, 200);
     const upstream = fake.requests.at(-1);
     assert.ok(upstream?.finishedAt);
-    const first = r.chunkTimes[0] ?? Infinity;
-    assert.ok(first + started < upstream.finishedAt - 300, `first chunk at +${first} ms, provider finished at +${upstream.finishedAt - started} ms`);
+    assert.equal(upstreamDoneAtFirstChunk, false, 'the first chunk reached the client while the provider was still holding the rest');
     assert.match(r.text, /data: .*Hello/);
     assert.match(r.text, /\[DONE\]/);
     assert.equal((upstream.body['stream_options'] as { include_usage: boolean }).include_usage, true, 'the broker asks for usage in streams');
@@ -105,7 +113,7 @@ describe('broker: the only way out of a sandbox', async () => {
   test('a client that disconnects aborts the upstream call', async () => {
     const before = fake.requests.length;
     await sendA('/v1/chat/completions', chat('agent/slowpoke', true), a.reg, a.reg.token, { abortAfterFirstChunk: true });
-    for (let i = 0; i < 50 && !fake.requests[before]?.aborted; i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 500 && !fake.requests[before]?.aborted; i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(fake.requests[before]?.aborted, true);
   });
 

@@ -109,12 +109,13 @@ describe('grants', async () => {
   });
 
   test('a grant expires (short exp, no clock tolerance)', async () => {
-    const quick = new GrantService({ db, policy, ttlSeconds: 1 });
+    // 2 s, not 1: JWT times are whole seconds, so a 1 s grant issued at x.999 s is already expired at x+1.
+    const quick = new GrantService({ db, policy, ttlSeconds: 2 });
     const r = await quick.request(callers.get('cpb_acme') as GrantCaller, { tool: 'read', agent: 'main', context: {} });
     assert.equal(r.outcome, 'granted');
     if (r.outcome !== 'granted') return;
     await quick.verifyGrant(r.token, { tool: 'read' });
-    await sleep(2100);
+    await sleep(3100);
     await assert.rejects(quick.verifyGrant(r.token, { tool: 'read' }), (e: unknown) => e instanceof GrantInvalidError && /expired/.test(e.message));
     // A TTL above five minutes is capped.
     const long = new GrantService({ db, policy, ttlSeconds: 3600 });

@@ -27,7 +27,7 @@ interface SseRead {
 }
 
 /** Reads an SSE answer event by event, noting when the first content chunk arrived. */
-async function readSse(res: Response, stopAfterFirstContent = false, ac?: AbortController): Promise<SseRead> {
+async function readSse(res: Response, stopAfterFirstContent = false, ac?: AbortController, onFirstContent?: () => void): Promise<SseRead> {
   const out: SseRead = { status: res.status, headers: res.headers, events: [], text: '', firstContentAt: undefined };
   if (!res.body) return out;
   const dec = new TextDecoder();
@@ -47,7 +47,10 @@ async function readSse(res: Response, stopAfterFirstContent = false, ac?: AbortC
       if (!event && data.startsWith('{')) {
         const d = (JSON.parse(data) as { choices?: { delta?: { content?: string } }[] }).choices?.[0]?.delta?.content;
         if (d) {
-          out.firstContentAt ??= Date.now();
+          if (out.firstContentAt === undefined) {
+            out.firstContentAt = Date.now();
+            onFirstContent?.();
+          }
           out.text += d;
           if (stopAfterFirstContent) {
             ac?.abort();
@@ -128,14 +131,21 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
   test('streaming: the first chunk arrives before the upstream finishes; the turn is archived and searchable', async () => {
     const n = fake.requests.length;
     const t0 = Date.now();
+    // The provider holds the rest of its answer for up to 30 s and is let go once the client has the first
+    // chunk: through OpenClaw and Clawplane, a buffering hop would deliver nothing until the 30 s were up.
+    fake.slowMs = 30_000;
     const res = await member.call('POST', chatUrl, chatBody('remember the word PELICAN', 'hist', true));
     assert.equal(res.headers.get('content-type'), 'text/event-stream; charset=utf-8');
     assert.equal(res.headers.get('x-clawplane-session'), 'hist');
-    const r = await readSse(res);
+    let upstreamDoneAtFirst: boolean | undefined;
+    const r = await readSse(res, false, undefined, () => {
+      upstreamDoneAtFirst = fake.requests.slice(n).some((q) => q.finishedAt !== undefined);
+      fake.releaseSlow();
+    }).finally(() => (fake.slowMs = 1500));
     assert.equal(r.text, 'Hello from slow');
     const up = fake.requests.slice(n).find((q) => q.finishedAt !== undefined);
     assert.ok(up?.finishedAt && r.firstContentAt);
-    assert.ok(r.firstContentAt < up.finishedAt - 500, `first chunk ${r.firstContentAt - t0} ms, upstream finished ${up.finishedAt - t0} ms`);
+    assert.equal(upstreamDoneAtFirst, false, `the first chunk reached the client (${r.firstContentAt - t0} ms) while the provider still held the rest`);
     const hist = await member.json<{ items: { role: string; content: string }[] }>('GET', `/api/v1/tenants/${a.slug}/chat/sessions/hist/messages`);
     assert.deepEqual(hist.items.map((x) => [x.role, x.content]), [['user', 'remember the word PELICAN'], ['assistant', 'Hello from slow']]);
     const found = await member.json<{ items: { sessionId: string; snippet: string }[] }>('GET', `/api/v1/tenants/${a.slug}/chat/search?q=pelican`);

@@ -32,6 +32,8 @@ export interface FakeLlm {
   /** Tokens reported per call (input, output). */
   usage: { input: number; output: number };
   slowMs: number;
+  /** Ends every `slow` pause now: a test that saw the first chunk lets the provider finish. */
+  releaseSlow(): void;
   /** Tool results (role "tool" message contents) the `tool-exec` model received. */
   toolResults: string[];
   /** The tool names offered in the last `tool-exec` request. */
@@ -40,7 +42,10 @@ export interface FakeLlm {
 }
 
 export async function startFakeLlm(): Promise<FakeLlm> {
-  const fake: FakeLlm = { url: '', baseUrl: '', requests: [], usage: { input: 40, output: 60 }, slowMs: 400, toolResults: [], toolNames: [], close: async () => undefined };
+  const fake: FakeLlm = { url: '', baseUrl: '', requests: [], usage: { input: 40, output: 60 }, slowMs: 400, releaseSlow: () => undefined, toolResults: [], toolNames: [], close: async () => undefined };
+  fake.releaseSlow = () => {
+    for (const wake of [...slowWaiters]) wake();
+  };
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -88,7 +93,18 @@ export async function startFakeLlm(): Promise<FakeLlm> {
   return fake;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const slowWaiters = new Set<() => void>();
+/** The `slow` model's pause: `slowMs`, or until `releaseSlow()`. */
+const slowPause = (ms: number) =>
+  new Promise<void>((resolve) => {
+    const wake = () => {
+      clearTimeout(timer);
+      slowWaiters.delete(wake);
+      resolve();
+    };
+    const timer = setTimeout(wake, ms);
+    slowWaiters.add(wake);
+  });
 
 async function answer(fake: FakeLlm, r: FakeRequest, res: http.ServerResponse): Promise<void> {
   if (r.model === 'fail-429' || r.model === 'fail-500') {
@@ -149,14 +165,14 @@ async function answerText(fake: FakeLlm, r: FakeRequest, res: http.ServerRespons
     send('message_start', { type: 'message_start', message: { id: 'msg_1', type: 'message', role: 'assistant', model: r.model, content: [], usage: { input_tokens: input, output_tokens: 1 } } });
     for (const [i, w] of words.entries()) {
       send('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: (i ? ' ' : '') + w } });
-      if (i === 0 && r.model === 'slow') await sleep(fake.slowMs);
+      if (i === 0 && r.model === 'slow') await slowPause(fake.slowMs);
     }
     send('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn' }, usage: { output_tokens: output } });
     send('message_stop', { type: 'message_stop' });
   } else {
     for (const [i, w] of words.entries()) {
       send(undefined, { id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: { content: (i ? ' ' : '') + w }, finish_reason: null }] });
-      if (i === 0 && r.model === 'slow') await sleep(fake.slowMs);
+      if (i === 0 && r.model === 'slow') await slowPause(fake.slowMs);
     }
     send(undefined, { id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] });
     const so = r.body['stream_options'] as { include_usage?: boolean } | undefined;
