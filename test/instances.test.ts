@@ -224,6 +224,8 @@ describe('instances on real OpenClaw under bubblewrap', { timeout: 900_000 }, as
     }, 240_000);
     assert.equal(done.runtimeVersion, OPENCLAW_VERSION);
     assert.equal(done.sandbox?.runtimeVersion, OPENCLAW_VERSION);
+    // The compile cache holds one runtime version: the broken one's went when the good one was ready again.
+    assert.deepEqual(await readdir(path.join(root, instA, 'shared-rw', 'node-compile-cache')), [`openclaw@${OPENCLAW_VERSION}`]);
     const audit = await server.db.query<{ action: string; decision: string }>(`SELECT action, decision FROM audit_events WHERE target = $1 ORDER BY seq`, [`instance:${instA}`]);
     const actions = audit.rows.map((x) => `${x.action}:${x.decision}`);
     for (const want of ['instance.deploy:success', 'instance.upgrade:success', 'instance.upgrade_failed:failure', 'instance.rolled_back:success']) assert.ok(actions.includes(want), `${want} in ${actions.join(', ')}`);

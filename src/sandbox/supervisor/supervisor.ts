@@ -10,7 +10,8 @@
  * - answers the host on a second passed-in socket: health, exec (isolation probes, backups), stop.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, mkdirSync, openSync, readFileSync, closeSync, symlinkSync } from 'node:fs';
+import { appendFileSync, closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import path from 'node:path';
 import http from 'node:http';
 import net from 'node:net';
 
@@ -141,6 +142,7 @@ function probe(e: Executor): Promise<void> {
         e.state = 'ready';
         e.readyAt = Date.now();
         log('executor ready', { executor: e.spec.id, ms: e.readyAt - e.startedAt });
+        pruneCompileCaches();
       } else if (!ok && e.state === 'ready') {
         e.state = 'starting';
         log('executor not ready', { executor: e.spec.id, status: res.statusCode });
@@ -356,14 +358,45 @@ control.listen({ fd: cfg.controlFd });
  * every start: each wake compiled the whole gateway again, which a gateway on a host (whose /tmp keeps
  * the cache) does not (issue 7 bench: cold wake vs raw boot). The instance's shared-rw directory outlives
  * restarts and is not part of backups (those hold work/ only); only this instance's gateways write it.
+ * One directory per runtime version (`openclaw@<version>`), so an upgrade starts a fresh one; the others
+ * are removed once a gateway of this version is ready (pruneCompileCaches), so a failed upgrade that is
+ * rolled back keeps the good version's cache, and a cache never holds more than one version (40-80 MB each).
  */
+const COMPILE_CACHE_ROOT = '/tenant/shared-rw/node-compile-cache';
+const compileCacheKey = runtimeKey();
+let compileCachesPruned = false;
+
+/** `<name>@<version>` of the gateway's package (the package.json beside its entry file), for file names. */
+function runtimeKey(): string {
+  try {
+    const entry = cfg.command[1] ?? '';
+    const pkg = JSON.parse(readFileSync(path.join(path.dirname(entry), 'package.json'), 'utf8')) as { name?: unknown; version?: unknown };
+    return `${String(pkg.name)}@${String(pkg.version)}`.replace(/[^A-Za-z0-9@._+-]/g, '_').slice(0, 100);
+  } catch {
+    return 'unknown';
+  }
+}
+
 function persistCompileCache(): void {
-  const dir = '/tenant/shared-rw/node-compile-cache';
+  const dir = `${COMPILE_CACHE_ROOT}/${compileCacheKey}`;
   try {
     mkdirSync(dir, { recursive: true });
     symlinkSync(dir, `${cfg.env['TMPDIR'] ?? '/tmp'}/node-compile-cache`);
   } catch (err) {
     log('compile cache stays in /tmp (gateways compile afresh at each start)', { error: (err as Error).message });
+  }
+}
+
+/** Once a gateway of this runtime is ready: the caches of every other version go. */
+function pruneCompileCaches(): void {
+  if (compileCachesPruned) return;
+  compileCachesPruned = true;
+  try {
+    const stale = readdirSync(COMPILE_CACHE_ROOT).filter((name) => name !== compileCacheKey);
+    for (const name of stale) rmSync(`${COMPILE_CACHE_ROOT}/${name}`, { recursive: true, force: true });
+    if (stale.length) log('compile caches of other runtime versions removed', { kept: compileCacheKey, removed: stale.length });
+  } catch (err) {
+    log('could not prune compile caches', { error: (err as Error).message });
   }
 }
 
