@@ -3477,9 +3477,7 @@ export interface paths {
                     content: {
                         "application/json": {
                             backup: components["schemas"]["Backup"];
-                            instance: {
-                                [key: string]: unknown;
-                            };
+                            instance: components["schemas"]["Instance"];
                         };
                     };
                 };

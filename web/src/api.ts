@@ -1,187 +1,72 @@
 /**
- * The console's typed client of /api/v1 (same origin, cookie session). Shapes mirror the server's zod
- * schemas (GET /api/v1/openapi.json is the source of truth). Every write carries the session's
+ * The console's typed client of /api/v1 (same origin, cookie session). Every write carries the session's
  * X-CSRF-Token, which the server hands out with sign-in, onboarding and /auth/me.
+ *
+ * The types are the server's: ./api.gen.ts is generated from its OpenAPI document (`npm run gen:api`;
+ * test/api-types.test.ts fails when it is stale), and this file only names them. To change a shape,
+ * change the route's zod schema in src/api/ and regenerate.
  */
+import type { components, paths } from './api.gen.ts';
 
-export type TenantRole = 'tenant_admin' | 'member' | 'viewer';
-export const TENANT_ROLES: readonly TenantRole[] = ['tenant_admin', 'member', 'viewer'];
+type Schemas = components['schemas'];
+type Method = 'get' | 'put' | 'post' | 'patch' | 'delete';
+/** The JSON a path's operation answers with (200). */
+type Answer<P extends keyof paths, M extends Method> = paths[P][M] extends { responses: { 200: { content: { 'application/json': infer T } } } } ? T : never;
+/** The JSON body a path's operation takes. */
+type JsonBody<P extends keyof paths, M extends Method> = paths[P][M] extends { requestBody?: { content: { 'application/json': infer T } } } ? T : never;
+/**
+ * `true` when a runtime list names every member of a generated union and nothing else: a server enum
+ * that gains or loses a value then fails `tsc -p web` at the list to update.
+ */
+type Lists<A extends readonly string[], U extends string> = [U] extends [A[number]] ? ([A[number]] extends [U] ? true : false) : false;
+type Check<T extends true> = T;
 
-export type OnboardingStep = 'admin' | 'oidc' | 'provider' | 'defaults';
-export interface OnboardingState {
-  complete: boolean;
-  steps: { name: OnboardingStep; status: 'pending' | 'done' | 'skipped' }[];
-  next: OnboardingStep | null;
-  hint: string;
-}
+export type TenantRole = Schemas['TenantRole'];
+export const TENANT_ROLES = ['tenant_admin', 'member', 'viewer'] as const satisfies readonly TenantRole[];
+type TenantRolesListed = Check<Lists<typeof TENANT_ROLES, TenantRole>>;
 
-export interface User {
-  id: string;
-  email: string;
-  displayName: string;
-  platformAdmin: boolean;
-  breakglass: boolean;
-  lastLoginAt: string | null;
-  memberships: { tenantId: string; slug: string; name: string; role: TenantRole }[];
-}
-export interface Me {
-  user: User;
-  csrfToken: string;
-}
+export type OnboardingStep = OnboardingState['steps'][number]['name'];
+export type OnboardingState = Schemas['OnboardingState'];
 
-export interface AuthProviders {
-  local: boolean;
-  oidc: { enabled: boolean; displayName: string };
-}
+export type User = Schemas['User'];
+export type Me = Schemas['Me'];
 
-export interface Quotas {
-  maxInstances: number;
-  maxConcurrentTasks: number;
-  maxStorageBytes: number;
-  dailyTokenBudget: number | null;
-  dailyCostBudgetUsd: number | null;
-  /** Stop (after a backup) this tenant's instances idle this long; null: the platform's default. */
-  idleTimeoutMinutes: number | null;
-}
-export interface Tenant {
-  id: string;
-  slug: string;
-  name: string;
-  status: 'active' | 'suspended';
-  quotas: Quotas;
-  createdAt: string;
-  updatedAt: string;
-}
+export type AuthProviders = Answer<'/api/v1/auth/providers', 'get'>;
+
+export type Quotas = Schemas['Quotas'];
+export type Tenant = Schemas['Tenant'];
 
 /** Computed per tenant by GET /api/v1/tenants: instances and the model usage metered since 00:00 UTC. */
-export interface TenantStats {
-  instances: { running: number; total: number };
-  usageToday: { tokens: number; costUsd: number; calls: number };
-}
-export type TenantListItem = Tenant & { stats: TenantStats };
+export type TenantStats = Schemas['TenantStats'];
+export type TenantListItem = Schemas['TenantListItem'];
 
-export interface Member {
-  userId: string;
-  email: string;
-  displayName: string;
-  role: TenantRole;
-  source: 'manual' | 'oidc';
-  createdAt: string;
-}
+export type Member = Schemas['Member'];
 
-export interface ApiToken {
-  id: string;
-  tenantId: string;
-  name: string;
-  role: TenantRole;
-  /** The first characters of the token, to recognise it; never the token. */
-  display: string;
-  createdBy: string | null;
-  createdAt: string;
-  expiresAt: string | null;
-  revokedAt: string | null;
-  lastUsedAt: string | null;
-}
+export type ApiToken = Schemas['ApiToken'];
 
-export type CredentialType = 'api_key' | 'oauth_token' | 'bot_token' | 'pat' | 'secret';
-export const CREDENTIAL_TYPES: readonly CredentialType[] = ['api_key', 'oauth_token', 'bot_token', 'pat', 'secret'];
-export interface Credential {
-  id: string;
-  tenantId: string;
-  name: string;
-  type: CredentialType;
-  skill: string | null;
-  status: 'active' | 'expired' | 'revoked';
-  metadata: Record<string, unknown>;
-  /** The last 4 characters of the value; '' when the value is too short to hint at. */
-  last4: string;
-  version: number;
-  expiresAt: string | null;
-  expiresSoon: boolean;
-  lastUsedAt: string | null;
-  revokedAt: string | null;
-  createdBy: string | null;
-  createdAt: string;
-  updatedAt: string;
-}
+export type CredentialType = Credential['type'];
+export const CREDENTIAL_TYPES = ['api_key', 'oauth_token', 'bot_token', 'pat', 'secret'] as const satisfies readonly CredentialType[];
+type CredentialTypesListed = Check<Lists<typeof CREDENTIAL_TYPES, CredentialType>>;
+export type Credential = Schemas['Credential'];
 
-export interface SkillField {
-  name: string;
-  label: string;
-  type: 'secret' | 'text' | 'list';
-  secret: boolean;
-  credentialType?: CredentialType;
-  required: boolean;
-  help?: string;
-  pattern?: string;
-  patternHint?: string;
-}
-export interface Skill {
-  id: string;
-  label: string;
-  description: string;
-  fields: SkillField[];
-}
+export type SkillField = Skill['fields'][number];
+export type Skill = Schemas['Skill'];
 
-export interface ProviderKind {
-  kind: string;
-  label: string;
-  defaultBaseUrl: string | null;
-  keyRequired: boolean;
-}
-export interface Provider {
-  id: string;
-  tenantId: string;
-  kind: string;
-  name: string;
-  baseUrl: string;
-  credentialId: string | null;
-  defaultModel: string | null;
-  enabled: boolean;
-  createdAt: string;
-  updatedAt: string;
-}
-export type RouteScope = 'tenant' | 'agent' | 'skill';
-export interface RouteTarget {
-  providerId: string;
-  model: string;
-}
+export type ProviderKind = Schemas['ProviderKind'];
+/** The provider kinds the server knows (an enum: a select's value is cast to it). */
+export type ProviderKindName = ProviderKind['kind'];
+export type Provider = Schemas['Provider'];
+export type RouteScope = ModelRoute['scope'];
+export type RouteTarget = ModelRoute['targets'][number];
 /** Which (provider, model) the broker tries, in order: the primary, then the fallbacks. */
-export interface ModelRoute {
-  scope: RouteScope;
-  /** The agent or skill id; '' for the tenant default. */
-  scopeName: string;
-  targets: RouteTarget[];
-}
-export interface ConnectionTest {
-  ok: boolean;
-  modelCount?: number;
-  models?: string[];
-  error?: { code: string; message: string };
-  latencyMs: number;
-}
+export type ModelRoute = Schemas['ModelRoute'];
+export type ConnectionTest = Schemas['ConnectionTest'];
 
-export interface OidcSettingsInput {
-  enabled: boolean;
-  issuer: string;
-  clientId: string;
-  clientSecret?: string;
-  displayName: string;
-  scopes: string;
-  tenantClaim: string;
-  allowInsecureHttp: boolean;
-}
-export interface OidcSettings extends Omit<OidcSettingsInput, 'clientSecret'> {
-  clientSecretSet: boolean;
-  redirectUri: string;
-}
+export type OidcSettingsInput = Schemas['OidcSettingsInput'];
+/** GET /api/v1/platform/oidc answers null until OIDC is configured. */
+export type OidcSettings = NonNullable<Schemas['OidcSettings']>;
 
-export interface AgentDefaults {
-  agentName: string;
-  defaultModel: string | null;
-  execPolicy: 'deny' | 'ask';
-  idleTimeoutMinutes: number;
-}
+export type AgentDefaults = Schemas['AgentDefaults'];
 
 /** An error answer of the API: `message` is written for people and is what the console shows. */
 export class ApiError extends Error {
@@ -314,207 +199,52 @@ export function messageOf(err: unknown): string {
 }
 
 /** The platform's default LLM provider, for tenants without their own (onboarding step 3). */
-export interface DefaultProviderInput {
-  kind: string;
-  baseUrl?: string;
-  apiKey?: string;
-  defaultModel: string;
-}
+export type DefaultProviderInput = Schemas['DefaultProviderInput'];
 
 // ---- Instances (issue 6) ----
 
-export type InstanceStatus = 'provisioning' | 'running' | 'stopped' | 'upgrading' | 'error' | 'destroying' | 'suspended';
+export type InstanceStatus = Instance['status'];
 /** Statuses the reconciler is still working on: the console polls while an instance is in one. */
 export const TRANSITIONAL: readonly InstanceStatus[] = ['provisioning', 'upgrading', 'destroying'];
-export interface ExecutorHealth {
-  id: string;
-  state: 'starting' | 'ready' | 'backoff' | 'stopped';
-  pid: number | null;
-  restarts: number;
-  startedAt: string | null;
-  readyMs: number | null;
-  lastExit: { code: number | null; signal: string | null; at: string } | null;
-}
-export interface InstanceHealth {
-  ready: boolean;
-  executors: ExecutorHealth[];
-  supervisorRssBytes?: number;
-}
-export interface Instance {
-  id: string;
-  tenantId: string;
-  name: string;
-  runtimeVersion: string;
-  previousRuntimeVersion: string | null;
-  executors: number;
-  desiredState: 'running' | 'stopped' | 'destroyed';
-  status: InstanceStatus;
-  statusReason: string;
-  health: InstanceHealth | null;
-  healthCheckedAt: string | null;
-  createdAt: string;
-  updatedAt: string;
-}
-export interface InstanceEvent {
-  fromStatus: string | null;
-  toStatus: string;
-  reason: string;
-  actor: string;
-  at: string;
-}
-export interface LogLine {
-  source: string;
-  line: string;
-}
+export type ExecutorHealth = InstanceHealth['executors'][number];
+/** null on an instance whose health has not been checked yet. */
+export type InstanceHealth = NonNullable<Schemas['InstanceHealth']>;
+export type Instance = Schemas['Instance'];
+export type InstanceEvent = Schemas['InstanceEvent'];
+export type LogLine = Answer<'/api/v1/tenants/{tenant}/instances/{instanceId}/logs', 'get'>['items'][number];
 
 // ---- Tool policy and broker governance (issue 5) ----
 
-export interface BaselinePolicy {
-  id: string;
-  description: string;
-  cedar: string;
-  effect: 'permit' | 'forbid';
-  approval: boolean;
-  contextual: boolean;
-}
-export interface PolicyRestriction {
-  id: string;
-  description: string;
-  cedar: string;
-  scope?: { agent?: string; channel?: string };
-}
-export interface TenantPolicy {
-  execPolicy: 'deny' | 'ask';
-  policies: PolicyRestriction[];
-  version: number;
-  updatedAt: string | null;
-}
-export interface PolicyDecision {
-  outcome: 'allow' | 'deny' | 'requires_approval';
-  policyIds: string[];
-  policies: { id: string; effect: 'permit' | 'forbid'; origin: 'baseline' | 'tenant'; description: string; approval: boolean }[];
-  explanation: string;
-  errors: string[];
-}
-export interface ToolContext {
-  channel?: string;
-  repo?: string;
-  host?: string;
-  taskId?: string;
-}
-export interface EffectiveTools {
-  agent: string;
-  allow: string[];
-  requiresApproval: string[];
-  deny: string[];
-}
-export const TOOL_RISKS = ['low', 'medium', 'high', 'critical'] as const;
-export interface Tool {
-  name: string;
-  risk: (typeof TOOL_RISKS)[number];
-  group: string;
-  description: string;
-  channels: string[];
-  repos: string[];
-  hosts: string[];
-}
-export interface BrokerLimit {
-  /** '' = the whole tenant. */
-  agent: string;
-  dailyTokens: number | null;
-  dailyCostUsd: number | null;
-  requestsPerMinute: number | null;
-  maxCallsPerTask: number | null;
-}
-export interface EgressHost {
-  host: string;
-  /** 0 = any port. */
-  port: number;
-}
-export interface SkillEndpoint {
-  name: string;
-  baseUrl: string;
-  credentialId: string | null;
-  authStyle: 'bearer' | 'header';
-  headerName: string | null;
-}
-export interface UsageRow {
-  day: string;
-  agent: string;
-  model: string;
-  calls: number;
-  inputTokens: number;
-  outputTokens: number;
-  costUsd: number;
-}
-export interface ModelPrice {
-  model: string;
-  inputUsdPerMtok: number;
-  outputUsdPerMtok: number;
-}
+export type BaselinePolicy = Schemas['BaselinePolicy'];
+export type PolicyRestriction = Schemas['PolicyRestriction'];
+export type TenantPolicy = Schemas['TenantPolicy'];
+export type PolicyDecision = Schemas['PolicyDecision'];
+export type ToolContext = Schemas['PolicyExplainInput']['context'];
+export type EffectiveTools = Schemas['EffectiveTools'];
+export const TOOL_RISKS = ['low', 'medium', 'high', 'critical'] as const satisfies readonly Tool['risk'][];
+type ToolRisksListed = Check<Lists<typeof TOOL_RISKS, Tool['risk']>>;
+export type Tool = Schemas['Tool'];
+export type BrokerLimit = Schemas['BrokerLimit'];
+export type EgressHost = Schemas['EgressHost'];
+export type SkillEndpoint = Schemas['SkillEndpoint'];
+export type UsageRow = Schemas['UsageRow'];
+export type ModelPrice = Schemas['ModelPrice'];
 
 // ---- Audit ----
 
-export interface AuditEvent {
-  seq: number;
-  ts: string;
-  actor: string;
-  tenantId: string | null;
-  action: string;
-  target: string | null;
-  decision: string | null;
-  detail: Record<string, unknown>;
-  requestId: string | null;
-}
-export interface AuditFilters {
-  action?: string;
-  actor?: string;
-  decision?: string;
-  since?: string;
-  until?: string;
-  before?: number;
-  limit?: number;
-  tenantId?: string;
-}
-export interface AuditPage {
-  items: AuditEvent[];
-  nextBefore: number | null;
-}
-export interface AuditVerification {
-  ok: boolean;
-  checked: number;
-  firstBad?: { seq: number; reason: string };
-}
+export type AuditEvent = Schemas['AuditEvent'];
+/** The query of GET /api/v1/platform/audit (the tenant's audit takes the same, less tenantId). */
+export type AuditFilters = NonNullable<paths['/api/v1/platform/audit']['get']['parameters']['query']>;
+export type AuditPage = Answer<'/api/v1/platform/audit', 'get'>;
+export type AuditVerification = Answer<'/api/v1/platform/audit/verify', 'get'>;
 
-export interface DefaultProvider {
-  kind: string;
-  name: string;
-  baseUrl: string;
-  defaultModel: string;
-  keySet: boolean;
-}
+/** GET /api/v1/platform/default-provider answers null until one is set. */
+export type DefaultProvider = NonNullable<Schemas['DefaultProvider']>;
 
 // ---- Chat (issue 7) ----
 
-export interface ChatSession {
-  sessionId: string;
-  agent: string;
-  instanceId: string;
-  messages: number;
-  firstAt: string;
-  lastAt: string;
-  title: string;
-}
-export interface ChatMessage {
-  id: number;
-  sessionId: string;
-  instanceId: string;
-  agent: string;
-  role: 'user' | 'assistant' | 'system';
-  content: string;
-  actor: string;
-  createdAt: string;
-}
+export type ChatSession = Schemas['ChatSession'];
+export type ChatMessage = Schemas['ChatMessage'];
 
 function query(params: Record<string, string | number | undefined>): string {
   const q = new URLSearchParams();
@@ -637,80 +367,23 @@ export async function readSse(body: ReadableStream<Uint8Array>, onEvent: (event:
 
 // ---- Tasks (issue 8) ----
 
-export const TASK_STATUSES = ['queued', 'dispatched', 'executing', 'waiting_approval', 'delegated', 'completed', 'failed', 'cancelled', 'expired'] as const;
-export type TaskStatus = (typeof TASK_STATUSES)[number];
+export const TASK_STATUSES = ['queued', 'dispatched', 'executing', 'waiting_approval', 'delegated', 'completed', 'failed', 'cancelled', 'expired'] as const satisfies readonly TaskStatus[];
+type TaskStatusesListed = Check<Lists<typeof TASK_STATUSES, TaskStatus>>;
+export type TaskStatus = Task['status'];
 export const TASK_TERMINAL: readonly TaskStatus[] = ['completed', 'failed', 'cancelled', 'expired'];
-export const PRIORITIES = ['low', 'normal', 'high', 'urgent'] as const;
-export type Priority = (typeof PRIORITIES)[number];
-export interface Task {
-  id: string;
-  tenantId: string;
-  parentId?: string | null;
-  agentId: string | null;
-  requestedAgent: string | null;
-  capability: string | null;
-  input: string;
-  priority: Priority;
-  status: TaskStatus;
-  statusReason: string;
-  createdBy: string;
-  output: string | null;
-  confidence: number | null;
-  inputTokens: number;
-  outputTokens: number;
-  costUsd: number;
-  attempts: number;
-  createdAt: string;
-  dispatchedAt: string | null;
-  finishedAt: string | null;
-  updatedAt: string;
-}
-export interface TaskApproval {
-  id: string;
-  taskId: string;
-  toolApprovalId: string | null;
-  kind: 'tool' | 'exec';
-  tool: string;
-  summary: string;
-  status: 'pending' | 'approved' | 'rejected' | 'expired';
-  expiresAt: string;
-  decidedBy: string | null;
-  decidedAt: string | null;
-  comment: string | null;
-  createdAt: string;
-}
-export interface TraceEvent {
-  id: number;
-  step: string;
-  kind: string;
-  detail: Record<string, unknown>;
-  at: string;
-}
-export const AGENT_TYPES = ['chat', 'coding', 'research', 'shell', 'browser'] as const;
-export type AgentType = (typeof AGENT_TYPES)[number];
+export const PRIORITIES = ['low', 'normal', 'high', 'urgent'] as const satisfies readonly Priority[];
+type PrioritiesListed = Check<Lists<typeof PRIORITIES, Priority>>;
+export type Priority = Task['priority'];
+export type Task = Schemas['Task'];
+export type TaskApproval = Schemas['TaskApproval'];
+export type TraceEvent = Schemas['TaskTraceEvent'];
+export const AGENT_TYPES = ['chat', 'coding', 'research', 'shell', 'browser'] as const satisfies readonly AgentType[];
+type AgentTypesListed = Check<Lists<typeof AGENT_TYPES, AgentType>>;
+export type AgentType = Agent['agentType'];
 /** Agent types the server classes as high risk (they run in the tenant's own tasks-high-risk sandbox). */
 export const HIGH_RISK_AGENT_TYPES: readonly AgentType[] = ['shell', 'browser'];
-export interface Agent {
-  id: string;
-  tenantId: string;
-  name: string;
-  agentType: AgentType;
-  capabilities: string[];
-  /** Model override; null: the tenant's model route. */
-  model: string | null;
-  /** 0 = never dispatched; dispatch prefers higher. */
-  trustLevel: number;
-  riskClass: 'standard' | 'high';
-  createdAt: string;
-  updatedAt: string;
-}
-export interface AgentInput {
-  name: string;
-  agentType: AgentType;
-  capabilities: string[];
-  model: string | null;
-  trustLevel: number;
-}
+export type Agent = Schemas['Agent'];
+export type AgentInput = JsonBody<'/api/v1/tenants/{tenant}/agents', 'post'>;
 
 export const tasksApi = {
   list: (tenant: string, f: { status?: string; agent?: string; priority?: string; cursor?: string; limit?: number }) =>

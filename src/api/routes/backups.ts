@@ -3,6 +3,7 @@ import { BACKUP_REASONS } from '../../backup/backups.ts';
 import type { App, AppDeps } from '../app.ts';
 import { allow } from '../auth.ts';
 import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
+import { InstanceSchema } from './instances.ts';
 
 const BackupSchema = z
   .object({ id: z.uuid(), tenantId: z.uuid(), instanceId: z.uuid(), instanceName: z.string(), runtimeVersion: z.string(), reason: z.enum(BACKUP_REASONS), sizeBytes: z.number().int(), sha256: z.string(), durationMs: z.number().int(), createdAt: z.string() })
@@ -57,7 +58,7 @@ export function registerBackups(app: App, deps: AppDeps): void {
       tags: ['backups'],
       summary: 'Restore a backup into a stopped instance or a new one, then start it; a corrupted backup is refused and nothing changes',
       request: { params: BackupParams, body: jsonBody(RestoreBody) },
-      responses: { 200: json(z.object({ instance: z.record(z.string(), z.unknown()), backup: BackupSchema })), ...errorResponses },
+      responses: { 200: json(z.object({ instance: InstanceSchema, backup: BackupSchema })), ...errorResponses },
     }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.admin');

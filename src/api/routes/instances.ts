@@ -24,7 +24,7 @@ const HealthSchema = z
   .object({ ready: z.boolean(), executors: z.array(ExecutorHealthSchema), supervisorRssBytes: z.number().optional() })
   .openapi('InstanceHealth');
 
-const InstanceSchema = z
+export const InstanceSchema = z
   .object({
     id: z.uuid(),
     tenantId: z.uuid(),

@@ -1,6 +1,6 @@
 /** Platform settings for the broker: the default LLM provider (key write-only) and the model price table. */
 import { useState, type FormEvent } from 'react';
-import { api, api2, ApiError, type ConnectionTest, type DefaultProvider, type ModelPrice, type ProviderKind } from '../api.ts';
+import { api, api2, ApiError, type ConnectionTest, type DefaultProvider, type ModelPrice, type ProviderKind, type ProviderKindName } from '../api.ts';
 import { useResource } from '../useResource.ts';
 import { Async, Empty, ErrorMessage, Field, useAction } from './ui.tsx';
 
@@ -47,7 +47,7 @@ function ProviderForm({ current, kinds, onSaved }: { current: DefaultProvider | 
       <form onSubmit={submit} aria-label="Default LLM provider">
         <Field label="Provider">
           {(id) => (
-            <select id={id} value={kind} onChange={(e) => setKind(e.target.value)}>
+            <select id={id} value={kind} onChange={(e) => setKind(e.target.value as ProviderKindName)}>
               {kinds.map((k) => (
                 <option key={k.kind} value={k.kind}>
                   {k.label}

@@ -1,5 +1,5 @@
 import { useEffect, useState, type FormEvent } from 'react';
-import { api, type OnboardingState, type OnboardingStep } from '../api.ts';
+import { api, type OnboardingState, type OnboardingStep, type ProviderKindName } from '../api.ts';
 import { BUILTIN_DEFAULTS, DefaultsForm } from '../components/DefaultsForm.tsx';
 import { OidcForm } from '../components/OidcForm.tsx';
 import { ErrorMessage, Field, useAction } from '../components/ui.tsx';
@@ -131,7 +131,7 @@ function OidcStep({ onDone }: { onDone: (s: OnboardingState) => void }) {
 function ProviderStep({ onDone }: { onDone: (s: OnboardingState) => void }) {
   const action = useAction();
   const skip = useAction();
-  const [kind, setKind] = useState('openai');
+  const [kind, setKind] = useState<ProviderKindName>('openai');
   const [baseUrl, setBaseUrl] = useState('');
   const [apiKey, setApiKey] = useState('');
   const [defaultModel, setDefaultModel] = useState('');
@@ -152,7 +152,7 @@ function ProviderStep({ onDone }: { onDone: (s: OnboardingState) => void }) {
       <form onSubmit={submit}>
         <Field label="Provider">
           {(id) => (
-            <select id={id} value={kind} onChange={(e) => setKind(e.target.value)}>
+            <select id={id} value={kind} onChange={(e) => setKind(e.target.value as ProviderKindName)}>
               <option value="openai">OpenAI</option>
               <option value="anthropic">Anthropic</option>
               <option value="gemini">Google Gemini</option>
