@@ -94,7 +94,14 @@ export function toolPolicyFor(execDefault: 'deny' | 'ask', r: ToolRestrictions):
 
 type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
 
-/** The gateway's openclaw.json as a plain object (serialise with JSON.stringify). */
+/**
+ * The gateway's openclaw.json as a plain object (serialise with JSON.stringify).
+ * Boot cost (measured, bench/boot.ts): on an empty state dir OpenClaw skips its legacy-state migrations only
+ * for a "pristine" config, and `tools`, `secrets`, `hooks` and a plugin entry with `config` each make it
+ * non-pristine, so a tenant's first start pays ~3-6 s of migration checks that OpenClaw's defaults do not;
+ * every later start on that state dir does not. Each of those keys is needed (policy, rotatable token,
+ * webhooks, dreaming off), so that first-start cost stays.
+ */
 export function renderOpenclawConfig(input: RenderInput): Record<string, Json> {
   const f: GatewayFeatures = { heartbeat: false, dreaming: false, browser: false, controlUi: false, ...input.features };
   const models = input.models.length > 0 ? input.models : ['default'];
@@ -120,7 +127,9 @@ export function renderOpenclawConfig(input: RenderInput): Record<string, Json> {
       port: input.gatewayPort,
       bind: 'loopback',
       auth: { mode: 'token', token: input.gatewayTokenFile ? { source: 'file', provider: GATEWAY_TOKEN_PROVIDER, id: 'value' } : '${OPENCLAW_GATEWAY_TOKEN}' },
-      http: { endpoints: { chatCompletions: { enabled: true }, responses: { enabled: true } } },
+      // Chat completions (with /v1/models) is what the ingress, the task executor and the driver's token
+      // rotation check call; nothing in Clawplane calls the gateway's /v1/responses, so it stays off.
+      http: { endpoints: { chatCompletions: { enabled: true } } },
       controlUi: { enabled: f.controlUi },
       terminal: { enabled: false },
     },
