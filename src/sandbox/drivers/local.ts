@@ -287,7 +287,10 @@ export class LocalSandboxDriver implements SandboxDriver {
     const control = await listenHostSocket(p.control);
     const logFd = openSync(path.join(p.host, 'bwrap.log'), 'a', 0o600);
     const warm = this.#o.warmResume === true;
-    const nodeArgv = [`/opt/runtime/${spec.runtime.nodeRel}`, '--max-semi-space-size=1', '--max-old-space-size=64', '/conf/supervisor.mjs', '/conf/sandbox.json'];
+    // --jitless: no JIT code or executable memory for a proxy that is mostly idle (measured while proxying 200
+    // streamed requests: 62 MB RSS / 28 MB PSS vs 73 / 34 without; no slower; --lite-mode the same, --single-threaded
+    // and --v8-pool-size=1 ~1 MB). It also turns off WebAssembly, which the supervisor (node: http/net only) never uses.
+    const nodeArgv = [`/opt/runtime/${spec.runtime.nodeRel}`, '--max-semi-space-size=1', '--max-old-space-size=64', '--jitless', '/conf/supervisor.mjs', '/conf/sandbox.json'];
     const binds: [string, string, string][] = [
       ['--ro-bind', spec.runtime.dir, '/opt/runtime'],
       ['--ro-bind', p.conf, '/conf'],
