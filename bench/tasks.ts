@@ -2,7 +2,9 @@
  * `npm run bench -- tasks` (issue 8): tasks/s through the whole pipeline (API service → partitioned
  * queue → workflow: dispatch, recall, execute, approvals check, evaluate) with a STAND-IN instant
  * executor, against raw DBOS zero-step workflows on a plain queue of the same database in the same run;
- * then the fairness ratio (quiet tenant's p95 wait with a 10× noisy tenant / alone).
+ * then the fairness ratio (quiet tenant's p95 wait with a 10× noisy tenant / alone). Also what each
+ * costs in SQL statements (round trips, ours and DBOS's) and write transactions, which is what the
+ * throughput follows.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -13,12 +15,24 @@ import { defineWorkflow, enqueueWorkflow, ensureQueue } from '../src/durable/eng
 import { createLogger } from '../src/observability/logger.ts';
 import { startServer } from '../src/server/serve.ts';
 import type { TaskExecutor } from '../src/tasks/types.ts';
+import pg from 'pg';
 import { measureFairness } from './tasks-fairness.ts';
 
 // Registered at module load, before the server launches DBOS.
 const zeroStep = defineWorkflow('bench.zeroStep', (i: number) => Promise.resolve(i));
 const instant: TaskExecutor = { name: 'stand-in-instant', run: (t) => Promise.resolve({ output: `ok ${t.taskId}` }) };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Counts the SQL statements sent by every pg client of this process (ours and DBOS's): round trips are
+ * what a task costs here (a socket write and a wait each; `writev` is the top item of a CPU profile).
+ */
+let statements = 0;
+const pgQuery = pg.Client.prototype.query;
+pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+  statements++;
+  return (pgQuery as (...a: unknown[]) => unknown).apply(this, args);
+} as typeof pg.Client.prototype.query;
 
 export async function main(args: string[]): Promise<void> {
   const n = Number(args[0] ?? 500);
@@ -42,8 +56,13 @@ export async function main(args: string[]): Promise<void> {
       await s.agents.create(t.id, { name: 'worker', capabilities: ['work'] }, by);
       tenants.push(t.id);
     }
+    // Write transactions (each one a WAL flush at commit) are what a task costs: counted by the
+    // transaction ids consumed (read-only transactions take none).
+    const xid = async () => Number((await server.db.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x')).rows[0]?.x);
     // Raw DBOS: zero-step workflows on a plain queue with the same worker concurrency and polling.
     await ensureQueue('bench.raw', { workerConcurrency: 100, pollingMs: 50 });
+    const x0 = await xid();
+    const q0 = statements;
     const t0 = performance.now();
     for (let i = 0; i < n; i += 20) await Promise.all(Array.from({ length: Math.min(20, n - i) }, (_, j) => enqueueWorkflow(zeroStep, `raw-${i + j}-${Date.now()}`, { queue: 'bench.raw' }, i + j)));
     for (;;) {
@@ -52,7 +71,11 @@ export async function main(args: string[]): Promise<void> {
       await sleep(20);
     }
     const rawPerS = n / ((performance.now() - t0) / 1000);
+    const rawStatements = (statements - q0) / n;
+    const rawWrites = ((await xid()) - x0 - 1) / n;
 
+    const x1 = await xid();
+    const q1 = statements;
     const t1 = performance.now();
     for (let i = 0; i < n; i += 20) await Promise.all(Array.from({ length: Math.min(20, n - i) }, (_, j) => s.tasks.create(tenants[(i + j) % tenants.length] ?? '', { capability: 'work', input: `bench ${i + j}` }, by)));
     for (;;) {
@@ -61,11 +84,15 @@ export async function main(args: string[]): Promise<void> {
       await sleep(20);
     }
     const taskPerS = n / ((performance.now() - t1) / 1000);
+    const taskStatements = (statements - q1) / n;
+    const taskWrites = ((await xid()) - x1 - 1) / n;
     const fair = await measureFairness(server, { quietTasks: 20, noisyFactor: 10, spacingMs: 100, suffix: 'bench' });
     console.table([
       { measure: `raw DBOS zero-step workflows (${n})`, value: `${rawPerS.toFixed(0)} /s` },
       { measure: `tasks through the whole pipeline, instant stand-in executor (${n})`, value: `${taskPerS.toFixed(0)} /s` },
       { measure: 'pipeline / raw (target >= 0.5)', value: (taskPerS / rawPerS).toFixed(2) },
+      { measure: 'SQL statements per raw workflow / per task', value: `${rawStatements.toFixed(1)} / ${taskStatements.toFixed(1)}` },
+      { measure: 'write transactions per raw workflow / per task', value: `${rawWrites.toFixed(1)} / ${taskWrites.toFixed(1)}` },
       { measure: 'quiet p95 wait alone', value: `${fair.unloadedP95Ms} ms` },
       { measure: `quiet p95 wait with a 10x noisy tenant (${fair.noisyTasks} tasks)`, value: `${fair.loadedP95Ms} ms` },
       { measure: 'fairness ratio (target <= 1.5)', value: fair.ratio.toFixed(2) },

@@ -20,6 +20,26 @@ export interface TaskRunArgs {
   chainDeadlineMs: number | null;
 }
 
+/** What dispatch found: the agent, the task's input and capability, and the memories it recalled. */
+export interface Dispatched {
+  agent: Agent;
+  input: string;
+  capability: string | null;
+  memories: string[];
+  /** When the work began (epoch ms), recorded with the step: the task's time budget counts from here. */
+  startedAt: number;
+}
+
+/** An approval the task waits for. */
+export type Parked = Pick<Approval, 'id' | 'tool' | 'expiresAt'>;
+
+/** What evaluating a turn's output decided. */
+export interface Evaluation {
+  output: string;
+  delegation: DelegationRequest | null;
+  confidence: number;
+}
+
 export interface TaskOutcome {
   taskId: string;
   status: TaskStatus;
@@ -58,22 +78,21 @@ export class TaskSteps {
     return this.store.event(this.db, a.tenantId, a.taskId, step, kind, detail);
   }
 
-  /** Picks the agent (capability match and trust) and marks the task dispatched. */
-  async dispatch(a: TaskRunArgs): Promise<{ agent: Agent; input: string } | { error: string }> {
+  /**
+   * Picks the agent (capability match and trust), recalls its memories for the input and marks the task
+   * dispatched: one step and one write transaction (bench: a task's cost is its write transactions).
+   */
+  async dispatch(a: TaskRunArgs): Promise<Dispatched | { error: string }> {
     const t = await this.store.get(a.tenantId, a.taskId);
     const pick = await this.agents.pick(a.tenantId, { agent: t.requestedAgent, capability: t.capability });
     if ('error' in pick) return { error: pick.error };
+    const memories = await recall(this.db, a.tenantId, pick.agent.id, t.input);
     await this.db.tx(async (tx) => {
       await this.store.setStatus(tx, a.tenantId, a.taskId, 'dispatched', `agent ${pick.agent.name}: ${pick.reason}`, { agent_id: pick.agent.id, dispatched_at: new Date() });
       await this.store.event(tx, a.tenantId, a.taskId, 'dispatch', 'completed', { agentId: pick.agent.id, agent: pick.agent.name, agentType: pick.agent.agentType, riskClass: pick.agent.riskClass, reason: pick.reason, executor: this.executor.name });
+      await this.store.event(tx, a.tenantId, a.taskId, 'recall', 'completed', { memories: memories.length, ids: memories.map((x) => x.id) });
     });
-    return { agent: pick.agent, input: t.input };
-  }
-
-  async recall(a: TaskRunArgs, agent: Agent, input: string): Promise<string[]> {
-    const m = await recall(this.db, a.tenantId, agent.id, input);
-    await this.trace(a, 'recall', 'completed', { memories: m.length, ids: m.map((x) => x.id) });
-    return m.map((x) => x.content);
+    return { agent: pick.agent, input: t.input, capability: t.capability, memories: memories.map((x) => x.content), startedAt: Date.now() };
   }
 
   async execute(a: TaskRunArgs, agent: Agent, input: string, prompt: string, turn: number, attempt: number): Promise<TurnResult> {
@@ -92,43 +111,77 @@ export class TaskSteps {
       { signal, trace: (kind, detail) => this.trace(a, 'execute', kind, detail ?? {}) },
     );
     signal.throwIfAborted();
-    await this.db.tx(async (tx) => {
-      await this.store.message(tx, a.tenantId, a.taskId, 'assistant', res.output);
-      await this.store.event(tx, a.tenantId, a.taskId, 'execute', 'completed', { turn, attempt, outputChars: res.output.length, approvalsSeen: res.approvals?.length ?? 0 });
-    });
+    // The answer and the "completed" trace event are written by the next step (settle), in its one
+    // transaction: the answer is already durable as this step's recorded result.
     return res;
   }
 
-  /** Records approvals the turn left behind; when any is pending, parks the task (waiting_approval). */
-  async collectApprovals(a: TaskRunArgs, seen: TurnResult['approvals']): Promise<Pick<Approval, 'id' | 'tool' | 'expiresAt'>[]> {
-    const { pending, created } = await this.db.tx(async (tx) => {
-      const r = await this.approvals.collect(tx, a.tenantId, a.taskId, this.settings.approvalTtlSeconds, seen);
-      if (r.pending.length > 0) {
-        await this.store.setStatus(tx, a.tenantId, a.taskId, 'waiting_approval', `waiting for a person to approve ${r.pending.map((p) => p.tool).join(', ')}`);
-        // Only for approvals this run created: when the process died after this transaction committed but
-        // before DBOS recorded the step, the step runs again and finds them already there (no second
-        // "requested" in the trace; found by test/tasks-restart.test.ts in CI).
-        if (r.created.length > 0) await this.store.event(tx, a.tenantId, a.taskId, 'approval', 'requested', { approvals: r.created.map((p) => ({ id: p.id, tool: p.tool, expiresAt: p.expiresAt })) });
+  /**
+   * After a turn: records its answer and the approvals it left behind; when any is pending (or decided but not yet acted
+   * on), parks the task (waiting_approval) and returns them. Otherwise evaluates the turn's output in the
+   * same transaction: output, tokens and cost from the broker's usage rows, a confidence score, the
+   * agent's skill outcome, a memory, and (without delegation) the task's completion.
+   */
+  async settle(a: TaskRunArgs, d: Dispatched, turn: { turn: number; attempt: number; result: TurnResult }, attempts: number, canDelegate: boolean): Promise<{ park: Parked[] } | { evaluated: Evaluation }> {
+    await this.flushUsage();
+    const { output, approvals: seen } = turn.result;
+    const parsed = parseDelegation(output);
+    const text = parsed.rest;
+    const confidence = confidenceOf(text, attempts, parsed.error !== undefined);
+    const delegation = canDelegate ? (parsed.request ?? null) : null;
+    const skill = d.capability ?? d.agent.agentType;
+    const r = await this.db.tx(async (tx): Promise<{ park: Parked[]; created: Approval[] } | { evaluated: Evaluation }> => {
+      await this.store.message(tx, a.tenantId, a.taskId, 'assistant', output);
+      await this.store.event(tx, a.tenantId, a.taskId, 'execute', 'completed', { turn: turn.turn, attempt: turn.attempt, outputChars: output.length, approvalsSeen: seen?.length ?? 0 });
+      const c = await this.approvals.collect(tx, a.tenantId, a.taskId, this.settings.approvalTtlSeconds, seen);
+      // Approvals already decided but not yet acted on by this workflow (no "approved" trace names them)
+      // count too: after a crash, this step can run again after a person decided, and the decision must
+      // still lead to the resumed turn rather than be skipped (found by test/tasks-restart.test.ts).
+      const unconsumed = await tx.query<{ id: string; tool: string; expires_at: Date }>(
+        `SELECT a.id, a.tool, a.expires_at FROM task_approvals a
+          WHERE a.tenant_id = $1 AND a.task_id = $2 AND a.status IN ('approved', 'rejected')
+            AND NOT EXISTS (SELECT 1 FROM task_events e WHERE e.tenant_id = a.tenant_id AND e.task_id = a.task_id
+                             AND e.step = 'approval' AND e.kind = 'approved'
+                             AND e.detail->'approvals' @> jsonb_build_array(jsonb_build_object('id', a.id::text)))
+          ORDER BY a.created_at, a.id`,
+        [a.tenantId, a.taskId],
+      );
+      const park = [
+        ...c.pending.map((p) => ({ id: p.id, tool: p.tool, expiresAt: p.expiresAt })),
+        ...unconsumed.rows.filter((u) => !c.pending.some((p) => p.id === u.id)).map((u) => ({ id: u.id, tool: u.tool, expiresAt: u.expires_at.toISOString() })),
+      ];
+      if (park.length > 0) {
+        if (c.pending.length > 0) {
+          await this.store.setStatus(tx, a.tenantId, a.taskId, 'waiting_approval', `waiting for a person to approve ${c.pending.map((p) => p.tool).join(', ')}`);
+          // Only for approvals this run created: when the process died after this transaction committed but
+          // before DBOS recorded the step, the step runs again and finds them already there (no second
+          // "requested" in the trace; found by test/tasks-restart.test.ts in CI).
+          if (c.created.length > 0) await this.store.event(tx, a.tenantId, a.taskId, 'approval', 'requested', { approvals: c.created.map((p) => ({ id: p.id, tool: p.tool, expiresAt: p.expiresAt })) });
+        }
+        return { park, created: c.created };
       }
-      return r;
+      const u = await this.store.usage(tx, a.tenantId, a.taskId);
+      await tx.query('UPDATE tasks SET output = $3, confidence = $4, input_tokens = $5, output_tokens = $6, cost_usd = $7, updated_at = now() WHERE tenant_id = $1 AND id = $2', [
+        a.tenantId,
+        a.taskId,
+        text,
+        confidence,
+        u.inputTokens,
+        u.outputTokens,
+        u.costUsd,
+      ]);
+      await this.agents.recordOutcome(tx, a.tenantId, d.agent.id, skill, text.length > 0);
+      await remember(tx, { tenantId: a.tenantId, agentId: d.agent.id, taskId: a.taskId, content: `Task: ${d.input.slice(0, 500)}\nResult: ${text.slice(0, 1500)}`, importance: confidence * 0.8 });
+      await this.store.event(tx, a.tenantId, a.taskId, 'evaluate', 'completed', { confidence, skill, inputTokens: u.inputTokens, outputTokens: u.outputTokens, costUsd: u.costUsd, modelCalls: u.calls, ...(parsed.error ? { delegationError: parsed.error } : {}), ...(parsed.request && !canDelegate ? { delegationRefused: 'maximum depth reached' } : {}) });
+      if (!delegation) {
+        await this.store.setStatus(tx, a.tenantId, a.taskId, 'completed', 'done');
+        await this.store.event(tx, a.tenantId, a.taskId, 'finish', 'completed', {});
+      }
+      return { evaluated: { output: text, delegation, confidence } };
     });
-    for (const p of created) void this.approvals.webhooks.deliver(a.tenantId, { type: 'approval.requested', taskId: a.taskId, approvalId: p.id, tool: p.tool, summary: p.summary, expiresAt: p.expiresAt });
-    // Approvals already decided but not yet acted on by this workflow (no "approved" trace names them)
-    // count too: after a crash, this step can run again after a person decided, and the decision must
-    // still lead to the resumed turn rather than be skipped (found by test/tasks-restart.test.ts).
-    const unconsumed = await this.db.query<{ id: string; tool: string; expires_at: Date }>(
-      `SELECT a.id, a.tool, a.expires_at FROM task_approvals a
-        WHERE a.tenant_id = $1 AND a.task_id = $2 AND a.status IN ('approved', 'rejected')
-          AND NOT EXISTS (SELECT 1 FROM task_events e WHERE e.tenant_id = a.tenant_id AND e.task_id = a.task_id
-                           AND e.step = 'approval' AND e.kind = 'approved'
-                           AND e.detail->'approvals' @> jsonb_build_array(jsonb_build_object('id', a.id::text)))
-        ORDER BY a.created_at, a.id`,
-      [a.tenantId, a.taskId],
-    );
-    return [
-      ...pending.map((p) => ({ id: p.id, tool: p.tool, expiresAt: p.expiresAt })),
-      ...unconsumed.rows.filter((u) => !pending.some((p) => p.id === u.id)).map((u) => ({ id: u.id, tool: u.tool, expiresAt: u.expires_at.toISOString() })),
-    ];
+    if ('evaluated' in r) return r;
+    for (const p of r.created) void this.approvals.webhooks.deliver(a.tenantId, { type: 'approval.requested', taskId: a.taskId, approvalId: p.id, tool: p.tool, summary: p.summary, expiresAt: p.expiresAt });
+    return { park: r.park };
   }
 
   async approvalState(a: TaskRunArgs, approvalId: string): Promise<{ status: Approval['status']; by: string | null; comment: string | null }> {
@@ -143,40 +196,6 @@ export class TaskSteps {
 
   async resumed(a: TaskRunArgs, decisions: { id: string; by: string }[]): Promise<void> {
     await this.trace(a, 'approval', 'approved', { approvals: decisions });
-  }
-
-  /**
-   * Stores the output, tokens and cost from the broker's usage rows, a confidence score, the agent's
-   * skill outcome and a memory. Returns a delegation request when the answer holds one.
-   */
-  async evaluate(a: TaskRunArgs, agent: Agent, output: string, attempts: number, canDelegate: boolean): Promise<{ output: string; delegation: DelegationRequest | null; confidence: number }> {
-    await this.flushUsage();
-    const parsed = parseDelegation(output);
-    const text = parsed.rest;
-    const confidence = confidenceOf(text, attempts, parsed.error !== undefined);
-    const delegation = canDelegate ? (parsed.request ?? null) : null;
-    const t = await this.store.get(a.tenantId, a.taskId);
-    const skill = t.capability ?? agent.agentType;
-    await this.db.tx(async (tx) => {
-      const u = await this.store.usage(tx, a.tenantId, a.taskId);
-      await tx.query('UPDATE tasks SET output = $3, confidence = $4, input_tokens = $5, output_tokens = $6, cost_usd = $7, updated_at = now() WHERE tenant_id = $1 AND id = $2', [
-        a.tenantId,
-        a.taskId,
-        text,
-        confidence,
-        u.inputTokens,
-        u.outputTokens,
-        u.costUsd,
-      ]);
-      await this.agents.recordOutcome(tx, a.tenantId, agent.id, skill, text.length > 0);
-      await remember(tx, { tenantId: a.tenantId, agentId: agent.id, taskId: a.taskId, content: `Task: ${t.input.slice(0, 500)}\nResult: ${text.slice(0, 1500)}`, importance: confidence * 0.8 });
-      await this.store.event(tx, a.tenantId, a.taskId, 'evaluate', 'completed', { confidence, skill, inputTokens: u.inputTokens, outputTokens: u.outputTokens, costUsd: u.costUsd, modelCalls: u.calls, ...(parsed.error ? { delegationError: parsed.error } : {}), ...(parsed.request && !canDelegate ? { delegationRefused: 'maximum depth reached' } : {}) });
-      if (!delegation) {
-        await this.store.setStatus(tx, a.tenantId, a.taskId, 'completed', 'done');
-        await this.store.event(tx, a.tenantId, a.taskId, 'finish', 'completed', {});
-      }
-    });
-    return { output: text, delegation, confidence };
   }
 
   /** Creates the child tasks (rows) and marks the parent delegated; the workflow starts them. */

@@ -2,15 +2,18 @@ import { defineWorkflow, durableNow, receive, runStep, sleepDurable, startWorkfl
 import { approvalTopic, type ApprovalDecision } from './approvals.ts';
 import { retryDelayMs } from './backoff.ts';
 import { MAX_DEPTH } from './delegation.ts';
-import type { TaskOutcome, TaskRunArgs, TaskSteps } from './steps.ts';
+import type { Evaluation, TaskOutcome, TaskRunArgs, TaskSteps } from './steps.ts';
 import type { TurnResult } from './types.ts';
 
 /**
  * The task workflow (issue 8, item 3): one DBOS workflow per task, workflow id = task id.
  *
- *   dispatch → recall → execute (retried: attempts with capped exponential backoff) → approvals (park in
- *   recv until decided or expired; then execute again to continue) → evaluate → delegate (children as
- *   child workflows; wait; aggregate).
+ *   dispatch + recall → execute (retried: attempts with capped exponential backoff) → settle: approvals
+ *   (park in recv until decided or expired; then execute again to continue) or evaluate → delegate
+ *   (children as child workflows; wait; aggregate).
+ *
+ * A task's throughput is bounded by its write transactions (`npm run bench -- tasks`), so each step
+ * writes in one transaction and steps that always run together are one step.
  *
  * Timeouts are cooperative and count working time only (time parked for a person does not count): the
  * task's own budget and its chain's deadline bound each execute step (DBOS step timeout → the
@@ -58,23 +61,22 @@ async function waitForApproval(a: TaskRunArgs, ap: { id: string; expiresAt: stri
 
 async function runTask(a: TaskRunArgs): Promise<TaskOutcome> {
   const cfg = (await bound.promise).settings;
-  const startedAt = await durableNow();
-  const chainDeadline = a.chainDeadlineMs ?? startedAt + cfg.chainTimeoutMs;
   const disp = await runStep('dispatch', () => S().dispatch(a));
   if ('error' in disp) return runStep('finish', () => S().finish(a, 'failed', disp.error, null));
-  const { agent, input } = disp;
-  const memories = await runStep('recall', () => S().recall(a, agent, input));
+  const { agent, input, memories, startedAt } = disp;
+  const chainDeadline = a.chainDeadlineMs ?? startedAt + cfg.chainTimeoutMs;
   let prompt = memories.length ? `${input}\n\nWhat you remember from earlier tasks:\n${memories.map((m) => `- ${m.replace(/\n/g, ' ')}`).join('\n')}` : input;
 
   let parkedMs = 0;
   let attempts = 0;
-  let output = '';
-  for (let turn = 1; ; turn++) {
-    let res: TurnResult | undefined;
+  let ev: Evaluation | undefined;
+  for (let turn = 1; !ev; turn++) {
+    let res: { turn: number; attempt: number; result: TurnResult } | undefined;
     let lastError = '';
     for (let attempt = 1; attempt <= cfg.retryAttempts; attempt++) {
       const deadline = Math.min(startedAt + cfg.taskTimeoutMs, chainDeadline) + parkedMs;
-      const remaining = deadline - (await durableNow());
+      // The first attempt starts right after dispatch, which recorded startedAt: no DBOS.now() checkpoint.
+      const remaining = deadline - (turn === 1 && attempt === 1 ? startedAt : await durableNow());
       if (remaining <= 0) {
         const which = startedAt + cfg.taskTimeoutMs <= chainDeadline ? `its ${cfg.taskTimeoutMs} ms budget` : "its delegated chain's deadline";
         return runStep('finish', () => S().finish(a, 'failed', `timed out: the task used ${which}${lastError ? ` (last error: ${lastError})` : ''}`, agent));
@@ -82,7 +84,7 @@ async function runTask(a: TaskRunArgs): Promise<TaskOutcome> {
       attempts++;
       try {
         const p = prompt;
-        res = await runStep('execute', () => S().execute(a, agent, input, p, turn, attempt), { timeoutMs: remaining });
+        res = { turn, attempt, result: await runStep('execute', () => S().execute(a, agent, input, p, turn, attempt), { timeoutMs: remaining }) };
         break;
       } catch (err) {
         lastError = message(err);
@@ -95,12 +97,14 @@ async function runTask(a: TaskRunArgs): Promise<TaskOutcome> {
       const err = lastError;
       return runStep('finish', () => S().finish(a, 'failed', `execution failed after ${cfg.retryAttempts} attempt(s): ${err}`, agent));
     }
-    const seen = res.approvals;
-    const park = await runStep('approvals', () => S().collectApprovals(a, seen));
-    if (park.length === 0) {
-      output = res.output;
+    const done = res;
+    const tried = attempts;
+    const settled = await runStep('settle', () => S().settle(a, disp, done, tried, a.depth < MAX_DEPTH));
+    if ('evaluated' in settled) {
+      ev = settled.evaluated;
       break;
     }
+    const park = settled.park;
     const parkedFrom = await durableNow();
     const decided: { id: string; by: string }[] = [];
     for (const ap of park) {
@@ -114,7 +118,6 @@ async function runTask(a: TaskRunArgs): Promise<TaskOutcome> {
     prompt = `A person approved your use of ${park.map((p) => p.tool).join(', ')}. Continue the task.`;
   }
 
-  const ev = await runStep('evaluate', () => S().evaluate(a, agent, output, attempts, a.depth < MAX_DEPTH));
   if (!ev.delegation) {
     const out = ev.output;
     return { taskId: a.taskId, status: 'completed', output: out, reason: 'done' };
