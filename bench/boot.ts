@@ -6,6 +6,9 @@
  * 2. resident memory of supervisor + bubblewrap vs the gateway's — target <= 3%;
  * 3. the gateway's resident memory under Clawplane's config vs OpenClaw's defaults — target <= 0.6x.
  * RSS counts shared pages (the Node binary) in every process; PSS splits them, so both are printed.
+ * Each figure is the median of BENCH_RUNS rounds (the order of the three alternates between rounds). "Fresh" is
+ * a first start on an empty state dir (a new tenant; OpenClaw creates its databases); "warm" is the next start
+ * on the same state dir (a restart or a wake from idle). Memory is sampled on the warm starts only.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -16,12 +19,17 @@ import path from 'node:path';
 import { createLogger } from '../src/observability/logger.ts';
 import { DEFAULT_TOOL_POLICY, renderOpenclawConfig } from '../src/runtime/config.ts';
 import { RuntimeStore, type ResolvedRuntime } from '../src/runtime/store.ts';
-import { LocalSandboxDriver } from '../src/sandbox/drivers/local.ts';
+import { GATEWAY_NODE_OPTIONS, LocalSandboxDriver } from '../src/sandbox/drivers/local.ts';
+import type { SandboxSpec } from '../src/sandbox/types.ts';
 import { socketRequest } from '../src/sandbox/socket-http.ts';
 
 const VERSION = process.env['CLAWPLANE_RUNTIME_DEFAULT_VERSION'] ?? '2026.9.6';
 const CACHE = process.env['CLAWPLANE_RUNTIME_CACHE'] ?? '/var/tmp/clawplane-runtime-cache';
 const SETTLE_MS = Number(process.env['BENCH_SETTLE_MS'] ?? 15_000);
+/** Single starts vary 10-24 s on a shared 2-core machine, so every figure is the median of this many. */
+const RUNS = Math.max(1, Number(process.env['BENCH_RUNS'] ?? 3));
+const TOKEN = 'bench-token-0123456789abcdef';
+const HOOKS_TOKEN = 'bench-hooks-token-0123456789abcdef';
 
 interface Mem {
   rss: number;
@@ -93,13 +101,27 @@ function readyz(port: number): Promise<boolean> {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const mb = (n: number) => `${(n / 2 ** 20).toFixed(0)} MB`;
 
-/** A gateway straight on the host, as `openclaw gateway run` (openclaw-runtime.md §1). */
-async function rawGateway(rt: ResolvedRuntime, dir: string, config: Record<string, unknown>): Promise<{ readyMs: number; mem: Mem; stop(): Promise<void> }> {
+/** Start-to-ready of one start, and (if asked) memory SETTLE_MS after ready. */
+interface Run {
+  readyMs: number;
+  gw?: Mem;
+  over?: Mem;
+}
+
+/**
+ * A gateway straight on the host, as `openclaw gateway run` (openclaw-runtime.md §1), with the env the
+ * supervisor gives gateways. `config` gets the state dir; a second call on the same dir is a warm start.
+ */
+async function rawGateway(rt: ResolvedRuntime, dir: string, config: (stateDir: string, tokenFile: string) => Record<string, unknown>, sampleMem: boolean, nodeOptions?: string): Promise<Run> {
   const port = await freePort();
   const state = path.join(dir, 'state');
+  const tokenFile = path.join(dir, 'gateway-token');
+  // As a plain install: HOME outside the state dir and the config inside it, so a fresh state dir holds only
+  // openclaw.json (OpenClaw skips its legacy-state migrations for such a "pristine" install if the config allows).
   await mkdir(path.join(dir, 'home'), { recursive: true });
   await mkdir(state, { recursive: true });
-  await writeFile(path.join(state, 'openclaw.json'), JSON.stringify(config, null, 2));
+  await writeFile(tokenFile, TOKEN + '\n', { mode: 0o600 });
+  await writeFile(path.join(state, 'openclaw.json'), JSON.stringify(config(state, tokenFile), null, 2));
   const t0 = performance.now();
   const child: ChildProcess = spawn(path.join(rt.dir, rt.nodeRel), [path.join(rt.dir, rt.entryRel), 'gateway', 'run', '--port', String(port), '--bind', 'loopback'], {
     env: {
@@ -108,32 +130,76 @@ async function rawGateway(rt: ResolvedRuntime, dir: string, config: Record<strin
       OPENCLAW_HOME: path.join(dir, 'home'),
       OPENCLAW_STATE_DIR: state,
       OPENCLAW_CONFIG_PATH: path.join(state, 'openclaw.json'),
-      OPENCLAW_GATEWAY_TOKEN: 'bench-token-0123456789abcdef',
+      OPENCLAW_GATEWAY_TOKEN: TOKEN,
+      CLAWPLANE_HOOKS_TOKEN: HOOKS_TOKEN,
       OPENCLAW_DISABLE_BONJOUR: '1',
       OPENCLAW_SKIP_CHANNELS: '1',
       OPENCLAW_NO_RESPAWN: '1',
+      OPENCLAW_EXEC_SHELL_SNAPSHOT: '0',
       OPENCLAW_NO_AUTO_UPDATE: '1',
       OPENCLAW_OFFLINE: '1',
+      ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}),
     },
     stdio: 'ignore',
   });
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`raw gateway exited with ${child.exitCode}`);
-    if (await readyz(port)) break;
-    await sleep(100);
-  }
-  const readyMs = performance.now() - t0;
-  await sleep(SETTLE_MS);
-  const m = await mem(await tree(child.pid ?? 0));
-  return {
-    readyMs,
-    mem: m,
-    async stop() {
+  try {
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`raw gateway exited with ${child.exitCode}`);
+      if (await readyz(port)) break;
+      await sleep(100);
+    }
+    const readyMs = performance.now() - t0;
+    if (!sampleMem) return { readyMs };
+    await sleep(SETTLE_MS);
+    return { readyMs, gw: await mem(await tree(child.pid ?? 0)) };
+  } finally {
+    if (child.exitCode === null) {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
-    },
-  };
+    }
+  }
 }
+
+/** Deploy (start) of a sandbox until ready through the ingress socket; a second start of the same instance is warm. */
+async function sandboxRun(driver: LocalSandboxDriver, spec: SandboxSpec, sampleMem: boolean): Promise<Run & { restarts: string }> {
+  const t0 = performance.now();
+  const handle = await driver.start(spec, 'bench');
+  try {
+    for (;;) {
+      const r = await socketRequest(driver.endpoint(spec.instanceId).socketPath, { path: '/readyz', timeoutMs: 3000 }).catch(() => undefined);
+      if (r?.status === 200) break;
+      const st = await driver.status(handle);
+      if (!st.running) throw new Error('sandbox exited');
+      await sleep(100);
+    }
+    const readyMs = performance.now() - t0;
+    if (!sampleMem) return { readyMs, restarts: '-' };
+    await sleep(SETTLE_MS);
+    // bwrap's outer process is our child's child; the sandbox's init is handle.pid.
+    const all = await tree(handle.pid);
+    const outer = (await children()).get(process.pid) ?? [];
+    const overheadPids: number[] = [];
+    for (const p of outer) if ((await comm(p)) === 'bwrap') overheadPids.push(p);
+    const gatewayPids: number[] = [];
+    const supPid = (await children()).get(handle.pid)?.[0];
+    for (const p of all) {
+      const c = await comm(p);
+      if (p === handle.pid || p === supPid || c === 'bwrap') overheadPids.push(p);
+      else gatewayPids.push(p);
+    }
+    const health = await driver.status(handle);
+    return { readyMs, gw: await mem(gatewayPids), over: await mem([...new Set(overheadPids)]), restarts: String(health.running ? (health.health?.executors[0]?.restarts ?? '?') : '?') };
+  } finally {
+    await driver.stop(handle);
+  }
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[m] ?? NaN) : ((s[m - 1] ?? NaN) + (s[m] ?? NaN)) / 2;
+};
+const secs = (xs: number[]) => `${(median(xs) / 1000).toFixed(1)} s  (${xs.map((x) => (x / 1000).toFixed(1)).join(', ')})`;
 
 export async function main(): Promise<void> {
   const log = createLogger('warn');
@@ -144,93 +210,97 @@ export async function main(): Promise<void> {
   const work = await mkdtemp(path.join(os.tmpdir(), 'clawplane-bench-'));
   const sbRoot = await mkdtemp('/var/tmp/clawplane-bench-sb-');
   await chmod(sbRoot, 0o711);
+  const driver = new LocalSandboxDriver({
+    root: sbRoot,
+    broker: undefined,
+    log,
+    dataBytes: 16 * 2 ** 30,
+    nproc: 2048,
+    nofile: 8192,
+    tmpBytes: 64 * 2 ** 20,
+    cgroup: { memoryBytes: 3 * 2 ** 30, pids: 512, cpus: 0 },
+  });
   try {
     // OpenClaw's defaults: the minimal config it needs to start headless (openclaw-runtime.md §1).
-    process.stderr.write('raw gateway, OpenClaw defaults…\n');
-    const defaults = await rawGateway(rt, path.join(work, 'default'), { gateway: { mode: 'local', auth: { mode: 'token', token: '${OPENCLAW_GATEWAY_TOKEN}' } } });
-    await defaults.stop();
-
-    const ours = (stateDir: string, port: number) =>
-      renderOpenclawConfig({ gatewayPort: port, egressPort: 18080, stateDir, logFile: path.join(stateDir, '..', 'openclaw.log'), agents: [{ id: 'main', name: 'main' }], models: ['default'], tools: DEFAULT_TOOL_POLICY });
-    process.stderr.write("raw gateway, Clawplane's config…\n");
-    const rawOurs = await rawGateway(rt, path.join(work, 'ours'), ours(path.join(work, 'ours', 'state'), 18789));
-    await rawOurs.stop();
-
-    process.stderr.write('Clawplane sandbox (bubblewrap + supervisor)…\n');
-    const driver = new LocalSandboxDriver({
-      root: sbRoot,
-      broker: undefined,
-      log,
-      dataBytes: 16 * 2 ** 30,
-      nproc: 2048,
-      nofile: 8192,
-      tmpBytes: 64 * 2 ** 20,
-      cgroup: { memoryBytes: 3 * 2 ** 30, pids: 512, cpus: 0 },
-    });
-    const instanceId = '00000000-0000-4000-8000-00000000be01';
-    const spec = {
-      tenantId: '00000000-0000-4000-8000-00000000be00',
-      instanceId,
-      runtime: rt,
-      configs: { e0: JSON.stringify(ours('/tenant/work/e0', LocalSandboxDriver.executorPort(0))) },
-      gatewayToken: 'bench-token-0123456789abcdef',
-      hooksToken: 'bench-hooks-token-0123456789abcdef',
-      hostUid: 299_999,
-    };
+    const defaults = () => ({ gateway: { mode: 'local', auth: { mode: 'token', token: '${OPENCLAW_GATEWAY_TOKEN}' } } });
+    // Clawplane's config as the reconciler renders it (hooks on, the gateway token as a file SecretRef).
+    const ours = (stateDir: string, port: number, tokenFile: string, logFile: string) =>
+      renderOpenclawConfig({ gatewayPort: port, egressPort: 18080, stateDir, logFile, agents: [{ id: 'main', name: 'main' }], models: ['default'], tools: DEFAULT_TOOL_POLICY, hooks: true, gatewayTokenFile: tokenFile });
+    const oursRaw = (stateDir: string, tokenFile: string) => ours(stateDir, 18789, tokenFile, path.join(stateDir, '..', 'openclaw.log'));
     await driver.preflight();
-    const t0 = performance.now();
-    const handle = await driver.start(spec, 'bench');
-    for (;;) {
-      const r = await socketRequest(driver.endpoint(instanceId).socketPath, { path: '/readyz', timeoutMs: 3000 }).catch(() => undefined);
-      if (r?.status === 200) break;
-      const st = await driver.status(handle);
-      if (!st.running) throw new Error('sandbox exited');
-      await sleep(100);
+
+    const kinds = ['defaults', 'ours', 'sandbox'] as const;
+    const r: Record<(typeof kinds)[number], { fresh: Run[]; warm: Run[] }> = { defaults: { fresh: [], warm: [] }, ours: { fresh: [], warm: [] }, sandbox: { fresh: [], warm: [] } };
+    let restarts = '?';
+    let lastCgroup = driver.lastCgroup;
+    for (let round = 0; round < RUNS; round++) {
+      const order = round % 2 ? [...kinds].reverse() : [...kinds];
+      for (const warm of [false, true]) {
+        for (const k of order) {
+          process.stderr.write(`round ${round + 1}/${RUNS}: ${k}, ${warm ? 'warm' : 'fresh'}…\n`);
+          if (k === 'sandbox') {
+            const spec: SandboxSpec = {
+              tenantId: '00000000-0000-4000-8000-00000000be00',
+              instanceId: `00000000-0000-4000-8000-0000000be${String(round).padStart(3, '0')}`,
+              runtime: rt,
+              configs: { e0: JSON.stringify(ours('/tenant/work/e0', LocalSandboxDriver.executorPort(0), '/conf/gateway-token', '/tenant/log/e0.openclaw.log')) },
+              gatewayToken: TOKEN,
+              hooksToken: HOOKS_TOKEN,
+              hostUid: 299_999,
+            };
+            const run = await sandboxRun(driver, spec, warm);
+            if (warm) restarts = run.restarts;
+            lastCgroup = driver.lastCgroup;
+            r.sandbox[warm ? 'warm' : 'fresh'].push(run);
+          } else {
+            // Clawplane's config with the Node options the sandbox gives gateways; the defaults as `openclaw gateway run`.
+            const run = k === 'defaults' ? await rawGateway(rt, path.join(work, `${k}-${round}`), defaults, warm) : await rawGateway(rt, path.join(work, `${k}-${round}`), oursRaw, warm, GATEWAY_NODE_OPTIONS);
+            r[k][warm ? 'warm' : 'fresh'].push(run);
+          }
+        }
+      }
     }
-    const deployMs = performance.now() - t0;
-    await sleep(SETTLE_MS);
-    // bwrap's outer process is our child's child; the sandbox's init is handle.pid.
-    const all = await tree(handle.pid);
-    const outer = (await children()).get(process.pid) ?? [];
-    const outerBwrap: number[] = [];
-    for (const p of outer) if ((await comm(p)) === 'bwrap') outerBwrap.push(p);
-    const gatewayPids: number[] = [];
-    const overheadPids: number[] = [...outerBwrap];
-    const health = await driver.status(handle);
-    const supPid = (await children()).get(handle.pid)?.[0];
-    for (const p of all) {
-      const c = await comm(p);
-      if (p === handle.pid || p === supPid || c === 'bwrap') overheadPids.push(p);
-      else gatewayPids.push(p);
-    }
-    const gw = await mem(gatewayPids);
-    const over = await mem([...new Set(overheadPids)]);
-    const cg = driver.lastCgroup;
-    await driver.stop(handle);
     await driver.close();
 
+    const ready = (k: (typeof kinds)[number], w: 'fresh' | 'warm') => r[k][w].map((x) => x.readyMs);
+    const memOf = (k: (typeof kinds)[number], f: (x: Run) => number | undefined) => median(r[k].warm.map(f).filter((x): x is number => x !== undefined));
+    const gwRss = memOf('sandbox', (x) => x.gw?.rss);
+    const gwPss = memOf('sandbox', (x) => x.gw?.pss);
+    const overRss = memOf('sandbox', (x) => x.over?.rss);
+    const overPss = memOf('sandbox', (x) => x.over?.pss);
+    const defRss = memOf('defaults', (x) => x.gw?.rss);
+    const defPss = memOf('defaults', (x) => x.gw?.pss);
+    const oursRss = memOf('ours', (x) => x.gw?.rss);
+    const oursPss = memOf('ours', (x) => x.gw?.pss);
+    const ratio = (a: number[], b: number[]) => (median(a) / median(b)).toFixed(2);
     const rows = [
-      ['start-to-ready, raw openclaw gateway run (defaults)', `${(defaults.readyMs / 1000).toFixed(1)} s`],
-      ['start-to-ready, raw with Clawplane config', `${(rawOurs.readyMs / 1000).toFixed(1)} s`],
-      ['deploy-to-ready, Clawplane sandbox (through ingress)', `${(deployMs / 1000).toFixed(1)} s`],
-      ['  ratio deploy / raw defaults (target <= 1.10)', (deployMs / defaults.readyMs).toFixed(2)],
-      ['  ratio deploy / raw same config', (deployMs / rawOurs.readyMs).toFixed(2)],
-      ['gateway RSS / PSS in sandbox', `${mb(gw.rss)} / ${mb(gw.pss)}`],
-      ['supervisor + bwrap RSS / PSS', `${mb(over.rss)} / ${mb(over.pss)}`],
-      ['  ratio overhead / gateway, RSS (target <= 3%)', `${((100 * over.rss) / gw.rss).toFixed(1)}%`],
-      ['  ratio overhead / gateway, PSS', `${((100 * over.pss) / gw.pss).toFixed(1)}%`],
-      ['gateway RSS, OpenClaw defaults (raw)', mb(defaults.mem.rss)],
-      ['gateway RSS, Clawplane config (raw)', mb(rawOurs.mem.rss)],
-      ['  ratio ours / defaults, RSS (target <= 0.6)', (rawOurs.mem.rss / defaults.mem.rss).toFixed(2)],
-      ['  ratio ours / defaults, PSS', (rawOurs.mem.pss / defaults.mem.pss).toFixed(2)],
-      ['cgroup limits enforced', cg?.enforced.join(', ') || 'none'],
-      ['cgroup limits not enforced', cg?.notEnforced.join('; ') || 'none'],
-      ['executor restarts during the run', String(health.running ? (health.health?.executors[0]?.restarts ?? '?') : '?')],
+      ['start-to-ready, raw openclaw gateway run (defaults), fresh', secs(ready('defaults', 'fresh'))],
+      ['start-to-ready, raw with Clawplane config + NODE_OPTIONS, fresh', secs(ready('ours', 'fresh'))],
+      ['deploy-to-ready, Clawplane sandbox (through ingress), fresh', secs(ready('sandbox', 'fresh'))],
+      ['  ratio deploy / raw defaults, fresh (target <= 1.10)', ratio(ready('sandbox', 'fresh'), ready('defaults', 'fresh'))],
+      ['  ratio deploy / raw same config, fresh', ratio(ready('sandbox', 'fresh'), ready('ours', 'fresh'))],
+      ['start-to-ready, raw openclaw gateway run (defaults), warm', secs(ready('defaults', 'warm'))],
+      ['start-to-ready, raw with Clawplane config + NODE_OPTIONS, warm', secs(ready('ours', 'warm'))],
+      ['deploy-to-ready, Clawplane sandbox (through ingress), warm', secs(ready('sandbox', 'warm'))],
+      ['  ratio deploy / raw defaults, warm (target <= 1.10)', ratio(ready('sandbox', 'warm'), ready('defaults', 'warm'))],
+      ['  ratio deploy / raw same config, warm', ratio(ready('sandbox', 'warm'), ready('ours', 'warm'))],
+      ['gateway RSS / PSS in sandbox', `${mb(gwRss)} / ${mb(gwPss)}`],
+      ['supervisor + bwrap RSS / PSS', `${mb(overRss)} / ${mb(overPss)}`],
+      ['  ratio overhead / gateway, RSS (target <= 3%)', `${((100 * overRss) / gwRss).toFixed(1)}%`],
+      ['  ratio overhead / gateway, PSS', `${((100 * overPss) / gwPss).toFixed(1)}%`],
+      ['gateway RSS / PSS, OpenClaw defaults (raw)', `${mb(defRss)} / ${mb(defPss)}`],
+      ['gateway RSS / PSS, Clawplane config + gateway NODE_OPTIONS (raw)', `${mb(oursRss)} / ${mb(oursPss)}`],
+      ['  ratio ours / defaults, RSS (target <= 0.6)', (oursRss / defRss).toFixed(2)],
+      ['  ratio ours / defaults, PSS', (oursPss / defPss).toFixed(2)],
+      ['cgroup limits enforced', lastCgroup?.enforced.join(', ') || 'none'],
+      ['cgroup limits not enforced', lastCgroup?.notEnforced.join('; ') || 'none'],
+      ['executor restarts during the last warm run', restarts],
     ];
-    const w = Math.max(...rows.map((r) => (r[0] ?? '').length));
-    console.log(`\nboot bench: OpenClaw ${VERSION}, ${os.cpus().length} CPUs, memory sampled ${SETTLE_MS / 1000} s after ready\n`);
+    const w = Math.max(...rows.map((x) => (x[0] ?? '').length));
+    console.log(`\nboot bench: OpenClaw ${VERSION}, ${os.cpus().length} CPUs, median of ${RUNS} rounds (each run in brackets), memory sampled ${SETTLE_MS / 1000} s after a warm start is ready\n`);
     for (const [k, v] of rows) console.log(`${(k ?? '').padEnd(w)}  ${v ?? ''}`);
   } finally {
+    await driver.close().catch(() => undefined);
     await rm(work, { recursive: true, force: true });
     await rm(sbRoot, { recursive: true, force: true });
   }
