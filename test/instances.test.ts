@@ -243,6 +243,9 @@ describe('instances on real OpenClaw under bubblewrap', { timeout: 900_000 }, as
     await waitFor('stopped', async () => (await svc.byId(instA))?.status === 'stopped');
     assert.ok(old);
     assert.equal((await server.services.sandboxes.status(old)).running, false);
+    // The gateway left its compiled code for the next start (the sandbox's /tmp does not outlive it).
+    const cache = path.join(root, instA, 'shared-rw', 'node-compile-cache', `openclaw@${OPENCLAW_VERSION}`);
+    assert.ok((await readdir(cache, { recursive: true })).length > 10, `V8 compile cache entries in ${cache}`);
     await svc.start(a.id, instA, actor);
     await waitFor('running', async () => (await svc.byId(instA))?.status === 'running', 180_000);
     const n = fake.requests.length;

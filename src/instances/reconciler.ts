@@ -169,7 +169,9 @@ export class Reconciler {
     // desired: running
     if (running && handle && row.observedGeneration >= row.generation) {
       const health = actual.running ? actual.health : undefined;
-      await instances.saveHealth(row.id, health ?? null);
+      // A running sandbox whose supervisor did not answer keeps its last reading (health_checked_at shows its
+      // age) rather than flapping to "no health"; the next pass reads again.
+      if (health !== undefined || !actual.running) await instances.saveHealth(row.id, health ?? null);
       if (health?.ready && row.status !== 'running') await instances.recordStatus(row, 'running', 'healthy', { failures: 0 });
       return;
     }

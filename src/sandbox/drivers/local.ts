@@ -441,14 +441,21 @@ export class LocalSandboxDriver implements SandboxDriver {
     return { running: true, health: await this.#health(handle.instanceId) };
   }
 
+  /** The supervisor's /health; one retry, so a single failed read on a busy host is not reported as "no health". */
   async #health(instanceId: string): Promise<SandboxHealth | undefined> {
-    try {
-      const r = await socketRequest(this.#paths(instanceId).control, { path: '/health', timeoutMs: 5000 });
-      if (r.status !== 200) return undefined;
-      const h = JSON.parse(r.body) as SandboxHealth & { rssBytes?: number };
-      return { ready: h.ready, executors: h.executors, ...(h.rssBytes === undefined ? {} : { supervisorRssBytes: h.rssBytes }) };
-    } catch {
-      return undefined;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const r = await socketRequest(this.#paths(instanceId).control, { path: '/health', timeoutMs: 5000 });
+        if (r.status !== 200) throw new Error(`status ${r.status}`);
+        const h = JSON.parse(r.body) as SandboxHealth & { rssBytes?: number };
+        return { ready: h.ready, executors: h.executors, ...(h.rssBytes === undefined ? {} : { supervisorRssBytes: h.rssBytes }) };
+      } catch (err) {
+        if (attempt >= 2) {
+          this.#o.log.warn({ instance_id: instanceId, err: (err as Error).message }, 'the sandbox supervisor did not answer /health');
+          return undefined;
+        }
+        await sleep(200);
+      }
     }
   }
 
