@@ -80,7 +80,7 @@ export class TaskSteps {
 
   /**
    * Picks the agent (capability match and trust), recalls its memories for the input and marks the task
-   * dispatched: one step and one write transaction (bench: a task's cost is its write transactions).
+   * dispatched: one step and one write transaction (bench: a task costs its SQL round trips and commits).
    */
   async dispatch(a: TaskRunArgs): Promise<Dispatched | { error: string }> {
     const t = await this.store.get(a.tenantId, a.taskId);

@@ -12,7 +12,7 @@ import type { TurnResult } from './types.ts';
  *   (park in recv until decided or expired; then execute again to continue) or evaluate → delegate
  *   (children as child workflows; wait; aggregate).
  *
- * A task's throughput is bounded by its write transactions (`npm run bench -- tasks`), so each step
+ * A task's throughput follows its SQL round trips and commits (`npm run bench -- tasks`), so each step
  * writes in one transaction and steps that always run together are one step.
  *
  * Timeouts are cooperative and count working time only (time parked for a person does not count): the
