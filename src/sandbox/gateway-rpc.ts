@@ -6,13 +6,36 @@
  */
 import WebSocket from 'ws';
 
-interface Frame {
+/** One message of the gateway's WebSocket protocol (v4). */
+export interface GatewayFrame {
   type?: string;
   id?: string;
   event?: string;
   ok?: boolean;
   payload?: unknown;
   error?: { code?: string; message?: string };
+}
+
+/** A WebSocket message as a protocol frame; undefined when it is not JSON. */
+export function parseGatewayFrame(data: WebSocket.RawData): GatewayFrame | undefined {
+  try {
+    return JSON.parse((Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Buffer)).toString('utf8')) as GatewayFrame;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The `connect` request's params for Clawplane as a trusted local backend with the gateway token. */
+export function backendConnectParams(token: string, scopes: string[], caps?: string[]): Record<string, unknown> {
+  return {
+    minProtocol: 4,
+    maxProtocol: 4,
+    client: { id: 'gateway-client', version: 'clawplane', platform: 'linux', mode: 'backend' },
+    role: 'operator',
+    scopes,
+    ...(caps ? { caps } : {}),
+    auth: { token },
+  };
 }
 
 export async function gatewayRpc(socketPath: string, token: string, method: string, params: unknown, opts: { executor?: string; timeoutMs?: number } = {}): Promise<unknown> {
@@ -22,21 +45,10 @@ export async function gatewayRpc(socketPath: string, token: string, method: stri
   const timer = setTimeout(() => done.reject(new Error(`the gateway did not answer ${method} within ${timeoutMs} ms`)), timeoutMs);
   const send = (id: string, m: string, p: unknown) => ws.send(JSON.stringify({ type: 'req', id, method: m, params: p }));
   ws.on('message', (data: WebSocket.RawData) => {
-    let f: Frame;
-    try {
-      f = JSON.parse((Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Buffer)).toString('utf8')) as Frame;
-    } catch {
-      return;
-    }
+    const f = parseGatewayFrame(data);
+    if (!f) return;
     if (f.type === 'event' && f.event === 'connect.challenge') {
-      send('connect', 'connect', {
-        minProtocol: 4,
-        maxProtocol: 4,
-        client: { id: 'gateway-client', version: 'clawplane', platform: 'linux', mode: 'backend' },
-        role: 'operator',
-        scopes: ['operator.admin'],
-        auth: { token },
-      });
+      send('connect', 'connect', backendConnectParams(token, ['operator.admin']));
       return;
     }
     if (f.type !== 'res') return;

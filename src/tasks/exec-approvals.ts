@@ -11,6 +11,7 @@
  * surface for the run and denies at once ("Headless runs cannot wait for interactive exec approval"). It reports the requests of one session.
  */
 import WebSocket from 'ws';
+import { backendConnectParams, parseGatewayFrame } from '../sandbox/gateway-rpc.ts';
 
 export interface ExecApprovalRequest {
   /** The gateway's approval id (what `exec.approval.resolve` takes). */
@@ -18,15 +19,6 @@ export interface ExecApprovalRequest {
   command: string;
   sessionKey: string | null;
   expiresAtMs: number | null;
-}
-
-interface Frame {
-  type?: string;
-  id?: string;
-  event?: string;
-  ok?: boolean;
-  payload?: Record<string, unknown>;
-  error?: { code?: string; message?: string };
 }
 
 export class GatewayApprovalWatch {
@@ -49,24 +41,12 @@ export class GatewayApprovalWatch {
     const ready = Promise.withResolvers<void>();
     const timer = setTimeout(() => ready.reject(new Error(`the gateway did not complete the approvals handshake within ${timeoutMs} ms`)), timeoutMs);
     ws.on('message', (data: WebSocket.RawData) => {
-      let f: Frame;
-      try {
-        f = JSON.parse((Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Buffer)).toString('utf8')) as Frame;
-      } catch {
-        return;
-      }
+      const f = parseGatewayFrame(data);
+      if (!f) return;
       if (f.type === 'event' && f.event === 'connect.challenge') {
-        w.#request('connect', {
-          minProtocol: 4,
-          maxProtocol: 4,
-          client: { id: 'gateway-client', version: 'clawplane', platform: 'linux', mode: 'backend' },
-          role: 'operator',
-          // operator.admin: without it the gateway shows an approval only to the client that raised it (the
-          // agent's own run), so it would find no approval route and deny at once.
-          scopes: ['operator.read', 'operator.approvals', 'operator.admin'],
-          caps: ['approvals', 'exec-approvals'],
-          auth: { token },
-        }).then(() => ready.resolve(), (err: Error) => ready.reject(err));
+        // operator.admin: without it the gateway shows an approval only to the client that raised it (the
+        // agent's own run), so it would find no approval route and deny at once.
+        w.#request('connect', backendConnectParams(token, ['operator.read', 'operator.approvals', 'operator.admin'], ['approvals', 'exec-approvals'])).then(() => ready.resolve(), (err: Error) => ready.reject(err));
         return;
       }
       if (f.type === 'res' && typeof f.id === 'string') {
