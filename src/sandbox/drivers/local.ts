@@ -377,17 +377,7 @@ export class LocalSandboxDriver implements SandboxDriver {
     // SIGPIPE on a closed pipe, leaving the inner one blocked. Drain it and let it not hold us alive.
     info.resume();
     info.unref();
-    const handle: SandboxHandle = {
-      driver: this.name,
-      sandboxId,
-      instanceId: spec.instanceId,
-      tenantId: spec.tenantId,
-      runtimeVersion: spec.runtime.version,
-      pid: childPid,
-      pidStartTime: await pidStartTime(childPid),
-      startedAt: new Date().toISOString(),
-      clusterId,
-    };
+    const handle = await this.#newHandle(spec, sandboxId, childPid, clusterId);
     await writeFile(p.record, JSON.stringify(handle), { mode: 0o600 });
     this.#o.log.info({ instance_id: spec.instanceId, sandbox: sandboxId, pid: childPid, cgroup: cg.enforced }, 'sandbox started');
     return handle;
@@ -439,6 +429,21 @@ export class LocalSandboxDriver implements SandboxDriver {
   async status(handle: SandboxHandle): Promise<SandboxState> {
     if (!(await pidAlive(handle))) return { running: false, reason: 'the sandbox process is gone' };
     return { running: true, health: await this.#health(handle.instanceId) };
+  }
+
+  /** The handle of a sandbox whose init now runs as `pid` (a fresh start or a restore). */
+  async #newHandle(spec: SandboxSpec, sandboxId: string, pid: number, clusterId: string): Promise<SandboxHandle> {
+    return {
+      driver: this.name,
+      sandboxId,
+      instanceId: spec.instanceId,
+      tenantId: spec.tenantId,
+      runtimeVersion: spec.runtime.version,
+      pid,
+      pidStartTime: await pidStartTime(pid),
+      startedAt: new Date().toISOString(),
+      clusterId,
+    };
   }
 
   /** The supervisor's /health; one retry, so a single failed read on a busy host is not reported as "no health". */
@@ -756,17 +761,7 @@ export class LocalSandboxDriver implements SandboxDriver {
       for (const sock of sockets) await sock.release();
       sockets.length = 0;
       await writeFile(p.suspendable, JSON.stringify({ sockets: fresh, bwrapArgs: meta.bwrapArgs } satisfies SuspendableRecord), { mode: 0o600 });
-      const handle: SandboxHandle = {
-        driver: this.name,
-        sandboxId,
-        instanceId: spec.instanceId,
-        tenantId: spec.tenantId,
-        runtimeVersion: spec.runtime.version,
-        pid: restored.pid,
-        pidStartTime: await pidStartTime(restored.pid),
-        startedAt: new Date().toISOString(),
-        clusterId,
-      };
+      const handle = await this.#newHandle(spec, sandboxId, restored.pid, clusterId);
       // The restored supervisor answers on the fresh control socket: the sockets were given back.
       const h = await socketRequest(p.control, { path: '/health', headers: { connection: 'close' }, timeoutMs: 10_000 });
       if (h.status !== 200) throw new Error(`the restored supervisor answered ${h.status} on its control socket`);
