@@ -44,7 +44,7 @@ let tmp: string | undefined;
 let adminUrl = process.env['TEST_DATABASE_URL'];
 if (!adminUrl) {
   tmp = await mkdtemp(path.join(os.tmpdir(), 'clawplane-test-'));
-  embedded = new EmbeddedDatabase({ dataDir: tmp, port: 0, log });
+  embedded = new EmbeddedDatabase({ dataDir: tmp, port: 0, log, ...(process.env['CLAWPLANE_SHARED_DIR'] ? { sharedDir: process.env['CLAWPLANE_SHARED_DIR'] } : {}) });
   adminUrl = await embedded.start('postgres');
 }
 const template = `clawplane_template_${process.pid}`;
@@ -69,7 +69,7 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     runner?.kill(sig);
     void (async () => {
       await admin.end().catch(() => undefined);
-      await embedded?.stop().catch(() => undefined);
+      await embedded?.stop({ force: true }).catch(() => undefined);
       if (tmp) await rm(tmp, { recursive: true, force: true });
       process.exit(130);
     })();
@@ -88,7 +88,7 @@ try {
 } finally {
   await admin.query(`DROP DATABASE IF EXISTS ${template} WITH (FORCE)`).catch(() => undefined);
   await admin.end();
-  await embedded?.stop();
+  await embedded?.stop({ force: true });
   if (tmp) await rm(tmp, { recursive: true, force: true });
 }
 process.exit(code);

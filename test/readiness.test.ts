@@ -22,7 +22,7 @@ describe('readiness follows the database', async () => {
   );
   after(async () => {
     await server.stop().catch(() => undefined);
-    await pg.stop().catch(() => undefined);
+    await pg.stop({ force: true }).catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   });
   const ready = async () => {
@@ -32,7 +32,7 @@ describe('readiness follows the database', async () => {
 
   test('200 when the database is up, 503 while it is down, 200 again when it returns', async () => {
     assert.equal((await ready()).status, 200);
-    await pg.stop();
+    await pg.stop({ force: true });
     const down = await ready();
     assert.equal(down.status, 503);
     assert.equal(down.body.checks.database, 'unreachable');

@@ -62,6 +62,11 @@ export const settingsSchema = z.strictObject({
   CLAWPLANE_EMBEDDED_PG_PORT: port
     .default(0)
     .describe('Loopback port of the embedded PostgreSQL (0 picks a free port). Ignored when DATABASE_URL is set.'),
+  CLAWPLANE_SHARED_DIR: z
+    .string()
+    .min(1)
+    .default('/var/lib/clawplane')
+    .describe('As root: where what the postgres user and sandbox uids must reach (the embedded PostgreSQL binaries and cluster, runtimes, sandboxes) goes when a parent of the data directory or of node_modules is not o+x, e.g. a checkout in /root or a mktemp -d folder.'),
   CLAWPLANE_EGRESS_ALLOW_HOSTS: z
     .string()
     .default('')
@@ -130,6 +135,8 @@ export interface Config {
   bodyLimitBytes: number;
   shutdownTimeoutMs: number;
   embeddedPgPort: number;
+  /** As root, the home of directories other users must reach when the data directory's parents are closed. */
+  sharedDir: string;
   /** Entries of CLAWPLANE_EGRESS_ALLOW_HOSTS: `host` or `host:port`, for the SSRF guard's allow-list. */
   egressAllowHosts: string[];
   /** Runtimes, sandboxes and the reconciler (issue 6); '' paths default below the data dir. */
@@ -226,6 +233,7 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
     bodyLimitBytes: s.CLAWPLANE_BODY_LIMIT_BYTES,
     shutdownTimeoutMs: s.CLAWPLANE_SHUTDOWN_TIMEOUT_MS,
     embeddedPgPort: s.CLAWPLANE_EMBEDDED_PG_PORT,
+    sharedDir: s.CLAWPLANE_SHARED_DIR,
     egressAllowHosts: splitList(s.CLAWPLANE_EGRESS_ALLOW_HOSTS),
     instances: {
       runtimeCache: s.CLAWPLANE_RUNTIME_CACHE,

@@ -2,6 +2,7 @@ import type { ToolRestrictions } from '../runtime/config.ts';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { SandboxBroker } from '../broker/types.ts';
+import { reachableDir } from '../config/host-dirs.ts';
 import type { Config } from '../config/schema.ts';
 import type { Db } from '../db/pool.ts';
 import type { OnboardingService } from '../identity/onboarding.ts';
@@ -34,12 +35,14 @@ export interface InstanceSettings {
   instanceReadyTimeoutMs: number;
 }
 
-export function instanceSettings(config: Pick<Config, 'dataDir' | 'instances'>): InstanceSettings {
+export function instanceSettings(config: Pick<Config, 'dataDir' | 'instances'> & Partial<Pick<Config, 'sharedDir'>>): InstanceSettings {
   const i = config.instances;
+  // Sandbox uids must reach both: as root with a closed parent (a checkout in /root), they default to the shared dir.
+  const shared = (name: string) => reachableDir(config.dataDir, name, config.sharedDir ?? '/var/lib/clawplane').dir;
   return {
     ...i,
-    runtimeCache: path.resolve(i.runtimeCache || path.join(config.dataDir, 'runtimes')),
-    sandboxRoot: path.resolve(i.sandboxRoot || path.join(config.dataDir, 'sandboxes')),
+    runtimeCache: path.resolve(i.runtimeCache || shared('runtimes')),
+    sandboxRoot: path.resolve(i.sandboxRoot || shared('sandboxes')),
   };
 }
 

@@ -33,7 +33,7 @@ export async function openDatabase(config: Config, log: Logger): Promise<{ db: D
   let embedded: EmbeddedDatabase | undefined;
   let url = config.databaseUrl;
   if (url === undefined) {
-    embedded = new EmbeddedDatabase({ dataDir: config.dataDir, port: config.embeddedPgPort, log });
+    embedded = new EmbeddedDatabase({ dataDir: config.dataDir, port: config.embeddedPgPort, sharedDir: config.sharedDir, log });
     url = await embedded.start();
   }
   const db = createDb(url, log);
