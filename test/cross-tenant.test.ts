@@ -26,6 +26,8 @@ const PARAMS: Record<string, (t: TenantFixture) => string> = {
   backupId: (t) => t.backupId,
   agentId: (t) => t.agentId,
   taskId: (t) => t.taskId,
+  memoryId: (t) => String(t.memoryId),
+  findingId: (t) => t.findingId,
   name: () => 'github',
   model: () => 'gpt-4o',
 };
@@ -75,6 +77,10 @@ const BODIES: Record<string, unknown> = {
   'PUT /api/v1/tenants/{tenant}/approval-webhook': { url: 'https://hooks.example.test/clawplane' },
   'POST /api/v1/tenants/{tenant}/agents': { name: 'fuzz-agent', capabilities: ['fuzz'] },
   'PATCH /api/v1/tenants/{tenant}/agents/{agentId}': { trustLevel: 3 },
+  'POST /api/v1/tenants/{tenant}/memories': { agent: 'fixture', content: 'a memory for another tenant' },
+  'PATCH /api/v1/tenants/{tenant}/memories/{memoryId}': { content: 'overwritten by another tenant' },
+  'POST /api/v1/tenants/{tenant}/findings': { title: 'a finding for another tenant' },
+  'PATCH /api/v1/tenants/{tenant}/findings/{findingId}': { title: 'overwritten by another tenant' },
   'PUT /api/v1/policy/baseline': { policies: [{ id: 'read-only', cedar: 'permit (principal, action, resource) when { resource.name == "read" };' }] },
   'PUT /api/v1/policy/tools/{tool}': { risk: 'low', group: 'fs' },
   'PUT /api/v1/tenants/{tenant}/limits': { items: [{ agent: '', dailyTokens: 10, dailyCostUsd: null, requestsPerMinute: null, maxCallsPerTask: null }] },
@@ -160,7 +166,7 @@ describe('cross-tenant harness', async () => {
   });
 
   test("tenant A's admin gets 404 for every tenant-owned route with tenant B's slug, id or resource ids", async () => {
-    const leaks = [b.id, b.ownerId, b.tokenId, b.credentialId, b.providerId, b.grantJti, b.instanceId, b.sessionId, b.backupId, b.agentId, b.taskId, 'fixture task of tenant-b', 'TENANT-B', 'sk-fixture-tenant-b', 'hello from tenant-b'];
+    const leaks = [b.id, b.ownerId, b.tokenId, b.credentialId, b.providerId, b.grantJti, b.instanceId, b.sessionId, b.backupId, b.agentId, b.taskId, b.findingId, 'memory of tenant-b', 'finding of tenant-b', 'fixture task of tenant-b', 'TENANT-B', 'sk-fixture-tenant-b', 'hello from tenant-b'];
     for (const op of ops.filter((o) => o.path.startsWith('/api/v1/tenants/{tenant}'))) {
       const q = QUERIES[op.key] ?? '';
       const attempts = [
@@ -201,6 +207,12 @@ describe('cross-tenant harness', async () => {
     const bSession = await b.client.json<{ items: { content: string }[] }>('GET', `/api/v1/tenants/${b.slug}/chat/sessions/${b.sessionId}/messages`);
     assert.deepEqual(bSession.items.map((m) => m.content), ['hello from tenant-b']);
     assert.equal((await b.client.json<{ items: unknown[] }>('GET', `/api/v1/tenants/${b.slug}/backups`)).items.length, 1);
+    const bMemory = await b.client.json<{ content: string }>('GET', `/api/v1/tenants/${b.slug}/memories/${b.memoryId}`);
+    assert.equal(bMemory.content, 'memory of tenant-b');
+    assert.equal((await b.client.json<{ items: unknown[] }>('GET', `/api/v1/tenants/${b.slug}/memories`)).items.length, 1, 'nothing was added to B');
+    const bFinding = await b.client.json<{ title: string }>('GET', `/api/v1/tenants/${b.slug}/findings/${b.findingId}`);
+    assert.equal(bFinding.title, 'finding of tenant-b');
+    assert.equal((await b.client.json<{ items: unknown[] }>('GET', `/api/v1/tenants/${b.slug}/findings`)).items.length, 1);
   });
 
   test('routes outside a tenant answer a tenant token as classified', async () => {

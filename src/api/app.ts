@@ -29,6 +29,7 @@ import { registerTasks } from './routes/tasks.ts';
 import { registerWeb } from './routes/web.ts';
 import { registerBroker } from './routes/broker.ts';
 import { registerAudit } from './routes/audit.ts';
+import { registerKnowledge } from './routes/knowledge.ts';
 
 /** What route modules need; passed in, never read from globals (STYLE 2). */
 export interface AppDeps {
@@ -121,6 +122,7 @@ export function createApp(deps: AppDeps): App {
   registerPolicy(app, deps);
   registerBroker(app, deps);
   registerAudit(app, deps);
+  registerKnowledge(app, deps);
   registerDocs(app);
   // Last: the console's SPA fallback answers any GET no route above took (never /api/).
   registerWeb(app);

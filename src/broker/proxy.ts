@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { appendAudit } from '../audit/log.ts';
+import { ClawplaneError } from '../errors.ts';
 import type { Db } from '../db/pool.ts';
 import type { CredentialService } from '../vault/credentials.ts';
 import { providerAuthHeaders, type ProviderService, type ResolvedTarget } from '../vault/providers.ts';
@@ -333,6 +334,103 @@ export class BrokerProxy {
     if (r.input) this.d.metrics.tokens.inc({ tenant, direction: 'input' }, r.input);
     if (r.output) this.d.metrics.tokens.inc({ tenant, direction: 'output' }, r.output);
     if (r.cost) this.d.metrics.cost.inc({ tenant }, r.cost);
+  }
+
+  /**
+   * Embeddings for the control plane's own use (knowledge search, docs/adr/0007-knowledge-search.md): the
+   * same budgets, key handling, egress and metering as a sandbox's /v1/embeddings call, but one target
+   * only — a fallback model's vectors cannot be compared with the primary's, so there is no fallback.
+   * Throws BudgetExceededError when a cap refuses, ClawplaneError `embeddings_failed` when the provider does.
+   */
+  async embed(tenantId: string, target: ResolvedTarget, input: string[], ctx: { actor: string; agent: string; taskId: string | null }): Promise<{ vectors: number[][]; inputTokens: number }> {
+    const started = performance.now();
+    const meter = (status: number, outcome: UsageRow['outcome'], tokens: number, cost: number) =>
+      this.d.usage.record({
+        tenantId,
+        instanceId: null,
+        sandboxToken: null,
+        agent: ctx.agent,
+        taskId: ctx.taskId,
+        providerId: target.providerId !== PLATFORM_CREDENTIAL ? target.providerId : null,
+        providerKind: target.kind,
+        model: target.model,
+        api: 'embeddings',
+        inputTokens: tokens,
+        outputTokens: 0,
+        costUsd: cost,
+        latencyMs: Math.round(performance.now() - started),
+        status,
+        outcome,
+      });
+    let release: () => void;
+    try {
+      release = await this.d.budgets.admit(tenantId, ctx.agent, ctx.taskId);
+    } catch (err) {
+      if (err instanceof BudgetExceededError) meter(429, 'refused', 0, 0);
+      throw err;
+    }
+    const fail = (why: string) => new ClawplaneError('embeddings_failed', 502, `The embeddings provider failed (${why}). Search falls back to words until it answers again.`);
+    try {
+      let key: string | undefined;
+      try {
+        key = target.credentialId ? await this.embedKey(tenantId, target.credentialId, ctx.actor, target.providerId) : undefined;
+      } catch {
+        meter(503, 'upstream_error', 0, 0);
+        throw fail("the provider's API key is revoked, expired or unreadable");
+      }
+      const headers = { ...providerAuthHeaders(target.kind, key), 'content-type': 'application/json', accept: 'application/json' };
+      let upstream;
+      try {
+        upstream = await this.d.upstreams.request(`${target.baseUrl.replace(/\/+$/, '')}/embeddings`, {
+          method: 'POST',
+          headers,
+          body: Buffer.from(JSON.stringify({ model: target.model, input })),
+          timeoutMs: UPSTREAM_TIMEOUT_MS,
+          signal: AbortSignal.timeout(UPSTREAM_TIMEOUT_MS),
+        });
+      } catch (err) {
+        meter(502, 'upstream_error', 0, 0);
+        throw fail((err as NodeJS.ErrnoException).code ?? 'unreachable');
+      }
+      const chunks: Buffer[] = [];
+      for await (const c of upstream as AsyncIterable<Buffer>) chunks.push(c);
+      const status = upstream.statusCode ?? 502;
+      let body: { data?: { index?: number; embedding?: unknown }[]; usage?: { prompt_tokens?: number } } | undefined;
+      try {
+        body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof body;
+      } catch {
+        body = undefined;
+      }
+      const tokens = num(body?.usage?.prompt_tokens) ?? 0;
+      const cost = costOf(await this.d.prices.find(target.model), tokens, 0);
+      this.d.budgets.charge(tenantId, ctx.agent, tokens, cost);
+      const data = status < 400 && Array.isArray(body?.data) ? body.data : undefined;
+      const vectors: number[][] = [];
+      for (const [i, d] of (data ?? []).entries()) {
+        const v = d.embedding;
+        if (Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'number' && Number.isFinite(x))) vectors[typeof d.index === 'number' ? d.index : i] = v as number[];
+      }
+      if (!data || vectors.length !== input.length || vectors.some((v) => v === undefined)) {
+        meter(status < 400 ? 502 : status, 'upstream_error', tokens, cost);
+        throw fail(status < 400 ? 'an answer without one vector per input' : `HTTP ${status}`);
+      }
+      meter(status, 'ok', tokens, cost);
+      return { vectors, inputTokens: tokens };
+    } finally {
+      release();
+    }
+  }
+
+  private async embedKey(tenantId: string, credentialId: string, actor: string, providerId: string): Promise<string> {
+    if (credentialId === PLATFORM_CREDENTIAL) {
+      if (!this.d.platformProvider) throw new Error('no platform provider');
+      return this.d.platformProvider.key(tenantId, actor);
+    }
+    const hit = this.keys.get(credentialId);
+    if (hit && Date.now() - hit.at < KEY_TTL_MS) return hit.value;
+    const c = await this.d.credentials.decryptForBroker(tenantId, credentialId, { actor, purpose: `embeddings:${providerId}` });
+    this.keys.set(credentialId, { value: c.value, at: Date.now() });
+    return c.value;
   }
 
   /** Budget refusals are audited, at most once a minute per tenant, agent and limit (a flood stays one row). */

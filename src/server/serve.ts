@@ -47,6 +47,9 @@ export async function openDatabase(config: Config, log: Logger): Promise<{ db: D
   return { db, embedded };
 }
 
+/** How often rows without a vector of their tenant's current embedding model are looked for (docs/adr/0007). */
+const KNOWLEDGE_SWEEP_MS = 30_000;
+
 /** `clawplane serve`: every role in one process (issue 2). */
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   await resolveSecretKey(config, log);
@@ -89,6 +92,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     await services.reconciler.start();
     services.reaper.start();
     services.backups.start();
+    services.knowledgeIndexer.start(KNOWLEDGE_SWEEP_MS);
     reconciler = services.reconciler;
     const app = createApp({
       config,
@@ -111,6 +115,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         // Sandboxes keep running (no --die-with-parent); the next start adopts them.
         await services.reaper.stop();
         await services.backups.stop();
+        await services.knowledgeIndexer.stop();
         await services.reconciler.stop();
         services.taskRuntime.stop();
         await services.broker.close();

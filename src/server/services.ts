@@ -27,9 +27,11 @@ import { createInstanceServices, instanceSettings, type InstanceServices, type I
 import { createIngressServices, ingressSettings, type IngressServices, type IngressSettings } from '../ingress/setup.ts';
 import { createTaskServices, type TaskServices } from '../tasks/setup.ts';
 import { DEFAULT_TASK_SETTINGS, type TaskSettings } from '../tasks/types.ts';
+import { AgentService } from '../tasks/agents.ts';
+import { createKnowledgeServices, type KnowledgeServices } from '../knowledge/setup.ts';
 
 /** Every service the API and CLI use, built once from the database and configuration. */
-export interface Services extends InstanceServices, IngressServices, TaskServices {
+export interface Services extends InstanceServices, IngressServices, TaskServices, KnowledgeServices {
   tenants: TenantService;
   users: UserService;
   sessions: SessionService;
@@ -112,6 +114,13 @@ export function createServices(opts: {
   const ingress = createIngressServices({ db, vault, onboarding, instances, instanceSettings: settings, settings: opts.ingress ?? ingressSettings({ dataDir: opts.dataDir, ingress: parseConfig({}).ingress }), dataDir: opts.dataDir, registry: opts.registry ?? new Registry(), log: opts.log ?? createLogger('silent') });
   // A rotated gateway token replaces the one the ingress cached.
   instances.rotator.onRotated = (id) => ingress.ingress.forgetGatewayToken(id);
+  // Agent memory, findings and search by meaning; embeddings go through the broker (docs/adr/0007).
+  const knowledge = createKnowledgeServices({ db, proxy: broker.proxy, agents: new AgentService(db), log: opts.log ?? createLogger('silent') });
+  providers.onChange((tenantId) => {
+    knowledge.embeddings.forget(tenantId);
+    // A new embeddings route means re-embedding: start now rather than at the next interval.
+    knowledge.knowledgeIndexer.kick();
+  });
   const tasks = createTaskServices({
     db,
     vault,
@@ -123,11 +132,13 @@ export function createServices(opts: {
     sandboxes: instances.sandboxes,
     readyTimeoutMs: settings.instanceReadyTimeoutMs,
     flushUsage: () => broker.usage.flush(),
+    recall: async (tenantId, agentId, text, ctx) => (await knowledge.memories.recall(tenantId, agentId, text, ctx)).map((m) => ({ id: m.id, content: m.content })),
   });
   return {
     ...instances,
     ...ingress,
     ...tasks,
+    ...knowledge,
     tenants: new TenantService(db),
     users: new UserService(db),
     sessions: new SessionService(db),

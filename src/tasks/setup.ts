@@ -10,7 +10,7 @@ import { ApprovalService } from './approvals.ts';
 import { GatewayExecutor, instanceWaker, type WakeFn } from './gateway-executor.ts';
 import { registerQueueDepthGauge, TaskQueues } from './queues.ts';
 import { TaskService } from './service.ts';
-import { TaskSteps } from './steps.ts';
+import { TaskSteps, type RecallFn } from './steps.ts';
 import { TaskStore } from './store.ts';
 import type { TaskExecutor, TaskSettings } from './types.ts';
 import { ApprovalWebhooks } from './webhook.ts';
@@ -74,6 +74,8 @@ export function createTaskServices(o: {
   readyTimeoutMs: number;
   flushUsage: () => Promise<void>;
   wake?: WakeFn;
+  /** Memory recall before a task (src/knowledge: words and meaning); default: by words only. */
+  recall?: RecallFn;
 }): TaskServices {
   const log = o.log.child({ component: 'tasks' });
   const store = new TaskStore(o.db);
@@ -87,7 +89,7 @@ export function createTaskServices(o: {
   approvals.onDecided((_tenant, taskId, a, decision) => {
     if (a.kind === 'exec') void executor.decided(taskId, decision);
   });
-  const steps = new TaskSteps({ db: o.db, store, agents, approvals, settings: o.settings, log, executor, flushUsage: o.flushUsage });
+  const steps = new TaskSteps({ db: o.db, store, agents, approvals, settings: o.settings, log, executor, flushUsage: o.flushUsage, ...(o.recall ? { recall: o.recall } : {}) });
   const tasks = new TaskService({ db: o.db, store, agents, approvals, queues });
   registerQueueDepthGauge(o.registry, o.db);
   return { tasks, agents, approvals, taskRuntime: new TaskRuntime(steps, tasks, log) };

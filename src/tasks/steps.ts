@@ -20,6 +20,9 @@ export interface TaskRunArgs {
   chainDeadlineMs: number | null;
 }
 
+/** Finds the memories a task starts with (its agent's best matches of the input). */
+export type RecallFn = (tenantId: string, agentId: string, text: string, ctx: { actor: string; agent: string; taskId: string | null }) => Promise<{ id: number; content: string }[]>;
+
 /** What dispatch found: the agent, the task's input and capability, and the memories it recalled. */
 export interface Dispatched {
   agent: Agent;
@@ -62,8 +65,9 @@ export class TaskSteps {
   executor: TaskExecutor;
   /** Writes the broker's queued usage rows (so a task's tokens are counted when it is evaluated). */
   readonly flushUsage: () => Promise<void>;
+  readonly #recall: RecallFn;
 
-  constructor(o: { db: Db; store: TaskStore; agents: AgentService; approvals: ApprovalService; settings: TaskSettings; log: Logger; executor: TaskExecutor; flushUsage: () => Promise<void> }) {
+  constructor(o: { db: Db; store: TaskStore; agents: AgentService; approvals: ApprovalService; settings: TaskSettings; log: Logger; executor: TaskExecutor; flushUsage: () => Promise<void>; recall?: RecallFn }) {
     this.db = o.db;
     this.store = o.store;
     this.agents = o.agents;
@@ -72,6 +76,7 @@ export class TaskSteps {
     this.log = o.log;
     this.executor = o.executor;
     this.flushUsage = o.flushUsage;
+    this.#recall = o.recall ?? ((tenantId, agentId, text) => recall(this.db, tenantId, agentId, text));
   }
 
   trace(a: TaskRunArgs, step: string, kind: string, detail: Record<string, unknown> = {}): Promise<void> {
@@ -86,7 +91,7 @@ export class TaskSteps {
     const t = await this.store.get(a.tenantId, a.taskId);
     const pick = await this.agents.pick(a.tenantId, { agent: t.requestedAgent, capability: t.capability });
     if ('error' in pick) return { error: pick.error };
-    const memories = await recall(this.db, a.tenantId, pick.agent.id, t.input);
+    const memories = await this.#recall(a.tenantId, pick.agent.id, t.input, { actor: `task:${a.taskId}`, agent: pick.agent.name, taskId: a.taskId });
     await this.db.tx(async (tx) => {
       await this.store.setStatus(tx, a.tenantId, a.taskId, 'dispatched', `agent ${pick.agent.name}: ${pick.reason}`, { agent_id: pick.agent.id, dispatched_at: new Date() });
       await this.store.event(tx, a.tenantId, a.taskId, 'dispatch', 'completed', { agentId: pick.agent.id, agent: pick.agent.name, agentType: pick.agent.agentType, riskClass: pick.agent.riskClass, reason: pick.reason, executor: this.executor.name });

@@ -82,13 +82,16 @@ export async function twoTenants(server: TestServer, admin: ApiClient): Promise<
     // An archived conversation and a backup record (no object behind it), so the harness can aim at their ids.
     const sessionId = `fixture-session-${slug}`;
     await server.services.archive.append(t.id, { instanceId: instance.id, sessionId, agent: 'main', actor: 'test', messages: [{ role: 'user', content: `hello from ${slug}` }] });
+    // A memory and a finding (knowledge), so the harness can aim at their ids.
+    const memory = await server.services.memories.create(t.id, { agent: agent.id, content: `memory of ${slug}` }, { actor: 'test' });
+    const finding = await server.services.findings.create(t.id, { title: `finding of ${slug}`, taskId: task.task.id }, { actor: 'test' });
     const backupId = randomUUID();
     await server.db.query(
       `INSERT INTO instance_backups (id, tenant_id, instance_id, instance_name, runtime_version, reason, object_key, size_bytes, sha256, duration_ms) VALUES ($1, $2, $3, 'fixture', '2026.9.6', 'manual', $4, 0, '', 0)`,
       [backupId, t.id, instance.id, `${t.id}/${instance.id}/${backupId}.cpbk`],
     );
     return {
-      id: t.id, slug, ownerId: m.userId, tokenId: info.id, credentialId: credential.id, providerId: provider.id, grantJti: grant.jti, instanceId: instance.id, agentId: agent.id, taskId: task.task.id, sessionId, backupId,
+      id: t.id, slug, ownerId: m.userId, tokenId: info.id, credentialId: credential.id, providerId: provider.id, grantJti: grant.jti, instanceId: instance.id, agentId: agent.id, taskId: task.task.id, sessionId, backupId, memoryId: memory.memory.id, findingId: finding.id,
       client: new ApiClient(server.url, { bearer: token }),
     };
   };
@@ -113,5 +116,8 @@ export interface TenantFixture {
   sessionId: string;
   /** A backup record of the tenant (its object does not exist). */
   backupId: string;
+  /** A memory and a finding of the tenant (knowledge). */
+  memoryId: number;
+  findingId: string;
   client: ApiClient;
 }

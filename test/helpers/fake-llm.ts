@@ -149,7 +149,7 @@ async function answerText(fake: FakeLlm, r: FakeRequest, res: http.ServerRespons
     const json = anthropic
       ? { id: 'msg_1', type: 'message', role: 'assistant', model: r.model, content: [{ type: 'text', text }], stop_reason: 'end_turn', usage: { input_tokens: input, output_tokens: output } }
       : r.path.endsWith('/embeddings')
-        ? { object: 'list', data: [{ object: 'embedding', index: 0, embedding: [0.1, 0.2] }], model: r.model, usage: { prompt_tokens: input, total_tokens: input } }
+        ? { object: 'list', data: embedInputs(r.body['input']).map((t, index) => ({ object: 'embedding', index, embedding: fakeEmbedding(t) })), model: r.model, usage: { prompt_tokens: input, total_tokens: input } }
         : { id: 'chatcmpl-1', object: 'chat.completion', model: r.model, choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }], usage: { prompt_tokens: input, completion_tokens: output, total_tokens: input + output } };
     res.end(JSON.stringify(json));
     r.finishedAt = Date.now();
@@ -181,4 +181,44 @@ async function answerText(fake: FakeLlm, r: FakeRequest, res: http.ServerRespons
   }
   if (!res.destroyed) res.end();
   r.finishedAt = Date.now();
+}
+
+/**
+ * Word groups the fake embeddings treat as one meaning: texts that use words of the same group get
+ * close vectors whether or not they share a word, so a test can tell a search by meaning from one by words.
+ */
+export const FAKE_CONCEPTS: string[][] = [
+  ['car', 'cars', 'automobile', 'automobiles', 'vehicle', 'vehicles', 'sedan', 'auto', 'truck'],
+  ['repair', 'repairs', 'fix', 'fixed', 'mend', 'mechanic', 'maintenance', 'garage'],
+  ['dog', 'dogs', 'puppy', 'puppies', 'canine', 'hound', 'pet', 'pets'],
+  ['invoice', 'invoices', 'bill', 'billing', 'payment', 'payments', 'receipt', 'receipts'],
+  ['weather', 'rain', 'forecast', 'sunny', 'storm', 'snow'],
+  ['database', 'postgres', 'postgresql', 'sql', 'tables'],
+  ['deploy', 'deployment', 'release', 'rollout', 'ship', 'shipped'],
+  ['customer', 'customers', 'client', 'clients', 'buyer', 'buyers'],
+];
+const FAKE_DIMS = 64;
+const STOP = new Set(['a', 'an', 'the', 'is', 'are', 'of', 'to', 'in', 'on', 'my', 'and', 'or', 'for', 'with', 'at', 'it', 'this', 'that', 'be', 'what', 'how', 'do', 'i', 'we', 'you']);
+
+function embedInputs(input: unknown): string[] {
+  if (typeof input === 'string') return [input];
+  return Array.isArray(input) ? input.map((x) => (typeof x === 'string' ? x : JSON.stringify(x))) : [];
+}
+
+/** A deterministic 64-dimension embedding: one dimension per concept group, other words hashed (weight 0.5) into the rest. */
+export function fakeEmbedding(text: string): number[] {
+  const v: number[] = Array.from({ length: FAKE_DIMS }, () => 0);
+  for (const w of text.toLowerCase().match(/[a-z0-9]+/g) ?? []) {
+    if (STOP.has(w)) continue;
+    const c = FAKE_CONCEPTS.findIndex((g) => g.includes(w));
+    if (c >= 0) v[c] = (v[c] ?? 0) + 1;
+    else {
+      let h = 2166136261;
+      for (const ch of w) h = Math.imul(h ^ ch.charCodeAt(0), 16777619) >>> 0;
+      const d = FAKE_CONCEPTS.length + (h % (FAKE_DIMS - FAKE_CONCEPTS.length));
+      v[d] = (v[d] ?? 0) + 0.5;
+    }
+  }
+  if (!v.some((x) => x !== 0)) v[FAKE_DIMS - 1] = 1;
+  return v;
 }
