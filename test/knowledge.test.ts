@@ -5,6 +5,7 @@
  * archive, re-embedding after a model change, budgets, a second replica, and recall in a task.
  */
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { describe, test } from 'node:test';
 import { createKnowledgeServices } from '../src/knowledge/setup.ts';
 import { createLogger } from '../src/observability/logger.ts';
@@ -27,6 +28,23 @@ interface Memory {
   score?: number;
   similarity?: number | null;
 }
+/** One request to a broker socket, as the sandbox's supervisor sends it. */
+function brokerCall(socketPath: string, method: string, path: string, token: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const req = http.request({ socketPath, method, path, agent: false, headers: { authorization: `Bearer ${token}`, ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}) } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString();
+        resolve({ status: res.statusCode ?? 0, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} });
+      });
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
 interface Page<T> {
   items: T[];
   nextCursor: string | null;
@@ -68,20 +86,20 @@ describe('knowledge: memories, findings, search by meaning', { timeout: 300_000 
     // Expired memories are not listed, found or recalled.
     const gone = await a.client.json<Memory>('POST', api('/memories'), { content: 'a stale memory', expiresAt: new Date(Date.now() - 1000).toISOString() }, 201);
     assert.equal((await a.client.call('GET', api(`/memories/${gone.id}`))).status, 404);
-    const list = await a.client.json<Page<Memory>>('GET', api('/memories?limit=1'));
-    assert.equal(list.items.length, 1);
+    const list = await a.client.json<Page<Memory>>('GET', api('/memories?limit=2'));
+    assert.equal(list.items.length, 2);
     assert.ok(list.nextCursor);
     const page2 = await a.client.json<Page<Memory>>('GET', api(`/memories?limit=10&cursor=${list.nextCursor}`));
-    assert.deepEqual([...list.items, ...page2.items].map((m) => m.id).sort(), [note.id, kv.id].sort());
+    assert.deepEqual([...list.items, ...page2.items].map((m) => m.id), [kv.id, note.id, a.memoryId], 'newest first, the fixture memory last');
     assert.deepEqual((await a.client.json<Page<Memory>>('GET', api('/memories?agent=mem-agent'))).items.map((m) => m.id), [note.id]);
     const del = await a.client.call('DELETE', api(`/memories/${kv.id}`));
     assert.equal(del.status, 204);
     assert.equal((await a.client.call('DELETE', api(`/memories/${kv.id}`))).status, 404);
-    const audit = await server.db.query<{ action: string; detail: Record<string, unknown> }>("SELECT action, detail FROM audit_events WHERE tenant_id = $1 AND action LIKE 'memory.%' ORDER BY seq", [a.id]);
+    const audit = await server.db.query<{ action: string; detail: Record<string, unknown> }>("SELECT action, detail FROM audit_events WHERE tenant_id = $1 AND action LIKE 'memory.%' AND actor LIKE 'token:%' ORDER BY seq", [a.id]);
     assert.deepEqual(audit.rows.map((r) => r.action), ['memory.create', 'memory.create', 'memory.update', 'memory.update', 'memory.create', 'memory.delete']);
     assert.ok(!JSON.stringify(audit.rows).includes('prefers email'), 'the audit names memories, never their content');
     // B sees none of it.
-    assert.equal((await b.client.json<Page<Memory>>('GET', `/api/v1/tenants/${b.slug}/memories`)).items.length, 0);
+    assert.deepEqual((await b.client.json<Page<Memory>>('GET', `/api/v1/tenants/${b.slug}/memories`)).items.map((m) => m.content), ['memory of tenant-b']);
   });
 
   test('without an embeddings route a search is by words, and says so', async () => {
@@ -188,5 +206,44 @@ describe('knowledge: memories, findings, search by meaning', { timeout: 300_000 
     const prompt = exec.calls.find((c) => c.taskId === t.id)?.prompt ?? '';
     assert.match(prompt, /Vehicle maintenance is booked/, 'the memory about the same meaning (no shared word) is recalled');
     assert.doesNotMatch(prompt, /invoice/, 'an unrelated memory is not');
+  });
+
+  test("from a sandbox: its broker token reads and writes its own tenant's memories and findings, never another's; a later task recalls it", async () => {
+    const { broker } = server.services;
+    const regA = await broker.registerSandbox({ tenantId: a.id, instanceId: a.instanceId, sandboxId: 'sbx-knowledge-a' });
+    const regB = await broker.registerSandbox({ tenantId: b.id, instanceId: b.instanceId, sandboxId: 'sbx-knowledge-b' });
+    try {
+      await a.client.json('POST', api('/agents'), { name: 'ops-agent', capabilities: ['ops'] }, 201);
+      const w = await brokerCall(regA.socketPath, 'POST', '/knowledge/memories', regA.token, { agent: 'ops-agent', content: 'Production deployment happens on Thursdays after the rollout review', importance: 0.9 });
+      assert.equal(w.status, 201, JSON.stringify(w.json));
+      const read = await brokerCall(regA.socketPath, 'GET', '/knowledge/memories?q=release', regA.token);
+      assert.equal(read.status, 200);
+      assert.match(JSON.stringify(read.json['items']), /Thursdays/, 'found by meaning through the broker');
+      const f = await brokerCall(regA.socketPath, 'POST', '/knowledge/findings', regA.token, { title: 'Rollouts on Thursdays', tags: ['ops'], confidence: 0.8 });
+      assert.equal(f.status, 201);
+      // B's sandbox: same routes, its own tenant only; it cannot name A's memory.
+      const other = await brokerCall(regB.socketPath, 'GET', '/knowledge/memories?q=deployment', regB.token);
+      assert.equal(other.status, 200);
+      assert.doesNotMatch(JSON.stringify(other.json), /Thursdays/);
+      assert.equal((await brokerCall(regB.socketPath, 'DELETE', `/knowledge/memories/${(w.json as { id: number }).id}`, regB.token)).status, 404);
+      assert.doesNotMatch(JSON.stringify((await brokerCall(regB.socketPath, 'GET', '/knowledge/findings', regB.token)).json), /Thursdays/);
+      // A's token on B's socket, a bad token, unknown fields (no tenantId to smuggle in).
+      assert.equal((await brokerCall(regB.socketPath, 'GET', '/knowledge/memories', regA.token)).status, 401);
+      assert.equal((await brokerCall(regA.socketPath, 'GET', '/knowledge/memories', 'cpb_not-a-token')).status, 401);
+      const smuggle = await brokerCall(regA.socketPath, 'POST', '/knowledge/memories', regA.token, { content: 'x', tenantId: b.id });
+      assert.equal(smuggle.status, 400);
+      const audit = await server.db.query<{ actor: string }>("SELECT actor FROM audit_events WHERE tenant_id = $1 AND action = 'memory.create' ORDER BY seq DESC LIMIT 1", [a.id]);
+      assert.equal(audit.rows[0]?.actor, `sandbox:${regA.sandboxStartId}`);
+      // A later task of that agent starts with the memory.
+      const exec = new ScriptedExecutor();
+      server.services.taskRuntime.useExecutor(exec);
+      const t = await a.client.json<Task>('POST', api('/tasks'), { agent: 'ops-agent', input: 'When do we ship the next release?' }, 201);
+      await waitFor('task done', async () => ((await a.client.json<Task>('GET', api(`/tasks/${t.id}`))).status === 'completed' ? true : undefined), 60_000);
+      assert.match(exec.calls.find((c) => c.taskId === t.id)?.prompt ?? '', /Thursdays after the rollout review/);
+    } finally {
+      await regA.close();
+      await regB.close();
+    }
+    assert.equal((await brokerCall(regA.socketPath, 'GET', '/knowledge/memories', regA.token).catch(() => ({ status: 0 }))).status === 200, false, 'a stopped sandbox has no way in');
   });
 });

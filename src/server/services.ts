@@ -29,6 +29,7 @@ import { createTaskServices, type TaskServices } from '../tasks/setup.ts';
 import { DEFAULT_TASK_SETTINGS, type TaskSettings } from '../tasks/types.ts';
 import { AgentService } from '../tasks/agents.ts';
 import { createKnowledgeServices, type KnowledgeServices } from '../knowledge/setup.ts';
+import { knowledgeBrokerRoutes } from '../knowledge/broker-routes.ts';
 
 /** Every service the API and CLI use, built once from the database and configuration. */
 export interface Services extends InstanceServices, IngressServices, TaskServices, KnowledgeServices {
@@ -116,6 +117,7 @@ export function createServices(opts: {
   instances.rotator.onRotated = (id) => ingress.ingress.forgetGatewayToken(id);
   // Agent memory, findings and search by meaning; embeddings go through the broker (docs/adr/0007).
   const knowledge = createKnowledgeServices({ db, proxy: broker.proxy, agents: new AgentService(db), log: opts.log ?? createLogger('silent') });
+  mountKnowledge(broker, knowledge);
   providers.onChange((tenantId) => {
     knowledge.embeddings.forget(tenantId);
     // A new embeddings route means re-embedding: start now rather than at the next interval.
@@ -179,6 +181,28 @@ function mountGrants(broker: Broker, grants: GrantService): void {
     return true;
   });
   broker.onSandboxClosed((tenantId, startId) => grants.revokeSandbox(tenantId, startId, { actor: `sandbox:${startId}`, reason: 'sandbox stopped' }));
+}
+
+/**
+ * Serves /knowledge/* (agent memory and findings) on every broker socket and port, for the tenant of the
+ * caller's broker token; on a per-sandbox socket the token must be that sandbox's own.
+ */
+function mountKnowledge(broker: Broker, knowledge: KnowledgeServices): void {
+  const listener = getRequestListener(knowledgeBrokerRoutes({ memories: knowledge.memories, findings: knowledge.findings, resolve: (t) => broker.tokens.resolve(t) }).fetch);
+  broker.extend(async (req, res, boundTo) => {
+    if (!(req.url ?? '').startsWith('/knowledge/')) return false;
+    if (boundTo !== undefined) {
+      const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+      const caller = m?.[1] ? await broker.tokens.resolve(m[1]) : undefined;
+      if (caller?.id !== boundTo) {
+        res.writeHead(401, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ code: 'unauthenticated', message: "This socket belongs to another sandbox: send this sandbox's own broker token." }));
+        return true;
+      }
+    }
+    await listener(req, res);
+    return true;
+  });
 }
 
 /** The tenant's Cedar decisions as config restrictions: denied tools, and tools needing approval (a

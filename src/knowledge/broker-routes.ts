@@ -1,0 +1,81 @@
+import { Hono, type Context } from 'hono';
+import { z } from 'zod';
+import type { SandboxIdentity } from '../broker/identity.ts';
+import { ClawplaneError } from '../errors.ts';
+import { findingInput } from './findings.ts';
+import type { FindingService } from './findings.ts';
+import { memoryInput, type MemoryService } from './memories.ts';
+import { SEARCH_MODES } from './search.ts';
+
+const SearchQuery = z.object({
+  q: z.string().trim().min(1).max(500).optional(),
+  agent: z.string().min(1).max(64).optional(),
+  mode: z.enum(SEARCH_MODES).default('hybrid'),
+  limit: z.coerce.number().int().min(1).max(50).default(10),
+});
+
+/**
+ * The knowledge API as the tenant's agents reach it from their sandbox (docs/adr/0007): the broker is the
+ * sandbox's only way out, and its token the only identity. Everything is scoped to the token's tenant;
+ * there is no tenant in any path or body, so another tenant's memories cannot even be named. Writes are
+ * audited with the sandbox start as the actor.
+ *
+ * - GET  /knowledge/memories?q=&agent=&limit=   recall (hybrid search) or the newest
+ * - POST /knowledge/memories                    { content, kind?, key?, agent?, importance?, expiresAt? }
+ * - DELETE /knowledge/memories/{id}
+ * - GET  /knowledge/findings?q=&limit=
+ * - POST /knowledge/findings                    { title, body?, sources?, tags?, confidence? }
+ */
+export function knowledgeBrokerRoutes(deps: { memories: MemoryService; findings: FindingService; resolve: (token: string) => Promise<SandboxIdentity | undefined> }): Hono<{ Variables: { caller: SandboxIdentity } }> {
+  const app = new Hono<{ Variables: { caller: SandboxIdentity } }>();
+  const problem = (c: Context, status: number, code: string, message: string) => c.json({ code, message }, status as 400);
+  app.onError((err, c) => {
+    if (err instanceof ClawplaneError) return problem(c, err.status, err.code, err.message);
+    if (err instanceof z.ZodError) return problem(c, 400, 'validation_failed', `The request is invalid: ${err.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : i.message}`).join('; ')}`);
+    throw err;
+  });
+  app.use('/knowledge/*', async (c, next) => {
+    const m = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '');
+    const caller = m?.[1] ? await deps.resolve(m[1]) : undefined;
+    if (!caller) return problem(c, 401, 'unauthenticated', "Send this sandbox's broker token as \"Authorization: Bearer <token>\"; it is unknown, expired or revoked.");
+    c.set('caller', caller);
+    await next();
+  });
+  const body = async (c: Context): Promise<unknown> => {
+    try {
+      return await c.req.json();
+    } catch {
+      throw new ClawplaneError('bad_json', 400, 'The request body is not valid JSON.');
+    }
+  };
+  const by = (caller: SandboxIdentity) => ({ actor: `sandbox:${caller.id}` });
+  const ctx = (caller: SandboxIdentity, agent = '') => ({ actor: `sandbox:${caller.id}`, agent, taskId: null });
+
+  app.get('/knowledge/memories', async (c) => {
+    const caller = c.get('caller');
+    const o = SearchQuery.parse(c.req.query());
+    if (!o.q) return c.json(await deps.memories.list(caller.tenantId, { ...(o.agent ? { agent: o.agent } : {}), limit: o.limit }, ctx(caller, o.agent)));
+    return c.json(await deps.memories.list(caller.tenantId, { q: o.q, mode: o.mode, limit: o.limit, ...(o.agent ? { agent: o.agent } : {}) }, ctx(caller, o.agent)));
+  });
+  app.post('/knowledge/memories', async (c) => {
+    const caller = c.get('caller');
+    const r = await deps.memories.create(caller.tenantId, memoryInput.parse(await body(c)), by(caller));
+    return c.json(r.memory, r.created ? 201 : 200);
+  });
+  app.delete('/knowledge/memories/:id{[0-9]{1,15}}', async (c) => {
+    const caller = c.get('caller');
+    await deps.memories.remove(caller.tenantId, Number(c.req.param('id')), by(caller));
+    return c.body(null, 204);
+  });
+  app.get('/knowledge/findings', async (c) => {
+    const caller = c.get('caller');
+    const o = SearchQuery.parse(c.req.query());
+    return c.json(await deps.findings.list(caller.tenantId, { ...(o.q ? { q: o.q, mode: o.mode } : {}), limit: o.limit }, ctx(caller)));
+  });
+  app.post('/knowledge/findings', async (c) => {
+    const caller = c.get('caller');
+    return c.json(await deps.findings.create(caller.tenantId, findingInput.parse(await body(c)), by(caller)), 201);
+  });
+  app.all('/knowledge/*', (c) => problem(c, 404, 'not_found', `The broker does not serve ${c.req.method} ${c.req.path}.`));
+  return app;
+}
