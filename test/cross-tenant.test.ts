@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
+import WebSocket from 'ws';
 import { ApiClient, onboard, twoTenants, type TenantFixture } from './helpers/client.ts';
 import { startTestServer } from './helpers/server.ts';
 
@@ -132,6 +133,38 @@ const NOT_TENANT_SCOPED: Record<string, number[]> = {
 const QUERIES: Record<string, string> = {
   'DELETE /api/v1/tenants/{tenant}': '?confirm=tenant-b',
 };
+
+/**
+ * Every way to reach or wake a tenant's gateway, and every call that starts an instance: a suspended
+ * tenant's member gets 409 tenant_suspended from each (the WebSocket is tried separately).
+ */
+const REACHES_GATEWAY = [
+  'POST /api/v1/tenants/{tenant}/chat/completions',
+  'POST /api/v1/tenants/{tenant}/hooks/agent',
+  'POST /api/v1/tenants/{tenant}/hooks/wake',
+  'POST /api/v1/tenants/{tenant}/tasks',
+  'POST /api/v1/tenants/{tenant}/instances',
+  'POST /api/v1/tenants/{tenant}/instances/{instanceId}/start',
+  'POST /api/v1/tenants/{tenant}/instances/{instanceId}/restart',
+  'POST /api/v1/tenants/{tenant}/backups/{backupId}/restore',
+];
+
+/** Opens the gateway WebSocket; resolves with the HTTP status of a refused upgrade (101 when it opened). */
+function openGatewaySocket(url: string, token: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url.replace(/^http/, 'ws'), { headers: { authorization: `Bearer ${token}` } });
+    ws.on('open', () => {
+      ws.terminate();
+      resolve({ status: 101, body: '' });
+    });
+    ws.on('unexpected-response', (_req, res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    ws.on('error', reject);
+  });
+}
 
 interface Operation {
   key: string;
@@ -264,5 +297,51 @@ describe('cross-tenant harness', async () => {
     );
     const m = await (await fetch(`${server.url}/metrics`)).text();
     assert.doesNotMatch(m, /clawplane_http_requests_total\{[^}]*status="5\d\d"/);
+  });
+
+  test('a suspended tenant is refused on every way to its gateway (HTTP, WebSocket, tasks, start), and nothing wakes', async () => {
+    const member = (await server.services.tokens.create(b.id, { name: 'member', role: 'member', createdBy: b.ownerId }, { actor: 'test' })).token;
+    const viewer = (await server.services.tokens.create(b.id, { name: 'viewer', role: 'viewer', createdBy: b.ownerId }, { actor: 'test' })).token;
+    const asMember = new ApiClient(server.url, { bearer: member });
+    for (const key of REACHES_GATEWAY) assert.ok(ops.some((o) => o.key === key), `${key} is not in the OpenAPI document any more: update REACHES_GATEWAY`);
+    const auditBefore = Number((await server.db.query<{ n: string }>('SELECT max(seq) AS n FROM audit_events')).rows[0]?.n ?? 0);
+    assert.equal((await admin.call('POST', `/api/v1/tenants/${b.slug}/suspend`, {})).status, 200);
+    try {
+      for (const op of ops.filter((o) => o.path.startsWith('/api/v1/tenants/{tenant}'))) {
+        // The tenant's admin on the ways in (a restore needs one); a member elsewhere (who cannot revoke the tokens used here).
+        const who = REACHES_GATEWAY.includes(op.key) ? b.client : asMember;
+        const res = await who.call(op.method, fill(op.path, b) + (QUERIES[op.key] ?? ''), BODIES[op.key]);
+        const text = await res.text();
+        assert.ok(res.status < 500, `${op.key} answered ${res.status}: ${text}`);
+        if (REACHES_GATEWAY.includes(op.key)) {
+          assert.equal(res.status, 409, `${op.key} answered ${res.status} for a suspended tenant: ${text}`);
+          assert.equal((JSON.parse(text) as { code: string }).code, 'tenant_suspended', `${op.key}: ${text}`);
+        }
+      }
+      // The socket is refused before the upgrade, for every role that may otherwise open it.
+      for (const token of [member, viewer, b.client.bearer ?? '']) {
+        const ws = await openGatewaySocket(`${server.url}/api/v1/tenants/${b.slug}/gateway/ws`, token);
+        assert.equal(ws.status, 409, `the gateway socket answered ${ws.status}: ${ws.body}`);
+      }
+      // (The upgrade adaptor answers a refused upgrade without a body: the same route without Upgrade shows the reason.)
+      const plain = await asMember.call('GET', `/api/v1/tenants/${b.slug}/gateway/ws`);
+      assert.equal(plain.status, 409);
+      assert.equal(((await plain.json()) as { code: string }).code, 'tenant_suspended');
+      // Work the platform does on the tenant's behalf (a task queued before the suspension) is refused too.
+      await assert.rejects(server.services.gate.admitSystem(b.id, 'task', { actor: 'system:tasks' }), { code: 'tenant_suspended' });
+      await assert.rejects(server.services.instances.start(b.id, b.instanceId, { actor: 'cli' }), { code: 'tenant_suspended' });
+      // Nothing reaches a gateway without the gate's decision, not even a value shaped like one.
+      const row = await server.services.instances.get(b.id, b.instanceId);
+      await assert.rejects(server.services.ingress.connect({ tenantId: b.id, channel: 'chat', by: { actor: 'forged' } } as never, row), /GatewayAccess/);
+      // Nothing woke: no start in the audit, every instance of B stays stopped.
+      const woke = await server.db.query("SELECT action, actor FROM audit_events WHERE seq > $1 AND tenant_id = $2 AND action IN ('instance.start', 'instance.restart', 'instance.deploy') AND decision = 'success'", [auditBefore, b.id]);
+      assert.deepEqual(woke.rows, []);
+      const instances = await server.db.query<{ desired_state: string; status: string }>('SELECT desired_state, status FROM instances WHERE tenant_id = $1', [b.id]);
+      assert.ok(instances.rows.length > 0 && instances.rows.every((r) => r.desired_state === 'stopped' && r.status === 'stopped'), JSON.stringify(instances.rows));
+    } finally {
+      assert.equal((await admin.call('POST', `/api/v1/tenants/${b.slug}/resume`, {})).status, 200);
+    }
+    // Resumed, the same member is let through the gate again (the refusals above were the suspension's).
+    assert.equal(server.services.gate.admit({ principal: { kind: 'token', tokenId: 't', tenantId: b.id, role: 'member', createdBy: null }, tenant: { id: b.id, slug: b.slug, status: 'active' }, role: 'member', requestId: 'r', channel: 'chat' }).tenantId, b.id);
   });
 });

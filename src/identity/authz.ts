@@ -50,7 +50,12 @@ export function authorize(principal: Principal | undefined, action: Action, tena
       throw new ForbiddenError(`This needs the ${NEED[action]} role in tenant "${tenant.slug}"; you are ${effective}.`);
     }
   }
-  if (action === 'tenant.operate' && tenant.status === 'suspended') {
+  if (action === 'tenant.operate') assertTenantActive(tenant);
+}
+
+/** Throws 409 tenant_suspended unless the tenant is active: a suspended tenant can be read but starts nothing. */
+export function assertTenantActive(tenant: { slug: string; status: string }): void {
+  if (tenant.status !== 'active') {
     throw new ConflictError(`Tenant "${tenant.slug}" is suspended: it can be read but cannot start work. A platform admin can resume it.`, 'tenant_suspended');
   }
 }

@@ -10,7 +10,7 @@
  * off in the sandbox).
  */
 import { z } from 'zod';
-import type { Audited } from '../instances/instances.ts';
+import type { GatewayAccess } from './access.ts';
 import { gatewayRequest, readAll } from './gateway.ts';
 import { UpstreamError, type IngressService } from './ingress.ts';
 
@@ -42,12 +42,12 @@ export interface HookResult {
 /** Forwards one hook call; resolves with the gateway's status and JSON answer. */
 export async function deliverHook(
   ingress: IngressService,
-  o: { tenantId: string; by: Audited; instanceRef?: string | undefined; kind: HookKind; body: unknown; idempotencyKey?: string | undefined; hooksToken: (instanceId: string) => Promise<string> },
+  o: { access: GatewayAccess; instanceRef?: string | undefined; kind: HookKind; body: unknown; idempotencyKey?: string | undefined; hooksToken: (instanceId: string) => Promise<string> },
 ): Promise<HookResult> {
-  const row = await ingress.resolveInstance(o.tenantId, o.instanceRef);
+  const row = await ingress.resolveInstance(o.access.tenantId, o.instanceRef);
   const done = ingress.activity.begin(row.id);
   try {
-    const gw = await ingress.connect(row, o.by);
+    const gw = await ingress.connect(o.access, row);
     const call = gatewayRequest({
       socketPath: gw.socketPath,
       token: await o.hooksToken(gw.row.id),

@@ -12,8 +12,9 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { ConversationArchive } from '../archive/archive.ts';
 import { ClawplaneError, ConflictError, NotFoundError } from '../errors.ts';
-import type { Audited, InstanceRow, InstanceService } from '../instances/instances.ts';
+import type { InstanceRow, InstanceService } from '../instances/instances.ts';
 import type { SandboxDriver } from '../sandbox/types.ts';
+import { assertAccess, type GatewayAccess } from './access.ts';
 import type { Activity } from './activity.ts';
 import { gatewayRequest, readAll } from './gateway.ts';
 import { Waker, type WakeProgress } from './wake.ts';
@@ -120,9 +121,13 @@ export class IngressService {
     return this.#o.instances.get(tenantId, pick.id);
   }
 
-  /** Wakes the instance when needed; resolves with where and how to reach its gateway. */
-  async connect(row: InstanceRow, by: Audited, onProgress?: (p: WakeProgress) => void): Promise<{ row: InstanceRow; socketPath: string; token: string }> {
-    const ready = await this.#o.waker.ensureReady(row, by, onProgress);
+  /**
+   * Wakes the instance when needed; resolves with where and how to reach its gateway. Only with the
+   * gate's decision for the row's tenant (ingress/access.ts): there is no other way to a gateway.
+   */
+  async connect(access: GatewayAccess, row: InstanceRow, onProgress?: (p: WakeProgress) => void): Promise<{ row: InstanceRow; socketPath: string; token: string }> {
+    assertAccess(access, row.tenantId);
+    const ready = await this.#o.waker.ensureReady(access, row, onProgress);
     this.#o.activity.touch(ready.id);
     let token = this.#tokens.get(ready.id);
     if (token === undefined) {
@@ -132,8 +137,9 @@ export class IngressService {
     return { row: ready, socketPath: this.#o.driver.endpoint(ready.id).socketPath, token };
   }
 
-  async chat(opts: { tenantId: string; by: Audited; instanceRef?: string | undefined; sessionId?: string | undefined; input: ChatInput; signal: AbortSignal }): Promise<ChatResult> {
-    const { input, tenantId, by } = opts;
+  async chat(opts: { access: GatewayAccess; instanceRef?: string | undefined; sessionId?: string | undefined; input: ChatInput; signal: AbortSignal }): Promise<ChatResult> {
+    const { input, access } = opts;
+    const { tenantId, by } = access;
     const sessionId = input.session ?? opts.sessionId ?? randomUUID();
     if (!SESSION_ID.test(sessionId)) throw new ClawplaneError('validation_failed', 400, 'X-Clawplane-Session must be letters, digits and _.:- (at most 100).');
     const row = await this.resolveInstance(tenantId, opts.instanceRef);
@@ -169,7 +175,7 @@ export class IngressService {
 
     try {
       if (!input.stream) {
-        const gw = await this.connect(row, by);
+        const gw = await this.connect(access, row);
         const res = await send(gw).response;
         const body = await readAll(res);
         if (res.statusCode === 200) {
@@ -191,7 +197,7 @@ export class IngressService {
       const sse = { ...headers, 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no', 'transfer-encoding': 'chunked' };
       if (Waker.ready(row)) {
         // Ready now: wait for the gateway's head so its status (e.g. 400) reaches the client as is.
-        const gw = await this.connect(row, by);
+        const gw = await this.connect(access, row);
         const call = send(gw);
         const res = await call.response;
         if (res.statusCode !== 200) {
@@ -206,7 +212,7 @@ export class IngressService {
       const event = (name: string, data: unknown) => out.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
       void (async () => {
         try {
-          const gw = await this.connect(row, by, (p) => event('clawplane.progress', { state: p, instance: row.id }));
+          const gw = await this.connect(access, row, (p) => event('clawplane.progress', { state: p, instance: row.id }));
           if (opts.signal.aborted || out.destroyed) return done();
           const call = send(gw);
           out.on('close', () => call.abort());

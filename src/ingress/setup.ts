@@ -12,6 +12,7 @@ import type { Db } from '../db/pool.ts';
 import type { OnboardingService } from '../identity/onboarding.ts';
 import type { InstanceServices, InstanceSettings } from '../instances/setup.ts';
 import type { Vault } from '../vault/vault.ts';
+import { GatewayGate } from './access.ts';
 import { Activity } from './activity.ts';
 import { IngressService } from './ingress.ts';
 import { createIngressMetrics } from './metrics.ts';
@@ -27,6 +28,8 @@ export function ingressSettings(config: Pick<Config, 'dataDir' | 'ingress'>): In
 }
 
 export interface IngressServices {
+  /** The one check before anything reaches or wakes a tenant's gateway. */
+  gate: GatewayGate;
   archive: ConversationArchive;
   ingress: IngressService;
   backups: BackupService;
@@ -82,5 +85,5 @@ export function createIngressServices(opts: { db: Db; vault: Vault; onboarding: 
     metrics.resumes.inc({ tenant: row.tenantId, outcome: outcome.resumed ? 'resumed' : 'cold_start' });
     if (outcome.resumed) metrics.resumeSeconds.observe({ tenant: row.tenantId }, outcome.ms / 1000);
   };
-  return { archive, ingress, backups, reaper };
+  return { gate: new GatewayGate(db), archive, ingress, backups, reaper };
 }

@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import { ClawplaneError } from '../errors.ts';
 import type { Audited, InstanceRow, InstanceService } from '../instances/instances.ts';
+import { assertAccess, type GatewayAccess } from './access.ts';
 import type { IngressMetrics } from './metrics.ts';
 
 export class WakeFailedError extends ClawplaneError {
@@ -46,8 +47,13 @@ export class Waker {
     return row.status === 'running' && row.desiredState === 'running' && row.sandbox !== null;
   }
 
-  /** Resolves with the running row; `onProgress('waking')` is called when this request had to wait. */
-  async ensureReady(row: InstanceRow, by: Audited, onProgress?: (p: WakeProgress) => void): Promise<InstanceRow> {
+  /**
+   * Resolves with the running row; `onProgress('waking')` is called when this request had to wait.
+   * Only with the gate's decision for the row's tenant (ingress/access.ts).
+   */
+  async ensureReady(access: GatewayAccess, row: InstanceRow, onProgress?: (p: WakeProgress) => void): Promise<InstanceRow> {
+    assertAccess(access, row.tenantId);
+    const by = access.by;
     if (Waker.ready(row)) return row;
     onProgress?.('waking');
     let p = this.#waking.get(row.id);

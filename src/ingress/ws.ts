@@ -12,7 +12,8 @@
 import WebSocket from 'ws';
 import type { Logger } from 'pino';
 import type { TenantRole } from '../identity/principal.ts';
-import type { Audited, InstanceRow } from '../instances/instances.ts';
+import type { InstanceRow } from '../instances/instances.ts';
+import type { GatewayAccess } from './access.ts';
 import type { IngressService } from './ingress.ts';
 
 const READ_METHODS = ['chat.history', 'sessions.list', 'sessions.usage', 'health', 'status'];
@@ -35,7 +36,7 @@ interface Frame {
 }
 
 /** Bridges one accepted client socket to the instance's gateway. */
-export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressService; row: InstanceRow; role: TenantRole; by: Audited; log: Logger }): void {
+export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressService; access: GatewayAccess; row: InstanceRow; role: TenantRole; log: Logger }): void {
   const { ingress, row, role, log } = opts;
   const allowed = WS_ALLOWED[role];
   const queue: string[] = [];
@@ -96,7 +97,7 @@ export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressS
   const progress = (state: string) => send(client, JSON.stringify({ type: 'event', event: 'clawplane.progress', payload: { state, instance: row.id } }));
   void (async () => {
     try {
-      const gw = await ingress.connect(row, opts.by, progress);
+      const gw = await ingress.connect(opts.access, row, progress);
       if (closed) return;
       token = gw.token;
       const up = new WebSocket(`ws+unix://${gw.socketPath}:/`, { perMessageDeflate: false });

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { appendAudit } from '../audit/log.ts';
 import type { Db, Queryable } from '../db/pool.ts';
 import { ConflictError, NotFoundError, QuotaExceededError } from '../errors.ts';
+import { assertTenantActive } from '../identity/authz.ts';
 import { parseRuntimeSpec, type RuntimeStore } from '../runtime/store.ts';
 import type { SandboxHandle, SandboxHealth } from '../sandbox/types.ts';
 import type { Vault } from '../vault/vault.ts';
@@ -205,9 +206,10 @@ export class InstanceService {
     const row = await this.#o.db
       .tx(async (tx) => {
         // Lock the tenant row: concurrent deploys must not both slip under the quota.
-        const t = await tx.query<{ max_instances: number; slug: string }>('SELECT max_instances, slug FROM tenants WHERE id = $1 FOR UPDATE', [tenantId]);
+        const t = await tx.query<{ max_instances: number; slug: string; status: string }>('SELECT max_instances, slug, status FROM tenants WHERE id = $1 FOR UPDATE', [tenantId]);
         const tenant = t.rows[0];
         if (!tenant) throw new NotFoundError('Tenant');
+        if (input.start) assertTenantActive(tenant);
         const n = await tx.query<{ n: number }>('SELECT count(*)::int AS n FROM instances WHERE tenant_id = $1', [tenantId]);
         if ((n.rows[0]?.n ?? 0) >= tenant.max_instances) {
           throw new QuotaExceededError(
@@ -244,8 +246,10 @@ export class InstanceService {
 
   async start(tenantId: string, id: string, by: Audited): Promise<Instance> {
     const row = await this.get(tenantId, id);
+    await this.#requireActiveTenant(this.#o.db, tenantId);
     await this.#requireRuntime(tenantId, 'instance.start', row.runtimeVersion, by, id);
     return this.#setDesired(tenantId, id, 'start', by, async (tx, r) => {
+      await this.#requireActiveTenant(tx, tenantId);
       await tx.query(`UPDATE instances SET desired_state = 'running', failures = 0, next_attempt_at = NULL, updated_at = now() WHERE id = $1`, [id]);
       if (r.status === 'stopped' || r.status === 'error') await this.#transition(tx, r, 'provisioning', 'start requested', by.actor);
       // A suspended instance resumes from its snapshot (issue 10); the reconciler falls back to a cold start.
@@ -256,8 +260,10 @@ export class InstanceService {
 
   async restart(tenantId: string, id: string, by: Audited): Promise<Instance> {
     const row = await this.get(tenantId, id);
+    await this.#requireActiveTenant(this.#o.db, tenantId);
     await this.#requireRuntime(tenantId, 'instance.restart', row.runtimeVersion, by, id);
     return this.#setDesired(tenantId, id, 'restart', by, async (tx, r) => {
+      await this.#requireActiveTenant(tx, tenantId);
       await tx.query(`UPDATE instances SET desired_state = 'running', generation = generation + 1, failures = 0, next_attempt_at = NULL, updated_at = now() WHERE id = $1`, [id]);
       if (r.status !== 'provisioning') await this.#transition(tx, r, 'provisioning', 'restart requested', by.actor);
       return true;
@@ -271,6 +277,7 @@ export class InstanceService {
     await this.#requireRuntime(tenantId, 'instance.upgrade', version, by, id);
     return this.#setDesired(tenantId, id, 'upgrade', by, async (tx, r) => {
       if (r.runtimeVersion === version) throw new ConflictError(`Instance "${r.name}" already runs OpenClaw ${version}.`, 'same_version');
+      if (r.desiredState === 'running') await this.#requireActiveTenant(tx, tenantId);
       await tx.query(
         `UPDATE instances SET previous_runtime_version = runtime_version, runtime_version = $2, generation = generation + 1, failures = 0, next_attempt_at = NULL, updated_at = now() WHERE id = $1`,
         [id, version],
@@ -305,6 +312,17 @@ export class InstanceService {
     });
     this.onChange();
     return publicInstance(row);
+  }
+
+  /**
+   * Every way that wakes an instance (the API, the ingress's wake, tasks, a restore, the CLI) ends here:
+   * the last check that its tenant is not suspended, in the transaction that sets the instance running
+   * (FOR SHARE: a suspension in flight commits first, or waits until this one has).
+   */
+  async #requireActiveTenant(tx: Queryable, tenantId: string): Promise<void> {
+    const t = await tx.query<{ slug: string; status: string }>('SELECT slug, status FROM tenants WHERE id = $1 FOR SHARE', [tenantId]);
+    if (!t.rows[0]) throw new NotFoundError('Tenant');
+    assertTenantActive(t.rows[0]);
   }
 
   async #requireRuntime(tenantId: string, action: string, version: string, by: Audited, id: string | null = null): Promise<void> {

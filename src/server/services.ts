@@ -132,6 +132,7 @@ export function createServices(opts: {
     settings: opts.tasks ?? DEFAULT_TASK_SETTINGS,
     instances: instances.instances,
     sandboxes: instances.sandboxes,
+    gate: ingress.gate,
     readyTimeoutMs: settings.instanceReadyTimeoutMs,
     flushUsage: () => broker.usage.flush(),
     recall: async (tenantId, agentId, text, ctx) => (await knowledge.memories.recall(tenantId, agentId, text, ctx)).map((m) => ({ id: m.id, content: m.content })),

@@ -2,6 +2,7 @@ import http from 'node:http';
 import type { Logger } from 'pino';
 import type { Db } from '../db/pool.ts';
 import { UnavailableError } from '../errors.ts';
+import type { GatewayGate } from '../ingress/access.ts';
 import type { Instance, InstanceService } from '../instances/instances.ts';
 import type { SandboxDriver } from '../sandbox/types.ts';
 import { GatewayApprovalWatch, type ExecApprovalRequest } from './exec-approvals.ts';
@@ -48,9 +49,11 @@ const sleep = (ms: number, signal: AbortSignal) =>
  * Picks `main` (or the first other instance) for standard agents and `tasks-high-risk` for high-risk
  * ones; starts it when stopped, deploys it when missing, then waits for status running with health ready.
  */
-export function instanceWaker(o: { instances: InstanceService; sandboxes: SandboxDriver; readyTimeoutMs: number }): WakeFn {
+export function instanceWaker(o: { gate: GatewayGate; instances: InstanceService; sandboxes: SandboxDriver; readyTimeoutMs: number }): WakeFn {
   const by = { actor: 'system:tasks' };
   return async (tenantId, risk, signal) => {
+    // A task queued before its tenant was suspended must not wake its gateway now.
+    await o.gate.admitSystem(tenantId, 'task', by);
     const all = await o.instances.list(tenantId);
     const pickStd = (xs: Instance[]) => xs.find((i) => i.name === 'main') ?? xs.find((i) => i.status === 'running') ?? xs[0];
     const std = all.filter((i) => i.name !== HIGH_RISK_INSTANCE && i.desiredState !== 'destroyed');

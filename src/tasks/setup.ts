@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Db } from '../db/pool.ts';
+import type { GatewayGate } from '../ingress/access.ts';
 import type { InstanceService } from '../instances/instances.ts';
 import type { EgressPolicy } from '../net/ssrf.ts';
 import type { SandboxDriver } from '../sandbox/types.ts';
@@ -71,6 +72,7 @@ export function createTaskServices(o: {
   settings: TaskSettings;
   instances: InstanceService;
   sandboxes: SandboxDriver;
+  gate: GatewayGate;
   readyTimeoutMs: number;
   flushUsage: () => Promise<void>;
   wake?: WakeFn;
@@ -83,7 +85,7 @@ export function createTaskServices(o: {
   const webhooks = new ApprovalWebhooks({ db: o.db, vault: o.vault, egress: o.egress, log });
   const approvals = new ApprovalService({ db: o.db, webhooks });
   const queues = new TaskQueues({ pollMs: o.settings.queuePollMs, workerConcurrency: o.settings.workerConcurrency });
-  const wake = o.wake ?? instanceWaker({ instances: o.instances, sandboxes: o.sandboxes, readyTimeoutMs: o.readyTimeoutMs });
+  const wake = o.wake ?? instanceWaker({ gate: o.gate, instances: o.instances, sandboxes: o.sandboxes, readyTimeoutMs: o.readyTimeoutMs });
   const executor = new GatewayExecutor({ wake, db: o.db, log, flushUsage: o.flushUsage });
   // OpenClaw's exec approvals (exec mode ask): a rejection or expiry refuses the held command on the gateway.
   approvals.onDecided((_tenant, taskId, a, decision) => {

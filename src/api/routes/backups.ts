@@ -1,6 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { BACKUP_REASONS } from '../../backup/backups.ts';
 import type { App, AppDeps } from '../app.ts';
+import { assertTenantActive } from '../../identity/authz.ts';
 import { allow } from '../auth.ts';
 import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
 import { InstanceSchema } from './instances.ts';
@@ -63,6 +64,8 @@ export function registerBackups(app: App, deps: AppDeps): void {
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.admin');
       const b = c.req.valid('json');
+      // Refused before anything is unpacked: a restore that starts the instance wakes a gateway.
+      if (b.start !== false) assertTenantActive(tenant);
       return c.json(await backups.restore(tenant.id, c.req.valid('param').backupId, b, by), 200);
     },
   );

@@ -6,7 +6,10 @@ import { ClawplaneError, ForbiddenError } from '../../errors.ts';
 import { deliverHook, hookAgentInput, hookWakeInput, type HookKind } from '../../ingress/hooks.ts';
 import { chatInput } from '../../ingress/ingress.ts';
 import { bridgeGatewaySocket } from '../../ingress/ws.ts';
+import type { Context } from 'hono';
+import type { GatewayChannel } from '../../ingress/access.ts';
 import type { App, AppDeps } from '../app.ts';
+import type { AppEnv } from '../env.ts';
 import { allow } from '../auth.ts';
 import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
 
@@ -34,11 +37,13 @@ class UpgradeRequiredError extends ClawplaneError {
 }
 
 /**
- * The chat API and the gateway WebSocket (issue 7). Chat and the socket need tenant.operate (the
- * socket: tenant.read, then the role's method allow-list); the archive needs tenant.read.
+ * The chat API and the gateway WebSocket (issue 7). Chat, hooks and the socket pass the gateway gate
+ * (ingress/access.ts: tenant active, tenant.operate; the socket: tenant.read, then the role's method
+ * allow-list); the archive needs tenant.read.
  */
 export function registerChat(app: App, deps: AppDeps): void {
-  const { ingress, archive } = deps.services;
+  const { ingress, archive, gate } = deps.services;
+  const admit = (c: Context<AppEnv>, channel: GatewayChannel) => gate.admit({ principal: c.get('principal'), tenant: c.get('tenant'), role: c.get('role'), requestId: c.get('requestId'), channel });
 
   app.openapi(
     createRoute({
@@ -53,9 +58,9 @@ export function registerChat(app: App, deps: AppDeps): void {
       },
     }),
     async (c) => {
-      const { tenant, by } = allow(c, 'tenant.operate');
+      const access = admit(c, 'chat');
       const h = c.req.valid('header');
-      const r = await ingress.chat({ tenantId: tenant.id, by, instanceRef: h['x-clawplane-instance'], sessionId: h['x-clawplane-session'], input: c.req.valid('json'), signal: c.req.raw.signal });
+      const r = await ingress.chat({ access, instanceRef: h['x-clawplane-instance'], sessionId: h['x-clawplane-session'], input: c.req.valid('json'), signal: c.req.raw.signal });
       const body = typeof r.body === 'string' ? r.body : (Readable.toWeb(r.body) as ReadableStream<Uint8Array>);
       return new Response(body, { status: r.status, headers: r.headers }) as never;
     },
@@ -77,9 +82,9 @@ export function registerChat(app: App, deps: AppDeps): void {
         responses: { 200: { description: "OpenClaw's answer, passed on (e.g. {ok, runId}); the gateway's 4xx answers are passed on too. Header: X-Clawplane-Instance.", content: { 'application/json': { schema: HookAnswer } } }, ...errorResponses },
       }),
       async (c) => {
-        const { tenant, by } = allow(c, 'tenant.operate');
+        const access = admit(c, 'hook');
         const h = c.req.valid('header');
-        const r = await deliverHook(ingress, { tenantId: tenant.id, by, instanceRef: h['x-clawplane-instance'], kind, body: c.req.valid('json'), idempotencyKey: h['idempotency-key'], hooksToken: (id) => deps.services.instances.hooksToken(id) });
+        const r = await deliverHook(ingress, { access, instanceRef: h['x-clawplane-instance'], kind, body: c.req.valid('json'), idempotencyKey: h['idempotency-key'], hooksToken: (id) => deps.services.instances.hooksToken(id) });
         // The gateway answers JSON; anything else (or a 5xx of its own) is reported as ours, never passed raw.
         let body: unknown;
         try {
@@ -142,16 +147,18 @@ export function registerChat(app: App, deps: AppDeps): void {
       responses: { 101: { description: 'Switching protocols' }, 426: { description: 'Not a WebSocket upgrade' }, ...errorResponses },
     }),
     async (c, next) => {
-      const { tenant, principal, by } = allow(c, 'tenant.read');
+      const { principal } = allow(c, 'tenant.read');
       const role = c.get('role');
       if (!role) throw new ForbiddenError('Only members of the tenant may open its gateway socket.');
+      // Before the upgrade: a refused socket is an HTTP error (e.g. 409 tenant_suspended), and nothing wakes.
+      const access = admit(c, 'socket');
       // A browser sends cookies on cross-site WebSocket upgrades: only our own origin may use a session.
       if (principal.kind === 'user' && c.req.header('origin') !== deps.publicOrigin) throw new ForbiddenError(`WebSocket upgrades with a session cookie must come from ${deps.publicOrigin}.`);
       if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') throw new UpgradeRequiredError();
-      const row = await ingress.resolveInstance(tenant.id, c.req.valid('query').instance);
+      const row = await ingress.resolveInstance(access.tenantId, c.req.valid('query').instance);
       const log = c.get('log');
       const handler = upgradeWebSocket(() => ({
-        onOpen: (_e, ws) => bridgeGatewaySocket(ws.raw as WebSocket, { ingress, row, role, by, log }),
+        onOpen: (_e, ws) => bridgeGatewaySocket(ws.raw as WebSocket, { ingress, access, row, role, log }),
       }));
       // The helper is typed for a plain Hono context; ours carries more variables, which it ignores.
       return (await handler(c as unknown as Parameters<typeof handler>[0], next)) as never;
