@@ -9,6 +9,7 @@ import { NotFoundError, PayloadTooLargeError, UnsupportedMediaTypeError, Validat
 import type { Metrics } from '../observability/metrics.ts';
 import type { AppEnv } from './env.ts';
 import { errorResponse } from './errors.ts';
+import { storableInput } from './input.ts';
 import type { Services } from '../server/services.ts';
 import { authentication, tenantScope } from './auth.ts';
 import { registerAuth } from './routes/auth.ts';
@@ -97,6 +98,9 @@ export function createApp(deps: AppDeps): App {
     }
     await next();
   });
+
+  // Before authentication: the tenant in the path is looked up there, and PostgreSQL cannot hold NUL.
+  app.use(storableInput(() => app.openAPIRegistry.definitions.flatMap((d) => (d.type === 'route' ? [{ method: d.route.method, path: d.route.path }] : []))));
 
   app.use(authentication({ ...deps.services, secureCookies: deps.secureCookies }));
   const scope = tenantScope(deps.services.tenants);

@@ -1,7 +1,7 @@
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { BadJsonError, ClawplaneError, PayloadTooLargeError } from '../errors.ts';
+import { BadJsonError, ClawplaneError, ConflictError, PayloadTooLargeError, ValidationError } from '../errors.ts';
 import type { AppEnv } from './env.ts';
 
 /** The JSON body of every error response. */
@@ -18,6 +18,8 @@ export interface ErrorBody {
  */
 export function toClawplaneError(err: unknown, bodyLimitBytes: number): ClawplaneError | undefined {
   if (err instanceof ClawplaneError) return err;
+  const db = fromDatabase(err);
+  if (db) return db;
   if (err instanceof HTTPException) {
     if (err.status === 413) return new PayloadTooLargeError(bodyLimitBytes);
     if (err.status === 400 && /json/i.test(err.message)) return new BadJsonError();
@@ -40,6 +42,7 @@ export function errorResponse(c: Context<AppEnv>, err: unknown, bodyLimitBytes: 
     return c.json(body, 500);
   }
   if (known.status >= 500) log?.error({ err: known, cause: known.cause }, known.message);
+  else if (known !== err) log?.warn({ err }, `refused by the database: ${known.message}`);
   else log?.debug({ code: known.code }, known.message);
   const body: ErrorBody = { code: known.code, message: known.message, requestId };
   if (known.details) body.details = known.details;
@@ -48,4 +51,36 @@ export function errorResponse(c: Context<AppEnv>, err: unknown, bodyLimitBytes: 
   const retry = known.details?.['retryAfterSeconds'];
   if (typeof retry === 'number') c.header('Retry-After', String(Math.ceil(retry)));
   return c.json(body, known.status as ContentfulStatusCode);
+}
+
+/** PostgreSQL's error fields (node-postgres DatabaseError) that say which value it refused. */
+interface PgError {
+  code: string;
+  message: string;
+  column?: string | undefined;
+  constraint?: string | undefined;
+  severity?: string | undefined;
+}
+
+const isPgError = (e: unknown): e is PgError => {
+  const code = e instanceof Error && 'severity' in e ? (e as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code);
+};
+
+/**
+ * A value PostgreSQL refused is the caller's input, not our fault: data errors (SQLSTATE class 22: out
+ * of range, bad encoding, invalid text for the type), check and not-null violations and values too
+ * large to index are 400s; a unique violation (a race between two writers) is a 409. The schemas and
+ * storableInput refuse most of these first, naming the field; this is the net under them.
+ */
+function fromDatabase(err: unknown): ClawplaneError | undefined {
+  const e = isPgError(err) ? err : isPgError((err as { cause?: unknown } | undefined)?.cause) ? ((err as { cause: PgError }).cause) : undefined;
+  if (!e) return undefined;
+  const field = e.column ?? 'body';
+  if (e.code.startsWith('22') || e.code === '23502' || e.code === '23514' || e.code === '54000') {
+    const what = e.code === '54000' ? 'is too large to store' : e.code === '23514' ? 'is not allowed here' : e.code === '23502' ? 'is required' : 'cannot be stored (out of range or not valid for its type)';
+    return new ValidationError(`The request is invalid: a value ${what}. Check the request's numbers, dates and text.`, [{ path: field, message: what }]);
+  }
+  if (e.code === '23505') return new ConflictError('This conflicts with a change made at the same time (the name or key is already taken): reload and retry.');
+  return undefined;
 }

@@ -18,6 +18,25 @@ export const errorResponses = {
   409: { description: 'Conflict with the current state', content: { 'application/json': { schema: ErrorBody } } },
 } as const;
 
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * An ISO 8601 time PostgreSQL's timestamptz can hold: years 0001-9999 (there is no year 0, and
+ * z.iso.datetime alone admits it).
+ */
+export const IsoTime = z.iso
+  .datetime({ offset: true })
+  .refine((s) => Number(s.slice(0, 4)) >= 1 && Number.isFinite(Date.parse(s)), 'must be a real date and time between the years 0001 and 9999, e.g. "2026-12-31T23:59:59Z"');
+
+/** A keyset cursor as a list answered it in nextCursor ("<time>|<id>"); anything else is refused, never ignored. */
+export const TimeIdCursor = z
+  .string()
+  .max(200)
+  .refine((s) => {
+    const [at, id, more] = s.split('|');
+    return more === undefined && at !== undefined && id !== undefined && UUID_RE.test(id) && IsoTime.safeParse(at).success;
+  }, 'must be the nextCursor of the previous page, unchanged');
+
 export const TenantRoleSchema = z.enum(['tenant_admin', 'member', 'viewer']).openapi('TenantRole');
 
 export const Slug = z

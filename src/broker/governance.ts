@@ -61,7 +61,7 @@ export class BrokerGovernance {
   async setLimits(tenantId: string, entries: LimitEntry[], by: By): Promise<LimitEntry[]> {
     const agents = new Set<string>();
     for (const e of entries) {
-      if (agents.has(e.agent)) throw new ValidationError(`The agent "${e.agent || '(whole tenant)'}" is listed twice.`);
+      if (agents.has(e.agent)) throw new ValidationError(`The agent "${e.agent || '(whole tenant)'}" is listed twice.`, [{ path: 'items', message: `lists the agent "${e.agent}" twice` }]);
       agents.add(e.agent);
     }
     await this.db.tx(async (tx) => {

@@ -149,7 +149,7 @@ export class UserService {
   /** `clawplane admin reset-password`: new password, lockout cleared; the caller ends the old sessions. */
   async resetBreakglassPassword(password: string, by: Audited): Promise<{ id: string; email: string }> {
     const problem = passwordProblem(password);
-    if (problem) throw new ValidationError(`The password ${problem}.`);
+    if (problem) throw new ValidationError(`The password ${problem}.`, [{ path: 'password', message: problem }]);
     const hash = await hashPassword(password);
     return this.db.tx(async (tx) => {
       const r = await tx.query<{ id: string; email: string }>(

@@ -46,12 +46,22 @@ function addScope(json: PolicyJson, scope: PolicyScope | undefined): PolicyJson 
   return { ...json, conditions };
 }
 
+/** A ValidationError whose one issue names `path` (the policy's field in the request). */
+function fieldError(path: string) {
+  return class extends ValidationError {
+    constructor(message: string) {
+      super(message, [{ path, message }]);
+    }
+  };
+}
+
 /**
  * Parses one policy written by a person. Exactly one static policy per entry (templates are refused:
  * a template link could be added later without going through this check).
  */
-export function compilePolicy(origin: PolicyOrigin, src: PolicySource): CompiledPolicy {
+export function compilePolicy(origin: PolicyOrigin, src: PolicySource, at = 'cedar'): CompiledPolicy {
   const where = `policy "${src.id}"`;
+  const ValidationError = fieldError(at);
   if (src.cedar.length > MAX_POLICY_CHARS) throw new ValidationError(`${where} is longer than ${MAX_POLICY_CHARS} characters.`);
   const parts = policySetTextToParts(src.cedar);
   if (parts.type === 'failure') throw new ValidationError(`${where} is not valid Cedar: ${message(parts.errors)}`);
@@ -84,10 +94,10 @@ export function compilePolicy(origin: PolicyOrigin, src: PolicySource): Compiled
  * reaches a policy set. Then the set is validated against the schema.
  */
 export function compileTenantPolicies(sources: PolicySource[]): CompiledPolicy[] {
-  const compiled = sources.map((s) => compilePolicy('tenant', s));
+  const compiled = sources.map((s, i) => compilePolicy('tenant', s, `policies.${i}.cedar`));
   const permit = compiled.find((p) => p.effect !== 'forbid');
   if (permit) {
-    throw new ValidationError(
+    throw new (fieldError(`policies.${compiled.indexOf(permit)}.cedar`))(
       `Tenant restrictions may only forbid: ${permit.id.replace('tenant/', 'policy "')}" is a ${permit.effect}. The platform baseline decides what is permitted; write "forbid (…) when { … };" to take something away.`,
     );
   }
@@ -97,7 +107,7 @@ export function compileTenantPolicies(sources: PolicySource[]): CompiledPolicy[]
 
 /** Compiles and validates the platform baseline (permits and forbids). */
 export function compileBaseline(sources: PolicySource[]): CompiledPolicy[] {
-  const compiled = sources.map((s) => compilePolicy('baseline', s));
+  const compiled = sources.map((s, i) => compilePolicy('baseline', s, `policies.${i}.cedar`));
   validatePolicies(compiled);
   return compiled;
 }
@@ -111,7 +121,7 @@ export function validatePolicies(policies: CompiledPolicy[]): void {
   if (policies.length === 0) return;
   const ids = new Set<string>();
   for (const p of policies) {
-    if (ids.has(p.id)) throw new ValidationError(`Two policies have the id "${p.id}"; ids must be unique.`);
+    if (ids.has(p.id)) throw new ValidationError(`Two policies have the id "${p.id}"; ids must be unique.`, [{ path: 'policies', message: `the id "${p.id}" is used twice` }]);
     ids.add(p.id);
   }
   const answer = validate({
@@ -119,7 +129,7 @@ export function validatePolicies(policies: CompiledPolicy[]): void {
     policies: { staticPolicies: Object.fromEntries(policies.map((p) => [p.id, p.json])) },
     validationSettings: { mode: 'strict' },
   });
-  if (answer.type === 'failure') throw new ValidationError(`The policies could not be validated: ${message(answer.errors)}`);
+  if (answer.type === 'failure') throw new ValidationError(`The policies could not be validated: ${message(answer.errors)}`, [{ path: 'policies', message: message(answer.errors) }]);
   if (answer.validationErrors.length > 0) {
     const issues = answer.validationErrors.map((e) => ({ path: e.policyId, message: e.error.message + (e.error.help ? ` (${e.error.help})` : '') }));
     throw new ValidationError(`The policies do not match the tool-use schema: ${issues.map((i) => i.message).join('; ')}`, issues);

@@ -73,7 +73,10 @@ export interface RuntimeStoreOptions {
 export function parseRuntimeSpec(spec: string): string {
   const m = /^(?:openclaw@)?(.+)$/.exec(spec.trim());
   const v = m?.[1] ?? '';
-  if (!VERSION.test(v)) throw new ValidationError(`"${spec}" is not an exact OpenClaw version: write openclaw@<major.minor.patch>, e.g. openclaw@2026.9.6.`);
+  if (!VERSION.test(v)) {
+    const message = `"${spec}" is not an exact OpenClaw version: write openclaw@<major.minor.patch>, e.g. openclaw@2026.9.6.`;
+    throw new ValidationError(message, [{ path: 'runtimeVersion', message }]);
+  }
   return v;
 }
 

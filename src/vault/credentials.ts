@@ -74,7 +74,8 @@ export const createCredentialInput = z.strictObject({
   type: z.enum(CREDENTIAL_TYPES),
   value: z.string().min(1, 'is required').max(MAX_VALUE, `must be at most ${MAX_VALUE} characters`),
   skill: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,49}$/, 'must be a skill id such as slack').optional(),
-  expiresAt: z.coerce.date().optional(),
+  // timestamptz holds years 1-294276; a Date can go to ±275760 (e.g. -8.64e15 ms): refused here, not by PostgreSQL.
+  expiresAt: z.coerce.date().min(new Date('0001-01-01T00:00:00Z'), 'must be in the years 0001-9999').max(new Date('9999-12-31T23:59:59Z'), 'must be in the years 0001-9999').optional(),
   metadata: metadataSchema.optional(),
 });
 export type CreateCredentialInput = z.input<typeof createCredentialInput>;

@@ -146,7 +146,7 @@ export class SkillRegistry {
   parse(id: string, input: unknown): ParsedSkillInput {
     const entry = this.#defs.get(id);
     if (!entry) {
-      throw new ValidationError(`Unknown skill "${id}". Known skills: ${[...this.#defs.keys()].join(', ')}.`);
+      throw new ValidationError(`Unknown skill "${id}". Known skills: ${[...this.#defs.keys()].join(', ')}.`, [{ path: 'skill', message: 'is not a known skill' }]);
     }
     const r = entry.schema.safeParse(input);
     if (!r.success) {

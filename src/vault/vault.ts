@@ -234,7 +234,7 @@ export class Vault {
   /** Stores (or replaces) a platform-level secret such as the OIDC client secret. Audited without the value. */
   async sealPlatformSecret(name: string, plaintext: string, opts: { actor?: string } = {}): Promise<void> {
     if (!PLATFORM_SECRET_NAME.test(name)) {
-      throw new ValidationError(`Platform secret name "${name}" is invalid: use 1-100 of a-z, 0-9, "_", "." or "-", starting with a letter or digit.`);
+      throw new ValidationError(`Platform secret name "${name}" is invalid: use 1-100 of a-z, 0-9, "_", "." or "-", starting with a letter or digit.`, [{ path: 'name', message: 'is not a valid platform secret name' }]);
     }
     // Its own data key per secret, so a platform secret never shares a key with tenant data.
     const dek = newDataKey();

@@ -3,7 +3,7 @@ import { queryAudit } from '../../audit/query.ts';
 import { verifyAuditChain } from '../../audit/verify.ts';
 import type { App, AppDeps } from '../app.ts';
 import { allow, allowPlatform } from '../auth.ts';
-import { errorResponses, json, TenantParam } from '../schemas.ts';
+import { errorResponses, IsoTime, json, TenantParam } from '../schemas.ts';
 
 const AuditEvent = z
   .object({
@@ -23,9 +23,9 @@ const Filters = z.object({
   action: z.string().max(100).optional().openapi({ description: 'Action prefix, e.g. "auth." or "token.create"' }),
   actor: z.string().max(200).optional(),
   decision: z.string().max(50).optional(),
-  since: z.iso.datetime({ offset: true }).optional(),
-  until: z.iso.datetime({ offset: true }).optional(),
-  before: z.coerce.number().int().min(1).optional().openapi({ description: 'Cursor: the nextBefore of the previous page' }),
+  since: IsoTime.optional(),
+  until: IsoTime.optional(),
+  before: z.coerce.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional().openapi({ description: 'Cursor: the nextBefore of the previous page' }),
   limit: z.coerce.number().int().min(1).max(500).default(100),
 });
 

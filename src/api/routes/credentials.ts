@@ -5,7 +5,7 @@ import { CREDENTIAL_TYPES, createCredentialInput, type CredentialInfo } from '..
 import type { App, AppDeps } from '../app.ts';
 import type { AppEnv } from '../env.ts';
 import { allow } from '../auth.ts';
-import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
+import { errorResponses, IsoTime, json, jsonBody, TenantParam } from '../schemas.ts';
 
 /** How far ahead the UI warns that a credential is about to expire. */
 export const EXPIRES_SOON_DAYS = 14;
@@ -75,7 +75,7 @@ const SkillConnectBody = z.strictObject({
     .regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,59}$/, 'must be 1-60 of letters, digits, "_", ".", ":" or "-"')
     .optional()
     .openapi({ description: 'Credential names become <prefix>.<field>; defaults to the skill id' }),
-  expiresAt: z.iso.datetime({ offset: true }).optional(),
+  expiresAt: IsoTime.optional(),
 });
 
 // A response that carries credential metadata must not sit in a shared cache.

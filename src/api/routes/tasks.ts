@@ -6,7 +6,7 @@ import { taskInput } from '../../tasks/service.ts';
 import { AGENT_TYPES, PRIORITIES, TASK_STATUSES, TERMINAL } from '../../tasks/types.ts';
 import type { App, AppDeps } from '../app.ts';
 import { allow } from '../auth.ts';
-import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
+import { errorResponses, IsoTime, json, jsonBody, TenantParam, TimeIdCursor } from '../schemas.ts';
 
 const TaskParams = TenantParam.extend({ taskId: z.uuid().openapi({ param: { name: 'taskId', in: 'path' } }) });
 const AgentParams = TenantParam.extend({ agentId: z.string().min(1).max(64).openapi({ param: { name: 'agentId', in: 'path' }, description: 'Agent id or name' }) });
@@ -76,11 +76,11 @@ const ListQuery = z.object({
   status: z.enum(TASK_STATUSES).optional().openapi({ param: { name: 'status', in: 'query' } }),
   agent: z.string().min(1).max(64).optional().openapi({ param: { name: 'agent', in: 'query' }, description: 'Agent id or name' }),
   priority: z.enum(PRIORITIES).optional().openapi({ param: { name: 'priority', in: 'query' } }),
-  since: z.iso.datetime({ offset: true }).optional().openapi({ param: { name: 'since', in: 'query' }, description: 'Created at or after (ISO 8601)' }),
-  until: z.iso.datetime({ offset: true }).optional().openapi({ param: { name: 'until', in: 'query' }, description: 'Created before (ISO 8601)' }),
+  since: IsoTime.optional().openapi({ param: { name: 'since', in: 'query' }, description: 'Created at or after (ISO 8601)' }),
+  until: IsoTime.optional().openapi({ param: { name: 'until', in: 'query' }, description: 'Created before (ISO 8601)' }),
   parentId: z.uuid().optional().openapi({ param: { name: 'parentId', in: 'query' } }),
   limit: z.coerce.number().int().min(1).max(200).default(50).openapi({ param: { name: 'limit', in: 'query' } }),
-  cursor: z.string().max(200).optional().openapi({ param: { name: 'cursor', in: 'query' }, description: 'nextCursor of the previous page' }),
+  cursor: TimeIdCursor.optional().openapi({ param: { name: 'cursor', in: 'query' }, description: 'nextCursor of the previous page' }),
 });
 
 const DecisionBody = z.strictObject({

@@ -85,7 +85,7 @@ export function registerTenants(app: App, deps: AppDeps): void {
       const { tenant } = allow(c, 'tenant.manage');
       const { by } = allowPlatform(c, 'platform.manage');
       const body = c.req.valid('json');
-      if (body.name === undefined && body.quotas === undefined) throw new ValidationError('Nothing to change: send name and/or quotas.');
+      if (body.name === undefined && body.quotas === undefined) throw new ValidationError('Nothing to change: send name and/or quotas.', [{ path: 'body', message: 'send name and/or quotas' }]);
       return c.json(await tenants.update(tenant.id, body, by), 200);
     },
   );
