@@ -20,6 +20,7 @@ import { migrate } from '../src/db/migrate.ts';
 import { createDb } from '../src/db/pool.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { createServices } from '../src/server/services.ts';
+import { EventChannel } from '../src/events/channel.ts';
 
 const PROVIDER = `
 const http = require('node:http');
@@ -83,7 +84,7 @@ export async function main(args: string[]): Promise<void> {
     const providerPort = await new Promise<number>((resolve) => provider.once('message', (m) => resolve(Number(m))));
     const db = createDb(await pg.start(), log, { max: 20 });
     await migrate(db, log);
-    const s = createServices({ db, secretKey: randomBytes(32), dataDir: dir, publicOrigin: 'http://127.0.0.1', egressAllowHosts: ['127.0.0.1'], log, registry: new Registry() });
+    const s = createServices({ db, events: EventChannel.local(log), secretKey: randomBytes(32), dataDir: dir, publicOrigin: 'http://127.0.0.1', egressAllowHosts: ['127.0.0.1'], log, registry: new Registry() });
     const by = { actor: 'bench' };
     const t = await s.tenants.create({ slug: 'bench', name: 'Bench' }, by);
     const cred = await s.credentials.create(t.id, { name: 'key', type: 'api_key', value: `sk-bench-${randomBytes(8).toString('hex')}` }, by);

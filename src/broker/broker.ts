@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Db } from '../db/pool.ts';
+import type { EventChannel } from '../events/channel.ts';
 import type { EgressPolicy } from '../net/ssrf.ts';
 import type { CredentialService } from '../vault/credentials.ts';
 import type { ProviderService } from '../vault/providers.ts';
@@ -22,6 +23,8 @@ import { UsageWriter } from './usage.ts';
 
 export interface BrokerOptions {
   db: Db;
+  /** Shared invalidations (tokens, keys, routes, caps, egress) across replicas. */
+  events: EventChannel;
   log: Logger;
   registry: Registry;
   providers: ProviderService;
@@ -58,13 +61,15 @@ export class Broker implements SandboxBroker {
 
   constructor(opts: BrokerOptions) {
     this.opts = opts;
-    this.tokens = new SandboxTokens(opts.db);
+    this.tokens = new SandboxTokens(opts.db, opts.events);
     this.budgets = new Budgets(opts.db);
+    opts.events.on('governance.changed', ({ tenantId }) => this.budgets.forget(tenantId));
     this.prices = new PriceTable(opts.db);
     this.usage = new UsageWriter(opts.db, opts.log.child({ component: 'broker-usage' }));
     this.upstreams = new Upstreams(opts.egress);
     this.proxy = new BrokerProxy({
       db: opts.db,
+      events: opts.events,
       log: opts.log.child({ component: 'broker' }),
       tokens: this.tokens,
       providers: opts.providers,
@@ -78,6 +83,7 @@ export class Broker implements SandboxBroker {
     });
     this.egress = new EgressProxy({
       db: opts.db,
+      events: opts.events,
       tokens: this.tokens,
       policy: opts.egress,
       credentials: opts.credentials,

@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { appendAudit } from '../audit/log.ts';
 import type { Db } from '../db/pool.ts';
+import type { EventChannel } from '../events/channel.ts';
 import { checkUrl, EgressRefusedError, type EgressPolicy } from '../net/ssrf.ts';
 import type { CredentialService } from '../vault/credentials.ts';
 import type { SandboxIdentity, SandboxTokens } from './identity.ts';
@@ -28,11 +29,17 @@ export class EgressProxy {
   private readonly credentials: CredentialService;
   private readonly upstreams: Upstreams;
   private readonly log: Logger;
+  private readonly events: EventChannel;
   private readonly hostCache = new Map<string, { at: number; hosts: { host: string; port: number }[] }>();
   private readonly lastDenyAudit = new Map<string, number>();
 
-  constructor(opts: { db: Db; tokens: SandboxTokens; policy: EgressPolicy; credentials: CredentialService; upstreams: Upstreams; log: Logger }) {
+  constructor(opts: { db: Db; events: EventChannel; tokens: SandboxTokens; policy: EgressPolicy; credentials: CredentialService; upstreams: Upstreams; log: Logger }) {
     this.db = opts.db;
+    this.events = opts.events;
+    // The allow-list guards the way out: a change anywhere applies at once, and nothing is kept while the
+    // event channel is down.
+    opts.events.on('governance.changed', ({ tenantId }) => this.forgetTenant(tenantId));
+    opts.events.onReset(() => this.hostCache.clear());
     this.tokens = opts.tokens;
     this.policy = opts.policy;
     this.credentials = opts.credentials;
@@ -46,11 +53,13 @@ export class EgressProxy {
 
   /** Whether host:port is on the tenant's allow-list (`*.example.com` matches sub-domains; port 0 = any). */
   async allowed(tenantId: string, host: string, port: number): Promise<boolean> {
-    let hit = this.hostCache.get(tenantId);
+    const live = this.events.live;
+    const epoch = this.events.epoch;
+    let hit = live ? this.hostCache.get(tenantId) : undefined;
     if (!hit || Date.now() - hit.at > CACHE_MS) {
       const r = await this.db.query<{ host: string; port: number }>('SELECT host, port FROM tenant_egress_hosts WHERE tenant_id = $1', [tenantId]);
       hit = { at: Date.now(), hosts: r.rows };
-      this.hostCache.set(tenantId, hit);
+      if (live && epoch === this.events.epoch && this.events.live) this.hostCache.set(tenantId, hit);
     }
     const h = host.toLowerCase().replace(/\.$/, '');
     return hit.hosts.some((e) => (e.port === 0 || e.port === port) && (e.host === h || (e.host.startsWith('*.') && h.endsWith(e.host.slice(1)))));

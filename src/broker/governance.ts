@@ -1,9 +1,9 @@
 import { appendAudit } from '../audit/log.ts';
 import type { Db } from '../db/pool.ts';
+import type { EventChannel } from '../events/channel.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
 import { checkUrlShape, EgressRefusedError, type EgressPolicy } from '../net/ssrf.ts';
-import type { Budgets, Limits } from './budgets.ts';
-import type { EgressProxy } from './egress.ts';
+import type { Limits } from './budgets.ts';
 
 export interface LimitEntry extends Limits {
   /** '' = the whole tenant. */
@@ -28,18 +28,17 @@ type By = { actor: string; requestId?: string | undefined };
 
 /**
  * What a tenant admin sets for the broker: per-agent caps, the egress allow-list and skill endpoints.
- * Every change is audited; caches in the broker are dropped so the change applies to the next call.
+ * Every change is audited and published (`governance.changed`): every replica's broker drops its caches,
+ * so the change applies to the next call.
  */
 export class BrokerGovernance {
   private readonly db: Db;
-  private readonly budgets: Budgets;
-  private readonly egress: EgressProxy;
+  private readonly events: EventChannel;
   private readonly policy: EgressPolicy;
 
-  constructor(opts: { db: Db; budgets: Budgets; egress: EgressProxy; policy: EgressPolicy }) {
+  constructor(opts: { db: Db; events: EventChannel; policy: EgressPolicy }) {
     this.db = opts.db;
-    this.budgets = opts.budgets;
-    this.egress = opts.egress;
+    this.events = opts.events;
     this.policy = opts.policy;
   }
 
@@ -73,8 +72,8 @@ export class BrokerGovernance {
         );
       }
       await appendAudit(tx, { actor: by.actor, tenantId, action: 'broker.limits', decision: 'success', detail: { entries }, requestId: by.requestId ?? null });
+      await this.events.publish(tx, 'governance.changed', { tenantId });
     });
-    this.budgets.forget(tenantId);
     return this.limits(tenantId);
   }
 
@@ -91,8 +90,8 @@ export class BrokerGovernance {
         await tx.query('INSERT INTO tenant_egress_hosts (tenant_id, host, port) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [tenantId, h.host, h.port]);
       }
       await appendAudit(tx, { actor: by.actor, tenantId, action: 'broker.egress_hosts', decision: 'success', detail: { hosts: norm }, requestId: by.requestId ?? null });
+      await this.events.publish(tx, 'governance.changed', { tenantId });
     });
-    this.egress.forgetTenant(tenantId);
     return this.egressHosts(tenantId);
   }
 

@@ -1,4 +1,5 @@
 import type { Db } from '../db/pool.ts';
+import type { EventChannel } from '../events/channel.ts';
 import { newSecret, sha256 } from '../identity/tokens.ts';
 
 /** Who is calling the broker: one sandbox start of one tenant's instance (issue 5, item 1). */
@@ -16,14 +17,28 @@ const CACHE_MS = 5_000;
 /**
  * Broker tokens: 256-bit, stored as SHA-256, bound to (tenant, instance, sandbox start), revoked when
  * the sandbox stops and expiring after a TTL in any case. Lookups are cached for a few seconds to keep
- * the model-call path off the database; revocation in this process clears the cache at once.
+ * the model-call path off the database; a revocation by any replica clears every replica's cache at once
+ * (`broker_token.revoked`), and nothing is cached while the event channel is down.
  */
 export class SandboxTokens {
   private readonly db: Db;
+  private readonly events: EventChannel;
   private readonly cache = new Map<string, { identity: SandboxIdentity; expiresAt: number; checkedAt: number }>();
+  private epoch = 0;
 
-  constructor(db: Db) {
+  constructor(db: Db, events: EventChannel) {
     this.db = db;
+    this.events = events;
+    events.on('broker_token.revoked', ({ id }) => this.forget(id));
+    events.onReset(() => {
+      this.epoch++;
+      this.cache.clear();
+    });
+  }
+
+  private forget(id: string): void {
+    this.epoch++;
+    for (const [k, v] of this.cache) if (v.identity.id === id) this.cache.delete(k);
   }
 
   async issue(input: { tenantId: string; instanceId: string; sandboxId: string; ttlMs: number }): Promise<{ identity: SandboxIdentity; token: string }> {
@@ -41,7 +56,9 @@ export class SandboxTokens {
     if (!token.startsWith(SANDBOX_TOKEN_PREFIX)) return undefined;
     const hash = sha256(token);
     const now = Date.now();
-    const hit = this.cache.get(hash);
+    const live = this.events.live;
+    const epoch = this.epoch;
+    const hit = live ? this.cache.get(hash) : undefined;
     if (hit && now - hit.checkedAt < CACHE_MS && hit.expiresAt > now) return hit.identity;
     const r = await this.db.query<{ id: string; tenant_id: string; instance_id: string; sandbox_id: string; expires_at: Date }>(
       `SELECT id, tenant_id, instance_id, sandbox_id, expires_at FROM sandbox_tokens
@@ -54,7 +71,10 @@ export class SandboxTokens {
       return undefined;
     }
     const identity = { id: row.id, tenantId: row.tenant_id, instanceId: row.instance_id, sandboxId: row.sandbox_id };
-    this.cache.set(hash, { identity, expiresAt: row.expires_at.getTime(), checkedAt: now });
+    if (live && epoch === this.epoch && this.events.live) {
+      if (this.cache.size >= 10_000) this.cache.clear();
+      this.cache.set(hash, { identity, expiresAt: row.expires_at.getTime(), checkedAt: now });
+    }
     return identity;
   }
 
@@ -69,7 +89,9 @@ export class SandboxTokens {
   }
 
   async revoke(id: string): Promise<void> {
-    await this.db.query('UPDATE sandbox_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL', [id]);
-    for (const [k, v] of this.cache) if (v.identity.id === id) this.cache.delete(k);
+    await this.db.tx(async (tx) => {
+      await tx.query('UPDATE sandbox_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL', [id]);
+      await this.events.publish(tx, 'broker_token.revoked', { id });
+    });
   }
 }

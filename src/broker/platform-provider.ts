@@ -1,5 +1,6 @@
 import { appendAudit } from '../audit/log.ts';
-import type { Db } from '../db/pool.ts';
+import type { Db, Queryable } from '../db/pool.ts';
+import type { EventChannel } from '../events/channel.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
 import { getSetting, putSetting } from '../identity/settings.ts';
 import { PROVIDER_CATALOGUE, type ConnectionTestResult, type ProviderKind, type ProviderService, type ResolvedTarget } from '../vault/providers.ts';
@@ -30,17 +31,18 @@ export class PlatformProvider {
   private readonly vault: Vault;
   private readonly providers: ProviderService;
   private cache: { at: number; target: ResolvedTarget | undefined } | undefined;
-  private readonly changed: (() => void)[] = [];
+  private readonly events: EventChannel;
 
-  constructor(opts: { db: Db; vault: Vault; providers: ProviderService }) {
+  constructor(opts: { db: Db; vault: Vault; providers: ProviderService; events: EventChannel }) {
     this.db = opts.db;
+    this.events = opts.events;
+    // Cached for a few seconds on every replica: a change anywhere drops it at once.
+    opts.events.on('routes.changed', ({ tenantId }) => {
+      if (tenantId === null) this.cache = undefined;
+    });
+    opts.events.onReset(() => (this.cache = undefined));
     this.vault = opts.vault;
     this.providers = opts.providers;
-  }
-
-  /** Called after the default provider changes (the broker drops its cached key and routes). */
-  onChange(listener: () => void): void {
-    this.changed.push(listener);
   }
 
   async get(): Promise<PlatformProviderView | undefined> {
@@ -64,9 +66,8 @@ export class PlatformProvider {
     await this.db.tx(async (tx) => {
       await putSetting(tx, 'default_provider', stored);
       await appendAudit(tx, { actor: by.actor, action: 'settings.default_provider', decision: 'success', detail: { kind: stored.kind, baseUrl, defaultModel: stored.defaultModel, keyChanged: input.apiKey !== undefined }, requestId: by.requestId ?? null });
+      await this.published(tx);
     });
-    this.cache = undefined;
-    for (const l of this.changed) l();
     return { saved: true, test };
   }
 
@@ -75,17 +76,24 @@ export class PlatformProvider {
       const r = await tx.query(`DELETE FROM platform_settings WHERE key = 'default_provider'`);
       if (!r.rowCount) throw new NotFoundError('The default provider');
       await appendAudit(tx, { actor: by.actor, action: 'settings.default_provider_remove', decision: 'success', requestId: by.requestId ?? null });
+      await this.published(tx);
     });
-    this.cache = undefined;
-    for (const l of this.changed) l();
+  }
+
+  /** Every replica's broker drops the platform key and every tenant's routes (they may fall back to this one). */
+  private async published(tx: Queryable): Promise<void> {
+    await this.events.publish(tx, 'credential.changed', { credentialId: PLATFORM_CREDENTIAL });
+    await this.events.publish(tx, 'routes.changed', { tenantId: null });
   }
 
   /** The route target for tenants without a provider of their own (cached for 5 s). */
   async target(): Promise<ResolvedTarget | undefined> {
-    if (this.cache && Date.now() - this.cache.at < 5_000) return this.cache.target;
+    const live = this.events.live;
+    if (live && this.cache && Date.now() - this.cache.at < 5_000) return this.cache.target;
+    const epoch = this.events.epoch;
     const s = await getSetting<Stored>(this.db, 'default_provider');
     const target = s ? { providerId: PLATFORM_CREDENTIAL, kind: s.kind, baseUrl: s.baseUrl, credentialId: s.keySet ? PLATFORM_CREDENTIAL : null, model: s.defaultModel } : undefined;
-    this.cache = { at: Date.now(), target };
+    if (live && epoch === this.events.epoch) this.cache = { at: Date.now(), target };
     return target;
   }
 

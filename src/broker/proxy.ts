@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { appendAudit } from '../audit/log.ts';
 import { ClawplaneError } from '../errors.ts';
 import type { Db } from '../db/pool.ts';
+import type { EventChannel } from '../events/channel.ts';
 import type { CredentialService } from '../vault/credentials.ts';
 import { providerAuthHeaders, type ProviderService, type ResolvedTarget } from '../vault/providers.ts';
 import { sendApiError, type ApiFormat } from './api-errors.ts';
@@ -31,6 +32,8 @@ const PASS_HEADERS = ['content-type', 'cache-control', 'x-request-id', 'openai-p
 
 export interface ProxyDeps {
   db: Db;
+  /** Keys and routes are cached only while it is live; its changes drop them (docs/adr/0008-replica-coordination.md). */
+  events: EventChannel;
   log: Logger;
   tokens: SandboxTokens;
   providers: ProviderService;
@@ -71,6 +74,12 @@ export class BrokerProxy {
 
   constructor(deps: ProxyDeps) {
     this.d = deps;
+    deps.events.on('credential.changed', ({ credentialId }) => this.forgetCredential(credentialId));
+    deps.events.on('routes.changed', ({ tenantId }) => this.forgetRoutes(tenantId ?? undefined));
+    deps.events.onReset(() => {
+      this.keys.clear();
+      this.routes.clear();
+    });
   }
 
   /** Drops a cached key at once (called when a credential is revoked or replaced). */
@@ -274,18 +283,20 @@ export class BrokerProxy {
 
   /**
    * The tenant's route for an agent, cached for ROUTE_TTL_MS: one database round trip per call was the
-   * largest cost on the hot path. A route or provider change applies within that time.
+   * largest cost on the hot path. A route or provider change anywhere drops it at once (`routes.changed`).
    */
   private async route(tenantId: string, agent: string): Promise<ResolvedTarget[]> {
     const k = `${tenantId}/${agent}`;
-    const hit = this.routes.get(k);
+    const live = this.d.events.live;
+    const epoch = this.d.events.epoch;
+    const hit = live ? this.routes.get(k) : undefined;
     if (hit && Date.now() - hit.at < ROUTE_TTL_MS) return hit.targets;
     let targets = await this.d.providers.resolveRoute(tenantId, agent ? { agent } : {});
     if (targets.length === 0 && this.d.platformProvider) {
       const fallback = await this.d.platformProvider.target();
       if (fallback) targets = [fallback];
     }
-    this.routes.set(k, { at: Date.now(), targets });
+    if (live && epoch === this.d.events.epoch && this.d.events.live) this.routes.set(k, { at: Date.now(), targets });
     return targets;
   }
 
@@ -297,17 +308,24 @@ export class BrokerProxy {
 
   private async key(tenantId: string, credentialId: string, identity: SandboxIdentity, providerId: string): Promise<string> {
     const cacheKey = credentialId === PLATFORM_CREDENTIAL ? `${PLATFORM_CREDENTIAL}/${tenantId}` : credentialId;
-    const hit = this.keys.get(cacheKey);
+    // A revoked or replaced credential anywhere drops it here at once (`credential.changed`); nothing is
+    // kept while the event channel is down.
+    const live = this.d.events.live;
+    const epoch = this.d.events.epoch;
+    const keep = (value: string) => {
+      if (live && epoch === this.d.events.epoch && this.d.events.live) this.keys.set(cacheKey, { value, at: Date.now() });
+    };
+    const hit = live ? this.keys.get(cacheKey) : undefined;
     if (hit && Date.now() - hit.at < KEY_TTL_MS) return hit.value;
     if (credentialId === PLATFORM_CREDENTIAL) {
       if (!this.d.platformProvider) throw new Error('no platform provider');
       const value = await this.d.platformProvider.key(tenantId, `sandbox:${identity.id}`);
-      this.keys.set(cacheKey, { value, at: Date.now() });
+      keep(value);
       return value;
     }
     // Each decrypt is audited by the credential service (actor = this sandbox start, purpose = the provider).
     const c = await this.d.credentials.decryptForBroker(tenantId, credentialId, { actor: `sandbox:${identity.id}`, purpose: `llm:${providerId}` });
-    this.keys.set(credentialId, { value: c.value, at: Date.now() });
+    keep(c.value);
     return c.value;
   }
 

@@ -1,4 +1,5 @@
 import { createServices, type Services } from '../server/services.ts';
+import { EventChannel } from '../events/channel.ts';
 import { resolveSecretKey } from '../config/secret-key.ts';
 import type { Config, Settings } from '../config/schema.ts';
 import type { Db } from '../db/pool.ts';
@@ -21,7 +22,8 @@ export async function withServices<T>(kit: CliKit, values: Record<string, string
   const cfg = kit.config(values);
   return kit.withDatabase(cfg, async (db, log) => {
     const secretKey = await resolveSecretKey(cfg, log);
-    return fn(createServices({ db, secretKey, dataDir: cfg.dataDir, publicOrigin: cfg.publicUrl ?? `http://${cfg.host}:${cfg.port}`, egressAllowHosts: cfg.egressAllowHosts }));
+    // Publishes what it changes (a revoked token reaches every running replica); caches nothing itself.
+    return fn(createServices({ db, events: new EventChannel({ url: db.url, log }), secretKey, dataDir: cfg.dataDir, publicOrigin: cfg.publicUrl ?? `http://${cfg.host}:${cfg.port}`, egressAllowHosts: cfg.egressAllowHosts }));
   });
 }
 

@@ -3,6 +3,7 @@ import { NotFoundError } from '../errors.ts';
 import { ingressSettings } from '../ingress/setup.ts';
 import { instanceSettings } from '../instances/setup.ts';
 import { createServices, type Services } from '../server/services.ts';
+import { EventChannel } from '../events/channel.ts';
 import type { CliKit } from './identity-commands.ts';
 
 const common = { help: { type: 'boolean', short: 'h' }, 'data-dir': { type: 'string' }, json: { type: 'boolean' }, tenant: { type: 'string' }, into: { type: 'string' }, name: { type: 'string' }, 'no-start': { type: 'boolean' } } as const;
@@ -29,7 +30,7 @@ export function instanceCommands(kit: CliKit) {
         const cfg = kit.config(values);
         return kit.withDatabase(cfg, async (db, log) => {
           const secretKey = await resolveSecretKey(cfg, log);
-          const s: Services = createServices({ db, secretKey, dataDir: cfg.dataDir, publicOrigin: cfg.publicUrl ?? `http://${cfg.host}:${cfg.port}`, egressAllowHosts: cfg.egressAllowHosts, log, instances: instanceSettings(cfg), ingress: ingressSettings(cfg) });
+          const s: Services = createServices({ db, events: new EventChannel({ url: db.url, log }), secretKey, dataDir: cfg.dataDir, publicOrigin: cfg.publicUrl ?? `http://${cfg.host}:${cfg.port}`, egressAllowHosts: cfg.egressAllowHosts, log, instances: instanceSettings(cfg), ingress: ingressSettings(cfg) });
           const tenant = await s.tenants.find(values['tenant'] as string);
           if (!tenant) throw new NotFoundError(`Tenant "${String(values['tenant'])}"`);
           const out = (o: unknown, text: string) => process.stdout.write(values['json'] ? JSON.stringify(o) + '\n' : text);

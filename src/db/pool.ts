@@ -15,6 +15,19 @@ export interface Db extends Queryable {
   close(): Promise<void>;
 }
 
+const commitHooks = new WeakMap<Queryable, (() => void)[]>();
+
+/**
+ * Runs `fn` once what `q` wrote is committed: at once for the pool (each statement commits on its own), after
+ * COMMIT for a transaction's client, never when it rolls back. Used to deliver events in this process only
+ * for changes other processes can see too (docs/adr/0008-replica-coordination.md).
+ */
+export function afterCommit(q: Queryable, fn: () => void): void {
+  const hooks = commitHooks.get(q);
+  if (hooks) hooks.push(fn);
+  else fn();
+}
+
 // Timestamps come back as Date and bigint counters as strings by default; int8 -> number is safe for our
 // sequence and counter ranges (< 2^53), and keeps JSON bodies numeric.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
@@ -36,12 +49,17 @@ export function createDb(url: string, log: Logger, opts: { max?: number; applica
     query: (text, params) => pool.query(text, params),
     async tx(fn) {
       const client = await pool.connect();
+      const hooks: (() => void)[] = [];
+      commitHooks.set(client, hooks);
       try {
         await client.query('BEGIN');
         const result = await fn(client);
         await client.query('COMMIT');
+        commitHooks.delete(client);
+        for (const h of hooks) h();
         return result;
       } catch (err) {
+        commitHooks.delete(client);
         await client.query('ROLLBACK').catch(() => undefined);
         throw err;
       } finally {

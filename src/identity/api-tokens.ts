@@ -1,5 +1,7 @@
 import { appendAudit } from '../audit/log.ts';
 import type { Db } from '../db/pool.ts';
+import { EventChannel } from '../events/channel.ts';
+import { createLogger } from '../observability/logger.ts';
 import { ConflictError, NotFoundError } from '../errors.ts';
 import type { Audited } from '../tenancy/tenants.ts';
 import type { Principal, TenantRole } from './principal.ts';
@@ -47,9 +49,9 @@ const toToken = (r: Row): ApiToken => ({
 
 /**
  * How long a resolved token is trusted without asking the database again (issue 7: a database round
- * trip on every chat turn was most of the ingress's added latency). A revocation through this process
- * (API, console) takes effect at once; one made elsewhere (`clawplane token revoke`, another replica)
- * within this time. Expiry is honoured exactly.
+ * trip on every chat turn was most of the ingress's added latency). A revocation anywhere (API, console,
+ * `clawplane token revoke`, another replica) reaches every replica through the event channel at once;
+ * while the channel is down nothing is cached. Expiry is honoured exactly.
  */
 export const TOKEN_CACHE_TTL_MS = 5_000;
 
@@ -62,8 +64,17 @@ export class ApiTokenService {
   private readonly cache = new Map<string, { principal: TokenPrincipal; until: number }>();
   /** Bumped by every revocation: a lookup that raced one does not cache what it read. */
   private generation = 0;
-  constructor(db: Db) {
+  private readonly events: EventChannel;
+
+  /** Without `events`, revocations are seen by this process only. */
+  constructor(db: Db, events: EventChannel = EventChannel.local(createLogger('silent'))) {
     this.db = db;
+    this.events = events;
+    events.on('api_token.revoked', ({ tokenId }) => this.forget(tokenId));
+    events.onReset(() => {
+      this.generation++;
+      this.cache.clear();
+    });
   }
 
   async create(
@@ -103,10 +114,10 @@ export class ApiTokenService {
       if (cur.rows[0].revoked_at) throw new ConflictError('This token is already revoked.', 'already_revoked');
       const r = await tx.query<Row>('UPDATE api_tokens SET revoked_at = now() WHERE id = $1 RETURNING *', [cur.rows[0].id]);
       await appendAudit(tx, { actor: by.actor, tenantId, action: 'token.revoke', target: `token:${cur.rows[0].id}`, decision: 'success', requestId: by.requestId ?? null });
+      // Delivered here after the commit: a request resolving the token in between would cache it again.
+      await this.events.publish(tx, 'api_token.revoked', { tokenId: cur.rows[0].id });
       return toToken(r.rows[0] as Row);
     });
-    // After the commit: a request resolving the token in between would cache it again.
-    this.forget(revoked.id);
     return revoked;
   }
 
@@ -115,7 +126,8 @@ export class ApiTokenService {
     if (!token.startsWith(API_TOKEN_PREFIX)) return undefined;
     const hash = sha256(token);
     const now = Date.now();
-    const hit = this.cache.get(hash);
+    const live = this.events.live;
+    const hit = live ? this.cache.get(hash) : undefined;
     if (hit && hit.until > now) return hit.principal;
     this.cache.delete(hash);
     const gen = this.generation;
@@ -131,13 +143,13 @@ export class ApiTokenService {
     }
     const principal: TokenPrincipal = { kind: 'token', tokenId: row.id, tenantId: row.tenant_id, role: row.role, createdBy: row.created_by };
     // Unknown tokens are not cached (no memory for guessers); the sweep keeps the map to live tokens.
-    if (gen !== this.generation) return principal;
+    if (!live || gen !== this.generation || !this.events.live) return principal;
     if (this.cache.size >= 10_000) this.sweep(now);
     this.cache.set(hash, { principal, until: Math.min(now + TOKEN_CACHE_TTL_MS, row.expires_at?.getTime() ?? Infinity) });
     return principal;
   }
 
-  /** Drops a token from the cache of resolved tokens (revoked through this process). */
+  /** Drops a token from this process's cache of resolved tokens (a revocation anywhere). */
   forget(tokenId: string): void {
     this.generation++;
     for (const [hash, e] of this.cache) if (e.principal.tokenId === tokenId) this.cache.delete(hash);

@@ -6,6 +6,7 @@ import { appendAudit } from '../audit/log.ts';
 import type { Db } from '../db/pool.ts';
 import { ConflictError, ForbiddenError } from '../errors.ts';
 import type { Audited } from '../tenancy/tenants.ts';
+import type { Vault } from '../vault/vault.ts';
 import { getSetting, putSetting } from './settings.ts';
 import { newSecret, sha256 } from './tokens.ts';
 
@@ -36,6 +37,8 @@ const HINTS: Record<OnboardingStep, string> = {
 };
 
 export const SETUP_CODE_FILE = 'setup-code';
+/** The setup code, sealed, so every replica writes the same one into its data directory. */
+const SETUP_CODE_SECRET = 'onboarding.setup-code';
 
 /** Default settings new tenants' agents start from. */
 export interface AgentDefaults {
@@ -48,11 +51,13 @@ export interface AgentDefaults {
 export class OnboardingService {
   private readonly db: Db;
   private readonly dataDir: string;
+  private readonly vault: Vault;
   private completeCache = false;
 
-  constructor(db: Db, dataDir: string) {
+  constructor(db: Db, dataDir: string, vault: Vault) {
     this.db = db;
     this.dataDir = dataDir;
+    this.vault = vault;
   }
 
   async state(): Promise<OnboardingState> {
@@ -94,7 +99,8 @@ export class OnboardingService {
   /**
    * While no admin exists, a one-time setup code (written to the data directory, mode 0600) is required to
    * create it, so whoever first reaches an exposed port cannot claim the platform. Logs name the file,
-   * never the code.
+   * never the code. One code for the platform: the first replica to start seals it in the vault and every
+   * replica (and restart) writes that same code, so it works whichever replica the admin reaches.
    */
   async prepareSetupCode(log: Logger): Promise<void> {
     const st = await this.state();
@@ -103,7 +109,7 @@ export class OnboardingService {
       await rm(file, { force: true });
       return;
     }
-    const code = newSecret().slice(0, 24);
+    const code = await this.vault.platformSecretOnce(SETUP_CODE_SECRET, () => newSecret().slice(0, 24));
     await mkdir(this.dataDir, { recursive: true, mode: 0o711 });
     await writeFile(file, code + '\n', { mode: 0o600 });
     await putSetting(this.db, 'setup_code', { hash: sha256(code) });
@@ -121,6 +127,7 @@ export class OnboardingService {
 
   async finishAdminStep(by: Audited): Promise<OnboardingState> {
     await this.db.query(`DELETE FROM platform_settings WHERE key = 'setup_code'`);
+    await this.vault.deletePlatformSecret(SETUP_CODE_SECRET);
     await rm(path.join(this.dataDir, SETUP_CODE_FILE), { force: true });
     return this.mark('admin', 'done', by);
   }

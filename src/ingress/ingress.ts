@@ -11,6 +11,7 @@ import { StringDecoder } from 'node:string_decoder';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { ConversationArchive } from '../archive/archive.ts';
+import type { EventChannel } from '../events/channel.ts';
 import { ClawplaneError, ConflictError, NotFoundError } from '../errors.ts';
 import type { InstanceRow, InstanceService } from '../instances/instances.ts';
 import type { SandboxDriver } from '../sandbox/types.ts';
@@ -59,6 +60,8 @@ export interface IngressOptions {
   activity: Activity;
   waker: Waker;
   log: Logger;
+  /** Drops cached gateway tokens when any replica rotates one; nothing is cached while it is down. */
+  events: EventChannel;
 }
 
 export class UpstreamError extends ClawplaneError {
@@ -67,12 +70,15 @@ export class UpstreamError extends ClawplaneError {
   }
 }
 
+const MAX_TOKENS = 10_000;
+
 const text = (c: z.infer<typeof Message>['content']) => (typeof c === 'string' ? c : c.map((p) => p.text).join('\n'));
 
 export class IngressService {
   readonly #o: IngressOptions;
-  // Gateway tokens per instance: fixed until rotated (forgetGatewayToken), and opening the sealed secret costs a
-  // database round trip and a decryption on every request otherwise (bench: TTFB).
+  // Gateway tokens per instance: fixed until rotated (`gateway_token.changed`, from any replica), and opening the
+  // sealed secret costs a database round trip and a decryption on every request otherwise (bench: TTFB). Bounded:
+  // cleared when it reaches MAX_TOKENS entries.
   readonly #tokens = new Map<string, string>();
   // Which instance a tenant's requests named (tenant + ref or "main" → instance id): ids never change and
   // names are unique per tenant, so a hit needs one lookup by id instead of listing the tenant's
@@ -81,6 +87,8 @@ export class IngressService {
 
   constructor(opts: IngressOptions) {
     this.#o = opts;
+    opts.events.on('gateway_token.changed', ({ instanceId }) => this.forgetGatewayToken(instanceId));
+    opts.events.onReset(() => this.#tokens.clear());
   }
 
   /** Drops the cached gateway token of an instance (after its credentials were rotated). */
@@ -129,10 +137,16 @@ export class IngressService {
     assertAccess(access, row.tenantId);
     const ready = await this.#o.waker.ensureReady(access, row, onProgress);
     this.#o.activity.touch(ready.id);
-    let token = this.#tokens.get(ready.id);
+    const { events } = this.#o;
+    const live = events.live;
+    let token = live ? this.#tokens.get(ready.id) : undefined;
     if (token === undefined) {
+      const epoch = events.epoch;
       token = await this.#o.instances.gatewayToken(ready.id);
-      this.#tokens.set(ready.id, token);
+      if (live && epoch === events.epoch && events.live) {
+        if (this.#tokens.size >= MAX_TOKENS) this.#tokens.clear();
+        this.#tokens.set(ready.id, token);
+      }
     }
     return { row: ready, socketPath: this.#o.driver.endpoint(ready.id).socketPath, token };
   }

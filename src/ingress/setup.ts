@@ -9,6 +9,7 @@ import { S3ObjectStore } from '../backup/s3-store.ts';
 import type { ObjectStore } from '../backup/types.ts';
 import type { Config } from '../config/schema.ts';
 import type { Db } from '../db/pool.ts';
+import type { EventChannel } from '../events/channel.ts';
 import type { OnboardingService } from '../identity/onboarding.ts';
 import type { InstanceServices, InstanceSettings } from '../instances/setup.ts';
 import type { Vault } from '../vault/vault.ts';
@@ -42,7 +43,7 @@ export function createObjectStore(s: IngressSettings): ObjectStore {
 }
 
 /** Builds the archive, the ingress (with wake on demand), backups and the idle reaper (not started). */
-export function createIngressServices(opts: { db: Db; vault: Vault; onboarding: OnboardingService; instances: InstanceServices; instanceSettings: InstanceSettings; settings: IngressSettings; dataDir: string; registry: Registry; log: Logger }): IngressServices {
+export function createIngressServices(opts: { db: Db; events: EventChannel; vault: Vault; onboarding: OnboardingService; instances: InstanceServices; instanceSettings: InstanceSettings; settings: IngressSettings; dataDir: string; registry: Registry; log: Logger }): IngressServices {
   const { db, log, settings: s } = opts;
   const { instances, sandboxes, reconciler } = opts.instances;
   const archive = new ConversationArchive(db);
@@ -65,7 +66,7 @@ export function createIngressServices(opts: { db: Db; vault: Vault; onboarding: 
   });
   reconciler.onStopped = (row) => backups.onStopped(row);
   const waker = new Waker({ instances, metrics, log, timeoutMs: s.wakeTimeoutMs, settled: (id) => backups.settled(id) });
-  const ingress = new IngressService({ instances, driver: sandboxes, archive, activity, waker, log });
+  const ingress = new IngressService({ instances, driver: sandboxes, archive, activity, waker, log, events: opts.events });
   const reaper = new IdleReaper({
     instances,
     activity,

@@ -16,8 +16,6 @@ import type { Audited, InstanceService } from './instances.ts';
 export class CredentialRotator {
   readonly #o: { db: Db; instances: InstanceService; driver: SandboxDriver; log: Logger };
   readonly #busy = new Map<string, Promise<unknown>>();
-  /** Called after a rotation, so caches of the old gateway token (the ingress's) drop it. */
-  onRotated: (instanceId: string) => void = () => undefined;
 
   constructor(o: { db: Db; instances: InstanceService; driver: SandboxDriver; log: Logger }) {
     this.#o = o;
@@ -64,7 +62,6 @@ export class CredentialRotator {
       await driver.rotateCredentials(handle, { current: next, next: current });
       throw err;
     }
-    this.onRotated(instanceId);
     const rotated = ['gateway_token', 'broker_token'];
     await db.tx((tx) => appendAudit(tx, { actor: by.actor, tenantId, action: 'instance.credentials_rotated', target: `instance:${instanceId}`, decision: 'success', detail: { rotated, reason }, requestId: by.requestId ?? null }));
     log.info({ tenant_id: tenantId, instance_id: instanceId, reason }, 'instance credentials rotated');

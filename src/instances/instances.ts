@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { appendAudit } from '../audit/log.ts';
 import type { Db, Queryable } from '../db/pool.ts';
+import type { EventChannel } from '../events/channel.ts';
 import { ConflictError, NotFoundError, QuotaExceededError } from '../errors.ts';
 import { assertTenantActive } from '../identity/authz.ts';
 import { parseRuntimeSpec, type RuntimeStore } from '../runtime/store.ts';
@@ -157,8 +158,11 @@ export interface InstanceServiceOptions {
   defaultRuntimeVersion: string;
   /** First host uid handed to tenants' sandboxes (CLAWPLANE_SANDBOX_UID_BASE). */
   uidBase: number;
-  /** Called after every change of desired state, so the reconciler acts now rather than at its next tick. */
-  onChange?: () => void;
+  /**
+   * Carries `instance.changed` after every change of desired state (every replica's reconciler acts now rather
+   * than at its next tick) and `gateway_token.changed` after a rotation (every ingress drops its copy).
+   */
+  events: EventChannel;
 }
 
 // Platform secret names allow [a-z0-9_.-] only.
@@ -166,11 +170,9 @@ const secretName = (instanceId: string, kind: 'gateway-token' | 'hooks-token' = 
 
 export class InstanceService {
   readonly #o: InstanceServiceOptions;
-  onChange: () => void;
 
   constructor(opts: InstanceServiceOptions) {
     this.#o = opts;
-    this.onChange = opts.onChange ?? (() => undefined);
   }
 
   get defaultRuntimeVersion(): string {
@@ -226,13 +228,13 @@ export class InstanceService {
         );
         await this.#event(tx, tenantId, id, null, status, input.start ? 'deploy requested' : 'created stopped', by.actor);
         await appendAudit(tx, { actor: by.actor, tenantId, action: 'instance.deploy', target: `instance:${id}`, decision: 'success', detail: { name: input.name, runtimeVersion: version, executors: input.executors, start: input.start }, requestId: by.requestId ?? null });
+        await this.#o.events.publish(tx, 'instance.changed', { instanceId: id });
         return toRow(r.rows[0] as Row);
       })
       .catch(async (err: unknown) => {
         if (err instanceof QuotaExceededError) await this.#refused(tenantId, 'instance.deploy', null, err.message, by);
         throw err;
       });
-    this.onChange();
     return publicInstance(row);
   }
 
@@ -308,9 +310,9 @@ export class InstanceService {
       if (r.desiredState === 'destroyed') throw new ConflictError(`Instance "${r.name}" is being destroyed.`, 'instance_destroying');
       const changed = await change(tx, r);
       await appendAudit(tx, { actor: by.actor, tenantId, action: `instance.${op}`, target: `instance:${id}`, decision: 'success', detail: { ...detail, changed }, requestId: by.requestId ?? null });
+      await this.#o.events.publish(tx, 'instance.changed', { instanceId: id });
       return this.get(tenantId, id, tx);
     });
-    this.onChange();
     return publicInstance(row);
   }
 
@@ -405,19 +407,14 @@ export class InstanceService {
    * Created sealed on first use (the reconciler's first start), one per instance.
    */
   async gatewayToken(instanceId: string): Promise<string> {
-    try {
-      return await this.#o.vault.openPlatformSecret(secretName(instanceId));
-    } catch (err) {
-      if (!(err instanceof NotFoundError)) throw err;
-      const token = randomBytes(32).toString('hex');
-      await this.#o.vault.sealPlatformSecret(secretName(instanceId), token, { actor: 'system' });
-      return token;
-    }
+    // Once: two replicas asking first at the same time must not each seal a different token.
+    return this.#o.vault.platformSecretOnce(secretName(instanceId), () => randomBytes(32).toString('hex'));
   }
 
   /** Stores a new gateway token (after the running gateway took it: src/instances/credentials.ts). */
   async replaceGatewayToken(instanceId: string, token: string): Promise<void> {
     await this.#o.vault.sealPlatformSecret(secretName(instanceId), token, { actor: 'system' });
+    await this.#o.events.publish(this.#o.db, 'gateway_token.changed', { instanceId });
   }
 
   /** The token the gateway's inbound webhooks accept (ingress only); created sealed on first use, one per instance. */

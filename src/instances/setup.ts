@@ -5,6 +5,7 @@ import type { SandboxBroker } from '../broker/types.ts';
 import { reachableDir } from '../config/host-dirs.ts';
 import type { Config } from '../config/schema.ts';
 import type { Db } from '../db/pool.ts';
+import type { EventChannel } from '../events/channel.ts';
 import type { OnboardingService } from '../identity/onboarding.ts';
 import { RuntimeStore } from '../runtime/store.ts';
 import { LocalSandboxDriver } from '../sandbox/drivers/local.ts';
@@ -58,6 +59,7 @@ export interface InstanceServices {
 export function createInstanceServices(opts: {
   db: Db;
   vault: Vault;
+  events: EventChannel;
   onboarding: OnboardingService;
   broker: SandboxBroker | undefined;
   settings: InstanceSettings;
@@ -78,7 +80,7 @@ export function createInstanceServices(opts: {
     warmResume: s.warmResume,
     criuBin: s.criuBin,
   });
-  const instances = new InstanceService({ db: opts.db, vault: opts.vault, runtimes, defaultRuntimeVersion: s.runtimeDefaultVersion, uidBase: s.sandboxUidBase });
+  const instances = new InstanceService({ db: opts.db, vault: opts.vault, runtimes, defaultRuntimeVersion: s.runtimeDefaultVersion, uidBase: s.sandboxUidBase, events: opts.events });
   const reconciler = new Reconciler({
     instances,
     driver: sandboxes,
@@ -91,7 +93,7 @@ export function createInstanceServices(opts: {
     // Root-only, beside the sandboxes (the driver lists only instance ids there).
     snapshotDir: path.join(s.sandboxRoot, '.snapshots'),
   });
-  instances.onChange = () => reconciler.kick();
+  opts.events.on('instance.changed', () => reconciler.kick());
   const credentials = new CredentialRotator({ db: opts.db, instances, driver: sandboxes, log: opts.log });
   // A resumed gateway still holds the tokens its snapshot was taken with: new ones before it serves.
   reconciler.afterResume = async (row, handle) => {

@@ -1,5 +1,7 @@
 import { appendAudit } from '../audit/log.ts';
 import type { Db } from '../db/pool.ts';
+import { EventChannel } from '../events/channel.ts';
+import { createLogger } from '../observability/logger.ts';
 import { compileBaseline, compilePolicy, compileTenantPolicies, type CompiledPolicy } from './compile.ts';
 import { PolicyEngine, type LoadedPolicySet } from './engine.ts';
 import { ToolRegistry } from './tools.ts';
@@ -47,8 +49,9 @@ function sourceOf(p: PolicySource): PolicySource {
 /**
  * Tool policy (issue 5, item 5): the platform baseline and each tenant's forbid-only restrictions,
  * stored in the database and compiled into one preparsed Cedar policy set per tenant. Sets are cached
- * and rebuilt on the next decision after a change made through this service. (One process serves the
- * API and the broker today; several replicas would need a change notification, e.g. LISTEN/NOTIFY.)
+ * and rebuilt on the next decision after a change made through any replica (the event channel carries
+ * `policy.changed`); while the channel is down nothing is cached: every decision reads the database
+ * (fail closed, docs/adr/0008-replica-coordination.md).
  */
 export class PolicyService {
   readonly tools: ToolRegistry;
@@ -59,10 +62,15 @@ export class PolicyService {
   private loads = 0;
   /** The baseline's Cedar text as written (for display), by policy id. */
   private sourceText = new Map<string, string>();
+  private readonly events: EventChannel;
 
-  constructor(db: Db) {
+  /** Without `events`, changes are seen by this process only (one process, as in unit tests). */
+  constructor(db: Db, events: EventChannel = EventChannel.local(createLogger('silent'))) {
     this.db = db;
-    this.tools = new ToolRegistry(db);
+    this.events = events;
+    this.tools = new ToolRegistry(db, events);
+    events.on('policy.changed', ({ tenantId }) => this.invalidate(tenantId ?? undefined));
+    events.onReset(() => this.invalidate());
   }
 
   /** The platform baseline, in order. */
@@ -93,8 +101,8 @@ export class PolicyService {
         detail: { policyIds: sources.map((s) => `baseline/${s.id}`) },
         requestId: by.requestId ?? null,
       });
+      await this.events.publish(tx, 'policy.changed', { tenantId: null });
     });
-    this.invalidate();
     return this.getBaseline();
   }
 
@@ -133,8 +141,8 @@ export class PolicyService {
         detail: { execPolicy: input.execPolicy, policyIds: sources.map((s) => `tenant/${s.id}`), version: r.rows[0]?.version ?? null },
         requestId: by.requestId ?? null,
       });
+      await this.events.publish(tx, 'policy.changed', { tenantId });
     });
-    this.invalidate(tenantId);
     return this.getTenantPolicy(tenantId);
   }
 
@@ -150,8 +158,18 @@ export class PolicyService {
         errors: [],
       };
     }
-    const { execPolicy, set } = await this.tenantSet(tenantId);
-    return this.engine.decide(set, { tenantId, execPolicy, agent: req.agent, tool, context: req.context });
+    return this.withSet(tenantId, ({ execPolicy, set }) => this.engine.decide(set, { tenantId, execPolicy, agent: req.agent, tool, context: req.context }));
+  }
+
+  /** Runs `fn` on the tenant's set: the cached one while the event channel is live, else one built for this call. */
+  private async withSet<T>(tenantId: string, fn: (s: TenantSet) => T): Promise<T> {
+    if (this.events.live) return fn(await this.tenantSet(tenantId));
+    const s = await this.buildSet(tenantId, `${tenantId}:${++this.loads}`, this.loadBaseline());
+    try {
+      return fn(s);
+    } finally {
+      this.engine.unload(s.set);
+    }
   }
 
   /**
@@ -164,19 +182,20 @@ export class PolicyService {
     const lists: EffectiveToolLists & { decisions: Record<string, PolicyDecision> } = { allow: [], requiresApproval: [], deny: [], decisions: {} };
     // Tools first: no await may fall between taking the set and the last decision on it (see drop()).
     const tools = await this.tools.list();
-    const { execPolicy, set } = await this.tenantSet(tenantId);
-    for (const tool of tools) {
-      const d = this.engine.decide(set, { tenantId, execPolicy, agent, tool, context: {} });
-      lists.decisions[tool.name] = d;
-      if (d.outcome === 'allow') lists.allow.push(tool.name);
-      else if (d.outcome === 'requires_approval') lists.requiresApproval.push(tool.name);
-      else if (d.policyIds.length > 0 && d.policyIds.every((id) => set.meta.get(id)?.contextual === true)) lists.allow.push(tool.name);
-      else lists.deny.push(tool.name);
-    }
-    return lists;
+    return this.withSet(tenantId, ({ execPolicy, set }) => {
+      for (const tool of tools) {
+        const d = this.engine.decide(set, { tenantId, execPolicy, agent, tool, context: {} });
+        lists.decisions[tool.name] = d;
+        if (d.outcome === 'allow') lists.allow.push(tool.name);
+        else if (d.outcome === 'requires_approval') lists.requiresApproval.push(tool.name);
+        else if (d.policyIds.length > 0 && d.policyIds.every((id) => set.meta.get(id)?.contextual === true)) lists.allow.push(tool.name);
+        else lists.deny.push(tool.name);
+      }
+      return lists;
+    });
   }
 
-  /** Drops cached policy sets: one tenant's, or all (baseline or registry changed). */
+  /** Drops cached policy sets in this process: one tenant's, or all (baseline changed, channel reset). */
   invalidate(tenantId?: string): void {
     if (tenantId === undefined) {
       this.baseline = undefined;
@@ -194,49 +213,49 @@ export class PolicyService {
   }
 
   private baselinePolicies(): Promise<CompiledPolicy[]> {
-    this.baseline ??= this.db
-      .query<{ id: string; description: string; cedar: string }>('SELECT id, description, cedar FROM policy_baseline ORDER BY position, id')
-      .then(
-        (r) => {
-          const compiled = r.rows.map((row) => compilePolicy('baseline', row));
-          this.sourceText = new Map(r.rows.map((row) => [`baseline/${row.id}`, row.cedar]));
-          return compiled;
-        },
-        (err: unknown) => {
-          this.baseline = undefined;
-          throw err;
-        },
-      );
-    return this.baseline;
+    if (!this.events.live) return this.loadBaseline();
+    const p = (this.baseline ??= this.loadBaseline());
+    p.catch(() => {
+      if (this.baseline === p) this.baseline = undefined;
+    });
+    return p;
+  }
+
+  private async loadBaseline(): Promise<CompiledPolicy[]> {
+    const r = await this.db.query<{ id: string; description: string; cedar: string }>('SELECT id, description, cedar FROM policy_baseline ORDER BY position, id');
+    const compiled = r.rows.map((row) => compilePolicy('baseline', row));
+    this.sourceText = new Map(r.rows.map((row) => [`baseline/${row.id}`, row.cedar]));
+    return compiled;
   }
 
   private tenantSet(tenantId: string): Promise<TenantSet> {
     let p = this.sets.get(tenantId);
     if (!p) {
-      const key = `${tenantId}:${++this.loads}`;
-      p = (async () => {
-        const [baseline, tenant] = await Promise.all([this.baselinePolicies(), this.getTenantPolicy(tenantId)]);
-        let restrictions: CompiledPolicy[];
-        try {
-          restrictions = compileTenantPolicies(tenant.policies);
-        } catch (err) {
-          // Stored restrictions that no longer compile (a schema change) must not silently vanish:
-          // fail closed with a forbid-all that says why, until a tenant admin saves valid ones.
-          restrictions = [
-            compilePolicy('tenant', {
-              id: 'invalid-restrictions',
-              description: `This tenant's restrictions no longer validate (${err instanceof Error ? err.message : String(err)}); every tool is refused until a tenant admin fixes them`,
-              cedar: 'forbid (principal, action, resource);',
-            }),
-          ];
-        }
-        return { execPolicy: tenant.execPolicy, set: this.engine.load(key, [...baseline, ...restrictions]) };
-      })();
+      p = this.buildSet(tenantId, `${tenantId}:${++this.loads}`, this.baselinePolicies());
       this.sets.set(tenantId, p);
       p.catch(() => {
         if (this.sets.get(tenantId) === p) this.sets.delete(tenantId);
       });
     }
     return p;
+  }
+
+  private async buildSet(tenantId: string, key: string, baselineP: Promise<CompiledPolicy[]>): Promise<TenantSet> {
+    const [baseline, tenant] = await Promise.all([baselineP, this.getTenantPolicy(tenantId)]);
+    let restrictions: CompiledPolicy[];
+    try {
+      restrictions = compileTenantPolicies(tenant.policies);
+    } catch (err) {
+      // Stored restrictions that no longer compile (a schema change) must not silently vanish:
+      // fail closed with a forbid-all that says why, until a tenant admin saves valid ones.
+      restrictions = [
+        compilePolicy('tenant', {
+          id: 'invalid-restrictions',
+          description: `This tenant's restrictions no longer validate (${err instanceof Error ? err.message : String(err)}); every tool is refused until a tenant admin fixes them`,
+          cedar: 'forbid (principal, action, resource);',
+        }),
+      ];
+    }
+    return { execPolicy: tenant.execPolicy, set: this.engine.load(key, [...baseline, ...restrictions]) };
   }
 }

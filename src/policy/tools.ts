@@ -1,5 +1,6 @@
 import { appendAudit } from '../audit/log.ts';
 import type { Db } from '../db/pool.ts';
+import type { EventChannel } from '../events/channel.ts';
 import type { Risk, Tool } from './types.ts';
 
 interface ToolRow {
@@ -16,25 +17,34 @@ const toTool = (r: ToolRow): Tool => ({ name: r.name, risk: r.risk, group: r.too
 
 /**
  * The tool registry (table policy_tools): each tool's risk class, group and scopes. Platform-wide; read
- * on every decision, so it is cached in memory and reloaded when a platform admin changes it.
+ * on every decision, so it is cached in memory and reloaded when any replica changes it (`tools.changed`);
+ * not cached at all while the event channel is down (fail closed).
  */
 export class ToolRegistry {
   private readonly db: Db;
+  private readonly events: EventChannel;
   private cache: Promise<Map<string, Tool>> | undefined;
 
-  constructor(db: Db) {
+  constructor(db: Db, events: EventChannel) {
     this.db = db;
+    this.events = events;
+    // Tools are entities, not policies: dropping this cache is enough for the next decision.
+    events.on('tools.changed', () => (this.cache = undefined));
+    events.onReset(() => (this.cache = undefined));
   }
 
   async all(): Promise<Map<string, Tool>> {
-    this.cache ??= this.db.query<ToolRow>('SELECT name, risk, tool_group, description, channels, repos, hosts FROM policy_tools ORDER BY name').then(
-      (r) => new Map(r.rows.map((row) => [row.name, toTool(row)])),
-      (err: unknown) => {
-        this.cache = undefined;
-        throw err;
-      },
-    );
-    return this.cache;
+    if (!this.events.live) return this.load();
+    const p = (this.cache ??= this.load());
+    p.catch(() => {
+      if (this.cache === p) this.cache = undefined;
+    });
+    return p;
+  }
+
+  private async load(): Promise<Map<string, Tool>> {
+    const r = await this.db.query<ToolRow>('SELECT name, risk, tool_group, description, channels, repos, hosts FROM policy_tools ORDER BY name');
+    return new Map(r.rows.map((row) => [row.name, toTool(row)]));
   }
 
   async get(name: string): Promise<Tool | undefined> {
@@ -64,10 +74,9 @@ export class ToolRegistry {
         detail: { risk: tool.risk, group: tool.group, channels: tool.channels, repos: tool.repos, hosts: tool.hosts },
         requestId: by.requestId ?? null,
       });
+      await this.events.publish(tx, 'tools.changed', {});
       return toTool(r.rows[0] as ToolRow);
     });
-    // Tools are entities, not policies: dropping this cache is enough for the next decision.
-    this.cache = undefined;
     return saved;
   }
 }

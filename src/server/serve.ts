@@ -12,6 +12,7 @@ import { createDb, redactUrl, type Db } from '../db/pool.ts';
 import { launchEngine, shutdownEngine } from '../durable/engine.ts';
 import { bindSelfCheck } from '../durable/self-check.ts';
 import { createMetrics } from '../observability/metrics.ts';
+import { EventChannel } from '../events/channel.ts';
 import { createServices, type Services } from './services.ts';
 import { WebSocketServer } from 'ws';
 import { ingressSettings } from '../ingress/setup.ts';
@@ -56,8 +57,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const { db, embedded } = await openDatabase(config, log);
   let server: ServerType | undefined;
   let reconciler: Reconciler | undefined;
+  const events = new EventChannel({ url: db.url, log });
   try {
     await migrate(db, log);
+    // Listening before any cache fills: nothing is cached until every change made elsewhere reaches us.
+    await events.start();
     bindSelfCheck(db);
     await launchEngine({ databaseUrl: db.url, log });
     const expectedMigration = (await loadMigrations()).length;
@@ -84,7 +88,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const secretKey = config.secretKey;
     if (!secretKey) throw new Error('secret key not resolved');
     const metrics = createMetrics();
-    const services = createServices({ db, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config), tasks: config.tasks });
+    const services = createServices({ db, events, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config), tasks: config.tasks });
     // Task workflows recovered or dequeued since launch wait for this (src/tasks/workflow.ts).
     services.taskRuntime.start();
     await services.onboarding.prepareSetupCode(log);
@@ -105,7 +109,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       publicOrigin,
     });
     fetchImpl = app.fetch;
-    log.info({ url, database: embedded ? 'embedded' : redactUrl(db.url) }, 'clawplane listening');
+    log.info({ url, replica: events.origin, database: embedded ? 'embedded' : redactUrl(db.url) }, 'clawplane listening');
 
     let stopping: Promise<void> | undefined;
     const stop = () =>
@@ -119,6 +123,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         await services.reconciler.stop();
         services.taskRuntime.stop();
         await services.broker.close();
+        await events.stop();
         await shutdownEngine();
         await db.close();
         await embedded?.stop();
@@ -128,6 +133,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   } catch (err) {
     if (server) await closeServer(server, 0);
     await reconciler?.stop().catch(() => undefined);
+    await events.stop();
     await shutdownEngine().catch(() => undefined);
     await db.close().catch(() => undefined);
     await embedded?.stop();

@@ -1,4 +1,5 @@
 import type { Db } from '../db/pool.ts';
+import type { EventChannel } from '../events/channel.ts';
 import { ApiTokenService } from '../identity/api-tokens.ts';
 import { OidcService, type PlatformSecrets } from '../identity/oidc.ts';
 import { OnboardingService } from '../identity/onboarding.ts';
@@ -21,7 +22,7 @@ import path from 'node:path';
 import { Registry } from 'prom-client';
 import { Broker } from '../broker/broker.ts';
 import { BrokerGovernance } from '../broker/governance.ts';
-import { PLATFORM_CREDENTIAL, PlatformProvider } from '../broker/platform-provider.ts';
+import { PlatformProvider } from '../broker/platform-provider.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
 import { createInstanceServices, instanceSettings, type InstanceServices, type InstanceSettings } from '../instances/setup.ts';
 import { createIngressServices, ingressSettings, type IngressServices, type IngressSettings } from '../ingress/setup.ts';
@@ -33,6 +34,8 @@ import { knowledgeBrokerRoutes } from '../knowledge/broker-routes.ts';
 
 /** Every service the API and CLI use, built once from the database and configuration. */
 export interface Services extends InstanceServices, IngressServices, TaskServices, KnowledgeServices {
+  /** The typed event channel: cache invalidations and reactions, in this process and across replicas. */
+  events: EventChannel;
   tenants: TenantService;
   users: UserService;
   sessions: SessionService;
@@ -59,6 +62,8 @@ export interface Services extends InstanceServices, IngressServices, TaskService
 
 export function createServices(opts: {
   db: Db;
+  /** The event channel every cache and reaction goes through (started by the server; a CLI only publishes). */
+  events: EventChannel;
   secretKey: Buffer;
   dataDir: string;
   publicOrigin: string;
@@ -72,7 +77,7 @@ export function createServices(opts: {
   /** Durable tasks (issue 8); default: the configuration defaults. */
   tasks?: TaskSettings;
 }): Services {
-  const { db } = opts;
+  const { db, events } = opts;
   const vault = new Vault({ db, keys: new LocalKeyProvider({ secret: opts.secretKey, versions: dbKeyVersionStore(db) }) });
   const platformSecrets: PlatformSecrets = {
     seal: (name, plaintext) => vault.sealPlatformSecret(name, plaintext),
@@ -87,13 +92,14 @@ export function createServices(opts: {
   };
   const skills = createSkillRegistry();
   const egress: EgressPolicy = { allowedHosts: [...(opts.egressAllowHosts ?? [])] };
-  const credentials = new CredentialService({ db, vault, skills });
-  const policy = new PolicyService(db);
-  const providers = new ProviderService({ db, credentials, egress });
-  const platformProvider = new PlatformProvider({ db, vault, providers });
+  const credentials = new CredentialService({ db, vault, skills, events });
+  const policy = new PolicyService(db, events);
+  const providers = new ProviderService({ db, credentials, egress, events });
+  const platformProvider = new PlatformProvider({ db, vault, providers, events });
   const broker = new Broker({
     platformProvider,
     db,
+    events,
     log: opts.log ?? createLogger('silent'),
     registry: opts.registry ?? new Registry(),
     providers,
@@ -101,25 +107,17 @@ export function createServices(opts: {
     egress,
     runDir: path.resolve(opts.dataDir, 'run', 'broker'),
   });
-  credentials.onChange((id) => broker.proxy.forgetCredential(id));
-  providers.onChange((tenantId) => broker.proxy.forgetRoutes(tenantId));
-  platformProvider.onChange(() => {
-    broker.proxy.forgetCredential(PLATFORM_CREDENTIAL);
-    broker.proxy.forgetRoutes();
-  });
   const grants = new GrantService({ db, policy });
   mountGrants(broker, grants);
-  const onboarding = new OnboardingService(db, opts.dataDir);
+  const onboarding = new OnboardingService(db, opts.dataDir, vault);
   const settings = opts.instances ?? instanceSettings({ dataDir: opts.dataDir, instances: parseConfig({}).instances });
-  const instances = createInstanceServices({ db, vault, onboarding, broker, settings, log: opts.log ?? createLogger('silent'), toolRestrictions: (tenantId, agent) => gatewayToolRestrictions(policy, tenantId, agent) });
-  const ingress = createIngressServices({ db, vault, onboarding, instances, instanceSettings: settings, settings: opts.ingress ?? ingressSettings({ dataDir: opts.dataDir, ingress: parseConfig({}).ingress }), dataDir: opts.dataDir, registry: opts.registry ?? new Registry(), log: opts.log ?? createLogger('silent') });
-  // A rotated gateway token replaces the one the ingress cached.
-  instances.rotator.onRotated = (id) => ingress.ingress.forgetGatewayToken(id);
+  const instances = createInstanceServices({ db, vault, events, onboarding, broker, settings, log: opts.log ?? createLogger('silent'), toolRestrictions: (tenantId, agent) => gatewayToolRestrictions(policy, tenantId, agent) });
+  const ingress = createIngressServices({ db, events, vault, onboarding, instances, instanceSettings: settings, settings: opts.ingress ?? ingressSettings({ dataDir: opts.dataDir, ingress: parseConfig({}).ingress }), dataDir: opts.dataDir, registry: opts.registry ?? new Registry(), log: opts.log ?? createLogger('silent') });
   // Agent memory, findings and search by meaning; embeddings go through the broker (docs/adr/0007).
   const knowledge = createKnowledgeServices({ db, proxy: broker.proxy, agents: new AgentService(db), log: opts.log ?? createLogger('silent') });
   mountKnowledge(broker, knowledge);
-  providers.onChange((tenantId) => {
-    knowledge.embeddings.forget(tenantId);
+  events.on('routes.changed', ({ tenantId }) => {
+    knowledge.embeddings.forget(tenantId ?? undefined);
     // A new embeddings route means re-embedding: start now rather than at the next interval.
     knowledge.knowledgeIndexer.kick();
   });
@@ -142,10 +140,11 @@ export function createServices(opts: {
     ...ingress,
     ...tasks,
     ...knowledge,
+    events,
     tenants: new TenantService(db),
     users: new UserService(db),
     sessions: new SessionService(db),
-    tokens: new ApiTokenService(db),
+    tokens: new ApiTokenService(db, events),
     onboarding,
     oidc: new OidcService({ db, secrets: platformSecrets, redirectUri: `${opts.publicOrigin}/api/v1/auth/oidc/callback` }),
     vault,
@@ -153,7 +152,7 @@ export function createServices(opts: {
     providers,
     broker,
     platformProvider,
-    brokerGovernance: new BrokerGovernance({ db, budgets: broker.budgets, egress: broker.egress, policy: egress }),
+    brokerGovernance: new BrokerGovernance({ db, events, policy: egress }),
     skills,
     egress,
     policy,

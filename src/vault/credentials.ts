@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { appendAudit } from '../audit/log.ts';
+import { EventChannel } from '../events/channel.ts';
+import { createLogger } from '../observability/logger.ts';
 import type { Db, Queryable } from '../db/pool.ts';
 import { ClawplaneError, ConflictError, NotFoundError, ValidationError } from '../errors.ts';
 import { DecryptionError } from './envelope.ts';
@@ -135,10 +137,12 @@ export class CredentialService {
   readonly #vault: Vault;
   readonly #skills: SkillRegistry;
   readonly #now: () => Date;
-  readonly #changed: ((credentialId: string) => void)[] = [];
+  readonly #events: EventChannel;
 
-  constructor(opts: { db: Db; vault: Vault; skills?: SkillRegistry; now?: () => Date }) {
+  /** `events` carries `credential.changed` to every replica's broker key cache (none: this process only). */
+  constructor(opts: { db: Db; vault: Vault; events?: EventChannel; skills?: SkillRegistry; now?: () => Date }) {
     this.#db = opts.db;
+    this.#events = opts.events ?? EventChannel.local(createLogger('silent'));
     this.#vault = opts.vault;
     this.#skills = opts.skills ?? createSkillRegistry();
     this.#now = opts.now ?? (() => new Date());
@@ -251,16 +255,9 @@ export class CredentialService {
     return row;
   }
 
-  /** Called after a credential is revoked or its value replaced, so caches of its plaintext (the broker's) drop it. */
-  onChange(listener: (credentialId: string) => void): void {
-    this.#changed.push(listener);
-  }
-
-  /** Revokes a credential; the next `decryptForBroker` refuses it, and the broker's key cache is told at once. */
+  /** Revokes a credential; the next `decryptForBroker` refuses it, and every replica's broker key cache is told at once. */
   async revoke(tenantId: string, id: string, ctx: ActorContext): Promise<CredentialInfo> {
-    const info = await this.#revoke(tenantId, id, ctx);
-    for (const l of this.#changed) l(id);
-    return info;
+    return this.#revoke(tenantId, id, ctx);
   }
 
   async #revoke(tenantId: string, id: string, ctx: ActorContext): Promise<CredentialInfo> {
@@ -272,6 +269,7 @@ export class CredentialService {
         [tenantId, id],
       );
       await appendAudit(q, { actor: ctx.actor, tenantId, action: 'credential.revoke', target: `credential:${id}`, decision: 'success', requestId: ctx.requestId ?? null, detail: { name: row.name } });
+      await this.#events.publish(q, 'credential.changed', { credentialId: id });
       const updated = r.rows[0];
       if (!updated) throw new NotFoundError('Credential');
       return this.#info(updated);
@@ -294,9 +292,9 @@ export class CredentialService {
       const row = r.rows[0];
       if (!row) throw new ConflictError(`The credential "${current.name}" changed while it was being updated. Reload it and try again.`);
       await appendAudit(q, { actor: ctx.actor, tenantId, action: 'credential.update', target: `credential:${id}`, decision: 'success', requestId: ctx.requestId ?? null, detail: { name: row.name, version } });
+      await this.#events.publish(q, 'credential.changed', { credentialId: id });
       return this.#info(row);
     });
-    for (const l of this.#changed) l(id);
     return info;
   }
 

@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { appendAudit } from '../audit/log.ts';
+import { EventChannel } from '../events/channel.ts';
+import { createLogger } from '../observability/logger.ts';
 import type { Db, Queryable } from '../db/pool.ts';
 import { ClawplaneError, ConflictError, NotFoundError, ValidationError } from '../errors.ts';
 import { checkUrlShape, guardedFetch, type EgressPolicy } from '../net/ssrf.ts';
@@ -177,11 +179,13 @@ export class ProviderService {
   readonly #db: Db;
   readonly #credentials: CredentialService;
   readonly #egress: EgressPolicy;
-  readonly #changed: ((tenantId: string) => void)[] = [];
+  readonly #events: EventChannel;
   readonly #fetch: typeof guardedFetch;
 
-  constructor(opts: { db: Db; credentials: CredentialService; egress: EgressPolicy; fetch?: typeof guardedFetch }) {
+  /** `events` carries `routes.changed` to every replica's broker route cache (none: this process only). */
+  constructor(opts: { db: Db; credentials: CredentialService; egress: EgressPolicy; events?: EventChannel; fetch?: typeof guardedFetch }) {
     this.#db = opts.db;
+    this.#events = opts.events ?? EventChannel.local(createLogger('silent'));
     this.#credentials = opts.credentials;
     this.#egress = opts.egress;
     this.#fetch = opts.fetch ?? guardedFetch;
@@ -201,35 +205,31 @@ export class ProviderService {
     return parsed.toString().replace(/\/+$/, '');
   }
 
-  /** Called after a tenant's providers or routes change, so caches of routes (the broker's) drop them. */
-  onChange(listener: (tenantId: string) => void): void {
-    this.#changed.push(listener);
-  }
-
-  #notify(tenantId: string): void {
-    for (const l of this.#changed) l(tenantId);
+  /** After a tenant's providers or routes changed: every replica's broker drops its cached routes. */
+  async #notify(tenantId: string): Promise<void> {
+    await this.#events.publish(this.#db, 'routes.changed', { tenantId });
   }
 
   async create(tenantId: string, input: unknown, ctx: ActorContext): Promise<ProviderInfo> {
     const r = await this.#createImpl(tenantId, input, ctx);
-    this.#notify(tenantId);
+    await this.#notify(tenantId);
     return r;
   }
 
   async update(tenantId: string, id: string, input: unknown, ctx: ActorContext): Promise<ProviderInfo> {
     const r = await this.#updateImpl(tenantId, id, input, ctx);
-    this.#notify(tenantId);
+    await this.#notify(tenantId);
     return r;
   }
 
   async remove(tenantId: string, id: string, ctx: ActorContext): Promise<void> {
     await this.#removeImpl(tenantId, id, ctx);
-    this.#notify(tenantId);
+    await this.#notify(tenantId);
   }
 
   async setRoute(tenantId: string, input: unknown, ctx: ActorContext): Promise<ModelRoute> {
     const r = await this.#setRouteImpl(tenantId, input, ctx);
-    this.#notify(tenantId);
+    await this.#notify(tenantId);
     return r;
   }
 

@@ -255,6 +255,36 @@ export class Vault {
     });
   }
 
+  /**
+   * The platform secret `name`, sealing `make()` first when there is none: every replica that asks at the same
+   * time gets the same value (the first insert wins; the others read it).
+   */
+  async platformSecretOnce(name: string, make: () => string, opts: { actor?: string } = {}): Promise<string> {
+    try {
+      return await this.openPlatformSecret(name);
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err;
+    }
+    const plaintext = make();
+    const dek = newDataKey();
+    const w = await this.#keys.wrap(dek, platformKeyAad(name));
+    const s = seal(dek, Buffer.from(plaintext, 'utf8'), platformSecretAad(name, 1));
+    await this.#db.tx(async (q) => {
+      const r = await q.query(
+        `INSERT INTO platform_secrets (name, version, ciphertext, iv, tag, kek_id, kek_version, wrapped_dek, dek_iv, dek_tag)
+         VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING`,
+        [name, s.ciphertext, s.iv, s.tag, w.keyId, w.version, w.ciphertext, w.iv, w.tag],
+      );
+      if (r.rowCount) await appendAudit(q, { actor: opts.actor ?? 'system', action: 'platform_secret.set', target: `platform_secret:${name}`, decision: 'success', detail: { version: 1 } });
+    });
+    return this.openPlatformSecret(name);
+  }
+
+  /** Deletes a platform secret (no error when there is none). */
+  async deletePlatformSecret(name: string): Promise<void> {
+    await this.#db.query('DELETE FROM platform_secrets WHERE name = $1', [name]);
+  }
+
   /** The plaintext of a platform secret, for the process that needs it (OIDC login). */
   async openPlatformSecret(name: string): Promise<string> {
     const r = await this.#db.query<WrappedRow & { version: number; ciphertext: Buffer; s_iv: Buffer; s_tag: Buffer }>(
