@@ -82,6 +82,11 @@ export class HybridSearch {
     this.#log = o.log;
   }
 
+  /** What this process holds in its sketch index (the benchmark's memory figure). */
+  indexSize(): { entries: number; bytes: number } {
+    return this.#index.size();
+  }
+
   async search<R extends CandidateRow>(h: HybridQuery): Promise<SearchResult<R>> {
     let mode = h.mode;
     let note: string | null = null;

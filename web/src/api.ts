@@ -412,3 +412,21 @@ export const tasksApi = {
     await readSse(res.body, onEvent);
   },
 };
+
+// Knowledge: agent memory and findings, searched by words and meaning.
+export type Memory = Schemas['Memory'];
+export type Finding = Schemas['Finding'];
+export type MemoryInput = JsonBody<'/api/v1/tenants/{tenant}/memories', 'post'>;
+export type FindingInput = JsonBody<'/api/v1/tenants/{tenant}/findings', 'post'>;
+export type SearchMode = 'hybrid' | 'words' | 'meaning';
+type Ranked = { mode: SearchMode | null; note: string | null; nextCursor: string | null };
+export const knowledgeApi = {
+  memories: (tenant: string, f: { q?: string; agent?: string; mode?: SearchMode; cursor?: string; limit?: number }) => request<{ items: Memory[] } & Ranked>('GET', `${t(tenant)}/memories${query(f)}`),
+  createMemory: (tenant: string, body: MemoryInput) => request<Memory>('POST', `${t(tenant)}/memories`, body),
+  updateMemory: (tenant: string, id: number, body: { content?: string; importance?: number; expiresAt?: string | null }) => request<Memory>('PATCH', `${t(tenant)}/memories/${id}`, body),
+  removeMemory: (tenant: string, id: number) => request<undefined>('DELETE', `${t(tenant)}/memories/${id}`),
+  findings: (tenant: string, f: { q?: string; tag?: string; mode?: SearchMode; cursor?: string; limit?: number }) => request<{ items: Finding[] } & Ranked>('GET', `${t(tenant)}/findings${query(f)}`),
+  createFinding: (tenant: string, body: FindingInput) => request<Finding>('POST', `${t(tenant)}/findings`, body),
+  updateFinding: (tenant: string, id: string, body: { title?: string; body?: string; confidence?: number }) => request<Finding>('PATCH', `${t(tenant)}/findings/${encodeURIComponent(id)}`, body),
+  removeFinding: (tenant: string, id: string) => request<undefined>('DELETE', `${t(tenant)}/findings/${encodeURIComponent(id)}`),
+};

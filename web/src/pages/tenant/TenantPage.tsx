@@ -11,6 +11,7 @@ import { ChatTab } from './ChatTab.tsx';
 import { CredentialsTab } from './CredentialsTab.tsx';
 import { GovernanceTab } from './GovernanceTab.tsx';
 import { InstancesTab } from './InstancesTab.tsx';
+import { KnowledgeTab } from './KnowledgeTab.tsx';
 import { MembersTab } from './MembersTab.tsx';
 import { OverviewTab } from './OverviewTab.tsx';
 import { ProvidersTab } from './ProvidersTab.tsx';
@@ -36,6 +37,7 @@ const TABS: { id: string; label: string; render: (p: TabProps) => ReactNode }[] 
   { id: 'chat', label: 'Chat', render: (p) => <ChatTab {...p} /> },
   { id: 'tasks', label: 'Tasks', render: (p) => <TasksTab {...p} /> },
   { id: 'agents', label: 'Agents', render: (p) => <AgentsTab {...p} /> },
+  { id: 'knowledge', label: 'Knowledge', render: (p) => <KnowledgeTab {...p} /> },
   { id: 'members', label: 'Members', render: (p) => <MembersTab {...p} /> },
   { id: 'tokens', label: 'API tokens', render: (p) => <TokensTab {...p} /> },
   { id: 'credentials', label: 'Credentials', render: (p) => <CredentialsTab {...p} /> },
