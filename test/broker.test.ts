@@ -285,11 +285,19 @@ describe('broker: the only way out of a sandbox', async () => {
     assert.equal(refused.status, 403, 'not on the allow-list yet');
     refused.socket.destroy();
     const owner = (await server.services.tokens.create(t.id, { name: 'owner', role: 'tenant_admin', createdBy: null }, by)).token;
-    const put = await fetch(`${server.url}/api/v1/tenants/broker-egress/egress`, {
-      method: 'PUT',
-      headers: { authorization: `Bearer ${owner}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ items: [{ host: '127.0.0.1', port }, { host: '169.254.169.254', port: 80 }] }),
-    });
+    const putEgress = (items: unknown[]) =>
+      fetch(`${server.url}/api/v1/tenants/broker-egress/egress`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${owner}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ items }),
+      });
+    // Checked when saved, by the connection-time rules: metadata always, private and loopback unless the platform allows them.
+    const bad = await putEgress([{ host: '127.0.0.1', port }, { host: '169.254.169.254', port: 80 }, { host: '10.1.2.3', port: 443 }, { host: 'localhost', port: 0 }, { host: 'api.github.com', port: 443 }]);
+    const badBody = (await bad.json()) as { details: { issues: { path: string; rule: string }[] } };
+    assert.equal(bad.status, 400, JSON.stringify(badBody));
+    assert.deepEqual(badBody.details.issues.map((i) => [i.path, i.rule]), [['body.items.1.host', 'metadata_address'], ['body.items.2.host', 'blocked_address'], ['body.items.3.host', 'blocked_address']]);
+    assert.equal((await server.services.brokerGovernance.egressHosts(t.id)).length, 0, 'nothing of a refused list was saved');
+    const put = await putEgress([{ host: '127.0.0.1', port }]);
     assert.equal(put.status, 200, await put.text());
     const ok = await connect(`127.0.0.1:${port}`);
     assert.equal(ok.status, 200);
@@ -300,7 +308,7 @@ describe('broker: the only way out of a sandbox', async () => {
     assert.equal(echoed, 'ping through the tunnel');
     ok.socket.destroy();
     const metadata = await connect('169.254.169.254:80');
-    assert.equal(metadata.status, 403, 'metadata stays refused even when a tenant lists it');
+    assert.equal(metadata.status, 403, 'metadata is refused at connection time too');
     metadata.socket.destroy();
     echo.close();
     const denied = await server.db.query(`SELECT 1 FROM audit_events WHERE tenant_id = $1 AND action = 'broker.egress_denied'`, [t.id]);

@@ -2,7 +2,7 @@ import { appendAudit } from '../audit/log.ts';
 import type { Db } from '../db/pool.ts';
 import type { EventChannel } from '../events/channel.ts';
 import { NotFoundError, ValidationError } from '../errors.ts';
-import { checkUrlShape, EgressRefusedError, type EgressPolicy } from '../net/ssrf.ts';
+import { checkHostShape, checkUrlShape, EgressRefusedError, type EgressPolicy } from '../net/ssrf.ts';
 import type { Limits } from './budgets.ts';
 
 export interface LimitEntry extends Limits {
@@ -84,6 +84,17 @@ export class BrokerGovernance {
 
   async setEgressHosts(tenantId: string, hosts: EgressHost[], by: By): Promise<EgressHost[]> {
     const norm = hosts.map((h) => ({ host: h.host.toLowerCase().replace(/\.$/, ''), port: h.port }));
+    // The connection-time rules (net/ssrf.ts), when saved: a metadata, loopback or private address is refused now, by rule name.
+    const issues = norm.flatMap((h, i) => {
+      try {
+        checkHostShape(h.host, h.port, this.policy);
+        return [];
+      } catch (err) {
+        if (!(err instanceof EgressRefusedError)) throw err;
+        return [{ path: `body.items.${i}.host`, message: err.message, rule: err.details?.['reason'] }];
+      }
+    });
+    if (issues.length > 0) throw new ValidationError(`The egress allow-list is refused: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, issues);
     await this.db.tx(async (tx) => {
       await tx.query('DELETE FROM tenant_egress_hosts WHERE tenant_id = $1', [tenantId]);
       for (const h of norm) {

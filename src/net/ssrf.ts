@@ -230,6 +230,16 @@ export function checkUrlShape(raw: string, policy: EgressPolicy): { url: URL; ho
   return { url, hostname, allowListed };
 }
 
+/**
+ * The same rules for a bare host (an egress allow-list entry, `*.example.com` allowed) when it is
+ * saved: a localhost name or an IP literal that is metadata, loopback or private is refused unless the
+ * platform allows it. Names are resolved, and checked again, when a connection is made.
+ */
+export function checkHostShape(host: string, port: number, policy: EgressPolicy): void {
+  const bare = host.replace(/^\*\./, '');
+  checkUrlShape(`https://${isIP(bare) === 6 ? `[${bare}]` : bare}${port > 0 ? `:${port}` : ''}/`, policy);
+}
+
 function refuseAddress(hostname: string, address: string, allowListed: boolean, networks: BlockList): void {
   const why = classifyAddress(address);
   if (why === undefined) return;

@@ -4,7 +4,7 @@ import { MEMORY_KINDS, memoryInput, memoryPatch } from '../../knowledge/memories
 import { SEARCH_MODES } from '../../knowledge/search.ts';
 import type { App, AppDeps } from '../app.ts';
 import { allow } from '../auth.ts';
-import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
+import { errorResponses, json, jsonBody, TenantParam, TimeIdCursor } from '../schemas.ts';
 
 const MemoryParams = TenantParam.extend({ memoryId: z.coerce.number().int().min(1).max(Number.MAX_SAFE_INTEGER).openapi({ param: { name: 'memoryId', in: 'path' }, type: 'integer' }) });
 const FindingParams = TenantParam.extend({ findingId: z.uuid().openapi({ param: { name: 'findingId', in: 'path' } }) });
@@ -72,7 +72,8 @@ const FindingQuery = z.object({
   tag: query(z.string().trim().min(1).max(50).optional(), 'tag'),
   taskId: query(z.uuid().optional(), 'taskId'),
   limit: query(limit, 'limit'),
-  cursor: query(z.string().max(100).optional(), 'cursor', 'nextCursor of the previous page'),
+  // The findings' cursor is "<time>|<id>" in base64url: a garbage one is refused, never read as "from the start".
+  cursor: query(z.string().max(100).refine((c) => TimeIdCursor.safeParse(Buffer.from(c, 'base64url').toString()).success, 'must be the nextCursor of the previous page, unchanged').optional(), 'cursor', 'nextCursor of the previous page'),
 });
 const KnowledgeQuery = z.object({
   q: query(z.string().trim().min(1).max(500), 'q'),
