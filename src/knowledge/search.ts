@@ -144,7 +144,9 @@ export class HybridSearch {
     for (const row of all) {
       const words = maxText > 0 ? Number(row.text_rank) / maxText : 0;
       const similarity = query && row.embedding && row.embedding_model === modelId ? cosine(query, decodeVector(row.embedding)) : null;
-      if (words === 0 && (similarity === null || similarity < MIN_SIMILARITY)) continue;
+      const similar = similarity !== null && similarity >= MIN_SIMILARITY;
+      // By meaning: only what is similar; otherwise a word match or a similar row.
+      if (mode === 'meaning' ? !similar : words === 0 && !similar) continue;
       const base = mode === 'words' || !query ? words : mode === 'meaning' ? (similarity ?? 0) : VECTOR_WEIGHT * Math.max(similarity ?? 0, 0) + TEXT_WEIGHT * words;
       ranked.push({ row, score: base + (h.boost ? h.boost(row as never) : 0), similarity, words });
     }
