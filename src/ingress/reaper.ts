@@ -59,8 +59,7 @@ export class IdleReaper {
     const timeouts = new Map<string, number>();
     const stopped: string[] = [];
     const running = new Set<string>();
-    for (const row of await this.#o.instances.allForReconcile()) {
-      if (row.status !== 'running' || row.desiredState !== 'running') continue;
+    for (const row of await this.#o.instances.running()) {
       running.add(row.id);
       // Idle since the last traffic, or since we first saw it running (a fresh start is not idle).
       const since = Math.max(this.#o.activity.last(row.id) ?? 0, this.#seen.get(row.id) ?? 0);

@@ -351,9 +351,23 @@ export class InstanceService {
 
   // ---- for the reconciler (system actor; not exposed through the API) ----
 
-  /** Every instance the reconciler must look at. */
+  /**
+   * Every instance the reconciler must look at: all but those stopped (or suspended) that want to stay so
+   * and have no sandbox, for which a pass does nothing. Through the partial index instances_reconcile
+   * (same predicate), so idle tenants' stopped instances cost nothing per pass.
+   */
   async allForReconcile(): Promise<InstanceRow[]> {
-    const r = await this.#o.db.query<Row>('SELECT * FROM instances ORDER BY created_at');
+    const r = await this.#o.db.query<Row>(
+      `SELECT * FROM instances
+        WHERE desired_state <> 'stopped' OR status NOT IN ('stopped', 'suspended') OR sandbox IS NOT NULL
+        ORDER BY created_at, id`,
+    );
+    return r.rows.map(toRow);
+  }
+
+  /** Instances running and meant to (the idle reaper's candidates), through the partial index instances_running. */
+  async running(): Promise<InstanceRow[]> {
+    const r = await this.#o.db.query<Row>(`SELECT * FROM instances WHERE status = 'running' AND desired_state = 'running' ORDER BY created_at, id`);
     return r.rows.map(toRow);
   }
 

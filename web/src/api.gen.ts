@@ -2179,10 +2179,20 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Tenants you can see (all for platform admins, your own otherwise), each with its instance count and usage today */
+        /** Tenants you can see (all for platform admins, your own otherwise), a page at a time, each with its instance count and usage today */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description The nextCursor of the previous page, unchanged (opaque; only valid with the same sort) */
+                    cursor?: string;
+                    /** @description Items per page (1–200, default 50) */
+                    limit?: number;
+                    /** @description Case-insensitive substring of the slug or name */
+                    q?: string;
+                    /** @description Order: slug, name, createdAt; prefix - for descending */
+                    sort?: "slug" | "-slug" | "name" | "-name" | "createdAt" | "-createdAt";
+                    status?: "active" | "suspended";
+                };
                 header?: never;
                 path?: never;
                 cookie?: never;
@@ -2195,9 +2205,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": {
-                            items: components["schemas"]["TenantListItem"][];
-                        };
+                        "application/json": components["schemas"]["TenantPage"];
                     };
                 };
                 /** @description Invalid request */
@@ -11259,6 +11267,11 @@ export interface components {
         };
         TenantListItem: components["schemas"]["Tenant"] & {
             stats: components["schemas"]["TenantStats"];
+        };
+        TenantPage: {
+            items: components["schemas"]["TenantListItem"][];
+            /** @description Pass as cursor to get the next page; null on the last page */
+            nextCursor: string | null;
         };
         TenantPolicy: {
             /** @enum {string} */

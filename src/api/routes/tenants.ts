@@ -2,6 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import { UnauthenticatedError, ValidationError } from '../../errors.ts';
 import type { App, AppDeps } from '../app.ts';
 import { allow, allowPlatform } from '../auth.ts';
+import { pageOf, pageQuery, searchParam } from '../paging.ts';
 import { errorResponses, json, jsonBody, QuotasPatch, Slug, TenantParam, TenantSchema } from '../schemas.ts';
 
 const TenantStatsSchema = z
@@ -20,6 +21,10 @@ const TenantStatsSchema = z
   })
   .openapi('TenantStats');
 const TenantListItemSchema = TenantSchema.extend({ stats: TenantStatsSchema }).openapi('TenantListItem');
+const TenantListQuery = pageQuery(['slug', 'name', 'createdAt'], 'slug').extend({
+  q: searchParam('the slug or name'),
+  status: TenantSchema.shape.status.optional().openapi({ param: { name: 'status', in: 'query' } }),
+});
 
 /** Tenants: platform admins create, change, suspend and delete; members see their own (issue 3). */
 export function registerTenants(app: App, deps: AppDeps): void {
@@ -45,14 +50,15 @@ export function registerTenants(app: App, deps: AppDeps): void {
       method: 'get',
       path: '/api/v1/tenants',
       tags: ['tenants'],
-      summary: 'Tenants you can see (all for platform admins, your own otherwise), each with its instance count and usage today',
-      responses: { 200: json(z.object({ items: z.array(TenantListItemSchema) })), ...errorResponses },
+      summary: 'Tenants you can see (all for platform admins, your own otherwise), a page at a time, each with its instance count and usage today',
+      request: { query: TenantListQuery },
+      responses: { 200: json(pageOf(TenantListItemSchema).openapi('TenantPage')), ...errorResponses },
     }),
     async (c) => {
       const p = c.get('principal');
       if (!p) throw new UnauthenticatedError();
-      const opts = p.kind === 'token' ? { tenantId: p.tenantId } : p.platformAdmin ? {} : { userId: p.userId };
-      return c.json({ items: await tenants.listWithStats(opts) }, 200);
+      const scope = p.kind === 'token' ? { tenantId: p.tenantId } : p.platformAdmin ? {} : { userId: p.userId };
+      return c.json(await tenants.pageWithStats(scope, c.req.valid('query')), 200);
     },
   );
 
