@@ -153,4 +153,63 @@ describe('paged lists', async () => {
     const { items } = await pageAll<TenantItem>(client, '/api/v1/tenants?limit=2');
     assert.deepEqual(items.map((t) => t.slug), mine);
   });
+
+  test("every other growing list of a tenant pages by cursor (each item once), and refuses a garbage cursor naming it", async () => {
+    const t = await tenants.create({ slug: 'big', name: 'Big', quotas: { maxInstances: 20 } }, by);
+    const s = server.services;
+    for (let i = 0; i < 7; i++) {
+      await admin.json('POST', '/api/v1/tenants/big/members', { email: `m${i}@big.test`, role: i === 0 ? 'tenant_admin' : 'viewer', displayName: `Member ${i}` }, 201);
+      await s.tokens.create(t.id, { name: `token-${i}`, role: 'viewer', createdBy: null }, by);
+      await s.credentials.create(t.id, { name: `key-${i}`, type: 'api_key', value: `sk-paging-${i}-0123456789abcdef` }, by);
+      const inst = await s.instances.deploy(t.id, { name: `inst-${i}`, start: false }, by);
+      await server.db.query(
+        `INSERT INTO instance_backups (id, tenant_id, instance_id, instance_name, runtime_version, reason, object_key, size_bytes, sha256, duration_ms) VALUES (gen_random_uuid(), $1, $2, $3, '2026.9.6', $4, 'k', 0, '', 0)`,
+        [t.id, inst.id, `inst-${i}`, i % 2 ? 'manual' : 'periodic'],
+      );
+      await s.tasks.create(t.id, { capability: 'nobody-has-it', input: `task ${i}` }, by);
+    }
+    const base = '/api/v1/tenants/big';
+    const owner = new ApiClient(server.url, { bearer: (await s.tokens.create(t.id, { name: 'owner', role: 'tenant_admin', createdBy: null }, by)).token });
+    const lists: [string, number, (x: Record<string, unknown>) => string][] = [
+      [`${base}/members`, 7, (x) => String(x['userId'])],
+      [`${base}/tokens`, 8, (x) => String(x['id'])],
+      [`${base}/credentials`, 7, (x) => String(x['id'])],
+      [`${base}/instances`, 7, (x) => String(x['id'])],
+      [`${base}/backups`, 7, (x) => String(x['id'])],
+      [`${base}/tasks`, 7, (x) => String(x['id'])],
+      [`${base}/audit`, 0, (x) => String(x['seq'])],
+    ];
+    for (const [path, n, id] of lists) {
+      const { items, pages } = await pageAll<Record<string, unknown>>(owner, `${path}?limit=2`);
+      const ids = items.map(id);
+      assert.equal(new Set(ids).size, ids.length, `${path}: each item once`);
+      if (n) assert.equal(ids.length, n, path);
+      else assert.ok(ids.length > 20, `${path}: ${ids.length}`);
+      assert.ok(pages >= Math.ceil(ids.length / 2), `${path}: ${pages} pages`);
+      await expect400(owner, `${path}?cursor=garbage`, 'query.cursor');
+      await expect400(owner, `${path}?limit=100000`, 'query.limit');
+    }
+    const audit = await pageAll<{ seq: number }>(owner, `${base}/audit?limit=3`);
+    assert.deepEqual(audit.items.map((e) => e.seq), [...audit.items.map((e) => e.seq)].sort((a, b) => b - a), 'audit newest first');
+
+    const members = await owner.json<Page<{ email: string; role: string }>>('GET', `${base}/members?q=MEMBER%203`);
+    assert.deepEqual(members.items.map((m) => m.email), ['m3@big.test']);
+    const admins = await owner.json<Page<{ email: string }>>('GET', `${base}/members?role=tenant_admin`);
+    assert.deepEqual(admins.items.map((m) => m.email), ['m0@big.test']);
+    const tok = await owner.json<Page<{ name: string }>>('GET', `${base}/tokens?sort=name&q=token-`);
+    assert.deepEqual(tok.items.map((x) => x.name), ['token-0', 'token-1', 'token-2', 'token-3', 'token-4', 'token-5', 'token-6']);
+    const revokedId = (await owner.json<Page<{ id: string }>>('GET', `${base}/tokens?q=token-5`)).items[0]?.id;
+    await owner.json('DELETE', `${base}/tokens/${revokedId ?? ''}`);
+    assert.deepEqual((await owner.json<Page<{ name: string }>>('GET', `${base}/tokens?status=revoked`)).items.map((x) => x.name), ['token-5']);
+    assert.equal((await owner.json<Page<{ name: string }>>('GET', `${base}/tokens?status=active&q=token-`)).items.length, 6);
+    const creds = await owner.json<Page<{ name: string }>>('GET', `${base}/credentials?sort=-name&q=key-`);
+    assert.deepEqual(creds.items.map((x) => x.name), ['key-6', 'key-5', 'key-4', 'key-3', 'key-2', 'key-1', 'key-0']);
+    const inst = await owner.json<Page<{ name: string }>>('GET', `${base}/instances?q=inst-4&status=stopped`);
+    assert.deepEqual(inst.items.map((x) => x.name), ['inst-4']);
+    const manual = await owner.json<Page<{ instanceName: string }>>('GET', `${base}/backups?reason=manual&sort=createdAt`);
+    assert.deepEqual(manual.items.map((x) => x.instanceName), ['inst-1', 'inst-3', 'inst-5']);
+    // A cursor of one list is not a cursor of another order.
+    const firstTasks = await owner.json<Page<unknown>>('GET', `${base}/tasks?limit=2`);
+    await expect400(owner, `${base}/tasks?sort=createdAt&cursor=${firstTasks.nextCursor ?? ''}`, 'query.cursor');
+  });
 });

@@ -14,6 +14,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { appendAudit } from '../audit/log.ts';
+import { containing, keysetPage, type Sorts } from '../db/keyset.ts';
 import type { Db } from '../db/pool.ts';
 import { ClawplaneError, ConflictError, NotFoundError } from '../errors.ts';
 import type { Audited, Instance, InstanceRow, InstanceService } from '../instances/instances.ts';
@@ -54,6 +55,14 @@ interface Row {
   duration_ms: number;
   created_at: Date;
 }
+
+/** The order a backup list offers (newest first by default). */
+export const BACKUP_SORTS = {
+  createdAt: [
+    { sql: 'b.created_at', type: 'timestamptz' },
+    { sql: 'b.id', type: 'uuid' },
+  ],
+} satisfies Sorts;
 
 const toBackup = (r: Row): Backup => ({
   id: r.id,
@@ -150,6 +159,20 @@ export class BackupService {
 
   get storeKind(): string {
     return this.#o.store.kind;
+  }
+
+  /** One page of a tenant's (or one instance's) backups, searched by instance name, filtered by reason. */
+  async page(tenantId: string, p: { limit: number; cursor?: string | undefined; sort: string; q?: string | undefined; reason?: BackupReason | undefined; instanceId?: string | undefined }): Promise<{ items: Backup[]; nextCursor: string | null }> {
+    const where = ['b.tenant_id = $1'];
+    const vals: unknown[] = [tenantId];
+    const add = (sql: string, v: unknown) => {
+      vals.push(v);
+      where.push(sql.replace('?', `$${vals.length}`));
+    };
+    if (p.instanceId !== undefined) add('b.instance_id = ?', p.instanceId);
+    if (p.reason !== undefined) add('b.reason = ?', p.reason);
+    if (p.q !== undefined) add('b.instance_name ILIKE ?', containing(p.q));
+    return keysetPage(this.#o.db, { ...p, sorts: BACKUP_SORTS, from: 'instance_backups b', select: 'b.*', where, vals, map: (x) => toBackup(x as unknown as Row) });
   }
 
   async list(tenantId: string, instanceId?: string): Promise<Backup[]> {

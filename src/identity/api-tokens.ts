@@ -1,4 +1,5 @@
 import { appendAudit } from '../audit/log.ts';
+import { containing, keysetPage, type Sorts } from '../db/keyset.ts';
 import type { Db } from '../db/pool.ts';
 import { EventChannel } from '../events/channel.ts';
 import { createLogger } from '../observability/logger.ts';
@@ -19,6 +20,24 @@ export interface ApiToken {
   revokedAt: string | null;
   lastUsedAt: string | null;
 }
+
+/** The orders a tenant's token list offers. */
+export const TOKEN_SORTS = {
+  createdAt: [
+    { sql: 'a.created_at', type: 'timestamptz' },
+    { sql: 'a.id', type: 'uuid' },
+  ],
+  name: [
+    { sql: 'a.name', type: 'text' },
+    { sql: 'a.id', type: 'uuid' },
+  ],
+} satisfies Sorts;
+
+export const TOKEN_STATES = {
+  active: 'a.revoked_at IS NULL AND (a.expires_at IS NULL OR a.expires_at > now())',
+  revoked: 'a.revoked_at IS NOT NULL',
+  expired: 'a.revoked_at IS NULL AND a.expires_at <= now()',
+} as const;
 
 interface Row {
   id: string;
@@ -96,9 +115,16 @@ export class ApiTokenService {
     return { token, info };
   }
 
-  async list(tenantId: string): Promise<ApiToken[]> {
-    const r = await this.db.query<Row>('SELECT * FROM api_tokens WHERE tenant_id = $1 ORDER BY created_at DESC', [tenantId]);
-    return r.rows.map(toToken);
+  /** One page of a tenant's tokens, searched by name and filtered by state (active, revoked, expired). */
+  async page(tenantId: string, p: { limit: number; cursor?: string | undefined; sort: string; q?: string | undefined; status?: 'active' | 'revoked' | 'expired' | undefined }): Promise<{ items: ApiToken[]; nextCursor: string | null }> {
+    const where = ['a.tenant_id = $1'];
+    const vals: unknown[] = [tenantId];
+    if (p.status !== undefined) where.push(TOKEN_STATES[p.status]);
+    if (p.q !== undefined) {
+      vals.push(containing(p.q));
+      where.push(`a.name ILIKE $${vals.length}`);
+    }
+    return keysetPage(this.db, { ...p, sorts: TOKEN_SORTS, from: 'api_tokens a', select: 'a.*', where, vals, map: (x) => toToken(x as unknown as Row) });
   }
 
   async get(tenantId: string, id: string): Promise<ApiToken> {

@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { appendAudit } from '../audit/log.ts';
+import { containing, keysetPage, type Sorts } from '../db/keyset.ts';
 import type { Db, Queryable } from '../db/pool.ts';
 import type { EventChannel } from '../events/channel.ts';
 import { ConflictError, NotFoundError, QuotaExceededError } from '../errors.ts';
@@ -16,6 +17,15 @@ import type { Vault } from '../vault/vault.ts';
  */
 export const INSTANCE_STATUSES = ['provisioning', 'running', 'stopped', 'upgrading', 'error', 'destroying', 'suspended'] as const;
 export type InstanceStatus = (typeof INSTANCE_STATUSES)[number];
+
+/** The orders a tenant's instance list offers (names are unique per tenant). */
+export const INSTANCE_SORTS = {
+  name: [{ sql: 'i.name', type: 'text' }],
+  createdAt: [
+    { sql: 'i.created_at', type: 'timestamptz' },
+    { sql: 'i.id', type: 'uuid' },
+  ],
+} satisfies Sorts;
 export type DesiredState = 'running' | 'stopped' | 'destroyed';
 
 export interface Instance {
@@ -182,6 +192,21 @@ export class InstanceService {
   async list(tenantId: string): Promise<Instance[]> {
     const r = await this.#o.db.query<Row>('SELECT * FROM instances WHERE tenant_id = $1 ORDER BY name', [tenantId]);
     return r.rows.map((x) => publicInstance(toRow(x)));
+  }
+
+  /** One page of a tenant's instances (keyset, src/db/keyset.ts), searched by name and filtered by status. */
+  async page(tenantId: string, p: { limit: number; cursor?: string | undefined; sort: string; q?: string | undefined; status?: InstanceStatus | undefined }): Promise<{ items: Instance[]; nextCursor: string | null }> {
+    const where = ['i.tenant_id = $1'];
+    const vals: unknown[] = [tenantId];
+    if (p.status !== undefined) {
+      vals.push(p.status);
+      where.push(`i.status = $${vals.length}`);
+    }
+    if (p.q !== undefined) {
+      vals.push(containing(p.q));
+      where.push(`i.name ILIKE $${vals.length}`);
+    }
+    return keysetPage(this.#o.db, { ...p, sorts: INSTANCE_SORTS, from: 'instances i', select: 'i.*', where, vals, map: (x) => publicInstance(toRow(x as unknown as Row)) });
   }
 
   async get(tenantId: string, id: string, q: Queryable = this.#o.db, lock = false): Promise<InstanceRow> {

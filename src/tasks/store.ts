@@ -1,3 +1,4 @@
+import { keysetPage, type Sorts } from '../db/keyset.ts';
 import type { Db, Queryable } from '../db/pool.ts';
 import { NotFoundError } from '../errors.ts';
 import { TERMINAL, type Priority, type Task, type TaskMessage, type TaskStatus, type TraceEvent } from './types.ts';
@@ -78,9 +79,19 @@ export interface ListFilter {
   until?: string | undefined;
   parentId?: string | undefined;
   limit: number;
-  /** Opaque: `<created_at ISO>|<id>` of the last item of the previous page. */
+  /** `createdAt` or `-createdAt` (newest first). */
+  sort: string;
+  /** The nextCursor of the previous page (src/db/keyset.ts). */
   cursor?: string | undefined;
 }
+
+/** The order the task list offers (index tasks_list). */
+export const TASK_SORTS = {
+  createdAt: [
+    { sql: 't.created_at', type: 'timestamptz' },
+    { sql: 't.id', type: 'uuid' },
+  ],
+} satisfies Sorts;
 
 export class TaskStore {
   readonly db: Db;
@@ -125,18 +136,7 @@ export class TaskStore {
       if (UUID.test(f.agent)) add('t.agent_id = ?', f.agent);
       else add('t.agent_id IN (SELECT id FROM agents WHERE tenant_id = $1 AND name = ?)', f.agent);
     }
-    if (f.cursor) {
-      const [at, id] = f.cursor.split('|');
-      if (at && id && UUID.test(id) && !Number.isNaN(Date.parse(at))) {
-        vals.push(at, id);
-        where.push(`(t.created_at, t.id) < ($${vals.length - 1}::timestamptz, $${vals.length}::uuid)`);
-      }
-    }
-    vals.push(f.limit + 1);
-    const r = await this.db.query<Row>(`SELECT t.* FROM tasks t WHERE ${where.join(' AND ')} ORDER BY t.created_at DESC, t.id DESC LIMIT $${vals.length}`, vals);
-    const rows = r.rows.slice(0, f.limit).map(toTask);
-    const last = rows.at(-1);
-    return { items: rows, nextCursor: r.rows.length > f.limit && last ? `${last.createdAt}|${last.id}` : null };
+    return keysetPage(this.db, { sort: f.sort, sorts: TASK_SORTS, limit: f.limit, cursor: f.cursor, from: 'tasks t', select: 't.*', where, vals, map: (x) => toTask(x as unknown as Row) });
   }
 
   /** Moves a task to `status` unless it already ended; false when it had (cancel won the race). */

@@ -72,6 +72,18 @@ export const TENANT_SORTS = {
   ],
 } satisfies Sorts;
 
+/** The orders a tenant's member list offers. */
+export const MEMBER_SORTS = {
+  email: [
+    { sql: 'u.email', type: 'text' },
+    { sql: 'm.user_id', type: 'uuid' },
+  ],
+  createdAt: [
+    { sql: 'm.created_at', type: 'timestamptz' },
+    { sql: 'm.user_id', type: 'uuid' },
+  ],
+} satisfies Sorts;
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function toTenant(r: TenantRow): Tenant {
@@ -265,19 +277,41 @@ export class TenantService {
     return r.rows[0]?.role;
   }
 
-  async members(tenantId: string): Promise<Member[]> {
-    const r = await this.db.query<{ user_id: string; email: string; display_name: string; role: TenantRole; source: 'manual' | 'oidc'; created_at: Date }>(
-      `SELECT m.user_id, u.email, u.display_name, m.role, m.source, m.created_at
-         FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 ORDER BY u.email`,
-      [tenantId],
-    );
-    return r.rows.map((m) => ({ userId: m.user_id, email: m.email, displayName: m.display_name, role: m.role, source: m.source, createdAt: m.created_at.toISOString() }));
+  /** One page of a tenant's members, searched by email or display name and filtered by role. */
+  async membersPage(tenantId: string, p: { limit: number; cursor?: string | undefined; sort: string; q?: string | undefined; role?: TenantRole | undefined }): Promise<{ items: Member[]; nextCursor: string | null }> {
+    const where = ['m.tenant_id = $1'];
+    const vals: unknown[] = [tenantId];
+    if (p.role !== undefined) {
+      vals.push(p.role);
+      where.push(`m.role = $${vals.length}`);
+    }
+    if (p.q !== undefined) {
+      vals.push(containing(p.q));
+      where.push(`(u.email ILIKE $${vals.length} OR u.display_name ILIKE $${vals.length})`);
+    }
+    return keysetPage(this.db, {
+      ...p,
+      sorts: MEMBER_SORTS,
+      from: 'memberships m JOIN users u ON u.id = m.user_id',
+      select: 'm.user_id, u.email, u.display_name, m.role, m.source, m.created_at',
+      where,
+      vals,
+      map: (x) => {
+        const m = x as { user_id: string; email: string; display_name: string; role: TenantRole; source: 'manual' | 'oidc'; created_at: Date };
+        return { userId: m.user_id, email: m.email, displayName: m.display_name, role: m.role, source: m.source, createdAt: m.created_at.toISOString() };
+      },
+    });
   }
 
   async member(tenantId: string, userId: string): Promise<Member> {
-    const m = (await this.members(tenantId)).find((x) => x.userId === userId);
+    const r = await this.db.query<{ user_id: string; email: string; display_name: string; role: TenantRole; source: 'manual' | 'oidc'; created_at: Date }>(
+      `SELECT m.user_id, u.email, u.display_name, m.role, m.source, m.created_at
+         FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 AND m.user_id = $2`,
+      [tenantId, userId],
+    );
+    const m = r.rows[0];
     if (!m) throw new NotFoundError('Member');
-    return m;
+    return { userId: m.user_id, email: m.email, displayName: m.display_name, role: m.role, source: m.source, createdAt: m.created_at.toISOString() };
   }
 
   /**

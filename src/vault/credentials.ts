@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { appendAudit } from '../audit/log.ts';
+import { containing, keysetPage, type Sorts } from '../db/keyset.ts';
 import { EventChannel } from '../events/channel.ts';
 import { createLogger } from '../observability/logger.ts';
 import type { Db, Queryable } from '../db/pool.ts';
@@ -113,6 +114,18 @@ interface SecretRow extends Row {
 }
 
 // Never `SELECT *` into a CredentialInfo: the ciphertext columns stay out of every listing query.
+/** The orders a tenant's credential list offers. */
+export const CREDENTIAL_SORTS = {
+  createdAt: [
+    { sql: 'c.created_at', type: 'timestamptz' },
+    { sql: 'c.id', type: 'uuid' },
+  ],
+  name: [
+    { sql: 'c.name', type: 'text' },
+    { sql: 'c.id', type: 'uuid' },
+  ],
+} satisfies Sorts;
+
 const INFO_COLUMNS = 'id, tenant_id, name, type, skill, status, metadata, last4, version, expires_at, last_used_at, revoked_at, created_by, created_at, updated_at';
 
 function last4(value: string): string {
@@ -240,6 +253,24 @@ export class CredentialService {
       [tenantId, filter.skill ?? null, filter.includeRevoked ?? false],
     );
     return r.rows.map((row) => this.#info(row));
+  }
+
+  /** One page of a tenant's credentials (metadata only), searched by name, filtered by skill and status. */
+  async page(
+    tenantId: string,
+    p: { limit: number; cursor?: string | undefined; sort: string; q?: string | undefined; skill?: string | undefined; status?: CredentialStatus | undefined; includeRevoked?: boolean },
+  ): Promise<{ items: CredentialInfo[]; nextCursor: string | null }> {
+    const where = ['c.tenant_id = $1'];
+    const vals: unknown[] = [tenantId];
+    const add = (sql: string, v: unknown) => {
+      vals.push(v);
+      where.push(sql.replaceAll('?', `$${vals.length}`));
+    };
+    if (p.skill !== undefined) add('c.skill = ?', p.skill);
+    if (p.status !== undefined) add('c.status = ?', p.status);
+    else if (!p.includeRevoked) where.push(`c.status <> 'revoked'`);
+    if (p.q !== undefined) add('c.name ILIKE ?', containing(p.q));
+    return keysetPage(this.#db, { ...p, sorts: CREDENTIAL_SORTS, from: 'credentials c', select: INFO_COLUMNS, where, vals, map: (row) => this.#info(row as unknown as Row) });
   }
 
   /** One credential of this tenant; NotFoundError for an unknown id or another tenant's. */

@@ -1,6 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
-import { queryAudit } from '../../audit/query.ts';
+import { queryAudit, type AuditRow } from '../../audit/query.ts';
 import { verifyAuditChain } from '../../audit/verify.ts';
+import { decodeCursor, encodeCursor } from '../../db/keyset.ts';
 import type { App, AppDeps } from '../app.ts';
 import { allow, allowPlatform } from '../auth.ts';
 import { errorResponses, IsoTime, json, TenantParam } from '../schemas.ts';
@@ -25,11 +26,19 @@ const Filters = z.object({
   decision: z.string().max(50).optional(),
   since: IsoTime.optional(),
   until: IsoTime.optional(),
-  before: z.coerce.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional().openapi({ description: 'Cursor: the nextBefore of the previous page' }),
+  cursor: z.string().min(1).max(4096).optional().openapi({ description: 'The nextCursor of the previous page, unchanged' }),
+  before: z.coerce.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional().openapi({ description: 'Events with a lower seq (the nextBefore of the previous page; cursor does the same)' }),
   limit: z.coerce.number().int().min(1).max(500).default(100),
 });
 
-const Page = z.object({ items: z.array(AuditEvent), nextBefore: z.number().nullable() });
+const Page = z.object({
+  items: z.array(AuditEvent),
+  nextCursor: z.string().nullable().openapi({ description: 'Pass as cursor to get the next page; null on the last page' }),
+  nextBefore: z.number().nullable(),
+});
+
+// The audit log has one order, newest first, keyed by its sequence number.
+const AUDIT_KEY = [{ sql: 'seq', type: 'bigint' }] as const;
 
 const filter = (q: z.infer<typeof Filters>) => ({
   action: q.action,
@@ -37,9 +46,11 @@ const filter = (q: z.infer<typeof Filters>) => ({
   decision: q.decision,
   since: q.since ? new Date(q.since) : undefined,
   until: q.until ? new Date(q.until) : undefined,
-  before: q.before,
+  before: q.cursor !== undefined ? Math.min(Number(decodeCursor(q.cursor, '-seq', AUDIT_KEY)[0]), q.before ?? Infinity) : q.before,
   limit: q.limit,
 });
+
+const withCursor = (p: { items: AuditRow[]; nextBefore: number | null }) => ({ ...p, nextCursor: p.nextBefore === null ? null : encodeCursor('-seq', [String(p.nextBefore)]) });
 
 /** The audit log: a tenant's own events for its admins; everything plus chain verification for platform admins. */
 export function registerAudit(app: App, deps: AppDeps): void {
@@ -54,7 +65,7 @@ export function registerAudit(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const { tenant } = allow(c, c.get('role') ? 'tenant.admin' : 'tenant.manage');
-      return c.json(await queryAudit(deps.db, { tenantId: tenant.id, ...filter(c.req.valid('query')) }), 200);
+      return c.json(withCursor(await queryAudit(deps.db, { tenantId: tenant.id, ...filter(c.req.valid('query')) })), 200);
     },
   );
 
@@ -70,7 +81,7 @@ export function registerAudit(app: App, deps: AppDeps): void {
     async (c) => {
       allowPlatform(c, 'platform.manage');
       const q = c.req.valid('query');
-      return c.json(await queryAudit(deps.db, { tenantId: q.tenantId, ...filter(q) }), 200);
+      return c.json(withCursor(await queryAudit(deps.db, { tenantId: q.tenantId, ...filter(q) })), 200);
     },
   );
 

@@ -3,12 +3,19 @@ import { BACKUP_REASONS } from '../../backup/backups.ts';
 import type { App, AppDeps } from '../app.ts';
 import { assertTenantActive } from '../../identity/authz.ts';
 import { allow } from '../auth.ts';
+import { pageOf, pageQuery, searchParam } from '../paging.ts';
 import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
 import { InstanceSchema } from './instances.ts';
 
 const BackupSchema = z
   .object({ id: z.uuid(), tenantId: z.uuid(), instanceId: z.uuid(), instanceName: z.string(), runtimeVersion: z.string(), reason: z.enum(BACKUP_REASONS), sizeBytes: z.number().int(), sha256: z.string(), durationMs: z.number().int(), createdAt: z.string() })
   .openapi('Backup');
+
+const BackupPage = pageOf(BackupSchema).openapi('BackupPage');
+const BackupListQuery = pageQuery(['createdAt'], '-createdAt').extend({
+  q: searchParam("the instance's name"),
+  reason: z.enum(BACKUP_REASONS).optional().openapi({ param: { name: 'reason', in: 'query' } }),
+});
 
 const InstanceParams = TenantParam.extend({ instanceId: z.uuid().openapi({ param: { name: 'instanceId', in: 'path' } }) });
 const BackupParams = TenantParam.extend({ backupId: z.uuid().openapi({ param: { name: 'backupId', in: 'path' } }) });
@@ -27,20 +34,20 @@ export function registerBackups(app: App, deps: AppDeps): void {
   const { backups } = deps.services;
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/backups', tags: ['backups'], summary: "The tenant's backups, newest first (also of destroyed instances)", request: { params: TenantParam }, responses: { 200: json(z.object({ items: z.array(BackupSchema) })), ...errorResponses } }),
+    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/backups', tags: ['backups'], summary: "The tenant's backups, newest first by default, a page at a time (also of destroyed instances)", request: { params: TenantParam, query: BackupListQuery }, responses: { 200: json(BackupPage), ...errorResponses } }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
-      return c.json({ items: await backups.list(tenant.id) }, 200);
+      return c.json(await backups.page(tenant.id, c.req.valid('query')), 200);
     },
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/instances/{instanceId}/backups', tags: ['backups'], summary: "An instance's backups, newest first", request: { params: InstanceParams }, responses: { 200: json(z.object({ items: z.array(BackupSchema) })), ...errorResponses } }),
+    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/instances/{instanceId}/backups', tags: ['backups'], summary: "An instance's backups, newest first by default, a page at a time", request: { params: InstanceParams, query: BackupListQuery }, responses: { 200: json(BackupPage), ...errorResponses } }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       const { instanceId } = c.req.valid('param');
       await deps.services.instances.get(tenant.id, instanceId);
-      return c.json({ items: await backups.list(tenant.id, instanceId) }, 200);
+      return c.json(await backups.page(tenant.id, { ...c.req.valid('query'), instanceId }), 200);
     },
   );
 

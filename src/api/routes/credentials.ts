@@ -5,6 +5,7 @@ import { CREDENTIAL_TYPES, createCredentialInput, type CredentialInfo } from '..
 import type { App, AppDeps } from '../app.ts';
 import type { AppEnv } from '../env.ts';
 import { allow } from '../auth.ts';
+import { pageOf, pageQuery, searchParam } from '../paging.ts';
 import { errorResponses, IsoTime, json, jsonBody, TenantParam } from '../schemas.ts';
 
 /** How far ahead the UI warns that a credential is about to expire. */
@@ -110,22 +111,24 @@ export function registerCredentials(app: App, deps: AppDeps): void {
       method: 'get',
       path: '/api/v1/tenants/{tenant}/credentials',
       tags: ['credentials'],
-      summary: "A tenant's credentials: metadata, status, expiry and last 4 characters, never a value",
+      summary: "A tenant's credentials, a page at a time: metadata, status, expiry and last 4 characters, never a value",
       request: {
         params: TenantParam,
-        query: z.object({
+        query: pageQuery(['createdAt', 'name'], 'createdAt').extend({
+          q: searchParam('the name'),
           skill: z.string().max(50).optional(),
-          includeRevoked: z.enum(['true', 'false']).optional().openapi({ description: 'Revoked credentials are left out unless true' }),
+          status: z.enum(['active', 'expired', 'revoked']).optional().openapi({ param: { name: 'status', in: 'query' } }),
+          includeRevoked: z.enum(['true', 'false']).optional().openapi({ description: 'Revoked credentials are left out unless true (or status=revoked)' }),
         }),
       },
-      responses: { 200: json(z.object({ items: z.array(CredentialSchema) })), ...errorResponses },
+      responses: { 200: json(pageOf(CredentialSchema).openapi('CredentialPage')), ...errorResponses },
     }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       const q = c.req.valid('query');
-      const items = await credentials.list(tenant.id, { skill: q.skill, includeRevoked: q.includeRevoked === 'true' });
+      const page = await credentials.page(tenant.id, { ...q, includeRevoked: q.includeRevoked === 'true' });
       noStore(c);
-      return c.json({ items: items.map((i) => credentialJson(i)) }, 200);
+      return c.json({ items: page.items.map((i) => credentialJson(i)), nextCursor: page.nextCursor }, 200);
     },
   );
 

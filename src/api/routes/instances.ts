@@ -4,6 +4,7 @@ import { deployInput, INSTANCE_STATUSES, publicInstance, upgradeInput } from '..
 import { ConflictError } from '../../errors.ts';
 import type { App, AppDeps } from '../app.ts';
 import { allow } from '../auth.ts';
+import { pageOf, pageQuery, searchParam } from '../paging.ts';
 import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
 
 const InstanceParams = TenantParam.extend({
@@ -42,6 +43,11 @@ export const InstanceSchema = z
   })
   .openapi('Instance');
 
+const InstanceListQuery = pageQuery(['name', 'createdAt'], 'name').extend({
+  q: searchParam('the name'),
+  status: z.enum(INSTANCE_STATUSES).optional().openapi({ param: { name: 'status', in: 'query' } }),
+});
+
 const EventSchema = z
   .object({ fromStatus: z.string().nullable(), toStatus: z.string(), reason: z.string(), actor: z.string(), at: z.string() })
   .openapi('InstanceEvent');
@@ -71,10 +77,10 @@ export function registerInstances(app: App, deps: AppDeps): void {
   const accepted = { 202: json(InstanceSchema, 'Accepted: the reconciler converges to it; poll the instance or its events'), ...errorResponses };
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/instances', tags: ['instances'], summary: "A tenant's instances", request: { params: TenantParam }, responses: { 200: json(z.object({ items: z.array(InstanceSchema) })), ...errorResponses } }),
+    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/instances', tags: ['instances'], summary: "A tenant's instances, a page at a time", request: { params: TenantParam, query: InstanceListQuery }, responses: { 200: json(pageOf(InstanceSchema).openapi('InstancePage')), ...errorResponses } }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
-      return c.json({ items: await instances.list(tenant.id) }, 200);
+      return c.json(await instances.page(tenant.id, c.req.valid('query')), 200);
     },
   );
 

@@ -1,10 +1,16 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { App, AppDeps } from '../app.ts';
 import { allow } from '../auth.ts';
+import { pageOf, pageQuery, searchParam } from '../paging.ts';
 import { Email, errorResponses, json, jsonBody, MemberSchema, TenantParam, TenantRoleSchema } from '../schemas.ts';
 
 const MemberParams = TenantParam.extend({
   userId: z.uuid().openapi({ param: { name: 'userId', in: 'path' } }),
+});
+
+const MemberListQuery = pageQuery(['email', 'createdAt'], 'email').extend({
+  q: searchParam('the email or display name'),
+  role: TenantRoleSchema.optional().openapi({ param: { name: 'role', in: 'query' } }),
 });
 
 /** Tenant members: tenant admins (and platform admins) manage them; members see them (issue 3). */
@@ -16,13 +22,13 @@ export function registerMembers(app: App, deps: AppDeps): void {
       method: 'get',
       path: '/api/v1/tenants/{tenant}/members',
       tags: ['members'],
-      summary: 'Members of a tenant',
-      request: { params: TenantParam },
-      responses: { 200: json(z.object({ items: z.array(MemberSchema) })), ...errorResponses },
+      summary: 'Members of a tenant, a page at a time',
+      request: { params: TenantParam, query: MemberListQuery },
+      responses: { 200: json(pageOf(MemberSchema).openapi('MemberPage')), ...errorResponses },
     }),
     async (c) => {
       const { tenant } = allow(c, c.get('role') ? 'tenant.read' : 'tenant.manage');
-      return c.json({ items: await tenants.members(tenant.id) }, 200);
+      return c.json(await tenants.membersPage(tenant.id, c.req.valid('query')), 200);
     },
   );
 

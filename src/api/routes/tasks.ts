@@ -6,7 +6,8 @@ import { taskInput } from '../../tasks/service.ts';
 import { AGENT_TYPES, PRIORITIES, TASK_STATUSES, TERMINAL } from '../../tasks/types.ts';
 import type { App, AppDeps } from '../app.ts';
 import { allow } from '../auth.ts';
-import { errorResponses, IsoTime, json, jsonBody, TenantParam, TimeIdCursor } from '../schemas.ts';
+import { pageOf, pageQuery } from '../paging.ts';
+import { errorResponses, IsoTime, json, jsonBody, TenantParam } from '../schemas.ts';
 
 const TaskParams = TenantParam.extend({ taskId: z.uuid().openapi({ param: { name: 'taskId', in: 'path' } }) });
 const AgentParams = TenantParam.extend({ agentId: z.string().min(1).max(64).openapi({ param: { name: 'agentId', in: 'path' }, description: 'Agent id or name' }) });
@@ -72,15 +73,13 @@ const AgentSchema = z
   })
   .openapi('Agent');
 
-const ListQuery = z.object({
+const ListQuery = pageQuery(['createdAt'], '-createdAt').extend({
   status: z.enum(TASK_STATUSES).optional().openapi({ param: { name: 'status', in: 'query' } }),
   agent: z.string().min(1).max(64).optional().openapi({ param: { name: 'agent', in: 'query' }, description: 'Agent id or name' }),
   priority: z.enum(PRIORITIES).optional().openapi({ param: { name: 'priority', in: 'query' } }),
   since: IsoTime.optional().openapi({ param: { name: 'since', in: 'query' }, description: 'Created at or after (ISO 8601)' }),
   until: IsoTime.optional().openapi({ param: { name: 'until', in: 'query' }, description: 'Created before (ISO 8601)' }),
   parentId: z.uuid().optional().openapi({ param: { name: 'parentId', in: 'query' } }),
-  limit: z.coerce.number().int().min(1).max(200).default(50).openapi({ param: { name: 'limit', in: 'query' } }),
-  cursor: TimeIdCursor.optional().openapi({ param: { name: 'cursor', in: 'query' }, description: 'nextCursor of the previous page' }),
 });
 
 const DecisionBody = z.strictObject({
@@ -118,7 +117,7 @@ export function registerTasks(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: `${base}/tasks`, tags: ['tasks'], summary: "A tenant's tasks, newest first, filtered and paged by cursor", request: { params: TenantParam, query: ListQuery }, responses: { 200: json(z.object({ items: z.array(TaskSchema), nextCursor: z.string().nullable() })), ...errorResponses } }),
+    createRoute({ method: 'get', path: `${base}/tasks`, tags: ['tasks'], summary: "A tenant's tasks, newest first, filtered and paged by cursor", request: { params: TenantParam, query: ListQuery }, responses: { 200: json(pageOf(TaskSchema).openapi('TaskPage')), ...errorResponses } }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json(await tasks.list(tenant.id, c.req.valid('query')), 200);

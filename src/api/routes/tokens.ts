@@ -3,10 +3,16 @@ import { roleAtLeast } from '../../identity/principal.ts';
 import { ForbiddenError } from '../../errors.ts';
 import type { App, AppDeps } from '../app.ts';
 import { allow, requireUser } from '../auth.ts';
+import { pageOf, pageQuery, searchParam } from '../paging.ts';
 import { ApiTokenSchema, errorResponses, json, jsonBody, TenantParam, TenantRoleSchema } from '../schemas.ts';
 
 const TokenParams = TenantParam.extend({
   tokenId: z.uuid().openapi({ param: { name: 'tokenId', in: 'path' } }),
+});
+
+const TokenListQuery = pageQuery(['createdAt', 'name'], '-createdAt').extend({
+  q: searchParam('the name'),
+  status: z.enum(['active', 'revoked', 'expired']).optional().openapi({ param: { name: 'status', in: 'query' } }),
 });
 
 /** Tenant API tokens (issue 3): tenant admins mint and revoke them; the token is shown once. */
@@ -18,13 +24,13 @@ export function registerTokens(app: App, deps: AppDeps): void {
       method: 'get',
       path: '/api/v1/tenants/{tenant}/tokens',
       tags: ['tokens'],
-      summary: "A tenant's API tokens (never the token itself)",
-      request: { params: TenantParam },
-      responses: { 200: json(z.object({ items: z.array(ApiTokenSchema) })), ...errorResponses },
+      summary: "A tenant's API tokens, newest first by default, a page at a time (never the token itself)",
+      request: { params: TenantParam, query: TokenListQuery },
+      responses: { 200: json(pageOf(ApiTokenSchema).openapi('ApiTokenPage')), ...errorResponses },
     }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.admin');
-      return c.json({ items: await tokens.list(tenant.id) }, 200);
+      return c.json(await tokens.page(tenant.id, c.req.valid('query')), 200);
     },
   );
 
