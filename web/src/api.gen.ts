@@ -1037,8 +1037,10 @@ export interface paths {
                     /** @description Action prefix, e.g. "auth." or "token.create" */
                     action?: string;
                     actor?: string;
-                    /** @description Cursor: the nextBefore of the previous page */
+                    /** @description Events with a lower seq (the nextBefore of the previous page; cursor does the same) */
                     before?: number;
+                    /** @description The nextCursor of the previous page, unchanged */
+                    cursor?: string;
                     decision?: string;
                     limit?: number;
                     since?: string;
@@ -1060,6 +1062,8 @@ export interface paths {
                         "application/json": {
                             items: components["schemas"]["AuditEvent"][];
                             nextBefore: number | null;
+                            /** @description Pass as cursor to get the next page; null on the last page */
+                            nextCursor: string | null;
                         };
                     };
                 };
@@ -3268,8 +3272,10 @@ export interface paths {
                     /** @description Action prefix, e.g. "auth." or "token.create" */
                     action?: string;
                     actor?: string;
-                    /** @description Cursor: the nextBefore of the previous page */
+                    /** @description Events with a lower seq (the nextBefore of the previous page; cursor does the same) */
                     before?: number;
+                    /** @description The nextCursor of the previous page, unchanged */
+                    cursor?: string;
                     decision?: string;
                     limit?: number;
                     since?: string;
@@ -3293,6 +3299,8 @@ export interface paths {
                         "application/json": {
                             items: components["schemas"]["AuditEvent"][];
                             nextBefore: number | null;
+                            /** @description Pass as cursor to get the next page; null on the last page */
+                            nextCursor: string | null;
                         };
                     };
                 };
@@ -3358,10 +3366,20 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The tenant's backups, newest first (also of destroyed instances) */
+        /** The tenant's backups, newest first by default, a page at a time (also of destroyed instances) */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description The nextCursor of the previous page, unchanged (opaque; only valid with the same sort) */
+                    cursor?: string;
+                    /** @description Items per page (1–200, default 50) */
+                    limit?: number;
+                    /** @description Case-insensitive substring of the instance's name */
+                    q?: string;
+                    reason?: "manual" | "stop" | "idle" | "periodic";
+                    /** @description Order: createdAt; prefix - for descending */
+                    sort?: "createdAt" | "-createdAt";
+                };
                 header?: never;
                 path: {
                     /** @description Tenant id or slug */
@@ -3377,9 +3395,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": {
-                            items: components["schemas"]["Backup"][];
-                        };
+                        "application/json": components["schemas"]["BackupPage"];
                     };
                 };
                 /** @description Invalid request */
@@ -3933,13 +3949,22 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A tenant's credentials: metadata, status, expiry and last 4 characters, never a value */
+        /** A tenant's credentials, a page at a time: metadata, status, expiry and last 4 characters, never a value */
         get: {
             parameters: {
                 query?: {
-                    /** @description Revoked credentials are left out unless true */
+                    /** @description The nextCursor of the previous page, unchanged (opaque; only valid with the same sort) */
+                    cursor?: string;
+                    /** @description Revoked credentials are left out unless true (or status=revoked) */
                     includeRevoked?: "true" | "false";
+                    /** @description Items per page (1–200, default 50) */
+                    limit?: number;
+                    /** @description Case-insensitive substring of the name */
+                    q?: string;
                     skill?: string;
+                    /** @description Order: createdAt, name; prefix - for descending */
+                    sort?: "createdAt" | "-createdAt" | "name" | "-name";
+                    status?: "active" | "expired" | "revoked";
                 };
                 header?: never;
                 path: {
@@ -3956,9 +3981,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": {
-                            items: components["schemas"]["Credential"][];
-                        };
+                        "application/json": components["schemas"]["CredentialPage"];
                     };
                 };
                 /** @description Invalid request */
@@ -5526,10 +5549,20 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A tenant's instances */
+        /** A tenant's instances, a page at a time */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description The nextCursor of the previous page, unchanged (opaque; only valid with the same sort) */
+                    cursor?: string;
+                    /** @description Items per page (1–200, default 50) */
+                    limit?: number;
+                    /** @description Case-insensitive substring of the name */
+                    q?: string;
+                    /** @description Order: name, createdAt; prefix - for descending */
+                    sort?: "name" | "-name" | "createdAt" | "-createdAt";
+                    status?: "provisioning" | "running" | "stopped" | "upgrading" | "error" | "destroying" | "suspended";
+                };
                 header?: never;
                 path: {
                     /** @description Tenant id or slug */
@@ -5545,9 +5578,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": {
-                            items: components["schemas"]["Instance"][];
-                        };
+                        "application/json": components["schemas"]["InstancePage"];
                     };
                 };
                 /** @description Invalid request */
@@ -5856,10 +5887,20 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** An instance's backups, newest first */
+        /** An instance's backups, newest first by default, a page at a time */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description The nextCursor of the previous page, unchanged (opaque; only valid with the same sort) */
+                    cursor?: string;
+                    /** @description Items per page (1–200, default 50) */
+                    limit?: number;
+                    /** @description Case-insensitive substring of the instance's name */
+                    q?: string;
+                    reason?: "manual" | "stop" | "idle" | "periodic";
+                    /** @description Order: createdAt; prefix - for descending */
+                    sort?: "createdAt" | "-createdAt";
+                };
                 header?: never;
                 path: {
                     instanceId: string;
@@ -5876,9 +5917,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": {
-                            items: components["schemas"]["Backup"][];
-                        };
+                        "application/json": components["schemas"]["BackupPage"];
                     };
                 };
                 /** @description Invalid request */
@@ -7067,10 +7106,20 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Members of a tenant */
+        /** Members of a tenant, a page at a time */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description The nextCursor of the previous page, unchanged (opaque; only valid with the same sort) */
+                    cursor?: string;
+                    /** @description Items per page (1–200, default 50) */
+                    limit?: number;
+                    /** @description Case-insensitive substring of the email or display name */
+                    q?: string;
+                    role?: components["schemas"]["TenantRole"];
+                    /** @description Order: email, createdAt; prefix - for descending */
+                    sort?: "email" | "-email" | "createdAt" | "-createdAt";
+                };
                 header?: never;
                 path: {
                     /** @description Tenant id or slug */
@@ -7086,9 +7135,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": {
-                            items: components["schemas"]["Member"][];
-                        };
+                        "application/json": components["schemas"]["MemberPage"];
                     };
                 };
                 /** @description Invalid request */
@@ -9263,13 +9310,16 @@ export interface paths {
                 query?: {
                     /** @description Agent id or name */
                     agent?: string;
-                    /** @description nextCursor of the previous page */
+                    /** @description The nextCursor of the previous page, unchanged (opaque; only valid with the same sort) */
                     cursor?: string;
+                    /** @description Items per page (1–200, default 50) */
                     limit?: number;
                     parentId?: string;
                     priority?: "low" | "normal" | "high" | "urgent";
                     /** @description Created at or after (ISO 8601) */
                     since?: string;
+                    /** @description Order: createdAt; prefix - for descending */
+                    sort?: "createdAt" | "-createdAt";
                     status?: "queued" | "dispatched" | "executing" | "waiting_approval" | "delegated" | "completed" | "failed" | "cancelled" | "expired";
                     /** @description Created before (ISO 8601) */
                     until?: string;
@@ -9289,10 +9339,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": {
-                            items: components["schemas"]["Task"][];
-                            nextCursor: string | null;
-                        };
+                        "application/json": components["schemas"]["TaskPage"];
                     };
                 };
                 /** @description Invalid request */
@@ -10190,10 +10237,20 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A tenant's API tokens (never the token itself) */
+        /** A tenant's API tokens, newest first by default, a page at a time (never the token itself) */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description The nextCursor of the previous page, unchanged (opaque; only valid with the same sort) */
+                    cursor?: string;
+                    /** @description Items per page (1–200, default 50) */
+                    limit?: number;
+                    /** @description Case-insensitive substring of the name */
+                    q?: string;
+                    /** @description Order: createdAt, name; prefix - for descending */
+                    sort?: "createdAt" | "-createdAt" | "name" | "-name";
+                    status?: "active" | "revoked" | "expired";
+                };
                 header?: never;
                 path: {
                     /** @description Tenant id or slug */
@@ -10209,9 +10266,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": {
-                            items: components["schemas"]["ApiToken"][];
-                        };
+                        "application/json": components["schemas"]["ApiTokenPage"];
                     };
                 };
                 /** @description Invalid request */
@@ -10740,6 +10795,11 @@ export interface components {
             /** Format: uuid */
             tenantId: string;
         };
+        ApiTokenPage: {
+            items: components["schemas"]["ApiToken"][];
+            /** @description Pass as cursor to get the next page; null on the last page */
+            nextCursor: string | null;
+        };
         ArchiveHit: {
             agent: string;
             content: string;
@@ -10778,6 +10838,11 @@ export interface components {
             sizeBytes: number;
             /** Format: uuid */
             tenantId: string;
+        };
+        BackupPage: {
+            items: components["schemas"]["Backup"][];
+            /** @description Pass as cursor to get the next page; null on the last page */
+            nextCursor: string | null;
         };
         BaselineInput: {
             policies: {
@@ -10864,6 +10929,11 @@ export interface components {
             type: "api_key" | "oauth_token" | "bot_token" | "pat" | "secret";
             updatedAt: string;
             version: number;
+        };
+        CredentialPage: {
+            items: components["schemas"]["Credential"][];
+            /** @description Pass as cursor to get the next page; null on the last page */
+            nextCursor: string | null;
         };
         DefaultProvider: {
             baseUrl: string;
@@ -10976,6 +11046,11 @@ export interface components {
             ready: boolean;
             supervisorRssBytes?: number;
         } | null;
+        InstancePage: {
+            items: components["schemas"]["Instance"][];
+            /** @description Pass as cursor to get the next page; null on the last page */
+            nextCursor: string | null;
+        };
         Me: {
             csrfToken: string;
             user: components["schemas"]["User"];
@@ -10989,6 +11064,11 @@ export interface components {
             source: "manual" | "oidc";
             /** Format: uuid */
             userId: string;
+        };
+        MemberPage: {
+            items: components["schemas"]["Member"][];
+            /** @description Pass as cursor to get the next page; null on the last page */
+            nextCursor: string | null;
         };
         Memory: {
             agent: string | null;
@@ -11244,6 +11324,11 @@ export interface components {
             tool: string;
             /** Format: uuid */
             toolApprovalId: string | null;
+        };
+        TaskPage: {
+            items: components["schemas"]["Task"][];
+            /** @description Pass as cursor to get the next page; null on the last page */
+            nextCursor: string | null;
         };
         TaskTraceEvent: {
             at: string;
