@@ -2,7 +2,7 @@ import { ValidationError } from '../errors.ts';
 import type { Queryable } from './pool.ts';
 
 /**
- * Keyset paging shared by every list that can grow without bound (docs/adr/0007-keyset-paging.md). A page is "the first
+ * Keyset paging shared by every list that can grow without bound (docs/adr/0008-keyset-paging.md). A page is "the first
  * `limit` rows after the last row of the previous page in this order", so a row inserted or deleted
  * between requests never shifts another row onto a second page or off every page, and the cost of a
  * page does not grow with how deep it is (no OFFSET). The cursor carries the sort it was made for and

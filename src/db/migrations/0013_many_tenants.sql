@@ -1,4 +1,4 @@
--- Many tenants, mostly idle (docs/adr/0007-keyset-paging.md). Lists page by keyset over an index in
+-- Many tenants, mostly idle (docs/adr/0008-keyset-paging.md). Lists page by keyset over an index in
 -- each offered order, and search by substring through trigram indexes; the periodic loops read only
 -- rows that can need action, through partial indexes, so an idle tenant's stopped instance costs
 -- nothing per cycle.
