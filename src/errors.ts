@@ -47,8 +47,16 @@ export class ForbiddenError extends ClawplaneError {
 
 /** Also used when a resource exists but belongs to another tenant: callers must not learn it exists. */
 export class NotFoundError extends ClawplaneError {
-  constructor(what: string) {
-    super('not_found', 404, `${what} was not found.`);
+  /** `what` is a noun phrase ("Instance", `Tenant "acme"`); `next`, a sentence saying what to do. */
+  constructor(what: string, next?: string) {
+    super('not_found', 404, next ? `${what} was not found. ${next}` : `${what} was not found.`);
+  }
+}
+
+/** No route answers this method and path. */
+export class RouteNotFoundError extends ClawplaneError {
+  constructor(method: string, path: string) {
+    super('not_found', 404, `There is no route ${method} ${path}. The API is described at /api/v1/docs.`);
   }
 }
 

@@ -68,6 +68,7 @@ const BODIES: Record<string, unknown> = {
   'POST /api/v1/tenants/{tenant}/instances': { name: 'fuzz-instance', start: false },
   'POST /api/v1/tenants/{tenant}/instances/{instanceId}/upgrade': { runtimeVersion: 'openclaw@2026.9.7' },
   'POST /api/v1/tenants/{tenant}/chat/completions': { model: 'agent/main', messages: [{ role: 'user', content: 'hi' }] },
+  'POST /api/v1/tenants/{tenant}/responses': { model: 'agent/main', input: 'hi' },
   'POST /api/v1/tenants/{tenant}/hooks/agent': { message: 'hi' },
   'POST /api/v1/tenants/{tenant}/hooks/wake': { text: 'hi' },
   'POST /api/v1/tenants/{tenant}/backups/{backupId}/restore': { name: 'restored' },

@@ -107,7 +107,7 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     const t0 = Date.now();
     const calls = Array.from({ length: 10 }, (_, i) =>
       i === 0
-        ? member.call('POST', chatUrl, chatBody('wake up', 'wake-0', true)).then((r) => readSse(r))
+        ? member.call('POST', chatUrl, chatBody('wake up', 'wake-0', true), { 'x-clawplane-progress': 'events' }).then((r) => readSse(r))
         : member.call('POST', chatUrl, chatBody(`wake up ${i}`, `wake-${i}`)).then(async (r) => ({ status: r.status, body: await r.text() })),
     );
     const results = await Promise.all(calls);

@@ -95,7 +95,7 @@ describe('runtime versions and openclaw.json', async () => {
       const c = cfg as Record<string, Record<string, unknown>>;
       assert.deepEqual(c['gateway']?.['auth'], { mode: 'token', token: '${OPENCLAW_GATEWAY_TOKEN}' });
       assert.equal(c['gateway']?.['bind'], 'loopback');
-      assert.deepEqual(c['gateway']?.['http'], { endpoints: { chatCompletions: { enabled: true } } });
+      assert.deepEqual(c['gateway']?.['http'], { endpoints: { chatCompletions: { enabled: true }, responses: { enabled: true, files: { allowUrl: false }, images: { allowUrl: false } } } });
       assert.deepEqual((c['tools']?.['exec'] as { mode: string }).mode, exec);
       assert.deepEqual(c['update'], { checkOnStart: false });
       assert.deepEqual(c['discovery'], { mdns: { mode: 'off' } });

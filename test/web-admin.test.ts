@@ -281,7 +281,7 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     await page.getByText('No conversations yet.').waitFor();
     await page.getByRole('textbox', { name: 'Message' }).fill('hello');
     await page.keyboard.press('Enter');
-    await page.getByRole('alert').getByText(/An instance for this tenant .* was not found/).waitFor();
+    await page.getByRole('alert').getByText(/An instance of this tenant was not found\. Deploy one/).waitFor();
     await shot('28-chat-no-instance');
   });
 

@@ -5,7 +5,7 @@ import { routePath } from 'hono/route';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import type { Db } from '../db/pool.ts';
-import { NotFoundError, PayloadTooLargeError, UnsupportedMediaTypeError, ValidationError } from '../errors.ts';
+import { PayloadTooLargeError, RouteNotFoundError, UnsupportedMediaTypeError, ValidationError } from '../errors.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { AppEnv } from './env.ts';
 import { errorResponse } from './errors.ts';
@@ -25,6 +25,7 @@ import { registerTenants } from './routes/tenants.ts';
 import { registerTokens } from './routes/tokens.ts';
 import { registerInstances } from './routes/instances.ts';
 import { registerChat } from './routes/chat.ts';
+import { registerOpenAi } from './routes/openai.ts';
 import { registerBackups } from './routes/backups.ts';
 import { registerTasks } from './routes/tasks.ts';
 import { registerWeb } from './routes/web.ts';
@@ -62,12 +63,18 @@ export function createApp(deps: AppDeps): App {
           path: [TARGET_NAMES[result.target] ?? result.target, ...i.path.map(String)].join('.'),
           message: i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : i.message,
         }));
-        throw new ValidationError(`The request is invalid: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, issues);
+        throw new ValidationError(`The request is invalid: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}.`, issues);
       }
     },
   });
 
   app.use(requestId());
+  // Every answer carries X-Request-Id (clients quote it): the middleware above sets it only on responses
+  // Hono builds, not on a Response a handler returns as is (the chat stream, the console's files).
+  app.use(async (c, next) => {
+    await next();
+    if (c.res.status !== 101 && !c.res.headers.has('x-request-id')) c.header('X-Request-Id', c.get('requestId'));
+  });
   app.use(async (c, next) => {
     const started = performance.now();
     c.set('log', deps.log.child({ request_id: c.get('requestId') }));
@@ -108,7 +115,7 @@ export function createApp(deps: AppDeps): App {
   app.use('/api/v1/tenants/:tenant/*', scope);
 
   app.onError((err, c) => errorResponse(c, err, deps.config.bodyLimitBytes));
-  app.notFound((c) => errorResponse(c, new NotFoundError(`No route ${c.req.method} ${c.req.path}; see /api/v1/docs`), deps.config.bodyLimitBytes));
+  app.notFound((c) => errorResponse(c, new RouteNotFoundError(c.req.method, c.req.path), deps.config.bodyLimitBytes));
 
   registerSystem(app, deps);
   registerOnboarding(app, deps);
@@ -121,6 +128,7 @@ export function createApp(deps: AppDeps): App {
   registerProviders(app, deps);
   registerInstances(app, deps);
   registerChat(app, deps);
+  registerOpenAi(app, deps);
   registerBackups(app, deps);
   registerTasks(app, deps);
   registerPolicy(app, deps);

@@ -3,6 +3,7 @@ import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { BadJsonError, ClawplaneError, ConflictError, PayloadTooLargeError, ValidationError } from '../errors.ts';
 import type { AppEnv } from './env.ts';
+import { isOpenAiRoute, toOpenAiError } from './openai-errors.ts';
 
 /** The JSON body of every error response. */
 export interface ErrorBody {
@@ -39,7 +40,7 @@ export function errorResponse(c: Context<AppEnv>, err: unknown, bodyLimitBytes: 
       message: 'Something went wrong on our side. Quote the request id when reporting it.',
       requestId,
     };
-    return c.json(body, 500);
+    return c.json(isOpenAiRoute(c.req.path) ? toOpenAiError(body, 500) : body, 500);
   }
   if (known.status >= 500) log?.error({ err: known, cause: known.cause }, known.message);
   else if (known !== err) log?.warn({ err }, `refused by the database: ${known.message}`);
@@ -50,7 +51,8 @@ export function errorResponse(c: Context<AppEnv>, err: unknown, bodyLimitBytes: 
   if (known.status === 413) c.header('Connection', 'close');
   const retry = known.details?.['retryAfterSeconds'];
   if (typeof retry === 'number') c.header('Retry-After', String(Math.ceil(retry)));
-  return c.json(body, known.status as ContentfulStatusCode);
+  // OpenAI clients read only OpenAI's shape; the rest of the API keeps its own (docs/openai-compatible.md).
+  return c.json(isOpenAiRoute(c.req.path) ? toOpenAiError(body, known.status) : body, known.status as ContentfulStatusCode);
 }
 
 /** PostgreSQL's error fields (node-postgres DatabaseError) that say which value it refused. */

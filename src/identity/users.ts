@@ -157,7 +157,7 @@ export class UserService {
         [hash],
       );
       const u = r.rows[0];
-      if (!u) throw new NotFoundError('The breakglass admin (finish onboarding first)');
+      if (!u) throw new NotFoundError('The breakglass admin', 'Finish onboarding first.');
       await tx.query('DELETE FROM sessions WHERE user_id = $1', [u.id]);
       await appendAudit(tx, { actor: by.actor, action: 'admin.reset_password', target: `user:${u.id}`, decision: 'success', requestId: by.requestId ?? null });
       return u;

@@ -9,7 +9,6 @@ import type http from 'node:http';
 import { PassThrough, Transform, type Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import type { Logger } from 'pino';
-import { z } from 'zod';
 import type { ConversationArchive } from '../archive/archive.ts';
 import type { EventChannel } from '../events/channel.ts';
 import { ClawplaneError, ConflictError, NotFoundError } from '../errors.ts';
@@ -18,31 +17,10 @@ import type { SandboxDriver } from '../sandbox/types.ts';
 import { assertAccess, type GatewayAccess } from './access.ts';
 import type { Activity } from './activity.ts';
 import { gatewayRequest, readAll } from './gateway.ts';
+import { agentOf, chatText, gatewayChatBody, gatewayResponsesBody, responsesUserText, SESSION_ID, type ChatInput, type ResponsesInput } from './openai-input.ts';
 import { Waker, type WakeProgress } from './wake.ts';
 
-const SESSION_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$/;
-
-const TextPart = z.strictObject({ type: z.literal('text'), text: z.string().max(1_000_000) });
-const Message = z.strictObject({
-  role: z.enum(['system', 'user', 'assistant']),
-  content: z.union([z.string().max(1_000_000), z.array(TextPart).max(100)]),
-  name: z.string().max(64).optional(),
-});
-
-/** The OpenAI chat-completions request, as far as a gateway agent uses it; unknown fields are refused. */
-export const chatInput = z.strictObject({
-  model: z.string().regex(/^agent\/[a-z0-9][a-z0-9_-]{0,63}$/, 'must be "agent/<name>", e.g. "agent/main"'),
-  messages: z.array(Message).min(1).max(1000),
-  stream: z.boolean().default(false),
-  stream_options: z.strictObject({ include_usage: z.boolean().optional() }).optional(),
-  temperature: z.number().min(0).max(2).optional(),
-  top_p: z.number().min(0).max(1).optional(),
-  max_tokens: z.number().int().min(1).max(1_000_000).optional(),
-  max_completion_tokens: z.number().int().min(1).max(1_000_000).optional(),
-  stop: z.union([z.string().max(200), z.array(z.string().max(200)).max(4)]).optional(),
-  session: z.string().regex(SESSION_ID, 'letters, digits and _.:- (at most 100), e.g. "support-42"').optional().describe('Clawplane: the conversation to continue (also the X-Clawplane-Session header); a new one when absent'),
-});
-export type ChatInput = z.infer<typeof chatInput>;
+export { chatInput, type ChatInput } from './openai-input.ts';
 
 export interface ChatResult {
   status: number;
@@ -70,9 +48,69 @@ export class UpstreamError extends ClawplaneError {
   }
 }
 
-const MAX_TOKENS = 10_000;
+/**
+ * How wake progress reaches a streaming client: SSE comments (`: waking`), which every SSE parser skips,
+ * unless the client opted in to named `clawplane.progress` events (the console does). Data events would
+ * reach OpenAI clients as chunks, and their documented loops fail on them.
+ */
+export type ProgressMode = 'comments' | 'events';
 
-const text = (c: z.infer<typeof Message>['content']) => (typeof c === 'string' ? c : c.map((p) => p.text).join('\n'));
+/** One turn through one of the gateway's OpenAI-compatible endpoints. */
+interface TurnSpec {
+  path: '/v1/chat/completions' | '/v1/responses';
+  agent: string;
+  payload: string;
+  stream: boolean;
+  userText: string | undefined;
+  /** The reply text of a complete (non-streaming) answer. */
+  replyOf(body: unknown): string;
+  /** The reply text a streamed SSE event carries. */
+  deltaOf(event: string | undefined, data: unknown): string;
+  /** How an error after the stream has started is written (OpenAI's shape for the endpoint). */
+  streamError(e: { message: string; type: string; code: string }): string;
+}
+
+interface TurnOptions {
+  access: GatewayAccess;
+  instanceRef?: string | undefined;
+  sessionId?: string | undefined;
+  signal: AbortSignal;
+  progress?: ProgressMode | undefined;
+}
+
+const chatSpec = (input: ChatInput, agent: string): TurnSpec => ({
+  path: '/v1/chat/completions',
+  agent,
+  payload: JSON.stringify(gatewayChatBody(input, agent)),
+  stream: input.stream === true,
+  userText: ((m) => (m ? chatText(m) : undefined))([...input.messages].reverse().find((m) => m.role === 'user')),
+  replyOf: (b) => (b as { choices?: { message?: { content?: string } }[] }).choices?.[0]?.message?.content ?? '',
+  deltaOf: (_e, d) => (d as { choices?: { delta?: { content?: string } }[] }).choices?.[0]?.delta?.content ?? '',
+  // The openai SDK throws an APIError for a data event carrying `error`; the AI SDK reports it as an error part.
+  streamError: (e) => `data: ${JSON.stringify({ error: { ...e, param: null } })}\n\n`,
+});
+
+const responsesSpec = (input: ResponsesInput, agent: string): TurnSpec => ({
+  path: '/v1/responses',
+  agent,
+  payload: JSON.stringify(gatewayResponsesBody(input, agent)),
+  stream: input.stream === true,
+  userText: responsesUserText(input.input),
+  replyOf: (b) =>
+    ((b as { output?: { type?: string; content?: { type?: string; text?: string }[] }[] }).output ?? [])
+      .filter((o) => o.type === 'message')
+      .flatMap((o) => o.content ?? [])
+      .map((c) => (c.type === 'output_text' ? (c.text ?? '') : ''))
+      .join(''),
+  deltaOf: (e, d) => {
+    const ev = d as { type?: string; delta?: unknown };
+    return (e ?? ev.type) === 'response.output_text.delta' && typeof ev.delta === 'string' ? ev.delta : '';
+  },
+  // The Responses API's own error event, which the openai SDK and the AI SDK both surface as an error.
+  streamError: (e) => `event: error\ndata: ${JSON.stringify({ type: 'error', sequence_number: 0, code: e.code, message: e.message, param: null, error: { ...e, param: null } })}\n\n`,
+});
+
+const MAX_TOKENS = 10_000;
 
 export class IngressService {
   readonly #o: IngressOptions;
@@ -118,7 +156,8 @@ export class IngressService {
     const all = (await this.#o.instances.list(tenantId)).filter((i) => i.desiredState !== 'destroyed');
     const pick = ref ? all.find((i) => i.id === ref || i.name === ref) : (all.find((i) => i.name === 'main') ?? (all.length === 1 ? all[0] : undefined));
     if (!pick) {
-      if (ref || all.length === 0) throw new NotFoundError(ref ? 'Instance' : 'An instance for this tenant (deploy one: POST …/instances)');
+      if (ref) throw new NotFoundError(`Instance "${ref}"`, 'Name an instance of this tenant by its id or name (GET …/instances lists them).');
+      if (all.length === 0) throw new NotFoundError('An instance of this tenant', 'Deploy one (POST …/instances), then retry.');
       throw new ConflictError(`This tenant has ${all.length} instances and none is named "main": pick one with the X-Clawplane-Instance header (its id or name).`, 'instance_ambiguous');
     }
     // Not "the only instance": that stops being true when a second one is deployed.
@@ -151,20 +190,27 @@ export class IngressService {
     return { row: ready, socketPath: this.#o.driver.endpoint(ready.id).socketPath, token };
   }
 
-  async chat(opts: { access: GatewayAccess; instanceRef?: string | undefined; sessionId?: string | undefined; input: ChatInput; signal: AbortSignal }): Promise<ChatResult> {
-    const { input, access } = opts;
+  /** A Chat Completions turn with one of the tenant's agents (OpenClaw's /v1/chat/completions). */
+  async chat(opts: TurnOptions & { input: ChatInput }): Promise<ChatResult> {
+    return this.#turn(opts, opts.input.session, chatSpec(opts.input, agentOf(opts.input.model)));
+  }
+
+  /** A Responses turn with one of the tenant's agents (OpenClaw's /v1/responses). */
+  async responses(opts: TurnOptions & { input: ResponsesInput }): Promise<ChatResult> {
+    return this.#turn(opts, opts.input.session, responsesSpec(opts.input, agentOf(opts.input.model)));
+  }
+
+  async #turn(opts: TurnOptions, bodySession: string | undefined, spec: TurnSpec): Promise<ChatResult> {
+    const { access } = opts;
     const { tenantId, by } = access;
-    const sessionId = input.session ?? opts.sessionId ?? randomUUID();
+    const sessionId = bodySession ?? opts.sessionId ?? randomUUID();
     if (!SESSION_ID.test(sessionId)) throw new ClawplaneError('validation_failed', 400, 'X-Clawplane-Session must be letters, digits and _.:- (at most 100).');
     const row = await this.resolveInstance(tenantId, opts.instanceRef);
-    const agent = input.model.slice('agent/'.length);
-    const { session: _s, ...rest } = input;
-    const payload = JSON.stringify({ ...rest, model: `openclaw/${agent}` });
-    const lastUser = [...input.messages].reverse().find((m) => m.role === 'user');
+    const { agent } = spec;
     const done = this.#o.activity.begin(row.id);
     const archive = (reply: string) =>
       this.#o.archive
-        .append(tenantId, { instanceId: row.id, sessionId, agent, actor: by.actor, requestId: by.requestId, messages: [...(lastUser ? [{ role: 'user' as const, content: text(lastUser.content) }] : []), { role: 'assistant', content: reply }] })
+        .append(tenantId, { instanceId: row.id, sessionId, agent, actor: by.actor, requestId: by.requestId, messages: [...(spec.userText !== undefined ? [{ role: 'user' as const, content: spec.userText }] : []), { role: 'assistant', content: reply }] })
         .catch((err: unknown) => this.#o.log.error({ err, tenant_id: tenantId }, 'archiving a chat turn failed'));
     const headers = { 'x-clawplane-session': sessionId, 'x-clawplane-instance': row.id };
     const send = (gw: { socketPath: string; token: string }) => {
@@ -172,10 +218,10 @@ export class IngressService {
         socketPath: gw.socketPath,
         token: gw.token,
         method: 'POST',
-        path: '/v1/chat/completions',
+        path: spec.path,
         // The gateway keeps the session's history; the key is per agent, and tenants never share a gateway.
         headers: { 'content-type': 'application/json', 'x-openclaw-session-key': `agent:${agent}:cp-${sessionId}` },
-        body: payload,
+        body: spec.payload,
       });
       const onAbort = () => call.abort();
       opts.signal.addEventListener('abort', onAbort, { once: true });
@@ -188,14 +234,14 @@ export class IngressService {
     };
 
     try {
-      if (!input.stream) {
+      if (!spec.stream) {
         const gw = await this.connect(access, row);
         const res = await send(gw).response;
         const body = await readAll(res);
         if (res.statusCode === 200) {
           let reply = '';
           try {
-            reply = (JSON.parse(body) as { choices?: { message?: { content?: string } }[] }).choices?.[0]?.message?.content ?? '';
+            reply = spec.replyOf(JSON.parse(body));
           } catch {
             reply = '';
           }
@@ -219,28 +265,50 @@ export class IngressService {
           done();
           return { status: res.statusCode ?? 502, headers: { ...headers, 'content-type': 'application/json' }, body, sessionId, instanceId: row.id };
         }
-        return { status: 200, headers: sse, body: this.#relay(res, call.abort, archive, done), sessionId, instanceId: row.id };
+        return { status: 200, headers: sse, body: this.#relay(res, call.abort, archive, done, spec), sessionId, instanceId: row.id };
       }
       // Waking: answer at once and tell the client what is happening while the gateway starts.
       const out = new PassThrough();
-      const event = (name: string, data: unknown) => out.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
+      const progress = (p: WakeProgress) => {
+        if (out.destroyed) return;
+        if (opts.progress === 'events') out.write(`event: clawplane.progress\ndata: ${JSON.stringify({ state: p, instance: row.id })}\n\n`);
+        else out.write(`: ${p}\n\n`);
+      };
+      // A comment now and then while the gateway boots keeps idle-timing proxies from cutting the stream.
+      const keepAlive = setInterval(() => out.destroyed || out.write(': waking\n\n'), 10_000);
+      keepAlive.unref();
       void (async () => {
         try {
-          const gw = await this.connect(access, row, (p) => event('clawplane.progress', { state: p, instance: row.id }));
+          const gw = await this.connect(access, row, progress);
+          clearInterval(keepAlive);
           if (opts.signal.aborted || out.destroyed) return done();
           const call = send(gw);
           out.on('close', () => call.abort());
           const res = await call.response;
           if (res.statusCode !== 200) {
-            out.end(`data: ${JSON.stringify({ error: { status: res.statusCode, message: await readAll(res) } })}\n\n`);
+            const raw = await readAll(res);
+            let e: { message?: unknown; type?: unknown; code?: unknown } = {};
+            try {
+              e = (JSON.parse(raw) as { error?: typeof e }).error ?? {};
+            } catch {
+              e = {};
+            }
+            out.end(
+              spec.streamError({
+                message: typeof e.message === 'string' ? e.message : `The gateway answered ${res.statusCode}.`,
+                type: typeof e.type === 'string' ? e.type : (res.statusCode ?? 502) < 500 ? 'invalid_request_error' : 'server_error',
+                code: typeof e.code === 'string' ? e.code : 'gateway_error',
+              }),
+            );
             return done();
           }
-          this.#relay(res, call.abort, archive, done).pipe(out);
+          this.#relay(res, call.abort, archive, done, spec).pipe(out);
         } catch (err) {
+          clearInterval(keepAlive);
           done();
-          const e = err instanceof ClawplaneError ? { code: err.code, message: err.message } : { code: 'internal', message: 'The gateway could not be reached.' };
+          const e = err instanceof ClawplaneError ? { code: err.code, message: err.message, type: err.status >= 500 ? 'server_error' : 'invalid_request_error' } : { code: 'internal', message: 'The gateway could not be reached.', type: 'server_error' };
           if (!(err instanceof ClawplaneError)) this.#o.log.error({ err, tenant_id: tenantId }, 'chat stream failed');
-          if (!out.destroyed) out.end(`event: error\ndata: ${JSON.stringify({ error: e })}\n\n`);
+          if (!out.destroyed) out.end(spec.streamError(e));
         }
       })();
       return { status: 200, headers: sse, body: out, sessionId, instanceId: row.id };
@@ -255,7 +323,7 @@ export class IngressService {
    * collecting the reply text for the archive. The turn is archived after the stream ends, off the
    * client's path; the archive's reads wait for it.
    */
-  #relay(res: http.IncomingMessage, abort: () => void, archive: (reply: string) => Promise<void>, done: () => void): Readable {
+  #relay(res: http.IncomingMessage, abort: () => void, archive: (reply: string) => Promise<void>, done: () => void, spec: TurnSpec): Readable {
     const decoder = new StringDecoder('utf8');
     let pending = '';
     let reply = '';
@@ -266,10 +334,12 @@ export class IngressService {
       while ((i = pending.indexOf('\n\n')) >= 0) {
         const block = pending.slice(0, i);
         pending = pending.slice(i + 2);
+        let event: string | undefined;
         for (const line of block.split('\n')) {
+          if (line.startsWith('event: ')) event = line.slice(7).trim();
           if (!line.startsWith('data: ') || line === 'data: [DONE]') continue;
           try {
-            reply += (JSON.parse(line.slice(6)) as { choices?: { delta?: { content?: string } }[] }).choices?.[0]?.delta?.content ?? '';
+            reply += spec.deltaOf(event, JSON.parse(line.slice(6)));
           } catch {
             // Not JSON: nothing to archive from it; the client still gets it.
           }

@@ -128,8 +128,9 @@ export function renderOpenclawConfig(input: RenderInput): Record<string, Json> {
       bind: 'loopback',
       auth: { mode: 'token', token: input.gatewayTokenFile ? { source: 'file', provider: GATEWAY_TOKEN_PROVIDER, id: 'value' } : '${OPENCLAW_GATEWAY_TOKEN}' },
       // Chat completions (with /v1/models) is what the ingress, the task executor and the driver's token
-      // rotation check call; nothing in Clawplane calls the gateway's /v1/responses, so it stays off.
-      http: { endpoints: { chatCompletions: { enabled: true } } },
+      // rotation check call; /v1/responses serves the tenant's …/responses route. URL-sourced files and
+      // images would be fetched by the gateway itself: off, so an input names its bytes (inline base64).
+      http: { endpoints: { chatCompletions: { enabled: true }, responses: { enabled: true, files: { allowUrl: false }, images: { allowUrl: false } } } },
       controlUi: { enabled: f.controlUi },
       terminal: { enabled: false },
     },

@@ -3567,13 +3567,18 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** OpenAI-compatible chat with an agent of the tenant's gateway (model "agent/<name>"); wakes a stopped instance; SSE with stream=true */
+        /** OpenAI Chat Completions with an agent of the tenant's gateway (model "agent/<name>"); wakes a stopped instance; SSE with stream=true */
         post: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description Same as the X-Clawplane-Progress header */
+                    progress?: "events" | "comments";
+                };
                 header?: {
                     /** @description Instance id or name; default: "main", or the only instance */
                     "x-clawplane-instance"?: string;
+                    /** @description While a stopped instance wakes, a stream carries SSE comments (": waking", ": ready"), which clients skip; "events" sends named `clawplane.progress` events instead (the console uses them) */
+                    "x-clawplane-progress"?: "events" | "comments";
                     /** @description Conversation to continue (or the body field "session") */
                     "x-clawplane-session"?: string;
                 };
@@ -3586,9 +3591,31 @@ export interface paths {
             requestBody: {
                 content: {
                     "application/json": {
-                        max_completion_tokens?: number;
-                        max_tokens?: number;
-                        messages: {
+                        audio?: {
+                            format: string;
+                            voice: string | {
+                                [key: string]: unknown;
+                            };
+                        } | null;
+                        frequency_penalty?: number | null;
+                        function_call?: ("none" | "auto") | {
+                            name: string;
+                        };
+                        functions?: {
+                            description?: string;
+                            name: string;
+                            parameters?: {
+                                [key: string]: unknown;
+                            };
+                            strict?: boolean | null;
+                        }[];
+                        logit_bias?: {
+                            [key: string]: number;
+                        } | null;
+                        logprobs?: boolean | null;
+                        max_completion_tokens?: number | null;
+                        max_tokens?: number | null;
+                        messages: ({
                             content: string | {
                                 text: string;
                                 /** @enum {string} */
@@ -3596,24 +3623,205 @@ export interface paths {
                             }[];
                             name?: string;
                             /** @enum {string} */
-                            role: "system" | "user" | "assistant";
-                        }[];
+                            role: "system" | "developer";
+                        } | {
+                            content: string | ({
+                                text: string;
+                                /** @enum {string} */
+                                type: "text";
+                            } | {
+                                image_url: {
+                                    /** @enum {string} */
+                                    detail?: "auto" | "low" | "high";
+                                    url: string;
+                                };
+                                /** @enum {string} */
+                                type: "image_url";
+                            } | {
+                                input_audio: {
+                                    data: string;
+                                    format: string;
+                                };
+                                /** @enum {string} */
+                                type: "input_audio";
+                            } | {
+                                file: {
+                                    file_data?: string;
+                                    file_id?: string;
+                                    filename?: string;
+                                };
+                                /** @enum {string} */
+                                type: "file";
+                            })[];
+                            name?: string;
+                            /** @enum {string} */
+                            role: "user";
+                        } | {
+                            audio?: {
+                                id: string;
+                            } | null;
+                            content?: string | ({
+                                text: string;
+                                /** @enum {string} */
+                                type: "text";
+                            } | {
+                                refusal: string;
+                                /** @enum {string} */
+                                type: "refusal";
+                            })[] | null;
+                            function_call?: {
+                                arguments: string;
+                                name: string;
+                            } | null;
+                            name?: string;
+                            refusal?: string | null;
+                            /** @enum {string} */
+                            role: "assistant";
+                            tool_calls?: ({
+                                function: {
+                                    arguments: string;
+                                    name: string;
+                                };
+                                id: string;
+                                /** @enum {string} */
+                                type: "function";
+                            } | {
+                                custom: {
+                                    input: string;
+                                    name: string;
+                                };
+                                id: string;
+                                /** @enum {string} */
+                                type: "custom";
+                            })[];
+                        } | {
+                            content: string | {
+                                text: string;
+                                /** @enum {string} */
+                                type: "text";
+                            }[];
+                            /** @enum {string} */
+                            role: "tool";
+                            tool_call_id: string;
+                        } | {
+                            content: string | null;
+                            name: string;
+                            /** @enum {string} */
+                            role: "function";
+                        })[];
+                        metadata?: {
+                            [key: string]: string;
+                        } | null;
+                        modalities?: ("text" | "audio")[] | null;
+                        /** @description The agent to talk to: "agent/<name>" (GET …/models lists them) */
                         model: string;
+                        n?: number | null;
+                        parallel_tool_calls?: boolean;
+                        prediction?: {
+                            content: string | {
+                                text: string;
+                                /** @enum {string} */
+                                type: "text";
+                            }[];
+                            /** @enum {string} */
+                            type: "content";
+                        } | null;
+                        presence_penalty?: number | null;
+                        prompt_cache_key?: string;
+                        /** @enum {string|null} */
+                        prompt_cache_retention?: "in-memory" | "24h" | null;
+                        /** @enum {string|null} */
+                        reasoning_effort?: "none" | "minimal" | "low" | "medium" | "high" | "xhigh" | null;
+                        response_format?: {
+                            /** @enum {string} */
+                            type: "text";
+                        } | {
+                            /** @enum {string} */
+                            type: "json_object";
+                        } | {
+                            json_schema: {
+                                description?: string;
+                                name: string;
+                                schema?: {
+                                    [key: string]: unknown;
+                                };
+                                strict?: boolean | null;
+                            };
+                            /** @enum {string} */
+                            type: "json_schema";
+                        };
+                        safety_identifier?: string;
+                        seed?: number | null;
+                        /** @enum {string|null} */
+                        service_tier?: "auto" | "default" | "flex" | "scale" | "priority" | null;
                         /** @description Clawplane: the conversation to continue (also the X-Clawplane-Session header); a new one when absent */
                         session?: string;
-                        stop?: string | string[];
-                        /** @default false */
-                        stream?: boolean;
+                        stop?: string | string[] | null;
+                        store?: boolean | null;
+                        stream?: boolean | null;
                         stream_options?: {
+                            include_obfuscation?: boolean;
                             include_usage?: boolean;
+                        } | null;
+                        temperature?: number | null;
+                        tool_choice?: ("none" | "auto" | "required") | {
+                            function: {
+                                name: string;
+                            };
+                            /** @enum {string} */
+                            type: "function";
+                        } | {
+                            custom: {
+                                name: string;
+                            };
+                            /** @enum {string} */
+                            type: "custom";
+                        } | {
+                            allowed_tools: {
+                                /** @enum {string} */
+                                mode: "auto" | "required";
+                                tools: {
+                                    [key: string]: unknown;
+                                }[];
+                            };
+                            /** @enum {string} */
+                            type: "allowed_tools";
                         };
-                        temperature?: number;
-                        top_p?: number;
+                        tools?: ({
+                            function: {
+                                description?: string;
+                                name: string;
+                                parameters?: {
+                                    [key: string]: unknown;
+                                };
+                                strict?: boolean | null;
+                            };
+                            /** @enum {string} */
+                            type: "function";
+                        } | {
+                            custom: {
+                                description?: string;
+                                format?: {
+                                    [key: string]: unknown;
+                                };
+                                name: string;
+                            };
+                            /** @enum {string} */
+                            type: "custom";
+                        })[];
+                        top_logprobs?: number | null;
+                        top_p?: number | null;
+                        user?: string;
+                        /** @enum {string|null} */
+                        verbosity?: "low" | "medium" | "high" | null;
+                        web_search_options?: {
+                            [key: string]: unknown;
+                        };
                     };
                 };
             };
             responses: {
-                /** @description An OpenAI chat.completion, or with stream=true text/event-stream of chat.completion.chunk (plus `clawplane.progress` events while waking). Headers: X-Clawplane-Session, X-Clawplane-Instance. */
+                /** @description An OpenAI chat.completion, or with stream=true text/event-stream of chat.completion.chunk (": waking" comments while a stopped instance starts). Headers: X-Clawplane-Session, X-Clawplane-Instance, X-Request-Id. */
                 200: {
                     headers: {
                         [name: string]: unknown;
@@ -3630,7 +3838,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": components["schemas"]["Error"];
+                        "application/json": components["schemas"]["OpenAiError"];
                     };
                 };
                 /** @description Not signed in */
@@ -3639,7 +3847,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": components["schemas"]["Error"];
+                        "application/json": components["schemas"]["OpenAiError"];
                     };
                 };
                 /** @description Not allowed */
@@ -3648,7 +3856,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": components["schemas"]["Error"];
+                        "application/json": components["schemas"]["OpenAiError"];
                     };
                 };
                 /** @description Not found (also: belongs to another tenant) */
@@ -3657,7 +3865,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": components["schemas"]["Error"];
+                        "application/json": components["schemas"]["OpenAiError"];
                     };
                 };
                 /** @description Conflict with the current state */
@@ -3666,7 +3874,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": components["schemas"]["Error"];
+                        "application/json": components["schemas"]["OpenAiError"];
                     };
                 };
             };
@@ -8036,6 +8244,179 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/tenants/{tenant}/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The agents this tenant may address, as OpenAI models ("agent/<name>") */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Tenant id or slug */
+                    tenant: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OpenAI model list */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            data: components["schemas"]["OpenAiModel"][];
+                            /** @enum {string} */
+                            object: "list";
+                        };
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAiError"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAiError"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAiError"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAiError"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAiError"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tenants/{tenant}/models/{model}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One agent as an OpenAI model (the id URL-encoded: agent%2Fmain) */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    model: string;
+                    /** @description Tenant id or slug */
+                    tenant: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OpenAI model */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAiModel"];
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAiError"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAiError"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAiError"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAiError"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAiError"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tenants/{tenant}/policy": {
         parameters: {
             query?: never;
@@ -8845,6 +9226,159 @@ export interface paths {
                     };
                     content: {
                         "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tenants/{tenant}/responses": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** OpenAI Responses with an agent of the tenant's gateway (OpenClaw's /v1/responses; model "agent/<name>"); wakes a stopped instance; SSE with stream=true */
+        post: {
+            parameters: {
+                query?: {
+                    /** @description Same as the X-Clawplane-Progress header */
+                    progress?: "events" | "comments";
+                };
+                header?: {
+                    /** @description Instance id or name; default: "main", or the only instance */
+                    "x-clawplane-instance"?: string;
+                    /** @description While a stopped instance wakes, a stream carries SSE comments (": waking", ": ready"), which clients skip; "events" sends named `clawplane.progress` events instead (the console uses them) */
+                    "x-clawplane-progress"?: "events" | "comments";
+                    /** @description Conversation to continue (or the body field "session") */
+                    "x-clawplane-session"?: string;
+                };
+                path: {
+                    /** @description Tenant id or slug */
+                    tenant: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        background?: boolean | null;
+                        conversation?: string | {
+                            [key: string]: unknown;
+                        } | null;
+                        include?: string[] | null;
+                        input: string | {
+                            [key: string]: unknown;
+                        }[];
+                        instructions?: string | null;
+                        max_output_tokens?: number | null;
+                        max_tool_calls?: number | null;
+                        metadata?: {
+                            [key: string]: string;
+                        } | null;
+                        /** @description The agent to talk to: "agent/<name>" (GET …/models lists them) */
+                        model: string;
+                        parallel_tool_calls?: boolean | null;
+                        previous_response_id?: string | null;
+                        prompt?: {
+                            [key: string]: unknown;
+                        } | null;
+                        prompt_cache_key?: string;
+                        /** @enum {string|null} */
+                        prompt_cache_retention?: "in-memory" | "24h" | null;
+                        reasoning?: {
+                            [key: string]: unknown;
+                        } | null;
+                        safety_identifier?: string;
+                        /** @enum {string|null} */
+                        service_tier?: "auto" | "default" | "flex" | "scale" | "priority" | null;
+                        /** @description Clawplane: the conversation to continue (also the X-Clawplane-Session header); a new one when absent */
+                        session?: string;
+                        store?: boolean | null;
+                        stream?: boolean | null;
+                        stream_options?: {
+                            include_obfuscation?: boolean;
+                        } | null;
+                        temperature?: number | null;
+                        text?: {
+                            [key: string]: unknown;
+                        } | null;
+                        tool_choice?: ("none" | "auto" | "required") | {
+                            [key: string]: unknown;
+                        };
+                        tools?: {
+                            [key: string]: unknown;
+                        }[];
+                        top_logprobs?: number | null;
+                        top_p?: number | null;
+                        /** @enum {string|null} */
+                        truncation?: "auto" | "disabled" | null;
+                        user?: string;
+                    };
+                };
+            };
+            responses: {
+                /** @description An OpenAI response object, or with stream=true text/event-stream of response.* events (": waking" comments while a stopped instance starts). Headers: X-Clawplane-Session, X-Clawplane-Instance, X-Request-Id. */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAiError"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAiError"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAiError"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAiError"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OpenAiError"];
                     };
                 };
             };
@@ -11149,6 +11683,28 @@ export interface components {
                 /** @enum {string} */
                 status: "pending" | "done" | "skipped";
             }[];
+        };
+        OpenAiError: {
+            error: {
+                /**
+                 * @description Clawplane's error code
+                 * @example validation_failed
+                 */
+                code: string;
+                message: string;
+                param: string | null;
+                request_id: string;
+                /** @example invalid_request_error */
+                type: string;
+            };
+        };
+        OpenAiModel: {
+            created: number;
+            /** @example agent/main */
+            id: string;
+            /** @enum {string} */
+            object: "model";
+            owned_by: string;
         };
         PolicyDecision: {
             errors: string[];

@@ -306,7 +306,8 @@ export const api2 = {
     messages: (tenant: string, sessionId: string) => request<{ items: ChatMessage[] }>('GET', `${t(tenant)}/chat/sessions/${encodeURIComponent(sessionId)}/messages`),
     /**
      * Sends one message with stream=true and calls `onEvent` for each server-sent event (the OpenAI
-     * chat.completion.chunk objects, and `clawplane.progress` events while a stopped instance wakes).
+     * chat.completion.chunk objects, and `clawplane.progress` events while a stopped instance wakes: the
+     * console opts in to them with X-Clawplane-Progress; OpenAI clients get SSE comments instead).
      * Resolves with the session id the server answered in X-Clawplane-Session.
      */
     stream: async (
@@ -315,7 +316,7 @@ export const api2 = {
       opts: { session?: string; instance?: string; signal?: AbortSignal },
       onEvent: (event: string, data: string) => void,
     ): Promise<{ session: string | null }> => {
-      const headers: Record<string, string> = { accept: 'text/event-stream', 'content-type': 'application/json' };
+      const headers: Record<string, string> = { accept: 'text/event-stream', 'content-type': 'application/json', 'x-clawplane-progress': 'events' };
       if (csrfToken) headers['x-csrf-token'] = csrfToken;
       if (opts.session) headers['x-clawplane-session'] = opts.session;
       if (opts.instance) headers['x-clawplane-instance'] = opts.instance;
@@ -328,7 +329,9 @@ export const api2 = {
       if (!res.ok || !res.body) {
         let e: { code?: string; message?: string; requestId?: string } = {};
         try {
-          e = (await res.json()) as typeof e;
+          // This route answers errors in OpenAI's shape: {error: {message, code, request_id}}.
+          const b = (await res.json()) as typeof e & { error?: { code?: string; message?: string; request_id?: string } };
+          e = b.error ? { code: b.error.code, message: b.error.message, requestId: b.error.request_id } : b;
         } catch {
           /* not JSON */
         }

@@ -1,10 +1,8 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { upgradeWebSocket } from '@hono/node-server';
-import { Readable } from 'node:stream';
 import type WebSocket from 'ws';
 import { ClawplaneError, ForbiddenError } from '../../errors.ts';
 import { deliverHook, hookAgentInput, hookWakeInput, type HookKind } from '../../ingress/hooks.ts';
-import { chatInput } from '../../ingress/ingress.ts';
 import { bridgeGatewaySocket } from '../../ingress/ws.ts';
 import type { Context } from 'hono';
 import type { GatewayChannel } from '../../ingress/access.ts';
@@ -25,7 +23,7 @@ const SessionSchema = z
   .object({ sessionId: z.string(), agent: z.string(), instanceId: z.string(), messages: z.number().int(), firstAt: z.string(), lastAt: z.string(), title: z.string() })
   .openapi('ChatSession');
 
-const InstanceHeader = z.object({
+export const InstanceHeader = z.object({
   'x-clawplane-instance': z.string().max(64).optional().openapi({ param: { name: 'x-clawplane-instance', in: 'header' }, description: 'Instance id or name; default: "main", or the only instance' }),
   'x-clawplane-session': z.string().max(100).optional().openapi({ param: { name: 'x-clawplane-session', in: 'header' }, description: 'Conversation to continue (or the body field "session")' }),
 });
@@ -37,34 +35,14 @@ class UpgradeRequiredError extends ClawplaneError {
 }
 
 /**
- * The chat API and the gateway WebSocket (issue 7). Chat, hooks and the socket pass the gateway gate
+ * The chat archive, webhooks and the gateway WebSocket (issue 7); the OpenAI-compatible routes are in
+ * openai.ts. Chat, hooks and the socket pass the gateway gate
  * (ingress/access.ts: tenant active, tenant.operate; the socket: tenant.read, then the role's method
  * allow-list); the archive needs tenant.read.
  */
 export function registerChat(app: App, deps: AppDeps): void {
   const { ingress, archive, gate } = deps.services;
   const admit = (c: Context<AppEnv>, channel: GatewayChannel) => gate.admit({ principal: c.get('principal'), tenant: c.get('tenant'), role: c.get('role'), requestId: c.get('requestId'), channel });
-
-  app.openapi(
-    createRoute({
-      method: 'post',
-      path: '/api/v1/tenants/{tenant}/chat/completions',
-      tags: ['chat'],
-      summary: 'OpenAI-compatible chat with an agent of the tenant\'s gateway (model "agent/<name>"); wakes a stopped instance; SSE with stream=true',
-      request: { params: TenantParam, headers: InstanceHeader, body: jsonBody(chatInput) },
-      responses: {
-        200: { description: 'An OpenAI chat.completion, or with stream=true text/event-stream of chat.completion.chunk (plus `clawplane.progress` events while waking). Headers: X-Clawplane-Session, X-Clawplane-Instance.', content: { 'application/json': { schema: z.record(z.string(), z.unknown()) } } },
-        ...errorResponses,
-      },
-    }),
-    async (c) => {
-      const access = admit(c, 'chat');
-      const h = c.req.valid('header');
-      const r = await ingress.chat({ access, instanceRef: h['x-clawplane-instance'], sessionId: h['x-clawplane-session'], input: c.req.valid('json'), signal: c.req.raw.signal });
-      const body = typeof r.body === 'string' ? r.body : (Readable.toWeb(r.body) as ReadableStream<Uint8Array>);
-      return new Response(body, { status: r.status, headers: r.headers }) as never;
-    },
-  );
 
   const HookHeaders = z.object({
     'x-clawplane-instance': InstanceHeader.shape['x-clawplane-instance'],

@@ -310,7 +310,7 @@ export function registerPolicy(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.admin');
-      if (!(await grants.revoke(tenant.id, c.req.valid('param').jti, by))) throw new NotFoundError('Grant (or it is already revoked)');
+      if (!(await grants.revoke(tenant.id, c.req.valid('param').jti, by))) throw new NotFoundError('An unrevoked grant with this id', 'It may already be revoked: GET …/grants lists the live ones.');
       return c.json({ revoked: true as const }, 200);
     },
   );
