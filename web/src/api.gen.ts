@@ -9291,6 +9291,9 @@ export interface paths {
                             [key: string]: unknown;
                         } | null;
                         prompt_cache_key?: string;
+                        prompt_cache_options?: {
+                            [key: string]: unknown;
+                        } | null;
                         /** @enum {string|null} */
                         prompt_cache_retention?: "in-memory" | "24h" | null;
                         reasoning?: {
