@@ -141,6 +141,7 @@ const QUERIES: Record<string, string> = {
  */
 const REACHES_GATEWAY = [
   'POST /api/v1/tenants/{tenant}/chat/completions',
+  'POST /api/v1/tenants/{tenant}/responses',
   'POST /api/v1/tenants/{tenant}/hooks/agent',
   'POST /api/v1/tenants/{tenant}/hooks/wake',
   'POST /api/v1/tenants/{tenant}/tasks',
@@ -316,7 +317,9 @@ describe('cross-tenant harness', async () => {
         assert.ok(res.status < 500, `${op.key} answered ${res.status}: ${text}`);
         if (REACHES_GATEWAY.includes(op.key)) {
           assert.equal(res.status, 409, `${op.key} answered ${res.status} for a suspended tenant: ${text}`);
-          assert.equal((JSON.parse(text) as { code: string }).code, 'tenant_suspended', `${op.key}: ${text}`);
+          // The OpenAI-compatible routes carry the code inside OpenAI's error shape.
+          const e = JSON.parse(text) as { code?: string; error?: { code: string } };
+          assert.equal(e.code ?? e.error?.code, 'tenant_suspended', `${op.key}: ${text}`);
         }
       }
       // The socket is refused before the upgrade, for every role that may otherwise open it.

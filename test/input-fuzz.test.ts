@@ -158,7 +158,9 @@ describe('input that PostgreSQL cannot store, over every route', async () => {
     if (res.status < 400) return undefined;
     let body: ErrorBody;
     try {
-      body = JSON.parse(text) as ErrorBody;
+      // The OpenAI-compatible routes answer OpenAI's shape, with Clawplane's code and details inside.
+      const raw = JSON.parse(text) as ErrorBody & { error?: { code: string; message: string; details?: ErrorBody['details'] } };
+      body = raw.error && raw.code === undefined ? { code: raw.error.code, message: raw.error.message, ...(raw.error.details ? { details: raw.error.details } : {}) } : raw;
     } catch {
       problems.push(`${what} answered ${res.status} without a JSON error: ${text.slice(0, 200)}`);
       return undefined;

@@ -32,6 +32,7 @@ describe('the OpenAI-compatible surface: errors, models, fields, request ids', a
     assert.equal(res.status, status);
     const body = (await res.json()) as OpenAiErrorBody;
     assert.deepEqual(Object.keys(body), ['error'], JSON.stringify(body));
+    assert.deepEqual(Object.keys(body.error).slice(0, 5), ['message', 'type', 'code', 'param', 'request_id']);
     assert.equal(body.error.code, code);
     assert.equal(body.error.request_id, res.headers.get('x-request-id'));
     assert.match(body.error.message, /^[A-Z].*\.$/, `a sentence: ${body.error.message}`);

@@ -15,7 +15,8 @@ export function isOpenAiRoute(path: string): boolean {
 }
 
 export interface OpenAiErrorBody {
-  error: { message: string; type: string; code: string; param: string | null; request_id: string };
+  /** OpenAI's four fields, then Clawplane's request id and details (each bad field, by path). */
+  error: { message: string; type: string; code: string; param: string | null; request_id: string; details?: Record<string, unknown> };
 }
 
 // OpenAI's `type` per status: what its own API answers, which the SDKs map to their typed errors
@@ -40,5 +41,7 @@ function paramOf(body: ErrorBody): string | null {
 }
 
 export function toOpenAiError(body: ErrorBody, status: number): OpenAiErrorBody {
-  return { error: { message: body.message, type: typeOf(status, body.code), code: body.code, param: paramOf(body), request_id: body.requestId } };
+  const error: OpenAiErrorBody['error'] = { message: body.message, type: typeOf(status, body.code), code: body.code, param: paramOf(body), request_id: body.requestId };
+  if (body.details) error.details = body.details;
+  return { error };
 }

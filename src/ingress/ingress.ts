@@ -64,6 +64,8 @@ interface TurnSpec {
   userText: string | undefined;
   /** The reply text of a complete (non-streaming) answer. */
   replyOf(body: unknown): string;
+  /** Brings a complete answer into the shape OpenAI documents, where the gateway's differs; undefined: as is. */
+  complete?(body: unknown): unknown;
   /** The reply text a streamed SSE event carries. */
   deltaOf(event: string | undefined, data: unknown): string;
   /** How an error after the stream has started is written (OpenAI's shape for the endpoint). */
@@ -102,6 +104,20 @@ const responsesSpec = (input: ResponsesInput, agent: string): TurnSpec => ({
       .flatMap((o) => o.content ?? [])
       .map((c) => (c.type === 'output_text' ? (c.text ?? '') : ''))
       .join(''),
+  // OpenAI's output_text parts always carry `annotations` (the AI SDK's schema requires the array);
+  // OpenClaw 2026.9.6 leaves it out.
+  complete: (b) => {
+    const out = (b as { output?: unknown }).output;
+    if (!Array.isArray(out)) return undefined;
+    let changed = false;
+    for (const item of out as { content?: unknown }[])
+      for (const part of Array.isArray(item.content) ? (item.content as Record<string, unknown>[]) : [])
+        if (part['type'] === 'output_text' && part['annotations'] === undefined) {
+          part['annotations'] = [];
+          changed = true;
+        }
+    return changed ? b : undefined;
+  },
   deltaOf: (e, d) => {
     const ev = d as { type?: string; delta?: unknown };
     return (e ?? ev.type) === 'response.output_text.delta' && typeof ev.delta === 'string' ? ev.delta : '';
@@ -237,11 +253,14 @@ export class IngressService {
       if (!spec.stream) {
         const gw = await this.connect(access, row);
         const res = await send(gw).response;
-        const body = await readAll(res);
+        let body = await readAll(res);
         if (res.statusCode === 200) {
           let reply = '';
           try {
-            reply = spec.replyOf(JSON.parse(body));
+            const parsed: unknown = JSON.parse(body);
+            reply = spec.replyOf(parsed);
+            const completed = spec.complete?.(parsed);
+            if (completed !== undefined) body = JSON.stringify(completed);
           } catch {
             reply = '';
           }

@@ -11694,6 +11694,10 @@ export interface components {
                  * @example validation_failed
                  */
                 code: string;
+                /** @description Clawplane's details, e.g. {issues: [{path, message}]} naming each bad field */
+                details?: {
+                    [key: string]: unknown;
+                };
                 message: string;
                 param: string | null;
                 request_id: string;

@@ -19,6 +19,7 @@ const OpenAiError = z
       code: z.string().openapi({ description: "Clawplane's error code", example: 'validation_failed' }),
       param: z.string().nullable(),
       request_id: z.string(),
+      details: z.record(z.string(), z.unknown()).optional().openapi({ description: 'Clawplane\'s details, e.g. {issues: [{path, message}]} naming each bad field' }),
     }),
   })
   .openapi('OpenAiError');
