@@ -23,7 +23,9 @@ describe('three replicas on one database', async () => {
   const database = await testDatabase({ autoDrop: false });
   const secretKey = sharedSecretKey();
   const replicas: Replica[] = [];
-  for (const name of ['r1', 'r2', 'r3']) replicas.push(await startReplica({ name, databaseUrl: database.url, secretKey }));
+  // Short heartbeats so a killed replica is found dead quickly.
+  const env = { CLAWPLANE_REPLICA_HEARTBEAT_MS: '200', CLAWPLANE_REPLICA_EXPIRE_MS: '1500' };
+  for (const name of ['r1', 'r2', 'r3']) replicas.push(await startReplica({ name, databaseUrl: database.url, secretKey, env }));
   // After the replicas' own hooks (registered above): they stop before their database goes.
   after(() => database.drop());
   const [r1, r2, r3] = replicas as [Replica, Replica, Replica];
@@ -96,5 +98,32 @@ describe('three replicas on one database', async () => {
     // Back: changes are heard again.
     await via(admin, r3).json('PUT', `/api/v1/tenants/${slug}/policy`, { execPolicy: 'deny', policies: [] });
     await within(1000, 'r2 allows read after the change made on r3', async () => (await explain(r2, 'read')) === 'allow');
+  });
+
+  test('platform admins see every replica, its roles and node; a replica killed with -9 expires and exactly one live replica takes it over', async () => {
+    type R = { id: string; state: string; roles: string[]; node: string; self: boolean; recoveredBy: string | null };
+    const list = async (r: Replica) => (await via(admin, r).json<{ items: R[] }>('GET', '/api/v1/platform/replicas')).items;
+    const seen = await list(r1);
+    assert.deepEqual(seen.map((x) => x.id).sort(), replicas.map((r) => r.id).sort());
+    assert.ok(seen.every((x) => x.state === 'live' && x.roles.join(',') === 'api,worker,broker,reconciler' && x.node !== ''));
+    assert.equal(seen.find((x) => x.self)?.id, r1.id);
+    // A tenant member who is not a platform admin is refused.
+    const { token } = await via(admin, r1).json<{ token: string }>('POST', `/api/v1/tenants/${slug}/tokens`, { name: 'nosy', role: 'tenant_admin' }, 201);
+    assert.equal((await new ApiClient(r2.url, { bearer: token }).call('GET', '/api/v1/platform/replicas')).status, 403);
+
+    r3.child.kill('SIGKILL');
+    await r3.exited;
+    await within(20_000, 'r3 expires and is taken over', async () => {
+      const x = (await list(r1)).find((y) => y.id === r3.id);
+      return x?.state === 'expired' && x.recoveredBy !== null;
+    });
+    const after = await list(r2);
+    const dead = after.find((y) => y.id === r3.id);
+    assert.ok(dead?.recoveredBy === r1.id || dead?.recoveredBy === r2.id, 'a live replica took it over');
+    // Exactly once: the claim is one row; the later heartbeats of both live replicas leave it alone.
+    const rows = await database.db.query<{ recovered_by: string; recovered_at: Date }>('SELECT recovered_by, recovered_at FROM replicas WHERE id = $1', [r3.id]);
+    await new Promise((r) => setTimeout(r, 600));
+    const again = await database.db.query<{ recovered_by: string; recovered_at: Date }>('SELECT recovered_by, recovered_at FROM replicas WHERE id = $1', [r3.id]);
+    assert.deepEqual(again.rows, rows.rows);
   });
 });

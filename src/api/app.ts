@@ -19,6 +19,8 @@ import { registerMembers } from './routes/members.ts';
 import { registerOnboarding } from './routes/onboarding.ts';
 import { registerPolicy } from './routes/policy.ts';
 import { registerPlatform } from './routes/platform.ts';
+import { registerReplicas } from './routes/replicas.ts';
+import type { ReplicaRegistry } from '../replicas/registry.ts';
 import { registerProviders } from './routes/providers.ts';
 import { registerSystem } from './routes/system.ts';
 import { registerTenants } from './routes/tenants.ts';
@@ -42,6 +44,8 @@ export interface AppDeps {
   /** Latest migration version this build ships; readiness compares the database with it. */
   expectedMigration: number;
   services: Services;
+  /** The replica registry of `clawplane serve` (GET /api/v1/platform/replicas). */
+  replicas?: ReplicaRegistry | undefined;
   /** Cookies get Secure (and the __Host- prefix) when users reach Clawplane over https. */
   secureCookies: boolean;
   /** scheme://host[:port] users reach Clawplane at, for redirects. */
@@ -121,6 +125,7 @@ export function createApp(deps: AppDeps): App {
   registerOnboarding(app, deps);
   registerAuth(app, deps);
   registerPlatform(app, deps);
+  registerReplicas(app, deps);
   registerTenants(app, deps);
   registerMembers(app, deps);
   registerTokens(app, deps);

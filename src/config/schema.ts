@@ -11,6 +11,10 @@ const port = z.coerce.number().int().min(0).max(65535);
 const ALLOW_HOST = /^(?:[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?\.?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?$/i;
 const splitList = (v: string) => v.split(',').map((h) => h.trim()).filter((h) => h !== '');
 
+/** The roles a process can take (`clawplane serve --roles`). */
+export const ROLES = ['api', 'worker', 'broker', 'reconciler'] as const;
+export type Role = (typeof ROLES)[number];
+
 export const settingsSchema = z.strictObject({
   CLAWPLANE_ENV: z
     .enum(['development', 'production', 'test'])
@@ -117,7 +121,22 @@ export const settingsSchema = z.strictObject({
   CLAWPLANE_TASK_APPROVAL_TTL_S: z.coerce.number().int().min(1).max(30 * 86_400).default(86_400).describe('How long an approval waits for a person before the task expires, in seconds.'),
   CLAWPLANE_TASK_QUEUE_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1000).describe('How often the task queues look for work to dispatch, in milliseconds.'),
   CLAWPLANE_TASK_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(100).describe('Tasks one process runs at once across all tenants.'),
+  // Several replicas on one database (docs/adr/0008-replica-coordination.md).
+  CLAWPLANE_ROLES: z
+    .string()
+    .default('api,worker,broker,reconciler')
+    .refine((v) => splitList(v).length > 0 && splitList(v).every((r) => (ROLES as readonly string[]).includes(r)), `must be a comma-separated list of ${ROLES.join(', ')}`)
+    .describe('What this process runs: api (HTTP API, console, ingress), worker (task workflows), broker (sandbox model/tool calls), reconciler (instance convergence, idle reaper, backups), e.g. api,broker. Default: all of them.'),
+  CLAWPLANE_REPLICA_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'must be 1-63 of letters, digits, "_", "." or "-"')
+    .optional()
+    .describe('This replica\'s id (also its DBOS executor id), e.g. the pod name of a StatefulSet. Default: one generated once and kept in the data directory (file replica-id).'),
+  CLAWPLANE_NODE_NAME: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$/, 'must be a host name').optional().describe('The node (host) this replica runs on; sandboxes of the local driver belong to it. Default: the host name.'),
+  CLAWPLANE_REPLICA_HEARTBEAT_MS: z.coerce.number().int().min(100).max(600_000).default(5000).describe('How often a replica records that it is alive, in milliseconds.'),
+  CLAWPLANE_REPLICA_EXPIRE_MS: z.coerce.number().int().min(300).max(3_600_000).default(30_000).describe('A replica silent this long is dead: its claims lapse and one live replica recovers its workflows, in milliseconds (keep it several heartbeats long).'),
 });
+
 
 export type Settings = z.infer<typeof settingsSchema>;
 
@@ -171,6 +190,15 @@ export interface Config {
     s3: { endpoint: string; region: string; bucket: string; prefix: string; accessKeyId: string; secretAccessKey: string; forcePathStyle: boolean };
   };
   /** Durable tasks (issue 8): retries, timeouts, approvals, queues. */
+  /** This replica: what it runs, who it is, how it proves it is alive (docs/adr/0008-replica-coordination.md). */
+  replica: {
+    roles: Role[];
+    /** Undefined: kept in the data directory (generated once). */
+    id: string | undefined;
+    node: string | undefined;
+    heartbeatMs: number;
+    expireMs: number;
+  };
   tasks: {
     retryAttempts: number;
     retryBaseMs: number;
@@ -280,6 +308,13 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
       approvalTtlSeconds: s.CLAWPLANE_TASK_APPROVAL_TTL_S,
       queuePollMs: s.CLAWPLANE_TASK_QUEUE_POLL_MS,
       workerConcurrency: s.CLAWPLANE_TASK_WORKER_CONCURRENCY,
+    },
+    replica: {
+      roles: [...new Set(splitList(s.CLAWPLANE_ROLES))] as Role[],
+      id: s.CLAWPLANE_REPLICA_ID,
+      node: s.CLAWPLANE_NODE_NAME,
+      heartbeatMs: s.CLAWPLANE_REPLICA_HEARTBEAT_MS,
+      expireMs: s.CLAWPLANE_REPLICA_EXPIRE_MS,
     },
   };
 }

@@ -1,4 +1,5 @@
 import { DBOS } from '@dbos-inc/dbos-sdk';
+import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
 
 /**
@@ -9,8 +10,10 @@ import type { Logger } from 'pino';
 export interface EngineOptions {
   databaseUrl: string;
   log: Logger;
-  /** Stable per process role in production, so each executor recovers its own workflows. */
+  /** The replica id: each executor recovers its own workflows at launch; dead ones' are taken over (src/replicas/). */
   executorId?: string;
+  /** false: this process enqueues and waits on workflows but does not dequeue queued ones (no worker role). */
+  dequeue?: boolean;
 }
 
 let launched = false;
@@ -40,6 +43,7 @@ export async function launchEngine(opts: EngineOptions): Promise<void> {
     // the registered code and skips recovery of workflows from a different version).
     applicationVersion: 'clawplane-1',
     ...(opts.executorId ? { executorID: opts.executorId } : {}),
+    ...(opts.dequeue === false ? { listenQueues: [] } : {}),
     logger: {
       info: (m: unknown) => log.debug({ dbos: String(m) }),
       debug: () => undefined,
@@ -55,6 +59,33 @@ export async function shutdownEngine(): Promise<void> {
   if (!launched) return;
   launched = false;
   await DBOS.shutdown();
+}
+
+/**
+ * Recovers the pending workflows of another executor (a dead replica): DBOS puts them back on their queue, from
+ * which any live executor dequeues each once and resumes it from its last completed step. This is what DBOS's
+ * admin endpoint /dbos-workflow-recovery does (docs.dbos.dev, self-hosting: "instruct your executor to recover
+ * workflows assigned to other executor IDs"); DBOS 5 exposes it on the executor only. Resolves with how many.
+ */
+export async function recoverExecutor(executorId: string): Promise<number> {
+  if (!launched) throw new Error('the durable engine is not running');
+  const exec = dbosExecutor();
+  const handles = await exec.recoverPendingWorkflows([executorId]);
+  return handles.length;
+}
+
+interface DbosExecutorInternals {
+  recoverPendingWorkflows(executorIds: string[]): Promise<unknown[]>;
+}
+
+function dbosExecutor(): DbosExecutorInternals {
+  // The same CommonJS module instance the package entry point loaded (the package's exports hide the path).
+  const require = createRequire(import.meta.url);
+  const entry = require.resolve('@dbos-inc/dbos-sdk');
+  const mod = require(entry.replace(/index\.js$/, 'dbos-executor.js')) as { DBOSExecutor: { globalInstance?: DbosExecutorInternals } };
+  const exec = mod.DBOSExecutor.globalInstance;
+  if (!exec) throw new Error('DBOS has no executor: launch the engine first');
+  return exec;
 }
 
 export function engineRunning(): boolean {

@@ -9,10 +9,13 @@ import { resolveSecretKey } from '../config/secret-key.ts';
 import { EmbeddedDatabase } from '../db/embedded.ts';
 import { loadMigrations, migrate } from '../db/migrate.ts';
 import { createDb, redactUrl, type Db } from '../db/pool.ts';
-import { launchEngine, shutdownEngine } from '../durable/engine.ts';
+import { launchEngine, recoverExecutor, shutdownEngine } from '../durable/engine.ts';
 import { bindSelfCheck } from '../durable/self-check.ts';
 import { createMetrics } from '../observability/metrics.ts';
 import { EventChannel } from '../events/channel.ts';
+import os from 'node:os';
+import { ReplicaRegistry, resolveReplicaId } from '../replicas/registry.ts';
+import { API_VERSION } from '../api/routes/docs.ts';
 import { createServices, type Services } from './services.ts';
 import { WebSocketServer } from 'ws';
 import { ingressSettings } from '../ingress/setup.ts';
@@ -24,6 +27,8 @@ export interface RunningServer {
   app: App;
   db: Db;
   services: Services;
+  /** This process in the replica registry (its id is also its DBOS executor id). */
+  replicas: ReplicaRegistry;
   embedded: EmbeddedDatabase | undefined;
   /** Stops accepting, drains in-flight requests (up to the shutdown timeout), stops the engine and database. */
   stop(): Promise<void>;
@@ -51,19 +56,44 @@ export async function openDatabase(config: Config, log: Logger): Promise<{ db: D
 /** How often rows without a vector of their tenant's current embedding model are looked for (docs/adr/0007). */
 const KNOWLEDGE_SWEEP_MS = 30_000;
 
-/** `clawplane serve`: every role in one process (issue 2). */
+/** Paths every replica answers, whatever its roles (probes and metrics). */
+const SYSTEM_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
+
+/**
+ * `clawplane serve`: the roles of config.replica.roles in one process (default all of them), registered as one
+ * replica of the control plane on its database (docs/adr/0008-replica-coordination.md).
+ */
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   await resolveSecretKey(config, log);
   const { db, embedded } = await openDatabase(config, log);
   let server: ServerType | undefined;
   let reconciler: Reconciler | undefined;
-  const events = new EventChannel({ url: db.url, log });
+  const roles = new Set(config.replica.roles);
+  const replicaId = await resolveReplicaId(config.replica.id, config.dataDir);
+  log = log.child({ replica: replicaId });
+  const events = new EventChannel({ url: db.url, log, origin: replicaId });
+  const replicas = new ReplicaRegistry({
+    db,
+    log,
+    id: replicaId,
+    roles: config.replica.roles,
+    node: config.replica.node ?? os.hostname(),
+    version: API_VERSION,
+    heartbeatMs: config.replica.heartbeatMs,
+    expireMs: config.replica.expireMs,
+    // Workers take over the workflows of dead replicas.
+    ...(roles.has('worker') ? { recoverWorkflows: recoverExecutor } : {}),
+  });
+  let registered = false;
   try {
     await migrate(db, log);
+    // Before DBOS launches: a second live process with this id is refused before it could recover anything.
+    await replicas.register();
+    registered = true;
     // Listening before any cache fills: nothing is cached until every change made elsewhere reaches us.
     await events.start();
     bindSelfCheck(db);
-    await launchEngine({ databaseUrl: db.url, log });
+    await launchEngine({ databaseUrl: db.url, log, executorId: replicaId, dequeue: roles.has('worker') });
     const expectedMigration = (await loadMigrations()).length;
     // The app needs the public origin (OIDC redirect URI), which needs the bound port: bind first.
     let fetchImpl: ((req: Request, env?: unknown) => Response | Promise<Response>) | undefined;
@@ -90,14 +120,17 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const metrics = createMetrics();
     const services = createServices({ db, events, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config), tasks: config.tasks });
     // Task workflows recovered or dequeued since launch wait for this (src/tasks/workflow.ts).
-    services.taskRuntime.start();
+    services.taskRuntime.start(undefined, { housekeeping: roles.has('worker') });
     await services.onboarding.prepareSetupCode(log);
-    // Adopts sandboxes that outlived the previous control plane before anything could start duplicates.
-    await services.reconciler.start();
-    services.reaper.start();
-    services.backups.start();
-    services.knowledgeIndexer.start(KNOWLEDGE_SWEEP_MS);
-    reconciler = services.reconciler;
+    if (roles.has('reconciler')) {
+      // Adopts sandboxes that outlived the previous control plane before anything could start duplicates.
+      await services.reconciler.start();
+      services.reaper.start();
+      services.backups.start();
+      reconciler = services.reconciler;
+    }
+    if (roles.has('worker')) services.knowledgeIndexer.start(KNOWLEDGE_SWEEP_MS);
+    replicas.start();
     const app = createApp({
       config,
       db,
@@ -105,11 +138,17 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       metrics,
       expectedMigration,
       services,
+      replicas,
       secureCookies: publicOrigin.startsWith('https:'),
       publicOrigin,
     });
-    fetchImpl = app.fetch;
-    log.info({ url, replica: events.origin, database: embedded ? 'embedded' : redactUrl(db.url) }, 'clawplane listening');
+    fetchImpl = roles.has('api')
+      ? app.fetch
+      : (req, env) =>
+          SYSTEM_PATHS.has(new URL(req.url).pathname)
+            ? app.fetch(req, env)
+            : Response.json({ code: 'not_served_here', message: `This replica runs the roles ${[...roles].join(', ')}, not the API: send requests to a replica with the api role.` }, { status: 404 });
+    log.info({ url, replica: replicaId, roles: [...roles], database: embedded ? 'embedded' : redactUrl(db.url) }, 'clawplane listening');
 
     let stopping: Promise<void> | undefined;
     const stop = () =>
@@ -125,16 +164,19 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         await services.broker.close();
         await events.stop();
         await shutdownEngine();
+        // After the engine stopped: peers take over what it left pending only once nothing here runs it.
+        await replicas.stop();
         await db.close();
         await embedded?.stop();
         log.info('shut down');
       })());
-    return { url, app, db, services, embedded, stop };
+    return { url, app, db, services, replicas, embedded, stop };
   } catch (err) {
     if (server) await closeServer(server, 0);
     await reconciler?.stop().catch(() => undefined);
     await events.stop();
     await shutdownEngine().catch(() => undefined);
+    if (registered) await replicas.stop();
     await db.close().catch(() => undefined);
     await embedded?.stop();
     throw err;

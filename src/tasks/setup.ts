@@ -42,9 +42,13 @@ export class TaskRuntime {
     this.steps.executor = e;
   }
 
-  /** Binds the workflow to these services and starts the housekeeping sweep (after the engine launched). */
-  start(intervalMs = 5000): void {
+  /**
+   * Binds the workflow to these services (every process: a workflow recovered here waits for it) and, unless
+   * `housekeeping` is false (a process without the worker role), starts the housekeeping sweep.
+   */
+  start(intervalMs = 5000, opts: { housekeeping?: boolean } = {}): void {
     bindTaskWorkflow(this.steps);
+    if (opts.housekeeping === false) return;
     const tick = async () => {
       try {
         await this.#tasks.reconcileEnded();

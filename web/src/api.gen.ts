@@ -1686,6 +1686,89 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/platform/replicas": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The control-plane replicas on this database: roles, node, version, heartbeat, takeovers */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items: components["schemas"]["Replica"][];
+                        };
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/policy/baseline": {
         parameters: {
             query?: never;
@@ -11809,6 +11892,30 @@ export interface components {
             message?: string;
             /** @enum {string} */
             status: "ready" | "not_ready";
+        };
+        Replica: {
+            heartbeatAt: string;
+            hostname: string;
+            /** @description Replica id, also its DBOS executor id */
+            id: string;
+            /** @description The node (host) it runs on; local sandboxes belong to it */
+            node: string;
+            pid: number;
+            recoveredAt: string | null;
+            /** @description The live replica that took over its pending workflows after it died */
+            recoveredBy: string | null;
+            recoveredWorkflows: number | null;
+            roles: string[];
+            /** @description The replica that answered this request */
+            self: boolean;
+            startedAt: string;
+            /**
+             * @description live: heartbeat within the expiry; stopped: shut down cleanly; expired: silent (crashed or cut off)
+             * @enum {string}
+             */
+            state: "live" | "stopped" | "expired";
+            stoppedAt: string | null;
+            version: string;
         };
         Skill: {
             description: string;

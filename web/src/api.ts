@@ -238,6 +238,9 @@ export type AuditFilters = NonNullable<paths['/api/v1/platform/audit']['get']['p
 export type AuditPage = Answer<'/api/v1/platform/audit', 'get'>;
 export type AuditVerification = Answer<'/api/v1/platform/audit/verify', 'get'>;
 
+/** A control-plane replica sharing the database (GET /api/v1/platform/replicas). */
+export type Replica = Schemas['Replica'];
+
 /** GET /api/v1/platform/default-provider answers null until one is set. */
 export type DefaultProvider = NonNullable<Schemas['DefaultProvider']>;
 
@@ -291,6 +294,9 @@ export const api2 = {
     usage: (tenant: string, days: number) => request<{ days: number; items: UsageRow[] }>('GET', `${t(tenant)}/usage?days=${days}`),
     prices: () => request<{ items: ModelPrice[] }>('GET', '/api/v1/platform/prices'),
     setPrice: (model: string, body: { inputUsdPerMtok: number; outputUsdPerMtok: number }) => request<ModelPrice>('PUT', `/api/v1/platform/prices/${encodeURIComponent(model)}`, body),
+  },
+  replicas: {
+    list: () => request<{ items: Replica[] }>('GET', '/api/v1/platform/replicas'),
   },
   audit: {
     tenant: (tenant: string, f: AuditFilters) => request<AuditPage>('GET', `${t(tenant)}/audit${query({ ...f, tenantId: undefined })}`),

@@ -29,6 +29,9 @@ export function Layout({ children }: { children: ReactNode }) {
               <Link to="/audit" aria-current={current('/audit')}>
                 Audit
               </Link>
+              <Link to="/replicas" aria-current={current('/replicas')}>
+                Replicas
+              </Link>
               <Link to="/settings" aria-current={current('/settings')}>
                 Settings
               </Link>
