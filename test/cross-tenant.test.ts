@@ -127,6 +127,7 @@ const NOT_TENANT_SCOPED: Record<string, number[]> = {
   'GET /api/v1/platform/default-provider': [403],
   'PUT /api/v1/platform/default-provider': [403],
   'GET /api/v1/platform/audit': [403],
+  'GET /api/v1/platform/replicas': [403],
   'GET /api/v1/platform/audit/verify': [403],
 };
 

@@ -38,7 +38,10 @@ describe('durable tasks survive kill -9', { timeout: 300_000 }, async () => {
       for (let i = 0; i < 600; i++) {
         const r = await db.query<{ slow: number; parked: number }>(
           `SELECT (SELECT count(*)::int FROM task_side_effects WHERE task_id = $1) AS slow,
-                  (SELECT count(*)::int FROM tasks WHERE id = $2 AND status = 'waiting_approval') AS parked`,
+                  (SELECT count(*)::int FROM tasks WHERE id = $2 AND status = 'waiting_approval'
+                      -- parked in recv: DBOS has checkpointed the step that parked it (killed between that step's
+                      -- commit and its checkpoint, the step runs again after the restart, as it must)
+                      AND EXISTS (SELECT 1 FROM dbos.operation_outputs WHERE workflow_uuid = $2::text AND function_name = 'settle')) AS parked`,
           [ids.slowId, ids.approvalId],
         );
         if (r.rows[0]?.slow === 1 && r.rows[0].parked === 1) break;
