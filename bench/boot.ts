@@ -19,9 +19,13 @@ import path from 'node:path';
 import { createLogger } from '../src/observability/logger.ts';
 import { DEFAULT_TOOL_POLICY, renderOpenclawConfig } from '../src/runtime/config.ts';
 import { RuntimeStore, type ResolvedRuntime } from '../src/runtime/store.ts';
-import { GATEWAY_NODE_OPTIONS, LocalSandboxDriver } from '../src/sandbox/drivers/local.ts';
-import type { SandboxSpec } from '../src/sandbox/types.ts';
-import { socketRequest } from '../src/sandbox/socket-http.ts';
+import { LocalSandboxDriver } from '../src/sandbox/drivers/local/driver.ts';
+import { GATEWAY_NODE_OPTIONS, SANDBOX_LAYOUT } from '../src/sandbox/host/dirs.ts';
+import type { SandboxRef, SandboxSpec } from '../src/sandbox/types.ts';
+
+/** The local driver's init pid of a sandbox (its part of the ref). */
+const pidOf = (r: SandboxRef): number => (r.native as { pid: number }).pid;
+import { socketRequest } from '../src/sandbox/host/socket-http.ts';
 
 const VERSION = process.env['CLAWPLANE_RUNTIME_DEFAULT_VERSION'] ?? '2026.9.6';
 const CACHE = process.env['CLAWPLANE_RUNTIME_CACHE'] ?? '/var/tmp/clawplane-runtime-cache';
@@ -163,10 +167,10 @@ async function rawGateway(rt: ResolvedRuntime, dir: string, config: (stateDir: s
 /** Deploy (start) of a sandbox until ready through the ingress socket; a second start of the same instance is warm. */
 async function sandboxRun(driver: LocalSandboxDriver, spec: SandboxSpec, sampleMem: boolean): Promise<Run & { restarts: string }> {
   const t0 = performance.now();
-  const handle = await driver.start(spec, 'bench');
+  const handle = await driver.start(spec);
   try {
     for (;;) {
-      const r = await socketRequest(driver.endpoint(spec.instanceId).socketPath, { path: '/readyz', timeoutMs: 3000 }).catch(() => undefined);
+      const r = await socketRequest(driver.dirs(spec.instanceId).ingress, { path: '/readyz', timeoutMs: 3000 }).catch(() => undefined);
       if (r?.status === 200) break;
       const st = await driver.status(handle);
       if (!st.running) throw new Error('sandbox exited');
@@ -175,16 +179,16 @@ async function sandboxRun(driver: LocalSandboxDriver, spec: SandboxSpec, sampleM
     const readyMs = performance.now() - t0;
     if (!sampleMem) return { readyMs, restarts: '-' };
     await sleep(SETTLE_MS);
-    // bwrap's outer process is our child's child; the sandbox's init is handle.pid.
-    const all = await tree(handle.pid);
+    // bwrap's outer process is our child's child; the sandbox's init is pidOf(handle).
+    const all = await tree(pidOf(handle));
     const outer = (await children()).get(process.pid) ?? [];
     const overheadPids: number[] = [];
     for (const p of outer) if ((await comm(p)) === 'bwrap') overheadPids.push(p);
     const gatewayPids: number[] = [];
-    const supPid = (await children()).get(handle.pid)?.[0];
+    const supPid = (await children()).get(pidOf(handle))?.[0];
     for (const p of all) {
       const c = await comm(p);
-      if (p === handle.pid || p === supPid || c === 'bwrap') overheadPids.push(p);
+      if (p === pidOf(handle) || p === supPid || c === 'bwrap') overheadPids.push(p);
       else gatewayPids.push(p);
     }
     const health = await driver.status(handle);
@@ -243,10 +247,11 @@ export async function main(): Promise<void> {
               tenantId: '00000000-0000-4000-8000-00000000be00',
               instanceId: `00000000-0000-4000-8000-0000000be${String(round).padStart(3, '0')}`,
               runtime: rt,
-              configs: { e0: JSON.stringify(ours('/tenant/work/e0', LocalSandboxDriver.executorPort(0), '/conf/gateway-token', '/tenant/log/e0.openclaw.log')) },
+              configs: { e0: JSON.stringify(ours('/tenant/work/e0', SANDBOX_LAYOUT.executorPort(0), '/conf/gateway-token', '/tenant/log/e0.openclaw.log')) },
               gatewayToken: TOKEN,
               hooksToken: HOOKS_TOKEN,
-              hostUid: 299_999,
+              tenantUid: 299_999,
+              clusterId: 'bench',
             };
             const run = await sandboxRun(driver, spec, warm);
             if (warm) restarts = run.restarts;

@@ -172,10 +172,12 @@ export async function main(): Promise<void> {
 
     process.stderr.write(`${TURNS} warm turns each way…\n`);
     const gwToken = await s.instances.gatewayToken(inst.id);
-    const socketPath = s.sandboxes.endpoint(inst.id).socketPath;
+    const ref = (await s.instances.byId(inst.id))?.sandbox;
+    if (!ref) throw new Error('the instance has no running sandbox');
+    const transport = await s.sandboxes.connect(ref);
     const chatDirect = async (content: string, session: string) => {
       const t0 = performance.now();
-      const call = gatewayRequest({ socketPath, token: gwToken, method: 'POST', path: '/v1/chat/completions', headers: { 'content-type': 'application/json', 'x-openclaw-session-key': `agent:main:${session}` }, body: JSON.stringify({ model: 'openclaw/main', messages: [{ role: 'user', content }], stream: true }) });
+      const call = gatewayRequest({ transport, token: gwToken, method: 'POST', path: '/v1/chat/completions', headers: { 'content-type': 'application/json', 'x-openclaw-session-key': `agent:main:${session}` }, body: JSON.stringify({ model: 'openclaw/main', messages: [{ role: 'user', content }], stream: true }) });
       const res = await call.response;
       if (res.statusCode !== 200) throw new Error(`direct: ${res.statusCode}`);
       return timeStream(res, t0);

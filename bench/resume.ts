@@ -16,9 +16,13 @@ import type { SandboxBroker, SandboxRegistration } from '../src/broker/types.ts'
 import { createLogger } from '../src/observability/logger.ts';
 import { DEFAULT_TOOL_POLICY, renderOpenclawConfig } from '../src/runtime/config.ts';
 import { RuntimeStore } from '../src/runtime/store.ts';
-import { LocalSandboxDriver } from '../src/sandbox/drivers/local.ts';
-import { socketRequest } from '../src/sandbox/socket-http.ts';
-import type { SandboxHandle, SandboxSpec } from '../src/sandbox/types.ts';
+import { LocalSandboxDriver } from '../src/sandbox/drivers/local/driver.ts';
+import { socketRequest } from '../src/sandbox/host/socket-http.ts';
+import type { SandboxRef, SandboxSpec } from '../src/sandbox/types.ts';
+import { SANDBOX_LAYOUT } from '../src/sandbox/host/dirs.ts';
+
+/** The local driver's init pid of a sandbox (its part of the ref). */
+const pidOf = (r: SandboxRef): number => (r.native as { pid: number }).pid;
 
 const VERSION = process.env['CLAWPLANE_RUNTIME_DEFAULT_VERSION'] ?? '2026.9.6';
 const CACHE = process.env['CLAWPLANE_RUNTIME_CACHE'] ?? '/var/tmp/clawplane-runtime-cache';
@@ -74,7 +78,7 @@ function standInBroker(dir: string): SandboxBroker {
   };
 }
 
-async function untilReady(sock: string, t0: number, driver: LocalSandboxDriver, handle: SandboxHandle): Promise<number> {
+async function untilReady(sock: string, t0: number, driver: LocalSandboxDriver, handle: SandboxRef): Promise<number> {
   for (;;) {
     const r = await socketRequest(sock, { path: '/readyz', headers: { connection: 'close' }, timeoutMs: 3000 }).catch(() => undefined);
     if (r?.status === 200) return performance.now() - t0;
@@ -106,19 +110,19 @@ export async function main(): Promise<void> {
   const brokerDir = await mkdtemp('/var/tmp/clawplane-bench-broker-');
   await chmod(brokerDir, 0o700);
   const driver = new LocalSandboxDriver({ root: sbRoot, broker: standInBroker(brokerDir), log, dataBytes: 16 * 2 ** 30, nproc: 4096, nofile: 8192, tmpBytes: 64 * 2 ** 20, cgroup: { memoryBytes: 3 * 2 ** 30, pids: 512, cpus: 0 }, criuBin: CRIU_BIN, warmResume: true });
-  let handle: SandboxHandle | undefined;
+  let handle: SandboxRef | undefined;
   try {
-    const support = await driver.suspendSupport();
+    const support = await driver.snapshots.support();
     if (!support.supported) throw new Error(`warm resume is not supported here: ${support.reason}`);
     const instanceId = '00000000-0000-4000-8000-00000000be11';
-    const config = renderOpenclawConfig({ gatewayPort: LocalSandboxDriver.executorPort(0), egressPort: LocalSandboxDriver.egressPort, stateDir: '/tenant/work/e0', logFile: '/tenant/log/e0.openclaw.log', agents: [{ id: 'main', name: 'main' }], models: ['default'], tools: DEFAULT_TOOL_POLICY, hooks: true, gatewayTokenFile: '/conf/gateway-token' });
-    const spec: SandboxSpec = { tenantId: '00000000-0000-4000-8000-00000000be10', instanceId, runtime, configs: { e0: JSON.stringify(config) }, gatewayToken: 'bench-resume-token-0000', hooksToken: 'bench-resume-hooks-token', hostUid: 299_998 };
-    const sock = driver.endpoint(instanceId).socketPath;
+    const config = renderOpenclawConfig({ gatewayPort: SANDBOX_LAYOUT.executorPort(0), egressPort: SANDBOX_LAYOUT.egressPort, stateDir: '/tenant/work/e0', logFile: '/tenant/log/e0.openclaw.log', agents: [{ id: 'main', name: 'main' }], models: ['default'], tools: DEFAULT_TOOL_POLICY, hooks: true, gatewayTokenFile: '/conf/gateway-token' });
+    const spec: SandboxSpec = { tenantId: '00000000-0000-4000-8000-00000000be10', instanceId, runtime, configs: { e0: JSON.stringify(config) }, gatewayToken: 'bench-resume-token-0000', hooksToken: 'bench-resume-hooks-token', tenantUid: 299_998, clusterId: 'test' };
+    const sock = driver.dirs(instanceId).ingress;
     const cold: number[] = [];
     for (let i = 0; i < COLD; i++) {
       process.stderr.write(`cold start ${i + 1}/${COLD}… `);
       const t0 = performance.now();
-      handle = await driver.start(spec, 'bench');
+      handle = await driver.start(spec);
       cold.push(await untilReady(sock, t0, driver, handle));
       process.stderr.write(`${sec(cold.at(-1) ?? 0)}\n`);
       if (i < COLD - 1) {
@@ -138,13 +142,13 @@ export async function main(): Promise<void> {
       const snap = path.join(sbRoot, 'snapshots', String(i));
       process.stderr.write(`suspend/resume ${i + 1}/${WARM}… `);
       const t0 = performance.now();
-      const s = await driver.suspend(handle, snap);
+      const s = await driver.snapshots.suspendInto(handle, snap);
       suspendTotal.push(performance.now() - t0);
       dump.push(s.dumpMs);
       image.push(s.imageBytes);
       state.push(s.stateBytes);
       const t1 = performance.now();
-      handle = await driver.resume(spec, snap, 'bench');
+      handle = await driver.snapshots.resumeFrom(spec, snap);
       warm.push(await untilReady(sock, t1, driver, handle));
       await rm(snap, { recursive: true, force: true });
       process.stderr.write(`dump ${sec(s.dumpMs)}, resume to ready ${sec(warm.at(-1) ?? 0)}\n`);

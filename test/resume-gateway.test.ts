@@ -19,9 +19,15 @@ import pino from 'pino';
 import type { SandboxBroker, SandboxRegistration } from '../src/broker/types.ts';
 import { DEFAULT_TOOL_POLICY, renderOpenclawConfig } from '../src/runtime/config.ts';
 import { RuntimeStore } from '../src/runtime/store.ts';
-import { LocalSandboxDriver, SandboxResumeError } from '../src/sandbox/drivers/local.ts';
-import { socketRequest } from '../src/sandbox/socket-http.ts';
-import type { SandboxHandle, SandboxSpec } from '../src/sandbox/types.ts';
+import { LocalSandboxDriver } from '../src/sandbox/drivers/local/driver.ts';
+import { SandboxResumeError } from '../src/sandbox/types.ts';
+import { socketRequest } from '../src/sandbox/host/socket-http.ts';
+import type { SandboxRef, SandboxSpec } from '../src/sandbox/types.ts';
+import { SANDBOX_LAYOUT } from '../src/sandbox/host/dirs.ts';
+import { unixTransport } from '../src/sandbox/host/unix-transport.ts';
+
+/** The local driver's init pid of a sandbox (its part of the ref). */
+const pidOf = (r: SandboxRef): number => (r.native as { pid: number }).pid;
 import { startFakeLlm, type FakeLlm } from './helpers/fake-llm.ts';
 import { chat, OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot, waitFor } from './helpers/sandbox.ts';
 
@@ -33,7 +39,7 @@ function driverFor(root: string, broker: SandboxBroker | undefined, warmResume: 
 
 async function skipReason(): Promise<string | false> {
   if (process.getuid?.() !== 0) return 'needs root (CRIU, and the uid drop before bubblewrap)';
-  const s = await driverFor('/tmp/unused', undefined, true).suspendSupport();
+  const s = await driverFor('/tmp/unused', undefined, true).snapshots.support();
   return s.supported ? false : `${s.reason} (CI does not build CRIU)`;
 }
 
@@ -100,18 +106,18 @@ test('warm resume of a real gateway through the driver: chat, suspend, resume wi
   const runtime = await store.resolve(OPENCLAW_VERSION);
   const driver = driverFor(root, broker, true);
   const instanceId = '00000000-0000-4000-8000-0000000010c1';
-  const config = renderOpenclawConfig({ gatewayPort: LocalSandboxDriver.executorPort(0), egressPort: LocalSandboxDriver.egressPort, stateDir: '/tenant/work/e0', logFile: '/tenant/log/e0.openclaw.log', agents: [{ id: 'main', name: 'main' }], models: ['default'], tools: DEFAULT_TOOL_POLICY, hooks: true, gatewayTokenFile: '/conf/gateway-token' });
-  const spec: SandboxSpec = { tenantId: '00000000-0000-4000-8000-0000000010c0', instanceId, runtime, configs: { e0: JSON.stringify(config) }, gatewayToken: 'resume-test-gateway-token-0001', hooksToken: 'resume-test-hooks-token-0001', hostUid: 61_991 };
-  const sock = driver.endpoint(instanceId).socketPath;
-  const handles: SandboxHandle[] = [];
+  const config = renderOpenclawConfig({ gatewayPort: SANDBOX_LAYOUT.executorPort(0), egressPort: SANDBOX_LAYOUT.egressPort, stateDir: '/tenant/work/e0', logFile: '/tenant/log/e0.openclaw.log', agents: [{ id: 'main', name: 'main' }], models: ['default'], tools: DEFAULT_TOOL_POLICY, hooks: true, gatewayTokenFile: '/conf/gateway-token' });
+  const spec: SandboxSpec = { tenantId: '00000000-0000-4000-8000-0000000010c0', instanceId, runtime, configs: { e0: JSON.stringify(config) }, gatewayToken: 'resume-test-gateway-token-0001', hooksToken: 'resume-test-hooks-token-0001', tenantUid: 61_991, clusterId: 'test' };
+  const sock = driver.dirs(instanceId).ingress;
+  const handles: SandboxRef[] = [];
   try {
-    assert.deepEqual(await driver.suspendSupport(), { supported: true });
+    assert.deepEqual(await driver.snapshots.support(), { supported: true });
     const t0 = performance.now();
-    const first = await driver.start(spec, 'test');
+    const first = await driver.start(spec);
     handles.push(first);
     await waitFor('the cold-started gateway', () => readyz(sock), 240_000);
     const coldMs = performance.now() - t0;
-    const c1 = await chat(sock, spec.gatewayToken, 'Remember this word: PAPAYA', 'resume-s1');
+    const c1 = await chat(unixTransport(sock), spec.gatewayToken, 'Remember this word: PAPAYA', 'resume-s1');
     assert.equal(c1.status, 200, c1.body);
     assert.match(c1.text, /Hello from/);
     const brokerToken1 = [...broker.live][0];
@@ -122,7 +128,7 @@ test('warm resume of a real gateway through the driver: chat, suspend, resume wi
     await new Promise<void>((resolve) => busy.once('connect', () => resolve()));
     busy.write('POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\ncontent-length: 100\r\n\r\n{');
     const busySnap = path.join(root, 'snapshots', 'busy');
-    const failed = await driver.suspend(first, busySnap).then(
+    const failed = await driver.snapshots.suspendInto(first, busySnap).then(
       () => undefined,
       (e: unknown) => e as Error,
     );
@@ -135,7 +141,7 @@ test('warm resume of a real gateway through the driver: chat, suspend, resume wi
 
     // Suspend: the sandbox is gone, its broker registration revoked.
     const snap = path.join(root, 'snapshots', 'one');
-    const s = await driver.suspend(first, snap);
+    const s = await driver.snapshots.suspendInto(first, snap);
     assert.ok(s.imageBytes > 100 * 2 ** 20, `an image of the gateway's memory (${s.imageBytes} bytes)`);
     assert.ok(s.stateBytes > 0);
     assert.deepEqual(await driver.status(first), { running: false, reason: 'the sandbox process is gone' });
@@ -145,11 +151,11 @@ test('warm resume of a real gateway through the driver: chat, suspend, resume wi
 
     // Resume: a new pid, ready at once, the earlier turn still in the conversation.
     const t1 = performance.now();
-    const resumed = await driver.resume(spec, snap, 'test');
+    const resumed = await driver.snapshots.resumeFrom(spec, snap);
     handles.push(resumed);
     await waitFor('the resumed gateway', () => readyz(sock), 30_000);
     const resumeMs = performance.now() - t1;
-    assert.notEqual(resumed.pid, first.pid);
+    assert.notEqual(pidOf(resumed), pidOf(first));
     const st = await driver.status(resumed);
     assert.ok(st.running && st.health?.ready, JSON.stringify(st));
     assert.equal(st.running && st.health?.executors[0]?.restarts, 0, 'the same gateway process, not a restart');
@@ -157,11 +163,11 @@ test('warm resume of a real gateway through the driver: chat, suspend, resume wi
     // The isolation after restore, from a fresh process inside (the supervisor's exec) and from the host.
     const probe = await driver.exec(resumed, ['/bin/sh', '-c', 'grep -E "^(CapEff|CapBnd|NoNewPrivs|Seccomp):" /proc/self/status | tr -s "\t" " "; for f in /x /usr/x /conf/x /tenant/work/x; do (: >"$f") 2>/dev/null && echo "write $f ok" || echo "write $f refused"; done; rm -f /tenant/work/x; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " "; unshare -U true 2>/dev/null && echo userns-ok || echo userns-refused']);
     assert.deepEqual(probe.stdout.trim().split('\n'), ['CapEff: 0000000000000000', 'CapBnd: 0000000000000000', 'NoNewPrivs: 1', 'Seccomp: 2', 'write /x refused', 'write /usr/x refused', 'write /conf/x refused', 'write /tenant/work/x ok', 'lo', 'userns-refused'], probe.stderr);
-    assert.match(await readFile(`/proc/${resumed.pid}/status`, 'utf8'), new RegExp(`\\nUid:\\s+${spec.hostUid}\\s`), "the tenant's own host uid");
-    assert.deepEqual((await driver.list()).map((h) => h.pid), [resumed.pid]);
+    assert.match(await readFile(`/proc/${pidOf(resumed)}/status`, 'utf8'), new RegExp(`\\nUid:\\s+${spec.tenantUid}\\s`), "the tenant's own host uid");
+    assert.deepEqual((await driver.list()).map((h) => pidOf(h)), [pidOf(resumed)]);
     const before = llm.requests.length;
-    const c2 = await chat(sock, spec.gatewayToken, 'What was the word?', 'resume-s1');
-    const logTail = async () => (await driver.logs(instanceId, { tail: 15 })).map((l) => `${l.source}: ${l.line}`).join('\n');
+    const c2 = await chat(unixTransport(sock), spec.gatewayToken, 'What was the word?', 'resume-s1');
+    const logTail = async () => (await driver.logs({ tenantId: spec.tenantId, instanceId }, { tail: 15 })).map((l) => `${l.source}: ${l.line}`).join('\n');
     assert.equal(c2.status, 200, `${c2.body}\n${await logTail()}`);
     const seen = JSON.stringify(llm.requests.slice(before).map((r) => r.body['messages']));
     assert.match(seen, /PAPAYA/, 'the model sees the turn from before the suspend');
@@ -177,17 +183,17 @@ test('warm resume of a real gateway through the driver: chat, suspend, resume wi
 
     // One restore per image.
     assert.ok(!(await readdir(snap)).includes('img'), 'the images are deleted after use');
-    await assert.rejects(driver.resume(spec, snap, 'test'), (err: unknown) => err instanceof SandboxResumeError && /already used/.test(err.message));
+    await assert.rejects(driver.snapshots.resumeFrom(spec, snap), (err: unknown) => err instanceof SandboxResumeError && /already used/.test(err.message));
 
     // A corrupted image: resume throws with CRIU's own error lines; the state is intact; a cold start works.
     const snap2 = path.join(root, 'snapshots', 'two');
-    await driver.suspend(resumed, snap2);
+    await driver.snapshots.suspendInto(resumed, snap2);
     const work = path.join(root, instanceId, 'work');
     const stateBefore = await listing(work);
     const fh = await open(path.join(snap2, 'img', 'inventory.img'), 'r+');
     await fh.write(Buffer.alloc(16, 0xee), 0, 16, 0);
     await fh.close();
-    const err = await driver.resume(spec, snap2, 'test').then(
+    const err = await driver.snapshots.resumeFrom(spec, snap2).then(
       () => undefined,
       (e: unknown) => e,
     );
@@ -197,17 +203,17 @@ test('warm resume of a real gateway through the driver: chat, suspend, resume wi
     assert.ok(!(await driver.list()).length, 'nothing left running');
     assert.deepEqual(await listing(work), stateBefore, 'the tenant state is as at the suspend');
     assert.ok((await readFile(path.join(snap2, 'restore.log'), 'utf8')).length > 0, "CRIU's log is kept for the record");
-    const cold = await driver.start(spec, 'test');
+    const cold = await driver.start(spec);
     handles.push(cold);
     await waitFor('the cold start after a failed resume', () => readyz(sock), 240_000);
-    const c3 = await chat(sock, spec.gatewayToken, 'And now?', 'resume-s1');
+    const c3 = await chat(unixTransport(sock), spec.gatewayToken, 'And now?', 'resume-s1');
     assert.equal(c3.status, 200, c3.body);
     assert.match(JSON.stringify(llm.requests.at(-1)?.body['messages']), /PAPAYA/, 'the history survived the fallback');
     await driver.stop(cold);
     console.log(`warm resume (driver): cold start ${Math.round(coldMs)} ms; suspend ${Math.round(s.dumpMs)} ms dump, image ${(s.imageBytes / 2 ** 20).toFixed(0)} MiB, state ${(s.stateBytes / 2 ** 20).toFixed(1)} MiB; resume to /readyz ${Math.round(resumeMs)} ms; corrupted image: ${err.errors.join(' | ')}`);
   } finally {
     // Only what this test started: the pid with its recorded start time.
-    for (const h of handles) if ((await driver.status(h)).running) process.kill(h.pid, 'SIGKILL');
+    for (const h of handles) if ((await driver.status(h)).running) process.kill(pidOf(h), 'SIGKILL');
     await driver.close();
     await rm(brokerDir, { recursive: true, force: true });
   }

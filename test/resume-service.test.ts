@@ -11,12 +11,16 @@ import { open, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import pino from 'pino';
-import { LocalSandboxDriver } from '../src/sandbox/drivers/local.ts';
-import { socketRequest } from '../src/sandbox/socket-http.ts';
+import { LocalSandboxDriver } from '../src/sandbox/drivers/local/driver.ts';
+import { transportRequest } from '../src/sandbox/gateway-rpc.ts';
 import { ApiClient, onboard, twoTenants } from './helpers/client.ts';
 import { startFakeLlm } from './helpers/fake-llm.ts';
-import { OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot, waitFor } from './helpers/sandbox.ts';
+import { OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot, transportOf, waitFor } from './helpers/sandbox.ts';
 import { startTestServer } from './helpers/server.ts';
+import type { SnapshotRef } from '../src/sandbox/types.ts';
+
+/** The local driver's snapshot directory (its part of the ref). */
+const snapDir = (s: SnapshotRef): string => (s.native as { dir: string }).dir;
 
 const CRIU_BIN = process.env['CLAWPLANE_CRIU_BIN'] ?? '/var/tmp/clawplane-criu/bin/criu';
 const IDLE_MS = 4000;
@@ -24,7 +28,7 @@ const IDLE_MS = 4000;
 async function skipReason(): Promise<string | false> {
   if (process.getuid?.() !== 0) return 'needs root (CRIU, and the uid drop before bubblewrap)';
   const d = new LocalSandboxDriver({ root: '/tmp/unused', broker: undefined, log: pino({ level: 'silent' }), dataBytes: 1, nproc: 1, nofile: 1, tmpBytes: 1, cgroup: { memoryBytes: 0, pids: 0, cpus: 0 }, criuBin: CRIU_BIN, warmResume: true });
-  const s = await d.suspendSupport();
+  const s = await d.snapshots.support();
   return s.supported ? false : `${s.reason} (CI does not build CRIU)`;
 }
 
@@ -86,7 +90,7 @@ describe('warm resume through the idle reaper and the wake', { skip: await skipR
     assert.match(m0, new RegExp(`clawplane_instance_idle_suspends_total\\{tenant="${a.id}"\\} 1`));
     assert.match(m0, new RegExp(`clawplane_instance_suspend_seconds_count\\{tenant="${a.id}"\\} 1`));
     assert.ok(Number(new RegExp(`clawplane_instance_snapshot_bytes\\{tenant="${a.id}"\\} (\\d+)`).exec(m0)?.[1]) > 100 * 2 ** 20, 'a gateway image is hundreds of MiB');
-    assert.equal(((await stat(snap.dir)).mode & 0o077), 0, 'the snapshot (tokens and memory in clear) is root-only');
+    assert.equal(((await stat(snapDir(snap))).mode & 0o077), 0, 'the snapshot (tokens and memory in clear) is root-only');
     const n = fake.requests.length;
     const t0 = Date.now();
     const r = await member.call('POST', chatUrl, chatBody('What word did I ask you to remember?'));
@@ -98,11 +102,11 @@ describe('warm resume through the idle reaper and the wake', { skip: await skipR
     assert.equal(cur?.status, 'running');
     assert.match(cur?.statusReason ?? '', /resumed from a snapshot in \d+ ms/);
     assert.equal(cur?.snapshot, null);
-    await assert.rejects(stat(snap.dir), /ENOENT/, 'a snapshot is used once, then deleted');
+    await assert.rejects(stat(snapDir(snap)), /ENOENT/, 'a snapshot is used once, then deleted');
     const newToken = await server.services.instances.gatewayToken(inst);
     assert.notEqual(newToken, oldToken);
-    const sock = server.services.sandboxes.endpoint(inst).socketPath;
-    const direct = async (t: string) => (await socketRequest(sock, { path: '/v1/models', headers: { authorization: `Bearer ${t}`, connection: 'close' } })).status;
+    const sock = await transportOf(server.services, inst);
+    const direct = async (t: string) => (await transportRequest(sock, { path: '/v1/models', headers: { authorization: `Bearer ${t}`, connection: 'close' } })).status;
     assert.equal(await direct(oldToken), 401, 'the token in the snapshot no longer opens the gateway');
     assert.equal(await direct(newToken), 200);
     assert.equal((await audit('instance.credentials_rotated', inst)).at(-1)?.['reason'], 'resume');
@@ -122,7 +126,7 @@ describe('warm resume through the idle reaper and the wake', { skip: await skipR
     assert.ok(snap);
     const again = await member.call('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/suspend`);
     assert.equal(again.status, 409, 'a suspended instance is not suspended twice');
-    const img = path.join(snap.dir, 'img');
+    const img = path.join(snapDir(snap), 'img');
     assert.ok((await readdir(img)).includes('inventory.img'));
     const fh = await open(path.join(img, 'inventory.img'), 'r+');
     await fh.write(Buffer.alloc(16, 0xee), 0, 16, 0);
@@ -138,6 +142,6 @@ describe('warm resume through the idle reaper and the wake', { skip: await skipR
     const events = (await a.client.json<{ items: { reason: string }[] }>('GET', `/api/v1/tenants/${a.slug}/instances/${inst}/events`)).items.map((e) => e.reason);
     assert.ok(events.some((e) => /resume failed \(.+\); starting cold/.test(e)), events.join(' | '));
     assert.match(await metrics(), new RegExp(`clawplane_instance_resumes_total\\{tenant="${a.id}",outcome="cold_start"\\} 1`));
-    await assert.rejects(stat(snap.dir), /ENOENT/);
+    await assert.rejects(stat(snapDir(snap)), /ENOENT/);
   });
 });

@@ -16,23 +16,25 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import pino from 'pino';
-import { listenHostSocket, LocalSandboxDriver, SandboxResumeError } from '../src/sandbox/drivers/local.ts';
+import { LocalSandboxDriver } from '../src/sandbox/drivers/local/driver.ts';
+import { listenHostSocket } from '../src/sandbox/drivers/local/host-socket.ts';
+import { SandboxResumeError } from '../src/sandbox/types.ts';
 import type { SandboxSpec } from '../src/sandbox/types.ts';
-import { Criu } from '../src/sandbox/snapshot/criu.ts';
-import { prepareRestoreRoot, rootLayout, suspendableDirArgs } from '../src/sandbox/snapshot/restore-root.ts';
-import { suspendableSeccompFilter } from '../src/sandbox/snapshot/seccomp.ts';
-import { socketRequest } from '../src/sandbox/socket-http.ts';
+import { Criu } from '../src/sandbox/drivers/local/snapshot/criu.ts';
+import { prepareRestoreRoot, rootLayout, suspendableDirArgs } from '../src/sandbox/drivers/local/snapshot/restore-root.ts';
+import { suspendableSeccompFilter } from '../src/sandbox/drivers/local/snapshot/seccomp.ts';
+import { socketRequest } from '../src/sandbox/host/socket-http.ts';
 
 const nodeBin = process.execPath;
 
 test('the local driver says whether it can suspend, with a reason when it cannot', async () => {
   const driver = new LocalSandboxDriver({ root: '/tmp/unused', broker: undefined, log: pino({ level: 'silent' }), dataBytes: 1 << 30, nproc: 100, nofile: 100, tmpBytes: 1 << 20, cgroup: { memoryBytes: 0, pids: 0, cpus: 0 }, criuBin: '/nonexistent/criu', warmResume: true });
-  const s = await driver.suspendSupport();
+  const s = await driver.snapshots.support();
   assert.equal(s.supported, false);
   if (!s.supported) assert.match(s.reason, /scripts\/build-criu\.sh/);
   // Warm resume off (the default) says so first, whatever CRIU there is.
   const d2 = new LocalSandboxDriver({ root: '/tmp/unused', broker: undefined, log: pino({ level: 'silent' }), dataBytes: 1 << 30, nproc: 100, nofile: 100, tmpBytes: 1 << 20, cgroup: { memoryBytes: 0, pids: 0, cpus: 0 } });
-  const s2 = await d2.suspendSupport();
+  const s2 = await d2.snapshots.support();
   assert.equal(s2.supported, false);
   if (!s2.supported) assert.match(s2.reason, /warm resume is off/);
 });
@@ -268,15 +270,15 @@ test('resume refuses what it cannot use, before touching anything: no snapshot, 
   try {
     const driver = new LocalSandboxDriver({ root: path.join(dir, 'sb'), broker: undefined, log: pino({ level: 'silent' }), dataBytes: 1 << 30, nproc: 100, nofile: 100, tmpBytes: 1 << 20, cgroup: { memoryBytes: 0, pids: 0, cpus: 0 }, criuBin: CRIU_BIN, warmResume: true });
     const instanceId = '00000000-0000-4000-8000-0000000010e1';
-    const spec = { tenantId: instanceId, instanceId, runtime: { version: 'x', dir: '/nonexistent', nodeRel: 'node', entryRel: 'openclaw.mjs' }, configs: {}, gatewayToken: 't', hooksToken: 'h', hostUid: TENANT_UID } as unknown as SandboxSpec;
+    const spec = { tenantId: instanceId, instanceId, runtime: { version: 'x', dir: '/nonexistent', nodeRel: 'node', entryRel: 'openclaw.mjs' }, configs: {}, gatewayToken: 't', hooksToken: 'h', tenantUid: TENANT_UID, clusterId: 'test' } as unknown as SandboxSpec;
     const snap = path.join(dir, 'snap');
     await mkdir(snap, { mode: 0o700 });
-    await assert.rejects(driver.resume(spec, snap, 'c'), (e: unknown) => e instanceof SandboxResumeError && /No usable snapshot/.test(e.message));
-    await writeFile(path.join(snap, 'snapshot.json'), JSON.stringify({ instanceId: '00000000-0000-4000-8000-0000000010e2', hostUid: TENANT_UID }));
-    await assert.rejects(driver.resume(spec, snap, 'c'), (e: unknown) => e instanceof SandboxResumeError && /another instance/.test(e.message));
-    await writeFile(path.join(snap, 'snapshot.json'), JSON.stringify({ instanceId, hostUid: TENANT_UID }));
+    await assert.rejects(driver.snapshots.resumeFrom(spec, snap), (e: unknown) => e instanceof SandboxResumeError && /No usable snapshot/.test(e.message));
+    await writeFile(path.join(snap, 'snapshot.json'), JSON.stringify({ instanceId: '00000000-0000-4000-8000-0000000010e2', tenantUid: TENANT_UID, clusterId: 'test' }));
+    await assert.rejects(driver.snapshots.resumeFrom(spec, snap), (e: unknown) => e instanceof SandboxResumeError && /another instance/.test(e.message));
+    await writeFile(path.join(snap, 'snapshot.json'), JSON.stringify({ instanceId, tenantUid: TENANT_UID, clusterId: 'test' }));
     await writeFile(path.join(snap, 'used'), 'x');
-    await assert.rejects(driver.resume(spec, snap, 'c'), (e: unknown) => e instanceof SandboxResumeError && /already used/.test(e.message));
+    await assert.rejects(driver.snapshots.resumeFrom(spec, snap), (e: unknown) => e instanceof SandboxResumeError && /already used/.test(e.message));
     assert.deepEqual((await readdir(snap)).sort(), ['snapshot.json', 'used'], 'nothing else made');
   } finally {
     await rm(dir, { recursive: true, force: true });

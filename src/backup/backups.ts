@@ -1,7 +1,8 @@
 /**
- * Backups and cold resume (issue 7). A backup is a tar.gz of an instance's state directories
- * (archive.ts): packed directly when the instance is stopped, or from OpenClaw's own `backup create`
- * run inside the sandbox when it is running (the driver's archiveLiveState) — never live SQLite files.
+ * Backups and cold resume (issue 7). A backup is a tar.gz of an instance's state directories, as the
+ * sandbox driver exports it: its state as is when the instance is stopped (exportState), or from
+ * OpenClaw's own `backup create` run inside the sandbox when it is running (exportLiveState) — never
+ * live SQLite files. Restores go back through the driver (importState).
  * It is encrypted under the tenant's data key (crypto.ts) and put in the object store (types.ts).
  * Taken on every stop (the reconciler calls `onStopped`), by the idle reaper before it stops an
  * instance, periodically for running instances (`start`), and on request; the newest `retain` per
@@ -10,8 +11,10 @@
  * A backup that fails its tag or checksum is refused before anything is touched.
  */
 import { randomUUID } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import { appendAudit } from '../audit/log.ts';
 import { containing, keysetPage, type Sorts } from '../db/keyset.ts';
@@ -21,7 +24,6 @@ import type { Audited, Instance, InstanceRow, InstanceService } from '../instanc
 import { publicInstance } from '../instances/instances.ts';
 import type { SandboxDriver } from '../sandbox/types.ts';
 import type { Vault } from '../vault/vault.ts';
-import { packState, unpackState } from './archive.ts';
 import { BackupCorruptedError, decryptFile, encryptFile } from './crypto.ts';
 import type { BackupMetrics } from './metrics.ts';
 import { ObjectMissingError, type ObjectStore } from './types.ts';
@@ -83,9 +85,7 @@ export interface BackupServiceOptions {
   store: ObjectStore;
   instances: InstanceService;
   driver: SandboxDriver;
-  /** Host path of an instance's state (the work dir holding one state dir per executor). */
-  stateDir: (instanceId: string) => string;
-  /** Creates an instance's sandbox directories (idempotent), so a restore can fill a never-started instance. */
+  /** Prepares an instance's sandbox storage (idempotent), so a restore can fill a never-started instance. */
   prepare: (row: InstanceRow) => Promise<void>;
   /** Root-only scratch directory for archives in flight. */
   tmpDir: string;
@@ -256,10 +256,9 @@ export class BackupService {
       const tar = path.join(this.#o.tmpDir, `${id}.tar.gz`);
       const enc = path.join(this.#o.tmpDir, `${id}.cpbk`);
       try {
-        const uid = await this.#o.instances.hostUid(tenantId);
         try {
-          if (running && row.sandbox) await this.#o.driver.archiveLiveState(row.sandbox, uid, tar);
-          else await packState(this.#o.stateDir(instanceId), uid, tar);
+          const archive = running && row.sandbox ? await this.#o.driver.exportLiveState(row.sandbox) : await this.#o.driver.exportState({ tenantId, instanceId });
+          await pipeline(archive, createWriteStream(tar, { mode: 0o600 }));
         } catch (err) {
           if (err instanceof ClawplaneError) throw err;
           throw new ClawplaneError('backup_failed', 503, `The state of instance "${row.name}" could not be archived: ${(err as Error).message}. The previous backup is still the latest; retry, and check the instance's logs if it fails again.`, { cause: err });
@@ -327,7 +326,7 @@ export class BackupService {
       await this.#exclusive(into.id, async () => {
         await this.#assertStopped(await this.#o.instances.get(tenantId, into.id), 'a restore');
         await this.#o.prepare(into);
-        await unpackState(tar, this.#o.stateDir(into.id), await this.#o.instances.hostUid(tenantId));
+        await this.#o.driver.importState({ tenantId, instanceId: into.id }, createReadStream(tar));
       });
     } catch (err) {
       await this.#audit(tenantId, row?.id ?? null, b.id, 'failure', by, { reason: (err as Error).message });

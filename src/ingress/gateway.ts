@@ -1,14 +1,12 @@
 /**
- * The host side of a sandbox's ingress socket (issue 7): HTTP requests to the gateway with the gateway
- * token attached here, so it never reaches a client. Keep-alive per socket path: the in-sandbox
- * supervisor proxies each request on, and reusing the Unix connection keeps our added latency small.
+ * The host side of a sandbox's ingress (issue 7): HTTP requests to the gateway, through the transport
+ * the sandbox driver gives, with the gateway token attached here, so it never reaches a client.
  */
-import http from 'node:http';
-
-const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+import type http from 'node:http';
+import type { GatewayTransport } from '../sandbox/types.ts';
 
 export interface GatewayCall {
-  socketPath: string;
+  transport: GatewayTransport;
   token: string;
   method: string;
   path: string;
@@ -18,12 +16,10 @@ export interface GatewayCall {
 
 /** Sends one request; resolves at the response head (the body is a stream, not buffered). */
 export function gatewayRequest(call: GatewayCall): { response: Promise<http.IncomingMessage>; abort(): void } {
-  const req = http.request({
-    socketPath: call.socketPath,
-    agent,
+  const req = call.transport.request({
     method: call.method,
     path: call.path,
-    headers: { host: 'gateway', ...call.headers, authorization: `Bearer ${call.token}`, ...(call.body === undefined ? {} : { 'content-length': String(Buffer.byteLength(call.body)) }) },
+    headers: { ...call.headers, authorization: `Bearer ${call.token}`, ...(call.body === undefined ? {} : { 'content-length': String(Buffer.byteLength(call.body)) }) },
   });
   const response = new Promise<http.IncomingMessage>((resolve, reject) => {
     req.on('response', resolve);

@@ -49,7 +49,7 @@ export async function deliverHook(
   try {
     const gw = await ingress.connect(o.access, row);
     const call = gatewayRequest({
-      socketPath: gw.socketPath,
+      transport: gw.transport,
       token: await o.hooksToken(gw.row.id),
       method: 'POST',
       path: `/hooks/${o.kind}`,

@@ -13,7 +13,7 @@ import type { ConversationArchive } from '../archive/archive.ts';
 import type { EventChannel } from '../events/channel.ts';
 import { ClawplaneError, ConflictError, NotFoundError } from '../errors.ts';
 import type { InstanceRow, InstanceService } from '../instances/instances.ts';
-import type { SandboxDriver } from '../sandbox/types.ts';
+import type { GatewayTransport, SandboxDriver } from '../sandbox/types.ts';
 import { assertAccess, type GatewayAccess } from './access.ts';
 import type { Activity } from './activity.ts';
 import { gatewayRequest, readAll } from './gateway.ts';
@@ -188,7 +188,7 @@ export class IngressService {
    * Wakes the instance when needed; resolves with where and how to reach its gateway. Only with the
    * gate's decision for the row's tenant (ingress/access.ts): there is no other way to a gateway.
    */
-  async connect(access: GatewayAccess, row: InstanceRow, onProgress?: (p: WakeProgress) => void): Promise<{ row: InstanceRow; socketPath: string; token: string }> {
+  async connect(access: GatewayAccess, row: InstanceRow, onProgress?: (p: WakeProgress) => void): Promise<{ row: InstanceRow; transport: GatewayTransport; token: string }> {
     assertAccess(access, row.tenantId);
     const ready = await this.#o.waker.ensureReady(access, row, onProgress);
     this.#o.activity.touch(ready.id);
@@ -203,7 +203,8 @@ export class IngressService {
         this.#tokens.set(ready.id, token);
       }
     }
-    return { row: ready, socketPath: this.#o.driver.endpoint(ready.id).socketPath, token };
+    if (!ready.sandbox) throw new ClawplaneError('instance_not_running', 503, `Instance "${ready.name}" has no running sandbox right now: retry shortly.`);
+    return { row: ready, transport: await this.#o.driver.connect(ready.sandbox), token };
   }
 
   /** A Chat Completions turn with one of the tenant's agents (OpenClaw's /v1/chat/completions). */
@@ -229,9 +230,9 @@ export class IngressService {
         .append(tenantId, { instanceId: row.id, sessionId, agent, actor: by.actor, requestId: by.requestId, messages: [...(spec.userText !== undefined ? [{ role: 'user' as const, content: spec.userText }] : []), { role: 'assistant', content: reply }] })
         .catch((err: unknown) => this.#o.log.error({ err, tenant_id: tenantId }, 'archiving a chat turn failed'));
     const headers = { 'x-clawplane-session': sessionId, 'x-clawplane-instance': row.id };
-    const send = (gw: { socketPath: string; token: string }) => {
+    const send = (gw: { transport: GatewayTransport; token: string }) => {
       const call = gatewayRequest({
-        socketPath: gw.socketPath,
+        transport: gw.transport,
         token: gw.token,
         method: 'POST',
         path: spec.path,

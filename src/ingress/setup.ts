@@ -55,9 +55,7 @@ export function createIngressServices(opts: { db: Db; events: EventChannel; vaul
     store: createObjectStore(s),
     instances,
     driver: sandboxes,
-    // The local driver's layout: <sandbox root>/<instance id>/work holds one state dir per executor.
-    stateDir: (id) => path.join(opts.instanceSettings.sandboxRoot, id, 'work'),
-    prepare: async (row) => sandboxes.create(await reconciler.spec(row, row.runtimeVersion)),
+    prepare: async (row) => sandboxes.prepare(await reconciler.spec(row, row.runtimeVersion)),
     tmpDir: path.resolve(opts.dataDir, 'run', 'backups'),
     retain: s.backupRetain,
     intervalMs: s.backupIntervalMs,

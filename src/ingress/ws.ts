@@ -100,7 +100,7 @@ export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressS
       const gw = await ingress.connect(opts.access, row, progress);
       if (closed) return;
       token = gw.token;
-      const up = new WebSocket(`ws+unix://${gw.socketPath}:/`, { perMessageDeflate: false });
+      const up = gw.transport.websocket();
       upstream = up;
       up.on('open', () => {
         for (const raw of queue.splice(0)) forward(raw);

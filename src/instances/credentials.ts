@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import { appendAudit } from '../audit/log.ts';
 import type { Db } from '../db/pool.ts';
 import { ConflictError } from '../errors.ts';
-import type { SandboxDriver, SandboxHandle } from '../sandbox/types.ts';
+import type { SandboxDriver, SandboxRef } from '../sandbox/types.ts';
 import type { Audited, InstanceService } from './instances.ts';
 
 export class CredentialRotator {
@@ -46,11 +46,11 @@ export class CredentialRotator {
    * The rotation itself, for a sandbox the caller knows is up: the reconciler calls it right after a
    * resume, before the instance is marked running (issue 10).
    */
-  rotateSandbox(tenantId: string, instanceId: string, handle: SandboxHandle, by: Audited, reason: 'resume'): Promise<{ instanceId: string; rotated: string[] }> {
+  rotateSandbox(tenantId: string, instanceId: string, handle: SandboxRef, by: Audited, reason: 'resume'): Promise<{ instanceId: string; rotated: string[] }> {
     return this.#swap(tenantId, instanceId, handle, by, reason);
   }
 
-  async #swap(tenantId: string, instanceId: string, handle: SandboxHandle, by: Audited, reason: string): Promise<{ instanceId: string; rotated: string[] }> {
+  async #swap(tenantId: string, instanceId: string, handle: SandboxRef, by: Audited, reason: string): Promise<{ instanceId: string; rotated: string[] }> {
     const { instances, driver, db, log } = this.#o;
     const current = await instances.gatewayToken(instanceId);
     const next = randomBytes(32).toString('hex');

@@ -7,7 +7,7 @@ import type { EventChannel } from '../events/channel.ts';
 import { ConflictError, NotFoundError, QuotaExceededError } from '../errors.ts';
 import { assertTenantActive } from '../identity/authz.ts';
 import { parseRuntimeSpec, type RuntimeStore } from '../runtime/store.ts';
-import type { SandboxHandle, SandboxHealth } from '../sandbox/types.ts';
+import { storedSandboxRef, storedSnapshotRef, type SandboxHealth, type SandboxRef, type SnapshotRef } from '../sandbox/types.ts';
 import type { Vault } from '../vault/vault.ts';
 
 /**
@@ -51,19 +51,9 @@ export interface InstanceRow extends Instance {
   failures: number;
   nextAttemptAt: Date | null;
   deleteState: boolean;
-  sandbox: SandboxHandle | null;
-  /** Where a suspended instance's snapshot is (issue 10); null when it has none. */
-  snapshot: SnapshotRecord | null;
-}
-
-/** A suspended instance's process snapshot on this host (issue 10): resumed once, then deleted. */
-export interface SnapshotRecord {
-  dir: string;
-  runtimeVersion: string;
-  suspendedAt: string;
-  dumpMs: number;
-  imageBytes: number;
-  stateBytes: number;
+  sandbox: SandboxRef | null;
+  /** A suspended instance's snapshot (the driver's opaque ref: resumed once, then discarded); null when it has none. */
+  snapshot: SnapshotRef | null;
 }
 
 export interface InstanceEvent {
@@ -89,8 +79,8 @@ interface Row {
   observed_generation: number;
   failures: number;
   next_attempt_at: Date | null;
-  sandbox: SandboxHandle | null;
-  snapshot: SnapshotRecord | null;
+  sandbox: unknown;
+  snapshot: unknown;
   health: SandboxHealth | null;
   health_checked_at: Date | null;
   created_at: Date;
@@ -117,8 +107,8 @@ function toRow(r: Row): InstanceRow {
     failures: r.failures,
     nextAttemptAt: r.next_attempt_at,
     deleteState: r.delete_state,
-    sandbox: r.sandbox,
-    snapshot: r.snapshot,
+    sandbox: storedSandboxRef(r.sandbox),
+    snapshot: storedSnapshotRef(r.snapshot, r.id),
   };
 }
 
@@ -402,7 +392,7 @@ export class InstanceService {
   }
 
   /** Records a status change with its reason; audits outcomes (running, error, stopped, rollback). */
-  async recordStatus(row: InstanceRow, to: InstanceStatus, reason: string, patch: Partial<{ sandbox: SandboxHandle | null; snapshot: SnapshotRecord | null; desiredState: DesiredState; observedGeneration: number; failures: number; nextAttemptAt: Date | null; runtimeVersion: string; previousRuntimeVersion: string | null }> = {}, audit?: { action: string; decision: string; detail?: Record<string, unknown> }): Promise<InstanceRow> {
+  async recordStatus(row: InstanceRow, to: InstanceStatus, reason: string, patch: Partial<{ sandbox: SandboxRef | null; snapshot: SnapshotRef | null; desiredState: DesiredState; observedGeneration: number; failures: number; nextAttemptAt: Date | null; runtimeVersion: string; previousRuntimeVersion: string | null }> = {}, audit?: { action: string; decision: string; detail?: Record<string, unknown> }): Promise<InstanceRow> {
     return this.#o.db.tx(async (tx) => {
       const sets = ['status = $2', 'status_reason = $3', 'updated_at = now()'];
       const vals: unknown[] = [row.id, to, reason];
@@ -423,7 +413,7 @@ export class InstanceService {
     await this.#event(this.#o.db, row.tenantId, row.id, row.status, row.status, reason, 'system');
   }
 
-  async saveSandbox(id: string, handle: SandboxHandle | null): Promise<void> {
+  async saveSandbox(id: string, handle: SandboxRef | null): Promise<void> {
     await this.#o.db.query('UPDATE instances SET sandbox = $2, updated_at = now() WHERE id = $1', [id, handle === null ? null : JSON.stringify(handle)]);
   }
 
@@ -470,7 +460,7 @@ export class InstanceService {
   }
 
   /** The tenant's sandbox uid, allocated on first use (one per tenant, never reused while the tenant exists). */
-  async hostUid(tenantId: string): Promise<number> {
+  async tenantUid(tenantId: string): Promise<number> {
     for (let attempt = 0; attempt < 5; attempt++) {
       const have = await this.#o.db.query<{ uid: number }>('SELECT uid FROM sandbox_uids WHERE tenant_id = $1', [tenantId]);
       if (have.rows[0]) return have.rows[0].uid;

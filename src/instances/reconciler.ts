@@ -1,13 +1,9 @@
-import { randomUUID } from 'node:crypto';
-import { mkdir, rm } from 'node:fs/promises';
-import path from 'node:path';
 import type { Logger } from 'pino';
 import type { AgentDefaults } from '../identity/onboarding.ts';
 import { renderOpenclawConfig, toolPolicyFor, type ToolRestrictions } from '../runtime/config.ts';
 import type { RuntimeStore } from '../runtime/store.ts';
-import { LocalSandboxDriver } from '../sandbox/drivers/local.ts';
-import type { SandboxDriver, SandboxHandle, SandboxHealth, SandboxSpec } from '../sandbox/types.ts';
-import type { InstanceRow, InstanceService, SnapshotRecord } from './instances.ts';
+import type { SandboxDriver, SandboxHealth, SandboxRef, SandboxSpec } from '../sandbox/types.ts';
+import type { InstanceRow, InstanceService } from './instances.ts';
 
 /** How often a starting sandbox's health is read until its gateways are ready (one local socket request). */
 const START_POLL_MS = 100;
@@ -26,8 +22,6 @@ export interface ReconcilerOptions {
   readyTimeoutMs: number;
   /** A gateway that crashed this many times before it was ever ready fails the start at once (a broken version). */
   crashLoopRestarts?: number;
-  /** Root-only directory for suspended instances' snapshots (issue 10). */
-  snapshotDir?: string;
 }
 
 /** Why a resume fell back to a cold start, for metrics and the audit (issue 10). */
@@ -56,7 +50,7 @@ export class Reconciler {
    * Called after a sandbox was resumed from a snapshot and before it serves (issue 10): re-issues the
    * credentials the snapshot holds (src/instances/credentials.ts). A failure fails the resume.
    */
-  afterResume: (row: InstanceRow, handle: SandboxHandle) => Promise<void> = () => Promise.resolve();
+  afterResume: (row: InstanceRow, handle: SandboxRef) => Promise<void> = () => Promise.resolve();
   /** Reports each resume's outcome (metrics). */
   onResume: (row: InstanceRow, outcome: ResumeOutcome) => void = () => undefined;
 
@@ -113,7 +107,7 @@ export class Reconciler {
     const rows = await this.#o.instances.allForReconcile();
     const byId = new Map(rows.map((r) => [r.id, r]));
     for (const h of await this.#o.driver.list()) {
-      if (h.clusterId !== clusterId) continue; // another control plane's sandbox on a shared host
+      if (h.owner.clusterId !== clusterId) continue; // another control plane's sandbox on a shared node
       const row = byId.get(h.instanceId);
       if (!row || row.sandbox?.sandboxId !== h.sandboxId) {
         this.#o.log.warn({ instance_id: h.instanceId, sandbox: h.sandboxId }, 'stopping an orphaned sandbox no instance owns');
@@ -121,8 +115,8 @@ export class Reconciler {
         continue;
       }
       if (await this.#o.driver.adopt(h)) {
-        this.#o.log.info({ instance_id: h.instanceId, tenant_id: h.tenantId, pid: h.pid }, 'adopted a running sandbox after a control-plane restart');
-        await this.#o.instances.note(row, `sandbox ${h.sandboxId} (pid ${h.pid}) adopted after a control-plane restart`);
+        this.#o.log.info({ instance_id: h.instanceId, tenant_id: h.tenantId, sandbox: h.sandboxId, node: h.owner.nodeId }, 'adopted a running sandbox after a control-plane restart');
+        await this.#o.instances.note(row, `sandbox ${h.sandboxId} adopted after a control-plane restart`);
       }
     }
   }
@@ -148,7 +142,7 @@ export class Reconciler {
     if (row.desiredState === 'destroyed') {
       if (row.status !== 'destroying') row = await instances.recordStatus(row, 'destroying', 'destroy requested');
       await this.#discardSnapshot(row);
-      await driver.destroy(row.id, { deleteState: row.deleteState, handle: handle ?? undefined });
+      await driver.destroy({ tenantId: row.tenantId, instanceId: row.id }, { deleteState: row.deleteState });
       await instances.removeDestroyed(row);
       return;
     }
@@ -249,23 +243,19 @@ export class Reconciler {
    */
   async suspend(instanceId: string, actor: string): Promise<{ suspended: true; dumpMs: number; imageBytes: number } | { suspended: false; reason: string }> {
     const { driver, instances } = this.#o;
-    const support = await driver.suspendSupport();
+    const snapshots = driver.snapshots;
+    if (!snapshots) return { suspended: false, reason: `the ${driver.name} sandbox driver cannot suspend (no warm resume on this driver)` };
+    const support = await snapshots.support();
     if (!support.supported) return { suspended: false, reason: support.reason };
-    if (!this.#o.snapshotDir) return { suspended: false, reason: 'no snapshot directory is configured' };
-    const root = this.#o.snapshotDir;
     return this.#exclusive(instanceId, async () => {
       const row = await instances.byId(instanceId);
       if (!row || row.status !== 'running' || row.desiredState !== 'running' || !row.sandbox) return { suspended: false, reason: `the instance is ${row?.status ?? 'gone'}` };
-      await mkdir(root, { recursive: true, mode: 0o700 });
-      const dir = path.join(root, `${row.id}-${randomUUID()}`);
       try {
-        const r = await driver.suspend(row.sandbox, dir);
-        const snapshot: SnapshotRecord = { dir, runtimeVersion: row.sandbox.runtimeVersion, suspendedAt: new Date().toISOString(), ...r };
+        const snapshot = await snapshots.suspend(row.sandbox);
         await instances.saveHealth(row.id, null);
-        await instances.recordStatus(row, 'suspended', `idle: suspended to a snapshot (${Math.round(r.imageBytes / 2 ** 20)} MiB, dumped in ${r.dumpMs} ms)`, { sandbox: null, snapshot, desiredState: 'stopped' }, { action: 'instance.suspended', decision: 'success', detail: { actor, dumpMs: r.dumpMs, imageBytes: r.imageBytes, stateBytes: r.stateBytes } });
-        return { suspended: true, dumpMs: r.dumpMs, imageBytes: r.imageBytes };
+        await instances.recordStatus(row, 'suspended', `idle: suspended to a snapshot (${Math.round(snapshot.imageBytes / 2 ** 20)} MiB, dumped in ${snapshot.dumpMs} ms)`, { sandbox: null, snapshot, desiredState: 'stopped' }, { action: 'instance.suspended', decision: 'success', detail: { actor, dumpMs: snapshot.dumpMs, imageBytes: snapshot.imageBytes, stateBytes: snapshot.stateBytes } });
+        return { suspended: true, dumpMs: snapshot.dumpMs, imageBytes: snapshot.imageBytes };
       } catch (err) {
-        await rm(dir, { recursive: true, force: true });
         const reason = (err as Error).message;
         this.#o.log.warn({ instance_id: row.id, tenant_id: row.tenantId, reason }, 'suspend failed; the instance keeps running');
         await instances.note(row, `suspend failed: ${reason}`);
@@ -280,12 +270,13 @@ export class Reconciler {
     const snap = row.snapshot;
     if (!snap) return { resumed: false, reason: 'no snapshot' };
     const t0 = Date.now();
-    let handle: SandboxHandle | undefined;
+    let handle: SandboxRef | undefined;
     try {
+      if (!driver.snapshots) throw new Error(`the ${driver.name} sandbox driver cannot resume snapshots`);
       if (snap.runtimeVersion !== row.runtimeVersion) throw new Error(`the snapshot is of ${snap.runtimeVersion}, the instance now runs ${row.runtimeVersion}`);
       if (row.observedGeneration < row.generation) throw new Error('a restart was asked for since the suspend');
       const spec = await this.spec(row, row.runtimeVersion);
-      handle = await driver.resume(spec, snap.dir, this.#clusterId ?? (await instances.clusterId()));
+      handle = await driver.snapshots.resume(spec, snap);
       await instances.saveSandbox(row.id, handle);
       for (;;) {
         const st = await driver.status(handle);
@@ -300,7 +291,7 @@ export class Reconciler {
       await this.afterResume(row, handle);
       const ms = Date.now() - t0;
       // Used once: the images and the state archive go (they hold the old tokens and memory in clear).
-      await rm(snap.dir, { recursive: true, force: true });
+      await driver.snapshots.discard(snap);
       await instances.recordStatus(row, 'running', `resumed from a snapshot in ${ms} ms`, { sandbox: handle, snapshot: null, observedGeneration: row.generation, failures: 0, nextAttemptAt: null }, { action: 'instance.resumed', decision: 'success', detail: { ms, suspendedAt: snap.suspendedAt } });
       return { resumed: true, ms };
     } catch (err) {
@@ -308,7 +299,7 @@ export class Reconciler {
         await driver.stop(handle).catch(() => undefined);
         await instances.saveSandbox(row.id, null);
       }
-      await rm(snap.dir, { recursive: true, force: true });
+      await driver.snapshots?.discard(snap).catch((e: unknown) => this.#o.log.warn({ instance_id: row.id, err: (e as Error).message }, 'could not discard a snapshot'));
       const reason = (err as Error).message.split('\n')[0] ?? 'unknown';
       this.#o.log.warn({ instance_id: row.id, tenant_id: row.tenantId, reason }, 'resume failed; starting cold');
       return { resumed: false, reason };
@@ -318,7 +309,7 @@ export class Reconciler {
   /** Deletes a snapshot nobody will resume (destroy; the row keeps no pointer to it). */
   async #discardSnapshot(row: InstanceRow): Promise<void> {
     if (!row.snapshot) return;
-    await rm(row.snapshot.dir, { recursive: true, force: true });
+    await this.#o.driver.snapshots?.discard(row.snapshot);
   }
 
   async #failed(row: InstanceRow, reason: string): Promise<void> {
@@ -331,7 +322,7 @@ export class Reconciler {
 
   async spec(row: InstanceRow, version: string): Promise<SandboxSpec> {
     // Independent reads side by side: this is on the path of every start and every wake (issue 7).
-    const [runtime, { defaults, restrictions }, gatewayToken, hooksToken, hostUid] = await Promise.all([
+    const [runtime, { defaults, restrictions }, gatewayToken, hooksToken, tenantUid, clusterId] = await Promise.all([
       this.#o.runtimes.resolve(version),
       this.#o.agentDefaults().then(async (defaults) => ({
         defaults,
@@ -339,24 +330,26 @@ export class Reconciler {
       })),
       this.#o.instances.gatewayToken(row.id),
       this.#o.instances.hooksToken(row.id),
-      this.#o.instances.hostUid(row.tenantId),
+      this.#o.instances.tenantUid(row.tenantId),
+      this.#clusterId ?? this.#o.instances.clusterId(),
     ]);
+    const layout = this.#o.driver.layout;
     const tools = toolPolicyFor(defaults.execPolicy, restrictions);
     const configs: Record<string, string> = {};
     for (let i = 0; i < row.executors; i++) {
       const id = `e${i}`;
       configs[id] = JSON.stringify(
         renderOpenclawConfig({
-          gatewayPort: LocalSandboxDriver.executorPort(i),
-          egressPort: LocalSandboxDriver.egressPort,
-          stateDir: `/tenant/work/${id}`,
-          logFile: `/tenant/log/${id}.openclaw.log`,
+          gatewayPort: layout.executorPort(i),
+          egressPort: layout.egressPort,
+          stateDir: layout.stateDir(id),
+          logFile: layout.logFile(id),
           agents: [{ id: defaults.agentName, name: defaults.agentName }],
           models: [defaults.defaultModel ?? 'default'],
           tools,
-          // The local driver passes CLAWPLANE_HOOKS_TOKEN to every gateway and writes /conf/gateway-token.
+          // The supervisor passes CLAWPLANE_HOOKS_TOKEN to every gateway; the driver writes the token file.
           hooks: true,
-          gatewayTokenFile: '/conf/gateway-token',
+          gatewayTokenFile: layout.gatewayTokenFile,
         }),
         null,
         2,
@@ -369,15 +362,16 @@ export class Reconciler {
       configs,
       gatewayToken,
       hooksToken,
-      hostUid,
+      tenantUid,
+      clusterId,
     };
   }
 
-  async #startAndWait(row: InstanceRow, version: string): Promise<{ handle: SandboxHandle; health: SandboxHealth; readyMs: number }> {
+  async #startAndWait(row: InstanceRow, version: string): Promise<{ handle: SandboxRef; health: SandboxHealth; readyMs: number }> {
     const { driver, instances } = this.#o;
     const spec = await this.spec(row, version);
     const t0 = Date.now();
-    const handle = await driver.start(spec, this.#clusterId ?? (await instances.clusterId()));
+    const handle = await driver.start(spec);
     // Persist at once: if we die while waiting, the next control plane adopts (or stops) this sandbox.
     await instances.saveSandbox(row.id, handle);
     const limit = this.#o.crashLoopRestarts ?? 2;

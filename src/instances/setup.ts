@@ -8,7 +8,7 @@ import type { Db } from '../db/pool.ts';
 import type { EventChannel } from '../events/channel.ts';
 import type { OnboardingService } from '../identity/onboarding.ts';
 import { RuntimeStore } from '../runtime/store.ts';
-import { LocalSandboxDriver } from '../sandbox/drivers/local.ts';
+import { createSandboxDriver } from '../sandbox/drivers/factory.ts';
 import type { SandboxDriver } from '../sandbox/types.ts';
 import type { Vault } from '../vault/vault.ts';
 import { InstanceService } from './instances.ts';
@@ -20,6 +20,9 @@ export interface InstanceSettings {
   runtimeCache: string;
   runtimeDefaultVersion: string;
   runtimeNodeVersion: string;
+  sandboxDriver: 'local' | 'docker';
+  dockerSocket: string;
+  sandboxImage: string;
   sandboxRoot: string;
   sandboxUidBase: number;
   sandboxMemoryBytes: number;
@@ -55,7 +58,7 @@ export interface InstanceServices {
   rotator: CredentialRotator;
 }
 
-/** Builds the runtime store, the local sandbox driver, the instance service and its reconciler (not started). */
+/** Builds the runtime store, the configured sandbox driver, the instance service and its reconciler (not started). */
 export function createInstanceServices(opts: {
   db: Db;
   vault: Vault;
@@ -68,18 +71,7 @@ export function createInstanceServices(opts: {
 }): InstanceServices {
   const s = opts.settings;
   const runtimes = new RuntimeStore({ dir: s.runtimeCache, nodePackageVersion: s.runtimeNodeVersion });
-  const sandboxes = new LocalSandboxDriver({
-    root: s.sandboxRoot,
-    broker: opts.broker,
-    log: opts.log,
-    dataBytes: s.sandboxDataBytes,
-    nproc: s.sandboxNproc,
-    nofile: s.sandboxNofile,
-    tmpBytes: s.sandboxTmpBytes,
-    cgroup: { memoryBytes: s.sandboxMemoryBytes, pids: s.sandboxPids, cpus: s.sandboxCpus },
-    warmResume: s.warmResume,
-    criuBin: s.criuBin,
-  });
+  const sandboxes = createSandboxDriver(s, { broker: opts.broker, log: opts.log });
   const instances = new InstanceService({ db: opts.db, vault: opts.vault, runtimes, defaultRuntimeVersion: s.runtimeDefaultVersion, uidBase: s.sandboxUidBase, events: opts.events });
   const reconciler = new Reconciler({
     instances,
@@ -90,8 +82,6 @@ export function createInstanceServices(opts: {
     log: opts.log,
     intervalMs: s.reconcileIntervalMs,
     readyTimeoutMs: s.instanceReadyTimeoutMs,
-    // Root-only, beside the sandboxes (the driver lists only instance ids there).
-    snapshotDir: path.join(s.sandboxRoot, '.snapshots'),
   });
   opts.events.on('instance.changed', () => reconciler.kick());
   const credentials = new CredentialRotator({ db: opts.db, instances, driver: sandboxes, log: opts.log });

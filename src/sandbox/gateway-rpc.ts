@@ -1,10 +1,12 @@
 /**
- * One operator call to a gateway over its WebSocket protocol (v4), through a sandbox's ingress socket:
+ * One operator call to a gateway over its WebSocket protocol (v4), through a sandbox's transport:
  * wait for `connect.challenge`, connect as a trusted local backend with the gateway token, send one
  * request, close. For the host's own administrative calls (`secrets.reload` after a token rotation);
  * tenants reach the protocol only through src/ingress/ws.ts and its allow-list.
  */
-import WebSocket from 'ws';
+import type http from 'node:http';
+import type WebSocket from 'ws';
+import type { GatewayTransport } from './types.ts';
 
 /** One message of the gateway's WebSocket protocol (v4). */
 export interface GatewayFrame {
@@ -38,9 +40,9 @@ export function backendConnectParams(token: string, scopes: string[], caps?: str
   };
 }
 
-export async function gatewayRpc(socketPath: string, token: string, method: string, params: unknown, opts: { executor?: string; timeoutMs?: number } = {}): Promise<unknown> {
+export async function gatewayRpc(transport: GatewayTransport, token: string, method: string, params: unknown, opts: { executor?: string; timeoutMs?: number } = {}): Promise<unknown> {
   const timeoutMs = opts.timeoutMs ?? 15_000;
-  const ws = new WebSocket(`ws+unix://${socketPath}:/`, { perMessageDeflate: false, headers: opts.executor ? { 'x-clawplane-executor': opts.executor } : {} });
+  const ws = transport.websocket({ headers: opts.executor ? { 'x-clawplane-executor': opts.executor } : {} });
   const done = Promise.withResolvers<unknown>();
   const timer = setTimeout(() => done.reject(new Error(`the gateway did not answer ${method} within ${timeoutMs} ms`)), timeoutMs);
   const send = (id: string, m: string, p: unknown) => ws.send(JSON.stringify({ type: 'req', id, method: m, params: p }));
@@ -67,4 +69,19 @@ export async function gatewayRpc(socketPath: string, token: string, method: stri
     clearTimeout(timer);
     ws.terminate();
   }
+}
+
+/** One buffered request through a transport (the host's own small calls: probes, rotation checks). */
+export function transportRequest(transport: GatewayTransport, opts: { method?: string; path: string; headers?: http.OutgoingHttpHeaders; body?: string; timeoutMs?: number }): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = transport.request({ ...opts, timeoutMs: opts.timeoutMs ?? 30_000 });
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(opts.body);
+  });
 }

@@ -1,40 +1,87 @@
 /**
- * The sandbox driver port (issue 6). A sandbox is where one instance runs: a supervisor and N gateway
- * executors, with no network, reachable only through the ingress the host holds and able to reach only
- * the broker. `local` (bubblewrap) implements it here; docker and kubernetes drivers will implement the
- * same interface. Drivers keep no state the database cannot rebuild: `handle` is persisted by the
- * caller and given back after a control-plane restart.
+ * The sandbox driver port (docs/adr/0007-sandbox-port.md). A sandbox is where one instance runs: a
+ * supervisor and N gateway executors, with no network, reachable only through the transport its driver
+ * gives (connect) and able to reach only the broker. Drivers: `local` (bubblewrap, ADR 0005) and
+ * `docker` (one container per sandbox); `kubernetes` will implement the same interface.
+ *
+ * Keying: a method about a running sandbox takes its SandboxRef; a method about an instance's stored
+ * state (prepare, destroy, logs, state export/import) takes its InstanceKey. Drivers keep no state the
+ * database cannot rebuild: the ref is persisted by the caller and given back after a restart.
  */
+import type http from 'node:http';
+import type { Readable } from 'node:stream';
+import type WebSocket from 'ws';
 import type { ResolvedRuntime } from '../runtime/store.ts';
+import { ClawplaneError } from '../errors.ts';
 
-/** What a driver needs to run one instance. The rendered configs hold no secret. */
-export interface SandboxSpec {
+/** The drivers a control plane can be configured with (CLAWPLANE_SANDBOX_DRIVER). */
+export const SANDBOX_DRIVERS = ['local', 'docker'] as const;
+export type SandboxDriverName = (typeof SANDBOX_DRIVERS)[number];
+
+/** Which control plane (sandbox_cluster.cluster_id) and which node (host, Docker engine) a sandbox belongs to. */
+export interface SandboxOwner {
+  clusterId: string;
+  nodeId: string;
+}
+
+/** An instance's identity as the driver keys its stored state. */
+export interface InstanceKey {
   tenantId: string;
   instanceId: string;
+}
+
+/** What a driver needs to run one instance. The rendered configs hold no secret. */
+export interface SandboxSpec extends InstanceKey {
   runtime: ResolvedRuntime;
-  /** Per-executor openclaw.json, rendered from the database; keys are executor ids. */
+  /** Per-executor openclaw.json, rendered from the database with the driver's layout(); keys are executor ids. */
   configs: Record<string, string>;
   /** The gateway token (an owner credential of the gateway); written only where the gateway can read it. */
   gatewayToken: string;
   /** The token the gateway's inbound webhooks accept (only the ingress sends it). */
   hooksToken: string;
-  /** Per-tenant unprivileged host uid (the local driver runs everything in the sandbox as it). */
-  hostUid: number;
+  /** The tenant's own unprivileged uid: everything in its sandboxes runs as it (a host uid, a container user). */
+  tenantUid: number;
+  /** The control plane starting it (the node is the driver's own). */
+  clusterId: string;
 }
 
-/** Persisted by the caller (instances.sandbox) to find a running sandbox again. */
-export interface SandboxHandle {
+/**
+ * A running sandbox, as the caller persists it (instances.sandbox). `native` is the driver's own part
+ * (local: pid and start time; docker: container id) and means nothing outside it.
+ */
+export interface SandboxRef {
   driver: string;
   sandboxId: string;
   instanceId: string;
   tenantId: string;
   runtimeVersion: string;
-  /** Host pid of the sandbox's init and its start time (clock ticks), so a reused pid is not mistaken for it. */
-  pid: number;
-  pidStartTime: number;
   startedAt: string;
-  /** The control plane that started it (sandbox_cluster.cluster_id). */
-  clusterId: string;
+  owner: SandboxOwner;
+  native: unknown;
+}
+
+/** Where the rendered gateway config must point, as the driver lays the sandbox out (runtime/config.ts renders it). */
+export interface GatewayLayout {
+  /** The loopback port of executor `index` inside the sandbox. */
+  executorPort(index: number): number;
+  /** The loopback port where the supervisor takes the gateways' model calls for the broker. */
+  egressPort: number;
+  stateDir(executorId: string): string;
+  logFile(executorId: string): string;
+  /** The file holding the gateway token (OpenClaw's file SecretRef). */
+  gatewayTokenFile: string;
+}
+
+/**
+ * How the host reaches a running sandbox's gateways: plain HTTP requests and the WebSocket protocol,
+ * with the executor chosen by the `x-clawplane-executor` header. Nothing outside a driver knows whether
+ * this is a Unix socket, a TCP port or a pod.
+ */
+export interface GatewayTransport {
+  /** One HTTP request to the sandbox's ingress; the caller ends it and reads the response. */
+  request(opts: { method?: string; path: string; headers?: http.OutgoingHttpHeaders; timeoutMs?: number }): http.ClientRequest;
+  /** A WebSocket to a gateway's protocol endpoint. */
+  websocket(opts?: { headers?: Record<string, string> }): WebSocket;
 }
 
 export interface ExecutorHealth {
@@ -68,74 +115,127 @@ export interface LogLine {
   line: string;
 }
 
-/** How the host reaches a running sandbox's gateways (for the ingress module and tests; never shown to users). */
-export interface SandboxEndpoint {
-  /** Host path of the ingress socket (root-only directory). */
-  socketPath: string;
-}
-
-/** Whether this driver can suspend a running sandbox to a process snapshot here, and if not, why (issue 10). */
+/** Whether this driver can suspend a running sandbox here, and if not, why (ADR 0006). */
 export type SuspendSupport = { supported: true } | { supported: false; reason: string };
 
+/** A suspended sandbox, as the caller persists it (instances.snapshot); `native` is the driver's own. */
+export interface SnapshotRef {
+  driver: string;
+  instanceId: string;
+  runtimeVersion: string;
+  suspendedAt: string;
+  dumpMs: number;
+  imageBytes: number;
+  stateBytes: number;
+  native: unknown;
+}
+
+/**
+ * Warm resume (ADR 0006), an optional capability. A snapshot holds the gateway token and the gateways'
+ * memory in clear: it never leaves the node, and is used once.
+ */
+export interface SandboxSnapshots {
+  /** Whether suspend/resume works here; when not, callers stop the sandbox instead and record the reason. */
+  support(): Promise<SuspendSupport>;
+  /**
+   * Suspends an idle running sandbox (callers stop routing to it first). Afterwards the sandbox is gone
+   * (its broker token revoked); on failure it keeps running.
+   */
+  suspend(ref: SandboxRef): Promise<SnapshotRef>;
+  /**
+   * Resumes once (the snapshot is spent whatever the outcome) with the tenant's state as the suspend left
+   * it; `spec.gatewayToken` must be the token the gateway had (rotate afterwards). Throws
+   * SandboxResumeError when the snapshot cannot be used; the state is then intact for a cold start.
+   */
+  resume(spec: SandboxSpec, snapshot: SnapshotRef): Promise<SandboxRef>;
+  /** Deletes a snapshot nobody will resume. Idempotent. */
+  discard(snapshot: SnapshotRef): Promise<void>;
+}
+
 export interface SandboxDriver {
-  readonly name: string;
-  /** Fails closed with the fix when the driver cannot isolate on this host (e.g. bubblewrap missing). */
+  readonly name: SandboxDriverName;
+  /** Where rendered configs must point (ports and paths inside this driver's sandboxes). */
+  readonly layout: GatewayLayout;
+  /** Present only where the driver can suspend and resume (local with CRIU); absent elsewhere. */
+  readonly snapshots?: SandboxSnapshots;
+  /** Fails closed with the fix when the driver cannot isolate here (bubblewrap missing, Docker unreachable). */
   preflight(): Promise<void>;
-  /** Prepares directories and files for the instance (idempotent); does not start anything. */
-  create(spec: SandboxSpec): Promise<void>;
+  /** Prepares the instance's storage and files (idempotent); starts nothing. */
+  prepare(spec: SandboxSpec): Promise<void>;
   /** Starts the sandbox; refuses when one is already running for the instance. */
-  start(spec: SandboxSpec, clusterId: string): Promise<SandboxHandle>;
+  start(spec: SandboxSpec): Promise<SandboxRef>;
   /** Re-attaches to a sandbox that survived a control-plane restart (re-registers it with the broker). */
-  adopt(handle: SandboxHandle): Promise<boolean>;
+  adopt(ref: SandboxRef): Promise<boolean>;
   /** Graceful stop (supervisor first, then the whole sandbox); state stays. Idempotent. */
-  stop(handle: SandboxHandle, opts?: { timeoutMs?: number }): Promise<void>;
-  /** Stops (when running) and removes the sandbox; with deleteState also the tenant's state and logs. */
-  destroy(instanceId: string, opts: { deleteState: boolean; handle?: SandboxHandle | undefined }): Promise<void>;
-  status(handle: SandboxHandle): Promise<SandboxState>;
-  logs(instanceId: string, opts: { tail: number }): Promise<LogLine[]>;
+  stop(ref: SandboxRef, opts?: { timeoutMs?: number }): Promise<void>;
+  /** Stops what runs for the instance and removes the sandbox; with deleteState also its state and logs. */
+  destroy(key: InstanceKey, opts: { deleteState: boolean }): Promise<void>;
+  status(ref: SandboxRef): Promise<SandboxState>;
+  /** The gateways of a running sandbox. */
+  connect(ref: SandboxRef): Promise<GatewayTransport>;
+  logs(key: InstanceKey, opts: { tail: number }): Promise<LogLine[]>;
   /** Follows the logs from now on until the signal aborts. */
-  followLogs(instanceId: string, signal: AbortSignal, onLine: (l: LogLine) => void): Promise<void>;
-  /** Runs a command inside the sandbox, as its gateways run (for backups, diagnostics and probes). */
-  exec(handle: SandboxHandle, argv: string[], opts?: { timeoutMs?: number }): Promise<ExecResult>;
+  followLogs(key: InstanceKey, signal: AbortSignal, onLine: (l: LogLine) => void): Promise<void>;
+  /** Runs a command inside the sandbox, as its gateways run (diagnostics and probes). */
+  exec(ref: SandboxRef, argv: string[], opts?: { timeoutMs?: number }): Promise<ExecResult>;
   /**
-   * A consistent archive of a RUNNING sandbox's state (issue 7: periodic and manual backups): OpenClaw's
-   * own `backup create` per executor (SQLite's online backup API, never live database files), written to
-   * `destFile` as a tar.gz in the layout of a stopped instance's work directory (one state dir per
-   * executor), so one restore path serves both.
+   * A tar.gz of a STOPPED instance's state (one state dir per executor); never read while a gateway
+   * writes. The stream errors when the archive cannot be made.
    */
-  archiveLiveState(handle: SandboxHandle, hostUid: number, destFile: string, opts?: { timeoutMs?: number }): Promise<{ executors: string[] }>;
+  exportState(key: InstanceKey): Promise<Readable>;
   /**
-   * Re-issues a running sandbox's credentials in place (issue 10: after a resume; also on request): the
-   * gateway token (the token file is rewritten and every gateway re-reads it with `secrets.reload`; the
-   * current one is refused from then on, which is checked) and the broker token (a new registration; the
-   * old token is revoked). Throws, with the gateway left on `current`, when the gateway refuses.
+   * A consistent tar.gz of a RUNNING sandbox's state in the same layout: OpenClaw's own `backup create`
+   * per executor (SQLite's online backup API, never live database files), so one restore path serves both.
    */
-  rotateCredentials(handle: SandboxHandle, tokens: { current: string; next: string }): Promise<void>;
-  /** The sandboxes this driver finds running on this host, for adoption and orphan removal. */
-  list(): Promise<SandboxHandle[]>;
-  endpoint(instanceId: string): SandboxEndpoint;
+  exportLiveState(ref: SandboxRef, opts?: { timeoutMs?: number }): Promise<Readable>;
+  /** Replaces a stopped, prepared instance's state with an archive from exportState/exportLiveState. */
+  importState(key: InstanceKey, archive: Readable): Promise<void>;
   /**
-   * Warm resume (issue 10): whether suspend/resume works on this host. When it does not, callers stop
-   * the sandbox instead (and later cold-start it); the reason is recorded with that decision.
+   * Re-issues a running sandbox's credentials in place: the gateway token (every gateway re-reads it
+   * with `secrets.reload`; the current one is refused from then on, which is checked) and the broker
+   * token (a new registration; the old one revoked). Throws, with the gateway left on `current`, when the
+   * gateway refuses.
    */
-  suspendSupport(): Promise<SuspendSupport>;
-  /**
-   * Suspends a running sandbox to a process snapshot in `snapshotDir` (root-only; created, must be empty):
-   * the process images plus an archive of the tenant's directories as they were at that instant. Only an
-   * idle sandbox can be suspended: callers stop routing to it first. Afterwards the sandbox is gone (its
-   * broker token revoked); on failure it keeps running. The snapshot holds the gateway token and the
-   * gateways' memory in clear: encrypt it before it leaves the host, delete it after use.
-   */
-  suspend(handle: SandboxHandle, snapshotDir: string): Promise<{ dumpMs: number; imageBytes: number; stateBytes: number }>;
-  /**
-   * Resumes a suspended sandbox from `snapshotDir`, once (the images are deleted whatever the outcome),
-   * on the host that suspended it, with the tenant's directories as the suspend left them (a stale
-   * snapshot is refused); the sandbox gets a new broker registration
-   * and a new pid (the returned handle replaces the old one). `spec.gatewayToken` must be the token the
-   * gateway had; rotate it with rotateCredentials afterwards. Throws SandboxResumeError with CRIU's error
-   * lines when the snapshot cannot be used; the tenant's state is then intact for a cold start().
-   */
-  resume(spec: SandboxSpec, snapshotDir: string, clusterId: string): Promise<SandboxHandle>;
-  /** Releases host-side resources (broker relays) without stopping sandboxes: they survive us. */
+  rotateCredentials(ref: SandboxRef, tokens: { current: string; next: string }): Promise<void>;
+  /** The sandboxes this driver finds on its node, for adoption and orphan removal. */
+  list(): Promise<SandboxRef[]>;
+  /** Releases host-side resources (broker relays, API connections) without stopping sandboxes: they survive us. */
   close(): Promise<void>;
+}
+
+/** The driver cannot run sandboxes here (or right now); the message names the fix. */
+export class SandboxUnavailableError extends ClawplaneError {
+  constructor(message: string, cause?: unknown) {
+    super('sandbox_unavailable', 503, message, { cause });
+  }
+}
+
+/** Resume failed; `errors` are the snapshot tool's own error lines when it failed (the reason to record), else the message. */
+export class SandboxResumeError extends ClawplaneError {
+  readonly errors: string[];
+  constructor(message: string, errors: string[], cause?: unknown) {
+    super('sandbox_resume_failed', 503, message, { cause, details: { errors } });
+    this.errors = errors;
+  }
+}
+
+/**
+ * A ref as stored by an earlier release (a local handle with pid, pidStartTime and clusterId at the top)
+ * in the current shape, so sandboxes started before an upgrade are still adopted.
+ */
+export function storedSandboxRef(stored: unknown): SandboxRef | null {
+  if (!stored || typeof stored !== 'object') return null;
+  const s = stored as Record<string, unknown>;
+  if (s['owner'] && 'native' in s) return s as unknown as SandboxRef;
+  const { pid, pidStartTime, clusterId, ...rest } = s;
+  return { ...(rest as unknown as Omit<SandboxRef, 'owner' | 'native'>), owner: { clusterId: String(clusterId ?? ''), nodeId: '' }, native: { pid, pidStartTime } };
+}
+
+/** A snapshot as stored by an earlier release (a host directory at the top) in the current shape. */
+export function storedSnapshotRef(stored: unknown, instanceId: string): SnapshotRef | null {
+  if (!stored || typeof stored !== 'object') return null;
+  const s = stored as Record<string, unknown>;
+  if ('native' in s) return s as unknown as SnapshotRef;
+  const { dir, ...rest } = s;
+  return { driver: 'local', instanceId, ...(rest as unknown as Omit<SnapshotRef, 'driver' | 'instanceId' | 'native'>), native: { dir } };
 }

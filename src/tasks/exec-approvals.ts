@@ -12,6 +12,7 @@
  */
 import WebSocket from 'ws';
 import { backendConnectParams, parseGatewayFrame } from '../sandbox/gateway-rpc.ts';
+import type { GatewayTransport } from '../sandbox/types.ts';
 
 export interface ExecApprovalRequest {
   /** The gateway's approval id (what `exec.approval.resolve` takes). */
@@ -35,8 +36,8 @@ export class GatewayApprovalWatch {
   }
 
   /** Connects and completes the handshake; rejects when the gateway refuses or does not answer in time. */
-  static async connect(socketPath: string, token: string, matches: (sessionKey: string | null) => boolean, timeoutMs = 15_000): Promise<GatewayApprovalWatch> {
-    const ws = new WebSocket(`ws+unix://${socketPath}:/`, { perMessageDeflate: false });
+  static async connect(transport: GatewayTransport, token: string, matches: (sessionKey: string | null) => boolean, timeoutMs = 15_000): Promise<GatewayApprovalWatch> {
+    const ws = transport.websocket();
     const w = new GatewayApprovalWatch(ws);
     const ready = Promise.withResolvers<void>();
     const timer = setTimeout(() => ready.reject(new Error(`the gateway did not complete the approvals handshake within ${timeoutMs} ms`)), timeoutMs);

@@ -1,10 +1,9 @@
-import http from 'node:http';
 import type { Logger } from 'pino';
 import type { Db } from '../db/pool.ts';
 import { UnavailableError } from '../errors.ts';
 import type { GatewayGate } from '../ingress/access.ts';
 import type { Instance, InstanceService } from '../instances/instances.ts';
-import type { SandboxDriver } from '../sandbox/types.ts';
+import type { GatewayTransport, SandboxDriver } from '../sandbox/types.ts';
 import { GatewayApprovalWatch, type ExecApprovalRequest } from './exec-approvals.ts';
 import type { RiskClass, TaskExecutor, Turn, TurnResult } from './types.ts';
 
@@ -31,7 +30,7 @@ export const HIGH_RISK_INSTANCE = 'tasks-high-risk';
 
 export interface Endpoint {
   instanceId: string;
-  socketPath: string;
+  transport: GatewayTransport;
   token: string;
 }
 
@@ -66,7 +65,7 @@ export function instanceWaker(o: { gate: GatewayGate; instances: InstanceService
       const row = await o.instances.get(tenantId, inst.id);
       if (row.status === 'running' && row.sandbox) {
         const st = await o.sandboxes.status(row.sandbox);
-        if (st.running && st.health?.ready) return { instanceId: row.id, socketPath: o.sandboxes.endpoint(row.id).socketPath, token: await o.instances.gatewayToken(row.id) };
+        if (st.running && st.health?.ready) return { instanceId: row.id, transport: await o.sandboxes.connect(row.sandbox), token: await o.instances.gatewayToken(row.id) };
       }
       if (Date.now() - t0 > o.readyTimeoutMs) throw new UnavailableError(`Instance "${row.name}" did not become ready within ${o.readyTimeoutMs} ms (status ${row.status}: ${row.statusReason}).`);
       await sleep(500, signal);
@@ -151,7 +150,7 @@ export class GatewayExecutor implements TaskExecutor {
     const mark = `task-${turn.taskId}`;
     let watch: GatewayApprovalWatch | undefined;
     try {
-      watch = await GatewayApprovalWatch.connect(ep.socketPath, ep.token, (k) => k === turn.sessionKey || (k?.endsWith(mark) ?? false));
+      watch = await GatewayApprovalWatch.connect(ep.transport, ep.token, (k) => k === turn.sessionKey || (k?.endsWith(mark) ?? false));
       await ctx.trace('approvals_watch', { connected: true });
     } catch (err) {
       // Without a watcher the gateway has no approval surface and denies asked commands at once.
@@ -251,22 +250,22 @@ export class GatewayExecutor implements TaskExecutor {
       let text = '';
       let chunks = 0;
       let pending: Promise<void> = Promise.resolve();
-      const req = http.request(
-        {
-          socketPath: ep.socketPath,
-          method: 'POST',
-          path: '/v1/chat/completions',
-          headers: {
-            host: 'sandbox',
-            authorization: `Bearer ${ep.token}`,
+      const req = ep.transport.request({
+        method: 'POST',
+        path: '/v1/chat/completions',
+        headers: {
+          authorization: `Bearer ${ep.token}`,
             'content-type': 'application/json',
             'x-openclaw-session-key': turn.sessionKey,
             'x-clawplane-task': turn.taskId,
-            'x-clawplane-agent': turn.agent.name,
-          },
-          signal,
+          'x-clawplane-agent': turn.agent.name,
         },
-        (res) => {
+      });
+      const onAbort = () => req.destroy(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
+      req.on('close', () => signal.removeEventListener('abort', onAbort));
+      req.on('response', (res) => {
           if ((res.statusCode ?? 0) !== 200) {
             const err: Buffer[] = [];
             res.on('data', (c: Buffer) => err.push(c));
@@ -306,8 +305,7 @@ export class GatewayExecutor implements TaskExecutor {
             pending.then(() => resolve(text), reject);
           });
           res.on('error', reject);
-        },
-      );
+      });
       req.setTimeout(0);
       req.on('error', reject);
       req.end(body);

@@ -2,7 +2,9 @@ import { chmod, link, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'n
 import path from 'node:path';
 import { after } from 'node:test';
 import type { RuntimeStore } from '../../src/runtime/store.ts';
-import { socketRequest } from '../../src/sandbox/socket-http.ts';
+import type { InstanceService } from '../../src/instances/instances.ts';
+import { transportRequest } from '../../src/sandbox/gateway-rpc.ts';
+import type { GatewayTransport, SandboxDriver } from '../../src/sandbox/types.ts';
 
 /**
  * Shared by the real-OpenClaw test files: one runtime cache outside the repository that CI on the same
@@ -33,7 +35,8 @@ export async function killSandboxesUnder(root: string): Promise<void> {
   for (const id of await readdir(root).catch(() => [] as string[])) {
     const rec = await readFile(path.join(root, id, 'host', 'sandbox.json'), 'utf8').catch(() => undefined);
     if (!rec) continue;
-    const h = JSON.parse(rec) as { pid: number; pidStartTime: number };
+    const stored = JSON.parse(rec) as { pid?: number; pidStartTime?: number; native?: { pid: number; pidStartTime: number } };
+    const h = stored.native ?? { pid: Number(stored.pid), pidStartTime: Number(stored.pidStartTime) };
     const stat = await readFile(`/proc/${h.pid}/stat`, 'utf8').catch(() => '');
     if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]) === h.pidStartTime) process.kill(h.pid, 'SIGKILL');
   }
@@ -53,9 +56,16 @@ export async function ensureBrokenRuntime(store: RuntimeStore): Promise<void> {
   await store.importDirectory(BROKEN_VERSION, dir);
 }
 
-/** One OpenAI-compatible chat turn through a sandbox's ingress socket, as the ingress module will send it. */
-export async function chat(socketPath: string, token: string, content: string, session: string): Promise<{ status: number; text: string; body: string }> {
-  const r = await socketRequest(socketPath, {
+/** The transport to a running instance's gateways, as the ingress gets it from the driver. */
+export async function transportOf(services: { instances: InstanceService; sandboxes: SandboxDriver }, instanceId: string): Promise<GatewayTransport> {
+  const row = await services.instances.byId(instanceId);
+  if (!row?.sandbox) throw new Error(`instance ${instanceId} has no running sandbox`);
+  return services.sandboxes.connect(row.sandbox);
+}
+
+/** One OpenAI-compatible chat turn through a sandbox's transport, as the ingress module sends it. */
+export async function chat(transport: GatewayTransport, token: string, content: string, session: string): Promise<{ status: number; text: string; body: string }> {
+  const r = await transportRequest(transport, {
     method: 'POST',
     path: '/v1/chat/completions',
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'x-openclaw-session-key': session },

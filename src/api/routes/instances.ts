@@ -223,13 +223,13 @@ export function registerInstances(app: App, deps: AppDeps): void {
       const { instanceId } = c.req.valid('param');
       const q = c.req.valid('query');
       await instances.get(tenant.id, instanceId);
-      const lines = await deps.services.sandboxes.logs(instanceId, { tail: q.tail });
+      const lines = await deps.services.sandboxes.logs({ tenantId: tenant.id, instanceId }, { tail: q.tail });
       if (q.follow !== 'true') return c.json({ items: lines }, 200);
       return streamSSE(c, async (stream) => {
         for (const l of lines) await stream.writeSSE({ event: 'log', data: JSON.stringify(l) });
         const ac = new AbortController();
         stream.onAbort(() => ac.abort());
-        await deps.services.sandboxes.followLogs(instanceId, ac.signal, (l) => void stream.writeSSE({ event: 'log', data: JSON.stringify(l) }));
+        await deps.services.sandboxes.followLogs({ tenantId: tenant.id, instanceId }, ac.signal, (l) => void stream.writeSSE({ event: 'log', data: JSON.stringify(l) }));
       }) as never;
     },
   );

@@ -3,7 +3,7 @@
  * node: built-ins, because nothing else of Clawplane is inside. It
  * - starts N gateway executors, each with its own state dir, and restarts a crashed one with backoff;
  * - serves the ingress socket (a listening fd the host created and passed in, so no path to it exists
- *   in here) and proxies each request or WebSocket to an executor's loopback port;
+ *   in here; or, in a container, a socket in a directory bound from the host) and proxies each request or WebSocket to an executor's loopback port;
  * - serves 127.0.0.1:<egress> for the gateways' model calls and forwards them to the broker's socket,
  *   attaching the sandbox's broker token (re-read per request, so the host can re-register the sandbox
  *   after a control-plane restart without restarting gateways);
@@ -15,31 +15,7 @@ import path from 'node:path';
 import http from 'node:http';
 import net from 'node:net';
 
-interface ExecutorSpec {
-  id: string;
-  port: number;
-  stateDir: string;
-  configPath: string;
-  logFile: string;
-}
-
-interface SupervisorConfig {
-  executors: ExecutorSpec[];
-  /** argv[0..] of a gateway; the executor's port is appended after `--port`. */
-  command: string[];
-  /** Extra environment for gateways (no secrets: the gateway token is read from gatewayTokenFile). */
-  env: Record<string, string>;
-  gatewayTokenFile: string;
-  /** The gateway's inbound-webhook token (`hooks.token` is `${CLAWPLANE_HOOKS_TOKEN}`); absent: hooks off. */
-  hooksTokenFile?: string;
-  egressPort: number;
-  brokerSocket: string;
-  brokerTokenFile: string;
-  ingressFd: number;
-  controlFd: number;
-  logFile: string;
-  backoff: { initialMs: number; maxMs: number; resetAfterMs: number };
-}
+import type { ExecutorSpec, SupervisorConfig, SupervisorHealth, SupervisorListen } from './protocol.ts';
 
 type ExecState = 'starting' | 'ready' | 'backoff' | 'stopped';
 
@@ -244,7 +220,7 @@ const egress = http.createServer((req, res) => {
   proxy(req, res, { socketPath: cfg.brokerSocket, headers }, 'the broker');
 });
 
-function health(): Record<string, unknown> {
+function health(): SupervisorHealth {
   return {
     ready: executors.every((e) => e.state === 'ready'),
     pid: process.pid,
@@ -351,8 +327,17 @@ process.on('SIGINT', () => void shutdown('SIGINT'));
 process.on('uncaughtException', (err) => log('uncaught exception', { error: err.message, stack: err.stack }));
 
 egress.listen(cfg.egressPort, '127.0.0.1');
-ingress.listen({ fd: cfg.ingressFd });
-control.listen({ fd: cfg.controlFd });
+/** A passed-in fd (local driver), or a path in a host-bound directory (docker driver; a stale socket file is replaced). */
+function listenOn(server: net.Server | http.Server, where: SupervisorListen): void {
+  if ('fd' in where) {
+    server.listen({ fd: where.fd });
+    return;
+  }
+  rmSync(where.path, { force: true });
+  server.listen(where.path);
+}
+listenOn(ingress, cfg.ingress);
+listenOn(control, cfg.control);
 /**
  * OpenClaw keeps V8's compile cache in $TMPDIR/node-compile-cache, and /tmp in here is a new tmpfs at
  * every start: each wake compiled the whole gateway again, which a gateway on a host (whose /tmp keeps

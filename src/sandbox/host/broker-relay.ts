@@ -2,7 +2,7 @@ import { chmod, chown, rename, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { SandboxBroker, SandboxRegistration } from '../broker/types.ts';
+import type { SandboxBroker, SandboxRegistration } from '../../broker/types.ts';
 
 /**
  * The sandbox's end of the broker (issue 6). The sandbox sees a directory `out/` (read-only) holding

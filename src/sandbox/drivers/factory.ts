@@ -1,0 +1,43 @@
+/** The one place the sandbox driver is chosen (CLAWPLANE_SANDBOX_DRIVER) and built from the parsed settings. */
+import type { Logger } from 'pino';
+import type { SandboxBroker } from '../../broker/types.ts';
+import type { SandboxDriver, SandboxDriverName } from '../types.ts';
+import { LocalSandboxDriver } from './local/driver.ts';
+
+export interface SandboxDriverSettings {
+  sandboxDriver: SandboxDriverName;
+  sandboxRoot: string;
+  dockerSocket: string;
+  sandboxImage: string;
+  sandboxMemoryBytes: number;
+  sandboxPids: number;
+  sandboxCpus: number;
+  sandboxDataBytes: number;
+  sandboxNproc: number;
+  sandboxNofile: number;
+  sandboxTmpBytes: number;
+  warmResume: boolean;
+  criuBin: string;
+}
+
+export function createSandboxDriver(s: SandboxDriverSettings, deps: { broker: SandboxBroker | undefined; log: Logger }): SandboxDriver {
+  switch (s.sandboxDriver) {
+    case 'local':
+      return new LocalSandboxDriver({
+        root: s.sandboxRoot,
+        broker: deps.broker,
+        log: deps.log,
+        dataBytes: s.sandboxDataBytes,
+        nproc: s.sandboxNproc,
+        nofile: s.sandboxNofile,
+        tmpBytes: s.sandboxTmpBytes,
+        cgroup: { memoryBytes: s.sandboxMemoryBytes, pids: s.sandboxPids, cpus: s.sandboxCpus },
+        warmResume: s.warmResume,
+        criuBin: s.criuBin,
+        // Root-only, beside the sandboxes (the driver lists only instance ids there).
+        snapshotDir: `${s.sandboxRoot}/.snapshots`,
+      });
+    case 'docker':
+      throw new Error('CLAWPLANE_SANDBOX_DRIVER=docker is not available in this build');
+  }
+}
