@@ -15,6 +15,7 @@ import { ApiClient, onboard, twoTenants } from './helpers/client.ts';
 import { startFakeLlm } from './helpers/fake-llm.ts';
 import { OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot, transportOf, waitFor } from './helpers/sandbox.ts';
 import { capturedLogs, startTestServer } from './helpers/server.ts';
+import { uidBase } from './helpers/gateway.ts';
 
 const IDLE_MS = 6000;
 
@@ -73,7 +74,7 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     CLAWPLANE_SANDBOX_ROOT: root,
     CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1',
     CLAWPLANE_RECONCILE_INTERVAL_MS: '1000',
-    CLAWPLANE_SANDBOX_UID_BASE: '230000',
+    CLAWPLANE_SANDBOX_UID_BASE: String(uidBase(import.meta.url)),
     CLAWPLANE_LOG_LEVEL: 'info',
     CLAWPLANE_IDLE_TIMEOUT_MS: String(IDLE_MS),
     // The test sweeps by hand, so nothing is reaped between tests by surprise.

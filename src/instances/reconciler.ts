@@ -41,6 +41,8 @@ export class Reconciler {
   #pass: Promise<void> | undefined;
   #again = false;
   #clusterId: string | undefined;
+  /** Adoption could not run yet (the driver was unavailable): no pass starts anything until it has. */
+  #adoptPending = false;
   /**
    * Called once the gateway of an instance stopped on request, before the reconciler moves on (issue 7:
    * the backup of a stopped gateway's state; a wake of this instance waits for it).
@@ -61,7 +63,13 @@ export class Reconciler {
   /** Adopts what is running, removes orphans, then reconciles every interval. */
   async start(): Promise<void> {
     this.#clusterId = await this.#o.instances.clusterId();
-    await this.adoptAndSweep();
+    try {
+      await this.adoptAndSweep();
+    } catch (err) {
+      // E.g. the Docker engine is down: serve anyway (instances say why), and adopt before any start.
+      this.#adoptPending = true;
+      this.#o.log.error({ err }, 'could not list running sandboxes to adopt them; retrying before each pass');
+    }
     this.kick();
     this.#timer = setInterval(() => this.kick(), this.#o.intervalMs);
     this.#timer.unref();
@@ -122,6 +130,10 @@ export class Reconciler {
   }
 
   async reconcileAll(): Promise<void> {
+    if (this.#adoptPending) {
+      await this.adoptAndSweep();
+      this.#adoptPending = false;
+    }
     const rows = await this.#o.instances.allForReconcile();
     for (const row of rows) {
       if (this.#busy.has(row.id)) continue;

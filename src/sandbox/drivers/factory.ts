@@ -2,6 +2,7 @@
 import type { Logger } from 'pino';
 import type { SandboxBroker } from '../../broker/types.ts';
 import type { SandboxDriver, SandboxDriverName } from '../types.ts';
+import { DockerSandboxDriver } from './docker/driver.ts';
 import { LocalSandboxDriver } from './local/driver.ts';
 
 export interface SandboxDriverSettings {
@@ -38,6 +39,17 @@ export function createSandboxDriver(s: SandboxDriverSettings, deps: { broker: Sa
         snapshotDir: `${s.sandboxRoot}/.snapshots`,
       });
     case 'docker':
-      throw new Error('CLAWPLANE_SANDBOX_DRIVER=docker is not available in this build');
+      return new DockerSandboxDriver({
+        root: s.sandboxRoot,
+        socketPath: s.dockerSocket,
+        image: s.sandboxImage,
+        broker: deps.broker,
+        log: deps.log,
+        memoryBytes: s.sandboxMemoryBytes,
+        pids: s.sandboxPids,
+        cpus: s.sandboxCpus,
+        tmpBytes: s.sandboxTmpBytes,
+        nofile: s.sandboxNofile,
+      });
   }
 }

@@ -1,0 +1,84 @@
+/**
+ * Builds the sandbox image from docker/sandbox/Dockerfile through the Engine API (buildImage), with a
+ * context made here: rootfs.tar (this Node 24 binary, the shared libraries it and the tools need, sh,
+ * and the tools a live backup runs: env, tar, gzip, mkdir, rm), and the supervisor as plain JavaScript.
+ * Nothing is pulled (FROM scratch), so it works without a registry.
+ */
+import { spawnSync } from 'node:child_process';
+import { copyFile, cp, mkdir, mkdtemp, realpath, rm, symlink, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type Docker from 'dockerode';
+import { supervisorProgram } from './image.ts';
+import { IMAGE_SUPERVISOR_LABEL } from './labels.ts';
+
+const DOCKERFILE_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..', 'docker', 'sandbox');
+const TOOLS = ['sh', 'env', 'rm', 'mkdir', 'tar', 'gzip', 'cat', 'ls', 'sleep', 'true', 'id'];
+
+function which(tool: string): string {
+  const r = spawnSync('/bin/sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' });
+  const p = r.stdout.trim();
+  if (r.status !== 0 || !p.startsWith('/')) throw new Error(`${tool} is not installed on this host (the sandbox image copies it)`);
+  return p;
+}
+
+/** The shared libraries an ELF binary loads (ldd), as absolute paths. */
+function libsOf(bin: string): string[] {
+  const r = spawnSync('ldd', [bin], { encoding: 'utf8' });
+  if (r.status !== 0) return [];
+  return [...r.stdout.matchAll(/(\/\S+\.so[^\s]*)/g)].map((m) => m[1] as string);
+}
+
+/** Makes the root filesystem tar in `dir` (merged /usr: /bin, /lib, /lib64 are links into /usr). */
+async function makeRootfs(dir: string, nodeBin: string): Promise<string> {
+  const root = path.join(dir, 'rootfs');
+  for (const d of ['usr/bin', 'usr/lib', 'usr/lib64', 'usr/local/bin', 'etc', 'tmp', 'proc', 'dev', 'sys', 'conf', 'opt/runtime', 'opt/clawplane', 'run/clawplane/in', 'run/clawplane/out', 'tenant/work', 'tenant/log', 'tenant/shared-rw', 'tenant/shared-ro']) await mkdir(path.join(root, d), { recursive: true });
+  for (const [link, to] of [['bin', 'usr/bin'], ['sbin', 'usr/bin'], ['lib', 'usr/lib'], ['lib64', 'usr/lib64']] as const) await symlink(to, path.join(root, link));
+  const bins = [nodeBin, ...TOOLS.map(which)];
+  const libs = new Set<string>();
+  for (const b of bins) for (const l of libsOf(b)) libs.add(l);
+  await copyFile(nodeBin, path.join(root, 'usr/local/bin/node'));
+  for (const t of TOOLS) await copyFile(await realpath(which(t)), path.join(root, 'usr/bin', t));
+  for (const l of libs) {
+    // Under its own name (the loader asks by soname), content dereferenced, placed below /usr.
+    const rel = l.replace(/^\/usr\//, '/').replace(/^\//, '');
+    const dest = path.join(root, 'usr', rel);
+    await mkdir(path.dirname(dest), { recursive: true });
+    await cp(await realpath(l), dest, { dereference: true });
+  }
+  await writeFile(path.join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n');
+  await writeFile(path.join(root, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n');
+  const tar = path.join(dir, 'rootfs.tar');
+  const r = spawnSync('tar', ['-C', root, '--numeric-owner', '--owner=0', '--group=0', '-cf', tar, '.'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`tar of the sandbox rootfs failed: ${r.stderr}`);
+  return tar;
+}
+
+/** Builds (or rebuilds) `image`; resolves with its id. `onLine` gets the build's progress lines. */
+export async function buildSandboxImage(docker: Docker, image: string, o: { nodeBin?: string; onLine?: (l: string) => void } = {}): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-sandbox-image-'));
+  try {
+    await makeRootfs(dir, o.nodeBin ?? process.execPath);
+    const sup = await supervisorProgram();
+    await writeFile(path.join(dir, 'supervisor.mjs'), sup.js);
+    await copyFile(path.join(DOCKERFILE_DIR, 'Dockerfile'), path.join(dir, 'Dockerfile'));
+    const stream = await docker.buildImage({ context: dir, src: ['Dockerfile', 'rootfs.tar', 'supervisor.mjs'] }, { t: image, buildargs: { SUPERVISOR_SHA256: sup.sha256 }, rm: true, forcerm: true });
+    // A failed step can come back as a 200 with the error only in the stream (Podman): check every event.
+    await new Promise<void>((resolve, reject) => {
+      docker.modem.followProgress(
+        stream,
+        (err: Error | null) => (err ? reject(err) : resolve()),
+        (ev: { stream?: string; error?: string; errorDetail?: { message?: string } }) => {
+          if (ev.error || ev.errorDetail) reject(new Error(`building ${image} failed: ${ev.errorDetail?.message ?? ev.error}`));
+          else if (ev.stream?.trim()) o.onLine?.(ev.stream.trim());
+        },
+      );
+    });
+    const info = await docker.getImage(image).inspect();
+    if (info.Config.Labels?.[IMAGE_SUPERVISOR_LABEL] !== sup.sha256) throw new Error(`the built image ${image} does not carry the supervisor label`);
+    return info.Id;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
