@@ -6,6 +6,9 @@
  * 2. resident memory of supervisor + bubblewrap vs the gateway's — target <= 3%;
  * 3. the gateway's resident memory under Clawplane's config vs OpenClaw's defaults — target <= 0.6x.
  * RSS counts shared pages (the Node binary) in every process; PSS splits them, so both are printed.
+ * With `--driver docker` the same deploy-to-ready and overhead figures for the docker driver (one container per
+ * sandbox, through Podman's service started here unless CLAWPLANE_DOCKER_SOCKET names an engine), beside the
+ * local driver's from the same run; the overhead there is conmon + the container's init + the supervisor.
  * Each figure is the median of BENCH_RUNS rounds (the order of the three alternates between rounds). "Fresh" is
  * a first start on an empty state dir (a new tenant; OpenClaw creates its databases); "warm" is the next start
  * on the same state dir (a restart or a wake from idle). Memory is sampled on the warm starts only.
@@ -26,6 +29,11 @@ import type { SandboxRef, SandboxSpec } from '../src/sandbox/types.ts';
 /** The local driver's init pid of a sandbox (its part of the ref). */
 const pidOf = (r: SandboxRef): number => (r.native as { pid: number }).pid;
 import { socketRequest } from '../src/sandbox/host/socket-http.ts';
+import Docker from 'dockerode';
+import { buildSandboxImage } from '../src/sandbox/drivers/docker/build.ts';
+import { DockerSandboxDriver } from '../src/sandbox/drivers/docker/driver.ts';
+import { startPodmanService } from '../src/sandbox/drivers/docker/podman-service.ts';
+import { transportRequest } from '../src/sandbox/gateway-rpc.ts';
 
 const VERSION = process.env['CLAWPLANE_RUNTIME_DEFAULT_VERSION'] ?? '2026.9.6';
 const CACHE = process.env['CLAWPLANE_RUNTIME_CACHE'] ?? '/var/tmp/clawplane-runtime-cache';
@@ -198,6 +206,34 @@ async function sandboxRun(driver: LocalSandboxDriver, spec: SandboxSpec, sampleM
   }
 }
 
+/** The same for the docker driver: ready through its transport; the container's processes by its init's pid. */
+async function dockerRun(driver: DockerSandboxDriver, docker: Docker, spec: SandboxSpec, sampleMem: boolean): Promise<Run> {
+  const t0 = performance.now();
+  const ref = await driver.start(spec);
+  try {
+    const transport = await driver.connect(ref);
+    for (;;) {
+      const r = await transportRequest(transport, { path: '/readyz', headers: { connection: 'close' }, timeoutMs: 3000 }).catch(() => undefined);
+      if (r?.status === 200) break;
+      const st = await driver.status(ref);
+      if (!st.running) throw new Error(`sandbox container exited: ${st.reason}`);
+      await sleep(100);
+    }
+    const readyMs = performance.now() - t0;
+    if (!sampleMem) return { readyMs };
+    await sleep(SETTLE_MS);
+    const init = (await docker.getContainer((ref.native as { containerId: string }).containerId).inspect()).State.Pid;
+    const st = await readFile(`/proc/${init}/stat`, 'utf8');
+    const conmon = Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]);
+    const supPid = (await children()).get(init)?.[0];
+    const overhead = [init, ...(supPid ? [supPid] : []), ...((await comm(conmon)) === 'conmon' ? [conmon] : [])];
+    const gateway = (await tree(init)).filter((p) => !overhead.includes(p));
+    return { readyMs, gw: await mem(gateway), over: await mem(overhead) };
+  } finally {
+    await driver.stop(ref);
+  }
+}
+
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
@@ -205,8 +241,9 @@ const median = (xs: number[]): number => {
 };
 const secs = (xs: number[]) => `${(median(xs) / 1000).toFixed(1)} s  (${xs.map((x) => (x / 1000).toFixed(1)).join(', ')})`;
 
-export async function main(): Promise<void> {
+export async function main(args: string[] = []): Promise<void> {
   const log = createLogger('warn');
+  const withDocker = args.includes('--driver') && args[args.indexOf('--driver') + 1] === 'docker';
   const store = new RuntimeStore({ dir: CACHE, nodePackageVersion: '24.21.0' });
   await store.pull(VERSION, (e) => process.stderr.write(`\r${e.message}   `));
   process.stderr.write('\n');
@@ -214,6 +251,7 @@ export async function main(): Promise<void> {
   const work = await mkdtemp(path.join(os.tmpdir(), 'clawplane-bench-'));
   const sbRoot = await mkdtemp('/var/tmp/clawplane-bench-sb-');
   await chmod(sbRoot, 0o711);
+  const cleanup: (() => Promise<void>)[] = [];
   const driver = new LocalSandboxDriver({
     root: sbRoot,
     broker: undefined,
@@ -232,9 +270,23 @@ export async function main(): Promise<void> {
       renderOpenclawConfig({ gatewayPort: port, egressPort: 18080, stateDir, logFile, agents: [{ id: 'main', name: 'main' }], models: ['default'], tools: DEFAULT_TOOL_POLICY, hooks: true, gatewayTokenFile: tokenFile });
     const oursRaw = (stateDir: string, tokenFile: string) => ours(stateDir, 18789, tokenFile, path.join(stateDir, '..', 'openclaw.log'));
     await driver.preflight();
+    let docker: { driver: DockerSandboxDriver; api: Docker; stop(): Promise<void> } | undefined;
+    if (withDocker) {
+      const given = process.env['CLAWPLANE_DOCKER_SOCKET'];
+      const svc = given ? { socketPath: given, docker: new Docker({ socketPath: given }), stop: () => Promise.resolve() } : await startPodmanService();
+      process.stderr.write('building the sandbox image…\n');
+      await buildSandboxImage(svc.docker, 'clawplane-sandbox:bench');
+      const d = new DockerSandboxDriver({ root: sbRoot, socketPath: svc.socketPath, image: 'clawplane-sandbox:bench', broker: undefined, log, memoryBytes: 3 * 2 ** 30, pids: 512, cpus: 0, tmpBytes: 64 * 2 ** 20, nofile: 8192 });
+      await d.preflight();
+      docker = { driver: d, api: svc.docker, stop: svc.stop };
+    }
+    cleanup.push(async () => {
+      await docker?.driver.close();
+      await docker?.stop();
+    });
 
-    const kinds = ['defaults', 'ours', 'sandbox'] as const;
-    const r: Record<(typeof kinds)[number], { fresh: Run[]; warm: Run[] }> = { defaults: { fresh: [], warm: [] }, ours: { fresh: [], warm: [] }, sandbox: { fresh: [], warm: [] } };
+    const kinds = withDocker ? (['defaults', 'ours', 'sandbox', 'docker'] as const) : (['defaults', 'ours', 'sandbox'] as const);
+    const r: Record<'defaults' | 'ours' | 'sandbox' | 'docker', { fresh: Run[]; warm: Run[] }> = { defaults: { fresh: [], warm: [] }, ours: { fresh: [], warm: [] }, sandbox: { fresh: [], warm: [] }, docker: { fresh: [], warm: [] } };
     let restarts = '?';
     let lastCgroup = driver.lastCgroup;
     for (let round = 0; round < RUNS; round++) {
@@ -242,7 +294,19 @@ export async function main(): Promise<void> {
       for (const warm of [false, true]) {
         for (const k of order) {
           process.stderr.write(`round ${round + 1}/${RUNS}: ${k}, ${warm ? 'warm' : 'fresh'}…\n`);
-          if (k === 'sandbox') {
+          if (k === 'docker' && docker) {
+            const spec: SandboxSpec = {
+              tenantId: '00000000-0000-4000-8000-00000000bd00',
+              instanceId: `00000000-0000-4000-8000-0000000bd${String(round).padStart(3, '0')}`,
+              runtime: rt,
+              configs: { e0: JSON.stringify(ours('/tenant/work/e0', SANDBOX_LAYOUT.executorPort(0), '/conf/gateway-token', '/tenant/log/e0.openclaw.log')) },
+              gatewayToken: TOKEN,
+              hooksToken: HOOKS_TOKEN,
+              tenantUid: 299_997,
+              clusterId: 'bench',
+            };
+            r.docker[warm ? 'warm' : 'fresh'].push(await dockerRun(docker.driver, docker.api, spec, warm));
+          } else if (k === 'sandbox') {
             const spec: SandboxSpec = {
               tenantId: '00000000-0000-4000-8000-00000000be00',
               instanceId: `00000000-0000-4000-8000-0000000be${String(round).padStart(3, '0')}`,
@@ -267,8 +331,8 @@ export async function main(): Promise<void> {
     }
     await driver.close();
 
-    const ready = (k: (typeof kinds)[number], w: 'fresh' | 'warm') => r[k][w].map((x) => x.readyMs);
-    const memOf = (k: (typeof kinds)[number], f: (x: Run) => number | undefined) => median(r[k].warm.map(f).filter((x): x is number => x !== undefined));
+    const ready = (k: keyof typeof r, w: 'fresh' | 'warm') => r[k][w].map((x) => x.readyMs);
+    const memOf = (k: keyof typeof r, f: (x: Run) => number | undefined) => median(r[k].warm.map(f).filter((x): x is number => x !== undefined));
     const gwRss = memOf('sandbox', (x) => x.gw?.rss);
     const gwPss = memOf('sandbox', (x) => x.gw?.pss);
     const overRss = memOf('sandbox', (x) => x.over?.rss);
@@ -301,10 +365,26 @@ export async function main(): Promise<void> {
       ['cgroup limits not enforced', lastCgroup?.notEnforced.join('; ') || 'none'],
       ['executor restarts during the last warm run', restarts],
     ];
+    if (withDocker) {
+      const dGw = memOf('docker', (x) => x.gw?.rss);
+      const dOver = memOf('docker', (x) => x.over?.rss);
+      rows.push(
+        ['deploy-to-ready, docker driver (through its transport), fresh', secs(ready('docker', 'fresh'))],
+        ['  ratio docker / raw defaults, fresh (target <= 1.10)', ratio(ready('docker', 'fresh'), ready('defaults', 'fresh'))],
+        ['  ratio docker / local driver, fresh', ratio(ready('docker', 'fresh'), ready('sandbox', 'fresh'))],
+        ['deploy-to-ready, docker driver (through its transport), warm', secs(ready('docker', 'warm'))],
+        ['  ratio docker / raw defaults, warm (target <= 1.10)', ratio(ready('docker', 'warm'), ready('defaults', 'warm'))],
+        ['  ratio docker / local driver, warm', ratio(ready('docker', 'warm'), ready('sandbox', 'warm'))],
+        ['gateway RSS / PSS in the docker sandbox', `${mb(dGw)} / ${mb(memOf('docker', (x) => x.gw?.pss))}`],
+        ['conmon + init + supervisor RSS / PSS (docker)', `${mb(dOver)} / ${mb(memOf('docker', (x) => x.over?.pss))}`],
+        ['  ratio overhead / gateway, RSS, docker (target <= 3%)', `${((100 * dOver) / dGw).toFixed(1)}%`],
+      );
+    }
     const w = Math.max(...rows.map((x) => (x[0] ?? '').length));
     console.log(`\nboot bench: OpenClaw ${VERSION}, ${os.cpus().length} CPUs, median of ${RUNS} rounds (each run in brackets), memory sampled ${SETTLE_MS / 1000} s after a warm start is ready\n`);
     for (const [k, v] of rows) console.log(`${(k ?? '').padEnd(w)}  ${v ?? ''}`);
   } finally {
+    for (const c of cleanup) await c().catch(() => undefined);
     await driver.close().catch(() => undefined);
     await rm(work, { recursive: true, force: true });
     await rm(sbRoot, { recursive: true, force: true });
