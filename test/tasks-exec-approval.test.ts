@@ -9,38 +9,16 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import type { Approval, Task, TraceEvent } from '../src/tasks/types.ts';
-import { onboard, twoTenants } from './helpers/client.ts';
-import { startFakeLlm } from './helpers/fake-llm.ts';
-import { OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot, waitFor } from './helpers/sandbox.ts';
-import { startTestServer } from './helpers/server.ts';
-import { uidBase } from './helpers/gateway.ts';
+import { startGatewayFixture } from './helpers/gateway.ts';
+import { waitFor } from './helpers/sandbox.ts';
 
 describe('OpenClaw exec approvals park a task', { timeout: 900_000 }, async () => {
-  const fake = await startFakeLlm();
-  const root = await sandboxRoot();
-  const server = await startTestServer({
-    CLAWPLANE_RUNTIME_CACHE: RUNTIME_CACHE,
-    CLAWPLANE_SANDBOX_ROOT: root,
-    CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1',
-    CLAWPLANE_RECONCILE_INTERVAL_MS: '1000',
-    CLAWPLANE_SANDBOX_UID_BASE: String(uidBase(import.meta.url)),
-    CLAWPLANE_TASK_QUEUE_POLL_MS: '200',
-  });
-  await server.services.runtimes.pull(OPENCLAW_VERSION);
-  const admin = await onboard(server);
-  const { a } = await twoTenants(server, admin);
-  after(async () => {
-    for (const h of await server.services.sandboxes.list()) await server.services.sandboxes.stop(h);
-    await server.stop();
-  });
-  const by = { actor: 'test', userId: a.ownerId };
+  const { server, fake, a, by, providerId } = await startGatewayFixture({ file: import.meta.url, canary: 'sk-fake-0123456789abcdef', env: { CLAWPLANE_TASK_QUEUE_POLL_MS: '200' } });
   // Exec is rendered `ask` only when the platform default and the tenant's policy both say ask.
   const defaults = await server.services.onboarding.agentDefaults();
   await server.services.onboarding.setAgentDefaults({ ...defaults, execPolicy: 'ask' }, by);
   await server.services.policy.setTenantPolicy(a.id, { execPolicy: 'ask', policies: [] }, by);
-  const key = await server.services.credentials.create(a.id, { name: 'fake-llm-key', type: 'api_key', value: 'sk-fake-0123456789abcdef' }, by);
-  const provider = await server.services.providers.create(a.id, { kind: 'openai_compatible', name: 'fake', baseUrl: fake.baseUrl, credentialId: key.id }, by);
-  await server.services.providers.setRoute(a.id, { scope: 'tenant', targets: [{ providerId: provider.id, model: 'tool-exec' }] }, by);
+  await server.services.providers.setRoute(a.id, { scope: 'tenant', targets: [{ providerId, model: 'tool-exec' }] }, by);
   const api = (p: string) => `/api/v1/tenants/${a.slug}${p}`;
   await a.client.json('POST', api('/agents'), { name: 'operator', capabilities: ['shell-ish'] }, 201);
 

@@ -5,37 +5,13 @@
  * in the trace. One gateway for the file.
  */
 import assert from 'node:assert/strict';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import type { Task, TraceEvent } from '../src/tasks/types.ts';
-import { onboard, twoTenants } from './helpers/client.ts';
-import { startFakeLlm } from './helpers/fake-llm.ts';
-import { OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot, waitFor } from './helpers/sandbox.ts';
-import { startTestServer } from './helpers/server.ts';
-import { uidBase } from './helpers/gateway.ts';
+import { startGatewayFixture } from './helpers/gateway.ts';
+import { waitFor } from './helpers/sandbox.ts';
 
 describe('a task on a real OpenClaw gateway', { timeout: 900_000 }, async () => {
-  const fake = await startFakeLlm();
-  const root = await sandboxRoot();
-  const server = await startTestServer({
-    CLAWPLANE_RUNTIME_CACHE: RUNTIME_CACHE,
-    CLAWPLANE_SANDBOX_ROOT: root,
-    CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1',
-    CLAWPLANE_RECONCILE_INTERVAL_MS: '1000',
-    CLAWPLANE_SANDBOX_UID_BASE: String(uidBase(import.meta.url)),
-    CLAWPLANE_TASK_QUEUE_POLL_MS: '200',
-  });
-  await server.services.runtimes.pull(OPENCLAW_VERSION);
-  const admin = await onboard(server);
-  const { a } = await twoTenants(server, admin);
-  // As in test/instances.test.ts: stop the sandboxes, then the server, before the database goes.
-  after(async () => {
-    for (const h of await server.services.sandboxes.list()) await server.services.sandboxes.stop(h);
-    await server.stop();
-  });
-  const by = { actor: 'test', userId: a.ownerId };
-  const key = await server.services.credentials.create(a.id, { name: 'fake-llm-key', type: 'api_key', value: 'sk-fake-0123456789abcdef' }, by);
-  const provider = await server.services.providers.create(a.id, { kind: 'openai_compatible', name: 'fake', baseUrl: fake.baseUrl, credentialId: key.id }, by);
-  await server.services.providers.setRoute(a.id, { scope: 'tenant', targets: [{ providerId: provider.id, model: 'fake-model' }] }, by);
+  const { server, a } = await startGatewayFixture({ file: import.meta.url, canary: 'sk-fake-0123456789abcdef', env: { CLAWPLANE_TASK_QUEUE_POLL_MS: '200' } });
   const api = (p: string) => `/api/v1/tenants/${a.slug}${p}`;
 
   test('create → dispatch → recall → wake the stopped instance → execute on the gateway → evaluate with metered tokens', async () => {

@@ -49,6 +49,8 @@ export interface GatewayFixture {
   b: TenantFixture;
   /** The provider key tenant A's gateways reach through the broker: it must appear nowhere in a sandbox. */
   canary: string;
+  /** Tenant A's provider at the fake LLM (routes to other fake models use it). */
+  providerId: string;
   by: { actor: string; userId: string };
   /** GET of an instance through the API. */
   get(t: TenantFixture, id: string): Promise<Instance>;
@@ -86,5 +88,5 @@ export async function startGatewayFixture(o: { file: string; uidSuffix?: number;
       const i = await get(t, id);
       return i.status === status && (!reason || reason.test(i.statusReason)) ? i : undefined;
     }, timeoutMs);
-  return { server, fake, root, admin, a, b, canary, by, get, waitStatus };
+  return { server, fake, root, admin, a, b, canary, providerId: provider.id, by, get, waitStatus };
 }
