@@ -16,11 +16,14 @@ import { IMAGE_SUPERVISOR_LABEL } from './labels.ts';
 const DOCKERFILE_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..', 'docker', 'sandbox');
 const TOOLS = ['sh', 'env', 'rm', 'mkdir', 'tar', 'gzip', 'cat', 'ls', 'sleep', 'true', 'id'];
 
+/** The executable file on the host (not a shell builtin such as `true`). */
 function which(tool: string): string {
-  const r = spawnSync('/bin/sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' });
-  const p = r.stdout.trim();
-  if (r.status !== 0 || !p.startsWith('/')) throw new Error(`${tool} is not installed on this host (the sandbox image copies it)`);
-  return p;
+  for (const dir of ['/usr/bin', '/bin', '/usr/sbin', '/sbin']) {
+    const p = path.join(dir, tool);
+    const r = spawnSync('test', ['-x', p]);
+    if (r.status === 0) return p;
+  }
+  throw new Error(`${tool} is not installed on this host (the sandbox image copies it)`);
 }
 
 /** The shared libraries an ELF binary loads (ldd), as absolute paths. */
