@@ -359,7 +359,11 @@ export class DockerSandboxDriver implements SandboxDriver {
 
   /** The running sandbox containers on this engine (any control plane's: the caller matches the cluster). */
   async list(): Promise<SandboxRef[]> {
-    await this.preflight();
+    // Only the engine is needed here (not the image): adoption must work while the image is being rebuilt.
+    if (this.#nodeId === undefined) {
+      const info = await this.#api('info', () => this.#docker.info() as Promise<{ ID?: string; Name?: string }>);
+      this.#nodeId = info.ID || info.Name || os.hostname();
+    }
     const running = await this.#api('list', () => this.#docker.listContainers({ filters: { label: [LABEL.cluster], status: ['running'] } }));
     return running.map((c) => this.#refOf(c.Id, c.Labels)).filter((r): r is SandboxRef => r !== undefined);
   }
