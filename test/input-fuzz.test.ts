@@ -285,6 +285,25 @@ describe('input that PostgreSQL cannot store, over every route', async () => {
     assert.equal(toClawplaneError(range, 1)?.status, 400);
   });
 
+  test('backing up an instance that was never started is a 409 saying so, with no host path', async () => {
+    const res = await a.client.call('POST', `/api/v1/tenants/${a.slug}/instances/${a.instanceId}/backups`);
+    const e = (await res.json()) as ErrorBody;
+    assert.equal(res.status, 409, JSON.stringify(e));
+    assert.equal(e.code, 'nothing_to_back_up');
+    assert.match(e.message, /never been started/);
+    assert.doesNotMatch(JSON.stringify(e), /\/(tmp|var|proc|home|work)\//);
+  });
+
+  test('host details are taken out of status reasons and error bodies (CRIU and tar output, uids)', async () => {
+    const { scrubHostDetails } = await import('../src/observability/host-details.ts');
+    const raw = `tar exited with 2: tar: ${server.config.dataDir}/sandboxes/x/work: Cannot open: No such file or directory; criu: (00.01) Error (criu/cr-restore.c:1234): can't open /proc/4242/ns/net as uid 231000; see /var/tmp/clawplane-criu/log`;
+    const clean = scrubHostDetails(raw);
+    assert.doesNotMatch(clean, /\/tmp\/|\/var\/|\/proc\/|231000/);
+    assert.match(clean, /Cannot open: No such file or directory/, 'the rest stays readable');
+    const api = 'see /api/v1/docs and https://api.example.com/v1';
+    assert.equal(scrubHostDetails(api), api, 'API paths and URLs are not host paths');
+  });
+
   test('no 500 was counted by the server during the fuzz', async () => {
     const m = await (await fetch(`${server.url}/metrics`)).text();
     assert.doesNotMatch(m, /clawplane_http_requests_total\{[^}]*status="5\d\d"/);

@@ -2,6 +2,7 @@ import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { BadJsonError, ClawplaneError, ConflictError, PayloadTooLargeError, ValidationError } from '../errors.ts';
+import { scrubHostDetails } from '../observability/host-details.ts';
 import type { AppEnv } from './env.ts';
 import { isOpenAiRoute, toOpenAiError } from './openai-errors.ts';
 
@@ -45,7 +46,10 @@ export function errorResponse(c: Context<AppEnv>, err: unknown, bodyLimitBytes: 
   if (known.status >= 500) log?.error({ err: known, cause: known.cause }, known.message);
   else if (known !== err) log?.warn({ err }, `refused by the database: ${known.message}`);
   else log?.debug({ code: known.code }, known.message);
-  const body: ErrorBody = { code: known.code, message: known.message, requestId };
+  // The net under messages written for people: no host path or uid reaches a caller (the log has them, by request id).
+  const message = scrubHostDetails(known.message);
+  if (message !== known.message) log?.warn({ code: known.code, detail: known.message }, 'host details removed from an error body');
+  const body: ErrorBody = { code: known.code, message, requestId };
   if (known.details) body.details = known.details;
   // The unread rest of an oversized body makes the connection unusable: tell the client not to reuse it.
   if (known.status === 413) c.header('Connection', 'close');

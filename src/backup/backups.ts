@@ -16,6 +16,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
+import { scrubHostDetails } from '../observability/host-details.ts';
 import { appendAudit } from '../audit/log.ts';
 import { containing, keysetPage, type Sorts } from '../db/keyset.ts';
 import type { Db } from '../db/pool.ts';
@@ -261,7 +262,13 @@ export class BackupService {
           await pipeline(archive, createWriteStream(tar, { mode: 0o600 }));
         } catch (err) {
           if (err instanceof ClawplaneError) throw err;
-          throw new ClawplaneError('backup_failed', 503, `The state of instance "${row.name}" could not be archived: ${(err as Error).message}. The previous backup is still the latest; retry, and check the instance's logs if it fails again.`, { cause: err });
+          // Deployed but never started: there is no state yet, which is not an outage.
+          if (!running && ((err as NodeJS.ErrnoException).code === 'ENOENT' || /No such file or directory/.test((err as Error).message))) {
+            throw new ConflictError(`Instance "${row.name}" has no state to back up yet: it has never been started. Start it once, then back it up.`, 'nothing_to_back_up');
+          }
+          // tar's or the driver's words name host paths and uids: they go to the log (with the request id), not to the tenant.
+          this.#o.log.error({ err, tenant_id: tenantId, instance_id: instanceId, request_id: by.requestId }, 'archiving an instance state for a backup failed');
+          throw new ClawplaneError('backup_failed', 503, `The state of instance "${row.name}" could not be archived (the server's log has the cause under this request's id). The previous backup is still the latest; retry, and ask an operator if it fails again.`, { cause: err });
         }
         const sha = await encryptFile(await this.#o.vault.getOrCreateTenantKey(tenantId), tenantId, id, tar, enc);
         const size = await this.#o.store.put(key, enc);
@@ -329,7 +336,9 @@ export class BackupService {
         await this.#o.driver.importState({ tenantId, instanceId: into.id }, createReadStream(tar));
       });
     } catch (err) {
-      await this.#audit(tenantId, row?.id ?? null, b.id, 'failure', by, { reason: (err as Error).message });
+      // The audit is tenant-readable: a known error's words, never a tool's output with host paths.
+      await this.#audit(tenantId, row?.id ?? null, b.id, 'failure', by, { reason: err instanceof ClawplaneError ? scrubHostDetails(err.message) : 'the restore failed (see the server log for this request id)' });
+      if (!(err instanceof ClawplaneError)) this.#o.log.error({ err, tenant_id: tenantId, backup_id: b.id, request_id: by.requestId }, 'restoring a backup failed');
       throw err;
     } finally {
       await rm(enc, { force: true });

@@ -245,7 +245,7 @@ export class IngressService {
       return {
         abort: call.abort,
         response: call.response.catch((err: unknown) => {
-          throw opts.signal.aborted ? err : new UpstreamError(`Instance "${row.name}" did not answer (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, err);
+          throw opts.signal.aborted ? err : new UpstreamError(`Instance "${row.name}" did not answer (${(err as NodeJS.ErrnoException).code ?? 'connection failed'})`, err);
         }),
       };
     };
@@ -380,7 +380,15 @@ export class IngressService {
         void archive(reply).finally(done);
       },
     });
-    res.on('error', (err) => tap.destroy(err));
+    // The gateway's answer was cut mid-stream: tell the client in the stream's own terms, at once, and end it.
+    const cut = () => {
+      if (finished || tap.destroyed || tap.writableEnded) return;
+      tap.end(`event: error\ndata: ${JSON.stringify({ error: { code: 'gateway_stream_cut', message: 'The gateway stopped answering mid-stream (the instance may have restarted or its model call failed). Retry the message.' } })}\n\n`);
+    };
+    res.on('error', cut);
+    res.on('close', () => {
+      if (!res.complete) cut();
+    });
     // The client went away (or we failed): abort the gateway request, which ends the run upstream,
     // and keep what was said so far.
     tap.on('close', () => {

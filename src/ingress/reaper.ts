@@ -79,7 +79,8 @@ export class IdleReaper {
       } else {
         this.#o.log.info({ tenant_id: row.tenantId, instance_id: row.id, idleMs: now - since, notSuspended: s.reason }, 'stopping an idle instance (it is backed up on stop)');
         this.#o.expectStop(row.id, 'idle');
-        await this.#o.instances.stop(row.tenantId, row.id, { actor: 'system:idle-reaper' });
+        const idle = now - since;
+        await this.#o.instances.stop(row.tenantId, row.id, { actor: 'system:idle-reaper' }, `idle for ${idle >= 120_000 ? `${Math.round(idle / 60_000)} min` : `${Math.round(idle / 1000)} s`}, past the idle timeout`);
         this.#o.metrics.idleStops.inc({ tenant: row.tenantId });
       }
       this.#o.activity.forget(row.id);

@@ -12,6 +12,7 @@ import type { Db } from '../db/pool.ts';
 import type { EventChannel } from '../events/channel.ts';
 import type { OnboardingService } from '../identity/onboarding.ts';
 import type { InstanceServices, InstanceSettings } from '../instances/setup.ts';
+import { registerHostRoot } from '../observability/host-details.ts';
 import type { Vault } from '../vault/vault.ts';
 import { GatewayGate } from './access.ts';
 import { Activity } from './activity.ts';
@@ -45,6 +46,9 @@ export function createObjectStore(s: IngressSettings): ObjectStore {
 /** Builds the archive, the ingress (with wake on demand), backups and the idle reaper (not started). */
 export function createIngressServices(opts: { db: Db; events: EventChannel; vault: Vault; onboarding: OnboardingService; instances: InstanceServices; instanceSettings: InstanceSettings; settings: IngressSettings; dataDir: string; registry: Registry; log: Logger }): IngressServices {
   const { db, log, settings: s } = opts;
+  // Error bodies and status reasons never show where these live (observability/host-details.ts).
+  registerHostRoot(path.resolve(opts.dataDir));
+  registerHostRoot(opts.instanceSettings.sandboxRoot);
   const { instances, sandboxes, reconciler } = opts.instances;
   const archive = new ConversationArchive(db);
   const activity = new Activity();

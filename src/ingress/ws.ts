@@ -11,7 +11,9 @@
  */
 import WebSocket from 'ws';
 import type { Logger } from 'pino';
+import { ClawplaneError } from '../errors.ts';
 import type { TenantRole } from '../identity/principal.ts';
+import { scrubHostDetails } from '../observability/host-details.ts';
 import type { InstanceRow } from '../instances/instances.ts';
 import type { GatewayAccess } from './access.ts';
 import type { IngressService } from './ingress.ts';
@@ -127,7 +129,9 @@ export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressS
         closeBoth(1011, 'the gateway could not be reached: retry shortly');
       });
     } catch (err) {
-      send(client, JSON.stringify({ type: 'event', event: 'clawplane.error', payload: { message: (err as Error).message } }));
+      // A known error's words (written for people); anything else stays in the log.
+      if (!(err instanceof ClawplaneError)) log.error({ err, tenant_id: row.tenantId, instance_id: row.id }, 'gateway socket: waking the instance failed');
+      send(client, JSON.stringify({ type: 'event', event: 'clawplane.error', payload: { message: err instanceof ClawplaneError ? scrubHostDetails(err.message) : 'The instance could not be started; retry shortly.' } }));
       closeBoth(1011, 'the instance could not be started');
     }
   })();

@@ -6,6 +6,7 @@ import type { Db, Queryable } from '../db/pool.ts';
 import type { EventChannel } from '../events/channel.ts';
 import { ConflictError, NotFoundError, QuotaExceededError } from '../errors.ts';
 import { assertTenantActive } from '../identity/authz.ts';
+import { scrubHostDetails } from '../observability/host-details.ts';
 import { parseRuntimeSpec, type RuntimeStore } from '../runtime/store.ts';
 import { storedSandboxRef, storedSnapshotRef, type SandboxHealth, type SandboxRef, type SnapshotRef } from '../sandbox/types.ts';
 import type { Vault } from '../vault/vault.ts';
@@ -253,10 +254,14 @@ export class InstanceService {
     return publicInstance(row);
   }
 
-  async stop(tenantId: string, id: string, by: Audited): Promise<Instance> {
+  /**
+   * Asks for a stop. `why` (e.g. "idle for 30 min") is what the status and the event will say once
+   * stopped; by default who asked. Kept in the status reason as "stopping (why)" until the reconciler stops it.
+   */
+  async stop(tenantId: string, id: string, by: Audited, why?: string): Promise<Instance> {
     return this.#setDesired(tenantId, id, 'stop', by, async (tx, row) => {
       if (row.desiredState === 'stopped' && row.status === 'stopped') return false;
-      await tx.query(`UPDATE instances SET desired_state = 'stopped', updated_at = now() WHERE id = $1`, [id]);
+      await tx.query(`UPDATE instances SET desired_state = 'stopped', status_reason = $2, updated_at = now() WHERE id = $1`, [id, `stopping (${why ?? `requested by ${by.actor}`})`]);
       return true;
     });
   }
@@ -356,11 +361,11 @@ export class InstanceService {
   }
 
   async #event(q: Queryable, tenantId: string, id: string, from: string | null, to: string, reason: string, actor: string): Promise<void> {
-    await q.query('INSERT INTO instance_events (tenant_id, instance_id, from_status, to_status, reason, actor) VALUES ($1, $2, $3, $4, $5, $6)', [tenantId, id, from, to, reason, actor]);
+    await q.query('INSERT INTO instance_events (tenant_id, instance_id, from_status, to_status, reason, actor) VALUES ($1, $2, $3, $4, $5, $6)', [tenantId, id, from, to, scrubHostDetails(reason), actor]);
   }
 
   async #transition(q: Queryable, row: InstanceRow, to: InstanceStatus, reason: string, actor: string): Promise<void> {
-    await q.query('UPDATE instances SET status = $2, status_reason = $3, updated_at = now() WHERE id = $1', [row.id, to, reason]);
+    await q.query('UPDATE instances SET status = $2, status_reason = $3, updated_at = now() WHERE id = $1', [row.id, to, scrubHostDetails(reason)]);
     await this.#event(q, row.tenantId, row.id, row.status, to, reason, actor);
   }
 
@@ -395,6 +400,8 @@ export class InstanceService {
   async recordStatus(row: InstanceRow, to: InstanceStatus, reason: string, patch: Partial<{ sandbox: SandboxRef | null; snapshot: SnapshotRef | null; desiredState: DesiredState; observedGeneration: number; failures: number; nextAttemptAt: Date | null; runtimeVersion: string; previousRuntimeVersion: string | null }> = {}, audit?: { action: string; decision: string; detail?: Record<string, unknown> }): Promise<InstanceRow> {
     return this.#o.db.tx(async (tx) => {
       const sets = ['status = $2', 'status_reason = $3', 'updated_at = now()'];
+      // Tenants read status reasons: a driver's error (paths, uids, CRIU or tar output) stays in the logs.
+      reason = scrubHostDetails(reason);
       const vals: unknown[] = [row.id, to, reason];
       const col: Record<string, string> = { sandbox: 'sandbox', snapshot: 'snapshot', desiredState: 'desired_state', observedGeneration: 'observed_generation', failures: 'failures', nextAttemptAt: 'next_attempt_at', runtimeVersion: 'runtime_version', previousRuntimeVersion: 'previous_runtime_version' };
       for (const [k, v] of Object.entries(patch)) {

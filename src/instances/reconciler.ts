@@ -165,7 +165,9 @@ export class Reconciler {
       if (running && handle) await driver.stop(handle);
       if (row.status !== 'stopped' || row.sandbox) {
         await instances.saveHealth(row.id, null);
-        const stopped = await instances.recordStatus(row, 'stopped', 'stopped on request', { sandbox: null }, { action: 'instance.stopped', decision: 'success' });
+        // Why it was asked to stop (InstanceService.stop): idle, quota, an operator…
+        const why = /^stopping \((.+)\)$/.exec(row.statusReason)?.[1];
+        const stopped = await instances.recordStatus(row, 'stopped', why ? `stopped: ${why}` : 'stopped on request', { sandbox: null }, { action: 'instance.stopped', decision: 'success' });
         // Only after a gateway really ran (a sandbox existed): its state may have changed.
         if (handle) await this.onStopped(stopped);
       }
@@ -265,7 +267,7 @@ export class Reconciler {
       try {
         const snapshot = await snapshots.suspend(row.sandbox);
         await instances.saveHealth(row.id, null);
-        await instances.recordStatus(row, 'suspended', `idle: suspended to a snapshot (${Math.round(snapshot.imageBytes / 2 ** 20)} MiB, dumped in ${snapshot.dumpMs} ms)`, { sandbox: null, snapshot, desiredState: 'stopped' }, { action: 'instance.suspended', decision: 'success', detail: { actor, dumpMs: snapshot.dumpMs, imageBytes: snapshot.imageBytes, stateBytes: snapshot.stateBytes } });
+        await instances.recordStatus(row, 'suspended', `idle: suspended to a snapshot (${Math.round(snapshot.imageBytes / 2 ** 20)} MiB, dumped in ${Math.round(snapshot.dumpMs)} ms)`, { sandbox: null, snapshot, desiredState: 'stopped' }, { action: 'instance.suspended', decision: 'success', detail: { actor, dumpMs: snapshot.dumpMs, imageBytes: snapshot.imageBytes, stateBytes: snapshot.stateBytes } });
         return { suspended: true, dumpMs: snapshot.dumpMs, imageBytes: snapshot.imageBytes };
       } catch (err) {
         const reason = (err as Error).message;

@@ -3,6 +3,20 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { TestServer } from './server.ts';
 
+/** Every error body (and every instance status) the suite's API calls produced, scanned for host details when a test server stops. */
+export const seenBodies: { what: string; text: string }[] = [];
+
+/** Keeps an error body, or an instance's answer (status reasons), for the host-detail scan; the response stays readable. */
+export function keepForScan(what: string, res: Response): void {
+  if (res.status < 400 && !/\/instances(\/|$|\?)/.test(what)) return;
+  if ((res.headers.get('content-type') ?? '').includes('event-stream')) return;
+  void res
+    .clone()
+    .text()
+    .then((text) => seenBodies.push({ what: `${what} → ${res.status}`, text }))
+    .catch(() => undefined);
+}
+
 /** A caller of the API as a browser or script would be: a cookie jar and CSRF header, or a bearer token. */
 export class ApiClient {
   readonly base: string;
@@ -22,6 +36,7 @@ export class ApiClient {
     if (this.csrf && method !== 'GET') h['x-csrf-token'] ??= this.csrf;
     if (this.bearer) h['authorization'] = `Bearer ${this.bearer}`;
     const res = await fetch(this.base + p, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body), redirect: 'manual' });
+    keepForScan(`${method} ${p}`, res);
     for (const c of res.headers.getSetCookie()) {
       const [pair] = c.split(';');
       const [k, ...v] = (pair ?? '').split('=');

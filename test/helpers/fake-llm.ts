@@ -6,7 +6,8 @@
  * Behaviour is chosen by the model name: `fail-429` / `fail-500` answer with that status, `slow` waits
  * `slowMs` between its first and second chunk, `tool-exec` calls the `exec` tool with `echo hi` (an OpenAI
  * `tool_calls` entry) and, once the tool result is in the conversation, answers "Exec said: <result>";
- * anything else answers "Hello from <model>".
+ * `drip` streams `dripChunks` words one every `dripMs` (a long, slow answer), `cut` sends two chunks and
+ * then drops the connection mid-stream (no terminating chunk), anything else answers "Hello from <model>".
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -32,6 +33,9 @@ export interface FakeLlm {
   /** Tokens reported per call (input, output). */
   usage: { input: number; output: number };
   slowMs: number;
+  /** The `drip` model: how many words, and the pause before each. */
+  dripChunks: number;
+  dripMs: number;
   /** Ends every `slow` pause now: a test that saw the first chunk lets the provider finish. */
   releaseSlow(): void;
   /** Tool results (role "tool" message contents) the `tool-exec` model received. */
@@ -42,7 +46,7 @@ export interface FakeLlm {
 }
 
 export async function startFakeLlm(): Promise<FakeLlm> {
-  const fake: FakeLlm = { url: '', baseUrl: '', requests: [], usage: { input: 40, output: 60 }, slowMs: 400, releaseSlow: () => undefined, toolResults: [], toolNames: [], close: async () => undefined };
+  const fake: FakeLlm = { url: '', baseUrl: '', requests: [], usage: { input: 40, output: 60 }, slowMs: 400, dripChunks: 20, dripMs: 100, releaseSlow: () => undefined, toolResults: [], toolNames: [], close: async () => undefined };
   fake.releaseSlow = () => {
     for (const wake of [...slowWaiters]) wake();
   };
@@ -138,7 +142,28 @@ async function answer(fake: FakeLlm, r: FakeRequest, res: http.ServerResponse): 
     fake.toolResults.push(content);
     return answerText(fake, r, res, `Exec said: ${content.replace(/\s+/g, ' ').trim().slice(0, 200)}`);
   }
+  if (r.model === 'drip' && r.stream) return drip(fake, r, res);
+  if (r.model === 'cut' && r.stream) {
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    for (const w of ['Hello', ' from']) res.write(`data: ${JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: { content: w }, finish_reason: null }] })}\n\n`);
+    // A provider that dies mid-answer: the connection goes, with no [DONE] and no last chunk.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    res.socket?.destroy();
+    return;
+  }
   return answerText(fake, r, res, `Hello from ${r.model}`);
+}
+
+async function drip(fake: FakeLlm, r: FakeRequest, res: http.ServerResponse): Promise<void> {
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  for (let i = 0; i < fake.dripChunks && !res.destroyed; i++) {
+    await new Promise((resolve) => setTimeout(resolve, fake.dripMs));
+    res.write(`data: ${JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: { content: `${i ? ' ' : ''}w${i}` }, finish_reason: null }] })}\n\n`);
+  }
+  if (res.destroyed) return;
+  res.write(`data: ${JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }], usage: { prompt_tokens: fake.usage.input, completion_tokens: fake.usage.output, total_tokens: fake.usage.input + fake.usage.output } })}\n\n`);
+  res.end('data: [DONE]\n\n');
+  r.finishedAt = Date.now();
 }
 
 async function answerText(fake: FakeLlm, r: FakeRequest, res: http.ServerResponse, text: string): Promise<void> {

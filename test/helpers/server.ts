@@ -8,6 +8,7 @@ import { after } from 'node:test';
 import { parseConfig, type Config } from '../../src/config/schema.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { startServer, type RunningServer } from '../../src/server/serve.ts';
+import { keepForScan, seenBodies } from './client.ts';
 import { testDatabase, type TestDatabase } from './db.ts';
 
 /** Every log line any server in this test process wrote: tests scan it for planted canaries. */
@@ -46,19 +47,26 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
   // One hook, in this order: sandboxes (they outlive a stopped server by design), the server (drains
   // requests, stops workflows), then the database and the data directory.
   after(async () => {
+    // No error body or status reason showed the host: tenants must not read its paths or uids.
+    const hostDetail = new RegExp(`${[dataDir, config.instances.sandboxRoot, os.tmpdir() + '/', '/var/tmp/', '/proc/'].filter((d) => d.length > 1).map((d) => d.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')}|\\buid[=: ]+\\d{3,}`);
+    const leaks = seenBodies.filter((b) => hostDetail.test(b.text)).map((b) => `${b.what}: ${b.text.slice(0, 300)}`);
+    seenBodies.length = 0;
     for (const h of await server.services.sandboxes.list().catch(() => [])) await server.services.sandboxes.stop(h).catch(() => undefined);
     await server.stop();
     await database.drop();
     await rm(dataDir, { recursive: true, force: true });
+    if (leaks.length > 0) throw new Error(`host details in API answers: ${leaks.join(' | ')}`);
   });
-  const call: TestServer['call'] = (method, p, opts = {}) => {
+  const call: TestServer['call'] = async (method, p, opts = {}) => {
     const headers: Record<string, string> = { ...opts.headers };
     let body: string | undefined = opts.raw;
     if (opts.body !== undefined) {
       body = JSON.stringify(opts.body);
       headers['content-type'] ??= 'application/json';
     }
-    return fetch(server.url + p, { method, headers, body });
+    const res = await fetch(server.url + p, { method, headers, body });
+    keepForScan(`${method} ${p}`, res);
+    return res;
   };
   return { ...server, config, database, call };
 }

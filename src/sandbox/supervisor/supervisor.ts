@@ -14,6 +14,7 @@ import { appendFileSync, closeSync, mkdirSync, openSync, readdirSync, readFileSy
 import path from 'node:path';
 import http from 'node:http';
 import net from 'node:net';
+import { pipeline } from 'node:stream';
 
 import type { ExecutorSpec, SupervisorConfig, SupervisorHealth, SupervisorListen } from './protocol.ts';
 
@@ -172,9 +173,15 @@ function jsonError(res: http.ServerResponse, status: number, message: string): v
 function proxy(req: http.IncomingMessage, res: http.ServerResponse, target: http.RequestOptions, what: string): void {
   const up = http.request({ agent: false, ...target, method: req.method, path: req.url }, (ur) => {
     res.writeHead(ur.statusCode ?? 502, cleanHeaders(ur.headers));
-    ur.pipe(res);
+    // pipe() neither ends nor fails `res` when `ur` is cut mid-stream, and the caller then waits forever;
+    // pipeline destroys `res` at once, so the cut reaches the next hop as an error.
+    pipeline(ur, res, () => undefined);
   });
-  up.on('error', (err) => jsonError(res, 502, `${what} is not reachable (${(err as NodeJS.ErrnoException).code ?? err.message})`));
+  up.on('error', (err) => {
+    // After the head went out only a cut can tell the caller: an error body would be read as the answer.
+    if (res.headersSent) res.destroy(err);
+    else jsonError(res, 502, `${what} is not reachable (${(err as NodeJS.ErrnoException).code ?? err.message})`);
+  });
   res.on('close', () => up.destroy());
   req.pipe(up);
 }
