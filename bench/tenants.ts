@@ -1,7 +1,8 @@
 /**
  * `npm run bench -- tenants [small] [large]` (default 1000 and 100000): a platform of mostly idle
- * tenants, each with one instance, 1% of them running (rows only: no sandbox is started, the loops'
- * candidate queries are what is measured), and as many ended tasks as tenants. In one run, at both
+ * tenants, each with one instance and one ended task; 1% of the small size's instances running (rows
+ * only: no sandbox is started, the loops' candidate statements are what is measured), the same ones at
+ * the large size, so the large size adds only idle tenants with stopped instances. In one run, at both
  * sizes:
  * - each periodic loop's candidate statements (reconciler, idle reaper, backup sweep, task
  *   housekeeping): median wall time, rows returned, and shared buffers the statements touched (from
@@ -36,8 +37,12 @@ interface LoopFigure {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))] ?? 0;
 
-/** Seeds tenants [from, to) with one instance each (every 100th running) and one completed task. */
-async function seed(db: Db, from: number, to: number): Promise<void> {
+/**
+ * Seeds tenants [from, to) with one instance each and one completed task. Every 100th tenant below
+ * `activeBelow` has its instance running: both sizes have the same active work, so what the larger one
+ * adds is idle tenants with stopped instances only.
+ */
+async function seed(db: Db, from: number, to: number, activeBelow: number): Promise<void> {
   for (let lo = from; lo < to; lo += 20_000) {
     const hi = Math.min(to, lo + 20_000);
     await db.query(
@@ -47,11 +52,11 @@ async function seed(db: Db, from: number, to: number): Promise<void> {
     await db.query(
       `INSERT INTO instances (id, tenant_id, name, runtime_version, desired_state, status, sandbox)
        SELECT gen_random_uuid(), t.id, 'main', '2026.9.6',
-              CASE WHEN n % 100 = 0 THEN 'running' ELSE 'stopped' END,
-              CASE WHEN n % 100 = 0 THEN 'running' ELSE 'stopped' END,
-              CASE WHEN n % 100 = 0 THEN '{"sandboxId":"bench"}'::jsonb END
+              CASE WHEN n % 100 = 0 AND n < $3 THEN 'running' ELSE 'stopped' END,
+              CASE WHEN n % 100 = 0 AND n < $3 THEN 'running' ELSE 'stopped' END,
+              CASE WHEN n % 100 = 0 AND n < $3 THEN '{"sandboxId":"bench"}'::jsonb END
          FROM (SELECT id, substr(slug, 7)::int AS n FROM tenants WHERE slug >= 'bench-' || lpad($1::text, 6, '0') AND slug < 'bench-' || lpad($2::text, 6, '0')) t`,
-      [lo, hi],
+      [lo, hi, activeBelow],
     );
     await db.query(
       `INSERT INTO tasks (id, tenant_id, root_id, input, status, created_by)
@@ -122,7 +127,11 @@ async function listLatency(base: string, cookie: string): Promise<{ first: numbe
   };
   // A cursor 20 pages in: keyset pages cost the same wherever they are.
   let cursor: string | null = null;
-  for (let i = 0; i < 20; i++) cursor = (await get(`?limit=50${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)).body.nextCursor;
+  for (let i = 0; i < 20; i++) {
+    const next: string | null = (await get(`?limit=50${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)).body.nextCursor;
+    if (next === null) break;
+    cursor = next;
+  }
   const first: number[] = [];
   const deep: number[] = [];
   const search: number[] = [];
@@ -131,7 +140,7 @@ async function listLatency(base: string, cookie: string): Promise<{ first: numbe
     const f = await get('?limit=50');
     first.push(f.ms);
     bytes = f.bytes;
-    deep.push((await get(`?limit=50&cursor=${encodeURIComponent(cursor ?? '')}`)).ms);
+    deep.push((await get(`?limit=50${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)).ms);
     search.push((await get(`?limit=50&q=${String(100 + (i % 800))}`)).ms);
   }
   return { first, deep, search, bytes };
@@ -171,7 +180,7 @@ export async function main(args: string[]): Promise<void> {
     let seeded = 0;
     for (const n of sizes) {
       const t = performance.now();
-      await seed(server.db, seeded, n);
+      await seed(server.db, seeded, n, sizes[0]);
       seeded = n;
       process.stderr.write(`seeded ${n} tenants, instances and tasks in ${((performance.now() - t) / 1000).toFixed(1)} s\n`);
       const figures: LoopFigure[] = [];

@@ -103,11 +103,13 @@ export async function keysetPage<R>(q: Queryable, o: KeysetQuery<R>): Promise<{ 
   }
   const dir = desc ? 'DESC' : 'ASC';
   const order = columns.map((c) => `${c.sql} ${dir}`).join(', ');
-  const keys = columns.map((c, i) => `(${c.sql})::text AS _k${i}`).join(', ');
+  // The key as text for the next cursor, and (for the outer query of perPage) in its own type to order by.
+  const keys = columns.map((c, i) => `(${c.sql})::text AS _k${i}, ${c.sql} AS _o${i}`).join(', ');
   vals.push(o.limit + 1);
-  const inner = `SELECT ${o.select}, ${keys}, row_number() OVER (ORDER BY ${order}) AS _n FROM ${o.from}
+  const inner = `SELECT ${o.select}, ${keys} FROM ${o.from}
     ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ${order} LIMIT $${vals.length}`;
-  const sql = o.perPage ? `SELECT page.*, ${o.perPage.select} FROM (${inner}) page ${o.perPage.joins} ORDER BY page._n` : inner;
+  const outerOrder = columns.map((_, i) => `page._o${i} ${dir}`).join(', ');
+  const sql = o.perPage ? `SELECT page.*, ${o.perPage.select} FROM (${inner}) page ${o.perPage.joins} ORDER BY ${outerOrder}` : inner;
   const r = await q.query<Record<string, unknown>>(sql, vals);
   const rows = r.rows.slice(0, o.limit);
   const last = rows.at(-1);
