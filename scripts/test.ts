@@ -31,6 +31,11 @@ function step(name: string, cmd: string, args: string[]): void {
   process.stdout.write(`# ${name} ok (${((Date.now() - t) / 1000).toFixed(1)} s)\n`);
 }
 
+// First, within seconds: what the suite needs from the system, installed here when root with apt, else
+// the command that installs it (the files that need a missing package then fail at once, saying so).
+const system = spawnSync('bash', [path.join(root, 'scripts', 'setup-system.sh'), 'test'], { stdio: 'inherit', cwd: root });
+if (system.status !== 0) process.stdout.write('# system packages missing (above): the test files that need them fail at once\n');
+
 if (files.length === 0) {
   step('typecheck (tsc --noEmit)', bin('tsc'), ['--noEmit', '-p', root]);
   step('typecheck web console (tsc -p web)', bin('tsc'), ['--noEmit', '-p', path.join(root, 'web')]);

@@ -129,6 +129,7 @@ const NOT_TENANT_SCOPED: Record<string, number[]> = {
   'GET /api/v1/platform/audit': [403],
   'GET /api/v1/platform/replicas': [403],
   'GET /api/v1/platform/audit/verify': [403],
+  'GET /api/v1/platform/doctor': [403],
 };
 
 /** Tenant-scoped routes whose query string is required. */

@@ -21,6 +21,7 @@ import { registerPolicy } from './routes/policy.ts';
 import { registerPlatform } from './routes/platform.ts';
 import { registerReplicas } from './routes/replicas.ts';
 import type { ReplicaRegistry } from '../replicas/registry.ts';
+import { registerDoctor } from './routes/doctor.ts';
 import { registerProviders } from './routes/providers.ts';
 import { registerSystem } from './routes/system.ts';
 import { registerTenants } from './routes/tenants.ts';
@@ -126,6 +127,7 @@ export function createApp(deps: AppDeps): App {
   registerAuth(app, deps);
   registerPlatform(app, deps);
   registerReplicas(app, deps);
+  registerDoctor(app, deps);
   registerTenants(app, deps);
   registerMembers(app, deps);
   registerTokens(app, deps);

@@ -15,6 +15,7 @@ import { identityCommands } from './identity-commands.ts';
 import { vaultCommands } from './vault-commands.ts';
 import { runtimeCommands } from '../runtime/commands.ts';
 import { instanceCommands } from './instance-commands.ts';
+import { doctorCommand } from './doctor-command.ts';
 
 /** Exit codes scripts can rely on. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, config: 3 } as const;
@@ -134,7 +135,7 @@ const commands: Record<string, Command> = {
 };
 
 const kit = { config, withDatabase, usage: (m: string) => new UsageError(m), EXIT };
-Object.assign(commands, identityCommands(kit), vaultCommands(kit), runtimeCommands(kit), instanceCommands(kit));
+Object.assign(commands, identityCommands(kit), vaultCommands(kit), runtimeCommands(kit), instanceCommands(kit), doctorCommand({ ...kit, logger: cliLogger }));
 
 function diffLines(want: string, have: string): string {
   const w = new Set(want.split('\n'));

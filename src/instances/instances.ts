@@ -347,9 +347,14 @@ export class InstanceService {
     assertTenantActive(t.rows[0]);
   }
 
+  /**
+   * The platform's default version is pulled by the reconciler on first start (a first deploy just
+   * works); any other version must be installed by a platform admin first, so a tenant cannot make the
+   * host download packages of its choosing.
+   */
   async #requireRuntime(tenantId: string, action: string, version: string, by: Audited, id: string | null = null): Promise<void> {
-    if (await this.#o.runtimes.has(version)) return;
-    const msg = `OpenClaw ${version} is not installed on this control plane: a platform admin must run "clawplane runtime pull openclaw@${version}" first.`;
+    if (version === this.#o.defaultRuntimeVersion || (await this.#o.runtimes.has(version))) return;
+    const msg = `OpenClaw ${version} is not installed on this control plane (only the default version, ${this.#o.defaultRuntimeVersion}, is pulled on demand): a platform admin must run "clawplane runtime pull openclaw@${version}" first.`;
     await this.#refused(tenantId, action, id, msg, by);
     throw new ConflictError(msg, 'runtime_missing');
   }
@@ -416,6 +421,11 @@ export class InstanceService {
   }
 
   /** Notes an event without a status change (adoption after a control-plane restart). */
+  /** Replaces the status reason of a step in progress (no event: progress lines are not history). */
+  async progress(id: string, reason: string): Promise<void> {
+    await this.#o.db.query('UPDATE instances SET status_reason = $2, updated_at = now() WHERE id = $1', [id, reason]);
+  }
+
   async note(row: InstanceRow, reason: string): Promise<void> {
     await this.#event(this.#o.db, row.tenantId, row.id, row.status, row.status, reason, 'system');
   }

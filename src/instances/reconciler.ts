@@ -70,9 +70,9 @@ export class Reconciler {
       this.#adoptPending = true;
       this.#o.log.error({ err }, 'could not list running sandboxes to adopt them; retrying before each pass');
     }
-    this.kick();
     this.#timer = setInterval(() => this.kick(), this.#o.intervalMs);
     this.#timer.unref();
+    this.kick();
   }
 
   /** Stops reconciling and waits for work in flight. Sandboxes keep running: they survive us. */
@@ -84,9 +84,13 @@ export class Reconciler {
     await this.#o.driver.close();
   }
 
-  /** Runs a pass now (coalesced with one in flight). */
+  /**
+   * Runs a pass now (coalesced with one in flight). Only once started: a CLI command builds the same
+   * services to write desired state, and must leave the work to the server's reconciler (it once pulled
+   * a runtime and started a sandbox beside the server's own).
+   */
   kick(): void {
-    if (this.#stopped) return;
+    if (this.#stopped || this.#timer === undefined) return;
     if (this.#pass) {
       this.#again = true;
       return;
@@ -326,6 +330,33 @@ export class Reconciler {
     await this.#o.driver.snapshots?.discard(row.snapshot);
   }
 
+  /**
+   * Pulls a missing runtime (the platform default: InstanceService refuses others it does not have), with
+   * its progress as the instance's status reason, throttled to one write a second.
+   */
+  async #ensureRuntime(row: InstanceRow, version: string): Promise<void> {
+    const { runtimes, instances } = this.#o;
+    if (await runtimes.has(version)) return;
+    row = await instances.recordStatus(row, row.status === 'upgrading' ? 'upgrading' : 'provisioning', `pulling runtime openclaw@${version}`);
+    const t0 = Date.now();
+    let last = 0;
+    let phase = '';
+    const writes: Promise<void>[] = [];
+    try {
+      await runtimes.pull(version, (e) => {
+        if (e.phase === phase && Date.now() - last < 1000) return;
+        phase = e.phase;
+        last = Date.now();
+        writes.push(instances.progress(row.id, `pulling runtime openclaw@${version}: ${e.message}`).catch(() => undefined));
+      });
+    } catch (err) {
+      throw new Error(`pulling runtime openclaw@${version} failed: ${(err as Error).message}`, { cause: err });
+    } finally {
+      await Promise.all(writes);
+    }
+    await instances.note(row, `runtime openclaw@${version} pulled in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  }
+
   async #failed(row: InstanceRow, reason: string): Promise<void> {
     const failures = row.failures + 1;
     const delayMs = Math.min(5 * 60_000, 2_000 * 2 ** Math.min(failures - 1, 8));
@@ -383,6 +414,7 @@ export class Reconciler {
 
   async #startAndWait(row: InstanceRow, version: string): Promise<{ handle: SandboxRef; health: SandboxHealth; readyMs: number }> {
     const { driver, instances } = this.#o;
+    await this.#ensureRuntime(row, version);
     const spec = await this.spec(row, version);
     const t0 = Date.now();
     const handle = await driver.start(spec);

@@ -21,7 +21,7 @@ const MIN_NODE: [number, number] = [24, 16];
 
 export class RuntimeMissingError extends ClawplaneError {
   constructor(version: string) {
-    super('runtime_missing', 409, `OpenClaw ${version} is not installed on this control plane: run "clawplane runtime pull openclaw@${version}" first.`);
+    super('runtime_missing', 409, `OpenClaw ${version} is not installed on this control plane: run "clawplane runtime pull openclaw@${version}" first (the default version is pulled on the first start).`);
   }
 }
 
@@ -83,6 +83,7 @@ export function parseRuntimeSpec(spec: string): string {
 export class RuntimeStore {
   readonly dir: string;
   readonly #opts: RuntimeStoreOptions;
+  readonly #pulling = new Map<string, Promise<RuntimeInfo>>();
 
   constructor(opts: RuntimeStoreOptions) {
     this.dir = path.resolve(opts.dir);
@@ -130,8 +131,20 @@ export class RuntimeStore {
    * Installs `version` from the npm registry unless it is cached. npm checks each tarball against the
    * registry's integrity hash; the manifest written afterwards pins the installed tree.
    */
-  async pull(version: string, progress: PullProgress = () => undefined): Promise<RuntimeInfo> {
+  pull(version: string, progress: PullProgress = () => undefined): Promise<RuntimeInfo> {
+    // One npm install per version at a time in this process (several deploys may ask at once).
     const v = parseRuntimeSpec(version);
+    const running = this.#pulling.get(v);
+    if (running) {
+      progress({ phase: 'install', message: `waiting for the pull of openclaw@${v} already in progress` });
+      return running;
+    }
+    const p = this.#pull(v, progress).finally(() => this.#pulling.delete(v));
+    this.#pulling.set(v, p);
+    return p;
+  }
+
+  async #pull(v: string, progress: PullProgress): Promise<RuntimeInfo> {
     const final = this.#versionDir(v);
     const cached = await this.#readManifest(final);
     if (cached) {

@@ -17,6 +17,8 @@ import os from 'node:os';
 import { ReplicaRegistry, resolveReplicaId } from '../replicas/registry.ts';
 import { API_VERSION } from '../api/routes/docs.ts';
 import { createServices, type Services } from './services.ts';
+import { runDoctor } from '../doctor/doctor.ts';
+import { doctorDeps } from '../doctor/setup.ts';
 import { WebSocketServer } from 'ws';
 import { ingressSettings } from '../ingress/setup.ts';
 import { instanceSettings } from '../instances/setup.ts';
@@ -142,6 +144,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       secureCookies: publicOrigin.startsWith('https:'),
       publicOrigin,
     });
+<<<<<<< HEAD
     fetchImpl = roles.has('api')
       ? app.fetch
       : (req, env) =>
@@ -149,12 +152,24 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
             ? app.fetch(req, env)
             : Response.json({ code: 'not_served_here', message: `This replica runs the roles ${[...roles].join(', ')}, not the API: send requests to a replica with the api role.` }, { status: 404 });
     log.info({ url, replica: replicaId, roles: [...roles], database: embedded ? 'embedded' : redactUrl(db.url) }, 'clawplane listening');
+=======
+    fetchImpl = app.fetch;
+    log.info({ url, replica: events.origin, database: embedded ? 'embedded' : redactUrl(db.url) }, 'clawplane listening');
+    // What is wrong with this installation, said once at start with the fix (clawplane doctor has the whole report).
+    const doctor = runDoctor(doctorDeps(config, db, services, { host: config.host, port: addr.port })).then(
+      (r) => {
+        for (const c of r.checks) if (c.status === 'fail') log.warn({ check: c.id, detail: c.detail, fix: c.fix }, `doctor: ${c.title} failed`);
+      },
+      (err: unknown) => log.warn({ err }, 'doctor could not run'),
+    );
+>>>>>>> ba7f93a (wip: doctor, setup script, auto-pull, instance --wait)
 
     let stopping: Promise<void> | undefined;
     const stop = () =>
       (stopping ??= (async () => {
         log.info('shutting down: no new connections, draining in-flight requests');
         await closeServer(s, config.shutdownTimeoutMs);
+        await doctor;
         // Sandboxes keep running (no --die-with-parent); the next start adopts them.
         await services.reaper.stop();
         await services.backups.stop();

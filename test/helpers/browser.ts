@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -12,6 +13,7 @@ export const SHOTS = path.resolve(import.meta.dirname, '..', '..', 'test-artifac
  * errors and CSP violations are pushed to `problems`; failed API calls (4xx) are expected and are not.
  */
 export async function openBrowser(baseURL: string, problems: string[], opts: { clipboard?: boolean } = {}): Promise<{ browser: Browser; page: Page }> {
+  if (!existsSync(CHROMIUM)) throw new Error(`chromium is missing (${CHROMIUM}): run "apt-get install -y --no-install-recommends chromium", or "bash scripts/setup-system.sh test" as root`);
   await mkdir(SHOTS, { recursive: true });
   const browser = await chromium.launch({
     executablePath: CHROMIUM,

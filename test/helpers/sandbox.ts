@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { chmod, link, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after } from 'node:test';
@@ -16,7 +17,17 @@ export const OPENCLAW_VERSION = '2026.9.6';
 /** A deliberately broken build: the real Node with an openclaw.mjs that exits at once. */
 export const BROKEN_VERSION = '2026.9.6-broken.1';
 
+/**
+ * Fails at once, with the command that fixes it, when the host lacks what real gateways need, instead
+ * of each test waiting minutes for an instance that can never start.
+ */
+export function requireSandboxHost(): void {
+  const check = spawnSync('bash', [path.resolve(import.meta.dirname, '../../scripts/setup-system.sh'), 'serve', '--check'], { encoding: 'utf8' });
+  if (check.status !== 0) throw new Error(`this host cannot run sandboxes:\n${check.stdout.trim()}`);
+}
+
 export async function sandboxRoot(): Promise<string> {
+  requireSandboxHost();
   await mkdir('/var/tmp', { recursive: true });
   const root = await mkdtemp('/var/tmp/clawplane-test-sandboxes-');
   await chmod(root, 0o711);
