@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { decodeKey } from '../config/schema.ts';
 import { createDb, type Db } from '../db/pool.ts';
+import { EventChannel } from '../events/channel.ts';
 import { formatReport, runDoctor } from '../doctor/doctor.ts';
 import { doctorDeps } from '../doctor/setup.ts';
 import { ingressSettings } from '../ingress/setup.ts';
@@ -36,7 +37,7 @@ export function doctorCommand(kit: CliKit & { logger(cfg: ReturnType<CliKit['con
         // Services are only constructed (nothing starts); without a database they point at nowhere and go unused.
         const db = 'db' in opened ? opened.db : createDb(cfg.databaseUrl ?? 'postgres://127.0.0.1:1/unreachable', log);
         try {
-          const services = createServices({ db, secretKey: cfg.secretKey ?? randomBytes(32), dataDir: cfg.dataDir, publicOrigin: cfg.publicUrl ?? `http://${cfg.host}:${cfg.port}`, egressAllowHosts: cfg.egressAllowHosts, log, instances: instanceSettings(cfg), ingress: ingressSettings(cfg) });
+          const services = createServices({ db, events: EventChannel.local(log), secretKey: cfg.secretKey ?? randomBytes(32), dataDir: cfg.dataDir, publicOrigin: cfg.publicUrl ?? `http://${cfg.host}:${cfg.port}`, egressAllowHosts: cfg.egressAllowHosts, log, instances: instanceSettings(cfg), ingress: ingressSettings(cfg) });
           const report = await runDoctor({ ...doctorDeps(cfg, 'db' in opened ? db : opened, services, { host: cfg.host, port: cfg.port }), full: values['full'] === true });
           process.stdout.write(values['json'] ? JSON.stringify(report) + '\n' : formatReport(report));
           return report.ok ? kit.EXIT.ok : kit.EXIT.failed;

@@ -57,11 +57,14 @@ export async function checkSandboxes(driver: SandboxDriver, rows: InstanceRow[])
   const live = new Set(handles.map((h) => h.sandboxId));
   const gone = rows.filter((r) => r.status === 'running' && r.sandbox !== null && !live.has(r.sandbox.sandboxId));
   const problems = [
-    ...orphans.map((h) => `orphan sandbox ${h.sandboxId} (instance ${h.instanceId}, pid ${h.pid}) that no instance wants`),
+    ...orphans.map((h) => {
+      const pid = (h.native as { pid?: unknown } | null)?.pid;
+      return `orphan sandbox ${h.sandboxId} (instance ${h.instanceId}${typeof pid === 'number' ? `, pid ${pid}` : ''}) that no instance wants`;
+    }),
     ...gone.map((r) => `instance ${r.name} (${r.id}) is recorded running but its sandbox ${r.sandbox?.sandboxId ?? ''} is gone`),
   ];
   if (problems.length > 0) {
-    return fail(problems.join('; '), 'restart clawplane serve: the reconciler stops orphans and restarts instances whose sandbox is gone at start (or stop an orphan by hand: kill its pid)');
+    return fail(problems.join('; '), 'restart clawplane serve: the reconciler stops orphans and restarts instances whose sandbox is gone at start (or stop an orphan by hand)');
   }
   return ok(`${handles.length} sandbox(es) running, each wanted by its instance`);
 }
@@ -69,7 +72,8 @@ export async function checkSandboxes(driver: SandboxDriver, rows: InstanceRow[])
 /** Warm resume: only when it is on, whether CRIU can do it here. */
 export async function checkCriu(driver: SandboxDriver, enabled: boolean): Promise<Finding> {
   if (!enabled) return skip('warm resume is off (CLAWPLANE_WARM_RESUME=false): idle instances are stopped, not suspended');
-  const s = await driver.suspendSupport();
+  if (!driver.snapshots) return fail(`warm resume is on but the ${driver.name} driver has no snapshots`, 'use the local driver for warm resume, or set CLAWPLANE_WARM_RESUME=false');
+  const s = await driver.snapshots.support();
   if (!s.supported) return fail(`warm resume is on but cannot work: ${s.reason}`, 'as root: bash scripts/build-criu.sh (CLAWPLANE_CRIU_BIN), or set CLAWPLANE_WARM_RESUME=false');
   return ok('CRIU can suspend and resume sandboxes here');
 }

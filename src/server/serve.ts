@@ -144,7 +144,6 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       secureCookies: publicOrigin.startsWith('https:'),
       publicOrigin,
     });
-<<<<<<< HEAD
     fetchImpl = roles.has('api')
       ? app.fetch
       : (req, env) =>
@@ -152,9 +151,6 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
             ? app.fetch(req, env)
             : Response.json({ code: 'not_served_here', message: `This replica runs the roles ${[...roles].join(', ')}, not the API: send requests to a replica with the api role.` }, { status: 404 });
     log.info({ url, replica: replicaId, roles: [...roles], database: embedded ? 'embedded' : redactUrl(db.url) }, 'clawplane listening');
-=======
-    fetchImpl = app.fetch;
-    log.info({ url, replica: events.origin, database: embedded ? 'embedded' : redactUrl(db.url) }, 'clawplane listening');
     // What is wrong with this installation, said once at start with the fix (clawplane doctor has the whole report).
     const doctor = runDoctor(doctorDeps(config, db, services, { host: config.host, port: addr.port })).then(
       (r) => {
@@ -162,7 +158,6 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       },
       (err: unknown) => log.warn({ err }, 'doctor could not run'),
     );
->>>>>>> ba7f93a (wip: doctor, setup script, auto-pull, instance --wait)
 
     let stopping: Promise<void> | undefined;
     const stop = () =>

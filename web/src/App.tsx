@@ -13,6 +13,7 @@ import { OnboardingPage } from './pages/OnboardingPage.tsx';
 import { SettingsPage } from './pages/SettingsPage.tsx';
 import { AuditPage } from './pages/AuditPage.tsx';
 import { ReplicasPage } from './pages/ReplicasPage.tsx';
+import { HealthPage } from './pages/HealthPage.tsx';
 import { GovernancePage } from './pages/GovernancePage.tsx';
 import { TenantsPage } from './pages/TenantsPage.tsx';
 import { TenantPage } from './pages/tenant/TenantPage.tsx';
@@ -109,6 +110,7 @@ function Routes({ path, session }: { path: string; session: Session }) {
   else if (path === '/settings') page = <SettingsPage />;
   else if (path === '/audit') page = <AuditPage />;
   else if (path === '/replicas') page = <ReplicasPage />;
+  else if (path === '/health') page = <HealthPage />;
   else if (path === '/governance') page = <GovernancePage />;
   else if ((m = match('/tenants/:slug', path))) page = <TenantPage slug={m['slug'] ?? ''} tab="overview" />;
   else if ((m = match('/tenants/:slug/:tab', path))) page = <TenantPage slug={m['slug'] ?? ''} tab={m['tab'] ?? ''} />;

@@ -1363,6 +1363,90 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/platform/doctor": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Health of this installation, as `clawplane doctor` reports it (each check ok, warn, fail or skip, with its fix) */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description true: re-hash every runtime file against its manifest (slow) */
+                    full?: "true" | "false";
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["DoctorReport"];
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/platform/oidc": {
         parameters: {
             query?: never;
@@ -11574,6 +11658,18 @@ export interface components {
             defaultModel: string;
             /** @enum {string} */
             kind: "anthropic" | "openai" | "gemini" | "mistral" | "deepseek" | "openrouter" | "openai_compatible";
+        };
+        DoctorReport: {
+            at: string;
+            checks: {
+                detail: string;
+                fix?: string;
+                id: string;
+                /** @enum {string} */
+                status: "ok" | "warn" | "fail" | "skip";
+                title: string;
+            }[];
+            ok: boolean;
         };
         EffectiveTools: {
             agent: string;

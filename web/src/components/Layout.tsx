@@ -31,6 +31,8 @@ export function Layout({ children }: { children: ReactNode }) {
               </Link>
               <Link to="/replicas" aria-current={current('/replicas')}>
                 Replicas
+              <Link to="/health" aria-current={current('/health')}>
+                Health
               </Link>
               <Link to="/settings" aria-current={current('/settings')}>
                 Settings
