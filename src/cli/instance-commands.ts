@@ -25,6 +25,7 @@ const size = (n: number) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` 
 /** The phase a status reason belongs to, for the progress lines of --wait. */
 function phaseOf(status: string, reason: string): string {
   if (/^pulling runtime/.test(reason)) return 'pulling runtime';
+  if (/ requested( \(.*\))?$/.test(reason) && status !== 'running' && status !== 'stopped') return 'waiting for the server';
   if (status === 'running') return 'gateway ready';
   if (status === 'provisioning' || status === 'upgrading') return /resum/.test(reason) ? 'resuming' : 'starting sandbox';
   return status;
