@@ -31,6 +31,7 @@ export function Layout({ children }: { children: ReactNode }) {
               </Link>
               <Link to="/replicas" aria-current={current('/replicas')}>
                 Replicas
+              </Link>
               <Link to="/health" aria-current={current('/health')}>
                 Health
               </Link>
