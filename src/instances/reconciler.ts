@@ -355,6 +355,7 @@ export class Reconciler {
       await Promise.all(writes);
     }
     await instances.note(row, `runtime openclaw@${version} pulled in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    await instances.progress(row.id, 'starting the sandbox');
   }
 
   async #failed(row: InstanceRow, reason: string): Promise<void> {
