@@ -1,5 +1,5 @@
 # Clawplane itself, for docker-compose.yml: the single-host production path with the docker sandbox
-# driver (docs/adr/0008-sandbox-port.md). The control plane drives the host's Docker engine through its
+# driver (docs/adr/0010-sandbox-port.md). The control plane drives the host's Docker engine through its
 # socket and runs as root (it writes each tenant's files as that tenant's uid, as on a host install).
 FROM node:24-bookworm-slim
 # tar/gzip pack and unpack tenant state as the tenant's uid (setpriv, util-linux); ldd and sh build the

@@ -1,5 +1,5 @@
 /**
- * Several control planes on one database (docs/adr/0008-replica-coordination.md): three `clawplane serve`
+ * Several control planes on one database (docs/adr/0009-replica-coordination.md): three `clawplane serve`
  * processes share one PostgreSQL. What one changes, the others enforce at once (PostgreSQL LISTEN/NOTIFY);
  * a replica that cannot hear changes stops trusting its caches.
  */

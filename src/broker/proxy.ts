@@ -32,7 +32,7 @@ const PASS_HEADERS = ['content-type', 'cache-control', 'x-request-id', 'openai-p
 
 export interface ProxyDeps {
   db: Db;
-  /** Keys and routes are cached only while it is live; its changes drop them (docs/adr/0008-replica-coordination.md). */
+  /** Keys and routes are cached only while it is live; its changes drop them (docs/adr/0009-replica-coordination.md). */
   events: EventChannel;
   log: Logger;
   tokens: SandboxTokens;

@@ -124,7 +124,7 @@ export const settingsSchema = z.strictObject({
   CLAWPLANE_TASK_APPROVAL_TTL_S: z.coerce.number().int().min(1).max(30 * 86_400).default(86_400).describe('How long an approval waits for a person before the task expires, in seconds.'),
   CLAWPLANE_TASK_QUEUE_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1000).describe('How often the task queues look for work to dispatch, in milliseconds.'),
   CLAWPLANE_TASK_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(100).describe('Tasks one process runs at once across all tenants.'),
-  // Several replicas on one database (docs/adr/0008-replica-coordination.md).
+  // Several replicas on one database (docs/adr/0009-replica-coordination.md).
   CLAWPLANE_ROLES: z
     .string()
     .default('api,worker,broker,reconciler')
@@ -196,7 +196,7 @@ export interface Config {
     s3: { endpoint: string; region: string; bucket: string; prefix: string; accessKeyId: string; secretAccessKey: string; forcePathStyle: boolean };
   };
   /** Durable tasks (issue 8): retries, timeouts, approvals, queues. */
-  /** This replica: what it runs, who it is, how it proves it is alive (docs/adr/0008-replica-coordination.md). */
+  /** This replica: what it runs, who it is, how it proves it is alive (docs/adr/0009-replica-coordination.md). */
   replica: {
     roles: Role[];
     /** Undefined: kept in the data directory (generated once). */

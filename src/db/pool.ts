@@ -20,7 +20,7 @@ const commitHooks = new WeakMap<Queryable, (() => void)[]>();
 /**
  * Runs `fn` once what `q` wrote is committed: at once for the pool (each statement commits on its own), after
  * COMMIT for a transaction's client, never when it rolls back. Used to deliver events in this process only
- * for changes other processes can see too (docs/adr/0008-replica-coordination.md).
+ * for changes other processes can see too (docs/adr/0009-replica-coordination.md).
  */
 export function afterCommit(q: Queryable, fn: () => void): void {
   const hooks = commitHooks.get(q);

@@ -22,7 +22,7 @@ interface Envelope {
 type Handler<K extends EventName> = (payload: ClawplaneEvents[K], origin: 'local' | 'remote') => void | Promise<void>;
 
 /**
- * The typed event channel (docs/adr/0008-replica-coordination.md): what one process changes, every process
+ * The typed event channel (docs/adr/0009-replica-coordination.md): what one process changes, every process
  * learns. `publish` sends a PostgreSQL NOTIFY in the writer's transaction (so it is delivered exactly when the
  * change commits, and never for a rollback) and delivers to this process's handlers after the commit. Other
  * processes receive it on their LISTEN connection.

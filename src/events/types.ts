@@ -1,5 +1,5 @@
 /**
- * Every event the control plane publishes, by name, with its payload (docs/adr/0008-replica-coordination.md).
+ * Every event the control plane publishes, by name, with its payload (docs/adr/0009-replica-coordination.md).
  * Payloads carry ids only, never a secret: they travel through PostgreSQL NOTIFY (at most 8000 bytes).
  */
 export interface ClawplaneEvents {

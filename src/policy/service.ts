@@ -51,7 +51,7 @@ function sourceOf(p: PolicySource): PolicySource {
  * stored in the database and compiled into one preparsed Cedar policy set per tenant. Sets are cached
  * and rebuilt on the next decision after a change made through any replica (the event channel carries
  * `policy.changed`); while the channel is down nothing is cached: every decision reads the database
- * (fail closed, docs/adr/0008-replica-coordination.md).
+ * (fail closed, docs/adr/0009-replica-coordination.md).
  */
 export class PolicyService {
   readonly tools: ToolRegistry;

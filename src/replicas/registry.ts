@@ -89,7 +89,7 @@ export interface ReplicaRegistryOptions {
 /**
  * The replica registry (table `replicas`): each process registers itself, renews a heartbeat, and takes over
  * dead peers: the first live replica to claim a dead one (an UPDATE only one can win) recovers its workflows,
- * so they run again exactly once (docs/adr/0008-replica-coordination.md).
+ * so they run again exactly once (docs/adr/0009-replica-coordination.md).
  */
 export class ReplicaRegistry {
   readonly id: string;

@@ -1,5 +1,5 @@
 /**
- * The sandbox driver port (docs/adr/0008-sandbox-port.md). A sandbox is where one instance runs: a
+ * The sandbox driver port (docs/adr/0010-sandbox-port.md). A sandbox is where one instance runs: a
  * supervisor and N gateway executors, with no network, reachable only through the transport its driver
  * gives (connect) and able to reach only the broker. Drivers: `local` (bubblewrap, ADR 0005) and
  * `docker` (one container per sandbox); `kubernetes` will implement the same interface.

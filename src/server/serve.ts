@@ -63,7 +63,7 @@ const SYSTEM_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 
 /**
  * `clawplane serve`: the roles of config.replica.roles in one process (default all of them), registered as one
- * replica of the control plane on its database (docs/adr/0008-replica-coordination.md).
+ * replica of the control plane on its database (docs/adr/0009-replica-coordination.md).
  */
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   await resolveSecretKey(config, log);

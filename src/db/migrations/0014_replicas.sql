@@ -1,4 +1,4 @@
--- Several control-plane replicas on one database (docs/adr/0008-replica-coordination.md).
+-- Several control-plane replicas on one database (docs/adr/0009-replica-coordination.md).
 
 -- Each process registers itself and proves it is alive. A replica whose heartbeat is older than the expiry
 -- (or that stopped) is dead: one live replica claims it (recovered_by) and recovers its DBOS workflows.
