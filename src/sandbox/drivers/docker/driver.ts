@@ -1,5 +1,5 @@
 /**
- * The Docker driver (ADR 0008): one container per sandbox (the supervisor and its gateway executors)
+ * The Docker driver (ADR 0010): one container per sandbox (the supervisor and its gateway executors)
  * through the Docker Engine API, with Docker or `podman system service`. Isolation: no network, a
  * read-only root filesystem, a capped /tmp, no capabilities, no-new-privileges, the tenant's own
  * non-root uid, memory/PID/CPU limits, the engine's default seccomp profile, an init as pid 1, no
