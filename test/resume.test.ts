@@ -96,10 +96,10 @@ const CRIU_BIN = process.env['CLAWPLANE_CRIU_BIN'] ?? '/var/tmp/clawplane-criu/b
 /** The tenant's host uid in this test (no passwd entry needed). */
 const TENANT_UID = 61990;
 
-function criuSkip(): string | false {
+async function criuSkip(): Promise<string | false> {
   if (process.getuid?.() !== 0) return 'needs root (CRIU, and the uid drop before bubblewrap)';
   if (spawnSync('bwrap', ['--version']).status !== 0) return 'bubblewrap is not installed';
-  const s = new Criu(CRIU_BIN).support();
+  const s = await new Criu(CRIU_BIN).support();
   if (!s.supported) return `${s.reason} (CI does not build CRIU)`;
   let stamp = '';
   try {
@@ -114,7 +114,7 @@ function criuSkip(): string | false {
 
 const status = (pid: number) => Object.fromEntries(readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').filter(Boolean).map((l) => l.split(/:\s+/) as [string, string]));
 
-test('CRIU dumps a bubblewrap-sandboxed Node server and restores it: same process state, host-made socket, isolation kept', { skip: criuSkip(), timeout: 120_000 }, async () => {
+test('CRIU dumps a bubblewrap-sandboxed Node server and restores it: same process state, host-made socket, isolation kept', { skip: await criuSkip(), timeout: 120_000 }, async () => {
   const dir = await mkdtemp('/var/tmp/clawplane-resume-');
   await chmod(dir, 0o711);
   const pids: number[] = [];
@@ -265,7 +265,7 @@ async function readlinkNs(pid: number, ns: string): Promise<string> {
   return readlink(`/proc/${pid}/ns/${ns}`);
 }
 
-test('resume refuses what it cannot use, before touching anything: no snapshot, a used one, another instance', { skip: criuSkip() }, async () => {
+test('resume refuses what it cannot use, before touching anything: no snapshot, a used one, another instance', { skip: await criuSkip() }, async () => {
   const dir = await mkdtemp('/var/tmp/clawplane-resume-refuse-');
   try {
     const driver = new LocalSandboxDriver({ root: path.join(dir, 'sb'), broker: undefined, log: pino({ level: 'silent' }), dataBytes: 1 << 30, nproc: 100, nofile: 100, tmpBytes: 1 << 20, cgroup: { memoryBytes: 0, pids: 0, cpus: 0 }, criuBin: CRIU_BIN, warmResume: true });

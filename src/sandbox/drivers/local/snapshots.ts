@@ -77,7 +77,7 @@ export class LocalSnapshots implements SandboxSnapshots {
       return { supported: false, reason: 'warm resume is off (CLAWPLANE_WARM_RESUME=false): sandboxes are not started suspendable; idle instances are stopped instead' };
     }
     const criu = this.#criu();
-    const s = criu.support();
+    const s = await criu.support();
     if (!s.supported) return s;
     const stamp = await readFile(path.join(path.dirname(criu.bin), 'criu.version'), 'utf8').catch(() => '');
     if (Number(/\+p(\d+)\s*$/.exec(stamp)?.[1] ?? 0) < 4) {

@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { chmod, chown, readdir, readFile } from 'node:fs/promises';
+import { chmod, chown, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 
 /**
@@ -37,34 +38,74 @@ export class CriuError extends Error {
 
 export type CriuSupport = { supported: true; version: string } | { supported: false; reason: string };
 
+/**
+ * How long a dump or restore may take before CRIU is killed. A sandbox dumps in about a second
+ * (bench resume); on some kernels CRIU never returns: on 6.18.44 (these machines since December 2026)
+ * `criu dump` of any tree, even `sh` with one child, waits forever for the task to trap after the
+ * parasite's sigreturn ("Waiting for PID to trap", measured with -v4). Killing CRIU there kills the tree
+ * (it is running parasite code), so callers treat a timed-out dump as a stopped sandbox.
+ */
+export const CRIU_TIMEOUT_MS = 120_000;
+const PROBE_TIMEOUT_MS = 30_000;
+
+/** One answer per CRIU binary per process: `criu check` and a probe dump cost seconds. */
+const supportByBin = new Map<string, Promise<CriuSupport>>();
+
 export class Criu {
   readonly bin: string;
-  #support: CriuSupport | undefined;
 
   constructor(bin: string) {
     this.bin = bin;
   }
 
-  /** `criu check` once per process; the reason says what to do when it fails. */
-  support(): CriuSupport {
-    if (this.#support) return this.#support;
+  /**
+   * Whether CRIU works on this host, once per process: installed, root, `criu check`, and a probe dump
+   * of a throwaway two-process tree (`criu check` passes on kernels where every dump hangs, see
+   * CRIU_TIMEOUT_MS). The reason says what failed and what to do.
+   */
+  support(): Promise<CriuSupport> {
+    let s = supportByBin.get(this.bin);
+    if (!s) supportByBin.set(this.bin, (s = this.#probeSupport()));
+    return s;
+  }
+
+  async #probeSupport(): Promise<CriuSupport> {
     const v = spawnSync(this.bin, ['--version'], { encoding: 'utf8' });
     if (v.error || v.status !== 0) {
-      this.#support = { supported: false, reason: `CRIU is not installed at ${this.bin} (${v.error?.message ?? v.stderr.trim()}); run scripts/build-criu.sh (builds CRIU 4.1.1 from Debian's source package) or set CLAWPLANE_CRIU_BIN` };
-      return this.#support;
+      return { supported: false, reason: `CRIU is not installed at ${this.bin} (${v.error?.message ?? v.stderr.trim()}); run scripts/build-criu.sh (builds CRIU 4.1.1 from Debian's source package) or set CLAWPLANE_CRIU_BIN` };
     }
-    if (process.getuid?.() !== 0) {
-      this.#support = { supported: false, reason: 'CRIU needs the control plane to run as root' };
-      return this.#support;
-    }
+    if (process.getuid?.() !== 0) return { supported: false, reason: 'CRIU needs the control plane to run as root' };
     const c = spawnSync(this.bin, ['check'], { encoding: 'utf8', timeout: 30_000 });
     const out = `${c.stdout}${c.stderr}`;
     if (c.status !== 0 || !/Looks good/.test(out)) {
-      this.#support = { supported: false, reason: `"criu check" failed on this host: ${errorLines(out).join(' | ') || out.trim().slice(-300)}` };
-      return this.#support;
+      return { supported: false, reason: `"criu check" failed on this host: ${errorLines(out).join(' | ') || out.trim().slice(-300)}` };
     }
-    this.#support = { supported: true, version: /Version:\s*(\S+)/.exec(v.stdout)?.[1] ?? 'unknown' };
-    return this.#support;
+    const probe = await this.#probeDump();
+    if (probe) return { supported: false, reason: `CRIU cannot dump a process tree on this kernel (${os.release()}): ${probe}; idle instances are stopped instead of suspended` };
+    return { supported: true, version: /Version:\s*(\S+)/.exec(v.stdout)?.[1] ?? 'unknown' };
+  }
+
+  /** Dumps a detached `sh` with a `sleep` child; undefined when that works, else why not. */
+  async #probeDump(): Promise<string | undefined> {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-criu-probe-'));
+    const tree = spawn('/bin/sh', ['-c', 'sleep 600 & wait'], { detached: true, stdio: 'ignore' });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      if (tree.pid === undefined || tree.exitCode !== null) return 'the probe process did not start';
+      await this.#run('dump', ['dump', '-t', String(tree.pid), '-D', dir, '-v2', '-o', 'dump.log'], path.join(dir, 'dump.log'), [], this.bin, PROBE_TIMEOUT_MS);
+      return undefined;
+    } catch (err) {
+      return (err as Error).message;
+    } finally {
+      if (tree.pid !== undefined) {
+        try {
+          process.kill(-tree.pid, 'SIGKILL');
+        } catch {
+          /* the dump ended it */
+        }
+      }
+      await rm(dir, { recursive: true, force: true });
+    }
   }
 
   /**
@@ -108,7 +149,7 @@ export class Criu {
     return { pid, ms: performance.now() - t0 };
   }
 
-  async #run(op: string, args: string[], logFile: string, passFds: number[] = [], cmd = this.bin): Promise<void> {
+  async #run(op: string, args: string[], logFile: string, passFds: number[] = [], cmd = this.bin, timeoutMs = CRIU_TIMEOUT_MS): Promise<void> {
     const maxFd = Math.max(2, ...passFds);
     const stdio: (number | 'ignore' | 'pipe')[] = ['ignore', 'pipe', 'pipe'];
     for (let fd = 3; fd <= maxFd; fd++) stdio.push(passFds.includes(fd) ? fd : 'ignore');
@@ -116,13 +157,20 @@ export class Criu {
     let out = '';
     child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
     const code = await new Promise<number | null>((resolve, reject) => {
       child.on('error', reject);
       child.on('close', (c) => resolve(c));
-    });
+    }).finally(() => clearTimeout(timer));
     if (code === 0) return;
     const log = await readFile(logFile, 'utf8').catch(() => '');
-    throw new CriuError(op, errorLines(log + '\n' + out));
+    const lines = errorLines(log + '\n' + out);
+    if (timedOut) lines.unshift(`CRIU did not finish within ${Math.round(timeoutMs / 1000)} s and was killed (last log line: ${lastLine(log) || 'none'})`);
+    throw new CriuError(op, lines);
   }
 }
 
@@ -136,6 +184,11 @@ export function errorLines(text: string): string[] {
     .filter((l) => /Error \(/.test(l) && !/RLIMIT_NOFILE for self|ip6?tables(-legacy)?-(save|restore)/.test(l))
     .map((l) => l.replace(/^\s*(\(\d+\.\d+\)\s*)?(\d+:\s*)?/, '').trim())
     .slice(0, 8);
+}
+
+function lastLine(log: string): string {
+  const noise = /RLIMIT_NOFILE for self|ip6?tables(-legacy)?-(save|restore)/;
+  return log.trim().split('\n').filter((l) => !noise.test(l)).at(-1)?.replace(/^\s*(\(\d+\.\d+\)\s*)?/, '').trim().slice(0, 200) ?? '';
 }
 
 /** The image directory and its files: root's, readable by the sandbox's group only (see Criu.restore). */
