@@ -43,6 +43,17 @@ if [ "$target" = "test" ]; then
   need catatonit "Podman's init for the Docker driver's containers started with Init: true" has catatonit
 fi
 
+# Warm resume (CLAWPLANE_WARM_RESUME=auto, the default) needs the patched CRIU; as root with apt, build it
+# once (60-100 s, cached in /var/tmp/clawplane-criu; ~50 ms when cached). Optional: without it idle
+# instances are stopped instead of suspended, and the server and `clawplane doctor` say why.
+if [ "$mode" = "install" ] && [ "$(id -u)" = "0" ] && has apt-get >/dev/null && [ "${CLAWPLANE_WARM_RESUME:-auto}" != "false" ]; then
+  here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+  [ -x "${CLAWPLANE_CRIU_DIR:-/var/tmp/clawplane-criu}/bin/criu" ] || echo "clawplane setup: building CRIU from Debian's source package for warm resume (once, 1-2 min; cached in /var/tmp/clawplane-criu)"
+  if ! bash "$here/build-criu.sh" >/dev/null 2>/tmp/clawplane-setup-criu.log; then
+    echo "clawplane setup: warm resume unavailable: building CRIU failed (see /tmp/clawplane-setup-criu.log); idle instances will be stopped instead of suspended"
+  fi
+fi
+
 [ ${#pkgs[@]} -eq 0 ] && exit 0
 
 if [ "$mode" = "install" ] && [ "$(id -u)" = "0" ] && has apt-get >/dev/null; then

@@ -37,6 +37,12 @@ test('the local driver says whether it can suspend, with a reason when it cannot
   const s2 = await d2.snapshots.support();
   assert.equal(s2.supported, false);
   if (!s2.supported) assert.match(s2.reason, /warm resume is off/);
+  // auto (the server's default): on only where CRIU works here; without it, the reason and plain sandboxes.
+  const d3 = new LocalSandboxDriver({ root: '/tmp/unused', broker: undefined, log: pino({ level: 'silent' }), dataBytes: 1 << 30, nproc: 100, nofile: 100, tmpBytes: 1 << 20, cgroup: { memoryBytes: 0, pids: 0, cpus: 0 }, criuBin: '/nonexistent/criu', warmResume: 'auto' });
+  const s3 = await d3.snapshots.support();
+  assert.equal(s3.supported, false);
+  if (!s3.supported) assert.match(s3.reason, /unavailable on this host \(CLAWPLANE_WARM_RESUME=auto\): CRIU is not installed at \/nonexistent\/criu/);
+  assert.equal(await d3.snapshots.startsSuspendable(), false);
 });
 
 test('the suspendable seccomp filter refuses io_uring and new user namespaces inside bubblewrap', { skip: spawnSync('bwrap', ['--version']).status !== 0 ? 'bubblewrap is not installed' : false }, async () => {

@@ -1,6 +1,9 @@
 import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 
+/** CLAWPLANE_WARM_RESUME: true, false, or 'auto' (on where the host's CRIU probe succeeds). */
+export type WarmResume = boolean | 'auto';
+
 /**
  * Every setting Clawplane reads, as one zod schema over environment variables (issue 2). Command-line
  * flags are mapped onto the same names before parsing, so a flag and its variable are validated alike.
@@ -96,7 +99,7 @@ export const settingsSchema = z.strictObject({
   CLAWPLANE_SANDBOX_NPROC: z.coerce.number().int().min(16).max(1 << 20).default(2048).describe("RLIMIT_NPROC per tenant uid (counts the tenant's processes and threads host-wide)."),
   CLAWPLANE_SANDBOX_NOFILE: z.coerce.number().int().min(64).max(1 << 20).default(8192).describe('RLIMIT_NOFILE per sandbox process.'),
   CLAWPLANE_SANDBOX_TMP_MB: z.coerce.number().int().min(1).max(1 << 16).default(64).describe("Size of each sandbox's private /tmp in MiB."),
-  CLAWPLANE_WARM_RESUME: z.enum(['true', 'false']).default('false').describe('true: start sandboxes suspendable, so an idle instance can be suspended to a CRIU snapshot and resumed in about a second (docs/adr/0006-warm-resume-criu.md). Needs root and the patched CRIU (scripts/build-criu.sh); without it the driver reports why and instances are stopped instead.'),
+  CLAWPLANE_WARM_RESUME: z.enum(['auto', 'true', 'false']).default('auto').describe('Suspend idle instances to a CRIU snapshot and resume them in about a second (docs/adr/0006-warm-resume-criu.md) instead of stopping them. auto: on where this host can (root, the patched CRIU that `npm install` builds as root, and a probe dump that works on this kernel), else off with the reason logged once and shown by `clawplane doctor`; true: on, and the doctor fails when the host cannot; false: off.'),
   CLAWPLANE_CRIU_BIN: z.string().default('/var/tmp/clawplane-criu/bin/criu').describe('The CRIU binary for warm resume, as scripts/build-criu.sh builds it (CRIU 4.1.1 from Debian\'s source package, with the patches these sandboxes need).'),
   CLAWPLANE_RECONCILE_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(5000).describe('How often instances are reconciled and their health polled, in milliseconds.'),
   CLAWPLANE_INSTANCE_READY_TIMEOUT_MS: z.coerce.number().int().min(1000).max(3_600_000).default(180_000).describe('How long a starting gateway may take to become ready before the start counts as failed, in milliseconds.'),
@@ -178,7 +181,7 @@ export interface Config {
     sandboxNproc: number;
     sandboxNofile: number;
     sandboxTmpBytes: number;
-    warmResume: boolean;
+    warmResume: WarmResume;
     criuBin: string;
     reconcileIntervalMs: number;
     instanceReadyTimeoutMs: number;
@@ -285,7 +288,7 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
       sandboxNproc: s.CLAWPLANE_SANDBOX_NPROC,
       sandboxNofile: s.CLAWPLANE_SANDBOX_NOFILE,
       sandboxTmpBytes: s.CLAWPLANE_SANDBOX_TMP_MB * 2 ** 20,
-      warmResume: s.CLAWPLANE_WARM_RESUME === 'true',
+      warmResume: s.CLAWPLANE_WARM_RESUME === 'auto' ? 'auto' : s.CLAWPLANE_WARM_RESUME === 'true',
       criuBin: s.CLAWPLANE_CRIU_BIN,
       reconcileIntervalMs: s.CLAWPLANE_RECONCILE_INTERVAL_MS,
       instanceReadyTimeoutMs: s.CLAWPLANE_INSTANCE_READY_TIMEOUT_MS,

@@ -1,7 +1,7 @@
 import { createConnection } from 'node:net';
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { Config } from '../config/schema.ts';
+import type { Config, WarmResume } from '../config/schema.ts';
 import type { InstanceRow } from '../instances/instances.ts';
 import type { RuntimeStore } from '../runtime/store.ts';
 import type { SandboxDriver } from '../sandbox/types.ts';
@@ -69,9 +69,14 @@ export async function checkSandboxes(driver: SandboxDriver, rows: InstanceRow[])
   return ok(`${handles.length} sandbox(es) running, each wanted by its instance`);
 }
 
-/** Warm resume: only when it is on, whether CRIU can do it here. */
-export async function checkCriu(driver: SandboxDriver, enabled: boolean): Promise<Finding> {
-  if (!enabled) return skip('warm resume is off (CLAWPLANE_WARM_RESUME=false): idle instances are stopped, not suspended');
+/** Warm resume: unless it is off, whether CRIU can do it here ('auto' without it is not a failure). */
+export async function checkCriu(driver: SandboxDriver, enabled: WarmResume): Promise<Finding> {
+  if (enabled === false) return skip('warm resume is off (CLAWPLANE_WARM_RESUME=false): idle instances are stopped, not suspended');
+  if (enabled === 'auto') {
+    if (!driver.snapshots) return skip(`warm resume is unavailable: the ${driver.name} driver has no snapshots; idle instances are stopped, not suspended`);
+    const s = await driver.snapshots.support();
+    return s.supported ? ok('warm resume on (auto): CRIU can suspend and resume sandboxes here') : skip(`${s.reason}; idle instances are stopped, not suspended`);
+  }
   if (!driver.snapshots) return fail(`warm resume is on but the ${driver.name} driver has no snapshots`, 'use the local driver for warm resume, or set CLAWPLANE_WARM_RESUME=false');
   const s = await driver.snapshots.support();
   if (!s.supported) return fail(`warm resume is on but cannot work: ${s.reason}`, 'as root: bash scripts/build-criu.sh (CLAWPLANE_CRIU_BIN), or set CLAWPLANE_WARM_RESUME=false');

@@ -2,6 +2,7 @@ import type { ToolRestrictions } from '../runtime/config.ts';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { SandboxBroker } from '../broker/types.ts';
+import type { WarmResume } from '../config/schema.ts';
 import { reachableDir } from '../config/host-dirs.ts';
 import type { Config } from '../config/schema.ts';
 import type { Db } from '../db/pool.ts';
@@ -32,8 +33,8 @@ export interface InstanceSettings {
   sandboxNproc: number;
   sandboxNofile: number;
   sandboxTmpBytes: number;
-  /** Warm resume (issue 10): sandboxes start suspendable. */
-  warmResume: boolean;
+  /** Warm resume: sandboxes start suspendable (true), not (false), or where CRIU works here ('auto'). */
+  warmResume: WarmResume;
   criuBin: string;
   reconcileIntervalMs: number;
   instanceReadyTimeoutMs: number;

@@ -1,6 +1,7 @@
 /** The one place the sandbox driver is chosen (CLAWPLANE_SANDBOX_DRIVER) and built from the parsed settings. */
 import type { Logger } from 'pino';
 import type { SandboxBroker } from '../../broker/types.ts';
+import type { WarmResume } from '../../config/schema.ts';
 import type { SandboxDriver, SandboxDriverName } from '../types.ts';
 import { DockerSandboxDriver } from './docker/driver.ts';
 import { LocalSandboxDriver } from './local/driver.ts';
@@ -17,7 +18,7 @@ export interface SandboxDriverSettings {
   sandboxNproc: number;
   sandboxNofile: number;
   sandboxTmpBytes: number;
-  warmResume: boolean;
+  warmResume: WarmResume;
   criuBin: string;
 }
 

@@ -52,10 +52,11 @@ export interface LocalDriverOptions {
   criuBin?: string;
   /**
    * Warm resume (CLAWPLANE_WARM_RESUME): start every sandbox suspendable (the bubblewrap flags CRIU
-   * needs, docs/adr/0006-warm-resume-criu.md), so the snapshots capability works. Default off: sandboxes
-   * are started exactly as ADR 0005 describes and snapshots.support() says why not.
+   * needs, docs/adr/0006-warm-resume-criu.md), so the snapshots capability works. 'auto': only where
+   * CRIU works on this host (snapshots.support()). Off (the default here): sandboxes are started exactly
+   * as ADR 0005 describes and snapshots.support() says why not.
    */
-  warmResume?: boolean;
+  warmResume?: boolean | 'auto';
   /** Root-only directory for snapshots (default: <root>/.snapshots). */
   snapshotDir?: string;
 }
@@ -79,7 +80,7 @@ export class LocalSandboxDriver implements SandboxDriver {
       driver: this,
       log: opts.log,
       criuBin: opts.criuBin ?? '/var/tmp/clawplane-criu/bin/criu',
-      warmResume: opts.warmResume === true,
+      warmResume: opts.warmResume ?? false,
       dir: path.resolve(opts.snapshotDir ?? path.join(this.root, '.snapshots')),
       cgroup: opts.cgroup,
     });
@@ -142,7 +143,7 @@ export class LocalSandboxDriver implements SandboxDriver {
     const ingress = await listenHostSocket(p.ingress);
     const control = await listenHostSocket(p.control);
     const logFd = openSync(path.join(p.host, 'bwrap.log'), 'a', 0o600);
-    const warm = this.#o.warmResume === true;
+    const warm = await this.snapshots.startsSuspendable();
     const args = bwrapArgs(spec, p, { warm, tmpBytes: this.#o.tmpBytes });
     let seccompFd: number | undefined;
     if (warm) {

@@ -57,9 +57,10 @@ function snapshotDirOf(s: SnapshotRef): string {
 }
 
 export class LocalSnapshots implements SandboxSnapshots {
-  readonly #o: { driver: LocalSandboxDriver; log: Logger; criuBin: string; warmResume: boolean; dir: string; cgroup: CgroupLimits };
+  readonly #o: { driver: LocalSandboxDriver; log: Logger; criuBin: string; warmResume: boolean | 'auto'; dir: string; cgroup: CgroupLimits };
+  #auto: Promise<SuspendSupport> | undefined;
 
-  constructor(o: { driver: LocalSandboxDriver; log: Logger; criuBin: string; warmResume: boolean; dir: string; cgroup: CgroupLimits }) {
+  constructor(o: { driver: LocalSandboxDriver; log: Logger; criuBin: string; warmResume: boolean | 'auto'; dir: string; cgroup: CgroupLimits }) {
     this.#o = o;
   }
 
@@ -68,14 +69,40 @@ export class LocalSnapshots implements SandboxSnapshots {
   }
 
   /**
-   * Supported when the driver starts suspendable sandboxes (`warmResume`), `criu check` passes, and the
-   * binary is scripts/build-criu.sh's with patch p4 (host-made unix sockets as --external; Debian's own
-   * CRIU cannot dump these sandboxes: docs/adr/0006-warm-resume-criu.md).
+   * Supported when the driver starts suspendable sandboxes (`warmResume`, or 'auto' where the CRIU
+   * checks below pass), CRIU works here (Criu.support: `criu check` and a probe dump), and the binary is
+   * scripts/build-criu.sh's with patch p4 (host-made unix sockets as --external; Debian's own CRIU cannot
+   * dump these sandboxes: docs/adr/0006-warm-resume-criu.md).
    */
   async support(): Promise<SuspendSupport> {
-    if (!this.#o.warmResume) {
+    if (this.#o.warmResume === false) {
       return { supported: false, reason: 'warm resume is off (CLAWPLANE_WARM_RESUME=false): sandboxes are not started suspendable; idle instances are stopped instead' };
     }
+    if (this.#o.warmResume === 'auto') return this.#autoSupport();
+    return this.#criuSupport();
+  }
+
+  /** Whether a new sandbox starts suspendable: on, off, or (auto) where CRIU works here. */
+  async startsSuspendable(): Promise<boolean> {
+    if (typeof this.#o.warmResume === 'boolean') return this.#o.warmResume;
+    return (await this.#autoSupport()).supported;
+  }
+
+  /** 'auto' decides once per process and says so once in the log. */
+  #autoSupport(): Promise<SuspendSupport> {
+    this.#auto ??= this.#criuSupport().then((s) => {
+      if (s.supported) {
+        this.#o.log.info('warm resume on (CLAWPLANE_WARM_RESUME=auto): idle instances are suspended to CRIU snapshots');
+        return s;
+      }
+      const reason = `warm resume is unavailable on this host (CLAWPLANE_WARM_RESUME=auto): ${s.reason}`;
+      this.#o.log.info({ reason }, 'warm resume off: idle instances are stopped instead of suspended');
+      return { supported: false, reason };
+    });
+    return this.#auto;
+  }
+
+  async #criuSupport(): Promise<SuspendSupport> {
     const criu = this.#criu();
     const s = await criu.support();
     if (!s.supported) return s;

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { chmod, chown, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { chmod, chown, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -80,9 +80,24 @@ export class Criu {
     if (c.status !== 0 || !/Looks good/.test(out)) {
       return { supported: false, reason: `"criu check" failed on this host: ${errorLines(out).join(' | ') || out.trim().slice(-300)}` };
     }
-    const probe = await this.#probeDump();
+    const probe = await this.#cachedProbe(v.stdout);
     if (probe) return { supported: false, reason: `CRIU cannot dump a process tree on this kernel (${os.release()}): ${probe}; idle instances are stopped instead of suspended` };
     return { supported: true, version: /Version:\s*(\S+)/.exec(v.stdout)?.[1] ?? 'unknown' };
+  }
+
+  /**
+   * The probe's answer, kept beside the binary per kernel release and binary (a hanging probe costs its
+   * whole timeout, so each server start must not pay it again).
+   */
+  async #cachedProbe(version: string): Promise<string | undefined> {
+    const file = path.join(path.dirname(this.bin), 'probe.json');
+    const st = await stat(this.bin).catch(() => undefined);
+    const key = `${os.release()} ${version.trim()} ${st?.size ?? 0} ${st?.mtimeMs ?? 0}`;
+    const cached = await readFile(file, 'utf8').then((t) => JSON.parse(t) as { key?: string; failure?: string | null }, () => undefined);
+    if (cached?.key === key) return cached.failure ?? undefined;
+    const failure = await this.#probeDump();
+    await writeFile(file, JSON.stringify({ key, failure: failure ?? null }), { mode: 0o644 }).catch(() => undefined);
+    return failure;
   }
 
   /** Dumps a detached `sh` with a `sleep` child; undefined when that works, else why not. */
