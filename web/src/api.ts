@@ -22,6 +22,16 @@ type Lists<A extends readonly string[], U extends string> = [U] extends [A[numbe
 type Check<T extends true> = T;
 
 export type TenantRole = Schemas['TenantRole'];
+
+/** What every paged list takes (limit, cursor, sort, search); see docs/adr/0008-keyset-paging.md. */
+export interface ListParams {
+  limit?: number;
+  cursor?: string | undefined;
+  sort?: string;
+  q?: string | undefined;
+}
+export type { Page } from './usePaged.ts';
+import type { Page } from './usePaged.ts';
 export const TENANT_ROLES = ['tenant_admin', 'member', 'viewer'] as const satisfies readonly TenantRole[];
 type TenantRolesListed = Check<Lists<typeof TENANT_ROLES, TenantRole>>;
 
@@ -151,7 +161,7 @@ export const api = {
     saveAgentDefaults: (body: AgentDefaults) => request<AgentDefaults>('PUT', '/api/v1/platform/agent-defaults', body),
   },
   tenants: {
-    list: () => request<{ items: TenantListItem[] }>('GET', '/api/v1/tenants'),
+    list: (p: ListParams & { status?: Tenant['status'] } = {}) => request<Page<TenantListItem>>('GET', `/api/v1/tenants${query({ ...p })}`),
     get: (tenant: string) => request<Tenant>('GET', t(tenant)),
     create: (body: { slug: string; name: string; quotas?: Partial<Quotas> }) => request<Tenant>('POST', '/api/v1/tenants', body),
     update: (tenant: string, body: { name?: string; quotas?: Partial<Quotas> }) => request<Tenant>('PATCH', t(tenant), body),
@@ -160,19 +170,19 @@ export const api = {
     remove: (tenant: string, confirm: string) => request<{ deleted: true }>('DELETE', `${t(tenant)}?confirm=${encodeURIComponent(confirm)}`),
   },
   members: {
-    list: (tenant: string) => request<{ items: Member[] }>('GET', `${t(tenant)}/members`),
+    list: (tenant: string, p: ListParams & { role?: TenantRole } = {}) => request<Page<Member>>('GET', `${t(tenant)}/members${query({ ...p })}`),
     add: (tenant: string, body: { email: string; role: TenantRole; displayName?: string }) => request<Member>('POST', `${t(tenant)}/members`, body),
     changeRole: (tenant: string, userId: string, role: TenantRole) => request<Member>('PATCH', `${t(tenant)}/members/${userId}`, { role }),
     remove: (tenant: string, userId: string) => request<{ removed: true }>('DELETE', `${t(tenant)}/members/${userId}`),
   },
   tokens: {
-    list: (tenant: string) => request<{ items: ApiToken[] }>('GET', `${t(tenant)}/tokens`),
+    list: (tenant: string, p: ListParams & { status?: 'active' | 'revoked' | 'expired' } = {}) => request<Page<ApiToken>>('GET', `${t(tenant)}/tokens${query({ ...p })}`),
     create: (tenant: string, body: { name: string; role: TenantRole; expiresInDays?: number }) => request<{ token: string; info: ApiToken }>('POST', `${t(tenant)}/tokens`, body),
     revoke: (tenant: string, id: string) => request<ApiToken>('DELETE', `${t(tenant)}/tokens/${id}`),
   },
   skills: () => request<{ items: Skill[] }>('GET', '/api/v1/skills'),
   credentials: {
-    list: (tenant: string, includeRevoked: boolean) => request<{ items: Credential[] }>('GET', `${t(tenant)}/credentials?includeRevoked=${String(includeRevoked)}`),
+    list: (tenant: string, includeRevoked: boolean, p: ListParams = {}) => request<Page<Credential>>('GET', `${t(tenant)}/credentials${query({ ...p, includeRevoked: String(includeRevoked) })}`),
     create: (tenant: string, body: { name: string; type: CredentialType; value: string; expiresAt?: string }) => request<Credential>('POST', `${t(tenant)}/credentials`, body),
     connectSkill: (tenant: string, skill: string, body: { values: Record<string, string | string[]>; prefix?: string; expiresAt?: string }) =>
       request<{ items: Credential[] }>('POST', `${t(tenant)}/credentials/skills/${encodeURIComponent(skill)}`, body),
@@ -261,7 +271,7 @@ const inst = (tenant: string, id: string) => `${t(tenant)}/instances/${encodeURI
 /** The endpoints of the APIs that landed after the first console (instances, governance, usage, audit, chat). */
 export const api2 = {
   instances: {
-    list: (tenant: string) => request<{ items: Instance[] }>('GET', `${t(tenant)}/instances`),
+    list: (tenant: string, p: ListParams & { status?: InstanceStatus } = {}) => request<Page<Instance>>('GET', `${t(tenant)}/instances${query({ ...p })}`),
     get: (tenant: string, id: string) => request<Instance>('GET', inst(tenant, id)),
     deploy: (tenant: string, body: { name: string; runtimeVersion?: string; executors?: number; start?: boolean }) => request<Instance>('POST', `${t(tenant)}/instances`, body),
     op: (tenant: string, id: string, op: 'stop' | 'start' | 'restart' | 'suspend') => request<Instance>('POST', `${inst(tenant, id)}/${op}`),

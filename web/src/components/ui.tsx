@@ -129,3 +129,30 @@ export function ConfirmButton(props: { label: string; confirmLabel: string; onCo
     </span>
   );
 }
+
+/** Previous / Next under a paged list, with the page number. */
+export function Pager({ page, next, prev, label }: { page: number; next: (() => void) | undefined; prev: (() => void) | undefined; label: string }) {
+  if (page === 1 && !next) return null;
+  return (
+    <nav className="pager" aria-label={`${label} pages`}>
+      <button type="button" className="secondary" disabled={!prev} onClick={prev}>
+        Previous
+      </button>
+      <span aria-live="polite">Page {page}</span>
+      <button type="button" className="secondary" disabled={!next} onClick={next}>
+        Next
+      </button>
+    </nav>
+  );
+}
+
+/** A search box for a paged list (the API matches a case-insensitive substring). */
+export function SearchBox({ label, value, onChange }: { label: string; value: string; onChange: (v: string) => void }) {
+  const id = useId();
+  return (
+    <div className="field search">
+      <label htmlFor={id}>{label}</label>
+      <input id={id} type="search" maxLength={100} value={value} onChange={(e) => onChange(e.target.value)} />
+    </div>
+  );
+}

@@ -1,8 +1,9 @@
-import { useCallback } from 'react';
+import { useCallback, useState } from 'react';
 import { api, api2, type AuditFilters } from '../api.ts';
 import { AuditLog } from '../components/AuditLog.tsx';
-import { Async, Field } from '../components/ui.tsx';
+import { Async, Field, SearchBox } from '../components/ui.tsx';
 import { useMe } from '../session.tsx';
+import { useDebounced } from '../usePaged.ts';
 import { useResource } from '../useResource.ts';
 
 /** Platform audit (platform admins): the hash chain's verification up top, then every event. */
@@ -21,7 +22,10 @@ export function AuditPage() {
 
 function PlatformAudit() {
   const verify = useResource(() => api2.audit.verify(), []);
-  const tenants = useResource(() => api.tenants.list(), []);
+  // A platform may hold a hundred thousand tenants: the filter offers the first matches of a search.
+  const [tenantSearch, setTenantSearch] = useState('');
+  const q = useDebounced(tenantSearch.trim());
+  const tenants = useResource(() => api.tenants.list({ q: q || undefined, limit: 20 }), [q]);
   const load = useCallback((f: AuditFilters) => api2.audit.platform(f), []);
   const names = new Map((tenants.data?.items ?? []).map((t) => [t.id, t.slug]));
   return (
@@ -56,6 +60,8 @@ function PlatformAudit() {
         load={load}
         showTenant={(id) => (id ? (names.get(id) ?? id) : 'platform')}
         extraFilters={(set, f) => (
+          <>
+          <SearchBox label="Find a tenant" value={tenantSearch} onChange={setTenantSearch} />
           <Field label="Tenant">
             {(id) => (
               <select id={id} value={f.tenantId ?? ''} onChange={(e) => set({ tenantId: e.target.value || undefined })}>
@@ -68,6 +74,7 @@ function PlatformAudit() {
               </select>
             )}
           </Field>
+          </>
         )}
       />
     </section>

@@ -1,26 +1,71 @@
 import { useState, type FormEvent } from 'react';
 import { api, type Tenant, type TenantListItem } from '../api.ts';
-import { Async, Empty, ErrorMessage, Field, formatDate, StatusBadge, useAction } from '../components/ui.tsx';
+import { Async, Empty, ErrorMessage, Field, formatDate, Pager, SearchBox, StatusBadge, useAction } from '../components/ui.tsx';
 import { Link } from '../router.tsx';
 import { useMe } from '../session.tsx';
-import { useResource } from '../useResource.ts';
+import { useDebounced, usePaged } from '../usePaged.ts';
 
-/** All tenants (platform admins) or your own; platform admins create them here. */
+const SORTS = [
+  ['slug', 'Slug'],
+  ['name', 'Name'],
+  ['-createdAt', 'Newest'],
+  ['createdAt', 'Oldest'],
+] as const;
+
+/**
+ * All tenants (platform admins) or your own, a page at a time, searched by slug or name and filtered
+ * by status (a platform may hold a hundred thousand: the API pages, and so does this table).
+ */
 export function TenantsPage() {
   const me = useMe();
+  const [search, setSearch] = useState('');
+  const [status, setStatus] = useState<'' | Tenant['status']>('');
+  const [sort, setSort] = useState<string>('slug');
+  const q = useDebounced(search.trim());
   // Instance counts and today's usage move: refresh while the page is open.
-  const tenants = useResource(() => api.tenants.list(), [], { pollMs: 15_000 });
+  const tenants = usePaged((cursor) => api.tenants.list({ q: q || undefined, status: status || undefined, sort, cursor, limit: PAGE_SIZE }), [q, status, sort], { pollMs: 15_000 });
+  const filtered = q !== '' || status !== '';
   return (
     <section>
       <h1>Tenants</h1>
       {me.user.platformAdmin ? <CreateTenant onCreated={tenants.reload} /> : null}
       <h2>{me.user.platformAdmin ? 'All tenants' : 'Your tenants'}</h2>
+      <div className="list-controls" role="search">
+        <SearchBox label="Search by slug or name" value={search} onChange={setSearch} />
+        <div className="field">
+          <label htmlFor="tenant-status">Status</label>
+          <select id="tenant-status" value={status} onChange={(e) => setStatus(e.target.value as '' | Tenant['status'])}>
+            <option value="">Any</option>
+            <option value="active">Active</option>
+            <option value="suspended">Suspended</option>
+          </select>
+        </div>
+        <div className="field">
+          <label htmlFor="tenant-sort">Sort by</label>
+          <select id="tenant-sort" value={sort} onChange={(e) => setSort(e.target.value)}>
+            {SORTS.map(([v, label]) => (
+              <option key={v} value={v}>
+                {label}
+              </option>
+            ))}
+          </select>
+        </div>
+      </div>
       <Async resource={tenants} what="tenants">
-        {({ items }) => (items.length === 0 ? <Empty>No tenants yet.{me.user.platformAdmin ? ' Create the first one above.' : ''}</Empty> : <TenantTable items={items} />)}
+        {({ items }) =>
+          items.length === 0 ? (
+            <Empty>{filtered ? 'No tenant matches.' : `No tenants yet.${me.user.platformAdmin ? ' Create the first one above.' : ''}`}</Empty>
+          ) : (
+            <TenantTable items={items} />
+          )
+        }
       </Async>
+      <Pager label="Tenants" page={tenants.page} next={tenants.next} prev={tenants.prev} />
     </section>
   );
 }
+
+const PAGE_SIZE = 50;
 
 const int = new Intl.NumberFormat('en-US');
 

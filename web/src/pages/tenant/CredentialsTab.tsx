@@ -1,6 +1,7 @@
 import { useState, type FormEvent } from 'react';
 import { api, CREDENTIAL_TYPES, type Credential, type CredentialType, type Skill } from '../../api.ts';
-import { Async, ConfirmButton, Empty, ErrorMessage, Field, formatDate, StatusBadge, useAction } from '../../components/ui.tsx';
+import { Async, ConfirmButton, Empty, ErrorMessage, Field, formatDate, Pager, SearchBox, StatusBadge, useAction } from '../../components/ui.tsx';
+import { useDebounced, usePaged } from '../../usePaged.ts';
 import { useResource } from '../../useResource.ts';
 import { NotAMember, type TabProps } from './TenantPage.tsx';
 
@@ -12,7 +13,9 @@ function endOfDay(date: string): string | undefined {
 /** Credentials: forms from the skill registry, values write-only, shown as the last 4 at most. */
 export function CredentialsTab({ tenant, role }: TabProps) {
   const [showRevoked, setShowRevoked] = useState(false);
-  const credentials = useResource(() => (role ? api.credentials.list(tenant.slug, showRevoked) : Promise.resolve({ items: [] })), [tenant.slug, showRevoked, role]);
+  const [search, setSearch] = useState('');
+  const q = useDebounced(search.trim());
+  const credentials = usePaged((cursor) => (role ? api.credentials.list(tenant.slug, showRevoked, { q: q || undefined, cursor }) : Promise.resolve({ items: [], nextCursor: null })), [tenant.slug, showRevoked, role, q]);
   if (!role) return <NotAMember what="credentials" />;
   const admin = role === 'tenant_admin';
   return (
@@ -30,6 +33,9 @@ export function CredentialsTab({ tenant, role }: TabProps) {
         <label className="inline">
           <input type="checkbox" checked={showRevoked} onChange={(e) => setShowRevoked(e.target.checked)} /> Show revoked
         </label>
+      </div>
+      <div className="list-controls" role="search">
+        <SearchBox label="Search by name" value={search} onChange={setSearch} />
       </div>
       <Async resource={credentials} what="credentials">
         {({ items }) =>
@@ -59,6 +65,7 @@ export function CredentialsTab({ tenant, role }: TabProps) {
           )
         }
       </Async>
+      <Pager label="Credentials" page={credentials.page} next={credentials.next} prev={credentials.prev} />
     </>
   );
 }

@@ -450,7 +450,7 @@ function EgressForm({ slug, initial, admin }: { slug: string; initial: EgressHos
 
 function SkillEndpoints({ slug, admin }: { slug: string; admin: boolean }) {
   const endpoints = useResource(() => api2.broker.skillEndpoints(slug), [slug]);
-  const credentials = useResource(() => api.credentials.list(slug, false), [slug]);
+  const credentials = useResource(() => api.credentials.list(slug, false, { limit: 200 }), [slug]);
   const credName = (id: string | null) => (id ? (credentials.data?.items.find((c) => c.id === id)?.name ?? id) : '—');
   const remove = useAction();
   return (

@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState, type FormEvent } from 'react';
 import { api2, TRANSITIONAL, type Instance, type LogLine } from '../../api.ts';
-import { Async, Empty, ErrorMessage, Field, formatDate, StatusBadge, useAction } from '../../components/ui.tsx';
+import { Async, Empty, ErrorMessage, Field, formatDate, Pager, SearchBox, StatusBadge, useAction } from '../../components/ui.tsx';
+import { useDebounced, usePaged } from '../../usePaged.ts';
 import { useResource } from '../../useResource.ts';
 import { NotAMember, type TabProps } from './TenantPage.tsx';
 
@@ -44,7 +45,9 @@ export function InstancesTab({ tenant, role }: TabProps) {
 }
 
 function Instances({ slug, canOperate, suspended }: { slug: string; canOperate: boolean; suspended: boolean }) {
-  const list = useResource(() => api2.instances.list(slug), [slug]);
+  const [search, setSearch] = useState('');
+  const q = useDebounced(search.trim());
+  const list = usePaged((cursor) => api2.instances.list(slug, { q: q || undefined, cursor }), [slug, q]);
   const [selected, setSelected] = useState<string | undefined>(undefined);
   const busy = list.data?.items.some((i) => TRANSITIONAL.includes(i.status) || (i.desiredState === 'running' && i.status === 'stopped')) ?? false;
   const { reload } = list;
@@ -60,6 +63,9 @@ function Instances({ slug, canOperate, suspended }: { slug: string; canOperate: 
       {suspended ? <p className="notice info">The tenant is suspended: its instances cannot be deployed or started.</p> : null}
       {canOperate ? <DeployForm slug={slug} onDeployed={(i) => (setSelected(i.id), list.reload())} /> : null}
       <h2>Instances</h2>
+      <div className="list-controls" role="search">
+        <SearchBox label="Search by name" value={search} onChange={setSearch} />
+      </div>
       {busy ? (
         <p className="notice info" role="status">
           Waking… the reconciler is working on an instance; this list refreshes every {POLL_MS / 1000} s.
@@ -111,6 +117,7 @@ function Instances({ slug, canOperate, suspended }: { slug: string; canOperate: 
           )
         }
       </Async>
+      <Pager label="Instances" page={list.page} next={list.next} prev={list.prev} />
       {current ? <InstanceDetail key={current.id} slug={slug} instance={current} canOperate={canOperate} onChanged={list.reload} onGone={() => (setSelected(undefined), list.reload())} /> : null}
     </>
   );

@@ -1,15 +1,17 @@
 import { useState, type FormEvent } from 'react';
 import { api, TENANT_ROLES, type Member, type TenantRole } from '../../api.ts';
-import { Async, ConfirmButton, Empty, ErrorMessage, Field, formatDate, ROLE_LABEL, useAction } from '../../components/ui.tsx';
+import { Async, ConfirmButton, Empty, ErrorMessage, Field, formatDate, Pager, ROLE_LABEL, SearchBox, useAction } from '../../components/ui.tsx';
 import { useMe, useSession } from '../../session.tsx';
-import { useResource } from '../../useResource.ts';
+import { useDebounced, usePaged } from '../../usePaged.ts';
 import type { TabProps } from './TenantPage.tsx';
 
 /** Members and their roles; tenant admins and platform admins add, change and remove them. */
 export function MembersTab({ tenant, role, platformAdmin }: TabProps) {
   const me = useMe();
   const { refresh } = useSession();
-  const members = useResource(() => api.members.list(tenant.slug), [tenant.slug]);
+  const [search, setSearch] = useState('');
+  const q = useDebounced(search.trim());
+  const members = usePaged((cursor) => api.members.list(tenant.slug, { q: q || undefined, cursor }), [tenant.slug, q]);
   const canManage = platformAdmin || role === 'tenant_admin';
   // Your own membership shows in the navigation and decides what other tabs show.
   const changed = async (userId?: string) => {
@@ -20,6 +22,9 @@ export function MembersTab({ tenant, role, platformAdmin }: TabProps) {
     <>
       {canManage ? <AddMember slug={tenant.slug} onAdded={(m) => changed(m.userId)} /> : null}
       <h2>Members</h2>
+      <div className="list-controls" role="search">
+        <SearchBox label="Search by email or name" value={search} onChange={setSearch} />
+      </div>
       <Async resource={members} what="members">
         {({ items }) =>
           items.length === 0 ? (
@@ -46,6 +51,7 @@ export function MembersTab({ tenant, role, platformAdmin }: TabProps) {
           )
         }
       </Async>
+      <Pager label="Members" page={members.page} next={members.next} prev={members.prev} />
     </>
   );
 }

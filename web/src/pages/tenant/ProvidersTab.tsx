@@ -10,7 +10,7 @@ export function ProvidersTab({ tenant, role }: TabProps) {
   const data = useResource(
     async () => {
       if (!role) return undefined;
-      const [providers, kinds, credentials] = await Promise.all([api.providers.list(slug), api.providerKinds(), api.credentials.list(slug, false)]);
+      const [providers, kinds, credentials] = await Promise.all([api.providers.list(slug), api.providerKinds(), api.credentials.list(slug, false, { limit: 200 })]);
       return { providers: providers.items, kinds: kinds.items, credentials: credentials.items };
     },
     [slug, role],

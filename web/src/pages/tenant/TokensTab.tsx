@@ -1,7 +1,7 @@
 import { useState, type FormEvent } from 'react';
 import { api, TENANT_ROLES, type ApiToken, type TenantRole } from '../../api.ts';
-import { Async, ConfirmButton, CopyButton, Empty, ErrorMessage, Field, formatDate, ROLE_LABEL, StatusBadge, useAction } from '../../components/ui.tsx';
-import { useResource } from '../../useResource.ts';
+import { Async, ConfirmButton, CopyButton, Empty, ErrorMessage, Field, formatDate, Pager, ROLE_LABEL, SearchBox, StatusBadge, useAction } from '../../components/ui.tsx';
+import { useDebounced, usePaged } from '../../usePaged.ts';
 import { NeedsAdmin, NotAMember, type TabProps } from './TenantPage.tsx';
 
 function tokenStatus(t: ApiToken): 'active' | 'revoked' | 'expired' {
@@ -18,7 +18,9 @@ export function TokensTab({ tenant, role }: TabProps) {
 }
 
 function Tokens({ slug }: { slug: string }) {
-  const tokens = useResource(() => api.tokens.list(slug), [slug]);
+  const [search, setSearch] = useState('');
+  const q = useDebounced(search.trim());
+  const tokens = usePaged((cursor) => api.tokens.list(slug, { q: q || undefined, cursor }), [slug, q]);
   // Held in memory only: leaving or reloading the page forgets it, as the server already has.
   const [fresh, setFresh] = useState<{ token: string; name: string } | undefined>(undefined);
   return (
@@ -51,6 +53,9 @@ function Tokens({ slug }: { slug: string }) {
         </div>
       ) : null}
       <h2>Tokens</h2>
+      <div className="list-controls" role="search">
+        <SearchBox label="Search by name" value={search} onChange={setSearch} />
+      </div>
       <Async resource={tokens} what="API tokens">
         {({ items }) =>
           items.length === 0 ? (
@@ -106,6 +111,7 @@ function Tokens({ slug }: { slug: string }) {
           )
         }
       </Async>
+      <Pager label="Tokens" page={tokens.page} next={tokens.next} prev={tokens.prev} />
     </>
   );
 }
