@@ -14,6 +14,7 @@ import http from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 import { Registry } from 'prom-client';
 import { EmbeddedDatabase } from '../src/db/embedded.ts';
 import { migrate } from '../src/db/migrate.ts';
@@ -44,7 +45,15 @@ interface Result {
   p99: number;
 }
 
-async function load(url: string, headers: Record<string, string>, concurrency: number, seconds: number): Promise<Result> {
+/** SQL statements sent by this process (every pooled client, BEGIN/COMMIT included): the coordination cost. */
+let statements = 0;
+const clientQuery = pg.Client.prototype.query;
+pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+  statements++;
+  return (clientQuery as (...a: unknown[]) => unknown).apply(this, args);
+} as typeof pg.Client.prototype.query;
+
+async function load(url: string, headers: Record<string, string>, concurrency: number, seconds: number): Promise<Result & { calls: number }> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
   const body = JSON.stringify({ model: 'auto', stream: true, messages: [{ role: 'user', content: 'hi' }] });
   const u = new URL(url);
@@ -71,7 +80,7 @@ async function load(url: string, headers: Record<string, string>, concurrency: n
   agent.destroy();
   latencies.sort((a, b) => a - b);
   const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? NaN;
-  return { rps: latencies.length / elapsed, p50: q(0.5), p99: q(0.99) };
+  return { rps: latencies.length / elapsed, p50: q(0.5), p99: q(0.99), calls: latencies.length };
 }
 
 export async function main(args: string[]): Promise<void> {
@@ -116,6 +125,25 @@ export async function main(args: string[]): Promise<void> {
           (b.p99 - d.p99).toFixed(2).padStart(12),
         ].join(' | '),
       );
+    }
+    // Statements per model call, with the usage rows flushed: a tenant without caps, and one with a daily token
+    // budget and a requests-per-minute cap (reserved and settled in PostgreSQL, docs/adr/0009).
+    const capped = await s.tenants.create({ slug: 'capped', name: 'Capped', quotas: { dailyTokenBudget: 1_000_000_000 } }, by);
+    const cred2 = await s.credentials.create(capped.id, { name: 'key', type: 'api_key', value: `sk-bench-${randomBytes(8).toString('hex')}` }, by);
+    const p2 = await s.providers.create(capped.id, { kind: 'openai_compatible', name: 'fake', baseUrl: `http://127.0.0.1:${providerPort}/v1`, credentialId: cred2.id }, by);
+    await s.providers.setRoute(capped.id, { scope: 'tenant', targets: [{ providerId: p2.id, model: 'fake-model' }] }, by);
+    await db.query(`INSERT INTO broker_limits (tenant_id, agent, requests_per_minute) VALUES ($1, '', 1000000)`, [capped.id]);
+    const reg2 = await s.broker.registerSandbox({ tenantId: capped.id, instanceId: 'bench', sandboxId: 'bench2' });
+    console.log('tenant | concurrency | calls | SQL statements per call');
+    for (const [name, token] of [['no caps', reg.token], ['daily budget + rpm', reg2.token]] as const) {
+      await load(via, { authorization: `Bearer ${token}` }, 4, 1);
+      for (const c of [1, 50]) {
+        await s.broker.usage.flush();
+        const before = statements;
+        const r = await load(via, { authorization: `Bearer ${token}` }, c, seconds);
+        await s.broker.usage.flush();
+        console.log(`${name} | ${c} | ${r.calls} | ${((statements - before) / r.calls).toFixed(3)}`);
+      }
     }
     await s.broker.close();
     const rows = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM llm_usage');

@@ -36,10 +36,9 @@ describe('the usage day is the UTC day in any server time zone', async () => {
 
   test("daily budget: yesterday's 900 tokens do not count against today's 940", async () => {
     const budgets = new Budgets(db);
-    const release = await budgets.admit(tenant, 'main', null);
-    release();
-    await db.query(`INSERT INTO llm_usage (tenant_id, agent, model, api, input_tokens, output_tokens, latency_ms, status, outcome) VALUES ($1, 'main', 'm', 'chat', 960, 0, 1, 200, 'ok')`, [tenant]);
-    // A fresh counter (another process) sees 50 + 960 today: over budget, refused. (Counting yesterday, the first admit was already refused: 950 ≥ 940.)
+    const hold = await budgets.admit(tenant, 'main', null);
+    await hold.settle(960, 0);
+    // Another process sees 50 + 960 today: over budget, refused. (Counting yesterday, the first admit was already refused: 950 ≥ 940.)
     await assert.rejects(new Budgets(db).admit(tenant, 'main', null), BudgetExceededError);
   });
 

@@ -36,6 +36,8 @@ export interface BrokerOptions {
   tokenTtlMs?: number;
   /** The platform's default provider for tenants without their own. */
   platformProvider?: PlatformProvider;
+  /** Tokens each capped call reserves at least while in flight (docs/operations/replicas.md, Budgets). */
+  reserveTokens?: number;
 }
 
 /** Handles broker paths other than the model APIs (grants, tool egress), mounted by later modules. */
@@ -62,7 +64,7 @@ export class Broker implements SandboxBroker {
   constructor(opts: BrokerOptions) {
     this.opts = opts;
     this.tokens = new SandboxTokens(opts.db, opts.events);
-    this.budgets = new Budgets(opts.db);
+    this.budgets = new Budgets(opts.db, { log: opts.log.child({ component: 'broker-budgets' }), ...(opts.reserveTokens !== undefined ? { reserveTokens: opts.reserveTokens } : {}) });
     opts.events.on('governance.changed', ({ tenantId }) => this.budgets.forget(tenantId));
     this.prices = new PriceTable(opts.db);
     this.usage = new UsageWriter(opts.db, opts.log.child({ component: 'broker-usage' }));

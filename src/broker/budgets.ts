@@ -1,3 +1,4 @@
+import type { Logger } from 'pino';
 import type { Db } from '../db/pool.ts';
 import { ClawplaneError } from '../errors.ts';
 
@@ -17,101 +18,82 @@ export interface Limits {
   maxCallsPerTask: number | null;
 }
 
-interface Counter {
-  day: string;
-  tokens: number;
-  cost: number;
-  inFlight: number;
+/**
+ * One admitted call's hold on the budgets. `settle` charges what the call used and frees its reservation
+ * (once; later calls are no-ops); a call that never settles (its replica died) stops counting as in flight
+ * when its reservation expires.
+ */
+export interface BudgetHold {
+  settle(tokens: number, costUsd: number): Promise<void>;
 }
 
 const LIMITS_CACHE_MS = 5_000;
-const utcDay = () => new Date().toISOString().slice(0, 10);
+/** A call in flight longer than this no longer holds its reservation (longer than any upstream timeout). */
+const RESERVATION_TTL_S = 600;
+/** Settled and expired reservations are kept this long (the requests-per-minute window needs 60 s). */
+const PRUNE_EVERY_SETTLES = 500;
+const NO_HOLD: BudgetHold = { settle: async () => undefined };
+
+interface Refusal {
+  refused: 'daily_tokens' | 'daily_cost' | 'rate_limit' | 'max_calls_per_task';
+  scope: 'tenant' | 'agent' | 'task';
+  cap: number;
+  spent?: number;
+  inflight?: number;
+  retry?: number;
+}
 
 /**
- * Budgets and caps, checked before each call (issue 5, item 3): per tenant and per agent, daily tokens
- * and daily cost, requests per minute, model calls per task. Spend counters live in memory, seeded from
- * today's usage rows, and are charged when a call finishes: a call is admitted only while spend is
- * below the cap, so overspend is bounded by the calls already in flight. (One broker process per
- * tenant keeps this exact; several replicas each admit their own in-flight calls.)
+ * Budgets and caps, checked before each call: per tenant and per agent, daily tokens and daily cost,
+ * requests per minute, model calls per task. Enforced in PostgreSQL so that every replica sees the same
+ * spend (docs/adr/0009-replica-coordination.md): `admit` reserves (one statement, `broker_admit`, which
+ * serialises a scope's admissions on its spend row) and `settle` charges the call's real usage and frees the
+ * reservation (one statement). A call is admitted while settled spend plus the reservations in flight is
+ * below the cap, and reserves the larger of `reserveTokens` and the scope's tokens per call so far today.
+ * So total spend stays below cap + the last admitted call's usage + whatever the calls then in flight used
+ * beyond their reservations. Tenants without caps cost no statement at all.
  */
 export class Budgets {
   private readonly db: Db;
-  private readonly counters = new Map<string, Counter>();
-  private readonly seeding = new Map<string, Promise<Counter>>();
+  private readonly log: Logger | undefined;
+  private readonly reserveTokens: number;
   private readonly limitsCache = new Map<string, { at: number; tenant: Limits; agents: Map<string, Limits> }>();
-  private readonly windows = new Map<string, number[]>();
-  private readonly taskCalls = new Map<string, number>();
+  private settles = 0;
 
-  constructor(db: Db) {
+  constructor(db: Db, opts: { log?: Logger; reserveTokens?: number } = {}) {
     this.db = db;
+    this.log = opts.log;
+    this.reserveTokens = Math.max(0, Math.floor(opts.reserveTokens ?? 0));
   }
 
-  /** Throws BudgetExceededError if the call may not start; otherwise counts it in flight. */
-  async admit(tenantId: string, agent: string, taskId: string | null): Promise<() => void> {
+  /** Throws BudgetExceededError if the call may not start; otherwise reserves its place in the budgets. */
+  async admit(tenantId: string, agent: string, taskId: string | null): Promise<BudgetHold> {
     const { tenant, agents } = await this.limits(tenantId);
     const agentLimits = agents.get(agent);
-    const scopes: [string, Limits | undefined, string][] = [
-      [tenantId, tenant, 'tenant'],
-      [`${tenantId}/${agent}`, agentLimits, `agent "${agent}"`],
-    ];
-    const now = Date.now();
-    for (const [key, lim, label] of scopes) {
-      if (!lim) continue;
-      const c = await this.counter(key, tenantId, key === tenantId ? undefined : agent);
-      if (lim.dailyTokens !== null && c.tokens >= lim.dailyTokens) {
-        throw new BudgetExceededError('daily_tokens', `The daily token budget of ${label} (${lim.dailyTokens} tokens) is used up; it resets at 00:00 UTC. A tenant admin can raise it.`, secondsToMidnight());
-      }
-      if (lim.dailyCostUsd !== null && c.cost >= lim.dailyCostUsd) {
-        throw new BudgetExceededError('daily_cost', `The daily cost budget of ${label} ($${lim.dailyCostUsd}) is used up; it resets at 00:00 UTC. A tenant admin can raise it.`, secondsToMidnight());
-      }
-      if (lim.requestsPerMinute !== null) {
-        const w = (this.windows.get(key) ?? []).filter((t) => now - t < 60_000);
-        if (w.length >= lim.requestsPerMinute) {
-          this.windows.set(key, w);
-          const retry = Math.max(1, Math.ceil((60_000 - (now - (w[0] ?? now))) / 1000));
-          throw new BudgetExceededError('rate_limit', `Rate limit of ${label}: ${lim.requestsPerMinute} model calls per minute. Retry in ${retry} s.`, retry);
-        }
-      }
-    }
-    if (taskId) {
-      const cap = agentLimits?.maxCallsPerTask ?? tenant.maxCallsPerTask;
-      const calls = this.taskCalls.get(`${tenantId}/${taskId}`) ?? (await this.seedTaskCalls(tenantId, taskId));
-      if (cap !== null && calls >= cap) {
-        throw new BudgetExceededError('max_calls_per_task', `Task ${taskId} reached its cap of ${cap} model calls.`);
-      }
-      this.taskCalls.set(`${tenantId}/${taskId}`, calls + 1);
-    }
-    const held: Counter[] = [];
-    for (const [key, lim] of scopes) {
-      if (!lim) continue;
-      if (lim.requestsPerMinute !== null) {
-        const w = (this.windows.get(key) ?? []).filter((t) => now - t < 60_000);
-        w.push(now);
-        this.windows.set(key, w);
-      }
-    }
-    for (const key of [tenantId, `${tenantId}/${agent}`]) {
-      const c = await this.counter(key, tenantId, key === tenantId ? undefined : agent);
-      c.inFlight += 1;
-      held.push(c);
-    }
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      for (const c of held) c.inFlight -= 1;
+    const scope = (l: Limits | undefined) =>
+      l && (l.dailyTokens !== null || l.dailyCostUsd !== null || l.requestsPerMinute !== null) ? { tokens: l.dailyTokens, cost: l.dailyCostUsd, rpm: l.requestsPerMinute } : null;
+    const taskCap = taskId ? (agentLimits?.maxCallsPerTask ?? tenant.maxCallsPerTask) : null;
+    const limits = { tenant: scope(tenant), agent: scope(agentLimits), taskCap };
+    if (!limits.tenant && !limits.agent && taskCap === null) return NO_HOLD;
+    const r = await this.db.query<{ r: { id?: string } & Partial<Refusal> }>('SELECT broker_admit($1, $2, $3, $4, $5, $6) AS r', [
+      tenantId,
+      agent,
+      taskId,
+      JSON.stringify(limits),
+      this.reserveTokens,
+      RESERVATION_TTL_S,
+    ]);
+    const out = r.rows[0]?.r;
+    if (!out?.id) throw refusalError(out as Refusal, agent, taskId);
+    const id = out.id;
+    let settled = false;
+    return {
+      settle: async (tokens, cost) => {
+        if (settled) return;
+        settled = true;
+        await this.settle(id, tokens, cost);
+      },
     };
-  }
-
-  /** Charges a finished call to the tenant's and the agent's counters. */
-  charge(tenantId: string, agent: string, tokens: number, cost: number): void {
-    for (const key of [tenantId, `${tenantId}/${agent}`]) {
-      const c = this.counters.get(key);
-      if (c && c.day === utcDay()) {
-        c.tokens += tokens;
-        c.cost += cost;
-      }
-    }
   }
 
   /** Drops cached limits after an admin changes them. */
@@ -119,8 +101,26 @@ export class Budgets {
     this.limitsCache.delete(tenantId);
   }
 
-  inFlight(tenantId: string): number {
-    return this.counters.get(tenantId)?.inFlight ?? 0;
+  private async settle(id: string, tokens: number, cost: number): Promise<void> {
+    try {
+      await this.db.query('SELECT broker_settle($1, $2, $3)', [id, Math.max(0, Math.round(tokens)), Math.max(0, cost)]);
+    } catch (err) {
+      // The call is done; its reservation lapses at its expiry. Its spend is still in its usage row.
+      this.log?.error({ err: (err as Error).message }, 'could not settle a budget reservation; it expires on its own');
+      return;
+    }
+    if (++this.settles % PRUNE_EVERY_SETTLES === 0) void this.prune();
+  }
+
+  /** Deletes reservations outside the rate window that are settled or expired, and old spend rows. */
+  async prune(): Promise<void> {
+    try {
+      await this.db.query(`DELETE FROM broker_reservations WHERE started_at < now() - interval '5 minutes' AND (settled_at IS NOT NULL OR expires_at < now())`);
+      await this.db.query(`DELETE FROM broker_spend WHERE day < (now() AT TIME ZONE 'UTC')::date - 2`);
+      await this.db.query(`DELETE FROM broker_task_calls WHERE updated_at < now() - interval '30 days'`);
+    } catch (err) {
+      this.log?.warn({ err: (err as Error).message }, 'pruning old budget reservations failed; the next prune retries');
+    }
   }
 
   private async limits(tenantId: string): Promise<{ tenant: Limits; agents: Map<string, Limits> }> {
@@ -154,31 +154,23 @@ export class Budgets {
     this.limitsCache.set(tenantId, v);
     return v;
   }
+}
 
-  private async counter(key: string, tenantId: string, agent: string | undefined): Promise<Counter> {
-    const day = utcDay();
-    const c = this.counters.get(key);
-    if (c && c.day === day) return c;
-    let p = this.seeding.get(key);
-    if (!p) {
-      p = (async () => {
-        const r = await this.db.query<{ t: string; c: string }>(
-          `SELECT coalesce(sum(input_tokens + output_tokens), 0) AS t, coalesce(sum(cost_usd), 0) AS c FROM llm_usage
-            WHERE tenant_id = $1 AND ($2::text IS NULL OR agent = $2) AND created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'`,
-          [tenantId, agent ?? null],
-        );
-        const fresh: Counter = { day, tokens: Number(r.rows[0]?.t ?? 0), cost: Number(r.rows[0]?.c ?? 0), inFlight: c?.day === day ? c.inFlight : 0 };
-        this.counters.set(key, fresh);
-        return fresh;
-      })().finally(() => this.seeding.delete(key));
-      this.seeding.set(key, p);
-    }
-    return p;
-  }
-
-  private async seedTaskCalls(tenantId: string, taskId: string): Promise<number> {
-    const r = await this.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM llm_usage WHERE tenant_id = $1 AND task_id = $2 AND outcome = 'ok'`, [tenantId, taskId]);
-    return r.rows[0]?.n ?? 0;
+function refusalError(r: Refusal, agent: string, taskId: string | null): BudgetExceededError {
+  const label = r.scope === 'agent' ? `agent "${agent}"` : 'tenant';
+  const busy = r.inflight && r.spent !== undefined && r.spent < r.cap ? ` ${r.inflight} call(s) still in flight count against it: retry when they finish.` : '';
+  const retryBusy = busy ? 2 : secondsToMidnight();
+  switch (r.refused) {
+    case 'daily_tokens':
+      return new BudgetExceededError('daily_tokens', `The daily token budget of ${label} (${r.cap} tokens) is used up; it resets at 00:00 UTC. A tenant admin can raise it.${busy}`, retryBusy);
+    case 'daily_cost':
+      return new BudgetExceededError('daily_cost', `The daily cost budget of ${label} ($${r.cap}) is used up; it resets at 00:00 UTC. A tenant admin can raise it.${busy}`, retryBusy);
+    case 'rate_limit':
+      return new BudgetExceededError('rate_limit', `Rate limit of ${label}: ${r.cap} model calls per minute. Retry in ${r.retry ?? 1} s.`, r.retry ?? 1);
+    case 'max_calls_per_task':
+      return new BudgetExceededError('max_calls_per_task', `Task ${taskId ?? ''} reached its cap of ${r.cap} model calls.`);
+    default:
+      return new BudgetExceededError('budget', 'A budget refused this call.');
   }
 }
 

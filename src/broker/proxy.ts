@@ -7,7 +7,7 @@ import type { EventChannel } from '../events/channel.ts';
 import type { CredentialService } from '../vault/credentials.ts';
 import { providerAuthHeaders, type ProviderService, type ResolvedTarget } from '../vault/providers.ts';
 import { sendApiError, type ApiFormat } from './api-errors.ts';
-import { BudgetExceededError, type Budgets } from './budgets.ts';
+import { BudgetExceededError, type BudgetHold, type Budgets } from './budgets.ts';
 import type { SandboxIdentity, SandboxTokens } from './identity.ts';
 import type { BrokerMetrics } from './metrics.ts';
 import { costOf, type PriceTable } from './prices.ts';
@@ -57,6 +57,8 @@ interface Call {
   agent: string;
   taskId: string | null;
   started: number;
+  /** What the call used, settled against the budgets when it ends. */
+  spent: { tokens: number; cost: number };
 }
 
 /**
@@ -69,6 +71,7 @@ interface Call {
 export class BrokerProxy {
   private readonly d: ProxyDeps;
   private readonly keys = new Map<string, { value: string; at: number }>();
+  private readonly keyLoads = new Map<string, Promise<string>>();
   private readonly lastRefusalAudit = new Map<string, number>();
   private readonly routes = new Map<string, { at: number; targets: ResolvedTarget[] }>();
 
@@ -132,6 +135,7 @@ export class BrokerProxy {
       agent,
       taskId: header(req, 'x-clawplane-task') ?? null,
       started: performance.now(),
+      spent: { tokens: 0, cost: 0 },
     };
     await this.forward(call, req, res);
   }
@@ -169,9 +173,9 @@ export class BrokerProxy {
       );
       return;
     }
-    let release: () => void;
+    let hold: BudgetHold;
     try {
-      release = await this.d.budgets.admit(tenant, call.agent, call.taskId);
+      hold = await this.d.budgets.admit(tenant, call.agent, call.taskId);
     } catch (err) {
       if (!(err instanceof BudgetExceededError)) throw err;
       this.d.metrics.refusals.inc({ tenant, limit: err.limit });
@@ -192,7 +196,8 @@ export class BrokerProxy {
         if (outcome === 'done') return;
       }
     } finally {
-      release();
+      // After the answer went out: the caller does not wait for the settlement.
+      await hold.settle(call.spent.tokens, call.spent.cost);
       void req;
     }
   }
@@ -273,7 +278,8 @@ export class BrokerProxy {
     const { input, output } = sniff.usage();
     const price = await this.d.prices.find(target.model);
     const cost = costOf(price, input, output);
-    this.d.budgets.charge(tenant, call.agent, input + output, cost);
+    call.spent.tokens += input + output;
+    call.spent.cost += cost;
     // Metered before the last byte goes out, so a caller that saw the end can rely on the row existing.
     this.record(call, target, { status, outcome: aborted ? 'client_aborted' : status < 400 && !broken ? 'ok' : 'upstream_error', input, output, cost });
     if (broken) res.destroy();
@@ -317,6 +323,16 @@ export class BrokerProxy {
     };
     const hit = live ? this.keys.get(cacheKey) : undefined;
     if (hit && Date.now() - hit.at < KEY_TTL_MS) return hit.value;
+    // Concurrent calls with a cold cache share one decrypt (each is an audited transaction): a burst of
+    // calls would otherwise take every pooled connection at once.
+    const loading = this.keyLoads.get(cacheKey);
+    if (loading) return loading;
+    const p = this.loadKey(tenantId, credentialId, identity, providerId, keep).finally(() => this.keyLoads.delete(cacheKey));
+    this.keyLoads.set(cacheKey, p);
+    return p;
+  }
+
+  private async loadKey(tenantId: string, credentialId: string, identity: SandboxIdentity, providerId: string, keep: (value: string) => void): Promise<string> {
     if (credentialId === PLATFORM_CREDENTIAL) {
       if (!this.d.platformProvider) throw new Error('no platform provider');
       const value = await this.d.platformProvider.key(tenantId, `sandbox:${identity.id}`);
@@ -380,13 +396,14 @@ export class BrokerProxy {
         status,
         outcome,
       });
-    let release: () => void;
+    let hold: BudgetHold;
     try {
-      release = await this.d.budgets.admit(tenantId, ctx.agent, ctx.taskId);
+      hold = await this.d.budgets.admit(tenantId, ctx.agent, ctx.taskId);
     } catch (err) {
       if (err instanceof BudgetExceededError) meter(429, 'refused', 0, 0);
       throw err;
     }
+    let spent = { tokens: 0, cost: 0 };
     const fail = (why: string) => new ClawplaneError('embeddings_failed', 502, `The embeddings provider failed (${why}). Search falls back to words until it answers again.`);
     try {
       let key: string | undefined;
@@ -421,7 +438,7 @@ export class BrokerProxy {
       }
       const tokens = num(body?.usage?.prompt_tokens) ?? 0;
       const cost = costOf(await this.d.prices.find(target.model), tokens, 0);
-      this.d.budgets.charge(tenantId, ctx.agent, tokens, cost);
+      spent = { tokens, cost };
       const data = status < 400 && Array.isArray(body?.data) ? body.data : undefined;
       const vectors: number[][] = [];
       for (const [i, d] of (data ?? []).entries()) {
@@ -435,7 +452,7 @@ export class BrokerProxy {
       meter(status, 'ok', tokens, cost);
       return { vectors, inputTokens: tokens };
     } finally {
-      release();
+      await hold.settle(spent.tokens, spent.cost);
     }
   }
 

@@ -140,6 +140,9 @@ export const settingsSchema = z.strictObject({
     .describe('This replica\'s id (also its DBOS executor id), e.g. the pod name of a StatefulSet. Default: one generated once and kept in the data directory (file replica-id).'),
   CLAWPLANE_NODE_NAME: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$/, 'must be a host name').optional().describe('The node (host) this replica runs on; sandboxes of the local driver belong to it. Default: the host name.'),
   CLAWPLANE_REPLICA_HEARTBEAT_MS: z.coerce.number().int().min(100).max(600_000).default(5000).describe('How often a replica records that it is alive, in milliseconds.'),
+  CLAWPLANE_BROKER_PORT: z.coerce.number().int().min(0).max(65_535).optional().describe('Also serve the broker (model calls, grants) on this loopback TCP port, for sandboxes that reach it over the network; 0 picks a free port (logged). Default: per-sandbox Unix sockets only.'),
+  CLAWPLANE_BROKER_RESERVE_TOKENS: z.coerce.number().int().min(0).max(10_000_000).default(0).describe("Tokens a capped model call reserves at least while in flight (it reserves the scope's tokens per call so far today when that is more). Higher: tighter caps under concurrency; 0: only the day's average."),
+  CLAWPLANE_GRANT_KEY_ROTATE_HOURS: z.coerce.number().min(0).max(24 * 365).default(24).describe('Age after which the grant signing key is rotated (the old one verifies for the grant lifetime after); 0 = only on request (POST /api/v1/platform/grant-keys/rotate).'),
   CLAWPLANE_REPLICA_EXPIRE_MS: z.coerce.number().int().min(300).max(3_600_000).default(30_000).describe('A replica silent this long is dead: its claims lapse and one live replica recovers its workflows, in milliseconds (keep it several heartbeats long).'),
 });
 
@@ -197,6 +200,12 @@ export interface Config {
     /** Back up running instances whose newest backup is older than this; 0 = off. */
     backupIntervalMs: number;
     s3: { endpoint: string; region: string; bucket: string; prefix: string; accessKeyId: string; secretAccessKey: string; forcePathStyle: boolean };
+  };
+  /** The broker's shared budgets and grant keys (docs/adr/0009-replica-coordination.md). */
+  broker: {
+    port: number | undefined;
+    reserveTokens: number;
+    grantKeyRotateMs: number;
   };
   /** Durable tasks (issue 8): retries, timeouts, approvals, queues. */
   /** This replica: what it runs, who it is, how it proves it is alive (docs/adr/0009-replica-coordination.md). */
@@ -320,6 +329,11 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
       approvalTtlSeconds: s.CLAWPLANE_TASK_APPROVAL_TTL_S,
       queuePollMs: s.CLAWPLANE_TASK_QUEUE_POLL_MS,
       workerConcurrency: s.CLAWPLANE_TASK_WORKER_CONCURRENCY,
+    },
+    broker: {
+      port: s.CLAWPLANE_BROKER_PORT,
+      reserveTokens: s.CLAWPLANE_BROKER_RESERVE_TOKENS,
+      grantKeyRotateMs: s.CLAWPLANE_GRANT_KEY_ROTATE_HOURS * 3_600_000,
     },
     replica: {
       roles: [...new Set(splitList(s.CLAWPLANE_ROLES))] as Role[],

@@ -120,7 +120,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const secretKey = config.secretKey;
     if (!secretKey) throw new Error('secret key not resolved');
     const metrics = createMetrics();
-    const services = createServices({ db, events, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config), tasks: config.tasks });
+    const services = createServices({ db, events, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config), tasks: config.tasks, broker: config.broker });
     // Task workflows recovered or dequeued since launch wait for this (src/tasks/workflow.ts).
     services.taskRuntime.start(undefined, { housekeeping: roles.has('worker') });
     await services.onboarding.prepareSetupCode(log);
@@ -133,6 +133,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     }
     if (roles.has('worker')) services.knowledgeIndexer.start(KNOWLEDGE_SWEEP_MS);
     replicas.start();
+    // The broker on a TCP port too (sandboxes reaching it over the network); per-sandbox sockets need no config.
+    const brokerUrl = roles.has('broker') && config.broker.port !== undefined ? await services.broker.listenTcp(config.broker.port) : undefined;
     const app = createApp({
       config,
       db,
@@ -150,7 +152,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
           SYSTEM_PATHS.has(new URL(req.url).pathname)
             ? app.fetch(req, env)
             : Response.json({ code: 'not_served_here', message: `This replica runs the roles ${[...roles].join(', ')}, not the API: send requests to a replica with the api role.` }, { status: 404 });
-    log.info({ url, replica: replicaId, roles: [...roles], database: embedded ? 'embedded' : redactUrl(db.url) }, 'clawplane listening');
+    log.info({ url, replica: replicaId, roles: [...roles], database: embedded ? 'embedded' : redactUrl(db.url), ...(brokerUrl ? { broker: brokerUrl } : {}) }, 'clawplane listening');
     // What is wrong with this installation, said once at start with the fix (clawplane doctor has the whole report).
     const doctor = runDoctor(doctorDeps(config, db, services, { host: config.host, port: addr.port })).then(
       (r) => {

@@ -76,6 +76,8 @@ export function createServices(opts: {
   ingress?: IngressSettings;
   /** Durable tasks (issue 8); default: the configuration defaults. */
   tasks?: TaskSettings;
+  /** Budget reservations and grant key rotation; default: the configuration defaults. */
+  broker?: { reserveTokens: number; grantKeyRotateMs: number };
 }): Services {
   const { db, events } = opts;
   const vault = new Vault({ db, keys: new LocalKeyProvider({ secret: opts.secretKey, versions: dbKeyVersionStore(db) }) });
@@ -106,6 +108,7 @@ export function createServices(opts: {
     credentials,
     egress,
     runDir: path.resolve(opts.dataDir, 'run', 'broker'),
+    ...(opts.broker ? { reserveTokens: opts.broker.reserveTokens } : {}),
   });
   const grants = new GrantService({ db, policy });
   mountGrants(broker, grants);

@@ -1,10 +1,11 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { after } from 'node:test';
+import { ADMIN_EMAIL, ADMIN_PASSWORD, ApiClient } from './client.ts';
 import { capturedLogs } from './server.ts';
 
 const cli = path.resolve(import.meta.dirname, '../../src/cli/main.ts');
@@ -28,8 +29,9 @@ export interface Replica {
  * its peers, with a data directory of its own (removed after the file's tests). Stopped with SIGTERM after
  * the file's tests unless already gone.
  */
-export async function startReplica(opts: { name: string; databaseUrl: string; secretKey: string; env?: Record<string, string> }): Promise<Replica> {
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), `clawplane-${opts.name}-`));
+export async function startReplica(opts: { name: string; databaseUrl: string; secretKey: string; env?: Record<string, string>; dataDir?: string }): Promise<Replica> {
+  // A given data directory is a restart of the replica that owns it (same replica id); its owner removes it.
+  const dataDir = opts.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), `clawplane-${opts.name}-`)));
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     CLAWPLANE_ENV: 'test',
@@ -66,7 +68,7 @@ export async function startReplica(opts: { name: string; databaseUrl: string; se
       child.kill('SIGTERM');
       await exited;
     }
-    await rm(dataDir, { recursive: true, force: true });
+    if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true });
   });
   return { name: opts.name, url: started.url, id: started.id, dataDir, child, output: () => out, exited };
 }
@@ -87,4 +89,36 @@ export async function within(withinMs: number, what: string, probe: () => Promis
     if (performance.now() - t0 > withinMs) throw new Error(`not within ${withinMs} ms: ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** The same signed-in person, talking to another replica (sessions live in the database). */
+export function via(c: ApiClient, r: Replica): ApiClient {
+  const other = new ApiClient(r.url, c.bearer ? { bearer: c.bearer } : {});
+  other.cookies = c.cookies;
+  other.csrf = c.csrf;
+  return other;
+}
+
+/**
+ * Onboards the platform admin through `r` (with the setup code every replica wrote) and makes it tenant
+ * admin of a new tenant `slug` (with `quotas`); returns the signed-in admin and the tenant id.
+ */
+export async function onboardVia(r: Replica, slug: string, quotas?: Record<string, number>): Promise<{ admin: ApiClient; tenantId: string }> {
+  const code = (await readFile(path.join(r.dataDir, 'setup-code'), 'utf8')).trim();
+  const admin = new ApiClient(r.url);
+  const res = await admin.json<{ csrfToken: string }>('POST', '/api/v1/onboarding/admin', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD, setupCode: code });
+  admin.csrf = res.csrfToken;
+  await admin.json('POST', '/api/v1/onboarding/oidc', { skip: true });
+  await admin.json('POST', '/api/v1/onboarding/provider', { skip: true });
+  await admin.json('POST', '/api/v1/onboarding/defaults', {});
+  const t = await admin.json<{ id: string }>('POST', '/api/v1/tenants', { slug, name: slug, ...(quotas ? { quotas } : {}) }, 201);
+  await admin.json('POST', `/api/v1/tenants/${slug}/members`, { email: ADMIN_EMAIL, role: 'tenant_admin' }, 201);
+  return { admin, tenantId: t.id };
+}
+
+/** The broker URL a replica started with CLAWPLANE_BROKER_PORT logged. */
+export function brokerUrl(r: Replica): string {
+  const m = /"broker":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(r.output());
+  if (!m?.[1]) throw new Error(`${r.name} logged no broker URL: start it with CLAWPLANE_BROKER_PORT`);
+  return m[1];
 }
