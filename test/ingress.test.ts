@@ -216,6 +216,34 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     } finally {
       v.ws.close();
     }
+    // An open socket does not outlive its access. A revoked token: the next request frame is not
+    // forwarded, the socket closes 1008 saying why.
+    const closing = (x: { ws: WebSocket }) => new Promise<{ code: number; reason: string }>((resolve) => x.ws.once('close', (code: number, reason: Buffer) => resolve({ code, reason: reason.toString() })));
+    const short = await server.services.tokens.create(a.id, { name: 'short-lived', role: 'member', createdBy: a.ownerId }, { actor: 'test' });
+    const r1 = await open(wsUrl(a.slug), short.token);
+    const r1Closed = closing(r1);
+    assert.equal((await rpc(r1, 'c1', 'connect', {}))['ok'], true);
+    await server.services.tokens.revoke(a.id, short.info.id, { actor: 'test' });
+    const before = fake.requests.length;
+    r1.ws.send(JSON.stringify({ type: 'req', id: 's1', method: 'chat.send', params: { sessionKey: 'agent:main:ws-revoked', message: 'after revocation', idempotencyKey: 'k-revoked' } }));
+    assert.deepEqual(await r1Closed, { code: 1008, reason: 'the API token was revoked or expired' });
+    assert.ok(!r1.frames.some((f) => f['id'] === 's1' && f['ok'] === true), 'the chat after the revocation was not forwarded');
+    // A suspended tenant: a socket sending frames and an idle one (checked again while open) both close.
+    const busy = await open(wsUrl(a.slug), member.bearer ?? '');
+    const idle = await open(wsUrl(a.slug), member.bearer ?? '');
+    const busyClosed = closing(busy);
+    const idleClosed = closing(idle);
+    assert.equal((await rpc(busy, 'c1', 'connect', {}))['ok'], true);
+    await admin.json('POST', `/api/v1/tenants/${a.slug}/suspend`, { reason: 'test: open sockets close' });
+    try {
+      busy.ws.send(JSON.stringify({ type: 'req', id: 's2', method: 'chat.send', params: { sessionKey: 'agent:main:ws-suspended', message: 'after suspension', idempotencyKey: 'k-suspended' } }));
+      assert.deepEqual(await busyClosed, { code: 1008, reason: `tenant "${a.slug}" was suspended` });
+      assert.deepEqual(await idleClosed, { code: 1008, reason: `tenant "${a.slug}" was suspended` });
+      assert.ok(busy.frames.some((f) => f['event'] === 'clawplane.error' && JSON.stringify(f['payload']).includes('Access withdrawn')), 'the client is told why');
+      assert.equal(fake.requests.slice(before).filter((q) => JSON.stringify(q.body).includes('after')).length, 0, 'no turn reached the provider after the access was withdrawn');
+    } finally {
+      await admin.json('POST', `/api/v1/tenants/${a.slug}/resume`, {});
+    }
     // Tenant A against B: B's slug, B's id, B's instance id (as header or query), B's session.
     await assert.rejects(open(wsUrl(b.slug), a.client.bearer ?? ''), /HTTP 404/);
     await assert.rejects(open(wsUrl(b.id), member.bearer ?? ''), /HTTP 404/);

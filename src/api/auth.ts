@@ -128,3 +128,30 @@ export function requireUser(c: Context<AppEnv>): Extract<Principal, { kind: 'use
   if (p.kind !== 'user') throw new ForbiddenError('This needs a signed-in user, not an API token.');
   return p;
 }
+
+/**
+ * For a connection that outlives its request (the gateway WebSocket): checks again, as this request was
+ * checked, that the same credential still resolves, the caller still has the same role in the tenant, and
+ * the tenant is still active. Resolves with why not (to close the connection with), else undefined.
+ * Reads what every replica shares (sessions, tokens, memberships, the tenant row), so a suspension,
+ * removal or revocation made through any replica is seen.
+ */
+export function connectionRecheck(c: Context<AppEnv>, deps: { sessions: SessionService; tokens: ApiTokenService; tenants: TenantService; secureCookies: boolean }): () => Promise<string | undefined> {
+  const tenant = c.get('tenant');
+  const role = c.get('role');
+  const auth = c.req.header('authorization');
+  const bearer = auth ? /^Bearer\s+(\S+)$/i.exec(auth)?.[1] : undefined;
+  const sid = bearer ? undefined : getCookie(c, sessionCookieName(deps.secureCookies));
+  return async () => {
+    if (!tenant) return 'the tenant is gone';
+    const principal = bearer ? await deps.tokens.resolve(bearer) : sid ? await deps.sessions.resolve(sid) : undefined;
+    if (!principal) return bearer ? 'the API token was revoked or expired' : 'the session ended (signed out or expired)';
+    const t = await deps.tenants.find(tenant.id);
+    if (!t) return 'the tenant was deleted';
+    if (t.status !== 'active') return `tenant "${t.slug}" was suspended`;
+    const now = principal.kind === 'token' ? (principal.tenantId === t.id ? principal.role : undefined) : await deps.tenants.roleOf(t.id, principal.userId);
+    if (now !== role) return now ? `your role in the tenant changed to ${now}: reconnect` : 'you are no longer a member of the tenant';
+    return undefined;
+  };
+}
+

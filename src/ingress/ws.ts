@@ -7,7 +7,11 @@
  *   read-only ones for viewers; nothing that changes the gateway's config, resolves exec approvals
  *   (that is the platform's job) or reads secrets (config.patch, exec.approval.*, secrets.* …);
  * - counts every frame as activity, wakes a stopped instance first (sending `clawplane.progress`
- *   events meanwhile), and pauses a side whose peer is not reading (back-pressure).
+ *   events meanwhile), and pauses a side whose peer is not reading (back-pressure);
+ * - checks the caller's access again before every request frame it forwards and every RECHECK_MS while
+ *   the socket is open, and closes it (1008, with the reason) once the tenant is suspended or deleted,
+ *   the credential revoked, or the caller's membership or role changed: admission at the upgrade alone
+ *   would let an open socket keep chatting after any of those.
  */
 import WebSocket from 'ws';
 import type { Logger } from 'pino';
@@ -29,6 +33,8 @@ export const WS_ALLOWED: Record<TenantRole, ReadonlySet<string>> = {
 };
 
 const HIGH_WATER = 4 << 20;
+/** How often an open socket's access is checked again while no request frame comes (streaming output). */
+export const RECHECK_MS = 5000;
 
 interface Frame {
   type?: unknown;
@@ -38,7 +44,7 @@ interface Frame {
 }
 
 /** Bridges one accepted client socket to the instance's gateway. */
-export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressService; access: GatewayAccess; row: InstanceRow; role: TenantRole; log: Logger }): void {
+export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressService; access: GatewayAccess; row: InstanceRow; role: TenantRole; log: Logger; recheck: () => Promise<string | undefined>; recheckMs?: number }): void {
   const { ingress, row, role, log } = opts;
   const allowed = WS_ALLOWED[role];
   const queue: string[] = [];
@@ -46,6 +52,7 @@ export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressS
   let token = '';
   let connectId: unknown;
   let closed = false;
+  let timer: ReturnType<typeof setInterval> | undefined;
   const send = (ws: WebSocket | undefined, data: string) => {
     if (ws?.readyState === WebSocket.OPEN) ws.send(data);
   };
@@ -53,6 +60,7 @@ export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressS
   const closeBoth = (code: number, reason: string) => {
     if (closed) return;
     closed = true;
+    clearInterval(timer);
     if (client.readyState === WebSocket.OPEN) client.close(code, reason.slice(0, 120));
     upstream?.terminate();
   };
@@ -88,12 +96,38 @@ export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressS
     if (upstream && upstream.bufferedAmount > HIGH_WATER) pauseUntilDrained(client, upstream);
   };
 
+  /** Closes the socket when the caller may no longer use it; true while it may. */
+  const stillAllowed = async (): Promise<boolean> => {
+    let reason: string | undefined;
+    try {
+      reason = await opts.recheck();
+    } catch (err) {
+      // Fail closed: a check that cannot run (database away) ends the socket; the client reconnects.
+      log.warn({ tenant_id: row.tenantId, instance_id: row.id, err: (err as Error).message }, 'gateway socket: access re-check failed; closing');
+      reason = 'access could not be checked (the control plane cannot reach its database): reconnect shortly';
+    }
+    if (reason === undefined) return true;
+    if (!closed) log.info({ tenant_id: row.tenantId, instance_id: row.id, reason }, 'gateway socket closed: access withdrawn');
+    send(client, JSON.stringify({ type: 'event', event: 'clawplane.error', payload: { message: `Access withdrawn: ${reason}.` } }));
+    closeBoth(1008, reason);
+    return false;
+  };
+  // Frames are handled one at a time, in order, each after its access check.
+  let inbox: Promise<void> = Promise.resolve();
   client.on('message', (data: WebSocket.RawData) => {
     const raw = (Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Buffer)).toString('utf8');
-    if (upstream?.readyState === WebSocket.OPEN) forward(raw);
-    else queue.push(raw);
+    inbox = inbox.then(async () => {
+      if (closed || !(await stillAllowed())) return;
+      if (upstream?.readyState === WebSocket.OPEN) forward(raw);
+      else queue.push(raw);
+    });
   });
-  client.on('close', () => closeBoth(1000, 'client closed'));
+  timer = setInterval(() => void stillAllowed(), opts.recheckMs ?? RECHECK_MS);
+  timer.unref();
+  client.on('close', () => {
+    clearInterval(timer);
+    closeBoth(1000, 'client closed');
+  });
   client.on('error', () => closeBoth(1011, 'client error'));
 
   const progress = (state: string) => send(client, JSON.stringify({ type: 'event', event: 'clawplane.progress', payload: { state, instance: row.id } }));

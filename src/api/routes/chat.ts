@@ -8,7 +8,7 @@ import type { Context } from 'hono';
 import type { GatewayChannel } from '../../ingress/access.ts';
 import type { App, AppDeps } from '../app.ts';
 import type { AppEnv } from '../env.ts';
-import { allow } from '../auth.ts';
+import { allow, connectionRecheck } from '../auth.ts';
 import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
 
 const SessionParams = TenantParam.extend({
@@ -135,8 +135,9 @@ export function registerChat(app: App, deps: AppDeps): void {
       if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') throw new UpgradeRequiredError();
       const row = await ingress.resolveInstance(access.tenantId, c.req.valid('query').instance);
       const log = c.get('log');
+      const recheck = connectionRecheck(c, { ...deps.services, secureCookies: deps.secureCookies });
       const handler = upgradeWebSocket(() => ({
-        onOpen: (_e, ws) => bridgeGatewaySocket(ws.raw as WebSocket, { ingress, access, row, role, log }),
+        onOpen: (_e, ws) => bridgeGatewaySocket(ws.raw as WebSocket, { ingress, access, row, role, log, recheck }),
       }));
       // The helper is typed for a plain Hono context; ours carries more variables, which it ignores.
       return (await handler(c as unknown as Parameters<typeof handler>[0], next)) as never;
