@@ -79,6 +79,8 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     CLAWPLANE_IDLE_TIMEOUT_MS: String(IDLE_MS),
     // The test sweeps by hand, so nothing is reaped between tests by surprise.
     CLAWPLANE_IDLE_CHECK_INTERVAL_MS: '3600000',
+    // This file covers the stop-and-backup path of idle instances (warm resume: test/resume-service.test.ts).
+    CLAWPLANE_WARM_RESUME: 'false',
   });
   after(async () => {
     for (const h of await server.services.sandboxes.list()) await server.services.sandboxes.stop(h);
@@ -325,7 +327,7 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     const h = await member.call('POST', `/api/v1/tenants/${a.slug}/hooks/wake`, { text: 'still hooked', mode: 'next-heartbeat' });
     assert.equal(h.status, 200, await h.clone().text());
     assert.equal(await status(inst), 'running', 'no restart');
-    // Without warm resume (the default) a suspend is refused with the reason, and nothing changes.
+    // Without warm resume a suspend is refused with the reason, and nothing changes.
     const s = await member.call('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/suspend`);
     assert.equal(s.status, 409);
     assert.match(((await s.json()) as { message: string }).message, /was not suspended: .*warm resume is off/);
