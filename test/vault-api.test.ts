@@ -213,7 +213,7 @@ describe('vault API', async () => {
     const gh = await a.client.json<{ items: Credential[] }>('POST', `${A}/credentials/skills/github`, { values: { pat: `ghp_${'a'.repeat(36)}`, scopes: ['repo', 'read:org'] }, prefix: 'gh-bot' }, 201);
     assert.deepEqual([gh.items[0]?.name, gh.items[0]?.metadata['scopes']], ['gh-bot.pat', ['repo', 'read:org']]);
     const onlySlack = await a.client.json<{ items: Credential[] }>('GET', `${A}/credentials?skill=slack`);
-    assert.deepEqual(onlySlack.items.map((c) => c.name), ['slack.bot_token', 'slack.signing_secret']);
+    assert.deepEqual(onlySlack.items.map((c) => c.name).sort(), ['slack.bot_token', 'slack.signing_secret']);
   });
 
   test('provider settings round-trip; user-supplied base URLs go through the SSRF rules', async () => {

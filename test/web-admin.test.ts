@@ -270,7 +270,7 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     await page.getByRole('heading', { name: 'Audit log', level: 1 }).waitFor();
     await page.getByRole('status', { name: 'Chain status' }).getByText('Chain ok:').waitFor();
     await page.getByRole('table', { name: 'Audit events, newest first' }).getByText('tenant.create').first().waitFor();
-    await page.getByLabel('Tenant').selectOption({ label: 'Acme Corp (acme)' });
+    await page.getByLabel('Tenant', { exact: true }).selectOption({ label: 'Acme Corp (acme)' });
     await page.getByRole('button', { name: 'Apply filters' }).click();
     await page.getByRole('table', { name: 'Audit events, newest first' }).getByRole('cell', { name: 'acme', exact: true }).first().waitFor();
     await shot('27-audit-platform');

@@ -58,26 +58,26 @@ describe('web console: 10,000 tenants', { skip }, async () => {
   });
 
   test('search by slug or name, filter by status, sort newest first', async () => {
-    await page.getByLabel('Search by slug or name').fill('org-0999');
+    await page.getByLabel('Find tenants').fill('org-0999');
     await page.getByRole('cell', { name: 'org-09990', exact: true }).waitFor();
     await page.waitForFunction(() => document.querySelectorAll('table tbody tr').length === 10);
     assert.deepEqual(await slugs(), Array.from({ length: 10 }, (_, i) => `org-0999${i}`));
     assert.equal(await page.getByRole('navigation', { name: 'Tenants pages' }).count(), 0, 'one page: no pager');
 
-    await page.getByLabel('Search by slug or name').fill('Organisation 9001');
+    await page.getByLabel('Find tenants').fill('Organisation 9001');
     await page.getByRole('cell', { name: 'org-09001', exact: true }).waitFor();
     await page.waitForFunction(() => document.querySelectorAll('table tbody tr').length === 1);
 
-    await page.getByLabel('Search by slug or name').fill('');
+    await page.getByLabel('Find tenants').fill('');
     await page.getByLabel('Status').selectOption('suspended');
     await page.getByRole('cell', { name: 'org-00007', exact: true }).waitFor();
     await page.waitForFunction(() => document.querySelectorAll('table tbody tr').length === 2);
     assert.deepEqual(await slugs(), ['org-00007', 'org-09001']);
 
-    await page.getByLabel('Search by slug or name').fill('no such tenant');
+    await page.getByLabel('Find tenants').fill('no such tenant');
     await page.getByText('No tenant matches.').waitFor();
 
-    await page.getByLabel('Search by slug or name').fill('');
+    await page.getByLabel('Find tenants').fill('');
     await page.getByLabel('Status').selectOption('');
     await page.getByLabel('Sort by').selectOption('-createdAt');
     await page.getByRole('cell', { name: 'org-10000', exact: true }).waitFor();

@@ -402,7 +402,7 @@ export class InstanceService {
   }
 
   /** Records a status change with its reason; audits outcomes (running, error, stopped, rollback). */
-  async recordStatus(row: InstanceRow, to: InstanceStatus, reason: string, patch: Partial<{ sandbox: SandboxRef | null; snapshot: SnapshotRef | null; desiredState: DesiredState; observedGeneration: number; failures: number; nextAttemptAt: Date | null; runtimeVersion: string; previousRuntimeVersion: string | null }> = {}, audit?: { action: string; decision: string; detail?: Record<string, unknown> }): Promise<InstanceRow> {
+  async recordStatus(row: InstanceRow, to: InstanceStatus, reason: string, patch: Partial<{ sandbox: SandboxRef | null; snapshot: SnapshotRef | null; desiredState: DesiredState; observedGeneration: number; failures: number; nextAttemptAt: Date | null; runtimeVersion: string; previousRuntimeVersion: string | null; health: SandboxHealth | null }> = {}, audit?: { action: string; decision: string; detail?: Record<string, unknown> }): Promise<InstanceRow> {
     return this.#o.db.tx(async (tx) => {
       const sets = ['status = $2', 'status_reason = $3', 'updated_at = now()'];
       // Tenants read status reasons: a driver's error (paths, uids, CRIU or tar output) stays in the logs.
@@ -410,8 +410,9 @@ export class InstanceService {
       const vals: unknown[] = [row.id, to, reason];
       const col: Record<string, string> = { sandbox: 'sandbox', snapshot: 'snapshot', desiredState: 'desired_state', observedGeneration: 'observed_generation', failures: 'failures', nextAttemptAt: 'next_attempt_at', runtimeVersion: 'runtime_version', previousRuntimeVersion: 'previous_runtime_version' };
       for (const [k, v] of Object.entries(patch)) {
-        vals.push((k === 'sandbox' || k === 'snapshot') && v !== null ? JSON.stringify(v) : v);
+        vals.push((k === 'sandbox' || k === 'snapshot' || k === 'health') && v !== null ? JSON.stringify(v) : v);
         sets.push(`${col[k] ?? k} = $${vals.length}`);
+        if (k === 'health') sets.push('health_checked_at = now()');
       }
       const r = await tx.query<Row>(`UPDATE instances SET ${sets.join(', ')} WHERE id = $1 RETURNING *`, vals);
       if (row.status !== to || row.statusReason !== reason) await this.#event(tx, row.tenantId, row.id, row.status, to, reason, 'system');

@@ -213,12 +213,12 @@ export class Reconciler {
 
     try {
       const h = await this.#startAndWait(row, row.runtimeVersion);
-      await instances.recordStatus(row, 'running', upgrading ? `upgraded to ${row.runtimeVersion}` : 'ready', { sandbox: h.handle, observedGeneration: row.generation, failures: 0, nextAttemptAt: null }, {
+      // Status and health in one write: a reader that sees "running" sees the health that made it so.
+      await instances.recordStatus(row, 'running', upgrading ? `upgraded to ${row.runtimeVersion}` : 'ready', { sandbox: h.handle, observedGeneration: row.generation, failures: 0, nextAttemptAt: null, health: h.health }, {
         action: upgrading ? 'instance.upgraded' : 'instance.running',
         decision: 'success',
         detail: { runtimeVersion: row.runtimeVersion, readyMs: h.readyMs },
       });
-      await instances.saveHealth(row.id, h.health);
     } catch (err) {
       const reason = (err as Error).message;
       const previous = row.previousRuntimeVersion;

@@ -147,12 +147,16 @@ export function Pager({ page, next, prev, label }: { page: number; next: (() => 
 }
 
 /** A search box for a paged list (the API matches a case-insensitive substring). */
-export function SearchBox({ label, value, onChange }: { label: string; value: string; onChange: (v: string) => void }) {
+/**
+ * A list's search field. Its label names the list ("Find members"), never a field of a form on the same
+ * page ("Email", "Name"), so a label says which input it is; the placeholder says what it matches.
+ */
+export function SearchBox({ label, placeholder, value, onChange }: { label: string; placeholder?: string; value: string; onChange: (v: string) => void }) {
   const id = useId();
   return (
     <div className="field search">
       <label htmlFor={id}>{label}</label>
-      <input id={id} type="search" maxLength={100} value={value} onChange={(e) => onChange(e.target.value)} />
+      <input id={id} type="search" maxLength={100} placeholder={placeholder} value={value} onChange={(e) => onChange(e.target.value)} />
     </div>
   );
 }

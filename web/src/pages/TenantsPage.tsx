@@ -31,7 +31,7 @@ export function TenantsPage() {
       {me.user.platformAdmin ? <CreateTenant onCreated={tenants.reload} /> : null}
       <h2>{me.user.platformAdmin ? 'All tenants' : 'Your tenants'}</h2>
       <div className="list-controls" role="search">
-        <SearchBox label="Search by slug or name" value={search} onChange={setSearch} />
+        <SearchBox label="Find tenants" placeholder="slug or name" value={search} onChange={setSearch} />
         <div className="field">
           <label htmlFor="tenant-status">Status</label>
           <select id="tenant-status" value={status} onChange={(e) => setStatus(e.target.value as '' | Tenant['status'])}>

@@ -35,7 +35,7 @@ export function CredentialsTab({ tenant, role }: TabProps) {
         </label>
       </div>
       <div className="list-controls" role="search">
-        <SearchBox label="Search by name" value={search} onChange={setSearch} />
+        <SearchBox label="Find credentials" placeholder="name" value={search} onChange={setSearch} />
       </div>
       <Async resource={credentials} what="credentials">
         {({ items }) =>

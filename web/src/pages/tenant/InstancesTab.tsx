@@ -64,7 +64,7 @@ function Instances({ slug, canOperate, suspended }: { slug: string; canOperate: 
       {canOperate ? <DeployForm slug={slug} onDeployed={(i) => (setSelected(i.id), list.reload())} /> : null}
       <h2>Instances</h2>
       <div className="list-controls" role="search">
-        <SearchBox label="Search by name" value={search} onChange={setSearch} />
+        <SearchBox label="Find instances" placeholder="name" value={search} onChange={setSearch} />
       </div>
       {busy ? (
         <p className="notice info" role="status">

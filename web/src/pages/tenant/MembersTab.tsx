@@ -23,7 +23,7 @@ export function MembersTab({ tenant, role, platformAdmin }: TabProps) {
       {canManage ? <AddMember slug={tenant.slug} onAdded={(m) => changed(m.userId)} /> : null}
       <h2>Members</h2>
       <div className="list-controls" role="search">
-        <SearchBox label="Search by email or name" value={search} onChange={setSearch} />
+        <SearchBox label="Find members" placeholder="email or name" value={search} onChange={setSearch} />
       </div>
       <Async resource={members} what="members">
         {({ items }) =>

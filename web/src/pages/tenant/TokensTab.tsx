@@ -54,7 +54,7 @@ function Tokens({ slug }: { slug: string }) {
       ) : null}
       <h2>Tokens</h2>
       <div className="list-controls" role="search">
-        <SearchBox label="Search by name" value={search} onChange={setSearch} />
+        <SearchBox label="Find tokens" placeholder="name" value={search} onChange={setSearch} />
       </div>
       <Async resource={tokens} what="API tokens">
         {({ items }) =>
