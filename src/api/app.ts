@@ -7,6 +7,7 @@ import type { Config } from '../config/schema.ts';
 import type { Db } from '../db/pool.ts';
 import { PayloadTooLargeError, RouteNotFoundError, UnsupportedMediaTypeError, ValidationError } from '../errors.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import { extractTraceContext, failSpan, SpanKind, startSpan, tracingOn, withSpan } from '../observability/tracing.ts';
 import type { AppEnv } from './env.ts';
 import { errorResponse } from './errors.ts';
 import { storableInput } from './input.ts';
@@ -79,6 +80,26 @@ export function createApp(deps: AppDeps): App {
   app.use(async (c, next) => {
     await next();
     if (c.res.status !== 101 && !c.res.headers.has('x-request-id')) c.header('X-Request-Id', c.get('requestId'));
+  });
+  // One server span per request, continuing a caller's `traceparent` (docs/architecture.md, Observability).
+  // Hono's own OpenTelemetry middleware records the full URL; this one keeps to route, path and status.
+  const SYSTEM = new Set(['/healthz', '/readyz', '/metrics']);
+  app.use(async (c, next) => {
+    if (!tracingOn() || SYSTEM.has(c.req.path)) return next();
+    const span = startSpan(`${c.req.method} request`, { 'http.request.method': c.req.method, 'url.path': c.req.path, 'clawplane.request_id': c.get('requestId') }, { kind: SpanKind.SERVER, parent: extractTraceContext(c.req.raw.headers) });
+    try {
+      await withSpan(span, next);
+    } catch (err) {
+      failSpan(span, err);
+      throw err;
+    } finally {
+      const route = routePath(c) || 'unmatched';
+      const tenant = c.get('tenant');
+      span.updateName(`${c.req.method} ${route}`);
+      span.setAttributes({ 'http.route': route, 'http.response.status_code': c.res.status, ...(tenant?.id ? { 'clawplane.tenant_id': tenant.id } : {}) });
+      if (c.res.status >= 500) failSpan(span, { code: `http_${c.res.status}` });
+      span.end();
+    }
   });
   app.use(async (c, next) => {
     const started = performance.now();

@@ -19,6 +19,7 @@ import { PriceTable } from './prices.ts';
 import { BrokerProxy } from './proxy.ts';
 import type { SandboxBroker, SandboxRegistration } from './types.ts';
 import { Upstreams } from './upstream.ts';
+import { extractTraceContext, inSpan, SpanKind } from '../observability/tracing.ts';
 import { UsageWriter } from './usage.ts';
 
 export interface BrokerOptions {
@@ -153,7 +154,8 @@ export class Broker implements SandboxBroker {
 
   private server(boundTo: string | undefined): http.Server {
     const server = http.createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
-      void this.dispatch(req, res, boundTo).catch((err: unknown) => {
+      // The parent is the sandbox supervisor's span (it stamps `traceparent` on the gateway's calls).
+      void inSpan('broker.request', { 'http.request.method': req.method ?? '', 'url.path': (req.url ?? '/').split('?')[0] ?? '/' }, () => this.dispatch(req, res, boundTo), { kind: SpanKind.SERVER, parent: extractTraceContext(req.headers) }).catch((err: unknown) => {
         this.opts.log.error({ err }, 'broker request failed');
         if (!res.headersSent) {
           res.writeHead(500, { 'content-type': 'application/json' });

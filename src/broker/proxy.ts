@@ -7,6 +7,7 @@ import type { EventChannel } from '../events/channel.ts';
 import type { CredentialService } from '../vault/credentials.ts';
 import { providerAuthHeaders, type ProviderService, type ResolvedTarget } from '../vault/providers.ts';
 import { sendApiError, type ApiFormat } from './api-errors.ts';
+import { spanAttributes } from '../observability/tracing.ts';
 import { BudgetExceededError, type BudgetHold, type Budgets } from './budgets.ts';
 import type { SandboxIdentity, SandboxTokens } from './identity.ts';
 import type { BrokerMetrics } from './metrics.ts';
@@ -161,6 +162,7 @@ export class BrokerProxy {
   private async forward(call: Call, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const { identity, format } = call;
     const tenant = identity.tenantId;
+    spanAttributes({ 'clawplane.tenant_id': tenant, 'clawplane.instance_id': identity.instanceId, 'clawplane.api': call.api, 'clawplane.agent': call.agent, ...(call.taskId ? { 'clawplane.task_id': call.taskId } : {}) });
     const targets = (await this.route(tenant, call.agent)).filter((t) => compatible(t, format));
     if (targets.length === 0) {
       this.d.metrics.refusals.inc({ tenant, limit: 'no_route' });

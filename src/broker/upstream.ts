@@ -2,6 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { LookupAddress, LookupOptions } from 'node:dns';
 import { checkUrl, type CheckedUrl, type EgressPolicy } from '../net/ssrf.ts';
+import { failSpan, SpanKind, startSpan } from '../observability/tracing.ts';
 
 /** How often a provider's address is checked again (DNS changes are re-validated). */
 export const DEFAULT_RECHECK_MS = 60_000;
@@ -78,15 +79,19 @@ export class Upstreams {
     const mod = u.protocol === 'https:' ? https : http;
     p.inflight++;
     let released = false;
+    // The provider call: host and path only (a provider may take its key in the query string).
+    const span = startSpan('provider.request', { 'http.request.method': init.method, 'server.address': u.hostname, 'url.path': u.pathname }, { kind: SpanKind.CLIENT });
     const done = () => {
       if (released) return;
       released = true;
       this.release(p);
+      span.end();
     };
     return new Promise((resolve, reject) => {
       const req = mod.request(u, { method: init.method, headers: { ...init.headers, 'content-length': String(init.body.length) }, agent: p.agent, signal: init.signal });
       req.setTimeout(init.timeoutMs, () => req.destroy(Object.assign(new Error(`no answer within ${init.timeoutMs} ms`), { code: 'ETIMEDOUT' })));
       req.on('error', (err) => {
+        failSpan(span, err);
         done();
         reject(err);
       });
@@ -98,6 +103,7 @@ export class Upstreams {
         // Waiting for the first byte is covered by the timeout above; a long stream is not.
         req.setTimeout(0);
         const status = res.statusCode ?? 0;
+        span.setAttribute('http.response.status_code', status);
         if (status >= 300 && status < 400) {
           res.destroy();
           reject(Object.assign(new Error(`the provider answered with a redirect (${status}); redirects are not followed`), { code: 'EREDIRECT' }));

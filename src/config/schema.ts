@@ -52,6 +52,10 @@ export const settingsSchema = z.strictObject({
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
     .default('info')
     .describe('fatal | error | warn | info | debug | trace | silent.'),
+  OTEL_EXPORTER_OTLP_ENDPOINT: z
+    .url({ protocol: /^https?$/ })
+    .optional()
+    .describe('OpenTelemetry collector base URL (OTLP/HTTP, JSON), e.g. http://otel-collector:4318; spans go to <url>/v1/traces. Unset: tracing is off and nothing of the SDK is loaded. OTEL_EXPORTER_OTLP_HEADERS (the SDK reads it) adds headers.'),
   CLAWPLANE_BODY_LIMIT_BYTES: z.coerce
     .number()
     .int()
@@ -160,6 +164,8 @@ export interface Config {
   port: number;
   publicUrl: string | undefined;
   logLevel: Settings['CLAWPLANE_LOG_LEVEL'];
+  /** OTLP/HTTP collector base URL; undefined: tracing off (src/observability/tracing.ts). */
+  otelEndpoint: string | undefined;
   bodyLimitBytes: number;
   shutdownTimeoutMs: number;
   embeddedPgPort: number;
@@ -276,6 +282,7 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
     port: s.CLAWPLANE_PORT,
     publicUrl: s.CLAWPLANE_PUBLIC_URL,
     logLevel: s.CLAWPLANE_LOG_LEVEL,
+    otelEndpoint: s.OTEL_EXPORTER_OTLP_ENDPOINT,
     bodyLimitBytes: s.CLAWPLANE_BODY_LIMIT_BYTES,
     shutdownTimeoutMs: s.CLAWPLANE_SHUTDOWN_TIMEOUT_MS,
     embeddedPgPort: s.CLAWPLANE_EMBEDDED_PG_PORT,

@@ -1,6 +1,8 @@
 import { DBOS } from '@dbos-inc/dbos-sdk';
 import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
+import { contextFromTraceparent, currentTraceparent, startSpan, withSpan, failSpan, tracingOn } from '../observability/tracing.ts';
+import { trace } from '@opentelemetry/api';
 
 /**
  * The thin internal interface over DBOS Transact (issue 2, ADR 0001). Workflow code registers through
@@ -14,6 +16,8 @@ export interface EngineOptions {
   executorId?: string;
   /** false: this process enqueues and waits on workflows but does not dequeue queued ones (no worker role). */
   dequeue?: boolean;
+  /** DBOS opens spans for workflows and steps with the registered OpenTelemetry tracer provider. */
+  tracing?: boolean;
 }
 
 let launched = false;
@@ -44,6 +48,8 @@ export async function launchEngine(opts: EngineOptions): Promise<void> {
     applicationVersion: 'clawplane-1',
     ...(opts.executorId ? { executorID: opts.executorId } : {}),
     ...(opts.dequeue === false ? { listenQueues: [] } : {}),
+    // DBOS's own OTLP export stays off: its spans end in the provider src/observability/tracing.ts registered.
+    ...(opts.tracing ? { tracingEnabled: true } : {}),
     logger: {
       info: (m: unknown) => log.debug({ dbos: String(m) }),
       debug: () => undefined,
@@ -92,9 +98,41 @@ export function engineRunning(): boolean {
   return launched;
 }
 
+/**
+ * Trace context travels with a workflow's arguments: DBOS does not carry it through a queue (a worker
+ * dequeues with no context), so `startWorkflow`/`enqueueWorkflow` append `{ [TRACE_ARG]: traceparent }`
+ * while a span is active and the registered function takes it off again. Durable like the arguments, so a
+ * workflow recovered by another replica continues the trace that started it.
+ */
+const TRACE_ARG = 'clawplaneTraceparent';
+
+function traceArg(): [] | [Record<typeof TRACE_ARG, string>] {
+  const tp = tracingOn() ? currentTraceparent() : undefined;
+  return tp ? [{ [TRACE_ARG]: tp }] : [];
+}
+
 /** Registers a durable workflow under a stable name. Call at module load, before `launchEngine`. */
 export function defineWorkflow<Args extends unknown[], R>(name: string, fn: (...args: Args) => Promise<R>): (...args: Args) => Promise<R> {
-  return DBOS.registerWorkflow(fn, { name });
+  const run = async (...all: unknown[]): Promise<R> => {
+    const last = all.at(-1);
+    const carried = typeof last === 'object' && last !== null && TRACE_ARG in last ? String((last as Record<string, unknown>)[TRACE_ARG]) : undefined;
+    const args = (carried === undefined ? all : all.slice(0, -1)) as Args;
+    if (!tracingOn()) return fn(...args);
+    // The workflow's span: under DBOS's own workflow span when that has a parent (started inside a traced
+    // request or workflow), else under the trace that enqueued it, else a new trace.
+    const dbosSpan = trace.getActiveSpan();
+    const parent = dbosSpan?.isRecording() ? undefined : contextFromTraceparent(carried);
+    const span = startSpan(`workflow ${name}`, { 'clawplane.workflow.name': name, 'clawplane.workflow.id': DBOS.workflowID ?? '' }, parent ? { parent } : {});
+    try {
+      return await withSpan(span, () => fn(...args));
+    } catch (err) {
+      failSpan(span, err);
+      throw err;
+    } finally {
+      span.end();
+    }
+  };
+  return DBOS.registerWorkflow(run, { name }) as unknown as (...args: Args) => Promise<R>;
 }
 
 /**
@@ -152,11 +190,12 @@ export async function enqueueWorkflow<Args extends unknown[], R>(
   q: { queue: string; partitionKey?: string; priority?: number },
   ...args: Args
 ): Promise<{ workflowId: string }> {
-  const handle = await DBOS.startWorkflow(wf, {
+  const start = DBOS.startWorkflow(wf as (...a: unknown[]) => Promise<R>, {
     workflowID: workflowId,
     queueName: q.queue,
     enqueueOptions: { ...(q.partitionKey !== undefined ? { queuePartitionKey: q.partitionKey } : {}), ...(q.priority !== undefined ? { priority: q.priority } : {}) },
-  })(...args);
+  });
+  const handle = await start(...args, ...traceArg());
   return { workflowId: handle.workflowID };
 }
 
@@ -171,7 +210,7 @@ export async function startWorkflow<Args extends unknown[], R>(
   workflowId: string,
   ...args: Args
 ): Promise<{ workflowId: string; result: () => Promise<R> }> {
-  const handle = await DBOS.startWorkflow(wf, { workflowID: workflowId })(...args);
+  const handle = await DBOS.startWorkflow(wf as (...a: unknown[]) => Promise<R>, { workflowID: workflowId })(...args, ...traceArg());
   return { workflowId: handle.workflowID, result: () => handle.getResult() };
 }
 

@@ -14,6 +14,8 @@ import type { EventChannel } from '../events/channel.ts';
 import { ClawplaneError, ConflictError, NotFoundError } from '../errors.ts';
 import type { InstanceRow, InstanceService } from '../instances/instances.ts';
 import type { GatewayTransport, SandboxDriver } from '../sandbox/types.ts';
+import { failSpan, startSpan, withSpan } from '../observability/tracing.ts';
+import type { Span } from '@opentelemetry/api';
 import { assertAccess, type GatewayAccess } from './access.ts';
 import type { Activity } from './activity.ts';
 import { gatewayRequest, readAll } from './gateway.ts';
@@ -217,14 +219,31 @@ export class IngressService {
     return this.#turn(opts, opts.input.session, responsesSpec(opts.input, agentOf(opts.input.model)));
   }
 
+  /** The ingress span covers the whole turn: it ends with the activity it counts (`done`), after the stream. */
   async #turn(opts: TurnOptions, bodySession: string | undefined, spec: TurnSpec): Promise<ChatResult> {
+    const span = startSpan('ingress.turn', { 'clawplane.tenant_id': opts.access.tenantId, 'clawplane.agent': spec.agent, 'clawplane.api': spec.path, 'clawplane.stream': spec.stream });
+    try {
+      return await withSpan(span, () => this.#turnIn(opts, bodySession, spec, span));
+    } catch (err) {
+      failSpan(span, err);
+      span.end();
+      throw err;
+    }
+  }
+
+  async #turnIn(opts: TurnOptions, bodySession: string | undefined, spec: TurnSpec, span: Span): Promise<ChatResult> {
     const { access } = opts;
     const { tenantId, by } = access;
     const sessionId = bodySession ?? opts.sessionId ?? randomUUID();
     if (!SESSION_ID.test(sessionId)) throw new ClawplaneError('validation_failed', 400, 'X-Clawplane-Session must be letters, digits and _.:- (at most 100).');
     const row = await this.resolveInstance(tenantId, opts.instanceRef);
     const { agent } = spec;
-    const done = this.#o.activity.begin(row.id);
+    span.setAttribute('clawplane.instance_id', row.id);
+    const idle = this.#o.activity.begin(row.id);
+    const done = () => {
+      idle();
+      span.end();
+    };
     const archive = (reply: string) =>
       this.#o.archive
         .append(tenantId, { instanceId: row.id, sessionId, agent, actor: by.actor, requestId: by.requestId, messages: [...(spec.userText !== undefined ? [{ role: 'user' as const, content: spec.userText }] : []), { role: 'assistant', content: reply }] })

@@ -12,6 +12,7 @@ import { createDb, redactUrl, type Db } from '../db/pool.ts';
 import { launchEngine, recoverExecutor, shutdownEngine } from '../durable/engine.ts';
 import { bindSelfCheck } from '../durable/self-check.ts';
 import { createMetrics } from '../observability/metrics.ts';
+import { flushTracing, startTracing } from '../observability/tracing.ts';
 import { EventChannel } from '../events/channel.ts';
 import os from 'node:os';
 import { ReplicaRegistry, resolveReplicaId } from '../replicas/registry.ts';
@@ -95,7 +96,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     // Listening before any cache fills: nothing is cached until every change made elsewhere reaches us.
     await events.start();
     bindSelfCheck(db);
-    await launchEngine({ databaseUrl: db.url, log, executorId: replicaId, dequeue: roles.has('worker') });
+    // Before the engine: DBOS opens its workflow and step spans with the tracer provider registered here.
+    const tracing = await startTracing({ endpoint: config.otelEndpoint, instanceId: replicaId, log });
+    await launchEngine({ databaseUrl: db.url, log, executorId: replicaId, dequeue: roles.has('worker'), tracing: tracing !== undefined });
     const expectedMigration = (await loadMigrations()).length;
     // The app needs the public origin (OIDC redirect URI), which needs the bound port: bind first.
     let fetchImpl: ((req: Request, env?: unknown) => Response | Promise<Response>) | undefined;
@@ -180,6 +183,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         await replicas.stop();
         await db.close();
         await embedded?.stop();
+        await flushTracing().catch((err: unknown) => log.warn({ err }, 'could not export the last spans'));
         log.info('shut down');
       })());
     return { url, app, db, services, replicas, embedded, stop };

@@ -3,6 +3,7 @@ import type { Db } from '../db/pool.ts';
 import { UnavailableError } from '../errors.ts';
 import type { GatewayGate } from '../ingress/access.ts';
 import type { Instance, InstanceService } from '../instances/instances.ts';
+import { spanAttributes } from '../observability/tracing.ts';
 import type { GatewayTransport, SandboxDriver } from '../sandbox/types.ts';
 import { GatewayApprovalWatch, type ExecApprovalRequest } from './exec-approvals.ts';
 import type { RiskClass, TaskExecutor, Turn, TurnResult } from './types.ts';
@@ -118,6 +119,7 @@ export class GatewayExecutor implements TaskExecutor {
       ep = await this.#wake(turn.tenantId, turn.agent.riskClass, ctx.signal);
       await ctx.trace('gateway_ready', { instanceId: ep.instanceId });
     }
+    spanAttributes({ 'clawplane.tenant_id': turn.tenantId, 'clawplane.task_id': turn.taskId, 'clawplane.instance_id': ep.instanceId });
     // One turn at a time per instance in this process (see the class comment on metering).
     const prev = this.#locks.get(ep.instanceId) ?? Promise.resolve();
     let release!: () => void;

@@ -1,4 +1,5 @@
 import { defineWorkflow, durableNow, receive, runStep, sleepDurable, startWorkflow } from '../durable/engine.ts';
+import { spanAttributes } from '../observability/tracing.ts';
 import { approvalTopic, type ApprovalDecision } from './approvals.ts';
 import { retryDelayMs } from './backoff.ts';
 import { MAX_DEPTH } from './delegation.ts';
@@ -138,6 +139,7 @@ async function runTask(a: TaskRunArgs): Promise<TaskOutcome> {
 }
 
 export const taskWorkflow = defineWorkflow('clawplane.task', async (a: TaskRunArgs): Promise<TaskOutcome> => {
+  spanAttributes({ 'clawplane.tenant_id': a.tenantId, 'clawplane.task_id': a.taskId, 'clawplane.task.depth': a.depth });
   try {
     return await runTask(a);
   } catch (err) {

@@ -29,6 +29,7 @@ export const UID_BASES: Record<string, number> = {
   'sandbox-lifecycle.test.ts': 235_000,
   'sandbox-docker.test.ts': 236_000,
   'bench-docker': 237_000,
+  'tracing.test.ts': 238_000,
 };
 
 /** The uid base of the calling test file (pass import.meta.url); `suffix` splits a file's block (e.g. per driver). */

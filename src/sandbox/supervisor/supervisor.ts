@@ -10,6 +10,7 @@
  * - answers the host on a second passed-in socket: health, exec (isolation probes, backups), stop.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { appendFileSync, closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import http from 'node:http';
@@ -170,9 +171,11 @@ function jsonError(res: http.ServerResponse, status: number, message: string): v
  * dump ("Can't dump half of stream unix connection"), and one to a gateway comes back closed after a
  * restore (--tcp-close), failing the first request (ADR 0006).
  */
-function proxy(req: http.IncomingMessage, res: http.ServerResponse, target: http.RequestOptions, what: string): void {
+function proxy(req: http.IncomingMessage, res: http.ServerResponse, target: http.RequestOptions, what: string, onHead?: (h: http.OutgoingHttpHeaders) => void): void {
   const up = http.request({ agent: false, ...target, method: req.method, path: req.url }, (ur) => {
-    res.writeHead(ur.statusCode ?? 502, cleanHeaders(ur.headers));
+    const head = cleanHeaders(ur.headers);
+    onHead?.(head);
+    res.writeHead(ur.statusCode ?? 502, head);
     // pipe() neither ends nor fails `res` when `ur` is cut mid-stream, and the caller then waits forever;
     // pipeline destroys `res` at once, so the cut reaches the next hop as an error.
     pipeline(ur, res, () => undefined);
@@ -186,6 +189,52 @@ function proxy(req: http.IncomingMessage, res: http.ServerResponse, target: http
   req.pipe(up);
 }
 
+/**
+ * Tracing (W3C trace context; docs/architecture.md, Observability). Nothing in here can reach a collector,
+ * so the supervisor's span is recorded by the host: for a request that carries `traceparent`, the
+ * supervisor picks its span's id, passes it on to the gateway as the parent, and reports the id, when the
+ * request arrived and how long the gateway took to answer in the x-clawplane-supervisor-span response
+ * header. Model calls the gateway makes meanwhile carry that span as their parent to the broker.
+ */
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+interface Traced {
+  traceId: string;
+  spanId: string;
+  flags: string;
+}
+/** Traced turns in flight (the gateway's egress calls are stamped with one when it is the only one). */
+const traced = new Set<Traced>();
+
+function traceIngress(req: http.IncomingMessage, res: http.ServerResponse, headers: http.OutgoingHttpHeaders): (h: http.OutgoingHttpHeaders) => void {
+  delete headers['tracestate'];
+  const m = TRACEPARENT.exec(String(req.headers['traceparent'] ?? ''));
+  if (!m) {
+    delete headers['traceparent'];
+    // Only the supervisor reports a span: a gateway's header of that name never reaches the host.
+    return (h) => delete h['x-clawplane-supervisor-span'];
+  }
+  const at = Date.now();
+  const t: Traced = { traceId: m[1] ?? '', spanId: randomBytes(8).toString('hex'), flags: m[3] ?? '00' };
+  headers['traceparent'] = `00-${t.traceId}-${t.spanId}-${t.flags}`;
+  traced.add(t);
+  res.on('close', () => traced.delete(t));
+  return (h) => {
+    h['x-clawplane-supervisor-span'] = `id=${t.spanId}; at=${at}; head_ms=${Date.now() - at}`;
+  };
+}
+
+/**
+ * The parent for a model call on its way to the broker: the one traced turn in flight. With several
+ * (concurrent turns on one sandbox) the call cannot be told apart from here (every gateway reaches the
+ * egress port from 127.0.0.1), so it goes untraced rather than into the wrong trace. A traceparent the
+ * gateway sent itself is never passed on.
+ */
+function egressTraceparent(): string | undefined {
+  if (traced.size !== 1) return undefined;
+  const [t] = traced;
+  return t ? `00-${t.traceId}-${t.spanId}-${t.flags}` : undefined;
+}
+
 // Ingress: the host's (and later the ingress module's) only way in.
 const ingress = http.createServer((req, res) => {
   const id = req.headers['x-clawplane-executor'];
@@ -193,7 +242,7 @@ const ingress = http.createServer((req, res) => {
   if (!e) return jsonError(res, 404, 'no such executor');
   const headers = cleanHeaders(req.headers);
   delete headers['x-clawplane-executor'];
-  proxy(req, res, { host: '127.0.0.1', port: e.spec.port, headers }, `gateway ${e.spec.id}`);
+  proxy(req, res, { host: '127.0.0.1', port: e.spec.port, headers }, `gateway ${e.spec.id}`, traceIngress(req, res, headers));
 });
 ingress.on('upgrade', (req, socket, head) => {
   const id = req.headers['x-clawplane-executor'];
@@ -224,6 +273,10 @@ const egress = http.createServer((req, res) => {
   const headers = cleanHeaders(req.headers);
   headers['authorization'] = `Bearer ${token}`;
   headers['host'] = 'broker';
+  delete headers['tracestate'];
+  const parent = egressTraceparent();
+  if (parent) headers['traceparent'] = parent;
+  else delete headers['traceparent'];
   proxy(req, res, { socketPath: cfg.brokerSocket, headers }, 'the broker');
 });
 
