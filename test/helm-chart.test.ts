@@ -381,7 +381,7 @@ describe('helm chart: KEDA scales the worker role on DBOS queue depth', () => {
     assert.equal(Number(count.rows[0]?.count), 750);
     const plan = await db.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (FORMAT JSON) ${query}`);
     const text = JSON.stringify(plan.rows[0]?.['QUERY PLAN']);
-    assert.match(text, /idx_workflow_status_in_flight/, `the query is not backed by DBOS's in-flight index: ${text}`);
+    assert.match(text, /idx_workflow_status_in_flight_v2/, `the query is not backed by DBOS's in-flight index: ${text}`);
     assert.doesNotMatch(text, /Seq Scan/);
   });
 });
