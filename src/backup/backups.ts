@@ -96,6 +96,8 @@ export interface BackupServiceOptions {
   intervalMs?: number;
   log: Logger;
   metrics: BackupMetrics;
+  /** Whether this replica holds the instance's lease (the periodic sweep backs up only those); default: all. */
+  owns?: (instanceId: string) => boolean;
 }
 
 export class BackupService {
@@ -148,6 +150,7 @@ export class BackupService {
     );
     const done: string[] = [];
     for (const r of due.rows) {
+      if (this.#o.owns && !this.#o.owns(r.id)) continue; // another replica's instance: its owner backs it up
       try {
         await this.create(r.tenant_id, r.id, 'periodic', { actor: 'system:backups' });
         done.push(r.id);

@@ -13,6 +13,8 @@ import type { IngressMetrics } from './metrics.ts';
 
 export interface ReaperOptions {
   instances: InstanceService;
+  /** The running instances this replica may reap (claimed, docs/adr/0009-replica-coordination.md); default: all. */
+  candidates?: () => Promise<InstanceRow[]>;
   activity: Activity;
   metrics: IngressMetrics;
   log: Logger;
@@ -59,17 +61,19 @@ export class IdleReaper {
     const timeouts = new Map<string, number>();
     const stopped: string[] = [];
     const running = new Set<string>();
-    for (const row of await this.#o.instances.running()) {
+    for (const row of await (this.#o.candidates?.() ?? this.#o.instances.running())) {
       running.add(row.id);
-      // Idle since the last traffic, or since we first saw it running (a fresh start is not idle).
-      const since = Math.max(this.#o.activity.last(row.id) ?? 0, this.#seen.get(row.id) ?? 0);
-      if (since === 0) this.#seen.set(row.id, now);
+      // Idle since the last traffic through any replica (last_active_at, written by each within seconds), or
+      // since this replica first saw it running: a fresh start, a start long after its last use, or an instance
+      // just taken over from a dead replica is not idle.
+      if (!this.#seen.has(row.id)) this.#seen.set(row.id, now);
+      const since = Math.max(this.#o.activity.last(row.id) ?? 0, row.lastActiveAt?.getTime() ?? 0, this.#seen.get(row.id) ?? now);
       let timeout = timeouts.get(row.tenantId);
       if (timeout === undefined) {
         timeout = await this.#o.idleTimeoutMs(row.tenantId);
         timeouts.set(row.tenantId, timeout);
       }
-      if (timeout <= 0 || since === 0 || this.#o.activity.busy(row.id) || now - since < timeout) continue;
+      if (timeout <= 0 || this.#o.activity.busy(row.id) || now - since < timeout) continue;
       const s = this.#o.suspend ? await this.#o.suspend(row) : { suspended: false as const, reason: 'warm resume is off' };
       if (s.suspended) {
         this.#o.log.info({ tenant_id: row.tenantId, instance_id: row.id, idleMs: now - since }, 'suspended an idle instance to a process snapshot');

@@ -36,6 +36,8 @@ export interface IngressServices {
   ingress: IngressService;
   backups: BackupService;
   reaper: IdleReaper;
+  /** Last use of instances (the idle reaper's clock), shared through the database. */
+  activity: Activity;
 }
 
 export function createObjectStore(s: IngressSettings): ObjectStore {
@@ -51,7 +53,8 @@ export function createIngressServices(opts: { db: Db; events: EventChannel; vaul
   registerHostRoot(opts.instanceSettings.sandboxRoot);
   const { instances, sandboxes, reconciler } = opts.instances;
   const archive = new ConversationArchive(db);
-  const activity = new Activity();
+  // Last use in the database too: the replica holding an instance's lease reaps it, whoever serves it.
+  const activity = new Activity({ db, log });
   const metrics = createIngressMetrics(opts.registry);
   const backups = new BackupService({
     db,
@@ -65,12 +68,16 @@ export function createIngressServices(opts: { db: Db; events: EventChannel; vaul
     intervalMs: s.backupIntervalMs,
     log,
     metrics: createBackupMetrics(opts.registry),
+    // The periodic sweep backs up only the instances whose lease this replica holds.
+    owns: (id) => reconciler.owns(id),
   });
   reconciler.onStopped = (row) => backups.onStopped(row);
   const waker = new Waker({ instances, metrics, log, timeoutMs: s.wakeTimeoutMs, settled: (id) => backups.settled(id) });
   const ingress = new IngressService({ instances, driver: sandboxes, archive, activity, waker, log, events: opts.events });
   const reaper = new IdleReaper({
     instances,
+    // Running instances, claimed: each is reaped by the one replica holding its lease.
+    candidates: () => reconciler.claimed('running'),
     activity,
     metrics,
     log,
@@ -88,5 +95,5 @@ export function createIngressServices(opts: { db: Db; events: EventChannel; vaul
     metrics.resumes.inc({ tenant: row.tenantId, outcome: outcome.resumed ? 'resumed' : 'cold_start' });
     if (outcome.resumed) metrics.resumeSeconds.observe({ tenant: row.tenantId }, outcome.ms / 1000);
   };
-  return { gate: new GatewayGate(db), archive, ingress, backups, reaper };
+  return { gate: new GatewayGate(db), archive, ingress, backups, reaper, activity };
 }

@@ -1,4 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import os from 'node:os';
 import { z } from 'zod';
 import { appendAudit } from '../audit/log.ts';
 import { containing, keysetPage, type Sorts } from '../db/keyset.ts';
@@ -55,6 +56,19 @@ export interface InstanceRow extends Instance {
   sandbox: SandboxRef | null;
   /** A suspended instance's snapshot (the driver's opaque ref: resumed once, then discarded); null when it has none. */
   snapshot: SnapshotRef | null;
+  /** The node its sandbox runs on (local sandboxes belong to their host); null without a sandbox. */
+  sandboxNode: string | null;
+  /** Last use through any replica (throttled writes, src/ingress/activity.ts); null when never used. */
+  lastActiveAt: Date | null;
+}
+
+/** A row of a claiming read: whether this replica now holds the instance's lease, and who held it before. */
+export interface ClaimedRow {
+  row: InstanceRow;
+  claimed: boolean;
+  /** The lease holder before this read (null: none); `heldLive`: that lease had not lapsed. */
+  heldBy: string | null;
+  heldLive: boolean;
 }
 
 export interface InstanceEvent {
@@ -86,6 +100,8 @@ interface Row {
   health_checked_at: Date | null;
   created_at: Date;
   updated_at: Date;
+  sandbox_node: string | null;
+  last_active_at: Date | null;
 }
 
 function toRow(r: Row): InstanceRow {
@@ -110,6 +126,8 @@ function toRow(r: Row): InstanceRow {
     deleteState: r.delete_state,
     sandbox: storedSandboxRef(r.sandbox),
     snapshot: storedSnapshotRef(r.snapshot, r.id),
+    sandboxNode: r.sandbox_node,
+    lastActiveAt: r.last_active_at,
   };
 }
 
@@ -164,6 +182,8 @@ export interface InstanceServiceOptions {
    * than at its next tick) and `gateway_token.changed` after a rotation (every ingress drops its copy).
    */
   events: EventChannel;
+  /** The node sandboxes started by this process run on (recorded with each sandbox); default: the host name. */
+  node?: string;
 }
 
 // Platform secret names allow [a-z0-9_.-] only.
@@ -174,6 +194,16 @@ export class InstanceService {
 
   constructor(opts: InstanceServiceOptions) {
     this.#o = opts;
+  }
+
+  /** The database the instances live in (the reconciler's leases share it). */
+  get db(): Db {
+    return this.#o.db;
+  }
+
+  /** The node this process's sandboxes run on. */
+  get node(): string {
+    return this.#o.node ?? os.hostname();
   }
 
   get defaultRuntimeVersion(): string {
@@ -396,6 +426,34 @@ export class InstanceService {
     return r.rows.map(toRow);
   }
 
+  /**
+   * The instances of `which` (`reconcile`: as allForReconcile; `running`: as running) read together with one
+   * upsert of their leases in work_claims (docs/adr/0009-replica-coordination.md): each row says whether this
+   * replica now holds it. A lease is taken when free, lapsed or already ours, never from a live owner. With a
+   * node-bound driver (local sandboxes belong to their host) an instance whose sandbox runs on another node is
+   * not claimed here. One statement, so claiming costs no extra round trip per pass.
+   */
+  async claim(which: 'reconcile' | 'running', c: { owner: string; node: string; ttlMs: number; nodeBound: boolean }): Promise<ClaimedRow[]> {
+    const where = which === 'reconcile' ? `desired_state <> 'stopped' OR status NOT IN ('stopped', 'suspended') OR sandbox IS NOT NULL` : `status = 'running' AND desired_state = 'running'`;
+    const r = await this.#o.db.query<Row & { claimed: boolean; held_by: string | null; held_live: boolean | null }>(
+      `WITH cand AS (SELECT * FROM instances WHERE ${where}),
+       mine AS (
+         INSERT INTO work_claims AS w (kind, item, owner, expires_at)
+         SELECT 'instance', id::text, $1, now() + make_interval(secs => $2::double precision / 1000) FROM cand
+          WHERE NOT $4 OR sandbox IS NULL OR sandbox_node IS NULL OR sandbox_node = $3
+          ORDER BY id
+         ON CONFLICT (kind, item) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
+          WHERE w.owner = EXCLUDED.owner OR w.expires_at < now()
+         RETURNING item)
+       SELECT cand.*, mine.item IS NOT NULL AS claimed, h.owner AS held_by, h.expires_at > now() AS held_live
+         FROM cand LEFT JOIN mine ON mine.item = cand.id::text
+         LEFT JOIN work_claims h ON h.kind = 'instance' AND h.item = cand.id::text
+        ORDER BY cand.created_at, cand.id`,
+      [c.owner, c.ttlMs, c.node, c.nodeBound],
+    );
+    return r.rows.map((x) => ({ row: toRow(x), claimed: x.claimed, heldBy: x.held_by, heldLive: x.held_live === true }));
+  }
+
   async byId(id: string): Promise<InstanceRow | undefined> {
     const r = await this.#o.db.query<Row>('SELECT * FROM instances WHERE id = $1', [id]);
     return r.rows[0] ? toRow(r.rows[0]) : undefined;
@@ -413,6 +471,10 @@ export class InstanceService {
         vals.push((k === 'sandbox' || k === 'snapshot' || k === 'health') && v !== null ? JSON.stringify(v) : v);
         sets.push(`${col[k] ?? k} = $${vals.length}`);
         if (k === 'health') sets.push('health_checked_at = now()');
+      }
+      if (patch.sandbox !== undefined) {
+        vals.push(patch.sandbox === null ? null : this.node);
+        sets.push(`sandbox_node = $${vals.length}`);
       }
       const r = await tx.query<Row>(`UPDATE instances SET ${sets.join(', ')} WHERE id = $1 RETURNING *`, vals);
       if (row.status !== to || row.statusReason !== reason) await this.#event(tx, row.tenantId, row.id, row.status, to, reason, 'system');
@@ -432,7 +494,7 @@ export class InstanceService {
   }
 
   async saveSandbox(id: string, handle: SandboxRef | null): Promise<void> {
-    await this.#o.db.query('UPDATE instances SET sandbox = $2, updated_at = now() WHERE id = $1', [id, handle === null ? null : JSON.stringify(handle)]);
+    await this.#o.db.query('UPDATE instances SET sandbox = $2, sandbox_node = $3, updated_at = now() WHERE id = $1', [id, handle === null ? null : JSON.stringify(handle), handle === null ? null : this.node]);
   }
 
   async saveHealth(id: string, health: SandboxHealth | null): Promise<void> {

@@ -3,6 +3,8 @@ import type { AgentDefaults } from '../identity/onboarding.ts';
 import { renderOpenclawConfig, toolPolicyFor, type ToolRestrictions } from '../runtime/config.ts';
 import type { RuntimeStore } from '../runtime/store.ts';
 import type { SandboxDriver, SandboxHealth, SandboxRef, SandboxSpec } from '../sandbox/types.ts';
+import type { ClaimIdentity } from '../replicas/claims.ts';
+import { soloIdentity, WorkClaims } from '../replicas/claims.ts';
 import type { InstanceRow, InstanceService } from './instances.ts';
 
 /** How often a starting sandbox's health is read until its gateways are ready (one local socket request). */
@@ -22,6 +24,8 @@ export interface ReconcilerOptions {
   readyTimeoutMs: number;
   /** A gateway that crashed this many times before it was ever ready fails the start at once (a broken version). */
   crashLoopRestarts?: number;
+  /** Who claims instances here (docs/adr/0009-replica-coordination.md); default: a single-process identity. */
+  claims?: ClaimIdentity;
 }
 
 /** Why a resume fell back to a cold start, for metrics and the audit (issue 10). */
@@ -43,6 +47,14 @@ export class Reconciler {
   #clusterId: string | undefined;
   /** Adoption could not run yet (the driver was unavailable): no pass starts anything until it has. */
   #adoptPending = false;
+  readonly #claims: WorkClaims;
+  /** When (in #seq ticks) work on each instance last ended: a pass that read the row before acts on stale data. */
+  readonly #finished = new Map<string, number>();
+  #seq = 0;
+  /** Instances whose lease this replica holds, with when (local clock) that lease lapses unless renewed. */
+  readonly #owned = new Map<string, number>();
+  /** Instances on another node already reported as left alone (said once, again after they change hands). */
+  readonly #elsewhere = new Set<string>();
   /**
    * Called once the gateway of an instance stopped on request, before the reconciler moves on (issue 7:
    * the backup of a stopped gateway's state; a wake of this instance waits for it).
@@ -58,6 +70,57 @@ export class Reconciler {
 
   constructor(opts: ReconcilerOptions) {
     this.#o = opts;
+    this.#claims = new WorkClaims(opts.instances.db, opts.claims ?? soloIdentity(opts.instances.node));
+  }
+
+  /** This replica's identity as a claimer of instances. */
+  get claimIdentity(): ClaimIdentity {
+    return this.#claims.id;
+  }
+
+  /**
+   * Whether this replica holds the instance's lease (renewed by each pass and each idle sweep). A margin of a
+   * fifth of the TTL keeps us from acting on a lease that may lapse while we act.
+   */
+  owns(instanceId: string): boolean {
+    const until = this.#owned.get(instanceId);
+    return until !== undefined && until - this.#claims.id.ttlMs / 5 > Date.now();
+  }
+
+  /**
+   * Reads the instances of `which` and claims them in one statement (InstanceService.claim): the rows this
+   * replica holds, after adopting the sandboxes of those it just took over from a dead peer on this node.
+   */
+  async claimed(which: 'reconcile' | 'running'): Promise<InstanceRow[]> {
+    const id = this.#claims.id;
+    const t0 = Date.now();
+    const rows = await this.#o.instances.claim(which, { ...id, nodeBound: this.#o.driver.name === 'local' });
+    const mine: InstanceRow[] = [];
+    for (const c of rows) {
+      const { row } = c;
+      if (!c.claimed) {
+        this.#owned.delete(row.id);
+        if (!c.heldLive && row.sandbox && row.sandboxNode !== null && row.sandboxNode !== id.node && !this.#elsewhere.has(row.id)) {
+          // Its sandbox runs on another node: only a replica there may touch it (local sandboxes belong to their host).
+          this.#elsewhere.add(row.id);
+          this.#o.log.warn({ instance_id: row.id, tenant_id: row.tenantId, node: row.sandboxNode, here: id.node }, 'leaving an instance alone: its sandbox runs on another node and no live replica there holds it');
+          await this.#o.instances.note(row, `sandbox runs on node ${row.sandboxNode}; waiting for a reconciler on that node (replica on ${id.node} leaves it alone)`);
+        }
+        continue;
+      }
+      this.#elsewhere.delete(row.id);
+      const was = this.#owned.has(row.id);
+      this.#owned.set(row.id, t0 + id.ttlMs);
+      if (!was && c.heldBy !== null && c.heldBy !== id.owner && row.sandbox) {
+        // A dead peer's instance on this node: re-attach what the sandbox needs from a control plane.
+        if (await this.#o.driver.adopt(row.sandbox).catch(() => false)) {
+          this.#o.log.info({ instance_id: row.id, tenant_id: row.tenantId, from: c.heldBy }, "adopted a running sandbox from a replica whose claim lapsed");
+          await this.#o.instances.note(row, `sandbox ${row.sandbox.sandboxId} adopted from replica ${c.heldBy}, whose claim lapsed`);
+        }
+      }
+      mine.push(row);
+    }
+    return mine;
   }
 
   /** Adopts what is running, removes orphans, then reconciles every interval. */
@@ -70,7 +133,8 @@ export class Reconciler {
       this.#adoptPending = true;
       this.#o.log.error({ err }, 'could not list running sandboxes to adopt them; retrying before each pass');
     }
-    this.#timer = setInterval(() => this.kick(), this.#o.intervalMs);
+    // Passes renew the leases: at least three per TTL, so a live owner never lets one lapse.
+    this.#timer = setInterval(() => this.kick(), Math.min(this.#o.intervalMs, Math.max(100, Math.floor(this.#claims.id.ttlMs / 3))));
     this.#timer.unref();
     this.kick();
   }
@@ -78,10 +142,16 @@ export class Reconciler {
   /** Stops reconciling and waits for work in flight. Sandboxes keep running: they survive us. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    const started = this.#timer !== undefined;
     clearInterval(this.#timer);
     await this.#pass?.catch(() => undefined);
     await Promise.allSettled([...this.#busy.values()]);
     await this.#o.driver.close();
+    // A clean stop hands our instances over at once rather than after the TTL.
+    if (started) {
+      this.#owned.clear();
+      await this.#claims.releaseAll('instance').catch((err: unknown) => this.#o.log.warn({ err: (err as Error).message }, 'could not release instance claims; they lapse after the TTL'));
+    }
   }
 
   /**
@@ -118,8 +188,11 @@ export class Reconciler {
     const clusterId = this.#clusterId ?? (await this.#o.instances.clusterId());
     const rows = await this.#o.instances.allForReconcile();
     const byId = new Map(rows.map((r) => [r.id, r]));
+    // A live peer on this node owns these: it may be starting one (not yet recorded) or serving it.
+    const others = await this.#claims.heldByOthers('instance');
     for (const h of await this.#o.driver.list()) {
       if (h.owner.clusterId !== clusterId) continue; // another control plane's sandbox on a shared node
+      if (others.has(h.instanceId)) continue;
       const row = byId.get(h.instanceId);
       if (!row || row.sandbox?.sandboxId !== h.sandboxId) {
         this.#o.log.warn({ instance_id: h.instanceId, sandbox: h.sandboxId }, 'stopping an orphaned sandbox no instance owns');
@@ -138,12 +211,19 @@ export class Reconciler {
       await this.adoptAndSweep();
       this.#adoptPending = false;
     }
-    const rows = await this.#o.instances.allForReconcile();
+    const readAt = this.#seq;
+    // Only the instances this replica holds a lease on (one owner at a time across replicas).
+    const rows = await this.claimed('reconcile');
     for (const row of rows) {
       if (this.#busy.has(row.id)) continue;
+      // Work on it ended after our read: the row is stale (it would destroy twice or start a second sandbox).
+      if ((this.#finished.get(row.id) ?? -1) > readAt) continue;
       const p = this.reconcile(row)
         .catch((err: unknown) => this.#o.log.error({ err, instance_id: row.id, tenant_id: row.tenantId }, 'reconcile failed'))
-        .finally(() => this.#busy.delete(row.id));
+        .finally(() => {
+          this.#busy.delete(row.id);
+          this.#finished.set(row.id, ++this.#seq);
+        });
       this.#busy.set(row.id, p);
     }
   }
@@ -249,6 +329,7 @@ export class Reconciler {
       return await fn();
     } finally {
       this.#busy.delete(id);
+      this.#finished.set(id, ++this.#seq);
       release();
     }
   }

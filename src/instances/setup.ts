@@ -11,6 +11,7 @@ import type { OnboardingService } from '../identity/onboarding.ts';
 import { RuntimeStore } from '../runtime/store.ts';
 import { createSandboxDriver } from '../sandbox/drivers/factory.ts';
 import type { SandboxDriver } from '../sandbox/types.ts';
+import type { ClaimIdentity } from '../replicas/claims.ts';
 import type { Vault } from '../vault/vault.ts';
 import { InstanceService } from './instances.ts';
 import { CredentialRotator } from './credentials.ts';
@@ -69,11 +70,13 @@ export function createInstanceServices(opts: {
   settings: InstanceSettings;
   log: Logger;
   toolRestrictions?: (tenantId: string, agent: string) => Promise<ToolRestrictions>;
+  /** Who this process is when it claims instances (docs/adr/0009-replica-coordination.md); default: a single process. */
+  claims?: ClaimIdentity;
 }): InstanceServices {
   const s = opts.settings;
   const runtimes = new RuntimeStore({ dir: s.runtimeCache, nodePackageVersion: s.runtimeNodeVersion });
   const sandboxes = createSandboxDriver(s, { broker: opts.broker, log: opts.log });
-  const instances = new InstanceService({ db: opts.db, vault: opts.vault, runtimes, defaultRuntimeVersion: s.runtimeDefaultVersion, uidBase: s.sandboxUidBase, events: opts.events });
+  const instances = new InstanceService({ db: opts.db, vault: opts.vault, runtimes, defaultRuntimeVersion: s.runtimeDefaultVersion, uidBase: s.sandboxUidBase, events: opts.events, ...(opts.claims ? { node: opts.claims.node } : {}) });
   const reconciler = new Reconciler({
     instances,
     driver: sandboxes,
@@ -83,6 +86,7 @@ export function createInstanceServices(opts: {
     log: opts.log,
     intervalMs: s.reconcileIntervalMs,
     readyTimeoutMs: s.instanceReadyTimeoutMs,
+    ...(opts.claims ? { claims: opts.claims } : {}),
   });
   opts.events.on('instance.changed', () => reconciler.kick());
   const credentials = new CredentialRotator({ db: opts.db, instances, driver: sandboxes, log: opts.log });

@@ -123,7 +123,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const secretKey = config.secretKey;
     if (!secretKey) throw new Error('secret key not resolved');
     const metrics = createMetrics();
-    const services = createServices({ db, events, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config), tasks: config.tasks, broker: config.broker });
+    const services = createServices({ db, events, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config), tasks: config.tasks, broker: config.broker, claims: { owner: replicaId, node: config.replica.node ?? os.hostname(), ttlMs: config.replica.expireMs } });
     // Task workflows recovered or dequeued since launch wait for this (src/tasks/workflow.ts).
     services.taskRuntime.start(undefined, { housekeeping: roles.has('worker') });
     await services.onboarding.prepareSetupCode(log);
@@ -172,6 +172,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         await doctor;
         // Sandboxes keep running (no --die-with-parent); the next start adopts them.
         await services.reaper.stop();
+        await services.activity.stop();
         await services.backups.stop();
         await services.knowledgeIndexer.stop();
         await services.reconciler.stop();

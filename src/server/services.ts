@@ -24,6 +24,7 @@ import { Broker } from '../broker/broker.ts';
 import { BrokerGovernance } from '../broker/governance.ts';
 import { PlatformProvider } from '../broker/platform-provider.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
+import type { ClaimIdentity } from '../replicas/claims.ts';
 import { createInstanceServices, instanceSettings, type InstanceServices, type InstanceSettings } from '../instances/setup.ts';
 import { createIngressServices, ingressSettings, type IngressServices, type IngressSettings } from '../ingress/setup.ts';
 import { createTaskServices, type TaskServices } from '../tasks/setup.ts';
@@ -78,6 +79,8 @@ export function createServices(opts: {
   tasks?: TaskSettings;
   /** Budget reservations and grant key rotation; default: the configuration defaults. */
   broker?: { reserveTokens: number; grantKeyRotateMs: number };
+  /** This replica as a claimer of work (docs/adr/0009-replica-coordination.md); default: a single process. */
+  claims?: ClaimIdentity;
 }): Services {
   const { db, events } = opts;
   const vault = new Vault({ db, keys: new LocalKeyProvider({ secret: opts.secretKey, versions: dbKeyVersionStore(db) }) });
@@ -114,7 +117,7 @@ export function createServices(opts: {
   mountGrants(broker, grants);
   const onboarding = new OnboardingService(db, opts.dataDir, vault);
   const settings = opts.instances ?? instanceSettings({ dataDir: opts.dataDir, instances: parseConfig({}).instances });
-  const instances = createInstanceServices({ db, vault, events, onboarding, broker, settings, log: opts.log ?? createLogger('silent'), toolRestrictions: (tenantId, agent) => gatewayToolRestrictions(policy, tenantId, agent) });
+  const instances = createInstanceServices({ db, vault, events, onboarding, broker, settings, log: opts.log ?? createLogger('silent'), toolRestrictions: (tenantId, agent) => gatewayToolRestrictions(policy, tenantId, agent), ...(opts.claims ? { claims: opts.claims } : {}) });
   const ingress = createIngressServices({ db, events, vault, onboarding, instances, instanceSettings: settings, settings: opts.ingress ?? ingressSettings({ dataDir: opts.dataDir, ingress: parseConfig({}).ingress }), dataDir: opts.dataDir, registry: opts.registry ?? new Registry(), log: opts.log ?? createLogger('silent') });
   // Agent memory, findings and search by meaning; embeddings go through the broker (docs/adr/0007).
   const knowledge = createKnowledgeServices({ db, proxy: broker.proxy, agents: new AgentService(db), log: opts.log ?? createLogger('silent') });
@@ -136,6 +139,7 @@ export function createServices(opts: {
     gate: ingress.gate,
     readyTimeoutMs: settings.instanceReadyTimeoutMs,
     flushUsage: () => broker.usage.flush(),
+    ...(opts.claims ? { claims: opts.claims } : {}),
     recall: async (tenantId, agentId, text, ctx) => (await knowledge.memories.recall(tenantId, agentId, text, ctx)).map((m) => ({ id: m.id, content: m.content })),
   });
   return {

@@ -4,6 +4,7 @@ import { UnavailableError } from '../errors.ts';
 import type { GatewayGate } from '../ingress/access.ts';
 import type { Instance, InstanceService } from '../instances/instances.ts';
 import { spanAttributes } from '../observability/tracing.ts';
+import { WorkClaims, type ClaimIdentity } from '../replicas/claims.ts';
 import type { GatewayTransport, SandboxDriver } from '../sandbox/types.ts';
 import { GatewayApprovalWatch, type ExecApprovalRequest } from './exec-approvals.ts';
 import type { RiskClass, TaskExecutor, Turn, TurnResult } from './types.ts';
@@ -74,6 +75,9 @@ export function instanceWaker(o: { gate: GatewayGate; instances: InstanceService
   };
 }
 
+/** How often a turn waiting for another worker's turn on the same gateway asks again. */
+const TURN_LEASE_POLL_MS = 200;
+
 type TurnCtx = { signal: AbortSignal; trace: (kind: string, detail?: Record<string, unknown>) => Promise<void> };
 
 interface Inflight {
@@ -99,11 +103,42 @@ export class GatewayExecutor implements TaskExecutor {
   /** Turns the gateway holds at an exec approval, by task (this process only: lost on restart). */
   readonly #inflight = new Map<string, Inflight>();
 
-  constructor(o: { wake: WakeFn; db: Db; log: Logger; flushUsage: () => Promise<void> }) {
+  readonly #claims: ClaimIdentity | undefined;
+
+  constructor(o: { wake: WakeFn; db: Db; log: Logger; flushUsage: () => Promise<void>; claims?: ClaimIdentity }) {
     this.#wake = o.wake;
     this.#db = o.db;
     this.#log = o.log;
     this.#flushUsage = o.flushUsage;
+    this.#claims = o.claims;
+  }
+
+  /**
+   * One turn per gateway across workers (docs/adr/0009-replica-coordination.md): a lease ('gateway.turn',
+   * instance) held by this task on this replica, renewed while the turn runs and released after it; a dead
+   * worker's lease lapses after the replica expiry. Waits (polling) while another worker's turn holds it.
+   */
+  async #turnLease(instanceId: string, taskId: string, signal: AbortSignal): Promise<() => Promise<void>> {
+    if (!this.#claims) return () => Promise.resolve();
+    const lease = new WorkClaims(this.#db, { ...this.#claims, owner: `${this.#claims.owner}/${taskId}` });
+    let waited = false;
+    while (!(await lease.claim('gateway.turn', instanceId))) {
+      signal.throwIfAborted();
+      if (!waited) this.#log.info({ instance_id: instanceId, task_id: taskId }, "waiting for another worker's turn on this gateway");
+      waited = true;
+      await new Promise((r) => setTimeout(r, TURN_LEASE_POLL_MS));
+    }
+    const renew = setInterval(() => {
+      lease.claim('gateway.turn', instanceId).then(
+        (ok) => ok || this.#log.error({ instance_id: instanceId, task_id: taskId }, 'lost the turn lease of a gateway while a turn runs (this replica was silent past the expiry)'),
+        (err: unknown) => this.#log.warn({ instance_id: instanceId, err: (err as Error).message }, 'could not renew the turn lease; retrying'),
+      );
+    }, Math.max(100, Math.floor(this.#claims.ttlMs / 3)));
+    renew.unref();
+    return async () => {
+      clearInterval(renew);
+      await lease.release('gateway.turn', instanceId).catch((err: unknown) => this.#log.warn({ instance_id: instanceId, err: (err as Error).message }, 'could not release the turn lease; it lapses after the expiry'));
+    };
   }
 
   async run(turn: Turn, ctx: TurnCtx): Promise<TurnResult> {
@@ -126,8 +161,11 @@ export class GatewayExecutor implements TaskExecutor {
     const mine = new Promise<void>((r) => (release = r));
     const chain = prev.then(() => mine);
     this.#locks.set(ep.instanceId, chain);
-    await prev;
+    let unlease: (() => Promise<void>) | undefined;
     try {
+      await prev;
+      // Then across processes: another worker may be driving this gateway.
+      unlease = await this.#turnLease(ep.instanceId, turn.taskId, ctx.signal);
       const since = (await this.#db.query<{ now: Date }>('SELECT now()')).rows[0]?.now ?? new Date();
       const res = live ? await this.#continue(live, ctx) : await this.#start(ep, turn, ctx);
       await this.#flushUsage();
@@ -138,6 +176,7 @@ export class GatewayExecutor implements TaskExecutor {
       await ctx.trace('metered', { usageRows: claimed.rowCount ?? 0 });
       return res;
     } finally {
+      await unlease?.();
       release();
       if (this.#locks.get(ep.instanceId) === chain) this.#locks.delete(ep.instanceId);
     }

@@ -4,6 +4,7 @@ import type { Db } from '../db/pool.ts';
 import type { GatewayGate } from '../ingress/access.ts';
 import type { InstanceService } from '../instances/instances.ts';
 import type { EgressPolicy } from '../net/ssrf.ts';
+import { soloIdentity, WorkClaims, type ClaimIdentity } from '../replicas/claims.ts';
 import type { SandboxDriver } from '../sandbox/types.ts';
 import type { Vault } from '../vault/vault.ts';
 import { AgentService } from './agents.ts';
@@ -30,12 +31,14 @@ export class TaskRuntime {
   readonly steps: TaskSteps;
   readonly #tasks: TaskService;
   readonly #log: Logger;
+  readonly #claims: WorkClaims | undefined;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(steps: TaskSteps, tasks: TaskService, log: Logger) {
+  constructor(steps: TaskSteps, tasks: TaskService, log: Logger, claims?: WorkClaims) {
     this.steps = steps;
     this.#tasks = tasks;
     this.#log = log;
+    this.#claims = claims;
   }
 
   useExecutor(e: TaskExecutor): void {
@@ -51,6 +54,8 @@ export class TaskRuntime {
     if (opts.housekeeping === false) return;
     const tick = async () => {
       try {
+        // One worker sweeps at a time (a lease renewed by each sweep of its holder; lapses if it dies).
+        if (this.#claims && !(await this.#claims.claim('tasks.housekeeping', 'sweep', Math.max(this.#claims.id.ttlMs, intervalMs * 3)))) return;
         await this.#tasks.reconcileEnded();
         await this.#tasks.enqueueMissing();
       } catch (err) {
@@ -62,8 +67,11 @@ export class TaskRuntime {
   }
 
   stop(): void {
+    const started = this.#timer !== undefined;
     clearInterval(this.#timer);
     this.#timer = undefined;
+    // Hand the sweep over at once (best effort: otherwise it lapses after the expiry).
+    if (started && this.#claims) void this.#claims.release('tasks.housekeeping', 'sweep').catch(() => undefined);
   }
 }
 
@@ -82,6 +90,8 @@ export function createTaskServices(o: {
   wake?: WakeFn;
   /** Memory recall before a task (src/knowledge: words and meaning); default: by words only. */
   recall?: RecallFn;
+  /** This replica as a claimer (housekeeping lease, one turn per gateway across workers); default: this process alone. */
+  claims?: ClaimIdentity;
 }): TaskServices {
   const log = o.log.child({ component: 'tasks' });
   const store = new TaskStore(o.db);
@@ -90,7 +100,8 @@ export function createTaskServices(o: {
   const approvals = new ApprovalService({ db: o.db, webhooks });
   const queues = new TaskQueues({ pollMs: o.settings.queuePollMs, workerConcurrency: o.settings.workerConcurrency });
   const wake = o.wake ?? instanceWaker({ gate: o.gate, instances: o.instances, sandboxes: o.sandboxes, readyTimeoutMs: o.readyTimeoutMs });
-  const executor = new GatewayExecutor({ wake, db: o.db, log, flushUsage: o.flushUsage });
+  const claims = new WorkClaims(o.db, o.claims ?? soloIdentity(o.instances.node));
+  const executor = new GatewayExecutor({ wake, db: o.db, log, flushUsage: o.flushUsage, claims: claims.id });
   // OpenClaw's exec approvals (exec mode ask): a rejection or expiry refuses the held command on the gateway.
   approvals.onDecided((_tenant, taskId, a, decision) => {
     if (a.kind === 'exec') void executor.decided(taskId, decision);
@@ -98,5 +109,5 @@ export function createTaskServices(o: {
   const steps = new TaskSteps({ db: o.db, store, agents, approvals, settings: o.settings, log, executor, flushUsage: o.flushUsage, ...(o.recall ? { recall: o.recall } : {}) });
   const tasks = new TaskService({ db: o.db, store, agents, approvals, queues });
   registerQueueDepthGauge(o.registry, o.db);
-  return { tasks, agents, approvals, taskRuntime: new TaskRuntime(steps, tasks, log) };
+  return { tasks, agents, approvals, taskRuntime: new TaskRuntime(steps, tasks, log, claims) };
 }

@@ -122,3 +122,9 @@ export function brokerUrl(r: Replica): string {
   if (!m?.[1]) throw new Error(`${r.name} logged no broker URL: start it with CLAWPLANE_BROKER_PORT`);
   return m[1];
 }
+
+/** Polls `probe` every 20 ms until it returns true (no time bound: the test runner's timeout is the backstop). */
+export async function waitUntil(what: string, probe: () => Promise<boolean>): Promise<void> {
+  void what;
+  while (!(await probe())) await new Promise((r) => setTimeout(r, 20));
+}
