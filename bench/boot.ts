@@ -276,7 +276,7 @@ export async function main(args: string[] = []): Promise<void> {
       const svc = given ? { socketPath: given, docker: new Docker({ socketPath: given }), stop: () => Promise.resolve() } : await startPodmanService();
       process.stderr.write('building the sandbox image…\n');
       await buildSandboxImage(svc.docker, 'clawplane-sandbox:bench');
-      const d = new DockerSandboxDriver({ root: sbRoot, socketPath: svc.socketPath, image: 'clawplane-sandbox:bench', broker: undefined, log, memoryBytes: 3 * 2 ** 30, pids: 512, cpus: 0, tmpBytes: 64 * 2 ** 20, nofile: 8192 });
+      const d = new DockerSandboxDriver({ root: sbRoot, socketPath: svc.socketPath, image: 'clawplane-sandbox:bench', broker: undefined, log, memoryBytes: 3 * 2 ** 30, pids: 512, cpus: 0, tmpBytes: 64 * 2 ** 20, nofile: 8192, nproc: 2048 });
       await d.preflight();
       docker = { driver: d, api: svc.docker, stop: svc.stop };
     }

