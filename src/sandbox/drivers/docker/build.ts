@@ -6,7 +6,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFile, cp, mkdir, mkdtemp, readFile, realpath, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, cp, mkdir, mkdtemp, readFile, realpath, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -51,6 +51,9 @@ async function makeRootfs(dir: string, nodeBin: string): Promise<string> {
     await mkdir(path.dirname(dest), { recursive: true });
     await cp(await realpath(l), dest, { dereference: true });
   }
+  // Podman mounts a tmpfs over /tmp with `tmpcopyup`, which takes the image directory's mode (0755
+  // root) over the mount's mode=1777: the tenant's gateway could not create its state locks there.
+  await chmod(path.join(root, 'tmp'), 0o1777);
   await writeFile(path.join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n');
   await writeFile(path.join(root, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n');
   const tar = path.join(dir, 'rootfs.tar');

@@ -167,8 +167,8 @@ export class DockerSandboxDriver implements SandboxDriver {
           HostConfig: {
             NetworkMode: 'none',
             ReadonlyRootfs: true,
-            // mode=1777 as on Docker: Podman's compat API mounts it 0755 root-owned otherwise, and the
-            // tenant's gateway (never root) then cannot create its state locks there.
+            // The tenant's gateway (never root) keeps its state locks here. Podman copies the image's /tmp
+            // mode over this one (tmpcopyup), so the image's /tmp is 1777 too (build.ts).
             Tmpfs: { '/tmp': `rw,nosuid,nodev,mode=1777,size=${this.#o.tmpBytes}` },
             CapDrop: ['ALL'],
             SecurityOpt: ['no-new-privileges'],
