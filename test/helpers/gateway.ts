@@ -70,7 +70,9 @@ export async function startGatewayFixture(o: { file: string; uidSuffix?: number;
     CLAWPLANE_SANDBOX_UID_BASE: String(uidBase(o.file, o.uidSuffix ?? 0)),
     ...o.env,
   });
-  // Registered after startTestServer's own hook, so it runs first: sandboxes, then the server.
+  // node:test runs a suite's after hooks in registration order, so this runs after startTestServer's
+  // (which stops the sandboxes it lists, then the server): it stops what a server restarted by the
+  // test file left running.
   after(async () => {
     for (const h of await server.services.sandboxes.list().catch(() => [])) await server.services.sandboxes.stop(h).catch(() => undefined);
   });
