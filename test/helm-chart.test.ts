@@ -290,7 +290,7 @@ describe('helm chart: lint and render', () => {
     for (const np of nps) assert.equal(np.metadata.namespace ?? NS, np.metadata.name.includes('sandbox') ? 'clawplane-sandboxes' : NS);
   });
 
-  test('RBAC is namespaced and least-privilege: no ClusterRole, no wildcards, Secrets never read, the broker has no token', async () => {
+  test('RBAC is namespaced and least-privilege: no ClusterRole, no wildcards, Secrets never read, no pod holds a token', async () => {
     const objs = await render(base());
     assert.equal(objs.filter((o) => o.kind.startsWith('Cluster')).length, 0);
     type Rule = { apiGroups: string[]; resources: string[]; verbs: string[] };
@@ -302,8 +302,10 @@ describe('helm chart: lint and render', () => {
       }
     }
     assert.equal(named(objs, 'Role', 'cp-clawplane-sandbox-driver').metadata.namespace, 'clawplane-sandboxes');
+    // Nothing calls the Kubernetes API before the driver exists: no pod holds a service-account token.
+    for (const d of of(objs, 'Deployment')) assert.equal(podSpec(d).automountServiceAccountToken, false, d.metadata.name);
+    for (const sa of of(objs, 'ServiceAccount')) assert.equal(sa['automountServiceAccountToken'], false, sa.metadata.name);
     const broker = podSpec(named(objs, 'Deployment', 'cp-clawplane-broker'));
-    assert.equal(broker.automountServiceAccountToken, false);
     const subjects = of(objs, 'RoleBinding').flatMap((b) => (b['subjects'] as { name: string }[]).map((s) => s.name));
     assert.ok(!subjects.includes(broker.serviceAccountName ?? ''), 'the broker is bound to a Role');
   });
