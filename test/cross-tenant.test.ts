@@ -55,6 +55,7 @@ const BODIES: Record<string, unknown> = {
   'POST /api/v1/onboarding/defaults': {},
   'PUT /api/v1/platform/oidc': { issuer: 'https://idp.example.test', clientId: 'c', clientSecret: 's' },
   'PUT /api/v1/platform/agent-defaults': {},
+  'POST /api/v1/platform/grant-keys/rotate': {},
   'POST /api/v1/auth/logout': undefined,
   'POST /api/v1/tenants/{tenant}/credentials': { name: 'fuzz-key', type: 'api_key', value: 'sk-fuzz-0123456789abcdef' },
   'POST /api/v1/tenants/{tenant}/credentials/skills/{skill}': { values: { bot_token: 'xoxb-fake-fixture-not-a-token' } },
@@ -128,6 +129,8 @@ const NOT_TENANT_SCOPED: Record<string, number[]> = {
   'PUT /api/v1/platform/default-provider': [403],
   'GET /api/v1/platform/audit': [403],
   'GET /api/v1/platform/replicas': [403],
+  'GET /api/v1/platform/grant-keys': [403],
+  'POST /api/v1/platform/grant-keys/rotate': [403],
   'GET /api/v1/platform/audit/verify': [403],
   'GET /api/v1/platform/doctor': [403],
 };

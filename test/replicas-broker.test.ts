@@ -6,7 +6,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, describe, test } from 'node:test';
+import { createPrivateKey } from 'node:crypto';
 import { newSecret, sha256 } from '../src/identity/tokens.ts';
+import { dbKeyVersionStore, LocalKeyProvider } from '../src/vault/local-key-provider.ts';
+import { Vault } from '../src/vault/vault.ts';
+import { ApiClient } from './helpers/client.ts';
 import { testDatabase } from './helpers/db.ts';
 import { startFakeLlm } from './helpers/fake-llm.ts';
 import { brokerUrl, onboardVia, sharedSecretKey, startReplica, via, type Replica } from './helpers/replicas.ts';
@@ -100,9 +104,93 @@ describe('three replicas share the broker: budgets and grant keys', async () => 
     assert.equal(ok.status, 200, ok.text);
   });
 
+  const grant = async (base: string) => {
+    const r = await post(base, '/broker/grants', { tool: 'read', agent: 'main' });
+    assert.equal(r.status, 201, r.text);
+    return (JSON.parse(r.text) as { token: string }).token;
+  };
+  const verify = (base: string, token: string) => post(base, '/broker/grants/verify', { token, tool: 'read' });
+  const kidOf = (token: string) => (JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString()) as { kid: string }).kid;
+  let r1Now = r1;
+
+  test('a grant issued by replica 1 verifies on replica 3, and after replica 1 restarts', async () => {
+    const token = await grant(brokerUrl(r1));
+    assert.equal((await verify(brokerUrl(r3), token)).status, 200, 'replica 3 verifies it');
+    const onR2 = await grant(brokerUrl(r2));
+    assert.equal(kidOf(onR2), kidOf(token), 'every replica signs with the one shared key');
+    // Replica 1 restarts (same data directory, so the same replica id): its grants still verify, on it too.
+    r1.child.kill('SIGTERM');
+    await r1.exited;
+    r1Now = await startReplica({ name: 'r1', databaseUrl: database.url, secretKey, env, dataDir: r1.dataDir });
+    assert.equal(r1Now.id, r1.id);
+    assert.equal((await verify(brokerUrl(r1Now), token)).status, 200, 'the restarted replica verifies what it issued before');
+    assert.equal(kidOf(await grant(brokerUrl(r1Now))), kidOf(token), 'and signs with the same key');
+    // Refusals say what is wrong; none is a 500.
+    const bad = await verify(brokerUrl(r3), `${token.slice(0, -4)}AAAA`);
+    assert.equal(bad.status, 401);
+    assert.match(bad.text, /"code":"grant_invalid".*not a valid Clawplane grant/);
+    const wrongTool = await post(brokerUrl(r3), '/broker/grants/verify', { token, tool: 'exec' });
+    assert.equal(wrongTool.status, 401);
+    assert.match(wrongTool.text, /not valid for this use \(aud\)/);
+    assert.equal((await post(brokerUrl(r3), '/broker/grants/verify', { token })).status, 400);
+    const anon = await fetch(`${brokerUrl(r3)}/broker/grants/verify`, { method: 'POST', body: JSON.stringify({ token, tool: 'read' }) });
+    assert.equal(anon.status, 401);
+  });
+
+  test('a key rotation keeps grants of the old key valid within the overlap, and refuses them after', async () => {
+    const old = await grant(brokerUrl(r2));
+    const rotated = await via(admin, r3).json<{ kid: string; retired: string; overlapSeconds: number }>('POST', '/api/v1/platform/grant-keys/rotate', { overlapSeconds: 3 });
+    const at = Date.now();
+    assert.equal(rotated.retired, kidOf(old));
+    // Within the overlap, every replica still verifies the old key's grant.
+    for (const r of [r1Now, r2, r3]) assert.equal((await verify(brokerUrl(r), old)).status, 200, `${r.name} verifies it within the overlap`);
+    // New grants are signed with the new key on every replica (each drops its cached key on the event).
+    for (const r of [r1Now, r2, r3]) {
+      let kid = '';
+      for (let i = 0; i < 100 && kid !== rotated.kid; i++) {
+        kid = kidOf(await grant(brokerUrl(r)));
+        if (kid !== rotated.kid) await new Promise((res) => setTimeout(res, 20));
+      }
+      assert.equal(kid, rotated.kid, `${r.name} signs with the new key`);
+    }
+    const fresh = await grant(brokerUrl(r1Now));
+    const keys = await via(admin, r1Now).json<{ items: { kid: string; current: boolean; verifyUntil: string | null }[] }>('GET', '/api/v1/platform/grant-keys');
+    assert.deepEqual(keys.items.map((k) => [k.kid, k.current]), [[rotated.kid, true], [kidOf(old), false]]);
+    await new Promise((res) => setTimeout(res, Math.max(0, 3_000 - (Date.now() - at)) + 300));
+    for (const r of [r1Now, r2, r3]) {
+      const after = await verify(brokerUrl(r), old);
+      assert.equal(after.status, 401, `${r.name} refuses the old key's grant after the overlap`);
+      assert.match(after.text, /retired signing key .* Ask for a new grant/);
+      assert.equal((await verify(brokerUrl(r), fresh)).status, 200, `${r.name} verifies the new key's grant`);
+    }
+    // Only platform admins rotate; a bad overlap is a clear 400.
+    const { token: tenantToken } = await via(admin, r2).json<{ token: string }>('POST', `/api/v1/tenants/${slug}/tokens`, { name: 'nosy', role: 'tenant_admin' }, 201);
+    assert.equal((await new ApiClient(r2.url, { bearer: tenantToken }).call('POST', '/api/v1/platform/grant-keys/rotate', {})).status, 403);
+    assert.equal((await via(admin, r2).call('POST', '/api/v1/platform/grant-keys/rotate', { overlapSeconds: -1 })).status, 400);
+  });
+
+  test('grant signing keys appear in no log, API body or audit row', async () => {
+    const vault = new Vault({ db: database.db, keys: new LocalKeyProvider({ secret: Buffer.from(secretKey, 'base64'), versions: dbKeyVersionStore(database.db) }) });
+    const kids = (await database.db.query<{ kid: string }>('SELECT kid FROM grant_signing_keys')).rows.map((k) => k.kid);
+    assert.equal(kids.length, 2);
+    const secrets: string[] = [];
+    for (const kid of kids) {
+      const pem = await vault.openPlatformSecret(`grant-key.${kid}`);
+      const d = (createPrivateKey(pem).export({ format: 'jwk' }) as { d: string }).d;
+      secrets.push(d, pem.split('\n')[1] ?? '');
+    }
+    const audit = (await database.db.query<{ row: string }>('SELECT row_to_json(a)::text AS row FROM audit_events a')).rows.map((r) => r.row);
+    const haystacks = [...bodies, ...[r1, r1Now, r2, r3].map((r) => r.output()), ...audit, JSON.stringify(await via(admin, r1Now).json('GET', '/api/v1/platform/grant-keys'))];
+    for (const secret of secrets) {
+      assert.ok(secret.length >= 40);
+      for (const h of haystacks) assert.ok(!h.includes(secret), 'a private grant key leaked');
+    }
+    assert.ok(audit.some((a) => a.includes('grant_key.rotate')), 'the rotation is audited');
+  });
+
   test('no body the broker answered shows the provider key', () => {
     assert.ok(bodies.length > 200);
     for (const b of bodies) assert.ok(!b.includes(canary));
-    for (const r of replicas) assert.ok(!r.output().includes(canary), `${r.name}'s log is clean`);
+    for (const r of [...replicas, r1Now]) assert.ok(!r.output().includes(canary), `${r.name}'s log is clean`);
   });
 });

@@ -21,6 +21,7 @@ import { registerOnboarding } from './routes/onboarding.ts';
 import { registerPolicy } from './routes/policy.ts';
 import { registerPlatform } from './routes/platform.ts';
 import { registerReplicas } from './routes/replicas.ts';
+import { registerGrantKeys } from './routes/grant-keys.ts';
 import type { ReplicaRegistry } from '../replicas/registry.ts';
 import { registerDoctor } from './routes/doctor.ts';
 import { registerProviders } from './routes/providers.ts';
@@ -148,6 +149,7 @@ export function createApp(deps: AppDeps): App {
   registerAuth(app, deps);
   registerPlatform(app, deps);
   registerReplicas(app, deps);
+  registerGrantKeys(app, deps);
   registerDoctor(app, deps);
   registerTenants(app, deps);
   registerMembers(app, deps);

@@ -7,6 +7,7 @@ import type { Db } from '../db/pool.ts';
 import { ClawplaneError } from '../errors.ts';
 import type { PolicyService } from '../policy/service.ts';
 import type { PolicyDecision, ToolContext } from '../policy/types.ts';
+import { GrantKeyRefused, staticGrantKeys, type GrantKeySource } from './grant-keys.ts';
 
 /**
  * Who asks for a grant: one sandbox start, as the broker's token store resolves it (src/broker/identity.ts
@@ -25,7 +26,7 @@ export interface SandboxResolver {
   resolve(token: string): Promise<GrantCaller | undefined>;
 }
 
-/** The Ed25519 signing key of grants, generated at start and kept in memory (grants live ≤ 5 min). */
+/** An Ed25519 key pair held in memory (tests); replicas share keys through GrantKeyring (grant-keys.ts). */
 export interface GrantKeys {
   kid: string;
   privateKey: KeyObject;
@@ -102,8 +103,13 @@ export const GrantRequestSchema = z.strictObject({
 });
 export type GrantRequest = z.infer<typeof GrantRequestSchema>;
 
+/** Body of POST /broker/grants/verify. */
+const VerifyRequestSchema = z.strictObject({ token: z.string().min(1).max(8192), tool: z.string().regex(/^[a-z][a-z0-9_.-]{0,99}$/, 'a tool name from the registry') });
+
 const TYP = 'clawplane-grant+jwt';
-const MAX_TTL_SECONDS = 300;
+/** The longest a grant lives; also the overlap a rotated-out signing key keeps verifying. */
+export const GRANT_MAX_TTL_SECONDS = 300;
+const MAX_TTL_SECONDS = GRANT_MAX_TTL_SECONDS;
 
 function scopeOf(tool: string, ctx: ToolContext): string {
   const parts = [`tool:${tool}`];
@@ -129,14 +135,15 @@ function cleanContext(ctx: GrantRequest['context']): ToolContext {
 export class GrantService {
   private readonly db: Db;
   private readonly policy: PolicyService;
-  private readonly keys: GrantKeys;
+  private readonly keys: GrantKeySource;
   private readonly issuer: string;
   private readonly ttlSeconds: number;
 
-  constructor(deps: { db: Db; policy: PolicyService; keys?: GrantKeys; issuer?: string; ttlSeconds?: number }) {
+  constructor(deps: { db: Db; policy: PolicyService; keys?: GrantKeySource | GrantKeys; issuer?: string; ttlSeconds?: number }) {
     this.db = deps.db;
     this.policy = deps.policy;
-    this.keys = deps.keys ?? generateGrantKeys();
+    const k = deps.keys ?? generateGrantKeys();
+    this.keys = 'signing' in k ? k : staticGrantKeys(k);
     this.issuer = deps.issuer ?? 'clawplane-broker';
     this.ttlSeconds = Math.min(Math.max(1, Math.floor(deps.ttlSeconds ?? MAX_TTL_SECONDS)), MAX_TTL_SECONDS);
   }
@@ -177,15 +184,16 @@ export class GrantService {
     const scope = scopeOf(input.tool, context);
     const now = Math.floor(Date.now() / 1000);
     const exp = now + this.ttlSeconds;
+    const key = await this.keys.signing();
     const token = await new SignJWT({ tenant: caller.tenantId, instance: caller.instanceId, agent: input.agent, scope, ctx: context })
-      .setProtectedHeader({ alg: 'EdDSA', typ: TYP, kid: this.keys.kid })
+      .setProtectedHeader({ alg: 'EdDSA', typ: TYP, kid: key.kid })
       .setIssuer(this.issuer)
       .setSubject(`sandbox:${caller.id}`)
       .setAudience(input.tool)
       .setJti(jti)
       .setIssuedAt(now)
       .setExpirationTime(exp)
-      .sign(this.keys.privateKey);
+      .sign(key.privateKey);
     const expiresAt = new Date(exp * 1000);
     await this.db.tx(async (tx) => {
       await tx.query(
@@ -206,8 +214,11 @@ export class GrantService {
   async verifyGrant(token: string, expect: { tool: string; tenantId?: string }): Promise<GrantClaims> {
     let payload: Record<string, unknown>;
     try {
-      ({ payload } = await jwtVerify(token, this.keys.publicKey, { algorithms: ['EdDSA'], typ: TYP, issuer: this.issuer, audience: expect.tool, requiredClaims: ['jti', 'exp', 'sub'] }));
+      ({ payload } = await jwtVerify(token, (header) => this.keys.verifying(header.kid), { algorithms: ['EdDSA'], typ: TYP, issuer: this.issuer, audience: expect.tool, requiredClaims: ['jti', 'exp', 'sub'] }));
     } catch (err) {
+      if (err instanceof GrantKeyRefused) throw new GrantInvalidError(err.message, err);
+      // Not a verdict on the grant (e.g. the database is away): let it surface as what it is.
+      if (!(err instanceof joseErrors.JOSEError)) throw err;
       if (err instanceof joseErrors.JWTExpired) throw new GrantInvalidError('The grant has expired. Ask for a new one.', err);
       if (err instanceof joseErrors.JWTClaimValidationFailed) throw new GrantInvalidError(`The grant is not valid for this use (${err.claim}). Ask for a grant for tool "${expect.tool}".`, err);
       throw new GrantInvalidError('The grant is not a valid Clawplane grant.', err);
@@ -341,6 +352,28 @@ export function grantRoutes(deps: { grants: GrantService; sandboxes: SandboxReso
       { outcome: r.outcome, token: r.token, jti: r.jti, tool: r.tool, scope: r.scope, expiresAt: r.expiresAt.toISOString(), policyIds: r.decision.policyIds, explanation: r.decision.explanation },
       201,
     );
+  });
+  // The tool side asks whether a grant it was handed is valid for its tool (signature with any replica's
+  // current or overlapping key, expiry, revocation). Only grants of the caller's own tenant verify.
+  app.post('/broker/grants/verify', async (c) => {
+    const m = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '');
+    const caller = m?.[1] ? await deps.sandboxes.resolve(m[1]) : undefined;
+    if (!caller) return problem(c, 401, 'unauthenticated', 'Send this sandbox\'s broker token as "Authorization: Bearer <token>"; it is unknown, expired or revoked.');
+    let body: unknown;
+    try {
+      body = await c.req.json();
+    } catch {
+      return problem(c, 400, 'bad_json', 'The request body is not valid JSON. Send {"token": "<grant>", "tool": "<name>"}.');
+    }
+    const parsed = VerifyRequestSchema.safeParse(body);
+    if (!parsed.success) return problem(c, 400, 'validation_failed', `The request is invalid: ${parsed.error.issues.map((i) => `body.${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    try {
+      const g = await deps.grants.verifyGrant(parsed.data.token, { tool: parsed.data.tool, tenantId: caller.tenantId });
+      return c.json({ valid: true, jti: g.jti, tool: g.tool, agent: g.agent, scope: g.scope, instanceId: g.instanceId, expiresAt: g.expiresAt.toISOString() }, 200);
+    } catch (err) {
+      if (err instanceof GrantInvalidError) return problem(c, 401, 'grant_invalid', err.message);
+      throw err;
+    }
   });
   return app;
 }

@@ -7,6 +7,8 @@ export interface ClawplaneEvents {
   'policy.changed': { tenantId: string | null };
   /** The tool registry changed (risk, scopes). */
   'tools.changed': Record<string, never>;
+  /** The grant signing key was rotated: cached keys are stale. */
+  'grant_keys.changed': Record<string, never>;
   /** An API token was revoked. */
   'api_token.revoked': { tokenId: string };
   /** A sandbox's broker token was revoked (the sandbox stopped). */

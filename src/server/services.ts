@@ -16,7 +16,8 @@ import { NotFoundError } from '../errors.ts';
 import { parseConfig } from '../config/schema.ts';
 import { PolicyService } from '../policy/service.ts';
 import type { ToolRestrictions } from '../runtime/config.ts';
-import { GrantService, grantRoutes } from '../broker/grants.ts';
+import { GRANT_MAX_TTL_SECONDS, GrantService, grantRoutes } from '../broker/grants.ts';
+import { GrantKeyring } from '../broker/grant-keys.ts';
 import { getRequestListener } from '@hono/node-server';
 import path from 'node:path';
 import { Registry } from 'prom-client';
@@ -53,6 +54,8 @@ export interface Services extends InstanceServices, IngressServices, TaskService
   policy: PolicyService;
   /** Short-lived scoped tool grants for sandboxes (issue 5); the broker mounts its routes. */
   grants: GrantService;
+  /** The grant signing keys, sealed in the vault, shared by every replica, rotated with an overlap. */
+  grantKeys: GrantKeyring;
   /** The only way out of a sandbox: LLM proxy, budgets, metering (issue 5). */
   broker: Broker;
   /** Tenant-admin settings of the broker: caps, egress allow-list, skill endpoints. */
@@ -113,7 +116,9 @@ export function createServices(opts: {
     runDir: path.resolve(opts.dataDir, 'run', 'broker'),
     ...(opts.broker ? { reserveTokens: opts.broker.reserveTokens } : {}),
   });
-  const grants = new GrantService({ db, policy });
+  // Grant keys are sealed in the vault and shared by every replica; the old key verifies for the longest grant lifetime.
+  const grantKeys = new GrantKeyring({ db, vault, events, log: opts.log ?? createLogger('silent'), rotateAfterMs: opts.broker?.grantKeyRotateMs ?? 24 * 3_600_000, overlapSeconds: GRANT_MAX_TTL_SECONDS });
+  const grants = new GrantService({ db, policy, keys: grantKeys });
   mountGrants(broker, grants);
   const onboarding = new OnboardingService(db, opts.dataDir, vault);
   const settings = opts.instances ?? instanceSettings({ dataDir: opts.dataDir, instances: parseConfig({}).instances });
@@ -164,6 +169,7 @@ export function createServices(opts: {
     egress,
     policy,
     grants,
+    grantKeys,
   };
 }
 
