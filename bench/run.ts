@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- <name>`: runs bench/<name>.ts (not a timed test; prints its own table).
- * Names: broker, policy, boot, tasks, ingress, tenants, tracing (every bench/<name>.ts that exports main).
+ * Names: broker, policy, boot, tasks, ingress, tenants, tracing, replicas (every bench/<name>.ts that exports main).
  */
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';

@@ -431,7 +431,8 @@ export class InstanceService {
    * upsert of their leases in work_claims (docs/adr/0009-replica-coordination.md): each row says whether this
    * replica now holds it. A lease is taken when free, lapsed or already ours, never from a live owner. With a
    * node-bound driver (local sandboxes belong to their host) an instance whose sandbox runs on another node is
-   * not claimed here. One statement, so claiming costs no extra round trip per pass.
+   * not claimed here. One statement, so claiming costs no extra round trip per pass; our own lease is rewritten
+   * only once less than half its TTL is left, so most passes write nothing.
    */
   async claim(which: 'reconcile' | 'running', c: { owner: string; node: string; ttlMs: number; nodeBound: boolean }): Promise<ClaimedRow[]> {
     const where = which === 'reconcile' ? `desired_state <> 'stopped' OR status NOT IN ('stopped', 'suspended') OR sandbox IS NOT NULL` : `status = 'running' AND desired_state = 'running'`;
@@ -443,9 +444,9 @@ export class InstanceService {
           WHERE NOT $4 OR sandbox IS NULL OR sandbox_node IS NULL OR sandbox_node = $3
           ORDER BY id
          ON CONFLICT (kind, item) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
-          WHERE w.owner = EXCLUDED.owner OR w.expires_at < now()
+          WHERE (w.owner = EXCLUDED.owner AND w.expires_at < now() + make_interval(secs => $2::double precision / 2000)) OR w.expires_at < now()
          RETURNING item)
-       SELECT cand.*, mine.item IS NOT NULL AS claimed, h.owner AS held_by, h.expires_at > now() AS held_live
+       SELECT cand.*, (mine.item IS NOT NULL OR (h.owner = $1 AND h.expires_at > now())) AS claimed, h.owner AS held_by, h.expires_at > now() AS held_live
          FROM cand LEFT JOIN mine ON mine.item = cand.id::text
          LEFT JOIN work_claims h ON h.kind = 'instance' AND h.item = cand.id::text
         ORDER BY cand.created_at, cand.id`,

@@ -79,12 +79,12 @@ export class Reconciler {
   }
 
   /**
-   * Whether this replica holds the instance's lease (renewed by each pass and each idle sweep). A margin of a
-   * fifth of the TTL keeps us from acting on a lease that may lapse while we act.
+   * Whether this replica holds the instance's lease (renewed by passes and idle sweeps once past its half-life).
+   * A margin of a tenth of the TTL keeps us from acting on a lease that may lapse while we act.
    */
   owns(instanceId: string): boolean {
     const until = this.#owned.get(instanceId);
-    return until !== undefined && until - this.#claims.id.ttlMs / 5 > Date.now();
+    return until !== undefined && until - this.#claims.id.ttlMs / 10 > Date.now();
   }
 
   /**
@@ -110,7 +110,8 @@ export class Reconciler {
       }
       this.#elsewhere.delete(row.id);
       const was = this.#owned.has(row.id);
-      this.#owned.set(row.id, t0 + id.ttlMs);
+      // At least half the TTL is left (a lease is renewed only past its half-life).
+      this.#owned.set(row.id, t0 + id.ttlMs / 2);
       if (!was && c.heldBy !== null && c.heldBy !== id.owner && row.sandbox) {
         // A dead peer's instance on this node: re-attach what the sandbox needs from a control plane.
         if (await this.#o.driver.adopt(row.sandbox).catch(() => false)) {
