@@ -53,11 +53,11 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     // A first start compiles the whole gateway (no V8 compile cache yet): under a load of 16 on these two
     // cores, a gateway in a container took 2 min 45 s to listen, past the 180 s default.
     CLAWPLANE_INSTANCE_READY_TIMEOUT_MS: '900000' };
-  // Not yet seen green end to end on this shared machine (load 12-17 on 2 cores while four sessions ran):
-  // with the nproc and /tmp fixes, deploy reached running after ~300 s, the isolation probes passed, but
-  // the gateways flapped (OpenClaw exit 78: "state lease heartbeat did not become ready") and a chat 0.2 s
-  // after ready got ECONNREFUSED. They run and report, as todo, until a run here is green.
-  const LIFECYCLE = { todo: 'not yet green on this loaded machine: gateways in containers flap (OpenClaw exit 78, lease heartbeat timeout) under a load of 16 on 2 cores' };
+  // Seen green here (a run at load 12-17 on 2 cores shared with three other sessions): deploy (109 s for
+  // two in parallel), chat, isolation, kill -9, adoption. Not yet green, so todo with what was measured:
+  // a container removed behind Clawplane's back was not started again within 540 s, and the tests after
+  // it depend on that instance (they also need API clients aimed at the restarted server's address).
+  const LIFECYCLE = { todo: 'not yet green: after a container removal no new container within 540 s; later steps depend on it' };
   // node:test runs a suite's after hooks in registration order. Registered before the fixture's (which
   // remove the sandbox root and stop the server): a restarted server stops first (its reconciler would
   // start containers again), then this file's containers go. The API itself stops last.
@@ -85,7 +85,7 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
   let instA = '';
   let instB = '';
 
-  test('deploy A and B: one container each, ready, with the isolation settings', LIFECYCLE, async () => {
+  test('deploy A and B: one container each, ready, with the isolation settings', async () => {
     for (const t of [a, b]) await f.admin.json('PATCH', `/api/v1/tenants/${t.slug}`, { quotas: { maxInstances: 2 } });
     const t0 = Date.now();
     instA = (await a.client.json<Instance>('POST', `/api/v1/tenants/${a.slug}/instances`, { name: 'main' }, 202)).id;
@@ -110,7 +110,7 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     assert.equal(c.Config.Labels['io.clawplane.instance'], instA);
   });
 
-  test('chat through the broker: the provider sees the tenant key, the sandbox never has it', LIFECYCLE, async () => {
+  test('chat through the broker: the provider sees the tenant key, the sandbox never has it', async () => {
     const n = fake.requests.length;
     const r = await chat(await transportOf(svc(), instA), await svc().instances.gatewayToken(instA), 'first message: remember the word PELICAN', session);
     assert.equal(r.status, 200, r.body);
@@ -119,7 +119,7 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     assert.equal((await chat(await transportOf(svc(), instA), 'wrong-token', 'hi', session)).status, 401);
   });
 
-  test("isolation, from inside A's container: no network, no host ports, no other container, no Docker socket, no metadata, no canary", LIFECYCLE, async () => {
+  test("isolation, from inside A's container: no network, no host ports, no other container, no Docker socket, no metadata, no canary", async () => {
     const ref = (await row(instA)).sandbox;
     assert.ok(ref);
     const probe = `
@@ -193,7 +193,7 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     assert.deepEqual(hits, []);
   });
 
-  test('kill -9 of a gateway: the supervisor restarts it and the history is kept', LIFECYCLE, async () => {
+  test('kill -9 of a gateway: the supervisor restarts it and the history is kept', async () => {
     const ref = (await row(instA)).sandbox;
     assert.ok(ref);
     const before = await svc().sandboxes.status(ref);
@@ -212,7 +212,7 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     assert.match(JSON.stringify(fake.requests.slice(n).at(-1)?.body), /PELICAN/);
   });
 
-  test('a control-plane restart adopts the containers instead of duplicating them', LIFECYCLE, async () => {
+  test('a control-plane restart adopts the containers instead of duplicating them', async () => {
     const before = (await row(instA)).sandbox;
     await f.server.stop();
     server = await startServer(f.server.config, createLogger('info'));
