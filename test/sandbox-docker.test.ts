@@ -55,7 +55,7 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     // cores, a gateway in a container took 2 min 45 s to listen, past the 180 s default.
     CLAWPLANE_INSTANCE_READY_TIMEOUT_MS: '900000' };
   // Measured here: the whole file 3.5 min on a quiet machine (deploy-to-ready for two in parallel 27 s),
-  // 13.5 min at a load of 12-17 on 2 cores (109 s); hence the long ready timeout below.
+  // 13.5 min at a load of 12-17 on 2 cores (109 s); hence the long ready timeout above.
   // node:test runs a suite's after hooks in registration order. Registered before the fixture's (which
   // remove the sandbox root and stop the server): a restarted server stops first (its reconciler would
   // start containers again), then this file's containers go. The API itself stops last.
