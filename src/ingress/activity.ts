@@ -34,7 +34,9 @@ export class Activity {
     this.#last.set(instanceId, now);
     if (!this.#db) return;
     // The first use in a write period is written at once (the next flush); later ones ride on the next period.
-    if (now - (this.#written.get(instanceId) ?? 0) >= this.#writeMs) this.#pending.add(instanceId);
+    // Every use is written by the next flush (one batched statement per writeMs): a use soon after the last
+    // write must not be lost when no later use comes.
+    this.#pending.add(instanceId);
     this.#timer ??= setInterval(() => void this.flush(), this.#writeMs).unref();
   }
 

@@ -63,11 +63,13 @@ export class IdleReaper {
     const running = new Set<string>();
     for (const row of await (this.#o.candidates?.() ?? this.#o.instances.running())) {
       running.add(row.id);
-      // Idle since the last traffic through any replica (last_active_at, written by each within seconds), or
-      // since this replica first saw it running: a fresh start, a start long after its last use, or an instance
-      // just taken over from a dead replica is not idle.
-      if (!this.#seen.has(row.id)) this.#seen.set(row.id, now);
-      const since = Math.max(this.#o.activity.last(row.id) ?? 0, row.lastActiveAt?.getTime() ?? 0, this.#seen.get(row.id) ?? now);
+      // Idle since the last traffic through any replica (last_active_at, written by each within seconds; a
+      // start sets it too, so a start long after the last use is not idle). An instance taken over from a
+      // dead replica is judged by the same column. Only with no evidence at all (a row from before
+      // last_active_at existed) does the time this replica first saw it running count.
+      const evidence = Math.max(this.#o.activity.last(row.id) ?? 0, row.lastActiveAt?.getTime() ?? 0);
+      if (evidence === 0 && !this.#seen.has(row.id)) this.#seen.set(row.id, now);
+      const since = Math.max(evidence, this.#seen.get(row.id) ?? 0);
       let timeout = timeouts.get(row.tenantId);
       if (timeout === undefined) {
         timeout = await this.#o.idleTimeoutMs(row.tenantId);

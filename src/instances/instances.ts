@@ -477,6 +477,8 @@ export class InstanceService {
         vals.push(patch.sandbox === null ? null : this.node);
         sets.push(`sandbox_node = $${vals.length}`);
       }
+      // A start counts as use: the idle reaper measures from here, not from a use before the last stop.
+      if (to === 'running' && row.status !== 'running') sets.push('last_active_at = now()');
       const r = await tx.query<Row>(`UPDATE instances SET ${sets.join(', ')} WHERE id = $1 RETURNING *`, vals);
       if (row.status !== to || row.statusReason !== reason) await this.#event(tx, row.tenantId, row.id, row.status, to, reason, 'system');
       if (audit) await appendAudit(tx, { actor: 'system', tenantId: row.tenantId, action: audit.action, target: `instance:${row.id}`, decision: audit.decision, detail: { status: to, reason, ...audit.detail } });
