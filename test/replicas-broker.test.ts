@@ -68,10 +68,15 @@ describe('three replicas share the broker: budgets and grant keys', async () => 
     // Refusals happen only when spend + reservations ≥ cap, and every reservation became a 100-token call:
     // so the day ends exactly at the cap. Per-process counters would have let each replica spend the cap.
     assert.equal((ok.length + 3) * TOKENS_PER_CALL, CAP, 'exactly the cap was spent');
+    // A call is settled after its answer went out (the caller does not wait): wait for the last settlement.
+    for (let i = 0; ; i++) {
+      const open = await database.db.query(`SELECT 1 FROM broker_reservations WHERE tenant_id = $1 AND settled_at IS NULL`, [tenantId]);
+      if (open.rowCount === 0) break;
+      assert.ok(i < 199, `every reservation is settled (${open.rowCount} still open)`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
     const spend = await database.db.query<{ tokens: string }>(`SELECT tokens FROM broker_spend WHERE tenant_id = $1 AND scope = 'tenant'`, [tenantId]);
     assert.equal(Number(spend.rows[0]?.tokens), CAP, 'the shared counter agrees');
-    const open = await database.db.query(`SELECT 1 FROM broker_reservations WHERE tenant_id = $1 AND settled_at IS NULL`, [tenantId]);
-    assert.equal(open.rowCount, 0, 'every reservation was settled');
     const err = JSON.parse(refused[0]?.text ?? '{}') as { error: { code: string; message: string } };
     assert.equal(err.error.code, 'daily_tokens');
     assert.match(err.error.message, /daily token budget of tenant \(5000 tokens\) is used up; it resets at 00:00 UTC/);
