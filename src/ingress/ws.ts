@@ -116,11 +116,17 @@ export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressS
   let inbox: Promise<void> = Promise.resolve();
   client.on('message', (data: WebSocket.RawData) => {
     const raw = (Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Buffer)).toString('utf8');
-    inbox = inbox.then(async () => {
-      if (closed || !(await stillAllowed())) return;
-      if (upstream?.readyState === WebSocket.OPEN) forward(raw);
-      else queue.push(raw);
-    });
+    inbox = inbox
+      .then(async () => {
+        if (closed || !(await stillAllowed())) return;
+        if (upstream?.readyState === WebSocket.OPEN) forward(raw);
+        else queue.push(raw);
+      })
+      // A frame that fails ends this socket, never the chain (later frames) or the process.
+      .catch((err: unknown) => {
+        log.warn({ tenant_id: row.tenantId, instance_id: row.id, err: (err as Error).message }, 'gateway socket: a frame failed; closing');
+        closeBoth(1011, 'the frame could not be handled: reconnect');
+      });
   });
   timer = setInterval(() => void stillAllowed(), opts.recheckMs ?? RECHECK_MS);
   timer.unref();
