@@ -327,16 +327,21 @@ function problem(c: Context, status: 400 | 401 | 403, code: string, message: str
  */
 export function grantRoutes(deps: { grants: GrantService; sandboxes: SandboxResolver }): Hono {
   const app = new Hono();
-  app.post('/broker/grants', async (c) => {
+  /** The calling sandbox (by its broker token) and its JSON body, or the 401/400 answer that says why not. */
+  const callerAndBody = async (c: Context, shape: string): Promise<{ caller: GrantCaller; body: unknown } | Response> => {
     const m = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '');
     const caller = m?.[1] ? await deps.sandboxes.resolve(m[1]) : undefined;
     if (!caller) return problem(c, 401, 'unauthenticated', 'Send this sandbox\'s broker token as "Authorization: Bearer <token>"; it is unknown, expired or revoked.');
-    let body: unknown;
     try {
-      body = await c.req.json();
+      return { caller, body: await c.req.json() };
     } catch {
-      return problem(c, 400, 'bad_json', 'The request body is not valid JSON. Send {"tool": "<name>", "agent": "<id>", "context": {…}}.');
+      return problem(c, 400, 'bad_json', `The request body is not valid JSON. Send ${shape}.`);
     }
+  };
+  app.post('/broker/grants', async (c) => {
+    const got = await callerAndBody(c, '{"tool": "<name>", "agent": "<id>", "context": {…}}');
+    if (got instanceof Response) return got;
+    const { caller, body } = got;
     const parsed = GrantRequestSchema.safeParse(body);
     if (!parsed.success) {
       const issues = parsed.error.issues.map((i) => ({ path: ['body', ...i.path.map(String)].join('.'), message: i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : i.message }));
@@ -356,15 +361,9 @@ export function grantRoutes(deps: { grants: GrantService; sandboxes: SandboxReso
   // The tool side asks whether a grant it was handed is valid for its tool (signature with any replica's
   // current or overlapping key, expiry, revocation). Only grants of the caller's own tenant verify.
   app.post('/broker/grants/verify', async (c) => {
-    const m = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '');
-    const caller = m?.[1] ? await deps.sandboxes.resolve(m[1]) : undefined;
-    if (!caller) return problem(c, 401, 'unauthenticated', 'Send this sandbox\'s broker token as "Authorization: Bearer <token>"; it is unknown, expired or revoked.');
-    let body: unknown;
-    try {
-      body = await c.req.json();
-    } catch {
-      return problem(c, 400, 'bad_json', 'The request body is not valid JSON. Send {"token": "<grant>", "tool": "<name>"}.');
-    }
+    const got = await callerAndBody(c, '{"token": "<grant>", "tool": "<name>"}');
+    if (got instanceof Response) return got;
+    const { caller, body } = got;
     const parsed = VerifyRequestSchema.safeParse(body);
     if (!parsed.success) return problem(c, 400, 'validation_failed', `The request is invalid: ${parsed.error.issues.map((i) => `body.${i.path.join('.')}: ${i.message}`).join('; ')}`);
     try {
