@@ -14,20 +14,45 @@ export interface GatewayCall {
   body?: string;
 }
 
-/** Sends one request; resolves at the response head (the body is a stream, not buffered). */
+/**
+ * Sends one request; resolves at the response head (the body is a stream, not buffered). A request that
+ * fails on a reused keep-alive socket before any answer (the server closed it as we wrote: EPIPE,
+ * ECONNRESET) never reached the gateway, so it is sent once more on a fresh socket (Node's documented
+ * pattern, `request.reusedSocket`).
+ */
 export function gatewayRequest(call: GatewayCall): { response: Promise<http.IncomingMessage>; abort(): void } {
-  const req = call.transport.request({
-    method: call.method,
-    path: call.path,
-    headers: { ...call.headers, authorization: `Bearer ${call.token}`, ...(call.body === undefined ? {} : { 'content-length': String(Buffer.byteLength(call.body)) }) },
-  });
-  const response = new Promise<http.IncomingMessage>((resolve, reject) => {
-    req.on('response', resolve);
-    req.on('error', reject);
-  });
-  req.end(call.body);
-  return { response, abort: () => req.destroy(new Error('aborted by the client')) };
+  let current: http.ClientRequest | undefined;
+  let aborted: Error | undefined;
+  const send = (retry: boolean): Promise<http.IncomingMessage> =>
+    new Promise<http.IncomingMessage>((resolve, reject) => {
+      const req = call.transport.request({
+        method: call.method,
+        path: call.path,
+        headers: { ...call.headers, authorization: `Bearer ${call.token}`, ...(call.body === undefined ? {} : { 'content-length': String(Buffer.byteLength(call.body)) }) },
+      });
+      current = req;
+      let answered = false;
+      req.on('response', (res) => {
+        answered = true;
+        resolve(res);
+      });
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (retry && !answered && !aborted && req.reusedSocket && STALE_SOCKET.has(err.code ?? '')) resolve(send(false));
+        else reject(err);
+      });
+      if (aborted) req.destroy(aborted);
+      else req.end(call.body);
+    });
+  return {
+    response: send(true),
+    abort: () => {
+      aborted = new Error('aborted by the client');
+      current?.destroy(aborted);
+    },
+  };
 }
+
+const STALE_SOCKET = new Set(['ECONNRESET', 'EPIPE']);
 
 export async function readAll(res: http.IncomingMessage, limit = 16 << 20): Promise<string> {
   const chunks: Buffer[] = [];

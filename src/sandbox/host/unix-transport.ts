@@ -8,7 +8,13 @@ import WebSocket from 'ws';
 import { injectTraceContext, recordSupervisorSpan, SpanKind, startSpan, SUPERVISOR_SPAN_HEADER, tracingOn, withSpan, failSpan } from '../../observability/tracing.ts';
 import type { GatewayTransport } from '../types.ts';
 
-const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+/**
+ * `timeout` is what makes Node's agent honour the server's `Keep-Alive: timeout=N` hint (it retires an idle
+ * socket one second before the server would; with no agent timeout the hint is ignored, `_http_agent.js`
+ * keepSocketAlive). Without it a request could be written to a socket the supervisor had just closed and
+ * fail with EPIPE. It applies to idle sockets only: a stream that pauses longer is not cut.
+ */
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64, timeout: 60_000 });
 
 export function unixTransport(socketPath: string): GatewayTransport {
   return {

@@ -1,0 +1,63 @@
+/**
+ * The ingress's request to a gateway goes over a kept-alive Unix socket to the sandbox's supervisor. When
+ * the supervisor closes an idle socket just as a request is written to it, the request never reached the
+ * gateway; the user must not see a 502 for it. Measured once in CI: 502 `gateway_unreachable` (EPIPE).
+ * Here a real HTTP server on a Unix socket drops a reused connection the moment the next request arrives,
+ * which is the same failure made deterministic.
+ */
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, test } from 'node:test';
+import { gatewayRequest, readAll } from '../src/ingress/gateway.ts';
+import { unixTransport } from '../src/sandbox/host/unix-transport.ts';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cp-gwreq-'));
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+async function server(name: string, onRequest: (req: http.IncomingMessage, res: http.ServerResponse, served: number) => void) {
+  const socketPath = path.join(dir, name);
+  const seen: string[] = [];
+  const srv = http.createServer((req, res) => {
+    const served = ((req.socket as unknown as { served?: number }).served ?? 0) + 1;
+    (req.socket as unknown as { served: number }).served = served;
+    seen.push(`${req.method} ${req.url} #${served}`);
+    onRequest(req, res, served);
+  });
+  await new Promise<void>((r) => srv.listen(socketPath, r));
+  after(() => new Promise<void>((r) => { srv.closeAllConnections(); srv.close(() => r()); }));
+  return { transport: unixTransport(socketPath), seen };
+}
+
+describe('requests to a gateway over a kept-alive socket', () => {
+  test('a request the supervisor drops on a reused socket before answering is sent again on a fresh one', async () => {
+    const gw = await server('drop-reused.sock', (req, res, served) => {
+      if (served > 1) return req.socket.destroy(); // the supervisor closed this idle connection as the request came
+      res.end(`answer to ${req.url}`);
+    });
+    const first = await gatewayRequest({ transport: gw.transport, token: 't', method: 'GET', path: '/one' }).response;
+    assert.equal(await readAll(first), 'answer to /one');
+    const second = gatewayRequest({ transport: gw.transport, token: 't', method: 'POST', path: '/two', body: '{"x":1}' });
+    const res = await second.response;
+    assert.equal(res.statusCode, 200);
+    assert.equal(await readAll(res), 'answer to /two');
+    assert.deepEqual(gw.seen, ['GET /one #1', 'POST /two #2', 'POST /two #1'], 'dropped once on the reused socket, answered on a fresh one');
+  });
+
+  test('a request that fails on a fresh socket is not sent twice: the caller gets the error', async () => {
+    const gw = await server('drop-all.sock', (req) => req.socket.destroy());
+    await assert.rejects(gatewayRequest({ transport: gw.transport, token: 't', method: 'POST', path: '/chat', body: '{}' }).response, /socket hang up|ECONNRESET/);
+    assert.deepEqual(gw.seen, ['POST /chat #1']);
+  });
+
+  test('an aborted request is not sent again', async () => {
+    const gw = await server('slow.sock', () => {}); // never answers
+    const call = gatewayRequest({ transport: gw.transport, token: 't', method: 'GET', path: '/wait' });
+    while (gw.seen.length === 0) await new Promise((r) => setTimeout(r, 10));
+    call.abort();
+    await assert.rejects(call.response, /aborted by the client/);
+    assert.deepEqual(gw.seen, ['GET /wait #1']);
+  });
+});
