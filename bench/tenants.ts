@@ -9,7 +9,8 @@
  *   EXPLAIN ANALYZE BUFFERS of the same statements), with the large/small ratio;
  * - the tenant list over HTTP: p50 and p95 of the first page, of a page 20 cursors deep, and of a search;
  * - the idle server's heap after a full GC, per 10,000 registered tenants.
- * The loops do not run on their own meanwhile (intervals of an hour); each is called directly.
+ * The loops do not run on their own meanwhile: the server runs the api role only (the rows' sandboxes do
+ * not exist, so a reconciler would only log failures), and each loop's statements are called directly.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -159,6 +160,7 @@ export async function main(args: string[]): Promise<void> {
     CLAWPLANE_DATA_DIR: dataDir,
     CLAWPLANE_SECRET_KEY: randomBytes(32).toString('base64'),
     CLAWPLANE_PORT: '0',
+    CLAWPLANE_ROLES: 'api',
     CLAWPLANE_RECONCILE_INTERVAL_MS: '600000',
     CLAWPLANE_IDLE_CHECK_INTERVAL_MS: '3600000',
     CLAWPLANE_BACKUP_INTERVAL_MS: '0',
