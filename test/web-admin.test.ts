@@ -45,6 +45,10 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     tenantId = t.id;
     await admin.json('POST', '/api/v1/tenants/acme/members', { email: ADMIN_EMAIL, role: 'tenant_admin' }, 201);
     // Usage the broker would have metered: two agents, two models, over three days (today, -1, -3).
+    // "Today" is the server's UTC day when the page is read: a run that starts just before midnight UTC
+    // would seed today's rows into what is yesterday by the time they are read, so it starts after it.
+    const toMidnight = 86_400_000 - (Date.now() % 86_400_000);
+    if (toMidnight < 10 * 60_000) await new Promise((r) => setTimeout(r, toMidnight + 1_000));
     const rows: [number, string, string, number, number, number, number][] = [
       [0, 'main', 'gpt-4o', 4, 12_000, 3_000, 0.09],
       [0, 'helper', 'gpt-4o-mini', 10, 20_000, 5_000, 0.006],
