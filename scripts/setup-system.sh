@@ -48,9 +48,20 @@ fi
 # instances are stopped instead of suspended, and the server and `clawplane doctor` say why.
 if [ "$mode" = "install" ] && [ "$(id -u)" = "0" ] && has apt-get >/dev/null && [ "${CLAWPLANE_WARM_RESUME:-auto}" != "false" ]; then
   here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-  [ -x "${CLAWPLANE_CRIU_DIR:-/var/tmp/clawplane-criu}/bin/criu" ] || echo "clawplane setup: building CRIU from Debian's source package for warm resume (once, 1-2 min; cached in /var/tmp/clawplane-criu)"
-  if ! bash "$here/build-criu.sh" >/dev/null 2>/tmp/clawplane-setup-criu.log; then
-    echo "clawplane setup: warm resume unavailable: building CRIU failed (see /tmp/clawplane-setup-criu.log); idle instances will be stopped instead of suspended"
+  criu_dir="${CLAWPLANE_CRIU_DIR:-/var/tmp/clawplane-criu}"
+  # A failed build (for example Debian's source index unreachable) is not retried on every install or
+  # test run for a day: the stamp says when it failed; delete it to retry at once.
+  failed="$criu_dir/build-failed"
+  if [ ! -x "$criu_dir/bin/criu" ] && [ -n "$(find "$failed" -mmin -1440 2>/dev/null)" ]; then
+    echo "clawplane setup: warm resume unavailable: building CRIU failed at $(cat "$failed" 2>/dev/null) (see /tmp/clawplane-setup-criu.log); not retried for a day: delete $failed to retry now"
+  else
+    [ -x "$criu_dir/bin/criu" ] || echo "clawplane setup: building CRIU from Debian's source package for warm resume (once, 1-2 min; cached in $criu_dir)"
+    if bash "$here/build-criu.sh" >/dev/null 2>/tmp/clawplane-setup-criu.log; then
+      rm -f "$failed"
+    else
+      mkdir -p "$criu_dir" && date -u +%Y-%m-%dT%H:%M:%SZ >"$failed"
+      echo "clawplane setup: warm resume unavailable: building CRIU failed (see /tmp/clawplane-setup-criu.log); idle instances will be stopped instead of suspended"
+    fi
   fi
 fi
 

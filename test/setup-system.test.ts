@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { chmod, mkdtemp, rm, symlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -58,5 +58,16 @@ describe('system set-up (scripts/setup-system.sh)', async () => {
       process.env['PATH'] = saved;
     }
     assert.doesNotThrow(() => requireSandboxHost());
+  });
+
+  const asRootWithApt = process.getuid?.() === 0 && spawnSync('sh', ['-c', 'command -v apt-get']).status === 0;
+  test('a CRIU build that failed is not retried on every install for a day, and says how to retry', { skip: asRootWithApt ? false : 'the CRIU build runs only as root with apt' }, async () => {
+    const criuDir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-criu-'));
+    after(() => rm(criuDir, { recursive: true, force: true }));
+    writeFileSync(path.join(criuDir, 'build-failed'), '2026-12-05T01:00:00Z\n');
+    const r = spawnSync('bash', [script, 'serve'], { encoding: 'utf8', env: { ...process.env, CLAWPLANE_CRIU_DIR: criuDir } });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /building CRIU failed at 2026-12-05T01:00:00Z .*not retried for a day: delete .*build-failed to retry now/);
+    assert.doesNotMatch(r.stdout, /building CRIU from Debian's source/);
   });
 });
