@@ -133,6 +133,7 @@ const NOT_TENANT_SCOPED: Record<string, number[]> = {
   'POST /api/v1/platform/grant-keys/rotate': [403],
   'GET /api/v1/platform/audit/verify': [403],
   'GET /api/v1/platform/doctor': [403],
+  'GET /api/v1/platform/usage/daily': [403],
 };
 
 /** Tenant-scoped routes whose query string is required. */

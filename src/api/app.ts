@@ -37,6 +37,7 @@ import { registerWeb } from './routes/web.ts';
 import { registerBroker } from './routes/broker.ts';
 import { registerAudit } from './routes/audit.ts';
 import { registerKnowledge } from './routes/knowledge.ts';
+import { registerUsage } from './routes/usage.ts';
 
 /** What route modules need; passed in, never read from globals (STYLE 2). */
 export interface AppDeps {
@@ -165,6 +166,7 @@ export function createApp(deps: AppDeps): App {
   registerBroker(app, deps);
   registerAudit(app, deps);
   registerKnowledge(app, deps);
+  registerUsage(app, deps);
   registerDocs(app);
   // Last: the console's SPA fallback answers any GET no route above took (never /api/).
   registerWeb(app);

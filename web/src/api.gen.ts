@@ -2031,6 +2031,95 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/platform/usage/daily": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every tenant’s usage per UTC day (platform admin): one row per tenant and day that has any */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description csv: text/csv with a header row, one line per tenant and day */
+                    format?: "json" | "csv";
+                    /** @description First UTC day, YYYY-MM-DD (default: six days before `to`) */
+                    from?: string;
+                    /** @description Last UTC day, inclusive, YYYY-MM-DD (default: today, UTC) */
+                    to?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Daily usage (JSON, or CSV with format=csv) */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["DailyUsagePage"];
+                        "text/csv": string;
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/policy/baseline": {
         parameters: {
             query?: never;
@@ -11546,6 +11635,98 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/tenants/{tenant}/usage/daily": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Usage per UTC day for billing: tokens, cost, model calls, tasks, task-seconds, gateway hours awake, artifact and backup bytes */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description csv: text/csv with a header row, one line per tenant and day */
+                    format?: "json" | "csv";
+                    /** @description First UTC day, YYYY-MM-DD (default: six days before `to`) */
+                    from?: string;
+                    /** @description Last UTC day, inclusive, YYYY-MM-DD (default: today, UTC) */
+                    to?: string;
+                };
+                header?: never;
+                path: {
+                    /** @description Tenant id or slug */
+                    tenant: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Daily usage (JSON, or CSV with format=csv) */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["DailyUsagePage"];
+                        "text/csv": string;
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -11816,6 +11997,29 @@ export interface components {
             items: components["schemas"]["Credential"][];
             /** @description Pass as cursor to get the next page; null on the last page */
             nextCursor: string | null;
+        };
+        DailyUsage: {
+            artifactBytes: number;
+            backupBytes: number;
+            /** @description Priced by the platform's price table when each call was made */
+            costUsd: number;
+            /** @description UTC day, YYYY-MM-DD */
+            day: string;
+            /** @description Hours instances spent running (from instance status events) */
+            gatewayHours: number;
+            inputTokens: number;
+            modelCalls: number;
+            outputTokens: number;
+            /** @description Tasks that ended that day */
+            tasks: number;
+            taskSeconds: number;
+            tenantId: string;
+            tenantSlug: string;
+        };
+        DailyUsagePage: {
+            from: string;
+            items: components["schemas"]["DailyUsage"][];
+            to: string;
         };
         DefaultProvider: {
             baseUrl: string;
