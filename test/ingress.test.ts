@@ -9,6 +9,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import WebSocket from 'ws';
+import { FRAME_BURST, FRAME_RATE } from '../src/ingress/ws.ts';
 import type { Instance } from '../src/instances/instances.ts';
 import { transportRequest } from '../src/sandbox/gateway-rpc.ts';
 import { ApiClient, onboard, twoTenants } from './helpers/client.ts';
@@ -217,6 +218,27 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
       assert.equal((await rpc(v, 's1', 'chat.send', { sessionKey: 'agent:main:ws-test', message: 'x', idempotencyKey: 'k2' }))['ok'], false);
     } finally {
       v.ws.close();
+    }
+    // A flood of frames: the excess over the socket's burst is refused RATE_LIMITED at once (neither
+    // forwarded nor queued behind access checks); the socket stays usable once the client slows down.
+    const f = await open(wsUrl(a.slug), member.bearer ?? '');
+    try {
+      assert.equal((await rpc(f, 'c1', 'connect', {}))['ok'], true);
+      const flood = FRAME_BURST * 10;
+      for (let i = 0; i < flood; i++) f.ws.send(JSON.stringify({ type: 'req', id: `h${i}`, method: 'health', params: {} }));
+      const answers = await waitFor('an answer to every flooded frame', async () => {
+        const got = f.frames.filter((x) => x['type'] === 'res' && String(x['id']).startsWith('h'));
+        return got.length === flood ? got : undefined;
+      }, 60_000);
+      const limited = answers.filter((x) => JSON.stringify(x['error'] ?? {}).includes('RATE_LIMITED'));
+      assert.ok(limited.length > 0, `the excess was refused (${limited.length} of ${flood})`);
+      assert.ok(answers.length - limited.length >= FRAME_BURST - 1, 'the burst itself was forwarded');
+      assert.match(JSON.stringify(limited[0]?.['error']), /frames a second .* slow down/);
+      await new Promise((r) => setTimeout(r, (FRAME_BURST / FRAME_RATE) * 1000));
+      assert.equal((await rpc(f, 'after-flood', 'sessions.list', {}))['ok'], true, 'the socket works again after the client slows down');
+      assert.equal(f.ws.readyState, WebSocket.OPEN);
+    } finally {
+      f.ws.close();
     }
     // An open socket does not outlive its access. A revoked token: the next request frame is not
     // forwarded, the socket closes 1008 saying why.

@@ -11,7 +11,9 @@
  * - checks the caller's access again before every request frame it forwards and every RECHECK_MS while
  *   the socket is open, and closes it (1008, with the reason) once the tenant is suspended or deleted,
  *   the credential revoked, or the caller's membership or role changed: admission at the upgrade alone
- *   would let an open socket keep chatting after any of those.
+ *   would let an open socket keep chatting after any of those;
+ * - admits request frames at a bounded rate per socket (FRAME_BURST, FRAME_RATE), answering the excess
+ *   RATE_LIMITED, so a flood costs neither unbounded queued work nor an access check per frame.
  */
 import WebSocket from 'ws';
 import type { Logger } from 'pino';
@@ -35,6 +37,13 @@ export const WS_ALLOWED: Record<TenantRole, ReadonlySet<string>> = {
 const HIGH_WATER = 4 << 20;
 /** How often an open socket's access is checked again while no request frame comes (streaming output). */
 export const RECHECK_MS = 5000;
+/**
+ * Request frames a socket may send: a burst of FRAME_BURST, then FRAME_RATE a second. Each forwarded frame
+ * costs an access check against the database, so a client flooding frames is answered RATE_LIMITED for
+ * the excess (not forwarded, not checked) instead of queueing unbounded work; the console sends a few.
+ */
+export const FRAME_BURST = 60;
+export const FRAME_RATE = 20;
 
 interface Frame {
   type?: unknown;
@@ -44,7 +53,7 @@ interface Frame {
 }
 
 /** Bridges one accepted client socket to the instance's gateway. */
-export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressService; access: GatewayAccess; row: InstanceRow; role: TenantRole; log: Logger; recheck: () => Promise<string | undefined>; recheckMs?: number }): void {
+export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressService; access: GatewayAccess; row: InstanceRow; role: TenantRole; log: Logger; recheck: () => Promise<string | undefined>; recheckMs?: number; frameBurst?: number; frameRate?: number }): void {
   const { ingress, row, role, log } = opts;
   const allowed = WS_ALLOWED[role];
   const queue: string[] = [];
@@ -112,10 +121,36 @@ export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressS
     closeBoth(1008, reason);
     return false;
   };
+  // A token bucket per socket bounds the frames (and access checks) a client can queue.
+  const burst = opts.frameBurst ?? FRAME_BURST;
+  const rate = opts.frameRate ?? FRAME_RATE;
+  let tokens = burst;
+  let filledAt = Date.now();
+  let limitedLogged = false;
+  const admitFrame = (raw: string): boolean => {
+    const now = Date.now();
+    tokens = Math.min(burst, tokens + ((now - filledAt) / 1000) * rate);
+    filledAt = now;
+    if (tokens >= 1) {
+      tokens -= 1;
+      return true;
+    }
+    let id: unknown;
+    try {
+      id = (JSON.parse(raw) as Frame).id;
+    } catch {
+      // No id to answer to: the refusal still goes out, unmatched.
+    }
+    if (!limitedLogged) log.info({ tenant_id: row.tenantId, instance_id: row.id, burst, rate }, 'gateway socket: frames over the rate limit refused');
+    limitedLogged = true;
+    reply(id, 'RATE_LIMITED', `More than ${rate} frames a second (bursts of ${burst}) on this socket: this frame was not forwarded; slow down and send it again.`);
+    return false;
+  };
   // Frames are handled one at a time, in order, each after its access check.
   let inbox: Promise<void> = Promise.resolve();
   client.on('message', (data: WebSocket.RawData) => {
     const raw = (Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Buffer)).toString('utf8');
+    if (closed || !admitFrame(raw)) return;
     inbox = inbox
       .then(async () => {
         if (closed || !(await stillAllowed())) return;
