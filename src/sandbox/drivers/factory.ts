@@ -1,9 +1,11 @@
 /** The one place the sandbox driver is chosen (CLAWPLANE_SANDBOX_DRIVER) and built from the parsed settings. */
 import type { Logger } from 'pino';
 import type { SandboxBroker } from '../../broker/types.ts';
-import type { WarmResume } from '../../config/schema.ts';
+import type { KubernetesSettings, WarmResume } from '../../config/schema.ts';
+import { ConfigError } from '../../errors.ts';
 import type { SandboxDriver, SandboxDriverName } from '../types.ts';
 import { DockerSandboxDriver } from './docker/driver.ts';
+import { KubernetesSandboxDriver } from './kubernetes/driver.ts';
 import { LocalSandboxDriver } from './local/driver.ts';
 
 export interface SandboxDriverSettings {
@@ -20,6 +22,8 @@ export interface SandboxDriverSettings {
   sandboxTmpBytes: number;
   warmResume: WarmResume;
   criuBin: string;
+  /** With sandboxDriver kubernetes. */
+  kubernetes?: KubernetesSettings;
 }
 
 export function createSandboxDriver(s: SandboxDriverSettings, deps: { broker: SandboxBroker | undefined; log: Logger }): SandboxDriver {
@@ -52,6 +56,18 @@ export function createSandboxDriver(s: SandboxDriverSettings, deps: { broker: Sa
         tmpBytes: s.sandboxTmpBytes,
         nofile: s.sandboxNofile,
         nproc: s.sandboxNproc,
+      });
+    case 'kubernetes':
+      if (!s.kubernetes) throw new ConfigError('CLAWPLANE_SANDBOX_DRIVER=kubernetes needs the CLAWPLANE_KUBE_* settings.');
+      return new KubernetesSandboxDriver({
+        settings: s.kubernetes,
+        image: s.sandboxImage,
+        broker: deps.broker,
+        log: deps.log,
+        memoryBytes: s.sandboxMemoryBytes,
+        cpus: s.sandboxCpus,
+        dataBytes: s.sandboxDataBytes,
+        tmpBytes: s.sandboxTmpBytes,
       });
   }
 }

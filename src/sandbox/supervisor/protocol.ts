@@ -15,10 +15,11 @@ export interface ExecutorSpec {
 
 /**
  * Where the supervisor serves the host: a listening socket the host made and passed in as a file
- * descriptor (local driver: no path exists inside), or a socket path the supervisor creates in a
- * directory bound from the host (docker driver: file descriptors cannot be passed into a container).
+ * descriptor (local driver: no path exists inside), a socket path the supervisor creates in a
+ * directory bound from the host (docker driver: file descriptors cannot be passed into a container), or
+ * a TCP port of the pod (kubernetes driver).
  */
-export type SupervisorListen = { fd: number } | { path: string };
+export type SupervisorListen = { fd: number } | { path: string } | { port: number; host: string };
 
 export interface SupervisorConfig {
   executors: ExecutorSpec[];
@@ -31,6 +32,8 @@ export interface SupervisorConfig {
   hooksTokenFile?: string;
   egressPort: number;
   brokerSocket: string;
+  /** The broker over TCP (kubernetes driver: its Service's address, ADR 0011); when set, brokerSocket is unused. */
+  brokerUrl?: string;
   brokerTokenFile: string;
   ingress: SupervisorListen;
   control: SupervisorListen;

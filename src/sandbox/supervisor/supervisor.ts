@@ -277,7 +277,7 @@ const egress = http.createServer((req, res) => {
   const parent = egressTraceparent();
   if (parent) headers['traceparent'] = parent;
   else delete headers['traceparent'];
-  proxy(req, res, { socketPath: cfg.brokerSocket, headers }, 'the broker');
+  proxy(req, res, cfg.brokerUrl ? { host: new URL(cfg.brokerUrl).hostname, port: Number(new URL(cfg.brokerUrl).port || 80), headers } : { socketPath: cfg.brokerSocket, headers }, 'the broker');
 });
 
 function health(): SupervisorHealth {
@@ -387,10 +387,17 @@ process.on('SIGINT', () => void shutdown('SIGINT'));
 process.on('uncaughtException', (err) => log('uncaught exception', { error: err.message, stack: err.stack }));
 
 egress.listen(cfg.egressPort, '127.0.0.1');
-/** A passed-in fd (local driver), or a path in a host-bound directory (docker driver; a stale socket file is replaced). */
+/**
+ * A passed-in fd (local driver), a path in a host-bound directory (docker driver; a stale socket file is
+ * replaced), or a TCP port (kubernetes driver: the pod's own network namespace; ADR 0011).
+ */
 function listenOn(server: net.Server | http.Server, where: SupervisorListen): void {
   if ('fd' in where) {
     server.listen({ fd: where.fd });
+    return;
+  }
+  if ('port' in where) {
+    server.listen(where.port, where.host);
     return;
   }
   rmSync(where.path, { force: true });

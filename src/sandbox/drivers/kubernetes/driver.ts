@@ -1,0 +1,390 @@
+/**
+ * The kubernetes driver (docs/adr/0011-kubernetes.md): one Pod per sandbox in one sandbox namespace,
+ * running the same supervisor image as the docker driver. Per instance a state PVC, a Service for the
+ * gateway port and a default-deny NetworkPolicy; per start a Secret with the sandbox's own tokens and a
+ * ConfigMap with its rendered configs. Everything is server-side applied with the field manager
+ * `clawplane`, except the Pod, which is created (immutable per start, and a create that finds one is
+ * how two replicas never both start a sandbox). Stop deletes the Pod and the start's Secret and
+ * ConfigMap and keeps the PVC; destroy deletes everything of the instance. Logs and exec go through the
+ * API server (pods/log, pods/exec); the pod is reached on its Service's name (or `gatewayAddress`).
+ * Warm resume is not offered (`snapshots` is undefined): every wake is a cold boot from the PVC.
+ */
+import { randomUUID } from 'node:crypto';
+import http from 'node:http';
+import { PassThrough, Writable, type Readable } from 'node:stream';
+import { Exec, Log, type V1Status } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import WebSocket from 'ws';
+import type { SandboxBroker, SandboxRegistration } from '../../../broker/types.ts';
+import type { KubernetesSettings } from '../../../config/schema.ts';
+import { ConflictError } from '../../../errors.ts';
+import { SANDBOX_LAYOUT } from '../../host/dirs.ts';
+import { SandboxUnavailableError, type ExecResult, type GatewayTransport, type InstanceKey, type LogLine, type SandboxDriver, type SandboxRef, type SandboxSpec, type SandboxState } from '../../types.ts';
+import { KubeApi, loadKubeConfig, type KubeObject } from './api.ts';
+import { GATEWAY_PORT, LABEL, MANAGED_BY, podName, pvcName, startObjectName, STARTED_ANNOTATION } from './labels.ts';
+import { configMapObject, networkPolicyObject, parseSelector, podObject, pvcObject, secretObject, serviceObject, type SandboxObjectSettings } from './objects.ts';
+import { sandboxState, viewPod, type PodView } from './status.ts';
+
+export interface KubernetesDriverOptions {
+  settings: KubernetesSettings;
+  /** CLAWPLANE_SANDBOX_IMAGE: Node and the supervisor (the docker driver's image, pushed to a registry). */
+  image: string;
+  broker: SandboxBroker | undefined;
+  log: Logger;
+  memoryBytes: number;
+  cpus: number;
+  dataBytes: number;
+  tmpBytes: number;
+  /** Default: loaded from settings.kubeconfig (or KUBECONFIG, ~/.kube/config, the in-cluster account). */
+  kubeConfig?: KubeConfig;
+  /** How long a start waits for the supervisor's container to run (image pulls, volume attach). */
+  startTimeoutMs?: number;
+  /** Where a sandbox's gateway port is reached; default: its Service's cluster DNS name. */
+  gatewayAddress?: (ref: SandboxRef) => { host: string; port: number };
+  /** Retries of transient API answers (429, 5xx, connection errors). */
+  api?: { attempts?: number; backoffMs?: number };
+}
+
+/** The kubernetes driver's part of a SandboxRef. */
+interface KubeNative {
+  pod: string;
+  uid: string;
+  /** The start's Secret and ConfigMap. */
+  objects: string;
+}
+
+function nativeOf(ref: SandboxRef): KubeNative {
+  const n = ref.native as Partial<KubeNative> | null;
+  if (ref.driver !== 'kubernetes' || typeof n?.pod !== 'string' || typeof n.objects !== 'string') throw new Error(`sandbox ${ref.sandboxId} is not a kubernetes sandbox (driver ${ref.driver})`);
+  return { pod: n.pod, uid: n.uid ?? '', objects: n.objects };
+}
+
+const POD = { apiVersion: 'v1', kind: 'Pod' } as const;
+const SECRET = { apiVersion: 'v1', kind: 'Secret' } as const;
+const CONFIG_MAP = { apiVersion: 'v1', kind: 'ConfigMap' } as const;
+const SERVICE = { apiVersion: 'v1', kind: 'Service' } as const;
+const PVC = { apiVersion: 'v1', kind: 'PersistentVolumeClaim' } as const;
+const NETWORK_POLICY = { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy' } as const;
+
+export class KubernetesSandboxDriver implements SandboxDriver {
+  readonly name = 'kubernetes' as const;
+  readonly layout = SANDBOX_LAYOUT;
+  readonly api: KubeApi;
+  readonly #o: KubernetesDriverOptions;
+  readonly #registrations = new Map<string, SandboxRegistration>();
+  readonly #agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+  #preflight: Promise<void> | undefined;
+
+  constructor(opts: KubernetesDriverOptions) {
+    this.#o = opts;
+    this.api = new KubeApi(opts.kubeConfig ?? loadKubeConfig(opts.settings.kubeconfig), opts.settings.namespace, opts.api);
+  }
+
+  get #namespace(): string {
+    return this.#o.settings.namespace;
+  }
+
+  /** The object settings for a tier; an unknown tier is refused with the setting to change. */
+  #objectSettings(tier: string | undefined): SandboxObjectSettings {
+    const s = this.#o.settings;
+    const t = tier ?? s.defaultTier;
+    const runtimeClassName = s.runtimeClasses[t];
+    if (runtimeClassName === undefined) throw new SandboxUnavailableError(`Tenant tier "${t}" has no RuntimeClass: add ${t}=<runtimeClassName> (or ${t}= for the cluster default) to CLAWPLANE_KUBE_RUNTIME_CLASSES (now: ${Object.keys(s.runtimeClasses).join(', ') || 'empty'}).`);
+    return {
+      namespace: s.namespace,
+      image: this.#o.image,
+      runtimeImage: s.runtimeImage,
+      storageClass: s.storageClass,
+      runtimeClassName,
+      brokerUrl: s.brokerUrl,
+      ingressSelector: parseSelector(s.ingressSelector),
+      controlNamespace: s.controlNamespace,
+      memoryBytes: this.#o.memoryBytes,
+      cpus: this.#o.cpus,
+      dataBytes: this.#o.dataBytes,
+      tmpBytes: this.#o.tmpBytes,
+    };
+  }
+
+  preflight(): Promise<void> {
+    this.#preflight ??= this.#check().catch((err: unknown) => {
+      this.#preflight = undefined;
+      throw err;
+    });
+    return this.#preflight;
+  }
+
+  async #check(): Promise<void> {
+    const s = this.#o.settings;
+    let broker: URL | undefined;
+    try {
+      broker = new URL(s.brokerUrl);
+    } catch {
+      broker = undefined;
+    }
+    if (!broker || broker.protocol !== 'http:' || !broker.port || !/^[0-9.]+$|^\[[0-9a-f:]+\]$/i.test(broker.hostname)) {
+      throw new SandboxUnavailableError(`CLAWPLANE_KUBE_BROKER_URL must be http://<broker Service ClusterIP>:<port> (sandboxes have no DNS), not "${s.brokerUrl}": kubectl get svc <release>-broker -o jsonpath='{.spec.clusterIP}'.`);
+    }
+    try {
+      parseSelector(s.ingressSelector);
+    } catch (err) {
+      throw new SandboxUnavailableError(`CLAWPLANE_KUBE_INGRESS_SELECTOR: ${(err as Error).message}.`);
+    }
+    this.#objectSettings(undefined);
+    // Reachable, and allowed to list sandbox pods in the namespace (the Helm chart's Role).
+    await this.api.list(POD.apiVersion, POD.kind, { labels: LABEL.cluster });
+  }
+
+  async prepare(spec: SandboxSpec): Promise<void> {
+    await this.preflight();
+    const s = this.#objectSettings(spec.tier);
+    // Ours by name and label: force takes back a field of ours another manager changed.
+    for (const obj of [pvcObject(spec, s), serviceObject(spec, s), networkPolicyObject(spec, s)]) await this.api.apply(obj, { force: true });
+  }
+
+  async start(spec: SandboxSpec): Promise<SandboxRef> {
+    await this.preflight();
+    const s = this.#objectSettings(spec.tier);
+    const name = podName(spec.instanceId);
+    const old = await this.api.get({ ...POD, name });
+    if (old) {
+      const v = viewPod(old);
+      if (!v.fatal) throw new ConflictError(`A sandbox for instance ${spec.instanceId} is already running (pod ${this.#namespace}/${name}); stop it first.`, 'sandbox_running');
+      await this.#deletePod(name, old.metadata.uid ?? '', 0);
+    }
+    await this.prepare(spec);
+    const sandboxId = randomUUID();
+    const objects = startObjectName(spec.instanceId, sandboxId);
+    const registration = this.#o.broker ? await this.#o.broker.registerSandbox({ tenantId: spec.tenantId, instanceId: spec.instanceId, sandboxId }) : undefined;
+    const startedAt = new Date().toISOString();
+    const cleanup = async () => {
+      await this.#deleteStartObjects(objects);
+      await registration?.close();
+    };
+    let pod: KubeObject | null;
+    try {
+      await this.api.apply(secretObject(spec, sandboxId, registration?.token ?? '', s), { force: false });
+      await this.api.apply(configMapObject(spec, sandboxId, s), { force: false });
+      pod = await this.api.create(podObject(spec, sandboxId, startedAt, s));
+    } catch (err) {
+      await cleanup().catch(() => undefined);
+      throw err;
+    }
+    if (!pod) {
+      // Another replica created the pod between our read and our create: its start stands, ours is undone.
+      await cleanup();
+      throw new ConflictError(`A sandbox for instance ${spec.instanceId} was started by another replica at the same time (pod ${this.#namespace}/${name}); this start was withdrawn.`, 'sandbox_running');
+    }
+    const uid = pod.metadata.uid ?? '';
+    try {
+      const timeoutMs = this.#o.startTimeoutMs ?? 300_000;
+      let last: PodView | undefined;
+      const v = await this.api.watchPod(
+        name,
+        (p) => {
+          if (p && p.metadata.uid !== uid) return { running: false, ready: false, podIP: undefined, reason: 'the sandbox pod was replaced during its start', fatal: true, restarts: 0 };
+          const view = (last = viewPod(p));
+          return view.running || view.fatal ? view : undefined;
+        },
+        AbortSignal.timeout(timeoutMs),
+      ).catch((err: unknown) => {
+        if ((err as Error).name === 'TimeoutError') throw new SandboxUnavailableError(`The sandbox pod ${this.#namespace}/${name} did not start within ${Math.round(timeoutMs / 1000)} s (${last?.reason ?? 'no status yet'}); see \`kubectl -n ${this.#namespace} describe pod ${name}\`.`);
+        throw err;
+      });
+      if (!v.running) throw new SandboxUnavailableError(`The sandbox pod ${this.#namespace}/${name} did not start: ${v.reason ?? 'unknown'}.`);
+    } catch (err) {
+      await this.#deletePod(name, uid, 0).catch(() => undefined);
+      await cleanup().catch(() => undefined);
+      throw err;
+    }
+    if (registration) this.#registrations.set(spec.instanceId, registration);
+    this.#o.log.info({ instance_id: spec.instanceId, sandbox: sandboxId, pod: `${this.#namespace}/${name}` }, 'sandbox pod started');
+    return { driver: this.name, sandboxId, instanceId: spec.instanceId, tenantId: spec.tenantId, runtimeVersion: spec.runtime.version, startedAt, owner: { clusterId: spec.clusterId, nodeId: String((pod['spec'] as { nodeName?: string } | undefined)?.nodeName ?? '') }, native: { pod: name, uid, objects } satisfies KubeNative };
+  }
+
+  /** Deletes a pod (this uid only: a newer start's pod of the same name is left alone) and waits until it is gone. */
+  async #deletePod(name: string, uid: string, graceSeconds: number, waitMs = 60_000): Promise<void> {
+    const cur = await this.api.get({ ...POD, name });
+    if (!cur || (uid && cur.metadata.uid !== uid)) return;
+    await this.api.delete({ ...POD, name }, { gracePeriodSeconds: graceSeconds });
+    await this.api
+      .watchPod(name, (p) => (p === null || p.metadata.uid !== cur.metadata.uid ? true : undefined), AbortSignal.timeout(waitMs))
+      .catch(async (err: unknown) => {
+        if ((err as Error).name !== 'TimeoutError') throw err;
+        // The supervisor did not drain in time (a stuck node): force it, as `kubectl delete --force` would.
+        this.#o.log.warn({ pod: `${this.#namespace}/${name}` }, 'sandbox pod did not stop in time; deleting it with no grace period');
+        await this.api.delete({ ...POD, name }, { gracePeriodSeconds: 0 });
+      });
+  }
+
+  async #deleteStartObjects(objects: string): Promise<void> {
+    await this.api.delete({ ...SECRET, name: objects });
+    await this.api.delete({ ...CONFIG_MAP, name: objects });
+  }
+
+  async adopt(ref: SandboxRef): Promise<boolean> {
+    const { pod } = nativeOf(ref);
+    const p = await this.api.get({ ...POD, name: pod });
+    if (!p || p.metadata.labels?.[LABEL.sandbox] !== ref.sandboxId) return false;
+    // The pod keeps the broker token of its Secret (valid for the broker's token lifetime); nothing to re-open.
+    return viewPod(p).running;
+  }
+
+  async stop(ref: SandboxRef, opts: { timeoutMs?: number } = {}): Promise<void> {
+    const n = nativeOf(ref);
+    // The kubelet sends SIGTERM to the supervisor, which drains its gateways within the grace period.
+    await this.#deletePod(n.pod, n.uid, Math.ceil((opts.timeoutMs ?? 20_000) / 1000), (opts.timeoutMs ?? 20_000) + 30_000);
+    await this.#deleteStartObjects(n.objects);
+    const reg = this.#registrations.get(ref.instanceId);
+    this.#registrations.delete(ref.instanceId);
+    await reg?.close();
+  }
+
+  async destroy(key: InstanceKey, opts: { deleteState: boolean }): Promise<void> {
+    const sel = { labels: `${LABEL.instance}=${key.instanceId},app.kubernetes.io/managed-by=${MANAGED_BY['app.kubernetes.io/managed-by']}` };
+    const pod = await this.api.get({ ...POD, name: podName(key.instanceId) });
+    if (pod) await this.#deletePod(podName(key.instanceId), pod.metadata.uid ?? '', 10);
+    // Secrets are never listed (the Role has no list on them): each start's Secret shares its ConfigMap's name.
+    for (const cm of (await this.api.list(CONFIG_MAP.apiVersion, CONFIG_MAP.kind, sel)).items) await this.#deleteStartObjects(cm.metadata.name);
+    const podSandbox = pod?.metadata.labels?.[LABEL.sandbox];
+    if (podSandbox) await this.#deleteStartObjects(startObjectName(key.instanceId, podSandbox));
+    await this.api.delete({ ...SERVICE, name: podName(key.instanceId) });
+    await this.api.delete({ ...NETWORK_POLICY, name: podName(key.instanceId) });
+    if (opts.deleteState) await this.api.delete({ ...PVC, name: pvcName(key.instanceId) });
+    const reg = this.#registrations.get(key.instanceId);
+    this.#registrations.delete(key.instanceId);
+    await reg?.close();
+  }
+
+  async status(ref: SandboxRef): Promise<SandboxState> {
+    const n = nativeOf(ref);
+    const pod = await this.api.get({ ...POD, name: n.pod });
+    if (pod && pod.metadata.labels?.[LABEL.sandbox] !== ref.sandboxId) return { running: false, reason: 'the sandbox pod was replaced by another start' };
+    return sandboxState(pod);
+  }
+
+  connect(ref: SandboxRef): Promise<GatewayTransport> {
+    const { host, port } = this.#o.gatewayAddress?.(ref) ?? { host: `${podName(ref.instanceId)}.${this.#namespace}.svc`, port: GATEWAY_PORT };
+    const agent = this.#agent;
+    return Promise.resolve({
+      request(opts) {
+        const req = http.request({ host, port, agent, method: opts.method ?? 'GET', path: opts.path, headers: { host: 'gateway', ...opts.headers }, ...(opts.timeoutMs ? { timeout: opts.timeoutMs } : {}) });
+        if (opts.timeoutMs) req.on('timeout', () => req.destroy(new Error(`the gateway did not answer within ${opts.timeoutMs} ms`)));
+        return req;
+      },
+      websocket(opts = {}) {
+        return new WebSocket(`ws://${host.includes(':') ? `[${host}]` : host}:${port}/`, { perMessageDeflate: false, headers: opts.headers ?? {} });
+      },
+    });
+  }
+
+  async logs(key: InstanceKey, opts: { tail: number }): Promise<LogLine[]> {
+    const text = await this.api.podLog(podName(key.instanceId), opts.tail);
+    return text
+      .split('\n')
+      .filter((l) => l !== '')
+      .slice(-opts.tail)
+      .map((line) => ({ source: 'supervisor', line }));
+  }
+
+  async followLogs(key: InstanceKey, signal: AbortSignal, onLine: (l: LogLine) => void): Promise<void> {
+    let rest = '';
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        const lines = (rest + chunk.toString('utf8')).split('\n');
+        rest = lines.pop() ?? '';
+        for (const line of lines) if (line) onLine({ source: 'supervisor', line });
+        cb();
+      },
+    });
+    const ctl = await new Log(this.api.kc).log(this.#namespace, podName(key.instanceId), 'supervisor', sink, { follow: true, tailLines: 0 });
+    await new Promise<void>((resolve) => {
+      if (signal.aborted) resolve();
+      signal.addEventListener('abort', () => resolve(), { once: true });
+      sink.on('finish', () => resolve());
+    });
+    ctl.abort();
+  }
+
+  /** Runs argv in the supervisor's container through pods/exec (authorized by the API server, not the network). */
+  async exec(ref: SandboxRef, argv: string[], opts: { timeoutMs?: number } = {}): Promise<ExecResult> {
+    const { pod } = nativeOf(ref);
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    const collect = (into: Buffer[]) => {
+      const s = new PassThrough();
+      s.on('data', (c: Buffer) => into.push(c));
+      return s;
+    };
+    const status = await new Promise<V1Status | undefined>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new SandboxUnavailableError(`exec in pod ${this.#namespace}/${pod} did not finish within ${opts.timeoutMs} ms`)), opts.timeoutMs ?? 60_000);
+      void new Exec(this.api.kc)
+        .exec(this.#namespace, pod, 'supervisor', argv, collect(out), collect(err), null, false, (st) => {
+          clearTimeout(timer);
+          resolve(st);
+        })
+        .then((ws) => ws.on('close', () => setTimeout(() => resolve(undefined), 50)))
+        .catch((e: unknown) => {
+          clearTimeout(timer);
+          reject(new SandboxUnavailableError(`exec in pod ${this.#namespace}/${pod} failed: ${(e as Error).message}`, e));
+        });
+    });
+    const exitCause = status?.details?.causes?.find((c) => c.reason === 'ExitCode')?.message;
+    const code = status?.status === 'Success' ? 0 : exitCause !== undefined ? Number(exitCause) : null;
+    return { code, signal: null, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+  }
+
+  exportState(key: InstanceKey): Promise<Readable> {
+    return Promise.reject(notYet('export the state of stopped instance', key.instanceId));
+  }
+
+  exportLiveState(ref: SandboxRef): Promise<Readable> {
+    return Promise.reject(notYet('take a live backup of instance', ref.instanceId));
+  }
+
+  importState(key: InstanceKey): Promise<void> {
+    return Promise.reject(notYet('restore the state of instance', key.instanceId));
+  }
+
+  rotateCredentials(ref: SandboxRef): Promise<void> {
+    return Promise.reject(notYet('rotate the credentials of running instance', ref.instanceId));
+  }
+
+  /** The sandbox pods in the namespace (any control plane's: the caller matches the cluster). */
+  async list(): Promise<SandboxRef[]> {
+    const { items } = await this.api.list(POD.apiVersion, POD.kind, { labels: `${LABEL.cluster},app.kubernetes.io/managed-by=${MANAGED_BY['app.kubernetes.io/managed-by']}` });
+    const refs: SandboxRef[] = [];
+    for (const p of items) {
+      const l = p.metadata.labels ?? {};
+      const instanceId = l[LABEL.instance];
+      const sandboxId = l[LABEL.sandbox];
+      const clusterId = l[LABEL.cluster];
+      if (!instanceId || !sandboxId || !clusterId || p.metadata.deletionTimestamp) continue;
+      const phase = (p['status'] as { phase?: string } | undefined)?.phase;
+      if (phase === 'Failed' || phase === 'Succeeded') continue;
+      refs.push({
+        driver: this.name,
+        sandboxId,
+        instanceId,
+        tenantId: l[LABEL.tenant] ?? '',
+        runtimeVersion: l[LABEL.runtime] ?? '',
+        startedAt: p.metadata.annotations?.[STARTED_ANNOTATION] ?? '',
+        owner: { clusterId, nodeId: String((p['spec'] as { nodeName?: string } | undefined)?.nodeName ?? '') },
+        native: { pod: p.metadata.name, uid: p.metadata.uid ?? '', objects: startObjectName(instanceId, sandboxId) } satisfies KubeNative,
+      });
+    }
+    return refs;
+  }
+
+  /** Sandboxes survive us; their tokens stay valid (they are revoked when a start's sandbox stops). */
+  close(): Promise<void> {
+    this.#registrations.clear();
+    this.#agent.destroy();
+    return Promise.resolve();
+  }
+}
+
+function notYet(what: string, instanceId: string): SandboxUnavailableError {
+  return new SandboxUnavailableError(`The kubernetes driver cannot yet ${what} ${instanceId} (state archives through pods/exec are not built; docs/adr/0011-kubernetes.md). Use the local or docker driver for backups and restores.`);
+}
