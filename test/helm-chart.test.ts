@@ -290,7 +290,7 @@ describe('helm chart: lint and render', () => {
     for (const np of nps) assert.equal(np.metadata.namespace ?? NS, np.metadata.name.includes('sandbox') ? 'clawplane-sandboxes' : NS);
   });
 
-  test('RBAC is namespaced and least-privilege: no ClusterRole, no wildcards, Secrets never read, no pod holds a token', async () => {
+  test('RBAC is namespaced and least-privilege: no ClusterRole, no wildcards, Secrets never read, the broker holds no token', async () => {
     const objs = await render(base());
     assert.equal(objs.filter((o) => o.kind.startsWith('Cluster')).length, 0);
     type Rule = { apiGroups: string[]; resources: string[]; verbs: string[] };
@@ -302,12 +302,38 @@ describe('helm chart: lint and render', () => {
       }
     }
     assert.equal(named(objs, 'Role', 'cp-clawplane-sandbox-driver').metadata.namespace, 'clawplane-sandboxes');
-    // Nothing calls the Kubernetes API before the driver exists: no pod holds a service-account token.
-    for (const d of of(objs, 'Deployment')) assert.equal(podSpec(d).automountServiceAccountToken, false, d.metadata.name);
+    // Only the roles that drive sandboxes hold a service-account token; the broker never does.
+    for (const d of of(objs, 'Deployment')) assert.equal(podSpec(d).automountServiceAccountToken, !d.metadata.name.endsWith('-broker'), d.metadata.name);
     for (const sa of of(objs, 'ServiceAccount')) assert.equal(sa['automountServiceAccountToken'], false, sa.metadata.name);
     const broker = podSpec(named(objs, 'Deployment', 'cp-clawplane-broker'));
     const subjects = of(objs, 'RoleBinding').flatMap((b) => (b['subjects'] as { name: string }[]).map((s) => s.name));
     assert.ok(!subjects.includes(broker.serviceAccountName ?? ''), 'the broker is bound to a Role');
+  });
+
+  test('the kubernetes driver is configured from the chart: its settings parse, tiers map to RuntimeClasses, the broker listens in-cluster, the Role has the verbs the driver uses', async () => {
+    const objs = await render(merge(base(), { sandboxes: { runtimeClasses: { standard: '', isolated: 'gvisor', vm: 'kata' }, defaultTier: 'isolated', storageClass: 'fast-ssd' } }));
+    const data = named(objs, 'ConfigMap', 'cp-clawplane-config')['data'] as Record<string, string>;
+    const config = parseConfig({ ...data, DATABASE_URL: 'postgres://x@db/x', CLAWPLANE_SECRET_KEY: SECRET_KEY, CLAWPLANE_BACKUP_S3_SECRET_ACCESS_KEY: S3_SECRET });
+    assert.equal(config.instances.sandboxDriver, 'kubernetes');
+    assert.deepEqual(config.instances.kubernetes, {
+      namespace: 'clawplane-sandboxes',
+      kubeconfig: '',
+      runtimeImage: 'clawplane-runtime',
+      storageClass: 'fast-ssd',
+      runtimeClasses: { isolated: 'gvisor', standard: '', vm: 'kata' },
+      defaultTier: 'isolated',
+      brokerUrl: 'http://cp-clawplane-broker.clawplane.svc:8788',
+      ingressSelector: 'app.kubernetes.io/instance=cp,app.kubernetes.io/component in (api,worker,reconciler)',
+      controlNamespace: 'clawplane',
+    });
+    assert.deepEqual([config.broker.host, config.broker.port], ['0.0.0.0', 8788]);
+    type Rule = { apiGroups: string[]; resources: string[]; verbs: string[] };
+    const rules = named(objs, 'Role', 'cp-clawplane-sandbox-driver')['rules'] as Rule[];
+    const may = (resource: string, verb: string) => rules.some((r) => r.resources.includes(resource) && r.verbs.includes(verb));
+    // What src/sandbox/drivers/kubernetes/ calls: apply (patch; create when new), create, get, list, watch, delete.
+    for (const [res, verbs] of Object.entries({ pods: ['get', 'list', 'watch', 'create', 'delete'], 'pods/log': ['get'], persistentvolumeclaims: ['create', 'patch', 'delete'], secrets: ['create', 'patch', 'delete'], configmaps: ['list', 'create', 'patch', 'delete'], services: ['create', 'patch', 'delete'], networkpolicies: ['create', 'patch', 'delete'] })) {
+      for (const v of verbs) assert.ok(may(res, v), `the sandbox-driver Role may not ${v} ${res}`);
+    }
   });
 
   test('TLS ingress: the API is exposed through Ingress with TLS for its host; the Service stays ClusterIP', async () => {

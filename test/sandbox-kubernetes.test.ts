@@ -342,6 +342,21 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
     assert.equal(kube.get('Pod', NS, 'cp-invalid'), undefined);
   });
 
+  test('a broker Service name is resolved to its address for the sandbox, which has no DNS', async () => {
+    const named = driver({ settings: { ...settings, brokerUrl: 'http://localhost:8788' } });
+    const s = spec();
+    const ref = await startRunning(s, named);
+    const conf = JSON.parse((kube.get('ConfigMap', NS, (ref.native as { objects: string }).objects)?.['data'] as Record<string, string>)['sandbox.json'] ?? '{}') as { brokerUrl: string; ingress: unknown; control: unknown };
+    assert.match(conf.brokerUrl, /^http:\/\/(127\.0\.0\.1|\[::1\]):8788$/);
+    assert.deepEqual(conf.ingress, { port: 18780, host: '0.0.0.0' });
+    assert.deepEqual(conf.control, { port: 18781, host: '127.0.0.1' }, 'the control API stays on the pod\'s loopback');
+    await named.stop(ref);
+    const bad = driver({ settings: { ...settings, brokerUrl: 'http://no-such-broker.invalid:8788' } });
+    const err = await bad.start(spec()).then(() => undefined, (e: unknown) => e);
+    assert.ok(err instanceof SandboxUnavailableError);
+    assert.match(err.message, /The broker Service no-such-broker\.invalid \(CLAWPLANE_KUBE_BROKER_URL\) does not resolve here/);
+  });
+
   test('logs come from the pod through the API', async () => {
     const s = spec();
     const ref = await startRunning(s);
@@ -360,14 +375,14 @@ test('CLAWPLANE_SANDBOX_DRIVER=kubernetes builds the kubernetes driver in the fa
   try {
     const kubeconfig = path.join(dir, 'kubeconfig');
     await writeFile(kubeconfig, JSON.stringify({ apiVersion: 'v1', kind: 'Config', clusters: [{ name: 'c', cluster: { server: 'http://127.0.0.1:1' } }], users: [{ name: 'u', user: { token: 't' } }], contexts: [{ name: 'x', context: { cluster: 'c', user: 'u' } }], 'current-context': 'x' }));
-    const config = parseConfig({ CLAWPLANE_ENV: 'test', CLAWPLANE_DATA_DIR: dir, CLAWPLANE_SANDBOX_DRIVER: 'kubernetes', CLAWPLANE_KUBECONFIG: kubeconfig, CLAWPLANE_KUBE_BROKER_URL: 'http://clawplane-broker.clawplane.svc:8788', CLAWPLANE_KUBE_RUNTIME_CLASSES: 'standard=,isolated=gvisor' });
+    const config = parseConfig({ CLAWPLANE_ENV: 'test', CLAWPLANE_DATA_DIR: dir, CLAWPLANE_SANDBOX_DRIVER: 'kubernetes', CLAWPLANE_KUBECONFIG: kubeconfig, CLAWPLANE_KUBE_BROKER_URL: 'clawplane-broker:8788', CLAWPLANE_KUBE_RUNTIME_CLASSES: 'standard=,isolated=gvisor' });
     assert.deepEqual(config.instances.kubernetes.runtimeClasses, { standard: '', isolated: 'gvisor' });
     const drv = createSandboxDriver(instanceSettings(config), { broker: undefined, log: silent });
     assert.ok(drv instanceof KubernetesSandboxDriver);
     assert.equal((drv as SandboxDriver).snapshots, undefined, 'no warm resume on Kubernetes');
     const err = await drv.preflight().then(() => undefined, (e: unknown) => e);
     assert.ok(err instanceof SandboxUnavailableError);
-    assert.match(err.message, /CLAWPLANE_KUBE_BROKER_URL must be http:\/\/<broker Service ClusterIP>:<port> \(sandboxes have no DNS\)/);
+    assert.match(err.message, /CLAWPLANE_KUBE_BROKER_URL must be http:\/\/<broker Service name or ClusterIP>:<port>, e\.g\. http:\/\/clawplane-broker\.clawplane\.svc:8788, not "clawplane-broker:8788"/);
     assert.throws(() => parseConfig({ CLAWPLANE_ENV: 'test', CLAWPLANE_DATA_DIR: dir, CLAWPLANE_KUBE_RUNTIME_CLASSES: 'gold' }), /CLAWPLANE_KUBE_RUNTIME_CLASSES/);
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -130,3 +130,12 @@ properties:
   reason: { type: string, minLength: 1, maxLength: 1024, pattern: '^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$' }
   message: { type: string, maxLength: 32768 }
 {{- end -}}
+
+{{/* tier=runtimeClassName,... for CLAWPLANE_KUBE_RUNTIME_CLASSES (sorted, so the config checksum is stable). */}}
+{{- define "clawplane.runtimeClasses" -}}
+{{- $out := list -}}
+{{- range $tier, $class := .Values.sandboxes.runtimeClasses -}}
+{{- $out = append $out (printf "%s=%s" $tier (default "" $class)) -}}
+{{- end -}}
+{{- join "," $out -}}
+{{- end -}}

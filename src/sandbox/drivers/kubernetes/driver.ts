@@ -10,7 +10,9 @@
  * Warm resume is not offered (`snapshots` is undefined): every wake is a cold boot from the PVC.
  */
 import { randomUUID } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
 import http from 'node:http';
+import net from 'node:net';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { Exec, Log, type V1Status } from '@kubernetes/client-node';
 import type { KubeConfig } from '@kubernetes/client-node';
@@ -86,7 +88,7 @@ export class KubernetesSandboxDriver implements SandboxDriver {
   }
 
   /** The object settings for a tier; an unknown tier is refused with the setting to change. */
-  #objectSettings(tier: string | undefined): SandboxObjectSettings {
+  #objectSettings(tier: string | undefined, brokerUrl = this.#o.settings.brokerUrl): SandboxObjectSettings {
     const s = this.#o.settings;
     const t = tier ?? s.defaultTier;
     const runtimeClassName = s.runtimeClasses[t];
@@ -97,7 +99,7 @@ export class KubernetesSandboxDriver implements SandboxDriver {
       runtimeImage: s.runtimeImage,
       storageClass: s.storageClass,
       runtimeClassName,
-      brokerUrl: s.brokerUrl,
+      brokerUrl,
       ingressSelector: parseSelector(s.ingressSelector),
       controlNamespace: s.controlNamespace,
       memoryBytes: this.#o.memoryBytes,
@@ -123,8 +125,8 @@ export class KubernetesSandboxDriver implements SandboxDriver {
     } catch {
       broker = undefined;
     }
-    if (!broker || broker.protocol !== 'http:' || !broker.port || !/^[0-9.]+$|^\[[0-9a-f:]+\]$/i.test(broker.hostname)) {
-      throw new SandboxUnavailableError(`CLAWPLANE_KUBE_BROKER_URL must be http://<broker Service ClusterIP>:<port> (sandboxes have no DNS), not "${s.brokerUrl}": kubectl get svc <release>-broker -o jsonpath='{.spec.clusterIP}'.`);
+    if (!broker || broker.protocol !== 'http:' || !broker.port || broker.pathname !== '/') {
+      throw new SandboxUnavailableError(`CLAWPLANE_KUBE_BROKER_URL must be http://<broker Service name or ClusterIP>:<port>, e.g. http://clawplane-broker.clawplane.svc:8788, not "${s.brokerUrl}".`);
     }
     try {
       parseSelector(s.ingressSelector);
@@ -136,16 +138,32 @@ export class KubernetesSandboxDriver implements SandboxDriver {
     await this.api.list(POD.apiVersion, POD.kind, { labels: LABEL.cluster });
   }
 
+  /**
+   * The broker's address as an IP: sandboxes have no DNS (their NetworkPolicy allows only the broker), so
+   * the control plane resolves the Service name (its ClusterIP, stable for the Service's life) per start.
+   */
+  async #brokerUrl(): Promise<string> {
+    const u = new URL(this.#o.settings.brokerUrl);
+    const host = u.hostname.replace(/^\[|\]$/g, '');
+    if (net.isIP(host)) return u.toString();
+    try {
+      const { address, family } = await lookup(host);
+      return `http://${family === 6 ? `[${address}]` : address}:${u.port}`;
+    } catch (err) {
+      throw new SandboxUnavailableError(`The broker Service ${host} (CLAWPLANE_KUBE_BROKER_URL) does not resolve here (${(err as NodeJS.ErrnoException).code ?? String(err)}); check the Service exists, or give its ClusterIP.`, err);
+    }
+  }
+
   async prepare(spec: SandboxSpec): Promise<void> {
     await this.preflight();
-    const s = this.#objectSettings(spec.tier);
+    const s = this.#objectSettings(spec.tier, await this.#brokerUrl());
     // Ours by name and label: force takes back a field of ours another manager changed.
     for (const obj of [pvcObject(spec, s), serviceObject(spec, s), networkPolicyObject(spec, s)]) await this.api.apply(obj, { force: true });
   }
 
   async start(spec: SandboxSpec): Promise<SandboxRef> {
     await this.preflight();
-    const s = this.#objectSettings(spec.tier);
+    const s = this.#objectSettings(spec.tier, await this.#brokerUrl());
     const name = podName(spec.instanceId);
     const old = await this.api.get({ ...POD, name });
     if (old) {
