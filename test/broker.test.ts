@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import { describe, test } from 'node:test';
@@ -170,6 +170,33 @@ describe('broker: the only way out of a sandbox', async () => {
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
     assert.match(metrics, new RegExp(`clawplane_broker_requests_total\\{tenant="${a.id}",api="chat.completions",outcome="ok"\\} \\d+`));
     assert.match(metrics, new RegExp(`clawplane_broker_cost_usd_total\\{tenant="${a.id}"\\}`));
+  });
+
+  test("a task's tag in the system text meters the call to that task and never reaches the provider; forged, foreign or header claims do not", async () => {
+    const taskId = randomUUID();
+    const tag = server.services.taskTags.tag(a.id, taskId);
+    const tagged = (system: unknown, headers: Record<string, string> = {}) =>
+      sendA('/v1/chat/completions', { model: 'auto', messages: [{ role: 'system', content: system }, { role: 'user', content: 'hi' }] }, a.reg, a.reg.token, { headers });
+    const taskOf = async () => {
+      await broker.usage.flush();
+      const r = await server.db.query<{ task_id: string | null }>(`SELECT task_id FROM llm_usage WHERE tenant_id = $1 ORDER BY id DESC LIMIT 1`, [a.id]);
+      return r.rows[0]?.task_id ?? null;
+    };
+    // As OpenClaw sends it: the tag inside a long system prompt, and as a content part.
+    assert.equal((await tagged(`You are a helpful agent.\n${tag}\nBe brief.`)).status, 200);
+    assert.equal(await taskOf(), taskId);
+    const seen = JSON.stringify(fake.requests.at(-1)?.body);
+    assert.ok(!seen.includes('clawplane-task') && seen.includes('You are a helpful agent.') && seen.includes('Be brief.'), `the provider saw the system text without the tag: ${seen}`);
+    assert.equal((await tagged([{ type: 'text', text: tag }])).status, 200);
+    assert.equal(await taskOf(), taskId);
+    // Claims the broker must not believe: a forged MAC, tenant B's tag for this task, a header.
+    const forged = tag.replace(/ (\S{22})\]$/, ' AAAAAAAAAAAAAAAAAAAAAA]');
+    const foreign = server.services.taskTags.tag(b.id, taskId);
+    for (const [system, headers] of [[forged, {}], [foreign, {}], ['plain', { 'x-clawplane-task': taskId }]] as const) {
+      assert.equal((await tagged(system, headers)).status, 200);
+      assert.equal(await taskOf(), null, `not attributed: ${system}`);
+      assert.ok(!JSON.stringify(fake.requests.at(-1)?.body).includes('clawplane-task'), 'a tag is removed even when it is not believed');
+    }
   });
 
   test('daily token budget under 100 concurrent requests: no overspend beyond the calls in flight', async () => {

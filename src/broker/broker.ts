@@ -1,4 +1,5 @@
 import { chmod, mkdir, rm } from 'node:fs/promises';
+import type { TaskTags } from './task-tag.ts';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -39,6 +40,8 @@ export interface BrokerOptions {
   platformProvider?: PlatformProvider;
   /** Tokens each capped call reserves at least while in flight (docs/operations/replicas.md, Budgets). */
   reserveTokens?: number;
+  /** Reads (and removes) the task tag a task turn's system text carries (src/broker/task-tag.ts). */
+  taskTags?: TaskTags;
 }
 
 /** Handles broker paths other than the model APIs (grants, tool egress), mounted by later modules. */
@@ -83,6 +86,7 @@ export class Broker implements SandboxBroker {
       upstreams: this.upstreams,
       metrics: createBrokerMetrics(opts.registry),
       ...(opts.platformProvider ? { platformProvider: opts.platformProvider } : {}),
+      ...(opts.taskTags ? { taskTags: opts.taskTags } : {}),
     });
     this.egress = new EgressProxy({
       db: opts.db,

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TaskTags } from './task-tag.ts';
 import type { Logger } from 'pino';
 import { appendAudit } from '../audit/log.ts';
 import { ClawplaneError } from '../errors.ts';
@@ -46,6 +47,8 @@ export interface ProxyDeps {
   metrics: BrokerMetrics;
   /** The platform's default provider, for tenants without one of their own. */
   platformProvider?: PlatformProvider;
+  /** The task a call belongs to, from the tag in its system text (src/broker/task-tag.ts). */
+  taskTags?: TaskTags;
 }
 
 interface Call {
@@ -134,7 +137,8 @@ export class BrokerProxy {
       body,
       stream: body['stream'] === true,
       agent,
-      taskId: header(req, 'x-clawplane-task') ?? null,
+      // Only a tag with a valid MAC names the task: a header or a tag a sandbox writes itself cannot.
+      taskId: this.d.taskTags?.take(identity.tenantId, body) ?? null,
       started: performance.now(),
       spent: { tokens: 0, cost: 0 },
     };

@@ -18,6 +18,7 @@ import { PolicyService } from '../policy/service.ts';
 import type { ToolRestrictions } from '../runtime/config.ts';
 import { GRANT_MAX_TTL_SECONDS, GrantService, grantRoutes } from '../broker/grants.ts';
 import { GrantKeyring } from '../broker/grant-keys.ts';
+import { TaskTags } from '../broker/task-tag.ts';
 import { getRequestListener } from '@hono/node-server';
 import path from 'node:path';
 import { Registry } from 'prom-client';
@@ -58,6 +59,8 @@ export interface Services extends InstanceServices, IngressServices, TaskService
   grantKeys: GrantKeyring;
   /** The only way out of a sandbox: LLM proxy, budgets, metering (issue 5). */
   broker: Broker;
+  /** The MAC'd tag by which a task turn's model calls are metered to the task at the broker. */
+  taskTags: TaskTags;
   /** Tenant-admin settings of the broker: caps, egress allow-list, skill endpoints. */
   brokerGovernance: BrokerGovernance;
   /** The platform's default LLM provider (onboarding step 3), for tenants without their own. */
@@ -104,7 +107,10 @@ export function createServices(opts: {
   const policy = new PolicyService(db, events);
   const providers = new ProviderService({ db, credentials, egress, events });
   const platformProvider = new PlatformProvider({ db, vault, providers, events });
+  // Task tags: how a task turn's model calls are metered to the task through the gateway (src/broker/task-tag.ts).
+  const taskTags = new TaskTags(opts.secretKey);
   const broker = new Broker({
+    taskTags,
     platformProvider,
     db,
     events,
@@ -144,6 +150,7 @@ export function createServices(opts: {
     gate: ingress.gate,
     readyTimeoutMs: settings.instanceReadyTimeoutMs,
     flushUsage: () => broker.usage.flush(),
+    taskTags,
     ...(opts.claims ? { claims: opts.claims } : {}),
     recall: async (tenantId, agentId, text, ctx) => (await knowledge.memories.recall(tenantId, agentId, text, ctx)).map((m) => ({ id: m.id, content: m.content })),
   });
@@ -153,6 +160,7 @@ export function createServices(opts: {
     ...tasks,
     ...knowledge,
     events,
+    taskTags,
     tenants: new TenantService(db),
     users: new UserService(db),
     sessions: new SessionService(db),

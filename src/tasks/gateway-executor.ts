@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { TaskTags } from '../broker/task-tag.ts';
 import type { Db } from '../db/pool.ts';
 import { UnavailableError } from '../errors.ts';
 import type { GatewayGate } from '../ingress/access.ts';
@@ -12,15 +13,15 @@ import type { RiskClass, TaskExecutor, Turn, TurnResult } from './types.ts';
 /**
  * Runs a task's turn on the tenant's OpenClaw gateway (issue 8): wake the instance for the agent's risk
  * class, send the turn to the gateway's OpenAI-compatible HTTP endpoint through the sandbox's ingress
- * socket (streamed; progress goes into the trace), with `x-clawplane-task` so the broker can meter per task.
+ * socket (streamed; progress goes into the trace), with the task's tag in its system text so the broker
+ * meters every model call of the turn to the task (src/broker/task-tag.ts).
  *
  * High-risk agents (shell, browser) run on their own instance, `tasks-high-risk`, so their sandbox is
  * never the one the tenant's other agents use; it counts against the tenant's maxInstances.
  *
- * Metering: the gateway does not pass request headers on to its model calls, so the broker sees no
- * x-clawplane-task from a gateway. Until the supervisor stamps egress calls with the task of the turn in
- * flight, the executor attributes the instance's unattributed usage rows written during the turn to the
- * task, with turns on one instance serialised in this process so that attribution is exact.
+ * Metering: the gateway does not pass request headers on to its model calls, but it does pass the
+ * request's system text; the tag there is how usage rows get the task at the broker, so chats running on
+ * the same gateway at the same time are never counted to the task (and no time window is needed).
  *
  * Exec approvals (exec mode ask): each new turn first opens a GatewayApprovalWatch. When the gateway holds
  * the turn at an `exec` call, `run` returns the approval (the workflow parks) and the HTTP turn stays in
@@ -99,17 +100,19 @@ export class GatewayExecutor implements TaskExecutor {
   readonly #db: Db;
   readonly #log: Logger;
   readonly #flushUsage: () => Promise<void>;
+  readonly #taskTags: TaskTags;
   readonly #locks = new Map<string, Promise<unknown>>();
   /** Turns the gateway holds at an exec approval, by task (this process only: lost on restart). */
   readonly #inflight = new Map<string, Inflight>();
 
   readonly #claims: ClaimIdentity | undefined;
 
-  constructor(o: { wake: WakeFn; db: Db; log: Logger; flushUsage: () => Promise<void>; claims?: ClaimIdentity }) {
+  constructor(o: { wake: WakeFn; db: Db; log: Logger; flushUsage: () => Promise<void>; taskTags: TaskTags; claims?: ClaimIdentity }) {
     this.#wake = o.wake;
     this.#db = o.db;
     this.#log = o.log;
     this.#flushUsage = o.flushUsage;
+    this.#taskTags = o.taskTags;
     this.#claims = o.claims;
   }
 
@@ -166,14 +169,11 @@ export class GatewayExecutor implements TaskExecutor {
       await prev;
       // Then across processes: another worker may be driving this gateway.
       unlease = await this.#turnLease(ep.instanceId, turn.taskId, ctx.signal);
-      const since = (await this.#db.query<{ now: Date }>('SELECT now()')).rows[0]?.now ?? new Date();
       const res = live ? await this.#continue(live, ctx) : await this.#start(ep, turn, ctx);
+      // The broker wrote the turn's usage rows with the task (from the tag); flushed so the evaluation reads them.
       await this.#flushUsage();
-      const claimed = await this.#db.query(
-        `UPDATE llm_usage SET task_id = $3 WHERE tenant_id = $1 AND instance_id = $2 AND task_id IS NULL AND created_at >= $4`,
-        [turn.tenantId, ep.instanceId, turn.taskId, since],
-      );
-      await ctx.trace('metered', { usageRows: claimed.rowCount ?? 0 });
+      const metered = await this.#db.query<{ n: number }>(`SELECT count(*)::int AS n FROM llm_usage WHERE tenant_id = $1 AND task_id = $2`, [turn.tenantId, turn.taskId]);
+      await ctx.trace('metered', { usageRows: metered.rows[0]?.n ?? 0 });
       return res;
     } finally {
       await unlease?.();
@@ -285,7 +285,10 @@ export class GatewayExecutor implements TaskExecutor {
     const body = JSON.stringify({
       model: `openclaw/main`,
       stream: true,
-      messages: [{ role: 'user', content: turn.prompt }],
+      messages: [
+        { role: 'system', content: this.#taskTags.tag(turn.tenantId, turn.taskId) },
+        { role: 'user', content: turn.prompt },
+      ],
     });
     return new Promise<string>((resolve, reject) => {
       let text = '';
@@ -296,9 +299,8 @@ export class GatewayExecutor implements TaskExecutor {
         path: '/v1/chat/completions',
         headers: {
           authorization: `Bearer ${ep.token}`,
-            'content-type': 'application/json',
-            'x-openclaw-session-key': turn.sessionKey,
-            'x-clawplane-task': turn.taskId,
+          'content-type': 'application/json',
+          'x-openclaw-session-key': turn.sessionKey,
           'x-clawplane-agent': turn.agent.name,
         },
       });

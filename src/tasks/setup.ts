@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { TaskTags } from '../broker/task-tag.ts';
 import type { Registry } from 'prom-client';
 import type { Db } from '../db/pool.ts';
 import type { GatewayGate } from '../ingress/access.ts';
@@ -87,6 +88,8 @@ export function createTaskServices(o: {
   gate: GatewayGate;
   readyTimeoutMs: number;
   flushUsage: () => Promise<void>;
+  /** The tag a turn carries so the broker meters its model calls to the task (src/broker/task-tag.ts). */
+  taskTags: TaskTags;
   wake?: WakeFn;
   /** Memory recall before a task (src/knowledge: words and meaning); default: by words only. */
   recall?: RecallFn;
@@ -101,7 +104,7 @@ export function createTaskServices(o: {
   const queues = new TaskQueues({ pollMs: o.settings.queuePollMs, workerConcurrency: o.settings.workerConcurrency });
   const wake = o.wake ?? instanceWaker({ gate: o.gate, instances: o.instances, sandboxes: o.sandboxes, readyTimeoutMs: o.readyTimeoutMs });
   const claims = new WorkClaims(o.db, o.claims ?? soloIdentity(o.instances.node));
-  const executor = new GatewayExecutor({ wake, db: o.db, log, flushUsage: o.flushUsage, claims: claims.id });
+  const executor = new GatewayExecutor({ wake, db: o.db, log, flushUsage: o.flushUsage, taskTags: o.taskTags, claims: claims.id });
   // OpenClaw's exec approvals (exec mode ask): a rejection or expiry refuses the held command on the gateway.
   approvals.onDecided((_tenant, taskId, a, decision) => {
     if (a.kind === 'exec') void executor.decided(taskId, decision);
