@@ -4,7 +4,12 @@
  * on DBOS's real workflow_status with `rows` finished workflows and 1,000 in flight on Clawplane's task
  * queues. Prints its median and p95 time and buffers beside a baseline in the same run: the same query
  * with index scans disabled (what it would cost without DBOS's partial in-flight index). Target: ≤ 5 ms.
- * The driver and operator figures the issue asks for need the driver and operator, which are not built.
+ *
+ * Before that, the kubernetes driver against the STAND-IN API server of the tests (test/helpers/
+ * kube-standin.ts; no Kubernetes can run here, and its simulated kubelet marks each pod Running at once):
+ * API calls and wall time per wake (start) and per idle stop, and objects kept per idle and per active
+ * tenant at BENCH_TENANTS tenants (default 1,000) with 1% active. Wall times are the control plane's own
+ * share (requests, watches, validation in the stand-in), not a real cluster's pod start or volume attach.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -13,7 +18,13 @@ import path from 'node:path';
 import { DBOS } from '@dbos-inc/dbos-sdk';
 import pg from 'pg';
 import { parseAllDocuments } from 'yaml';
+import { randomUUID } from 'node:crypto';
+import { KubeConfig } from '@kubernetes/client-node';
+import pino from 'pino';
 import { kubeTools } from '../scripts/kube-tools.ts';
+import { KubernetesSandboxDriver } from '../src/sandbox/drivers/kubernetes/driver.ts';
+import type { SandboxSpec } from '../src/sandbox/types.ts';
+import { KubeStandIn } from '../test/helpers/kube-standin.ts';
 import { EmbeddedDatabase } from '../src/db/embedded.ts';
 import { createLogger } from '../src/observability/logger.ts';
 
@@ -52,7 +63,92 @@ async function measure(c: pg.Client, query: string): Promise<{ p50: number; p95:
   return { p50: pct(times, 0.5), p95: pct(times, 0.95), buffers: Number(plan['Shared Hit Blocks'] ?? 0) + Number(plan['Shared Read Blocks'] ?? 0), plan: node(plan) };
 }
 
+async function driverBench(): Promise<void> {
+  const kube = await KubeStandIn.start({ autoRun: true });
+  const kc = new KubeConfig();
+  const ns = 'clawplane-sandboxes';
+  kc.loadFromOptions(kube.kubeconfigOptions(ns));
+  const d = new KubernetesSandboxDriver({
+    settings: { namespace: ns, kubeconfig: '', runtimeImage: 'clawplane-runtime', storageClass: '', runtimeClasses: { standard: '' }, defaultTier: 'standard', brokerUrl: 'http://10.96.0.20:8788', ingressSelector: 'app.kubernetes.io/component in (api,worker,reconciler)', controlNamespace: 'clawplane' },
+    image: 'clawplane-sandbox:latest',
+    // The broker's token issue is a PostgreSQL insert, measured by `npm run bench -- broker`; here a stub.
+    broker: { registerSandbox: () => Promise.resolve({ socketPath: '', token: randomUUID(), sandboxStartId: randomUUID(), close: () => Promise.resolve() }) },
+    log: pino({ level: 'silent' }),
+    memoryBytes: 3 * 2 ** 30,
+    cpus: 2,
+    dataBytes: 4 * 2 ** 30,
+    tmpBytes: 256 * 2 ** 20,
+    kubeConfig: kc,
+  });
+  const spec = (): SandboxSpec => ({
+    tenantId: randomUUID(),
+    instanceId: randomUUID(),
+    runtime: { version: '2026.9.6', nodeVersion: '24.21.0', installedAt: '', files: 0, bytes: 0, digest: '', dir: '', nodeRel: 'node/bin/node', entryRel: 'openclaw/openclaw.mjs' },
+    configs: { e0: '{}' },
+    gatewayToken: randomUUID(),
+    hooksToken: randomUUID(),
+    tenantUid: 200_000,
+    clusterId: 'bench',
+  });
+  try {
+    const tenants = Number(process.env['BENCH_TENANTS'] ?? 1000);
+    const cycles = Number(process.env['BENCH_CYCLES'] ?? 50);
+    // Warm: discovery, keep-alive connections, the stand-in's schema validators.
+    const warm = spec();
+    await d.stop(await d.start(warm));
+    const wakeMs: number[] = [];
+    const stopMs: number[] = [];
+    const wakeCalls: number[] = [];
+    const stopCalls: number[] = [];
+    for (let i = 0; i < cycles; i++) {
+      const s = spec();
+      await d.prepare(s); // the instance exists (deployed earlier, idle): its PVC, Service, NetworkPolicy
+      let c = kube.calls.length;
+      let t = performance.now();
+      const ref = await d.start(s);
+      wakeMs.push(performance.now() - t);
+      wakeCalls.push(kube.calls.length - c);
+      c = kube.calls.length;
+      t = performance.now();
+      await d.stop(ref);
+      stopMs.push(performance.now() - t);
+      stopCalls.push(kube.calls.length - c);
+    }
+    const verbs = (from: number) => Object.entries(kube.calls.slice(from).reduce<Record<string, number>>((a, c) => ({ ...a, [`${c.method}${c.query['watch'] ? ' watch' : ''}`]: (a[`${c.method}${c.query['watch'] ? ' watch' : ''}`] ?? 0) + 1 }), {})).map(([k, v]) => `${k} ${v}`).join(', ');
+    const one = spec();
+    await d.prepare(one);
+    const c0 = kube.calls.length;
+    const r1 = await d.start(one);
+    const wakeVerbs = verbs(c0);
+    const c1 = kube.calls.length;
+    await d.stop(r1);
+    const stopVerbs = verbs(c1);
+    console.log(`kubernetes driver bench against the stand-in API server (simulated kubelet), ${cycles} wake/stop cycles`);
+    console.log('operation | API calls | p50 ms | p95 ms | calls by verb');
+    console.log(`wake (start) | ${pct(wakeCalls, 0.5)} | ${pct(wakeMs, 0.5).toFixed(1)} | ${pct(wakeMs, 0.95).toFixed(1)} | ${wakeVerbs}`);
+    console.log(`idle stop | ${pct(stopCalls, 0.5)} | ${pct(stopMs, 0.5).toFixed(1)} | ${pct(stopMs, 0.95).toFixed(1)} | ${stopVerbs}`);
+    // Objects at `tenants` with 1% active.
+    const before = kube.objects().length;
+    const t = performance.now();
+    const active = Math.max(1, Math.round(tenants / 100));
+    for (let i = 0; i < tenants; i++) {
+      const s = spec();
+      if (i < active) await d.start(s);
+      else await d.prepare(s);
+    }
+    const objs = kube.objects().length - before;
+    const byKind = kube.objects().reduce<Record<string, number>>((a, o) => ({ ...a, [o.kind]: (a[o.kind] ?? 0) + 1 }), {});
+    console.log(`${tenants.toLocaleString('en')} tenants, ${active} active: ${objs.toLocaleString('en')} objects (${((objs - active * 6) / (tenants - active)).toFixed(0)} per idle tenant, 6 per active); by kind ${JSON.stringify(byKind)}; ${((performance.now() - t) / 1000).toFixed(1)} s to apply`);
+    console.log(`at 10,000 tenants with 1% active that is ${(9_900 * 3 + 100 * 6).toLocaleString('en')} objects: 10,000 PVCs, Services and NetworkPolicies, 100 Pods, Secrets and ConfigMaps`);
+  } finally {
+    await d.close();
+    await kube.close();
+  }
+}
+
 export async function main(args: string[]): Promise<void> {
+  await driverBench();
+  if (process.env['BENCH_KEDA'] === '0') return;
   const rows = Number(args[0] ?? 1_000_000);
   const query = await kedaQuery();
   const log = createLogger('silent');

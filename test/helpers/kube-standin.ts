@@ -119,8 +119,12 @@ export class KubeStandIn {
     });
   }
 
-  static async start(): Promise<KubeStandIn> {
+  /** SIMULATED kubelet for benchmarks: every created Pod runs and is Ready on the next tick. */
+  autoRun = false;
+
+  static async start(opts: { autoRun?: boolean } = {}): Promise<KubeStandIn> {
     const s = new KubeStandIn();
+    s.autoRun = opts.autoRun ?? false;
     await new Promise<void>((resolve) => s.#server.listen(0, '127.0.0.1', resolve));
     return s;
   }
@@ -388,6 +392,7 @@ export class KubeStandIn {
     this.#objects.set(key, stored);
     this.#emit('ADDED', r, stored);
     this.#json(res, 201, stored);
+    if (this.autoRun && r.kind === 'Pod') setImmediate(() => this.#objects.has(key) && this.markRunning(namespace, o.metadata.name));
   }
 
   #fresh(r: Resource, namespace: string, o: StoredObject): StoredObject {
