@@ -154,7 +154,7 @@ function podEnv(objs: Obj[], d: Obj): Record<string, string> {
   return env;
 }
 
-const ROLES = ['api', 'worker', 'broker', 'reconciler'] as const;
+const ROLES = ['api', 'worker', 'broker', 'reconciler', 'operator'] as const;
 
 describe('helm chart: lint and render', () => {
   const matrix: Record<string, Values> = {
@@ -186,9 +186,11 @@ describe('helm chart: lint and render', () => {
 
       // One Deployment per role, each running exactly that role, each environment accepted by the real
       // config schema (a pod that would exit 3 at start fails here).
+      // The operator role comes with its CRDs (crds.install, default true).
+      const roles = ROLES.filter((r) => r !== 'operator' || (values['crds'] as Values | undefined)?.['install'] !== false);
       const deployments = of(objs, 'Deployment');
-      assert.deepEqual(deployments.map((d) => d.metadata.name).sort(), ROLES.map((r) => `cp-clawplane-${r}`).sort());
-      for (const role of ROLES) {
+      assert.deepEqual(deployments.map((d) => d.metadata.name).sort(), roles.map((r) => `cp-clawplane-${r}`).sort());
+      for (const role of roles) {
         const d = named(objs, 'Deployment', `cp-clawplane-${role}`);
         const c = podSpec(d).containers[0];
         assert.equal(c?.env?.find((e) => e.name === 'CLAWPLANE_ROLES')?.value, role);

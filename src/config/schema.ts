@@ -30,7 +30,7 @@ const ALLOW_HOST = /^(?:[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?\.?|\[[0-9a-f:.]+\
 const splitList = (v: string) => v.split(',').map((h) => h.trim()).filter((h) => h !== '');
 
 /** The roles a process can take (`clawplane serve --roles`). */
-export const ROLES = ['api', 'worker', 'broker', 'reconciler'] as const;
+export const ROLES = ['api', 'worker', 'broker', 'reconciler', 'operator'] as const;
 export type Role = (typeof ROLES)[number];
 
 export const settingsSchema = z.strictObject({
@@ -164,7 +164,7 @@ export const settingsSchema = z.strictObject({
     .string()
     .default('api,worker,broker,reconciler')
     .refine((v) => splitList(v).length > 0 && splitList(v).every((r) => (ROLES as readonly string[]).includes(r)), `must be a comma-separated list of ${ROLES.join(', ')}`)
-    .describe('What this process runs: api (HTTP API, console, ingress), worker (task workflows), broker (sandbox model/tool calls), reconciler (instance convergence, idle reaper, backups), e.g. api,broker. Default: all of them.'),
+    .describe('What this process runs: api (HTTP API, console, ingress), worker (task workflows), broker (sandbox model/tool calls), reconciler (instance convergence, idle reaper, backups), operator (Tenant resources of a Kubernetes cluster into the database, ADR 0011), e.g. api,broker. Default: all but operator.'),
   CLAWPLANE_REPLICA_ID: z
     .string()
     .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'must be 1-63 of letters, digits, "_", "." or "-"')

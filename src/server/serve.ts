@@ -18,6 +18,9 @@ import os from 'node:os';
 import { ReplicaRegistry, resolveReplicaId } from '../replicas/registry.ts';
 import { API_VERSION } from '../api/routes/docs.ts';
 import { createServices, type Services } from './services.ts';
+import { TenantOperator } from '../operator/tenants.ts';
+import { WorkClaims } from '../replicas/claims.ts';
+import { loadKubeConfig } from '../sandbox/drivers/kubernetes/api.ts';
 import { runDoctor } from '../doctor/doctor.ts';
 import { doctorDeps } from '../doctor/setup.ts';
 import { WebSocketServer } from 'ws';
@@ -135,6 +138,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       reconciler = services.reconciler;
     }
     if (roles.has('worker')) services.knowledgeIndexer.start(KNOWLEDGE_SWEEP_MS);
+    // Tenant resources → the database, one active operator at a time (docs/adr/0011-kubernetes.md).
+    const operator = roles.has('operator')
+      ? new TenantOperator(loadKubeConfig(config.instances.kubernetes.kubeconfig), { namespace: config.instances.kubernetes.controlNamespace, tenants: services.tenants, claims: new WorkClaims(db, { owner: replicaId, node: config.replica.node ?? os.hostname(), ttlMs: config.replica.expireMs }), log: log.child({ component: 'operator' }) })
+      : undefined;
+    operator?.start();
     replicas.start();
     // The broker on a TCP port too (sandboxes reaching it over the network); per-sandbox sockets need no config.
     const brokerUrl = roles.has('broker') && config.broker.port !== undefined ? await services.broker.listenTcp(config.broker.port, config.broker.host) : undefined;
@@ -176,6 +184,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         await services.backups.stop();
         await services.knowledgeIndexer.stop();
         await services.reconciler.stop();
+        await operator?.stop();
         services.taskRuntime.stop();
         await services.broker.close();
         await events.stop();

@@ -107,7 +107,7 @@ export class KubeStandIn {
   readonly #faults: Fault[] = [];
   readonly #logs = new Map<string, string>();
   readonly #models = new Map<string, new (d: unknown) => { validate(): void }>();
-  readonly #ajv = new Ajv({ strict: false, allErrors: true });
+  readonly #ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
   #rv = 1000;
 
   private constructor() {
@@ -306,6 +306,7 @@ export class KubeStandIn {
       res.end((tail > 0 ? lines.slice(-tail) : lines).map((l) => l + '\n').join(''));
       return;
     }
+    if (sub === 'status' && name && req.method === 'PATCH' && r.schema) return this.#applyStatus(res, r, namespace, name, body, u.searchParams);
     if (sub) return this.#status(res, 404, 'NotFound', `the stand-in does not serve ${sub}`);
     if (!name) {
       if (req.method === 'GET' && u.searchParams.get('watch') === 'true') return this.#watch(res, r, namespace, u.searchParams);
@@ -393,6 +394,26 @@ export class KubeStandIn {
     this.#emit('ADDED', r, stored);
     this.#json(res, 201, stored);
     if (this.autoRun && r.kind === 'Pod') setImmediate(() => this.#objects.has(key) && this.markRunning(namespace, o.metadata.name));
+  }
+
+  /**
+   * The status subresource of a custom resource (server-side apply): only `status` changes, the spec
+   * and its generation stay (https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#status-subresource).
+   */
+  async #applyStatus(res: http.ServerResponse, r: Resource, namespace: string, name: string, body: string, q: URLSearchParams): Promise<void> {
+    if (!q.get('fieldManager')) return this.#status(res, 400, 'BadRequest', 'fieldManager is required for apply requests');
+    if (!String(res.req.headers['content-type']).startsWith('application/apply-patch')) return this.#status(res, 415, 'UnsupportedMediaType', 'the stand-in serves only server-side apply patches');
+    const o = this.#parse(res, body);
+    if (!o) return;
+    const key = keyOf(r, namespace, name);
+    const live = this.#objects.get(key);
+    if (!live) return this.#status(res, 404, 'NotFound', `${r.plural} "${name}" not found`, { name, kind: r.plural });
+    const next: StoredObject = { ...structuredClone(live), status: structuredClone(o['status']), metadata: { ...live.metadata, resourceVersion: String(++this.#rv) } };
+    const invalid = await this.#validate(r, next);
+    if (invalid) return this.#status(res, 422, 'Invalid', `${r.kind} "${name}" is invalid: ${invalid}`);
+    this.#objects.set(key, next);
+    this.#emit('MODIFIED', r, next);
+    this.#json(res, 200, next);
   }
 
   #fresh(r: Resource, namespace: string, o: StoredObject): StoredObject {
