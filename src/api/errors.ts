@@ -20,7 +20,7 @@ export interface ErrorBody {
  */
 export function toClawplaneError(err: unknown, bodyLimitBytes: number): ClawplaneError | undefined {
   if (err instanceof ClawplaneError) return err;
-  const db = fromDatabase(err);
+  const db = fromDatabase(err) ?? databaseUnreachable(err);
   if (db) return db;
   if (err instanceof HTTPException) {
     if (err.status === 413) return new PayloadTooLargeError(bodyLimitBytes);
@@ -89,4 +89,35 @@ function fromDatabase(err: unknown): ClawplaneError | undefined {
   }
   if (e.code === '23505') return new ConflictError('This conflicts with a change made at the same time (the name or key is already taken): reload and retry.');
   return undefined;
+}
+
+/** SQLSTATEs of a database that is going away, not ready, or full of connections (classes 08 and 57P, 53300). */
+const GONE_STATES = /^(08...|57P0[1-3]|53300)$/;
+/** What node-postgres and the socket say when the server is not there or the connection dropped. */
+const GONE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH']);
+const GONE_MESSAGES = /Connection terminated|Connection ended|timeout exceeded when trying to connect|Client has encountered a connection error|the database system is (starting up|shutting down|in recovery mode)/;
+
+/**
+ * The database is unreachable (stopped, restarting, failing over): a 503 that says so and when to retry,
+ * never a 500. Nothing was committed by the failed request's transaction unless the connection dropped
+ * during COMMIT itself, which PostgreSQL makes all or nothing.
+ */
+function databaseUnreachable(err: unknown): ClawplaneError | undefined {
+  const seen = new Set<unknown>();
+  const walk = (e: unknown): boolean => {
+    if (!(e instanceof Error) || seen.has(e)) return false;
+    seen.add(e);
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && (GONE_STATES.test(code) || GONE_CODES.has(code))) return true;
+    if (GONE_MESSAGES.test(e.message)) return true;
+    if (e instanceof AggregateError && e.errors.some(walk)) return true;
+    return walk((e as { cause?: unknown }).cause);
+  };
+  if (!walk(err)) return undefined;
+  return new ClawplaneError(
+    'database_unavailable',
+    503,
+    'The control plane cannot reach its database right now (it may be restarting): retry in a few seconds. A change this request was saving was saved whole or not at all; read it back before repeating it.',
+    { cause: err, details: { retryAfterSeconds: 5 } },
+  );
 }

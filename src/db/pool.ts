@@ -49,6 +49,16 @@ export function createDb(url: string, log: Logger, opts: { max?: number; applica
     query: (text, params) => pool.query(text, params),
     async tx(fn) {
       const client = await pool.connect();
+      // pg-pool removes its idle 'error' listener from a checked-out client: if the server goes away
+      // mid-transaction (a restart: 57P01) the client emits 'error' with no listener, which would crash
+      // the process. The failing query rejects as well, so the listener only records it; the broken
+      // client is then destroyed instead of going back to the pool.
+      let lost: Error | undefined;
+      const onLost = (err: Error) => {
+        lost = err;
+        log.warn({ err: err.message }, 'database connection lost during a transaction');
+      };
+      client.on('error', onLost);
       const hooks: (() => void)[] = [];
       commitHooks.set(client, hooks);
       try {
@@ -60,10 +70,11 @@ export function createDb(url: string, log: Logger, opts: { max?: number; applica
         return result;
       } catch (err) {
         commitHooks.delete(client);
-        await client.query('ROLLBACK').catch(() => undefined);
+        if (!lost) await client.query('ROLLBACK').catch(() => undefined);
         throw err;
       } finally {
-        client.release();
+        client.removeListener('error', onLost);
+        client.release(lost);
       }
     },
     close: () => pool.end(),
