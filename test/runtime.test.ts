@@ -9,6 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { DEFAULT_TOOL_POLICY, renderOpenclawConfig, toolPolicyFor } from '../src/runtime/config.ts';
+import { KNOWLEDGE_TOOLS } from '../src/sandbox/gateway-plugin/knowledge.ts';
+import { knowledgePluginFiles } from '../src/sandbox/host/dirs.ts';
 import { parseRuntimeSpec, RuntimeStore } from '../src/runtime/store.ts';
 import { OPENCLAW_VERSION, RUNTIME_CACHE } from './helpers/sandbox.ts';
 
@@ -67,14 +69,21 @@ describe('runtime versions and openclaw.json', async () => {
     await chmod(scratch, 0o755);
     // The third variant is a tenant whose Cedar policy removes every registry tool (plus exec): every
     // name the policy can render must be one OpenClaw accepts.
-    const allTools = ['read', 'ls', 'write', 'edit', 'apply_patch', 'web_search', 'web_fetch', 'browser', 'canvas', 'message', 'sessions_spawn', 'sessions_send', 'exec', 'process', 'cron', 'nodes', 'gateway'];
+    const allTools = ['read', 'ls', 'write', 'edit', 'apply_patch', 'web_search', 'web_fetch', 'browser', 'canvas', 'message', 'sessions_spawn', 'sessions_send', 'exec', 'process', 'cron', 'nodes', 'gateway', ...KNOWLEDGE_TOOLS];
+    // The knowledge tool plugin as a start writes it (validation loads the plugin's manifest).
+    const pluginDir = path.join(scratch, 'plugins', 'clawplane-knowledge');
+    await mkdir(pluginDir, { recursive: true });
+    for (const [name, text] of Object.entries(await knowledgePluginFiles())) await writeFile(path.join(pluginDir, name), text);
     const variants = [
       { exec: 'deny' as const, tools: { ...DEFAULT_TOOL_POLICY, exec: 'deny' as const } },
       { exec: 'ask' as const, tools: { ...DEFAULT_TOOL_POLICY, exec: 'ask' as const } },
       { exec: 'deny' as const, tools: toolPolicyFor('ask', { deny: allTools, execDenied: true }) },
+      { exec: 'ask' as const, tools: { ...DEFAULT_TOOL_POLICY, exec: 'ask' as const }, knowledgePluginDir: pluginDir },
+      { exec: 'deny' as const, tools: toolPolicyFor('ask', { deny: allTools, execDenied: true }), knowledgePluginDir: pluginDir },
     ];
-    for (const { exec, tools } of variants) {
+    for (const { exec, tools, knowledgePluginDir } of variants) {
       const cfg = renderOpenclawConfig({
+        ...(knowledgePluginDir ? { knowledgePluginDir } : {}),
         gatewayPort: 18789,
         egressPort: 18080,
         stateDir: state,
@@ -104,6 +113,14 @@ describe('runtime versions and openclaw.json', async () => {
       assert.match(JSON.stringify(c['plugins']), /"dreaming":\{"enabled":false\}/);
       assert.match(JSON.stringify(c['models']), /"baseUrl":"http:\/\/127\.0\.0\.1:18080\/v1"/);
       assert.doesNotMatch(JSON.stringify(cfg), /sk-|localhost/);
+      const t = c['tools'] as { alsoAllow?: string[]; deny: string[] };
+      if (knowledgePluginDir) {
+        assert.deepEqual(c['plugins']?.['load'], { paths: [pluginDir] });
+        assert.deepEqual((c['plugins']?.['entries'] as Record<string, unknown>)['clawplane-knowledge'], { config: { brokerUrl: 'http://127.0.0.1:18080' } });
+        for (const k of KNOWLEDGE_TOOLS) assert.ok(t.alsoAllow?.includes(k), `${k} offered`);
+      } else {
+        assert.ok(!JSON.stringify(c['plugins']).includes('clawplane-knowledge') && !(t.alsoAllow ?? []).some((x) => (KNOWLEDGE_TOOLS as readonly string[]).includes(x)), 'no plugin where the driver puts none');
+      }
     }
     // As the reconciler renders it for a sandbox: the gateway token from a private file (rotatable with
     // secrets.reload), inbound webhooks with the hooks token from the environment; no token in the file.

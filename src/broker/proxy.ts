@@ -462,6 +462,99 @@ export class BrokerProxy {
     }
   }
 
+  /**
+   * One chat completion for the control plane's own use (conversation summaries, docs/adr/0007): the
+   * tenant's targets in route order (the next one when a provider fails), with the same budgets, key
+   * handling, egress guard and metering (`api = 'summaries'`) as a sandbox's model call. Not streamed.
+   * Throws BudgetExceededError when a cap refuses, ClawplaneError `completion_failed` when every target fails.
+   */
+  async complete(tenantId: string, targets: ResolvedTarget[], o: { system: string; user: string; maxTokens: number }, ctx: { actor: string; agent: string; taskId: string | null }): Promise<{ text: string; model: string }> {
+    let hold: BudgetHold;
+    const started = performance.now();
+    const meter = (target: ResolvedTarget, status: number, outcome: UsageRow['outcome'], input: number, output: number, cost: number) =>
+      this.d.usage.record({
+        tenantId,
+        instanceId: null,
+        sandboxToken: null,
+        agent: ctx.agent,
+        taskId: ctx.taskId,
+        providerId: target.providerId !== PLATFORM_CREDENTIAL ? target.providerId : null,
+        providerKind: target.kind,
+        model: target.model,
+        api: 'summaries',
+        inputTokens: input,
+        outputTokens: output,
+        costUsd: cost,
+        latencyMs: Math.round(performance.now() - started),
+        status,
+        outcome,
+      });
+    try {
+      hold = await this.d.budgets.admit(tenantId, ctx.agent, ctx.taskId);
+    } catch (err) {
+      if (err instanceof BudgetExceededError && targets[0]) meter(targets[0], 429, 'refused', 0, 0, 0);
+      throw err;
+    }
+    const spent = { tokens: 0, cost: 0 };
+    const why: string[] = [];
+    try {
+      for (const target of targets) {
+        const anthropic = target.kind === 'anthropic';
+        let key: string | undefined;
+        try {
+          key = target.credentialId ? await this.embedKey(tenantId, target.credentialId, ctx.actor, target.providerId) : undefined;
+        } catch {
+          meter(target, 503, 'upstream_error', 0, 0, 0);
+          why.push(`${target.model}: the API key is revoked, expired or unreadable`);
+          continue;
+        }
+        const body = anthropic
+          ? { model: target.model, max_tokens: o.maxTokens, system: o.system, messages: [{ role: 'user', content: o.user }] }
+          : { model: target.model, max_tokens: o.maxTokens, stream: false, messages: [{ role: 'system', content: o.system }, { role: 'user', content: o.user }] };
+        let status = 502;
+        let parsed: Record<string, unknown> | undefined;
+        try {
+          const upstream = await this.d.upstreams.request(`${target.baseUrl.replace(/\/+$/, '')}${anthropic ? '/messages' : '/chat/completions'}`, {
+            method: 'POST',
+            headers: { ...providerAuthHeaders(target.kind, key), 'content-type': 'application/json', accept: 'application/json' },
+            body: Buffer.from(JSON.stringify(body)),
+            timeoutMs: UPSTREAM_TIMEOUT_MS,
+            signal: AbortSignal.timeout(UPSTREAM_TIMEOUT_MS),
+          });
+          const chunks: Buffer[] = [];
+          for await (const c of upstream as AsyncIterable<Buffer>) chunks.push(c);
+          status = upstream.statusCode ?? 502;
+          parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+        } catch (err) {
+          if (!parsed) {
+            meter(target, status, 'upstream_error', 0, 0, 0);
+            why.push(`${target.model}: ${(err as NodeJS.ErrnoException).code ?? (status === 502 ? 'unreachable' : `HTTP ${status}`)}`);
+            continue;
+          }
+        }
+        const usage = (parsed?.['usage'] ?? {}) as Record<string, unknown>;
+        const input = num(anthropic ? usage['input_tokens'] : usage['prompt_tokens']) ?? 0;
+        const output = num(anthropic ? usage['output_tokens'] : usage['completion_tokens']) ?? 0;
+        const cost = costOf(await this.d.prices.find(target.model), input, output);
+        spent.tokens += input + output;
+        spent.cost += cost;
+        const text = anthropic
+          ? ((parsed?.['content'] ?? []) as { type?: string; text?: unknown }[]).map((b) => (b.type === 'text' && typeof b.text === 'string' ? b.text : '')).join('')
+          : (((parsed?.['choices'] ?? []) as { message?: { content?: unknown } }[])[0]?.message?.content ?? '');
+        if (status >= 400 || typeof text !== 'string' || text.trim() === '') {
+          meter(target, status < 400 ? 502 : status, 'upstream_error', input, output, cost);
+          why.push(`${target.model}: ${status >= 400 ? `HTTP ${status}` : 'an answer without text'}`);
+          continue;
+        }
+        meter(target, status, 'ok', input, output, cost);
+        return { text: text.trim(), model: `${target.providerId}/${target.model}` };
+      }
+      throw new ClawplaneError('completion_failed', 502, `The model provider failed (${why.join('; ') || 'no target'}).`);
+    } finally {
+      await hold.settle(spent.tokens, spent.cost);
+    }
+  }
+
   private async embedKey(tenantId: string, credentialId: string, actor: string, providerId: string): Promise<string> {
     if (credentialId === PLATFORM_CREDENTIAL) {
       if (!this.d.platformProvider) throw new Error('no platform provider');

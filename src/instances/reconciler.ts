@@ -478,6 +478,7 @@ export class Reconciler {
           // The supervisor passes CLAWPLANE_HOOKS_TOKEN to every gateway; the driver writes the token file.
           hooks: true,
           gatewayTokenFile: layout.gatewayTokenFile,
+          ...(layout.knowledgePluginDir ? { knowledgePluginDir: layout.knowledgePluginDir } : {}),
         }),
         null,
         2,

@@ -1,11 +1,18 @@
 import { Hono, type Context } from 'hono';
 import { z } from 'zod';
 import type { SandboxIdentity } from '../broker/identity.ts';
-import { ClawplaneError } from '../errors.ts';
+import { ClawplaneError, NotFoundError } from '../errors.ts';
 import { findingInput } from './findings.ts';
 import type { FindingService } from './findings.ts';
 import { memoryInput, type MemoryService } from './memories.ts';
 import { SEARCH_MODES } from './search.ts';
+
+/** The knowledge plugin's tool each route serves (src/sandbox/gateway-plugin/knowledge.ts). */
+function toolOf(method: string, path: string): string | undefined {
+  if (path.startsWith('/knowledge/memories')) return method === 'GET' ? 'memory_recall' : 'memory_store';
+  if (path.startsWith('/knowledge/findings')) return method === 'GET' ? 'finding_search' : 'finding_record';
+  return undefined;
+}
 
 const SearchQuery = z.object({
   q: z.string().trim().min(1).max(500).optional(),
@@ -22,11 +29,19 @@ const SearchQuery = z.object({
  *
  * - GET  /knowledge/memories?q=&agent=&limit=   recall (hybrid search) or the newest
  * - POST /knowledge/memories                    { content, kind?, key?, agent?, importance?, expiresAt? }
+ *   Without `agent`, the header x-openclaw-agent (the gateway agent the knowledge plugin runs for) names
+ *   the owner when the tenant has an agent of that name; otherwise the memory is shared by its agents.
  * - DELETE /knowledge/memories/{id}
  * - GET  /knowledge/findings?q=&limit=
  * - POST /knowledge/findings                    { title, body?, sources?, tags?, confidence? }
  */
-export function knowledgeBrokerRoutes(deps: { memories: MemoryService; findings: FindingService; resolve: (token: string) => Promise<SandboxIdentity | undefined> }): Hono<{ Variables: { caller: SandboxIdentity } }> {
+export function knowledgeBrokerRoutes(deps: {
+  memories: MemoryService;
+  findings: FindingService;
+  resolve: (token: string) => Promise<SandboxIdentity | undefined>;
+  /** The tenant's tool policy (Cedar) on the tool a route serves; absent: no check (tests of the routes alone). */
+  decide?: (tenantId: string, agent: string, tool: string) => Promise<{ outcome: string; explanation: string }>;
+}): Hono<{ Variables: { caller: SandboxIdentity } }> {
   const app = new Hono<{ Variables: { caller: SandboxIdentity } }>();
   const problem = (c: Context, status: number, code: string, message: string) => c.json({ code, message }, status as 400);
   app.onError((err, c) => {
@@ -39,6 +54,14 @@ export function knowledgeBrokerRoutes(deps: { memories: MemoryService; findings:
     const caller = m?.[1] ? await deps.resolve(m[1]) : undefined;
     if (!caller) return problem(c, 401, 'unauthenticated', "Send this sandbox's broker token as \"Authorization: Bearer <token>\"; it is unknown, expired or revoked.");
     c.set('caller', caller);
+    // Each route is one of the knowledge plugin's tools; the tenant's policy decides it here too (the
+    // rendered config already leaves a denied tool out: this holds for any other client in the sandbox).
+    const tool = toolOf(c.req.method, c.req.path);
+    if (tool && deps.decide) {
+      const agent = c.req.header('x-openclaw-agent') ?? 'main';
+      const d = await deps.decide(caller.tenantId, /^[A-Za-z0-9._-]{1,64}$/.test(agent) ? agent : 'main', tool);
+      if (d.outcome !== 'allow') return problem(c, 403, 'policy_denied', `${tool}: ${d.explanation}`);
+    }
     await next();
   });
   const body = async (c: Context): Promise<unknown> => {
@@ -59,7 +82,17 @@ export function knowledgeBrokerRoutes(deps: { memories: MemoryService; findings:
   });
   app.post('/knowledge/memories', async (c) => {
     const caller = c.get('caller');
-    const r = await deps.memories.create(caller.tenantId, memoryInput.parse(await body(c)), by(caller));
+    const input = memoryInput.parse(await body(c));
+    const hint = c.req.header('x-openclaw-agent');
+    let r;
+    if (input.agent === undefined && hint && /^[A-Za-z0-9._-]{1,64}$/.test(hint)) {
+      try {
+        r = await deps.memories.create(caller.tenantId, { ...input, agent: hint }, by(caller));
+      } catch (err) {
+        if (!(err instanceof NotFoundError)) throw err;
+      }
+    }
+    r ??= await deps.memories.create(caller.tenantId, input, by(caller));
     return c.json(r.memory, r.created ? 201 : 200);
   });
   app.delete('/knowledge/memories/:id{[0-9]{1,15}}', async (c) => {

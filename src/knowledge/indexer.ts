@@ -10,8 +10,8 @@ const TEXT: Record<KnowledgeTable, string> = {
   findings: "title || E'\\n' || body || CASE WHEN cardinality(tags) > 0 THEN E'\\n' || array_to_string(tags, ', ') ELSE '' END",
   chat_messages: 'content',
 };
-/** Which rows are worth a vector: a chat's system prompts are not searched. */
-const WORTH: Record<KnowledgeTable, string> = { agent_memories: 'true', findings: 'true', chat_messages: "role <> 'system'" };
+/** Which rows are worth a vector: a chat's system prompts are not searched; summaries (src/knowledge/ingest.ts) are. */
+const WORTH: Record<KnowledgeTable, string> = { agent_memories: 'true', findings: 'true', chat_messages: "(role <> 'system' OR actor = 'clawplane:summary')" };
 export const KNOWLEDGE_TABLES: KnowledgeTable[] = ['agent_memories', 'findings', 'chat_messages'];
 const BATCH = 32;
 const ID_TYPE: Record<KnowledgeTable, string> = { agent_memories: 'bigint', findings: 'uuid', chat_messages: 'bigint' };

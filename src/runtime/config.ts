@@ -8,6 +8,8 @@
  * environment, and the broker token is attached by the in-sandbox supervisor, so the provider key below is a label.
  */
 
+import { KNOWLEDGE_PLUGIN_ID, KNOWLEDGE_TOOLS } from '../sandbox/gateway-plugin/knowledge.ts';
+
 /** The model provider id the gateway sees; every model call goes to the broker through it. */
 export const BROKER_PROVIDER = 'clawplane';
 
@@ -63,6 +65,12 @@ export interface RenderInput {
    * `secrets.reload`), which a process environment does not allow.
    */
   gatewayTokenFile?: string;
+  /**
+   * The knowledge tool plugin's folder inside the sandbox (docs/adr/0007): loaded from this path and
+   * its tools (memory_store, memory_recall, finding_record, finding_search) offered unless the tenant's
+   * policy denies them. Absent: no plugin and no knowledge tools.
+   */
+  knowledgePluginDir?: string;
 }
 
 /** The hardened default policy: a chat agent that cannot touch the host, the filesystem or the web. */
@@ -116,9 +124,15 @@ export function renderOpenclawConfig(input: RenderInput): Record<string, Json> {
     // "deny" removes the tool from the model's list (openclaw.md §5); "ask" parks each command for approval,
     // and an unanswered ask falls back to deny (the approvals default, docs/tools/exec-approvals.md).
     exec: { mode: input.tools.exec },
+    // OpenClaw 2026.9 defers tool schemas behind tool_search/tool_call when unset (docs/tools/tool-search.md);
+    // this catalogue is a handful of tools, so direct schemas cost little and each tool is one call away.
+    toolSearch: false,
   };
-  if (input.tools.allow.length > 0) tools['allow'] = [...input.tools.allow];
-  if (askExec) tools['alsoAllow'] = ['exec'];
+  // The messaging profile offers no plugin tools: name the knowledge tools (`deny` above still wins, so a
+  // tool the tenant's policy denies stays off). OpenClaw rejects `allow` and `alsoAllow` in one scope.
+  const extra = [...(askExec ? ['exec'] : []), ...(input.knowledgePluginDir ? KNOWLEDGE_TOOLS : [])];
+  if (input.tools.allow.length > 0) tools['allow'] = [...new Set([...input.tools.allow, ...extra])];
+  else if (extra.length > 0) tools['alsoAllow'] = extra;
   const entries: Record<string, Json> = {};
   for (const a of input.agents) entries[a.id] = { name: a.name };
   return {
@@ -172,10 +186,20 @@ export function renderOpenclawConfig(input: RenderInput): Record<string, Json> {
       ? { hooks: { enabled: true, token: `\${${HOOKS_TOKEN_ENV}}`, path: '/hooks', allowedAgentIds: input.agents.slice(0, 1).map((a) => a.id), allowRequestSessionKey: false } }
       : {}),
     browser: { enabled: f.browser },
-    plugins: {
-      allow: ['memory-core'],
-      entries: { 'memory-core': { config: { dreaming: { enabled: f.dreaming } } } },
-    },
+    plugins: input.knowledgePluginDir
+      ? {
+          allow: ['memory-core', KNOWLEDGE_PLUGIN_ID],
+          load: { paths: [input.knowledgePluginDir] },
+          entries: {
+            'memory-core': { config: { dreaming: { enabled: f.dreaming } } },
+            // The supervisor's egress port: the plugin's only way to the broker (the token is added there).
+            [KNOWLEDGE_PLUGIN_ID]: { config: { brokerUrl: `http://127.0.0.1:${input.egressPort}` } },
+          },
+        }
+      : {
+          allow: ['memory-core'],
+          entries: { 'memory-core': { config: { dreaming: { enabled: f.dreaming } } } },
+        },
     skills: { allowBundled: [] },
     update: { checkOnStart: false },
     discovery: { mdns: { mode: 'off' } },

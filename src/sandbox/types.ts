@@ -72,6 +72,11 @@ export interface GatewayLayout {
   logFile(executorId: string): string;
   /** The file holding the gateway token (OpenClaw's file SecretRef). */
   gatewayTokenFile: string;
+  /**
+   * Where the driver puts the knowledge tool plugin (src/sandbox/gateway-plugin) inside the sandbox;
+   * absent where it does not, and then the rendered config does not load it.
+   */
+  knowledgePluginDir?: string;
 }
 
 /**

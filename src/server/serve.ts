@@ -61,6 +61,8 @@ export async function openDatabase(config: Config, log: Logger): Promise<{ db: D
 
 /** How often rows without a vector of their tenant's current embedding model are looked for (docs/adr/0007). */
 const KNOWLEDGE_SWEEP_MS = 30_000;
+/** How often idle chat sessions and finished tasks are looked for to summarise (docs/adr/0007). */
+const INGEST_SWEEP_MS = 60_000;
 
 /** Paths every replica answers, whatever its roles (probes and metrics). */
 const SYSTEM_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
@@ -126,7 +128,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const secretKey = config.secretKey;
     if (!secretKey) throw new Error('secret key not resolved');
     const metrics = createMetrics();
-    const services = createServices({ db, events, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config), tasks: config.tasks, broker: config.broker, claims: { owner: replicaId, node: config.replica.node ?? os.hostname(), ttlMs: config.replica.expireMs } });
+    const services = createServices({ db, events, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config), tasks: config.tasks, ingest: config.ingest, broker: config.broker, claims: { owner: replicaId, node: config.replica.node ?? os.hostname(), ttlMs: config.replica.expireMs } });
     // Task workflows recovered or dequeued since launch wait for this (src/tasks/workflow.ts).
     services.taskRuntime.start(undefined, { housekeeping: roles.has('worker') });
     await services.onboarding.prepareSetupCode(log);
@@ -137,7 +139,10 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       services.backups.start();
       reconciler = services.reconciler;
     }
-    if (roles.has('worker')) services.knowledgeIndexer.start(KNOWLEDGE_SWEEP_MS);
+    if (roles.has('worker')) {
+      services.knowledgeIndexer.start(KNOWLEDGE_SWEEP_MS);
+      services.sessionIngest.start(INGEST_SWEEP_MS);
+    }
     // Tenant resources → the database, one active operator at a time (docs/adr/0011-kubernetes.md).
     const operator = roles.has('operator')
       ? new TenantOperator(loadKubeConfig(config.instances.kubernetes.kubeconfig), { namespace: config.instances.kubernetes.controlNamespace, tenants: services.tenants, claims: new WorkClaims(db, { owner: replicaId, node: config.replica.node ?? os.hostname(), ttlMs: config.replica.expireMs }), log: log.child({ component: 'operator' }) })
@@ -183,6 +188,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         await services.activity.stop();
         await services.backups.stop();
         await services.knowledgeIndexer.stop();
+        await services.sessionIngest.stop();
         await services.reconciler.stop();
         await operator?.stop();
         services.taskRuntime.stop();

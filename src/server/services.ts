@@ -34,11 +34,14 @@ import { DEFAULT_TASK_SETTINGS, type TaskSettings } from '../tasks/types.ts';
 import { AgentService } from '../tasks/agents.ts';
 import { createKnowledgeServices, type KnowledgeServices } from '../knowledge/setup.ts';
 import { knowledgeBrokerRoutes } from '../knowledge/broker-routes.ts';
+import { SessionIngest, type IngestSettings } from '../knowledge/ingest.ts';
 
 /** Every service the API and CLI use, built once from the database and configuration. */
 export interface Services extends InstanceServices, IngressServices, TaskServices, KnowledgeServices {
   /** The typed event channel: cache invalidations and reactions, in this process and across replicas. */
   events: EventChannel;
+  /** Summaries of finished conversations and tasks into the archive (docs/adr/0007). */
+  sessionIngest: SessionIngest;
   tenants: TenantService;
   users: UserService;
   sessions: SessionService;
@@ -87,6 +90,8 @@ export function createServices(opts: {
   broker?: { reserveTokens: number; grantKeyRotateMs: number };
   /** This replica as a claimer of work (docs/adr/0009-replica-coordination.md); default: a single process. */
   claims?: ClaimIdentity;
+  /** Session ingestion; default: the configuration defaults. */
+  ingest?: IngestSettings;
 }): Services {
   const { db, events } = opts;
   const vault = new Vault({ db, keys: new LocalKeyProvider({ secret: opts.secretKey, versions: dbKeyVersionStore(db) }) });
@@ -132,7 +137,7 @@ export function createServices(opts: {
   const ingress = createIngressServices({ db, events, vault, onboarding, instances, instanceSettings: settings, settings: opts.ingress ?? ingressSettings({ dataDir: opts.dataDir, ingress: parseConfig({}).ingress }), dataDir: opts.dataDir, registry: opts.registry ?? new Registry(), log: opts.log ?? createLogger('silent') });
   // Agent memory, findings and search by meaning; embeddings go through the broker (docs/adr/0007).
   const knowledge = createKnowledgeServices({ db, proxy: broker.proxy, agents: new AgentService(db), log: opts.log ?? createLogger('silent') });
-  mountKnowledge(broker, knowledge);
+  mountKnowledge(broker, knowledge, (tenantId, agent, tool) => policy.decide(tenantId, { agent, tool, context: {} }));
   events.on('routes.changed', ({ tenantId }) => {
     knowledge.embeddings.forget(tenantId ?? undefined);
     // A new embeddings route means re-embedding: start now rather than at the next interval.
@@ -154,11 +159,30 @@ export function createServices(opts: {
     ...(opts.claims ? { claims: opts.claims } : {}),
     recall: async (tenantId, agentId, text, ctx) => (await knowledge.memories.recall(tenantId, agentId, text, ctx)).map((m) => ({ id: m.id, content: m.content })),
   });
+  const sessionIngest = new SessionIngest({
+    db,
+    proxy: broker.proxy,
+    // The tenant's summaries route, else its default route, else the platform's provider (as the broker routes).
+    routes: {
+      resolveRoute: async (tenantId, who) => {
+        const r = await providers.resolveRoute(tenantId, who);
+        if (r.length > 0) return r;
+        const f = await platformProvider.target();
+        return f ? [f] : [];
+      },
+    },
+    memories: knowledge.memories,
+    indexer: knowledge.knowledgeIndexer,
+    log: (opts.log ?? createLogger('silent')).child({ component: 'ingest' }),
+    settings: opts.ingest ?? parseConfig({}).ingest,
+    ...(opts.claims ? { owner: opts.claims.owner } : {}),
+  });
   return {
     ...instances,
     ...ingress,
     ...tasks,
     ...knowledge,
+    sessionIngest,
     events,
     taskTags,
     tenants: new TenantService(db),
@@ -208,8 +232,8 @@ function mountGrants(broker: Broker, grants: GrantService): void {
  * Serves /knowledge/* (agent memory and findings) on every broker socket and port, for the tenant of the
  * caller's broker token; on a per-sandbox socket the token must be that sandbox's own.
  */
-function mountKnowledge(broker: Broker, knowledge: KnowledgeServices): void {
-  const listener = getRequestListener(knowledgeBrokerRoutes({ memories: knowledge.memories, findings: knowledge.findings, resolve: (t) => broker.tokens.resolve(t) }).fetch);
+function mountKnowledge(broker: Broker, knowledge: KnowledgeServices, decide: (tenantId: string, agent: string, tool: string) => Promise<{ outcome: string; explanation: string }>): void {
+  const listener = getRequestListener(knowledgeBrokerRoutes({ memories: knowledge.memories, findings: knowledge.findings, resolve: (t) => broker.tokens.resolve(t), decide }).fetch);
   broker.extend(async (req, res, boundTo) => {
     if (!(req.url ?? '').startsWith('/knowledge/')) return false;
     if (boundTo !== undefined) {

@@ -6,6 +6,8 @@
  * Behaviour is chosen by the model name: `fail-429` / `fail-500` answer with that status, `slow` waits
  * `slowMs` between its first and second chunk, `tool-exec` calls the `exec` tool with `echo hi` (an OpenAI
  * `tool_calls` entry) and, once the tool result is in the conversation, answers "Exec said: <result>";
+ * `tool-<name>` likewise calls tool `<name>` with the arguments in `toolArgs[<name>]` and answers
+ * "Tool said: <result>";
  * `drip` streams `dripChunks` words one every `dripMs` (a long, slow answer), `cut` sends two chunks and
  * then drops the connection mid-stream (no terminating chunk), anything else answers "Hello from <model>".
  */
@@ -40,13 +42,15 @@ export interface FakeLlm {
   releaseSlow(): void;
   /** Tool results (role "tool" message contents) the `tool-exec` model received. */
   toolResults: string[];
-  /** The tool names offered in the last `tool-exec` request. */
+  /** The tool names offered in the last `tool-…` request. */
   toolNames: string[];
+  /** Arguments the `tool-<name>` models call their tool with. */
+  toolArgs: Record<string, Record<string, unknown>>;
   close(): Promise<void>;
 }
 
 export async function startFakeLlm(): Promise<FakeLlm> {
-  const fake: FakeLlm = { url: '', baseUrl: '', requests: [], usage: { input: 40, output: 60 }, slowMs: 400, dripChunks: 20, dripMs: 100, releaseSlow: () => undefined, toolResults: [], toolNames: [], close: async () => undefined };
+  const fake: FakeLlm = { url: '', baseUrl: '', requests: [], usage: { input: 40, output: 60 }, slowMs: 400, dripChunks: 20, dripMs: 100, releaseSlow: () => undefined, toolResults: [], toolNames: [], toolArgs: { exec: { command: 'echo hi' } }, close: async () => undefined };
   fake.releaseSlow = () => {
     for (const wake of [...slowWaiters]) wake();
   };
@@ -119,12 +123,14 @@ async function answer(fake: FakeLlm, r: FakeRequest, res: http.ServerResponse): 
     return;
   }
   const { input, output } = fake.usage;
-  if (r.model === 'tool-exec' && !r.path.endsWith('/messages')) {
+  const toolName = r.model.startsWith('tool-') ? r.model.slice('tool-'.length) : undefined;
+  const toolArgs = toolName ? fake.toolArgs[toolName] : undefined;
+  if (toolName && toolArgs && !r.path.endsWith('/messages')) {
     const msgs = (r.body['messages'] ?? []) as { role?: string; content?: unknown }[];
     const tool = msgs.find((m) => m.role === 'tool');
     fake.toolNames = ((r.body['tools'] ?? []) as { function?: { name?: string } }[]).map((t) => t.function?.name ?? '?');
     if (!tool) {
-      const call = { index: 0, id: 'call_exec_1', type: 'function', function: { name: 'exec', arguments: JSON.stringify({ command: 'echo hi' }) } };
+      const call = { index: 0, id: `call_${toolName}_1`, type: 'function', function: { name: toolName, arguments: JSON.stringify(toolArgs) } };
       const usage = { prompt_tokens: input, completion_tokens: output, total_tokens: input + output };
       if (!r.stream) {
         res.writeHead(200, { 'content-type': 'application/json' });
@@ -140,7 +146,7 @@ async function answer(fake: FakeLlm, r: FakeRequest, res: http.ServerResponse): 
     }
     const content = typeof tool.content === 'string' ? tool.content : JSON.stringify(tool.content);
     fake.toolResults.push(content);
-    return answerText(fake, r, res, `Exec said: ${content.replace(/\s+/g, ' ').trim().slice(0, 200)}`);
+    return answerText(fake, r, res, `${toolName === 'exec' ? 'Exec' : 'Tool'} said: ${content.replace(/\s+/g, ' ').trim().slice(0, 200)}`);
   }
   if (r.model === 'drip' && r.stream) return drip(fake, r, res);
   if (r.model === 'cut' && r.stream) {

@@ -10,9 +10,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SandboxUnavailableError, type GatewayLayout, type SandboxSpec } from '../types.ts';
 import type { SupervisorConfig, SupervisorListen } from '../supervisor/protocol.ts';
+import { KNOWLEDGE_PLUGIN_ID, knowledgePluginManifest, knowledgePluginPackage } from '../gateway-plugin/knowledge.ts';
 
 /** The supervisor program's folder; its JavaScript is written to each sandbox's read-only /conf. */
 export const SUPERVISOR_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'supervisor');
+/** The gateway plugins' sources; the knowledge plugin is written to each sandbox's read-only /conf. */
+const GATEWAY_PLUGIN_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'gateway-plugin');
 
 /**
  * V8 flags for every gateway (NODE_OPTIONS, so its worker processes too; the gateway command stays [node, entry, …]).
@@ -33,6 +36,7 @@ export const SANDBOX_LAYOUT: GatewayLayout = {
   stateDir: (id) => `/tenant/work/${id}`,
   logFile: (id) => `/tenant/log/${id}.openclaw.log`,
   gatewayTokenFile: '/conf/gateway-token',
+  knowledgePluginDir: `/conf/plugins/${KNOWLEDGE_PLUGIN_ID}`,
 };
 
 /** Mount points inside the sandbox of the instance directories. */
@@ -138,7 +142,40 @@ export async function prepareInstanceDirs(p: InstanceDirs, spec: SandboxSpec, op
   // sandbox (measured: 91 MB vs ~50 MB), against the bench target of supervisor ≤ 3% of a gateway.
   const ts = await readFile(path.join(opts.supervisorDir ?? SUPERVISOR_DIR, 'supervisor.ts'), 'utf8');
   await writeOwned(path.join(p.conf, 'supervisor.mjs'), stripTypeScriptTypes(ts, { mode: 'strip' }), uid);
+  await writeKnowledgePlugin(p, uid);
   return conf;
+}
+
+/**
+ * The knowledge tool plugin (docs/adr/0007), read-only inside like the supervisor, so a tenant cannot
+ * change what its tools do. Owned by the sandbox's uid, not root: OpenClaw blocks a plugin whose folder or
+ * entry belongs to neither its own uid nor root (its discovery's ownership check), and host root is not
+ * mapped into the sandbox's user namespace (it shows as the overflow uid). The owner cannot write either:
+ * /conf is bound read-only on every driver, and the parent is root's.
+ */
+async function writeKnowledgePlugin(p: InstanceDirs, uid: number): Promise<void> {
+  const dir = path.join(p.conf, 'plugins', KNOWLEDGE_PLUGIN_ID);
+  await mkdirMode(path.join(p.conf, 'plugins'), 0o750, 0, uid);
+  await mkdirMode(dir, 0o500, uid, uid);
+  for (const [name, text] of Object.entries(await knowledgePluginFiles())) {
+    const file = path.join(dir, name);
+    const tmp = `${file}.tmp`;
+    await rm(tmp, { force: true });
+    await writeFile(tmp, text, { mode: 0o400, flag: 'wx' });
+    await chown(tmp, uid, uid);
+    await chmod(tmp, 0o400);
+    await rename(tmp, file);
+  }
+}
+
+/** The knowledge plugin's folder as file name → content: its code as plain JavaScript, manifest, package.json. */
+export async function knowledgePluginFiles(): Promise<Record<string, string>> {
+  const ts = await readFile(path.join(GATEWAY_PLUGIN_DIR, 'knowledge.ts'), 'utf8');
+  return {
+    'index.js': stripTypeScriptTypes(ts, { mode: 'strip' }),
+    'openclaw.plugin.json': JSON.stringify(knowledgePluginManifest(), null, 2),
+    'package.json': JSON.stringify(knowledgePluginPackage(), null, 2),
+  };
 }
 
 /** The supervisor config a start wrote (root-owned conf dir: trusted). */
