@@ -12,6 +12,7 @@ import { SessionIngest, SUMMARY_ACTOR } from '../src/knowledge/ingest.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { onboard, twoTenants } from './helpers/client.ts';
 import { startFakeLlm } from './helpers/fake-llm.ts';
+import { waitFor } from './helpers/sandbox.ts';
 import { capturedLogs, startTestServer } from './helpers/server.ts';
 
 describe('session ingestion', async () => {
@@ -95,6 +96,18 @@ describe('session ingestion', async () => {
     assert.equal(s.length, 1);
     assert.match(s[0] ?? '', /No model route is set for summaries, so this is an excerpt, not a summary\. Asked: Which warehouse ships the blue chairs\? Last answer: The Leeds warehouse/);
     assert.deepEqual(await summaries(a.id, 'ingest-b1'), [], "nothing of B's in A");
+
+    // A finished task (A's fixture task failed at dispatch) is summarised once it has been finished a while.
+    const taskSession = `task:${a.taskId}`;
+    await waitFor('the fixture task failed', async () => ((await server.db.query("SELECT 1 FROM tasks WHERE id = $1 AND status = 'failed'", [a.taskId])).rowCount ? true : undefined), 60_000);
+    await replica('replica-1').sweepOnce();
+    assert.deepEqual(await summaries(a.id, taskSession), [], 'a task just finished waits like a session in use');
+    await server.db.query(`UPDATE tasks SET finished_at = now() - interval '10 minutes' WHERE tenant_id = $1 AND id = $2`, [a.id, a.taskId]);
+    await Promise.all([replica('replica-1').sweepOnce(), replica('replica-2').sweepOnce()]);
+    const ts = await summaries(a.id, taskSession);
+    assert.equal(ts.length, 1, JSON.stringify(ts));
+    assert.match(ts[0] ?? '', new RegExp(`^Summary of the task ${a.taskId}: Hello from summarizer`));
+    assert.equal(summaryCalls('fixture task of'), 1, 'its input went to the model once');
   });
 
   test('a refusal (budget) leaves the session to a later sweep, and nothing half-written', async () => {

@@ -48,7 +48,7 @@ const SYSTEM = [
 
 /**
  * Session ingestion (docs/adr/0007, "Session ingestion"): chat sessions idle for `idleMinutes`, and
- * finished tasks, are summarised with the tenant's own model through the broker (metered and budgeted
+ * tasks finished as long ago (a follow-up may still come), are summarised with the tenant's own model through the broker (metered and budgeted
  * like any model call) into the conversation archive, where they are found by words and — once the
  * indexer embeds them — by meaning; optionally also into memories. Idempotent across sweeps and
  * replicas: each item is claimed in `conversation_ingests` with one upsert that only a free, not yet
@@ -144,10 +144,11 @@ export class SessionIngest {
     const tasks = await this.#db.query<{ tenant_id: string; id: string }>(
       `SELECT t.tenant_id, t.id FROM tasks t
          LEFT JOIN conversation_ingests i ON i.tenant_id = t.tenant_id AND i.source = 'task' AND i.source_id = t.id::text
-        WHERE t.finished_at > now() - interval '${LOOKBACK}' AND t.status IN ('completed', 'failed') AND coalesce(i.upto, 0) = 0
+        WHERE t.finished_at > now() - interval '${LOOKBACK}' AND t.finished_at < now() - make_interval(mins => $2)
+          AND t.status IN ('completed', 'failed') AND coalesce(i.upto, 0) = 0
           AND (i.claimed_until IS NULL OR i.claimed_until < now())
         ORDER BY t.finished_at LIMIT $1`,
-      [BATCH],
+      [BATCH, this.#settings.idleMinutes],
     );
     return [
       ...chats.rows.map((r): Due => ({ tenantId: r.tenant_id, source: 'chat', sourceId: r.session_id, upto: Number(r.upto) })),
