@@ -160,7 +160,7 @@ export const settingsSchema = z.strictObject({
   CLAWPLANE_TASK_QUEUE_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1000).describe('How often the task queues look for work to dispatch, in milliseconds.'),
   CLAWPLANE_TASK_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(100).describe('Tasks one process runs at once across all tenants.'),
   // Session ingestion (docs/adr/0007-knowledge-search.md).
-  CLAWPLANE_INGEST_IDLE_MINUTES: z.coerce.number().int().min(0).max(10_080).default(30).describe('A chat session with no message for this many minutes is summarised into the conversation archive (finished tasks too); 0 turns session ingestion off.'),
+  CLAWPLANE_INGEST_IDLE_MINUTES: z.coerce.number().int().min(0).max(10_080).default(30).describe('A chat session with no message for this many minutes, or a task finished this long ago, is summarised into the conversation archive; 0 turns session ingestion off.'),
   CLAWPLANE_INGEST_MEMORIES: z.enum(['true', 'false']).default('false').describe('true: each summary is also kept as a memory (shared by the tenant\'s agents, or the task\'s agent\'s), which later tasks recall.'),
   // Several replicas on one database (docs/adr/0009-replica-coordination.md).
   CLAWPLANE_ROLES: z
