@@ -31,13 +31,17 @@ const PARAMS: Record<string, (t: TenantFixture) => string> = {
   findingId: (t) => t.findingId,
   name: () => 'github',
   model: () => 'gpt-4o',
+  projectId: (t) => t.projectId,
+  laneId: (t) => t.laneId,
+  runId: (t) => t.runId,
+  step: () => '0',
 };
 
 /**
  * Path parameters that name something global, not a tenant's resource (a skill of the registry): a
  * route whose only sub-ids are these has no "A's tenant, B's resource" case to try.
  */
-const GLOBAL_PARAMS = new Set(['skill', 'tool', 'name']);
+const GLOBAL_PARAMS = new Set(['skill', 'tool', 'name', 'step']);
 
 /** A valid body for each route that takes one, so a 404 is never masked by a 400. */
 const BODIES: Record<string, unknown> = {
@@ -91,6 +95,14 @@ const BODIES: Record<string, unknown> = {
   'PUT /api/v1/tenants/{tenant}/skill-endpoints/{name}': { baseUrl: 'https://api.github.com' },
   'PUT /api/v1/platform/prices/{model}': { inputUsdPerMtok: 1, outputUsdPerMtok: 2 },
   'PUT /api/v1/platform/default-provider': { kind: 'openai', apiKey: 'sk-fuzz-0123456789', defaultModel: 'gpt-4o' },
+  'PUT /api/v1/platform/lane-settings': { maxRunsPerDay: 50 },
+  'PUT /api/v1/tenants/{tenant}/lane-settings': { timeZone: 'Europe/Berlin' },
+  'POST /api/v1/tenants/{tenant}/projects': { name: 'fuzz-project', laneKinds: ['analysis'] },
+  'PATCH /api/v1/tenants/{tenant}/projects/{projectId}': { description: 'changed by another tenant' },
+  'POST /api/v1/tenants/{tenant}/lanes': { name: 'fuzz-lane', project: 'fixture', kind: 'analysis', steps: [{ name: 'one', capability: 'fuzz', input: 'x' }] },
+  'PATCH /api/v1/tenants/{tenant}/lanes/{laneId}': { enabled: true },
+  'POST /api/v1/tenants/{tenant}/lane-runs/{runId}/steps/{step}/approve': { comment: "approving another tenant's step" },
+  'POST /api/v1/tenants/{tenant}/lane-runs/{runId}/steps/{step}/reject': { comment: 'x' },
 };
 
 /**
@@ -134,6 +146,8 @@ const NOT_TENANT_SCOPED: Record<string, number[]> = {
   'GET /api/v1/platform/audit/verify': [403],
   'GET /api/v1/platform/doctor': [403],
   'GET /api/v1/platform/usage/daily': [403],
+  'GET /api/v1/platform/lane-settings': [403],
+  'PUT /api/v1/platform/lane-settings': [403],
 };
 
 /** Tenant-scoped routes whose query string is required. */
@@ -155,6 +169,7 @@ const REACHES_GATEWAY = [
   'POST /api/v1/tenants/{tenant}/instances/{instanceId}/start',
   'POST /api/v1/tenants/{tenant}/instances/{instanceId}/restart',
   'POST /api/v1/tenants/{tenant}/backups/{backupId}/restore',
+  'POST /api/v1/tenants/{tenant}/lanes/{laneId}/runs',
 ];
 
 /** Opens the gateway WebSocket; resolves with the HTTP status of a refused upgrade (101 when it opened). */
@@ -207,7 +222,7 @@ describe('cross-tenant harness', async () => {
   });
 
   test("tenant A's admin gets 404 for every tenant-owned route with tenant B's slug, id or resource ids", async () => {
-    const leaks = [b.id, b.ownerId, b.tokenId, b.credentialId, b.providerId, b.grantJti, b.instanceId, b.sessionId, b.backupId, b.agentId, b.taskId, b.findingId, 'memory of tenant-b', 'finding of tenant-b', 'fixture task of tenant-b', 'TENANT-B', 'sk-fixture-tenant-b', 'hello from tenant-b'];
+    const leaks = [b.id, b.ownerId, b.tokenId, b.credentialId, b.providerId, b.grantJti, b.instanceId, b.sessionId, b.backupId, b.agentId, b.taskId, b.findingId, b.projectId, b.laneId, b.runId, 'lane fixture of tenant-b', 'memory of tenant-b', 'finding of tenant-b', 'fixture task of tenant-b', 'TENANT-B', 'sk-fixture-tenant-b', 'hello from tenant-b'];
     for (const op of ops.filter((o) => o.path.startsWith('/api/v1/tenants/{tenant}'))) {
       const q = QUERIES[op.key] ?? '';
       const attempts = [
@@ -254,6 +269,12 @@ describe('cross-tenant harness', async () => {
     const bFinding = await b.client.json<{ title: string }>('GET', `/api/v1/tenants/${b.slug}/findings/${b.findingId}`);
     assert.equal(bFinding.title, 'finding of tenant-b');
     assert.equal((await b.client.json<{ items: unknown[] }>('GET', `/api/v1/tenants/${b.slug}/findings`)).items.length, 1);
+    const bLane = await b.client.json<{ enabled: boolean }>('GET', `/api/v1/tenants/${b.slug}/lanes/${b.laneId}`);
+    assert.equal(bLane.enabled, false, "B's lane was not enabled");
+    const bRun = await b.client.json<{ status: string; steps: { decidedBy: string | null }[] }>('GET', `/api/v1/tenants/${b.slug}/lane-runs/${b.runId}`);
+    assert.deepEqual([bRun.status, bRun.steps[0]?.decidedBy], ['waiting_approval', null], "nobody decided B's parked step");
+    assert.equal((await b.client.json<{ items: unknown[] }>('GET', `/api/v1/tenants/${b.slug}/lane-runs`)).items.length, 1, 'no run was started for B');
+    assert.equal((await b.client.json<{ timeZone: string }>('GET', `/api/v1/tenants/${b.slug}/lane-settings`)).timeZone, 'UTC');
   });
 
   test('routes outside a tenant answer a tenant token as classified', async () => {

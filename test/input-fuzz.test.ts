@@ -48,6 +48,10 @@ const REAL: Record<string, (t: TenantFixture) => string> = {
   tool: () => 'read',
   name: () => 'github',
   model: () => 'gpt-4o',
+  projectId: (t) => t.projectId,
+  laneId: (t) => t.laneId,
+  runId: (t) => t.runId,
+  step: () => '0',
 };
 
 /** Calls that would take the fuzzer's own access away (its token, its tenant) rather than test input. */

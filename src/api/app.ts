@@ -38,6 +38,7 @@ import { registerBroker } from './routes/broker.ts';
 import { registerAudit } from './routes/audit.ts';
 import { registerKnowledge } from './routes/knowledge.ts';
 import { registerUsage } from './routes/usage.ts';
+import { registerLanes } from './routes/lanes.ts';
 
 /** What route modules need; passed in, never read from globals (STYLE 2). */
 export interface AppDeps {
@@ -167,6 +168,7 @@ export function createApp(deps: AppDeps): App {
   registerAudit(app, deps);
   registerKnowledge(app, deps);
   registerUsage(app, deps);
+  registerLanes(app, deps);
   registerDocs(app);
   // Last: the console's SPA fallback answers any GET no route above took (never /api/).
   registerWeb(app);

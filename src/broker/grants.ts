@@ -132,6 +132,9 @@ function cleanContext(ctx: GrantRequest['context']): ToolContext {
  * parked approval, or a refusal with the reason and the determining policy ids. Every outcome is audited
  * in the transaction that records it; the token itself is never stored or logged.
  */
+/** A deny decided outside the Cedar set for one grant request, or null to leave the policy's decision. */
+export type GrantRestriction = (tenantId: string, tool: string, context: ToolContext) => Promise<PolicyDecision | null>;
+
 export class GrantService {
   private readonly db: Db;
   private readonly policy: PolicyService;
@@ -148,10 +151,27 @@ export class GrantService {
     this.ttlSeconds = Math.min(Math.max(1, Math.floor(deps.ttlSeconds ?? MAX_TTL_SECONDS)), MAX_TTL_SECONDS);
   }
 
+  private readonly restrictions: GrantRestriction[] = [];
+
+  /** Adds a restriction decided after the tool policy (docs/lanes.md: read-only lanes); it may only deny. */
+  restrict(fn: GrantRestriction): void {
+    this.restrictions.push(fn);
+  }
+
   /** Decides and answers one grant request from an authenticated sandbox. */
   async request(caller: GrantCaller, input: GrantRequest, requestId?: string): Promise<GrantOutcome> {
     const context = cleanContext(input.context);
-    const decision = await this.policy.decide(caller.tenantId, { agent: input.agent, tool: input.tool, context });
+    let decision = await this.policy.decide(caller.tenantId, { agent: input.agent, tool: input.tool, context });
+    // Restrictions from outside the policy set (a read-only lane step) only ever narrow: deny wins.
+    if (decision.outcome !== 'deny') {
+      for (const restrict of this.restrictions) {
+        const d = await restrict(caller.tenantId, input.tool, context);
+        if (d) {
+          decision = d;
+          break;
+        }
+      }
+    }
     const actor = `sandbox:${caller.id}`;
     const base = {
       actor,

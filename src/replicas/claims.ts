@@ -15,7 +15,7 @@ export interface ClaimIdentity {
  * The lease kinds in `work_claims`. An instance's lease covers its reconcile, idle reap and backup sweep;
  * `operator` makes one operator replica active at a time (docs/adr/0011-kubernetes.md).
  */
-export type ClaimKind = 'instance' | 'tasks.housekeeping' | 'gateway.turn' | 'operator';
+export type ClaimKind = 'instance' | 'tasks.housekeeping' | 'gateway.turn' | 'operator' | 'lanes.housekeeping';
 
 /**
  * Leases in `work_claims` (kind, item) → owner until expires_at. Taking one is a single upsert that succeeds

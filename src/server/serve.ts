@@ -131,6 +131,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const services = createServices({ db, events, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config), tasks: config.tasks, ingest: config.ingest, broker: config.broker, claims: { owner: replicaId, node: config.replica.node ?? os.hostname(), ttlMs: config.replica.expireMs } });
     // Task workflows recovered or dequeued since launch wait for this (src/tasks/workflow.ts).
     services.taskRuntime.start(undefined, { housekeeping: roles.has('worker') });
+    services.laneRuntime.start({ worker: roles.has('worker') });
     await services.onboarding.prepareSetupCode(log);
     if (roles.has('reconciler')) {
       // Adopts sandboxes that outlived the previous control plane before anything could start duplicates.
@@ -191,6 +192,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         await services.sessionIngest.stop();
         await services.reconciler.stop();
         await operator?.stop();
+        await services.laneRuntime.stop();
         services.taskRuntime.stop();
         await services.broker.close();
         await events.stop();

@@ -28,7 +28,9 @@ import { PlatformProvider } from '../broker/platform-provider.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
 import type { ClaimIdentity } from '../replicas/claims.ts';
 import { createInstanceServices, instanceSettings, type InstanceServices, type InstanceSettings } from '../instances/setup.ts';
-import { createIngressServices, ingressSettings, type IngressServices, type IngressSettings } from '../ingress/setup.ts';
+import { createIngressServices, createObjectStore, ingressSettings, type IngressServices, type IngressSettings } from '../ingress/setup.ts';
+import { createLaneServices, type LaneServices } from '../lanes/setup.ts';
+import { readOnlyRestriction } from '../lanes/read-only.ts';
 import { createTaskServices, type TaskServices } from '../tasks/setup.ts';
 import { DEFAULT_TASK_SETTINGS, type TaskSettings } from '../tasks/types.ts';
 import { AgentService } from '../tasks/agents.ts';
@@ -37,7 +39,7 @@ import { knowledgeBrokerRoutes } from '../knowledge/broker-routes.ts';
 import { SessionIngest, type IngestSettings } from '../knowledge/ingest.ts';
 
 /** Every service the API and CLI use, built once from the database and configuration. */
-export interface Services extends InstanceServices, IngressServices, TaskServices, KnowledgeServices {
+export interface Services extends InstanceServices, IngressServices, TaskServices, KnowledgeServices, LaneServices {
   /** The typed event channel: cache invalidations and reactions, in this process and across replicas. */
   events: EventChannel;
   /** Summaries of finished conversations and tasks into the archive (docs/adr/0007). */
@@ -131,10 +133,13 @@ export function createServices(opts: {
   const grantKeys = new GrantKeyring({ db, vault, events, log: opts.log ?? createLogger('silent'), rotateAfterMs: opts.broker?.grantKeyRotateMs ?? 24 * 3_600_000, overlapSeconds: GRANT_MAX_TTL_SECONDS });
   const grants = new GrantService({ db, policy, keys: grantKeys });
   mountGrants(broker, grants);
+  // Read-only lanes forbid write tools for their steps' turns, on top of the tenant's Cedar decision.
+  grants.restrict(readOnlyRestriction(db, policy.tools));
   const onboarding = new OnboardingService(db, opts.dataDir, vault);
   const settings = opts.instances ?? instanceSettings({ dataDir: opts.dataDir, instances: parseConfig({}).instances });
   const instances = createInstanceServices({ db, vault, events, onboarding, broker, settings, log: opts.log ?? createLogger('silent'), toolRestrictions: (tenantId, agent) => gatewayToolRestrictions(policy, tenantId, agent), ...(opts.claims ? { claims: opts.claims } : {}) });
-  const ingress = createIngressServices({ db, events, vault, onboarding, instances, instanceSettings: settings, settings: opts.ingress ?? ingressSettings({ dataDir: opts.dataDir, ingress: parseConfig({}).ingress }), dataDir: opts.dataDir, registry: opts.registry ?? new Registry(), log: opts.log ?? createLogger('silent') });
+  const ingressConfig = opts.ingress ?? ingressSettings({ dataDir: opts.dataDir, ingress: parseConfig({}).ingress });
+  const ingress = createIngressServices({ db, events, vault, onboarding, instances, instanceSettings: settings, settings: ingressConfig, dataDir: opts.dataDir, registry: opts.registry ?? new Registry(), log: opts.log ?? createLogger('silent') });
   // Agent memory, findings and search by meaning; embeddings go through the broker (docs/adr/0007).
   const knowledge = createKnowledgeServices({ db, proxy: broker.proxy, agents: new AgentService(db), log: opts.log ?? createLogger('silent') });
   mountKnowledge(broker, knowledge, (tenantId, agent, tool) => policy.decide(tenantId, { agent, tool, context: {} }));
@@ -177,10 +182,24 @@ export function createServices(opts: {
     settings: opts.ingest ?? parseConfig({}).ingest,
     ...(opts.claims ? { owner: opts.claims.owner } : {}),
   });
+  // Lanes: scheduled pipelines of tasks; artifacts go to the object store backups use (docs/lanes.md).
+  const lanes = createLaneServices({
+    db,
+    tasks: tasks.tasks,
+    store: createObjectStore(ingressConfig),
+    gate: ingress.gate,
+    flushUsage: () => broker.usage.flush(),
+    approvalTtlSeconds: (opts.tasks ?? DEFAULT_TASK_SETTINGS).approvalTtlSeconds,
+    dataDir: opts.dataDir,
+    log: opts.log ?? createLogger('silent'),
+    node: instances.instances.node,
+    ...(opts.claims ? { claims: opts.claims } : {}),
+  });
   return {
     ...instances,
     ...ingress,
     ...tasks,
+    ...lanes,
     ...knowledge,
     sessionIngest,
     events,

@@ -11,6 +11,11 @@ import type { ListFilter, TaskStore } from './store.ts';
 import { DBOS_PRIORITY, PRIORITIES, TERMINAL, type Approval, type Task, type TraceEvent } from './types.ts';
 import { taskWorkflow } from './workflow.ts';
 
+/** Enqueues a new root task's workflow on its tenant's partition (idempotent: workflow id = task id). */
+export async function enqueueTask(task: Pick<Task, 'id' | 'tenantId' | 'priority'>, queue: string): Promise<void> {
+  await enqueueWorkflow(taskWorkflow, task.id, { queue, partitionKey: task.tenantId, priority: DBOS_PRIORITY[task.priority] }, { tenantId: task.tenantId, taskId: task.id, depth: 0, chainDeadlineMs: null });
+}
+
 export const taskInput = z
   .strictObject({
     agent: z.string().min(1).max(64).optional().describe('Agent name or id; otherwise dispatch picks by capability'),
@@ -49,11 +54,21 @@ export class TaskService {
 
   /** Creates and enqueues a task; with an idempotency key already used, returns that task (created=false). */
   async create(tenantId: string, raw: TaskInput, by: Audited & { idempotencyKey?: string | undefined }): Promise<{ task: Task; created: boolean }> {
+    const r = await this.insert(tenantId, raw, by);
+    if (r.created) await enqueueTask(r.task, r.queue);
+    return { task: r.task, created: r.created };
+  }
+
+  /**
+   * Creates a task's row without enqueueing its workflow (a DBOS step may not start workflows: the calling
+   * workflow enqueues it with `enqueueTask`; housekeeping enqueues a row left without one).
+   */
+  async insert(tenantId: string, raw: TaskInput, by: Audited & { idempotencyKey?: string | undefined }): Promise<{ task: Task; created: boolean; queue: string }> {
     const input = taskInput.parse(raw);
     const key = by.idempotencyKey ?? null;
     if (key !== null) {
       const existing = await this.store.byIdempotencyKey(this.#db, tenantId, key);
-      if (existing) return { task: existing, created: false };
+      if (existing) return { task: existing, created: false, queue: '' };
     }
     const q = await this.#db.query<{ max_concurrent_tasks: number; slug: string }>('SELECT max_concurrent_tasks, slug FROM tenants WHERE id = $1', [tenantId]);
     const tenant = q.rows[0];
@@ -81,12 +96,11 @@ export class TaskService {
       // Two requests with one key at once: the unique index lets one in; the other returns its task.
       if ((err as { code?: string }).code === '23505' && key !== null) {
         const existing = await this.store.byIdempotencyKey(this.#db, tenantId, key);
-        if (existing) return { task: existing, created: false };
+        if (existing) return { task: existing, created: false, queue: '' };
       }
       throw err;
     }
-    await enqueueWorkflow(taskWorkflow, id, { queue, partitionKey: tenantId, priority: DBOS_PRIORITY[input.priority] }, { tenantId, taskId: id, depth: 0, chainDeadlineMs: null });
-    return { task, created: true };
+    return { task, created: true, queue };
   }
 
   /** Re-enqueues tasks whose row exists but whose workflow does not (a crash between the two writes). */

@@ -100,13 +100,17 @@ export async function twoTenants(server: TestServer, admin: ApiClient): Promise<
     // A memory and a finding (knowledge), so the harness can aim at their ids.
     const memory = await server.services.memories.create(t.id, { agent: agent.id, content: `memory of ${slug}` }, { actor: 'test' });
     const finding = await server.services.findings.create(t.id, { title: `finding of ${slug}`, taskId: task.task.id }, { actor: 'test' });
+    // A project, an on-demand lane whose one step needs approval, and a run of it parked for that approval.
+    const project = await server.services.lanes.createProject(t.id, { name: 'fixture', laneKinds: ['analysis'] }, { actor: 'test' });
+    const lane = await server.services.lanes.createLane(t.id, { name: 'fixture', project: 'fixture', kind: 'analysis', steps: [{ name: 'approve-me', capability: 'fixture-nobody-has', input: `lane fixture of ${slug}`, requiresApproval: true }] }, { actor: 'test' });
+    const run = await server.services.lanes.trigger(t.id, lane.id, { actor: 'test' });
     const backupId = randomUUID();
     await server.db.query(
       `INSERT INTO instance_backups (id, tenant_id, instance_id, instance_name, runtime_version, reason, object_key, size_bytes, sha256, duration_ms) VALUES ($1, $2, $3, 'fixture', '2026.9.6', 'manual', $4, 0, '', 0)`,
       [backupId, t.id, instance.id, `${t.id}/${instance.id}/${backupId}.cpbk`],
     );
     return {
-      id: t.id, slug, ownerId: m.userId, tokenId: info.id, credentialId: credential.id, providerId: provider.id, grantJti: grant.jti, instanceId: instance.id, agentId: agent.id, taskId: task.task.id, sessionId, backupId, memoryId: memory.memory.id, findingId: finding.id,
+      id: t.id, slug, ownerId: m.userId, tokenId: info.id, credentialId: credential.id, providerId: provider.id, grantJti: grant.jti, instanceId: instance.id, agentId: agent.id, taskId: task.task.id, sessionId, backupId, memoryId: memory.memory.id, findingId: finding.id, projectId: project.id, laneId: lane.id, runId: run.id,
       client: new ApiClient(server.url, { bearer: token }),
     };
   };
@@ -134,5 +138,9 @@ export interface TenantFixture {
   /** A memory and a finding of the tenant (knowledge). */
   memoryId: number;
   findingId: string;
+  /** A project, a lane (on demand, disabled) and a run of it parked for an approval. */
+  projectId: string;
+  laneId: string;
+  runId: string;
   client: ApiClient;
 }
