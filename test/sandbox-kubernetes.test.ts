@@ -357,14 +357,26 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
     assert.match(err.message, /The broker Service no-such-broker\.invalid \(CLAWPLANE_KUBE_BROKER_URL\) does not resolve here/);
   });
 
-  test('logs come from the pod through the API', async () => {
+  test('logs come from the pod through the API, tailed and followed', async () => {
     const s = spec();
     const ref = await startRunning(s);
-    kube.setLog(NS, `cp-${s.instanceId}`, 'supervisor started\nexecutor e0 ready in 11.2 s\nchat turn done\n');
+    // Stamped a minute ago, as the kubelet would have: a follow from now must not repeat them.
+    kube.setLog(NS, `cp-${s.instanceId}`, 'supervisor started\nexecutor e0 ready in 11.2 s\nchat turn done\n', Date.now() - 60_000);
     assert.deepEqual(await d.logs(s, { tail: 2 }), [
       { source: 'supervisor', line: 'executor e0 ready in 11.2 s' },
       { source: 'supervisor', line: 'chat turn done' },
     ]);
+    // Following: new lines arrive as the container writes them; the abort ends the stream.
+    const seen: string[] = [];
+    const ctl = new AbortController();
+    const following = d.followLogs(s, ctl.signal, (l) => seen.push(l.line));
+    await until('the log is followed', () => kube.logFollowers(NS, `cp-${s.instanceId}`) > 0);
+    kube.appendLog(NS, `cp-${s.instanceId}`, 'task t1 started\ntask t1 done\n');
+    await until('both lines arrived', () => seen.length >= 2);
+    ctl.abort();
+    await following;
+    assert.deepEqual(seen, ['task t1 started', 'task t1 done'], 'only lines written after the follow began');
+    await until('the stream is closed', () => kube.logFollowers(NS, `cp-${s.instanceId}`) === 0);
     await d.stop(ref);
     assert.deepEqual(await d.logs(s, { tail: 5 }), [], 'no pod, no log lines (not an error)');
   });

@@ -105,7 +105,9 @@ export class KubeStandIn {
   readonly #events: Event[] = [];
   readonly #watchers = new Set<Watcher>();
   readonly #faults: Fault[] = [];
-  readonly #logs = new Map<string, string>();
+  /** Lines with the time the (simulated) kubelet stamped them, for `sinceTime`. */
+  readonly #logs = new Map<string, { at: number; line: string }[]>();
+  readonly #followers = new Map<string, Set<http.ServerResponse>>();
   readonly #models = new Map<string, new (d: unknown) => { validate(): void }>();
   readonly #ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
   #rv = 1000;
@@ -166,6 +168,7 @@ export class KubeStandIn {
 
   /** Cuts every open watch stream, as a restarted API server or a load balancer's idle timeout would. */
   dropWatches(): number {
+    for (const set of this.#followers.values()) for (const r of set) r.destroy();
     const n = this.#watchers.size;
     for (const w of this.#watchers) w.res.destroy();
     this.#watchers.clear();
@@ -220,8 +223,21 @@ export class KubeStandIn {
   }
 
   /** The log text pods/log returns for a pod. */
-  setLog(namespace: string, pod: string, text: string): void {
-    this.#logs.set(`${namespace}/${pod}`, text);
+  setLog(namespace: string, pod: string, text: string, at = Date.now()): void {
+    this.#logs.set(`${namespace}/${pod}`, text.split('\n').filter(Boolean).map((line) => ({ at, line })));
+  }
+
+  /** SIMULATED container output: appends lines to a pod's log (followers receive them). */
+  appendLog(namespace: string, pod: string, text: string): void {
+    const key = `${namespace}/${pod}`;
+    const at = Date.now();
+    this.#logs.set(key, [...(this.#logs.get(key) ?? []), ...text.split('\n').filter(Boolean).map((line) => ({ at, line }))]);
+    for (const res of this.#followers.get(key) ?? []) res.write(text);
+  }
+
+  /** Open follow=true log streams of a pod. */
+  logFollowers(namespace: string, pod: string): number {
+    return this.#followers.get(`${namespace}/${pod}`)?.size ?? 0;
   }
 
   #resource(apiVersion: string, kind: string): Resource {
@@ -299,11 +315,22 @@ export class KubeStandIn {
     const sub = m[7];
     if (sub === 'log' && r.kind === 'Pod' && req.method === 'GET' && name) {
       if (!this.#objects.has(keyOf(r, namespace, name))) return this.#status(res, 404, 'NotFound', `pods "${name}" not found`);
-      const text = this.#logs.get(`${namespace}/${name}`) ?? '';
-      const tail = Number(u.searchParams.get('tailLines') ?? 0);
-      const lines = text.split('\n').filter(Boolean);
+      const since = u.searchParams.has('sinceTime') ? Date.parse(u.searchParams.get('sinceTime') ?? '') : -Infinity;
+      const tail = u.searchParams.has('tailLines') ? Number(u.searchParams.get('tailLines')) : -1;
+      const lines = (this.#logs.get(`${namespace}/${name}`) ?? []).filter((l) => l.at >= since).map((l) => l.line);
       res.writeHead(200, { 'content-type': 'text/plain' });
-      res.end((tail > 0 ? lines.slice(-tail) : lines).map((l) => l + '\n').join(''));
+      const out = (tail >= 0 ? lines.slice(lines.length - tail) : lines).map((l) => l + '\n').join('');
+      if (u.searchParams.get('follow') !== 'true') {
+        res.end(out);
+        return;
+      }
+      // follow: what is there now, then every appended line until the client goes.
+      res.write(out);
+      const key = `${namespace}/${name}`;
+      const set = this.#followers.get(key) ?? new Set<http.ServerResponse>();
+      set.add(res);
+      this.#followers.set(key, set);
+      res.on('close', () => set.delete(res));
       return;
     }
     if (sub === 'status' && name && req.method === 'PATCH' && r.schema) return this.#applyStatus(res, r, namespace, name, body, u.searchParams);

@@ -13,8 +13,9 @@ import { randomUUID } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import http from 'node:http';
 import net from 'node:net';
-import { PassThrough, Writable, type Readable } from 'node:stream';
-import { Exec, Log, type V1Status } from '@kubernetes/client-node';
+import https from 'node:https';
+import { PassThrough, type Readable } from 'node:stream';
+import { Exec, type V1Status } from '@kubernetes/client-node';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
@@ -306,23 +307,49 @@ export class KubernetesSandboxDriver implements SandboxDriver {
       .map((line) => ({ source: 'supervisor', line }));
   }
 
+  /**
+   * Follows the pod's log from now on (`sinceTime`: the kubelet filters by its line timestamps). The
+   * request is made here with client-node's authentication rather than its `Log` helper: that one pipes
+   * the response without an error handler, so aborting a follow raised an uncaught AbortError.
+   */
   async followLogs(key: InstanceKey, signal: AbortSignal, onLine: (l: LogLine) => void): Promise<void> {
-    let rest = '';
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        const lines = (rest + chunk.toString('utf8')).split('\n');
-        rest = lines.pop() ?? '';
-        for (const line of lines) if (line) onLine({ source: 'supervisor', line });
-        cb();
-      },
-    });
-    const ctl = await new Log(this.api.kc).log(this.#namespace, podName(key.instanceId), 'supervisor', sink, { follow: true, tailLines: 0 });
+    const cluster = this.api.kc.getCurrentCluster();
+    if (!cluster) throw new SandboxUnavailableError('The kubeconfig has no current cluster.');
+    const url = new URL(`${cluster.server.replace(/\/$/, '')}/api/v1/namespaces/${this.#namespace}/pods/${podName(key.instanceId)}/log`);
+    url.searchParams.set('container', 'supervisor');
+    url.searchParams.set('follow', 'true');
+    url.searchParams.set('sinceTime', new Date().toISOString().replace(/\.\d+Z$/, 'Z'));
+    const opts: https.RequestOptions = { method: 'GET', headers: {} };
+    await this.api.kc.applyToHTTPSOptions(opts);
+    if (signal.aborted) return;
     await new Promise<void>((resolve) => {
-      if (signal.aborted) resolve();
-      signal.addEventListener('abort', () => resolve(), { once: true });
-      sink.on('finish', () => resolve());
+      const req = (url.protocol === 'https:' ? https : http).request(url, opts, (res) => {
+        if (res.statusCode !== 200) {
+          res.resume();
+          resolve();
+          return;
+        }
+        let rest = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          const lines = (rest + chunk).split('\n');
+          rest = lines.pop() ?? '';
+          for (const line of lines) if (line) onLine({ source: 'supervisor', line });
+        });
+        res.on('end', () => resolve());
+        res.on('error', () => resolve());
+      });
+      req.on('error', () => resolve());
+      signal.addEventListener(
+        'abort',
+        () => {
+          req.destroy();
+          resolve();
+        },
+        { once: true },
+      );
+      req.end();
     });
-    ctl.abort();
   }
 
   /** Runs argv in the supervisor's container through pods/exec (authorized by the API server, not the network). */
