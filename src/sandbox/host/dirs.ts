@@ -36,8 +36,14 @@ export const SANDBOX_LAYOUT: GatewayLayout = {
   stateDir: (id) => `/tenant/work/${id}`,
   logFile: (id) => `/tenant/log/${id}.openclaw.log`,
   gatewayTokenFile: '/conf/gateway-token',
-  knowledgePluginDir: `/conf/plugins/${KNOWLEDGE_PLUGIN_ID}`,
 };
+
+/**
+ * The layout of the drivers that prepare sandboxes with prepareInstanceDirs (local, docker): it also
+ * writes the knowledge tool plugin, so their gateways load it. A driver that does not (Kubernetes today)
+ * uses SANDBOX_LAYOUT and its gateways render no plugin (a missing load path would fail the config).
+ */
+export const HOST_SANDBOX_LAYOUT: GatewayLayout = { ...SANDBOX_LAYOUT, knowledgePluginDir: `/conf/plugins/${KNOWLEDGE_PLUGIN_ID}` };
 
 /** Mount points inside the sandbox of the instance directories. */
 export const MOUNTS = { runtime: '/opt/runtime', conf: '/conf', out: '/run/clawplane/out', in: '/run/clawplane/in', work: '/tenant/work', sharedRw: '/tenant/shared-rw', sharedRo: '/tenant/shared-ro', log: '/tenant/log' } as const;

@@ -18,7 +18,7 @@ import type { SandboxBroker } from '../../../broker/types.ts';
 import { ConflictError } from '../../../errors.ts';
 import { BrokerRelay } from '../../host/broker-relay.ts';
 import { SupervisorControl } from '../../host/control.ts';
-import { assertTraversable, instanceDirs, MOUNTS, mkdirMode, prepareInstanceDirs, readSupervisorConfig, SANDBOX_LAYOUT, tenantUidOf, type InstanceDirs } from '../../host/dirs.ts';
+import { assertTraversable, instanceDirs, MOUNTS, mkdirMode, prepareInstanceDirs, readSupervisorConfig, HOST_SANDBOX_LAYOUT, tenantUidOf, type InstanceDirs } from '../../host/dirs.ts';
 import { exportLive } from '../../host/live-backup.ts';
 import { followLogDir, tailLogs } from '../../host/logs.ts';
 import { rotateGatewayToken } from '../../host/rotate.ts';
@@ -65,7 +65,7 @@ const statusOf = (err: unknown): number | undefined => (err as { statusCode?: nu
 
 export class DockerSandboxDriver implements SandboxDriver {
   readonly name = 'docker' as const;
-  readonly layout = SANDBOX_LAYOUT;
+  readonly layout = HOST_SANDBOX_LAYOUT;
   readonly root: string;
   readonly #o: DockerDriverOptions;
   readonly #docker: Docker;

@@ -17,7 +17,7 @@ import type { SandboxBroker } from '../../../broker/types.ts';
 import { ConflictError } from '../../../errors.ts';
 import { BrokerRelay } from '../../host/broker-relay.ts';
 import { SupervisorControl } from '../../host/control.ts';
-import { assertTraversable, instanceDirs, prepareInstanceDirs, readSupervisorConfig, SANDBOX_LAYOUT, tenantUidOf, type InstanceDirs } from '../../host/dirs.ts';
+import { assertTraversable, instanceDirs, prepareInstanceDirs, readSupervisorConfig, HOST_SANDBOX_LAYOUT, tenantUidOf, type InstanceDirs } from '../../host/dirs.ts';
 import { exportLive } from '../../host/live-backup.ts';
 import { followLogDir, tailLogs } from '../../host/logs.ts';
 import { rotateGatewayToken } from '../../host/rotate.ts';
@@ -63,7 +63,7 @@ export interface LocalDriverOptions {
 
 export class LocalSandboxDriver implements SandboxDriver {
   readonly name = 'local' as const;
-  readonly layout = SANDBOX_LAYOUT;
+  readonly layout = HOST_SANDBOX_LAYOUT;
   readonly root: string;
   readonly snapshots: LocalSnapshots;
   readonly #o: LocalDriverOptions;
