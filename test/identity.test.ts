@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { verifyAuditChain } from '../src/audit/verify.ts';
@@ -13,6 +13,22 @@ describe('identity, onboarding and tenancy', async () => {
   const anon = new ApiClient(server.url);
   const admin = new ApiClient(server.url);
   const cliEnv = { ...process.env, DATABASE_URL: server.database.url, CLAWPLANE_SECRET_KEY: server.config.secretKey?.toString('base64') ?? '', CLAWPLANE_DATA_DIR: server.config.dataDir };
+  /**
+   * The CLI as a child process, awaited: the server runs in this test process, so a synchronous spawn
+   * would stop it from answering (and from closing idle keep-alive sockets on time, which the next request
+   * then met as ECONNRESET under load).
+   */
+  const runCli = (args: string[], input?: string) =>
+    new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, [cli, ...args], { env: cliEnv, stdio: ['pipe', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      child.on('error', reject);
+      child.on('close', (status) => resolve({ status, stdout, stderr }));
+      child.stdin.end(input ?? '');
+    });
 
   test('before onboarding, other routes answer 409 with what to do next', async () => {
     const r = await anon.call('GET', '/api/v1/tenants');
@@ -131,21 +147,21 @@ describe('identity, onboarding and tenancy', async () => {
     assert.equal((await admin.call('GET', '/api/v1/tenants/doomed')).status, 404);
   });
 
-  test('CLI: tenant create/list/suspend and token create/revoke', () => {
-    const run = (args: string[], input?: string) => spawnSync(process.execPath, [cli, ...args], { env: cliEnv, encoding: 'utf8', input });
-    const created = run(['tenant', 'create', '--slug', 'from-cli', '--name', 'From CLI']);
+  test('CLI: tenant create/list/suspend and token create/revoke', async () => {
+    const run = (args: string[], input?: string) => runCli(args, input);
+    const created = await run(['tenant', 'create', '--slug', 'from-cli', '--name', 'From CLI']);
     assert.equal(created.status, 0, created.stderr);
-    assert.match(run(['tenant', 'list']).stdout, /from-cli\tactive/);
-    assert.equal(run(['tenant', 'suspend', 'from-cli']).status, 0);
-    assert.match(run(['tenant', 'list']).stdout, /from-cli\tsuspended/);
-    assert.equal(run(['tenant', 'suspend', 'no-such']).status, 1);
-    const tok = run(['token', 'create', '--tenant', 'from-cli', '--name', 'ci', '--role', 'viewer']);
+    assert.match((await run(['tenant', 'list'])).stdout, /from-cli\tactive/);
+    assert.equal((await run(['tenant', 'suspend', 'from-cli'])).status, 0);
+    assert.match((await run(['tenant', 'list'])).stdout, /from-cli\tsuspended/);
+    assert.equal((await run(['tenant', 'suspend', 'no-such'])).status, 1);
+    const tok = await run(['token', 'create', '--tenant', 'from-cli', '--name', 'ci', '--role', 'viewer']);
     assert.equal(tok.status, 0, tok.stderr);
     const token = tok.stdout.trim();
     assert.match(token, /^cpt_[A-Za-z0-9_-]{43}$/);
-    assert.equal(run(['token', 'create', '--tenant', 'from-cli', '--name', 'ci', '--role', 'god']).status, 2);
+    assert.equal((await run(['token', 'create', '--tenant', 'from-cli', '--name', 'ci', '--role', 'god'])).status, 2);
     const id = /created token ([0-9a-f-]{36})/.exec(tok.stderr)?.[1] ?? '';
-    assert.equal(run(['token', 'revoke', '--tenant', 'from-cli', id]).status, 0);
+    assert.equal((await run(['token', 'revoke', '--tenant', 'from-cli', id])).status, 0);
   });
 
   test('audit records logins, token and membership changes, and the chain verifies', async () => {
@@ -171,7 +187,7 @@ describe('identity, onboarding and tenancy', async () => {
     assert.ok((failures.rowCount ?? 0) >= 6);
 
     const newPassword = 'a brand new breakglass passphrase';
-    const reset = spawnSync(process.execPath, [cli, 'admin', 'reset-password'], { env: cliEnv, encoding: 'utf8', input: newPassword + '\n' });
+    const reset = await runCli(['admin', 'reset-password'], newPassword + '\n');
     assert.equal(reset.status, 0, reset.stderr);
     assert.equal((await c.call('POST', '/api/v1/auth/login', { email: ADMIN_EMAIL, password: newPassword })).status, 200);
     assert.equal((await admin.call('GET', '/api/v1/auth/me')).status, 401, 'reset ended the old sessions');
