@@ -103,6 +103,7 @@ const BODIES: Record<string, unknown> = {
   'PATCH /api/v1/tenants/{tenant}/lanes/{laneId}': { enabled: true },
   'POST /api/v1/tenants/{tenant}/lane-runs/{runId}/steps/{step}/approve': { comment: "approving another tenant's step" },
   'POST /api/v1/tenants/{tenant}/lane-runs/{runId}/steps/{step}/reject': { comment: 'x' },
+  'POST /api/v1/tenants/{tenant}/lane-runs/{runId}/cancel': { reason: "cancelling another tenant's run" },
 };
 
 /**

@@ -222,6 +222,19 @@ describe('lanes', { timeout: 300_000 }, async () => {
     assert.deepEqual(order, ['step look']);
     const audit = await server.db.query<{ action: string }>("SELECT action FROM audit_events WHERE target = ANY($1) AND action LIKE 'lane.step.%' ORDER BY seq", [[`lane-run:${r1.id}`, `lane-run:${r2.id}`]]);
     assert.deepEqual(audit.rows.map((r) => r.action), ['lane.step.approve', 'lane.step.reject']);
+
+    // A parked run blocks deleting its lane until it ends; cancelling ends it, and nothing runs afterwards.
+    order.length = 0;
+    const r3 = await a.client.json<Run>('POST', api(`/lanes/${lane.id}/runs`), undefined, 201);
+    await until(r3.id, ['waiting_approval']);
+    assert.equal((await a.client.call('DELETE', api(`/lanes/${lane.id}`))).status, 409);
+    const cancelled = await a.client.json<Run>('POST', api(`/lane-runs/${r3.id}/cancel`), { reason: 'changed my mind' });
+    assert.equal(cancelled.status, 'cancelled');
+    assert.match(cancelled.reason, /^cancelled by token:.*: changed my mind$/);
+    assert.deepEqual(cancelled.steps.map((s) => s.status), ['succeeded', 'skipped', 'skipped']);
+    assert.equal((await a.client.call('POST', api(`/lane-runs/${r3.id}/steps/1/approve`), {})).status, 409, 'a cancelled step cannot be approved');
+    assert.equal((await a.client.call('POST', api(`/lane-runs/${r1.id}/cancel`), {})).status, 409, 'an ended run cannot be cancelled');
+    assert.equal((await a.client.json<{ removed: boolean }>('DELETE', api(`/lanes/${lane.id}`))).removed, true);
   });
 
   test('a slot fires once with two schedulers (two replicas on two connection pools)', async () => {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { appendAudit } from '../audit/log.ts';
 import type { Db, Queryable } from '../db/pool.ts';
-import { sendToWorkflow } from '../durable/engine.ts';
+import { cancelWorkflow, sendToWorkflow } from '../durable/engine.ts';
 import { ConflictError, NotFoundError, QuotaExceededError, ValidationError } from '../errors.ts';
 import { putSetting } from '../identity/settings.ts';
 import { checkLane, checkProject, isTimeZone, loadPlatformLaneSettings, parseCron, PLATFORM_SETTINGS_KEY } from './rules.ts';
@@ -419,6 +419,25 @@ export class LaneService {
     if (r.rows.length === 0) return [];
     const steps = await this.#db.query<StepRow>('SELECT * FROM lane_run_steps WHERE tenant_id = $1 AND run_id = ANY($2::uuid[]) ORDER BY idx', [tenantId, r.rows.map((x) => x.id)]);
     return r.rows.map((x) => toRun(x, steps.rows));
+  }
+
+  /**
+   * Cancels a run that has not ended: the row ends now (its unfinished steps skipped with the reason), then the
+   * workflow and the task it waits on are cancelled (DBOS cancels child workflows; task housekeeping ends the
+   * task's row). A cancelled run writes no summary.json.
+   */
+  async cancel(tenantId: string, runId: string, by: Audited & { reason?: string | undefined }): Promise<Run> {
+    const reason = `cancelled by ${by.actor}${by.reason ? `: ${by.reason}` : ''}`;
+    await this.#db.tx(async (tx) => {
+      const run = await this.getRun(tenantId, runId, tx);
+      if (run.status === 'cancelled') return;
+      if (run.status === 'succeeded' || run.status === 'failed') throw new ConflictError(`The run already ended (${run.status}).`, 'run_ended');
+      await tx.query(`UPDATE lane_runs SET status = 'cancelled', status_reason = $3, finished_at = now() WHERE tenant_id = $1 AND id = $2`, [tenantId, runId, reason]);
+      await tx.query(`UPDATE lane_run_steps SET status = 'skipped', status_reason = $3, finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE now() END WHERE tenant_id = $1 AND run_id = $2 AND status IN ('pending', 'waiting_approval', 'running')`, [tenantId, runId, `skipped: run ${reason}`]);
+      await appendAudit(tx, { actor: by.actor, tenantId, action: 'lane.run.cancel', target: `lane-run:${runId}`, decision: 'success', detail: { reason: by.reason ?? null }, requestId: by.requestId ?? null });
+    });
+    await cancelWorkflow(runId);
+    return this.getRun(tenantId, runId);
   }
 
   /**

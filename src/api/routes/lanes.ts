@@ -84,6 +84,7 @@ const RunsQuery = z.object({
   limit: z.coerce.number().int().min(1).max(200).default(50),
 });
 const DecisionBody = z.strictObject({ comment: z.string().max(2000).optional() });
+const CancelBody = z.strictObject({ reason: z.string().max(500).optional() });
 const TimeZoneBody = z.strictObject({ timeZone: z.string().min(1).max(64).describe('IANA time zone, e.g. "Europe/Berlin"') });
 const Removed = z.object({ removed: z.literal(true) });
 
@@ -197,6 +198,13 @@ export function registerLanes(app: App, deps: AppDeps): void {
     const { tenant } = allow(c, 'tenant.read');
     return c.json(await lanes.getRun(tenant.id, c.req.valid('param').runId), 200);
   });
+  app.openapi(
+    createRoute({ method: 'post', path: `${base}/lane-runs/{runId}/cancel`, tags: ['lanes'], summary: 'Cancel a run that has not ended: its unfinished steps are skipped and the task it waits on is cancelled (409 when it already ended)', request: { params: RunParams, body: jsonBody(CancelBody) }, responses: { 200: json(RunSchema), ...errorResponses } }),
+    async (c) => {
+      const { tenant, by } = allow(c, 'tenant.operate');
+      return c.json(await lanes.cancel(tenant.id, c.req.valid('param').runId, { ...by, reason: c.req.valid('json').reason }), 200);
+    },
+  );
   for (const [op, decision] of [['approve', 'approved'], ['reject', 'rejected']] as const) {
     app.openapi(
       createRoute({
