@@ -39,7 +39,12 @@ export class KnowledgeIndexer {
     this.#log = o.log;
   }
 
-  /** Embeds these rows now if the tenant has a model; a failure is logged and left to the sweep. */
+  /**
+   * Embeds these rows now if the tenant has a model; a failure is logged and left to the sweep. Waits for
+   * a sweep that holds one of them (plain FOR UPDATE, then PostgreSQL re-checks the row) instead of
+   * skipping it, so a write answers "embedded" whenever the row is, whoever embedded it; the sweep itself
+   * skips locked rows, so the two never wait on each other in a cycle.
+   */
   async embedRows(table: KnowledgeTable, tenantId: string, ids: (string | number)[], ctx: EmbedContext): Promise<void> {
     if (ids.length === 0) return;
     const model = await this.#embeddings.model(tenantId);
@@ -48,7 +53,7 @@ export class KnowledgeIndexer {
       await this.#db.tx(async (tx) => {
         const r = await tx.query<{ id: string; text: string }>(
           `SELECT id::text AS id, ${TEXT[table]} AS text FROM ${table}
-            WHERE tenant_id = $1 AND id = ANY($2::${ID_TYPE[table]}[]) AND embedding_model IS DISTINCT FROM $3 ORDER BY id FOR UPDATE SKIP LOCKED`,
+            WHERE tenant_id = $1 AND id = ANY($2::${ID_TYPE[table]}[]) AND embedding_model IS DISTINCT FROM $3 ORDER BY id FOR UPDATE`,
           [tenantId, ids.map(String), model.id],
         );
         await this.#store(tx, table, tenantId, r.rows, model, ctx);
