@@ -35,7 +35,11 @@ const PARAMS: Record<string, (t: TenantFixture) => string> = {
   laneId: (t) => t.laneId,
   runId: (t) => t.runId,
   step: () => '0',
+  version: (t) => configVersionIds.get(t.id) ?? 'missing',
 };
+
+/** Each tenant's gateway configuration version id (filled once the tenants exist). */
+const configVersionIds = new Map<string, string>();
 
 /**
  * Path parameters that name something global, not a tenant's resource (a skill of the registry): a
@@ -104,6 +108,11 @@ const BODIES: Record<string, unknown> = {
   'POST /api/v1/tenants/{tenant}/lane-runs/{runId}/steps/{step}/approve': { comment: "approving another tenant's step" },
   'POST /api/v1/tenants/{tenant}/lane-runs/{runId}/steps/{step}/reject': { comment: 'x' },
   'POST /api/v1/tenants/{tenant}/lane-runs/{runId}/cancel': { reason: "cancelling another tenant's run" },
+  'POST /api/v1/tenants/{tenant}/gateway-config/versions': { settings: { heartbeatEvery: '6h' }, reason: 'fuzz' },
+  'POST /api/v1/tenants/{tenant}/gateway-config/versions/{version}/approve': { comment: "approving another tenant's change" },
+  'POST /api/v1/tenants/{tenant}/gateway-config/versions/{version}/reject': { reason: 'x' },
+  'POST /api/v1/tenants/{tenant}/gateway-config/versions/{version}/rollback': { reason: 'x' },
+  'PUT /api/v1/tenants/{tenant}/gateway-config/rules': { review: ['heartbeat'] },
 };
 
 /**
@@ -201,6 +210,7 @@ describe('cross-tenant harness', async () => {
   const server = await startTestServer();
   const admin = await onboard(server);
   const { a, b } = await twoTenants(server, admin);
+  for (const t of [a, b]) configVersionIds.set(t.id, (await server.services.gatewayConfig.propose(t.id, { settings: { heartbeatEvery: '12h' }, reason: `fixture of ${t.slug}` }, { actor: 'test', person: 'test' })).id);
   const doc = (await (await fetch(`${server.url}/api/v1/openapi.json`)).json()) as { paths: Record<string, Record<string, { requestBody?: unknown }>> };
   const ops: Operation[] = Object.entries(doc.paths).flatMap(([p, methods]) =>
     Object.entries(methods).map(([m, op]) => ({ key: `${m.toUpperCase()} ${p}`, method: m.toUpperCase(), path: p, hasBody: op.requestBody !== undefined })),

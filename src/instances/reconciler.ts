@@ -1,11 +1,23 @@
 import type { Logger } from 'pino';
 import type { AgentDefaults } from '../identity/onboarding.ts';
-import { renderOpenclawConfig, toolPolicyFor, type ToolRestrictions } from '../runtime/config.ts';
+import { toolPolicyFor, type ToolRestrictions } from '../runtime/config.ts';
+import { renderForLayout } from '../governance/settings.ts';
 import type { RuntimeStore } from '../runtime/store.ts';
 import type { SandboxDriver, SandboxHealth, SandboxRef, SandboxSpec } from '../sandbox/types.ts';
 import type { ClaimIdentity } from '../replicas/claims.ts';
 import { soloIdentity, WorkClaims } from '../replicas/claims.ts';
 import type { InstanceRow, InstanceService } from './instances.ts';
+import type { TenantRenderInput } from '../governance/settings.ts';
+
+/**
+ * The tenant's versioned configuration (src/governance, docs/adr/0013-gateway-config-versions.md): what a start
+ * renders, and the outcome of the check that follows it.
+ */
+export interface GatewayConfigSource {
+  forStart(tenantId: string): Promise<{ version: number; input: TenantRenderInput }>;
+  applied(tenantId: string, instanceId: string, version: number): Promise<void>;
+  failed(tenantId: string, instanceId: string, version: number, reason: string): Promise<{ fallback: number } | null>;
+}
 
 /** How often a starting sandbox's health is read until its gateways are ready (one local socket request). */
 const START_POLL_MS = 100;
@@ -26,6 +38,8 @@ export interface ReconcilerOptions {
   crashLoopRestarts?: number;
   /** Who claims instances here (docs/adr/0009-replica-coordination.md); default: a single-process identity. */
   claims?: ClaimIdentity;
+  /** Versioned configuration; without it every start renders from the live inputs (no history, no rollback). */
+  gatewayConfig?: GatewayConfigSource;
 }
 
 /** Why a resume fell back to a cold start, for metrics and the audit (issue 10). */
@@ -292,17 +306,34 @@ export class Reconciler {
       row = await instances.recordStatus(row, 'provisioning', `resume failed (${outcome.reason}); starting cold with the state the suspend left`, { snapshot: null }, { action: 'instance.resume_failed', decision: 'failure', detail: { reason: outcome.reason } });
     }
 
+    let configVersion: number | null = null;
     try {
-      const h = await this.#startAndWait(row, row.runtimeVersion);
+      const h = await this.#startAndWait(row, row.runtimeVersion, (v) => (configVersion = v));
       // Status and health in one write: a reader that sees "running" sees the health that made it so.
       await instances.recordStatus(row, 'running', upgrading ? `upgraded to ${row.runtimeVersion}` : 'ready', { sandbox: h.handle, observedGeneration: row.generation, failures: 0, nextAttemptAt: null, health: h.health }, {
         action: upgrading ? 'instance.upgraded' : 'instance.running',
         decision: 'success',
-        detail: { runtimeVersion: row.runtimeVersion, readyMs: h.readyMs },
+        detail: { runtimeVersion: row.runtimeVersion, readyMs: h.readyMs, ...(h.configVersion !== null ? { configVersion: h.configVersion } : {}) },
       });
+      if (h.configVersion !== null) await this.#o.gatewayConfig?.applied(row.tenantId, row.id, h.configVersion);
     } catch (err) {
       const reason = (err as Error).message;
       const previous = row.previousRuntimeVersion;
+      // A configuration version that was never healthy fails its check here: back to the last known good one
+      // (docs/adr/0013-gateway-config-versions.md), the same way a failed runtime upgrade goes back below.
+      const fallback = configVersion !== null && !upgrading && !this.#stopped ? await this.#o.gatewayConfig?.failed(row.tenantId, row.id, configVersion, reason) : null;
+      if (fallback) {
+        const failed = configVersion;
+        row = await instances.recordStatus(row, 'provisioning', `configuration version ${failed} failed its check (${reason}); rolling back to version ${fallback.fallback}`);
+        try {
+          const h = await this.#startAndWait(row, row.runtimeVersion);
+          await instances.recordStatus(row, 'running', `rolled back to configuration version ${h.configVersion ?? fallback.fallback} after version ${failed} failed: ${reason}`, { sandbox: h.handle, observedGeneration: row.generation, failures: 0, nextAttemptAt: null, health: h.health }, { action: 'instance.running', decision: 'success', detail: { runtimeVersion: row.runtimeVersion, readyMs: h.readyMs, configVersion: h.configVersion } });
+          if (h.configVersion !== null) await this.#o.gatewayConfig?.applied(row.tenantId, row.id, h.configVersion);
+          return;
+        } catch (err2) {
+          return this.#failed(row, `rollback to configuration version ${fallback.fallback} failed too: ${(err2 as Error).message}`);
+        }
+      }
       if (row.status === 'upgrading' && previous && previous !== row.runtimeVersion) {
         // Roll back: the old version with the same state dirs (issue 6).
         this.#o.log.warn({ instance_id: row.id, from: row.runtimeVersion, to: previous, reason }, 'upgrade failed its health check; rolling back');
@@ -312,6 +343,7 @@ export class Reconciler {
           const h = await this.#startAndWait(row, previous);
           await instances.recordStatus(row, 'running', `rolled back to ${previous} after upgrade to ${failed} failed: ${reason}`, { sandbox: h.handle, observedGeneration: row.generation, failures: 0, nextAttemptAt: null }, { action: 'instance.rolled_back', decision: 'success', detail: { runtimeVersion: previous } });
           await instances.saveHealth(row.id, h.health);
+          if (h.configVersion !== null) await this.#o.gatewayConfig?.applied(row.tenantId, row.id, h.configVersion);
           return;
         } catch (err2) {
           return this.#failed(row, `rollback to ${previous} failed too: ${(err2 as Error).message}`);
@@ -449,42 +481,30 @@ export class Reconciler {
   }
 
   async spec(row: InstanceRow, version: string): Promise<SandboxSpec> {
+    return (await this.#spec(row, version)).spec;
+  }
+
+  /** The sandbox spec and the configuration version it renders (null without versioned configuration). */
+  async #spec(row: InstanceRow, version: string): Promise<{ spec: SandboxSpec; configVersion: number | null }> {
     // Independent reads side by side: this is on the path of every start and every wake (issue 7).
-    const [runtime, { defaults, restrictions }, gatewayToken, hooksToken, tenantUid, clusterId] = await Promise.all([
+    const [runtime, tenantPart, gatewayToken, hooksToken, tenantUid, clusterId] = await Promise.all([
       this.#o.runtimes.resolve(version),
-      this.#o.agentDefaults().then(async (defaults) => ({
-        defaults,
-        restrictions: this.#o.toolRestrictions ? await this.#o.toolRestrictions(row.tenantId, defaults.agentName) : { deny: [], execDenied: false },
-      })),
+      this.#o.gatewayConfig
+        ? this.#o.gatewayConfig.forStart(row.tenantId)
+        : this.#o.agentDefaults().then(async (defaults) => {
+            const restrictions = this.#o.toolRestrictions ? await this.#o.toolRestrictions(row.tenantId, defaults.agentName) : { deny: [], execDenied: false };
+            const input: TenantRenderInput = { agents: [{ id: defaults.agentName, name: defaults.agentName }], models: [defaults.defaultModel ?? 'default'], tools: toolPolicyFor(defaults.execPolicy, restrictions) };
+            return { version: null, input };
+          }),
       this.#o.instances.gatewayToken(row.id),
       this.#o.instances.hooksToken(row.id),
       this.#o.instances.tenantUid(row.tenantId),
       this.#clusterId ?? this.#o.instances.clusterId(),
     ]);
     const layout = this.#o.driver.layout;
-    const tools = toolPolicyFor(defaults.execPolicy, restrictions);
     const configs: Record<string, string> = {};
-    for (let i = 0; i < row.executors; i++) {
-      const id = `e${i}`;
-      configs[id] = JSON.stringify(
-        renderOpenclawConfig({
-          gatewayPort: layout.executorPort(i),
-          egressPort: layout.egressPort,
-          stateDir: layout.stateDir(id),
-          logFile: layout.logFile(id),
-          agents: [{ id: defaults.agentName, name: defaults.agentName }],
-          models: [defaults.defaultModel ?? 'default'],
-          tools,
-          // The supervisor passes CLAWPLANE_HOOKS_TOKEN to every gateway; the driver writes the token file.
-          hooks: true,
-          gatewayTokenFile: layout.gatewayTokenFile,
-          ...(layout.knowledgePluginDir ? { knowledgePluginDir: layout.knowledgePluginDir } : {}),
-        }),
-        null,
-        2,
-      );
-    }
-    return {
+    for (let i = 0; i < row.executors; i++) configs[`e${i}`] = JSON.stringify(renderForLayout(layout, tenantPart.input, i), null, 2);
+    const spec: SandboxSpec = {
       tenantId: row.tenantId,
       instanceId: row.id,
       runtime,
@@ -494,12 +514,14 @@ export class Reconciler {
       tenantUid,
       clusterId,
     };
+    return { spec, configVersion: tenantPart.version };
   }
 
-  async #startAndWait(row: InstanceRow, version: string): Promise<{ handle: SandboxRef; health: SandboxHealth; readyMs: number }> {
+  async #startAndWait(row: InstanceRow, version: string, onConfig?: (configVersion: number) => void): Promise<{ handle: SandboxRef; health: SandboxHealth; readyMs: number; configVersion: number | null }> {
     const { driver, instances } = this.#o;
     await this.#ensureRuntime(row, version);
-    const spec = await this.spec(row, version);
+    const { spec, configVersion } = await this.#spec(row, version);
+    if (configVersion !== null) onConfig?.(configVersion);
     const t0 = Date.now();
     const handle = await driver.start(spec);
     // Persist at once: if we die while waiting, the next control plane adopts (or stops) this sandbox.
@@ -511,7 +533,7 @@ export class Reconciler {
         const st = await driver.status(handle);
         if (!st.running) throw new Error(`the sandbox exited during start (${st.reason}); see the instance logs`);
         const h = st.health;
-        if (h?.ready) return { handle, health: h, readyMs: Date.now() - t0 };
+        if (h?.ready) return { handle, health: h, readyMs: Date.now() - t0, configVersion };
         const looping = h?.executors.find((e) => e.restarts >= limit && e.readyMs === null);
         if (looping) {
           const exit = looping.lastExit ? `last exit code ${looping.lastExit.code ?? looping.lastExit.signal}` : 'no exit recorded';

@@ -16,6 +16,7 @@ import type { Vault } from '../vault/vault.ts';
 import { InstanceService } from './instances.ts';
 import { CredentialRotator } from './credentials.ts';
 import { Reconciler } from './reconciler.ts';
+import { GatewayConfigService } from '../governance/versions.ts';
 
 /** The settings of runtimes, sandboxes and the reconciler, from the parsed configuration (issue 6). */
 export interface InstanceSettings {
@@ -60,6 +61,8 @@ export interface InstanceServices {
   instances: InstanceService;
   reconciler: Reconciler;
   rotator: CredentialRotator;
+  /** Versioned gateway configuration: history, diffs, review, apply/check/rollback (docs/adr/0013). */
+  gatewayConfig: GatewayConfigService;
 }
 
 /** Builds the runtime store, the configured sandbox driver, the instance service and its reconciler (not started). */
@@ -79,7 +82,18 @@ export function createInstanceServices(opts: {
   const runtimes = new RuntimeStore({ dir: s.runtimeCache, nodePackageVersion: s.runtimeNodeVersion });
   const sandboxes = createSandboxDriver(s, { broker: opts.broker, log: opts.log });
   const instances = new InstanceService({ db: opts.db, vault: opts.vault, runtimes, defaultRuntimeVersion: s.runtimeDefaultVersion, uidBase: s.sandboxUidBase, events: opts.events, ...(opts.claims ? { node: opts.claims.node } : {}) });
+  const gatewayConfig = new GatewayConfigService({
+    db: opts.db,
+    events: opts.events,
+    layout: sandboxes.layout,
+    log: opts.log,
+    live: async (tenantId) => {
+      const defaults = await opts.onboarding.agentDefaults();
+      return { defaults, restrictions: opts.toolRestrictions ? await opts.toolRestrictions(tenantId, defaults.agentName) : { deny: [], execDenied: false } };
+    },
+  });
   const reconciler = new Reconciler({
+    gatewayConfig,
     instances,
     driver: sandboxes,
     runtimes,
@@ -96,5 +110,5 @@ export function createInstanceServices(opts: {
   reconciler.afterResume = async (row, handle) => {
     await credentials.rotateSandbox(row.tenantId, row.id, handle, { actor: 'system:resume' }, 'resume');
   };
-  return { runtimes, sandboxes, instances, reconciler, rotator: credentials };
+  return { runtimes, sandboxes, instances, reconciler, rotator: credentials, gatewayConfig };
 }

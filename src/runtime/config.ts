@@ -71,6 +71,17 @@ export interface RenderInput {
    * policy denies them. Absent: no plugin and no knowledge tools.
    */
   knowledgePluginDir?: string;
+  /**
+   * The tenant's heartbeat interval as OpenClaw reads it (`30m`, `0m` = off); overrides `features.heartbeat`.
+   * Versioned and capped by src/governance (docs/adr/0013-gateway-config-versions.md).
+   */
+  heartbeatEvery?: string;
+  /**
+   * The tenant's settings of the memory-core plugin, passed through as-is: OpenClaw checks them against the
+   * plugin's own schema (which moves between runtime versions), so a wrong one fails the gateway's start and the
+   * apply check rolls it back. Clawplane's governance keys (dreaming) are laid over them.
+   */
+  memoryConfig?: Record<string, Json>;
 }
 
 /** The hardened default policy: a chat agent that cannot touch the host, the filesystem or the web. */
@@ -100,7 +111,7 @@ export function toolPolicyFor(execDefault: 'deny' | 'ask', r: ToolRestrictions):
   };
 }
 
-type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
+export type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
 
 /**
  * The gateway's openclaw.json as a plain object (serialise with JSON.stringify).
@@ -176,7 +187,7 @@ export function renderOpenclawConfig(input: RenderInput): Record<string, Json> {
         utilityModel: '',
         workspace: `${input.stateDir}/workspace`,
         sandbox: { mode: 'off' },
-        heartbeat: { every: f.heartbeat ? '30m' : '0m' },
+        heartbeat: { every: input.heartbeatEvery ?? (f.heartbeat ? '30m' : '0m') },
       },
       entries,
     },
@@ -191,14 +202,14 @@ export function renderOpenclawConfig(input: RenderInput): Record<string, Json> {
           allow: ['memory-core', KNOWLEDGE_PLUGIN_ID],
           load: { paths: [input.knowledgePluginDir] },
           entries: {
-            'memory-core': { config: { dreaming: { enabled: f.dreaming } } },
+            'memory-core': { config: { ...input.memoryConfig, dreaming: { enabled: f.dreaming } } },
             // The supervisor's egress port: the plugin's only way to the broker (the token is added there).
             [KNOWLEDGE_PLUGIN_ID]: { config: { brokerUrl: `http://127.0.0.1:${input.egressPort}` } },
           },
         }
       : {
           allow: ['memory-core'],
-          entries: { 'memory-core': { config: { dreaming: { enabled: f.dreaming } } } },
+          entries: { 'memory-core': { config: { ...input.memoryConfig, dreaming: { enabled: f.dreaming } } } },
         },
     skills: { allowBundled: [] },
     update: { checkOnStart: false },

@@ -37,6 +37,7 @@ import { AgentService } from '../tasks/agents.ts';
 import { createKnowledgeServices, type KnowledgeServices } from '../knowledge/setup.ts';
 import { knowledgeBrokerRoutes } from '../knowledge/broker-routes.ts';
 import { SessionIngest, type IngestSettings } from '../knowledge/ingest.ts';
+import { governanceBrokerRoutes } from '../governance/broker-routes.ts';
 
 /** Every service the API and CLI use, built once from the database and configuration. */
 export interface Services extends InstanceServices, IngressServices, TaskServices, KnowledgeServices, LaneServices {
@@ -143,6 +144,7 @@ export function createServices(opts: {
   // Agent memory, findings and search by meaning; embeddings go through the broker (docs/adr/0007).
   const knowledge = createKnowledgeServices({ db, proxy: broker.proxy, agents: new AgentService(db), log: opts.log ?? createLogger('silent') });
   mountKnowledge(broker, knowledge, (tenantId, agent, tool) => policy.decide(tenantId, { agent, tool, context: {} }));
+  mountOnBroker(broker, '/governance/', governanceBrokerRoutes({ gatewayConfig: instances.gatewayConfig, resolve: (t) => broker.tokens.resolve(t) }).fetch);
   events.on('routes.changed', ({ tenantId }) => {
     knowledge.embeddings.forget(tenantId ?? undefined);
     // A new embeddings route means re-embedding: start now rather than at the next interval.
@@ -252,9 +254,17 @@ function mountGrants(broker: Broker, grants: GrantService): void {
  * caller's broker token; on a per-sandbox socket the token must be that sandbox's own.
  */
 function mountKnowledge(broker: Broker, knowledge: KnowledgeServices, decide: (tenantId: string, agent: string, tool: string) => Promise<{ outcome: string; explanation: string }>): void {
-  const listener = getRequestListener(knowledgeBrokerRoutes({ memories: knowledge.memories, findings: knowledge.findings, resolve: (t) => broker.tokens.resolve(t), decide }).fetch);
+  mountOnBroker(broker, '/knowledge/', knowledgeBrokerRoutes({ memories: knowledge.memories, findings: knowledge.findings, resolve: (t) => broker.tokens.resolve(t), decide }).fetch);
+}
+
+/**
+ * Serves `prefix`* with `fetch` on every broker socket and port, for the tenant of the caller's broker token; on
+ * a per-sandbox socket the token must be that sandbox's own.
+ */
+function mountOnBroker(broker: Broker, prefix: string, fetch: (req: Request) => Response | Promise<Response>): void {
+  const listener = getRequestListener(fetch);
   broker.extend(async (req, res, boundTo) => {
-    if (!(req.url ?? '').startsWith('/knowledge/')) return false;
+    if (!(req.url ?? '').startsWith(prefix)) return false;
     if (boundTo !== undefined) {
       const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
       const caller = m?.[1] ? await broker.tokens.resolve(m[1]) : undefined;

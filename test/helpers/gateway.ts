@@ -32,6 +32,7 @@ export const UID_BASES: Record<string, number> = {
   'tracing.test.ts': 238_000,
   'replicas-sandboxes.test.ts': 239_000,
   'gateway-knowledge.test.ts': 239_000,
+  'governance-gateway.test.ts': 240_000,
 };
 
 /** The uid base of the calling test file (pass import.meta.url); `suffix` splits a file's block (e.g. per driver). */

@@ -268,6 +268,14 @@ function query(params: Record<string, string | number | undefined>): string {
 
 const inst = (tenant: string, id: string) => `${t(tenant)}/instances/${encodeURIComponent(id)}`;
 
+// ---- Gateway configuration versions (docs/adr/0013) ----
+
+export type GatewayConfigVersion = Schemas['GatewayConfigVersion'];
+export type GatewayConfigRules = Schemas['GatewayConfigRules'];
+export type GatewaySettings = Schemas['GatewayConfigChange']['settings'];
+
+const gc = (tenant: string) => `${t(tenant)}/gateway-config`;
+
 /** The endpoints of the APIs that landed after the first console (instances, governance, usage, audit, chat). */
 export const api2 = {
   instances: {
@@ -307,6 +315,14 @@ export const api2 = {
   },
   replicas: {
     list: () => request<{ items: Replica[] }>('GET', '/api/v1/platform/replicas'),
+  },
+  gatewayConfig: {
+    list: (tenant: string, p: { cursor?: string | undefined } = {}) => request<Page<GatewayConfigVersion>>('GET', `${gc(tenant)}/versions${query({ ...p })}`),
+    propose: (tenant: string, body: { settings: GatewaySettings; reason: string }) => request<GatewayConfigVersion>('POST', `${gc(tenant)}/versions`, body),
+    approve: (tenant: string, n: number) => request<GatewayConfigVersion>('POST', `${gc(tenant)}/versions/${n}/approve`, { comment: '' }),
+    reject: (tenant: string, n: number, reason: string) => request<GatewayConfigVersion>('POST', `${gc(tenant)}/versions/${n}/reject`, { reason }),
+    rollback: (tenant: string, n: number, reason: string) => request<GatewayConfigVersion>('POST', `${gc(tenant)}/versions/${n}/rollback`, { reason }),
+    rules: (tenant: string) => request<GatewayConfigRules>('GET', `${gc(tenant)}/rules`),
   },
   audit: {
     tenant: (tenant: string, f: AuditFilters) => request<AuditPage>('GET', `${t(tenant)}/audit${query({ ...f, tenantId: undefined })}`),

@@ -243,6 +243,8 @@ export function registerPolicy(app: App, deps: AppDeps): void {
       const { tenant, by } = allow(c, 'tenant.admin');
       const body = c.req.valid('json');
       const p = await policy.setTenantPolicy(tenant.id, { execPolicy: body.execPolicy, policies: body.policies.map(toSource) }, by);
+      // A new gateway configuration version when the policy changed what the gateways are configured with (docs/adr/0013).
+      await deps.services.gatewayConfig.capture(tenant.id, { actor: by.actor, person: by.actor, requestId: by.requestId }, `tool policy changed (policy version ${p.version})`);
       return c.json({ ...p, updatedAt: p.updatedAt?.toISOString() ?? null }, 200);
     },
   );

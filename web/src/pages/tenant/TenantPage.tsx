@@ -8,6 +8,7 @@ import { NotFoundPage } from '../NotFoundPage.tsx';
 import { AgentsTab } from './AgentsTab.tsx';
 import { AuditTab } from './AuditTab.tsx';
 import { ChatTab } from './ChatTab.tsx';
+import { ConfigTab } from './ConfigTab.tsx';
 import { CredentialsTab } from './CredentialsTab.tsx';
 import { GovernanceTab } from './GovernanceTab.tsx';
 import { InstancesTab } from './InstancesTab.tsx';
@@ -43,6 +44,7 @@ const TABS: { id: string; label: string; render: (p: TabProps) => ReactNode }[] 
   { id: 'credentials', label: 'Credentials', render: (p) => <CredentialsTab {...p} /> },
   { id: 'providers', label: 'Providers', render: (p) => <ProvidersTab {...p} /> },
   { id: 'governance', label: 'Governance', render: (p) => <GovernanceTab {...p} /> },
+  { id: 'configuration', label: 'Configuration', render: (p) => <ConfigTab {...p} /> },
   { id: 'usage', label: 'Usage', render: (p) => <UsageTab {...p} /> },
   { id: 'audit', label: 'Audit', render: (p) => <AuditTab {...p} /> },
 ];
