@@ -219,7 +219,7 @@ describe('gateway configuration versions', async () => {
     const applied = await server.db.query(`SELECT 1 FROM audit_events WHERE tenant_id = $1 AND action = 'gateway_config.applied' AND target = $2`, [a.id, `gateway_config:${good.version}`]);
     assert.equal(applied.rowCount, 1);
     const bad = await call<Version>(a.client, 'POST', `${base}/versions`, { settings: { heartbeatEvery: '5h', memory: { unknownSetting: 1 } }, reason: 'tune memory' }, 201);
-    const [f1, f2] = await Promise.all([svc.failed(a.id, inst.id, bad.number, 'gateway e0 crashed 2 times before becoming ready'), svc.failed(a.id, inst.id, bad.number, 'again')]);
+    const [f1, f2] = await Promise.all([svc.failed(a.id, inst.id, bad.number, 'gateway e0 crashed 2 times before becoming ready'), svc.failed(a.id, inst.id, bad.number, 'gateway e0 crashed 2 times before becoming ready')]);
     assert.deepEqual([f1, f2].filter(Boolean), [{ fallback: good.version }]);
     const failed = await call<Version>(a.client, 'GET', `${base}/versions/${bad.number}`);
     assert.equal(failed.status, 'failed');
