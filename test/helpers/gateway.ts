@@ -30,7 +30,7 @@ export const UID_BASES: Record<string, number> = {
   'sandbox-docker.test.ts': 236_000,
   'bench-docker': 237_000,
   'tracing.test.ts': 238_000,
-  'replicas-sandboxes.test.ts': 239_000,
+  'replicas-sandboxes.test.ts': 241_000,
   'gateway-knowledge.test.ts': 239_000,
   'governance-gateway.test.ts': 240_000,
 };
