@@ -104,8 +104,15 @@ export async function twoTenants(server: TestServer, admin: ApiClient): Promise<
     const project = await server.services.lanes.createProject(t.id, { name: 'fixture', laneKinds: ['analysis'] }, { actor: 'test' });
     const lane = await server.services.lanes.createLane(t.id, { name: 'fixture', project: 'fixture', kind: 'analysis', steps: [{ name: 'approve-me', capability: 'fixture-nobody-has', input: `lane fixture of ${slug}`, requiresApproval: true }] }, { actor: 'test' });
     const run = await server.services.lanes.trigger(t.id, lane.id, { actor: 'test' });
-    // The run reaches its approval step in its own workflow: wait for it, so "parked" is true when tests look.
-    while ((await server.services.lanes.getRun(t.id, run.id)).status !== 'waiting_approval') await new Promise((r) => setTimeout(r, 20));
+    // The run reaches its approval step in its own workflow: where this server dequeues workflows (the worker
+    // role), wait for it, so "parked" is true when tests look. Without a worker it stays queued, and is never decided.
+    // A guard, not a timing assertion: a run that never parks fails the file instead of hanging the suite.
+    for (let i = 0; server.config.replica.roles.includes('worker'); i++) {
+      const status = (await server.services.lanes.getRun(t.id, run.id)).status;
+      if (status === 'waiting_approval') break;
+      if (i > 6000) throw new Error(`twoTenants: the fixture lane run of ${slug} is still ${status}, not parked at its approval step`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
     const backupId = randomUUID();
     await server.db.query(
       `INSERT INTO instance_backups (id, tenant_id, instance_id, instance_name, runtime_version, reason, object_key, size_bytes, sha256, duration_ms) VALUES ($1, $2, $3, 'fixture', '2026.9.6', 'manual', $4, 0, '', 0)`,
