@@ -43,6 +43,12 @@ describe('configuration', () => {
     assert.equal(ok.secretKey?.length, 32);
   });
 
+  test('the injected lane clock is refused outside tests', () => {
+    assert.throws(() => parseConfig({ CLAWPLANE_TEST_LANE_CLOCK_FILE: '/tmp/now' }), /CLAWPLANE_TEST_LANE_CLOCK_FILE is for tests only/);
+    assert.equal(parseConfig({ CLAWPLANE_ENV: 'test', CLAWPLANE_TEST_LANE_CLOCK_FILE: '/tmp/now' }).lanes.clockFile, '/tmp/now');
+    assert.deepEqual(parseConfig({}).lanes, { tickMs: 15_000, clockFile: undefined });
+  });
+
   test('a short secret key is refused without echoing it', () => {
     const secret = 'c2hvcnQta2V5LWNhbmFyeQ';
     assert.throws(

@@ -162,6 +162,9 @@ export const settingsSchema = z.strictObject({
   // Session ingestion (docs/adr/0007-knowledge-search.md).
   CLAWPLANE_INGEST_IDLE_MINUTES: z.coerce.number().int().min(0).max(10_080).default(30).describe('A chat session with no message for this many minutes, or a task finished this long ago, is summarised into the conversation archive; 0 turns session ingestion off.'),
   CLAWPLANE_INGEST_MEMORIES: z.enum(['true', 'false']).default('false').describe('true: each summary is also kept as a memory (shared by the tenant\'s agents, or the task\'s agent\'s), which later tasks recall.'),
+  // Lanes (docs/lanes.md, docs/adr/0012-lane-scheduling.md).
+  CLAWPLANE_LANE_TICK_MS: z.coerce.number().int().min(50).max(600_000).default(15_000).describe('How often each worker replica looks for due lane schedules (and starts runs whose workflow never started), in milliseconds.'),
+  CLAWPLANE_TEST_LANE_CLOCK_FILE: z.string().default('').describe('Tests only (refused unless CLAWPLANE_ENV=test): a file holding an ISO time that the lane scheduler reads as "now" (absent file: the real clock), so replicas in separate processes share one injected clock.'),
   // Several replicas on one database (docs/adr/0009-replica-coordination.md).
   CLAWPLANE_ROLES: z
     .string()
@@ -258,6 +261,8 @@ export interface Config {
     expireMs: number;
   };
   ingest: { idleMinutes: number; memories: boolean };
+  /** Lane scheduling: the tick interval, and (tests only) a file that injects the scheduler's clock. */
+  lanes: { tickMs: number; clockFile: string | undefined };
   tasks: {
     retryAttempts: number;
     retryBaseMs: number;
@@ -297,6 +302,9 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
   if (s.CLAWPLANE_BACKUP_STORE === 's3') {
     const missing = (['CLAWPLANE_BACKUP_S3_BUCKET', 'CLAWPLANE_BACKUP_S3_ACCESS_KEY_ID', 'CLAWPLANE_BACKUP_S3_SECRET_ACCESS_KEY'] as const).filter((k) => s[k] === '');
     if (missing.length > 0) throw new ConfigError(`Invalid configuration:\n  ${missing.map((k) => `${k} is required when CLAWPLANE_BACKUP_STORE=s3. Fix: ${settingsSchema.shape[k].description ?? ''}`).join('\n  ')}`);
+  }
+  if (s.CLAWPLANE_TEST_LANE_CLOCK_FILE !== '' && s.CLAWPLANE_ENV !== 'test') {
+    throw new ConfigError('Invalid configuration:\n  CLAWPLANE_TEST_LANE_CLOCK_FILE is for tests only. Fix: unset it (or set CLAWPLANE_ENV=test in a test).');
   }
   if (s.CLAWPLANE_ENV === 'production') {
     const missing = (['DATABASE_URL', 'CLAWPLANE_SECRET_KEY'] as const).filter((k) => s[k] === undefined);
@@ -374,6 +382,7 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
       },
     },
     ingest: { idleMinutes: s.CLAWPLANE_INGEST_IDLE_MINUTES, memories: s.CLAWPLANE_INGEST_MEMORIES === 'true' },
+    lanes: { tickMs: s.CLAWPLANE_LANE_TICK_MS, clockFile: s.CLAWPLANE_TEST_LANE_CLOCK_FILE || undefined },
     tasks: {
       retryAttempts: s.CLAWPLANE_TASK_RETRY_ATTEMPTS,
       retryBaseMs: s.CLAWPLANE_TASK_RETRY_BASE_MS,

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { Counter, Gauge, type Registry } from 'prom-client';
 import { appendAudit } from '../audit/log.ts';
 import type { Db } from '../db/pool.ts';
 import { parseCron } from './rules.ts';
@@ -9,6 +10,21 @@ import type { Lane } from './types.ts';
 export interface TickResult {
   fired: { laneId: string; runId: string; slotAt: string; trigger: 'schedule' | 'catch-up' }[];
   skipped: { laneId: string; slots: number }[];
+}
+
+/** The scheduler's metrics on this replica (an operator sees it tick; tests wait for every replica to tick past a time). */
+export interface SchedulerMetrics {
+  ticks: Counter;
+  clock: Gauge;
+  fired: Counter<'trigger'>;
+}
+
+export function schedulerMetrics(registry: Registry): SchedulerMetrics {
+  return {
+    ticks: new Counter({ name: 'clawplane_lane_scheduler_ticks_total', help: 'Lane scheduler ticks completed on this replica', registers: [registry] }),
+    clock: new Gauge({ name: 'clawplane_lane_scheduler_clock_seconds', help: "The scheduler clock's time (Unix seconds) at this replica's last completed tick", registers: [registry] }),
+    fired: new Counter({ name: 'clawplane_lane_runs_fired_total', help: 'Scheduled lane runs this replica created, by trigger (schedule, catch-up)', labelNames: ['trigger'], registers: [registry] }),
+  };
 }
 
 /**
@@ -27,20 +43,27 @@ export class LaneScheduler {
   readonly #log: Logger;
   readonly clock: () => Date;
   readonly graceMs: number;
+  readonly #metrics: SchedulerMetrics | undefined;
   #timer: NodeJS.Timeout | undefined;
-  #ticking: Promise<unknown> = Promise.resolve();
+  #ticking: Promise<unknown> | undefined;
 
-  constructor(o: { db: Db; lanes: LaneService; log: Logger; clock?: () => Date; graceMs?: number }) {
+  constructor(o: { db: Db; lanes: LaneService; log: Logger; clock?: () => Date; graceMs?: number; metrics?: SchedulerMetrics }) {
     this.#db = o.db;
     this.#lanes = o.lanes;
     this.#log = o.log;
     this.clock = o.clock ?? (() => new Date());
     this.graceMs = o.graceMs ?? 120_000;
+    this.#metrics = o.metrics;
   }
 
   start(intervalMs: number): void {
     const run = () => {
-      this.#ticking = this.tick().catch((err: unknown) => this.#log.warn({ err: (err as Error).message }, 'lane scheduler tick failed; will retry'));
+      // One tick at a time per replica: a slow tick is not overtaken by the next one.
+      this.#ticking ??= this.tick()
+        .catch((err: unknown) => this.#log.warn({ err: (err as Error).message }, 'lane scheduler tick failed; will retry'))
+        .finally(() => {
+          this.#ticking = undefined;
+        });
     };
     this.#timer = setInterval(run, intervalMs);
     this.#timer.unref();
@@ -68,6 +91,9 @@ export class LaneScheduler {
         this.#log.warn({ tenant_id: d.tenant_id, lane_id: d.id, err: (err as Error).message }, 'lane slot could not be fired; will retry');
       }
     }
+    for (const f of out.fired) this.#metrics?.fired.inc({ trigger: f.trigger });
+    this.#metrics?.ticks.inc();
+    this.#metrics?.clock.set(now.getTime() / 1000);
     return out;
   }
 

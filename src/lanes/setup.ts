@@ -1,12 +1,13 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import type { ObjectStore } from '../backup/types.ts';
 import type { Db } from '../db/pool.ts';
 import { enqueueWorkflow, ensureQueue } from '../durable/engine.ts';
 import type { GatewayGate } from '../ingress/access.ts';
 import { soloIdentity, WorkClaims, type ClaimIdentity } from '../replicas/claims.ts';
 import type { TaskService } from '../tasks/service.ts';
-import { LaneScheduler } from './scheduler.ts';
+import { LaneScheduler, schedulerMetrics } from './scheduler.ts';
 import { LaneService } from './service.ts';
 import { LaneSteps } from './steps.ts';
 import type { LaneStep } from './types.ts';
@@ -84,9 +85,11 @@ export class LaneRuntime {
   }
 }
 
-export function createLaneServices(o: { db: Db; tasks: TaskService; store: ObjectStore; gate: GatewayGate; flushUsage: () => Promise<void>; approvalTtlSeconds: number; dataDir: string; log: Logger; node: string; claims?: ClaimIdentity; clock?: () => Date }): LaneServices {
+export function createLaneServices(o: { db: Db; tasks: TaskService; store: ObjectStore; gate: GatewayGate; flushUsage: () => Promise<void>; approvalTtlSeconds: number; dataDir: string; log: Logger; node: string; claims?: ClaimIdentity; clock?: (() => Date) | undefined; registry?: Registry }): LaneServices {
   const log = o.log.child({ component: 'lanes' });
   const lanes = new LaneService(o.db);
+  // An injected clock (tests) also places new lanes' first slots, so the scheduler and the API agree on "now".
+  if (o.clock) lanes.now = o.clock;
   let queue: Promise<void> | undefined;
   lanes.useStarter(async (run: { tenantId: string; runId: string; steps: LaneStep[] }) => {
     queue ??= ensureQueue(LANE_QUEUE, { workerConcurrency: 50 }).catch((err: unknown) => {
@@ -97,7 +100,7 @@ export function createLaneServices(o: { db: Db; tasks: TaskService; store: Objec
     await enqueueWorkflow(laneRunWorkflow, run.runId, { queue: LANE_QUEUE }, run);
   });
   const steps = new LaneSteps({ db: o.db, lanes, tasks: o.tasks, store: o.store, gate: o.gate, flushUsage: o.flushUsage, approvalTtlSeconds: o.approvalTtlSeconds, tmpDir: path.resolve(o.dataDir, 'run', 'lanes'), log });
-  const scheduler = new LaneScheduler({ db: o.db, lanes, log, ...(o.clock ? { clock: o.clock } : {}) });
+  const scheduler = new LaneScheduler({ db: o.db, lanes, log, ...(o.clock ? { clock: o.clock } : {}), ...(o.registry ? { metrics: schedulerMetrics(o.registry) } : {}) });
   const claims = new WorkClaims(o.db, o.claims ?? soloIdentity(o.node));
   return { lanes, laneRuntime: new LaneRuntime({ db: o.db, lanes, steps, scheduler, claims, log }) };
 }

@@ -17,6 +17,7 @@ import { EventChannel } from '../events/channel.ts';
 import os from 'node:os';
 import { ReplicaRegistry, resolveReplicaId } from '../replicas/registry.ts';
 import { API_VERSION } from '../api/routes/docs.ts';
+import { fileClock } from '../lanes/clock.ts';
 import { createServices, type Services } from './services.ts';
 import { TenantOperator } from '../operator/tenants.ts';
 import { WorkClaims } from '../replicas/claims.ts';
@@ -128,10 +129,10 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const secretKey = config.secretKey;
     if (!secretKey) throw new Error('secret key not resolved');
     const metrics = createMetrics();
-    const services = createServices({ db, events, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config), tasks: config.tasks, ingest: config.ingest, broker: config.broker, claims: { owner: replicaId, node: config.replica.node ?? os.hostname(), ttlMs: config.replica.expireMs } });
+    const services = createServices({ db, events, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config), tasks: config.tasks, ingest: config.ingest, broker: config.broker, claims: { owner: replicaId, node: config.replica.node ?? os.hostname(), ttlMs: config.replica.expireMs }, laneClock: config.lanes.clockFile ? fileClock(config.lanes.clockFile) : undefined });
     // Task workflows recovered or dequeued since launch wait for this (src/tasks/workflow.ts).
     services.taskRuntime.start(undefined, { housekeeping: roles.has('worker') });
-    services.laneRuntime.start({ worker: roles.has('worker') });
+    services.laneRuntime.start({ worker: roles.has('worker'), intervalMs: config.lanes.tickMs });
     await services.onboarding.prepareSetupCode(log);
     if (roles.has('reconciler')) {
       // Adopts sandboxes that outlived the previous control plane before anything could start duplicates.

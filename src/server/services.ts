@@ -95,6 +95,8 @@ export function createServices(opts: {
   claims?: ClaimIdentity;
   /** Session ingestion; default: the configuration defaults. */
   ingest?: IngestSettings;
+  /** The lane scheduler's clock (tests inject one, docs/adr/0012-lane-scheduling.md); default: the real clock. */
+  laneClock?: (() => Date) | undefined;
 }): Services {
   const { db, events } = opts;
   const vault = new Vault({ db, keys: new LocalKeyProvider({ secret: opts.secretKey, versions: dbKeyVersionStore(db) }) });
@@ -196,6 +198,8 @@ export function createServices(opts: {
     log: opts.log ?? createLogger('silent'),
     node: instances.instances.node,
     ...(opts.claims ? { claims: opts.claims } : {}),
+    clock: opts.laneClock,
+    ...(opts.registry ? { registry: opts.registry } : {}),
   });
   return {
     ...instances,
