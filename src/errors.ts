@@ -73,8 +73,9 @@ export class PayloadTooLargeError extends ClawplaneError {
 }
 
 export class QuotaExceededError extends ClawplaneError {
-  constructor(message: string) {
-    super('quota_exceeded', 429, message);
+  /** `details.quota` names the quota (e.g. maxCpuMillis) where one decided. */
+  constructor(message: string, details?: { quota: string; limit: number; requested: number }) {
+    super('quota_exceeded', 429, message, details ? { details } : undefined);
   }
 }
 

@@ -35,6 +35,7 @@ const PARAMS: Record<string, (t: TenantFixture) => string> = {
   laneId: (t) => t.laneId,
   runId: (t) => t.runId,
   step: () => '0',
+  poolId: (t) => t.poolId,
   version: (t) => configVersionIds.get(t.id) ?? 'missing',
 };
 
@@ -113,6 +114,8 @@ const BODIES: Record<string, unknown> = {
   'POST /api/v1/tenants/{tenant}/gateway-config/versions/{version}/reject': { reason: 'x' },
   'POST /api/v1/tenants/{tenant}/gateway-config/versions/{version}/rollback': { reason: 'x' },
   'PUT /api/v1/tenants/{tenant}/gateway-config/rules': { review: ['heartbeat'] },
+  'POST /api/v1/tenants/{tenant}/pools': { agentType: 'coding' },
+  'PATCH /api/v1/tenants/{tenant}/pools/{poolId}': { maxExecutors: 2 },
 };
 
 /**
@@ -233,7 +236,7 @@ describe('cross-tenant harness', async () => {
   });
 
   test("tenant A's admin gets 404 for every tenant-owned route with tenant B's slug, id or resource ids", async () => {
-    const leaks = [b.id, b.ownerId, b.tokenId, b.credentialId, b.providerId, b.grantJti, b.instanceId, b.sessionId, b.backupId, b.agentId, b.taskId, b.findingId, b.projectId, b.laneId, b.runId, 'lane fixture of tenant-b', 'memory of tenant-b', 'finding of tenant-b', 'fixture task of tenant-b', 'TENANT-B', 'sk-fixture-tenant-b', 'hello from tenant-b'];
+    const leaks = [b.id, b.ownerId, b.tokenId, b.credentialId, b.providerId, b.grantJti, b.instanceId, b.sessionId, b.backupId, b.agentId, b.taskId, b.findingId, b.projectId, b.laneId, b.runId, b.poolId, 'lane fixture of tenant-b', 'memory of tenant-b', 'finding of tenant-b', 'fixture task of tenant-b', 'TENANT-B', 'sk-fixture-tenant-b', 'hello from tenant-b'];
     for (const op of ops.filter((o) => o.path.startsWith('/api/v1/tenants/{tenant}'))) {
       const q = QUERIES[op.key] ?? '';
       const attempts = [
@@ -286,6 +289,8 @@ describe('cross-tenant harness', async () => {
     assert.deepEqual([bRun.status, bRun.steps[0]?.decidedBy], ['waiting_approval', null], "nobody decided B's parked step");
     assert.equal((await b.client.json<{ items: unknown[] }>('GET', `/api/v1/tenants/${b.slug}/lane-runs`)).items.length, 1, 'no run was started for B');
     assert.equal((await b.client.json<{ timeZone: string }>('GET', `/api/v1/tenants/${b.slug}/lane-settings`)).timeZone, 'UTC');
+    const bPools = await b.client.json<{ items: { id: string; state: string; maxExecutors: number }[] }>('GET', `/api/v1/tenants/${b.slug}/pools`);
+    assert.deepEqual(bPools.items.map((p) => [p.id, p.state, p.maxExecutors]), [[b.poolId, 'active', 1]], "B's pool was not changed, paused or removed");
   });
 
   test('routes outside a tenant answer a tenant token as classified', async () => {

@@ -39,6 +39,7 @@ import { registerAudit } from './routes/audit.ts';
 import { registerKnowledge } from './routes/knowledge.ts';
 import { registerUsage } from './routes/usage.ts';
 import { registerLanes } from './routes/lanes.ts';
+import { registerPools } from './routes/pools.ts';
 import { registerGovernance } from './routes/governance.ts';
 
 /** What route modules need; passed in, never read from globals (STYLE 2). */
@@ -171,6 +172,7 @@ export function createApp(deps: AppDeps): App {
   registerUsage(app, deps);
   registerLanes(app, deps);
   registerGovernance(app, deps);
+  registerPools(app, deps);
   registerDocs(app);
   // Last: the console's SPA fallback answers any GET no route above took (never /api/).
   registerWeb(app);

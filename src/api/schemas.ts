@@ -59,6 +59,8 @@ export const QuotasSchema = z
     dailyTokenBudget: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).nullable(),
     dailyCostBudgetUsd: z.number().min(0).max(1e9).nullable(),
     idleTimeoutMinutes: z.number().int().min(0).max(525600).nullable().openapi({ description: "Minutes without traffic before the tenant's instances are backed up and stopped; null = platform default, 0 = never" }),
+    maxCpuMillis: z.number().int().min(0).max(100_000_000).openapi({ description: 'CPU the executor pools may reserve in total (shards × maxExecutors × cpuMillis), in thousandths of a core' }),
+    maxMemoryMb: z.number().int().min(0).max(100_000_000).openapi({ description: 'Memory the executor pools may reserve in total, in MiB' }),
   })
   .openapi('Quotas');
 
@@ -69,6 +71,8 @@ export const QuotasPatch = z.strictObject({
   dailyTokenBudget: QuotasSchema.shape.dailyTokenBudget.optional(),
   dailyCostBudgetUsd: QuotasSchema.shape.dailyCostBudgetUsd.optional(),
   idleTimeoutMinutes: QuotasSchema.shape.idleTimeoutMinutes.optional(),
+  maxCpuMillis: QuotasSchema.shape.maxCpuMillis.optional(),
+  maxMemoryMb: QuotasSchema.shape.maxMemoryMb.optional(),
 });
 
 export const TenantSchema = z

@@ -87,7 +87,7 @@ export class LaneSteps {
   }
 
   /** Creates step `i`'s task (idempotent on the run and step); the workflow enqueues it. */
-  async createTask(a: LaneRunArgs, i: number): Promise<{ task: Pick<Task, 'id' | 'tenantId' | 'priority'>; queue: string } | { error: string }> {
+  async createTask(a: LaneRunArgs, i: number): Promise<{ task: Pick<Task, 'id' | 'tenantId' | 'priority' | 'shard'>; queue: string } | { error: string }> {
     const step = a.steps[i];
     if (!step) return { error: 'no such step' };
     let r: Awaited<ReturnType<TaskService['insert']>>;
@@ -102,7 +102,7 @@ export class LaneSteps {
       await tx.query(`UPDATE lane_run_steps SET status = 'running', task_id = $4, started_at = coalesce(started_at, now()) WHERE tenant_id = $1 AND run_id = $2 AND idx = $3`, [a.tenantId, a.runId, i, r.task.id]);
       await tx.query(`UPDATE lane_runs SET status = 'running' WHERE tenant_id = $1 AND id = $2 AND status IN ('running', 'waiting_approval')`, [a.tenantId, a.runId]);
     });
-    return { task: { id: r.task.id, tenantId: r.task.tenantId, priority: r.task.priority }, queue };
+    return { task: { id: r.task.id, tenantId: r.task.tenantId, priority: r.task.priority, shard: r.task.shard }, queue };
   }
 
   /** Records step `i` from its task: status, timings, tokens, cost, model calls (its usage rows), its output as an artifact. */

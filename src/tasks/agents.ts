@@ -118,7 +118,8 @@ export class AgentService {
    * Dispatch: the agent named by the task, or the best agent with the capability. Trust 0 is never
    * picked; among matches, higher trust wins, then the better success rate on that skill, then the name.
    */
-  async pick(tenantId: string, want: { agent: string | null; capability: string | null }): Promise<{ agent: Agent; reason: string } | { error: string }> {
+  async pick(tenantId: string, want: { agent: string | null; capability: string | null; agentType?: AgentType | null }): Promise<{ agent: Agent; reason: string } | { error: string }> {
+    const type = want.agentType ?? null;
     if (want.agent) {
       let a: Agent;
       try {
@@ -129,18 +130,19 @@ export class AgentService {
       }
       if (a.trustLevel === 0) return { error: `Agent "${a.name}" has trust level 0 (quarantined) and is not dispatched.` };
       if (want.capability && !a.capabilities.includes(want.capability)) return { error: `Agent "${a.name}" does not have capability "${want.capability}".` };
+      if (type && a.agentType !== type) return { error: `Agent "${a.name}" is of type ${a.agentType}, not ${type} as the task asks.` };
       return { agent: a, reason: 'named by the task' };
     }
     const r = await this.#db.query<Row & { rate: number | null }>(
       `SELECT a.*, s.successes::float / NULLIF(s.attempts, 0) AS rate
          FROM agents a LEFT JOIN agent_skills s ON s.agent_id = a.id AND s.skill = $2
-        WHERE a.tenant_id = $1 AND $2 = ANY (a.capabilities) AND a.trust_level > 0
+        WHERE a.tenant_id = $1 AND $2 = ANY (a.capabilities) AND a.trust_level > 0 AND ($3::text IS NULL OR a.agent_type = $3)
         ORDER BY a.trust_level DESC, COALESCE(s.successes::float / NULLIF(s.attempts, 0), 0.5) DESC, a.name
         LIMIT 1`,
-      [tenantId, want.capability ?? ''],
+      [tenantId, want.capability ?? '', type],
     );
     const row = r.rows[0];
-    if (!row) return { error: `No agent with capability "${want.capability ?? ''}" and trust level above 0 in this tenant.` };
+    if (!row) return { error: `No agent with capability "${want.capability ?? ''}"${type ? ` of type ${type}` : ''} and trust level above 0 in this tenant.` };
     return { agent: toAgent(row), reason: `capability "${want.capability ?? ''}", trust ${row.trust_level}, success rate ${row.rate === null ? 'n/a' : row.rate.toFixed(2)}` };
   }
 

@@ -36,8 +36,9 @@ export class GatewayApprovalWatch {
   }
 
   /** Connects and completes the handshake; rejects when the gateway refuses or does not answer in time. */
-  static async connect(transport: GatewayTransport, token: string, matches: (sessionKey: string | null) => boolean, timeoutMs = 15_000): Promise<GatewayApprovalWatch> {
-    const ws = transport.websocket();
+  static async connect(transport: GatewayTransport, token: string, matches: (sessionKey: string | null) => boolean, timeoutMs = 15_000, gateway?: string): Promise<GatewayApprovalWatch> {
+    // A pool executor's turn runs on one gateway process of the sandbox: watch that one.
+    const ws = gateway ? transport.websocket({ headers: { 'x-clawplane-executor': gateway } }) : transport.websocket();
     const w = new GatewayApprovalWatch(ws);
     const ready = Promise.withResolvers<void>();
     const timer = setTimeout(() => ready.reject(new Error(`the gateway did not complete the approvals handshake within ${timeoutMs} ms`)), timeoutMs);

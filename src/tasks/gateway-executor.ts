@@ -8,6 +8,7 @@ import { spanAttributes } from '../observability/tracing.ts';
 import { WorkClaims, type ClaimIdentity } from '../replicas/claims.ts';
 import type { GatewayTransport, SandboxDriver } from '../sandbox/types.ts';
 import { GatewayApprovalWatch, type ExecApprovalRequest } from './exec-approvals.ts';
+import type { ExecutorClaim } from '../pools/types.ts';
 import type { RiskClass, TaskExecutor, Turn, TurnResult } from './types.ts';
 
 /**
@@ -35,10 +36,15 @@ export interface Endpoint {
   instanceId: string;
   transport: GatewayTransport;
   token: string;
+  /** The gateway process of the sandbox to use (a pool executor); absent: the supervisor's choice. */
+  gateway?: string;
 }
 
-/** Wakes (starts, or deploys) the tenant's instance for a risk class and waits until it is ready. */
-export type WakeFn = (tenantId: string, risk: RiskClass, signal: AbortSignal) => Promise<Endpoint>;
+/**
+ * Wakes (starts, or deploys) the tenant's instance for a risk class — or, for a pooled turn, its pool's own
+ * instance (docs/adr/0014-executor-pools.md) — and waits until it is ready.
+ */
+export type WakeFn = (tenantId: string, risk: RiskClass, signal: AbortSignal, pool?: ExecutorClaim) => Promise<Endpoint>;
 
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
@@ -53,13 +59,27 @@ const sleep = (ms: number, signal: AbortSignal) =>
  */
 export function instanceWaker(o: { gate: GatewayGate; instances: InstanceService; sandboxes: SandboxDriver; readyTimeoutMs: number }): WakeFn {
   const by = { actor: 'system:tasks' };
-  return async (tenantId, risk, signal) => {
+  return async (tenantId, risk, signal, pool) => {
     // A task queued before its tenant was suspended must not wake its gateway now.
     await o.gate.admitSystem(tenantId, 'task', by);
     const all = await o.instances.list(tenantId);
     const pickStd = (xs: Instance[]) => xs.find((i) => i.name === 'main') ?? xs.find((i) => i.status === 'running') ?? xs[0];
-    const std = all.filter((i) => i.name !== HIGH_RISK_INSTANCE && i.desiredState !== 'destroyed');
-    let inst = risk === 'high' ? all.find((i) => i.name === HIGH_RISK_INSTANCE && i.desiredState !== 'destroyed') : pickStd(std);
+    // Pool instances and the high-risk instance are never a standard agent's shared instance.
+    const std = all.filter((i) => i.name !== HIGH_RISK_INSTANCE && !i.name.startsWith('pool-') && i.desiredState !== 'destroyed');
+    let inst: Instance | undefined;
+    if (pool) {
+      // The pool's own sandbox: one per pool, with every shard's gateways; deployed on its first work.
+      inst = all.find((i) => i.name === pool.instanceName && i.desiredState !== 'destroyed');
+      if (!inst) {
+        inst = await o.instances.deploy(tenantId, { name: pool.instanceName, executors: pool.gateways }, by).catch(async (err: unknown) => {
+          // Another worker deployed it first.
+          const again = (await o.instances.list(tenantId)).find((i) => i.name === pool.instanceName);
+          if (again) return again;
+          throw err;
+        });
+        await o.instances.db.query('UPDATE executor_pools SET instance_id = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2', [tenantId, pool.poolId, inst.id]);
+      }
+    } else inst = risk === 'high' ? all.find((i) => i.name === HIGH_RISK_INSTANCE && i.desiredState !== 'destroyed') : pickStd(std);
     if (!inst) inst = await o.instances.deploy(tenantId, { name: risk === 'high' ? HIGH_RISK_INSTANCE : 'main' }, by);
     else if (inst.desiredState !== 'running' || inst.status === 'error') inst = await o.instances.start(tenantId, inst.id, by);
     const t0 = Date.now();
@@ -153,22 +173,25 @@ export class GatewayExecutor implements TaskExecutor {
       ep = live.ep;
       await ctx.trace('gateway_ready', { instanceId: ep.instanceId, continuing: 'the turn held at an exec approval' });
     } else {
-      await ctx.trace('wake', { riskClass: turn.agent.riskClass });
-      ep = await this.#wake(turn.tenantId, turn.agent.riskClass, ctx.signal);
-      await ctx.trace('gateway_ready', { instanceId: ep.instanceId });
+      await ctx.trace('wake', { riskClass: turn.agent.riskClass, ...(turn.executor ? { pool: turn.executor.instanceName, gateway: turn.executor.gateway } : {}) });
+      ep = await this.#wake(turn.tenantId, turn.agent.riskClass, ctx.signal, turn.executor);
+      if (turn.executor) ep = { ...ep, gateway: turn.executor.gateway };
+      await ctx.trace('gateway_ready', { instanceId: ep.instanceId, ...(ep.gateway ? { gateway: ep.gateway } : {}) });
     }
     spanAttributes({ 'clawplane.tenant_id': turn.tenantId, 'clawplane.task_id': turn.taskId, 'clawplane.instance_id': ep.instanceId });
-    // One turn at a time per instance in this process (see the class comment on metering).
-    const prev = this.#locks.get(ep.instanceId) ?? Promise.resolve();
+    // One turn at a time per gateway in this process (see the class comment on metering): per instance, or
+    // per gateway process of a pool's sandbox (each executor of a pool runs its own turn).
+    const lockKey = ep.gateway ? `${ep.instanceId}/${ep.gateway}` : ep.instanceId;
+    const prev = this.#locks.get(lockKey) ?? Promise.resolve();
     let release!: () => void;
     const mine = new Promise<void>((r) => (release = r));
     const chain = prev.then(() => mine);
-    this.#locks.set(ep.instanceId, chain);
+    this.#locks.set(lockKey, chain);
     let unlease: (() => Promise<void>) | undefined;
     try {
       await prev;
       // Then across processes: another worker may be driving this gateway.
-      unlease = await this.#turnLease(ep.instanceId, turn.taskId, ctx.signal);
+      unlease = await this.#turnLease(lockKey, turn.taskId, ctx.signal);
       const res = live ? await this.#continue(live, ctx) : await this.#start(ep, turn, ctx);
       // The broker wrote the turn's usage rows with the task (from the tag); flushed so the evaluation reads them.
       await this.#flushUsage();
@@ -178,7 +201,7 @@ export class GatewayExecutor implements TaskExecutor {
     } finally {
       await unlease?.();
       release();
-      if (this.#locks.get(ep.instanceId) === chain) this.#locks.delete(ep.instanceId);
+      if (this.#locks.get(lockKey) === chain) this.#locks.delete(lockKey);
     }
   }
 
@@ -191,7 +214,7 @@ export class GatewayExecutor implements TaskExecutor {
     const mark = `task-${turn.taskId}`;
     let watch: GatewayApprovalWatch | undefined;
     try {
-      watch = await GatewayApprovalWatch.connect(ep.transport, ep.token, (k) => k === turn.sessionKey || (k?.endsWith(mark) ?? false));
+      watch = await GatewayApprovalWatch.connect(ep.transport, ep.token, (k) => k === turn.sessionKey || (k?.endsWith(mark) ?? false), undefined, ep.gateway);
       await ctx.trace('approvals_watch', { connected: true });
     } catch (err) {
       // Without a watcher the gateway has no approval surface and denies asked commands at once.
@@ -302,6 +325,7 @@ export class GatewayExecutor implements TaskExecutor {
           'content-type': 'application/json',
           'x-openclaw-session-key': turn.sessionKey,
           'x-clawplane-agent': turn.agent.name,
+          ...(ep.gateway ? { 'x-clawplane-executor': ep.gateway } : {}),
         },
       });
       const onAbort = () => req.destroy(signal.reason instanceof Error ? signal.reason : new Error('aborted'));

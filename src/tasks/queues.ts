@@ -12,6 +12,13 @@ import { ensureQueue } from '../durable/engine.ts';
  */
 export const QUEUE_PREFIX = 'clawplane.tasks.c';
 export const queueFor = (maxConcurrent: number) => `${QUEUE_PREFIX}${maxConcurrent}`;
+/**
+ * Tasks of an executor pool go on the pool's own queue, partitioned by shard with as many slots per shard as
+ * the shard has executors (docs/adr/0014-executor-pools.md): a paused pool holds only its own slots, never
+ * its tenant's others. The per-shard figure is in the name because DBOS partition limits are per queue.
+ */
+export const POOL_QUEUE_PREFIX = 'clawplane.pool.';
+export const poolQueueFor = (poolId: string, perShard: number) => `${POOL_QUEUE_PREFIX}${poolId}.x${perShard}`;
 
 export class TaskQueues {
   readonly #known = new Map<string, Promise<void>>();
@@ -24,11 +31,19 @@ export class TaskQueues {
   }
 
   /** The queue for a tenant quota, registered once per process. */
-  async queue(maxConcurrent: number): Promise<string> {
-    const name = queueFor(maxConcurrent);
+  queue(maxConcurrent: number): Promise<string> {
+    return this.#ensure(queueFor(maxConcurrent), maxConcurrent);
+  }
+
+  /** The queue of an executor pool (partition key: the shard). */
+  poolQueue(poolId: string, perShard: number): Promise<string> {
+    return this.#ensure(poolQueueFor(poolId, perShard), perShard);
+  }
+
+  async #ensure(name: string, partitionConcurrency: number): Promise<string> {
     let p = this.#known.get(name);
     if (!p) {
-      p = ensureQueue(name, { partitionConcurrency: maxConcurrent, workerConcurrency: this.#workerConcurrency, pollingMs: this.#pollMs });
+      p = ensureQueue(name, { partitionConcurrency, workerConcurrency: this.#workerConcurrency, pollingMs: this.#pollMs });
       this.#known.set(name, p);
       p.catch(() => this.#known.delete(name));
     }

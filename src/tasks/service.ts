@@ -3,22 +3,28 @@ import { z } from 'zod';
 import { appendAudit } from '../audit/log.ts';
 import type { Db } from '../db/pool.ts';
 import { cancelWorkflow, enqueueWorkflow, workflowStatus } from '../durable/engine.ts';
-import { ConflictError, NotFoundError, QuotaExceededError } from '../errors.ts';
+import { ConflictError, NotFoundError, QuotaExceededError, ValidationError } from '../errors.ts';
+import type { PoolService } from '../pools/service.ts';
 import type { AgentService } from './agents.ts';
 import type { ApprovalService } from './approvals.ts';
-import type { TaskQueues } from './queues.ts';
+import { POOL_QUEUE_PREFIX, type TaskQueues } from './queues.ts';
 import type { ListFilter, TaskStore } from './store.ts';
-import { DBOS_PRIORITY, PRIORITIES, TERMINAL, type Approval, type Task, type TraceEvent } from './types.ts';
+import { AGENT_TYPES, DBOS_PRIORITY, PRIORITIES, TERMINAL, type AgentType, type Approval, type Task, type TraceEvent } from './types.ts';
 import { taskWorkflow } from './workflow.ts';
 
-/** Enqueues a new root task's workflow on its tenant's partition (idempotent: workflow id = task id). */
-export async function enqueueTask(task: Pick<Task, 'id' | 'tenantId' | 'priority'>, queue: string): Promise<void> {
-  await enqueueWorkflow(taskWorkflow, task.id, { queue, partitionKey: task.tenantId, priority: DBOS_PRIORITY[task.priority] }, { tenantId: task.tenantId, taskId: task.id, depth: 0, chainDeadlineMs: null });
+/** The queue partition of a task: its shard on a pool's queue, its tenant on the tenant queues. */
+const partitionOf = (queue: string, t: { tenantId: string; shard: number | null }) => (queue.startsWith(POOL_QUEUE_PREFIX) ? String(t.shard ?? 0) : t.tenantId);
+
+/** Enqueues a new root task's workflow on its tenant's (or its pool shard's) partition (idempotent: workflow id = task id). */
+export async function enqueueTask(task: Pick<Task, 'id' | 'tenantId' | 'priority' | 'shard'>, queue: string): Promise<void> {
+  await enqueueWorkflow(taskWorkflow, task.id, { queue, partitionKey: partitionOf(queue, task), priority: DBOS_PRIORITY[task.priority] }, { tenantId: task.tenantId, taskId: task.id, depth: 0, chainDeadlineMs: null });
 }
 
 export const taskInput = z
   .strictObject({
     agent: z.string().min(1).max(64).optional().describe('Agent name or id; otherwise dispatch picks by capability'),
+    agentType: z.enum(AGENT_TYPES).optional().describe("The agent type to run it (routes it to that type's executor pool); default: the named or matching agent's"),
+    shardKey: z.string().min(1).max(200).optional().describe("Picks the pool shard (the same key, the same shard); default: the task's id"),
     capability: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/).optional().describe('What the task needs, e.g. "summarise"'),
     input: z.string().min(1).max(20_000),
     priority: z.enum(PRIORITIES).default('normal'),
@@ -43,13 +49,35 @@ export class TaskService {
   readonly agents: AgentService;
   readonly approvals: ApprovalService;
   readonly #queues: TaskQueues;
+  readonly #pools: PoolService;
 
-  constructor(o: { db: Db; store: TaskStore; agents: AgentService; approvals: ApprovalService; queues: TaskQueues }) {
+  constructor(o: { db: Db; store: TaskStore; agents: AgentService; approvals: ApprovalService; queues: TaskQueues; pools: PoolService }) {
     this.#db = o.db;
     this.store = o.store;
     this.agents = o.agents;
     this.approvals = o.approvals;
     this.#queues = o.queues;
+    this.#pools = o.pools;
+  }
+
+  /**
+   * The agent type a new task is for: the one it gives, else its named agent's, else that of the agent
+   * its capability would be dispatched to now (none yet: decided at dispatch).
+   */
+  async #agentType(tenantId: string, input: z.infer<typeof taskInput>): Promise<AgentType | null> {
+    if (input.agent) {
+      const named = await this.agents.get(tenantId, input.agent).catch((err: unknown) => {
+        if (err instanceof NotFoundError) return null;
+        throw err;
+      });
+      if (named && input.agentType && named.agentType !== input.agentType) {
+        throw new ValidationError(`Agent "${named.name}" is of type ${named.agentType}, not ${input.agentType}.`, [{ path: 'agentType', message: `agent "${named.name}" is of type ${named.agentType}` }]);
+      }
+      return input.agentType ?? named?.agentType ?? null;
+    }
+    if (input.agentType) return input.agentType;
+    const p = await this.agents.pick(tenantId, { agent: null, capability: input.capability ?? null });
+    return 'error' in p ? null : p.agent.agentType;
   }
 
   /** Creates and enqueues a task; with an idempotency key already used, returns that task (created=false). */
@@ -74,8 +102,10 @@ export class TaskService {
     const tenant = q.rows[0];
     if (!tenant) throw new NotFoundError('Tenant');
     if (tenant.max_concurrent_tasks < 1) throw new QuotaExceededError(`Tenant "${tenant.slug}" may run no tasks (quota maxConcurrentTasks is 0): ask a platform admin to raise it.`);
-    const queue = await this.#queues.queue(tenant.max_concurrent_tasks);
     const id = randomUUID();
+    // Its pool and shard (a draining pool refuses it here); pooled tasks wait on their pool's queue.
+    const route = await this.#pools.route(this.#db, tenantId, { agentType: await this.#agentType(tenantId, input), shardKey: input.shardKey ?? null, taskId: id });
+    const queue = route.pool ? await this.#queues.poolQueue(route.pool.id, route.pool.perShard) : await this.#queues.queue(tenant.max_concurrent_tasks);
     let task: Task;
     try {
       task = await this.#db.tx(async (tx) => {
@@ -87,8 +117,8 @@ export class TaskService {
           });
           rootId = parent.rootId;
         }
-        const t = await this.store.insert(tx, { id, tenantId, parentId: input.parentId ?? null, rootId, requestedAgent: input.agent ?? null, capability: input.capability ?? null, input: input.input, priority: input.priority, idempotencyKey: key, createdBy: by.actor, queueName: queue });
-        await this.store.event(tx, tenantId, id, 'create', 'completed', { queue, priority: input.priority });
+        const t = await this.store.insert(tx, { id, tenantId, parentId: input.parentId ?? null, rootId, requestedAgent: input.agent ?? null, capability: input.capability ?? null, input: input.input, priority: input.priority, idempotencyKey: key, createdBy: by.actor, queueName: queue, agentType: route.agentType, poolId: route.pool?.id ?? null, shard: route.shard, shardKey: route.shardKey });
+        await this.store.event(tx, tenantId, id, 'create', 'completed', { queue, priority: input.priority, ...(route.pool ? { poolId: route.pool.id, shard: route.shard } : {}) });
         await appendAudit(tx, { actor: by.actor, tenantId, action: 'task.create', target: `task:${id}`, decision: 'success', detail: { agent: input.agent ?? null, capability: input.capability ?? null, priority: input.priority, parentId: input.parentId ?? null, idempotencyKey: key }, requestId: by.requestId ?? null });
         return t;
       });
@@ -105,13 +135,13 @@ export class TaskService {
 
   /** Re-enqueues tasks whose row exists but whose workflow does not (a crash between the two writes). */
   async enqueueMissing(): Promise<number> {
-    const r = await this.#db.query<{ id: string; tenant_id: string; queue_name: string; priority: Task['priority'] }>(
-      `SELECT t.id, t.tenant_id, t.queue_name, t.priority FROM tasks t
+    const r = await this.#db.query<{ id: string; tenant_id: string; queue_name: string; priority: Task['priority']; shard: number | null }>(
+      `SELECT t.id, t.tenant_id, t.queue_name, t.priority, t.shard FROM tasks t
         WHERE t.status = 'queued' AND t.parent_id IS NULL AND t.queue_name IS NOT NULL AND t.created_at < now() - interval '5 seconds'
           AND NOT EXISTS (SELECT 1 FROM dbos.workflow_status w WHERE w.workflow_uuid = t.id::text)
         LIMIT 100`,
     );
-    for (const t of r.rows) await enqueueWorkflow(taskWorkflow, t.id, { queue: t.queue_name, partitionKey: t.tenant_id, priority: DBOS_PRIORITY[t.priority] }, { tenantId: t.tenant_id, taskId: t.id, depth: 0, chainDeadlineMs: null });
+    for (const t of r.rows) await enqueueTask({ id: t.id, tenantId: t.tenant_id, priority: t.priority, shard: t.shard }, t.queue_name);
     return r.rows.length;
   }
 

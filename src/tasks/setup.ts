@@ -8,6 +8,9 @@ import type { EgressPolicy } from '../net/ssrf.ts';
 import { soloIdentity, WorkClaims, type ClaimIdentity } from '../replicas/claims.ts';
 import type { SandboxDriver } from '../sandbox/types.ts';
 import type { Vault } from '../vault/vault.ts';
+import { ExecutorClaims } from '../pools/executors.ts';
+import { registerPoolGauges } from '../pools/metrics.ts';
+import { PoolService } from '../pools/service.ts';
 import { AgentService } from './agents.ts';
 import { ApprovalService } from './approvals.ts';
 import { GatewayExecutor, instanceWaker, type WakeFn } from './gateway-executor.ts';
@@ -24,6 +27,8 @@ export interface TaskServices {
   tasks: TaskService;
   agents: AgentService;
   approvals: ApprovalService;
+  /** Executor pools per agent type, their shards, pause and drain (docs/adr/0014-executor-pools.md). */
+  pools: PoolService;
   /** The workflow's step bodies; `useExecutor` swaps where turns run (tests install stand-ins). */
   taskRuntime: TaskRuntime;
 }
@@ -104,13 +109,16 @@ export function createTaskServices(o: {
   const queues = new TaskQueues({ pollMs: o.settings.queuePollMs, workerConcurrency: o.settings.workerConcurrency });
   const wake = o.wake ?? instanceWaker({ gate: o.gate, instances: o.instances, sandboxes: o.sandboxes, readyTimeoutMs: o.readyTimeoutMs });
   const claims = new WorkClaims(o.db, o.claims ?? soloIdentity(o.instances.node));
+  const pools = new PoolService(o.db);
+  const executorClaims = new ExecutorClaims(o.db, claims.id.ttlMs);
   const executor = new GatewayExecutor({ wake, db: o.db, log, flushUsage: o.flushUsage, taskTags: o.taskTags, claims: claims.id });
   // OpenClaw's exec approvals (exec mode ask): a rejection or expiry refuses the held command on the gateway.
   approvals.onDecided((_tenant, taskId, a, decision) => {
     if (a.kind === 'exec') void executor.decided(taskId, decision);
   });
-  const steps = new TaskSteps({ db: o.db, store, agents, approvals, settings: o.settings, log, executor, flushUsage: o.flushUsage, ...(o.recall ? { recall: o.recall } : {}) });
-  const tasks = new TaskService({ db: o.db, store, agents, approvals, queues });
+  const steps = new TaskSteps({ db: o.db, store, agents, approvals, settings: o.settings, log, executor, flushUsage: o.flushUsage, ...(o.recall ? { recall: o.recall } : {}), pools: { pools, claims: executorClaims, owner: claims.id.owner } });
+  const tasks = new TaskService({ db: o.db, store, agents, approvals, queues, pools });
   registerQueueDepthGauge(o.registry, o.db);
-  return { tasks, agents, approvals, taskRuntime: new TaskRuntime(steps, tasks, log, claims) };
+  registerPoolGauges(o.registry, o.db);
+  return { tasks, agents, approvals, pools, taskRuntime: new TaskRuntime(steps, tasks, log, claims) };
 }

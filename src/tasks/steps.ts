@@ -2,6 +2,10 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Db } from '../db/pool.ts';
 import { stepSignal } from '../durable/engine.ts';
+import { ConflictError } from '../errors.ts';
+import { NoExecutorError, type ExecutorClaims } from '../pools/executors.ts';
+import type { PoolService } from '../pools/service.ts';
+import type { ExecutorClaim } from '../pools/types.ts';
 import type { AgentService } from './agents.ts';
 import type { ApprovalService } from './approvals.ts';
 import type { DelegationRequest } from './delegation.ts';
@@ -31,6 +35,15 @@ export interface Dispatched {
   memories: string[];
   /** When the work began (epoch ms), recorded with the step: the task's time budget counts from here. */
   startedAt: number;
+  /** The executor pool and shard whose executors run its turns; null: the tenant's shared instance. */
+  pool?: { poolId: string; shard: number } | null;
+}
+
+/** What executor pools give the workflow: routing (pools), executor claims, and who this replica is. */
+export interface PoolDispatch {
+  pools: PoolService;
+  claims: ExecutorClaims;
+  owner: string;
 }
 
 /** An approval the task waits for. */
@@ -66,8 +79,10 @@ export class TaskSteps {
   /** Writes the broker's queued usage rows (so a task's tokens are counted when it is evaluated). */
   readonly flushUsage: () => Promise<void>;
   readonly #recall: RecallFn;
+  readonly pools: PoolDispatch | undefined;
 
-  constructor(o: { db: Db; store: TaskStore; agents: AgentService; approvals: ApprovalService; settings: TaskSettings; log: Logger; executor: TaskExecutor; flushUsage: () => Promise<void>; recall?: RecallFn }) {
+  constructor(o: { db: Db; store: TaskStore; agents: AgentService; approvals: ApprovalService; settings: TaskSettings; log: Logger; executor: TaskExecutor; flushUsage: () => Promise<void>; recall?: RecallFn; pools?: PoolDispatch }) {
+    this.pools = o.pools;
     this.db = o.db;
     this.store = o.store;
     this.agents = o.agents;
@@ -89,18 +104,82 @@ export class TaskSteps {
    */
   async dispatch(a: TaskRunArgs): Promise<Dispatched | { error: string }> {
     const t = await this.store.get(a.tenantId, a.taskId);
-    const pick = await this.agents.pick(a.tenantId, { agent: t.requestedAgent, capability: t.capability });
+    const pick = await this.agents.pick(a.tenantId, { agent: t.requestedAgent, capability: t.capability, agentType: t.agentType });
     if ('error' in pick) return { error: pick.error };
+    // A task created before its type was known (or a child task) is routed now, by its agent's type.
+    let pool = t.poolId !== null && t.shard !== null ? { poolId: t.poolId, shard: t.shard } : null;
+    const routed: Record<string, unknown> = { agent_type: pick.agent.agentType };
+    if (!pool && this.pools) {
+      let r;
+      try {
+        r = await this.pools.pools.route(this.db, a.tenantId, { agentType: pick.agent.agentType, shardKey: t.shardKey, taskId: t.id });
+      } catch (err) {
+        if (err instanceof ConflictError) return { error: err.message };
+        throw err;
+      }
+      if (r.pool && r.shard !== null) {
+        pool = { poolId: r.pool.id, shard: r.shard };
+        Object.assign(routed, { pool_id: pool.poolId, shard: pool.shard });
+      }
+    }
     const memories = await this.#recall(a.tenantId, pick.agent.id, t.input, { actor: `task:${a.taskId}`, agent: pick.agent.name, taskId: a.taskId });
     await this.db.tx(async (tx) => {
-      await this.store.setStatus(tx, a.tenantId, a.taskId, 'dispatched', `agent ${pick.agent.name}: ${pick.reason}`, { agent_id: pick.agent.id, dispatched_at: new Date() });
-      await this.store.event(tx, a.tenantId, a.taskId, 'dispatch', 'completed', { agentId: pick.agent.id, agent: pick.agent.name, agentType: pick.agent.agentType, riskClass: pick.agent.riskClass, reason: pick.reason, executor: this.executor.name });
+      await this.store.setStatus(tx, a.tenantId, a.taskId, 'dispatched', `agent ${pick.agent.name}: ${pick.reason}`, { agent_id: pick.agent.id, dispatched_at: new Date(), ...routed });
+      await this.store.event(tx, a.tenantId, a.taskId, 'dispatch', 'completed', { agentId: pick.agent.id, agent: pick.agent.name, agentType: pick.agent.agentType, riskClass: pick.agent.riskClass, reason: pick.reason, executor: this.executor.name, ...(pool ? { poolId: pool.poolId, shard: pool.shard } : {}) });
       await this.store.event(tx, a.tenantId, a.taskId, 'recall', 'completed', { memories: memories.length, ids: memories.map((x) => x.id) });
     });
-    return { agent: pick.agent, input: t.input, capability: t.capability, memories: memories.map((x) => x.content), startedAt: Date.now() };
+    return { agent: pick.agent, input: t.input, capability: t.capability, memories: memories.map((x) => x.content), startedAt: Date.now(), pool };
   }
 
-  async execute(a: TaskRunArgs, agent: Agent, input: string, prompt: string, turn: number, attempt: number): Promise<TurnResult> {
+  /**
+   * Waits for a free executor of the task's pool and shard (docs/adr/0014-executor-pools.md) and holds it
+   * for the next execute step; an error when the task can never get one (its pool removed, a risk mismatch).
+   */
+  async claimExecutor(a: TaskRunArgs, d: Dispatched): Promise<{ claim: ExecutorClaim; waitedMs: number } | { error: string }> {
+    const t0 = Date.now();
+    const p = this.pools;
+    if (!p || !d.pool) return { error: 'no executor pool' };
+    const pool = d.pool;
+    let claim: ExecutorClaim;
+    try {
+      claim = await p.claims.claim({
+        tenantId: a.tenantId,
+        poolId: pool.poolId,
+        shard: pool.shard,
+        taskId: a.taskId,
+        owner: p.owner,
+        riskClass: d.agent.riskClass,
+        signal: stepSignal(),
+        onWait: (why) => void this.trace(a, 'dispatch', 'executor_wait', { poolId: pool.poolId, shard: pool.shard, why }).catch(() => undefined),
+      });
+    } catch (err) {
+      if (err instanceof NoExecutorError) return { error: err.message };
+      throw err;
+    }
+    await this.db.tx(async (tx) => {
+      await tx.query('UPDATE tasks SET executor_id = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2', [a.tenantId, a.taskId, claim.id]);
+      await this.store.event(tx, a.tenantId, a.taskId, 'dispatch', 'executor', { executorId: claim.id, poolId: claim.poolId, shard: claim.shard, slot: claim.slot, gateway: claim.gateway });
+    });
+    return { claim, waitedMs: Date.now() - t0 };
+  }
+
+  async execute(a: TaskRunArgs, agent: Agent, input: string, prompt: string, turn: number, attempt: number, executor?: ExecutorClaim): Promise<TurnResult> {
+    if (!executor) return this.#execute(a, agent, input, prompt, turn, attempt);
+    // The executor stays this task's while the turn runs (the lease renewed; released after, whatever happens).
+    const p = this.pools;
+    if (!p) throw new Error('executor pools are not configured in this process');
+    if (!(await p.claims.renew(executor, a.taskId))) throw new Error(`lost executor ${executor.gateway} of shard ${executor.shard} before the turn (its lease lapsed); claiming again`);
+    const renew = setInterval(() => void p.claims.renew(executor, a.taskId).catch(() => undefined), Math.max(100, Math.floor(p.claims.ttlMs / 3)));
+    renew.unref();
+    try {
+      return await this.#execute(a, agent, input, prompt, turn, attempt, executor);
+    } finally {
+      clearInterval(renew);
+      await p.claims.release(executor, a.taskId).catch((err: unknown) => this.log.warn({ task_id: a.taskId, err: (err as Error).message }, 'could not release a pool executor; its lease lapses'));
+    }
+  }
+
+  async #execute(a: TaskRunArgs, agent: Agent, input: string, prompt: string, turn: number, attempt: number, executor?: ExecutorClaim): Promise<TurnResult> {
     const moved = await this.db.tx(async (tx) => {
       const ok = await this.store.setStatus(tx, a.tenantId, a.taskId, 'executing', turn > 1 ? 'resumed after approval' : `attempt ${attempt}`);
       if (!ok) return false;
@@ -112,7 +191,7 @@ export class TaskSteps {
     if (!moved) throw new Error('the task already ended (cancelled)');
     const signal = stepSignal();
     const res = await this.executor.run(
-      { tenantId: a.tenantId, taskId: a.taskId, agent, sessionKey: `agent:main:task-${a.taskId}`, input, prompt, attempt },
+      { tenantId: a.tenantId, taskId: a.taskId, agent, sessionKey: `agent:main:task-${a.taskId}`, input, prompt, attempt, ...(executor ? { executor } : {}) },
       { signal, trace: (kind, detail) => this.trace(a, 'execute', kind, detail ?? {}) },
     );
     signal.throwIfAborted();

@@ -1,7 +1,7 @@
 import { keysetPage, type Sorts } from '../db/keyset.ts';
 import type { Db, Queryable } from '../db/pool.ts';
 import { NotFoundError } from '../errors.ts';
-import { TERMINAL, type Priority, type Task, type TaskMessage, type TaskStatus, type TraceEvent } from './types.ts';
+import { TERMINAL, type AgentType, type Priority, type Task, type TaskMessage, type TaskStatus, type TraceEvent } from './types.ts';
 
 /** The SQL of tasks, their trace and messages (issue 8). Every query filters by tenant. */
 interface Row {
@@ -14,6 +14,11 @@ interface Row {
   capability: string | null;
   input: string;
   priority: Priority;
+  agent_type: AgentType | null;
+  pool_id: string | null;
+  shard: number | null;
+  shard_key: string | null;
+  executor_id: string | null;
   status: TaskStatus;
   status_reason: string;
   created_by: string;
@@ -39,6 +44,11 @@ export const toTask = (r: Row): Task => ({
   capability: r.capability,
   input: r.input,
   priority: r.priority,
+  agentType: r.agent_type,
+  poolId: r.pool_id,
+  shard: r.shard,
+  shardKey: r.shard_key,
+  executorId: r.executor_id,
   status: r.status,
   statusReason: r.status_reason,
   createdBy: r.created_by,
@@ -69,6 +79,11 @@ export interface NewTask {
   idempotencyKey: string | null;
   createdBy: string;
   queueName: string | null;
+  /** Where it runs (src/pools/service.ts route); absent: decided at dispatch. */
+  agentType?: AgentType | null;
+  poolId?: string | null;
+  shard?: number | null;
+  shardKey?: string | null;
 }
 
 export interface ListFilter {
@@ -101,9 +116,9 @@ export class TaskStore {
 
   async insert(q: Queryable, t: NewTask): Promise<Task> {
     const r = await q.query<Row>(
-      `INSERT INTO tasks (id, tenant_id, parent_id, root_id, requested_agent, capability, input, priority, idempotency_key, created_by, queue_name)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *`,
-      [t.id, t.tenantId, t.parentId, t.rootId, t.requestedAgent, t.capability, t.input, t.priority, t.idempotencyKey, t.createdBy, t.queueName],
+      `INSERT INTO tasks (id, tenant_id, parent_id, root_id, requested_agent, capability, input, priority, idempotency_key, created_by, queue_name, agent_type, pool_id, shard, shard_key)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING *`,
+      [t.id, t.tenantId, t.parentId, t.rootId, t.requestedAgent, t.capability, t.input, t.priority, t.idempotencyKey, t.createdBy, t.queueName, t.agentType ?? null, t.poolId ?? null, t.shard ?? null, t.shardKey ?? null],
     );
     return toTask(r.rows[0] as Row);
   }

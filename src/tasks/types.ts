@@ -1,3 +1,5 @@
+import type { ExecutorClaim } from '../pools/types.ts';
+
 /**
  * Durable tasks (issue 8): the shapes shared by the task service, the workflow and the executors.
  * One DBOS workflow per task (workflow id = task id); the `tasks` row is what people see.
@@ -42,6 +44,14 @@ export interface Task {
   capability: string | null;
   input: string;
   priority: Priority;
+  /** The agent type the task is for (given, or the named or matching agent's at creation; else set at dispatch). */
+  agentType: AgentType | null;
+  /** The executor pool and shard that run it (docs/adr/0014-executor-pools.md); null without a pool for its type. */
+  poolId: string | null;
+  shard: number | null;
+  shardKey: string | null;
+  /** The pool executor that ran its last turn. */
+  executorId: string | null;
   status: TaskStatus;
   statusReason: string;
   createdBy: string;
@@ -121,6 +131,8 @@ export interface Turn {
   /** What to send now (the task with recalled memories, or the continuation after an approval). */
   prompt: string;
   attempt: number;
+  /** The pool executor this turn was given (the gateway executor sends it to that gateway of the pool's sandbox). */
+  executor?: ExecutorClaim | undefined;
 }
 
 export interface TurnResult {

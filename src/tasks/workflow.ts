@@ -4,6 +4,7 @@ import { approvalTopic, type ApprovalDecision } from './approvals.ts';
 import { retryDelayMs } from './backoff.ts';
 import { MAX_DEPTH } from './delegation.ts';
 import type { Evaluation, TaskOutcome, TaskRunArgs, TaskSteps } from './steps.ts';
+import type { ExecutorClaim } from '../pools/types.ts';
 import type { TurnResult } from './types.ts';
 
 /**
@@ -75,9 +76,18 @@ async function runTask(a: TaskRunArgs): Promise<TaskOutcome> {
     let res: { turn: number; attempt: number; result: TurnResult } | undefined;
     let lastError = '';
     for (let attempt = 1; attempt <= cfg.retryAttempts; attempt++) {
+      // A pooled task first waits for a free executor of its shard; time waiting there (a busy shard, a
+      // paused pool) is not counted against the task's budget, like time parked for a person.
+      let executor: ExecutorClaim | undefined;
+      if (disp.pool) {
+        const c = await runStep('claim', () => S().claimExecutor(a, disp));
+        if ('error' in c) return runStep('finish', () => S().finish(a, 'failed', `no executor: ${c.error}`, agent));
+        parkedMs += c.waitedMs;
+        executor = c.claim;
+      }
       const deadline = Math.min(startedAt + cfg.taskTimeoutMs, chainDeadline) + parkedMs;
       // The first attempt starts right after dispatch, which recorded startedAt: no DBOS.now() checkpoint.
-      const remaining = deadline - (turn === 1 && attempt === 1 ? startedAt : await durableNow());
+      const remaining = deadline - (turn === 1 && attempt === 1 && !executor ? startedAt : await durableNow());
       if (remaining <= 0) {
         const which = startedAt + cfg.taskTimeoutMs <= chainDeadline ? `its ${cfg.taskTimeoutMs} ms budget` : "its delegated chain's deadline";
         return runStep('finish', () => S().finish(a, 'failed', `timed out: the task used ${which}${lastError ? ` (last error: ${lastError})` : ''}`, agent));
@@ -85,7 +95,8 @@ async function runTask(a: TaskRunArgs): Promise<TaskOutcome> {
       attempts++;
       try {
         const p = prompt;
-        res = { turn, attempt, result: await runStep('execute', () => S().execute(a, agent, input, p, turn, attempt), { timeoutMs: remaining }) };
+        const ex = executor;
+        res = { turn, attempt, result: await runStep('execute', () => S().execute(a, agent, input, p, turn, attempt, ex), { timeoutMs: remaining }) };
         break;
       } catch (err) {
         lastError = message(err);

@@ -24,6 +24,9 @@ export interface Quotas {
   dailyCostBudgetUsd: number | null;
   /** Minutes without traffic before the tenant's instances are stopped; null = the platform default, 0 = never. */
   idleTimeoutMinutes: number | null;
+  /** What the tenant's executor pools may reserve in total (src/pools/service.ts). */
+  maxCpuMillis: number;
+  maxMemoryMb: number;
 }
 
 /** What the platform admin's tenant list shows next to each tenant (issue 9): computed, never stored. */
@@ -55,6 +58,8 @@ interface TenantRow {
   daily_token_budget: number | null;
   daily_cost_budget_usd: string | null;
   idle_timeout_minutes: number | null;
+  max_cpu_millis: number;
+  max_memory_mb: number;
   created_at: Date;
   updated_at: Date;
 }
@@ -99,6 +104,8 @@ function toTenant(r: TenantRow): Tenant {
       dailyTokenBudget: r.daily_token_budget,
       dailyCostBudgetUsd: r.daily_cost_budget_usd === null ? null : Number(r.daily_cost_budget_usd),
       idleTimeoutMinutes: r.idle_timeout_minutes,
+      maxCpuMillis: r.max_cpu_millis,
+      maxMemoryMb: r.max_memory_mb,
     },
     createdAt: r.created_at.toISOString(),
     updatedAt: r.updated_at.toISOString(),
@@ -112,6 +119,8 @@ const QUOTA_COLUMNS: Record<keyof Quotas, string> = {
   dailyTokenBudget: 'daily_token_budget',
   dailyCostBudgetUsd: 'daily_cost_budget_usd',
   idleTimeoutMinutes: 'idle_timeout_minutes',
+  maxCpuMillis: 'max_cpu_millis',
+  maxMemoryMb: 'max_memory_mb',
 };
 
 export interface Audited {

@@ -88,6 +88,9 @@ export async function twoTenants(server: TestServer, admin: ApiClient): Promise<
     // A tool grant, as a sandbox of this tenant would get one, so the harness can aim at its jti.
     const grant = await server.services.grants.request({ id: `fixture-${slug}`, tenantId: t.id, instanceId: 'fixture', sandboxId: 'fixture' }, { tool: 'read', agent: 'main', context: {} });
     if (grant.outcome !== 'granted') throw new Error(`fixture grant for ${slug} was not granted: ${grant.decision.explanation}`);
+    // An executor pool (of a type no fixture agent has, so no fixture task is routed to it), so the harness can aim
+    // at another tenant's pool id; before the instance, as a pool reserves a sandbox of the tenant's maxInstances.
+    const pool = await server.services.pools.create(t.id, { agentType: 'research' }, { actor: 'test' });
     // An instance recorded stopped (nothing starts), so the harness can aim at another tenant's instance id.
     const instance = await server.services.instances.deploy(t.id, { name: 'fixture', start: false }, { actor: 'test' });
     // An agent and a task (its capability matches no agent, so it fails at dispatch and nothing runs),
@@ -119,7 +122,7 @@ export async function twoTenants(server: TestServer, admin: ApiClient): Promise<
       [backupId, t.id, instance.id, `${t.id}/${instance.id}/${backupId}.cpbk`],
     );
     return {
-      id: t.id, slug, ownerId: m.userId, tokenId: info.id, credentialId: credential.id, providerId: provider.id, grantJti: grant.jti, instanceId: instance.id, agentId: agent.id, taskId: task.task.id, sessionId, backupId, memoryId: memory.memory.id, findingId: finding.id, projectId: project.id, laneId: lane.id, runId: run.id,
+      id: t.id, slug, ownerId: m.userId, tokenId: info.id, credentialId: credential.id, providerId: provider.id, grantJti: grant.jti, instanceId: instance.id, agentId: agent.id, taskId: task.task.id, sessionId, backupId, memoryId: memory.memory.id, findingId: finding.id, projectId: project.id, laneId: lane.id, runId: run.id, poolId: pool.id,
       client: new ApiClient(server.url, { bearer: token }),
     };
   };
@@ -151,5 +154,7 @@ export interface TenantFixture {
   projectId: string;
   laneId: string;
   runId: string;
+  /** An executor pool (agent type research). */
+  poolId: string;
   client: ApiClient;
 }

@@ -1,0 +1,93 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { AGENT_TYPES, type AgentType, type RiskClass } from '../tasks/types.ts';
+
+/**
+ * Executor pools (docs/adr/0014-executor-pools.md): per tenant and agent type, the gateway executors that
+ * serve that type, split into shards. Executor counts are per shard; the pool runs greatest(min, 1)
+ * executors per shard in one sandbox of its own (its instance `pool-<agentType>`), so a sandbox holds at
+ * most MAX_POOL_GATEWAYS gateways (the instance limit).
+ */
+export const POOL_STATES = ['active', 'paused', 'draining'] as const;
+export type PoolState = (typeof POOL_STATES)[number];
+
+/** Gateways one sandbox runs at most (the instance API's executor limit). */
+export const MAX_POOL_GATEWAYS = 8;
+
+export const poolInput = z
+  .strictObject({
+    agentType: z.enum(AGENT_TYPES),
+    minExecutors: z.number().int().min(0).max(8).default(1).describe('Executors per shard kept running (0: the sandbox may stop when idle; one starts on work)'),
+    maxExecutors: z.number().int().min(1).max(8).default(1).describe('Executors per shard at most: what the CPU and memory quotas reserve'),
+    shards: z.number().int().min(1).max(8).default(1).describe('Shards: a task goes to exactly one, chosen from its shardKey (or its id)'),
+    cpuMillis: z.number().int().min(100).max(64_000).default(1000).describe('CPU per executor, in thousandths of a core'),
+    memoryMb: z.number().int().min(256).max(262_144).default(1024).describe('Memory per executor, in MiB'),
+  })
+  .refine((p) => p.maxExecutors >= p.minExecutors, { message: 'maxExecutors must be at least minExecutors', path: ['maxExecutors'] })
+  .refine((p) => p.shards * Math.max(p.minExecutors, 1) <= MAX_POOL_GATEWAYS, { message: `shards × executors per shard may be at most ${MAX_POOL_GATEWAYS} (gateways in one sandbox)`, path: ['shards'] });
+export type PoolInput = z.input<typeof poolInput>;
+
+/** What may change on a pool; shards and minExecutors are fixed (they decide where keys land and which gateways run). */
+export const poolPatch = z.strictObject({
+  maxExecutors: z.number().int().min(1).max(8).optional(),
+  cpuMillis: z.number().int().min(100).max(64_000).optional(),
+  memoryMb: z.number().int().min(256).max(262_144).optional(),
+});
+
+export interface Pool {
+  id: string;
+  tenantId: string;
+  agentType: AgentType;
+  riskClass: RiskClass;
+  minExecutors: number;
+  maxExecutors: number;
+  shards: number;
+  cpuMillis: number;
+  memoryMb: number;
+  state: PoolState;
+  /** draining with nothing in flight: the pool has stopped. */
+  drained: boolean;
+  instanceId: string | null;
+  /** Tasks waiting for an executor (queued or dispatched), per shard index. */
+  queueDepth: number[];
+  /** Executors running a turn now. */
+  inFlight: number;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface PoolExecutor {
+  id: string;
+  poolId: string;
+  shard: number;
+  slot: number;
+  /** The gateway process in the pool's sandbox (the supervisor's executor id). */
+  gateway: string;
+  taskId: string | null;
+  /** Turns it has run. */
+  turns: number;
+}
+
+/** The executor a task's turn was given (what the gateway executor sends the turn to). */
+export interface ExecutorClaim {
+  id: string;
+  poolId: string;
+  shard: number;
+  slot: number;
+  gateway: string;
+  /** The pool's instance name (pool-<agentType>); the waker deploys it on first work. */
+  instanceName: string;
+  /** Gateways the pool's sandbox runs (every shard's executors). */
+  gateways: number;
+  riskClass: RiskClass;
+}
+
+export const poolInstanceName = (agentType: AgentType) => `pool-${agentType}`;
+
+/**
+ * The shard of a key: the first 32 bits of its SHA-256, modulo the shard count. Deterministic across
+ * processes and versions (a key always lands on the same shard while the count is unchanged).
+ */
+export function shardOf(key: string, shards: number): number {
+  return createHash('sha256').update(key, 'utf8').digest().readUInt32BE(0) % shards;
+}
