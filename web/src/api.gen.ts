@@ -2909,7 +2909,11 @@ export interface paths {
                             /** @description Minutes without traffic before the tenant's instances are backed up and stopped; null = platform default, 0 = never */
                             idleTimeoutMinutes?: number | null;
                             maxConcurrentTasks?: number;
+                            /** @description CPU the executor pools may reserve in total (shards × maxExecutors × cpuMillis), in thousandths of a core */
+                            maxCpuMillis?: number;
                             maxInstances?: number;
+                            /** @description Memory the executor pools may reserve in total, in MiB */
+                            maxMemoryMb?: number;
                             maxStorageBytes?: number;
                         };
                         slug: string;
@@ -3155,7 +3159,11 @@ export interface paths {
                             /** @description Minutes without traffic before the tenant's instances are backed up and stopped; null = platform default, 0 = never */
                             idleTimeoutMinutes?: number | null;
                             maxConcurrentTasks?: number;
+                            /** @description CPU the executor pools may reserve in total (shards × maxExecutors × cpuMillis), in thousandths of a core */
+                            maxCpuMillis?: number;
                             maxInstances?: number;
+                            /** @description Memory the executor pools may reserve in total, in MiB */
+                            maxMemoryMb?: number;
                             maxStorageBytes?: number;
                         };
                     };
@@ -11316,6 +11324,777 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/tenants/{tenant}/pools": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The tenant's executor pools with queue depth per shard */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Tenant id or slug */
+                    tenant: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items: components["schemas"]["ExecutorPool"][];
+                        };
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        /** Define the executor pool of an agent type (refused beyond the sandbox, CPU or memory quota, naming it) */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Tenant id or slug */
+                    tenant: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        agentType: "chat" | "coding" | "research" | "shell" | "browser";
+                        /**
+                         * @description CPU per executor, in thousandths of a core
+                         * @default 1000
+                         */
+                        cpuMillis?: number;
+                        /**
+                         * @description Executors per shard at most: what the CPU and memory quotas reserve
+                         * @default 1
+                         */
+                        maxExecutors?: number;
+                        /**
+                         * @description Memory per executor, in MiB
+                         * @default 1024
+                         */
+                        memoryMb?: number;
+                        /**
+                         * @description Executors per shard kept running (0: the sandbox may stop when idle; one starts on work)
+                         * @default 1
+                         */
+                        minExecutors?: number;
+                        /**
+                         * @description Shards: a task goes to exactly one, chosen from its shardKey (or its id)
+                         * @default 1
+                         */
+                        shards?: number;
+                    };
+                };
+            };
+            responses: {
+                /** @description OK */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ExecutorPool"];
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Beyond a quota: details.quota names it (maxInstances, maxCpuMillis, maxMemoryMb) */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tenants/{tenant}/pools/{poolId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One executor pool */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Pool id or agent type */
+                    poolId: string;
+                    /** @description Tenant id or slug */
+                    tenant: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ExecutorPool"];
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        /** Remove a pool with no unfinished task (409 pool_busy otherwise: drain it first) */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Pool id or agent type */
+                    poolId: string;
+                    /** @description Tenant id or slug */
+                    tenant: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Removed */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        /** Change a pool's maximum and per-executor resources (shards and minimum are fixed) */
+        patch: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Pool id or agent type */
+                    poolId: string;
+                    /** @description Tenant id or slug */
+                    tenant: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        cpuMillis?: number;
+                        maxExecutors?: number;
+                        memoryMb?: number;
+                    };
+                };
+            };
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ExecutorPool"];
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        trace?: never;
+    };
+    "/api/v1/tenants/{tenant}/pools/{poolId}/drain": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Drain: finish in-flight turns, start none, refuse new tasks (409 pool_draining); `drained` once nothing is in flight */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Pool id or agent type */
+                    poolId: string;
+                    /** @description Tenant id or slug */
+                    tenant: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ExecutorPool"];
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tenants/{tenant}/pools/{poolId}/executors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The pool's executors: shard, gateway, the task each runs now */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Pool id or agent type */
+                    poolId: string;
+                    /** @description Tenant id or slug */
+                    tenant: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items: components["schemas"]["PoolExecutor"][];
+                        };
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tenants/{tenant}/pools/{poolId}/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Pause: start no new turn (queued tasks wait; in-flight turns finish) */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Pool id or agent type */
+                    poolId: string;
+                    /** @description Tenant id or slug */
+                    tenant: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ExecutorPool"];
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tenants/{tenant}/pools/{poolId}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Resume taking work */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Pool id or agent type */
+                    poolId: string;
+                    /** @description Tenant id or slug */
+                    tenant: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ExecutorPool"];
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tenants/{tenant}/projects": {
         parameters: {
             query?: never;
@@ -12941,6 +13720,11 @@ export interface paths {
                     "application/json": {
                         /** @description Agent name or id; otherwise dispatch picks by capability */
                         agent?: string;
+                        /**
+                         * @description The agent type to run it (routes it to that type's executor pool); default: the named or matching agent's
+                         * @enum {string}
+                         */
+                        agentType?: "chat" | "coding" | "research" | "shell" | "browser";
                         /** @description What the task needs, e.g. "summarise" */
                         capability?: string;
                         input: string;
@@ -12954,6 +13738,8 @@ export interface paths {
                          * @enum {string}
                          */
                         priority?: "low" | "normal" | "high" | "urgent";
+                        /** @description Picks the pool shard (the same key, the same shard); default: the task's id */
+                        shardKey?: string;
                     };
                 };
             };
@@ -14638,6 +15424,36 @@ export interface components {
             message: string;
             requestId: string;
         };
+        ExecutorPool: {
+            /** @enum {string} */
+            agentType: "chat" | "coding" | "research" | "shell" | "browser";
+            cpuMillis: number;
+            createdAt: string;
+            /** @description Draining and nothing in flight: the pool has stopped */
+            drained: boolean;
+            /** Format: uuid */
+            id: string;
+            /** @description Executors running a turn now */
+            inFlight: number;
+            /**
+             * Format: uuid
+             * @description The pool's own instance (sandbox), deployed on its first work
+             */
+            instanceId: string | null;
+            maxExecutors: number;
+            memoryMb: number;
+            minExecutors: number;
+            /** @description Tasks waiting for an executor, per shard */
+            queueDepth: number[];
+            /** @enum {string} */
+            riskClass: "standard" | "high";
+            shards: number;
+            /** @enum {string} */
+            state: "active" | "paused" | "draining";
+            /** Format: uuid */
+            tenantId: string;
+            updatedAt: string;
+        };
         Finding: {
             body: string;
             confidence: number;
@@ -15069,6 +15885,18 @@ export interface components {
                 channel?: string;
             };
         };
+        PoolExecutor: {
+            gateway: string;
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            poolId: string;
+            shard: number;
+            slot: number;
+            /** Format: uuid */
+            taskId: string | null;
+            turns: number;
+        };
         Project: {
             createdAt: string;
             dataSources: string[];
@@ -15117,7 +15945,11 @@ export interface components {
             /** @description Minutes without traffic before the tenant's instances are backed up and stopped; null = platform default, 0 = never */
             idleTimeoutMinutes: number | null;
             maxConcurrentTasks: number;
+            /** @description CPU the executor pools may reserve in total (shards × maxExecutors × cpuMillis), in thousandths of a core */
+            maxCpuMillis: number;
             maxInstances: number;
+            /** @description Memory the executor pools may reserve in total, in MiB */
+            maxMemoryMb: number;
             maxStorageBytes: number;
         };
         Readiness: {
@@ -15186,6 +16018,8 @@ export interface components {
         Task: {
             /** Format: uuid */
             agentId: string | null;
+            /** @enum {string|null} */
+            agentType: "chat" | "coding" | "research" | "shell" | "browser" | null;
             attempts: number;
             capability: string | null;
             confidence: number | null;
@@ -15193,6 +16027,11 @@ export interface components {
             createdAt: string;
             createdBy: string;
             dispatchedAt: string | null;
+            /**
+             * Format: uuid
+             * @description The pool executor that ran its last turn
+             */
+            executorId: string | null;
             finishedAt: string | null;
             /** Format: uuid */
             id: string;
@@ -15202,11 +16041,18 @@ export interface components {
             outputTokens: number;
             /** Format: uuid */
             parentId: string | null;
+            /**
+             * Format: uuid
+             * @description The executor pool that runs it (docs/adr/0014-executor-pools.md)
+             */
+            poolId: string | null;
             /** @enum {string} */
             priority: "low" | "normal" | "high" | "urgent";
             requestedAgent: string | null;
             /** Format: uuid */
             rootId: string;
+            shard: number | null;
+            shardKey: string | null;
             /** @enum {string} */
             status: "queued" | "dispatched" | "executing" | "waiting_approval" | "delegated" | "completed" | "failed" | "cancelled" | "expired";
             statusReason: string;
