@@ -13,6 +13,13 @@ import type { Upstreams } from './upstream.ts';
 const CACHE_MS = 5_000;
 
 /**
+ * A further rule on a sandbox's way out, on top of the tenant's allow-list and the SSRF guard (lanes: the hosts
+ * of the project whose step is running, docs/lanes.md). Null admits; a refusal names its rule. A rule that
+ * throws refuses (the CONNECT fails).
+ */
+export type EgressRestriction = (tenantId: string, host: string, port: number) => Promise<{ rule: string; message: string } | null>;
+
+/**
  * Egress for tools (issue 5, item 7). Two ways out, both only to what the tenant configured:
  * - an HTTPS forward proxy (CONNECT host:port) to the tenant's allow-listed hosts, after the SSRF guard
  *   (private, loopback and metadata addresses stay refused unless the platform allows them), pinned to
@@ -32,6 +39,7 @@ export class EgressProxy {
   private readonly events: EventChannel;
   private readonly hostCache = new Map<string, { at: number; hosts: { host: string; port: number }[] }>();
   private readonly lastDenyAudit = new Map<string, number>();
+  private readonly restrictions: EgressRestriction[] = [];
 
   constructor(opts: { db: Db; events: EventChannel; tokens: SandboxTokens; policy: EgressPolicy; credentials: CredentialService; upstreams: Upstreams; log: Logger }) {
     this.db = opts.db;
@@ -45,6 +53,19 @@ export class EgressProxy {
     this.credentials = opts.credentials;
     this.upstreams = opts.upstreams;
     this.log = opts.log;
+  }
+
+  /** Adds a rule every CONNECT and skill call must also pass. */
+  restrict(r: EgressRestriction): void {
+    this.restrictions.push(r);
+  }
+
+  private async restricted(tenantId: string, host: string, port: number): Promise<{ rule: string; message: string } | null> {
+    for (const r of this.restrictions) {
+      const refused = await r(tenantId, host.toLowerCase().replace(/\.$/, ''), port);
+      if (refused) return refused;
+    }
+    return null;
   }
 
   forgetTenant(tenantId: string): void {
@@ -92,6 +113,11 @@ export class EgressProxy {
     if (!(await this.allowed(identity.tenantId, host, port))) {
       await this.auditDeny(identity, `${host}:${port}`, 'not on the tenant egress allow-list');
       return refuse(403, `${host}:${port} is not on this tenant's egress allow-list. A tenant admin can add it.`);
+    }
+    const rule = await this.restricted(identity.tenantId, host, port);
+    if (rule) {
+      await this.auditDeny(identity, `${host}:${port}`, rule.message, rule.rule);
+      return refuse(403, rule.message);
     }
     let address: { address: string; family: number } | undefined;
     try {
@@ -143,6 +169,14 @@ export class EgressProxy {
       send(404, `No skill endpoint "${name}" is configured for this tenant.`);
       return true;
     }
+    const base = new URL(ep.base_url);
+    const rule = await this.restricted(identity.tenantId, base.hostname.replace(/^\[|\]$/g, ''), Number(base.port) || (base.protocol === 'https:' ? 443 : 80));
+    if (rule) {
+      req.resume();
+      await this.auditDeny(identity, `skill:${name}`, rule.message, rule.rule);
+      send(403, rule.message);
+      return true;
+    }
     const body = await new Promise<Buffer>((resolve, reject) => {
       const chunks: Buffer[] = [];
       let size = 0;
@@ -192,13 +226,13 @@ export class EgressProxy {
     return true;
   }
 
-  private async auditDeny(identity: SandboxIdentity, target: string, reason: string): Promise<void> {
-    const k = `${identity.tenantId}/${target}`;
+  private async auditDeny(identity: SandboxIdentity, target: string, reason: string, rule?: string): Promise<void> {
+    const k = `${identity.tenantId}/${target}/${rule ?? ''}`;
     const now = Date.now();
     if (now - (this.lastDenyAudit.get(k) ?? 0) < 60_000) return;
     this.lastDenyAudit.set(k, now);
     await this.db
-      .tx((tx) => appendAudit(tx, { actor: `sandbox:${identity.id}`, tenantId: identity.tenantId, action: 'broker.egress_denied', target, decision: 'deny', detail: { reason } }))
+      .tx((tx) => appendAudit(tx, { actor: `sandbox:${identity.id}`, tenantId: identity.tenantId, action: 'broker.egress_denied', target, decision: 'deny', detail: { reason, ...(rule ? { rule } : {}) } }))
       .catch((e: unknown) => this.log.error({ err: (e as Error).message }, 'audit of an egress denial failed'));
   }
 }

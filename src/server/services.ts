@@ -30,6 +30,7 @@ import type { ClaimIdentity } from '../replicas/claims.ts';
 import { createInstanceServices, instanceSettings, type InstanceServices, type InstanceSettings } from '../instances/setup.ts';
 import { createIngressServices, createObjectStore, ingressSettings, type IngressServices, type IngressSettings } from '../ingress/setup.ts';
 import { createLaneServices, type LaneServices } from '../lanes/setup.ts';
+import { laneEgressRestriction } from '../lanes/egress.ts';
 import { readOnlyRestriction } from '../lanes/read-only.ts';
 import { createTaskServices, type TaskServices } from '../tasks/setup.ts';
 import { DEFAULT_TASK_SETTINGS, type TaskSettings } from '../tasks/types.ts';
@@ -138,6 +139,8 @@ export function createServices(opts: {
   mountGrants(broker, grants);
   // Read-only lanes forbid write tools for their steps' turns, on top of the tenant's Cedar decision.
   grants.restrict(readOnlyRestriction(db, policy.tools));
+  // A running lane step's sandbox reaches only its project's hosts, on top of the tenant's egress allow-list.
+  broker.egress.restrict(laneEgressRestriction(db));
   const onboarding = new OnboardingService(db, opts.dataDir, vault);
   const settings = opts.instances ?? instanceSettings({ dataDir: opts.dataDir, instances: parseConfig({}).instances });
   const instances = createInstanceServices({ db, vault, events, onboarding, broker, settings, log: opts.log ?? createLogger('silent'), toolRestrictions: (tenantId, agent) => gatewayToolRestrictions(policy, tenantId, agent), ...(opts.claims ? { claims: opts.claims } : {}) });
