@@ -5,6 +5,7 @@ import type { RuntimeStore } from '../runtime/store.ts';
 import type { SandboxDriver } from '../sandbox/types.ts';
 import { checkClock, checkDatabase, checkLatency, checkMigrations } from './database.ts';
 import { checkBubblewrap, checkCgroups, checkDisk, checkUserNamespaces } from './host.ts';
+import { checkLaneRuns, checkLaneSchedules } from './lanes.ts';
 import { checkListeners, clawplanePids } from './listeners.ts';
 import { checkBroker, checkCriu, checkRuntimes, checkSandboxes, checkSecretKey } from './state.ts';
 import { fail, skip, type DoctorCheck, type DoctorReport, type Finding } from './types.ts';
@@ -50,6 +51,8 @@ export async function runDoctor(d: DoctorDeps): Promise<DoctorReport> {
     ['runtimes', 'runtimes', () => checkRuntimes(d.runtimes, d.config.instances.runtimeDefaultVersion, d.full === true)],
     ['sandboxes', 'sandboxes', async () => (db && d.instances ? checkSandboxes(d.sandboxes, await d.instances.allForReconcile()) : noDb)],
     ['broker', 'broker', () => checkBroker(d.brokerRunDir)],
+    ['lanes.schedules', 'lane schedules', () => (db ? checkLaneSchedules(db, d.config.lanes.tickMs) : noDb)],
+    ['lanes.runs', 'lane runs', () => (db ? checkLaneRuns(db) : noDb)],
     ['network.listeners', 'public listeners', async () => checkListeners({ asked: d.listen, ownPids: d.ownPids ?? (await clawplanePids()) })],
     ['disk', 'disk space', () => checkDisk(d.dirs)],
   ];
