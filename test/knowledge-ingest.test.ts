@@ -3,14 +3,15 @@
  * sessions are summarised with the tenant's model through the broker (the fake provider, metered) into
  * the conversation archive, where the summary is searchable, and into a memory; two sweeps of two
  * replicas summarise each session once; a session that grew is summarised again (replacing its summary);
- * a tenant without a model route gets an excerpt that says so; a secret in the conversation reaches no log.
+ * a tenant without a model route gets an excerpt that says so; a secret in the conversation reaches no log;
+ * the tenant's state API reports what was summarised, what waits and what failed, and why.
  */
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { describe, test } from 'node:test';
-import { SessionIngest, SUMMARY_ACTOR } from '../src/knowledge/ingest.ts';
+import { SessionIngest, SUMMARY_ACTOR, type IngestState } from '../src/knowledge/ingest.ts';
 import { createLogger } from '../src/observability/logger.ts';
-import { onboard, twoTenants } from './helpers/client.ts';
+import { ApiClient, onboard, twoTenants } from './helpers/client.ts';
 import { startFakeLlm } from './helpers/fake-llm.ts';
 import { waitFor } from './helpers/sandbox.ts';
 import { capturedLogs, startTestServer } from './helpers/server.ts';
@@ -120,6 +121,12 @@ describe('session ingestion', async () => {
     assert.equal(row.rows[0]?.attempts, 1);
     assert.match(row.rows[0]?.last_error ?? '', /budget|limit/i);
     assert.equal(Number(row.rows[0]?.upto), 0, 'not marked done');
+    // The state API says so, with the reason and when it is retried.
+    const failed = await a.client.json<IngestState>('GET', `/api/v1/tenants/${a.slug}/knowledge/ingestion?status=failed`);
+    assert.equal(failed.counts.failed, 1);
+    assert.deepEqual(failed.items.map((i) => [i.source, i.sourceId, i.status, i.attempts]), [['chat', 'ingest-a2', 'failed', 1]]);
+    assert.match(failed.items[0]?.error ?? '', /budget|limit/i);
+    assert.ok(failed.items[0]?.retryAt && failed.lastRunAt);
     await server.services.brokerGovernance.setLimits(a.id, [], by);
     // The back-off has not passed: a sweep right now leaves it.
     await replica('replica-2').sweepOnce();
@@ -127,5 +134,35 @@ describe('session ingestion', async () => {
     await server.db.query("UPDATE conversation_ingests SET claimed_until = now() - interval '1 second' WHERE tenant_id = $1 AND source_id = 'ingest-a2'", [a.id]);
     await replica('replica-2').sweepOnce();
     assert.equal((await summaries(a.id, 'ingest-a2')).length, 1, 'summarised once the back-off passed');
+  });
+
+  test("the ingestion state API: what the job did for the tenant, read-only for its members, nothing of another tenant's", async () => {
+    const st = await a.client.json<IngestState>('GET', `/api/v1/tenants/${a.slug}/knowledge/ingestion`);
+    assert.deepEqual([st.enabled, st.idleMinutes, st.memories], [true, 5, true]);
+    const byId = new Map(st.items.map((i) => [`${i.source}:${i.sourceId}`, i]));
+    for (const k of ['chat:ingest-a1', 'chat:ingest-a2', `task:${a.taskId}`]) {
+      const i = byId.get(k);
+      assert.equal(i?.status, 'ingested', `${k}: ${JSON.stringify(i)}`);
+      assert.ok(i.summaryId && i.ingestedAt && i.error === null);
+    }
+    assert.equal(byId.get('chat:ingest-a1')?.model, `${provider.id}/summarizer`);
+    assert.ok(byId.get('chat:ingest-a1')?.memoryId, 'kept as a memory too');
+    assert.equal(byId.get('chat:ingest-busy')?.status, 'pending', 'a session still in use is pending');
+    assert.equal(st.counts.failed, 0, 'the failure was retried');
+    assert.equal(st.counts.ingested, st.items.filter((i) => i.status === 'ingested').length);
+    assert.ok(st.lastRunAt);
+    const pending = await a.client.json<IngestState>('GET', `/api/v1/tenants/${a.slug}/knowledge/ingestion?status=pending&limit=1`);
+    assert.deepEqual([pending.items.length, pending.items[0]?.status], [1, 'pending']);
+    // B sees its own session only.
+    const other = await b.client.json<IngestState>('GET', `/api/v1/tenants/${b.slug}/knowledge/ingestion`);
+    assert.ok(other.items.some((i) => i.sourceId === 'ingest-b1'));
+    assert.ok(!other.items.some((i) => i.sourceId.startsWith('ingest-a')), JSON.stringify(other.items));
+    // A viewer reads it; there is nothing to write; bad input is a 400.
+    const { token } = await server.services.tokens.create(a.id, { name: 'ingest-viewer', role: 'viewer', createdBy: a.ownerId }, { actor: 'test' });
+    const viewer = new ApiClient(server.url, { bearer: token });
+    assert.equal((await viewer.json<IngestState>('GET', `/api/v1/tenants/${a.slug}/knowledge/ingestion`)).counts.ingested, st.counts.ingested);
+    assert.equal((await viewer.call('POST', `/api/v1/tenants/${a.slug}/knowledge/ingestion`, {})).status, 404);
+    assert.equal((await a.client.call('GET', `/api/v1/tenants/${a.slug}/knowledge/ingestion?status=done`)).status, 400);
+    assert.equal((await a.client.call('GET', `/api/v1/tenants/${a.slug}/knowledge/ingestion?limit=0`)).status, 400);
   });
 });

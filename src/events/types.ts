@@ -23,6 +23,8 @@ export interface ClawplaneEvents {
   'gateway_token.changed': { instanceId: string };
   /** An instance's desired state changed: its reconciler should look at it. */
   'instance.changed': { instanceId: string };
+  /** Knowledge rows were deleted or re-written: replicas drop their in-memory vectors (docs/adr/0007). */
+  'knowledge.removed': { tenantId: string; table: 'agent_memories' | 'findings' | 'chat_messages'; ids: string[] };
   /** An approval was decided; the worker holding the task's gateway turn acts on it. */
   'approval.decided': { tenantId: string; taskId: string; approvalId: string; kind: string; decision: 'approved' | 'rejected' | 'expired' };
 }

@@ -1,7 +1,8 @@
-import { Hono, type Context } from 'hono';
+import type { Hono } from 'hono';
 import { z } from 'zod';
 import type { SandboxIdentity } from '../broker/identity.ts';
-import { ClawplaneError, NotFoundError } from '../errors.ts';
+import { jsonBody, notFound, problem, sandboxApp, type SandboxEnv } from '../broker/sandbox-app.ts';
+import { NotFoundError } from '../errors.ts';
 import { findingInput } from './findings.ts';
 import type { FindingService } from './findings.ts';
 import { memoryInput, type MemoryService } from './memories.ts';
@@ -41,19 +42,10 @@ export function knowledgeBrokerRoutes(deps: {
   resolve: (token: string) => Promise<SandboxIdentity | undefined>;
   /** The tenant's tool policy (Cedar) on the tool a route serves; absent: no check (tests of the routes alone). */
   decide?: (tenantId: string, agent: string, tool: string) => Promise<{ outcome: string; explanation: string }>;
-}): Hono<{ Variables: { caller: SandboxIdentity } }> {
-  const app = new Hono<{ Variables: { caller: SandboxIdentity } }>();
-  const problem = (c: Context, status: number, code: string, message: string) => c.json({ code, message }, status as 400);
-  app.onError((err, c) => {
-    if (err instanceof ClawplaneError) return problem(c, err.status, err.code, err.message);
-    if (err instanceof z.ZodError) return problem(c, 400, 'validation_failed', `The request is invalid: ${err.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : i.message}`).join('; ')}`);
-    throw err;
-  });
+}): Hono<SandboxEnv> {
+  const app = sandboxApp('/knowledge/', deps.resolve);
   app.use('/knowledge/*', async (c, next) => {
-    const m = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '');
-    const caller = m?.[1] ? await deps.resolve(m[1]) : undefined;
-    if (!caller) return problem(c, 401, 'unauthenticated', "Send this sandbox's broker token as \"Authorization: Bearer <token>\"; it is unknown, expired or revoked.");
-    c.set('caller', caller);
+    const caller = c.get('caller');
     // Each route is one of the knowledge plugin's tools; the tenant's policy decides it here too (the
     // rendered config already leaves a denied tool out: this holds for any other client in the sandbox).
     const tool = toolOf(c.req.method, c.req.path);
@@ -64,13 +56,6 @@ export function knowledgeBrokerRoutes(deps: {
     }
     await next();
   });
-  const body = async (c: Context): Promise<unknown> => {
-    try {
-      return await c.req.json();
-    } catch {
-      throw new ClawplaneError('bad_json', 400, 'The request body is not valid JSON.');
-    }
-  };
   const by = (caller: SandboxIdentity) => ({ actor: `sandbox:${caller.id}` });
   const ctx = (caller: SandboxIdentity, agent = '') => ({ actor: `sandbox:${caller.id}`, agent, taskId: null });
 
@@ -82,7 +67,7 @@ export function knowledgeBrokerRoutes(deps: {
   });
   app.post('/knowledge/memories', async (c) => {
     const caller = c.get('caller');
-    const input = memoryInput.parse(await body(c));
+    const input = memoryInput.parse(await jsonBody(c));
     const hint = c.req.header('x-openclaw-agent');
     let r;
     if (input.agent === undefined && hint && /^[A-Za-z0-9._-]{1,64}$/.test(hint)) {
@@ -107,8 +92,7 @@ export function knowledgeBrokerRoutes(deps: {
   });
   app.post('/knowledge/findings', async (c) => {
     const caller = c.get('caller');
-    return c.json(await deps.findings.create(caller.tenantId, findingInput.parse(await body(c)), by(caller)), 201);
+    return c.json(await deps.findings.create(caller.tenantId, findingInput.parse(await jsonBody(c)), by(caller)), 201);
   });
-  app.all('/knowledge/*', (c) => problem(c, 404, 'not_found', `The broker does not serve ${c.req.method} ${c.req.path}.`));
-  return app;
+  return notFound(app, '/knowledge/');
 }

@@ -1,7 +1,7 @@
 import type { BrokerProxy } from '../broker/proxy.ts';
 import type { Queryable } from '../db/pool.ts';
 import type { ProviderKind, ResolvedTarget } from '../vault/providers.ts';
-import { decodeVector, encodeVector, signSketch } from './vectors.ts';
+import { decodeVector, encodeVector, quantize, signSketch } from './vectors.ts';
 
 /**
  * The model route a tenant sets for embeddings: scope `skill`, name `embeddings`, in its model routes
@@ -13,10 +13,11 @@ const ROUTE_TTL_MS = 2_000;
 /** Providers cap input length; an embedding of the first part is what search needs. */
 const MAX_INPUT_CHARS = 8_000;
 
-/** One embedded text as stored: unit float32 bytes, its sign sketch, and the model that made it. */
+/** One embedded text as stored: unit float32 bytes, its sign sketch, its int8 code, and the model that made it. */
 export interface StoredVector {
   embedding: Buffer;
   sketch: Buffer;
+  qvec: Buffer;
   model: string;
 }
 
@@ -79,8 +80,9 @@ export class Embeddings {
     const { vectors } = await this.#proxy.embed(tenantId, m.target, texts.map((t) => t.slice(0, MAX_INPUT_CHARS) || ' '), ctx);
     return vectors.map((v) => {
       const embedding = encodeVector(v);
-      const sk = signSketch(decodeVector(embedding));
-      return { embedding, sketch: Buffer.from(sk.buffer, sk.byteOffset, sk.byteLength), model: m.id };
+      const f = decodeVector(embedding);
+      const sk = signSketch(f);
+      return { embedding, sketch: Buffer.from(sk.buffer, sk.byteOffset, sk.byteLength), qvec: quantize(f), model: m.id };
     });
   }
 }

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { appendAudit } from '../audit/log.ts';
 import type { Db, Queryable } from '../db/pool.ts';
+import type { EventChannel } from '../events/channel.ts';
 import { NotFoundError } from '../errors.ts';
 import type { EmbedContext } from './embeddings.ts';
 import type { KnowledgeIndexer } from './indexer.ts';
@@ -99,10 +100,13 @@ export class FindingService {
   readonly #search: HybridSearch;
   readonly #indexer: KnowledgeIndexer;
 
-  constructor(o: { db: Db; search: HybridSearch; indexer: KnowledgeIndexer }) {
+  readonly #events: EventChannel | undefined;
+
+  constructor(o: { db: Db; search: HybridSearch; indexer: KnowledgeIndexer; events?: EventChannel }) {
     this.#db = o.db;
     this.#search = o.search;
     this.#indexer = o.indexer;
+    this.#events = o.events;
   }
 
   async list(tenantId: string, raw: z.input<typeof findingQuery>, ctx: EmbedContext): Promise<{ items: (Finding | FindingHit)[]; nextCursor: string | null; mode: SearchMode | null; note: string | null }> {
@@ -169,10 +173,11 @@ export class FindingService {
       const textChanged = p.title !== undefined || p.body !== undefined || p.tags !== undefined;
       await tx.query(
         `UPDATE findings SET title = coalesce($3, title), body = coalesce($4, body), sources = coalesce($5, sources), tags = coalesce($6, tags),
-                confidence = coalesce($7, confidence), updated_at = now() ${textChanged ? ', embedding = NULL, sketch = NULL, embedding_model = NULL' : ''}
+                confidence = coalesce($7, confidence), updated_at = now() ${textChanged ? ', embedding = NULL, sketch = NULL, qvec = NULL, embedding_model = NULL' : ''}
           WHERE tenant_id = $1 AND id = $2`,
         [tenantId, id, p.title ?? null, p.body ?? null, p.sources ?? null, p.tags ? [...new Set(p.tags)] : null, p.confidence ?? null],
       );
+      if (textChanged) await this.#events?.publish(tx, 'knowledge.removed', { tenantId, table: 'findings', ids: [id] });
       await appendAudit(tx, { actor: by.actor, tenantId, action: 'finding.update', target: `finding:${id}`, decision: 'success', detail: { fields: Object.keys(p) }, requestId: by.requestId ?? null });
     });
     await this.#indexer.embedRows('findings', tenantId, [id], { actor: by.actor, agent: '', taskId: null });
@@ -183,6 +188,7 @@ export class FindingService {
     await this.#db.tx(async (tx) => {
       const r = await tx.query<{ title: string }>('DELETE FROM findings WHERE tenant_id = $1 AND id = $2 RETURNING title', [tenantId, id]);
       if (!r.rows[0]) throw new NotFoundError('Finding');
+      await this.#events?.publish(tx, 'knowledge.removed', { tenantId, table: 'findings', ids: [id] });
       await appendAudit(tx, { actor: by.actor, tenantId, action: 'finding.delete', target: `finding:${id}`, decision: 'success', detail: { title: r.rows[0].title }, requestId: by.requestId ?? null });
     });
   }

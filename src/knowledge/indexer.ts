@@ -145,12 +145,13 @@ export class KnowledgeIndexer {
     for (const [i, row] of rows.entries()) {
       const v = vectors[i];
       if (!v) continue;
-      await tx.query(`UPDATE ${table} SET embedding = $3, sketch = $4, embedding_model = $5, embed_seq = nextval('knowledge_embed_seq') WHERE tenant_id = $1 AND id = $2::${ID_TYPE[table]}`, [
+      await tx.query(`UPDATE ${table} SET embedding = $3, sketch = $4, qvec = $6, embedding_model = $5, embed_seq = nextval('knowledge_embed_seq') WHERE tenant_id = $1 AND id = $2::${ID_TYPE[table]}`, [
         tenantId,
         row.id,
         v.embedding,
         v.sketch,
         v.model,
+        v.qvec,
       ]);
     }
   }

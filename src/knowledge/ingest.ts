@@ -127,6 +127,64 @@ export class SessionIngest {
     return n;
   }
 
+  /**
+   * What the job has done for one tenant (GET /tenants/{t}/knowledge/ingestion): every chat session and
+   * finished task of the look-back window, and every item it has a record of, as ingested (summarised up
+   * to the newest message), pending (waiting to be idle, due, or being summarised now) or failed (the
+   * last attempt's reason, and when it is retried). `status` filters the items; counts cover them all.
+   */
+  async state(tenantId: string, o: { status?: IngestStatus | undefined; limit: number }): Promise<IngestState> {
+    const r = await this.#db.query<{ source: 'chat' | 'task'; source_id: string; status: IngestStatus; last_at: Date | null; upto: string | null; summary_id: string | null; memory_id: string | null; model: string | null; attempts: number | null; last_error: string | null; ingested_at: Date | null; attempted_at: Date | null; retry_at: Date | null; total: number }>(
+      `WITH chats AS (
+         SELECT session_id AS source_id, max(id) AS newest, max(created_at) AS last_at FROM chat_messages
+          WHERE tenant_id = $1 AND created_at > now() - interval '${LOOKBACK}' AND actor <> $2 GROUP BY session_id),
+       tasks AS (
+         SELECT id::text AS source_id, 1::bigint AS newest, finished_at AS last_at FROM tasks
+          WHERE tenant_id = $1 AND finished_at > now() - interval '${LOOKBACK}' AND status IN ('completed', 'failed')),
+       seen AS (
+         SELECT 'chat' AS source, * FROM chats UNION ALL SELECT 'task', * FROM tasks),
+       items AS (
+         SELECT coalesce(s.source, i.source) AS source, coalesce(s.source_id, i.source_id) AS source_id, s.last_at, i.upto, i.summary_id, i.memory_id, i.model,
+                i.attempts, i.last_error, i.ingested_at, i.attempted_at,
+                CASE WHEN i.last_error IS NOT NULL AND i.claimed_by IS NULL THEN i.claimed_until END AS retry_at,
+                CASE WHEN i.last_error IS NOT NULL AND i.claimed_by IS NULL THEN 'failed'
+                     WHEN i.ingested_at IS NOT NULL AND (s.newest IS NULL OR i.upto >= s.newest) THEN 'ingested'
+                     ELSE 'pending' END AS status
+           FROM seen s FULL JOIN (SELECT * FROM conversation_ingests WHERE tenant_id = $1) i ON i.source = s.source AND i.source_id = s.source_id)
+       SELECT *, count(*) OVER (PARTITION BY status)::int AS total FROM items
+        ORDER BY (status = $3) DESC, coalesce(attempted_at, last_at) DESC NULLS LAST, source_id`,
+      [tenantId, SUMMARY_ACTOR, o.status ?? ''],
+    );
+    const counts = { ingested: 0, pending: 0, failed: 0 };
+    for (const row of r.rows) counts[row.status] = row.total;
+    const last = r.rows.reduce<Date | null>((a, row) => (row.attempted_at && (!a || row.attempted_at > a) ? row.attempted_at : a), null);
+    const iso = (d: Date | null) => d?.toISOString() ?? null;
+    return {
+      enabled: this.#settings.idleMinutes > 0,
+      idleMinutes: this.#settings.idleMinutes,
+      memories: this.#settings.memories,
+      counts,
+      lastRunAt: iso(last),
+      items: r.rows
+        .filter((row) => !o.status || row.status === o.status)
+        .slice(0, o.limit)
+        .map((row) => ({
+          source: row.source,
+          sourceId: row.source_id,
+          status: row.status,
+          lastActivityAt: iso(row.last_at),
+          summaryId: row.summary_id === null ? null : Number(row.summary_id),
+          memoryId: row.memory_id === null ? null : Number(row.memory_id),
+          model: row.model,
+          attempts: row.attempts ?? 0,
+          error: row.status === 'failed' ? row.last_error : null,
+          ingestedAt: iso(row.ingested_at),
+          lastAttemptAt: iso(row.attempted_at),
+          retryAt: iso(row.retry_at),
+        })),
+    };
+  }
+
   /** Idle chat sessions with messages past their last summary, and finished tasks not yet summarised. */
   async #due(): Promise<Due[]> {
     const chats = await this.#db.query<{ tenant_id: string; session_id: string; upto: string }>(
@@ -159,9 +217,9 @@ export class SessionIngest {
   /** One upsert: succeeds only for an item nobody holds that is not summarised up to `upto` yet. */
   async #claim(d: Due): Promise<boolean> {
     const r = await this.#db.query(
-      `INSERT INTO conversation_ingests AS i (tenant_id, source, source_id, claimed_by, claimed_until)
-       VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::double precision / 1000))
-       ON CONFLICT (tenant_id, source, source_id) DO UPDATE SET claimed_by = EXCLUDED.claimed_by, claimed_until = EXCLUDED.claimed_until
+      `INSERT INTO conversation_ingests AS i (tenant_id, source, source_id, claimed_by, attempted_at, claimed_until)
+       VALUES ($1, $2, $3, $4, now(), now() + make_interval(secs => $5::double precision / 1000))
+       ON CONFLICT (tenant_id, source, source_id) DO UPDATE SET claimed_by = EXCLUDED.claimed_by, claimed_until = EXCLUDED.claimed_until, attempted_at = now()
         WHERE i.upto < $6 AND (i.claimed_until IS NULL OR i.claimed_until < now())
        RETURNING 1`,
       [d.tenantId, d.source, d.sourceId, this.#owner, CLAIM_MS, d.upto],
@@ -248,6 +306,34 @@ export class SessionIngest {
     const lines = [{ role: 'user', content: t.input }, { role: 'assistant', content: t.output ?? `(no output; the task ${t.status}: ${t.status_reason})` }];
     return { lines, agentName: t.agent_name ?? '', agentId: t.agent_id ?? undefined, instanceId: NO_INSTANCE, sessionId: `task:${d.sourceId}` };
   }
+}
+
+export const INGEST_STATUSES = ['ingested', 'pending', 'failed'] as const;
+export type IngestStatus = (typeof INGEST_STATUSES)[number];
+
+/** One tenant's view of session ingestion. */
+export interface IngestState {
+  enabled: boolean;
+  idleMinutes: number;
+  memories: boolean;
+  counts: Record<IngestStatus, number>;
+  /** When the job last summarised or tried one of this tenant's items. */
+  lastRunAt: string | null;
+  items: {
+    source: 'chat' | 'task';
+    sourceId: string;
+    status: IngestStatus;
+    /** The session's newest message, or when the task finished (null once outside the look-back window). */
+    lastActivityAt: string | null;
+    summaryId: number | null;
+    memoryId: number | null;
+    model: string | null;
+    attempts: number;
+    error: string | null;
+    ingestedAt: string | null;
+    lastAttemptAt: string | null;
+    retryAt: string | null;
+  }[];
 }
 
 interface Source {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { appendAudit } from '../audit/log.ts';
 import type { Db, Queryable } from '../db/pool.ts';
+import type { EventChannel } from '../events/channel.ts';
 import { ConflictError, NotFoundError } from '../errors.ts';
 import type { AgentService } from '../tasks/agents.ts';
 import type { EmbedContext } from './embeddings.ts';
@@ -113,12 +114,19 @@ export class MemoryService {
   readonly #agents: AgentService;
   readonly #search: HybridSearch;
   readonly #indexer: KnowledgeIndexer;
+  readonly #events: EventChannel | undefined;
 
-  constructor(o: { db: Db; agents: AgentService; search: HybridSearch; indexer: KnowledgeIndexer }) {
+  constructor(o: { db: Db; agents: AgentService; search: HybridSearch; indexer: KnowledgeIndexer; events?: EventChannel }) {
     this.#db = o.db;
     this.#agents = o.agents;
     this.#search = o.search;
     this.#indexer = o.indexer;
+    this.#events = o.events;
+  }
+
+  /** Tells every replica to drop this memory's vector from its index (deleted, or its text re-written). */
+  async #removed(tx: Queryable, tenantId: string, id: number): Promise<void> {
+    await this.#events?.publish(tx, 'knowledge.removed', { tenantId, table: 'agent_memories', ids: [String(id)] });
   }
 
   async #names(tenantId: string): Promise<Map<string, string>> {
@@ -164,6 +172,9 @@ export class MemoryService {
       where += ` AND t.importance >= $${params.length + 3}`;
     }
     const agentId = o.agentId;
+    // The agents' names are read while the search runs.
+    const names = this.#names(tenantId);
+    names.catch(() => undefined);
     const r = await this.#search.search<Row>({
       table: 'agent_memories',
       tenantId,
@@ -176,8 +187,8 @@ export class MemoryService {
       boost: (row: Row) => IMPORTANCE_WEIGHT * row.importance,
       ctx,
     });
-    const names = await this.#names(tenantId);
-    return { items: r.items.map((h) => ({ ...toMemory(h.row, names), score: h.score, similarity: h.similarity })), mode: r.mode, note: r.note };
+    const byId = await names;
+    return { items: r.items.map((h) => ({ ...toMemory(h.row, byId), score: h.score, similarity: h.similarity })), mode: r.mode, note: r.note };
   }
 
   /** A live memory (an expired one is gone even before the sweep deletes it). */
@@ -197,11 +208,12 @@ export class MemoryService {
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (tenant_id, coalesce(agent_id, '00000000-0000-0000-0000-000000000000'::uuid), key) WHERE key IS NOT NULL
          DO UPDATE SET content = EXCLUDED.content, importance = EXCLUDED.importance, expires_at = EXCLUDED.expires_at, task_id = EXCLUDED.task_id,
-                       updated_at = now(), embedding = NULL, sketch = NULL, embedding_model = NULL
+                       updated_at = now(), embedding = NULL, sketch = NULL, qvec = NULL, embedding_model = NULL
          RETURNING id, (xmax = 0) AS created`,
         [tenantId, agentId, by.taskId ?? null, m.kind, m.key ?? null, m.content, m.importance, m.expiresAt ?? null, by.actor],
       );
       const row = r.rows[0] as { id: number; created: boolean };
+      if (!row.created) await this.#removed(tx, tenantId, Number(row.id));
       await appendAudit(tx, {
         actor: by.actor,
         tenantId,
@@ -226,7 +238,7 @@ export class MemoryService {
         await tx.query(
           `UPDATE agent_memories SET key = coalesce($3, key), content = coalesce($4, content), importance = coalesce($5, importance),
                   expires_at = CASE WHEN $6 THEN $7::timestamptz ELSE expires_at END, updated_at = now()
-                  ${textChanged ? ', embedding = NULL, sketch = NULL, embedding_model = NULL' : ''}
+                  ${textChanged ? ', embedding = NULL, sketch = NULL, qvec = NULL, embedding_model = NULL' : ''}
             WHERE tenant_id = $1 AND id = $2`,
           [tenantId, id, patch.key ?? null, patch.content ?? null, patch.importance ?? null, patch.expiresAt !== undefined, patch.expiresAt ?? null],
         );
@@ -234,6 +246,7 @@ export class MemoryService {
         if ((err as { code?: string }).code === '23505') throw new ConflictError(`This agent already has a memory under the key "${patch.key}": edit or delete that one.`);
         throw err;
       }
+      if (textChanged) await this.#removed(tx, tenantId, id);
       const { content: _c, ...detail } = patch;
       await appendAudit(tx, { actor: by.actor, tenantId, action: 'memory.update', target: `memory:${id}`, decision: 'success', detail: { ...detail, contentChanged: patch.content !== undefined }, requestId: by.requestId ?? null });
     });
@@ -246,6 +259,7 @@ export class MemoryService {
       const r = await tx.query<{ kind: string; key: string | null; agent_id: string | null }>('DELETE FROM agent_memories WHERE tenant_id = $1 AND id = $2 RETURNING kind, key, agent_id', [tenantId, id]);
       const row = r.rows[0];
       if (!row) throw new NotFoundError('Memory');
+      await this.#removed(tx, tenantId, id);
       await appendAudit(tx, { actor: by.actor, tenantId, action: 'memory.delete', target: `memory:${id}`, decision: 'success', detail: { agentId: row.agent_id, kind: row.kind, key: row.key }, requestId: by.requestId ?? null });
     });
   }

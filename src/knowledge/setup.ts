@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { BrokerProxy } from '../broker/proxy.ts';
 import type { Db } from '../db/pool.ts';
+import type { EventChannel } from '../events/channel.ts';
 import type { AgentService } from '../tasks/agents.ts';
 import type { EmbedContext } from './embeddings.ts';
 import { Embeddings } from './embeddings.ts';
@@ -45,15 +46,18 @@ export interface KnowledgeServices {
   searchArchive(tenantId: string, o: { q: string; mode: SearchMode; limit: number }, ctx: EmbedContext): Promise<{ items: ArchiveHit[]; mode: SearchMode; note: string | null }>;
 }
 
-export function createKnowledgeServices(o: { db: Db; proxy: Pick<BrokerProxy, 'embed'>; agents: AgentService; log: Logger; maxIndexEntries?: number }): KnowledgeServices {
+export function createKnowledgeServices(o: { db: Db; proxy: Pick<BrokerProxy, 'embed'>; agents: AgentService; log: Logger; events?: EventChannel; maxIndexEntries?: number }): KnowledgeServices {
   const log = o.log.child({ component: 'knowledge' });
   const embeddings = new Embeddings(o.db, o.proxy);
   const index = new SketchIndex(o.db, o.maxIndexEntries === undefined ? {} : { maxEntries: o.maxIndexEntries });
+  // Deletions and re-written rows, from any replica (a missed one only costs a candidate slot: search.ts
+  // reads every candidate back).
+  o.events?.on('knowledge.removed', ({ tenantId, table, ids }) => index.forget(table, tenantId, ids));
   const search = new HybridSearch({ db: o.db, embeddings, index, log });
   const indexer = new KnowledgeIndexer({ db: o.db, embeddings, log });
   return {
-    memories: new MemoryService({ db: o.db, agents: o.agents, search, indexer }),
-    findings: new FindingService({ db: o.db, search, indexer }),
+    memories: new MemoryService({ db: o.db, agents: o.agents, search, indexer, ...(o.events ? { events: o.events } : {}) }),
+    findings: new FindingService({ db: o.db, search, indexer, ...(o.events ? { events: o.events } : {}) }),
     embeddings,
     knowledgeIndexer: indexer,
     knowledgeSearch: search,

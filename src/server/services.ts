@@ -147,7 +147,7 @@ export function createServices(opts: {
   const ingressConfig = opts.ingress ?? ingressSettings({ dataDir: opts.dataDir, ingress: parseConfig({}).ingress });
   const ingress = createIngressServices({ db, events, vault, onboarding, instances, instanceSettings: settings, settings: ingressConfig, dataDir: opts.dataDir, registry: opts.registry ?? new Registry(), log: opts.log ?? createLogger('silent') });
   // Agent memory, findings and search by meaning; embeddings go through the broker (docs/adr/0007).
-  const knowledge = createKnowledgeServices({ db, proxy: broker.proxy, agents: new AgentService(db), log: opts.log ?? createLogger('silent') });
+  const knowledge = createKnowledgeServices({ db, events, proxy: broker.proxy, agents: new AgentService(db), log: opts.log ?? createLogger('silent') });
   mountKnowledge(broker, knowledge, (tenantId, agent, tool) => policy.decide(tenantId, { agent, tool, context: {} }));
   mountOnBroker(broker, '/governance/', governanceBrokerRoutes({ gatewayConfig: instances.gatewayConfig, resolve: (t) => broker.tokens.resolve(t) }).fetch);
   events.on('routes.changed', ({ tenantId }) => {

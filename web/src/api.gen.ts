@@ -8448,6 +8448,94 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/tenants/{tenant}/knowledge/ingestion": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** What session ingestion has done for this tenant: sessions and tasks summarised, pending and failed (with the reason), and when it last ran */
+        get: {
+            parameters: {
+                query?: {
+                    limit?: number;
+                    /** @description Only items in this state (the counts cover all) */
+                    status?: "ingested" | "pending" | "failed";
+                };
+                header?: never;
+                path: {
+                    /** @description Tenant id or slug */
+                    tenant: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["IngestState"];
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tenants/{tenant}/knowledge/search": {
         parameters: {
             query?: never;
@@ -15576,6 +15664,43 @@ export interface components {
         };
         HookAnswer: {
             [key: string]: unknown;
+        };
+        IngestState: {
+            counts: {
+                failed: number;
+                ingested: number;
+                pending: number;
+            };
+            /** @description false when CLAWPLANE_INGEST_IDLE_MINUTES is 0 */
+            enabled: boolean;
+            idleMinutes: number;
+            items: {
+                attempts: number;
+                /** @description Why the last attempt failed */
+                error: string | null;
+                ingestedAt: string | null;
+                lastActivityAt: string | null;
+                lastAttemptAt: string | null;
+                memoryId: number | null;
+                /** @description The model that wrote the summary ("none": an excerpt, no summaries route) */
+                model: string | null;
+                retryAt: string | null;
+                /** @enum {string} */
+                source: "chat" | "task";
+                /** @description The chat session id, or the task id */
+                sourceId: string;
+                /**
+                 * @description ingested: summarised up to its newest message; pending: not yet idle, due, or being summarised; failed: the last attempt failed (retried at retryAt)
+                 * @enum {string}
+                 */
+                status: "ingested" | "pending" | "failed";
+                /** @description The summary in the conversation archive */
+                summaryId: number | null;
+            }[];
+            /** @description When the job last summarised or tried one of this tenant's sessions or tasks */
+            lastRunAt: string | null;
+            /** @description Whether each summary is also kept as a memory (CLAWPLANE_INGEST_MEMORIES) */
+            memories: boolean;
         };
         Instance: {
             createdAt: string;

@@ -1,5 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { findingInput, findingPatch } from '../../knowledge/findings.ts';
+import { INGEST_STATUSES } from '../../knowledge/ingest.ts';
 import { MEMORY_KINDS, memoryInput, memoryPatch } from '../../knowledge/memories.ts';
 import { SEARCH_MODES } from '../../knowledge/search.ts';
 import type { App, AppDeps } from '../app.ts';
@@ -80,6 +81,36 @@ const KnowledgeQuery = z.object({
   in: query(z.string().regex(/^(memories|findings|archive)(,(memories|findings|archive))*$/, 'a comma-separated subset of memories, findings, archive').default('memories,findings,archive'), 'in'),
   mode: query(mode, 'mode'),
   limit: query(z.coerce.number().int().min(1).max(100).default(10), 'limit', 'Per kind'),
+});
+
+const IngestStateSchema = z
+  .object({
+    enabled: z.boolean().openapi({ description: 'false when CLAWPLANE_INGEST_IDLE_MINUTES is 0' }),
+    idleMinutes: z.number().int(),
+    memories: z.boolean().openapi({ description: 'Whether each summary is also kept as a memory (CLAWPLANE_INGEST_MEMORIES)' }),
+    counts: z.object({ ingested: z.number().int(), pending: z.number().int(), failed: z.number().int() }),
+    lastRunAt: z.string().nullable().openapi({ description: "When the job last summarised or tried one of this tenant's sessions or tasks" }),
+    items: z.array(
+      z.object({
+        source: z.enum(['chat', 'task']),
+        sourceId: z.string().openapi({ description: 'The chat session id, or the task id' }),
+        status: z.enum(INGEST_STATUSES).openapi({ description: 'ingested: summarised up to its newest message; pending: not yet idle, due, or being summarised; failed: the last attempt failed (retried at retryAt)' }),
+        lastActivityAt: z.string().nullable(),
+        summaryId: z.number().int().nullable().openapi({ description: 'The summary in the conversation archive' }),
+        memoryId: z.number().int().nullable(),
+        model: z.string().nullable().openapi({ description: 'The model that wrote the summary ("none": an excerpt, no summaries route)' }),
+        attempts: z.number().int(),
+        error: z.string().nullable().openapi({ description: 'Why the last attempt failed' }),
+        ingestedAt: z.string().nullable(),
+        lastAttemptAt: z.string().nullable(),
+        retryAt: z.string().nullable(),
+      }),
+    ),
+  })
+  .openapi('IngestState');
+const IngestQuery = z.object({
+  status: query(z.enum(INGEST_STATUSES).optional(), 'status', 'Only items in this state (the counts cover all)'),
+  limit: query(z.coerce.number().int().min(1).max(500).default(100), 'limit'),
 });
 
 /**
@@ -205,6 +236,21 @@ export function registerKnowledge(app: App, deps: AppDeps): void {
         },
         200,
       );
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: `${base}/knowledge/ingestion`,
+      tags: ['knowledge'],
+      summary: "What session ingestion has done for this tenant: sessions and tasks summarised, pending and failed (with the reason), and when it last ran",
+      request: { params: TenantParam, query: IngestQuery },
+      responses: { 200: json(IngestStateSchema), ...errorResponses },
+    }),
+    async (c) => {
+      const { tenant } = allow(c, 'tenant.read');
+      return c.json(await deps.services.sessionIngest.state(tenant.id, c.req.valid('query')), 200);
     },
   );
 }
