@@ -17,7 +17,7 @@ import type { PlatformProvider } from './platform-provider.ts';
 import { SandboxTokens } from './identity.ts';
 import { createBrokerMetrics } from './metrics.ts';
 import { PriceTable } from './prices.ts';
-import { BrokerProxy } from './proxy.ts';
+import { BrokerProxy, type ScheduledAdmission } from './proxy.ts';
 import type { SandboxBroker, SandboxRegistration } from './types.ts';
 import { Upstreams } from './upstream.ts';
 import { extractTraceContext, inSpan, SpanKind } from '../observability/tracing.ts';
@@ -42,6 +42,8 @@ export interface BrokerOptions {
   reserveTokens?: number;
   /** Reads (and removes) the task tag a task turn's system text carries (src/broker/task-tag.ts). */
   taskTags?: TaskTags;
+  /** Refuses scheduled model calls beyond the tenant's caps (src/governance/scheduled.ts). */
+  scheduledCaps?: ScheduledAdmission;
 }
 
 /** Handles broker paths other than the model APIs (grants, tool egress), mounted by later modules. */
@@ -87,6 +89,7 @@ export class Broker implements SandboxBroker {
       metrics: createBrokerMetrics(opts.registry),
       ...(opts.platformProvider ? { platformProvider: opts.platformProvider } : {}),
       ...(opts.taskTags ? { taskTags: opts.taskTags } : {}),
+      ...(opts.scheduledCaps ? { scheduledCaps: opts.scheduledCaps } : {}),
     });
     this.egress = new EgressProxy({
       db: opts.db,

@@ -49,6 +49,13 @@ export interface ProxyDeps {
   platformProvider?: PlatformProvider;
   /** The task a call belongs to, from the tag in its system text (src/broker/task-tag.ts). */
   taskTags?: TaskTags;
+  /** Refuses scheduled (heartbeat, cron) calls beyond the tenant's caps (src/governance/scheduled.ts). */
+  scheduledCaps?: ScheduledAdmission;
+}
+
+/** Admits a model call or throws BudgetExceededError naming the cap it is beyond. */
+export interface ScheduledAdmission {
+  admit(tenantId: string, agent: string, body: Record<string, unknown>): Promise<unknown>;
 }
 
 interface Call {
@@ -181,6 +188,7 @@ export class BrokerProxy {
     }
     let hold: BudgetHold;
     try {
+      await this.d.scheduledCaps?.admit(tenant, call.agent, call.body);
       hold = await this.d.budgets.admit(tenant, call.agent, call.taskId);
     } catch (err) {
       if (!(err instanceof BudgetExceededError)) throw err;

@@ -60,11 +60,13 @@ export function heartbeatMinutes(every: string): number {
 export interface LiveInputs {
   defaults: AgentDefaults;
   restrictions: ToolRestrictions;
+  /** The caps that bind the tenant's (default) agent (src/governance/versions.ts effectiveCaps). */
   heartbeatMinMinutes: number | null;
+  cronMinMinutes: number | null;
 }
 
 /** The tenant's part of a gateway's render input: the same for every executor and every instance of the tenant. */
-export type TenantRenderInput = Pick<RenderInput, 'agents' | 'models' | 'tools' | 'heartbeatEvery' | 'memoryConfig'>;
+export type TenantRenderInput = Pick<RenderInput, 'agents' | 'models' | 'tools' | 'heartbeatEvery' | 'memoryConfig' | 'cronCapped'>;
 
 export function tenantRenderInput(settings: GatewaySettings, live: LiveInputs): TenantRenderInput {
   let heartbeatEvery = settings.heartbeatEvery;
@@ -79,6 +81,7 @@ export function tenantRenderInput(settings: GatewaySettings, live: LiveInputs): 
     tools: toolPolicyFor(live.defaults.execPolicy, live.restrictions),
     ...(heartbeatEvery !== undefined ? { heartbeatEvery } : {}),
     ...(settings.memory ? { memoryConfig: settings.memory as Record<string, Json> } : {}),
+    ...(live.cronMinMinutes !== null ? { cronCapped: true } : {}),
   };
 }
 

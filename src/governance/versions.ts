@@ -60,8 +60,37 @@ export interface ReviewRules {
   review: string[];
   /** The shortest heartbeat interval, in minutes (null: no cap). */
   heartbeatMinMinutes: number | null;
+  /** The shortest interval between two runs of one cron job, in minutes (null: no cap). */
+  cronMinMinutes: number | null;
+  /** Per agent id: caps of its own; the stricter of the tenant's and the agent's applies. */
+  agentCaps: Record<string, AgentCaps>;
   updatedBy: string | null;
   updatedAt: string | null;
+}
+
+/** Caps of one agent, in minutes between two runs (null or absent: the tenant's cap). */
+export interface AgentCaps {
+  heartbeatMinMinutes?: number | null | undefined;
+  cronMinMinutes?: number | null | undefined;
+}
+
+/** The caps that bind `agent`: the stricter (longer interval) of the tenant's and the agent's own. */
+export function effectiveCaps(rules: Pick<ReviewRules, 'heartbeatMinMinutes' | 'cronMinMinutes' | 'agentCaps'>, agent: string): { heartbeatMinMinutes: number | null; cronMinMinutes: number | null } {
+  const own = Object.hasOwn(rules.agentCaps, agent) ? rules.agentCaps[agent] : undefined;
+  const stricter = (a: number | null, b: number | null | undefined) => (a === null ? (b ?? null) : b === null || b === undefined ? a : Math.max(a, b));
+  return { heartbeatMinMinutes: stricter(rules.heartbeatMinMinutes, own?.heartbeatMinMinutes), cronMinMinutes: stricter(rules.cronMinMinutes, own?.cronMinMinutes) };
+}
+
+/** A tenant's review rules and caps (defaults when it has none). */
+export async function readRules(q: Queryable, tenantId: string): Promise<ReviewRules> {
+  const r = await q.query<{ review: string[]; heartbeat_min_minutes: number | null; cron_min_minutes: number | null; agent_caps: Record<string, AgentCaps>; updated_by: string; updated_at: Date }>(
+    'SELECT review, heartbeat_min_minutes, cron_min_minutes, agent_caps, updated_by, updated_at FROM gateway_config_rules WHERE tenant_id = $1',
+    [tenantId],
+  );
+  const row = r.rows[0];
+  return row
+    ? { review: row.review, heartbeatMinMinutes: row.heartbeat_min_minutes, cronMinMinutes: row.cron_min_minutes, agentCaps: row.agent_caps, updatedBy: row.updated_by, updatedAt: row.updated_at.toISOString() }
+    : { review: [], heartbeatMinMinutes: null, cronMinMinutes: null, agentCaps: {}, updatedBy: null, updatedAt: null };
 }
 
 /** Who changes something: the audit actor, and the person behind it (the two-person rule compares these). */
@@ -156,20 +185,21 @@ export class GatewayConfigService {
   }
 
   async rules(tenantId: string, q: Queryable = this.#db): Promise<ReviewRules> {
-    const r = await q.query<{ review: string[]; heartbeat_min_minutes: number | null; updated_by: string; updated_at: Date }>('SELECT review, heartbeat_min_minutes, updated_by, updated_at FROM gateway_config_rules WHERE tenant_id = $1', [tenantId]);
-    const row = r.rows[0];
-    return row ? { review: row.review, heartbeatMinMinutes: row.heartbeat_min_minutes, updatedBy: row.updated_by, updatedAt: row.updated_at.toISOString() } : { review: [], heartbeatMinMinutes: null, updatedBy: null, updatedAt: null };
+    return readRules(q, tenantId);
   }
 
-  async setRules(tenantId: string, rules: { review: string[]; heartbeatMinMinutes: number | null }, by: ChangeBy): Promise<ReviewRules> {
+  async setRules(tenantId: string, rules: { review: string[]; heartbeatMinMinutes: number | null; cronMinMinutes?: number | null; agentCaps?: Record<string, AgentCaps> }, by: ChangeBy): Promise<ReviewRules> {
     const review = [...new Set(rules.review)].sort();
+    const cronMinMinutes = rules.cronMinMinutes ?? null;
+    const agentCaps = rules.agentCaps ?? {};
     await this.#db.tx(async (tx) => {
       await tx.query(
-        `INSERT INTO gateway_config_rules (tenant_id, review, heartbeat_min_minutes, updated_by) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (tenant_id) DO UPDATE SET review = EXCLUDED.review, heartbeat_min_minutes = EXCLUDED.heartbeat_min_minutes, updated_by = EXCLUDED.updated_by, updated_at = now()`,
-        [tenantId, review, rules.heartbeatMinMinutes, by.actor],
+        `INSERT INTO gateway_config_rules (tenant_id, review, heartbeat_min_minutes, cron_min_minutes, agent_caps, updated_by) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (tenant_id) DO UPDATE SET review = EXCLUDED.review, heartbeat_min_minutes = EXCLUDED.heartbeat_min_minutes, cron_min_minutes = EXCLUDED.cron_min_minutes,
+           agent_caps = EXCLUDED.agent_caps, updated_by = EXCLUDED.updated_by, updated_at = now()`,
+        [tenantId, review, rules.heartbeatMinMinutes, cronMinMinutes, JSON.stringify(agentCaps), by.actor],
       );
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'gateway_config.rules_changed', target: `tenant:${tenantId}`, decision: 'success', detail: { review, heartbeatMinMinutes: rules.heartbeatMinMinutes }, requestId: by.requestId ?? null });
+      await appendAudit(tx, { actor: by.actor, tenantId, action: 'gateway_config.rules_changed', target: `tenant:${tenantId}`, decision: 'success', detail: { review, heartbeatMinMinutes: rules.heartbeatMinMinutes, cronMinMinutes, agentCaps }, requestId: by.requestId ?? null });
     });
     return this.rules(tenantId);
   }
@@ -183,11 +213,12 @@ export class GatewayConfigService {
     return this.#db.tx(async (tx) => {
       await this.#lock(tx, tenantId);
       const rules = await this.rules(tenantId, tx);
-      if (settings.heartbeatEvery !== undefined && rules.heartbeatMinMinutes !== null) {
+      const cap = effectiveCaps(rules, (await this.#live(tenantId)).defaults.agentName).heartbeatMinMinutes;
+      if (settings.heartbeatEvery !== undefined && cap !== null) {
         const every = heartbeatMinutes(settings.heartbeatEvery);
-        if (every > 0 && every < rules.heartbeatMinMinutes) {
-          throw new ValidationError(`The heartbeat every ${settings.heartbeatEvery} is more often than the tenant's cap heartbeat_min_minutes (${rules.heartbeatMinMinutes} minutes): choose ${rules.heartbeatMinMinutes}m or longer, or "0m" for none.`, [
-            { path: 'body.settings.heartbeatEvery', message: `more often than the cap heartbeat_min_minutes (${rules.heartbeatMinMinutes} minutes)` },
+        if (every > 0 && every < cap) {
+          throw new ValidationError(`The heartbeat every ${settings.heartbeatEvery} is more often than the cap heartbeat_min_minutes (${cap} minutes): choose ${cap}m or longer, or "0m" for none.`, [
+            { path: 'body.settings.heartbeatEvery', message: `more often than the cap heartbeat_min_minutes (${cap} minutes)` },
           ]);
         }
       }
@@ -320,7 +351,7 @@ export class GatewayConfigService {
 
   async #liveInputs(q: Queryable, tenantId: string): Promise<LiveInputs> {
     const [live, rules] = await Promise.all([this.#live(tenantId), this.rules(tenantId, q)]);
-    return { ...live, heartbeatMinMinutes: rules.heartbeatMinMinutes };
+    return { ...live, ...effectiveCaps(rules, live.defaults.agentName) };
   }
 
   /** One writer per tenant at a time, across replicas: numbers stay gap-free and a hash is compared once. */

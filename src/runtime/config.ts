@@ -37,6 +37,14 @@ export interface GatewayFeatures {
  */
 export const HOOKS_TOKEN_ENV = 'CLAWPLANE_HOOKS_TOKEN';
 
+/**
+ * The heartbeat prompt Clawplane renders: OpenClaw's own default (2026.9.6, src/auto-reply/heartbeat.ts) after a
+ * marker line, so the broker can tell a heartbeat turn's model calls from a chat's and hold them to the tenant's
+ * heartbeat cap (src/governance/scheduled.ts), whatever OpenClaw's default wording becomes.
+ */
+export const HEARTBEAT_MARKER = '[clawplane-heartbeat]';
+export const HEARTBEAT_PROMPT = `${HEARTBEAT_MARKER} Follow the heartbeat monitor scratch context when provided. Recurring tasks are automations; create or change their schedules with the automations tool, not heartbeat scratch. Do not infer or repeat old tasks from prior chats. If nothing needs attention, reply NO_REPLY.`;
+
 /** The secrets provider the gateway reads its auth token through (a file the host can rewrite). */
 export const GATEWAY_TOKEN_PROVIDER = 'clawplane-gateway-token';
 
@@ -82,6 +90,12 @@ export interface RenderInput {
    * apply check rolls it back. Clawplane's governance keys (dreaming) are laid over them.
    */
   memoryConfig?: Record<string, Json>;
+  /**
+   * The tenant caps how often a cron job may run (docs/adr/0013-gateway-config-versions.md, "Caps"). OpenClaw
+   * has no interval floor for jobs, so the broker refuses runs that come too soon; here the scheduler is told
+   * not to catch up missed runs after a stop (`cron.skipMissedJobs`), which would fire them all at once.
+   */
+  cronCapped?: boolean;
 }
 
 /** The hardened default policy: a chat agent that cannot touch the host, the filesystem or the web. */
@@ -112,6 +126,10 @@ export function toolPolicyFor(execDefault: 'deny' | 'ask', r: ToolRestrictions):
 }
 
 export type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
+
+function heartbeatConfig(every: string): Record<string, Json> {
+  return /^0+[mh]?$/.test(every) ? { every } : { every, prompt: HEARTBEAT_PROMPT };
+}
 
 /**
  * The gateway's openclaw.json as a plain object (serialise with JSON.stringify).
@@ -187,7 +205,7 @@ export function renderOpenclawConfig(input: RenderInput): Record<string, Json> {
         utilityModel: '',
         workspace: `${input.stateDir}/workspace`,
         sandbox: { mode: 'off' },
-        heartbeat: { every: input.heartbeatEvery ?? (f.heartbeat ? '30m' : '0m') },
+        heartbeat: heartbeatConfig(input.heartbeatEvery ?? (f.heartbeat ? '30m' : '0m')),
       },
       entries,
     },
@@ -196,6 +214,7 @@ export function renderOpenclawConfig(input: RenderInput): Record<string, Json> {
     ...(input.hooks
       ? { hooks: { enabled: true, token: `\${${HOOKS_TOKEN_ENV}}`, path: '/hooks', allowedAgentIds: input.agents.slice(0, 1).map((a) => a.id), allowRequestSessionKey: false } }
       : {}),
+    ...(input.cronCapped ? { cron: { skipMissedJobs: true } } : {}),
     browser: { enabled: f.browser },
     plugins: input.knowledgePluginDir
       ? {

@@ -39,6 +39,7 @@ import { createKnowledgeServices, type KnowledgeServices } from '../knowledge/se
 import { knowledgeBrokerRoutes } from '../knowledge/broker-routes.ts';
 import { SessionIngest, type IngestSettings } from '../knowledge/ingest.ts';
 import { governanceBrokerRoutes } from '../governance/broker-routes.ts';
+import { ScheduledCaps } from '../governance/scheduled.ts';
 
 /** Every service the API and CLI use, built once from the database and configuration. */
 export interface Services extends InstanceServices, IngressServices, TaskServices, KnowledgeServices, LaneServices {
@@ -122,6 +123,8 @@ export function createServices(opts: {
   const taskTags = new TaskTags(opts.secretKey);
   const broker = new Broker({
     taskTags,
+    // Heartbeat and cron caps on scheduled model calls (docs/adr/0013-gateway-config-versions.md, "Caps").
+    scheduledCaps: new ScheduledCaps(db),
     platformProvider,
     db,
     events,

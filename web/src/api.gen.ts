@@ -6015,7 +6015,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Which kinds of change wait for a second admin, and the heartbeat cap */
+        /** Which kinds of change wait for a second admin, and the heartbeat and cron caps */
         get: {
             parameters: {
                 query?: never;
@@ -6084,7 +6084,7 @@ export interface paths {
                 };
             };
         };
-        /** Replace the review rules and the heartbeat cap (tenant admin) */
+        /** Replace the review rules and the heartbeat and cron caps (tenant admin) */
         put: {
             parameters: {
                 query?: never;
@@ -15559,6 +15559,12 @@ export interface components {
             title: string;
             updatedAt: string;
         };
+        GatewayAgentCaps: {
+            /** @description This agent's shortest interval between two runs of one cron job, in minutes */
+            cronMinMinutes?: number | null;
+            /** @description This agent's shortest heartbeat interval in minutes (the stricter of this and the tenant's applies) */
+            heartbeatMinMinutes?: number | null;
+        };
         GatewayConfigApproval: {
             /** @default  */
             comment: string;
@@ -15595,12 +15601,28 @@ export interface components {
             reason: string;
         };
         GatewayConfigRules: {
+            agentCaps: {
+                [key: string]: components["schemas"]["GatewayAgentCaps"];
+            };
+            cronMinMinutes: number | null;
             heartbeatMinMinutes: number | null;
             review: ("models" | "heartbeat" | "plugins" | "rollback")[];
             updatedAt: string | null;
             updatedBy: string | null;
         };
         GatewayConfigRulesInput: {
+            /**
+             * @description Per agent id: stricter caps of its own
+             * @default {}
+             */
+            agentCaps: {
+                [key: string]: components["schemas"]["GatewayAgentCaps"];
+            };
+            /**
+             * @description Cap: the shortest interval between two runs of one cron job in minutes (null: none); the broker refuses a scheduled run that comes sooner
+             * @default null
+             */
+            cronMinMinutes: number | null;
             /**
              * @description Cap: the shortest heartbeat interval in minutes (null: none)
              * @default null

@@ -1,7 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { CHANGE_KINDS, GatewaySettingsSchema, REVIEWABLE_KINDS } from '../../governance/settings.ts';
-import { VERSION_STATUSES, type ChangeBy, type ConfigVersion } from '../../governance/versions.ts';
+import { VERSION_STATUSES, type ChangeBy, type ConfigVersion, type ReviewRules } from '../../governance/versions.ts';
 import type { App, AppDeps } from '../app.ts';
 import { allow } from '../auth.ts';
 import type { AppEnv } from '../env.ts';
@@ -48,10 +48,23 @@ const VersionSchema = z
   })
   .openapi('GatewayConfigVersion');
 
+const Minutes = z.number().int().min(1).max(10080);
+const AgentCapsSchema = z
+  .strictObject({
+    heartbeatMinMinutes: Minutes.nullable().optional().openapi({ description: "This agent's shortest heartbeat interval in minutes (the stricter of this and the tenant's applies)" }),
+    cronMinMinutes: Minutes.nullable().optional().openapi({ description: "This agent's shortest interval between two runs of one cron job, in minutes" }),
+  })
+  .openapi('GatewayAgentCaps');
+const AgentCapsMap = z
+  .record(z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, 'an agent id (lower case letters, digits, - and _)'), AgentCapsSchema)
+  .refine((m) => Object.keys(m).length <= 64, 'at most 64 agents');
+
 const RulesSchema = z
   .object({
     review: z.array(z.enum(REVIEWABLE_KINDS)),
     heartbeatMinMinutes: z.number().int().nullable(),
+    cronMinMinutes: z.number().int().nullable(),
+    agentCaps: z.record(z.string(), AgentCapsSchema),
     updatedBy: z.string().nullable(),
     updatedAt: z.string().nullable(),
   })
@@ -60,7 +73,9 @@ const RulesSchema = z
 const RulesInput = z
   .strictObject({
     review: z.array(z.enum(REVIEWABLE_KINDS)).max(REVIEWABLE_KINDS.length).openapi({ description: 'Kinds of change that wait for a second tenant admin' }),
-    heartbeatMinMinutes: z.number().int().min(1).max(10080).nullable().default(null).openapi({ description: 'Cap: the shortest heartbeat interval in minutes (null: none)' }),
+    heartbeatMinMinutes: Minutes.nullable().default(null).openapi({ description: 'Cap: the shortest heartbeat interval in minutes (null: none)' }),
+    cronMinMinutes: Minutes.nullable().default(null).openapi({ description: 'Cap: the shortest interval between two runs of one cron job in minutes (null: none); the broker refuses a scheduled run that comes sooner' }),
+    agentCaps: AgentCapsMap.default({}).openapi({ description: 'Per agent id: stricter caps of its own' }),
   })
   .openapi('GatewayConfigRulesInput');
 
@@ -168,7 +183,7 @@ export function registerGovernance(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/gateway-config/rules', tags: ['governance'], summary: 'Which kinds of change wait for a second admin, and the heartbeat cap', request: { params: TenantParam }, responses: { 200: json(RulesSchema), ...errorResponses } }),
+    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/gateway-config/rules', tags: ['governance'], summary: 'Which kinds of change wait for a second admin, and the heartbeat and cron caps', request: { params: TenantParam }, responses: { 200: json(RulesSchema), ...errorResponses } }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json(rulesOut(await gatewayConfig.rules(tenant.id)), 200);
@@ -176,7 +191,7 @@ export function registerGovernance(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'put', path: '/api/v1/tenants/{tenant}/gateway-config/rules', tags: ['governance'], summary: 'Replace the review rules and the heartbeat cap (tenant admin)', request: { params: TenantParam, body: jsonBody(RulesInput) }, responses: { 200: json(RulesSchema), ...errorResponses } }),
+    createRoute({ method: 'put', path: '/api/v1/tenants/{tenant}/gateway-config/rules', tags: ['governance'], summary: 'Replace the review rules and the heartbeat and cron caps (tenant admin)', request: { params: TenantParam, body: jsonBody(RulesInput) }, responses: { 200: json(RulesSchema), ...errorResponses } }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.admin');
       return c.json(rulesOut(await gatewayConfig.setRules(tenant.id, c.req.valid('json'), changeBy(c, by))), 200);
@@ -184,6 +199,6 @@ export function registerGovernance(app: App, deps: AppDeps): void {
   );
 }
 
-function rulesOut(r: { review: string[]; heartbeatMinMinutes: number | null; updatedBy: string | null; updatedAt: string | null }) {
+function rulesOut(r: ReviewRules) {
   return { ...r, review: r.review.filter((k): k is (typeof REVIEWABLE_KINDS)[number] => (REVIEWABLE_KINDS as readonly string[]).includes(k)) };
 }

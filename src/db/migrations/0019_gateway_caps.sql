@@ -1,0 +1,23 @@
+-- Caps on background model spend (docs/adr/0013-gateway-config-versions.md, "Caps"): the shortest interval
+-- between two runs of one scheduled job (cron), per tenant and per agent, and the broker's record of each
+-- scheduled job's last run, so a run that comes too soon after the last one is refused on every replica.
+
+ALTER TABLE gateway_config_rules
+  -- The shortest interval between two runs of one cron job, in minutes (null: no cap).
+  ADD COLUMN cron_min_minutes integer CHECK (cron_min_minutes BETWEEN 1 AND 10080),
+  -- Per agent: {"<agent id>": {"heartbeatMinMinutes": n, "cronMinMinutes": n}}; the stricter of the
+  -- tenant's cap and the agent's applies.
+  ADD COLUMN agent_caps jsonb NOT NULL DEFAULT '{}';
+
+-- The last admitted run of each scheduled job (the heartbeat is one job per agent). `run` names the run
+-- (a digest of its prompt), so the model calls of one run (its tool loop) pass and a new run is checked
+-- against `started_at`.
+CREATE TABLE scheduled_runs (
+  tenant_id   uuid        NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+  agent       text        NOT NULL,
+  kind        text        NOT NULL CHECK (kind IN ('heartbeat', 'cron')),
+  job         text        NOT NULL,
+  run         text        NOT NULL,
+  started_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (tenant_id, agent, kind, job)
+);
