@@ -37,6 +37,7 @@ const PARAMS: Record<string, (t: TenantFixture) => string> = {
   step: () => '0',
   poolId: (t) => t.poolId,
   version: (t) => configVersionIds.get(t.id) ?? 'missing',
+  kind: () => 'telegram',
 };
 
 /** Each tenant's gateway configuration version id (filled once the tenants exist). */
@@ -46,7 +47,7 @@ const configVersionIds = new Map<string, string>();
  * Path parameters that name something global, not a tenant's resource (a skill of the registry): a
  * route whose only sub-ids are these has no "A's tenant, B's resource" case to try.
  */
-const GLOBAL_PARAMS = new Set(['skill', 'tool', 'name', 'step']);
+const GLOBAL_PARAMS = new Set(['skill', 'tool', 'name', 'step', 'kind']);
 
 /** A valid body for each route that takes one, so a 404 is never masked by a 400. */
 const BODIES: Record<string, unknown> = {
@@ -116,6 +117,7 @@ const BODIES: Record<string, unknown> = {
   'PUT /api/v1/tenants/{tenant}/gateway-config/rules': { review: ['heartbeat'] },
   'POST /api/v1/tenants/{tenant}/pools': { agentType: 'coding' },
   'PATCH /api/v1/tenants/{tenant}/pools/{poolId}': { maxExecutors: 2 },
+  'PUT /api/v1/tenants/{tenant}/approval-channels/{kind}': { credentialId: '00000000-0000-4000-8000-000000000000', target: '42' },
 };
 
 /**

@@ -40,7 +40,7 @@ import { registerKnowledge } from './routes/knowledge.ts';
 import { registerUsage } from './routes/usage.ts';
 import { registerLanes } from './routes/lanes.ts';
 import { registerPools } from './routes/pools.ts';
-import { registerGovernance } from './routes/governance.ts';
+import { registerApprovalChannels, registerGovernance } from './routes/governance.ts';
 
 /** What route modules need; passed in, never read from globals (STYLE 2). */
 export interface AppDeps {
@@ -173,6 +173,7 @@ export function createApp(deps: AppDeps): App {
   registerLanes(app, deps);
   registerGovernance(app, deps);
   registerPools(app, deps);
+  registerApprovalChannels(app, deps);
   registerDocs(app);
   // Last: the console's SPA fallback answers any GET no route above took (never /api/).
   registerWeb(app);

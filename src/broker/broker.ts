@@ -61,7 +61,8 @@ export class Broker implements SandboxBroker {
   readonly usage: UsageWriter;
   readonly proxy: BrokerProxy;
   readonly egress: EgressProxy;
-  private readonly upstreams: Upstreams;
+  /** The guarded way out (SSRF check, pinned address, no redirects); also used for approval delivery to chat. */
+  readonly upstreams: Upstreams;
   private readonly opts: BrokerOptions;
   private readonly servers = new Set<http.Server>();
   private readonly extensions: BrokerExtension[] = [];

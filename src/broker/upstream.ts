@@ -73,14 +73,15 @@ export class Upstreams {
   }
 
   /** Sends one request; resolves with the response head (the body is still streaming). */
-  async request(url: string, init: { method: string; headers: Record<string, string>; body: Buffer; timeoutMs: number; signal: AbortSignal }): Promise<http.IncomingMessage> {
+  async request(url: string, init: { method: string; headers: Record<string, string>; body: Buffer; timeoutMs: number; signal: AbortSignal; spanPath?: string }): Promise<http.IncomingMessage> {
     const u = new URL(url);
     const p = await this.pin(u.origin);
     const mod = u.protocol === 'https:' ? https : http;
     p.inflight++;
     let released = false;
-    // The provider call: host and path only (a provider may take its key in the query string).
-    const span = startSpan('provider.request', { 'http.request.method': init.method, 'server.address': u.hostname, 'url.path': u.pathname }, { kind: SpanKind.CLIENT });
+    // The provider call: host and path only (a provider may take its key in the query string; an API that
+    // takes it in the path, such as Telegram's bot API, passes the path to show instead).
+    const span = startSpan('provider.request', { 'http.request.method': init.method, 'server.address': u.hostname, 'url.path': init.spanPath ?? u.pathname }, { kind: SpanKind.CLIENT });
     const done = () => {
       if (released) return;
       released = true;

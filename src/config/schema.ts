@@ -183,6 +183,9 @@ export const settingsSchema = z.strictObject({
   CLAWPLANE_BROKER_RESERVE_TOKENS: z.coerce.number().int().min(0).max(10_000_000).default(0).describe("Tokens a capped model call reserves at least while in flight (it reserves the scope's tokens per call so far today when that is more). Higher: tighter caps under concurrency; 0: only the day's average."),
   CLAWPLANE_GRANT_KEY_ROTATE_HOURS: z.coerce.number().min(0).max(24 * 365).default(24).describe('Age after which the grant signing key is rotated (the old one verifies for the grant lifetime after); 0 = only on request (POST /api/v1/platform/grant-keys/rotate).'),
   CLAWPLANE_REPLICA_EXPIRE_MS: z.coerce.number().int().min(300).max(3_600_000).default(30_000).describe('A replica silent this long is dead: its claims lapse and one live replica recovers its workflows, in milliseconds (keep it several heartbeats long).'),
+  // Approval delivery to chat (src/governance/approval-delivery.ts); other values only for stand-ins in tests.
+  CLAWPLANE_TELEGRAM_API_URL: z.url().default('https://api.telegram.org').describe("Telegram's Bot API base URL, where approval requests are posted with the tenant's bot token."),
+  CLAWPLANE_SLACK_API_URL: z.url().default('https://slack.com/api').describe("Slack's Web API base URL, where approval requests are posted with the tenant's bot token.")
 });
 
 
@@ -263,6 +266,8 @@ export interface Config {
   ingest: { idleMinutes: number; memories: boolean };
   /** Lane scheduling: the tick interval, and (tests only) a file that injects the scheduler's clock. */
   lanes: { tickMs: number; clockFile: string | undefined };
+  /** The chat APIs approval requests are posted to (src/governance/approval-delivery.ts). */
+  chatApis: { telegram: string; slack: string };
   tasks: {
     retryAttempts: number;
     retryBaseMs: number;
@@ -406,6 +411,7 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
       heartbeatMs: s.CLAWPLANE_REPLICA_HEARTBEAT_MS,
       expireMs: s.CLAWPLANE_REPLICA_EXPIRE_MS,
     },
+    chatApis: { telegram: s.CLAWPLANE_TELEGRAM_API_URL, slack: s.CLAWPLANE_SLACK_API_URL },
   };
 }
 

@@ -8,6 +8,7 @@ import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from '.
 import type { AgentDefaults } from '../identity/onboarding.ts';
 import type { Json, ToolRestrictions } from '../runtime/config.ts';
 import type { GatewayLayout } from '../sandbox/types.ts';
+import type { ApprovalChat } from './approval-delivery.ts';
 import {
   CHANGE_KINDS,
   changeKinds,
@@ -155,9 +156,12 @@ export class GatewayConfigService {
   readonly #layout: GatewayLayout;
   readonly #live: (tenantId: string) => Promise<{ defaults: AgentDefaults; restrictions: ToolRestrictions }>;
   readonly #log: Logger;
+  readonly #chat: ApprovalChat | undefined;
 
-  constructor(opts: { db: Db; events: EventChannel; layout: GatewayLayout; live: (tenantId: string) => Promise<{ defaults: AgentDefaults; restrictions: ToolRestrictions }>; log: Logger }) {
+  /** `chat`: where a change waiting for review is also posted (the tenant's approval chats). */
+  constructor(opts: { db: Db; events: EventChannel; layout: GatewayLayout; live: (tenantId: string) => Promise<{ defaults: AgentDefaults; restrictions: ToolRestrictions }>; log: Logger; chat?: ApprovalChat }) {
     this.#db = opts.db;
+    this.#chat = opts.chat;
     this.#events = opts.events;
     this.#layout = opts.layout;
     this.#live = opts.live;
@@ -210,7 +214,7 @@ export class GatewayConfigService {
    */
   async propose(tenantId: string, input: { settings: GatewaySettings; reason: string }, by: ChangeBy, o: { review?: 'rules' | 'always' } = {}): Promise<ConfigVersion> {
     const settings = GatewaySettingsSchema.parse(input.settings);
-    return this.#db.tx(async (tx) => {
+    const made = await this.#db.tx(async (tx) => {
       await this.#lock(tx, tenantId);
       const rules = await this.rules(tenantId, tx);
       const cap = effectiveCaps(rules, (await this.#live(tenantId)).defaults.agentName).heartbeatMinMinutes;
@@ -228,11 +232,19 @@ export class GatewayConfigService {
       if (!v) throw new ConflictError('This changes nothing: the gateways already run this configuration.', 'no_change');
       return v;
     });
+    this.#announce(tenantId, made);
+    return made;
+  }
+
+  /** A version waiting for review is posted to the tenant's approval chats, after its transaction committed. */
+  #announce(tenantId: string, v: ConfigVersion): void {
+    if (v.status !== 'pending' || !this.#chat) return;
+    void this.#chat.deliver(tenantId, { kind: 'config', id: String(v.number), summary: `version ${v.number} (${v.kinds.join(', ')}) by ${v.author}: ${v.reason}`.slice(0, 300) });
   }
 
   /** A new version with the settings of `ref` (any version, also a failed or rejected one); under review when rollbacks are. */
   async rollback(tenantId: string, ref: VersionRef, reason: string, by: ChangeBy): Promise<ConfigVersion> {
-    return this.#db.tx(async (tx) => {
+    const made = await this.#db.tx(async (tx) => {
       await this.#lock(tx, tenantId);
       const target = await this.#row(tx, tenantId, ref);
       await this.#ensureBase(tx, tenantId);
@@ -241,6 +253,8 @@ export class GatewayConfigService {
       if (!v) throw new ConflictError(`The gateways already run the configuration of version ${target.number}.`, 'no_change');
       return v;
     });
+    this.#announce(tenantId, made);
+    return made;
   }
 
   /**

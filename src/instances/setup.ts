@@ -17,6 +17,7 @@ import { InstanceService } from './instances.ts';
 import { CredentialRotator } from './credentials.ts';
 import { Reconciler } from './reconciler.ts';
 import { GatewayConfigService } from '../governance/versions.ts';
+import type { ApprovalChat } from '../governance/approval-delivery.ts';
 
 /** The settings of runtimes, sandboxes and the reconciler, from the parsed configuration (issue 6). */
 export interface InstanceSettings {
@@ -77,6 +78,8 @@ export function createInstanceServices(opts: {
   toolRestrictions?: (tenantId: string, agent: string) => Promise<ToolRestrictions>;
   /** Who this process is when it claims instances (docs/adr/0009-replica-coordination.md); default: a single process. */
   claims?: ClaimIdentity;
+  /** Where configuration reviews are also posted (the tenant's Telegram/Slack chats). */
+  approvalChat?: ApprovalChat;
 }): InstanceServices {
   const s = opts.settings;
   const runtimes = new RuntimeStore({ dir: s.runtimeCache, nodePackageVersion: s.runtimeNodeVersion });
@@ -87,6 +90,7 @@ export function createInstanceServices(opts: {
     events: opts.events,
     layout: sandboxes.layout,
     log: opts.log,
+    ...(opts.approvalChat ? { chat: opts.approvalChat } : {}),
     live: async (tenantId) => {
       const defaults = await opts.onboarding.agentDefaults();
       return { defaults, restrictions: opts.toolRestrictions ? await opts.toolRestrictions(tenantId, defaults.agentName) : { deny: [], execDenied: false } };

@@ -129,7 +129,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const secretKey = config.secretKey;
     if (!secretKey) throw new Error('secret key not resolved');
     const metrics = createMetrics();
-    const services = createServices({ db, events, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config), tasks: config.tasks, ingest: config.ingest, broker: config.broker, claims: { owner: replicaId, node: config.replica.node ?? os.hostname(), ttlMs: config.replica.expireMs }, laneClock: config.lanes.clockFile ? fileClock(config.lanes.clockFile) : undefined });
+    const services = createServices({ db, events, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config), tasks: config.tasks, ingest: config.ingest, broker: config.broker, chatApis: config.chatApis, claims: { owner: replicaId, node: config.replica.node ?? os.hostname(), ttlMs: config.replica.expireMs }, laneClock: config.lanes.clockFile ? fileClock(config.lanes.clockFile) : undefined });
     // Task workflows recovered or dequeued since launch wait for this (src/tasks/workflow.ts).
     services.taskRuntime.start(undefined, { housekeeping: roles.has('worker') });
     services.laneRuntime.start({ worker: roles.has('worker'), intervalMs: config.lanes.tickMs });

@@ -40,6 +40,7 @@ import { knowledgeBrokerRoutes } from '../knowledge/broker-routes.ts';
 import { SessionIngest, type IngestSettings } from '../knowledge/ingest.ts';
 import { governanceBrokerRoutes } from '../governance/broker-routes.ts';
 import { ScheduledCaps } from '../governance/scheduled.ts';
+import { ApprovalDelivery, type ChatApis } from '../governance/approval-delivery.ts';
 
 /** Every service the API and CLI use, built once from the database and configuration. */
 export interface Services extends InstanceServices, IngressServices, TaskServices, KnowledgeServices, LaneServices {
@@ -73,6 +74,8 @@ export interface Services extends InstanceServices, IngressServices, TaskService
   brokerGovernance: BrokerGovernance;
   /** The platform's default LLM provider (onboarding step 3), for tenants without their own. */
   platformProvider: PlatformProvider;
+  /** Approval requests posted to the tenant's Telegram/Slack chat with its own bot credential. */
+  approvalDelivery: ApprovalDelivery;
 }
 
 export function createServices(opts: {
@@ -99,6 +102,8 @@ export function createServices(opts: {
   ingest?: IngestSettings;
   /** The lane scheduler's clock (tests inject one, docs/adr/0012-lane-scheduling.md); default: the real clock. */
   laneClock?: (() => Date) | undefined;
+  /** The chat APIs approval requests are posted to; default: Telegram's and Slack's. */
+  chatApis?: ChatApis;
 }): Services {
   const { db, events } = opts;
   const vault = new Vault({ db, keys: new LocalKeyProvider({ secret: opts.secretKey, versions: dbKeyVersionStore(db) }) });
@@ -146,7 +151,8 @@ export function createServices(opts: {
   broker.egress.restrict(laneEgressRestriction(db));
   const onboarding = new OnboardingService(db, opts.dataDir, vault);
   const settings = opts.instances ?? instanceSettings({ dataDir: opts.dataDir, instances: parseConfig({}).instances });
-  const instances = createInstanceServices({ db, vault, events, onboarding, broker, settings, log: opts.log ?? createLogger('silent'), toolRestrictions: (tenantId, agent) => gatewayToolRestrictions(policy, tenantId, agent), ...(opts.claims ? { claims: opts.claims } : {}) });
+  const approvalDelivery = new ApprovalDelivery({ db, credentials, upstreams: broker.upstreams, apis: opts.chatApis ?? { telegram: 'https://api.telegram.org', slack: 'https://slack.com/api' }, publicOrigin: opts.publicOrigin, log: opts.log ?? createLogger('silent') });
+  const instances = createInstanceServices({ db, vault, events, onboarding, broker, settings, log: opts.log ?? createLogger('silent'), toolRestrictions: (tenantId, agent) => gatewayToolRestrictions(policy, tenantId, agent), approvalChat: approvalDelivery, ...(opts.claims ? { claims: opts.claims } : {}) });
   const ingressConfig = opts.ingress ?? ingressSettings({ dataDir: opts.dataDir, ingress: parseConfig({}).ingress });
   const ingress = createIngressServices({ db, events, vault, onboarding, instances, instanceSettings: settings, settings: ingressConfig, dataDir: opts.dataDir, registry: opts.registry ?? new Registry(), log: opts.log ?? createLogger('silent') });
   // Agent memory, findings and search by meaning; embeddings go through the broker (docs/adr/0007).
@@ -171,6 +177,7 @@ export function createServices(opts: {
     readyTimeoutMs: settings.instanceReadyTimeoutMs,
     flushUsage: () => broker.usage.flush(),
     taskTags,
+    approvalChat: approvalDelivery,
     ...(opts.claims ? { claims: opts.claims } : {}),
     recall: async (tenantId, agentId, text, ctx) => (await knowledge.memories.recall(tenantId, agentId, text, ctx)).map((m) => ({ id: m.id, content: m.content })),
   });
@@ -214,6 +221,7 @@ export function createServices(opts: {
     ...lanes,
     ...knowledge,
     sessionIngest,
+    approvalDelivery,
     events,
     taskTags,
     tenants: new TenantService(db),

@@ -20,6 +20,7 @@ import { TaskSteps, type RecallFn } from './steps.ts';
 import { TaskStore } from './store.ts';
 import type { TaskExecutor, TaskSettings } from './types.ts';
 import { ApprovalWebhooks } from './webhook.ts';
+import type { ApprovalChat } from '../governance/approval-delivery.ts';
 import { bindTaskWorkflow } from './workflow.ts';
 
 /** Everything of issue 8 the API and the server need. */
@@ -100,11 +101,13 @@ export function createTaskServices(o: {
   recall?: RecallFn;
   /** This replica as a claimer (housekeeping lease, one turn per gateway across workers); default: this process alone. */
   claims?: ClaimIdentity;
+  /** Where approval requests are also posted (the tenant's Telegram/Slack chats). */
+  approvalChat?: ApprovalChat;
 }): TaskServices {
   const log = o.log.child({ component: 'tasks' });
   const store = new TaskStore(o.db);
   const agents = new AgentService(o.db);
-  const webhooks = new ApprovalWebhooks({ db: o.db, vault: o.vault, egress: o.egress, log });
+  const webhooks = new ApprovalWebhooks({ db: o.db, vault: o.vault, egress: o.egress, log, chat: o.approvalChat });
   const approvals = new ApprovalService({ db: o.db, webhooks });
   const queues = new TaskQueues({ pollMs: o.settings.queuePollMs, workerConcurrency: o.settings.workerConcurrency });
   const wake = o.wake ?? instanceWaker({ gate: o.gate, instances: o.instances, sandboxes: o.sandboxes, readyTimeoutMs: o.readyTimeoutMs });

@@ -264,7 +264,7 @@ export class TaskSteps {
       return { evaluated: { output: text, delegation, confidence } };
     });
     if ('evaluated' in r) return r;
-    for (const p of r.created) void this.approvals.webhooks.deliver(a.tenantId, { type: 'approval.requested', taskId: a.taskId, approvalId: p.id, tool: p.tool, summary: p.summary, expiresAt: p.expiresAt });
+    for (const p of r.created) void this.approvals.webhooks.deliver(a.tenantId, { type: 'approval.requested', taskId: a.taskId, approvalId: p.id, kind: p.kind, tool: p.tool, summary: p.summary, expiresAt: p.expiresAt });
     return { park: r.park };
   }
 

@@ -4,6 +4,7 @@ import type { Db } from '../db/pool.ts';
 import { NotFoundError } from '../errors.ts';
 import { checkUrlShape, guardedFetch, type EgressPolicy } from '../net/ssrf.ts';
 import type { Vault } from '../vault/vault.ts';
+import type { ApprovalChat } from '../governance/approval-delivery.ts';
 
 /**
  * Outgoing approval notifications (issue 8, item 4), for delivery to chat tools. The body is JSON; the
@@ -22,9 +23,12 @@ export class ApprovalWebhooks {
   readonly #vault: Vault;
   readonly #egress: EgressPolicy;
   readonly #log: Logger;
+  readonly #chat: ApprovalChat | undefined;
 
-  constructor(o: { db: Db; vault: Vault; egress: EgressPolicy; log: Logger }) {
+  /** `chat`: also post each request to the tenant's approval chats (src/governance/approval-delivery.ts). */
+  constructor(o: { db: Db; vault: Vault; egress: EgressPolicy; log: Logger; chat?: ApprovalChat | undefined }) {
     this.#db = o.db;
+    this.#chat = o.chat;
     this.#vault = o.vault;
     this.#egress = o.egress;
     this.#log = o.log;
@@ -49,6 +53,9 @@ export class ApprovalWebhooks {
 
   /** Delivers one event; failures are logged, never thrown (a chat tool being down must not fail a task). */
   async deliver(tenantId: string, event: Record<string, unknown>): Promise<boolean> {
+    if (this.#chat && event['type'] === 'approval.requested' && typeof event['approvalId'] === 'string') {
+      void this.#chat.deliver(tenantId, { kind: event['kind'] === 'exec' ? 'exec' : 'task', id: event['approvalId'], summary: `${String(event['tool'] ?? '')}: ${String(event['summary'] ?? '')}`.slice(0, 300) });
+    }
     const { url } = await this.get(tenantId);
     if (!url) return false;
     try {

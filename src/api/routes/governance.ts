@@ -1,5 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
+import { CHANNEL_KINDS } from '../../governance/approval-delivery.ts';
 import { CHANGE_KINDS, GatewaySettingsSchema, REVIEWABLE_KINDS } from '../../governance/settings.ts';
 import { VERSION_STATUSES, type ChangeBy, type ConfigVersion, type ReviewRules } from '../../governance/versions.ts';
 import type { App, AppDeps } from '../app.ts';
@@ -195,6 +196,47 @@ export function registerGovernance(app: App, deps: AppDeps): void {
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.admin');
       return c.json(rulesOut(await gatewayConfig.setRules(tenant.id, c.req.valid('json'), changeBy(c, by))), 200);
+    },
+  );
+}
+
+const ChannelKindParam = TenantParam.extend({ kind: z.enum(CHANNEL_KINDS).openapi({ param: { name: 'kind', in: 'path' }, description: 'telegram or slack' }) });
+const ChannelSchema = z
+  .object({ kind: z.enum(CHANNEL_KINDS), credentialId: z.uuid(), target: z.string(), updatedBy: z.string(), updatedAt: z.string() })
+  .openapi('ApprovalChannel');
+const ChannelInput = z
+  .strictObject({
+    credentialId: z.uuid().openapi({ description: "The tenant's telegram or slack skill credential (the bot token), by id" }),
+    target: z.string().trim().min(1).max(64).openapi({ description: 'Telegram chat id (or @channel), or Slack channel id (C…)' }),
+  })
+  .openapi('ApprovalChannelInput');
+
+/**
+ * Where approval requests (tasks, exec, configuration reviews) are posted: a Telegram or Slack chat, with the
+ * tenant's own bot credential; the message links to the console, where signing in comes before any decision.
+ */
+export function registerApprovalChannels(app: App, deps: AppDeps): void {
+  const { approvalDelivery } = deps.services;
+  app.openapi(
+    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/approval-channels', tags: ['governance'], summary: 'The chats approval requests are posted to', request: { params: TenantParam }, responses: { 200: json(z.object({ items: z.array(ChannelSchema) }).openapi('ApprovalChannelList')), ...errorResponses } }),
+    async (c) => {
+      const { tenant } = allow(c, 'tenant.read');
+      return c.json({ items: await approvalDelivery.list(tenant.id) }, 200);
+    },
+  );
+  app.openapi(
+    createRoute({ method: 'put', path: '/api/v1/tenants/{tenant}/approval-channels/{kind}', tags: ['governance'], summary: 'Post approval requests to a Telegram or Slack chat with a bot credential of the tenant (tenant admin)', request: { params: ChannelKindParam, body: jsonBody(ChannelInput) }, responses: { 200: json(ChannelSchema), ...errorResponses } }),
+    async (c) => {
+      const { tenant, by } = allow(c, 'tenant.admin');
+      return c.json(await approvalDelivery.set(tenant.id, c.req.valid('param').kind, c.req.valid('json'), by), 200);
+    },
+  );
+  app.openapi(
+    createRoute({ method: 'delete', path: '/api/v1/tenants/{tenant}/approval-channels/{kind}', tags: ['governance'], summary: 'Stop posting approval requests to that chat (tenant admin)', request: { params: ChannelKindParam }, responses: { 200: json(z.object({ removed: z.literal(true) })), ...errorResponses } }),
+    async (c) => {
+      const { tenant, by } = allow(c, 'tenant.admin');
+      await approvalDelivery.remove(tenant.id, c.req.valid('param').kind, by);
+      return c.json({ removed: true as const }, 200);
     },
   );
 }

@@ -21,3 +21,17 @@ CREATE TABLE scheduled_runs (
   started_at  timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (tenant_id, agent, kind, job)
 );
+
+-- Where a tenant's approval requests are posted (src/governance/approval-delivery.ts): one chat per kind,
+-- reached with the tenant's own bot credential (a skill credential in the vault; only its id is here).
+CREATE TABLE approval_channels (
+  tenant_id      uuid        NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+  kind           text        NOT NULL CHECK (kind IN ('telegram', 'slack')),
+  credential_id  uuid        NOT NULL,
+  -- Telegram chat id or Slack channel id.
+  target         text        NOT NULL,
+  updated_by     text        NOT NULL,
+  updated_at     timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (tenant_id, kind),
+  FOREIGN KEY (tenant_id, credential_id) REFERENCES credentials (tenant_id, id) ON DELETE CASCADE
+);
