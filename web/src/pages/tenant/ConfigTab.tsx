@@ -22,7 +22,10 @@ export function ConfigTab({ tenant, role, platformAdmin }: TabProps) {
         {(r) => (
           <p className="hint">
             {r.review.length ? `Changes of kind ${r.review.join(', ')} wait for a second tenant admin.` : 'Every change applies at once.'}{' '}
-            {r.heartbeatMinMinutes !== null ? `Heartbeat cap: every ${r.heartbeatMinMinutes} minutes at most.` : 'No heartbeat cap.'} A version that
+            {r.heartbeatMinMinutes !== null ? `Heartbeat cap: every ${r.heartbeatMinMinutes} minutes at most.` : 'No heartbeat cap.'}{' '}
+            {r.cronMinMinutes !== null ? `Cron cap: each job at most every ${r.cronMinMinutes} minutes.` : 'No cron cap.'}{' '}
+            {Object.entries(r.agentCaps).map(([agent, c]) => `Agent ${agent}: ${[c.heartbeatMinMinutes ? `heartbeat every ${c.heartbeatMinMinutes} min` : '', c.cronMinMinutes ? `cron every ${c.cronMinMinutes} min` : ''].filter(Boolean).join(', ') || 'the tenant caps'}.`).join(' ')}{' '}
+            Scheduled model calls beyond a cap are refused by the broker with the cap&apos;s name. A version that
             does not come up healthy is rolled back to the last known good one by itself.
           </p>
         )}
