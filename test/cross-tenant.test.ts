@@ -36,6 +36,7 @@ const PARAMS: Record<string, (t: TenantFixture) => string> = {
   runId: (t) => t.runId,
   step: () => '0',
   poolId: (t) => t.poolId,
+  ruleId: (t) => t.swarmRuleId,
   version: (t) => configVersionIds.get(t.id) ?? 'missing',
   kind: () => 'telegram',
 };
@@ -118,6 +119,7 @@ const BODIES: Record<string, unknown> = {
   'POST /api/v1/tenants/{tenant}/pools': { agentType: 'coding' },
   'PATCH /api/v1/tenants/{tenant}/pools/{poolId}': { maxExecutors: 2 },
   'PUT /api/v1/tenants/{tenant}/approval-channels/{kind}': { credentialId: '00000000-0000-4000-8000-000000000000', target: '42' },
+  'POST /api/v1/tenants/{tenant}/swarm-rules': { name: 'fuzz-swarm', capability: 'fuzz-swarm', steps: [{ agentType: 'chat', capability: 'a' }, { agentType: 'shell', capability: 'b' }] },
 };
 
 /**
@@ -238,7 +240,7 @@ describe('cross-tenant harness', async () => {
   });
 
   test("tenant A's admin gets 404 for every tenant-owned route with tenant B's slug, id or resource ids", async () => {
-    const leaks = [b.id, b.ownerId, b.tokenId, b.credentialId, b.providerId, b.grantJti, b.instanceId, b.sessionId, b.backupId, b.agentId, b.taskId, b.findingId, b.projectId, b.laneId, b.runId, b.poolId, 'lane fixture of tenant-b', 'memory of tenant-b', 'finding of tenant-b', 'fixture task of tenant-b', 'TENANT-B', 'sk-fixture-tenant-b', 'hello from tenant-b'];
+    const leaks = [b.id, b.ownerId, b.tokenId, b.credentialId, b.providerId, b.grantJti, b.instanceId, b.sessionId, b.backupId, b.agentId, b.taskId, b.findingId, b.projectId, b.laneId, b.runId, b.poolId, b.swarmRuleId, 'lane fixture of tenant-b', 'memory of tenant-b', 'finding of tenant-b', 'fixture task of tenant-b', 'TENANT-B', 'sk-fixture-tenant-b', 'hello from tenant-b'];
     for (const op of ops.filter((o) => o.path.startsWith('/api/v1/tenants/{tenant}'))) {
       const q = QUERIES[op.key] ?? '';
       const attempts = [
@@ -293,6 +295,8 @@ describe('cross-tenant harness', async () => {
     assert.equal((await b.client.json<{ timeZone: string }>('GET', `/api/v1/tenants/${b.slug}/lane-settings`)).timeZone, 'UTC');
     const bPools = await b.client.json<{ items: { id: string; state: string; maxExecutors: number }[] }>('GET', `/api/v1/tenants/${b.slug}/pools`);
     assert.deepEqual(bPools.items.map((p) => [p.id, p.state, p.maxExecutors]), [[b.poolId, 'active', 1]], "B's pool was not changed, paused or removed");
+    const bRules = await b.client.json<{ items: { id: string }[] }>('GET', `/api/v1/tenants/${b.slug}/swarm-rules`);
+    assert.deepEqual(bRules.items.map((r) => r.id), [b.swarmRuleId], "B's swarm rule was not removed and none was added");
   });
 
   test('routes outside a tenant answer a tenant token as classified', async () => {

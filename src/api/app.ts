@@ -41,6 +41,7 @@ import { registerUsage } from './routes/usage.ts';
 import { registerLanes } from './routes/lanes.ts';
 import { registerPools } from './routes/pools.ts';
 import { registerApprovalChannels, registerGovernance } from './routes/governance.ts';
+import { registerSwarms } from './routes/swarms.ts';
 
 /** What route modules need; passed in, never read from globals (STYLE 2). */
 export interface AppDeps {
@@ -174,6 +175,7 @@ export function createApp(deps: AppDeps): App {
   registerGovernance(app, deps);
   registerPools(app, deps);
   registerApprovalChannels(app, deps);
+  registerSwarms(app, deps);
   registerDocs(app);
   // Last: the console's SPA fallback answers any GET no route above took (never /api/).
   registerWeb(app);

@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { SWARM_POLICIES } from '../swarms/types.ts';
+import { AGENT_TYPES } from './types.ts';
 
 /**
  * How an agent asks for delegation (issue 8): its answer contains one fenced block tagged
@@ -8,8 +10,9 @@ import { z } from 'zod';
  *     {"tasks": [{"capability": "research", "input": "find the Q4 numbers"}, {"agent": "writer", "input": "…"}]}
  *     ```
  *
- * Each entry names a capability or an agent (or both) and the child's input. At most 5 children per
- * task and 3 levels below the root; anything malformed is ignored and reported in the trace.
+ * Each entry names a capability or an agent (or both), optionally an agent type (its executor pool), and the
+ * child's input; an optional `policy` (all | any | quorum, with `quorum`) decides the fan-in as for swarms. At
+ * most 5 children per task and 3 levels below the root; anything malformed is ignored and reported in the trace.
  */
 export const MAX_CHILDREN = 5;
 export const MAX_DEPTH = 3;
@@ -18,10 +21,13 @@ const Child = z
   .strictObject({
     capability: z.string().min(1).max(64).optional(),
     agent: z.string().min(1).max(64).optional(),
+    agentType: z.enum(AGENT_TYPES).optional(),
     input: z.string().min(1).max(20_000),
   })
   .refine((c) => c.capability !== undefined || c.agent !== undefined, 'name a capability or an agent');
-const Request = z.strictObject({ tasks: z.array(Child).min(1).max(MAX_CHILDREN) });
+const Request = z
+  .strictObject({ tasks: z.array(Child).min(1).max(MAX_CHILDREN), policy: z.enum(SWARM_POLICIES).optional(), quorum: z.number().int().min(1).max(MAX_CHILDREN).optional() })
+  .refine((r) => (r.policy === 'quorum') === (r.quorum !== undefined), { message: 'give quorum exactly when the policy is quorum', path: ['quorum'] });
 export type DelegationRequest = z.infer<typeof Request>;
 
 const BLOCK = /```clawplane-delegate\s*\n([\s\S]*?)```/;

@@ -5,6 +5,7 @@ import type { Db } from '../db/pool.ts';
 import { cancelWorkflow, enqueueWorkflow, workflowStatus } from '../durable/engine.ts';
 import { ConflictError, NotFoundError, QuotaExceededError, ValidationError } from '../errors.ts';
 import type { PoolService } from '../pools/service.ts';
+import type { SwarmRuleService } from '../swarms/rules.ts';
 import type { AgentService } from './agents.ts';
 import type { ApprovalService } from './approvals.ts';
 import { POOL_QUEUE_PREFIX, type TaskQueues } from './queues.ts';
@@ -50,8 +51,10 @@ export class TaskService {
   readonly approvals: ApprovalService;
   readonly #queues: TaskQueues;
   readonly #pools: PoolService;
+  readonly #swarms: SwarmRuleService | undefined;
 
-  constructor(o: { db: Db; store: TaskStore; agents: AgentService; approvals: ApprovalService; queues: TaskQueues; pools: PoolService }) {
+  constructor(o: { db: Db; store: TaskStore; agents: AgentService; approvals: ApprovalService; queues: TaskQueues; pools: PoolService; swarms?: SwarmRuleService }) {
+    this.#swarms = o.swarms;
     this.#db = o.db;
     this.store = o.store;
     this.agents = o.agents;
@@ -103,8 +106,10 @@ export class TaskService {
     if (!tenant) throw new NotFoundError('Tenant');
     if (tenant.max_concurrent_tasks < 1) throw new QuotaExceededError(`Tenant "${tenant.slug}" may run no tasks (quota maxConcurrentTasks is 0): ask a platform admin to raise it.`);
     const id = randomUUID();
+    // A capability the tenant decomposes (a swarm rule) makes it a swarm: its children are routed, not it.
+    const swarm = !input.agent && !input.agentType && input.capability && this.#swarms ? await this.#swarms.forCapability(this.#db, tenantId, input.capability) : undefined;
     // Its pool and shard (a draining pool refuses it here); pooled tasks wait on their pool's queue.
-    const route = await this.#pools.route(this.#db, tenantId, { agentType: await this.#agentType(tenantId, input), shardKey: input.shardKey ?? null, taskId: id });
+    const route = swarm ? { agentType: null, pool: null, shard: null, shardKey: input.shardKey ?? null } : await this.#pools.route(this.#db, tenantId, { agentType: await this.#agentType(tenantId, input), shardKey: input.shardKey ?? null, taskId: id });
     const queue = route.pool ? await this.#queues.poolQueue(route.pool.id, route.pool.perShard) : await this.#queues.queue(tenant.max_concurrent_tasks);
     let task: Task;
     try {
@@ -117,8 +122,8 @@ export class TaskService {
           });
           rootId = parent.rootId;
         }
-        const t = await this.store.insert(tx, { id, tenantId, parentId: input.parentId ?? null, rootId, requestedAgent: input.agent ?? null, capability: input.capability ?? null, input: input.input, priority: input.priority, idempotencyKey: key, createdBy: by.actor, queueName: queue, agentType: route.agentType, poolId: route.pool?.id ?? null, shard: route.shard, shardKey: route.shardKey });
-        await this.store.event(tx, tenantId, id, 'create', 'completed', { queue, priority: input.priority, ...(route.pool ? { poolId: route.pool.id, shard: route.shard } : {}) });
+        const t = await this.store.insert(tx, { id, tenantId, parentId: input.parentId ?? null, rootId, requestedAgent: input.agent ?? null, capability: input.capability ?? null, input: input.input, priority: input.priority, idempotencyKey: key, createdBy: by.actor, queueName: queue, agentType: route.agentType, poolId: route.pool?.id ?? null, shard: route.shard, shardKey: route.shardKey, swarmRuleId: swarm?.id ?? null });
+        await this.store.event(tx, tenantId, id, 'create', 'completed', { queue, priority: input.priority, ...(route.pool ? { poolId: route.pool.id, shard: route.shard } : {}), ...(swarm ? { swarmRule: swarm.name } : {}) });
         await appendAudit(tx, { actor: by.actor, tenantId, action: 'task.create', target: `task:${id}`, decision: 'success', detail: { agent: input.agent ?? null, capability: input.capability ?? null, priority: input.priority, parentId: input.parentId ?? null, idempotencyKey: key }, requestId: by.requestId ?? null });
         return t;
       });

@@ -11,6 +11,7 @@ import type { Vault } from '../vault/vault.ts';
 import { ExecutorClaims } from '../pools/executors.ts';
 import { registerPoolGauges } from '../pools/metrics.ts';
 import { PoolService } from '../pools/service.ts';
+import { SwarmRuleService } from '../swarms/rules.ts';
 import { AgentService } from './agents.ts';
 import { ApprovalService } from './approvals.ts';
 import { GatewayExecutor, instanceWaker, type WakeFn } from './gateway-executor.ts';
@@ -30,6 +31,8 @@ export interface TaskServices {
   approvals: ApprovalService;
   /** Executor pools per agent type, their shards, pause and drain (docs/adr/0014-executor-pools.md). */
   pools: PoolService;
+  /** Swarm rules: capabilities a tenant decomposes into child tasks for several agent types (src/swarms). */
+  swarms: SwarmRuleService;
   /** The workflow's step bodies; `useExecutor` swaps where turns run (tests install stand-ins). */
   taskRuntime: TaskRuntime;
 }
@@ -120,8 +123,9 @@ export function createTaskServices(o: {
     if (a.kind === 'exec') void executor.decided(taskId, decision);
   });
   const steps = new TaskSteps({ db: o.db, store, agents, approvals, settings: o.settings, log, executor, flushUsage: o.flushUsage, ...(o.recall ? { recall: o.recall } : {}), pools: { pools, claims: executorClaims, owner: claims.id.owner } });
-  const tasks = new TaskService({ db: o.db, store, agents, approvals, queues, pools });
+  const swarms = new SwarmRuleService(o.db);
+  const tasks = new TaskService({ db: o.db, store, agents, approvals, queues, pools, swarms });
   registerQueueDepthGauge(o.registry, o.db);
   registerPoolGauges(o.registry, o.db);
-  return { tasks, agents, approvals, pools, taskRuntime: new TaskRuntime(steps, tasks, log, claims) };
+  return { tasks, agents, approvals, pools, swarms, taskRuntime: new TaskRuntime(steps, tasks, log, claims) };
 }

@@ -6,6 +6,7 @@ import { ConflictError } from '../errors.ts';
 import { NoExecutorError, type ExecutorClaims } from '../pools/executors.ts';
 import type { PoolService } from '../pools/service.ts';
 import type { ExecutorClaim } from '../pools/types.ts';
+import { policyMet, type SwarmPolicy, type SwarmStep } from '../swarms/types.ts';
 import type { AgentService } from './agents.ts';
 import type { ApprovalService } from './approvals.ts';
 import type { DelegationRequest } from './delegation.ts';
@@ -37,6 +38,17 @@ export interface Dispatched {
   startedAt: number;
   /** The executor pool and shard whose executors run its turns; null: the tenant's shared instance. */
   pool?: { poolId: string; shard: number } | null;
+}
+
+/** A swarm as its dispatch read it: the rule's steps and policy, the parent's input and shard key. */
+export interface SwarmPlan {
+  id: string;
+  name: string;
+  steps: SwarmStep[];
+  policy: SwarmPolicy;
+  quorum: number | null;
+  input: string;
+  shardKey: string | null;
 }
 
 /** What executor pools give the workflow: routing (pools), executor claims, and who this replica is. */
@@ -102,8 +114,19 @@ export class TaskSteps {
    * Picks the agent (capability match and trust), recalls its memories for the input and marks the task
    * dispatched: one step and one write transaction (bench: a task costs its SQL round trips and commits).
    */
-  async dispatch(a: TaskRunArgs): Promise<Dispatched | { error: string }> {
+  async dispatch(a: TaskRunArgs): Promise<Dispatched | { error: string } | { swarm: SwarmPlan; startedAt: number }> {
     const t = await this.store.get(a.tenantId, a.taskId);
+    if (t.swarmRuleId) {
+      // A swarm: no agent of its own; its rule (read now, so the run keeps it even if the rule changes) decomposes it.
+      const r = await this.db.query<{ id: string; name: string; steps: SwarmStep[]; policy: SwarmPolicy; quorum: number | null }>('SELECT id, name, steps, policy, quorum FROM swarm_rules WHERE tenant_id = $1 AND id = $2', [a.tenantId, t.swarmRuleId]);
+      const rule = r.rows[0];
+      if (!rule) return { error: 'its swarm rule was removed before it started' };
+      await this.db.tx(async (tx) => {
+        await this.store.setStatus(tx, a.tenantId, a.taskId, 'dispatched', `swarm rule ${rule.name}`, { dispatched_at: new Date() });
+        await this.store.event(tx, a.tenantId, a.taskId, 'dispatch', 'completed', { swarmRule: rule.name, policy: rule.policy, ...(rule.quorum ? { quorum: rule.quorum } : {}) });
+      });
+      return { swarm: { ...rule, input: t.input, shardKey: t.shardKey }, startedAt: Date.now() };
+    }
     const pick = await this.agents.pick(a.tenantId, { agent: t.requestedAgent, capability: t.capability, agentType: t.agentType });
     if ('error' in pick) return { error: pick.error };
     // A task created before its type was known (or a child task) is routed now, by its agent's type.
@@ -282,6 +305,27 @@ export class TaskSteps {
     await this.trace(a, 'approval', 'approved', { approvals: decisions });
   }
 
+  /**
+   * Decomposes a swarm: one child task per step of its rule, for the step's agent type and capability (each
+   * routed to that type's pool at its dispatch, sharing the parent's shard key), and marks the parent delegated.
+   */
+  async decompose(a: TaskRunArgs, plan: SwarmPlan): Promise<string[]> {
+    return this.db.tx(async (tx) => {
+      const parent = await this.store.get(a.tenantId, a.taskId, tx);
+      const children: { id: string; agentType: string; capability: string }[] = [];
+      for (const st of plan.steps) {
+        const id = randomUUID();
+        const input = st.input ? st.input.replaceAll('{{input}}', plan.input) : plan.input;
+        await this.store.insert(tx, { id, tenantId: a.tenantId, parentId: a.taskId, rootId: parent.rootId, requestedAgent: null, capability: st.capability, input, priority: parent.priority, idempotencyKey: null, createdBy: `task:${a.taskId}`, queueName: null, agentType: st.agentType, shardKey: plan.shardKey });
+        await this.store.event(tx, a.tenantId, id, 'create', 'completed', { parentId: a.taskId, swarmRule: plan.name, agentType: st.agentType });
+        children.push({ id, agentType: st.agentType, capability: st.capability });
+      }
+      await this.store.setStatus(tx, a.tenantId, a.taskId, 'delegated', `swarm of ${children.length} child task(s), policy ${plan.policy}${plan.quorum ? ` ${plan.quorum}` : ''}`);
+      await this.store.event(tx, a.tenantId, a.taskId, 'swarm', 'decomposed', { rule: plan.name, policy: plan.policy, quorum: plan.quorum, children });
+      return children.map((c) => c.id);
+    });
+  }
+
   /** Creates the child tasks (rows) and marks the parent delegated; the workflow starts them. */
   async delegate(a: TaskRunArgs, req: DelegationRequest): Promise<string[]> {
     return this.db.tx(async (tx) => {
@@ -289,7 +333,7 @@ export class TaskSteps {
       const ids: string[] = [];
       for (const c of req.tasks) {
         const id = randomUUID();
-        await this.store.insert(tx, { id, tenantId: a.tenantId, parentId: a.taskId, rootId: parent.rootId, requestedAgent: c.agent ?? null, capability: c.capability ?? null, input: c.input, priority: parent.priority, idempotencyKey: null, createdBy: `task:${a.taskId}`, queueName: null });
+        await this.store.insert(tx, { id, tenantId: a.tenantId, parentId: a.taskId, rootId: parent.rootId, requestedAgent: c.agent ?? null, capability: c.capability ?? null, input: c.input, priority: parent.priority, idempotencyKey: null, createdBy: `task:${a.taskId}`, queueName: null, agentType: c.agentType ?? null, shardKey: parent.shardKey });
         await this.store.event(tx, a.tenantId, id, 'create', 'completed', { parentId: a.taskId });
         ids.push(id);
       }
@@ -299,13 +343,21 @@ export class TaskSteps {
     });
   }
 
-  async aggregate(a: TaskRunArgs, own: string, children: TaskOutcome[]): Promise<TaskOutcome> {
+  /**
+   * Fan-in: the parent's output is its own text and each completed child's (failed ones named); its status
+   * follows the policy (all: every child completed; any: one; quorum: at least that many).
+   */
+  async aggregate(a: TaskRunArgs, own: string, children: TaskOutcome[], policy: { policy: SwarmPolicy; quorum: number | null; step?: 'delegate' | 'swarm' } = { policy: 'all', quorum: null }): Promise<TaskOutcome> {
     const failed = children.filter((c) => c.status !== 'completed');
-    const output = [own, ...children.map((c) => `[child ${c.taskId}] ${c.output ?? ''}`)].filter((x) => x.length > 0).join('\n\n');
+    const done = children.length - failed.length;
+    const met = policyMet(policy.policy, policy.quorum, done, children.length);
+    const output = [own, ...children.map((c) => (c.status === 'completed' ? `[child ${c.taskId}] ${c.output ?? ''}` : `[child ${c.taskId} ${c.status}] ${c.reason}`))].filter((x) => x.length > 0).join('\n\n');
+    const step = policy.step ?? 'delegate';
     return this.db.tx(async (tx) => {
-      await this.store.event(tx, a.tenantId, a.taskId, 'delegate', 'completed', { children: children.map((c) => ({ id: c.taskId, status: c.status })) });
-      const status: TaskStatus = failed.length ? 'failed' : 'completed';
-      const reason = failed.length ? `child task(s) ${failed.map((f) => `${f.taskId} ${f.status}`).join(', ')}` : 'done';
+      await this.store.event(tx, a.tenantId, a.taskId, step, step === 'swarm' ? 'aggregated' : 'completed', { policy: policy.policy, ...(policy.quorum ? { quorum: policy.quorum } : {}), completed: done, failed: failed.length, met, children: children.map((c) => ({ id: c.taskId, status: c.status })) });
+      const status: TaskStatus = met ? 'completed' : 'failed';
+      const rule = policy.policy === 'all' ? '' : ` (policy ${policy.policy}${policy.quorum ? ` ${policy.quorum}` : ''}: ${done} of ${children.length} completed)`;
+      const reason = failed.length ? `child task(s) ${failed.map((f) => `${f.taskId} ${f.status}`).join(', ')}${rule}` : 'done';
       await this.store.setStatus(tx, a.tenantId, a.taskId, status, reason, { output });
       await this.store.event(tx, a.tenantId, a.taskId, 'finish', status, { reason });
       return { taskId: a.taskId, status, output, reason };

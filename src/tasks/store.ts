@@ -19,6 +19,7 @@ interface Row {
   shard: number | null;
   shard_key: string | null;
   executor_id: string | null;
+  swarm_rule_id: string | null;
   status: TaskStatus;
   status_reason: string;
   created_by: string;
@@ -49,6 +50,7 @@ export const toTask = (r: Row): Task => ({
   shard: r.shard,
   shardKey: r.shard_key,
   executorId: r.executor_id,
+  swarmRuleId: r.swarm_rule_id,
   status: r.status,
   statusReason: r.status_reason,
   createdBy: r.created_by,
@@ -84,6 +86,7 @@ export interface NewTask {
   poolId?: string | null;
   shard?: number | null;
   shardKey?: string | null;
+  swarmRuleId?: string | null;
 }
 
 export interface ListFilter {
@@ -116,9 +119,9 @@ export class TaskStore {
 
   async insert(q: Queryable, t: NewTask): Promise<Task> {
     const r = await q.query<Row>(
-      `INSERT INTO tasks (id, tenant_id, parent_id, root_id, requested_agent, capability, input, priority, idempotency_key, created_by, queue_name, agent_type, pool_id, shard, shard_key)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING *`,
-      [t.id, t.tenantId, t.parentId, t.rootId, t.requestedAgent, t.capability, t.input, t.priority, t.idempotencyKey, t.createdBy, t.queueName, t.agentType ?? null, t.poolId ?? null, t.shard ?? null, t.shardKey ?? null],
+      `INSERT INTO tasks (id, tenant_id, parent_id, root_id, requested_agent, capability, input, priority, idempotency_key, created_by, queue_name, agent_type, pool_id, shard, shard_key, swarm_rule_id)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING *`,
+      [t.id, t.tenantId, t.parentId, t.rootId, t.requestedAgent, t.capability, t.input, t.priority, t.idempotencyKey, t.createdBy, t.queueName, t.agentType ?? null, t.poolId ?? null, t.shard ?? null, t.shardKey ?? null, t.swarmRuleId ?? null],
     );
     return toTask(r.rows[0] as Row);
   }

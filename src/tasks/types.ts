@@ -52,6 +52,8 @@ export interface Task {
   shardKey: string | null;
   /** The pool executor that ran its last turn. */
   executorId: string | null;
+  /** The swarm rule that decomposed it into child tasks (src/swarms); null for an ordinary task. */
+  swarmRuleId: string | null;
   status: TaskStatus;
   statusReason: string;
   createdBy: string;

@@ -3,7 +3,7 @@ import { spanAttributes } from '../observability/tracing.ts';
 import { approvalTopic, type ApprovalDecision } from './approvals.ts';
 import { retryDelayMs } from './backoff.ts';
 import { MAX_DEPTH } from './delegation.ts';
-import type { Evaluation, TaskOutcome, TaskRunArgs, TaskSteps } from './steps.ts';
+import type { Evaluation, SwarmPlan, TaskOutcome, TaskRunArgs, TaskSteps } from './steps.ts';
 import type { ExecutorClaim } from '../pools/types.ts';
 import type { TurnResult } from './types.ts';
 
@@ -63,8 +63,10 @@ async function waitForApproval(a: TaskRunArgs, ap: { id: string; expiresAt: stri
 
 async function runTask(a: TaskRunArgs): Promise<TaskOutcome> {
   const cfg = (await bound.promise).settings;
-  const disp = await runStep('dispatch', () => S().dispatch(a));
-  if ('error' in disp) return runStep('finish', () => S().finish(a, 'failed', disp.error, null));
+  const d0 = await runStep('dispatch', () => S().dispatch(a));
+  if ('error' in d0) return runStep('finish', () => S().finish(a, 'failed', d0.error, null));
+  if ('swarm' in d0) return runSwarm(a, d0.swarm, a.chainDeadlineMs ?? d0.startedAt + cfg.chainTimeoutMs);
+  const disp = d0;
   const { agent, input, memories, startedAt } = disp;
   const chainDeadline = a.chainDeadlineMs ?? startedAt + cfg.chainTimeoutMs;
   let prompt = memories.length ? `${input}\n\nWhat you remember from earlier tasks:\n${memories.map((m) => `- ${m.replace(/\n/g, ' ')}`).join('\n')}` : input;
@@ -136,8 +138,15 @@ async function runTask(a: TaskRunArgs): Promise<TaskOutcome> {
   }
   const req = ev.delegation;
   const children = await runStep('delegate', () => S().delegate(a, req));
+  const results = await runChildren(a, children, chainDeadline + parkedMs);
+  const output = ev.output;
+  return runStep('aggregate', () => S().aggregate(a, output, results, { policy: req.policy ?? 'all', quorum: req.quorum ?? null }));
+}
+
+/** Starts the children as child workflows (all at once: they run in parallel) and waits for each outcome. */
+async function runChildren(a: TaskRunArgs, children: string[], chainDeadlineMs: number): Promise<TaskOutcome[]> {
   const handles = [];
-  for (const id of children) handles.push(await startWorkflow(taskWorkflow, id, { tenantId: a.tenantId, taskId: id, depth: a.depth + 1, chainDeadlineMs: chainDeadline + parkedMs }));
+  for (const id of children) handles.push(await startWorkflow(taskWorkflow, id, { tenantId: a.tenantId, taskId: id, depth: a.depth + 1, chainDeadlineMs }));
   const results: TaskOutcome[] = [];
   for (const h of handles) {
     try {
@@ -146,7 +155,14 @@ async function runTask(a: TaskRunArgs): Promise<TaskOutcome> {
       results.push({ taskId: h.workflowId, status: 'failed', output: null, reason: message(err) });
     }
   }
-  return runStep('aggregate', () => S().aggregate(a, ev.output, results));
+  return results;
+}
+
+/** A swarm (src/swarms): decompose by its rule, run the children in parallel, aggregate under its policy. */
+async function runSwarm(a: TaskRunArgs, plan: SwarmPlan, chainDeadlineMs: number): Promise<TaskOutcome> {
+  const children = await runStep('decompose', () => S().decompose(a, plan));
+  const results = await runChildren(a, children, chainDeadlineMs);
+  return runStep('aggregate', () => S().aggregate(a, '', results, { policy: plan.policy, quorum: plan.quorum, step: 'swarm' }));
 }
 
 export const taskWorkflow = defineWorkflow('clawplane.task', async (a: TaskRunArgs): Promise<TaskOutcome> => {

@@ -91,6 +91,8 @@ export async function twoTenants(server: TestServer, admin: ApiClient): Promise<
     // An executor pool (of a type no fixture agent has, so no fixture task is routed to it), so the harness can aim
     // at another tenant's pool id; before the instance, as a pool reserves a sandbox of the tenant's maxInstances.
     const pool = await server.services.pools.create(t.id, { agentType: 'research' }, { actor: 'test' });
+    // A swarm rule (for a capability no fixture task asks for), so the harness can aim at its id.
+    const swarmRule = await server.services.swarms.create(t.id, { name: 'fixture', capability: 'fixture-swarm', steps: [{ agentType: 'chat', capability: 'a' }, { agentType: 'coding', capability: 'b' }] }, { actor: 'test' });
     // An instance recorded stopped (nothing starts), so the harness can aim at another tenant's instance id.
     const instance = await server.services.instances.deploy(t.id, { name: 'fixture', start: false }, { actor: 'test' });
     // An agent and a task (its capability matches no agent, so it fails at dispatch and nothing runs),
@@ -122,7 +124,7 @@ export async function twoTenants(server: TestServer, admin: ApiClient): Promise<
       [backupId, t.id, instance.id, `${t.id}/${instance.id}/${backupId}.cpbk`],
     );
     return {
-      id: t.id, slug, ownerId: m.userId, tokenId: info.id, credentialId: credential.id, providerId: provider.id, grantJti: grant.jti, instanceId: instance.id, agentId: agent.id, taskId: task.task.id, sessionId, backupId, memoryId: memory.memory.id, findingId: finding.id, projectId: project.id, laneId: lane.id, runId: run.id, poolId: pool.id,
+      id: t.id, slug, ownerId: m.userId, tokenId: info.id, credentialId: credential.id, providerId: provider.id, grantJti: grant.jti, instanceId: instance.id, agentId: agent.id, taskId: task.task.id, sessionId, backupId, memoryId: memory.memory.id, findingId: finding.id, projectId: project.id, laneId: lane.id, runId: run.id, poolId: pool.id, swarmRuleId: swarmRule.id,
       client: new ApiClient(server.url, { bearer: token }),
     };
   };
@@ -156,5 +158,7 @@ export interface TenantFixture {
   runId: string;
   /** An executor pool (agent type research). */
   poolId: string;
+  /** A swarm rule. */
+  swarmRuleId: string;
   client: ApiClient;
 }

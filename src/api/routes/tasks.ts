@@ -28,6 +28,7 @@ const TaskSchema = z
     shard: z.number().int().nullable(),
     shardKey: z.string().nullable(),
     executorId: z.uuid().nullable().openapi({ description: 'The pool executor that ran its last turn' }),
+    swarmRuleId: z.uuid().nullable().openapi({ description: 'The swarm rule that decomposed it (GET …/tree shows its children)' }),
     status: z.enum(TASK_STATUSES),
     statusReason: z.string(),
     createdBy: z.string(),
