@@ -420,6 +420,14 @@ export const HIGH_RISK_AGENT_TYPES: readonly AgentType[] = ['shell', 'browser'];
 export type Agent = Schemas['Agent'];
 export type AgentInput = JsonBody<'/api/v1/tenants/{tenant}/agents', 'post'>;
 
+export type ExecutorPool = Schemas['ExecutorPool'];
+
+/** Executor pools (docs/adr/0014-executor-pools.md): per agent type, shards, pause/drain/resume. */
+export const poolsApi = {
+  list: (tenant: string) => request<{ items: ExecutorPool[] }>('GET', `${t(tenant)}/pools`),
+  setState: (tenant: string, id: string, op: 'pause' | 'drain' | 'resume') => request<ExecutorPool>('POST', `${t(tenant)}/pools/${encodeURIComponent(id)}/${op}`),
+};
+
 export const tasksApi = {
   list: (tenant: string, f: { status?: string; agent?: string; priority?: string; cursor?: string; limit?: number }) =>
     request<{ items: Task[]; nextCursor: string | null }>('GET', `${t(tenant)}/tasks${query(f)}`),

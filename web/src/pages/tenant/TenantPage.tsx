@@ -15,6 +15,7 @@ import { InstancesTab } from './InstancesTab.tsx';
 import { KnowledgeTab } from './KnowledgeTab.tsx';
 import { MembersTab } from './MembersTab.tsx';
 import { OverviewTab } from './OverviewTab.tsx';
+import { PoolsTab } from './PoolsTab.tsx';
 import { ProvidersTab } from './ProvidersTab.tsx';
 import { TasksTab } from './TasksTab.tsx';
 import { TokensTab } from './TokensTab.tsx';
@@ -38,6 +39,7 @@ const TABS: { id: string; label: string; render: (p: TabProps) => ReactNode }[] 
   { id: 'chat', label: 'Chat', render: (p) => <ChatTab {...p} /> },
   { id: 'tasks', label: 'Tasks', render: (p) => <TasksTab {...p} /> },
   { id: 'agents', label: 'Agents', render: (p) => <AgentsTab {...p} /> },
+  { id: 'pools', label: 'Pools', render: (p) => <PoolsTab {...p} /> },
   { id: 'knowledge', label: 'Knowledge', render: (p) => <KnowledgeTab {...p} /> },
   { id: 'members', label: 'Members', render: (p) => <MembersTab {...p} /> },
   { id: 'tokens', label: 'API tokens', render: (p) => <TokensTab {...p} /> },
