@@ -62,10 +62,11 @@ export function classifyScheduled(body: Record<string, unknown>): ScheduledCall 
   }
   if (last === undefined) return null;
   const prompt = last.trimStart();
-  const run = createHash('sha256').update(prompt).digest('base64url').slice(0, 22);
+  // Only a scheduled turn's prompt is hashed: the check costs an ordinary chat call a prefix test.
+  const run = () => createHash('sha256').update(prompt).digest('base64url').slice(0, 22);
   const cron = CRON_PREFIX.exec(prompt);
-  if (cron?.[1]) return { kind: 'cron', job: cron[1], run };
-  if (prompt.startsWith(HEARTBEAT_MARKER) || WAKE_PROMPTS.some((p) => prompt.startsWith(p))) return { kind: 'heartbeat', job: 'heartbeat', run };
+  if (cron?.[1]) return { kind: 'cron', job: cron[1], run: run() };
+  if (prompt.startsWith(HEARTBEAT_MARKER) || WAKE_PROMPTS.some((p) => prompt.startsWith(p))) return { kind: 'heartbeat', job: 'heartbeat', run: run() };
   return null;
 }
 
