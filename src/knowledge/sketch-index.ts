@@ -1,5 +1,6 @@
 import type { Queryable } from '../db/pool.ts';
-import { decodeCode, decodeVector, dotCode, hamming, quantize } from './vectors.ts';
+import { hammingScan, type DistFn } from './hamming-wasm.ts';
+import { decodeCode, decodeVector, dotCode, quantize } from './vectors.ts';
 
 /** The tables whose rows carry embeddings (migration 0012). */
 export type KnowledgeTable = 'agent_memories' | 'findings' | 'chat_messages';
@@ -7,6 +8,9 @@ export type KnowledgeTable = 'agent_memories' | 'findings' | 'chat_messages';
 /** Which column scopes a row within its tenant (a memory's agent; '' when the row has none). */
 const OWNER: Record<KnowledgeTable, string> = { agent_memories: "coalesce(agent_id::text, '')", findings: "''", chat_messages: "''" };
 const PAGE = 20_000;
+/** Where a scope's WebAssembly memory holds the query sketch; the sketches follow, then the distances. */
+const QUERY_BYTES = 1024;
+const WASM_PAGE = 65_536;
 
 /** One tenant's vectors of one model in one table, as this process holds them. */
 export interface Scope {
@@ -18,6 +22,11 @@ export interface Scope {
   owners: Int32Array;
   ownerNames: string[];
   ownerNums: Map<string, number>;
+  /** Room for this many rows in the arrays below. */
+  cap: number;
+  /** The sketches live in WebAssembly memory the scan reads (hamming-wasm.ts); `sketches` views it. */
+  mem: WebAssembly.Memory;
+  dist: DistFn;
   sketches: Uint32Array;
   codes: Int8Array;
   scales: Float32Array;
@@ -52,7 +61,8 @@ export class SketchIndex {
     const key = `${table}/${tenantId}/${model}`;
     let s = this.#scopes.get(key);
     if (!s) {
-      s = { words: 0, dim: 0, ids: [], owners: new Int32Array(0), ownerNames: [], ownerNums: new Map(), sketches: new Uint32Array(0), codes: new Int8Array(0), scales: new Float32Array(0), pos: new Map(), seq: 0, usedAt: 0, refreshing: undefined };
+      const mem = new WebAssembly.Memory({ initial: 1 });
+      s = { words: 0, dim: 0, ids: [], owners: new Int32Array(0), ownerNames: [], ownerNums: new Map(), cap: 0, mem, dist: hammingScan(mem), sketches: new Uint32Array(0), codes: new Int8Array(0), scales: new Float32Array(0), pos: new Map(), seq: 0, usedAt: 0, refreshing: undefined };
       this.#scopes.set(key, s);
     }
     s.usedAt = Date.now();
@@ -69,29 +79,35 @@ export class SketchIndex {
   nearest(s: Scope, query: Uint32Array, k: number, accept?: (owner: string) => boolean): number[] {
     const n = s.ids.length;
     if (n === 0 || query.length !== s.words) return [];
-    // A bounded max-heap would save little at k ≤ a few hundred: keep the k best in a sorted array.
-    const bestD: number[] = [];
-    const bestI: number[] = [];
-    let worst = Infinity;
-    const { sketches, words, owners } = s;
-    // Owners are few (a tenant's agents): decide each once, then the scan compares small numbers.
+    // Every distance at once (WebAssembly), then the k smallest of the accepted rows by a histogram.
+    new Uint32Array(s.mem.buffer, 0, s.words).set(query);
+    const out = QUERY_BYTES + s.cap * s.words * 4;
+    s.dist(0, QUERY_BYTES, n, s.words / 2, out);
+    const dist = new Uint16Array(s.mem.buffer, out, n);
+    // Owners are few (a tenant's agents): decide each once, then the pass compares small numbers.
     const ok = Uint8Array.from(s.ownerNames, (o) => (!accept || accept(o) ? 1 : 0));
+    const owners = s.owners;
+    const hist = new Uint32Array(s.words * 32 + 1);
     for (let i = 0; i < n; i++) {
-      const owner = owners[i] as number;
-      if (owner < 0 || ok[owner] === 0) continue;
-      const d = hamming(query, sketches, i * words, words);
-      if (d >= worst) continue;
-      let at = bestD.length;
-      while (at > 0 && (bestD[at - 1] as number) > d) at--;
-      bestD.splice(at, 0, d);
-      bestI.splice(at, 0, i);
-      if (bestD.length > k) {
-        bestD.pop();
-        bestI.pop();
-      }
-      if (bestD.length >= k) worst = bestD[bestD.length - 1] as number;
+      const o = owners[i] as number;
+      const d = dist[i] as number;
+      if (o >= 0 && ok[o] === 1) hist[d] = (hist[d] as number) + 1;
     }
-    return bestI;
+    let limit = 0;
+    for (let seen = 0; limit < hist.length; limit++) {
+      seen += hist[limit] as number;
+      if (seen >= k) break;
+    }
+    const below: number[] = [];
+    const at: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const o = owners[i] as number;
+      if (o < 0 || ok[o] !== 1) continue;
+      const d = dist[i] as number;
+      if (d < limit) below.push(i);
+      else if (d === limit && at.length < k) at.push(i);
+    }
+    return [...below, ...at].slice(0, k).sort((x, y) => (dist[x] as number) - (dist[y] as number) || x - y);
   }
 
   /** The int8 estimate of entry `i`'s cosine with the unit vector `query`. */
@@ -141,7 +157,9 @@ export class SketchIndex {
         const qvec = row.qvec ?? (row.embedding ? quantize(decodeVector(row.embedding)) : undefined);
         if (!qvec) continue;
         const { scale, codes } = decodeCode(qvec);
-        if (s.words === 0) {
+        // The scan reads 64 bits at a time: sketches of an odd number of 32-bit words (dimensions not a
+        // multiple of 64) are never stored.
+        if (s.words === 0 && row.sketch.byteLength % 8 === 0 && row.sketch.byteLength <= QUERY_BYTES) {
           s.words = row.sketch.byteLength / 4;
           s.dim = codes.length;
         }
@@ -168,17 +186,20 @@ export class SketchIndex {
   }
 
   #grow(s: Scope, n: number): void {
-    if (n <= s.scales.length) return;
-    const cap = Math.max(1024, s.scales.length * 2, n);
-    const sketches = new Uint32Array(cap * s.words);
-    sketches.set(s.sketches);
+    if (n <= s.cap) return;
+    const cap = Math.max(1024, s.cap * 2, n);
+    // The sketches stay where they are (the memory only grows); the distances after them are scratch.
+    const bytes = QUERY_BYTES + cap * s.words * 4 + cap * 2;
+    const pages = Math.ceil(bytes / WASM_PAGE) - s.mem.buffer.byteLength / WASM_PAGE;
+    if (pages > 0) s.mem.grow(pages);
+    const sketches = new Uint32Array(s.mem.buffer, QUERY_BYTES, cap * s.words);
     const codes = new Int8Array(cap * s.dim);
     codes.set(s.codes);
     const scales = new Float32Array(cap);
     scales.set(s.scales);
     const owners = new Int32Array(cap);
     owners.set(s.owners);
-    Object.assign(s, { sketches, codes, scales, owners });
+    Object.assign(s, { cap, sketches, codes, scales, owners });
   }
 
   #evict(keep: string): void {
