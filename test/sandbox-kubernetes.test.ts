@@ -22,6 +22,7 @@ import type { ResolvedRuntime } from '../src/runtime/store.ts';
 import { createSandboxDriver } from '../src/sandbox/drivers/factory.ts';
 import { KubernetesSandboxDriver, type KubernetesDriverOptions } from '../src/sandbox/drivers/kubernetes/driver.ts';
 import { SandboxUnavailableError, type SandboxDriver, type SandboxRef, type SandboxSpec } from '../src/sandbox/types.ts';
+import { knowledgePluginFiles } from '../src/sandbox/host/dirs.ts';
 import { onboard } from './helpers/client.ts';
 import { KubeStandIn, type StoredObject } from './helpers/kube-standin.ts';
 import { startTestServer } from './helpers/server.ts';
@@ -355,6 +356,27 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
     const err = await bad.start(spec()).then(() => undefined, (e: unknown) => e);
     assert.ok(err instanceof SandboxUnavailableError);
     assert.match(err.message, /The broker Service no-such-broker\.invalid \(CLAWPLANE_KUBE_BROKER_URL\) does not resolve here/);
+  });
+
+  test('the knowledge tool plugin is in the pod: its files in the start\'s ConfigMap, projected read-only into the folder the rendered config loads', async () => {
+    const d = driver();
+    assert.equal(d.layout.knowledgePluginDir, '/conf/plugins/clawplane-knowledge', 'the layout configs are rendered with names the plugin folder');
+    const s = spec();
+    const ref = await startRunning(s, d);
+    const objects = (ref.native as { objects: string }).objects;
+    const data = kube.get('ConfigMap', NS, objects)?.['data'] as Record<string, string>;
+    const files = await knowledgePluginFiles();
+    for (const [file, text] of Object.entries(files)) assert.equal(data[`knowledge-plugin.${file}`], text, file);
+    assert.match(data['knowledge-plugin.index.js'] ?? '', /registerTool/);
+    const pod = kube.objects('Pod').find((o) => o.metadata.labels?.['io.clawplane.instance'] === s.instanceId) as unknown as { spec: { volumes: { name: string; projected?: { sources: { configMap?: { items: { key: string; path: string; mode?: number }[] } }[] } }[] } };
+    const items = pod.spec.volumes.find((v) => v.name === 'conf')?.projected?.sources.find((x) => x.configMap)?.configMap?.items ?? [];
+    assert.deepEqual(
+      items.filter((i) => i.key.startsWith('knowledge-plugin.')).map((i) => [i.path, i.mode]).sort(),
+      Object.keys(files).map((f) => [`plugins/clawplane-knowledge/${f}`, 0o444]).sort(),
+    );
+    // The configs and the supervisor's config are still projected (items restrict a source to those listed).
+    assert.deepEqual(items.filter((i) => !i.key.startsWith('knowledge-plugin.')).map((i) => i.path).sort(), ['e0.openclaw.json', 'sandbox.json']);
+    await d.stop(ref);
   });
 
   test('logs come from the pod through the API, tailed and followed', async () => {

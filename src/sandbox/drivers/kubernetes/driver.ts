@@ -22,11 +22,11 @@ import WebSocket from 'ws';
 import type { SandboxBroker, SandboxRegistration } from '../../../broker/types.ts';
 import type { KubernetesSettings } from '../../../config/schema.ts';
 import { ConflictError } from '../../../errors.ts';
-import { SANDBOX_LAYOUT } from '../../host/dirs.ts';
+import { knowledgePluginFiles, SANDBOX_LAYOUT } from '../../host/dirs.ts';
 import { SandboxUnavailableError, type ExecResult, type GatewayTransport, type InstanceKey, type LogLine, type SandboxDriver, type SandboxRef, type SandboxSpec, type SandboxState } from '../../types.ts';
 import { KubeApi, loadKubeConfig, type KubeObject } from './api.ts';
 import { GATEWAY_PORT, LABEL, MANAGED_BY, podName, pvcName, startObjectName, STARTED_ANNOTATION } from './labels.ts';
-import { configMapObject, networkPolicyObject, parseSelector, podObject, pvcObject, secretObject, serviceObject, type SandboxObjectSettings } from './objects.ts';
+import { configMapObject, KUBE_KNOWLEDGE_PLUGIN_DIR, networkPolicyObject, parseSelector, podObject, pvcObject, secretObject, serviceObject, type SandboxObjectSettings } from './objects.ts';
 import { sandboxState, viewPod, type PodView } from './status.ts';
 
 export interface KubernetesDriverOptions {
@@ -72,7 +72,7 @@ const NETWORK_POLICY = { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolic
 
 export class KubernetesSandboxDriver implements SandboxDriver {
   readonly name = 'kubernetes' as const;
-  readonly layout = SANDBOX_LAYOUT;
+  readonly layout = { ...SANDBOX_LAYOUT, knowledgePluginDir: KUBE_KNOWLEDGE_PLUGIN_DIR };
   readonly api: KubeApi;
   readonly #o: KubernetesDriverOptions;
   readonly #registrations = new Map<string, SandboxRegistration>();
@@ -184,8 +184,9 @@ export class KubernetesSandboxDriver implements SandboxDriver {
     let pod: KubeObject | null;
     try {
       await this.api.apply(secretObject(spec, sandboxId, registration?.token ?? '', s), { force: false });
-      await this.api.apply(configMapObject(spec, sandboxId, s), { force: false });
-      pod = await this.api.create(podObject(spec, sandboxId, startedAt, s));
+      const plugin = await knowledgePluginFiles();
+      await this.api.apply(configMapObject(spec, sandboxId, s, plugin), { force: false });
+      pod = await this.api.create(podObject(spec, sandboxId, startedAt, s, Object.keys(plugin)));
     } catch (err) {
       await cleanup().catch(() => undefined);
       throw err;

@@ -17,6 +17,7 @@ import { Service } from 'kubernetes-models/v1/Service';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
 import type { IIoK8sApimachineryPkgApisMetaV1LabelSelector as LabelSelector } from '@kubernetes-models/apimachinery/apis/meta/v1/LabelSelector';
 import type { SupervisorConfig } from '../../supervisor/protocol.ts';
+import { KNOWLEDGE_PLUGIN_ID } from '../../gateway-plugin/knowledge.ts';
 import { GATEWAY_NODE_OPTIONS, SANDBOX_LAYOUT } from '../../host/dirs.ts';
 import type { SandboxSpec } from '../../types.ts';
 import { IMAGE_NODE, IMAGE_SUPERVISOR } from '../docker/image.ts';
@@ -155,10 +156,19 @@ export function secretObject(spec: SandboxSpec, sandboxId: string, brokerToken: 
   );
 }
 
-/** The rendered gateway configs and the supervisor's config (no secret: runtime/config.ts renders none). */
-export function configMapObject(spec: SandboxSpec, sandboxId: string, s: SandboxObjectSettings): KubeObject {
+/** The knowledge plugin's folder under /conf (docs/adr/0007, decision 6), as the local driver writes it. */
+export const KUBE_KNOWLEDGE_PLUGIN_DIR = `${CONF}/plugins/${KNOWLEDGE_PLUGIN_ID}`;
+/** ConfigMap keys cannot hold a '/': the plugin's files are stored under this prefix and projected into its folder. */
+const PLUGIN_KEY = 'knowledge-plugin.';
+
+/**
+ * The rendered gateway configs, the supervisor's config (no secret: runtime/config.ts renders none) and the
+ * knowledge plugin's files (`plugin`: file name → content, from knowledgePluginFiles()).
+ */
+export function configMapObject(spec: SandboxSpec, sandboxId: string, s: SandboxObjectSettings, plugin: Record<string, string> = {}): KubeObject {
   const data: Record<string, string> = { 'sandbox.json': JSON.stringify(supervisorConfig(spec, s.brokerUrl), null, 2) };
   for (const [id, json] of Object.entries(spec.configs)) data[`${id}.openclaw.json`] = json;
+  for (const [file, text] of Object.entries(plugin)) data[`${PLUGIN_KEY}${file}`] = text;
   return plain(new ConfigMap({ metadata: { name: startObjectName(spec.instanceId, sandboxId), namespace: s.namespace, labels: labelsOf(spec, sandboxId) }, immutable: true, data }));
 }
 
@@ -167,7 +177,7 @@ export function configMapObject(spec: SandboxSpec, sandboxId: string, s: Sandbox
  * no capabilities, no privilege escalation, a read-only root, no service-account token, no service links
  * in the environment. The OpenClaw runtime is a read-only image volume of its version (Kubernetes ≥ 1.33).
  */
-export function podObject(spec: SandboxSpec, sandboxId: string, startedAt: string, s: SandboxObjectSettings): KubeObject {
+export function podObject(spec: SandboxSpec, sandboxId: string, startedAt: string, s: SandboxObjectSettings, pluginFiles: string[] = []): KubeObject {
   const name = startObjectName(spec.instanceId, sandboxId);
   const uid = spec.tenantUid;
   const container = {
@@ -233,7 +243,18 @@ export function podObject(spec: SandboxSpec, sandboxId: string, startedAt: strin
             projected: {
               defaultMode: 0o440,
               sources: [
-                { configMap: { name } },
+                // Listed, because a ConfigMap source with items projects only those: the plugin's files go to
+                // its folder, read-only and root's (OpenClaw loads a plugin owned by its own uid or root).
+                {
+                  configMap: {
+                    name,
+                    items: [
+                      { key: 'sandbox.json', path: 'sandbox.json' },
+                      ...Object.keys(spec.configs).map((id) => ({ key: `${id}.openclaw.json`, path: `${id}.openclaw.json` })),
+                      ...pluginFiles.map((f) => ({ key: `${PLUGIN_KEY}${f}`, path: `plugins/${KNOWLEDGE_PLUGIN_ID}/${f}`, mode: 0o444 })),
+                    ],
+                  },
+                },
                 // The gateway token file must be private to the uid (OpenClaw's file SecretRef): 0400.
                 { secret: { name, items: [{ key: 'broker-token', path: 'broker-token', mode: 0o400 }, { key: 'gateway-token', path: 'gateway-token', mode: 0o400 }, { key: 'hooks-token', path: 'hooks-token', mode: 0o400 }] } },
               ],
