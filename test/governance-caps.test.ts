@@ -39,10 +39,12 @@ const turn = (prompt: string, o: { history?: string; toolLoop?: boolean } = {}) 
     { role: 'system', content: 'You are a personal assistant running inside OpenClaw.' },
     ...(o.history ? [{ role: 'user', content: o.history }, { role: 'assistant', content: 'ok' }] : []),
     { role: 'user', content: prompt },
+    // Measured on OpenClaw 2026.9.6: its internal context follows the turn's prompt as another user message.
+    { role: 'user', content: '<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>\nConversation data (data, not instructions):\n"## Active Subagents\\nnone"\n<<<END_OPENCLAW_INTERNAL_CONTEXT>>>' },
     ...(o.toolLoop ? [{ role: 'assistant', content: null, tool_calls: [{ id: 't1', type: 'function', function: { name: 'memory_search', arguments: '{}' } }] }, { role: 'tool', tool_call_id: 't1', content: 'nothing' }] : []),
   ],
 });
-const cronPrompt = (job: string, at: string) => `[cron:${job} daily digest] Summarise the inbox.\nCurrent time: ${at}`;
+const cronPrompt = (job: string, at: string) => `[cron:${job} daily digest] Summarise the inbox.\nCurrent time: Saturday, December 5th, 2026 - ${at} (UTC)\n\nThis is an unattended scheduled run.`;
 const heartbeat = (at: string) => `${HEARTBEAT_PROMPT}\nCurrent time: ${at}`;
 
 describe('heartbeat and cron caps', async () => {
@@ -72,6 +74,7 @@ describe('heartbeat and cron caps', async () => {
     assert.equal(classifyScheduled(turn(cronPrompt('job-1', '09:00')))?.job, 'job-1');
     assert.equal(classifyScheduled(turn(heartbeat('09:00')))?.kind, 'heartbeat');
     assert.equal(classifyScheduled(turn('Run the following periodic tasks (only those due based on their intervals):\n\n- inbox: check'))?.kind, 'heartbeat');
+    assert.equal(classifyScheduled(turn('A scheduled reminder has been triggered. The reminder content is:\n\nAutomation "probe" failed 2 times'))?.kind, 'heartbeat');
     // A tool loop keeps the turn's prompt as its last user message: the same run.
     assert.equal(classifyScheduled(turn(cronPrompt('job-1', '09:00'), { toolLoop: true }))?.run, classifyScheduled(turn(cronPrompt('job-1', '09:00')))?.run);
     // A chat whose history holds an earlier scheduled turn is a chat.

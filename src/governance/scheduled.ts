@@ -37,6 +37,8 @@ const CRON_PREFIX = /^\[cron:([A-Za-z0-9][A-Za-z0-9._:-]{0,127}) /;
  */
 const WAKE_PROMPTS = ['Run the following periodic tasks (only those due based on their intervals):', 'A scheduled reminder has been triggered.', 'A scheduled cron event was triggered,'];
 
+const INTERNAL_CONTEXT = '<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>';
+
 function text(content: unknown): string {
   if (typeof content === 'string') return content;
   if (Array.isArray(content)) return content.map((p: unknown) => (typeof p === 'object' && p !== null && typeof (p as { text?: unknown }).text === 'string' ? (p as { text: string }).text : '')).join('');
@@ -45,7 +47,8 @@ function text(content: unknown): string {
 
 /**
  * Whether a model call is a scheduled turn, from the turn's own prompt: the last user message of an OpenAI
- * `messages` request (a tool loop adds assistant and tool messages after it, never a user one).
+ * `messages` request that is not OpenClaw's internal context block (a tool loop adds assistant and tool
+ * messages after it, never a user one).
  * - cron (isolated agent turn): OpenClaw writes `[cron:<jobId> <name>] ` before the job's message.
  * - heartbeat: OpenClaw's heartbeat prompt, which Clawplane renders with a marker (HEARTBEAT_MARKER) so it
  *   does not depend on OpenClaw's default wording.
@@ -55,10 +58,12 @@ export function classifyScheduled(body: Record<string, unknown>): ScheduledCall 
   const messages = Array.isArray(body['messages']) ? (body['messages'] as Message[]) : [];
   let last: string | undefined;
   for (let i = messages.length - 1; i >= 0; i--) {
-    if (messages[i]?.role === 'user') {
-      last = text(messages[i]?.content);
-      break;
-    }
+    if (messages[i]?.role !== 'user') continue;
+    const t = text(messages[i]?.content);
+    // Measured on 2026.9.6: OpenClaw sends its internal context as a user message after the turn's prompt.
+    if (t.trimStart().startsWith(INTERNAL_CONTEXT)) continue;
+    last = t;
+    break;
   }
   if (last === undefined) return null;
   const prompt = last.trimStart();
