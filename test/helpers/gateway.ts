@@ -33,6 +33,7 @@ export const UID_BASES: Record<string, number> = {
   'replicas-sandboxes.test.ts': 241_000,
   'gateway-knowledge.test.ts': 239_000,
   'governance-gateway.test.ts': 240_000,
+  'lanes-gateway.test.ts': 244_000,
 };
 
 /** The uid base of the calling test file (pass import.meta.url); `suffix` splits a file's block (e.g. per driver). */

@@ -473,3 +473,29 @@ export const knowledgeApi = {
   updateFinding: (tenant: string, id: string, body: { title?: string; body?: string; confidence?: number }) => request<Finding>('PATCH', `${t(tenant)}/findings/${encodeURIComponent(id)}`, body),
   removeFinding: (tenant: string, id: string) => request<undefined>('DELETE', `${t(tenant)}/findings/${encodeURIComponent(id)}`),
 };
+
+// Lanes: projects, scheduled pipelines of agent steps, and their runs (docs/lanes.md).
+export type Project = Schemas['Project'];
+export type Lane = Schemas['Lane'];
+export type LaneRun = Schemas['LaneRun'];
+export type LaneRunStep = Schemas['LaneRunStep'];
+export type ProjectInput = JsonBody<'/api/v1/tenants/{tenant}/projects', 'post'>;
+export type LaneInput = JsonBody<'/api/v1/tenants/{tenant}/lanes', 'post'>;
+export type LaneKind = Lane['kind'];
+export const LANE_KINDS = ['health', 'analysis', 'content', 'browser', 'custom'] as const satisfies readonly LaneKind[];
+type LaneKindsListed = Check<Lists<typeof LANE_KINDS, LaneKind>>;
+export const LANE_RUN_ENDED: readonly LaneRun['status'][] = ['succeeded', 'failed', 'cancelled'];
+export const lanesApi = {
+  projects: (tenant: string) => request<{ items: Project[] }>('GET', `${t(tenant)}/projects`),
+  createProject: (tenant: string, body: ProjectInput) => request<Project>('POST', `${t(tenant)}/projects`, body),
+  removeProject: (tenant: string, id: string) => request<undefined>('DELETE', `${t(tenant)}/projects/${encodeURIComponent(id)}`),
+  lanes: (tenant: string) => request<{ items: Lane[] }>('GET', `${t(tenant)}/lanes`),
+  createLane: (tenant: string, body: LaneInput) => request<Lane>('POST', `${t(tenant)}/lanes`, body),
+  updateLane: (tenant: string, id: string, body: Partial<Omit<LaneInput, 'name'>>) => request<Lane>('PATCH', `${t(tenant)}/lanes/${encodeURIComponent(id)}`, body),
+  removeLane: (tenant: string, id: string) => request<undefined>('DELETE', `${t(tenant)}/lanes/${encodeURIComponent(id)}`),
+  runNow: (tenant: string, id: string) => request<LaneRun>('POST', `${t(tenant)}/lanes/${encodeURIComponent(id)}/runs`),
+  runs: (tenant: string, f: { laneId?: string; status?: string; limit?: number }) => request<{ items: LaneRun[] }>('GET', `${t(tenant)}/lane-runs${query(f)}`),
+  decide: (tenant: string, runId: string, step: number, op: 'approve' | 'reject', comment?: string) =>
+    request<LaneRun>('POST', `${t(tenant)}/lane-runs/${encodeURIComponent(runId)}/steps/${step}/${op}`, comment ? { comment } : {}),
+  cancel: (tenant: string, runId: string) => request<LaneRun>('POST', `${t(tenant)}/lane-runs/${encodeURIComponent(runId)}/cancel`, {}),
+};

@@ -13,6 +13,7 @@ import { CredentialsTab } from './CredentialsTab.tsx';
 import { GovernanceTab } from './GovernanceTab.tsx';
 import { InstancesTab } from './InstancesTab.tsx';
 import { KnowledgeTab } from './KnowledgeTab.tsx';
+import { LanesTab } from './LanesTab.tsx';
 import { MembersTab } from './MembersTab.tsx';
 import { OverviewTab } from './OverviewTab.tsx';
 import { PoolsTab } from './PoolsTab.tsx';
@@ -41,6 +42,7 @@ const TABS: { id: string; label: string; render: (p: TabProps) => ReactNode }[] 
   { id: 'agents', label: 'Agents', render: (p) => <AgentsTab {...p} /> },
   { id: 'pools', label: 'Pools', render: (p) => <PoolsTab {...p} /> },
   { id: 'knowledge', label: 'Knowledge', render: (p) => <KnowledgeTab {...p} /> },
+  { id: 'lanes', label: 'Lanes', render: (p) => <LanesTab {...p} /> },
   { id: 'members', label: 'Members', render: (p) => <MembersTab {...p} /> },
   { id: 'tokens', label: 'API tokens', render: (p) => <TokensTab {...p} /> },
   { id: 'credentials', label: 'Credentials', render: (p) => <CredentialsTab {...p} /> },

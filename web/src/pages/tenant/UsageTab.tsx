@@ -57,6 +57,10 @@ function Usage({ slug }: { slug: string }) {
         <button type="button" className="secondary" onClick={usage.reload}>
           Refresh
         </button>
+        {/* The billing export (docs/usage.md): per UTC day, tokens, cost, tasks, gateway hours, artifact and backup bytes. */}
+        <a className="button secondary" href={`/api/v1/tenants/${encodeURIComponent(slug)}/usage/daily?from=${windowDays(days)[0] ?? ''}&to=${windowDays(days).at(-1) ?? ''}&format=csv`} download={`usage-${slug}.csv`}>
+          Daily usage for billing (CSV)
+        </a>
       </div>
       <Async resource={usage} what="usage">
         {({ items }) => (items.length === 0 ? <Empty>No model calls in this period.</Empty> : <UsageView rows={items} days={days} />)}
