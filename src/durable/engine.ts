@@ -1,4 +1,4 @@
-import { DBOS } from '@dbos-inc/dbos-sdk';
+import { DBOS, DBOSWorkflowConflictError } from '@dbos-inc/dbos-sdk';
 import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
 import { contextFromTraceparent, currentTraceparent, startSpan, withSpan, failSpan, tracingOn } from '../observability/tracing.ts';
@@ -142,6 +142,16 @@ export function defineWorkflow<Args extends unknown[], R>(name: string, fn: (...
  */
 export function runStep<R>(name: string, fn: () => Promise<R>, opts: { timeoutMs?: number } = {}): Promise<R> {
   return DBOS.runStep(fn, { name, ...(opts.timeoutMs !== undefined ? { timeoutMS: Math.max(1, Math.round(opts.timeoutMs)) } : {}) });
+}
+
+/**
+ * True when this execution no longer owns its workflow: another replica took it over (it found this one
+ * silent past the expiry, src/replicas/registry.ts) and DBOS refused this execution's checkpoint. Workflow
+ * code that catches errors must rethrow this one rather than record a failure: the new owner runs the
+ * workflow on, and this execution must stop without writing an outcome of its own.
+ */
+export function ownershipLost(err: unknown): boolean {
+  return err instanceof DBOSWorkflowConflictError;
 }
 
 /** Inside a step: aborts when the step's attempt times out or its workflow is cancelled. */

@@ -1,4 +1,4 @@
-import { defineWorkflow, durableNow, receive, runStep, workflowResult } from '../durable/engine.ts';
+import { defineWorkflow, durableNow, ownershipLost, receive, runStep, workflowResult } from '../durable/engine.ts';
 import { enqueueTask } from '../tasks/service.ts';
 import { laneApprovalTopic } from './service.ts';
 import type { LaneRunArgs, LaneSteps } from './steps.ts';
@@ -58,7 +58,8 @@ async function runLane(a: LaneRunArgs): Promise<{ status: string; reason: string
     await enqueueTask(t.task, t.queue);
     try {
       await workflowResult(t.task.id);
-    } catch {
+    } catch (err) {
+      if (ownershipLost(err)) throw err;
       // A cancelled or failed task workflow: its row says what happened, and recordStep reads it.
     }
     const done = await runStep('record', () => S().recordStep(a, i, t.task.id));
@@ -71,6 +72,8 @@ export const laneRunWorkflow = defineWorkflow('clawplane.lane-run', async (a: La
   try {
     return await runLane(a);
   } catch (err) {
+    // Another replica took this run over (src/durable/engine.ts ownershipLost): it records the outcome.
+    if (ownershipLost(err)) throw err;
     const reason = `internal error: ${message(err)}`;
     return runStep('finish', () => S().finish(a, 'failed', reason));
   }

@@ -96,6 +96,7 @@ export class ReplicaRegistry {
   readonly #o: ReplicaRegistryOptions;
   #timer: NodeJS.Timeout | undefined;
   #beating: Promise<void> | undefined;
+  #takingOver: Promise<void> | undefined;
 
   constructor(o: ReplicaRegistryOptions) {
     this.#o = o;
@@ -126,12 +127,20 @@ export class ReplicaRegistry {
     });
   }
 
-  /** Starts the heartbeat (and the takeover of dead peers, when this replica runs workflows). */
+  /**
+   * Starts the heartbeat (and the takeover of dead peers, when this replica runs workflows). The two run
+   * apart: recovering a dead peer's many workflows can take longer than the expiry, and a heartbeat waiting
+   * behind it would make this replica look dead in turn, so that a third one took over its workflows too.
+   */
   start(): void {
     const tick = () => {
-      this.#beating ??= this.beat()
+      this.#beating ??= this.heartbeat()
         .catch((err: unknown) => this.#o.log.warn({ err: (err as Error).message }, 'replica heartbeat failed; will retry'))
         .finally(() => (this.#beating = undefined));
+      if (!this.#o.recoverWorkflows) return;
+      this.#takingOver ??= this.takeOverAll()
+        .catch((err: unknown) => this.#o.log.warn({ err: (err as Error).message }, 'taking over a dead replica failed; will retry'))
+        .finally(() => (this.#takingOver = undefined));
     };
     this.#timer = setInterval(tick, this.#o.heartbeatMs);
     this.#timer.unref();
@@ -140,8 +149,33 @@ export class ReplicaRegistry {
 
   /** One heartbeat, then one look for dead peers to take over. */
   async beat(): Promise<void> {
-    await this.#o.db.query('UPDATE replicas SET heartbeat_at = now(), stopped_at = NULL WHERE id = $1', [this.id]);
-    if (!this.#o.recoverWorkflows) return;
+    await this.heartbeat();
+    await this.takeOverAll();
+  }
+
+  /**
+   * Renews this replica's heartbeat. If peers found it silent past the expiry and took over its workflows
+   * while it lived (a stall longer than CLAWPLANE_REPLICA_EXPIRE_MS), its executions of those workflows have
+   * lost them to the new owner (DBOS refuses their next checkpoint and they stop; see `ownershipLost`): it
+   * says so, and clears the mark so that it can be taken over again should it die for real.
+   */
+  async heartbeat(): Promise<void> {
+    const r = await this.#o.db.query<{ recovered_by: string | null }>(
+      `WITH before AS (SELECT recovered_by FROM replicas WHERE id = $1 FOR UPDATE)
+       UPDATE replicas SET heartbeat_at = now(), stopped_at = NULL, recovered_by = NULL, recovered_at = NULL, recovered_workflows = NULL
+        WHERE id = $1 RETURNING (SELECT recovered_by FROM before) AS recovered_by`,
+      [this.id],
+    );
+    const by = r.rows[0]?.recovered_by;
+    if (by) {
+      this.#o.log.error(
+        { replica: this.id, recoveredBy: by, expireMs: this.#o.expireMs },
+        'this replica was silent longer than the expiry and another replica took over its workflows while it was alive: its own executions of them stop at their next step. Raise CLAWPLANE_REPLICA_EXPIRE_MS if this machine stalls that long.',
+      );
+    }
+  }
+
+  async takeOverAll(): Promise<void> {
     while ((await this.takeOverOne()) !== undefined) continue;
   }
 
@@ -201,7 +235,7 @@ export class ReplicaRegistry {
   async stop(): Promise<void> {
     clearInterval(this.#timer);
     this.#timer = undefined;
-    await this.#beating;
+    await Promise.all([this.#beating, this.#takingOver]);
     await this.#o.db.query('UPDATE replicas SET stopped_at = now() WHERE id = $1', [this.id]).catch((err: unknown) => this.#o.log.warn({ err: (err as Error).message }, 'could not record the replica stop'));
   }
 }

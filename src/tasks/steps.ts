@@ -238,8 +238,21 @@ export class TaskSteps {
     const delegation = canDelegate ? (parsed.request ?? null) : null;
     const skill = d.capability ?? d.agent.agentType;
     const r = await this.db.tx(async (tx): Promise<{ park: Parked[]; created: Approval[] } | { evaluated: Evaluation }> => {
-      await this.store.message(tx, a.tenantId, a.taskId, 'assistant', output);
-      await this.store.event(tx, a.tenantId, a.taskId, 'execute', 'completed', { turn: turn.turn, attempt: turn.attempt, outputChars: output.length, approvalsSeen: seen?.length ?? 0 });
+      // This step again for a turn it already settled: the process (or replica) died after this transaction
+      // committed but before DBOS recorded the step, and the workflow's new run repeats it. What it wrote
+      // then (the message, the events, the agent's outcome, the memory) is not written twice.
+      await tx.query('SELECT 1 FROM tasks WHERE tenant_id = $1 AND id = $2 FOR UPDATE', [a.tenantId, a.taskId]);
+      const again =
+        ((
+          await tx.query(
+            `SELECT 1 FROM task_events WHERE tenant_id = $1 AND task_id = $2 AND step = 'execute' AND kind = 'completed' AND detail->>'turn' = $3 AND detail->>'attempt' = $4 LIMIT 1`,
+            [a.tenantId, a.taskId, String(turn.turn), String(turn.attempt)],
+          )
+        ).rowCount ?? 0) > 0;
+      if (!again) {
+        await this.store.message(tx, a.tenantId, a.taskId, 'assistant', output);
+        await this.store.event(tx, a.tenantId, a.taskId, 'execute', 'completed', { turn: turn.turn, attempt: turn.attempt, outputChars: output.length, approvalsSeen: seen?.length ?? 0 });
+      }
       const c = await this.approvals.collect(tx, a.tenantId, a.taskId, this.settings.approvalTtlSeconds, seen);
       // Approvals already decided but not yet acted on by this workflow (no "approved" trace names them)
       // count too: after a crash, this step can run again after a person decided, and the decision must
@@ -267,6 +280,7 @@ export class TaskSteps {
         }
         return { park, created: c.created };
       }
+      if (again) return { evaluated: { output: text, delegation, confidence } };
       const u = await this.store.usage(tx, a.tenantId, a.taskId);
       await tx.query('UPDATE tasks SET output = $3, confidence = $4, input_tokens = $5, output_tokens = $6, cost_usd = $7, updated_at = now() WHERE tenant_id = $1 AND id = $2', [
         a.tenantId,
@@ -366,6 +380,9 @@ export class TaskSteps {
 
   async finish(a: TaskRunArgs, status: TaskStatus, reason: string, agent: Agent | null): Promise<TaskOutcome> {
     return this.db.tx(async (tx) => {
+      // Already finished so (this step again after a crash between its commit and its checkpoint): as it was.
+      const before = await this.store.get(a.tenantId, a.taskId, tx);
+      if (before.status === status && before.statusReason === reason) return { taskId: a.taskId, status: before.status, output: before.output, reason: before.statusReason };
       await this.store.setStatus(tx, a.tenantId, a.taskId, status, reason);
       if (agent && status === 'failed') {
         const t = await this.store.get(a.tenantId, a.taskId, tx);

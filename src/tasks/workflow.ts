@@ -1,4 +1,4 @@
-import { defineWorkflow, durableNow, receive, runStep, sleepDurable, startWorkflow } from '../durable/engine.ts';
+import { defineWorkflow, durableNow, ownershipLost, receive, runStep, sleepDurable, startWorkflow } from '../durable/engine.ts';
 import { spanAttributes } from '../observability/tracing.ts';
 import { approvalTopic, type ApprovalDecision } from './approvals.ts';
 import { retryDelayMs } from './backoff.ts';
@@ -101,6 +101,7 @@ async function runTask(a: TaskRunArgs): Promise<TaskOutcome> {
         res = { turn, attempt, result: await runStep('execute', () => S().execute(a, agent, input, p, turn, attempt, ex), { timeoutMs: remaining }) };
         break;
       } catch (err) {
+        if (ownershipLost(err)) throw err;
         lastError = message(err);
         const delay = attempt < cfg.retryAttempts ? retryDelayMs(attempt, { baseMs: cfg.retryBaseMs, maxMs: cfg.retryMaxMs }) : 0;
         await runStep('retry', () => S().trace(a, 'execute', 'attempt_failed', { turn, attempt, error: lastError, ...(delay ? { retryInMs: delay } : {}) }));
@@ -152,6 +153,7 @@ async function runChildren(a: TaskRunArgs, children: string[], chainDeadlineMs: 
     try {
       results.push(await h.result());
     } catch (err) {
+      if (ownershipLost(err)) throw err;
       results.push({ taskId: h.workflowId, status: 'failed', output: null, reason: message(err) });
     }
   }
@@ -170,6 +172,8 @@ export const taskWorkflow = defineWorkflow('clawplane.task', async (a: TaskRunAr
   try {
     return await runTask(a);
   } catch (err) {
+    // Another replica took this workflow over (src/durable/engine.ts ownershipLost): it records the outcome.
+    if (ownershipLost(err)) throw err;
     // Cancellation also lands here: the next step throws again and the workflow ends cancelled.
     const reason = `internal error: ${message(err)}`;
     return runStep('finish', () => S().finish(a, 'failed', reason, null));
