@@ -8,6 +8,11 @@
  * - activity writes: statements written for a stream of chats (two touches each) over several instances.
  * No sandbox is started: instances are rows that want to run but back off (a pass reads and claims them and
  * takes no step), which isolates what claiming adds. Loops do not run on their own (intervals of an hour).
+ * Then task throughput through 1, 2 and 3 replicas (separate processes on one PostgreSQL, each with every
+ * role and a STAND-IN executor answering in BENCH_TURN_MS, default 50 ms: the workflows' cost, not a model's;
+ * the queues polled every BENCH_QUEUE_POLL_MS, default 1000 ms as in production),
+ * the tasks submitted through the replicas' APIs by 16 concurrent clients, round-robin. On two cores the
+ * ceiling is the CPU: read the ratios.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -19,6 +24,8 @@ import { Activity } from '../src/ingress/activity.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { WorkClaims } from '../src/replicas/claims.ts';
 import { startServer } from '../src/server/serve.ts';
+import pg from 'pg';
+import { startReplicaChild, type ReplicaChild } from '../test/helpers/replica-child.ts';
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 21);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
@@ -125,8 +132,65 @@ export async function main(args: string[]): Promise<void> {
       return performance.now() - t0;
     });
     console.log(`Activity: 2000 chats over ${ids.length} instances in ${(writes.value / 1000).toFixed(1)} s wrote ${writes.statements} statements (${(writes.statements / 2000).toFixed(4)} per chat; at most one batched UPDATE per 2 s per replica, whatever the number of instances)`);
+
+    // Task throughput through 1, 2 and 3 replicas, each count on a database of its own.
+    const tasks = Number(process.env['BENCH_TASKS'] ?? 400);
+    const rates: number[] = [];
+    console.log(`\nTask throughput: ${tasks} tasks submitted through the API by 16 clients, stand-in turns of ${process.env['BENCH_TURN_MS'] ?? 50} ms:`);
+    console.log('| replicas | seconds | tasks/s | ratio to 1 |');
+    console.log('|---|---|---|---|');
+    for (const k of [1, 2, 3]) {
+      const r = await throughput(db.url, k, tasks);
+      rates.push(r);
+      console.log(`| ${k} | ${(tasks / r).toFixed(1)} | ${r.toFixed(1)} | ${(r / (rates[0] ?? r)).toFixed(2)} |`);
+    }
   } finally {
     await server.stop();
     await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+/** Tasks per second through `k` replica processes on a fresh database of the bench's PostgreSQL. */
+async function throughput(adminUrl: string, k: number, tasks: number): Promise<number> {
+  const name = `bench_tasks_${k}_${process.pid}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  const u = new URL(adminUrl);
+  u.pathname = `/${name}`;
+  const url = u.toString();
+  const side = new pg.Client({ connectionString: url });
+  await side.connect();
+  await side.query('CREATE TABLE task_side_effects (id bigserial PRIMARY KEY, task_id uuid NOT NULL, kind text NOT NULL, replica text NOT NULL)');
+  const secretKey = randomBytes(32).toString('base64');
+  const env = { CLAWPLANE_STANDIN_TURN_MS: process.env['BENCH_TURN_MS'] ?? '50', CLAWPLANE_LOG_LEVEL: 'warn', CLAWPLANE_TASK_QUEUE_POLL_MS: process.env['BENCH_QUEUE_POLL_MS'] ?? '1000' };
+  const children: ReplicaChild[] = [];
+  try {
+    // The first one migrates the database and seeds the tenant; the others join it.
+    const first = await startReplicaChild({ name: `bench-r1`, databaseUrl: url, secretKey, seed: 0, env });
+    children.push(first);
+    const seed = await first.seeded;
+    for (let i = 2; i <= k; i++) children.push(await startReplicaChild({ name: `bench-r${i}`, databaseUrl: url, secretKey, env }));
+    const done = async () => (await side.query<{ n: number }>(`SELECT count(*)::int AS n FROM tasks WHERE status = 'completed'`)).rows[0]?.n ?? 0;
+    const before = await done();
+    const t0 = performance.now();
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next < tasks) {
+          const i = next++;
+          const c = children[i % children.length] as ReplicaChild;
+          const res = await fetch(`${c.url}/api/v1/tenants/${seed.slug}/tasks`, { method: 'POST', headers: { authorization: `Bearer ${seed.token}`, 'content-type': 'application/json' }, body: JSON.stringify({ capability: 'work', input: `job ${i}` }) });
+          if (res.status !== 201) throw new Error(`task ${i} through ${c.name}: ${res.status} ${await res.text()}`);
+        }
+      }),
+    );
+    while ((await done()) - before < tasks) await new Promise((r) => setTimeout(r, 50));
+    return tasks / ((performance.now() - t0) / 1000);
+  } finally {
+    await Promise.all(children.map((c) => c.stop()));
+    await side.end();
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await admin.end();
   }
 }

@@ -8,13 +8,10 @@
  * tasks are in test/tasks-gateway.test.ts).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ApiClient } from './helpers/client.ts';
 import { testDatabase } from './helpers/db.ts';
+import { startReplicaChild, type ReplicaChild } from './helpers/replica-child.ts';
 import { sharedSecretKey, waitUntil as waitFor } from './helpers/replicas.ts';
 
 const debug = process.env['REPLICA_TASKS_DEBUG'] !== undefined;
@@ -22,65 +19,18 @@ async function waitUntil(what: string, probe: () => Promise<boolean>): Promise<v
   if (debug) console.error(new Date().toISOString(), 'waiting until', what);
   await waitFor(what, probe);
 }
-const fixture = path.resolve(import.meta.dirname, 'fixtures/replica-tasks-child.ts');
 const TASKS = Number(process.env['REPLICA_TASKS'] ?? 300);
 
-interface Child {
-  name: string;
-  url: string;
-  replica: string;
-  kill(signal: NodeJS.Signals): Promise<void>;
-  seeded: Promise<{ tenantId: string; slug: string; approvalId: string; token: string }>;
-  created: Promise<string[]>;
-}
+// Short heartbeats so the killed replica is found dead soon, with an expiry that a loaded machine's stalls do
+// not reach (a live replica presumed dead loses its workflows to another: see ADR 0009); tasks take long
+// enough to be in flight when the kill comes.
+const env = { CLAWPLANE_REPLICA_HEARTBEAT_MS: '250', CLAWPLANE_REPLICA_EXPIRE_MS: '4000', CLAWPLANE_STANDIN_TURN_MS: '3000', CLAWPLANE_TASK_WORKER_CONCURRENCY: '15' };
+type Child = ReplicaChild;
 
-async function startChild(name: string, dbUrl: string, key: string, seed?: number): Promise<Child> {
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), `clawplane-${name}-`));
-  const env = {
-    ...process.env,
-    // Short heartbeats so the killed replica is found dead soon, with an expiry that a loaded machine's
-    // stalls do not reach (a live replica presumed dead loses its workflows to another: see ADR 0009);
-    // tasks take long enough to be in flight when the kill comes.
-    CLAWPLANE_REPLICA_HEARTBEAT_MS: '250',
-    CLAWPLANE_REPLICA_EXPIRE_MS: '4000',
-    CLAWPLANE_STANDIN_TURN_MS: '3000',
-    CLAWPLANE_TASK_WORKER_CONCURRENCY: '15',
-  };
-  const p = spawn(process.execPath, [fixture, dbUrl, dataDir, key, ...(seed !== undefined ? ['seed', String(seed)] : [])], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  p.stderr.on('data', (c: Buffer) => (err += c.toString()));
-  let gone = false;
-  const closed = new Promise<void>((r) => p.once('close', () => ((gone = true), r())));
-  const lines = (): Record<string, unknown>[] =>
-    out
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
-  p.stdout.on('data', (c: Buffer) => (out += c.toString()));
-  // What the child printed, once it has; an error if it exits first.
-  const wait = async <T>(pick: (l: Record<string, unknown>[]) => T | undefined): Promise<T> => {
-    for (;;) {
-      const v = pick(lines());
-      if (v !== undefined) return v;
-      if (gone) throw new Error(`${name} exited before it printed what was awaited:\n${err.slice(-3000)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  };
-  const listening = await wait((l) => l.find((x) => typeof x['url'] === 'string') as { url: string; replica: string } | undefined);
-  const kill = async (signal: NodeJS.Signals) => {
-    if (p.exitCode === null && p.signalCode === null) p.kill(signal);
-    await closed;
-  };
-  after(async () => {
-    await kill('SIGTERM');
-    await rm(dataDir, { recursive: true, force: true });
-  });
-  const seeded = wait((l) => l.find((x) => typeof x['approvalId'] === 'string') as Awaited<Child['seeded']> | undefined);
-  const created = wait((l) => (l.find((x) => Array.isArray(x['ids']))?.['ids'] as string[] | undefined));
-  seeded.catch(() => undefined);
-  created.catch(() => undefined);
-  return { name, url: listening.url, replica: listening.replica, kill, seeded, created };
+async function startChild(name: string, databaseUrl: string, secretKey: string, seed?: number): Promise<Child> {
+  const c = await startReplicaChild({ name, databaseUrl, secretKey, env, ...(seed !== undefined ? { seed } : {}) });
+  after(() => c.stop());
+  return c;
 }
 
 describe('kill -9 of one replica with 300 tasks in flight and an approval parked', { timeout: 900_000 }, async () => {
