@@ -71,6 +71,11 @@ describe('kill -9 of one replica with 300 tasks in flight and an approval parked
     assert.ok(victim);
     await victim.kill('SIGKILL');
     const survivors = replicas.filter((c) => c !== victim);
+    // The workflows the victim was running (before a live replica recovers them): a step of theirs can have
+    // committed its own writes without DBOS having recorded it, and then runs once more after the takeover.
+    const onVictim = new Set(
+      (await db.query<{ workflow_uuid: string }>(`SELECT workflow_uuid FROM dbos.workflow_status WHERE executor_id = $1 AND status = 'PENDING'`, [victim.replica])).rows.map((r) => r.workflow_uuid),
+    );
 
     // What the victim was doing when it died.
     const atKill = await db.query<{ id: string; status: string; runs: number; completed: number }>(
@@ -138,7 +143,13 @@ describe('kill -9 of one replica with 300 tasks in flight and an approval parked
       `SELECT task_id, step || '.' || kind AS k, count(*)::int AS n FROM task_events WHERE task_id = ANY($1::uuid[]) GROUP BY 1, 2`,
       [all],
     );
-    const repeated = steps.rows.filter((s) => s.k !== 'execute.started' && s.n !== (s.task_id === seed.approvalId && s.k === 'execute.completed' ? 2 : 1));
+    const repeated = steps.rows.filter((s) => {
+      if (s.k === 'execute.started') return false;
+      const expected = s.task_id === seed.approvalId && s.k === 'execute.completed' ? 2 : 1;
+      // A step the kill interrupted between its commit and DBOS's record of it runs again, once, and only
+      // in a workflow the victim was running; everywhere else each step happened exactly once.
+      return !(s.n === expected || (s.n === expected + 1 && onVictim.has(s.task_id)));
+    });
     if (repeated.length > 0) {
       const ids = [...new Set(repeated.map((r) => r.task_id))];
       const who = await db.query(`SELECT task_id, kind, replica FROM task_side_effects WHERE task_id = ANY($1::uuid[]) ORDER BY id`, [ids]);
@@ -146,7 +157,7 @@ describe('kill -9 of one replica with 300 tasks in flight and an approval parked
       const evs = await db.query(`SELECT task_id, step, kind, detail, created_at FROM task_events WHERE task_id = ANY($1::uuid[]) ORDER BY id`, [ids]);
       t.diagnostic(`victim ${victim.replica}; runs ${JSON.stringify(who.rows)}; replicas ${JSON.stringify(reps.rows)}; events ${JSON.stringify(evs.rows)}`);
     }
-    assert.deepEqual(repeated, [], 'no completed step ran again');
+    assert.deepEqual(repeated, [], 'no step DBOS had recorded ran again');
     const approver = await db.query<{ decided_by: string }>('SELECT decided_by FROM task_approvals WHERE task_id = $1', [seed.approvalId]);
     assert.match(approver.rows[0]?.decided_by ?? '', /^token:/, 'decided by the API token, through a live replica');
   });
