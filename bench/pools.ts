@@ -9,21 +9,15 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { parseConfig } from '../src/config/schema.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { startServer } from '../src/server/serve.ts';
-import type { TaskExecutor } from '../src/tasks/types.ts';
+import { instantExecutor } from '../test/helpers/task-executors.ts';
+import { sqlStatements } from './sql-statements.ts';
 
-const instant: TaskExecutor = { name: 'stand-in-instant', run: (t) => Promise.resolve({ output: `ok ${t.taskId}` }) };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-let statements = 0;
-const pgQuery = pg.Client.prototype.query;
-pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-  statements++;
-  return (pgQuery as (...a: unknown[]) => unknown).apply(this, args);
-} as typeof pg.Client.prototype.query;
+const statementCount = sqlStatements();
 
 export async function main(args: string[]): Promise<void> {
   const n = Number(args[0] ?? 400);
@@ -38,7 +32,7 @@ export async function main(args: string[]): Promise<void> {
   });
   const server = await startServer(config, createLogger('warn'));
   try {
-    server.services.taskRuntime.useExecutor(instant);
+    server.services.taskRuntime.useExecutor(instantExecutor);
     const s = server.services;
     const by = { actor: 'bench' };
     const plain = await s.tenants.create({ slug: 'bench-plain', name: 'Plain', quotas: { maxConcurrentTasks: 8 } }, by);
@@ -47,7 +41,7 @@ export async function main(args: string[]): Promise<void> {
     await s.pools.create(pooled.id, { agentType: 'coding', shards: 2, minExecutors: 4, maxExecutors: 4 }, by);
 
     const run = async (tenantId: string) => {
-      const q0 = statements;
+      const q0 = statementCount();
       const t0 = performance.now();
       for (let i = 0; i < n; i += 20) await Promise.all(Array.from({ length: Math.min(20, n - i) }, (_, j) => s.tasks.create(tenantId, { capability: 'work', input: `bench ${i + j}`, shardKey: `k${i + j}` }, by)));
       for (;;) {
@@ -57,7 +51,7 @@ export async function main(args: string[]): Promise<void> {
       }
       const ms = performance.now() - t0;
       const failed = (await server.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM tasks WHERE tenant_id = $1 AND status = 'failed'`, [tenantId])).rows[0]?.n ?? 0;
-      return { perS: n / (ms / 1000), msPerTask: ms / n, statements: (statements - q0) / n, failed };
+      return { perS: n / (ms / 1000), msPerTask: ms / n, statements: (statementCount() - q0) / n, failed };
     };
     const a = await run(plain.id);
     const b = await run(pooled.id);

@@ -14,25 +14,15 @@ import { parseConfig } from '../src/config/schema.ts';
 import { defineWorkflow, enqueueWorkflow, ensureQueue } from '../src/durable/engine.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { startServer } from '../src/server/serve.ts';
-import type { TaskExecutor } from '../src/tasks/types.ts';
-import pg from 'pg';
+import { instantExecutor } from '../test/helpers/task-executors.ts';
+import { sqlStatements } from './sql-statements.ts';
 import { measureFairness } from './tasks-fairness.ts';
 
 // Registered at module load, before the server launches DBOS.
 const zeroStep = defineWorkflow('bench.zeroStep', (i: number) => Promise.resolve(i));
-const instant: TaskExecutor = { name: 'stand-in-instant', run: (t) => Promise.resolve({ output: `ok ${t.taskId}` }) };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/**
- * Counts the SQL statements sent by every pg client of this process (ours and DBOS's): round trips are
- * what a task costs here (a socket write and a wait each; `writev` is the top item of a CPU profile).
- */
-let statements = 0;
-const pgQuery = pg.Client.prototype.query;
-pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-  statements++;
-  return (pgQuery as (...a: unknown[]) => unknown).apply(this, args);
-} as typeof pg.Client.prototype.query;
+const statementCount = sqlStatements();
 
 export async function main(args: string[]): Promise<void> {
   const n = Number(args[0] ?? 500);
@@ -47,7 +37,7 @@ export async function main(args: string[]): Promise<void> {
   });
   const server = await startServer(config, createLogger('warn'));
   try {
-    server.services.taskRuntime.useExecutor(instant);
+    server.services.taskRuntime.useExecutor(instantExecutor);
     const s = server.services;
     const by = { actor: 'bench' };
     const tenants: string[] = [];
@@ -62,7 +52,7 @@ export async function main(args: string[]): Promise<void> {
     // Raw DBOS: zero-step workflows on a plain queue with the same worker concurrency and polling.
     await ensureQueue('bench.raw', { workerConcurrency: 100, pollingMs: 50 });
     const x0 = await xid();
-    const q0 = statements;
+    const q0 = statementCount();
     const t0 = performance.now();
     for (let i = 0; i < n; i += 20) await Promise.all(Array.from({ length: Math.min(20, n - i) }, (_, j) => enqueueWorkflow(zeroStep, `raw-${i + j}-${Date.now()}`, { queue: 'bench.raw' }, i + j)));
     for (;;) {
@@ -71,11 +61,11 @@ export async function main(args: string[]): Promise<void> {
       await sleep(20);
     }
     const rawPerS = n / ((performance.now() - t0) / 1000);
-    const rawStatements = (statements - q0) / n;
+    const rawStatements = (statementCount() - q0) / n;
     const rawWrites = ((await xid()) - x0 - 1) / n;
 
     const x1 = await xid();
-    const q1 = statements;
+    const q1 = statementCount();
     const t1 = performance.now();
     for (let i = 0; i < n; i += 20) await Promise.all(Array.from({ length: Math.min(20, n - i) }, (_, j) => s.tasks.create(tenants[(i + j) % tenants.length] ?? '', { capability: 'work', input: `bench ${i + j}` }, by)));
     for (;;) {
@@ -84,7 +74,7 @@ export async function main(args: string[]): Promise<void> {
       await sleep(20);
     }
     const taskPerS = n / ((performance.now() - t1) / 1000);
-    const taskStatements = (statements - q1) / n;
+    const taskStatements = (statementCount() - q1) / n;
     const taskWrites = ((await xid()) - x1 - 1) / n;
     const fair = await measureFairness(server, { quietTasks: 20, noisyFactor: 10, spacingMs: 100, suffix: 'bench' });
     console.table([
