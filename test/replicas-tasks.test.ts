@@ -61,8 +61,12 @@ describe('kill -9 of one replica with 300 tasks in flight and an approval parked
       const failed = await db.query<{ status_reason: string }>(`SELECT status_reason FROM tasks WHERE status = 'failed' LIMIT 1`);
       if (failed.rows[0]) throw new Error(`a task failed before the kill: ${failed.rows[0].status_reason}`);
       if (!owner) return false;
+      // Runs the owner has begun (the stand-in executor recorded them) and DBOS has not checkpointed yet.
+      // A task's `executing` status alone is not enough: its dispatch step may not have reached the executor.
       const busy = await db.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM tasks t JOIN dbos.workflow_status w ON w.workflow_uuid = t.id::text WHERE t.status = 'executing' AND w.executor_id = $1`,
+        `SELECT count(DISTINCT s.task_id)::int AS n FROM task_side_effects s
+          WHERE s.replica = $1 AND s.kind = 'first'
+            AND NOT EXISTS (SELECT 1 FROM dbos.operation_outputs o WHERE o.workflow_uuid = s.task_id::text AND o.function_name = 'execute')`,
         [owner.replica],
       );
       victim = owner;
