@@ -82,7 +82,8 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 }
 try {
   code = await new Promise<number>((resolve) => {
-    const args = ['--test', '--test-concurrency=2', '--test-timeout=600000', ...(files.length ? files : ['test/**/*.test.ts'])];
+    const reporters = ['--test-reporter=spec', '--test-reporter-destination=stdout', `--test-reporter=${path.join(root, 'scripts', 'test-file-times.ts')}`, '--test-reporter-destination=stdout'];
+    const args = ['--test', '--test-concurrency=2', '--test-timeout=600000', ...reporters, ...(files.length ? files : ['test/**/*.test.ts'])];
     const child = (runner = spawn(process.execPath, args, {
       cwd: root,
       stdio: 'inherit',
