@@ -1,14 +1,15 @@
 /**
- * A project's hosts are enforced at the broker (docs/lanes.md, "Projects reach only their hosts"): while a lane
- * step runs, the tenant's sandbox reaches through the broker's HTTPS proxy (and its skill routes) only hosts
- * within the project's `hosts` and its repositories' hosts, on top of the tenant's egress allow-list; a refusal
- * names the rule `project.hosts` and is audited. Real server, PostgreSQL, broker socket and a real TCP service
+ * A project's hosts, repositories and data sources are enforced at the broker (docs/lanes.md, "Projects reach
+ * only what they list"): while a lane step runs, the tenant's sandbox reaches through the broker's HTTPS proxy
+ * and its skill routes only what the project admits, on top of the tenant's egress allow-list; a refusal names
+ * its rule (`project.hosts`, `project.repositories`, `project.dataSources`) and is audited. Real server, PostgreSQL, broker socket and a real TCP service
  * as the outside host; the step's turn is a STAND-IN executor that makes the sandbox's CONNECT itself.
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { after, describe, test } from 'node:test';
+import { judgeEgress, repositoryOf } from '../src/lanes/egress.ts';
 import type { Run } from '../src/lanes/types.ts';
 import { onboard, twoTenants } from './helpers/client.ts';
 import { waitFor } from './helpers/sandbox.ts';
@@ -90,11 +91,14 @@ describe("lane steps reach only their project's hosts", { timeout: 300_000 }, as
     const audit = await server.db.query<{ target: string; detail: { rule?: string; reason: string } }>("SELECT target, detail FROM audit_events WHERE tenant_id = $1 AND action = 'broker.egress_denied' ORDER BY seq DESC LIMIT 1", [a.id]);
     assert.deepEqual([audit.rows[0]?.target, audit.rows[0]?.detail.rule], [target, 'project.hosts']);
 
-    for (const name of ['open', 'by-repo']) {
-      const run = await runLane(`${name}-lane`, name);
-      assert.equal(run.status, 'succeeded', run.reason);
-      assert.deepEqual(seen.get(`egress ${name}-lane`), { status: 200, text: '', echoed: 'ping' }, name);
-    }
+    const open = await runLane('open-lane', 'open');
+    assert.equal(open.status, 'succeeded', open.reason);
+    assert.deepEqual(seen.get('egress open-lane'), { status: 200, text: '', echoed: 'ping' });
+    // A host a project reaches only through some of its repositories: a tunnel would hide which, so it is refused.
+    const byRepo = await runLane('by-repo-lane', 'by-repo');
+    assert.equal(byRepo.status, 'succeeded', byRepo.reason);
+    assert.equal(seen.get('egress by-repo-lane')?.status, 403);
+    assert.match(seen.get('egress by-repo-lane')?.text ?? '', /Refused by rule "project\.repositories": 127\.0\.0\.1:\d+ hosts repositories and project "by-repo" allows only some of them \(127\.0\.0\.1\/acme\/app\); a tunnel would hide/);
     // The step is over: the project no longer narrows the tenant's egress.
     const after = await connect(sandbox.socketPath, target);
     assert.equal(after.status, 200);
@@ -127,5 +131,107 @@ describe("lane steps reach only their project's hosts", { timeout: 300_000 }, as
     assert.equal(done.status, 'succeeded', done.reason);
     assert.equal(results[0]?.status, 403);
     assert.match(results[0]?.text ?? '', /Refused by rule \\?"project\.hosts\\?": 127\.0\.0\.1:\d+ is not within the hosts of project \\?"walled\\?"/);
+  });
+
+  test('repositories and data sources are enforced on the paths the broker sees, each refusal naming its rule; refused calls never reach the upstream', async () => {
+    // A fake git forge / data API: records what reached it.
+    const hits: string[] = [];
+    const forge = http.createServer((req, res) => {
+      hits.push(req.url ?? '');
+      res.end('ok');
+    });
+    await new Promise<void>((r) => forge.listen(0, '127.0.0.1', () => r()));
+    after(() => new Promise<void>((r) => forge.close(() => r())));
+    const forgePort = (forge.address() as net.AddressInfo).port;
+    await a.client.json('PUT', api('/egress'), { items: [{ host: '127.0.0.1', port }, { host: '127.0.0.1', port: forgePort }] });
+    await a.client.json('PUT', api('/skill-endpoints/forge'), { baseUrl: `http://127.0.0.1:${forgePort}` });
+    await a.client.json('POST', api('/projects'), { name: 'repos', repositories: ['127.0.0.1/acme/app', '127.0.0.1/acme/lib*'], laneKinds: ['analysis'] }, 201);
+    await a.client.json('POST', api('/projects'), { name: 'data', dataSources: ['127.0.0.1/exports'], laneKinds: ['analysis'] }, 201);
+    const get = (path: string) =>
+      new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const req = http.request({ socketPath: sandbox.socketPath, method: 'GET', path: `/skills/forge${path}`, agent: false }, (res) => {
+          let text = '';
+          res.on('data', (d: Buffer) => (text += d.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const got = new Map<string, { status: number; text: string }>();
+    exec.on(/^paths /, async (turn) => {
+      for (const p of JSON.parse(turn.input.slice(6)) as string[]) got.set(p, await get(p));
+      const tunnel = await connect(sandbox.socketPath, `127.0.0.1:${forgePort}`);
+      tunnel.socket.destroy();
+      got.set(`CONNECT ${turn.input}`, { status: tunnel.status, text: tunnel.text });
+      return { output: 'probed' };
+    });
+    const run = async (name: string, project: string, paths: string[]) => {
+      const lane = await a.client.json<{ id: string }>('POST', api('/lanes'), { name, project, kind: 'analysis', steps: [{ name: 'probe', capability: 'egress', input: `paths ${JSON.stringify(paths)}` }] }, 201);
+      const r = await a.client.json<Run>('POST', api(`/lanes/${lane.id}/runs`), undefined, 201);
+      const done = await waitFor(`run ${name}`, async () => {
+        const x = await a.client.json<Run>('GET', api(`/lane-runs/${r.id}`));
+        return x.finishedAt ? x : undefined;
+      });
+      assert.equal(done.status, 'succeeded', done.reason);
+      return got.get(`CONNECT paths ${JSON.stringify(paths)}`);
+    };
+    const repoAdmitted = ['/acme/app.git/info/refs?service=git-upload-pack', '/repos/ACME/app/contents/README', '/api/v3/repos/acme/library/pulls'];
+    const repoRefused = ['/acme/other.git/info/refs?service=git-upload-pack', '/api/v3/repos/evil/app', '/api/v4/projects/acme%2Fother', '/acme/app/../../evil/app.git/info/refs', '/user'];
+    const repoTunnel = await run('repos-lane', 'repos', [...repoAdmitted, ...repoRefused]);
+    const dataAdmitted = ['/exports', '/exports/2026/a.csv?x=1'];
+    const dataRefused = ['/exports2/a.csv', '/exports/%2e%2e/secrets', '/secrets'];
+    const dataTunnel = await run('data-lane', 'data', [...dataAdmitted, ...dataRefused]);
+
+    for (const p of [...repoAdmitted, ...dataAdmitted]) assert.deepEqual(got.get(p), { status: 200, text: 'ok' }, p);
+    for (const p of repoRefused) {
+      assert.equal(got.get(p)?.status, 403, p);
+      assert.match(got.get(p)?.text ?? '', /Refused by rule \\"project\.repositories\\": .*project \\"repos\\".*step \\"probe\\" of lane \\"repos-lane\\" is running/, p);
+    }
+    assert.match(got.get('/acme/other.git/info/refs?service=git-upload-pack')?.text ?? '', /repository 127\.0\.0\.1\/acme\/other is not among the repositories of project/);
+    assert.match(got.get('/acme/app/../../evil/app.git/info/refs')?.text ?? '', /repository 127\.0\.0\.1\/evil\/app is not among/);
+    for (const p of dataRefused) {
+      assert.equal(got.get(p)?.status, 403, p);
+      assert.match(got.get(p)?.text ?? '', /Refused by rule \\"project\.dataSources\\": 127\.0\.0\.1\/\S+ is not within the data sources of project \\"data\\" \(127\.0\.0\.1\/exports\)/, p);
+    }
+    // Tunnels hide the path: both projects refuse them, naming their rule.
+    assert.equal(repoTunnel?.status, 403);
+    assert.match(repoTunnel?.text ?? '', /rule "project\.repositories"/);
+    assert.equal(dataTunnel?.status, 403);
+    assert.match(dataTunnel?.text ?? '', /rule "project\.dataSources": 127\.0\.0\.1:\d+ is reachable only through the data sources of project "data"/);
+    // Only what was admitted reached the upstream (dot segments resolved before judging).
+    assert.deepEqual(hits, ['/acme/app.git/info/refs?service=git-upload-pack', '/repos/ACME/app/contents/README', '/api/v3/repos/acme/library/pulls', '/exports', '/exports/2026/a.csv?x=1']);
+    const audit = await server.db.query<{ rule: string }>("SELECT DISTINCT detail->>'rule' AS rule FROM audit_events WHERE tenant_id = $1 AND action = 'broker.egress_denied' AND target = 'skill:forge'", [a.id]);
+    assert.deepEqual(audit.rows.map((r) => r.rule).sort(), ['project.dataSources', 'project.repositories']);
+  });
+});
+
+describe('which repository a URL names, and what a project admits (no server)', () => {
+  test('git web, smart HTTP, GitHub REST (and its aliases), GitLab REST', () => {
+    assert.equal(repositoryOf('api.github.com', '/repos/Acme/App/pulls'), 'github.com/acme/app');
+    assert.equal(repositoryOf('api.github.com', '/users/acme/repos'), null);
+    assert.equal(repositoryOf('github.com', '/acme/app.git/info/refs'), 'github.com/acme/app');
+    assert.equal(repositoryOf('raw.githubusercontent.com', '/acme/app/main/README.md'), 'github.com/acme/app');
+    assert.equal(repositoryOf('ghe.acme.test', '/api/v3/repos/acme/app'), 'ghe.acme.test/acme/app');
+    assert.equal(repositoryOf('gitlab.com', '/api/v4/projects/acme%2Fgroup%2Fapp/repository'), 'gitlab.com/acme/group/app');
+    assert.equal(repositoryOf('github.com', '/settings'), null);
+  });
+  test('repositories restrict their host (and its aliases) whatever hosts says; tunnels only where every repository is allowed', () => {
+    const p = { name: 'p', hosts: ['github.com'], repositories: ['github.com/acme/app'], dataSources: [] };
+    assert.equal(judgeEgress(p, 'api.github.com', 443, '/repos/acme/app/contents/x'), null);
+    assert.equal(judgeEgress(p, 'api.github.com', 443, '/repos/acme/other')?.rule, 'project.repositories');
+    assert.equal(judgeEgress(p, 'github.com', 443, '/evil/app.git/info/refs')?.rule, 'project.repositories');
+    assert.equal(judgeEgress(p, 'github.com', 443, '/settings'), null, 'hosts admit what names no repository');
+    assert.equal(judgeEgress(p, 'github.com', 443)?.rule, 'project.repositories');
+    assert.equal(judgeEgress(p, 'codeload.github.com', 443)?.rule, 'project.repositories');
+    assert.equal(judgeEgress({ ...p, repositories: ['github.com/*'] }, 'github.com', 443), null);
+    assert.equal(judgeEgress({ ...p, hosts: [] }, 'example.com', 443)?.rule, 'project.hosts');
+  });
+  test('a data source is a URL prefix at a path boundary; a tunnel to a path-limited one is refused', () => {
+    const p = { name: 'p', hosts: [], repositories: [], dataSources: ['https://data.acme.test/exports'] };
+    assert.equal(judgeEgress(p, 'data.acme.test', 443, '/exports/2026/a.csv'), null);
+    assert.equal(judgeEgress(p, 'data.acme.test', 443, '/exports2/a.csv')?.rule, 'project.dataSources');
+    assert.equal(judgeEgress(p, 'data.acme.test', 443, '/exports/..%2Fsecrets')?.rule, 'project.dataSources');
+    assert.equal(judgeEgress(p, 'data.acme.test', 443)?.rule, 'project.dataSources');
+    assert.equal(judgeEgress({ ...p, dataSources: ['data.acme.test'] }, 'data.acme.test', 443), null);
   });
 });

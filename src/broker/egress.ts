@@ -14,10 +14,11 @@ const CACHE_MS = 5_000;
 
 /**
  * A further rule on a sandbox's way out, on top of the tenant's allow-list and the SSRF guard (lanes: the hosts
- * of the project whose step is running, docs/lanes.md). Null admits; a refusal names its rule. A rule that
- * throws refuses (the CONNECT fails).
+ * of the project whose step is running, docs/lanes.md). `path` is the URL path where the broker sees it (skill
+ * routes; a tunnel shows only host and port). Null admits; a refusal names its rule. A rule that throws
+ * refuses (the CONNECT fails).
  */
-export type EgressRestriction = (tenantId: string, host: string, port: number) => Promise<{ rule: string; message: string } | null>;
+export type EgressRestriction = (tenantId: string, host: string, port: number, path?: string) => Promise<{ rule: string; message: string } | null>;
 
 /**
  * Egress for tools (issue 5, item 7). Two ways out, both only to what the tenant configured:
@@ -60,9 +61,9 @@ export class EgressProxy {
     this.restrictions.push(r);
   }
 
-  private async restricted(tenantId: string, host: string, port: number): Promise<{ rule: string; message: string } | null> {
+  private async restricted(tenantId: string, host: string, port: number, path?: string): Promise<{ rule: string; message: string } | null> {
     for (const r of this.restrictions) {
-      const refused = await r(tenantId, host.toLowerCase().replace(/\.$/, ''), port);
+      const refused = await r(tenantId, host.toLowerCase().replace(/\.$/, ''), port, path);
       if (refused) return refused;
     }
     return null;
@@ -169,8 +170,24 @@ export class EgressProxy {
       send(404, `No skill endpoint "${name}" is configured for this tenant.`);
       return true;
     }
+    // The URL is resolved once (dot segments, %2e%2e) and that is both what the rules judge and what is sent.
     const base = new URL(ep.base_url);
-    const rule = await this.restricted(identity.tenantId, base.hostname.replace(/^\[|\]$/g, ''), Number(base.port) || (base.protocol === 'https:' ? 443 : 80));
+    let target: URL;
+    try {
+      target = new URL(`${ep.base_url.replace(/\/+$/, '')}${m[2] ?? ''}${m[3] ?? ''}`);
+    } catch {
+      req.resume();
+      send(400, 'The skill path does not make a valid URL.');
+      return true;
+    }
+    const basePath = base.pathname.replace(/\/+$/, '');
+    if (basePath && target.pathname !== basePath && !target.pathname.startsWith(`${basePath}/`)) {
+      req.resume();
+      await this.auditDeny(identity, `skill:${name}`, 'the path leaves the skill base URL');
+      send(400, `The path leaves the base URL of skill "${name}".`);
+      return true;
+    }
+    const rule = await this.restricted(identity.tenantId, target.hostname.replace(/^\[|\]$/g, ''), Number(target.port) || (target.protocol === 'https:' ? 443 : 80), target.pathname);
     if (rule) {
       req.resume();
       await this.auditDeny(identity, `skill:${name}`, rule.message, rule.rule);
@@ -207,7 +224,7 @@ export class EgressProxy {
         return true;
       }
     }
-    const url = `${ep.base_url.replace(/\/+$/, '')}${m[2] ?? ''}${m[3] ?? ''}`;
+    const url = target.href;
     const abort = new AbortController();
     res.on('close', () => abort.abort());
     try {
