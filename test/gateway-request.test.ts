@@ -17,10 +17,10 @@ import { unixTransport } from '../src/sandbox/host/unix-transport.ts';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cp-gwreq-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-async function server(name: string, onRequest: (req: http.IncomingMessage, res: http.ServerResponse, served: number) => void) {
+async function server(name: string, onRequest: (req: http.IncomingMessage, res: http.ServerResponse, served: number) => void, opts: http.ServerOptions = {}) {
   const socketPath = path.join(dir, name);
   const seen: string[] = [];
-  const srv = http.createServer((req, res) => {
+  const srv = http.createServer(opts, (req, res) => {
     const served = ((req.socket as unknown as { served?: number }).served ?? 0) + 1;
     (req.socket as unknown as { served: number }).served = served;
     seen.push(`${req.method} ${req.url} #${served}`);
@@ -44,6 +44,23 @@ describe('requests to a gateway over a kept-alive socket', () => {
     assert.equal(res.statusCode, 200);
     assert.equal(await readAll(res), 'answer to /two');
     assert.deepEqual(gw.seen, ['GET /one #1', 'POST /two #2', 'POST /two #1'], 'dropped once on the reused socket, answered on a fresh one');
+  });
+
+  test("an idle socket is retired by the host before the supervisor's announced keep-alive timeout, so the next request goes on a fresh one", { timeout: 30_000 }, async () => {
+    // The supervisor is a Node server: it announces `Keep-Alive: timeout=5` and closes an idle connection
+    // after 5 s. Here it announces 2 s but would keep the connection for a minute, so only the host side
+    // can close it: the transport's agent must read the hint and retire the socket itself (about 1 s).
+    const closedBy: string[] = [];
+    const gw = await server('hint.sock', (req, res, served) => {
+      req.socket.once('close', () => closedBy.push(`${req.url} #${served}`));
+      res.writeHead(200, { 'keep-alive': 'timeout=2' });
+      res.end('ok');
+    }, { keepAliveTimeout: 60_000 });
+    assert.equal(await readAll(await gatewayRequest({ transport: gw.transport, token: 't', method: 'GET', path: '/first' }).response), 'ok');
+    while (closedBy.length === 0) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(closedBy, ['/first #1'], 'the host closed the idle connection before the supervisor would have');
+    assert.equal(await readAll(await gatewayRequest({ transport: gw.transport, token: 't', method: 'GET', path: '/second' }).response), 'ok');
+    assert.deepEqual(gw.seen, ['GET /first #1', 'GET /second #1'], 'the next request opened a fresh connection');
   });
 
   test('a request that fails on a fresh socket is not sent twice: the caller gets the error', async () => {

@@ -76,7 +76,12 @@ export class KubernetesSandboxDriver implements SandboxDriver {
   readonly api: KubeApi;
   readonly #o: KubernetesDriverOptions;
   readonly #registrations = new Map<string, SandboxRegistration>();
-  readonly #agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+  /**
+   * `timeout` makes Node's agent honour the supervisor's `Keep-Alive: timeout=N` hint and retire an idle
+   * socket before the supervisor closes it (as in host/unix-transport.ts); without it a request can be
+   * written to a connection the pod just closed and fail with EPIPE.
+   */
+  readonly #agent = new http.Agent({ keepAlive: true, maxSockets: 64, timeout: 60_000 });
   #preflight: Promise<void> | undefined;
 
   constructor(opts: KubernetesDriverOptions) {
