@@ -16,7 +16,7 @@ import { testDatabase } from './helpers/db.ts';
 
 const child = path.resolve(import.meta.dirname, 'fixtures/tasks-child.ts');
 
-describe('durable tasks survive kill -9', { timeout: 300_000 }, async () => {
+describe('durable tasks survive kill -9', { timeout: 1_200_000 }, async () => {
   const { db, url } = await testDatabase();
   await db.query('CREATE TABLE task_side_effects (id bigserial PRIMARY KEY, task_id uuid NOT NULL, kind text NOT NULL)');
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-tasks-restart-'));
@@ -55,7 +55,7 @@ describe('durable tasks survive kill -9', { timeout: 300_000 }, async () => {
     const mid = await db.query<{ status: string }>('SELECT status FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id = $2 DESC', [[ids.slowId, ids.approvalId], ids.slowId]);
     assert.deepEqual(mid.rows.map((r) => r.status), ['executing', 'waiting_approval'], 'killed mid-workflow');
 
-    const rec = spawnSync(process.execPath, [child, 'recover', url, dataDir, key, ids.slowId, ids.approvalId, ids.tenantId], { encoding: 'utf8', timeout: 180_000 });
+    const rec = spawnSync(process.execPath, [child, 'recover', url, dataDir, key, ids.slowId, ids.approvalId, ids.tenantId], { encoding: 'utf8', timeout: 900_000 });
     assert.equal(rec.status, 0, rec.stderr);
     const res = JSON.parse(rec.stdout.trim().split('\n').pop() ?? '{}') as Record<string, string>;
     assert.deepEqual(res, { slow: 'completed', slowOutput: 'slow job done', approval: 'completed', approvalOutput: 'done resume' });

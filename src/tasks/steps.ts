@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Db } from '../db/pool.ts';
+import type { Db, Queryable } from '../db/pool.ts';
 import { stepSignal } from '../durable/engine.ts';
 import { ConflictError } from '../errors.ts';
 import { NoExecutorError, type ExecutorClaims } from '../pools/executors.ts';
@@ -122,10 +122,22 @@ export class TaskSteps {
       const rule = r.rows[0];
       if (!rule) return { error: 'its swarm rule was removed before it started' };
       await this.db.tx(async (tx) => {
+        if (await this.#dispatchedBefore(tx, a)) return;
         await this.store.setStatus(tx, a.tenantId, a.taskId, 'dispatched', `swarm rule ${rule.name}`, { dispatched_at: new Date() });
         await this.store.event(tx, a.tenantId, a.taskId, 'dispatch', 'completed', { swarmRule: rule.name, policy: rule.policy, ...(rule.quorum ? { quorum: rule.quorum } : {}) });
       });
       return { swarm: { ...rule, input: t.input, shardKey: t.shardKey }, startedAt: Date.now() };
+    }
+    // This step again after its transaction committed but before DBOS recorded it (a crash or a takeover in
+    // between, docs/adr/0009-replicas.md): it keeps the agent and pool it chose then and writes nothing twice.
+    const before = await this.#dispatchedBefore(this.db, a, false);
+    if (before?.agentId) {
+      const agent = await this.agents.get(a.tenantId, before.agentId).catch(() => null);
+      if (agent) {
+        const memories = await this.#recall(a.tenantId, agent.id, t.input, { actor: `task:${a.taskId}`, agent: agent.name, taskId: a.taskId });
+        const pool = before.poolId && typeof before.shard === 'number' ? { poolId: before.poolId, shard: before.shard } : null;
+        return { agent, input: t.input, capability: t.capability, memories: memories.map((x) => x.content), startedAt: before.at.getTime(), pool };
+      }
     }
     const pick = await this.agents.pick(a.tenantId, { agent: t.requestedAgent, capability: t.capability, agentType: t.agentType });
     if ('error' in pick) return { error: pick.error };
@@ -147,11 +159,26 @@ export class TaskSteps {
     }
     const memories = await this.#recall(a.tenantId, pick.agent.id, t.input, { actor: `task:${a.taskId}`, agent: pick.agent.name, taskId: a.taskId });
     await this.db.tx(async (tx) => {
+      if (await this.#dispatchedBefore(tx, a)) return;
       await this.store.setStatus(tx, a.tenantId, a.taskId, 'dispatched', `agent ${pick.agent.name}: ${pick.reason}`, { agent_id: pick.agent.id, dispatched_at: new Date(), ...routed });
       await this.store.event(tx, a.tenantId, a.taskId, 'dispatch', 'completed', { agentId: pick.agent.id, agent: pick.agent.name, agentType: pick.agent.agentType, riskClass: pick.agent.riskClass, reason: pick.reason, executor: this.executor.name, ...(pool ? { poolId: pool.poolId, shard: pool.shard } : {}) });
       await this.store.event(tx, a.tenantId, a.taskId, 'recall', 'completed', { memories: memories.length, ids: memories.map((x) => x.id) });
     });
     return { agent: pick.agent, input: t.input, capability: t.capability, memories: memories.map((x) => x.content), startedAt: Date.now(), pool };
+  }
+
+  /**
+   * The dispatch this task's workflow already recorded, if any (read under the task's row lock inside a
+   * transaction, so two runs of the step cannot both write it).
+   */
+  async #dispatchedBefore(q: Queryable, a: TaskRunArgs, lock = true): Promise<{ agentId?: string; poolId?: string; shard?: number; at: Date } | null> {
+    if (lock) await q.query('SELECT 1 FROM tasks WHERE tenant_id = $1 AND id = $2 FOR UPDATE', [a.tenantId, a.taskId]);
+    const r = await q.query<{ detail: { agentId?: string; poolId?: string; shard?: number }; at: Date }>(
+      `SELECT detail, created_at AS at FROM task_events WHERE tenant_id = $1 AND task_id = $2 AND step = 'dispatch' AND kind = 'completed' ORDER BY id LIMIT 1`,
+      [a.tenantId, a.taskId],
+    );
+    const row = r.rows[0];
+    return row ? { ...row.detail, at: row.at } : null;
   }
 
   /**
