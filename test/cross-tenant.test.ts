@@ -395,6 +395,6 @@ describe('cross-tenant harness', async () => {
       assert.equal((await admin.call('POST', `/api/v1/tenants/${b.slug}/resume`, {})).status, 200);
     }
     // Resumed, the same member is let through the gate again (the refusals above were the suspension's).
-    assert.equal(server.services.gate.admit({ principal: { kind: 'token', tokenId: 't', tenantId: b.id, role: 'member', createdBy: null }, tenant: { id: b.id, slug: b.slug, status: 'active' }, role: 'member', requestId: 'r', channel: 'chat' }).tenantId, b.id);
+    assert.equal((await server.services.gate.admit({ principal: { kind: 'token', tokenId: 't', tenantId: b.id, role: 'member', createdBy: null }, tenant: { id: b.id, slug: b.slug, status: 'active' }, role: 'member', requestId: 'r', channel: 'chat' })).tenantId, b.id);
   });
 });

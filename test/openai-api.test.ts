@@ -67,6 +67,38 @@ describe('the OpenAI-compatible surface: errors, models, fields, request ids', a
     assert.match(r.message, /Deploy one/);
   });
 
+  test("a tenant whose daily budget is spent is refused before anything wakes: 429 in OpenAI's shape naming the budget", async () => {
+    const s = await admin.json<{ id: string }>('POST', '/api/v1/tenants', { slug: 'spent', name: 'Spent' }, 201);
+    const o = await admin.json<{ userId: string }>('POST', '/api/v1/tenants/spent/members', { email: 'owner@spent.test', role: 'tenant_admin' }, 201);
+    const member = (await server.services.tokens.create(s.id, { name: 'sdk', role: 'member', createdBy: o.userId }, { actor: 'test' })).token;
+    const inst = await server.services.instances.deploy(s.id, { name: 'main', start: false }, { actor: 'test' });
+    const spentCall = (p: string, body: unknown, headers: Record<string, string> = {}) =>
+      fetch(`${server.url}/api/v1/tenants/spent${p}`, { method: 'POST', headers: { authorization: `Bearer ${member}`, 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+    const turn = { model: 'agent/main', messages: [{ role: 'user' as const, content: 'hi' }] };
+    // The platform's token quota, spent today as the broker counts it.
+    await server.db.query('UPDATE tenants SET daily_token_budget = 1000 WHERE id = $1', [s.id]);
+    await server.db.query(`INSERT INTO broker_spend (tenant_id, scope, day, tokens, cost_usd, calls) VALUES ($1, 'tenant', (now() AT TIME ZONE 'UTC')::date, 1000, 2.5, 4)`, [s.id]);
+    for (const [p, body] of [['/chat/completions', turn], ['/chat/completions', { ...turn, stream: true }], ['/responses', { model: 'agent/main', input: 'hi' }]] as const) {
+      const e = await openAiError(await spentCall(p, body), 429, 'budget_exceeded');
+      assert.match(e.message, /daily token budget of the tenant \(1000 tokens\) is used up/);
+    }
+    const hook = await spentCall('/hooks/agent', { message: 'hi' });
+    assert.equal(hook.status, 429);
+    assert.equal(((await hook.json()) as { code: string }).code, 'budget_exceeded');
+    await assert.rejects(new OpenAI({ baseURL: `${server.url}/api/v1/tenants/spent`, apiKey: member, maxRetries: 0 }).chat.completions.create(turn), (e: unknown) => e instanceof OpenAI.RateLimitError && /daily token budget/.test(e.message));
+    // The tenant admin's own cost cap is lower than nothing: it counts as well.
+    await server.db.query('UPDATE tenants SET daily_token_budget = NULL WHERE id = $1', [s.id]);
+    await server.db.query(`INSERT INTO broker_limits (tenant_id, agent, daily_cost_usd) VALUES ($1, '', 2.5)`, [s.id]);
+    assert.match((await openAiError(await spentCall('/chat/completions', turn), 429, 'budget_exceeded')).message, /daily cost budget of the tenant \(\$2\.5\) is used up/);
+    // Nothing woke.
+    const row = await server.services.instances.byId(inst.id);
+    assert.deepEqual([row?.desiredState, row?.status], ['stopped', 'stopped']);
+    assert.equal((await server.db.query(`SELECT 1 FROM audit_events WHERE action = 'instance.start' AND target = $1`, [`instance:${inst.id}`])).rowCount, 0);
+    // Raised: the next turn passes the gate at once (and reaches instance selection: "nope" is no instance).
+    await server.db.query(`UPDATE broker_limits SET daily_cost_usd = 10 WHERE tenant_id = $1`, [s.id]);
+    await openAiError(await spentCall('/chat/completions', turn, { 'x-clawplane-instance': 'nope' }), 404, 'not_found');
+  });
+
   test('what the gateway receives: its fields only, developer turns as system ones, message items typed, bytes as sources', () => {
     const chat = gatewayChatBody(chatInput.parse({ ...EVERY_CHAT_FIELD, tools: [...EVERY_CHAT_FIELD.tools, { type: 'custom', custom: { name: 'free' } }] }), 'main');
     assert.deepEqual(Object.keys(chat).sort(), ['frequency_penalty', 'max_completion_tokens', 'max_tokens', 'messages', 'model', 'presence_penalty', 'seed', 'stop', 'stream', 'temperature', 'tool_choice', 'tools', 'top_p']);

@@ -8,6 +8,7 @@
 import type { Logger } from 'pino';
 import type { BackupReason } from '../backup/backups.ts';
 import type { InstanceRow, InstanceService } from '../instances/instances.ts';
+import { idleReason } from '../instances/reasons.ts';
 import type { Activity } from './activity.ts';
 import type { IngressMetrics } from './metrics.ts';
 
@@ -27,7 +28,7 @@ export interface ReaperOptions {
    * Suspends the instance to a process snapshot instead (issue 10) when the driver can; otherwise
    * resolves with why not, and the instance is stopped as before.
    */
-  suspend?: (row: InstanceRow) => Promise<{ suspended: true; dumpMs: number; imageBytes: number } | { suspended: false; reason: string }>;
+  suspend?: (row: InstanceRow, why: string) => Promise<{ suspended: true; dumpMs: number; imageBytes: number } | { suspended: false; reason: string }>;
 }
 
 export class IdleReaper {
@@ -76,7 +77,8 @@ export class IdleReaper {
         timeouts.set(row.tenantId, timeout);
       }
       if (timeout <= 0 || this.#o.activity.busy(row.id) || now - since < timeout) continue;
-      const s = this.#o.suspend ? await this.#o.suspend(row) : { suspended: false as const, reason: 'warm resume is off' };
+      const why = idleReason(now - since);
+      const s = this.#o.suspend ? await this.#o.suspend(row, why) : { suspended: false as const, reason: 'warm resume is off' };
       if (s.suspended) {
         this.#o.log.info({ tenant_id: row.tenantId, instance_id: row.id, idleMs: now - since }, 'suspended an idle instance to a process snapshot');
         this.#o.metrics.idleSuspends.inc({ tenant: row.tenantId });
@@ -85,8 +87,7 @@ export class IdleReaper {
       } else {
         this.#o.log.info({ tenant_id: row.tenantId, instance_id: row.id, idleMs: now - since, notSuspended: s.reason }, 'stopping an idle instance (it is backed up on stop)');
         this.#o.expectStop(row.id, 'idle');
-        const idle = now - since;
-        await this.#o.instances.stop(row.tenantId, row.id, { actor: 'system:idle-reaper' }, `idle for ${idle >= 120_000 ? `${Math.round(idle / 60_000)} min` : `${Math.round(idle / 1000)} s`}, past the idle timeout`);
+        await this.#o.instances.stop(row.tenantId, row.id, { actor: 'system:idle-reaper' }, why);
         this.#o.metrics.idleStops.inc({ tenant: row.tenantId });
       }
       this.#o.activity.forget(row.id);

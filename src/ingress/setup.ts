@@ -89,7 +89,7 @@ export function createIngressServices(opts: { db: Db; events: EventChannel; vaul
       return s.idleTimeoutMs > 0 ? s.idleTimeoutMs : (await opts.onboarding.agentDefaults()).idleTimeoutMinutes * 60_000;
     },
     expectStop: (id, reason) => backups.expectStop(id, reason),
-    suspend: (row) => reconciler.suspend(row.id, 'system:idle-reaper'),
+    suspend: (row, why) => reconciler.suspend(row.id, 'system:idle-reaper', why),
   });
   reconciler.onResume = (row, outcome) => {
     metrics.resumes.inc({ tenant: row.tenantId, outcome: outcome.resumed ? 'resumed' : 'cold_start' });

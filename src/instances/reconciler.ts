@@ -7,6 +7,7 @@ import type { SandboxDriver, SandboxHealth, SandboxRef, SandboxSpec } from '../s
 import type { ClaimIdentity } from '../replicas/claims.ts';
 import { soloIdentity, WorkClaims } from '../replicas/claims.ts';
 import type { InstanceRow, InstanceService } from './instances.ts';
+import { suspendedReason } from './reasons.ts';
 import type { TenantRenderInput } from '../governance/settings.ts';
 
 /**
@@ -373,7 +374,7 @@ export class Reconciler {
    * "stopped", so passes leave it alone until a start resumes it. Resolves with why not, leaving the
    * instance running, when it cannot be suspended; the caller then stops it.
    */
-  async suspend(instanceId: string, actor: string): Promise<{ suspended: true; dumpMs: number; imageBytes: number } | { suspended: false; reason: string }> {
+  async suspend(instanceId: string, actor: string, why = `requested by ${actor}`): Promise<{ suspended: true; dumpMs: number; imageBytes: number } | { suspended: false; reason: string }> {
     const { driver, instances } = this.#o;
     const snapshots = driver.snapshots;
     if (!snapshots) return { suspended: false, reason: `the ${driver.name} sandbox driver cannot suspend (no warm resume on this driver)` };
@@ -385,7 +386,7 @@ export class Reconciler {
       try {
         const snapshot = await snapshots.suspend(row.sandbox);
         await instances.saveHealth(row.id, null);
-        await instances.recordStatus(row, 'suspended', `idle: suspended to a snapshot (${Math.round(snapshot.imageBytes / 2 ** 20)} MiB, dumped in ${Math.round(snapshot.dumpMs)} ms)`, { sandbox: null, snapshot, desiredState: 'stopped' }, { action: 'instance.suspended', decision: 'success', detail: { actor, dumpMs: snapshot.dumpMs, imageBytes: snapshot.imageBytes, stateBytes: snapshot.stateBytes } });
+        await instances.recordStatus(row, 'suspended', suspendedReason(why, snapshot.imageBytes, snapshot.dumpMs), { sandbox: null, snapshot, desiredState: 'stopped' }, { action: 'instance.suspended', decision: 'success', detail: { actor, dumpMs: snapshot.dumpMs, imageBytes: snapshot.imageBytes, stateBytes: snapshot.stateBytes } });
         return { suspended: true, dumpMs: snapshot.dumpMs, imageBytes: snapshot.imageBytes };
       } catch (err) {
         const reason = (err as Error).message;

@@ -60,7 +60,7 @@ export function registerChat(app: App, deps: AppDeps): void {
         responses: { 200: { description: "OpenClaw's answer, passed on (e.g. {ok, runId}); the gateway's 4xx answers are passed on too. Header: X-Clawplane-Instance.", content: { 'application/json': { schema: HookAnswer } } }, ...errorResponses },
       }),
       async (c) => {
-        const access = admit(c, 'hook');
+        const access = await admit(c, 'hook');
         const h = c.req.valid('header');
         const r = await deliverHook(ingress, { access, instanceRef: h['x-clawplane-instance'], kind, body: c.req.valid('json'), idempotencyKey: h['idempotency-key'], hooksToken: (id) => deps.services.instances.hooksToken(id) });
         // The gateway answers JSON; anything else (or a 5xx of its own) is reported as ours, never passed raw.
@@ -129,7 +129,7 @@ export function registerChat(app: App, deps: AppDeps): void {
       const role = c.get('role');
       if (!role) throw new ForbiddenError('Only members of the tenant may open its gateway socket.');
       // Before the upgrade: a refused socket is an HTTP error (e.g. 409 tenant_suspended), and nothing wakes.
-      const access = admit(c, 'socket');
+      const access = await admit(c, 'socket');
       // A browser sends cookies on cross-site WebSocket upgrades: only our own origin may use a session.
       if (principal.kind === 'user' && c.req.header('origin') !== deps.publicOrigin) throw new ForbiddenError(`WebSocket upgrades with a session cookie must come from ${deps.publicOrigin}.`);
       if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') throw new UpgradeRequiredError();

@@ -78,7 +78,7 @@ export function registerOpenAi(app: App, deps: AppDeps): void {
       },
     }),
     async (c) => {
-      const access = admit(c);
+      const access = await admit(c);
       const h = c.req.valid('header');
       const r = await ingress.chat({ access, instanceRef: h['x-clawplane-instance'], sessionId: h['x-clawplane-session'], progress: h['x-clawplane-progress'] ?? c.req.valid('query').progress, input: c.req.valid('json'), signal: c.req.raw.signal });
       return toResponse(r) as never;
@@ -98,7 +98,7 @@ export function registerOpenAi(app: App, deps: AppDeps): void {
       },
     }),
     async (c) => {
-      const access = admit(c);
+      const access = await admit(c);
       const h = c.req.valid('header');
       const r = await ingress.responses({ access, instanceRef: h['x-clawplane-instance'], sessionId: h['x-clawplane-session'], progress: h['x-clawplane-progress'] ?? c.req.valid('query').progress, input: c.req.valid('json'), signal: c.req.raw.signal });
       return toResponse(r) as never;
