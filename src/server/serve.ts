@@ -19,6 +19,7 @@ import { ReplicaRegistry, resolveReplicaId } from '../replicas/registry.ts';
 import { API_VERSION } from '../api/routes/docs.ts';
 import { fileClock } from '../lanes/clock.ts';
 import { createServices, type Services } from './services.ts';
+import type { TaskExecutor } from '../tasks/types.ts';
 import { TenantOperator } from '../operator/tenants.ts';
 import { WorkClaims } from '../replicas/claims.ts';
 import { loadKubeConfig } from '../sandbox/drivers/kubernetes/api.ts';
@@ -72,7 +73,13 @@ const SYSTEM_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
  * `clawplane serve`: the roles of config.replica.roles in one process (default all of them), registered as one
  * replica of the control plane on its database (docs/adr/0009-replica-coordination.md).
  */
-export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+/** What an embedding process (a test's server in its own process) may put in place before any workflow runs. */
+export interface StartHooks {
+  /** Where task turns run instead of the tenant's gateway, in place before a recovered workflow could start one. */
+  taskExecutor?: (s: { db: Db; services: Services; replicaId: string }) => TaskExecutor;
+}
+
+export async function startServer(config: Config, log: Logger, hooks: StartHooks = {}): Promise<RunningServer> {
   await resolveSecretKey(config, log);
   const { db, embedded } = await openDatabase(config, log);
   let server: ServerType | undefined;
@@ -130,6 +137,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     if (!secretKey) throw new Error('secret key not resolved');
     const metrics = createMetrics();
     const services = createServices({ db, events, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config), tasks: config.tasks, ingest: config.ingest, broker: config.broker, chatApis: config.chatApis, claims: { owner: replicaId, node: config.replica.node ?? os.hostname(), ttlMs: config.replica.expireMs }, laneClock: config.lanes.clockFile ? fileClock(config.lanes.clockFile) : undefined });
+    if (hooks.taskExecutor) services.taskRuntime.useExecutor(hooks.taskExecutor({ db, services, replicaId }));
     // Task workflows recovered or dequeued since launch wait for this (src/tasks/workflow.ts).
     services.taskRuntime.start(undefined, { housekeeping: roles.has('worker') });
     services.laneRuntime.start({ worker: roles.has('worker'), intervalMs: config.lanes.tickMs });
