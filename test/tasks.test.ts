@@ -89,7 +89,8 @@ describe('durable tasks (stand-in executor)', { timeout: 300_000 }, async () => 
     const ids = new Set(await Promise.all(both.map(async (r) => ((await r.json()) as Task).id)));
     assert.equal(ids.size, 1);
     const done = await until(t1?.id ?? '', ['completed']);
-    assert.equal(done.output, 'Done: Summarise the Q4 report for #finance');
+    // The other tasks of this test (same input) may finish first and leave a memory this one recalls.
+    assert.match(done.output ?? '', /^Done: Summarise the Q4 report for #finance/);
   });
 
   test('a task runs through every step; the trace shows them in order; the next task recalls a memory', async () => {

@@ -62,14 +62,17 @@ export function registerChat(app: App, deps: AppDeps): void {
       async (c) => {
         const access = await admit(c, 'hook');
         const h = c.req.valid('header');
-        const r = await deliverHook(ingress, { access, instanceRef: h['x-clawplane-instance'], kind, body: c.req.valid('json'), idempotencyKey: h['idempotency-key'], hooksToken: (id) => deps.services.instances.hooksToken(id) });
-        // The gateway answers JSON; anything else (or a 5xx of its own) is reported as ours, never passed raw.
-        let body: unknown;
-        try {
-          body = JSON.parse(r.body);
-        } catch {
-          body = undefined;
+        const send = () => deliverHook(ingress, { access, instanceRef: h['x-clawplane-instance'], kind, body: c.req.valid('json'), idempotencyKey: h['idempotency-key'], hooksToken: (id) => deps.services.instances.hooksToken(id) });
+        let r = await send();
+        let body = parseJson(r.body);
+        // OpenClaw answers 503 when an agent run does not start within its 15 s admission window (a gateway
+        // that just woke, or a busy one) and aborts that run before it starts: sending it again is safe.
+        if (r.status === 503 && admissionTimedOut(body)) {
+          r = await send();
+          body = parseJson(r.body);
+          if (r.status === 503 && admissionTimedOut(body)) throw new ClawplaneError('gateway_busy', 503, 'The gateway did not start the agent run within its admission window twice (it is busy): retry later with the same Idempotency-Key.');
         }
+        // The gateway answers JSON; anything else (or a 5xx of its own) is reported as ours, never passed raw.
         // Started before webhooks were configured: a restart renders the hooks settings.
         if (r.status === 404) throw new ClawplaneError('hooks_not_enabled', 409, 'The gateway of this instance has no webhook endpoints yet: restart the instance (POST …/instances/{id}/restart), then retry.');
         if (r.status === 401 || r.status === 403) throw new ClawplaneError('gateway_hook_failed', 502, 'The gateway refused the hook credentials Clawplane holds for it: restart the instance, then retry.');
@@ -143,4 +146,17 @@ export function registerChat(app: App, deps: AppDeps): void {
       return (await handler(c as unknown as Parameters<typeof handler>[0], next)) as never;
     },
   );
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** OpenClaw's hooks answer when a run was not admitted in time (HOOK_AGENT_START_ADMISSION_TIMEOUT_ERROR). */
+function admissionTimedOut(body: unknown): boolean {
+  return typeof body === 'object' && body !== null && /admission timeout/.test(String((body as { error?: unknown }).error ?? ''));
 }
