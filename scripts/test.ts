@@ -5,7 +5,6 @@
  * `npm test -- test/foo.test.ts` runs only the named files and skips the static checks.
  */
 import { spawnSync, spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,6 +14,7 @@ import { EmbeddedDatabase } from '../src/db/embedded.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { createDb } from '../src/db/pool.ts';
 import { createLogger } from '../src/observability/logger.ts';
+import { longestFirst } from './test-order.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 const bin = (name: string) => path.join(root, 'node_modules', '.bin', name);
@@ -113,7 +113,7 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 try {
   code = await new Promise<number>((resolve) => {
     const reporters = ['--test-reporter=spec', '--test-reporter-destination=stdout', `--test-reporter=${path.join(root, 'scripts', 'test-file-times.ts')}`, '--test-reporter-destination=stdout'];
-    const args = ['--test', '--test-concurrency=2', '--test-timeout=600000', ...reporters, ...(files.length ? files : longestFirst())];
+    const args = ['--test', '--test-concurrency=2', '--test-timeout=600000', ...reporters, ...(files.length ? files : longestFirst(root, TIMES))];
     const child = (runner = spawn(process.execPath, args, {
       cwd: root,
       stdio: 'inherit',
@@ -128,26 +128,6 @@ try {
   if (tmp) await rm(tmp, { recursive: true, force: true });
 }
 process.exit(code);
-
-/**
- * Every test file, the longest first by the times in test/file-times.json (the 30 longest of a run; the rest
- * count as 30 s): with two files at a time, a long file started last would leave one slot idle at the end.
- * `UPDATE_TEST_TIMES=1 npm test` rewrites that file from the run.
- */
-function longestFirst(): string[] {
-  const all = readdirSync(path.join(root, 'test'), { recursive: true, encoding: 'utf8' })
-    .filter((f) => f.endsWith('.test.ts'))
-    .map((f) => path.join('test', f))
-    .sort();
-  let times: Record<string, number> = {};
-  try {
-    times = JSON.parse(readFileSync(TIMES, 'utf8')) as Record<string, number>;
-  } catch {
-    // No times yet: alphabetical order.
-  }
-  // A file not timed yet counts as a middling one (the file lists the longest files only).
-  return all.sort((a, b) => (times[b] ?? 30) - (times[a] ?? 30));
-}
 
 function withDatabase(url: string, name: string): string {
   const u = new URL(url);
