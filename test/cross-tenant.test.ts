@@ -108,6 +108,7 @@ const BODIES: Record<string, unknown> = {
   'PATCH /api/v1/tenants/{tenant}/projects/{projectId}': { description: 'changed by another tenant' },
   'POST /api/v1/tenants/{tenant}/lanes': { name: 'fuzz-lane', project: 'fixture', kind: 'analysis', steps: [{ name: 'one', capability: 'fuzz', input: 'x' }] },
   'PATCH /api/v1/tenants/{tenant}/lanes/{laneId}': { enabled: true },
+  'PUT /api/v1/tenants/{tenant}/doctor-lane': { enabled: true },
   'POST /api/v1/tenants/{tenant}/lane-runs/{runId}/steps/{step}/approve': { comment: "approving another tenant's step" },
   'POST /api/v1/tenants/{tenant}/lane-runs/{runId}/steps/{step}/reject': { comment: 'x' },
   'POST /api/v1/tenants/{tenant}/lane-runs/{runId}/cancel': { reason: "cancelling another tenant's run" },
@@ -292,6 +293,7 @@ describe('cross-tenant harness', async () => {
     const bRun = await b.client.json<{ status: string; steps: { decidedBy: string | null }[] }>('GET', `/api/v1/tenants/${b.slug}/lane-runs/${b.runId}`);
     assert.deepEqual([bRun.status, bRun.steps[0]?.decidedBy], ['waiting_approval', null], "nobody decided B's parked step");
     assert.equal((await b.client.json<{ items: unknown[] }>('GET', `/api/v1/tenants/${b.slug}/lane-runs`)).items.length, 1, 'no run was started for B');
+    assert.deepEqual((await b.client.json<{ items: { name: string }[] }>('GET', `/api/v1/tenants/${b.slug}/lanes`)).items.map((l) => l.name), ['fixture'], 'no doctor lane was enabled for B');
     assert.equal((await b.client.json<{ timeZone: string }>('GET', `/api/v1/tenants/${b.slug}/lane-settings`)).timeZone, 'UTC');
     const bPools = await b.client.json<{ items: { id: string; state: string; maxExecutors: number }[] }>('GET', `/api/v1/tenants/${b.slug}/pools`);
     assert.deepEqual(bPools.items.map((p) => [p.id, p.state, p.maxExecutors]), [[b.poolId, 'active', 1]], "B's pool was not changed, paused or removed");

@@ -2,15 +2,22 @@
  * A project's hosts, repositories and data sources are enforced at the broker (docs/lanes.md, "Projects reach
  * only what they list"): while a lane step runs, the tenant's sandbox reaches through the broker's HTTPS proxy
  * and its skill routes only what the project admits, on top of the tenant's egress allow-list; a refusal names
- * its rule (`project.hosts`, `project.repositories`, `project.dataSources`) and is audited. Real server, PostgreSQL, broker socket and a real TCP service
+ * its rule (`project.hosts`, `project.repositories`, `project.dataSources`) and is audited. The server's object
+ * store is S3 (s3rver): a run's summary.json and artifacts land in the bucket under the tenant's prefix. Real server, PostgreSQL, broker socket and a real TCP service
  * as the outside host; the step's turn is a STAND-IN executor that makes the sandbox's CONNECT itself.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { after, describe, test } from 'node:test';
+import S3rver from 's3rver';
+import { S3ObjectStore } from '../src/backup/s3-store.ts';
+import { laneSummary } from '../src/lanes/summary.ts';
 import { judgeEgress, repositoryOf } from '../src/lanes/egress.ts';
-import type { Run } from '../src/lanes/types.ts';
+import type { Lane, Run } from '../src/lanes/types.ts';
 import { onboard, twoTenants } from './helpers/client.ts';
 import { waitFor } from './helpers/sandbox.ts';
 import { startTestServer } from './helpers/server.ts';
@@ -33,7 +40,25 @@ function connect(socketPath: string, target: string): Promise<{ status: number; 
 }
 
 describe("lane steps reach only their project's hosts", { timeout: 300_000 }, async () => {
-  const server = await startTestServer({ CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1', CLAWPLANE_TASK_QUEUE_POLL_MS: '50', CLAWPLANE_TASK_RETRY_BASE_MS: '50', CLAWPLANE_TASK_RETRY_MAX_MS: '50' });
+  // The object store is S3 here (s3rver, an S3-compatible server from npm): lane artifacts go where backups go.
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-lanes-s3-'));
+  after(() => rm(dir, { recursive: true, force: true }));
+  const s3rver = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: path.join(dir, 's3'), configureBuckets: [{ name: 'lanes', configs: [] }] });
+  const s3addr = (await s3rver.run()) as net.AddressInfo;
+  after(() => s3rver.close());
+  const s3 = { endpoint: `http://127.0.0.1:${s3addr.port}`, region: 'us-east-1', bucket: 'lanes', prefix: 'cp/', accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', forcePathStyle: true };
+  const server = await startTestServer({
+    CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1',
+    CLAWPLANE_TASK_QUEUE_POLL_MS: '50',
+    CLAWPLANE_TASK_RETRY_BASE_MS: '50',
+    CLAWPLANE_TASK_RETRY_MAX_MS: '50',
+    CLAWPLANE_BACKUP_STORE: 's3',
+    CLAWPLANE_BACKUP_S3_ENDPOINT: s3.endpoint,
+    CLAWPLANE_BACKUP_S3_BUCKET: s3.bucket,
+    CLAWPLANE_BACKUP_S3_PREFIX: s3.prefix,
+    CLAWPLANE_BACKUP_S3_ACCESS_KEY_ID: s3.accessKeyId,
+    CLAWPLANE_BACKUP_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
+  });
   const admin = await onboard(server);
   const { a } = await twoTenants(server, admin);
   const api = (p: string) => `/api/v1/tenants/${a.slug}${p}`;
@@ -202,6 +227,26 @@ describe("lane steps reach only their project's hosts", { timeout: 300_000 }, as
     assert.deepEqual(hits, ['/acme/app.git/info/refs?service=git-upload-pack', '/repos/ACME/app/contents/README', '/api/v3/repos/acme/library/pulls', '/exports', '/exports/2026/a.csv?x=1']);
     const audit = await server.db.query<{ rule: string }>("SELECT DISTINCT detail->>'rule' AS rule FROM audit_events WHERE tenant_id = $1 AND action = 'broker.egress_denied' AND target = 'skill:forge'", [a.id]);
     assert.deepEqual(audit.rows.map((r) => r.rule).sort(), ['project.dataSources', 'project.repositories']);
+  });
+
+  test("on an S3 object store, a run's summary.json and its artifacts land in the bucket under the tenant's prefix", async () => {
+    const store = new S3ObjectStore(s3);
+    after(() => store.close());
+    const lane = await a.client.json<Lane>('PUT', api('/doctor-lane'), { enabled: true });
+    const started = await a.client.json<Run>('POST', api(`/lanes/${lane.id}/runs`), undefined, 201);
+    const run = await waitFor('the doctor run', async () => {
+      const r = await a.client.json<Run>('GET', api(`/lane-runs/${started.id}`));
+      return r.finishedAt ? r : undefined;
+    });
+    assert.equal(run.status, 'succeeded', run.reason);
+    assert.match(run.summaryKey ?? '', new RegExp(`^artifacts/${a.id}/lanes/doctor/\\d{8}-\\d{6}-\\d{3}z/summary\\.json$`));
+    const file = path.join(dir, 'got.json');
+    await store.get(run.summaryKey ?? '', file);
+    const summary = laneSummary.parse(JSON.parse(await readFile(file, 'utf8')));
+    assert.deepEqual([summary.run.id, summary.status, summary.steps.map((st) => st.check)], [run.id, 'succeeded', ['instance-health', 'budgets', 'credentials']]);
+    await store.get((run.summaryKey ?? '').replace('summary.json', 'step-1-budgets.json'), file);
+    assert.deepEqual(JSON.parse(await readFile(file, 'utf8')), run.steps[1]?.findings);
+    assert.ok(run.artifactBytes > 0);
   });
 });
 

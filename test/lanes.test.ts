@@ -8,7 +8,8 @@
  * its schedule runs in order and its summary.json equals the usage rows; a failing second step halts the run
  * and skips the third; an approval step parks until approved through the API (and a rejection halts);
  * a slot fires once with two schedulers on two connection pools; missed slots follow catch-up rules after a
- * restart; a read-only step cannot get a write tool granted; runs per day are enforced.
+ * restart; a read-only step cannot get a write tool granted; runs per day are enforced; the built-in doctor
+ * lane fires hourly and reports instance health, budgets near their caps and expiring credentials as findings.
  */
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
@@ -16,10 +17,11 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { createDb } from '../src/db/pool.ts';
 import { ingressSettings } from '../src/ingress/setup.ts';
+import { runCheck } from '../src/lanes/checks.ts';
 import { LaneScheduler } from '../src/lanes/scheduler.ts';
 import { LaneService } from '../src/lanes/service.ts';
 import { laneSummary } from '../src/lanes/summary.ts';
-import type { Run } from '../src/lanes/types.ts';
+import type { Finding, Lane, Run } from '../src/lanes/types.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { onboard, twoTenants } from './helpers/client.ts';
 import { waitFor } from './helpers/sandbox.ts';
@@ -35,7 +37,7 @@ interface ErrorBody {
 describe('lanes', { timeout: 300_000 }, async () => {
   const server = await startTestServer({ CLAWPLANE_TASK_QUEUE_POLL_MS: '50', CLAWPLANE_TASK_RETRY_BASE_MS: '50', CLAWPLANE_TASK_RETRY_MAX_MS: '50' });
   const admin = await onboard(server);
-  const { a } = await twoTenants(server, admin);
+  const { a, b } = await twoTenants(server, admin);
   const api = (p: string) => `/api/v1/tenants/${a.slug}${p}`;
   const log = createLogger('silent');
   const lanes = server.services.lanes;
@@ -314,5 +316,71 @@ describe('lanes', { timeout: 300_000 }, async () => {
     assert.equal(listed.items.length, 1);
     // A lane with a run in progress cannot be deleted; an ended one can.
     assert.equal((await a.client.json<{ removed: boolean }>('DELETE', api(`/lanes/${lane.id}`))).removed, true);
+  });
+
+  test('the doctor lane: enabled through the API, fired hourly, it reports instance health, budgets near their caps and expiring credentials, computed without a task', async () => {
+    const bApi = (p: string) => `/api/v1/tenants/${b.slug}${p}`;
+    // Only the doctor lane is due in this test (tenant A's lanes are out of the way).
+    await server.db.query('UPDATE lanes SET enabled = false WHERE tenant_id = $1', [a.id]);
+    // A check step names no agent, capability or input.
+    const bad = await refusal(await b.client.call('POST', bApi('/lanes'), { name: 'x', project: 'fixture', kind: 'analysis', steps: [{ name: 'c', check: 'budgets', input: 'x' }] }));
+    assert.equal(bad.status, 400);
+    assert.ok(bad.body.details?.issues?.some((i) => i.path === 'body.steps.0.input'), JSON.stringify(bad.body));
+
+    now = new Date('2027-01-12T09:10:00Z');
+    const lane = await b.client.json<Lane>('PUT', bApi('/doctor-lane'), { enabled: true });
+    assert.deepEqual([lane.name, lane.project, lane.kind, lane.schedule, lane.harmless, lane.readOnly, lane.enabled, lane.nextSlotAt], ['doctor', 'doctor', 'health', '0 * * * *', true, true, true, '2027-01-12T10:00:00.000Z']);
+    assert.deepEqual(lane.steps.map((st) => st.check), ['instance-health', 'budgets', 'credentials']);
+    assert.equal((await b.client.json<Lane>('PUT', bApi('/doctor-lane'), { enabled: true })).id, lane.id, 'enabling again changes nothing');
+
+    // What the doctor should find: an instance in error, a tenant cap at 85 % and an agent cap used up, a
+    // credential expiring in three days and one already expired.
+    await server.db.query(`UPDATE instances SET status = 'error', desired_state = 'running', status_reason = 'the sandbox exited with code 1' WHERE tenant_id = $1`, [b.id]);
+    await b.client.json('PUT', bApi('/limits'), { items: [{ agent: '', dailyTokens: 1000, dailyCostUsd: null, requestsPerMinute: null, maxCallsPerTask: null }, { agent: 'fixture', dailyTokens: 100, dailyCostUsd: null, requestsPerMinute: null, maxCallsPerTask: null }] });
+    server.services.broker.usage.record({ tenantId: b.id, instanceId: null, sandboxToken: null, agent: 'fixture', taskId: null, providerId: null, providerKind: null, model: 'fake-model', api: 'chat', inputTokens: 800, outputTokens: 50, costUsd: 0.001, latencyMs: 3, status: 200, outcome: 'ok' });
+    await b.client.json('POST', bApi('/credentials'), { name: 'soon', type: 'secret', value: 'short-lived-secret-value', expiresAt: new Date(Date.now() + 3 * 86_400_000).toISOString() }, 201);
+    await b.client.json('POST', bApi('/credentials'), { name: 'gone', type: 'secret', value: 'expired-secret-value', expiresAt: new Date(Date.now() - 3_600_000).toISOString() }, 201);
+
+    now = new Date('2027-01-12T10:00:20Z');
+    const fired = (await scheduler.tick()).fired;
+    assert.deepEqual(fired.map((f) => [f.laneId, f.trigger, f.slotAt]), [[lane.id, 'schedule', '2027-01-12T10:00:00.000Z']]);
+    const done = await waitFor('the doctor run', async () => {
+      const r = await b.client.json<Run>('GET', bApi(`/lane-runs/${fired[0]?.runId ?? ''}`));
+      return r.finishedAt ? r : undefined;
+    });
+    assert.equal(done.status, 'succeeded', done.reason);
+    assert.deepEqual(done.steps.map((st) => [st.name, st.status, st.taskId, st.modelCalls]), [['instance-health', 'succeeded', null, 0], ['budgets', 'succeeded', null, 0], ['credentials', 'succeeded', null, 0]]);
+    const found = (i: number) => (done.steps[i]?.findings ?? []).map((f) => [f.severity, f.subject, f.message]);
+    assert.deepEqual(found(0), [['fail', 'instance fixture', 'in error: the sandbox exited with code 1']]);
+    assert.deepEqual(found(1), [
+      ['warn', 'tenant cap', 'near its cap: 850 of 1000 daily tokens (85%)'],
+      ['fail', 'cap of agent fixture', 'used up: 850 of 100 daily tokens; model calls are refused until 00:00 UTC'],
+    ]);
+    assert.deepEqual(found(2).map(([sev, subject]) => [sev, subject]), [['fail', 'credential gone'], ['warn', 'credential soon']]);
+    assert.match(found(2)[1]?.[2] ?? '', /^expires in 7\d h \(/);
+    assert.deepEqual(done.steps.map((st) => st.reason), ['found 1 failing', 'found 1 failing and 1 warning', 'found 1 failing and 1 warning']);
+    // summary.json carries the findings; the run started no task and made no model call.
+    const summary = laneSummary.parse(JSON.parse(await readFile(path.join(storeDir, done.summaryKey ?? ''), 'utf8')));
+    assert.deepEqual([summary.findings, summary.jobCount, summary.modelCalls], [{ ok: 0, warn: 2, fail: 3 }, 0, 0]);
+    assert.deepEqual(summary.steps.map((st) => [st.check, st.findings]), done.steps.map((st, i) => [lane.steps[i]?.check, st.findings]));
+    const stored = JSON.parse(await readFile(path.join(storeDir, (done.summaryKey ?? '').replace('summary.json', 'step-2-credentials.json')), 'utf8')) as Finding[];
+    assert.deepEqual(stored, done.steps[2]?.findings);
+    const tasks = await server.db.query('SELECT 1 FROM tasks WHERE tenant_id = $1 AND created_by LIKE $2', [b.id, `lane-run:${done.id}%`]);
+    assert.equal(tasks.rowCount, 0);
+    const audit = await server.db.query<{ detail: { findings?: unknown } }>("SELECT detail FROM audit_events WHERE target = $1 AND action = 'lane.run.finish'", [`lane-run:${done.id}`]);
+    assert.deepEqual(audit.rows[0]?.detail.findings, { ok: 0, warn: 2, fail: 3 });
+    assert.equal((await b.client.json<Lane>('GET', bApi(`/lanes/${lane.id}`))).nextSlotAt, '2027-01-12T11:00:00.000Z', 'hourly');
+
+    // Other instance states, checked directly: running but not ready fails; asleep is fine and not woken.
+    await server.db.query(`UPDATE instances SET status = 'running', health = $2, health_checked_at = now() WHERE tenant_id = $1`, [b.id, JSON.stringify({ ready: false, executors: [{ id: 'e0', state: 'backoff', pid: null, restarts: 2, startedAt: null, readyMs: null, lastExit: null }] })]);
+    assert.deepEqual((await runCheck(server.db, b.id, 'instance-health', new Date())).map((f) => [f.severity, f.message]), [['fail', 'running but not ready: 1 of 1 executor(s) not ready (e0 backoff)']]);
+    await server.db.query(`UPDATE instances SET status = 'stopped', desired_state = 'stopped' WHERE tenant_id = $1`, [b.id]);
+    assert.deepEqual((await runCheck(server.db, b.id, 'instance-health', new Date())).map((f) => f.severity), ['ok']);
+
+    // Disabling keeps the lane; a tenant's own lane named "doctor" is not taken over.
+    assert.equal((await b.client.json<Lane>('PUT', bApi('/doctor-lane'), { enabled: false })).enabled, false);
+    await a.client.json('POST', api('/lanes'), { name: 'doctor', project: 'nightly', kind: 'analysis', steps: steps('mine') }, 201);
+    const taken = await refusal(await a.client.call('PUT', api('/doctor-lane'), { enabled: true }));
+    assert.deepEqual([taken.status, taken.body.code], [409, 'lane_name_taken']);
   });
 });

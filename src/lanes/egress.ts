@@ -130,14 +130,14 @@ export function judgeEgress(p: Lists, rawHost: string, port: number, path?: stri
  * Projects say where their lanes may go: while a step of a lane runs, the tenant's sandboxes may reach only what
  * that project admits (`judgeEgress`), on top of the tenant's egress allow-list. A tunnel does not say which
  * turn opened it, and the gateway serves one turn at a time, so every running step of the tenant must admit
- * the way out (fail closed).
+ * the way out (fail closed). Check steps run no turn (no task), so they restrict nothing.
  */
 export function laneEgressRestriction(db: Queryable): EgressRestriction {
   return async (tenantId, host, port, path) => {
     const r = await db.query<{ lane: string; step: string; project: string; hosts: string[]; repositories: string[]; data_sources: string[] }>(
       `SELECT l.name AS lane, s.name AS step, p.name AS project, p.hosts, p.repositories, p.data_sources
          FROM lane_run_steps s JOIN lane_runs r ON r.id = s.run_id JOIN lanes l ON l.id = r.lane_id JOIN projects p ON p.id = l.project_id
-        WHERE s.tenant_id = $1 AND s.status = 'running'`,
+        WHERE s.tenant_id = $1 AND s.status = 'running' AND s.task_id IS NOT NULL`,
       [tenantId],
     );
     for (const x of r.rows) {

@@ -21,7 +21,7 @@ export function readOnlyRestriction(db: Queryable, tools: ToolRegistry): GrantRe
     const taskId = typeof context.taskId === 'string' && UUID.test(context.taskId) ? context.taskId : null;
     const r = await db.query<{ lane: string }>(
       `SELECT l.name AS lane FROM lane_run_steps s JOIN lane_runs r ON r.id = s.run_id JOIN lanes l ON l.id = r.lane_id
-        WHERE s.tenant_id = $1 AND s.status = 'running' AND l.read_only
+        WHERE s.tenant_id = $1 AND s.status = 'running' AND s.task_id IS NOT NULL AND l.read_only
           AND ($2::uuid IS NULL OR NOT EXISTS (SELECT 1 FROM tasks WHERE tenant_id = $1 AND id = $2::uuid)
                OR s.task_id = (SELECT root_id FROM tasks WHERE tenant_id = $1 AND id = $2::uuid))
         LIMIT 1`,

@@ -5,12 +5,16 @@ import { cancelWorkflow, sendToWorkflow } from '../durable/engine.ts';
 import { ConflictError, NotFoundError, QuotaExceededError, ValidationError } from '../errors.ts';
 import { putSetting } from '../identity/settings.ts';
 import { checkLane, checkProject, isTimeZone, loadPlatformLaneSettings, parseCron, PLATFORM_SETTINGS_KEY } from './rules.ts';
-import { laneInput, lanePatch, platformLaneSettings, projectInput, projectPatch, type Lane, type LaneInput, type LanePatch, type LaneStep, type PlatformLaneSettings, type Project, type ProjectInput, type Run, type RunStatus, type RunStep, type RunTrigger } from './types.ts';
+import { LANE_CHECKS, laneInput, lanePatch, platformLaneSettings, projectInput, projectPatch, type Finding, type Lane, type LaneInput, type LanePatch, type LaneStep, type PlatformLaneSettings, type Project, type ProjectInput, type Run, type RunStatus, type RunStep, type RunTrigger } from './types.ts';
 
 export interface Audited {
   actor: string;
   requestId?: string | undefined;
 }
+
+/** The built-in doctor lane's name (and its project's) and schedule: every hour, on the hour, in the tenant's zone. */
+export const DOCTOR_LANE = 'doctor';
+export const DOCTOR_SCHEDULE = '0 * * * *';
 
 /** The DBOS topic a parked step waits on; the decision is also in its row (a lost send is re-read). */
 export const laneApprovalTopic = (runId: string, index: number) => `lane-approval:${runId}:${index}`;
@@ -120,6 +124,7 @@ interface StepRow {
   model_calls: number;
   started_at: Date | null;
   finished_at: Date | null;
+  findings: Finding[] | null;
 }
 const toStep = (r: StepRow): RunStep => ({
   index: r.idx,
@@ -135,6 +140,7 @@ const toStep = (r: StepRow): RunStep => ({
   modelCalls: r.model_calls,
   startedAt: r.started_at?.toISOString() ?? null,
   finishedAt: r.finished_at?.toISOString() ?? null,
+  findings: r.findings,
 });
 const toRun = (r: RunRow, steps: StepRow[]): Run => ({
   id: r.id,
@@ -353,6 +359,47 @@ export class LaneService {
       await tx.query('DELETE FROM lanes WHERE tenant_id = $1 AND id = $2', [tenantId, id]);
       await appendAudit(tx, { actor: by.actor, tenantId, action: 'lane.delete', target: `lane:${id}`, decision: 'success', detail: {}, requestId: by.requestId ?? null });
     });
+  }
+
+  // --- the doctor lane -------------------------------------------------------------------------------
+
+  /**
+   * The built-in doctor lane (docs/lanes.md, "The doctor lane"): hourly in the tenant's time zone, harmless
+   * and read-only, its steps checks Clawplane computes itself (instance health, budgets near their caps,
+   * credentials about to expire). Enabling creates its project and lane when missing (checked against the
+   * platform's rules like any other) or enables it; disabling keeps it and its runs. A tenant lane of that
+   * name that is not the built-in one is a 409.
+   */
+  async setDoctorLane(tenantId: string, enabled: boolean, by: Audited): Promise<Lane> {
+    const r = await this.#db.query<{ id: string }>('SELECT id FROM lanes WHERE tenant_id = $1 AND name = $2', [tenantId, DOCTOR_LANE]);
+    const id = r.rows[0]?.id;
+    if (id !== undefined) {
+      const cur = await this.getLane(tenantId, id);
+      if (!cur.steps.every((s) => s.check !== undefined)) throw new ConflictError(`This tenant has its own lane named "${DOCTOR_LANE}": rename or delete it to use the built-in doctor lane.`, 'lane_name_taken');
+      return cur.enabled === enabled ? cur : this.updateLane(tenantId, id, { enabled }, by);
+    }
+    if (!enabled) throw new NotFoundError('Doctor lane');
+    const settings = await this.platformSettings();
+    const projects = await this.#db.query<{ id: string }>('SELECT id FROM projects WHERE tenant_id = $1 AND name = $2', [tenantId, DOCTOR_LANE]);
+    if (projects.rowCount === 0) {
+      await this.createProject(tenantId, { name: DOCTOR_LANE, description: "The built-in doctor lane's project: checks only, it reaches nothing outside", laneKinds: ['health'], runsPerDay: Math.min(48, settings.maxRunsPerDay) }, by);
+    }
+    return this.createLane(
+      tenantId,
+      {
+        name: DOCTOR_LANE,
+        project: DOCTOR_LANE,
+        kind: 'health',
+        description: 'Hourly: instance health, budgets near their caps, credentials about to expire (computed by Clawplane, no agent)',
+        readOnly: true,
+        harmless: true,
+        enabled: true,
+        schedule: DOCTOR_SCHEDULE,
+        catchUp: 'skip',
+        steps: LANE_CHECKS.map((c) => ({ name: c, check: c })),
+      },
+      by,
+    );
   }
 
   // --- runs -----------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import type { GatewayGate } from '../ingress/access.ts';
 import type { TaskService } from '../tasks/service.ts';
 import type { Task } from '../tasks/types.ts';
 import type { LaneService } from './service.ts';
+import { runCheck } from './checks.ts';
 import { buildSummary, runPrefix } from './summary.ts';
 import type { LaneStep, RunStatus } from './types.ts';
 
@@ -92,7 +93,7 @@ export class LaneSteps {
     if (!step) return { error: 'no such step' };
     let r: Awaited<ReturnType<TaskService['insert']>>;
     try {
-      r = await this.#tasks.insert(a.tenantId, { ...(step.agent ? { agent: step.agent } : {}), ...(step.capability ? { capability: step.capability } : {}), input: step.input }, { actor: `lane-run:${a.runId}`, idempotencyKey: `lane-run:${a.runId}:${i}` });
+      r = await this.#tasks.insert(a.tenantId, { ...(step.agent ? { agent: step.agent } : {}), ...(step.capability ? { capability: step.capability } : {}), input: step.input ?? '' }, { actor: `lane-run:${a.runId}`, idempotencyKey: `lane-run:${a.runId}:${i}` });
     } catch (err) {
       return { error: message(err) };
     }
@@ -127,6 +128,38 @@ export class LaneSteps {
       [a.tenantId, a.runId, i, ok ? 'succeeded' : 'failed', reason, usage.i, usage.o, usage.c, usage.n, task.finishedAt],
     );
     return { ok, reason };
+  }
+
+  /**
+   * Runs check step `i` (src/lanes/checks.ts): Clawplane computes its findings from its own rows, no task and no
+   * model call; they are stored on the step row and as the step's artifact (`step-<i>-<name>.json`). The step
+   * succeeds when the check ran, whatever it found (findings are its result); one that cannot run fails it.
+   */
+  async runCheck(a: LaneRunArgs, i: number): Promise<{ ok: boolean; reason: string; findings: { warn: number; fail: number } }> {
+    const step = a.steps[i];
+    const none = { warn: 0, fail: 0 };
+    if (!step?.check) return { ok: false, reason: 'no such check step', findings: none };
+    await this.#db.tx(async (tx) => {
+      await tx.query(`UPDATE lane_run_steps SET status = 'running', started_at = coalesce(started_at, now()) WHERE tenant_id = $1 AND run_id = $2 AND idx = $3 AND status IN ('pending', 'waiting_approval')`, [a.tenantId, a.runId, i]);
+      await tx.query(`UPDATE lane_runs SET status = 'running' WHERE tenant_id = $1 AND id = $2 AND status IN ('running', 'waiting_approval')`, [a.tenantId, a.runId]);
+    });
+    let findings: Awaited<ReturnType<typeof runCheck>>;
+    try {
+      // The budget check reads the usage rows: what the broker has buffered counts too.
+      if (step.check === 'budgets') await this.#flushUsage();
+      findings = await runCheck(this.#db, a.tenantId, step.check, new Date());
+      const run = await this.#lanes.getRun(a.tenantId, a.runId);
+      await this.#put(a, `${runPrefix(a.tenantId, run.lane, run.createdAt)}/step-${i}-${step.name}.json`, `${JSON.stringify(findings, null, 2)}\n`, i);
+    } catch (err) {
+      const reason = `check "${step.check}" could not run: ${message(err)}`;
+      await this.#db.query(`UPDATE lane_run_steps SET status = 'failed', status_reason = $4, finished_at = now() WHERE tenant_id = $1 AND run_id = $2 AND idx = $3`, [a.tenantId, a.runId, i, reason]);
+      return { ok: false, reason, findings: none };
+    }
+    const count = (sev: string) => findings.filter((f) => f.severity === sev).length;
+    const counts = { warn: count('warn'), fail: count('fail') };
+    const reason = counts.warn + counts.fail ? `found ${[counts.fail ? `${counts.fail} failing` : '', counts.warn ? `${counts.warn} warning` : ''].filter(Boolean).join(' and ')}` : 'all ok';
+    await this.#db.query(`UPDATE lane_run_steps SET status = 'succeeded', status_reason = $4, findings = $5, finished_at = now() WHERE tenant_id = $1 AND run_id = $2 AND idx = $3`, [a.tenantId, a.runId, i, reason, JSON.stringify(findings)]);
+    return { ok: true, reason, findings: counts };
   }
 
   /** Writes one object to the store and records it for billing (idempotent on the key). */
@@ -166,7 +199,8 @@ export class LaneSteps {
       const m = /\/step-(\d+)-[^/]*$/.exec(x.object_key);
       if (m) byStep.set(Number(m[1]), Number(x.size_bytes));
     }
-    const summary = buildSummary(run, status, reason, finishedAt, byStep);
+    const checks = new Map(a.steps.flatMap((st, i) => (st.check ? [[i, st.check] as const] : [])));
+    const summary = buildSummary(run, status, reason, finishedAt, byStep, checks);
     const key = `${prefix}/summary.json`;
     let summaryKey: string | null = key;
     try {
@@ -182,7 +216,8 @@ export class LaneSteps {
           WHERE tenant_id = $1 AND id = $2 AND status NOT IN ('succeeded', 'failed', 'cancelled')`,
         [a.tenantId, a.runId, status, reason, finishedAt, summaryKey, summary.artifactBytes, summary.tokens.input, summary.tokens.output, summary.costUsd, summary.modelCalls],
       );
-      if (r.rowCount) await appendAudit(tx, { actor: 'system:lanes', tenantId: a.tenantId, action: 'lane.run.finish', target: `lane-run:${a.runId}`, decision: status === 'succeeded' ? 'success' : 'failure', detail: { lane: run.lane, status, reason, jobCount: summary.jobCount, costUsd: summary.costUsd }, requestId: null });
+      const findings = summary.findings.warn + summary.findings.fail ? { findings: summary.findings } : {};
+      if (r.rowCount) await appendAudit(tx, { actor: 'system:lanes', tenantId: a.tenantId, action: 'lane.run.finish', target: `lane-run:${a.runId}`, decision: status === 'succeeded' ? 'success' : 'failure', detail: { lane: run.lane, status, reason, jobCount: summary.jobCount, costUsd: summary.costUsd, ...findings }, requestId: null });
     });
     return { status, reason };
   }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { Run } from './types.ts';
+import { FINDING_SEVERITIES, LANE_CHECKS, type Run } from './types.ts';
 
 /**
  * `summary.json`, written once per run under `artifacts/<tenant id>/lanes/<lane>/<stamp>/` (docs/lane-summary.md).
@@ -23,6 +23,12 @@ const stepSummary = z.object({
   costUsd: z.number(),
   modelCalls: z.number().int(),
   artifactBytes: z.number().int(),
+  /** A check step's check and findings (the doctor lane); null for agent steps. Added within version 1 (older documents read as null). */
+  check: z.enum(LANE_CHECKS).nullable().default(null),
+  findings: z
+    .array(z.object({ check: z.enum(LANE_CHECKS), severity: z.enum(FINDING_SEVERITIES), subject: z.string(), message: z.string() }))
+    .nullable()
+    .default(null),
 });
 
 export const laneSummary = z.object({
@@ -43,6 +49,8 @@ export const laneSummary = z.object({
   modelCalls: z.number().int(),
   /** Bytes of the run's other artifacts (step outputs); the summary's own size is not included. */
   artifactBytes: z.number().int(),
+  /** Findings of its check steps by severity (all zero for a lane without checks). Added within version 1. */
+  findings: z.object({ ok: z.number().int(), warn: z.number().int(), fail: z.number().int() }).default({ ok: 0, warn: 0, fail: 0 }),
 });
 export type LaneSummary = z.infer<typeof laneSummary>;
 
@@ -50,7 +58,7 @@ const ms = (a: string | null, b: string | null) => (a && b ? Date.parse(b) - Dat
 const round8 = (n: number) => Math.round(n * 1e8) / 1e8;
 
 /** The summary of an ended run, from its rows (`artifacts`: bytes of each step's output artifact by step index). */
-export function buildSummary(run: Run, status: LaneSummary['status'], reason: string, finishedAt: string, artifacts: Map<number, number>): LaneSummary {
+export function buildSummary(run: Run, status: LaneSummary['status'], reason: string, finishedAt: string, artifacts: Map<number, number>, checks: Map<number, (typeof LANE_CHECKS)[number]> = new Map()): LaneSummary {
   const steps = run.steps.map((s) => ({
     index: s.index,
     name: s.name,
@@ -67,7 +75,11 @@ export function buildSummary(run: Run, status: LaneSummary['status'], reason: st
     costUsd: s.costUsd,
     modelCalls: s.modelCalls,
     artifactBytes: artifacts.get(s.index) ?? 0,
+    check: checks.get(s.index) ?? null,
+    findings: s.findings,
   }));
+  const all = steps.flatMap((s) => s.findings ?? []);
+  const severity = (v: (typeof FINDING_SEVERITIES)[number]) => all.filter((f) => f.severity === v).length;
   const input = steps.reduce((n, s) => n + s.inputTokens, 0);
   const output = steps.reduce((n, s) => n + s.outputTokens, 0);
   return {
@@ -86,6 +98,7 @@ export function buildSummary(run: Run, status: LaneSummary['status'], reason: st
     costUsd: round8(steps.reduce((n, s) => n + s.costUsd, 0)),
     modelCalls: steps.reduce((n, s) => n + s.modelCalls, 0),
     artifactBytes: steps.reduce((n, s) => n + s.artifactBytes, 0),
+    findings: { ok: severity('ok'), warn: severity('warn'), fail: severity('fail') },
   };
 }
 

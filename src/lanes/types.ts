@@ -59,16 +59,38 @@ export interface Project {
   updatedAt: string;
 }
 
+/** Checks Clawplane computes itself as lane steps (the doctor lane, src/lanes/checks.ts): no agent, no task, no model call. */
+export const LANE_CHECKS = ['instance-health', 'budgets', 'credentials'] as const;
+export type LaneCheck = (typeof LANE_CHECKS)[number];
+
 export const laneStep = z
   .strictObject({
     name: Name,
     agent: z.string().min(1).max(64).optional().describe('Agent name or id; otherwise dispatch picks by capability'),
     capability: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/).optional(),
-    input: z.string().min(1).max(20_000),
+    input: z.string().min(1).max(20_000).optional().describe("The task's input (agent steps)"),
+    check: z.enum(LANE_CHECKS).optional().describe('A check Clawplane computes itself instead of a task: the step records findings'),
     requiresApproval: z.boolean().default(false).describe('The run parks before this step until a person approves it'),
   })
-  .refine((s) => s.agent !== undefined || s.capability !== undefined, { message: 'name an agent or a capability', path: ['capability'] });
+  .superRefine((s, ctx) => {
+    if (s.check !== undefined) {
+      for (const k of ['agent', 'capability', 'input'] as const) if (s[k] !== undefined) ctx.addIssue({ code: 'custom', message: 'a check step names no agent, capability or input', path: [k] });
+      return;
+    }
+    if (s.agent === undefined && s.capability === undefined) ctx.addIssue({ code: 'custom', message: 'name an agent or a capability (or a check)', path: ['capability'] });
+    if (s.input === undefined) ctx.addIssue({ code: 'custom', message: "an agent step needs the task's input", path: ['input'] });
+  });
 export type LaneStep = z.output<typeof laneStep>;
+
+export const FINDING_SEVERITIES = ['ok', 'warn', 'fail'] as const;
+export type FindingSeverity = (typeof FINDING_SEVERITIES)[number];
+/** One thing a check step found: `subject` names what it is about (an instance, a budget, a credential). */
+export interface Finding {
+  check: LaneCheck;
+  severity: FindingSeverity;
+  subject: string;
+  message: string;
+}
 
 /** Five-field cron (minute hour day month weekday), read in the tenant's time zone. */
 const Cron = z.string().min(9).max(100).regex(/^\S+( \S+){4}$/, 'five cron fields: minute hour day-of-month month day-of-week, e.g. "0 2 * * *"');
@@ -123,6 +145,8 @@ export interface RunStep {
   modelCalls: number;
   startedAt: string | null;
   finishedAt: string | null;
+  /** A check step's findings; null for agent steps and checks that have not run. */
+  findings: Finding[] | null;
 }
 
 export interface Run {

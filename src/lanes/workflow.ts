@@ -8,7 +8,8 @@ import type { LaneRunArgs, LaneSteps } from './steps.ts';
  *
  *   begin (the tenant must be active) → for each step in order: [park until a person approves] → the step's
  *   task (a root task through the task path: dispatch, wake the gateway through the gate, execute, evaluate)
- *   → record its status, timings, tokens, cost and output artifact → finish: summary.json.
+ *   → record its status, timings, tokens, cost and output artifact → finish: summary.json. A check step
+ *   (the doctor lane) is one checkpointed step instead: Clawplane computes its findings, no task.
  *
  * Fail-closed: a failed, rejected or expired step halts the run with its reason and the later steps are
  * recorded skipped. Registered at module load; the step bodies are bound when the server starts.
@@ -52,6 +53,11 @@ async function runLane(a: LaneRunArgs): Promise<{ status: string; reason: string
       const expiresAt = await runStep('park', () => S().park(a, i));
       const d = await waitForApproval(a, i, expiresAt);
       if (!d.ok) return runStep('finish', () => S().finish(a, 'failed', `step "${step.name}" was not approved: ${d.reason}`, i));
+    }
+    if (step.check) {
+      const c = await runStep('check', () => S().runCheck(a, i));
+      if (!c.ok) return runStep('finish', () => S().finish(a, 'failed', `step "${step.name}" failed: ${c.reason}`, i));
+      continue;
     }
     const t = await runStep('task', () => S().createTask(a, i));
     if ('error' in t) return runStep('finish', () => S().finish(a, 'failed', `step "${step.name}" failed: ${t.error}`, i));

@@ -52,6 +52,9 @@ export interface ActorContext {
   requestId?: string | null;
 }
 
+/** How far ahead the console (and the doctor lane) warns that a credential is about to expire. */
+export const EXPIRES_SOON_DAYS = 14;
+
 /** The credential exists but may not be used: revoked or past its expiry. */
 export class CredentialUnavailableError extends ClawplaneError {
   constructor(name: string, status: 'revoked' | 'expired') {

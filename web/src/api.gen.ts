@@ -5583,6 +5583,96 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/tenants/{tenant}/doctor-lane": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Enable or disable the tenant's built-in doctor lane: hourly instance health, budgets near their caps, credentials about to expire, computed by Clawplane (created when first enabled) */
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Tenant id or slug */
+                    tenant: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        enabled: boolean;
+                    };
+                };
+            };
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Lane"];
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tenants/{tenant}/egress": {
         parameters: {
             query?: never;
@@ -9626,7 +9716,13 @@ export interface paths {
                             /** @description Agent name or id; otherwise dispatch picks by capability */
                             agent?: string;
                             capability?: string;
-                            input: string;
+                            /**
+                             * @description A check Clawplane computes itself instead of a task: the step records findings
+                             * @enum {string}
+                             */
+                            check?: "instance-health" | "budgets" | "credentials";
+                            /** @description The task's input (agent steps) */
+                            input?: string;
                             name: string;
                             /**
                              * @description The run parks before this step until a person approves it
@@ -9902,7 +9998,13 @@ export interface paths {
                             /** @description Agent name or id; otherwise dispatch picks by capability */
                             agent?: string;
                             capability?: string;
-                            input: string;
+                            /**
+                             * @description A check Clawplane computes itself instead of a task: the step records findings
+                             * @enum {string}
+                             */
+                            check?: "instance-health" | "budgets" | "credentials";
+                            /** @description The task's input (agent steps) */
+                            input?: string;
                             name: string;
                             /**
                              * @description The run parks before this step until a person approves it
@@ -16485,6 +16587,15 @@ export interface components {
             tenantId: string;
             updatedAt: string;
         };
+        LaneFinding: {
+            /** @enum {string} */
+            check: "instance-health" | "budgets" | "credentials";
+            message: string;
+            /** @enum {string} */
+            severity: "ok" | "warn" | "fail";
+            /** @description What it is about: an instance, a budget, a credential */
+            subject: string;
+        };
         LaneRun: {
             artifactBytes: number;
             costUsd: number;
@@ -16515,6 +16626,8 @@ export interface components {
         LaneRunStep: {
             costUsd: number;
             decidedBy: string | null;
+            /** @description A check step's findings (the doctor lane); null for agent steps */
+            findings: components["schemas"]["LaneFinding"][] | null;
             finishedAt: string | null;
             index: number;
             inputTokens: number;
@@ -16531,7 +16644,9 @@ export interface components {
         LaneStep: {
             agent?: string;
             capability?: string;
-            input: string;
+            /** @enum {string} */
+            check?: "instance-health" | "budgets" | "credentials";
+            input?: string;
             name: string;
             requiresApproval: boolean;
         };

@@ -498,4 +498,5 @@ export const lanesApi = {
   decide: (tenant: string, runId: string, step: number, op: 'approve' | 'reject', comment?: string) =>
     request<LaneRun>('POST', `${t(tenant)}/lane-runs/${encodeURIComponent(runId)}/steps/${step}/${op}`, comment ? { comment } : {}),
   cancel: (tenant: string, runId: string) => request<LaneRun>('POST', `${t(tenant)}/lane-runs/${encodeURIComponent(runId)}/cancel`, {}),
+  setDoctorLane: (tenant: string, enabled: boolean) => request<Lane>('PUT', `${t(tenant)}/doctor-lane`, { enabled }),
 };

@@ -1,15 +1,13 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { UnauthenticatedError } from '../../errors.ts';
-import { CREDENTIAL_TYPES, createCredentialInput, type CredentialInfo } from '../../vault/credentials.ts';
+import { CREDENTIAL_TYPES, createCredentialInput, EXPIRES_SOON_DAYS, type CredentialInfo } from '../../vault/credentials.ts';
 import type { App, AppDeps } from '../app.ts';
 import type { AppEnv } from '../env.ts';
 import { allow } from '../auth.ts';
 import { pageOf, pageQuery, searchParam } from '../paging.ts';
 import { errorResponses, IsoTime, json, jsonBody, TenantParam } from '../schemas.ts';
 
-/** How far ahead the UI warns that a credential is about to expire. */
-export const EXPIRES_SOON_DAYS = 14;
 
 const CredentialParams = TenantParam.extend({
   credentialId: z.uuid().openapi({ param: { name: 'credentialId', in: 'path' } }),

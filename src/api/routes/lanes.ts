@@ -1,5 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi';
-import { laneInput, lanePatch, LANE_KINDS, platformLaneSettings, projectInput, projectPatch, RUN_STATUSES, RUN_TRIGGERS, STEP_STATUSES, CATCH_UP } from '../../lanes/types.ts';
+import { FINDING_SEVERITIES, LANE_CHECKS, laneInput, lanePatch, LANE_KINDS, platformLaneSettings, projectInput, projectPatch, RUN_STATUSES, RUN_TRIGGERS, STEP_STATUSES, CATCH_UP } from '../../lanes/types.ts';
 import type { App, AppDeps } from '../app.ts';
 import { allow, allowPlatform } from '../auth.ts';
 import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
@@ -11,7 +11,12 @@ const PlatformLaneSettingsSchema = z
 const ProjectSchema = z
   .object({ id: z.uuid(), tenantId: z.uuid(), name: z.string(), description: z.string(), repositories: Patterns, hosts: Patterns, dataSources: Patterns, laneKinds: z.array(z.enum(LANE_KINDS)), runsPerDay: z.number(), createdAt: z.string(), updatedAt: z.string() })
   .openapi('Project');
-const LaneStepSchema = z.object({ name: z.string(), agent: z.string().optional(), capability: z.string().optional(), input: z.string(), requiresApproval: z.boolean() }).openapi('LaneStep');
+const LaneStepSchema = z
+  .object({ name: z.string(), agent: z.string().optional(), capability: z.string().optional(), input: z.string().optional(), check: z.enum(LANE_CHECKS).optional(), requiresApproval: z.boolean() })
+  .openapi('LaneStep');
+const FindingSchema = z
+  .object({ check: z.enum(LANE_CHECKS), severity: z.enum(FINDING_SEVERITIES), subject: z.string().openapi({ description: 'What it is about: an instance, a budget, a credential' }), message: z.string() })
+  .openapi('LaneFinding');
 const LaneSchema = z
   .object({
     id: z.uuid(),
@@ -48,6 +53,7 @@ const RunStepSchema = z
     modelCalls: z.number(),
     startedAt: z.string().nullable(),
     finishedAt: z.string().nullable(),
+    findings: z.array(FindingSchema).nullable().openapi({ description: "A check step's findings (the doctor lane); null for agent steps" }),
   })
   .openapi('LaneRunStep');
 const RunSchema = z
@@ -87,6 +93,7 @@ const DecisionBody = z.strictObject({ comment: z.string().max(2000).optional() }
 const CancelBody = z.strictObject({ reason: z.string().max(500).optional() });
 const TimeZoneBody = z.strictObject({ timeZone: z.string().min(1).max(64).describe('IANA time zone, e.g. "Europe/Berlin"') });
 const Removed = z.object({ removed: z.literal(true) });
+const DoctorLaneBody = z.strictObject({ enabled: z.boolean() });
 
 /**
  * Projects, lanes and their runs (docs/lanes.md). Reading needs tenant.read; projects, lanes and the time zone
@@ -164,6 +171,20 @@ export function registerLanes(app: App, deps: AppDeps): void {
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.admin');
       return c.json(await lanes.createLane(tenant.id, c.req.valid('json'), by), 201);
+    },
+  );
+  app.openapi(
+    createRoute({
+      method: 'put',
+      path: `${base}/doctor-lane`,
+      tags: ['lanes'],
+      summary: "Enable or disable the tenant's built-in doctor lane: hourly instance health, budgets near their caps, credentials about to expire, computed by Clawplane (created when first enabled)",
+      request: { params: TenantParam, body: jsonBody(DoctorLaneBody) },
+      responses: { 200: json(LaneSchema), ...errorResponses },
+    }),
+    async (c) => {
+      const { tenant, by } = allow(c, 'tenant.admin');
+      return c.json(await lanes.setDoctorLane(tenant.id, c.req.valid('json').enabled, by), 200);
     },
   );
   app.openapi(createRoute({ method: 'get', path: `${base}/lanes/{laneId}`, tags: ['lanes'], summary: 'One lane', request: { params: LaneParams }, responses: { 200: json(LaneSchema), ...errorResponses } }), async (c) => {

@@ -37,6 +37,7 @@ function Lanes({ slug, admin, canOperate }: { slug: string; admin: boolean; canO
         <Async resource={lanes} what="lanes">
           {({ items }) => (items.length === 0 ? <Empty>No lanes yet.</Empty> : <LaneTable slug={slug} items={items} admin={admin} canOperate={canOperate} onChanged={() => (lanes.reload(), runs.reload())} />)}
         </Async>
+        {admin && lanes.data && !lanes.data.items.some((l) => l.name === 'doctor') ? <EnableDoctor slug={slug} onEnabled={() => (lanes.reload(), projects.reload())} /> : null}
         {admin && projects.data && projects.data.items.length > 0 ? <CreateLane slug={slug} projects={projects.data.items} onCreated={lanes.reload} /> : null}
       </section>
       <section className="card" aria-labelledby="runs-h">
@@ -50,6 +51,22 @@ function Lanes({ slug, admin, canOperate }: { slug: string; admin: boolean; canO
   );
 }
 
+/** The built-in doctor lane: hourly checks Clawplane computes itself (docs/lanes.md, "The doctor lane"). */
+function EnableDoctor({ slug, onEnabled }: { slug: string; onEnabled: () => void }) {
+  const action = useAction();
+  return (
+    <div className="stack">
+      <p className="hint">The doctor lane checks every hour, without an agent or a model call, the instance's health, budgets near their caps and credentials about to expire; each run lists what it found.</p>
+      <ErrorMessage error={action.error} />
+      <button type="button" className="secondary" disabled={action.busy} onClick={() => void action.run(async () => (await lanesApi.setDoctorLane(slug, true), onEnabled()))}>
+        Enable the doctor lane
+      </button>
+    </div>
+  );
+}
+
+const SEVERITY_BADGE = { ok: 'badge-ok', warn: 'badge-warning', fail: 'badge-error' } as const;
+
 function ProjectTable({ slug, items, admin, onChanged }: { slug: string; items: Project[]; admin: boolean; onChanged: () => void }) {
   return (
     <table>
@@ -59,6 +76,7 @@ function ProjectTable({ slug, items, admin, onChanged }: { slug: string; items: 
           <th scope="col">Project</th>
           <th scope="col">Hosts</th>
           <th scope="col">Repositories</th>
+          <th scope="col">Data sources</th>
           <th scope="col">Lane kinds</th>
           <th scope="col">Runs per day</th>
           {admin ? <th scope="col">Actions</th> : null}
@@ -73,6 +91,7 @@ function ProjectTable({ slug, items, admin, onChanged }: { slug: string; items: 
             </td>
             <td className="small">{p.hosts.join(', ') || '—'}</td>
             <td className="small">{p.repositories.join(', ') || '—'}</td>
+            <td className="small">{p.dataSources.join(', ') || '—'}</td>
             <td className="small">{p.laneKinds.join(', ') || '—'}</td>
             <td>{p.runsPerDay}</td>
             {admin ? (
@@ -88,13 +107,13 @@ function ProjectTable({ slug, items, admin, onChanged }: { slug: string; items: 
 }
 
 function CreateProject({ slug, onCreated }: { slug: string; onCreated: () => void }) {
-  const [f, setF] = useState({ name: '', hosts: '', repositories: '', runsPerDay: 24, kinds: [] as LaneKind[] });
+  const [f, setF] = useState({ name: '', hosts: '', repositories: '', dataSources: '', runsPerDay: 24, kinds: [] as LaneKind[] });
   const action = useAction();
   const submit = (e: FormEvent) => {
     e.preventDefault();
     void action.run(async () => {
-      await lanesApi.createProject(slug, { name: f.name.trim(), hosts: list(f.hosts), repositories: list(f.repositories), laneKinds: f.kinds, runsPerDay: f.runsPerDay });
-      setF({ name: '', hosts: '', repositories: '', runsPerDay: 24, kinds: [] });
+      await lanesApi.createProject(slug, { name: f.name.trim(), hosts: list(f.hosts), repositories: list(f.repositories), dataSources: list(f.dataSources), laneKinds: f.kinds, runsPerDay: f.runsPerDay });
+      setF({ name: '', hosts: '', repositories: '', dataSources: '', runsPerDay: 24, kinds: [] });
       onCreated();
     });
   };
@@ -104,6 +123,7 @@ function CreateProject({ slug, onCreated }: { slug: string; onCreated: () => voi
       <Field label="Name">{(id) => <input id={id} required value={f.name} onChange={(e) => setF({ ...f, name: e.target.value })} />}</Field>
       <Field label="Hosts" hint="Comma-separated; exact, prefix* or *.suffix">{(id, d) => <input id={id} aria-describedby={d} value={f.hosts} onChange={(e) => setF({ ...f, hosts: e.target.value })} />}</Field>
       <Field label="Repositories" hint="Comma-separated, e.g. github.com/acme/*">{(id, d) => <input id={id} aria-describedby={d} value={f.repositories} onChange={(e) => setF({ ...f, repositories: e.target.value })} />}</Field>
+      <Field label="Data sources" hint="Comma-separated URL prefixes, e.g. data.acme.com/exports">{(id, d) => <input id={id} aria-describedby={d} value={f.dataSources} onChange={(e) => setF({ ...f, dataSources: e.target.value })} />}</Field>
       <Field label="Runs per day">{(id) => <input id={id} type="number" min={0} value={f.runsPerDay} onChange={(e) => setF({ ...f, runsPerDay: Number(e.target.value) })} />}</Field>
       <fieldset>
         <legend>Lane kinds</legend>
@@ -233,7 +253,7 @@ function CreateLane({ slug, projects, onCreated }: { slug: string; projects: Pro
       <label className="inline">
         <input type="checkbox" checked={f.harmless} onChange={(e) => setF({ ...f, harmless: e.target.checked })} /> Harmless (enabled when created)
       </label>
-      <Field label="Steps (JSON)" hint="Each step: name, agent or capability, input, requiresApproval">
+      <Field label="Steps (JSON)" hint="Each step: name, agent or capability, input, requiresApproval; or name and check (instance-health, budgets, credentials)">
         {(id, d) => <textarea id={id} aria-describedby={d} rows={4} value={f.steps} onChange={(e) => setF({ ...f, steps: e.target.value })} />}
       </Field>
       <ErrorMessage error={action.error} />
@@ -281,6 +301,15 @@ function RunTable({ slug, items, canOperate, onChanged }: { slug: string; items:
                     <li key={s.index}>
                       {s.name}: <StatusBadge status={s.status} />
                       {s.reason ? <span className="muted"> {s.reason}</span> : null}
+                      {s.findings && s.findings.length > 0 ? (
+                        <ul aria-label={`Findings of step ${s.name}`}>
+                          {s.findings.map((f, i) => (
+                            <li key={i}>
+                              <span className={`badge ${SEVERITY_BADGE[f.severity]}`}>{f.severity}</span> {f.subject}: {f.message}
+                            </li>
+                          ))}
+                        </ul>
+                      ) : null}
                       {canOperate && s.status === 'waiting_approval' && !s.decidedBy ? (
                         <>
                           {' '}
