@@ -242,6 +242,34 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     assert.ok(!(await page.content()).includes(key), 'the signing key is not shown again');
   });
 
+  test('configuration: the versions list, a version\'s changes, and a rollback made in the page', { skip }, async () => {
+    const gc = '/api/v1/tenants/acme/gateway-config';
+    const twice = await admin.json<{ number: number }>('POST', `${gc}/versions`, { settings: { heartbeatEvery: '2h' }, reason: 'check in twice a day' }, 201);
+    const less = await admin.json<{ number: number }>('POST', `${gc}/versions`, { settings: { heartbeatEvery: '4h' }, reason: 'less often' }, 201);
+    await tab('Configuration');
+    const table = page.getByRole('table', { name: 'Configuration versions of Acme Corp' });
+    const row = (reason: string) => table.locator('tbody tr').filter({ has: page.getByRole('cell', { name: reason, exact: true }) });
+    await row('less often').getByRole('cell', { name: String(less.number), exact: true }).waitFor();
+    await row('check in twice a day').getByRole('cell', { name: 'heartbeat', exact: true }).waitFor();
+    // The diff of a version against the one before it.
+    await row('less often').getByRole('button', { name: 'Changes (1)' }).click();
+    const diff = table.locator('ul.diff');
+    await diff.getByText('agents.defaults.heartbeat.every').waitFor();
+    assert.match(await diff.innerText(), /agents\.defaults\.heartbeat\.every changed from "2h" to "4h"/);
+    await shot('24c-configuration-diff');
+    // Roll back to the earlier version: a new version with its settings, made by the person in the page.
+    await row('check in twice a day').getByRole('button', { name: 'Roll back to this' }).click();
+    await page.getByRole('button', { name: `Roll back to version ${twice.number}` }).click();
+    const back = row(`rolled back to version ${twice.number} in the console`);
+    await back.getByRole('cell', { name: String(less.number + 1), exact: true }).waitFor();
+    await back.getByRole('cell', { name: 'heartbeat, rollback', exact: true }).waitFor();
+    const newest = await admin.json<{ items: { number: number; settings: { heartbeatEvery?: string }; diff: { path: string }[] }[] }>('GET', `${gc}/versions`);
+    assert.equal(newest.items[0]?.number, less.number + 1);
+    assert.equal(newest.items[0]?.settings.heartbeatEvery, '2h');
+    assert.deepEqual(newest.items[0]?.diff.map((d) => d.path), ['agents.defaults.heartbeat.every']);
+    await shot('24d-configuration-rollback');
+  });
+
   test('usage: totals, three charts drawn under the CSP, per-agent table', { skip }, async () => {
     await tab('Usage');
     const totals = page.getByRole('definition');
