@@ -335,7 +335,8 @@ describe('lanes', { timeout: 300_000 }, async () => {
 
     // What the doctor should find: an instance in error, a tenant cap at 85 % and an agent cap used up, a
     // credential expiring in three days and one already expired.
-    await server.db.query(`UPDATE instances SET status = 'error', desired_state = 'running', status_reason = 'the sandbox exited with code 1' WHERE tenant_id = $1`, [b.id]);
+    // (Backing off after failures, as the reconciler leaves it: it does not try to start it meanwhile.)
+    await server.db.query(`UPDATE instances SET status = 'error', desired_state = 'running', status_reason = 'the sandbox exited with code 1', failures = 3, next_attempt_at = now() + interval '1 day' WHERE tenant_id = $1`, [b.id]);
     await b.client.json('PUT', bApi('/limits'), { items: [{ agent: '', dailyTokens: 1000, dailyCostUsd: null, requestsPerMinute: null, maxCallsPerTask: null }, { agent: 'fixture', dailyTokens: 100, dailyCostUsd: null, requestsPerMinute: null, maxCallsPerTask: null }] });
     server.services.broker.usage.record({ tenantId: b.id, instanceId: null, sandboxToken: null, agent: 'fixture', taskId: null, providerId: null, providerKind: null, model: 'fake-model', api: 'chat', inputTokens: 800, outputTokens: 50, costUsd: 0.001, latencyMs: 3, status: 200, outcome: 'ok' });
     await b.client.json('POST', bApi('/credentials'), { name: 'soon', type: 'secret', value: 'short-lived-secret-value', expiresAt: new Date(Date.now() + 3 * 86_400_000).toISOString() }, 201);
@@ -351,7 +352,7 @@ describe('lanes', { timeout: 300_000 }, async () => {
     assert.equal(done.status, 'succeeded', done.reason);
     assert.deepEqual(done.steps.map((st) => [st.name, st.status, st.taskId, st.modelCalls]), [['instance-health', 'succeeded', null, 0], ['budgets', 'succeeded', null, 0], ['credentials', 'succeeded', null, 0]]);
     const found = (i: number) => (done.steps[i]?.findings ?? []).map((f) => [f.severity, f.subject, f.message]);
-    assert.deepEqual(found(0), [['fail', 'instance fixture', 'in error: the sandbox exited with code 1']]);
+    assert.deepEqual(found(0), [['fail', 'instance fixture', 'in error: the sandbox exited with code 1 (3 failed attempt(s))']]);
     assert.deepEqual(found(1), [
       ['warn', 'tenant cap', 'near its cap: 850 of 1000 daily tokens (85%)'],
       ['fail', 'cap of agent fixture', 'used up: 850 of 100 daily tokens; model calls are refused until 00:00 UTC'],
@@ -382,5 +383,15 @@ describe('lanes', { timeout: 300_000 }, async () => {
     await a.client.json('POST', api('/lanes'), { name: 'doctor', project: 'nightly', kind: 'analysis', steps: steps('mine') }, 201);
     const taken = await refusal(await a.client.call('PUT', api('/doctor-lane'), { enabled: true }));
     assert.deepEqual([taken.status, taken.body.code], [409, 'lane_name_taken']);
+  });
+
+  test('every change and every run is audited', async () => {
+    const p = await a.client.json<{ id: string }>('POST', api('/projects'), { name: 'short-lived', laneKinds: ['analysis'] }, 201);
+    await a.client.json('PATCH', api(`/projects/${p.id}`), { runsPerDay: 2 });
+    await a.client.json('DELETE', api(`/projects/${p.id}`));
+    const r = await server.db.query<{ action: string }>("SELECT DISTINCT action FROM audit_events WHERE (tenant_id = $1 AND (action LIKE 'lane%' OR action LIKE 'project.%')) OR action = 'lanes.platform_settings'", [a.id]);
+    // Every action src/lanes writes but the approval expiry (its TTL is the platform's, hours by default).
+    const want = ['lane.create', 'lane.delete', 'lane.run', 'lane.run.cancel', 'lane.run.finish', 'lane.slots_missed', 'lane.step.approve', 'lane.step.reject', 'lane.update', 'lanes.platform_settings', 'lanes.time_zone', 'project.create', 'project.delete', 'project.update'];
+    assert.deepEqual(r.rows.map((x) => x.action).sort(), want);
   });
 });
