@@ -70,6 +70,8 @@ describe('warm resume through the idle reaper and the wake', { skip: await skipR
     const r = await row(id);
     assert.equal(r?.status, 'suspended', r?.statusReason);
     assert.equal(r?.desiredState, 'stopped');
+    // Says why (idle, not "on request") with numbers for people.
+    assert.match(r?.statusReason ?? '', /^suspended to a snapshot: idle for [\d.]+ s, past the idle timeout \(\d+ MiB, dumped in [\d.]+ (ms|s)\)$/);
     assert.ok(r?.snapshot, 'the row remembers its snapshot');
     assert.equal(r.sandbox, null);
     assert.equal((await server.services.sandboxes.list()).length, 0, 'the sandbox is gone while suspended');
