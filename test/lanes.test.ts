@@ -80,6 +80,10 @@ describe('lanes', { timeout: 300_000 }, async () => {
   };
 
   test('platform rules: a tenant setting broader than the platform is refused with the rule and the field', async () => {
+    // Browser work only with explicit enablement: the platform's defaults leave the browser lane kind out.
+    assert.ok(!(await admin.json<{ allowedLaneKinds: string[] }>('GET', '/api/v1/platform/lane-settings')).allowedLaneKinds.includes('browser'));
+    const browser = await refusal(await a.client.call('POST', api('/projects'), { name: 'clicky', laneKinds: ['browser'] }));
+    assert.deepEqual([browser.status, browser.body.details?.rule], [400, 'platform.allowedLaneKinds']);
     await admin.json('PUT', '/api/v1/platform/lane-settings', { allowedRepositories: ['github.com/acme/*'], allowedHosts: ['*.acme.test', 'api.acme.test'], allowedLaneKinds: ['health', 'analysis', 'content', 'browser'], maxRunsPerDay: 50, minScheduleMinutes: 60 });
     const cases: [Record<string, unknown>, string, string][] = [
       [{ name: 'p1', repositories: ['github.com/acme/app', 'github.com/evil/app'] }, 'platform.allowedRepositories', 'body.repositories.1'],
