@@ -269,6 +269,7 @@ describe('which repository a URL names, and what a project admits (no server)', 
     assert.equal(judgeEgress(p, 'github.com', 443)?.rule, 'project.repositories');
     assert.equal(judgeEgress(p, 'codeload.github.com', 443)?.rule, 'project.repositories');
     assert.equal(judgeEgress({ ...p, repositories: ['github.com/*'] }, 'github.com', 443), null);
+    assert.equal(judgeEgress({ ...p, repositories: ['https://GitHub.com/Acme/App'] }, 'api.github.com', 443, '/repos/acme/app'), null, 'a scheme is ignored, names compare in lower case');
     assert.equal(judgeEgress({ ...p, hosts: [] }, 'example.com', 443)?.rule, 'project.hosts');
   });
   test('a data source is a URL prefix at a path boundary; a tunnel to a path-limited one is refused', () => {

@@ -17,8 +17,10 @@ const GIT_ALIASES: Record<string, string> = { 'api.github.com': 'github.com', 'r
 const API_HOSTS = new Set(['api.github.com']);
 
 /** An allow-list entry split into its host part and its path part (null: the whole host). A scheme is ignored. */
+const SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
+
 export function splitEntry(raw: string): { host: string; path: string | null } {
-  const s = raw.replace(/^[a-z][a-z0-9+.-]*:\/\//i, '');
+  const s = raw.replace(SCHEME, '');
   const i = s.indexOf('/');
   if (i < 0) return { host: s.toLowerCase(), path: null };
   const path = s.slice(i);
@@ -94,7 +96,7 @@ function inDataSource(entry: string, host: string, port: number, path: string): 
 export function judgeEgress(p: Lists, rawHost: string, port: number, path?: string): Refusal | null {
   const host = rawHost.toLowerCase();
   const canonical = GIT_ALIASES[host] ?? host;
-  const repos = p.repositories.map((r) => ({ raw: r.toLowerCase(), ...splitEntry(r) })).filter((e) => hostIn(e.host, canonical, port) || hostIn(e.host, host, port));
+  const repos = p.repositories.map((r) => ({ raw: r.replace(SCHEME, '').toLowerCase(), ...splitEntry(r) })).filter((e) => hostIn(e.host, canonical, port) || hostIn(e.host, host, port));
   const repoWide = repos.some((e) => e.path === null);
   const inHosts = p.hosts.some((h) => hostIn(h.toLowerCase(), host, port));
   const data = p.dataSources.filter((d) => hostIn(splitEntry(d).host, host, port));
