@@ -2,7 +2,8 @@
  * The console's Lanes tab in Debian's Chromium (playwright-core) against a real server and PostgreSQL: a tenant
  * admin creates a project and a lane whose second step needs approval, runs it now, sees the run park at that
  * step (the run list refreshes on its own), approves it in the page and sees the run succeed; a refused project
- * shows the platform rule's name. The steps' turns are a STAND-IN executor (no gateway in this file).
+ * shows the platform rule's name; the built-in doctor lane is enabled in the page and its run's findings show in
+ * the run list. The steps' turns are a STAND-IN executor (no gateway in this file).
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -115,5 +116,22 @@ describe('web console: lanes', { skip, timeout: 300_000 }, async () => {
     const cols = (lines[0] ?? '').split(',');
     const tasks = lines.slice(1).reduce((n, l) => n + Number(l.split(',')[cols.indexOf('tasks')]), 0);
     assert.ok(tasks >= 2, `the run's two step tasks are counted (${tasks})`);
+  });
+
+  test('the doctor lane is enabled in the page; its run lists what each check found', async () => {
+    await admin.json('POST', `/api/v1/tenants/${slug}/credentials`, { name: 'deploy-key', type: 'secret', value: 'short-lived-secret-value', expiresAt: new Date(Date.now() + 2 * 86_400_000).toISOString() }, 201);
+    await page.goto(`/tenants/${slug}/lanes`);
+    await page.getByRole('button', { name: 'Enable the doctor lane' }).click();
+    const lanes = page.getByRole('table', { name: 'Lanes' });
+    await lanes.getByRole('cell', { name: '0 * * * *' }).waitFor();
+    await lanes.getByRole('button', { name: 'Run now doctor' }).click();
+    const row = page.getByRole('table', { name: 'Lane runs, newest first' }).getByRole('row', { name: 'Run of doctor' });
+    await row.locator('td').nth(1).getByText('succeeded', { exact: true }).waitFor({ timeout: 60_000 });
+    const credentials = row.getByRole('list', { name: 'Findings of step credentials' });
+    await credentials.getByText(/credential deploy-key: expires in \d+ h/).waitFor();
+    assert.equal(await credentials.locator('.badge-warning').textContent(), 'warn');
+    await row.getByRole('list', { name: 'Findings of step instance-health' }).getByText('instances: no instance is deployed: nothing to check').waitFor();
+    assert.equal(await page.getByRole('button', { name: 'Enable the doctor lane' }).count(), 0, 'offered only while the tenant has none');
+    assert.deepEqual(problems, []);
   });
 });
