@@ -9,6 +9,8 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { ExecutorClaims } from '../src/pools/executors.ts';
+import { PoolScaler } from '../src/pools/scaler.ts';
+import { createLogger } from '../src/observability/logger.ts';
 import type { TaskExecutor, Turn, TurnResult } from '../src/tasks/types.ts';
 import { ApiClient, onboard } from './helpers/client.ts';
 import { waitFor } from './helpers/sandbox.ts';
@@ -24,12 +26,17 @@ interface PoolView {
   inFlight: number;
   queueDepth: number[];
   instanceId: string | null;
+  activeExecutors: number[];
+  sandboxes: number;
 }
 interface ExecutorView {
   id: string;
   poolId: string;
   shard: number;
+  slot: number;
   gateway: string;
+  sandbox: number;
+  active: boolean;
   taskId: string | null;
   turns: number;
 }
@@ -48,6 +55,8 @@ class PoolStandIn implements TaskExecutor {
   readonly name = 'stand-in-pool';
   /** executor id → task ids it ran, in order. */
   readonly ran = new Map<string, string[]>();
+  /** executor id → the instance (pool sandbox) its turns were sent to. */
+  readonly sandboxOf = new Map<string, string>();
   /** Turns that arrived without an executor (the tenant's shared instance). */
   readonly unpooled: string[] = [];
   /** An executor handed a second turn while one was running on it. */
@@ -70,6 +79,7 @@ class PoolStandIn implements TaskExecutor {
     }
     if (this.#busy.has(ex.id)) this.overlaps.push(`${ex.id} got ${turn.taskId} while busy`);
     this.#busy.add(ex.id);
+    this.sandboxOf.set(ex.id, ex.instanceName);
     try {
       const list = this.ran.get(ex.id) ?? [];
       list.push(turn.taskId);
@@ -94,7 +104,8 @@ class PoolStandIn implements TaskExecutor {
 const expectedShard = (key: string, shards: number) => createHash('sha256').update(key).digest().readUInt32BE(0) % shards;
 
 describe('executor pools (stand-in executors)', { timeout: 600_000 }, async () => {
-  const server = await startTestServer({ CLAWPLANE_TASK_QUEUE_POLL_MS: '50', CLAWPLANE_TASK_RETRY_BASE_MS: '100', CLAWPLANE_TASK_RETRY_MAX_MS: '150' });
+  // The server's own scaler stays out of the way (first pass after 10 min): the scaling test runs its own, as two replicas.
+  const server = await startTestServer({ CLAWPLANE_TASK_QUEUE_POLL_MS: '50', CLAWPLANE_TASK_RETRY_BASE_MS: '100', CLAWPLANE_TASK_RETRY_MAX_MS: '150', CLAWPLANE_POOL_SCALE_INTERVAL_MS: '600000' });
   const admin = await onboard(server);
   const tenant = await admin.json<{ id: string; slug: string }>('POST', '/api/v1/tenants', { slug: 'pools', name: 'Pools', quotas: { maxInstances: 3, maxConcurrentTasks: 50, maxCpuMillis: 20_000, maxMemoryMb: 40_960 } }, 201);
   const owner = await admin.json<{ userId: string }>('POST', `/api/v1/tenants/${tenant.slug}/members`, { email: 'owner@pools.test', role: 'tenant_admin' }, 201);
@@ -222,7 +233,7 @@ describe('executor pools (stand-in executors)', { timeout: 600_000 }, async () =
 
   test('quotas: a pool beyond the sandbox, CPU or memory quota is refused with the quota\'s name', async () => {
     // 2 pools reserve 2 sandboxes of maxInstances 3; coding reserves 2×2×1000 mCPU, shell 1000.
-    const cpu = await api.call('POST', `${base}/pools`, { agentType: 'research', shards: 4, minExecutors: 1, maxExecutors: 4, cpuMillis: 1000 });
+    const cpu = await api.call('POST', `${base}/pools`, { agentType: 'research', shards: 1, minExecutors: 1, maxExecutors: 8, cpuMillis: 2000 });
     assert.equal(cpu.status, 429);
     const cpuBody = (await cpu.json()) as { code: string; message: string; details: { quota: string; limit: number; requested: number } };
     assert.equal(cpuBody.code, 'quota_exceeded');
@@ -243,7 +254,7 @@ describe('executor pools (stand-in executors)', { timeout: 600_000 }, async () =
     // Refusals are audited with the quota; bad figures are 400s naming the field.
     const audit = await server.db.query<{ detail: { quota: string } }>(`SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'pool.create' AND decision = 'refused'`, [tenant.id]);
     assert.deepEqual(audit.rows.map((r) => r.detail.quota).sort(), ['maxCpuMillis', 'maxInstances', 'maxMemoryMb']);
-    for (const body of [{ agentType: 'browser', shards: 9 }, { agentType: 'browser', minExecutors: 3, maxExecutors: 2 }, { agentType: 'browser', shards: 4, minExecutors: 3, maxExecutors: 3 }, { agentType: 'robot' }]) {
+    for (const body of [{ agentType: 'browser', shards: 9 }, { agentType: 'browser', minExecutors: 3, maxExecutors: 2 }, { agentType: 'browser', executorsPerSandbox: 9 }, { agentType: 'robot' }]) {
       const r = await api.call('POST', `${base}/pools`, body);
       assert.equal(r.status, 400, JSON.stringify(body));
     }
@@ -291,5 +302,68 @@ describe('executor pools (stand-in executors)', { timeout: 600_000 }, async () =
     assert.equal((await until(queued.id, ['completed', 'failed'])).status, 'completed', 'resumed, the queued task runs');
     const audit = await server.db.query<{ action: string }>(`SELECT action FROM audit_events WHERE tenant_id = $1 AND action LIKE 'pool.%' AND decision = 'success' ORDER BY seq`, [tenant.id]);
     for (const a of ['pool.create', 'pool.pause', 'pool.drain', 'pool.resume', 'pool.delete']) assert.ok(audit.rows.some((r) => r.action === a), a);
+  });
+
+  test('scaling: a backlog adds executors inside the sandbox up to its size, then a sandbox, up to max; idle brings them back to min; one decision per pool per tick across replicas', async (t) => {
+    await server.services.tenants.update(tenant.id, { quotas: { maxInstances: 6 } }, { actor: 'test' });
+    await api.json('POST', `${base}/agents`, { name: 'scholar', agentType: 'research', capabilities: ['study'] }, 201);
+    // 1..3 executors, 2 per sandbox: slots 0 and 1 in pool-research, slot 2 in pool-research-1.
+    const pool = await api.json<PoolView>('POST', `${base}/pools`, { agentType: 'research', minExecutors: 1, maxExecutors: 3, executorsPerSandbox: 2, scaleDownAfterSeconds: 1 }, 201);
+    assert.deepEqual([pool.activeExecutors, pool.sandboxes], [[1], 1]);
+    assert.deepEqual((await executors('research')).map((e) => [e.slot, e.sandbox, e.gateway, e.active]), [[0, 0, 'e0', true], [1, 0, 'e1', false], [2, 1, 'e0', false]]);
+    // Two replicas' scalers (each a PoolScaler on its own; the server's own is idle for this file).
+    const log = createLogger('silent');
+    const replicas = [new PoolScaler({ db: server.db, log, intervalMs: 1000 }), new PoolScaler({ db: server.db, log, intervalMs: 1000 })];
+    const tickBoth = async () => (await Promise.all(replicas.map((r) => r.tick()))).flat().filter((c) => c.poolId === pool.id);
+
+    const releases = Array.from({ length: 5 }, (_, i) => exec.hold(`study ${i}`));
+    // Held turns never released would keep the server from stopping: released whatever the outcome.
+    t.after(() => releases.forEach((r) => r()));
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await api.json<TaskView>('POST', `${base}/tasks`, { capability: 'study', input: `study ${i}` }, 201)).id);
+    await waitFor('one study runs, four wait', async () => {
+      const p = await api.json<PoolView>('GET', `${base}/pools/research`);
+      return p.inFlight === 1 && p.queueDepth[0] === 4 ? p : undefined;
+    });
+    // The backlog: one decision (by one replica) from 1 to max 3, not past it.
+    const up = await tickBoth();
+    assert.deepEqual(up.map((c) => [c.shard, c.from, c.to, c.reason]), [[0, 1, 3, 'backlog']]);
+    const scaled = await api.json<PoolView>('GET', `${base}/pools/research`);
+    assert.deepEqual([scaled.activeExecutors, scaled.sandboxes], [[3], 2]);
+    const running = await waitFor('three studies run at once', async () => {
+      const r = ids.filter((id) => exec.executorOf(id));
+      return r.length === 3 ? r : undefined;
+    });
+    assert.deepEqual(running.map((id) => exec.sandboxOf.get(exec.executorOf(id) ?? '')).sort(), ['pool-research', 'pool-research', 'pool-research-1'], 'two in the first sandbox, the third in the added one');
+    // Still a backlog of two, but at max: the next tick adds nothing.
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.deepEqual(await tickBoth(), []);
+
+    for (const release of releases) release();
+    for (const id of ids) assert.equal((await until(id, ['completed', 'failed'])).status, 'completed');
+    // Idle past scaleDownAfterSeconds: back to min (the last added first), not below.
+    await new Promise((r) => setTimeout(r, 1200));
+    const down = await tickBoth();
+    assert.deepEqual(down.map((c) => [c.from, c.to, c.reason]), [[3, 1, 'idle']]);
+    assert.deepEqual((await executors('research')).map((e) => e.active), [true, false, false]);
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.deepEqual(await tickBoth(), [], 'never below min');
+    const audit = await server.db.query<{ detail: { from: number; to: number; reason: string } }>(`SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'pool.scale' AND target = $2 ORDER BY seq`, [tenant.id, `pool:${pool.id}`]);
+    assert.deepEqual(audit.rows.map((r) => [r.detail.from, r.detail.to, r.detail.reason]), [[1, 3, 'backlog'], [3, 1, 'idle']]);
+  });
+
+  test('scale to zero where min is zero, woken by work', async () => {
+    const pool = await api.json<PoolView>('POST', `${base}/pools`, { agentType: 'chat', minExecutors: 0, maxExecutors: 1, scaleDownAfterSeconds: 1 }, 201);
+    assert.deepEqual(pool.activeExecutors, [1], 'one executor to begin with');
+    const scaler = new PoolScaler({ db: server.db, log: createLogger('silent'), intervalMs: 100 });
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.deepEqual((await scaler.decide(pool.id)).changes.map((c) => [c.from, c.to, c.reason]), [[1, 0, 'idle']]);
+    const t = await api.json<TaskView>('POST', `${base}/tasks`, { agent: 'chatter', input: 'wake up' }, 201);
+    assert.equal(t.poolId, pool.id);
+    await waitFor('the task waits for an executor', async () => ((await api.json<PoolView>('GET', `${base}/pools/chat`)).queueDepth[0] === 1 ? true : undefined));
+    assert.equal((await task(t.id)).status !== 'completed', true, 'no executor runs: it waits');
+    await new Promise((r) => setTimeout(r, 150));
+    assert.deepEqual((await scaler.decide(pool.id)).changes.map((c) => [c.from, c.to, c.reason]), [[0, 1, 'backlog']]);
+    assert.equal((await until(t.id, ['completed', 'failed'])).status, 'completed');
   });
 });

@@ -159,6 +159,7 @@ export const settingsSchema = z.strictObject({
   CLAWPLANE_TASK_APPROVAL_TTL_S: z.coerce.number().int().min(1).max(30 * 86_400).default(86_400).describe('How long an approval waits for a person before the task expires, in seconds.'),
   CLAWPLANE_TASK_QUEUE_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(1000).describe('How often the task queues look for work to dispatch, in milliseconds.'),
   CLAWPLANE_TASK_WORKER_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(100).describe('Tasks one process runs at once across all tenants.'),
+  CLAWPLANE_POOL_SCALE_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(2000).describe('How often executor pools are scaled between their min and max to their backlog, in milliseconds (one decision per pool per interval across all replicas).'),
   // Session ingestion (docs/adr/0007-knowledge-search.md).
   CLAWPLANE_INGEST_IDLE_MINUTES: z.coerce.number().int().min(0).max(10_080).default(30).describe('A chat session with no message for this many minutes, or a task finished this long ago, is summarised into the conversation archive; 0 turns session ingestion off.'),
   CLAWPLANE_INGEST_MEMORIES: z.enum(['true', 'false']).default('false').describe('true: each summary is also kept as a memory (shared by the tenant\'s agents, or the task\'s agent\'s), which later tasks recall.'),
@@ -277,6 +278,7 @@ export interface Config {
     approvalTtlSeconds: number;
     queuePollMs: number;
     workerConcurrency: number;
+    poolScaleIntervalMs: number;
   };
 }
 
@@ -397,6 +399,7 @@ export function parseConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof 
       approvalTtlSeconds: s.CLAWPLANE_TASK_APPROVAL_TTL_S,
       queuePollMs: s.CLAWPLANE_TASK_QUEUE_POLL_MS,
       workerConcurrency: s.CLAWPLANE_TASK_WORKER_CONCURRENCY,
+      poolScaleIntervalMs: s.CLAWPLANE_POOL_SCALE_INTERVAL_MS,
     },
     broker: {
       port: s.CLAWPLANE_BROKER_PORT,

@@ -41,6 +41,11 @@ export interface ReconcilerOptions {
   claims?: ClaimIdentity;
   /** Versioned configuration; without it every start renders from the live inputs (no history, no rollback). */
   gatewayConfig?: GatewayConfigSource;
+  /**
+   * Which of an instance's declared executors should run (a pool's sandbox: its active slots, src/pools);
+   * null: all of them. Read at every start and every pass over a running sandbox, which is made to match.
+   */
+  executorsToRun?: (row: InstanceRow) => Promise<string[] | null>;
 }
 
 /** Why a resume fell back to a cold start, for metrics and the audit (issue 10). */
@@ -70,6 +75,8 @@ export class Reconciler {
   readonly #owned = new Map<string, number>();
   /** Instances on another node already reported as left alone (said once, again after they change hands). */
   readonly #elsewhere = new Set<string>();
+  /** The executor set last sent to each sandbox, for drivers whose health does not list executors (kubernetes). */
+  readonly #sentRun = new Map<string, string>();
   /**
    * Called once the gateway of an instance stopped on request, before the reconciler moves on (issue 7:
    * the backup of a stopped gateway's state; a wake of this instance waits for it).
@@ -281,6 +288,7 @@ export class Reconciler {
       // age) rather than flapping to "no health"; the next pass reads again.
       if (health !== undefined || !actual.running) await instances.saveHealth(row.id, health ?? null);
       if (health?.ready && row.status !== 'running') await instances.recordStatus(row, 'running', 'healthy', { failures: 0 });
+      if (health) await this.#converge(row, handle, health);
       return;
     }
     if (row.nextAttemptAt && row.nextAttemptAt.getTime() > Date.now()) return; // backing off after a failure
@@ -352,6 +360,29 @@ export class Reconciler {
       }
       await this.#failed(row, reason);
     }
+  }
+
+  /**
+   * Makes a running sandbox run the executors it should (a pool scaled up or down: docs/adr/0014-executor-pools.md):
+   * starts the missing ones beside those serving and stops the others, by one control request.
+   */
+  async #converge(row: InstanceRow, handle: SandboxRef, health: SandboxHealth): Promise<void> {
+    const asked = await this.#o.executorsToRun?.(row);
+    if (!asked) return;
+    // Only what this sandbox declares (a sandbox started with fewer executors keeps them until its next start).
+    const want = health.executors.length > 0 ? asked.filter((id) => health.executors.some((e) => e.id === id)) : asked;
+    const key = [...want].sort().join(',');
+    let differs: boolean;
+    if (health.executors.length > 0) {
+      const running = health.executors.filter((e) => e.state !== 'stopped').map((e) => e.id);
+      differs = running.length !== want.length || running.some((id) => !want.includes(id));
+    } else differs = this.#sentRun.get(`${row.id}/${handle.sandboxId}`) !== key;
+    if (!differs) return;
+    const t0 = Date.now();
+    const after = await this.#o.driver.setExecutors(handle, want);
+    this.#sentRun.set(`${row.id}/${handle.sandboxId}`, key);
+    if (after) await this.#o.instances.saveHealth(row.id, after);
+    this.#o.log.info({ instance_id: row.id, tenant_id: row.tenantId, run: want, ms: Date.now() - t0 }, 'changed the executors a running sandbox runs');
   }
 
   /** Runs `fn` in the instance's reconcile slot: never alongside a reconcile of the same instance. */
@@ -505,11 +536,13 @@ export class Reconciler {
     const layout = this.#o.driver.layout;
     const configs: Record<string, string> = {};
     for (let i = 0; i < row.executors; i++) configs[`e${i}`] = JSON.stringify(renderForLayout(layout, tenantPart.input, i), null, 2);
+    const run = (await this.#o.executorsToRun?.(row)) ?? null;
     const spec: SandboxSpec = {
       tenantId: row.tenantId,
       instanceId: row.id,
       runtime,
       configs,
+      ...(run ? { run: run.filter((id) => id in configs) } : {}),
       gatewayToken,
       hooksToken,
       tenantUid,

@@ -1,6 +1,7 @@
 import type { Db } from '../db/pool.ts';
-import type { RiskClass } from '../tasks/types.ts';
-import { poolInstanceName, type ExecutorClaim, type PoolState } from './types.ts';
+import type { AgentType, RiskClass } from '../tasks/types.ts';
+import { poolSandboxName } from './placement.ts';
+import type { ExecutorClaim, PoolState } from './types.ts';
 
 /** How often a turn waiting for a free executor of its shard (or for its pool to resume) asks again. */
 const CLAIM_POLL_MS = 100;
@@ -31,23 +32,27 @@ export class ExecutorClaims {
     this.ttlMs = ttlMs;
   }
 
-  /** Takes a free executor of the shard now, or null (none free, or the pool is not active). */
+  /**
+   * Takes a free executor of the shard now, or null (none free, none scaled up, or the pool is not active).
+   * Only active slots below maxExecutors are handed out, lowest sandbox and slot first: work packs onto the
+   * first executors and the last ones scaled up go idle first, so scaling down finds them.
+   */
   async tryClaim(tenantId: string, poolId: string, shard: number, taskId: string, owner: string): Promise<ExecutorClaim | null> {
-    const r = await this.#db.query<{ id: string; pool_id: string; shard: number; slot: number; gateway: string; agent_type: string; risk_class: RiskClass; gateways: number }>(
+    const r = await this.#db.query<{ id: string; pool_id: string; shard: number; slot: number; sandbox: number; gateway: string; agent_type: AgentType; risk_class: RiskClass; gateways: number }>(
       `WITH free AS (
          SELECT x.id FROM pool_executors x JOIN executor_pools p ON p.id = x.pool_id AND p.tenant_id = x.tenant_id
-          WHERE x.tenant_id = $1 AND x.pool_id = $2 AND x.shard = $3 AND p.state = 'active'
+          WHERE x.tenant_id = $1 AND x.pool_id = $2 AND x.shard = $3 AND p.state = 'active' AND x.active AND x.slot < p.max_executors
             AND (x.task_id IS NULL OR x.task_id = $4 OR x.lease_until < now())
-          ORDER BY (x.task_id IS NOT DISTINCT FROM $4::uuid) DESC, x.turns, x.slot
+          ORDER BY (x.task_id IS NOT DISTINCT FROM $4::uuid) DESC, x.sandbox, x.slot
           LIMIT 1 FOR UPDATE OF x SKIP LOCKED)
        UPDATE pool_executors e SET task_id = $4, claimed_by = $5, lease_until = now() + make_interval(secs => $6::double precision / 1000), turns = e.turns + 1
          FROM free, executor_pools p WHERE e.id = free.id AND p.id = e.pool_id
-       RETURNING e.id, e.pool_id, e.shard, e.slot, e.gateway, p.agent_type, p.risk_class, p.shards * greatest(p.min_executors, 1) AS gateways`,
+       RETURNING e.id, e.pool_id, e.shard, e.slot, e.sandbox, e.gateway, p.agent_type, p.risk_class, p.executors_per_sandbox AS gateways`,
       [tenantId, poolId, shard, taskId, owner, this.ttlMs],
     );
     const x = r.rows[0];
     if (!x) return null;
-    return { id: x.id, poolId: x.pool_id, shard: x.shard, slot: x.slot, gateway: x.gateway, instanceName: poolInstanceName(x.agent_type as never), gateways: x.gateways, riskClass: x.risk_class };
+    return { id: x.id, poolId: x.pool_id, shard: x.shard, slot: x.slot, sandbox: x.sandbox, gateway: x.gateway, instanceName: poolSandboxName(x.agent_type, x.sandbox), gateways: x.gateways, riskClass: x.risk_class };
   }
 
   /**
@@ -68,6 +73,7 @@ export class ExecutorClaims {
         const c = await this.tryClaim(o.tenantId, o.poolId, o.shard, o.taskId, o.owner);
         if (c) return c;
       }
+      // busy: every running executor of the shard has a turn (the scaler adds one while there is room).
       const why = pool.state === 'active' ? 'busy' : pool.state;
       if (why !== waiting) o.onWait?.(why);
       waiting = why;
@@ -82,6 +88,6 @@ export class ExecutorClaims {
   }
 
   async release(c: { id: string }, taskId: string): Promise<void> {
-    await this.#db.query('UPDATE pool_executors SET task_id = NULL, claimed_by = NULL, lease_until = NULL WHERE id = $1 AND task_id = $2', [c.id, taskId]);
+    await this.#db.query('UPDATE pool_executors SET task_id = NULL, claimed_by = NULL, lease_until = NULL, idle_since = now() WHERE id = $1 AND task_id = $2', [c.id, taskId]);
   }
 }

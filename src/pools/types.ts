@@ -4,9 +4,9 @@ import { AGENT_TYPES, type AgentType, type RiskClass } from '../tasks/types.ts';
 
 /**
  * Executor pools (docs/adr/0014-executor-pools.md): per tenant and agent type, the gateway executors that
- * serve that type, split into shards. Executor counts are per shard; the pool runs greatest(min, 1)
- * executors per shard in one sandbox of its own (its instance `pool-<agentType>`), so a sandbox holds at
- * most MAX_POOL_GATEWAYS gateways (the instance limit).
+ * serve that type, split into shards. Executor counts are per shard; a pool starts with greatest(min, 1)
+ * executors per shard and scales between min and max with its backlog (src/pools/scaler.ts), in sandboxes
+ * of its own of at most `executorsPerSandbox` gateways each (placement.ts).
  */
 export const POOL_STATES = ['active', 'paused', 'draining'] as const;
 export type PoolState = (typeof POOL_STATES)[number];
@@ -22,9 +22,10 @@ export const poolInput = z
     shards: z.number().int().min(1).max(8).default(1).describe('Shards: a task goes to exactly one, chosen from its shardKey (or its id)'),
     cpuMillis: z.number().int().min(100).max(64_000).default(1000).describe('CPU per executor, in thousandths of a core'),
     memoryMb: z.number().int().min(256).max(262_144).default(1024).describe('Memory per executor, in MiB'),
+    executorsPerSandbox: z.number().int().min(1).max(MAX_POOL_GATEWAYS).default(MAX_POOL_GATEWAYS).describe('Executors (gateway processes) one sandbox of the pool runs at most; scaling up fills a sandbox, then starts the next'),
+    scaleDownAfterSeconds: z.number().int().min(1).max(86_400).default(300).describe('An executor idle this long with nothing waiting on its shard is stopped (never below minExecutors)'),
   })
-  .refine((p) => p.maxExecutors >= p.minExecutors, { message: 'maxExecutors must be at least minExecutors', path: ['maxExecutors'] })
-  .refine((p) => p.shards * Math.max(p.minExecutors, 1) <= MAX_POOL_GATEWAYS, { message: `shards × executors per shard may be at most ${MAX_POOL_GATEWAYS} (gateways in one sandbox)`, path: ['shards'] });
+  .refine((p) => p.maxExecutors >= p.minExecutors, { message: 'maxExecutors must be at least minExecutors', path: ['maxExecutors'] });
 export type PoolInput = z.input<typeof poolInput>;
 
 /** What may change on a pool; shards and minExecutors are fixed (they decide where keys land and which gateways run). */
@@ -32,6 +33,7 @@ export const poolPatch = z.strictObject({
   maxExecutors: z.number().int().min(1).max(8).optional(),
   cpuMillis: z.number().int().min(100).max(64_000).optional(),
   memoryMb: z.number().int().min(256).max(262_144).optional(),
+  scaleDownAfterSeconds: z.number().int().min(1).max(86_400).optional(),
 });
 
 export interface Pool {
@@ -44,6 +46,8 @@ export interface Pool {
   shards: number;
   cpuMillis: number;
   memoryMb: number;
+  executorsPerSandbox: number;
+  scaleDownAfterSeconds: number;
   state: PoolState;
   /** draining with nothing in flight: the pool has stopped. */
   drained: boolean;
@@ -52,6 +56,10 @@ export interface Pool {
   queueDepth: number[];
   /** Executors running a turn now. */
   inFlight: number;
+  /** Executors running (scaled to), per shard index. */
+  activeExecutors: number[];
+  /** Sandboxes with at least one running executor. */
+  sandboxes: number;
   createdAt: string;
   updatedAt: string;
 }
@@ -61,8 +69,12 @@ export interface PoolExecutor {
   poolId: string;
   shard: number;
   slot: number;
-  /** The gateway process in the pool's sandbox (the supervisor's executor id). */
+  /** The pool's sandbox it runs in (0: instance pool-<agentType>, n: pool-<agentType>-<n>). */
+  sandbox: number;
+  /** The gateway process in that sandbox (the supervisor's executor id). */
   gateway: string;
+  /** Scaled up (its gateway runs); an inactive slot is what the pool may still grow into. */
+  active: boolean;
   taskId: string | null;
   /** Turns it has run. */
   turns: number;
@@ -75,14 +87,14 @@ export interface ExecutorClaim {
   shard: number;
   slot: number;
   gateway: string;
-  /** The pool's instance name (pool-<agentType>); the waker deploys it on first work. */
+  /** Which of the pool's sandboxes it runs in (0: the first). */
+  sandbox: number;
+  /** The instance of the executor's sandbox (placement.ts: poolSandboxName); the waker deploys it on first work. */
   instanceName: string;
-  /** Gateways the pool's sandbox runs (every shard's executors). */
+  /** Gateways that sandbox declares (executorsPerSandbox; the supervisor runs the active ones). */
   gateways: number;
   riskClass: RiskClass;
 }
-
-export const poolInstanceName = (agentType: AgentType) => `pool-${agentType}`;
 
 /**
  * The shard of a key: the first 32 bits of its SHA-256, modulo the shard count. Deterministic across

@@ -45,6 +45,11 @@ export interface SandboxSpec extends InstanceKey {
   clusterId: string;
   /** The tenant's tier (kubernetes: picks the RuntimeClass); absent: the driver's default tier. */
   tier?: string;
+  /**
+   * The executors (keys of `configs`) to run at start; absent: all. The others are declared and stopped until
+   * setExecutors asks for them (a pool's sandbox, docs/adr/0014-executor-pools.md).
+   */
+  run?: string[];
 }
 
 /**
@@ -183,6 +188,11 @@ export interface SandboxDriver {
   logs(key: InstanceKey, opts: { tail: number }): Promise<LogLine[]>;
   /** Follows the logs from now on until the signal aborts. */
   followLogs(key: InstanceKey, signal: AbortSignal, onLine: (l: LogLine) => void): Promise<void>;
+  /**
+   * Makes a running sandbox run exactly these of its declared executors: starts the missing ones while the
+   * others keep serving, stops the rest. The health after the change (executors' own states).
+   */
+  setExecutors(ref: SandboxRef, run: string[]): Promise<SandboxHealth | undefined>;
   /** Runs a command inside the sandbox, as its gateways run (diagnostics and probes). */
   exec(ref: SandboxRef, argv: string[], opts?: { timeoutMs?: number }): Promise<ExecResult>;
   /**

@@ -147,6 +147,7 @@ export async function startServer(config: Config, log: Logger, hooks: StartHooks
       await services.reconciler.start();
       services.reaper.start();
       services.backups.start();
+      services.poolScaler.start();
       reconciler = services.reconciler;
     }
     if (roles.has('worker')) {
@@ -195,6 +196,7 @@ export async function startServer(config: Config, log: Logger, hooks: StartHooks
         await doctor;
         // Sandboxes keep running (no --die-with-parent); the next start adopts them.
         await services.reaper.stop();
+        await services.poolScaler.stop();
         await services.activity.stop();
         await services.backups.stop();
         await services.knowledgeIndexer.stop();

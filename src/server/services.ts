@@ -178,6 +178,7 @@ export function createServices(opts: {
     flushUsage: () => broker.usage.flush(),
     taskTags,
     approvalChat: approvalDelivery,
+    events,
     ...(opts.claims ? { claims: opts.claims } : {}),
     recall: async (tenantId, agentId, text, ctx) => (await knowledge.memories.recall(tenantId, agentId, text, ctx)).map((m) => ({ id: m.id, content: m.content })),
   });

@@ -68,7 +68,8 @@ export function instanceWaker(o: { gate: GatewayGate; instances: InstanceService
     const std = all.filter((i) => i.name !== HIGH_RISK_INSTANCE && !i.name.startsWith('pool-') && i.desiredState !== 'destroyed');
     let inst: Instance | undefined;
     if (pool) {
-      // The pool's own sandbox: one per pool, with every shard's gateways; deployed on its first work.
+      // The executor's sandbox, one of its pool's own (src/pools/placement.ts); deployed on its first work,
+      // declaring every gateway it may run (the supervisor runs the active ones: the reconciler's executorsToRun).
       inst = all.find((i) => i.name === pool.instanceName && i.desiredState !== 'destroyed');
       if (!inst) {
         inst = await o.instances.deploy(tenantId, { name: pool.instanceName, executors: pool.gateways }, by).catch(async (err: unknown) => {
@@ -77,7 +78,7 @@ export function instanceWaker(o: { gate: GatewayGate; instances: InstanceService
           if (again) return again;
           throw err;
         });
-        await o.instances.db.query('UPDATE executor_pools SET instance_id = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2', [tenantId, pool.poolId, inst.id]);
+        if (pool.sandbox === 0) await o.instances.db.query('UPDATE executor_pools SET instance_id = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2', [tenantId, pool.poolId, inst.id]);
       }
     } else inst = risk === 'high' ? all.find((i) => i.name === HIGH_RISK_INSTANCE && i.desiredState !== 'destroyed') : pickStd(std);
     if (!inst) inst = await o.instances.deploy(tenantId, { name: risk === 'high' ? HIGH_RISK_INSTANCE : 'main' }, by);
@@ -88,7 +89,10 @@ export function instanceWaker(o: { gate: GatewayGate; instances: InstanceService
       const row = await o.instances.get(tenantId, inst.id);
       if (row.status === 'running' && row.sandbox) {
         const st = await o.sandboxes.status(row.sandbox);
-        if (st.running && st.health?.ready) return { instanceId: row.id, transport: await o.sandboxes.connect(row.sandbox), token: await o.instances.gatewayToken(row.id) };
+        // A pool's turn needs its own executor ready, not the whole sandbox (another may be starting beside it).
+        const own = pool ? st.running && st.health?.executors.find((e) => e.id === pool.gateway) : undefined;
+        const ready = own ? own.state === 'ready' : st.running && st.health?.ready;
+        if (ready) return { instanceId: row.id, transport: await o.sandboxes.connect(row.sandbox), token: await o.instances.gatewayToken(row.id) };
       }
       if (Date.now() - t0 > o.readyTimeoutMs) throw new UnavailableError(`Instance "${row.name}" did not become ready within ${o.readyTimeoutMs} ms (status ${row.status}: ${row.statusReason}).`);
       await sleep(500, signal);

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { TaskTags } from '../broker/task-tag.ts';
 import type { Registry } from 'prom-client';
-import type { Db } from '../db/pool.ts';
+import type { Db, Queryable } from '../db/pool.ts';
 import type { GatewayGate } from '../ingress/access.ts';
 import type { InstanceService } from '../instances/instances.ts';
 import type { EgressPolicy } from '../net/ssrf.ts';
@@ -10,7 +10,9 @@ import type { SandboxDriver } from '../sandbox/types.ts';
 import type { Vault } from '../vault/vault.ts';
 import { ExecutorClaims } from '../pools/executors.ts';
 import { registerPoolGauges } from '../pools/metrics.ts';
+import { PoolScaler } from '../pools/scaler.ts';
 import { PoolService } from '../pools/service.ts';
+import type { EventChannel } from '../events/channel.ts';
 import { SwarmRuleService } from '../swarms/rules.ts';
 import { AgentService } from './agents.ts';
 import { ApprovalService } from './approvals.ts';
@@ -35,6 +37,8 @@ export interface TaskServices {
   swarms: SwarmRuleService;
   /** The workflow's step bodies; `useExecutor` swaps where turns run (tests install stand-ins). */
   taskRuntime: TaskRuntime;
+  /** Scales executor pools between min and max (started with the reconciler role). */
+  poolScaler: PoolScaler;
 }
 
 export class TaskRuntime {
@@ -106,6 +110,8 @@ export function createTaskServices(o: {
   claims?: ClaimIdentity;
   /** Where approval requests are also posted (the tenant's Telegram/Slack chats). */
   approvalChat?: ApprovalChat;
+  /** Tells every replica's reconciler that an instance's desired executors changed. */
+  events?: EventChannel;
 }): TaskServices {
   const log = o.log.child({ component: 'tasks' });
   const store = new TaskStore(o.db);
@@ -127,5 +133,19 @@ export function createTaskServices(o: {
   const tasks = new TaskService({ db: o.db, store, agents, approvals, queues, pools, swarms });
   registerQueueDepthGauge(o.registry, o.db);
   registerPoolGauges(o.registry, o.db);
-  return { tasks, agents, approvals, pools, swarms, taskRuntime: new TaskRuntime(steps, tasks, log, claims) };
+  const events = o.events;
+  const poolScaler = new PoolScaler({
+    db: o.db,
+    log: o.log.child({ component: 'pools' }),
+    intervalMs: o.settings.poolScaleIntervalMs,
+    ...(events ? { publish: async (tx: Queryable, ids: string[]) => { for (const instanceId of ids) await events.publish(tx, 'instance.changed', { instanceId }); } } : {}),
+    // A sandbox left with no executor stops (the next claim of one of its executors starts it again).
+    onScaled: async (boxes) => {
+      for (const b of boxes.filter((x) => x.active === 0)) {
+        const inst = (await o.instances.list(b.tenantId)).find((i) => i.name === b.instanceName && i.desiredState === 'running');
+        if (inst) await o.instances.stop(b.tenantId, inst.id, { actor: 'system:pool-scaler' }, 'its pool scaled every executor in it down');
+      }
+    },
+  });
+  return { tasks, agents, approvals, pools, swarms, taskRuntime: new TaskRuntime(steps, tasks, log, claims), poolScaler };
 }

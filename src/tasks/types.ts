@@ -108,6 +108,8 @@ export interface TaskSettings {
   approvalTtlSeconds: number;
   queuePollMs: number;
   workerConcurrency: number;
+  /** How often executor pools are scaled to their backlog (src/pools/scaler.ts). */
+  poolScaleIntervalMs: number;
 }
 
 export const DEFAULT_TASK_SETTINGS: TaskSettings = {
@@ -119,6 +121,7 @@ export const DEFAULT_TASK_SETTINGS: TaskSettings = {
   approvalTtlSeconds: 86_400,
   queuePollMs: 1000,
   workerConcurrency: 100,
+  poolScaleIntervalMs: 2000,
 };
 
 /** One turn an executor runs for a task. */

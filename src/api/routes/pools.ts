@@ -16,17 +16,21 @@ const PoolSchema = z
     shards: z.number().int(),
     cpuMillis: z.number().int(),
     memoryMb: z.number().int(),
+    executorsPerSandbox: z.number().int().openapi({ description: 'Executors one sandbox of the pool runs at most' }),
+    scaleDownAfterSeconds: z.number().int().openapi({ description: 'Idle time after which an executor above minExecutors is stopped' }),
     state: z.enum(POOL_STATES),
     drained: z.boolean().openapi({ description: 'Draining and nothing in flight: the pool has stopped' }),
     instanceId: z.uuid().nullable().openapi({ description: "The pool's own instance (sandbox), deployed on its first work" }),
     queueDepth: z.array(z.number().int()).openapi({ description: 'Tasks waiting for an executor, per shard' }),
     inFlight: z.number().int().openapi({ description: 'Executors running a turn now' }),
+    activeExecutors: z.array(z.number().int()).openapi({ description: 'Executors running now (scaled between min and max), per shard' }),
+    sandboxes: z.number().int().openapi({ description: 'Sandboxes with a running executor' }),
     createdAt: z.string(),
     updatedAt: z.string(),
   })
   .openapi('ExecutorPool');
 const ExecutorSchema = z
-  .object({ id: z.uuid(), poolId: z.uuid(), shard: z.number().int(), slot: z.number().int(), gateway: z.string(), taskId: z.uuid().nullable(), turns: z.number().int() })
+  .object({ id: z.uuid(), poolId: z.uuid(), shard: z.number().int(), slot: z.number().int(), sandbox: z.number().int(), gateway: z.string(), active: z.boolean(), taskId: z.uuid().nullable(), turns: z.number().int() })
   .openapi('PoolExecutor');
 const PoolParams = TenantParam.extend({ poolId: z.string().min(1).max(64).openapi({ param: { name: 'poolId', in: 'path' }, description: 'Pool id or agent type' }) });
 

@@ -120,6 +120,7 @@ export async function prepareInstanceDirs(p: InstanceDirs, spec: SandboxSpec, op
   const nodeBin = `${MOUNTS.runtime}/${spec.runtime.nodeRel}`;
   const conf: SupervisorConfig = {
     executors: executors.map((e) => ({ id: e.id, port: e.port, stateDir: SANDBOX_LAYOUT.stateDir(e.id), configPath: `${MOUNTS.conf}/${e.id}/openclaw.json`, logFile: `${MOUNTS.log}/${e.id}.log` })),
+    ...(spec.run ? { run: spec.run } : {}),
     command: [nodeBin, `${MOUNTS.runtime}/${spec.runtime.entryRel}`, 'gateway', 'run', '--bind', 'loopback'],
     env: {
       PATH: `${path.posix.dirname(nodeBin)}:/usr/bin:/bin`,

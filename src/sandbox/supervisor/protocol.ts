@@ -22,7 +22,13 @@ export interface ExecutorSpec {
 export type SupervisorListen = { fd: number } | { path: string } | { port: number; host: string };
 
 export interface SupervisorConfig {
+  /** Every executor the sandbox may run (their configs are in place from the start). */
   executors: ExecutorSpec[];
+  /**
+   * The executors to run at start; absent: all. The rest wait, stopped, until PUT /executors asks for them
+   * (a pool scaling up inside its sandbox, docs/adr/0014-executor-pools.md).
+   */
+  run?: string[];
   /** argv[0..] of a gateway; the executor's port is appended after `--port`. */
   command: string[];
   /** Extra environment for gateways (no secrets: the gateway token is read from gatewayTokenFile). */
@@ -55,6 +61,11 @@ export interface SupervisorHealth {
     readyMs: number | null;
     lastExit: { code: number | null; signal: string | null; at: string } | null;
   }[];
+}
+
+/** PUT /executors on the control socket: the executors to run from now on (others are stopped); answers SupervisorHealth. */
+export interface SupervisorRunRequest {
+  run: string[];
 }
 
 /** POST /exec on the control socket. */

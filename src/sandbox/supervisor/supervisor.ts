@@ -1,7 +1,8 @@
 /**
  * The supervisor: the first program in every sandbox (issue 6). It is mounted read-only and imports only
  * node: built-ins, because nothing else of Clawplane is inside. It
- * - starts N gateway executors, each with its own state dir, and restarts a crashed one with backoff;
+ * - starts N gateway executors, each with its own state dir, and restarts a crashed one with backoff; starts
+ *   and stops executors on request (PUT /executors) while the others keep serving (a pool scaling);
  * - serves the ingress socket (a listening fd the host created and passed in, so no path to it exists
  *   in here; or, in a container, a socket in a directory bound from the host) and proxies each request or WebSocket to an executor's loopback port;
  * - serves 127.0.0.1:<egress> for the gateways' model calls and forwards them to the broker's socket,
@@ -17,12 +18,14 @@ import http from 'node:http';
 import net from 'node:net';
 import { pipeline } from 'node:stream';
 
-import type { ExecutorSpec, SupervisorConfig, SupervisorHealth, SupervisorListen } from './protocol.ts';
+import type { ExecutorSpec, SupervisorConfig, SupervisorHealth, SupervisorListen, SupervisorRunRequest } from './protocol.ts';
 
 type ExecState = 'starting' | 'ready' | 'backoff' | 'stopped';
 
 interface Executor {
   spec: ExecutorSpec;
+  /** Asked to run (at start by cfg.run, later by PUT /executors); an unwanted one is stopped and not restarted. */
+  wanted: boolean;
   state: ExecState;
   child: ChildProcess | undefined;
   pid: number | undefined;
@@ -50,6 +53,7 @@ function log(msg: string, fields: Record<string, unknown> = {}): void {
 
 const executors: Executor[] = cfg.executors.map((spec) => ({
   spec,
+  wanted: !cfg.run || cfg.run.includes(spec.id),
   state: 'stopped',
   child: undefined,
   pid: undefined,
@@ -62,7 +66,7 @@ const executors: Executor[] = cfg.executors.map((spec) => ({
 }));
 
 function startExecutor(e: Executor): void {
-  if (stopping) return;
+  if (stopping || !e.wanted) return;
   const { spec } = e;
   mkdirSync(`${spec.stateDir}/home`, { recursive: true });
   const token = readFileSync(cfg.gatewayTokenFile, 'utf8').trim();
@@ -96,8 +100,9 @@ function startExecutor(e: Executor): void {
     e.child = undefined;
     e.pid = undefined;
     e.lastExit = { code, signal, at: new Date().toISOString() };
-    if (stopping) {
+    if (stopping || !e.wanted) {
       e.state = 'stopped';
+      if (!stopping) log('executor stopped on request', { executor: spec.id, code, signal });
       return;
     }
     // A gateway that ran for a while before dying starts over at the initial delay.
@@ -147,7 +152,32 @@ function pollHealth(): void {
 
 function pickExecutor(id: string | undefined): Executor | undefined {
   if (id) return executors.find((e) => e.spec.id === id);
-  return executors.find((e) => e.state === 'ready') ?? executors[0];
+  return executors.find((e) => e.wanted && e.state === 'ready') ?? executors.find((e) => e.wanted) ?? executors[0];
+}
+
+/**
+ * Runs exactly `run` from now on: starts the wanted ones that are not running (at once, without backoff) and
+ * stops the others (SIGTERM, then SIGKILL after the grace time). Executors not named keep what they do.
+ */
+function setRun(run: string[]): void {
+  for (const e of executors) {
+    const want = run.includes(e.spec.id);
+    if (want === e.wanted) continue;
+    e.wanted = want;
+    clearTimeout(e.timer);
+    e.timer = undefined;
+    if (want) {
+      e.delayMs = cfg.backoff.initialMs;
+      if (!e.child) startExecutor(e);
+    } else if (e.child) {
+      const child = e.child;
+      child.kill('SIGTERM');
+      setTimeout(() => {
+        if (e.child === child) child.kill('SIGKILL');
+      }, 15_000).unref();
+    } else e.state = 'stopped';
+  }
+  log('executors to run', { run: executors.filter((e) => e.wanted).map((e) => e.spec.id) });
 }
 
 function cleanHeaders(h: http.IncomingHttpHeaders): http.OutgoingHttpHeaders {
@@ -240,6 +270,7 @@ const ingress = http.createServer((req, res) => {
   const id = req.headers['x-clawplane-executor'];
   const e = pickExecutor(typeof id === 'string' ? id : undefined);
   if (!e) return jsonError(res, 404, 'no such executor');
+  if (!e.wanted) return jsonError(res, 503, `executor ${e.spec.id} is stopped (its pool scaled down)`);
   const headers = cleanHeaders(req.headers);
   delete headers['x-clawplane-executor'];
   proxy(req, res, { host: '127.0.0.1', port: e.spec.port, headers }, `gateway ${e.spec.id}`, traceIngress(req, res, headers));
@@ -247,7 +278,7 @@ const ingress = http.createServer((req, res) => {
 ingress.on('upgrade', (req, socket, head) => {
   const id = req.headers['x-clawplane-executor'];
   const e = pickExecutor(typeof id === 'string' ? id : undefined);
-  if (!e) return socket.destroy();
+  if (!e || !e.wanted) return socket.destroy();
   const up = net.connect(e.spec.port, '127.0.0.1', () => {
     const lines = [`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1`];
     for (let i = 0; i < req.rawHeaders.length; i += 2) {
@@ -282,7 +313,9 @@ const egress = http.createServer((req, res) => {
 
 function health(): SupervisorHealth {
   return {
-    ready: executors.every((e) => e.state === 'ready'),
+    // Every executor asked to run is ready. While one is being added this is false; a pool's turns read
+    // their own executor's state instead, so the others keep serving.
+    ready: executors.every((e) => !e.wanted || e.state === 'ready'),
     pid: process.pid,
     rssBytes: process.memoryUsage.rss(),
     executors: executors.map((e) => ({
@@ -345,6 +378,19 @@ const control = http.createServer((req, res) => {
         const b = JSON.parse(text) as { argv?: unknown; timeoutMs?: unknown };
         if (!Array.isArray(b.argv) || !b.argv.every((a) => typeof a === 'string') || b.argv.length === 0) return reply(400, { error: 'argv must be a non-empty string array' });
         reply(200, await exec(b.argv as string[], typeof b.timeoutMs === 'number' ? b.timeoutMs : 30_000));
+      })
+      .catch((err: unknown) => reply(400, { error: (err as Error).message }));
+    return;
+  }
+  if (req.method === 'PUT' && req.url === '/executors') {
+    readBody(req, 1 << 16)
+      .then((text) => {
+        const b = JSON.parse(text) as Partial<SupervisorRunRequest>;
+        if (!Array.isArray(b.run) || !b.run.every((id) => typeof id === 'string')) return reply(400, { error: 'run must be an array of executor ids' });
+        const unknown = b.run.filter((id) => !executors.some((e) => e.spec.id === id));
+        if (unknown.length > 0) return reply(400, { error: `no such executor: ${unknown.join(', ')}` });
+        setRun(b.run);
+        reply(200, health());
       })
       .catch((err: unknown) => reply(400, { error: (err as Error).message }));
     return;

@@ -24,7 +24,7 @@ import { followLogDir, tailLogs } from '../../host/logs.ts';
 import { rotateGatewayToken } from '../../host/rotate.ts';
 import { packStream, unpackState } from '../../host/state-archive.ts';
 import { unixTransport } from '../../host/unix-transport.ts';
-import { SandboxUnavailableError, type ExecResult, type GatewayTransport, type InstanceKey, type LogLine, type SandboxDriver, type SandboxRef, type SandboxSpec, type SandboxState } from '../../types.ts';
+import { SandboxUnavailableError, type ExecResult, type GatewayTransport, type InstanceKey, type LogLine, type SandboxDriver, type SandboxHealth, type SandboxRef, type SandboxSpec, type SandboxState } from '../../types.ts';
 import { buildCommand, IMAGE_NODE, IMAGE_SUPERVISOR, supervisorProgram } from './image.ts';
 import { containerName, IMAGE_SUPERVISOR_LABEL, LABEL } from './labels.ts';
 
@@ -331,6 +331,10 @@ export class DockerSandboxDriver implements SandboxDriver {
 
   connect(ref: SandboxRef): Promise<GatewayTransport> {
     return Promise.resolve(unixTransport(path.join(this.dirs(ref.instanceId).in, 'ingress.sock')));
+  }
+
+  setExecutors(ref: SandboxRef, run: string[]): Promise<SandboxHealth> {
+    return new SupervisorControl(path.join(this.dirs(ref.instanceId).in, 'control.sock')).setExecutors(run);
   }
 
   exec(ref: SandboxRef, argv: string[], opts: { timeoutMs?: number } = {}): Promise<ExecResult> {

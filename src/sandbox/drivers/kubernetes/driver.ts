@@ -23,9 +23,10 @@ import type { SandboxBroker, SandboxRegistration } from '../../../broker/types.t
 import type { KubernetesSettings } from '../../../config/schema.ts';
 import { ConflictError } from '../../../errors.ts';
 import { knowledgePluginFiles, SANDBOX_LAYOUT } from '../../host/dirs.ts';
-import { SandboxUnavailableError, type ExecResult, type GatewayTransport, type InstanceKey, type LogLine, type SandboxDriver, type SandboxRef, type SandboxSpec, type SandboxState } from '../../types.ts';
+import { SandboxUnavailableError, type ExecResult, type GatewayTransport, type InstanceKey, type LogLine, type SandboxDriver, type SandboxHealth, type SandboxRef, type SandboxSpec, type SandboxState } from '../../types.ts';
 import { KubeApi, loadKubeConfig, type KubeObject } from './api.ts';
-import { GATEWAY_PORT, LABEL, MANAGED_BY, podName, pvcName, startObjectName, STARTED_ANNOTATION } from './labels.ts';
+import { CONTROL_PORT, GATEWAY_PORT, LABEL, MANAGED_BY, podName, pvcName, startObjectName, STARTED_ANNOTATION } from './labels.ts';
+import type { SupervisorHealth } from '../../supervisor/protocol.ts';
 import { configMapObject, KUBE_KNOWLEDGE_PLUGIN_DIR, networkPolicyObject, parseSelector, podObject, pvcObject, secretObject, serviceObject, type SandboxObjectSettings } from './objects.ts';
 import { sandboxState, viewPod, type PodView } from './status.ts';
 
@@ -384,6 +385,18 @@ export class KubernetesSandboxDriver implements SandboxDriver {
     const exitCause = status?.details?.causes?.find((c) => c.reason === 'ExitCode')?.message;
     const code = status?.status === 'Success' ? 0 : exitCause !== undefined ? Number(exitCause) : null;
     return { code, signal: null, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+  }
+
+  /**
+   * The supervisor's control port listens on the pod's loopback only: the request is made from inside the
+   * pod (pods/exec, authorized by the API server), with the Node that runs the gateways (on the exec PATH).
+   */
+  async setExecutors(ref: SandboxRef, run: string[]): Promise<SandboxHealth | undefined> {
+    const script = `fetch('http://127.0.0.1:${CONTROL_PORT}/executors',{method:'PUT',headers:{'content-type':'application/json'},body:process.argv[1]}).then(async(r)=>{process.stdout.write(await r.text());process.exitCode=r.ok?0:1})`;
+    const r = await this.exec(ref, ['node', '-e', script, JSON.stringify({ run })], { timeoutMs: 30_000 });
+    if (r.code !== 0) throw new SandboxUnavailableError(`the sandbox supervisor refused the executors to run: ${(r.stdout || r.stderr).slice(0, 300)}`);
+    const h = JSON.parse(r.stdout) as SupervisorHealth;
+    return { ready: h.ready, executors: h.executors, supervisorRssBytes: h.rssBytes };
   }
 
   exportState(key: InstanceKey): Promise<Readable> {

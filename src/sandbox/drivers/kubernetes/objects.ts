@@ -69,6 +69,7 @@ export function supervisorConfig(spec: SandboxSpec, brokerUrl: string): Supervis
   const nodeBin = `${RUNTIME}/${spec.runtime.nodeRel}`;
   return {
     executors,
+    ...(spec.run ? { run: spec.run } : {}),
     command: [nodeBin, `${RUNTIME}/${spec.runtime.entryRel}`, 'gateway', 'run', '--bind', 'loopback'],
     env: {
       PATH: `${nodeBin.slice(0, nodeBin.lastIndexOf('/'))}:/usr/bin:/bin`,

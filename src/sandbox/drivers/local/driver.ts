@@ -23,7 +23,7 @@ import { followLogDir, tailLogs } from '../../host/logs.ts';
 import { rotateGatewayToken } from '../../host/rotate.ts';
 import { packStream, unpackState } from '../../host/state-archive.ts';
 import { unixTransport } from '../../host/unix-transport.ts';
-import { SandboxUnavailableError, storedSandboxRef, type ExecResult, type GatewayTransport, type InstanceKey, type LogLine, type SandboxDriver, type SandboxRef, type SandboxSpec, type SandboxState } from '../../types.ts';
+import { SandboxUnavailableError, storedSandboxRef, type ExecResult, type GatewayTransport, type InstanceKey, type LogLine, type SandboxDriver, type SandboxHealth, type SandboxRef, type SandboxSpec, type SandboxState } from '../../types.ts';
 import { prepareCgroup, removeCgroup, type CgroupLimits } from './cgroups.ts';
 import { bwrapArgs, launchArgv } from './command.ts';
 import { listenHostSocket } from './host-socket.ts';
@@ -265,6 +265,10 @@ export class LocalSandboxDriver implements SandboxDriver {
 
   connect(ref: SandboxRef): Promise<GatewayTransport> {
     return Promise.resolve(unixTransport(this.dirs(ref.instanceId).ingress));
+  }
+
+  setExecutors(ref: SandboxRef, run: string[]): Promise<SandboxHealth> {
+    return new SupervisorControl(this.dirs(ref.instanceId).control).setExecutors(run);
   }
 
   exec(ref: SandboxRef, argv: string[], opts: { timeoutMs?: number } = {}): Promise<ExecResult> {
