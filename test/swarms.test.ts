@@ -30,7 +30,10 @@ interface Node {
   children: Node[];
 }
 
-/** Runs turns; "together:<n>" turns wait until n of them have started; inputs with "fail" fail. */
+/**
+ * Runs turns; "together:<n>" turns wait until n of them have started; "hold" turns wait until their task is
+ * cancelled (the step's signal); inputs with "fail" fail.
+ */
 class SwarmStandIn implements TaskExecutor {
   readonly name = 'stand-in-swarm';
   readonly turns: Turn[] = [];
@@ -39,8 +42,14 @@ class SwarmStandIn implements TaskExecutor {
   /** What an agent answers instead of its default (by agent name). */
   readonly answers = new Map<string, string>();
 
-  async run(turn: Turn): Promise<TurnResult> {
+  /** Held turns that ended because their task was cancelled. */
+  readonly aborted: string[] = [];
+
+  async run(turn: Turn, ctx: { signal: AbortSignal }): Promise<TurnResult> {
     this.turns.push(turn);
+    if (turn.input.includes('hold')) {
+      await new Promise<void>((_, reject) => ctx.signal.addEventListener('abort', () => (this.aborted.push(turn.taskId), reject(new Error('aborted'))), { once: true }));
+    }
     const m = /together:(\d+)/.exec(turn.input);
     if (m) {
       this.#started++;
@@ -115,34 +124,40 @@ describe('swarms (stand-in executor)', { timeout: 600_000 }, async () => {
     assert.deepEqual([agg?.detail['policy'], agg?.detail['completed'], agg?.detail['met']], ['all', 3, true]);
   });
 
-  test('partial failure follows the policy: all fails, quorum 2 and any complete', async () => {
+  test('partial failure follows the policy, and children it no longer needs are cancelled: all fails fast, quorum and any complete early', async () => {
+    // "hold" children run until cancelled: a parent that waited for them would never end.
     const cases = [
-      { name: 'strict', policy: 'all', want: 'failed' },
-      { name: 'majority', policy: 'quorum', quorum: 2, want: 'completed' },
-      { name: 'first', policy: 'any', want: 'completed' },
+      { name: 'strict', policy: 'all', inputs: ['notes {{input}} hold', 'fail build {{input}}', 'check {{input}} hold'], want: 'failed', kids: [['chat', 'cancelled'], ['coding', 'failed'], ['shell', 'cancelled']], reason: /child task\(s\) .*failed/ },
+      { name: 'majority', policy: 'quorum', quorum: 2, inputs: ['notes {{input}}', 'build {{input}} hold', 'check {{input}}'], want: 'completed', kids: [['chat', 'completed'], ['coding', 'cancelled'], ['shell', 'completed']], reason: /policy quorum 2: 2 of 3 completed/ },
+      { name: 'first', policy: 'any', inputs: ['notes {{input}}', 'build {{input}} hold', 'check {{input}} hold'], want: 'completed', kids: [['chat', 'completed'], ['coding', 'cancelled'], ['shell', 'cancelled']], reason: /policy any: 1 of 3 completed/ },
+      { name: 'all-three', policy: 'quorum', quorum: 2, inputs: ['notes {{input}} hold', 'fail b', 'fail c'], want: 'failed', kids: [['chat', 'cancelled'], ['coding', 'failed'], ['shell', 'failed']], reason: /policy quorum 2: 0 of 3 completed/ },
     ] as const;
     for (const c of cases) {
-      await api.json('POST', `${base}/swarm-rules`, { name: c.name, capability: `ship-${c.name}`, steps: steps(['notes {{input}}', 'fail build {{input}}', 'check {{input}}']), policy: c.policy, ...('quorum' in c ? { quorum: c.quorum } : {}) }, 201);
+      await api.json('POST', `${base}/swarm-rules`, { name: c.name, capability: `ship-${c.name}`, steps: steps(c.inputs as unknown as [string, string, string]), policy: c.policy, ...('quorum' in c ? { quorum: c.quorum } : {}) }, 201);
       const t = await api.json<TaskView>('POST', `${base}/tasks`, { capability: `ship-${c.name}`, input: 'v2' }, 201);
       const done = await until(t.id);
       assert.equal(done.status, c.want, `${c.policy}: ${done.statusReason}`);
-      assert.match(done.statusReason, c.want === 'failed' ? /child task\(s\) .* failed/ : new RegExp(`policy ${c.policy}.*2 of 3 completed`));
+      assert.match(done.statusReason, c.reason);
       const tree = await api.json<Node>('GET', `${base}/tasks/${t.id}/tree`);
-      assert.deepEqual(tree.children.map((x) => [x.agentType, x.status]).sort(), [['chat', 'completed'], ['coding', 'failed'], ['shell', 'completed']]);
+      assert.deepEqual(tree.children.map((x) => [x.agentType, x.status]).sort(), c.kids);
+      // The cancelled children's turns were stopped (not left running), and say why.
+      for (const k of tree.children.filter((x) => x.status === 'cancelled')) {
+        assert.match(k.statusReason, new RegExp(`cancelled: the parent's policy ${c.policy}.*already (met|out of reach)`));
+        await waitFor(`the held turn of ${k.id} stopped`, async () => (exec.aborted.includes(k.id) ? true : undefined));
+      }
+      const trace = (await api.json<{ items: { step: string; kind: string }[] }>('GET', `${base}/tasks/${t.id}/trace`)).items;
+      assert.ok(trace.some((e) => e.step === 'swarm' && e.kind === 'children_cancelled'));
     }
-    // A quorum beyond what is met fails.
-    await api.json('POST', `${base}/swarm-rules`, { name: 'all-three', capability: 'ship-three', steps: steps(['notes', 'fail b', 'fail c']), policy: 'quorum', quorum: 2 }, 201);
-    const t = await api.json<TaskView>('POST', `${base}/tasks`, { capability: 'ship-three', input: 'v3' }, 201);
-    assert.equal((await until(t.id)).status, 'failed');
   });
 
   test("the agent's own plan: a delegation block with agent types and a policy", async () => {
-    exec.answers.set('writer', 'Plan:\n```clawplane-delegate\n{"tasks": [{"capability": "build", "agentType": "coding", "input": "fail compile"}, {"capability": "check", "agentType": "shell", "input": "check disk"}], "policy": "any"}\n```');
+    exec.answers.set('writer', 'Plan:\n```clawplane-delegate\n{"tasks": [{"capability": "build", "agentType": "coding", "input": "compile hold"}, {"capability": "check", "agentType": "shell", "input": "check disk"}], "policy": "any"}\n```');
     const t = await api.json<TaskView>('POST', `${base}/tasks`, { agent: 'writer', input: 'plan the rollout' }, 201);
     const done = await until(t.id);
     assert.equal(done.status, 'completed', done.statusReason);
     const tree = await api.json<Node>('GET', `${base}/tasks/${t.id}/tree`);
-    assert.deepEqual(tree.children.map((x) => [x.agentType, x.status, x.poolId]).sort(), [['coding', 'failed', coding.id], ['shell', 'completed', shell.id]]);
+    // The shell child's success met "any": the coding child, still running, was cancelled.
+    assert.deepEqual(tree.children.map((x) => [x.agentType, x.status, x.poolId]).sort(), [['coding', 'cancelled', coding.id], ['shell', 'completed', shell.id]]);
     exec.answers.delete('writer');
   });
 

@@ -49,6 +49,18 @@ export interface SwarmRule {
   updatedAt: string;
 }
 
+/**
+ * Whether the policy is already decided while some children still run: true (met whatever they do), false
+ * (can no longer be met), or null (they matter). `all` fails at the first failure (fail-fast); `any` is met
+ * at the first success; a quorum once reached, or once out of reach.
+ */
+export function policyDecided(policy: SwarmPolicy, quorum: number | null, completed: number, failed: number, total: number): boolean | null {
+  const need = policy === 'all' ? total : policy === 'any' ? 1 : Math.min(quorum ?? total, total);
+  if (completed >= need) return true;
+  if (total - failed < need) return false;
+  return null;
+}
+
 /** Whether a swarm's children outcome satisfies its policy. */
 export function policyMet(policy: SwarmPolicy, quorum: number | null, completed: number, total: number): boolean {
   if (policy === 'all') return completed === total;

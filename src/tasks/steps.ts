@@ -23,6 +23,8 @@ export interface TaskRunArgs {
   depth: number;
   /** Epoch ms by which the whole delegated chain must be done (set by the root); null on the root. */
   chainDeadlineMs: number | null;
+  /** A child's parent task (its workflow id): told the child's outcome as soon as it ends. */
+  parentId?: string;
 }
 
 /** Finds the memories a task starts with (its agent's best matches of the input). */
@@ -402,6 +404,36 @@ export class TaskSteps {
       await this.store.setStatus(tx, a.tenantId, a.taskId, status, reason, { output });
       await this.store.event(tx, a.tenantId, a.taskId, 'finish', status, { reason });
       return { taskId: a.taskId, status, output, reason };
+    });
+  }
+
+  /** The outcomes of those children that ended (their rows), for a parent that heard nothing from them. */
+  async childOutcomes(a: TaskRunArgs, ids: string[]): Promise<TaskOutcome[]> {
+    const r = await this.db.query<{ id: string; status: TaskStatus; output: string | null; status_reason: string }>(
+      `SELECT id, status, output, status_reason FROM tasks WHERE tenant_id = $1 AND parent_id = $2 AND id = ANY ($3::uuid[]) AND status IN ('completed', 'failed', 'cancelled', 'expired')`,
+      [a.tenantId, a.taskId, ids],
+    );
+    return r.rows.map((x) => ({ taskId: x.id, status: x.status, output: x.output, reason: x.status_reason }));
+  }
+
+  /**
+   * Cancels children (and everything below them) whose outcome the parent's policy no longer needs; their
+   * workflows are cancelled by the caller. The outcomes as they stand after: a child that ended first keeps its own.
+   */
+  async cancelChildren(a: TaskRunArgs, ids: string[], why: string, step: 'delegate' | 'swarm'): Promise<TaskOutcome[]> {
+    return this.db.tx(async (tx) => {
+      const reason = `cancelled: ${why}`;
+      const tree = await tx.query<{ id: string }>(
+        `WITH RECURSIVE tree AS (SELECT id FROM tasks WHERE tenant_id = $1 AND parent_id = $2 AND id = ANY ($3::uuid[]) UNION ALL SELECT c.id FROM tasks c JOIN tree ON c.parent_id = tree.id WHERE c.tenant_id = $1) SELECT id FROM tree`,
+        [a.tenantId, a.taskId, ids],
+      );
+      for (const t of tree.rows) {
+        if (await this.store.setStatus(tx, a.tenantId, t.id, 'cancelled', reason)) await this.store.event(tx, a.tenantId, t.id, 'finish', 'cancelled', { by: `task:${a.taskId}`, reason: why });
+      }
+      await tx.query(`UPDATE task_approvals SET status = 'expired', decided_at = now(), decided_by = $3 WHERE tenant_id = $1 AND task_id = ANY ($2::uuid[]) AND status = 'pending'`, [a.tenantId, tree.rows.map((t) => t.id), `task:${a.taskId}`]);
+      await this.store.event(tx, a.tenantId, a.taskId, step, 'children_cancelled', { children: ids, reason: why });
+      const r = await tx.query<{ id: string; status: TaskStatus; output: string | null; status_reason: string }>('SELECT id, status, output, status_reason FROM tasks WHERE tenant_id = $1 AND id = ANY ($2::uuid[])', [a.tenantId, ids]);
+      return r.rows.map((x) => ({ taskId: x.id, status: x.status, output: x.output, reason: x.status_reason }));
     });
   }
 

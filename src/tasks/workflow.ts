@@ -1,4 +1,5 @@
-import { defineWorkflow, durableNow, ownershipLost, receive, runStep, sleepDurable, startWorkflow } from '../durable/engine.ts';
+import { cancelWorkflow, defineWorkflow, durableNow, ownershipLost, receive, runStep, sendToWorkflow, sleepDurable, startWorkflow } from '../durable/engine.ts';
+import { policyDecided, type SwarmPolicy } from '../swarms/types.ts';
 import { spanAttributes } from '../observability/tracing.ts';
 import { approvalTopic, type ApprovalDecision } from './approvals.ts';
 import { retryDelayMs } from './backoff.ts';
@@ -139,36 +140,60 @@ async function runTask(a: TaskRunArgs): Promise<TaskOutcome> {
   }
   const req = ev.delegation;
   const children = await runStep('delegate', () => S().delegate(a, req));
-  const results = await runChildren(a, children, chainDeadline + parkedMs);
+  const results = await runChildren(a, children, chainDeadline + parkedMs, { policy: req.policy ?? 'all', quorum: req.quorum ?? null, step: 'delegate' });
   const output = ev.output;
   return runStep('aggregate', () => S().aggregate(a, output, results, { policy: req.policy ?? 'all', quorum: req.quorum ?? null }));
 }
 
-/** Starts the children as child workflows (all at once: they run in parallel) and waits for each outcome. */
-async function runChildren(a: TaskRunArgs, children: string[], chainDeadlineMs: number): Promise<TaskOutcome[]> {
-  const handles = [];
-  for (const id of children) handles.push(await startWorkflow(taskWorkflow, id, { tenantId: a.tenantId, taskId: id, depth: a.depth + 1, chainDeadlineMs }));
-  const results: TaskOutcome[] = [];
-  for (const h of handles) {
-    try {
-      results.push(await h.result());
-    } catch (err) {
-      if (ownershipLost(err)) throw err;
-      results.push({ taskId: h.workflowId, status: 'failed', output: null, reason: message(err) });
+/** The topic a child's outcome is sent to its parent on. */
+const CHILD_TOPIC = 'clawplane.child-outcome';
+/** How long a parent waits for word from its children before reading their rows (a child that ended without a message). */
+const CHILD_CHECK_S = 60;
+
+/**
+ * Starts the children as child workflows (all at once: they run in parallel) and collects their outcomes as
+ * they end (each child sends its own). Once the policy is decided with children still running — `all` after a
+ * failure, `any` after a success, a quorum reached or out of reach — the rest are cancelled (rows and
+ * workflows) and count as cancelled.
+ */
+async function runChildren(a: TaskRunArgs, children: string[], chainDeadlineMs: number, policy: { policy: SwarmPolicy; quorum: number | null; step: 'delegate' | 'swarm' }): Promise<TaskOutcome[]> {
+  for (const id of children) await startWorkflow(taskWorkflow, id, { tenantId: a.tenantId, taskId: id, depth: a.depth + 1, chainDeadlineMs, parentId: a.taskId });
+  const got = new Map<string, TaskOutcome>();
+  for (;;) {
+    const open = children.filter((c) => !got.has(c));
+    if (open.length === 0) break;
+    const done = [...got.values()].filter((o) => o.status === 'completed').length;
+    const decided = policyDecided(policy.policy, policy.quorum, done, got.size - done, children.length);
+    if (decided !== null && got.size > 0) {
+      const why = `the parent's policy ${policy.policy}${policy.quorum ? ` ${policy.quorum}` : ''} was already ${decided ? 'met' : 'out of reach'} (${done} of ${children.length} completed, ${got.size - done} not)`;
+      const after = await runStep('cancel-children', () => S().cancelChildren(a, open, why, policy.step));
+      for (const id of open) await cancelWorkflow(id);
+      for (const o of after) got.set(o.taskId, o);
+      break;
     }
+    const msg = await receive<TaskOutcome>(CHILD_TOPIC, CHILD_CHECK_S);
+    if (msg && open.includes(msg.taskId)) got.set(msg.taskId, msg);
+    else if (!msg) for (const o of await runStep('children-check', () => S().childOutcomes(a, open))) got.set(o.taskId, o);
   }
-  return results;
+  return children.map((id) => got.get(id) ?? { taskId: id, status: 'failed', output: null, reason: 'no outcome' });
 }
 
 /** A swarm (src/swarms): decompose by its rule, run the children in parallel, aggregate under its policy. */
 async function runSwarm(a: TaskRunArgs, plan: SwarmPlan, chainDeadlineMs: number): Promise<TaskOutcome> {
   const children = await runStep('decompose', () => S().decompose(a, plan));
-  const results = await runChildren(a, children, chainDeadlineMs);
+  const results = await runChildren(a, children, chainDeadlineMs, { policy: plan.policy, quorum: plan.quorum, step: 'swarm' });
   return runStep('aggregate', () => S().aggregate(a, '', results, { policy: plan.policy, quorum: plan.quorum, step: 'swarm' }));
 }
 
 export const taskWorkflow = defineWorkflow('clawplane.task', async (a: TaskRunArgs): Promise<TaskOutcome> => {
   spanAttributes({ 'clawplane.tenant_id': a.tenantId, 'clawplane.task_id': a.taskId, 'clawplane.task.depth': a.depth });
+  const outcome = await runAndFinish(a);
+  // A child tells its parent at once (the parent may cancel its siblings: runChildren).
+  if (a.parentId) await sendToWorkflow(a.parentId, CHILD_TOPIC, outcome);
+  return outcome;
+});
+
+async function runAndFinish(a: TaskRunArgs): Promise<TaskOutcome> {
   try {
     return await runTask(a);
   } catch (err) {
@@ -178,4 +203,4 @@ export const taskWorkflow = defineWorkflow('clawplane.task', async (a: TaskRunAr
     const reason = `internal error: ${message(err)}`;
     return runStep('finish', () => S().finish(a, 'failed', reason, null));
   }
-});
+}
