@@ -2,10 +2,14 @@
  * Executor pools on real OpenClaw gateways under bubblewrap (docs/adr/0014-executor-pools.md): a chat pool
  * with two shards gets its own sandbox (instance pool-chat, two gateway processes), deployed by the first
  * task; a task of each shard runs on its shard's gateway — checked on the gateways themselves (each one's
- * own session list), not on a field Clawplane set. The fake provider is the one stand-in.
+ * own session list), not on a field Clawplane set. Then scaling inside that running sandbox: with shard 0's
+ * executor held, a task's backlog makes the pool's scaler start a third gateway beside the two serving ones
+ * (neither restarted), the task runs there, and once idle it is stopped again. The fake provider is the one
+ * stand-in.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { ExecutorClaims } from '../src/pools/executors.ts';
 import { shardOf } from '../src/pools/types.ts';
 import { gatewayRpc } from '../src/sandbox/gateway-rpc.ts';
 import type { Task } from '../src/tasks/types.ts';
@@ -13,13 +17,13 @@ import { startGatewayFixture } from './helpers/gateway.ts';
 import { waitFor } from './helpers/sandbox.ts';
 
 describe('executor pools on real gateways', { timeout: 900_000 }, async () => {
-  const { server, a } = await startGatewayFixture({ file: import.meta.url, env: { CLAWPLANE_TASK_QUEUE_POLL_MS: '200' } });
+  const { server, a } = await startGatewayFixture({ file: import.meta.url, env: { CLAWPLANE_TASK_QUEUE_POLL_MS: '200', CLAWPLANE_POOL_SCALE_INTERVAL_MS: '500' } });
   const api = (p: string) => `/api/v1/tenants/${a.slug}${p}`;
   await server.services.tenants.update(a.id, { quotas: { maxInstances: 4 } }, { actor: 'test' });
 
   test('two shards, two gateways in the pool\'s own sandbox: each task runs on its shard\'s gateway only', async () => {
     await a.client.json('POST', api('/agents'), { name: 'assistant', agentType: 'chat', capabilities: ['answer'] }, 201);
-    const pool = await a.client.json<{ id: string }>('POST', api('/pools'), { agentType: 'chat', shards: 2, minExecutors: 1, maxExecutors: 1 }, 201);
+    const pool = await a.client.json<{ id: string }>('POST', api('/pools'), { agentType: 'chat', shards: 2, minExecutors: 1, maxExecutors: 1, executorsPerSandbox: 3 }, 201);
     // A key for each shard.
     const keys: string[] = [];
     for (let i = 0; keys.length < 2; i++) if (shardOf(`k${i}`, 2) === keys.length) keys.push(`k${i}`);
@@ -33,10 +37,11 @@ describe('executor pools on real gateways', { timeout: 900_000 }, async () => {
       }, 600_000);
       assert.equal(done.output, 'Hello from fake-model');
     }
-    // The pool's own instance, with both shards' gateways; not the tenant's other instance.
+    // The pool's own instance, declaring three gateways and running both shards' two; not the tenant's other instance.
     const inst = (await server.services.instances.list(a.id)).find((i) => i.name === 'pool-chat');
     assert.ok(inst, 'the pool deployed its own instance');
-    assert.equal(inst.executors, 2);
+    assert.equal(inst.executors, 3);
+    assert.deepEqual(await states(inst.id), { e0: 'ready', e1: 'ready', e2: 'stopped' });
     assert.notEqual(inst.id, a.instanceId);
     const row = await server.services.instances.get(a.id, inst.id);
     assert.ok(row.sandbox);
@@ -53,4 +58,64 @@ describe('executor pools on real gateways', { timeout: 900_000 }, async () => {
     const p = await a.client.json<{ instanceId: string | null; inFlight: number }>('GET', api(`/pools/${pool.id}`));
     assert.deepEqual([p.instanceId, p.inFlight], [inst.id, 0]);
   });
+
+  test('a backlog starts another gateway inside the running pool sandbox (the others keep serving); idle stops it', async () => {
+    const pool = await a.client.json<{ id: string }>('PATCH', api('/pools/chat'), { maxExecutors: 2, scaleDownAfterSeconds: 2 });
+    const inst = (await server.services.instances.list(a.id)).find((i) => i.name === 'pool-chat');
+    assert.ok(inst);
+    const before = await pids(inst.id);
+    // Shard 0's one running executor (e0) is busy: held here under a lease, as another replica's turn would hold it.
+    const holder = new ExecutorClaims(server.db, 600_000);
+    const held = await holder.tryClaim(a.id, pool.id, 0, '00000000-0000-4000-8000-00000000e0e0', 'test');
+    assert.equal(held?.gateway, 'e0');
+    let key = 'k0';
+    for (let i = 0; shardOf(key, 2) !== 0; i++) key = `k${i}`;
+    const t = await a.client.json<Task>('POST', api('/tasks'), { capability: 'answer', input: 'Say hello while e0 is busy', shardKey: key }, 201);
+    const done = await waitFor(`task ${t.id}`, async () => {
+      const x = await a.client.json<Task>('GET', api(`/tasks/${t.id}`));
+      if (x.status === 'failed') throw new Error(`task failed: ${x.statusReason}`);
+      return x.status === 'completed' ? x : undefined;
+    }, 600_000);
+    assert.equal(done.output, 'Hello from fake-model');
+    // The scaler added shard 0's second slot, gateway e2 of the same sandbox, and the task ran there.
+    const exs = await a.client.json<{ items: { id: string; shard: number; slot: number; sandbox: number; gateway: string; active: boolean }[] }>('GET', api('/pools/chat/executors'));
+    const e2 = exs.items.find((e) => e.shard === 0 && e.slot === 1);
+    assert.deepEqual([e2?.sandbox, e2?.gateway, e2?.active], [0, 'e2', true]);
+    const row = await server.services.instances.get(a.id, inst.id);
+    assert.ok(row.sandbox);
+    const transport = await server.services.sandboxes.connect(row.sandbox);
+    const token = await server.services.instances.gatewayToken(inst.id);
+    const sessionsOf = async (gw: string) => JSON.stringify(await gatewayRpc(transport, token, 'sessions.list', {}, { executor: gw }));
+    assert.ok((await sessionsOf('e2')).includes(`task-${t.id}`), 'the task ran on the added gateway');
+    assert.ok(!(await sessionsOf('e0')).includes(`task-${t.id}`), 'not on the busy one');
+    const during = await pids(inst.id);
+    assert.deepEqual([during['e0'], during['e1']], [before['e0'], before['e1']], 'the serving gateways were not restarted');
+    const audit = await server.db.query<{ detail: { shard: number; from: number; to: number; reason: string } }>(`SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'pool.scale' ORDER BY seq`, [a.id]);
+    assert.deepEqual(audit.rows.map((r) => [r.detail.shard, r.detail.from, r.detail.to, r.detail.reason]), [[0, 1, 2, 'backlog']]);
+
+    // Idle past 2 s: back to one executor on shard 0; its gateway stops, the others keep running.
+    assert.ok(held);
+    await holder.release(held, '00000000-0000-4000-8000-00000000e0e0');
+    await waitFor('e2 stopped after idle', async () => ((await states(inst.id))['e2'] === 'stopped' ? true : undefined), 120_000);
+    assert.deepEqual(await states(inst.id), { e0: 'ready', e1: 'ready', e2: 'stopped' });
+    const after = await pids(inst.id);
+    assert.deepEqual([after['e0'], after['e1']], [before['e0'], before['e1']]);
+  });
+
+  /** Each gateway's state in the pool sandbox, as its supervisor reports it. */
+  async function states(instanceId: string): Promise<Record<string, string>> {
+    const row = await server.services.instances.get(a.id, instanceId);
+    assert.ok(row.sandbox);
+    const st = await server.services.sandboxes.status(row.sandbox);
+    assert.ok(st.running && st.health);
+    return Object.fromEntries(st.health.executors.map((e) => [e.id, e.state]));
+  }
+
+  async function pids(instanceId: string): Promise<Record<string, number | null>> {
+    const row = await server.services.instances.get(a.id, instanceId);
+    assert.ok(row.sandbox);
+    const st = await server.services.sandboxes.status(row.sandbox);
+    assert.ok(st.running && st.health);
+    return Object.fromEntries(st.health.executors.map((e) => [e.id, e.pid]));
+  }
 });

@@ -11862,6 +11862,11 @@ export interface paths {
                          */
                         cpuMillis?: number;
                         /**
+                         * @description Executors (gateway processes) one sandbox of the pool runs at most; scaling up fills a sandbox, then starts the next
+                         * @default 8
+                         */
+                        executorsPerSandbox?: number;
+                        /**
                          * @description Executors per shard at most: what the CPU and memory quotas reserve
                          * @default 1
                          */
@@ -11876,6 +11881,11 @@ export interface paths {
                          * @default 1
                          */
                         minExecutors?: number;
+                        /**
+                         * @description An executor idle this long with nothing waiting on its shard is stopped (never below minExecutors)
+                         * @default 300
+                         */
+                        scaleDownAfterSeconds?: number;
                         /**
                          * @description Shards: a task goes to exactly one, chosen from its shardKey (or its id)
                          * @default 1
@@ -12124,6 +12134,7 @@ export interface paths {
                         cpuMillis?: number;
                         maxExecutors?: number;
                         memoryMb?: number;
+                        scaleDownAfterSeconds?: number;
                     };
                 };
             };
@@ -16302,12 +16313,16 @@ export interface components {
             requestId: string;
         };
         ExecutorPool: {
+            /** @description Executors running now (scaled between min and max), per shard */
+            activeExecutors: number[];
             /** @enum {string} */
             agentType: "chat" | "coding" | "research" | "shell" | "browser";
             cpuMillis: number;
             createdAt: string;
             /** @description Draining and nothing in flight: the pool has stopped */
             drained: boolean;
+            /** @description Executors one sandbox of the pool runs at most */
+            executorsPerSandbox: number;
             /** Format: uuid */
             id: string;
             /** @description Executors running a turn now */
@@ -16324,6 +16339,10 @@ export interface components {
             queueDepth: number[];
             /** @enum {string} */
             riskClass: "standard" | "high";
+            /** @description Sandboxes with a running executor */
+            sandboxes: number;
+            /** @description Idle time after which an executor above minExecutors is stopped */
+            scaleDownAfterSeconds: number;
             shards: number;
             /** @enum {string} */
             state: "active" | "paused" | "draining";
@@ -16835,11 +16854,13 @@ export interface components {
             };
         };
         PoolExecutor: {
+            active: boolean;
             gateway: string;
             /** Format: uuid */
             id: string;
             /** Format: uuid */
             poolId: string;
+            sandbox: number;
             shard: number;
             slot: number;
             /** Format: uuid */

@@ -35,7 +35,8 @@ export function PoolsTab({ tenant, role }: TabProps) {
                   <th scope="col">Agent type</th>
                   <th scope="col">Risk</th>
                   <th scope="col">Shards</th>
-                  <th scope="col">Executors per shard</th>
+                  <th scope="col">Running per shard</th>
+                  <th scope="col">Sandboxes</th>
                   <th scope="col">Waiting per shard</th>
                   <th scope="col">In flight</th>
                   <th scope="col">State</th>
@@ -51,8 +52,9 @@ export function PoolsTab({ tenant, role }: TabProps) {
                     </td>
                     <td className="num">{p.shards}</td>
                     <td className="num">
-                      {Math.max(p.minExecutors, 1)} (max {p.maxExecutors})
+                      {p.activeExecutors.join(' / ')} ({p.minExecutors}–{p.maxExecutors})
                     </td>
+                    <td className="num">{p.sandboxes}</td>
                     <td className="num">{p.queueDepth.join(' / ')}</td>
                     <td className="num">{p.inFlight}</td>
                     <td>{p.drained ? 'drained' : p.state}</td>
