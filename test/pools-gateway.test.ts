@@ -8,6 +8,7 @@
  * stand-in.
  */
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { describe, test } from 'node:test';
 import { ExecutorClaims } from '../src/pools/executors.ts';
 import { shardOf } from '../src/pools/types.ts';
@@ -23,7 +24,7 @@ describe('executor pools on real gateways', { timeout: 900_000 }, async () => {
 
   test('two shards, two gateways in the pool\'s own sandbox: each task runs on its shard\'s gateway only', async () => {
     await a.client.json('POST', api('/agents'), { name: 'assistant', agentType: 'chat', capabilities: ['answer'] }, 201);
-    const pool = await a.client.json<{ id: string }>('POST', api('/pools'), { agentType: 'chat', shards: 2, minExecutors: 1, maxExecutors: 1, executorsPerSandbox: 3 }, 201);
+    const pool = await a.client.json<{ id: string }>('POST', api('/pools'), { agentType: 'chat', shards: 2, minExecutors: 1, maxExecutors: 1, executorsPerSandbox: 3, memoryMb: 1100 }, 201);
     // A key for each shard.
     const keys: string[] = [];
     for (let i = 0; keys.length < 2; i++) if (shardOf(`k${i}`, 2) === keys.length) keys.push(`k${i}`);
@@ -42,6 +43,10 @@ describe('executor pools on real gateways', { timeout: 900_000 }, async () => {
     assert.ok(inst, 'the pool deployed its own instance');
     assert.equal(inst.executors, 3);
     assert.deepEqual(await states(inst.id), { e0: 'ready', e1: 'ready', e2: 'stopped' });
+    // Its cgroup's memory limit is its three gateways' reservation (3 × 1100 MiB), not the driver's per-sandbox default.
+    // (cgroup v2 or v1, whichever this host has: the local driver writes the one it finds.)
+    const memoryMax = (await readFile(`/sys/fs/cgroup/clawplane/${inst.id}/memory.max`, 'utf8').catch(() => undefined)) ?? (await readFile(`/sys/fs/cgroup/memory/clawplane/${inst.id}/memory.limit_in_bytes`, 'utf8'));
+    assert.equal(Number(memoryMax), 3 * 1100 * 2 ** 20);
     assert.notEqual(inst.id, a.instanceId);
     const row = await server.services.instances.get(a.id, inst.id);
     assert.ok(row.sandbox);

@@ -3,7 +3,7 @@ import type { AgentDefaults } from '../identity/onboarding.ts';
 import { toolPolicyFor, type ToolRestrictions } from '../runtime/config.ts';
 import { renderForLayout } from '../governance/settings.ts';
 import type { RuntimeStore } from '../runtime/store.ts';
-import type { SandboxDriver, SandboxHealth, SandboxRef, SandboxSpec } from '../sandbox/types.ts';
+import type { SandboxDriver, SandboxHealth, SandboxLimits, SandboxRef, SandboxSpec } from '../sandbox/types.ts';
 import type { ClaimIdentity } from '../replicas/claims.ts';
 import { soloIdentity, WorkClaims } from '../replicas/claims.ts';
 import type { InstanceRow, InstanceService } from './instances.ts';
@@ -46,6 +46,8 @@ export interface ReconcilerOptions {
    * null: all of them. Read at every start and every pass over a running sandbox, which is made to match.
    */
   executorsToRun?: (row: InstanceRow) => Promise<string[] | null>;
+  /** The sandbox's own memory and CPU limits (a pool's sandbox); null: the driver's configured ones. */
+  sandboxLimits?: (row: InstanceRow) => Promise<SandboxLimits | null>;
 }
 
 /** Why a resume fell back to a cold start, for metrics and the audit (issue 10). */
@@ -537,12 +539,14 @@ export class Reconciler {
     const configs: Record<string, string> = {};
     for (let i = 0; i < row.executors; i++) configs[`e${i}`] = JSON.stringify(renderForLayout(layout, tenantPart.input, i), null, 2);
     const run = (await this.#o.executorsToRun?.(row)) ?? null;
+    const limits = (await this.#o.sandboxLimits?.(row)) ?? null;
     const spec: SandboxSpec = {
       tenantId: row.tenantId,
       instanceId: row.id,
       runtime,
       configs,
       ...(run ? { run: run.filter((id) => id in configs) } : {}),
+      ...(limits ? { limits } : {}),
       gatewayToken,
       hooksToken,
       tenantUid,

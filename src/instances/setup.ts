@@ -16,7 +16,7 @@ import type { Vault } from '../vault/vault.ts';
 import { InstanceService } from './instances.ts';
 import { CredentialRotator } from './credentials.ts';
 import { Reconciler } from './reconciler.ts';
-import { poolSandboxRun } from '../pools/sandboxes.ts';
+import { poolSandboxLimits, poolSandboxRun } from '../pools/sandboxes.ts';
 import { GatewayConfigService } from '../governance/versions.ts';
 import type { ApprovalChat } from '../governance/approval-delivery.ts';
 
@@ -110,6 +110,8 @@ export function createInstanceServices(opts: {
     ...(opts.claims ? { claims: opts.claims } : {}),
     // A pool's sandbox runs the executors its pool scaled to (docs/adr/0014-executor-pools.md).
     executorsToRun: (row) => poolSandboxRun(opts.db, row.tenantId, row.name),
+    // …with its executors' CPU and memory reservations as the sandbox's limits.
+    sandboxLimits: (row) => poolSandboxLimits(opts.db, row.tenantId, row.name, row.executors),
   });
   opts.events.on('instance.changed', () => reconciler.kick());
   const credentials = new CredentialRotator({ db: opts.db, instances, driver: sandboxes, log: opts.log });

@@ -50,6 +50,17 @@ export interface SandboxSpec extends InstanceKey {
    * setExecutors asks for them (a pool's sandbox, docs/adr/0014-executor-pools.md).
    */
   run?: string[];
+  /**
+   * The sandbox's own memory and CPU limits (a pool's sandbox: its executors' reservations); absent: the driver's
+   * configured per-sandbox limits (CLAWPLANE_SANDBOX_MEMORY_MB, CLAWPLANE_SANDBOX_CPUS).
+   */
+  limits?: SandboxLimits;
+}
+
+/** Memory in bytes and CPU in cores (0: no CPU limit) for one sandbox as a whole. */
+export interface SandboxLimits {
+  memoryBytes: number;
+  cpus: number;
 }
 
 /**

@@ -174,10 +174,10 @@ export class DockerSandboxDriver implements SandboxDriver {
             SecurityOpt: ['no-new-privileges'],
             Init: true,
             IpcMode: 'private',
-            Memory: this.#o.memoryBytes,
-            MemorySwap: this.#o.memoryBytes,
+            Memory: spec.limits?.memoryBytes ?? this.#o.memoryBytes,
+            MemorySwap: spec.limits?.memoryBytes ?? this.#o.memoryBytes,
             PidsLimit: this.#o.pids,
-            ...(this.#o.cpus > 0 ? { NanoCpus: Math.round(this.#o.cpus * 1e9) } : {}),
+            ...((spec.limits?.cpus ?? this.#o.cpus) > 0 ? { NanoCpus: Math.round((spec.limits?.cpus ?? this.#o.cpus) * 1e9) } : {}),
             // Both limits are set: an unset one gets the engine's default, which Podman makes 1048576 for
             // rootful containers whatever containers.conf says, and which a root without
             // CAP_SYS_RESOURCE cannot grant (runc: "error setting rlimit type 6: operation not permitted").

@@ -188,8 +188,10 @@ export function podObject(spec: SandboxSpec, sandboxId: string, startedAt: strin
     capabilities: { drop: ['ALL'] },
     seccompProfile: { type: 'RuntimeDefault' as const },
   };
-  const limits: Record<string, string> = { memory: String(s.memoryBytes), 'ephemeral-storage': String(s.tmpBytes + 64 * 2 ** 20) };
-  if (s.cpus > 0) limits['cpu'] = `${Math.round(s.cpus * 1000)}m`;
+  const memoryBytes = spec.limits?.memoryBytes ?? s.memoryBytes;
+  const cpus = spec.limits?.cpus ?? s.cpus;
+  const limits: Record<string, string> = { memory: String(memoryBytes), 'ephemeral-storage': String(s.tmpBytes + 64 * 2 ** 20) };
+  if (cpus > 0) limits['cpu'] = `${Math.round(cpus * 1000)}m`;
   const tenantMounts = [{ name: 'state', mountPath: TENANT }];
   return plain(
     new Pod({
@@ -227,7 +229,7 @@ export function podObject(spec: SandboxSpec, sandboxId: string, startedAt: strin
             // Ready = the first executor answers /readyz through the supervisor (the kubelet's probe is
             // not subject to NetworkPolicy).
             readinessProbe: { httpGet: { path: '/readyz', port: GATEWAY_PORT }, periodSeconds: 2, failureThreshold: 3, timeoutSeconds: 2 },
-            resources: { limits, requests: { memory: String(Math.min(s.memoryBytes, 1024 * 2 ** 20)) } },
+            resources: { limits, requests: { memory: String(Math.min(memoryBytes, 1024 * 2 ** 20)) } },
             securityContext: container,
             volumeMounts: [
               { name: 'runtime', mountPath: RUNTIME, readOnly: true },

@@ -136,7 +136,7 @@ export class LocalSandboxDriver implements SandboxDriver {
     const uid = spec.tenantUid;
     await this.openRelay({ ...spec, sandboxId }, uid);
 
-    const cg = await prepareCgroup(spec.instanceId, this.#o.cgroup);
+    const cg = await prepareCgroup(spec.instanceId, { ...this.#o.cgroup, ...spec.limits });
     this.lastCgroup = { enforced: cg.enforced, notEnforced: cg.notEnforced };
     if (cg.notEnforced.length) this.#o.log.warn({ instance_id: spec.instanceId, notEnforced: cg.notEnforced }, 'sandbox cgroup limits not fully enforced on this host');
 

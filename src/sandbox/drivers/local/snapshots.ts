@@ -251,7 +251,7 @@ export class LocalSnapshots implements SandboxSnapshots {
       }
       await driver.prepare(spec);
       await driver.openRelay({ ...spec, sandboxId }, uid);
-      await prepareCgroup(spec.instanceId, this.#o.cgroup);
+      await prepareCgroup(spec.instanceId, { ...this.#o.cgroup, ...spec.limits });
       await prepareRestoreRoot(p.rootfs, meta.bwrapArgs);
       const fresh: { fd: number; ino: number }[] = [];
       for (const s of meta.sockets) {
