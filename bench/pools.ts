@@ -92,8 +92,8 @@ async function scaling(): Promise<void> {
     CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1',
     CLAWPLANE_RECONCILE_INTERVAL_MS: '1000',
     CLAWPLANE_POOL_SCALE_INTERVAL_MS: '500',
-    // The pools-gateway test file's uid block, second half (a bench never runs beside that file: both take the heavy lock).
-    CLAWPLANE_SANDBOX_UID_BASE: '242500',
+    // A uid block of its own (test/helpers/gateway.ts UID_BASES lists the test files' blocks).
+    CLAWPLANE_SANDBOX_UID_BASE: '246000',
     ...(process.env['DATABASE_URL'] ? { DATABASE_URL: process.env['DATABASE_URL'] } : {}),
   });
   const server = await startServer(config, createLogger('warn'));

@@ -35,6 +35,7 @@ export const UID_BASES: Record<string, number> = {
   'governance-gateway.test.ts': 240_000,
   'lanes-gateway.test.ts': 244_000,
   'pools-gateway.test.ts': 242_000,
+  'bench-pools': 246_000,
 };
 
 /** The uid base of the calling test file (pass import.meta.url); `suffix` splits a file's block (e.g. per driver). */
