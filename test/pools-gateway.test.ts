@@ -65,7 +65,7 @@ describe('executor pools on real gateways', { timeout: 900_000 }, async () => {
   });
 
   test('a backlog starts another gateway inside the running pool sandbox (the others keep serving); idle stops it', async () => {
-    const pool = await a.client.json<{ id: string }>('PATCH', api('/pools/chat'), { maxExecutors: 2, scaleDownAfterSeconds: 2 });
+    const pool = await a.client.json<{ id: string }>('PATCH', api('/pools/chat'), { maxExecutors: 2 });
     const inst = (await server.services.instances.list(a.id)).find((i) => i.name === 'pool-chat');
     assert.ok(inst);
     const before = await pids(inst.id);
@@ -98,9 +98,11 @@ describe('executor pools on real gateways', { timeout: 900_000 }, async () => {
     const audit = await server.db.query<{ detail: { shard: number; from: number; to: number; reason: string } }>(`SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'pool.scale' ORDER BY seq`, [a.id]);
     assert.deepEqual(audit.rows.map((r) => [r.detail.shard, r.detail.from, r.detail.to, r.detail.reason]), [[0, 1, 2, 'backlog']]);
 
-    // Idle past 2 s: back to one executor on shard 0; its gateway stops, the others keep running.
+    // Idle past 1 s (the pool's scale-down time, lowered now): back to one executor on shard 0; its gateway
+    // stops, the others keep running.
     assert.ok(held);
     await holder.release(held, '00000000-0000-4000-8000-00000000e0e0');
+    await a.client.json('PATCH', api('/pools/chat'), { scaleDownAfterSeconds: 1 });
     await waitFor('e2 stopped after idle', async () => ((await states(inst.id))['e2'] === 'stopped' ? true : undefined), 120_000);
     assert.deepEqual(await states(inst.id), { e0: 'ready', e1: 'ready', e2: 'stopped' });
     const after = await pids(inst.id);
