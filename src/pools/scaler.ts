@@ -123,9 +123,11 @@ export class PoolScaler {
         [pool.tenant_id, pool.id],
       );
       const rows = await tx.query<ExecRow>(
-        `SELECT id, shard, slot, sandbox, active, (task_id IS NOT NULL AND lease_until > now()) AS busy,
+        // Busy: a turn holds it, or a task parked at an exec approval keeps its turn open on that gateway.
+        `SELECT id, shard, slot, sandbox, active,
+                (task_id IS NOT NULL AND lease_until > now()) OR EXISTS (SELECT 1 FROM tasks t WHERE t.tenant_id = x.tenant_id AND t.executor_id = x.id AND t.status = 'waiting_approval') AS busy,
                 idle_since <= now() - make_interval(secs => $3) AS idle
-           FROM pool_executors WHERE tenant_id = $1 AND pool_id = $2 ORDER BY shard, slot`,
+           FROM pool_executors x WHERE tenant_id = $1 AND pool_id = $2 ORDER BY shard, slot`,
         [pool.tenant_id, pool.id, pool.scale_down_after_seconds],
       );
       const changes: ScaleChange[] = [];

@@ -29,3 +29,6 @@ SELECT p.tenant_id, p.id, s.shard, k.slot,
   FROM executor_pools p
  CROSS JOIN LATERAL generate_series(0, p.shards - 1) AS s(shard)
  CROSS JOIN LATERAL generate_series(greatest(p.min_executors, 1), p.max_executors - 1) AS k(slot);
+
+-- A task parked at an exec approval keeps its turn open on its executor's gateway: scale-down leaves that one.
+CREATE INDEX tasks_parked_executor ON tasks (executor_id) WHERE status = 'waiting_approval';
