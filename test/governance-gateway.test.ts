@@ -1,13 +1,18 @@
 /**
- * Apply, check, roll back on a real OpenClaw gateway (docs/adr/0013-gateway-config-versions.md): a configuration
- * change that breaks the gateway (memory-core settings the plugin's schema refuses, so OpenClaw will not start)
- * is applied by a restart, fails its check, and Clawplane goes back to the last known good version by itself;
- * chat works again, and the history shows both versions with the reason. One gateway, the shared fixture.
+ * Apply, check, roll back on a real OpenClaw gateway (docs/adr/0013-gateway-config-versions.md). A change
+ * OpenClaw reloads in place (models, the tool policy) is written into the running sandbox and the gateway
+ * keeps its process; a change that breaks the gateway (memory-core settings the plugin's schema refuses) is
+ * refused by it, failed, and the gateway goes back to the last known good version by itself; chat works again,
+ * and the history shows both versions with the reason. A change that needs a restart still restarts. The caps
+ * refuse a faster heartbeat at save and a cron run that comes too soon at the broker, with the cap's name.
+ * One gateway, the shared fixture.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Instance } from '../src/instances/instances.ts';
+import { gatewayRpc } from '../src/sandbox/gateway-rpc.ts';
 import { startGatewayFixture } from './helpers/gateway.ts';
+import { waitFor } from './helpers/sandbox.ts';
 
 interface Version {
   number: number;
@@ -17,6 +22,7 @@ interface Version {
   author: string;
   kinds: string[];
   diff: { path: string; op: string }[];
+  appliedHow: string | null;
 }
 
 describe('gateway configuration on a real gateway', { timeout: 900_000 }, async () => {
@@ -30,6 +36,21 @@ describe('gateway configuration on a real gateway', { timeout: 900_000 }, async 
     return { status: res.status, body };
   };
   let inst = '';
+  /** The gateway process of executor e0, as the sandbox's supervisor reports it. */
+  const gatewayProcess = async () => {
+    const e0 = (await f.get(a, inst)).health?.executors.find((e) => e.id === 'e0');
+    assert.ok(e0?.pid, 'the supervisor reports the gateway process');
+    return { pid: e0.pid, startedAt: e0.startedAt, restarts: e0.restarts };
+  };
+  let firstProcess: Awaited<ReturnType<typeof gatewayProcess>> | undefined;
+  /** Tool names the gateway offered the model in the last chat turn (what the fake provider received). */
+  const offeredTools = () => ((f.fake.requests.at(-1)?.body['tools'] ?? []) as { function?: { name?: string } }[]).map((t) => t.function?.name ?? '');
+  /** One operator call to the running gateway over its protocol (what Clawplane itself uses for reloads). */
+  const rpc = async (method: string, params: unknown) => {
+    const row = await server.services.instances.byId(inst);
+    assert.ok(row?.sandbox);
+    return gatewayRpc(await server.services.sandboxes.connect(row.sandbox), await server.services.instances.gatewayToken(inst), method, params);
+  };
 
   test('the first start records version 1 and makes it the last known good; chat works', async () => {
     inst = (await a.client.json<Instance>('POST', `/api/v1/tenants/${a.slug}/instances`, { name: 'main' }, 202)).id;
@@ -38,36 +59,116 @@ describe('gateway configuration on a real gateway', { timeout: 900_000 }, async 
     assert.equal(c.status, 200, c.body);
     assert.match(c.body, /Hello from fake-model/);
     const v1 = await a.client.json<Version>('GET', `${base}/versions/1`);
-    assert.deepEqual([v1.status, v1.author, v1.reason], ['good', 'system', 'first configuration']);
+    assert.deepEqual([v1.status, v1.author, v1.reason, v1.appliedHow], ['good', 'system', 'first configuration', 'restart']);
+    firstProcess = await gatewayProcess();
+    assert.ok(offeredTools().includes('memory_store'), offeredTools().join(','));
+  });
+
+  test('a models change OpenClaw reloads in place is applied without a restart: same gateway process, version good and recorded as hot', async () => {
+    const v2 = await a.client.json<Version>('POST', `${base}/versions`, { settings: { models: ['fake-model', 'fake-model-large'] }, reason: 'offer the large model' }, 201);
+    assert.deepEqual([v2.number, v2.status, v2.kinds], [2, 'approved', ['models']]);
+    const now = await f.waitStatus(a, inst, 'running', /configuration version 2 applied without a restart/);
+    assert.equal(now.status, 'running');
+    assert.deepEqual(await gatewayProcess(), firstProcess, 'the gateway kept its process');
+    const v = await a.client.json<Version>('GET', `${base}/versions/2`);
+    assert.deepEqual([v.status, v.appliedHow], ['good', 'hot']);
+    // The running gateway has it: its applied configuration offers the new model.
+    const got = (await rpc('config.get', {})) as { configRevisionHash: string; appliedConfigHash: string; config: { models: { providers: { clawplane: { models: { id: string }[] } } } } };
+    assert.equal(got.appliedConfigHash, got.configRevisionHash);
+    assert.deepEqual(got.config.models.providers.clawplane.models.map((m) => m.id), ['fake-model', 'fake-model-large']);
+    const c = await chat('still there?');
+    assert.equal(c.status, 200, c.body);
+  });
+
+  test('a tool policy change is reloaded in place at once: the next turn no longer offers the denied tool, same process', async () => {
+    await a.client.json('PUT', `/api/v1/tenants/${a.slug}/policy`, { execPolicy: 'deny', policies: [{ id: 'no-memory-writes', cedar: 'forbid (principal, action, resource) when { resource.name == "memory_store" };' }] });
+    const page = await a.client.json<{ items: Version[] }>('GET', `${base}/versions`);
+    const v3 = page.items[0];
+    assert.deepEqual([v3?.number, v3?.kinds], [3, ['tools']]);
+    await f.waitStatus(a, inst, 'running', /configuration version 3 applied without a restart/);
+    assert.deepEqual(await gatewayProcess(), firstProcess, 'the gateway kept its process');
+    const c = await chat('what can you do?');
+    assert.equal(c.status, 200, c.body);
+    const tools = offeredTools();
+    assert.ok(tools.length > 0 && !tools.includes('memory_store'), tools.join(','));
+    assert.ok(tools.includes('memory_recall'), tools.join(','));
   });
 
   test('a change that breaks the gateway is rolled back to the last known good version by itself; chat works again', async () => {
-    const v2 = await a.client.json<Version>('POST', `${base}/versions`, { settings: { memory: { notASetting: true } }, reason: 'tune memory search' }, 201);
-    assert.equal(v2.number, 2);
-    assert.equal(v2.status, 'approved');
-    assert.deepEqual(v2.kinds, ['plugins']);
-    assert.deepEqual(v2.diff.map((d) => `${d.op} ${d.path}`), ['added plugins.entries.memory-core.config.notASetting']);
-    // Restarted onto version 2, failed its check, started again on version 1.
-    const back = await f.waitStatus(a, inst, 'running', /rolled back to configuration version 1 after version 2 failed/);
-    assert.match(back.statusReason, /crashed \d+ times before becoming ready|not ready within/);
+    const v4 = await a.client.json<Version>('POST', `${base}/versions`, { settings: { models: ['fake-model', 'fake-model-large'], memory: { notASetting: true } }, reason: 'tune memory search' }, 201);
+    assert.equal(v4.number, 4);
+    assert.equal(v4.status, 'approved');
+    assert.deepEqual(v4.kinds, ['plugins']);
+    assert.deepEqual(v4.diff.map((d) => `${d.op} ${d.path}`), ['added plugins.entries.memory-core.config.notASetting']);
+    // Written into the running gateway, which refused it as invalid and kept running version 3; its file is version 3's again.
+    const back = await f.waitStatus(a, inst, 'running', /rolled back to configuration version 3 after version 4 failed/);
+    assert.match(back.statusReason, /refused the configuration as invalid \(.*notASetting/);
+    assert.deepEqual(await gatewayProcess(), firstProcess, 'the gateway kept its process');
     const c = await chat('are you back?');
     assert.equal(c.status, 200, c.body);
     assert.match(c.body, /Hello from fake-model/);
     // The history shows both, with the reason.
     const page = await a.client.json<{ items: Version[] }>('GET', `${base}/versions`);
-    assert.deepEqual(page.items.map((v) => [v.number, v.status]), [[2, 'failed'], [1, 'good']]);
-    assert.match(page.items[0]?.statusReason ?? '', new RegExp(`failed its check on instance ${inst}: .*; rolled back to version 1`));
+    assert.deepEqual(page.items.map((v) => [v.number, v.status]), [[4, 'failed'], [3, 'good'], [2, 'good'], [1, 'good']]);
+    assert.match(page.items[0]?.statusReason ?? '', new RegExp(`failed its check on instance ${inst}: .*; rolled back to version 3`));
     assert.equal(page.items[0]?.reason, 'tune memory search');
+    const got = (await rpc('config.get', {})) as { valid: boolean; configRevisionHash: string; appliedConfigHash: string };
+    assert.ok(got.valid && got.appliedConfigHash === got.configRevisionHash, JSON.stringify(got).slice(0, 300));
     // The tenant's admins are told through the audit log, with the reason.
     const audit = await a.client.json<{ items: { action: string; decision: string; detail: { failed?: number; to?: number; reason?: string } }[] }>('GET', `/api/v1/tenants/${a.slug}/audit?action=gateway_config.rolled_back`);
     const row = audit.items.find((e) => e.action === 'gateway_config.rolled_back');
     assert.ok(row, JSON.stringify(audit.items.map((e) => e.action)));
-    assert.deepEqual([row.decision, row.detail.failed, row.detail.to], ['failure', 2, 1]);
+    assert.deepEqual([row.decision, row.detail.failed, row.detail.to], ['failure', 4, 3]);
     // The gateway's own config is version 1's again (what runs is what the history says).
     const running = await server.services.instances.byId(inst);
-    assert.equal((await server.db.query<{ config_version: number }>('SELECT config_version FROM instances WHERE id = $1', [inst])).rows[0]?.config_version, 1);
+    assert.equal((await server.db.query<{ config_version: number }>('SELECT config_version FROM instances WHERE id = $1', [inst])).rows[0]?.config_version, 3);
     assert.equal(running?.status, 'running');
     // The canary provider key is nowhere in the history.
     assert.ok(!JSON.stringify(page).includes(f.canary));
+  });
+
+  test('a change OpenClaw cannot reload in place still restarts the gateway, and the version records it', async () => {
+    // What this gateway runs is not known (as for one started by a release before versions): only a restart is safe.
+    await server.db.query('UPDATE instances SET config_version = NULL WHERE id = $1', [inst]);
+    const v5 = await a.client.json<Version>('POST', `${base}/versions`, { settings: { models: ['fake-model'] }, reason: 'only the small model' }, 201);
+    assert.equal(v5.number, 5);
+    await waitFor('the restart onto version 5', async () => {
+      const v = await a.client.json<Version>('GET', `${base}/versions/5`);
+      return v.status === 'good' ? v : undefined;
+    }, 180_000);
+    const v = await a.client.json<Version>('GET', `${base}/versions/5`);
+    assert.equal(v.appliedHow, 'restart');
+    const after = await gatewayProcess();
+    assert.notEqual(after.startedAt, firstProcess?.startedAt, 'a new gateway process');
+    assert.notEqual(after.pid, firstProcess?.pid);
+    const c = await chat('and now?');
+    assert.equal(c.status, 200, c.body);
+  });
+
+  test('caps: a faster heartbeat is refused at save, and a cron run sooner than the cap is refused by the broker, each with the cap\'s name', async () => {
+    await a.client.json('PUT', `${base}/rules`, { review: [], heartbeatMinMinutes: 60, cronMinMinutes: 60 });
+    const save = await a.client.call('POST', `${base}/versions`, { settings: { heartbeatEvery: '5m' }, reason: 'check often' });
+    const saved = await save.text();
+    assert.equal(save.status, 400, saved);
+    assert.match(saved, /heartbeat_min_minutes \(60 minutes\)/);
+    // A cron job on the real gateway (through its own protocol, as an operator would add one), run twice.
+    const job = (await rpc('cron.add', { name: 'digest', schedule: { kind: 'every', everyMs: 3_600_000 }, sessionTarget: 'isolated', wakeMode: 'now', payload: { kind: 'agentTurn', message: 'Summarise the day' } })) as { id: string };
+    assert.ok(job.id, JSON.stringify(job));
+    const cronCalls = () => f.fake.requests.filter((r) => JSON.stringify(r.body['messages'] ?? []).includes(`[cron:${job.id} `));
+    await rpc('cron.run', { id: job.id, mode: 'force' });
+    await waitFor('the first cron run reaching the provider', async () => cronCalls().length > 0 || undefined, 120_000);
+    const refused = async () => (await server.db.query<{ detail: unknown }>(`SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'broker.budget_refused'`, [a.id])).rows.filter((r) => JSON.stringify(r.detail).includes('cron_min_minutes'));
+    assert.equal((await refused()).length, 0, 'the first run passes');
+    // A second run of the same job within the hour (a new prompt: a new run) is refused at the broker.
+    await rpc('cron.update', { id: job.id, patch: { payload: { kind: 'agentTurn', message: 'Summarise the night' } } });
+    const before = cronCalls().length;
+    await rpc('cron.run', { id: job.id, mode: 'force' });
+    const rows = await waitFor('the broker refusing the second run with the cap\'s name', async () => {
+      const r = await refused();
+      return r.length > 0 ? r : undefined;
+    }, 120_000);
+    assert.ok(rows.length > 0);
+    assert.equal(cronCalls().filter((r) => JSON.stringify(r.body['messages']).includes('Summarise the night')).length, 0, 'the refused run never reached the provider');
+    assert.ok(cronCalls().length >= before);
   });
 });

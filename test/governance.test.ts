@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { describe, test } from 'node:test';
+import { applyWay, reloadKind } from '../src/governance/reload-plan.ts';
 import { redactSecrets, diffConfigs } from '../src/governance/settings.ts';
 import { ApiClient, onboard, twoTenants } from './helpers/client.ts';
 import { startTestServer } from './helpers/server.ts';
@@ -299,5 +300,48 @@ describe('gateway configuration versions', async () => {
     // The rendered gateway token is a reference (a file SecretRef), never a value.
     const v = await svc.get(a.id, '1');
     assert.deepEqual((v.config['gateway'] as { auth: { token: unknown } }).auth.token, { source: 'file', provider: 'clawplane-gateway-token', id: 'value' });
+  });
+
+  test('hot apply: OpenClaw\'s reload table decides; a change it reloads in place asks the running gateway to reload, with no restart', async () => {
+    // OpenClaw 2026.9.6 src/gateway/config-reload-plan.ts, as ported: longest prefix wins, unknown paths restart.
+    for (const [path, kind] of [
+      ['agents.defaults.heartbeat.every', 'hot'], ['agents.defaults.model.primary', 'hot'], ['models.providers.clawplane.models', 'hot'], ['tools.deny', 'hot'],
+      ['plugins.entries.memory-core.config.notASetting', 'hot'], ['cron.skipMissedJobs', 'hot'], ['hooks.allowedAgentIds', 'hot'], ['agents.entries.main.name', 'hot'],
+      ['gateway.http.endpoints.responses.enabled', 'hot'], ['discovery.mdns.mode', 'hot'], ['logging.file', 'none'], ['gateway.reload.mode', 'none'],
+      ['gateway.port', 'restart'], ['gateway.auth.mode', 'restart'], ['discovery.wideArea', 'restart'], ['browser.enabled', 'restart'], ['somethingNew', 'restart'],
+    ] as const) assert.equal(reloadKind(path), kind, path);
+    assert.deepEqual(applyWay({ gateway: { port: 1 }, tools: { deny: ['a'] } }, { gateway: { port: 2 }, tools: { deny: ['a', 'b'] } }), { way: 'restart', paths: ['gateway.port'] });
+    assert.deepEqual(applyWay({ tools: { deny: ['a'] }, logging: { file: 'x' } }, { tools: { deny: ['a', 'b'] }, logging: { file: 'y' } }), { way: 'hot', paths: ['tools.deny', 'logging.file'] });
+
+    await call(a.client, 'PUT', `${base}/rules`, { review: [] });
+    const inst = a.instanceId;
+    const runs = (await svc.forStart(a.id)).version;
+    await server.db.query(`UPDATE instances SET desired_state = 'running', status = 'running', config_version = $2, config_target = NULL WHERE id = $1`, [inst, runs]);
+    const row = async () => (await server.db.query<{ generation: number; config_version: number | null; config_target: number | null }>('SELECT generation, config_version, config_target FROM instances WHERE id = $1', [inst])).rows[0];
+    const before = await row();
+    const v = await call<Version & { appliedHow: string | null }>(a.client, 'POST', `${base}/versions`, { settings: { heartbeatEvery: '6h', models: ['gpt-4o'] }, reason: 'even less often' }, 201);
+    assert.equal(v.appliedHow, null);
+    const asked = await row();
+    assert.deepEqual([asked?.generation, asked?.config_target], [before?.generation, v.number], 'a reload is asked for, not a restart');
+    const plan = await svc.hotPlan(a.id, inst, { canHot: true });
+    assert.ok(plan?.way === 'hot', JSON.stringify(plan));
+    assert.equal(plan.version, v.number);
+    assert.ok(plan.paths.includes('agents.defaults.heartbeat.every'), plan.paths.join(','));
+    await svc.applied(a.id, inst, v.number, 'hot');
+    const applied = await call<Version & { appliedHow: string | null }>(a.client, 'GET', `${base}/versions/${v.number}`);
+    assert.deepEqual([applied.status, applied.appliedHow], ['good', 'hot']);
+    assert.deepEqual([(await row())?.config_version, (await row())?.config_target], [v.number, null]);
+    assert.equal(await svc.hotPlan(a.id, inst, { canHot: true }), null, 'nothing left to reload');
+    // A driver that cannot write into a running sandbox: the same kind of change restarts instead.
+    const w = await call<Version>(a.client, 'POST', `${base}/versions`, { settings: { heartbeatEvery: '8h', models: ['gpt-4o'] }, reason: 'rarely' }, 201);
+    assert.deepEqual(await svc.hotPlan(a.id, inst, { canHot: false }), { way: 'restart', reason: 'the sandbox driver cannot reload a running gateway' });
+    const restarted = await row();
+    assert.deepEqual([restarted?.generation, restarted?.config_target], [(before?.generation ?? 0) + 1, null]);
+    await svc.applied(a.id, inst, w.number, 'restart');
+    assert.equal((await call<Version & { appliedHow: string | null }>(a.client, 'GET', `${base}/versions/${w.number}`)).appliedHow, 'restart');
+    // What a gateway runs is not known (started before versions): a change restarts it.
+    await server.db.query('UPDATE instances SET config_version = NULL WHERE id = $1', [inst]);
+    await call(a.client, 'POST', `${base}/versions`, { settings: { heartbeatEvery: '12h', models: ['gpt-4o'] }, reason: 'twice a day' }, 201);
+    assert.deepEqual([(await row())?.generation, (await row())?.config_target], [(before?.generation ?? 0) + 2, null]);
   });
 });

@@ -9,6 +9,7 @@ import type { AgentDefaults } from '../identity/onboarding.ts';
 import type { Json, ToolRestrictions } from '../runtime/config.ts';
 import type { GatewayLayout } from '../sandbox/types.ts';
 import type { ApprovalChat } from './approval-delivery.ts';
+import { applyWay } from './reload-plan.ts';
 import {
   CHANGE_KINDS,
   changeKinds,
@@ -53,8 +54,13 @@ export interface ConfigVersion {
   decidedBy: string | null;
   decidedAt: string | null;
   appliedAt: string | null;
+  /** How it was first applied and found healthy: reloaded in place (`hot`) or by a start (`restart`); null until then. */
+  appliedHow: AppliedHow | null;
   createdAt: string;
 }
+
+/** How a version reached a gateway: OpenClaw reloaded it in place, or the gateway (re)started on it. */
+export type AppliedHow = 'hot' | 'restart';
 
 export interface ReviewRules {
   /** Kinds of change that wait for a second admin. */
@@ -118,6 +124,7 @@ interface Row {
   decided_by: string | null;
   decided_at: Date | null;
   applied_at: Date | null;
+  applied_how: AppliedHow | null;
   created_at: Date;
 }
 
@@ -137,6 +144,7 @@ const toVersion = (r: Row): ConfigVersion => ({
   decidedBy: r.decided_by,
   decidedAt: r.decided_at?.toISOString() ?? null,
   appliedAt: r.applied_at?.toISOString() ?? null,
+  appliedHow: r.applied_how ?? null,
   createdAt: r.created_at.toISOString(),
 });
 
@@ -259,14 +267,15 @@ export class GatewayConfigService {
 
   /**
    * Records what the tenant's gateways would now be configured with, after a change outside this module (the
-   * tool policy). Never waits for review (a policy only takes tools away), and does not restart running
-   * gateways: the broker enforces the policy on every call already, and the next start applies the version.
+   * tool policy). Never waits for review (a policy only takes tools away). Running gateways reload it in place
+   * where OpenClaw can (tools are hot in its reload table) and are not restarted for it otherwise: the broker
+   * enforces the policy on every call already, and the next start applies the version.
    */
   async capture(tenantId: string, by: ChangeBy, reason: string): Promise<ConfigVersion | null> {
     return this.#db.tx(async (tx) => {
       await this.#lock(tx, tenantId);
       const current = await this.#current(tx, tenantId);
-      return this.#record(tx, tenantId, current?.settings ?? {}, { ...by, reason, review: [], restart: false });
+      return this.#record(tx, tenantId, current?.settings ?? {}, { ...by, reason, review: [], apply: 'hot' });
     });
   }
 
@@ -282,7 +291,7 @@ export class GatewayConfigService {
       }
       await tx.query(`UPDATE gateway_config_versions SET status = 'approved', status_reason = $3, decided_by = $4, decided_at = now() WHERE tenant_id = $1 AND number = $2`, [tenantId, v.number, comment ? `approved: ${comment}` : 'approved', by.actor]);
       await appendAudit(tx, { actor: by.actor, tenantId, action: 'gateway_config.approved', target: `gateway_config:${v.number}`, decision: 'success', detail: { number: v.number, kinds: v.kinds, proposer: v.author, comment }, requestId: by.requestId ?? null });
-      await this.#activate(tx, tenantId, v.number, true);
+      await this.#activate(tx, tenantId, v.number, v.config, 'now');
       return this.get(tenantId, String(v.number), tx);
     });
   }
@@ -307,28 +316,82 @@ export class GatewayConfigService {
   async forStart(tenantId: string): Promise<{ version: number; input: TenantRenderInput }> {
     return this.#db.tx(async (tx) => {
       await this.#lock(tx, tenantId);
-      const current = await this.#current(tx, tenantId);
-      const made = await this.#record(tx, tenantId, current?.settings ?? {}, {
-        actor: 'system',
-        person: 'system',
-        reason: current ? `the platform defaults, the tool policy or a cap changed the configuration of version ${current.number}` : 'first configuration',
-        review: [],
-        restart: false,
-      });
-      const v = made ?? current;
-      if (!v) throw new Error('no configuration version after recording one');
-      const live = await this.#liveInputs(tx, tenantId);
-      return { version: v.number, input: tenantRenderInput(v.settings, live) };
+      const v = await this.#toRun(tx, tenantId);
+      return { version: v.number, input: v.input };
     });
   }
 
+  /** The newest startable version, after recording drift of the platform defaults, the policy or a cap (under #lock). */
+  async #toRun(tx: Queryable, tenantId: string): Promise<{ number: number; config: Record<string, Json>; input: TenantRenderInput }> {
+    const current = await this.#current(tx, tenantId);
+    const made = await this.#record(tx, tenantId, current?.settings ?? {}, {
+      actor: 'system',
+      person: 'system',
+      reason: current ? `the platform defaults, the tool policy or a cap changed the configuration of version ${current.number}` : 'first configuration',
+      review: [],
+      apply: 'none',
+    });
+    const v = made ?? (current ? toVersion(current) : undefined);
+    if (!v) throw new Error('no configuration version after recording one');
+    const live = await this.#liveInputs(tx, tenantId);
+    return { number: v.number, config: v.config, input: tenantRenderInput(v.settings, live) };
+  }
+
+  /**
+   * What a running gateway asked to reload in place (instances.config_target) should do, decided under the
+   * tenant's lock against what it runs (instances.config_version): `hot` with the version to render, or
+   * `restart` (its generation is bumped here) when OpenClaw would not reload every changed path
+   * (src/governance/reload-plan.ts), the driver cannot write into a running sandbox (`canHot` false), or what
+   * it runs is not known; null when it already runs the newest version. `rewrite`: render the newest version
+   * even when the gateway runs it (its file is written again, e.g. after it refused a newer one).
+   */
+  async hotPlan(tenantId: string, instanceId: string, o: { canHot: boolean; rewrite?: boolean }): Promise<{ way: 'hot'; version: number; input: TenantRenderInput; paths: string[] } | { way: 'restart'; reason: string } | null> {
+    return this.#db.tx(async (tx) => {
+      await this.#lock(tx, tenantId);
+      const inst = await tx.query<{ config_version: number | null; config: Record<string, Json> | null }>(
+        `SELECT i.config_version, v.config FROM instances i LEFT JOIN gateway_config_versions v ON v.tenant_id = i.tenant_id AND v.number = i.config_version
+          WHERE i.tenant_id = $1 AND i.id = $2 FOR UPDATE OF i`,
+        [tenantId, instanceId],
+      );
+      const running = inst.rows[0];
+      if (!running) return null;
+      const next = await this.#toRun(tx, tenantId);
+      if (next.number === running.config_version && !o.rewrite) {
+        await tx.query('UPDATE instances SET config_target = NULL WHERE tenant_id = $1 AND id = $2', [tenantId, instanceId]);
+        return null;
+      }
+      const way = running.config ? applyWay(running.config, next.config) : null;
+      const why = !o.canHot ? 'the sandbox driver cannot reload a running gateway' : !way ? 'what the gateway runs is not known' : way.way === 'restart' ? `OpenClaw restarts for ${way.paths.slice(0, 5).join(', ')}` : '';
+      if (why) {
+        await this.#restart(tx, tenantId, instanceId);
+        return { way: 'restart', reason: why };
+      }
+      return { way: 'hot', version: next.number, input: next.input, paths: way?.paths ?? [] };
+    });
+  }
+
+  /** The instance restarts onto the newest version instead of reloading it (its generation moves on). */
+  async #restart(tx: Queryable, tenantId: string, instanceId: string): Promise<void> {
+    await tx.query(`UPDATE instances SET generation = generation + 1, config_target = NULL, failures = 0, next_attempt_at = NULL, updated_at = now() WHERE tenant_id = $1 AND id = $2`, [tenantId, instanceId]);
+    await this.#events.publish(tx, 'instance.changed', { instanceId });
+  }
+
+  /** A running gateway could not reload in place for a reason other than the version (a timeout): restart it onto it. */
+  async restartInstead(tenantId: string, instanceId: string): Promise<void> {
+    await this.#db.tx((tx) => this.#restart(tx, tenantId, instanceId));
+  }
+
   /** The instance's gateway is healthy on `version`: a new one becomes the tenant's last known good. */
-  async applied(tenantId: string, instanceId: string, version: number): Promise<void> {
+  async applied(tenantId: string, instanceId: string, version: number, how: AppliedHow = 'restart'): Promise<void> {
     await this.#db.tx(async (tx) => {
-      await tx.query('UPDATE instances SET config_version = $3 WHERE tenant_id = $1 AND id = $2', [tenantId, instanceId, version]);
-      const r = await tx.query(`UPDATE gateway_config_versions SET status = 'good', status_reason = $3, applied_at = now() WHERE tenant_id = $1 AND number = $2 AND status = 'approved'`, [tenantId, version, `applied: instance ${instanceId} healthy`]);
+      // A reload asked for a newer version meanwhile stays asked for.
+      await tx.query('UPDATE instances SET config_version = $3, config_target = CASE WHEN config_target > $3 THEN config_target END WHERE tenant_id = $1 AND id = $2', [tenantId, instanceId, version]);
+      const r = await tx.query(
+        `UPDATE gateway_config_versions SET status = 'good', status_reason = $3, applied_at = now(), applied_how = $4 WHERE tenant_id = $1 AND number = $2 AND status = 'approved'`,
+        [tenantId, version, how === 'hot' ? `applied without a restart: instance ${instanceId} reloaded it and is healthy` : `applied: instance ${instanceId} healthy`, how],
+      );
       if (r.rowCount === 0) return;
-      await appendAudit(tx, { actor: 'system', tenantId, action: 'gateway_config.applied', target: `gateway_config:${version}`, decision: 'success', detail: { number: version, instanceId } });
+      await appendAudit(tx, { actor: 'system', tenantId, action: 'gateway_config.applied', target: `gateway_config:${version}`, decision: 'success', detail: { number: version, instanceId, how } });
     });
   }
 
@@ -360,7 +423,7 @@ export class GatewayConfigService {
   /** A tenant's first change is compared (and reviewed) against what its gateways run without one: record that first. */
   async #ensureBase(tx: Queryable, tenantId: string): Promise<void> {
     if (await this.#current(tx, tenantId)) return;
-    await this.#record(tx, tenantId, {}, { actor: 'system', person: 'system', reason: 'first configuration', review: [], restart: false });
+    await this.#record(tx, tenantId, {}, { actor: 'system', person: 'system', reason: 'first configuration', review: [], apply: 'none' });
   }
 
   async #liveInputs(q: Queryable, tenantId: string): Promise<LiveInputs> {
@@ -396,7 +459,7 @@ export class GatewayConfigService {
     tx: Queryable,
     tenantId: string,
     settings: GatewaySettings,
-    o: ChangeBy & { reason: string; review: string[]; extraKinds?: ChangeKind[]; rollbackOf?: number; restart?: boolean },
+    o: ChangeBy & { reason: string; review: string[]; extraKinds?: ChangeKind[]; rollbackOf?: number; apply?: 'now' | 'hot' | 'none' },
   ): Promise<ConfigVersion | null> {
     const current = await this.#current(tx, tenantId);
     const live = await this.#liveInputs(tx, tenantId);
@@ -423,21 +486,32 @@ export class GatewayConfigService {
       detail: { number, parent: current?.number ?? null, kinds, status, hash, changes: diff.length, reason: o.reason, ...(o.rollbackOf !== undefined ? { rollbackOf: o.rollbackOf } : {}) },
       requestId: o.requestId ?? null,
     });
-    if (!waits) await this.#activate(tx, tenantId, number, o.restart ?? true);
+    if (!waits) await this.#activate(tx, tenantId, number, config, o.apply ?? 'now');
     return this.get(tenantId, String(number), tx);
   }
 
   /**
-   * `number` is now the version to run: older approved ones never applied are superseded, and (for a change an
-   * admin made) the tenant's running gateways restart onto it; the reconciler checks it there.
+   * `number` is now the version to run: older approved ones never applied are superseded, and the tenant's
+   * running gateways move onto it; the reconciler applies and checks it there. A gateway whose difference from
+   * what it runs is only in paths OpenClaw reloads in place (src/governance/reload-plan.ts) is asked to reload
+   * (`config_target`); the others restart (`now`: an admin's change) or take it at their next start (`hot`: a
+   * policy change, which the broker enforces already; `none`: a version recorded at a start).
    */
-  async #activate(tx: Queryable, tenantId: string, number: number, restart: boolean): Promise<void> {
+  async #activate(tx: Queryable, tenantId: string, number: number, config: Record<string, Json>, apply: 'now' | 'hot' | 'none'): Promise<void> {
     await tx.query(`UPDATE gateway_config_versions SET status = 'superseded', status_reason = $3 WHERE tenant_id = $1 AND number < $2 AND status = 'approved'`, [tenantId, number, `superseded by version ${number} before it was applied`]);
-    if (!restart) return;
-    const r = await tx.query<{ id: string }>(
-      `UPDATE instances SET generation = generation + 1, failures = 0, next_attempt_at = NULL, updated_at = now() WHERE tenant_id = $1 AND desired_state = 'running' RETURNING id`,
+    if (apply === 'none') return;
+    const r = await tx.query<{ id: string; status: string; config: Record<string, Json> | null }>(
+      `SELECT i.id, i.status, v.config FROM instances i LEFT JOIN gateway_config_versions v ON v.tenant_id = i.tenant_id AND v.number = i.config_version
+        WHERE i.tenant_id = $1 AND i.desired_state = 'running' ORDER BY i.id FOR UPDATE OF i`,
       [tenantId],
     );
-    for (const o of r.rows) await this.#events.publish(tx, 'instance.changed', { instanceId: o.id });
+    for (const i of r.rows) {
+      // Only a gateway that runs can reload; one starting or backing off starts on the newest version anyway.
+      const hot = i.status === 'running' && i.config !== null && applyWay(i.config, config).way === 'hot';
+      if (hot) await tx.query('UPDATE instances SET config_target = $3 WHERE tenant_id = $1 AND id = $2', [tenantId, i.id, number]);
+      else if (apply === 'now') await tx.query(`UPDATE instances SET generation = generation + 1, config_target = NULL, failures = 0, next_attempt_at = NULL, updated_at = now() WHERE tenant_id = $1 AND id = $2`, [tenantId, i.id]);
+      else continue;
+      await this.#events.publish(tx, 'instance.changed', { instanceId: i.id });
+    }
   }
 }

@@ -60,6 +60,10 @@ export interface InstanceRow extends Instance {
   sandboxNode: string | null;
   /** Last use through any replica (throttled writes, src/ingress/activity.ts); null when never used. */
   lastActiveAt: Date | null;
+  /** The configuration version its gateway was last started with or reloaded to (null: not known). */
+  configVersion: number | null;
+  /** A configuration version its running gateway is to reload in place (src/governance/versions.ts); null: none. */
+  configTarget: number | null;
 }
 
 /** A row of a claiming read: whether this replica now holds the instance's lease, and who held it before. */
@@ -102,6 +106,8 @@ interface Row {
   updated_at: Date;
   sandbox_node: string | null;
   last_active_at: Date | null;
+  config_version: number | null;
+  config_target: number | null;
 }
 
 function toRow(r: Row): InstanceRow {
@@ -128,6 +134,8 @@ function toRow(r: Row): InstanceRow {
     snapshot: storedSnapshotRef(r.snapshot, r.id),
     sandboxNode: r.sandbox_node,
     lastActiveAt: r.last_active_at,
+    configVersion: r.config_version ?? null,
+    configTarget: r.config_target ?? null,
   };
 }
 

@@ -9,6 +9,7 @@ import { soloIdentity, WorkClaims } from '../replicas/claims.ts';
 import type { InstanceRow, InstanceService } from './instances.ts';
 import { suspendedReason } from './reasons.ts';
 import type { TenantRenderInput } from '../governance/settings.ts';
+import { GatewayConfigRefusedError } from '../sandbox/host/reload.ts';
 
 /**
  * The tenant's versioned configuration (src/governance, docs/adr/0013-gateway-config-versions.md): what a start
@@ -16,7 +17,10 @@ import type { TenantRenderInput } from '../governance/settings.ts';
  */
 export interface GatewayConfigSource {
   forStart(tenantId: string): Promise<{ version: number; input: TenantRenderInput }>;
-  applied(tenantId: string, instanceId: string, version: number): Promise<void>;
+  applied(tenantId: string, instanceId: string, version: number, how?: 'hot' | 'restart'): Promise<void>;
+  /** What a running gateway asked to reload in place should do (src/governance/versions.ts hotPlan). */
+  hotPlan(tenantId: string, instanceId: string, o: { canHot: boolean; rewrite?: boolean }): Promise<{ way: 'hot'; version: number; input: TenantRenderInput; paths: string[] } | { way: 'restart'; reason: string } | null>;
+  restartInstead(tenantId: string, instanceId: string): Promise<void>;
   failed(tenantId: string, instanceId: string, version: number, reason: string): Promise<{ fallback: number } | null>;
 }
 
@@ -291,6 +295,8 @@ export class Reconciler {
       if (health !== undefined || !actual.running) await instances.saveHealth(row.id, health ?? null);
       if (health?.ready && row.status !== 'running') await instances.recordStatus(row, 'running', 'healthy', { failures: 0 });
       if (health) await this.#converge(row, handle, health);
+      // A new configuration version to reload in place (docs/adr/0013-gateway-config-versions.md, "Apply").
+      if (health?.ready && row.status === 'running' && row.configTarget !== null && row.configTarget !== row.configVersion) await this.#hotApply(row, handle);
       return;
     }
     if (row.nextAttemptAt && row.nextAttemptAt.getTime() > Date.now()) return; // backing off after a failure
@@ -385,6 +391,63 @@ export class Reconciler {
     this.#sentRun.set(`${row.id}/${handle.sandboxId}`, key);
     if (after) await this.#o.instances.saveHealth(row.id, after);
     this.#o.log.info({ instance_id: row.id, tenant_id: row.tenantId, run: want, ms: Date.now() - t0 }, 'changed the executors a running sandbox runs');
+  }
+
+  /**
+   * Applies the tenant's newest configuration version to a running gateway without restarting it: the driver
+   * writes the rendered files into the sandbox and waits until every gateway reloaded them, then the gateway
+   * must still be ready (the check a start makes). A version a gateway refuses as invalid is failed and the
+   * gateway's file goes back to the last known good version (which it still runs); any other failure (a
+   * gateway that did not apply it in time, an exited sandbox) restarts the instance onto the version instead,
+   * where the start's check and rollback decide.
+   */
+  async #hotApply(row: InstanceRow, handle: SandboxRef): Promise<void> {
+    const { driver, instances } = this.#o;
+    const gc = this.#o.gatewayConfig;
+    if (!gc) return;
+    const canHot = driver.applyConfigs !== undefined;
+    const plan = await gc.hotPlan(row.tenantId, row.id, { canHot });
+    if (!plan) return;
+    if (plan.way === 'restart') {
+      await instances.note(row, `configuration change needs a restart (${plan.reason})`);
+      return;
+    }
+    const apply = async (input: TenantRenderInput) => {
+      const configs: Record<string, string> = {};
+      for (let i = 0; i < row.executors; i++) configs[`e${i}`] = JSON.stringify(renderForLayout(driver.layout, input, i), null, 2);
+      await driver.applyConfigs?.(handle, configs, { gatewayToken: await instances.gatewayToken(row.id), timeoutMs: this.#o.readyTimeoutMs });
+      const st = await driver.status(handle);
+      if (!st.running) throw new Error(`the sandbox exited after the reload (${st.reason})`);
+      if (!st.health?.ready) throw new Error('a gateway was not ready after the reload');
+      return st.health;
+    };
+    try {
+      const health = await apply(plan.input);
+      await gc.applied(row.tenantId, row.id, plan.version, 'hot');
+      await instances.recordStatus(row, 'running', `configuration version ${plan.version} applied without a restart`, { health }, { action: 'instance.config_reloaded', decision: 'success', detail: { configVersion: plan.version, paths: plan.paths.slice(0, 20) } });
+    } catch (err) {
+      const reason = (err as Error).message;
+      this.#o.log.warn({ instance_id: row.id, tenant_id: row.tenantId, version: plan.version, reason }, 'hot apply of a configuration version failed');
+      if (err instanceof GatewayConfigRefusedError) {
+        const fallback = await gc.failed(row.tenantId, row.id, plan.version, reason);
+        if (fallback) {
+          // The gateway still runs the last known good version: its file says so again.
+          const back = await gc.hotPlan(row.tenantId, row.id, { canHot, rewrite: true });
+          try {
+            if (back?.way === 'hot') {
+              const health = await apply(back.input);
+              await gc.applied(row.tenantId, row.id, back.version, 'hot');
+              await instances.recordStatus(row, 'running', `rolled back to configuration version ${back.version} after version ${plan.version} failed: ${reason}`, { health }, { action: 'instance.config_reloaded', decision: 'failure', detail: { configVersion: back.version, failed: plan.version } });
+              return;
+            }
+          } catch (err2) {
+            this.#o.log.warn({ instance_id: row.id, tenant_id: row.tenantId, reason: (err2 as Error).message }, 'could not write the last known good configuration back; restarting');
+          }
+        }
+      }
+      await instances.note(row, `configuration version ${plan.version} could not be applied without a restart (${reason}); restarting onto it`);
+      await gc.restartInstead(row.tenantId, row.id);
+    }
   }
 
   /** Runs `fn` in the instance's reconcile slot: never alongside a reconcile of the same instance. */

@@ -225,6 +225,13 @@ export interface SandboxDriver {
    * gateway refuses.
    */
   rotateCredentials(ref: SandboxRef, tokens: { current: string; next: string }): Promise<void>;
+  /**
+   * Hot apply (optional; docs/adr/0013-gateway-config-versions.md, "Apply"): writes new per-executor configs
+   * into the running sandbox and resolves once every gateway reloaded them in place. Throws
+   * GatewayConfigRefusedError (src/sandbox/host/reload.ts) when a gateway refused the file as invalid (it keeps
+   * running what it ran), another error when a gateway did not apply it in `timeoutMs`. Absent: restart instead.
+   */
+  applyConfigs?(ref: SandboxRef, configs: Record<string, string>, o: { gatewayToken: string; timeoutMs: number }): Promise<void>;
   /** The sandboxes this driver finds on its node, for adoption and orphan removal. */
   list(): Promise<SandboxRef[]>;
   /** Releases host-side resources (broker relays, API connections) without stopping sandboxes: they survive us. */

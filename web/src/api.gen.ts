@@ -16441,6 +16441,11 @@ export interface components {
         };
         GatewayConfigVersion: {
             appliedAt: string | null;
+            /**
+             * @description How it was first applied and found healthy: hot (OpenClaw reloaded it in place, no restart) or restart; null until applied
+             * @enum {string|null}
+             */
+            appliedHow: "hot" | "restart" | null;
             author: string;
             /** @description openclaw.json of the tenant's first gateway; secrets appear only as references */
             config: {

@@ -45,6 +45,7 @@ const VersionSchema = z
     decidedBy: z.string().nullable(),
     decidedAt: z.string().nullable(),
     appliedAt: z.string().nullable(),
+    appliedHow: z.enum(['hot', 'restart']).nullable().openapi({ description: 'How it was first applied and found healthy: hot (OpenClaw reloaded it in place, no restart) or restart; null until applied' }),
     createdAt: z.string(),
   })
   .openapi('GatewayConfigVersion');

@@ -20,6 +20,7 @@ import { SupervisorControl } from '../../host/control.ts';
 import { assertTraversable, instanceDirs, prepareInstanceDirs, readSupervisorConfig, HOST_SANDBOX_LAYOUT, tenantUidOf, type InstanceDirs } from '../../host/dirs.ts';
 import { exportLive } from '../../host/live-backup.ts';
 import { followLogDir, tailLogs } from '../../host/logs.ts';
+import { applyGatewayConfigs } from '../../host/reload.ts';
 import { rotateGatewayToken } from '../../host/rotate.ts';
 import { packStream, unpackState } from '../../host/state-archive.ts';
 import { unixTransport } from '../../host/unix-transport.ts';
@@ -296,6 +297,11 @@ export class LocalSandboxDriver implements SandboxDriver {
     await rotateGatewayToken({ dirs: p, conf: await readSupervisorConfig(p), uid, transport: await this.connect(ref), tokens });
     // The broker token: a fresh registration (and token file); closing the old relay revokes the old token.
     await this.openRelay(ref, uid);
+  }
+
+  async applyConfigs(ref: SandboxRef, configs: Record<string, string>, o: { gatewayToken: string; timeoutMs: number }): Promise<void> {
+    const p = this.dirs(ref.instanceId);
+    await applyGatewayConfigs({ dirs: p, conf: await readSupervisorConfig(p), uid: await tenantUidOf(p), transport: await this.connect(ref), token: o.gatewayToken, configs, timeoutMs: o.timeoutMs });
   }
 
   logs(key: InstanceKey, opts: { tail: number }): Promise<LogLine[]> {

@@ -75,6 +75,7 @@ function VersionRow({ v, slug, canManage, open, onToggle, onChanged }: { v: Gate
         <td>
           <StatusBadge status={v.status} />
           {v.statusReason ? <div className="hint">{v.statusReason}</div> : null}
+          {v.appliedHow ? <div className="hint">{v.appliedHow === 'hot' ? 'Applied without a restart (reloaded in place).' : 'Applied by a gateway start.'}</div> : null}
         </td>
         <td>{v.kinds.join(', ')}</td>
         <td>{v.author}</td>
