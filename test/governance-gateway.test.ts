@@ -30,8 +30,8 @@ describe('gateway configuration on a real gateway', { timeout: 900_000 }, async 
   const { a, admin, server } = f;
   await admin.json('PATCH', `/api/v1/tenants/${a.slug}`, { quotas: { maxInstances: 2 } });
   const base = `/api/v1/tenants/${a.slug}/gateway-config`;
-  const chat = async (text: string) => {
-    const res = await a.client.call('POST', `/api/v1/tenants/${a.slug}/chat/completions`, { model: 'agent/main', messages: [{ role: 'user', content: text }], session: 'governance' });
+  const chat = async (text: string, session = 'governance') => {
+    const res = await a.client.call('POST', `/api/v1/tenants/${a.slug}/chat/completions`, { model: 'agent/main', messages: [{ role: 'user', content: text }], session });
     const body = await res.text();
     return { status: res.status, body };
   };
@@ -87,7 +87,7 @@ describe('gateway configuration on a real gateway', { timeout: 900_000 }, async 
     assert.deepEqual([v3?.number, v3?.kinds], [3, ['tools']]);
     await f.waitStatus(a, inst, 'running', /configuration version 3 applied without a restart/);
     assert.deepEqual(await gatewayProcess(), firstProcess, 'the gateway kept its process');
-    const c = await chat('what can you do?');
+    const c = await chat('what can you do?', 'after-policy');
     assert.equal(c.status, 200, c.body);
     const tools = offeredTools();
     assert.ok(tools.length > 0 && !tools.includes('memory_store'), tools.join(','));
@@ -100,10 +100,11 @@ describe('gateway configuration on a real gateway', { timeout: 900_000 }, async 
     assert.equal(v4.status, 'approved');
     assert.deepEqual(v4.kinds, ['plugins']);
     assert.deepEqual(v4.diff.map((d) => `${d.op} ${d.path}`), ['added plugins.entries.memory-core.config.notASetting']);
-    // Written into the running gateway, which refused it as invalid and kept running version 3; its file is version 3's again.
-    const back = await f.waitStatus(a, inst, 'running', /rolled back to configuration version 3 after version 4 failed/);
-    assert.match(back.statusReason, /refused the configuration as invalid \(.*notASetting/);
-    assert.deepEqual(await gatewayProcess(), firstProcess, 'the gateway kept its process');
+    // Written into the running gateway, which does not take it (the plugin refuses its settings when it reloads;
+    // measured on 2026.9.6: the file validates, the reload never applies): restarted onto it, failed its check,
+    // and back on version 3.
+    const back = await f.waitStatus(a, inst, 'running', /rolled back to configuration version 3 after version 4 failed/, 300_000);
+    assert.match(back.statusReason, /refused the configuration as invalid|crashed \d+ times before becoming ready|not ready within/);
     const c = await chat('are you back?');
     assert.equal(c.status, 200, c.body);
     assert.match(c.body, /Hello from fake-model/);
@@ -130,6 +131,7 @@ describe('gateway configuration on a real gateway', { timeout: 900_000 }, async 
   test('a change OpenClaw cannot reload in place still restarts the gateway, and the version records it', async () => {
     // What this gateway runs is not known (as for one started by a release before versions): only a restart is safe.
     await server.db.query('UPDATE instances SET config_version = NULL WHERE id = $1', [inst]);
+    const before = await gatewayProcess();
     const v5 = await a.client.json<Version>('POST', `${base}/versions`, { settings: { models: ['fake-model'] }, reason: 'only the small model' }, 201);
     assert.equal(v5.number, 5);
     await waitFor('the restart onto version 5', async () => {
@@ -139,8 +141,8 @@ describe('gateway configuration on a real gateway', { timeout: 900_000 }, async 
     const v = await a.client.json<Version>('GET', `${base}/versions/5`);
     assert.equal(v.appliedHow, 'restart');
     const after = await gatewayProcess();
-    assert.notEqual(after.startedAt, firstProcess?.startedAt, 'a new gateway process');
-    assert.notEqual(after.pid, firstProcess?.pid);
+    // Pids are of the sandbox's own pid namespace (a new sandbox may reuse one): the start time tells.
+    assert.notEqual(after.startedAt, before.startedAt, 'a new gateway process');
     const c = await chat('and now?');
     assert.equal(c.status, 200, c.body);
   });

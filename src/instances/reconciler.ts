@@ -24,6 +24,9 @@ export interface GatewayConfigSource {
   failed(tenantId: string, instanceId: string, version: number, reason: string): Promise<{ fallback: number } | null>;
 }
 
+/** How long a running gateway may take to reload a new configuration in place before it is restarted onto it. */
+const HOT_APPLY_TIMEOUT_MS = 30_000;
+
 /** How often a starting sandbox's health is read until its gateways are ready (one local socket request). */
 const START_POLL_MS = 100;
 
@@ -415,7 +418,9 @@ export class Reconciler {
     const apply = async (input: TenantRenderInput) => {
       const configs: Record<string, string> = {};
       for (let i = 0; i < row.executors; i++) configs[`e${i}`] = JSON.stringify(renderForLayout(driver.layout, input, i), null, 2);
-      await driver.applyConfigs?.(handle, configs, { gatewayToken: await instances.gatewayToken(row.id), timeoutMs: this.#o.readyTimeoutMs });
+      // A reload takes seconds; one OpenClaw could not finish (e.g. a plugin refusing its new settings when it
+      // reloads: the file validated, the gateway keeps the old runtime) is settled by a restart, not waited out.
+      await driver.applyConfigs?.(handle, configs, { gatewayToken: await instances.gatewayToken(row.id), timeoutMs: Math.min(this.#o.readyTimeoutMs, HOT_APPLY_TIMEOUT_MS) });
       const st = await driver.status(handle);
       if (!st.running) throw new Error(`the sandbox exited after the reload (${st.reason})`);
       if (!st.health?.ready) throw new Error('a gateway was not ready after the reload');
