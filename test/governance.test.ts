@@ -306,7 +306,7 @@ describe('gateway configuration versions', async () => {
     // OpenClaw 2026.9.6 src/gateway/config-reload-plan.ts, as ported: longest prefix wins, unknown paths restart.
     for (const [path, kind] of [
       ['agents.defaults.heartbeat.every', 'hot'], ['agents.defaults.model.primary', 'hot'], ['models.providers.clawplane.models', 'hot'], ['tools.deny', 'hot'],
-      ['plugins.entries.memory-core.config.notASetting', 'hot'], ['cron.skipMissedJobs', 'hot'], ['hooks.allowedAgentIds', 'hot'], ['agents.entries.main.name', 'hot'],
+      ['plugins.entries.memory-core.config.notASetting', 'restart'], ['plugins.load.paths', 'hot'], ['cron.skipMissedJobs', 'hot'], ['hooks.allowedAgentIds', 'hot'], ['agents.entries.main.name', 'hot'],
       ['gateway.http.endpoints.responses.enabled', 'hot'], ['discovery.mdns.mode', 'hot'], ['logging.file', 'none'], ['gateway.reload.mode', 'none'],
       ['gateway.port', 'restart'], ['gateway.auth.mode', 'restart'], ['discovery.wideArea', 'restart'], ['browser.enabled', 'restart'], ['somethingNew', 'restart'],
     ] as const) assert.equal(reloadKind(path), kind, path);

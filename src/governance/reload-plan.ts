@@ -14,6 +14,10 @@ import type { Json } from '../runtime/config.ts';
 type ReloadKind = 'hot' | 'none' | 'restart';
 
 const POLICIES: [ReloadKind, string[]][] = [
+  // Clawplane's own, before OpenClaw's: a plugin's settings are checked only when the plugin loads, not when the
+  // file is validated, and a reload the plugin refuses never applies (measured on 2026.9.6 with an unknown
+  // memory-core setting): a restart gives them the start's check and its rollback.
+  ['restart', ['plugins.entries.*.config']],
   // CORE_RELOAD_POLICIES
   ['none', ['gateway.remote', 'gateway.reload']],
   ['restart', ['gateway.auth.token', 'gateway.auth.password', 'mcp.apps', 'secrets.egressProxy', 'gateway.portals']],
