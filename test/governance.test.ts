@@ -305,13 +305,13 @@ describe('gateway configuration versions', async () => {
   test('hot apply: OpenClaw\'s reload table decides; a change it reloads in place asks the running gateway to reload, with no restart', async () => {
     // OpenClaw 2026.9.6 src/gateway/config-reload-plan.ts, as ported: longest prefix wins, unknown paths restart.
     for (const [path, kind] of [
-      ['agents.defaults.heartbeat.every', 'hot'], ['agents.defaults.model.primary', 'hot'], ['models.providers.clawplane.models', 'hot'], ['tools.deny', 'hot'],
+      ['agents.defaults.heartbeat.every', 'hot'], ['agents.defaults.model.primary', 'hot'], ['models.providers.clawplane.models', 'hot'], ['tools.deny', 'restart'],
       ['plugins.entries.memory-core.config.notASetting', 'restart'], ['plugins.load.paths', 'hot'], ['cron.skipMissedJobs', 'hot'], ['hooks.allowedAgentIds', 'hot'], ['agents.entries.main.name', 'hot'],
       ['gateway.http.endpoints.responses.enabled', 'hot'], ['discovery.mdns.mode', 'hot'], ['logging.file', 'none'], ['gateway.reload.mode', 'none'],
       ['gateway.port', 'restart'], ['gateway.auth.mode', 'restart'], ['discovery.wideArea', 'restart'], ['browser.enabled', 'restart'], ['somethingNew', 'restart'],
     ] as const) assert.equal(reloadKind(path), kind, path);
-    assert.deepEqual(applyWay({ gateway: { port: 1 }, tools: { deny: ['a'] } }, { gateway: { port: 2 }, tools: { deny: ['a', 'b'] } }), { way: 'restart', paths: ['gateway.port'] });
-    assert.deepEqual(applyWay({ tools: { deny: ['a'] }, logging: { file: 'x' } }, { tools: { deny: ['a', 'b'] }, logging: { file: 'y' } }), { way: 'hot', paths: ['tools.deny', 'logging.file'] });
+    assert.deepEqual(applyWay({ gateway: { port: 1 }, tools: { deny: ['a'] } }, { gateway: { port: 2 }, tools: { deny: ['a', 'b'] } }), { way: 'restart', paths: ['gateway.port', 'tools.deny'] });
+    assert.deepEqual(applyWay({ models: { a: 1 }, logging: { file: 'x' } }, { models: { a: 2 }, logging: { file: 'y' } }), { way: 'hot', paths: ['models.a', 'logging.file'] });
 
     await call(a.client, 'PUT', `${base}/rules`, { review: [] });
     const inst = a.instanceId;

@@ -18,6 +18,10 @@ const POLICIES: [ReloadKind, string[]][] = [
   // file is validated, and a reload the plugin refuses never applies (measured on 2026.9.6 with an unknown
   // memory-core setting): a restart gives them the start's check and its rollback.
   ['restart', ['plugins.entries.*.config']],
+  // Measured on 2026.9.6: after a reload of a new `tools.deny`, the gateway (the same process) still offered a
+  // denied plugin tool (memory_store) to the model, also in a new session; a start applies it. So tool changes
+  // restart (an admin's change) or wait for the next start (a policy change; the broker enforces it meanwhile).
+  ['restart', ['tools']],
   // CORE_RELOAD_POLICIES
   ['none', ['gateway.remote', 'gateway.reload']],
   ['restart', ['gateway.auth.token', 'gateway.auth.password', 'mcp.apps', 'secrets.egressProxy', 'gateway.portals']],

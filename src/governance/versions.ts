@@ -268,8 +268,9 @@ export class GatewayConfigService {
   /**
    * Records what the tenant's gateways would now be configured with, after a change outside this module (the
    * tool policy). Never waits for review (a policy only takes tools away). Running gateways reload it in place
-   * where OpenClaw can (tools are hot in its reload table) and are not restarted for it otherwise: the broker
-   * enforces the policy on every call already, and the next start applies the version.
+   * where the reload plan allows and are not restarted for it otherwise (today `tools` needs a restart,
+   * src/governance/reload-plan.ts): the broker enforces the policy on every call already, and the next start
+   * applies the version.
    */
   async capture(tenantId: string, by: ChangeBy, reason: string): Promise<ConfigVersion | null> {
     return this.#db.tx(async (tx) => {
