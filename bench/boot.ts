@@ -124,7 +124,13 @@ interface Run {
  * A gateway straight on the host, as `openclaw gateway run` (openclaw-runtime.md §1), with the env the
  * supervisor gives gateways. `config` gets the state dir; a second call on the same dir is a warm start.
  */
-async function rawGateway(rt: ResolvedRuntime, dir: string, config: (stateDir: string, tokenFile: string) => Record<string, unknown>, sampleMem: boolean, nodeOptions?: string): Promise<Run> {
+async function rawGateway(
+  rt: ResolvedRuntime,
+  dir: string,
+  config: (stateDir: string, tokenFile: string) => Record<string, unknown>,
+  sampleMem: boolean,
+  nodeOptions?: string,
+): Promise<Run> {
   const port = await freePort();
   const state = path.join(dir, 'state');
   const tokenFile = path.join(dir, 'gateway-token');
@@ -135,25 +141,29 @@ async function rawGateway(rt: ResolvedRuntime, dir: string, config: (stateDir: s
   await writeFile(tokenFile, TOKEN + '\n', { mode: 0o600 });
   await writeFile(path.join(state, 'openclaw.json'), JSON.stringify(config(state, tokenFile), null, 2));
   const t0 = performance.now();
-  const child: ChildProcess = spawn(path.join(rt.dir, rt.nodeRel), [path.join(rt.dir, rt.entryRel), 'gateway', 'run', '--port', String(port), '--bind', 'loopback'], {
-    env: {
-      PATH: `${path.dirname(path.join(rt.dir, rt.nodeRel))}:/usr/bin:/bin`,
-      HOME: path.join(dir, 'home'),
-      OPENCLAW_HOME: path.join(dir, 'home'),
-      OPENCLAW_STATE_DIR: state,
-      OPENCLAW_CONFIG_PATH: path.join(state, 'openclaw.json'),
-      OPENCLAW_GATEWAY_TOKEN: TOKEN,
-      CLAWPLANE_HOOKS_TOKEN: HOOKS_TOKEN,
-      OPENCLAW_DISABLE_BONJOUR: '1',
-      OPENCLAW_SKIP_CHANNELS: '1',
-      OPENCLAW_NO_RESPAWN: '1',
-      OPENCLAW_EXEC_SHELL_SNAPSHOT: '0',
-      OPENCLAW_NO_AUTO_UPDATE: '1',
-      OPENCLAW_OFFLINE: '1',
-      ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}),
+  const child: ChildProcess = spawn(
+    path.join(rt.dir, rt.nodeRel),
+    [path.join(rt.dir, rt.entryRel), 'gateway', 'run', '--port', String(port), '--bind', 'loopback'],
+    {
+      env: {
+        PATH: `${path.dirname(path.join(rt.dir, rt.nodeRel))}:/usr/bin:/bin`,
+        HOME: path.join(dir, 'home'),
+        OPENCLAW_HOME: path.join(dir, 'home'),
+        OPENCLAW_STATE_DIR: state,
+        OPENCLAW_CONFIG_PATH: path.join(state, 'openclaw.json'),
+        OPENCLAW_GATEWAY_TOKEN: TOKEN,
+        CLAWPLANE_HOOKS_TOKEN: HOOKS_TOKEN,
+        OPENCLAW_DISABLE_BONJOUR: '1',
+        OPENCLAW_SKIP_CHANNELS: '1',
+        OPENCLAW_NO_RESPAWN: '1',
+        OPENCLAW_EXEC_SHELL_SNAPSHOT: '0',
+        OPENCLAW_NO_AUTO_UPDATE: '1',
+        OPENCLAW_OFFLINE: '1',
+        ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}),
+      },
+      stdio: 'ignore',
     },
-    stdio: 'ignore',
-  });
+  );
   try {
     for (;;) {
       if (child.exitCode !== null) throw new Error(`raw gateway exited with ${child.exitCode}`);
@@ -200,7 +210,12 @@ async function sandboxRun(driver: LocalSandboxDriver, spec: SandboxSpec, sampleM
       else gatewayPids.push(p);
     }
     const health = await driver.status(handle);
-    return { readyMs, gw: await mem(gatewayPids), over: await mem([...new Set(overheadPids)]), restarts: String(health.running ? (health.health?.executors[0]?.restarts ?? '?') : '?') };
+    return {
+      readyMs,
+      gw: await mem(gatewayPids),
+      over: await mem([...new Set(overheadPids)]),
+      restarts: String(health.running ? (health.health?.executors[0]?.restarts ?? '?') : '?'),
+    };
   } finally {
     await driver.stop(handle);
   }
@@ -267,7 +282,17 @@ export async function main(args: string[] = []): Promise<void> {
     const defaults = () => ({ gateway: { mode: 'local', auth: { mode: 'token', token: '${OPENCLAW_GATEWAY_TOKEN}' } } });
     // Clawplane's config as the reconciler renders it (hooks on, the gateway token as a file SecretRef).
     const ours = (stateDir: string, port: number, tokenFile: string, logFile: string) =>
-      renderOpenclawConfig({ gatewayPort: port, egressPort: 18080, stateDir, logFile, agents: [{ id: 'main', name: 'main' }], models: ['default'], tools: DEFAULT_TOOL_POLICY, hooks: true, gatewayTokenFile: tokenFile });
+      renderOpenclawConfig({
+        gatewayPort: port,
+        egressPort: 18080,
+        stateDir,
+        logFile,
+        agents: [{ id: 'main', name: 'main' }],
+        models: ['default'],
+        tools: DEFAULT_TOOL_POLICY,
+        hooks: true,
+        gatewayTokenFile: tokenFile,
+      });
     const oursRaw = (stateDir: string, tokenFile: string) => ours(stateDir, 18789, tokenFile, path.join(stateDir, '..', 'openclaw.log'));
     await driver.preflight();
     let docker: { driver: DockerSandboxDriver; api: Docker; stop(): Promise<void> } | undefined;
@@ -276,7 +301,19 @@ export async function main(args: string[] = []): Promise<void> {
       const svc = given ? { socketPath: given, docker: new Docker({ socketPath: given }), stop: () => Promise.resolve() } : await startPodmanService();
       process.stderr.write('building the sandbox image…\n');
       await buildSandboxImage(svc.docker, 'clawplane-sandbox:bench');
-      const d = new DockerSandboxDriver({ root: sbRoot, socketPath: svc.socketPath, image: 'clawplane-sandbox:bench', broker: undefined, log, memoryBytes: 3 * 2 ** 30, pids: 512, cpus: 0, tmpBytes: 64 * 2 ** 20, nofile: 8192, nproc: 2048 });
+      const d = new DockerSandboxDriver({
+        root: sbRoot,
+        socketPath: svc.socketPath,
+        image: 'clawplane-sandbox:bench',
+        broker: undefined,
+        log,
+        memoryBytes: 3 * 2 ** 30,
+        pids: 512,
+        cpus: 0,
+        tmpBytes: 64 * 2 ** 20,
+        nofile: 8192,
+        nproc: 2048,
+      });
       await d.preflight();
       docker = { driver: d, api: svc.docker, stop: svc.stop };
     }
@@ -286,7 +323,12 @@ export async function main(args: string[] = []): Promise<void> {
     });
 
     const kinds = withDocker ? (['defaults', 'ours', 'sandbox', 'docker'] as const) : (['defaults', 'ours', 'sandbox'] as const);
-    const r: Record<'defaults' | 'ours' | 'sandbox' | 'docker', { fresh: Run[]; warm: Run[] }> = { defaults: { fresh: [], warm: [] }, ours: { fresh: [], warm: [] }, sandbox: { fresh: [], warm: [] }, docker: { fresh: [], warm: [] } };
+    const r: Record<'defaults' | 'ours' | 'sandbox' | 'docker', { fresh: Run[]; warm: Run[] }> = {
+      defaults: { fresh: [], warm: [] },
+      ours: { fresh: [], warm: [] },
+      sandbox: { fresh: [], warm: [] },
+      docker: { fresh: [], warm: [] },
+    };
     let restarts = '?';
     let lastCgroup = driver.lastCgroup;
     for (let round = 0; round < RUNS; round++) {
@@ -323,7 +365,10 @@ export async function main(args: string[] = []): Promise<void> {
             r.sandbox[warm ? 'warm' : 'fresh'].push(run);
           } else {
             // Clawplane's config with the Node options the sandbox gives gateways; the defaults as `openclaw gateway run`.
-            const run = k === 'defaults' ? await rawGateway(rt, path.join(work, `${k}-${round}`), defaults, warm) : await rawGateway(rt, path.join(work, `${k}-${round}`), oursRaw, warm, GATEWAY_NODE_OPTIONS);
+            const run =
+              k === 'defaults'
+                ? await rawGateway(rt, path.join(work, `${k}-${round}`), defaults, warm)
+                : await rawGateway(rt, path.join(work, `${k}-${round}`), oursRaw, warm, GATEWAY_NODE_OPTIONS);
             r[k][warm ? 'warm' : 'fresh'].push(run);
           }
         }
@@ -381,7 +426,9 @@ export async function main(args: string[] = []): Promise<void> {
       );
     }
     const w = Math.max(...rows.map((x) => (x[0] ?? '').length));
-    console.log(`\nboot bench: OpenClaw ${VERSION}, ${os.cpus().length} CPUs, median of ${RUNS} rounds (each run in brackets), memory sampled ${SETTLE_MS / 1000} s after a warm start is ready\n`);
+    console.log(
+      `\nboot bench: OpenClaw ${VERSION}, ${os.cpus().length} CPUs, median of ${RUNS} rounds (each run in brackets), memory sampled ${SETTLE_MS / 1000} s after a warm start is ready\n`,
+    );
     for (const [k, v] of rows) console.log(`${(k ?? '').padEnd(w)}  ${v ?? ''}`);
   } finally {
     for (const c of cleanup) await c().catch(() => undefined);

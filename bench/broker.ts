@@ -62,11 +62,21 @@ async function load(url: string, headers: Record<string, string>, concurrency: n
   const one = () =>
     new Promise<number>((resolve, reject) => {
       const t0 = performance.now();
-      const req = http.request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', agent, headers: { ...headers, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
-        if (res.statusCode !== 200) reject(new Error(`status ${res.statusCode}`));
-        res.resume();
-        res.on('end', () => resolve(performance.now() - t0));
-      });
+      const req = http.request(
+        {
+          host: u.hostname,
+          port: u.port,
+          path: u.pathname,
+          method: 'POST',
+          agent,
+          headers: { ...headers, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) },
+        },
+        (res) => {
+          if (res.statusCode !== 200) reject(new Error(`status ${res.statusCode}`));
+          res.resume();
+          res.on('end', () => resolve(performance.now() - t0));
+        },
+      );
       req.on('error', reject);
       req.end(body);
     });
@@ -93,11 +103,24 @@ export async function main(args: string[]): Promise<void> {
     const providerPort = await new Promise<number>((resolve) => provider.once('message', (m) => resolve(Number(m))));
     const db = createDb(await pg.start(), log, { max: 20 });
     await migrate(db, log);
-    const s = createServices({ db, events: EventChannel.local(log), secretKey: randomBytes(32), dataDir: dir, publicOrigin: 'http://127.0.0.1', egressAllowHosts: ['127.0.0.1'], log, registry: new Registry() });
+    const s = createServices({
+      db,
+      events: EventChannel.local(log),
+      secretKey: randomBytes(32),
+      dataDir: dir,
+      publicOrigin: 'http://127.0.0.1',
+      egressAllowHosts: ['127.0.0.1'],
+      log,
+      registry: new Registry(),
+    });
     const by = { actor: 'bench' };
     const t = await s.tenants.create({ slug: 'bench', name: 'Bench' }, by);
     const cred = await s.credentials.create(t.id, { name: 'key', type: 'api_key', value: `sk-bench-${randomBytes(8).toString('hex')}` }, by);
-    const p = await s.providers.create(t.id, { kind: 'openai_compatible', name: 'fake', baseUrl: `http://127.0.0.1:${providerPort}/v1`, credentialId: cred.id }, by);
+    const p = await s.providers.create(
+      t.id,
+      { kind: 'openai_compatible', name: 'fake', baseUrl: `http://127.0.0.1:${providerPort}/v1`, credentialId: cred.id },
+      by,
+    );
     await s.providers.setRoute(t.id, { scope: 'tenant', targets: [{ providerId: p.id, model: 'fake-model' }] }, by);
     await s.broker.prices.set({ model: 'fake-model', inputUsdPerMtok: 1, outputUsdPerMtok: 2 });
     const reg = await s.broker.registerSandbox({ tenantId: t.id, instanceId: 'bench', sandboxId: 'bench' });
@@ -130,12 +153,19 @@ export async function main(args: string[]): Promise<void> {
     // budget and a requests-per-minute cap (reserved and settled in PostgreSQL, docs/adr/0009).
     const capped = await s.tenants.create({ slug: 'capped', name: 'Capped', quotas: { dailyTokenBudget: 1_000_000_000 } }, by);
     const cred2 = await s.credentials.create(capped.id, { name: 'key', type: 'api_key', value: `sk-bench-${randomBytes(8).toString('hex')}` }, by);
-    const p2 = await s.providers.create(capped.id, { kind: 'openai_compatible', name: 'fake', baseUrl: `http://127.0.0.1:${providerPort}/v1`, credentialId: cred2.id }, by);
+    const p2 = await s.providers.create(
+      capped.id,
+      { kind: 'openai_compatible', name: 'fake', baseUrl: `http://127.0.0.1:${providerPort}/v1`, credentialId: cred2.id },
+      by,
+    );
     await s.providers.setRoute(capped.id, { scope: 'tenant', targets: [{ providerId: p2.id, model: 'fake-model' }] }, by);
     await db.query(`INSERT INTO broker_limits (tenant_id, agent, requests_per_minute) VALUES ($1, '', 1000000)`, [capped.id]);
     const reg2 = await s.broker.registerSandbox({ tenantId: capped.id, instanceId: 'bench', sandboxId: 'bench2' });
     console.log('tenant | concurrency | calls | SQL statements per call');
-    for (const [name, token] of [['no caps', reg.token], ['daily budget + rpm', reg2.token]] as const) {
+    for (const [name, token] of [
+      ['no caps', reg.token],
+      ['daily budget + rpm', reg2.token],
+    ] as const) {
       await load(via, { authorization: `Bearer ${token}` }, 4, 1);
       for (const c of [1, 50]) {
         await s.broker.usage.flush();

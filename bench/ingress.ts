@@ -32,14 +32,22 @@ function fakeProvider(): Promise<{ url: string; close(): void }> {
   const srv = http.createServer((req, res) => {
     req.resume();
     req.on('end', () => {
-      if (req.url?.endsWith('/models')) return void res.writeHead(200, { 'content-type': 'application/json' }).end('{"object":"list","data":[{"id":"fake-model"}]}');
+      if (req.url?.endsWith('/models'))
+        return void res.writeHead(200, { 'content-type': 'application/json' }).end('{"object":"list","data":[{"id":"fake-model"}]}');
       res.writeHead(200, { 'content-type': 'text/event-stream' });
-      for (const w of ['Hello', ' from', ' bench']) res.write(`data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content: w }, finish_reason: null }] })}\n\n`);
-      res.write(`data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: {}, finish_reason: 'stop' }], usage: { prompt_tokens: 10, completion_tokens: 3, total_tokens: 13 } })}\n\ndata: [DONE]\n\n`);
+      for (const w of ['Hello', ' from', ' bench'])
+        res.write(
+          `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content: w }, finish_reason: null }] })}\n\n`,
+        );
+      res.write(
+        `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [{ index: 0, delta: {}, finish_reason: 'stop' }], usage: { prompt_tokens: 10, completion_tokens: 3, total_tokens: 13 } })}\n\ndata: [DONE]\n\n`,
+      );
       res.end();
     });
   });
-  return new Promise((resolve) => srv.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${(srv.address() as net.AddressInfo).port}/v1`, close: () => srv.close() })));
+  return new Promise((resolve) =>
+    srv.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${(srv.address() as net.AddressInfo).port}/v1`, close: () => srv.close() })),
+  );
 }
 
 const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
@@ -72,14 +80,35 @@ async function rawGateway(rtDir: string, nodeRel: string, entryRel: string, dir:
   });
   const state = path.join(dir, 'state');
   await mkdir(path.join(state, 'home'), { recursive: true });
-  const cfg = renderOpenclawConfig({ gatewayPort: port, egressPort: Number(new URL(providerUrl).port), stateDir: state, logFile: path.join(dir, 'openclaw.log'), agents: [{ id: 'main', name: 'main' }], models: ['default'], tools: DEFAULT_TOOL_POLICY });
+  const cfg = renderOpenclawConfig({
+    gatewayPort: port,
+    egressPort: Number(new URL(providerUrl).port),
+    stateDir: state,
+    logFile: path.join(dir, 'openclaw.log'),
+    agents: [{ id: 'main', name: 'main' }],
+    models: ['default'],
+    tools: DEFAULT_TOOL_POLICY,
+  });
   await writeFile(path.join(state, 'openclaw.json'), JSON.stringify(cfg));
   return {
     // The first boot has a fresh state dir, later ones the same state again (what a woken instance has).
     async boot() {
       const t0 = performance.now();
       const child = spawn(path.join(rtDir, nodeRel), [path.join(rtDir, entryRel), 'gateway', 'run', '--port', String(port), '--bind', 'loopback'], {
-        env: { PATH: `${path.dirname(path.join(rtDir, nodeRel))}:/usr/bin:/bin`, HOME: path.join(state, 'home'), OPENCLAW_HOME: path.join(state, 'home'), OPENCLAW_STATE_DIR: state, OPENCLAW_CONFIG_PATH: path.join(state, 'openclaw.json'), OPENCLAW_GATEWAY_TOKEN: 'bench-token-0123456789abcdef', OPENCLAW_DISABLE_BONJOUR: '1', OPENCLAW_SKIP_CHANNELS: '1', OPENCLAW_NO_RESPAWN: '1', OPENCLAW_EXEC_SHELL_SNAPSHOT: '0', OPENCLAW_NO_AUTO_UPDATE: '1', OPENCLAW_OFFLINE: '1' },
+        env: {
+          PATH: `${path.dirname(path.join(rtDir, nodeRel))}:/usr/bin:/bin`,
+          HOME: path.join(state, 'home'),
+          OPENCLAW_HOME: path.join(state, 'home'),
+          OPENCLAW_STATE_DIR: state,
+          OPENCLAW_CONFIG_PATH: path.join(state, 'openclaw.json'),
+          OPENCLAW_GATEWAY_TOKEN: 'bench-token-0123456789abcdef',
+          OPENCLAW_DISABLE_BONJOUR: '1',
+          OPENCLAW_SKIP_CHANNELS: '1',
+          OPENCLAW_NO_RESPAWN: '1',
+          OPENCLAW_EXEC_SHELL_SNAPSHOT: '0',
+          OPENCLAW_NO_AUTO_UPDATE: '1',
+          OPENCLAW_OFFLINE: '1',
+        },
         stdio: 'ignore',
       });
       try {
@@ -102,7 +131,16 @@ export async function main(): Promise<void> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-bench-ingress-'));
   const sbRoot = await mkdtemp('/var/tmp/clawplane-bench-ingress-sb-');
   await chmod(sbRoot, 0o711);
-  const config = parseConfig({ CLAWPLANE_DATA_DIR: dataDir, CLAWPLANE_PORT: '0', CLAWPLANE_RUNTIME_CACHE: CACHE, CLAWPLANE_SANDBOX_ROOT: sbRoot, CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1', CLAWPLANE_RECONCILE_INTERVAL_MS: '500', CLAWPLANE_SANDBOX_UID_BASE: '240000', CLAWPLANE_LOG_LEVEL: 'warn' });
+  const config = parseConfig({
+    CLAWPLANE_DATA_DIR: dataDir,
+    CLAWPLANE_PORT: '0',
+    CLAWPLANE_RUNTIME_CACHE: CACHE,
+    CLAWPLANE_SANDBOX_ROOT: sbRoot,
+    CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1',
+    CLAWPLANE_RECONCILE_INTERVAL_MS: '500',
+    CLAWPLANE_SANDBOX_UID_BASE: '240000',
+    CLAWPLANE_LOG_LEVEL: 'warn',
+  });
   const server = await startServer(config, createLogger('warn'));
   const s = server.services;
   try {
@@ -111,14 +149,20 @@ export async function main(): Promise<void> {
     let cookie = '';
     let csrf = '';
     const api = async (method: string, p: string, body?: unknown) => {
-      const r = await fetch(server.url + p, { method, headers: { 'content-type': 'application/json', cookie, 'x-csrf-token': csrf }, body: body === undefined ? undefined : JSON.stringify(body) });
+      const r = await fetch(server.url + p, {
+        method,
+        headers: { 'content-type': 'application/json', cookie, 'x-csrf-token': csrf },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
       const sc = r.headers.getSetCookie()[0];
       if (sc) cookie = sc.split(';')[0] ?? '';
       if (!r.ok) throw new Error(`${method} ${p}: ${r.status} ${await r.text()}`);
       return (await r.json()) as Record<string, unknown>;
     };
     const setupCode = (await readFile(path.join(dataDir, 'setup-code'), 'utf8')).trim();
-    csrf = String((await api('POST', '/api/v1/onboarding/admin', { email: 'admin@bench.test', password: 'correct horse battery staple', setupCode }))['csrfToken']);
+    csrf = String(
+      (await api('POST', '/api/v1/onboarding/admin', { email: 'admin@bench.test', password: 'correct horse battery staple', setupCode }))['csrfToken'],
+    );
     await api('POST', '/api/v1/onboarding/oidc', { skip: true });
     await api('POST', '/api/v1/onboarding/provider', { skip: true });
     await api('POST', '/api/v1/onboarding/defaults', {});
@@ -133,11 +177,16 @@ export async function main(): Promise<void> {
 
     const chatCp = async (content: string, session: string) => {
       const t0 = performance.now();
-      const r = await fetch(`${server.url}/api/v1/tenants/bench/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'agent/main', messages: [{ role: 'user', content }], stream: true, session }) });
+      const r = await fetch(`${server.url}/api/v1/tenants/bench/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'agent/main', messages: [{ role: 'user', content }], stream: true, session }),
+      });
       if (r.status !== 200 || !r.body) throw new Error(`chat through Clawplane: ${r.status} ${await r.text()}`);
       return timeStream(r.body, t0);
     };
-    const wakeSeconds = async () => Number(/clawplane_instance_wake_seconds_sum\{[^}]*\} ([\d.e+-]+)/.exec(await (await fetch(`${server.url}/metrics`)).text())?.[1] ?? NaN);
+    const wakeSeconds = async () =>
+      Number(/clawplane_instance_wake_seconds_sum\{[^}]*\} ([\d.e+-]+)/.exec(await (await fetch(`${server.url}/metrics`)).text())?.[1] ?? NaN);
 
     // The raw gateway's first boot (fresh state) before anything else runs, like the first wake.
     const raw = await rawGateway(rt.dir, rt.nodeRel, rt.entryRel, path.join(dataDir, 'raw'), provider.url);
@@ -177,7 +226,14 @@ export async function main(): Promise<void> {
     const transport = await s.sandboxes.connect(ref);
     const chatDirect = async (content: string, session: string) => {
       const t0 = performance.now();
-      const call = gatewayRequest({ transport, token: gwToken, method: 'POST', path: '/v1/chat/completions', headers: { 'content-type': 'application/json', 'x-openclaw-session-key': `agent:main:${session}` }, body: JSON.stringify({ model: 'openclaw/main', messages: [{ role: 'user', content }], stream: true }) });
+      const call = gatewayRequest({
+        transport,
+        token: gwToken,
+        method: 'POST',
+        path: '/v1/chat/completions',
+        headers: { 'content-type': 'application/json', 'x-openclaw-session-key': `agent:main:${session}` },
+        body: JSON.stringify({ model: 'openclaw/main', messages: [{ role: 'user', content }], stream: true }),
+      });
       const res = await call.response;
       if (res.statusCode !== 200) throw new Error(`direct: ${res.statusCode}`);
       return timeStream(res, t0);
@@ -199,8 +255,18 @@ export async function main(): Promise<void> {
     }
     const f = (n: number) => n.toFixed(1);
     const rows: [string, string, string, string][] = [
-      ['chat SSE turn, p50 total (ms)', f(p50(cp.map((x) => x.total))), f(p50(direct.map((x) => x.total))), `+${f(p50(cp.map((x) => x.total)) - p50(direct.map((x) => x.total)))} ms (target +<= 2)`],
-      ['chat SSE, p50 time to first byte (ms)', f(p50(cp.map((x) => x.ttfb))), f(p50(direct.map((x) => x.ttfb))), `${(p50(cp.map((x) => x.ttfb)) / p50(direct.map((x) => x.ttfb))).toFixed(3)}x (target <= 1.05)`],
+      [
+        'chat SSE turn, p50 total (ms)',
+        f(p50(cp.map((x) => x.total))),
+        f(p50(direct.map((x) => x.total))),
+        `+${f(p50(cp.map((x) => x.total)) - p50(direct.map((x) => x.total)))} ms (target +<= 2)`,
+      ],
+      [
+        'chat SSE, p50 time to first byte (ms)',
+        f(p50(cp.map((x) => x.ttfb))),
+        f(p50(direct.map((x) => x.ttfb))),
+        `${(p50(cp.map((x) => x.ttfb)) / p50(direct.map((x) => x.ttfb))).toFixed(3)}x (target <= 1.05)`,
+      ],
       [`wake to ready, existing state, p50 of ${WAKES} (ms)`, f(wakeWarm), f(p50(rawWarm)), `${(wakeWarm / p50(rawWarm)).toFixed(3)}x (target <= 1.10)`],
       ['wake to ready, fresh state (ms)', f(wakeFresh), f(rawFresh), `${(wakeFresh / rawFresh).toFixed(3)}x`],
       ['request to end of first answer after a wake (ms)', f(wakeWarmFirstTurn), '-', 'includes the first model turn'],

@@ -34,7 +34,12 @@ const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(
 
 async function kedaQuery(): Promise<string> {
   const { helm } = await kubeTools();
-  const set = ['secrets.secretKey=' + Buffer.alloc(32, 1).toString('base64'), 'secrets.databaseUrl=postgres://x@db/x', 'config.backup.store=fs', 'keda.enabled=true'];
+  const set = [
+    'secrets.secretKey=' + Buffer.alloc(32, 1).toString('base64'),
+    'secrets.databaseUrl=postgres://x@db/x',
+    'config.backup.store=fs',
+    'keda.enabled=true',
+  ];
   const r = spawnSync(helm, ['template', 'cp', CHART, ...set.flatMap((s) => ['--set', s])], { encoding: 'utf8', maxBuffer: 64 * 2 ** 20 });
   if (r.status !== 0) throw new Error(`helm template failed: ${r.stderr}`);
   for (const d of parseAllDocuments(r.stdout)) {
@@ -60,7 +65,12 @@ async function measure(c: pg.Client, query: string): Promise<{ p50: number; p95:
     const name = `${String(p['Node Type'])}${p['Index Name'] ? ` on ${String(p['Index Name'])}` : ''}`;
     return kids.length ? `${name} > ${kids.map(node).join(', ')}` : name;
   };
-  return { p50: pct(times, 0.5), p95: pct(times, 0.95), buffers: Number(plan['Shared Hit Blocks'] ?? 0) + Number(plan['Shared Read Blocks'] ?? 0), plan: node(plan) };
+  return {
+    p50: pct(times, 0.5),
+    p95: pct(times, 0.95),
+    buffers: Number(plan['Shared Hit Blocks'] ?? 0) + Number(plan['Shared Read Blocks'] ?? 0),
+    plan: node(plan),
+  };
 }
 
 async function driverBench(): Promise<void> {
@@ -69,7 +79,17 @@ async function driverBench(): Promise<void> {
   const ns = 'clawplane-sandboxes';
   kc.loadFromOptions(kube.kubeconfigOptions(ns));
   const d = new KubernetesSandboxDriver({
-    settings: { namespace: ns, kubeconfig: '', runtimeImage: 'clawplane-runtime', storageClass: '', runtimeClasses: { standard: '' }, defaultTier: 'standard', brokerUrl: 'http://10.96.0.20:8788', ingressSelector: 'app.kubernetes.io/component in (api,worker,reconciler)', controlNamespace: 'clawplane' },
+    settings: {
+      namespace: ns,
+      kubeconfig: '',
+      runtimeImage: 'clawplane-runtime',
+      storageClass: '',
+      runtimeClasses: { standard: '' },
+      defaultTier: 'standard',
+      brokerUrl: 'http://10.96.0.20:8788',
+      ingressSelector: 'app.kubernetes.io/component in (api,worker,reconciler)',
+      controlNamespace: 'clawplane',
+    },
     image: 'clawplane-sandbox:latest',
     // The broker's token issue is a PostgreSQL insert, measured by `npm run bench -- broker`; here a stub.
     broker: { registerSandbox: () => Promise.resolve({ socketPath: '', token: randomUUID(), sandboxStartId: randomUUID(), close: () => Promise.resolve() }) },
@@ -83,7 +103,17 @@ async function driverBench(): Promise<void> {
   const spec = (): SandboxSpec => ({
     tenantId: randomUUID(),
     instanceId: randomUUID(),
-    runtime: { version: '2026.9.6', nodeVersion: '24.21.0', installedAt: '', files: 0, bytes: 0, digest: '', dir: '', nodeRel: 'node/bin/node', entryRel: 'openclaw/openclaw.mjs' },
+    runtime: {
+      version: '2026.9.6',
+      nodeVersion: '24.21.0',
+      installedAt: '',
+      files: 0,
+      bytes: 0,
+      digest: '',
+      dir: '',
+      nodeRel: 'node/bin/node',
+      entryRel: 'openclaw/openclaw.mjs',
+    },
     configs: { e0: '{}' },
     gatewayToken: randomUUID(),
     hooksToken: randomUUID(),
@@ -114,7 +144,17 @@ async function driverBench(): Promise<void> {
       stopMs.push(performance.now() - t);
       stopCalls.push(kube.calls.length - c);
     }
-    const verbs = (from: number) => Object.entries(kube.calls.slice(from).reduce<Record<string, number>>((a, c) => ({ ...a, [`${c.method}${c.query['watch'] ? ' watch' : ''}`]: (a[`${c.method}${c.query['watch'] ? ' watch' : ''}`] ?? 0) + 1 }), {})).map(([k, v]) => `${k} ${v}`).join(', ');
+    const verbs = (from: number) =>
+      Object.entries(
+        kube.calls
+          .slice(from)
+          .reduce<Record<string, number>>(
+            (a, c) => ({ ...a, [`${c.method}${c.query['watch'] ? ' watch' : ''}`]: (a[`${c.method}${c.query['watch'] ? ' watch' : ''}`] ?? 0) + 1 }),
+            {},
+          ),
+      )
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ');
     const one = spec();
     await d.prepare(one);
     const c0 = kube.calls.length;
@@ -138,8 +178,12 @@ async function driverBench(): Promise<void> {
     }
     const objs = kube.objects().length - before;
     const byKind = kube.objects().reduce<Record<string, number>>((a, o) => ({ ...a, [o.kind]: (a[o.kind] ?? 0) + 1 }), {});
-    console.log(`${tenants.toLocaleString('en')} tenants, ${active} active: ${objs.toLocaleString('en')} objects (${((objs - active * 6) / (tenants - active)).toFixed(0)} per idle tenant, 6 per active); by kind ${JSON.stringify(byKind)}; ${((performance.now() - t) / 1000).toFixed(1)} s to apply`);
-    console.log(`at 10,000 tenants with 1% active that is ${(9_900 * 3 + 100 * 6).toLocaleString('en')} objects: 10,000 PVCs, Services and NetworkPolicies, 100 Pods, Secrets and ConfigMaps`);
+    console.log(
+      `${tenants.toLocaleString('en')} tenants, ${active} active: ${objs.toLocaleString('en')} objects (${((objs - active * 6) / (tenants - active)).toFixed(0)} per idle tenant, 6 per active); by kind ${JSON.stringify(byKind)}; ${((performance.now() - t) / 1000).toFixed(1)} s to apply`,
+    );
+    console.log(
+      `at 10,000 tenants with 1% active that is ${(9_900 * 3 + 100 * 6).toLocaleString('en')} objects: 10,000 PVCs, Services and NetworkPolicies, 100 Pods, Secrets and ConfigMaps`,
+    );
   } finally {
     await d.close();
     await kube.close();
@@ -172,7 +216,9 @@ export async function main(args: string[]): Promise<void> {
       await c.query(`INSERT INTO dbos.workflow_status (workflow_uuid, status, name, queue_name)
         SELECT 'live-' || g, CASE WHEN g % 4 = 0 THEN 'PENDING' ELSE 'ENQUEUED' END, 'taskWorkflow', 'clawplane.tasks.c' || (1 + g % 8) FROM generate_series(1, 1000) g`);
       await c.query('VACUUM ANALYZE dbos.workflow_status');
-      console.log(`kubernetes bench: the chart's KEDA query on ${rows.toLocaleString('en')} finished + 1,000 in-flight DBOS workflows (${((performance.now() - t) / 1000).toFixed(0)} s to seed), ${ROUNDS} rounds`);
+      console.log(
+        `kubernetes bench: the chart's KEDA query on ${rows.toLocaleString('en')} finished + 1,000 in-flight DBOS workflows (${((performance.now() - t) / 1000).toFixed(0)} s to seed), ${ROUNDS} rounds`,
+      );
       console.log(`query: ${query}`);
       const count = (await c.query<{ count: string }>(query)).rows[0]?.count;
       const withIndex = await measure(c, query);
@@ -182,7 +228,9 @@ export async function main(args: string[]): Promise<void> {
       console.log('plan | p50 ms | p95 ms | buffers | plan nodes');
       console.log(`as deployed | ${withIndex.p50.toFixed(2)} | ${withIndex.p95.toFixed(2)} | ${withIndex.buffers} | ${withIndex.plan}`);
       console.log(`no index (baseline) | ${without.p50.toFixed(2)} | ${without.p95.toFixed(2)} | ${without.buffers} | ${without.plan}`);
-      console.log(`ratio p50 baseline/deployed: ${(without.p50 / withIndex.p50).toFixed(0)}x; value returned: ${count} (expected 1000); target ≤ 5 ms: ${withIndex.p95 <= 5 ? 'met' : 'MISSED'} at p95`);
+      console.log(
+        `ratio p50 baseline/deployed: ${(without.p50 / withIndex.p50).toFixed(0)}x; value returned: ${count} (expected 1000); target ≤ 5 ms: ${withIndex.p95 <= 5 ? 'met' : 'MISSED'} at p95`,
+      );
     } finally {
       await c.end();
     }

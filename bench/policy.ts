@@ -16,7 +16,11 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 
 async function shippedBaseline(): Promise<PolicySource[]> {
   const sql = await readFile(path.join(here, '../src/db/migrations/0005_policy.sql'), 'utf8');
-  return [...sql.matchAll(/\('([a-z0-9-]+)', \d+, '((?:[^']|'')*)',\s*\$c\$([\s\S]*?)\$c\$\)/g)].map((m) => ({ id: m[1] ?? '', description: (m[2] ?? '').replaceAll("''", "'"), cedar: m[3] ?? '' }));
+  return [...sql.matchAll(/\('([a-z0-9-]+)', \d+, '((?:[^']|'')*)',\s*\$c\$([\s\S]*?)\$c\$\)/g)].map((m) => ({
+    id: m[1] ?? '',
+    description: (m[2] ?? '').replaceAll("''", "'"),
+    cedar: m[3] ?? '',
+  }));
 }
 
 function rate(label: string, n: number, fn: (i: number) => void): number {
@@ -32,7 +36,11 @@ export async function main(args: string[]): Promise<void> {
   const n = Number(args[0] ?? 20_000);
   const baseline = compileBaseline(await shippedBaseline());
   const tenant = compileTenantPolicies(
-    Array.from({ length: 10 }, (_, i) => ({ id: `r${i}`, description: '', cedar: `forbid (principal, action, resource) when { resource.name == "tool${i}" && context has channel && context.channel == "c${i}" };` })),
+    Array.from({ length: 10 }, (_, i) => ({
+      id: `r${i}`,
+      description: '',
+      cedar: `forbid (principal, action, resource) when { resource.name == "tool${i}" && context has channel && context.channel == "c${i}" };`,
+    })),
   );
   const policies = [...baseline, ...tenant];
   console.log(`# ${policies.length} policies (${baseline.length} baseline, ${tenant.length} tenant), 3 entities per request, ${n} requests per row`);
@@ -48,15 +56,35 @@ export async function main(args: string[]): Promise<void> {
     const entities: EntityJson[] = [
       { uid: { type: 'Tenant', id: tenantId }, attrs: { execPolicy: 'ask' }, parents: [] },
       { uid: { type: 'Agent', id: 'main' }, attrs: { tenant: { __entity: { type: 'Tenant', id: tenantId } } }, parents: [{ type: 'Tenant', id: tenantId }] },
-      { uid: { type: 'Tool', id: tool.name }, attrs: { name: tool.name, risk: tool.risk, group: tool.group, channels: tool.channels, repos: tool.repos, hosts: tool.hosts }, parents: [] },
+      {
+        uid: { type: 'Tool', id: tool.name },
+        attrs: { name: tool.name, risk: tool.risk, group: tool.group, channels: tool.channels, repos: tool.repos, hosts: tool.hosts },
+        parents: [],
+      },
     ];
-    return { tool, entities, principal: { type: 'Agent', id: 'main' }, action: { type: 'Action', id: 'UseTool' }, resource: { type: 'Tool', id: tool.name }, context: { channel: 'web', repo: 'acme/app' } };
+    return {
+      tool,
+      entities,
+      principal: { type: 'Agent', id: 'main' },
+      action: { type: 'Action', id: 'UseTool' },
+      resource: { type: 'Tool', id: tool.name },
+      context: { channel: 'web', repo: 'acme/app' },
+    };
   };
   const staticPolicies = Object.fromEntries(policies.map((p) => [p.id, p.json]));
 
   const stateless = rate('isAuthorized (re-parse policies + schema each call)', Math.max(1000, n / 10), (i) => {
     const r = req(i);
-    const a = isAuthorized({ principal: r.principal, action: r.action, resource: r.resource, context: r.context, schema: CEDAR_SCHEMA, validateRequest: false, policies: { staticPolicies }, entities: r.entities });
+    const a = isAuthorized({
+      principal: r.principal,
+      action: r.action,
+      resource: r.resource,
+      context: r.context,
+      schema: CEDAR_SCHEMA,
+      validateRequest: false,
+      policies: { staticPolicies },
+      entities: r.entities,
+    });
     if (a.type !== 'success') throw new Error(JSON.stringify(a.errors));
   });
   const engine = new PolicyEngine();
@@ -64,8 +92,14 @@ export async function main(args: string[]): Promise<void> {
   const stateful = (validateRequest: boolean) => (i: number) => {
     const r = req(i);
     const a = statefulIsAuthorized({
-      principal: r.principal, action: r.action, resource: r.resource, context: r.context, preparsedSchemaName: 'clawplane-tool-use',
-      validateRequest, preparsedPolicySetId: set.fullId, entities: r.entities,
+      principal: r.principal,
+      action: r.action,
+      resource: r.resource,
+      context: r.context,
+      preparsedSchemaName: 'clawplane-tool-use',
+      validateRequest,
+      preparsedPolicySetId: set.fullId,
+      entities: r.entities,
     });
     if (a.type !== 'success') throw new Error(JSON.stringify(a.errors));
   };

@@ -51,22 +51,39 @@ export async function main(args: string[]): Promise<void> {
     const run = async (tenantId: string) => {
       const q0 = statementCount();
       const t0 = performance.now();
-      for (let i = 0; i < n; i += 20) await Promise.all(Array.from({ length: Math.min(20, n - i) }, (_, j) => s.tasks.create(tenantId, { capability: 'work', input: `bench ${i + j}`, shardKey: `k${i + j}` }, by)));
+      for (let i = 0; i < n; i += 20)
+        await Promise.all(
+          Array.from({ length: Math.min(20, n - i) }, (_, j) =>
+            s.tasks.create(tenantId, { capability: 'work', input: `bench ${i + j}`, shardKey: `k${i + j}` }, by),
+          ),
+        );
       for (;;) {
-        const r = await server.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM tasks WHERE tenant_id = $1 AND status IN ('completed', 'failed')`, [tenantId]);
+        const r = await server.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM tasks WHERE tenant_id = $1 AND status IN ('completed', 'failed')`, [
+          tenantId,
+        ]);
         if ((r.rows[0]?.n ?? 0) >= n) break;
         await sleep(20);
       }
       const ms = performance.now() - t0;
-      const failed = (await server.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM tasks WHERE tenant_id = $1 AND status = 'failed'`, [tenantId])).rows[0]?.n ?? 0;
+      const failed =
+        (await server.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM tasks WHERE tenant_id = $1 AND status = 'failed'`, [tenantId])).rows[0]?.n ?? 0;
       return { perS: n / (ms / 1000), msPerTask: ms / n, statements: (statementCount() - q0) / n, failed };
     };
     const a = await run(plain.id);
     const b = await run(pooled.id);
     console.table([
-      { measure: `without a pool (${n} tasks, tenant queue, concurrency 8)`, value: `${a.perS.toFixed(0)} tasks/s, ${a.msPerTask.toFixed(2)} ms/task, ${a.statements.toFixed(1)} SQL/task, ${a.failed} failed` },
-      { measure: `with a pool (2 shards × 4 executors)`, value: `${b.perS.toFixed(0)} tasks/s, ${b.msPerTask.toFixed(2)} ms/task, ${b.statements.toFixed(1)} SQL/task, ${b.failed} failed` },
-      { measure: 'dispatch overhead of the pool per task', value: `${(b.msPerTask - a.msPerTask).toFixed(2)} ms, ${(b.statements - a.statements).toFixed(1)} SQL statements` },
+      {
+        measure: `without a pool (${n} tasks, tenant queue, concurrency 8)`,
+        value: `${a.perS.toFixed(0)} tasks/s, ${a.msPerTask.toFixed(2)} ms/task, ${a.statements.toFixed(1)} SQL/task, ${a.failed} failed`,
+      },
+      {
+        measure: `with a pool (2 shards × 4 executors)`,
+        value: `${b.perS.toFixed(0)} tasks/s, ${b.msPerTask.toFixed(2)} ms/task, ${b.statements.toFixed(1)} SQL/task, ${b.failed} failed`,
+      },
+      {
+        measure: 'dispatch overhead of the pool per task',
+        value: `${(b.msPerTask - a.msPerTask).toFixed(2)} ms, ${(b.statements - a.statements).toFixed(1)} SQL statements`,
+      },
     ]);
   } finally {
     await server.stop();

@@ -57,7 +57,10 @@ function queryVector(j: number): Float32Array {
   const t = topics[Math.floor(r() * TOPICS)] as Float32Array;
   return unit(Float32Array.from({ length: DIM }, (_, d) => (t[d] as number) + (1.2 * gauss(r)) / Math.sqrt(DIM)));
 }
-const WORDS = 'alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu'.split(' ');
+const WORDS =
+  'alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu'.split(
+    ' ',
+  );
 
 /** The previous design's scan: table-driven popcount in JavaScript, the k best kept in a sorted array. */
 function jsNearest(sketches: Uint32Array, n: number, words: number, query: Uint32Array, k: number): number[] {
@@ -205,7 +208,10 @@ export async function main(args: string[]): Promise<void> {
         [t.id, `q${j}`, ids],
       );
       const d = performance.now();
-      const top = rows.rows.map((r) => ({ r, s: cosine(q, decodeVector(r.embedding)) })).sort((x, y) => y.s - x.s).slice(0, 10);
+      const top = rows.rows
+        .map((r) => ({ r, s: cosine(q, decodeVector(r.embedding)) }))
+        .sort((x, y) => y.s - x.s)
+        .slice(0, 10);
       const e = performance.now();
       baseline.push(e - a);
       phases.catchUp.push(b - a);
@@ -249,16 +255,24 @@ export async function main(args: string[]): Promise<void> {
     console.log(`| agent_memories on disk | ${(Number(size.rows[0]?.b ?? 0) / 1e6).toFixed(0)} MB |`);
     console.log(`| first search (loads the sketches) | ${coldMs.toFixed(0)} ms |`);
     console.log(`| search by meaning p50 / p95 (limit 10) | ${pct(times, 50).toFixed(1)} / ${pct(times, 95).toFixed(1)} ms |`);
-    console.log(`| baseline, same run (200 rows read back with float vectors) p50 / p95 | ${pct(baseline, 50).toFixed(1)} / ${pct(baseline, 95).toFixed(1)} ms (recall@10 ${(baseHits / (nq * 10)).toFixed(3)}) |`);
+    console.log(
+      `| baseline, same run (200 rows read back with float vectors) p50 / p95 | ${pct(baseline, 50).toFixed(1)} / ${pct(baseline, 95).toFixed(1)} ms (recall@10 ${(baseHits / (nq * 10)).toFixed(3)}) |`,
+    );
     console.log(`| p95 ratio baseline / now | ${(pct(baseline, 95) / pct(times, 95)).toFixed(1)} × |`);
     const ph = (xs: number[]) => `${pct(xs, 50).toFixed(1)} / ${pct(xs, 95).toFixed(1)}`;
-    console.log(`| baseline by phase p50 / p95 (ms): catch-up query, sketch scan, read-back of 200 rows, decode and rank | ${ph(phases.catchUp)}, ${ph(phases.scan)}, ${ph(phases.readBack)}, ${ph(phases.rank)} |`);
+    console.log(
+      `| baseline by phase p50 / p95 (ms): catch-up query, sketch scan, read-back of 200 rows, decode and rank | ${ph(phases.catchUp)}, ${ph(phases.scan)}, ${ph(phases.readBack)}, ${ph(phases.rank)} |`,
+    );
     console.log(`| full-text candidates alone (GIN, 100 best) p50 / p95 | ${ph(phases.words)} ms |`);
     console.log(`| machine load (1-minute average) at the end | ${(await readFile('/proc/loadavg', 'utf8').catch(() => '?')).split(' ')[0]} |`);
     console.log(`| recall (hybrid, limit 5) p50 / p95 | ${pct(hybrid, 50).toFixed(1)} / ${pct(hybrid, 95).toFixed(1)} ms |`);
     console.log(`| recall@10 vs exact search | ${recallAt10.toFixed(3)} |`);
-    console.log(`| index memory per tenant (${n} × (${DIM / 8} B sketch + ${DIM + 4} B int8 code) + ids) | ${(s.knowledgeSearch.indexSize().bytes / 1e6).toFixed(1)} MB |`);
-    console.log(`| embedding calls per task | ${recallCalls} for recall + ${perTask - recallCalls} for its new memory (the sweep batches up to 32 rows a call) |`);
+    console.log(
+      `| index memory per tenant (${n} × (${DIM / 8} B sketch + ${DIM + 4} B int8 code) + ids) | ${(s.knowledgeSearch.indexSize().bytes / 1e6).toFixed(1)} MB |`,
+    );
+    console.log(
+      `| embedding calls per task | ${recallCalls} for recall + ${perTask - recallCalls} for its new memory (the sweep batches up to 32 rows a call) |`,
+    );
   } finally {
     await server.stop();
     provider.close();

@@ -84,7 +84,10 @@ export async function main(args: string[]): Promise<void> {
     console.log(`\nCoordination cost with one replica, ${n} instances (${n / 2} reconcile-only, ${n / 2} running), median of ${ROUNDS}:`);
     console.log('| path | statements before | statements after | ratio | ms before | ms after | ratio |');
     console.log('|---|---|---|---|---|---|---|');
-    for (const [name, b, a] of rows) console.log(`| ${name} | ${b.statements} | ${a.statements} | ${(a.statements / b.statements).toFixed(2)} | ${b.ms.toFixed(2)} | ${a.ms.toFixed(2)} | ${(a.ms / b.ms).toFixed(2)} |`);
+    for (const [name, b, a] of rows)
+      console.log(
+        `| ${name} | ${b.statements} | ${a.statements} | ${(a.statements / b.statements).toFixed(2)} | ${b.ms.toFixed(2)} | ${a.ms.toFixed(2)} | ${(a.ms / b.ms).toFixed(2)} |`,
+      );
 
     // Lease throughput: one owner, then three contending for one gateway.
     const id = rec.claimIdentity;
@@ -115,7 +118,9 @@ export async function main(args: string[]): Promise<void> {
       }),
     );
     const contendedRate = done / ((performance.now() - t) / 1000);
-    console.log(`\nLeases: claim+release by one owner ${soloRate.toFixed(0)}/s; three owners contending for one gateway ${contendedRate.toFixed(0)} turns/s (${attempts} attempts, ${overlap} overlapping holders; ratio ${(contendedRate / soloRate).toFixed(2)})`);
+    console.log(
+      `\nLeases: claim+release by one owner ${soloRate.toFixed(0)}/s; three owners contending for one gateway ${contendedRate.toFixed(0)} turns/s (${attempts} attempts, ${overlap} overlapping holders; ratio ${(contendedRate / soloRate).toFixed(2)})`,
+    );
 
     // Activity: 2,000 chats (begin + end = two touches each) over 20 instances within about 4 s.
     const ids = (await db.query<{ id: string }>(`SELECT id FROM instances WHERE status = 'running' LIMIT 20`)).rows.map((r) => r.id);
@@ -131,7 +136,9 @@ export async function main(args: string[]): Promise<void> {
       await activity.stop();
       return performance.now() - t0;
     });
-    console.log(`Activity: 2000 chats over ${ids.length} instances in ${(writes.value / 1000).toFixed(1)} s wrote ${writes.statements} statements (${(writes.statements / 2000).toFixed(4)} per chat; at most one batched UPDATE per 2 s per replica, whatever the number of instances)`);
+    console.log(
+      `Activity: 2000 chats over ${ids.length} instances in ${(writes.value / 1000).toFixed(1)} s wrote ${writes.statements} statements (${(writes.statements / 2000).toFixed(4)} per chat; at most one batched UPDATE per 2 s per replica, whatever the number of instances)`,
+    );
 
     // Task throughput through 1, 2 and 3 replicas, each count on a database of its own.
     const tasks = Number(process.env['BENCH_TASKS'] ?? 400);
@@ -163,7 +170,11 @@ async function throughput(adminUrl: string, k: number, tasks: number): Promise<n
   await side.connect();
   await side.query('CREATE TABLE task_side_effects (id bigserial PRIMARY KEY, task_id uuid NOT NULL, kind text NOT NULL, replica text NOT NULL)');
   const secretKey = randomBytes(32).toString('base64');
-  const env = { CLAWPLANE_STANDIN_TURN_MS: process.env['BENCH_TURN_MS'] ?? '50', CLAWPLANE_LOG_LEVEL: 'warn', CLAWPLANE_TASK_QUEUE_POLL_MS: process.env['BENCH_QUEUE_POLL_MS'] ?? '1000' };
+  const env = {
+    CLAWPLANE_STANDIN_TURN_MS: process.env['BENCH_TURN_MS'] ?? '50',
+    CLAWPLANE_LOG_LEVEL: 'warn',
+    CLAWPLANE_TASK_QUEUE_POLL_MS: process.env['BENCH_QUEUE_POLL_MS'] ?? '1000',
+  };
   const children: ReplicaChild[] = [];
   try {
     // The first one migrates the database and seeds the tenant; the others join it.
@@ -180,7 +191,11 @@ async function throughput(adminUrl: string, k: number, tasks: number): Promise<n
         while (next < tasks) {
           const i = next++;
           const c = children[i % children.length] as ReplicaChild;
-          const res = await fetch(`${c.url}/api/v1/tenants/${seed.slug}/tasks`, { method: 'POST', headers: { authorization: `Bearer ${seed.token}`, 'content-type': 'application/json' }, body: JSON.stringify({ capability: 'work', input: `job ${i}` }) });
+          const res = await fetch(`${c.url}/api/v1/tenants/${seed.slug}/tasks`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${seed.token}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ capability: 'work', input: `job ${i}` }),
+          });
           if (res.status !== 201) throw new Error(`task ${i} through ${c.name}: ${res.status} ${await res.text()}`);
         }
       }),

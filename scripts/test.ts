@@ -63,12 +63,14 @@ const system = spawnSync('bash', [path.join(root, 'scripts', 'setup-system.sh'),
 if (system.status !== 0) process.stdout.write('# system packages missing (above): the test files that need them fail at once\n');
 
 if (files.length === 0) {
-  // The three static checks are single-threaded and independent: side by side they take the longest one's
+  // The static checks are independent: side by side they take the longest one's
   // time rather than the sum (the suite has a time budget).
   await together([
     ['typecheck (tsc --noEmit)', bin('tsc'), ['--noEmit', '-p', root]],
     ['typecheck web console (tsc -p web)', bin('tsc'), ['--noEmit', '-p', path.join(root, 'web')]],
     ['lint (eslint)', bin('eslint'), ['--max-warnings=0', '.']],
+    // Formatting (biome.json); `npm run format` rewrites what this refuses.
+    ['format (biome format)', bin('biome'), ['format', '.']],
   ]);
 }
 // The browser tests (test/web.test.ts) drive the built console: build it when web/ changed.
@@ -79,7 +81,12 @@ let tmp: string | undefined;
 let adminUrl = process.env['TEST_DATABASE_URL'];
 if (!adminUrl) {
   tmp = await mkdtemp(path.join(os.tmpdir(), 'clawplane-test-'));
-  embedded = new EmbeddedDatabase({ dataDir: tmp, port: 0, log, ...(process.env['CLAWPLANE_SHARED_DIR'] ? { sharedDir: process.env['CLAWPLANE_SHARED_DIR'] } : {}) });
+  embedded = new EmbeddedDatabase({
+    dataDir: tmp,
+    port: 0,
+    log,
+    ...(process.env['CLAWPLANE_SHARED_DIR'] ? { sharedDir: process.env['CLAWPLANE_SHARED_DIR'] } : {}),
+  });
   adminUrl = await embedded.start('postgres');
 }
 const template = `clawplane_template_${process.pid}`;
@@ -112,12 +119,22 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 }
 try {
   code = await new Promise<number>((resolve) => {
-    const reporters = ['--test-reporter=spec', '--test-reporter-destination=stdout', `--test-reporter=${path.join(root, 'scripts', 'test-file-times.ts')}`, '--test-reporter-destination=stdout'];
+    const reporters = [
+      '--test-reporter=spec',
+      '--test-reporter-destination=stdout',
+      `--test-reporter=${path.join(root, 'scripts', 'test-file-times.ts')}`,
+      '--test-reporter-destination=stdout',
+    ];
     const args = ['--test', '--test-concurrency=2', '--test-timeout=600000', ...reporters, ...(files.length ? files : longestFirst(root, TIMES))];
     const child = (runner = spawn(process.execPath, args, {
       cwd: root,
       stdio: 'inherit',
-      env: { ...process.env, CLAWPLANE_TEST_ADMIN_URL: adminUrl, CLAWPLANE_TEST_TEMPLATE: template, ...(process.env['UPDATE_TEST_TIMES'] && files.length === 0 ? { CLAWPLANE_TEST_TIMES_FILE: TIMES } : {}) },
+      env: {
+        ...process.env,
+        CLAWPLANE_TEST_ADMIN_URL: adminUrl,
+        CLAWPLANE_TEST_TEMPLATE: template,
+        ...(process.env['UPDATE_TEST_TIMES'] && files.length === 0 ? { CLAWPLANE_TEST_TIMES_FILE: TIMES } : {}),
+      },
     }));
     child.on('close', (c) => resolve(c ?? 1));
   });

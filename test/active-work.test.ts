@@ -12,7 +12,11 @@ import { startTestServer } from './helpers/server.ts';
 
 describe('periodic loops touch active work only', async () => {
   // The loops do not run on their own during the test: it calls each one's candidate query itself.
-  const server = await startTestServer({ CLAWPLANE_RECONCILE_INTERVAL_MS: '600000', CLAWPLANE_IDLE_CHECK_INTERVAL_MS: '3600000', CLAWPLANE_BACKUP_INTERVAL_MS: '0' });
+  const server = await startTestServer({
+    CLAWPLANE_RECONCILE_INTERVAL_MS: '600000',
+    CLAWPLANE_IDLE_CHECK_INTERVAL_MS: '3600000',
+    CLAWPLANE_BACKUP_INTERVAL_MS: '0',
+  });
   const { db } = server;
   const by = { actor: 'test' };
   const idle = await server.services.tenants.create({ slug: 'idle', name: 'Idle', quotas: { maxInstances: 1000 } }, by);

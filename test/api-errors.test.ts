@@ -17,7 +17,12 @@ describe('errors map to HTTP in one place', async () => {
     fetch(`${server.url}/api/v1/tenants`, {
       method: 'POST',
       body,
-      headers: { 'content-type': 'application/json', cookie: [...admin.cookies].map(([k, v]) => `${k}=${v}`).join('; '), 'x-csrf-token': admin.csrf ?? '', ...headers },
+      headers: {
+        'content-type': 'application/json',
+        cookie: [...admin.cookies].map(([k, v]) => `${k}=${v}`).join('; '),
+        'x-csrf-token': admin.csrf ?? '',
+        ...headers,
+      },
     });
   const expectError = async (res: Response, status: number, code: string): Promise<ErrorBody> => {
     assert.equal(res.status, status);
@@ -34,7 +39,11 @@ describe('errors map to HTTP in one place', async () => {
   });
 
   test('unknown fields and bad values are a 400 naming each field by path', async () => {
-    const b = await expectError(await post(JSON.stringify({ slug: 'ok-slug', name: 'x', tenantId: 'evil', quotas: { maxInstances: -1 } })), 400, 'validation_failed');
+    const b = await expectError(
+      await post(JSON.stringify({ slug: 'ok-slug', name: 'x', tenantId: 'evil', quotas: { maxInstances: -1 } })),
+      400,
+      'validation_failed',
+    );
     const paths = b.details?.issues?.map((i) => i.path) ?? [];
     assert.ok(paths.includes('body'), `unknown key reported at the body: ${JSON.stringify(b.details)}`);
     assert.match(JSON.stringify(b.details), /tenantId/);

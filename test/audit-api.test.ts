@@ -32,7 +32,9 @@ describe('audit log API', async () => {
   });
 
   test('members below tenant admin cannot read the audit log; platform admins see everything and the chain status', async () => {
-    const viewer = new ApiClient(server.url, { bearer: (await server.services.tokens.create(a.id, { name: 'v', role: 'viewer', createdBy: a.ownerId }, { actor: 'test' })).token });
+    const viewer = new ApiClient(server.url, {
+      bearer: (await server.services.tokens.create(a.id, { name: 'v', role: 'viewer', createdBy: a.ownerId }, { actor: 'test' })).token,
+    });
     assert.equal((await viewer.call('GET', `/api/v1/tenants/${a.slug}/audit`)).status, 403);
     assert.equal((await a.client.call('GET', '/api/v1/platform/audit')).status, 403);
     const all = await admin.json<Page>('GET', '/api/v1/platform/audit?limit=500');

@@ -14,7 +14,9 @@ describe('audit log', async () => {
 
   test('events chain, and an event rolls back with the change it records', async () => {
     await db.tx((tx) => appendAudit(tx, { actor: 'system', action: 'test.one', detail: { b: 2, a: [1, { z: 1, y: 'é' }] } }));
-    await db.tx((tx) => appendAudit(tx, { actor: 'user:x', tenantId: '00000000-0000-4000-8000-000000000001', action: 'test.two', target: 't', decision: 'allow' }));
+    await db.tx((tx) =>
+      appendAudit(tx, { actor: 'user:x', tenantId: '00000000-0000-4000-8000-000000000001', action: 'test.two', target: 't', decision: 'allow' }),
+    );
     await assert.rejects(
       db.tx(async (tx) => {
         await appendAudit(tx, { actor: 'system', action: 'test.rolled-back' });
@@ -23,7 +25,10 @@ describe('audit log', async () => {
       /change failed/,
     );
     const rows = await db.query<{ seq: number; action: string }>('SELECT seq, action FROM audit_events ORDER BY seq');
-    assert.deepEqual(rows.rows.map((r) => r.action), ['test.one', 'test.two']);
+    assert.deepEqual(
+      rows.rows.map((r) => r.action),
+      ['test.one', 'test.two'],
+    );
     assert.deepEqual(await verifyAuditChain(db), { ok: true, checked: 2 });
   });
 
@@ -38,7 +43,10 @@ describe('audit log', async () => {
     await assert.rejects(db.query(`UPDATE audit_events SET actor = 'mallory' WHERE seq = 1`), /append-only/);
     await assert.rejects(db.query('DELETE FROM audit_events WHERE seq = 1'), /append-only/);
     await assert.rejects(db.query('TRUNCATE audit_events'), /append-only/);
-    await assert.rejects(db.query(`INSERT INTO audit_events (seq, ts, actor, action, prev_hash, hash) VALUES (999, now(), 'x', 'forged', 'x', 'y')`), /audit chain broken/);
+    await assert.rejects(
+      db.query(`INSERT INTO audit_events (seq, ts, actor, action, prev_hash, hash) VALUES (999, now(), 'x', 'forged', 'x', 'y')`),
+      /audit chain broken/,
+    );
   });
 
   test('verification does not depend on the session time zone', async () => {
@@ -53,7 +61,13 @@ describe('audit log', async () => {
   });
 
   test('a superuser who disables the trigger and edits a row is caught at that row', async () => {
-    assert.equal(spawnSync(process.execPath, [cli, 'audit', 'verify'], { env: { ...process.env, DATABASE_URL: url, CLAWPLANE_SECRET_KEY: 'a'.repeat(64) }, encoding: 'utf8' }).status, 0);
+    assert.equal(
+      spawnSync(process.execPath, [cli, 'audit', 'verify'], {
+        env: { ...process.env, DATABASE_URL: url, CLAWPLANE_SECRET_KEY: 'a'.repeat(64) },
+        encoding: 'utf8',
+      }).status,
+      0,
+    );
     await runAs(name, [
       'ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update',
       `UPDATE audit_events SET detail = '{"i": 999}' WHERE seq = 5`,
@@ -63,7 +77,10 @@ describe('audit log', async () => {
     assert.equal(r.ok, false);
     assert.equal(r.firstBad?.seq, 5);
     assert.match(r.firstBad?.reason ?? '', /edited/);
-    const out = spawnSync(process.execPath, [cli, 'audit', 'verify'], { env: { ...process.env, DATABASE_URL: url, CLAWPLANE_SECRET_KEY: 'a'.repeat(64) }, encoding: 'utf8' });
+    const out = spawnSync(process.execPath, [cli, 'audit', 'verify'], {
+      env: { ...process.env, DATABASE_URL: url, CLAWPLANE_SECRET_KEY: 'a'.repeat(64) },
+      encoding: 'utf8',
+    });
     assert.equal(out.status, 1, 'the CLI exits 1 on a broken chain');
     assert.match(out.stdout, /BROKEN at seq 5/);
   });

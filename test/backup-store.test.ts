@@ -19,10 +19,24 @@ import { ObjectMissingError, type ObjectStore } from '../src/backup/types.ts';
 describe('backup stores and encryption', async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-backup-store-'));
   after(() => rm(dir, { recursive: true, force: true }));
-  const s3rver = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: path.join(dir, 's3'), configureBuckets: [{ name: 'backups', configs: [] }] });
+  const s3rver = new S3rver({
+    port: 0,
+    address: '127.0.0.1',
+    silent: true,
+    directory: path.join(dir, 's3'),
+    configureBuckets: [{ name: 'backups', configs: [] }],
+  });
   const addr = (await s3rver.run()) as AddressInfo;
   after(() => s3rver.close());
-  const s3 = new S3ObjectStore({ endpoint: `http://127.0.0.1:${addr.port}`, region: 'us-east-1', bucket: 'backups', prefix: 'clawplane/', accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', forcePathStyle: true });
+  const s3 = new S3ObjectStore({
+    endpoint: `http://127.0.0.1:${addr.port}`,
+    region: 'us-east-1',
+    bucket: 'backups',
+    prefix: 'clawplane/',
+    accessKeyId: 'S3RVER',
+    secretAccessKey: 'S3RVER',
+    forcePathStyle: true,
+  });
   after(() => s3.close());
   const stores: ObjectStore[] = [new FsObjectStore(path.join(dir, 'fs')), s3];
 

@@ -17,7 +17,13 @@ interface Reply {
 }
 
 /** One HTTP call over a sandbox's broker socket, as the in-sandbox supervisor makes it. */
-function call(sock: string, path: string, token: string | undefined, body?: unknown, opts: { abortAfterFirstChunk?: boolean; onFirstChunk?: () => void; headers?: Record<string, string> } = {}): Promise<Reply> {
+function call(
+  sock: string,
+  path: string,
+  token: string | undefined,
+  body?: unknown,
+  opts: { abortAfterFirstChunk?: boolean; onFirstChunk?: () => void; headers?: Record<string, string> } = {},
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const started = Date.now();
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
@@ -27,7 +33,11 @@ function call(sock: string, path: string, token: string | undefined, body?: unkn
         agent: false,
         path,
         method: payload ? 'POST' : 'GET',
-        headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}), ...opts.headers },
+        headers: {
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+          ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}),
+          ...opts.headers,
+        },
       },
       (res) => {
         const chunks: Buffer[] = [];
@@ -118,37 +128,59 @@ describe('broker: the only way out of a sandbox', async () => {
   });
 
   test('fallback on 429 and 500 to the next target, metered as fallbacks', async () => {
-    await providers.setRoute(a.id, {
-      scope: 'agent',
-      scopeName: 'flaky',
-      targets: [
-        { providerId: a.providerId, model: 'fail-429' },
-        { providerId: a.providerId, model: 'fail-500' },
-        { providerId: a.providerId, model: 'fake-model' },
-      ],
-    }, by);
+    await providers.setRoute(
+      a.id,
+      {
+        scope: 'agent',
+        scopeName: 'flaky',
+        targets: [
+          { providerId: a.providerId, model: 'fail-429' },
+          { providerId: a.providerId, model: 'fail-500' },
+          { providerId: a.providerId, model: 'fake-model' },
+        ],
+      },
+      by,
+    );
     const n = fake.requests.length;
     const r = await sendA('/v1/chat/completions', chat('agent/flaky'));
     assert.equal(r.status, 200);
-    assert.deepEqual(fake.requests.slice(n).map((x) => x.model), ['fail-429', 'fail-500', 'fake-model']);
+    assert.deepEqual(
+      fake.requests.slice(n).map((x) => x.model),
+      ['fail-429', 'fail-500', 'fake-model'],
+    );
     // When every target fails, the last answer is passed back as is.
     await providers.setRoute(a.id, { scope: 'agent', scopeName: 'doomed', targets: [{ providerId: a.providerId, model: 'fail-500' }] }, by);
     assert.equal((await sendA('/v1/chat/completions', chat('agent/doomed'))).status, 500);
     await broker.usage.flush();
-    const rows = await server.db.query<{ outcome: string; n: number }>(`SELECT outcome, count(*)::int AS n FROM llm_usage WHERE tenant_id = $1 AND agent = 'flaky' GROUP BY outcome ORDER BY outcome`, [a.id]);
-    assert.deepEqual(rows.rows, [{ outcome: 'fallback', n: 2 }, { outcome: 'ok', n: 1 }]);
+    const rows = await server.db.query<{ outcome: string; n: number }>(
+      `SELECT outcome, count(*)::int AS n FROM llm_usage WHERE tenant_id = $1 AND agent = 'flaky' GROUP BY outcome ORDER BY outcome`,
+      [a.id],
+    );
+    assert.deepEqual(rows.rows, [
+      { outcome: 'fallback', n: 2 },
+      { outcome: 'ok', n: 1 },
+    ]);
   });
 
   test('Anthropic /v1/messages streams and is metered from message_start and message_delta', async () => {
     const key = await credentials.create(a.id, { name: 'anthropic', type: 'api_key', value: `sk-ant-test-${randomBytes(8).toString('hex')}` }, by);
     const p = await providers.create(a.id, { kind: 'anthropic', name: 'claude', baseUrl: fake.baseUrl, credentialId: key.id }, by);
     await providers.setRoute(a.id, { scope: 'agent', scopeName: 'claude', targets: [{ providerId: p.id, model: 'claude-fake' }] }, by);
-    const r = await sendA('/v1/messages', { model: 'agent/claude', max_tokens: 100, stream: true, messages: [{ role: 'user', content: 'hi' }] }, a.reg, a.reg.token, { headers: { 'anthropic-version': '2023-06-01' } });
+    const r = await sendA(
+      '/v1/messages',
+      { model: 'agent/claude', max_tokens: 100, stream: true, messages: [{ role: 'user', content: 'hi' }] },
+      a.reg,
+      a.reg.token,
+      { headers: { 'anthropic-version': '2023-06-01' } },
+    );
     assert.equal(r.status, 200, r.text);
     assert.match(r.text, /event: message_stop/);
     assert.equal(fake.requests.at(-1)?.apiKey?.startsWith('sk-ant-test-'), true);
     await broker.usage.flush();
-    const u = await server.db.query<{ input_tokens: number; output_tokens: number }>(`SELECT input_tokens, output_tokens FROM llm_usage WHERE tenant_id = $1 AND agent = 'claude' AND outcome = 'ok'`, [a.id]);
+    const u = await server.db.query<{ input_tokens: number; output_tokens: number }>(
+      `SELECT input_tokens, output_tokens FROM llm_usage WHERE tenant_id = $1 AND agent = 'claude' AND outcome = 'ok'`,
+      [a.id],
+    );
     assert.deepEqual(u.rows[0], { input_tokens: 40, output_tokens: 60 });
     // An OpenAI-format call for an Anthropic-only route has no compatible provider: a clear refusal.
     const wrong = await sendA('/v1/chat/completions', chat('agent/claude'));
@@ -176,7 +208,19 @@ describe('broker: the only way out of a sandbox', async () => {
     const taskId = randomUUID();
     const tag = server.services.taskTags.tag(a.id, taskId);
     const tagged = (system: unknown, headers: Record<string, string> = {}) =>
-      sendA('/v1/chat/completions', { model: 'auto', messages: [{ role: 'system', content: system }, { role: 'user', content: 'hi' }] }, a.reg, a.reg.token, { headers });
+      sendA(
+        '/v1/chat/completions',
+        {
+          model: 'auto',
+          messages: [
+            { role: 'system', content: system },
+            { role: 'user', content: 'hi' },
+          ],
+        },
+        a.reg,
+        a.reg.token,
+        { headers },
+      );
     const taskOf = async () => {
       await broker.usage.flush();
       const r = await server.db.query<{ task_id: string | null }>(`SELECT task_id FROM llm_usage WHERE tenant_id = $1 ORDER BY id DESC LIMIT 1`, [a.id]);
@@ -186,13 +230,20 @@ describe('broker: the only way out of a sandbox', async () => {
     assert.equal((await tagged(`You are a helpful agent.\n${tag}\nBe brief.`)).status, 200);
     assert.equal(await taskOf(), taskId);
     const seen = JSON.stringify(fake.requests.at(-1)?.body);
-    assert.ok(!seen.includes('clawplane-task') && seen.includes('You are a helpful agent.') && seen.includes('Be brief.'), `the provider saw the system text without the tag: ${seen}`);
+    assert.ok(
+      !seen.includes('clawplane-task') && seen.includes('You are a helpful agent.') && seen.includes('Be brief.'),
+      `the provider saw the system text without the tag: ${seen}`,
+    );
     assert.equal((await tagged([{ type: 'text', text: tag }])).status, 200);
     assert.equal(await taskOf(), taskId);
     // Claims the broker must not believe: a forged MAC, tenant B's tag for this task, a header.
     const forged = tag.replace(/ (\S{22})\]$/, ' AAAAAAAAAAAAAAAAAAAAAA]');
     const foreign = server.services.taskTags.tag(b.id, taskId);
-    for (const [system, headers] of [[forged, {}], [foreign, {}], ['plain', { 'x-clawplane-task': taskId }]] as const) {
+    for (const [system, headers] of [
+      [forged, {}],
+      [foreign, {}],
+      ['plain', { 'x-clawplane-task': taskId }],
+    ] as const) {
       assert.equal((await tagged(system, headers)).status, 200);
       assert.equal(await taskOf(), null, `not attributed: ${system}`);
       assert.ok(!JSON.stringify(fake.requests.at(-1)?.body).includes('clawplane-task'), 'a tag is removed even when it is not believed');
@@ -226,7 +277,10 @@ describe('broker: the only way out of a sandbox', async () => {
       }),
     );
     await broker.usage.flush();
-    const spent = Number((await server.db.query<{ t: string }>(`SELECT coalesce(sum(input_tokens + output_tokens), 0) AS t FROM llm_usage WHERE tenant_id = $1`, [t.id])).rows[0]?.t);
+    const spent = Number(
+      (await server.db.query<{ t: string }>(`SELECT coalesce(sum(input_tokens + output_tokens), 0) AS t FROM llm_usage WHERE tenant_id = $1`, [t.id])).rows[0]
+        ?.t,
+    );
     assert.ok(spent >= 2000, `spent ${spent}`);
     assert.ok(spent <= 2000 + maxInFlight * 100, `spent ${spent} with at most ${maxInFlight} in flight`);
     assert.equal(ok + refused, 100);
@@ -273,7 +327,12 @@ describe('broker: the only way out of a sandbox', async () => {
     assert.notEqual(fake.requests.at(-1)?.authorization, `Bearer ${canary}`, "B's call used B's key");
     // On the internal TCP port the token alone decides; a closed registration's token is refused at once.
     const tcp = await broker.listenTcp(0);
-    const viaTcp = (token: string) => fetch(`${tcp}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(chat('auto')) });
+    const viaTcp = (token: string) =>
+      fetch(`${tcp}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(chat('auto')),
+      });
     assert.equal((await viaTcp(b.reg.token)).status, 200);
     await b.reg.close();
     assert.equal((await viaTcp(b.reg.token)).status, 401);
@@ -319,10 +378,23 @@ describe('broker: the only way out of a sandbox', async () => {
         body: JSON.stringify({ items }),
       });
     // Checked when saved, by the connection-time rules: metadata always, private and loopback unless the platform allows them.
-    const bad = await putEgress([{ host: '127.0.0.1', port }, { host: '169.254.169.254', port: 80 }, { host: '10.1.2.3', port: 443 }, { host: 'localhost', port: 0 }, { host: 'api.github.com', port: 443 }]);
+    const bad = await putEgress([
+      { host: '127.0.0.1', port },
+      { host: '169.254.169.254', port: 80 },
+      { host: '10.1.2.3', port: 443 },
+      { host: 'localhost', port: 0 },
+      { host: 'api.github.com', port: 443 },
+    ]);
     const badBody = (await bad.json()) as { details: { issues: { path: string; rule: string }[] } };
     assert.equal(bad.status, 400, JSON.stringify(badBody));
-    assert.deepEqual(badBody.details.issues.map((i) => [i.path, i.rule]), [['body.items.1.host', 'metadata_address'], ['body.items.2.host', 'blocked_address'], ['body.items.3.host', 'blocked_address']]);
+    assert.deepEqual(
+      badBody.details.issues.map((i) => [i.path, i.rule]),
+      [
+        ['body.items.1.host', 'metadata_address'],
+        ['body.items.2.host', 'blocked_address'],
+        ['body.items.3.host', 'blocked_address'],
+      ],
+    );
     assert.equal((await server.services.brokerGovernance.egressHosts(t.id)).length, 0, 'nothing of a refused list was saved');
     const put = await putEgress([{ host: '127.0.0.1', port }]);
     assert.equal(put.status, 200, await put.text());
@@ -364,12 +436,22 @@ describe('broker: the only way out of a sandbox', async () => {
     const before = await call(reg.socketPath, '/v1/chat/completions', reg.token, chat('auto'));
     assert.equal(before.status, 400, 'no provider yet: a clear refusal');
     const platformKey = `sk-platform-${randomBytes(10).toString('hex')}`;
-    const res = await admin.call('PUT', '/api/v1/platform/default-provider', { kind: 'openai_compatible', baseUrl: 'http://127.0.0.1:9/v1', apiKey: platformKey, defaultModel: 'fake-model' });
+    const res = await admin.call('PUT', '/api/v1/platform/default-provider', {
+      kind: 'openai_compatible',
+      baseUrl: 'http://127.0.0.1:9/v1',
+      apiKey: platformKey,
+      defaultModel: 'fake-model',
+    });
     assert.equal(res.status, 400, 'an unreachable provider is not saved');
     const body = (await res.json()) as { code: string; message: string };
     assert.equal(body.code, 'provider_test_failed');
     assert.ok(!JSON.stringify(body).includes(platformKey));
-    const ok = await admin.json<{ test: { ok: boolean; modelCount: number } }>('PUT', '/api/v1/platform/default-provider', { kind: 'openai_compatible', baseUrl: fake.baseUrl, apiKey: platformKey, defaultModel: 'fake-model' });
+    const ok = await admin.json<{ test: { ok: boolean; modelCount: number } }>('PUT', '/api/v1/platform/default-provider', {
+      kind: 'openai_compatible',
+      baseUrl: fake.baseUrl,
+      apiKey: platformKey,
+      defaultModel: 'fake-model',
+    });
     assert.deepEqual([ok.test.ok, ok.test.modelCount], [true, 2]);
     const view = await admin.json<Record<string, unknown>>('GET', '/api/v1/platform/default-provider');
     assert.equal(view['keySet'], true);
@@ -398,10 +480,13 @@ describe('broker: the only way out of a sandbox', async () => {
     const bad = await call(a.reg.socketPath, '/v1/chat/completions', a.reg.token, undefined);
     assert.equal(bad.status, 404, 'GET on a POST route');
     const notJson = await new Promise<number>((resolve) => {
-      const req = http.request({ socketPath: a.reg.socketPath, path: '/v1/chat/completions', method: 'POST', headers: { authorization: `Bearer ${a.reg.token}` } }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      });
+      const req = http.request(
+        { socketPath: a.reg.socketPath, path: '/v1/chat/completions', method: 'POST', headers: { authorization: `Bearer ${a.reg.token}` } },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
       req.end('{nope');
     });
     assert.equal(notJson, 400);
@@ -409,9 +494,11 @@ describe('broker: the only way out of a sandbox', async () => {
     assert.equal(models.status, 200);
     assert.match(models.text, /agent\/slowpoke/);
     for (const text of [...responses, ...capturedLogs]) assert.ok(!text.includes(canary), 'canary leaked');
-    const audit = await server.db.query<{ t: string }>('SELECT string_agg(row_to_json(a)::text, \' \') AS t FROM audit_events a');
+    const audit = await server.db.query<{ t: string }>("SELECT string_agg(row_to_json(a)::text, ' ') AS t FROM audit_events a");
     assert.ok(!(audit.rows[0]?.t ?? '').includes(canary));
-    const decrypts = await server.db.query(`SELECT 1 FROM audit_events WHERE action = 'credential.decrypt' AND tenant_id = $1 AND actor LIKE 'sandbox:%'`, [a.id]);
+    const decrypts = await server.db.query(`SELECT 1 FROM audit_events WHERE action = 'credential.decrypt' AND tenant_id = $1 AND actor LIKE 'sandbox:%'`, [
+      a.id,
+    ]);
     assert.ok((decrypts.rowCount ?? 0) >= 1, 'decrypts by the broker are audited with the sandbox as actor');
   });
 });

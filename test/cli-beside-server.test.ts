@@ -94,6 +94,9 @@ describe('database CLI commands beside a running server', async () => {
     const login = await admin.json<{ csrfToken: string }>('POST', '/api/v1/auth/login', { email: ADMIN_EMAIL, password: 'another long passphrase here' });
     admin.csrf = login.csrfToken;
     const list = await serverStillWorks('admin reset-password');
-    assert.ok(list.items.some((t) => t.slug === 'acme'), 'the tenant the CLI created is served by the server');
+    assert.ok(
+      list.items.some((t) => t.slug === 'acme'),
+      'the tenant the CLI created is served by the server',
+    );
   });
 });

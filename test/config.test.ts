@@ -23,8 +23,7 @@ describe('configuration', () => {
   test('a bad value names the variable, the value and the fix', () => {
     assert.throws(
       () => parseConfig({ CLAWPLANE_PORT: 'eighty' }),
-      (err: unknown) =>
-        err instanceof ConfigError && /CLAWPLANE_PORT/.test(err.message) && /"eighty"/.test(err.message) && /Fix:/.test(err.message),
+      (err: unknown) => err instanceof ConfigError && /CLAWPLANE_PORT/.test(err.message) && /"eighty"/.test(err.message) && /Fix:/.test(err.message),
     );
     assert.throws(() => parseConfig({ CLAWPLANE_LOG_LEVEL: 'loud' }), /CLAWPLANE_LOG_LEVEL/);
     assert.throws(() => parseConfig({ DATABASE_URL: 'mysql://x' }), /DATABASE_URL must be a postgres/);

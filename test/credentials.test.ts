@@ -69,7 +69,13 @@ describe('credential service', () => {
     );
     assert.equal(row.rowCount, 1);
     assert.deepEqual(
-      { actor: row.rows[0]?.actor, tenant: row.rows[0]?.tenant_id, decision: row.rows[0]?.decision, purpose: row.rows[0]?.detail.purpose, req: row.rows[0]?.request_id },
+      {
+        actor: row.rows[0]?.actor,
+        tenant: row.rows[0]?.tenant_id,
+        decision: row.rows[0]?.decision,
+        purpose: row.rows[0]?.detail.purpose,
+        req: row.rows[0]?.request_id,
+      },
       { actor: 'broker:instance-7', tenant: tenantA, decision: 'allow', purpose: 'llm.chat', req: 'req-42' },
     );
     assert.ok((await credentials.get(tenantA, c.id)).lastUsedAt instanceof Date);
@@ -83,7 +89,10 @@ describe('credential service', () => {
     await assert.rejects(credentials.decryptForBroker(tenantB, c.id, broker), { code: 'not_found' });
     assert.ok(!(await credentials.list(tenantB)).some((x) => x.id === c.id));
     await assert.rejects(credentials.get(tenantA, 'not-a-uuid'), { code: 'not_found' });
-    const denied = await db.query(`SELECT 1 FROM audit_events WHERE action = 'credential.decrypt' AND decision = 'deny' AND tenant_id = $1 AND target = $2`, [tenantB, `credential:${c.id}`]);
+    const denied = await db.query(`SELECT 1 FROM audit_events WHERE action = 'credential.decrypt' AND decision = 'deny' AND tenant_id = $1 AND target = $2`, [
+      tenantB,
+      `credential:${c.id}`,
+    ]);
     assert.equal(denied.rowCount, 1);
     assert.equal((await credentials.get(tenantA, c.id)).status, 'active', 'the cross-tenant revoke did nothing');
   });
@@ -102,13 +111,20 @@ describe('credential service', () => {
     assert.ok(!(await credentials.list(tenantA)).some((x) => x.id === c.id), 'revoked credentials are hidden by default');
     assert.ok((await credentials.list(tenantA, { includeRevoked: true })).some((x) => x.id === c.id));
     const a = await db.query(`SELECT decision FROM audit_events WHERE target = $1 ORDER BY seq`, [`credential:${c.id}`]);
-    assert.deepEqual(a.rows.map((r) => String(r['decision'])), ['success', 'allow', 'success', 'deny']);
+    assert.deepEqual(
+      a.rows.map((r) => String(r['decision'])),
+      ['success', 'allow', 'success', 'deny'],
+    );
     // The name is free again.
     await credentials.create(tenantA, { name: 'slack-bot', type: 'bot_token', value: `xoxb-${randomBytes(12).toString('hex')}` }, admin);
   });
 
   test('expired credentials show as expired and are refused', async () => {
-    const c = await credentials.create(tenantA, { name: 'old', type: 'oauth_token', value: 'x'.repeat(30), expiresAt: new Date(Date.now() - 1000).toISOString() }, admin);
+    const c = await credentials.create(
+      tenantA,
+      { name: 'old', type: 'oauth_token', value: 'x'.repeat(30), expiresAt: new Date(Date.now() - 1000).toISOString() },
+      admin,
+    );
     assert.equal(c.status, 'expired');
     await assert.rejects(credentials.decryptForBroker(tenantA, c.id, broker), { code: 'credential_expired' });
   });
@@ -117,9 +133,15 @@ describe('credential service', () => {
     const one = await credentials.create(tenantA, { name: 'one', type: 'secret', value: 'value-one-0123456789' }, admin);
     const two = await credentials.create(tenantA, { name: 'two', type: 'secret', value: 'value-two-0123456789' }, admin);
     const inB = await credentials.create(tenantB, { name: 'b', type: 'secret', value: 'value-b-0123456789' }, admin);
-    await db.query(`UPDATE credentials t SET ciphertext = s.ciphertext, iv = s.iv, tag = s.tag FROM credentials s WHERE t.id = $1 AND s.id = $2`, [two.id, one.id]);
+    await db.query(`UPDATE credentials t SET ciphertext = s.ciphertext, iv = s.iv, tag = s.tag FROM credentials s WHERE t.id = $1 AND s.id = $2`, [
+      two.id,
+      one.id,
+    ]);
     await assert.rejects(credentials.decryptForBroker(tenantA, two.id, broker), { code: 'vault_decrypt_failed' });
-    await db.query(`UPDATE credentials t SET ciphertext = s.ciphertext, iv = s.iv, tag = s.tag FROM credentials s WHERE t.id = $1 AND s.id = $2`, [inB.id, one.id]);
+    await db.query(`UPDATE credentials t SET ciphertext = s.ciphertext, iv = s.iv, tag = s.tag FROM credentials s WHERE t.id = $1 AND s.id = $2`, [
+      inB.id,
+      one.id,
+    ]);
     await assert.rejects(credentials.decryptForBroker(tenantB, inB.id, broker), { code: 'vault_decrypt_failed' });
     const failed = await db.query(`SELECT 1 FROM audit_events WHERE action = 'credential.decrypt' AND decision = 'failure'`);
     assert.equal(failed.rowCount, 2);
@@ -150,10 +172,15 @@ describe('credential service', () => {
         return true;
       });
     }
-    await assert.rejects(credentials.create(tenantA, { name: 'dup', type: 'api_key', value: canary }, admin).then(() => credentials.create(tenantA, { name: 'dup', type: 'api_key', value: canary }, admin)), {
-      code: 'credential_name_taken',
-      status: 409,
-    });
+    await assert.rejects(
+      credentials
+        .create(tenantA, { name: 'dup', type: 'api_key', value: canary }, admin)
+        .then(() => credentials.create(tenantA, { name: 'dup', type: 'api_key', value: canary }, admin)),
+      {
+        code: 'credential_name_taken',
+        status: 409,
+      },
+    );
   });
 
   test('any value round-trips through seal and decrypt (property, 60 runs against the database)', async () => {
@@ -173,12 +200,32 @@ describe('skill credentials', () => {
     const registry = createSkillRegistry();
     const described = registry.describe();
     assert.deepEqual(JSON.parse(JSON.stringify(described)), described);
-    assert.deepEqual(described.map((s) => s.id), ['slack', 'github', 'telegram', 'notion', 'gmail', 'whatsapp']);
+    assert.deepEqual(
+      described.map((s) => s.id),
+      ['slack', 'github', 'telegram', 'notion', 'gmail', 'whatsapp'],
+    );
     const slack = described.find((s) => s.id === 'slack');
-    assert.deepEqual(slack?.fields.map((f) => [f.name, f.secret, f.required]), [['bot_token', true, true], ['signing_secret', true, false]]);
+    assert.deepEqual(
+      slack?.fields.map((f) => [f.name, f.secret, f.required]),
+      [
+        ['bot_token', true, true],
+        ['signing_secret', true, false],
+      ],
+    );
     const whatsapp = described.find((s) => s.id === 'whatsapp');
-    assert.deepEqual(whatsapp?.fields.map((f) => [f.name, f.secret]), [['api_key', true], ['phone_number_id', false]]);
-    registry.register({ id: 'linear', label: 'Linear', description: 'Issues.', fields: [{ name: 'api_key', label: 'API key', type: 'secret', credentialType: 'api_key', required: true }] });
+    assert.deepEqual(
+      whatsapp?.fields.map((f) => [f.name, f.secret]),
+      [
+        ['api_key', true],
+        ['phone_number_id', false],
+      ],
+    );
+    registry.register({
+      id: 'linear',
+      label: 'Linear',
+      description: 'Issues.',
+      fields: [{ name: 'api_key', label: 'API key', type: 'secret', credentialType: 'api_key', required: true }],
+    });
     assert.ok(registry.describe().some((s) => s.id === 'linear'));
     assert.throws(() => registry.register({ id: 'linear', label: 'L', description: '', fields: [] }), /already registered/);
   });
@@ -186,7 +233,13 @@ describe('skill credentials', () => {
   test('connecting a skill validates the form and stores one credential per secret field', async () => {
     const token = `xoxb-${randomBytes(10).toString('hex')}`;
     const made = await credentials.createForSkill(tenantA, 'slack', { bot_token: token, signing_secret: randomBytes(16).toString('hex') }, admin);
-    assert.deepEqual(made.map((c) => [c.name, c.type, c.skill]), [['slack.bot_token', 'bot_token', 'slack'], ['slack.signing_secret', 'secret', 'slack']]);
+    assert.deepEqual(
+      made.map((c) => [c.name, c.type, c.skill]),
+      [
+        ['slack.bot_token', 'bot_token', 'slack'],
+        ['slack.signing_secret', 'secret', 'slack'],
+      ],
+    );
     assert.equal((await credentials.decryptForBroker(tenantA, made[0]?.id ?? '', broker)).value, token);
 
     const gh = await credentials.createForSkill(tenantA, 'github', { pat: `ghp_${'a'.repeat(36)}`, scopes: ['repo', 'read:org'] }, admin);
@@ -203,7 +256,9 @@ describe('skill credentials', () => {
     await assert.rejects(credentials.createForSkill(tenantA, 'nope', {}, admin), /Unknown skill "nope"/);
     // All or nothing: the second field's name clash leaves no first credential behind.
     await credentials.create(tenantA, { name: 'slack3.signing_secret', type: 'secret', value: 'y'.repeat(32) }, admin);
-    await assert.rejects(credentials.createForSkill(tenantA, 'slack', { bot_token: token, signing_secret: 'a'.repeat(32) }, admin, { prefix: 'slack3' }), { code: 'credential_name_taken' });
+    await assert.rejects(credentials.createForSkill(tenantA, 'slack', { bot_token: token, signing_secret: 'a'.repeat(32) }, admin, { prefix: 'slack3' }), {
+      code: 'credential_name_taken',
+    });
     assert.ok(!(await credentials.list(tenantA)).some((c) => c.name === 'slack3.bot_token'));
   });
 });
@@ -218,7 +273,9 @@ describe('LLM providers and model routes', () => {
     // A stand-in for an OpenAI-compatible provider (the only fake allowed: external APIs).
     server = http.createServer((req, res) => {
       if (req.headers.authorization !== `Bearer ${keyCanary}`) {
-        res.writeHead(401, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: `Incorrect API key provided: ${req.headers.authorization ?? ''}` } }));
+        res
+          .writeHead(401, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ error: { message: `Incorrect API key provided: ${req.headers.authorization ?? ''}` } }));
         return;
       }
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ data: [{ id: 'llama3' }, { id: 'qwen2' }] }));
@@ -234,14 +291,20 @@ describe('LLM providers and model routes', () => {
 
   test('test connection lists models through the egress guard and never returns the key', async () => {
     const key = await credentials.create(tenantA, { name: 'local-llm', type: 'api_key', value: keyCanary }, admin);
-    const p = await providers.create(tenantA, { kind: 'openai_compatible', name: 'local', baseUrl: `http://127.0.0.1:${port}/v1/`, credentialId: key.id }, admin);
+    const p = await providers.create(
+      tenantA,
+      { kind: 'openai_compatible', name: 'local', baseUrl: `http://127.0.0.1:${port}/v1/`, credentialId: key.id },
+      admin,
+    );
     assert.equal(p.baseUrl, `http://127.0.0.1:${port}/v1`);
     const ok = await providers.testConnection(tenantA, p.id, admin);
     assert.ok(ok.ok);
     assert.equal(ok.modelCount, 2);
     assert.ok(ok.latencyMs >= 0);
     assert.ok(!JSON.stringify(ok).includes(keyCanary));
-    const purpose = await db.query(`SELECT 1 FROM audit_events WHERE action = 'credential.decrypt' AND detail->>'purpose' = $1`, [`provider.test_connection:${p.id}`]);
+    const purpose = await db.query(`SELECT 1 FROM audit_events WHERE action = 'credential.decrypt' AND detail->>'purpose' = $1`, [
+      `provider.test_connection:${p.id}`,
+    ]);
     assert.equal(purpose.rowCount, 1);
 
     // A wrong key: the fake echoes it back in its error body; the result must not.
@@ -261,9 +324,13 @@ describe('LLM providers and model routes', () => {
     assert.ok(!(await auditText(db)).includes(keyCanary) && !(await auditText(db)).includes(wrongCanary));
   });
 
-  test('base URLs pass the SSRF guard when saved; another tenant\'s credential or provider is NotFound', async () => {
-    await assert.rejects(providers.create(tenantA, { kind: 'openai_compatible', name: 'meta', baseUrl: 'http://169.254.169.254/v1' }, admin), { code: 'egress_refused' });
-    await assert.rejects(providers.create(tenantA, { kind: 'openai_compatible', name: 'priv', baseUrl: 'https://10.0.0.8/v1' }, admin), { code: 'egress_refused' });
+  test("base URLs pass the SSRF guard when saved; another tenant's credential or provider is NotFound", async () => {
+    await assert.rejects(providers.create(tenantA, { kind: 'openai_compatible', name: 'meta', baseUrl: 'http://169.254.169.254/v1' }, admin), {
+      code: 'egress_refused',
+    });
+    await assert.rejects(providers.create(tenantA, { kind: 'openai_compatible', name: 'priv', baseUrl: 'https://10.0.0.8/v1' }, admin), {
+      code: 'egress_refused',
+    });
     await assert.rejects(providers.create(tenantA, { kind: 'openai_compatible', name: 'nourl' }, admin), { code: 'validation_failed' });
     const bKey = await credentials.create(tenantB, { name: 'bkey', type: 'api_key', value: 'b'.repeat(20) }, admin);
     await assert.rejects(providers.create(tenantA, { kind: 'openai', name: 'steal', credentialId: bKey.id }, admin), { code: 'not_found' });
@@ -282,9 +349,30 @@ describe('LLM providers and model routes', () => {
     const a = await providers.create(t, { kind: 'anthropic', name: 'a' }, admin);
     const o = await providers.create(t, { kind: 'openai', name: 'o' }, admin);
     const g = await providers.create(t, { kind: 'gemini', name: 'g' }, admin);
-    await providers.setRoute(t, { scope: 'tenant', targets: [{ providerId: a.id, model: 'claude-sonnet-4-5' }, { providerId: o.id, model: 'gpt-4.1' }] }, admin);
+    await providers.setRoute(
+      t,
+      {
+        scope: 'tenant',
+        targets: [
+          { providerId: a.id, model: 'claude-sonnet-4-5' },
+          { providerId: o.id, model: 'gpt-4.1' },
+        ],
+      },
+      admin,
+    );
     await providers.setRoute(t, { scope: 'agent', scopeName: 'coder', targets: [{ providerId: o.id, model: 'gpt-5' }] }, admin);
-    await providers.setRoute(t, { scope: 'skill', scopeName: 'github', targets: [{ providerId: g.id, model: 'gemini-2.5-pro' }, { providerId: a.id, model: 'claude-haiku-4-5' }] }, admin);
+    await providers.setRoute(
+      t,
+      {
+        scope: 'skill',
+        scopeName: 'github',
+        targets: [
+          { providerId: g.id, model: 'gemini-2.5-pro' },
+          { providerId: a.id, model: 'claude-haiku-4-5' },
+        ],
+      },
+      admin,
+    );
     const models = async (who: { agent?: string; skill?: string }) => (await providers.resolveRoute(t, who)).map((r) => r.model);
     assert.deepEqual(await models({}), ['claude-sonnet-4-5', 'gpt-4.1']);
     assert.deepEqual(await models({ agent: 'coder' }), ['gpt-5']);

@@ -74,7 +74,10 @@ const BODIES: Record<string, unknown> = {
   'POST /api/v1/tenants/{tenant}/providers': { kind: 'mistral', name: 'fuzz-provider' },
   'PATCH /api/v1/tenants/{tenant}/providers/{providerId}': { defaultModel: 'gpt-4o-mini' },
   'PUT /api/v1/tenants/{tenant}/model-routes': { scope: 'agent', scopeName: 'fuzz-agent', targets: [] },
-  'PUT /api/v1/tenants/{tenant}/policy': { execPolicy: 'deny', policies: [{ id: 'no-browser', cedar: 'forbid (principal, action, resource) when { resource.name == "browser" };' }] },
+  'PUT /api/v1/tenants/{tenant}/policy': {
+    execPolicy: 'deny',
+    policies: [{ id: 'no-browser', cedar: 'forbid (principal, action, resource) when { resource.name == "browser" };' }],
+  },
   'POST /api/v1/tenants/{tenant}/policy/explain': { tool: 'read', agent: 'main', context: {} },
   'POST /api/v1/tenants/{tenant}/grants/{jti}/revoke': undefined,
   'POST /api/v1/tenants/{tenant}/instances': { name: 'fuzz-instance', start: false },
@@ -85,7 +88,7 @@ const BODIES: Record<string, unknown> = {
   'POST /api/v1/tenants/{tenant}/hooks/wake': { text: 'hi' },
   'POST /api/v1/tenants/{tenant}/backups/{backupId}/restore': { name: 'restored' },
   'POST /api/v1/tenants/{tenant}/tasks': { capability: 'summarise', input: 'fuzz task' },
-  'POST /api/v1/tenants/{tenant}/tasks/{taskId}/approve': { comment: 'approving another tenant\'s task' },
+  'POST /api/v1/tenants/{tenant}/tasks/{taskId}/approve': { comment: "approving another tenant's task" },
   'POST /api/v1/tenants/{tenant}/tasks/{taskId}/reject': { comment: 'x' },
   'POST /api/v1/tenants/{tenant}/tasks/{taskId}/cancel': { reason: 'x' },
   'PUT /api/v1/tenants/{tenant}/approval-webhook': { url: 'https://hooks.example.test/clawplane' },
@@ -120,7 +123,14 @@ const BODIES: Record<string, unknown> = {
   'POST /api/v1/tenants/{tenant}/pools': { agentType: 'coding' },
   'PATCH /api/v1/tenants/{tenant}/pools/{poolId}': { maxExecutors: 2 },
   'PUT /api/v1/tenants/{tenant}/approval-channels/{kind}': { credentialId: '00000000-0000-4000-8000-000000000000', target: '42' },
-  'POST /api/v1/tenants/{tenant}/swarm-rules': { name: 'fuzz-swarm', capability: 'fuzz-swarm', steps: [{ agentType: 'chat', capability: 'a' }, { agentType: 'shell', capability: 'b' }] },
+  'POST /api/v1/tenants/{tenant}/swarm-rules': {
+    name: 'fuzz-swarm',
+    capability: 'fuzz-swarm',
+    steps: [
+      { agentType: 'chat', capability: 'a' },
+      { agentType: 'shell', capability: 'b' },
+    ],
+  },
 };
 
 /**
@@ -218,7 +228,17 @@ describe('cross-tenant harness', async () => {
   const server = await startTestServer();
   const admin = await onboard(server);
   const { a, b } = await twoTenants(server, admin);
-  for (const t of [a, b]) configVersionIds.set(t.id, (await server.services.gatewayConfig.propose(t.id, { settings: { heartbeatEvery: '12h' }, reason: `fixture of ${t.slug}` }, { actor: 'test', person: 'test' })).id);
+  for (const t of [a, b])
+    configVersionIds.set(
+      t.id,
+      (
+        await server.services.gatewayConfig.propose(
+          t.id,
+          { settings: { heartbeatEvery: '12h' }, reason: `fixture of ${t.slug}` },
+          { actor: 'test', person: 'test' },
+        )
+      ).id,
+    );
   const doc = (await (await fetch(`${server.url}/api/v1/openapi.json`)).json()) as { paths: Record<string, Record<string, { requestBody?: unknown }>> };
   const ops: Operation[] = Object.entries(doc.paths).flatMap(([p, methods]) =>
     Object.entries(methods).map(([m, op]) => ({ key: `${m.toUpperCase()} ${p}`, method: m.toUpperCase(), path: p, hasBody: op.requestBody !== undefined })),
@@ -241,7 +261,32 @@ describe('cross-tenant harness', async () => {
   });
 
   test("tenant A's admin gets 404 for every tenant-owned route with tenant B's slug, id or resource ids", async () => {
-    const leaks = [b.id, b.ownerId, b.tokenId, b.credentialId, b.providerId, b.grantJti, b.instanceId, b.sessionId, b.backupId, b.agentId, b.taskId, b.findingId, b.projectId, b.laneId, b.runId, b.poolId, b.swarmRuleId, 'lane fixture of tenant-b', 'memory of tenant-b', 'finding of tenant-b', 'fixture task of tenant-b', 'TENANT-B', 'sk-fixture-tenant-b', 'hello from tenant-b'];
+    const leaks = [
+      b.id,
+      b.ownerId,
+      b.tokenId,
+      b.credentialId,
+      b.providerId,
+      b.grantJti,
+      b.instanceId,
+      b.sessionId,
+      b.backupId,
+      b.agentId,
+      b.taskId,
+      b.findingId,
+      b.projectId,
+      b.laneId,
+      b.runId,
+      b.poolId,
+      b.swarmRuleId,
+      'lane fixture of tenant-b',
+      'memory of tenant-b',
+      'finding of tenant-b',
+      'fixture task of tenant-b',
+      'TENANT-B',
+      'sk-fixture-tenant-b',
+      'hello from tenant-b',
+    ];
     for (const op of ops.filter((o) => o.path.startsWith('/api/v1/tenants/{tenant}'))) {
       const q = QUERIES[op.key] ?? '';
       const attempts = [
@@ -280,7 +325,10 @@ describe('cross-tenant harness', async () => {
     const bProvider = await b.client.json<{ defaultModel: string; credentialId: string }>('GET', `/api/v1/tenants/${b.slug}/providers/${b.providerId}`);
     assert.deepEqual([bProvider.defaultModel, bProvider.credentialId], ['gpt-4o', b.credentialId]);
     const bSession = await b.client.json<{ items: { content: string }[] }>('GET', `/api/v1/tenants/${b.slug}/chat/sessions/${b.sessionId}/messages`);
-    assert.deepEqual(bSession.items.map((m) => m.content), ['hello from tenant-b']);
+    assert.deepEqual(
+      bSession.items.map((m) => m.content),
+      ['hello from tenant-b'],
+    );
     assert.equal((await b.client.json<{ items: unknown[] }>('GET', `/api/v1/tenants/${b.slug}/backups`)).items.length, 1);
     const bMemory = await b.client.json<{ content: string }>('GET', `/api/v1/tenants/${b.slug}/memories/${b.memoryId}`);
     assert.equal(bMemory.content, 'memory of tenant-b');
@@ -293,12 +341,24 @@ describe('cross-tenant harness', async () => {
     const bRun = await b.client.json<{ status: string; steps: { decidedBy: string | null }[] }>('GET', `/api/v1/tenants/${b.slug}/lane-runs/${b.runId}`);
     assert.deepEqual([bRun.status, bRun.steps[0]?.decidedBy], ['waiting_approval', null], "nobody decided B's parked step");
     assert.equal((await b.client.json<{ items: unknown[] }>('GET', `/api/v1/tenants/${b.slug}/lane-runs`)).items.length, 1, 'no run was started for B');
-    assert.deepEqual((await b.client.json<{ items: { name: string }[] }>('GET', `/api/v1/tenants/${b.slug}/lanes`)).items.map((l) => l.name), ['fixture'], 'no doctor lane was enabled for B');
+    assert.deepEqual(
+      (await b.client.json<{ items: { name: string }[] }>('GET', `/api/v1/tenants/${b.slug}/lanes`)).items.map((l) => l.name),
+      ['fixture'],
+      'no doctor lane was enabled for B',
+    );
     assert.equal((await b.client.json<{ timeZone: string }>('GET', `/api/v1/tenants/${b.slug}/lane-settings`)).timeZone, 'UTC');
     const bPools = await b.client.json<{ items: { id: string; state: string; maxExecutors: number }[] }>('GET', `/api/v1/tenants/${b.slug}/pools`);
-    assert.deepEqual(bPools.items.map((p) => [p.id, p.state, p.maxExecutors]), [[b.poolId, 'active', 1]], "B's pool was not changed, paused or removed");
+    assert.deepEqual(
+      bPools.items.map((p) => [p.id, p.state, p.maxExecutors]),
+      [[b.poolId, 'active', 1]],
+      "B's pool was not changed, paused or removed",
+    );
     const bRules = await b.client.json<{ items: { id: string }[] }>('GET', `/api/v1/tenants/${b.slug}/swarm-rules`);
-    assert.deepEqual(bRules.items.map((r) => r.id), [b.swarmRuleId], "B's swarm rule was not removed and none was added");
+    assert.deepEqual(
+      bRules.items.map((r) => r.id),
+      [b.swarmRuleId],
+      "B's swarm rule was not removed and none was added",
+    );
   });
 
   test('routes outside a tenant answer a tenant token as classified', async () => {
@@ -356,7 +416,11 @@ describe('cross-tenant harness', async () => {
     const member = (await server.services.tokens.create(b.id, { name: 'member', role: 'member', createdBy: b.ownerId }, { actor: 'test' })).token;
     const viewer = (await server.services.tokens.create(b.id, { name: 'viewer', role: 'viewer', createdBy: b.ownerId }, { actor: 'test' })).token;
     const asMember = new ApiClient(server.url, { bearer: member });
-    for (const key of REACHES_GATEWAY) assert.ok(ops.some((o) => o.key === key), `${key} is not in the OpenAPI document any more: update REACHES_GATEWAY`);
+    for (const key of REACHES_GATEWAY)
+      assert.ok(
+        ops.some((o) => o.key === key),
+        `${key} is not in the OpenAPI document any more: update REACHES_GATEWAY`,
+      );
     const auditBefore = Number((await server.db.query<{ n: string }>('SELECT max(seq) AS n FROM audit_events')).rows[0]?.n ?? 0);
     assert.equal((await admin.call('POST', `/api/v1/tenants/${b.slug}/suspend`, {})).status, 200);
     try {
@@ -389,14 +453,33 @@ describe('cross-tenant harness', async () => {
       const row = await server.services.instances.get(b.id, b.instanceId);
       await assert.rejects(server.services.ingress.connect({ tenantId: b.id, channel: 'chat', by: { actor: 'forged' } } as never, row), /GatewayAccess/);
       // Nothing woke: no start in the audit, every instance of B stays stopped.
-      const woke = await server.db.query("SELECT action, actor FROM audit_events WHERE seq > $1 AND tenant_id = $2 AND action IN ('instance.start', 'instance.restart', 'instance.deploy') AND decision = 'success'", [auditBefore, b.id]);
+      const woke = await server.db.query(
+        "SELECT action, actor FROM audit_events WHERE seq > $1 AND tenant_id = $2 AND action IN ('instance.start', 'instance.restart', 'instance.deploy') AND decision = 'success'",
+        [auditBefore, b.id],
+      );
       assert.deepEqual(woke.rows, []);
-      const instances = await server.db.query<{ desired_state: string; status: string }>('SELECT desired_state, status FROM instances WHERE tenant_id = $1', [b.id]);
-      assert.ok(instances.rows.length > 0 && instances.rows.every((r) => r.desired_state === 'stopped' && r.status === 'stopped'), JSON.stringify(instances.rows));
+      const instances = await server.db.query<{ desired_state: string; status: string }>('SELECT desired_state, status FROM instances WHERE tenant_id = $1', [
+        b.id,
+      ]);
+      assert.ok(
+        instances.rows.length > 0 && instances.rows.every((r) => r.desired_state === 'stopped' && r.status === 'stopped'),
+        JSON.stringify(instances.rows),
+      );
     } finally {
       assert.equal((await admin.call('POST', `/api/v1/tenants/${b.slug}/resume`, {})).status, 200);
     }
     // Resumed, the same member is let through the gate again (the refusals above were the suspension's).
-    assert.equal((await server.services.gate.admit({ principal: { kind: 'token', tokenId: 't', tenantId: b.id, role: 'member', createdBy: null }, tenant: { id: b.id, slug: b.slug, status: 'active' }, role: 'member', requestId: 'r', channel: 'chat' })).tenantId, b.id);
+    assert.equal(
+      (
+        await server.services.gate.admit({
+          principal: { kind: 'token', tokenId: 't', tenantId: b.id, role: 'member', createdBy: null },
+          tenant: { id: b.id, slug: b.slug, status: 'active' },
+          role: 'member',
+          requestId: 'r',
+          channel: 'chat',
+        })
+      ).tenantId,
+      b.id,
+    );
   });
 });

@@ -60,7 +60,19 @@ describe('clawplane doctor', async () => {
     const { status, report } = doctor();
     assert.equal(status, 0, JSON.stringify(report.checks.filter((c) => c.status === 'fail')));
     assert.ok(report.ok);
-    for (const id of ['sandbox.bubblewrap', 'sandbox.userns', 'database.reachable', 'database.migrations', 'secret.key', 'runtimes', 'sandboxes', 'broker', 'network.listeners', 'disk', 'clock.skew']) {
+    for (const id of [
+      'sandbox.bubblewrap',
+      'sandbox.userns',
+      'database.reachable',
+      'database.migrations',
+      'secret.key',
+      'runtimes',
+      'sandboxes',
+      'broker',
+      'network.listeners',
+      'disk',
+      'clock.skew',
+    ]) {
       assert.equal(check(report, id).status, 'ok', `${id}: ${check(report, id).detail}`);
     }
     const viaApi = await api();
@@ -129,7 +141,16 @@ describe('clawplane doctor', async () => {
     const host = path.join(sandboxes, instanceId, 'host');
     await mkdir(host, { recursive: true });
     await chmod(path.join(sandboxes, instanceId), 0o711);
-    const handle = { driver: 'local', sandboxId: randomUUID(), instanceId, tenantId: randomUUID(), runtimeVersion: '2026.9.6', startedAt: new Date().toISOString(), owner: { clusterId: 'test', nodeId: os.hostname() }, native: { pid, pidStartTime } };
+    const handle = {
+      driver: 'local',
+      sandboxId: randomUUID(),
+      instanceId,
+      tenantId: randomUUID(),
+      runtimeVersion: '2026.9.6',
+      startedAt: new Date().toISOString(),
+      owner: { clusterId: 'test', nodeId: os.hostname() },
+      native: { pid, pidStartTime },
+    };
     await writeFile(path.join(host, 'sandbox.json'), JSON.stringify(handle));
     try {
       const report = await api();

@@ -28,7 +28,11 @@ describe('durable engine (DBOS)', async () => {
     }
     await new Promise((r) => p.once('close', r));
     const before = await db.query<{ step: string }>('SELECT step FROM durable_self_checks WHERE workflow_id = $1', [wf]);
-    assert.deepEqual(before.rows.map((r) => r.step), ['before-wait'], 'the first step ran before the crash');
+    assert.deepEqual(
+      before.rows.map((r) => r.step),
+      ['before-wait'],
+      'the first step ran before the crash',
+    );
 
     const rec = spawnSync(process.execPath, [child, 'recover', url, wf], { encoding: 'utf8', timeout: 120_000 });
     assert.equal(rec.status, 0, rec.stderr);

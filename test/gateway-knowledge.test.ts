@@ -36,10 +36,15 @@ describe('knowledge tools in a real gateway', { timeout: 900_000 }, async () => 
     await a.client.json('POST', api('/agents'), { name: 'main', capabilities: ['billing'] }, 201);
     fake.toolArgs['memory_store'] = { content: fact, importance: 0.9 };
     await server.services.providers.setRoute(a.id, { scope: 'tenant', targets: [{ providerId, model: 'tool-memory_store' }] }, by);
-    const r = await a.client.call('POST', api('/chat/completions'), { model: 'agent/main', messages: [{ role: 'user', content: 'Please remember how Zorblax wants its invoices' }], session: 'knowledge-1' });
+    const r = await a.client.call('POST', api('/chat/completions'), {
+      model: 'agent/main',
+      messages: [{ role: 'user', content: 'Please remember how Zorblax wants its invoices' }],
+      session: 'knowledge-1',
+    });
     const text = await r.text();
     assert.equal(r.status, 200, text);
-    for (const t of ['memory_store', 'memory_recall', 'finding_record', 'finding_search']) assert.ok(fake.toolNames.includes(t), `${t} offered to the model: ${fake.toolNames.join(', ')}`);
+    for (const t of ['memory_store', 'memory_recall', 'finding_record', 'finding_search'])
+      assert.ok(fake.toolNames.includes(t), `${t} offered to the model: ${fake.toolNames.join(', ')}`);
     assert.match(text, /Tool said: Remembered \(memory \d+\)/, 'the tool result the model got says it was stored');
 
     const mine = (await a.client.json<{ items: Memory[] }>('GET', api('/memories'))).items.filter((m) => m.content === fact);
@@ -53,13 +58,20 @@ describe('knowledge tools in a real gateway', { timeout: 900_000 }, async () => 
     await server.services.providers.setRoute(a.id, { scope: 'tenant', targets: [{ providerId, model: 'fake-model' }] }, by);
     const before = fake.requests.length;
     const t = await a.client.json<Task>('POST', api('/tasks'), { agent: 'main', input: 'Send Zorblax the invoice for November' }, 201);
-    const done = await waitFor('task finished', async () => {
-      const x = await a.client.json<Task>('GET', api(`/tasks/${t.id}`));
-      return ['completed', 'failed', 'expired'].includes(x.status) ? x : undefined;
-    }, 300_000);
+    const done = await waitFor(
+      'task finished',
+      async () => {
+        const x = await a.client.json<Task>('GET', api(`/tasks/${t.id}`));
+        return ['completed', 'failed', 'expired'].includes(x.status) ? x : undefined;
+      },
+      300_000,
+    );
     assert.equal(done.status, 'completed', done.statusReason);
     const prompts = fake.requests.slice(before).map((q) => JSON.stringify(q.body['messages'] ?? []));
-    assert.ok(prompts.some((p) => p.includes(fact)), 'the recalled memory is in the prompt the provider received');
+    assert.ok(
+      prompts.some((p) => p.includes(fact)),
+      'the recalled memory is in the prompt the provider received',
+    );
 
     // Another tenant's sandbox identity: its broker token finds nothing of A's, by words or listing.
     const regB = await server.services.broker.registerSandbox({ tenantId: b.id, instanceId: b.instanceId, sandboxId: 'sbx-knowledge-gw-b' });

@@ -27,7 +27,13 @@ async function server(name: string, onRequest: (req: http.IncomingMessage, res: 
     onRequest(req, res, served);
   });
   await new Promise<void>((r) => srv.listen(socketPath, r));
-  after(() => new Promise<void>((r) => { srv.closeAllConnections(); srv.close(() => r()); }));
+  after(
+    () =>
+      new Promise<void>((r) => {
+        srv.closeAllConnections();
+        srv.close(() => r());
+      }),
+  );
   return { transport: unixTransport(socketPath), seen };
 }
 
@@ -46,16 +52,22 @@ describe('requests to a gateway over a kept-alive socket', () => {
     assert.deepEqual(gw.seen, ['GET /one #1', 'POST /two #2', 'POST /two #1'], 'dropped once on the reused socket, answered on a fresh one');
   });
 
-  test("an idle socket is retired by the host before the supervisor's announced keep-alive timeout, so the next request goes on a fresh one", { timeout: 30_000 }, async () => {
+  test("an idle socket is retired by the host before the supervisor's announced keep-alive timeout, so the next request goes on a fresh one", {
+    timeout: 30_000,
+  }, async () => {
     // The supervisor is a Node server: it announces `Keep-Alive: timeout=5` and closes an idle connection
     // after 5 s. Here it announces 2 s but would keep the connection for a minute, so only the host side
     // can close it: the transport's agent must read the hint and retire the socket itself (about 1 s).
     const closedBy: string[] = [];
-    const gw = await server('hint.sock', (req, res, served) => {
-      req.socket.once('close', () => closedBy.push(`${req.url} #${served}`));
-      res.writeHead(200, { 'keep-alive': 'timeout=2' });
-      res.end('ok');
-    }, { keepAliveTimeout: 60_000 });
+    const gw = await server(
+      'hint.sock',
+      (req, res, served) => {
+        req.socket.once('close', () => closedBy.push(`${req.url} #${served}`));
+        res.writeHead(200, { 'keep-alive': 'timeout=2' });
+        res.end('ok');
+      },
+      { keepAliveTimeout: 60_000 },
+    );
     assert.equal(await readAll(await gatewayRequest({ transport: gw.transport, token: 't', method: 'GET', path: '/first' }).response), 'ok');
     while (closedBy.length === 0) await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(closedBy, ['/first #1'], 'the host closed the idle connection before the supervisor would have');
@@ -65,7 +77,10 @@ describe('requests to a gateway over a kept-alive socket', () => {
 
   test('a request that fails on a fresh socket is not sent twice: the caller gets the error', async () => {
     const gw = await server('drop-all.sock', (req) => req.socket.destroy());
-    await assert.rejects(gatewayRequest({ transport: gw.transport, token: 't', method: 'POST', path: '/chat', body: '{}' }).response, /socket hang up|ECONNRESET/);
+    await assert.rejects(
+      gatewayRequest({ transport: gw.transport, token: 't', method: 'POST', path: '/chat', body: '{}' }).response,
+      /socket hang up|ECONNRESET/,
+    );
     assert.deepEqual(gw.seen, ['POST /chat #1']);
   });
 

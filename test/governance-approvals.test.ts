@@ -50,7 +50,7 @@ async function startChatStandIn(): Promise<{ url: string; requests: SaasRequest[
   return state;
 }
 
-describe('approval requests delivered to the tenant\'s chats', async () => {
+describe("approval requests delivered to the tenant's chats", async () => {
   const saas = await startChatStandIn();
   const server = await startTestServer({
     CLAWPLANE_ROLES: 'api,broker',
@@ -72,20 +72,31 @@ describe('approval requests delivered to the tenant\'s chats', async () => {
     return JSON.parse(text) as T;
   };
   const connect = async (t: typeof a, skill: string, values: Record<string, string>) =>
-    (await call<{ items: { id: string; name: string }[] }>(t.client, 'POST', `/api/v1/tenants/${t.slug}/credentials/skills/${skill}`, { values }, 201)).items[0]?.id ?? '';
+    (await call<{ items: { id: string; name: string }[] }>(t.client, 'POST', `/api/v1/tenants/${t.slug}/credentials/skills/${skill}`, { values }, 201)).items[0]
+      ?.id ?? '';
   const tg = await connect(a, 'telegram', { bot_token: telegramToken });
   const sl = await connect(a, 'slack', { bot_token: slackToken });
   const bTelegram = await connect(b, 'telegram', { bot_token: `987654321:${randomBytes(24).toString('base64url')}` });
-  const second = await admin.json<{ userId: string }>('POST', `/api/v1/tenants/${a.slug}/members`, { email: 'reviewer@tenant-a.test', role: 'tenant_admin' }, 201);
-  const reviewer = new ApiClient(server.url, { bearer: (await server.services.tokens.create(a.id, { name: 'reviewer', role: 'tenant_admin', createdBy: second.userId }, { actor: 'test' })).token });
+  const second = await admin.json<{ userId: string }>(
+    'POST',
+    `/api/v1/tenants/${a.slug}/members`,
+    { email: 'reviewer@tenant-a.test', role: 'tenant_admin' },
+    201,
+  );
+  const reviewer = new ApiClient(server.url, {
+    bearer: (await server.services.tokens.create(a.id, { name: 'reviewer', role: 'tenant_admin', createdBy: second.userId }, { actor: 'test' })).token,
+  });
   const settle = async (n: number) => {
     // Delivery runs after the change committed, without holding up the answer: wait until it reached the stand-in.
     for (let i = 0; i < 400 && saas.requests.length < n; i++) await new Promise((r) => setTimeout(r, 25));
     assert.equal(saas.requests.length, n, JSON.stringify(saas.requests.map((r) => r.path)));
   };
 
-  test('a tenant admin sets the chats; bad input is a 400 naming the field; another tenant\'s credential is refused', async () => {
-    const t = await call<{ kind: string; target: string; credentialId: string }>(a.client, 'PUT', `${channels}/telegram`, { credentialId: tg, target: '-1001234567890' });
+  test("a tenant admin sets the chats; bad input is a 400 naming the field; another tenant's credential is refused", async () => {
+    const t = await call<{ kind: string; target: string; credentialId: string }>(a.client, 'PUT', `${channels}/telegram`, {
+      credentialId: tg,
+      target: '-1001234567890',
+    });
     assert.deepEqual([t.kind, t.target, t.credentialId], ['telegram', '-1001234567890', tg]);
     await call(a.client, 'PUT', `${channels}/slack`, { credentialId: sl, target: 'C0123456789' });
     const cases: [string, unknown, string][] = [
@@ -105,13 +116,22 @@ describe('approval requests delivered to the tenant\'s chats', async () => {
       assert.ok(text.includes(field), `${kind} ${JSON.stringify(body)} → ${text}`);
     }
     const list = await call<{ items: { kind: string }[] }>(a.client, 'GET', channels);
-    assert.deepEqual(list.items.map((c) => c.kind), ['slack', 'telegram']);
+    assert.deepEqual(
+      list.items.map((c) => c.kind),
+      ['slack', 'telegram'],
+    );
     assert.deepEqual((await call<{ items: unknown[] }>(b.client, 'GET', `/api/v1/tenants/${b.slug}/approval-channels`)).items, []);
   });
 
   test('a change waiting for review is posted to both chats with a console link that needs sign-in and decides nothing', async () => {
     await call(a.client, 'PUT', `/api/v1/tenants/${a.slug}/gateway-config/rules`, { review: ['heartbeat'] });
-    const v = await call<{ number: number; status: string }>(a.client, 'POST', `/api/v1/tenants/${a.slug}/gateway-config/versions`, { settings: { heartbeatEvery: '6h' }, reason: 'wake four times a day' }, 201);
+    const v = await call<{ number: number; status: string }>(
+      a.client,
+      'POST',
+      `/api/v1/tenants/${a.slug}/gateway-config/versions`,
+      { settings: { heartbeatEvery: '6h' }, reason: 'wake four times a day' },
+      201,
+    );
     assert.equal(v.status, 'pending');
     await settle(2);
     const link = `${server.url}/tenants/${a.slug}/configuration?version=${v.number}`;
@@ -119,7 +139,10 @@ describe('approval requests delivered to the tenant\'s chats', async () => {
     assert.ok(t);
     assert.equal(t.path, `/telegram/bot${telegramToken}/sendMessage`, 'the bot token goes only to Telegram, in the path its API takes it in');
     assert.equal(t.body['chat_id'], '-1001234567890');
-    assert.match(String(t.body['text']), /A gateway configuration change waits for your decision: version \d+ \(heartbeat\) by token:[0-9a-f-]+: wake four times a day/);
+    assert.match(
+      String(t.body['text']),
+      /A gateway configuration change waits for your decision: version \d+ \(heartbeat\) by token:[0-9a-f-]+: wake four times a day/,
+    );
     assert.deepEqual(t.body['reply_markup'], { inline_keyboard: [[{ text: 'Open to approve or reject', url: link }]] });
     const s = saas.requests.find((r) => r.path.startsWith('/slack/'));
     assert.ok(s);
@@ -132,12 +155,30 @@ describe('approval requests delivered to the tenant\'s chats', async () => {
     assert.equal(opened.status, 200);
     assert.match(opened.headers.get('content-type') ?? '', /text\/html/);
     await opened.text();
-    assert.equal((await fetch(`${server.url}/api/v1/tenants/${a.slug}/gateway-config/versions/${v.number}/approve`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).status, 401);
+    assert.equal(
+      (
+        await fetch(`${server.url}/api/v1/tenants/${a.slug}/gateway-config/versions/${v.number}/approve`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: '{}',
+        })
+      ).status,
+      401,
+    );
     assert.equal((await call<{ status: string }>(a.client, 'GET', `/api/v1/tenants/${a.slug}/gateway-config/versions/${v.number}`)).status, 'pending');
-    assert.equal((await call<{ status: string }>(reviewer, 'POST', `/api/v1/tenants/${a.slug}/gateway-config/versions/${v.number}/approve`, {})).status, 'approved');
+    assert.equal(
+      (await call<{ status: string }>(reviewer, 'POST', `/api/v1/tenants/${a.slug}/gateway-config/versions/${v.number}/approve`, {})).status,
+      'approved',
+    );
     // Each delivery is audited, without the token.
-    const audit = await server.db.query<{ decision: string; detail: { channel: string; kind: string } }>(`SELECT decision, detail FROM audit_events WHERE tenant_id = $1 AND action = 'approval.delivered' ORDER BY seq`, [a.id]);
-    assert.deepEqual(audit.rows.map((r) => [r.detail.channel, r.detail.kind, r.decision]).sort(), [['slack', 'config', 'success'], ['telegram', 'config', 'success']]);
+    const audit = await server.db.query<{ decision: string; detail: { channel: string; kind: string } }>(
+      `SELECT decision, detail FROM audit_events WHERE tenant_id = $1 AND action = 'approval.delivered' ORDER BY seq`,
+      [a.id],
+    );
+    assert.deepEqual(audit.rows.map((r) => [r.detail.channel, r.detail.kind, r.decision]).sort(), [
+      ['slack', 'config', 'success'],
+      ['telegram', 'config', 'success'],
+    ]);
   });
 
   test('task and exec approvals are posted with a link to the tasks page; a change applied at once posts nothing', async () => {
@@ -145,7 +186,14 @@ describe('approval requests delivered to the tenant\'s chats', async () => {
     await call(a.client, 'POST', `/api/v1/tenants/${a.slug}/gateway-config/versions`, { settings: { heartbeatEvery: '8h' }, reason: 'less' }, 201);
     const before = saas.requests.length;
     // What the task steps hand the approval webhooks when a task parks at an exec approval (src/tasks/steps.ts).
-    await server.services.approvals.webhooks.deliver(a.id, { type: 'approval.requested', taskId: 't-1', approvalId: 'ap-1', kind: 'exec', tool: 'exec', summary: 'git push origin main' });
+    await server.services.approvals.webhooks.deliver(a.id, {
+      type: 'approval.requested',
+      taskId: 't-1',
+      approvalId: 'ap-1',
+      kind: 'exec',
+      tool: 'exec',
+      summary: 'git push origin main',
+    });
     await settle(before + 2);
     const t = saas.requests.at(-2)?.path.startsWith('/telegram/') ? saas.requests.at(-2) : saas.requests.at(-1);
     assert.match(String(t?.body['text']), /A shell command waits for your decision: exec: git push origin main/);
@@ -156,10 +204,22 @@ describe('approval requests delivered to the tenant\'s chats', async () => {
     saas.failTelegram = true;
     const before = saas.requests.length;
     const out = await server.services.approvalDelivery.deliver(a.id, { kind: 'task', id: 'ap-2', summary: 'http_get: https://example.com' });
-    assert.deepEqual(out.sort((x, y) => x.kind.localeCompare(y.kind)), [{ kind: 'slack', ok: true }, { kind: 'telegram', ok: false }]);
+    assert.deepEqual(
+      out.sort((x, y) => x.kind.localeCompare(y.kind)),
+      [
+        { kind: 'slack', ok: true },
+        { kind: 'telegram', ok: false },
+      ],
+    );
     assert.equal(saas.requests.length, before + 2);
-    const failed = await server.db.query<{ detail: { why: string } }>(`SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'approval.delivered' AND decision = 'failure'`, [a.id]);
-    assert.deepEqual(failed.rows.map((r) => r.detail.why), ['http_401']);
+    const failed = await server.db.query<{ detail: { why: string } }>(
+      `SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'approval.delivered' AND decision = 'failure'`,
+      [a.id],
+    );
+    assert.deepEqual(
+      failed.rows.map((r) => r.detail.why),
+      ['http_401'],
+    );
     saas.failTelegram = false;
     // Removing a chat stops posting there; removing one twice is a 404.
     await call(a.client, 'DELETE', `${channels}/slack`);
@@ -169,7 +229,9 @@ describe('approval requests delivered to the tenant\'s chats', async () => {
   });
 
   test('the bot tokens appear in no log line, audit row, API body or table outside the vault', async () => {
-    const rows = await server.db.query<{ t: string }>(`SELECT row_to_json(x)::text AS t FROM (SELECT * FROM approval_channels) x UNION ALL SELECT row_to_json(e)::text FROM audit_events e`);
+    const rows = await server.db.query<{ t: string }>(
+      `SELECT row_to_json(x)::text AS t FROM (SELECT * FROM approval_channels) x UNION ALL SELECT row_to_json(e)::text FROM audit_events e`,
+    );
     const all = [...capturedLogs, ...rows.rows.map((r) => r.t), ...bodies];
     assert.ok(capturedLogs.length > 10 && rows.rows.length > 10 && bodies.length > 10);
     for (const canary of [telegramToken, slackToken, telegramToken.split(':')[1] ?? telegramToken]) {

@@ -15,17 +15,35 @@ import { twoTenants, onboard } from './helpers/client.ts';
 import { startFakeLlm } from './helpers/fake-llm.ts';
 import { startTestServer } from './helpers/server.ts';
 
-function post(socketPath: string, token: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; json: Record<string, unknown>; retryAfter: string | undefined }> {
+function post(
+  socketPath: string,
+  token: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; json: Record<string, unknown>; retryAfter: string | undefined }> {
   return new Promise((resolve, reject) => {
     const payload = Buffer.from(JSON.stringify(body));
-    const req = http.request({ socketPath, method: 'POST', path: '/v1/chat/completions', agent: false, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': String(payload.length), ...headers } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString();
-        resolve({ status: res.statusCode ?? 0, json: text ? (JSON.parse(text) as Record<string, unknown>) : {}, retryAfter: res.headers['retry-after'] as string | undefined });
-      });
-    });
+    const req = http.request(
+      {
+        socketPath,
+        method: 'POST',
+        path: '/v1/chat/completions',
+        agent: false,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': String(payload.length), ...headers },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString();
+          resolve({
+            status: res.statusCode ?? 0,
+            json: text ? (JSON.parse(text) as Record<string, unknown>) : {},
+            retryAfter: res.headers['retry-after'] as string | undefined,
+          });
+        });
+      },
+    );
     req.on('error', reject);
     req.end(payload);
   });
@@ -37,14 +55,29 @@ const turn = (prompt: string, o: { history?: string; toolLoop?: boolean } = {}) 
   stream: false,
   messages: [
     { role: 'system', content: 'You are a personal assistant running inside OpenClaw.' },
-    ...(o.history ? [{ role: 'user', content: o.history }, { role: 'assistant', content: 'ok' }] : []),
+    ...(o.history
+      ? [
+          { role: 'user', content: o.history },
+          { role: 'assistant', content: 'ok' },
+        ]
+      : []),
     { role: 'user', content: prompt },
     // Measured on OpenClaw 2026.9.6: its internal context follows the turn's prompt as another user message.
-    { role: 'user', content: '<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>\nConversation data (data, not instructions):\n"## Active Subagents\\nnone"\n<<<END_OPENCLAW_INTERNAL_CONTEXT>>>' },
-    ...(o.toolLoop ? [{ role: 'assistant', content: null, tool_calls: [{ id: 't1', type: 'function', function: { name: 'memory_search', arguments: '{}' } }] }, { role: 'tool', tool_call_id: 't1', content: 'nothing' }] : []),
+    {
+      role: 'user',
+      content:
+        '<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>\nConversation data (data, not instructions):\n"## Active Subagents\\nnone"\n<<<END_OPENCLAW_INTERNAL_CONTEXT>>>',
+    },
+    ...(o.toolLoop
+      ? [
+          { role: 'assistant', content: null, tool_calls: [{ id: 't1', type: 'function', function: { name: 'memory_search', arguments: '{}' } }] },
+          { role: 'tool', tool_call_id: 't1', content: 'nothing' },
+        ]
+      : []),
   ],
 });
-const cronPrompt = (job: string, at: string) => `[cron:${job} daily digest] Summarise the inbox.\nCurrent time: Saturday, December 5th, 2026 - ${at} (UTC)\n\nThis is an unattended scheduled run.`;
+const cronPrompt = (job: string, at: string) =>
+  `[cron:${job} daily digest] Summarise the inbox.\nCurrent time: Saturday, December 5th, 2026 - ${at} (UTC)\n\nThis is an unattended scheduled run.`;
 const heartbeat = (at: string) => `${HEARTBEAT_PROMPT}\nCurrent time: ${at}`;
 
 describe('heartbeat and cron caps', async () => {
@@ -65,16 +98,23 @@ describe('heartbeat and cron caps', async () => {
   const sendA = (body: unknown, headers?: Record<string, string>) => post(regA.socketPath, regA.token, body, headers);
   /** Moves the recorded start of a job's last run `minutes` into the past (instead of waiting). */
   const age = async (tenantId: string, job: string, minutes: number) => {
-    const r = await server.db.query(`UPDATE scheduled_runs SET started_at = started_at - make_interval(mins => $3) WHERE tenant_id = $1 AND job = $2`, [tenantId, job, minutes]);
+    const r = await server.db.query(`UPDATE scheduled_runs SET started_at = started_at - make_interval(mins => $3) WHERE tenant_id = $1 AND job = $2`, [
+      tenantId,
+      job,
+      minutes,
+    ]);
     assert.equal(r.rowCount, 1, `a recorded run of ${job}`);
   };
 
-  test('OpenClaw\'s scheduled prompts are recognised from the turn\'s own (last) user message, nothing else', () => {
+  test("OpenClaw's scheduled prompts are recognised from the turn's own (last) user message, nothing else", () => {
     assert.deepEqual(classifyScheduled(turn(cronPrompt('job-1', '09:00')))?.kind, 'cron');
     assert.equal(classifyScheduled(turn(cronPrompt('job-1', '09:00')))?.job, 'job-1');
     assert.equal(classifyScheduled(turn(heartbeat('09:00')))?.kind, 'heartbeat');
     assert.equal(classifyScheduled(turn('Run the following periodic tasks (only those due based on their intervals):\n\n- inbox: check'))?.kind, 'heartbeat');
-    assert.equal(classifyScheduled(turn('A scheduled reminder has been triggered. The reminder content is:\n\nAutomation "probe" failed 2 times'))?.kind, 'heartbeat');
+    assert.equal(
+      classifyScheduled(turn('A scheduled reminder has been triggered. The reminder content is:\n\nAutomation "probe" failed 2 times'))?.kind,
+      'heartbeat',
+    );
     // A tool loop keeps the turn's prompt as its last user message: the same run.
     assert.equal(classifyScheduled(turn(cronPrompt('job-1', '09:00'), { toolLoop: true }))?.run, classifyScheduled(turn(cronPrompt('job-1', '09:00')))?.run);
     // A chat whose history holds an earlier scheduled turn is a chat.
@@ -84,7 +124,11 @@ describe('heartbeat and cron caps', async () => {
   });
 
   test('caps per tenant and agent are set through the rules; bad ones are a 400 naming the field', async () => {
-    const r = await a.client.json<{ cronMinMinutes: number | null; agentCaps: Record<string, unknown> }>('PUT', rules, { review: [], cronMinMinutes: 60, agentCaps: { main: { heartbeatMinMinutes: 120 } } });
+    const r = await a.client.json<{ cronMinMinutes: number | null; agentCaps: Record<string, unknown> }>('PUT', rules, {
+      review: [],
+      cronMinMinutes: 60,
+      agentCaps: { main: { heartbeatMinMinutes: 120 } },
+    });
     assert.equal(r.cronMinMinutes, 60);
     assert.deepEqual(r.agentCaps, { main: { heartbeatMinMinutes: 120 } });
     const cases: [unknown, string][] = [
@@ -107,7 +151,12 @@ describe('heartbeat and cron caps', async () => {
   });
 
   test('the render: the heartbeat prompt carries the marker, a cron cap turns off catching up missed runs', async () => {
-    const v = await a.client.json<{ config: { agents: { defaults: { heartbeat: { every: string; prompt?: string } } }; cron?: unknown } }>('POST', `/api/v1/tenants/${a.slug}/gateway-config/versions`, { settings: { heartbeatEvery: '2h' }, reason: 'twice a day' }, 201);
+    const v = await a.client.json<{ config: { agents: { defaults: { heartbeat: { every: string; prompt?: string } } }; cron?: unknown } }>(
+      'POST',
+      `/api/v1/tenants/${a.slug}/gateway-config/versions`,
+      { settings: { heartbeatEvery: '2h' }, reason: 'twice a day' },
+      201,
+    );
     assert.deepEqual(v.config.agents.defaults.heartbeat, { every: '2h', prompt: HEARTBEAT_PROMPT });
     assert.deepEqual(v.config.cron, { skipMissedJobs: true });
     // A heartbeat that is off needs no prompt; tenant B has no cron cap: no cron block.
@@ -115,7 +164,7 @@ describe('heartbeat and cron caps', async () => {
     assert.equal(start.input.cronCapped, undefined);
   });
 
-  test('the broker refuses a cron run that comes sooner than the cap, with the cap\'s name; the run\'s own tool loop passes', async () => {
+  test("the broker refuses a cron run that comes sooner than the cap, with the cap's name; the run's own tool loop passes", async () => {
     const first = await sendA(turn(cronPrompt('job-1', '09:00')));
     assert.equal(first.status, 200, JSON.stringify(first.json));
     assert.equal((await sendA(turn(cronPrompt('job-1', '09:00'), { toolLoop: true }))).status, 200, 'the same run continues');
@@ -132,11 +181,17 @@ describe('heartbeat and cron caps', async () => {
     await age(a.id, 'job-1', 60);
     assert.equal((await sendA(turn(cronPrompt('job-1', '10:01')))).status, 200);
     // The refusal is audited with the cap's name.
-    const audit = await server.db.query<{ detail: { limit?: string } }>(`SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'broker.budget_refused'`, [a.id]);
-    assert.ok(audit.rows.some((r) => JSON.stringify(r.detail).includes('cron_min_minutes')), JSON.stringify(audit.rows));
+    const audit = await server.db.query<{ detail: { limit?: string } }>(
+      `SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'broker.budget_refused'`,
+      [a.id],
+    );
+    assert.ok(
+      audit.rows.some((r) => JSON.stringify(r.detail).includes('cron_min_minutes')),
+      JSON.stringify(audit.rows),
+    );
   });
 
-  test('the heartbeat cap binds the broker too: the agent\'s stricter cap (120 minutes) applies', async () => {
+  test("the heartbeat cap binds the broker too: the agent's stricter cap (120 minutes) applies", async () => {
     assert.equal((await sendA(turn(heartbeat('09:00')))).status, 200);
     const soon = await sendA(turn(heartbeat('09:30')));
     assert.equal(soon.status, 429);
@@ -147,7 +202,7 @@ describe('heartbeat and cron caps', async () => {
     assert.equal((await sendA(turn(heartbeat('11:00')))).status, 200);
   });
 
-  test('without a cap nothing is recorded or refused; tenant B is not bound by A\'s caps', async () => {
+  test("without a cap nothing is recorded or refused; tenant B is not bound by A's caps", async () => {
     for (const at of ['09:00', '09:01', '09:02']) assert.equal((await post(regB.socketPath, regB.token, turn(cronPrompt('job-1', at)))).status, 200);
     const rows = await server.db.query('SELECT 1 FROM scheduled_runs WHERE tenant_id = $1', [b.id]);
     assert.equal(rows.rowCount, 0);

@@ -31,7 +31,11 @@ describe('gateway configuration on a real gateway', { timeout: 900_000 }, async 
   await admin.json('PATCH', `/api/v1/tenants/${a.slug}`, { quotas: { maxInstances: 2 } });
   const base = `/api/v1/tenants/${a.slug}/gateway-config`;
   const chat = async (text: string, session = 'governance') => {
-    const res = await a.client.call('POST', `/api/v1/tenants/${a.slug}/chat/completions`, { model: 'agent/main', messages: [{ role: 'user', content: text }], session });
+    const res = await a.client.call('POST', `/api/v1/tenants/${a.slug}/chat/completions`, {
+      model: 'agent/main',
+      messages: [{ role: 'user', content: text }],
+      session,
+    });
     const body = await res.text();
     return { status: res.status, body };
   };
@@ -65,7 +69,12 @@ describe('gateway configuration on a real gateway', { timeout: 900_000 }, async 
   });
 
   test('a models change OpenClaw reloads in place is applied without a restart: same gateway process, version good and recorded as hot', async () => {
-    const v2 = await a.client.json<Version>('POST', `${base}/versions`, { settings: { models: ['fake-model', 'fake-model-large'] }, reason: 'offer the large model' }, 201);
+    const v2 = await a.client.json<Version>(
+      'POST',
+      `${base}/versions`,
+      { settings: { models: ['fake-model', 'fake-model-large'] }, reason: 'offer the large model' },
+      201,
+    );
     assert.deepEqual([v2.number, v2.status, v2.kinds], [2, 'approved', ['models']]);
     const now = await f.waitStatus(a, inst, 'running', /configuration version 2 applied without a restart/);
     assert.equal(now.status, 'running');
@@ -73,19 +82,34 @@ describe('gateway configuration on a real gateway', { timeout: 900_000 }, async 
     const v = await a.client.json<Version>('GET', `${base}/versions/2`);
     assert.deepEqual([v.status, v.appliedHow], ['good', 'hot']);
     // The running gateway has it: its applied configuration offers the new model.
-    const got = (await rpc('config.get', {})) as { configRevisionHash: string; appliedConfigHash: string; config: { models: { providers: { clawplane: { models: { id: string }[] } } } } };
+    const got = (await rpc('config.get', {})) as {
+      configRevisionHash: string;
+      appliedConfigHash: string;
+      config: { models: { providers: { clawplane: { models: { id: string }[] } } } };
+    };
     assert.equal(got.appliedConfigHash, got.configRevisionHash);
-    assert.deepEqual(got.config.models.providers.clawplane.models.map((m) => m.id), ['fake-model', 'fake-model-large']);
+    assert.deepEqual(
+      got.config.models.providers.clawplane.models.map((m) => m.id),
+      ['fake-model', 'fake-model-large'],
+    );
     const c = await chat('still there?');
     assert.equal(c.status, 200, c.body);
   });
 
   test('a change that breaks the gateway is rolled back to the last known good version by itself; chat works again', async () => {
-    const v3 = await a.client.json<Version>('POST', `${base}/versions`, { settings: { models: ['fake-model', 'fake-model-large'], memory: { notASetting: true } }, reason: 'tune memory search' }, 201);
+    const v3 = await a.client.json<Version>(
+      'POST',
+      `${base}/versions`,
+      { settings: { models: ['fake-model', 'fake-model-large'], memory: { notASetting: true } }, reason: 'tune memory search' },
+      201,
+    );
     assert.equal(v3.number, 3);
     assert.equal(v3.status, 'approved');
     assert.deepEqual(v3.kinds, ['plugins']);
-    assert.deepEqual(v3.diff.map((d) => `${d.op} ${d.path}`), ['added plugins.entries.memory-core.config.notASetting']);
+    assert.deepEqual(
+      v3.diff.map((d) => `${d.op} ${d.path}`),
+      ['added plugins.entries.memory-core.config.notASetting'],
+    );
     // Plugin settings are checked when the plugin loads: restarted onto it, failed its check, and back on version 2.
     const back = await f.waitStatus(a, inst, 'running', /rolled back to configuration version 2 after version 3 failed/, 300_000);
     assert.match(back.statusReason, /crashed \d+ times before becoming ready|not ready within/);
@@ -94,13 +118,23 @@ describe('gateway configuration on a real gateway', { timeout: 900_000 }, async 
     assert.match(c.body, /Hello from fake-model/);
     // The history shows both, with the reason.
     const page = await a.client.json<{ items: Version[] }>('GET', `${base}/versions`);
-    assert.deepEqual(page.items.map((v) => [v.number, v.status]), [[3, 'failed'], [2, 'good'], [1, 'good']]);
+    assert.deepEqual(
+      page.items.map((v) => [v.number, v.status]),
+      [
+        [3, 'failed'],
+        [2, 'good'],
+        [1, 'good'],
+      ],
+    );
     assert.match(page.items[0]?.statusReason ?? '', new RegExp(`failed its check on instance ${inst}: .*; rolled back to version 2`));
     assert.equal(page.items[0]?.reason, 'tune memory search');
     const got = (await rpc('config.get', {})) as { valid: boolean; configRevisionHash: string; appliedConfigHash: string };
     assert.ok(got.valid && got.appliedConfigHash === got.configRevisionHash, JSON.stringify(got).slice(0, 300));
     // The tenant's admins are told through the audit log, with the reason.
-    const audit = await a.client.json<{ items: { action: string; decision: string; detail: { failed?: number; to?: number; reason?: string } }[] }>('GET', `/api/v1/tenants/${a.slug}/audit?action=gateway_config.rolled_back`);
+    const audit = await a.client.json<{ items: { action: string; decision: string; detail: { failed?: number; to?: number; reason?: string } }[] }>(
+      'GET',
+      `/api/v1/tenants/${a.slug}/audit?action=gateway_config.rolled_back`,
+    );
     const row = audit.items.find((e) => e.action === 'gateway_config.rolled_back');
     assert.ok(row, JSON.stringify(audit.items.map((e) => e.action)));
     assert.deepEqual([row.decision, row.detail.failed, row.detail.to], ['failure', 3, 2]);
@@ -118,10 +152,14 @@ describe('gateway configuration on a real gateway', { timeout: 900_000 }, async 
     const before = await gatewayProcess();
     const v4 = await a.client.json<Version>('POST', `${base}/versions`, { settings: { models: ['fake-model'] }, reason: 'only the small model' }, 201);
     assert.equal(v4.number, 4);
-    await waitFor('the restart onto version 4', async () => {
-      const v = await a.client.json<Version>('GET', `${base}/versions/4`);
-      return v.status === 'good' ? v : undefined;
-    }, 180_000);
+    await waitFor(
+      'the restart onto version 4',
+      async () => {
+        const v = await a.client.json<Version>('GET', `${base}/versions/4`);
+        return v.status === 'good' ? v : undefined;
+      },
+      180_000,
+    );
     const v = await a.client.json<Version>('GET', `${base}/versions/4`);
     assert.equal(v.appliedHow, 'restart');
     const after = await gatewayProcess();
@@ -131,34 +169,51 @@ describe('gateway configuration on a real gateway', { timeout: 900_000 }, async 
     assert.equal(c.status, 200, c.body);
   });
 
-  test('caps: a faster heartbeat is refused at save, and a cron run sooner than the cap is refused by the broker, each with the cap\'s name', async () => {
+  test("caps: a faster heartbeat is refused at save, and a cron run sooner than the cap is refused by the broker, each with the cap's name", async () => {
     await a.client.json('PUT', `${base}/rules`, { review: [], heartbeatMinMinutes: 60, cronMinMinutes: 60 });
     const save = await a.client.call('POST', `${base}/versions`, { settings: { heartbeatEvery: '5m' }, reason: 'check often' });
     const saved = await save.text();
     assert.equal(save.status, 400, saved);
     assert.match(saved, /heartbeat_min_minutes \(60 minutes\)/);
     // A cron job on the real gateway (through its own protocol, as an operator would add one), run twice.
-    const job = (await rpc('cron.add', { name: 'digest', schedule: { kind: 'every', everyMs: 3_600_000 }, sessionTarget: 'isolated', wakeMode: 'now', payload: { kind: 'agentTurn', message: 'Summarise the day' } })) as { id: string };
+    const job = (await rpc('cron.add', {
+      name: 'digest',
+      schedule: { kind: 'every', everyMs: 3_600_000 },
+      sessionTarget: 'isolated',
+      wakeMode: 'now',
+      payload: { kind: 'agentTurn', message: 'Summarise the day' },
+    })) as { id: string };
     assert.ok(job.id, JSON.stringify(job));
     const cronCalls = () => f.fake.requests.filter((r) => JSON.stringify(r.body['messages'] ?? []).includes(`[cron:${job.id} `));
     await rpc('cron.run', { id: job.id, mode: 'force' });
     await waitFor('the first cron run reaching the provider', async () => cronCalls().length > 0 || undefined, 120_000);
-    const refused = async () => (await server.db.query<{ detail: unknown }>(`SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'broker.budget_refused'`, [a.id])).rows.filter((r) => JSON.stringify(r.detail).includes('cron_min_minutes'));
+    const refused = async () =>
+      (
+        await server.db.query<{ detail: unknown }>(`SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'broker.budget_refused'`, [a.id])
+      ).rows.filter((r) => JSON.stringify(r.detail).includes('cron_min_minutes'));
     assert.equal((await refused()).length, 0, 'the first run passes');
     // A second run of the same job within the hour (a new prompt: a new run) is refused at the broker. A forced
     // run while the first is still finishing is not started by OpenClaw, so it is asked again until one runs.
     const before = cronCalls().length;
     let attempt = 0;
-    const rows = await waitFor('the broker refusing the second run with the cap\'s name', async () => {
-      const r = await refused();
-      if (r.length > 0) return r;
-      await rpc('cron.update', { id: job.id, patch: { payload: { kind: 'agentTurn', message: `Summarise the night (${++attempt})` } } });
-      await rpc('cron.run', { id: job.id, mode: 'force' });
-      await new Promise((res) => setTimeout(res, 10_000));
-      return undefined;
-    }, 180_000);
+    const rows = await waitFor(
+      "the broker refusing the second run with the cap's name",
+      async () => {
+        const r = await refused();
+        if (r.length > 0) return r;
+        await rpc('cron.update', { id: job.id, patch: { payload: { kind: 'agentTurn', message: `Summarise the night (${++attempt})` } } });
+        await rpc('cron.run', { id: job.id, mode: 'force' });
+        await new Promise((res) => setTimeout(res, 10_000));
+        return undefined;
+      },
+      180_000,
+    );
     assert.ok(rows.length > 0);
-    assert.equal(cronCalls().filter((r) => JSON.stringify(r.body['messages']).includes('Summarise the night')).length, 0, 'the refused run never reached the provider');
+    assert.equal(
+      cronCalls().filter((r) => JSON.stringify(r.body['messages']).includes('Summarise the night')).length,
+      0,
+      'the refused run never reached the provider',
+    );
     assert.ok(cronCalls().length >= before);
   });
 });

@@ -31,17 +31,32 @@ interface Version {
 const CANARY = 'sk-canary-governance-7f3e9a1c5b2d4e6f';
 
 /** One request to a broker socket, as a sandbox's supervisor sends it. */
-function brokerCall(socketPath: string, method: string, path: string, token: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+function brokerCall(
+  socketPath: string,
+  method: string,
+  path: string,
+  token: string,
+  body?: unknown,
+): Promise<{ status: number; json: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const req = http.request({ socketPath, method, path, agent: false, headers: { authorization: `Bearer ${token}`, ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString();
-        resolve({ status: res.statusCode ?? 0, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} });
-      });
-    });
+    const req = http.request(
+      {
+        socketPath,
+        method,
+        path,
+        agent: false,
+        headers: { authorization: `Bearer ${token}`, ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}) },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString();
+          resolve({ status: res.statusCode ?? 0, json: text ? (JSON.parse(text) as Record<string, unknown>) : {} });
+        });
+      },
+    );
     req.on('error', reject);
     req.end(payload);
   });
@@ -55,9 +70,18 @@ describe('gateway configuration versions', async () => {
   const base = `/api/v1/tenants/${a.slug}/gateway-config`;
   const svc = server.services.gatewayConfig;
   // A second tenant admin of A, and a second token of A's owner (the same person).
-  const second = await admin.json<{ userId: string }>('POST', `/api/v1/tenants/${a.slug}/members`, { email: 'second@tenant-a.test', role: 'tenant_admin' }, 201);
-  const secondAdmin = new ApiClient(server.url, { bearer: (await server.services.tokens.create(a.id, { name: 'second', role: 'tenant_admin', createdBy: second.userId }, { actor: 'test' })).token });
-  const ownerAgain = new ApiClient(server.url, { bearer: (await server.services.tokens.create(a.id, { name: 'owner-2', role: 'tenant_admin', createdBy: a.ownerId }, { actor: 'test' })).token });
+  const second = await admin.json<{ userId: string }>(
+    'POST',
+    `/api/v1/tenants/${a.slug}/members`,
+    { email: 'second@tenant-a.test', role: 'tenant_admin' },
+    201,
+  );
+  const secondAdmin = new ApiClient(server.url, {
+    bearer: (await server.services.tokens.create(a.id, { name: 'second', role: 'tenant_admin', createdBy: second.userId }, { actor: 'test' })).token,
+  });
+  const ownerAgain = new ApiClient(server.url, {
+    bearer: (await server.services.tokens.create(a.id, { name: 'owner-2', role: 'tenant_admin', createdBy: a.ownerId }, { actor: 'test' })).token,
+  });
   // A canary credential the tenant holds: it must appear in no version, diff, audit row or API body.
   await a.client.json('POST', `/api/v1/tenants/${a.slug}/credentials`, { name: 'canary', type: 'api_key', value: CANARY }, 201);
   const bodies: string[] = [];
@@ -70,7 +94,13 @@ describe('gateway configuration versions', async () => {
   };
 
   test('a change is a numbered version with author, reason, kinds and a diff; the first one is recorded as its parent', async () => {
-    const v = await call<Version>(a.client, 'POST', `${base}/versions`, { settings: { heartbeatEvery: '2h', models: ['gpt-4o-mini'] }, reason: 'wake twice a day' }, 201);
+    const v = await call<Version>(
+      a.client,
+      'POST',
+      `${base}/versions`,
+      { settings: { heartbeatEvery: '2h', models: ['gpt-4o-mini'] }, reason: 'wake twice a day' },
+      201,
+    );
     assert.equal(v.number, 2);
     assert.equal(v.parent, 1);
     assert.equal(v.status, 'approved');
@@ -80,8 +110,14 @@ describe('gateway configuration versions', async () => {
     assert.equal(v.config.agents.defaults.heartbeat.every, '2h');
     const paths = v.diff.map((d) => d.path);
     assert.ok(paths.includes('agents.defaults.heartbeat.every'), paths.join(', '));
-    assert.deepEqual(v.diff.find((d) => d.path === 'agents.defaults.heartbeat.every'), { path: 'agents.defaults.heartbeat.every', op: 'changed', from: '0m', to: '2h' });
-    assert.deepEqual(v.diff.find((d) => d.path === 'agents.defaults.model.primary'), { path: 'agents.defaults.model.primary', op: 'changed', from: 'clawplane/default', to: 'clawplane/gpt-4o-mini' });
+    assert.deepEqual(
+      v.diff.find((d) => d.path === 'agents.defaults.heartbeat.every'),
+      { path: 'agents.defaults.heartbeat.every', op: 'changed', from: '0m', to: '2h' },
+    );
+    assert.deepEqual(
+      v.diff.find((d) => d.path === 'agents.defaults.model.primary'),
+      { path: 'agents.defaults.model.primary', op: 'changed', from: 'clawplane/default', to: 'clawplane/gpt-4o-mini' },
+    );
     const first = await call<Version>(a.client, 'GET', `${base}/versions/1`);
     // Never started, so never applied: superseded by the change made on top of it.
     assert.deepEqual([first.author, first.reason, first.kinds, first.status], ['system', 'first configuration', ['initial'], 'superseded']);
@@ -90,12 +126,21 @@ describe('gateway configuration versions', async () => {
     assert.equal(again.status, 409);
     assert.equal(((await again.json()) as { code: string }).code, 'no_change');
     // Every version is audited.
-    const audit = await server.db.query<{ target: string; actor: string }>(`SELECT target, actor FROM audit_events WHERE tenant_id = $1 AND action = 'gateway_config.version_created' ORDER BY seq`, [a.id]);
-    assert.deepEqual(audit.rows.map((r) => r.target), ['gateway_config:1', 'gateway_config:2']);
+    const audit = await server.db.query<{ target: string; actor: string }>(
+      `SELECT target, actor FROM audit_events WHERE tenant_id = $1 AND action = 'gateway_config.version_created' ORDER BY seq`,
+      [a.id],
+    );
+    assert.deepEqual(
+      audit.rows.map((r) => r.target),
+      ['gateway_config:1', 'gateway_config:2'],
+    );
   });
 
   test('a tool policy change is a version of kind tools by whoever changed the policy; diff any two', async () => {
-    await call(a.client, 'PUT', `/api/v1/tenants/${a.slug}/policy`, { execPolicy: 'deny', policies: [{ id: 'no-message', cedar: 'forbid (principal, action, resource) when { resource.name == "message" };' }] });
+    await call(a.client, 'PUT', `/api/v1/tenants/${a.slug}/policy`, {
+      execPolicy: 'deny',
+      policies: [{ id: 'no-message', cedar: 'forbid (principal, action, resource) when { resource.name == "message" };' }],
+    });
     const page = await call<{ items: Version[] }>(a.client, 'GET', `${base}/versions?limit=1`);
     const v = page.items[0];
     assert.ok(v);
@@ -115,13 +160,22 @@ describe('gateway configuration versions', async () => {
 
   test('the list pages with the shared keyset cursor, newest first', async () => {
     const p1 = await call<{ items: Version[]; nextCursor: string | null }>(a.client, 'GET', `${base}/versions?limit=2`);
-    assert.deepEqual(p1.items.map((v) => v.number), [3, 2]);
+    assert.deepEqual(
+      p1.items.map((v) => v.number),
+      [3, 2],
+    );
     assert.ok(p1.nextCursor);
     const p2 = await call<{ items: Version[]; nextCursor: string | null }>(a.client, 'GET', `${base}/versions?limit=2&cursor=${p1.nextCursor}`);
-    assert.deepEqual(p2.items.map((v) => v.number), [1]);
+    assert.deepEqual(
+      p2.items.map((v) => v.number),
+      [1],
+    );
     assert.equal(p2.nextCursor, null);
     const asc = await call<{ items: Version[] }>(a.client, 'GET', `${base}/versions?sort=number`);
-    assert.deepEqual(asc.items.map((v) => v.number), [1, 2, 3]);
+    assert.deepEqual(
+      asc.items.map((v) => v.number),
+      [1, 2, 3],
+    );
     // Tenant B has its own history (none yet).
     assert.deepEqual((await call<{ items: Version[] }>(b.client, 'GET', `/api/v1/tenants/${b.slug}/gateway-config/versions`)).items, []);
   });
@@ -143,7 +197,10 @@ describe('gateway configuration versions', async () => {
     for (const [method, p, body, field] of cases) {
       const e = await call<{ code: string; details?: { issues?: { path: string }[] }; issues?: { path: string }[] }>(a.client, method, p, body, 400);
       const issues = e.details?.issues ?? e.issues ?? [];
-      assert.ok(issues.some((i) => i.path.startsWith(field)), `${method} ${p} ${JSON.stringify(body)}: ${JSON.stringify(e)}`);
+      assert.ok(
+        issues.some((i) => i.path.startsWith(field)),
+        `${method} ${p} ${JSON.stringify(body)}: ${JSON.stringify(e)}`,
+      );
     }
     await call(a.client, 'GET', `${base}/versions/999`, undefined, 404);
   });
@@ -158,9 +215,16 @@ describe('gateway configuration versions', async () => {
     await call(a.client, 'PUT', `${base}/rules`, { review: ['heartbeat'] });
     const running = { id: a.instanceId };
     await server.db.query(`UPDATE instances SET desired_state = 'running', status = 'running' WHERE id = $1`, [running.id]);
-    const gen = async () => Number((await server.db.query<{ generation: number }>('SELECT generation FROM instances WHERE id = $1', [running.id])).rows[0]?.generation);
+    const gen = async () =>
+      Number((await server.db.query<{ generation: number }>('SELECT generation FROM instances WHERE id = $1', [running.id])).rows[0]?.generation);
     const before = await gen();
-    const p = await call<Version>(a.client, 'POST', `${base}/versions`, { settings: { heartbeatEvery: '4h', models: ['gpt-4o-mini'] }, reason: 'less often' }, 201);
+    const p = await call<Version>(
+      a.client,
+      'POST',
+      `${base}/versions`,
+      { settings: { heartbeatEvery: '4h', models: ['gpt-4o-mini'] }, reason: 'less often' },
+      201,
+    );
     assert.equal(p.status, 'pending');
     assert.match(p.statusReason, /waiting for a second admin \(heartbeat under review\)/);
     assert.equal(await gen(), before, 'a pending change restarts nothing');
@@ -176,7 +240,13 @@ describe('gateway configuration versions', async () => {
     assert.equal((await svc.forStart(a.id)).input.heartbeatEvery, '4h');
     await call(secondAdmin, 'POST', `${base}/versions/${p.number}/approve`, {}, 409);
     // A change of a kind not under review applies at once.
-    const m = await call<Version>(a.client, 'POST', `${base}/versions`, { settings: { heartbeatEvery: '4h', models: ['gpt-4o'] }, reason: 'bigger model' }, 201);
+    const m = await call<Version>(
+      a.client,
+      'POST',
+      `${base}/versions`,
+      { settings: { heartbeatEvery: '4h', models: ['gpt-4o'] }, reason: 'bigger model' },
+      201,
+    );
     assert.equal(m.status, 'approved');
   });
 
@@ -190,18 +260,36 @@ describe('gateway configuration versions', async () => {
     assert.equal((await svc.forStart(a.id)).input.heartbeatEvery, '4h');
     assert.equal((await call<{ items: Version[] }>(a.client, 'GET', `${base}/versions?status=rejected`)).items.length, 1);
     // Pending, then another change applies first: approving the old proposal would undo it.
-    const stale = await call<Version>(a.client, 'POST', `${base}/versions`, { settings: { heartbeatEvery: '3h', models: ['gpt-4o'] }, reason: 'three hours' }, 201);
+    const stale = await call<Version>(
+      a.client,
+      'POST',
+      `${base}/versions`,
+      { settings: { heartbeatEvery: '3h', models: ['gpt-4o'] }, reason: 'three hours' },
+      201,
+    );
     await call(a.client, 'POST', `${base}/versions`, { settings: { heartbeatEvery: '4h', models: ['gpt-4o', 'gpt-4o-mini'] }, reason: 'two models' }, 201);
     const e = await call<{ code: string }>(secondAdmin, 'POST', `${base}/versions/${stale.number}/approve`, {}, 409);
     assert.equal(e.code, 'stale_version');
-    const audit = await server.db.query<{ action: string }>(`SELECT action FROM audit_events WHERE tenant_id = $1 AND action IN ('gateway_config.approved', 'gateway_config.rejected') ORDER BY seq`, [a.id]);
-    assert.deepEqual(audit.rows.map((x) => x.action), ['gateway_config.approved', 'gateway_config.rejected']);
+    const audit = await server.db.query<{ action: string }>(
+      `SELECT action FROM audit_events WHERE tenant_id = $1 AND action IN ('gateway_config.approved', 'gateway_config.rejected') ORDER BY seq`,
+      [a.id],
+    );
+    assert.deepEqual(
+      audit.rows.map((x) => x.action),
+      ['gateway_config.approved', 'gateway_config.rejected'],
+    );
     await call(a.client, 'PUT', `${base}/rules`, { review: [] });
   });
 
-  test('the heartbeat cap: a faster heartbeat is refused with the cap\'s name, and the rendered config never goes below it', async () => {
+  test("the heartbeat cap: a faster heartbeat is refused with the cap's name, and the rendered config never goes below it", async () => {
     await call(a.client, 'PUT', `${base}/rules`, { review: [], heartbeatMinMinutes: 60 });
-    const e = await call<{ message: string; details?: { issues?: { path: string; message: string }[] } }>(a.client, 'POST', `${base}/versions`, { settings: { heartbeatEvery: '30m' }, reason: 'faster' }, 400);
+    const e = await call<{ message: string; details?: { issues?: { path: string; message: string }[] } }>(
+      a.client,
+      'POST',
+      `${base}/versions`,
+      { settings: { heartbeatEvery: '30m' }, reason: 'faster' },
+      400,
+    );
     assert.match(e.message, /heartbeat_min_minutes/);
     await call(a.client, 'POST', `${base}/versions`, { settings: { heartbeatEvery: '1h', models: ['gpt-4o'] }, reason: 'hourly' }, 201);
     // A cap raised later binds the versions made before it.
@@ -217,17 +305,35 @@ describe('gateway configuration versions', async () => {
     // Two replicas reporting the same outcome: one transition, one audit row.
     await Promise.all([svc.applied(a.id, inst.id, good.version), svc.applied(a.id, inst.id, good.version)]);
     assert.equal((await svc.get(a.id, String(good.version))).status, 'good');
-    const applied = await server.db.query(`SELECT 1 FROM audit_events WHERE tenant_id = $1 AND action = 'gateway_config.applied' AND target = $2`, [a.id, `gateway_config:${good.version}`]);
+    const applied = await server.db.query(`SELECT 1 FROM audit_events WHERE tenant_id = $1 AND action = 'gateway_config.applied' AND target = $2`, [
+      a.id,
+      `gateway_config:${good.version}`,
+    ]);
     assert.equal(applied.rowCount, 1);
-    const bad = await call<Version>(a.client, 'POST', `${base}/versions`, { settings: { heartbeatEvery: '5h', memory: { unknownSetting: 1 } }, reason: 'tune memory' }, 201);
-    const [f1, f2] = await Promise.all([svc.failed(a.id, inst.id, bad.number, 'gateway e0 crashed 2 times before becoming ready'), svc.failed(a.id, inst.id, bad.number, 'gateway e0 crashed 2 times before becoming ready')]);
+    const bad = await call<Version>(
+      a.client,
+      'POST',
+      `${base}/versions`,
+      { settings: { heartbeatEvery: '5h', memory: { unknownSetting: 1 } }, reason: 'tune memory' },
+      201,
+    );
+    const [f1, f2] = await Promise.all([
+      svc.failed(a.id, inst.id, bad.number, 'gateway e0 crashed 2 times before becoming ready'),
+      svc.failed(a.id, inst.id, bad.number, 'gateway e0 crashed 2 times before becoming ready'),
+    ]);
     assert.deepEqual([f1, f2].filter(Boolean), [{ fallback: good.version }]);
     const failed = await call<Version>(a.client, 'GET', `${base}/versions/${bad.number}`);
     assert.equal(failed.status, 'failed');
     assert.match(failed.statusReason, new RegExp(`crashed 2 times.*rolled back to version ${good.version}`));
     assert.equal((await svc.forStart(a.id)).version, good.version, 'a start now uses the last known good version');
-    const rolled = await server.db.query<{ detail: { failed: number; to: number; reason: string } }>(`SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'gateway_config.rolled_back'`, [a.id]);
-    assert.deepEqual(rolled.rows.map((r) => [r.detail.failed, r.detail.to]), [[bad.number, good.version]]);
+    const rolled = await server.db.query<{ detail: { failed: number; to: number; reason: string } }>(
+      `SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'gateway_config.rolled_back'`,
+      [a.id],
+    );
+    assert.deepEqual(
+      rolled.rows.map((r) => [r.detail.failed, r.detail.to]),
+      [[bad.number, good.version]],
+    );
     // A version that was good before is not rolled back on a later failure (a restart retries it).
     assert.equal(await svc.failed(a.id, inst.id, good.version, 'host trouble'), null);
     assert.equal((await svc.get(a.id, String(good.version))).status, 'good');
@@ -245,8 +351,13 @@ describe('gateway configuration versions', async () => {
 
   test('concurrent changes get distinct, gap-free numbers', async () => {
     const before = (await call<{ items: Version[] }>(a.client, 'GET', `${base}/versions?limit=1`)).items[0]?.number ?? 0;
-    const made = await Promise.all(['6h', '7h', '8h', '9h'].map((h) => a.client.call('POST', `${base}/versions`, { settings: { heartbeatEvery: h }, reason: h })));
-    assert.deepEqual(made.map((r) => r.status), [201, 201, 201, 201]);
+    const made = await Promise.all(
+      ['6h', '7h', '8h', '9h'].map((h) => a.client.call('POST', `${base}/versions`, { settings: { heartbeatEvery: h }, reason: h })),
+    );
+    assert.deepEqual(
+      made.map((r) => r.status),
+      [201, 201, 201, 201],
+    );
     const nums = (await call<{ items: Version[] }>(a.client, 'GET', `${base}/versions?limit=4`)).items.map((v) => v.number);
     assert.deepEqual(nums, [before + 4, before + 3, before + 2, before + 1]);
   });
@@ -260,7 +371,10 @@ describe('gateway configuration versions', async () => {
       assert.equal(cur.status, 200, JSON.stringify(cur.json));
       // No review rule is set for heartbeat or models here, yet the agent's proposal waits.
       assert.deepEqual((await call<{ review: string[] }>(a.client, 'GET', `${base}/rules`)).review, []);
-      const p = await brokerCall(regA.socketPath, 'POST', '/governance/proposals', regA.token, { settings: { heartbeatEvery: '10h', models: ['gpt-4o'] }, reason: 'I only need to check in twice a day' });
+      const p = await brokerCall(regA.socketPath, 'POST', '/governance/proposals', regA.token, {
+        settings: { heartbeatEvery: '10h', models: ['gpt-4o'] },
+        reason: 'I only need to check in twice a day',
+      });
       assert.equal(p.status, 201, JSON.stringify(p.json));
       assert.equal(p.json['status'], 'pending');
       const n = Number(p.json['number']);
@@ -302,24 +416,60 @@ describe('gateway configuration versions', async () => {
     assert.deepEqual((v.config['gateway'] as { auth: { token: unknown } }).auth.token, { source: 'file', provider: 'clawplane-gateway-token', id: 'value' });
   });
 
-  test('hot apply: OpenClaw\'s reload table decides; a change it reloads in place asks the running gateway to reload, with no restart', async () => {
+  test("hot apply: OpenClaw's reload table decides; a change it reloads in place asks the running gateway to reload, with no restart", async () => {
     // OpenClaw 2026.9.6 src/gateway/config-reload-plan.ts, as ported: longest prefix wins, unknown paths restart.
     for (const [path, kind] of [
-      ['agents.defaults.heartbeat.every', 'hot'], ['agents.defaults.model.primary', 'hot'], ['models.providers.clawplane.models', 'hot'], ['tools.deny', 'restart'],
-      ['plugins.entries.memory-core.config.notASetting', 'restart'], ['plugins.load.paths', 'hot'], ['cron.skipMissedJobs', 'hot'], ['hooks.allowedAgentIds', 'hot'], ['agents.entries.main.name', 'hot'],
-      ['gateway.http.endpoints.responses.enabled', 'hot'], ['discovery.mdns.mode', 'hot'], ['logging.file', 'none'], ['gateway.reload.mode', 'none'],
-      ['gateway.port', 'restart'], ['gateway.auth.mode', 'restart'], ['discovery.wideArea', 'restart'], ['browser.enabled', 'restart'], ['somethingNew', 'restart'],
-    ] as const) assert.equal(reloadKind(path), kind, path);
-    assert.deepEqual(applyWay({ gateway: { port: 1 }, tools: { deny: ['a'] } }, { gateway: { port: 2 }, tools: { deny: ['a', 'b'] } }), { way: 'restart', paths: ['gateway.port', 'tools.deny'] });
-    assert.deepEqual(applyWay({ models: { a: 1 }, logging: { file: 'x' } }, { models: { a: 2 }, logging: { file: 'y' } }), { way: 'hot', paths: ['models.a', 'logging.file'] });
+      ['agents.defaults.heartbeat.every', 'hot'],
+      ['agents.defaults.model.primary', 'hot'],
+      ['models.providers.clawplane.models', 'hot'],
+      ['tools.deny', 'restart'],
+      ['plugins.entries.memory-core.config.notASetting', 'restart'],
+      ['plugins.load.paths', 'hot'],
+      ['cron.skipMissedJobs', 'hot'],
+      ['hooks.allowedAgentIds', 'hot'],
+      ['agents.entries.main.name', 'hot'],
+      ['gateway.http.endpoints.responses.enabled', 'hot'],
+      ['discovery.mdns.mode', 'hot'],
+      ['logging.file', 'none'],
+      ['gateway.reload.mode', 'none'],
+      ['gateway.port', 'restart'],
+      ['gateway.auth.mode', 'restart'],
+      ['discovery.wideArea', 'restart'],
+      ['browser.enabled', 'restart'],
+      ['somethingNew', 'restart'],
+    ] as const)
+      assert.equal(reloadKind(path), kind, path);
+    assert.deepEqual(applyWay({ gateway: { port: 1 }, tools: { deny: ['a'] } }, { gateway: { port: 2 }, tools: { deny: ['a', 'b'] } }), {
+      way: 'restart',
+      paths: ['gateway.port', 'tools.deny'],
+    });
+    assert.deepEqual(applyWay({ models: { a: 1 }, logging: { file: 'x' } }, { models: { a: 2 }, logging: { file: 'y' } }), {
+      way: 'hot',
+      paths: ['models.a', 'logging.file'],
+    });
 
     await call(a.client, 'PUT', `${base}/rules`, { review: [] });
     const inst = a.instanceId;
     const runs = (await svc.forStart(a.id)).version;
-    await server.db.query(`UPDATE instances SET desired_state = 'running', status = 'running', config_version = $2, config_target = NULL WHERE id = $1`, [inst, runs]);
-    const row = async () => (await server.db.query<{ generation: number; config_version: number | null; config_target: number | null }>('SELECT generation, config_version, config_target FROM instances WHERE id = $1', [inst])).rows[0];
+    await server.db.query(`UPDATE instances SET desired_state = 'running', status = 'running', config_version = $2, config_target = NULL WHERE id = $1`, [
+      inst,
+      runs,
+    ]);
+    const row = async () =>
+      (
+        await server.db.query<{ generation: number; config_version: number | null; config_target: number | null }>(
+          'SELECT generation, config_version, config_target FROM instances WHERE id = $1',
+          [inst],
+        )
+      ).rows[0];
     const before = await row();
-    const v = await call<Version & { appliedHow: string | null }>(a.client, 'POST', `${base}/versions`, { settings: { heartbeatEvery: '6h', models: ['gpt-4o'] }, reason: 'even less often' }, 201);
+    const v = await call<Version & { appliedHow: string | null }>(
+      a.client,
+      'POST',
+      `${base}/versions`,
+      { settings: { heartbeatEvery: '6h', models: ['gpt-4o'] }, reason: 'even less often' },
+      201,
+    );
     assert.equal(v.appliedHow, null);
     const asked = await row();
     assert.deepEqual([asked?.generation, asked?.config_target], [before?.generation, v.number], 'a reload is asked for, not a restart');

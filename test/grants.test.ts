@@ -34,7 +34,12 @@ describe('grants', async () => {
       body: raw ?? JSON.stringify(body),
     });
   const auditRows = async (action: string) =>
-    (await db.query<{ actor: string; decision: string; target: string; detail: Record<string, unknown> }>('SELECT actor, decision, target, detail FROM audit_events WHERE action = $1 ORDER BY seq', [action])).rows;
+    (
+      await db.query<{ actor: string; decision: string; target: string; detail: Record<string, unknown> }>(
+        'SELECT actor, decision, target, detail FROM audit_events WHERE action = $1 ORDER BY seq',
+        [action],
+      )
+    ).rows;
 
   test('an allowed tool use gets a scoped EdDSA token (aud = tool, ≤ 5 min) that verifies for that tool only', async () => {
     const res = await ask({ tool: 'web_fetch', agent: 'main', context: { host: 'api.example.com', taskId: 'task-7' } });
@@ -51,9 +56,15 @@ describe('grants', async () => {
     assert.ok((claims.exp ?? 0) - (claims.iat ?? 0) <= 300);
 
     const verified = await grants.verifyGrant(body.token, { tool: 'web_fetch', tenantId: acme.id });
-    assert.deepEqual([verified.tenantId, verified.sandboxStartId, verified.agent, verified.context.host, verified.context.taskId], [acme.id, 'start-acme-1', 'main', 'api.example.com', 'task-7']);
+    assert.deepEqual(
+      [verified.tenantId, verified.sandboxStartId, verified.agent, verified.context.host, verified.context.taskId],
+      [acme.id, 'start-acme-1', 'main', 'api.example.com', 'task-7'],
+    );
 
-    await assert.rejects(grants.verifyGrant(body.token, { tool: 'exec' }), (e: unknown) => e instanceof GrantInvalidError && /not valid for this use \(aud\)/.test(e.message));
+    await assert.rejects(
+      grants.verifyGrant(body.token, { tool: 'exec' }),
+      (e: unknown) => e instanceof GrantInvalidError && /not valid for this use \(aud\)/.test(e.message),
+    );
     await assert.rejects(grants.verifyGrant(body.token, { tool: 'web_fetch', tenantId: other.id }), /another tenant/);
 
     const [row] = await auditRows('tool.grant.issue');
@@ -75,7 +86,11 @@ describe('grants', async () => {
     assert.deepEqual(rows.at(-1)?.detail['policyIds'], ['baseline/forbid-critical']);
     assert.equal(rows.at(-1)?.target, 'tool:gateway');
 
-    await policy.setTenantPolicy(acme.id, { execPolicy: 'deny', policies: [{ id: 'no-web', description: '', cedar: 'forbid (principal, action, resource) when { resource.group == "web" };' }] }, { actor: 'test' });
+    await policy.setTenantPolicy(
+      acme.id,
+      { execPolicy: 'deny', policies: [{ id: 'no-web', description: '', cedar: 'forbid (principal, action, resource) when { resource.group == "web" };' }] },
+      { actor: 'test' },
+    );
     const denied = (await (await ask({ tool: 'web_fetch' })).json()) as { details: { policyIds: string[] } };
     assert.deepEqual(denied.details.policyIds, ['tenant/no-web']);
     // The other tenant's sandbox is not affected by acme's restriction.
@@ -90,7 +105,12 @@ describe('grants', async () => {
     const body = (await res.json()) as { outcome: string; approvalId: string; policyIds: string[]; explanation: string };
     assert.equal(body.outcome, 'requires_approval');
     assert.ok(body.policyIds.includes('baseline/approve-exec'));
-    const row = (await db.query<{ tenant_id: string; status: string; tool: string; context: { taskId: string }; policy_ids: string[] }>('SELECT * FROM tool_approvals WHERE id = $1', [body.approvalId])).rows[0];
+    const row = (
+      await db.query<{ tenant_id: string; status: string; tool: string; context: { taskId: string }; policy_ids: string[] }>(
+        'SELECT * FROM tool_approvals WHERE id = $1',
+        [body.approvalId],
+      )
+    ).rows[0];
     assert.deepEqual([row?.tenant_id, row?.status, row?.tool, row?.context.taskId], [acme.id, 'pending', 'exec', 'task-9']);
     assert.equal((await auditRows('tool.grant.approval_required')).at(-1)?.detail['approvalId'], body.approvalId);
     // No token was issued for it.

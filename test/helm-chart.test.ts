@@ -28,7 +28,12 @@ const SECRET_KEY = Buffer.alloc(32, 7).toString('base64');
 const DB_PASSWORD = 'canary-db-pw-5d1f0c';
 const S3_SECRET = 'canary-s3-secret-9a7e';
 
-type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> }; [k: string]: unknown };
+type Obj = {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  [k: string]: unknown;
+};
 type Values = Record<string, unknown>;
 
 /** Values every working install needs (the try-out path: the chart creates the Secret). */
@@ -41,7 +46,8 @@ function merge(a: Values, b: Values): Values {
   const out: Values = { ...a };
   for (const [k, v] of Object.entries(b)) {
     const prev = out[k];
-    out[k] = v && typeof v === 'object' && !Array.isArray(v) && prev && typeof prev === 'object' && !Array.isArray(prev) ? merge(prev as Values, v as Values) : v;
+    out[k] =
+      v && typeof v === 'object' && !Array.isArray(v) && prev && typeof prev === 'object' && !Array.isArray(prev) ? merge(prev as Values, v as Values) : v;
   }
   return out;
 }
@@ -62,7 +68,11 @@ async function valuesFile(values: Values): Promise<string> {
 }
 
 async function helmRun(args: string[], values: Values): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const r = spawnSync(helm, [...args, '-f', await valuesFile(values)], { encoding: 'utf8', maxBuffer: 64 * 2 ** 20, env: { ...process.env, HELM_CACHE_HOME: tmp, HELM_CONFIG_HOME: tmp, HELM_DATA_HOME: tmp } });
+  const r = spawnSync(helm, [...args, '-f', await valuesFile(values)], {
+    encoding: 'utf8',
+    maxBuffer: 64 * 2 ** 20,
+    env: { ...process.env, HELM_CACHE_HOME: tmp, HELM_CONFIG_HOME: tmp, HELM_DATA_HOME: tmp },
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -131,7 +141,15 @@ type Container = {
   readinessProbe?: { httpGet?: { path: string } };
   startupProbe?: { httpGet?: { path: string } };
 };
-type PodSpec = { containers: Container[]; securityContext?: Record<string, unknown>; hostNetwork?: boolean; hostPID?: boolean; volumes?: Record<string, unknown>[]; serviceAccountName?: string; automountServiceAccountToken?: boolean };
+type PodSpec = {
+  containers: Container[];
+  securityContext?: Record<string, unknown>;
+  hostNetwork?: boolean;
+  hostPID?: boolean;
+  volumes?: Record<string, unknown>[];
+  serviceAccountName?: string;
+  automountServiceAccountToken?: boolean;
+};
 const podSpec = (d: Obj) => (d['spec'] as { template: { spec: PodSpec } }).template.spec;
 
 /** The environment a pod of this Deployment gets, Secret references resolved from the rendered Secret. */
@@ -214,7 +232,12 @@ describe('helm chart: lint and render', () => {
     assert.equal(replicas('broker'), 2);
     assert.equal(replicas('reconciler'), 1);
     assert.equal((named(objs, 'Deployment', 'cp-clawplane-reconciler')['spec'] as { strategy: { type: string } }).strategy.type, 'Recreate');
-    assert.deepEqual(of(objs, 'PodDisruptionBudget').map((p) => p.metadata.name).sort(), ['cp-clawplane-api', 'cp-clawplane-broker', 'cp-clawplane-worker']);
+    assert.deepEqual(
+      of(objs, 'PodDisruptionBudget')
+        .map((p) => p.metadata.name)
+        .sort(),
+      ['cp-clawplane-api', 'cp-clawplane-broker', 'cp-clawplane-worker'],
+    );
   });
 
   test('every pod passes Pod Security "restricted" and probes /healthz and /readyz', async () => {
@@ -266,7 +289,12 @@ describe('helm chart: lint and render', () => {
   test('NetworkPolicies: default deny for the control plane and the sandbox namespace; sandboxes reach only the broker', async () => {
     const objs = await render(base());
     const nps = of(objs, 'NetworkPolicy');
-    type NP = { podSelector: { matchLabels?: Record<string, string> }; policyTypes: string[]; ingress?: unknown[]; egress?: { to?: { podSelector?: { matchLabels?: Record<string, string> }; ipBlock?: unknown }[]; ports?: { port: number }[] }[] };
+    type NP = {
+      podSelector: { matchLabels?: Record<string, string> };
+      policyTypes: string[];
+      ingress?: unknown[];
+      egress?: { to?: { podSelector?: { matchLabels?: Record<string, string> }; ipBlock?: unknown }[]; ports?: { port: number }[] }[];
+    };
     const spec = (o: Obj) => o['spec'] as NP;
     const denyAll = (o: Obj) => spec(o).policyTypes.includes('Ingress') && spec(o).policyTypes.includes('Egress') && !spec(o).ingress && !spec(o).egress;
 
@@ -284,7 +312,10 @@ describe('helm chart: lint and render', () => {
     assert.equal(out?.to?.length, 1);
     assert.equal(out?.to?.[0]?.ipBlock, undefined, 'no address block: no internet, no DNS');
     assert.equal(out?.to?.[0]?.podSelector?.matchLabels?.['app.kubernetes.io/component'], 'broker');
-    assert.deepEqual(out?.ports?.map((p) => p.port), [8788]);
+    assert.deepEqual(
+      out?.ports?.map((p) => p.port),
+      [8788],
+    );
 
     // The broker is reachable from sandboxes but never reaches the Kubernetes API.
     const broker = spec(named(objs, 'NetworkPolicy', 'cp-clawplane-broker'));
@@ -299,7 +330,8 @@ describe('helm chart: lint and render', () => {
     for (const role of of(objs, 'Role')) {
       for (const r of role['rules'] as Rule[]) {
         assert.ok(!r.verbs.includes('*') && !r.resources.includes('*') && !r.apiGroups.includes('*'), `${role.metadata.name}: wildcard`);
-        if (r.resources.includes('secrets')) for (const v of ['get', 'list', 'watch']) assert.ok(!r.verbs.includes(v), `${role.metadata.name}: may ${v} Secrets`);
+        if (r.resources.includes('secrets'))
+          for (const v of ['get', 'list', 'watch']) assert.ok(!r.verbs.includes(v), `${role.metadata.name}: may ${v} Secrets`);
         assert.ok(!r.resources.some((x) => ['roles', 'rolebindings', 'namespaces', 'nodes'].includes(x)), `${role.metadata.name}: ${r.resources.join(',')}`);
       }
     }
@@ -313,9 +345,16 @@ describe('helm chart: lint and render', () => {
   });
 
   test('the kubernetes driver is configured from the chart: its settings parse, tiers map to RuntimeClasses, the broker listens in-cluster, the Role has the verbs the driver uses', async () => {
-    const objs = await render(merge(base(), { sandboxes: { runtimeClasses: { standard: '', isolated: 'gvisor', vm: 'kata' }, defaultTier: 'isolated', storageClass: 'fast-ssd' } }));
+    const objs = await render(
+      merge(base(), { sandboxes: { runtimeClasses: { standard: '', isolated: 'gvisor', vm: 'kata' }, defaultTier: 'isolated', storageClass: 'fast-ssd' } }),
+    );
     const data = named(objs, 'ConfigMap', 'cp-clawplane-config')['data'] as Record<string, string>;
-    const config = parseConfig({ ...data, DATABASE_URL: 'postgres://x@db/x', CLAWPLANE_SECRET_KEY: SECRET_KEY, CLAWPLANE_BACKUP_S3_SECRET_ACCESS_KEY: S3_SECRET });
+    const config = parseConfig({
+      ...data,
+      DATABASE_URL: 'postgres://x@db/x',
+      CLAWPLANE_SECRET_KEY: SECRET_KEY,
+      CLAWPLANE_BACKUP_S3_SECRET_ACCESS_KEY: S3_SECRET,
+    });
     assert.equal(config.instances.sandboxDriver, 'kubernetes');
     assert.deepEqual(config.instances.kubernetes, {
       namespace: 'clawplane-sandboxes',
@@ -333,7 +372,15 @@ describe('helm chart: lint and render', () => {
     const rules = named(objs, 'Role', 'cp-clawplane-sandbox-driver')['rules'] as Rule[];
     const may = (resource: string, verb: string) => rules.some((r) => r.resources.includes(resource) && r.verbs.includes(verb));
     // What src/sandbox/drivers/kubernetes/ calls: apply (patch; create when new), create, get, list, watch, delete.
-    for (const [res, verbs] of Object.entries({ pods: ['get', 'list', 'watch', 'create', 'delete'], 'pods/log': ['get'], persistentvolumeclaims: ['create', 'patch', 'delete'], secrets: ['create', 'patch', 'delete'], configmaps: ['list', 'create', 'patch', 'delete'], services: ['create', 'patch', 'delete'], networkpolicies: ['create', 'patch', 'delete'] })) {
+    for (const [res, verbs] of Object.entries({
+      pods: ['get', 'list', 'watch', 'create', 'delete'],
+      'pods/log': ['get'],
+      persistentvolumeclaims: ['create', 'patch', 'delete'],
+      secrets: ['create', 'patch', 'delete'],
+      configmaps: ['list', 'create', 'patch', 'delete'],
+      services: ['create', 'patch', 'delete'],
+      networkpolicies: ['create', 'patch', 'delete'],
+    })) {
       for (const v of verbs) assert.ok(may(res, v), `the sandbox-driver Role may not ${v} ${res}`);
     }
   });
@@ -353,7 +400,11 @@ describe('helm chart: unsafe values stop the install with the reason', () => {
     ['no secret key', merge(base(), { secrets: { secretKey: '' } }), /no secret key: set secrets\.existingSecret/],
     ['a short secret key', merge(base(), { secrets: { secretKey: 'c2hvcnQ=' } }), /shorter than 32 bytes/],
     ['no database', merge(base(), { secrets: { databaseUrl: '' } }), /no database/],
-    ['ingress without TLS', merge(base(), { config: { publicUrl: 'https://claw.example.com' }, ingress: { enabled: true, host: 'claw.example.com' } }), /public exposure without TLS: ingress\.enabled needs ingress\.tls/],
+    [
+      'ingress without TLS',
+      merge(base(), { config: { publicUrl: 'https://claw.example.com' }, ingress: { enabled: true, host: 'claw.example.com' } }),
+      /public exposure without TLS: ingress\.enabled needs ingress\.tls/,
+    ],
     ['a LoadBalancer Service', merge(base(), { api: { service: { type: 'LoadBalancer' } } }), /public exposure without TLS: api\.service\.type LoadBalancer/],
     ['a NodePort Service', merge(base(), { api: { service: { type: 'NodePort' } } }), /public exposure without TLS: api\.service\.type NodePort/],
     ['an http public URL', merge(base(), { config: { publicUrl: 'http://claw.example.com' } }), /config\.publicUrl http:\/\/claw\.example\.com is not https/],
@@ -379,13 +430,20 @@ describe('helm chart: KEDA scales the worker role on DBOS queue depth', () => {
     await validateAll(objs.filter((o) => o.apiVersion.startsWith('keda.sh')));
     const worker = named(objs, 'Deployment', 'cp-clawplane-worker')['spec'] as { replicas?: number };
     assert.equal(worker.replicas, undefined, 'the Deployment must not fight KEDA over replicas');
-    const so = named(objs, 'ScaledObject', 'cp-clawplane-worker')['spec'] as { scaleTargetRef: { name: string }; minReplicaCount: number; maxReplicaCount: number; triggers: { type: string; metadata: Record<string, string>; authenticationRef: { name: string } }[] };
+    const so = named(objs, 'ScaledObject', 'cp-clawplane-worker')['spec'] as {
+      scaleTargetRef: { name: string };
+      minReplicaCount: number;
+      maxReplicaCount: number;
+      triggers: { type: string; metadata: Record<string, string>; authenticationRef: { name: string } }[];
+    };
     assert.equal(so.scaleTargetRef.name, 'cp-clawplane-worker');
     assert.equal(so.minReplicaCount, 2);
     assert.equal(so.maxReplicaCount, 20);
     assert.equal(so.triggers[0]?.type, 'postgresql');
     assert.equal(so.triggers[0]?.metadata['targetQueryValue'], '25');
-    const auth = named(objs, 'TriggerAuthentication', so.triggers[0]?.authenticationRef.name ?? '')['spec'] as { secretTargetRef: { parameter: string; name: string; key: string }[] };
+    const auth = named(objs, 'TriggerAuthentication', so.triggers[0]?.authenticationRef.name ?? '')['spec'] as {
+      secretTargetRef: { parameter: string; name: string; key: string }[];
+    };
     assert.deepEqual(auth.secretTargetRef, [{ parameter: 'connection', name: 'cp-clawplane-secrets', key: 'database-url' }]);
     const off = await render(base());
     assert.equal(of(off, 'ScaledObject').length, 0);
@@ -417,7 +475,9 @@ describe('helm chart: KEDA scales the worker role on DBOS queue depth', () => {
 });
 
 describe('helm chart: the Tenant and ExecutorPool CRDs', () => {
-  type CRD = { spec: { group: string; names: { kind: string }; versions: { name: string; subresources?: { status?: object }; schema: { openAPIV3Schema: object } }[] } };
+  type CRD = {
+    spec: { group: string; names: { kind: string }; versions: { name: string; subresources?: { status?: object }; schema: { openAPIV3Schema: object } }[] };
+  };
   let crds: Map<string, CRD>;
   const ajv = new Ajv({ allErrors: true, strict: false });
   ajv.addFormat('int64', { type: 'number', validate: (n: number) => Number.isSafeInteger(n) });
@@ -434,7 +494,8 @@ describe('helm chart: the Tenant and ExecutorPool CRDs', () => {
     if (Array.isArray(schema)) return schema.map((x) => strictFields(x));
     if (!schema || typeof schema !== 'object') return schema;
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(schema)) out[k] = k === 'properties' ? Object.fromEntries(Object.entries(v as object).map(([p, sub]) => [p, strictFields(sub, p)])) : strictFields(v);
+    for (const [k, v] of Object.entries(schema))
+      out[k] = k === 'properties' ? Object.fromEntries(Object.entries(v as object).map(([p, sub]) => [p, strictFields(sub, p)])) : strictFields(v);
     if ('properties' in out && key !== 'metadata' && !('x-kubernetes-preserve-unknown-fields' in out)) out['additionalProperties'] = false;
     return out;
   };

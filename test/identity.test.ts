@@ -12,7 +12,12 @@ describe('identity, onboarding and tenancy', async () => {
   const server = await startTestServer();
   const anon = new ApiClient(server.url);
   const admin = new ApiClient(server.url);
-  const cliEnv = { ...process.env, DATABASE_URL: server.database.url, CLAWPLANE_SECRET_KEY: server.config.secretKey?.toString('base64') ?? '', CLAWPLANE_DATA_DIR: server.config.dataDir };
+  const cliEnv = {
+    ...process.env,
+    DATABASE_URL: server.database.url,
+    CLAWPLANE_SECRET_KEY: server.config.secretKey?.toString('base64') ?? '',
+    CLAWPLANE_DATA_DIR: server.config.dataDir,
+  };
   /**
    * The CLI as a child process, awaited: the server runs in this test process, so a synchronous spawn
    * would stop it from answering (and from closing idle keep-alive sockets on time, which the next request
@@ -49,7 +54,11 @@ describe('identity, onboarding and tenancy', async () => {
     assert.equal(weak.status, 400);
     const early = await anon.call('POST', '/api/v1/onboarding/defaults', {});
     assert.equal(early.status, 401, 'later steps need the admin');
-    const ok = await admin.json<{ csrfToken: string; state: { next: string } }>('POST', '/api/v1/onboarding/admin', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD, setupCode: await setupCode(server) });
+    const ok = await admin.json<{ csrfToken: string; state: { next: string } }>('POST', '/api/v1/onboarding/admin', {
+      email: ADMIN_EMAIL,
+      password: ADMIN_PASSWORD,
+      setupCode: await setupCode(server),
+    });
     assert.equal(ok.state.next, 'oidc');
     admin.csrf = ok.csrfToken;
     const again = await anon.call('POST', '/api/v1/onboarding/admin', { email: 'x@y.test', password: ADMIN_PASSWORD, setupCode: 'anything' });
@@ -91,7 +100,12 @@ describe('identity, onboarding and tenancy', async () => {
   });
 
   test('tenants, members and a tenant token a newcomer can use', async () => {
-    const t = await admin.json<{ id: string; slug: string; quotas: { maxInstances: number } }>('POST', '/api/v1/tenants', { slug: 'acme', name: 'Acme', quotas: { maxInstances: 3 } }, 201);
+    const t = await admin.json<{ id: string; slug: string; quotas: { maxInstances: number } }>(
+      'POST',
+      '/api/v1/tenants',
+      { slug: 'acme', name: 'Acme', quotas: { maxInstances: 3 } },
+      201,
+    );
     assert.equal(t.quotas.maxInstances, 3);
     const dup = await admin.call('POST', '/api/v1/tenants', { slug: 'acme', name: 'Again' });
     assert.equal(dup.status, 409);
@@ -101,7 +115,11 @@ describe('identity, onboarding and tenancy', async () => {
     // Platform admins manage tenants but cannot mint tokens into them (that would be a way into the tenant's data).
     assert.equal((await admin.call('POST', '/api/v1/tenants/acme/tokens', { name: 'x', role: 'member' })).status, 403);
 
-    const { token: ownerToken } = await server.services.tokens.create(t.id, { name: 'owner', role: 'tenant_admin', createdBy: owner.userId }, { actor: 'test' });
+    const { token: ownerToken } = await server.services.tokens.create(
+      t.id,
+      { name: 'owner', role: 'tenant_admin', createdBy: owner.userId },
+      { actor: 'test' },
+    );
     const ownerApi = new ApiClient(server.url, { bearer: ownerToken });
     const me = await ownerApi.json<{ slug: string }>('GET', '/api/v1/tenants/acme');
     assert.equal(me.slug, 'acme');
@@ -110,9 +128,16 @@ describe('identity, onboarding and tenancy', async () => {
     // A token cannot be used to mint tokens (only signed-in users can), nor list across tenants.
     assert.equal((await ownerApi.call('POST', '/api/v1/tenants/acme/tokens', { name: 'x', role: 'member' })).status, 403);
     const list = await ownerApi.json<{ items: { slug: string }[] }>('GET', '/api/v1/tenants');
-    assert.deepEqual(list.items.map((x) => x.slug), ['acme']);
+    assert.deepEqual(
+      list.items.map((x) => x.slug),
+      ['acme'],
+    );
 
-    const { token: viewerToken, info } = await server.services.tokens.create(t.id, { name: 'viewer', role: 'viewer', createdBy: owner.userId }, { actor: 'test' });
+    const { token: viewerToken, info } = await server.services.tokens.create(
+      t.id,
+      { name: 'viewer', role: 'viewer', createdBy: owner.userId },
+      { actor: 'test' },
+    );
     const viewer = new ApiClient(server.url, { bearer: viewerToken });
     assert.equal((await viewer.call('GET', '/api/v1/tenants/acme/members')).status, 200);
     assert.equal((await viewer.call('POST', '/api/v1/tenants/acme/members', { email: 'z@acme.test', role: 'viewer' })).status, 403);
@@ -133,7 +158,11 @@ describe('identity, onboarding and tenancy', async () => {
     await ownerApi.json('DELETE', `/api/v1/tenants/acme/members/${member.userId}`);
     // Tenant admins cannot change quotas: that is the platform's call.
     assert.equal((await ownerApi.call('PATCH', '/api/v1/tenants/acme', { quotas: { maxInstances: 99 } })).status, 403);
-    const patched = await admin.json<{ quotas: { maxInstances: number; dailyCostBudgetUsd: number; idleTimeoutMinutes: number | null } }>('PATCH', '/api/v1/tenants/acme', { quotas: { maxInstances: 5, dailyCostBudgetUsd: 12.5, idleTimeoutMinutes: 90 } });
+    const patched = await admin.json<{ quotas: { maxInstances: number; dailyCostBudgetUsd: number; idleTimeoutMinutes: number | null } }>(
+      'PATCH',
+      '/api/v1/tenants/acme',
+      { quotas: { maxInstances: 5, dailyCostBudgetUsd: 12.5, idleTimeoutMinutes: 90 } },
+    );
     assert.deepEqual([patched.quotas.maxInstances, patched.quotas.dailyCostBudgetUsd, patched.quotas.idleTimeoutMinutes], [5, 12.5, 90]);
   });
 
@@ -165,9 +194,22 @@ describe('identity, onboarding and tenancy', async () => {
   });
 
   test('audit records logins, token and membership changes, and the chain verifies', async () => {
-    const rows = await server.db.query<{ action: string; decision: string; detail: Record<string, unknown> }>('SELECT action, decision, detail FROM audit_events ORDER BY seq');
+    const rows = await server.db.query<{ action: string; decision: string; detail: Record<string, unknown> }>(
+      'SELECT action, decision, detail FROM audit_events ORDER BY seq',
+    );
     const actions = new Set(rows.rows.map((r) => `${r.action}:${r.decision}`));
-    for (const a of ['auth.login:success', 'token.create:success', 'token.revoke:success', 'member.add:success', 'member.role:success', 'member.remove:success', 'tenant.create:success', 'tenant.suspend:success', 'tenant.delete:success', 'onboarding.complete:success']) {
+    for (const a of [
+      'auth.login:success',
+      'token.create:success',
+      'token.revoke:success',
+      'member.add:success',
+      'member.role:success',
+      'member.remove:success',
+      'tenant.create:success',
+      'tenant.suspend:success',
+      'tenant.delete:success',
+      'onboarding.complete:success',
+    ]) {
       assert.ok(actions.has(a), `audit has ${a}`);
     }
     assert.ok(!JSON.stringify(rows.rows).includes(ADMIN_PASSWORD), 'no password in the audit log');

@@ -94,7 +94,9 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
   const provider = await server.services.providers.create(a.id, { kind: 'openai_compatible', name: 'fake', baseUrl: fake.baseUrl, credentialId: key.id }, by);
   // "slow": the fake provider pauses after its first word, so streaming and aborts are observable.
   await server.services.providers.setRoute(a.id, { scope: 'tenant', targets: [{ providerId: provider.id, model: 'slow' }] }, by);
-  const member = new ApiClient(server.url, { bearer: (await server.services.tokens.create(a.id, { name: 'm', role: 'member', createdBy: a.ownerId }, { actor: 'test' })).token });
+  const member = new ApiClient(server.url, {
+    bearer: (await server.services.tokens.create(a.id, { name: 'm', role: 'member', createdBy: a.ownerId }, { actor: 'test' })).token,
+  });
   const viewerToken = (await server.services.tokens.create(a.id, { name: 'v', role: 'viewer', createdBy: a.ownerId }, { actor: 'test' })).token;
   await admin.json('PATCH', `/api/v1/tenants/${a.slug}`, { quotas: { maxInstances: 3 } });
   const inst = (await a.client.json<Instance>('POST', `/api/v1/tenants/${a.slug}/instances`, { name: 'main', start: false }, 202)).id;
@@ -103,7 +105,8 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
   const secrets = async () => {
     return [await server.services.instances.gatewayToken(inst), await server.services.instances.hooksToken(inst)];
   };
-  const audits = async (action: string, id = inst) => (await server.db.query(`SELECT 1 FROM audit_events WHERE action = $1 AND target = $2`, [action, `instance:${id}`])).rowCount ?? 0;
+  const audits = async (action: string, id = inst) =>
+    (await server.db.query(`SELECT 1 FROM audit_events WHERE action = $1 AND target = $2`, [action, `instance:${id}`])).rowCount ?? 0;
   const status = async (id: string) => (await server.services.instances.byId(id))?.status;
 
   test('a stopped instance is woken by chat: 10 concurrent requests, one start, all succeed; SSE sees waking/ready', async () => {
@@ -151,7 +154,13 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     assert.ok(up?.finishedAt && r.firstContentAt);
     assert.equal(upstreamDoneAtFirst, false, `the first chunk reached the client (${r.firstContentAt - t0} ms) while the provider still held the rest`);
     const hist = await member.json<{ items: { role: string; content: string }[] }>('GET', `/api/v1/tenants/${a.slug}/chat/sessions/hist/messages`);
-    assert.deepEqual(hist.items.map((x) => [x.role, x.content]), [['user', 'remember the word PELICAN'], ['assistant', 'Hello from slow']]);
+    assert.deepEqual(
+      hist.items.map((x) => [x.role, x.content]),
+      [
+        ['user', 'remember the word PELICAN'],
+        ['assistant', 'Hello from slow'],
+      ],
+    );
     const found = await member.json<{ items: { sessionId: string; snippet: string }[] }>('GET', `/api/v1/tenants/${a.slug}/chat/search?q=pelican`);
     assert.equal(found.items[0]?.sessionId, 'hist');
     assert.match(found.items[0]?.snippet ?? '', /«PELICAN»/);
@@ -164,7 +173,12 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     try {
       const n = fake.requests.length;
       const ac = new AbortController();
-      const res = await fetch(server.url + chatUrl, { method: 'POST', headers: { authorization: `Bearer ${member.bearer}`, 'content-type': 'application/json' }, body: JSON.stringify(chatBody('this will be cut off', 'abort-me', true)), signal: ac.signal });
+      const res = await fetch(server.url + chatUrl, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${member.bearer}`, 'content-type': 'application/json' },
+        body: JSON.stringify(chatBody('this will be cut off', 'abort-me', true)),
+        signal: ac.signal,
+      });
       const r = await readSse(res, true, ac);
       assert.equal(r.text, 'Hello');
       const t0 = Date.now();
@@ -204,7 +218,11 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
       for (const m of ['exec.approval.resolve', 'config.get', 'secrets.list']) assert.equal((await rpc(c, `x-${m}`, m, {}))['ok'], false, m);
       const sent = await rpc(c, 's1', 'chat.send', { sessionKey: 'agent:main:ws-test', message: 'hello over the socket', idempotencyKey: 'k1' });
       assert.equal(sent['ok'], true, JSON.stringify(sent));
-      await waitFor('chat final event', async () => c.frames.find((f) => f['type'] === 'event' && f['event'] === 'chat' && JSON.stringify(f['payload']).includes('"final"')), 90_000);
+      await waitFor(
+        'chat final event',
+        async () => c.frames.find((f) => f['type'] === 'event' && f['event'] === 'chat' && JSON.stringify(f['payload']).includes('"final"')),
+        90_000,
+      );
       const list = await rpc(c, 'l1', 'sessions.list', {});
       assert.equal(list['ok'], true, JSON.stringify(list));
       for (const s of await secrets()) assert.ok(!JSON.stringify(c.frames).includes(s), 'the gateway token never reaches the client');
@@ -226,10 +244,14 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
       assert.equal((await rpc(f, 'c1', 'connect', {}))['ok'], true);
       const flood = FRAME_BURST * 10;
       for (let i = 0; i < flood; i++) f.ws.send(JSON.stringify({ type: 'req', id: `h${i}`, method: 'health', params: {} }));
-      const answers = await waitFor('an answer to every flooded frame', async () => {
-        const got = f.frames.filter((x) => x['type'] === 'res' && String(x['id']).startsWith('h'));
-        return got.length === flood ? got : undefined;
-      }, 60_000);
+      const answers = await waitFor(
+        'an answer to every flooded frame',
+        async () => {
+          const got = f.frames.filter((x) => x['type'] === 'res' && String(x['id']).startsWith('h'));
+          return got.length === flood ? got : undefined;
+        },
+        60_000,
+      );
       const limited = answers.filter((x) => JSON.stringify(x['error'] ?? {}).includes('RATE_LIMITED'));
       assert.ok(limited.length > 0, `the excess was refused (${limited.length} of ${flood})`);
       assert.ok(answers.length - limited.length >= FRAME_BURST - 1, 'the burst itself was forwarded');
@@ -242,14 +264,24 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     }
     // An open socket does not outlive its access. A revoked token: the next request frame is not
     // forwarded, the socket closes 1008 saying why.
-    const closing = (x: { ws: WebSocket }) => new Promise<{ code: number; reason: string }>((resolve) => x.ws.once('close', (code: number, reason: Buffer) => resolve({ code, reason: reason.toString() })));
+    const closing = (x: { ws: WebSocket }) =>
+      new Promise<{ code: number; reason: string }>((resolve) =>
+        x.ws.once('close', (code: number, reason: Buffer) => resolve({ code, reason: reason.toString() })),
+      );
     const short = await server.services.tokens.create(a.id, { name: 'short-lived', role: 'member', createdBy: a.ownerId }, { actor: 'test' });
     const r1 = await open(wsUrl(a.slug), short.token);
     const r1Closed = closing(r1);
     assert.equal((await rpc(r1, 'c1', 'connect', {}))['ok'], true);
     await server.services.tokens.revoke(a.id, short.info.id, { actor: 'test' });
     const before = fake.requests.length;
-    r1.ws.send(JSON.stringify({ type: 'req', id: 's1', method: 'chat.send', params: { sessionKey: 'agent:main:ws-revoked', message: 'after revocation', idempotencyKey: 'k-revoked' } }));
+    r1.ws.send(
+      JSON.stringify({
+        type: 'req',
+        id: 's1',
+        method: 'chat.send',
+        params: { sessionKey: 'agent:main:ws-revoked', message: 'after revocation', idempotencyKey: 'k-revoked' },
+      }),
+    );
     assert.deepEqual(await r1Closed, { code: 1008, reason: 'the API token was revoked or expired' });
     assert.ok(!r1.frames.some((f) => f['id'] === 's1' && f['ok'] === true), 'the chat after the revocation was not forwarded');
     // A suspended tenant: a socket sending frames and an idle one (checked again while open) both close.
@@ -260,11 +292,25 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     assert.equal((await rpc(busy, 'c1', 'connect', {}))['ok'], true);
     await admin.json('POST', `/api/v1/tenants/${a.slug}/suspend`, { reason: 'test: open sockets close' });
     try {
-      busy.ws.send(JSON.stringify({ type: 'req', id: 's2', method: 'chat.send', params: { sessionKey: 'agent:main:ws-suspended', message: 'after suspension', idempotencyKey: 'k-suspended' } }));
+      busy.ws.send(
+        JSON.stringify({
+          type: 'req',
+          id: 's2',
+          method: 'chat.send',
+          params: { sessionKey: 'agent:main:ws-suspended', message: 'after suspension', idempotencyKey: 'k-suspended' },
+        }),
+      );
       assert.deepEqual(await busyClosed, { code: 1008, reason: `tenant "${a.slug}" was suspended` });
       assert.deepEqual(await idleClosed, { code: 1008, reason: `tenant "${a.slug}" was suspended` });
-      assert.ok(busy.frames.some((f) => f['event'] === 'clawplane.error' && JSON.stringify(f['payload']).includes('Access withdrawn')), 'the client is told why');
-      assert.equal(fake.requests.slice(before).filter((q) => JSON.stringify(q.body).includes('after')).length, 0, 'no turn reached the provider after the access was withdrawn');
+      assert.ok(
+        busy.frames.some((f) => f['event'] === 'clawplane.error' && JSON.stringify(f['payload']).includes('Access withdrawn')),
+        'the client is told why',
+      );
+      assert.equal(
+        fake.requests.slice(before).filter((q) => JSON.stringify(q.body).includes('after')).length,
+        0,
+        'no turn reached the provider after the access was withdrawn',
+      );
     } finally {
       await admin.json('POST', `/api/v1/tenants/${a.slug}/resume`, {});
     }
@@ -283,10 +329,14 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     await new Promise((r) => setTimeout(r, IDLE_MS + 500));
     assert.deepEqual(await server.services.reaper.sweep(), [inst]);
     await waitFor('stopped', async () => (await status(inst)) === 'stopped', 120_000);
-    const backups = await waitFor('idle backup', async () => {
-      const l = await member.json<{ items: { reason: string; sizeBytes: number }[] }>('GET', `/api/v1/tenants/${a.slug}/instances/${inst}/backups`);
-      return l.items.find((x) => x.reason === 'idle') ? l.items : undefined;
-    }, 60_000);
+    const backups = await waitFor(
+      'idle backup',
+      async () => {
+        const l = await member.json<{ items: { reason: string; sizeBytes: number }[] }>('GET', `/api/v1/tenants/${a.slug}/instances/${inst}/backups`);
+        return l.items.find((x) => x.reason === 'idle') ? l.items : undefined;
+      },
+      60_000,
+    );
     assert.ok((backups[0]?.sizeBytes ?? 0) > 1000);
     const m = await (await fetch(`${server.url}/metrics`)).text();
     assert.match(m, new RegExp(`clawplane_instance_idle_stops_total\\{tenant="${a.id}"\\} 1`));
@@ -297,7 +347,7 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     assert.match(JSON.stringify(fake.requests.slice(n).at(-1)?.body), /PELICAN/, 'the earlier turn came back with the woken gateway');
   });
 
-  test('an inbound webhook wakes the stopped instance and reaches OpenClaw\'s hooks (agent turn and wake event)', async () => {
+  test("an inbound webhook wakes the stopped instance and reaches OpenClaw's hooks (agent turn and wake event)", async () => {
     await a.client.json('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/stop`, undefined, 202);
     await waitFor('stopped', async () => (await status(inst)) === 'stopped', 120_000);
     const hooks = `/api/v1/tenants/${a.slug}/hooks`;
@@ -306,7 +356,12 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     assert.equal((await member.call('POST', `${hooks}/agent`, { message: 'x', sessionKey: 'agent:main:main' })).status, 400);
     assert.equal(await status(inst), 'stopped');
     const n = fake.requests.length;
-    const r = await member.call('POST', `${hooks}/agent`, { message: 'Webhook: the nightly import of ORCA-7 finished', name: 'import', deliver: false, waitForCompletion: true }, { 'idempotency-key': 'hook-test-1' });
+    const r = await member.call(
+      'POST',
+      `${hooks}/agent`,
+      { message: 'Webhook: the nightly import of ORCA-7 finished', name: 'import', deliver: false, waitForCompletion: true },
+      { 'idempotency-key': 'hook-test-1' },
+    );
     const text = await r.text();
     assert.equal(r.status, 200, text);
     const body = JSON.parse(text) as { ok?: boolean; runId?: string; completion?: { status?: string } };
@@ -314,7 +369,10 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     assert.equal(body.completion?.status, 'ok', text);
     assert.equal(r.headers.get('x-clawplane-instance'), inst);
     assert.equal(await status(inst), 'running', 'the webhook woke the instance');
-    assert.ok(fake.requests.slice(n).some((q) => JSON.stringify(q.body).includes('ORCA-7')), 'the hook message reached the model through the broker');
+    assert.ok(
+      fake.requests.slice(n).some((q) => JSON.stringify(q.body).includes('ORCA-7')),
+      'the hook message reached the model through the broker',
+    );
     const w = await member.call('POST', `${hooks}/wake`, { text: 'Deploy finished', mode: 'next-heartbeat' });
     const wt = await w.text();
     assert.equal(w.status, 200, wt);
@@ -364,10 +422,14 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     const busy = await a.client.call('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/backups`);
     assert.equal(busy.status, 409, await busy.clone().text());
     assert.match(((await busy.json()) as { message: string }).message, /is stopping: .*Retry when it has settled/);
-    const backup = await waitFor('stop backup', async () => {
-      const l = await a.client.json<{ items: { id: string; reason: string }[] }>('GET', `/api/v1/tenants/${a.slug}/instances/${inst}/backups`);
-      return l.items.find((x) => x.reason === 'stop' && !before.includes(x.id));
-    }, 120_000);
+    const backup = await waitFor(
+      'stop backup',
+      async () => {
+        const l = await a.client.json<{ items: { id: string; reason: string }[] }>('GET', `/api/v1/tenants/${a.slug}/instances/${inst}/backups`);
+        return l.items.find((x) => x.reason === 'stop' && !before.includes(x.id));
+      },
+      120_000,
+    );
     await waitFor('stopped', async () => (await status(inst)) === 'stopped', 120_000);
     // A manual backup of the stopped instance works too; of a running one it is refused (never live databases).
     const manual = await a.client.json<{ id: string; sha256: string }>('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/backups`, undefined, 201);
@@ -389,8 +451,13 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
   });
 
   let liveBackup = '';
-  test('a running gateway is backed up live (OpenClaw\'s own backup inside the sandbox), by request and by the periodic sweep', async () => {
-    const live = await a.client.json<{ id: string; reason: string; sizeBytes: number }>('POST', `/api/v1/tenants/${a.slug}/instances/${restored}/backups`, undefined, 201);
+  test("a running gateway is backed up live (OpenClaw's own backup inside the sandbox), by request and by the periodic sweep", async () => {
+    const live = await a.client.json<{ id: string; reason: string; sizeBytes: number }>(
+      'POST',
+      `/api/v1/tenants/${a.slug}/instances/${restored}/backups`,
+      undefined,
+      201,
+    );
     assert.equal(live.reason, 'manual');
     assert.ok(live.sizeBytes > 1000, `a real archive: ${live.sizeBytes} bytes`);
     liveBackup = live.id;
@@ -406,16 +473,23 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     assert.deepEqual(await server.services.backups.periodicSweep(3_600_000), [], 'nothing is due an hour later than its newest backup');
     const m = await (await fetch(`${server.url}/metrics`)).text();
     assert.match(m, new RegExp(`clawplane_backup_duration_seconds_count\\{tenant="${a.id}",reason="periodic"\\} 1`));
-    const audit = await server.db.query<{ detail: { live?: boolean } }>(`SELECT detail FROM audit_events WHERE action = 'instance.backup' AND target = $1 ORDER BY seq DESC LIMIT 1`, [`instance:${restored}`]);
+    const audit = await server.db.query<{ detail: { live?: boolean } }>(
+      `SELECT detail FROM audit_events WHERE action = 'instance.backup' AND target = $1 ORDER BY seq DESC LIMIT 1`,
+      [`instance:${restored}`],
+    );
     assert.equal(audit.rows[0]?.detail.live, true);
   });
 
   test('a corrupted backup is refused with a clear error and changes nothing; the previous one still restores', async () => {
     await a.client.json('POST', `/api/v1/tenants/${a.slug}/instances/${restored}/stop`, undefined, 202);
-    const list = await waitFor('stop backup of the restored instance', async () => {
-      const l = await a.client.json<{ items: { id: string; reason: string; instanceId: string }[] }>('GET', `/api/v1/tenants/${a.slug}/backups`);
-      return l.items.some((x) => x.instanceId === restored && x.reason === 'stop') ? l.items : undefined;
-    }, 120_000);
+    const list = await waitFor(
+      'stop backup of the restored instance',
+      async () => {
+        const l = await a.client.json<{ items: { id: string; reason: string; instanceId: string }[] }>('GET', `/api/v1/tenants/${a.slug}/backups`);
+        return l.items.some((x) => x.instanceId === restored && x.reason === 'stop') ? l.items : undefined;
+      },
+      120_000,
+    );
     await waitFor('stopped', async () => (await status(restored)) === 'stopped', 120_000);
     const newest = list.find((x) => x.instanceId === restored);
     // The previous one is the live backup of the running gateway: restoring it brings the history back.
@@ -439,7 +513,8 @@ describe('ingress on real OpenClaw', { timeout: 1_500_000 }, async () => {
     assert.equal(c.status, 200);
     assert.match(JSON.stringify(fake.requests.slice(n).at(-1)?.body), /PELICAN/);
     const restoredToken = await server.services.instances.gatewayToken(restored);
-    for (const s of [restoredToken, await server.services.instances.hooksToken(restored)]) assert.ok(!capturedLogs.join('').includes(s), 'no gateway or hooks token in any log line');
+    for (const s of [restoredToken, await server.services.instances.hooksToken(restored)])
+      assert.ok(!capturedLogs.join('').includes(s), 'no gateway or hooks token in any log line');
   });
 
   test('shutdown: sandboxes stopped by pid, then the server (before its database goes)', async () => {

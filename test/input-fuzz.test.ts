@@ -56,7 +56,8 @@ const REAL: Record<string, (t: TenantFixture) => string> = {
 };
 
 /** Calls that would take the fuzzer's own access away (its token, its tenant) rather than test input. */
-const SELF_DESTRUCTIVE = /^(DELETE \/api\/v1\/tenants\/\{tenant\}(\/tokens\/\{tokenId\})?|POST \/api\/v1\/tenants\/\{tenant\}\/(suspend)|POST \/api\/v1\/auth\/logout)$/;
+const SELF_DESTRUCTIVE =
+  /^(DELETE \/api\/v1\/tenants\/\{tenant\}(\/tokens\/\{tokenId\})?|POST \/api\/v1\/tenants\/\{tenant\}\/(suspend)|POST \/api\/v1\/auth\/logout)$/;
 
 const BAD_TEXT = ['\u0000', 'a\u0000b', '\ud800', 'x\udfffy', '\udc00\ud800'];
 const BAD_NUMBERS = [-8.64e15, 8.64e15, 1e308, -1e308, 2 ** 31, -(2 ** 31) - 1, 2 ** 63, Number.MAX_SAFE_INTEGER + 2, 0.5, -1, 1e-320];
@@ -67,7 +68,7 @@ const GARBAGE = ['garbage', '-1', '1e400', '9'.repeat(40), '00000000-0000-0000-0
 
 function deref(doc: { components?: { schemas?: Record<string, Schema> } }, s: Schema | undefined): Schema {
   let cur = s ?? {};
-  for (let i = 0; i < 10 && typeof cur['$ref'] === 'string'; i++) cur = doc.components?.schemas?.[(cur['$ref']).split('/').pop() ?? ''] ?? {};
+  for (let i = 0; i < 10 && typeof cur['$ref'] === 'string'; i++) cur = doc.components?.schemas?.[cur['$ref'].split('/').pop() ?? ''] ?? {};
   return cur;
 }
 
@@ -86,16 +87,22 @@ function arb(doc: Parameters<typeof deref>[0], raw: Schema | undefined, depth = 
       const required = new Set((s['required'] ?? []) as string[]);
       const entries = Object.fromEntries(Object.entries(props).map(([k, v]) => [k, arb(doc, v, depth + 1)]));
       const shape = fc.record(entries, { requiredKeys: Object.keys(props).filter((k) => required.has(k)) });
-      if (Object.keys(props).length === 0 && s['additionalProperties']) return fc.dictionary(fc.string({ minLength: 1, maxLength: 8 }), arb(doc, s['additionalProperties'] as Schema, depth + 1), { maxKeys: 3 });
+      if (Object.keys(props).length === 0 && s['additionalProperties'])
+        return fc.dictionary(fc.string({ minLength: 1, maxLength: 8 }), arb(doc, s['additionalProperties'] as Schema, depth + 1), { maxKeys: 3 });
       return shape;
     }
     case 'array':
-      return fc.array(arb(doc, s['items'] as Schema, depth + 1), { minLength: Number(s['minItems'] ?? 0), maxLength: Math.max(Number(s['minItems'] ?? 0), Math.min(Number(s['maxItems'] ?? 3), 3)) });
+      return fc.array(arb(doc, s['items'] as Schema, depth + 1), {
+        minLength: Number(s['minItems'] ?? 0),
+        maxLength: Math.max(Number(s['minItems'] ?? 0), Math.min(Number(s['maxItems'] ?? 3), 3)),
+      });
     case 'integer':
     case 'number': {
       const min = typeof s['minimum'] === 'number' ? s['minimum'] : -1000;
       const max = typeof s['maximum'] === 'number' ? s['maximum'] : 1000;
-      return type === 'integer' ? fc.integer({ min: Math.max(min, -1e9), max: Math.min(max, 1e9) }) : fc.double({ min: Math.max(min, -1e9), max: Math.min(max, 1e9), noNaN: true });
+      return type === 'integer'
+        ? fc.integer({ min: Math.max(min, -1e9), max: Math.min(max, 1e9) })
+        : fc.double({ min: Math.max(min, -1e9), max: Math.min(max, 1e9), noNaN: true });
     }
     case 'boolean':
       return fc.boolean();
@@ -107,12 +114,17 @@ function arb(doc: Parameters<typeof deref>[0], raw: Schema | undefined, depth = 
       if (fmt === 'uri') return fc.constant('https://hooks.example.test/fuzz');
       if (typeof s['pattern'] === 'string') {
         try {
-          return fc.stringMatching(new RegExp(s['pattern'])).filter((x) => x.length <= Number(s['maxLength'] ?? 200) && x.length >= Number(s['minLength'] ?? 0));
+          return fc
+            .stringMatching(new RegExp(s['pattern']))
+            .filter((x) => x.length <= Number(s['maxLength'] ?? 200) && x.length >= Number(s['minLength'] ?? 0));
         } catch {
           return fc.constant('fuzz');
         }
       }
-      return fc.string({ minLength: Number(s['minLength'] ?? 0), maxLength: Math.max(Number(s['minLength'] ?? 0), Math.min(Number(s['maxLength'] ?? 12), 12)) });
+      return fc.string({
+        minLength: Number(s['minLength'] ?? 0),
+        maxLength: Math.max(Number(s['minLength'] ?? 0), Math.min(Number(s['maxLength'] ?? 12), 12)),
+      });
     }
     default:
       return fc.jsonValue({ maxDepth: 1 });
@@ -143,7 +155,10 @@ describe('input that PostgreSQL cannot store, over every route', async () => {
   const server = await startTestServer({ CLAWPLANE_RUNTIME_CACHE: RUNTIME_CACHE });
   const admin = await onboard(server);
   const { a } = await twoTenants(server, admin);
-  const doc = (await (await fetch(`${server.url}/api/v1/openapi.json`)).json()) as { paths: Record<string, Record<string, { parameters?: Param[]; requestBody?: { content?: Record<string, { schema?: Schema }> } }>>; components?: { schemas?: Record<string, Schema> } };
+  const doc = (await (await fetch(`${server.url}/api/v1/openapi.json`)).json()) as {
+    paths: Record<string, Record<string, { parameters?: Param[]; requestBody?: { content?: Record<string, { schema?: Schema }> } }>>;
+    components?: { schemas?: Record<string, Schema> };
+  };
   const ops: Op[] = Object.entries(doc.paths).flatMap(([p, methods]) =>
     Object.entries(methods).map(([m, op]) => ({
       key: `${m.toUpperCase()} ${p.replace(/\{(\w+)\}/g, '{$1}')}`,
@@ -155,7 +170,8 @@ describe('input that PostgreSQL cannot store, over every route', async () => {
   );
   const fuzzable = ops.filter((o) => !SELF_DESTRUCTIVE.test(o.key));
   const who = (op: Op): ApiClient => (op.path.startsWith('/api/v1/tenants/{tenant}') ? a.client : admin);
-  const url = (op: Op, override: Record<string, string> = {}) => op.path.replace(/\{(\w+)\}/g, (_, n: string) => override[n] ?? encodeURIComponent(REAL[n]?.(a) ?? 'fuzz-unknown'));
+  const url = (op: Op, override: Record<string, string> = {}) =>
+    op.path.replace(/\{(\w+)\}/g, (_, n: string) => override[n] ?? encodeURIComponent(REAL[n]?.(a) ?? 'fuzz-unknown'));
   const problems: string[] = [];
 
   /** Checks one answer; returns the parsed error when it was one. */
@@ -171,12 +187,16 @@ describe('input that PostgreSQL cannot store, over every route', async () => {
     try {
       // The OpenAI-compatible routes answer OpenAI's shape, with Clawplane's code and details inside.
       const raw = JSON.parse(text) as ErrorBody & { error?: { code: string; message: string; details?: ErrorBody['details'] } };
-      body = raw.error && raw.code === undefined ? { code: raw.error.code, message: raw.error.message, ...(raw.error.details ? { details: raw.error.details } : {}) } : raw;
+      body =
+        raw.error && raw.code === undefined
+          ? { code: raw.error.code, message: raw.error.message, ...(raw.error.details ? { details: raw.error.details } : {}) }
+          : raw;
     } catch {
       problems.push(`${what} answered ${res.status} without a JSON error: ${text.slice(0, 200)}`);
       return undefined;
     }
-    if (body.code === 'validation_failed' && !(body.details?.issues?.length && body.details.issues.every((i) => i.path.length > 0))) problems.push(`${what}: a validation refusal that names no field: ${text.slice(0, 300)}`);
+    if (body.code === 'validation_failed' && !(body.details?.issues?.length && body.details.issues.every((i) => i.path.length > 0)))
+      problems.push(`${what}: a validation refusal that names no field: ${text.slice(0, 300)}`);
     return body;
   };
   const names = (e: ErrorBody | undefined, path: string) => e?.code === 'validation_failed' && (e.details?.issues ?? []).some((i) => i.path === path);
@@ -192,7 +212,10 @@ describe('input that PostgreSQL cannot store, over every route', async () => {
 
   test('the document has routes to fuzz', () => {
     assert.ok(fuzzable.length > 50, `${fuzzable.length} routes`);
-    assert.ok(fuzzable.some((o) => o.body), 'some take a body');
+    assert.ok(
+      fuzzable.some((o) => o.body),
+      'some take a body',
+    );
   });
 
   test('NUL and lone surrogates in any string of any body: 400 naming that field', async () => {
@@ -206,7 +229,11 @@ describe('input that PostgreSQL cannot store, over every route', async () => {
           const strings = leaves(base).filter((l) => l.kind === 'string');
           // No string field in this draw: put one where a string key would go (a field name is text too).
           const target = strings[pick % Math.max(strings.length, 1)];
-          const body = target ? setAt(base, target.keys, `${bad}`) : typeof base === 'object' && base !== null && !Array.isArray(base) ? { ...base, [`k${bad}`]: 1 } : base;
+          const body = target
+            ? setAt(base, target.keys, `${bad}`)
+            : typeof base === 'object' && base !== null && !Array.isArray(base)
+              ? { ...base, [`k${bad}`]: 1 }
+              : base;
           const path = target?.path ?? `body.k${bad.toWellFormed().replaceAll('\u0000', '\\u0000')}`;
           if (!target && (typeof base !== 'object' || base === null || Array.isArray(base))) return true;
           const e = await check(`${op.key} with ${JSON.stringify(bad)} at ${path}`, await who(op).call(op.method, url(op), body));
@@ -229,7 +256,10 @@ describe('input that PostgreSQL cannot store, over every route', async () => {
         async ([op, base], pick, bad) => {
           const all = leaves(base);
           const target = all[pick % Math.max(all.length, 1)];
-          await check(`${op.key} with ${JSON.stringify(bad)} at ${target?.path ?? 'body'}`, await who(op).call(op.method, url(op), target ? setAt(base, target.keys, bad) : base));
+          await check(
+            `${op.key} with ${JSON.stringify(bad)} at ${target?.path ?? 'body'}`,
+            await who(op).call(op.method, url(op), target ? setAt(base, target.keys, bad) : base),
+          );
           return true;
         },
       ),
@@ -246,7 +276,8 @@ describe('input that PostgreSQL cannot store, over every route', async () => {
           const e = await check(`${op.key} with ${name}=${bad}`, await who(op).call(op.method, url(op, { [name]: bad }), op.body ? {} : undefined));
           if (!names(e, `path.${name}`)) problems.push(`${op.key}: ${name}=${bad} was not refused naming path.${name}: ${JSON.stringify(e)}`);
         }
-        for (const bad of GARBAGE) await check(`${op.key} with ${name}=${bad}`, await who(op).call(op.method, url(op, { [name]: encodeURIComponent(bad) }), op.body ? {} : undefined));
+        for (const bad of GARBAGE)
+          await check(`${op.key} with ${name}=${bad}`, await who(op).call(op.method, url(op, { [name]: encodeURIComponent(bad) }), op.body ? {} : undefined));
       }
     }
     assert.deepEqual(problems.splice(0), []);
@@ -258,7 +289,8 @@ describe('input that PostgreSQL cannot store, over every route', async () => {
         for (const bad of ['\u0000', 'a\u0000', ...GARBAGE, ...BAD_NUMBERS.map(String)]) {
           const q = `?${new URLSearchParams({ [p.name]: bad }).toString()}`;
           const e = await check(`${op.key}${q}`, await who(op).call(op.method, url(op) + q, op.body ? {} : undefined));
-          if ((bad.includes('\u0000') || (p.name === 'cursor' && NOT_A_CURSOR.includes(bad))) && !names(e, `query.${p.name}`)) problems.push(`${op.key}${q} was not refused naming query.${p.name}: ${JSON.stringify(e)}`);
+          if ((bad.includes('\u0000') || (p.name === 'cursor' && NOT_A_CURSOR.includes(bad))) && !names(e, `query.${p.name}`))
+            problems.push(`${op.key}${q} was not refused naming query.${p.name}: ${JSON.stringify(e)}`);
         }
       }
     }
@@ -268,7 +300,10 @@ describe('input that PostgreSQL cannot store, over every route', async () => {
   test('a garbage cursor on the task list is refused, a real one pages', async () => {
     const bad = await a.client.call('GET', `/api/v1/tenants/${a.slug}/tasks?cursor=garbage`);
     assert.equal(bad.status, 400);
-    assert.deepEqual(((await bad.json()) as ErrorBody).details?.issues?.map((i) => i.path), ['query.cursor']);
+    assert.deepEqual(
+      ((await bad.json()) as ErrorBody).details?.issues?.map((i) => i.path),
+      ['query.cursor'],
+    );
     await server.services.tasks.create(a.id, { capability: 'fixture-nobody-has', input: 'second' }, { actor: 'test' });
     const page = await a.client.json<{ items: unknown[]; nextCursor: string | null }>('GET', `/api/v1/tenants/${a.slug}/tasks?limit=1`);
     assert.ok(page.nextCursor);
@@ -281,15 +316,28 @@ describe('input that PostgreSQL cannot store, over every route', async () => {
       ['POST', `/api/v1/tenants/${a.slug}/tasks`, { capability: 'x', input: 'a\u0000b' }, 'body.input'],
       ['POST', `/api/v1/tenants/${a.slug}/tokens`, { name: 'n\u0000', role: 'viewer' }, 'body.name'],
       ['POST', `/api/v1/tenants/${a.slug}/credentials`, { name: 'k', type: 'api_key', value: 'sk-0123456789abcdef', expiresAt: -8.64e15 }, 'body.expiresAt'],
-      ['POST', `/api/v1/tenants/${a.slug}/credentials`, { name: 'k', type: 'api_key', value: 'sk-0123456789abcdef', expiresAt: '0000-01-01T00:00:00Z' }, 'body.expiresAt'],
-      ['PUT', `/api/v1/tenants/${a.slug}/policy`, { execPolicy: 'deny', policies: [{ id: 'p', cedar: 'forbid (principal, action, resource);\u0000' }] }, 'body.policies.0.cedar'],
+      [
+        'POST',
+        `/api/v1/tenants/${a.slug}/credentials`,
+        { name: 'k', type: 'api_key', value: 'sk-0123456789abcdef', expiresAt: '0000-01-01T00:00:00Z' },
+        'body.expiresAt',
+      ],
+      [
+        'PUT',
+        `/api/v1/tenants/${a.slug}/policy`,
+        { execPolicy: 'deny', policies: [{ id: 'p', cedar: 'forbid (principal, action, resource);\u0000' }] },
+        'body.policies.0.cedar',
+      ],
       ['GET', '/api/v1/tenants/%00/agents', undefined, 'path.tenant'],
     ];
     for (const [method, p, body, field] of cases) {
       const res = await a.client.call(method, p, body);
       const e = (await res.json()) as ErrorBody;
       assert.equal(res.status, 400, `${method} ${p}: ${JSON.stringify(e)}`);
-      assert.ok(e.details?.issues?.some((i) => i.path === field), `${method} ${p}: ${JSON.stringify(e)} does not name ${field}`);
+      assert.ok(
+        e.details?.issues?.some((i) => i.path === field),
+        `${method} ${p}: ${JSON.stringify(e)} does not name ${field}`,
+      );
     }
     const patch = await admin.call('PATCH', `/api/v1/tenants/${a.slug}`, { name: 'A\u0000' });
     assert.equal(patch.status, 400);

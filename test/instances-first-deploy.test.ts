@@ -55,7 +55,10 @@ describe('a first deploy pulls its runtime', { timeout: 1_800_000 }, async () =>
       CLAWPLANE_RUNTIME_DEFAULT_VERSION: OPENCLAW_VERSION,
       CLAWPLANE_SANDBOX_ROOT: root,
     };
-    const child = spawn(process.execPath, [cli, 'instance', 'deploy', '--tenant', 'first', '--name', 'main', '--wait'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [cli, 'instance', 'deploy', '--tenant', 'first', '--name', 'main', '--wait'], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
     let stdout = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -87,6 +90,9 @@ describe('a first deploy pulls its runtime', { timeout: 1_800_000 }, async () =>
     const main = list.items.find((i) => i.name === 'main');
     assert.equal(main?.status, 'running');
     const events = await ops.json<{ items: { reason: string }[] }>('GET', `/api/v1/tenants/first/instances/${main?.id ?? ''}/events`);
-    assert.ok(events.items.some((e) => /runtime openclaw@.* pulled in [0-9.]+ s/.test(e.reason)), JSON.stringify(events.items));
+    assert.ok(
+      events.items.some((e) => /runtime openclaw@.* pulled in [0-9.]+ s/.test(e.reason)),
+      JSON.stringify(events.items),
+    );
   });
 });

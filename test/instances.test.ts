@@ -48,10 +48,14 @@ describe('instances on real OpenClaw under bubblewrap', { timeout: 900_000 }, as
 
   const get = (slug: string, id: string) => (slug === a.slug ? a : b).client.json<Instance>('GET', `/api/v1/tenants/${slug}/instances/${id}`);
   const waitStatus = (slug: string, id: string, status: string, reason?: RegExp, timeoutMs = 180_000) =>
-    waitFor(`${slug}/${id} ${status}`, async () => {
-      const i = await get(slug, id);
-      return i.status === status && (!reason || reason.test(i.statusReason)) ? i : undefined;
-    }, timeoutMs);
+    waitFor(
+      `${slug}/${id} ${status}`,
+      async () => {
+        const i = await get(slug, id);
+        return i.status === status && (!reason || reason.test(i.statusReason)) ? i : undefined;
+      },
+      timeoutMs,
+    );
   const row = async (id: string) => {
     const r = await server.services.instances.byId(id);
     assert.ok(r);
@@ -80,7 +84,10 @@ describe('instances on real OpenClaw under bubblewrap', { timeout: 900_000 }, as
     console.log(`deploy-to-ready for two sandboxes in parallel: ${Date.now() - t0} ms`);
     assert.equal(ia.runtimeVersion, OPENCLAW_VERSION);
     assert.equal(ia.health?.ready, true);
-    const h = await a.client.json<{ running: boolean; health: { executors: { state: string }[] } }>('GET', `/api/v1/tenants/${a.slug}/instances/${instA}/health`);
+    const h = await a.client.json<{ running: boolean; health: { executors: { state: string }[] } }>(
+      'GET',
+      `/api/v1/tenants/${a.slug}/instances/${instA}/health`,
+    );
     assert.equal(h.running, true);
     assert.equal(h.health.executors[0]?.state, 'ready');
     // Each tenant has its own unprivileged host uid, and the files are owned by it.
@@ -219,17 +226,24 @@ describe('instances on real OpenClaw under bubblewrap', { timeout: 900_000 }, as
   test('upgrade to a deliberately broken version rolls back, state kept', async () => {
     const svc = server.services.instances;
     await svc.upgrade(a.id, instA, { runtimeVersion: `openclaw@${BROKEN_VERSION}` }, { actor: `token:${a.tokenId}` });
-    const done = await waitFor('rollback', async () => {
-      const r = await svc.byId(instA);
-      return r?.status === 'running' && /rolled back/.test(r.statusReason) ? r : undefined;
-    }, 240_000);
+    const done = await waitFor(
+      'rollback',
+      async () => {
+        const r = await svc.byId(instA);
+        return r?.status === 'running' && /rolled back/.test(r.statusReason) ? r : undefined;
+      },
+      240_000,
+    );
     assert.equal(done.runtimeVersion, OPENCLAW_VERSION);
     assert.equal(done.sandbox?.runtimeVersion, OPENCLAW_VERSION);
     // The compile cache holds one runtime version: the broken one's went when the good one was ready again.
     assert.deepEqual(await readdir(path.join(root, instA, 'shared-rw', 'node-compile-cache')), [`openclaw@${OPENCLAW_VERSION}`]);
-    const audit = await server.db.query<{ action: string; decision: string }>(`SELECT action, decision FROM audit_events WHERE target = $1 ORDER BY seq`, [`instance:${instA}`]);
+    const audit = await server.db.query<{ action: string; decision: string }>(`SELECT action, decision FROM audit_events WHERE target = $1 ORDER BY seq`, [
+      `instance:${instA}`,
+    ]);
     const actions = audit.rows.map((x) => `${x.action}:${x.decision}`);
-    for (const want of ['instance.deploy:success', 'instance.upgrade:success', 'instance.upgrade_failed:failure', 'instance.rolled_back:success']) assert.ok(actions.includes(want), `${want} in ${actions.join(', ')}`);
+    for (const want of ['instance.deploy:success', 'instance.upgrade:success', 'instance.upgrade_failed:failure', 'instance.rolled_back:success'])
+      assert.ok(actions.includes(want), `${want} in ${actions.join(', ')}`);
     const n = fake.requests.length;
     const r = await chat(await transportOf(server.services, instA), await svc.gatewayToken(instA), 'after rollback', session);
     assert.equal(r.status, 200, r.body);

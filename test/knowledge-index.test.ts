@@ -44,14 +44,21 @@ describe('knowledge index', async () => {
   const database = await testDatabase();
   const db = database.db;
   const tenant = (await db.query<{ id: string }>("INSERT INTO tenants (slug, name) VALUES ('idx', 'Index') RETURNING id")).rows[0]?.id as string;
-  const agent = (await db.query<{ id: string }>("INSERT INTO agents (tenant_id, name, agent_type) VALUES ($1, 'idx-agent', 'chat') RETURNING id", [tenant])).rows[0]?.id as string;
+  const agent = (await db.query<{ id: string }>("INSERT INTO agents (tenant_id, name, agent_type) VALUES ($1, 'idx-agent', 'chat') RETURNING id", [tenant]))
+    .rows[0]?.id as string;
   const vectors = new Map<string, Float32Array>();
   const insert = async (count: number, opts: { agent?: string | null; code?: boolean } = {}) => {
     const vs = Array.from({ length: count }, unitVector);
     const r = await db.query<{ id: string }>(
       `INSERT INTO agent_memories (tenant_id, agent_id, content, importance, embedding, sketch, qvec, embedding_model, embed_seq)
        SELECT $1, $2, 'm', 0.5, e, k, q, 'p/m', nextval('knowledge_embed_seq') FROM unnest($3::bytea[], $4::bytea[], $5::bytea[]) WITH ORDINALITY AS x(e, k, q, o) ORDER BY o RETURNING id::text`,
-      [tenant, opts.agent ?? null, vs.map((v) => Buffer.from(v.buffer)), vs.map((v) => Buffer.from(signSketch(v).buffer)), vs.map((v) => (opts.code === false ? null : quantize(v)))],
+      [
+        tenant,
+        opts.agent ?? null,
+        vs.map((v) => Buffer.from(v.buffer)),
+        vs.map((v) => Buffer.from(signSketch(v).buffer)),
+        vs.map((v) => (opts.code === false ? null : quantize(v))),
+      ],
     );
     r.rows.forEach((row, i) => vectors.set(row.id, vs[i] as Float32Array));
     return r.rows.map((row) => row.id);
@@ -69,13 +76,31 @@ describe('knowledge index', async () => {
     const all = [...shared, ...own].map((id) => distance(q, id)).sort((a, b) => a - b);
     const near = index.nearest(s, q, 50).map((i) => s.ids[i] as string);
     assert.equal(near.length, 50);
-    assert.deepEqual(near.map((id) => distance(q, id)), all.slice(0, 50), 'the 50 smallest distances, nearest first');
+    assert.deepEqual(
+      near.map((id) => distance(q, id)),
+      all.slice(0, 50),
+      'the 50 smallest distances, nearest first',
+    );
     const mine = index.nearest(s, q, 20, (o) => o === agent).map((i) => s.ids[i] as string);
-    assert.ok(mine.every((id) => own.includes(id)), "only the agent's own rows");
-    assert.deepEqual(mine.map((id) => distance(q, id)), own.map((id) => distance(q, id)).sort((a, b) => a - b).slice(0, 20));
+    assert.ok(
+      mine.every((id) => own.includes(id)),
+      "only the agent's own rows",
+    );
+    assert.deepEqual(
+      mine.map((id) => distance(q, id)),
+      own
+        .map((id) => distance(q, id))
+        .sort((a, b) => a - b)
+        .slice(0, 20),
+    );
     // Forget the nearest (deleted elsewhere): it is never a candidate again.
     index.forget('agent_memories', tenant, [near[0] as string]);
-    assert.ok(!index.nearest(s, q, 50).map((i) => s.ids[i]).includes(near[0]));
+    assert.ok(
+      !index
+        .nearest(s, q, 50)
+        .map((i) => s.ids[i])
+        .includes(near[0]),
+    );
     // A row written after the load (e.g. through another replica), identical to the query: found first.
     const later = await db.query<{ id: string }>(
       `INSERT INTO agent_memories (tenant_id, content, importance, embedding, sketch, qvec, embedding_model, embed_seq) VALUES ($1, 'later', 0.5, $2, $3, NULL, 'p/m', nextval('knowledge_embed_seq')) RETURNING id::text`,

@@ -35,7 +35,13 @@ describe('session ingestion', async () => {
     await idle(t.id, session);
   };
   const summaries = async (tenantId: string, session: string) =>
-    (await server.db.query<{ content: string }>('SELECT content FROM chat_messages WHERE tenant_id = $1 AND session_id = $2 AND actor = $3', [tenantId, session, SUMMARY_ACTOR])).rows.map((r) => r.content);
+    (
+      await server.db.query<{ content: string }>('SELECT content FROM chat_messages WHERE tenant_id = $1 AND session_id = $2 AND actor = $3', [
+        tenantId,
+        session,
+        SUMMARY_ACTOR,
+      ])
+    ).rows.map((r) => r.content);
   const summaryCalls = (needle: string) => fake.requests.filter((r) => r.model === 'summarizer' && JSON.stringify(r.body).includes(needle)).length;
   const replica = (owner: string) =>
     new SessionIngest({
@@ -56,7 +62,13 @@ describe('session ingestion', async () => {
       { role: 'assistant', content: 'The rollout of billing is planned for Friday at 10:00 with a canary stage' },
     ]);
     // A session still in use is not summarised.
-    await server.services.archive.append(a.id, { instanceId: a.instanceId, sessionId: 'ingest-busy', agent: 'main', actor: 'test', messages: [{ role: 'user', content: 'still talking about the quarterly budget' }] });
+    await server.services.archive.append(a.id, {
+      instanceId: a.instanceId,
+      sessionId: 'ingest-busy',
+      agent: 'main',
+      actor: 'test',
+      messages: [{ role: 'user', content: 'still talking about the quarterly budget' }],
+    });
     const [r1, r2] = [replica('replica-1'), replica('replica-2')];
     await Promise.all([r1.sweepOnce(), r2.sweepOnce(), r1.sweepOnce(), r2.sweepOnce()]);
     await Promise.all([r1.sweepOnce(), r2.sweepOnce()]);
@@ -66,17 +78,29 @@ describe('session ingestion', async () => {
     assert.match(s[0] ?? '', /^Summary of the conversation ingest-a1: Hello from summarizer/, "the tenant model's answer");
     assert.deepEqual(await summaries(a.id, 'ingest-busy'), [], 'a session still in use waits');
     // The model read the conversation; the summary is found by a search of the archive.
-    const hit = await a.client.json<{ archive: { sessionId: string; content: string }[] }>('GET', `/api/v1/tenants/${a.slug}/knowledge/search?q=summarizer&in=archive`);
-    assert.ok(hit.archive.some((x) => x.sessionId === 'ingest-a1' && x.content.startsWith('Summary of the conversation')), JSON.stringify(hit));
+    const hit = await a.client.json<{ archive: { sessionId: string; content: string }[] }>(
+      'GET',
+      `/api/v1/tenants/${a.slug}/knowledge/search?q=summarizer&in=archive`,
+    );
+    assert.ok(
+      hit.archive.some((x) => x.sessionId === 'ingest-a1' && x.content.startsWith('Summary of the conversation')),
+      JSON.stringify(hit),
+    );
     // Kept as a memory too (CLAWPLANE_INGEST_MEMORIES), under a key per session.
     const mem = await a.client.json<{ items: { key: string | null; content: string }[] }>('GET', `/api/v1/tenants/${a.slug}/memories`);
     assert.equal(mem.items.filter((m) => m.key === 'chat:ingest-a1').length, 1);
     // Metered like any model call of the tenant.
     await server.services.broker.usage.flush();
-    const usage = await server.db.query<{ n: number }>("SELECT count(*)::int AS n FROM llm_usage WHERE tenant_id = $1 AND api = 'summaries' AND outcome = 'ok'", [a.id]);
+    const usage = await server.db.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM llm_usage WHERE tenant_id = $1 AND api = 'summaries' AND outcome = 'ok'",
+      [a.id],
+    );
     assert.ok((usage.rows[0]?.n ?? 0) >= 1, 'metered as summaries');
     // The secret was in the conversation (and went to the tenant's own model) but into no log line.
-    assert.ok(fake.requests.some((r) => JSON.stringify(r.body).includes(canary)), 'the test can see the canary where it legitimately goes');
+    assert.ok(
+      fake.requests.some((r) => JSON.stringify(r.body).includes(canary)),
+      'the test can see the canary where it legitimately goes',
+    );
     assert.ok(!capturedLogs.some((l) => l.includes(canary)), 'no log line holds the secret');
   });
 
@@ -95,12 +119,19 @@ describe('session ingestion', async () => {
     await replica('replica-1').sweepOnce();
     const s = await summaries(b.id, 'ingest-b1');
     assert.equal(s.length, 1);
-    assert.match(s[0] ?? '', /No model route is set for summaries, so this is an excerpt, not a summary\. Asked: Which warehouse ships the blue chairs\? Last answer: The Leeds warehouse/);
+    assert.match(
+      s[0] ?? '',
+      /No model route is set for summaries, so this is an excerpt, not a summary\. Asked: Which warehouse ships the blue chairs\? Last answer: The Leeds warehouse/,
+    );
     assert.deepEqual(await summaries(a.id, 'ingest-b1'), [], "nothing of B's in A");
 
     // A finished task (A's fixture task failed at dispatch) is summarised once it has been finished a while.
     const taskSession = `task:${a.taskId}`;
-    await waitFor('the fixture task failed', async () => ((await server.db.query("SELECT 1 FROM tasks WHERE id = $1 AND status = 'failed'", [a.taskId])).rowCount ? true : undefined), 60_000);
+    await waitFor(
+      'the fixture task failed',
+      async () => ((await server.db.query("SELECT 1 FROM tasks WHERE id = $1 AND status = 'failed'", [a.taskId])).rowCount ? true : undefined),
+      60_000,
+    );
     await replica('replica-1').sweepOnce();
     assert.deepEqual(await summaries(a.id, taskSession), [], 'a task just finished waits like a session in use');
     await server.db.query(`UPDATE tasks SET finished_at = now() - interval '10 minutes' WHERE tenant_id = $1 AND id = $2`, [a.id, a.taskId]);
@@ -112,26 +143,38 @@ describe('session ingestion', async () => {
   });
 
   test('a refusal (budget) leaves the session to a later sweep, and nothing half-written', async () => {
-    await server.services.brokerGovernance.setLimits(a.id, [{ agent: '', dailyTokens: 1, dailyCostUsd: null, requestsPerMinute: null, maxCallsPerTask: null }], by);
+    await server.services.brokerGovernance.setLimits(
+      a.id,
+      [{ agent: '', dailyTokens: 1, dailyCostUsd: null, requestsPerMinute: null, maxCallsPerTask: null }],
+      by,
+    );
     await server.services.broker.usage.flush();
     await say(a, 'ingest-a2', [{ role: 'user', content: 'Book the venue for the offsite in March' }]);
     await replica('replica-1').sweepOnce();
     assert.deepEqual(await summaries(a.id, 'ingest-a2'), [], 'no summary while the budget refuses');
-    const row = await server.db.query<{ attempts: number; last_error: string; upto: string }>("SELECT attempts, last_error, upto FROM conversation_ingests WHERE tenant_id = $1 AND source = 'chat' AND source_id = 'ingest-a2'", [a.id]);
+    const row = await server.db.query<{ attempts: number; last_error: string; upto: string }>(
+      "SELECT attempts, last_error, upto FROM conversation_ingests WHERE tenant_id = $1 AND source = 'chat' AND source_id = 'ingest-a2'",
+      [a.id],
+    );
     assert.equal(row.rows[0]?.attempts, 1);
     assert.match(row.rows[0]?.last_error ?? '', /budget|limit/i);
     assert.equal(Number(row.rows[0]?.upto), 0, 'not marked done');
     // The state API says so, with the reason and when it is retried.
     const failed = await a.client.json<IngestState>('GET', `/api/v1/tenants/${a.slug}/knowledge/ingestion?status=failed`);
     assert.equal(failed.counts.failed, 1);
-    assert.deepEqual(failed.items.map((i) => [i.source, i.sourceId, i.status, i.attempts]), [['chat', 'ingest-a2', 'failed', 1]]);
+    assert.deepEqual(
+      failed.items.map((i) => [i.source, i.sourceId, i.status, i.attempts]),
+      [['chat', 'ingest-a2', 'failed', 1]],
+    );
     assert.match(failed.items[0]?.error ?? '', /budget|limit/i);
     assert.ok(failed.items[0]?.retryAt && failed.lastRunAt);
     await server.services.brokerGovernance.setLimits(a.id, [], by);
     // The back-off has not passed: a sweep right now leaves it.
     await replica('replica-2').sweepOnce();
     assert.deepEqual(await summaries(a.id, 'ingest-a2'), []);
-    await server.db.query("UPDATE conversation_ingests SET claimed_until = now() - interval '1 second' WHERE tenant_id = $1 AND source_id = 'ingest-a2'", [a.id]);
+    await server.db.query("UPDATE conversation_ingests SET claimed_until = now() - interval '1 second' WHERE tenant_id = $1 AND source_id = 'ingest-a2'", [
+      a.id,
+    ]);
     await replica('replica-2').sweepOnce();
     assert.equal((await summaries(a.id, 'ingest-a2')).length, 1, 'summarised once the back-off passed');
   });

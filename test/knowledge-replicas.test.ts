@@ -34,7 +34,8 @@ describe('knowledge on two replicas', async () => {
   let one: ApiClient;
   let two: ApiClient;
   const api = (p: string) => `/api/v1/tenants/kn${p}`;
-  const search = async (c: ApiClient, q: string, mode: string) => (await c.json<Page>('GET', api(`/memories?q=${encodeURIComponent(q)}&mode=${mode}`))).items.map((m) => m.content);
+  const search = async (c: ApiClient, q: string, mode: string) =>
+    (await c.json<Page>('GET', api(`/memories?q=${encodeURIComponent(q)}&mode=${mode}`))).items.map((m) => m.content);
 
   test('set-up: a tenant with an embeddings route (the fake provider)', async () => {
     const { admin } = await onboardVia(r1, 'kn');

@@ -25,7 +25,12 @@ describe('doctor: lane schedules and stuck runs', async () => {
     assert.equal((await checkLaneSchedules(db, tick)).status, 'ok');
     assert.equal((await checkLaneRuns(db)).status, 'ok');
     await admin.json('POST', api('/projects'), { name: 'ops', laneKinds: ['health'] }, 201);
-    await admin.json<Lane>('POST', api('/lanes'), { name: 'nightly', project: 'ops', kind: 'health', harmless: true, schedule: '0 3 * * *', steps: [{ name: 'check', capability: 'ops', input: 'check' }] }, 201);
+    await admin.json<Lane>(
+      'POST',
+      api('/lanes'),
+      { name: 'nightly', project: 'ops', kind: 'health', harmless: true, schedule: '0 3 * * *', steps: [{ name: 'check', capability: 'ops', input: 'check' }] },
+      201,
+    );
     const f = await checkLaneSchedules(db, tick);
     assert.equal(f.status, 'ok', f.detail);
     assert.match(f.detail, /^1 scheduled lane\(s\), each with a valid next slot; the next at \d{4}-/);
@@ -52,7 +57,12 @@ describe('doctor: lane schedules and stuck runs', async () => {
   });
 
   test('runs that have not ended without a live workflow warn lanes.runs, each named', async () => {
-    const lane = await admin.json<Lane>('POST', api('/lanes'), { name: 'manual', project: 'ops', kind: 'health', harmless: true, steps: [{ name: 'check', capability: 'ops', input: 'check' }] }, 201);
+    const lane = await admin.json<Lane>(
+      'POST',
+      api('/lanes'),
+      { name: 'manual', project: 'ops', kind: 'health', harmless: true, steps: [{ name: 'check', capability: 'ops', input: 'check' }] },
+      201,
+    );
     // A run whose workflow was enqueued but ended without ending the run, and one that never got a workflow.
     const ended = await admin.json<Run>('POST', api(`/lanes/${lane.id}/runs`), undefined, 201);
     await db.query(`UPDATE dbos.workflow_status SET status = 'CANCELLED' WHERE workflow_uuid = $1`, [ended.id]);

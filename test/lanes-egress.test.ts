@@ -43,10 +43,24 @@ describe("lane steps reach only their project's hosts", { timeout: 300_000 }, as
   // The object store is S3 here (s3rver, an S3-compatible server from npm): lane artifacts go where backups go.
   const dir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-lanes-s3-'));
   after(() => rm(dir, { recursive: true, force: true }));
-  const s3rver = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: path.join(dir, 's3'), configureBuckets: [{ name: 'lanes', configs: [] }] });
+  const s3rver = new S3rver({
+    port: 0,
+    address: '127.0.0.1',
+    silent: true,
+    directory: path.join(dir, 's3'),
+    configureBuckets: [{ name: 'lanes', configs: [] }],
+  });
   const s3addr = (await s3rver.run()) as net.AddressInfo;
   after(() => s3rver.close());
-  const s3 = { endpoint: `http://127.0.0.1:${s3addr.port}`, region: 'us-east-1', bucket: 'lanes', prefix: 'cp/', accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', forcePathStyle: true };
+  const s3 = {
+    endpoint: `http://127.0.0.1:${s3addr.port}`,
+    region: 'us-east-1',
+    bucket: 'lanes',
+    prefix: 'cp/',
+    accessKeyId: 'S3RVER',
+    secretAccessKey: 'S3RVER',
+    forcePathStyle: true,
+  };
   const server = await startTestServer({
     CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1',
     CLAWPLANE_TASK_QUEUE_POLL_MS: '50',
@@ -91,7 +105,12 @@ describe("lane steps reach only their project's hosts", { timeout: 300_000 }, as
   await server.services.agents.create(a.id, { name: 'prober', capabilities: ['egress'] }, { actor: 'test' });
 
   const runLane = async (name: string, project: string) => {
-    const lane = await a.client.json<{ id: string }>('POST', api('/lanes'), { name, project, kind: 'analysis', readOnly: false, steps: [{ name: 'probe', capability: 'egress', input: `egress ${name}` }] }, 201);
+    const lane = await a.client.json<{ id: string }>(
+      'POST',
+      api('/lanes'),
+      { name, project, kind: 'analysis', readOnly: false, steps: [{ name: 'probe', capability: 'egress', input: `egress ${name}` }] },
+      201,
+    );
     const r = await a.client.json<Run>('POST', api(`/lanes/${lane.id}/runs`), undefined, 201);
     return waitFor(`run ${r.id}`, async () => {
       const x = await a.client.json<Run>('GET', api(`/lane-runs/${r.id}`));
@@ -100,7 +119,12 @@ describe("lane steps reach only their project's hosts", { timeout: 300_000 }, as
   };
 
   test('a step of a project without the host is refused by rule "project.hosts"; one whose hosts or repositories admit it gets through', async () => {
-    await a.client.json('POST', api('/projects'), { name: 'walled', hosts: ['*.acme.test'], repositories: ['github.com/acme/app'], laneKinds: ['analysis'] }, 201);
+    await a.client.json(
+      'POST',
+      api('/projects'),
+      { name: 'walled', hosts: ['*.acme.test'], repositories: ['github.com/acme/app'], laneKinds: ['analysis'] },
+      201,
+    );
     await a.client.json('POST', api('/projects'), { name: 'open', hosts: ['127.0.0.1'], laneKinds: ['analysis'] }, 201);
     await a.client.json('POST', api('/projects'), { name: 'by-repo', repositories: ['127.0.0.1/acme/app'], laneKinds: ['analysis'] }, 201);
     // Outside any lane step, the tenant's allow-list alone decides.
@@ -112,8 +136,14 @@ describe("lane steps reach only their project's hosts", { timeout: 300_000 }, as
     assert.equal(walled.status, 'succeeded', walled.reason);
     const refused = seen.get('egress walled-lane');
     assert.equal(refused?.status, 403);
-    assert.match(refused?.text ?? '', /Refused by rule "project\.hosts": 127\.0\.0\.1:\d+ is not within the hosts of project "walled" \(step "probe" of lane "walled-lane" is running; allowed: \*\.acme\.test, github\.com\)/);
-    const audit = await server.db.query<{ target: string; detail: { rule?: string; reason: string } }>("SELECT target, detail FROM audit_events WHERE tenant_id = $1 AND action = 'broker.egress_denied' ORDER BY seq DESC LIMIT 1", [a.id]);
+    assert.match(
+      refused?.text ?? '',
+      /Refused by rule "project\.hosts": 127\.0\.0\.1:\d+ is not within the hosts of project "walled" \(step "probe" of lane "walled-lane" is running; allowed: \*\.acme\.test, github\.com\)/,
+    );
+    const audit = await server.db.query<{ target: string; detail: { rule?: string; reason: string } }>(
+      "SELECT target, detail FROM audit_events WHERE tenant_id = $1 AND action = 'broker.egress_denied' ORDER BY seq DESC LIMIT 1",
+      [a.id],
+    );
     assert.deepEqual([audit.rows[0]?.target, audit.rows[0]?.detail.rule], [target, 'project.hosts']);
 
     const open = await runLane('open-lane', 'open');
@@ -123,7 +153,10 @@ describe("lane steps reach only their project's hosts", { timeout: 300_000 }, as
     const byRepo = await runLane('by-repo-lane', 'by-repo');
     assert.equal(byRepo.status, 'succeeded', byRepo.reason);
     assert.equal(seen.get('egress by-repo-lane')?.status, 403);
-    assert.match(seen.get('egress by-repo-lane')?.text ?? '', /Refused by rule "project\.repositories": 127\.0\.0\.1:\d+ hosts repositories and project "by-repo" allows only some of them \(127\.0\.0\.1\/acme\/app\); a tunnel would hide/);
+    assert.match(
+      seen.get('egress by-repo-lane')?.text ?? '',
+      /Refused by rule "project\.repositories": 127\.0\.0\.1:\d+ hosts repositories and project "by-repo" allows only some of them \(127\.0\.0\.1\/acme\/app\); a tunnel would hide/,
+    );
     // The step is over: the project no longer narrows the tenant's egress.
     const after = await connect(sandbox.socketPath, target);
     assert.equal(after.status, 200);
@@ -147,7 +180,12 @@ describe("lane steps reach only their project's hosts", { timeout: 300_000 }, as
       results.push(await skill());
       return { output: 'done' };
     });
-    const lane = await a.client.json<{ id: string }>('POST', api('/lanes'), { name: 'skill-lane', project: 'walled', kind: 'analysis', readOnly: false, steps: [{ name: 'call', capability: 'egress', input: 'skill call' }] }, 201);
+    const lane = await a.client.json<{ id: string }>(
+      'POST',
+      api('/lanes'),
+      { name: 'skill-lane', project: 'walled', kind: 'analysis', readOnly: false, steps: [{ name: 'call', capability: 'egress', input: 'skill call' }] },
+      201,
+    );
     const r = await a.client.json<Run>('POST', api(`/lanes/${lane.id}/runs`), undefined, 201);
     const done = await waitFor('skill run', async () => {
       const x = await a.client.json<Run>('GET', api(`/lane-runs/${r.id}`));
@@ -168,7 +206,12 @@ describe("lane steps reach only their project's hosts", { timeout: 300_000 }, as
     await new Promise<void>((r) => forge.listen(0, '127.0.0.1', () => r()));
     after(() => new Promise<void>((r) => forge.close(() => r())));
     const forgePort = (forge.address() as net.AddressInfo).port;
-    await a.client.json('PUT', api('/egress'), { items: [{ host: '127.0.0.1', port }, { host: '127.0.0.1', port: forgePort }] });
+    await a.client.json('PUT', api('/egress'), {
+      items: [
+        { host: '127.0.0.1', port },
+        { host: '127.0.0.1', port: forgePort },
+      ],
+    });
     await a.client.json('PUT', api('/skill-endpoints/forge'), { baseUrl: `http://127.0.0.1:${forgePort}` });
     await a.client.json('POST', api('/projects'), { name: 'repos', repositories: ['127.0.0.1/acme/app', '127.0.0.1/acme/lib*'], laneKinds: ['analysis'] }, 201);
     await a.client.json('POST', api('/projects'), { name: 'data', dataSources: ['127.0.0.1/exports'], laneKinds: ['analysis'] }, 201);
@@ -191,7 +234,12 @@ describe("lane steps reach only their project's hosts", { timeout: 300_000 }, as
       return { output: 'probed' };
     });
     const run = async (name: string, project: string, paths: string[]) => {
-      const lane = await a.client.json<{ id: string }>('POST', api('/lanes'), { name, project, kind: 'analysis', steps: [{ name: 'probe', capability: 'egress', input: `paths ${JSON.stringify(paths)}` }] }, 201);
+      const lane = await a.client.json<{ id: string }>(
+        'POST',
+        api('/lanes'),
+        { name, project, kind: 'analysis', steps: [{ name: 'probe', capability: 'egress', input: `paths ${JSON.stringify(paths)}` }] },
+        201,
+      );
       const r = await a.client.json<Run>('POST', api(`/lanes/${lane.id}/runs`), undefined, 201);
       const done = await waitFor(`run ${name}`, async () => {
         const x = await a.client.json<Run>('GET', api(`/lane-runs/${r.id}`));
@@ -201,7 +249,13 @@ describe("lane steps reach only their project's hosts", { timeout: 300_000 }, as
       return got.get(`CONNECT paths ${JSON.stringify(paths)}`);
     };
     const repoAdmitted = ['/acme/app.git/info/refs?service=git-upload-pack', '/repos/ACME/app/contents/README', '/api/v3/repos/acme/library/pulls'];
-    const repoRefused = ['/acme/other.git/info/refs?service=git-upload-pack', '/api/v3/repos/evil/app', '/api/v4/projects/acme%2Fother', '/acme/app/../../evil/app.git/info/refs', '/user'];
+    const repoRefused = [
+      '/acme/other.git/info/refs?service=git-upload-pack',
+      '/api/v3/repos/evil/app',
+      '/api/v4/projects/acme%2Fother',
+      '/acme/app/../../evil/app.git/info/refs',
+      '/user',
+    ];
     const repoTunnel = await run('repos-lane', 'repos', [...repoAdmitted, ...repoRefused]);
     const dataAdmitted = ['/exports', '/exports/2026/a.csv?x=1'];
     const dataRefused = ['/exports2/a.csv', '/exports/%2e%2e/secrets', '/secrets'];
@@ -210,13 +264,24 @@ describe("lane steps reach only their project's hosts", { timeout: 300_000 }, as
     for (const p of [...repoAdmitted, ...dataAdmitted]) assert.deepEqual(got.get(p), { status: 200, text: 'ok' }, p);
     for (const p of repoRefused) {
       assert.equal(got.get(p)?.status, 403, p);
-      assert.match(got.get(p)?.text ?? '', /Refused by rule \\"project\.repositories\\": .*project \\"repos\\".*step \\"probe\\" of lane \\"repos-lane\\" is running/, p);
+      assert.match(
+        got.get(p)?.text ?? '',
+        /Refused by rule \\"project\.repositories\\": .*project \\"repos\\".*step \\"probe\\" of lane \\"repos-lane\\" is running/,
+        p,
+      );
     }
-    assert.match(got.get('/acme/other.git/info/refs?service=git-upload-pack')?.text ?? '', /repository 127\.0\.0\.1\/acme\/other is not among the repositories of project/);
+    assert.match(
+      got.get('/acme/other.git/info/refs?service=git-upload-pack')?.text ?? '',
+      /repository 127\.0\.0\.1\/acme\/other is not among the repositories of project/,
+    );
     assert.match(got.get('/acme/app/../../evil/app.git/info/refs')?.text ?? '', /repository 127\.0\.0\.1\/evil\/app is not among/);
     for (const p of dataRefused) {
       assert.equal(got.get(p)?.status, 403, p);
-      assert.match(got.get(p)?.text ?? '', /Refused by rule \\"project\.dataSources\\": 127\.0\.0\.1\/\S+ is not within the data sources of project \\"data\\" \(127\.0\.0\.1\/exports\)/, p);
+      assert.match(
+        got.get(p)?.text ?? '',
+        /Refused by rule \\"project\.dataSources\\": 127\.0\.0\.1\/\S+ is not within the data sources of project \\"data\\" \(127\.0\.0\.1\/exports\)/,
+        p,
+      );
     }
     // Tunnels hide the path: both projects refuse them, naming their rule.
     assert.equal(repoTunnel?.status, 403);
@@ -224,8 +289,17 @@ describe("lane steps reach only their project's hosts", { timeout: 300_000 }, as
     assert.equal(dataTunnel?.status, 403);
     assert.match(dataTunnel?.text ?? '', /rule "project\.dataSources": 127\.0\.0\.1:\d+ is reachable only through the data sources of project "data"/);
     // Only what was admitted reached the upstream (dot segments resolved before judging).
-    assert.deepEqual(hits, ['/acme/app.git/info/refs?service=git-upload-pack', '/repos/ACME/app/contents/README', '/api/v3/repos/acme/library/pulls', '/exports', '/exports/2026/a.csv?x=1']);
-    const audit = await server.db.query<{ rule: string }>("SELECT DISTINCT detail->>'rule' AS rule FROM audit_events WHERE tenant_id = $1 AND action = 'broker.egress_denied' AND target = 'skill:forge'", [a.id]);
+    assert.deepEqual(hits, [
+      '/acme/app.git/info/refs?service=git-upload-pack',
+      '/repos/ACME/app/contents/README',
+      '/api/v3/repos/acme/library/pulls',
+      '/exports',
+      '/exports/2026/a.csv?x=1',
+    ]);
+    const audit = await server.db.query<{ rule: string }>(
+      "SELECT DISTINCT detail->>'rule' AS rule FROM audit_events WHERE tenant_id = $1 AND action = 'broker.egress_denied' AND target = 'skill:forge'",
+      [a.id],
+    );
     assert.deepEqual(audit.rows.map((r) => r.rule).sort(), ['project.dataSources', 'project.repositories']);
   });
 
@@ -243,7 +317,10 @@ describe("lane steps reach only their project's hosts", { timeout: 300_000 }, as
     const file = path.join(dir, 'got.json');
     await store.get(run.summaryKey ?? '', file);
     const summary = laneSummary.parse(JSON.parse(await readFile(file, 'utf8')));
-    assert.deepEqual([summary.run.id, summary.status, summary.steps.map((st) => st.check)], [run.id, 'succeeded', ['instance-health', 'budgets', 'credentials']]);
+    assert.deepEqual(
+      [summary.run.id, summary.status, summary.steps.map((st) => st.check)],
+      [run.id, 'succeeded', ['instance-health', 'budgets', 'credentials']],
+    );
     await store.get((run.summaryKey ?? '').replace('summary.json', 'step-1-budgets.json'), file);
     assert.deepEqual(JSON.parse(await readFile(file, 'utf8')), run.steps[1]?.findings);
     assert.ok(run.artifactBytes > 0);
@@ -269,7 +346,11 @@ describe('which repository a URL names, and what a project admits (no server)', 
     assert.equal(judgeEgress(p, 'github.com', 443)?.rule, 'project.repositories');
     assert.equal(judgeEgress(p, 'codeload.github.com', 443)?.rule, 'project.repositories');
     assert.equal(judgeEgress({ ...p, repositories: ['github.com/*'] }, 'github.com', 443), null);
-    assert.equal(judgeEgress({ ...p, repositories: ['https://GitHub.com/Acme/App'] }, 'api.github.com', 443, '/repos/acme/app'), null, 'a scheme is ignored, names compare in lower case');
+    assert.equal(
+      judgeEgress({ ...p, repositories: ['https://GitHub.com/Acme/App'] }, 'api.github.com', 443, '/repos/acme/app'),
+      null,
+      'a scheme is ignored, names compare in lower case',
+    );
     assert.equal(judgeEgress({ ...p, hosts: [] }, 'example.com', 443)?.rule, 'project.hosts');
   });
   test('a data source is a URL prefix at a path boundary; a tunnel to a path-limited one is refused', () => {

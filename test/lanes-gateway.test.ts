@@ -42,18 +42,29 @@ describe('lanes on a real OpenClaw gateway', { timeout: 900_000 }, async () => {
   const storeDir = ingressSettings(server.config).backupDir;
   await a.client.json('POST', api('/agents'), { name: 'analyst', capabilities: ['lane'] }, 201);
   await a.client.json('POST', api('/projects'), { name: 'nightly', laneKinds: ['analysis'] }, 201);
-  const step = (n: number, over: Record<string, unknown> = {}, prefix = 'LANE-STEP') => ({ name: `s${n}`, capability: 'lane', input: `${prefix}-${n}: summarise part ${n}`, ...over });
+  const step = (n: number, over: Record<string, unknown> = {}, prefix = 'LANE-STEP') => ({
+    name: `s${n}`,
+    capability: 'lane',
+    input: `${prefix}-${n}: summarise part ${n}`,
+    ...over,
+  });
   const run = (id: string) => a.client.json<Run>('GET', api(`/lane-runs/${id}`));
   const ended = (id: string) =>
-    waitFor(`run ${id} ended`, async () => {
-      const r = await run(id);
-      return r.finishedAt ? r : undefined;
-    }, 600_000);
+    waitFor(
+      `run ${id} ended`,
+      async () => {
+        const r = await run(id);
+        return r.finishedAt ? r : undefined;
+      },
+      600_000,
+    );
   /**
    * The step markers (`<prefix>-<n>`) in the model calls the fake provider received since `from`, in the order they
    * first appear: each lane below has its own prefix, and a turn's earlier steps come along only as history.
    */
-  const markers = (from: number, prefix: string) => [...new Set(fake.requests.slice(from).flatMap((q) => [...JSON.stringify(q.body).matchAll(new RegExp(`${prefix}-(\\d)`, 'g'))].map((m) => Number(m[1]))))];
+  const markers = (from: number, prefix: string) => [
+    ...new Set(fake.requests.slice(from).flatMap((q) => [...JSON.stringify(q.body).matchAll(new RegExp(`${prefix}-(\\d)`, 'g'))].map((m) => Number(m[1])))),
+  ];
   const usageOf = async (r: Run) => {
     await server.services.broker.usage.flush();
     const ids = r.steps.flatMap((s) => (s.taskId ? [s.taskId] : []));
@@ -69,7 +80,12 @@ describe('lanes on a real OpenClaw gateway', { timeout: 900_000 }, async () => {
 
   test('fired by its schedule: the stopped gateway wakes, three steps run in order on it, summary.json equals the usage rows; idle, it stops again', async () => {
     await setClock('2027-04-01T01:30:00Z');
-    const lane = await a.client.json<Lane>('POST', api('/lanes'), { name: 'nightly-report', project: 'nightly', kind: 'analysis', harmless: true, schedule: '0 2 * * *', steps: [step(1), step(2), step(3)] }, 201);
+    const lane = await a.client.json<Lane>(
+      'POST',
+      api('/lanes'),
+      { name: 'nightly-report', project: 'nightly', kind: 'analysis', harmless: true, schedule: '0 2 * * *', steps: [step(1), step(2), step(3)] },
+      201,
+    );
     assert.equal(lane.nextSlotAt, '2027-04-01T02:00:00.000Z', 'placed by the injected clock');
     assert.equal((await server.services.instances.get(a.id, a.instanceId)).status, 'stopped');
     const from = fake.requests.length;
@@ -79,22 +95,31 @@ describe('lanes on a real OpenClaw gateway', { timeout: 900_000 }, async () => {
     assert.deepEqual([fired.trigger, fired.slotAt], ['schedule', '2027-04-01T02:00:00.000Z']);
     const done = await ended(fired.id);
     assert.equal(done.status, 'succeeded', done.reason);
-    assert.deepEqual(done.steps.map((s) => s.status), ['succeeded', 'succeeded', 'succeeded']);
+    assert.deepEqual(
+      done.steps.map((s) => s.status),
+      ['succeeded', 'succeeded', 'succeeded'],
+    );
     assert.deepEqual(markers(from, 'LANE-STEP'), [1, 2, 3], 'the gateway received the steps in order');
-    for (let i = 1; i < done.steps.length; i++) assert.ok((done.steps[i]?.startedAt ?? '') >= (done.steps[i - 1]?.finishedAt ?? 'z'), 'each step starts after the previous one ended');
+    for (let i = 1; i < done.steps.length; i++)
+      assert.ok((done.steps[i]?.startedAt ?? '') >= (done.steps[i - 1]?.finishedAt ?? 'z'), 'each step starts after the previous one ended');
     // The first step's task woke the tenant's stopped gateway through the gate.
     const trace = (await a.client.json<{ items: TraceEvent[] }>('GET', api(`/tasks/${done.steps[0]?.taskId}/trace`))).items.map((e) => `${e.step}.${e.kind}`);
     assert.ok(trace.includes('execute.wake') && trace.includes('execute.stream_done'), trace.join(', '));
     // Every output is the gateway's answer from the fake provider, stored as an artifact of the run.
     const prefix = (done.summaryKey ?? '').replace(/summary\.json$/, '');
-    for (const [i, s] of done.steps.entries()) assert.equal(await readFile(path.join(storeDir, `${prefix}step-${i}-${s.name}.txt`), 'utf8'), 'Hello from fake-model');
+    for (const [i, s] of done.steps.entries())
+      assert.equal(await readFile(path.join(storeDir, `${prefix}step-${i}-${s.name}.txt`), 'utf8'), 'Hello from fake-model');
     const summary = await summaryOf(done);
     const usage = await usageOf(done);
     assert.ok(usage.calls >= 3, `model calls: ${usage.calls}`);
     assert.deepEqual([summary.tokens.input, summary.tokens.output, summary.modelCalls], [usage.input, usage.output, usage.calls]);
     assert.ok(Math.abs(summary.costUsd - usage.cost) < 1e-9, `${summary.costUsd} vs ${usage.cost}`);
     assert.deepEqual([summary.status, summary.jobCount, summary.run.trigger, summary.run.slotAt], ['succeeded', 3, 'schedule', '2027-04-01T02:00:00.000Z']);
-    assert.equal(summary.steps.reduce((n, s) => n + s.inputTokens, 0), usage.input, "the steps' tokens add up to the run's");
+    assert.equal(
+      summary.steps.reduce((n, s) => n + s.inputTokens, 0),
+      usage.input,
+      "the steps' tokens add up to the run's",
+    );
     assert.equal((await server.services.instances.get(a.id, a.instanceId)).status, 'running');
     // Once idle, the reaper stops the gateway again (after a backup), as after any task.
     await waitFor('the idle reaper stops the gateway', async () => (await server.services.reaper.sweep()).includes(a.instanceId), 600_000);
@@ -105,13 +130,26 @@ describe('lanes on a real OpenClaw gateway', { timeout: 900_000 }, async () => {
   });
 
   test('a failing second step halts the run with its reason; the third is skipped and never reaches the gateway', async () => {
-    const lane = await a.client.json<Lane>('POST', api('/lanes'), { name: 'breaks', project: 'nightly', kind: 'analysis', steps: [step(1, {}, 'BREAK-STEP'), step(2, { capability: 'nobody-has-this' }, 'BREAK-STEP'), step(3, {}, 'BREAK-STEP')] }, 201);
+    const lane = await a.client.json<Lane>(
+      'POST',
+      api('/lanes'),
+      {
+        name: 'breaks',
+        project: 'nightly',
+        kind: 'analysis',
+        steps: [step(1, {}, 'BREAK-STEP'), step(2, { capability: 'nobody-has-this' }, 'BREAK-STEP'), step(3, {}, 'BREAK-STEP')],
+      },
+      201,
+    );
     const from = fake.requests.length;
     const started = await a.client.json<Run>('POST', api(`/lanes/${lane.id}/runs`), undefined, 201);
     const done = await ended(started.id);
     assert.equal(done.status, 'failed');
     assert.match(done.reason, /^step "s2" failed: task failed: /);
-    assert.deepEqual(done.steps.map((s) => s.status), ['succeeded', 'failed', 'skipped']);
+    assert.deepEqual(
+      done.steps.map((s) => s.status),
+      ['succeeded', 'failed', 'skipped'],
+    );
     assert.match(done.steps[2]?.reason ?? '', /^skipped: step "s2" failed: task failed: /);
     assert.equal(done.steps[2]?.taskId, null, 'no task was created for the skipped step');
     assert.deepEqual(markers(from, 'BREAK-STEP'), [1]);
@@ -121,14 +159,31 @@ describe('lanes on a real OpenClaw gateway', { timeout: 900_000 }, async () => {
   });
 
   test('a step that needs approval parks until a member approves it through the API, then runs on the gateway', async () => {
-    const lane = await a.client.json<Lane>('POST', api('/lanes'), { name: 'gated', project: 'nightly', kind: 'analysis', steps: [step(1, {}, 'GATE-STEP'), step(2, { requiresApproval: true }, 'GATE-STEP'), step(3, {}, 'GATE-STEP')] }, 201);
+    const lane = await a.client.json<Lane>(
+      'POST',
+      api('/lanes'),
+      {
+        name: 'gated',
+        project: 'nightly',
+        kind: 'analysis',
+        steps: [step(1, {}, 'GATE-STEP'), step(2, { requiresApproval: true }, 'GATE-STEP'), step(3, {}, 'GATE-STEP')],
+      },
+      201,
+    );
     const from = fake.requests.length;
     const started = await a.client.json<Run>('POST', api(`/lanes/${lane.id}/runs`), undefined, 201);
-    const parked = await waitFor('parked', async () => {
-      const r = await run(started.id);
-      return r.status === 'waiting_approval' ? r : undefined;
-    }, 600_000);
-    assert.deepEqual(parked.steps.map((s) => s.status), ['succeeded', 'waiting_approval', 'pending']);
+    const parked = await waitFor(
+      'parked',
+      async () => {
+        const r = await run(started.id);
+        return r.status === 'waiting_approval' ? r : undefined;
+      },
+      600_000,
+    );
+    assert.deepEqual(
+      parked.steps.map((s) => s.status),
+      ['succeeded', 'waiting_approval', 'pending'],
+    );
     assert.equal(parked.steps[1]?.taskId, null);
     assert.deepEqual(markers(from, 'GATE-STEP'), [1], 'nothing of the parked step reached the gateway');
     await a.client.json<Run>('POST', api(`/lane-runs/${started.id}/steps/1/approve`), { comment: 'go ahead' });

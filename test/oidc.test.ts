@@ -118,7 +118,13 @@ async function toCallback(
 }
 
 /** A full sign-in: returns the signed-in browser and where Clawplane sent it. */
-async function oidcLogin(server: TestServer, providerJar: Map<string, string>, login: string, returnTo = '/', prompts?: string[]): Promise<{ browser: ApiClient; location: string }> {
+async function oidcLogin(
+  server: TestServer,
+  providerJar: Map<string, string>,
+  login: string,
+  returnTo = '/',
+  prompts?: string[],
+): Promise<{ browser: ApiClient; location: string }> {
   const browser = new ApiClient(server.url);
   const cb = await toCallback(server, browser, providerJar, login, returnTo, { ...(prompts ? { prompts } : {}) });
   const res = await browser.call('GET', cb.pathname + cb.search);
@@ -128,7 +134,9 @@ async function oidcLogin(server: TestServer, providerJar: Map<string, string>, l
   return { browser, location: res.headers.get('location') ?? '' };
 }
 
-type Me = { user: { id: string; email: string; displayName: string; platformAdmin: boolean; breakglass: boolean; memberships: { slug: string; role: string }[] } };
+type Me = {
+  user: { id: string; email: string; displayName: string; platformAdmin: boolean; breakglass: boolean; memberships: { slug: string; role: string }[] };
+};
 
 const roles = (me: Me) => me.user.memberships.map((m) => `${m.slug}:${m.role}`).sort();
 
@@ -140,10 +148,20 @@ describe('OIDC login against a real OpenID provider', async () => {
   after(() => idp.stop());
   const admin = new ApiClient(server.url);
   const providerJar = new Map<string, string>();
-  const settings = () => ({ issuer: idp.issuer, clientId: CLIENT_ID, displayName: 'Local IdP', scopes: 'openid email profile clawplane', allowInsecureHttp: true });
+  const settings = () => ({
+    issuer: idp.issuer,
+    clientId: CLIENT_ID,
+    displayName: 'Local IdP',
+    scopes: 'openid email profile clawplane',
+    allowInsecureHttp: true,
+  });
 
   test('onboarding configures OIDC against the live provider; the secret is never returned', async () => {
-    const r = await admin.json<{ csrfToken: string }>('POST', '/api/v1/onboarding/admin', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD, setupCode: await setupCode(server) });
+    const r = await admin.json<{ csrfToken: string }>('POST', '/api/v1/onboarding/admin', {
+      email: ADMIN_EMAIL,
+      password: ADMIN_PASSWORD,
+      setupCode: await setupCode(server),
+    });
     admin.csrf = r.csrfToken;
     const http = await admin.call('POST', '/api/v1/onboarding/oidc', { ...settings(), clientSecret: canary, allowInsecureHttp: false });
     assert.equal(http.status, 400, 'a plain-http issuer needs allowInsecureHttp');
@@ -279,7 +297,10 @@ describe('OIDC login against a real OpenID provider', async () => {
     assert.equal(view.issuer, idp.issuer);
 
     // Saving without clientSecret keeps the stored one.
-    const saved = await admin.json<{ displayName: string; clientSecretSet: boolean }>('PUT', '/api/v1/platform/oidc', { ...settings(), displayName: 'Company SSO' });
+    const saved = await admin.json<{ displayName: string; clientSecretSet: boolean }>('PUT', '/api/v1/platform/oidc', {
+      ...settings(),
+      displayName: 'Company SSO',
+    });
     assert.deepEqual([saved.displayName, saved.clientSecretSet], ['Company SSO', true]);
     await oidcLogin(server, providerJar, user.sub);
   });
@@ -293,7 +314,9 @@ describe('OIDC login against a real OpenID provider', async () => {
     assert.equal(res.status, 400);
     assert.match(((await res.json()) as { message: string }).message, /not accepted.*Start the sign-in again/);
     assert.ok(!browser.cookies.has('clawplane_session'));
-    const fail = await server.db.query("SELECT detail FROM audit_events WHERE action = 'auth.login' AND decision = 'failure' AND detail->>'reason' LIKE '%invalid_client%'");
+    const fail = await server.db.query(
+      "SELECT detail FROM audit_events WHERE action = 'auth.login' AND decision = 'failure' AND detail->>'reason' LIKE '%invalid_client%'",
+    );
     assert.equal(fail.rowCount, 1);
     await admin.json('PUT', '/api/v1/platform/oidc', { ...settings(), clientSecret: canary });
     await oidcLogin(server, providerJar, user.sub);

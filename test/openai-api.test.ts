@@ -27,7 +27,11 @@ describe('the OpenAI-compatible surface: errors, models, fields, request ids', a
   const { token } = await server.services.tokens.create(t.id, { name: 'sdk', role: 'member', createdBy: m.userId }, { actor: 'test' });
   const base = `${server.url}/api/v1/tenants/oai`;
   const call = (method: string, p: string, body?: unknown, headers: Record<string, string> = {}) =>
-    fetch(base + p, { method, headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers }, body: body === undefined ? null : JSON.stringify(body) });
+    fetch(base + p, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+      body: body === undefined ? null : JSON.stringify(body),
+    });
   const openAiError = async (res: Response, status: number, code: string): Promise<OpenAiErrorBody['error']> => {
     assert.equal(res.status, status);
     const body = (await res.json()) as OpenAiErrorBody;
@@ -63,7 +67,33 @@ describe('the OpenAI-compatible surface: errors, models, fields, request ids', a
     // The tenant has no instance: a 404 naming that is proof that the body was accepted.
     const e = await openAiError(await call('POST', '/chat/completions', EVERY_CHAT_FIELD), 404, 'not_found');
     assert.equal(e.message, 'An instance of this tenant was not found. Deploy one (POST …/instances), then retry.');
-    const r = await openAiError(await call('POST', '/responses', { model: 'agent/main', input: [{ role: 'developer', content: 'x' }, { role: 'user', content: 'hi' }], instructions: 'be brief', max_output_tokens: 100, temperature: 0.1, top_p: 1, user: 'u', store: false, metadata: { a: 'b' }, reasoning: { effort: 'low' }, text: { format: { type: 'text' } }, truncation: 'auto', parallel_tool_calls: true, tool_choice: 'auto', tools: [], include: [], previous_response_id: null, service_tier: 'auto' }), 404, 'not_found');
+    const r = await openAiError(
+      await call('POST', '/responses', {
+        model: 'agent/main',
+        input: [
+          { role: 'developer', content: 'x' },
+          { role: 'user', content: 'hi' },
+        ],
+        instructions: 'be brief',
+        max_output_tokens: 100,
+        temperature: 0.1,
+        top_p: 1,
+        user: 'u',
+        store: false,
+        metadata: { a: 'b' },
+        reasoning: { effort: 'low' },
+        text: { format: { type: 'text' } },
+        truncation: 'auto',
+        parallel_tool_calls: true,
+        tool_choice: 'auto',
+        tools: [],
+        include: [],
+        previous_response_id: null,
+        service_tier: 'auto',
+      }),
+      404,
+      'not_found',
+    );
     assert.match(r.message, /Deploy one/);
   });
 
@@ -73,23 +103,40 @@ describe('the OpenAI-compatible surface: errors, models, fields, request ids', a
     const member = (await server.services.tokens.create(s.id, { name: 'sdk', role: 'member', createdBy: o.userId }, { actor: 'test' })).token;
     const inst = await server.services.instances.deploy(s.id, { name: 'main', start: false }, { actor: 'test' });
     const spentCall = (p: string, body: unknown, headers: Record<string, string> = {}) =>
-      fetch(`${server.url}/api/v1/tenants/spent${p}`, { method: 'POST', headers: { authorization: `Bearer ${member}`, 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+      fetch(`${server.url}/api/v1/tenants/spent${p}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${member}`, 'content-type': 'application/json', ...headers },
+        body: JSON.stringify(body),
+      });
     const turn = { model: 'agent/main', messages: [{ role: 'user' as const, content: 'hi' }] };
     // The platform's token quota, spent today as the broker counts it.
     await server.db.query('UPDATE tenants SET daily_token_budget = 1000 WHERE id = $1', [s.id]);
-    await server.db.query(`INSERT INTO broker_spend (tenant_id, scope, day, tokens, cost_usd, calls) VALUES ($1, 'tenant', (now() AT TIME ZONE 'UTC')::date, 1000, 2.5, 4)`, [s.id]);
-    for (const [p, body] of [['/chat/completions', turn], ['/chat/completions', { ...turn, stream: true }], ['/responses', { model: 'agent/main', input: 'hi' }]] as const) {
+    await server.db.query(
+      `INSERT INTO broker_spend (tenant_id, scope, day, tokens, cost_usd, calls) VALUES ($1, 'tenant', (now() AT TIME ZONE 'UTC')::date, 1000, 2.5, 4)`,
+      [s.id],
+    );
+    for (const [p, body] of [
+      ['/chat/completions', turn],
+      ['/chat/completions', { ...turn, stream: true }],
+      ['/responses', { model: 'agent/main', input: 'hi' }],
+    ] as const) {
       const e = await openAiError(await spentCall(p, body), 429, 'budget_exceeded');
       assert.match(e.message, /daily token budget of the tenant \(1000 tokens\) is used up/);
     }
     const hook = await spentCall('/hooks/agent', { message: 'hi' });
     assert.equal(hook.status, 429);
     assert.equal(((await hook.json()) as { code: string }).code, 'budget_exceeded');
-    await assert.rejects(new OpenAI({ baseURL: `${server.url}/api/v1/tenants/spent`, apiKey: member, maxRetries: 0 }).chat.completions.create(turn), (e: unknown) => e instanceof OpenAI.RateLimitError && /daily token budget/.test(e.message));
+    await assert.rejects(
+      new OpenAI({ baseURL: `${server.url}/api/v1/tenants/spent`, apiKey: member, maxRetries: 0 }).chat.completions.create(turn),
+      (e: unknown) => e instanceof OpenAI.RateLimitError && /daily token budget/.test(e.message),
+    );
     // The tenant admin's own cost cap is lower than nothing: it counts as well.
     await server.db.query('UPDATE tenants SET daily_token_budget = NULL WHERE id = $1', [s.id]);
     await server.db.query(`INSERT INTO broker_limits (tenant_id, agent, daily_cost_usd) VALUES ($1, '', 2.5)`, [s.id]);
-    assert.match((await openAiError(await spentCall('/chat/completions', turn), 429, 'budget_exceeded')).message, /daily cost budget of the tenant \(\$2\.5\) is used up/);
+    assert.match(
+      (await openAiError(await spentCall('/chat/completions', turn), 429, 'budget_exceeded')).message,
+      /daily cost budget of the tenant \(\$2\.5\) is used up/,
+    );
     // Nothing woke.
     const row = await server.services.instances.byId(inst.id);
     assert.deepEqual([row?.desiredState, row?.status], ['stopped', 'stopped']);
@@ -100,15 +147,47 @@ describe('the OpenAI-compatible surface: errors, models, fields, request ids', a
   });
 
   test('what the gateway receives: its fields only, developer turns as system ones, message items typed, bytes as sources', () => {
-    const chat = gatewayChatBody(chatInput.parse({ ...EVERY_CHAT_FIELD, tools: [...EVERY_CHAT_FIELD.tools, { type: 'custom', custom: { name: 'free' } }] }), 'main');
-    assert.deepEqual(Object.keys(chat).sort(), ['frequency_penalty', 'max_completion_tokens', 'max_tokens', 'messages', 'model', 'presence_penalty', 'seed', 'stop', 'stream', 'temperature', 'tool_choice', 'tools', 'top_p']);
+    const chat = gatewayChatBody(
+      chatInput.parse({ ...EVERY_CHAT_FIELD, tools: [...EVERY_CHAT_FIELD.tools, { type: 'custom', custom: { name: 'free' } }] }),
+      'main',
+    );
+    assert.deepEqual(Object.keys(chat).sort(), [
+      'frequency_penalty',
+      'max_completion_tokens',
+      'max_tokens',
+      'messages',
+      'model',
+      'presence_penalty',
+      'seed',
+      'stop',
+      'stream',
+      'temperature',
+      'tool_choice',
+      'tools',
+      'top_p',
+    ]);
     assert.equal(chat['model'], 'openclaw/main');
-    assert.deepEqual((chat['messages'] as { role: string }[]).map((m) => m.role), ['system', 'system', 'user', 'assistant', 'tool', 'user']);
-    assert.deepEqual((chat['tools'] as { type: string }[]).map((t) => t.type), ['function']);
+    assert.deepEqual(
+      (chat['messages'] as { role: string }[]).map((m) => m.role),
+      ['system', 'system', 'user', 'assistant', 'tool', 'user'],
+    );
+    assert.deepEqual(
+      (chat['tools'] as { type: string }[]).map((t) => t.type),
+      ['function'],
+    );
     const resp = gatewayResponsesBody(
       responsesInput.parse({
         model: 'agent/main',
-        input: [{ role: 'user', content: [{ type: 'input_text', text: 'hi', prompt_cache_breakpoint: {} }, { type: 'input_image', image_url: 'data:image/png;base64,iVBORw0KGgo=', detail: 'auto' }] }, { type: 'function_call_output', call_id: 'c1', output: 'x' }],
+        input: [
+          {
+            role: 'user',
+            content: [
+              { type: 'input_text', text: 'hi', prompt_cache_breakpoint: {} },
+              { type: 'input_image', image_url: 'data:image/png;base64,iVBORw0KGgo=', detail: 'auto' },
+            ],
+          },
+          { type: 'function_call_output', call_id: 'c1', output: 'x' },
+        ],
         tools: [{ type: 'web_search' }],
         tool_choice: { type: 'web_search' },
         user: 'u',
@@ -119,26 +198,52 @@ describe('the OpenAI-compatible surface: errors, models, fields, request ids', a
     assert.deepEqual(resp, {
       model: 'openclaw/main',
       stream: false,
-      input: [{ role: 'user', type: 'message', content: [{ type: 'input_text', text: 'hi' }, { type: 'input_image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=' } }] }, { type: 'function_call_output', call_id: 'c1', output: 'x' }],
+      input: [
+        {
+          role: 'user',
+          type: 'message',
+          content: [
+            { type: 'input_text', text: 'hi' },
+            { type: 'input_image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=' } },
+          ],
+        },
+        { type: 'function_call_output', call_id: 'c1', output: 'x' },
+      ],
     });
   });
 
-  test('fields outside OpenAI\'s documented set, and bad values, are a 400 in OpenAI\'s shape naming the field', async () => {
+  test("fields outside OpenAI's documented set, and bad values, are a 400 in OpenAI's shape naming the field", async () => {
     const unknown = await openAiError(await call('POST', '/chat/completions', { ...EVERY_CHAT_FIELD, temprature: 0.5 }), 400, 'validation_failed');
     assert.equal(unknown.type, 'invalid_request_error');
     assert.match(unknown.message, /unknown field\(s\): temprature/);
-    const role = await openAiError(await call('POST', '/chat/completions', { model: 'agent/main', messages: [{ role: 'wizard', content: 'x' }] }), 400, 'validation_failed');
+    const role = await openAiError(
+      await call('POST', '/chat/completions', { model: 'agent/main', messages: [{ role: 'wizard', content: 'x' }] }),
+      400,
+      'validation_failed',
+    );
     assert.equal(role.param, 'messages.0.role');
-    const model = await openAiError(await call('POST', '/chat/completions', { model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] }), 400, 'validation_failed');
+    const model = await openAiError(
+      await call('POST', '/chat/completions', { model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] }),
+      400,
+      'validation_failed',
+    );
     assert.equal(model.param, 'model');
     assert.match(model.message, /GET …\/models lists them/);
     await openAiError(await call('POST', '/responses', { model: 'agent/main', input: 'hi', instructionz: 'x' }), 400, 'validation_failed');
   });
 
-  test('auth failures, unknown tenants and unknown OpenAI paths answer in OpenAI\'s shape; the rest of the API keeps its own', async () => {
+  test("auth failures, unknown tenants and unknown OpenAI paths answer in OpenAI's shape; the rest of the API keeps its own", async () => {
     const unauth = await fetch(`${base}/models`, { headers: { authorization: 'Bearer cp_not_a_token' } });
     assert.equal((await openAiError(unauth, 401, 'unauthenticated')).type, 'authentication_error');
-    await openAiError(await fetch(`${server.url}/api/v1/tenants/no-such/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' }), 404, 'not_found');
+    await openAiError(
+      await fetch(`${server.url}/api/v1/tenants/no-such/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: '{}',
+      }),
+      404,
+      'not_found',
+    );
     const route = await openAiError(await call('POST', '/embeddings', { model: 'agent/main', input: 'x' }), 404, 'not_found');
     assert.match(route.message, /^There is no route POST \/api\/v1\/tenants\/oai\/embeddings\. The API is described at \/api\/v1\/docs\.$/);
     // Clawplane's own shape elsewhere, and its not-found message reads as a sentence too.

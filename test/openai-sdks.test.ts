@@ -49,14 +49,20 @@ describe('OpenAI clients against a real gateway', { timeout: 1_200_000 }, async 
   const openai = new OpenAI({ baseURL, apiKey: token, maxRetries: 0 });
   const compatible = createOpenAICompatible({ name: 'clawplane', baseURL, apiKey: token, includeUsage: true });
   const aiOpenAi = createOpenAI({ baseURL, apiKey: token });
-  const langchain = (headers: Record<string, string> = {}) => new ChatOpenAI({ model: 'agent/main', apiKey: token, maxRetries: 0, configuration: { baseURL, defaultHeaders: headers } });
+  const langchain = (headers: Record<string, string> = {}) =>
+    new ChatOpenAI({ model: 'agent/main', apiKey: token, maxRetries: 0, configuration: { baseURL, defaultHeaders: headers } });
   const status = async () => (await server.services.instances.byId(instance.id))?.status;
-  const starts = async () => (await server.db.query(`SELECT 1 FROM audit_events WHERE action = 'instance.start' AND target = $1`, [`instance:${instance.id}`])).rowCount ?? 0;
+  const starts = async () =>
+    (await server.db.query(`SELECT 1 FROM audit_events WHERE action = 'instance.start' AND target = $1`, [`instance:${instance.id}`])).rowCount ?? 0;
 
   test("a stopped instance is woken by streams from every SDK at once; each documented loop completes with the agent's answer", async () => {
     assert.equal(await status(), 'stopped');
     const raw = (async () => {
-      const res = await fetch(`${baseURL}/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'agent/main', stream: true, messages: [{ role: 'user', content: 'raw' }] }) });
+      const res = await fetch(`${baseURL}/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'agent/main', stream: true, messages: [{ role: 'user', content: 'raw' }] }),
+      });
       return { headers: res.headers, text: await res.text() };
     })();
     // The openai SDK's README loop.
@@ -100,7 +106,13 @@ describe('OpenAI clients against a real gateway', { timeout: 1_200_000 }, async 
   });
 
   test('create: each SDK gets the answer, and the openai SDK sees the request id', async () => {
-    const c = await openai.chat.completions.create({ model: 'agent/main', messages: [{ role: 'developer', content: 'Be brief.' }, { role: 'user', content: 'hi' }] });
+    const c = await openai.chat.completions.create({
+      model: 'agent/main',
+      messages: [
+        { role: 'developer', content: 'Be brief.' },
+        { role: 'user', content: 'hi' },
+      ],
+    });
     assert.equal(c.choices[0]?.message.content, ANSWER);
     assert.match(c._request_id ?? '', /^[\w-]{8,}$/);
     const r = await openai.responses.create({ model: 'agent/main', input: 'hi there' });
@@ -129,15 +141,20 @@ describe('OpenAI clients against a real gateway', { timeout: 1_200_000 }, async 
     const opts = { headers: { 'x-clawplane-session': 'sdk-thread-1' } };
     await openai.chat.completions.create({ model: 'agent/main', messages: [{ role: 'user', content: 'remember ALBATROSS' }] }, opts);
     const n = fake.requests.length;
-    const { data, response } = await openai.chat.completions.create({ model: 'agent/main', messages: [{ role: 'user', content: 'what word?' }] }, opts).withResponse();
+    const { data, response } = await openai.chat.completions
+      .create({ model: 'agent/main', messages: [{ role: 'user', content: 'what word?' }] }, opts)
+      .withResponse();
     assert.equal(data.choices[0]?.message.content, ANSWER);
     assert.equal(response.headers.get('x-clawplane-session'), 'sdk-thread-1');
     // The gateway kept the session: the provider saw the first turn in the second one's history.
     assert.match(JSON.stringify(fake.requests.slice(n).map((q) => q.body['messages'])), /remember ALBATROSS/);
     let text = '';
-    for await (const chunk of await langchain({ 'x-clawplane-session': 'sdk-thread-1' }).stream('and again?')) text += typeof chunk.content === 'string' ? chunk.content : '';
+    for await (const chunk of await langchain({ 'x-clawplane-session': 'sdk-thread-1' }).stream('and again?'))
+      text += typeof chunk.content === 'string' ? chunk.content : '';
     assert.equal(text, ANSWER);
-    const msgs = (await (await fetch(`${baseURL}/chat/sessions/sdk-thread-1/messages`, { headers: { authorization: `Bearer ${token}` } })).json()) as { items: { role: string; content: string }[] };
+    const msgs = (await (await fetch(`${baseURL}/chat/sessions/sdk-thread-1/messages`, { headers: { authorization: `Bearer ${token}` } })).json()) as {
+      items: { role: string; content: string }[];
+    };
     assert.deepEqual(
       msgs.items.map((m) => m.role),
       ['user', 'assistant', 'user', 'assistant', 'user', 'assistant'],
@@ -147,7 +164,11 @@ describe('OpenAI clients against a real gateway', { timeout: 1_200_000 }, async 
 
   test('a request with every documented Chat Completions field is answered by the gateway', async () => {
     const n = fake.requests.length;
-    const res = await fetch(`${baseURL}/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(EVERY_CHAT_FIELD) });
+    const res = await fetch(`${baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(EVERY_CHAT_FIELD),
+    });
     const body = await res.text();
     assert.equal(res.status, 200, body);
     assert.equal((JSON.parse(body) as { choices: { message: { content: string } }[] }).choices[0]?.message.content, ANSWER);
@@ -156,10 +177,12 @@ describe('OpenAI clients against a real gateway', { timeout: 1_200_000 }, async 
   });
 
   test("errors: each SDK's typed error carries Clawplane's message", async () => {
-    const e = await openai.chat.completions.create({ model: 'agent/main', messages: [{ role: 'user', content: 'x' }] }, { headers: { 'x-clawplane-instance': 'nope' } }).then(
-      () => assert.fail('answered'),
-      (err: unknown) => err,
-    );
+    const e = await openai.chat.completions
+      .create({ model: 'agent/main', messages: [{ role: 'user', content: 'x' }] }, { headers: { 'x-clawplane-instance': 'nope' } })
+      .then(
+        () => assert.fail('answered'),
+        (err: unknown) => err,
+      );
     assert.ok(e instanceof OpenAI.NotFoundError);
     assert.match(e.message, /Instance "nope" was not found\. Name an instance/);
     assert.equal(e.code, 'not_found');
@@ -170,6 +193,9 @@ describe('OpenAI clients against a real gateway', { timeout: 1_200_000 }, async 
     assert.ok(bad instanceof OpenAI.BadRequestError);
     assert.match(bad.message, /temperature/);
     await assert.rejects(generateText({ model: compatible('agent/main'), prompt: 'x', temperature: 7, maxRetries: 0 }), /temperature/);
-    await assert.rejects(new ChatOpenAI({ model: 'agent/main', apiKey: 'cp_wrong', maxRetries: 0, configuration: { baseURL } }).invoke('x'), /The API token is unknown/);
+    await assert.rejects(
+      new ChatOpenAI({ model: 'agent/main', apiKey: 'cp_wrong', maxRetries: 0, configuration: { baseURL } }).invoke('x'),
+      /The API token is unknown/,
+    );
   });
 });

@@ -23,7 +23,21 @@ const CHART = path.resolve(import.meta.dirname, '../deploy/helm/clawplane');
 
 async function tenantCrdSchema(): Promise<object> {
   const { helm } = await kubeTools();
-  const r = spawnSync(helm, ['template', 'cp', CHART, '--set', `secrets.secretKey=${Buffer.alloc(32, 1).toString('base64')}`, '--set', 'secrets.databaseUrl=postgres://x@db/x', '--set', 'config.backup.store=fs'], { encoding: 'utf8', maxBuffer: 64 * 2 ** 20 });
+  const r = spawnSync(
+    helm,
+    [
+      'template',
+      'cp',
+      CHART,
+      '--set',
+      `secrets.secretKey=${Buffer.alloc(32, 1).toString('base64')}`,
+      '--set',
+      'secrets.databaseUrl=postgres://x@db/x',
+      '--set',
+      'config.backup.store=fs',
+    ],
+    { encoding: 'utf8', maxBuffer: 64 * 2 ** 20 },
+  );
   assert.equal(r.status, 0, r.stderr);
   for (const d of parseAllDocuments(r.stdout)) {
     const o = d.toJS() as { kind?: string; metadata?: { name?: string }; spec?: { versions: { schema: { openAPIV3Schema: object } }[] } } | null;
@@ -49,10 +63,24 @@ describe('the operator role: Tenant resources into the database (stand-in API se
       headers: { authorization: `Bearer ${kube.token}`, 'content-type': 'application/apply-patch+yaml' },
       body: JSON.stringify({ apiVersion: 'clawplane.dev/v1alpha1', kind: 'Tenant', metadata: { name, ...(annotations ? { annotations } : {}) }, spec }),
     });
-  const ready = (name: string) => (kube.get('Tenant', NS, name)?.['status'] as { tenantId?: string; observedGeneration?: number; conditions?: { type: string; status: string; reason: string; message: string }[] } | undefined);
+  const ready = (name: string) =>
+    kube.get('Tenant', NS, name)?.['status'] as
+      | { tenantId?: string; observedGeneration?: number; conditions?: { type: string; status: string; reason: string; message: string }[] }
+      | undefined;
 
   test('a Tenant resource creates the tenant with its quotas (audited as the operator) and gets Ready=True with the tenant id', async () => {
-    assert.equal((await applyTenant('acme', { slug: 'acme', displayName: 'Acme Corp', tier: 'isolated', idleTimeoutMinutes: 30, quotas: { maxInstances: 3, maxConcurrentTasks: 8, dailyCostBudgetUsd: '50.00', cpu: '4' } })).status, 201);
+    assert.equal(
+      (
+        await applyTenant('acme', {
+          slug: 'acme',
+          displayName: 'Acme Corp',
+          tier: 'isolated',
+          idleTimeoutMinutes: 30,
+          quotas: { maxInstances: 3, maxConcurrentTasks: 8, dailyCostBudgetUsd: '50.00', cpu: '4' },
+        })
+      ).status,
+      201,
+    );
     assert.deepEqual(await operator.pass(), { applied: 1, refused: 0, active: true });
     const t = await server.services.tenants.find('acme');
     assert.ok(t);
@@ -66,9 +94,11 @@ describe('the operator role: Tenant resources into the database (stand-in API se
     assert.equal(st?.conditions?.[0]?.type, 'Ready');
     assert.equal(st?.conditions?.[0]?.status, 'True');
     assert.match(st?.conditions?.[0]?.message ?? '', /not enforced by this release: tier, quotas\.cpu/, 'fields not stored are said, not silently dropped');
-    const audit = await server.db.query<{ actor: string; action: string }>("SELECT actor, action FROM audit_events WHERE action = 'tenant.create' ORDER BY seq DESC LIMIT 1");
+    const audit = await server.db.query<{ actor: string; action: string }>(
+      "SELECT actor, action FROM audit_events WHERE action = 'tenant.create' ORDER BY seq DESC LIMIT 1",
+    );
     assert.equal(audit.rows[0]?.actor, 'operator');
-    assert.deepEqual(kube.managers('Tenant', NS, 'acme'), ['kubectl'], 'the spec stays the user\'s; the operator wrote only status');
+    assert.deepEqual(kube.managers('Tenant', NS, 'acme'), ['kubectl'], "the spec stays the user's; the operator wrote only status");
   });
 
   test('a second pass with nothing changed writes nothing; a spec change is applied and observed', async () => {
@@ -105,7 +135,7 @@ describe('the operator role: Tenant resources into the database (stand-in API se
     assert.equal(ready('handmade')?.conditions?.[0]?.reason, 'Applied');
   });
 
-  test('an invalid Tenant is refused by the API server with the field named (its schema is the chart\'s CRD)', async () => {
+  test("an invalid Tenant is refused by the API server with the field named (its schema is the chart's CRD)", async () => {
     const res = await applyTenant('bad', { slug: 'Not A Slug', displayName: '' });
     assert.equal(res.status, 422);
     const body = (await res.json()) as { message: string };
@@ -132,6 +162,9 @@ describe('the operator role: Tenant resources into the database (stand-in API se
     assert.ok(await server.services.tenants.find('later'));
     await op.stop();
     const objs: StoredObject[] = kube.objects('Tenant');
-    assert.ok(objs.every((o) => o['status'] !== undefined), 'every resource carries a status');
+    assert.ok(
+      objs.every((o) => o['status'] !== undefined),
+      'every resource carries a status',
+    );
   });
 });

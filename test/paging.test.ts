@@ -22,7 +22,11 @@ interface TenantItem {
 }
 
 /** Every page of a list, following nextCursor; `between` runs after each page (concurrent writers). */
-async function pageAll<T>(client: ApiClient, path: string, between: (n: number) => Promise<void> = () => Promise.resolve()): Promise<{ items: T[]; pages: number }> {
+async function pageAll<T>(
+  client: ApiClient,
+  path: string,
+  between: (n: number) => Promise<void> = () => Promise.resolve(),
+): Promise<{ items: T[]; pages: number }> {
   const items: T[] = [];
   let cursor: string | null = null;
   let pages = 0;
@@ -43,7 +47,10 @@ async function expect400(client: ApiClient, path: string, field: string): Promis
   const body = (await res.json()) as { code: string; message: string; details?: { issues?: { path: string }[] } };
   assert.equal(res.status, 400, `${path}: ${JSON.stringify(body)}`);
   assert.equal(body.code, 'validation_failed');
-  assert.ok(body.details?.issues?.some((i) => i.path === field), `${path} names ${field}: ${JSON.stringify(body)}`);
+  assert.ok(
+    body.details?.issues?.some((i) => i.path === field),
+    `${path} names ${field}: ${JSON.stringify(body)}`,
+  );
   return body.message;
 }
 
@@ -115,7 +122,10 @@ describe('paged lists', async () => {
 
     await tenants.setStatus((made[3] as { id: string }).id, 'suspended', by);
     const suspended = await admin.json<Page<TenantItem>>('GET', '/api/v1/tenants?status=suspended');
-    assert.deepEqual(suspended.items.map((t) => t.slug), ['org-003']);
+    assert.deepEqual(
+      suspended.items.map((t) => t.slug),
+      ['org-003'],
+    );
     const active = await pageAll<TenantItem>(admin, '/api/v1/tenants?status=active&limit=50');
     assert.ok(!active.items.some((t) => t.slug === 'org-003'));
 
@@ -147,18 +157,27 @@ describe('paged lists', async () => {
   test('a member pages through their own tenants only', async () => {
     const mine = ['org-010', 'org-011', 'org-012'];
     let userId = '';
-    for (const slug of mine) userId = (await admin.json<{ userId: string }>('POST', `/api/v1/tenants/${slug}/members`, { email: 'pager@example.test', role: 'viewer' }, 201)).userId;
+    for (const slug of mine)
+      userId = (await admin.json<{ userId: string }>('POST', `/api/v1/tenants/${slug}/members`, { email: 'pager@example.test', role: 'viewer' }, 201)).userId;
     const client = new ApiClient(server.url);
     client.cookies.set('clawplane_session', (await server.services.sessions.create(userId, {})).id);
     const { items } = await pageAll<TenantItem>(client, '/api/v1/tenants?limit=2');
-    assert.deepEqual(items.map((t) => t.slug), mine);
+    assert.deepEqual(
+      items.map((t) => t.slug),
+      mine,
+    );
   });
 
-  test("every other growing list of a tenant pages by cursor (each item once), and refuses a garbage cursor naming it", async () => {
+  test('every other growing list of a tenant pages by cursor (each item once), and refuses a garbage cursor naming it', async () => {
     const t = await tenants.create({ slug: 'big', name: 'Big', quotas: { maxInstances: 20 } }, by);
     const s = server.services;
     for (let i = 0; i < 7; i++) {
-      await admin.json('POST', '/api/v1/tenants/big/members', { email: `m${i}@big.test`, role: i === 0 ? 'tenant_admin' : 'viewer', displayName: `Member ${i}` }, 201);
+      await admin.json(
+        'POST',
+        '/api/v1/tenants/big/members',
+        { email: `m${i}@big.test`, role: i === 0 ? 'tenant_admin' : 'viewer', displayName: `Member ${i}` },
+        201,
+      );
       await s.tokens.create(t.id, { name: `token-${i}`, role: 'viewer', createdBy: null }, by);
       await s.credentials.create(t.id, { name: `key-${i}`, type: 'api_key', value: `sk-paging-${i}-0123456789abcdef` }, by);
       const inst = await s.instances.deploy(t.id, { name: `inst-${i}`, start: false }, by);
@@ -190,24 +209,49 @@ describe('paged lists', async () => {
       await expect400(owner, `${path}?limit=100000`, 'query.limit');
     }
     const audit = await pageAll<{ seq: number }>(owner, `${base}/audit?limit=3`);
-    assert.deepEqual(audit.items.map((e) => e.seq), [...audit.items.map((e) => e.seq)].sort((a, b) => b - a), 'audit newest first');
+    assert.deepEqual(
+      audit.items.map((e) => e.seq),
+      [...audit.items.map((e) => e.seq)].sort((a, b) => b - a),
+      'audit newest first',
+    );
 
     const members = await owner.json<Page<{ email: string; role: string }>>('GET', `${base}/members?q=MEMBER%203`);
-    assert.deepEqual(members.items.map((m) => m.email), ['m3@big.test']);
+    assert.deepEqual(
+      members.items.map((m) => m.email),
+      ['m3@big.test'],
+    );
     const admins = await owner.json<Page<{ email: string }>>('GET', `${base}/members?role=tenant_admin`);
-    assert.deepEqual(admins.items.map((m) => m.email), ['m0@big.test']);
+    assert.deepEqual(
+      admins.items.map((m) => m.email),
+      ['m0@big.test'],
+    );
     const tok = await owner.json<Page<{ name: string }>>('GET', `${base}/tokens?sort=name&q=token-`);
-    assert.deepEqual(tok.items.map((x) => x.name), ['token-0', 'token-1', 'token-2', 'token-3', 'token-4', 'token-5', 'token-6']);
+    assert.deepEqual(
+      tok.items.map((x) => x.name),
+      ['token-0', 'token-1', 'token-2', 'token-3', 'token-4', 'token-5', 'token-6'],
+    );
     const revokedId = (await owner.json<Page<{ id: string }>>('GET', `${base}/tokens?q=token-5`)).items[0]?.id;
     await owner.json('DELETE', `${base}/tokens/${revokedId ?? ''}`);
-    assert.deepEqual((await owner.json<Page<{ name: string }>>('GET', `${base}/tokens?status=revoked`)).items.map((x) => x.name), ['token-5']);
+    assert.deepEqual(
+      (await owner.json<Page<{ name: string }>>('GET', `${base}/tokens?status=revoked`)).items.map((x) => x.name),
+      ['token-5'],
+    );
     assert.equal((await owner.json<Page<{ name: string }>>('GET', `${base}/tokens?status=active&q=token-`)).items.length, 6);
     const creds = await owner.json<Page<{ name: string }>>('GET', `${base}/credentials?sort=-name&q=key-`);
-    assert.deepEqual(creds.items.map((x) => x.name), ['key-6', 'key-5', 'key-4', 'key-3', 'key-2', 'key-1', 'key-0']);
+    assert.deepEqual(
+      creds.items.map((x) => x.name),
+      ['key-6', 'key-5', 'key-4', 'key-3', 'key-2', 'key-1', 'key-0'],
+    );
     const inst = await owner.json<Page<{ name: string }>>('GET', `${base}/instances?q=inst-4&status=stopped`);
-    assert.deepEqual(inst.items.map((x) => x.name), ['inst-4']);
+    assert.deepEqual(
+      inst.items.map((x) => x.name),
+      ['inst-4'],
+    );
     const manual = await owner.json<Page<{ instanceName: string }>>('GET', `${base}/backups?reason=manual&sort=createdAt`);
-    assert.deepEqual(manual.items.map((x) => x.instanceName), ['inst-1', 'inst-3', 'inst-5']);
+    assert.deepEqual(
+      manual.items.map((x) => x.instanceName),
+      ['inst-1', 'inst-3', 'inst-5'],
+    );
     // A cursor of one list is not a cursor of another order.
     const firstTasks = await owner.json<Page<unknown>>('GET', `${base}/tasks?limit=2`);
     await expect400(owner, `${base}/tasks?sort=createdAt&cursor=${firstTasks.nextCursor ?? ''}`, 'query.cursor');

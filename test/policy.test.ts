@@ -98,7 +98,10 @@ describe('policy decisions (service, real database)', async () => {
     assert.equal((await decide('web_fetch')).outcome, 'allow');
     await policy.setTenantPolicy(
       acme.id,
-      { execPolicy: 'deny', policies: [{ id: 'no-web', description: 'No web access', cedar: 'forbid (principal, action, resource) when { resource.group == "web" };' }] },
+      {
+        execPolicy: 'deny',
+        policies: [{ id: 'no-web', description: 'No web access', cedar: 'forbid (principal, action, resource) when { resource.group == "web" };' }],
+      },
       by,
     );
     const d = await decide('web_fetch');
@@ -121,8 +124,18 @@ describe('policy decisions (service, real database)', async () => {
       {
         execPolicy: 'deny',
         policies: [
-          { id: 'support-no-browser', description: '', cedar: 'forbid (principal, action, resource) when { resource.name == "browser" };', scope: { agent: 'support' } },
-          { id: 'public-no-high', description: '', cedar: 'forbid (principal, action, resource) when { resource.risk == "high" };', scope: { channel: 'public' } },
+          {
+            id: 'support-no-browser',
+            description: '',
+            cedar: 'forbid (principal, action, resource) when { resource.name == "browser" };',
+            scope: { agent: 'support' },
+          },
+          {
+            id: 'public-no-high',
+            description: '',
+            cedar: 'forbid (principal, action, resource) when { resource.risk == "high" };',
+            scope: { channel: 'public' },
+          },
           {
             id: 'ops-only-message',
             description: '',
@@ -145,7 +158,10 @@ describe('policy decisions (service, real database)', async () => {
   });
 
   test('tool scopes: a repo-scoped tool is used only on its repos, and missing context fails closed', async () => {
-    await policy.tools.upsert({ name: 'github.push', risk: 'high', group: 'skill', description: 'Push commits', channels: [], repos: ['acme/app'], hosts: [] }, by);
+    await policy.tools.upsert(
+      { name: 'github.push', risk: 'high', group: 'skill', description: 'Push commits', channels: [], repos: ['acme/app'], hosts: [] },
+      by,
+    );
     await policy.tools.upsert({ name: 'payments.transfer', risk: 'critical', group: 'skill', description: '', channels: [], repos: [], hosts: [] }, by);
     assert.equal((await decide('github.push', { repo: 'acme/app' })).outcome, 'allow');
     assert.deepEqual((await decide('github.push', { repo: 'evil/app' })).policyIds, ['baseline/tool-repo-scope']);
@@ -159,7 +175,11 @@ describe('policy decisions (service, real database)', async () => {
       {
         execPolicy: 'deny',
         policies: [
-          { id: 'ask-push', description: 'A person approves every push', cedar: '@approval("required") forbid (principal, action, resource) when { resource.name == "github.push" || resource.risk == "critical" };' },
+          {
+            id: 'ask-push',
+            description: 'A person approves every push',
+            cedar: '@approval("required") forbid (principal, action, resource) when { resource.name == "github.push" || resource.risk == "critical" };',
+          },
         ],
       },
       by,
@@ -181,7 +201,17 @@ describe('policy decisions (service, real database)', async () => {
     assert.deepEqual(l.requiresApproval, []);
     await policy.setTenantPolicy(
       acme.id,
-      { execPolicy: 'ask', policies: [{ id: 'no-browser', description: '', cedar: 'forbid (principal, action, resource) when { resource.name == "browser" };', scope: { agent: 'support' } }] },
+      {
+        execPolicy: 'ask',
+        policies: [
+          {
+            id: 'no-browser',
+            description: '',
+            cedar: 'forbid (principal, action, resource) when { resource.name == "browser" };',
+            scope: { agent: 'support' },
+          },
+        ],
+      },
       by,
     );
     const support = await policy.effectiveToolLists(acme.id, 'support');
@@ -194,13 +224,22 @@ describe('policy decisions (service, real database)', async () => {
   test('the baseline can be replaced (validated), and every tenant set is rebuilt', async () => {
     const original = await policy.getBaseline();
     assert.ok(original.some((p) => p.id === 'forbid-critical' && p.effect === 'forbid'));
-    assert.throws(() => compileBaseline([{ id: 'x', description: '', cedar: 'permit (principal, action, resource) when { resource.nope };' }]), ValidationError);
-    await policy.setBaseline([{ id: 'only-read', description: 'read only', cedar: 'permit (principal, action, resource) when { resource.name == "read" };' }], by);
+    assert.throws(
+      () => compileBaseline([{ id: 'x', description: '', cedar: 'permit (principal, action, resource) when { resource.nope };' }]),
+      ValidationError,
+    );
+    await policy.setBaseline(
+      [{ id: 'only-read', description: 'read only', cedar: 'permit (principal, action, resource) when { resource.name == "read" };' }],
+      by,
+    );
     assert.equal((await decide('read')).outcome, 'allow');
     const web = await decide('web_fetch');
     assert.equal(web.outcome, 'deny');
     assert.match(web.explanation, /no policy permits/);
-    await policy.setBaseline(original.map((p) => ({ id: p.id, description: p.description, cedar: p.cedar })), by);
+    await policy.setBaseline(
+      original.map((p) => ({ id: p.id, description: p.description, cedar: p.cedar })),
+      by,
+    );
     assert.equal((await decide('web_fetch')).outcome, 'allow');
     assert.equal((await decide('gateway')).outcome, 'deny');
   });
@@ -238,45 +277,70 @@ describe('policy decisions (service, real database)', async () => {
       cond,
       kind: fc.constantFrom('when', 'unless'),
       approval: fc.boolean(),
-      scope: fc.option(fc.record({ agent: fc.option(fc.constantFrom('main', 'support'), { nil: undefined }), channel: fc.option(fc.constantFrom('ops', 'public'), { nil: undefined }) }), { nil: undefined }),
+      scope: fc.option(
+        fc.record({
+          agent: fc.option(fc.constantFrom('main', 'support'), { nil: undefined }),
+          channel: fc.option(fc.constantFrom('ops', 'public'), { nil: undefined }),
+        }),
+        { nil: undefined },
+      ),
     });
     const ctx = fc.record(
-      { channel: fc.constantFrom('ops', 'public', 'web'), repo: fc.constantFrom('acme/app', 'evil/app'), host: fc.constantFrom('api.example.com', 'evil.test') },
+      {
+        channel: fc.constantFrom('ops', 'public', 'web'),
+        repo: fc.constantFrom('acme/app', 'evil/app'),
+        host: fc.constantFrom('api.example.com', 'evil.test'),
+      },
       { requiredKeys: [] },
     );
     let n = 0;
     const rank: Record<Outcome, number> = { deny: 0, requires_approval: 1, allow: 2 };
     fc.assert(
-      fc.property(fc.array(forbid, { maxLength: 6 }), fc.constantFrom(...tools), fc.constantFrom('main', 'support'), ctx, fc.constantFrom<'deny' | 'ask'>('deny', 'ask'), (forbids, tool, agent, context, execPolicy) => {
-        const sources: PolicySource[] = forbids.map((f, i) => {
-          const s: PolicySource = { id: `p${i}`, description: '', cedar: `${f.approval ? '@approval("required") ' : ''}forbid (principal, action, resource) ${f.kind} { ${f.cond} };` };
-          if (f.scope) {
-            s.scope = {};
-            if (f.scope.agent !== undefined) s.scope.agent = f.scope.agent;
-            if (f.scope.channel !== undefined) s.scope.channel = f.scope.channel;
-          }
-          return s;
-        });
-        const set = engine.load(`prop-${n++ % 4}`, [...baseline, ...compileTenantPolicies(sources)]);
-        const req = { tenantId: acme.id, execPolicy, agent, tool, context };
-        const before = engine.decide(base, req).outcome;
-        const after = engine.decide(set, req).outcome;
-        return rank[after] <= rank[before] || (console.error({ sources, tool: tool.name, agent, context, execPolicy, before, after }), false);
-      }),
+      fc.property(
+        fc.array(forbid, { maxLength: 6 }),
+        fc.constantFrom(...tools),
+        fc.constantFrom('main', 'support'),
+        ctx,
+        fc.constantFrom<'deny' | 'ask'>('deny', 'ask'),
+        (forbids, tool, agent, context, execPolicy) => {
+          const sources: PolicySource[] = forbids.map((f, i) => {
+            const s: PolicySource = {
+              id: `p${i}`,
+              description: '',
+              cedar: `${f.approval ? '@approval("required") ' : ''}forbid (principal, action, resource) ${f.kind} { ${f.cond} };`,
+            };
+            if (f.scope) {
+              s.scope = {};
+              if (f.scope.agent !== undefined) s.scope.agent = f.scope.agent;
+              if (f.scope.channel !== undefined) s.scope.channel = f.scope.channel;
+            }
+            return s;
+          });
+          const set = engine.load(`prop-${n++ % 4}`, [...baseline, ...compileTenantPolicies(sources)]);
+          const req = { tenantId: acme.id, execPolicy, agent, tool, context };
+          const before = engine.decide(base, req).outcome;
+          const after = engine.decide(set, req).outcome;
+          return rank[after] <= rank[before] || (console.error({ sources, tool: tool.name, agent, context, execPolicy, before, after }), false);
+        },
+      ),
       { numRuns: 1500 },
     );
   });
 
   test('fast-check: any policy text containing a permit is refused for tenants', () => {
     fc.assert(
-      fc.property(fc.constantFrom('', '@approval("required") ', '@id("forbid") ', '@contextual("true") '), fc.constantFrom('true', 'resource.risk == "critical"', 'false'), (ann, c) => {
-        try {
-          compileTenantPolicies([{ id: 'p', description: '', cedar: `${ann}permit (principal, action, resource) when { ${c} };` }]);
-          return false;
-        } catch (err) {
-          return err instanceof ValidationError;
-        }
-      }),
+      fc.property(
+        fc.constantFrom('', '@approval("required") ', '@id("forbid") ', '@contextual("true") '),
+        fc.constantFrom('true', 'resource.risk == "critical"', 'false'),
+        (ann, c) => {
+          try {
+            compileTenantPolicies([{ id: 'p', description: '', cedar: `${ann}permit (principal, action, resource) when { ${c} };` }]);
+            return false;
+          } catch (err) {
+            return err instanceof ValidationError;
+          }
+        },
+      ),
     );
   });
 });
@@ -295,10 +359,14 @@ describe('policy API', async () => {
     const res = await a.client.call('PUT', '/api/v1/policy/baseline', { policies: [{ id: 'all', cedar: 'permit (principal, action, resource);' }] });
     assert.equal(res.status, 403);
     assert.equal((await new ApiClient(server.url).call('GET', '/api/v1/policy/baseline')).status, 401);
-    const bad = await admin.call('PUT', '/api/v1/policy/baseline', { policies: [{ id: 'bad', cedar: 'permit (principal, action, resource) when { resource.nope == 1 };' }] });
+    const bad = await admin.call('PUT', '/api/v1/policy/baseline', {
+      policies: [{ id: 'bad', cedar: 'permit (principal, action, resource) when { resource.nope == 1 };' }],
+    });
     assert.equal(bad.status, 400);
     assert.match(await bad.text(), /attribute `nope`/);
-    const saved = await admin.json<{ policies: unknown[] }>('PUT', '/api/v1/policy/baseline', { policies: baseline.policies.map((p) => ({ id: p.id, cedar: p.cedar })) });
+    const saved = await admin.json<{ policies: unknown[] }>('PUT', '/api/v1/policy/baseline', {
+      policies: baseline.policies.map((p) => ({ id: p.id, cedar: p.cedar })),
+    });
     assert.equal(saved.policies.length, baseline.policies.length);
     assert.equal((await admin.call('PUT', '/api/v1/policy/tools/github.push', { risk: 'high', group: 'skill', repos: ['acme/app'] })).status, 200);
     assert.equal((await a.client.call('PUT', '/api/v1/policy/tools/github.push', { risk: 'low', group: 'skill' })).status, 403);
@@ -313,16 +381,28 @@ describe('policy API', async () => {
 
     const put = await a.client.json<{ execPolicy: string; version: number; policies: unknown[] }>('PUT', base, {
       execPolicy: 'ask',
-      policies: [{ id: 'no-browser', description: 'No browser in public', cedar: 'forbid (principal, action, resource) when { resource.name == "browser" };', scope: { channel: 'public' } }],
+      policies: [
+        {
+          id: 'no-browser',
+          description: 'No browser in public',
+          cedar: 'forbid (principal, action, resource) when { resource.name == "browser" };',
+          scope: { channel: 'public' },
+        },
+      ],
     });
     assert.deepEqual([put.execPolicy, put.version, put.policies.length], ['ask', 1, 1]);
 
-    const viewer = new ApiClient(server.url, { bearer: (await server.services.tokens.create(a.id, { name: 'v', role: 'viewer', createdBy: a.ownerId }, by)).token });
+    const viewer = new ApiClient(server.url, {
+      bearer: (await server.services.tokens.create(a.id, { name: 'v', role: 'viewer', createdBy: a.ownerId }, by)).token,
+    });
     assert.equal((await viewer.call('PUT', base, { policies: [] })).status, 403);
     assert.equal((await viewer.json<{ execPolicy: string }>('GET', base)).execPolicy, 'ask');
 
     // Explain: what the Governance page shows.
-    const d = await viewer.json<{ outcome: string; policyIds: string[]; explanation: string }>('POST', `${base}/explain`, { tool: 'browser', context: { channel: 'public' } });
+    const d = await viewer.json<{ outcome: string; policyIds: string[]; explanation: string }>('POST', `${base}/explain`, {
+      tool: 'browser',
+      context: { channel: 'public' },
+    });
     assert.deepEqual([d.outcome, d.policyIds], ['deny', ['tenant/no-browser']]);
     assert.match(d.explanation, /No browser in public/);
     const e = await viewer.json<{ outcome: string; policyIds: string[] }>('POST', `${base}/explain`, { tool: 'exec', agent: 'main' });
@@ -344,8 +424,13 @@ describe('policy API', async () => {
     assert.equal(listed.items.find((i) => i.jti === g.jti)?.scope, 'tool:web_fetch host:example.com');
     assert.ok(!JSON.stringify(listed).includes(g.token));
     const approvals = await a.client.json<{ items: { tool: string; context: { taskId?: string } }[] }>('GET', `/api/v1/tenants/${a.slug}/tool-approvals`);
-    assert.deepEqual(approvals.items.map((i) => [i.tool, i.context.taskId]), [['exec', 'task-1']]);
-    const viewer = new ApiClient(server.url, { bearer: (await server.services.tokens.create(a.id, { name: 'v2', role: 'viewer', createdBy: a.ownerId }, by)).token });
+    assert.deepEqual(
+      approvals.items.map((i) => [i.tool, i.context.taskId]),
+      [['exec', 'task-1']],
+    );
+    const viewer = new ApiClient(server.url, {
+      bearer: (await server.services.tokens.create(a.id, { name: 'v2', role: 'viewer', createdBy: a.ownerId }, by)).token,
+    });
     assert.equal((await viewer.call('POST', `/api/v1/tenants/${a.slug}/grants/${g.jti}/revoke`)).status, 403);
     await a.client.json('POST', `/api/v1/tenants/${a.slug}/grants/${g.jti}/revoke`);
     assert.equal((await a.client.call('POST', `/api/v1/tenants/${a.slug}/grants/${g.jti}/revoke`)).status, 404);

@@ -18,24 +18,37 @@ import { startGatewayFixture } from './helpers/gateway.ts';
 import { waitFor } from './helpers/sandbox.ts';
 
 describe('executor pools on real gateways', { timeout: 900_000 }, async () => {
-  const { server, a } = await startGatewayFixture({ file: import.meta.url, env: { CLAWPLANE_TASK_QUEUE_POLL_MS: '200', CLAWPLANE_POOL_SCALE_INTERVAL_MS: '500' } });
+  const { server, a } = await startGatewayFixture({
+    file: import.meta.url,
+    env: { CLAWPLANE_TASK_QUEUE_POLL_MS: '200', CLAWPLANE_POOL_SCALE_INTERVAL_MS: '500' },
+  });
   const api = (p: string) => `/api/v1/tenants/${a.slug}${p}`;
   await server.services.tenants.update(a.id, { quotas: { maxInstances: 4 } }, { actor: 'test' });
 
-  test('two shards, two gateways in the pool\'s own sandbox: each task runs on its shard\'s gateway only', async () => {
+  test("two shards, two gateways in the pool's own sandbox: each task runs on its shard's gateway only", async () => {
     await a.client.json('POST', api('/agents'), { name: 'assistant', agentType: 'chat', capabilities: ['answer'] }, 201);
-    const pool = await a.client.json<{ id: string }>('POST', api('/pools'), { agentType: 'chat', shards: 2, minExecutors: 1, maxExecutors: 1, executorsPerSandbox: 3, memoryMb: 1100 }, 201);
+    const pool = await a.client.json<{ id: string }>(
+      'POST',
+      api('/pools'),
+      { agentType: 'chat', shards: 2, minExecutors: 1, maxExecutors: 1, executorsPerSandbox: 3, memoryMb: 1100 },
+      201,
+    );
     // A key for each shard.
     const keys: string[] = [];
     for (let i = 0; keys.length < 2; i++) if (shardOf(`k${i}`, 2) === keys.length) keys.push(`k${i}`);
     const tasks: Task[] = [];
-    for (const key of keys) tasks.push(await a.client.json<Task>('POST', api('/tasks'), { capability: 'answer', input: `Say hello for ${key}`, shardKey: key }, 201));
+    for (const key of keys)
+      tasks.push(await a.client.json<Task>('POST', api('/tasks'), { capability: 'answer', input: `Say hello for ${key}`, shardKey: key }, 201));
     for (const t of tasks) {
-      const done = await waitFor(`task ${t.id}`, async () => {
-        const x = await a.client.json<Task>('GET', api(`/tasks/${t.id}`));
-        if (x.status === 'failed') throw new Error(`task failed: ${x.statusReason}`);
-        return x.status === 'completed' ? x : undefined;
-      }, 600_000);
+      const done = await waitFor(
+        `task ${t.id}`,
+        async () => {
+          const x = await a.client.json<Task>('GET', api(`/tasks/${t.id}`));
+          if (x.status === 'failed') throw new Error(`task failed: ${x.statusReason}`);
+          return x.status === 'completed' ? x : undefined;
+        },
+        600_000,
+      );
       assert.equal(done.output, 'Hello from fake-model');
     }
     // The pool's own instance, declaring three gateways and running both shards' two; not the tenant's other instance.
@@ -45,7 +58,9 @@ describe('executor pools on real gateways', { timeout: 900_000 }, async () => {
     assert.deepEqual(await states(inst.id), { e0: 'ready', e1: 'ready', e2: 'stopped' });
     // Its cgroup's memory limit is its three gateways' reservation (3 × 1100 MiB), not the driver's per-sandbox default.
     // (cgroup v2 or v1, whichever this host has: the local driver writes the one it finds.)
-    const memoryMax = (await readFile(`/sys/fs/cgroup/clawplane/${inst.id}/memory.max`, 'utf8').catch(() => undefined)) ?? (await readFile(`/sys/fs/cgroup/memory/clawplane/${inst.id}/memory.limit_in_bytes`, 'utf8'));
+    const memoryMax =
+      (await readFile(`/sys/fs/cgroup/clawplane/${inst.id}/memory.max`, 'utf8').catch(() => undefined)) ??
+      (await readFile(`/sys/fs/cgroup/memory/clawplane/${inst.id}/memory.limit_in_bytes`, 'utf8'));
     assert.equal(Number(memoryMax), 3 * 1100 * 2 ** 20);
     assert.notEqual(inst.id, a.instanceId);
     const row = await server.services.instances.get(a.id, inst.id);
@@ -76,14 +91,21 @@ describe('executor pools on real gateways', { timeout: 900_000 }, async () => {
     let key = 'k0';
     for (let i = 0; shardOf(key, 2) !== 0; i++) key = `k${i}`;
     const t = await a.client.json<Task>('POST', api('/tasks'), { capability: 'answer', input: 'Say hello while e0 is busy', shardKey: key }, 201);
-    const done = await waitFor(`task ${t.id}`, async () => {
-      const x = await a.client.json<Task>('GET', api(`/tasks/${t.id}`));
-      if (x.status === 'failed') throw new Error(`task failed: ${x.statusReason}`);
-      return x.status === 'completed' ? x : undefined;
-    }, 600_000);
+    const done = await waitFor(
+      `task ${t.id}`,
+      async () => {
+        const x = await a.client.json<Task>('GET', api(`/tasks/${t.id}`));
+        if (x.status === 'failed') throw new Error(`task failed: ${x.statusReason}`);
+        return x.status === 'completed' ? x : undefined;
+      },
+      600_000,
+    );
     assert.equal(done.output, 'Hello from fake-model');
     // The scaler added shard 0's second slot, gateway e2 of the same sandbox, and the task ran there.
-    const exs = await a.client.json<{ items: { id: string; shard: number; slot: number; sandbox: number; gateway: string; active: boolean }[] }>('GET', api('/pools/chat/executors'));
+    const exs = await a.client.json<{ items: { id: string; shard: number; slot: number; sandbox: number; gateway: string; active: boolean }[] }>(
+      'GET',
+      api('/pools/chat/executors'),
+    );
     const e2 = exs.items.find((e) => e.shard === 0 && e.slot === 1);
     assert.deepEqual([e2?.sandbox, e2?.gateway, e2?.active], [0, 'e2', true]);
     const row = await server.services.instances.get(a.id, inst.id);
@@ -95,8 +117,14 @@ describe('executor pools on real gateways', { timeout: 900_000 }, async () => {
     assert.ok(!(await sessionsOf('e0')).includes(`task-${t.id}`), 'not on the busy one');
     const during = await pids(inst.id);
     assert.deepEqual([during['e0'], during['e1']], [before['e0'], before['e1']], 'the serving gateways were not restarted');
-    const audit = await server.db.query<{ detail: { shard: number; from: number; to: number; reason: string } }>(`SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'pool.scale' ORDER BY seq`, [a.id]);
-    assert.deepEqual(audit.rows.map((r) => [r.detail.shard, r.detail.from, r.detail.to, r.detail.reason]), [[0, 1, 2, 'backlog']]);
+    const audit = await server.db.query<{ detail: { shard: number; from: number; to: number; reason: string } }>(
+      `SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'pool.scale' ORDER BY seq`,
+      [a.id],
+    );
+    assert.deepEqual(
+      audit.rows.map((r) => [r.detail.shard, r.detail.from, r.detail.to, r.detail.reason]),
+      [[0, 1, 2, 'backlog']],
+    );
 
     // Idle past 1 s (the pool's scale-down time, lowered now): back to one executor on shard 0; its gateway
     // stops, the others keep running.

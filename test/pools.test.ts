@@ -105,10 +105,25 @@ const expectedShard = (key: string, shards: number) => createHash('sha256').upda
 
 describe('executor pools (stand-in executors)', { timeout: 600_000 }, async () => {
   // The server's own scaler stays out of the way (first pass after 10 min): the scaling test runs its own, as two replicas.
-  const server = await startTestServer({ CLAWPLANE_TASK_QUEUE_POLL_MS: '50', CLAWPLANE_TASK_RETRY_BASE_MS: '100', CLAWPLANE_TASK_RETRY_MAX_MS: '150', CLAWPLANE_POOL_SCALE_INTERVAL_MS: '600000' });
+  const server = await startTestServer({
+    CLAWPLANE_TASK_QUEUE_POLL_MS: '50',
+    CLAWPLANE_TASK_RETRY_BASE_MS: '100',
+    CLAWPLANE_TASK_RETRY_MAX_MS: '150',
+    CLAWPLANE_POOL_SCALE_INTERVAL_MS: '600000',
+  });
   const admin = await onboard(server);
-  const tenant = await admin.json<{ id: string; slug: string }>('POST', '/api/v1/tenants', { slug: 'pools', name: 'Pools', quotas: { maxInstances: 3, maxConcurrentTasks: 50, maxCpuMillis: 20_000, maxMemoryMb: 40_960 } }, 201);
-  const owner = await admin.json<{ userId: string }>('POST', `/api/v1/tenants/${tenant.slug}/members`, { email: 'owner@pools.test', role: 'tenant_admin' }, 201);
+  const tenant = await admin.json<{ id: string; slug: string }>(
+    'POST',
+    '/api/v1/tenants',
+    { slug: 'pools', name: 'Pools', quotas: { maxInstances: 3, maxConcurrentTasks: 50, maxCpuMillis: 20_000, maxMemoryMb: 40_960 } },
+    201,
+  );
+  const owner = await admin.json<{ userId: string }>(
+    'POST',
+    `/api/v1/tenants/${tenant.slug}/members`,
+    { email: 'owner@pools.test', role: 'tenant_admin' },
+    201,
+  );
   const { token } = await server.services.tokens.create(tenant.id, { name: 'owner', role: 'tenant_admin', createdBy: owner.userId }, { actor: 'test' });
   const api = new ApiClient(server.url, { bearer: token });
   const base = `/api/v1/tenants/${tenant.slug}`;
@@ -148,7 +163,10 @@ describe('executor pools (stand-in executors)', { timeout: 600_000 }, async () =
       );
     }
     await waitFor('200 tasks completed', async () => {
-      const r = await server.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM tasks WHERE tenant_id = $1 AND pool_id = $2 AND status IN ('completed', 'failed')`, [tenant.id, pool.id]);
+      const r = await server.db.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM tasks WHERE tenant_id = $1 AND pool_id = $2 AND status IN ('completed', 'failed')`,
+        [tenant.id, pool.id],
+      );
       return r.rows[0]?.n === 200 ? true : undefined;
     });
 
@@ -171,7 +189,10 @@ describe('executor pools (stand-in executors)', { timeout: 600_000 }, async () =
     assert.deepEqual(exec.unpooled, []);
     // The API agrees: turns per executor, the task rows name the executor that ran them, nothing waits.
     const after = await executors('coding');
-    assert.equal(after.reduce((n, e) => n + e.turns, 0), 200);
+    assert.equal(
+      after.reduce((n, e) => n + e.turns, 0),
+      200,
+    );
     for (const e of after) assert.ok(e.turns > 0, `executor ${e.gateway} of shard ${e.shard} was used`);
     const sample = [...keys.keys()].slice(0, 10);
     for (const id of sample) assert.equal((await task(id)).executorId, exec.executorOf(id));
@@ -186,7 +207,7 @@ describe('executor pools (stand-in executors)', { timeout: 600_000 }, async () =
     const ids = Array.from({ length: 40 }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`);
     const got = await Promise.all(ids.map((id, i) => a.tryClaim(tenant.id, pool.id, 0, id, `replica-${i % 2}`)));
     const winners = got.filter((g) => g !== null);
-    assert.equal(winners.length, 2, 'exactly the shard\'s two executors were handed out');
+    assert.equal(winners.length, 2, "exactly the shard's two executors were handed out");
     assert.equal(new Set(winners.map((w) => w.id)).size, 2);
     assert.ok(winners.every((w) => w.shard === 0));
     const busy = await api.json<PoolView>('GET', `${base}/pools/coding`);
@@ -231,7 +252,7 @@ describe('executor pools (stand-in executors)', { timeout: 600_000 }, async () =
     assert.match(await bad.text(), /of type coding, not shell/);
   });
 
-  test('quotas: a pool beyond the sandbox, CPU or memory quota is refused with the quota\'s name', async () => {
+  test("quotas: a pool beyond the sandbox, CPU or memory quota is refused with the quota's name", async () => {
     // 2 pools reserve 2 sandboxes of maxInstances 3; coding reserves 2×2×1000 mCPU, shell 1000.
     const cpu = await api.call('POST', `${base}/pools`, { agentType: 'research', shards: 1, minExecutors: 1, maxExecutors: 8, cpuMillis: 2000 });
     assert.equal(cpu.status, 429);
@@ -252,9 +273,17 @@ describe('executor pools (stand-in executors)', { timeout: 600_000 }, async () =
     assert.equal(up.status, 429);
     assert.equal(((await up.json()) as { details: { quota: string } }).details.quota, 'maxCpuMillis');
     // Refusals are audited with the quota; bad figures are 400s naming the field.
-    const audit = await server.db.query<{ detail: { quota: string } }>(`SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'pool.create' AND decision = 'refused'`, [tenant.id]);
+    const audit = await server.db.query<{ detail: { quota: string } }>(
+      `SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'pool.create' AND decision = 'refused'`,
+      [tenant.id],
+    );
     assert.deepEqual(audit.rows.map((r) => r.detail.quota).sort(), ['maxCpuMillis', 'maxInstances', 'maxMemoryMb']);
-    for (const body of [{ agentType: 'browser', shards: 9 }, { agentType: 'browser', minExecutors: 3, maxExecutors: 2 }, { agentType: 'browser', executorsPerSandbox: 9 }, { agentType: 'robot' }]) {
+    for (const body of [
+      { agentType: 'browser', shards: 9 },
+      { agentType: 'browser', minExecutors: 3, maxExecutors: 2 },
+      { agentType: 'browser', executorsPerSandbox: 9 },
+      { agentType: 'robot' },
+    ]) {
       const r = await api.call('POST', `${base}/pools`, body);
       assert.equal(r.status, 400, JSON.stringify(body));
     }
@@ -300,17 +329,36 @@ describe('executor pools (stand-in executors)', { timeout: 600_000 }, async () =
 
     await api.json('POST', `${base}/pools/coding/resume`, undefined);
     assert.equal((await until(queued.id, ['completed', 'failed'])).status, 'completed', 'resumed, the queued task runs');
-    const audit = await server.db.query<{ action: string }>(`SELECT action FROM audit_events WHERE tenant_id = $1 AND action LIKE 'pool.%' AND decision = 'success' ORDER BY seq`, [tenant.id]);
-    for (const a of ['pool.create', 'pool.pause', 'pool.drain', 'pool.resume', 'pool.delete']) assert.ok(audit.rows.some((r) => r.action === a), a);
+    const audit = await server.db.query<{ action: string }>(
+      `SELECT action FROM audit_events WHERE tenant_id = $1 AND action LIKE 'pool.%' AND decision = 'success' ORDER BY seq`,
+      [tenant.id],
+    );
+    for (const a of ['pool.create', 'pool.pause', 'pool.drain', 'pool.resume', 'pool.delete'])
+      assert.ok(
+        audit.rows.some((r) => r.action === a),
+        a,
+      );
   });
 
   test('scaling: a backlog adds executors inside the sandbox up to its size, then a sandbox, up to max; idle brings them back to min; one decision per pool per tick across replicas', async (t) => {
     await server.services.tenants.update(tenant.id, { quotas: { maxInstances: 6 } }, { actor: 'test' });
     await api.json('POST', `${base}/agents`, { name: 'scholar', agentType: 'research', capabilities: ['study'] }, 201);
     // 1..3 executors, 2 per sandbox: slots 0 and 1 in pool-research, slot 2 in pool-research-1.
-    const pool = await api.json<PoolView>('POST', `${base}/pools`, { agentType: 'research', minExecutors: 1, maxExecutors: 3, executorsPerSandbox: 2, scaleDownAfterSeconds: 1 }, 201);
+    const pool = await api.json<PoolView>(
+      'POST',
+      `${base}/pools`,
+      { agentType: 'research', minExecutors: 1, maxExecutors: 3, executorsPerSandbox: 2, scaleDownAfterSeconds: 1 },
+      201,
+    );
     assert.deepEqual([pool.activeExecutors, pool.sandboxes], [[1], 1]);
-    assert.deepEqual((await executors('research')).map((e) => [e.slot, e.sandbox, e.gateway, e.active]), [[0, 0, 'e0', true], [1, 0, 'e1', false], [2, 1, 'e0', false]]);
+    assert.deepEqual(
+      (await executors('research')).map((e) => [e.slot, e.sandbox, e.gateway, e.active]),
+      [
+        [0, 0, 'e0', true],
+        [1, 0, 'e1', false],
+        [2, 1, 'e0', false],
+      ],
+    );
     // Two replicas' scalers (each a PoolScaler on its own; the server's own is idle for this file).
     const log = createLogger('silent');
     const replicas = [new PoolScaler({ db: server.db, log, intervalMs: 1000 }), new PoolScaler({ db: server.db, log, intervalMs: 1000 })];
@@ -327,14 +375,21 @@ describe('executor pools (stand-in executors)', { timeout: 600_000 }, async () =
     });
     // The backlog: one decision (by one replica) from 1 to max 3, not past it.
     const up = await tickBoth();
-    assert.deepEqual(up.map((c) => [c.shard, c.from, c.to, c.reason]), [[0, 1, 3, 'backlog']]);
+    assert.deepEqual(
+      up.map((c) => [c.shard, c.from, c.to, c.reason]),
+      [[0, 1, 3, 'backlog']],
+    );
     const scaled = await api.json<PoolView>('GET', `${base}/pools/research`);
     assert.deepEqual([scaled.activeExecutors, scaled.sandboxes], [[3], 2]);
     const running = await waitFor('three studies run at once', async () => {
       const r = ids.filter((id) => exec.executorOf(id));
       return r.length === 3 ? r : undefined;
     });
-    assert.deepEqual(running.map((id) => exec.sandboxOf.get(exec.executorOf(id) ?? '')).sort(), ['pool-research', 'pool-research', 'pool-research-1'], 'two in the first sandbox, the third in the added one');
+    assert.deepEqual(
+      running.map((id) => exec.sandboxOf.get(exec.executorOf(id) ?? '')).sort(),
+      ['pool-research', 'pool-research', 'pool-research-1'],
+      'two in the first sandbox, the third in the added one',
+    );
     // Still a backlog of two, but at max: the next tick adds nothing.
     await new Promise((r) => setTimeout(r, 1000));
     assert.deepEqual(await tickBoth(), []);
@@ -344,12 +399,27 @@ describe('executor pools (stand-in executors)', { timeout: 600_000 }, async () =
     // Idle past scaleDownAfterSeconds: back to min (the last added first), not below.
     await new Promise((r) => setTimeout(r, 1200));
     const down = await tickBoth();
-    assert.deepEqual(down.map((c) => [c.from, c.to, c.reason]), [[3, 1, 'idle']]);
-    assert.deepEqual((await executors('research')).map((e) => e.active), [true, false, false]);
+    assert.deepEqual(
+      down.map((c) => [c.from, c.to, c.reason]),
+      [[3, 1, 'idle']],
+    );
+    assert.deepEqual(
+      (await executors('research')).map((e) => e.active),
+      [true, false, false],
+    );
     await new Promise((r) => setTimeout(r, 1000));
     assert.deepEqual(await tickBoth(), [], 'never below min');
-    const audit = await server.db.query<{ detail: { from: number; to: number; reason: string } }>(`SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'pool.scale' AND target = $2 ORDER BY seq`, [tenant.id, `pool:${pool.id}`]);
-    assert.deepEqual(audit.rows.map((r) => [r.detail.from, r.detail.to, r.detail.reason]), [[1, 3, 'backlog'], [3, 1, 'idle']]);
+    const audit = await server.db.query<{ detail: { from: number; to: number; reason: string } }>(
+      `SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'pool.scale' AND target = $2 ORDER BY seq`,
+      [tenant.id, `pool:${pool.id}`],
+    );
+    assert.deepEqual(
+      audit.rows.map((r) => [r.detail.from, r.detail.to, r.detail.reason]),
+      [
+        [1, 3, 'backlog'],
+        [3, 1, 'idle'],
+      ],
+    );
   });
 
   test('scale to zero where min is zero, woken by work', async () => {
@@ -357,13 +427,21 @@ describe('executor pools (stand-in executors)', { timeout: 600_000 }, async () =
     assert.deepEqual(pool.activeExecutors, [1], 'one executor to begin with');
     const scaler = new PoolScaler({ db: server.db, log: createLogger('silent'), intervalMs: 100 });
     await new Promise((r) => setTimeout(r, 1100));
-    assert.deepEqual((await scaler.decide(pool.id)).changes.map((c) => [c.from, c.to, c.reason]), [[1, 0, 'idle']]);
+    assert.deepEqual(
+      (await scaler.decide(pool.id)).changes.map((c) => [c.from, c.to, c.reason]),
+      [[1, 0, 'idle']],
+    );
     const t = await api.json<TaskView>('POST', `${base}/tasks`, { agent: 'chatter', input: 'wake up' }, 201);
     assert.equal(t.poolId, pool.id);
-    await waitFor('the task waits for an executor', async () => ((await api.json<PoolView>('GET', `${base}/pools/chat`)).queueDepth[0] === 1 ? true : undefined));
+    await waitFor('the task waits for an executor', async () =>
+      (await api.json<PoolView>('GET', `${base}/pools/chat`)).queueDepth[0] === 1 ? true : undefined,
+    );
     assert.equal((await task(t.id)).status !== 'completed', true, 'no executor runs: it waits');
     await new Promise((r) => setTimeout(r, 150));
-    assert.deepEqual((await scaler.decide(pool.id)).changes.map((c) => [c.from, c.to, c.reason]), [[0, 1, 'backlog']]);
+    assert.deepEqual(
+      (await scaler.decide(pool.id)).changes.map((c) => [c.from, c.to, c.reason]),
+      [[0, 1, 'backlog']],
+    );
     assert.equal((await until(t.id, ['completed', 'failed'])).status, 'completed');
   });
 });

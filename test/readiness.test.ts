@@ -89,7 +89,10 @@ describe('readiness follows the database', async () => {
 
     const bad = outcomes.filter((o) => o.status !== 201 && !(o.status === 503 && o.code === 'database_unavailable' && o.retryAfter === '5'));
     assert.deepEqual(bad, [], 'every answer is a success or a 503 database_unavailable with Retry-After');
-    assert.ok(outcomes.slice(downFrom, downFrom + 12).every((o) => o.status === 503), 'requests while it is down get 503');
+    assert.ok(
+      outcomes.slice(downFrom, downFrom + 12).every((o) => o.status === 503),
+      'requests while it is down get 503',
+    );
     const saved = await server.db.query<{ name: string; audited: boolean }>(
       `SELECT c.name, EXISTS (SELECT 1 FROM audit_events a WHERE a.action = 'credential.create' AND a.target = 'credential:' || c.id) AS audited
          FROM credentials c WHERE c.tenant_id = $1`,
@@ -97,7 +100,11 @@ describe('readiness follows the database', async () => {
     );
     const names = new Set(saved.rows.map((r) => r.name));
     for (const o of outcomes.filter((x) => x.status === 201)) assert.ok(names.has(o.name), `${o.name} was acknowledged and is saved`);
-    assert.deepEqual(saved.rows.filter((r) => !r.audited), [], 'no credential without its audit row (nothing half-written)');
+    assert.deepEqual(
+      saved.rows.filter((r) => !r.audited),
+      [],
+      'no credential without its audit row (nothing half-written)',
+    );
     assert.equal((await ready()).status, 200);
   });
 

@@ -35,8 +35,18 @@ describe('three replicas share the broker: budgets and grant keys', async () => 
   const slug = 'spendy';
   const { admin, tenantId } = await onboardVia(r2, slug, { dailyTokenBudget: CAP });
   const canary = `sk-canary-${randomBytes(12).toString('hex')}`;
-  const cred = await via(admin, r1).json<{ id: string }>('POST', `/api/v1/tenants/${slug}/credentials`, { name: 'fake-key', type: 'api_key', value: canary }, 201);
-  const provider = await via(admin, r3).json<{ id: string }>('POST', `/api/v1/tenants/${slug}/providers`, { kind: 'openai_compatible', name: 'fake', baseUrl: fake.baseUrl, credentialId: cred.id }, 201);
+  const cred = await via(admin, r1).json<{ id: string }>(
+    'POST',
+    `/api/v1/tenants/${slug}/credentials`,
+    { name: 'fake-key', type: 'api_key', value: canary },
+    201,
+  );
+  const provider = await via(admin, r3).json<{ id: string }>(
+    'POST',
+    `/api/v1/tenants/${slug}/providers`,
+    { kind: 'openai_compatible', name: 'fake', baseUrl: fake.baseUrl, credentialId: cred.id },
+    201,
+  );
   await via(admin, r2).json('PUT', `/api/v1/tenants/${slug}/model-routes`, { scope: 'tenant', targets: [{ providerId: provider.id, model: 'fake-model' }] });
   // A sandbox start of the tenant, as the broker registers one (its token is what the supervisor sends).
   const sandboxToken = newSecret('cpb_');
@@ -47,7 +57,11 @@ describe('three replicas share the broker: budgets and grant keys', async () => 
   const brokers = replicas.map(brokerUrl);
   const bodies: string[] = [];
   const post = async (base: string, path: string, body: unknown) => {
-    const res = await fetch(base + path, { method: 'POST', headers: { authorization: `Bearer ${sandboxToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const res = await fetch(base + path, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${sandboxToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
     const text = await res.text();
     bodies.push(text);
     return { status: res.status, text, retryAfter: res.headers.get('retry-after') };
@@ -55,14 +69,24 @@ describe('three replicas share the broker: budgets and grant keys', async () => 
 
   test('200 concurrent model calls over three replicas spend exactly the daily cap, never more', async (t) => {
     // One call through each replica first (its token, route and key caches warm), then 200 at once.
-    for (const b of brokers) assert.equal((await post(b, '/v1/chat/completions', { model: 'auto', messages: [{ role: 'user', content: 'warm' }] })).status, 200);
+    for (const b of brokers)
+      assert.equal((await post(b, '/v1/chat/completions', { model: 'auto', messages: [{ role: 'user', content: 'warm' }] })).status, 200);
     const results = await Promise.all(
-      Array.from({ length: 200 }, (_, i) => post(brokers[i % 3] ?? '', '/v1/chat/completions', { model: 'auto', messages: [{ role: 'user', content: `call ${i}` }] }).then((r) => ({ ...r, replica: i % 3 }))),
+      Array.from({ length: 200 }, (_, i) =>
+        post(brokers[i % 3] ?? '', '/v1/chat/completions', { model: 'auto', messages: [{ role: 'user', content: `call ${i}` }] }).then((r) => ({
+          ...r,
+          replica: i % 3,
+        })),
+      ),
     );
     const ok = results.filter((r) => r.status === 200);
     const refused = results.filter((r) => r.status === 429);
     t.diagnostic(`admitted ${ok.length} (per replica ${[0, 1, 2].map((i) => ok.filter((r) => r.replica === i).length).join('/')}), refused ${refused.length}`);
-    assert.equal(ok.length + refused.length, 200, `every call is admitted or refused with 429: ${results.find((r) => r.status !== 200 && r.status !== 429)?.text}`);
+    assert.equal(
+      ok.length + refused.length,
+      200,
+      `every call is admitted or refused with 429: ${results.find((r) => r.status !== 200 && r.status !== 429)?.text}`,
+    );
     // Bound: a call is admitted only while settled spend + reservations in flight < cap, and each reserves
     // 100 ≥ what it uses; so the spend after the last admission is < cap + 100, i.e. ≤ cap in steps of 100.
     // Refusals happen only when spend + reservations ≥ cap, and every reservation became a 100-token call:
@@ -83,7 +107,10 @@ describe('three replicas share the broker: budgets and grant keys', async () => 
     assert.ok(Number(refused[0]?.retryAfter) > 0, 'a refusal says when to retry');
     // The usage rows (written by each replica in batches) add up to the same.
     for (let i = 0; i < 200; i++) {
-      const u = await database.db.query<{ n: number; t: string }>(`SELECT count(*)::int AS n, coalesce(sum(input_tokens + output_tokens), 0) AS t FROM llm_usage WHERE tenant_id = $1`, [tenantId]);
+      const u = await database.db.query<{ n: number; t: string }>(
+        `SELECT count(*)::int AS n, coalesce(sum(input_tokens + output_tokens), 0) AS t FROM llm_usage WHERE tenant_id = $1`,
+        [tenantId],
+      );
       if (u.rows[0]?.n === 203) {
         assert.equal(Number(u.rows[0].t), CAP);
         break;
@@ -144,7 +171,9 @@ describe('three replicas share the broker: budgets and grant keys', async () => 
 
   test('a key rotation keeps grants of the old key valid within the overlap, and refuses them after', async () => {
     const old = await grant(brokerUrl(r2));
-    const rotated = await via(admin, r3).json<{ kid: string; retired: string; overlapSeconds: number }>('POST', '/api/v1/platform/grant-keys/rotate', { overlapSeconds: 3 });
+    const rotated = await via(admin, r3).json<{ kid: string; retired: string; overlapSeconds: number }>('POST', '/api/v1/platform/grant-keys/rotate', {
+      overlapSeconds: 3,
+    });
     const at = Date.now();
     assert.equal(rotated.retired, kidOf(old));
     // Within the overlap, every replica still verifies the old key's grant.
@@ -160,7 +189,13 @@ describe('three replicas share the broker: budgets and grant keys', async () => 
     }
     const fresh = await grant(brokerUrl(r1Now));
     const keys = await via(admin, r1Now).json<{ items: { kid: string; current: boolean; verifyUntil: string | null }[] }>('GET', '/api/v1/platform/grant-keys');
-    assert.deepEqual(keys.items.map((k) => [k.kid, k.current]), [[rotated.kid, true], [kidOf(old), false]]);
+    assert.deepEqual(
+      keys.items.map((k) => [k.kid, k.current]),
+      [
+        [rotated.kid, true],
+        [kidOf(old), false],
+      ],
+    );
     await new Promise((res) => setTimeout(res, Math.max(0, 3_000 - (Date.now() - at)) + 300));
     for (const r of [r1Now, r2, r3]) {
       const after = await verify(brokerUrl(r), old);
@@ -169,13 +204,21 @@ describe('three replicas share the broker: budgets and grant keys', async () => 
       assert.equal((await verify(brokerUrl(r), fresh)).status, 200, `${r.name} verifies the new key's grant`);
     }
     // Only platform admins rotate; a bad overlap is a clear 400.
-    const { token: tenantToken } = await via(admin, r2).json<{ token: string }>('POST', `/api/v1/tenants/${slug}/tokens`, { name: 'nosy', role: 'tenant_admin' }, 201);
+    const { token: tenantToken } = await via(admin, r2).json<{ token: string }>(
+      'POST',
+      `/api/v1/tenants/${slug}/tokens`,
+      { name: 'nosy', role: 'tenant_admin' },
+      201,
+    );
     assert.equal((await new ApiClient(r2.url, { bearer: tenantToken }).call('POST', '/api/v1/platform/grant-keys/rotate', {})).status, 403);
     assert.equal((await via(admin, r2).call('POST', '/api/v1/platform/grant-keys/rotate', { overlapSeconds: -1 })).status, 400);
   });
 
   test('grant signing keys appear in no log, API body or audit row', async () => {
-    const vault = new Vault({ db: database.db, keys: new LocalKeyProvider({ secret: Buffer.from(secretKey, 'base64'), versions: dbKeyVersionStore(database.db) }) });
+    const vault = new Vault({
+      db: database.db,
+      keys: new LocalKeyProvider({ secret: Buffer.from(secretKey, 'base64'), versions: dbKeyVersionStore(database.db) }),
+    });
     const kids = (await database.db.query<{ kid: string }>('SELECT kid FROM grant_signing_keys')).rows.map((k) => k.kid);
     assert.equal(kids.length, 2);
     const secrets: string[] = [];
@@ -185,12 +228,20 @@ describe('three replicas share the broker: budgets and grant keys', async () => 
       secrets.push(d, pem.split('\n')[1] ?? '');
     }
     const audit = (await database.db.query<{ row: string }>('SELECT row_to_json(a)::text AS row FROM audit_events a')).rows.map((r) => r.row);
-    const haystacks = [...bodies, ...[r1, r1Now, r2, r3].map((r) => r.output()), ...audit, JSON.stringify(await via(admin, r1Now).json('GET', '/api/v1/platform/grant-keys'))];
+    const haystacks = [
+      ...bodies,
+      ...[r1, r1Now, r2, r3].map((r) => r.output()),
+      ...audit,
+      JSON.stringify(await via(admin, r1Now).json('GET', '/api/v1/platform/grant-keys')),
+    ];
     for (const secret of secrets) {
       assert.ok(secret.length >= 40);
       for (const h of haystacks) assert.ok(!h.includes(secret), 'a private grant key leaked');
     }
-    assert.ok(audit.some((a) => a.includes('grant_key.rotate')), 'the rotation is audited');
+    assert.ok(
+      audit.some((a) => a.includes('grant_key.rotate')),
+      'the rotation is audited',
+    );
   });
 
   test('no body the broker answered shows the provider key', () => {

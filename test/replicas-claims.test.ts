@@ -28,9 +28,18 @@ describe('reconciler replicas claim every instance once', async () => {
 
   /** Deploys `n` stopped instances, spread over the replicas. */
   const deploy = async (prefix: string, n: number) =>
-    Promise.all(Array.from({ length: n }, (_, i) => via(admin, replicas[i % 3] as Replica).json<{ id: string }>('POST', `/api/v1/tenants/${slug}/instances`, { name: `${prefix}${i}`, start: false }, 202).then((x) => x.id)));
+    Promise.all(
+      Array.from({ length: n }, (_, i) =>
+        via(admin, replicas[i % 3] as Replica)
+          .json<{ id: string }>('POST', `/api/v1/tenants/${slug}/instances`, { name: `${prefix}${i}`, start: false }, 202)
+          .then((x) => x.id),
+      ),
+    );
   const destroyedAudits = async (ids: string[]) => {
-    const rows = await q<{ target: string; n: number }>(`SELECT target, count(*)::int AS n FROM audit_events WHERE action = 'instance.destroyed' AND target = ANY($1) GROUP BY target`, [ids.map((id) => `instance:${id}`)]);
+    const rows = await q<{ target: string; n: number }>(
+      `SELECT target, count(*)::int AS n FROM audit_events WHERE action = 'instance.destroyed' AND target = ANY($1) GROUP BY target`,
+      [ids.map((id) => `instance:${id}`)],
+    );
     return new Map(rows.map((r) => [r.target.slice('instance:'.length), r.n]));
   };
 
@@ -38,7 +47,9 @@ describe('reconciler replicas claim every instance once', async () => {
     const ids = await deploy('d', 24);
     // Every replica hears instance.changed for each destroy and runs a pass at once: without leases, two or
     // three replicas would destroy the same instance (and audit it) side by side.
-    await Promise.all(ids.map((id, i) => via(admin, replicas[(i + 1) % 3] as Replica).json('DELETE', `/api/v1/tenants/${slug}/instances/${id}`, undefined, 202)));
+    await Promise.all(
+      ids.map((id, i) => via(admin, replicas[(i + 1) % 3] as Replica).json('DELETE', `/api/v1/tenants/${slug}/instances/${id}`, undefined, 202)),
+    );
     await waitUntil('every instance is gone', async () => (await q('SELECT 1 FROM instances WHERE id = ANY($1)', [ids])).length === 0);
     const audits = await destroyedAudits(ids);
     for (const id of ids) assert.equal(audits.get(id), 1, `instance ${id} destroyed exactly once`);
@@ -50,14 +61,29 @@ describe('reconciler replicas claim every instance once', async () => {
   test('a replica killed with -9 holding leases: they lapse, live replicas take the instances over, nothing is done twice', async () => {
     const ids = await deploy('k', 12);
     // Instances that want to run but back off for a day: claimed on every pass, no step taken (no sandbox here).
-    await q(`UPDATE instances SET desired_state = 'running', status = 'error', status_reason = 'backing off', next_attempt_at = now() + interval '1 day' WHERE id = ANY($1)`, [ids]);
-    const leases = async () => new Map((await q<{ item: string; owner: string; live: boolean }>(`SELECT item, owner, expires_at > now() AS live FROM work_claims WHERE kind = 'instance' AND item = ANY($1)`, [ids])).map((r) => [r.item, r]));
+    await q(
+      `UPDATE instances SET desired_state = 'running', status = 'error', status_reason = 'backing off', next_attempt_at = now() + interval '1 day' WHERE id = ANY($1)`,
+      [ids],
+    );
+    const leases = async () =>
+      new Map(
+        (
+          await q<{ item: string; owner: string; live: boolean }>(
+            `SELECT item, owner, expires_at > now() AS live FROM work_claims WHERE kind = 'instance' AND item = ANY($1)`,
+            [ids],
+          )
+        ).map((r) => [r.item, r]),
+      );
     await waitUntil('every instance is leased', async () => {
       const l = await leases();
       return ids.every((id) => l.get(id)?.live === true);
     });
     const before = await leases();
-    for (const id of ids) assert.ok(replicas.some((r) => r.id === before.get(id)?.owner), 'each lease is held by one of the replicas');
+    for (const id of ids)
+      assert.ok(
+        replicas.some((r) => r.id === before.get(id)?.owner),
+        'each lease is held by one of the replicas',
+      );
     // The holder of most leases dies without a word.
     const counts = replicas.map((r) => ids.filter((id) => before.get(id)?.owner === r.id).length);
     const victim = replicas[counts.indexOf(Math.max(...counts))] as Replica;
@@ -68,7 +94,10 @@ describe('reconciler replicas claim every instance once', async () => {
     await victim.exited;
     const live = replicas.filter((r) => r !== victim);
     // While its leases have not lapsed, nobody takes them (one owner at a time, even when the owner is dead).
-    const right = await q<{ item: string; owner: string }>(`SELECT item, owner FROM work_claims WHERE kind = 'instance' AND item = ANY($1) AND expires_at > now()`, [held]);
+    const right = await q<{ item: string; owner: string }>(
+      `SELECT item, owner FROM work_claims WHERE kind = 'instance' AND item = ANY($1) AND expires_at > now()`,
+      [held],
+    );
     for (const r of right) assert.equal(r.owner, victim.id, 'a live lease is never taken from its owner');
     await waitUntil("the dead replica's instances are leased by live replicas", async () => {
       const l = await leases();
@@ -92,7 +121,12 @@ describe('reconciler replicas claim every instance once', async () => {
 describe('activity through another replica keeps an instance from the idle reaper', async () => {
   // Replica 1 is this server (its reaper holds the lease); replica 2 is represented by its Activity, which is
   // all of replica 2 that the reaper sees: the rows it writes. Passes are rare so no sandbox is started here.
-  const server = await startTestServer({ CLAWPLANE_IDLE_TIMEOUT_MS: '3000', CLAWPLANE_IDLE_CHECK_INTERVAL_MS: '3600000', CLAWPLANE_RECONCILE_INTERVAL_MS: '600000', CLAWPLANE_REPLICA_EXPIRE_MS: '3600000' });
+  const server = await startTestServer({
+    CLAWPLANE_IDLE_TIMEOUT_MS: '3000',
+    CLAWPLANE_IDLE_CHECK_INTERVAL_MS: '3600000',
+    CLAWPLANE_RECONCILE_INTERVAL_MS: '600000',
+    CLAWPLANE_REPLICA_EXPIRE_MS: '3600000',
+  });
   const admin = await onboard(server);
   await admin.json('POST', '/api/v1/tenants', { slug: 'busy', name: 'Busy' }, 201);
   await admin.json('POST', '/api/v1/tenants/busy/members', { email: ADMIN_EMAIL, role: 'tenant_admin' }, 201);

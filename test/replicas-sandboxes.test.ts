@@ -32,7 +32,10 @@ async function sandboxesOf(root: string, instanceId: string): Promise<number[]> 
     const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
     bwraps.set(Number(p), ppid);
   }
-  return [...bwraps].filter(([, ppid]) => !bwraps.has(ppid)).map(([pid]) => pid).sort((a, b) => a - b);
+  return [...bwraps]
+    .filter(([, ppid]) => !bwraps.has(ppid))
+    .map(([pid]) => pid)
+    .sort((a, b) => a - b);
 }
 
 describe('three replicas on one host drive one real gateway: never two sandboxes', { timeout: 900_000 }, async () => {
@@ -58,11 +61,23 @@ describe('three replicas on one host drive one real gateway: never two sandboxes
   const slug = 'one-sandbox';
   const { admin } = await onboardVia(r1, slug);
   const api = (r: Replica) => via(admin, r);
-  const key = await api(r1).json<{ id: string }>('POST', `/api/v1/tenants/${slug}/credentials`, { name: 'fake-key', type: 'api_key', value: 'sk-fake-replicas-0123456789' }, 201);
-  const provider = await api(r2).json<{ id: string }>('POST', `/api/v1/tenants/${slug}/providers`, { kind: 'openai_compatible', name: 'fake', baseUrl: fake.baseUrl, credentialId: key.id }, 201);
+  const key = await api(r1).json<{ id: string }>(
+    'POST',
+    `/api/v1/tenants/${slug}/credentials`,
+    { name: 'fake-key', type: 'api_key', value: 'sk-fake-replicas-0123456789' },
+    201,
+  );
+  const provider = await api(r2).json<{ id: string }>(
+    'POST',
+    `/api/v1/tenants/${slug}/providers`,
+    { kind: 'openai_compatible', name: 'fake', baseUrl: fake.baseUrl, credentialId: key.id },
+    201,
+  );
   await api(r3).json('PUT', `/api/v1/tenants/${slug}/model-routes`, { scope: 'tenant', targets: [{ providerId: provider.id, model: 'fake-model' }] });
-  const status = async (id: string) => (await database.db.query<{ status: string; sandbox: { sandboxId?: string } | null }>('SELECT status, sandbox FROM instances WHERE id = $1', [id])).rows[0];
-  const chat = (r: Replica, content: string) => api(r).call('POST', `/api/v1/tenants/${slug}/chat/completions`, { model: 'agent/main', messages: [{ role: 'user', content }], session: 'replicas' });
+  const status = async (id: string) =>
+    (await database.db.query<{ status: string; sandbox: { sandboxId?: string } | null }>('SELECT status, sandbox FROM instances WHERE id = $1', [id])).rows[0];
+  const chat = (r: Replica, content: string) =>
+    api(r).call('POST', `/api/v1/tenants/${slug}/chat/completions`, { model: 'agent/main', messages: [{ role: 'user', content }], session: 'replicas' });
   let inst = '';
 
   test('deployed through one replica while three reconcile: one sandbox, through every pass', async () => {
@@ -92,7 +107,10 @@ describe('three replicas on one host drive one real gateway: never two sandboxes
     const live = replicas.filter((x) => x !== victim);
     // The dead replica expires and its leases lapse; live replicas keep reconciling meanwhile.
     await waitUntil('the dead replica is seen as dead', async () => {
-      const r = await database.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM replicas WHERE id = $1 AND heartbeat_at < now() - interval '1.5 seconds'`, [victim.id]);
+      const r = await database.db.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM replicas WHERE id = $1 AND heartbeat_at < now() - interval '1.5 seconds'`,
+        [victim.id],
+      );
       return (r.rows[0]?.n ?? 0) > 0;
     });
     for (let i = 0; i < 30; i++) {

@@ -24,7 +24,12 @@ const TASKS = Number(process.env['REPLICA_TASKS'] ?? 300);
 // Short heartbeats so the killed replica is found dead soon, with an expiry that a loaded machine's stalls do
 // not reach (a live replica presumed dead loses its workflows to another: see ADR 0009); tasks take long
 // enough to be in flight when the kill comes.
-const env = { CLAWPLANE_REPLICA_HEARTBEAT_MS: '250', CLAWPLANE_REPLICA_EXPIRE_MS: '4000', CLAWPLANE_STANDIN_TURN_MS: '3000', CLAWPLANE_TASK_WORKER_CONCURRENCY: '15' };
+const env = {
+  CLAWPLANE_REPLICA_HEARTBEAT_MS: '250',
+  CLAWPLANE_REPLICA_EXPIRE_MS: '4000',
+  CLAWPLANE_STANDIN_TURN_MS: '3000',
+  CLAWPLANE_TASK_WORKER_CONCURRENCY: '15',
+};
 type Child = ReplicaChild;
 
 async function startChild(name: string, databaseUrl: string, secretKey: string, seed?: number): Promise<Child> {
@@ -96,7 +101,9 @@ describe('kill -9 of one replica with 300 tasks in flight and an approval parked
       ).rows.map((r) => r.task_id),
     );
     const byStatus = (s: string) => atKill.rows.filter((r) => r.status === s).length;
-    t.diagnostic(`killed ${victim.name}: ${interrupted.size} runs interrupted; ${byStatus('completed')} completed, ${byStatus('executing')} executing, ${byStatus('queued')} queued`);
+    t.diagnostic(
+      `killed ${victim.name}: ${interrupted.size} runs interrupted; ${byStatus('completed')} completed, ${byStatus('executing')} executing, ${byStatus('queued')} queued`,
+    );
     assert.ok(interrupted.size > 0, 'the victim was killed in the middle of running tasks');
     assert.ok(byStatus('completed') < TASKS, 'tasks were still in flight at the kill');
 
@@ -120,7 +127,10 @@ describe('kill -9 of one replica with 300 tasks in flight and an approval parked
     await decider.json('POST', `/api/v1/tenants/${seed.slug}/tasks/${seed.approvalId}/approve`, { comment: 'after the kill' });
 
     await waitUntil('every task is finished', async () => {
-      const r = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM tasks WHERE id = ANY($1::uuid[]) AND status IN ('completed', 'failed', 'cancelled', 'expired')`, [all]);
+      const r = await db.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM tasks WHERE id = ANY($1::uuid[]) AND status IN ('completed', 'failed', 'cancelled', 'expired')`,
+        [all],
+      );
       return r.rows[0]?.n === all.length;
     });
     const final = await db.query<{ status: string; n: number }>('SELECT status, count(*)::int AS n FROM tasks WHERE id = ANY($1::uuid[]) GROUP BY 1', [all]);
@@ -131,7 +141,11 @@ describe('kill -9 of one replica with 300 tasks in flight and an approval parked
     const runsOf = (id: string, kind: string) => runs.rows.find((r) => r.task_id === id && r.kind === kind)?.n ?? 0;
     for (const id of all) {
       const expected = interrupted.has(id) ? 2 : 1;
-      assert.equal(runsOf(id, 'first'), expected, `task ${id} ran its first turn ${runsOf(id, 'first')} times (interrupted by the kill: ${interrupted.has(id)})`);
+      assert.equal(
+        runsOf(id, 'first'),
+        expected,
+        `task ${id} ran its first turn ${runsOf(id, 'first')} times (interrupted by the kill: ${interrupted.has(id)})`,
+      );
     }
     assert.equal(runsOf(seed.approvalId, 'resume'), 1, 'the approved turn ran once');
     const spread = await db.query<{ replica: string }>('SELECT DISTINCT replica FROM task_side_effects');

@@ -34,7 +34,18 @@ import { chat, OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot, waitFor } from './h
 const CRIU_BIN = process.env['CLAWPLANE_CRIU_BIN'] ?? '/var/tmp/clawplane-criu/bin/criu';
 
 function driverFor(root: string, broker: SandboxBroker | undefined, warmResume: boolean): LocalSandboxDriver {
-  return new LocalSandboxDriver({ root, broker, log: pino({ level: 'silent' }), dataBytes: 16 * 2 ** 30, nproc: 4096, nofile: 4096, tmpBytes: 64 * 2 ** 20, cgroup: { memoryBytes: 3 * 2 ** 30, pids: 1024, cpus: 0 }, criuBin: CRIU_BIN, warmResume });
+  return new LocalSandboxDriver({
+    root,
+    broker,
+    log: pino({ level: 'silent' }),
+    dataBytes: 16 * 2 ** 30,
+    nproc: 4096,
+    nofile: 4096,
+    tmpBytes: 64 * 2 ** 20,
+    cgroup: { memoryBytes: 3 * 2 ** 30, pids: 1024, cpus: 0 },
+    criuBin: CRIU_BIN,
+    warmResume,
+  });
 }
 
 async function skipReason(): Promise<string | false> {
@@ -59,10 +70,14 @@ function fakeBroker(dir: string, llm: FakeLlm): SandboxBroker & { live: Set<stri
           res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":{"message":"bad broker token"}}');
           return;
         }
-        const up = http.request(`${llm.url}${req.url ?? '/'}`, { method: req.method, headers: { 'content-type': req.headers['content-type'] ?? 'application/json' } }, (ur) => {
-          res.writeHead(ur.statusCode ?? 502, ur.headers);
-          ur.pipe(res);
-        });
+        const up = http.request(
+          `${llm.url}${req.url ?? '/'}`,
+          { method: req.method, headers: { 'content-type': req.headers['content-type'] ?? 'application/json' } },
+          (ur) => {
+            res.writeHead(ur.statusCode ?? 502, ur.headers);
+            ur.pipe(res);
+          },
+        );
         up.on('error', () => res.destroy());
         req.pipe(up);
       });
@@ -82,7 +97,8 @@ function fakeBroker(dir: string, llm: FakeLlm): SandboxBroker & { live: Set<stri
   };
 }
 
-const readyz = async (sock: string) => (await socketRequest(sock, { path: '/readyz', headers: { connection: 'close' }, timeoutMs: 3000 }).catch(() => undefined))?.status === 200;
+const readyz = async (sock: string) =>
+  (await socketRequest(sock, { path: '/readyz', headers: { connection: 'close' }, timeoutMs: 3000 }).catch(() => undefined))?.status === 200;
 
 /** Every entry below `dir` with its size (what a cold start after a failed resume must find again). */
 async function listing(dir: string): Promise<string[]> {
@@ -95,7 +111,10 @@ async function listing(dir: string): Promise<string[]> {
   return out.sort();
 }
 
-test('warm resume of a real gateway through the driver: chat, suspend, resume with history, rotate, one use per image, corrupted image falls back', { skip: await skipReason(), timeout: 900_000 }, async () => {
+test('warm resume of a real gateway through the driver: chat, suspend, resume with history, rotate, one use per image, corrupted image falls back', {
+  skip: await skipReason(),
+  timeout: 900_000,
+}, async () => {
   const llm = await startFakeLlm();
   const root = await sandboxRoot();
   const brokerDir = await mkdtemp('/var/tmp/clawplane-test-broker-');
@@ -106,8 +125,27 @@ test('warm resume of a real gateway through the driver: chat, suspend, resume wi
   const runtime = await store.resolve(OPENCLAW_VERSION);
   const driver = driverFor(root, broker, true);
   const instanceId = '00000000-0000-4000-8000-0000000010c1';
-  const config = renderOpenclawConfig({ gatewayPort: SANDBOX_LAYOUT.executorPort(0), egressPort: SANDBOX_LAYOUT.egressPort, stateDir: '/tenant/work/e0', logFile: '/tenant/log/e0.openclaw.log', agents: [{ id: 'main', name: 'main' }], models: ['default'], tools: DEFAULT_TOOL_POLICY, hooks: true, gatewayTokenFile: '/conf/gateway-token' });
-  const spec: SandboxSpec = { tenantId: '00000000-0000-4000-8000-0000000010c0', instanceId, runtime, configs: { e0: JSON.stringify(config) }, gatewayToken: 'resume-test-gateway-token-0001', hooksToken: 'resume-test-hooks-token-0001', tenantUid: 61_991, clusterId: 'test' };
+  const config = renderOpenclawConfig({
+    gatewayPort: SANDBOX_LAYOUT.executorPort(0),
+    egressPort: SANDBOX_LAYOUT.egressPort,
+    stateDir: '/tenant/work/e0',
+    logFile: '/tenant/log/e0.openclaw.log',
+    agents: [{ id: 'main', name: 'main' }],
+    models: ['default'],
+    tools: DEFAULT_TOOL_POLICY,
+    hooks: true,
+    gatewayTokenFile: '/conf/gateway-token',
+  });
+  const spec: SandboxSpec = {
+    tenantId: '00000000-0000-4000-8000-0000000010c0',
+    instanceId,
+    runtime,
+    configs: { e0: JSON.stringify(config) },
+    gatewayToken: 'resume-test-gateway-token-0001',
+    hooksToken: 'resume-test-hooks-token-0001',
+    tenantUid: 61_991,
+    clusterId: 'test',
+  };
   const sock = driver.dirs(instanceId).ingress;
   const handles: SandboxRef[] = [];
   try {
@@ -161,10 +199,32 @@ test('warm resume of a real gateway through the driver: chat, suspend, resume wi
     assert.equal(st.running && st.health?.executors[0]?.restarts, 0, 'the same gateway process, not a restart');
     assert.equal(await driver.adopt(resumed), true);
     // The isolation after restore, from a fresh process inside (the supervisor's exec) and from the host.
-    const probe = await driver.exec(resumed, ['/bin/sh', '-c', 'grep -E "^(CapEff|CapBnd|NoNewPrivs|Seccomp):" /proc/self/status | tr -s "\t" " "; for f in /x /usr/x /conf/x /tenant/work/x; do (: >"$f") 2>/dev/null && echo "write $f ok" || echo "write $f refused"; done; rm -f /tenant/work/x; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " "; unshare -U true 2>/dev/null && echo userns-ok || echo userns-refused']);
-    assert.deepEqual(probe.stdout.trim().split('\n'), ['CapEff: 0000000000000000', 'CapBnd: 0000000000000000', 'NoNewPrivs: 1', 'Seccomp: 2', 'write /x refused', 'write /usr/x refused', 'write /conf/x refused', 'write /tenant/work/x ok', 'lo', 'userns-refused'], probe.stderr);
+    const probe = await driver.exec(resumed, [
+      '/bin/sh',
+      '-c',
+      'grep -E "^(CapEff|CapBnd|NoNewPrivs|Seccomp):" /proc/self/status | tr -s "\t" " "; for f in /x /usr/x /conf/x /tenant/work/x; do (: >"$f") 2>/dev/null && echo "write $f ok" || echo "write $f refused"; done; rm -f /tenant/work/x; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " "; unshare -U true 2>/dev/null && echo userns-ok || echo userns-refused',
+    ]);
+    assert.deepEqual(
+      probe.stdout.trim().split('\n'),
+      [
+        'CapEff: 0000000000000000',
+        'CapBnd: 0000000000000000',
+        'NoNewPrivs: 1',
+        'Seccomp: 2',
+        'write /x refused',
+        'write /usr/x refused',
+        'write /conf/x refused',
+        'write /tenant/work/x ok',
+        'lo',
+        'userns-refused',
+      ],
+      probe.stderr,
+    );
     assert.match(await readFile(`/proc/${pidOf(resumed)}/status`, 'utf8'), new RegExp(`\\nUid:\\s+${spec.tenantUid}\\s`), "the tenant's own host uid");
-    assert.deepEqual((await driver.list()).map((h) => pidOf(h)), [pidOf(resumed)]);
+    assert.deepEqual(
+      (await driver.list()).map((h) => pidOf(h)),
+      [pidOf(resumed)],
+    );
     const before = llm.requests.length;
     const c2 = await chat(unixTransport(sock), spec.gatewayToken, 'What was the word?', 'resume-s1');
     const logTail = async () => (await driver.logs({ tenantId: spec.tenantId, instanceId }, { tail: 15 })).map((l) => `${l.source}: ${l.line}`).join('\n');
@@ -176,7 +236,8 @@ test('warm resume of a real gateway through the driver: chat, suspend, resume wi
     // Rotate after resume: the old gateway token is refused from then on.
     const next = 'resume-test-gateway-token-0002';
     await driver.rotateCredentials(resumed, { current: spec.gatewayToken, next });
-    const models = async (token: string) => (await socketRequest(sock, { path: '/v1/models', headers: { authorization: `Bearer ${token}`, connection: 'close' }, timeoutMs: 10_000 })).status;
+    const models = async (token: string) =>
+      (await socketRequest(sock, { path: '/v1/models', headers: { authorization: `Bearer ${token}`, connection: 'close' }, timeoutMs: 10_000 })).status;
     assert.equal(await models(spec.gatewayToken), 401);
     assert.equal(await models(next), 200);
     spec.gatewayToken = next;
@@ -210,7 +271,9 @@ test('warm resume of a real gateway through the driver: chat, suspend, resume wi
     assert.equal(c3.status, 200, c3.body);
     assert.match(JSON.stringify(llm.requests.at(-1)?.body['messages']), /PAPAYA/, 'the history survived the fallback');
     await driver.stop(cold);
-    console.log(`warm resume (driver): cold start ${Math.round(coldMs)} ms; suspend ${Math.round(s.dumpMs)} ms dump, image ${(s.imageBytes / 2 ** 20).toFixed(0)} MiB, state ${(s.stateBytes / 2 ** 20).toFixed(1)} MiB; resume to /readyz ${Math.round(resumeMs)} ms; corrupted image: ${err.errors.join(' | ')}`);
+    console.log(
+      `warm resume (driver): cold start ${Math.round(coldMs)} ms; suspend ${Math.round(s.dumpMs)} ms dump, image ${(s.imageBytes / 2 ** 20).toFixed(0)} MiB, state ${(s.stateBytes / 2 ** 20).toFixed(1)} MiB; resume to /readyz ${Math.round(resumeMs)} ms; corrupted image: ${err.errors.join(' | ')}`,
+    );
   } finally {
     // Only what this test started: the pid with its recorded start time.
     for (const h of handles) if ((await driver.status(h)).running) process.kill(pidOf(h), 'SIGKILL');

@@ -28,7 +28,18 @@ const IDLE_MS = 4000;
 
 async function skipReason(): Promise<string | false> {
   if (process.getuid?.() !== 0) return 'needs root (CRIU, and the uid drop before bubblewrap)';
-  const d = new LocalSandboxDriver({ root: '/tmp/unused', broker: undefined, log: pino({ level: 'silent' }), dataBytes: 1, nproc: 1, nofile: 1, tmpBytes: 1, cgroup: { memoryBytes: 0, pids: 0, cpus: 0 }, criuBin: CRIU_BIN, warmResume: true });
+  const d = new LocalSandboxDriver({
+    root: '/tmp/unused',
+    broker: undefined,
+    log: pino({ level: 'silent' }),
+    dataBytes: 1,
+    nproc: 1,
+    nofile: 1,
+    tmpBytes: 1,
+    cgroup: { memoryBytes: 0, pids: 0, cpus: 0 },
+    criuBin: CRIU_BIN,
+    warmResume: true,
+  });
   const s = await d.snapshots.support();
   return s.supported ? false : `${s.reason} (CI does not build CRIU)`;
 }
@@ -58,12 +69,20 @@ describe('warm resume through the idle reaper and the wake', { skip: await skipR
   const key = await server.services.credentials.create(a.id, { name: 'fake-llm-key', type: 'api_key', value: 'sk-fake-0123456789abcdef' }, by);
   const provider = await server.services.providers.create(a.id, { kind: 'openai_compatible', name: 'fake', baseUrl: fake.baseUrl, credentialId: key.id }, by);
   await server.services.providers.setRoute(a.id, { scope: 'tenant', targets: [{ providerId: provider.id, model: 'fake-model' }] }, by);
-  const member = new ApiClient(server.url, { bearer: (await server.services.tokens.create(a.id, { name: 'm', role: 'member', createdBy: a.ownerId }, { actor: 'test' })).token });
+  const member = new ApiClient(server.url, {
+    bearer: (await server.services.tokens.create(a.id, { name: 'm', role: 'member', createdBy: a.ownerId }, { actor: 'test' })).token,
+  });
   const chatUrl = `/api/v1/tenants/${a.slug}/chat/completions`;
   const chatBody = (content: string) => ({ model: 'agent/main', messages: [{ role: 'user', content }], session: 'hist' });
   const row = async (id: string) => server.services.instances.byId(id);
   const metrics = async () => (await fetch(`${server.url}/metrics`)).text();
-  const audit = async (action: string, id: string) => (await server.db.query<{ detail: Record<string, unknown> }>(`SELECT detail FROM audit_events WHERE action = $1 AND target = $2 ORDER BY seq`, [action, `instance:${id}`])).rows.map((r) => r.detail);
+  const audit = async (action: string, id: string) =>
+    (
+      await server.db.query<{ detail: Record<string, unknown> }>(`SELECT detail FROM audit_events WHERE action = $1 AND target = $2 ORDER BY seq`, [
+        action,
+        `instance:${id}`,
+      ])
+    ).rows.map((r) => r.detail);
   const idleSuspend = async (id: string) => {
     await new Promise((r) => setTimeout(r, IDLE_MS + 500));
     assert.deepEqual(await server.services.reaper.sweep(), [id]);
@@ -92,8 +111,11 @@ describe('warm resume through the idle reaper and the wake', { skip: await skipR
     const m0 = await metrics();
     assert.match(m0, new RegExp(`clawplane_instance_idle_suspends_total\\{tenant="${a.id}"\\} 1`));
     assert.match(m0, new RegExp(`clawplane_instance_suspend_seconds_count\\{tenant="${a.id}"\\} 1`));
-    assert.ok(Number(new RegExp(`clawplane_instance_snapshot_bytes\\{tenant="${a.id}"\\} (\\d+)`).exec(m0)?.[1]) > 100 * 2 ** 20, 'a gateway image is hundreds of MiB');
-    assert.equal(((await stat(snapDir(snap))).mode & 0o077), 0, 'the snapshot (tokens and memory in clear) is root-only');
+    assert.ok(
+      Number(new RegExp(`clawplane_instance_snapshot_bytes\\{tenant="${a.id}"\\} (\\d+)`).exec(m0)?.[1]) > 100 * 2 ** 20,
+      'a gateway image is hundreds of MiB',
+    );
+    assert.equal((await stat(snapDir(snap))).mode & 0o077, 0, 'the snapshot (tokens and memory in clear) is root-only');
     const n = fake.requests.length;
     const t0 = Date.now();
     const r = await member.call('POST', chatUrl, chatBody('What word did I ask you to remember?'));
@@ -109,7 +131,8 @@ describe('warm resume through the idle reaper and the wake', { skip: await skipR
     const newToken = await server.services.instances.gatewayToken(inst);
     assert.notEqual(newToken, oldToken);
     const sock = await transportOf(server.services, inst);
-    const direct = async (t: string) => (await transportRequest(sock, { path: '/v1/models', headers: { authorization: `Bearer ${t}`, connection: 'close' } })).status;
+    const direct = async (t: string) =>
+      (await transportRequest(sock, { path: '/v1/models', headers: { authorization: `Bearer ${t}`, connection: 'close' } })).status;
     assert.equal(await direct(oldToken), 401, 'the token in the snapshot no longer opens the gateway');
     assert.equal(await direct(newToken), 200);
     assert.equal((await audit('instance.credentials_rotated', inst)).at(-1)?.['reason'], 'resume');
@@ -122,7 +145,14 @@ describe('warm resume through the idle reaper and the wake', { skip: await skipR
 
   test('a corrupted snapshot falls back to a cold start with the state intact, and says why', async () => {
     // Suspended on request this time (tenant.operate), not by the reaper.
-    assert.equal((await new ApiClient(server.url, { bearer: (await server.services.tokens.create(a.id, { name: 'v', role: 'viewer', createdBy: a.ownerId }, { actor: 'test' })).token }).call('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/suspend`)).status, 403);
+    assert.equal(
+      (
+        await new ApiClient(server.url, {
+          bearer: (await server.services.tokens.create(a.id, { name: 'v', role: 'viewer', createdBy: a.ownerId }, { actor: 'test' })).token,
+        }).call('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/suspend`)
+      ).status,
+      403,
+    );
     const s = await member.json<{ status: string }>('POST', `/api/v1/tenants/${a.slug}/instances/${inst}/suspend`, undefined, 200);
     assert.equal(s.status, 'suspended');
     const snap = (await row(inst))?.snapshot;
@@ -142,8 +172,13 @@ describe('warm resume through the idle reaper and the wake', { skip: await skipR
     assert.equal(failed.length, 1);
     console.log(`fallback reason: ${String(failed[0]?.['reason'])}`);
     assert.ok(String(failed[0]?.['reason']).length > 10);
-    const events = (await a.client.json<{ items: { reason: string }[] }>('GET', `/api/v1/tenants/${a.slug}/instances/${inst}/events`)).items.map((e) => e.reason);
-    assert.ok(events.some((e) => /resume failed \(.+\); starting cold/.test(e)), events.join(' | '));
+    const events = (await a.client.json<{ items: { reason: string }[] }>('GET', `/api/v1/tenants/${a.slug}/instances/${inst}/events`)).items.map(
+      (e) => e.reason,
+    );
+    assert.ok(
+      events.some((e) => /resume failed \(.+\); starting cold/.test(e)),
+      events.join(' | '),
+    );
     assert.match(await metrics(), new RegExp(`clawplane_instance_resumes_total\\{tenant="${a.id}",outcome="cold_start"\\} 1`));
     await assert.rejects(stat(snapDir(snap)), /ENOENT/);
   });

@@ -28,40 +28,108 @@ import { socketRequest } from '../src/sandbox/host/socket-http.ts';
 const nodeBin = process.execPath;
 
 test('the local driver says whether it can suspend, with a reason when it cannot', async () => {
-  const driver = new LocalSandboxDriver({ root: '/tmp/unused', broker: undefined, log: pino({ level: 'silent' }), dataBytes: 1 << 30, nproc: 100, nofile: 100, tmpBytes: 1 << 20, cgroup: { memoryBytes: 0, pids: 0, cpus: 0 }, criuBin: '/nonexistent/criu', warmResume: true });
+  const driver = new LocalSandboxDriver({
+    root: '/tmp/unused',
+    broker: undefined,
+    log: pino({ level: 'silent' }),
+    dataBytes: 1 << 30,
+    nproc: 100,
+    nofile: 100,
+    tmpBytes: 1 << 20,
+    cgroup: { memoryBytes: 0, pids: 0, cpus: 0 },
+    criuBin: '/nonexistent/criu',
+    warmResume: true,
+  });
   const s = await driver.snapshots.support();
   assert.equal(s.supported, false);
   if (!s.supported) assert.match(s.reason, /scripts\/build-criu\.sh/);
   // Warm resume off (the default) says so first, whatever CRIU there is.
-  const d2 = new LocalSandboxDriver({ root: '/tmp/unused', broker: undefined, log: pino({ level: 'silent' }), dataBytes: 1 << 30, nproc: 100, nofile: 100, tmpBytes: 1 << 20, cgroup: { memoryBytes: 0, pids: 0, cpus: 0 } });
+  const d2 = new LocalSandboxDriver({
+    root: '/tmp/unused',
+    broker: undefined,
+    log: pino({ level: 'silent' }),
+    dataBytes: 1 << 30,
+    nproc: 100,
+    nofile: 100,
+    tmpBytes: 1 << 20,
+    cgroup: { memoryBytes: 0, pids: 0, cpus: 0 },
+  });
   const s2 = await d2.snapshots.support();
   assert.equal(s2.supported, false);
   if (!s2.supported) assert.match(s2.reason, /warm resume is off/);
   // auto (the server's default): on only where CRIU works here; without it, the reason and plain sandboxes.
-  const d3 = new LocalSandboxDriver({ root: '/tmp/unused', broker: undefined, log: pino({ level: 'silent' }), dataBytes: 1 << 30, nproc: 100, nofile: 100, tmpBytes: 1 << 20, cgroup: { memoryBytes: 0, pids: 0, cpus: 0 }, criuBin: '/nonexistent/criu', warmResume: 'auto' });
+  const d3 = new LocalSandboxDriver({
+    root: '/tmp/unused',
+    broker: undefined,
+    log: pino({ level: 'silent' }),
+    dataBytes: 1 << 30,
+    nproc: 100,
+    nofile: 100,
+    tmpBytes: 1 << 20,
+    cgroup: { memoryBytes: 0, pids: 0, cpus: 0 },
+    criuBin: '/nonexistent/criu',
+    warmResume: 'auto',
+  });
   const s3 = await d3.snapshots.support();
   assert.equal(s3.supported, false);
   if (!s3.supported) assert.match(s3.reason, /unavailable on this host \(CLAWPLANE_WARM_RESUME=auto\): CRIU is not installed at \/nonexistent\/criu/);
   assert.equal(await d3.snapshots.startsSuspendable(), false);
 });
 
-test('the suspendable seccomp filter refuses io_uring and new user namespaces inside bubblewrap', { skip: spawnSync('bwrap', ['--version']).status !== 0 ? 'bubblewrap is not installed' : false }, async () => {
+test('the suspendable seccomp filter refuses io_uring and new user namespaces inside bubblewrap', {
+  skip: spawnSync('bwrap', ['--version']).status !== 0 ? 'bubblewrap is not installed' : false,
+}, async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-seccomp-'));
   try {
     const bpf = path.join(dir, 'filter.bpf');
     await writeFile(bpf, suspendableSeccompFilter());
     const probe = path.join(dir, 'probe.mjs');
     // A Node server: with the filter libuv must not hold any io_uring fd.
-    await writeFile(probe, `import http from 'node:http'; import fs from 'node:fs';
+    await writeFile(
+      probe,
+      `import http from 'node:http'; import fs from 'node:fs';
 const s = http.createServer().listen(0, '127.0.0.1', async () => {
   await fs.promises.readFile('/etc/hostname').catch(() => undefined);
   const n = fs.readdirSync('/proc/self/fd').filter((f) => { try { return fs.readlinkSync('/proc/self/fd/' + f).includes('io_uring'); } catch { return false; } }).length;
   console.log('io_uring_fds=' + n); s.close();
-});`);
+});`,
+    );
     const nodeDir = path.dirname(path.dirname(nodeBin));
-    const base = ['--unshare-all', '--unshare-user', '--new-session', '--as-pid-1', '--cap-drop', 'ALL', '--ro-bind', '/usr', '/usr', '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64', '--symlink', 'usr/bin', '/bin', '--ro-bind', nodeDir, '/opt/node', '--ro-bind', dir, '/probe', '--proc', '/proc', '--dev', '/dev'];
+    const base = [
+      '--unshare-all',
+      '--unshare-user',
+      '--new-session',
+      '--as-pid-1',
+      '--cap-drop',
+      'ALL',
+      '--ro-bind',
+      '/usr',
+      '/usr',
+      '--symlink',
+      'usr/lib',
+      '/lib',
+      '--symlink',
+      'usr/lib64',
+      '/lib64',
+      '--symlink',
+      'usr/bin',
+      '/bin',
+      '--ro-bind',
+      nodeDir,
+      '/opt/node',
+      '--ro-bind',
+      dir,
+      '/probe',
+      '--proc',
+      '/proc',
+      '--dev',
+      '/dev',
+    ];
     const run = (argv: string[], seccomp: boolean) =>
-      spawnSync('/bin/sh', ['-c', seccomp ? 'exec 9<"$0"; exec bwrap --seccomp 9 "$@"' : 'exec bwrap "$@"', bpf, ...base, ...argv], { encoding: 'utf8', timeout: 30_000 });
+      spawnSync('/bin/sh', ['-c', seccomp ? 'exec 9<"$0"; exec bwrap --seccomp 9 "$@"' : 'exec bwrap "$@"', bpf, ...base, ...argv], {
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
     const without = run(['/opt/node/bin/node', '/probe/probe.mjs'], false);
     assert.match(without.stdout, /io_uring_fds=[1-9]/, `without the filter Node opens io_uring rings (else this test proves nothing): ${without.stderr}`);
     const withF = run(['/opt/node/bin/node', '/probe/probe.mjs'], true);
@@ -76,13 +144,63 @@ const s = http.createServer().listen(0, '127.0.0.1', async () => {
 
 test('restore root: the mount points and symlinks bubblewrap makes, every directory root-owned 0755', async () => {
   const args = [
-    '--unshare-user', '--uid', '0', '--info-fd', '3', '--seccomp', '9',
+    '--unshare-user',
+    '--uid',
+    '0',
+    '--info-fd',
+    '3',
+    '--seccomp',
+    '9',
     ...suspendableDirArgs(['/opt/node', '/tenant/work', '/run/clawplane/out']),
-    '--ro-bind', '/usr', '/usr', '--symlink', 'usr/lib', '/lib', '--bind', '/x', '/tenant/work', '--ro-bind', '/y', '/run/clawplane/out',
-    '--proc', '/proc', '--dev', '/dev', '--size', '1024', '--tmpfs', '/tmp', '--setenv', 'A', 'B', '--chdir', '/tenant', '--remount-ro', '/',
-    '/bin/sh', '-c', 'true',
+    '--ro-bind',
+    '/usr',
+    '/usr',
+    '--symlink',
+    'usr/lib',
+    '/lib',
+    '--bind',
+    '/x',
+    '/tenant/work',
+    '--ro-bind',
+    '/y',
+    '/run/clawplane/out',
+    '--proc',
+    '/proc',
+    '--dev',
+    '/dev',
+    '--size',
+    '1024',
+    '--tmpfs',
+    '/tmp',
+    '--setenv',
+    'A',
+    'B',
+    '--chdir',
+    '/tenant',
+    '--remount-ro',
+    '/',
+    '/bin/sh',
+    '-c',
+    'true',
   ];
-  assert.deepEqual(suspendableDirArgs(['/opt/node', '/tenant/work', '/run/clawplane/out']), ['--perms', '0755', '--dir', '/opt', '--perms', '0755', '--dir', '/run', '--perms', '0755', '--dir', '/tenant', '--perms', '0755', '--dir', '/run/clawplane']);
+  assert.deepEqual(suspendableDirArgs(['/opt/node', '/tenant/work', '/run/clawplane/out']), [
+    '--perms',
+    '0755',
+    '--dir',
+    '/opt',
+    '--perms',
+    '0755',
+    '--dir',
+    '/run',
+    '--perms',
+    '0755',
+    '--dir',
+    '/tenant',
+    '--perms',
+    '0755',
+    '--dir',
+    '/run/clawplane',
+  ]);
   const layout = rootLayout(args);
   assert.deepEqual(layout.dirs.sort(), ['/dev', '/opt', '/proc', '/run', '/run/clawplane', '/run/clawplane/out', '/tenant', '/tenant/work', '/tmp', '/usr']);
   assert.deepEqual(layout.symlinks, [{ target: 'usr/lib', link: '/lib' }]);
@@ -114,13 +232,23 @@ async function criuSkip(): Promise<string | false> {
     /* no stamp: not built by build-criu.sh */
   }
   const level = Number(/\+p(\d+)$/.exec(stamp)?.[1] ?? 0);
-  if (level < 4) return `CRIU at ${CRIU_BIN} (${stamp || 'no criu.version'}) lacks patch p4 (host-made unix sockets as --external): re-run scripts/build-criu.sh`;
+  if (level < 4)
+    return `CRIU at ${CRIU_BIN} (${stamp || 'no criu.version'}) lacks patch p4 (host-made unix sockets as --external): re-run scripts/build-criu.sh`;
   return false;
 }
 
-const status = (pid: number) => Object.fromEntries(readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').filter(Boolean).map((l) => l.split(/:\s+/) as [string, string]));
+const status = (pid: number) =>
+  Object.fromEntries(
+    readFileSync(`/proc/${pid}/status`, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split(/:\s+/) as [string, string]),
+  );
 
-test('CRIU dumps a bubblewrap-sandboxed Node server and restores it: same process state, host-made socket, isolation kept', { skip: await criuSkip(), timeout: 120_000 }, async () => {
+test('CRIU dumps a bubblewrap-sandboxed Node server and restores it: same process state, host-made socket, isolation kept', {
+  skip: await criuSkip(),
+  timeout: 120_000,
+}, async () => {
   const dir = await mkdtemp('/var/tmp/clawplane-resume-');
   await chmod(dir, 0o711);
   const pids: number[] = [];
@@ -138,7 +266,9 @@ test('CRIU dumps a bubblewrap-sandboxed Node server and restores it: same proces
     }
     await writeFile(path.join(app, 'filter.bpf'), suspendableSeccompFilter());
     // State only memory holds (a counter, a random boot id, 8 MB of heap) and a Worker after restore.
-    await writeFile(path.join(app, 'server.mjs'), `import http from 'node:http'; import { Worker } from 'node:worker_threads';
+    await writeFile(
+      path.join(app, 'server.mjs'),
+      `import http from 'node:http'; import { Worker } from 'node:worker_threads';
 const boot = Math.random().toString(36).slice(2); let n = 0; const heap = Buffer.alloc(8 << 20, 7);
 http.createServer((req, res) => {
   n++;
@@ -148,7 +278,8 @@ http.createServer((req, res) => {
     return;
   }
   res.end(JSON.stringify({ n, boot, pid: process.pid, heap: heap[123] }));
-}).listen({ fd: 4 });`);
+}).listen({ fd: 4 });`,
+    );
     await chmod(path.join(app, 'server.mjs'), 0o644);
     await chmod(path.join(app, 'filter.bpf'), 0o644);
 
@@ -164,14 +295,58 @@ http.createServer((req, res) => {
     // supervisor (here: the server) as pid 1, the seccomp filter instead of --disable-userns, stdio
     // inside the sandbox, parent directories 0755.
     const bwrapArgs = [
-      '--unshare-user', '--unshare-ipc', '--unshare-pid', '--unshare-net', '--unshare-uts', '--new-session', '--as-pid-1',
-      '--cap-drop', 'ALL', '--uid', '0', '--gid', '0', '--hostname', 'sandbox', '--info-fd', '3', '--seccomp', '5',
+      '--unshare-user',
+      '--unshare-ipc',
+      '--unshare-pid',
+      '--unshare-net',
+      '--unshare-uts',
+      '--new-session',
+      '--as-pid-1',
+      '--cap-drop',
+      'ALL',
+      '--uid',
+      '0',
+      '--gid',
+      '0',
+      '--hostname',
+      'sandbox',
+      '--info-fd',
+      '3',
+      '--seccomp',
+      '5',
       ...suspendableDirArgs(binds.map((b) => b[2])),
-      '--ro-bind', '/usr', '/usr', '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64', '--symlink', 'usr/bin', '/bin',
+      '--ro-bind',
+      '/usr',
+      '/usr',
+      '--symlink',
+      'usr/lib',
+      '/lib',
+      '--symlink',
+      'usr/lib64',
+      '/lib64',
+      '--symlink',
+      'usr/bin',
+      '/bin',
       ...binds.flat(),
-      '--proc', '/proc', '--dev', '/dev', '--size', String(16 << 20), '--tmpfs', '/tmp',
-      '--clearenv', '--setenv', 'PATH', '/usr/bin:/bin', '--chdir', '/tenant', '--remount-ro', '/',
-      '/bin/sh', '-c', 'exec /opt/node/bin/node /opt/app/server.mjs </dev/null >>/tenant/log/server.log 2>&1',
+      '--proc',
+      '/proc',
+      '--dev',
+      '/dev',
+      '--size',
+      String(16 << 20),
+      '--tmpfs',
+      '/tmp',
+      '--clearenv',
+      '--setenv',
+      'PATH',
+      '/usr/bin:/bin',
+      '--chdir',
+      '/tenant',
+      '--remount-ro',
+      '/',
+      '/bin/sh',
+      '-c',
+      'exec /opt/node/bin/node /opt/app/server.mjs </dev/null >>/tenant/log/server.log 2>&1',
     ];
     const ingressPath = path.join(host, 'ingress.sock');
     const ingress = await listenHostSocket(ingressPath);
@@ -200,7 +375,9 @@ http.createServer((req, res) => {
     const get = (p = '/') => socketRequest(ingressPath, { path: p, headers: { connection: 'close' }, timeoutMs: 10_000 });
     let first: { n: number; boot: string; pid: number } | undefined;
     for (let i = 0; i < 100 && !first; i++) {
-      first = await get().then((r) => JSON.parse(r.body) as { n: number; boot: string; pid: number }).catch(() => undefined);
+      first = await get()
+        .then((r) => JSON.parse(r.body) as { n: number; boot: string; pid: number })
+        .catch(() => undefined);
       if (!first) await new Promise((r) => setTimeout(r, 100));
     }
     assert.ok(first, `the sandboxed server never answered: ${stderr}`);
@@ -247,12 +424,22 @@ http.createServer((req, res) => {
     assert.match(mounts, / \/usr ro,/);
     assert.match(mounts, / \/tenant\/work rw,/);
     const netdev = await readFile(`/proc/${restored.pid}/net/dev`, 'utf8');
-    assert.deepEqual(netdev.split('\n').slice(2).filter(Boolean).map((l) => l.trim().split(':')[0]), ['lo'], 'no network but lo');
+    assert.deepEqual(
+      netdev
+        .split('\n')
+        .slice(2)
+        .filter(Boolean)
+        .map((l) => l.trim().split(':')[0]),
+      ['lo'],
+      'no network but lo',
+    );
     for (const ns of ['user', 'mnt', 'pid', 'net', 'ipc', 'uts']) {
       assert.notEqual(await readlinkNs(restored.pid, ns), await readlinkNs(process.pid, ns), `own ${ns} namespace`);
     }
     assert.ok(!(await readFile('/proc/self/mountinfo', 'utf8')).includes(root), 'nothing stays mounted on the host');
-    console.log(`criu: dump ${Math.round(dumped.ms)} ms, image ${(imageBytes / 2 ** 20).toFixed(1)} MiB, restore ${Math.round(restored.ms)} ms, first answer ${Math.round(firstAnswerMs)} ms`);
+    console.log(
+      `criu: dump ${Math.round(dumped.ms)} ms, image ${(imageBytes / 2 ** 20).toFixed(1)} MiB, restore ${Math.round(restored.ms)} ms, first answer ${Math.round(firstAnswerMs)} ms`,
+    );
   } finally {
     for (const s of servers) s.close();
     for (const p of pids) {
@@ -274,13 +461,36 @@ async function readlinkNs(pid: number, ns: string): Promise<string> {
 test('resume refuses what it cannot use, before touching anything: no snapshot, a used one, another instance', { skip: await criuSkip() }, async () => {
   const dir = await mkdtemp('/var/tmp/clawplane-resume-refuse-');
   try {
-    const driver = new LocalSandboxDriver({ root: path.join(dir, 'sb'), broker: undefined, log: pino({ level: 'silent' }), dataBytes: 1 << 30, nproc: 100, nofile: 100, tmpBytes: 1 << 20, cgroup: { memoryBytes: 0, pids: 0, cpus: 0 }, criuBin: CRIU_BIN, warmResume: true });
+    const driver = new LocalSandboxDriver({
+      root: path.join(dir, 'sb'),
+      broker: undefined,
+      log: pino({ level: 'silent' }),
+      dataBytes: 1 << 30,
+      nproc: 100,
+      nofile: 100,
+      tmpBytes: 1 << 20,
+      cgroup: { memoryBytes: 0, pids: 0, cpus: 0 },
+      criuBin: CRIU_BIN,
+      warmResume: true,
+    });
     const instanceId = '00000000-0000-4000-8000-0000000010e1';
-    const spec = { tenantId: instanceId, instanceId, runtime: { version: 'x', dir: '/nonexistent', nodeRel: 'node', entryRel: 'openclaw.mjs' }, configs: {}, gatewayToken: 't', hooksToken: 'h', tenantUid: TENANT_UID, clusterId: 'test' } as unknown as SandboxSpec;
+    const spec = {
+      tenantId: instanceId,
+      instanceId,
+      runtime: { version: 'x', dir: '/nonexistent', nodeRel: 'node', entryRel: 'openclaw.mjs' },
+      configs: {},
+      gatewayToken: 't',
+      hooksToken: 'h',
+      tenantUid: TENANT_UID,
+      clusterId: 'test',
+    } as unknown as SandboxSpec;
     const snap = path.join(dir, 'snap');
     await mkdir(snap, { mode: 0o700 });
     await assert.rejects(driver.snapshots.resumeFrom(spec, snap), (e: unknown) => e instanceof SandboxResumeError && /No usable snapshot/.test(e.message));
-    await writeFile(path.join(snap, 'snapshot.json'), JSON.stringify({ instanceId: '00000000-0000-4000-8000-0000000010e2', tenantUid: TENANT_UID, clusterId: 'test' }));
+    await writeFile(
+      path.join(snap, 'snapshot.json'),
+      JSON.stringify({ instanceId: '00000000-0000-4000-8000-0000000010e2', tenantUid: TENANT_UID, clusterId: 'test' }),
+    );
     await assert.rejects(driver.snapshots.resumeFrom(spec, snap), (e: unknown) => e instanceof SandboxResumeError && /another instance/.test(e.message));
     await writeFile(path.join(snap, 'snapshot.json'), JSON.stringify({ instanceId, tenantUid: TENANT_UID, clusterId: 'test' }));
     await writeFile(path.join(snap, 'used'), 'x');

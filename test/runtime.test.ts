@@ -35,7 +35,8 @@ describe('runtime versions and openclaw.json', async () => {
 
   test('versions must be exact', () => {
     assert.equal(parseRuntimeSpec('openclaw@2026.9.6'), '2026.9.6');
-    for (const bad of ['openclaw@latest', 'openclaw@^2026.9.6', '2026.9', 'other@1.2.3', '1.2.3; rm -rf /']) assert.throws(() => parseRuntimeSpec(bad), /exact OpenClaw version/);
+    for (const bad of ['openclaw@latest', 'openclaw@^2026.9.6', '2026.9', 'other@1.2.3', '1.2.3; rm -rf /'])
+      assert.throws(() => parseRuntimeSpec(bad), /exact OpenClaw version/);
   });
 
   test('integrity: a modified, added or missing file is reported; rm removes the version', async () => {
@@ -57,7 +58,11 @@ describe('runtime versions and openclaw.json', async () => {
     await rm(path.join(dir, 'node_modules/openclaw/extra.js'));
     const v = await small.verify('9.9.9');
     assert.equal(v.ok, false);
-    assert.deepEqual(v.problems.sort(), ['node_modules/openclaw/extra.js is missing', 'node_modules/openclaw/openclaw.mjs was modified', 'node_modules/openclaw/planted.js was added']);
+    assert.deepEqual(v.problems.sort(), [
+      'node_modules/openclaw/extra.js is missing',
+      'node_modules/openclaw/openclaw.mjs was modified',
+      'node_modules/openclaw/planted.js was added',
+    ]);
     await small.rm('9.9.9');
     assert.deepEqual(await small.list(), []);
     await assert.rejects(small.resolve('9.9.9'), { code: 'runtime_missing' });
@@ -69,7 +74,26 @@ describe('runtime versions and openclaw.json', async () => {
     await chmod(scratch, 0o755);
     // The third variant is a tenant whose Cedar policy removes every registry tool (plus exec): every
     // name the policy can render must be one OpenClaw accepts.
-    const allTools = ['read', 'ls', 'write', 'edit', 'apply_patch', 'web_search', 'web_fetch', 'browser', 'canvas', 'message', 'sessions_spawn', 'sessions_send', 'exec', 'process', 'cron', 'nodes', 'gateway', ...KNOWLEDGE_TOOLS];
+    const allTools = [
+      'read',
+      'ls',
+      'write',
+      'edit',
+      'apply_patch',
+      'web_search',
+      'web_fetch',
+      'browser',
+      'canvas',
+      'message',
+      'sessions_spawn',
+      'sessions_send',
+      'exec',
+      'process',
+      'cron',
+      'nodes',
+      'gateway',
+      ...KNOWLEDGE_TOOLS,
+    ];
     // The knowledge tool plugin as a start writes it (validation loads the plugin's manifest).
     const pluginDir = path.join(scratch, 'plugins', 'clawplane-knowledge');
     await mkdir(pluginDir, { recursive: true });
@@ -95,7 +119,15 @@ describe('runtime versions and openclaw.json', async () => {
       const file = path.join(state, 'openclaw.json');
       await writeFile(file, JSON.stringify(cfg, null, 2));
       const r = spawnSync(path.join(rt.dir, rt.nodeRel), [path.join(rt.dir, rt.entryRel), 'config', 'validate'], {
-        env: { PATH: '/usr/bin:/bin', HOME: path.join(scratch, 'home'), OPENCLAW_STATE_DIR: state, OPENCLAW_CONFIG_PATH: file, OPENCLAW_GATEWAY_TOKEN: 'x'.repeat(64), OPENCLAW_OFFLINE: '1', OPENCLAW_NO_AUTO_UPDATE: '1' },
+        env: {
+          PATH: '/usr/bin:/bin',
+          HOME: path.join(scratch, 'home'),
+          OPENCLAW_STATE_DIR: state,
+          OPENCLAW_CONFIG_PATH: file,
+          OPENCLAW_GATEWAY_TOKEN: 'x'.repeat(64),
+          OPENCLAW_OFFLINE: '1',
+          OPENCLAW_NO_AUTO_UPDATE: '1',
+        },
         encoding: 'utf8',
         timeout: 60_000,
       });
@@ -104,7 +136,9 @@ describe('runtime versions and openclaw.json', async () => {
       const c = cfg as Record<string, Record<string, unknown>>;
       assert.deepEqual(c['gateway']?.['auth'], { mode: 'token', token: '${OPENCLAW_GATEWAY_TOKEN}' });
       assert.equal(c['gateway']?.['bind'], 'loopback');
-      assert.deepEqual(c['gateway']?.['http'], { endpoints: { chatCompletions: { enabled: true }, responses: { enabled: true, files: { allowUrl: false }, images: { allowUrl: false } } } });
+      assert.deepEqual(c['gateway']?.['http'], {
+        endpoints: { chatCompletions: { enabled: true }, responses: { enabled: true, files: { allowUrl: false }, images: { allowUrl: false } } },
+      });
       assert.deepEqual((c['tools']?.['exec'] as { mode: string }).mode, exec);
       assert.deepEqual(c['update'], { checkOnStart: false });
       assert.deepEqual(c['discovery'], { mdns: { mode: 'off' } });
@@ -119,18 +153,39 @@ describe('runtime versions and openclaw.json', async () => {
         assert.deepEqual((c['plugins']?.['entries'] as Record<string, unknown>)['clawplane-knowledge'], { config: { brokerUrl: 'http://127.0.0.1:18080' } });
         for (const k of KNOWLEDGE_TOOLS) assert.ok(t.alsoAllow?.includes(k), `${k} offered`);
       } else {
-        assert.ok(!JSON.stringify(c['plugins']).includes('clawplane-knowledge') && !(t.alsoAllow ?? []).some((x) => (KNOWLEDGE_TOOLS as readonly string[]).includes(x)), 'no plugin where the driver puts none');
+        assert.ok(
+          !JSON.stringify(c['plugins']).includes('clawplane-knowledge') && !(t.alsoAllow ?? []).some((x) => (KNOWLEDGE_TOOLS as readonly string[]).includes(x)),
+          'no plugin where the driver puts none',
+        );
       }
     }
     // As the reconciler renders it for a sandbox: the gateway token from a private file (rotatable with
     // secrets.reload), inbound webhooks with the hooks token from the environment; no token in the file.
     const tokenFile = path.join(scratch, 'gateway-token');
     await writeFile(tokenFile, 'g'.repeat(64) + '\n', { mode: 0o600 });
-    const cfg = renderOpenclawConfig({ gatewayPort: 18789, egressPort: 18080, stateDir: state, logFile: path.join(scratch, 'openclaw.log'), agents: [{ id: 'main', name: 'main' }], models: ['fake-model'], tools: DEFAULT_TOOL_POLICY, hooks: true, gatewayTokenFile: tokenFile });
+    const cfg = renderOpenclawConfig({
+      gatewayPort: 18789,
+      egressPort: 18080,
+      stateDir: state,
+      logFile: path.join(scratch, 'openclaw.log'),
+      agents: [{ id: 'main', name: 'main' }],
+      models: ['fake-model'],
+      tools: DEFAULT_TOOL_POLICY,
+      hooks: true,
+      gatewayTokenFile: tokenFile,
+    });
     const file = path.join(state, 'openclaw.json');
     await writeFile(file, JSON.stringify(cfg, null, 2));
     const r = spawnSync(path.join(rt.dir, rt.nodeRel), [path.join(rt.dir, rt.entryRel), 'config', 'validate'], {
-      env: { PATH: '/usr/bin:/bin', HOME: path.join(scratch, 'home'), OPENCLAW_STATE_DIR: state, OPENCLAW_CONFIG_PATH: file, CLAWPLANE_HOOKS_TOKEN: 'h'.repeat(64), OPENCLAW_OFFLINE: '1', OPENCLAW_NO_AUTO_UPDATE: '1' },
+      env: {
+        PATH: '/usr/bin:/bin',
+        HOME: path.join(scratch, 'home'),
+        OPENCLAW_STATE_DIR: state,
+        OPENCLAW_CONFIG_PATH: file,
+        CLAWPLANE_HOOKS_TOKEN: 'h'.repeat(64),
+        OPENCLAW_OFFLINE: '1',
+        OPENCLAW_NO_AUTO_UPDATE: '1',
+      },
       encoding: 'utf8',
       timeout: 60_000,
     });
@@ -138,7 +193,13 @@ describe('runtime versions and openclaw.json', async () => {
     assert.match(r.stdout + r.stderr, /Config valid/);
     const c = cfg as Record<string, Record<string, unknown>>;
     assert.deepEqual(c['gateway']?.['auth'], { mode: 'token', token: { source: 'file', provider: 'clawplane-gateway-token', id: 'value' } });
-    assert.deepEqual(c['hooks'], { enabled: true, token: '${CLAWPLANE_HOOKS_TOKEN}', path: '/hooks', allowedAgentIds: ['main'], allowRequestSessionKey: false });
+    assert.deepEqual(c['hooks'], {
+      enabled: true,
+      token: '${CLAWPLANE_HOOKS_TOKEN}',
+      path: '/hooks',
+      allowedAgentIds: ['main'],
+      allowRequestSessionKey: false,
+    });
     assert.doesNotMatch(JSON.stringify(cfg), /g{64}|h{64}/);
   });
 });

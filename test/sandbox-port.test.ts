@@ -18,16 +18,67 @@ import { storedSandboxRef, storedSnapshotRef, type SandboxDriver } from '../src/
 import { UID_BASES } from './helpers/gateway.ts';
 
 test('a local handle stored by an earlier release reads as a ref with an owner and a native part', () => {
-  const legacy = { driver: 'local', sandboxId: 's', instanceId: 'i', tenantId: 't', runtimeVersion: '1', pid: 42, pidStartTime: 7, startedAt: 'x', clusterId: 'c' };
-  assert.deepEqual(storedSandboxRef(legacy), { driver: 'local', sandboxId: 's', instanceId: 'i', tenantId: 't', runtimeVersion: '1', startedAt: 'x', owner: { clusterId: 'c', nodeId: '' }, native: { pid: 42, pidStartTime: 7 } });
-  const current = { driver: 'docker', sandboxId: 's', instanceId: 'i', tenantId: 't', runtimeVersion: '1', startedAt: 'x', owner: { clusterId: 'c', nodeId: 'n' }, native: { containerId: 'abc' } };
+  const legacy = {
+    driver: 'local',
+    sandboxId: 's',
+    instanceId: 'i',
+    tenantId: 't',
+    runtimeVersion: '1',
+    pid: 42,
+    pidStartTime: 7,
+    startedAt: 'x',
+    clusterId: 'c',
+  };
+  assert.deepEqual(storedSandboxRef(legacy), {
+    driver: 'local',
+    sandboxId: 's',
+    instanceId: 'i',
+    tenantId: 't',
+    runtimeVersion: '1',
+    startedAt: 'x',
+    owner: { clusterId: 'c', nodeId: '' },
+    native: { pid: 42, pidStartTime: 7 },
+  });
+  const current = {
+    driver: 'docker',
+    sandboxId: 's',
+    instanceId: 'i',
+    tenantId: 't',
+    runtimeVersion: '1',
+    startedAt: 'x',
+    owner: { clusterId: 'c', nodeId: 'n' },
+    native: { containerId: 'abc' },
+  };
   assert.deepEqual(storedSandboxRef(current), current);
   assert.equal(storedSandboxRef(null), null);
-  assert.deepEqual(storedSnapshotRef({ dir: '/s', runtimeVersion: '1', suspendedAt: 'x', dumpMs: 1, imageBytes: 2, stateBytes: 3 }, 'i'), { driver: 'local', instanceId: 'i', runtimeVersion: '1', suspendedAt: 'x', dumpMs: 1, imageBytes: 2, stateBytes: 3, native: { dir: '/s' } });
+  assert.deepEqual(storedSnapshotRef({ dir: '/s', runtimeVersion: '1', suspendedAt: 'x', dumpMs: 1, imageBytes: 2, stateBytes: 3 }, 'i'), {
+    driver: 'local',
+    instanceId: 'i',
+    runtimeVersion: '1',
+    suspendedAt: 'x',
+    dumpMs: 1,
+    imageBytes: 2,
+    stateBytes: 3,
+    native: { dir: '/s' },
+  });
 });
 
 test('CLAWPLANE_SANDBOX_DRIVER picks the driver in one factory; only the local one offers snapshots', () => {
-  const s: SandboxDriverSettings = { sandboxDriver: 'local', sandboxRoot: '/tmp/x', dockerSocket: '/nonexistent.sock', sandboxImage: 'i:1', sandboxMemoryBytes: 1 << 30, sandboxPids: 64, sandboxCpus: 0, sandboxDataBytes: 1 << 30, sandboxNproc: 64, sandboxNofile: 64, sandboxTmpBytes: 1 << 20, warmResume: false, criuBin: '/x' };
+  const s: SandboxDriverSettings = {
+    sandboxDriver: 'local',
+    sandboxRoot: '/tmp/x',
+    dockerSocket: '/nonexistent.sock',
+    sandboxImage: 'i:1',
+    sandboxMemoryBytes: 1 << 30,
+    sandboxPids: 64,
+    sandboxCpus: 0,
+    sandboxDataBytes: 1 << 30,
+    sandboxNproc: 64,
+    sandboxNofile: 64,
+    sandboxTmpBytes: 1 << 20,
+    warmResume: false,
+    criuBin: '/x',
+  };
   const deps = { broker: undefined, log: pino({ level: 'silent' }) };
   const local = createSandboxDriver(s, deps);
   assert.ok(local instanceof LocalSandboxDriver);
@@ -38,7 +89,9 @@ test('CLAWPLANE_SANDBOX_DRIVER picks the driver in one factory; only the local o
   assert.deepEqual([local.layout.executorPort(1), local.layout.stateDir('e0')], [docker.layout.executorPort(1), docker.layout.stateDir('e0')]);
 });
 
-test('state archives stream out and back in as the tenant uid; a corrupt archive is refused', { skip: process.getuid?.() !== 0 ? 'needs root (tar runs as the tenant uid)' : false }, async () => {
+test('state archives stream out and back in as the tenant uid; a corrupt archive is refused', {
+  skip: process.getuid?.() !== 0 ? 'needs root (tar runs as the tenant uid)' : false,
+}, async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-archive-'));
   try {
     await chmod(dir, 0o755);
@@ -50,7 +103,8 @@ test('state archives stream out and back in as the tenant uid; a corrupt archive
     await writeFile(path.join(src, 'e0', 'state.txt'), 'PELICAN');
     await writeFile(path.join(src, 'e0', 'tmp', 'lock'), 'regenerable');
     // The tenant's own directories, as the drivers make them.
-    for (const p of [src, path.join(src, 'e0'), path.join(src, 'e0', 'tmp'), path.join(src, 'e0', 'state.txt'), path.join(src, 'e0', 'tmp', 'lock'), dst]) await chown(p, uid, uid);
+    for (const p of [src, path.join(src, 'e0'), path.join(src, 'e0', 'tmp'), path.join(src, 'e0', 'state.txt'), path.join(src, 'e0', 'tmp', 'lock'), dst])
+      await chown(p, uid, uid);
     const chunks: Buffer[] = [];
     for await (const c of packStream(src, uid)) chunks.push(c as Buffer);
     await unpackState(Readable.from([Buffer.concat(chunks)]), dst, uid);

@@ -47,7 +47,12 @@ describe('clawplane serve on the embedded database', async () => {
     assert.match(s.output(), /"msg":"shut down"/);
     const status = spawnSync(pgCtl, ['status', '-D', path.join(dataDir, 'pg')], {
       encoding: 'utf8',
-      ...(process.getuid?.() === 0 ? { uid: Number(spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).stdout), gid: Number(spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).stdout) } : {}),
+      ...(process.getuid?.() === 0
+        ? {
+            uid: Number(spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).stdout),
+            gid: Number(spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).stdout),
+          }
+        : {}),
     });
     assert.equal(status.status, 3, `PostgreSQL must be stopped: ${status.stdout}${status.stderr}`);
   });

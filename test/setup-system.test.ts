@@ -40,10 +40,16 @@ describe('system set-up (scripts/setup-system.sh)', async () => {
     assert.match(r.stdout, /run: (sudo )?apt-get update && (sudo )?apt-get install -y --no-install-recommends bubblewrap$/m);
   });
 
-  test("npm install's own step never fails without root: it prints the command with sudo and installs nothing", { skip: process.getuid?.() !== 0 ? 'needs root to become another user' : false }, () => {
+  test("npm install's own step never fails without root: it prints the command with sudo and installs nothing", {
+    skip: process.getuid?.() !== 0 ? 'needs root to become another user' : false,
+  }, () => {
     const postinstall = (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts['postinstall'];
     assert.ok(postinstall, 'package.json runs the set-up on npm install');
-    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'bash', '-c', postinstall], { cwd: root, encoding: 'utf8', env: { PATH: noBwrap, HOME: '/tmp' } });
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'bash', '-c', postinstall], {
+      cwd: root,
+      encoding: 'utf8',
+      env: { PATH: noBwrap, HOME: '/tmp' },
+    });
     assert.equal(r.status, 0, r.stdout + r.stderr);
     assert.doesNotMatch(r.stdout, /installing/);
     assert.match(r.stdout, /run: sudo apt-get update && sudo apt-get install -y --no-install-recommends bubblewrap/);
@@ -53,7 +59,10 @@ describe('system set-up (scripts/setup-system.sh)', async () => {
     const saved = process.env['PATH'];
     process.env['PATH'] = noBwrap;
     try {
-      assert.throws(() => requireSandboxHost(), /this host cannot run sandboxes:[^]*missing bubblewrap[^]*apt-get install -y --no-install-recommends bubblewrap/);
+      assert.throws(
+        () => requireSandboxHost(),
+        /this host cannot run sandboxes:[^]*missing bubblewrap[^]*apt-get install -y --no-install-recommends bubblewrap/,
+      );
     } finally {
       process.env['PATH'] = saved;
     }
@@ -61,7 +70,9 @@ describe('system set-up (scripts/setup-system.sh)', async () => {
   });
 
   const asRootWithApt = process.getuid?.() === 0 && spawnSync('sh', ['-c', 'command -v apt-get']).status === 0;
-  test('a CRIU build that failed is not retried on every install for a day, and says how to retry', { skip: asRootWithApt ? false : 'the CRIU build runs only as root with apt' }, async () => {
+  test('a CRIU build that failed is not retried on every install for a day, and says how to retry', {
+    skip: asRootWithApt ? false : 'the CRIU build runs only as root with apt',
+  }, async () => {
     const criuDir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-criu-'));
     after(() => rm(criuDir, { recursive: true, force: true }));
     writeFileSync(path.join(criuDir, 'build-failed'), '2026-12-05T01:00:00Z\n');

@@ -7,9 +7,21 @@ import { checkUrl, EgressFailedError, EgressRefusedError, guardedFetch, type Egr
 
 // An oracle written independently of the guard: IPv4 ranges that must never be reachable by default.
 const BLOCKED_V4: [number, number][] = [
-  ['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12],
-  ['192.0.0.0', 24], ['192.0.2.0', 24], ['192.88.99.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['198.51.100.0', 24],
-  ['203.0.113.0', 24], ['224.0.0.0', 4], ['240.0.0.0', 4],
+  ['0.0.0.0', 8],
+  ['10.0.0.0', 8],
+  ['100.64.0.0', 10],
+  ['127.0.0.0', 8],
+  ['169.254.0.0', 16],
+  ['172.16.0.0', 12],
+  ['192.0.0.0', 24],
+  ['192.0.2.0', 24],
+  ['192.88.99.0', 24],
+  ['192.168.0.0', 16],
+  ['198.18.0.0', 15],
+  ['198.51.100.0', 24],
+  ['203.0.113.0', 24],
+  ['224.0.0.0', 4],
+  ['240.0.0.0', 4],
 ].map(([ip, bits]) => [toInt(ip as string), bits as number]);
 
 function toInt(ip: string): number {
@@ -29,17 +41,28 @@ function spell(n: number, style: number, partStyles: number[]): string {
   const hi = ((a << 8) | b).toString(16);
   const lo = ((c << 8) | d).toString(16);
   switch (style) {
-    case 0: return String(n); // decimal: 2130706433
-    case 1: return `0x${n.toString(16)}`; // 0x7f000001
-    case 2: return `0${n.toString(8)}`; // 017700000001
-    case 3: return [a, b, c, d].map((v, i) => part(v, partStyles[i] ?? 0)).join('.'); // 0177.0x0.0.1
-    case 4: return `${part(a, partStyles[0] ?? 0)}.${part((b << 16) | (c << 8) | d, partStyles[1] ?? 0)}`; // 127.1
-    case 5: return `${part(a, partStyles[0] ?? 0)}.${part(b, partStyles[1] ?? 0)}.${part((c << 8) | d, partStyles[2] ?? 0)}`;
-    case 6: return `${a}.${b}.${c}.${d}.`; // trailing dot
-    case 7: return `[::ffff:${a}.${b}.${c}.${d}]`;
-    case 8: return `[::ffff:${hi}:${lo}]`;
-    case 9: return `[0:0:0:0:0:FFFF:${hi.toUpperCase()}:${lo}]`;
-    default: return `${part(n, partStyles[0] ?? 0)}.`;
+    case 0:
+      return String(n); // decimal: 2130706433
+    case 1:
+      return `0x${n.toString(16)}`; // 0x7f000001
+    case 2:
+      return `0${n.toString(8)}`; // 017700000001
+    case 3:
+      return [a, b, c, d].map((v, i) => part(v, partStyles[i] ?? 0)).join('.'); // 0177.0x0.0.1
+    case 4:
+      return `${part(a, partStyles[0] ?? 0)}.${part((b << 16) | (c << 8) | d, partStyles[1] ?? 0)}`; // 127.1
+    case 5:
+      return `${part(a, partStyles[0] ?? 0)}.${part(b, partStyles[1] ?? 0)}.${part((c << 8) | d, partStyles[2] ?? 0)}`;
+    case 6:
+      return `${a}.${b}.${c}.${d}.`; // trailing dot
+    case 7:
+      return `[::ffff:${a}.${b}.${c}.${d}]`;
+    case 8:
+      return `[::ffff:${hi}:${lo}]`;
+    case 9:
+      return `[0:0:0:0:0:FFFF:${hi.toUpperCase()}:${lo}]`;
+    default:
+      return `${part(n, partStyles[0] ?? 0)}.`;
   }
 }
 
@@ -59,11 +82,13 @@ async function refusal(url: string, policy: EgressPolicy = {}): Promise<EgressRe
   }
 }
 
-const fixedResolver = (map: Record<string, string[]>): Resolver => (host) => {
-  const addrs = map[host];
-  if (!addrs) return Promise.reject(Object.assign(new Error('not found'), { code: 'ENOTFOUND' }));
-  return Promise.resolve(addrs.map((address) => ({ address, family: address.includes(':') ? 6 : 4 })));
-};
+const fixedResolver =
+  (map: Record<string, string[]>): Resolver =>
+  (host) => {
+    const addrs = map[host];
+    if (!addrs) return Promise.reject(Object.assign(new Error('not found'), { code: 'ENOTFOUND' }));
+    return Promise.resolve(addrs.map((address) => ({ address, family: address.includes(':') ? 6 : 4 })));
+  };
 
 describe('SSRF guard: checkUrl', () => {
   test('every spelling of a blocked IPv4 address is refused (property, 5000 runs)', async () => {
@@ -90,12 +115,36 @@ describe('SSRF guard: checkUrl', () => {
 
   test('the spellings named in the issue are refused, with a reason and what to do', async () => {
     const cases = [
-      'http://2130706433/', 'https://2130706433/', 'https://0177.0.0.1/', 'https://0x7f.1/', 'https://127.1/', 'https://0x0/', 'https://0/',
-      'https://127.0.0.1./', 'https://[::1]/', 'https://[::]/', 'https://[::ffff:127.0.0.1]/', 'https://[::ffff:7f00:1]/',
-      'https://169.254.169.254/latest/meta-data/', 'https://[fd00:ec2::254]/', 'https://[::ffff:a9fe:a9fe]/', 'https://localhost/',
-      'https://localhost./', 'https://LocalHost/', 'https://api.localhost/', 'https://[fe80::1]/', 'https://[fc00::1]/', 'https://100.64.0.1/',
-      'https://[64:ff9b::7f00:1]/', 'https://[2002:7f00:1::1]/', 'https://224.0.0.1/', 'https://255.255.255.255/', 'file:///etc/passwd',
-      'gopher://example.com/', 'https://user:pass@example.com/', 'not a url',
+      'http://2130706433/',
+      'https://2130706433/',
+      'https://0177.0.0.1/',
+      'https://0x7f.1/',
+      'https://127.1/',
+      'https://0x0/',
+      'https://0/',
+      'https://127.0.0.1./',
+      'https://[::1]/',
+      'https://[::]/',
+      'https://[::ffff:127.0.0.1]/',
+      'https://[::ffff:7f00:1]/',
+      'https://169.254.169.254/latest/meta-data/',
+      'https://[fd00:ec2::254]/',
+      'https://[::ffff:a9fe:a9fe]/',
+      'https://localhost/',
+      'https://localhost./',
+      'https://LocalHost/',
+      'https://api.localhost/',
+      'https://[fe80::1]/',
+      'https://[fc00::1]/',
+      'https://100.64.0.1/',
+      'https://[64:ff9b::7f00:1]/',
+      'https://[2002:7f00:1::1]/',
+      'https://224.0.0.1/',
+      'https://255.255.255.255/',
+      'file:///etc/passwd',
+      'gopher://example.com/',
+      'https://user:pass@example.com/',
+      'not a url',
     ];
     for (const url of cases) {
       const err = await refusal(url, { resolver: fixedResolver({ 'example.com': ['93.184.216.34'] }) });
@@ -127,7 +176,10 @@ describe('SSRF guard: checkUrl', () => {
     assert.equal((await refusal('https://nxdomain.example/', { resolver }))?.details?.['reason'], 'dns');
     const ok = await checkUrl('https://public.example./v1', { resolver });
     assert.equal(ok.hostname, 'public.example');
-    assert.deepEqual(ok.addresses.map((a) => a.address), ['93.184.216.34', '2606:4700::1111']);
+    assert.deepEqual(
+      ok.addresses.map((a) => a.address),
+      ['93.184.216.34', '2606:4700::1111'],
+    );
   });
 
   test('an admin allow-list opens http and private addresses for exactly the listed hosts, never metadata', async () => {
@@ -207,7 +259,10 @@ describe('SSRF guard: guardedFetch', () => {
 
   test('responses over the size cap and servers that hang fail with egress_failed', async () => {
     const res = await guardedFetch(`http://127.0.0.1:${port}/big`, {}, { allowedHosts: ['127.0.0.1'], maxResponseBytes: 1024 });
-    await assert.rejects(res.arrayBuffer(), (err: unknown) => err instanceof EgressFailedError || (err instanceof TypeError && err.cause instanceof EgressFailedError));
+    await assert.rejects(
+      res.arrayBuffer(),
+      (err: unknown) => err instanceof EgressFailedError || (err instanceof TypeError && err.cause instanceof EgressFailedError),
+    );
     await assert.rejects(guardedFetch(`http://127.0.0.1:${port}/hang`, {}, { allowedHosts: ['127.0.0.1'], timeoutMs: 200 }), (err: unknown) => {
       assert.ok(err instanceof EgressFailedError);
       assert.match(err.message, /did not answer within 200 ms/);

@@ -40,7 +40,14 @@ describe('streams through the broker to providers', () => {
     // Re-checked every 150 ms: each 1.2 s stream spans about eight re-checks.
     const up = new Upstreams(policy, { recheckMs: 150 });
     const body = Buffer.from(JSON.stringify({ model: 'drip', stream: true, messages: [{ role: 'user', content: 'hi' }] }));
-    const call = () => up.request(`${fake.baseUrl}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body, timeoutMs: 10_000, signal: new AbortController().signal });
+    const call = () =>
+      up.request(`${fake.baseUrl}/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+        timeoutMs: 10_000,
+        signal: new AbortController().signal,
+      });
     try {
       const streams: Promise<string>[] = [];
       // Three streams started 300 ms apart, so re-checks happen while each is in flight.
@@ -59,7 +66,7 @@ describe('streams through the broker to providers', () => {
     }
   });
 
-  test("a provider whose address changes while slow streams run: the replaced pool is retired only when its streams have ended", async () => {
+  test('a provider whose address changes while slow streams run: the replaced pool is retired only when its streams have ended', async () => {
     const fake = await startFakeLlm();
     fake.dripChunks = 12;
     fake.dripMs = 100;
@@ -74,11 +81,23 @@ describe('streams through the broker to providers', () => {
       up.on('error', () => c.destroy());
     });
     await new Promise<void>((r) => second.listen(port, '127.0.0.2', r));
-    after(() => new Promise<void>((r) => { second.close(() => r()); }));
+    after(
+      () =>
+        new Promise<void>((r) => {
+          second.close(() => r());
+        }),
+    );
     let address = '127.0.0.1';
     const up = new Upstreams({ allowedHosts: ['provider.test'], resolver: () => Promise.resolve([{ address, family: 4 }]) }, { recheckMs: 150 });
     const body = Buffer.from(JSON.stringify({ model: 'drip', stream: true, messages: [{ role: 'user', content: 'hi' }] }));
-    const call = () => up.request(`http://provider.test:${port}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body, timeoutMs: 10_000, signal: new AbortController().signal });
+    const call = () =>
+      up.request(`http://provider.test:${port}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+        timeoutMs: 10_000,
+        signal: new AbortController().signal,
+      });
     try {
       const streams: Promise<string>[] = [];
       // Each stream starts on a new address, so the pool of the one before is replaced while it streams.
@@ -104,9 +123,21 @@ describe('streams through the broker to providers', () => {
     const up = new Upstreams(policy, { recheckMs: 60_000 });
     const body = (model: string) => Buffer.from(JSON.stringify({ model, stream: true, messages: [{ role: 'user', content: 'hi' }] }));
     try {
-      const res = await up.request(`${fake.baseUrl}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: body('cut'), timeoutMs: 10_000, signal: new AbortController().signal });
+      const res = await up.request(`${fake.baseUrl}/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: body('cut'),
+        timeoutMs: 10_000,
+        signal: new AbortController().signal,
+      });
       await assert.rejects(readStream(res));
-      const ok = await up.request(`${fake.baseUrl}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: body('fake-model'), timeoutMs: 10_000, signal: new AbortController().signal });
+      const ok = await up.request(`${fake.baseUrl}/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: body('fake-model'),
+        timeoutMs: 10_000,
+        signal: new AbortController().signal,
+      });
       const okText = await readStream(ok);
       assert.match(okText, /Hello/, `status ${ok.statusCode}: ${okText}`);
     } finally {
@@ -161,7 +192,10 @@ describe("the in-sandbox supervisor's relay", () => {
     };
     // Not as root: the supervisor makes its compile-cache directory under /tenant, which exists only in a sandbox.
     const asNobody = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
-    const sup = spawn(process.execPath, [path.resolve('src/sandbox/supervisor/supervisor.ts'), file('sandbox.json', JSON.stringify(cfg))], { stdio: ['ignore', 'ignore', 'pipe'], ...asNobody });
+    const sup = spawn(process.execPath, [path.resolve('src/sandbox/supervisor/supervisor.ts'), file('sandbox.json', JSON.stringify(cfg))], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      ...asNobody,
+    });
     let stderr = '';
     sup.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     after(() => void (sup.exitCode === null && sup.kill('SIGKILL')));
@@ -175,7 +209,10 @@ describe("the in-sandbox supervisor's relay", () => {
       await new Promise((r) => setTimeout(r, 50));
     }
     const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
-      const req = http.request({ host: '127.0.0.1', port: egressPort, method: 'POST', path: '/v1/chat/completions', headers: { 'content-type': 'application/json' } }, resolve);
+      const req = http.request(
+        { host: '127.0.0.1', port: egressPort, method: 'POST', path: '/v1/chat/completions', headers: { 'content-type': 'application/json' } },
+        resolve,
+      );
       req.on('error', reject);
       req.end(JSON.stringify({ model: 'm', stream: true, messages: [] }));
     });

@@ -40,7 +40,13 @@ describe('the supervisor runs the executors it is asked to', () => {
       return path.join(dir, name);
     };
     const ports = [await freePort(), await freePort(), await freePort()];
-    const executors = ports.map((port, i) => ({ id: `e${i}`, port, stateDir: path.join(dir, `e${i}`), configPath: path.join(dir, `e${i}.json`), logFile: path.join(dir, `e${i}.log`) }));
+    const executors = ports.map((port, i) => ({
+      id: `e${i}`,
+      port,
+      stateDir: path.join(dir, `e${i}`),
+      configPath: path.join(dir, `e${i}.json`),
+      logFile: path.join(dir, `e${i}.log`),
+    }));
     const cfg: SupervisorConfig = {
       executors,
       run: ['e0'],
@@ -57,7 +63,10 @@ describe('the supervisor runs the executors it is asked to', () => {
     };
     // Not as root: the supervisor makes its compile-cache directory under /tenant, which exists only in a sandbox.
     const asNobody = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
-    const sup = spawn(process.execPath, [path.resolve('src/sandbox/supervisor/supervisor.ts'), file('sandbox.json', JSON.stringify(cfg))], { stdio: ['ignore', 'ignore', 'pipe'], ...asNobody });
+    const sup = spawn(process.execPath, [path.resolve('src/sandbox/supervisor/supervisor.ts'), file('sandbox.json', JSON.stringify(cfg))], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      ...asNobody,
+    });
     after(() => void (sup.exitCode === null && sup.kill('SIGTERM')));
     const control = path.join(dir, 'control.sock');
     const health = async () => {
@@ -66,7 +75,8 @@ describe('the supervisor runs the executors it is asked to', () => {
       return r?.status === 200 ? (JSON.parse(r.body) as SupervisorHealth) : undefined;
     };
     const states = (h: SupervisorHealth) => Object.fromEntries(h.executors.map((e) => [e.id, e.state]));
-    const run = (ids: string[]) => socketRequest(control, { method: 'PUT', path: '/executors', body: JSON.stringify({ run: ids }), headers: { 'content-type': 'application/json' } });
+    const run = (ids: string[]) =>
+      socketRequest(control, { method: 'PUT', path: '/executors', body: JSON.stringify({ run: ids }), headers: { 'content-type': 'application/json' } });
     const ask = (executor: string) => socketRequest(path.join(dir, 'ingress.sock'), { path: '/whoami', headers: { 'x-clawplane-executor': executor } });
 
     // At start: only e0 runs, and the sandbox counts as ready with it alone.

@@ -77,10 +77,25 @@ class SwarmStandIn implements TaskExecutor {
 }
 
 describe('swarms (stand-in executor)', { timeout: 600_000 }, async () => {
-  const server = await startTestServer({ CLAWPLANE_TASK_QUEUE_POLL_MS: '50', CLAWPLANE_TASK_RETRY_BASE_MS: '50', CLAWPLANE_TASK_RETRY_MAX_MS: '60', CLAWPLANE_TASK_RETRY_ATTEMPTS: '2' });
+  const server = await startTestServer({
+    CLAWPLANE_TASK_QUEUE_POLL_MS: '50',
+    CLAWPLANE_TASK_RETRY_BASE_MS: '50',
+    CLAWPLANE_TASK_RETRY_MAX_MS: '60',
+    CLAWPLANE_TASK_RETRY_ATTEMPTS: '2',
+  });
   const admin = await onboard(server);
-  const tenant = await admin.json<{ id: string; slug: string }>('POST', '/api/v1/tenants', { slug: 'swarm', name: 'Swarm', quotas: { maxInstances: 4, maxConcurrentTasks: 20 } }, 201);
-  const owner = await admin.json<{ userId: string }>('POST', `/api/v1/tenants/${tenant.slug}/members`, { email: 'owner@swarm.test', role: 'tenant_admin' }, 201);
+  const tenant = await admin.json<{ id: string; slug: string }>(
+    'POST',
+    '/api/v1/tenants',
+    { slug: 'swarm', name: 'Swarm', quotas: { maxInstances: 4, maxConcurrentTasks: 20 } },
+    201,
+  );
+  const owner = await admin.json<{ userId: string }>(
+    'POST',
+    `/api/v1/tenants/${tenant.slug}/members`,
+    { email: 'owner@swarm.test', role: 'tenant_admin' },
+    201,
+  );
   const { token } = await server.services.tokens.create(tenant.id, { name: 'owner', role: 'tenant_admin', createdBy: owner.userId }, { actor: 'test' });
   const api = new ApiClient(server.url, { bearer: token });
   const base = `/api/v1/tenants/${tenant.slug}`;
@@ -105,14 +120,20 @@ describe('swarms (stand-in executor)', { timeout: 600_000 }, async () => {
   ];
 
   test('a swarm of three agent types: children in parallel, shell alone on its pool, the parent aggregates, the tree shows it', async () => {
-    const rule = await api.json<{ id: string }>('POST', `${base}/swarm-rules`, { name: 'release', capability: 'release', steps: steps(['notes for {{input}} together:3', 'build {{input}} together:3', 'check {{input}} together:3']) }, 201);
+    const rule = await api.json<{ id: string }>(
+      'POST',
+      `${base}/swarm-rules`,
+      { name: 'release', capability: 'release', steps: steps(['notes for {{input}} together:3', 'build {{input}} together:3', 'check {{input}} together:3']) },
+      201,
+    );
     exec.resetBarrier();
     const t = await api.json<TaskView>('POST', `${base}/tasks`, { capability: 'release', input: 'v1.2' }, 201);
     assert.equal(t.swarmRuleId, rule.id);
     // Each child waits until all three have started: the swarm finishes only if they ran at the same time.
     const done = await until(t.id);
     assert.equal(done.status, 'completed', done.statusReason);
-    for (const s of ['chat did: notes for v1.2', 'coding did: build v1.2', 'shell did: check v1.2']) assert.ok(done.output?.includes(s), `the parent aggregated "${s}": ${done.output}`);
+    for (const s of ['chat did: notes for v1.2', 'coding did: build v1.2', 'shell did: check v1.2'])
+      assert.ok(done.output?.includes(s), `the parent aggregated "${s}": ${done.output}`);
 
     const tree = await api.json<Node>('GET', `${base}/tasks/${t.id}/tree`);
     assert.equal(tree.swarmRuleId, rule.id);
@@ -137,13 +158,70 @@ describe('swarms (stand-in executor)', { timeout: 600_000 }, async () => {
   test('partial failure follows the policy, and children it no longer needs are cancelled: all fails fast, quorum and any complete early', async () => {
     // "hold" children run until cancelled: a parent that waited for them would never end.
     const cases = [
-      { name: 'strict', policy: 'all', inputs: ['notes {{input}} hold', 'fail build {{input}}', 'check {{input}} hold'], want: 'failed', kids: [['chat', 'cancelled'], ['coding', 'failed'], ['shell', 'cancelled']], reason: /child task\(s\) .*failed/ },
-      { name: 'majority', policy: 'quorum', quorum: 2, inputs: ['notes {{input}}', 'build {{input}} hold', 'check {{input}}'], want: 'completed', kids: [['chat', 'completed'], ['coding', 'cancelled'], ['shell', 'completed']], reason: /policy quorum 2: 2 of 3 completed/ },
-      { name: 'first', policy: 'any', inputs: ['notes {{input}}', 'build {{input}} hold', 'check {{input}} hold'], want: 'completed', kids: [['chat', 'completed'], ['coding', 'cancelled'], ['shell', 'cancelled']], reason: /policy any: 1 of 3 completed/ },
-      { name: 'all-three', policy: 'quorum', quorum: 2, inputs: ['notes {{input}} hold', 'fail b', 'fail c'], want: 'failed', kids: [['chat', 'cancelled'], ['coding', 'failed'], ['shell', 'failed']], reason: /policy quorum 2: 0 of 3 completed/ },
+      {
+        name: 'strict',
+        policy: 'all',
+        inputs: ['notes {{input}} hold', 'fail build {{input}}', 'check {{input}} hold'],
+        want: 'failed',
+        kids: [
+          ['chat', 'cancelled'],
+          ['coding', 'failed'],
+          ['shell', 'cancelled'],
+        ],
+        reason: /child task\(s\) .*failed/,
+      },
+      {
+        name: 'majority',
+        policy: 'quorum',
+        quorum: 2,
+        inputs: ['notes {{input}}', 'build {{input}} hold', 'check {{input}}'],
+        want: 'completed',
+        kids: [
+          ['chat', 'completed'],
+          ['coding', 'cancelled'],
+          ['shell', 'completed'],
+        ],
+        reason: /policy quorum 2: 2 of 3 completed/,
+      },
+      {
+        name: 'first',
+        policy: 'any',
+        inputs: ['notes {{input}}', 'build {{input}} hold', 'check {{input}} hold'],
+        want: 'completed',
+        kids: [
+          ['chat', 'completed'],
+          ['coding', 'cancelled'],
+          ['shell', 'cancelled'],
+        ],
+        reason: /policy any: 1 of 3 completed/,
+      },
+      {
+        name: 'all-three',
+        policy: 'quorum',
+        quorum: 2,
+        inputs: ['notes {{input}} hold', 'fail b', 'fail c'],
+        want: 'failed',
+        kids: [
+          ['chat', 'cancelled'],
+          ['coding', 'failed'],
+          ['shell', 'failed'],
+        ],
+        reason: /policy quorum 2: 0 of 3 completed/,
+      },
     ] as const;
     for (const c of cases) {
-      await api.json('POST', `${base}/swarm-rules`, { name: c.name, capability: `ship-${c.name}`, steps: steps(c.inputs as unknown as [string, string, string]), policy: c.policy, ...('quorum' in c ? { quorum: c.quorum } : {}) }, 201);
+      await api.json(
+        'POST',
+        `${base}/swarm-rules`,
+        {
+          name: c.name,
+          capability: `ship-${c.name}`,
+          steps: steps(c.inputs as unknown as [string, string, string]),
+          policy: c.policy,
+          ...('quorum' in c ? { quorum: c.quorum } : {}),
+        },
+        201,
+      );
       const t = await api.json<TaskView>('POST', `${base}/tasks`, { capability: `ship-${c.name}`, input: 'v2' }, 201);
       const done = await until(t.id);
       assert.equal(done.status, c.want, `${c.policy}: ${done.statusReason}`);
@@ -151,7 +229,8 @@ describe('swarms (stand-in executor)', { timeout: 600_000 }, async () => {
       const tree = await api.json<Node>('GET', `${base}/tasks/${t.id}/tree`);
       assert.deepEqual(tree.children.map((x) => [x.agentType, x.status]).sort(), c.kids);
       // The cancelled children say why.
-      for (const k of tree.children.filter((x) => x.status === 'cancelled')) assert.match(k.statusReason, new RegExp(`cancelled: the parent's policy ${c.policy}.*already (met|out of reach)`));
+      for (const k of tree.children.filter((x) => x.status === 'cancelled'))
+        assert.match(k.statusReason, new RegExp(`cancelled: the parent's policy ${c.policy}.*already (met|out of reach)`));
       const trace = (await api.json<{ items: { step: string; kind: string }[] }>('GET', `${base}/tasks/${t.id}/trace`)).items;
       assert.ok(trace.some((e) => e.step === 'swarm' && e.kind === 'children_cancelled'));
     }
@@ -159,13 +238,19 @@ describe('swarms (stand-in executor)', { timeout: 600_000 }, async () => {
   });
 
   test("the agent's own plan: a delegation block with agent types and a policy", async () => {
-    exec.answers.set('writer', 'Plan:\n```clawplane-delegate\n{"tasks": [{"capability": "build", "agentType": "coding", "input": "compile hold"}, {"capability": "check", "agentType": "shell", "input": "check disk"}], "policy": "any"}\n```');
+    exec.answers.set(
+      'writer',
+      'Plan:\n```clawplane-delegate\n{"tasks": [{"capability": "build", "agentType": "coding", "input": "compile hold"}, {"capability": "check", "agentType": "shell", "input": "check disk"}], "policy": "any"}\n```',
+    );
     const t = await api.json<TaskView>('POST', `${base}/tasks`, { agent: 'writer', input: 'plan the rollout' }, 201);
     const done = await until(t.id);
     assert.equal(done.status, 'completed', done.statusReason);
     const tree = await api.json<Node>('GET', `${base}/tasks/${t.id}/tree`);
     // The shell child's success met "any": the coding child, still running, was cancelled.
-    assert.deepEqual(tree.children.map((x) => [x.agentType, x.status, x.poolId]).sort(), [['coding', 'cancelled', coding.id], ['shell', 'completed', shell.id]]);
+    assert.deepEqual(tree.children.map((x) => [x.agentType, x.status, x.poolId]).sort(), [
+      ['coding', 'cancelled', coding.id],
+      ['shell', 'completed', shell.id],
+    ]);
     exec.answers.delete('writer');
     exec.releaseAll();
   });
@@ -175,7 +260,14 @@ describe('swarms (stand-in executor)', { timeout: 600_000 }, async () => {
       { name: 'x', capability: 'c1', steps: steps(['a', 'b', 'c']).slice(0, 1) },
       { name: 'x', capability: 'c1', steps: steps(['a', 'b', 'c']), policy: 'quorum' },
       { name: 'x', capability: 'c1', steps: steps(['a', 'b', 'c']), policy: 'quorum', quorum: 4 },
-      { name: 'x', capability: 'c1', steps: [{ agentType: 'robot', capability: 'a' }, { agentType: 'chat', capability: 'b' }] },
+      {
+        name: 'x',
+        capability: 'c1',
+        steps: [
+          { agentType: 'robot', capability: 'a' },
+          { agentType: 'chat', capability: 'b' },
+        ],
+      },
       { name: 'Bad Name', capability: 'c1', steps: steps(['a', 'b', 'c']) },
     ]) {
       const r = await api.call('POST', `${base}/swarm-rules`, body);

@@ -13,7 +13,11 @@ import { startGatewayFixture } from './helpers/gateway.ts';
 import { waitFor } from './helpers/sandbox.ts';
 
 describe('OpenClaw exec approvals park a task', { timeout: 900_000 }, async () => {
-  const { server, fake, a, by, providerId } = await startGatewayFixture({ file: import.meta.url, canary: 'sk-fake-0123456789abcdef', env: { CLAWPLANE_TASK_QUEUE_POLL_MS: '200' } });
+  const { server, fake, a, by, providerId } = await startGatewayFixture({
+    file: import.meta.url,
+    canary: 'sk-fake-0123456789abcdef',
+    env: { CLAWPLANE_TASK_QUEUE_POLL_MS: '200' },
+  });
   // Exec is rendered `ask` only when the platform default and the tenant's policy both say ask.
   const defaults = await server.services.onboarding.agentDefaults();
   await server.services.onboarding.setAgentDefaults({ ...defaults, execPolicy: 'ask' }, by);
@@ -23,23 +27,35 @@ describe('OpenClaw exec approvals park a task', { timeout: 900_000 }, async () =
   await a.client.json('POST', api('/agents'), { name: 'operator', capabilities: ['shell-ish'] }, 201);
 
   const parked = async (id: string) => {
-    await waitFor('task waiting for approval', async () => {
-      const x = await a.client.json<Task>('GET', api(`/tasks/${id}`));
-      if (['failed', 'completed', 'expired'].includes(x.status)) throw new Error(`task ended ${x.status}: ${x.statusReason} (output ${x.output}; tools offered: ${fake.toolNames.join(', ')})`);
-      return x.status === 'waiting_approval' ? x : undefined;
-    }, 240_000);
+    await waitFor(
+      'task waiting for approval',
+      async () => {
+        const x = await a.client.json<Task>('GET', api(`/tasks/${id}`));
+        if (['failed', 'completed', 'expired'].includes(x.status))
+          throw new Error(`task ended ${x.status}: ${x.statusReason} (output ${x.output}; tools offered: ${fake.toolNames.join(', ')})`);
+        return x.status === 'waiting_approval' ? x : undefined;
+      },
+      240_000,
+    );
     const aps = (await a.client.json<{ items: Approval[] }>('GET', api(`/tasks/${id}/approvals`))).items;
     assert.equal(aps.length, 1);
     assert.equal(aps[0]?.kind, 'exec');
     assert.match(aps[0]?.summary ?? '', /echo hi/);
     const inbox = (await a.client.json<{ items: Approval[] }>('GET', api('/approvals'))).items;
-    assert.ok(inbox.some((x) => x.taskId === id && x.kind === 'exec'), 'in the approvals inbox');
+    assert.ok(
+      inbox.some((x) => x.taskId === id && x.kind === 'exec'),
+      'in the approvals inbox',
+    );
   };
   const ended = (id: string) =>
-    waitFor('task ended', async () => {
-      const x = await a.client.json<Task>('GET', api(`/tasks/${id}`));
-      return ['failed', 'completed', 'expired', 'cancelled'].includes(x.status) ? x : undefined;
-    }, 120_000);
+    waitFor(
+      'task ended',
+      async () => {
+        const x = await a.client.json<Task>('GET', api(`/tasks/${id}`));
+        return ['failed', 'completed', 'expired', 'cancelled'].includes(x.status) ? x : undefined;
+      },
+      120_000,
+    );
 
   test('approve: the gateway runs the command, the model gets its output, the task completes', async () => {
     const t = await a.client.json<Task>('POST', api('/tasks'), { capability: 'shell-ish', input: 'Run echo hi and tell me what it printed' }, 201);
@@ -49,10 +65,14 @@ describe('OpenClaw exec approvals park a task', { timeout: 900_000 }, async () =
     const done = await ended(t.id);
     assert.equal(done.status, 'completed', done.statusReason);
     console.log(`tool results the model received: ${JSON.stringify(fake.toolResults)}`);
-    assert.ok(fake.toolResults.some((r) => /\bhi\b/.test(r.replace(/echo hi/g, '')) && !/denied/i.test(r)), `the command ran and its output reached the model: ${JSON.stringify(fake.toolResults)}`);
+    assert.ok(
+      fake.toolResults.some((r) => /\bhi\b/.test(r.replace(/echo hi/g, '')) && !/denied/i.test(r)),
+      `the command ran and its output reached the model: ${JSON.stringify(fake.toolResults)}`,
+    );
     assert.match(done.output ?? '', /Exec said: .*hi/);
     const steps = (await a.client.json<{ items: TraceEvent[] }>('GET', api(`/tasks/${t.id}/trace`))).items.map((e) => `${e.step}.${e.kind}`);
-    for (const s of ['execute.approvals_watch', 'execute.exec_approval_requested', 'approval.requested', 'execute.exec_approval_resolved', 'finish.completed']) assert.ok(steps.includes(s), `${s} in ${steps.join(', ')}`);
+    for (const s of ['execute.approvals_watch', 'execute.exec_approval_requested', 'approval.requested', 'execute.exec_approval_resolved', 'finish.completed'])
+      assert.ok(steps.includes(s), `${s} in ${steps.join(', ')}`);
   });
 
   test('reject: the gateway refuses the command and the task fails naming who rejected it', async () => {
@@ -67,6 +87,9 @@ describe('OpenClaw exec approvals park a task', { timeout: 900_000 }, async () =
     await waitFor('the held turn ended with a denial', async () => (fake.toolResults.length > before ? true : undefined), 60_000);
     const late = fake.toolResults.slice(before);
     console.log(`tool results after the rejection: ${JSON.stringify(late)}`);
-    assert.ok(late.every((r) => /denied/i.test(r)), `denied, not run: ${JSON.stringify(late)}`);
+    assert.ok(
+      late.every((r) => /denied/i.test(r)),
+      `denied, not run: ${JSON.stringify(late)}`,
+    );
   });
 });

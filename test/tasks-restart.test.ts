@@ -52,10 +52,20 @@ describe('durable tasks survive kill -9', { timeout: 1_200_000 }, async () => {
     }
     await new Promise((r) => p.once('close', r));
     assert.ok(ids);
-    const mid = await db.query<{ status: string }>('SELECT status FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id = $2 DESC', [[ids.slowId, ids.approvalId], ids.slowId]);
-    assert.deepEqual(mid.rows.map((r) => r.status), ['executing', 'waiting_approval'], 'killed mid-workflow');
+    const mid = await db.query<{ status: string }>('SELECT status FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id = $2 DESC', [
+      [ids.slowId, ids.approvalId],
+      ids.slowId,
+    ]);
+    assert.deepEqual(
+      mid.rows.map((r) => r.status),
+      ['executing', 'waiting_approval'],
+      'killed mid-workflow',
+    );
 
-    const rec = spawnSync(process.execPath, [child, 'recover', url, dataDir, key, ids.slowId, ids.approvalId, ids.tenantId], { encoding: 'utf8', timeout: 900_000 });
+    const rec = spawnSync(process.execPath, [child, 'recover', url, dataDir, key, ids.slowId, ids.approvalId, ids.tenantId], {
+      encoding: 'utf8',
+      timeout: 900_000,
+    });
     assert.equal(rec.status, 0, rec.stderr);
     const res = JSON.parse(rec.stdout.trim().split('\n').pop() ?? '{}') as Record<string, string>;
     assert.deepEqual(res, { slow: 'completed', slowOutput: 'slow job done', approval: 'completed', approvalOutput: 'done resume' });

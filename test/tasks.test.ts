@@ -36,10 +36,15 @@ describe('durable tasks (stand-in executor)', { timeout: 300_000 }, async () => 
     return (await r.json()) as Task;
   };
   const task = (id: string) => a.client.json<Task>('GET', api(`/tasks/${id}`));
-  const until = (id: string, statuses: string[], ms = 30_000) => waitFor(`task ${id} ${statuses.join('|')}`, async () => {
-    const t = await task(id);
-    return statuses.includes(t.status) ? t : undefined;
-  }, ms);
+  const until = (id: string, statuses: string[], ms = 30_000) =>
+    waitFor(
+      `task ${id} ${statuses.join('|')}`,
+      async () => {
+        const t = await task(id);
+        return statuses.includes(t.status) ? t : undefined;
+      },
+      ms,
+    );
   const trace = async (id: string) => (await a.client.json<{ items: TraceEvent[] }>('GET', api(`/tasks/${id}/trace`))).items;
 
   // A webhook receiver on loopback (allowed by CLAWPLANE_EGRESS_ALLOW_HOSTS).
@@ -57,7 +62,12 @@ describe('durable tasks (stand-in executor)', { timeout: 300_000 }, async () => 
   let signingKey = '';
 
   test('agents: CRUD; shell agents are high risk', async () => {
-    const w = await a.client.json<{ riskClass: string }>('POST', api('/agents'), { name: 'writer', agentType: 'chat', capabilities: ['summarise', 'plan'], trustLevel: 2 }, 201);
+    const w = await a.client.json<{ riskClass: string }>(
+      'POST',
+      api('/agents'),
+      { name: 'writer', agentType: 'chat', capabilities: ['summarise', 'plan'], trustLevel: 2 },
+      201,
+    );
     assert.equal(w.riskClass, 'standard');
     await a.client.json('POST', api('/agents'), { name: 'junior', capabilities: ['summarise'], trustLevel: 1 }, 201);
     await a.client.json('POST', api('/agents'), { name: 'researcher', agentType: 'research', capabilities: ['research'] }, 201);
@@ -70,7 +80,9 @@ describe('durable tasks (stand-in executor)', { timeout: 300_000 }, async () => 
     // The harness fixture gives every tenant an agent of its own too; these four are this test's.
     const names = (await a.client.json<{ items: { name: string }[] }>('GET', api('/agents'))).items.map((x) => x.name);
     for (const n of ['writer', 'junior', 'researcher', 'ops']) assert.ok(names.includes(n), `${n} is listed`);
-    const hook = await a.client.json<{ signingKey: string }>('PUT', api('/approval-webhook'), { url: `http://127.0.0.1:${(hookServer.address() as AddressInfo).port}/hook` });
+    const hook = await a.client.json<{ signingKey: string }>('PUT', api('/approval-webhook'), {
+      url: `http://127.0.0.1:${(hookServer.address() as AddressInfo).port}/hook`,
+    });
     signingKey = hook.signingKey;
     assert.match(signingKey, /^[0-9a-f]{64}$/);
   });
@@ -99,12 +111,24 @@ describe('durable tasks (stand-in executor)', { timeout: 300_000 }, async () => 
     assert.ok(done.agentId);
     assert.ok((done.confidence ?? 0) > 0.5);
     const steps = (await trace(t.id)).map((e) => `${e.step}.${e.kind}`);
-    assert.deepEqual(steps, ['create.completed', 'dispatch.completed', 'recall.completed', 'execute.started', 'execute.stand_in', 'execute.completed', 'evaluate.completed', 'finish.completed']);
+    assert.deepEqual(steps, [
+      'create.completed',
+      'dispatch.completed',
+      'recall.completed',
+      'execute.started',
+      'execute.stand_in',
+      'execute.completed',
+      'evaluate.completed',
+      'finish.completed',
+    ]);
     const disp = (await trace(t.id)).find((e) => e.step === 'dispatch');
     // Trust 2 "writer" beats "junior" (trust 0 is never dispatched).
     assert.equal(disp?.detail['agent'], 'writer');
     const msgs = await a.client.json<{ items: { role: string }[] }>('GET', api(`/tasks/${t.id}/messages`));
-    assert.deepEqual(msgs.items.map((m) => m.role), ['user', 'assistant']);
+    assert.deepEqual(
+      msgs.items.map((m) => m.role),
+      ['user', 'assistant'],
+    );
     const t2 = await newTask({ agent: 'writer', input: 'What were the Q4 revenue numbers again?' });
     await until(t2.id, ['completed']);
     const recall = (await trace(t2.id)).find((e) => e.step === 'recall');
@@ -141,7 +165,11 @@ describe('durable tasks (stand-in executor)', { timeout: 300_000 }, async () => 
     const done = await until(t.id, ['completed']);
     assert.equal(done.attempts, 3);
     const failed = (await trace(t.id)).filter((e) => e.kind === 'attempt_failed');
-    assert.deepEqual(failed.map((e) => e.detail['retryInMs']), [100, 150], 'exponential from 100 ms, capped at 150 ms');
+    assert.deepEqual(
+      failed.map((e) => e.detail['retryInMs']),
+      [100, 150],
+      'exponential from 100 ms, capped at 150 ms',
+    );
   });
 
   test('cancel while executing: the running step sees its signal abort; the task ends cancelled', async () => {
@@ -172,7 +200,10 @@ describe('durable tasks (stand-in executor)', { timeout: 300_000 }, async () => 
 
   // The stand-in plays a sandbox asking the broker for a tool grant for this task, as a gateway's tool would.
   const askForExec = (tenantId: string, taskId: string) =>
-    server.services.grants.request({ id: `stand-in-${taskId}`, tenantId, instanceId: 'stand-in', sandboxId: 'stand-in' }, { tool: 'exec', agent: 'main', context: { taskId } });
+    server.services.grants.request(
+      { id: `stand-in-${taskId}`, tenantId, instanceId: 'stand-in', sandboxId: 'stand-in' },
+      { tool: 'exec', agent: 'main', context: { taskId } },
+    );
 
   test('approval: the broker says requires_approval; the task parks; approve twice; it completes; webhooks are signed', async () => {
     await server.services.policy.setTenantPolicy(a.id, { execPolicy: 'ask', policies: [] }, { actor: 'test' });
@@ -194,13 +225,24 @@ describe('durable tasks (stand-in executor)', { timeout: 300_000 }, async () => 
     const done = await until(t.id, ['completed']);
     assert.equal(done.output, 'ran it after approval');
     const approvals = await a.client.json<{ items: { status: string; decidedBy: string }[] }>('GET', api(`/tasks/${t.id}/approvals`));
-    assert.deepEqual(approvals.items.map((x) => [x.status, x.decidedBy]), [['approved', `token:${a.tokenId}`]]);
+    assert.deepEqual(
+      approvals.items.map((x) => [x.status, x.decidedBy]),
+      [['approved', `token:${a.tokenId}`]],
+    );
     const late = await a.client.call('POST', api(`/tasks/${t.id}/reject`), {});
     assert.equal(late.status, 409, 'the opposite decision after the fact is refused');
-    const tool = await server.db.query<{ status: string; decided_by: string }>(`SELECT status, decided_by FROM tool_approvals WHERE context->>'taskId' = $1`, [t.id]);
+    const tool = await server.db.query<{ status: string; decided_by: string }>(`SELECT status, decided_by FROM tool_approvals WHERE context->>'taskId' = $1`, [
+      t.id,
+    ]);
     assert.deepEqual(tool.rows, [{ status: 'approved', decided_by: `token:${a.tokenId}` }]);
-    const audit = await server.db.query<{ action: string; actor: string; decision: string }>(`SELECT action, actor, decision FROM audit_events WHERE target = $1 ORDER BY seq`, [`task:${t.id}`]);
-    assert.deepEqual(audit.rows.map((x) => `${x.action}:${x.decision}`), ['task.create:success', 'task.approval.requested:requires_approval', 'task.approval.decided:approved']);
+    const audit = await server.db.query<{ action: string; actor: string; decision: string }>(
+      `SELECT action, actor, decision FROM audit_events WHERE target = $1 ORDER BY seq`,
+      [`task:${t.id}`],
+    );
+    assert.deepEqual(
+      audit.rows.map((x) => `${x.action}:${x.decision}`),
+      ['task.create:success', 'task.approval.requested:requires_approval', 'task.approval.decided:approved'],
+    );
     assert.equal(audit.rows[2]?.actor, `token:${a.tokenId}`);
     await waitFor('both webhooks', async () => hooks.filter((h) => h.body.includes(t.id)).length >= 2, 10_000);
     for (const h of hooks.filter((x) => x.body.includes(t.id))) {
@@ -208,7 +250,13 @@ describe('durable tasks (stand-in executor)', { timeout: 300_000 }, async () => 
       assert.ok(m, h.sig);
       assert.equal(m[2], createHmac('sha256', signingKey).update(`${m[1]}.${h.body}`).digest('hex'));
     }
-    assert.deepEqual(hooks.filter((h) => h.body.includes(t.id)).map((h) => (JSON.parse(h.body) as { type: string }).type).sort(), ['approval.decided', 'approval.requested']);
+    assert.deepEqual(
+      hooks
+        .filter((h) => h.body.includes(t.id))
+        .map((h) => (JSON.parse(h.body) as { type: string }).type)
+        .sort(),
+      ['approval.decided', 'approval.requested'],
+    );
   });
 
   test('approval rejected: the task fails naming who rejected it', async () => {
@@ -238,7 +286,9 @@ describe('durable tasks (stand-in executor)', { timeout: 300_000 }, async () => 
   });
 
   test('delegation: the agent asks for a child task; the child runs as a child workflow; the parent aggregates', async () => {
-    exec.on(/plan the launch/, () => Promise.resolve({ output: 'I will split this.\n```clawplane-delegate\n{"tasks":[{"capability":"research","input":"research the market size"}]}\n```' }));
+    exec.on(/plan the launch/, () =>
+      Promise.resolve({ output: 'I will split this.\n```clawplane-delegate\n{"tasks":[{"capability":"research","input":"research the market size"}]}\n```' }),
+    );
     exec.on(/research the market size/, () => Promise.resolve({ output: 'The market is 42 units.' }));
     const t = await newTask({ capability: 'plan', input: 'plan the launch' });
     const done = await until(t.id, ['completed']);

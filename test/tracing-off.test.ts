@@ -22,8 +22,14 @@ describe('tracing off', async () => {
     assert.equal(tracingOn(), false);
     assert.equal(trace.getTracer('probe').startSpan('probe').isRecording(), false, 'the global tracer is the no-op one');
     const lines = capturedLogs.slice(before);
-    assert.ok(lines.some((l) => l.includes('"msg":"request"')), 'the request was logged');
-    assert.ok(lines.every((l) => !l.includes('trace_id')), 'no trace ids in log lines');
+    assert.ok(
+      lines.some((l) => l.includes('"msg":"request"')),
+      'the request was logged',
+    );
+    assert.ok(
+      lines.every((l) => !l.includes('trace_id')),
+      'no trace ids in log lines',
+    );
   });
 
   test('the endpoint is validated at start-up with the variable named', () => {

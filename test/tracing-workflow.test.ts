@@ -30,11 +30,21 @@ describe('workflow traces (stand-in executor)', { timeout: 300_000 }, async () =
     await a.client.json('POST', api('/agents'), { name: 'tracer', capabilities: ['trace'] }, 201);
     const input = `trace-canary-task-${randomBytes(8).toString('hex')}`;
     const t = await a.client.json<Task>('POST', api('/tasks'), { capability: 'trace', input }, 201);
-    await waitFor('task completed', async () => {
-      const x = await a.client.json<Task>('GET', api(`/tasks/${t.id}`));
-      return x.status === 'completed' ? x : undefined;
-    }, 60_000);
-    const root = await traceWith(receiver.spans, flushTracing, 'POST /api/v1/tenants/:tenant/tasks', ['workflow clawplane.task', 'dispatch', 'execute', 'settle'], (s) => s.attrs['clawplane.tenant_id'] === a.id);
+    await waitFor(
+      'task completed',
+      async () => {
+        const x = await a.client.json<Task>('GET', api(`/tasks/${t.id}`));
+        return x.status === 'completed' ? x : undefined;
+      },
+      60_000,
+    );
+    const root = await traceWith(
+      receiver.spans,
+      flushTracing,
+      'POST /api/v1/tenants/:tenant/tasks',
+      ['workflow clawplane.task', 'dispatch', 'execute', 'settle'],
+      (s) => s.attrs['clawplane.tenant_id'] === a.id,
+    );
     const trace = connected(receiver.spans, root.traceId);
     const wf = one(trace, 'workflow clawplane.task');
     assert.equal(wf.attrs['clawplane.task_id'], t.id);
@@ -43,7 +53,10 @@ describe('workflow traces (stand-in executor)', { timeout: 300_000 }, async () =
     for (const step of ['dispatch', 'execute', 'settle']) assert.ok(ancestor(trace, wf, one(trace, step)), `${step} under the workflow`);
     // The empty root DBOS opens at dequeue is not exported as a trace of its own.
     assert.ok(!receiver.spans.some((s) => !s.parentSpanId && s.name === 'clawplane.task'), 'no stray DBOS workflow root');
-    assert.ok(capturedLogs.some((l) => l.includes(`"trace_id":"${root.traceId}"`)), 'log lines carry the trace id');
+    assert.ok(
+      capturedLogs.some((l) => l.includes(`"trace_id":"${root.traceId}"`)),
+      'log lines carry the trace id',
+    );
     const exported = receiver.bodies.join('\n');
     assert.ok(!exported.includes(input) && !exported.includes('Done: '), 'the input and the output are in no span');
   });

@@ -30,11 +30,22 @@ describe('one trace per chat and per task, on a real gateway', { timeout: 900_00
 
   test('a streamed chat: API → ingress → sandbox → supervisor → broker → provider, one trace, no content', async () => {
     const message = `trace-canary-message-${randomBytes(8).toString('hex')}`;
-    const res = await a.client.call('POST', api('/chat/completions'), { model: 'agent/main', messages: [{ role: 'user', content: message }], stream: true, session: 'traced' });
+    const res = await a.client.call('POST', api('/chat/completions'), {
+      model: 'agent/main',
+      messages: [{ role: 'user', content: message }],
+      stream: true,
+      session: 'traced',
+    });
     assert.equal(res.status, 200);
     const body = await res.text();
     assert.match(body, /Hello from fake-model|Hello/);
-    const root = await traceOf('POST /api/v1/tenants/:tenant/chat/completions', ['ingress.turn', 'sandbox.request', 'sandbox.supervisor', 'broker.request', 'provider.request']);
+    const root = await traceOf('POST /api/v1/tenants/:tenant/chat/completions', [
+      'ingress.turn',
+      'sandbox.request',
+      'sandbox.supervisor',
+      'broker.request',
+      'provider.request',
+    ]);
     const trace = connected(root.traceId);
     assert.equal(root.kind, 2, 'the API span is a server span');
     assert.equal(root.attrs['clawplane.tenant_id'], a.id);
@@ -51,21 +62,33 @@ describe('one trace per chat and per task, on a real gateway', { timeout: 900_00
     assert.equal(provider.attrs['server.address'], '127.0.0.1');
     assert.equal(provider.attrs['http.response.status_code'], 200);
     // The request's log lines carry its trace id.
-    assert.ok(capturedLogs.some((l) => l.includes(`"trace_id":"${root.traceId}"`)), 'a log line of the request carries the trace id');
+    assert.ok(
+      capturedLogs.some((l) => l.includes(`"trace_id":"${root.traceId}"`)),
+      'a log line of the request carries the trace id',
+    );
     const exported = receiver.bodies.join('\n');
-    for (const s of [...(await secretsOf()), message, 'Hello from fake-model', 'Bearer']) assert.ok(!exported.includes(s), `${s.slice(0, 12)}… appears in no span`);
+    for (const s of [...(await secretsOf()), message, 'Hello from fake-model', 'Bearer'])
+      assert.ok(!exported.includes(s), `${s.slice(0, 12)}… appears in no span`);
   });
 
   test('a task: API → workflow → DBOS steps → sandbox → supervisor → broker → provider, one trace, ids as attributes', async () => {
     await a.client.json('POST', api('/agents'), { name: 'tracer', capabilities: ['trace'] }, 201);
     const input = `trace-canary-task-${randomBytes(8).toString('hex')}`;
     const t = await a.client.json<Task>('POST', api('/tasks'), { capability: 'trace', input }, 201);
-    await waitFor('task completed', async () => {
-      const x = await a.client.json<Task>('GET', api(`/tasks/${t.id}`));
-      if (x.status === 'failed') throw new Error(`task failed: ${x.statusReason}`);
-      return x.status === 'completed' ? x : undefined;
-    }, 600_000);
-    const root = await traceOf('POST /api/v1/tenants/:tenant/tasks', ['workflow clawplane.task', 'dispatch', 'execute', 'sandbox.request', 'sandbox.supervisor', 'broker.request', 'provider.request'], (s) => s.attrs['clawplane.tenant_id'] === a.id);
+    await waitFor(
+      'task completed',
+      async () => {
+        const x = await a.client.json<Task>('GET', api(`/tasks/${t.id}`));
+        if (x.status === 'failed') throw new Error(`task failed: ${x.statusReason}`);
+        return x.status === 'completed' ? x : undefined;
+      },
+      600_000,
+    );
+    const root = await traceOf(
+      'POST /api/v1/tenants/:tenant/tasks',
+      ['workflow clawplane.task', 'dispatch', 'execute', 'sandbox.request', 'sandbox.supervisor', 'broker.request', 'provider.request'],
+      (s) => s.attrs['clawplane.tenant_id'] === a.id,
+    );
     const trace = connected(root.traceId);
     const wf = one(trace, 'workflow clawplane.task');
     assert.equal(wf.attrs['clawplane.task_id'], t.id);
@@ -81,6 +104,7 @@ describe('one trace per chat and per task, on a real gateway', { timeout: 900_00
     one(trace, 'provider.request', (s) => s.parentSpanId === broker.spanId);
     assert.equal(broker.attrs['clawplane.instance_id'], execute.attrs['clawplane.instance_id']);
     const exported = receiver.bodies.join('\n');
-    for (const s of [...(await secretsOf()), input, 'Hello from fake-model', 'Bearer']) assert.ok(!exported.includes(s), `${s.slice(0, 12)}… appears in no span`);
+    for (const s of [...(await secretsOf()), input, 'Hello from fake-model', 'Bearer'])
+      assert.ok(!exported.includes(s), `${s.slice(0, 12)}… appears in no span`);
   });
 });

@@ -17,10 +17,14 @@ describe('the usage day is the UTC day in any server time zone', async () => {
   // Fourteen hours east of UTC: local midnight is 10:00 UTC of the day before.
   await adminQuery(`ALTER DATABASE ${t.name} SET timezone TO 'Etc/GMT-14'`);
   const db = createDb(t.url, createLogger('silent'));
-  const tenant = (await db.query<{ id: string }>(`INSERT INTO tenants (slug, name, daily_token_budget) VALUES ('tz', 'tz', 940) RETURNING id`)).rows[0]?.id ?? '';
+  const tenant =
+    (await db.query<{ id: string }>(`INSERT INTO tenants (slug, name, daily_token_budget) VALUES ('tz', 'tz', 940) RETURNING id`)).rows[0]?.id ?? '';
   const utcMidnight = `date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'`;
   const insert = (at: string, tokens: number) =>
-    db.query(`INSERT INTO llm_usage (tenant_id, agent, model, api, input_tokens, output_tokens, latency_ms, status, outcome, created_at) VALUES ($1, 'main', 'm', 'chat', $2, 0, 1, 200, 'ok', ${at})`, [tenant, tokens]);
+    db.query(
+      `INSERT INTO llm_usage (tenant_id, agent, model, api, input_tokens, output_tokens, latency_ms, status, outcome, created_at) VALUES ($1, 'main', 'm', 'chat', $2, 0, 1, 200, 'ok', ${at})`,
+      [tenant, tokens],
+    );
   // 30 minutes before UTC midnight (yesterday) and 30 seconds after it (today).
   await insert(`${utcMidnight} - interval '30 minutes'`, 900);
   await insert(`${utcMidnight} + interval '30 seconds'`, 50);
@@ -31,7 +35,10 @@ describe('the usage day is the UTC day in any server time zone', async () => {
 
   test("usage summary: yesterday's calls are not today's", async () => {
     const rows = await usageSummary(db, tenant, 1);
-    assert.deepEqual(rows.map((r) => r.inputTokens), [50]);
+    assert.deepEqual(
+      rows.map((r) => r.inputTokens),
+      [50],
+    );
   });
 
   test("daily budget: yesterday's 900 tokens do not count against today's 940", async () => {

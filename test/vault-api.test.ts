@@ -131,7 +131,13 @@ describe('vault API', async () => {
   test('the skill registry and provider catalogue are there for the UI, to signed-in callers only', async () => {
     const skills = await viewerOfA.json<{ items: { id: string; fields: { name: string; secret: boolean; required: boolean }[] }[] }>('GET', '/api/v1/skills');
     const slack = skills.items.find((s) => s.id === 'slack');
-    assert.deepEqual(slack?.fields.map((f) => [f.name, f.secret, f.required]), [['bot_token', true, true], ['signing_secret', true, false]]);
+    assert.deepEqual(
+      slack?.fields.map((f) => [f.name, f.secret, f.required]),
+      [
+        ['bot_token', true, true],
+        ['signing_secret', true, false],
+      ],
+    );
     assert.ok(['github', 'telegram', 'notion', 'gmail', 'whatsapp'].every((id) => skills.items.some((s) => s.id === id)));
     const kinds = await viewerOfA.json<{ items: { kind: string; defaultBaseUrl: string | null }[] }>('GET', '/api/v1/provider-kinds');
     assert.equal(kinds.items.find((k) => k.kind === 'anthropic')?.defaultBaseUrl, 'https://api.anthropic.com/v1');
@@ -150,11 +156,24 @@ describe('vault API', async () => {
     assert.equal(got.name, 'openai-key');
     assert.ok(!('value' in got) && !('ciphertext' in got));
     const listed = await viewerOfA.json<{ items: Credential[] }>('GET', `${A}/credentials`);
-    assert.ok(listed.items.some((c) => c.id === canaryCred.id && c.last4 === canary.slice(-4)), 'a viewer sees the metadata');
+    assert.ok(
+      listed.items.some((c) => c.id === canaryCred.id && c.last4 === canary.slice(-4)),
+      'a viewer sees the metadata',
+    );
 
     // Expiry: the UI warns about keys that run out within two weeks.
-    const soon = await a.client.json<Credential>('POST', `${A}/credentials`, { name: 'soon', type: 'secret', value: 'short-lived-secret-value', expiresAt: new Date(Date.now() + 3 * 86_400_000).toISOString() }, 201);
-    const later = await a.client.json<Credential>('POST', `${A}/credentials`, { name: 'later', type: 'secret', value: 'long-lived-secret-value', expiresAt: new Date(Date.now() + 90 * 86_400_000).toISOString() }, 201);
+    const soon = await a.client.json<Credential>(
+      'POST',
+      `${A}/credentials`,
+      { name: 'soon', type: 'secret', value: 'short-lived-secret-value', expiresAt: new Date(Date.now() + 3 * 86_400_000).toISOString() },
+      201,
+    );
+    const later = await a.client.json<Credential>(
+      'POST',
+      `${A}/credentials`,
+      { name: 'later', type: 'secret', value: 'long-lived-secret-value', expiresAt: new Date(Date.now() + 90 * 86_400_000).toISOString() },
+      201,
+    );
     assert.deepEqual([soon.expiresSoon, later.expiresSoon], [true, false]);
     assert.ok(soon.expiresAt !== null);
 
@@ -188,7 +207,11 @@ describe('vault API', async () => {
       assert.match(e.message, field);
     }
     // Not JSON at all: the body is not parsed, so nothing of it can come back.
-    const raw = await fetch(`${server.url}${A}/credentials`, { method: 'POST', headers: { authorization: `Bearer ${a.client.bearer ?? ''}`, 'content-type': 'application/json' }, body: `{"name":"x","value":"${canary}` });
+    const raw = await fetch(`${server.url}${A}/credentials`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${a.client.bearer ?? ''}`, 'content-type': 'application/json' },
+      body: `{"name":"x","value":"${canary}`,
+    });
     assert.equal(raw.status, 400);
     const e = await refused(a.client, 'PUT', `${A}/credentials/${canaryCred.id}/value`, { value: '' }, 400);
     assert.match(e.message, /body\.value/);
@@ -198,7 +221,10 @@ describe('vault API', async () => {
     const slack = `${A}/credentials/skills/slack`;
     let e = await refused(a.client, 'POST', slack, { values: { bot_token: canary } }, 400);
     assert.match(e.message, /bot_token does not look right: expected starts with xoxb-/);
-    assert.deepEqual(e.details?.issues?.map((i) => i.path), ['bot_token']);
+    assert.deepEqual(
+      e.details?.issues?.map((i) => i.path),
+      ['bot_token'],
+    );
     e = await refused(a.client, 'POST', slack, { values: { signing_secret: canary } }, 400);
     assert.deepEqual(e.details?.issues?.map((i) => i.path).sort(), ['bot_token', 'signing_secret']);
     e = await refused(a.client, 'POST', slack, { values: { bot_token: `xoxb-${'1'.repeat(12)}`, webhook: canary } }, 400);
@@ -207,17 +233,38 @@ describe('vault API', async () => {
     assert.match(e.message, /Unknown skill "myspace"/);
 
     const botToken = `xoxb-${randomBytes(12).toString('hex')}`;
-    const made = await a.client.json<{ items: Credential[] }>('POST', slack, { values: { bot_token: botToken, signing_secret: randomBytes(16).toString('hex') } }, 201);
-    assert.deepEqual(made.items.map((c) => [c.name, c.skill, c.status]), [['slack.bot_token', 'slack', 'active'], ['slack.signing_secret', 'slack', 'active']]);
+    const made = await a.client.json<{ items: Credential[] }>(
+      'POST',
+      slack,
+      { values: { bot_token: botToken, signing_secret: randomBytes(16).toString('hex') } },
+      201,
+    );
+    assert.deepEqual(
+      made.items.map((c) => [c.name, c.skill, c.status]),
+      [
+        ['slack.bot_token', 'slack', 'active'],
+        ['slack.signing_secret', 'slack', 'active'],
+      ],
+    );
     assert.equal(made.items[0]?.last4, botToken.slice(-4));
-    const gh = await a.client.json<{ items: Credential[] }>('POST', `${A}/credentials/skills/github`, { values: { pat: `ghp_${'a'.repeat(36)}`, scopes: ['repo', 'read:org'] }, prefix: 'gh-bot' }, 201);
+    const gh = await a.client.json<{ items: Credential[] }>(
+      'POST',
+      `${A}/credentials/skills/github`,
+      { values: { pat: `ghp_${'a'.repeat(36)}`, scopes: ['repo', 'read:org'] }, prefix: 'gh-bot' },
+      201,
+    );
     assert.deepEqual([gh.items[0]?.name, gh.items[0]?.metadata['scopes']], ['gh-bot.pat', ['repo', 'read:org']]);
     const onlySlack = await a.client.json<{ items: Credential[] }>('GET', `${A}/credentials?skill=slack`);
     assert.deepEqual(onlySlack.items.map((c) => c.name).sort(), ['slack.bot_token', 'slack.signing_secret']);
   });
 
   test('provider settings round-trip; user-supplied base URLs go through the SSRF rules', async () => {
-    local = await a.client.json<Provider>('POST', `${A}/providers`, { kind: 'openai_compatible', name: 'local', baseUrl: `${fake.base}/v1/`, credentialId: canaryCred.id, defaultModel: 'fake-small' }, 201);
+    local = await a.client.json<Provider>(
+      'POST',
+      `${A}/providers`,
+      { kind: 'openai_compatible', name: 'local', baseUrl: `${fake.base}/v1/`, credentialId: canaryCred.id, defaultModel: 'fake-small' },
+      201,
+    );
     assert.deepEqual([local.baseUrl, local.credentialId, local.defaultModel, local.enabled], [`${fake.base}/v1`, canaryCred.id, 'fake-small', true]);
     const patched = await a.client.json<Provider>('PATCH', `${A}/providers/${local.id}`, { defaultModel: 'fake-large', name: 'local-llm' });
     const again = await viewerOfA.json<Provider>('GET', `${A}/providers/${local.id}`);
@@ -249,17 +296,34 @@ describe('vault API', async () => {
 
   test('model routes: tenant default, per-agent and per-skill overrides, ordered fallbacks', async () => {
     const routes = `${A}/model-routes`;
-    await a.client.json('PUT', routes, { scope: 'tenant', targets: [{ providerId: local.id, model: 'fake-large' }, { providerId: a.providerId, model: 'gpt-4o' }] });
+    await a.client.json('PUT', routes, {
+      scope: 'tenant',
+      targets: [
+        { providerId: local.id, model: 'fake-large' },
+        { providerId: a.providerId, model: 'gpt-4o' },
+      ],
+    });
     await a.client.json('PUT', routes, { scope: 'agent', scopeName: 'coder', targets: [{ providerId: a.providerId, model: 'gpt-4o' }] });
     await a.client.json('PUT', routes, { scope: 'skill', scopeName: 'github', targets: [{ providerId: local.id, model: 'fake-small' }] });
     const got = await viewerOfA.json<{ items: { scope: string; scopeName: string; targets: { providerId: string; model: string }[] }[] }>('GET', routes);
     assert.deepEqual(got.items, [
       { scope: 'agent', scopeName: 'coder', targets: [{ providerId: a.providerId, model: 'gpt-4o' }] },
       { scope: 'skill', scopeName: 'github', targets: [{ providerId: local.id, model: 'fake-small' }] },
-      { scope: 'tenant', scopeName: '', targets: [{ providerId: local.id, model: 'fake-large' }, { providerId: a.providerId, model: 'gpt-4o' }] },
+      {
+        scope: 'tenant',
+        scopeName: '',
+        targets: [
+          { providerId: local.id, model: 'fake-large' },
+          { providerId: a.providerId, model: 'gpt-4o' },
+        ],
+      },
     ]);
     const resolved = await server.services.providers.resolveRoute(a.id, { agent: 'coder', skill: 'github' });
-    assert.deepEqual(resolved.map((t) => t.model), ['fake-small'], 'the skill override wins over the agent and the default');
+    assert.deepEqual(
+      resolved.map((t) => t.model),
+      ['fake-small'],
+      'the skill override wins over the agent and the default',
+    );
     const e = await refused(a.client, 'PUT', routes, { scope: 'tenant', scopeName: 'x', targets: [] }, 400);
     assert.match(e.message, /scopeName/);
     await a.client.json('PUT', routes, { scope: 'agent', scopeName: 'coder', targets: [] });
@@ -271,9 +335,18 @@ describe('vault API', async () => {
     const before = fake.seen.length;
     const ok = await a.client.json<TestResult>('POST', `${A}/providers/${local.id}/test`);
     assert.deepEqual([ok.ok, ok.modelCount, ok.models], [true, 3, ['fake-small', 'fake-large', 'fake-embed']]);
-    assert.deepEqual(fake.seen.slice(before), [{ path: '/v1/models', authorization: `Bearer ${canary}` }], 'the decrypted key went to the provider, and only there');
+    assert.deepEqual(
+      fake.seen.slice(before),
+      [{ path: '/v1/models', authorization: `Bearer ${canary}` }],
+      'the decrypted key went to the provider, and only there',
+    );
 
-    const rejecting = await a.client.json<Provider>('POST', `${A}/providers`, { kind: 'openai_compatible', name: 'rejecting', baseUrl: `${fake.base}/reject/v1`, credentialId: canaryCred.id }, 201);
+    const rejecting = await a.client.json<Provider>(
+      'POST',
+      `${A}/providers`,
+      { kind: 'openai_compatible', name: 'rejecting', baseUrl: `${fake.base}/reject/v1`, credentialId: canaryCred.id },
+      201,
+    );
     const bad = await a.client.json<TestResult>('POST', `${A}/providers/${rejecting.id}/test`);
     assert.deepEqual([bad.ok, bad.error?.code], [false, 'http_401']);
     assert.match(bad.error?.message ?? '', /refused the API key/);
@@ -295,17 +368,31 @@ describe('vault API', async () => {
     await refused(b.client, 'POST', `${B}/credentials/${canaryCred.id}/revoke`, undefined, 404);
     await refused(b.client, 'PUT', `${B}/credentials/${canaryCred.id}/value`, { value: 'sk-overwrite-attempt-123' }, 404);
     // Attaching A's credential to B's provider fails like a missing one (composite foreign key).
-    await refused(b.client, 'POST', `${B}/providers`, { kind: 'openai_compatible', name: 'steal', baseUrl: `${fake.base}/v1`, credentialId: canaryCred.id }, 404);
+    await refused(
+      b.client,
+      'POST',
+      `${B}/providers`,
+      { kind: 'openai_compatible', name: 'steal', baseUrl: `${fake.base}/v1`, credentialId: canaryCred.id },
+      404,
+    );
     await refused(b.client, 'PATCH', `${B}/providers/${b.providerId}`, { credentialId: canaryCred.id }, 404);
     await refused(b.client, 'PUT', `${B}/model-routes`, { scope: 'tenant', targets: [{ providerId: local.id, model: 'fake-small' }] }, 404);
     const bList = await b.client.json<{ items: Credential[] }>('GET', `${B}/credentials?includeRevoked=true`);
-    assert.deepEqual(bList.items.map((c) => c.name), ['llm-key']);
+    assert.deepEqual(
+      bList.items.map((c) => c.name),
+      ['llm-key'],
+    );
     assert.equal(fake.seen.length, before, "none of B's attempts reached the provider with A's key");
     assert.equal((await a.client.json<Credential>('GET', `${A}/credentials/${canaryCred.id}`)).status, 'active');
   });
 
   test('clawplane vault rotate re-wraps every tenant key while the server keeps serving; status shows nothing left on the old version', async () => {
-    const env = { ...process.env, DATABASE_URL: server.database.url, CLAWPLANE_SECRET_KEY: server.config.secretKey?.toString('base64') ?? '', CLAWPLANE_DATA_DIR: server.config.dataDir };
+    const env = {
+      ...process.env,
+      DATABASE_URL: server.database.url,
+      CLAWPLANE_SECRET_KEY: server.config.secretKey?.toString('base64') ?? '',
+      CLAWPLANE_DATA_DIR: server.config.dataDir,
+    };
     let done = false;
     const rotation = runCli(['vault', 'rotate'], env).finally(() => (done = true));
     const during: TestResult[] = [];
@@ -322,7 +409,16 @@ describe('vault API', async () => {
     const status = await runCli(['vault', 'status', '--json'], env);
     assert.equal(status.status, 0, status.stdout);
     const st = JSON.parse(status.stdout) as { currentVersion: number; versions: { version: number; tenantKeys: number }[] };
-    assert.deepEqual([st.currentVersion, st.versions.map((v) => [v.version, v.tenantKeys])], [2, [[1, 0], [2, 2]]]);
+    assert.deepEqual(
+      [st.currentVersion, st.versions.map((v) => [v.version, v.tenantKeys])],
+      [
+        2,
+        [
+          [1, 0],
+          [2, 2],
+        ],
+      ],
+    );
     assert.equal((await a.client.json<TestResult>('POST', `${A}/providers/${local.id}/test`)).ok, true, 'nothing lost after rotation');
     assert.equal((await runCli(['vault', 'spin'], env)).status, 2);
   });
@@ -346,7 +442,9 @@ describe('vault API', async () => {
     const all = await a.client.json<{ items: Credential[] }>('GET', `${A}/credentials?includeRevoked=true`);
     assert.ok(all.items.some((c) => c.id === canaryCred.id && c.status === 'revoked'));
     await refused(a.client, 'PUT', `${A}/credentials/${canaryCred.id}/value`, { value: canary }, 409);
-    const deny = await server.db.query("SELECT 1 FROM audit_events WHERE action = 'credential.decrypt' AND decision = 'deny' AND detail->>'reason' = 'revoked'");
+    const deny = await server.db.query(
+      "SELECT 1 FROM audit_events WHERE action = 'credential.decrypt' AND decision = 'deny' AND detail->>'reason' = 'revoked'",
+    );
     assert.equal(deny.rowCount, 1, 'the refused use is audited');
     const del = await a.client.json<{ deleted: boolean }>('DELETE', `${A}/providers/${local.id}`);
     assert.equal(del.deleted, true);
@@ -354,9 +452,16 @@ describe('vault API', async () => {
   });
 
   test('the egress allow-list is one config setting; host:port entries allow that port only', () => {
-    assert.deepEqual(parseConfig({ CLAWPLANE_EGRESS_ALLOW_HOSTS: ' ollama.internal:11434, 10.0.0.5 ,[fd00::1]:8000' }).egressAllowHosts, ['ollama.internal:11434', '10.0.0.5', '[fd00::1]:8000']);
+    assert.deepEqual(parseConfig({ CLAWPLANE_EGRESS_ALLOW_HOSTS: ' ollama.internal:11434, 10.0.0.5 ,[fd00::1]:8000' }).egressAllowHosts, [
+      'ollama.internal:11434',
+      '10.0.0.5',
+      '[fd00::1]:8000',
+    ]);
     assert.deepEqual(parseConfig({}).egressAllowHosts, []);
-    assert.throws(() => parseConfig({ CLAWPLANE_EGRESS_ALLOW_HOSTS: 'http://evil.example/' }), (err: unknown) => err instanceof ConfigError && /CLAWPLANE_EGRESS_ALLOW_HOSTS/.test(err.message));
+    assert.throws(
+      () => parseConfig({ CLAWPLANE_EGRESS_ALLOW_HOSTS: 'http://evil.example/' }),
+      (err: unknown) => err instanceof ConfigError && /CLAWPLANE_EGRESS_ALLOW_HOSTS/.test(err.message),
+    );
     const policy = { allowedHosts: ['ollama.internal:11434', '[fd00::1]:8000'] };
     assert.equal(checkUrlShape('http://ollama.internal:11434/v1', policy).allowListed, true);
     assert.throws(() => checkUrlShape('http://ollama.internal:8080/v1', policy), EgressRefusedError);

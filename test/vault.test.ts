@@ -44,22 +44,50 @@ async function rejects(p: Promise<unknown>): Promise<boolean> {
 describe('envelope: a credential opens only in its own context (properties)', () => {
   test('another tenant key, credential id, version or any tampered field fails (2000 runs)', () => {
     fc.assert(
-      fc.property(uuid, uuid, uuid, uuid, fc.integer({ min: 1, max: 1000 }), fc.integer({ min: 1, max: 1000 }), secret, fc.nat(), (t1, t2, c1, c2, v1, v2, value, bit) => {
-        fc.pre(t1 !== t2 && c1 !== c2 && v1 !== v2);
-        const dekA = newDataKey();
-        const dekB = newDataKey();
-        const s = seal(dekA, Buffer.from(value), credentialAad(t1, c1, v1));
-        assert.equal(open(dekA, s, credentialAad(t1, c1, v1)).toString(), Buffer.from(value).toString());
-        assert.ok(fails(() => open(dekB, s, credentialAad(t1, c1, v1))), 'opened under another tenant key');
-        assert.ok(fails(() => open(dekA, s, credentialAad(t2, c1, v1))), 'opened as another tenant');
-        assert.ok(fails(() => open(dekA, s, credentialAad(t1, c2, v1))), 'opened as another credential');
-        assert.ok(fails(() => open(dekA, s, credentialAad(t1, c1, v2))), 'opened as another version');
-        for (const field of ['iv', 'tag', 'ciphertext'] as const) {
-          const tampered: Sealed = { ...s, [field]: flip(s[field], bit) };
-          assert.ok(fails(() => open(dekA, tampered, credentialAad(t1, c1, v1))), `opened with a tampered ${field}`);
-        }
-        assert.ok(fails(() => open(dekA, { ...s, tag: s.tag.subarray(0, 12) }, credentialAad(t1, c1, v1))), 'accepted a truncated tag');
-      }),
+      fc.property(
+        uuid,
+        uuid,
+        uuid,
+        uuid,
+        fc.integer({ min: 1, max: 1000 }),
+        fc.integer({ min: 1, max: 1000 }),
+        secret,
+        fc.nat(),
+        (t1, t2, c1, c2, v1, v2, value, bit) => {
+          fc.pre(t1 !== t2 && c1 !== c2 && v1 !== v2);
+          const dekA = newDataKey();
+          const dekB = newDataKey();
+          const s = seal(dekA, Buffer.from(value), credentialAad(t1, c1, v1));
+          assert.equal(open(dekA, s, credentialAad(t1, c1, v1)).toString(), Buffer.from(value).toString());
+          assert.ok(
+            fails(() => open(dekB, s, credentialAad(t1, c1, v1))),
+            'opened under another tenant key',
+          );
+          assert.ok(
+            fails(() => open(dekA, s, credentialAad(t2, c1, v1))),
+            'opened as another tenant',
+          );
+          assert.ok(
+            fails(() => open(dekA, s, credentialAad(t1, c2, v1))),
+            'opened as another credential',
+          );
+          assert.ok(
+            fails(() => open(dekA, s, credentialAad(t1, c1, v2))),
+            'opened as another version',
+          );
+          for (const field of ['iv', 'tag', 'ciphertext'] as const) {
+            const tampered: Sealed = { ...s, [field]: flip(s[field], bit) };
+            assert.ok(
+              fails(() => open(dekA, tampered, credentialAad(t1, c1, v1))),
+              `opened with a tampered ${field}`,
+            );
+          }
+          assert.ok(
+            fails(() => open(dekA, { ...s, tag: s.tag.subarray(0, 12) }, credentialAad(t1, c1, v1))),
+            'accepted a truncated tag',
+          );
+        },
+      ),
       { numRuns: 2000 },
     );
   });
@@ -72,7 +100,7 @@ describe('envelope: a credential opens only in its own context (properties)', ()
     const other = new LocalKeyProvider({ secret: randomBytes(32), versions: memoryKeyVersionStore() });
     await other.createVersion();
     await fc.assert(
-      fc.asyncProperty(uuid, uuid, fc.nat(), fc.constantFrom('ciphertext', 'iv', 'tag') , async (t1, t2, bit, field) => {
+      fc.asyncProperty(uuid, uuid, fc.nat(), fc.constantFrom('ciphertext', 'iv', 'tag'), async (t1, t2, bit, field) => {
         fc.pre(t1 !== t2);
         const dek = newDataKey();
         const w = await keys.wrap(dek, tenantKeyAad(t1));
@@ -179,7 +207,14 @@ describe('Vault over the database', () => {
     assert.deepEqual([second.version, second.tenantKeys, second.failed], [3, 30, []]);
     const status = await writer.status();
     assert.equal(status.currentVersion, 3);
-    assert.deepEqual(status.versions.map((v) => [v.version, v.tenantKeys, v.platformSecrets]), [[1, 0, 0], [2, 0, 0], [3, 30, 1]]);
+    assert.deepEqual(
+      status.versions.map((v) => [v.version, v.tenantKeys, v.platformSecrets]),
+      [
+        [1, 0, 0],
+        [2, 0, 0],
+        [3, 30, 1],
+      ],
+    );
     const fresh = new Vault({ db, keys: provider(), cacheTtlMs: 0 });
     for (const s of stored) assert.equal(await fresh.openCredential(s.tenant, s.id, s.version, s.sealed), s.value);
     const audit = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM audit_events WHERE action = 'vault.rotate' AND actor = 'cli'`);
@@ -202,4 +237,3 @@ describe('Vault over the database', () => {
     await assert.rejects(vault.openPlatformSecret('oidc.client_secret'), DecryptionError);
   });
 });
-

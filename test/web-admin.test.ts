@@ -66,7 +66,9 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     }
     const fake = http.createServer((req, res) => {
       const ok = req.headers.authorization === `Bearer ${llmKey}`;
-      res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' }).end(JSON.stringify(ok ? { data: [{ id: 'llama3' }] } : { error: { message: 'bad key' } }));
+      res
+        .writeHead(ok ? 200 : 401, { 'content-type': 'application/json' })
+        .end(JSON.stringify(ok ? { data: [{ id: 'llama3' }] } : { error: { message: 'bad key' } }));
     });
     llm = fake;
     await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
@@ -106,7 +108,10 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     const deploy = page.getByRole('form', { name: 'Deploy an instance' });
     await deploy.getByLabel('Instance name').fill('Bad_Name');
     await deploy.getByRole('button', { name: 'Deploy' }).click();
-    await deploy.getByRole('alert').getByText(/lowercase letters, digits and inner hyphens/).waitFor();
+    await deploy
+      .getByRole('alert')
+      .getByText(/lowercase letters, digits and inner hyphens/)
+      .waitFor();
     await shot('20-instances-validation');
 
     // Recorded stopped: nothing starts, no gateway needed.
@@ -133,7 +138,10 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     await admin.json('POST', '/api/v1/tenants', { slug: 'globex', name: 'Globex' }, 201);
     // What the reconciler records for a running gateway and a stopped one (a real gateway is web-e2e's):
     // backing off until next year, so the reconciler leaves the rows as they are while the page reads them.
-    for (const [name, status] of [['main', 'running'], ['spare', 'stopped']] as const) {
+    for (const [name, status] of [
+      ['main', 'running'],
+      ['spare', 'stopped'],
+    ] as const) {
       await server.db.query(
         `INSERT INTO instances (id, tenant_id, name, runtime_version, desired_state, status, next_attempt_at)
          VALUES (gen_random_uuid(), $1, $2, '2026.9.6', $3, $3, now() + interval '1 year')`,
@@ -141,7 +149,9 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
       );
     }
     try {
-      const api = await admin.json<{ items: { slug: string; stats: { instances: { running: number; total: number }; usageToday: { tokens: number; costUsd: number; calls: number } } }[] }>('GET', '/api/v1/tenants');
+      const api = await admin.json<{
+        items: { slug: string; stats: { instances: { running: number; total: number }; usageToday: { tokens: number; costUsd: number; calls: number } } }[];
+      }>('GET', '/api/v1/tenants');
       const acme = api.items.find((t) => t.slug === 'acme');
       // Today's rows of the fixture: 12k+3k (main) + 20k+5k (helper) tokens, 4 + 10 calls; yesterday's do not count.
       assert.deepEqual(acme?.stats.instances, { running: 1, total: 2 });
@@ -180,7 +190,10 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     await add.getByLabel('Policy id').fill('let-all');
     await add.getByLabel('Cedar policy').fill('permit (principal, action, resource);');
     await add.getByRole('button', { name: 'Save restriction' }).click();
-    await add.getByRole('alert').getByText(/Tenant restrictions may only forbid/).waitFor();
+    await add
+      .getByRole('alert')
+      .getByText(/Tenant restrictions may only forbid/)
+      .waitFor();
     await shot('22-governance-permit-refused');
 
     await add.getByLabel('Policy id').fill('no-web');
@@ -212,7 +225,11 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     await page.getByRole('list', { name: 'Allowed hosts' }).getByText('api.github.com:443').waitFor();
     await egress.getByLabel('Host').fill('not a host');
     await egress.getByRole('button', { name: 'Allow host' }).click();
-    await page.getByRole('region', { name: 'Egress allow-list' }).getByRole('alert').getByText(/a host name such as api\.github\.com/).waitFor();
+    await page
+      .getByRole('region', { name: 'Egress allow-list' })
+      .getByRole('alert')
+      .getByText(/a host name such as api\.github\.com/)
+      .waitFor();
 
     await page.reload();
     const capsAgain = page.getByRole('form', { name: 'Model-call caps' });
@@ -242,14 +259,16 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     assert.ok(!(await page.content()).includes(key), 'the signing key is not shown again');
   });
 
-  test('configuration: the versions list, a version\'s changes, and a rollback made in the page', { skip }, async () => {
+  test("configuration: the versions list, a version's changes, and a rollback made in the page", { skip }, async () => {
     const gc = '/api/v1/tenants/acme/gateway-config';
     const twice = await admin.json<{ number: number }>('POST', `${gc}/versions`, { settings: { heartbeatEvery: '2h' }, reason: 'check in twice a day' }, 201);
     const less = await admin.json<{ number: number }>('POST', `${gc}/versions`, { settings: { heartbeatEvery: '4h' }, reason: 'less often' }, 201);
     await tab('Configuration');
     const table = page.getByRole('table', { name: 'Configuration versions of Acme Corp' });
     const row = (reason: string) => table.locator('tbody tr').filter({ has: page.getByRole('cell', { name: reason, exact: true }) });
-    await row('less often').getByRole('cell', { name: String(less.number), exact: true }).waitFor();
+    await row('less often')
+      .getByRole('cell', { name: String(less.number), exact: true })
+      .waitFor();
     await row('check in twice a day').getByRole('cell', { name: 'heartbeat', exact: true }).waitFor();
     // The diff of a version against the one before it.
     await row('less often').getByRole('button', { name: 'Changes (1)' }).click();
@@ -266,7 +285,10 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     const newest = await admin.json<{ items: { number: number; settings: { heartbeatEvery?: string }; diff: { path: string }[] }[] }>('GET', `${gc}/versions`);
     assert.equal(newest.items[0]?.number, less.number + 1);
     assert.equal(newest.items[0]?.settings.heartbeatEvery, '2h');
-    assert.deepEqual(newest.items[0]?.diff.map((d) => d.path), ['agents.defaults.heartbeat.every']);
+    assert.deepEqual(
+      newest.items[0]?.diff.map((d) => d.path),
+      ['agents.defaults.heartbeat.every'],
+    );
     await shot('24d-configuration-rollback');
   });
 
@@ -284,7 +306,10 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     assert.match(await perAgent.getByRole('row').filter({ hasText: 'helper' }).innerText(), /helper\s+16\s+29,000 \/ 6,800/);
     await shot('25-usage');
     await page.getByLabel('Period').selectOption('30');
-    await page.getByRole('img', { name: /over 30 days/ }).first().waitFor();
+    await page
+      .getByRole('img', { name: /over 30 days/ })
+      .first()
+      .waitFor();
   });
 
   test('audit: the tenant tab lists and filters events; the platform page shows the chain ok', { skip }, async () => {
@@ -313,7 +338,10 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     await page.getByText('No conversations yet.').waitFor();
     await page.getByRole('textbox', { name: 'Message' }).fill('hello');
     await page.keyboard.press('Enter');
-    await page.getByRole('alert').getByText(/An instance of this tenant was not found\. Deploy one/).waitFor();
+    await page
+      .getByRole('alert')
+      .getByText(/An instance of this tenant was not found\. Deploy one/)
+      .waitFor();
     await shot('28-chat-no-instance');
   });
 
@@ -323,7 +351,10 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     const define = page.getByRole('form', { name: 'Define an agent' });
     await define.getByLabel('Agent name').fill('Researcher Bot');
     await define.getByRole('button', { name: 'Define agent' }).click();
-    await define.getByRole('alert').getByText(/lowercase letters, digits and inner hyphens/).waitFor();
+    await define
+      .getByRole('alert')
+      .getByText(/lowercase letters, digits and inner hyphens/)
+      .waitFor();
     await define.getByLabel('Agent name').fill('researcher');
     await define.getByLabel('Agent type').selectOption('research');
     await define.getByLabel('Capabilities').fill('research, summarise');
@@ -372,20 +403,33 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
 
   test('providers: model routes with an ordered fallback; a bad model shows the API message; reorder; remove an override', { skip }, async () => {
     assert.ok(llm);
-    await admin.json('POST', '/api/v1/tenants/acme/providers', { kind: 'openai_compatible', name: 'local', baseUrl: `http://127.0.0.1:${(llm.address() as AddressInfo).port}/v1`, defaultModel: 'llama3' }, 201);
-    await admin.json('POST', '/api/v1/tenants/acme/providers', { kind: 'openai_compatible', name: 'backup', baseUrl: `http://127.0.0.1:${(llm.address() as AddressInfo).port}/v2` }, 201);
+    await admin.json(
+      'POST',
+      '/api/v1/tenants/acme/providers',
+      { kind: 'openai_compatible', name: 'local', baseUrl: `http://127.0.0.1:${(llm.address() as AddressInfo).port}/v1`, defaultModel: 'llama3' },
+      201,
+    );
+    await admin.json(
+      'POST',
+      '/api/v1/tenants/acme/providers',
+      { kind: 'openai_compatible', name: 'backup', baseUrl: `http://127.0.0.1:${(llm.address() as AddressInfo).port}/v2` },
+      201,
+    );
     await tab('Providers');
     const routes = page.getByRole('region', { name: 'Model routes' });
     await routes.getByText(/No model routes/).waitFor();
     const form = routes.getByRole('form', { name: 'Set a model route' });
     await form.getByLabel('Provider 1').selectOption({ label: 'local' });
-    assert.equal(await form.getByLabel('Model 1').inputValue(), 'llama3', 'the provider\'s default model is proposed');
+    assert.equal(await form.getByLabel('Model 1').inputValue(), 'llama3', "the provider's default model is proposed");
     await form.getByLabel('Model 1').fill('llama 3');
     await form.getByRole('button', { name: 'Add a fallback' }).click();
     await form.getByLabel('Provider 2').selectOption({ label: 'backup' });
     await form.getByLabel('Model 2').fill('qwen2');
     await form.getByRole('button', { name: 'Save route' }).click();
-    await form.getByRole('alert').getByText(/targets\.0\.model: must not contain spaces/).waitFor();
+    await form
+      .getByRole('alert')
+      .getByText(/targets\.0\.model: must not contain spaces/)
+      .waitFor();
     await shot('32-model-route-error');
     await form.getByLabel('Model 1').fill('llama3');
     await form.getByRole('button', { name: 'Save route' }).click();
@@ -413,8 +457,17 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     await reordered.first().waitFor();
     assert.deepEqual(await reordered.allInnerTexts(), ['backup · qwen2', 'local · llama3 (fallback)']);
     await shot('33-model-routes');
-    const stored = await admin.json<{ items: { scope: string; scopeName: string; targets: { model: string }[] }[] }>('GET', '/api/v1/tenants/acme/model-routes');
-    assert.deepEqual(stored.items.map((r) => [r.scope, r.scopeName, r.targets.map((t) => t.model).join(',')]), [['agent', 'researcher', 'qwen2-72b'], ['tenant', '', 'qwen2,llama3']]);
+    const stored = await admin.json<{ items: { scope: string; scopeName: string; targets: { model: string }[] }[] }>(
+      'GET',
+      '/api/v1/tenants/acme/model-routes',
+    );
+    assert.deepEqual(
+      stored.items.map((r) => [r.scope, r.scopeName, r.targets.map((t) => t.model).join(',')]),
+      [
+        ['agent', 'researcher', 'qwen2-72b'],
+        ['tenant', '', 'qwen2,llama3'],
+      ],
+    );
 
     const agentRow = routes.getByRole('row').filter({ hasText: 'Agent researcher' });
     await agentRow.getByRole('button', { name: 'Remove' }).click();
@@ -429,7 +482,10 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     const create = page.getByRole('form', { name: 'Create a task' });
     await create.getByLabel('What should be done').fill('Summarise the quarterly report');
     await create.getByRole('button', { name: 'Create task' }).click();
-    await create.getByRole('alert').getByText(/name an agent or a capability/).waitFor();
+    await create
+      .getByRole('alert')
+      .getByText(/name an agent or a capability/)
+      .waitFor();
     await create.getByLabel('Capability').fill('nobody-has-this');
     await create.getByRole('button', { name: 'Create task' }).click();
     const detail = page.getByRole('region', { name: 'Task detail' });
@@ -440,7 +496,9 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     await shot('30-tasks');
   });
 
-  test('tasks: the inbox and the filtered list show a task that needs approval without a reload; approve; it completes; the webhook got both events', { skip }, async () => {
+  test('tasks: the inbox and the filtered list show a task that needs approval without a reload; approve; it completes; the webhook got both events', {
+    skip,
+  }, async () => {
     // The stand-in plays the agent's sandbox asking the broker for exec, which the tenant allows after a person approves.
     const exec = new ScriptedExecutor();
     server.services.taskRuntime.useExecutor(exec);
@@ -448,7 +506,10 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     await server.services.policy.setTenantPolicy(tenantId, { execPolicy: 'ask', policies: current.policies }, { actor: 'test' });
     exec.on(/rotate the logs/, async (turn) => {
       if (turn.prompt.startsWith('A person approved')) return { output: 'Logs rotated after approval.' };
-      const g = await server.services.grants.request({ id: `stand-in-${turn.taskId}`, tenantId: turn.tenantId, instanceId: 'stand-in', sandboxId: 'stand-in' }, { tool: 'exec', agent: 'main', context: { taskId: turn.taskId } });
+      const g = await server.services.grants.request(
+        { id: `stand-in-${turn.taskId}`, tenantId: turn.tenantId, instanceId: 'stand-in', sandboxId: 'stand-in' },
+        { tool: 'exec', agent: 'main', context: { taskId: turn.taskId } },
+      );
       assert.equal(g.outcome, 'requires_approval');
       return { output: 'I need to run a command; waiting for approval.' };
     });
@@ -460,7 +521,12 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     await page.evaluate(() => Object.assign(window, { noReload: true }));
 
     // Someone else (an API client) creates the task: this page is not told, it refreshes on its own.
-    const t = await admin.json<{ id: string }>('POST', '/api/v1/tenants/acme/tasks', { capability: 'summarise', input: 'Please rotate the logs on the build box' }, 201);
+    const t = await admin.json<{ id: string }>(
+      'POST',
+      '/api/v1/tenants/acme/tasks',
+      { capability: 'summarise', input: 'Please rotate the logs on the build box' },
+      201,
+    );
     const inbox = page.getByRole('list', { name: 'Pending approvals' });
     const item = inbox.getByRole('listitem').filter({ hasText: 'exec' });
     await item.waitFor({ timeout: 20_000 });
@@ -490,11 +556,22 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     await shot('35-tasks-approved');
 
     await waitFor('both webhook deliveries', async () => hooks.filter((h) => h.taskId === t.id).length >= 2, 15_000);
-    assert.deepEqual(hooks.filter((h) => h.taskId === t.id).map((h) => h.type).sort(), ['approval.decided', 'approval.requested']);
-    assert.ok(hooks.every((h) => /^t=\d+,v1=[0-9a-f]{64}$/.test(h.signature)), 'signed');
+    assert.deepEqual(
+      hooks
+        .filter((h) => h.taskId === t.id)
+        .map((h) => h.type)
+        .sort(),
+      ['approval.decided', 'approval.requested'],
+    );
+    assert.ok(
+      hooks.every((h) => /^t=\d+,v1=[0-9a-f]{64}$/.test(h.signature)),
+      'signed',
+    );
   });
 
-  test('platform governance: the tool registry takes a new tool, shows the API message for a bad name, edits a risk; the baseline is read-only', { skip }, async () => {
+  test('platform governance: the tool registry takes a new tool, shows the API message for a bad name, edits a risk; the baseline is read-only', {
+    skip,
+  }, async () => {
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Governance' }).click();
     await page.getByRole('heading', { name: 'Platform governance', level: 1 }).waitFor();
     const registry = page.getByRole('table', { name: 'Tool registry' });
@@ -503,7 +580,10 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     await form.getByLabel('Tool name').fill('Jira Create');
     await form.getByLabel('Group').fill('tickets');
     await form.getByRole('button', { name: 'Save tool' }).click();
-    await form.getByRole('alert').getByText(/a tool name, e\.g\. "web_fetch"/).waitFor();
+    await form
+      .getByRole('alert')
+      .getByText(/a tool name, e\.g\. "web_fetch"/)
+      .waitFor();
     await form.getByLabel('Tool name').fill('jira.create');
     await form.getByLabel('Risk').selectOption('medium');
     await form.getByLabel('Description (optional)').fill('Open a Jira issue');
@@ -539,7 +619,10 @@ describe('web console: instances, governance, usage, audit, chat, platform setti
     await form.getByLabel('API key').fill('sk-wrong-0000000000');
     await form.getByLabel('Default model').fill('llama3');
     await form.getByRole('button', { name: 'Test and save provider' }).click();
-    await form.getByRole('alert').getByText(/connection test failed, so nothing was saved/).waitFor();
+    await form
+      .getByRole('alert')
+      .getByText(/connection test failed, so nothing was saved/)
+      .waitFor();
     await form.getByLabel('API key').fill(llmKey);
     await form.getByRole('button', { name: 'Test and save provider' }).click();
     await form.getByText(/Saved\. Connection works/).waitFor();

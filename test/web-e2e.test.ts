@@ -17,7 +17,6 @@ import { CHROMIUM, openBrowser, SHOTS } from './helpers/browser.ts';
 import { startTestServer } from './helpers/server.ts';
 import { uidBase } from './helpers/gateway.ts';
 
-
 // One server and one gateway for the file: the durable engine (DBOS) is one per process.
 describe('web console end to end on a real gateway', { timeout: 300_000 }, async () => {
   const fake = await startFakeLlm();
@@ -49,7 +48,9 @@ describe('web console end to end on a real gateway', { timeout: 300_000 }, async
   const shot = (name: string) => page.screenshot({ path: path.join(SHOTS, `e2e-${name}.png`), fullPage: true });
   const tab = (name: string) => page.getByRole('navigation', { name: 'Tenant sections' }).getByRole('link', { name, exact: true }).click();
 
-  test('onboarding → tenant → provider → deploy → chat → approve a task → audit and usage', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing: apt-get install chromium` }, async () => {
+  test('onboarding → tenant → provider → deploy → chat → approve a task → audit and usage', {
+    skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing: apt-get install chromium`,
+  }, async () => {
     const t0 = Date.now();
     const step = (what: string) => console.log(`${((Date.now() - t0) / 1000).toFixed(1)} s: ${what}`);
 
@@ -175,11 +176,18 @@ describe('web console end to end on a real gateway', { timeout: 300_000 }, async
     // The task completes with the command's output.
     // The task created above is still open (the live refresh keeps the selection).
     const detail = page.getByRole('region', { name: 'Task detail' });
-    if (!(await detail.isVisible())) await page.getByRole('button', { name: /Open task/ }).first().click();
+    if (!(await detail.isVisible()))
+      await page
+        .getByRole('button', { name: /Open task/ })
+        .first()
+        .click();
     await detail.getByRole('heading', { name: /Task\s+completed/ }).waitFor({ timeout: 90_000 });
     await detail.getByText(/Exec said: .*hi/).waitFor();
     await detail.getByText(/fine by me/).waitFor();
-    assert.ok(fake.toolResults.some((r) => /\bhi\b/.test(r.replace(/echo hi/g, '')) && !/denied/i.test(r)), `the gateway ran the command: ${JSON.stringify(fake.toolResults)}`);
+    assert.ok(
+      fake.toolResults.some((r) => /\bhi\b/.test(r.replace(/echo hi/g, '')) && !/denied/i.test(r)),
+      `the gateway ran the command: ${JSON.stringify(fake.toolResults)}`,
+    );
     await shot('07-task-completed');
     step('task completed');
 

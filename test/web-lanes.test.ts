@@ -88,14 +88,17 @@ describe('web console: lanes', { skip, timeout: 300_000 }, async () => {
     const approve = runs.getByRole('button', { name: 'Approve step act' });
     await approve.waitFor({ timeout: 60_000 });
     const parked = (await admin.json<{ items: Run[] }>('GET', `/api/v1/tenants/${slug}/lane-runs?laneId=${lane?.id}`)).items[0];
-    assert.deepEqual(parked?.steps.map((s) => s.status), ['succeeded', 'waiting_approval']);
+    assert.deepEqual(
+      parked?.steps.map((s) => s.status),
+      ['succeeded', 'waiting_approval'],
+    );
     assert.deepEqual(order, ['ui step look'], 'the gated step has not run');
     await approve.click();
     const row = runs.getByRole('row', { name: 'Run of nightly-ui' });
     // The run's own status cell, then the approved step's line, both refreshed in place.
     await row.locator('td').nth(1).getByText('succeeded', { exact: true }).waitFor({ timeout: 60_000 });
     await row.locator('li', { hasText: 'act:' }).getByText('succeeded', { exact: true }).waitFor();
-    const done = (await admin.json<Run>('GET', `/api/v1/tenants/${slug}/lane-runs/${parked?.id}`));
+    const done = await admin.json<Run>('GET', `/api/v1/tenants/${slug}/lane-runs/${parked?.id}`);
     assert.equal(done.status, 'succeeded', done.reason);
     assert.match(done.steps[1]?.decidedBy ?? '', /^user:/);
     assert.deepEqual(order, ['ui step look', 'ui step act']);
@@ -119,7 +122,12 @@ describe('web console: lanes', { skip, timeout: 300_000 }, async () => {
   });
 
   test('the doctor lane is enabled in the page; its run lists what each check found', async () => {
-    await admin.json('POST', `/api/v1/tenants/${slug}/credentials`, { name: 'deploy-key', type: 'secret', value: 'short-lived-secret-value', expiresAt: new Date(Date.now() + 2 * 86_400_000).toISOString() }, 201);
+    await admin.json(
+      'POST',
+      `/api/v1/tenants/${slug}/credentials`,
+      { name: 'deploy-key', type: 'secret', value: 'short-lived-secret-value', expiresAt: new Date(Date.now() + 2 * 86_400_000).toISOString() },
+      201,
+    );
     await page.goto(`/tenants/${slug}/lanes`);
     await page.getByRole('button', { name: 'Enable the doctor lane' }).click();
     const lanes = page.getByRole('table', { name: 'Lanes' });

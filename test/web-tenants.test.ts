@@ -22,7 +22,10 @@ describe('web console: 10,000 tenants', { skip }, async () => {
 
   before(async () => {
     await onboard(server);
-    await server.db.query(`INSERT INTO tenants (slug, name, created_at) SELECT 'org-' || lpad(g::text, 5, '0'), 'Organisation ' || g, now() - make_interval(secs => $1::int - g) FROM generate_series(1, $1::int) g`, [N]);
+    await server.db.query(
+      `INSERT INTO tenants (slug, name, created_at) SELECT 'org-' || lpad(g::text, 5, '0'), 'Organisation ' || g, now() - make_interval(secs => $1::int - g) FROM generate_series(1, $1::int) g`,
+      [N],
+    );
     await server.db.query(`UPDATE tenants SET status = 'suspended' WHERE slug IN ('org-00007', 'org-09001')`);
     ({ browser, page } = await openBrowser(server.url, problems));
     await page.goto('/login');
@@ -61,7 +64,10 @@ describe('web console: 10,000 tenants', { skip }, async () => {
     await page.getByLabel('Find tenants').fill('org-0999');
     await page.getByRole('cell', { name: 'org-09990', exact: true }).waitFor();
     await page.waitForFunction(() => document.querySelectorAll('table tbody tr').length === 10);
-    assert.deepEqual(await slugs(), Array.from({ length: 10 }, (_, i) => `org-0999${i}`));
+    assert.deepEqual(
+      await slugs(),
+      Array.from({ length: 10 }, (_, i) => `org-0999${i}`),
+    );
     assert.equal(await page.getByRole('navigation', { name: 'Tenants pages' }).count(), 0, 'one page: no pager');
 
     await page.getByLabel('Find tenants').fill('Organisation 9001');

@@ -18,7 +18,6 @@ import { ADMIN_EMAIL, ADMIN_PASSWORD, setupCode } from './helpers/client.ts';
 import { CHROMIUM, openBrowser, SHOTS } from './helpers/browser.ts';
 import { startTestServer, type TestServer } from './helpers/server.ts';
 
-
 // One server per file: the durable engine (DBOS) is one per process.
 describe('web console', async () => {
   const server: TestServer = await startTestServer({ CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1' });
@@ -71,7 +70,9 @@ describe('web console', async () => {
     // Stand-in for an OpenAI-compatible provider (external APIs are the one thing tests may fake).
     const fake = http.createServer((req, res) => {
       const ok = req.headers.authorization === `Bearer ${llmKey}`;
-      res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' }).end(JSON.stringify(ok ? { data: [{ id: 'llama3' }, { id: 'qwen2' }] } : { error: { message: 'bad key' } }));
+      res
+        .writeHead(ok ? 200 : 401, { 'content-type': 'application/json' })
+        .end(JSON.stringify(ok ? { data: [{ id: 'llama3' }, { id: 'qwen2' }] } : { error: { message: 'bad key' } }));
     });
     llm = fake;
     await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
@@ -86,7 +87,9 @@ describe('web console', async () => {
   const shot = (name: string) => page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
   const alert = () => page.getByRole('alert');
 
-  test('onboarding → sign out → sign in → tenants, members, a token shown once, credentials, a provider with a connection test', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing: apt-get install chromium` }, async () => {
+  test('onboarding → sign out → sign in → tenants, members, a token shown once, credentials, a provider with a connection test', {
+    skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing: apt-get install chromium`,
+  }, async () => {
     assert.ok(llm);
     // First boot: every path leads to the wizard.
     await page.goto('/');
@@ -154,7 +157,11 @@ describe('web console', async () => {
     const rows = page.getByRole('table').getByRole('row');
     await rows.filter({ hasText: 'Globex' }).waitFor();
     assert.equal(await rows.count(), 3, 'header + two tenants');
-    assert.match(await rows.filter({ hasText: 'Acme Corp' }).innerText(), /acme\s+active\s+0 running \/ 0\s+0 tokens · \$0\.00/, 'no instances, no usage today yet');
+    assert.match(
+      await rows.filter({ hasText: 'Acme Corp' }).innerText(),
+      /acme\s+active\s+0 running \/ 0\s+0 tokens · \$0\.00/,
+      'no instances, no usage today yet',
+    );
     await page.getByLabel('Name', { exact: true }).fill('Acme again');
     await page.getByLabel('Slug').fill('acme');
     await page.getByRole('button', { name: 'Create tenant' }).click();

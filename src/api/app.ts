@@ -92,7 +92,11 @@ export function createApp(deps: AppDeps): App {
   const SYSTEM = new Set(['/healthz', '/readyz', '/metrics']);
   app.use(async (c, next) => {
     if (!tracingOn() || SYSTEM.has(c.req.path)) return next();
-    const span = startSpan(`${c.req.method} request`, { 'http.request.method': c.req.method, 'url.path': c.req.path, 'clawplane.request_id': c.get('requestId') }, { kind: SpanKind.SERVER, parent: extractTraceContext(c.req.raw.headers) });
+    const span = startSpan(
+      `${c.req.method} request`,
+      { 'http.request.method': c.req.method, 'url.path': c.req.path, 'clawplane.request_id': c.get('requestId') },
+      { kind: SpanKind.SERVER, parent: extractTraceContext(c.req.raw.headers) },
+    );
     try {
       await withSpan(span, next);
     } catch (err) {

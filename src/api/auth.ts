@@ -49,7 +49,13 @@ function prefetchTenant(c: Context<AppEnv>, tenants: TenantService): void {
   tenantLookups.set(c.req.raw, { ref, tenant });
 }
 
-export function authentication(deps: { sessions: SessionService; tokens: ApiTokenService; onboarding: OnboardingService; tenants?: TenantService; secureCookies: boolean }): MiddlewareHandler<AppEnv> {
+export function authentication(deps: {
+  sessions: SessionService;
+  tokens: ApiTokenService;
+  onboarding: OnboardingService;
+  tenants?: TenantService;
+  secureCookies: boolean;
+}): MiddlewareHandler<AppEnv> {
   const cookieName = sessionCookieName(deps.secureCookies);
   return async (c, next) => {
     c.set('principal', undefined);
@@ -68,7 +74,12 @@ export function authentication(deps: { sessions: SessionService; tokens: ApiToke
       if (sid) principal = await deps.sessions.resolve(sid);
       // Cookie-authenticated writes need the session's CSRF token (a header a cross-site form cannot
       // set). Sign-in routes authenticate by credentials, not by the cookie, so they are exempt.
-      if (principal?.kind === 'user' && UNSAFE.has(c.req.method) && !CREDENTIAL_ROUTES.has(c.req.path) && c.req.header('x-csrf-token') !== principal.csrfToken) {
+      if (
+        principal?.kind === 'user' &&
+        UNSAFE.has(c.req.method) &&
+        !CREDENTIAL_ROUTES.has(c.req.path) &&
+        c.req.header('x-csrf-token') !== principal.csrfToken
+      ) {
         throw new ForbiddenError('Missing or wrong X-CSRF-Token header: send the csrfToken from /api/v1/auth/me with every change.');
       }
     }
@@ -136,7 +147,10 @@ export function requireUser(c: Context<AppEnv>): Extract<Principal, { kind: 'use
  * Reads what every replica shares (sessions, tokens, memberships, the tenant row), so a suspension,
  * removal or revocation made through any replica is seen.
  */
-export function connectionRecheck(c: Context<AppEnv>, deps: { sessions: SessionService; tokens: ApiTokenService; tenants: TenantService; secureCookies: boolean }): () => Promise<string | undefined> {
+export function connectionRecheck(
+  c: Context<AppEnv>,
+  deps: { sessions: SessionService; tokens: ApiTokenService; tenants: TenantService; secureCookies: boolean },
+): () => Promise<string | undefined> {
   const tenant = c.get('tenant');
   const role = c.get('role');
   const auth = c.req.header('authorization');
@@ -154,4 +168,3 @@ export function connectionRecheck(c: Context<AppEnv>, deps: { sessions: SessionS
     return undefined;
   };
 }
-

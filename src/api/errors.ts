@@ -80,11 +80,18 @@ const isPgError = (e: unknown): e is PgError => {
  * storableInput refuse most of these first, naming the field; this is the net under them.
  */
 function fromDatabase(err: unknown): ClawplaneError | undefined {
-  const e = isPgError(err) ? err : isPgError((err as { cause?: unknown } | undefined)?.cause) ? ((err as { cause: PgError }).cause) : undefined;
+  const e = isPgError(err) ? err : isPgError((err as { cause?: unknown } | undefined)?.cause) ? (err as { cause: PgError }).cause : undefined;
   if (!e) return undefined;
   const field = e.column ?? 'body';
   if (e.code.startsWith('22') || e.code === '23502' || e.code === '23514' || e.code === '54000') {
-    const what = e.code === '54000' ? 'is too large to store' : e.code === '23514' ? 'is not allowed here' : e.code === '23502' ? 'is required' : 'cannot be stored (out of range or not valid for its type)';
+    const what =
+      e.code === '54000'
+        ? 'is too large to store'
+        : e.code === '23514'
+          ? 'is not allowed here'
+          : e.code === '23502'
+            ? 'is required'
+            : 'cannot be stored (out of range or not valid for its type)';
     return new ValidationError(`The request is invalid: a value ${what}. Check the request's numbers, dates and text.`, [{ path: field, message: what }]);
   }
   if (e.code === '23505') return new ConflictError('This conflicts with a change made at the same time (the name or key is already taken): reload and retry.');
@@ -95,7 +102,8 @@ function fromDatabase(err: unknown): ClawplaneError | undefined {
 const GONE_STATES = /^(08...|57P0[1-3]|53300)$/;
 /** What node-postgres and the socket say when the server is not there or the connection dropped. */
 const GONE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH']);
-const GONE_MESSAGES = /Connection terminated|Connection ended|timeout exceeded when trying to connect|Client has encountered a connection error|the database system is (starting up|shutting down|in recovery mode)/;
+const GONE_MESSAGES =
+  /Connection terminated|Connection ended|timeout exceeded when trying to connect|Client has encountered a connection error|the database system is (starting up|shutting down|in recovery mode)/;
 
 /**
  * The database is unreachable (stopped, restarting, failing over): a 503 that says so and when to retry,

@@ -15,7 +15,10 @@ export function storableInput(routes: () => { method: string; path: string }[]):
     patterns ??= routes().map((r) => ({
       method: r.method.toUpperCase(),
       re: new RegExp(`^${r.path.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\\?\{\w+\\?\}/g, '[^/]*')}$`),
-      names: r.path.split('/').slice(1).map((t) => /^\{(\w+)\}$/.exec(t)?.[1]),
+      names: r.path
+        .split('/')
+        .slice(1)
+        .map((t) => /^\{(\w+)\}$/.exec(t)?.[1]),
     }));
     return (patterns.find((p) => p.method === method && p.re.test(pathname)) ?? patterns.find((p) => p.re.test(pathname)))?.names ?? [];
   };

@@ -7,7 +7,8 @@
 import type { ErrorBody } from './errors.ts';
 
 /** A tenant base URL plus the OpenAI path a client appends to it (`…/chat/completions`, `…/models/x`). */
-const OPENAI_ROUTE = /^\/api\/v1\/tenants\/[^/]+\/(chat\/completions|completions|models(\/.*)?|responses(\/.*)?|embeddings|moderations|images\/.*|audio\/.*|files(\/.*)?|batches(\/.*)?)\/?$/;
+const OPENAI_ROUTE =
+  /^\/api\/v1\/tenants\/[^/]+\/(chat\/completions|completions|models(\/.*)?|responses(\/.*)?|embeddings|moderations|images\/.*|audio\/.*|files(\/.*)?|batches(\/.*)?)\/?$/;
 
 /** True for a path an OpenAI client builds from the tenant's base URL. */
 export function isOpenAiRoute(path: string): boolean {
@@ -41,7 +42,13 @@ function paramOf(body: ErrorBody): string | null {
 }
 
 export function toOpenAiError(body: ErrorBody, status: number): OpenAiErrorBody {
-  const error: OpenAiErrorBody['error'] = { message: body.message, type: typeOf(status, body.code), code: body.code, param: paramOf(body), request_id: body.requestId };
+  const error: OpenAiErrorBody['error'] = {
+    message: body.message,
+    type: typeOf(status, body.code),
+    code: body.code,
+    param: paramOf(body),
+    request_id: body.requestId,
+  };
   if (body.details) error.details = body.details;
   return { error };
 }

@@ -23,7 +23,10 @@ export function pageQuery<S extends string>(sorts: readonly [S, ...S[]], default
       .min(1)
       .max(4096)
       .optional()
-      .openapi({ param: { name: 'cursor', in: 'query' }, description: 'The nextCursor of the previous page, unchanged (opaque; only valid with the same sort)' }),
+      .openapi({
+        param: { name: 'cursor', in: 'query' },
+        description: 'The nextCursor of the previous page, unchanged (opaque; only valid with the same sort)',
+      }),
     sort: z
       .enum(sortNames(sorts) as [string, ...string[]])
       .default(defaultSort)

@@ -26,7 +26,10 @@ const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
  */
 export const IsoTime = z.iso
   .datetime({ offset: true })
-  .refine((s) => Number(s.slice(0, 4)) >= 1 && Number.isFinite(Date.parse(s)), 'must be a real date and time between the years 0001 and 9999, e.g. "2026-12-31T23:59:59Z"');
+  .refine(
+    (s) => Number(s.slice(0, 4)) >= 1 && Number.isFinite(Date.parse(s)),
+    'must be a real date and time between the years 0001 and 9999, e.g. "2026-12-31T23:59:59Z"',
+  );
 
 /** A keyset cursor as a list answered it in nextCursor ("<time>|<id>"); anything else is refused, never ignored. */
 export const TimeIdCursor = z
@@ -48,7 +51,11 @@ export const Slug = z
 export const Email = z.string().trim().toLowerCase().pipe(z.email().max(254));
 
 export const TenantParam = z.object({
-  tenant: z.string().min(1).max(64).openapi({ param: { name: 'tenant', in: 'path' }, description: 'Tenant id or slug', example: 'acme' }),
+  tenant: z
+    .string()
+    .min(1)
+    .max(64)
+    .openapi({ param: { name: 'tenant', in: 'path' }, description: 'Tenant id or slug', example: 'acme' }),
 });
 
 export const QuotasSchema = z
@@ -58,8 +65,19 @@ export const QuotasSchema = z
     maxStorageBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
     dailyTokenBudget: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).nullable(),
     dailyCostBudgetUsd: z.number().min(0).max(1e9).nullable(),
-    idleTimeoutMinutes: z.number().int().min(0).max(525600).nullable().openapi({ description: "Minutes without traffic before the tenant's instances are backed up and stopped; null = platform default, 0 = never" }),
-    maxCpuMillis: z.number().int().min(0).max(100_000_000).openapi({ description: 'CPU the executor pools may reserve in total (shards × maxExecutors × cpuMillis), in thousandths of a core' }),
+    idleTimeoutMinutes: z
+      .number()
+      .int()
+      .min(0)
+      .max(525600)
+      .nullable()
+      .openapi({ description: "Minutes without traffic before the tenant's instances are backed up and stopped; null = platform default, 0 = never" }),
+    maxCpuMillis: z
+      .number()
+      .int()
+      .min(0)
+      .max(100_000_000)
+      .openapi({ description: 'CPU the executor pools may reserve in total (shards × maxExecutors × cpuMillis), in thousandths of a core' }),
     maxMemoryMb: z.number().int().min(0).max(100_000_000).openapi({ description: 'Memory the executor pools may reserve in total, in MiB' }),
   })
   .openapi('Quotas');

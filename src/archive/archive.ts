@@ -70,7 +70,17 @@ export class ConversationArchive {
    * through this object waits for the writes started before it, so a client that reads its history
    * right after a turn finds the turn.
    */
-  append(tenantId: string, m: { instanceId: string; sessionId: string; agent: string; actor: string; requestId?: string | undefined; messages: { role: ArchivedMessage['role']; content: string }[] }): Promise<void> {
+  append(
+    tenantId: string,
+    m: {
+      instanceId: string;
+      sessionId: string;
+      agent: string;
+      actor: string;
+      requestId?: string | undefined;
+      messages: { role: ArchivedMessage['role']; content: string }[];
+    },
+  ): Promise<void> {
     const write = this.#write(tenantId, m);
     let set = this.#pending.get(tenantId);
     if (!set) this.#pending.set(tenantId, (set = new Set()));
@@ -98,7 +108,10 @@ export class ConversationArchive {
       const b = vals.length - 8;
       return `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8})`;
     });
-    await this.#db.query(`INSERT INTO chat_messages (tenant_id, instance_id, session_id, agent, role, content, actor, request_id) VALUES ${tuples.join(', ')}`, vals);
+    await this.#db.query(
+      `INSERT INTO chat_messages (tenant_id, instance_id, session_id, agent, role, content, actor, request_id) VALUES ${tuples.join(', ')}`,
+      vals,
+    );
   }
 
   async sessions(tenantId: string, limit = 100): Promise<SessionSummary[]> {
@@ -110,7 +123,15 @@ export class ConversationArchive {
          FROM chat_messages WHERE tenant_id = $1 GROUP BY session_id ORDER BY max(created_at) DESC LIMIT $2`,
       [tenantId, limit],
     );
-    return r.rows.map((x) => ({ sessionId: x.session_id, agent: x.agent, instanceId: x.instance_id, messages: x.n, firstAt: x.first_at.toISOString(), lastAt: x.last_at.toISOString(), title: x.title ?? '' }));
+    return r.rows.map((x) => ({
+      sessionId: x.session_id,
+      agent: x.agent,
+      instanceId: x.instance_id,
+      messages: x.n,
+      firstAt: x.first_at.toISOString(),
+      lastAt: x.last_at.toISOString(),
+      title: x.title ?? '',
+    }));
   }
 
   /** A session's messages, oldest first; empty for an unknown (or another tenant's) session. */

@@ -63,7 +63,11 @@ export async function verifyAuditChain(db: Queryable, pageSize = 1000): Promise<
   const head = await db.query<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_head WHERE id');
   const h = head.rows[0];
   if (!h || h.seq !== expectSeq - 1 || h.hash !== prevHash) {
-    return { ok: false, checked, firstBad: { seq: expectSeq, reason: 'audit_head does not point at the last row (rows were removed or appended outside the chain)' } };
+    return {
+      ok: false,
+      checked,
+      firstBad: { seq: expectSeq, reason: 'audit_head does not point at the last row (rows were removed or appended outside the chain)' },
+    };
   }
   return { ok: true, checked };
 }

@@ -155,7 +155,10 @@ export class BackupService {
         await this.create(r.tenant_id, r.id, 'periodic', { actor: 'system:backups' });
         done.push(r.id);
       } catch (err) {
-        this.#o.log.warn({ err, tenant_id: r.tenant_id, instance_id: r.id }, 'periodic backup failed; retried at the next sweep, the previous backup is still the latest');
+        this.#o.log.warn(
+          { err, tenant_id: r.tenant_id, instance_id: r.id },
+          'periodic backup failed; retried at the next sweep, the previous backup is still the latest',
+        );
       }
     }
     return done;
@@ -166,7 +169,10 @@ export class BackupService {
   }
 
   /** One page of a tenant's (or one instance's) backups, searched by instance name, filtered by reason. */
-  async page(tenantId: string, p: { limit: number; cursor?: string | undefined; sort: string; q?: string | undefined; reason?: BackupReason | undefined; instanceId?: string | undefined }): Promise<{ items: Backup[]; nextCursor: string | null }> {
+  async page(
+    tenantId: string,
+    p: { limit: number; cursor?: string | undefined; sort: string; q?: string | undefined; reason?: BackupReason | undefined; instanceId?: string | undefined },
+  ): Promise<{ items: Backup[]; nextCursor: string | null }> {
     const where = ['b.tenant_id = $1'];
     const vals: unknown[] = [tenantId];
     const add = (sql: string, v: unknown) => {
@@ -176,7 +182,15 @@ export class BackupService {
     if (p.instanceId !== undefined) add('b.instance_id = ?', p.instanceId);
     if (p.reason !== undefined) add('b.reason = ?', p.reason);
     if (p.q !== undefined) add('b.instance_name ILIKE ?', containing(p.q));
-    return keysetPage(this.#o.db, { ...p, sorts: BACKUP_SORTS, from: 'instance_backups b', select: 'b.*', where, vals, map: (x) => toBackup(x as unknown as Row) });
+    return keysetPage(this.#o.db, {
+      ...p,
+      sorts: BACKUP_SORTS,
+      from: 'instance_backups b',
+      select: 'b.*',
+      where,
+      vals,
+      map: (x) => toBackup(x as unknown as Row),
+    });
   }
 
   async list(tenantId: string, instanceId?: string): Promise<Backup[]> {
@@ -222,9 +236,11 @@ export class BackupService {
     const prev = this.#busy.get(instanceId) ?? Promise.resolve();
     const p = prev.catch(() => undefined).then(fn);
     this.#busy.set(instanceId, p);
-    void p.finally(() => {
-      if (this.#busy.get(instanceId) === p) this.#busy.delete(instanceId);
-    }).catch(() => undefined);
+    void p
+      .finally(() => {
+        if (this.#busy.get(instanceId) === p) this.#busy.delete(instanceId);
+      })
+      .catch(() => undefined);
     return p;
   }
 
@@ -251,7 +267,10 @@ export class BackupService {
       const stopped = row.status === 'stopped' && live?.running !== true;
       if (!running && !stopped) {
         const doing = row.desiredState === 'stopped' || row.desiredState === 'destroyed' ? 'stopping' : row.status;
-        throw new ConflictError(`Instance "${row.name}" is ${doing}: a backup is made of a running gateway (through OpenClaw's own backup) or of a stopped one's state. Retry when it has settled.`, 'instance_busy');
+        throw new ConflictError(
+          `Instance "${row.name}" is ${doing}: a backup is made of a running gateway (through OpenClaw's own backup) or of a stopped one's state. Retry when it has settled.`,
+          'instance_busy',
+        );
       }
       const t0 = performance.now();
       const id = randomUUID();
@@ -261,17 +280,26 @@ export class BackupService {
       const enc = path.join(this.#o.tmpDir, `${id}.cpbk`);
       try {
         try {
-          const archive = running && row.sandbox ? await this.#o.driver.exportLiveState(row.sandbox) : await this.#o.driver.exportState({ tenantId, instanceId });
+          const archive =
+            running && row.sandbox ? await this.#o.driver.exportLiveState(row.sandbox) : await this.#o.driver.exportState({ tenantId, instanceId });
           await pipeline(archive, createWriteStream(tar, { mode: 0o600 }));
         } catch (err) {
           if (err instanceof ClawplaneError) throw err;
           // Deployed but never started: there is no state yet, which is not an outage.
           if (!running && ((err as NodeJS.ErrnoException).code === 'ENOENT' || /No such file or directory/.test((err as Error).message))) {
-            throw new ConflictError(`Instance "${row.name}" has no state to back up yet: it has never been started. Start it once, then back it up.`, 'nothing_to_back_up');
+            throw new ConflictError(
+              `Instance "${row.name}" has no state to back up yet: it has never been started. Start it once, then back it up.`,
+              'nothing_to_back_up',
+            );
           }
           // tar's or the driver's words name host paths and uids: they go to the log (with the request id), not to the tenant.
           this.#o.log.error({ err, tenant_id: tenantId, instance_id: instanceId, request_id: by.requestId }, 'archiving an instance state for a backup failed');
-          throw new ClawplaneError('backup_failed', 503, `The state of instance "${row.name}" could not be archived (the server's log has the cause under this request's id). The previous backup is still the latest; retry, and ask an operator if it fails again.`, { cause: err });
+          throw new ClawplaneError(
+            'backup_failed',
+            503,
+            `The state of instance "${row.name}" could not be archived (the server's log has the cause under this request's id). The previous backup is still the latest; retry, and ask an operator if it fails again.`,
+            { cause: err },
+          );
         }
         const sha = await encryptFile(await this.#o.vault.getOrCreateTenantKey(tenantId), tenantId, id, tar, enc);
         const size = await this.#o.store.put(key, enc);
@@ -282,12 +310,23 @@ export class BackupService {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *`,
             [id, tenantId, instanceId, row.name, row.runtimeVersion, reason, key, size, sha, durationMs],
           );
-          await appendAudit(tx, { actor: by.actor, tenantId, action: 'instance.backup', target: `instance:${instanceId}`, decision: 'success', detail: { backupId: id, reason, live: running, sizeBytes: size, store: this.#o.store.kind }, requestId: by.requestId ?? null });
+          await appendAudit(tx, {
+            actor: by.actor,
+            tenantId,
+            action: 'instance.backup',
+            target: `instance:${instanceId}`,
+            decision: 'success',
+            detail: { backupId: id, reason, live: running, sizeBytes: size, store: this.#o.store.kind },
+            requestId: by.requestId ?? null,
+          });
           return toBackup(r.rows[0] as Row);
         });
         this.#o.metrics.bytes.set({ tenant: tenantId }, size);
         this.#o.metrics.seconds.observe({ tenant: tenantId, reason }, durationMs / 1000);
-        this.#o.log.info({ tenant_id: tenantId, instance_id: instanceId, backup_id: id, reason, live: running, bytes: size, ms: durationMs, store: this.#o.store.kind }, 'instance backed up');
+        this.#o.log.info(
+          { tenant_id: tenantId, instance_id: instanceId, backup_id: id, reason, live: running, bytes: size, ms: durationMs, store: this.#o.store.kind },
+          'instance backed up',
+        );
         await this.#prune(tenantId, instanceId);
         return b;
       } finally {
@@ -298,10 +337,11 @@ export class BackupService {
   }
 
   async #prune(tenantId: string, instanceId: string): Promise<void> {
-    const old = await this.#o.db.query<Row>(
-      'SELECT * FROM instance_backups WHERE tenant_id = $1 AND instance_id = $2 ORDER BY created_at DESC OFFSET $3',
-      [tenantId, instanceId, this.#o.retain],
-    );
+    const old = await this.#o.db.query<Row>('SELECT * FROM instance_backups WHERE tenant_id = $1 AND instance_id = $2 ORDER BY created_at DESC OFFSET $3', [
+      tenantId,
+      instanceId,
+      this.#o.retain,
+    ]);
     for (const r of old.rows) {
       await this.#o.store.delete(r.object_key);
       await this.#o.db.query('DELETE FROM instance_backups WHERE tenant_id = $1 AND id = $2', [tenantId, r.id]);
@@ -312,7 +352,12 @@ export class BackupService {
    * Restores a backup into the stopped instance `target.instanceId`, or into a new instance named
    * `target.name` (created stopped on the backup's runtime version), then starts it unless start=false.
    */
-  async restore(tenantId: string, backupId: string, target: { instanceId?: string | undefined; name?: string | undefined; start?: boolean | undefined }, by: Audited): Promise<{ instance: Instance; backup: Backup }> {
+  async restore(
+    tenantId: string,
+    backupId: string,
+    target: { instanceId?: string | undefined; name?: string | undefined; start?: boolean | undefined },
+    by: Audited,
+  ): Promise<{ instance: Instance; backup: Backup }> {
     const b = await this.#row(tenantId, backupId);
     let row = target.instanceId ? await this.#o.instances.get(tenantId, target.instanceId) : undefined;
     if (row) await this.#assertStopped(row, 'a restore');
@@ -340,19 +385,33 @@ export class BackupService {
       });
     } catch (err) {
       // The audit is tenant-readable: a known error's words, never a tool's output with host paths.
-      await this.#audit(tenantId, row?.id ?? null, b.id, 'failure', by, { reason: err instanceof ClawplaneError ? scrubHostDetails(err.message) : 'the restore failed (see the server log for this request id)' });
-      if (!(err instanceof ClawplaneError)) this.#o.log.error({ err, tenant_id: tenantId, backup_id: b.id, request_id: by.requestId }, 'restoring a backup failed');
+      await this.#audit(tenantId, row?.id ?? null, b.id, 'failure', by, {
+        reason: err instanceof ClawplaneError ? scrubHostDetails(err.message) : 'the restore failed (see the server log for this request id)',
+      });
+      if (!(err instanceof ClawplaneError))
+        this.#o.log.error({ err, tenant_id: tenantId, backup_id: b.id, request_id: by.requestId }, 'restoring a backup failed');
       throw err;
     } finally {
       await rm(enc, { force: true });
       await rm(tar, { force: true });
     }
     await this.#audit(tenantId, row.id, b.id, 'success', by, { fromInstance: b.instance_id });
-    const instance = target.start === false ? publicInstance(await this.#o.instances.get(tenantId, row.id)) : await this.#o.instances.start(tenantId, row.id, by);
+    const instance =
+      target.start === false ? publicInstance(await this.#o.instances.get(tenantId, row.id)) : await this.#o.instances.start(tenantId, row.id, by);
     return { instance, backup: toBackup(b) };
   }
 
   async #audit(tenantId: string, instanceId: string | null, backupId: string, decision: string, by: Audited, detail: Record<string, unknown>): Promise<void> {
-    await this.#o.db.tx((tx) => appendAudit(tx, { actor: by.actor, tenantId, action: 'instance.restore', target: instanceId ? `instance:${instanceId}` : `backup:${backupId}`, decision, detail: { backupId, ...detail }, requestId: by.requestId ?? null }));
+    await this.#o.db.tx((tx) =>
+      appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'instance.restore',
+        target: instanceId ? `instance:${instanceId}` : `backup:${backupId}`,
+        decision,
+        detail: { backupId, ...detail },
+        requestId: by.requestId ?? null,
+      }),
+    );
   }
 }

@@ -75,7 +75,8 @@ export async function decryptFile(key: Buffer, tenantId: string, backupId: strin
   try {
     await pipeline(createReadStream(src, { start: HEADER, end: size - TAG - 1 }), decipher, tee, createWriteStream(dest, { mode: 0o600 }));
   } catch (err) {
-    if (err instanceof Error && /unable to authenticate|auth/i.test(err.message)) throw new BackupCorruptedError(backupId, 'its encryption tag does not verify (the object was modified or belongs to another backup)');
+    if (err instanceof Error && /unable to authenticate|auth/i.test(err.message))
+      throw new BackupCorruptedError(backupId, 'its encryption tag does not verify (the object was modified or belongs to another backup)');
     throw err;
   }
   if (hash.digest('hex') !== sha256) throw new BackupCorruptedError(backupId, 'its content does not match the recorded SHA-256');

@@ -45,7 +45,15 @@ export class S3ObjectStore implements ObjectStore {
   async put(key: string, file: string): Promise<number> {
     const size = (await stat(file)).size;
     // A file stream with a known length: the SDK streams it (no buffering of the whole backup).
-    await this.#client.send(new PutObjectCommand({ Bucket: this.#o.bucket, Key: this.#key(key), Body: createReadStream(file), ContentLength: size, ContentType: 'application/octet-stream' }));
+    await this.#client.send(
+      new PutObjectCommand({
+        Bucket: this.#o.bucket,
+        Key: this.#key(key),
+        Body: createReadStream(file),
+        ContentLength: size,
+        ContentType: 'application/octet-stream',
+      }),
+    );
     return size;
   }
 

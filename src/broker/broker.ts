@@ -71,7 +71,10 @@ export class Broker implements SandboxBroker {
   constructor(opts: BrokerOptions) {
     this.opts = opts;
     this.tokens = new SandboxTokens(opts.db, opts.events);
-    this.budgets = new Budgets(opts.db, { log: opts.log.child({ component: 'broker-budgets' }), ...(opts.reserveTokens !== undefined ? { reserveTokens: opts.reserveTokens } : {}) });
+    this.budgets = new Budgets(opts.db, {
+      log: opts.log.child({ component: 'broker-budgets' }),
+      ...(opts.reserveTokens !== undefined ? { reserveTokens: opts.reserveTokens } : {}),
+    });
     opts.events.on('governance.changed', ({ tenantId }) => this.budgets.forget(tenantId));
     this.prices = new PriceTable(opts.db);
     this.usage = new UsageWriter(opts.db, opts.log.child({ component: 'broker-usage' }));
@@ -163,7 +166,12 @@ export class Broker implements SandboxBroker {
   private server(boundTo: string | undefined): http.Server {
     const server = http.createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
       // The parent is the sandbox supervisor's span (it stamps `traceparent` on the gateway's calls).
-      void inSpan('broker.request', { 'http.request.method': req.method ?? '', 'url.path': (req.url ?? '/').split('?')[0] ?? '/' }, () => this.dispatch(req, res, boundTo), { kind: SpanKind.SERVER, parent: extractTraceContext(req.headers) }).catch((err: unknown) => {
+      void inSpan(
+        'broker.request',
+        { 'http.request.method': req.method ?? '', 'url.path': (req.url ?? '/').split('?')[0] ?? '/' },
+        () => this.dispatch(req, res, boundTo),
+        { kind: SpanKind.SERVER, parent: extractTraceContext(req.headers) },
+      ).catch((err: unknown) => {
         this.opts.log.error({ err }, 'broker request failed');
         if (!res.headersSent) {
           res.writeHead(500, { 'content-type': 'application/json' });

@@ -71,7 +71,9 @@ export class Budgets {
     const { tenant, agents } = await this.limits(tenantId);
     const agentLimits = agents.get(agent);
     const scope = (l: Limits | undefined) =>
-      l && (l.dailyTokens !== null || l.dailyCostUsd !== null || l.requestsPerMinute !== null) ? { tokens: l.dailyTokens, cost: l.dailyCostUsd, rpm: l.requestsPerMinute } : null;
+      l && (l.dailyTokens !== null || l.dailyCostUsd !== null || l.requestsPerMinute !== null)
+        ? { tokens: l.dailyTokens, cost: l.dailyCostUsd, rpm: l.requestsPerMinute }
+        : null;
     const taskCap = taskId ? (agentLimits?.maxCallsPerTask ?? tenant.maxCallsPerTask) : null;
     const limits = { tenant: scope(tenant), agent: scope(agentLimits), taskCap };
     if (!limits.tenant && !limits.agent && taskCap === null) return NO_HOLD;
@@ -131,10 +133,13 @@ export class Budgets {
       [tenantId],
     );
     const row = t.rows[0];
-    const l = await this.db.query<{ agent: string; daily_tokens: number | null; daily_cost_usd: string | null; requests_per_minute: number | null; max_calls_per_task: number | null }>(
-      'SELECT agent, daily_tokens, daily_cost_usd, requests_per_minute, max_calls_per_task FROM broker_limits WHERE tenant_id = $1',
-      [tenantId],
-    );
+    const l = await this.db.query<{
+      agent: string;
+      daily_tokens: number | null;
+      daily_cost_usd: string | null;
+      requests_per_minute: number | null;
+      max_calls_per_task: number | null;
+    }>('SELECT agent, daily_tokens, daily_cost_usd, requests_per_minute, max_calls_per_task FROM broker_limits WHERE tenant_id = $1', [tenantId]);
     const num = (v: string | number | null) => (v === null ? null : Number(v));
     const min = (a: number | null, b: number | null) => (a === null ? b : b === null ? a : Math.min(a, b));
     const tenantRow = l.rows.find((x) => x.agent === '');
@@ -148,7 +153,12 @@ export class Budgets {
     const agents = new Map<string, Limits>();
     for (const x of l.rows) {
       if (x.agent === '') continue;
-      agents.set(x.agent, { dailyTokens: num(x.daily_tokens), dailyCostUsd: num(x.daily_cost_usd), requestsPerMinute: x.requests_per_minute, maxCallsPerTask: x.max_calls_per_task });
+      agents.set(x.agent, {
+        dailyTokens: num(x.daily_tokens),
+        dailyCostUsd: num(x.daily_cost_usd),
+        requestsPerMinute: x.requests_per_minute,
+        maxCallsPerTask: x.max_calls_per_task,
+      });
     }
     const v = { at: Date.now(), tenant, agents };
     this.limitsCache.set(tenantId, v);
@@ -162,9 +172,17 @@ function refusalError(r: Refusal, agent: string, taskId: string | null): BudgetE
   const retryBusy = busy ? 2 : secondsToMidnight();
   switch (r.refused) {
     case 'daily_tokens':
-      return new BudgetExceededError('daily_tokens', `The daily token budget of ${label} (${r.cap} tokens) is used up; it resets at 00:00 UTC. A tenant admin can raise it.${busy}`, retryBusy);
+      return new BudgetExceededError(
+        'daily_tokens',
+        `The daily token budget of ${label} (${r.cap} tokens) is used up; it resets at 00:00 UTC. A tenant admin can raise it.${busy}`,
+        retryBusy,
+      );
     case 'daily_cost':
-      return new BudgetExceededError('daily_cost', `The daily cost budget of ${label} ($${r.cap}) is used up; it resets at 00:00 UTC. A tenant admin can raise it.${busy}`, retryBusy);
+      return new BudgetExceededError(
+        'daily_cost',
+        `The daily cost budget of ${label} ($${r.cap}) is used up; it resets at 00:00 UTC. A tenant admin can raise it.${busy}`,
+        retryBusy,
+      );
     case 'rate_limit':
       return new BudgetExceededError('rate_limit', `Rate limit of ${label}: ${r.cap} model calls per minute. Retry in ${r.retry ?? 1} s.`, r.retry ?? 1);
     case 'max_calls_per_task':

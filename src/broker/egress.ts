@@ -42,7 +42,15 @@ export class EgressProxy {
   private readonly lastDenyAudit = new Map<string, number>();
   private readonly restrictions: EgressRestriction[] = [];
 
-  constructor(opts: { db: Db; events: EventChannel; tokens: SandboxTokens; policy: EgressPolicy; credentials: CredentialService; upstreams: Upstreams; log: Logger }) {
+  constructor(opts: {
+    db: Db;
+    events: EventChannel;
+    tokens: SandboxTokens;
+    policy: EgressPolicy;
+    credentials: CredentialService;
+    upstreams: Upstreams;
+    log: Logger;
+  }) {
     this.db = opts.db;
     this.events = opts.events;
     // The allow-list guards the way out: a change anywhere applies at once, and nothing is kept while the
@@ -103,7 +111,9 @@ export class EgressProxy {
   /** Handles `CONNECT host:port`: tunnels to an allow-listed host or answers 403 with the reason. */
   async connect(req: http.IncomingMessage, client: Duplex, head: Buffer, boundTo: string | undefined): Promise<void> {
     const refuse = (status: number, why: string) => {
-      client.end(`HTTP/1.1 ${status} ${status === 403 ? 'Forbidden' : status === 407 ? 'Proxy Authentication Required' : 'Bad Gateway'}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n[clawplane] ${why}\n`);
+      client.end(
+        `HTTP/1.1 ${status} ${status === 403 ? 'Forbidden' : status === 407 ? 'Proxy Authentication Required' : 'Bad Gateway'}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n[clawplane] ${why}\n`,
+      );
     };
     const identity = await this.identify(req.headers['proxy-authorization'], boundTo);
     if (!identity) return refuse(407, 'This sandbox is not recognised: its broker token is missing, expired or revoked.');
@@ -187,7 +197,12 @@ export class EgressProxy {
       send(400, `The path leaves the base URL of skill "${name}".`);
       return true;
     }
-    const rule = await this.restricted(identity.tenantId, target.hostname.replace(/^\[|\]$/g, ''), Number(target.port) || (target.protocol === 'https:' ? 443 : 80), target.pathname);
+    const rule = await this.restricted(
+      identity.tenantId,
+      target.hostname.replace(/^\[|\]$/g, ''),
+      Number(target.port) || (target.protocol === 'https:' ? 443 : 80),
+      target.pathname,
+    );
     if (rule) {
       req.resume();
       await this.auditDeny(identity, `skill:${name}`, rule.message, rule.rule);
@@ -237,7 +252,10 @@ export class EgressProxy {
       res.writeHead(up.statusCode ?? 502, out);
       up.pipe(res);
     } catch (err) {
-      const why = err instanceof EgressRefusedError ? err.message : `the skill API could not be reached (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
+      const why =
+        err instanceof EgressRefusedError
+          ? err.message
+          : `the skill API could not be reached (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
       send(502, why);
     }
     return true;
@@ -249,7 +267,16 @@ export class EgressProxy {
     if (now - (this.lastDenyAudit.get(k) ?? 0) < 60_000) return;
     this.lastDenyAudit.set(k, now);
     await this.db
-      .tx((tx) => appendAudit(tx, { actor: `sandbox:${identity.id}`, tenantId: identity.tenantId, action: 'broker.egress_denied', target, decision: 'deny', detail: { reason, ...(rule ? { rule } : {}) } }))
+      .tx((tx) =>
+        appendAudit(tx, {
+          actor: `sandbox:${identity.id}`,
+          tenantId: identity.tenantId,
+          action: 'broker.egress_denied',
+          target,
+          decision: 'deny',
+          detail: { reason, ...(rule ? { rule } : {}) },
+        }),
+      )
       .catch((e: unknown) => this.log.error({ err: (e as Error).message }, 'audit of an egress denial failed'));
   }
 }

@@ -43,10 +43,15 @@ export class BrokerGovernance {
   }
 
   async limits(tenantId: string): Promise<LimitEntry[]> {
-    const r = await this.db.query<{ agent: string; daily_tokens: number | null; daily_cost_usd: string | null; requests_per_minute: number | null; max_calls_per_task: number | null }>(
-      'SELECT agent, daily_tokens, daily_cost_usd, requests_per_minute, max_calls_per_task FROM broker_limits WHERE tenant_id = $1 ORDER BY agent',
-      [tenantId],
-    );
+    const r = await this.db.query<{
+      agent: string;
+      daily_tokens: number | null;
+      daily_cost_usd: string | null;
+      requests_per_minute: number | null;
+      max_calls_per_task: number | null;
+    }>('SELECT agent, daily_tokens, daily_cost_usd, requests_per_minute, max_calls_per_task FROM broker_limits WHERE tenant_id = $1 ORDER BY agent', [
+      tenantId,
+    ]);
     return r.rows.map((x) => ({
       agent: x.agent,
       dailyTokens: x.daily_tokens,
@@ -60,7 +65,10 @@ export class BrokerGovernance {
   async setLimits(tenantId: string, entries: LimitEntry[], by: By): Promise<LimitEntry[]> {
     const agents = new Set<string>();
     for (const e of entries) {
-      if (agents.has(e.agent)) throw new ValidationError(`The agent "${e.agent || '(whole tenant)'}" is listed twice.`, [{ path: 'items', message: `lists the agent "${e.agent}" twice` }]);
+      if (agents.has(e.agent))
+        throw new ValidationError(`The agent "${e.agent || '(whole tenant)'}" is listed twice.`, [
+          { path: 'items', message: `lists the agent "${e.agent}" twice` },
+        ]);
       agents.add(e.agent);
     }
     await this.db.tx(async (tx) => {
@@ -100,17 +108,27 @@ export class BrokerGovernance {
       for (const h of norm) {
         await tx.query('INSERT INTO tenant_egress_hosts (tenant_id, host, port) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [tenantId, h.host, h.port]);
       }
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'broker.egress_hosts', decision: 'success', detail: { hosts: norm }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'broker.egress_hosts',
+        decision: 'success',
+        detail: { hosts: norm },
+        requestId: by.requestId ?? null,
+      });
       await this.events.publish(tx, 'governance.changed', { tenantId });
     });
     return this.egressHosts(tenantId);
   }
 
   async skillEndpoints(tenantId: string): Promise<SkillEndpoint[]> {
-    const r = await this.db.query<{ name: string; base_url: string; credential_id: string | null; auth_style: 'bearer' | 'header'; header_name: string | null }>(
-      'SELECT name, base_url, credential_id, auth_style, header_name FROM skill_endpoints WHERE tenant_id = $1 ORDER BY name',
-      [tenantId],
-    );
+    const r = await this.db.query<{
+      name: string;
+      base_url: string;
+      credential_id: string | null;
+      auth_style: 'bearer' | 'header';
+      header_name: string | null;
+    }>('SELECT name, base_url, credential_id, auth_style, header_name FROM skill_endpoints WHERE tenant_id = $1 ORDER BY name', [tenantId]);
     return r.rows.map((x) => ({ name: x.name, baseUrl: x.base_url, credentialId: x.credential_id, authStyle: x.auth_style, headerName: x.header_name }));
   }
 
@@ -122,7 +140,8 @@ export class BrokerGovernance {
       if (err instanceof EgressRefusedError) throw new ValidationError(`baseUrl: ${err.message}`, [{ path: 'body.baseUrl', message: err.message }]);
       throw err;
     }
-    if (ep.authStyle === 'header' && !ep.headerName) throw new ValidationError('headerName is required when authStyle is "header".', [{ path: 'body.headerName', message: 'required' }]);
+    if (ep.authStyle === 'header' && !ep.headerName)
+      throw new ValidationError('headerName is required when authStyle is "header".', [{ path: 'body.headerName', message: 'required' }]);
     await this.db.tx(async (tx) => {
       if (ep.credentialId) {
         const c = await tx.query('SELECT 1 FROM credentials WHERE tenant_id = $1 AND id = $2', [tenantId, ep.credentialId]);
@@ -134,7 +153,15 @@ export class BrokerGovernance {
            auth_style = EXCLUDED.auth_style, header_name = EXCLUDED.header_name, updated_at = now()`,
         [tenantId, ep.name, ep.baseUrl, ep.credentialId, ep.authStyle, ep.headerName],
       );
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'broker.skill_endpoint', target: `skill:${ep.name}`, decision: 'success', detail: { baseUrl: ep.baseUrl, credentialId: ep.credentialId }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'broker.skill_endpoint',
+        target: `skill:${ep.name}`,
+        decision: 'success',
+        detail: { baseUrl: ep.baseUrl, credentialId: ep.credentialId },
+        requestId: by.requestId ?? null,
+      });
     });
     const saved = (await this.skillEndpoints(tenantId)).find((x) => x.name === ep.name);
     if (!saved) throw new NotFoundError('Skill endpoint');
@@ -145,7 +172,14 @@ export class BrokerGovernance {
     await this.db.tx(async (tx) => {
       const r = await tx.query('DELETE FROM skill_endpoints WHERE tenant_id = $1 AND name = $2', [tenantId, name]);
       if (!r.rowCount) throw new NotFoundError('Skill endpoint');
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'broker.skill_endpoint_remove', target: `skill:${name}`, decision: 'success', requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'broker.skill_endpoint_remove',
+        target: `skill:${name}`,
+        decision: 'success',
+        requestId: by.requestId ?? null,
+      });
     });
   }
 }

@@ -81,14 +81,19 @@ export class GrantKeyring implements GrantKeySource {
     let k = this.#events.live ? this.#public.get(kid) : undefined;
     if (!k) {
       const epoch = this.#events.epoch;
-      const r = await this.#db.query<{ public_jwk: Record<string, string>; verify_until: Date | null }>('SELECT public_jwk, verify_until FROM grant_signing_keys WHERE kid = $1', [kid]);
+      const r = await this.#db.query<{ public_jwk: Record<string, string>; verify_until: Date | null }>(
+        'SELECT public_jwk, verify_until FROM grant_signing_keys WHERE kid = $1',
+        [kid],
+      );
       const row = r.rows[0];
       if (!row) throw new GrantKeyRefused('The grant was signed with a key Clawplane does not know (or no longer keeps). Ask for a new grant.');
       k = { key: createPublicKey({ key: row.public_jwk, format: 'jwk' }), verifyUntil: row.verify_until?.getTime() ?? null };
       if (this.#events.live && epoch === this.#events.epoch) this.#public.set(kid, k);
     }
     if (k.verifyUntil !== null && Date.now() >= k.verifyUntil) {
-      throw new GrantKeyRefused(`The grant was signed with a retired signing key (no longer valid since ${new Date(k.verifyUntil).toISOString()}). Ask for a new grant.`);
+      throw new GrantKeyRefused(
+        `The grant was signed with a retired signing key (no longer valid since ${new Date(k.verifyUntil).toISOString()}). Ask for a new grant.`,
+      );
     }
     return k.key;
   }
@@ -107,10 +112,21 @@ export class GrantKeyring implements GrantKeySource {
         const cur = await q.query<{ kid: string }>('SELECT kid FROM grant_signing_keys WHERE retired_at IS NULL');
         const old = cur.rows[0]?.kid ?? null;
         if (o.ifCurrent !== undefined && old !== o.ifCurrent) return undefined;
-        if (old) await q.query('UPDATE grant_signing_keys SET retired_at = now(), verify_until = now() + make_interval(secs => $2) WHERE kid = $1', [old, o.overlapSeconds]);
+        if (old)
+          await q.query('UPDATE grant_signing_keys SET retired_at = now(), verify_until = now() + make_interval(secs => $2) WHERE kid = $1', [
+            old,
+            o.overlapSeconds,
+          ]);
         await q.query('INSERT INTO grant_signing_keys (kid, public_jwk) VALUES ($1, $2)', [fresh.kid, JSON.stringify(fresh.jwk)]);
         await this.#events.publish(q, 'grant_keys.changed', {});
-        await appendAudit(q, { actor: o.actor, action: 'grant_key.rotate', target: `grant_key:${fresh.kid}`, decision: 'success', requestId: o.requestId ?? null, detail: { retired: old, overlapSeconds: o.overlapSeconds } });
+        await appendAudit(q, {
+          actor: o.actor,
+          action: 'grant_key.rotate',
+          target: `grant_key:${fresh.kid}`,
+          decision: 'success',
+          requestId: o.requestId ?? null,
+          detail: { retired: old, overlapSeconds: o.overlapSeconds },
+        });
         return { kid: fresh.kid, retired: old };
       });
       if (!out) {
@@ -144,7 +160,13 @@ export class GrantKeyring implements GrantKeySource {
         try {
           pem = await this.#vault.openPlatformSecret(secretName(row.kid));
         } catch (err) {
-          if (err instanceof NotFoundError) throw new ClawplaneError('grant_key_missing', 503, 'The current grant signing key is missing from the vault. A platform admin must rotate it: POST /api/v1/platform/grant-keys/rotate.', { cause: err });
+          if (err instanceof NotFoundError)
+            throw new ClawplaneError(
+              'grant_key_missing',
+              503,
+              'The current grant signing key is missing from the vault. A platform admin must rotate it: POST /api/v1/platform/grant-keys/rotate.',
+              { cause: err },
+            );
           throw err;
         }
         const cur = { kid: row.kid, privateKey: createPrivateKey(pem), createdAt: row.created_at.getTime() };
@@ -153,10 +175,17 @@ export class GrantKeyring implements GrantKeySource {
       }
       // None yet: the first replica to insert wins (one current key: a partial unique index); the others read it.
       const fresh = await this.#newKey();
-      const ins = await this.#db.query('INSERT INTO grant_signing_keys (kid, public_jwk) VALUES ($1, $2) ON CONFLICT DO NOTHING', [fresh.kid, JSON.stringify(fresh.jwk)]);
+      const ins = await this.#db.query('INSERT INTO grant_signing_keys (kid, public_jwk) VALUES ($1, $2) ON CONFLICT DO NOTHING', [
+        fresh.kid,
+        JSON.stringify(fresh.jwk),
+      ]);
       if (!ins.rowCount) await this.#vault.deletePlatformSecret(secretName(fresh.kid));
     }
-    throw new ClawplaneError('grant_key_unavailable', 503, 'No grant signing key could be loaded or created. Retry; if it persists, check the database and the vault (clawplane doctor).');
+    throw new ClawplaneError(
+      'grant_key_unavailable',
+      503,
+      'No grant signing key could be loaded or created. Retry; if it persists, check the database and the vault (clawplane doctor).',
+    );
   }
 
   /** A new key pair, its private half sealed in the vault before anything names it. */

@@ -104,7 +104,10 @@ export const GrantRequestSchema = z.strictObject({
 export type GrantRequest = z.infer<typeof GrantRequestSchema>;
 
 /** Body of POST /broker/grants/verify. */
-const VerifyRequestSchema = z.strictObject({ token: z.string().min(1).max(8192), tool: z.string().regex(/^[a-z][a-z0-9_.-]{0,99}$/, 'a tool name from the registry') });
+const VerifyRequestSchema = z.strictObject({
+  token: z.string().min(1).max(8192),
+  tool: z.string().regex(/^[a-z][a-z0-9_.-]{0,99}$/, 'a tool name from the registry'),
+});
 
 const TYP = 'clawplane-grant+jwt';
 /** The longest a grant lives; also the overlap a rotated-out signing key keeps verifying. */
@@ -234,18 +237,28 @@ export class GrantService {
   async verifyGrant(token: string, expect: { tool: string; tenantId?: string }): Promise<GrantClaims> {
     let payload: Record<string, unknown>;
     try {
-      ({ payload } = await jwtVerify(token, (header) => this.keys.verifying(header.kid), { algorithms: ['EdDSA'], typ: TYP, issuer: this.issuer, audience: expect.tool, requiredClaims: ['jti', 'exp', 'sub'] }));
+      ({ payload } = await jwtVerify(token, (header) => this.keys.verifying(header.kid), {
+        algorithms: ['EdDSA'],
+        typ: TYP,
+        issuer: this.issuer,
+        audience: expect.tool,
+        requiredClaims: ['jti', 'exp', 'sub'],
+      }));
     } catch (err) {
       if (err instanceof GrantKeyRefused) throw new GrantInvalidError(err.message, err);
       // Not a verdict on the grant (e.g. the database is away): let it surface as what it is.
       if (!(err instanceof joseErrors.JOSEError)) throw err;
       if (err instanceof joseErrors.JWTExpired) throw new GrantInvalidError('The grant has expired. Ask for a new one.', err);
-      if (err instanceof joseErrors.JWTClaimValidationFailed) throw new GrantInvalidError(`The grant is not valid for this use (${err.claim}). Ask for a grant for tool "${expect.tool}".`, err);
+      if (err instanceof joseErrors.JWTClaimValidationFailed)
+        throw new GrantInvalidError(`The grant is not valid for this use (${err.claim}). Ask for a grant for tool "${expect.tool}".`, err);
       throw new GrantInvalidError('The grant is not a valid Clawplane grant.', err);
     }
     const claims = this.claimsOf(payload, expect.tool);
     if (expect.tenantId !== undefined && claims.tenantId !== expect.tenantId) throw new GrantInvalidError('The grant belongs to another tenant.');
-    const r = await this.db.query<{ revoked_at: Date | null }>('SELECT revoked_at FROM tool_grants WHERE jti = $1 AND tenant_id = $2', [claims.jti, claims.tenantId]);
+    const r = await this.db.query<{ revoked_at: Date | null }>('SELECT revoked_at FROM tool_grants WHERE jti = $1 AND tenant_id = $2', [
+      claims.jti,
+      claims.tenantId,
+    ]);
     const row = r.rows[0];
     if (!row) throw new GrantInvalidError('The grant is unknown.');
     if (row.revoked_at !== null) throw new GrantInvalidError('The grant was revoked.');
@@ -256,9 +269,21 @@ export class GrantService {
   async revoke(tenantId: string, jti: string, by: { actor: string; requestId?: string; reason?: string }): Promise<boolean> {
     if (!z.uuid().safeParse(jti).success) return false;
     return this.db.tx(async (tx) => {
-      const r = await tx.query('UPDATE tool_grants SET revoked_at = now(), revoked_reason = $3 WHERE jti = $1 AND tenant_id = $2 AND revoked_at IS NULL', [jti, tenantId, by.reason ?? null]);
+      const r = await tx.query('UPDATE tool_grants SET revoked_at = now(), revoked_reason = $3 WHERE jti = $1 AND tenant_id = $2 AND revoked_at IS NULL', [
+        jti,
+        tenantId,
+        by.reason ?? null,
+      ]);
       if (r.rowCount !== 1) return false;
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'tool.grant.revoke', target: `grant:${jti}`, decision: 'success', detail: { reason: by.reason ?? null }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'tool.grant.revoke',
+        target: `grant:${jti}`,
+        decision: 'success',
+        detail: { reason: by.reason ?? null },
+        requestId: by.requestId ?? null,
+      });
       return true;
     });
   }
@@ -272,32 +297,75 @@ export class GrantService {
         [tenantId, sandboxStartId, by.reason ?? 'sandbox stopped'],
       );
       const n = r.rowCount ?? 0;
-      if (n > 0) await appendAudit(tx, { actor: by.actor, tenantId, action: 'tool.grant.revoke', target: `sandbox:${sandboxStartId}`, decision: 'success', detail: { count: n } });
+      if (n > 0)
+        await appendAudit(tx, {
+          actor: by.actor,
+          tenantId,
+          action: 'tool.grant.revoke',
+          target: `sandbox:${sandboxStartId}`,
+          decision: 'success',
+          detail: { count: n },
+        });
       return n;
     });
   }
 
   /** A tenant's recent grants (newest first), for people: never the token, only what it allows. */
   async listGrants(tenantId: string, limit = 100): Promise<GrantInfo[]> {
-    const r = await this.db.query<{ jti: string; instance_id: string; sandbox_start_id: string; agent: string; tool: string; scope: string; issued_at: Date; expires_at: Date; revoked_at: Date | null }>(
+    const r = await this.db.query<{
+      jti: string;
+      instance_id: string;
+      sandbox_start_id: string;
+      agent: string;
+      tool: string;
+      scope: string;
+      issued_at: Date;
+      expires_at: Date;
+      revoked_at: Date | null;
+    }>(
       `SELECT jti, instance_id, sandbox_start_id, agent, tool, scope, issued_at, expires_at, revoked_at
          FROM tool_grants WHERE tenant_id = $1 ORDER BY issued_at DESC LIMIT $2`,
       [tenantId, limit],
     );
     return r.rows.map((g) => ({
-      jti: g.jti, instanceId: g.instance_id, sandboxStartId: g.sandbox_start_id, agent: g.agent, tool: g.tool, scope: g.scope,
-      issuedAt: g.issued_at, expiresAt: g.expires_at, revokedAt: g.revoked_at,
+      jti: g.jti,
+      instanceId: g.instance_id,
+      sandboxStartId: g.sandbox_start_id,
+      agent: g.agent,
+      tool: g.tool,
+      scope: g.scope,
+      issuedAt: g.issued_at,
+      expiresAt: g.expires_at,
+      revokedAt: g.revoked_at,
     }));
   }
 
   /** A tenant's pending approvals (oldest first): what a person must decide. */
   async listPendingApprovals(tenantId: string, limit = 100): Promise<ApprovalInfo[]> {
-    const r = await this.db.query<{ id: string; instance_id: string | null; agent: string; tool: string; context: ToolContext; policy_ids: string[]; explanation: string; created_at: Date }>(
+    const r = await this.db.query<{
+      id: string;
+      instance_id: string | null;
+      agent: string;
+      tool: string;
+      context: ToolContext;
+      policy_ids: string[];
+      explanation: string;
+      created_at: Date;
+    }>(
       `SELECT id, instance_id, agent, tool, context, policy_ids, explanation, created_at
          FROM tool_approvals WHERE tenant_id = $1 AND status = 'pending' ORDER BY created_at LIMIT $2`,
       [tenantId, limit],
     );
-    return r.rows.map((a) => ({ id: a.id, instanceId: a.instance_id, agent: a.agent, tool: a.tool, context: a.context, policyIds: a.policy_ids, explanation: a.explanation, createdAt: a.created_at }));
+    return r.rows.map((a) => ({
+      id: a.id,
+      instanceId: a.instance_id,
+      agent: a.agent,
+      tool: a.tool,
+      context: a.context,
+      policyIds: a.policy_ids,
+      explanation: a.explanation,
+      createdAt: a.created_at,
+    }));
   }
 
   /** Deletes grant rows that expired more than `olderThanSeconds` ago (their tokens are refused by exp). */
@@ -351,7 +419,8 @@ export function grantRoutes(deps: { grants: GrantService; sandboxes: SandboxReso
   const callerAndBody = async (c: Context, shape: string): Promise<{ caller: GrantCaller; body: unknown } | Response> => {
     const m = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '');
     const caller = m?.[1] ? await deps.sandboxes.resolve(m[1]) : undefined;
-    if (!caller) return problem(c, 401, 'unauthenticated', 'Send this sandbox\'s broker token as "Authorization: Bearer <token>"; it is unknown, expired or revoked.');
+    if (!caller)
+      return problem(c, 401, 'unauthenticated', 'Send this sandbox\'s broker token as "Authorization: Bearer <token>"; it is unknown, expired or revoked.');
     try {
       return { caller, body: await c.req.json() };
     } catch {
@@ -364,7 +433,10 @@ export function grantRoutes(deps: { grants: GrantService; sandboxes: SandboxReso
     const { caller, body } = got;
     const parsed = GrantRequestSchema.safeParse(body);
     if (!parsed.success) {
-      const issues = parsed.error.issues.map((i) => ({ path: ['body', ...i.path.map(String)].join('.'), message: i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : i.message }));
+      const issues = parsed.error.issues.map((i) => ({
+        path: ['body', ...i.path.map(String)].join('.'),
+        message: i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : i.message,
+      }));
       return problem(c, 400, 'validation_failed', `The request is invalid: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, { issues });
     }
     const requestId = c.req.header('x-request-id');
@@ -374,7 +446,16 @@ export function grantRoutes(deps: { grants: GrantService; sandboxes: SandboxReso
       return c.json({ outcome: r.outcome, approvalId: r.approvalId, policyIds: r.decision.policyIds, explanation: r.decision.explanation }, 202);
     }
     return c.json(
-      { outcome: r.outcome, token: r.token, jti: r.jti, tool: r.tool, scope: r.scope, expiresAt: r.expiresAt.toISOString(), policyIds: r.decision.policyIds, explanation: r.decision.explanation },
+      {
+        outcome: r.outcome,
+        token: r.token,
+        jti: r.jti,
+        tool: r.tool,
+        scope: r.scope,
+        expiresAt: r.expiresAt.toISOString(),
+        policyIds: r.decision.policyIds,
+        explanation: r.decision.explanation,
+      },
       201,
     );
   });
@@ -385,10 +466,19 @@ export function grantRoutes(deps: { grants: GrantService; sandboxes: SandboxReso
     if (got instanceof Response) return got;
     const { caller, body } = got;
     const parsed = VerifyRequestSchema.safeParse(body);
-    if (!parsed.success) return problem(c, 400, 'validation_failed', `The request is invalid: ${parsed.error.issues.map((i) => `body.${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    if (!parsed.success)
+      return problem(
+        c,
+        400,
+        'validation_failed',
+        `The request is invalid: ${parsed.error.issues.map((i) => `body.${i.path.join('.')}: ${i.message}`).join('; ')}`,
+      );
     try {
       const g = await deps.grants.verifyGrant(parsed.data.token, { tool: parsed.data.tool, tenantId: caller.tenantId });
-      return c.json({ valid: true, jti: g.jti, tool: g.tool, agent: g.agent, scope: g.scope, instanceId: g.instanceId, expiresAt: g.expiresAt.toISOString() }, 200);
+      return c.json(
+        { valid: true, jti: g.jti, tool: g.tool, agent: g.agent, scope: g.scope, instanceId: g.instanceId, expiresAt: g.expiresAt.toISOString() },
+        200,
+      );
     } catch (err) {
       if (err instanceof GrantInvalidError) return problem(c, 401, 'grant_invalid', err.message);
       throw err;

@@ -51,7 +51,10 @@ export class PlatformProvider {
   }
 
   /** Tests the connection with the given (or stored) key; saves only when it works. */
-  async set(input: { kind: ProviderKind; baseUrl?: string | undefined; apiKey?: string | undefined; defaultModel: string }, by: { actor: string; requestId?: string | undefined }): Promise<{ saved: boolean; test: ConnectionTestResult }> {
+  async set(
+    input: { kind: ProviderKind; baseUrl?: string | undefined; apiKey?: string | undefined; defaultModel: string },
+    by: { actor: string; requestId?: string | undefined },
+  ): Promise<{ saved: boolean; test: ConnectionTestResult }> {
     const baseUrl = this.providers.baseUrlFor(input.kind, input.baseUrl);
     const current = await getSetting<Stored>(this.db, 'default_provider');
     let key = input.apiKey;
@@ -65,7 +68,13 @@ export class PlatformProvider {
     const stored: Stored = { kind: input.kind, baseUrl, defaultModel: input.defaultModel, keySet: key !== undefined };
     await this.db.tx(async (tx) => {
       await putSetting(tx, 'default_provider', stored);
-      await appendAudit(tx, { actor: by.actor, action: 'settings.default_provider', decision: 'success', detail: { kind: stored.kind, baseUrl, defaultModel: stored.defaultModel, keyChanged: input.apiKey !== undefined }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        action: 'settings.default_provider',
+        decision: 'success',
+        detail: { kind: stored.kind, baseUrl, defaultModel: stored.defaultModel, keyChanged: input.apiKey !== undefined },
+        requestId: by.requestId ?? null,
+      });
       await this.published(tx);
     });
     return { saved: true, test };
@@ -92,7 +101,9 @@ export class PlatformProvider {
     if (live && this.cache && Date.now() - this.cache.at < 5_000) return this.cache.target;
     const epoch = this.events.epoch;
     const s = await getSetting<Stored>(this.db, 'default_provider');
-    const target = s ? { providerId: PLATFORM_CREDENTIAL, kind: s.kind, baseUrl: s.baseUrl, credentialId: s.keySet ? PLATFORM_CREDENTIAL : null, model: s.defaultModel } : undefined;
+    const target = s
+      ? { providerId: PLATFORM_CREDENTIAL, kind: s.kind, baseUrl: s.baseUrl, credentialId: s.keySet ? PLATFORM_CREDENTIAL : null, model: s.defaultModel }
+      : undefined;
     if (live && epoch === this.events.epoch) this.cache = { at: Date.now(), target };
     return target;
   }
@@ -100,7 +111,16 @@ export class PlatformProvider {
   /** The key, for the broker only; every read is audited with the tenant whose call it serves. */
   async key(tenantId: string, actor: string): Promise<string> {
     const key = await this.vault.openPlatformSecret(KEY_SECRET);
-    await this.db.tx((tx) => appendAudit(tx, { actor, tenantId, action: 'platform_secret.decrypt', target: `secret:${KEY_SECRET}`, decision: 'allow', detail: { purpose: 'llm:platform-default' } }));
+    await this.db.tx((tx) =>
+      appendAudit(tx, {
+        actor,
+        tenantId,
+        action: 'platform_secret.decrypt',
+        target: `secret:${KEY_SECRET}`,
+        decision: 'allow',
+        detail: { purpose: 'llm:platform-default' },
+      }),
+    );
     return key;
   }
 }

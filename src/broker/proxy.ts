@@ -131,11 +131,17 @@ export class BrokerProxy {
       body = parsed as Record<string, unknown>;
     } catch (err) {
       const tooBig = (err as { code?: string }).code === 'ETOOBIG';
-      sendApiError(res, format, tooBig ? 413 : 400, tooBig ? 'request_too_large' : 'invalid_json', tooBig ? `The request body is over ${MAX_BODY} bytes.` : 'The request body must be a JSON object.');
+      sendApiError(
+        res,
+        format,
+        tooBig ? 413 : 400,
+        tooBig ? 'request_too_large' : 'invalid_json',
+        tooBig ? `The request body is over ${MAX_BODY} bytes.` : 'The request body must be a JSON object.',
+      );
       return;
     }
     const model = typeof body['model'] === 'string' ? body['model'] : '';
-    const agent = model.startsWith('agent/') ? model.slice('agent/'.length) : header(req, 'x-clawplane-agent') ?? '';
+    const agent = model.startsWith('agent/') ? model.slice('agent/'.length) : (header(req, 'x-clawplane-agent') ?? '');
     const call: Call = {
       identity,
       format,
@@ -173,7 +179,13 @@ export class BrokerProxy {
   private async forward(call: Call, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const { identity, format } = call;
     const tenant = identity.tenantId;
-    spanAttributes({ 'clawplane.tenant_id': tenant, 'clawplane.instance_id': identity.instanceId, 'clawplane.api': call.api, 'clawplane.agent': call.agent, ...(call.taskId ? { 'clawplane.task_id': call.taskId } : {}) });
+    spanAttributes({
+      'clawplane.tenant_id': tenant,
+      'clawplane.instance_id': identity.instanceId,
+      'clawplane.api': call.api,
+      'clawplane.agent': call.agent,
+      ...(call.taskId ? { 'clawplane.task_id': call.taskId } : {}),
+    });
     const targets = (await this.route(tenant, call.agent)).filter((t) => compatible(t, format));
     if (targets.length === 0) {
       this.d.metrics.refusals.inc({ tenant, limit: 'no_route' });
@@ -226,7 +238,13 @@ export class BrokerProxy {
     } catch (err) {
       this.d.log.warn({ tenant_id: tenant, provider: target.providerId, err: (err as Error).message }, 'broker: provider credential unusable');
       if (!last) return 'fallback';
-      sendApiError(res, format, 503, 'credential_unavailable', 'The provider\'s API key is revoked, expired or unreadable. A tenant admin must attach a valid credential.');
+      sendApiError(
+        res,
+        format,
+        503,
+        'credential_unavailable',
+        "The provider's API key is revoked, expired or unreadable. A tenant admin must attach a valid credential.",
+      );
       this.record(call, target, { status: 503, outcome: 'upstream_error', input: 0, output: 0, cost: 0 });
       return 'done';
     }
@@ -359,7 +377,11 @@ export class BrokerProxy {
     return c.value;
   }
 
-  private record(call: Call, target: ResolvedTarget | undefined, r: { status: number; outcome: UsageRow['outcome']; input: number; output: number; cost: number }): void {
+  private record(
+    call: Call,
+    target: ResolvedTarget | undefined,
+    r: { status: number; outcome: UsageRow['outcome']; input: number; output: number; cost: number },
+  ): void {
     const tenant = call.identity.tenantId;
     this.d.usage.record({
       tenantId: tenant,
@@ -390,7 +412,12 @@ export class BrokerProxy {
    * only — a fallback model's vectors cannot be compared with the primary's, so there is no fallback.
    * Throws BudgetExceededError when a cap refuses, ClawplaneError `embeddings_failed` when the provider does.
    */
-  async embed(tenantId: string, target: ResolvedTarget, input: string[], ctx: { actor: string; agent: string; taskId: string | null }): Promise<{ vectors: number[][]; inputTokens: number }> {
+  async embed(
+    tenantId: string,
+    target: ResolvedTarget,
+    input: string[],
+    ctx: { actor: string; agent: string; taskId: string | null },
+  ): Promise<{ vectors: number[][]; inputTokens: number }> {
     const started = performance.now();
     const meter = (status: number, outcome: UsageRow['outcome'], tokens: number, cost: number) =>
       this.d.usage.record({
@@ -418,7 +445,8 @@ export class BrokerProxy {
       throw err;
     }
     let spent = { tokens: 0, cost: 0 };
-    const fail = (why: string) => new ClawplaneError('embeddings_failed', 502, `The embeddings provider failed (${why}). Search falls back to words until it answers again.`);
+    const fail = (why: string) =>
+      new ClawplaneError('embeddings_failed', 502, `The embeddings provider failed (${why}). Search falls back to words until it answers again.`);
     try {
       let key: string | undefined;
       try {
@@ -457,7 +485,8 @@ export class BrokerProxy {
       const vectors: number[][] = [];
       for (const [i, d] of (data ?? []).entries()) {
         const v = d.embedding;
-        if (Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'number' && Number.isFinite(x))) vectors[typeof d.index === 'number' ? d.index : i] = v as number[];
+        if (Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'number' && Number.isFinite(x)))
+          vectors[typeof d.index === 'number' ? d.index : i] = v as number[];
       }
       if (!data || vectors.length !== input.length || vectors.some((v) => v === undefined)) {
         meter(status < 400 ? 502 : status, 'upstream_error', tokens, cost);
@@ -476,7 +505,12 @@ export class BrokerProxy {
    * handling, egress guard and metering (`api = 'summaries'`) as a sandbox's model call. Not streamed.
    * Throws BudgetExceededError when a cap refuses, ClawplaneError `completion_failed` when every target fails.
    */
-  async complete(tenantId: string, targets: ResolvedTarget[], o: { system: string; user: string; maxTokens: number }, ctx: { actor: string; agent: string; taskId: string | null }): Promise<{ text: string; model: string }> {
+  async complete(
+    tenantId: string,
+    targets: ResolvedTarget[],
+    o: { system: string; user: string; maxTokens: number },
+    ctx: { actor: string; agent: string; taskId: string | null },
+  ): Promise<{ text: string; model: string }> {
     let hold: BudgetHold;
     const started = performance.now();
     const meter = (target: ResolvedTarget, status: number, outcome: UsageRow['outcome'], input: number, output: number, cost: number) =>
@@ -518,7 +552,15 @@ export class BrokerProxy {
         }
         const body = anthropic
           ? { model: target.model, max_tokens: o.maxTokens, system: o.system, messages: [{ role: 'user', content: o.user }] }
-          : { model: target.model, max_tokens: o.maxTokens, stream: false, messages: [{ role: 'system', content: o.system }, { role: 'user', content: o.user }] };
+          : {
+              model: target.model,
+              max_tokens: o.maxTokens,
+              stream: false,
+              messages: [
+                { role: 'system', content: o.system },
+                { role: 'user', content: o.user },
+              ],
+            };
         let status = 502;
         let parsed: Record<string, unknown> | undefined;
         try {
@@ -547,7 +589,9 @@ export class BrokerProxy {
         spent.tokens += input + output;
         spent.cost += cost;
         const text = anthropic
-          ? ((parsed?.['content'] ?? []) as { type?: string; text?: unknown }[]).map((b) => (b.type === 'text' && typeof b.text === 'string' ? b.text : '')).join('')
+          ? ((parsed?.['content'] ?? []) as { type?: string; text?: unknown }[])
+              .map((b) => (b.type === 'text' && typeof b.text === 'string' ? b.text : ''))
+              .join('')
           : (((parsed?.['choices'] ?? []) as { message?: { content?: unknown } }[])[0]?.message?.content ?? '');
         if (status >= 400 || typeof text !== 'string' || text.trim() === '') {
           meter(target, status < 400 ? 502 : status, 'upstream_error', input, output, cost);
@@ -689,7 +733,11 @@ export class UsageSniffer {
   private take(obj: unknown): void {
     if (obj === null || typeof obj !== 'object') return;
     const o = obj as Record<string, unknown>;
-    for (const u of [o['usage'], (o['response'] as Record<string, unknown> | undefined)?.['usage'], (o['message'] as Record<string, unknown> | undefined)?.['usage']]) {
+    for (const u of [
+      o['usage'],
+      (o['response'] as Record<string, unknown> | undefined)?.['usage'],
+      (o['message'] as Record<string, unknown> | undefined)?.['usage'],
+    ]) {
       if (u === null || typeof u !== 'object') continue;
       const x = u as Record<string, unknown>;
       const inp = num(x['prompt_tokens']) ?? num(x['input_tokens']);

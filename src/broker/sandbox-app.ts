@@ -30,13 +30,20 @@ export function sandboxApp(prefix: string, resolve: (token: string) => Promise<S
   const app = new Hono<SandboxEnv>();
   app.onError((err, c) => {
     if (err instanceof ClawplaneError) return problem(c, err.status, err.code, err.message);
-    if (err instanceof z.ZodError) return problem(c, 400, 'validation_failed', `The request is invalid: ${err.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : i.message}`).join('; ')}`);
+    if (err instanceof z.ZodError)
+      return problem(
+        c,
+        400,
+        'validation_failed',
+        `The request is invalid: ${err.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : i.message}`).join('; ')}`,
+      );
     throw err;
   });
   app.use(`${prefix}*`, async (c, next) => {
     const m = /^Bearer\s+(\S+)$/i.exec(c.req.header('authorization') ?? '');
     const caller = m?.[1] ? await resolve(m[1]) : undefined;
-    if (!caller) return problem(c, 401, 'unauthenticated', "Send this sandbox's broker token as \"Authorization: Bearer <token>\"; it is unknown, expired or revoked.");
+    if (!caller)
+      return problem(c, 401, 'unauthenticated', 'Send this sandbox\'s broker token as "Authorization: Bearer <token>"; it is unknown, expired or revoked.');
     c.set('caller', caller);
     await next();
   });

@@ -48,7 +48,9 @@ export class TaskTags {
       return content;
     };
     if (Array.isArray(body['messages'])) {
-      body['messages'] = body['messages'].map((m: unknown) => (isRecord(m) && (m['role'] === 'system' || m['role'] === 'developer') ? { ...m, content: stripContent(m['content']) } : m));
+      body['messages'] = body['messages'].map((m: unknown) =>
+        isRecord(m) && (m['role'] === 'system' || m['role'] === 'developer') ? { ...m, content: stripContent(m['content']) } : m,
+      );
     }
     if (body['system'] !== undefined) body['system'] = stripContent(body['system']);
     return found;

@@ -73,7 +73,10 @@ export class Upstreams {
   }
 
   /** Sends one request; resolves with the response head (the body is still streaming). */
-  async request(url: string, init: { method: string; headers: Record<string, string>; body: Buffer; timeoutMs: number; signal: AbortSignal; spanPath?: string }): Promise<http.IncomingMessage> {
+  async request(
+    url: string,
+    init: { method: string; headers: Record<string, string>; body: Buffer; timeoutMs: number; signal: AbortSignal; spanPath?: string },
+  ): Promise<http.IncomingMessage> {
     const u = new URL(url);
     const p = await this.pin(u.origin);
     const mod = u.protocol === 'https:' ? https : http;
@@ -81,7 +84,11 @@ export class Upstreams {
     let released = false;
     // The provider call: host and path only (a provider may take its key in the query string; an API that
     // takes it in the path, such as Telegram's bot API, passes the path to show instead).
-    const span = startSpan('provider.request', { 'http.request.method': init.method, 'server.address': u.hostname, 'url.path': init.spanPath ?? u.pathname }, { kind: SpanKind.CLIENT });
+    const span = startSpan(
+      'provider.request',
+      { 'http.request.method': init.method, 'server.address': u.hostname, 'url.path': init.spanPath ?? u.pathname },
+      { kind: SpanKind.CLIENT },
+    );
     const done = () => {
       if (released) return;
       released = true;
@@ -89,7 +96,12 @@ export class Upstreams {
       span.end();
     };
     return new Promise((resolve, reject) => {
-      const req = mod.request(u, { method: init.method, headers: { ...init.headers, 'content-length': String(init.body.length) }, agent: p.agent, signal: init.signal });
+      const req = mod.request(u, {
+        method: init.method,
+        headers: { ...init.headers, 'content-length': String(init.body.length) },
+        agent: p.agent,
+        signal: init.signal,
+      });
       req.setTimeout(init.timeoutMs, () => req.destroy(Object.assign(new Error(`no answer within ${init.timeoutMs} ms`), { code: 'ETIMEDOUT' })));
       req.on('error', (err) => {
         failSpan(span, err);

@@ -20,7 +20,23 @@ export interface UsageRow {
   outcome: 'ok' | 'upstream_error' | 'fallback' | 'refused' | 'client_aborted';
 }
 
-const COLUMNS = ['tenant_id', 'instance_id', 'sandbox_token', 'agent', 'task_id', 'provider_id', 'provider_kind', 'model', 'api', 'input_tokens', 'output_tokens', 'cost_usd', 'latency_ms', 'status', 'outcome'];
+const COLUMNS = [
+  'tenant_id',
+  'instance_id',
+  'sandbox_token',
+  'agent',
+  'task_id',
+  'provider_id',
+  'provider_kind',
+  'model',
+  'api',
+  'input_tokens',
+  'output_tokens',
+  'cost_usd',
+  'latency_ms',
+  'status',
+  'outcome',
+];
 
 /**
  * Writes usage rows in small batches off the request path (a model call does not wait for its row);
@@ -68,7 +84,23 @@ export class UsageWriter {
       if (batch.length === 0) return;
       const values: unknown[] = [];
       const tuples = batch.map((r, i) => {
-        values.push(r.tenantId, r.instanceId, r.sandboxToken, r.agent, r.taskId, r.providerId, r.providerKind, r.model, r.api, r.inputTokens, r.outputTokens, r.costUsd, r.latencyMs, r.status, r.outcome);
+        values.push(
+          r.tenantId,
+          r.instanceId,
+          r.sandboxToken,
+          r.agent,
+          r.taskId,
+          r.providerId,
+          r.providerKind,
+          r.model,
+          r.api,
+          r.inputTokens,
+          r.outputTokens,
+          r.costUsd,
+          r.latencyMs,
+          r.status,
+          r.outcome,
+        );
         return `(${COLUMNS.map((_, j) => `$${i * COLUMNS.length + j + 1}`).join(', ')})`;
       });
       try {
@@ -112,5 +144,13 @@ export async function usageSummary(db: Db, tenantId: string, days: number): Prom
       GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`,
     [tenantId, days],
   );
-  return r.rows.map((x) => ({ day: x.day, agent: x.agent, model: x.model, calls: x.calls, inputTokens: Number(x.i), outputTokens: Number(x.o), costUsd: Number(x.c) }));
+  return r.rows.map((x) => ({
+    day: x.day,
+    agent: x.agent,
+    model: x.model,
+    calls: x.calls,
+    inputTokens: Number(x.i),
+    outputTokens: Number(x.o),
+    costUsd: Number(x.c),
+  }));
 }

@@ -17,7 +17,8 @@ import type { CliKit } from './identity-commands.ts';
 export function doctorCommand(kit: CliKit & { logger(cfg: ReturnType<CliKit['config']>): Logger }) {
   return {
     doctor: {
-      summary: 'Check this installation: sandbox prerequisites, database, secret key, runtimes, sandboxes, broker, public ports, disk, clock. Exit 1 when a check fails.',
+      summary:
+        'Check this installation: sandbox prerequisites, database, secret key, runtimes, sandboxes, broker, public ports, disk, clock. Exit 1 when a check fails.',
       usage: 'clawplane doctor [--json] [--full (re-hash every runtime file)] [--data-dir DIR]',
       options: { help: { type: 'boolean', short: 'h' }, 'data-dir': { type: 'string' }, json: { type: 'boolean' }, full: { type: 'boolean' } },
       run: async (values: Record<string, string | boolean | undefined>): Promise<number> => {
@@ -37,8 +38,21 @@ export function doctorCommand(kit: CliKit & { logger(cfg: ReturnType<CliKit['con
         // Services are only constructed (nothing starts); without a database they point at nowhere and go unused.
         const db = 'db' in opened ? opened.db : createDb(cfg.databaseUrl ?? 'postgres://127.0.0.1:1/unreachable', log);
         try {
-          const services = createServices({ db, events: EventChannel.local(log), secretKey: cfg.secretKey ?? randomBytes(32), dataDir: cfg.dataDir, publicOrigin: cfg.publicUrl ?? `http://${cfg.host}:${cfg.port}`, egressAllowHosts: cfg.egressAllowHosts, log, instances: instanceSettings(cfg), ingress: ingressSettings(cfg) });
-          const report = await runDoctor({ ...doctorDeps(cfg, 'db' in opened ? db : opened, services, { host: cfg.host, port: cfg.port }), full: values['full'] === true });
+          const services = createServices({
+            db,
+            events: EventChannel.local(log),
+            secretKey: cfg.secretKey ?? randomBytes(32),
+            dataDir: cfg.dataDir,
+            publicOrigin: cfg.publicUrl ?? `http://${cfg.host}:${cfg.port}`,
+            egressAllowHosts: cfg.egressAllowHosts,
+            log,
+            instances: instanceSettings(cfg),
+            ingress: ingressSettings(cfg),
+          });
+          const report = await runDoctor({
+            ...doctorDeps(cfg, 'db' in opened ? db : opened, services, { host: cfg.host, port: cfg.port }),
+            full: values['full'] === true,
+          });
           process.stdout.write(values['json'] ? JSON.stringify(report) + '\n' : formatReport(report));
           return report.ok ? kit.EXIT.ok : kit.EXIT.failed;
         } finally {

@@ -23,7 +23,16 @@ export async function withServices<T>(kit: CliKit, values: Record<string, string
   return kit.withDatabase(cfg, async (db, log) => {
     const secretKey = await resolveSecretKey(cfg, log);
     // Publishes what it changes (a revoked token reaches every running replica); caches nothing itself.
-    return fn(createServices({ db, events: new EventChannel({ url: db.url, log }), secretKey, dataDir: cfg.dataDir, publicOrigin: cfg.publicUrl ?? `http://${cfg.host}:${cfg.port}`, egressAllowHosts: cfg.egressAllowHosts }));
+    return fn(
+      createServices({
+        db,
+        events: new EventChannel({ url: db.url, log }),
+        secretKey,
+        dataDir: cfg.dataDir,
+        publicOrigin: cfg.publicUrl ?? `http://${cfg.host}:${cfg.port}`,
+        egressAllowHosts: cfg.egressAllowHosts,
+      }),
+    );
   });
 }
 
@@ -35,7 +44,9 @@ function role(kit: CliKit, v: string | boolean | undefined): TenantRole {
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  return Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
 }
 
 const common = { help: { type: 'boolean', short: 'h' }, 'data-dir': { type: 'string' } } as const;
@@ -51,7 +62,8 @@ export function identityCommands(kit: CliKit) {
         return withServices(kit, values, async (s) => {
           if (sub === 'create') {
             if (typeof values['slug'] !== 'string' || typeof values['name'] !== 'string') throw kit.usage('tenant create needs --slug and --name');
-            if (!/^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$/.test(values['slug'])) throw kit.usage('--slug: lowercase letters, digits and inner hyphens, at most 40 characters');
+            if (!/^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$/.test(values['slug']))
+              throw kit.usage('--slug: lowercase letters, digits and inner hyphens, at most 40 characters');
             const t = await s.tenants.create({ slug: values['slug'], name: values['name'] }, by);
             process.stdout.write(values['json'] ? JSON.stringify(t) + '\n' : `created tenant ${t.slug} (${t.id})\n`);
             return kit.EXIT.ok;
@@ -65,7 +77,10 @@ export function identityCommands(kit: CliKit) {
           if (sub === 'suspend' || sub === 'resume') {
             const t = await s.tenants.find(pos[1] ?? '');
             if (!t) throw new NotFoundError(`Tenant "${pos[1] ?? ''}"`);
-            await s.tenants.setStatus(t.id, sub === 'suspend' ? 'suspended' : 'active', { ...by, reason: typeof values['reason'] === 'string' ? values['reason'] : undefined });
+            await s.tenants.setStatus(t.id, sub === 'suspend' ? 'suspended' : 'active', {
+              ...by,
+              reason: typeof values['reason'] === 'string' ? values['reason'] : undefined,
+            });
             process.stdout.write(`tenant ${t.slug} ${sub === 'suspend' ? 'suspended' : 'resumed'}\n`);
             return kit.EXIT.ok;
           }
@@ -83,13 +98,18 @@ export function identityCommands(kit: CliKit) {
         if (typeof values['tenant'] !== 'string') throw kit.usage('--tenant is required');
         const r = sub === 'create' ? role(kit, values['role']) : undefined;
         const days = values['expires-days'] === undefined ? undefined : Number(values['expires-days']);
-        if (days !== undefined && !(Number.isInteger(days) && days > 0 && days <= 3650)) throw kit.usage('--expires-days must be a whole number from 1 to 3650');
+        if (days !== undefined && !(Number.isInteger(days) && days > 0 && days <= 3650))
+          throw kit.usage('--expires-days must be a whole number from 1 to 3650');
         return withServices(kit, values, async (s) => {
           const t = await s.tenants.find(String(values['tenant']));
           if (!t) throw new NotFoundError(`Tenant "${String(values['tenant'])}"`);
           if (sub === 'create') {
             if (typeof values['name'] !== 'string' || !r) throw kit.usage('token create needs --name and --role');
-            const { token, info } = await s.tokens.create(t.id, { name: values['name'], role: r, createdBy: null, expiresAt: days ? new Date(Date.now() + days * 86_400_000) : undefined }, by);
+            const { token, info } = await s.tokens.create(
+              t.id,
+              { name: values['name'], role: r, createdBy: null, expiresAt: days ? new Date(Date.now() + days * 86_400_000) : undefined },
+              by,
+            );
             process.stderr.write(`created token ${info.id} (${info.role} in ${t.slug}); it is shown only once:\n`);
             process.stdout.write(token + '\n');
             return kit.EXIT.ok;

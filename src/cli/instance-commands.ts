@@ -91,13 +91,16 @@ async function waitForInstance(
 export function instanceCommands(kit: CliKit) {
   return {
     instance: {
-      summary: 'Instances. Subcommands: deploy [--name N] [--runtime V] | start ID | stop ID | upgrade ID --runtime V (each with --wait: phases and time taken) | backups | backup INSTANCE_ID | restore BACKUP_ID [--into INSTANCE_ID | --name NAME] [--no-start]; all need --tenant.',
-      usage: 'clawplane instance deploy --tenant SLUG [--name main] [--runtime openclaw@V] [--no-start] [--wait [--timeout S]] | instance start|stop ID --tenant SLUG [--wait] | instance upgrade ID --tenant SLUG --runtime openclaw@V [--wait] | instance backups --tenant SLUG [--json] | instance backup INSTANCE_ID --tenant SLUG | instance restore BACKUP_ID --tenant SLUG [--into INSTANCE_ID | --name NAME] [--no-start] [--data-dir DIR]',
+      summary:
+        'Instances. Subcommands: deploy [--name N] [--runtime V] | start ID | stop ID | upgrade ID --runtime V (each with --wait: phases and time taken) | backups | backup INSTANCE_ID | restore BACKUP_ID [--into INSTANCE_ID | --name NAME] [--no-start]; all need --tenant.',
+      usage:
+        'clawplane instance deploy --tenant SLUG [--name main] [--runtime openclaw@V] [--no-start] [--wait [--timeout S]] | instance start|stop ID --tenant SLUG [--wait] | instance upgrade ID --tenant SLUG --runtime openclaw@V [--wait] | instance backups --tenant SLUG [--json] | instance backup INSTANCE_ID --tenant SLUG | instance restore BACKUP_ID --tenant SLUG [--into INSTANCE_ID | --name NAME] [--no-start] [--data-dir DIR]',
       options: { ...common },
       run: async (values: Record<string, string | boolean | undefined>, pos: string[]): Promise<number> => {
         const [sub, arg] = pos;
         const lifecycle = ['deploy', 'start', 'stop', 'upgrade'];
-        if (!['backups', 'backup', 'restore', ...lifecycle].includes(sub ?? '')) throw kit.usage('instance: expected deploy, start, stop, upgrade, backups, backup or restore');
+        if (!['backups', 'backup', 'restore', ...lifecycle].includes(sub ?? ''))
+          throw kit.usage('instance: expected deploy, start, stop, upgrade, backups, backup or restore');
         if (typeof values['tenant'] !== 'string') throw kit.usage('instance: name the tenant with --tenant SLUG (or its id)');
         if (sub !== 'backups' && sub !== 'deploy' && !arg) throw kit.usage(`instance ${sub}: name the ${sub === 'restore' ? 'backup' : 'instance'} id`);
         if (sub === 'upgrade' && typeof values['runtime'] !== 'string') throw kit.usage('instance upgrade: name the version with --runtime openclaw@VERSION');
@@ -106,7 +109,17 @@ export function instanceCommands(kit: CliKit) {
         const cfg = kit.config(values);
         return kit.withDatabase(cfg, async (db, log) => {
           const secretKey = await resolveSecretKey(cfg, log);
-          const s: Services = createServices({ db, events: new EventChannel({ url: db.url, log }), secretKey, dataDir: cfg.dataDir, publicOrigin: cfg.publicUrl ?? `http://${cfg.host}:${cfg.port}`, egressAllowHosts: cfg.egressAllowHosts, log, instances: instanceSettings(cfg), ingress: ingressSettings(cfg) });
+          const s: Services = createServices({
+            db,
+            events: new EventChannel({ url: db.url, log }),
+            secretKey,
+            dataDir: cfg.dataDir,
+            publicOrigin: cfg.publicUrl ?? `http://${cfg.host}:${cfg.port}`,
+            egressAllowHosts: cfg.egressAllowHosts,
+            log,
+            instances: instanceSettings(cfg),
+            ingress: ingressSettings(cfg),
+          });
           const tenant = await s.tenants.find(values['tenant'] as string);
           if (!tenant) throw new NotFoundError(`Tenant "${String(values['tenant'])}"`);
           const out = (o: unknown, text: string) => process.stdout.write(values['json'] ? JSON.stringify(o) + '\n' : text);
@@ -115,7 +128,15 @@ export function instanceCommands(kit: CliKit) {
             const runtime = typeof values['runtime'] === 'string' ? values['runtime'] : undefined;
             const i =
               sub === 'deploy'
-                ? await s.instances.deploy(tenant.id, { name: typeof values['name'] === 'string' ? values['name'] : 'main', start: values['no-start'] !== true, ...(runtime ? { runtimeVersion: runtime } : {}) }, by)
+                ? await s.instances.deploy(
+                    tenant.id,
+                    {
+                      name: typeof values['name'] === 'string' ? values['name'] : 'main',
+                      start: values['no-start'] !== true,
+                      ...(runtime ? { runtimeVersion: runtime } : {}),
+                    },
+                    by,
+                  )
                 : sub === 'start'
                   ? await s.instances.start(tenant.id, arg ?? '', by)
                   : sub === 'stop'
@@ -125,13 +146,24 @@ export function instanceCommands(kit: CliKit) {
               out(i, `${sub} of ${i.name} (${i.id}) accepted: ${i.status} (${i.statusReason}); the server's reconciler carries it out\n`);
               return kit.EXIT.ok;
             }
-            const end = await waitForInstance(() => s.instances.get(tenant.id, i.id), sub === 'stop' ? 'stopped' : 'running', t0, timeoutS * 1000, !values['json']);
+            const end = await waitForInstance(
+              () => s.instances.get(tenant.id, i.id),
+              sub === 'stop' ? 'stopped' : 'running',
+              t0,
+              timeoutS * 1000,
+              !values['json'],
+            );
             out({ id: i.id, name: i.name, status: end.instance.status, statusReason: end.instance.statusReason, seconds: end.seconds }, '');
             return end.ok ? kit.EXIT.ok : kit.EXIT.failed;
           }
           if (sub === 'backups') {
             const items = await s.backups.list(tenant.id);
-            out({ items }, items.length === 0 ? 'no backups\n' : items.map((b) => `${b.id}\t${b.instanceName} (${b.instanceId})\t${b.reason}\t${size(b.sizeBytes)}\t${b.createdAt}`).join('\n') + '\n');
+            out(
+              { items },
+              items.length === 0
+                ? 'no backups\n'
+                : items.map((b) => `${b.id}\t${b.instanceName} (${b.instanceId})\t${b.reason}\t${size(b.sizeBytes)}\t${b.createdAt}`).join('\n') + '\n',
+            );
             return kit.EXIT.ok;
           }
           if (sub === 'backup') {
@@ -142,7 +174,10 @@ export function instanceCommands(kit: CliKit) {
           const into = typeof values['into'] === 'string' ? values['into'] : undefined;
           const name = typeof values['name'] === 'string' ? values['name'] : undefined;
           const r = await s.backups.restore(tenant.id, arg ?? '', { instanceId: into, name, start: values['no-start'] !== true }, by);
-          out(r, `restored ${r.backup.id} into instance ${r.instance.name} (${r.instance.id}); ${values['no-start'] ? 'left stopped' : 'the server starts it on its next reconcile'}\n`);
+          out(
+            r,
+            `restored ${r.backup.id} into instance ${r.instance.name} (${r.instance.id}); ${values['no-start'] ? 'left stopped' : 'the server starts it on its next reconcile'}\n`,
+          );
           return kit.EXIT.ok;
         });
       },

@@ -4,9 +4,14 @@ import { withServices, type CliKit } from './identity-commands.ts';
 const common = { help: { type: 'boolean', short: 'h' }, 'data-dir': { type: 'string' }, json: { type: 'boolean' } } as const;
 
 function rotationText(verb: string, r: RotationReport): string {
-  const lines = [`${verb}: master key ${r.keyId} is at version ${r.version}; re-wrapped ${r.tenantKeys} tenant data key(s) and ${r.platformSecrets} platform secret(s)`];
+  const lines = [
+    `${verb}: master key ${r.keyId} is at version ${r.version}; re-wrapped ${r.tenantKeys} tenant data key(s) and ${r.platformSecrets} platform secret(s)`,
+  ];
   // Ids only: a tenant id or a platform secret's name, never key material.
-  if (r.failed.length > 0) lines.push(`FAILED to re-wrap ${r.failed.length}: ${r.failed.join(', ')} (left under their old version; check CLAWPLANE_SECRET_KEY, then run "clawplane vault rewrap")`);
+  if (r.failed.length > 0)
+    lines.push(
+      `FAILED to re-wrap ${r.failed.length}: ${r.failed.join(', ')} (left under their old version; check CLAWPLANE_SECRET_KEY, then run "clawplane vault rewrap")`,
+    );
   return lines.join('\n') + '\n';
 }
 
@@ -23,7 +28,8 @@ function statusText(s: VaultStatus): string {
 export function vaultCommands(kit: CliKit) {
   return {
     vault: {
-      summary: 'Credential vault. Subcommands: rotate (new master key version, re-wrap every data key) | rewrap (finish an interrupted rotation) | status (exit 1 while keys remain under an old version).',
+      summary:
+        'Credential vault. Subcommands: rotate (new master key version, re-wrap every data key) | rewrap (finish an interrupted rotation) | status (exit 1 while keys remain under an old version).',
       usage: 'clawplane vault rotate | vault rewrap | vault status [--json] [--data-dir DIR]',
       options: { ...common },
       run: async (values: Record<string, string | boolean | undefined>, pos: string[]): Promise<number> => {

@@ -15,9 +15,7 @@ const KEY_FILE = 'secret.key';
 export async function resolveSecretKey(config: Config, log: Logger): Promise<Buffer> {
   if (config.secretKey) return config.secretKey;
   if (config.databaseUrl !== undefined) {
-    throw new ConfigError(
-      'CLAWPLANE_SECRET_KEY is required when DATABASE_URL is set (every process must share it). Fix: openssl rand -base64 32',
-    );
+    throw new ConfigError('CLAWPLANE_SECRET_KEY is required when DATABASE_URL is set (every process must share it). Fix: openssl rand -base64 32');
   }
   const file = path.join(config.dataDir, KEY_FILE);
   await mkdir(config.dataDir, { recursive: true, mode: 0o711 });

@@ -158,7 +158,10 @@ export class EmbeddedDatabase {
     if (blocked === undefined) return this.packagedBin;
     const native = path.dirname(this.packagedBin);
     // One copy per build: the package's version string is not in bin/, its postgres binary is.
-    const version = createHash('sha256').update(await readFile(path.join(this.packagedBin, 'postgres'))).digest('hex').slice(0, 16);
+    const version = createHash('sha256')
+      .update(await readFile(path.join(this.packagedBin, 'postgres')))
+      .digest('hex')
+      .slice(0, 16);
     const base = path.join(path.resolve(this.sharedDir), 'postgresql');
     const target = path.join(base, version);
     if (!existsSync(path.join(target, 'bin', 'initdb'))) {
@@ -173,7 +176,10 @@ export class EmbeddedDatabase {
         await rm(tmp, { recursive: true, force: true });
         if (!existsSync(path.join(target, 'bin', 'initdb'))) throw err; // else another process won the race
       });
-      this.log.info({ from: native, to: target, blockedBy: blocked }, `the postgres user cannot pass ${blocked}: embedded PostgreSQL binaries copied where it can`);
+      this.log.info(
+        { from: native, to: target, blockedBy: blocked },
+        `the postgres user cannot pass ${blocked}: embedded PostgreSQL binaries copied where it can`,
+      );
     }
     return path.join(target, 'bin');
   }
@@ -189,7 +195,9 @@ export class EmbeddedDatabase {
     const link = await lstat(this.dir).catch(() => undefined);
     if (link?.isSymbolicLink() && path.resolve(this.dataDir, await readlink(this.dir)) === dir) return dir;
     if (link?.isDirectory() && existsSync(path.join(this.dir, 'PG_VERSION'))) {
-      throw new UnavailableError(`The embedded PostgreSQL cluster ${this.dir} is out of the postgres user's reach (${blockedBy} is not o+x). Run "chmod o+x ${blockedBy}", or move the data directory (CLAWPLANE_DATA_DIR) below a directory others may traverse.`);
+      throw new UnavailableError(
+        `The embedded PostgreSQL cluster ${this.dir} is out of the postgres user's reach (${blockedBy} is not o+x). Run "chmod o+x ${blockedBy}", or move the data directory (CLAWPLANE_DATA_DIR) below a directory others may traverse.`,
+      );
     }
     if (existsSync(dir)) {
       this.serverDir = dir;
@@ -203,7 +211,10 @@ export class EmbeddedDatabase {
     await openUp(path.resolve(this.sharedDir));
     await chmod(home, 0o711);
     await symlink(dir, this.dir);
-    this.log.info({ cluster: dir, blockedBy }, `the postgres user cannot pass ${blockedBy}: the embedded PostgreSQL cluster lives in ${dir} (${this.dir} points there)`);
+    this.log.info(
+      { cluster: dir, blockedBy },
+      `the postgres user cannot pass ${blockedBy}: the embedded PostgreSQL cluster lives in ${dir} (${this.dir} points there)`,
+    );
     return dir;
   }
 
@@ -215,7 +226,11 @@ export class EmbeddedDatabase {
     await writeFile(pwfile, this.password + '\n', { mode: 0o600 });
     if (this.owner) await exec('chown', [`${this.owner.uid}:${this.owner.gid}`, pwfile]);
     try {
-      await run(path.join(this.bin, 'initdb'), ['-D', this.serverDir, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '--encoding=UTF8', '--no-locale'], this.owner);
+      await run(
+        path.join(this.bin, 'initdb'),
+        ['-D', this.serverDir, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '--encoding=UTF8', '--no-locale'],
+        this.owner,
+      );
     } finally {
       await rm(pwfile, { force: true });
     }

@@ -90,7 +90,10 @@ export async function keysetPage<R>(q: Queryable, o: KeysetQuery<R>): Promise<{ 
   const desc = o.sort.startsWith('-');
   const name = desc ? o.sort.slice(1) : o.sort;
   const columns = o.sorts[name];
-  if (!columns) throw new ValidationError(`Unknown sort "${o.sort}".`, [{ path: 'query.sort', message: `one of ${Object.keys(o.sorts).join(', ')} (prefix - for descending)` }]);
+  if (!columns)
+    throw new ValidationError(`Unknown sort "${o.sort}".`, [
+      { path: 'query.sort', message: `one of ${Object.keys(o.sorts).join(', ')} (prefix - for descending)` },
+    ]);
   const where = [...o.where];
   const vals = [...o.vals];
   if (o.cursor !== undefined) {
@@ -113,7 +116,13 @@ export async function keysetPage<R>(q: Queryable, o: KeysetQuery<R>): Promise<{ 
   const r = await q.query<Record<string, unknown>>(sql, vals);
   const rows = r.rows.slice(0, o.limit);
   const last = rows.at(-1);
-  const nextCursor = r.rows.length > o.limit && last ? encodeCursor(o.sort, columns.map((_, i) => String(last[`_k${i}`]))) : null;
+  const nextCursor =
+    r.rows.length > o.limit && last
+      ? encodeCursor(
+          o.sort,
+          columns.map((_, i) => String(last[`_k${i}`])),
+        )
+      : null;
   return { items: rows.map(o.map), nextCursor };
 }
 

@@ -65,9 +65,7 @@ export async function migrate(db: Db, log: Logger, dir = MIGRATIONS_DIR): Promis
         );
       }
       if (file.checksum !== row.checksum) {
-        throw new MigrationError(
-          `Migration ${file.name} was changed after it was applied. Migrations are append-only: restore the file and add a new one.`,
-        );
+        throw new MigrationError(`Migration ${file.name} was changed after it was applied. Migrations are append-only: restore the file and add a new one.`);
       }
     }
     for (const file of files.slice(done.rows.length)) {
@@ -75,11 +73,7 @@ export async function migrate(db: Db, log: Logger, dir = MIGRATIONS_DIR): Promis
       await client.query('BEGIN');
       try {
         await client.query(file.sql);
-        await client.query('INSERT INTO clawplane_migrations (version, name, checksum) VALUES ($1, $2, $3)', [
-          file.version,
-          file.name,
-          file.checksum,
-        ]);
+        await client.query('INSERT INTO clawplane_migrations (version, name, checksum) VALUES ($1, $2, $3)', [file.version, file.name, file.checksum]);
         await client.query('COMMIT');
       } catch (err) {
         await client.query('ROLLBACK');

@@ -15,13 +15,27 @@ export async function checkMigrations(db: Db): Promise<Finding> {
   const files = await loadMigrations();
   const table = await db.query<{ t: string | null }>(`SELECT to_regclass('clawplane_migrations')::text AS t`);
   if (!table.rows[0]?.t) return fail('the database has never been migrated', 'clawplane migrate (clawplane serve also migrates at start)');
-  const rows = (await db.query<{ version: number; name: string; checksum: string }>('SELECT version, name, checksum FROM clawplane_migrations ORDER BY version')).rows;
+  const rows = (
+    await db.query<{ version: number; name: string; checksum: string }>('SELECT version, name, checksum FROM clawplane_migrations ORDER BY version')
+  ).rows;
   const unknown = rows.filter((r) => !files[r.version - 1]);
-  if (unknown.length > 0) return fail(`the database has migration(s) this build does not know: ${unknown.map((r) => r.name).join(', ')}`, 'run a Clawplane at least as new as the one that migrated this database');
+  if (unknown.length > 0)
+    return fail(
+      `the database has migration(s) this build does not know: ${unknown.map((r) => r.name).join(', ')}`,
+      'run a Clawplane at least as new as the one that migrated this database',
+    );
   const changed = rows.filter((r) => files[r.version - 1]?.checksum !== r.checksum);
-  if (changed.length > 0) return fail(`stale: applied migration(s) differ from the files: ${changed.map((r) => r.name).join(', ')}`, 'migrations are append-only: restore those files as they were applied and put the change in a new migration');
+  if (changed.length > 0)
+    return fail(
+      `stale: applied migration(s) differ from the files: ${changed.map((r) => r.name).join(', ')}`,
+      'migrations are append-only: restore those files as they were applied and put the change in a new migration',
+    );
   const pending = files.slice(rows.length);
-  if (pending.length > 0) return fail(`${pending.length} migration(s) not applied: ${pending.map((f) => f.name).join(', ')}`, 'clawplane migrate (clawplane serve also migrates at start)');
+  if (pending.length > 0)
+    return fail(
+      `${pending.length} migration(s) not applied: ${pending.map((f) => f.name).join(', ')}`,
+      'clawplane migrate (clawplane serve also migrates at start)',
+    );
   return ok(`${rows.length} applied, matching the files`);
 }
 
@@ -34,7 +48,8 @@ export async function checkLatency(db: Db): Promise<Finding> {
     times.push(performance.now() - t);
   }
   const median = times.sort((a, b) => a - b)[2] ?? 0;
-  if (median > 50) return warn(`${median.toFixed(1)} ms per round trip`, 'put the database closer to the control plane: every request makes several round trips');
+  if (median > 50)
+    return warn(`${median.toFixed(1)} ms per round trip`, 'put the database closer to the control plane: every request makes several round trips');
   return ok(`${median.toFixed(1)} ms per round trip`);
 }
 

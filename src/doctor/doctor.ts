@@ -43,7 +43,19 @@ export async function runDoctor(d: DoctorDeps): Promise<DoctorReport> {
     ['sandbox.userns', 'user namespaces', () => checkUserNamespaces()],
     ['sandbox.cgroups', 'cgroup v2 delegation', () => checkCgroups()],
     ['sandbox.criu', 'CRIU (warm resume)', () => checkCriu(d.sandboxes, d.config.instances.warmResume)],
-    ['database.reachable', 'database reachable', () => (db ? checkDatabase(db) : fail(`cannot connect: ${'error' in d.db ? d.db.error : ''}`, d.config.databaseUrl ? 'start PostgreSQL or correct DATABASE_URL' : 'start the embedded PostgreSQL with clawplane serve; its log is <data dir>/pg/server.log'))],
+    [
+      'database.reachable',
+      'database reachable',
+      () =>
+        db
+          ? checkDatabase(db)
+          : fail(
+              `cannot connect: ${'error' in d.db ? d.db.error : ''}`,
+              d.config.databaseUrl
+                ? 'start PostgreSQL or correct DATABASE_URL'
+                : 'start the embedded PostgreSQL with clawplane serve; its log is <data dir>/pg/server.log',
+            ),
+    ],
     ['database.migrations', 'migrations', () => (db ? checkMigrations(db) : noDb)],
     ['database.latency', 'database latency', () => (db ? checkLatency(db) : noDb)],
     ['clock.skew', 'clock against the database', () => (db ? checkClock(db) : noDb)],

@@ -29,10 +29,19 @@ export async function checkLaneSchedules(db: Db, tickMs: number): Promise<Findin
       continue;
     }
     if (l.next === null) broken.push(`${l.tenant}/${l.name}: no next slot`);
-    else if ((l.late_ms ?? 0) > overdueAfterMs(tickMs)) overdue.push(`${l.tenant}/${l.name}: the slot of ${l.next.toISOString()} is ${Math.round((l.late_ms ?? 0) / 60_000)} min overdue`);
+    else if ((l.late_ms ?? 0) > overdueAfterMs(tickMs))
+      overdue.push(`${l.tenant}/${l.name}: the slot of ${l.next.toISOString()} is ${Math.round((l.late_ms ?? 0) / 60_000)} min overdue`);
   }
-  if (broken.length > 0) return fail(`broken schedule(s): ${list(broken)}`, 'PATCH the lane with a valid five-field cron (or set it again, which recomputes the next slot); a lane that should not run: PATCH {"enabled": false}');
-  if (overdue.length > 0) return fail(`the scheduler is not firing: ${list(overdue)}`, 'run at least one clawplane serve with the worker role (CLAWPLANE_ROLES) and look in its log for "lane scheduler tick failed"');
+  if (broken.length > 0)
+    return fail(
+      `broken schedule(s): ${list(broken)}`,
+      'PATCH the lane with a valid five-field cron (or set it again, which recomputes the next slot); a lane that should not run: PATCH {"enabled": false}',
+    );
+  if (overdue.length > 0)
+    return fail(
+      `the scheduler is not firing: ${list(overdue)}`,
+      'run at least one clawplane serve with the worker role (CLAWPLANE_ROLES) and look in its log for "lane scheduler tick failed"',
+    );
   if (r.rows.length === 0) return ok('no scheduled lane is enabled');
   const next = r.rows.flatMap((l) => (l.next ? [l.next.getTime()] : [])).sort((x, y) => x - y)[0];
   return ok(`${r.rows.length} scheduled lane(s), each with a valid next slot${next === undefined ? '' : `; the next at ${new Date(next).toISOString()}`}`);
@@ -53,6 +62,11 @@ export async function checkLaneRuns(db: Db): Promise<Finding> {
       ORDER BY r.created_at`,
   );
   if (r.rows.length === 0) return ok(`no lane run is stuck (every run that has not ended has a live workflow)`);
-  const stuck = r.rows.map((x) => `${x.tenant}/${x.lane} run ${x.id} is ${x.status} ${x.wf ? `but its workflow ended (${x.wf})` : `with no workflow for over ${STUCK_AFTER}`}`);
-  return warn(`${r.rows.length} stuck lane run(s): ${list(stuck)}`, 'cancel each (POST /api/v1/tenants/{tenant}/lane-runs/{runId}/cancel); if runs stay queued, run a clawplane serve with the worker role (CLAWPLANE_ROLES)');
+  const stuck = r.rows.map(
+    (x) => `${x.tenant}/${x.lane} run ${x.id} is ${x.status} ${x.wf ? `but its workflow ended (${x.wf})` : `with no workflow for over ${STUCK_AFTER}`}`,
+  );
+  return warn(
+    `${r.rows.length} stuck lane run(s): ${list(stuck)}`,
+    'cancel each (POST /api/v1/tenants/{tenant}/lane-runs/{runId}/cancel); if runs stay queued, run a clawplane serve with the worker role (CLAWPLANE_ROLES)',
+  );
 }

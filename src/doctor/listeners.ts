@@ -28,7 +28,12 @@ function ipv4(hex: string): string {
 function ipv6(hex: string): string {
   const words: string[] = [];
   for (let i = 0; i < 32; i += 8) {
-    const w = hex.slice(i, i + 8).match(/../g)?.reverse().join('') ?? '00000000';
+    const w =
+      hex
+        .slice(i, i + 8)
+        .match(/../g)
+        ?.reverse()
+        .join('') ?? '00000000';
     words.push(w.slice(0, 4), w.slice(4));
   }
   const full = words.map((w) => w.replace(/^0+(?=.)/, '')).join(':');
@@ -82,14 +87,18 @@ export async function checkListeners(opts: { asked: { host: string; port: number
   ].filter((l) => !isLoopback(l.address));
   const own = await owners(opts.ownPids);
   const wildcard = (h: string) => h === '0.0.0.0' || h === '::' || h === '';
-  const askedFor = (l: Listener) => opts.asked.some((a) => a.port === l.port && (a.host === l.address || wildcard(a.host) || (wildcard(l.address) && !isLoopback(a.host))));
+  const askedFor = (l: Listener) =>
+    opts.asked.some((a) => a.port === l.port && (a.host === l.address || wildcard(a.host) || (wildcard(l.address) && !isLoopback(a.host))));
   const show = (l: Listener) => `${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.port}`;
   const ours = listeners.filter((l) => own.has(l.inode));
   const unasked = ours.filter((l) => !askedFor(l));
   const others = listeners.filter((l) => !own.has(l.inode));
   const otherText = others.length ? `; not Clawplane's: ${others.map(show).join(', ')}` : '';
   if (unasked.length > 0) {
-    return fail(`listening on non-loopback address(es) the configuration did not ask for: ${unasked.map((l) => `${show(l)} (pid ${own.get(l.inode)})`).join(', ')}${otherText}`, 'bind it to 127.0.0.1 (or set CLAWPLANE_HOST to the address you mean to expose) and restart');
+    return fail(
+      `listening on non-loopback address(es) the configuration did not ask for: ${unasked.map((l) => `${show(l)} (pid ${own.get(l.inode)})`).join(', ')}${otherText}`,
+      'bind it to 127.0.0.1 (or set CLAWPLANE_HOST to the address you mean to expose) and restart',
+    );
   }
   const asked = ours.length ? `public by configuration: ${ours.map(show).join(', ')}` : 'Clawplane listens on loopback only';
   return ok(`${asked}${otherText}`);

@@ -6,7 +6,12 @@ import type { Services } from '../server/services.ts';
 import type { DoctorDeps } from './doctor.ts';
 
 /** The doctor's inputs from the configuration and the built services (server, API and CLI alike). */
-export function doctorDeps(config: Config, db: Db | { error: string }, services: Pick<Services, 'runtimes' | 'sandboxes' | 'instances'>, listen: { host: string; port: number }): DoctorDeps {
+export function doctorDeps(
+  config: Config,
+  db: Db | { error: string },
+  services: Pick<Services, 'runtimes' | 'sandboxes' | 'instances'>,
+  listen: { host: string; port: number },
+): DoctorDeps {
   const s = instanceSettings(config);
   return {
     config,

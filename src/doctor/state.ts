@@ -18,7 +18,8 @@ export async function checkSecretKey(config: Config): Promise<Finding> {
   if (!process.env['CLAWPLANE_SECRET_KEY']) {
     const file = path.join(config.dataDir, 'secret.key');
     const s = await stat(file).catch(() => undefined);
-    if (s && (s.mode & 0o077) !== 0) return fail(`${file} has mode ${(s.mode & 0o777).toString(8)}: other users can read the key to every credential`, `chmod 600 ${file}`);
+    if (s && (s.mode & 0o077) !== 0)
+      return fail(`${file} has mode ${(s.mode & 0o777).toString(8)}: other users can read the key to every credential`, `chmod 600 ${file}`);
     return ok(`${config.secretKey.length} bytes, from ${file} (0600)`);
   }
   return ok(`${config.secretKey.length} bytes, from CLAWPLANE_SECRET_KEY`);
@@ -42,7 +43,8 @@ export async function checkRuntimes(store: RuntimeStore, defaultVersion: string,
     }
   }
   const names = items.map((r) => `openclaw@${r.version}`).join(', ');
-  if (problems.length > 0) return fail(`${problems.join('; ')}`, 'clawplane runtime rm VERSION && clawplane runtime pull openclaw@VERSION (a changed runtime is not trusted)');
+  if (problems.length > 0)
+    return fail(`${problems.join('; ')}`, 'clawplane runtime rm VERSION && clawplane runtime pull openclaw@VERSION (a changed runtime is not trusted)');
   return ok(`${names}${full ? ': every file matches its manifest' : ' (manifests present; --full re-hashes every file)'}`);
 }
 
@@ -64,7 +66,10 @@ export async function checkSandboxes(driver: SandboxDriver, rows: InstanceRow[])
     ...gone.map((r) => `instance ${r.name} (${r.id}) is recorded running but its sandbox ${r.sandbox?.sandboxId ?? ''} is gone`),
   ];
   if (problems.length > 0) {
-    return fail(problems.join('; '), 'restart clawplane serve: the reconciler stops orphans and restarts instances whose sandbox is gone at start (or stop an orphan by hand)');
+    return fail(
+      problems.join('; '),
+      'restart clawplane serve: the reconciler stops orphans and restarts instances whose sandbox is gone at start (or stop an orphan by hand)',
+    );
   }
   return ok(`${handles.length} sandbox(es) running, each wanted by its instance`);
 }
@@ -75,11 +80,18 @@ export async function checkCriu(driver: SandboxDriver, enabled: WarmResume): Pro
   if (enabled === 'auto') {
     if (!driver.snapshots) return skip(`warm resume is unavailable: the ${driver.name} driver has no snapshots; idle instances are stopped, not suspended`);
     const s = await driver.snapshots.support();
-    return s.supported ? ok('warm resume on (auto): CRIU can suspend and resume sandboxes here') : skip(`${s.reason}; idle instances are stopped, not suspended`);
+    return s.supported
+      ? ok('warm resume on (auto): CRIU can suspend and resume sandboxes here')
+      : skip(`${s.reason}; idle instances are stopped, not suspended`);
   }
-  if (!driver.snapshots) return fail(`warm resume is on but the ${driver.name} driver has no snapshots`, 'use the local driver for warm resume, or set CLAWPLANE_WARM_RESUME=false');
+  if (!driver.snapshots)
+    return fail(`warm resume is on but the ${driver.name} driver has no snapshots`, 'use the local driver for warm resume, or set CLAWPLANE_WARM_RESUME=false');
   const s = await driver.snapshots.support();
-  if (!s.supported) return fail(`warm resume is on but cannot work: ${s.reason}`, 'as root: bash scripts/build-criu.sh (CLAWPLANE_CRIU_BIN), or set CLAWPLANE_WARM_RESUME=false');
+  if (!s.supported)
+    return fail(
+      `warm resume is on but cannot work: ${s.reason}`,
+      'as root: bash scripts/build-criu.sh (CLAWPLANE_CRIU_BIN), or set CLAWPLANE_WARM_RESUME=false',
+    );
   return ok('CRIU can suspend and resume sandboxes here');
 }
 
@@ -100,7 +112,10 @@ export async function checkBroker(runDir: string): Promise<Finding> {
     });
     if (answer) dead.push(`${s}: ${answer}`);
   }
-  if (dead.length > 0) return fail(`broker socket(s) not serving: ${dead.join('; ')}`, 'restart clawplane serve: sandboxes are re-registered with the broker when their instance restarts');
+  if (dead.length > 0)
+    return fail(
+      `broker socket(s) not serving: ${dead.join('; ')}`,
+      'restart clawplane serve: sandboxes are re-registered with the broker when their instance restarts',
+    );
   return ok(`${socks.length} sandbox socket(s) answer`);
 }
-

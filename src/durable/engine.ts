@@ -203,7 +203,10 @@ export async function enqueueWorkflow<Args extends unknown[], R>(
   const start = DBOS.startWorkflow(wf as (...a: unknown[]) => Promise<R>, {
     workflowID: workflowId,
     queueName: q.queue,
-    enqueueOptions: { ...(q.partitionKey !== undefined ? { queuePartitionKey: q.partitionKey } : {}), ...(q.priority !== undefined ? { priority: q.priority } : {}) },
+    enqueueOptions: {
+      ...(q.partitionKey !== undefined ? { queuePartitionKey: q.partitionKey } : {}),
+      ...(q.priority !== undefined ? { priority: q.priority } : {}),
+    },
   });
   const handle = await start(...args, ...traceArg());
   return { workflowId: handle.workflowID };

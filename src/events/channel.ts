@@ -116,7 +116,12 @@ export class EventChannel {
 
   #connect(): Promise<void> {
     this.#connecting ??= (async () => {
-      const client = new pg.Client({ connectionString: this.#url, application_name: `clawplane-events:${this.origin}`.slice(0, 63), connectionTimeoutMillis: 5_000, keepAlive: true });
+      const client = new pg.Client({
+        connectionString: this.#url,
+        application_name: `clawplane-events:${this.origin}`.slice(0, 63),
+        connectionTimeoutMillis: 5_000,
+        keepAlive: true,
+      });
       client.on('error', (err) => this.#lost(client, err.message));
       client.on('end', () => this.#lost(client, 'connection closed'));
       client.on('notification', (m) => {

@@ -79,23 +79,43 @@ export class ApprovalDelivery implements ApprovalChat {
       'SELECT kind, credential_id, target, updated_by, updated_at FROM approval_channels WHERE tenant_id = $1 ORDER BY kind',
       [tenantId],
     );
-    return r.rows.map((x) => ({ kind: x.kind, credentialId: x.credential_id, target: x.target, updatedBy: x.updated_by, updatedAt: x.updated_at.toISOString() }));
+    return r.rows.map((x) => ({
+      kind: x.kind,
+      credentialId: x.credential_id,
+      target: x.target,
+      updatedBy: x.updated_by,
+      updatedAt: x.updated_at.toISOString(),
+    }));
   }
 
   /** Sets where approvals of `kind` go; the credential must be the tenant's own active skill credential of that kind. */
-  async set(tenantId: string, kind: ChannelKind, input: { credentialId: string; target: string }, by: { actor: string; requestId?: string }): Promise<ApprovalChannel> {
+  async set(
+    tenantId: string,
+    kind: ChannelKind,
+    input: { credentialId: string; target: string },
+    by: { actor: string; requestId?: string },
+  ): Promise<ApprovalChannel> {
     if (!TARGET[kind].test(input.target)) {
-      throw new ValidationError(`"${input.target.slice(0, 40)}" is not a ${kind === 'telegram' ? 'Telegram chat id (a number, or @channelname)' : 'Slack channel id (such as C0123456789)'}.`, [{ path: 'body.target', message: `not a ${kind} target` }]);
+      throw new ValidationError(
+        `"${input.target.slice(0, 40)}" is not a ${kind === 'telegram' ? 'Telegram chat id (a number, or @channelname)' : 'Slack channel id (such as C0123456789)'}.`,
+        [{ path: 'body.target', message: `not a ${kind} target` }],
+      );
     }
     let cred;
     try {
       cred = await this.#credentials.get(tenantId, input.credentialId);
     } catch (err) {
-      if (err instanceof NotFoundError) throw new ValidationError('No such credential in this tenant: connect the bot on the Credentials page first.', [{ path: 'body.credentialId', message: 'not a credential of this tenant' }]);
+      if (err instanceof NotFoundError)
+        throw new ValidationError('No such credential in this tenant: connect the bot on the Credentials page first.', [
+          { path: 'body.credentialId', message: 'not a credential of this tenant' },
+        ]);
       throw err;
     }
     if (cred.skill !== kind || cred.status !== 'active') {
-      throw new ValidationError(`Credential "${cred.name}" is not an active ${kind} bot credential: connect the ${kind === 'telegram' ? 'Telegram' : 'Slack'} skill and choose its bot token.`, [{ path: 'body.credentialId', message: `not an active ${kind} skill credential` }]);
+      throw new ValidationError(
+        `Credential "${cred.name}" is not an active ${kind} bot credential: connect the ${kind === 'telegram' ? 'Telegram' : 'Slack'} skill and choose its bot token.`,
+        [{ path: 'body.credentialId', message: `not an active ${kind} skill credential` }],
+      );
     }
     await this.#db.tx(async (tx) => {
       await tx.query(
@@ -103,7 +123,15 @@ export class ApprovalDelivery implements ApprovalChat {
          ON CONFLICT (tenant_id, kind) DO UPDATE SET credential_id = EXCLUDED.credential_id, target = EXCLUDED.target, updated_by = EXCLUDED.updated_by, updated_at = now()`,
         [tenantId, kind, cred.id, input.target, by.actor],
       );
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'approval_channel.set', target: `approval_channel:${kind}`, decision: 'success', detail: { kind, credentialId: cred.id, target: input.target }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'approval_channel.set',
+        target: `approval_channel:${kind}`,
+        decision: 'success',
+        detail: { kind, credentialId: cred.id, target: input.target },
+        requestId: by.requestId ?? null,
+      });
     });
     const out = (await this.list(tenantId)).find((c) => c.kind === kind);
     if (!out) throw new Error('approval channel missing after it was set');
@@ -114,7 +142,15 @@ export class ApprovalDelivery implements ApprovalChat {
     await this.#db.tx(async (tx) => {
       const r = await tx.query('DELETE FROM approval_channels WHERE tenant_id = $1 AND kind = $2', [tenantId, kind]);
       if (r.rowCount === 0) throw new NotFoundError('Approval channel');
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'approval_channel.removed', target: `approval_channel:${kind}`, decision: 'success', detail: { kind }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'approval_channel.removed',
+        target: `approval_channel:${kind}`,
+        decision: 'success',
+        detail: { kind },
+        requestId: by.requestId ?? null,
+      });
     });
   }
 
@@ -137,12 +173,26 @@ export class ApprovalDelivery implements ApprovalChat {
         outcome = await this.#send(tenantId, ch, notice);
       } catch (err) {
         // The request URL may hold the bot token (Telegram): report the error's code, never its message.
-        outcome = { ok: false, why: (err as NodeJS.ErrnoException).code ?? (err instanceof NotFoundError ? 'credential_missing' : err instanceof Error && 'code' in err ? String(err.code) : 'request_failed') };
+        outcome = {
+          ok: false,
+          why:
+            (err as NodeJS.ErrnoException).code ??
+            (err instanceof NotFoundError ? 'credential_missing' : err instanceof Error && 'code' in err ? String(err.code) : 'request_failed'),
+        };
       }
       out.push({ kind: ch.kind, ok: outcome.ok });
       if (!outcome.ok) this.#log.warn({ tenant_id: tenantId, channel: ch.kind, approval: notice.id, why: outcome.why }, 'approval delivery to chat failed');
       await this.#db
-        .tx((tx) => appendAudit(tx, { actor: 'system', tenantId, action: 'approval.delivered', target: `approval_channel:${ch.kind}`, decision: outcome.ok ? 'success' : 'failure', detail: { kind: notice.kind, id: notice.id, channel: ch.kind, ...(outcome.ok ? {} : { why: outcome.why }) } }))
+        .tx((tx) =>
+          appendAudit(tx, {
+            actor: 'system',
+            tenantId,
+            action: 'approval.delivered',
+            target: `approval_channel:${ch.kind}`,
+            decision: outcome.ok ? 'success' : 'failure',
+            detail: { kind: notice.kind, id: notice.id, channel: ch.kind, ...(outcome.ok ? {} : { why: outcome.why }) },
+          }),
+        )
         .catch((e: unknown) => this.#log.error({ err: (e as Error).message }, 'audit of an approval delivery failed'));
     }
     return out;
@@ -184,7 +234,14 @@ export class ApprovalDelivery implements ApprovalChat {
         ],
       };
     }
-    const res = await this.#upstreams.request(url, { method: 'POST', headers, body: Buffer.from(JSON.stringify(body)), timeoutMs: 15_000, signal: AbortSignal.timeout(20_000), spanPath });
+    const res = await this.#upstreams.request(url, {
+      method: 'POST',
+      headers,
+      body: Buffer.from(JSON.stringify(body)),
+      timeoutMs: 15_000,
+      signal: AbortSignal.timeout(20_000),
+      spanPath,
+    });
     const chunks: Buffer[] = [];
     for await (const c of res as AsyncIterable<Buffer>) chunks.push(c);
     const status = res.statusCode ?? 0;

@@ -17,9 +17,20 @@ const ProposalInput = z.strictObject({ settings: GatewaySettingsSchema, reason: 
  * - POST /governance/proposals               { settings, reason } → 201, status pending
  * - GET  /governance/proposals/{number}      one version's status (pending, approved, rejected, ...)
  */
-export function governanceBrokerRoutes(deps: { gatewayConfig: GatewayConfigService; resolve: (token: string) => Promise<SandboxIdentity | undefined> }): Hono<SandboxEnv> {
+export function governanceBrokerRoutes(deps: {
+  gatewayConfig: GatewayConfigService;
+  resolve: (token: string) => Promise<SandboxIdentity | undefined>;
+}): Hono<SandboxEnv> {
   const app = sandboxApp('/governance/', deps.resolve);
-  const view = (v: { number: number; settings: unknown; status: string; statusReason: string; reason: string; kinds: string[]; createdAt: string }) => ({ number: v.number, settings: v.settings, status: v.status, statusReason: v.statusReason, reason: v.reason, kinds: v.kinds, createdAt: v.createdAt });
+  const view = (v: { number: number; settings: unknown; status: string; statusReason: string; reason: string; kinds: string[]; createdAt: string }) => ({
+    number: v.number,
+    settings: v.settings,
+    status: v.status,
+    statusReason: v.statusReason,
+    reason: v.reason,
+    kinds: v.kinds,
+    createdAt: v.createdAt,
+  });
 
   app.get('/governance/config', async (c) => {
     const caller = c.get('caller');

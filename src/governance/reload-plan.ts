@@ -93,7 +93,27 @@ const POLICIES: [ReloadKind, string[]][] = [
     ],
   ],
   // DEFAULT_RELOAD_POLICIES
-  ['none', ['meta', 'identity', 'wizard', 'logging', 'agents', 'bindings', 'audio', 'agent', 'routing', 'messages', 'session', 'talk', 'skills', 'secrets', 'tui', 'ui']],
+  [
+    'none',
+    [
+      'meta',
+      'identity',
+      'wizard',
+      'logging',
+      'agents',
+      'bindings',
+      'audio',
+      'agent',
+      'routing',
+      'messages',
+      'session',
+      'talk',
+      'skills',
+      'secrets',
+      'tui',
+      'ui',
+    ],
+  ],
   [
     'hot',
     [

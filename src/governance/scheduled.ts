@@ -35,13 +35,20 @@ const CRON_PREFIX = /^\[cron:([A-Za-z0-9][A-Za-z0-9._:-]{0,127}) /;
  * (2026.9.6, src/infra/heartbeat-runner: due HEARTBEAT.md tasks, and main-session cron reminders): wakes by
  * the scheduler too, so the heartbeat cap spaces them. Exec completions are not scheduled and pass.
  */
-const WAKE_PROMPTS = ['Run the following periodic tasks (only those due based on their intervals):', 'A scheduled reminder has been triggered.', 'A scheduled cron event was triggered,'];
+const WAKE_PROMPTS = [
+  'Run the following periodic tasks (only those due based on their intervals):',
+  'A scheduled reminder has been triggered.',
+  'A scheduled cron event was triggered,',
+];
 
 const INTERNAL_CONTEXT = '<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>';
 
 function text(content: unknown): string {
   if (typeof content === 'string') return content;
-  if (Array.isArray(content)) return content.map((p: unknown) => (typeof p === 'object' && p !== null && typeof (p as { text?: unknown }).text === 'string' ? (p as { text: string }).text : '')).join('');
+  if (Array.isArray(content))
+    return content
+      .map((p: unknown) => (typeof p === 'object' && p !== null && typeof (p as { text?: unknown }).text === 'string' ? (p as { text: string }).text : ''))
+      .join('');
   return '';
 }
 
@@ -74,7 +81,6 @@ export function classifyScheduled(body: Record<string, unknown>): ScheduledCall 
   if (prompt.startsWith(HEARTBEAT_MARKER) || WAKE_PROMPTS.some((p) => prompt.startsWith(p))) return { kind: 'heartbeat', job: 'heartbeat', run: run() };
   return null;
 }
-
 
 /** Refuses scheduled model calls that come sooner than the tenant's (or the agent's) cap. */
 export class ScheduledCaps {
@@ -112,6 +118,10 @@ export class ScheduledCaps {
     const wait = Math.max(1, last.rows[0]?.wait ?? 60);
     const name = call.kind === 'cron' ? 'cron_min_minutes' : 'heartbeat_min_minutes';
     const what = call.kind === 'cron' ? `cron job ${call.job}` : 'heartbeat';
-    throw new BudgetExceededError(name, `Refused by the cap ${name}: this ${what} ran less than ${cap} minutes ago; its next run may start in ${wait} seconds. A tenant admin sets the cap under gateway-config rules.`, wait);
+    throw new BudgetExceededError(
+      name,
+      `Refused by the cap ${name}: this ${what} ran less than ${cap} minutes ago; its next run may start in ${wait} seconds. A tenant admin sets the cap under gateway-config rules.`,
+      wait,
+    );
   }
 }

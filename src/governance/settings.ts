@@ -37,8 +37,14 @@ export const GatewaySettingsSchema = z
   })
   .superRefine((s, ctx) => {
     for (const k of Object.keys(s.memory ?? {})) {
-      if (k === 'dreaming') ctx.addIssue({ code: 'custom', path: ['memory', k], message: 'dreaming is governed by the platform (background model spend) and cannot be set here' });
-      else if (SECRET_KEY.test(k)) ctx.addIssue({ code: 'custom', path: ['memory', k], message: 'looks like a credential: secrets never go into a gateway configuration (store it in the vault)' });
+      if (k === 'dreaming')
+        ctx.addIssue({ code: 'custom', path: ['memory', k], message: 'dreaming is governed by the platform (background model spend) and cannot be set here' });
+      else if (SECRET_KEY.test(k))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['memory', k],
+          message: 'looks like a credential: secrets never go into a gateway configuration (store it in the vault)',
+        });
     }
   });
 export type GatewaySettings = z.infer<typeof GatewaySettingsSchema>;
@@ -154,7 +160,13 @@ export function changeKinds(from: { settings: GatewaySettings; config: Json } | 
   for (const d of diffConfigs(from.config, to.config)) {
     if (d.path.startsWith('tools')) kinds.add('tools');
     else if (d.path.startsWith('agents.entries') || d.path.startsWith('hooks.allowedAgentIds')) kinds.add('agents');
-    else if (!d.path.startsWith('models') && !d.path.startsWith('agents.defaults.model') && !d.path.startsWith('agents.defaults.heartbeat') && !d.path.startsWith('plugins')) kinds.add('platform');
+    else if (
+      !d.path.startsWith('models') &&
+      !d.path.startsWith('agents.defaults.model') &&
+      !d.path.startsWith('agents.defaults.heartbeat') &&
+      !d.path.startsWith('plugins')
+    )
+      kinds.add('platform');
   }
   if (kinds.size === 0 && !same(from.config, to.config)) kinds.add('platform');
   return [...kinds].sort();

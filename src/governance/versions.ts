@@ -82,21 +82,38 @@ export interface AgentCaps {
 }
 
 /** The caps that bind `agent`: the stricter (longer interval) of the tenant's and the agent's own. */
-export function effectiveCaps(rules: Pick<ReviewRules, 'heartbeatMinMinutes' | 'cronMinMinutes' | 'agentCaps'>, agent: string): { heartbeatMinMinutes: number | null; cronMinMinutes: number | null } {
+export function effectiveCaps(
+  rules: Pick<ReviewRules, 'heartbeatMinMinutes' | 'cronMinMinutes' | 'agentCaps'>,
+  agent: string,
+): { heartbeatMinMinutes: number | null; cronMinMinutes: number | null } {
   const own = Object.hasOwn(rules.agentCaps, agent) ? rules.agentCaps[agent] : undefined;
   const stricter = (a: number | null, b: number | null | undefined) => (a === null ? (b ?? null) : b === null || b === undefined ? a : Math.max(a, b));
-  return { heartbeatMinMinutes: stricter(rules.heartbeatMinMinutes, own?.heartbeatMinMinutes), cronMinMinutes: stricter(rules.cronMinMinutes, own?.cronMinMinutes) };
+  return {
+    heartbeatMinMinutes: stricter(rules.heartbeatMinMinutes, own?.heartbeatMinMinutes),
+    cronMinMinutes: stricter(rules.cronMinMinutes, own?.cronMinMinutes),
+  };
 }
 
 /** A tenant's review rules and caps (defaults when it has none). */
 export async function readRules(q: Queryable, tenantId: string): Promise<ReviewRules> {
-  const r = await q.query<{ review: string[]; heartbeat_min_minutes: number | null; cron_min_minutes: number | null; agent_caps: Record<string, AgentCaps>; updated_by: string; updated_at: Date }>(
-    'SELECT review, heartbeat_min_minutes, cron_min_minutes, agent_caps, updated_by, updated_at FROM gateway_config_rules WHERE tenant_id = $1',
-    [tenantId],
-  );
+  const r = await q.query<{
+    review: string[];
+    heartbeat_min_minutes: number | null;
+    cron_min_minutes: number | null;
+    agent_caps: Record<string, AgentCaps>;
+    updated_by: string;
+    updated_at: Date;
+  }>('SELECT review, heartbeat_min_minutes, cron_min_minutes, agent_caps, updated_by, updated_at FROM gateway_config_rules WHERE tenant_id = $1', [tenantId]);
   const row = r.rows[0];
   return row
-    ? { review: row.review, heartbeatMinMinutes: row.heartbeat_min_minutes, cronMinMinutes: row.cron_min_minutes, agentCaps: row.agent_caps, updatedBy: row.updated_by, updatedAt: row.updated_at.toISOString() }
+    ? {
+        review: row.review,
+        heartbeatMinMinutes: row.heartbeat_min_minutes,
+        cronMinMinutes: row.cron_min_minutes,
+        agentCaps: row.agent_caps,
+        updatedBy: row.updated_by,
+        updatedAt: row.updated_at.toISOString(),
+      }
     : { review: [], heartbeatMinMinutes: null, cronMinMinutes: null, agentCaps: {}, updatedBy: null, updatedAt: null };
 }
 
@@ -167,7 +184,14 @@ export class GatewayConfigService {
   readonly #chat: ApprovalChat | undefined;
 
   /** `chat`: where a change waiting for review is also posted (the tenant's approval chats). */
-  constructor(opts: { db: Db; events: EventChannel; layout: GatewayLayout; live: (tenantId: string) => Promise<{ defaults: AgentDefaults; restrictions: ToolRestrictions }>; log: Logger; chat?: ApprovalChat }) {
+  constructor(opts: {
+    db: Db;
+    events: EventChannel;
+    layout: GatewayLayout;
+    live: (tenantId: string) => Promise<{ defaults: AgentDefaults; restrictions: ToolRestrictions }>;
+    log: Logger;
+    chat?: ApprovalChat;
+  }) {
     this.#db = opts.db;
     this.#chat = opts.chat;
     this.#events = opts.events;
@@ -176,14 +200,27 @@ export class GatewayConfigService {
     this.#log = opts.log;
   }
 
-  async list(tenantId: string, o: { limit: number; cursor?: string | undefined; sort: string; status?: VersionStatus | undefined }): Promise<{ items: ConfigVersion[]; nextCursor: string | null }> {
+  async list(
+    tenantId: string,
+    o: { limit: number; cursor?: string | undefined; sort: string; status?: VersionStatus | undefined },
+  ): Promise<{ items: ConfigVersion[]; nextCursor: string | null }> {
     const where = ['v.tenant_id = $1'];
     const vals: unknown[] = [tenantId];
     if (o.status) {
       vals.push(o.status);
       where.push(`v.status = $${vals.length}`);
     }
-    return keysetPage(this.#db, { sort: o.sort, sorts: VERSION_SORTS, limit: o.limit, cursor: o.cursor, from: 'gateway_config_versions v', select: 'v.*', where, vals, map: (r) => toVersion(r as unknown as Row) });
+    return keysetPage(this.#db, {
+      sort: o.sort,
+      sorts: VERSION_SORTS,
+      limit: o.limit,
+      cursor: o.cursor,
+      from: 'gateway_config_versions v',
+      select: 'v.*',
+      where,
+      vals,
+      map: (r) => toVersion(r as unknown as Row),
+    });
   }
 
   async get(tenantId: string, ref: VersionRef, q: Queryable = this.#db): Promise<ConfigVersion> {
@@ -200,7 +237,11 @@ export class GatewayConfigService {
     return readRules(q, tenantId);
   }
 
-  async setRules(tenantId: string, rules: { review: string[]; heartbeatMinMinutes: number | null; cronMinMinutes?: number | null; agentCaps?: Record<string, AgentCaps> }, by: ChangeBy): Promise<ReviewRules> {
+  async setRules(
+    tenantId: string,
+    rules: { review: string[]; heartbeatMinMinutes: number | null; cronMinMinutes?: number | null; agentCaps?: Record<string, AgentCaps> },
+    by: ChangeBy,
+  ): Promise<ReviewRules> {
     const review = [...new Set(rules.review)].sort();
     const cronMinMinutes = rules.cronMinMinutes ?? null;
     const agentCaps = rules.agentCaps ?? {};
@@ -211,7 +252,15 @@ export class GatewayConfigService {
            agent_caps = EXCLUDED.agent_caps, updated_by = EXCLUDED.updated_by, updated_at = now()`,
         [tenantId, review, rules.heartbeatMinMinutes, cronMinMinutes, JSON.stringify(agentCaps), by.actor],
       );
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'gateway_config.rules_changed', target: `tenant:${tenantId}`, decision: 'success', detail: { review, heartbeatMinMinutes: rules.heartbeatMinMinutes, cronMinMinutes, agentCaps }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'gateway_config.rules_changed',
+        target: `tenant:${tenantId}`,
+        decision: 'success',
+        detail: { review, heartbeatMinMinutes: rules.heartbeatMinMinutes, cronMinMinutes, agentCaps },
+        requestId: by.requestId ?? null,
+      });
     });
     return this.rules(tenantId);
   }
@@ -220,7 +269,12 @@ export class GatewayConfigService {
    * A tenant admin's change: the settings the gateways should have. Applies at once, or waits as a pending
    * version when one of its kinds is under review. A heartbeat above the tenant's cap is refused (400).
    */
-  async propose(tenantId: string, input: { settings: GatewaySettings; reason: string }, by: ChangeBy, o: { review?: 'rules' | 'always' } = {}): Promise<ConfigVersion> {
+  async propose(
+    tenantId: string,
+    input: { settings: GatewaySettings; reason: string },
+    by: ChangeBy,
+    o: { review?: 'rules' | 'always' } = {},
+  ): Promise<ConfigVersion> {
     const settings = GatewaySettingsSchema.parse(input.settings);
     const made = await this.#db.tx(async (tx) => {
       await this.#lock(tx, tenantId);
@@ -229,9 +283,10 @@ export class GatewayConfigService {
       if (settings.heartbeatEvery !== undefined && cap !== null) {
         const every = heartbeatMinutes(settings.heartbeatEvery);
         if (every > 0 && every < cap) {
-          throw new ValidationError(`The heartbeat every ${settings.heartbeatEvery} is more often than the cap heartbeat_min_minutes (${cap} minutes): choose ${cap}m or longer, or "0m" for none.`, [
-            { path: 'body.settings.heartbeatEvery', message: `more often than the cap heartbeat_min_minutes (${cap} minutes)` },
-          ]);
+          throw new ValidationError(
+            `The heartbeat every ${settings.heartbeatEvery} is more often than the cap heartbeat_min_minutes (${cap} minutes): choose ${cap}m or longer, or "0m" for none.`,
+            [{ path: 'body.settings.heartbeatEvery', message: `more often than the cap heartbeat_min_minutes (${cap} minutes)` }],
+          );
         }
       }
       await this.#ensureBase(tx, tenantId);
@@ -247,7 +302,11 @@ export class GatewayConfigService {
   /** A version waiting for review is posted to the tenant's approval chats, after its transaction committed. */
   #announce(tenantId: string, v: ConfigVersion): void {
     if (v.status !== 'pending' || !this.#chat) return;
-    void this.#chat.deliver(tenantId, { kind: 'config', id: String(v.number), summary: `version ${v.number} (${v.kinds.join(', ')}) by ${v.author}: ${v.reason}`.slice(0, 300) });
+    void this.#chat.deliver(tenantId, {
+      kind: 'config',
+      id: String(v.number),
+      summary: `version ${v.number} (${v.kinds.join(', ')}) by ${v.author}: ${v.reason}`.slice(0, 300),
+    });
   }
 
   /** A new version with the settings of `ref` (any version, also a failed or rejected one); under review when rollbacks are. */
@@ -257,7 +316,13 @@ export class GatewayConfigService {
       const target = await this.#row(tx, tenantId, ref);
       await this.#ensureBase(tx, tenantId);
       const rules = await this.rules(tenantId, tx);
-      const v = await this.#record(tx, tenantId, target.settings, { ...by, reason: reason || `roll back to version ${target.number}`, review: rules.review, extraKinds: ['rollback'], rollbackOf: target.number });
+      const v = await this.#record(tx, tenantId, target.settings, {
+        ...by,
+        reason: reason || `roll back to version ${target.number}`,
+        review: rules.review,
+        extraKinds: ['rollback'],
+        rollbackOf: target.number,
+      });
       if (!v) throw new ConflictError(`The gateways already run the configuration of version ${target.number}.`, 'no_change');
       return v;
     });
@@ -288,10 +353,24 @@ export class GatewayConfigService {
       if (v.proposer === by.person) throw new ForbiddenError(`You proposed version ${v.number}: another tenant admin must approve it (two-person rule).`);
       const current = await this.#current(tx, tenantId);
       if ((current?.number ?? null) !== v.parent) {
-        throw new ConflictError(`The configuration changed since version ${v.number} was proposed (it was made from version ${v.parent ?? 'none'}, the gateways now run version ${current?.number ?? 'none'}): reject it and propose it again.`, 'stale_version');
+        throw new ConflictError(
+          `The configuration changed since version ${v.number} was proposed (it was made from version ${v.parent ?? 'none'}, the gateways now run version ${current?.number ?? 'none'}): reject it and propose it again.`,
+          'stale_version',
+        );
       }
-      await tx.query(`UPDATE gateway_config_versions SET status = 'approved', status_reason = $3, decided_by = $4, decided_at = now() WHERE tenant_id = $1 AND number = $2`, [tenantId, v.number, comment ? `approved: ${comment}` : 'approved', by.actor]);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'gateway_config.approved', target: `gateway_config:${v.number}`, decision: 'success', detail: { number: v.number, kinds: v.kinds, proposer: v.author, comment }, requestId: by.requestId ?? null });
+      await tx.query(
+        `UPDATE gateway_config_versions SET status = 'approved', status_reason = $3, decided_by = $4, decided_at = now() WHERE tenant_id = $1 AND number = $2`,
+        [tenantId, v.number, comment ? `approved: ${comment}` : 'approved', by.actor],
+      );
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'gateway_config.approved',
+        target: `gateway_config:${v.number}`,
+        decision: 'success',
+        detail: { number: v.number, kinds: v.kinds, proposer: v.author, comment },
+        requestId: by.requestId ?? null,
+      });
       await this.#activate(tx, tenantId, v.number, v.config, 'now');
       return this.get(tenantId, String(v.number), tx);
     });
@@ -302,8 +381,19 @@ export class GatewayConfigService {
       await this.#lock(tx, tenantId);
       const v = await this.#row(tx, tenantId, ref);
       if (v.status !== 'pending') throw new ConflictError(`Version ${v.number} is ${v.status}, not waiting for review.`, 'not_pending');
-      await tx.query(`UPDATE gateway_config_versions SET status = 'rejected', status_reason = $3, decided_by = $4, decided_at = now() WHERE tenant_id = $1 AND number = $2`, [tenantId, v.number, `rejected: ${reason}`, by.actor]);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'gateway_config.rejected', target: `gateway_config:${v.number}`, decision: 'deny', detail: { number: v.number, kinds: v.kinds, proposer: v.author, reason }, requestId: by.requestId ?? null });
+      await tx.query(
+        `UPDATE gateway_config_versions SET status = 'rejected', status_reason = $3, decided_by = $4, decided_at = now() WHERE tenant_id = $1 AND number = $2`,
+        [tenantId, v.number, `rejected: ${reason}`, by.actor],
+      );
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'gateway_config.rejected',
+        target: `gateway_config:${v.number}`,
+        decision: 'deny',
+        detail: { number: v.number, kinds: v.kinds, proposer: v.author, reason },
+        requestId: by.requestId ?? null,
+      });
       return this.get(tenantId, String(v.number), tx);
     });
   }
@@ -346,7 +436,11 @@ export class GatewayConfigService {
    * it runs is not known; null when it already runs the newest version. `rewrite`: render the newest version
    * even when the gateway runs it (its file is written again, e.g. after it refused a newer one).
    */
-  async hotPlan(tenantId: string, instanceId: string, o: { canHot: boolean; rewrite?: boolean }): Promise<{ way: 'hot'; version: number; input: TenantRenderInput; paths: string[] } | { way: 'restart'; reason: string } | null> {
+  async hotPlan(
+    tenantId: string,
+    instanceId: string,
+    o: { canHot: boolean; rewrite?: boolean },
+  ): Promise<{ way: 'hot'; version: number; input: TenantRenderInput; paths: string[] } | { way: 'restart'; reason: string } | null> {
     return this.#db.tx(async (tx) => {
       await this.#lock(tx, tenantId);
       const inst = await tx.query<{ config_version: number | null; config: Record<string, Json> | null }>(
@@ -362,7 +456,13 @@ export class GatewayConfigService {
         return null;
       }
       const way = running.config ? applyWay(running.config, next.config) : null;
-      const why = !o.canHot ? 'the sandbox driver cannot reload a running gateway' : !way ? 'what the gateway runs is not known' : way.way === 'restart' ? `OpenClaw restarts for ${way.paths.slice(0, 5).join(', ')}` : '';
+      const why = !o.canHot
+        ? 'the sandbox driver cannot reload a running gateway'
+        : !way
+          ? 'what the gateway runs is not known'
+          : way.way === 'restart'
+            ? `OpenClaw restarts for ${way.paths.slice(0, 5).join(', ')}`
+            : '';
       if (why) {
         await this.#restart(tx, tenantId, instanceId);
         return { way: 'restart', reason: why };
@@ -373,7 +473,10 @@ export class GatewayConfigService {
 
   /** The instance restarts onto the newest version instead of reloading it (its generation moves on). */
   async #restart(tx: Queryable, tenantId: string, instanceId: string): Promise<void> {
-    await tx.query(`UPDATE instances SET generation = generation + 1, config_target = NULL, failures = 0, next_attempt_at = NULL, updated_at = now() WHERE tenant_id = $1 AND id = $2`, [tenantId, instanceId]);
+    await tx.query(
+      `UPDATE instances SET generation = generation + 1, config_target = NULL, failures = 0, next_attempt_at = NULL, updated_at = now() WHERE tenant_id = $1 AND id = $2`,
+      [tenantId, instanceId],
+    );
     await this.#events.publish(tx, 'instance.changed', { instanceId });
   }
 
@@ -386,13 +489,28 @@ export class GatewayConfigService {
   async applied(tenantId: string, instanceId: string, version: number, how: AppliedHow = 'restart'): Promise<void> {
     await this.#db.tx(async (tx) => {
       // A reload asked for a newer version meanwhile stays asked for.
-      await tx.query('UPDATE instances SET config_version = $3, config_target = CASE WHEN config_target > $3 THEN config_target END WHERE tenant_id = $1 AND id = $2', [tenantId, instanceId, version]);
+      await tx.query(
+        'UPDATE instances SET config_version = $3, config_target = CASE WHEN config_target > $3 THEN config_target END WHERE tenant_id = $1 AND id = $2',
+        [tenantId, instanceId, version],
+      );
       const r = await tx.query(
         `UPDATE gateway_config_versions SET status = 'good', status_reason = $3, applied_at = now(), applied_how = $4 WHERE tenant_id = $1 AND number = $2 AND status = 'approved'`,
-        [tenantId, version, how === 'hot' ? `applied without a restart: instance ${instanceId} reloaded it and is healthy` : `applied: instance ${instanceId} healthy`, how],
+        [
+          tenantId,
+          version,
+          how === 'hot' ? `applied without a restart: instance ${instanceId} reloaded it and is healthy` : `applied: instance ${instanceId} healthy`,
+          how,
+        ],
       );
       if (r.rowCount === 0) return;
-      await appendAudit(tx, { actor: 'system', tenantId, action: 'gateway_config.applied', target: `gateway_config:${version}`, decision: 'success', detail: { number: version, instanceId, how } });
+      await appendAudit(tx, {
+        actor: 'system',
+        tenantId,
+        action: 'gateway_config.applied',
+        target: `gateway_config:${version}`,
+        decision: 'success',
+        detail: { number: version, instanceId, how },
+      });
     });
   }
 
@@ -404,14 +522,30 @@ export class GatewayConfigService {
   async failed(tenantId: string, instanceId: string, version: number, reason: string): Promise<{ fallback: number } | null> {
     return this.#db.tx(async (tx) => {
       await this.#lock(tx, tenantId);
-      const good = await tx.query<{ number: number }>(`SELECT number FROM gateway_config_versions WHERE tenant_id = $1 AND status = 'good' AND number <> $2 ORDER BY number DESC LIMIT 1`, [tenantId, version]);
+      const good = await tx.query<{ number: number }>(
+        `SELECT number FROM gateway_config_versions WHERE tenant_id = $1 AND status = 'good' AND number <> $2 ORDER BY number DESC LIMIT 1`,
+        [tenantId, version],
+      );
       const lkg = good.rows[0]?.number;
       if (lkg === undefined) return null;
-      const r = await tx.query(`UPDATE gateway_config_versions SET status = 'failed', status_reason = $3 WHERE tenant_id = $1 AND number = $2 AND status = 'approved'`, [tenantId, version, `failed its check on instance ${instanceId}: ${reason}; rolled back to version ${lkg}`]);
+      const r = await tx.query(
+        `UPDATE gateway_config_versions SET status = 'failed', status_reason = $3 WHERE tenant_id = $1 AND number = $2 AND status = 'approved'`,
+        [tenantId, version, `failed its check on instance ${instanceId}: ${reason}; rolled back to version ${lkg}`],
+      );
       if (r.rowCount === 0) return null;
-      this.#log.warn({ tenant_id: tenantId, instance_id: instanceId, version, to: lkg, reason }, 'gateway configuration failed its check; rolling back to the last known good version');
+      this.#log.warn(
+        { tenant_id: tenantId, instance_id: instanceId, version, to: lkg, reason },
+        'gateway configuration failed its check; rolling back to the last known good version',
+      );
       // Told to the tenant's admins through the audit log (their Audit page and API), with the reason.
-      await appendAudit(tx, { actor: 'system', tenantId, action: 'gateway_config.rolled_back', target: `gateway_config:${version}`, decision: 'failure', detail: { failed: version, to: lkg, instanceId, reason } });
+      await appendAudit(tx, {
+        actor: 'system',
+        tenantId,
+        action: 'gateway_config.rolled_back',
+        target: `gateway_config:${version}`,
+        decision: 'failure',
+        detail: { failed: version, to: lkg, instanceId, reason },
+      });
       const others = await tx.query<{ id: string }>(
         `UPDATE instances SET generation = generation + 1, updated_at = now() WHERE tenant_id = $1 AND id <> $2 AND config_version = $3 AND desired_state = 'running' RETURNING id`,
         [tenantId, instanceId, version],
@@ -444,9 +578,13 @@ export class GatewayConfigService {
 
   async #row(q: Queryable, tenantId: string, ref: VersionRef, field = 'path.version'): Promise<Row> {
     let r;
-    if (/^[1-9][0-9]{0,8}$/.test(ref)) r = await q.query<Row>('SELECT * FROM gateway_config_versions WHERE tenant_id = $1 AND number = $2', [tenantId, Number(ref)]);
+    if (/^[1-9][0-9]{0,8}$/.test(ref))
+      r = await q.query<Row>('SELECT * FROM gateway_config_versions WHERE tenant_id = $1 AND number = $2', [tenantId, Number(ref)]);
     else if (UUID.test(ref)) r = await q.query<Row>('SELECT * FROM gateway_config_versions WHERE tenant_id = $1 AND id = $2', [tenantId, ref]);
-    else throw new ValidationError(`"${ref.slice(0, 40)}" is not a version: give its number (e.g. 3) or its id.`, [{ path: field, message: 'a version number or id' }]);
+    else
+      throw new ValidationError(`"${ref.slice(0, 40)}" is not a version: give its number (e.g. 3) or its id.`, [
+        { path: field, message: 'a version number or id' },
+      ]);
     const row = r.rows[0];
     if (!row) throw new NotFoundError('Configuration version', 'GET …/gateway-config/versions lists them.');
     return row;
@@ -467,7 +605,9 @@ export class GatewayConfigService {
     const config = redactSecrets(renderForLayout(this.#layout, tenantRenderInput(settings, live))) as Record<string, Json>;
     const hash = configHash(config);
     if (current && current.hash === hash) return null;
-    const kinds = [...new Set([...changeKinds(current ? { settings: current.settings, config: current.config } : null, { settings, config }), ...(o.extraKinds ?? [])])].sort();
+    const kinds = [
+      ...new Set([...changeKinds(current ? { settings: current.settings, config: current.config } : null, { settings, config }), ...(o.extraKinds ?? [])]),
+    ].sort();
     const waits = kinds.some((k) => o.review.includes(k));
     const next = await tx.query<{ n: number }>('SELECT coalesce(max(number), 0) + 1 AS n FROM gateway_config_versions WHERE tenant_id = $1', [tenantId]);
     const number = next.rows[0]?.n ?? 1;
@@ -476,7 +616,22 @@ export class GatewayConfigService {
     await tx.query(
       `INSERT INTO gateway_config_versions (id, tenant_id, number, parent, settings, config, hash, diff, kinds, author, proposer, reason, status, status_reason)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
-      [randomUUID(), tenantId, number, current?.number ?? null, JSON.stringify(settings), JSON.stringify(config), hash, JSON.stringify(diff), kinds, o.actor, o.person, o.reason, status, waits ? `waiting for a second admin (${kinds.filter((k) => o.review.includes(k)).join(', ')} under review)` : ''],
+      [
+        randomUUID(),
+        tenantId,
+        number,
+        current?.number ?? null,
+        JSON.stringify(settings),
+        JSON.stringify(config),
+        hash,
+        JSON.stringify(diff),
+        kinds,
+        o.actor,
+        o.person,
+        o.reason,
+        status,
+        waits ? `waiting for a second admin (${kinds.filter((k) => o.review.includes(k)).join(', ')} under review)` : '',
+      ],
     );
     await appendAudit(tx, {
       actor: o.actor,
@@ -484,7 +639,16 @@ export class GatewayConfigService {
       action: 'gateway_config.version_created',
       target: `gateway_config:${number}`,
       decision: waits ? 'pending' : 'success',
-      detail: { number, parent: current?.number ?? null, kinds, status, hash, changes: diff.length, reason: o.reason, ...(o.rollbackOf !== undefined ? { rollbackOf: o.rollbackOf } : {}) },
+      detail: {
+        number,
+        parent: current?.number ?? null,
+        kinds,
+        status,
+        hash,
+        changes: diff.length,
+        reason: o.reason,
+        ...(o.rollbackOf !== undefined ? { rollbackOf: o.rollbackOf } : {}),
+      },
       requestId: o.requestId ?? null,
     });
     if (!waits) await this.#activate(tx, tenantId, number, config, o.apply ?? 'now');
@@ -499,7 +663,10 @@ export class GatewayConfigService {
    * policy change, which the broker enforces already; `none`: a version recorded at a start).
    */
   async #activate(tx: Queryable, tenantId: string, number: number, config: Record<string, Json>, apply: 'now' | 'hot' | 'none'): Promise<void> {
-    await tx.query(`UPDATE gateway_config_versions SET status = 'superseded', status_reason = $3 WHERE tenant_id = $1 AND number < $2 AND status = 'approved'`, [tenantId, number, `superseded by version ${number} before it was applied`]);
+    await tx.query(
+      `UPDATE gateway_config_versions SET status = 'superseded', status_reason = $3 WHERE tenant_id = $1 AND number < $2 AND status = 'approved'`,
+      [tenantId, number, `superseded by version ${number} before it was applied`],
+    );
     if (apply === 'none') return;
     const r = await tx.query<{ id: string; status: string; config: Record<string, Json> | null }>(
       `SELECT i.id, i.status, v.config FROM instances i LEFT JOIN gateway_config_versions v ON v.tenant_id = i.tenant_id AND v.number = i.config_version
@@ -510,7 +677,11 @@ export class GatewayConfigService {
       // Only a gateway that runs can reload; one starting or backing off starts on the newest version anyway.
       const hot = i.status === 'running' && i.config !== null && applyWay(i.config, config).way === 'hot';
       if (hot) await tx.query('UPDATE instances SET config_target = $3 WHERE tenant_id = $1 AND id = $2', [tenantId, i.id, number]);
-      else if (apply === 'now') await tx.query(`UPDATE instances SET generation = generation + 1, config_target = NULL, failures = 0, next_attempt_at = NULL, updated_at = now() WHERE tenant_id = $1 AND id = $2`, [tenantId, i.id]);
+      else if (apply === 'now')
+        await tx.query(
+          `UPDATE instances SET generation = generation + 1, config_target = NULL, failures = 0, next_attempt_at = NULL, updated_at = now() WHERE tenant_id = $1 AND id = $2`,
+          [tenantId, i.id],
+        );
       else continue;
       await this.#events.publish(tx, 'instance.changed', { instanceId: i.id });
     }

@@ -109,14 +109,25 @@ export class ApiTokenService {
         [tenantId, input.name, input.role, sha256(token), tokenDisplay(token), input.createdBy, input.expiresAt ?? null],
       );
       const t = toToken(r.rows[0] as Row);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'token.create', target: `token:${t.id}`, decision: 'success', detail: { name: t.name, role: t.role, expiresAt: t.expiresAt }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'token.create',
+        target: `token:${t.id}`,
+        decision: 'success',
+        detail: { name: t.name, role: t.role, expiresAt: t.expiresAt },
+        requestId: by.requestId ?? null,
+      });
       return t;
     });
     return { token, info };
   }
 
   /** One page of a tenant's tokens, searched by name and filtered by state (active, revoked, expired). */
-  async page(tenantId: string, p: { limit: number; cursor?: string | undefined; sort: string; q?: string | undefined; status?: 'active' | 'revoked' | 'expired' | undefined }): Promise<{ items: ApiToken[]; nextCursor: string | null }> {
+  async page(
+    tenantId: string,
+    p: { limit: number; cursor?: string | undefined; sort: string; q?: string | undefined; status?: 'active' | 'revoked' | 'expired' | undefined },
+  ): Promise<{ items: ApiToken[]; nextCursor: string | null }> {
     const where = ['a.tenant_id = $1'];
     const vals: unknown[] = [tenantId];
     if (p.status !== undefined) where.push(TOKEN_STATES[p.status]);
@@ -139,7 +150,14 @@ export class ApiTokenService {
       if (!cur.rows[0]) throw new NotFoundError('Token');
       if (cur.rows[0].revoked_at) throw new ConflictError('This token is already revoked.', 'already_revoked');
       const r = await tx.query<Row>('UPDATE api_tokens SET revoked_at = now() WHERE id = $1 RETURNING *', [cur.rows[0].id]);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'token.revoke', target: `token:${cur.rows[0].id}`, decision: 'success', requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'token.revoke',
+        target: `token:${cur.rows[0].id}`,
+        decision: 'success',
+        requestId: by.requestId ?? null,
+      });
       // Delivered here after the commit: a request resolving the token in between would cache it again.
       await this.events.publish(tx, 'api_token.revoked', { tokenId: cur.rows[0].id });
       return toToken(r.rows[0] as Row);
@@ -157,10 +175,9 @@ export class ApiTokenService {
     if (hit && hit.until > now) return hit.principal;
     this.cache.delete(hash);
     const gen = this.generation;
-    const r = await this.db.query<Row>(
-      'SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())',
-      [hash],
-    );
+    const r = await this.db.query<Row>('SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())', [
+      hash,
+    ]);
     const row = r.rows[0];
     if (!row) return undefined;
     // last_used_at stays within a minute plus the cache time of the truth.

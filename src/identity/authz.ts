@@ -42,7 +42,8 @@ export function authorize(principal: Principal | undefined, action: Action, tena
   const platformAdmin = principal.kind === 'user' && principal.platformAdmin;
   if (effective === undefined) {
     if (platformAdmin && action === 'tenant.manage') return;
-    if (platformAdmin) throw new ForbiddenError('Platform admins manage tenants but cannot use or read a tenant\'s resources; ask a tenant admin to add you as a member.');
+    if (platformAdmin)
+      throw new ForbiddenError("Platform admins manage tenants but cannot use or read a tenant's resources; ask a tenant admin to add you as a member.");
     throw new NotFoundError('Tenant');
   }
   if (!roleAtLeast(effective, NEED[action])) {

@@ -64,12 +64,19 @@ export class OidcService {
   /** Saves settings after proving the issuer's discovery document can be fetched with them. */
   async save(s: OidcSettings, clientSecret: string | undefined, by: { actor: string; requestId?: string | undefined }): Promise<void> {
     const secret = clientSecret ?? (await this.secrets.open(SECRET_NAME));
-    if (secret === undefined) throw new ValidationError('clientSecret is required the first time OIDC is configured.', [{ path: 'body.clientSecret', message: 'required' }]);
+    if (secret === undefined)
+      throw new ValidationError('clientSecret is required the first time OIDC is configured.', [{ path: 'body.clientSecret', message: 'required' }]);
     await this.discover(s, secret);
     if (clientSecret !== undefined) await this.secrets.seal(SECRET_NAME, clientSecret);
     await this.db.tx(async (tx) => {
       await putSetting(tx, 'oidc', s);
-      await appendAudit(tx, { actor: by.actor, action: 'settings.oidc', decision: 'success', detail: { issuer: s.issuer, clientId: s.clientId, enabled: s.enabled, secretChanged: clientSecret !== undefined }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        action: 'settings.oidc',
+        decision: 'success',
+        detail: { issuer: s.issuer, clientId: s.clientId, enabled: s.enabled, secretChanged: clientSecret !== undefined },
+        requestId: by.requestId ?? null,
+      });
     });
     this.cached = undefined;
   }
@@ -91,7 +98,12 @@ export class OidcService {
     if ((inFlight.rows[0]?.n ?? 0) >= MAX_LOGINS_IN_FLIGHT) {
       throw new RateLimitedError('Too many sign-ins are in progress. Try again in a minute.', 60);
     }
-    await this.db.query('INSERT INTO oidc_logins (state, code_verifier, nonce, return_to) VALUES ($1, $2, $3, $4)', [state, verifier, nonce, safeReturnTo(returnTo)]);
+    await this.db.query('INSERT INTO oidc_logins (state, code_verifier, nonce, return_to) VALUES ($1, $2, $3, $4)', [
+      state,
+      verifier,
+      nonce,
+      safeReturnTo(returnTo),
+    ]);
     return client.buildAuthorizationUrl(config, {
       redirect_uri: this.redirectUri,
       scope: settings.scopes,
@@ -110,7 +122,15 @@ export class OidcService {
   async complete(callbackUrl: URL, meta: { requestId?: string | undefined; browserState: string | undefined }): Promise<OidcLoginResult> {
     const state = callbackUrl.searchParams.get('state') ?? '';
     if (!state || !meta.browserState || !sameString(state, meta.browserState)) {
-      await this.db.tx((tx) => appendAudit(tx, { actor: 'anonymous', action: 'auth.login', decision: 'failure', detail: { method: 'oidc', reason: 'state does not match the browser that started the sign-in' }, requestId: meta.requestId ?? null }));
+      await this.db.tx((tx) =>
+        appendAudit(tx, {
+          actor: 'anonymous',
+          action: 'auth.login',
+          decision: 'failure',
+          detail: { method: 'oidc', reason: 'state does not match the browser that started the sign-in' },
+          requestId: meta.requestId ?? null,
+        }),
+      );
       throw new OidcError('This sign-in was not started in this browser, or it took too long. Start the sign-in again.');
     }
     const pending = await this.db.query<{ code_verifier: string; nonce: string; return_to: string; created_at: Date }>(
@@ -122,7 +142,12 @@ export class OidcService {
     const { config, settings } = await this.active();
     let claims: client.IDToken | undefined;
     try {
-      const tokens = await client.authorizationCodeGrant(config, callbackUrl, { pkceCodeVerifier: p.code_verifier, expectedState: state, expectedNonce: p.nonce, idTokenExpected: true });
+      const tokens = await client.authorizationCodeGrant(config, callbackUrl, {
+        pkceCodeVerifier: p.code_verifier,
+        expectedState: state,
+        expectedNonce: p.nonce,
+        idTokenExpected: true,
+      });
       claims = tokens.claims();
       // Conformant providers put scope-granted claims (email, profile, custom ones) in the ID token only
       // when no access token is issued (OIDC Core 5.4); otherwise they are served from userinfo. Ask it
@@ -133,7 +158,15 @@ export class OidcService {
       }
     } catch (err) {
       const reason = describeOidcError(err);
-      await this.db.tx((tx) => appendAudit(tx, { actor: 'anonymous', action: 'auth.login', decision: 'failure', detail: { method: 'oidc', reason }, requestId: meta.requestId ?? null }));
+      await this.db.tx((tx) =>
+        appendAudit(tx, {
+          actor: 'anonymous',
+          action: 'auth.login',
+          decision: 'failure',
+          detail: { method: 'oidc', reason },
+          requestId: meta.requestId ?? null,
+        }),
+      );
       throw new OidcError(`The identity provider's answer was not accepted: ${reason}. Start the sign-in again.`, err);
     }
     if (!claims) throw new OidcError('The identity provider returned no ID token.');
@@ -150,24 +183,38 @@ export class OidcService {
     const name = typeof claims['name'] === 'string' ? claims['name'] : '';
     const mapping = parseTenantClaim(claims[s.tenantClaim]);
 
-    let user = (await tx.query<{ id: string; breakglass: boolean }>('SELECT id, breakglass FROM users WHERE oidc_issuer = $1 AND oidc_subject = $2', [issuer, sub])).rows[0];
+    let user = (
+      await tx.query<{ id: string; breakglass: boolean }>('SELECT id, breakglass FROM users WHERE oidc_issuer = $1 AND oidc_subject = $2', [issuer, sub])
+    ).rows[0];
     if (!user) {
-      const byEmail = (await tx.query<{ id: string; breakglass: boolean; oidc_subject: string | null }>('SELECT id, breakglass, oidc_subject FROM users WHERE email = $1', [email])).rows[0];
+      const byEmail = (
+        await tx.query<{ id: string; breakglass: boolean; oidc_subject: string | null }>('SELECT id, breakglass, oidc_subject FROM users WHERE email = $1', [
+          email,
+        ])
+      ).rows[0];
       if (byEmail) {
         // Link a pre-provisioned account only when the provider vouches for the email (no takeover by
         // registering someone else's address at the provider) and never the breakglass admin.
         if (!verified || byEmail.oidc_subject !== null || byEmail.breakglass) {
-          throw new ConflictError(`An account with the email ${email} already exists and cannot be linked to this sign-in. Ask a platform admin.`, 'account_conflict');
+          throw new ConflictError(
+            `An account with the email ${email} already exists and cannot be linked to this sign-in. Ask a platform admin.`,
+            'account_conflict',
+          );
         }
         await tx.query('UPDATE users SET oidc_issuer = $1, oidc_subject = $2 WHERE id = $3', [issuer, sub, byEmail.id]);
         user = { id: byEmail.id, breakglass: false };
       } else {
-        const r = await tx.query<{ id: string }>('INSERT INTO users (email, display_name, oidc_issuer, oidc_subject) VALUES ($1, $2, $3, $4) RETURNING id', [email, name, issuer, sub]);
+        const r = await tx.query<{ id: string }>('INSERT INTO users (email, display_name, oidc_issuer, oidc_subject) VALUES ($1, $2, $3, $4) RETURNING id', [
+          email,
+          name,
+          issuer,
+          sub,
+        ]);
         user = { id: (r.rows[0] as { id: string }).id, breakglass: false };
       }
     }
     await tx.query(
-      'UPDATE users SET display_name = CASE WHEN $2 = \'\' THEN display_name ELSE $2 END, platform_admin = (breakglass OR $3), last_login_at = now() WHERE id = $1',
+      "UPDATE users SET display_name = CASE WHEN $2 = '' THEN display_name ELSE $2 END, platform_admin = (breakglass OR $3), last_login_at = now() WHERE id = $1",
       [user.id, name, mapping.platformAdmin],
     );
     // Claim-granted memberships follow the claim; memberships added by hand are left alone.
@@ -186,7 +233,12 @@ export class OidcService {
       action: 'auth.login',
       target: `user:${user.id}`,
       decision: 'success',
-      detail: { method: 'oidc', issuer, tenants: Object.fromEntries(tenants.map((t) => [t.slug, mapping.tenants.get(t.slug)])), platformAdmin: mapping.platformAdmin },
+      detail: {
+        method: 'oidc',
+        issuer,
+        tenants: Object.fromEntries(tenants.map((t) => [t.slug, mapping.tenants.get(t.slug)])),
+        platformAdmin: mapping.platformAdmin,
+      },
       requestId: requestId ?? null,
     });
     return user.id;
@@ -194,9 +246,11 @@ export class OidcService {
 
   private async active(): Promise<{ config: client.Configuration; settings: OidcSettings }> {
     const settings = await getSetting<OidcSettings>(this.db, 'oidc');
-    if (!settings?.enabled) throw new ConflictError('Single sign-on is not configured. Sign in with the breakglass admin, or ask a platform admin to set up OIDC.', 'oidc_disabled');
+    if (!settings?.enabled)
+      throw new ConflictError('Single sign-on is not configured. Sign in with the breakglass admin, or ask a platform admin to set up OIDC.', 'oidc_disabled');
     const secret = await this.secrets.open(SECRET_NAME);
-    if (secret === undefined) throw new ConflictError('The OIDC client secret is missing: a platform admin must save the OIDC settings again.', 'oidc_disabled');
+    if (secret === undefined)
+      throw new ConflictError('The OIDC client secret is missing: a platform admin must save the OIDC settings again.', 'oidc_disabled');
     const key = JSON.stringify(settings);
     if (this.cached && this.cached.key === key && Date.now() - this.cached.at < 10 * 60 * 1000) return { config: this.cached.config, settings };
     const config = await this.discover(settings, secret);
@@ -212,7 +266,9 @@ export class OidcService {
       throw new ValidationError('issuer must be a URL such as https://login.example.com/realms/main', [{ path: 'body.issuer', message: 'not a URL' }]);
     }
     if (url.protocol !== 'https:' && !s.allowInsecureHttp) {
-      throw new ValidationError('issuer must use https (set allowInsecureHttp only for a provider on the same host).', [{ path: 'body.issuer', message: 'https required' }]);
+      throw new ValidationError('issuer must use https (set allowInsecureHttp only for a provider on the same host).', [
+        { path: 'body.issuer', message: 'https required' },
+      ]);
     }
     try {
       return await client.discovery(url, s.clientId, secret, undefined, {
@@ -220,7 +276,10 @@ export class OidcService {
         timeout: 10,
       });
     } catch (err) {
-      throw new OidcError(`Could not load the OpenID configuration from ${url.origin}: ${(err as Error).message}. Check the issuer URL and that Clawplane can reach it.`, err);
+      throw new OidcError(
+        `Could not load the OpenID configuration from ${url.origin}: ${(err as Error).message}. Check the issuer URL and that Clawplane can reach it.`,
+        err,
+      );
     }
   }
 }

@@ -30,7 +30,8 @@ interface Stored {
 }
 
 const HINTS: Record<OnboardingStep, string> = {
-  admin: 'Create the breakglass admin: POST /api/v1/onboarding/admin with {email, password, setupCode}. The setup code is in the file "setup-code" in the data directory.',
+  admin:
+    'Create the breakglass admin: POST /api/v1/onboarding/admin with {email, password, setupCode}. The setup code is in the file "setup-code" in the data directory.',
   oidc: 'Configure single sign-on, or skip it: POST /api/v1/onboarding/oidc with the provider settings or {"skip": true}.',
   provider: 'Add the first LLM provider, or skip it for now: POST /api/v1/onboarding/provider.',
   defaults: 'Set the default agent settings: POST /api/v1/onboarding/defaults.',

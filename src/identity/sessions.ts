@@ -16,10 +16,14 @@ export class SessionService {
     const id = newSecret();
     const csrfToken = newSecret();
     const expiresAt = new Date(Date.now() + SESSION_TTL_MS);
-    await this.db.query(
-      'INSERT INTO sessions (id_hash, user_id, csrf_token, expires_at, ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6)',
-      [sha256(id), userId, csrfToken, expiresAt, meta.ip ?? null, (meta.userAgent ?? '').slice(0, 300)],
-    );
+    await this.db.query('INSERT INTO sessions (id_hash, user_id, csrf_token, expires_at, ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6)', [
+      sha256(id),
+      userId,
+      csrfToken,
+      expiresAt,
+      meta.ip ?? null,
+      (meta.userAgent ?? '').slice(0, 300),
+    ]);
     // Housekeeping: expired sessions are useless; drop them as we go.
     await this.db.query('DELETE FROM sessions WHERE expires_at < now()');
     return { id, csrfToken, expiresAt };

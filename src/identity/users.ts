@@ -135,13 +135,27 @@ export class UserService {
             [u.id, LOGIN_POLICY.maxFailures, LOGIN_POLICY.lockMs / 1000],
           );
         }
-        await appendAudit(tx, { actor: u ? `user:${u.id}` : 'anonymous', action: 'auth.login', target: u ? `user:${u.id}` : null, decision: 'failure', detail: { email, reason: 'bad_credentials', method: 'password' }, requestId: meta.requestId ?? null });
+        await appendAudit(tx, {
+          actor: u ? `user:${u.id}` : 'anonymous',
+          action: 'auth.login',
+          target: u ? `user:${u.id}` : null,
+          decision: 'failure',
+          detail: { email, reason: 'bad_credentials', method: 'password' },
+          requestId: meta.requestId ?? null,
+        });
       });
       throw new UnauthenticatedError('The email or password is wrong.');
     }
     await this.db.tx(async (tx) => {
       await tx.query('UPDATE users SET failed_logins = 0, locked_until = NULL, last_login_at = now() WHERE id = $1', [u.id]);
-      await appendAudit(tx, { actor: `user:${u.id}`, action: 'auth.login', target: `user:${u.id}`, decision: 'success', detail: { method: 'password' }, requestId: meta.requestId ?? null });
+      await appendAudit(tx, {
+        actor: `user:${u.id}`,
+        action: 'auth.login',
+        target: `user:${u.id}`,
+        decision: 'success',
+        detail: { method: 'password' },
+        requestId: meta.requestId ?? null,
+      });
     });
     return u.id;
   }
@@ -164,9 +178,22 @@ export class UserService {
     });
   }
 
-  private async audit(action: string, decision: string, detail: Record<string, unknown>, userId: string | undefined, requestId: string | undefined): Promise<void> {
+  private async audit(
+    action: string,
+    decision: string,
+    detail: Record<string, unknown>,
+    userId: string | undefined,
+    requestId: string | undefined,
+  ): Promise<void> {
     await this.db.tx((tx) =>
-      appendAudit(tx, { actor: userId ? `user:${userId}` : 'anonymous', action, target: userId ? `user:${userId}` : null, decision, detail, requestId: requestId ?? null }),
+      appendAudit(tx, {
+        actor: userId ? `user:${userId}` : 'anonymous',
+        action,
+        target: userId ? `user:${userId}` : null,
+        decision,
+        detail,
+        requestId: requestId ?? null,
+      }),
     );
   }
 }

@@ -48,7 +48,8 @@ function issue(tenantId: string, channel: GatewayChannel, by: Audited): GatewayA
 
 /** Throws unless `access` came from the gate and is for this tenant (a cast cannot forge one). */
 export function assertAccess(access: GatewayAccess, tenantId: string): void {
-  if (!issued.has(access) || access.tenantId !== tenantId) throw new Error('reaching a gateway needs a GatewayAccess from the gate (ingress/access.ts) for its tenant');
+  if (!issued.has(access) || access.tenantId !== tenantId)
+    throw new Error('reaching a gateway needs a GatewayAccess from the gate (ingress/access.ts) for its tenant');
 }
 
 export class GatewayGate {
@@ -62,7 +63,13 @@ export class GatewayGate {
    * For an API request: the caller and the tenant as the request resolved them (the tenant row was
    * read for this request by the tenant scope, so its status is current).
    */
-  async admit(o: { principal: Principal | undefined; tenant: TenantRef | undefined; role: TenantRole | undefined; requestId: string; channel: GatewayChannel }): Promise<GatewayAccess> {
+  async admit(o: {
+    principal: Principal | undefined;
+    tenant: TenantRef | undefined;
+    role: TenantRole | undefined;
+    requestId: string;
+    channel: GatewayChannel;
+  }): Promise<GatewayAccess> {
     authorize(o.principal, NEED[o.channel], o.tenant, o.role);
     if (!o.tenant || !o.principal) throw new NotFoundError('Tenant');
     assertTenantActive(o.tenant);
@@ -89,10 +96,16 @@ export class GatewayGate {
     const b = r.rows[0];
     if (!b) return;
     if (b.tokens_cap !== null && Number(b.tokens ?? 0) >= Number(b.tokens_cap)) {
-      throw new BudgetExceededError('daily_tokens', `The daily token budget of the tenant (${Number(b.tokens_cap)} tokens) is used up, so no instance was woken for this turn; it resets at 00:00 UTC. A tenant admin can raise it.`);
+      throw new BudgetExceededError(
+        'daily_tokens',
+        `The daily token budget of the tenant (${Number(b.tokens_cap)} tokens) is used up, so no instance was woken for this turn; it resets at 00:00 UTC. A tenant admin can raise it.`,
+      );
     }
     if (b.cost_cap !== null && Number(b.cost ?? 0) >= Number(b.cost_cap)) {
-      throw new BudgetExceededError('daily_cost', `The daily cost budget of the tenant ($${Number(b.cost_cap)}) is used up, so no instance was woken for this turn; it resets at 00:00 UTC. A tenant admin can raise it.`);
+      throw new BudgetExceededError(
+        'daily_cost',
+        `The daily cost budget of the tenant ($${Number(b.cost_cap)}) is used up, so no instance was woken for this turn; it resets at 00:00 UTC. A tenant admin can raise it.`,
+      );
     }
   }
 

@@ -28,7 +28,11 @@ export function gatewayRequest(call: GatewayCall): { response: Promise<http.Inco
       const req = call.transport.request({
         method: call.method,
         path: call.path,
-        headers: { ...call.headers, authorization: `Bearer ${call.token}`, ...(call.body === undefined ? {} : { 'content-length': String(Buffer.byteLength(call.body)) }) },
+        headers: {
+          ...call.headers,
+          authorization: `Bearer ${call.token}`,
+          ...(call.body === undefined ? {} : { 'content-length': String(Buffer.byteLength(call.body)) }),
+        },
       });
       current = req;
       let answered = false;

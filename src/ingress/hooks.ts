@@ -42,7 +42,14 @@ export interface HookResult {
 /** Forwards one hook call; resolves with the gateway's status and JSON answer. */
 export async function deliverHook(
   ingress: IngressService,
-  o: { access: GatewayAccess; instanceRef?: string | undefined; kind: HookKind; body: unknown; idempotencyKey?: string | undefined; hooksToken: (instanceId: string) => Promise<string> },
+  o: {
+    access: GatewayAccess;
+    instanceRef?: string | undefined;
+    kind: HookKind;
+    body: unknown;
+    idempotencyKey?: string | undefined;
+    hooksToken: (instanceId: string) => Promise<string>;
+  },
 ): Promise<HookResult> {
   const row = await ingress.resolveInstance(o.access.tenantId, o.instanceRef);
   const done = ingress.activity.begin(row.id);

@@ -19,7 +19,16 @@ import type { Span } from '@opentelemetry/api';
 import { assertAccess, type GatewayAccess } from './access.ts';
 import type { Activity } from './activity.ts';
 import { gatewayRequest, readAll } from './gateway.ts';
-import { agentOf, chatText, gatewayChatBody, gatewayResponsesBody, responsesUserText, SESSION_ID, type ChatInput, type ResponsesInput } from './openai-input.ts';
+import {
+  agentOf,
+  chatText,
+  gatewayChatBody,
+  gatewayResponsesBody,
+  responsesUserText,
+  SESSION_ID,
+  type ChatInput,
+  type ResponsesInput,
+} from './openai-input.ts';
 import { Waker, type WakeProgress } from './wake.ts';
 
 export { chatInput, type ChatInput } from './openai-input.ts';
@@ -125,7 +134,8 @@ const responsesSpec = (input: ResponsesInput, agent: string): TurnSpec => ({
     return (e ?? ev.type) === 'response.output_text.delta' && typeof ev.delta === 'string' ? ev.delta : '';
   },
   // The Responses API's own error event, which the openai SDK and the AI SDK both surface as an error.
-  streamError: (e) => `event: error\ndata: ${JSON.stringify({ type: 'error', sequence_number: 0, code: e.code, message: e.message, param: null, error: { ...e, param: null } })}\n\n`,
+  streamError: (e) =>
+    `event: error\ndata: ${JSON.stringify({ type: 'error', sequence_number: 0, code: e.code, message: e.message, param: null, error: { ...e, param: null } })}\n\n`,
 });
 
 const MAX_TOKENS = 10_000;
@@ -176,7 +186,10 @@ export class IngressService {
     if (!pick) {
       if (ref) throw new NotFoundError(`Instance "${ref}"`, 'Name an instance of this tenant by its id or name (GET …/instances lists them).');
       if (all.length === 0) throw new NotFoundError('An instance of this tenant', 'Deploy one (POST …/instances), then retry.');
-      throw new ConflictError(`This tenant has ${all.length} instances and none is named "main": pick one with the X-Clawplane-Instance header (its id or name).`, 'instance_ambiguous');
+      throw new ConflictError(
+        `This tenant has ${all.length} instances and none is named "main": pick one with the X-Clawplane-Instance header (its id or name).`,
+        'instance_ambiguous',
+      );
     }
     // Not "the only instance": that stops being true when a second one is deployed.
     if (ref || pick.name === 'main') {
@@ -190,7 +203,11 @@ export class IngressService {
    * Wakes the instance when needed; resolves with where and how to reach its gateway. Only with the
    * gate's decision for the row's tenant (ingress/access.ts): there is no other way to a gateway.
    */
-  async connect(access: GatewayAccess, row: InstanceRow, onProgress?: (p: WakeProgress) => void): Promise<{ row: InstanceRow; transport: GatewayTransport; token: string }> {
+  async connect(
+    access: GatewayAccess,
+    row: InstanceRow,
+    onProgress?: (p: WakeProgress) => void,
+  ): Promise<{ row: InstanceRow; transport: GatewayTransport; token: string }> {
     assertAccess(access, row.tenantId);
     const ready = await this.#o.waker.ensureReady(access, row, onProgress);
     this.#o.activity.touch(ready.id);
@@ -221,7 +238,12 @@ export class IngressService {
 
   /** The ingress span covers the whole turn: it ends with the activity it counts (`done`), after the stream. */
   async #turn(opts: TurnOptions, bodySession: string | undefined, spec: TurnSpec): Promise<ChatResult> {
-    const span = startSpan('ingress.turn', { 'clawplane.tenant_id': opts.access.tenantId, 'clawplane.agent': spec.agent, 'clawplane.api': spec.path, 'clawplane.stream': spec.stream });
+    const span = startSpan('ingress.turn', {
+      'clawplane.tenant_id': opts.access.tenantId,
+      'clawplane.agent': spec.agent,
+      'clawplane.api': spec.path,
+      'clawplane.stream': spec.stream,
+    });
     try {
       return await withSpan(span, () => this.#turnIn(opts, bodySession, spec, span));
     } catch (err) {
@@ -246,7 +268,14 @@ export class IngressService {
     };
     const archive = (reply: string) =>
       this.#o.archive
-        .append(tenantId, { instanceId: row.id, sessionId, agent, actor: by.actor, requestId: by.requestId, messages: [...(spec.userText !== undefined ? [{ role: 'user' as const, content: spec.userText }] : []), { role: 'assistant', content: reply }] })
+        .append(tenantId, {
+          instanceId: row.id,
+          sessionId,
+          agent,
+          actor: by.actor,
+          requestId: by.requestId,
+          messages: [...(spec.userText !== undefined ? [{ role: 'user' as const, content: spec.userText }] : []), { role: 'assistant', content: reply }],
+        })
         .catch((err: unknown) => this.#o.log.error({ err, tenant_id: tenantId }, 'archiving a chat turn failed'));
     const headers = { 'x-clawplane-session': sessionId, 'x-clawplane-instance': row.id };
     const send = (gw: { transport: GatewayTransport; token: string }) => {
@@ -264,7 +293,9 @@ export class IngressService {
       return {
         abort: call.abort,
         response: call.response.catch((err: unknown) => {
-          throw opts.signal.aborted ? err : new UpstreamError(`Instance "${row.name}" did not answer (${(err as NodeJS.ErrnoException).code ?? 'connection failed'})`, err);
+          throw opts.signal.aborted
+            ? err
+            : new UpstreamError(`Instance "${row.name}" did not answer (${(err as NodeJS.ErrnoException).code ?? 'connection failed'})`, err);
         }),
       };
     };
@@ -293,7 +324,13 @@ export class IngressService {
 
       // transfer-encoding: @hono/node-server otherwise reads ahead (up to three chunks, with a timer in
       // between) before it sends anything, to compute a content-length; a stream must not wait for that.
-      const sse = { ...headers, 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-accel-buffering': 'no', 'transfer-encoding': 'chunked' };
+      const sse = {
+        ...headers,
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache',
+        'x-accel-buffering': 'no',
+        'transfer-encoding': 'chunked',
+      };
       if (Waker.ready(row)) {
         // Ready now: wait for the gateway's head so its status (e.g. 400) reaches the client as is.
         const gw = await this.connect(access, row);
@@ -345,7 +382,10 @@ export class IngressService {
         } catch (err) {
           clearInterval(keepAlive);
           done();
-          const e = err instanceof ClawplaneError ? { code: err.code, message: err.message, type: err.status >= 500 ? 'server_error' : 'invalid_request_error' } : { code: 'internal', message: 'The gateway could not be reached.', type: 'server_error' };
+          const e =
+            err instanceof ClawplaneError
+              ? { code: err.code, message: err.message, type: err.status >= 500 ? 'server_error' : 'invalid_request_error' }
+              : { code: 'internal', message: 'The gateway could not be reached.', type: 'server_error' };
           if (!(err instanceof ClawplaneError)) this.#o.log.error({ err, tenant_id: tenantId }, 'chat stream failed');
           if (!out.destroyed) out.end(spec.streamError(e));
         }
@@ -402,7 +442,9 @@ export class IngressService {
     // The gateway's answer was cut mid-stream: tell the client in the stream's own terms, at once, and end it.
     const cut = () => {
       if (finished || tap.destroyed || tap.writableEnded) return;
-      tap.end(`event: error\ndata: ${JSON.stringify({ error: { code: 'gateway_stream_cut', message: 'The gateway stopped answering mid-stream (the instance may have restarted or its model call failed). Retry the message.' } })}\n\n`);
+      tap.end(
+        `event: error\ndata: ${JSON.stringify({ error: { code: 'gateway_stream_cut', message: 'The gateway stopped answering mid-stream (the instance may have restarted or its model call failed). Retry the message.' } })}\n\n`,
+      );
     };
     res.on('error', cut);
     res.on('close', () => {

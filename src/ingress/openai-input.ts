@@ -15,9 +15,18 @@ const Short = z.string().max(200);
 const JsonObject = z.record(z.string(), z.unknown());
 
 const TextPart = z.strictObject({ type: z.literal('text'), text: Text });
-const ImagePart = z.strictObject({ type: z.literal('image_url'), image_url: z.strictObject({ url: z.string().max(20_000_000), detail: z.enum(['auto', 'low', 'high']).optional() }) });
-const AudioPart = z.strictObject({ type: z.literal('input_audio'), input_audio: z.strictObject({ data: z.string().max(20_000_000), format: z.string().max(20) }) });
-const FilePart = z.strictObject({ type: z.literal('file'), file: z.strictObject({ file_data: z.string().max(20_000_000).optional(), file_id: Short.optional(), filename: z.string().max(500).optional() }) });
+const ImagePart = z.strictObject({
+  type: z.literal('image_url'),
+  image_url: z.strictObject({ url: z.string().max(20_000_000), detail: z.enum(['auto', 'low', 'high']).optional() }),
+});
+const AudioPart = z.strictObject({
+  type: z.literal('input_audio'),
+  input_audio: z.strictObject({ data: z.string().max(20_000_000), format: z.string().max(20) }),
+});
+const FilePart = z.strictObject({
+  type: z.literal('file'),
+  file: z.strictObject({ file_data: z.string().max(20_000_000).optional(), file_id: Short.optional(), filename: z.string().max(500).optional() }),
+});
 const RefusalPart = z.strictObject({ type: z.literal('refusal'), refusal: Text });
 const ToolCall = z.union([
   z.strictObject({ id: Short, type: z.literal('function'), function: z.strictObject({ name: Short, arguments: Text }) }),
@@ -26,7 +35,11 @@ const ToolCall = z.union([
 
 const Message = z.discriminatedUnion('role', [
   z.strictObject({ role: z.enum(['system', 'developer']), content: z.union([Text, z.array(TextPart).max(100)]), name: z.string().max(64).optional() }),
-  z.strictObject({ role: z.literal('user'), content: z.union([Text, z.array(z.discriminatedUnion('type', [TextPart, ImagePart, AudioPart, FilePart])).max(100)]), name: z.string().max(64).optional() }),
+  z.strictObject({
+    role: z.literal('user'),
+    content: z.union([Text, z.array(z.discriminatedUnion('type', [TextPart, ImagePart, AudioPart, FilePart])).max(100)]),
+    name: z.string().max(64).optional(),
+  }),
   z.strictObject({
     role: z.literal('assistant'),
     content: z.union([Text, z.array(z.discriminatedUnion('type', [TextPart, RefusalPart])).max(100)]).nullish(),
@@ -41,24 +54,46 @@ const Message = z.discriminatedUnion('role', [
 ]);
 export type ChatMessage = z.infer<typeof Message>;
 
-const FunctionDef = z.strictObject({ name: z.string().max(64), description: z.string().max(100_000).optional(), parameters: JsonObject.optional(), strict: z.boolean().nullish() });
+const FunctionDef = z.strictObject({
+  name: z.string().max(64),
+  description: z.string().max(100_000).optional(),
+  parameters: JsonObject.optional(),
+  strict: z.boolean().nullish(),
+});
 const Tool = z.union([
   z.strictObject({ type: z.literal('function'), function: FunctionDef }),
-  z.strictObject({ type: z.literal('custom'), custom: z.strictObject({ name: z.string().max(64), description: z.string().max(100_000).optional(), format: JsonObject.optional() }) }),
+  z.strictObject({
+    type: z.literal('custom'),
+    custom: z.strictObject({ name: z.string().max(64), description: z.string().max(100_000).optional(), format: JsonObject.optional() }),
+  }),
 ]);
 const ToolChoice = z.union([
   z.enum(['none', 'auto', 'required']),
   z.strictObject({ type: z.literal('function'), function: z.strictObject({ name: z.string().max(64) }) }),
   z.strictObject({ type: z.literal('custom'), custom: z.strictObject({ name: z.string().max(64) }) }),
-  z.strictObject({ type: z.literal('allowed_tools'), allowed_tools: z.strictObject({ mode: z.enum(['auto', 'required']), tools: z.array(JsonObject).max(128) }) }),
+  z.strictObject({
+    type: z.literal('allowed_tools'),
+    allowed_tools: z.strictObject({ mode: z.enum(['auto', 'required']), tools: z.array(JsonObject).max(128) }),
+  }),
 ]);
 const ResponseFormat = z.union([
   z.strictObject({ type: z.literal('text') }),
   z.strictObject({ type: z.literal('json_object') }),
-  z.strictObject({ type: z.literal('json_schema'), json_schema: z.strictObject({ name: z.string().max(64), description: z.string().max(100_000).optional(), schema: JsonObject.optional(), strict: z.boolean().nullish() }) }),
+  z.strictObject({
+    type: z.literal('json_schema'),
+    json_schema: z.strictObject({
+      name: z.string().max(64),
+      description: z.string().max(100_000).optional(),
+      schema: JsonObject.optional(),
+      strict: z.boolean().nullish(),
+    }),
+  }),
 ]);
 
-const model = z.string().regex(AGENT_MODEL, 'must be "agent/<name>" (or "openclaw/<name>"), e.g. "agent/main"; GET …/models lists them').describe('The agent to talk to: "agent/<name>" (GET …/models lists them)');
+const model = z
+  .string()
+  .regex(AGENT_MODEL, 'must be "agent/<name>" (or "openclaw/<name>"), e.g. "agent/main"; GET …/models lists them')
+  .describe('The agent to talk to: "agent/<name>" (GET …/models lists them)');
 
 /** OpenAI's Chat Completions request (every documented field), plus Clawplane's `session`. */
 export const chatInput = z.strictObject({
@@ -86,7 +121,10 @@ export const chatInput = z.strictObject({
   parallel_tool_calls: z.boolean().optional(),
   store: z.boolean().nullish(),
   metadata: z.record(z.string().max(64), z.string().max(512)).nullish(),
-  modalities: z.array(z.enum(['text', 'audio'])).max(2).nullish(),
+  modalities: z
+    .array(z.enum(['text', 'audio']))
+    .max(2)
+    .nullish(),
   audio: z.strictObject({ voice: z.union([Short, JsonObject]), format: Short }).nullish(),
   prediction: z.strictObject({ type: z.literal('content'), content: z.union([Text, z.array(TextPart).max(100)]) }).nullish(),
   reasoning_effort: z.enum(['none', 'minimal', 'low', 'medium', 'high', 'xhigh']).nullish(),
@@ -98,7 +136,11 @@ export const chatInput = z.strictObject({
   safety_identifier: z.string().max(256).optional(),
   functions: z.array(FunctionDef).max(128).optional(),
   function_call: z.union([z.enum(['none', 'auto']), z.strictObject({ name: z.string().max(64) })]).optional(),
-  session: z.string().regex(SESSION_ID, 'letters, digits and _.:- (at most 100), e.g. "support-42"').optional().describe('Clawplane: the conversation to continue (also the X-Clawplane-Session header); a new one when absent'),
+  session: z
+    .string()
+    .regex(SESSION_ID, 'letters, digits and _.:- (at most 100), e.g. "support-42"')
+    .optional()
+    .describe('Clawplane: the conversation to continue (also the X-Clawplane-Session header); a new one when absent'),
 });
 export type ChatInput = z.infer<typeof chatInput>;
 
@@ -108,7 +150,21 @@ export type ChatInput = z.infer<typeof chatInput>;
  * dropped. `user` is dropped too: OpenClaw would derive a session from it, and Clawplane's session
  * (X-Clawplane-Session or `session`) decides which conversation a turn continues.
  */
-export const CHAT_FORWARDED = ['messages', 'stream', 'stream_options', 'temperature', 'top_p', 'max_tokens', 'max_completion_tokens', 'stop', 'frequency_penalty', 'presence_penalty', 'seed', 'tools', 'tool_choice'] as const;
+export const CHAT_FORWARDED = [
+  'messages',
+  'stream',
+  'stream_options',
+  'temperature',
+  'top_p',
+  'max_tokens',
+  'max_completion_tokens',
+  'stop',
+  'frequency_penalty',
+  'presence_penalty',
+  'seed',
+  'tools',
+  'tool_choice',
+] as const;
 
 /** The agent a model names ("agent/main" and "openclaw/main" both name "main"). */
 export function agentOf(model: string): string {
@@ -128,7 +184,8 @@ export function gatewayChatBody(input: ChatInput, agent: string): Record<string,
   }
   out['stream'] = input.stream === true;
   // OpenClaw reads only include_usage.
-  if (input.stream_options) out['stream_options'] = input.stream_options.include_usage === undefined ? {} : { include_usage: input.stream_options.include_usage };
+  if (input.stream_options)
+    out['stream_options'] = input.stream_options.include_usage === undefined ? {} : { include_usage: input.stream_options.include_usage };
   const tools = input.tools?.filter((t) => t.type === 'function');
   if (tools !== undefined) {
     if (tools.length > 0) out['tools'] = tools;
@@ -187,7 +244,17 @@ export type ResponsesInput = z.infer<typeof responsesInput>;
  * The fields passed on to OpenClaw's /v1/responses (the ones its request-shape table says it uses,
  * docs/gateway/openresponses-http-api.md in openclaw 2026.9.6); `user` is dropped as for chat.
  */
-export const RESPONSES_FORWARDED = ['input', 'instructions', 'stream', 'max_output_tokens', 'temperature', 'top_p', 'tools', 'tool_choice', 'previous_response_id'] as const;
+export const RESPONSES_FORWARDED = [
+  'input',
+  'instructions',
+  'stream',
+  'max_output_tokens',
+  'temperature',
+  'top_p',
+  'tools',
+  'tool_choice',
+  'previous_response_id',
+] as const;
 
 /** `data:<type>;base64,<data>` as OpenClaw's base64 source; anything else as a URL source (which it refuses). */
 function source(url: string, filename?: unknown): Record<string, unknown> {
@@ -213,7 +280,14 @@ function contentPart(p: unknown): unknown {
       return typeof part['image_url'] === 'string' ? { type: 'input_image', source: source(part['image_url']) } : part;
     case 'input_file':
       if (part['source'] !== undefined) return { type: 'input_file', source: part['source'] };
-      if (typeof part['file_data'] === 'string') return { type: 'input_file', source: source(part['file_data'].startsWith('data:') ? part['file_data'] : `data:application/octet-stream;base64,${part['file_data']}`, part['filename']) };
+      if (typeof part['file_data'] === 'string')
+        return {
+          type: 'input_file',
+          source: source(
+            part['file_data'].startsWith('data:') ? part['file_data'] : `data:application/octet-stream;base64,${part['file_data']}`,
+            part['filename'],
+          ),
+        };
       return typeof part['file_url'] === 'string' ? { type: 'input_file', source: source(part['file_url']) } : part;
     default:
       return part;

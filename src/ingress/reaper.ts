@@ -85,7 +85,10 @@ export class IdleReaper {
         this.#o.metrics.suspendSeconds.observe({ tenant: row.tenantId }, s.dumpMs / 1000);
         this.#o.metrics.snapshotBytes.set({ tenant: row.tenantId }, s.imageBytes);
       } else {
-        this.#o.log.info({ tenant_id: row.tenantId, instance_id: row.id, idleMs: now - since, notSuspended: s.reason }, 'stopping an idle instance (it is backed up on stop)');
+        this.#o.log.info(
+          { tenant_id: row.tenantId, instance_id: row.id, idleMs: now - since, notSuspended: s.reason },
+          'stopping an idle instance (it is backed up on stop)',
+        );
         this.#o.expectStop(row.id, 'idle');
         await this.#o.instances.stop(row.tenantId, row.id, { actor: 'system:idle-reaper' }, why);
         this.#o.metrics.idleStops.inc({ tenant: row.tenantId });

@@ -42,11 +42,30 @@ export interface IngressServices {
 
 export function createObjectStore(s: IngressSettings): ObjectStore {
   if (s.backupStore === 'fs') return new FsObjectStore(s.backupDir);
-  return new S3ObjectStore({ endpoint: s.s3.endpoint, region: s.s3.region, bucket: s.s3.bucket, prefix: s.s3.prefix, accessKeyId: s.s3.accessKeyId, secretAccessKey: s.s3.secretAccessKey, forcePathStyle: s.s3.forcePathStyle });
+  return new S3ObjectStore({
+    endpoint: s.s3.endpoint,
+    region: s.s3.region,
+    bucket: s.s3.bucket,
+    prefix: s.s3.prefix,
+    accessKeyId: s.s3.accessKeyId,
+    secretAccessKey: s.s3.secretAccessKey,
+    forcePathStyle: s.s3.forcePathStyle,
+  });
 }
 
 /** Builds the archive, the ingress (with wake on demand), backups and the idle reaper (not started). */
-export function createIngressServices(opts: { db: Db; events: EventChannel; vault: Vault; onboarding: OnboardingService; instances: InstanceServices; instanceSettings: InstanceSettings; settings: IngressSettings; dataDir: string; registry: Registry; log: Logger }): IngressServices {
+export function createIngressServices(opts: {
+  db: Db;
+  events: EventChannel;
+  vault: Vault;
+  onboarding: OnboardingService;
+  instances: InstanceServices;
+  instanceSettings: InstanceSettings;
+  settings: IngressSettings;
+  dataDir: string;
+  registry: Registry;
+  log: Logger;
+}): IngressServices {
   const { db, log, settings: s } = opts;
   // Error bodies and status reasons never show where these live (observability/host-details.ts).
   registerHostRoot(path.resolve(opts.dataDir));

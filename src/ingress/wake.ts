@@ -11,13 +11,21 @@ import type { IngressMetrics } from './metrics.ts';
 
 export class WakeFailedError extends ClawplaneError {
   constructor(name: string, reason: string) {
-    super('instance_wake_failed', 503, `Instance "${name}" could not be started: ${reason}. See its events and logs (GET …/instances/{id}/events, …/logs), fix the cause, and retry.`);
+    super(
+      'instance_wake_failed',
+      503,
+      `Instance "${name}" could not be started: ${reason}. See its events and logs (GET …/instances/{id}/events, …/logs), fix the cause, and retry.`,
+    );
   }
 }
 
 export class WakeTimeoutError extends ClawplaneError {
   constructor(name: string, ms: number, status: string, reason: string) {
-    super('instance_wake_timeout', 504, `Instance "${name}" was not ready within ${Math.round(ms / 1000)} s (status ${status}: ${reason}). Retry shortly; it keeps starting in the background.`);
+    super(
+      'instance_wake_timeout',
+      504,
+      `Instance "${name}" was not ready within ${Math.round(ms / 1000)} s (status ${status}: ${reason}). Retry shortly; it keeps starting in the background.`,
+    );
   }
 }
 
@@ -81,7 +89,8 @@ export class Waker {
         cur = (await this.#o.instances.byId(row.id)) ?? cur;
         if (Waker.ready(cur)) break;
         if (cur.status === 'error') throw new WakeFailedError(cur.name, cur.statusReason);
-        if (cur.desiredState !== 'running') throw new WakeFailedError(cur.name, `it was ${cur.desiredState === 'destroyed' ? 'destroyed' : 'stopped'} while starting`);
+        if (cur.desiredState !== 'running')
+          throw new WakeFailedError(cur.name, `it was ${cur.desiredState === 'destroyed' ? 'destroyed' : 'stopped'} while starting`);
         if (Date.now() > deadline) throw new WakeTimeoutError(cur.name, this.#o.timeoutMs, cur.status, cur.statusReason);
         // Short: the reconciler marks the row running as soon as the supervisor reports the gateway ready,
         // and every poll here is one indexed read (issue 7: wake within 10% of a raw OpenClaw boot).

@@ -53,7 +53,20 @@ interface Frame {
 }
 
 /** Bridges one accepted client socket to the instance's gateway. */
-export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressService; access: GatewayAccess; row: InstanceRow; role: TenantRole; log: Logger; recheck: () => Promise<string | undefined>; recheckMs?: number; frameBurst?: number; frameRate?: number }): void {
+export function bridgeGatewaySocket(
+  client: WebSocket,
+  opts: {
+    ingress: IngressService;
+    access: GatewayAccess;
+    row: InstanceRow;
+    role: TenantRole;
+    log: Logger;
+    recheck: () => Promise<string | undefined>;
+    recheckMs?: number;
+    frameBurst?: number;
+    frameRate?: number;
+  },
+): void {
   const { ingress, row, role, log } = opts;
   const allowed = WS_ALLOWED[role];
   const queue: string[] = [];
@@ -99,7 +112,11 @@ export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressS
     }
     if (!allowed.has(f.method)) {
       log.info({ tenant_id: row.tenantId, instance_id: row.id, method: f.method, role }, 'gateway method refused at the ingress');
-      return reply(f.id, 'FORBIDDEN', `"${f.method}" is not available through Clawplane for the ${role} role. Allowed: ${[...allowed].join(', ')}. Configuration, approvals and secrets are managed through the Clawplane API.`);
+      return reply(
+        f.id,
+        'FORBIDDEN',
+        `"${f.method}" is not available through Clawplane for the ${role} role. Allowed: ${[...allowed].join(', ')}. Configuration, approvals and secrets are managed through the Clawplane API.`,
+      );
     }
     send(upstream, raw);
     if (upstream && upstream.bufferedAmount > HIGH_WATER) pauseUntilDrained(client, upstream);
@@ -143,7 +160,11 @@ export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressS
     }
     if (!limitedLogged) log.info({ tenant_id: row.tenantId, instance_id: row.id, burst, rate }, 'gateway socket: frames over the rate limit refused');
     limitedLogged = true;
-    reply(id, 'RATE_LIMITED', `More than ${rate} frames a second (bursts of ${burst}) on this socket: this frame was not forwarded; slow down and send it again.`);
+    reply(
+      id,
+      'RATE_LIMITED',
+      `More than ${rate} frames a second (bursts of ${burst}) on this socket: this frame was not forwarded; slow down and send it again.`,
+    );
     return false;
   };
   // Frames are handled one at a time, in order, each after its access check.
@@ -206,7 +227,14 @@ export function bridgeGatewaySocket(client: WebSocket, opts: { ingress: IngressS
     } catch (err) {
       // A known error's words (written for people); anything else stays in the log.
       if (!(err instanceof ClawplaneError)) log.error({ err, tenant_id: row.tenantId, instance_id: row.id }, 'gateway socket: waking the instance failed');
-      send(client, JSON.stringify({ type: 'event', event: 'clawplane.error', payload: { message: err instanceof ClawplaneError ? scrubHostDetails(err.message) : 'The instance could not be started; retry shortly.' } }));
+      send(
+        client,
+        JSON.stringify({
+          type: 'event',
+          event: 'clawplane.error',
+          payload: { message: err instanceof ClawplaneError ? scrubHostDetails(err.message) : 'The instance could not be started; retry shortly.' },
+        }),
+      );
       closeBoth(1011, 'the instance could not be started');
     }
   })();

@@ -21,7 +21,12 @@ export class CredentialRotator {
     this.#o = o;
   }
 
-  async rotate(tenantId: string, instanceId: string, by: Audited, reason: 'request' | 'resume' = 'request'): Promise<{ instanceId: string; rotated: string[] }> {
+  async rotate(
+    tenantId: string,
+    instanceId: string,
+    by: Audited,
+    reason: 'request' | 'resume' = 'request',
+  ): Promise<{ instanceId: string; rotated: string[] }> {
     const prev = this.#busy.get(instanceId) ?? Promise.resolve();
     const run = prev.catch(() => undefined).then(() => this.#rotate(tenantId, instanceId, by, reason));
     this.#busy.set(instanceId, run);
@@ -37,7 +42,10 @@ export class CredentialRotator {
     const row = await instances.get(tenantId, instanceId);
     const live = row.sandbox ? await driver.status(row.sandbox) : undefined;
     if (row.status !== 'running' || !row.sandbox || !live?.running) {
-      throw new ConflictError(`Instance "${row.name}" is ${row.status}: credentials are rotated on a running gateway. Start it, then retry.`, 'instance_not_running');
+      throw new ConflictError(
+        `Instance "${row.name}" is ${row.status}: credentials are rotated on a running gateway. Start it, then retry.`,
+        'instance_not_running',
+      );
     }
     return this.#swap(tenantId, instanceId, row.sandbox, by, reason);
   }
@@ -63,7 +71,17 @@ export class CredentialRotator {
       throw err;
     }
     const rotated = ['gateway_token', 'broker_token'];
-    await db.tx((tx) => appendAudit(tx, { actor: by.actor, tenantId, action: 'instance.credentials_rotated', target: `instance:${instanceId}`, decision: 'success', detail: { rotated, reason }, requestId: by.requestId ?? null }));
+    await db.tx((tx) =>
+      appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'instance.credentials_rotated',
+        target: `instance:${instanceId}`,
+        decision: 'success',
+        detail: { rotated, reason },
+        requestId: by.requestId ?? null,
+      }),
+    );
     log.info({ tenant_id: tenantId, instance_id: instanceId, reason }, 'instance credentials rotated');
     return { instanceId, rotated };
   }

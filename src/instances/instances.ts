@@ -224,7 +224,10 @@ export class InstanceService {
   }
 
   /** One page of a tenant's instances (keyset, src/db/keyset.ts), searched by name and filtered by status. */
-  async page(tenantId: string, p: { limit: number; cursor?: string | undefined; sort: string; q?: string | undefined; status?: InstanceStatus | undefined }): Promise<{ items: Instance[]; nextCursor: string | null }> {
+  async page(
+    tenantId: string,
+    p: { limit: number; cursor?: string | undefined; sort: string; q?: string | undefined; status?: InstanceStatus | undefined },
+  ): Promise<{ items: Instance[]; nextCursor: string | null }> {
     const where = ['i.tenant_id = $1'];
     const vals: unknown[] = [tenantId];
     if (p.status !== undefined) {
@@ -235,7 +238,15 @@ export class InstanceService {
       vals.push(containing(p.q));
       where.push(`i.name ILIKE $${vals.length}`);
     }
-    return keysetPage(this.#o.db, { ...p, sorts: INSTANCE_SORTS, from: 'instances i', select: 'i.*', where, vals, map: (x) => publicInstance(toRow(x as unknown as Row)) });
+    return keysetPage(this.#o.db, {
+      ...p,
+      sorts: INSTANCE_SORTS,
+      from: 'instances i',
+      select: 'i.*',
+      where,
+      vals,
+      map: (x) => publicInstance(toRow(x as unknown as Row)),
+    });
   }
 
   async get(tenantId: string, id: string, q: Queryable = this.#o.db, lock = false): Promise<InstanceRow> {
@@ -262,7 +273,10 @@ export class InstanceService {
     const row = await this.#o.db
       .tx(async (tx) => {
         // Lock the tenant row: concurrent deploys must not both slip under the quota.
-        const t = await tx.query<{ max_instances: number; slug: string; status: string }>('SELECT max_instances, slug, status FROM tenants WHERE id = $1 FOR UPDATE', [tenantId]);
+        const t = await tx.query<{ max_instances: number; slug: string; status: string }>(
+          'SELECT max_instances, slug, status FROM tenants WHERE id = $1 FOR UPDATE',
+          [tenantId],
+        );
         const tenant = t.rows[0];
         if (!tenant) throw new NotFoundError('Tenant');
         if (input.start) assertTenantActive(tenant);
@@ -273,15 +287,33 @@ export class InstanceService {
           );
         }
         const dup = await tx.query('SELECT 1 FROM instances WHERE tenant_id = $1 AND name = $2', [tenantId, input.name]);
-        if (dup.rowCount) throw new ConflictError(`An instance named "${input.name}" already exists in this tenant: choose another name.`, 'instance_name_taken');
+        if (dup.rowCount)
+          throw new ConflictError(`An instance named "${input.name}" already exists in this tenant: choose another name.`, 'instance_name_taken');
         const status: InstanceStatus = input.start ? 'provisioning' : 'stopped';
         const r = await tx.query<Row>(
           `INSERT INTO instances (id, tenant_id, name, runtime_version, executors, desired_state, status, status_reason)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *`,
-          [id, tenantId, input.name, version, input.executors, input.start ? 'running' : 'stopped', status, input.start ? 'deploy requested' : 'created stopped'],
+          [
+            id,
+            tenantId,
+            input.name,
+            version,
+            input.executors,
+            input.start ? 'running' : 'stopped',
+            status,
+            input.start ? 'deploy requested' : 'created stopped',
+          ],
         );
         await this.#event(tx, tenantId, id, null, status, input.start ? 'deploy requested' : 'created stopped', by.actor);
-        await appendAudit(tx, { actor: by.actor, tenantId, action: 'instance.deploy', target: `instance:${id}`, decision: 'success', detail: { name: input.name, runtimeVersion: version, executors: input.executors, start: input.start }, requestId: by.requestId ?? null });
+        await appendAudit(tx, {
+          actor: by.actor,
+          tenantId,
+          action: 'instance.deploy',
+          target: `instance:${id}`,
+          decision: 'success',
+          detail: { name: input.name, runtimeVersion: version, executors: input.executors, start: input.start },
+          requestId: by.requestId ?? null,
+        });
         await this.#o.events.publish(tx, 'instance.changed', { instanceId: id });
         return toRow(r.rows[0] as Row);
       })
@@ -299,7 +331,10 @@ export class InstanceService {
   async stop(tenantId: string, id: string, by: Audited, why?: string): Promise<Instance> {
     return this.#setDesired(tenantId, id, 'stop', by, async (tx, row) => {
       if (row.desiredState === 'stopped' && row.status === 'stopped') return false;
-      await tx.query(`UPDATE instances SET desired_state = 'stopped', status_reason = $2, updated_at = now() WHERE id = $1`, [id, `stopping (${why ?? `requested by ${by.actor}`})`]);
+      await tx.query(`UPDATE instances SET desired_state = 'stopped', status_reason = $2, updated_at = now() WHERE id = $1`, [
+        id,
+        `stopping (${why ?? `requested by ${by.actor}`})`,
+      ]);
       return true;
     });
   }
@@ -324,7 +359,10 @@ export class InstanceService {
     await this.#requireRuntime(tenantId, 'instance.restart', row.runtimeVersion, by, id);
     return this.#setDesired(tenantId, id, 'restart', by, async (tx, r) => {
       await this.#requireActiveTenant(tx, tenantId);
-      await tx.query(`UPDATE instances SET desired_state = 'running', generation = generation + 1, failures = 0, next_attempt_at = NULL, updated_at = now() WHERE id = $1`, [id]);
+      await tx.query(
+        `UPDATE instances SET desired_state = 'running', generation = generation + 1, failures = 0, next_attempt_at = NULL, updated_at = now() WHERE id = $1`,
+        [id],
+      );
       if (r.status !== 'provisioning') await this.#transition(tx, r, 'provisioning', 'restart requested', by.actor);
       return true;
     });
@@ -335,24 +373,44 @@ export class InstanceService {
     const version = parseRuntimeSpec(input.runtimeVersion);
     await this.get(tenantId, id);
     await this.#requireRuntime(tenantId, 'instance.upgrade', version, by, id);
-    return this.#setDesired(tenantId, id, 'upgrade', by, async (tx, r) => {
-      if (r.runtimeVersion === version) throw new ConflictError(`Instance "${r.name}" already runs OpenClaw ${version}.`, 'same_version');
-      if (r.desiredState === 'running') await this.#requireActiveTenant(tx, tenantId);
-      await tx.query(
-        `UPDATE instances SET previous_runtime_version = runtime_version, runtime_version = $2, generation = generation + 1, failures = 0, next_attempt_at = NULL, updated_at = now() WHERE id = $1`,
-        [id, version],
-      );
-      if (r.desiredState === 'running') await this.#transition(tx, r, 'upgrading', `upgrade from ${r.runtimeVersion} to ${version} requested`, by.actor);
-      return true;
-    }, { to: version });
+    return this.#setDesired(
+      tenantId,
+      id,
+      'upgrade',
+      by,
+      async (tx, r) => {
+        if (r.runtimeVersion === version) throw new ConflictError(`Instance "${r.name}" already runs OpenClaw ${version}.`, 'same_version');
+        if (r.desiredState === 'running') await this.#requireActiveTenant(tx, tenantId);
+        await tx.query(
+          `UPDATE instances SET previous_runtime_version = runtime_version, runtime_version = $2, generation = generation + 1, failures = 0, next_attempt_at = NULL, updated_at = now() WHERE id = $1`,
+          [id, version],
+        );
+        if (r.desiredState === 'running') await this.#transition(tx, r, 'upgrading', `upgrade from ${r.runtimeVersion} to ${version} requested`, by.actor);
+        return true;
+      },
+      { to: version },
+    );
   }
 
   async destroy(tenantId: string, id: string, opts: { deleteState: boolean }, by: Audited): Promise<Instance> {
-    return this.#setDesired(tenantId, id, 'destroy', by, async (tx, r) => {
-      await tx.query(`UPDATE instances SET desired_state = 'destroyed', delete_state = $2, updated_at = now() WHERE id = $1`, [id, opts.deleteState]);
-      await this.#transition(tx, r, 'destroying', opts.deleteState ? 'destroy requested (state will be deleted)' : 'destroy requested (state kept)', by.actor);
-      return true;
-    }, { deleteState: opts.deleteState });
+    return this.#setDesired(
+      tenantId,
+      id,
+      'destroy',
+      by,
+      async (tx, r) => {
+        await tx.query(`UPDATE instances SET desired_state = 'destroyed', delete_state = $2, updated_at = now() WHERE id = $1`, [id, opts.deleteState]);
+        await this.#transition(
+          tx,
+          r,
+          'destroying',
+          opts.deleteState ? 'destroy requested (state will be deleted)' : 'destroy requested (state kept)',
+          by.actor,
+        );
+        return true;
+      },
+      { deleteState: opts.deleteState },
+    );
   }
 
   async #setDesired(
@@ -367,7 +425,15 @@ export class InstanceService {
       const r = await this.get(tenantId, id, tx, true);
       if (r.desiredState === 'destroyed') throw new ConflictError(`Instance "${r.name}" is being destroyed.`, 'instance_destroying');
       const changed = await change(tx, r);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: `instance.${op}`, target: `instance:${id}`, decision: 'success', detail: { ...detail, changed }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: `instance.${op}`,
+        target: `instance:${id}`,
+        decision: 'success',
+        detail: { ...detail, changed },
+        requestId: by.requestId ?? null,
+      });
       await this.#o.events.publish(tx, 'instance.changed', { instanceId: id });
       return this.get(tenantId, id, tx);
     });
@@ -399,12 +465,27 @@ export class InstanceService {
 
   async #refused(tenantId: string, action: string, id: string | null, reason: string, by: Audited): Promise<void> {
     await this.#o.db.tx((tx) =>
-      appendAudit(tx, { actor: by.actor, tenantId, action, target: id ? `instance:${id}` : null, decision: 'deny', detail: { reason }, requestId: by.requestId ?? null }),
+      appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action,
+        target: id ? `instance:${id}` : null,
+        decision: 'deny',
+        detail: { reason },
+        requestId: by.requestId ?? null,
+      }),
     );
   }
 
   async #event(q: Queryable, tenantId: string, id: string, from: string | null, to: string, reason: string, actor: string): Promise<void> {
-    await q.query('INSERT INTO instance_events (tenant_id, instance_id, from_status, to_status, reason, actor) VALUES ($1, $2, $3, $4, $5, $6)', [tenantId, id, from, to, scrubHostDetails(reason), actor]);
+    await q.query('INSERT INTO instance_events (tenant_id, instance_id, from_status, to_status, reason, actor) VALUES ($1, $2, $3, $4, $5, $6)', [
+      tenantId,
+      id,
+      from,
+      to,
+      scrubHostDetails(reason),
+      actor,
+    ]);
   }
 
   async #transition(q: Queryable, row: InstanceRow, to: InstanceStatus, reason: string, actor: string): Promise<void> {
@@ -443,7 +524,10 @@ export class InstanceService {
    * only once less than half its TTL is left, so most passes write nothing.
    */
   async claim(which: 'reconcile' | 'running', c: { owner: string; node: string; ttlMs: number; nodeBound: boolean }): Promise<ClaimedRow[]> {
-    const where = which === 'reconcile' ? `desired_state <> 'stopped' OR status NOT IN ('stopped', 'suspended') OR sandbox IS NOT NULL` : `status = 'running' AND desired_state = 'running'`;
+    const where =
+      which === 'reconcile'
+        ? `desired_state <> 'stopped' OR status NOT IN ('stopped', 'suspended') OR sandbox IS NOT NULL`
+        : `status = 'running' AND desired_state = 'running'`;
     const r = await this.#o.db.query<Row & { claimed: boolean; held_by: string | null; held_live: boolean | null }>(
       `WITH cand AS (SELECT * FROM instances WHERE ${where}),
        mine AS (
@@ -469,13 +553,38 @@ export class InstanceService {
   }
 
   /** Records a status change with its reason; audits outcomes (running, error, stopped, rollback). */
-  async recordStatus(row: InstanceRow, to: InstanceStatus, reason: string, patch: Partial<{ sandbox: SandboxRef | null; snapshot: SnapshotRef | null; desiredState: DesiredState; observedGeneration: number; failures: number; nextAttemptAt: Date | null; runtimeVersion: string; previousRuntimeVersion: string | null; health: SandboxHealth | null }> = {}, audit?: { action: string; decision: string; detail?: Record<string, unknown> }): Promise<InstanceRow> {
+  async recordStatus(
+    row: InstanceRow,
+    to: InstanceStatus,
+    reason: string,
+    patch: Partial<{
+      sandbox: SandboxRef | null;
+      snapshot: SnapshotRef | null;
+      desiredState: DesiredState;
+      observedGeneration: number;
+      failures: number;
+      nextAttemptAt: Date | null;
+      runtimeVersion: string;
+      previousRuntimeVersion: string | null;
+      health: SandboxHealth | null;
+    }> = {},
+    audit?: { action: string; decision: string; detail?: Record<string, unknown> },
+  ): Promise<InstanceRow> {
     return this.#o.db.tx(async (tx) => {
       const sets = ['status = $2', 'status_reason = $3', 'updated_at = now()'];
       // Tenants read status reasons: a driver's error (paths, uids, CRIU or tar output) stays in the logs.
       reason = scrubHostDetails(reason);
       const vals: unknown[] = [row.id, to, reason];
-      const col: Record<string, string> = { sandbox: 'sandbox', snapshot: 'snapshot', desiredState: 'desired_state', observedGeneration: 'observed_generation', failures: 'failures', nextAttemptAt: 'next_attempt_at', runtimeVersion: 'runtime_version', previousRuntimeVersion: 'previous_runtime_version' };
+      const col: Record<string, string> = {
+        sandbox: 'sandbox',
+        snapshot: 'snapshot',
+        desiredState: 'desired_state',
+        observedGeneration: 'observed_generation',
+        failures: 'failures',
+        nextAttemptAt: 'next_attempt_at',
+        runtimeVersion: 'runtime_version',
+        previousRuntimeVersion: 'previous_runtime_version',
+      };
       for (const [k, v] of Object.entries(patch)) {
         vals.push((k === 'sandbox' || k === 'snapshot' || k === 'health') && v !== null ? JSON.stringify(v) : v);
         sets.push(`${col[k] ?? k} = $${vals.length}`);
@@ -489,7 +598,15 @@ export class InstanceService {
       if (to === 'running' && row.status !== 'running') sets.push('last_active_at = now()');
       const r = await tx.query<Row>(`UPDATE instances SET ${sets.join(', ')} WHERE id = $1 RETURNING *`, vals);
       if (row.status !== to || row.statusReason !== reason) await this.#event(tx, row.tenantId, row.id, row.status, to, reason, 'system');
-      if (audit) await appendAudit(tx, { actor: 'system', tenantId: row.tenantId, action: audit.action, target: `instance:${row.id}`, decision: audit.decision, detail: { status: to, reason, ...audit.detail } });
+      if (audit)
+        await appendAudit(tx, {
+          actor: 'system',
+          tenantId: row.tenantId,
+          action: audit.action,
+          target: `instance:${row.id}`,
+          decision: audit.decision,
+          detail: { status: to, reason, ...audit.detail },
+        });
       return toRow(r.rows[0] as Row);
     });
   }
@@ -505,7 +622,11 @@ export class InstanceService {
   }
 
   async saveSandbox(id: string, handle: SandboxRef | null): Promise<void> {
-    await this.#o.db.query('UPDATE instances SET sandbox = $2, sandbox_node = $3, updated_at = now() WHERE id = $1', [id, handle === null ? null : JSON.stringify(handle), handle === null ? null : this.node]);
+    await this.#o.db.query('UPDATE instances SET sandbox = $2, sandbox_node = $3, updated_at = now() WHERE id = $1', [
+      id,
+      handle === null ? null : JSON.stringify(handle),
+      handle === null ? null : this.node,
+    ]);
   }
 
   async saveHealth(id: string, health: SandboxHealth | null): Promise<void> {
@@ -518,7 +639,14 @@ export class InstanceService {
       await tx.query('DELETE FROM instances WHERE id = $1 AND tenant_id = $2', [row.id, row.tenantId]);
       // The vault has no delete for platform secrets yet; this row is ours (named after the instance).
       await tx.query('DELETE FROM platform_secrets WHERE name = ANY($1)', [[secretName(row.id), secretName(row.id, 'hooks-token')]]);
-      await appendAudit(tx, { actor: 'system', tenantId: row.tenantId, action: 'instance.destroyed', target: `instance:${row.id}`, decision: 'success', detail: { name: row.name, stateDeleted: row.deleteState } });
+      await appendAudit(tx, {
+        actor: 'system',
+        tenantId: row.tenantId,
+        action: 'instance.destroyed',
+        target: `instance:${row.id}`,
+        decision: 'success',
+        detail: { name: row.name, stateDeleted: row.deleteState },
+      });
     });
   }
 

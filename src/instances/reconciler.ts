@@ -19,7 +19,11 @@ export interface GatewayConfigSource {
   forStart(tenantId: string): Promise<{ version: number; input: TenantRenderInput }>;
   applied(tenantId: string, instanceId: string, version: number, how?: 'hot' | 'restart'): Promise<void>;
   /** What a running gateway asked to reload in place should do (src/governance/versions.ts hotPlan). */
-  hotPlan(tenantId: string, instanceId: string, o: { canHot: boolean; rewrite?: boolean }): Promise<{ way: 'hot'; version: number; input: TenantRenderInput; paths: string[] } | { way: 'restart'; reason: string } | null>;
+  hotPlan(
+    tenantId: string,
+    instanceId: string,
+    o: { canHot: boolean; rewrite?: boolean },
+  ): Promise<{ way: 'hot'; version: number; input: TenantRenderInput; paths: string[] } | { way: 'restart'; reason: string } | null>;
   restartInstead(tenantId: string, instanceId: string): Promise<void>;
   failed(tenantId: string, instanceId: string, version: number, reason: string): Promise<{ fallback: number } | null>;
 }
@@ -134,8 +138,14 @@ export class Reconciler {
         if (!c.heldLive && row.sandbox && row.sandboxNode !== null && row.sandboxNode !== id.node && !this.#elsewhere.has(row.id)) {
           // Its sandbox runs on another node: only a replica there may touch it (local sandboxes belong to their host).
           this.#elsewhere.add(row.id);
-          this.#o.log.warn({ instance_id: row.id, tenant_id: row.tenantId, node: row.sandboxNode, here: id.node }, 'leaving an instance alone: its sandbox runs on another node and no live replica there holds it');
-          await this.#o.instances.note(row, `sandbox runs on node ${row.sandboxNode}; waiting for a reconciler on that node (replica on ${id.node} leaves it alone)`);
+          this.#o.log.warn(
+            { instance_id: row.id, tenant_id: row.tenantId, node: row.sandboxNode, here: id.node },
+            'leaving an instance alone: its sandbox runs on another node and no live replica there holds it',
+          );
+          await this.#o.instances.note(
+            row,
+            `sandbox runs on node ${row.sandboxNode}; waiting for a reconciler on that node (replica on ${id.node} leaves it alone)`,
+          );
         }
         continue;
       }
@@ -146,7 +156,7 @@ export class Reconciler {
       if (!was && c.heldBy !== null && c.heldBy !== id.owner && row.sandbox) {
         // A dead peer's instance on this node: re-attach what the sandbox needs from a control plane.
         if (await this.#o.driver.adopt(row.sandbox).catch(() => false)) {
-          this.#o.log.info({ instance_id: row.id, tenant_id: row.tenantId, from: c.heldBy }, "adopted a running sandbox from a replica whose claim lapsed");
+          this.#o.log.info({ instance_id: row.id, tenant_id: row.tenantId, from: c.heldBy }, 'adopted a running sandbox from a replica whose claim lapsed');
           await this.#o.instances.note(row, `sandbox ${row.sandbox.sandboxId} adopted from replica ${c.heldBy}, whose claim lapsed`);
         }
       }
@@ -182,7 +192,9 @@ export class Reconciler {
     // A clean stop hands our instances over at once rather than after the TTL.
     if (started) {
       this.#owned.clear();
-      await this.#claims.releaseAll('instance').catch((err: unknown) => this.#o.log.warn({ err: (err as Error).message }, 'could not release instance claims; they lapse after the TTL'));
+      await this.#claims
+        .releaseAll('instance')
+        .catch((err: unknown) => this.#o.log.warn({ err: (err as Error).message }, 'could not release instance claims; they lapse after the TTL'));
     }
   }
 
@@ -232,7 +244,10 @@ export class Reconciler {
         continue;
       }
       if (await this.#o.driver.adopt(h)) {
-        this.#o.log.info({ instance_id: h.instanceId, tenant_id: h.tenantId, sandbox: h.sandboxId, node: h.owner.nodeId }, 'adopted a running sandbox after a control-plane restart');
+        this.#o.log.info(
+          { instance_id: h.instanceId, tenant_id: h.tenantId, sandbox: h.sandboxId, node: h.owner.nodeId },
+          'adopted a running sandbox after a control-plane restart',
+        );
         await this.#o.instances.note(row, `sandbox ${h.sandboxId} adopted after a control-plane restart`);
       }
     }
@@ -283,7 +298,13 @@ export class Reconciler {
         await instances.saveHealth(row.id, null);
         // Why it was asked to stop (InstanceService.stop): idle, quota, an operator…
         const why = /^stopping \((.+)\)$/.exec(row.statusReason)?.[1];
-        const stopped = await instances.recordStatus(row, 'stopped', why ? `stopped: ${why}` : 'stopped on request', { sandbox: null }, { action: 'instance.stopped', decision: 'success' });
+        const stopped = await instances.recordStatus(
+          row,
+          'stopped',
+          why ? `stopped: ${why}` : 'stopped on request',
+          { sandbox: null },
+          { action: 'instance.stopped', decision: 'success' },
+        );
         // Only after a gateway really ran (a sandbox existed): its state may have changed.
         if (handle) await this.onStopped(stopped);
       }
@@ -307,12 +328,18 @@ export class Reconciler {
     const upgrading = row.previousRuntimeVersion !== null && handle !== null && handle.runtimeVersion !== row.runtimeVersion;
     if (running && handle) {
       // A restart or an upgrade was asked for: replace the sandbox (state dirs stay).
-      row = await instances.recordStatus(row, upgrading ? 'upgrading' : 'provisioning', upgrading ? `stopping ${handle.runtimeVersion} to start ${row.runtimeVersion}` : 'restarting');
+      row = await instances.recordStatus(
+        row,
+        upgrading ? 'upgrading' : 'provisioning',
+        upgrading ? `stopping ${handle.runtimeVersion} to start ${row.runtimeVersion}` : 'restarting',
+      );
       await driver.stop(handle);
       await instances.saveSandbox(row.id, null);
     } else if (handle && !running) {
       const reason = actual && !actual.running ? actual.reason : 'sandbox gone';
-      row = await instances.recordStatus(row, row.status === 'upgrading' ? 'upgrading' : 'provisioning', `sandbox not running (${reason}); starting it`, { sandbox: null });
+      row = await instances.recordStatus(row, row.status === 'upgrading' ? 'upgrading' : 'provisioning', `sandbox not running (${reason}); starting it`, {
+        sandbox: null,
+      });
       await driver.stop(handle); // clears relays, records and cgroups of the dead one
     } else if (row.status !== 'provisioning' && row.status !== 'upgrading') {
       row = await instances.recordStatus(row, 'provisioning', 'starting');
@@ -323,31 +350,58 @@ export class Reconciler {
       const outcome = await this.#resume(row);
       this.onResume(row, outcome);
       if (outcome.resumed) return;
-      row = await instances.recordStatus(row, 'provisioning', `resume failed (${outcome.reason}); starting cold with the state the suspend left`, { snapshot: null }, { action: 'instance.resume_failed', decision: 'failure', detail: { reason: outcome.reason } });
+      row = await instances.recordStatus(
+        row,
+        'provisioning',
+        `resume failed (${outcome.reason}); starting cold with the state the suspend left`,
+        { snapshot: null },
+        { action: 'instance.resume_failed', decision: 'failure', detail: { reason: outcome.reason } },
+      );
     }
 
     let configVersion: number | null = null;
     try {
       const h = await this.#startAndWait(row, row.runtimeVersion, (v) => (configVersion = v));
       // Status and health in one write: a reader that sees "running" sees the health that made it so.
-      await instances.recordStatus(row, 'running', upgrading ? `upgraded to ${row.runtimeVersion}` : 'ready', { sandbox: h.handle, observedGeneration: row.generation, failures: 0, nextAttemptAt: null, health: h.health }, {
-        action: upgrading ? 'instance.upgraded' : 'instance.running',
-        decision: 'success',
-        detail: { runtimeVersion: row.runtimeVersion, readyMs: h.readyMs, ...(h.configVersion !== null ? { configVersion: h.configVersion } : {}) },
-      });
+      await instances.recordStatus(
+        row,
+        'running',
+        upgrading ? `upgraded to ${row.runtimeVersion}` : 'ready',
+        { sandbox: h.handle, observedGeneration: row.generation, failures: 0, nextAttemptAt: null, health: h.health },
+        {
+          action: upgrading ? 'instance.upgraded' : 'instance.running',
+          decision: 'success',
+          detail: { runtimeVersion: row.runtimeVersion, readyMs: h.readyMs, ...(h.configVersion !== null ? { configVersion: h.configVersion } : {}) },
+        },
+      );
       if (h.configVersion !== null) await this.#o.gatewayConfig?.applied(row.tenantId, row.id, h.configVersion);
     } catch (err) {
       const reason = (err as Error).message;
       const previous = row.previousRuntimeVersion;
       // A configuration version that was never healthy fails its check here: back to the last known good one
       // (docs/adr/0013-gateway-config-versions.md), the same way a failed runtime upgrade goes back below.
-      const fallback = configVersion !== null && !upgrading && !this.#stopped ? await this.#o.gatewayConfig?.failed(row.tenantId, row.id, configVersion, reason) : null;
+      const fallback =
+        configVersion !== null && !upgrading && !this.#stopped ? await this.#o.gatewayConfig?.failed(row.tenantId, row.id, configVersion, reason) : null;
       if (fallback) {
         const failed = configVersion;
-        row = await instances.recordStatus(row, 'provisioning', `configuration version ${failed} failed its check (${reason}); rolling back to version ${fallback.fallback}`);
+        row = await instances.recordStatus(
+          row,
+          'provisioning',
+          `configuration version ${failed} failed its check (${reason}); rolling back to version ${fallback.fallback}`,
+        );
         try {
           const h = await this.#startAndWait(row, row.runtimeVersion);
-          await instances.recordStatus(row, 'running', `rolled back to configuration version ${h.configVersion ?? fallback.fallback} after version ${failed} failed: ${reason}`, { sandbox: h.handle, observedGeneration: row.generation, failures: 0, nextAttemptAt: null, health: h.health }, { action: 'instance.running', decision: 'success', detail: { runtimeVersion: row.runtimeVersion, readyMs: h.readyMs, configVersion: h.configVersion } });
+          await instances.recordStatus(
+            row,
+            'running',
+            `rolled back to configuration version ${h.configVersion ?? fallback.fallback} after version ${failed} failed: ${reason}`,
+            { sandbox: h.handle, observedGeneration: row.generation, failures: 0, nextAttemptAt: null, health: h.health },
+            {
+              action: 'instance.running',
+              decision: 'success',
+              detail: { runtimeVersion: row.runtimeVersion, readyMs: h.readyMs, configVersion: h.configVersion },
+            },
+          );
           if (h.configVersion !== null) await this.#o.gatewayConfig?.applied(row.tenantId, row.id, h.configVersion);
           return;
         } catch (err2) {
@@ -358,10 +412,22 @@ export class Reconciler {
         // Roll back: the old version with the same state dirs (issue 6).
         this.#o.log.warn({ instance_id: row.id, from: row.runtimeVersion, to: previous, reason }, 'upgrade failed its health check; rolling back');
         const failed = row.runtimeVersion;
-        row = await instances.recordStatus(row, 'upgrading', `upgrade to ${failed} failed (${reason}); rolling back to ${previous}`, { runtimeVersion: previous, previousRuntimeVersion: null }, { action: 'instance.upgrade_failed', decision: 'failure', detail: { from: previous, to: failed } });
+        row = await instances.recordStatus(
+          row,
+          'upgrading',
+          `upgrade to ${failed} failed (${reason}); rolling back to ${previous}`,
+          { runtimeVersion: previous, previousRuntimeVersion: null },
+          { action: 'instance.upgrade_failed', decision: 'failure', detail: { from: previous, to: failed } },
+        );
         try {
           const h = await this.#startAndWait(row, previous);
-          await instances.recordStatus(row, 'running', `rolled back to ${previous} after upgrade to ${failed} failed: ${reason}`, { sandbox: h.handle, observedGeneration: row.generation, failures: 0, nextAttemptAt: null }, { action: 'instance.rolled_back', decision: 'success', detail: { runtimeVersion: previous } });
+          await instances.recordStatus(
+            row,
+            'running',
+            `rolled back to ${previous} after upgrade to ${failed} failed: ${reason}`,
+            { sandbox: h.handle, observedGeneration: row.generation, failures: 0, nextAttemptAt: null },
+            { action: 'instance.rolled_back', decision: 'success', detail: { runtimeVersion: previous } },
+          );
           await instances.saveHealth(row.id, h.health);
           if (h.configVersion !== null) await this.#o.gatewayConfig?.applied(row.tenantId, row.id, h.configVersion);
           return;
@@ -420,7 +486,10 @@ export class Reconciler {
       for (let i = 0; i < row.executors; i++) configs[`e${i}`] = JSON.stringify(renderForLayout(driver.layout, input, i), null, 2);
       // A reload takes seconds; one OpenClaw could not finish (e.g. a plugin refusing its new settings when it
       // reloads: the file validated, the gateway keeps the old runtime) is settled by a restart, not waited out.
-      await driver.applyConfigs?.(handle, configs, { gatewayToken: await instances.gatewayToken(row.id), timeoutMs: Math.min(this.#o.readyTimeoutMs, HOT_APPLY_TIMEOUT_MS) });
+      await driver.applyConfigs?.(handle, configs, {
+        gatewayToken: await instances.gatewayToken(row.id),
+        timeoutMs: Math.min(this.#o.readyTimeoutMs, HOT_APPLY_TIMEOUT_MS),
+      });
       const st = await driver.status(handle);
       if (!st.running) throw new Error(`the sandbox exited after the reload (${st.reason})`);
       if (!st.health?.ready) throw new Error('a gateway was not ready after the reload');
@@ -429,7 +498,13 @@ export class Reconciler {
     try {
       const health = await apply(plan.input);
       await gc.applied(row.tenantId, row.id, plan.version, 'hot');
-      await instances.recordStatus(row, 'running', `configuration version ${plan.version} applied without a restart`, { health }, { action: 'instance.config_reloaded', decision: 'success', detail: { configVersion: plan.version, paths: plan.paths.slice(0, 20) } });
+      await instances.recordStatus(
+        row,
+        'running',
+        `configuration version ${plan.version} applied without a restart`,
+        { health },
+        { action: 'instance.config_reloaded', decision: 'success', detail: { configVersion: plan.version, paths: plan.paths.slice(0, 20) } },
+      );
     } catch (err) {
       const reason = (err as Error).message;
       this.#o.log.warn({ instance_id: row.id, tenant_id: row.tenantId, version: plan.version, reason }, 'hot apply of a configuration version failed');
@@ -442,11 +517,20 @@ export class Reconciler {
             if (back?.way === 'hot') {
               const health = await apply(back.input);
               await gc.applied(row.tenantId, row.id, back.version, 'hot');
-              await instances.recordStatus(row, 'running', `rolled back to configuration version ${back.version} after version ${plan.version} failed: ${reason}`, { health }, { action: 'instance.config_reloaded', decision: 'failure', detail: { configVersion: back.version, failed: plan.version } });
+              await instances.recordStatus(
+                row,
+                'running',
+                `rolled back to configuration version ${back.version} after version ${plan.version} failed: ${reason}`,
+                { health },
+                { action: 'instance.config_reloaded', decision: 'failure', detail: { configVersion: back.version, failed: plan.version } },
+              );
               return;
             }
           } catch (err2) {
-            this.#o.log.warn({ instance_id: row.id, tenant_id: row.tenantId, reason: (err2 as Error).message }, 'could not write the last known good configuration back; restarting');
+            this.#o.log.warn(
+              { instance_id: row.id, tenant_id: row.tenantId, reason: (err2 as Error).message },
+              'could not write the last known good configuration back; restarting',
+            );
           }
         }
       }
@@ -475,7 +559,11 @@ export class Reconciler {
    * "stopped", so passes leave it alone until a start resumes it. Resolves with why not, leaving the
    * instance running, when it cannot be suspended; the caller then stops it.
    */
-  async suspend(instanceId: string, actor: string, why = `requested by ${actor}`): Promise<{ suspended: true; dumpMs: number; imageBytes: number } | { suspended: false; reason: string }> {
+  async suspend(
+    instanceId: string,
+    actor: string,
+    why = `requested by ${actor}`,
+  ): Promise<{ suspended: true; dumpMs: number; imageBytes: number } | { suspended: false; reason: string }> {
     const { driver, instances } = this.#o;
     const snapshots = driver.snapshots;
     if (!snapshots) return { suspended: false, reason: `the ${driver.name} sandbox driver cannot suspend (no warm resume on this driver)` };
@@ -483,11 +571,22 @@ export class Reconciler {
     if (!support.supported) return { suspended: false, reason: support.reason };
     return this.#exclusive(instanceId, async () => {
       const row = await instances.byId(instanceId);
-      if (!row || row.status !== 'running' || row.desiredState !== 'running' || !row.sandbox) return { suspended: false, reason: `the instance is ${row?.status ?? 'gone'}` };
+      if (!row || row.status !== 'running' || row.desiredState !== 'running' || !row.sandbox)
+        return { suspended: false, reason: `the instance is ${row?.status ?? 'gone'}` };
       try {
         const snapshot = await snapshots.suspend(row.sandbox);
         await instances.saveHealth(row.id, null);
-        await instances.recordStatus(row, 'suspended', suspendedReason(why, snapshot.imageBytes, snapshot.dumpMs), { sandbox: null, snapshot, desiredState: 'stopped' }, { action: 'instance.suspended', decision: 'success', detail: { actor, dumpMs: snapshot.dumpMs, imageBytes: snapshot.imageBytes, stateBytes: snapshot.stateBytes } });
+        await instances.recordStatus(
+          row,
+          'suspended',
+          suspendedReason(why, snapshot.imageBytes, snapshot.dumpMs),
+          { sandbox: null, snapshot, desiredState: 'stopped' },
+          {
+            action: 'instance.suspended',
+            decision: 'success',
+            detail: { actor, dumpMs: snapshot.dumpMs, imageBytes: snapshot.imageBytes, stateBytes: snapshot.stateBytes },
+          },
+        );
         return { suspended: true, dumpMs: snapshot.dumpMs, imageBytes: snapshot.imageBytes };
       } catch (err) {
         const reason = (err as Error).message;
@@ -526,14 +625,22 @@ export class Reconciler {
       const ms = Date.now() - t0;
       // Used once: the images and the state archive go (they hold the old tokens and memory in clear).
       await driver.snapshots.discard(snap);
-      await instances.recordStatus(row, 'running', `resumed from a snapshot in ${ms} ms`, { sandbox: handle, snapshot: null, observedGeneration: row.generation, failures: 0, nextAttemptAt: null }, { action: 'instance.resumed', decision: 'success', detail: { ms, suspendedAt: snap.suspendedAt } });
+      await instances.recordStatus(
+        row,
+        'running',
+        `resumed from a snapshot in ${ms} ms`,
+        { sandbox: handle, snapshot: null, observedGeneration: row.generation, failures: 0, nextAttemptAt: null },
+        { action: 'instance.resumed', decision: 'success', detail: { ms, suspendedAt: snap.suspendedAt } },
+      );
       return { resumed: true, ms };
     } catch (err) {
       if (handle) {
         await driver.stop(handle).catch(() => undefined);
         await instances.saveSandbox(row.id, null);
       }
-      await driver.snapshots?.discard(snap).catch((e: unknown) => this.#o.log.warn({ instance_id: row.id, err: (e as Error).message }, 'could not discard a snapshot'));
+      await driver.snapshots
+        ?.discard(snap)
+        .catch((e: unknown) => this.#o.log.warn({ instance_id: row.id, err: (e as Error).message }, 'could not discard a snapshot'));
       const reason = (err as Error).message.split('\n')[0] ?? 'unknown';
       this.#o.log.warn({ instance_id: row.id, tenant_id: row.tenantId, reason }, 'resume failed; starting cold');
       return { resumed: false, reason };
@@ -578,7 +685,13 @@ export class Reconciler {
     const failures = row.failures + 1;
     const delayMs = Math.min(5 * 60_000, 2_000 * 2 ** Math.min(failures - 1, 8));
     this.#o.log.warn({ instance_id: row.id, tenant_id: row.tenantId, failures, delayMs, reason }, 'instance start failed');
-    await this.#o.instances.recordStatus(row, 'error', `${reason} (attempt ${failures}; retrying in ${Math.round(delayMs / 1000)} s)`, { sandbox: null, failures, nextAttemptAt: new Date(Date.now() + delayMs) }, { action: 'instance.start_failed', decision: 'failure', detail: { failures } });
+    await this.#o.instances.recordStatus(
+      row,
+      'error',
+      `${reason} (attempt ${failures}; retrying in ${Math.round(delayMs / 1000)} s)`,
+      { sandbox: null, failures, nextAttemptAt: new Date(Date.now() + delayMs) },
+      { action: 'instance.start_failed', decision: 'failure', detail: { failures } },
+    );
     await this.#o.instances.saveHealth(row.id, null);
   }
 
@@ -595,7 +708,11 @@ export class Reconciler {
         ? this.#o.gatewayConfig.forStart(row.tenantId)
         : this.#o.agentDefaults().then(async (defaults) => {
             const restrictions = this.#o.toolRestrictions ? await this.#o.toolRestrictions(row.tenantId, defaults.agentName) : { deny: [], execDenied: false };
-            const input: TenantRenderInput = { agents: [{ id: defaults.agentName, name: defaults.agentName }], models: [defaults.defaultModel ?? 'default'], tools: toolPolicyFor(defaults.execPolicy, restrictions) };
+            const input: TenantRenderInput = {
+              agents: [{ id: defaults.agentName, name: defaults.agentName }],
+              models: [defaults.defaultModel ?? 'default'],
+              tools: toolPolicyFor(defaults.execPolicy, restrictions),
+            };
             return { version: null, input };
           }),
       this.#o.instances.gatewayToken(row.id),
@@ -623,7 +740,11 @@ export class Reconciler {
     return { spec, configVersion: tenantPart.version };
   }
 
-  async #startAndWait(row: InstanceRow, version: string, onConfig?: (configVersion: number) => void): Promise<{ handle: SandboxRef; health: SandboxHealth; readyMs: number; configVersion: number | null }> {
+  async #startAndWait(
+    row: InstanceRow,
+    version: string,
+    onConfig?: (configVersion: number) => void,
+  ): Promise<{ handle: SandboxRef; health: SandboxHealth; readyMs: number; configVersion: number | null }> {
     const { driver, instances } = this.#o;
     await this.#ensureRuntime(row, version);
     const { spec, configVersion } = await this.#spec(row, version);

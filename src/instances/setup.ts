@@ -85,7 +85,15 @@ export function createInstanceServices(opts: {
   const s = opts.settings;
   const runtimes = new RuntimeStore({ dir: s.runtimeCache, nodePackageVersion: s.runtimeNodeVersion });
   const sandboxes = createSandboxDriver(s, { broker: opts.broker, log: opts.log });
-  const instances = new InstanceService({ db: opts.db, vault: opts.vault, runtimes, defaultRuntimeVersion: s.runtimeDefaultVersion, uidBase: s.sandboxUidBase, events: opts.events, ...(opts.claims ? { node: opts.claims.node } : {}) });
+  const instances = new InstanceService({
+    db: opts.db,
+    vault: opts.vault,
+    runtimes,
+    defaultRuntimeVersion: s.runtimeDefaultVersion,
+    uidBase: s.sandboxUidBase,
+    events: opts.events,
+    ...(opts.claims ? { node: opts.claims.node } : {}),
+  });
   const gatewayConfig = new GatewayConfigService({
     db: opts.db,
     events: opts.events,

@@ -63,7 +63,9 @@ export function knowledgeBrokerRoutes(deps: {
     const caller = c.get('caller');
     const o = SearchQuery.parse(c.req.query());
     if (!o.q) return c.json(await deps.memories.list(caller.tenantId, { ...(o.agent ? { agent: o.agent } : {}), limit: o.limit }, ctx(caller, o.agent)));
-    return c.json(await deps.memories.list(caller.tenantId, { q: o.q, mode: o.mode, limit: o.limit, ...(o.agent ? { agent: o.agent } : {}) }, ctx(caller, o.agent)));
+    return c.json(
+      await deps.memories.list(caller.tenantId, { q: o.q, mode: o.mode, limit: o.limit, ...(o.agent ? { agent: o.agent } : {}) }, ctx(caller, o.agent)),
+    );
   });
   app.post('/knowledge/memories', async (c) => {
     const caller = c.get('caller');

@@ -60,7 +60,10 @@ export class Embeddings {
     );
     const row = r.rows[0];
     const model = row
-      ? { target: { providerId: row.provider_id, kind: row.kind, baseUrl: row.base_url, credentialId: row.credential_id, model: row.model }, id: `${row.provider_id}/${row.model}` }
+      ? {
+          target: { providerId: row.provider_id, kind: row.kind, baseUrl: row.base_url, credentialId: row.credential_id, model: row.model },
+          id: `${row.provider_id}/${row.model}`,
+        }
       : undefined;
     this.#routes.set(tenantId, { at: Date.now(), model });
     return model;
@@ -77,7 +80,12 @@ export class Embeddings {
     const m = model ?? (await this.model(tenantId));
     if (!m) return undefined;
     this.calls++;
-    const { vectors } = await this.#proxy.embed(tenantId, m.target, texts.map((t) => t.slice(0, MAX_INPUT_CHARS) || ' '), ctx);
+    const { vectors } = await this.#proxy.embed(
+      tenantId,
+      m.target,
+      texts.map((t) => t.slice(0, MAX_INPUT_CHARS) || ' '),
+      ctx,
+    );
     return vectors.map((v) => {
       const embedding = encodeVector(v);
       const f = decodeVector(embedding);

@@ -8,7 +8,12 @@ import type { EmbedContext } from './embeddings.ts';
 import type { KnowledgeIndexer } from './indexer.ts';
 import { SEARCH_MODES, type HybridSearch, type SearchMode } from './search.ts';
 
-const tag = z.string().trim().min(1).max(50).regex(/^[^\s,]+$/, 'one word, no commas');
+const tag = z
+  .string()
+  .trim()
+  .min(1)
+  .max(50)
+  .regex(/^[^\s,]+$/, 'one word, no commas');
 const source = z.string().trim().min(1).max(2000).describe('A URL, a document name, or a task or message reference');
 
 export const findingInput = z.strictObject({
@@ -109,7 +114,11 @@ export class FindingService {
     this.#events = o.events;
   }
 
-  async list(tenantId: string, raw: z.input<typeof findingQuery>, ctx: EmbedContext): Promise<{ items: (Finding | FindingHit)[]; nextCursor: string | null; mode: SearchMode | null; note: string | null }> {
+  async list(
+    tenantId: string,
+    raw: z.input<typeof findingQuery>,
+    ctx: EmbedContext,
+  ): Promise<{ items: (Finding | FindingHit)[]; nextCursor: string | null; mode: SearchMode | null; note: string | null }> {
     const o = findingQuery.parse(raw);
     const params: unknown[] = [];
     let where = '';
@@ -150,18 +159,19 @@ export class FindingService {
         const t = await tx.query('SELECT 1 FROM tasks WHERE tenant_id = $1 AND id = $2', [tenantId, f.taskId]);
         if (!t.rowCount) throw new NotFoundError('Task');
       }
-      await tx.query('INSERT INTO findings (id, tenant_id, title, body, sources, tags, confidence, task_id, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)', [
-        id,
+      await tx.query(
+        'INSERT INTO findings (id, tenant_id, title, body, sources, tags, confidence, task_id, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)',
+        [id, tenantId, f.title, f.body, f.sources, [...new Set(f.tags)], f.confidence, f.taskId ?? null, by.actor],
+      );
+      await appendAudit(tx, {
+        actor: by.actor,
         tenantId,
-        f.title,
-        f.body,
-        f.sources,
-        [...new Set(f.tags)],
-        f.confidence,
-        f.taskId ?? null,
-        by.actor,
-      ]);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'finding.create', target: `finding:${id}`, decision: 'success', detail: { title: f.title, taskId: f.taskId ?? null, confidence: f.confidence }, requestId: by.requestId ?? null });
+        action: 'finding.create',
+        target: `finding:${id}`,
+        decision: 'success',
+        detail: { title: f.title, taskId: f.taskId ?? null, confidence: f.confidence },
+        requestId: by.requestId ?? null,
+      });
     });
     await this.#indexer.embedRows('findings', tenantId, [id], { actor: by.actor, agent: '', taskId: f.taskId ?? null });
     return this.get(tenantId, id);
@@ -178,7 +188,15 @@ export class FindingService {
         [tenantId, id, p.title ?? null, p.body ?? null, p.sources ?? null, p.tags ? [...new Set(p.tags)] : null, p.confidence ?? null],
       );
       if (textChanged) await this.#events?.publish(tx, 'knowledge.removed', { tenantId, table: 'findings', ids: [id] });
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'finding.update', target: `finding:${id}`, decision: 'success', detail: { fields: Object.keys(p) }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'finding.update',
+        target: `finding:${id}`,
+        decision: 'success',
+        detail: { fields: Object.keys(p) },
+        requestId: by.requestId ?? null,
+      });
     });
     await this.#indexer.embedRows('findings', tenantId, [id], { actor: by.actor, agent: '', taskId: null });
     return this.get(tenantId, id);
@@ -189,7 +207,15 @@ export class FindingService {
       const r = await tx.query<{ title: string }>('DELETE FROM findings WHERE tenant_id = $1 AND id = $2 RETURNING title', [tenantId, id]);
       if (!r.rows[0]) throw new NotFoundError('Finding');
       await this.#events?.publish(tx, 'knowledge.removed', { tenantId, table: 'findings', ids: [id] });
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'finding.delete', target: `finding:${id}`, decision: 'success', detail: { title: r.rows[0].title }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'finding.delete',
+        target: `finding:${id}`,
+        decision: 'success',
+        detail: { title: r.rows[0].title },
+        requestId: by.requestId ?? null,
+      });
     });
   }
 }

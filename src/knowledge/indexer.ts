@@ -68,7 +68,9 @@ export class KnowledgeIndexer {
   async sweepOnce(): Promise<number> {
     // Memories past their expiry are gone for good (what their writer asked for; not audited per row).
     await this.#db.query('DELETE FROM agent_memories WHERE expires_at <= now()');
-    const tenants = await this.#db.query<{ tenant_id: string }>("SELECT DISTINCT tenant_id FROM model_routes WHERE scope = 'skill' AND scope_name = 'embeddings'");
+    const tenants = await this.#db.query<{ tenant_id: string }>(
+      "SELECT DISTINCT tenant_id FROM model_routes WHERE scope = 'skill' AND scope_name = 'embeddings'",
+    );
     let done = 0;
     for (const { tenant_id: tenantId } of tenants.rows) {
       const model = await this.#embeddings.model(tenantId);
@@ -139,20 +141,29 @@ export class KnowledgeIndexer {
     await this.idle();
   }
 
-  async #store(tx: Queryable, table: KnowledgeTable, tenantId: string, rows: { id: string; text: string }[], model: EmbeddingModel, ctx: EmbedContext): Promise<void> {
+  async #store(
+    tx: Queryable,
+    table: KnowledgeTable,
+    tenantId: string,
+    rows: { id: string; text: string }[],
+    model: EmbeddingModel,
+    ctx: EmbedContext,
+  ): Promise<void> {
     if (rows.length === 0) return;
-    const vectors = (await this.#embeddings.embed(tenantId, rows.map((r) => r.text), ctx, model)) ?? [];
+    const vectors =
+      (await this.#embeddings.embed(
+        tenantId,
+        rows.map((r) => r.text),
+        ctx,
+        model,
+      )) ?? [];
     for (const [i, row] of rows.entries()) {
       const v = vectors[i];
       if (!v) continue;
-      await tx.query(`UPDATE ${table} SET embedding = $3, sketch = $4, qvec = $6, embedding_model = $5, embed_seq = nextval('knowledge_embed_seq') WHERE tenant_id = $1 AND id = $2::${ID_TYPE[table]}`, [
-        tenantId,
-        row.id,
-        v.embedding,
-        v.sketch,
-        v.model,
-        v.qvec,
-      ]);
+      await tx.query(
+        `UPDATE ${table} SET embedding = $3, sketch = $4, qvec = $6, embedding_model = $5, embed_seq = nextval('knowledge_embed_seq') WHERE tenant_id = $1 AND id = $2::${ID_TYPE[table]}`,
+        [tenantId, row.id, v.embedding, v.sketch, v.model, v.qvec],
+      );
     }
   }
 }

@@ -68,7 +68,16 @@ export class SessionIngest {
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<number> | undefined;
 
-  constructor(o: { db: Db; proxy: Complete; routes: Routes; memories: MemoryService; indexer: KnowledgeIndexer; log: Logger; settings: IngestSettings; owner?: string }) {
+  constructor(o: {
+    db: Db;
+    proxy: Complete;
+    routes: Routes;
+    memories: MemoryService;
+    indexer: KnowledgeIndexer;
+    log: Logger;
+    settings: IngestSettings;
+    owner?: string;
+  }) {
     this.#db = o.db;
     this.#proxy = o.proxy;
     this.#routes = o.routes;
@@ -113,7 +122,8 @@ export class SessionIngest {
         // A budget refusal or a provider failure: the item is retried after a back-off (the claim's expiry).
         const code = err instanceof ClawplaneError ? err.code : 'error';
         const message = err instanceof ClawplaneError ? err.message : 'internal error';
-        if (!(err instanceof ClawplaneError)) this.#log.error({ tenant_id: d.tenantId, source: d.source, source_id: d.sourceId, err: (err as Error).message }, 'session ingestion failed');
+        if (!(err instanceof ClawplaneError))
+          this.#log.error({ tenant_id: d.tenantId, source: d.source, source_id: d.sourceId, err: (err as Error).message }, 'session ingestion failed');
         else this.#log.warn({ tenant_id: d.tenantId, source: d.source, source_id: d.sourceId, code }, 'session ingestion deferred');
         await this.#db.query(
           `UPDATE conversation_ingests SET attempts = attempts + 1, last_error = $4, claimed_by = NULL,
@@ -134,7 +144,22 @@ export class SessionIngest {
    * last attempt's reason, and when it is retried). `status` filters the items; counts cover them all.
    */
   async state(tenantId: string, o: { status?: IngestStatus | undefined; limit: number }): Promise<IngestState> {
-    const r = await this.#db.query<{ source: 'chat' | 'task'; source_id: string; status: IngestStatus; last_at: Date | null; upto: string | null; summary_id: string | null; memory_id: string | null; model: string | null; attempts: number | null; last_error: string | null; ingested_at: Date | null; attempted_at: Date | null; retry_at: Date | null; total: number }>(
+    const r = await this.#db.query<{
+      source: 'chat' | 'task';
+      source_id: string;
+      status: IngestStatus;
+      last_at: Date | null;
+      upto: string | null;
+      summary_id: string | null;
+      memory_id: string | null;
+      model: string | null;
+      attempts: number | null;
+      last_error: string | null;
+      ingested_at: Date | null;
+      attempted_at: Date | null;
+      retry_at: Date | null;
+      total: number;
+    }>(
       `WITH chats AS (
          SELECT session_id AS source_id, max(id) AS newest, max(created_at) AS last_at FROM chat_messages
           WHERE tenant_id = $1 AND created_at > now() - interval '${LOOKBACK}' AND actor <> $2 GROUP BY session_id),
@@ -231,13 +256,10 @@ export class SessionIngest {
     const src = d.source === 'chat' ? await this.#chat(d) : await this.#task(d);
     if (!src) {
       // Gone meanwhile (deleted task, erased session): nothing to summarise, and nothing to retry.
-      await this.#db.query(`UPDATE conversation_ingests SET upto = $4, claimed_by = NULL, claimed_until = NULL, ingested_at = now() WHERE tenant_id = $1 AND source = $2 AND source_id = $3 AND claimed_by = $5`, [
-        d.tenantId,
-        d.source,
-        d.sourceId,
-        d.upto,
-        this.#owner,
-      ]);
+      await this.#db.query(
+        `UPDATE conversation_ingests SET upto = $4, claimed_by = NULL, claimed_until = NULL, ingested_at = now() WHERE tenant_id = $1 AND source = $2 AND source_id = $3 AND claimed_by = $5`,
+        [d.tenantId, d.source, d.sourceId, d.upto, this.#owner],
+      );
       return;
     }
     const ctx = { actor: 'system:ingest', agent: src.agentName, taskId: d.source === 'task' ? d.sourceId : null };
@@ -256,16 +278,24 @@ export class SessionIngest {
     let memoryId: number | null = null;
     if (this.#settings.memories) {
       // A key per conversation: a session summarised again replaces its memory instead of adding one.
-      const m = await this.#memories.create(d.tenantId, { kind: 'kv', key: `${d.source}:${d.sourceId}`.slice(0, 200), content: content.slice(0, 4000), importance: 0.4, ...(src.agentId ? { agent: src.agentId } : {}) }, { actor: 'system:ingest', taskId: ctx.taskId });
+      const m = await this.#memories.create(
+        d.tenantId,
+        {
+          kind: 'kv',
+          key: `${d.source}:${d.sourceId}`.slice(0, 200),
+          content: content.slice(0, 4000),
+          importance: 0.4,
+          ...(src.agentId ? { agent: src.agentId } : {}),
+        },
+        { actor: 'system:ingest', taskId: ctx.taskId },
+      );
       memoryId = m.memory.id;
     }
     const summaryId = await this.#db.tx(async (tx) => {
-      const mine = await tx.query<{ summary_id: string | null }>('SELECT summary_id FROM conversation_ingests WHERE tenant_id = $1 AND source = $2 AND source_id = $3 AND claimed_by = $4 FOR UPDATE', [
-        d.tenantId,
-        d.source,
-        d.sourceId,
-        this.#owner,
-      ]);
+      const mine = await tx.query<{ summary_id: string | null }>(
+        'SELECT summary_id FROM conversation_ingests WHERE tenant_id = $1 AND source = $2 AND source_id = $3 AND claimed_by = $4 FOR UPDATE',
+        [d.tenantId, d.source, d.sourceId, this.#owner],
+      );
       // The claim lapsed and another replica took over: it writes the summary, not this one.
       if (!mine.rows[0]) return undefined;
       const old = mine.rows[0].summary_id;
@@ -293,17 +323,33 @@ export class SessionIngest {
     );
     const last = r.rows.at(-1);
     if (!last) return undefined;
-    return { lines: r.rows.filter((m) => m.role !== 'system').map((m) => ({ role: m.role, content: m.content })), agentName: last.agent, agentId: undefined, instanceId: last.instance_id, sessionId: d.sourceId };
+    return {
+      lines: r.rows.filter((m) => m.role !== 'system').map((m) => ({ role: m.role, content: m.content })),
+      agentName: last.agent,
+      agentId: undefined,
+      instanceId: last.instance_id,
+      sessionId: d.sourceId,
+    };
   }
 
   async #task(d: Due): Promise<Source | undefined> {
-    const r = await this.#db.query<{ input: string; output: string | null; status: string; status_reason: string; agent_id: string | null; agent_name: string | null }>(
+    const r = await this.#db.query<{
+      input: string;
+      output: string | null;
+      status: string;
+      status_reason: string;
+      agent_id: string | null;
+      agent_name: string | null;
+    }>(
       'SELECT t.input, t.output, t.status, t.status_reason, t.agent_id, a.name AS agent_name FROM tasks t LEFT JOIN agents a ON a.tenant_id = t.tenant_id AND a.id = t.agent_id WHERE t.tenant_id = $1 AND t.id = $2',
       [d.tenantId, d.sourceId],
     );
     const t = r.rows[0];
     if (!t) return undefined;
-    const lines = [{ role: 'user', content: t.input }, { role: 'assistant', content: t.output ?? `(no output; the task ${t.status}: ${t.status_reason})` }];
+    const lines = [
+      { role: 'user', content: t.input },
+      { role: 'assistant', content: t.output ?? `(no output; the task ${t.status}: ${t.status_reason})` },
+    ];
     return { lines, agentName: t.agent_name ?? '', agentId: t.agent_id ?? undefined, instanceId: NO_INSTANCE, sessionId: `task:${d.sourceId}` };
   }
 }

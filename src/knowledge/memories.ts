@@ -42,7 +42,10 @@ export const memoryQuery = z.object({
   q: z.string().trim().min(1).max(500).optional(),
   mode: z.enum(SEARCH_MODES).default('hybrid'),
   limit: z.coerce.number().int().min(1).max(200).default(50),
-  cursor: z.string().regex(/^\d{1,18}$/).optional(),
+  cursor: z
+    .string()
+    .regex(/^\d{1,18}$/)
+    .optional(),
 });
 
 export interface Memory {
@@ -135,7 +138,11 @@ export class MemoryService {
   }
 
   /** Newest first (paged by `cursor` = the last id seen), or ranked by a search when `q` is given. */
-  async list(tenantId: string, raw: z.input<typeof memoryQuery>, ctx: EmbedContext): Promise<{ items: (Memory | MemoryHit)[]; nextCursor: string | null; mode: SearchMode | null; note: string | null }> {
+  async list(
+    tenantId: string,
+    raw: z.input<typeof memoryQuery>,
+    ctx: EmbedContext,
+  ): Promise<{ items: (Memory | MemoryHit)[]; nextCursor: string | null; mode: SearchMode | null; note: string | null }> {
     const o = memoryQuery.parse(raw);
     const agentId = o.agent ? (await this.#agents.get(tenantId, o.agent)).id : undefined;
     const names = await this.#names(tenantId);
@@ -199,7 +206,11 @@ export class MemoryService {
   }
 
   /** Creates a memory; a kv entry whose key exists (same agent) is replaced. `created` tells which. */
-  async create(tenantId: string, raw: MemoryInput, by: { actor: string; requestId?: string; taskId?: string | null }): Promise<{ memory: Memory; created: boolean }> {
+  async create(
+    tenantId: string,
+    raw: MemoryInput,
+    by: { actor: string; requestId?: string; taskId?: string | null },
+  ): Promise<{ memory: Memory; created: boolean }> {
     const m = memoryInput.parse(raw);
     const agentId = m.agent ? (await this.#agents.get(tenantId, m.agent)).id : null;
     const { id, created } = await this.#db.tx(async (tx) => {
@@ -243,12 +254,21 @@ export class MemoryService {
           [tenantId, id, patch.key ?? null, patch.content ?? null, patch.importance ?? null, patch.expiresAt !== undefined, patch.expiresAt ?? null],
         );
       } catch (err) {
-        if ((err as { code?: string }).code === '23505') throw new ConflictError(`This agent already has a memory under the key "${patch.key}": edit or delete that one.`);
+        if ((err as { code?: string }).code === '23505')
+          throw new ConflictError(`This agent already has a memory under the key "${patch.key}": edit or delete that one.`);
         throw err;
       }
       if (textChanged) await this.#removed(tx, tenantId, id);
       const { content: _c, ...detail } = patch;
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'memory.update', target: `memory:${id}`, decision: 'success', detail: { ...detail, contentChanged: patch.content !== undefined }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'memory.update',
+        target: `memory:${id}`,
+        decision: 'success',
+        detail: { ...detail, contentChanged: patch.content !== undefined },
+        requestId: by.requestId ?? null,
+      });
     });
     await this.#indexer.embedRows('agent_memories', tenantId, [id], { actor: by.actor, agent: '', taskId: null });
     return this.get(tenantId, id);
@@ -256,17 +276,32 @@ export class MemoryService {
 
   async remove(tenantId: string, id: number, by: { actor: string; requestId?: string }): Promise<void> {
     await this.#db.tx(async (tx) => {
-      const r = await tx.query<{ kind: string; key: string | null; agent_id: string | null }>('DELETE FROM agent_memories WHERE tenant_id = $1 AND id = $2 RETURNING kind, key, agent_id', [tenantId, id]);
+      const r = await tx.query<{ kind: string; key: string | null; agent_id: string | null }>(
+        'DELETE FROM agent_memories WHERE tenant_id = $1 AND id = $2 RETURNING kind, key, agent_id',
+        [tenantId, id],
+      );
       const row = r.rows[0];
       if (!row) throw new NotFoundError('Memory');
       await this.#removed(tx, tenantId, id);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'memory.delete', target: `memory:${id}`, decision: 'success', detail: { agentId: row.agent_id, kind: row.kind, key: row.key }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'memory.delete',
+        target: `memory:${id}`,
+        decision: 'success',
+        detail: { agentId: row.agent_id, kind: row.kind, key: row.key },
+        requestId: by.requestId ?? null,
+      });
     });
   }
 
   /** The memories a task of this agent starts with: best matches of its input, its own and shared. */
   async recall(tenantId: string, agentId: string, text: string, ctx: EmbedContext): Promise<MemoryHit[]> {
-    const r = await this.search(tenantId, { q: text.slice(0, 2000), mode: 'hybrid', limit: RECALL_LIMIT, agentId, includeShared: true, minImportance: RECALL_MIN_IMPORTANCE }, ctx);
+    const r = await this.search(
+      tenantId,
+      { q: text.slice(0, 2000), mode: 'hybrid', limit: RECALL_LIMIT, agentId, includeShared: true, minImportance: RECALL_MIN_IMPORTANCE },
+      ctx,
+    );
     return r.items;
   }
 }

@@ -131,7 +131,10 @@ export class HybridSearch {
     const cands = new Map<string, { rank: number; approx: number | null }>();
     for (const w of words) {
       const i = s?.pos.get(w.id);
-      cands.set(w.id, { rank: Number(w.text_rank), approx: s && query && i !== undefined && (s.owners[i] as number) >= 0 ? this.#index.approx(s, i, query) : null });
+      cands.set(w.id, {
+        rank: Number(w.text_rank),
+        approx: s && query && i !== undefined && (s.owners[i] as number) >= 0 ? this.#index.approx(s, i, query) : null,
+      });
     }
     if (s && query && sketch) {
       for (const i of this.#index.nearest(s, sketch, VECTOR_CANDIDATES, h.accept)) {

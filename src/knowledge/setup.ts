@@ -43,10 +43,21 @@ export interface KnowledgeServices {
   knowledgeIndexer: KnowledgeIndexer;
   knowledgeSearch: HybridSearch;
   /** Hybrid search over the tenant's archived chat messages. */
-  searchArchive(tenantId: string, o: { q: string; mode: SearchMode; limit: number }, ctx: EmbedContext): Promise<{ items: ArchiveHit[]; mode: SearchMode; note: string | null }>;
+  searchArchive(
+    tenantId: string,
+    o: { q: string; mode: SearchMode; limit: number },
+    ctx: EmbedContext,
+  ): Promise<{ items: ArchiveHit[]; mode: SearchMode; note: string | null }>;
 }
 
-export function createKnowledgeServices(o: { db: Db; proxy: Pick<BrokerProxy, 'embed'>; agents: AgentService; log: Logger; events?: EventChannel; maxIndexEntries?: number }): KnowledgeServices {
+export function createKnowledgeServices(o: {
+  db: Db;
+  proxy: Pick<BrokerProxy, 'embed'>;
+  agents: AgentService;
+  log: Logger;
+  events?: EventChannel;
+  maxIndexEntries?: number;
+}): KnowledgeServices {
   const log = o.log.child({ component: 'knowledge' });
   const embeddings = new Embeddings(o.db, o.proxy);
   const index = new SketchIndex(o.db, o.maxIndexEntries === undefined ? {} : { maxEntries: o.maxIndexEntries });
@@ -64,7 +75,16 @@ export function createKnowledgeServices(o: { db: Db; proxy: Pick<BrokerProxy, 'e
     async searchArchive(tenantId, q, ctx) {
       const r = await search.search<ChatRow>({ table: 'chat_messages', tenantId, q: q.q, mode: q.mode, limit: q.limit, where: '', params: [], ctx });
       return {
-        items: r.items.map((h) => ({ id: Number(h.row.id), sessionId: h.row.session_id, agent: h.row.agent, role: h.row.role, content: h.row.content, createdAt: h.row.created_at.toISOString(), score: h.score, similarity: h.similarity })),
+        items: r.items.map((h) => ({
+          id: Number(h.row.id),
+          sessionId: h.row.session_id,
+          agent: h.row.agent,
+          role: h.row.role,
+          content: h.row.content,
+          createdAt: h.row.created_at.toISOString(),
+          score: h.score,
+          similarity: h.similarity,
+        })),
         mode: r.mode,
         note: r.note,
       };

@@ -62,7 +62,24 @@ export class SketchIndex {
     let s = this.#scopes.get(key);
     if (!s) {
       const mem = new WebAssembly.Memory({ initial: 1 });
-      s = { words: 0, dim: 0, ids: [], owners: new Int32Array(0), ownerNames: [], ownerNums: new Map(), cap: 0, mem, dist: hammingScan(mem), sketches: new Uint32Array(0), codes: new Int8Array(0), scales: new Float32Array(0), pos: new Map(), seq: 0, usedAt: 0, refreshing: undefined };
+      s = {
+        words: 0,
+        dim: 0,
+        ids: [],
+        owners: new Int32Array(0),
+        ownerNames: [],
+        ownerNums: new Map(),
+        cap: 0,
+        mem,
+        dist: hammingScan(mem),
+        sketches: new Uint32Array(0),
+        codes: new Int8Array(0),
+        scales: new Float32Array(0),
+        pos: new Map(),
+        seq: 0,
+        usedAt: 0,
+        refreshing: undefined,
+      };
       this.#scopes.set(key, s);
     }
     s.usedAt = Date.now();

@@ -42,7 +42,8 @@ export function repositoryOf(host: string, path: string): string | null {
   const h = host.toLowerCase();
   const canonical = GIT_ALIASES[h] ?? h;
   const segs = path.split('/').filter((s) => s !== '');
-  const key = (owner: string | undefined, repo: string | undefined) => (owner && repo ? `${canonical}/${owner}/${repo.replace(/\.git$/i, '')}`.toLowerCase() : null);
+  const key = (owner: string | undefined, repo: string | undefined) =>
+    owner && repo ? `${canonical}/${owner}/${repo.replace(/\.git$/i, '')}`.toLowerCase() : null;
   if (segs[0] === 'repos') return key(segs[1], segs[2]);
   if (segs[0] === 'api' && segs[1] === 'v3' && segs[2] === 'repos') return key(segs[3], segs[4]);
   if (segs[0] === 'api' && segs[1] === 'v4' && segs[2] === 'projects' && segs[3]) {
@@ -96,7 +97,9 @@ function inDataSource(entry: string, host: string, port: number, path: string): 
 export function judgeEgress(p: Lists, rawHost: string, port: number, path?: string): Refusal | null {
   const host = rawHost.toLowerCase();
   const canonical = GIT_ALIASES[host] ?? host;
-  const repos = p.repositories.map((r) => ({ raw: r.replace(SCHEME, '').toLowerCase(), ...splitEntry(r) })).filter((e) => hostIn(e.host, canonical, port) || hostIn(e.host, host, port));
+  const repos = p.repositories
+    .map((r) => ({ raw: r.replace(SCHEME, '').toLowerCase(), ...splitEntry(r) }))
+    .filter((e) => hostIn(e.host, canonical, port) || hostIn(e.host, host, port));
   const repoWide = repos.some((e) => e.path === null);
   const inHosts = p.hosts.some((h) => hostIn(h.toLowerCase(), host, port));
   const data = p.dataSources.filter((d) => hostIn(splitEntry(d).host, host, port));
@@ -105,24 +108,36 @@ export function judgeEgress(p: Lists, rawHost: string, port: number, path?: stri
   if (path !== undefined && data.some((d) => inDataSource(d, host, port, path))) return null;
   if (repos.length && !repoWide) {
     if (path === undefined) {
-      return { rule: PROJECT_REPOSITORIES_RULE, why: `${host}:${port} hosts repositories and project "${p.name}" allows only some of them (${listed(repos.map((e) => e.raw))}); a tunnel would hide which repository is reached, so call it through a skill endpoint (/skills/<name>/…), where the broker sees the path` };
+      return {
+        rule: PROJECT_REPOSITORIES_RULE,
+        why: `${host}:${port} hosts repositories and project "${p.name}" allows only some of them (${listed(repos.map((e) => e.raw))}); a tunnel would hide which repository is reached, so call it through a skill endpoint (/skills/<name>/…), where the broker sees the path`,
+      };
     }
     const repo = repositoryOf(host, path);
     if (repo !== null) {
       if (repos.some((e) => covers(e.raw, repo))) return null;
-      return { rule: PROJECT_REPOSITORIES_RULE, why: `repository ${repo} is not among the repositories of project "${p.name}" (${listed(repos.map((e) => e.raw))})` };
+      return {
+        rule: PROJECT_REPOSITORIES_RULE,
+        why: `repository ${repo} is not among the repositories of project "${p.name}" (${listed(repos.map((e) => e.raw))})`,
+      };
     }
   }
   if (inHosts || repoWide) return null;
   if (data.length) {
     if (path === undefined) {
       if (data.some((d) => splitEntry(d).path === null)) return null;
-      return { rule: PROJECT_DATA_SOURCES_RULE, why: `${host}:${port} is reachable only through the data sources of project "${p.name}" (${listed(data)}); a tunnel would hide the path, so call it through a skill endpoint (/skills/<name>/…)` };
+      return {
+        rule: PROJECT_DATA_SOURCES_RULE,
+        why: `${host}:${port} is reachable only through the data sources of project "${p.name}" (${listed(data)}); a tunnel would hide the path, so call it through a skill endpoint (/skills/<name>/…)`,
+      };
     }
     return { rule: PROJECT_DATA_SOURCES_RULE, why: `${host}${path} is not within the data sources of project "${p.name}" (${listed(data)})` };
   }
   if (repos.length) {
-    return { rule: PROJECT_REPOSITORIES_RULE, why: `${host}${path ?? ''} names no repository, and project "${p.name}" allows only its repositories on ${host} (${listed(repos.map((e) => e.raw))})` };
+    return {
+      rule: PROJECT_REPOSITORIES_RULE,
+      why: `${host}${path ?? ''} names no repository, and project "${p.name}" allows only its repositories on ${host} (${listed(repos.map((e) => e.raw))})`,
+    };
   }
   const allowed = [...p.hosts, ...p.repositories.map(repositoryHost), ...p.dataSources.map((d) => splitEntry(d).host)];
   return { rule: PROJECT_HOSTS_RULE, why: `${host}:${port} is not within the hosts of project "${p.name}"`, allowed: listed([...new Set(allowed)]) };

@@ -10,7 +10,9 @@ import { platformLaneSettings, type LaneKind, type LaneStep, type PlatformLaneSe
  */
 export class PlatformRuleError extends ClawplaneError {
   constructor(rule: string, field: string, message: string) {
-    super('platform_rule', 400, `Refused by rule "${rule}": ${message}`, { details: { rule, issues: [{ path: field, message: `${message} (rule ${rule})` }] } });
+    super('platform_rule', 400, `Refused by rule "${rule}": ${message}`, {
+      details: { rule, issues: [{ path: field, message: `${message} (rule ${rule})` }] },
+    });
   }
 }
 
@@ -20,7 +22,17 @@ export async function loadPlatformLaneSettings(db: Queryable): Promise<PlatformL
   const stored = await getSetting<unknown>(db, PLATFORM_SETTINGS_KEY);
   // A stored value this build cannot read falls back to the strictest reading: nothing allowed.
   const r = platformLaneSettings.safeParse(stored ?? {});
-  return r.success ? r.data : { allowedRepositories: [], allowedHosts: [], allowedDataSources: [], allowedLaneKinds: [], maxRunsPerDay: 0, minScheduleMinutes: 10_080, readOnlyOnly: true };
+  return r.success
+    ? r.data
+    : {
+        allowedRepositories: [],
+        allowedHosts: [],
+        allowedDataSources: [],
+        allowedLaneKinds: [],
+        maxRunsPerDay: 0,
+        minScheduleMinutes: 10_080,
+        readOnlyOnly: true,
+      };
 }
 
 /**
@@ -36,7 +48,12 @@ export function covers(pattern: string, entry: string): boolean {
 
 function narrower(rule: string, field: string, allowed: string[], entries: string[]): void {
   entries.forEach((e, i) => {
-    if (!allowed.some((p) => covers(p, e))) throw new PlatformRuleError(rule, `body.${field}.${i}`, `"${e}" is not within the platform's ${rule.split('.')[1]} (${allowed.length ? allowed.join(', ') : 'none'})`);
+    if (!allowed.some((p) => covers(p, e)))
+      throw new PlatformRuleError(
+        rule,
+        `body.${field}.${i}`,
+        `"${e}" is not within the platform's ${rule.split('.')[1]} (${allowed.length ? allowed.join(', ') : 'none'})`,
+      );
   });
 }
 
@@ -46,7 +63,12 @@ export function checkProject(p: Pick<Project, 'repositories' | 'hosts' | 'dataSo
   narrower('platform.allowedHosts', 'hosts', s.allowedHosts, p.hosts);
   narrower('platform.allowedDataSources', 'dataSources', s.allowedDataSources, p.dataSources);
   p.laneKinds.forEach((k, i) => {
-    if (!s.allowedLaneKinds.includes(k)) throw new PlatformRuleError('platform.allowedLaneKinds', `body.laneKinds.${i}`, `lane kind "${k}" is not enabled by the platform (${s.allowedLaneKinds.join(', ') || 'none'})`);
+    if (!s.allowedLaneKinds.includes(k))
+      throw new PlatformRuleError(
+        'platform.allowedLaneKinds',
+        `body.laneKinds.${i}`,
+        `lane kind "${k}" is not enabled by the platform (${s.allowedLaneKinds.join(', ') || 'none'})`,
+      );
   });
   if (p.runsPerDay > s.maxRunsPerDay) throw new PlatformRuleError('platform.maxRunsPerDay', 'body.runsPerDay', `at most ${s.maxRunsPerDay} runs per day`);
 }
@@ -77,12 +99,15 @@ export function checkLane(
   s: PlatformLaneSettings,
   timeZone: string,
 ): void {
-  if (!s.allowedLaneKinds.includes(l.kind)) throw new PlatformRuleError('platform.allowedLaneKinds', 'body.kind', `lane kind "${l.kind}" is not enabled by the platform`);
-  if (!project.laneKinds.includes(l.kind)) throw new PlatformRuleError('project.laneKinds', 'body.kind', `project "${project.name}" does not enable lanes of kind "${l.kind}"`);
+  if (!s.allowedLaneKinds.includes(l.kind))
+    throw new PlatformRuleError('platform.allowedLaneKinds', 'body.kind', `lane kind "${l.kind}" is not enabled by the platform`);
+  if (!project.laneKinds.includes(l.kind))
+    throw new PlatformRuleError('project.laneKinds', 'body.kind', `project "${project.name}" does not enable lanes of kind "${l.kind}"`);
   if (s.readOnlyOnly && !l.readOnly) throw new PlatformRuleError('platform.readOnlyOnly', 'body.readOnly', 'every lane must be read-only on this platform');
   if (l.kind === 'browser') {
     const i = l.steps.findIndex((st) => !st.requiresApproval);
-    if (i >= 0) throw new PlatformRuleError('browser.requiresApproval', `body.steps.${i}.requiresApproval`, 'every step of a browser lane needs a person’s approval');
+    if (i >= 0)
+      throw new PlatformRuleError('browser.requiresApproval', `body.steps.${i}.requiresApproval`, 'every step of a browser lane needs a person’s approval');
   }
   if (l.schedule !== null) {
     const cron = parseCron(l.schedule, timeZone);
@@ -91,7 +116,12 @@ export function checkLane(
     if (runs.length === 0) throw new PlatformRuleError('cron.syntax', 'body.schedule', 'the expression never fires');
     for (let i = 1; i < runs.length; i++) {
       const gap = ((runs[i]?.getTime() ?? 0) - (runs[i - 1]?.getTime() ?? 0)) / 60_000;
-      if (gap < s.minScheduleMinutes) throw new PlatformRuleError('platform.minScheduleMinutes', 'body.schedule', `runs ${gap} minutes apart; the platform allows one run every ${s.minScheduleMinutes} minutes at most`);
+      if (gap < s.minScheduleMinutes)
+        throw new PlatformRuleError(
+          'platform.minScheduleMinutes',
+          'body.schedule',
+          `runs ${gap} minutes apart; the platform allows one run every ${s.minScheduleMinutes} minutes at most`,
+        );
     }
   }
 }

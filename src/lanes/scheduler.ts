@@ -22,8 +22,17 @@ export interface SchedulerMetrics {
 export function schedulerMetrics(registry: Registry): SchedulerMetrics {
   return {
     ticks: new Counter({ name: 'clawplane_lane_scheduler_ticks_total', help: 'Lane scheduler ticks completed on this replica', registers: [registry] }),
-    clock: new Gauge({ name: 'clawplane_lane_scheduler_clock_seconds', help: "The scheduler clock's time (Unix seconds) at this replica's last completed tick", registers: [registry] }),
-    fired: new Counter({ name: 'clawplane_lane_runs_fired_total', help: 'Scheduled lane runs this replica created, by trigger (schedule, catch-up)', labelNames: ['trigger'], registers: [registry] }),
+    clock: new Gauge({
+      name: 'clawplane_lane_scheduler_clock_seconds',
+      help: "The scheduler clock's time (Unix seconds) at this replica's last completed tick",
+      registers: [registry],
+    }),
+    fired: new Counter({
+      name: 'clawplane_lane_runs_fired_total',
+      help: 'Scheduled lane runs this replica created, by trigger (schedule, catch-up)',
+      labelNames: ['trigger'],
+      registers: [registry],
+    }),
   };
 }
 
@@ -108,7 +117,12 @@ export class LaneScheduler {
       const cron = parseCron(lane.schedule, tz, 'schedule');
       const next = cron.nextRun(now);
       // Compare-and-set: only the replica that still sees this slot advances it.
-      const cas = await tx.query('UPDATE lanes SET next_slot_at = $3 WHERE tenant_id = $1 AND id = $2 AND next_slot_at = $4 AND enabled', [tenantId, laneId, next, slot]);
+      const cas = await tx.query('UPDATE lanes SET next_slot_at = $3 WHERE tenant_id = $1 AND id = $2 AND next_slot_at = $4 AND enabled', [
+        tenantId,
+        laneId,
+        next,
+        slot,
+      ]);
       if (cas.rowCount !== 1) return;
       const onTime = now.getTime() - slot.getTime() <= this.graceMs;
       let fireAt: Date | undefined = onTime ? slot : undefined;
@@ -122,7 +136,15 @@ export class LaneScheduler {
           missed++;
         }
         if (lane.catchUp === 'run-once') fireAt = latest;
-        await appendAudit(tx, { actor: 'system:lanes', tenantId, action: 'lane.slots_missed', target: `lane:${laneId}`, decision: lane.catchUp === 'run-once' ? 'success' : 'deny', detail: { missed, from: slot.toISOString(), catchUp: lane.catchUp, ...(fireAt ? { runs: fireAt.toISOString() } : {}) }, requestId: null });
+        await appendAudit(tx, {
+          actor: 'system:lanes',
+          tenantId,
+          action: 'lane.slots_missed',
+          target: `lane:${laneId}`,
+          decision: lane.catchUp === 'run-once' ? 'success' : 'deny',
+          detail: { missed, from: slot.toISOString(), catchUp: lane.catchUp, ...(fireAt ? { runs: fireAt.toISOString() } : {}) },
+          requestId: null,
+        });
         out.skipped.push({ laneId, slots: fireAt ? missed - 1 : missed });
       }
       if (!fireAt) return;

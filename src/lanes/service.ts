@@ -5,7 +5,26 @@ import { cancelWorkflow, sendToWorkflow } from '../durable/engine.ts';
 import { ConflictError, NotFoundError, QuotaExceededError, ValidationError } from '../errors.ts';
 import { putSetting } from '../identity/settings.ts';
 import { checkLane, checkProject, isTimeZone, loadPlatformLaneSettings, parseCron, PLATFORM_SETTINGS_KEY } from './rules.ts';
-import { LANE_CHECKS, laneInput, lanePatch, platformLaneSettings, projectInput, projectPatch, type Finding, type Lane, type LaneInput, type LanePatch, type LaneStep, type PlatformLaneSettings, type Project, type ProjectInput, type Run, type RunStatus, type RunStep, type RunTrigger } from './types.ts';
+import {
+  LANE_CHECKS,
+  laneInput,
+  lanePatch,
+  platformLaneSettings,
+  projectInput,
+  projectPatch,
+  type Finding,
+  type Lane,
+  type LaneInput,
+  type LanePatch,
+  type LaneStep,
+  type PlatformLaneSettings,
+  type Project,
+  type ProjectInput,
+  type Run,
+  type RunStatus,
+  type RunStep,
+  type RunTrigger,
+} from './types.ts';
 
 export interface Audited {
   actor: string;
@@ -197,7 +216,14 @@ export class LaneService {
     const s = platformLaneSettings.parse(raw);
     await this.#db.tx(async (tx) => {
       await putSetting(tx, PLATFORM_SETTINGS_KEY, s);
-      await appendAudit(tx, { actor: by.actor, action: 'lanes.platform_settings', target: 'platform:lanes', decision: 'success', detail: { ...s }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        action: 'lanes.platform_settings',
+        target: 'platform:lanes',
+        decision: 'success',
+        detail: { ...s },
+        requestId: by.requestId ?? null,
+      });
     });
     return s;
   }
@@ -211,12 +237,27 @@ export class LaneService {
 
   /** Sets the zone schedules are read in; every scheduled lane's next slot moves with it. */
   async setTimeZone(tenantId: string, timeZone: string, by: Audited): Promise<{ timeZone: string }> {
-    if (!isTimeZone(timeZone)) throw new ValidationError(`The request is invalid: body.timeZone: "${timeZone}" is not an IANA time zone (e.g. "Europe/Berlin").`, [{ path: 'body.timeZone', message: 'an IANA time zone such as "Europe/Berlin" or "UTC"' }]);
+    if (!isTimeZone(timeZone))
+      throw new ValidationError(`The request is invalid: body.timeZone: "${timeZone}" is not an IANA time zone (e.g. "Europe/Berlin").`, [
+        { path: 'body.timeZone', message: 'an IANA time zone such as "Europe/Berlin" or "UTC"' },
+      ]);
     await this.#db.tx(async (tx) => {
       await tx.query('UPDATE tenants SET time_zone = $2 WHERE id = $1', [tenantId, timeZone]);
-      const lanes = await tx.query<{ id: string; schedule: string }>('SELECT id, schedule FROM lanes WHERE tenant_id = $1 AND schedule IS NOT NULL FOR UPDATE', [tenantId]);
-      for (const l of lanes.rows) await tx.query('UPDATE lanes SET next_slot_at = $2 WHERE id = $1', [l.id, parseCron(l.schedule, timeZone).nextRun(this.now())]);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'lanes.time_zone', target: `tenant:${tenantId}`, decision: 'success', detail: { timeZone }, requestId: by.requestId ?? null });
+      const lanes = await tx.query<{ id: string; schedule: string }>(
+        'SELECT id, schedule FROM lanes WHERE tenant_id = $1 AND schedule IS NOT NULL FOR UPDATE',
+        [tenantId],
+      );
+      for (const l of lanes.rows)
+        await tx.query('UPDATE lanes SET next_slot_at = $2 WHERE id = $1', [l.id, parseCron(l.schedule, timeZone).nextRun(this.now())]);
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'lanes.time_zone',
+        target: `tenant:${tenantId}`,
+        decision: 'success',
+        detail: { timeZone },
+        requestId: by.requestId ?? null,
+      });
     });
     return { timeZone };
   }
@@ -245,7 +286,15 @@ export class LaneService {
           [tenantId, p.name, p.description, p.repositories, p.hosts, p.dataSources, p.laneKinds, p.runsPerDay],
         );
         const row = r.rows[0] as ProjectRow;
-        await appendAudit(tx, { actor: by.actor, tenantId, action: 'project.create', target: `project:${row.id}`, decision: 'success', detail: { ...p }, requestId: by.requestId ?? null });
+        await appendAudit(tx, {
+          actor: by.actor,
+          tenantId,
+          action: 'project.create',
+          target: `project:${row.id}`,
+          decision: 'success',
+          detail: { ...p },
+          requestId: by.requestId ?? null,
+        });
         return toProject(row);
       })
       .catch((err: unknown) => unique(err, `Project "${p.name}"`));
@@ -262,7 +311,15 @@ export class LaneService {
         `UPDATE projects SET description = $3, repositories = $4, hosts = $5, data_sources = $6, lane_kinds = $7, runs_per_day = $8, updated_at = now() WHERE tenant_id = $1 AND id = $2 RETURNING *`,
         [tenantId, id, next.description, next.repositories, next.hosts, next.dataSources, next.laneKinds, next.runsPerDay],
       );
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'project.update', target: `project:${id}`, decision: 'success', detail: { ...patch }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'project.update',
+        target: `project:${id}`,
+        decision: 'success',
+        detail: { ...patch },
+        requestId: by.requestId ?? null,
+      });
       return toProject(r.rows[0] as ProjectRow);
     });
   }
@@ -271,7 +328,15 @@ export class LaneService {
     await this.#db.tx(async (tx) => {
       const r = await tx.query('DELETE FROM projects WHERE tenant_id = $1 AND id = $2', [tenantId, id]);
       if (r.rowCount === 0) throw new NotFoundError('Project');
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'project.delete', target: `project:${id}`, decision: 'success', detail: {}, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'project.delete',
+        target: `project:${id}`,
+        decision: 'success',
+        detail: {},
+        requestId: by.requestId ?? null,
+      });
     });
   }
 
@@ -292,7 +357,10 @@ export class LaneService {
   async #projectByName(q: Queryable, tenantId: string, name: string): Promise<Project> {
     const r = await q.query<ProjectRow>('SELECT * FROM projects WHERE tenant_id = $1 AND name = $2', [tenantId, name]);
     const row = r.rows[0];
-    if (!row) throw new ValidationError(`The request is invalid: body.project: no project "${name}" in this tenant.`, [{ path: 'body.project', message: `no project "${name}" in this tenant: create it first` }]);
+    if (!row)
+      throw new ValidationError(`The request is invalid: body.project: no project "${name}" in this tenant.`, [
+        { path: 'body.project', message: `no project "${name}" in this tenant: create it first` },
+      ]);
     return toProject(row);
   }
 
@@ -309,10 +377,42 @@ export class LaneService {
         const r = await tx.query<{ id: string }>(
           `INSERT INTO lanes (tenant_id, project_id, name, kind, description, steps, read_only, harmless, enabled, schedule, catch_up, next_slot_at, created_by)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id`,
-          [tenantId, project.id, l.name, l.kind, l.description, JSON.stringify(l.steps), l.readOnly, l.harmless, enabled, l.schedule, l.catchUp, next, by.actor],
+          [
+            tenantId,
+            project.id,
+            l.name,
+            l.kind,
+            l.description,
+            JSON.stringify(l.steps),
+            l.readOnly,
+            l.harmless,
+            enabled,
+            l.schedule,
+            l.catchUp,
+            next,
+            by.actor,
+          ],
         );
         const id = (r.rows[0] as { id: string }).id;
-        await appendAudit(tx, { actor: by.actor, tenantId, action: 'lane.create', target: `lane:${id}`, decision: 'success', detail: { name: l.name, project: l.project, kind: l.kind, readOnly: l.readOnly, harmless: l.harmless, enabled, schedule: l.schedule, catchUp: l.catchUp, steps: l.steps.map((s) => ({ name: s.name, requiresApproval: s.requiresApproval })) }, requestId: by.requestId ?? null });
+        await appendAudit(tx, {
+          actor: by.actor,
+          tenantId,
+          action: 'lane.create',
+          target: `lane:${id}`,
+          decision: 'success',
+          detail: {
+            name: l.name,
+            project: l.project,
+            kind: l.kind,
+            readOnly: l.readOnly,
+            harmless: l.harmless,
+            enabled,
+            schedule: l.schedule,
+            catchUp: l.catchUp,
+            steps: l.steps.map((s) => ({ name: s.name, requiresApproval: s.requiresApproval })),
+          },
+          requestId: by.requestId ?? null,
+        });
         return this.getLane(tenantId, id, tx);
       })
       .catch((err: unknown) => unique(err, `Lane "${l.name}"`));
@@ -340,24 +440,64 @@ export class LaneService {
       checkLane(next, project, settings, tz);
       // A new schedule, or enabling, starts from the next slot after now: slots from before do not count as missed.
       const rearm = next.schedule !== cur.schedule || (next.enabled && !cur.enabled);
-      const slot = next.schedule === null ? null : rearm ? parseCron(next.schedule, tz).nextRun(this.now()) : cur.nextSlotAt ? new Date(cur.nextSlotAt) : parseCron(next.schedule, tz).nextRun(this.now());
+      const slot =
+        next.schedule === null
+          ? null
+          : rearm
+            ? parseCron(next.schedule, tz).nextRun(this.now())
+            : cur.nextSlotAt
+              ? new Date(cur.nextSlotAt)
+              : parseCron(next.schedule, tz).nextRun(this.now());
       await tx.query(
         `UPDATE lanes SET project_id = $3, kind = $4, description = $5, steps = $6, read_only = $7, harmless = $8, enabled = $9, schedule = $10, catch_up = $11, next_slot_at = $12, updated_at = now() WHERE tenant_id = $1 AND id = $2`,
-        [tenantId, id, project.id, next.kind, next.description, JSON.stringify(next.steps), next.readOnly, next.harmless, next.enabled, next.schedule, next.catchUp, slot],
+        [
+          tenantId,
+          id,
+          project.id,
+          next.kind,
+          next.description,
+          JSON.stringify(next.steps),
+          next.readOnly,
+          next.harmless,
+          next.enabled,
+          next.schedule,
+          next.catchUp,
+          slot,
+        ],
       );
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'lane.update', target: `lane:${id}`, decision: 'success', detail: { ...patch, steps: patch.steps?.map((s) => ({ name: s.name, requiresApproval: s.requiresApproval })) }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'lane.update',
+        target: `lane:${id}`,
+        decision: 'success',
+        detail: { ...patch, steps: patch.steps?.map((s) => ({ name: s.name, requiresApproval: s.requiresApproval })) },
+        requestId: by.requestId ?? null,
+      });
       return this.getLane(tenantId, id, tx);
     });
   }
 
   async removeLane(tenantId: string, id: string, by: Audited): Promise<void> {
     await this.#db.tx(async (tx) => {
-      const active = await tx.query("SELECT 1 FROM lane_runs WHERE tenant_id = $1 AND lane_id = $2 AND status NOT IN ('succeeded', 'failed', 'cancelled') LIMIT 1", [tenantId, id]);
+      const active = await tx.query(
+        "SELECT 1 FROM lane_runs WHERE tenant_id = $1 AND lane_id = $2 AND status NOT IN ('succeeded', 'failed', 'cancelled') LIMIT 1",
+        [tenantId, id],
+      );
       const r = await tx.query('SELECT 1 FROM lanes WHERE tenant_id = $1 AND id = $2', [tenantId, id]);
       if (r.rowCount === 0) throw new NotFoundError('Lane');
-      if (active.rowCount) throw new ConflictError('The lane has a run in progress: wait for it to end (or reject its pending approval), then delete the lane.', 'lane_busy');
+      if (active.rowCount)
+        throw new ConflictError('The lane has a run in progress: wait for it to end (or reject its pending approval), then delete the lane.', 'lane_busy');
       await tx.query('DELETE FROM lanes WHERE tenant_id = $1 AND id = $2', [tenantId, id]);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'lane.delete', target: `lane:${id}`, decision: 'success', detail: {}, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'lane.delete',
+        target: `lane:${id}`,
+        decision: 'success',
+        detail: {},
+        requestId: by.requestId ?? null,
+      });
     });
   }
 
@@ -375,14 +515,24 @@ export class LaneService {
     const id = r.rows[0]?.id;
     if (id !== undefined) {
       const cur = await this.getLane(tenantId, id);
-      if (!cur.steps.every((s) => s.check !== undefined)) throw new ConflictError(`This tenant has its own lane named "${DOCTOR_LANE}": rename or delete it to use the built-in doctor lane.`, 'lane_name_taken');
+      if (!cur.steps.every((s) => s.check !== undefined))
+        throw new ConflictError(`This tenant has its own lane named "${DOCTOR_LANE}": rename or delete it to use the built-in doctor lane.`, 'lane_name_taken');
       return cur.enabled === enabled ? cur : this.updateLane(tenantId, id, { enabled }, by);
     }
     if (!enabled) throw new NotFoundError('Doctor lane');
     const settings = await this.platformSettings();
     const projects = await this.#db.query<{ id: string }>('SELECT id FROM projects WHERE tenant_id = $1 AND name = $2', [tenantId, DOCTOR_LANE]);
     if (projects.rowCount === 0) {
-      await this.createProject(tenantId, { name: DOCTOR_LANE, description: "The built-in doctor lane's project: checks only, it reaches nothing outside", laneKinds: ['health'], runsPerDay: Math.min(48, settings.maxRunsPerDay) }, by);
+      await this.createProject(
+        tenantId,
+        {
+          name: DOCTOR_LANE,
+          description: "The built-in doctor lane's project: checks only, it reaches nothing outside",
+          laneKinds: ['health'],
+          runsPerDay: Math.min(48, settings.maxRunsPerDay),
+        },
+        by,
+      );
     }
     return this.createLane(
       tenantId,
@@ -418,7 +568,14 @@ export class LaneService {
    * (another replica fired it). Over the project's runs per day: a manual run is refused (429), a scheduled
    * one is recorded failed with the reason, so the missed slot shows.
    */
-  async insertRun(tx: Queryable, lane: Lane, trigger: RunTrigger, slotAt: Date | null, by: Audited, opts: { strictQuota?: boolean } = {}): Promise<{ id: string; tenantId: string; status: RunStatus } | null> {
+  async insertRun(
+    tx: Queryable,
+    lane: Lane,
+    trigger: RunTrigger,
+    slotAt: Date | null,
+    by: Audited,
+    opts: { strictQuota?: boolean } = {},
+  ): Promise<{ id: string; tenantId: string; status: RunStatus } | null> {
     const quota = await tx.query<{ runs_per_day: number; n: number }>(
       `SELECT p.runs_per_day, (SELECT count(*)::int FROM lane_runs r JOIN lanes l2 ON l2.id = r.lane_id
                                   WHERE l2.project_id = p.id AND r.created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') AS n
@@ -427,7 +584,10 @@ export class LaneService {
     );
     const q = quota.rows[0];
     const over = q !== undefined && q.n >= q.runs_per_day;
-    if (over && opts.strictQuota) throw new QuotaExceededError(`Project "${lane.project}" allows ${q.runs_per_day} lane runs per UTC day and has used them: try again tomorrow or raise its runsPerDay.`);
+    if (over && opts.strictQuota)
+      throw new QuotaExceededError(
+        `Project "${lane.project}" allows ${q.runs_per_day} lane runs per UTC day and has used them: try again tomorrow or raise its runsPerDay.`,
+      );
     const id = randomUUID();
     const status: RunStatus = over ? 'failed' : 'queued';
     const reason = over ? `rate limit: project "${lane.project}" allows ${q.runs_per_day} runs per UTC day` : '';
@@ -438,9 +598,20 @@ export class LaneService {
     );
     if (r.rowCount === 0) return null;
     for (const [i, s] of lane.steps.entries()) {
-      await tx.query(`INSERT INTO lane_run_steps (tenant_id, run_id, idx, name, requires_approval, status, status_reason) VALUES ($1, $2, $3, $4, $5, $6, $7)`, [lane.tenantId, id, i, s.name, s.requiresApproval, over ? 'skipped' : 'pending', over ? reason : '']);
+      await tx.query(
+        `INSERT INTO lane_run_steps (tenant_id, run_id, idx, name, requires_approval, status, status_reason) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+        [lane.tenantId, id, i, s.name, s.requiresApproval, over ? 'skipped' : 'pending', over ? reason : ''],
+      );
     }
-    await appendAudit(tx, { actor: by.actor, tenantId: lane.tenantId, action: 'lane.run', target: `lane-run:${id}`, decision: over ? 'deny' : 'success', detail: { lane: lane.name, laneId: lane.id, trigger, slotAt: slotAt?.toISOString() ?? null, ...(over ? { reason } : {}) }, requestId: by.requestId ?? null });
+    await appendAudit(tx, {
+      actor: by.actor,
+      tenantId: lane.tenantId,
+      action: 'lane.run',
+      target: `lane-run:${id}`,
+      decision: over ? 'deny' : 'success',
+      detail: { lane: lane.name, laneId: lane.id, trigger, slotAt: slotAt?.toISOString() ?? null, ...(over ? { reason } : {}) },
+      requestId: by.requestId ?? null,
+    });
     return { id, tenantId: lane.tenantId, status };
   }
 
@@ -464,7 +635,10 @@ export class LaneService {
       [tenantId, f.laneId ?? null, f.status ?? null, f.limit],
     );
     if (r.rows.length === 0) return [];
-    const steps = await this.#db.query<StepRow>('SELECT * FROM lane_run_steps WHERE tenant_id = $1 AND run_id = ANY($2::uuid[]) ORDER BY idx', [tenantId, r.rows.map((x) => x.id)]);
+    const steps = await this.#db.query<StepRow>('SELECT * FROM lane_run_steps WHERE tenant_id = $1 AND run_id = ANY($2::uuid[]) ORDER BY idx', [
+      tenantId,
+      r.rows.map((x) => x.id),
+    ]);
     return r.rows.map((x) => toRun(x, steps.rows));
   }
 
@@ -479,9 +653,24 @@ export class LaneService {
       const run = await this.getRun(tenantId, runId, tx);
       if (run.status === 'cancelled') return;
       if (run.status === 'succeeded' || run.status === 'failed') throw new ConflictError(`The run already ended (${run.status}).`, 'run_ended');
-      await tx.query(`UPDATE lane_runs SET status = 'cancelled', status_reason = $3, finished_at = now() WHERE tenant_id = $1 AND id = $2`, [tenantId, runId, reason]);
-      await tx.query(`UPDATE lane_run_steps SET status = 'skipped', status_reason = $3, finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE now() END WHERE tenant_id = $1 AND run_id = $2 AND status IN ('pending', 'waiting_approval', 'running')`, [tenantId, runId, `skipped: run ${reason}`]);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'lane.run.cancel', target: `lane-run:${runId}`, decision: 'success', detail: { reason: by.reason ?? null }, requestId: by.requestId ?? null });
+      await tx.query(`UPDATE lane_runs SET status = 'cancelled', status_reason = $3, finished_at = now() WHERE tenant_id = $1 AND id = $2`, [
+        tenantId,
+        runId,
+        reason,
+      ]);
+      await tx.query(
+        `UPDATE lane_run_steps SET status = 'skipped', status_reason = $3, finished_at = CASE WHEN started_at IS NULL THEN NULL ELSE now() END WHERE tenant_id = $1 AND run_id = $2 AND status IN ('pending', 'waiting_approval', 'running')`,
+        [tenantId, runId, `skipped: run ${reason}`],
+      );
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'lane.run.cancel',
+        target: `lane-run:${runId}`,
+        decision: 'success',
+        detail: { reason: by.reason ?? null },
+        requestId: by.requestId ?? null,
+      });
     });
     await cancelWorkflow(runId);
     return this.getRun(tenantId, runId);
@@ -491,17 +680,49 @@ export class LaneService {
    * A person's decision on a step parked for approval: recorded in its row (the workflow re-reads it), then
    * sent to the run's workflow with the step as idempotency key, as task approvals are (src/tasks/approvals.ts).
    */
-  async decide(tenantId: string, runId: string, index: number, decision: 'approved' | 'rejected', by: Audited & { comment?: string | undefined }): Promise<Run> {
+  async decide(
+    tenantId: string,
+    runId: string,
+    index: number,
+    decision: 'approved' | 'rejected',
+    by: Audited & { comment?: string | undefined },
+  ): Promise<Run> {
     await this.#db.tx(async (tx) => {
       await this.getRun(tenantId, runId, tx);
-      const st = await tx.query<{ status: string; decided_by: string | null }>('SELECT status, decided_by FROM lane_run_steps WHERE tenant_id = $1 AND run_id = $2 AND idx = $3 FOR UPDATE', [tenantId, runId, index]);
+      const st = await tx.query<{ status: string; decided_by: string | null }>(
+        'SELECT status, decided_by FROM lane_run_steps WHERE tenant_id = $1 AND run_id = $2 AND idx = $3 FOR UPDATE',
+        [tenantId, runId, index],
+      );
       const row = st.rows[0];
       if (!row) throw new NotFoundError('Step');
-      if (row.status !== 'waiting_approval' || row.decided_by !== null) throw new ConflictError(`Step ${index} is not waiting for an approval (it is ${row.status}${row.decided_by ? `, decided by ${row.decided_by}` : ''}).`, 'not_waiting');
+      if (row.status !== 'waiting_approval' || row.decided_by !== null)
+        throw new ConflictError(
+          `Step ${index} is not waiting for an approval (it is ${row.status}${row.decided_by ? `, decided by ${row.decided_by}` : ''}).`,
+          'not_waiting',
+        );
       const comment = by.comment ? `: ${by.comment}` : '';
-      if (decision === 'approved') await tx.query(`UPDATE lane_run_steps SET decided_by = $4, status_reason = $5 WHERE tenant_id = $1 AND run_id = $2 AND idx = $3`, [tenantId, runId, index, by.actor, `approved by ${by.actor}${comment}`]);
-      else await tx.query(`UPDATE lane_run_steps SET decided_by = $4, status = 'failed', status_reason = $5, finished_at = now() WHERE tenant_id = $1 AND run_id = $2 AND idx = $3`, [tenantId, runId, index, by.actor, `rejected by ${by.actor}${comment}`]);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: decision === 'approved' ? 'lane.step.approve' : 'lane.step.reject', target: `lane-run:${runId}`, decision: 'success', detail: { step: index, comment: by.comment ?? null }, requestId: by.requestId ?? null });
+      if (decision === 'approved')
+        await tx.query(`UPDATE lane_run_steps SET decided_by = $4, status_reason = $5 WHERE tenant_id = $1 AND run_id = $2 AND idx = $3`, [
+          tenantId,
+          runId,
+          index,
+          by.actor,
+          `approved by ${by.actor}${comment}`,
+        ]);
+      else
+        await tx.query(
+          `UPDATE lane_run_steps SET decided_by = $4, status = 'failed', status_reason = $5, finished_at = now() WHERE tenant_id = $1 AND run_id = $2 AND idx = $3`,
+          [tenantId, runId, index, by.actor, `rejected by ${by.actor}${comment}`],
+        );
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: decision === 'approved' ? 'lane.step.approve' : 'lane.step.reject',
+        target: `lane-run:${runId}`,
+        decision: 'success',
+        detail: { step: index, comment: by.comment ?? null },
+        requestId: by.requestId ?? null,
+      });
     });
     await sendToWorkflow(runId, laneApprovalTopic(runId, index), { decision, by: by.actor }, `${runId}:${index}`);
     return this.getRun(tenantId, runId);

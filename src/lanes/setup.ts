@@ -85,7 +85,20 @@ export class LaneRuntime {
   }
 }
 
-export function createLaneServices(o: { db: Db; tasks: TaskService; store: ObjectStore; gate: GatewayGate; flushUsage: () => Promise<void>; approvalTtlSeconds: number; dataDir: string; log: Logger; node: string; claims?: ClaimIdentity; clock?: (() => Date) | undefined; registry?: Registry }): LaneServices {
+export function createLaneServices(o: {
+  db: Db;
+  tasks: TaskService;
+  store: ObjectStore;
+  gate: GatewayGate;
+  flushUsage: () => Promise<void>;
+  approvalTtlSeconds: number;
+  dataDir: string;
+  log: Logger;
+  node: string;
+  claims?: ClaimIdentity;
+  clock?: (() => Date) | undefined;
+  registry?: Registry;
+}): LaneServices {
   const log = o.log.child({ component: 'lanes' });
   const lanes = new LaneService(o.db);
   // An injected clock (tests) also places new lanes' first slots, so the scheduler and the API agree on "now".
@@ -99,8 +112,24 @@ export function createLaneServices(o: { db: Db; tasks: TaskService; store: Objec
     await queue;
     await enqueueWorkflow(laneRunWorkflow, run.runId, { queue: LANE_QUEUE }, run);
   });
-  const steps = new LaneSteps({ db: o.db, lanes, tasks: o.tasks, store: o.store, gate: o.gate, flushUsage: o.flushUsage, approvalTtlSeconds: o.approvalTtlSeconds, tmpDir: path.resolve(o.dataDir, 'run', 'lanes'), log });
-  const scheduler = new LaneScheduler({ db: o.db, lanes, log, ...(o.clock ? { clock: o.clock } : {}), ...(o.registry ? { metrics: schedulerMetrics(o.registry) } : {}) });
+  const steps = new LaneSteps({
+    db: o.db,
+    lanes,
+    tasks: o.tasks,
+    store: o.store,
+    gate: o.gate,
+    flushUsage: o.flushUsage,
+    approvalTtlSeconds: o.approvalTtlSeconds,
+    tmpDir: path.resolve(o.dataDir, 'run', 'lanes'),
+    log,
+  });
+  const scheduler = new LaneScheduler({
+    db: o.db,
+    lanes,
+    log,
+    ...(o.clock ? { clock: o.clock } : {}),
+    ...(o.registry ? { metrics: schedulerMetrics(o.registry) } : {}),
+  });
   const claims = new WorkClaims(o.db, o.claims ?? soloIdentity(o.node));
   return { lanes, laneRuntime: new LaneRuntime({ db: o.db, lanes, steps, scheduler, claims, log }) };
 }

@@ -36,7 +36,17 @@ export class LaneSteps {
   readonly #tmpDir: string;
   readonly #log: Logger;
 
-  constructor(o: { db: Db; lanes: LaneService; tasks: TaskService; store: ObjectStore; gate: GatewayGate; flushUsage: () => Promise<void>; approvalTtlSeconds: number; tmpDir: string; log: Logger }) {
+  constructor(o: {
+    db: Db;
+    lanes: LaneService;
+    tasks: TaskService;
+    store: ObjectStore;
+    gate: GatewayGate;
+    flushUsage: () => Promise<void>;
+    approvalTtlSeconds: number;
+    tmpDir: string;
+    log: Logger;
+  }) {
     this.#db = o.db;
     this.#lanes = o.lanes;
     this.#tasks = o.tasks;
@@ -55,7 +65,10 @@ export class LaneSteps {
     } catch (err) {
       return { error: message(err) };
     }
-    const r = await this.#db.query(`UPDATE lane_runs SET status = 'running', started_at = coalesce(started_at, now()) WHERE tenant_id = $1 AND id = $2 AND status IN ('queued', 'running') RETURNING 1`, [a.tenantId, a.runId]);
+    const r = await this.#db.query(
+      `UPDATE lane_runs SET status = 'running', started_at = coalesce(started_at, now()) WHERE tenant_id = $1 AND id = $2 AND status IN ('queued', 'running') RETURNING 1`,
+      [a.tenantId, a.runId],
+    );
     if (r.rowCount === 0) return { error: 'the run had already ended' };
     return { ok: true };
   }
@@ -63,14 +76,20 @@ export class LaneSteps {
   /** Parks step `i` for a person: returns when the approval expires (epoch ms). */
   async park(a: LaneRunArgs, i: number): Promise<number> {
     await this.#db.tx(async (tx) => {
-      await tx.query(`UPDATE lane_run_steps SET status = 'waiting_approval', started_at = coalesce(started_at, now()) WHERE tenant_id = $1 AND run_id = $2 AND idx = $3 AND status = 'pending'`, [a.tenantId, a.runId, i]);
+      await tx.query(
+        `UPDATE lane_run_steps SET status = 'waiting_approval', started_at = coalesce(started_at, now()) WHERE tenant_id = $1 AND run_id = $2 AND idx = $3 AND status = 'pending'`,
+        [a.tenantId, a.runId, i],
+      );
       await tx.query(`UPDATE lane_runs SET status = 'waiting_approval' WHERE tenant_id = $1 AND id = $2 AND status = 'running'`, [a.tenantId, a.runId]);
     });
     return Date.now() + this.#approvalTtlSeconds * 1000;
   }
 
   async approvalState(a: LaneRunArgs, i: number): Promise<{ decision: 'approved' | 'rejected' | null; reason: string }> {
-    const r = await this.#db.query<{ status: string; decided_by: string | null; status_reason: string }>('SELECT status, decided_by, status_reason FROM lane_run_steps WHERE tenant_id = $1 AND run_id = $2 AND idx = $3', [a.tenantId, a.runId, i]);
+    const r = await this.#db.query<{ status: string; decided_by: string | null; status_reason: string }>(
+      'SELECT status, decided_by, status_reason FROM lane_run_steps WHERE tenant_id = $1 AND run_id = $2 AND idx = $3',
+      [a.tenantId, a.runId, i],
+    );
     const row = r.rows[0];
     if (!row || row.decided_by === null) return { decision: null, reason: '' };
     if (row.status === 'failed') return { decision: 'rejected', reason: row.status_reason };
@@ -81,8 +100,20 @@ export class LaneSteps {
   async expireApproval(a: LaneRunArgs, i: number): Promise<string> {
     const reason = `approval expired unanswered after ${this.#approvalTtlSeconds} s`;
     await this.#db.tx(async (tx) => {
-      const r = await tx.query(`UPDATE lane_run_steps SET status = 'failed', status_reason = $4, finished_at = now() WHERE tenant_id = $1 AND run_id = $2 AND idx = $3 AND status = 'waiting_approval' AND decided_by IS NULL`, [a.tenantId, a.runId, i, reason]);
-      if (r.rowCount) await appendAudit(tx, { actor: 'system:lanes', tenantId: a.tenantId, action: 'lane.step.expire', target: `lane-run:${a.runId}`, decision: 'deny', detail: { step: i }, requestId: null });
+      const r = await tx.query(
+        `UPDATE lane_run_steps SET status = 'failed', status_reason = $4, finished_at = now() WHERE tenant_id = $1 AND run_id = $2 AND idx = $3 AND status = 'waiting_approval' AND decided_by IS NULL`,
+        [a.tenantId, a.runId, i, reason],
+      );
+      if (r.rowCount)
+        await appendAudit(tx, {
+          actor: 'system:lanes',
+          tenantId: a.tenantId,
+          action: 'lane.step.expire',
+          target: `lane-run:${a.runId}`,
+          decision: 'deny',
+          detail: { step: i },
+          requestId: null,
+        });
     });
     return reason;
   }
@@ -93,15 +124,28 @@ export class LaneSteps {
     if (!step) return { error: 'no such step' };
     let r: Awaited<ReturnType<TaskService['insert']>>;
     try {
-      r = await this.#tasks.insert(a.tenantId, { ...(step.agent ? { agent: step.agent } : {}), ...(step.capability ? { capability: step.capability } : {}), input: step.input ?? '' }, { actor: `lane-run:${a.runId}`, idempotencyKey: `lane-run:${a.runId}:${i}` });
+      r = await this.#tasks.insert(
+        a.tenantId,
+        { ...(step.agent ? { agent: step.agent } : {}), ...(step.capability ? { capability: step.capability } : {}), input: step.input ?? '' },
+        { actor: `lane-run:${a.runId}`, idempotencyKey: `lane-run:${a.runId}:${i}` },
+      );
     } catch (err) {
       return { error: message(err) };
     }
     let queue = r.queue;
-    if (!r.created) queue = (await this.#db.query<{ queue_name: string }>('SELECT queue_name FROM tasks WHERE tenant_id = $1 AND id = $2', [a.tenantId, r.task.id])).rows[0]?.queue_name ?? '';
+    if (!r.created)
+      queue =
+        (await this.#db.query<{ queue_name: string }>('SELECT queue_name FROM tasks WHERE tenant_id = $1 AND id = $2', [a.tenantId, r.task.id])).rows[0]
+          ?.queue_name ?? '';
     await this.#db.tx(async (tx) => {
-      await tx.query(`UPDATE lane_run_steps SET status = 'running', task_id = $4, started_at = coalesce(started_at, now()) WHERE tenant_id = $1 AND run_id = $2 AND idx = $3`, [a.tenantId, a.runId, i, r.task.id]);
-      await tx.query(`UPDATE lane_runs SET status = 'running' WHERE tenant_id = $1 AND id = $2 AND status IN ('running', 'waiting_approval')`, [a.tenantId, a.runId]);
+      await tx.query(
+        `UPDATE lane_run_steps SET status = 'running', task_id = $4, started_at = coalesce(started_at, now()) WHERE tenant_id = $1 AND run_id = $2 AND idx = $3`,
+        [a.tenantId, a.runId, i, r.task.id],
+      );
+      await tx.query(`UPDATE lane_runs SET status = 'running' WHERE tenant_id = $1 AND id = $2 AND status IN ('running', 'waiting_approval')`, [
+        a.tenantId,
+        a.runId,
+      ]);
     });
     return { task: { id: r.task.id, tenantId: r.task.tenantId, priority: r.task.priority, shard: r.task.shard }, queue };
   }
@@ -140,8 +184,14 @@ export class LaneSteps {
     const none = { warn: 0, fail: 0 };
     if (!step?.check) return { ok: false, reason: 'no such check step', findings: none };
     await this.#db.tx(async (tx) => {
-      await tx.query(`UPDATE lane_run_steps SET status = 'running', started_at = coalesce(started_at, now()) WHERE tenant_id = $1 AND run_id = $2 AND idx = $3 AND status IN ('pending', 'waiting_approval')`, [a.tenantId, a.runId, i]);
-      await tx.query(`UPDATE lane_runs SET status = 'running' WHERE tenant_id = $1 AND id = $2 AND status IN ('running', 'waiting_approval')`, [a.tenantId, a.runId]);
+      await tx.query(
+        `UPDATE lane_run_steps SET status = 'running', started_at = coalesce(started_at, now()) WHERE tenant_id = $1 AND run_id = $2 AND idx = $3 AND status IN ('pending', 'waiting_approval')`,
+        [a.tenantId, a.runId, i],
+      );
+      await tx.query(`UPDATE lane_runs SET status = 'running' WHERE tenant_id = $1 AND id = $2 AND status IN ('running', 'waiting_approval')`, [
+        a.tenantId,
+        a.runId,
+      ]);
     });
     let findings: Awaited<ReturnType<typeof runCheck>>;
     try {
@@ -152,13 +202,22 @@ export class LaneSteps {
       await this.#put(a, `${runPrefix(a.tenantId, run.lane, run.createdAt)}/step-${i}-${step.name}.json`, `${JSON.stringify(findings, null, 2)}\n`, i);
     } catch (err) {
       const reason = `check "${step.check}" could not run: ${message(err)}`;
-      await this.#db.query(`UPDATE lane_run_steps SET status = 'failed', status_reason = $4, finished_at = now() WHERE tenant_id = $1 AND run_id = $2 AND idx = $3`, [a.tenantId, a.runId, i, reason]);
+      await this.#db.query(
+        `UPDATE lane_run_steps SET status = 'failed', status_reason = $4, finished_at = now() WHERE tenant_id = $1 AND run_id = $2 AND idx = $3`,
+        [a.tenantId, a.runId, i, reason],
+      );
       return { ok: false, reason, findings: none };
     }
     const count = (sev: string) => findings.filter((f) => f.severity === sev).length;
     const counts = { warn: count('warn'), fail: count('fail') };
-    const reason = counts.warn + counts.fail ? `found ${[counts.fail ? `${counts.fail} failing` : '', counts.warn ? `${counts.warn} warning` : ''].filter(Boolean).join(' and ')}` : 'all ok';
-    await this.#db.query(`UPDATE lane_run_steps SET status = 'succeeded', status_reason = $4, findings = $5, finished_at = now() WHERE tenant_id = $1 AND run_id = $2 AND idx = $3`, [a.tenantId, a.runId, i, reason, JSON.stringify(findings)]);
+    const reason =
+      counts.warn + counts.fail
+        ? `found ${[counts.fail ? `${counts.fail} failing` : '', counts.warn ? `${counts.warn} warning` : ''].filter(Boolean).join(' and ')}`
+        : 'all ok';
+    await this.#db.query(
+      `UPDATE lane_run_steps SET status = 'succeeded', status_reason = $4, findings = $5, finished_at = now() WHERE tenant_id = $1 AND run_id = $2 AND idx = $3`,
+      [a.tenantId, a.runId, i, reason, JSON.stringify(findings)],
+    );
     return { ok: true, reason, findings: counts };
   }
 
@@ -183,17 +242,31 @@ export class LaneSteps {
    * Ends the run: the failed step (when `failedAt` is given and it has no end yet) is marked failed, every step
    * still pending is skipped with the reason, then summary.json is written and the run row gets its totals.
    */
-  async finish(a: LaneRunArgs, status: Extract<RunStatus, 'succeeded' | 'failed'>, reason: string, failedAt?: number): Promise<{ status: string; reason: string }> {
+  async finish(
+    a: LaneRunArgs,
+    status: Extract<RunStatus, 'succeeded' | 'failed'>,
+    reason: string,
+    failedAt?: number,
+  ): Promise<{ status: string; reason: string }> {
     await this.#db.tx(async (tx) => {
       if (failedAt !== undefined) {
-        await tx.query(`UPDATE lane_run_steps SET status = 'failed', status_reason = CASE WHEN status_reason = '' THEN $4 ELSE status_reason END, finished_at = coalesce(finished_at, now()) WHERE tenant_id = $1 AND run_id = $2 AND idx = $3 AND status NOT IN ('succeeded', 'failed')`, [a.tenantId, a.runId, failedAt, reason]);
+        await tx.query(
+          `UPDATE lane_run_steps SET status = 'failed', status_reason = CASE WHEN status_reason = '' THEN $4 ELSE status_reason END, finished_at = coalesce(finished_at, now()) WHERE tenant_id = $1 AND run_id = $2 AND idx = $3 AND status NOT IN ('succeeded', 'failed')`,
+          [a.tenantId, a.runId, failedAt, reason],
+        );
       }
-      await tx.query(`UPDATE lane_run_steps SET status = 'skipped', status_reason = $3 WHERE tenant_id = $1 AND run_id = $2 AND status IN ('pending', 'waiting_approval', 'running')`, [a.tenantId, a.runId, `skipped: ${reason || 'the run ended'}`]);
+      await tx.query(
+        `UPDATE lane_run_steps SET status = 'skipped', status_reason = $3 WHERE tenant_id = $1 AND run_id = $2 AND status IN ('pending', 'waiting_approval', 'running')`,
+        [a.tenantId, a.runId, `skipped: ${reason || 'the run ended'}`],
+      );
     });
     const run = await this.#lanes.getRun(a.tenantId, a.runId);
     const finishedAt = run.finishedAt ?? new Date().toISOString();
     const prefix = runPrefix(a.tenantId, run.lane, run.createdAt);
-    const arts = await this.#db.query<{ object_key: string; size_bytes: string }>('SELECT object_key, size_bytes FROM lane_artifacts WHERE tenant_id = $1 AND run_id = $2', [a.tenantId, a.runId]);
+    const arts = await this.#db.query<{ object_key: string; size_bytes: string }>(
+      'SELECT object_key, size_bytes FROM lane_artifacts WHERE tenant_id = $1 AND run_id = $2',
+      [a.tenantId, a.runId],
+    );
     const byStep = new Map<number, number>();
     for (const x of arts.rows) {
       const m = /\/step-(\d+)-[^/]*$/.exec(x.object_key);
@@ -214,10 +287,31 @@ export class LaneSteps {
       const r = await tx.query(
         `UPDATE lane_runs SET status = $3, status_reason = $4, finished_at = $5, summary_key = $6, artifact_bytes = $7, input_tokens = $8, output_tokens = $9, cost_usd = $10, model_calls = $11
           WHERE tenant_id = $1 AND id = $2 AND status NOT IN ('succeeded', 'failed', 'cancelled')`,
-        [a.tenantId, a.runId, status, reason, finishedAt, summaryKey, summary.artifactBytes, summary.tokens.input, summary.tokens.output, summary.costUsd, summary.modelCalls],
+        [
+          a.tenantId,
+          a.runId,
+          status,
+          reason,
+          finishedAt,
+          summaryKey,
+          summary.artifactBytes,
+          summary.tokens.input,
+          summary.tokens.output,
+          summary.costUsd,
+          summary.modelCalls,
+        ],
       );
       const findings = summary.findings.warn + summary.findings.fail ? { findings: summary.findings } : {};
-      if (r.rowCount) await appendAudit(tx, { actor: 'system:lanes', tenantId: a.tenantId, action: 'lane.run.finish', target: `lane-run:${a.runId}`, decision: status === 'succeeded' ? 'success' : 'failure', detail: { lane: run.lane, status, reason, jobCount: summary.jobCount, costUsd: summary.costUsd, ...findings }, requestId: null });
+      if (r.rowCount)
+        await appendAudit(tx, {
+          actor: 'system:lanes',
+          tenantId: a.tenantId,
+          action: 'lane.run.finish',
+          target: `lane-run:${a.runId}`,
+          decision: status === 'succeeded' ? 'success' : 'failure',
+          detail: { lane: run.lane, status, reason, jobCount: summary.jobCount, costUsd: summary.costUsd, ...findings },
+          requestId: null,
+        });
     });
     return { status, reason };
   }

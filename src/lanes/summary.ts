@@ -58,7 +58,14 @@ const ms = (a: string | null, b: string | null) => (a && b ? Date.parse(b) - Dat
 const round8 = (n: number) => Math.round(n * 1e8) / 1e8;
 
 /** The summary of an ended run, from its rows (`artifacts`: bytes of each step's output artifact by step index). */
-export function buildSummary(run: Run, status: LaneSummary['status'], reason: string, finishedAt: string, artifacts: Map<number, number>, checks: Map<number, (typeof LANE_CHECKS)[number]> = new Map()): LaneSummary {
+export function buildSummary(
+  run: Run,
+  status: LaneSummary['status'],
+  reason: string,
+  finishedAt: string,
+  artifacts: Map<number, number>,
+  checks: Map<number, (typeof LANE_CHECKS)[number]> = new Map(),
+): LaneSummary {
   const steps = run.steps.map((s) => ({
     index: s.index,
     name: s.name,

@@ -18,7 +18,11 @@ export type RunTrigger = (typeof RUN_TRIGGERS)[number];
 
 const Name = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$/, 'lowercase letters, digits and inner hyphens, at most 40, e.g. "nightly-health"');
 /** An allow-list entry: an exact value, a prefix ending in `*`, or a suffix after a leading `*` (`*` alone: anything). */
-const Pattern = z.string().min(1).max(300).regex(/^(\*?[^\s*]*|[^\s*]*\*)$/, 'an exact value, a prefix ending in * ("github.com/acme/*") or a suffix after a leading * ("*.acme.com")');
+const Pattern = z
+  .string()
+  .min(1)
+  .max(300)
+  .regex(/^(\*?[^\s*]*|[^\s*]*\*)$/, 'an exact value, a prefix ending in * ("github.com/acme/*") or a suffix after a leading * ("*.acme.com")');
 const Patterns = z.array(Pattern).max(200);
 
 /** The platform's lane settings (platform_settings 'lanes'): tenant projects and lanes may only narrow them. */
@@ -26,7 +30,11 @@ export const platformLaneSettings = z.strictObject({
   allowedRepositories: Patterns.default(['*']).describe('Repositories projects may name'),
   allowedHosts: Patterns.default(['*']).describe('Hosts projects may name'),
   allowedDataSources: Patterns.default(['*']).describe('Data sources projects may name'),
-  allowedLaneKinds: z.array(z.enum(LANE_KINDS)).max(LANE_KINDS.length).default(['health', 'analysis', 'content', 'custom']).describe('Lane kinds tenants may enable (browser only when listed)'),
+  allowedLaneKinds: z
+    .array(z.enum(LANE_KINDS))
+    .max(LANE_KINDS.length)
+    .default(['health', 'analysis', 'content', 'custom'])
+    .describe('Lane kinds tenants may enable (browser only when listed)'),
   maxRunsPerDay: z.number().int().min(0).max(10_000).default(96).describe('Highest runsPerDay a project may set'),
   minScheduleMinutes: z.number().int().min(1).max(10_080).default(15).describe('Shortest interval between two scheduled runs of a lane'),
   readOnlyOnly: z.boolean().default(false).describe('Hard rule: every lane must be read-only'),
@@ -67,17 +75,22 @@ export const laneStep = z
   .strictObject({
     name: Name,
     agent: z.string().min(1).max(64).optional().describe('Agent name or id; otherwise dispatch picks by capability'),
-    capability: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/).optional(),
+    capability: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/)
+      .optional(),
     input: z.string().min(1).max(20_000).optional().describe("The task's input (agent steps)"),
     check: z.enum(LANE_CHECKS).optional().describe('A check Clawplane computes itself instead of a task: the step records findings'),
     requiresApproval: z.boolean().default(false).describe('The run parks before this step until a person approves it'),
   })
   .superRefine((s, ctx) => {
     if (s.check !== undefined) {
-      for (const k of ['agent', 'capability', 'input'] as const) if (s[k] !== undefined) ctx.addIssue({ code: 'custom', message: 'a check step names no agent, capability or input', path: [k] });
+      for (const k of ['agent', 'capability', 'input'] as const)
+        if (s[k] !== undefined) ctx.addIssue({ code: 'custom', message: 'a check step names no agent, capability or input', path: [k] });
       return;
     }
-    if (s.agent === undefined && s.capability === undefined) ctx.addIssue({ code: 'custom', message: 'name an agent or a capability (or a check)', path: ['capability'] });
+    if (s.agent === undefined && s.capability === undefined)
+      ctx.addIssue({ code: 'custom', message: 'name an agent or a capability (or a check)', path: ['capability'] });
     if (s.input === undefined) ctx.addIssue({ code: 'custom', message: "an agent step needs the task's input", path: ['input'] });
   });
 export type LaneStep = z.output<typeof laneStep>;
@@ -93,7 +106,11 @@ export interface Finding {
 }
 
 /** Five-field cron (minute hour day month weekday), read in the tenant's time zone. */
-const Cron = z.string().min(9).max(100).regex(/^\S+( \S+){4}$/, 'five cron fields: minute hour day-of-month month day-of-week, e.g. "0 2 * * *"');
+const Cron = z
+  .string()
+  .min(9)
+  .max(100)
+  .regex(/^\S+( \S+){4}$/, 'five cron fields: minute hour day-of-month month day-of-week, e.g. "0 2 * * *"');
 
 const laneFields = {
   project: Name.describe("The project's name"),

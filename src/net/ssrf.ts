@@ -183,7 +183,11 @@ function allowedNetworks(policy: EgressPolicy): BlockList {
     const family = isIP(net);
     const prefix = Number(bits);
     if (family === 0 || !Number.isInteger(prefix) || prefix < 0 || prefix > (family === 4 ? 32 : 128)) {
-      throw new ClawplaneError('egress_policy_invalid', 500, `The egress allow-list entry "${cidr}" is not a CIDR range like 10.0.0.0/8 or fd00::/8. Fix the platform egress settings.`);
+      throw new ClawplaneError(
+        'egress_policy_invalid',
+        500,
+        `The egress allow-list entry "${cidr}" is not a CIDR range like 10.0.0.0/8 or fd00::/8. Fix the platform egress settings.`,
+      );
     }
     list.addSubnet(net, prefix, family === 4 ? 'ipv4' : 'ipv6');
   }
@@ -224,7 +228,10 @@ export function checkUrlShape(raw: string, policy: EgressPolicy): { url: URL; ho
     throw new EgressRefusedError(`Plain http:// is not allowed for ${hostname}. Use https://, or ask a platform admin to allow this host.`, 'insecure_scheme');
   }
   if (!allowListed && (hostname === 'localhost' || hostname.endsWith('.localhost'))) {
-    throw new EgressRefusedError(`${hostname} is this machine, which user-supplied URLs may not reach. Use a public host, or ask a platform admin to allow it.`, 'blocked_address');
+    throw new EgressRefusedError(
+      `${hostname} is this machine, which user-supplied URLs may not reach. Use a public host, or ask a platform admin to allow it.`,
+      'blocked_address',
+    );
   }
   if (isIP(hostname) !== 0) refuseAddress(hostname, hostname, allowListed, allowedNetworks(policy));
   return { url, hostname, allowListed };
@@ -267,7 +274,10 @@ export async function checkUrl(raw: string, policy: EgressPolicy): Promise<Check
     try {
       addresses = await (policy.resolver ?? defaultResolver)(hostname);
     } catch (err) {
-      throw new EgressRefusedError(`The host ${hostname} could not be resolved (${(err as NodeJS.ErrnoException).code ?? 'DNS error'}). Check the spelling of the URL.`, 'dns');
+      throw new EgressRefusedError(
+        `The host ${hostname} could not be resolved (${(err as NodeJS.ErrnoException).code ?? 'DNS error'}). Check the spelling of the URL.`,
+        'dns',
+      );
     }
     if (addresses.length === 0) throw new EgressRefusedError(`The host ${hostname} has no addresses. Check the spelling of the URL.`, 'dns');
   }
@@ -298,7 +308,11 @@ export async function guardedFetch(raw: string, init: GuardedRequestInit, policy
   const mod = checked.url.protocol === 'https:' ? https : http;
 
   // Answer every lookup with the checked address: the socket cannot go anywhere else.
-  const lookup = (_host: string, opts: LookupOptions, cb: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void): void => {
+  const lookup = (
+    _host: string,
+    opts: LookupOptions,
+    cb: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void,
+  ): void => {
     if (opts.all) cb(null, [{ address: pinned.address, family: pinned.family }]);
     else cb(null, pinned.address, pinned.family);
   };
@@ -312,10 +326,18 @@ export async function guardedFetch(raw: string, init: GuardedRequestInit, policy
       lookup,
       signal: init.signal,
     });
-    req.setTimeout(timeoutMs, () => req.destroy(new EgressFailedError(`${checked.hostname} did not answer within ${timeoutMs} ms. Check that the service is up, then try again.`)));
+    req.setTimeout(timeoutMs, () =>
+      req.destroy(new EgressFailedError(`${checked.hostname} did not answer within ${timeoutMs} ms. Check that the service is up, then try again.`)),
+    );
     req.on('error', (err) => {
       if (err instanceof ClawplaneError || err.name === 'AbortError') reject(err);
-      else reject(new EgressFailedError(`Could not reach ${checked.hostname}: ${(err as NodeJS.ErrnoException).code ?? err.message}. Check the URL and that the service is running.`, err));
+      else
+        reject(
+          new EgressFailedError(
+            `Could not reach ${checked.hostname}: ${(err as NodeJS.ErrnoException).code ?? err.message}. Check the URL and that the service is running.`,
+            err,
+          ),
+        );
     });
     req.on('response', resolve);
     req.end(init.body);

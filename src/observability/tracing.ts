@@ -9,7 +9,18 @@
  * message, prompt, completion, header value, token or key; a span's status carries an error class, never
  * an error message (which can quote a gateway's or provider's answer).
  */
-import { context, propagation, trace, SpanKind, SpanStatusCode, type Attributes, type Context, type Link, type Span, type SpanContext } from '@opentelemetry/api';
+import {
+  context,
+  propagation,
+  trace,
+  SpanKind,
+  SpanStatusCode,
+  type Attributes,
+  type Context,
+  type Link,
+  type Span,
+  type SpanContext,
+} from '@opentelemetry/api';
 import type { Logger } from 'pino';
 
 export { SpanKind };
@@ -138,8 +149,21 @@ function tracer() {
 }
 
 /** Starts a span, a child of the active one (or of `parent`). End it yourself. */
-export function startSpan(name: string, attributes: Attributes = {}, opts: { kind?: SpanKind; parent?: Context; links?: Link[]; startTime?: number } = {}): Span {
-  return tracer().startSpan(name, { attributes, kind: opts.kind ?? SpanKind.INTERNAL, ...(opts.links ? { links: opts.links } : {}), ...(opts.startTime !== undefined ? { startTime: opts.startTime } : {}) }, opts.parent ?? context.active());
+export function startSpan(
+  name: string,
+  attributes: Attributes = {},
+  opts: { kind?: SpanKind; parent?: Context; links?: Link[]; startTime?: number } = {},
+): Span {
+  return tracer().startSpan(
+    name,
+    {
+      attributes,
+      kind: opts.kind ?? SpanKind.INTERNAL,
+      ...(opts.links ? { links: opts.links } : {}),
+      ...(opts.startTime !== undefined ? { startTime: opts.startTime } : {}),
+    },
+    opts.parent ?? context.active(),
+  );
 }
 
 /** Runs `fn` with `span` as the active span (its async continuations too). */
@@ -155,7 +179,12 @@ export function failSpan(span: Span, err: unknown): void {
 }
 
 /** Runs `fn` in a new child span that ends when `fn` settles. */
-export async function inSpan<T>(name: string, attributes: Attributes, fn: (span: Span) => Promise<T>, opts: { kind?: SpanKind; parent?: Context } = {}): Promise<T> {
+export async function inSpan<T>(
+  name: string,
+  attributes: Attributes,
+  fn: (span: Span) => Promise<T>,
+  opts: { kind?: SpanKind; parent?: Context } = {},
+): Promise<T> {
   const span = startSpan(name, attributes, opts);
   try {
     return await withSpan(span, () => fn(span));
@@ -228,7 +257,11 @@ export function recordSupervisorSpan(header: string | string[] | undefined, pare
   const start = Number.isFinite(at) ? Math.min(Math.max(at, sentAt), Date.now()) : sentAt;
   const headMs = Number(f['head_ms']);
   running.ids.next = spanId;
-  const span = startSpan('sandbox.supervisor', { 'clawplane.recorded_by': 'host', ...(Number.isFinite(headMs) ? { 'clawplane.supervisor.gateway_head_ms': headMs } : {}) }, { kind: SpanKind.SERVER, parent: trace.setSpan(context.active(), parent), startTime: start });
+  const span = startSpan(
+    'sandbox.supervisor',
+    { 'clawplane.recorded_by': 'host', ...(Number.isFinite(headMs) ? { 'clawplane.supervisor.gateway_head_ms': headMs } : {}) },
+    { kind: SpanKind.SERVER, parent: trace.setSpan(context.active(), parent), startTime: start },
+  );
   running.ids.next = undefined;
   return span;
 }

@@ -28,7 +28,16 @@ export interface TenantSpec {
   tier?: string;
   runtimeVersion?: string;
   idleTimeoutMinutes?: number;
-  quotas?: { maxInstances?: number; maxConcurrentTasks?: number; maxStorageBytes?: number; maxSandboxes?: number; cpu?: string | number; memory?: string | number; dailyTokenBudget?: number; dailyCostBudgetUsd?: string };
+  quotas?: {
+    maxInstances?: number;
+    maxConcurrentTasks?: number;
+    maxStorageBytes?: number;
+    maxSandboxes?: number;
+    cpu?: string | number;
+    memory?: string | number;
+    dailyTokenBudget?: number;
+    dailyCostBudgetUsd?: string;
+  };
   members?: { oidcGroup: string; role: string }[];
 }
 
@@ -121,18 +130,34 @@ export class TenantOperator {
         const changed = t.name !== spec.displayName || Object.entries(quotas).some(([k, v]) => t.quotas[k as keyof Quotas] !== v);
         if (changed) t = await this.#o.tenants.update(t.id, { name: spec.displayName, quotas }, by);
       } else {
-        throw new ClawplaneError('SlugTaken', 409, `A tenant with slug "${spec.slug}" already exists and was not created from this resource; the operator leaves it alone. Annotate ${ADOPT_ANNOTATION}: "true" to manage it from here.`);
+        throw new ClawplaneError(
+          'SlugTaken',
+          409,
+          `A tenant with slug "${spec.slug}" already exists and was not created from this resource; the operator leaves it alone. Annotate ${ADOPT_ANNOTATION}: "true" to manage it from here.`,
+        );
       }
       const want = spec.suspended ? 'suspended' : 'active';
       if (t.status !== want) t = await this.#o.tenants.setStatus(t.id, want, { ...by, reason: 'Tenant resource spec.suspended' });
       tenantId = t.id;
-      const ignored = NOT_YET.filter((f) => (f.startsWith('quotas.') ? spec.quotas?.[f.slice(7) as keyof NonNullable<TenantSpec['quotas']>] : spec[f as keyof TenantSpec]) !== undefined);
-      condition = { type: 'Ready', status: 'True', reason: 'Applied', message: `tenant ${t.slug} (${t.status}) matches the spec${ignored.length ? `; not enforced by this release: ${ignored.join(', ')}` : ''}` };
+      const ignored = NOT_YET.filter(
+        (f) => (f.startsWith('quotas.') ? spec.quotas?.[f.slice(7) as keyof NonNullable<TenantSpec['quotas']>] : spec[f as keyof TenantSpec]) !== undefined,
+      );
+      condition = {
+        type: 'Ready',
+        status: 'True',
+        reason: 'Applied',
+        message: `tenant ${t.slug} (${t.status}) matches the spec${ignored.length ? `; not enforced by this release: ${ignored.join(', ')}` : ''}`,
+      };
     } catch (err) {
       // Refusals become the condition's reason (QuotaExceeded, SlugTaken, validation), never a crash.
       const e = err instanceof ClawplaneError ? err : undefined;
       if (!e) this.#o.log.error({ err, resource: r.metadata.name }, 'operator could not apply a Tenant resource');
-      condition = { type: 'Ready', status: 'False', reason: e ? reasonOf(e.code) : 'InternalError', message: e ? e.message : 'the operator failed on this resource; see its logs' };
+      condition = {
+        type: 'Ready',
+        status: 'False',
+        reason: e ? reasonOf(e.code) : 'InternalError',
+        message: e ? e.message : 'the operator failed on this resource; see its logs',
+      };
     }
     await this.#writeStatus(r, { ...(tenantId ? { tenantId } : {}), observedGeneration: generation, conditions: [this.#transition(r, condition, generation)] });
     return { status: condition.status === 'True' ? 'True' : 'False' };
@@ -141,7 +166,11 @@ export class TenantOperator {
   /** lastTransitionTime moves only when the status changes (metav1.Condition semantics). */
   #transition(r: TenantResource, c: Omit<Condition, 'lastTransitionTime' | 'observedGeneration'>, generation: number): Condition {
     const prev = r.status?.conditions?.find((x) => x.type === c.type);
-    return { ...c, observedGeneration: generation, lastTransitionTime: prev && prev.status === c.status ? prev.lastTransitionTime : new Date().toISOString().replace(/\.\d+Z$/, 'Z') };
+    return {
+      ...c,
+      observedGeneration: generation,
+      lastTransitionTime: prev && prev.status === c.status ? prev.lastTransitionTime : new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+    };
   }
 
   async #writeStatus(r: TenantResource, status: NonNullable<TenantResource['status']>): Promise<void> {
@@ -149,7 +178,14 @@ export class TenantOperator {
     if (same) return;
     const ns = r.metadata.namespace ?? this.#o.namespace;
     // The status subresource: server-side apply with our own field manager (spec stays the user's).
-    await this.#status.patch({ apiVersion: API_VERSION, kind: 'Tenant', metadata: { name: r.metadata.name, namespace: ns }, status } as KubernetesObject, undefined, undefined, OPERATOR_FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+    await this.#status.patch(
+      { apiVersion: API_VERSION, kind: 'Tenant', metadata: { name: r.metadata.name, namespace: ns }, status } as KubernetesObject,
+      undefined,
+      undefined,
+      OPERATOR_FIELD_MANAGER,
+      true,
+      PatchStrategy.ServerSideApply,
+    );
   }
 }
 

@@ -40,7 +40,12 @@ function addScope(json: PolicyJson, scope: PolicyScope | undefined): PolicyJson 
   if (scope.channel !== undefined) {
     conditions.push({
       kind: 'when',
-      body: { '&&': { left: { has: { left: { Var: 'context' }, attr: 'channel' } }, right: { '==': { left: contextAttr('channel'), right: { Value: scope.channel } } } } },
+      body: {
+        '&&': {
+          left: { has: { left: { Var: 'context' }, attr: 'channel' } },
+          right: { '==': { left: contextAttr('channel'), right: { Value: scope.channel } } },
+        },
+      },
     });
   }
   return { ...json, conditions };
@@ -66,7 +71,8 @@ export function compilePolicy(origin: PolicyOrigin, src: PolicySource, at = 'ced
   const parts = policySetTextToParts(src.cedar);
   if (parts.type === 'failure') throw new ValidationError(`${where} is not valid Cedar: ${message(parts.errors)}`);
   if (parts.policy_templates.length > 0) throw new ValidationError(`${where} is a template (it uses ?principal or ?resource); write a static policy.`);
-  if (parts.policies.length !== 1) throw new ValidationError(`${where} must hold exactly one Cedar policy; it holds ${parts.policies.length}. Give each policy its own entry.`);
+  if (parts.policies.length !== 1)
+    throw new ValidationError(`${where} must hold exactly one Cedar policy; it holds ${parts.policies.length}. Give each policy its own entry.`);
   const parsed = policyToJson(parts.policies[0] ?? '');
   if (parsed.type === 'failure') throw new ValidationError(`${where} is not valid Cedar: ${message(parsed.errors)}`);
   const annotations = parsed.json.annotations ?? {};
@@ -121,7 +127,8 @@ export function validatePolicies(policies: CompiledPolicy[]): void {
   if (policies.length === 0) return;
   const ids = new Set<string>();
   for (const p of policies) {
-    if (ids.has(p.id)) throw new ValidationError(`Two policies have the id "${p.id}"; ids must be unique.`, [{ path: 'policies', message: `the id "${p.id}" is used twice` }]);
+    if (ids.has(p.id))
+      throw new ValidationError(`Two policies have the id "${p.id}"; ids must be unique.`, [{ path: 'policies', message: `the id "${p.id}" is used twice` }]);
     ids.add(p.id);
   }
   const answer = validate({
@@ -129,7 +136,8 @@ export function validatePolicies(policies: CompiledPolicy[]): void {
     policies: { staticPolicies: Object.fromEntries(policies.map((p) => [p.id, p.json])) },
     validationSettings: { mode: 'strict' },
   });
-  if (answer.type === 'failure') throw new ValidationError(`The policies could not be validated: ${message(answer.errors)}`, [{ path: 'policies', message: message(answer.errors) }]);
+  if (answer.type === 'failure')
+    throw new ValidationError(`The policies could not be validated: ${message(answer.errors)}`, [{ path: 'policies', message: message(answer.errors) }]);
   if (answer.validationErrors.length > 0) {
     const issues = answer.validationErrors.map((e) => ({ path: e.policyId, message: e.error.message + (e.error.help ? ` (${e.error.help})` : '') }));
     throw new ValidationError(`The policies do not match the tool-use schema: ${issues.map((i) => i.message).join('; ')}`, issues);

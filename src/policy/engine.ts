@@ -65,7 +65,10 @@ export class PolicyEngine {
       if (r.type === 'failure') throw new Error(`Policy set ${key} does not parse: ${r.errors.map((e) => e.message).join('; ')}`);
     };
     put(fullId, policies);
-    put(hardId, policies.filter((p) => !p.approval));
+    put(
+      hardId,
+      policies.filter((p) => !p.approval),
+    );
     return { fullId, hardId, meta: new Map(policies.map((p) => [p.id, p])) };
   }
 
@@ -136,7 +139,13 @@ export class PolicyEngine {
   }
 
   private failClosed(req: EngineRequest, error: string): PolicyDecision {
-    return { outcome: 'deny', policyIds: [], policies: [], explanation: `Denied: a policy could not be evaluated for ${this.subject(req)}, so the request is refused (${error}).`, errors: [error] };
+    return {
+      outcome: 'deny',
+      policyIds: [],
+      policies: [],
+      explanation: `Denied: a policy could not be evaluated for ${this.subject(req)}, so the request is refused (${error}).`,
+      errors: [error],
+    };
   }
 
   private evaluate(setId: string, req: EngineRequest): { allow: boolean; reason: string[] } | { error: string } {

@@ -91,7 +91,13 @@ export class PolicyService {
     await this.db.tx(async (tx) => {
       await tx.query('DELETE FROM policy_baseline');
       for (const [i, s] of sources.entries()) {
-        await tx.query('INSERT INTO policy_baseline (id, position, description, cedar, updated_by) VALUES ($1, $2, $3, $4, $5)', [s.id, i + 1, s.description, s.cedar, by.actor]);
+        await tx.query('INSERT INTO policy_baseline (id, position, description, cedar, updated_by) VALUES ($1, $2, $3, $4, $5)', [
+          s.id,
+          i + 1,
+          s.description,
+          s.cedar,
+          by.actor,
+        ]);
       }
       await appendAudit(tx, {
         actor: by.actor,
@@ -209,7 +215,11 @@ export class PolicyService {
     const p = this.sets.get(tenantId);
     this.sets.delete(tenantId);
     // Free the preparsed sets once no decision can still pick them up from the cache.
-    if (p) p.then((s) => this.engine.unload(s.set), () => undefined).catch(() => undefined);
+    if (p)
+      p.then(
+        (s) => this.engine.unload(s.set),
+        () => undefined,
+      ).catch(() => undefined);
   }
 
   private baselinePolicies(): Promise<CompiledPolicy[]> {
@@ -222,7 +232,9 @@ export class PolicyService {
   }
 
   private async loadBaseline(): Promise<CompiledPolicy[]> {
-    const r = await this.db.query<{ id: string; description: string; cedar: string }>('SELECT id, description, cedar FROM policy_baseline ORDER BY position, id');
+    const r = await this.db.query<{ id: string; description: string; cedar: string }>(
+      'SELECT id, description, cedar FROM policy_baseline ORDER BY position, id',
+    );
     const compiled = r.rows.map((row) => compilePolicy('baseline', row));
     this.sourceText = new Map(r.rows.map((row) => [`baseline/${row.id}`, row.cedar]));
     return compiled;

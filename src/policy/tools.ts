@@ -13,7 +13,15 @@ interface ToolRow {
   hosts: string[];
 }
 
-const toTool = (r: ToolRow): Tool => ({ name: r.name, risk: r.risk, group: r.tool_group, description: r.description, channels: r.channels, repos: r.repos, hosts: r.hosts });
+const toTool = (r: ToolRow): Tool => ({
+  name: r.name,
+  risk: r.risk,
+  group: r.tool_group,
+  description: r.description,
+  channels: r.channels,
+  repos: r.repos,
+  hosts: r.hosts,
+});
 
 /**
  * The tool registry (table policy_tools): each tool's risk class, group and scopes. Platform-wide; read

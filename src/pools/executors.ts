@@ -38,7 +38,17 @@ export class ExecutorClaims {
    * first executors and the last ones scaled up go idle first, so scaling down finds them.
    */
   async tryClaim(tenantId: string, poolId: string, shard: number, taskId: string, owner: string): Promise<ExecutorClaim | null> {
-    const r = await this.#db.query<{ id: string; pool_id: string; shard: number; slot: number; sandbox: number; gateway: string; agent_type: AgentType; risk_class: RiskClass; gateways: number }>(
+    const r = await this.#db.query<{
+      id: string;
+      pool_id: string;
+      shard: number;
+      slot: number;
+      sandbox: number;
+      gateway: string;
+      agent_type: AgentType;
+      risk_class: RiskClass;
+      gateways: number;
+    }>(
       `WITH free AS (
          SELECT x.id FROM pool_executors x JOIN executor_pools p ON p.id = x.pool_id AND p.tenant_id = x.tenant_id
           WHERE x.tenant_id = $1 AND x.pool_id = $2 AND x.shard = $3 AND p.state = 'active' AND x.active AND x.slot < p.max_executors
@@ -52,7 +62,17 @@ export class ExecutorClaims {
     );
     const x = r.rows[0];
     if (!x) return null;
-    return { id: x.id, poolId: x.pool_id, shard: x.shard, slot: x.slot, sandbox: x.sandbox, gateway: x.gateway, instanceName: poolSandboxName(x.agent_type, x.sandbox), gateways: x.gateways, riskClass: x.risk_class };
+    return {
+      id: x.id,
+      poolId: x.pool_id,
+      shard: x.shard,
+      slot: x.slot,
+      sandbox: x.sandbox,
+      gateway: x.gateway,
+      instanceName: poolSandboxName(x.agent_type, x.sandbox),
+      gateways: x.gateways,
+      riskClass: x.risk_class,
+    };
   }
 
   /**
@@ -60,11 +80,23 @@ export class ExecutorClaims {
    * turn is only ever given a high-risk pool's executor and a standard one only a standard pool's, whatever
    * the task row says (isolation by risk, checked here at the last step before the turn).
    */
-  async claim(o: { tenantId: string; poolId: string; shard: number; taskId: string; owner: string; riskClass: RiskClass; signal: AbortSignal; onWait?: (why: string) => void }): Promise<ExecutorClaim> {
+  async claim(o: {
+    tenantId: string;
+    poolId: string;
+    shard: number;
+    taskId: string;
+    owner: string;
+    riskClass: RiskClass;
+    signal: AbortSignal;
+    onWait?: (why: string) => void;
+  }): Promise<ExecutorClaim> {
     let waiting: string | undefined;
     for (;;) {
       o.signal.throwIfAborted();
-      const p = await this.#db.query<{ state: PoolState; risk_class: RiskClass; shards: number }>('SELECT state, risk_class, shards FROM executor_pools WHERE tenant_id = $1 AND id = $2', [o.tenantId, o.poolId]);
+      const p = await this.#db.query<{ state: PoolState; risk_class: RiskClass; shards: number }>(
+        'SELECT state, risk_class, shards FROM executor_pools WHERE tenant_id = $1 AND id = $2',
+        [o.tenantId, o.poolId],
+      );
       const pool = p.rows[0];
       if (!pool) throw new NoExecutorError('the executor pool of this task was removed');
       if (pool.risk_class !== o.riskClass) throw new NoExecutorError(`a ${o.riskClass}-risk agent's task may not run in a ${pool.risk_class}-risk pool`);
@@ -83,11 +115,17 @@ export class ExecutorClaims {
 
   /** Renews the lease; false when the executor is no longer this task's (its lease lapsed and another took it). */
   async renew(c: { id: string }, taskId: string): Promise<boolean> {
-    const r = await this.#db.query(`UPDATE pool_executors SET lease_until = now() + make_interval(secs => $3::double precision / 1000) WHERE id = $1 AND task_id = $2`, [c.id, taskId, this.ttlMs]);
+    const r = await this.#db.query(
+      `UPDATE pool_executors SET lease_until = now() + make_interval(secs => $3::double precision / 1000) WHERE id = $1 AND task_id = $2`,
+      [c.id, taskId, this.ttlMs],
+    );
     return r.rowCount === 1;
   }
 
   async release(c: { id: string }, taskId: string): Promise<void> {
-    await this.#db.query('UPDATE pool_executors SET task_id = NULL, claimed_by = NULL, lease_until = NULL, idle_since = now() WHERE id = $1 AND task_id = $2', [c.id, taskId]);
+    await this.#db.query('UPDATE pool_executors SET task_id = NULL, claimed_by = NULL, lease_until = NULL, idle_since = now() WHERE id = $1 AND task_id = $2', [
+      c.id,
+      taskId,
+    ]);
   }
 }

@@ -10,7 +10,10 @@ import { parsePoolSandboxName } from './placement.ts';
 export async function poolSandboxLimits(db: Queryable, tenantId: string, instanceName: string, declared: number): Promise<SandboxLimits | null> {
   const at = parsePoolSandboxName(instanceName);
   if (!at) return null;
-  const r = await db.query<{ cpu_millis: number; memory_mb: number }>('SELECT cpu_millis, memory_mb FROM executor_pools WHERE tenant_id = $1 AND agent_type = $2', [tenantId, at.agentType]);
+  const r = await db.query<{ cpu_millis: number; memory_mb: number }>(
+    'SELECT cpu_millis, memory_mb FROM executor_pools WHERE tenant_id = $1 AND agent_type = $2',
+    [tenantId, at.agentType],
+  );
   const p = r.rows[0];
   return p ? { memoryBytes: declared * p.memory_mb * 2 ** 20, cpus: (declared * p.cpu_millis) / 1000 } : null;
 }

@@ -90,12 +90,20 @@ export class PoolScaler {
 
   /** One pass over every pool that is due: the changes this replica decided (none for pools another one decided). */
   async tick(): Promise<ScaleChange[]> {
-    const due = await this.#o.db.query<{ id: string }>(`SELECT id FROM executor_pools WHERE scaled_at IS NULL OR scaled_at <= now() - make_interval(secs => $1::double precision / 1000) ORDER BY scaled_at NULLS FIRST`, [this.#dueMs()]);
+    const due = await this.#o.db.query<{ id: string }>(
+      `SELECT id FROM executor_pools WHERE scaled_at IS NULL OR scaled_at <= now() - make_interval(secs => $1::double precision / 1000) ORDER BY scaled_at NULLS FIRST`,
+      [this.#dueMs()],
+    );
     const changes: ScaleChange[] = [];
     for (const { id } of due.rows) {
       const r = await this.decide(id);
       changes.push(...r.changes);
-      if (r.sandboxes.length > 0) await this.#o.onScaled?.(r.sandboxes).catch((err: unknown) => this.#o.log.warn({ err: (err as Error).message, pool_id: id }, 'could not act on a scaling decision; the reconciler converges on its next pass'));
+      if (r.sandboxes.length > 0)
+        await this.#o
+          .onScaled?.(r.sandboxes)
+          .catch((err: unknown) =>
+            this.#o.log.warn({ err: (err as Error).message, pool_id: id }, 'could not act on a scaling decision; the reconciler converges on its next pass'),
+          );
     }
     return changes;
   }
@@ -108,7 +116,16 @@ export class PoolScaler {
   /** Decides one pool now (when due and no other replica is deciding it). */
   async decide(poolId: string): Promise<{ changes: ScaleChange[]; sandboxes: ScaledSandbox[] }> {
     return this.#o.db.tx(async (tx) => {
-      const p = await tx.query<{ id: string; tenant_id: string; agent_type: AgentType; state: PoolState; shards: number; min_executors: number; max_executors: number; scale_down_after_seconds: number }>(
+      const p = await tx.query<{
+        id: string;
+        tenant_id: string;
+        agent_type: AgentType;
+        state: PoolState;
+        shards: number;
+        min_executors: number;
+        max_executors: number;
+        scale_down_after_seconds: number;
+      }>(
         `SELECT id, tenant_id, agent_type, state, shards, min_executors, max_executors, scale_down_after_seconds FROM executor_pools
           WHERE id = $1 AND (scaled_at IS NULL OR scaled_at <= now() - make_interval(secs => $2::double precision / 1000)) FOR UPDATE SKIP LOCKED`,
         [poolId, this.#dueMs()],
@@ -152,20 +169,37 @@ export class PoolScaler {
         const need = Math.max(0, w - free);
         const target = pool.state === 'active' ? Math.min(pool.max_executors, Math.max(floor, running.length + need)) : Math.max(floor, running.length);
         if (target > running.length) {
-          const on = inRange.filter((x) => !x.active).slice(0, target - running.length).map((x) => x.id);
+          const on = inRange
+            .filter((x) => !x.active)
+            .slice(0, target - running.length)
+            .map((x) => x.id);
           const done = await this.#set(tx, on, true);
           for (const x of mine.filter((m) => done.includes(m.id))) touched.add(x.sandbox);
           if (done.length > 0) changes.push({ ...base, from: running.length, to: running.length + done.length, reason: 'backlog' });
         } else if (w === 0 && running.length > floor) {
           const idle = running.filter((x) => !x.busy && x.idle).sort((a, b) => b.sandbox - a.sandbox || b.slot - a.slot);
-          const off = await this.#set(tx, idle.slice(0, running.length - floor).map((x) => x.id), false);
+          const off = await this.#set(
+            tx,
+            idle.slice(0, running.length - floor).map((x) => x.id),
+            false,
+          );
           for (const x of mine.filter((m) => off.includes(m.id))) touched.add(x.sandbox);
           if (off.length > 0) changes.push({ ...base, from: running.length, to: running.length - off.length, reason: 'idle' });
         }
       }
       for (const c of changes) {
-        await appendAudit(tx, { actor: ACTOR, tenantId: c.tenantId, action: 'pool.scale', target: `pool:${c.poolId}`, decision: 'success', detail: { shard: c.shard, from: c.from, to: c.to, reason: c.reason, waiting: c.waiting } });
-        this.#o.log.info({ tenant_id: c.tenantId, pool_id: c.poolId, agent_type: c.agentType, shard: c.shard, from: c.from, to: c.to, reason: c.reason, waiting: c.waiting }, 'scaled a pool shard');
+        await appendAudit(tx, {
+          actor: ACTOR,
+          tenantId: c.tenantId,
+          action: 'pool.scale',
+          target: `pool:${c.poolId}`,
+          decision: 'success',
+          detail: { shard: c.shard, from: c.from, to: c.to, reason: c.reason, waiting: c.waiting },
+        });
+        this.#o.log.info(
+          { tenant_id: c.tenantId, pool_id: c.poolId, agent_type: c.agentType, shard: c.shard, from: c.from, to: c.to, reason: c.reason, waiting: c.waiting },
+          'scaled a pool shard',
+        );
       }
       if (touched.size === 0) return { changes, sandboxes: [] };
       const counts = await tx.query<{ sandbox: number; n: number }>(
@@ -174,8 +208,15 @@ export class PoolScaler {
       );
       const sandboxes = counts.rows.map((c) => ({ tenantId: pool.tenant_id, instanceName: poolSandboxName(pool.agent_type, c.sandbox), active: c.n }));
       if (this.#o.publish) {
-        const inst = await tx.query<{ id: string }>('SELECT id FROM instances WHERE tenant_id = $1 AND name = ANY ($2::text[])', [pool.tenant_id, sandboxes.map((s) => s.instanceName)]);
-        if (inst.rows.length > 0) await this.#o.publish(tx, inst.rows.map((i) => i.id));
+        const inst = await tx.query<{ id: string }>('SELECT id FROM instances WHERE tenant_id = $1 AND name = ANY ($2::text[])', [
+          pool.tenant_id,
+          sandboxes.map((s) => s.instanceName),
+        ]);
+        if (inst.rows.length > 0)
+          await this.#o.publish(
+            tx,
+            inst.rows.map((i) => i.id),
+          );
       }
       return { changes, sandboxes };
     });
@@ -188,8 +229,14 @@ export class PoolScaler {
   async #set(tx: Queryable, ids: string[], active: boolean): Promise<string[]> {
     if (ids.length === 0) return [];
     const r = active
-      ? await tx.query<{ id: string }>('UPDATE pool_executors SET active = true, activated_at = now(), idle_since = now() WHERE id = ANY ($1::uuid[]) AND NOT active RETURNING id', [ids])
-      : await tx.query<{ id: string }>('UPDATE pool_executors SET active = false WHERE id = ANY ($1::uuid[]) AND active AND (task_id IS NULL OR lease_until < now()) RETURNING id', [ids]);
+      ? await tx.query<{ id: string }>(
+          'UPDATE pool_executors SET active = true, activated_at = now(), idle_since = now() WHERE id = ANY ($1::uuid[]) AND NOT active RETURNING id',
+          [ids],
+        )
+      : await tx.query<{ id: string }>(
+          'UPDATE pool_executors SET active = false WHERE id = ANY ($1::uuid[]) AND active AND (task_id IS NULL OR lease_until < now()) RETURNING id',
+          [ids],
+        );
     return r.rows.map((x) => x.id);
   }
 }

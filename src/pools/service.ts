@@ -116,12 +116,30 @@ export class PoolService {
 
   async executors(tenantId: string, ref: string): Promise<PoolExecutor[]> {
     const p = await this.#row(tenantId, ref);
-    const r = await this.#db.query<{ id: string; pool_id: string; shard: number; slot: number; sandbox: number; gateway: string; active: boolean; task_id: string | null; lease_until: Date | null; turns: number }>(
-      'SELECT * FROM pool_executors WHERE tenant_id = $1 AND pool_id = $2 AND slot < $3 ORDER BY shard, slot',
-      [tenantId, p.id, p.max_executors],
-    );
+    const r = await this.#db.query<{
+      id: string;
+      pool_id: string;
+      shard: number;
+      slot: number;
+      sandbox: number;
+      gateway: string;
+      active: boolean;
+      task_id: string | null;
+      lease_until: Date | null;
+      turns: number;
+    }>('SELECT * FROM pool_executors WHERE tenant_id = $1 AND pool_id = $2 AND slot < $3 ORDER BY shard, slot', [tenantId, p.id, p.max_executors]);
     const now = Date.now();
-    return r.rows.map((e) => ({ id: e.id, poolId: e.pool_id, shard: e.shard, slot: e.slot, sandbox: e.sandbox, gateway: e.gateway, active: e.active, taskId: e.task_id && e.lease_until && e.lease_until.getTime() > now ? e.task_id : null, turns: e.turns }));
+    return r.rows.map((e) => ({
+      id: e.id,
+      poolId: e.pool_id,
+      shard: e.shard,
+      slot: e.slot,
+      sandbox: e.sandbox,
+      gateway: e.gateway,
+      active: e.active,
+      taskId: e.task_id && e.lease_until && e.lease_until.getTime() > now ? e.task_id : null,
+      turns: e.turns,
+    }));
   }
 
   /**
@@ -136,16 +154,40 @@ export class PoolService {
       .tx(async (tx) => {
         // Lock the tenant row: concurrent creates (and instance deploys, which lock it too) must not both slip under a quota.
         const dup = await tx.query('SELECT 1 FROM executor_pools WHERE tenant_id = $1 AND agent_type = $2', [tenantId, input.agentType]);
-        if (dup.rowCount) throw new ConflictError(`This tenant already has a pool for agent type "${input.agentType}": change or remove that one.`, 'pool_exists');
-        await this.#checkQuotas(tx, tenantId, { sandboxes: sandboxesFor(input.shards, input.maxExecutors, input.executorsPerSandbox), cpuMillis: input.shards * input.maxExecutors * input.cpuMillis, memoryMb: input.shards * input.maxExecutors * input.memoryMb });
+        if (dup.rowCount)
+          throw new ConflictError(`This tenant already has a pool for agent type "${input.agentType}": change or remove that one.`, 'pool_exists');
+        await this.#checkQuotas(tx, tenantId, {
+          sandboxes: sandboxesFor(input.shards, input.maxExecutors, input.executorsPerSandbox),
+          cpuMillis: input.shards * input.maxExecutors * input.cpuMillis,
+          memoryMb: input.shards * input.maxExecutors * input.memoryMb,
+        });
         const r = await tx.query<PoolRow>(
           `INSERT INTO executor_pools (tenant_id, agent_type, risk_class, min_executors, max_executors, shards, cpu_millis, memory_mb, executors_per_sandbox, scale_down_after_seconds)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *`,
-          [tenantId, input.agentType, riskOf(input.agentType), input.minExecutors, input.maxExecutors, input.shards, input.cpuMillis, input.memoryMb, input.executorsPerSandbox, input.scaleDownAfterSeconds],
+          [
+            tenantId,
+            input.agentType,
+            riskOf(input.agentType),
+            input.minExecutors,
+            input.maxExecutors,
+            input.shards,
+            input.cpuMillis,
+            input.memoryMb,
+            input.executorsPerSandbox,
+            input.scaleDownAfterSeconds,
+          ],
         );
         const pool = r.rows[0] as PoolRow;
         await this.#addSlots(tx, pool, 0, input.maxExecutors, perShard);
-        await appendAudit(tx, { actor: by.actor, tenantId, action: 'pool.create', target: `pool:${pool.id}`, decision: 'success', detail: { ...input }, requestId: by.requestId ?? null });
+        await appendAudit(tx, {
+          actor: by.actor,
+          tenantId,
+          action: 'pool.create',
+          target: `pool:${pool.id}`,
+          decision: 'success',
+          detail: { ...input },
+          requestId: by.requestId ?? null,
+        });
         return this.get(tenantId, pool.id, tx);
       })
       .catch(async (err: unknown) => {
@@ -173,17 +215,42 @@ export class PoolService {
     return this.#db
       .tx(async (tx) => {
         const cur = await this.#row(tenantId, ref, tx, true);
-        const next = { maxExecutors: patch.maxExecutors ?? cur.max_executors, cpuMillis: patch.cpuMillis ?? cur.cpu_millis, memoryMb: patch.memoryMb ?? cur.memory_mb };
-        if (next.maxExecutors < cur.min_executors) throw new ValidationError('maxExecutors must be at least the pool\'s minExecutors.', [{ path: 'maxExecutors', message: `at least ${cur.min_executors}` }]);
-        const reserve = (x: { maxExecutors: number; cpuMillis: number; memoryMb: number }) => ({ cpu: cur.shards * x.maxExecutors * x.cpuMillis, mem: cur.shards * x.maxExecutors * x.memoryMb });
+        const next = {
+          maxExecutors: patch.maxExecutors ?? cur.max_executors,
+          cpuMillis: patch.cpuMillis ?? cur.cpu_millis,
+          memoryMb: patch.memoryMb ?? cur.memory_mb,
+        };
+        if (next.maxExecutors < cur.min_executors)
+          throw new ValidationError("maxExecutors must be at least the pool's minExecutors.", [
+            { path: 'maxExecutors', message: `at least ${cur.min_executors}` },
+          ]);
+        const reserve = (x: { maxExecutors: number; cpuMillis: number; memoryMb: number }) => ({
+          cpu: cur.shards * x.maxExecutors * x.cpuMillis,
+          mem: cur.shards * x.maxExecutors * x.memoryMb,
+        });
         const before = reserve({ maxExecutors: cur.max_executors, cpuMillis: cur.cpu_millis, memoryMb: cur.memory_mb });
         const after = reserve(next);
         const boxes = (max: number) => sandboxesFor(cur.shards, max, cur.executors_per_sandbox);
-        await this.#checkQuotas(tx, tenantId, { sandboxes: boxes(next.maxExecutors) - boxes(cur.max_executors), cpuMillis: after.cpu - before.cpu, memoryMb: after.mem - before.mem });
-        await tx.query('UPDATE executor_pools SET max_executors = $3, cpu_millis = $4, memory_mb = $5, scale_down_after_seconds = $6, updated_at = now() WHERE tenant_id = $1 AND id = $2', [tenantId, cur.id, next.maxExecutors, next.cpuMillis, next.memoryMb, patch.scaleDownAfterSeconds ?? cur.scale_down_after_seconds]);
+        await this.#checkQuotas(tx, tenantId, {
+          sandboxes: boxes(next.maxExecutors) - boxes(cur.max_executors),
+          cpuMillis: after.cpu - before.cpu,
+          memoryMb: after.mem - before.mem,
+        });
+        await tx.query(
+          'UPDATE executor_pools SET max_executors = $3, cpu_millis = $4, memory_mb = $5, scale_down_after_seconds = $6, updated_at = now() WHERE tenant_id = $1 AND id = $2',
+          [tenantId, cur.id, next.maxExecutors, next.cpuMillis, next.memoryMb, patch.scaleDownAfterSeconds ?? cur.scale_down_after_seconds],
+        );
         // Room to grow into (a lower max leaves the slots above it to the scaler, which stops them once idle).
         if (next.maxExecutors > cur.max_executors) await this.#addSlots(tx, cur, cur.max_executors, next.maxExecutors, 0);
-        await appendAudit(tx, { actor: by.actor, tenantId, action: 'pool.update', target: `pool:${cur.id}`, decision: 'success', detail: { ...patch }, requestId: by.requestId ?? null });
+        await appendAudit(tx, {
+          actor: by.actor,
+          tenantId,
+          action: 'pool.update',
+          target: `pool:${cur.id}`,
+          decision: 'success',
+          detail: { ...patch },
+          requestId: by.requestId ?? null,
+        });
         return this.get(tenantId, cur.id, tx);
       })
       .catch(async (err: unknown) => {
@@ -202,7 +269,15 @@ export class PoolService {
       if (cur.state !== to) {
         await tx.query('UPDATE executor_pools SET state = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2', [tenantId, cur.id, to]);
         const action = to === 'active' ? 'pool.resume' : to === 'paused' ? 'pool.pause' : 'pool.drain';
-        await appendAudit(tx, { actor: by.actor, tenantId, action, target: `pool:${cur.id}`, decision: 'success', detail: { from: cur.state, to }, requestId: by.requestId ?? null });
+        await appendAudit(tx, {
+          actor: by.actor,
+          tenantId,
+          action,
+          target: `pool:${cur.id}`,
+          decision: 'success',
+          detail: { from: cur.state, to },
+          requestId: by.requestId ?? null,
+        });
       }
       return this.get(tenantId, cur.id, tx);
     });
@@ -212,11 +287,22 @@ export class PoolService {
   async remove(tenantId: string, ref: string, by: Audited): Promise<void> {
     await this.#db.tx(async (tx) => {
       const cur = await this.#row(tenantId, ref, tx, true);
-      const open = await tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM tasks WHERE tenant_id = $1 AND pool_id = $2 AND status NOT IN ('completed', 'failed', 'cancelled', 'expired')`, [tenantId, cur.id]);
+      const open = await tx.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM tasks WHERE tenant_id = $1 AND pool_id = $2 AND status NOT IN ('completed', 'failed', 'cancelled', 'expired')`,
+        [tenantId, cur.id],
+      );
       const n = open.rows[0]?.n ?? 0;
       if (n > 0) throw new ConflictError(`The pool still has ${n} unfinished task(s): drain it and wait until they end, or cancel them.`, 'pool_busy');
       await tx.query('DELETE FROM executor_pools WHERE tenant_id = $1 AND id = $2', [tenantId, cur.id]);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'pool.delete', target: `pool:${cur.id}`, decision: 'success', detail: { agentType: cur.agent_type }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'pool.delete',
+        target: `pool:${cur.id}`,
+        decision: 'success',
+        detail: { agentType: cur.agent_type },
+        requestId: by.requestId ?? null,
+      });
     });
   }
 
@@ -226,7 +312,10 @@ export class PoolService {
    * and memory what all pools may grow to.
    */
   async #checkQuotas(tx: Queryable, tenantId: string, add: { sandboxes: number; cpuMillis: number; memoryMb: number }): Promise<void> {
-    const t = await tx.query<{ slug: string; max_instances: number; max_cpu_millis: number; max_memory_mb: number }>('SELECT slug, max_instances, max_cpu_millis, max_memory_mb FROM tenants WHERE id = $1 FOR UPDATE', [tenantId]);
+    const t = await tx.query<{ slug: string; max_instances: number; max_cpu_millis: number; max_memory_mb: number }>(
+      'SELECT slug, max_instances, max_cpu_millis, max_memory_mb FROM tenants WHERE id = $1 FOR UPDATE',
+      [tenantId],
+    );
     const tenant = t.rows[0];
     if (!tenant) throw new NotFoundError('Tenant');
     const used = await tx.query<{ sandboxes: number; cpu: number; mem: number }>(
@@ -237,15 +326,29 @@ export class PoolService {
     );
     const u = used.rows[0] ?? { sandboxes: 0, cpu: 0, mem: 0 };
     const over = (quota: string, limit: number, requested: number, unit: string) => {
-      throw new QuotaExceededError(`Tenant "${tenant.slug}" may reserve at most ${limit}${unit} (quota ${quota}); this change would need ${requested}${unit}: lower the pool's figures, remove something, or ask a platform admin to raise ${quota}.`, { quota, limit, requested });
+      throw new QuotaExceededError(
+        `Tenant "${tenant.slug}" may reserve at most ${limit}${unit} (quota ${quota}); this change would need ${requested}${unit}: lower the pool's figures, remove something, or ask a platform admin to raise ${quota}.`,
+        { quota, limit, requested },
+      );
     };
-    if (add.sandboxes > 0 && u.sandboxes + add.sandboxes > tenant.max_instances) over('maxInstances', tenant.max_instances, u.sandboxes + add.sandboxes, ' sandbox(es)');
+    if (add.sandboxes > 0 && u.sandboxes + add.sandboxes > tenant.max_instances)
+      over('maxInstances', tenant.max_instances, u.sandboxes + add.sandboxes, ' sandbox(es)');
     if (add.cpuMillis > 0 && u.cpu + add.cpuMillis > tenant.max_cpu_millis) over('maxCpuMillis', tenant.max_cpu_millis, u.cpu + add.cpuMillis, ' millicores');
     if (add.memoryMb > 0 && u.mem + add.memoryMb > tenant.max_memory_mb) over('maxMemoryMb', tenant.max_memory_mb, u.mem + add.memoryMb, ' MiB');
   }
 
   async #refused(tenantId: string, action: string, err: QuotaExceededError, by: Audited): Promise<void> {
-    await this.#db.tx((tx) => appendAudit(tx, { actor: by.actor, tenantId, action, target: 'pool', decision: 'refused', detail: { ...(err.details ?? {}), reason: err.message }, requestId: by.requestId ?? null }));
+    await this.#db.tx((tx) =>
+      appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action,
+        target: 'pool',
+        decision: 'refused',
+        detail: { ...(err.details ?? {}), reason: err.message },
+        requestId: by.requestId ?? null,
+      }),
+    );
   }
 
   /**
@@ -258,7 +361,11 @@ export class PoolService {
     const p = r.rows[0];
     if (!p) return { agentType: want.agentType, pool: null, shard: null, shardKey: want.shardKey };
     if (p.state === 'draining') throw new ConflictError(`The ${p.agent_type} pool is draining and takes no new tasks: resume it first.`, 'pool_draining');
-    return { agentType: want.agentType, pool: { id: p.id, shards: p.shards, perShard: p.max_executors, state: p.state }, shard: shardOf(want.shardKey ?? want.taskId, p.shards), shardKey: want.shardKey };
+    return {
+      agentType: want.agentType,
+      pool: { id: p.id, shards: p.shards, perShard: p.max_executors, state: p.state },
+      shard: shardOf(want.shardKey ?? want.taskId, p.shards),
+      shardKey: want.shardKey,
+    };
   }
 }
-

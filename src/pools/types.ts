@@ -17,13 +17,31 @@ export const MAX_POOL_GATEWAYS = 8;
 export const poolInput = z
   .strictObject({
     agentType: z.enum(AGENT_TYPES),
-    minExecutors: z.number().int().min(0).max(8).default(1).describe('Executors per shard kept running (0: the sandbox may stop when idle; one starts on work)'),
+    minExecutors: z
+      .number()
+      .int()
+      .min(0)
+      .max(8)
+      .default(1)
+      .describe('Executors per shard kept running (0: the sandbox may stop when idle; one starts on work)'),
     maxExecutors: z.number().int().min(1).max(8).default(1).describe('Executors per shard at most: what the CPU and memory quotas reserve'),
     shards: z.number().int().min(1).max(8).default(1).describe('Shards: a task goes to exactly one, chosen from its shardKey (or its id)'),
     cpuMillis: z.number().int().min(100).max(64_000).default(1000).describe('CPU per executor, in thousandths of a core'),
     memoryMb: z.number().int().min(256).max(262_144).default(1024).describe('Memory per executor, in MiB'),
-    executorsPerSandbox: z.number().int().min(1).max(MAX_POOL_GATEWAYS).default(MAX_POOL_GATEWAYS).describe('Executors (gateway processes) one sandbox of the pool runs at most; scaling up fills a sandbox, then starts the next'),
-    scaleDownAfterSeconds: z.number().int().min(1).max(86_400).default(300).describe('An executor idle this long with nothing waiting on its shard is stopped (never below minExecutors)'),
+    executorsPerSandbox: z
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_POOL_GATEWAYS)
+      .default(MAX_POOL_GATEWAYS)
+      .describe('Executors (gateway processes) one sandbox of the pool runs at most; scaling up fills a sandbox, then starts the next'),
+    scaleDownAfterSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(86_400)
+      .default(300)
+      .describe('An executor idle this long with nothing waiting on its shard is stopped (never below minExecutors)'),
   })
   .refine((p) => p.maxExecutors >= p.minExecutors, { message: 'maxExecutors must be at least minExecutors', path: ['maxExecutors'] });
 export type PoolInput = z.input<typeof poolInput>;

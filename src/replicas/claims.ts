@@ -56,7 +56,10 @@ export class WorkClaims {
 
   /** Live leases of a kind held by other owners, by item. */
   async heldByOthers(kind: ClaimKind): Promise<Map<string, string>> {
-    const r = await this.#db.query<{ item: string; owner: string }>('SELECT item, owner FROM work_claims WHERE kind = $1 AND owner <> $2 AND expires_at > now()', [kind, this.id.owner]);
+    const r = await this.#db.query<{ item: string; owner: string }>(
+      'SELECT item, owner FROM work_claims WHERE kind = $1 AND owner <> $2 AND expires_at > now()',
+      [kind, this.id.owner],
+    );
     return new Map(r.rows.map((x) => [x.item, x.owner]));
   }
 }

@@ -66,7 +66,13 @@ export async function resolveReplicaId(configured: string | undefined, dataDir: 
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
-  const host = os.hostname().toLowerCase().replace(/[^a-z0-9_.-]/g, '-').replace(/^[^a-z0-9]+/, '').slice(0, 40) || 'replica';
+  const host =
+    os
+      .hostname()
+      .toLowerCase()
+      .replace(/[^a-z0-9_.-]/g, '-')
+      .replace(/^[^a-z0-9]+/, '')
+      .slice(0, 40) || 'replica';
   const id = `${host}-${randomBytes(4).toString('hex')}`;
   await mkdir(dataDir, { recursive: true, mode: 0o711 });
   await writeFile(file, id + '\n', { mode: 0o644 });
@@ -110,7 +116,10 @@ export class ReplicaRegistry {
   async register(): Promise<void> {
     const { db, id, roles, node, version, expireMs } = this.#o;
     await db.tx(async (tx) => {
-      const cur = await tx.query<Row>(`SELECT *, heartbeat_at < now() - make_interval(secs => $2) AS expired FROM replicas WHERE id = $1 FOR UPDATE`, [id, expireMs / 1000]);
+      const cur = await tx.query<Row>(`SELECT *, heartbeat_at < now() - make_interval(secs => $2) AS expired FROM replicas WHERE id = $1 FOR UPDATE`, [
+        id,
+        expireMs / 1000,
+      ]);
       const prev = cur.rows[0];
       if (prev && prev.stopped_at === null && !prev.expired && !(prev.hostname === os.hostname() && !pidAlive(prev.pid))) {
         throw new ReplicaConflictError(
@@ -201,7 +210,9 @@ export class ReplicaRegistry {
       log.info({ replica: dead, workflows: n }, 'took over a dead replica: its pending workflows are queued to run again');
     } catch (err) {
       // Give the claim back: another replica (or the next beat) tries again.
-      await db.query('UPDATE replicas SET recovered_by = NULL, recovered_at = NULL WHERE id = $1 AND recovered_by = $2', [dead, this.id]).catch(() => undefined);
+      await db
+        .query('UPDATE replicas SET recovered_by = NULL, recovered_at = NULL WHERE id = $1 AND recovered_by = $2', [dead, this.id])
+        .catch(() => undefined);
       throw err;
     }
     return dead;
@@ -236,7 +247,9 @@ export class ReplicaRegistry {
     clearInterval(this.#timer);
     this.#timer = undefined;
     await Promise.all([this.#beating, this.#takingOver]);
-    await this.#o.db.query('UPDATE replicas SET stopped_at = now() WHERE id = $1', [this.id]).catch((err: unknown) => this.#o.log.warn({ err: (err as Error).message }, 'could not record the replica stop'));
+    await this.#o.db
+      .query('UPDATE replicas SET stopped_at = now() WHERE id = $1', [this.id])
+      .catch((err: unknown) => this.#o.log.warn({ err: (err as Error).message }, 'could not record the replica stop'));
   }
 }
 

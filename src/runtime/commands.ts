@@ -37,8 +37,13 @@ export function runtimeCommands(kit: CliKit) {
         if (sub === 'list') {
           const items = await store.list();
           if (values['json']) process.stdout.write(JSON.stringify({ default: settings.runtimeDefaultVersion, items }) + '\n');
-          else if (items.length === 0) process.stdout.write(`no OpenClaw version installed in ${store.dir}; run "clawplane runtime pull openclaw@${settings.runtimeDefaultVersion}"\n`);
-          else for (const r of items) process.stdout.write(`openclaw@${r.version}${r.version === settings.runtimeDefaultVersion ? ' (default)' : ''}\tnode ${r.nodeVersion}\t${fmtBytes(r.bytes)}\t${r.files} files\tinstalled ${r.installedAt}\n`);
+          else if (items.length === 0)
+            process.stdout.write(`no OpenClaw version installed in ${store.dir}; run "clawplane runtime pull openclaw@${settings.runtimeDefaultVersion}"\n`);
+          else
+            for (const r of items)
+              process.stdout.write(
+                `openclaw@${r.version}${r.version === settings.runtimeDefaultVersion ? ' (default)' : ''}\tnode ${r.nodeVersion}\t${fmtBytes(r.bytes)}\t${r.files} files\tinstalled ${r.installedAt}\n`,
+              );
           return kit.EXIT.ok;
         }
         if (!arg) throw kit.usage(`runtime ${sub ?? ''}: name a version, e.g. openclaw@${settings.runtimeDefaultVersion}`);
@@ -46,18 +51,24 @@ export function runtimeCommands(kit: CliKit) {
         if (sub === 'pull') {
           const p = progressPrinter();
           const r = await store.pull(version, p).finally(() => p.end());
-          process.stdout.write(values['json'] ? JSON.stringify(r) + '\n' : `openclaw@${r.version} ready (${fmtBytes(r.bytes)}, digest ${r.digest.slice(0, 16)}…)\n`);
+          process.stdout.write(
+            values['json'] ? JSON.stringify(r) + '\n' : `openclaw@${r.version} ready (${fmtBytes(r.bytes)}, digest ${r.digest.slice(0, 16)}…)\n`,
+          );
           return kit.EXIT.ok;
         }
         if (sub === 'verify') {
           const p = progressPrinter();
           const r = await store.verify(version, p).finally(() => p.end());
-          process.stdout.write(r.ok ? `openclaw@${version}: intact\n` : `openclaw@${version}: ${r.problems.length} problem(s)\n  ${r.problems.slice(0, 50).join('\n  ')}\n`);
+          process.stdout.write(
+            r.ok ? `openclaw@${version}: intact\n` : `openclaw@${version}: ${r.problems.length} problem(s)\n  ${r.problems.slice(0, 50).join('\n  ')}\n`,
+          );
           return r.ok ? kit.EXIT.ok : kit.EXIT.failed;
         }
         if (sub === 'rm') {
           const pinned = await kit.withDatabase(cfg, async (db) => {
-            const r = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM instances WHERE runtime_version = $1 OR previous_runtime_version = $1', [version]);
+            const r = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM instances WHERE runtime_version = $1 OR previous_runtime_version = $1', [
+              version,
+            ]);
             return r.rows[0]?.n ?? 0;
           });
           if (pinned > 0) {

@@ -146,7 +146,9 @@ export function renderOpenclawConfig(input: RenderInput): Record<string, Json> {
   // Exec `ask` needs the exec tool itself: the messaging profile lacks it and the hardened default denies
   // group:runtime (exec, process, code_execution), so keep the rest of that group denied and add exec.
   const askExec = input.tools.exec === 'ask';
-  const deny = askExec ? [...new Set(input.tools.deny.flatMap((t) => (t === 'group:runtime' ? ['process', 'code_execution'] : t === 'exec' ? [] : [t])))].sort() : [...input.tools.deny];
+  const deny = askExec
+    ? [...new Set(input.tools.deny.flatMap((t) => (t === 'group:runtime' ? ['process', 'code_execution'] : t === 'exec' ? [] : [t])))].sort()
+    : [...input.tools.deny];
   const tools: Record<string, Json> = {
     profile: input.tools.profile,
     deny,
@@ -210,9 +212,19 @@ export function renderOpenclawConfig(input: RenderInput): Record<string, Json> {
       entries,
     },
     tools,
-    ...(input.gatewayTokenFile ? { secrets: { providers: { [GATEWAY_TOKEN_PROVIDER]: { source: 'file', path: input.gatewayTokenFile, mode: 'singleValue' } } } } : {}),
+    ...(input.gatewayTokenFile
+      ? { secrets: { providers: { [GATEWAY_TOKEN_PROVIDER]: { source: 'file', path: input.gatewayTokenFile, mode: 'singleValue' } } } }
+      : {}),
     ...(input.hooks
-      ? { hooks: { enabled: true, token: `\${${HOOKS_TOKEN_ENV}}`, path: '/hooks', allowedAgentIds: input.agents.slice(0, 1).map((a) => a.id), allowRequestSessionKey: false } }
+      ? {
+          hooks: {
+            enabled: true,
+            token: `\${${HOOKS_TOKEN_ENV}}`,
+            path: '/hooks',
+            allowedAgentIds: input.agents.slice(0, 1).map((a) => a.id),
+            allowRequestSessionKey: false,
+          },
+        }
       : {}),
     ...(input.cronCapped ? { cron: { skipMissedJobs: true } } : {}),
     browser: { enabled: f.browser },

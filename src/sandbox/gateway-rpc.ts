@@ -40,7 +40,13 @@ export function backendConnectParams(token: string, scopes: string[], caps?: str
   };
 }
 
-export async function gatewayRpc(transport: GatewayTransport, token: string, method: string, params: unknown, opts: { executor?: string; timeoutMs?: number } = {}): Promise<unknown> {
+export async function gatewayRpc(
+  transport: GatewayTransport,
+  token: string,
+  method: string,
+  params: unknown,
+  opts: { executor?: string; timeoutMs?: number } = {},
+): Promise<unknown> {
   const timeoutMs = opts.timeoutMs ?? 15_000;
   const ws = transport.websocket({ headers: opts.executor ? { 'x-clawplane-executor': opts.executor } : {} });
   const done = Promise.withResolvers<unknown>();
@@ -55,7 +61,9 @@ export async function gatewayRpc(transport: GatewayTransport, token: string, met
     }
     if (f.type !== 'res') return;
     if (!f.ok) {
-      done.reject(new Error(`${f.id === 'connect' ? 'connect' : method} refused by the gateway: ${f.error?.code ?? 'ERROR'}: ${f.error?.message ?? 'no reason given'}`));
+      done.reject(
+        new Error(`${f.id === 'connect' ? 'connect' : method} refused by the gateway: ${f.error?.code ?? 'ERROR'}: ${f.error?.message ?? 'no reason given'}`),
+      );
       return;
     }
     if (f.id === 'connect') send('call', method, params);
@@ -72,7 +80,10 @@ export async function gatewayRpc(transport: GatewayTransport, token: string, met
 }
 
 /** One buffered request through a transport (the host's own small calls: probes, rotation checks). */
-export function transportRequest(transport: GatewayTransport, opts: { method?: string; path: string; headers?: http.OutgoingHttpHeaders; body?: string; timeoutMs?: number }): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+export function transportRequest(
+  transport: GatewayTransport,
+  opts: { method?: string; path: string; headers?: http.OutgoingHttpHeaders; body?: string; timeoutMs?: number },
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
   return new Promise((resolve, reject) => {
     const req = transport.request({ ...opts, timeoutMs: opts.timeoutMs ?? 30_000 });
     req.on('response', (res) => {

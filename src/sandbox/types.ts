@@ -263,7 +263,11 @@ export function storedSandboxRef(stored: unknown): SandboxRef | null {
   const s = stored as Record<string, unknown>;
   if (s['owner'] && 'native' in s) return s as unknown as SandboxRef;
   const { pid, pidStartTime, clusterId, ...rest } = s;
-  return { ...(rest as unknown as Omit<SandboxRef, 'owner' | 'native'>), owner: { clusterId: String(clusterId ?? ''), nodeId: '' }, native: { pid, pidStartTime } };
+  return {
+    ...(rest as unknown as Omit<SandboxRef, 'owner' | 'native'>),
+    owner: { clusterId: String(clusterId ?? ''), nodeId: '' },
+    native: { pid, pidStartTime },
+  };
 }
 
 /** A snapshot as stored by an earlier release (a host directory at the top) in the current shape. */

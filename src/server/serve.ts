@@ -136,7 +136,24 @@ export async function startServer(config: Config, log: Logger, hooks: StartHooks
     const secretKey = config.secretKey;
     if (!secretKey) throw new Error('secret key not resolved');
     const metrics = createMetrics();
-    const services = createServices({ db, events, secretKey, dataDir: config.dataDir, publicOrigin, egressAllowHosts: config.egressAllowHosts, log, registry: metrics.registry, instances: instanceSettings(config), ingress: ingressSettings(config), tasks: config.tasks, ingest: config.ingest, broker: config.broker, chatApis: config.chatApis, claims: { owner: replicaId, node: config.replica.node ?? os.hostname(), ttlMs: config.replica.expireMs }, laneClock: config.lanes.clockFile ? fileClock(config.lanes.clockFile) : undefined });
+    const services = createServices({
+      db,
+      events,
+      secretKey,
+      dataDir: config.dataDir,
+      publicOrigin,
+      egressAllowHosts: config.egressAllowHosts,
+      log,
+      registry: metrics.registry,
+      instances: instanceSettings(config),
+      ingress: ingressSettings(config),
+      tasks: config.tasks,
+      ingest: config.ingest,
+      broker: config.broker,
+      chatApis: config.chatApis,
+      claims: { owner: replicaId, node: config.replica.node ?? os.hostname(), ttlMs: config.replica.expireMs },
+      laneClock: config.lanes.clockFile ? fileClock(config.lanes.clockFile) : undefined,
+    });
     if (hooks.taskExecutor) services.taskRuntime.useExecutor(hooks.taskExecutor({ db, services, replicaId }));
     // Task workflows recovered or dequeued since launch wait for this (src/tasks/workflow.ts).
     services.taskRuntime.start(undefined, { housekeeping: roles.has('worker') });
@@ -156,12 +173,18 @@ export async function startServer(config: Config, log: Logger, hooks: StartHooks
     }
     // Tenant resources → the database, one active operator at a time (docs/adr/0011-kubernetes.md).
     const operator = roles.has('operator')
-      ? new TenantOperator(loadKubeConfig(config.instances.kubernetes.kubeconfig), { namespace: config.instances.kubernetes.controlNamespace, tenants: services.tenants, claims: new WorkClaims(db, { owner: replicaId, node: config.replica.node ?? os.hostname(), ttlMs: config.replica.expireMs }), log: log.child({ component: 'operator' }) })
+      ? new TenantOperator(loadKubeConfig(config.instances.kubernetes.kubeconfig), {
+          namespace: config.instances.kubernetes.controlNamespace,
+          tenants: services.tenants,
+          claims: new WorkClaims(db, { owner: replicaId, node: config.replica.node ?? os.hostname(), ttlMs: config.replica.expireMs }),
+          log: log.child({ component: 'operator' }),
+        })
       : undefined;
     operator?.start();
     replicas.start();
     // The broker on a TCP port too (sandboxes reaching it over the network); per-sandbox sockets need no config.
-    const brokerUrl = roles.has('broker') && config.broker.port !== undefined ? await services.broker.listenTcp(config.broker.port, config.broker.host) : undefined;
+    const brokerUrl =
+      roles.has('broker') && config.broker.port !== undefined ? await services.broker.listenTcp(config.broker.port, config.broker.host) : undefined;
     const app = createApp({
       config,
       db,
@@ -178,8 +201,17 @@ export async function startServer(config: Config, log: Logger, hooks: StartHooks
       : (req, env) =>
           SYSTEM_PATHS.has(new URL(req.url).pathname)
             ? app.fetch(req, env)
-            : Response.json({ code: 'not_served_here', message: `This replica runs the roles ${[...roles].join(', ')}, not the API: send requests to a replica with the api role.` }, { status: 404 });
-    log.info({ url, replica: replicaId, roles: [...roles], database: embedded ? 'embedded' : redactUrl(db.url), ...(brokerUrl ? { broker: brokerUrl } : {}) }, 'clawplane listening');
+            : Response.json(
+                {
+                  code: 'not_served_here',
+                  message: `This replica runs the roles ${[...roles].join(', ')}, not the API: send requests to a replica with the api role.`,
+                },
+                { status: 404 },
+              );
+    log.info(
+      { url, replica: replicaId, roles: [...roles], database: embedded ? 'embedded' : redactUrl(db.url), ...(brokerUrl ? { broker: brokerUrl } : {}) },
+      'clawplane listening',
+    );
     // What is wrong with this installation, said once at start with the fix (clawplane doctor has the whole report).
     const doctor = runDoctor(doctorDeps(config, db, services, { host: config.host, port: addr.port })).then(
       (r) => {

@@ -142,7 +142,14 @@ export function createServices(opts: {
     ...(opts.broker ? { reserveTokens: opts.broker.reserveTokens } : {}),
   });
   // Grant keys are sealed in the vault and shared by every replica; the old key verifies for the longest grant lifetime.
-  const grantKeys = new GrantKeyring({ db, vault, events, log: opts.log ?? createLogger('silent'), rotateAfterMs: opts.broker?.grantKeyRotateMs ?? 24 * 3_600_000, overlapSeconds: GRANT_MAX_TTL_SECONDS });
+  const grantKeys = new GrantKeyring({
+    db,
+    vault,
+    events,
+    log: opts.log ?? createLogger('silent'),
+    rotateAfterMs: opts.broker?.grantKeyRotateMs ?? 24 * 3_600_000,
+    overlapSeconds: GRANT_MAX_TTL_SECONDS,
+  });
   const grants = new GrantService({ db, policy, keys: grantKeys });
   mountGrants(broker, grants);
   // Read-only lanes forbid write tools for their steps' turns, on top of the tenant's Cedar decision.
@@ -151,10 +158,39 @@ export function createServices(opts: {
   broker.egress.restrict(laneEgressRestriction(db));
   const onboarding = new OnboardingService(db, opts.dataDir, vault);
   const settings = opts.instances ?? instanceSettings({ dataDir: opts.dataDir, instances: parseConfig({}).instances });
-  const approvalDelivery = new ApprovalDelivery({ db, credentials, upstreams: broker.upstreams, apis: opts.chatApis ?? { telegram: 'https://api.telegram.org', slack: 'https://slack.com/api' }, publicOrigin: opts.publicOrigin, log: opts.log ?? createLogger('silent') });
-  const instances = createInstanceServices({ db, vault, events, onboarding, broker, settings, log: opts.log ?? createLogger('silent'), toolRestrictions: (tenantId, agent) => gatewayToolRestrictions(policy, tenantId, agent), approvalChat: approvalDelivery, ...(opts.claims ? { claims: opts.claims } : {}) });
+  const approvalDelivery = new ApprovalDelivery({
+    db,
+    credentials,
+    upstreams: broker.upstreams,
+    apis: opts.chatApis ?? { telegram: 'https://api.telegram.org', slack: 'https://slack.com/api' },
+    publicOrigin: opts.publicOrigin,
+    log: opts.log ?? createLogger('silent'),
+  });
+  const instances = createInstanceServices({
+    db,
+    vault,
+    events,
+    onboarding,
+    broker,
+    settings,
+    log: opts.log ?? createLogger('silent'),
+    toolRestrictions: (tenantId, agent) => gatewayToolRestrictions(policy, tenantId, agent),
+    approvalChat: approvalDelivery,
+    ...(opts.claims ? { claims: opts.claims } : {}),
+  });
   const ingressConfig = opts.ingress ?? ingressSettings({ dataDir: opts.dataDir, ingress: parseConfig({}).ingress });
-  const ingress = createIngressServices({ db, events, vault, onboarding, instances, instanceSettings: settings, settings: ingressConfig, dataDir: opts.dataDir, registry: opts.registry ?? new Registry(), log: opts.log ?? createLogger('silent') });
+  const ingress = createIngressServices({
+    db,
+    events,
+    vault,
+    onboarding,
+    instances,
+    instanceSettings: settings,
+    settings: ingressConfig,
+    dataDir: opts.dataDir,
+    registry: opts.registry ?? new Registry(),
+    log: opts.log ?? createLogger('silent'),
+  });
   // Agent memory, findings and search by meaning; embeddings go through the broker (docs/adr/0007).
   const knowledge = createKnowledgeServices({ db, events, proxy: broker.proxy, agents: new AgentService(db), log: opts.log ?? createLogger('silent') });
   mountKnowledge(broker, knowledge, (tenantId, agent, tool) => policy.decide(tenantId, { agent, tool, context: {} }));
@@ -180,7 +216,8 @@ export function createServices(opts: {
     approvalChat: approvalDelivery,
     events,
     ...(opts.claims ? { claims: opts.claims } : {}),
-    recall: async (tenantId, agentId, text, ctx) => (await knowledge.memories.recall(tenantId, agentId, text, ctx)).map((m) => ({ id: m.id, content: m.content })),
+    recall: async (tenantId, agentId, text, ctx) =>
+      (await knowledge.memories.recall(tenantId, agentId, text, ctx)).map((m) => ({ id: m.id, content: m.content })),
   });
   const sessionIngest = new SessionIngest({
     db,
@@ -272,8 +309,16 @@ function mountGrants(broker: Broker, grants: GrantService): void {
  * Serves /knowledge/* (agent memory and findings) on every broker socket and port, for the tenant of the
  * caller's broker token; on a per-sandbox socket the token must be that sandbox's own.
  */
-function mountKnowledge(broker: Broker, knowledge: KnowledgeServices, decide: (tenantId: string, agent: string, tool: string) => Promise<{ outcome: string; explanation: string }>): void {
-  mountOnBroker(broker, '/knowledge/', knowledgeBrokerRoutes({ memories: knowledge.memories, findings: knowledge.findings, resolve: (t) => broker.tokens.resolve(t), decide }).fetch);
+function mountKnowledge(
+  broker: Broker,
+  knowledge: KnowledgeServices,
+  decide: (tenantId: string, agent: string, tool: string) => Promise<{ outcome: string; explanation: string }>,
+): void {
+  mountOnBroker(
+    broker,
+    '/knowledge/',
+    knowledgeBrokerRoutes({ memories: knowledge.memories, findings: knowledge.findings, resolve: (t) => broker.tokens.resolve(t), decide }).fetch,
+  );
 }
 
 /**

@@ -15,7 +15,17 @@ interface Row {
   updated_at: Date;
 }
 
-const toRule = (r: Row): SwarmRule => ({ id: r.id, tenantId: r.tenant_id, name: r.name, capability: r.capability, steps: r.steps, policy: r.policy, quorum: r.quorum, createdAt: r.created_at.toISOString(), updatedAt: r.updated_at.toISOString() });
+const toRule = (r: Row): SwarmRule => ({
+  id: r.id,
+  tenantId: r.tenant_id,
+  name: r.name,
+  capability: r.capability,
+  steps: r.steps,
+  policy: r.policy,
+  quorum: r.quorum,
+  createdAt: r.created_at.toISOString(),
+  updatedAt: r.updated_at.toISOString(),
+});
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The tenant's swarm rules (CRUD, audited); name and capability are unique per tenant (409 from the index). */
@@ -46,16 +56,20 @@ export class SwarmRuleService {
   async create(tenantId: string, raw: SwarmRuleInput, by: { actor: string; requestId?: string | undefined }): Promise<SwarmRule> {
     const input = swarmRuleInput.parse(raw);
     return this.#db.tx(async (tx) => {
-      const r = await tx.query<Row>('INSERT INTO swarm_rules (tenant_id, name, capability, steps, policy, quorum) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *', [
-        tenantId,
-        input.name,
-        input.capability,
-        JSON.stringify(input.steps),
-        input.policy,
-        input.quorum ?? null,
-      ]);
+      const r = await tx.query<Row>(
+        'INSERT INTO swarm_rules (tenant_id, name, capability, steps, policy, quorum) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *',
+        [tenantId, input.name, input.capability, JSON.stringify(input.steps), input.policy, input.quorum ?? null],
+      );
       const rule = toRule(r.rows[0] as Row);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'swarm_rule.create', target: `swarm_rule:${rule.id}`, decision: 'success', detail: { name: rule.name, capability: rule.capability, agentTypes: rule.steps.map((s) => s.agentType), policy: rule.policy, quorum: rule.quorum }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'swarm_rule.create',
+        target: `swarm_rule:${rule.id}`,
+        decision: 'success',
+        detail: { name: rule.name, capability: rule.capability, agentTypes: rule.steps.map((s) => s.agentType), policy: rule.policy, quorum: rule.quorum },
+        requestId: by.requestId ?? null,
+      });
       return rule;
     });
   }
@@ -64,7 +78,15 @@ export class SwarmRuleService {
     await this.#db.tx(async (tx) => {
       const cur = await this.get(tenantId, ref, tx);
       await tx.query('DELETE FROM swarm_rules WHERE tenant_id = $1 AND id = $2', [tenantId, cur.id]);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'swarm_rule.delete', target: `swarm_rule:${cur.id}`, decision: 'success', detail: { name: cur.name }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'swarm_rule.delete',
+        target: `swarm_rule:${cur.id}`,
+        decision: 'success',
+        detail: { name: cur.name },
+        requestId: by.requestId ?? null,
+      });
     });
   }
 }

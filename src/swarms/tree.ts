@@ -24,7 +24,20 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** The task and every task below it (children, their children, …), as a tree; one recursive query. */
 export async function taskTree(q: Queryable, tenantId: string, taskId: string): Promise<TaskNode> {
   if (!UUID.test(taskId)) throw new NotFoundError('Task');
-  const r = await q.query<{ id: string; parent_id: string | null; status: TaskStatus; status_reason: string; agent_type: AgentType | null; capability: string | null; pool_id: string | null; shard: number | null; executor_id: string | null; swarm_rule_id: string | null; created_at: Date; finished_at: Date | null }>(
+  const r = await q.query<{
+    id: string;
+    parent_id: string | null;
+    status: TaskStatus;
+    status_reason: string;
+    agent_type: AgentType | null;
+    capability: string | null;
+    pool_id: string | null;
+    shard: number | null;
+    executor_id: string | null;
+    swarm_rule_id: string | null;
+    created_at: Date;
+    finished_at: Date | null;
+  }>(
     `WITH RECURSIVE tree AS (
        SELECT t.*, 0 AS depth FROM tasks t WHERE t.tenant_id = $1 AND t.id = $2
        UNION ALL
@@ -34,7 +47,21 @@ export async function taskTree(q: Queryable, tenantId: string, taskId: string): 
   );
   const nodes = new Map<string, TaskNode>();
   for (const x of r.rows) {
-    nodes.set(x.id, { id: x.id, parentId: x.parent_id, status: x.status, statusReason: x.status_reason, agentType: x.agent_type, capability: x.capability, poolId: x.pool_id, shard: x.shard, executorId: x.executor_id, swarmRuleId: x.swarm_rule_id, createdAt: x.created_at.toISOString(), finishedAt: x.finished_at?.toISOString() ?? null, children: [] });
+    nodes.set(x.id, {
+      id: x.id,
+      parentId: x.parent_id,
+      status: x.status,
+      statusReason: x.status_reason,
+      agentType: x.agent_type,
+      capability: x.capability,
+      poolId: x.pool_id,
+      shard: x.shard,
+      executorId: x.executor_id,
+      swarmRuleId: x.swarm_rule_id,
+      createdAt: x.created_at.toISOString(),
+      finishedAt: x.finished_at?.toISOString() ?? null,
+      children: [],
+    });
   }
   const root = nodes.get(taskId);
   if (!root) throw new NotFoundError('Task');

@@ -16,7 +16,7 @@ const Capability = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, 'a capability
 export const swarmStep = z.strictObject({
   agentType: z.enum(AGENT_TYPES).describe('The child runs on an agent of this type (and its executor pool, if any)'),
   capability: Capability.describe("The child's capability (dispatch picks the agent of that type with it)"),
-  input: z.string().min(1).max(20_000).optional().describe('The child\'s input; "{{input}}" is replaced by the parent\'s. Default: the parent\'s input'),
+  input: z.string().min(1).max(20_000).optional().describe("The child's input; \"{{input}}\" is replaced by the parent's. Default: the parent's input"),
 });
 
 export const swarmRuleInput = z

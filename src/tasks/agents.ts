@@ -87,7 +87,15 @@ export class AgentService {
         [tenantId, a.name, a.agentType, a.capabilities, a.model, a.trustLevel, riskOf(a.agentType)],
       );
       const agent = toAgent(r.rows[0] as Row);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'agent.create', target: `agent:${agent.id}`, decision: 'success', detail: { name: a.name, agentType: a.agentType, trustLevel: a.trustLevel }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'agent.create',
+        target: `agent:${agent.id}`,
+        decision: 'success',
+        detail: { name: a.name, agentType: a.agentType, trustLevel: a.trustLevel },
+        requestId: by.requestId ?? null,
+      });
       return agent;
     });
   }
@@ -99,9 +107,25 @@ export class AgentService {
       const r = await tx.query<Row>(
         `UPDATE agents SET agent_type = $3, capabilities = $4, model = $5, trust_level = $6, risk_class = $7, updated_at = now()
           WHERE tenant_id = $1 AND id = $2 RETURNING *`,
-        [tenantId, cur.id, type, patch.capabilities ?? cur.capabilities, patch.model === undefined ? cur.model : patch.model, patch.trustLevel ?? cur.trustLevel, riskOf(type)],
+        [
+          tenantId,
+          cur.id,
+          type,
+          patch.capabilities ?? cur.capabilities,
+          patch.model === undefined ? cur.model : patch.model,
+          patch.trustLevel ?? cur.trustLevel,
+          riskOf(type),
+        ],
       );
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'agent.update', target: `agent:${cur.id}`, decision: 'success', detail: { ...patch }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'agent.update',
+        target: `agent:${cur.id}`,
+        decision: 'success',
+        detail: { ...patch },
+        requestId: by.requestId ?? null,
+      });
       return toAgent(r.rows[0] as Row);
     });
   }
@@ -110,7 +134,15 @@ export class AgentService {
     await this.#db.tx(async (tx) => {
       const cur = await this.get(tenantId, ref, tx);
       await tx.query('DELETE FROM agents WHERE tenant_id = $1 AND id = $2', [tenantId, cur.id]);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'agent.delete', target: `agent:${cur.id}`, decision: 'success', detail: { name: cur.name }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'agent.delete',
+        target: `agent:${cur.id}`,
+        decision: 'success',
+        detail: { name: cur.name },
+        requestId: by.requestId ?? null,
+      });
     });
   }
 
@@ -118,7 +150,10 @@ export class AgentService {
    * Dispatch: the agent named by the task, or the best agent with the capability. Trust 0 is never
    * picked; among matches, higher trust wins, then the better success rate on that skill, then the name.
    */
-  async pick(tenantId: string, want: { agent: string | null; capability: string | null; agentType?: AgentType | null }): Promise<{ agent: Agent; reason: string } | { error: string }> {
+  async pick(
+    tenantId: string,
+    want: { agent: string | null; capability: string | null; agentType?: AgentType | null },
+  ): Promise<{ agent: Agent; reason: string } | { error: string }> {
     const type = want.agentType ?? null;
     if (want.agent) {
       let a: Agent;
@@ -143,7 +178,10 @@ export class AgentService {
     );
     const row = r.rows[0];
     if (!row) return { error: `No agent with capability "${want.capability ?? ''}"${type ? ` of type ${type}` : ''} and trust level above 0 in this tenant.` };
-    return { agent: toAgent(row), reason: `capability "${want.capability ?? ''}", trust ${row.trust_level}, success rate ${row.rate === null ? 'n/a' : row.rate.toFixed(2)}` };
+    return {
+      agent: toAgent(row),
+      reason: `capability "${want.capability ?? ''}", trust ${row.trust_level}, success rate ${row.rate === null ? 'n/a' : row.rate.toFixed(2)}`,
+    };
   }
 
   /** Records one outcome of the agent on a skill (the task's capability, else its agent type). */
@@ -156,7 +194,10 @@ export class AgentService {
   }
 
   async skills(tenantId: string, agentId: string): Promise<{ skill: string; attempts: number; successes: number }[]> {
-    const r = await this.#db.query<{ skill: string; attempts: number; successes: number }>('SELECT skill, attempts, successes FROM agent_skills WHERE tenant_id = $1 AND agent_id = $2 ORDER BY skill', [tenantId, agentId]);
+    const r = await this.#db.query<{ skill: string; attempts: number; successes: number }>(
+      'SELECT skill, attempts, successes FROM agent_skills WHERE tenant_id = $1 AND agent_id = $2 ORDER BY skill',
+      [tenantId, agentId],
+    );
     return r.rows;
   }
 }

@@ -68,7 +68,13 @@ export class ApprovalService {
    * Records the approvals a turn left behind (broker tool approvals naming this task, exec approvals the
    * executor saw) and returns every pending approval of the task. Idempotent (a step may run again).
    */
-  async collect(q: Queryable, tenantId: string, taskId: string, ttlSeconds: number, seen: TurnResult['approvals'] = []): Promise<{ pending: Approval[]; created: Approval[] }> {
+  async collect(
+    q: Queryable,
+    tenantId: string,
+    taskId: string,
+    ttlSeconds: number,
+    seen: TurnResult['approvals'] = [],
+  ): Promise<{ pending: Approval[]; created: Approval[] }> {
     const created = await q.query<Row>(
       `INSERT INTO task_approvals (tenant_id, task_id, tool_approval_id, kind, tool, summary, expires_at)
        SELECT ta.tenant_id, $2, ta.id, 'tool', ta.tool, ta.explanation, now() + make_interval(secs => $3)
@@ -86,7 +92,14 @@ export class ApprovalService {
       rows.push(...r.rows);
     }
     for (const a of rows) {
-      await appendAudit(q, { actor: 'system', tenantId, action: 'task.approval.requested', target: `task:${taskId}`, decision: 'requires_approval', detail: { approvalId: a.id, tool: a.tool, kind: a.kind, toolApprovalId: a.tool_approval_id } });
+      await appendAudit(q, {
+        actor: 'system',
+        tenantId,
+        action: 'task.approval.requested',
+        target: `task:${taskId}`,
+        decision: 'requires_approval',
+        detail: { approvalId: a.id, tool: a.tool, kind: a.kind, toolApprovalId: a.tool_approval_id },
+      });
     }
     return { pending: await this.forTask(tenantId, taskId, q, 'pending'), created: rows.map(toApproval) };
   }
@@ -113,7 +126,11 @@ export class ApprovalService {
    * Approves or rejects a task's pending approvals (or the one named). A repeat of the same decision
    * answers with the recorded one (double click); the opposite decision after the fact is a conflict.
    */
-  async decide(tenantId: string, taskId: string, d: ApprovalDecision & { approvalId?: string | undefined; requestId?: string | undefined }): Promise<Approval[]> {
+  async decide(
+    tenantId: string,
+    taskId: string,
+    d: ApprovalDecision & { approvalId?: string | undefined; requestId?: string | undefined },
+  ): Promise<Approval[]> {
     const decided = await this.#db.tx(async (tx) => {
       const t = await tx.query('SELECT 1 FROM tasks WHERE tenant_id = $1 AND id = $2 FOR UPDATE', [tenantId, taskId]);
       if (!t.rowCount) throw new NotFoundError('Task');
@@ -124,7 +141,12 @@ export class ApprovalService {
       if (pending.length === 0) {
         const last = targets.at(-1);
         if (last && last.status === d.decision) return { changed: [] as Approval[], answer: targets };
-        throw new ConflictError(last ? `The approval was already ${last.status}${last.decidedBy ? ` by ${last.decidedBy}` : ''}.` : 'The task has no approval waiting for a decision.', 'no_pending_approval');
+        throw new ConflictError(
+          last
+            ? `The approval was already ${last.status}${last.decidedBy ? ` by ${last.decidedBy}` : ''}.`
+            : 'The task has no approval waiting for a decision.',
+          'no_pending_approval',
+        );
       }
       const changed: Approval[] = [];
       for (const a of pending) {
@@ -140,7 +162,15 @@ export class ApprovalService {
             d.by,
           ]);
         }
-        await appendAudit(tx, { actor: d.by, tenantId, action: 'task.approval.decided', target: `task:${taskId}`, decision: d.decision, detail: { approvalId: a.id, tool: a.tool, comment: d.comment }, requestId: d.requestId ?? null });
+        await appendAudit(tx, {
+          actor: d.by,
+          tenantId,
+          action: 'task.approval.decided',
+          target: `task:${taskId}`,
+          decision: d.decision,
+          detail: { approvalId: a.id, tool: a.tool, comment: d.comment },
+          requestId: d.requestId ?? null,
+        });
         if (r.rows[0]) changed.push(toApproval(r.rows[0]));
       }
       return { changed, answer: changed };
@@ -148,17 +178,40 @@ export class ApprovalService {
     for (const a of decided.changed) {
       await sendToWorkflow(taskId, approvalTopic(a.id), { decision: d.decision, by: d.by, comment: d.comment } satisfies ApprovalDecision, approvalTopic(a.id));
       for (const fn of this.#decided) fn(tenantId, taskId, a, d.decision);
-      void this.webhooks.deliver(tenantId, { type: 'approval.decided', taskId, approvalId: a.id, tool: a.tool, decision: d.decision, decidedBy: d.by, comment: d.comment });
+      void this.webhooks.deliver(tenantId, {
+        type: 'approval.decided',
+        taskId,
+        approvalId: a.id,
+        tool: a.tool,
+        decision: d.decision,
+        decidedBy: d.by,
+        comment: d.comment,
+      });
     }
     return decided.answer;
   }
 
   /** Marks an unanswered approval expired (the workflow's recv timed out). */
   async expire(q: Queryable, tenantId: string, approvalId: string): Promise<void> {
-    const r = await q.query<Row>(`UPDATE task_approvals SET status = 'expired', decided_at = now(), decided_by = 'system' WHERE tenant_id = $1 AND id = $2 AND status = 'pending' RETURNING *`, [tenantId, approvalId]);
+    const r = await q.query<Row>(
+      `UPDATE task_approvals SET status = 'expired', decided_at = now(), decided_by = 'system' WHERE tenant_id = $1 AND id = $2 AND status = 'pending' RETURNING *`,
+      [tenantId, approvalId],
+    );
     const a = r.rows[0];
-    if (a?.tool_approval_id) await q.query(`UPDATE tool_approvals SET status = 'expired', decided_at = now(), decided_by = 'system' WHERE tenant_id = $1 AND id = $2 AND status = 'pending'`, [tenantId, a.tool_approval_id]);
-    if (a) await appendAudit(q, { actor: 'system', tenantId, action: 'task.approval.decided', target: `task:${a.task_id}`, decision: 'expired', detail: { approvalId } });
+    if (a?.tool_approval_id)
+      await q.query(
+        `UPDATE tool_approvals SET status = 'expired', decided_at = now(), decided_by = 'system' WHERE tenant_id = $1 AND id = $2 AND status = 'pending'`,
+        [tenantId, a.tool_approval_id],
+      );
+    if (a)
+      await appendAudit(q, {
+        actor: 'system',
+        tenantId,
+        action: 'task.approval.decided',
+        target: `task:${a.task_id}`,
+        decision: 'expired',
+        detail: { approvalId },
+      });
     if (a) for (const fn of this.#decided) fn(tenantId, a.task_id, toApproval(a), 'expired');
   }
 }

@@ -26,7 +26,11 @@ const Child = z
   })
   .refine((c) => c.capability !== undefined || c.agent !== undefined, 'name a capability or an agent');
 const Request = z
-  .strictObject({ tasks: z.array(Child).min(1).max(MAX_CHILDREN), policy: z.enum(SWARM_POLICIES).optional(), quorum: z.number().int().min(1).max(MAX_CHILDREN).optional() })
+  .strictObject({
+    tasks: z.array(Child).min(1).max(MAX_CHILDREN),
+    policy: z.enum(SWARM_POLICIES).optional(),
+    quorum: z.number().int().min(1).max(MAX_CHILDREN).optional(),
+  })
   .refine((r) => (r.policy === 'quorum') === (r.quorum !== undefined), { message: 'give quorum exactly when the policy is quorum', path: ['quorum'] });
 export type DelegationRequest = z.infer<typeof Request>;
 
@@ -43,6 +47,7 @@ export function parseDelegation(output: string): { request?: DelegationRequest; 
     return { error: 'the clawplane-delegate block is not valid JSON', rest };
   }
   const p = Request.safeParse(json);
-  if (!p.success) return { error: `the clawplane-delegate block is invalid: ${p.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, rest };
+  if (!p.success)
+    return { error: `the clawplane-delegate block is invalid: ${p.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, rest };
   return { request: p.data, rest };
 }

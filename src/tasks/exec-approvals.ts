@@ -36,7 +36,13 @@ export class GatewayApprovalWatch {
   }
 
   /** Connects and completes the handshake; rejects when the gateway refuses or does not answer in time. */
-  static async connect(transport: GatewayTransport, token: string, matches: (sessionKey: string | null) => boolean, timeoutMs = 15_000, gateway?: string): Promise<GatewayApprovalWatch> {
+  static async connect(
+    transport: GatewayTransport,
+    token: string,
+    matches: (sessionKey: string | null) => boolean,
+    timeoutMs = 15_000,
+    gateway?: string,
+  ): Promise<GatewayApprovalWatch> {
     // A pool executor's turn runs on one gateway process of the sandbox: watch that one.
     const ws = gateway ? transport.websocket({ headers: { 'x-clawplane-executor': gateway } }) : transport.websocket();
     const w = new GatewayApprovalWatch(ws);
@@ -48,7 +54,10 @@ export class GatewayApprovalWatch {
       if (f.type === 'event' && f.event === 'connect.challenge') {
         // operator.admin: without it the gateway shows an approval only to the client that raised it (the
         // agent's own run), so it would find no approval route and deny at once.
-        w.#request('connect', backendConnectParams(token, ['operator.read', 'operator.approvals', 'operator.admin'], ['approvals', 'exec-approvals'])).then(() => ready.resolve(), (err: Error) => ready.reject(err));
+        w.#request('connect', backendConnectParams(token, ['operator.read', 'operator.approvals', 'operator.admin'], ['approvals', 'exec-approvals'])).then(
+          () => ready.resolve(),
+          (err: Error) => ready.reject(err),
+        );
         return;
       }
       if (f.type === 'res' && typeof f.id === 'string') {
@@ -64,7 +73,12 @@ export class GatewayApprovalWatch {
         const p = f.payload as { id?: unknown; request?: { command?: unknown; sessionKey?: unknown }; expiresAtMs?: unknown };
         const sessionKey = typeof p.request?.sessionKey === 'string' ? p.request.sessionKey : null;
         if (typeof p.id !== 'string' || !matches(sessionKey)) return;
-        w.onRequest({ id: p.id, command: typeof p.request?.command === 'string' ? p.request.command : '(unknown command)', sessionKey, expiresAtMs: typeof p.expiresAtMs === 'number' ? p.expiresAtMs : null });
+        w.onRequest({
+          id: p.id,
+          command: typeof p.request?.command === 'string' ? p.request.command : '(unknown command)',
+          sessionKey,
+          expiresAtMs: typeof p.expiresAtMs === 'number' ? p.expiresAtMs : null,
+        });
       }
     });
     ws.on('error', (err) => ready.reject(err));

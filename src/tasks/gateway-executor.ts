@@ -78,7 +78,12 @@ export function instanceWaker(o: { gate: GatewayGate; instances: InstanceService
           if (again) return again;
           throw err;
         });
-        if (pool.sandbox === 0) await o.instances.db.query('UPDATE executor_pools SET instance_id = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2', [tenantId, pool.poolId, inst.id]);
+        if (pool.sandbox === 0)
+          await o.instances.db.query('UPDATE executor_pools SET instance_id = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2', [
+            tenantId,
+            pool.poolId,
+            inst.id,
+          ]);
       }
     } else inst = risk === 'high' ? all.find((i) => i.name === HIGH_RISK_INSTANCE && i.desiredState !== 'destroyed') : pickStd(std);
     if (!inst) inst = await o.instances.deploy(tenantId, { name: risk === 'high' ? HIGH_RISK_INSTANCE : 'main' }, by);
@@ -94,7 +99,8 @@ export function instanceWaker(o: { gate: GatewayGate; instances: InstanceService
         const ready = own ? own.state === 'ready' : st.running && st.health?.ready;
         if (ready) return { instanceId: row.id, transport: await o.sandboxes.connect(row.sandbox), token: await o.instances.gatewayToken(row.id) };
       }
-      if (Date.now() - t0 > o.readyTimeoutMs) throw new UnavailableError(`Instance "${row.name}" did not become ready within ${o.readyTimeoutMs} ms (status ${row.status}: ${row.statusReason}).`);
+      if (Date.now() - t0 > o.readyTimeoutMs)
+        throw new UnavailableError(`Instance "${row.name}" did not become ready within ${o.readyTimeoutMs} ms (status ${row.status}: ${row.statusReason}).`);
       await sleep(500, signal);
     }
   };
@@ -155,16 +161,28 @@ export class GatewayExecutor implements TaskExecutor {
       waited = true;
       await new Promise((r) => setTimeout(r, TURN_LEASE_POLL_MS));
     }
-    const renew = setInterval(() => {
-      lease.claim('gateway.turn', instanceId).then(
-        (ok) => ok || this.#log.error({ instance_id: instanceId, task_id: taskId }, 'lost the turn lease of a gateway while a turn runs (this replica was silent past the expiry)'),
-        (err: unknown) => this.#log.warn({ instance_id: instanceId, err: (err as Error).message }, 'could not renew the turn lease; retrying'),
-      );
-    }, Math.max(100, Math.floor(this.#claims.ttlMs / 3)));
+    const renew = setInterval(
+      () => {
+        lease.claim('gateway.turn', instanceId).then(
+          (ok) =>
+            ok ||
+            this.#log.error(
+              { instance_id: instanceId, task_id: taskId },
+              'lost the turn lease of a gateway while a turn runs (this replica was silent past the expiry)',
+            ),
+          (err: unknown) => this.#log.warn({ instance_id: instanceId, err: (err as Error).message }, 'could not renew the turn lease; retrying'),
+        );
+      },
+      Math.max(100, Math.floor(this.#claims.ttlMs / 3)),
+    );
     renew.unref();
     return async () => {
       clearInterval(renew);
-      await lease.release('gateway.turn', instanceId).catch((err: unknown) => this.#log.warn({ instance_id: instanceId, err: (err as Error).message }, 'could not release the turn lease; it lapses after the expiry'));
+      await lease
+        .release('gateway.turn', instanceId)
+        .catch((err: unknown) =>
+          this.#log.warn({ instance_id: instanceId, err: (err as Error).message }, 'could not release the turn lease; it lapses after the expiry'),
+        );
     };
   }
 
@@ -177,7 +195,10 @@ export class GatewayExecutor implements TaskExecutor {
       ep = live.ep;
       await ctx.trace('gateway_ready', { instanceId: ep.instanceId, continuing: 'the turn held at an exec approval' });
     } else {
-      await ctx.trace('wake', { riskClass: turn.agent.riskClass, ...(turn.executor ? { pool: turn.executor.instanceName, gateway: turn.executor.gateway } : {}) });
+      await ctx.trace('wake', {
+        riskClass: turn.agent.riskClass,
+        ...(turn.executor ? { pool: turn.executor.instanceName, gateway: turn.executor.gateway } : {}),
+      });
       ep = await this.#wake(turn.tenantId, turn.agent.riskClass, ctx.signal, turn.executor);
       if (turn.executor) ep = { ...ep, gateway: turn.executor.gateway };
       await ctx.trace('gateway_ready', { instanceId: ep.instanceId, ...(ep.gateway ? { gateway: ep.gateway } : {}) });
@@ -199,7 +220,10 @@ export class GatewayExecutor implements TaskExecutor {
       const res = live ? await this.#continue(live, ctx) : await this.#start(ep, turn, ctx);
       // The broker wrote the turn's usage rows with the task (from the tag); flushed so the evaluation reads them.
       await this.#flushUsage();
-      const metered = await this.#db.query<{ n: number }>(`SELECT count(*)::int AS n FROM llm_usage WHERE tenant_id = $1 AND task_id = $2`, [turn.tenantId, turn.taskId]);
+      const metered = await this.#db.query<{ n: number }>(`SELECT count(*)::int AS n FROM llm_usage WHERE tenant_id = $1 AND task_id = $2`, [
+        turn.tenantId,
+        turn.taskId,
+      ]);
       await ctx.trace('metered', { usageRows: metered.rows[0]?.n ?? 0 });
       return res;
     } finally {
@@ -226,7 +250,18 @@ export class GatewayExecutor implements TaskExecutor {
       await ctx.trace('approvals_watch', { connected: false, error: (err as Error).message });
     }
     const abort = new AbortController();
-    const h: Inflight = { ep, taskId: turn.taskId, watch, abort, requests: [], waiters: new Set(), done: false, output: undefined, error: undefined, turn: Promise.resolve('') };
+    const h: Inflight = {
+      ep,
+      taskId: turn.taskId,
+      watch,
+      abort,
+      requests: [],
+      waiters: new Set(),
+      done: false,
+      output: undefined,
+      error: undefined,
+      turn: Promise.resolve(''),
+    };
     if (watch) {
       watch.onRequest = (r) => {
         h.requests.push({ ...r, resolved: false });
@@ -234,15 +269,17 @@ export class GatewayExecutor implements TaskExecutor {
       };
     }
     h.turn = this.#turn(ep, turn, ctx, abort.signal);
-    void h.turn.then(
-      (out) => (h.output = out),
-      (err: unknown) => (h.error = err instanceof Error ? err : new Error(String(err))),
-    ).finally(() => {
-      h.done = true;
-      // Not close(): a resolve sent by #continue may be answered only after the turn it released ended.
-      watch?.closeWhenSettled();
-      for (const w of h.waiters) w();
-    });
+    void h.turn
+      .then(
+        (out) => (h.output = out),
+        (err: unknown) => (h.error = err instanceof Error ? err : new Error(String(err))),
+      )
+      .finally(() => {
+        h.done = true;
+        // Not close(): a resolve sent by #continue may be answered only after the turn it released ended.
+        watch?.closeWhenSettled();
+        for (const w of h.waiters) w();
+      });
     this.#inflight.set(turn.taskId, h);
     return this.#await(turn.taskId, h, ctx);
   }
@@ -337,45 +374,45 @@ export class GatewayExecutor implements TaskExecutor {
       else signal.addEventListener('abort', onAbort, { once: true });
       req.on('close', () => signal.removeEventListener('abort', onAbort));
       req.on('response', (res) => {
-          if ((res.statusCode ?? 0) !== 200) {
-            const err: Buffer[] = [];
-            res.on('data', (c: Buffer) => err.push(c));
-            res.on('end', () => reject(new Error(`the gateway answered ${res.statusCode}: ${Buffer.concat(err).toString('utf8').slice(0, 300)}`)));
-            return;
-          }
-          pending = pending.then(() => ctx.trace('stream_started', { status: res.statusCode }));
-          let buf = '';
-          res.setEncoding('utf8');
-          res.on('data', (c: string) => {
-            buf += c;
-            let i: number;
-            while ((i = buf.indexOf('\n\n')) >= 0) {
-              const evt = buf.slice(0, i);
-              buf = buf.slice(i + 2);
-              for (const line of evt.split('\n')) {
-                if (!line.startsWith('data:')) continue;
-                const data = line.slice(5).trim();
-                if (data === '[DONE]') continue;
-                try {
-                  const j = JSON.parse(data) as { choices?: { delta?: { content?: string } }[] };
-                  const d = j.choices?.[0]?.delta?.content;
-                  if (d) {
-                    text += d;
-                    chunks++;
-                    // Progress into the trace, coalesced: the first chunk and then every 20th.
-                    if (chunks === 1 || chunks % 20 === 0) pending = pending.then(() => ctx.trace('stream_progress', { chunks, chars: text.length }));
-                  }
-                } catch {
-                  this.#log.debug({ task_id: turn.taskId }, 'ignored a non-JSON stream line from the gateway');
+        if ((res.statusCode ?? 0) !== 200) {
+          const err: Buffer[] = [];
+          res.on('data', (c: Buffer) => err.push(c));
+          res.on('end', () => reject(new Error(`the gateway answered ${res.statusCode}: ${Buffer.concat(err).toString('utf8').slice(0, 300)}`)));
+          return;
+        }
+        pending = pending.then(() => ctx.trace('stream_started', { status: res.statusCode }));
+        let buf = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => {
+          buf += c;
+          let i: number;
+          while ((i = buf.indexOf('\n\n')) >= 0) {
+            const evt = buf.slice(0, i);
+            buf = buf.slice(i + 2);
+            for (const line of evt.split('\n')) {
+              if (!line.startsWith('data:')) continue;
+              const data = line.slice(5).trim();
+              if (data === '[DONE]') continue;
+              try {
+                const j = JSON.parse(data) as { choices?: { delta?: { content?: string } }[] };
+                const d = j.choices?.[0]?.delta?.content;
+                if (d) {
+                  text += d;
+                  chunks++;
+                  // Progress into the trace, coalesced: the first chunk and then every 20th.
+                  if (chunks === 1 || chunks % 20 === 0) pending = pending.then(() => ctx.trace('stream_progress', { chunks, chars: text.length }));
                 }
+              } catch {
+                this.#log.debug({ task_id: turn.taskId }, 'ignored a non-JSON stream line from the gateway');
               }
             }
-          });
-          res.on('end', () => {
-            pending = pending.then(() => ctx.trace('stream_done', { chunks, chars: text.length }));
-            pending.then(() => resolve(text), reject);
-          });
-          res.on('error', reject);
+          }
+        });
+        res.on('end', () => {
+          pending = pending.then(() => ctx.trace('stream_done', { chunks, chars: text.length }));
+          pending.then(() => resolve(text), reject);
+        });
+        res.on('error', reject);
       });
       req.setTimeout(0);
       req.on('error', reject);

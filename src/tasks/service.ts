@@ -18,15 +18,27 @@ const partitionOf = (queue: string, t: { tenantId: string; shard: number | null 
 
 /** Enqueues a new root task's workflow on its tenant's (or its pool shard's) partition (idempotent: workflow id = task id). */
 export async function enqueueTask(task: Pick<Task, 'id' | 'tenantId' | 'priority' | 'shard'>, queue: string): Promise<void> {
-  await enqueueWorkflow(taskWorkflow, task.id, { queue, partitionKey: partitionOf(queue, task), priority: DBOS_PRIORITY[task.priority] }, { tenantId: task.tenantId, taskId: task.id, depth: 0, chainDeadlineMs: null });
+  await enqueueWorkflow(
+    taskWorkflow,
+    task.id,
+    { queue, partitionKey: partitionOf(queue, task), priority: DBOS_PRIORITY[task.priority] },
+    { tenantId: task.tenantId, taskId: task.id, depth: 0, chainDeadlineMs: null },
+  );
 }
 
 export const taskInput = z
   .strictObject({
     agent: z.string().min(1).max(64).optional().describe('Agent name or id; otherwise dispatch picks by capability'),
-    agentType: z.enum(AGENT_TYPES).optional().describe("The agent type to run it (routes it to that type's executor pool); default: the named or matching agent's"),
+    agentType: z
+      .enum(AGENT_TYPES)
+      .optional()
+      .describe("The agent type to run it (routes it to that type's executor pool); default: the named or matching agent's"),
     shardKey: z.string().min(1).max(200).optional().describe("Picks the pool shard (the same key, the same shard); default: the task's id"),
-    capability: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/).optional().describe('What the task needs, e.g. "summarise"'),
+    capability: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/)
+      .optional()
+      .describe('What the task needs, e.g. "summarise"'),
     input: z.string().min(1).max(20_000),
     priority: z.enum(PRIORITIES).default('normal'),
     parentId: z.uuid().optional().describe('A task of this tenant this one belongs to'),
@@ -53,7 +65,15 @@ export class TaskService {
   readonly #pools: PoolService;
   readonly #swarms: SwarmRuleService | undefined;
 
-  constructor(o: { db: Db; store: TaskStore; agents: AgentService; approvals: ApprovalService; queues: TaskQueues; pools: PoolService; swarms?: SwarmRuleService }) {
+  constructor(o: {
+    db: Db;
+    store: TaskStore;
+    agents: AgentService;
+    approvals: ApprovalService;
+    queues: TaskQueues;
+    pools: PoolService;
+    swarms?: SwarmRuleService;
+  }) {
     this.#swarms = o.swarms;
     this.#db = o.db;
     this.store = o.store;
@@ -74,7 +94,9 @@ export class TaskService {
         throw err;
       });
       if (named && input.agentType && named.agentType !== input.agentType) {
-        throw new ValidationError(`Agent "${named.name}" is of type ${named.agentType}, not ${input.agentType}.`, [{ path: 'agentType', message: `agent "${named.name}" is of type ${named.agentType}` }]);
+        throw new ValidationError(`Agent "${named.name}" is of type ${named.agentType}, not ${input.agentType}.`, [
+          { path: 'agentType', message: `agent "${named.name}" is of type ${named.agentType}` },
+        ]);
       }
       return input.agentType ?? named?.agentType ?? null;
     }
@@ -94,7 +116,11 @@ export class TaskService {
    * Creates a task's row without enqueueing its workflow (a DBOS step may not start workflows: the calling
    * workflow enqueues it with `enqueueTask`; housekeeping enqueues a row left without one).
    */
-  async insert(tenantId: string, raw: TaskInput, by: Audited & { idempotencyKey?: string | undefined }): Promise<{ task: Task; created: boolean; queue: string }> {
+  async insert(
+    tenantId: string,
+    raw: TaskInput,
+    by: Audited & { idempotencyKey?: string | undefined },
+  ): Promise<{ task: Task; created: boolean; queue: string }> {
     const input = taskInput.parse(raw);
     const key = by.idempotencyKey ?? null;
     if (key !== null) {
@@ -104,12 +130,16 @@ export class TaskService {
     const q = await this.#db.query<{ max_concurrent_tasks: number; slug: string }>('SELECT max_concurrent_tasks, slug FROM tenants WHERE id = $1', [tenantId]);
     const tenant = q.rows[0];
     if (!tenant) throw new NotFoundError('Tenant');
-    if (tenant.max_concurrent_tasks < 1) throw new QuotaExceededError(`Tenant "${tenant.slug}" may run no tasks (quota maxConcurrentTasks is 0): ask a platform admin to raise it.`);
+    if (tenant.max_concurrent_tasks < 1)
+      throw new QuotaExceededError(`Tenant "${tenant.slug}" may run no tasks (quota maxConcurrentTasks is 0): ask a platform admin to raise it.`);
     const id = randomUUID();
     // A capability the tenant decomposes (a swarm rule) makes it a swarm: its children are routed, not it.
-    const swarm = !input.agent && !input.agentType && input.capability && this.#swarms ? await this.#swarms.forCapability(this.#db, tenantId, input.capability) : undefined;
+    const swarm =
+      !input.agent && !input.agentType && input.capability && this.#swarms ? await this.#swarms.forCapability(this.#db, tenantId, input.capability) : undefined;
     // Its pool and shard (a draining pool refuses it here); pooled tasks wait on their pool's queue.
-    const route = swarm ? { agentType: null, pool: null, shard: null, shardKey: input.shardKey ?? null } : await this.#pools.route(this.#db, tenantId, { agentType: await this.#agentType(tenantId, input), shardKey: input.shardKey ?? null, taskId: id });
+    const route = swarm
+      ? { agentType: null, pool: null, shard: null, shardKey: input.shardKey ?? null }
+      : await this.#pools.route(this.#db, tenantId, { agentType: await this.#agentType(tenantId, input), shardKey: input.shardKey ?? null, taskId: id });
     const queue = route.pool ? await this.#queues.poolQueue(route.pool.id, route.pool.perShard) : await this.#queues.queue(tenant.max_concurrent_tasks);
     let task: Task;
     try {
@@ -122,9 +152,45 @@ export class TaskService {
           });
           rootId = parent.rootId;
         }
-        const t = await this.store.insert(tx, { id, tenantId, parentId: input.parentId ?? null, rootId, requestedAgent: input.agent ?? null, capability: input.capability ?? null, input: input.input, priority: input.priority, idempotencyKey: key, createdBy: by.actor, queueName: queue, agentType: route.agentType, poolId: route.pool?.id ?? null, shard: route.shard, shardKey: route.shardKey, swarmRuleId: swarm?.id ?? null });
-        await this.store.event(tx, tenantId, id, 'create', 'completed', { queue, priority: input.priority, ...(route.pool ? { poolId: route.pool.id, shard: route.shard } : {}), ...(swarm ? { swarmRule: swarm.name } : {}) });
-        await appendAudit(tx, { actor: by.actor, tenantId, action: 'task.create', target: `task:${id}`, decision: 'success', detail: { agent: input.agent ?? null, capability: input.capability ?? null, priority: input.priority, parentId: input.parentId ?? null, idempotencyKey: key }, requestId: by.requestId ?? null });
+        const t = await this.store.insert(tx, {
+          id,
+          tenantId,
+          parentId: input.parentId ?? null,
+          rootId,
+          requestedAgent: input.agent ?? null,
+          capability: input.capability ?? null,
+          input: input.input,
+          priority: input.priority,
+          idempotencyKey: key,
+          createdBy: by.actor,
+          queueName: queue,
+          agentType: route.agentType,
+          poolId: route.pool?.id ?? null,
+          shard: route.shard,
+          shardKey: route.shardKey,
+          swarmRuleId: swarm?.id ?? null,
+        });
+        await this.store.event(tx, tenantId, id, 'create', 'completed', {
+          queue,
+          priority: input.priority,
+          ...(route.pool ? { poolId: route.pool.id, shard: route.shard } : {}),
+          ...(swarm ? { swarmRule: swarm.name } : {}),
+        });
+        await appendAudit(tx, {
+          actor: by.actor,
+          tenantId,
+          action: 'task.create',
+          target: `task:${id}`,
+          decision: 'success',
+          detail: {
+            agent: input.agent ?? null,
+            capability: input.capability ?? null,
+            priority: input.priority,
+            parentId: input.parentId ?? null,
+            idempotencyKey: key,
+          },
+          requestId: by.requestId ?? null,
+        });
         return t;
       });
     } catch (err) {
@@ -173,9 +239,20 @@ export class TaskService {
     return this.approvals.forTask(tenantId, id);
   }
 
-  async decide(tenantId: string, id: string, decision: 'approved' | 'rejected', opts: Audited & { comment?: string | undefined; approvalId?: string | undefined }): Promise<{ task: Task; approvals: Approval[] }> {
+  async decide(
+    tenantId: string,
+    id: string,
+    decision: 'approved' | 'rejected',
+    opts: Audited & { comment?: string | undefined; approvalId?: string | undefined },
+  ): Promise<{ task: Task; approvals: Approval[] }> {
     await this.store.get(tenantId, id);
-    const approvals = await this.approvals.decide(tenantId, id, { decision, by: opts.actor, comment: opts.comment ?? null, approvalId: opts.approvalId, requestId: opts.requestId });
+    const approvals = await this.approvals.decide(tenantId, id, {
+      decision,
+      by: opts.actor,
+      comment: opts.comment ?? null,
+      approvalId: opts.approvalId,
+      requestId: opts.requestId,
+    });
     return { task: await this.store.get(tenantId, id), approvals };
   }
 
@@ -193,10 +270,22 @@ export class TaskService {
         [tenantId, id],
       );
       for (const r of ids.rows) {
-        if (await this.store.setStatus(tx, tenantId, r.id, 'cancelled', reason)) await this.store.event(tx, tenantId, r.id, 'finish', 'cancelled', { by: by.actor });
+        if (await this.store.setStatus(tx, tenantId, r.id, 'cancelled', reason))
+          await this.store.event(tx, tenantId, r.id, 'finish', 'cancelled', { by: by.actor });
       }
-      await tx.query(`UPDATE task_approvals SET status = 'expired', decided_at = now(), decided_by = $3 WHERE tenant_id = $1 AND task_id = $2 AND status = 'pending'`, [tenantId, id, by.actor]);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'task.cancel', target: `task:${id}`, decision: 'success', detail: { reason: by.reason ?? null, tasks: ids.rows.length }, requestId: by.requestId ?? null });
+      await tx.query(
+        `UPDATE task_approvals SET status = 'expired', decided_at = now(), decided_by = $3 WHERE tenant_id = $1 AND task_id = $2 AND status = 'pending'`,
+        [tenantId, id, by.actor],
+      );
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'task.cancel',
+        target: `task:${id}`,
+        decision: 'success',
+        detail: { reason: by.reason ?? null, tasks: ids.rows.length },
+        requestId: by.requestId ?? null,
+      });
     });
     await cancelWorkflow(id);
     return this.store.get(tenantId, id);

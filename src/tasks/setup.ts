@@ -128,7 +128,18 @@ export function createTaskServices(o: {
   approvals.onDecided((_tenant, taskId, a, decision) => {
     if (a.kind === 'exec') void executor.decided(taskId, decision);
   });
-  const steps = new TaskSteps({ db: o.db, store, agents, approvals, settings: o.settings, log, executor, flushUsage: o.flushUsage, ...(o.recall ? { recall: o.recall } : {}), pools: { pools, claims: executorClaims, owner: claims.id.owner } });
+  const steps = new TaskSteps({
+    db: o.db,
+    store,
+    agents,
+    approvals,
+    settings: o.settings,
+    log,
+    executor,
+    flushUsage: o.flushUsage,
+    ...(o.recall ? { recall: o.recall } : {}),
+    pools: { pools, claims: executorClaims, owner: claims.id.owner },
+  });
   const swarms = new SwarmRuleService(o.db);
   const tasks = new TaskService({ db: o.db, store, agents, approvals, queues, pools, swarms });
   registerQueueDepthGauge(o.registry, o.db);
@@ -138,7 +149,13 @@ export function createTaskServices(o: {
     db: o.db,
     log: o.log.child({ component: 'pools' }),
     intervalMs: o.settings.poolScaleIntervalMs,
-    ...(events ? { publish: async (tx: Queryable, ids: string[]) => { for (const instanceId of ids) await events.publish(tx, 'instance.changed', { instanceId }); } } : {}),
+    ...(events
+      ? {
+          publish: async (tx: Queryable, ids: string[]) => {
+            for (const instanceId of ids) await events.publish(tx, 'instance.changed', { instanceId });
+          },
+        }
+      : {}),
     // A sandbox left with no executor stops (the next claim of one of its executors starts it again).
     onScaled: async (boxes) => {
       for (const b of boxes.filter((x) => x.active === 0)) {

@@ -28,7 +28,12 @@ export interface TaskRunArgs {
 }
 
 /** Finds the memories a task starts with (its agent's best matches of the input). */
-export type RecallFn = (tenantId: string, agentId: string, text: string, ctx: { actor: string; agent: string; taskId: string | null }) => Promise<{ id: number; content: string }[]>;
+export type RecallFn = (
+  tenantId: string,
+  agentId: string,
+  text: string,
+  ctx: { actor: string; agent: string; taskId: string | null },
+) => Promise<{ id: number; content: string }[]>;
 
 /** What dispatch found: the agent, the task's input and capability, and the memories it recalled. */
 export interface Dispatched {
@@ -95,7 +100,18 @@ export class TaskSteps {
   readonly #recall: RecallFn;
   readonly pools: PoolDispatch | undefined;
 
-  constructor(o: { db: Db; store: TaskStore; agents: AgentService; approvals: ApprovalService; settings: TaskSettings; log: Logger; executor: TaskExecutor; flushUsage: () => Promise<void>; recall?: RecallFn; pools?: PoolDispatch }) {
+  constructor(o: {
+    db: Db;
+    store: TaskStore;
+    agents: AgentService;
+    approvals: ApprovalService;
+    settings: TaskSettings;
+    log: Logger;
+    executor: TaskExecutor;
+    flushUsage: () => Promise<void>;
+    recall?: RecallFn;
+    pools?: PoolDispatch;
+  }) {
     this.pools = o.pools;
     this.db = o.db;
     this.store = o.store;
@@ -120,13 +136,20 @@ export class TaskSteps {
     const t = await this.store.get(a.tenantId, a.taskId);
     if (t.swarmRuleId) {
       // A swarm: no agent of its own; its rule (read now, so the run keeps it even if the rule changes) decomposes it.
-      const r = await this.db.query<{ id: string; name: string; steps: SwarmStep[]; policy: SwarmPolicy; quorum: number | null }>('SELECT id, name, steps, policy, quorum FROM swarm_rules WHERE tenant_id = $1 AND id = $2', [a.tenantId, t.swarmRuleId]);
+      const r = await this.db.query<{ id: string; name: string; steps: SwarmStep[]; policy: SwarmPolicy; quorum: number | null }>(
+        'SELECT id, name, steps, policy, quorum FROM swarm_rules WHERE tenant_id = $1 AND id = $2',
+        [a.tenantId, t.swarmRuleId],
+      );
       const rule = r.rows[0];
       if (!rule) return { error: 'its swarm rule was removed before it started' };
       await this.db.tx(async (tx) => {
         if (await this.#dispatchedBefore(tx, a)) return;
         await this.store.setStatus(tx, a.tenantId, a.taskId, 'dispatched', `swarm rule ${rule.name}`, { dispatched_at: new Date() });
-        await this.store.event(tx, a.tenantId, a.taskId, 'dispatch', 'completed', { swarmRule: rule.name, policy: rule.policy, ...(rule.quorum ? { quorum: rule.quorum } : {}) });
+        await this.store.event(tx, a.tenantId, a.taskId, 'dispatch', 'completed', {
+          swarmRule: rule.name,
+          policy: rule.policy,
+          ...(rule.quorum ? { quorum: rule.quorum } : {}),
+        });
       });
       return { swarm: { ...rule, input: t.input, shardKey: t.shardKey }, startedAt: Date.now() };
     }
@@ -162,8 +185,20 @@ export class TaskSteps {
     const memories = await this.#recall(a.tenantId, pick.agent.id, t.input, { actor: `task:${a.taskId}`, agent: pick.agent.name, taskId: a.taskId });
     await this.db.tx(async (tx) => {
       if (await this.#dispatchedBefore(tx, a)) return;
-      await this.store.setStatus(tx, a.tenantId, a.taskId, 'dispatched', `agent ${pick.agent.name}: ${pick.reason}`, { agent_id: pick.agent.id, dispatched_at: new Date(), ...routed });
-      await this.store.event(tx, a.tenantId, a.taskId, 'dispatch', 'completed', { agentId: pick.agent.id, agent: pick.agent.name, agentType: pick.agent.agentType, riskClass: pick.agent.riskClass, reason: pick.reason, executor: this.executor.name, ...(pool ? { poolId: pool.poolId, shard: pool.shard } : {}) });
+      await this.store.setStatus(tx, a.tenantId, a.taskId, 'dispatched', `agent ${pick.agent.name}: ${pick.reason}`, {
+        agent_id: pick.agent.id,
+        dispatched_at: new Date(),
+        ...routed,
+      });
+      await this.store.event(tx, a.tenantId, a.taskId, 'dispatch', 'completed', {
+        agentId: pick.agent.id,
+        agent: pick.agent.name,
+        agentType: pick.agent.agentType,
+        riskClass: pick.agent.riskClass,
+        reason: pick.reason,
+        executor: this.executor.name,
+        ...(pool ? { poolId: pool.poolId, shard: pool.shard } : {}),
+      });
       await this.store.event(tx, a.tenantId, a.taskId, 'recall', 'completed', { memories: memories.length, ids: memories.map((x) => x.id) });
     });
     return { agent: pick.agent, input: t.input, capability: t.capability, memories: memories.map((x) => x.content), startedAt: Date.now(), pool };
@@ -210,7 +245,13 @@ export class TaskSteps {
     }
     await this.db.tx(async (tx) => {
       await tx.query('UPDATE tasks SET executor_id = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2', [a.tenantId, a.taskId, claim.id]);
-      await this.store.event(tx, a.tenantId, a.taskId, 'dispatch', 'executor', { executorId: claim.id, poolId: claim.poolId, shard: claim.shard, slot: claim.slot, gateway: claim.gateway });
+      await this.store.event(tx, a.tenantId, a.taskId, 'dispatch', 'executor', {
+        executorId: claim.id,
+        poolId: claim.poolId,
+        shard: claim.shard,
+        slot: claim.slot,
+        gateway: claim.gateway,
+      });
     });
     return { claim, waitedMs: Date.now() - t0 };
   }
@@ -220,14 +261,17 @@ export class TaskSteps {
     // The executor stays this task's while the turn runs (the lease renewed; released after, whatever happens).
     const p = this.pools;
     if (!p) throw new Error('executor pools are not configured in this process');
-    if (!(await p.claims.renew(executor, a.taskId))) throw new Error(`lost executor ${executor.gateway} of shard ${executor.shard} before the turn (its lease lapsed); claiming again`);
+    if (!(await p.claims.renew(executor, a.taskId)))
+      throw new Error(`lost executor ${executor.gateway} of shard ${executor.shard} before the turn (its lease lapsed); claiming again`);
     const renew = setInterval(() => void p.claims.renew(executor, a.taskId).catch(() => undefined), Math.max(100, Math.floor(p.claims.ttlMs / 3)));
     renew.unref();
     try {
       return await this.#execute(a, agent, input, prompt, turn, attempt, executor);
     } finally {
       clearInterval(renew);
-      await p.claims.release(executor, a.taskId).catch((err: unknown) => this.log.warn({ task_id: a.taskId, err: (err as Error).message }, 'could not release a pool executor; its lease lapses'));
+      await p.claims
+        .release(executor, a.taskId)
+        .catch((err: unknown) => this.log.warn({ task_id: a.taskId, err: (err as Error).message }, 'could not release a pool executor; its lease lapses'));
     }
   }
 
@@ -258,7 +302,13 @@ export class TaskSteps {
    * same transaction: output, tokens and cost from the broker's usage rows, a confidence score, the
    * agent's skill outcome, a memory, and (without delegation) the task's completion.
    */
-  async settle(a: TaskRunArgs, d: Dispatched, turn: { turn: number; attempt: number; result: TurnResult }, attempts: number, canDelegate: boolean): Promise<{ park: Parked[] } | { evaluated: Evaluation }> {
+  async settle(
+    a: TaskRunArgs,
+    d: Dispatched,
+    turn: { turn: number; attempt: number; result: TurnResult },
+    attempts: number,
+    canDelegate: boolean,
+  ): Promise<{ park: Parked[] } | { evaluated: Evaluation }> {
     await this.flushUsage();
     const { output, approvals: seen } = turn.result;
     const parsed = parseDelegation(output);
@@ -280,7 +330,12 @@ export class TaskSteps {
         ).rowCount ?? 0) > 0;
       if (!again) {
         await this.store.message(tx, a.tenantId, a.taskId, 'assistant', output);
-        await this.store.event(tx, a.tenantId, a.taskId, 'execute', 'completed', { turn: turn.turn, attempt: turn.attempt, outputChars: output.length, approvalsSeen: seen?.length ?? 0 });
+        await this.store.event(tx, a.tenantId, a.taskId, 'execute', 'completed', {
+          turn: turn.turn,
+          attempt: turn.attempt,
+          outputChars: output.length,
+          approvalsSeen: seen?.length ?? 0,
+        });
       }
       const c = await this.approvals.collect(tx, a.tenantId, a.taskId, this.settings.approvalTtlSeconds, seen);
       // Approvals already decided but not yet acted on by this workflow (no "approved" trace names them)
@@ -301,28 +356,47 @@ export class TaskSteps {
       ];
       if (park.length > 0) {
         if (c.pending.length > 0) {
-          await this.store.setStatus(tx, a.tenantId, a.taskId, 'waiting_approval', `waiting for a person to approve ${c.pending.map((p) => p.tool).join(', ')}`);
+          await this.store.setStatus(
+            tx,
+            a.tenantId,
+            a.taskId,
+            'waiting_approval',
+            `waiting for a person to approve ${c.pending.map((p) => p.tool).join(', ')}`,
+          );
           // Only for approvals this run created: when the process died after this transaction committed but
           // before DBOS recorded the step, the step runs again and finds them already there (no second
           // "requested" in the trace; found by test/tasks-restart.test.ts in CI).
-          if (c.created.length > 0) await this.store.event(tx, a.tenantId, a.taskId, 'approval', 'requested', { approvals: c.created.map((p) => ({ id: p.id, tool: p.tool, expiresAt: p.expiresAt })) });
+          if (c.created.length > 0)
+            await this.store.event(tx, a.tenantId, a.taskId, 'approval', 'requested', {
+              approvals: c.created.map((p) => ({ id: p.id, tool: p.tool, expiresAt: p.expiresAt })),
+            });
         }
         return { park, created: c.created };
       }
       if (again) return { evaluated: { output: text, delegation, confidence } };
       const u = await this.store.usage(tx, a.tenantId, a.taskId);
-      await tx.query('UPDATE tasks SET output = $3, confidence = $4, input_tokens = $5, output_tokens = $6, cost_usd = $7, updated_at = now() WHERE tenant_id = $1 AND id = $2', [
-        a.tenantId,
-        a.taskId,
-        text,
-        confidence,
-        u.inputTokens,
-        u.outputTokens,
-        u.costUsd,
-      ]);
+      await tx.query(
+        'UPDATE tasks SET output = $3, confidence = $4, input_tokens = $5, output_tokens = $6, cost_usd = $7, updated_at = now() WHERE tenant_id = $1 AND id = $2',
+        [a.tenantId, a.taskId, text, confidence, u.inputTokens, u.outputTokens, u.costUsd],
+      );
       await this.agents.recordOutcome(tx, a.tenantId, d.agent.id, skill, text.length > 0);
-      await remember(tx, { tenantId: a.tenantId, agentId: d.agent.id, taskId: a.taskId, content: `Task: ${d.input.slice(0, 500)}\nResult: ${text.slice(0, 1500)}`, importance: confidence * 0.8 });
-      await this.store.event(tx, a.tenantId, a.taskId, 'evaluate', 'completed', { confidence, skill, inputTokens: u.inputTokens, outputTokens: u.outputTokens, costUsd: u.costUsd, modelCalls: u.calls, ...(parsed.error ? { delegationError: parsed.error } : {}), ...(parsed.request && !canDelegate ? { delegationRefused: 'maximum depth reached' } : {}) });
+      await remember(tx, {
+        tenantId: a.tenantId,
+        agentId: d.agent.id,
+        taskId: a.taskId,
+        content: `Task: ${d.input.slice(0, 500)}\nResult: ${text.slice(0, 1500)}`,
+        importance: confidence * 0.8,
+      });
+      await this.store.event(tx, a.tenantId, a.taskId, 'evaluate', 'completed', {
+        confidence,
+        skill,
+        inputTokens: u.inputTokens,
+        outputTokens: u.outputTokens,
+        costUsd: u.costUsd,
+        modelCalls: u.calls,
+        ...(parsed.error ? { delegationError: parsed.error } : {}),
+        ...(parsed.request && !canDelegate ? { delegationRefused: 'maximum depth reached' } : {}),
+      });
       if (!delegation) {
         await this.store.setStatus(tx, a.tenantId, a.taskId, 'completed', 'done');
         await this.store.event(tx, a.tenantId, a.taskId, 'finish', 'completed', {});
@@ -330,12 +404,24 @@ export class TaskSteps {
       return { evaluated: { output: text, delegation, confidence } };
     });
     if ('evaluated' in r) return r;
-    for (const p of r.created) void this.approvals.webhooks.deliver(a.tenantId, { type: 'approval.requested', taskId: a.taskId, approvalId: p.id, kind: p.kind, tool: p.tool, summary: p.summary, expiresAt: p.expiresAt });
+    for (const p of r.created)
+      void this.approvals.webhooks.deliver(a.tenantId, {
+        type: 'approval.requested',
+        taskId: a.taskId,
+        approvalId: p.id,
+        kind: p.kind,
+        tool: p.tool,
+        summary: p.summary,
+        expiresAt: p.expiresAt,
+      });
     return { park: r.park };
   }
 
   async approvalState(a: TaskRunArgs, approvalId: string): Promise<{ status: Approval['status']; by: string | null; comment: string | null }> {
-    const r = await this.db.query<{ status: Approval['status']; decided_by: string | null; comment: string | null }>('SELECT status, decided_by, comment FROM task_approvals WHERE tenant_id = $1 AND id = $2', [a.tenantId, approvalId]);
+    const r = await this.db.query<{ status: Approval['status']; decided_by: string | null; comment: string | null }>(
+      'SELECT status, decided_by, comment FROM task_approvals WHERE tenant_id = $1 AND id = $2',
+      [a.tenantId, approvalId],
+    );
     const row = r.rows[0];
     return { status: row?.status ?? 'expired', by: row?.decided_by ?? null, comment: row?.comment ?? null };
   }
@@ -359,11 +445,31 @@ export class TaskSteps {
       for (const st of plan.steps) {
         const id = randomUUID();
         const input = st.input ? st.input.replaceAll('{{input}}', plan.input) : plan.input;
-        await this.store.insert(tx, { id, tenantId: a.tenantId, parentId: a.taskId, rootId: parent.rootId, requestedAgent: null, capability: st.capability, input, priority: parent.priority, idempotencyKey: null, createdBy: `task:${a.taskId}`, queueName: null, agentType: st.agentType, shardKey: plan.shardKey });
+        await this.store.insert(tx, {
+          id,
+          tenantId: a.tenantId,
+          parentId: a.taskId,
+          rootId: parent.rootId,
+          requestedAgent: null,
+          capability: st.capability,
+          input,
+          priority: parent.priority,
+          idempotencyKey: null,
+          createdBy: `task:${a.taskId}`,
+          queueName: null,
+          agentType: st.agentType,
+          shardKey: plan.shardKey,
+        });
         await this.store.event(tx, a.tenantId, id, 'create', 'completed', { parentId: a.taskId, swarmRule: plan.name, agentType: st.agentType });
         children.push({ id, agentType: st.agentType, capability: st.capability });
       }
-      await this.store.setStatus(tx, a.tenantId, a.taskId, 'delegated', `swarm of ${children.length} child task(s), policy ${plan.policy}${plan.quorum ? ` ${plan.quorum}` : ''}`);
+      await this.store.setStatus(
+        tx,
+        a.tenantId,
+        a.taskId,
+        'delegated',
+        `swarm of ${children.length} child task(s), policy ${plan.policy}${plan.quorum ? ` ${plan.quorum}` : ''}`,
+      );
       await this.store.event(tx, a.tenantId, a.taskId, 'swarm', 'decomposed', { rule: plan.name, policy: plan.policy, quorum: plan.quorum, children });
       return children.map((c) => c.id);
     });
@@ -376,7 +482,21 @@ export class TaskSteps {
       const ids: string[] = [];
       for (const c of req.tasks) {
         const id = randomUUID();
-        await this.store.insert(tx, { id, tenantId: a.tenantId, parentId: a.taskId, rootId: parent.rootId, requestedAgent: c.agent ?? null, capability: c.capability ?? null, input: c.input, priority: parent.priority, idempotencyKey: null, createdBy: `task:${a.taskId}`, queueName: null, agentType: c.agentType ?? null, shardKey: parent.shardKey });
+        await this.store.insert(tx, {
+          id,
+          tenantId: a.tenantId,
+          parentId: a.taskId,
+          rootId: parent.rootId,
+          requestedAgent: c.agent ?? null,
+          capability: c.capability ?? null,
+          input: c.input,
+          priority: parent.priority,
+          idempotencyKey: null,
+          createdBy: `task:${a.taskId}`,
+          queueName: null,
+          agentType: c.agentType ?? null,
+          shardKey: parent.shardKey,
+        });
         await this.store.event(tx, a.tenantId, id, 'create', 'completed', { parentId: a.taskId });
         ids.push(id);
       }
@@ -390,16 +510,34 @@ export class TaskSteps {
    * Fan-in: the parent's output is its own text and each completed child's (failed ones named); its status
    * follows the policy (all: every child completed; any: one; quorum: at least that many).
    */
-  async aggregate(a: TaskRunArgs, own: string, children: TaskOutcome[], policy: { policy: SwarmPolicy; quorum: number | null; step?: 'delegate' | 'swarm' } = { policy: 'all', quorum: null }): Promise<TaskOutcome> {
+  async aggregate(
+    a: TaskRunArgs,
+    own: string,
+    children: TaskOutcome[],
+    policy: { policy: SwarmPolicy; quorum: number | null; step?: 'delegate' | 'swarm' } = { policy: 'all', quorum: null },
+  ): Promise<TaskOutcome> {
     const failed = children.filter((c) => c.status !== 'completed');
     const done = children.length - failed.length;
     const met = policyMet(policy.policy, policy.quorum, done, children.length);
-    const output = [own, ...children.map((c) => (c.status === 'completed' ? `[child ${c.taskId}] ${c.output ?? ''}` : `[child ${c.taskId} ${c.status}] ${c.reason}`))].filter((x) => x.length > 0).join('\n\n');
+    const output = [
+      own,
+      ...children.map((c) => (c.status === 'completed' ? `[child ${c.taskId}] ${c.output ?? ''}` : `[child ${c.taskId} ${c.status}] ${c.reason}`)),
+    ]
+      .filter((x) => x.length > 0)
+      .join('\n\n');
     const step = policy.step ?? 'delegate';
     return this.db.tx(async (tx) => {
-      await this.store.event(tx, a.tenantId, a.taskId, step, step === 'swarm' ? 'aggregated' : 'completed', { policy: policy.policy, ...(policy.quorum ? { quorum: policy.quorum } : {}), completed: done, failed: failed.length, met, children: children.map((c) => ({ id: c.taskId, status: c.status })) });
+      await this.store.event(tx, a.tenantId, a.taskId, step, step === 'swarm' ? 'aggregated' : 'completed', {
+        policy: policy.policy,
+        ...(policy.quorum ? { quorum: policy.quorum } : {}),
+        completed: done,
+        failed: failed.length,
+        met,
+        children: children.map((c) => ({ id: c.taskId, status: c.status })),
+      });
       const status: TaskStatus = met ? 'completed' : 'failed';
-      const rule = policy.policy === 'all' ? '' : ` (policy ${policy.policy}${policy.quorum ? ` ${policy.quorum}` : ''}: ${done} of ${children.length} completed)`;
+      const rule =
+        policy.policy === 'all' ? '' : ` (policy ${policy.policy}${policy.quorum ? ` ${policy.quorum}` : ''}: ${done} of ${children.length} completed)`;
       const reason = failed.length ? `child task(s) ${failed.map((f) => `${f.taskId} ${f.status}`).join(', ')}${rule}` : 'done';
       await this.store.setStatus(tx, a.tenantId, a.taskId, status, reason, { output });
       await this.store.event(tx, a.tenantId, a.taskId, 'finish', status, { reason });
@@ -428,11 +566,18 @@ export class TaskSteps {
         [a.tenantId, a.taskId, ids],
       );
       for (const t of tree.rows) {
-        if (await this.store.setStatus(tx, a.tenantId, t.id, 'cancelled', reason)) await this.store.event(tx, a.tenantId, t.id, 'finish', 'cancelled', { by: `task:${a.taskId}`, reason: why });
+        if (await this.store.setStatus(tx, a.tenantId, t.id, 'cancelled', reason))
+          await this.store.event(tx, a.tenantId, t.id, 'finish', 'cancelled', { by: `task:${a.taskId}`, reason: why });
       }
-      await tx.query(`UPDATE task_approvals SET status = 'expired', decided_at = now(), decided_by = $3 WHERE tenant_id = $1 AND task_id = ANY ($2::uuid[]) AND status = 'pending'`, [a.tenantId, tree.rows.map((t) => t.id), `task:${a.taskId}`]);
+      await tx.query(
+        `UPDATE task_approvals SET status = 'expired', decided_at = now(), decided_by = $3 WHERE tenant_id = $1 AND task_id = ANY ($2::uuid[]) AND status = 'pending'`,
+        [a.tenantId, tree.rows.map((t) => t.id), `task:${a.taskId}`],
+      );
       await this.store.event(tx, a.tenantId, a.taskId, step, 'children_cancelled', { children: ids, reason: why });
-      const r = await tx.query<{ id: string; status: TaskStatus; output: string | null; status_reason: string }>('SELECT id, status, output, status_reason FROM tasks WHERE tenant_id = $1 AND id = ANY ($2::uuid[])', [a.tenantId, ids]);
+      const r = await tx.query<{ id: string; status: TaskStatus; output: string | null; status_reason: string }>(
+        'SELECT id, status, output, status_reason FROM tasks WHERE tenant_id = $1 AND id = ANY ($2::uuid[])',
+        [a.tenantId, ids],
+      );
       return r.rows.map((x) => ({ taskId: x.id, status: x.status, output: x.output, reason: x.status_reason }));
     });
   }
@@ -441,7 +586,8 @@ export class TaskSteps {
     return this.db.tx(async (tx) => {
       // Already finished so (this step again after a crash between its commit and its checkpoint): as it was.
       const before = await this.store.get(a.tenantId, a.taskId, tx);
-      if (before.status === status && before.statusReason === reason) return { taskId: a.taskId, status: before.status, output: before.output, reason: before.statusReason };
+      if (before.status === status && before.statusReason === reason)
+        return { taskId: a.taskId, status: before.status, output: before.output, reason: before.statusReason };
       await this.store.setStatus(tx, a.tenantId, a.taskId, status, reason);
       if (agent && status === 'failed') {
         const t = await this.store.get(a.tenantId, a.taskId, tx);

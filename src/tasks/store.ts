@@ -121,7 +121,24 @@ export class TaskStore {
     const r = await q.query<Row>(
       `INSERT INTO tasks (id, tenant_id, parent_id, root_id, requested_agent, capability, input, priority, idempotency_key, created_by, queue_name, agent_type, pool_id, shard, shard_key, swarm_rule_id)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING *`,
-      [t.id, t.tenantId, t.parentId, t.rootId, t.requestedAgent, t.capability, t.input, t.priority, t.idempotencyKey, t.createdBy, t.queueName, t.agentType ?? null, t.poolId ?? null, t.shard ?? null, t.shardKey ?? null, t.swarmRuleId ?? null],
+      [
+        t.id,
+        t.tenantId,
+        t.parentId,
+        t.rootId,
+        t.requestedAgent,
+        t.capability,
+        t.input,
+        t.priority,
+        t.idempotencyKey,
+        t.createdBy,
+        t.queueName,
+        t.agentType ?? null,
+        t.poolId ?? null,
+        t.shard ?? null,
+        t.shardKey ?? null,
+        t.swarmRuleId ?? null,
+      ],
     );
     return toTask(r.rows[0] as Row);
   }
@@ -154,7 +171,17 @@ export class TaskStore {
       if (UUID.test(f.agent)) add('t.agent_id = ?', f.agent);
       else add('t.agent_id IN (SELECT id FROM agents WHERE tenant_id = $1 AND name = ?)', f.agent);
     }
-    return keysetPage(this.db, { sort: f.sort, sorts: TASK_SORTS, limit: f.limit, cursor: f.cursor, from: 'tasks t', select: 't.*', where, vals, map: (x) => toTask(x as unknown as Row) });
+    return keysetPage(this.db, {
+      sort: f.sort,
+      sorts: TASK_SORTS,
+      limit: f.limit,
+      cursor: f.cursor,
+      from: 'tasks t',
+      select: 't.*',
+      where,
+      vals,
+      map: (x) => toTask(x as unknown as Row),
+    });
   }
 
   /** Moves a task to `status` unless it already ended; false when it had (cancel won the race). */
@@ -171,7 +198,13 @@ export class TaskStore {
   }
 
   async event(q: Queryable, tenantId: string, taskId: string, step: string, kind: string, detail: Record<string, unknown> = {}): Promise<void> {
-    await q.query('INSERT INTO task_events (tenant_id, task_id, step, kind, detail) VALUES ($1, $2, $3, $4, $5)', [tenantId, taskId, step, kind, JSON.stringify(detail)]);
+    await q.query('INSERT INTO task_events (tenant_id, task_id, step, kind, detail) VALUES ($1, $2, $3, $4, $5)', [
+      tenantId,
+      taskId,
+      step,
+      kind,
+      JSON.stringify(detail),
+    ]);
   }
 
   async trace(tenantId: string, taskId: string, afterId = 0, limit = 1000): Promise<TraceEvent[]> {

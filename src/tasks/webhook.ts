@@ -54,14 +54,22 @@ export class ApprovalWebhooks {
   /** Delivers one event; failures are logged, never thrown (a chat tool being down must not fail a task). */
   async deliver(tenantId: string, event: Record<string, unknown>): Promise<boolean> {
     if (this.#chat && event['type'] === 'approval.requested' && typeof event['approvalId'] === 'string') {
-      void this.#chat.deliver(tenantId, { kind: event['kind'] === 'exec' ? 'exec' : 'task', id: event['approvalId'], summary: `${String(event['tool'] ?? '')}: ${String(event['summary'] ?? '')}`.slice(0, 300) });
+      void this.#chat.deliver(tenantId, {
+        kind: event['kind'] === 'exec' ? 'exec' : 'task',
+        id: event['approvalId'],
+        summary: `${String(event['tool'] ?? '')}: ${String(event['summary'] ?? '')}`.slice(0, 300),
+      });
     }
     const { url } = await this.get(tenantId);
     if (!url) return false;
     try {
       const key = await this.#vault.openPlatformSecret(secretName(tenantId));
       const body = JSON.stringify(event);
-      const res = await guardedFetch(url, { method: 'POST', headers: { 'content-type': 'application/json', 'x-clawplane-signature': signWebhook(key, body) }, body }, this.#egress);
+      const res = await guardedFetch(
+        url,
+        { method: 'POST', headers: { 'content-type': 'application/json', 'x-clawplane-signature': signWebhook(key, body) }, body },
+        this.#egress,
+      );
       await res.arrayBuffer();
       if (!res.ok) this.#log.warn({ tenant_id: tenantId, status: res.status, event: event['type'] }, 'approval webhook answered an error');
       return res.ok;

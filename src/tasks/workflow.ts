@@ -126,7 +126,8 @@ async function runTask(a: TaskRunArgs): Promise<TaskOutcome> {
     for (const ap of park) {
       const d = await waitForApproval(a, ap);
       if (!d) return runStep('finish', () => S().finish(a, 'expired', `approval of ${ap.tool} expired unanswered`, agent));
-      if (d.decision === 'rejected') return runStep('finish', () => S().finish(a, 'failed', `${ap.tool} rejected by ${d.by}${d.comment ? `: ${d.comment}` : ''}`, agent));
+      if (d.decision === 'rejected')
+        return runStep('finish', () => S().finish(a, 'failed', `${ap.tool} rejected by ${d.by}${d.comment ? `: ${d.comment}` : ''}`, agent));
       decided.push({ id: ap.id, by: d.by });
     }
     parkedMs += (await durableNow()) - parkedFrom;
@@ -156,8 +157,14 @@ const CHILD_CHECK_S = 60;
  * failure, `any` after a success, a quorum reached or out of reach — the rest are cancelled (rows and
  * workflows) and count as cancelled.
  */
-async function runChildren(a: TaskRunArgs, children: string[], chainDeadlineMs: number, policy: { policy: SwarmPolicy; quorum: number | null; step: 'delegate' | 'swarm' }): Promise<TaskOutcome[]> {
-  for (const id of children) await startWorkflow(taskWorkflow, id, { tenantId: a.tenantId, taskId: id, depth: a.depth + 1, chainDeadlineMs, parentId: a.taskId });
+async function runChildren(
+  a: TaskRunArgs,
+  children: string[],
+  chainDeadlineMs: number,
+  policy: { policy: SwarmPolicy; quorum: number | null; step: 'delegate' | 'swarm' },
+): Promise<TaskOutcome[]> {
+  for (const id of children)
+    await startWorkflow(taskWorkflow, id, { tenantId: a.tenantId, taskId: id, depth: a.depth + 1, chainDeadlineMs, parentId: a.taskId });
   const got = new Map<string, TaskOutcome>();
   for (;;) {
     const open = children.filter((c) => !got.has(c));

@@ -153,10 +153,9 @@ export class TenantService {
     const r =
       opts.userId === undefined
         ? await this.db.query<TenantRow>('SELECT * FROM tenants ORDER BY slug')
-        : await this.db.query<TenantRow>(
-            'SELECT t.* FROM tenants t JOIN memberships m ON m.tenant_id = t.id WHERE m.user_id = $1 ORDER BY t.slug',
-            [opts.userId],
-          );
+        : await this.db.query<TenantRow>('SELECT t.* FROM tenants t JOIN memberships m ON m.tenant_id = t.id WHERE m.user_id = $1 ORDER BY t.slug', [
+            opts.userId,
+          ]);
     return r.rows.map(toTenant);
   }
 
@@ -197,7 +196,13 @@ export class TenantService {
             WHERE tenant_id = page.id AND created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') u`,
       },
       map: (raw) => {
-        const row = raw as unknown as TenantRow & { instances_total: number; instances_running: number; usage_tokens: string; usage_cost: string; usage_calls: number };
+        const row = raw as unknown as TenantRow & {
+          instances_total: number;
+          instances_running: number;
+          usage_tokens: string;
+          usage_cost: string;
+          usage_calls: number;
+        };
         return {
           ...toTenant(row),
           stats: {
@@ -220,12 +225,17 @@ export class TenantService {
         cols.push(QUOTA_COLUMNS[k as keyof Quotas]);
         vals.push(v);
       }
-      const r = await tx.query<TenantRow>(
-        `INSERT INTO tenants (${cols.join(', ')}) VALUES (${vals.map((_, i) => `$${i + 1}`).join(', ')}) RETURNING *`,
-        vals,
-      );
+      const r = await tx.query<TenantRow>(`INSERT INTO tenants (${cols.join(', ')}) VALUES (${vals.map((_, i) => `$${i + 1}`).join(', ')}) RETURNING *`, vals);
       const t = toTenant(r.rows[0] as TenantRow);
-      await appendAudit(tx, { actor: by.actor, tenantId: t.id, action: 'tenant.create', target: `tenant:${t.id}`, decision: 'success', detail: { slug: t.slug, quotas: t.quotas }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId: t.id,
+        action: 'tenant.create',
+        target: `tenant:${t.id}`,
+        decision: 'success',
+        detail: { slug: t.slug, quotas: t.quotas },
+        requestId: by.requestId ?? null,
+      });
       return t;
     });
   }
@@ -244,13 +254,18 @@ export class TenantService {
         sets.push(`${QUOTA_COLUMNS[k as keyof Quotas]} = $${vals.length}`);
       }
       vals.push(id);
-      const r = await tx.query<TenantRow>(
-        `UPDATE tenants SET ${[...sets, 'updated_at = now()'].join(', ')} WHERE id = $${vals.length} RETURNING *`,
-        vals,
-      );
+      const r = await tx.query<TenantRow>(`UPDATE tenants SET ${[...sets, 'updated_at = now()'].join(', ')} WHERE id = $${vals.length} RETURNING *`, vals);
       if (!r.rows[0]) throw new NotFoundError('Tenant');
       const t = toTenant(r.rows[0]);
-      await appendAudit(tx, { actor: by.actor, tenantId: id, action: 'tenant.update', target: `tenant:${id}`, decision: 'success', detail: { changed: patch }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId: id,
+        action: 'tenant.update',
+        target: `tenant:${id}`,
+        decision: 'success',
+        detail: { changed: patch },
+        requestId: by.requestId ?? null,
+      });
       return t;
     });
   }
@@ -277,7 +292,15 @@ export class TenantService {
     await this.db.tx(async (tx) => {
       const r = await tx.query<{ slug: string }>('DELETE FROM tenants WHERE id = $1 RETURNING slug', [id]);
       if (!r.rows[0]) throw new NotFoundError('Tenant');
-      await appendAudit(tx, { actor: by.actor, tenantId: id, action: 'tenant.delete', target: `tenant:${id}`, decision: 'success', detail: { slug: r.rows[0].slug }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId: id,
+        action: 'tenant.delete',
+        target: `tenant:${id}`,
+        decision: 'success',
+        detail: { slug: r.rows[0].slug },
+        requestId: by.requestId ?? null,
+      });
     });
   }
 
@@ -287,7 +310,10 @@ export class TenantService {
   }
 
   /** One page of a tenant's members, searched by email or display name and filtered by role. */
-  async membersPage(tenantId: string, p: { limit: number; cursor?: string | undefined; sort: string; q?: string | undefined; role?: TenantRole | undefined }): Promise<{ items: Member[]; nextCursor: string | null }> {
+  async membersPage(
+    tenantId: string,
+    p: { limit: number; cursor?: string | undefined; sort: string; q?: string | undefined; role?: TenantRole | undefined },
+  ): Promise<{ items: Member[]; nextCursor: string | null }> {
     const where = ['m.tenant_id = $1'];
     const vals: unknown[] = [tenantId];
     if (p.role !== undefined) {
@@ -338,7 +364,15 @@ export class TenantService {
       const uid = (u.rows[0] as { id: string }).id;
       const ins = await tx.query('INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [tenantId, uid, input.role]);
       if (!ins.rowCount) throw new ConflictError(`${email} is already a member of this tenant: change their role instead.`, 'already_member');
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'member.add', target: `user:${uid}`, decision: 'success', detail: { role: input.role }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'member.add',
+        target: `user:${uid}`,
+        decision: 'success',
+        detail: { role: input.role },
+        requestId: by.requestId ?? null,
+      });
       return uid;
     });
     return this.member(tenantId, userId);
@@ -353,7 +387,15 @@ export class TenantService {
       );
       if (!r.rows[0]) throw new NotFoundError('Member');
       if (r.rows[0].old === 'tenant_admin') await this.keepOneAdmin(tx, tenantId);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'member.role', target: `user:${userId}`, decision: 'success', detail: { from: r.rows[0].old, to: role }, requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'member.role',
+        target: `user:${userId}`,
+        decision: 'success',
+        detail: { from: r.rows[0].old, to: role },
+        requestId: by.requestId ?? null,
+      });
     });
     return this.member(tenantId, userId);
   }
@@ -363,7 +405,14 @@ export class TenantService {
       const r = await tx.query<{ role: TenantRole }>('DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2 RETURNING role', [tenantId, userId]);
       if (!r.rows[0]) throw new NotFoundError('Member');
       if (r.rows[0].role === 'tenant_admin') await this.keepOneAdmin(tx, tenantId);
-      await appendAudit(tx, { actor: by.actor, tenantId, action: 'member.remove', target: `user:${userId}`, decision: 'success', requestId: by.requestId ?? null });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId,
+        action: 'member.remove',
+        target: `user:${userId}`,
+        decision: 'success',
+        requestId: by.requestId ?? null,
+      });
     });
   }
 

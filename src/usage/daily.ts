@@ -28,7 +28,20 @@ export interface DailyUsage {
   backupBytes: number;
 }
 
-export const USAGE_COLUMNS = ['tenantId', 'tenantSlug', 'day', 'inputTokens', 'outputTokens', 'costUsd', 'modelCalls', 'tasks', 'taskSeconds', 'gatewayHours', 'artifactBytes', 'backupBytes'] as const satisfies readonly (keyof DailyUsage)[];
+export const USAGE_COLUMNS = [
+  'tenantId',
+  'tenantSlug',
+  'day',
+  'inputTokens',
+  'outputTokens',
+  'costUsd',
+  'modelCalls',
+  'tasks',
+  'taskSeconds',
+  'gatewayHours',
+  'artifactBytes',
+  'backupBytes',
+] as const satisfies readonly (keyof DailyUsage)[];
 
 interface Row {
   tenant_id: string;

@@ -79,9 +79,16 @@ export const createCredentialInput = z.strictObject({
   name: z.string().regex(NAME, 'must be 1-100 of letters, digits, "_", ".", ":" or "-", starting with a letter or digit'),
   type: z.enum(CREDENTIAL_TYPES),
   value: z.string().min(1, 'is required').max(MAX_VALUE, `must be at most ${MAX_VALUE} characters`),
-  skill: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,49}$/, 'must be a skill id such as slack').optional(),
+  skill: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_-]{0,49}$/, 'must be a skill id such as slack')
+    .optional(),
   // timestamptz holds years 1-294276; a Date can go to ±275760 (e.g. -8.64e15 ms): refused here, not by PostgreSQL.
-  expiresAt: z.coerce.date().min(new Date('0001-01-01T00:00:00Z'), 'must be in the years 0001-9999').max(new Date('9999-12-31T23:59:59Z'), 'must be in the years 0001-9999').optional(),
+  expiresAt: z.coerce
+    .date()
+    .min(new Date('0001-01-01T00:00:00Z'), 'must be in the years 0001-9999')
+    .max(new Date('9999-12-31T23:59:59Z'), 'must be in the years 0001-9999')
+    .optional(),
   metadata: metadataSchema.optional(),
 });
 export type CreateCredentialInput = z.input<typeof createCredentialInput>;
@@ -129,7 +136,8 @@ export const CREDENTIAL_SORTS = {
   ],
 } satisfies Sorts;
 
-const INFO_COLUMNS = 'id, tenant_id, name, type, skill, status, metadata, last4, version, expires_at, last_used_at, revoked_at, created_by, created_at, updated_at';
+const INFO_COLUMNS =
+  'id, tenant_id, name, type, skill, status, metadata, last4, version, expires_at, last_used_at, revoked_at, created_by, created_at, updated_at';
 
 function last4(value: string): string {
   const chars = [...value];
@@ -205,21 +213,42 @@ export class CredentialService {
       const r = await q.query<Row>(
         `INSERT INTO credentials (id, tenant_id, name, type, skill, metadata, expires_at, created_by, version, ciphertext, iv, tag, aad_version, last4)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10, $11, $12, $13) RETURNING ${INFO_COLUMNS}`,
-        [id, tenantId, c.name, c.type, c.skill ?? null, JSON.stringify(c.metadata ?? {}), c.expiresAt ?? null, ctx.userId ?? null,
-          sealed.ciphertext, sealed.iv, sealed.tag, sealed.aadVersion, p.last4],
+        [
+          id,
+          tenantId,
+          c.name,
+          c.type,
+          c.skill ?? null,
+          JSON.stringify(c.metadata ?? {}),
+          c.expiresAt ?? null,
+          ctx.userId ?? null,
+          sealed.ciphertext,
+          sealed.iv,
+          sealed.tag,
+          sealed.aadVersion,
+          p.last4,
+        ],
       );
       row = r.rows[0];
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code === '23505') {
-        throw new ConflictError(`A credential named "${c.name}" already exists in this tenant. Choose another name, or revoke the old one first.`, 'credential_name_taken');
+        throw new ConflictError(
+          `A credential named "${c.name}" already exists in this tenant. Choose another name, or revoke the old one first.`,
+          'credential_name_taken',
+        );
       }
       if (code === '23503') throw new NotFoundError('Tenant');
       throw err;
     }
     if (!row) throw new Error('INSERT … RETURNING gave no row');
     await appendAudit(q, {
-      actor: ctx.actor, tenantId, action: 'credential.create', target: `credential:${id}`, decision: 'success', requestId: ctx.requestId ?? null,
+      actor: ctx.actor,
+      tenantId,
+      action: 'credential.create',
+      target: `credential:${id}`,
+      decision: 'success',
+      requestId: ctx.requestId ?? null,
       detail: { name: c.name, type: c.type, skill: c.skill ?? null, expiresAt: c.expiresAt?.toISOString() ?? null },
     });
     return this.#info(row);
@@ -230,14 +259,29 @@ export class CredentialService {
    * secret field, named `<prefix>.<field>` (prefix defaults to the skill id), with the non-secret
    * fields as metadata on each. One transaction: a failure stores none of them.
    */
-  async createForSkill(tenantId: string, skill: string, input: unknown, ctx: ActorContext, opts: { prefix?: string; expiresAt?: Date } = {}): Promise<CredentialInfo[]> {
+  async createForSkill(
+    tenantId: string,
+    skill: string,
+    input: unknown,
+    ctx: ActorContext,
+    opts: { prefix?: string; expiresAt?: Date } = {},
+  ): Promise<CredentialInfo[]> {
     const parsed = this.#skills.parse(skill, input);
     const prefix = opts.prefix ?? skill;
     const pending: Pending[] = [];
     for (const s of parsed.secrets) {
-      const c = parse(createCredentialInput, {
-        name: `${prefix}.${s.field}`, type: s.credentialType, value: s.value, skill, metadata: parsed.settings, expiresAt: opts.expiresAt,
-      }, 'skill credential');
+      const c = parse(
+        createCredentialInput,
+        {
+          name: `${prefix}.${s.field}`,
+          type: s.credentialType,
+          value: s.value,
+          skill,
+          metadata: parsed.settings,
+          expiresAt: opts.expiresAt,
+        },
+        'skill credential',
+      );
       pending.push(await this.#seal(tenantId, c));
     }
     return this.#db.tx(async (q) => {
@@ -261,7 +305,15 @@ export class CredentialService {
   /** One page of a tenant's credentials (metadata only), searched by name, filtered by skill and status. */
   async page(
     tenantId: string,
-    p: { limit: number; cursor?: string | undefined; sort: string; q?: string | undefined; skill?: string | undefined; status?: CredentialStatus | undefined; includeRevoked?: boolean },
+    p: {
+      limit: number;
+      cursor?: string | undefined;
+      sort: string;
+      q?: string | undefined;
+      skill?: string | undefined;
+      status?: CredentialStatus | undefined;
+      includeRevoked?: boolean;
+    },
   ): Promise<{ items: CredentialInfo[]; nextCursor: string | null }> {
     const where = ['c.tenant_id = $1'];
     const vals: unknown[] = [tenantId];
@@ -273,7 +325,15 @@ export class CredentialService {
     if (p.status !== undefined) add('c.status = ?', p.status);
     else if (!p.includeRevoked) where.push(`c.status <> 'revoked'`);
     if (p.q !== undefined) add('c.name ILIKE ?', containing(p.q));
-    return keysetPage(this.#db, { ...p, sorts: CREDENTIAL_SORTS, from: 'credentials c', select: INFO_COLUMNS, where, vals, map: (row) => this.#info(row as unknown as Row) });
+    return keysetPage(this.#db, {
+      ...p,
+      sorts: CREDENTIAL_SORTS,
+      from: 'credentials c',
+      select: INFO_COLUMNS,
+      where,
+      vals,
+      map: (row) => this.#info(row as unknown as Row),
+    });
   }
 
   /** One credential of this tenant; NotFoundError for an unknown id or another tenant's. */
@@ -302,7 +362,15 @@ export class CredentialService {
         `UPDATE credentials SET status = 'revoked', revoked_at = now(), updated_at = now() WHERE tenant_id = $1 AND id = $2 RETURNING ${INFO_COLUMNS}`,
         [tenantId, id],
       );
-      await appendAudit(q, { actor: ctx.actor, tenantId, action: 'credential.revoke', target: `credential:${id}`, decision: 'success', requestId: ctx.requestId ?? null, detail: { name: row.name } });
+      await appendAudit(q, {
+        actor: ctx.actor,
+        tenantId,
+        action: 'credential.revoke',
+        target: `credential:${id}`,
+        decision: 'success',
+        requestId: ctx.requestId ?? null,
+        detail: { name: row.name },
+      });
       await this.#events.publish(q, 'credential.changed', { credentialId: id });
       const updated = r.rows[0];
       if (!updated) throw new NotFoundError('Credential');
@@ -325,7 +393,15 @@ export class CredentialService {
       );
       const row = r.rows[0];
       if (!row) throw new ConflictError(`The credential "${current.name}" changed while it was being updated. Reload it and try again.`);
-      await appendAudit(q, { actor: ctx.actor, tenantId, action: 'credential.update', target: `credential:${id}`, decision: 'success', requestId: ctx.requestId ?? null, detail: { name: row.name, version } });
+      await appendAudit(q, {
+        actor: ctx.actor,
+        tenantId,
+        action: 'credential.update',
+        target: `credential:${id}`,
+        decision: 'success',
+        requestId: ctx.requestId ?? null,
+        detail: { name: row.name, version },
+      });
       await this.#events.publish(q, 'credential.changed', { credentialId: id });
       return this.#info(row);
     });
@@ -338,14 +414,29 @@ export class CredentialService {
    * credentials, answers NotFoundError for another tenant's id, records last use, and audits every
    * attempt as `credential.decrypt` with the actor and purpose, in the same transaction as the read.
    */
-  async decryptForBroker(tenantId: string, credentialId: string, use: { actor: string; purpose: string; requestId?: string | null }): Promise<BrokerCredential> {
+  async decryptForBroker(
+    tenantId: string,
+    credentialId: string,
+    use: { actor: string; purpose: string; requestId?: string | null },
+  ): Promise<BrokerCredential> {
     const audit = (q: Queryable, decision: string, detail: Record<string, unknown>) =>
-      appendAudit(q, { actor: use.actor, tenantId: UUID.test(tenantId) ? tenantId : null, action: 'credential.decrypt', target: `credential:${credentialId}`, decision, requestId: use.requestId ?? null, detail: { purpose: use.purpose, ...detail } });
+      appendAudit(q, {
+        actor: use.actor,
+        tenantId: UUID.test(tenantId) ? tenantId : null,
+        action: 'credential.decrypt',
+        target: `credential:${credentialId}`,
+        decision,
+        requestId: use.requestId ?? null,
+        detail: { purpose: use.purpose, ...detail },
+      });
     // Refusals are audited and committed, then thrown: a denied attempt must leave a record.
     const outcome = await this.#db.tx(async (q): Promise<BrokerCredential | ClawplaneError> => {
       let row: SecretRow | undefined;
       if (UUID.test(tenantId) && UUID.test(credentialId)) {
-        const r = await q.query<SecretRow>(`SELECT ${INFO_COLUMNS}, ciphertext, iv, tag, aad_version FROM credentials WHERE tenant_id = $1 AND id = $2`, [tenantId, credentialId]);
+        const r = await q.query<SecretRow>(`SELECT ${INFO_COLUMNS}, ciphertext, iv, tag, aad_version FROM credentials WHERE tenant_id = $1 AND id = $2`, [
+          tenantId,
+          credentialId,
+        ]);
         row = r.rows[0];
       }
       if (!row) {
@@ -362,7 +453,12 @@ export class CredentialService {
       }
       let value: string;
       try {
-        value = await this.#vault.openCredential(tenantId, credentialId, row.version, { ciphertext: row.ciphertext, iv: row.iv, tag: row.tag, aadVersion: row.aad_version });
+        value = await this.#vault.openCredential(tenantId, credentialId, row.version, {
+          ciphertext: row.ciphertext,
+          iv: row.iv,
+          tag: row.tag,
+          aadVersion: row.aad_version,
+        });
       } catch (err) {
         if (!(err instanceof DecryptionError)) throw err;
         await audit(q, 'failure', { reason: 'decrypt_failed', name: row.name });

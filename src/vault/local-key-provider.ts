@@ -14,7 +14,7 @@ export class MasterKeyMismatchError extends ClawplaneError {
       'vault_master_key_mismatch',
       500,
       `CLAWPLANE_SECRET_KEY does not match the key that created master key version ${version}. ` +
-        'Every Clawplane process must use the same CLAWPLANE_SECRET_KEY: restore the original value (or the data directory\'s secret.key).',
+        "Every Clawplane process must use the same CLAWPLANE_SECRET_KEY: restore the original value (or the data directory's secret.key).",
     );
   }
 }
@@ -59,7 +59,11 @@ export class LocalKeyProvider implements KeyProvider {
     if (this.#verified.has(version)) return;
     const known = (await this.#store.list(KEY_ID)).find((v) => v.version === version);
     if (!known) {
-      throw new ClawplaneError('vault_unknown_key_version', 500, `Master key version ${version} is not registered. The database and the key store disagree: restore the vault_key_versions table from a backup.`);
+      throw new ClawplaneError(
+        'vault_unknown_key_version',
+        500,
+        `Master key version ${version} is not registered. The database and the key store disagree: restore the vault_key_versions table from a backup.`,
+      );
     }
     const want = Buffer.from(known.checkValue, 'utf8');
     const have = Buffer.from(this.#checkValue(version), 'utf8');
@@ -91,7 +95,11 @@ export class LocalKeyProvider implements KeyProvider {
 
   async unwrap(wrapped: WrappedKey, aad: Buffer): Promise<Buffer> {
     if (wrapped.keyId !== KEY_ID || !Number.isSafeInteger(wrapped.version) || wrapped.version < 1) {
-      throw new ClawplaneError('vault_unknown_key', 500, `A data key is wrapped by master key "${wrapped.keyId}" v${wrapped.version}, which this vault does not have. Configure the key provider that wrote it.`);
+      throw new ClawplaneError(
+        'vault_unknown_key',
+        500,
+        `A data key is wrapped by master key "${wrapped.keyId}" v${wrapped.version}, which this vault does not have. Configure the key provider that wrote it.`,
+      );
     }
     await this.#verify(wrapped.version);
     return open(this.#kek(wrapped.version), wrapped, wrapAad(KEY_ID, wrapped.version, aad), 'A data key');
@@ -122,11 +130,7 @@ export function dbKeyVersionStore(db: Db): KeyVersionStore {
         if (opts?.onlyIfNone && row?.current != null) return row.current;
         const next = (row?.max ?? 0) + 1;
         await q.query('UPDATE vault_key_versions SET is_current = false WHERE key_id = $1 AND is_current', [keyId]);
-        await q.query('INSERT INTO vault_key_versions (key_id, version, is_current, check_value) VALUES ($1, $2, true, $3)', [
-          keyId,
-          next,
-          checkValue(next),
-        ]);
+        await q.query('INSERT INTO vault_key_versions (key_id, version, is_current, check_value) VALUES ($1, $2, true, $3)', [keyId, next, checkValue(next)]);
         return next;
       });
     },

@@ -35,13 +35,83 @@ export interface ProviderCatalogEntry {
 }
 
 export const PROVIDER_CATALOGUE: Readonly<Record<ProviderKind, ProviderCatalogEntry>> = {
-  anthropic: { kind: 'anthropic', label: 'Anthropic', defaultBaseUrl: 'https://api.anthropic.com/v1', modelsPath: '/models', auth: 'x-api-key', extraHeaders: { 'anthropic-version': '2023-06-01' }, keyRequired: true, listField: 'data', idField: 'id' },
-  openai: { kind: 'openai', label: 'OpenAI', defaultBaseUrl: 'https://api.openai.com/v1', modelsPath: '/models', auth: 'bearer', extraHeaders: {}, keyRequired: true, listField: 'data', idField: 'id' },
-  gemini: { kind: 'gemini', label: 'Google Gemini', defaultBaseUrl: 'https://generativelanguage.googleapis.com/v1beta', modelsPath: '/models?pageSize=1000', auth: 'x-goog-api-key', extraHeaders: {}, keyRequired: true, listField: 'models', idField: 'name' },
-  mistral: { kind: 'mistral', label: 'Mistral', defaultBaseUrl: 'https://api.mistral.ai/v1', modelsPath: '/models', auth: 'bearer', extraHeaders: {}, keyRequired: true, listField: 'data', idField: 'id' },
-  deepseek: { kind: 'deepseek', label: 'DeepSeek', defaultBaseUrl: 'https://api.deepseek.com', modelsPath: '/models', auth: 'bearer', extraHeaders: {}, keyRequired: true, listField: 'data', idField: 'id' },
-  openrouter: { kind: 'openrouter', label: 'OpenRouter', defaultBaseUrl: 'https://openrouter.ai/api/v1', modelsPath: '/models', auth: 'bearer', extraHeaders: {}, keyRequired: true, listField: 'data', idField: 'id' },
-  openai_compatible: { kind: 'openai_compatible', label: 'OpenAI-compatible (Ollama, vLLM, llama.cpp)', defaultBaseUrl: null, modelsPath: '/models', auth: 'bearer', extraHeaders: {}, keyRequired: false, listField: 'data', idField: 'id' },
+  anthropic: {
+    kind: 'anthropic',
+    label: 'Anthropic',
+    defaultBaseUrl: 'https://api.anthropic.com/v1',
+    modelsPath: '/models',
+    auth: 'x-api-key',
+    extraHeaders: { 'anthropic-version': '2023-06-01' },
+    keyRequired: true,
+    listField: 'data',
+    idField: 'id',
+  },
+  openai: {
+    kind: 'openai',
+    label: 'OpenAI',
+    defaultBaseUrl: 'https://api.openai.com/v1',
+    modelsPath: '/models',
+    auth: 'bearer',
+    extraHeaders: {},
+    keyRequired: true,
+    listField: 'data',
+    idField: 'id',
+  },
+  gemini: {
+    kind: 'gemini',
+    label: 'Google Gemini',
+    defaultBaseUrl: 'https://generativelanguage.googleapis.com/v1beta',
+    modelsPath: '/models?pageSize=1000',
+    auth: 'x-goog-api-key',
+    extraHeaders: {},
+    keyRequired: true,
+    listField: 'models',
+    idField: 'name',
+  },
+  mistral: {
+    kind: 'mistral',
+    label: 'Mistral',
+    defaultBaseUrl: 'https://api.mistral.ai/v1',
+    modelsPath: '/models',
+    auth: 'bearer',
+    extraHeaders: {},
+    keyRequired: true,
+    listField: 'data',
+    idField: 'id',
+  },
+  deepseek: {
+    kind: 'deepseek',
+    label: 'DeepSeek',
+    defaultBaseUrl: 'https://api.deepseek.com',
+    modelsPath: '/models',
+    auth: 'bearer',
+    extraHeaders: {},
+    keyRequired: true,
+    listField: 'data',
+    idField: 'id',
+  },
+  openrouter: {
+    kind: 'openrouter',
+    label: 'OpenRouter',
+    defaultBaseUrl: 'https://openrouter.ai/api/v1',
+    modelsPath: '/models',
+    auth: 'bearer',
+    extraHeaders: {},
+    keyRequired: true,
+    listField: 'data',
+    idField: 'id',
+  },
+  openai_compatible: {
+    kind: 'openai_compatible',
+    label: 'OpenAI-compatible (Ollama, vLLM, llama.cpp)',
+    defaultBaseUrl: null,
+    modelsPath: '/models',
+    auth: 'bearer',
+    extraHeaders: {},
+    keyRequired: false,
+    listField: 'data',
+    idField: 'id',
+  },
 };
 
 /** Request headers that authenticate to a provider of this kind. */
@@ -101,7 +171,11 @@ export type ConnectionTestResult =
   | { ok: false; error: { code: string; message: string }; latencyMs: number };
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const model = z.string().min(1).max(200).regex(/^[^\s]+$/, 'must not contain spaces');
+const model = z
+  .string()
+  .min(1)
+  .max(200)
+  .regex(/^[^\s]+$/, 'must not contain spaces');
 
 const providerFields = {
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'must be 1-63 of letters, digits, "_", "." or "-"'),
@@ -129,10 +203,16 @@ export const updateProviderInput = z.strictObject({
 export const setRouteInput = z
   .strictObject({
     scope: z.enum(['tenant', 'agent', 'skill']),
-    scopeName: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,99}$/, 'must be an agent type or skill id').optional(),
+    scopeName: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9_.-]{0,99}$/, 'must be an agent type or skill id')
+      .optional(),
     targets: z.array(z.strictObject({ providerId: z.uuid(), model })).max(16, 'at most 16 (a primary and 15 fallbacks)'),
   })
-  .refine((r) => (r.scope === 'tenant') === (r.scopeName === undefined), { message: 'scopeName is required for agent and skill routes and not allowed for the tenant default', path: ['scopeName'] });
+  .refine((r) => (r.scope === 'tenant') === (r.scopeName === undefined), {
+    message: 'scopeName is required for agent and skill routes and not allowed for the tenant default',
+    path: ['scopeName'],
+  });
 
 interface ProviderRow {
   id: string;
@@ -150,8 +230,16 @@ const COLUMNS = 'id, tenant_id, kind, name, base_url, credential_id, default_mod
 
 function info(r: ProviderRow): ProviderInfo {
   return {
-    id: r.id, tenantId: r.tenant_id, kind: r.kind, name: r.name, baseUrl: r.base_url, credentialId: r.credential_id,
-    defaultModel: r.default_model, enabled: r.enabled, createdAt: r.created_at, updatedAt: r.updated_at,
+    id: r.id,
+    tenantId: r.tenant_id,
+    kind: r.kind,
+    name: r.name,
+    baseUrl: r.base_url,
+    credentialId: r.credential_id,
+    defaultModel: r.default_model,
+    enabled: r.enabled,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
   };
 }
 
@@ -199,9 +287,13 @@ export class ProviderService {
 
   #baseUrl(kind: ProviderKind, given: string | undefined): string {
     const url = given ?? PROVIDER_CATALOGUE[kind].defaultBaseUrl;
-    if (url === null) throw new ValidationError(`A ${PROVIDER_CATALOGUE[kind].label} provider needs a baseUrl, e.g. http://ollama.internal:11434/v1.`, [{ path: 'baseUrl', message: 'is required' }]);
+    if (url === null)
+      throw new ValidationError(`A ${PROVIDER_CATALOGUE[kind].label} provider needs a baseUrl, e.g. http://ollama.internal:11434/v1.`, [
+        { path: 'baseUrl', message: 'is required' },
+      ]);
     const { url: parsed } = checkUrlShape(url, this.#egress);
-    if (parsed.search || parsed.hash) throw new ValidationError('The baseUrl must not have a query or fragment.', [{ path: 'baseUrl', message: 'has a query or fragment' }]);
+    if (parsed.search || parsed.hash)
+      throw new ValidationError('The baseUrl must not have a query or fragment.', [{ path: 'baseUrl', message: 'has a query or fragment' }]);
     return parsed.toString().replace(/\/+$/, '');
   }
 
@@ -247,7 +339,15 @@ export class ProviderService {
         .catch((err: unknown) => dbError(err, p.name));
       const row = r.rows[0];
       if (!row) throw new Error('INSERT … RETURNING gave no row');
-      await appendAudit(q, { actor: ctx.actor, tenantId, action: 'provider.create', target: `provider:${row.id}`, decision: 'success', requestId: ctx.requestId ?? null, detail: { kind: row.kind, name: row.name, baseUrl } });
+      await appendAudit(q, {
+        actor: ctx.actor,
+        tenantId,
+        action: 'provider.create',
+        target: `provider:${row.id}`,
+        decision: 'success',
+        requestId: ctx.requestId ?? null,
+        detail: { kind: row.kind, name: row.name, baseUrl },
+      });
       return info(row);
     });
   }
@@ -290,7 +390,15 @@ export class ProviderService {
         .catch((err: unknown) => dbError(err, next.name));
       const row = r.rows[0];
       if (!row) throw new NotFoundError('Provider');
-      await appendAudit(q, { actor: ctx.actor, tenantId, action: 'provider.update', target: `provider:${id}`, decision: 'success', requestId: ctx.requestId ?? null, detail: { changed: Object.keys(p) } });
+      await appendAudit(q, {
+        actor: ctx.actor,
+        tenantId,
+        action: 'provider.update',
+        target: `provider:${id}`,
+        decision: 'success',
+        requestId: ctx.requestId ?? null,
+        detail: { changed: Object.keys(p) },
+      });
       return info(row);
     });
   }
@@ -301,7 +409,15 @@ export class ProviderService {
       const cur = await this.#row(q, tenantId, id, true);
       const routes = await q.query('DELETE FROM model_routes WHERE tenant_id = $1 AND provider_id = $2', [tenantId, id]);
       await q.query('DELETE FROM llm_providers WHERE tenant_id = $1 AND id = $2', [tenantId, id]);
-      await appendAudit(q, { actor: ctx.actor, tenantId, action: 'provider.delete', target: `provider:${id}`, decision: 'success', requestId: ctx.requestId ?? null, detail: { name: cur.name, routesRemoved: routes.rowCount ?? 0 } });
+      await appendAudit(q, {
+        actor: ctx.actor,
+        tenantId,
+        action: 'provider.delete',
+        target: `provider:${id}`,
+        decision: 'success',
+        requestId: ctx.requestId ?? null,
+        detail: { name: cur.name, routesRemoved: routes.rowCount ?? 0 },
+      });
     });
   }
 
@@ -314,14 +430,29 @@ export class ProviderService {
       await q.query('DELETE FROM model_routes WHERE tenant_id = $1 AND scope = $2 AND scope_name = $3', [tenantId, r.scope, scopeName]);
       for (const [position, t] of r.targets.entries()) {
         await q
-          .query('INSERT INTO model_routes (tenant_id, scope, scope_name, position, provider_id, model) VALUES ($1, $2, $3, $4, $5, $6)', [tenantId, r.scope, scopeName, position, t.providerId, t.model])
+          .query('INSERT INTO model_routes (tenant_id, scope, scope_name, position, provider_id, model) VALUES ($1, $2, $3, $4, $5, $6)', [
+            tenantId,
+            r.scope,
+            scopeName,
+            position,
+            t.providerId,
+            t.model,
+          ])
           .catch((err: unknown) => {
             // Another tenant's provider id fails the composite key just like a missing one.
             if ((err as { code?: string }).code === '23503') throw new NotFoundError(`Provider ${t.providerId}`);
             throw err;
           });
       }
-      await appendAudit(q, { actor: ctx.actor, tenantId, action: 'model_route.set', target: `route:${r.scope}:${scopeName}`, decision: 'success', requestId: ctx.requestId ?? null, detail: { targets: r.targets } });
+      await appendAudit(q, {
+        actor: ctx.actor,
+        tenantId,
+        action: 'model_route.set',
+        target: `route:${r.scope}:${scopeName}`,
+        decision: 'success',
+        requestId: ctx.requestId ?? null,
+        detail: { targets: r.targets },
+      });
       return { scope: r.scope, scopeName, targets: r.targets };
     });
   }
@@ -381,9 +512,19 @@ export class ProviderService {
     let key: string | undefined;
     try {
       if (p.credentialId) {
-        key = (await this.#credentials.decryptForBroker(tenantId, p.credentialId, { actor: ctx.actor, purpose: `provider.test_connection:${p.id}`, requestId: ctx.requestId ?? null })).value;
+        key = (
+          await this.#credentials.decryptForBroker(tenantId, p.credentialId, {
+            actor: ctx.actor,
+            purpose: `provider.test_connection:${p.id}`,
+            requestId: ctx.requestId ?? null,
+          })
+        ).value;
       } else if (entry.keyRequired) {
-        return { ok: false, error: { code: 'credential_missing', message: `The provider "${p.name}" has no API key. Attach a credential to it, then test again.` }, latencyMs: 0 };
+        return {
+          ok: false,
+          error: { code: 'credential_missing', message: `The provider "${p.name}" has no API key. Attach a credential to it, then test again.` },
+          latencyMs: 0,
+        };
       }
       return await this.probe({ kind: p.kind, baseUrl: p.baseUrl, name: p.name, key }, started);
     } catch (err) {
@@ -410,7 +551,14 @@ export class ProviderService {
       try {
         body = await res.json();
       } catch {
-        return { ok: false, error: { code: 'bad_response', message: `"${p.name}" did not answer with JSON. Check that the base URL points at the API root (it usually ends in /v1).` }, latencyMs: elapsed() };
+        return {
+          ok: false,
+          error: {
+            code: 'bad_response',
+            message: `"${p.name}" did not answer with JSON. Check that the base URL points at the API root (it usually ends in /v1).`,
+          },
+          latencyMs: elapsed(),
+        };
       }
       // A hostile or buggy server could reflect the key as a model id: "never returns the key" holds anyway.
       const models = parseModelList(p.kind, body).map((m) => redact(m, key));
@@ -423,7 +571,8 @@ export class ProviderService {
 }
 
 function httpHint(name: string, status: number): string {
-  if (status === 401 || status === 403) return `"${name}" refused the API key (HTTP ${status}). Check that the credential is current and has access to the models API.`;
+  if (status === 401 || status === 403)
+    return `"${name}" refused the API key (HTTP ${status}). Check that the credential is current and has access to the models API.`;
   if (status === 404) return `"${name}" has no models endpoint at this base URL (HTTP 404). Check the base URL; it usually ends in /v1.`;
   if (status === 429) return `"${name}" is rate limiting this key (HTTP 429). Wait a minute and test again.`;
   return `"${name}" answered HTTP ${status}. Check the base URL and the provider's status page.`;

@@ -55,8 +55,26 @@ export const BUILTIN_SKILLS: readonly SkillDefinition[] = [
     label: 'Slack',
     description: 'Post and read messages as a Slack app.',
     fields: [
-      { name: 'bot_token', label: 'Bot token', type: 'secret', credentialType: 'bot_token', required: true, pattern: '^xoxb-[A-Za-z0-9-]{10,}$', patternHint: 'starts with xoxb-', help: 'OAuth & Permissions → Bot User OAuth Token.' },
-      { name: 'signing_secret', label: 'Signing secret', type: 'secret', credentialType: 'secret', required: false, pattern: '^[a-f0-9]{32}$', patternHint: '32 hexadecimal characters', help: 'Basic Information → App Credentials; needed to receive events.' },
+      {
+        name: 'bot_token',
+        label: 'Bot token',
+        type: 'secret',
+        credentialType: 'bot_token',
+        required: true,
+        pattern: '^xoxb-[A-Za-z0-9-]{10,}$',
+        patternHint: 'starts with xoxb-',
+        help: 'OAuth & Permissions → Bot User OAuth Token.',
+      },
+      {
+        name: 'signing_secret',
+        label: 'Signing secret',
+        type: 'secret',
+        credentialType: 'secret',
+        required: false,
+        pattern: '^[a-f0-9]{32}$',
+        patternHint: '32 hexadecimal characters',
+        help: 'Basic Information → App Credentials; needed to receive events.',
+      },
     ],
   },
   {
@@ -64,8 +82,24 @@ export const BUILTIN_SKILLS: readonly SkillDefinition[] = [
     label: 'GitHub',
     description: 'Read and change repositories with a personal access token.',
     fields: [
-      { name: 'pat', label: 'Personal access token', type: 'secret', credentialType: 'pat', required: true, pattern: '^(ghp_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})$', patternHint: 'starts with ghp_ or github_pat_' },
-      { name: 'scopes', label: 'Scopes', type: 'list', required: true, pattern: '^[a-z][a-z_:]{1,39}$', patternHint: 'a GitHub scope such as repo or read:org', help: 'The scopes the token was granted; tools needing others are refused.' },
+      {
+        name: 'pat',
+        label: 'Personal access token',
+        type: 'secret',
+        credentialType: 'pat',
+        required: true,
+        pattern: '^(ghp_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})$',
+        patternHint: 'starts with ghp_ or github_pat_',
+      },
+      {
+        name: 'scopes',
+        label: 'Scopes',
+        type: 'list',
+        required: true,
+        pattern: '^[a-z][a-z_:]{1,39}$',
+        patternHint: 'a GitHub scope such as repo or read:org',
+        help: 'The scopes the token was granted; tools needing others are refused.',
+      },
     ],
   },
   {
@@ -73,7 +107,15 @@ export const BUILTIN_SKILLS: readonly SkillDefinition[] = [
     label: 'Telegram',
     description: 'Chat through a Telegram bot.',
     fields: [
-      { name: 'bot_token', label: 'Bot token', type: 'secret', credentialType: 'bot_token', required: true, pattern: '^[0-9]{5,}:[A-Za-z0-9_-]{30,}$', patternHint: 'the form 123456:ABC… from @BotFather' },
+      {
+        name: 'bot_token',
+        label: 'Bot token',
+        type: 'secret',
+        credentialType: 'bot_token',
+        required: true,
+        pattern: '^[0-9]{5,}:[A-Za-z0-9_-]{30,}$',
+        patternHint: 'the form 123456:ABC… from @BotFather',
+      },
     ],
   },
   {
@@ -81,22 +123,55 @@ export const BUILTIN_SKILLS: readonly SkillDefinition[] = [
     label: 'Notion',
     description: 'Read and write pages shared with a Notion integration.',
     fields: [
-      { name: 'api_key', label: 'Integration secret', type: 'secret', credentialType: 'api_key', required: true, pattern: '^(secret_|ntn_)[A-Za-z0-9]{20,}$', patternHint: 'starts with ntn_ or secret_' },
+      {
+        name: 'api_key',
+        label: 'Integration secret',
+        type: 'secret',
+        credentialType: 'api_key',
+        required: true,
+        pattern: '^(secret_|ntn_)[A-Za-z0-9]{20,}$',
+        patternHint: 'starts with ntn_ or secret_',
+      },
     ],
   },
   {
     id: 'gmail',
     label: 'Gmail',
     description: 'Read and send mail with an OAuth token.',
-    fields: [{ name: 'oauth_token', label: 'OAuth token', type: 'secret', credentialType: 'oauth_token', required: true, pattern: '^\\S{20,}$', patternHint: 'at least 20 characters, no spaces' }],
+    fields: [
+      {
+        name: 'oauth_token',
+        label: 'OAuth token',
+        type: 'secret',
+        credentialType: 'oauth_token',
+        required: true,
+        pattern: '^\\S{20,}$',
+        patternHint: 'at least 20 characters, no spaces',
+      },
+    ],
   },
   {
     id: 'whatsapp',
     label: 'WhatsApp',
     description: 'Send and receive messages through the WhatsApp Cloud API.',
     fields: [
-      { name: 'api_key', label: 'Access token', type: 'secret', credentialType: 'api_key', required: true, pattern: '^\\S{20,}$', patternHint: 'at least 20 characters, no spaces' },
-      { name: 'phone_number_id', label: 'Phone number ID', type: 'text', required: true, pattern: '^[0-9]{6,20}$', patternHint: 'the numeric id from WhatsApp Manager' },
+      {
+        name: 'api_key',
+        label: 'Access token',
+        type: 'secret',
+        credentialType: 'api_key',
+        required: true,
+        pattern: '^\\S{20,}$',
+        patternHint: 'at least 20 characters, no spaces',
+      },
+      {
+        name: 'phone_number_id',
+        label: 'Phone number ID',
+        type: 'text',
+        required: true,
+        pattern: '^[0-9]{6,20}$',
+        patternHint: 'the numeric id from WhatsApp Manager',
+      },
     ],
   },
 ];
@@ -146,7 +221,9 @@ export class SkillRegistry {
   parse(id: string, input: unknown): ParsedSkillInput {
     const entry = this.#defs.get(id);
     if (!entry) {
-      throw new ValidationError(`Unknown skill "${id}". Known skills: ${[...this.#defs.keys()].join(', ')}.`, [{ path: 'skill', message: 'is not a known skill' }]);
+      throw new ValidationError(`Unknown skill "${id}". Known skills: ${[...this.#defs.keys()].join(', ')}.`, [
+        { path: 'skill', message: 'is not a known skill' },
+      ]);
     }
     const r = entry.schema.safeParse(input);
     if (!r.success) {

@@ -1,17 +1,7 @@
 import { appendAudit } from '../audit/log.ts';
 import type { Db, Queryable } from '../db/pool.ts';
 import { ClawplaneError, NotFoundError, ValidationError } from '../errors.ts';
-import {
-  AAD_VERSION,
-  credentialAad,
-  newDataKey,
-  open,
-  platformKeyAad,
-  platformSecretAad,
-  seal,
-  tenantKeyAad,
-  type Sealed,
-} from './envelope.ts';
+import { AAD_VERSION, credentialAad, newDataKey, open, platformKeyAad, platformSecretAad, seal, tenantKeyAad, type Sealed } from './envelope.ts';
 import type { KeyProvider, WrappedKey } from './types.ts';
 
 /** A credential value as stored: ciphertext plus the AAD layout it was sealed with. */
@@ -116,7 +106,11 @@ export class Vault {
   /** Plaintext of a credential. Only `CredentialService.decryptForBroker` may call this. */
   async openCredential(tenantId: string, credentialId: string, version: number, sealed: SealedCredential): Promise<string> {
     if (sealed.aadVersion !== AAD_VERSION) {
-      throw new ClawplaneError('vault_unknown_format', 500, `Credential ${credentialId} uses AAD layout ${sealed.aadVersion}, which this Clawplane version does not know. Upgrade Clawplane.`);
+      throw new ClawplaneError(
+        'vault_unknown_format',
+        500,
+        `Credential ${credentialId} uses AAD layout ${sealed.aadVersion}, which this Clawplane version does not know. Upgrade Clawplane.`,
+      );
     }
     const dek = await this.getOrCreateTenantKey(tenantId);
     return open(dek, sealed, credentialAad(tenantId, credentialId, version), 'Credential').toString('utf8');
@@ -131,7 +125,13 @@ export class Vault {
     const from = await this.#keys.currentVersion();
     const version = await this.#keys.createVersion();
     await this.#db.tx((q) =>
-      appendAudit(q, { actor: opts.actor ?? 'system', action: 'vault.rotate', target: `kek:${this.#keys.keyId}`, decision: 'success', detail: { from, to: version } }),
+      appendAudit(q, {
+        actor: opts.actor ?? 'system',
+        action: 'vault.rotate',
+        target: `kek:${this.#keys.keyId}`,
+        decision: 'success',
+        detail: { from, to: version },
+      }),
     );
     return this.rewrap();
   }
@@ -205,10 +205,14 @@ export class Vault {
       if (!row || (row.kek_id === this.#keys.keyId && row.kek_version >= version)) return false;
       const aad = platformKeyAad(name);
       const w = await this.#keys.wrap(await this.#keys.unwrap(toWrapped(row), aad), aad);
-      await q.query(
-        'UPDATE platform_secrets SET kek_id = $2, kek_version = $3, wrapped_dek = $4, dek_iv = $5, dek_tag = $6 WHERE name = $1',
-        [name, w.keyId, w.version, w.ciphertext, w.iv, w.tag],
-      );
+      await q.query('UPDATE platform_secrets SET kek_id = $2, kek_version = $3, wrapped_dek = $4, dek_iv = $5, dek_tag = $6 WHERE name = $1', [
+        name,
+        w.keyId,
+        w.version,
+        w.ciphertext,
+        w.iv,
+        w.tag,
+      ]);
       return true;
     });
   }
@@ -227,14 +231,21 @@ export class Vault {
     return {
       keyId: this.#keys.keyId,
       currentVersion,
-      versions: versions.map((v) => ({ version: v.version, current: v.current, tenantKeys: by.get(v.version)?.t ?? 0, platformSecrets: by.get(v.version)?.p ?? 0 })),
+      versions: versions.map((v) => ({
+        version: v.version,
+        current: v.current,
+        tenantKeys: by.get(v.version)?.t ?? 0,
+        platformSecrets: by.get(v.version)?.p ?? 0,
+      })),
     };
   }
 
   /** Stores (or replaces) a platform-level secret such as the OIDC client secret. Audited without the value. */
   async sealPlatformSecret(name: string, plaintext: string, opts: { actor?: string } = {}): Promise<void> {
     if (!PLATFORM_SECRET_NAME.test(name)) {
-      throw new ValidationError(`Platform secret name "${name}" is invalid: use 1-100 of a-z, 0-9, "_", "." or "-", starting with a letter or digit.`, [{ path: 'name', message: 'is not a valid platform secret name' }]);
+      throw new ValidationError(`Platform secret name "${name}" is invalid: use 1-100 of a-z, 0-9, "_", "." or "-", starting with a letter or digit.`, [
+        { path: 'name', message: 'is not a valid platform secret name' },
+      ]);
     }
     // Its own data key per secret, so a platform secret never shares a key with tenant data.
     const dek = newDataKey();
@@ -251,7 +262,13 @@ export class Vault {
            dek_iv = EXCLUDED.dek_iv, dek_tag = EXCLUDED.dek_tag, updated_at = now()`,
         [name, version, s.ciphertext, s.iv, s.tag, w.keyId, w.version, w.ciphertext, w.iv, w.tag],
       );
-      await appendAudit(q, { actor: opts.actor ?? 'system', action: 'platform_secret.set', target: `platform_secret:${name}`, decision: 'success', detail: { version } });
+      await appendAudit(q, {
+        actor: opts.actor ?? 'system',
+        action: 'platform_secret.set',
+        target: `platform_secret:${name}`,
+        decision: 'success',
+        detail: { version },
+      });
     });
   }
 
@@ -275,7 +292,14 @@ export class Vault {
          VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING`,
         [name, s.ciphertext, s.iv, s.tag, w.keyId, w.version, w.ciphertext, w.iv, w.tag],
       );
-      if (r.rowCount) await appendAudit(q, { actor: opts.actor ?? 'system', action: 'platform_secret.set', target: `platform_secret:${name}`, decision: 'success', detail: { version: 1 } });
+      if (r.rowCount)
+        await appendAudit(q, {
+          actor: opts.actor ?? 'system',
+          action: 'platform_secret.set',
+          target: `platform_secret:${name}`,
+          decision: 'success',
+          detail: { version: 1 },
+        });
     });
     return this.openPlatformSecret(name);
   }
@@ -295,7 +319,9 @@ export class Vault {
     const row = r.rows[0];
     if (!row) throw new NotFoundError(`Platform secret "${name}"`);
     const dek = await this.#keys.unwrap(toWrapped(row), platformKeyAad(name));
-    return open(dek, { ciphertext: row.ciphertext, iv: row.s_iv, tag: row.s_tag }, platformSecretAad(name, row.version), `Platform secret "${name}"`).toString('utf8');
+    return open(dek, { ciphertext: row.ciphertext, iv: row.s_iv, tag: row.s_tag }, platformSecretAad(name, row.version), `Platform secret "${name}"`).toString(
+      'utf8',
+    );
   }
 
   /** Drops cached data keys (all, or one tenant's), e.g. after a tenant is deleted. */

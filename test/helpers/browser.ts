@@ -13,12 +13,23 @@ export const SHOTS = path.resolve(import.meta.dirname, '..', '..', 'test-artifac
  * errors and CSP violations are pushed to `problems`; failed API calls (4xx) are expected and are not.
  */
 export async function openBrowser(baseURL: string, problems: string[], opts: { clipboard?: boolean } = {}): Promise<{ browser: Browser; page: Page }> {
-  if (!existsSync(CHROMIUM)) throw new Error(`chromium is missing (${CHROMIUM}): run "apt-get install -y --no-install-recommends chromium", or "bash scripts/setup-system.sh test" as root`);
+  if (!existsSync(CHROMIUM))
+    throw new Error(
+      `chromium is missing (${CHROMIUM}): run "apt-get install -y --no-install-recommends chromium", or "bash scripts/setup-system.sh test" as root`,
+    );
   await mkdir(SHOTS, { recursive: true });
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'],
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--disable-quic',
+      '--no-first-run',
+    ],
   });
   const context = await browser.newContext({ baseURL, viewport: { width: 1280, height: 900 } });
   if (opts.clipboard) await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: baseURL });

@@ -66,7 +66,11 @@ export async function setupCode(server: TestServer): Promise<string> {
 /** Runs first-boot onboarding (OIDC and provider skipped) and returns the signed-in admin. */
 export async function onboard(server: TestServer): Promise<ApiClient> {
   const admin = new ApiClient(server.url);
-  const r = await admin.json<{ csrfToken: string }>('POST', '/api/v1/onboarding/admin', { email: ADMIN_EMAIL, password: ADMIN_PASSWORD, setupCode: await setupCode(server) });
+  const r = await admin.json<{ csrfToken: string }>('POST', '/api/v1/onboarding/admin', {
+    email: ADMIN_EMAIL,
+    password: ADMIN_PASSWORD,
+    setupCode: await setupCode(server),
+  });
   admin.csrf = r.csrfToken;
   await admin.json('POST', '/api/v1/onboarding/oidc', { skip: true });
   await admin.json('POST', '/api/v1/onboarding/provider', { skip: true });
@@ -86,13 +90,27 @@ export async function twoTenants(server: TestServer, admin: ApiClient): Promise<
     const credential = await server.services.credentials.create(t.id, { name: 'llm-key', type: 'api_key', value: `sk-fixture-${slug}-0123456789` }, by);
     const provider = await server.services.providers.create(t.id, { kind: 'openai', name: 'main', credentialId: credential.id, defaultModel: 'gpt-4o' }, by);
     // A tool grant, as a sandbox of this tenant would get one, so the harness can aim at its jti.
-    const grant = await server.services.grants.request({ id: `fixture-${slug}`, tenantId: t.id, instanceId: 'fixture', sandboxId: 'fixture' }, { tool: 'read', agent: 'main', context: {} });
+    const grant = await server.services.grants.request(
+      { id: `fixture-${slug}`, tenantId: t.id, instanceId: 'fixture', sandboxId: 'fixture' },
+      { tool: 'read', agent: 'main', context: {} },
+    );
     if (grant.outcome !== 'granted') throw new Error(`fixture grant for ${slug} was not granted: ${grant.decision.explanation}`);
     // An executor pool (of a type no fixture agent has, so no fixture task is routed to it), so the harness can aim
     // at another tenant's pool id; before the instance, as a pool reserves a sandbox of the tenant's maxInstances.
     const pool = await server.services.pools.create(t.id, { agentType: 'research' }, { actor: 'test' });
     // A swarm rule (for a capability no fixture task asks for), so the harness can aim at its id.
-    const swarmRule = await server.services.swarms.create(t.id, { name: 'fixture', capability: 'fixture-swarm', steps: [{ agentType: 'chat', capability: 'a' }, { agentType: 'coding', capability: 'b' }] }, { actor: 'test' });
+    const swarmRule = await server.services.swarms.create(
+      t.id,
+      {
+        name: 'fixture',
+        capability: 'fixture-swarm',
+        steps: [
+          { agentType: 'chat', capability: 'a' },
+          { agentType: 'coding', capability: 'b' },
+        ],
+      },
+      { actor: 'test' },
+    );
     // An instance recorded stopped (nothing starts), so the harness can aim at another tenant's instance id.
     const instance = await server.services.instances.deploy(t.id, { name: 'fixture', start: false }, { actor: 'test' });
     // An agent and a task (its capability matches no agent, so it fails at dispatch and nothing runs),
@@ -101,13 +119,28 @@ export async function twoTenants(server: TestServer, admin: ApiClient): Promise<
     const task = await server.services.tasks.create(t.id, { capability: 'fixture-nobody-has', input: `fixture task of ${slug}` }, { actor: 'test' });
     // An archived conversation and a backup record (no object behind it), so the harness can aim at their ids.
     const sessionId = `fixture-session-${slug}`;
-    await server.services.archive.append(t.id, { instanceId: instance.id, sessionId, agent: 'main', actor: 'test', messages: [{ role: 'user', content: `hello from ${slug}` }] });
+    await server.services.archive.append(t.id, {
+      instanceId: instance.id,
+      sessionId,
+      agent: 'main',
+      actor: 'test',
+      messages: [{ role: 'user', content: `hello from ${slug}` }],
+    });
     // A memory and a finding (knowledge), so the harness can aim at their ids.
     const memory = await server.services.memories.create(t.id, { agent: agent.id, content: `memory of ${slug}` }, { actor: 'test' });
     const finding = await server.services.findings.create(t.id, { title: `finding of ${slug}`, taskId: task.task.id }, { actor: 'test' });
     // A project, an on-demand lane whose one step needs approval, and a run of it parked for that approval.
     const project = await server.services.lanes.createProject(t.id, { name: 'fixture', laneKinds: ['analysis'] }, { actor: 'test' });
-    const lane = await server.services.lanes.createLane(t.id, { name: 'fixture', project: 'fixture', kind: 'analysis', steps: [{ name: 'approve-me', capability: 'fixture-nobody-has', input: `lane fixture of ${slug}`, requiresApproval: true }] }, { actor: 'test' });
+    const lane = await server.services.lanes.createLane(
+      t.id,
+      {
+        name: 'fixture',
+        project: 'fixture',
+        kind: 'analysis',
+        steps: [{ name: 'approve-me', capability: 'fixture-nobody-has', input: `lane fixture of ${slug}`, requiresApproval: true }],
+      },
+      { actor: 'test' },
+    );
     const run = await server.services.lanes.trigger(t.id, lane.id, { actor: 'test' });
     // The run reaches its approval step in its own workflow: where this server dequeues workflows (the worker
     // role), wait for it, so "parked" is true when tests look. Without a worker it stays queued, and is never decided.
@@ -124,7 +157,25 @@ export async function twoTenants(server: TestServer, admin: ApiClient): Promise<
       [backupId, t.id, instance.id, `${t.id}/${instance.id}/${backupId}.cpbk`],
     );
     return {
-      id: t.id, slug, ownerId: m.userId, tokenId: info.id, credentialId: credential.id, providerId: provider.id, grantJti: grant.jti, instanceId: instance.id, agentId: agent.id, taskId: task.task.id, sessionId, backupId, memoryId: memory.memory.id, findingId: finding.id, projectId: project.id, laneId: lane.id, runId: run.id, poolId: pool.id, swarmRuleId: swarmRule.id,
+      id: t.id,
+      slug,
+      ownerId: m.userId,
+      tokenId: info.id,
+      credentialId: credential.id,
+      providerId: provider.id,
+      grantJti: grant.jti,
+      instanceId: instance.id,
+      agentId: agent.id,
+      taskId: task.task.id,
+      sessionId,
+      backupId,
+      memoryId: memory.memory.id,
+      findingId: finding.id,
+      projectId: project.id,
+      laneId: lane.id,
+      runId: run.id,
+      poolId: pool.id,
+      swarmRuleId: swarmRule.id,
       client: new ApiClient(server.url, { bearer: token }),
     };
   };

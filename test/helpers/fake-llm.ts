@@ -50,7 +50,20 @@ export interface FakeLlm {
 }
 
 export async function startFakeLlm(): Promise<FakeLlm> {
-  const fake: FakeLlm = { url: '', baseUrl: '', requests: [], usage: { input: 40, output: 60 }, slowMs: 400, dripChunks: 20, dripMs: 100, releaseSlow: () => undefined, toolResults: [], toolNames: [], toolArgs: { exec: { command: 'echo hi' } }, close: async () => undefined };
+  const fake: FakeLlm = {
+    url: '',
+    baseUrl: '',
+    requests: [],
+    usage: { input: 40, output: 60 },
+    slowMs: 400,
+    dripChunks: 20,
+    dripMs: 100,
+    releaseSlow: () => undefined,
+    toolResults: [],
+    toolNames: [],
+    toolArgs: { exec: { command: 'echo hi' } },
+    close: async () => undefined,
+  };
   fake.releaseSlow = () => {
     for (const wake of [...slowWaiters]) wake();
   };
@@ -61,7 +74,15 @@ export async function startFakeLlm(): Promise<FakeLlm> {
       const path = (req.url ?? '').split('?')[0] ?? '';
       if (req.method === 'GET' && path.endsWith('/models')) {
         res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ object: 'list', data: [{ id: 'fake-model', object: 'model' }, { id: 'slow', object: 'model' }] }));
+        res.end(
+          JSON.stringify({
+            object: 'list',
+            data: [
+              { id: 'fake-model', object: 'model' },
+              { id: 'slow', object: 'model' },
+            ],
+          }),
+        );
         return;
       }
       let body: Record<string, unknown> = {};
@@ -134,11 +155,23 @@ async function answer(fake: FakeLlm, r: FakeRequest, res: http.ServerResponse): 
       const usage = { prompt_tokens: input, completion_tokens: output, total_tokens: input + output };
       if (!r.stream) {
         res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion', model: r.model, choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [call] }, finish_reason: 'tool_calls' }], usage }));
+        res.end(
+          JSON.stringify({
+            id: 'chatcmpl-1',
+            object: 'chat.completion',
+            model: r.model,
+            choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [call] }, finish_reason: 'tool_calls' }],
+            usage,
+          }),
+        );
       } else {
         res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-        res.write(`data: ${JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: { role: 'assistant', tool_calls: [call] }, finish_reason: null }] })}\n\n`);
-        res.write(`data: ${JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: {}, finish_reason: 'tool_calls' }], usage })}\n\n`);
+        res.write(
+          `data: ${JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: { role: 'assistant', tool_calls: [call] }, finish_reason: null }] })}\n\n`,
+        );
+        res.write(
+          `data: ${JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: {}, finish_reason: 'tool_calls' }], usage })}\n\n`,
+        );
         res.end('data: [DONE]\n\n');
       }
       r.finishedAt = Date.now();
@@ -151,7 +184,10 @@ async function answer(fake: FakeLlm, r: FakeRequest, res: http.ServerResponse): 
   if (r.model === 'drip' && r.stream) return drip(fake, r, res);
   if (r.model === 'cut' && r.stream) {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-    for (const w of ['Hello', ' from']) res.write(`data: ${JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: { content: w }, finish_reason: null }] })}\n\n`);
+    for (const w of ['Hello', ' from'])
+      res.write(
+        `data: ${JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: { content: w }, finish_reason: null }] })}\n\n`,
+      );
     // A provider that dies mid-answer: the connection goes, with no [DONE] and no last chunk.
     await new Promise((resolve) => setTimeout(resolve, 50));
     res.socket?.destroy();
@@ -164,10 +200,14 @@ async function drip(fake: FakeLlm, r: FakeRequest, res: http.ServerResponse): Pr
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
   for (let i = 0; i < fake.dripChunks && !res.destroyed; i++) {
     await new Promise((resolve) => setTimeout(resolve, fake.dripMs));
-    res.write(`data: ${JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: { content: `${i ? ' ' : ''}w${i}` }, finish_reason: null }] })}\n\n`);
+    res.write(
+      `data: ${JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: { content: `${i ? ' ' : ''}w${i}` }, finish_reason: null }] })}\n\n`,
+    );
   }
   if (res.destroyed) return;
-  res.write(`data: ${JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }], usage: { prompt_tokens: fake.usage.input, completion_tokens: fake.usage.output, total_tokens: fake.usage.input + fake.usage.output } })}\n\n`);
+  res.write(
+    `data: ${JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }], usage: { prompt_tokens: fake.usage.input, completion_tokens: fake.usage.output, total_tokens: fake.usage.input + fake.usage.output } })}\n\n`,
+  );
   res.end('data: [DONE]\n\n');
   r.finishedAt = Date.now();
 }
@@ -178,10 +218,29 @@ async function answerText(fake: FakeLlm, r: FakeRequest, res: http.ServerRespons
   if (!r.stream) {
     res.writeHead(200, { 'content-type': 'application/json' });
     const json = anthropic
-      ? { id: 'msg_1', type: 'message', role: 'assistant', model: r.model, content: [{ type: 'text', text }], stop_reason: 'end_turn', usage: { input_tokens: input, output_tokens: output } }
+      ? {
+          id: 'msg_1',
+          type: 'message',
+          role: 'assistant',
+          model: r.model,
+          content: [{ type: 'text', text }],
+          stop_reason: 'end_turn',
+          usage: { input_tokens: input, output_tokens: output },
+        }
       : r.path.endsWith('/embeddings')
-        ? { object: 'list', data: embedInputs(r.body['input']).map((t, index) => ({ object: 'embedding', index, embedding: fakeEmbedding(t) })), model: r.model, usage: { prompt_tokens: input, total_tokens: input } }
-        : { id: 'chatcmpl-1', object: 'chat.completion', model: r.model, choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }], usage: { prompt_tokens: input, completion_tokens: output, total_tokens: input + output } };
+        ? {
+            object: 'list',
+            data: embedInputs(r.body['input']).map((t, index) => ({ object: 'embedding', index, embedding: fakeEmbedding(t) })),
+            model: r.model,
+            usage: { prompt_tokens: input, total_tokens: input },
+          }
+        : {
+            id: 'chatcmpl-1',
+            object: 'chat.completion',
+            model: r.model,
+            choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }],
+            usage: { prompt_tokens: input, completion_tokens: output, total_tokens: input + output },
+          };
     res.end(JSON.stringify(json));
     r.finishedAt = Date.now();
     return;
@@ -193,7 +252,10 @@ async function answerText(fake: FakeLlm, r: FakeRequest, res: http.ServerRespons
     res.write(`${event ? `event: ${event}\n` : ''}data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
   };
   if (anthropic) {
-    send('message_start', { type: 'message_start', message: { id: 'msg_1', type: 'message', role: 'assistant', model: r.model, content: [], usage: { input_tokens: input, output_tokens: 1 } } });
+    send('message_start', {
+      type: 'message_start',
+      message: { id: 'msg_1', type: 'message', role: 'assistant', model: r.model, content: [], usage: { input_tokens: input, output_tokens: 1 } },
+    });
     for (const [i, w] of words.entries()) {
       send('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: (i ? ' ' : '') + w } });
       if (i === 0 && r.model === 'slow') await slowPause(fake.slowMs);
@@ -202,12 +264,24 @@ async function answerText(fake: FakeLlm, r: FakeRequest, res: http.ServerRespons
     send('message_stop', { type: 'message_stop' });
   } else {
     for (const [i, w] of words.entries()) {
-      send(undefined, { id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: { content: (i ? ' ' : '') + w }, finish_reason: null }] });
+      send(undefined, {
+        id: 'chatcmpl-1',
+        object: 'chat.completion.chunk',
+        model: r.model,
+        choices: [{ index: 0, delta: { content: (i ? ' ' : '') + w }, finish_reason: null }],
+      });
       if (i === 0 && r.model === 'slow') await slowPause(fake.slowMs);
     }
     send(undefined, { id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] });
     const so = r.body['stream_options'] as { include_usage?: boolean } | undefined;
-    if (so?.include_usage) send(undefined, { id: 'chatcmpl-1', object: 'chat.completion.chunk', model: r.model, choices: [], usage: { prompt_tokens: input, completion_tokens: output, total_tokens: input + output } });
+    if (so?.include_usage)
+      send(undefined, {
+        id: 'chatcmpl-1',
+        object: 'chat.completion.chunk',
+        model: r.model,
+        choices: [],
+        usage: { prompt_tokens: input, completion_tokens: output, total_tokens: input + output },
+      });
     send(undefined, '[DONE]');
   }
   if (!res.destroyed) res.end();
@@ -229,7 +303,33 @@ export const FAKE_CONCEPTS: string[][] = [
   ['customer', 'customers', 'client', 'clients', 'buyer', 'buyers'],
 ];
 const FAKE_DIMS = 64;
-const STOP = new Set(['a', 'an', 'the', 'is', 'are', 'of', 'to', 'in', 'on', 'my', 'and', 'or', 'for', 'with', 'at', 'it', 'this', 'that', 'be', 'what', 'how', 'do', 'i', 'we', 'you']);
+const STOP = new Set([
+  'a',
+  'an',
+  'the',
+  'is',
+  'are',
+  'of',
+  'to',
+  'in',
+  'on',
+  'my',
+  'and',
+  'or',
+  'for',
+  'with',
+  'at',
+  'it',
+  'this',
+  'that',
+  'be',
+  'what',
+  'how',
+  'do',
+  'i',
+  'we',
+  'you',
+]);
 
 function embedInputs(input: unknown): string[] {
   if (typeof input === 'string') return [input];

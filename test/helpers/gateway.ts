@@ -93,9 +93,13 @@ export async function startGatewayFixture(o: { file: string; uidSuffix?: number;
   await server.services.providers.setRoute(a.id, { scope: 'tenant', targets: [{ providerId: provider.id, model: 'fake-model' }] }, by);
   const get = (t: TenantFixture, id: string) => t.client.json<Instance>('GET', `/api/v1/tenants/${t.slug}/instances/${id}`);
   const waitStatus = (t: TenantFixture, id: string, status: string, reason?: RegExp, timeoutMs = 180_000) =>
-    waitFor(`${t.slug}/${id} ${status}${reason ? ` (${reason.source})` : ''}`, async () => {
-      const i = await get(t, id);
-      return i.status === status && (!reason || reason.test(i.statusReason)) ? i : undefined;
-    }, timeoutMs);
+    waitFor(
+      `${t.slug}/${id} ${status}${reason ? ` (${reason.source})` : ''}`,
+      async () => {
+        const i = await get(t, id);
+        return i.status === status && (!reason || reason.test(i.statusReason)) ? i : undefined;
+      },
+      timeoutMs,
+    );
   return { server, fake, root, admin, a, b, canary, providerId: provider.id, by, get, waitStatus };
 }

@@ -35,7 +35,16 @@ import { Ajv } from 'ajv';
 export interface StoredObject {
   apiVersion: string;
   kind: string;
-  metadata: { name: string; namespace?: string; uid?: string; resourceVersion?: string; labels?: Record<string, string>; annotations?: Record<string, string>; deletionTimestamp?: string; [k: string]: unknown };
+  metadata: {
+    name: string;
+    namespace?: string;
+    uid?: string;
+    resourceVersion?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    deletionTimestamp?: string;
+    [k: string]: unknown;
+  };
   [k: string]: unknown;
 }
 
@@ -55,9 +64,23 @@ const BUILTIN: Resource[] = [
   { group: '', version: 'v1', kind: 'Secret', plural: 'secrets', namespaced: true, model: 'kubernetes-models/v1/Secret' },
   { group: '', version: 'v1', kind: 'ConfigMap', plural: 'configmaps', namespaced: true, model: 'kubernetes-models/v1/ConfigMap' },
   { group: '', version: 'v1', kind: 'Service', plural: 'services', namespaced: true, model: 'kubernetes-models/v1/Service' },
-  { group: '', version: 'v1', kind: 'PersistentVolumeClaim', plural: 'persistentvolumeclaims', namespaced: true, model: 'kubernetes-models/v1/PersistentVolumeClaim' },
+  {
+    group: '',
+    version: 'v1',
+    kind: 'PersistentVolumeClaim',
+    plural: 'persistentvolumeclaims',
+    namespaced: true,
+    model: 'kubernetes-models/v1/PersistentVolumeClaim',
+  },
   { group: '', version: 'v1', kind: 'Event', plural: 'events', namespaced: true, model: 'kubernetes-models/v1/Event' },
-  { group: 'networking.k8s.io', version: 'v1', kind: 'NetworkPolicy', plural: 'networkpolicies', namespaced: true, model: 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy' },
+  {
+    group: 'networking.k8s.io',
+    version: 'v1',
+    kind: 'NetworkPolicy',
+    plural: 'networkpolicies',
+    namespaced: true,
+    model: 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy',
+  },
 ];
 
 export interface Call {
@@ -218,20 +241,34 @@ export class KubeStandIn {
         { type: 'ContainersReady', status: opts.ready ? 'True' : 'False' },
         { type: 'Ready', status: opts.ready ? 'True' : 'False', ...(opts.ready ? {} : { reason: 'ContainersNotReady' }) },
       ],
-      containerStatuses: [{ name: 'supervisor', ready: opts.ready, restartCount: 0, image: 'x', imageID: 'x', state: { running: { startedAt: new Date().toISOString() } } }],
+      containerStatuses: [
+        { name: 'supervisor', ready: opts.ready, restartCount: 0, image: 'x', imageID: 'x', state: { running: { startedAt: new Date().toISOString() } } },
+      ],
     });
   }
 
   /** The log text pods/log returns for a pod. */
   setLog(namespace: string, pod: string, text: string, at = Date.now()): void {
-    this.#logs.set(`${namespace}/${pod}`, text.split('\n').filter(Boolean).map((line) => ({ at, line })));
+    this.#logs.set(
+      `${namespace}/${pod}`,
+      text
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => ({ at, line })),
+    );
   }
 
   /** SIMULATED container output: appends lines to a pod's log (followers receive them). */
   appendLog(namespace: string, pod: string, text: string): void {
     const key = `${namespace}/${pod}`;
     const at = Date.now();
-    this.#logs.set(key, [...(this.#logs.get(key) ?? []), ...text.split('\n').filter(Boolean).map((line) => ({ at, line }))]);
+    this.#logs.set(key, [
+      ...(this.#logs.get(key) ?? []),
+      ...text
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => ({ at, line })),
+    ]);
     for (const res of this.#followers.get(key) ?? []) res.write(text);
   }
 
@@ -282,7 +319,14 @@ export class KubeStandIn {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const body = Buffer.concat(chunks).toString('utf8');
-    const call: Call = { method: req.method ?? 'GET', path: u.pathname, query: Object.fromEntries(u.searchParams), contentType: String(req.headers['content-type'] ?? ''), body, status: 0 };
+    const call: Call = {
+      method: req.method ?? 'GET',
+      path: u.pathname,
+      query: Object.fromEntries(u.searchParams),
+      contentType: String(req.headers['content-type'] ?? ''),
+      body,
+      status: 0,
+    };
     this.calls.push(call);
     const end = res.end.bind(res);
     res.end = ((...a: Parameters<typeof res.end>) => {
@@ -302,7 +346,18 @@ export class KubeStandIn {
       const version = disc[1] ?? disc[3] ?? '';
       const rs = this.#resources.filter((r) => r.group === group && r.version === version);
       if (!rs.length) return this.#status(res, 404, 'NotFound', 'the server could not find the requested resource');
-      return this.#json(res, 200, { kind: 'APIResourceList', apiVersion: 'v1', groupVersion: group ? `${group}/${version}` : version, resources: rs.map((r) => ({ name: r.plural, singularName: r.kind.toLowerCase(), namespaced: r.namespaced, kind: r.kind, verbs: ['create', 'delete', 'get', 'list', 'patch', 'watch'] })) });
+      return this.#json(res, 200, {
+        kind: 'APIResourceList',
+        apiVersion: 'v1',
+        groupVersion: group ? `${group}/${version}` : version,
+        resources: rs.map((r) => ({
+          name: r.plural,
+          singularName: r.kind.toLowerCase(),
+          namespaced: r.namespaced,
+          kind: r.kind,
+          verbs: ['create', 'delete', 'get', 'list', 'patch', 'watch'],
+        })),
+      });
     }
     const m = /^\/(?:api\/(v1)|apis\/([^/]+)\/([^/]+))\/namespaces\/([^/]+)\/([^/]+)(?:\/([^/]+))?(?:\/([^/]+))?$/.exec(u.pathname);
     if (!m) return this.#status(res, 404, 'NotFound', `the stand-in does not serve ${u.pathname}`);
@@ -353,10 +408,17 @@ export class KubeStandIn {
       this.#owners.delete(key);
       const gone = { ...o, metadata: { ...o.metadata, resourceVersion: String(++this.#rv) } };
       this.#emit('DELETED', r, gone);
-      return this.#json(res, 200, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details: { name, kind: r.plural, uid: o.metadata.uid } });
+      return this.#json(res, 200, {
+        kind: 'Status',
+        apiVersion: 'v1',
+        metadata: {},
+        status: 'Success',
+        details: { name, kind: r.plural, uid: o.metadata.uid },
+      });
     }
     if (req.method === 'PATCH') {
-      if (!String(req.headers['content-type']).startsWith('application/apply-patch')) return this.#status(res, 415, 'UnsupportedMediaType', 'the stand-in serves only server-side apply patches');
+      if (!String(req.headers['content-type']).startsWith('application/apply-patch'))
+        return this.#status(res, 415, 'UnsupportedMediaType', 'the stand-in serves only server-side apply patches');
       return this.#apply(res, r, namespace, name, body, u.searchParams);
     }
     return this.#status(res, 405, 'MethodNotAllowed', `${req.method} is not served`);
@@ -368,7 +430,14 @@ export class KubeStandIn {
   }
 
   #select(r: Resource, namespace: string | undefined, labels: string, fields: string): StoredObject[] {
-    return [...this.#objects.values()].filter((o) => o.kind === r.kind && apiVersionOf(r) === o.apiVersion && (!namespace || o.metadata.namespace === namespace) && matchLabels(o.metadata.labels ?? {}, labels) && matchFields(o, fields));
+    return [...this.#objects.values()].filter(
+      (o) =>
+        o.kind === r.kind &&
+        apiVersionOf(r) === o.apiVersion &&
+        (!namespace || o.metadata.namespace === namespace) &&
+        matchLabels(o.metadata.labels ?? {}, labels) &&
+        matchFields(o, fields),
+    );
   }
 
   #watch(res: http.ServerResponse, r: Resource, namespace: string, q: URLSearchParams): void {
@@ -409,9 +478,11 @@ export class KubeStandIn {
   async #create(res: http.ServerResponse, r: Resource, namespace: string, body: string, q: URLSearchParams): Promise<void> {
     const o = this.#parse(res, body);
     if (!o) return;
-    if (o.kind !== r.kind || o.apiVersion !== apiVersionOf(r)) return this.#status(res, 400, 'BadRequest', `the body is a ${o.apiVersion}/${o.kind}, not a ${apiVersionOf(r)}/${r.kind}`);
+    if (o.kind !== r.kind || o.apiVersion !== apiVersionOf(r))
+      return this.#status(res, 400, 'BadRequest', `the body is a ${o.apiVersion}/${o.kind}, not a ${apiVersionOf(r)}/${r.kind}`);
     const key = keyOf(r, namespace, o.metadata.name);
-    if (this.#objects.has(key)) return this.#status(res, 409, 'AlreadyExists', `${r.plural} "${o.metadata.name}" already exists`, { name: o.metadata.name, kind: r.plural });
+    if (this.#objects.has(key))
+      return this.#status(res, 409, 'AlreadyExists', `${r.plural} "${o.metadata.name}" already exists`, { name: o.metadata.name, kind: r.plural });
     const invalid = await this.#validate(r, o);
     if (invalid) return this.#status(res, 422, 'Invalid', `${r.kind} "${o.metadata.name}" is invalid: ${invalid}`);
     const stored = this.#fresh(r, namespace, o);
@@ -429,13 +500,18 @@ export class KubeStandIn {
    */
   async #applyStatus(res: http.ServerResponse, r: Resource, namespace: string, name: string, body: string, q: URLSearchParams): Promise<void> {
     if (!q.get('fieldManager')) return this.#status(res, 400, 'BadRequest', 'fieldManager is required for apply requests');
-    if (!String(res.req.headers['content-type']).startsWith('application/apply-patch')) return this.#status(res, 415, 'UnsupportedMediaType', 'the stand-in serves only server-side apply patches');
+    if (!String(res.req.headers['content-type']).startsWith('application/apply-patch'))
+      return this.#status(res, 415, 'UnsupportedMediaType', 'the stand-in serves only server-side apply patches');
     const o = this.#parse(res, body);
     if (!o) return;
     const key = keyOf(r, namespace, name);
     const live = this.#objects.get(key);
     if (!live) return this.#status(res, 404, 'NotFound', `${r.plural} "${name}" not found`, { name, kind: r.plural });
-    const next: StoredObject = { ...structuredClone(live), status: structuredClone(o['status']), metadata: { ...live.metadata, resourceVersion: String(++this.#rv) } };
+    const next: StoredObject = {
+      ...structuredClone(live),
+      status: structuredClone(o['status']),
+      metadata: { ...live.metadata, resourceVersion: String(++this.#rv) },
+    };
     const invalid = await this.#validate(r, next);
     if (invalid) return this.#status(res, 422, 'Invalid', `${r.kind} "${name}" is invalid: ${invalid}`);
     this.#objects.set(key, next);
@@ -447,7 +523,14 @@ export class KubeStandIn {
     const { status: _s, ...spec } = o;
     return {
       ...structuredClone(spec),
-      metadata: { ...structuredClone(o.metadata), namespace, uid: randomUUID(), resourceVersion: String(++this.#rv), creationTimestamp: new Date().toISOString(), generation: 1 },
+      metadata: {
+        ...structuredClone(o.metadata),
+        namespace,
+        uid: randomUUID(),
+        resourceVersion: String(++this.#rv),
+        creationTimestamp: new Date().toISOString(),
+        generation: 1,
+      },
       // The real API server's pod strategy (PrepareForCreate) sets the phase; nothing else runs here.
       ...(r.kind === 'Pod' ? { status: { phase: 'Pending' } } : {}),
     };
@@ -459,12 +542,19 @@ export class KubeStandIn {
     const force = q.get('force') === 'true';
     const o = this.#parse(res, body);
     if (!o) return;
-    if (o.metadata.name !== name) return this.#status(res, 400, 'BadRequest', `the name of the object (${o.metadata.name}) does not match the name on the URL (${name})`);
-    if (o.kind !== r.kind || o.apiVersion !== apiVersionOf(r)) return this.#status(res, 400, 'BadRequest', `the body is a ${o.apiVersion}/${o.kind}, not a ${apiVersionOf(r)}/${r.kind}`);
+    if (o.metadata.name !== name)
+      return this.#status(res, 400, 'BadRequest', `the name of the object (${o.metadata.name}) does not match the name on the URL (${name})`);
+    if (o.kind !== r.kind || o.apiVersion !== apiVersionOf(r))
+      return this.#status(res, 400, 'BadRequest', `the body is a ${o.apiVersion}/${o.kind}, not a ${apiVersionOf(r)}/${r.kind}`);
     const key = keyOf(r, namespace, name);
     const live = this.#objects.get(key);
     if (o.metadata.resourceVersion && live && o.metadata.resourceVersion !== live.metadata.resourceVersion) {
-      return this.#status(res, 409, 'Conflict', `Operation cannot be fulfilled on ${r.plural} "${name}": the object has been modified; please apply your changes to the latest version and try again`);
+      return this.#status(
+        res,
+        409,
+        'Conflict',
+        `Operation cannot be fulfilled on ${r.plural} "${name}": the object has been modified; please apply your changes to the latest version and try again`,
+      );
     }
     const applied = leaves(o);
     const owners = this.#owners.get(key) ?? new Map<string, Map<string, string>>();
@@ -476,7 +566,13 @@ export class KubeStandIn {
       }
     }
     if (conflicts.length && !force) {
-      return this.#status(res, 409, 'Conflict', `Apply failed with ${conflicts.length} conflict${conflicts.length > 1 ? 's' : ''}: ${conflicts.map((c) => `conflict with "${c.manager}": ${c.path}`).join(', ')}`, { causes: conflicts.map((c) => ({ reason: 'FieldManagerConflict', message: `conflict with "${c.manager}"`, field: c.path })) });
+      return this.#status(
+        res,
+        409,
+        'Conflict',
+        `Apply failed with ${conflicts.length} conflict${conflicts.length > 1 ? 's' : ''}: ${conflicts.map((c) => `conflict with "${c.manager}": ${c.path}`).join(', ')}`,
+        { causes: conflicts.map((c) => ({ reason: 'FieldManagerConflict', message: `conflict with "${c.manager}"`, field: c.path })) },
+      );
     }
     for (const c of conflicts) owners.get(c.manager)?.delete(c.path);
     // Start from the live object; drop fields this manager owned and no longer applies (unless another owns them).
@@ -490,7 +586,8 @@ export class KubeStandIn {
     const invalid = await this.#validate(r, next);
     if (invalid) return this.#status(res, 422, 'Invalid', `${r.kind} "${name}" is invalid: ${invalid}`);
     const changed = !live || JSON.stringify(stripMeta(live)) !== JSON.stringify(stripMeta(next));
-    if (changed && live) next = { ...next, metadata: { ...next.metadata, resourceVersion: String(++this.#rv), generation: Number(live.metadata['generation'] ?? 1) + 1 } };
+    if (changed && live)
+      next = { ...next, metadata: { ...next.metadata, resourceVersion: String(++this.#rv), generation: Number(live.metadata['generation'] ?? 1) + 1 } };
     this.#owners.set(key, owners);
     this.#objects.set(key, next);
     if (changed) this.#emit(live ? 'MODIFIED' : 'ADDED', r, next);

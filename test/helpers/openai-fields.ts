@@ -7,7 +7,12 @@ export const EVERY_CHAT_FIELD = {
     { role: 'developer', content: 'Answer briefly.' },
     { role: 'system', content: [{ type: 'text', text: 'You are helpful.' }], name: 'sys' },
     { role: 'user', content: [{ type: 'text', text: 'What is the weather?' }], name: 'u' },
-    { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'weather', arguments: '{"city":"Oslo"}' } }], refusal: null },
+    {
+      role: 'assistant',
+      content: null,
+      tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'weather', arguments: '{"city":"Oslo"}' } }],
+      refusal: null,
+    },
     { role: 'tool', content: 'sunny', tool_call_id: 'call_1' },
     { role: 'user', content: 'Thanks. Say "ok".' },
   ],
@@ -38,7 +43,12 @@ export const EVERY_CHAT_FIELD = {
   stream_options: null,
   temperature: 0.2,
   tool_choice: 'auto',
-  tools: [{ type: 'function', function: { name: 'weather', description: 'the weather', parameters: { type: 'object', properties: { city: { type: 'string' } } }, strict: false } }],
+  tools: [
+    {
+      type: 'function',
+      function: { name: 'weather', description: 'the weather', parameters: { type: 'object', properties: { city: { type: 'string' } } }, strict: false },
+    },
+  ],
   top_logprobs: 0,
   top_p: 1,
   user: 'end-user-1',

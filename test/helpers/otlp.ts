@@ -83,7 +83,14 @@ export function one(trace: Collected[], name: string, where: (s: Collected) => b
 }
 
 /** Waits (flushing) until a root span of that name heads a trace holding every named span. */
-export async function traceWith(spans: Collected[], flush: () => Promise<void>, rootName: string, names: string[], pick: (s: Collected) => boolean = () => true, timeoutMs = 120_000): Promise<Collected> {
+export async function traceWith(
+  spans: Collected[],
+  flush: () => Promise<void>,
+  rootName: string,
+  names: string[],
+  pick: (s: Collected) => boolean = () => true,
+  timeoutMs = 120_000,
+): Promise<Collected> {
   const t0 = Date.now();
   for (;;) {
     await flush();
@@ -92,7 +99,9 @@ export async function traceWith(spans: Collected[], flush: () => Promise<void>, 
       if (names.every((n) => have.has(n))) return root;
     }
     if (Date.now() - t0 > timeoutMs) {
-      const roots = spans.filter((s) => !s.parentSpanId).map((r) => `${r.name}: ${[...new Set(spans.filter((s) => s.traceId === r.traceId).map((s) => s.name))].join(', ')}`);
+      const roots = spans
+        .filter((s) => !s.parentSpanId)
+        .map((r) => `${r.name}: ${[...new Set(spans.filter((s) => s.traceId === r.traceId).map((s) => s.name))].join(', ')}`);
       throw new Error(`no trace under "${rootName}" with ${names.join(', ')}; traces: ${roots.join(' | ')}`);
     }
     await new Promise((r) => setTimeout(r, 250));

@@ -23,7 +23,13 @@ export interface ReplicaChild {
   created: Promise<string[]>;
 }
 
-export async function startReplicaChild(o: { name: string; databaseUrl: string; secretKey: string; seed?: number; env?: Record<string, string> }): Promise<ReplicaChild> {
+export async function startReplicaChild(o: {
+  name: string;
+  databaseUrl: string;
+  secretKey: string;
+  seed?: number;
+  env?: Record<string, string>;
+}): Promise<ReplicaChild> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), `clawplane-${o.name}-`));
   const args = [fixture, o.databaseUrl, dataDir, o.secretKey, ...(o.seed !== undefined ? ['seed', String(o.seed)] : [])];
   const p = spawn(process.execPath, args, { env: { ...process.env, ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -29,7 +29,13 @@ export interface Replica {
  * its peers, with a data directory of its own (removed after the file's tests). Stopped with SIGTERM after
  * the file's tests unless already gone.
  */
-export async function startReplica(opts: { name: string; databaseUrl: string; secretKey: string; env?: Record<string, string>; dataDir?: string }): Promise<Replica> {
+export async function startReplica(opts: {
+  name: string;
+  databaseUrl: string;
+  secretKey: string;
+  env?: Record<string, string>;
+  dataDir?: string;
+}): Promise<Replica> {
   // A given data directory is a restart of the replica that owns it (same replica id); its owner removes it.
   const dataDir = opts.dataDir ?? (await mkdtemp(path.join(os.tmpdir(), `clawplane-${opts.name}-`)));
   const env: NodeJS.ProcessEnv = {
@@ -54,7 +60,10 @@ export async function startReplica(opts: { name: string; databaseUrl: string; se
   const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
   const started = await new Promise<{ url: string; id: string }>((resolve, reject) => {
     const onData = () => {
-      const m = /"replica":"([^"]+)".*"url":"(http:\/\/127\.0\.0\.1:\d+)".*clawplane listening|"url":"(http:\/\/127\.0\.0\.1:\d+)","replica":"([^"]+)".*clawplane listening/.exec(out);
+      const m =
+        /"replica":"([^"]+)".*"url":"(http:\/\/127\.0\.0\.1:\d+)".*clawplane listening|"url":"(http:\/\/127\.0\.0\.1:\d+)","replica":"([^"]+)".*clawplane listening/.exec(
+          out,
+        );
       if (m) {
         child.stdout.off('data', onData);
         resolve(m[2] ? { url: m[2], id: m[1] ?? '' } : { url: m[3] ?? '', id: m[4] ?? '' });

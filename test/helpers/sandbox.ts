@@ -75,7 +75,12 @@ export async function transportOf(services: { instances: InstanceService; sandbo
 }
 
 /** One OpenAI-compatible chat turn through a sandbox's transport, as the ingress module sends it. */
-export async function chat(transport: GatewayTransport, token: string, content: string, session: string): Promise<{ status: number; text: string; body: string }> {
+export async function chat(
+  transport: GatewayTransport,
+  token: string,
+  content: string,
+  session: string,
+): Promise<{ status: number; text: string; body: string }> {
   const r = await transportRequest(transport, {
     method: 'POST',
     path: '/v1/chat/completions',

@@ -48,7 +48,12 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
   // requests, stops workflows), then the database and the data directory.
   after(async () => {
     // No error body or status reason showed the host: tenants must not read its paths or uids.
-    const hostDetail = new RegExp(`${[dataDir, config.instances.sandboxRoot, os.tmpdir() + '/', '/var/tmp/', '/proc/'].filter((d) => d.length > 1).map((d) => d.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')}|\\buid[=: ]+\\d{3,}`);
+    const hostDetail = new RegExp(
+      `${[dataDir, config.instances.sandboxRoot, os.tmpdir() + '/', '/var/tmp/', '/proc/']
+        .filter((d) => d.length > 1)
+        .map((d) => d.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+        .join('|')}|\\buid[=: ]+\\d{3,}`,
+    );
     const leaks = seenBodies.filter((b) => hostDetail.test(b.text)).map((b) => `${b.what}: ${b.text.slice(0, 300)}`);
     seenBodies.length = 0;
     for (const h of await server.services.sandboxes.list().catch(() => [])) await server.services.sandboxes.stop(h).catch(() => undefined);

@@ -176,14 +176,18 @@ export const api = {
     remove: (tenant: string, userId: string) => request<{ removed: true }>('DELETE', `${t(tenant)}/members/${userId}`),
   },
   tokens: {
-    list: (tenant: string, p: ListParams & { status?: 'active' | 'revoked' | 'expired' } = {}) => request<Page<ApiToken>>('GET', `${t(tenant)}/tokens${query({ ...p })}`),
-    create: (tenant: string, body: { name: string; role: TenantRole; expiresInDays?: number }) => request<{ token: string; info: ApiToken }>('POST', `${t(tenant)}/tokens`, body),
+    list: (tenant: string, p: ListParams & { status?: 'active' | 'revoked' | 'expired' } = {}) =>
+      request<Page<ApiToken>>('GET', `${t(tenant)}/tokens${query({ ...p })}`),
+    create: (tenant: string, body: { name: string; role: TenantRole; expiresInDays?: number }) =>
+      request<{ token: string; info: ApiToken }>('POST', `${t(tenant)}/tokens`, body),
     revoke: (tenant: string, id: string) => request<ApiToken>('DELETE', `${t(tenant)}/tokens/${id}`),
   },
   skills: () => request<{ items: Skill[] }>('GET', '/api/v1/skills'),
   credentials: {
-    list: (tenant: string, includeRevoked: boolean, p: ListParams = {}) => request<Page<Credential>>('GET', `${t(tenant)}/credentials${query({ ...p, includeRevoked: String(includeRevoked) })}`),
-    create: (tenant: string, body: { name: string; type: CredentialType; value: string; expiresAt?: string }) => request<Credential>('POST', `${t(tenant)}/credentials`, body),
+    list: (tenant: string, includeRevoked: boolean, p: ListParams = {}) =>
+      request<Page<Credential>>('GET', `${t(tenant)}/credentials${query({ ...p, includeRevoked: String(includeRevoked) })}`),
+    create: (tenant: string, body: { name: string; type: CredentialType; value: string; expiresAt?: string }) =>
+      request<Credential>('POST', `${t(tenant)}/credentials`, body),
     connectSkill: (tenant: string, skill: string, body: { values: Record<string, string | string[]>; prefix?: string; expiresAt?: string }) =>
       request<{ items: Credential[] }>('POST', `${t(tenant)}/credentials/skills/${encodeURIComponent(skill)}`, body),
     replaceValue: (tenant: string, id: string, value: string) => request<Credential>('PUT', `${t(tenant)}/credentials/${id}/value`, { value }),
@@ -192,13 +196,16 @@ export const api = {
   providerKinds: () => request<{ items: ProviderKind[] }>('GET', '/api/v1/provider-kinds'),
   providers: {
     list: (tenant: string) => request<{ items: Provider[] }>('GET', `${t(tenant)}/providers`),
-    create: (tenant: string, body: { kind: string; name: string; baseUrl?: string; credentialId?: string; defaultModel?: string }) => request<Provider>('POST', `${t(tenant)}/providers`, body),
-    update: (tenant: string, id: string, body: { enabled?: boolean; defaultModel?: string | null }) => request<Provider>('PATCH', `${t(tenant)}/providers/${id}`, body),
+    create: (tenant: string, body: { kind: string; name: string; baseUrl?: string; credentialId?: string; defaultModel?: string }) =>
+      request<Provider>('POST', `${t(tenant)}/providers`, body),
+    update: (tenant: string, id: string, body: { enabled?: boolean; defaultModel?: string | null }) =>
+      request<Provider>('PATCH', `${t(tenant)}/providers/${id}`, body),
     remove: (tenant: string, id: string) => request<{ deleted: true }>('DELETE', `${t(tenant)}/providers/${id}`),
     test: (tenant: string, id: string) => request<ConnectionTest>('POST', `${t(tenant)}/providers/${id}/test`),
     routes: (tenant: string) => request<{ items: ModelRoute[] }>('GET', `${t(tenant)}/model-routes`),
     /** Sets one route's ordered targets; [] removes it. `scopeName` only for agent and skill routes. */
-    setRoute: (tenant: string, body: { scope: RouteScope; scopeName?: string; targets: RouteTarget[] }) => request<ModelRoute>('PUT', `${t(tenant)}/model-routes`, body),
+    setRoute: (tenant: string, body: { scope: RouteScope; scopeName?: string; targets: RouteTarget[] }) =>
+      request<ModelRoute>('PUT', `${t(tenant)}/model-routes`, body),
   },
 };
 
@@ -281,12 +288,14 @@ export const api2 = {
   instances: {
     list: (tenant: string, p: ListParams & { status?: InstanceStatus } = {}) => request<Page<Instance>>('GET', `${t(tenant)}/instances${query({ ...p })}`),
     get: (tenant: string, id: string) => request<Instance>('GET', inst(tenant, id)),
-    deploy: (tenant: string, body: { name: string; runtimeVersion?: string; executors?: number; start?: boolean }) => request<Instance>('POST', `${t(tenant)}/instances`, body),
+    deploy: (tenant: string, body: { name: string; runtimeVersion?: string; executors?: number; start?: boolean }) =>
+      request<Instance>('POST', `${t(tenant)}/instances`, body),
     op: (tenant: string, id: string, op: 'stop' | 'start' | 'restart' | 'suspend') => request<Instance>('POST', `${inst(tenant, id)}/${op}`),
     upgrade: (tenant: string, id: string, runtimeVersion: string) => request<Instance>('POST', `${inst(tenant, id)}/upgrade`, { runtimeVersion }),
     destroy: (tenant: string, id: string, deleteState: boolean) => request<Instance>('DELETE', `${inst(tenant, id)}?deleteState=${String(deleteState)}`),
     events: (tenant: string, id: string) => request<{ items: InstanceEvent[] }>('GET', `${inst(tenant, id)}/events`),
-    health: (tenant: string, id: string) => request<{ status: InstanceStatus; running: boolean; health: InstanceHealth | null; checkedAt: string }>('GET', `${inst(tenant, id)}/health`),
+    health: (tenant: string, id: string) =>
+      request<{ status: InstanceStatus; running: boolean; health: InstanceHealth | null; checkedAt: string }>('GET', `${inst(tenant, id)}/health`),
     logs: (tenant: string, id: string, tail = 200) => request<{ items: LogLine[] }>('GET', `${inst(tenant, id)}/logs?tail=${tail}`),
     /** The URL of the SSE log stream (EventSource, same-origin cookie). */
     followUrl: (tenant: string, id: string, tail = 200) => `${inst(tenant, id)}/logs?tail=${tail}&follow=true`,
@@ -297,7 +306,8 @@ export const api2 = {
     saveTool: (name: string, body: Omit<Tool, 'name'>) => request<Tool>('PUT', `/api/v1/policy/tools/${encodeURIComponent(name)}`, body),
     get: (tenant: string) => request<TenantPolicy>('GET', `${t(tenant)}/policy`),
     save: (tenant: string, body: { execPolicy: 'deny' | 'ask'; policies: PolicyRestriction[] }) => request<TenantPolicy>('PUT', `${t(tenant)}/policy`, body),
-    explain: (tenant: string, body: { tool: string; agent: string; context: ToolContext }) => request<PolicyDecision>('POST', `${t(tenant)}/policy/explain`, body),
+    explain: (tenant: string, body: { tool: string; agent: string; context: ToolContext }) =>
+      request<PolicyDecision>('POST', `${t(tenant)}/policy/explain`, body),
     effectiveTools: (tenant: string, agent: string) => request<EffectiveTools>('GET', `${t(tenant)}/policy/effective-tools?agent=${encodeURIComponent(agent)}`),
   },
   broker: {
@@ -306,12 +316,16 @@ export const api2 = {
     egress: (tenant: string) => request<{ items: EgressHost[] }>('GET', `${t(tenant)}/egress`),
     saveEgress: (tenant: string, items: EgressHost[]) => request<{ items: EgressHost[] }>('PUT', `${t(tenant)}/egress`, { items }),
     skillEndpoints: (tenant: string) => request<{ items: SkillEndpoint[] }>('GET', `${t(tenant)}/skill-endpoints`),
-    putSkillEndpoint: (tenant: string, name: string, body: { baseUrl: string; credentialId: string | null; authStyle: 'bearer' | 'header'; headerName: string | null }) =>
-      request<SkillEndpoint>('PUT', `${t(tenant)}/skill-endpoints/${encodeURIComponent(name)}`, body),
+    putSkillEndpoint: (
+      tenant: string,
+      name: string,
+      body: { baseUrl: string; credentialId: string | null; authStyle: 'bearer' | 'header'; headerName: string | null },
+    ) => request<SkillEndpoint>('PUT', `${t(tenant)}/skill-endpoints/${encodeURIComponent(name)}`, body),
     removeSkillEndpoint: (tenant: string, name: string) => request<{ removed: true }>('DELETE', `${t(tenant)}/skill-endpoints/${encodeURIComponent(name)}`),
     usage: (tenant: string, days: number) => request<{ days: number; items: UsageRow[] }>('GET', `${t(tenant)}/usage?days=${days}`),
     prices: () => request<{ items: ModelPrice[] }>('GET', '/api/v1/platform/prices'),
-    setPrice: (model: string, body: { inputUsdPerMtok: number; outputUsdPerMtok: number }) => request<ModelPrice>('PUT', `/api/v1/platform/prices/${encodeURIComponent(model)}`, body),
+    setPrice: (model: string, body: { inputUsdPerMtok: number; outputUsdPerMtok: number }) =>
+      request<ModelPrice>('PUT', `/api/v1/platform/prices/${encodeURIComponent(model)}`, body),
   },
   replicas: {
     list: () => request<{ items: Replica[] }>('GET', '/api/v1/platform/replicas'),
@@ -335,7 +349,8 @@ export const api2 = {
   },
   chat: {
     sessions: (tenant: string) => request<{ items: ChatSession[] }>('GET', `${t(tenant)}/chat/sessions`),
-    messages: (tenant: string, sessionId: string) => request<{ items: ChatMessage[] }>('GET', `${t(tenant)}/chat/sessions/${encodeURIComponent(sessionId)}/messages`),
+    messages: (tenant: string, sessionId: string) =>
+      request<{ items: ChatMessage[] }>('GET', `${t(tenant)}/chat/sessions/${encodeURIComponent(sessionId)}/messages`),
     /**
      * Sends one message with stream=true and calls `onEvent` for each server-sent event (the OpenAI
      * chat.completion.chunk objects, and `clawplane.progress` events while a stopped instance wakes: the
@@ -354,7 +369,13 @@ export const api2 = {
       if (opts.instance) headers['x-clawplane-instance'] = opts.instance;
       let res: Response;
       try {
-        res = await fetch(`${t(tenant)}/chat/completions`, { method: 'POST', headers, body: JSON.stringify({ ...body, stream: true }), credentials: 'same-origin', signal: opts.signal ?? null });
+        res = await fetch(`${t(tenant)}/chat/completions`, {
+          method: 'POST',
+          headers,
+          body: JSON.stringify({ ...body, stream: true }),
+          credentials: 'same-origin',
+          signal: opts.signal ?? null,
+        });
       } catch (err) {
         throw new ApiError(0, 'network', `Cannot reach the Clawplane server (${messageOf(err)}).`);
       }
@@ -402,7 +423,17 @@ export async function readSse(body: ReadableStream<Uint8Array>, onEvent: (event:
 
 // ---- Tasks (issue 8) ----
 
-export const TASK_STATUSES = ['queued', 'dispatched', 'executing', 'waiting_approval', 'delegated', 'completed', 'failed', 'cancelled', 'expired'] as const satisfies readonly TaskStatus[];
+export const TASK_STATUSES = [
+  'queued',
+  'dispatched',
+  'executing',
+  'waiting_approval',
+  'delegated',
+  'completed',
+  'failed',
+  'cancelled',
+  'expired',
+] as const satisfies readonly TaskStatus[];
 type TaskStatusesListed = Check<Lists<typeof TASK_STATUSES, TaskStatus>>;
 export type TaskStatus = Task['status'];
 export const TASK_TERMINAL: readonly TaskStatus[] = ['completed', 'failed', 'cancelled', 'expired'];
@@ -425,29 +456,37 @@ export type ExecutorPool = Schemas['ExecutorPool'];
 /** Executor pools (docs/adr/0014-executor-pools.md): per agent type, shards, pause/drain/resume. */
 export const poolsApi = {
   list: (tenant: string) => request<{ items: ExecutorPool[] }>('GET', `${t(tenant)}/pools`),
-  setState: (tenant: string, id: string, op: 'pause' | 'drain' | 'resume') => request<ExecutorPool>('POST', `${t(tenant)}/pools/${encodeURIComponent(id)}/${op}`),
+  setState: (tenant: string, id: string, op: 'pause' | 'drain' | 'resume') =>
+    request<ExecutorPool>('POST', `${t(tenant)}/pools/${encodeURIComponent(id)}/${op}`),
 };
 
 export const tasksApi = {
   list: (tenant: string, f: { status?: string; agent?: string; priority?: string; cursor?: string; limit?: number }) =>
     request<{ items: Task[]; nextCursor: string | null }>('GET', `${t(tenant)}/tasks${query(f)}`),
   get: (tenant: string, id: string) => request<Task>('GET', `${t(tenant)}/tasks/${encodeURIComponent(id)}`),
-  create: (tenant: string, body: { input: string; agent?: string; capability?: string; priority: Priority }) => request<Task>('POST', `${t(tenant)}/tasks`, body),
+  create: (tenant: string, body: { input: string; agent?: string; capability?: string; priority: Priority }) =>
+    request<Task>('POST', `${t(tenant)}/tasks`, body),
   approvals: (tenant: string, id: string) => request<{ items: TaskApproval[] }>('GET', `${t(tenant)}/tasks/${encodeURIComponent(id)}/approvals`),
   decide: (tenant: string, id: string, op: 'approve' | 'reject', body: { comment?: string; approvalId?: string }) =>
     request<{ task: Task; approvals: TaskApproval[] }>('POST', `${t(tenant)}/tasks/${encodeURIComponent(id)}/${op}`, body),
-  cancel: (tenant: string, id: string, reason?: string) => request<Task>('POST', `${t(tenant)}/tasks/${encodeURIComponent(id)}/cancel`, reason ? { reason } : {}),
+  cancel: (tenant: string, id: string, reason?: string) =>
+    request<Task>('POST', `${t(tenant)}/tasks/${encodeURIComponent(id)}/cancel`, reason ? { reason } : {}),
   inbox: (tenant: string) => request<{ items: (TaskApproval & { taskInput: string })[] }>('GET', `${t(tenant)}/approvals`),
   agents: (tenant: string) => request<{ items: Agent[] }>('GET', `${t(tenant)}/agents`),
   createAgent: (tenant: string, body: AgentInput) => request<Agent>('POST', `${t(tenant)}/agents`, body),
-  updateAgent: (tenant: string, id: string, body: Partial<Omit<AgentInput, 'name'>>) => request<Agent>('PATCH', `${t(tenant)}/agents/${encodeURIComponent(id)}`, body),
+  updateAgent: (tenant: string, id: string, body: Partial<Omit<AgentInput, 'name'>>) =>
+    request<Agent>('PATCH', `${t(tenant)}/agents/${encodeURIComponent(id)}`, body),
   removeAgent: (tenant: string, id: string) => request<undefined>('DELETE', `${t(tenant)}/agents/${encodeURIComponent(id)}`),
   /** Where approval requests and decisions are posted; the URL only (the signing key is shown once, when set). */
   webhook: (tenant: string) => request<{ url: string | null }>('GET', `${t(tenant)}/approval-webhook`),
   setWebhook: (tenant: string, url: string) => request<{ url: string; signingKey: string }>('PUT', `${t(tenant)}/approval-webhook`, { url }),
   /** The task's trace as server-sent events (named `<step>.<kind>`, then `end`), read with fetch: EventSource cannot listen to every name. */
   follow: async (tenant: string, id: string, signal: AbortSignal, onEvent: (event: string, data: string) => void): Promise<void> => {
-    const res = await fetch(`${t(tenant)}/tasks/${encodeURIComponent(id)}/events`, { headers: { accept: 'text/event-stream' }, credentials: 'same-origin', signal });
+    const res = await fetch(`${t(tenant)}/tasks/${encodeURIComponent(id)}/events`, {
+      headers: { accept: 'text/event-stream' },
+      credentials: 'same-origin',
+      signal,
+    });
     if (!res.ok || !res.body) {
       const e = ((await res.json().catch(() => ({}))) ?? {}) as { code?: string; message?: string };
       throw new ApiError(res.status, e.code ?? `http_${res.status}`, e.message ?? `The server answered ${res.status}.`);
@@ -464,13 +503,17 @@ export type FindingInput = JsonBody<'/api/v1/tenants/{tenant}/findings', 'post'>
 export type SearchMode = 'hybrid' | 'words' | 'meaning';
 type Ranked = { mode: SearchMode | null; note: string | null; nextCursor: string | null };
 export const knowledgeApi = {
-  memories: (tenant: string, f: { q?: string; agent?: string; mode?: SearchMode; cursor?: string; limit?: number }) => request<{ items: Memory[] } & Ranked>('GET', `${t(tenant)}/memories${query(f)}`),
+  memories: (tenant: string, f: { q?: string; agent?: string; mode?: SearchMode; cursor?: string; limit?: number }) =>
+    request<{ items: Memory[] } & Ranked>('GET', `${t(tenant)}/memories${query(f)}`),
   createMemory: (tenant: string, body: MemoryInput) => request<Memory>('POST', `${t(tenant)}/memories`, body),
-  updateMemory: (tenant: string, id: number, body: { content?: string; importance?: number; expiresAt?: string | null }) => request<Memory>('PATCH', `${t(tenant)}/memories/${id}`, body),
+  updateMemory: (tenant: string, id: number, body: { content?: string; importance?: number; expiresAt?: string | null }) =>
+    request<Memory>('PATCH', `${t(tenant)}/memories/${id}`, body),
   removeMemory: (tenant: string, id: number) => request<undefined>('DELETE', `${t(tenant)}/memories/${id}`),
-  findings: (tenant: string, f: { q?: string; tag?: string; mode?: SearchMode; cursor?: string; limit?: number }) => request<{ items: Finding[] } & Ranked>('GET', `${t(tenant)}/findings${query(f)}`),
+  findings: (tenant: string, f: { q?: string; tag?: string; mode?: SearchMode; cursor?: string; limit?: number }) =>
+    request<{ items: Finding[] } & Ranked>('GET', `${t(tenant)}/findings${query(f)}`),
   createFinding: (tenant: string, body: FindingInput) => request<Finding>('POST', `${t(tenant)}/findings`, body),
-  updateFinding: (tenant: string, id: string, body: { title?: string; body?: string; confidence?: number }) => request<Finding>('PATCH', `${t(tenant)}/findings/${encodeURIComponent(id)}`, body),
+  updateFinding: (tenant: string, id: string, body: { title?: string; body?: string; confidence?: number }) =>
+    request<Finding>('PATCH', `${t(tenant)}/findings/${encodeURIComponent(id)}`, body),
   removeFinding: (tenant: string, id: string) => request<undefined>('DELETE', `${t(tenant)}/findings/${encodeURIComponent(id)}`),
 };
 
@@ -491,7 +534,8 @@ export const lanesApi = {
   removeProject: (tenant: string, id: string) => request<undefined>('DELETE', `${t(tenant)}/projects/${encodeURIComponent(id)}`),
   lanes: (tenant: string) => request<{ items: Lane[] }>('GET', `${t(tenant)}/lanes`),
   createLane: (tenant: string, body: LaneInput) => request<Lane>('POST', `${t(tenant)}/lanes`, body),
-  updateLane: (tenant: string, id: string, body: Partial<Omit<LaneInput, 'name'>>) => request<Lane>('PATCH', `${t(tenant)}/lanes/${encodeURIComponent(id)}`, body),
+  updateLane: (tenant: string, id: string, body: Partial<Omit<LaneInput, 'name'>>) =>
+    request<Lane>('PATCH', `${t(tenant)}/lanes/${encodeURIComponent(id)}`, body),
   removeLane: (tenant: string, id: string) => request<undefined>('DELETE', `${t(tenant)}/lanes/${encodeURIComponent(id)}`),
   runNow: (tenant: string, id: string) => request<LaneRun>('POST', `${t(tenant)}/lanes/${encodeURIComponent(id)}/runs`),
   runs: (tenant: string, f: { laneId?: string; status?: string; limit?: number }) => request<{ items: LaneRun[] }>('GET', `${t(tenant)}/lane-runs${query(f)}`),

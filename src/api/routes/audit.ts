@@ -27,7 +27,13 @@ const Filters = z.object({
   since: IsoTime.optional(),
   until: IsoTime.optional(),
   cursor: z.string().min(1).max(4096).optional().openapi({ description: 'The nextCursor of the previous page, unchanged' }),
-  before: z.coerce.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional().openapi({ description: 'Events with a lower seq (the nextBefore of the previous page; cursor does the same)' }),
+  before: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(Number.MAX_SAFE_INTEGER)
+    .optional()
+    .openapi({ description: 'Events with a lower seq (the nextBefore of the previous page; cursor does the same)' }),
   limit: z.coerce.number().int().min(1).max(500).default(100),
 });
 
@@ -50,7 +56,10 @@ const filter = (q: z.infer<typeof Filters>) => ({
   limit: q.limit,
 });
 
-const withCursor = (p: { items: AuditRow[]; nextBefore: number | null }) => ({ ...p, nextCursor: p.nextBefore === null ? null : encodeCursor('-seq', [String(p.nextBefore)]) });
+const withCursor = (p: { items: AuditRow[]; nextBefore: number | null }) => ({
+  ...p,
+  nextCursor: p.nextBefore === null ? null : encodeCursor('-seq', [String(p.nextBefore)]),
+});
 
 /** The audit log: a tenant's own events for its admins; everything plus chain verification for platform admins. */
 export function registerAudit(app: App, deps: AppDeps): void {
@@ -91,7 +100,10 @@ export function registerAudit(app: App, deps: AppDeps): void {
       path: '/api/v1/platform/audit/verify',
       tags: ['audit'],
       summary: 'Replay the hash chain: ok, rows checked, or the first bad row (platform admins)',
-      responses: { 200: json(z.object({ ok: z.boolean(), checked: z.number(), firstBad: z.object({ seq: z.number(), reason: z.string() }).optional() })), ...errorResponses },
+      responses: {
+        200: json(z.object({ ok: z.boolean(), checked: z.number(), firstBad: z.object({ seq: z.number(), reason: z.string() }).optional() })),
+        ...errorResponses,
+      },
     }),
     async (c) => {
       allowPlatform(c, 'platform.manage');

@@ -113,7 +113,13 @@ export function registerAuth(app: App, deps: AppDeps): void {
     async (c) => {
       const url = await oidc.begin(c.req.valid('query').returnTo ?? '/');
       // Lax: the provider's redirect back is a top-level GET, so the cookie comes along.
-      setCookie(c, oidcStateCookieName(deps.secureCookies), url.searchParams.get('state') ?? '', { httpOnly: true, sameSite: 'Lax', secure: deps.secureCookies, path: '/', maxAge: 10 * 60 });
+      setCookie(c, oidcStateCookieName(deps.secureCookies), url.searchParams.get('state') ?? '', {
+        httpOnly: true,
+        sameSite: 'Lax',
+        secure: deps.secureCookies,
+        path: '/',
+        maxAge: 10 * 60,
+      });
       return c.redirect(url.toString(), 302);
     },
   );
@@ -124,13 +130,24 @@ export function registerAuth(app: App, deps: AppDeps): void {
       path: '/api/v1/auth/oidc/callback',
       tags: ['auth'],
       summary: 'Where the identity provider sends the user back',
-      request: { query: z.object({ state: z.string().max(500).optional(), code: z.string().max(4000).optional(), error: z.string().max(500).optional(), iss: z.string().max(2000).optional(), error_description: z.string().max(2000).optional() }) },
+      request: {
+        query: z.object({
+          state: z.string().max(500).optional(),
+          code: z.string().max(4000).optional(),
+          error: z.string().max(500).optional(),
+          iss: z.string().max(2000).optional(),
+          error_description: z.string().max(2000).optional(),
+        }),
+      },
       responses: { 302: { description: 'Signed in; redirect to the app' }, ...errorResponses },
     }),
     async (c) => {
       const cookieName = oidcStateCookieName(deps.secureCookies);
       const browserState = getCookie(c, cookieName);
-      const { userId, returnTo } = await oidc.complete(new URL(c.req.url.replace(/^https?:\/\/[^/]+/, deps.publicOrigin)), { requestId: c.get('requestId'), browserState });
+      const { userId, returnTo } = await oidc.complete(new URL(c.req.url.replace(/^https?:\/\/[^/]+/, deps.publicOrigin)), {
+        requestId: c.get('requestId'),
+        browserState,
+      });
       deleteCookie(c, cookieName, { path: '/', secure: deps.secureCookies });
       await startSession(c, deps, userId);
       return c.redirect(returnTo, 302);

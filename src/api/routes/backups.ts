@@ -8,13 +8,27 @@ import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
 import { InstanceSchema } from './instances.ts';
 
 const BackupSchema = z
-  .object({ id: z.uuid(), tenantId: z.uuid(), instanceId: z.uuid(), instanceName: z.string(), runtimeVersion: z.string(), reason: z.enum(BACKUP_REASONS), sizeBytes: z.number().int(), sha256: z.string(), durationMs: z.number().int(), createdAt: z.string() })
+  .object({
+    id: z.uuid(),
+    tenantId: z.uuid(),
+    instanceId: z.uuid(),
+    instanceName: z.string(),
+    runtimeVersion: z.string(),
+    reason: z.enum(BACKUP_REASONS),
+    sizeBytes: z.number().int(),
+    sha256: z.string(),
+    durationMs: z.number().int(),
+    createdAt: z.string(),
+  })
   .openapi('Backup');
 
 const BackupPage = pageOf(BackupSchema).openapi('BackupPage');
 const BackupListQuery = pageQuery(['createdAt'], '-createdAt').extend({
   q: searchParam("the instance's name"),
-  reason: z.enum(BACKUP_REASONS).optional().openapi({ param: { name: 'reason', in: 'query' } }),
+  reason: z
+    .enum(BACKUP_REASONS)
+    .optional()
+    .openapi({ param: { name: 'reason', in: 'query' } }),
 });
 
 const InstanceParams = TenantParam.extend({ instanceId: z.uuid().openapi({ param: { name: 'instanceId', in: 'path' } }) });
@@ -22,7 +36,11 @@ const BackupParams = TenantParam.extend({ backupId: z.uuid().openapi({ param: { 
 
 const RestoreBody = z.strictObject({
   instanceId: z.uuid().optional().describe('A stopped instance to restore into (its state is replaced)'),
-  name: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$/).optional().describe("A new instance to create for it (default: the backup's instance name)"),
+  name: z
+    .string()
+    .regex(/^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$/)
+    .optional()
+    .describe("A new instance to create for it (default: the backup's instance name)"),
   start: z.boolean().default(true).describe('Start the instance after restoring'),
 });
 
@@ -34,7 +52,14 @@ export function registerBackups(app: App, deps: AppDeps): void {
   const { backups } = deps.services;
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/backups', tags: ['backups'], summary: "The tenant's backups, newest first by default, a page at a time (also of destroyed instances)", request: { params: TenantParam, query: BackupListQuery }, responses: { 200: json(BackupPage), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/backups',
+      tags: ['backups'],
+      summary: "The tenant's backups, newest first by default, a page at a time (also of destroyed instances)",
+      request: { params: TenantParam, query: BackupListQuery },
+      responses: { 200: json(BackupPage), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json(await backups.page(tenant.id, c.req.valid('query')), 200);
@@ -42,7 +67,14 @@ export function registerBackups(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/instances/{instanceId}/backups', tags: ['backups'], summary: "An instance's backups, newest first by default, a page at a time", request: { params: InstanceParams, query: BackupListQuery }, responses: { 200: json(BackupPage), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/instances/{instanceId}/backups',
+      tags: ['backups'],
+      summary: "An instance's backups, newest first by default, a page at a time",
+      request: { params: InstanceParams, query: BackupListQuery },
+      responses: { 200: json(BackupPage), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       const { instanceId } = c.req.valid('param');
@@ -52,7 +84,15 @@ export function registerBackups(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'post', path: '/api/v1/tenants/{tenant}/instances/{instanceId}/backups', tags: ['backups'], summary: "Back up an instance now, encrypted with the tenant key: a stopped one's state, or a running one through OpenClaw's own backup inside its sandbox (409 while starting or stopping)", request: { params: InstanceParams }, responses: { 201: json(BackupSchema), ...errorResponses } }),
+    createRoute({
+      method: 'post',
+      path: '/api/v1/tenants/{tenant}/instances/{instanceId}/backups',
+      tags: ['backups'],
+      summary:
+        "Back up an instance now, encrypted with the tenant key: a stopped one's state, or a running one through OpenClaw's own backup inside its sandbox (409 while starting or stopping)",
+      request: { params: InstanceParams },
+      responses: { 201: json(BackupSchema), ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.operate');
       return c.json(await backups.create(tenant.id, c.req.valid('param').instanceId, 'manual', by), 201);

@@ -22,7 +22,10 @@ const EgressHost = z
       .string()
       .min(1)
       .max(253)
-      .regex(/^(\*\.)?[a-zA-Z0-9]([a-zA-Z0-9-]{0,62}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,62}[a-zA-Z0-9])?)*\.?$/, 'a host name such as api.github.com or *.slack.com'),
+      .regex(
+        /^(\*\.)?[a-zA-Z0-9]([a-zA-Z0-9-]{0,62}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,62}[a-zA-Z0-9])?)*\.?$/,
+        'a host name such as api.github.com or *.slack.com',
+      ),
     port: z.number().int().min(0).max(65535).default(443).openapi({ description: '0 = any port' }),
   })
   .openapi('EgressHost');
@@ -36,13 +39,19 @@ const SkillEndpoint = z
   })
   .openapi('SkillEndpoint');
 const SkillName = TenantParam.extend({
-  name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,39}$/, 'lowercase letters, digits, _ and -').openapi({ param: { name: 'name', in: 'path' } }),
+  name: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_-]{0,39}$/, 'lowercase letters, digits, _ and -')
+    .openapi({ param: { name: 'name', in: 'path' } }),
 });
-const Price = z
-  .object({ model: z.string(), inputUsdPerMtok: z.number(), outputUsdPerMtok: z.number() })
-  .openapi('ModelPrice');
+const Price = z.object({ model: z.string(), inputUsdPerMtok: z.number(), outputUsdPerMtok: z.number() }).openapi('ModelPrice');
 const PriceModel = z.object({
-  model: z.string().min(1).max(200).regex(/^[A-Za-z0-9._:/@-]+\*?$/, 'a model id, or a prefix ending in *').openapi({ param: { name: 'model', in: 'path' } }),
+  model: z
+    .string()
+    .min(1)
+    .max(200)
+    .regex(/^[A-Za-z0-9._:/@-]+\*?$/, 'a model id, or a prefix ending in *')
+    .openapi({ param: { name: 'model', in: 'path' } }),
 });
 const UsageRow = z
   .object({ day: z.string(), agent: z.string(), model: z.string(), calls: z.number(), inputTokens: z.number(), outputTokens: z.number(), costUsd: z.number() })
@@ -53,7 +62,14 @@ export function registerBroker(app: App, deps: AppDeps): void {
   const { brokerGovernance: gov, broker } = deps.services;
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/limits', tags: ['broker'], summary: 'Model-call caps per agent ("" = whole tenant)', request: { params: TenantParam }, responses: { 200: json(z.object({ items: z.array(LimitEntry) })), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/limits',
+      tags: ['broker'],
+      summary: 'Model-call caps per agent ("" = whole tenant)',
+      request: { params: TenantParam },
+      responses: { 200: json(z.object({ items: z.array(LimitEntry) })), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json({ items: await gov.limits(tenant.id) }, 200);
@@ -92,7 +108,14 @@ export function registerBroker(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/egress', tags: ['broker'], summary: "Hosts the tenant's sandboxes may reach through the broker's HTTPS proxy", request: { params: TenantParam }, responses: { 200: json(z.object({ items: z.array(EgressHost) })), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/egress',
+      tags: ['broker'],
+      summary: "Hosts the tenant's sandboxes may reach through the broker's HTTPS proxy",
+      request: { params: TenantParam },
+      responses: { 200: json(z.object({ items: z.array(EgressHost) })), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json({ items: await gov.egressHosts(tenant.id) }, 200);
@@ -114,7 +137,14 @@ export function registerBroker(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/skill-endpoints', tags: ['broker'], summary: 'Skill APIs the broker reverse-proxies, adding the credential', request: { params: TenantParam }, responses: { 200: json(z.object({ items: z.array(SkillEndpoint) })), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/skill-endpoints',
+      tags: ['broker'],
+      summary: 'Skill APIs the broker reverse-proxies, adding the credential',
+      request: { params: TenantParam },
+      responses: { 200: json(z.object({ items: z.array(SkillEndpoint) })), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json({ items: await gov.skillEndpoints(tenant.id) }, 200);
@@ -133,7 +163,11 @@ export function registerBroker(app: App, deps: AppDeps): void {
             baseUrl: z.url().max(500),
             credentialId: z.uuid().nullable().default(null),
             authStyle: z.enum(['bearer', 'header']).default('bearer'),
-            headerName: z.string().regex(/^[A-Za-z0-9-]{1,64}$/).nullable().default(null),
+            headerName: z
+              .string()
+              .regex(/^[A-Za-z0-9-]{1,64}$/)
+              .nullable()
+              .default(null),
           }),
         ),
       },
@@ -145,7 +179,14 @@ export function registerBroker(app: App, deps: AppDeps): void {
     },
   );
   app.openapi(
-    createRoute({ method: 'delete', path: '/api/v1/tenants/{tenant}/skill-endpoints/{name}', tags: ['broker'], summary: 'Remove a skill endpoint', request: { params: SkillName }, responses: { 200: json(z.object({ removed: z.literal(true) })), ...errorResponses } }),
+    createRoute({
+      method: 'delete',
+      path: '/api/v1/tenants/{tenant}/skill-endpoints/{name}',
+      tags: ['broker'],
+      summary: 'Remove a skill endpoint',
+      request: { params: SkillName },
+      responses: { 200: json(z.object({ removed: z.literal(true) })), ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.admin');
       await gov.removeSkillEndpoint(tenant.id, c.req.valid('param').name, by);
@@ -154,7 +195,13 @@ export function registerBroker(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/platform/prices', tags: ['broker'], summary: 'Model prices per million tokens (exact ids or prefixes ending in *)', responses: { 200: json(z.object({ items: z.array(Price) })), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/platform/prices',
+      tags: ['broker'],
+      summary: 'Model prices per million tokens (exact ids or prefixes ending in *)',
+      responses: { 200: json(z.object({ items: z.array(Price) })), ...errorResponses },
+    }),
     async (c) => {
       if (!c.get('principal')) throw new UnauthenticatedError();
       return c.json({ items: await broker.prices.list() }, 200);
@@ -166,14 +213,26 @@ export function registerBroker(app: App, deps: AppDeps): void {
       path: '/api/v1/platform/prices/{model}',
       tags: ['broker'],
       summary: 'Set a model price (platform admin)',
-      request: { params: PriceModel, body: jsonBody(z.strictObject({ inputUsdPerMtok: z.number().min(0).max(1e6), outputUsdPerMtok: z.number().min(0).max(1e6) })) },
+      request: {
+        params: PriceModel,
+        body: jsonBody(z.strictObject({ inputUsdPerMtok: z.number().min(0).max(1e6), outputUsdPerMtok: z.number().min(0).max(1e6) })),
+      },
       responses: { 200: json(Price), ...errorResponses },
     }),
     async (c) => {
       const { by } = allowPlatform(c, 'platform.manage');
       const p = { model: c.req.valid('param').model, ...c.req.valid('json') };
       await broker.prices.set(p);
-      await deps.db.tx((tx) => appendAudit(tx, { actor: by.actor, action: 'broker.price', target: `model:${p.model}`, decision: 'success', detail: { ...p }, requestId: by.requestId }));
+      await deps.db.tx((tx) =>
+        appendAudit(tx, {
+          actor: by.actor,
+          action: 'broker.price',
+          target: `model:${p.model}`,
+          decision: 'success',
+          detail: { ...p },
+          requestId: by.requestId,
+        }),
+      );
       return c.json(p, 200);
     },
   );

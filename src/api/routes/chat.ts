@@ -12,25 +12,58 @@ import { allow, connectionRecheck } from '../auth.ts';
 import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
 
 const SessionParams = TenantParam.extend({
-  sessionId: z.string().min(1).max(100).openapi({ param: { name: 'sessionId', in: 'path' } }),
+  sessionId: z
+    .string()
+    .min(1)
+    .max(100)
+    .openapi({ param: { name: 'sessionId', in: 'path' } }),
 });
 
 const MessageSchema = z
-  .object({ id: z.number().int(), sessionId: z.string(), instanceId: z.string(), agent: z.string(), role: z.enum(['user', 'assistant', 'system']), content: z.string(), actor: z.string(), createdAt: z.string() })
+  .object({
+    id: z.number().int(),
+    sessionId: z.string(),
+    instanceId: z.string(),
+    agent: z.string(),
+    role: z.enum(['user', 'assistant', 'system']),
+    content: z.string(),
+    actor: z.string(),
+    createdAt: z.string(),
+  })
   .openapi('ChatMessage');
 
 const SessionSchema = z
-  .object({ sessionId: z.string(), agent: z.string(), instanceId: z.string(), messages: z.number().int(), firstAt: z.string(), lastAt: z.string(), title: z.string() })
+  .object({
+    sessionId: z.string(),
+    agent: z.string(),
+    instanceId: z.string(),
+    messages: z.number().int(),
+    firstAt: z.string(),
+    lastAt: z.string(),
+    title: z.string(),
+  })
   .openapi('ChatSession');
 
 export const InstanceHeader = z.object({
-  'x-clawplane-instance': z.string().max(64).optional().openapi({ param: { name: 'x-clawplane-instance', in: 'header' }, description: 'Instance id or name; default: "main", or the only instance' }),
-  'x-clawplane-session': z.string().max(100).optional().openapi({ param: { name: 'x-clawplane-session', in: 'header' }, description: 'Conversation to continue (or the body field "session")' }),
+  'x-clawplane-instance': z
+    .string()
+    .max(64)
+    .optional()
+    .openapi({ param: { name: 'x-clawplane-instance', in: 'header' }, description: 'Instance id or name; default: "main", or the only instance' }),
+  'x-clawplane-session': z
+    .string()
+    .max(100)
+    .optional()
+    .openapi({ param: { name: 'x-clawplane-session', in: 'header' }, description: 'Conversation to continue (or the body field "session")' }),
 });
 
 class UpgradeRequiredError extends ClawplaneError {
   constructor() {
-    super('upgrade_required', 426, 'This endpoint is a WebSocket: connect with "Upgrade: websocket" and speak the OpenClaw gateway protocol (send a connect request first; Clawplane supplies the credentials).');
+    super(
+      'upgrade_required',
+      426,
+      'This endpoint is a WebSocket: connect with "Upgrade: websocket" and speak the OpenClaw gateway protocol (send a connect request first; Clawplane supplies the credentials).',
+    );
   }
 }
 
@@ -42,11 +75,20 @@ class UpgradeRequiredError extends ClawplaneError {
  */
 export function registerChat(app: App, deps: AppDeps): void {
   const { ingress, archive, gate } = deps.services;
-  const admit = (c: Context<AppEnv>, channel: GatewayChannel) => gate.admit({ principal: c.get('principal'), tenant: c.get('tenant'), role: c.get('role'), requestId: c.get('requestId'), channel });
+  const admit = (c: Context<AppEnv>, channel: GatewayChannel) =>
+    gate.admit({ principal: c.get('principal'), tenant: c.get('tenant'), role: c.get('role'), requestId: c.get('requestId'), channel });
 
   const HookHeaders = z.object({
     'x-clawplane-instance': InstanceHeader.shape['x-clawplane-instance'],
-    'idempotency-key': z.string().min(1).max(200).optional().openapi({ param: { name: 'idempotency-key', in: 'header' }, description: "Reuse it with the same payload to retry without running the agent twice (OpenClaw's replay cache)" }),
+    'idempotency-key': z
+      .string()
+      .min(1)
+      .max(200)
+      .optional()
+      .openapi({
+        param: { name: 'idempotency-key', in: 'header' },
+        description: "Reuse it with the same payload to retry without running the agent twice (OpenClaw's replay cache)",
+      }),
   });
   const HookAnswer = z.record(z.string(), z.unknown()).openapi('HookAnswer');
   const hook = (kind: HookKind, input: typeof hookAgentInput | typeof hookWakeInput, summary: string) =>
@@ -57,12 +99,26 @@ export function registerChat(app: App, deps: AppDeps): void {
         tags: ['chat'],
         summary,
         request: { params: TenantParam, headers: HookHeaders, body: jsonBody(input) },
-        responses: { 200: { description: "OpenClaw's answer, passed on (e.g. {ok, runId}); the gateway's 4xx answers are passed on too. Header: X-Clawplane-Instance.", content: { 'application/json': { schema: HookAnswer } } }, ...errorResponses },
+        responses: {
+          200: {
+            description: "OpenClaw's answer, passed on (e.g. {ok, runId}); the gateway's 4xx answers are passed on too. Header: X-Clawplane-Instance.",
+            content: { 'application/json': { schema: HookAnswer } },
+          },
+          ...errorResponses,
+        },
       }),
       async (c) => {
         const access = await admit(c, 'hook');
         const h = c.req.valid('header');
-        const send = () => deliverHook(ingress, { access, instanceRef: h['x-clawplane-instance'], kind, body: c.req.valid('json'), idempotencyKey: h['idempotency-key'], hooksToken: (id) => deps.services.instances.hooksToken(id) });
+        const send = () =>
+          deliverHook(ingress, {
+            access,
+            instanceRef: h['x-clawplane-instance'],
+            kind,
+            body: c.req.valid('json'),
+            idempotencyKey: h['idempotency-key'],
+            hooksToken: (id) => deps.services.instances.hooksToken(id),
+          });
         let r = await send();
         let body = parseJson(r.body);
         // OpenClaw answers 503 when an agent run does not start within its 15 s admission window (a gateway
@@ -70,21 +126,59 @@ export function registerChat(app: App, deps: AppDeps): void {
         if (r.status === 503 && admissionTimedOut(body)) {
           r = await send();
           body = parseJson(r.body);
-          if (r.status === 503 && admissionTimedOut(body)) throw new ClawplaneError('gateway_busy', 503, 'The gateway did not start the agent run within its admission window twice (it is busy): retry later with the same Idempotency-Key.');
+          if (r.status === 503 && admissionTimedOut(body))
+            throw new ClawplaneError(
+              'gateway_busy',
+              503,
+              'The gateway did not start the agent run within its admission window twice (it is busy): retry later with the same Idempotency-Key.',
+            );
         }
         // The gateway answers JSON; anything else (or a 5xx of its own) is reported as ours, never passed raw.
         // Started before webhooks were configured: a restart renders the hooks settings.
-        if (r.status === 404) throw new ClawplaneError('hooks_not_enabled', 409, 'The gateway of this instance has no webhook endpoints yet: restart the instance (POST …/instances/{id}/restart), then retry.');
-        if (r.status === 401 || r.status === 403) throw new ClawplaneError('gateway_hook_failed', 502, 'The gateway refused the hook credentials Clawplane holds for it: restart the instance, then retry.');
-        if (body === undefined || r.status >= 500) throw new ClawplaneError('gateway_hook_failed', 502, `The gateway answered the hook with ${r.status}. Check the instance's logs; retry with the same Idempotency-Key.`);
-        return new Response(JSON.stringify(body), { status: r.status, headers: { 'content-type': 'application/json', 'x-clawplane-instance': r.instanceId } }) as never;
+        if (r.status === 404)
+          throw new ClawplaneError(
+            'hooks_not_enabled',
+            409,
+            'The gateway of this instance has no webhook endpoints yet: restart the instance (POST …/instances/{id}/restart), then retry.',
+          );
+        if (r.status === 401 || r.status === 403)
+          throw new ClawplaneError(
+            'gateway_hook_failed',
+            502,
+            'The gateway refused the hook credentials Clawplane holds for it: restart the instance, then retry.',
+          );
+        if (body === undefined || r.status >= 500)
+          throw new ClawplaneError(
+            'gateway_hook_failed',
+            502,
+            `The gateway answered the hook with ${r.status}. Check the instance's logs; retry with the same Idempotency-Key.`,
+          );
+        return new Response(JSON.stringify(body), {
+          status: r.status,
+          headers: { 'content-type': 'application/json', 'x-clawplane-instance': r.instanceId },
+        }) as never;
       },
     );
-  hook('agent', hookAgentInput, "Inbound webhook: an agent turn on the tenant's gateway (OpenClaw /hooks/agent); wakes a stopped instance and holds the call until it is ready");
-  hook('wake', hookWakeInput, "Inbound webhook: a system event for the agent's main session (OpenClaw /hooks/wake); wakes a stopped instance and holds the call until it is ready");
+  hook(
+    'agent',
+    hookAgentInput,
+    "Inbound webhook: an agent turn on the tenant's gateway (OpenClaw /hooks/agent); wakes a stopped instance and holds the call until it is ready",
+  );
+  hook(
+    'wake',
+    hookWakeInput,
+    "Inbound webhook: a system event for the agent's main session (OpenClaw /hooks/wake); wakes a stopped instance and holds the call until it is ready",
+  );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/chat/sessions', tags: ['chat'], summary: 'Conversations that went through the chat API, most recent first', request: { params: TenantParam }, responses: { 200: json(z.object({ items: z.array(SessionSchema) })), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/chat/sessions',
+      tags: ['chat'],
+      summary: 'Conversations that went through the chat API, most recent first',
+      request: { params: TenantParam },
+      responses: { 200: json(z.object({ items: z.array(SessionSchema) })), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json({ items: await archive.sessions(tenant.id) }, 200);
@@ -92,7 +186,14 @@ export function registerChat(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/chat/sessions/{sessionId}/messages', tags: ['chat'], summary: "A conversation's messages, oldest first", request: { params: SessionParams }, responses: { 200: json(z.object({ items: z.array(MessageSchema) })), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/chat/sessions/{sessionId}/messages',
+      tags: ['chat'],
+      summary: "A conversation's messages, oldest first",
+      request: { params: SessionParams },
+      responses: { 200: json(z.object({ items: z.array(MessageSchema) })), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       const { sessionId } = c.req.valid('param');
@@ -108,7 +209,23 @@ export function registerChat(app: App, deps: AppDeps): void {
       path: '/api/v1/tenants/{tenant}/chat/search',
       tags: ['chat'],
       summary: 'Full-text search over the tenant\'s archived messages (words, "phrases", -excluded, OR)',
-      request: { params: TenantParam, query: z.object({ q: z.string().min(1).max(500).openapi({ param: { name: 'q', in: 'query' } }), limit: z.coerce.number().int().min(1).max(200).default(50).openapi({ param: { name: 'limit', in: 'query' } }) }) },
+      request: {
+        params: TenantParam,
+        query: z.object({
+          q: z
+            .string()
+            .min(1)
+            .max(500)
+            .openapi({ param: { name: 'q', in: 'query' } }),
+          limit: z.coerce
+            .number()
+            .int()
+            .min(1)
+            .max(200)
+            .default(50)
+            .openapi({ param: { name: 'limit', in: 'query' } }),
+        }),
+      },
       responses: { 200: json(z.object({ items: z.array(MessageSchema.extend({ snippet: z.string(), rank: z.number() })) })), ...errorResponses },
     }),
     async (c) => {
@@ -124,7 +241,16 @@ export function registerChat(app: App, deps: AppDeps): void {
       path: '/api/v1/tenants/{tenant}/gateway/ws',
       tags: ['chat'],
       summary: "WebSocket to the tenant's gateway (OpenClaw protocol v4) with a per-role method allow-list; wakes a stopped instance",
-      request: { params: TenantParam, query: z.object({ instance: z.string().max(64).optional().openapi({ param: { name: 'instance', in: 'query' }, description: 'Instance id or name' }) }) },
+      request: {
+        params: TenantParam,
+        query: z.object({
+          instance: z
+            .string()
+            .max(64)
+            .optional()
+            .openapi({ param: { name: 'instance', in: 'query' }, description: 'Instance id or name' }),
+        }),
+      },
       responses: { 101: { description: 'Switching protocols' }, 426: { description: 'Not a WebSocket upgrade' }, ...errorResponses },
     }),
     async (c, next) => {
@@ -134,7 +260,8 @@ export function registerChat(app: App, deps: AppDeps): void {
       // Before the upgrade: a refused socket is an HTTP error (e.g. 409 tenant_suspended), and nothing wakes.
       const access = await admit(c, 'socket');
       // A browser sends cookies on cross-site WebSocket upgrades: only our own origin may use a session.
-      if (principal.kind === 'user' && c.req.header('origin') !== deps.publicOrigin) throw new ForbiddenError(`WebSocket upgrades with a session cookie must come from ${deps.publicOrigin}.`);
+      if (principal.kind === 'user' && c.req.header('origin') !== deps.publicOrigin)
+        throw new ForbiddenError(`WebSocket upgrades with a session cookie must come from ${deps.publicOrigin}.`);
       if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') throw new UpgradeRequiredError();
       const row = await ingress.resolveInstance(access.tenantId, c.req.valid('query').instance);
       const log = c.get('log');

@@ -8,12 +8,15 @@ import { allow } from '../auth.ts';
 import { pageOf, pageQuery, searchParam } from '../paging.ts';
 import { errorResponses, IsoTime, json, jsonBody, TenantParam } from '../schemas.ts';
 
-
 const CredentialParams = TenantParam.extend({
   credentialId: z.uuid().openapi({ param: { name: 'credentialId', in: 'path' } }),
 });
 const SkillParams = TenantParam.extend({
-  skill: z.string().min(1).max(50).openapi({ param: { name: 'skill', in: 'path' }, description: 'A skill id from GET /api/v1/skills', example: 'slack' }),
+  skill: z
+    .string()
+    .min(1)
+    .max(50)
+    .openapi({ param: { name: 'skill', in: 'path' }, description: 'A skill id from GET /api/v1/skills', example: 'slack' }),
 });
 
 export const CredentialSchema = z
@@ -47,9 +50,22 @@ const iso = (d: Date | null) => (d ? d.toISOString() : null);
 export function credentialJson(c: CredentialInfo, now = Date.now()): CredentialJson {
   const expiresSoon = c.status === 'active' && c.expiresAt !== null && c.expiresAt.getTime() - now <= EXPIRES_SOON_DAYS * 86_400_000;
   return {
-    id: c.id, tenantId: c.tenantId, name: c.name, type: c.type, skill: c.skill, status: c.status, metadata: c.metadata, last4: c.last4,
-    version: c.version, expiresAt: iso(c.expiresAt), expiresSoon, lastUsedAt: iso(c.lastUsedAt), revokedAt: iso(c.revokedAt),
-    createdBy: c.createdBy, createdAt: c.createdAt.toISOString(), updatedAt: c.updatedAt.toISOString(),
+    id: c.id,
+    tenantId: c.tenantId,
+    name: c.name,
+    type: c.type,
+    skill: c.skill,
+    status: c.status,
+    metadata: c.metadata,
+    last4: c.last4,
+    version: c.version,
+    expiresAt: iso(c.expiresAt),
+    expiresSoon,
+    lastUsedAt: iso(c.lastUsedAt),
+    revokedAt: iso(c.revokedAt),
+    createdBy: c.createdBy,
+    createdAt: c.createdAt.toISOString(),
+    updatedAt: c.updatedAt.toISOString(),
   };
 }
 
@@ -115,7 +131,10 @@ export function registerCredentials(app: App, deps: AppDeps): void {
         query: pageQuery(['createdAt', 'name'], 'createdAt').extend({
           q: searchParam('the name'),
           skill: z.string().max(50).optional(),
-          status: z.enum(['active', 'expired', 'revoked']).optional().openapi({ param: { name: 'status', in: 'query' } }),
+          status: z
+            .enum(['active', 'expired', 'revoked'])
+            .optional()
+            .openapi({ param: { name: 'status', in: 'query' } }),
           includeRevoked: z.enum(['true', 'false']).optional().openapi({ description: 'Revoked credentials are left out unless true (or status=revoked)' }),
         }),
       },
@@ -175,10 +194,16 @@ export function registerCredentials(app: App, deps: AppDeps): void {
     async (c) => {
       const { tenant, by, principal } = allow(c, 'tenant.admin');
       const body = c.req.valid('json');
-      const created = await credentials.createForSkill(tenant.id, c.req.valid('param').skill, body.values, { ...by, userId: principal.kind === 'user' ? principal.userId : null }, {
-        prefix: body.prefix,
-        expiresAt: body.expiresAt === undefined ? undefined : new Date(body.expiresAt),
-      });
+      const created = await credentials.createForSkill(
+        tenant.id,
+        c.req.valid('param').skill,
+        body.values,
+        { ...by, userId: principal.kind === 'user' ? principal.userId : null },
+        {
+          prefix: body.prefix,
+          expiresAt: body.expiresAt === undefined ? undefined : new Date(body.expiresAt),
+        },
+      );
       noStore(c);
       return c.json({ items: created.map((i) => credentialJson(i)) }, 201);
     },

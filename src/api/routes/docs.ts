@@ -22,7 +22,8 @@ export function registerDocs(app: App): void {
     info: {
       title: 'Clawplane API',
       version: API_VERSION,
-      description: 'Multi-tenant control plane for OpenClaw gateways. Errors are JSON: {code, message, requestId, details?}; on the OpenAI-compatible routes (tag openai) in OpenAI\'s shape, {error: {message, type, code, param, request_id}}. Every answer carries X-Request-Id.',
+      description:
+        "Multi-tenant control plane for OpenClaw gateways. Errors are JSON: {code, message, requestId, details?}; on the OpenAI-compatible routes (tag openai) in OpenAI's shape, {error: {message, type, code, param, request_id}}. Every answer carries X-Request-Id.",
     },
   });
   app.get('/api/v1/docs', (c) =>

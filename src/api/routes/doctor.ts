@@ -29,13 +29,20 @@ export function registerDoctor(app: App, deps: AppDeps): void {
       path: '/api/v1/platform/doctor',
       tags: ['platform'],
       summary: 'Health of this installation, as `clawplane doctor` reports it (each check ok, warn, fail or skip, with its fix)',
-      request: { query: z.object({ full: z.enum(['true', 'false']).optional().openapi({ description: 'true: re-hash every runtime file against its manifest (slow)' }) }) },
+      request: {
+        query: z.object({
+          full: z.enum(['true', 'false']).optional().openapi({ description: 'true: re-hash every runtime file against its manifest (slow)' }),
+        }),
+      },
       responses: { 200: json(DoctorReportSchema), ...errorResponses },
     }),
     async (c) => {
       allowPlatform(c, 'platform.manage');
       const port = Number(new URL(c.req.url).port || 80);
-      const report = await runDoctor({ ...doctorDeps(deps.config, deps.db, deps.services, { host: deps.config.host, port }), full: c.req.valid('query').full === 'true' });
+      const report = await runDoctor({
+        ...doctorDeps(deps.config, deps.db, deps.services, { host: deps.config.host, port }),
+        full: c.req.valid('query').full === 'true',
+      });
       return c.json(report, 200);
     },
   );

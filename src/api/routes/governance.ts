@@ -40,12 +40,17 @@ const VersionSchema = z
     kinds: z.array(z.enum(CHANGE_KINDS)),
     author: z.string(),
     reason: z.string(),
-    status: z.enum(VERSION_STATUSES).openapi({ description: 'pending (waits for a second admin), approved (to apply), good (applied and healthy), failed (rolled back), rejected, superseded' }),
+    status: z.enum(VERSION_STATUSES).openapi({
+      description: 'pending (waits for a second admin), approved (to apply), good (applied and healthy), failed (rolled back), rejected, superseded',
+    }),
     statusReason: z.string(),
     decidedBy: z.string().nullable(),
     decidedAt: z.string().nullable(),
     appliedAt: z.string().nullable(),
-    appliedHow: z.enum(['hot', 'restart']).nullable().openapi({ description: 'How it was first applied and found healthy: hot (OpenClaw reloaded it in place, no restart) or restart; null until applied' }),
+    appliedHow: z
+      .enum(['hot', 'restart'])
+      .nullable()
+      .openapi({ description: 'How it was first applied and found healthy: hot (OpenClaw reloaded it in place, no restart) or restart; null until applied' }),
     createdAt: z.string(),
   })
   .openapi('GatewayConfigVersion');
@@ -53,7 +58,9 @@ const VersionSchema = z
 const Minutes = z.number().int().min(1).max(10080);
 const AgentCapsSchema = z
   .strictObject({
-    heartbeatMinMinutes: Minutes.nullable().optional().openapi({ description: "This agent's shortest heartbeat interval in minutes (the stricter of this and the tenant's applies)" }),
+    heartbeatMinMinutes: Minutes.nullable()
+      .optional()
+      .openapi({ description: "This agent's shortest heartbeat interval in minutes (the stricter of this and the tenant's applies)" }),
     cronMinMinutes: Minutes.nullable().optional().openapi({ description: "This agent's shortest interval between two runs of one cron job, in minutes" }),
   })
   .openapi('GatewayAgentCaps');
@@ -76,7 +83,9 @@ const RulesInput = z
   .strictObject({
     review: z.array(z.enum(REVIEWABLE_KINDS)).max(REVIEWABLE_KINDS.length).openapi({ description: 'Kinds of change that wait for a second tenant admin' }),
     heartbeatMinMinutes: Minutes.nullable().default(null).openapi({ description: 'Cap: the shortest heartbeat interval in minutes (null: none)' }),
-    cronMinMinutes: Minutes.nullable().default(null).openapi({ description: 'Cap: the shortest interval between two runs of one cron job in minutes (null: none); the broker refuses a scheduled run that comes sooner' }),
+    cronMinMinutes: Minutes.nullable().default(null).openapi({
+      description: 'Cap: the shortest interval between two runs of one cron job in minutes (null: none); the broker refuses a scheduled run that comes sooner',
+    }),
     agentCaps: AgentCapsMap.default({}).openapi({ description: 'Per agent id: stricter caps of its own' }),
   })
   .openapi('GatewayConfigRulesInput');
@@ -87,7 +96,10 @@ const RejectInput = z.strictObject({ reason: Reason }).openapi('GatewayConfigRej
 const RollbackInput = z.strictObject({ reason: Reason }).openapi('GatewayConfigRollback');
 
 const ListQuery = pageQuery(['number'], '-number').extend({
-  status: z.enum(VERSION_STATUSES).optional().openapi({ param: { name: 'status', in: 'query' } }),
+  status: z
+    .enum(VERSION_STATUSES)
+    .optional()
+    .openapi({ param: { name: 'status', in: 'query' } }),
 });
 const DiffQuery = z.object({
   from: VersionRef.openapi({ param: { name: 'from', in: 'query' }, description: 'A version number or id' }),
@@ -113,7 +125,14 @@ export function registerGovernance(app: App, deps: AppDeps): void {
   const { gatewayConfig } = deps.services;
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/gateway-config/versions', tags: ['governance'], summary: "The tenant's gateway configuration versions, newest first, a page at a time", request: { params: TenantParam, query: ListQuery }, responses: { 200: json(pageOf(VersionSchema).openapi('GatewayConfigVersionPage')), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/gateway-config/versions',
+      tags: ['governance'],
+      summary: "The tenant's gateway configuration versions, newest first, a page at a time",
+      request: { params: TenantParam, query: ListQuery },
+      responses: { 200: json(pageOf(VersionSchema).openapi('GatewayConfigVersionPage')), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       const q = c.req.valid('query');
@@ -122,7 +141,14 @@ export function registerGovernance(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/gateway-config/versions/{version}', tags: ['governance'], summary: 'One configuration version with its rendered config and its diff against the one before', request: { params: VersionParams }, responses: { 200: json(VersionSchema), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/gateway-config/versions/{version}',
+      tags: ['governance'],
+      summary: 'One configuration version with its rendered config and its diff against the one before',
+      request: { params: VersionParams },
+      responses: { 200: json(VersionSchema), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json(out(await gatewayConfig.get(tenant.id, c.req.valid('param').version)), 200);
@@ -130,7 +156,17 @@ export function registerGovernance(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/gateway-config/diff', tags: ['governance'], summary: 'The structural diff between any two versions', request: { params: TenantParam, query: DiffQuery }, responses: { 200: json(z.object({ from: z.number().int(), to: z.number().int(), diff: z.array(DiffEntrySchema) }).openapi('GatewayConfigDiff')), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/gateway-config/diff',
+      tags: ['governance'],
+      summary: 'The structural diff between any two versions',
+      request: { params: TenantParam, query: DiffQuery },
+      responses: {
+        200: json(z.object({ from: z.number().int(), to: z.number().int(), diff: z.array(DiffEntrySchema) }).openapi('GatewayConfigDiff')),
+        ...errorResponses,
+      },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       const q = c.req.valid('query');
@@ -154,7 +190,14 @@ export function registerGovernance(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'post', path: '/api/v1/tenants/{tenant}/gateway-config/versions/{version}/approve', tags: ['governance'], summary: 'Approve a pending version (another tenant admin than its proposer); it applies at once', request: { params: VersionParams, body: jsonBody(DecideInput) }, responses: { 200: json(VersionSchema), ...errorResponses } }),
+    createRoute({
+      method: 'post',
+      path: '/api/v1/tenants/{tenant}/gateway-config/versions/{version}/approve',
+      tags: ['governance'],
+      summary: 'Approve a pending version (another tenant admin than its proposer); it applies at once',
+      request: { params: VersionParams, body: jsonBody(DecideInput) },
+      responses: { 200: json(VersionSchema), ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.admin');
       return c.json(out(await gatewayConfig.approve(tenant.id, c.req.valid('param').version, c.req.valid('json').comment, changeBy(c, by))), 200);
@@ -162,7 +205,14 @@ export function registerGovernance(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'post', path: '/api/v1/tenants/{tenant}/gateway-config/versions/{version}/reject', tags: ['governance'], summary: 'Reject a pending version: it never applies', request: { params: VersionParams, body: jsonBody(RejectInput) }, responses: { 200: json(VersionSchema), ...errorResponses } }),
+    createRoute({
+      method: 'post',
+      path: '/api/v1/tenants/{tenant}/gateway-config/versions/{version}/reject',
+      tags: ['governance'],
+      summary: 'Reject a pending version: it never applies',
+      request: { params: VersionParams, body: jsonBody(RejectInput) },
+      responses: { 200: json(VersionSchema), ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.admin');
       return c.json(out(await gatewayConfig.reject(tenant.id, c.req.valid('param').version, c.req.valid('json').reason, changeBy(c, by))), 200);
@@ -185,7 +235,14 @@ export function registerGovernance(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/gateway-config/rules', tags: ['governance'], summary: 'Which kinds of change wait for a second admin, and the heartbeat and cron caps', request: { params: TenantParam }, responses: { 200: json(RulesSchema), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/gateway-config/rules',
+      tags: ['governance'],
+      summary: 'Which kinds of change wait for a second admin, and the heartbeat and cron caps',
+      request: { params: TenantParam },
+      responses: { 200: json(RulesSchema), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json(rulesOut(await gatewayConfig.rules(tenant.id)), 200);
@@ -193,7 +250,14 @@ export function registerGovernance(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'put', path: '/api/v1/tenants/{tenant}/gateway-config/rules', tags: ['governance'], summary: 'Replace the review rules and the heartbeat and cron caps (tenant admin)', request: { params: TenantParam, body: jsonBody(RulesInput) }, responses: { 200: json(RulesSchema), ...errorResponses } }),
+    createRoute({
+      method: 'put',
+      path: '/api/v1/tenants/{tenant}/gateway-config/rules',
+      tags: ['governance'],
+      summary: 'Replace the review rules and the heartbeat and cron caps (tenant admin)',
+      request: { params: TenantParam, body: jsonBody(RulesInput) },
+      responses: { 200: json(RulesSchema), ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.admin');
       return c.json(rulesOut(await gatewayConfig.setRules(tenant.id, c.req.valid('json'), changeBy(c, by))), 200);
@@ -219,21 +283,42 @@ const ChannelInput = z
 export function registerApprovalChannels(app: App, deps: AppDeps): void {
   const { approvalDelivery } = deps.services;
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/approval-channels', tags: ['governance'], summary: 'The chats approval requests are posted to', request: { params: TenantParam }, responses: { 200: json(z.object({ items: z.array(ChannelSchema) }).openapi('ApprovalChannelList')), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/approval-channels',
+      tags: ['governance'],
+      summary: 'The chats approval requests are posted to',
+      request: { params: TenantParam },
+      responses: { 200: json(z.object({ items: z.array(ChannelSchema) }).openapi('ApprovalChannelList')), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json({ items: await approvalDelivery.list(tenant.id) }, 200);
     },
   );
   app.openapi(
-    createRoute({ method: 'put', path: '/api/v1/tenants/{tenant}/approval-channels/{kind}', tags: ['governance'], summary: 'Post approval requests to a Telegram or Slack chat with a bot credential of the tenant (tenant admin)', request: { params: ChannelKindParam, body: jsonBody(ChannelInput) }, responses: { 200: json(ChannelSchema), ...errorResponses } }),
+    createRoute({
+      method: 'put',
+      path: '/api/v1/tenants/{tenant}/approval-channels/{kind}',
+      tags: ['governance'],
+      summary: 'Post approval requests to a Telegram or Slack chat with a bot credential of the tenant (tenant admin)',
+      request: { params: ChannelKindParam, body: jsonBody(ChannelInput) },
+      responses: { 200: json(ChannelSchema), ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.admin');
       return c.json(await approvalDelivery.set(tenant.id, c.req.valid('param').kind, c.req.valid('json'), by), 200);
     },
   );
   app.openapi(
-    createRoute({ method: 'delete', path: '/api/v1/tenants/{tenant}/approval-channels/{kind}', tags: ['governance'], summary: 'Stop posting approval requests to that chat (tenant admin)', request: { params: ChannelKindParam }, responses: { 200: json(z.object({ removed: z.literal(true) })), ...errorResponses } }),
+    createRoute({
+      method: 'delete',
+      path: '/api/v1/tenants/{tenant}/approval-channels/{kind}',
+      tags: ['governance'],
+      summary: 'Stop posting approval requests to that chat (tenant admin)',
+      request: { params: ChannelKindParam },
+      responses: { 200: json(z.object({ removed: z.literal(true) })), ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.admin');
       await approvalDelivery.remove(tenant.id, c.req.valid('param').kind, by);

@@ -21,7 +21,9 @@ const RotateSchema = z.strictObject({
     .min(0)
     .max(86_400)
     .default(GRANT_MAX_TTL_SECONDS)
-    .openapi({ description: `How long the old key still verifies the grants it signed (default ${GRANT_MAX_TTL_SECONDS}: the longest grant lifetime). 0 refuses them at once (a leaked key).` }),
+    .openapi({
+      description: `How long the old key still verifies the grants it signed (default ${GRANT_MAX_TTL_SECONDS}: the longest grant lifetime). 0 refuses them at once (a leaked key).`,
+    }),
 });
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
@@ -39,7 +41,13 @@ export function registerGrantKeys(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       allowPlatform(c, 'platform.manage');
-      const items = (await keys.list()).map((k) => ({ kid: k.kid, current: k.current, createdAt: k.createdAt.toISOString(), retiredAt: iso(k.retiredAt), verifyUntil: iso(k.verifyUntil) }));
+      const items = (await keys.list()).map((k) => ({
+        kid: k.kid,
+        current: k.current,
+        createdAt: k.createdAt.toISOString(),
+        retiredAt: iso(k.retiredAt),
+        verifyUntil: iso(k.verifyUntil),
+      }));
       return c.json({ items }, 200);
     },
   );

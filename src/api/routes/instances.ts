@@ -45,7 +45,10 @@ export const InstanceSchema = z
 
 const InstanceListQuery = pageQuery(['name', 'createdAt'], 'name').extend({
   q: searchParam('the name'),
-  status: z.enum(INSTANCE_STATUSES).optional().openapi({ param: { name: 'status', in: 'query' } }),
+  status: z
+    .enum(INSTANCE_STATUSES)
+    .optional()
+    .openapi({ param: { name: 'status', in: 'query' } }),
 });
 
 const EventSchema = z
@@ -53,7 +56,13 @@ const EventSchema = z
   .openapi('InstanceEvent');
 
 const LogsQuery = z.object({
-  tail: z.coerce.number().int().min(1).max(5000).default(200).openapi({ param: { name: 'tail', in: 'query' } }),
+  tail: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(5000)
+    .default(200)
+    .openapi({ param: { name: 'tail', in: 'query' } }),
   follow: z
     .enum(['true', 'false'])
     .default('false')
@@ -77,7 +86,14 @@ export function registerInstances(app: App, deps: AppDeps): void {
   const accepted = { 202: json(InstanceSchema, 'Accepted: the reconciler converges to it; poll the instance or its events'), ...errorResponses };
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/instances', tags: ['instances'], summary: "A tenant's instances, a page at a time", request: { params: TenantParam, query: InstanceListQuery }, responses: { 200: json(pageOf(InstanceSchema).openapi('InstancePage')), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/instances',
+      tags: ['instances'],
+      summary: "A tenant's instances, a page at a time",
+      request: { params: TenantParam, query: InstanceListQuery },
+      responses: { 200: json(pageOf(InstanceSchema).openapi('InstancePage')), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json(await instances.page(tenant.id, c.req.valid('query')), 200);
@@ -100,7 +116,14 @@ export function registerInstances(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/instances/{instanceId}', tags: ['instances'], summary: 'One instance: desired state, status with reason, last health', request: { params: InstanceParams }, responses: { 200: json(InstanceSchema), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/instances/{instanceId}',
+      tags: ['instances'],
+      summary: 'One instance: desired state, status with reason, last health',
+      request: { params: InstanceParams },
+      responses: { 200: json(InstanceSchema), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json(publicInstance(await instances.get(tenant.id, c.req.valid('param').instanceId)), 200);
@@ -109,7 +132,14 @@ export function registerInstances(app: App, deps: AppDeps): void {
 
   for (const op of ['stop', 'start', 'restart'] as const) {
     app.openapi(
-      createRoute({ method: 'post', path: `/api/v1/tenants/{tenant}/instances/{instanceId}/${op}`, tags: ['instances'], summary: `${op[0]?.toUpperCase()}${op.slice(1)} the instance (state is kept)`, request: { params: InstanceParams }, responses: accepted }),
+      createRoute({
+        method: 'post',
+        path: `/api/v1/tenants/{tenant}/instances/{instanceId}/${op}`,
+        tags: ['instances'],
+        summary: `${op[0]?.toUpperCase()}${op.slice(1)} the instance (state is kept)`,
+        request: { params: InstanceParams },
+        responses: accepted,
+      }),
       async (c) => {
         const { tenant, by } = allow(c, 'tenant.operate');
         return c.json(await instances[op](tenant.id, c.req.valid('param').instanceId, by), 202);
@@ -122,7 +152,8 @@ export function registerInstances(app: App, deps: AppDeps): void {
       method: 'post',
       path: '/api/v1/tenants/{tenant}/instances/{instanceId}/suspend',
       tags: ['instances'],
-      summary: 'Suspend a running instance to a process snapshot (warm resume, issue 10); the next start or request resumes it in about a second. 409 with the reason when this host cannot',
+      summary:
+        'Suspend a running instance to a process snapshot (warm resume, issue 10); the next start or request resumes it in about a second. 409 with the reason when this host cannot',
       request: { params: InstanceParams },
       responses: { 200: json(InstanceSchema), ...errorResponses },
     }),
@@ -181,7 +212,14 @@ export function registerInstances(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/tenants/{tenant}/instances/{instanceId}/events', tags: ['instances'], summary: 'Status transitions with reasons, oldest first (the last 100)', request: { params: InstanceParams }, responses: { 200: json(z.object({ items: z.array(EventSchema) })), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/instances/{instanceId}/events',
+      tags: ['instances'],
+      summary: 'Status transitions with reasons, oldest first (the last 100)',
+      request: { params: InstanceParams },
+      responses: { 200: json(z.object({ items: z.array(EventSchema) })), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json({ items: await instances.events(tenant.id, c.req.valid('param').instanceId) }, 200);
@@ -195,7 +233,10 @@ export function registerInstances(app: App, deps: AppDeps): void {
       tags: ['instances'],
       summary: "Live health from the sandbox's supervisor (null when the sandbox is not running)",
       request: { params: InstanceParams },
-      responses: { 200: json(z.object({ status: z.enum(INSTANCE_STATUSES), running: z.boolean(), health: HealthSchema.nullable(), checkedAt: z.string() })), ...errorResponses },
+      responses: {
+        200: json(z.object({ status: z.enum(INSTANCE_STATUSES), running: z.boolean(), health: HealthSchema.nullable(), checkedAt: z.string() })),
+        ...errorResponses,
+      },
     }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
@@ -214,7 +255,10 @@ export function registerInstances(app: App, deps: AppDeps): void {
       summary: 'Supervisor and gateway logs: the last lines, then (follow=true) new lines as server-sent events',
       request: { params: InstanceParams, query: LogsQuery },
       responses: {
-        200: { description: 'JSON {items} or, with follow=true, text/event-stream of `log` events', content: { 'application/json': { schema: z.object({ items: z.array(z.object({ source: z.string(), line: z.string() })) }) } } },
+        200: {
+          description: 'JSON {items} or, with follow=true, text/event-stream of `log` events',
+          content: { 'application/json': { schema: z.object({ items: z.array(z.object({ source: z.string(), line: z.string() })) }) } },
+        },
         ...errorResponses,
       },
     }),
@@ -229,7 +273,11 @@ export function registerInstances(app: App, deps: AppDeps): void {
         for (const l of lines) await stream.writeSSE({ event: 'log', data: JSON.stringify(l) });
         const ac = new AbortController();
         stream.onAbort(() => ac.abort());
-        await deps.services.sandboxes.followLogs({ tenantId: tenant.id, instanceId }, ac.signal, (l) => void stream.writeSSE({ event: 'log', data: JSON.stringify(l) }));
+        await deps.services.sandboxes.followLogs(
+          { tenantId: tenant.id, instanceId },
+          ac.signal,
+          (l) => void stream.writeSSE({ event: 'log', data: JSON.stringify(l) }),
+        );
       }) as never;
     },
   );

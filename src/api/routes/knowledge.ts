@@ -7,7 +7,14 @@ import type { App, AppDeps } from '../app.ts';
 import { allow } from '../auth.ts';
 import { errorResponses, json, jsonBody, TenantParam, TimeIdCursor } from '../schemas.ts';
 
-const MemoryParams = TenantParam.extend({ memoryId: z.coerce.number().int().min(1).max(Number.MAX_SAFE_INTEGER).openapi({ param: { name: 'memoryId', in: 'path' }, type: 'integer' }) });
+const MemoryParams = TenantParam.extend({
+  memoryId: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(Number.MAX_SAFE_INTEGER)
+    .openapi({ param: { name: 'memoryId', in: 'path' }, type: 'integer' }),
+});
 const FindingParams = TenantParam.extend({ findingId: z.uuid().openapi({ param: { name: 'findingId', in: 'path' } }) });
 
 const Ranking = { score: z.number().optional(), similarity: z.number().nullable().optional() };
@@ -49,15 +56,28 @@ const FindingSchema = z
   .openapi('Finding');
 
 const ArchiveHitSchema = z
-  .object({ id: z.number().int(), sessionId: z.string(), agent: z.string(), role: z.string(), content: z.string(), createdAt: z.string(), score: z.number(), similarity: z.number().nullable() })
+  .object({
+    id: z.number().int(),
+    sessionId: z.string(),
+    agent: z.string(),
+    role: z.string(),
+    content: z.string(),
+    createdAt: z.string(),
+    score: z.number(),
+    similarity: z.number().nullable(),
+  })
   .openapi('ArchiveHit');
 
 const SearchInfo = {
-  mode: z.enum(SEARCH_MODES).nullable().openapi({ description: 'How a search ran (null: a plain listing); "words" when the tenant has no embeddings route or its provider failed' }),
+  mode: z
+    .enum(SEARCH_MODES)
+    .nullable()
+    .openapi({ description: 'How a search ran (null: a plain listing); "words" when the tenant has no embeddings route or its provider failed' }),
   note: z.string().nullable().openapi({ description: 'Why a search by meaning fell back to words' }),
 };
 
-const query = <T extends z.ZodType>(s: T, name: string, description?: string) => s.openapi({ param: { name, in: 'query' }, ...(description ? { description } : {}) });
+const query = <T extends z.ZodType>(s: T, name: string, description?: string) =>
+  s.openapi({ param: { name, in: 'query' }, ...(description ? { description } : {}) });
 const mode = z.enum(SEARCH_MODES).default('hybrid');
 const limit = z.coerce.number().int().min(1).max(200).default(50);
 const MemoryQuery = z.object({
@@ -65,7 +85,14 @@ const MemoryQuery = z.object({
   q: query(z.string().trim().min(1).max(500).optional(), 'q', 'Search text: ranked by words and meaning'),
   mode: query(mode, 'mode'),
   limit: query(limit, 'limit'),
-  cursor: query(z.string().regex(/^\d{1,18}$/).optional(), 'cursor', 'nextCursor of the previous page'),
+  cursor: query(
+    z
+      .string()
+      .regex(/^\d{1,18}$/)
+      .optional(),
+    'cursor',
+    'nextCursor of the previous page',
+  ),
 });
 const FindingQuery = z.object({
   q: query(z.string().trim().min(1).max(500).optional(), 'q', 'Search text: ranked by words and meaning'),
@@ -74,11 +101,25 @@ const FindingQuery = z.object({
   taskId: query(z.uuid().optional(), 'taskId'),
   limit: query(limit, 'limit'),
   // The findings' cursor is "<time>|<id>" in base64url: a garbage one is refused, never read as "from the start".
-  cursor: query(z.string().max(100).refine((c) => TimeIdCursor.safeParse(Buffer.from(c, 'base64url').toString()).success, 'must be the nextCursor of the previous page, unchanged').optional(), 'cursor', 'nextCursor of the previous page'),
+  cursor: query(
+    z
+      .string()
+      .max(100)
+      .refine((c) => TimeIdCursor.safeParse(Buffer.from(c, 'base64url').toString()).success, 'must be the nextCursor of the previous page, unchanged')
+      .optional(),
+    'cursor',
+    'nextCursor of the previous page',
+  ),
 });
 const KnowledgeQuery = z.object({
   q: query(z.string().trim().min(1).max(500), 'q'),
-  in: query(z.string().regex(/^(memories|findings|archive)(,(memories|findings|archive))*$/, 'a comma-separated subset of memories, findings, archive').default('memories,findings,archive'), 'in'),
+  in: query(
+    z
+      .string()
+      .regex(/^(memories|findings|archive)(,(memories|findings|archive))*$/, 'a comma-separated subset of memories, findings, archive')
+      .default('memories,findings,archive'),
+    'in',
+  ),
   mode: query(mode, 'mode'),
   limit: query(z.coerce.number().int().min(1).max(100).default(10), 'limit', 'Per kind'),
 });
@@ -94,7 +135,10 @@ const IngestStateSchema = z
       z.object({
         source: z.enum(['chat', 'task']),
         sourceId: z.string().openapi({ description: 'The chat session id, or the task id' }),
-        status: z.enum(INGEST_STATUSES).openapi({ description: 'ingested: summarised up to its newest message; pending: not yet idle, due, or being summarised; failed: the last attempt failed (retried at retryAt)' }),
+        status: z.enum(INGEST_STATUSES).openapi({
+          description:
+            'ingested: summarised up to its newest message; pending: not yet idle, due, or being summarised; failed: the last attempt failed (retried at retryAt)',
+        }),
         lastActivityAt: z.string().nullable(),
         summaryId: z.number().int().nullable().openapi({ description: 'The summary in the conversation archive' }),
         memoryId: z.number().int().nullable(),
@@ -123,7 +167,14 @@ export function registerKnowledge(app: App, deps: AppDeps): void {
   const ctxOf = (actor: string) => ({ actor, agent: '', taskId: null });
 
   app.openapi(
-    createRoute({ method: 'get', path: `${base}/memories`, tags: ['knowledge'], summary: "The agents' memories, newest first, or ranked by a search (q)", request: { params: TenantParam, query: MemoryQuery }, responses: { 200: json(z.object({ items: z.array(MemorySchema), nextCursor: z.string().nullable(), ...SearchInfo })), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: `${base}/memories`,
+      tags: ['knowledge'],
+      summary: "The agents' memories, newest first, or ranked by a search (q)",
+      request: { params: TenantParam, query: MemoryQuery },
+      responses: { 200: json(z.object({ items: z.array(MemorySchema), nextCursor: z.string().nullable(), ...SearchInfo })), ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.read');
       return c.json(await memories.list(tenant.id, c.req.valid('query'), ctxOf(by.actor)), 200);
@@ -131,7 +182,14 @@ export function registerKnowledge(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'post', path: `${base}/memories`, tags: ['knowledge'], summary: 'Record a memory (a kv memory whose key exists for that agent is replaced: 200 instead of 201)', request: { params: TenantParam, body: jsonBody(memoryInput) }, responses: { 201: json(MemorySchema, 'Created'), 200: json(MemorySchema, 'Replaced the value under this key'), ...errorResponses } }),
+    createRoute({
+      method: 'post',
+      path: `${base}/memories`,
+      tags: ['knowledge'],
+      summary: 'Record a memory (a kv memory whose key exists for that agent is replaced: 200 instead of 201)',
+      request: { params: TenantParam, body: jsonBody(memoryInput) },
+      responses: { 201: json(MemorySchema, 'Created'), 200: json(MemorySchema, 'Replaced the value under this key'), ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.operate');
       const r = await memories.create(tenant.id, c.req.valid('json'), by);
@@ -140,7 +198,14 @@ export function registerKnowledge(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: `${base}/memories/{memoryId}`, tags: ['knowledge'], summary: 'One memory', request: { params: MemoryParams }, responses: { 200: json(MemorySchema), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: `${base}/memories/{memoryId}`,
+      tags: ['knowledge'],
+      summary: 'One memory',
+      request: { params: MemoryParams },
+      responses: { 200: json(MemorySchema), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json(await memories.get(tenant.id, c.req.valid('param').memoryId), 200);
@@ -148,7 +213,14 @@ export function registerKnowledge(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'patch', path: `${base}/memories/{memoryId}`, tags: ['knowledge'], summary: 'Correct a memory (content, key, importance, expiry)', request: { params: MemoryParams, body: jsonBody(memoryPatch) }, responses: { 200: json(MemorySchema), ...errorResponses } }),
+    createRoute({
+      method: 'patch',
+      path: `${base}/memories/{memoryId}`,
+      tags: ['knowledge'],
+      summary: 'Correct a memory (content, key, importance, expiry)',
+      request: { params: MemoryParams, body: jsonBody(memoryPatch) },
+      responses: { 200: json(MemorySchema), ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.operate');
       return c.json(await memories.update(tenant.id, c.req.valid('param').memoryId, c.req.valid('json'), by), 200);
@@ -156,7 +228,14 @@ export function registerKnowledge(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'delete', path: `${base}/memories/{memoryId}`, tags: ['knowledge'], summary: 'Delete a memory', request: { params: MemoryParams }, responses: { 204: { description: 'Deleted' }, ...errorResponses } }),
+    createRoute({
+      method: 'delete',
+      path: `${base}/memories/{memoryId}`,
+      tags: ['knowledge'],
+      summary: 'Delete a memory',
+      request: { params: MemoryParams },
+      responses: { 204: { description: 'Deleted' }, ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.operate');
       await memories.remove(tenant.id, c.req.valid('param').memoryId, by);
@@ -165,7 +244,14 @@ export function registerKnowledge(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: `${base}/findings`, tags: ['knowledge'], summary: 'Findings, newest first, or ranked by a search (q)', request: { params: TenantParam, query: FindingQuery }, responses: { 200: json(z.object({ items: z.array(FindingSchema), nextCursor: z.string().nullable(), ...SearchInfo })), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: `${base}/findings`,
+      tags: ['knowledge'],
+      summary: 'Findings, newest first, or ranked by a search (q)',
+      request: { params: TenantParam, query: FindingQuery },
+      responses: { 200: json(z.object({ items: z.array(FindingSchema), nextCursor: z.string().nullable(), ...SearchInfo })), ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.read');
       return c.json(await findings.list(tenant.id, c.req.valid('query'), ctxOf(by.actor)), 200);
@@ -173,7 +259,14 @@ export function registerKnowledge(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'post', path: `${base}/findings`, tags: ['knowledge'], summary: 'Record a finding', request: { params: TenantParam, body: jsonBody(findingInput) }, responses: { 201: json(FindingSchema), ...errorResponses } }),
+    createRoute({
+      method: 'post',
+      path: `${base}/findings`,
+      tags: ['knowledge'],
+      summary: 'Record a finding',
+      request: { params: TenantParam, body: jsonBody(findingInput) },
+      responses: { 201: json(FindingSchema), ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.operate');
       return c.json(await findings.create(tenant.id, c.req.valid('json'), by), 201);
@@ -181,7 +274,14 @@ export function registerKnowledge(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: `${base}/findings/{findingId}`, tags: ['knowledge'], summary: 'One finding', request: { params: FindingParams }, responses: { 200: json(FindingSchema), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: `${base}/findings/{findingId}`,
+      tags: ['knowledge'],
+      summary: 'One finding',
+      request: { params: FindingParams },
+      responses: { 200: json(FindingSchema), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json(await findings.get(tenant.id, c.req.valid('param').findingId), 200);
@@ -189,7 +289,14 @@ export function registerKnowledge(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'patch', path: `${base}/findings/{findingId}`, tags: ['knowledge'], summary: 'Change a finding', request: { params: FindingParams, body: jsonBody(findingPatch) }, responses: { 200: json(FindingSchema), ...errorResponses } }),
+    createRoute({
+      method: 'patch',
+      path: `${base}/findings/{findingId}`,
+      tags: ['knowledge'],
+      summary: 'Change a finding',
+      request: { params: FindingParams, body: jsonBody(findingPatch) },
+      responses: { 200: json(FindingSchema), ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.operate');
       return c.json(await findings.update(tenant.id, c.req.valid('param').findingId, c.req.valid('json'), by), 200);
@@ -197,7 +304,14 @@ export function registerKnowledge(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'delete', path: `${base}/findings/{findingId}`, tags: ['knowledge'], summary: 'Delete a finding', request: { params: FindingParams }, responses: { 204: { description: 'Deleted' }, ...errorResponses } }),
+    createRoute({
+      method: 'delete',
+      path: `${base}/findings/{findingId}`,
+      tags: ['knowledge'],
+      summary: 'Delete a finding',
+      request: { params: FindingParams },
+      responses: { 204: { description: 'Deleted' }, ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.operate');
       await findings.remove(tenant.id, c.req.valid('param').findingId, by);
@@ -212,7 +326,10 @@ export function registerKnowledge(app: App, deps: AppDeps): void {
       tags: ['knowledge'],
       summary: 'Search memories, findings and the conversation archive by words and meaning at once',
       request: { params: TenantParam, query: KnowledgeQuery },
-      responses: { 200: json(z.object({ memories: z.array(MemorySchema), findings: z.array(FindingSchema), archive: z.array(ArchiveHitSchema), ...SearchInfo })), ...errorResponses },
+      responses: {
+        200: json(z.object({ memories: z.array(MemorySchema), findings: z.array(FindingSchema), archive: z.array(ArchiveHitSchema), ...SearchInfo })),
+        ...errorResponses,
+      },
     }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.read');
@@ -244,7 +361,7 @@ export function registerKnowledge(app: App, deps: AppDeps): void {
       method: 'get',
       path: `${base}/knowledge/ingestion`,
       tags: ['knowledge'],
-      summary: "What session ingestion has done for this tenant: sessions and tasks summarised, pending and failed (with the reason), and when it last ran",
+      summary: 'What session ingestion has done for this tenant: sessions and tasks summarised, pending and failed (with the reason), and when it last ran',
       request: { params: TenantParam, query: IngestQuery },
       responses: { 200: json(IngestStateSchema), ...errorResponses },
     }),

@@ -19,10 +19,18 @@ const State = z
 
 export const AgentDefaultsSchema = z
   .strictObject({
-    agentName: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'lowercase letters, digits and hyphens, starting with a letter').default('main'),
+    agentName: z
+      .string()
+      .regex(/^[a-z][a-z0-9-]{0,31}$/, 'lowercase letters, digits and hyphens, starting with a letter')
+      .default('main'),
     defaultModel: z.string().min(1).max(200).nullable().default(null),
     execPolicy: z.enum(['deny', 'ask']).default('deny').openapi({ description: 'Shell commands: denied, or only after a human approves' }),
-    idleTimeoutMinutes: z.number().int().min(1).max(7 * 24 * 60).default(30),
+    idleTimeoutMinutes: z
+      .number()
+      .int()
+      .min(1)
+      .max(7 * 24 * 60)
+      .default(30),
   })
   .openapi('AgentDefaults');
 
@@ -31,7 +39,13 @@ export function registerOnboarding(app: App, deps: AppDeps): void {
   const { onboarding, users } = deps.services;
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/onboarding', tags: ['onboarding'], summary: 'Onboarding state and the next step', responses: { 200: json(State) } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/onboarding',
+      tags: ['onboarding'],
+      summary: 'Onboarding state and the next step',
+      responses: { 200: json(State) },
+    }),
     async (c) => c.json(await onboarding.state(), 200),
   );
 
@@ -92,7 +106,7 @@ export function registerOnboarding(app: App, deps: AppDeps): void {
       method: 'post',
       path: '/api/v1/onboarding/provider',
       tags: ['onboarding'],
-      summary: "Step 3: the platform's default LLM provider, saved only if its connection test passes; {\"skip\": true} leaves it for later",
+      summary: 'Step 3: the platform\'s default LLM provider, saved only if its connection test passes; {"skip": true} leaves it for later',
       request: { body: jsonBody(z.union([z.strictObject({ skip: z.literal(true) }), DefaultProviderInput])) },
       responses: { 200: json(z.object({ state: State, test: ConnectionTest.optional() })), ...errorResponses },
     }),

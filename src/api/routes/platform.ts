@@ -55,7 +55,9 @@ export const ConnectionTest = z
 /** A provider that failed its connection test is not saved; the error says why (never with the key). */
 export class ProviderTestFailedError extends ClawplaneError {
   constructor(test: ConnectionTestResult) {
-    super('provider_test_failed', 400, `The provider connection test failed, so nothing was saved: ${test.ok ? '' : test.error.message}`, { details: { test } });
+    super('provider_test_failed', 400, `The provider connection test failed, so nothing was saved: ${test.ok ? '' : test.error.message}`, {
+      details: { test },
+    });
   }
 }
 
@@ -105,7 +107,13 @@ export function registerPlatform(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/platform/default-provider', tags: ['platform'], summary: "The platform's default LLM provider (never its key)", responses: { 200: json(DefaultProviderView.nullable()), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/platform/default-provider',
+      tags: ['platform'],
+      summary: "The platform's default LLM provider (never its key)",
+      responses: { 200: json(DefaultProviderView.nullable()), ...errorResponses },
+    }),
     async (c) => {
       allowPlatform(c, 'platform.manage');
       return c.json((await deps.services.platformProvider.get()) ?? null, 200);
@@ -132,7 +140,13 @@ export function registerPlatform(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/api/v1/platform/agent-defaults', tags: ['platform'], summary: 'Default agent settings', responses: { 200: json(AgentDefaultsSchema), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: '/api/v1/platform/agent-defaults',
+      tags: ['platform'],
+      summary: 'Default agent settings',
+      responses: { 200: json(AgentDefaultsSchema), ...errorResponses },
+    }),
     async (c) => {
       allowPlatform(c, 'platform.manage');
       return c.json(await onboarding.agentDefaults(), 200);

@@ -13,7 +13,11 @@ const ToolName = z.string().regex(/^[a-z][a-z0-9_.-]{0,99}$/, 'a tool name, e.g.
 const PolicyInput = z.strictObject({
   id: PolicyId,
   description: z.string().max(500).default(''),
-  cedar: z.string().min(1).max(10_000).openapi({ description: 'One Cedar policy, e.g. forbid (principal, action, resource) when { resource.group == "web" };' }),
+  cedar: z
+    .string()
+    .min(1)
+    .max(10_000)
+    .openapi({ description: 'One Cedar policy, e.g. forbid (principal, action, resource) when { resource.group == "web" };' }),
 });
 
 const RestrictionInput = PolicyInput.extend({
@@ -32,11 +36,14 @@ const TenantPolicyInput = z
 
 const BaselineInput = z.strictObject({ policies: z.array(PolicyInput).max(200) }).openapi('BaselineInput');
 
-const ToolContextSchema = z.strictObject({ channel: ContextValue.optional(), repo: ContextValue.optional(), host: ContextValue.optional(), taskId: ContextValue.optional() });
+const ToolContextSchema = z.strictObject({
+  channel: ContextValue.optional(),
+  repo: ContextValue.optional(),
+  host: ContextValue.optional(),
+  taskId: ContextValue.optional(),
+});
 
-const ExplainInput = z
-  .strictObject({ tool: ToolName, agent: AgentName.default('main'), context: ToolContextSchema.default({}) })
-  .openapi('PolicyExplainInput');
+const ExplainInput = z.strictObject({ tool: ToolName, agent: AgentName.default('main'), context: ToolContextSchema.default({}) }).openapi('PolicyExplainInput');
 
 const ToolInput = z
   .strictObject({
@@ -95,7 +102,13 @@ export const DecisionSchema = z
     outcome: z.enum(['allow', 'deny', 'requires_approval']),
     policyIds: z.array(z.string()).openapi({ description: 'The determining policies: baseline/<id> or tenant/<id>; empty for a default deny' }),
     policies: z.array(
-      z.object({ id: z.string(), effect: z.enum(['permit', 'forbid']), origin: z.enum(['baseline', 'tenant']), description: z.string(), approval: z.boolean() }),
+      z.object({
+        id: z.string(),
+        effect: z.enum(['permit', 'forbid']),
+        origin: z.enum(['baseline', 'tenant']),
+        description: z.string(),
+        approval: z.boolean(),
+      }),
     ),
     explanation: z.string(),
     errors: z.array(z.string()),
@@ -138,7 +151,12 @@ const ApprovalSchema = z
   })
   .openapi('ToolApproval');
 
-const toSource = (p: { id: string; description: string; cedar: string; scope?: { agent?: string | undefined; channel?: string | undefined } | undefined }): PolicySource => {
+const toSource = (p: {
+  id: string;
+  description: string;
+  cedar: string;
+  scope?: { agent?: string | undefined; channel?: string | undefined } | undefined;
+}): PolicySource => {
   const s: PolicySource = { id: p.id, description: p.description, cedar: p.cedar };
   if (p.scope) {
     s.scope = {};
@@ -235,7 +253,7 @@ export function registerPolicy(app: App, deps: AppDeps): void {
       method: 'put',
       path: '/api/v1/tenants/{tenant}/policy',
       tags: ['policy'],
-      summary: 'Replace the tenant\'s restrictions (tenant admin). Forbids only: a permit is refused with 400',
+      summary: "Replace the tenant's restrictions (tenant admin). Forbids only: a permit is refused with 400",
       request: { params: TenantParam, body: jsonBody(TenantPolicyInput) },
       responses: { 200: json(TenantPolicySchema), ...errorResponses },
     }),
@@ -244,7 +262,11 @@ export function registerPolicy(app: App, deps: AppDeps): void {
       const body = c.req.valid('json');
       const p = await policy.setTenantPolicy(tenant.id, { execPolicy: body.execPolicy, policies: body.policies.map(toSource) }, by);
       // A new gateway configuration version when the policy changed what the gateways are configured with (docs/adr/0013).
-      await deps.services.gatewayConfig.capture(tenant.id, { actor: by.actor, person: by.actor, requestId: by.requestId }, `tool policy changed (policy version ${p.version})`);
+      await deps.services.gatewayConfig.capture(
+        tenant.id,
+        { actor: by.actor, person: by.actor, requestId: by.requestId },
+        `tool policy changed (policy version ${p.version})`,
+      );
       return c.json({ ...p, updatedAt: p.updatedAt?.toISOString() ?? null }, 200);
     },
   );
@@ -288,14 +310,17 @@ export function registerPolicy(app: App, deps: AppDeps): void {
       method: 'get',
       path: '/api/v1/tenants/{tenant}/grants',
       tags: ['policy'],
-      summary: 'Recent tool grants issued to this tenant\'s sandboxes (never the token itself)',
+      summary: "Recent tool grants issued to this tenant's sandboxes (never the token itself)",
       request: { params: TenantParam },
       responses: { 200: json(z.object({ items: z.array(GrantSchema) })), ...errorResponses },
     }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       const items = (await grants.listGrants(tenant.id)).map((g) => ({
-        ...g, issuedAt: g.issuedAt.toISOString(), expiresAt: g.expiresAt.toISOString(), revokedAt: g.revokedAt?.toISOString() ?? null,
+        ...g,
+        issuedAt: g.issuedAt.toISOString(),
+        expiresAt: g.expiresAt.toISOString(),
+        revokedAt: g.revokedAt?.toISOString() ?? null,
       }));
       return c.json({ items }, 200);
     },
@@ -307,12 +332,20 @@ export function registerPolicy(app: App, deps: AppDeps): void {
       path: '/api/v1/tenants/{tenant}/grants/{jti}/revoke',
       tags: ['policy'],
       summary: 'Revoke a tool grant now (tenant admin); the egress side refuses it from then on',
-      request: { params: TenantParam.extend({ jti: z.string().max(64).openapi({ param: { name: 'jti', in: 'path' } }) }) },
+      request: {
+        params: TenantParam.extend({
+          jti: z
+            .string()
+            .max(64)
+            .openapi({ param: { name: 'jti', in: 'path' } }),
+        }),
+      },
       responses: { 200: json(z.object({ revoked: z.literal(true) })), ...errorResponses },
     }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.admin');
-      if (!(await grants.revoke(tenant.id, c.req.valid('param').jti, by))) throw new NotFoundError('An unrevoked grant with this id', 'It may already be revoked: GET …/grants lists the live ones.');
+      if (!(await grants.revoke(tenant.id, c.req.valid('param').jti, by)))
+        throw new NotFoundError('An unrevoked grant with this id', 'It may already be revoked: GET …/grants lists the live ones.');
       return c.json({ revoked: true as const }, 200);
     },
   );
@@ -322,14 +355,16 @@ export function registerPolicy(app: App, deps: AppDeps): void {
       method: 'get',
       path: '/api/v1/tenants/{tenant}/tool-approvals',
       tags: ['policy'],
-      summary: 'Tool uses waiting for a person\'s approval',
+      summary: "Tool uses waiting for a person's approval",
       request: { params: TenantParam },
       responses: { 200: json(z.object({ items: z.array(ApprovalSchema) })), ...errorResponses },
     }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       const items = (await grants.listPendingApprovals(tenant.id)).map((a) => ({
-        ...a, context: Object.fromEntries(Object.entries(a.context).filter((e): e is [string, string] => typeof e[1] === 'string')), createdAt: a.createdAt.toISOString(),
+        ...a,
+        context: Object.fromEntries(Object.entries(a.context).filter((e): e is [string, string] => typeof e[1] === 'string')),
+        createdAt: a.createdAt.toISOString(),
       }));
       return c.json({ items }, 200);
     },

@@ -1,13 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { UnauthenticatedError } from '../../errors.ts';
-import {
-  createProviderInput,
-  PROVIDER_CATALOGUE,
-  PROVIDER_KINDS,
-  setRouteInput,
-  updateProviderInput,
-  type ProviderInfo,
-} from '../../vault/providers.ts';
+import { createProviderInput, PROVIDER_CATALOGUE, PROVIDER_KINDS, setRouteInput, updateProviderInput, type ProviderInfo } from '../../vault/providers.ts';
 import type { App, AppDeps } from '../app.ts';
 import { allow } from '../auth.ts';
 import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
@@ -35,8 +28,16 @@ type ProviderJson = z.infer<typeof ProviderSchema>;
 /** The API view of a provider, field by field (an allow-list, like credentialJson). */
 function providerJson(p: ProviderInfo): ProviderJson {
   return {
-    id: p.id, tenantId: p.tenantId, kind: p.kind, name: p.name, baseUrl: p.baseUrl, credentialId: p.credentialId,
-    defaultModel: p.defaultModel, enabled: p.enabled, createdAt: p.createdAt.toISOString(), updatedAt: p.updatedAt.toISOString(),
+    id: p.id,
+    tenantId: p.tenantId,
+    kind: p.kind,
+    name: p.name,
+    baseUrl: p.baseUrl,
+    credentialId: p.credentialId,
+    defaultModel: p.defaultModel,
+    enabled: p.enabled,
+    createdAt: p.createdAt.toISOString(),
+    updatedAt: p.updatedAt.toISOString(),
   };
 }
 

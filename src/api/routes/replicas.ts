@@ -15,7 +15,9 @@ const ReplicaSchema = z
     startedAt: z.string(),
     heartbeatAt: z.string(),
     stoppedAt: z.string().nullable(),
-    state: z.enum(['live', 'stopped', 'expired']).openapi({ description: 'live: heartbeat within the expiry; stopped: shut down cleanly; expired: silent (crashed or cut off)' }),
+    state: z
+      .enum(['live', 'stopped', 'expired'])
+      .openapi({ description: 'live: heartbeat within the expiry; stopped: shut down cleanly; expired: silent (crashed or cut off)' }),
     recoveredBy: z.string().nullable().openapi({ description: 'The live replica that took over its pending workflows after it died' }),
     recoveredAt: z.string().nullable(),
     recoveredWorkflows: z.number().int().nullable(),

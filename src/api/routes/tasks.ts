@@ -10,7 +10,13 @@ import { pageOf, pageQuery } from '../paging.ts';
 import { errorResponses, IsoTime, json, jsonBody, TenantParam } from '../schemas.ts';
 
 const TaskParams = TenantParam.extend({ taskId: z.uuid().openapi({ param: { name: 'taskId', in: 'path' } }) });
-const AgentParams = TenantParam.extend({ agentId: z.string().min(1).max(64).openapi({ param: { name: 'agentId', in: 'path' }, description: 'Agent id or name' }) });
+const AgentParams = TenantParam.extend({
+  agentId: z
+    .string()
+    .min(1)
+    .max(64)
+    .openapi({ param: { name: 'agentId', in: 'path' }, description: 'Agent id or name' }),
+});
 
 const TaskSchema = z
   .object({
@@ -62,7 +68,9 @@ const ApprovalSchema = z
   })
   .openapi('TaskApproval');
 
-const TraceEventSchema = z.object({ id: z.number().int(), step: z.string(), kind: z.string(), detail: z.record(z.string(), z.unknown()), at: z.string() }).openapi('TaskTraceEvent');
+const TraceEventSchema = z
+  .object({ id: z.number().int(), step: z.string(), kind: z.string(), detail: z.record(z.string(), z.unknown()), at: z.string() })
+  .openapi('TaskTraceEvent');
 
 const AgentSchema = z
   .object({
@@ -80,12 +88,26 @@ const AgentSchema = z
   .openapi('Agent');
 
 const ListQuery = pageQuery(['createdAt'], '-createdAt').extend({
-  status: z.enum(TASK_STATUSES).optional().openapi({ param: { name: 'status', in: 'query' } }),
-  agent: z.string().min(1).max(64).optional().openapi({ param: { name: 'agent', in: 'query' }, description: 'Agent id or name' }),
-  priority: z.enum(PRIORITIES).optional().openapi({ param: { name: 'priority', in: 'query' } }),
+  status: z
+    .enum(TASK_STATUSES)
+    .optional()
+    .openapi({ param: { name: 'status', in: 'query' } }),
+  agent: z
+    .string()
+    .min(1)
+    .max(64)
+    .optional()
+    .openapi({ param: { name: 'agent', in: 'query' }, description: 'Agent id or name' }),
+  priority: z
+    .enum(PRIORITIES)
+    .optional()
+    .openapi({ param: { name: 'priority', in: 'query' } }),
   since: IsoTime.optional().openapi({ param: { name: 'since', in: 'query' }, description: 'Created at or after (ISO 8601)' }),
   until: IsoTime.optional().openapi({ param: { name: 'until', in: 'query' }, description: 'Created before (ISO 8601)' }),
-  parentId: z.uuid().optional().openapi({ param: { name: 'parentId', in: 'query' } }),
+  parentId: z
+    .uuid()
+    .optional()
+    .openapi({ param: { name: 'parentId', in: 'query' } }),
 });
 
 const DecisionBody = z.strictObject({
@@ -111,19 +133,34 @@ export function registerTasks(app: App, deps: AppDeps): void {
       tags: ['tasks'],
       summary: 'Create a task (Idempotency-Key header: the same key returns the same task, 200 instead of 201)',
       request: { params: TenantParam, body: jsonBody(taskInput), headers: z.object({ 'idempotency-key': z.string().optional() }) },
-      responses: { 201: json(TaskSchema, 'Created and queued'), 200: json(TaskSchema, 'The task created earlier with this Idempotency-Key'), 429: json(z.object({ code: z.string(), message: z.string() }), 'Quota'), ...errorResponses },
+      responses: {
+        201: json(TaskSchema, 'Created and queued'),
+        200: json(TaskSchema, 'The task created earlier with this Idempotency-Key'),
+        429: json(z.object({ code: z.string(), message: z.string() }), 'Quota'),
+        ...errorResponses,
+      },
     }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.operate');
       const key = c.req.header('idempotency-key');
-      if (key !== undefined && !IDEMPOTENCY.test(key)) throw new ValidationError('The Idempotency-Key header must be 1–200 visible ASCII characters.', [{ path: 'header.idempotency-key', message: '1–200 visible ASCII characters' }]);
+      if (key !== undefined && !IDEMPOTENCY.test(key))
+        throw new ValidationError('The Idempotency-Key header must be 1–200 visible ASCII characters.', [
+          { path: 'header.idempotency-key', message: '1–200 visible ASCII characters' },
+        ]);
       const r = await tasks.create(tenant.id, c.req.valid('json'), { ...by, idempotencyKey: key });
       return c.json(r.task, r.created ? 201 : 200);
     },
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: `${base}/tasks`, tags: ['tasks'], summary: "A tenant's tasks, newest first, filtered and paged by cursor", request: { params: TenantParam, query: ListQuery }, responses: { 200: json(pageOf(TaskSchema).openapi('TaskPage')), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: `${base}/tasks`,
+      tags: ['tasks'],
+      summary: "A tenant's tasks, newest first, filtered and paged by cursor",
+      request: { params: TenantParam, query: ListQuery },
+      responses: { 200: json(pageOf(TaskSchema).openapi('TaskPage')), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json(await tasks.list(tenant.id, c.req.valid('query')), 200);
@@ -131,7 +168,14 @@ export function registerTasks(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: `${base}/tasks/{taskId}`, tags: ['tasks'], summary: 'One task: status with reason, output, tokens, cost, confidence', request: { params: TaskParams }, responses: { 200: json(TaskSchema), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: `${base}/tasks/{taskId}`,
+      tags: ['tasks'],
+      summary: 'One task: status with reason, output, tokens, cost, confidence',
+      request: { params: TaskParams },
+      responses: { 200: json(TaskSchema), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json(await tasks.get(tenant.id, c.req.valid('param').taskId), 200);
@@ -139,7 +183,14 @@ export function registerTasks(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: `${base}/tasks/{taskId}/trace`, tags: ['tasks'], summary: "The task's steps and events, in order", request: { params: TaskParams }, responses: { 200: json(z.object({ items: z.array(TraceEventSchema) })), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: `${base}/tasks/{taskId}/trace`,
+      tags: ['tasks'],
+      summary: "The task's steps and events, in order",
+      request: { params: TaskParams },
+      responses: { 200: json(z.object({ items: z.array(TraceEventSchema) })), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json({ items: await tasks.trace(tenant.id, c.req.valid('param').taskId) }, 200);
@@ -147,7 +198,14 @@ export function registerTasks(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: `${base}/tasks/{taskId}/messages`, tags: ['tasks'], summary: 'The conversation of the task with its agent', request: { params: TaskParams }, responses: { 200: json(z.object({ items: z.array(z.object({ role: z.string(), content: z.string(), at: z.string() })) })), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: `${base}/tasks/{taskId}/messages`,
+      tags: ['tasks'],
+      summary: 'The conversation of the task with its agent',
+      request: { params: TaskParams },
+      responses: { 200: json(z.object({ items: z.array(z.object({ role: z.string(), content: z.string(), at: z.string() })) })), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json({ items: await tasks.messages(tenant.id, c.req.valid('param').taskId) }, 200);
@@ -155,14 +213,24 @@ export function registerTasks(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: `${base}/tasks/{taskId}/approvals`, tags: ['tasks'], summary: "The task's approvals, decided or not", request: { params: TaskParams }, responses: { 200: json(z.object({ items: z.array(ApprovalSchema) })), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: `${base}/tasks/{taskId}/approvals`,
+      tags: ['tasks'],
+      summary: "The task's approvals, decided or not",
+      request: { params: TaskParams },
+      responses: { 200: json(z.object({ items: z.array(ApprovalSchema) })), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json({ items: await tasks.approvalsOf(tenant.id, c.req.valid('param').taskId) }, 200);
     },
   );
 
-  for (const [op, decision] of [['approve', 'approved'], ['reject', 'rejected']] as const) {
+  for (const [op, decision] of [
+    ['approve', 'approved'],
+    ['reject', 'rejected'],
+  ] as const) {
     app.openapi(
       createRoute({
         method: 'post',
@@ -181,7 +249,14 @@ export function registerTasks(app: App, deps: AppDeps): void {
   }
 
   app.openapi(
-    createRoute({ method: 'post', path: `${base}/tasks/{taskId}/cancel`, tags: ['tasks'], summary: 'Cancel the task and its child tasks', request: { params: TaskParams, body: jsonBody(CancelBody) }, responses: { 200: json(TaskSchema), ...errorResponses } }),
+    createRoute({
+      method: 'post',
+      path: `${base}/tasks/{taskId}/cancel`,
+      tags: ['tasks'],
+      summary: 'Cancel the task and its child tasks',
+      request: { params: TaskParams, body: jsonBody(CancelBody) },
+      responses: { 200: json(TaskSchema), ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.operate');
       return c.json(await tasks.cancel(tenant.id, c.req.valid('param').taskId, { ...by, reason: c.req.valid('json').reason }), 200);
@@ -226,7 +301,14 @@ export function registerTasks(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: `${base}/approvals`, tags: ['tasks'], summary: "The tenant's approvals inbox: what waits for a person, oldest first", request: { params: TenantParam }, responses: { 200: json(z.object({ items: z.array(ApprovalSchema.extend({ taskInput: z.string() })) })), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: `${base}/approvals`,
+      tags: ['tasks'],
+      summary: "The tenant's approvals inbox: what waits for a person, oldest first",
+      request: { params: TenantParam },
+      responses: { 200: json(z.object({ items: z.array(ApprovalSchema.extend({ taskInput: z.string() })) })), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json({ items: await approvals.inbox(tenant.id) }, 200);
@@ -234,7 +316,14 @@ export function registerTasks(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: `${base}/approval-webhook`, tags: ['tasks'], summary: 'Where approval requests and decisions are posted (signed with HMAC)', request: { params: TenantParam }, responses: { 200: json(z.object({ url: z.string().nullable() })), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: `${base}/approval-webhook`,
+      tags: ['tasks'],
+      summary: 'Where approval requests and decisions are posted (signed with HMAC)',
+      request: { params: TenantParam },
+      responses: { 200: json(z.object({ url: z.string().nullable() })), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json(await approvals.webhooks.get(tenant.id), 200);
@@ -258,7 +347,14 @@ export function registerTasks(app: App, deps: AppDeps): void {
 
   // Agents.
   app.openapi(
-    createRoute({ method: 'get', path: `${base}/agents`, tags: ['agents'], summary: "The tenant's agent definitions", request: { params: TenantParam }, responses: { 200: json(z.object({ items: z.array(AgentSchema) })), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: `${base}/agents`,
+      tags: ['agents'],
+      summary: "The tenant's agent definitions",
+      request: { params: TenantParam },
+      responses: { 200: json(z.object({ items: z.array(AgentSchema) })), ...errorResponses },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       return c.json({ items: await agents.list(tenant.id) }, 200);
@@ -266,7 +362,14 @@ export function registerTasks(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'post', path: `${base}/agents`, tags: ['agents'], summary: 'Define an agent (shell and browser agents are high risk: they run in their own sandbox)', request: { params: TenantParam, body: jsonBody(agentInput) }, responses: { 201: json(AgentSchema), ...errorResponses } }),
+    createRoute({
+      method: 'post',
+      path: `${base}/agents`,
+      tags: ['agents'],
+      summary: 'Define an agent (shell and browser agents are high risk: they run in their own sandbox)',
+      request: { params: TenantParam, body: jsonBody(agentInput) },
+      responses: { 201: json(AgentSchema), ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.operate');
       return c.json(await agents.create(tenant.id, c.req.valid('json'), by), 201);
@@ -274,7 +377,17 @@ export function registerTasks(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: `${base}/agents/{agentId}`, tags: ['agents'], summary: 'One agent with its skill success rates', request: { params: AgentParams }, responses: { 200: json(AgentSchema.extend({ skills: z.array(z.object({ skill: z.string(), attempts: z.number().int(), successes: z.number().int() })) })), ...errorResponses } }),
+    createRoute({
+      method: 'get',
+      path: `${base}/agents/{agentId}`,
+      tags: ['agents'],
+      summary: 'One agent with its skill success rates',
+      request: { params: AgentParams },
+      responses: {
+        200: json(AgentSchema.extend({ skills: z.array(z.object({ skill: z.string(), attempts: z.number().int(), successes: z.number().int() })) })),
+        ...errorResponses,
+      },
+    }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       const a = await agents.get(tenant.id, c.req.valid('param').agentId);
@@ -283,7 +396,14 @@ export function registerTasks(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'patch', path: `${base}/agents/{agentId}`, tags: ['agents'], summary: 'Change an agent', request: { params: AgentParams, body: jsonBody(agentPatch) }, responses: { 200: json(AgentSchema), ...errorResponses } }),
+    createRoute({
+      method: 'patch',
+      path: `${base}/agents/{agentId}`,
+      tags: ['agents'],
+      summary: 'Change an agent',
+      request: { params: AgentParams, body: jsonBody(agentPatch) },
+      responses: { 200: json(AgentSchema), ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.operate');
       return c.json(await agents.update(tenant.id, c.req.valid('param').agentId, c.req.valid('json'), by), 200);
@@ -291,7 +411,14 @@ export function registerTasks(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'delete', path: `${base}/agents/{agentId}`, tags: ['agents'], summary: 'Delete an agent (its tasks keep their history)', request: { params: AgentParams }, responses: { 204: { description: 'Deleted' }, ...errorResponses } }),
+    createRoute({
+      method: 'delete',
+      path: `${base}/agents/{agentId}`,
+      tags: ['agents'],
+      summary: 'Delete an agent (its tasks keep their history)',
+      request: { params: AgentParams },
+      responses: { 204: { description: 'Deleted' }, ...errorResponses },
+    }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.operate');
       await agents.remove(tenant.id, c.req.valid('param').agentId, by);

@@ -17,7 +17,7 @@ const TenantStatsSchema = z
         costUsd: z.number(),
         calls: z.number().int(),
       })
-      .openapi({ description: "Model calls the broker metered since 00:00 UTC (the day the daily budgets count)" }),
+      .openapi({ description: 'Model calls the broker metered since 00:00 UTC (the day the daily budgets count)' }),
   })
   .openapi('TenantStats');
 const TenantListItemSchema = TenantSchema.extend({ stats: TenantStatsSchema }).openapi('TenantListItem');
@@ -91,7 +91,8 @@ export function registerTenants(app: App, deps: AppDeps): void {
       const { tenant } = allow(c, 'tenant.manage');
       const { by } = allowPlatform(c, 'platform.manage');
       const body = c.req.valid('json');
-      if (body.name === undefined && body.quotas === undefined) throw new ValidationError('Nothing to change: send name and/or quotas.', [{ path: 'body', message: 'send name and/or quotas' }]);
+      if (body.name === undefined && body.quotas === undefined)
+        throw new ValidationError('Nothing to change: send name and/or quotas.', [{ path: 'body', message: 'send name and/or quotas' }]);
       return c.json(await tenants.update(tenant.id, body, by), 200);
     },
   );
@@ -106,7 +107,10 @@ export function registerTenants(app: App, deps: AppDeps): void {
         path: `/api/v1/tenants/{tenant}/${verb}`,
         tags: ['tenants'],
         summary: verb === 'suspend' ? 'Suspend a tenant: it can read but not start work (platform admin)' : 'Resume a suspended tenant (platform admin)',
-        request: { params: TenantParam, body: { required: false, content: { 'application/json': { schema: z.strictObject({ reason: z.string().max(500).optional() }) } } } },
+        request: {
+          params: TenantParam,
+          body: { required: false, content: { 'application/json': { schema: z.strictObject({ reason: z.string().max(500).optional() }) } } },
+        },
         responses: { 200: json(TenantSchema), ...errorResponses },
       }),
       async (c) => {
@@ -123,7 +127,7 @@ export function registerTenants(app: App, deps: AppDeps): void {
       path: '/api/v1/tenants/{tenant}',
       tags: ['tenants'],
       summary: 'Delete a tenant and everything it owns (platform admin; confirm with its slug)',
-      request: { params: TenantParam, query: z.object({ confirm: z.string().max(64).openapi({ description: 'The tenant\'s slug, typed again' }) }) },
+      request: { params: TenantParam, query: z.object({ confirm: z.string().max(64).openapi({ description: "The tenant's slug, typed again" }) }) },
       responses: { 200: json(z.object({ deleted: z.literal(true) })), ...errorResponses },
     }),
     async (c) => {

@@ -12,7 +12,10 @@ const TokenParams = TenantParam.extend({
 
 const TokenListQuery = pageQuery(['createdAt', 'name'], '-createdAt').extend({
   q: searchParam('the name'),
-  status: z.enum(['active', 'revoked', 'expired']).optional().openapi({ param: { name: 'status', in: 'query' } }),
+  status: z
+    .enum(['active', 'revoked', 'expired'])
+    .optional()
+    .openapi({ param: { name: 'status', in: 'query' } }),
 });
 
 /** Tenant API tokens (issue 3): tenant admins mint and revoke them; the token is shown once. */
@@ -60,7 +63,12 @@ export function registerTokens(app: App, deps: AppDeps): void {
       if (!mine || !roleAtLeast(mine, body.role)) throw new ForbiddenError('A token cannot have a stronger role than its creator.');
       const created = await tokens.create(
         tenant.id,
-        { name: body.name, role: body.role, createdBy: user.userId, expiresAt: body.expiresInDays ? new Date(Date.now() + body.expiresInDays * 86_400_000) : undefined },
+        {
+          name: body.name,
+          role: body.role,
+          createdBy: user.userId,
+          expiresAt: body.expiresInDays ? new Date(Date.now() + body.expiresInDays * 86_400_000) : undefined,
+        },
         by,
       );
       c.header('Cache-Control', 'no-store');

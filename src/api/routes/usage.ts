@@ -36,7 +36,10 @@ const DailyUsageSchema = z
 const DailyPage = z.object({ from: z.string(), to: z.string(), items: z.array(DailyUsageSchema) }).openapi('DailyUsagePage');
 
 const responses = {
-  200: { description: 'Daily usage (JSON, or CSV with format=csv)', content: { 'application/json': { schema: DailyPage }, 'text/csv': { schema: z.string() } } },
+  200: {
+    description: 'Daily usage (JSON, or CSV with format=csv)',
+    content: { 'application/json': { schema: DailyPage }, 'text/csv': { schema: z.string() } },
+  },
   ...errorResponses,
 } as const;
 
@@ -45,14 +48,23 @@ export function dayRange(q: { from?: string | undefined; to?: string | undefined
   const to = q.to ?? today.toISOString().slice(0, 10);
   const from = q.from ?? new Date(Date.parse(`${to}T00:00:00Z`) - 6 * 86_400_000).toISOString().slice(0, 10);
   const days = (Date.parse(`${to}T00:00:00Z`) - Date.parse(`${from}T00:00:00Z`)) / 86_400_000 + 1;
-  if (days < 1) throw new ValidationError(`The request is invalid: query.to: must not be before from (${from}).`, [{ path: 'query.to', message: `must not be before from (${from})` }]);
-  if (days > MAX_DAYS) throw new ValidationError(`The request is invalid: query.from: at most ${MAX_DAYS} days at once.`, [{ path: 'query.from', message: `at most ${MAX_DAYS} days at once` }]);
+  if (days < 1)
+    throw new ValidationError(`The request is invalid: query.to: must not be before from (${from}).`, [
+      { path: 'query.to', message: `must not be before from (${from})` },
+    ]);
+  if (days > MAX_DAYS)
+    throw new ValidationError(`The request is invalid: query.from: at most ${MAX_DAYS} days at once.`, [
+      { path: 'query.from', message: `at most ${MAX_DAYS} days at once` },
+    ]);
   return { from, to };
 }
 
 function answer(c: Context<AppEnv>, range: { from: string; to: string }, items: DailyUsage[], format: 'json' | 'csv', name: string) {
   if (format === 'csv') {
-    return c.body(usageCsv(items), 200, { 'content-type': 'text/csv; charset=utf-8', 'content-disposition': `attachment; filename="${name}-usage-${range.from}-${range.to}.csv"` });
+    return c.body(usageCsv(items), 200, {
+      'content-type': 'text/csv; charset=utf-8',
+      'content-disposition': `attachment; filename="${name}-usage-${range.from}-${range.to}.csv"`,
+    });
   }
   return c.json({ ...range, items }, 200);
 }

@@ -54,7 +54,8 @@ const CONFIG_JSON_SCHEMA = {
 
 function parseConfig(value: unknown): { success: true; data: PluginConfig } | { success: false; error: { issues: { path: string[]; message: string }[] } } {
   const v = value as Partial<PluginConfig> | undefined;
-  if (v && typeof v === 'object' && typeof v.brokerUrl === 'string' && /^http:\/\/127\.0\.0\.1:[0-9]{1,5}$/.test(v.brokerUrl) && Object.keys(v).length === 1) return { success: true, data: { brokerUrl: v.brokerUrl } };
+  if (v && typeof v === 'object' && typeof v.brokerUrl === 'string' && /^http:\/\/127\.0\.0\.1:[0-9]{1,5}$/.test(v.brokerUrl) && Object.keys(v).length === 1)
+    return { success: true, data: { brokerUrl: v.brokerUrl } };
   return { success: false, error: { issues: [{ path: ['brokerUrl'], message: 'brokerUrl must be http://127.0.0.1:<port> (the sandbox egress)' }] } };
 }
 
@@ -79,7 +80,14 @@ export function knowledgePluginPackage(): Record<string, unknown> {
 const MAX_ANSWER = 64 * 1024;
 
 /** One call to the broker through the egress port; the supervisor adds the token. */
-function call(base: string, method: string, path: string, body: unknown, agent: string | undefined, signal: AbortSignal | undefined): Promise<{ status: number; json: unknown }> {
+function call(
+  base: string,
+  method: string,
+  path: string,
+  body: unknown,
+  agent: string | undefined,
+  signal: AbortSignal | undefined,
+): Promise<{ status: number; json: unknown }> {
   const url = new URL(path, base);
   const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
   return new Promise((resolve, reject) => {
@@ -89,25 +97,28 @@ function call(base: string, method: string, path: string, body: unknown, agent: 
       headers['content-length'] = String(payload.length);
     }
     if (agent) headers['x-openclaw-agent'] = agent;
-    const req = http.request({ host: url.hostname, port: url.port, path: url.pathname + url.search, method, headers, agent: false, timeout: 30_000, ...(signal ? { signal } : {}) }, (res) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on('data', (c: Buffer) => {
-        size += c.length;
-        if (size <= MAX_ANSWER) chunks.push(c);
-      });
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let json: unknown = text;
-        try {
-          json = text ? JSON.parse(text) : null;
-        } catch {
-          // A non-JSON answer (a proxy error page) is passed on as text.
-        }
-        resolve({ status: res.statusCode ?? 0, json });
-      });
-      res.on('error', reject);
-    });
+    const req = http.request(
+      { host: url.hostname, port: url.port, path: url.pathname + url.search, method, headers, agent: false, timeout: 30_000, ...(signal ? { signal } : {}) },
+      (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          size += c.length;
+          if (size <= MAX_ANSWER) chunks.push(c);
+        });
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let json: unknown = text;
+          try {
+            json = text ? JSON.parse(text) : null;
+          } catch {
+            // A non-JSON answer (a proxy error page) is passed on as text.
+          }
+          resolve({ status: res.statusCode ?? 0, json });
+        });
+        res.on('error', reject);
+      },
+    );
     req.on('timeout', () => req.destroy(new Error('the broker did not answer within 30 s')));
     req.on('error', reject);
     req.end(payload);
@@ -142,7 +153,8 @@ function tools(cfg: PluginConfig, ctx: ToolContext): AgentTool[] {
     {
       name: 'memory_store',
       label: 'Remember',
-      description: 'Store something worth remembering in later conversations and tasks (a fact, a preference, a decision). With a key, it replaces what was stored under that key.',
+      description:
+        'Store something worth remembering in later conversations and tasks (a fact, a preference, a decision). With a key, it replaces what was stored under that key.',
       parameters: {
         type: 'object',
         additionalProperties: false,
@@ -156,7 +168,12 @@ function tools(cfg: PluginConfig, ctx: ToolContext): AgentTool[] {
       async execute(_id, params, signal) {
         const key = str(params, 'key');
         const importance = num(params, 'importance');
-        const r = await go('POST', '/knowledge/memories', { content: str(params, 'content') ?? '', kind: key ? 'kv' : 'note', ...(key ? { key } : {}), ...(importance !== undefined ? { importance } : {}) }, signal);
+        const r = await go(
+          'POST',
+          '/knowledge/memories',
+          { content: str(params, 'content') ?? '', kind: key ? 'kv' : 'note', ...(key ? { key } : {}), ...(importance !== undefined ? { importance } : {}) },
+          signal,
+        );
         if (r.status !== 200 && r.status !== 201) return refusal('Storing the memory', r);
         const m = r.json as { id: number };
         return result(`Remembered (memory ${m.id}).`, { ok: true, id: m.id });
@@ -179,8 +196,15 @@ function tools(cfg: PluginConfig, ctx: ToolContext): AgentTool[] {
         const q = new URLSearchParams({ q: str(params, 'query') ?? '', limit: String(Math.min(20, Math.max(1, Math.trunc(num(params, 'limit') ?? 5)))) });
         const r = await go('GET', `/knowledge/memories?${q}`, undefined, signal);
         if (r.status !== 200) return refusal('Recalling memories', r);
-        const items = ((r.json as { items?: { id: number; key: string | null; content: string }[] }).items ?? []).map((m) => ({ id: m.id, key: m.key, content: m.content }));
-        return result(items.length ? items.map((m) => `- ${m.key ? `${m.key}: ` : ''}${m.content}`).join('\n') : 'Nothing remembered matches.', { ok: true, items });
+        const items = ((r.json as { items?: { id: number; key: string | null; content: string }[] }).items ?? []).map((m) => ({
+          id: m.id,
+          key: m.key,
+          content: m.content,
+        }));
+        return result(items.length ? items.map((m) => `- ${m.key ? `${m.key}: ` : ''}${m.content}`).join('\n') : 'Nothing remembered matches.', {
+          ok: true,
+          items,
+        });
       },
     },
     {
@@ -201,7 +225,13 @@ function tools(cfg: PluginConfig, ctx: ToolContext): AgentTool[] {
       },
       async execute(_id, params, signal) {
         const list = (k: string) => (Array.isArray(params[k]) ? (params[k] as unknown[]).filter((x): x is string => typeof x === 'string') : undefined);
-        const body = { title: str(params, 'title') ?? '', ...(str(params, 'body') ? { body: str(params, 'body') } : {}), ...(list('sources') ? { sources: list('sources') } : {}), ...(list('tags') ? { tags: list('tags') } : {}), ...(num(params, 'confidence') !== undefined ? { confidence: num(params, 'confidence') } : {}) };
+        const body = {
+          title: str(params, 'title') ?? '',
+          ...(str(params, 'body') ? { body: str(params, 'body') } : {}),
+          ...(list('sources') ? { sources: list('sources') } : {}),
+          ...(list('tags') ? { tags: list('tags') } : {}),
+          ...(num(params, 'confidence') !== undefined ? { confidence: num(params, 'confidence') } : {}),
+        };
         const r = await go('POST', '/knowledge/findings', body, signal);
         if (r.status !== 201) return refusal('Recording the finding', r);
         const f = r.json as { id: string };
@@ -225,8 +255,17 @@ function tools(cfg: PluginConfig, ctx: ToolContext): AgentTool[] {
         const q = new URLSearchParams({ q: str(params, 'query') ?? '', limit: String(Math.min(20, Math.max(1, Math.trunc(num(params, 'limit') ?? 5)))) });
         const r = await go('GET', `/knowledge/findings?${q}`, undefined, signal);
         if (r.status !== 200) return refusal('Searching findings', r);
-        const items = ((r.json as { items?: { id: string; title: string; body: string; confidence: number; sources: string[] }[] }).items ?? []).map((f) => ({ id: f.id, title: f.title, body: f.body.slice(0, 500), confidence: f.confidence, sources: f.sources }));
-        return result(items.length ? items.map((f) => `- ${f.title} (confidence ${f.confidence})${f.body ? `: ${f.body}` : ''}`).join('\n') : 'No finding matches.', { ok: true, items });
+        const items = ((r.json as { items?: { id: string; title: string; body: string; confidence: number; sources: string[] }[] }).items ?? []).map((f) => ({
+          id: f.id,
+          title: f.title,
+          body: f.body.slice(0, 500),
+          confidence: f.confidence,
+          sources: f.sources,
+        }));
+        return result(
+          items.length ? items.map((f) => `- ${f.title} (confidence ${f.confidence})${f.body ? `: ${f.body}` : ''}`).join('\n') : 'No finding matches.',
+          { ok: true, items },
+        );
       },
     },
   ];

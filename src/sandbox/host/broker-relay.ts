@@ -21,8 +21,18 @@ export class BrokerRelay {
   }
 
   /** Registers the sandbox with the broker (when there is one) and starts relaying. */
-  static async open(opts: { broker: SandboxBroker | undefined; outDir: string; gid: number; tenantId: string; instanceId: string; sandboxId: string; log: Logger }): Promise<BrokerRelay> {
-    const reg = opts.broker ? await opts.broker.registerSandbox({ tenantId: opts.tenantId, instanceId: opts.instanceId, sandboxId: opts.sandboxId }) : undefined;
+  static async open(opts: {
+    broker: SandboxBroker | undefined;
+    outDir: string;
+    gid: number;
+    tenantId: string;
+    instanceId: string;
+    sandboxId: string;
+    log: Logger;
+  }): Promise<BrokerRelay> {
+    const reg = opts.broker
+      ? await opts.broker.registerSandbox({ tenantId: opts.tenantId, instanceId: opts.instanceId, sandboxId: opts.sandboxId })
+      : undefined;
     const tokenFile = path.join(opts.outDir, 'broker.token');
     const tmp = `${tokenFile}.tmp`;
     // No broker configured: an empty token; the relay answers 503 so the gateway reports a clear error.
@@ -33,7 +43,9 @@ export class BrokerRelay {
     await rm(sock, { force: true });
     const server = net.createServer((c) => {
       if (!reg) {
-        c.end('HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{"error":{"message":"no broker is configured on this control plane","type":"clawplane_broker"}}');
+        c.end(
+          'HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{"error":{"message":"no broker is configured on this control plane","type":"clawplane_broker"}}',
+        );
         return;
       }
       const up = net.connect(reg.socketPath);

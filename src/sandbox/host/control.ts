@@ -34,14 +34,26 @@ export class SupervisorControl {
   }
 
   async exec(argv: string[], timeoutMs = 30_000): Promise<ExecResult> {
-    const r = await socketRequest(this.#socket, { method: 'POST', path: '/exec', body: JSON.stringify({ argv, timeoutMs }), headers: { 'content-type': 'application/json' }, timeoutMs: timeoutMs + 5000 });
+    const r = await socketRequest(this.#socket, {
+      method: 'POST',
+      path: '/exec',
+      body: JSON.stringify({ argv, timeoutMs }),
+      headers: { 'content-type': 'application/json' },
+      timeoutMs: timeoutMs + 5000,
+    });
     if (r.status !== 200) throw new ClawplaneError('sandbox_exec_failed', 502, `exec in the sandbox failed: ${r.body}`);
     return JSON.parse(r.body) as SupervisorExecResult;
   }
 
   /** Runs exactly these executors from now on (PUT /executors); the supervisor's health after the change. */
   async setExecutors(run: string[]): Promise<SandboxHealth> {
-    const r = await socketRequest(this.#socket, { method: 'PUT', path: '/executors', body: JSON.stringify({ run } satisfies SupervisorRunRequest), headers: { 'content-type': 'application/json' }, timeoutMs: 10_000 });
+    const r = await socketRequest(this.#socket, {
+      method: 'PUT',
+      path: '/executors',
+      body: JSON.stringify({ run } satisfies SupervisorRunRequest),
+      headers: { 'content-type': 'application/json' },
+      timeoutMs: 10_000,
+    });
     if (r.status !== 200) throw new ClawplaneError('sandbox_control_failed', 502, `the sandbox supervisor refused the executors to run: ${r.body}`);
     const h = JSON.parse(r.body) as SupervisorHealth;
     return { ready: h.ready, executors: h.executors, supervisorRssBytes: h.rssBytes };

@@ -46,7 +46,16 @@ export const SANDBOX_LAYOUT: GatewayLayout = {
 export const HOST_SANDBOX_LAYOUT: GatewayLayout = { ...SANDBOX_LAYOUT, knowledgePluginDir: `/conf/plugins/${KNOWLEDGE_PLUGIN_ID}` };
 
 /** Mount points inside the sandbox of the instance directories. */
-export const MOUNTS = { runtime: '/opt/runtime', conf: '/conf', out: '/run/clawplane/out', in: '/run/clawplane/in', work: '/tenant/work', sharedRw: '/tenant/shared-rw', sharedRo: '/tenant/shared-ro', log: '/tenant/log' } as const;
+export const MOUNTS = {
+  runtime: '/opt/runtime',
+  conf: '/conf',
+  out: '/run/clawplane/out',
+  in: '/run/clawplane/in',
+  work: '/tenant/work',
+  sharedRw: '/tenant/shared-rw',
+  sharedRo: '/tenant/shared-ro',
+  log: '/tenant/log',
+} as const;
 
 export interface InstanceDirs {
   dir: string;
@@ -97,7 +106,11 @@ export function instanceDirs(root: string, instanceId: string): InstanceDirs {
  * configs, the supervisor (as plain JavaScript) and its config. `listen` says where the supervisor
  * serves the host; `nodeBin` is the Node that runs gateways inside.
  */
-export async function prepareInstanceDirs(p: InstanceDirs, spec: SandboxSpec, opts: { ingress: SupervisorListen; control: SupervisorListen; supervisorDir?: string | undefined }): Promise<SupervisorConfig> {
+export async function prepareInstanceDirs(
+  p: InstanceDirs,
+  spec: SandboxSpec,
+  opts: { ingress: SupervisorListen; control: SupervisorListen; supervisorDir?: string | undefined },
+): Promise<SupervisorConfig> {
   const uid = spec.tenantUid;
   // Host-only, root-owned: the sandbox's uid can pass through but not list or write.
   await mkdirMode(p.dir, 0o711, 0, 0);
@@ -119,7 +132,13 @@ export async function prepareInstanceDirs(p: InstanceDirs, spec: SandboxSpec, op
   }
   const nodeBin = `${MOUNTS.runtime}/${spec.runtime.nodeRel}`;
   const conf: SupervisorConfig = {
-    executors: executors.map((e) => ({ id: e.id, port: e.port, stateDir: SANDBOX_LAYOUT.stateDir(e.id), configPath: `${MOUNTS.conf}/${e.id}/openclaw.json`, logFile: `${MOUNTS.log}/${e.id}.log` })),
+    executors: executors.map((e) => ({
+      id: e.id,
+      port: e.port,
+      stateDir: SANDBOX_LAYOUT.stateDir(e.id),
+      configPath: `${MOUNTS.conf}/${e.id}/openclaw.json`,
+      logFile: `${MOUNTS.log}/${e.id}.log`,
+    })),
     ...(spec.run ? { run: spec.run } : {}),
     command: [nodeBin, `${MOUNTS.runtime}/${spec.runtime.entryRel}`, 'gateway', 'run', '--bind', 'loopback'],
     env: {
@@ -234,7 +253,9 @@ export async function assertTraversable(dir: string, setting: string): Promise<v
     cur = parent;
     const s = await stat(cur);
     if ((s.mode & 0o001) === 0) {
-      throw new SandboxUnavailableError(`${dir} (${setting}) is not reachable by sandbox users: ${cur} has mode ${(s.mode & 0o777).toString(8)}. Run "chmod o+x ${cur}" or move ${setting} below a directory others may traverse (e.g. /var/lib/clawplane).`);
+      throw new SandboxUnavailableError(
+        `${dir} (${setting}) is not reachable by sandbox users: ${cur} has mode ${(s.mode & 0o777).toString(8)}. Run "chmod o+x ${cur}" or move ${setting} below a directory others may traverse (e.g. /var/lib/clawplane).`,
+      );
     }
   }
 }

@@ -14,7 +14,15 @@ import type { SupervisorConfig } from '../supervisor/protocol.ts';
 import type { ExecResult } from '../types.ts';
 import { LIVE_STAGE, packStream } from './state-archive.ts';
 
-export async function exportLive(o: { instanceId: string; conf: SupervisorConfig; workDir: string; uid: number; exec: (argv: string[], timeoutMs: number) => Promise<ExecResult>; timeoutMs?: number | undefined; log: Logger }): Promise<Readable> {
+export async function exportLive(o: {
+  instanceId: string;
+  conf: SupervisorConfig;
+  workDir: string;
+  uid: number;
+  exec: (argv: string[], timeoutMs: number) => Promise<ExecResult>;
+  timeoutMs?: number | undefined;
+  log: Logger;
+}): Promise<Readable> {
   const { conf } = o;
   const [node, entry] = conf.command;
   if (!node || !entry) throw new Error(`sandbox.json of ${o.instanceId} names no gateway command`);
@@ -24,12 +32,21 @@ export async function exportLive(o: { instanceId: string; conf: SupervisorConfig
   for (const e of conf.executors) {
     // TMPDIR on the tenant's disk: verification extracts the SQLite snapshots and wants 256 MiB spare,
     // more than the sandbox's private /tmp has (measured: "only 54 MiB is available near /tmp").
-    const env = { ...conf.env, TMPDIR: `${stage}/tmp`, HOME: `${e.stateDir}/home`, OPENCLAW_HOME: `${e.stateDir}/home`, OPENCLAW_STATE_DIR: e.stateDir, OPENCLAW_CONFIG_PATH: e.configPath };
+    const env = {
+      ...conf.env,
+      TMPDIR: `${stage}/tmp`,
+      HOME: `${e.stateDir}/home`,
+      OPENCLAW_HOME: `${e.stateDir}/home`,
+      OPENCLAW_STATE_DIR: e.stateDir,
+      OPENCLAW_CONFIG_PATH: e.configPath,
+    };
     // The archive holds <root>/payload/posix<absolute source path>/…: keep what lies below the state dir.
     const strip = 3 + e.stateDir.split('/').filter(Boolean).length;
     script.push(
       `mkdir ${stage}/raw/${e.id} ${stage}/stage/${e.id}`,
-      `env -i ${Object.entries(env).map(([k, v]) => q(`${k}=${v}`)).join(' ')} ${q(node)} ${q(entry)} backup create --output ${stage}/raw/${e.id} --verify --json >${stage}/raw/${e.id}.json`,
+      `env -i ${Object.entries(env)
+        .map(([k, v]) => q(`${k}=${v}`))
+        .join(' ')} ${q(node)} ${q(entry)} backup create --output ${stage}/raw/${e.id} --verify --json >${stage}/raw/${e.id}.json`,
       `tar -xzf ${stage}/raw/${e.id}/*.tar.gz -C ${stage}/stage/${e.id} --no-same-owner --wildcards --strip-components=${strip} ${q(`*/payload/posix${e.stateDir}/*`)}`,
     );
   }
@@ -47,7 +64,11 @@ export async function exportLive(o: { instanceId: string; conf: SupervisorConfig
   }
   if (r.code !== 0) {
     await cleanup();
-    throw new ClawplaneError('live_backup_failed', 502, `OpenClaw's backup inside the sandbox failed (${r.code === null ? `signal ${r.signal ?? 'unknown'}` : `exit ${r.code}`}): ${r.stderr.trim().slice(-600) || 'no error output'}. The previous backup is still the latest.`);
+    throw new ClawplaneError(
+      'live_backup_failed',
+      502,
+      `OpenClaw's backup inside the sandbox failed (${r.code === null ? `signal ${r.signal ?? 'unknown'}` : `exit ${r.code}`}): ${r.stderr.trim().slice(-600) || 'no error output'}. The previous backup is still the latest.`,
+    );
   }
   return packStream(path.join(o.workDir, LIVE_STAGE, 'stage'), o.uid, { onEnd: cleanup });
 }

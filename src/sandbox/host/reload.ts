@@ -57,7 +57,10 @@ export async function applyGatewayConfigs(o: {
       const file = c.configRevisionHash ?? null;
       // config.get reads the file on every call, so `file` is the new one at once; `applied` follows the reload.
       if (file !== null && c.appliedConfigHash === file) break;
-      if (Date.now() - t0 > o.timeoutMs) throw new Error(`gateway ${e.id} did not apply the new configuration within ${Math.round(o.timeoutMs / 1000)} s (it runs ${c.appliedConfigHash ?? 'none'}, the file is ${file ?? 'unreadable'})`);
+      if (Date.now() - t0 > o.timeoutMs)
+        throw new Error(
+          `gateway ${e.id} did not apply the new configuration within ${Math.round(o.timeoutMs / 1000)} s (it runs ${c.appliedConfigHash ?? 'none'}, the file is ${file ?? 'unreadable'})`,
+        );
       await new Promise((r) => setTimeout(r, POLL_MS));
     }
   }

@@ -11,21 +11,39 @@ import type { SupervisorConfig } from '../supervisor/protocol.ts';
 import type { GatewayTransport } from '../types.ts';
 import { writePrivate, type InstanceDirs } from './dirs.ts';
 
-export async function rotateGatewayToken(o: { dirs: InstanceDirs; conf: SupervisorConfig; uid: number; transport: GatewayTransport; tokens: { current: string; next: string } }): Promise<void> {
+export async function rotateGatewayToken(o: {
+  dirs: InstanceDirs;
+  conf: SupervisorConfig;
+  uid: number;
+  transport: GatewayTransport;
+  tokens: { current: string; next: string };
+}): Promise<void> {
   const { transport, tokens, conf, uid } = o;
   const tokenFile = path.join(o.dirs.conf, 'gateway-token');
   const answers = async (executor: string, token: string) =>
-    (await transportRequest(transport, { path: '/v1/models', headers: { authorization: `Bearer ${token}`, 'x-clawplane-executor': executor }, timeoutMs: 10_000 })).status;
+    (
+      await transportRequest(transport, {
+        path: '/v1/models',
+        headers: { authorization: `Bearer ${token}`, 'x-clawplane-executor': executor },
+        timeoutMs: 10_000,
+      })
+    ).status;
   await writePrivate(tokenFile, tokens.next + '\n', uid);
   try {
     for (const e of conf.executors) {
       await gatewayRpc(transport, tokens.current, 'secrets.reload', {}, { executor: e.id });
       const [now, before] = [await answers(e.id, tokens.next), await answers(e.id, tokens.current)];
-      if (now !== 200 || before !== 401) throw new Error(`after secrets.reload, executor ${e.id} answered ${now} to the new token and ${before} to the old one (expected 200 and 401)`);
+      if (now !== 200 || before !== 401)
+        throw new Error(`after secrets.reload, executor ${e.id} answered ${now} to the new token and ${before} to the old one (expected 200 and 401)`);
     }
   } catch (err) {
     await writePrivate(tokenFile, tokens.current + '\n', uid);
     for (const e of conf.executors) await gatewayRpc(transport, tokens.next, 'secrets.reload', {}, { executor: e.id }).catch(() => undefined);
-    throw new ClawplaneError('credential_rotation_failed', 502, `The gateway did not take its new token: ${(err as Error).message}. It still uses the current one; retry, or restart the instance.`, { cause: err });
+    throw new ClawplaneError(
+      'credential_rotation_failed',
+      502,
+      `The gateway did not take its new token: ${(err as Error).message}. It still uses the current one; retry, or restart the instance.`,
+      { cause: err },
+    );
   }
 }

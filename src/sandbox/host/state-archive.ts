@@ -29,7 +29,10 @@ function asUid(uid: number, argv: string[]): string[] {
  */
 export function packStream(dir: string, uid: number, opts: { exact?: boolean; onEnd?: () => Promise<void> } = {}): Readable {
   const out = new PassThrough();
-  const c = spawn('setpriv', asUid(uid, ['tar', '-C', dir, ...(opts.exact ? [] : EXCLUDES.map((e) => `--exclude=${e}`)), '-czf', '-', '.']), { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: '/usr/bin:/bin', LC_ALL: 'C' } });
+  const c = spawn('setpriv', asUid(uid, ['tar', '-C', dir, ...(opts.exact ? [] : EXCLUDES.map((e) => `--exclude=${e}`)), '-czf', '-', '.']), {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { PATH: '/usr/bin:/bin', LC_ALL: 'C' },
+  });
   let err = '';
   c.stderr.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-2000)));
   c.stdout.pipe(out, { end: false });
@@ -55,7 +58,10 @@ export async function packState(dir: string, uid: number, destFile: string, opts
 export async function unpackState(archive: Readable, dir: string, uid: number): Promise<void> {
   // rm does not follow symlinks: only entries inside dir go.
   for (const n of await readdir(dir)) await rm(path.join(dir, n), { recursive: true, force: true });
-  const c = spawn('setpriv', asUid(uid, ['tar', '-C', dir, '--no-same-owner', '-xzf', '-']), { stdio: ['pipe', 'ignore', 'pipe'], env: { PATH: '/usr/bin:/bin', LC_ALL: 'C' } });
+  const c = spawn('setpriv', asUid(uid, ['tar', '-C', dir, '--no-same-owner', '-xzf', '-']), {
+    stdio: ['pipe', 'ignore', 'pipe'],
+    env: { PATH: '/usr/bin:/bin', LC_ALL: 'C' },
+  });
   let err = '';
   c.stderr.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-2000)));
   const exited = new Promise<void>((resolve, reject) => {

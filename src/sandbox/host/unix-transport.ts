@@ -5,7 +5,16 @@
  */
 import http from 'node:http';
 import WebSocket from 'ws';
-import { injectTraceContext, recordSupervisorSpan, SpanKind, startSpan, SUPERVISOR_SPAN_HEADER, tracingOn, withSpan, failSpan } from '../../observability/tracing.ts';
+import {
+  injectTraceContext,
+  recordSupervisorSpan,
+  SpanKind,
+  startSpan,
+  SUPERVISOR_SPAN_HEADER,
+  tracingOn,
+  withSpan,
+  failSpan,
+} from '../../observability/tracing.ts';
 import type { GatewayTransport } from '../types.ts';
 
 /**
@@ -19,7 +28,14 @@ const agent = new http.Agent({ keepAlive: true, maxSockets: 64, timeout: 60_000 
 export function unixTransport(socketPath: string): GatewayTransport {
   return {
     request(opts) {
-      const req = http.request({ socketPath, agent, method: opts.method ?? 'GET', path: opts.path, headers: { host: 'gateway', ...opts.headers }, ...(opts.timeoutMs ? { timeout: opts.timeoutMs } : {}) });
+      const req = http.request({
+        socketPath,
+        agent,
+        method: opts.method ?? 'GET',
+        path: opts.path,
+        headers: { host: 'gateway', ...opts.headers },
+        ...(opts.timeoutMs ? { timeout: opts.timeoutMs } : {}),
+      });
       if (opts.timeoutMs) req.on('timeout', () => req.destroy(new Error(`the gateway did not answer within ${opts.timeoutMs} ms`)));
       if (tracingOn()) traceHop(req, opts.method ?? 'GET', opts.path);
       return req;

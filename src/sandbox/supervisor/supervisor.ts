@@ -201,7 +201,13 @@ function jsonError(res: http.ServerResponse, status: number, message: string): v
  * dump ("Can't dump half of stream unix connection"), and one to a gateway comes back closed after a
  * restore (--tcp-close), failing the first request (ADR 0006).
  */
-function proxy(req: http.IncomingMessage, res: http.ServerResponse, target: http.RequestOptions, what: string, onHead?: (h: http.OutgoingHttpHeaders) => void): void {
+function proxy(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  target: http.RequestOptions,
+  what: string,
+  onHead?: (h: http.OutgoingHttpHeaders) => void,
+): void {
   const up = http.request({ agent: false, ...target, method: req.method, path: req.url }, (ur) => {
     const head = cleanHeaders(ur.headers);
     onHead?.(head);
@@ -308,7 +314,14 @@ const egress = http.createServer((req, res) => {
   const parent = egressTraceparent();
   if (parent) headers['traceparent'] = parent;
   else delete headers['traceparent'];
-  proxy(req, res, cfg.brokerUrl ? { host: new URL(cfg.brokerUrl).hostname, port: Number(new URL(cfg.brokerUrl).port || 80), headers } : { socketPath: cfg.brokerSocket, headers }, 'the broker');
+  proxy(
+    req,
+    res,
+    cfg.brokerUrl
+      ? { host: new URL(cfg.brokerUrl).hostname, port: Number(new URL(cfg.brokerUrl).port || 80), headers }
+      : { socketPath: cfg.brokerSocket, headers },
+    'the broker',
+  );
 });
 
 function health(): SupervisorHealth {
@@ -348,14 +361,27 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<string> {
 function exec(argv: string[], timeoutMs: number): Promise<Record<string, unknown>> {
   return new Promise((resolve) => {
     const [cmd, ...args] = argv;
-    const c = spawn(cmd ?? 'true', args, { env: { PATH: cfg.env['PATH'] ?? '/usr/bin:/bin', HOME: '/tmp' }, stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs });
+    const c = spawn(cmd ?? 'true', args, {
+      env: { PATH: cfg.env['PATH'] ?? '/usr/bin:/bin', HOME: '/tmp' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: timeoutMs,
+    });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     c.stdout.on('data', (d: Buffer) => out.push(d));
     c.stderr.on('data', (d: Buffer) => err.push(d));
     c.on('error', (e) => resolve({ code: null, signal: null, stdout: '', stderr: e.message }));
     c.on('close', (code, signal) =>
-      resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8').slice(0, 1 << 20), stderr: Buffer.concat(err).toString('utf8').slice(0, 1 << 20) }),
+      resolve({
+        code,
+        signal,
+        stdout: Buffer.concat(out)
+          .toString('utf8')
+          .slice(0, 1 << 20),
+        stderr: Buffer.concat(err)
+          .toString('utf8')
+          .slice(0, 1 << 20),
+      }),
     );
   });
 }
@@ -376,7 +402,8 @@ const control = http.createServer((req, res) => {
     readBody(req, 1 << 16)
       .then(async (text) => {
         const b = JSON.parse(text) as { argv?: unknown; timeoutMs?: unknown };
-        if (!Array.isArray(b.argv) || !b.argv.every((a) => typeof a === 'string') || b.argv.length === 0) return reply(400, { error: 'argv must be a non-empty string array' });
+        if (!Array.isArray(b.argv) || !b.argv.every((a) => typeof a === 'string') || b.argv.length === 0)
+          return reply(400, { error: 'argv must be a non-empty string array' });
         reply(200, await exec(b.argv as string[], typeof b.timeoutMs === 'number' ? b.timeoutMs : 30_000));
       })
       .catch((err: unknown) => reply(400, { error: (err as Error).message }));

@@ -9,7 +9,11 @@ const PAGE = 50;
 /** A datetime-local value (local time) as an ISO instant, or undefined when empty. */
 const iso = (local: string) => (local ? new Date(local).toISOString() : undefined);
 
-export function AuditLog(props: { load: (f: AuditFilters) => Promise<AuditPage>; extraFilters?: (set: (patch: Partial<AuditFilters>) => void, f: AuditFilters) => ReactNode; showTenant?: (tenantId: string | null) => string }) {
+export function AuditLog(props: {
+  load: (f: AuditFilters) => Promise<AuditPage>;
+  extraFilters?: (set: (patch: Partial<AuditFilters>) => void, f: AuditFilters) => ReactNode;
+  showTenant?: (tenantId: string | null) => string;
+}) {
   const { load } = props;
   const [form, setForm] = useState({ action: '', decision: '', actor: '', since: '', until: '' });
   const [extra, setExtra] = useState<AuditFilters>({});
@@ -35,7 +39,15 @@ export function AuditLog(props: { load: (f: AuditFilters) => Promise<AuditPage>;
 
   const submit = (e: FormEvent) => {
     e.preventDefault();
-    setApplied({ ...extra, limit: PAGE, action: form.action.trim() || undefined, decision: form.decision || undefined, actor: form.actor.trim() || undefined, since: iso(form.since), until: iso(form.until) });
+    setApplied({
+      ...extra,
+      limit: PAGE,
+      action: form.action.trim() || undefined,
+      decision: form.decision || undefined,
+      actor: form.actor.trim() || undefined,
+      since: iso(form.since),
+      until: iso(form.until),
+    });
   };
   const older = () =>
     void more.run(async () => {
@@ -65,8 +77,12 @@ export function AuditLog(props: { load: (f: AuditFilters) => Promise<AuditPage>;
             )}
           </Field>
           <Field label="Actor">{(id) => <input id={id} value={form.actor} onChange={(e) => setForm({ ...form, actor: e.target.value })} />}</Field>
-          <Field label="From">{(id) => <input id={id} type="datetime-local" value={form.since} onChange={(e) => setForm({ ...form, since: e.target.value })} />}</Field>
-          <Field label="Until">{(id) => <input id={id} type="datetime-local" value={form.until} onChange={(e) => setForm({ ...form, until: e.target.value })} />}</Field>
+          <Field label="From">
+            {(id) => <input id={id} type="datetime-local" value={form.since} onChange={(e) => setForm({ ...form, since: e.target.value })} />}
+          </Field>
+          <Field label="Until">
+            {(id) => <input id={id} type="datetime-local" value={form.until} onChange={(e) => setForm({ ...form, until: e.target.value })} />}
+          </Field>
           {props.extraFilters?.((patch) => setExtra((x) => ({ ...x, ...patch })), extra)}
         </div>
         <button type="submit">Apply filters</button>

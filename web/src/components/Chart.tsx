@@ -31,7 +31,10 @@ export function DailyChart(props: { title: string; days: string[]; series: Daily
       scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
       // One tick per day (at most ~12 labels), labelled MM-DD: hours mean nothing for daily totals.
       axes: [
-        { splits: () => xs.filter((_, i) => i % Math.ceil(xs.length / 12) === 0), values: (_u, ticks) => ticks.map((v) => new Date(v * 1000).toISOString().slice(5, 10)) },
+        {
+          splits: () => xs.filter((_, i) => i % Math.ceil(xs.length / 12) === 0),
+          values: (_u, ticks) => ticks.map((v) => new Date(v * 1000).toISOString().slice(5, 10)),
+        },
         { values: (_u, ticks) => ticks.map((v) => format(v)), size: 70 },
       ],
       series: [
@@ -54,5 +57,12 @@ export function DailyChart(props: { title: string; days: string[]; series: Daily
     };
   }, [days, series, format, title]);
   const total = series.reduce((a, s) => a + s.values.reduce((x, y) => x + y, 0), 0);
-  return <div className="chart" ref={box} role="img" aria-label={`${title}: ${format(total)} over ${days.length} days, by ${series.map((s) => s.label).join(', ')}`} />;
+  return (
+    <div
+      className="chart"
+      ref={box}
+      role="img"
+      aria-label={`${title}: ${format(total)} over ${days.length} days, by ${series.map((s) => s.label).join(', ')}`}
+    />
+  );
 }

@@ -3,7 +3,12 @@ import type { OidcSettings, OidcSettingsInput } from '../api.ts';
 import { ErrorMessage, Field, useAction } from './ui.tsx';
 
 /** Single sign-on settings, used by onboarding and the settings page. The client secret is write-only. */
-export function OidcForm(props: { initial: OidcSettings | null; submitLabel: string; onSave: (input: OidcSettingsInput) => Promise<void>; extraActions?: ReactNode }) {
+export function OidcForm(props: {
+  initial: OidcSettings | null;
+  submitLabel: string;
+  onSave: (input: OidcSettingsInput) => Promise<void>;
+  extraActions?: ReactNode;
+}) {
   const i = props.initial;
   const [v, setV] = useState({
     enabled: i?.enabled ?? true,
@@ -35,7 +40,16 @@ export function OidcForm(props: { initial: OidcSettings | null; submitLabel: str
       </Field>
       <Field label="Client ID">{(id) => <input id={id} required value={v.clientId} onChange={(e) => set('clientId', e.target.value)} />}</Field>
       <Field label="Client secret" hint={i?.clientSecretSet ? 'A secret is stored; leave empty to keep it.' : 'Leave empty for a public client.'}>
-        {(id, d) => <input id={id} aria-describedby={d} type="password" autoComplete="new-password" value={v.clientSecret} onChange={(e) => set('clientSecret', e.target.value)} />}
+        {(id, d) => (
+          <input
+            id={id}
+            aria-describedby={d}
+            type="password"
+            autoComplete="new-password"
+            value={v.clientSecret}
+            onChange={(e) => set('clientSecret', e.target.value)}
+          />
+        )}
       </Field>
       <Field label="Button label" hint='Shown on the sign-in page as "Sign in with …"'>
         {(id, d) => <input id={id} aria-describedby={d} required value={v.displayName} onChange={(e) => set('displayName', e.target.value)} />}
@@ -49,7 +63,8 @@ export function OidcForm(props: { initial: OidcSettings | null; submitLabel: str
           <input type="checkbox" checked={v.enabled} onChange={(e) => set('enabled', e.target.checked)} /> Enabled
         </label>
         <label>
-          <input type="checkbox" checked={v.allowInsecureHttp} onChange={(e) => set('allowInsecureHttp', e.target.checked)} /> Allow an http:// issuer (testing only)
+          <input type="checkbox" checked={v.allowInsecureHttp} onChange={(e) => set('allowInsecureHttp', e.target.checked)} /> Allow an http:// issuer (testing
+          only)
         </label>
       </div>
       <ErrorMessage error={action.error} />

@@ -9,7 +9,11 @@ export function DefaultProviderForm() {
     const [current, kinds] = await Promise.all([api2.defaultProvider.get(), api.providerKinds()]);
     return { current, kinds: kinds.items };
   }, []);
-  return <Async resource={data} what="the default provider">{(d) => <ProviderForm current={d.current} kinds={d.kinds} onSaved={data.reload} />}</Async>;
+  return (
+    <Async resource={data} what="the default provider">
+      {(d) => <ProviderForm current={d.current} kinds={d.kinds} onSaved={data.reload} />}
+    </Async>
+  );
 }
 
 function ProviderForm({ current, kinds, onSaved }: { current: DefaultProvider | null; kinds: ProviderKind[]; onSaved: () => void }) {
@@ -24,7 +28,12 @@ function ProviderForm({ current, kinds, onSaved }: { current: DefaultProvider | 
     void action.run(async () => {
       setTest(undefined);
       try {
-        const r = await api2.defaultProvider.save({ kind, defaultModel: model.trim(), ...(baseUrl.trim() ? { baseUrl: baseUrl.trim() } : {}), ...(apiKey ? { apiKey } : {}) });
+        const r = await api2.defaultProvider.save({
+          kind,
+          defaultModel: model.trim(),
+          ...(baseUrl.trim() ? { baseUrl: baseUrl.trim() } : {}),
+          ...(apiKey ? { apiKey } : {}),
+        });
         setTest(r.test);
         setApiKey('');
         onSaved();
@@ -39,7 +48,8 @@ function ProviderForm({ current, kinds, onSaved }: { current: DefaultProvider | 
     <>
       {current ? (
         <p className="small">
-          In use: <strong>{current.name}</strong> at <code>{current.baseUrl}</code>, model <code>{current.defaultModel}</code>; key {current.keySet ? 'stored (never shown)' : 'not set'}.
+          In use: <strong>{current.name}</strong> at <code>{current.baseUrl}</code>, model <code>{current.defaultModel}</code>; key{' '}
+          {current.keySet ? 'stored (never shown)' : 'not set'}.
         </p>
       ) : (
         <Empty>No default provider: tenants without their own provider cannot call models.</Empty>
@@ -62,9 +72,13 @@ function ProviderForm({ current, kinds, onSaved }: { current: DefaultProvider | 
         <Field label="API key" hint={current?.keySet ? 'Empty: keep the stored key. Write-only: it is never shown.' : 'Write-only: it is never shown.'}>
           {(id, d) => <input id={id} aria-describedby={d} type="password" autoComplete="off" value={apiKey} onChange={(e) => setApiKey(e.target.value)} />}
         </Field>
-        <Field label="Default model">{(id) => <input id={id} required value={model} placeholder="gpt-4o-mini" onChange={(e) => setModel(e.target.value)} />}</Field>
+        <Field label="Default model">
+          {(id) => <input id={id} required value={model} placeholder="gpt-4o-mini" onChange={(e) => setModel(e.target.value)} />}
+        </Field>
         <ErrorMessage error={action.error} />
-        {action.error instanceof ApiError && action.error.code === 'provider_test_failed' ? <p className="small muted">The stored provider (if any) is unchanged.</p> : null}
+        {action.error instanceof ApiError && action.error.code === 'provider_test_failed' ? (
+          <p className="small muted">The stored provider (if any) is unchanged.</p>
+        ) : null}
         {test?.ok ? (
           <p className="notice ok" role="status">
             Saved. Connection works ({test.latencyMs} ms{test.modelCount !== undefined ? `, ${test.modelCount} models available` : ''}).
@@ -142,9 +156,15 @@ function PriceForm({ initial, onSaved }: { initial: ModelPrice | undefined; onSa
     <form onSubmit={submit} aria-label="Set a model price">
       <h3>{initial ? `Change ${initial.model}` : 'Set a price'}</h3>
       <div className="row">
-        <Field label="Model">{(id) => <input id={id} required value={model} readOnly={initial !== undefined} onChange={(e) => setModel(e.target.value)} />}</Field>
-        <Field label="Input (USD / M tokens)">{(id) => <input id={id} type="number" min={0} step="any" required value={input} onChange={(e) => setInput(e.target.value)} />}</Field>
-        <Field label="Output (USD / M tokens)">{(id) => <input id={id} type="number" min={0} step="any" required value={output} onChange={(e) => setOutput(e.target.value)} />}</Field>
+        <Field label="Model">
+          {(id) => <input id={id} required value={model} readOnly={initial !== undefined} onChange={(e) => setModel(e.target.value)} />}
+        </Field>
+        <Field label="Input (USD / M tokens)">
+          {(id) => <input id={id} type="number" min={0} step="any" required value={input} onChange={(e) => setInput(e.target.value)} />}
+        </Field>
+        <Field label="Output (USD / M tokens)">
+          {(id) => <input id={id} type="number" min={0} step="any" required value={output} onChange={(e) => setOutput(e.target.value)} />}
+        </Field>
       </div>
       <ErrorMessage error={action.error} />
       {saved ? (

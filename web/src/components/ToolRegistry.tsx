@@ -10,7 +10,11 @@ const list = (s: string) =>
     .map((x) => x.trim())
     .filter(Boolean);
 const scopes = (t: Tool) =>
-  [t.channels.length ? `channels: ${t.channels.join(', ')}` : '', t.repos.length ? `repos: ${t.repos.join(', ')}` : '', t.hosts.length ? `hosts: ${t.hosts.join(', ')}` : '']
+  [
+    t.channels.length ? `channels: ${t.channels.join(', ')}` : '',
+    t.repos.length ? `repos: ${t.repos.join(', ')}` : '',
+    t.hosts.length ? `hosts: ${t.hosts.join(', ')}` : '',
+  ]
     .filter(Boolean)
     .join(' · ') || 'any';
 
@@ -22,8 +26,8 @@ export function ToolRegistryCard() {
   return (
     <>
       <p className="hint">
-        Every tool the policy decides on: its risk class and group (what Cedar policies match, e.g. <code>resource.group == &quot;web&quot;</code>) and the channels,
-        repositories and hosts it may be used with (empty: any).
+        Every tool the policy decides on: its risk class and group (what Cedar policies match, e.g. <code>resource.group == &quot;web&quot;</code>) and the
+        channels, repositories and hosts it may be used with (empty: any).
       </p>
       <Async resource={tools} what="the tool registry">
         {({ items }) =>
@@ -85,7 +89,14 @@ function ToolForm({ initial, onSaved, onCancel }: { initial: Tool | undefined; o
     e.preventDefault();
     void action.run(async () => {
       setSaved(undefined);
-      const t = await api2.policy.saveTool(name.trim(), { risk, group: group.trim(), description: description.trim(), channels: list(channels), repos: list(repos), hosts: list(hosts) });
+      const t = await api2.policy.saveTool(name.trim(), {
+        risk,
+        group: group.trim(),
+        description: description.trim(),
+        channels: list(channels),
+        repos: list(repos),
+        hosts: list(hosts),
+      });
       setSaved(`Saved tool ${t.name}.`);
       onSaved();
     });
@@ -95,7 +106,17 @@ function ToolForm({ initial, onSaved, onCancel }: { initial: Tool | undefined; o
       <h3>{initial ? `Change ${initial.name}` : 'Add a tool'}</h3>
       <div className="row">
         <Field label="Tool name" hint='e.g. "web_fetch" or "github.push"'>
-          {(id, d) => <input id={id} aria-describedby={d} required maxLength={100} readOnly={initial !== undefined} value={name} onChange={(e) => setName(e.target.value)} />}
+          {(id, d) => (
+            <input
+              id={id}
+              aria-describedby={d}
+              required
+              maxLength={100}
+              readOnly={initial !== undefined}
+              value={name}
+              onChange={(e) => setName(e.target.value)}
+            />
+          )}
         </Field>
         <Field label="Risk">
           {(id) => (
@@ -110,7 +131,9 @@ function ToolForm({ initial, onSaved, onCancel }: { initial: Tool | undefined; o
           {(id, d) => <input id={id} aria-describedby={d} required maxLength={50} value={group} onChange={(e) => setGroup(e.target.value)} />}
         </Field>
       </div>
-      <Field label="Description (optional)">{(id) => <input id={id} maxLength={500} value={description} onChange={(e) => setDescription(e.target.value)} />}</Field>
+      <Field label="Description (optional)">
+        {(id) => <input id={id} maxLength={500} value={description} onChange={(e) => setDescription(e.target.value)} />}
+      </Field>
       <div className="row">
         <Field label="Channels" hint="Comma-separated; empty: any">
           {(id, d) => <input id={id} aria-describedby={d} value={channels} onChange={(e) => setChannels(e.target.value)} />}
@@ -158,26 +181,26 @@ export function BaselineCard() {
 export function BaselinePolicies() {
   const baseline = useResource(() => api2.policy.baseline(), []);
   return (
-      <Async resource={baseline} what="the baseline">
-        {({ policies }) =>
-          policies.length === 0 ? (
-            <Empty>The baseline is empty: every tool use is denied unless a policy permits it.</Empty>
-          ) : (
-            <ul className="policies" aria-label="Baseline policies">
-              {policies.map((p) => (
-                <li key={p.id}>
-                  <code>baseline/{p.id}</code> <StatusBadge status={p.effect} />
-                  {p.approval ? <span className="badge">needs approval</span> : null}
-                  <div className="small">{p.description}</div>
-                  <details>
-                    <summary>Cedar</summary>
-                    <pre className="code">{p.cedar}</pre>
-                  </details>
-                </li>
-              ))}
-            </ul>
-          )
-        }
-      </Async>
+    <Async resource={baseline} what="the baseline">
+      {({ policies }) =>
+        policies.length === 0 ? (
+          <Empty>The baseline is empty: every tool use is denied unless a policy permits it.</Empty>
+        ) : (
+          <ul className="policies" aria-label="Baseline policies">
+            {policies.map((p) => (
+              <li key={p.id}>
+                <code>baseline/{p.id}</code> <StatusBadge status={p.effect} />
+                {p.approval ? <span className="badge">needs approval</span> : null}
+                <div className="small">{p.description}</div>
+                <details>
+                  <summary>Cedar</summary>
+                  <pre className="code">{p.cedar}</pre>
+                </details>
+              </li>
+            ))}
+          </ul>
+        )
+      }
+    </Async>
   );
 }

@@ -61,19 +61,19 @@ function PlatformAudit() {
         showTenant={(id) => (id ? (names.get(id) ?? id) : 'platform')}
         extraFilters={(set, f) => (
           <>
-          <SearchBox label="Find a tenant" value={tenantSearch} onChange={setTenantSearch} />
-          <Field label="Tenant">
-            {(id) => (
-              <select id={id} value={f.tenantId ?? ''} onChange={(e) => set({ tenantId: e.target.value || undefined })}>
-                <option value="">All</option>
-                {tenants.data?.items.map((t) => (
-                  <option key={t.id} value={t.id}>
-                    {t.name} ({t.slug})
-                  </option>
-                ))}
-              </select>
-            )}
-          </Field>
+            <SearchBox label="Find a tenant" value={tenantSearch} onChange={setTenantSearch} />
+            <Field label="Tenant">
+              {(id) => (
+                <select id={id} value={f.tenantId ?? ''} onChange={(e) => set({ tenantId: e.target.value || undefined })}>
+                  <option value="">All</option>
+                  {tenants.data?.items.map((t) => (
+                    <option key={t.id} value={t.id}>
+                      {t.name} ({t.slug})
+                    </option>
+                  ))}
+                </select>
+              )}
+            </Field>
           </>
         )}
       />

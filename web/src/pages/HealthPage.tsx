@@ -28,7 +28,10 @@ function Report() {
   return (
     <section>
       <h1>Health</h1>
-      <p>What <code>clawplane doctor</code> checks: sandbox prerequisites, the database, the secret key, runtimes, sandboxes, the broker, public ports, disk space and the clock.</p>
+      <p>
+        What <code>clawplane doctor</code> checks: sandbox prerequisites, the database, the secret key, runtimes, sandboxes, the broker, public ports, disk
+        space and the clock.
+      </p>
       <Async resource={report} what="the health report">
         {(r) => (
           <>

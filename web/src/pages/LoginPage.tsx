@@ -41,7 +41,9 @@ export function LoginPage({ title = 'Sign in to Clawplane', intro }: { title?: s
           </>
         ) : null}
         <form onSubmit={submit} aria-label="Sign in">
-          <Field label="Email">{(id) => <input id={id} type="email" autoComplete="username" required value={email} onChange={(e) => setEmail(e.target.value)} />}</Field>
+          <Field label="Email">
+            {(id) => <input id={id} type="email" autoComplete="username" required value={email} onChange={(e) => setEmail(e.target.value)} />}
+          </Field>
           <Field label="Password">
             {(id) => <input id={id} type="password" autoComplete="current-password" required value={password} onChange={(e) => setPassword(e.target.value)} />}
           </Field>

@@ -28,7 +28,8 @@ export function OnboardingPage() {
   if (current !== 'admin' && current !== 'done' && !session.me) {
     return <LoginPage title="Sign in to continue setting up" intro="The admin account exists. Sign in with it to finish onboarding." />;
   }
-  const status = (name: OnboardingStep | 'done') => (name === 'done' ? (state.complete ? 'done' : 'pending') : (state.steps.find((s) => s.name === name)?.status ?? 'pending'));
+  const status = (name: OnboardingStep | 'done') =>
+    name === 'done' ? (state.complete ? 'done' : 'pending') : (state.steps.find((s) => s.name === name)?.status ?? 'pending');
 
   return (
     <main className="centered">
@@ -67,7 +68,12 @@ function AdminStep({ onDone }: { onDone: (s: OnboardingState) => void }) {
     }
     setMismatch(false);
     void action.run(async () => {
-      const r = await api.onboarding.admin({ email: v.email, password: v.password, setupCode: v.setupCode.trim(), ...(v.displayName ? { displayName: v.displayName } : {}) });
+      const r = await api.onboarding.admin({
+        email: v.email,
+        password: v.password,
+        setupCode: v.setupCode.trim(),
+        ...(v.displayName ? { displayName: v.displayName } : {}),
+      });
       // The server signed us in; /auth/me gives the user with the same CSRF token.
       const me = await api.auth.me();
       signedIn({ ...me, csrfToken: r.csrfToken });
@@ -83,17 +89,39 @@ function AdminStep({ onDone }: { onDone: (s: OnboardingState) => void }) {
         label="Setup code"
         hint={
           <>
-            Proves you run this server. It is in the file <code>setup-code</code> in the data directory (by default <code>cat .clawplane/setup-code</code> on the host), and
-            the server log names the file at first start.
+            Proves you run this server. It is in the file <code>setup-code</code> in the data directory (by default <code>cat .clawplane/setup-code</code> on
+            the host), and the server log names the file at first start.
           </>
         }
       >
-        {(id, d) => <input id={id} aria-describedby={d} required autoComplete="off" spellCheck={false} value={v.setupCode} onChange={(e) => set('setupCode', e.target.value)} />}
+        {(id, d) => (
+          <input
+            id={id}
+            aria-describedby={d}
+            required
+            autoComplete="off"
+            spellCheck={false}
+            value={v.setupCode}
+            onChange={(e) => set('setupCode', e.target.value)}
+          />
+        )}
       </Field>
-      <Field label="Email">{(id) => <input id={id} type="email" autoComplete="username" required value={v.email} onChange={(e) => set('email', e.target.value)} />}</Field>
+      <Field label="Email">
+        {(id) => <input id={id} type="email" autoComplete="username" required value={v.email} onChange={(e) => set('email', e.target.value)} />}
+      </Field>
       <Field label="Display name (optional)">{(id) => <input id={id} value={v.displayName} onChange={(e) => set('displayName', e.target.value)} />}</Field>
       <Field label="Password" hint="At least 12 characters; a long passphrase is best.">
-        {(id, d) => <input id={id} aria-describedby={d} type="password" autoComplete="new-password" required value={v.password} onChange={(e) => set('password', e.target.value)} />}
+        {(id, d) => (
+          <input
+            id={id}
+            aria-describedby={d}
+            type="password"
+            autoComplete="new-password"
+            required
+            value={v.password}
+            onChange={(e) => set('password', e.target.value)}
+          />
+        )}
       </Field>
       <Field label="Repeat the password">
         {(id) => <input id={id} type="password" autoComplete="new-password" required value={v.confirm} onChange={(e) => set('confirm', e.target.value)} />}
@@ -118,7 +146,12 @@ function OidcStep({ onDone }: { onDone: (s: OnboardingState) => void }) {
         submitLabel="Save and continue"
         onSave={async (input) => onDone(await api.onboarding.oidc(input))}
         extraActions={
-          <button type="button" className="secondary" disabled={skip.busy} onClick={() => void skip.run(async () => onDone(await api.onboarding.oidc({ skip: true })))}>
+          <button
+            type="button"
+            className="secondary"
+            disabled={skip.busy}
+            onClick={() => void skip.run(async () => onDone(await api.onboarding.oidc({ skip: true })))}
+          >
             Skip for now
           </button>
         }
@@ -166,9 +199,7 @@ function ProviderStep({ onDone }: { onDone: (s: OnboardingState) => void }) {
         <Field label="Base URL" hint="Leave empty for the provider's public API.">
           {(id, d) => <input id={id} aria-describedby={d} value={baseUrl} onChange={(e) => setBaseUrl(e.target.value)} placeholder="https://…/v1" />}
         </Field>
-        <Field label="API key">
-          {(id) => <input id={id} type="password" autoComplete="off" value={apiKey} onChange={(e) => setApiKey(e.target.value)} />}
-        </Field>
+        <Field label="API key">{(id) => <input id={id} type="password" autoComplete="off" value={apiKey} onChange={(e) => setApiKey(e.target.value)} />}</Field>
         <Field label="Default model">
           {(id) => <input id={id} required value={defaultModel} onChange={(e) => setDefaultModel(e.target.value)} placeholder="gpt-4o-mini" />}
         </Field>
@@ -176,7 +207,12 @@ function ProviderStep({ onDone }: { onDone: (s: OnboardingState) => void }) {
         <button type="submit" disabled={action.busy}>
           {action.busy ? 'Testing the connection…' : 'Test and save'}
         </button>{' '}
-        <button type="button" className="secondary" disabled={skip.busy} onClick={() => void skip.run(async () => onDone((await api.onboarding.provider({ skip: true })).state))}>
+        <button
+          type="button"
+          className="secondary"
+          disabled={skip.busy}
+          onClick={() => void skip.run(async () => onDone((await api.onboarding.provider({ skip: true })).state))}
+        >
           Skip for now
         </button>
         <ErrorMessage error={skip.error} />

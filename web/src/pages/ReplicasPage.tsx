@@ -23,8 +23,8 @@ function ReplicaList() {
     <section>
       <h1>Replicas</h1>
       <p>
-        Every <code>clawplane serve</code> process on this database. A replica silent longer than its expiry is dead: its claims lapse and one live replica takes over its
-        workflows.
+        Every <code>clawplane serve</code> process on this database. A replica silent longer than its expiry is dead: its claims lapse and one live replica
+        takes over its workflows.
       </p>
       <Async resource={replicas} what="the replicas">
         {(r) => (

@@ -23,7 +23,11 @@ export function TenantsPage() {
   const [sort, setSort] = useState<string>('slug');
   const q = useDebounced(search.trim());
   // Instance counts and today's usage move: refresh while the page is open.
-  const tenants = usePaged((cursor) => api.tenants.list({ q: q || undefined, status: status || undefined, sort, cursor, limit: PAGE_SIZE }), [q, status, sort], { pollMs: 15_000 });
+  const tenants = usePaged(
+    (cursor) => api.tenants.list({ q: q || undefined, status: status || undefined, sort, cursor, limit: PAGE_SIZE }),
+    [q, status, sort],
+    { pollMs: 15_000 },
+  );
   const filtered = q !== '' || status !== '';
   return (
     <section>

@@ -37,8 +37,34 @@ function libsOf(bin: string): string[] {
 /** Makes the root filesystem tar in `dir` (merged /usr: /bin, /lib, /lib64 are links into /usr). */
 async function makeRootfs(dir: string, nodeBin: string): Promise<string> {
   const root = path.join(dir, 'rootfs');
-  for (const d of ['usr/bin', 'usr/lib', 'usr/lib64', 'usr/local/bin', 'etc', 'tmp', 'proc', 'dev', 'sys', 'conf', 'opt/runtime', 'opt/clawplane', 'run/clawplane/in', 'run/clawplane/out', 'tenant/work', 'tenant/log', 'tenant/shared-rw', 'tenant/shared-ro']) await mkdir(path.join(root, d), { recursive: true });
-  for (const [link, to] of [['bin', 'usr/bin'], ['sbin', 'usr/bin'], ['lib', 'usr/lib'], ['lib64', 'usr/lib64']] as const) await symlink(to, path.join(root, link));
+  for (const d of [
+    'usr/bin',
+    'usr/lib',
+    'usr/lib64',
+    'usr/local/bin',
+    'etc',
+    'tmp',
+    'proc',
+    'dev',
+    'sys',
+    'conf',
+    'opt/runtime',
+    'opt/clawplane',
+    'run/clawplane/in',
+    'run/clawplane/out',
+    'tenant/work',
+    'tenant/log',
+    'tenant/shared-rw',
+    'tenant/shared-ro',
+  ])
+    await mkdir(path.join(root, d), { recursive: true });
+  for (const [link, to] of [
+    ['bin', 'usr/bin'],
+    ['sbin', 'usr/bin'],
+    ['lib', 'usr/lib'],
+    ['lib64', 'usr/lib64'],
+  ] as const)
+    await symlink(to, path.join(root, link));
   const bins = [nodeBin, ...TOOLS.map(which)];
   const libs = new Set<string>();
   for (const b of bins) for (const l of libsOf(b)) libs.add(l);
@@ -87,15 +113,22 @@ async function inputsDigest(nodeBin: string, supervisorJs: string): Promise<stri
  * Builds `image` unless the engine already has it built from the same inputs (see inputsDigest), or
  * `force`; resolves with its id and whether it was built. `onLine` gets the build's progress lines.
  */
-export async function buildSandboxImage(docker: Docker, image: string, o: { nodeBin?: string; force?: boolean; onLine?: (l: string) => void } = {}): Promise<{ id: string; built: boolean }> {
+export async function buildSandboxImage(
+  docker: Docker,
+  image: string,
+  o: { nodeBin?: string; force?: boolean; onLine?: (l: string) => void } = {},
+): Promise<{ id: string; built: boolean }> {
   const nodeBin = o.nodeBin ?? process.execPath;
   const sup = await supervisorProgram();
   const digest = await inputsDigest(nodeBin, sup.js);
   if (!o.force) {
-    const have = await docker.getImage(image).inspect().catch((err: unknown) => {
-      if ((err as { statusCode?: number }).statusCode === 404) return undefined;
-      throw err;
-    });
+    const have = await docker
+      .getImage(image)
+      .inspect()
+      .catch((err: unknown) => {
+        if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+        throw err;
+      });
     if (have?.Config.Labels?.[IMAGE_INPUTS_LABEL] === digest && have.Config.Labels[IMAGE_SUPERVISOR_LABEL] === sup.sha256) return { id: have.Id, built: false };
   }
   const dir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-sandbox-image-'));
@@ -103,7 +136,10 @@ export async function buildSandboxImage(docker: Docker, image: string, o: { node
     await makeRootfs(dir, nodeBin);
     await writeFile(path.join(dir, 'supervisor.mjs'), sup.js);
     await copyFile(path.join(DOCKERFILE_DIR, 'Dockerfile'), path.join(dir, 'Dockerfile'));
-    const stream = await docker.buildImage({ context: dir, src: ['Dockerfile', 'rootfs.tar', 'supervisor.mjs'] }, { t: image, buildargs: { SUPERVISOR_SHA256: sup.sha256, INPUTS_SHA256: digest }, rm: true, forcerm: true });
+    const stream = await docker.buildImage(
+      { context: dir, src: ['Dockerfile', 'rootfs.tar', 'supervisor.mjs'] },
+      { t: image, buildargs: { SUPERVISOR_SHA256: sup.sha256, INPUTS_SHA256: digest }, rm: true, forcerm: true },
+    );
     // A failed step can come back as a 200 with the error only in the stream (Podman): check every event.
     await new Promise<void>((resolve, reject) => {
       docker.modem.followProgress(

@@ -18,13 +18,34 @@ import type { SandboxBroker } from '../../../broker/types.ts';
 import { ConflictError } from '../../../errors.ts';
 import { BrokerRelay } from '../../host/broker-relay.ts';
 import { SupervisorControl } from '../../host/control.ts';
-import { assertTraversable, instanceDirs, MOUNTS, mkdirMode, prepareInstanceDirs, readSupervisorConfig, HOST_SANDBOX_LAYOUT, tenantUidOf, type InstanceDirs } from '../../host/dirs.ts';
+import {
+  assertTraversable,
+  instanceDirs,
+  MOUNTS,
+  mkdirMode,
+  prepareInstanceDirs,
+  readSupervisorConfig,
+  HOST_SANDBOX_LAYOUT,
+  tenantUidOf,
+  type InstanceDirs,
+} from '../../host/dirs.ts';
 import { exportLive } from '../../host/live-backup.ts';
 import { followLogDir, tailLogs } from '../../host/logs.ts';
 import { rotateGatewayToken } from '../../host/rotate.ts';
 import { packStream, unpackState } from '../../host/state-archive.ts';
 import { unixTransport } from '../../host/unix-transport.ts';
-import { SandboxUnavailableError, type ExecResult, type GatewayTransport, type InstanceKey, type LogLine, type SandboxDriver, type SandboxHealth, type SandboxRef, type SandboxSpec, type SandboxState } from '../../types.ts';
+import {
+  SandboxUnavailableError,
+  type ExecResult,
+  type GatewayTransport,
+  type InstanceKey,
+  type LogLine,
+  type SandboxDriver,
+  type SandboxHealth,
+  type SandboxRef,
+  type SandboxSpec,
+  type SandboxState,
+} from '../../types.ts';
 import { buildCommand, IMAGE_NODE, IMAGE_SUPERVISOR, supervisorProgram } from './image.ts';
 import { containerName, IMAGE_SUPERVISOR_LABEL, LABEL } from './labels.ts';
 
@@ -91,7 +112,10 @@ export class DockerSandboxDriver implements SandboxDriver {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ECONNREFUSED' || code === 'ENOENT' || code === 'EACCES' || code === 'ECONNRESET' || code === 'EPIPE') {
         this.#preflight = undefined;
-        throw new SandboxUnavailableError(`The Docker Engine API at ${this.#o.socketPath} is not reachable (${code} during ${what}): start Docker (or \`podman system service --time=0 unix://${this.#o.socketPath}\`), or point CLAWPLANE_DOCKER_SOCKET at its socket.`, err);
+        throw new SandboxUnavailableError(
+          `The Docker Engine API at ${this.#o.socketPath} is not reachable (${code} during ${what}): start Docker (or \`podman system service --time=0 unix://${this.#o.socketPath}\`), or point CLAWPLANE_DOCKER_SOCKET at its socket.`,
+          err,
+        );
       }
       throw err;
     }
@@ -110,18 +134,26 @@ export class DockerSandboxDriver implements SandboxDriver {
     const info = await this.#api('info', () => this.#docker.info() as Promise<{ ID?: string; Name?: string }>);
     this.#nodeId = info.ID || info.Name || os.hostname();
     if (process.getuid?.() !== 0) {
-      throw new SandboxUnavailableError('The docker driver writes each tenant\'s files as its own uid, which needs the control plane to run as root (in its container, too).');
+      throw new SandboxUnavailableError(
+        "The docker driver writes each tenant's files as its own uid, which needs the control plane to run as root (in its container, too).",
+      );
     }
     let labels: Record<string, string> | undefined;
     try {
       labels = (await this.#api('image inspect', () => this.#docker.getImage(this.#o.image).inspect())).Config.Labels ?? {};
     } catch (err) {
-      if (statusOf(err) === 404) throw new SandboxUnavailableError(`The sandbox image ${this.#o.image} is not in the Docker engine (it is built locally, never pulled): run \`${buildCommand(this.#o.image)}\`.`, err);
+      if (statusOf(err) === 404)
+        throw new SandboxUnavailableError(
+          `The sandbox image ${this.#o.image} is not in the Docker engine (it is built locally, never pulled): run \`${buildCommand(this.#o.image)}\`.`,
+          err,
+        );
       throw err;
     }
     const want = (await supervisorProgram(this.#o.supervisorDir)).sha256;
     if (labels[IMAGE_SUPERVISOR_LABEL] !== want) {
-      throw new SandboxUnavailableError(`The sandbox image ${this.#o.image} carries another version of the supervisor than this control plane: rebuild it with \`${buildCommand(this.#o.image)}\`.`);
+      throw new SandboxUnavailableError(
+        `The sandbox image ${this.#o.image} carries another version of the supervisor than this control plane: rebuild it with \`${buildCommand(this.#o.image)}\`.`,
+      );
     }
     await mkdir(this.root, { recursive: true, mode: 0o711 });
     await chmod(this.root, 0o711);
@@ -131,7 +163,11 @@ export class DockerSandboxDriver implements SandboxDriver {
   async prepare(spec: SandboxSpec): Promise<void> {
     await this.preflight();
     await assertTraversable(spec.runtime.dir, 'CLAWPLANE_RUNTIME_CACHE');
-    await prepareInstanceDirs(this.dirs(spec.instanceId), spec, { ingress: { path: `${MOUNTS.in}/ingress.sock` }, control: { path: `${MOUNTS.in}/control.sock` }, supervisorDir: this.#o.supervisorDir });
+    await prepareInstanceDirs(this.dirs(spec.instanceId), spec, {
+      ingress: { path: `${MOUNTS.in}/ingress.sock` },
+      control: { path: `${MOUNTS.in}/control.sock` },
+      supervisorDir: this.#o.supervisorDir,
+    });
   }
 
   async start(spec: SandboxSpec): Promise<SandboxRef> {
@@ -142,7 +178,11 @@ export class DockerSandboxDriver implements SandboxDriver {
     // One container per instance: a running one is a conflict; an exited one is removed (a duplicate
     // name is a 409 on Docker and a 500 on Podman, so it is never attempted).
     const old = await this.#inspect(name);
-    if (old?.State.Running) throw new ConflictError(`A sandbox for instance ${spec.instanceId} is already running (container ${old.Id.slice(0, 12)}); stop it first.`, 'sandbox_running');
+    if (old?.State.Running)
+      throw new ConflictError(
+        `A sandbox for instance ${spec.instanceId} is already running (container ${old.Id.slice(0, 12)}); stop it first.`,
+        'sandbox_running',
+      );
     if (old) await this.#remove(old.Id);
     // The supervisor's socket directory, fresh and the tenant's until it has listened (then sealed).
     await rm(p.in, { recursive: true, force: true });
@@ -162,7 +202,14 @@ export class DockerSandboxDriver implements SandboxDriver {
           Env: ['PATH=/usr/bin:/bin'],
           WorkingDir: '/tenant',
           Hostname: 'sandbox',
-          Labels: { [LABEL.cluster]: spec.clusterId, [LABEL.instance]: spec.instanceId, [LABEL.tenant]: spec.tenantId, [LABEL.sandbox]: sandboxId, [LABEL.runtime]: spec.runtime.version, [LABEL.started]: startedAt },
+          Labels: {
+            [LABEL.cluster]: spec.clusterId,
+            [LABEL.instance]: spec.instanceId,
+            [LABEL.tenant]: spec.tenantId,
+            [LABEL.sandbox]: sandboxId,
+            [LABEL.runtime]: spec.runtime.version,
+            [LABEL.started]: startedAt,
+          },
           NetworkDisabled: true,
           HostConfig: {
             NetworkMode: 'none',
@@ -206,7 +253,16 @@ export class DockerSandboxDriver implements SandboxDriver {
       await this.#closeRelay(spec.instanceId);
       throw err;
     }
-    const ref: SandboxRef = { driver: this.name, sandboxId, instanceId: spec.instanceId, tenantId: spec.tenantId, runtimeVersion: spec.runtime.version, startedAt, owner: { clusterId: spec.clusterId, nodeId: this.#nodeId ?? '' }, native: { containerId } satisfies DockerNative };
+    const ref: SandboxRef = {
+      driver: this.name,
+      sandboxId,
+      instanceId: spec.instanceId,
+      tenantId: spec.tenantId,
+      runtimeVersion: spec.runtime.version,
+      startedAt,
+      owner: { clusterId: spec.clusterId, nodeId: this.#nodeId ?? '' },
+      native: { containerId } satisfies DockerNative,
+    };
     this.#o.log.info({ instance_id: spec.instanceId, sandbox: sandboxId, container: containerId.slice(0, 12) }, 'sandbox container started');
     return ref;
   }
@@ -221,21 +277,34 @@ export class DockerSandboxDriver implements SandboxDriver {
     const want = [path.join(p.in, 'ingress.sock'), path.join(p.in, 'control.sock')];
     const deadline = Date.now() + (this.#o.startTimeoutMs ?? 30_000);
     for (;;) {
-      const present = await Promise.all(want.map((f) => lstat(f).then((s) => s.isSocket(), () => false)));
+      const present = await Promise.all(
+        want.map((f) =>
+          lstat(f).then(
+            (s) => s.isSocket(),
+            () => false,
+          ),
+        ),
+      );
       if (present.every(Boolean)) break;
       const st = await this.#inspect(containerId);
       if (!st?.State.Running) {
         const logs = await this.#containerLogs(containerId);
-        throw new SandboxUnavailableError(`The sandbox container exited before its supervisor listened (${st ? `exit code ${st.State.ExitCode}${st.State.Error ? `: ${st.State.Error}` : ''}` : 'the container is gone'})${logs ? `: ${logs}` : ''}`);
+        throw new SandboxUnavailableError(
+          `The sandbox container exited before its supervisor listened (${st ? `exit code ${st.State.ExitCode}${st.State.Error ? `: ${st.State.Error}` : ''}` : 'the container is gone'})${logs ? `: ${logs}` : ''}`,
+        );
       }
-      if (Date.now() > deadline) throw new SandboxUnavailableError(`The sandbox supervisor did not listen within ${this.#o.startTimeoutMs ?? 30_000} ms; see the instance logs.`);
+      if (Date.now() > deadline)
+        throw new SandboxUnavailableError(`The sandbox supervisor did not listen within ${this.#o.startTimeoutMs ?? 30_000} ms; see the instance logs.`);
       await sleep(50);
     }
     await chown(p.in, 0, 0);
     await chmod(p.in, 0o700);
     for (const f of want) {
       const s = await lstat(f);
-      if (!s.isSocket() || s.uid !== spec.tenantUid) throw new SandboxUnavailableError(`${path.basename(f)} of instance ${spec.instanceId} is not the supervisor's socket (a ${s.isSymbolicLink() ? 'link' : 'replaced file'}); the sandbox is not used.`);
+      if (!s.isSocket() || s.uid !== spec.tenantUid)
+        throw new SandboxUnavailableError(
+          `${path.basename(f)} of instance ${spec.instanceId} is not the supervisor's socket (a ${s.isSymbolicLink() ? 'link' : 'replaced file'}); the sandbox is not used.`,
+        );
     }
   }
 
@@ -243,7 +312,11 @@ export class DockerSandboxDriver implements SandboxDriver {
     try {
       const buf = (await this.#docker.getContainer(id).logs({ stdout: true, stderr: true, tail: 20, follow: false })) as unknown as Buffer;
       // Multiplexed frames: an 8-byte header per frame; keep the printable text.
-      return buf.toString('utf8').replace(/[\x00-\x08\x0e-\x1f]/g, '').trim().slice(-600);
+      return buf
+        .toString('utf8')
+        .replace(/[\x00-\x08\x0e-\x1f]/g, '')
+        .trim()
+        .slice(-600);
     } catch {
       return '';
     }
@@ -268,7 +341,15 @@ export class DockerSandboxDriver implements SandboxDriver {
 
   async #openRelay(r: { tenantId: string; instanceId: string; sandboxId: string }, gid: number): Promise<void> {
     await this.#closeRelay(r.instanceId);
-    const relay = await BrokerRelay.open({ broker: this.#o.broker, outDir: this.dirs(r.instanceId).out, gid, tenantId: r.tenantId, instanceId: r.instanceId, sandboxId: r.sandboxId, log: this.#o.log });
+    const relay = await BrokerRelay.open({
+      broker: this.#o.broker,
+      outDir: this.dirs(r.instanceId).out,
+      gid,
+      tenantId: r.tenantId,
+      instanceId: r.instanceId,
+      sandboxId: r.sandboxId,
+      log: this.#o.log,
+    });
     this.#relays.set(r.instanceId, relay);
   }
 
@@ -323,7 +404,11 @@ export class DockerSandboxDriver implements SandboxDriver {
     if (!st.State.Running) {
       const code = st.State.ExitCode;
       // Podman leaves OOMKilled false after a memory-cgroup kill (docker-api-via-podman.md): 137 is SIGKILL.
-      const why = st.State.OOMKilled ? 'killed by its memory limit' : code === 137 ? 'killed (SIGKILL: its memory limit or a kill)' : `exited with code ${code}`;
+      const why = st.State.OOMKilled
+        ? 'killed by its memory limit'
+        : code === 137
+          ? 'killed (SIGKILL: its memory limit or a kill)'
+          : `exited with code ${code}`;
       return { running: false, reason: `the sandbox container ${why}${st.State.Error ? `: ${st.State.Error}` : ''}` };
     }
     return { running: true, health: await new SupervisorControl(path.join(this.dirs(ref.instanceId).in, 'control.sock')).health(this.#o.log, ref.instanceId) };
@@ -348,7 +433,15 @@ export class DockerSandboxDriver implements SandboxDriver {
 
   async exportLiveState(ref: SandboxRef, opts: { timeoutMs?: number } = {}): Promise<Readable> {
     const p = this.dirs(ref.instanceId);
-    return exportLive({ instanceId: ref.instanceId, conf: await readSupervisorConfig(p), workDir: p.work, uid: await tenantUidOf(p), exec: (argv, timeoutMs) => this.exec(ref, argv, { timeoutMs }), timeoutMs: opts.timeoutMs, log: this.#o.log });
+    return exportLive({
+      instanceId: ref.instanceId,
+      conf: await readSupervisorConfig(p),
+      workDir: p.work,
+      uid: await tenantUidOf(p),
+      exec: (argv, timeoutMs) => this.exec(ref, argv, { timeoutMs }),
+      timeoutMs: opts.timeoutMs,
+      log: this.#o.log,
+    });
   }
 
   async importState(key: InstanceKey, archive: Readable): Promise<void> {
@@ -387,7 +480,16 @@ export class DockerSandboxDriver implements SandboxDriver {
     const sandboxId = labels[LABEL.sandbox];
     const clusterId = labels[LABEL.cluster];
     if (!instanceId || !sandboxId || !clusterId) return undefined;
-    return { driver: this.name, sandboxId, instanceId, tenantId: labels[LABEL.tenant] ?? '', runtimeVersion: labels[LABEL.runtime] ?? '', startedAt: labels[LABEL.started] ?? '', owner: { clusterId, nodeId: this.#nodeId ?? '' }, native: { containerId } satisfies DockerNative };
+    return {
+      driver: this.name,
+      sandboxId,
+      instanceId,
+      tenantId: labels[LABEL.tenant] ?? '',
+      runtimeVersion: labels[LABEL.runtime] ?? '',
+      startedAt: labels[LABEL.started] ?? '',
+      owner: { clusterId, nodeId: this.#nodeId ?? '' },
+      native: { containerId } satisfies DockerNative,
+    };
   }
 
   async close(): Promise<void> {

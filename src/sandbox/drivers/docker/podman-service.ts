@@ -21,7 +21,11 @@ export async function startPodmanService(): Promise<{ socketPath: string; docker
   const socketPath = path.join(dir, 'docker.sock');
   const conf = path.join(dir, 'containers.conf');
   await writeFile(conf, `[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n${has('runc') ? '[engine]\nruntime = "runc"\n' : ''}`);
-  const child = spawn('podman', ['system', 'service', '--time=0', `unix://${socketPath}`], { cwd: dir, env: { ...process.env, CONTAINERS_CONF: conf }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn('podman', ['system', 'service', '--time=0', `unix://${socketPath}`], {
+    cwd: dir,
+    env: { ...process.env, CONTAINERS_CONF: conf },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   // cwd: conmon writes an empty `oom` file into its working directory (containers/conmon#504), not the checkout.
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));

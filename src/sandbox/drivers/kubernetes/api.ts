@@ -68,9 +68,21 @@ export class KubeApi {
           await sleep(this.#backoffMs * 2 ** (attempt - 1));
           continue;
         }
-        if (code === 409) throw new ConflictError(`Kubernetes refused to ${what}: ${messageOf(err)}. Another field manager owns a field Clawplane sets; remove that manager's change (kubectl apply --server-side by another tool) or let Clawplane own the object.`, 'kubernetes_conflict');
-        if (transient) throw new SandboxUnavailableError(`The Kubernetes API server at ${this.server} failed to ${what} ${attempt} times (${code !== undefined ? `HTTP ${code}: ${messageOf(err)}` : messageOf(err)}); the operation is retried on the next reconcile.`, err);
-        if (code === 401 || code === 403) throw new SandboxUnavailableError(`The Kubernetes API server refused to ${what} (HTTP ${code}: ${messageOf(err)}): give the control plane's service account the sandbox-driver Role of the Helm chart in namespace ${this.namespace}.`, err);
+        if (code === 409)
+          throw new ConflictError(
+            `Kubernetes refused to ${what}: ${messageOf(err)}. Another field manager owns a field Clawplane sets; remove that manager's change (kubectl apply --server-side by another tool) or let Clawplane own the object.`,
+            'kubernetes_conflict',
+          );
+        if (transient)
+          throw new SandboxUnavailableError(
+            `The Kubernetes API server at ${this.server} failed to ${what} ${attempt} times (${code !== undefined ? `HTTP ${code}: ${messageOf(err)}` : messageOf(err)}); the operation is retried on the next reconcile.`,
+            err,
+          );
+        if (code === 401 || code === 403)
+          throw new SandboxUnavailableError(
+            `The Kubernetes API server refused to ${what} (HTTP ${code}: ${messageOf(err)}): give the control plane's service account the sandbox-driver Role of the Helm chart in namespace ${this.namespace}.`,
+            err,
+          );
         if (code === 422) throw new SandboxUnavailableError(`The Kubernetes API server found an object invalid when asked to ${what}: ${messageOf(err)}.`, err);
         throw err;
       }
@@ -80,7 +92,9 @@ export class KubeApi {
   /** Server-side apply of an object we own (force: ours by label, so a stale field of ours is taken back). */
   apply<T extends KubeObject>(obj: T, opts: { force: boolean }): Promise<KubeObject> {
     const o = clientModel({ ...obj, metadata: { ...obj.metadata, namespace: this.namespace } });
-    return this.#call(`apply ${obj.kind} ${obj.metadata.name}`, () => this.#objects.patch(o, undefined, undefined, FIELD_MANAGER, opts.force, PatchStrategy.ServerSideApply)) as Promise<KubeObject>;
+    return this.#call(`apply ${obj.kind} ${obj.metadata.name}`, () =>
+      this.#objects.patch(o, undefined, undefined, FIELD_MANAGER, opts.force, PatchStrategy.ServerSideApply),
+    ) as Promise<KubeObject>;
   }
 
   /** Creates an object that must not exist yet (a Pod is immutable per start); null when it already exists. */
@@ -96,7 +110,9 @@ export class KubeApi {
 
   async get(key: ObjectKey): Promise<KubeObject | null> {
     try {
-      return (await this.#call(`read ${key.kind} ${key.name}`, () => this.#objects.read({ apiVersion: key.apiVersion, kind: key.kind, metadata: { name: key.name, namespace: this.namespace } }))) as KubeObject;
+      return (await this.#call(`read ${key.kind} ${key.name}`, () =>
+        this.#objects.read({ apiVersion: key.apiVersion, kind: key.kind, metadata: { name: key.name, namespace: this.namespace } }),
+      )) as KubeObject;
     } catch (err) {
       if (statusOf(err) === 404) return null;
       throw err;
@@ -104,14 +120,25 @@ export class KubeApi {
   }
 
   async list(apiVersion: string, kind: string, selector: { labels?: string; fields?: string }): Promise<{ items: KubeObject[]; resourceVersion: string }> {
-    const l = await this.#call(`list ${kind}`, () => this.#objects.list(apiVersion, kind, this.namespace, undefined, undefined, undefined, selector.fields, selector.labels));
+    const l = await this.#call(`list ${kind}`, () =>
+      this.#objects.list(apiVersion, kind, this.namespace, undefined, undefined, undefined, selector.fields, selector.labels),
+    );
     return { items: l.items as KubeObject[], resourceVersion: l.metadata?.resourceVersion ?? '' };
   }
 
   /** Deletes by name; gone already is fine. */
   async delete(key: ObjectKey, opts: { gracePeriodSeconds?: number } = {}): Promise<boolean> {
     try {
-      await this.#call(`delete ${key.kind} ${key.name}`, () => this.#objects.delete({ apiVersion: key.apiVersion, kind: key.kind, metadata: { name: key.name, namespace: this.namespace } }, undefined, undefined, opts.gracePeriodSeconds, undefined, 'Background'));
+      await this.#call(`delete ${key.kind} ${key.name}`, () =>
+        this.#objects.delete(
+          { apiVersion: key.apiVersion, kind: key.kind, metadata: { name: key.name, namespace: this.namespace } },
+          undefined,
+          undefined,
+          opts.gracePeriodSeconds,
+          undefined,
+          'Background',
+        ),
+      );
       return true;
     } catch (err) {
       if (statusOf(err) === 404) return false;
@@ -121,7 +148,9 @@ export class KubeApi {
 
   async podLog(name: string, tailLines: number): Promise<string> {
     try {
-      return await this.#call(`read the log of Pod ${name}`, () => this.#core.readNamespacedPodLog({ name, namespace: this.namespace, container: 'supervisor', tailLines }));
+      return await this.#call(`read the log of Pod ${name}`, () =>
+        this.#core.readNamespacedPodLog({ name, namespace: this.namespace, container: 'supervisor', tailLines }),
+      );
     } catch (err) {
       if (statusOf(err) === 404 || statusOf(err) === 400) return '';
       throw err;

@@ -23,11 +23,32 @@ import type { SandboxBroker, SandboxRegistration } from '../../../broker/types.t
 import type { KubernetesSettings } from '../../../config/schema.ts';
 import { ConflictError } from '../../../errors.ts';
 import { knowledgePluginFiles, SANDBOX_LAYOUT } from '../../host/dirs.ts';
-import { SandboxUnavailableError, type ExecResult, type GatewayTransport, type InstanceKey, type LogLine, type SandboxDriver, type SandboxHealth, type SandboxRef, type SandboxSpec, type SandboxState } from '../../types.ts';
+import {
+  SandboxUnavailableError,
+  type ExecResult,
+  type GatewayTransport,
+  type InstanceKey,
+  type LogLine,
+  type SandboxDriver,
+  type SandboxHealth,
+  type SandboxRef,
+  type SandboxSpec,
+  type SandboxState,
+} from '../../types.ts';
 import { KubeApi, loadKubeConfig, type KubeObject } from './api.ts';
 import { CONTROL_PORT, GATEWAY_PORT, LABEL, MANAGED_BY, podName, pvcName, startObjectName, STARTED_ANNOTATION } from './labels.ts';
 import type { SupervisorHealth } from '../../supervisor/protocol.ts';
-import { configMapObject, KUBE_KNOWLEDGE_PLUGIN_DIR, networkPolicyObject, parseSelector, podObject, pvcObject, secretObject, serviceObject, type SandboxObjectSettings } from './objects.ts';
+import {
+  configMapObject,
+  KUBE_KNOWLEDGE_PLUGIN_DIR,
+  networkPolicyObject,
+  parseSelector,
+  podObject,
+  pvcObject,
+  secretObject,
+  serviceObject,
+  type SandboxObjectSettings,
+} from './objects.ts';
 import { sandboxState, viewPod, type PodView } from './status.ts';
 
 export interface KubernetesDriverOptions {
@@ -60,7 +81,8 @@ interface KubeNative {
 
 function nativeOf(ref: SandboxRef): KubeNative {
   const n = ref.native as Partial<KubeNative> | null;
-  if (ref.driver !== 'kubernetes' || typeof n?.pod !== 'string' || typeof n.objects !== 'string') throw new Error(`sandbox ${ref.sandboxId} is not a kubernetes sandbox (driver ${ref.driver})`);
+  if (ref.driver !== 'kubernetes' || typeof n?.pod !== 'string' || typeof n.objects !== 'string')
+    throw new Error(`sandbox ${ref.sandboxId} is not a kubernetes sandbox (driver ${ref.driver})`);
   return { pod: n.pod, uid: n.uid ?? '', objects: n.objects };
 }
 
@@ -99,7 +121,10 @@ export class KubernetesSandboxDriver implements SandboxDriver {
     const s = this.#o.settings;
     const t = tier ?? s.defaultTier;
     const runtimeClassName = s.runtimeClasses[t];
-    if (runtimeClassName === undefined) throw new SandboxUnavailableError(`Tenant tier "${t}" has no RuntimeClass: add ${t}=<runtimeClassName> (or ${t}= for the cluster default) to CLAWPLANE_KUBE_RUNTIME_CLASSES (now: ${Object.keys(s.runtimeClasses).join(', ') || 'empty'}).`);
+    if (runtimeClassName === undefined)
+      throw new SandboxUnavailableError(
+        `Tenant tier "${t}" has no RuntimeClass: add ${t}=<runtimeClassName> (or ${t}= for the cluster default) to CLAWPLANE_KUBE_RUNTIME_CLASSES (now: ${Object.keys(s.runtimeClasses).join(', ') || 'empty'}).`,
+      );
     return {
       namespace: s.namespace,
       image: this.#o.image,
@@ -133,7 +158,9 @@ export class KubernetesSandboxDriver implements SandboxDriver {
       broker = undefined;
     }
     if (!broker || broker.protocol !== 'http:' || !broker.port || broker.pathname !== '/') {
-      throw new SandboxUnavailableError(`CLAWPLANE_KUBE_BROKER_URL must be http://<broker Service name or ClusterIP>:<port>, e.g. http://clawplane-broker.clawplane.svc:8788, not "${s.brokerUrl}".`);
+      throw new SandboxUnavailableError(
+        `CLAWPLANE_KUBE_BROKER_URL must be http://<broker Service name or ClusterIP>:<port>, e.g. http://clawplane-broker.clawplane.svc:8788, not "${s.brokerUrl}".`,
+      );
     }
     try {
       parseSelector(s.ingressSelector);
@@ -157,7 +184,10 @@ export class KubernetesSandboxDriver implements SandboxDriver {
       const { address, family } = await lookup(host);
       return `http://${family === 6 ? `[${address}]` : address}:${u.port}`;
     } catch (err) {
-      throw new SandboxUnavailableError(`The broker Service ${host} (CLAWPLANE_KUBE_BROKER_URL) does not resolve here (${(err as NodeJS.ErrnoException).code ?? String(err)}); check the Service exists, or give its ClusterIP.`, err);
+      throw new SandboxUnavailableError(
+        `The broker Service ${host} (CLAWPLANE_KUBE_BROKER_URL) does not resolve here (${(err as NodeJS.ErrnoException).code ?? String(err)}); check the Service exists, or give its ClusterIP.`,
+        err,
+      );
     }
   }
 
@@ -175,7 +205,11 @@ export class KubernetesSandboxDriver implements SandboxDriver {
     const old = await this.api.get({ ...POD, name });
     if (old) {
       const v = viewPod(old);
-      if (!v.fatal) throw new ConflictError(`A sandbox for instance ${spec.instanceId} is already running (pod ${this.#namespace}/${name}); stop it first.`, 'sandbox_running');
+      if (!v.fatal)
+        throw new ConflictError(
+          `A sandbox for instance ${spec.instanceId} is already running (pod ${this.#namespace}/${name}); stop it first.`,
+          'sandbox_running',
+        );
       await this.#deletePod(name, old.metadata.uid ?? '', 0);
     }
     await this.prepare(spec);
@@ -200,24 +234,33 @@ export class KubernetesSandboxDriver implements SandboxDriver {
     if (!pod) {
       // Another replica created the pod between our read and our create: its start stands, ours is undone.
       await cleanup();
-      throw new ConflictError(`A sandbox for instance ${spec.instanceId} was started by another replica at the same time (pod ${this.#namespace}/${name}); this start was withdrawn.`, 'sandbox_running');
+      throw new ConflictError(
+        `A sandbox for instance ${spec.instanceId} was started by another replica at the same time (pod ${this.#namespace}/${name}); this start was withdrawn.`,
+        'sandbox_running',
+      );
     }
     const uid = pod.metadata.uid ?? '';
     try {
       const timeoutMs = this.#o.startTimeoutMs ?? 300_000;
       let last: PodView | undefined;
-      const v = await this.api.watchPod(
-        name,
-        (p) => {
-          if (p && p.metadata.uid !== uid) return { running: false, ready: false, podIP: undefined, reason: 'the sandbox pod was replaced during its start', fatal: true, restarts: 0 };
-          const view = (last = viewPod(p));
-          return view.running || view.fatal ? view : undefined;
-        },
-        AbortSignal.timeout(timeoutMs),
-      ).catch((err: unknown) => {
-        if ((err as Error).name === 'TimeoutError') throw new SandboxUnavailableError(`The sandbox pod ${this.#namespace}/${name} did not start within ${Math.round(timeoutMs / 1000)} s (${last?.reason ?? 'no status yet'}); see \`kubectl -n ${this.#namespace} describe pod ${name}\`.`);
-        throw err;
-      });
+      const v = await this.api
+        .watchPod(
+          name,
+          (p) => {
+            if (p && p.metadata.uid !== uid)
+              return { running: false, ready: false, podIP: undefined, reason: 'the sandbox pod was replaced during its start', fatal: true, restarts: 0 };
+            const view = (last = viewPod(p));
+            return view.running || view.fatal ? view : undefined;
+          },
+          AbortSignal.timeout(timeoutMs),
+        )
+        .catch((err: unknown) => {
+          if ((err as Error).name === 'TimeoutError')
+            throw new SandboxUnavailableError(
+              `The sandbox pod ${this.#namespace}/${name} did not start within ${Math.round(timeoutMs / 1000)} s (${last?.reason ?? 'no status yet'}); see \`kubectl -n ${this.#namespace} describe pod ${name}\`.`,
+            );
+          throw err;
+        });
       if (!v.running) throw new SandboxUnavailableError(`The sandbox pod ${this.#namespace}/${name} did not start: ${v.reason ?? 'unknown'}.`);
     } catch (err) {
       await this.#deletePod(name, uid, 0).catch(() => undefined);
@@ -226,7 +269,16 @@ export class KubernetesSandboxDriver implements SandboxDriver {
     }
     if (registration) this.#registrations.set(spec.instanceId, registration);
     this.#o.log.info({ instance_id: spec.instanceId, sandbox: sandboxId, pod: `${this.#namespace}/${name}` }, 'sandbox pod started');
-    return { driver: this.name, sandboxId, instanceId: spec.instanceId, tenantId: spec.tenantId, runtimeVersion: spec.runtime.version, startedAt, owner: { clusterId: spec.clusterId, nodeId: String((pod['spec'] as { nodeName?: string } | undefined)?.nodeName ?? '') }, native: { pod: name, uid, objects } satisfies KubeNative };
+    return {
+      driver: this.name,
+      sandboxId,
+      instanceId: spec.instanceId,
+      tenantId: spec.tenantId,
+      runtimeVersion: spec.runtime.version,
+      startedAt,
+      owner: { clusterId: spec.clusterId, nodeId: String((pod['spec'] as { nodeName?: string } | undefined)?.nodeName ?? '') },
+      native: { pod: name, uid, objects } satisfies KubeNative,
+    };
   }
 
   /** Deletes a pod (this uid only: a newer start's pod of the same name is left alone) and waits until it is gone. */
@@ -295,7 +347,15 @@ export class KubernetesSandboxDriver implements SandboxDriver {
     const agent = this.#agent;
     return Promise.resolve({
       request(opts) {
-        const req = http.request({ host, port, agent, method: opts.method ?? 'GET', path: opts.path, headers: { host: 'gateway', ...opts.headers }, ...(opts.timeoutMs ? { timeout: opts.timeoutMs } : {}) });
+        const req = http.request({
+          host,
+          port,
+          agent,
+          method: opts.method ?? 'GET',
+          path: opts.path,
+          headers: { host: 'gateway', ...opts.headers },
+          ...(opts.timeoutMs ? { timeout: opts.timeoutMs } : {}),
+        });
         if (opts.timeoutMs) req.on('timeout', () => req.destroy(new Error(`the gateway did not answer within ${opts.timeoutMs} ms`)));
         return req;
       },
@@ -370,7 +430,10 @@ export class KubernetesSandboxDriver implements SandboxDriver {
       return s;
     };
     const status = await new Promise<V1Status | undefined>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new SandboxUnavailableError(`exec in pod ${this.#namespace}/${pod} did not finish within ${opts.timeoutMs} ms`)), opts.timeoutMs ?? 60_000);
+      const timer = setTimeout(
+        () => reject(new SandboxUnavailableError(`exec in pod ${this.#namespace}/${pod} did not finish within ${opts.timeoutMs} ms`)),
+        opts.timeoutMs ?? 60_000,
+      );
       void new Exec(this.api.kc)
         .exec(this.#namespace, pod, 'supervisor', argv, collect(out), collect(err), null, false, (st) => {
           clearTimeout(timer);
@@ -417,7 +480,9 @@ export class KubernetesSandboxDriver implements SandboxDriver {
 
   /** The sandbox pods in the namespace (any control plane's: the caller matches the cluster). */
   async list(): Promise<SandboxRef[]> {
-    const { items } = await this.api.list(POD.apiVersion, POD.kind, { labels: `${LABEL.cluster},app.kubernetes.io/managed-by=${MANAGED_BY['app.kubernetes.io/managed-by']}` });
+    const { items } = await this.api.list(POD.apiVersion, POD.kind, {
+      labels: `${LABEL.cluster},app.kubernetes.io/managed-by=${MANAGED_BY['app.kubernetes.io/managed-by']}`,
+    });
     const refs: SandboxRef[] = [];
     for (const p of items) {
       const l = p.metadata.labels ?? {};
@@ -450,5 +515,7 @@ export class KubernetesSandboxDriver implements SandboxDriver {
 }
 
 function notYet(what: string, instanceId: string): SandboxUnavailableError {
-  return new SandboxUnavailableError(`The kubernetes driver cannot yet ${what} ${instanceId} (state archives through pods/exec are not built; docs/adr/0011-kubernetes.md). Use the local or docker driver for backups and restores.`);
+  return new SandboxUnavailableError(
+    `The kubernetes driver cannot yet ${what} ${instanceId} (state archives through pods/exec are not built; docs/adr/0011-kubernetes.md). Use the local or docker driver for backups and restores.`,
+  );
 }

@@ -65,7 +65,13 @@ function plain(model: { validate(): void; toJSON(): unknown }): KubeObject {
 
 /** The supervisor's config for a pod: listens on TCP, reaches the broker over TCP, reads tokens from /conf. */
 export function supervisorConfig(spec: SandboxSpec, brokerUrl: string): SupervisorConfig {
-  const executors = Object.keys(spec.configs).map((id, i) => ({ id, port: SANDBOX_LAYOUT.executorPort(i), stateDir: SANDBOX_LAYOUT.stateDir(id), configPath: `${CONF}/${id}.openclaw.json`, logFile: `${TENANT}/log/${id}.log` }));
+  const executors = Object.keys(spec.configs).map((id, i) => ({
+    id,
+    port: SANDBOX_LAYOUT.executorPort(i),
+    stateDir: SANDBOX_LAYOUT.stateDir(id),
+    configPath: `${CONF}/${id}.openclaw.json`,
+    logFile: `${TENANT}/log/${id}.log`,
+  }));
   const nodeBin = `${RUNTIME}/${spec.runtime.nodeRel}`;
   return {
     executors,
@@ -139,7 +145,12 @@ export function networkPolicyObject(spec: SandboxSpec, s: SandboxObjectSettings)
         ingress: [{ from: [{ namespaceSelector: controlNs, podSelector: s.ingressSelector }], ports: [{ protocol: 'TCP', port: GATEWAY_PORT }] }],
         // The broker Service's port is assumed to be its pods' port (the chart maps them 1:1): policies
         // see pod addresses after the Service is resolved.
-        egress: [{ to: [{ namespaceSelector: controlNs, podSelector: { matchLabels: { 'app.kubernetes.io/component': 'broker' } } }], ports: [{ protocol: 'TCP', port: Number(broker.port || 80) }] }],
+        egress: [
+          {
+            to: [{ namespaceSelector: controlNs, podSelector: { matchLabels: { 'app.kubernetes.io/component': 'broker' } } }],
+            ports: [{ protocol: 'TCP', port: Number(broker.port || 80) }],
+          },
+        ],
       },
     }),
   );
@@ -170,7 +181,13 @@ export function configMapObject(spec: SandboxSpec, sandboxId: string, s: Sandbox
   const data: Record<string, string> = { 'sandbox.json': JSON.stringify(supervisorConfig(spec, s.brokerUrl), null, 2) };
   for (const [id, json] of Object.entries(spec.configs)) data[`${id}.openclaw.json`] = json;
   for (const [file, text] of Object.entries(plugin)) data[`${PLUGIN_KEY}${file}`] = text;
-  return plain(new ConfigMap({ metadata: { name: startObjectName(spec.instanceId, sandboxId), namespace: s.namespace, labels: labelsOf(spec, sandboxId) }, immutable: true, data }));
+  return plain(
+    new ConfigMap({
+      metadata: { name: startObjectName(spec.instanceId, sandboxId), namespace: s.namespace, labels: labelsOf(spec, sandboxId) },
+      immutable: true,
+      data,
+    }),
+  );
 }
 
 /**
@@ -203,14 +220,25 @@ export function podObject(spec: SandboxSpec, sandboxId: string, startedAt: strin
         enableServiceLinks: false,
         hostname: 'sandbox',
         terminationGracePeriodSeconds: 30,
-        securityContext: { runAsNonRoot: true, runAsUser: uid, runAsGroup: uid, fsGroup: uid, fsGroupChangePolicy: 'OnRootMismatch', seccompProfile: { type: 'RuntimeDefault' } },
+        securityContext: {
+          runAsNonRoot: true,
+          runAsUser: uid,
+          runAsGroup: uid,
+          fsGroup: uid,
+          fsGroupChangePolicy: 'OnRootMismatch',
+          seccompProfile: { type: 'RuntimeDefault' },
+        },
         // The tenant's directories on the state volume, as the supervisor expects them (it makes each executor's own).
         initContainers: [
           {
             name: 'prepare',
             image: s.image,
             imagePullPolicy: 'IfNotPresent',
-            command: [IMAGE_NODE, '-e', "for (const d of ['work', 'log', 'shared-rw']) require('node:fs').mkdirSync('/tenant/' + d, { recursive: true, mode: 0o700 })"],
+            command: [
+              IMAGE_NODE,
+              '-e',
+              "for (const d of ['work', 'log', 'shared-rw']) require('node:fs').mkdirSync('/tenant/' + d, { recursive: true, mode: 0o700 })",
+            ],
             securityContext: container,
             resources: { limits: { memory: String(64 * 2 ** 20) } },
             volumeMounts: tenantMounts,
@@ -259,7 +287,16 @@ export function podObject(spec: SandboxSpec, sandboxId: string, startedAt: strin
                   },
                 },
                 // The gateway token file must be private to the uid (OpenClaw's file SecretRef): 0400.
-                { secret: { name, items: [{ key: 'broker-token', path: 'broker-token', mode: 0o400 }, { key: 'gateway-token', path: 'gateway-token', mode: 0o400 }, { key: 'hooks-token', path: 'hooks-token', mode: 0o400 }] } },
+                {
+                  secret: {
+                    name,
+                    items: [
+                      { key: 'broker-token', path: 'broker-token', mode: 0o400 },
+                      { key: 'gateway-token', path: 'gateway-token', mode: 0o400 },
+                      { key: 'hooks-token', path: 'hooks-token', mode: 0o400 },
+                    ],
+                  },
+                },
               ],
             },
           },

@@ -24,7 +24,15 @@ interface PodStatus {
 }
 
 /** Waiting reasons that will not resolve by themselves: a start fails at once with the reason. */
-export const FATAL_WAITING = new Set(['ErrImagePull', 'ImagePullBackOff', 'InvalidImageName', 'CreateContainerConfigError', 'CreateContainerError', 'CrashLoopBackOff', 'RunContainerError']);
+export const FATAL_WAITING = new Set([
+  'ErrImagePull',
+  'ImagePullBackOff',
+  'InvalidImageName',
+  'CreateContainerConfigError',
+  'CreateContainerError',
+  'CrashLoopBackOff',
+  'RunContainerError',
+]);
 
 export interface PodView {
   /** The supervisor's container runs (the pod may not be Ready yet). */
@@ -40,7 +48,15 @@ export interface PodView {
 }
 
 export function viewPod(pod: KubeObject | null): PodView {
-  if (!pod) return { running: false, ready: false, podIP: undefined, reason: 'the sandbox pod is gone (deleted outside Clawplane, or its node was lost)', fatal: true, restarts: 0 };
+  if (!pod)
+    return {
+      running: false,
+      ready: false,
+      podIP: undefined,
+      reason: 'the sandbox pod is gone (deleted outside Clawplane, or its node was lost)',
+      fatal: true,
+      restarts: 0,
+    };
   const st = (pod['status'] ?? {}) as PodStatus;
   const c = st.containerStatuses?.find((x) => x.name === 'supervisor');
   const restarts = c?.restartCount ?? 0;
@@ -49,20 +65,57 @@ export function viewPod(pod: KubeObject | null): PodView {
   if (deleting) return { running: false, ready: false, podIP: st.podIP, reason: 'the sandbox pod is being deleted', fatal: true, restarts };
   if (st.phase === 'Failed' || st.phase === 'Succeeded') {
     const t = c?.state?.terminated ?? c?.lastState?.terminated;
-    return { running: false, ready: false, podIP: st.podIP, reason: `the sandbox pod ${st.phase === 'Failed' ? 'failed' : 'ended'}${st.reason ? ` (${st.reason}${st.message ? `: ${st.message}` : ''})` : t ? ` (${terminatedText(t)})` : ''}`, fatal: true, restarts };
+    return {
+      running: false,
+      ready: false,
+      podIP: st.podIP,
+      reason: `the sandbox pod ${st.phase === 'Failed' ? 'failed' : 'ended'}${st.reason ? ` (${st.reason}${st.message ? `: ${st.message}` : ''})` : t ? ` (${terminatedText(t)})` : ''}`,
+      fatal: true,
+      restarts,
+    };
   }
   const waitingInit = st.initContainerStatuses?.find((x) => x.state?.waiting?.reason && x.state.waiting.reason !== 'PodInitializing');
   const waiting = waitingInit?.state?.waiting ?? c?.state?.waiting;
   if (waiting?.reason && waiting.reason !== 'ContainerCreating' && waiting.reason !== 'PodInitializing') {
     const last = c?.lastState?.terminated;
     const why = `${waiting.reason}${waiting.message ? `: ${waiting.message}` : ''}${waiting.reason === 'CrashLoopBackOff' && last ? ` (last exit: ${terminatedText(last)}, ${restarts} restarts)` : ''}`;
-    return { running: false, ready: false, podIP: st.podIP, reason: `the sandbox container is not running: ${why}`, fatal: FATAL_WAITING.has(waiting.reason), restarts };
+    return {
+      running: false,
+      ready: false,
+      podIP: st.podIP,
+      reason: `the sandbox container is not running: ${why}`,
+      fatal: FATAL_WAITING.has(waiting.reason),
+      restarts,
+    };
   }
   const scheduled = cond('PodScheduled');
-  if (scheduled?.status === 'False') return { running: false, ready: false, podIP: undefined, reason: `the sandbox pod cannot be scheduled (${scheduled.reason ?? 'Unschedulable'}${scheduled.message ? `: ${scheduled.message}` : ''})`, fatal: false, restarts };
-  if (st.phase !== 'Running' || !c?.state?.running) return { running: false, ready: false, podIP: st.podIP, reason: `the sandbox pod is starting (phase ${st.phase ?? 'Pending'}${waiting?.reason ? `, ${waiting.reason}` : ''})`, fatal: false, restarts };
+  if (scheduled?.status === 'False')
+    return {
+      running: false,
+      ready: false,
+      podIP: undefined,
+      reason: `the sandbox pod cannot be scheduled (${scheduled.reason ?? 'Unschedulable'}${scheduled.message ? `: ${scheduled.message}` : ''})`,
+      fatal: false,
+      restarts,
+    };
+  if (st.phase !== 'Running' || !c?.state?.running)
+    return {
+      running: false,
+      ready: false,
+      podIP: st.podIP,
+      reason: `the sandbox pod is starting (phase ${st.phase ?? 'Pending'}${waiting?.reason ? `, ${waiting.reason}` : ''})`,
+      fatal: false,
+      restarts,
+    };
   const ready = cond('Ready')?.status === 'True';
-  return { running: true, ready, podIP: st.podIP, reason: ready ? undefined : `the gateways are not ready yet${cond('Ready')?.reason ? ` (${cond('Ready')?.reason})` : ''}`, fatal: false, restarts };
+  return {
+    running: true,
+    ready,
+    podIP: st.podIP,
+    reason: ready ? undefined : `the gateways are not ready yet${cond('Ready')?.reason ? ` (${cond('Ready')?.reason})` : ''}`,
+    fatal: false,
+    restarts,
+  };
 }
 
 function terminatedText(t: NonNullable<ContainerState['terminated']>): string {

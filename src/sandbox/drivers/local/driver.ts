@@ -17,14 +17,34 @@ import type { SandboxBroker } from '../../../broker/types.ts';
 import { ConflictError } from '../../../errors.ts';
 import { BrokerRelay } from '../../host/broker-relay.ts';
 import { SupervisorControl } from '../../host/control.ts';
-import { assertTraversable, instanceDirs, prepareInstanceDirs, readSupervisorConfig, HOST_SANDBOX_LAYOUT, tenantUidOf, type InstanceDirs } from '../../host/dirs.ts';
+import {
+  assertTraversable,
+  instanceDirs,
+  prepareInstanceDirs,
+  readSupervisorConfig,
+  HOST_SANDBOX_LAYOUT,
+  tenantUidOf,
+  type InstanceDirs,
+} from '../../host/dirs.ts';
 import { exportLive } from '../../host/live-backup.ts';
 import { followLogDir, tailLogs } from '../../host/logs.ts';
 import { applyGatewayConfigs } from '../../host/reload.ts';
 import { rotateGatewayToken } from '../../host/rotate.ts';
 import { packStream, unpackState } from '../../host/state-archive.ts';
 import { unixTransport } from '../../host/unix-transport.ts';
-import { SandboxUnavailableError, storedSandboxRef, type ExecResult, type GatewayTransport, type InstanceKey, type LogLine, type SandboxDriver, type SandboxHealth, type SandboxRef, type SandboxSpec, type SandboxState } from '../../types.ts';
+import {
+  SandboxUnavailableError,
+  storedSandboxRef,
+  type ExecResult,
+  type GatewayTransport,
+  type InstanceKey,
+  type LogLine,
+  type SandboxDriver,
+  type SandboxHealth,
+  type SandboxRef,
+  type SandboxSpec,
+  type SandboxState,
+} from '../../types.ts';
 import { prepareCgroup, removeCgroup, type CgroupLimits } from './cgroups.ts';
 import { bwrapArgs, launchArgv } from './command.ts';
 import { listenHostSocket } from './host-socket.ts';
@@ -104,19 +124,55 @@ export class LocalSandboxDriver implements SandboxDriver {
     const bwrap = this.#o.bwrap ?? 'bwrap';
     const v = spawnSync(bwrap, ['--version'], { encoding: 'utf8' });
     if (v.error || v.status !== 0) {
-      throw new SandboxUnavailableError(`bubblewrap is not installed (${v.error?.message ?? v.stderr.trim()}): install the Debian/Ubuntu package "bubblewrap" (apt-get install bubblewrap). Clawplane never runs a gateway unsandboxed.`);
+      throw new SandboxUnavailableError(
+        `bubblewrap is not installed (${v.error?.message ?? v.stderr.trim()}): install the Debian/Ubuntu package "bubblewrap" (apt-get install bubblewrap). Clawplane never runs a gateway unsandboxed.`,
+      );
     }
     for (const tool of ['setpriv', 'prlimit']) {
       const r = spawnSync(tool, ['--version'], { encoding: 'utf8' });
       if (r.error || r.status !== 0) throw new SandboxUnavailableError(`${tool} is missing: install the package "util-linux".`);
     }
     if (process.getuid?.() !== 0) {
-      throw new SandboxUnavailableError('The local sandbox runs each tenant as its own unprivileged host uid, which needs the control plane to run as root (it drops to that uid before bubblewrap starts).');
+      throw new SandboxUnavailableError(
+        'The local sandbox runs each tenant as its own unprivileged host uid, which needs the control plane to run as root (it drops to that uid before bubblewrap starts).',
+      );
     }
     // A real namespace probe as an unprivileged uid: user namespaces can be disabled by sysctl or AppArmor.
-    const probe = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--', bwrap, '--unshare-all', '--unshare-user', '--disable-userns', '--ro-bind', '/usr', '/usr', '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64', '--symlink', 'usr/bin', '/bin', '--proc', '/proc', '--dev', '/dev', '/usr/bin/true'], { encoding: 'utf8', timeout: 10_000 });
+    const probe = spawnSync(
+      'setpriv',
+      [
+        '--reuid=65534',
+        '--regid=65534',
+        '--clear-groups',
+        '--',
+        bwrap,
+        '--unshare-all',
+        '--unshare-user',
+        '--disable-userns',
+        '--ro-bind',
+        '/usr',
+        '/usr',
+        '--symlink',
+        'usr/lib',
+        '/lib',
+        '--symlink',
+        'usr/lib64',
+        '/lib64',
+        '--symlink',
+        'usr/bin',
+        '/bin',
+        '--proc',
+        '/proc',
+        '--dev',
+        '/dev',
+        '/usr/bin/true',
+      ],
+      { encoding: 'utf8', timeout: 10_000 },
+    );
     if (probe.status !== 0) {
-      throw new SandboxUnavailableError(`bubblewrap is installed but cannot create namespaces as an unprivileged user (${probe.stderr.trim() || probe.error?.message}): allow unprivileged user namespaces (sysctl user.max_user_namespaces > 0; on Ubuntu also kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for bwrap).`);
+      throw new SandboxUnavailableError(
+        `bubblewrap is installed but cannot create namespaces as an unprivileged user (${probe.stderr.trim() || probe.error?.message}): allow unprivileged user namespaces (sysctl user.max_user_namespaces > 0; on Ubuntu also kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for bwrap).`,
+      );
     }
     await mkdir(this.root, { recursive: true, mode: 0o711 });
     await chmod(this.root, 0o711);
@@ -139,7 +195,8 @@ export class LocalSandboxDriver implements SandboxDriver {
 
     const cg = await prepareCgroup(spec.instanceId, { ...this.#o.cgroup, ...spec.limits });
     this.lastCgroup = { enforced: cg.enforced, notEnforced: cg.notEnforced };
-    if (cg.notEnforced.length) this.#o.log.warn({ instance_id: spec.instanceId, notEnforced: cg.notEnforced }, 'sandbox cgroup limits not fully enforced on this host');
+    if (cg.notEnforced.length)
+      this.#o.log.warn({ instance_id: spec.instanceId, notEnforced: cg.notEnforced }, 'sandbox cgroup limits not fully enforced on this host');
 
     const ingress = await listenHostSocket(p.ingress);
     const control = await listenHostSocket(p.control);
@@ -151,15 +208,29 @@ export class LocalSandboxDriver implements SandboxDriver {
       const bpf = path.join(p.host, 'seccomp.bpf');
       await writeFile(bpf, suspendableSeccompFilter(), { mode: 0o600 });
       seccompFd = openSync(bpf, 'r');
-      await writeFile(p.suspendable, JSON.stringify({ sockets: [{ fd: 4, ino: ingress.ino }, { fd: 5, ino: control.ino }], bwrapArgs: args } satisfies SuspendableRecord), { mode: 0o600 });
+      await writeFile(
+        p.suspendable,
+        JSON.stringify({
+          sockets: [
+            { fd: 4, ino: ingress.ino },
+            { fd: 5, ino: control.ino },
+          ],
+          bwrapArgs: args,
+        } satisfies SuspendableRecord),
+        { mode: 0o600 },
+      );
     } else {
       await rm(p.suspendable, { force: true });
     }
-    const child = spawn('/bin/sh', launchArgv({ uid, dataBytes: this.#o.dataBytes, nproc: this.#o.nproc, nofile: this.#o.nofile, bwrap: this.#o.bwrap ?? 'bwrap', bwrapArgs: args }), {
-      detached: true,
-      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', CLAWPLANE_CGROUP_PROCS: cg.procsFiles.join(' ') },
-      stdio: ['ignore', logFd, logFd, 'pipe', ingress.fd, control.fd, ...(seccompFd === undefined ? [] : [seccompFd])],
-    });
+    const child = spawn(
+      '/bin/sh',
+      launchArgv({ uid, dataBytes: this.#o.dataBytes, nproc: this.#o.nproc, nofile: this.#o.nofile, bwrap: this.#o.bwrap ?? 'bwrap', bwrapArgs: args }),
+      {
+        detached: true,
+        env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', CLAWPLANE_CGROUP_PROCS: cg.procsFiles.join(' ') },
+        stdio: ['ignore', logFd, logFd, 'pipe', ingress.fd, control.fd, ...(seccompFd === undefined ? [] : [seccompFd])],
+      },
+    );
     closeSync(logFd);
     if (seccompFd !== undefined) closeSync(seccompFd);
     await ingress.release();
@@ -169,7 +240,11 @@ export class LocalSandboxDriver implements SandboxDriver {
     if (!info) throw new Error('no info pipe');
     const childPid = await new Promise<number>((resolve, reject) => {
       let text = '';
-      const timer = setTimeout(() => reject(new SandboxUnavailableError(`bubblewrap did not start within ${this.#o.startTimeoutMs ?? 10_000} ms; see ${path.join(p.host, 'bwrap.log')}.`)), this.#o.startTimeoutMs ?? 10_000);
+      const timer = setTimeout(
+        () =>
+          reject(new SandboxUnavailableError(`bubblewrap did not start within ${this.#o.startTimeoutMs ?? 10_000} ms; see ${path.join(p.host, 'bwrap.log')}.`)),
+        this.#o.startTimeoutMs ?? 10_000,
+      );
       info.on('data', (d: Buffer) => {
         text += d.toString();
         const m = /"child-pid":\s*(\d+)/.exec(text);
@@ -180,7 +255,11 @@ export class LocalSandboxDriver implements SandboxDriver {
       });
       child.on('exit', (code, signal) => {
         clearTimeout(timer);
-        reject(new SandboxUnavailableError(`bubblewrap exited with ${signal ? `signal ${signal}` : `code ${code}`} before the sandbox started: ${tailSync(path.join(p.host, 'bwrap.log'))}`));
+        reject(
+          new SandboxUnavailableError(
+            `bubblewrap exited with ${signal ? `signal ${signal}` : `code ${code}`} before the sandbox started: ${tailSync(path.join(p.host, 'bwrap.log'))}`,
+          ),
+        );
       });
     });
     // Keep the pipe open: the outer bwrap is still setting the sandbox up (uid map) and would die of
@@ -204,7 +283,15 @@ export class LocalSandboxDriver implements SandboxDriver {
   /** Registers the sandbox with the broker and relays its out/broker.sock (replacing an earlier relay). */
   async openRelay(r: { tenantId: string; instanceId: string; sandboxId: string }, gid: number): Promise<void> {
     await this.closeRelay(r.instanceId);
-    const relay = await BrokerRelay.open({ broker: this.#o.broker, outDir: this.dirs(r.instanceId).out, gid, tenantId: r.tenantId, instanceId: r.instanceId, sandboxId: r.sandboxId, log: this.#o.log });
+    const relay = await BrokerRelay.open({
+      broker: this.#o.broker,
+      outDir: this.dirs(r.instanceId).out,
+      gid,
+      tenantId: r.tenantId,
+      instanceId: r.instanceId,
+      sandboxId: r.sandboxId,
+      log: this.#o.log,
+    });
     this.#relays.set(r.instanceId, relay);
   }
 
@@ -217,7 +304,16 @@ export class LocalSandboxDriver implements SandboxDriver {
   /** The ref of a sandbox whose init now runs as `pid` (a fresh start or a restore). */
   async newRef(spec: SandboxSpec, sandboxId: string, pid: number): Promise<SandboxRef> {
     const native: LocalNative = { pid, pidStartTime: await pidStartTime(pid) };
-    return { driver: this.name, sandboxId, instanceId: spec.instanceId, tenantId: spec.tenantId, runtimeVersion: spec.runtime.version, startedAt: new Date().toISOString(), owner: { clusterId: spec.clusterId, nodeId: this.#nodeId }, native };
+    return {
+      driver: this.name,
+      sandboxId,
+      instanceId: spec.instanceId,
+      tenantId: spec.tenantId,
+      runtimeVersion: spec.runtime.version,
+      startedAt: new Date().toISOString(),
+      owner: { clusterId: spec.clusterId, nodeId: this.#nodeId },
+      native,
+    };
   }
 
   async adopt(ref: SandboxRef): Promise<boolean> {
@@ -283,7 +379,15 @@ export class LocalSandboxDriver implements SandboxDriver {
 
   async exportLiveState(ref: SandboxRef, opts: { timeoutMs?: number } = {}): Promise<Readable> {
     const p = this.dirs(ref.instanceId);
-    return exportLive({ instanceId: ref.instanceId, conf: await readSupervisorConfig(p), workDir: p.work, uid: await tenantUidOf(p), exec: (argv, timeoutMs) => this.exec(ref, argv, { timeoutMs }), timeoutMs: opts.timeoutMs, log: this.#o.log });
+    return exportLive({
+      instanceId: ref.instanceId,
+      conf: await readSupervisorConfig(p),
+      workDir: p.work,
+      uid: await tenantUidOf(p),
+      exec: (argv, timeoutMs) => this.exec(ref, argv, { timeoutMs }),
+      timeoutMs: opts.timeoutMs,
+      log: this.#o.log,
+    });
   }
 
   async importState(key: InstanceKey, archive: Readable): Promise<void> {
@@ -301,7 +405,15 @@ export class LocalSandboxDriver implements SandboxDriver {
 
   async applyConfigs(ref: SandboxRef, configs: Record<string, string>, o: { gatewayToken: string; timeoutMs: number }): Promise<void> {
     const p = this.dirs(ref.instanceId);
-    await applyGatewayConfigs({ dirs: p, conf: await readSupervisorConfig(p), uid: await tenantUidOf(p), transport: await this.connect(ref), token: o.gatewayToken, configs, timeoutMs: o.timeoutMs });
+    await applyGatewayConfigs({
+      dirs: p,
+      conf: await readSupervisorConfig(p),
+      uid: await tenantUidOf(p),
+      transport: await this.connect(ref),
+      token: o.gatewayToken,
+      configs,
+      timeoutMs: o.timeoutMs,
+    });
   }
 
   logs(key: InstanceKey, opts: { tail: number }): Promise<LogLine[]> {

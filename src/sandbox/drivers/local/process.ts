@@ -12,7 +12,8 @@ export interface LocalNative {
 
 export function nativeOf(ref: SandboxRef): LocalNative {
   const n = ref.native as Partial<LocalNative> | null;
-  if (!n || typeof n.pid !== 'number' || typeof n.pidStartTime !== 'number') throw new Error(`sandbox ${ref.sandboxId} is not a local sandbox (driver ${ref.driver})`);
+  if (!n || typeof n.pid !== 'number' || typeof n.pidStartTime !== 'number')
+    throw new Error(`sandbox ${ref.sandboxId} is not a local sandbox (driver ${ref.driver})`);
   return { pid: n.pid, pidStartTime: n.pidStartTime };
 }
 

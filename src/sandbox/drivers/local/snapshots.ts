@@ -52,7 +52,8 @@ interface LocalSnapshotNative {
 
 function snapshotDirOf(s: SnapshotRef): string {
   const dir = (s.native as Partial<LocalSnapshotNative> | null)?.dir;
-  if (s.driver !== 'local' || typeof dir !== 'string') throw new SandboxResumeError(`Snapshot of instance ${s.instanceId} is not a local one (driver ${s.driver}).`, ['snapshot of another driver']);
+  if (s.driver !== 'local' || typeof dir !== 'string')
+    throw new SandboxResumeError(`Snapshot of instance ${s.instanceId} is not a local one (driver ${s.driver}).`, ['snapshot of another driver']);
   return dir;
 }
 
@@ -76,7 +77,10 @@ export class LocalSnapshots implements SandboxSnapshots {
    */
   async support(): Promise<SuspendSupport> {
     if (this.#o.warmResume === false) {
-      return { supported: false, reason: 'warm resume is off (CLAWPLANE_WARM_RESUME=false): sandboxes are not started suspendable; idle instances are stopped instead' };
+      return {
+        supported: false,
+        reason: 'warm resume is off (CLAWPLANE_WARM_RESUME=false): sandboxes are not started suspendable; idle instances are stopped instead',
+      };
     }
     if (this.#o.warmResume === 'auto') return this.#autoSupport();
     return this.#criuSupport();
@@ -108,7 +112,10 @@ export class LocalSnapshots implements SandboxSnapshots {
     if (!s.supported) return s;
     const stamp = await readFile(path.join(path.dirname(criu.bin), 'criu.version'), 'utf8').catch(() => '');
     if (Number(/\+p(\d+)\s*$/.exec(stamp)?.[1] ?? 0) < 4) {
-      return { supported: false, reason: `CRIU at ${criu.bin} (${stamp.trim() || 'no criu.version stamp'}) lacks patch p4 (host-made ingress/control sockets as --external unix[INO]): run scripts/build-criu.sh` };
+      return {
+        supported: false,
+        reason: `CRIU at ${criu.bin} (${stamp.trim() || 'no criu.version stamp'}) lacks patch p4 (host-made ingress/control sockets as --external unix[INO]): run scripts/build-criu.sh`,
+      };
     }
     return { supported: true };
   }
@@ -123,7 +130,14 @@ export class LocalSnapshots implements SandboxSnapshots {
     const dir = await this.#newDir(ref.instanceId);
     try {
       const r = await this.suspendInto(ref, dir);
-      return { driver: 'local', instanceId: ref.instanceId, runtimeVersion: ref.runtimeVersion, suspendedAt: new Date().toISOString(), ...r, native: { dir } satisfies LocalSnapshotNative };
+      return {
+        driver: 'local',
+        instanceId: ref.instanceId,
+        runtimeVersion: ref.runtimeVersion,
+        suspendedAt: new Date().toISOString(),
+        ...r,
+        native: { dir } satisfies LocalSnapshotNative,
+      };
     } catch (err) {
       await rm(dir, { recursive: true, force: true });
       throw err;
@@ -151,8 +165,14 @@ export class LocalSnapshots implements SandboxSnapshots {
     const p = driver.dirs(ref.instanceId);
     const n = nativeOf(ref);
     if (!(await pidAlive(n))) throw new ConflictError(`The sandbox of instance ${ref.instanceId} is not running; nothing to suspend.`, 'sandbox_not_running');
-    const rec = await readFile(p.suspendable, 'utf8').then((t) => JSON.parse(t) as SuspendableRecord).catch(() => undefined);
-    if (!rec) throw new ConflictError(`The sandbox of instance ${ref.instanceId} was not started suspendable (warm resume was off); stop it instead.`, 'sandbox_not_suspendable');
+    const rec = await readFile(p.suspendable, 'utf8')
+      .then((t) => JSON.parse(t) as SuspendableRecord)
+      .catch(() => undefined);
+    if (!rec)
+      throw new ConflictError(
+        `The sandbox of instance ${ref.instanceId} was not started suspendable (warm resume was off); stop it instead.`,
+        'sandbox_not_suspendable',
+      );
     const support = await this.support();
     if (!support.supported) throw new ConflictError(`Cannot suspend here: ${support.reason}`, 'suspend_unsupported');
     const uid = await tenantUidOf(p);
@@ -185,16 +205,36 @@ export class LocalSnapshots implements SandboxSnapshots {
     const state: SnapshotMeta['state'] = [];
     try {
       while (await pidAlive(n)) await sleep(20);
-      for (const [dir, file] of [['work', 'work.tar.gz'], ['sharedRw', 'shared-rw.tar.gz'], ['log', 'log.tar.gz']] as const) {
+      for (const [dir, file] of [
+        ['work', 'work.tar.gz'],
+        ['sharedRw', 'shared-rw.tar.gz'],
+        ['log', 'log.tar.gz'],
+      ] as const) {
         await packState(p[dir], uid, path.join(snapshotDir, file), { exact: true });
         state.push({ file, dir });
       }
       const fingerprint = await stateFingerprint([p.work, p.sharedRw, p.log]);
-      const meta: SnapshotMeta = { version: 1, instanceId: ref.instanceId, tenantId: ref.tenantId, hostUid: uid, runtimeVersion: ref.runtimeVersion, suspendedAt: new Date().toISOString(), sockets: rec.sockets, bwrapArgs: rec.bwrapArgs, state, fingerprint };
+      const meta: SnapshotMeta = {
+        version: 1,
+        instanceId: ref.instanceId,
+        tenantId: ref.tenantId,
+        hostUid: uid,
+        runtimeVersion: ref.runtimeVersion,
+        suspendedAt: new Date().toISOString(),
+        sockets: rec.sockets,
+        bwrapArgs: rec.bwrapArgs,
+        state,
+        fingerprint,
+      };
       await writeFile(path.join(snapshotDir, 'snapshot.json'), JSON.stringify(meta, null, 2), { mode: 0o600 });
     } catch (err) {
       await rm(img, { recursive: true, force: true });
-      throw new ClawplaneError('suspend_failed', 500, `Instance ${ref.instanceId} was dumped but its snapshot could not be completed (${(err as Error).message}); it is stopped, its state untouched: start it cold.`, { cause: err });
+      throw new ClawplaneError(
+        'suspend_failed',
+        500,
+        `Instance ${ref.instanceId} was dumped but its snapshot could not be completed (${(err as Error).message}); it is stopped, its state untouched: start it cold.`,
+        { cause: err },
+      );
     } finally {
       await driver.forget(ref.instanceId);
     }
@@ -226,9 +266,11 @@ export class LocalSnapshots implements SandboxSnapshots {
       .catch((err: unknown) => {
         throw new SandboxResumeError(`No usable snapshot in ${snapshotDir} (${(err as Error).message}).`, ['no snapshot.json'], err);
       });
-    if (meta.instanceId !== spec.instanceId || meta.hostUid !== spec.tenantUid) throw new SandboxResumeError(`Snapshot ${snapshotDir} is of another instance or uid.`, ['snapshot of another instance']);
+    if (meta.instanceId !== spec.instanceId || meta.hostUid !== spec.tenantUid)
+      throw new SandboxResumeError(`Snapshot ${snapshotDir} is of another instance or uid.`, ['snapshot of another instance']);
     const usedMark = path.join(snapshotDir, 'used');
-    if (await stat(usedMark).catch(() => undefined)) throw new SandboxResumeError(`Snapshot ${snapshotDir} was already used (an image restores once).`, ['snapshot already used']);
+    if (await stat(usedMark).catch(() => undefined))
+      throw new SandboxResumeError(`Snapshot ${snapshotDir} was already used (an image restores once).`, ['snapshot already used']);
     await driver.assertNotRunning(spec.instanceId);
     // One restore per image: a second one would run the same process state (and tokens) twice.
     try {
@@ -261,7 +303,11 @@ export class LocalSnapshots implements SandboxSnapshots {
       }
       // The images: root's, readable by the sandbox's group only (Criu.restore); snapshotDir itself stays
       // root-only 0700 (measured: the restored tasks open images through CRIU's directory fd, not by path).
-      const restored = await this.#criu().restore(img, { root: p.rootfs, uid, inherit: meta.sockets.map((s, i) => ({ fd: sockets[i]?.fd ?? -1, key: `socket:[${s.ino}]` })) });
+      const restored = await this.#criu().restore(img, {
+        root: p.rootfs,
+        uid,
+        inherit: meta.sockets.map((s, i) => ({ fd: sockets[i]?.fd ?? -1, key: `socket:[${s.ino}]` })),
+      });
       restoredPid = restored.pid;
       for (const sock of sockets) await sock.release();
       sockets.length = 0;
@@ -285,7 +331,11 @@ export class LocalSnapshots implements SandboxSnapshots {
       await driver.forget(spec.instanceId);
       const errors = err instanceof CriuError ? err.errors : [(err as Error).message];
       this.#o.log.warn({ instance_id: spec.instanceId, errors }, 'resume failed');
-      throw new SandboxResumeError(`Resuming instance ${spec.instanceId} from its snapshot failed: ${errors.join(' | ') || (err as Error).message}. Start it cold; its state is as at the suspend.`, errors, err);
+      throw new SandboxResumeError(
+        `Resuming instance ${spec.instanceId} from its snapshot failed: ${errors.join(' | ') || (err as Error).message}. Start it cold; its state is as at the suspend.`,
+        errors,
+        err,
+      );
     } finally {
       // Keep CRIU's logs for the record; the images (GBs, the token in clear) go.
       for (const log of ['dump.log', 'restore.log']) await copyFile(path.join(img, log), path.join(snapshotDir, log)).catch(() => undefined);

@@ -18,7 +18,13 @@ export function AgentsTab({ tenant, role }: TabProps) {
   const canEdit = role !== 'viewer' && tenant.status === 'active';
   return (
     <>
-      {canEdit ? <AgentForm key="new" slug={slug} onSaved={agents.reload} /> : <p className="notice info">{role === 'viewer' ? 'Defining agents needs the member or tenant admin role.' : 'The tenant is suspended: agents cannot be changed.'}</p>}
+      {canEdit ? (
+        <AgentForm key="new" slug={slug} onSaved={agents.reload} />
+      ) : (
+        <p className="notice info">
+          {role === 'viewer' ? 'Defining agents needs the member or tenant admin role.' : 'The tenant is suspended: agents cannot be changed.'}
+        </p>
+      )}
       <h2>Agents</h2>
       <Async resource={agents} what="agents">
         {(d) =>
@@ -53,7 +59,12 @@ export function AgentsTab({ tenant, role }: TabProps) {
                     <td>{formatDate(a.updatedAt)}</td>
                     {canEdit ? (
                       <td className="cell-actions">
-                        <button type="button" className="secondary" aria-expanded={a.id === editing} onClick={() => setEditing(a.id === editing ? undefined : a.id)}>
+                        <button
+                          type="button"
+                          className="secondary"
+                          aria-expanded={a.id === editing}
+                          onClick={() => setEditing(a.id === editing ? undefined : a.id)}
+                        >
                           Edit <span className="sr-only">{a.name}</span>
                         </button>
                         <ConfirmButton
@@ -74,7 +85,15 @@ export function AgentsTab({ tenant, role }: TabProps) {
           )
         }
       </Async>
-      {canEdit && editing ? <EditAgent key={editing} slug={slug} agent={agents.data?.items.find((a) => a.id === editing)} onSaved={() => (setEditing(undefined), agents.reload())} onCancel={() => setEditing(undefined)} /> : null}
+      {canEdit && editing ? (
+        <EditAgent
+          key={editing}
+          slug={slug}
+          agent={agents.data?.items.find((a) => a.id === editing)}
+          onSaved={() => (setEditing(undefined), agents.reload())}
+          onCancel={() => setEditing(undefined)}
+        />
+      ) : null}
     </>
   );
 }
@@ -132,7 +151,13 @@ function AgentForm({ slug, agent, onSaved, onCancel }: { slug: string; agent?: A
         <Field label="Agent type" hint={highRisk ? 'High risk: runs in the tenant’s separate high-risk sandbox.' : 'Shell and browser agents are high risk.'}>
           {(id, d) => (
             // Edit opens this form below the list: focus moves to it, so keyboard users land where they edit.
-            <select id={id} aria-describedby={d} autoFocus={agent !== undefined} value={agentType} onChange={(e) => setAgentType(AGENT_TYPES.find((t) => t === e.target.value) ?? 'chat')}>
+            <select
+              id={id}
+              aria-describedby={d}
+              autoFocus={agent !== undefined}
+              value={agentType}
+              onChange={(e) => setAgentType(AGENT_TYPES.find((t) => t === e.target.value) ?? 'chat')}
+            >
               {AGENT_TYPES.map((t) => (
                 <option key={t}>{t}</option>
               ))}

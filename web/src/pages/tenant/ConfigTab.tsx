@@ -24,9 +24,14 @@ export function ConfigTab({ tenant, role, platformAdmin }: TabProps) {
             {r.review.length ? `Changes of kind ${r.review.join(', ')} wait for a second tenant admin.` : 'Every change applies at once.'}{' '}
             {r.heartbeatMinMinutes !== null ? `Heartbeat cap: every ${r.heartbeatMinMinutes} minutes at most.` : 'No heartbeat cap.'}{' '}
             {r.cronMinMinutes !== null ? `Cron cap: each job at most every ${r.cronMinMinutes} minutes.` : 'No cron cap.'}{' '}
-            {Object.entries(r.agentCaps).map(([agent, c]) => `Agent ${agent}: ${[c.heartbeatMinMinutes ? `heartbeat every ${c.heartbeatMinMinutes} min` : '', c.cronMinMinutes ? `cron every ${c.cronMinMinutes} min` : ''].filter(Boolean).join(', ') || 'the tenant caps'}.`).join(' ')}{' '}
-            Scheduled model calls beyond a cap are refused by the broker with the cap&apos;s name. A version that
-            does not come up healthy is rolled back to the last known good one by itself.
+            {Object.entries(r.agentCaps)
+              .map(
+                ([agent, c]) =>
+                  `Agent ${agent}: ${[c.heartbeatMinMinutes ? `heartbeat every ${c.heartbeatMinMinutes} min` : '', c.cronMinMinutes ? `cron every ${c.cronMinMinutes} min` : ''].filter(Boolean).join(', ') || 'the tenant caps'}.`,
+              )
+              .join(' ')}{' '}
+            Scheduled model calls beyond a cap are refused by the broker with the cap&apos;s name. A version that does not come up healthy is rolled back to the
+            last known good one by itself.
           </p>
         )}
       </Async>
@@ -50,7 +55,15 @@ export function ConfigTab({ tenant, role, platformAdmin }: TabProps) {
               </thead>
               <tbody>
                 {items.map((v) => (
-                  <VersionRow key={v.id} v={v} slug={slug} canManage={canManage} open={open === v.number} onToggle={() => setOpen(open === v.number ? null : v.number)} onChanged={versions.reload} />
+                  <VersionRow
+                    key={v.id}
+                    v={v}
+                    slug={slug}
+                    canManage={canManage}
+                    open={open === v.number}
+                    onToggle={() => setOpen(open === v.number ? null : v.number)}
+                    onChanged={versions.reload}
+                  />
                 ))}
               </tbody>
             </table>
@@ -62,12 +75,27 @@ export function ConfigTab({ tenant, role, platformAdmin }: TabProps) {
   );
 }
 
-function VersionRow({ v, slug, canManage, open, onToggle, onChanged }: { v: GatewayConfigVersion; slug: string; canManage: boolean; open: boolean; onToggle: () => void; onChanged: () => void }) {
+function VersionRow({
+  v,
+  slug,
+  canManage,
+  open,
+  onToggle,
+  onChanged,
+}: {
+  v: GatewayConfigVersion;
+  slug: string;
+  canManage: boolean;
+  open: boolean;
+  onToggle: () => void;
+  onChanged: () => void;
+}) {
   const action = useAction();
-  const act = (fn: () => Promise<unknown>) => action.run(async () => {
-    await fn();
-    onChanged();
-  });
+  const act = (fn: () => Promise<unknown>) =>
+    action.run(async () => {
+      await fn();
+      onChanged();
+    });
   return (
     <>
       <tr>
@@ -75,7 +103,9 @@ function VersionRow({ v, slug, canManage, open, onToggle, onChanged }: { v: Gate
         <td>
           <StatusBadge status={v.status} />
           {v.statusReason ? <div className="hint">{v.statusReason}</div> : null}
-          {v.appliedHow ? <div className="hint">{v.appliedHow === 'hot' ? 'Applied without a restart (reloaded in place).' : 'Applied by a gateway start.'}</div> : null}
+          {v.appliedHow ? (
+            <div className="hint">{v.appliedHow === 'hot' ? 'Applied without a restart (reloaded in place).' : 'Applied by a gateway start.'}</div>
+          ) : null}
         </td>
         <td>{v.kinds.join(', ')}</td>
         <td>{v.author}</td>
@@ -90,11 +120,19 @@ function VersionRow({ v, slug, canManage, open, onToggle, onChanged }: { v: Gate
               <button type="button" disabled={action.busy} onClick={() => void act(() => api2.gatewayConfig.approve(slug, v.number))}>
                 Approve
               </button>
-              <ConfirmButton label="Reject" confirmLabel={`Reject version ${v.number}`} onConfirm={() => act(() => api2.gatewayConfig.reject(slug, v.number, 'rejected in the console'))} />
+              <ConfirmButton
+                label="Reject"
+                confirmLabel={`Reject version ${v.number}`}
+                onConfirm={() => act(() => api2.gatewayConfig.reject(slug, v.number, 'rejected in the console'))}
+              />
             </>
           ) : null}
           {canManage && v.status !== 'pending' ? (
-            <ConfirmButton label="Roll back to this" confirmLabel={`Roll back to version ${v.number}`} onConfirm={() => act(() => api2.gatewayConfig.rollback(slug, v.number, `rolled back to version ${v.number} in the console`))} />
+            <ConfirmButton
+              label="Roll back to this"
+              confirmLabel={`Roll back to version ${v.number}`}
+              onConfirm={() => act(() => api2.gatewayConfig.rollback(slug, v.number, `rolled back to version ${v.number} in the console`))}
+            />
           ) : null}
           <ErrorMessage error={action.error} />
         </td>
@@ -109,8 +147,18 @@ function VersionRow({ v, slug, canManage, open, onToggle, onChanged }: { v: Gate
                 {v.diff.map((d) => (
                   <li key={`${d.op}:${d.path}`}>
                     <code>{d.path}</code> {d.op}
-                    {d.op !== 'added' ? <> from <code>{JSON.stringify(d.from)}</code></> : null}
-                    {d.op !== 'removed' ? <> to <code>{JSON.stringify(d.to)}</code></> : null}
+                    {d.op !== 'added' ? (
+                      <>
+                        {' '}
+                        from <code>{JSON.stringify(d.from)}</code>
+                      </>
+                    ) : null}
+                    {d.op !== 'removed' ? (
+                      <>
+                        {' '}
+                        to <code>{JSON.stringify(d.to)}</code>
+                      </>
+                    ) : null}
                   </li>
                 ))}
               </ul>

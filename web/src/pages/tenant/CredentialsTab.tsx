@@ -15,7 +15,10 @@ export function CredentialsTab({ tenant, role }: TabProps) {
   const [showRevoked, setShowRevoked] = useState(false);
   const [search, setSearch] = useState('');
   const q = useDebounced(search.trim());
-  const credentials = usePaged((cursor) => (role ? api.credentials.list(tenant.slug, showRevoked, { q: q || undefined, cursor }) : Promise.resolve({ items: [], nextCursor: null })), [tenant.slug, showRevoked, role, q]);
+  const credentials = usePaged(
+    (cursor) => (role ? api.credentials.list(tenant.slug, showRevoked, { q: q || undefined, cursor }) : Promise.resolve({ items: [], nextCursor: null })),
+    [tenant.slug, showRevoked, role, q],
+  );
   if (!role) return <NotAMember what="credentials" />;
   const admin = role === 'tenant_admin';
   return (
@@ -126,7 +129,9 @@ function ReplaceValue({ slug, c, onDone, onCancel }: { slug: string; c: Credenti
   };
   return (
     <form onSubmit={submit} aria-label={`Replace the value of ${c.name}`} className="compact">
-      <Field label="New value">{(id) => <input id={id} type="password" autoComplete="off" required value={value} onChange={(e) => setValue(e.target.value)} />}</Field>
+      <Field label="New value">
+        {(id) => <input id={id} type="password" autoComplete="off" required value={value} onChange={(e) => setValue(e.target.value)} />}
+      </Field>
       <ErrorMessage error={action.error} />
       <button type="submit" disabled={action.busy}>
         Save
@@ -166,7 +171,13 @@ function SkillForm({ skills, slug, onSaved }: { skills: Skill[]; slug: string; o
     for (const f of skill.fields) {
       const v = (values[f.name] ?? '').trim();
       if (!v) continue;
-      body[f.name] = f.type === 'list' ? v.split(',').map((x) => x.trim()).filter(Boolean) : v;
+      body[f.name] =
+        f.type === 'list'
+          ? v
+              .split(',')
+              .map((x) => x.trim())
+              .filter(Boolean)
+          : v;
     }
     void action.run(async () => {
       const r = await api.credentials.connectSkill(slug, skill.id, { values: body, ...(endOfDay(expires) ? { expiresAt: endOfDay(expires) } : {}) });
@@ -202,7 +213,12 @@ function SkillForm({ skills, slug, onSaved }: { skills: Skill[]; slug: string; o
         <Field
           key={`${skill.id}.${f.name}`}
           label={`${f.label}${f.required ? '' : ' (optional)'}`}
-          hint={[f.help, f.patternHint ? `Format: ${f.patternHint}.` : '', f.type === 'list' ? 'Separate several with commas.' : '', f.secret ? 'Write-only: stored encrypted, never shown again.' : '']
+          hint={[
+            f.help,
+            f.patternHint ? `Format: ${f.patternHint}.` : '',
+            f.type === 'list' ? 'Separate several with commas.' : '',
+            f.secret ? 'Write-only: stored encrypted, never shown again.' : '',
+          ]
             .filter(Boolean)
             .join(' ')}
         >

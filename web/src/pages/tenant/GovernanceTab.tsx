@@ -17,7 +17,8 @@ export function GovernanceTab({ tenant, role }: TabProps) {
     <>
       {admin ? null : <p className="notice info">You can read these settings; changing them needs the tenant admin role.</p>}
       <nav className="subnav" aria-label="Governance sections">
-        <a href="#policy">Tool policy</a> <a href="#explain">Explain a decision</a> <a href="#caps">Caps</a> <a href="#egress">Egress</a> <a href="#skills">Skill endpoints</a> <a href="#webhook">Approval webhook</a>
+        <a href="#policy">Tool policy</a> <a href="#explain">Explain a decision</a> <a href="#caps">Caps</a> <a href="#egress">Egress</a>{' '}
+        <a href="#skills">Skill endpoints</a> <a href="#webhook">Approval webhook</a>
       </nav>
       <ToolPolicy slug={tenant.slug} admin={admin} />
       <Explain slug={tenant.slug} />
@@ -86,7 +87,12 @@ function Restrictions({ slug, policy, admin, onSaved }: { slug: string; policy: 
       </p>
       <Field label="Shell and exec tools">
         {(fid) => (
-          <select id={fid} disabled={!admin || save.busy} value={policy.execPolicy} onChange={(e) => void put(e.target.value === 'ask' ? 'ask' : 'deny', policy.policies, 'Exec setting saved.')}>
+          <select
+            id={fid}
+            disabled={!admin || save.busy}
+            value={policy.execPolicy}
+            onChange={(e) => void put(e.target.value === 'ask' ? 'ask' : 'deny', policy.policies, 'Exec setting saved.')}
+          >
             <option value="deny">Never</option>
             <option value="ask">Only after a person approves each use</option>
           </select>
@@ -107,7 +113,13 @@ function Restrictions({ slug, policy, admin, onSaved }: { slug: string; policy: 
                 <ConfirmButton
                   label="Remove"
                   confirmLabel={`Remove ${p.id}`}
-                  onConfirm={() => put(policy.execPolicy, policy.policies.filter((x) => x.id !== p.id), `Removed restriction ${p.id}.`)}
+                  onConfirm={() =>
+                    put(
+                      policy.execPolicy,
+                      policy.policies.filter((x) => x.id !== p.id),
+                      `Removed restriction ${p.id}.`,
+                    )
+                  }
                 />
               ) : null}
             </li>
@@ -286,7 +298,9 @@ function Caps({ slug, admin }: { slug: string; admin: boolean }) {
   return (
     <section id="caps" className="card" aria-labelledby="caps-h">
       <h2 id="caps-h">Model-call caps</h2>
-      <p className="hint">Per agent; the agent &quot;(whole tenant)&quot; caps the sum of all agents. Empty = no cap. The platform&apos;s daily budgets still apply.</p>
+      <p className="hint">
+        Per agent; the agent &quot;(whole tenant)&quot; caps the sum of all agents. Empty = no cap. The platform&apos;s daily budgets still apply.
+      </p>
       <Async resource={limits} what="caps">
         {({ items }) => <CapsForm slug={slug} initial={items} admin={admin} />}
       </Async>
@@ -296,7 +310,9 @@ function Caps({ slug, admin }: { slug: string; admin: boolean }) {
 
 /** Holds its rows itself: after a save they are what the server answered (a reload of the list would reset the form). */
 function CapsForm({ slug, initial, admin }: { slug: string; initial: BrokerLimit[]; admin: boolean }) {
-  const [rows, setRows] = useState<CapRow[]>(() => (initial.length ? initial.map(toRow) : [toRow({ agent: '', dailyTokens: null, dailyCostUsd: null, requestsPerMinute: null, maxCallsPerTask: null })]));
+  const [rows, setRows] = useState<CapRow[]>(() =>
+    initial.length ? initial.map(toRow) : [toRow({ agent: '', dailyTokens: null, dailyCostUsd: null, requestsPerMinute: null, maxCallsPerTask: null })],
+  );
   const action = useAction();
   const [saved, setSaved] = useState(false);
   const set = (i: number, patch: Partial<CapRow>) => setRows((rs) => rs.map((r, n) => (n === i ? { ...r, ...patch } : r)));
@@ -304,7 +320,13 @@ function CapsForm({ slug, initial, admin }: { slug: string; initial: BrokerLimit
     e.preventDefault();
     void action.run(async () => {
       setSaved(false);
-      const items = rows.map((r) => ({ agent: r.agent.trim(), dailyTokens: num(r.dailyTokens), dailyCostUsd: num(r.dailyCostUsd), requestsPerMinute: num(r.requestsPerMinute), maxCallsPerTask: num(r.maxCallsPerTask) }));
+      const items = rows.map((r) => ({
+        agent: r.agent.trim(),
+        dailyTokens: num(r.dailyTokens),
+        dailyCostUsd: num(r.dailyCostUsd),
+        requestsPerMinute: num(r.requestsPerMinute),
+        maxCallsPerTask: num(r.maxCallsPerTask),
+      }));
       const r = await api2.broker.saveLimits(slug, items);
       setRows(r.items.map(toRow));
       setSaved(true);
@@ -331,16 +353,35 @@ function CapsForm({ slug, initial, admin }: { slug: string; initial: BrokerLimit
             return (
               <tr key={i}>
                 <td>
-                  <input aria-label={`Agent of cap row ${i + 1}`} placeholder="(whole tenant)" disabled={!admin} value={r.agent} onChange={(e) => set(i, { agent: e.target.value })} />
+                  <input
+                    aria-label={`Agent of cap row ${i + 1}`}
+                    placeholder="(whole tenant)"
+                    disabled={!admin}
+                    value={r.agent}
+                    onChange={(e) => set(i, { agent: e.target.value })}
+                  />
                 </td>
                 {CAP_FIELDS.map((f) => (
                   <td key={f.key}>
-                    <input aria-label={`${f.label}, ${who}`} type="number" min={0} step={f.step} disabled={!admin} value={r[f.key]} onChange={(e) => set(i, { [f.key]: e.target.value })} />
+                    <input
+                      aria-label={`${f.label}, ${who}`}
+                      type="number"
+                      min={0}
+                      step={f.step}
+                      disabled={!admin}
+                      value={r[f.key]}
+                      onChange={(e) => set(i, { [f.key]: e.target.value })}
+                    />
                   </td>
                 ))}
                 {admin ? (
                   <td>
-                    <button type="button" className="secondary" aria-label={`Remove caps of ${who}`} onClick={() => setRows((rs) => rs.filter((_, n) => n !== i))}>
+                    <button
+                      type="button"
+                      className="secondary"
+                      aria-label={`Remove caps of ${who}`}
+                      onClick={() => setRows((rs) => rs.filter((_, n) => n !== i))}
+                    >
                       Remove
                     </button>
                   </td>
@@ -359,7 +400,11 @@ function CapsForm({ slug, initial, admin }: { slug: string; initial: BrokerLimit
       ) : null}
       {admin ? (
         <div className="actions">
-          <button type="button" className="secondary" onClick={() => setRows((rs) => [...rs, { agent: '', dailyTokens: '', dailyCostUsd: '', requestsPerMinute: '', maxCallsPerTask: '' }])}>
+          <button
+            type="button"
+            className="secondary"
+            onClick={() => setRows((rs) => [...rs, { agent: '', dailyTokens: '', dailyCostUsd: '', requestsPerMinute: '', maxCallsPerTask: '' }])}
+          >
             Add an agent
           </button>
           <button type="submit" disabled={action.busy}>
@@ -378,7 +423,9 @@ function Egress({ slug, admin }: { slug: string; admin: boolean }) {
   return (
     <section id="egress" className="card" aria-labelledby="egress-h">
       <h2 id="egress-h">Egress allow-list</h2>
-      <p className="hint">Hosts the tenant&apos;s sandboxes may reach through the broker&apos;s HTTPS proxy. Private and cloud-metadata addresses stay refused whatever is listed.</p>
+      <p className="hint">
+        Hosts the tenant&apos;s sandboxes may reach through the broker&apos;s HTTPS proxy. Private and cloud-metadata addresses stay refused whatever is listed.
+      </p>
       <Async resource={hosts} what="the egress allow-list">
         {({ items }) => <EgressForm slug={slug} initial={items} admin={admin} />}
       </Async>
@@ -415,7 +462,13 @@ function EgressForm({ slug, initial, admin }: { slug: string; initial: EgressHos
                 {h.host}:{h.port === 0 ? '*' : h.port}
               </code>
               {admin ? (
-                <button type="button" className="link" aria-label={`Remove ${h.host}:${h.port}`} disabled={action.busy} onClick={() => void save(items.filter((x) => x !== h))}>
+                <button
+                  type="button"
+                  className="link"
+                  aria-label={`Remove ${h.host}:${h.port}`}
+                  disabled={action.busy}
+                  onClick={() => void save(items.filter((x) => x !== h))}
+                >
                   ×
                 </button>
               ) : null}
@@ -429,7 +482,9 @@ function EgressForm({ slug, initial, admin }: { slug: string; initial: EgressHos
             {(id, d) => <input id={id} aria-describedby={d} required value={host} onChange={(e) => setHost(e.target.value)} />}
           </Field>
           <Field label="Port" hint="0 = any port">
-            {(id, d) => <input id={id} aria-describedby={d} type="number" min={0} max={65535} required value={port} onChange={(e) => setPort(e.target.value)} />}
+            {(id, d) => (
+              <input id={id} aria-describedby={d} type="number" min={0} max={65535} required value={port} onChange={(e) => setPort(e.target.value)} />
+            )}
           </Field>
           <button type="submit" disabled={action.busy}>
             Allow host
@@ -457,7 +512,8 @@ function SkillEndpoints({ slug, admin }: { slug: string; admin: boolean }) {
     <section id="skills" className="card" aria-labelledby="skills-h">
       <h2 id="skills-h">Skill endpoints</h2>
       <p className="hint">
-        Skill APIs the broker reverse-proxies for sandboxes (<code>/skills/&lt;name&gt;/…</code>), adding the tenant&apos;s credential so it never enters the sandbox.
+        Skill APIs the broker reverse-proxies for sandboxes (<code>/skills/&lt;name&gt;/…</code>), adding the tenant&apos;s credential so it never enters the
+        sandbox.
       </p>
       <Async resource={endpoints} what="skill endpoints">
         {({ items }) =>
@@ -486,7 +542,11 @@ function SkillEndpoints({ slug, admin }: { slug: string; admin: boolean }) {
                     <td>{s.authStyle === 'bearer' ? 'Authorization: Bearer' : `${s.headerName ?? ''} header`}</td>
                     {admin ? (
                       <td>
-                        <ConfirmButton label="Remove" confirmLabel={`Remove ${s.name}`} onConfirm={() => remove.run(async () => (await api2.broker.removeSkillEndpoint(slug, s.name), endpoints.reload()))} />
+                        <ConfirmButton
+                          label="Remove"
+                          confirmLabel={`Remove ${s.name}`}
+                          onConfirm={() => remove.run(async () => (await api2.broker.removeSkillEndpoint(slug, s.name), endpoints.reload()))}
+                        />
                       </td>
                     ) : null}
                   </tr>
@@ -514,7 +574,12 @@ function SkillEndpointForm({ slug, credentials, onSaved }: { slug: string; crede
     e.preventDefault();
     void action.run(async () => {
       setSaved(undefined);
-      const r = await api2.broker.putSkillEndpoint(slug, name.trim(), { baseUrl: baseUrl.trim(), credentialId: credentialId || null, authStyle, headerName: authStyle === 'header' ? headerName.trim() || null : null });
+      const r = await api2.broker.putSkillEndpoint(slug, name.trim(), {
+        baseUrl: baseUrl.trim(),
+        credentialId: credentialId || null,
+        authStyle,
+        headerName: authStyle === 'header' ? headerName.trim() || null : null,
+      });
       setSaved(`Saved skill endpoint ${r.name}.`);
       setName('');
       setBaseUrl('');
@@ -528,7 +593,9 @@ function SkillEndpointForm({ slug, credentials, onSaved }: { slug: string; crede
         <Field label="Skill name" hint="Lowercase letters, digits, _ and -">
           {(id, d) => <input id={id} aria-describedby={d} required value={name} onChange={(e) => setName(e.target.value)} />}
         </Field>
-        <Field label="Base URL">{(id) => <input id={id} type="url" required value={baseUrl} placeholder="https://api.example.com" onChange={(e) => setBaseUrl(e.target.value)} />}</Field>
+        <Field label="Base URL">
+          {(id) => <input id={id} type="url" required value={baseUrl} placeholder="https://api.example.com" onChange={(e) => setBaseUrl(e.target.value)} />}
+        </Field>
         <Field label="Credential">
           {(id) => (
             <select id={id} value={credentialId} onChange={(e) => setCredentialId(e.target.value)}>
@@ -549,7 +616,11 @@ function SkillEndpointForm({ slug, credentials, onSaved }: { slug: string; crede
             </select>
           )}
         </Field>
-        {authStyle === 'header' ? <Field label="Header name">{(id) => <input id={id} required value={headerName} placeholder="X-Api-Key" onChange={(e) => setHeaderName(e.target.value)} />}</Field> : null}
+        {authStyle === 'header' ? (
+          <Field label="Header name">
+            {(id) => <input id={id} required value={headerName} placeholder="X-Api-Key" onChange={(e) => setHeaderName(e.target.value)} />}
+          </Field>
+        ) : null}
       </div>
       <ErrorMessage error={action.error} />
       {saved ? (
@@ -588,8 +659,8 @@ function ApprovalWebhook({ slug, admin }: { slug: string; admin: boolean }) {
     <section id="webhook" className="card" aria-labelledby="webhook-h">
       <h2 id="webhook-h">Approval webhook</h2>
       <p className="hint">
-        When a task waits for a person, and when someone decides, Clawplane posts the event to this URL, signed in the <code>X-Clawplane-Signature</code> header (
-        <code>t=&lt;unix time&gt;,v1=&lt;HMAC-SHA256 of &quot;t.body&quot;&gt;</code>).
+        When a task waits for a person, and when someone decides, Clawplane posts the event to this URL, signed in the <code>X-Clawplane-Signature</code> header
+        (<code>t=&lt;unix time&gt;,v1=&lt;HMAC-SHA256 of &quot;t.body&quot;&gt;</code>).
       </p>
       <Async resource={hook} what="the approval webhook">
         {({ url: current }) =>
@@ -621,7 +692,18 @@ function ApprovalWebhook({ slug, admin }: { slug: string; admin: boolean }) {
       {admin ? (
         <form onSubmit={submit} className="inline-form" aria-label="Set the approval webhook">
           <Field label="Webhook URL" hint="https://…; saving makes a new signing key.">
-            {(id, d) => <input id={id} aria-describedby={d} type="url" required maxLength={2000} value={url} placeholder="https://hooks.example.com/clawplane" onChange={(e) => setUrl(e.target.value)} />}
+            {(id, d) => (
+              <input
+                id={id}
+                aria-describedby={d}
+                type="url"
+                required
+                maxLength={2000}
+                value={url}
+                placeholder="https://hooks.example.com/clawplane"
+                onChange={(e) => setUrl(e.target.value)}
+              />
+            )}
           </Field>
           <button type="submit" disabled={action.busy}>
             {action.busy ? 'Saving…' : 'Save webhook'}

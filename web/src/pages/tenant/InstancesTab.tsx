@@ -106,7 +106,12 @@ function Instances({ slug, canOperate, suspended }: { slug: string; canOperate: 
                     <td>{formatBytes(i.health?.supervisorRssBytes)}</td>
                     <td>{formatDate(i.updatedAt)}</td>
                     <td>
-                      <button type="button" className="secondary" aria-expanded={i.id === selected} onClick={() => setSelected(i.id === selected ? undefined : i.id)}>
+                      <button
+                        type="button"
+                        className="secondary"
+                        aria-expanded={i.id === selected}
+                        onClick={() => setSelected(i.id === selected ? undefined : i.id)}
+                      >
                         {i.id === selected ? `Hide ${i.name}` : `Manage ${i.name}`}
                       </button>
                     </td>
@@ -118,7 +123,16 @@ function Instances({ slug, canOperate, suspended }: { slug: string; canOperate: 
         }
       </Async>
       <Pager label="Instances" page={list.page} next={list.next} prev={list.prev} />
-      {current ? <InstanceDetail key={current.id} slug={slug} instance={current} canOperate={canOperate} onChanged={list.reload} onGone={() => (setSelected(undefined), list.reload())} /> : null}
+      {current ? (
+        <InstanceDetail
+          key={current.id}
+          slug={slug}
+          instance={current}
+          canOperate={canOperate}
+          onChanged={list.reload}
+          onGone={() => (setSelected(undefined), list.reload())}
+        />
+      ) : null}
     </>
   );
 }
@@ -132,7 +146,12 @@ function DeployForm({ slug, onDeployed }: { slug: string; onDeployed: (i: Instan
   const submit = (e: FormEvent) => {
     e.preventDefault();
     void action.run(async () => {
-      const i = await api2.instances.deploy(slug, { name: name.trim(), executors: Number(executors), start, ...(version.trim() ? { runtimeVersion: version.trim() } : {}) });
+      const i = await api2.instances.deploy(slug, {
+        name: name.trim(),
+        executors: Number(executors),
+        start,
+        ...(version.trim() ? { runtimeVersion: version.trim() } : {}),
+      });
       onDeployed(i);
     });
   };
@@ -161,7 +180,19 @@ function DeployForm({ slug, onDeployed }: { slug: string; onDeployed: (i: Instan
   );
 }
 
-function InstanceDetail({ slug, instance: i, canOperate, onChanged, onGone }: { slug: string; instance: Instance; canOperate: boolean; onChanged: () => void; onGone: () => void }) {
+function InstanceDetail({
+  slug,
+  instance: i,
+  canOperate,
+  onChanged,
+  onGone,
+}: {
+  slug: string;
+  instance: Instance;
+  canOperate: boolean;
+  onChanged: () => void;
+  onGone: () => void;
+}) {
   const events = useResource(() => api2.instances.events(slug, i.id), [slug, i.id, i.status, i.updatedAt]);
   const action = useAction();
   const op = (what: 'stop' | 'start' | 'restart' | 'suspend') => void action.run(async () => (await api2.instances.op(slug, i.id, what), onChanged()));
@@ -172,7 +203,8 @@ function InstanceDetail({ slug, instance: i, canOperate, onChanged, onGone }: { 
         {i.name} <StatusBadge status={i.status} />
       </h2>
       <p className="muted">
-        {i.statusReason ? `${i.statusReason.replace(/\.$/, '')}.` : 'No status reason recorded.'} Desired state: <strong>{i.desiredState}</strong>. {i.executors} gateway process{i.executors === 1 ? '' : 'es'}.
+        {i.statusReason ? `${i.statusReason.replace(/\.$/, '')}.` : 'No status reason recorded.'} Desired state: <strong>{i.desiredState}</strong>.{' '}
+        {i.executors} gateway process{i.executors === 1 ? '' : 'es'}.
         {i.health ? ` Health: ${i.health.ready ? 'ready' : 'not ready'} (checked ${formatDate(i.healthCheckedAt)}).` : ''}
       </p>
       {canOperate ? (
@@ -234,7 +266,8 @@ function InstanceDetail({ slug, instance: i, canOperate, onChanged, onGone }: { 
             <ol className="timeline" aria-label={`History of ${i.name}`}>
               {[...items].reverse().map((e, n) => (
                 <li key={`${e.at}-${n}`}>
-                  <time dateTime={e.at}>{formatDate(e.at)}</time> {e.fromStatus ?? '—'} → <StatusBadge status={e.toStatus} /> <span className="muted">{e.reason}</span> <span className="small muted">by {e.actor}</span>
+                  <time dateTime={e.at}>{formatDate(e.at)}</time> {e.fromStatus ?? '—'} → <StatusBadge status={e.toStatus} />{' '}
+                  <span className="muted">{e.reason}</span> <span className="small muted">by {e.actor}</span>
                 </li>
               ))}
             </ol>

@@ -32,7 +32,12 @@ export function KnowledgeTab({ tenant, role }: TabProps) {
           </Field>
           <Field label="Match" hint="By meaning needs an embeddings model route.">
             {(id, d) => (
-              <select id={id} aria-describedby={d} value={mode} onChange={(e) => setMode((['hybrid', 'words', 'meaning'] as const).find((m) => m === e.target.value) ?? 'hybrid')}>
+              <select
+                id={id}
+                aria-describedby={d}
+                value={mode}
+                onChange={(e) => setMode((['hybrid', 'words', 'meaning'] as const).find((m) => m === e.target.value) ?? 'hybrid')}
+              >
                 <option value="hybrid">words and meaning</option>
                 <option value="words">words</option>
                 <option value="meaning">meaning</option>
@@ -154,7 +159,11 @@ function MemoryRow({ slug, m, canEdit, showScore, onChanged }: { slug: string; m
           <button type="button" className="secondary" aria-expanded={editing} onClick={() => setEditing(!editing)}>
             Edit <span className="sr-only">memory {m.id}</span>
           </button>
-          <ConfirmButton label="Delete" confirmLabel={`Delete memory ${m.id}`} onConfirm={async () => (await knowledgeApi.removeMemory(slug, m.id), onChanged())} />
+          <ConfirmButton
+            label="Delete"
+            confirmLabel={`Delete memory ${m.id}`}
+            onConfirm={async () => (await knowledgeApi.removeMemory(slug, m.id), onChanged())}
+          />
         </td>
       ) : null}
     </tr>
@@ -174,7 +183,11 @@ function FindingRow({ slug, f, canEdit, onChanged }: { slug: string; f: Finding;
       <td>{formatDate(f.createdAt)}</td>
       {canEdit ? (
         <td className="cell-actions">
-          <ConfirmButton label="Delete" confirmLabel={`Delete finding ${f.title}`} onConfirm={async () => (await knowledgeApi.removeFinding(slug, f.id), onChanged())} />
+          <ConfirmButton
+            label="Delete"
+            confirmLabel={`Delete finding ${f.title}`}
+            onConfirm={async () => (await knowledgeApi.removeFinding(slug, f.id), onChanged())}
+          />
         </td>
       ) : null}
     </tr>
@@ -198,11 +211,17 @@ function MemoryForm({ slug, onSaved }: { slug: string; onSaved: () => void }) {
     <form className="card" onSubmit={submit} aria-label="Add a memory">
       <h2>Add a memory</h2>
       <div className="row">
-        <Field label="Memory">{(id, d) => <input id={id} aria-describedby={d} required maxLength={4000} value={content} onChange={(e) => setContent(e.target.value)} />}</Field>
+        <Field label="Memory">
+          {(id, d) => <input id={id} aria-describedby={d} required maxLength={4000} value={content} onChange={(e) => setContent(e.target.value)} />}
+        </Field>
         <Field label="Agent (optional)" hint="Empty: every agent of the tenant.">
           {(id, d) => <input id={id} aria-describedby={d} maxLength={64} value={agent} onChange={(e) => setAgent(e.target.value)} />}
         </Field>
-        <Field label="Importance (0–1)">{(id, d) => <input id={id} aria-describedby={d} type="number" min={0} max={1} step={0.05} value={importance} onChange={(e) => setImportance(e.target.value)} />}</Field>
+        <Field label="Importance (0–1)">
+          {(id, d) => (
+            <input id={id} aria-describedby={d} type="number" min={0} max={1} step={0.05} value={importance} onChange={(e) => setImportance(e.target.value)} />
+          )}
+        </Field>
       </div>
       <ErrorMessage error={action.error} />
       <div className="actions">
@@ -240,12 +259,16 @@ function FindingForm({ slug, onSaved }: { slug: string; onSaved: () => void }) {
     <form className="card" onSubmit={submit} aria-label="Record a finding">
       <h2>Record a finding</h2>
       <div className="row">
-        <Field label="Title">{(id, d) => <input id={id} aria-describedby={d} required maxLength={300} value={title} onChange={(e) => setTitle(e.target.value)} />}</Field>
+        <Field label="Title">
+          {(id, d) => <input id={id} aria-describedby={d} required maxLength={300} value={title} onChange={(e) => setTitle(e.target.value)} />}
+        </Field>
         <Field label="Tags" hint="Comma-separated single words.">
           {(id, d) => <input id={id} aria-describedby={d} value={tags} onChange={(e) => setTags(e.target.value)} />}
         </Field>
       </div>
-      <Field label="Details">{(id, d) => <textarea id={id} aria-describedby={d} maxLength={20000} value={body} onChange={(e) => setBody(e.target.value)} />}</Field>
+      <Field label="Details">
+        {(id, d) => <textarea id={id} aria-describedby={d} maxLength={20000} value={body} onChange={(e) => setBody(e.target.value)} />}
+      </Field>
       <ErrorMessage error={action.error} />
       <div className="actions">
         <button type="submit" disabled={action.busy}>

@@ -26,25 +26,39 @@ function Lanes({ slug, admin, canOperate }: { slug: string; admin: boolean; canO
     <>
       <section className="card" aria-labelledby="projects-h">
         <h2 id="projects-h">Projects</h2>
-        <p className="hint">What this tenant's lanes may work on. The platform's rules can only be narrowed: a broader entry is refused with the rule's name.</p>
+        <p className="hint">
+          What this tenant's lanes may work on. The platform's rules can only be narrowed: a broader entry is refused with the rule's name.
+        </p>
         <Async resource={projects} what="projects">
-          {({ items }) => (items.length === 0 ? <Empty>No projects yet.</Empty> : <ProjectTable slug={slug} items={items} admin={admin} onChanged={projects.reload} />)}
+          {({ items }) =>
+            items.length === 0 ? <Empty>No projects yet.</Empty> : <ProjectTable slug={slug} items={items} admin={admin} onChanged={projects.reload} />
+          }
         </Async>
         {admin ? <CreateProject slug={slug} onCreated={projects.reload} /> : null}
       </section>
       <section className="card" aria-labelledby="lanes-h">
         <h2 id="lanes-h">Lanes</h2>
         <Async resource={lanes} what="lanes">
-          {({ items }) => (items.length === 0 ? <Empty>No lanes yet.</Empty> : <LaneTable slug={slug} items={items} admin={admin} canOperate={canOperate} onChanged={() => (lanes.reload(), runs.reload())} />)}
+          {({ items }) =>
+            items.length === 0 ? (
+              <Empty>No lanes yet.</Empty>
+            ) : (
+              <LaneTable slug={slug} items={items} admin={admin} canOperate={canOperate} onChanged={() => (lanes.reload(), runs.reload())} />
+            )
+          }
         </Async>
-        {admin && lanes.data && !lanes.data.items.some((l) => l.name === 'doctor') ? <EnableDoctor slug={slug} onEnabled={() => (lanes.reload(), projects.reload())} /> : null}
+        {admin && lanes.data && !lanes.data.items.some((l) => l.name === 'doctor') ? (
+          <EnableDoctor slug={slug} onEnabled={() => (lanes.reload(), projects.reload())} />
+        ) : null}
         {admin && projects.data && projects.data.items.length > 0 ? <CreateLane slug={slug} projects={projects.data.items} onCreated={lanes.reload} /> : null}
       </section>
       <section className="card" aria-labelledby="runs-h">
         <h2 id="runs-h">Runs</h2>
         <p className="hint">Newest first; this list refreshes on its own every few seconds.</p>
         <Async resource={runs} what="runs">
-          {({ items }) => (items.length === 0 ? <Empty>No runs yet.</Empty> : <RunTable slug={slug} items={items} canOperate={canOperate} onChanged={runs.reload} />)}
+          {({ items }) =>
+            items.length === 0 ? <Empty>No runs yet.</Empty> : <RunTable slug={slug} items={items} canOperate={canOperate} onChanged={runs.reload} />
+          }
         </Async>
       </section>
     </>
@@ -56,9 +70,17 @@ function EnableDoctor({ slug, onEnabled }: { slug: string; onEnabled: () => void
   const action = useAction();
   return (
     <div className="stack">
-      <p className="hint">The doctor lane checks every hour, without an agent or a model call, the instance's health, budgets near their caps and credentials about to expire; each run lists what it found.</p>
+      <p className="hint">
+        The doctor lane checks every hour, without an agent or a model call, the instance's health, budgets near their caps and credentials about to expire;
+        each run lists what it found.
+      </p>
       <ErrorMessage error={action.error} />
-      <button type="button" className="secondary" disabled={action.busy} onClick={() => void action.run(async () => (await lanesApi.setDoctorLane(slug, true), onEnabled()))}>
+      <button
+        type="button"
+        className="secondary"
+        disabled={action.busy}
+        onClick={() => void action.run(async () => (await lanesApi.setDoctorLane(slug, true), onEnabled()))}
+      >
         Enable the doctor lane
       </button>
     </div>
@@ -96,7 +118,11 @@ function ProjectTable({ slug, items, admin, onChanged }: { slug: string; items: 
             <td>{p.runsPerDay}</td>
             {admin ? (
               <td>
-                <ConfirmButton label={`Delete project ${p.name}`} confirmLabel="Delete" onConfirm={async () => (await lanesApi.removeProject(slug, p.id), onChanged())} />
+                <ConfirmButton
+                  label={`Delete project ${p.name}`}
+                  confirmLabel="Delete"
+                  onConfirm={async () => (await lanesApi.removeProject(slug, p.id), onChanged())}
+                />
               </td>
             ) : null}
           </tr>
@@ -112,7 +138,14 @@ function CreateProject({ slug, onCreated }: { slug: string; onCreated: () => voi
   const submit = (e: FormEvent) => {
     e.preventDefault();
     void action.run(async () => {
-      await lanesApi.createProject(slug, { name: f.name.trim(), hosts: list(f.hosts), repositories: list(f.repositories), dataSources: list(f.dataSources), laneKinds: f.kinds, runsPerDay: f.runsPerDay });
+      await lanesApi.createProject(slug, {
+        name: f.name.trim(),
+        hosts: list(f.hosts),
+        repositories: list(f.repositories),
+        dataSources: list(f.dataSources),
+        laneKinds: f.kinds,
+        runsPerDay: f.runsPerDay,
+      });
       setF({ name: '', hosts: '', repositories: '', dataSources: '', runsPerDay: 24, kinds: [] });
       onCreated();
     });
@@ -121,15 +154,28 @@ function CreateProject({ slug, onCreated }: { slug: string; onCreated: () => voi
     <form className="stack" aria-label="New project" onSubmit={submit}>
       <h3>New project</h3>
       <Field label="Name">{(id) => <input id={id} required value={f.name} onChange={(e) => setF({ ...f, name: e.target.value })} />}</Field>
-      <Field label="Hosts" hint="Comma-separated; exact, prefix* or *.suffix">{(id, d) => <input id={id} aria-describedby={d} value={f.hosts} onChange={(e) => setF({ ...f, hosts: e.target.value })} />}</Field>
-      <Field label="Repositories" hint="Comma-separated, e.g. github.com/acme/*">{(id, d) => <input id={id} aria-describedby={d} value={f.repositories} onChange={(e) => setF({ ...f, repositories: e.target.value })} />}</Field>
-      <Field label="Data sources" hint="Comma-separated URL prefixes, e.g. data.acme.com/exports">{(id, d) => <input id={id} aria-describedby={d} value={f.dataSources} onChange={(e) => setF({ ...f, dataSources: e.target.value })} />}</Field>
-      <Field label="Runs per day">{(id) => <input id={id} type="number" min={0} value={f.runsPerDay} onChange={(e) => setF({ ...f, runsPerDay: Number(e.target.value) })} />}</Field>
+      <Field label="Hosts" hint="Comma-separated; exact, prefix* or *.suffix">
+        {(id, d) => <input id={id} aria-describedby={d} value={f.hosts} onChange={(e) => setF({ ...f, hosts: e.target.value })} />}
+      </Field>
+      <Field label="Repositories" hint="Comma-separated, e.g. github.com/acme/*">
+        {(id, d) => <input id={id} aria-describedby={d} value={f.repositories} onChange={(e) => setF({ ...f, repositories: e.target.value })} />}
+      </Field>
+      <Field label="Data sources" hint="Comma-separated URL prefixes, e.g. data.acme.com/exports">
+        {(id, d) => <input id={id} aria-describedby={d} value={f.dataSources} onChange={(e) => setF({ ...f, dataSources: e.target.value })} />}
+      </Field>
+      <Field label="Runs per day">
+        {(id) => <input id={id} type="number" min={0} value={f.runsPerDay} onChange={(e) => setF({ ...f, runsPerDay: Number(e.target.value) })} />}
+      </Field>
       <fieldset>
         <legend>Lane kinds</legend>
         {LANE_KINDS.map((k) => (
           <label key={k} className="inline">
-            <input type="checkbox" checked={f.kinds.includes(k)} onChange={(e) => setF({ ...f, kinds: e.target.checked ? [...f.kinds, k] : f.kinds.filter((x) => x !== k) })} /> {k}
+            <input
+              type="checkbox"
+              checked={f.kinds.includes(k)}
+              onChange={(e) => setF({ ...f, kinds: e.target.checked ? [...f.kinds, k] : f.kinds.filter((x) => x !== k) })}
+            />{' '}
+            {k}
           </label>
         ))}
       </fieldset>
@@ -182,7 +228,12 @@ function LaneTable({ slug, items, admin, canOperate, onChanged }: { slug: string
                   </button>
                 ) : null}{' '}
                 {admin ? (
-                  <button type="button" className="secondary" disabled={action.busy} onClick={() => void action.run(async () => (await lanesApi.updateLane(slug, l.id, { enabled: !l.enabled }), onChanged()))}>
+                  <button
+                    type="button"
+                    className="secondary"
+                    disabled={action.busy}
+                    onClick={() => void action.run(async () => (await lanesApi.updateLane(slug, l.id, { enabled: !l.enabled }), onChanged()))}
+                  >
                     {l.enabled ? 'Disable' : 'Enable'} <span className="sr-only">{l.name}</span>
                   </button>
                 ) : null}
@@ -198,7 +249,16 @@ function LaneTable({ slug, items, admin, canOperate, onChanged }: { slug: string
 const STEPS_EXAMPLE = '[{"name": "check", "capability": "ops", "input": "Check the instance", "requiresApproval": false}]';
 
 function CreateLane({ slug, projects, onCreated }: { slug: string; projects: Project[]; onCreated: () => void }) {
-  const [f, setF] = useState({ name: '', project: projects[0]?.name ?? '', kind: (projects[0]?.laneKinds[0] ?? 'analysis') as LaneKind, schedule: '', catchUp: 'skip' as 'skip' | 'run-once', readOnly: true, harmless: false, steps: STEPS_EXAMPLE });
+  const [f, setF] = useState({
+    name: '',
+    project: projects[0]?.name ?? '',
+    kind: (projects[0]?.laneKinds[0] ?? 'analysis') as LaneKind,
+    schedule: '',
+    catchUp: 'skip' as 'skip' | 'run-once',
+    readOnly: true,
+    harmless: false,
+    steps: STEPS_EXAMPLE,
+  });
   const action = useAction();
   const submit = (e: FormEvent) => {
     e.preventDefault();
@@ -209,7 +269,16 @@ function CreateLane({ slug, projects, onCreated }: { slug: string; projects: Pro
       } catch {
         throw new Error('Steps must be a JSON list, e.g. ' + STEPS_EXAMPLE);
       }
-      await lanesApi.createLane(slug, { name: f.name.trim(), project: f.project, kind: f.kind, schedule: f.schedule.trim() || null, catchUp: f.catchUp, readOnly: f.readOnly, harmless: f.harmless, steps });
+      await lanesApi.createLane(slug, {
+        name: f.name.trim(),
+        project: f.project,
+        kind: f.kind,
+        schedule: f.schedule.trim() || null,
+        catchUp: f.catchUp,
+        readOnly: f.readOnly,
+        harmless: f.harmless,
+        steps,
+      });
       setF({ ...f, name: '' });
       onCreated();
     });
@@ -253,7 +322,10 @@ function CreateLane({ slug, projects, onCreated }: { slug: string; projects: Pro
       <label className="inline">
         <input type="checkbox" checked={f.harmless} onChange={(e) => setF({ ...f, harmless: e.target.checked })} /> Harmless (enabled when created)
       </label>
-      <Field label="Steps (JSON)" hint="Each step: name, agent or capability, input, requiresApproval; or name and check (instance-health, budgets, credentials)">
+      <Field
+        label="Steps (JSON)"
+        hint="Each step: name, agent or capability, input, requiresApproval; or name and check (instance-health, budgets, credentials)"
+      >
         {(id, d) => <textarea id={id} aria-describedby={d} rows={4} value={f.steps} onChange={(e) => setF({ ...f, steps: e.target.value })} />}
       </Field>
       <ErrorMessage error={action.error} />
@@ -313,10 +385,19 @@ function RunTable({ slug, items, canOperate, onChanged }: { slug: string; items:
                       {canOperate && s.status === 'waiting_approval' && !s.decidedBy ? (
                         <>
                           {' '}
-                          <button type="button" disabled={action.busy} onClick={() => void action.run(async () => (await lanesApi.decide(slug, r.id, s.index, 'approve'), onChanged()))}>
+                          <button
+                            type="button"
+                            disabled={action.busy}
+                            onClick={() => void action.run(async () => (await lanesApi.decide(slug, r.id, s.index, 'approve'), onChanged()))}
+                          >
                             Approve <span className="sr-only">step {s.name}</span>
                           </button>{' '}
-                          <button type="button" className="danger" disabled={action.busy} onClick={() => void action.run(async () => (await lanesApi.decide(slug, r.id, s.index, 'reject'), onChanged()))}>
+                          <button
+                            type="button"
+                            className="danger"
+                            disabled={action.busy}
+                            onClick={() => void action.run(async () => (await lanesApi.decide(slug, r.id, s.index, 'reject'), onChanged()))}
+                          >
                             Reject <span className="sr-only">step {s.name}</span>
                           </button>
                         </>
@@ -331,7 +412,11 @@ function RunTable({ slug, items, canOperate, onChanged }: { slug: string; items:
               </td>
               <td>
                 {canOperate && !LANE_RUN_ENDED.includes(r.status) ? (
-                  <ConfirmButton label={`Cancel run of ${r.lane}`} confirmLabel="Cancel run" onConfirm={async () => (await lanesApi.cancel(slug, r.id), onChanged())} />
+                  <ConfirmButton
+                    label={`Cancel run of ${r.lane}`}
+                    confirmLabel="Cancel run"
+                    onConfirm={async () => (await lanesApi.cancel(slug, r.id), onChanged())}
+                  />
                 ) : null}
               </td>
             </tr>

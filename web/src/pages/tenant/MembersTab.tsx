@@ -124,7 +124,9 @@ function AddMember({ slug, onAdded }: { slug: string; onAdded: (m: Member) => Pr
       <p className="hint">People who have not signed in yet are added ahead of time and get access when they first sign in.</p>
       <div className="row">
         <Field label="Email">{(id) => <input id={id} type="email" required value={email} onChange={(e) => setEmail(e.target.value)} />}</Field>
-        <Field label="Display name (optional)">{(id) => <input id={id} maxLength={100} value={displayName} onChange={(e) => setDisplayName(e.target.value)} />}</Field>
+        <Field label="Display name (optional)">
+          {(id) => <input id={id} maxLength={100} value={displayName} onChange={(e) => setDisplayName(e.target.value)} />}
+        </Field>
         <Field label="Role">
           {(id) => (
             <select id={id} value={role} onChange={(e) => setRole(e.target.value as TenantRole)}>

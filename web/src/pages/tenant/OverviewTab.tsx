@@ -40,7 +40,9 @@ function StatusControl({ slug, status, onChange }: { slug: string; status: 'acti
     <div className="card">
       <h2>{status === 'active' ? 'Suspend' : 'Resume'}</h2>
       {status === 'active' ? (
-        <Field label="Reason (optional, kept in the audit log)">{(id) => <input id={id} maxLength={500} value={reason} onChange={(e) => setReason(e.target.value)} />}</Field>
+        <Field label="Reason (optional, kept in the audit log)">
+          {(id) => <input id={id} maxLength={500} value={reason} onChange={(e) => setReason(e.target.value)} />}
+        </Field>
       ) : null}
       <ErrorMessage error={action.error} />
       <button type="button" className={status === 'active' ? 'danger' : ''} disabled={action.busy} onClick={toggle}>
@@ -56,7 +58,13 @@ const QUOTA_FIELDS: { key: keyof Quotas; label: string; nullable: boolean; step?
   { key: 'maxStorageBytes', label: 'Max storage (bytes)', nullable: false },
   { key: 'dailyTokenBudget', label: 'Daily token budget', nullable: true },
   { key: 'dailyCostBudgetUsd', label: 'Daily cost budget (USD)', nullable: true, step: '0.01' },
-  { key: 'idleTimeoutMinutes', label: 'Idle timeout (minutes)', nullable: true, empty: "the platform's default", hint: "Empty: the platform's default · 0: never stop" },
+  {
+    key: 'idleTimeoutMinutes',
+    label: 'Idle timeout (minutes)',
+    nullable: true,
+    empty: "the platform's default",
+    hint: "Empty: the platform's default · 0: never stop",
+  },
 ];
 
 function QuotasView({ quotas }: { quotas: Quotas }) {
@@ -96,7 +104,16 @@ function QuotasForm({ slug, quotas, onSaved }: { slug: string; quotas: Quotas; o
       {QUOTA_FIELDS.map((f) => (
         <Field key={f.key} label={f.label} hint={f.hint ?? (f.nullable ? 'Empty: unlimited' : undefined)}>
           {(id, d) => (
-            <input id={id} aria-describedby={d} type="number" min={0} step={f.step ?? '1'} required={!f.nullable} value={v[f.key]} onChange={(e) => setV((s) => ({ ...s, [f.key]: e.target.value }))} />
+            <input
+              id={id}
+              aria-describedby={d}
+              type="number"
+              min={0}
+              step={f.step ?? '1'}
+              required={!f.nullable}
+              value={v[f.key]}
+              onChange={(e) => setV((s) => ({ ...s, [f.key]: e.target.value }))}
+            />
           )}
         </Field>
       ))}
@@ -129,7 +146,9 @@ function DeleteTenant({ slug }: { slug: string }) {
     <form className="card danger-zone" onSubmit={submit} aria-label="Delete tenant">
       <h2>Delete tenant</h2>
       <p>This deletes the tenant and everything it owns: members' access, tokens, credentials and providers. It cannot be undone.</p>
-      <Field label={`Type the slug "${slug}" to confirm`}>{(id) => <input id={id} autoComplete="off" value={confirm} onChange={(e) => setConfirm(e.target.value)} />}</Field>
+      <Field label={`Type the slug "${slug}" to confirm`}>
+        {(id) => <input id={id} autoComplete="off" value={confirm} onChange={(e) => setConfirm(e.target.value)} />}
+      </Field>
       <ErrorMessage error={action.error} />
       <button type="submit" className="danger" disabled={action.busy || confirm !== slug}>
         Delete tenant

@@ -26,7 +26,10 @@ export function PoolsTab({ tenant, role }: TabProps) {
       <Async resource={pools} what="executor pools">
         {(d) =>
           !d || d.items.length === 0 ? (
-            <Empty>No executor pools: tasks run on the tenant's shared instance (shell and browser agents on their own). Define pools with POST /api/v1/tenants/{slug}/pools.</Empty>
+            <Empty>
+              No executor pools: tasks run on the tenant's shared instance (shell and browser agents on their own). Define pools with POST /api/v1/tenants/
+              {slug}/pools.
+            </Empty>
           ) : (
             <table>
               <caption className="sr-only">Executor pools</caption>

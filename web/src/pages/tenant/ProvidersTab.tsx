@@ -7,14 +7,15 @@ import { NotAMember, type TabProps } from './TenantPage.tsx';
 /** LLM providers: add one with its key (stored as a credential), test the connection, enable, delete. */
 export function ProvidersTab({ tenant, role }: TabProps) {
   const slug = tenant.slug;
-  const data = useResource(
-    async () => {
-      if (!role) return undefined;
-      const [providers, kinds, credentials] = await Promise.all([api.providers.list(slug), api.providerKinds(), api.credentials.list(slug, false, { limit: 200 })]);
-      return { providers: providers.items, kinds: kinds.items, credentials: credentials.items };
-    },
-    [slug, role],
-  );
+  const data = useResource(async () => {
+    if (!role) return undefined;
+    const [providers, kinds, credentials] = await Promise.all([
+      api.providers.list(slug),
+      api.providerKinds(),
+      api.credentials.list(slug, false, { limit: 200 }),
+    ]);
+    return { providers: providers.items, kinds: kinds.items, credentials: credentials.items };
+  }, [slug, role]);
   if (!role) return <NotAMember what="LLM providers" />;
   const admin = role === 'tenant_admin';
   return (
@@ -22,7 +23,11 @@ export function ProvidersTab({ tenant, role }: TabProps) {
       {(d) =>
         d ? (
           <>
-            {admin ? <AddProvider slug={slug} kinds={d.kinds} credentials={d.credentials} onSaved={data.reload} /> : <p className="notice info">Changing providers needs the tenant admin role.</p>}
+            {admin ? (
+              <AddProvider slug={slug} kinds={d.kinds} credentials={d.credentials} onSaved={data.reload} />
+            ) : (
+              <p className="notice info">Changing providers needs the tenant admin role.</p>
+            )}
             <h2>Providers</h2>
             {d.providers.length === 0 ? (
               <Empty>No LLM provider yet. {admin ? 'Add one above; its agents cannot answer without one.' : 'Ask a tenant admin to add one.'}</Empty>
@@ -62,7 +67,19 @@ function ProviderCard(props: { p: Provider; slug: string; admin: boolean; kinds:
           <code>{p.baseUrl}</code>
         </dd>
         <dt>API key</dt>
-        <dd>{p.credentialId ? key ? <>{key.name} <code>••••{key.last4}</code></> : 'a credential that is no longer active' : 'none'}</dd>
+        <dd>
+          {p.credentialId ? (
+            key ? (
+              <>
+                {key.name} <code>••••{key.last4}</code>
+              </>
+            ) : (
+              'a credential that is no longer active'
+            )
+          ) : (
+            'none'
+          )}
+        </dd>
         <dt>Default model</dt>
         <dd>{p.defaultModel ?? '—'}</dd>
       </dl>
@@ -174,8 +191,21 @@ function AddProvider(props: { slug: string; kinds: ProviderKind[]; credentials: 
           {(id, d) => <input id={id} aria-describedby={d} required maxLength={100} value={name} onChange={(e) => setName(e.target.value)} />}
         </Field>
       </div>
-      <Field label={kind?.defaultBaseUrl ? 'Base URL (optional)' : 'Base URL'} hint={kind?.defaultBaseUrl ? `Default: ${kind.defaultBaseUrl}` : 'The API root including its version, e.g. http://llm.internal:11434/v1'}>
-        {(id, d) => <input id={id} aria-describedby={d} type="url" required={!kind?.defaultBaseUrl} placeholder={kind?.defaultBaseUrl ?? ''} value={baseUrl} onChange={(e) => setBaseUrl(e.target.value)} />}
+      <Field
+        label={kind?.defaultBaseUrl ? 'Base URL (optional)' : 'Base URL'}
+        hint={kind?.defaultBaseUrl ? `Default: ${kind.defaultBaseUrl}` : 'The API root including its version, e.g. http://llm.internal:11434/v1'}
+      >
+        {(id, d) => (
+          <input
+            id={id}
+            aria-describedby={d}
+            type="url"
+            required={!kind?.defaultBaseUrl}
+            placeholder={kind?.defaultBaseUrl ?? ''}
+            value={baseUrl}
+            onChange={(e) => setBaseUrl(e.target.value)}
+          />
+        )}
       </Field>
       <Field label="API key">
         {(id) => (
@@ -192,10 +222,22 @@ function AddProvider(props: { slug: string; kinds: ProviderKind[]; credentials: 
       </Field>
       {keyChoice === NEW_KEY ? (
         <Field label="New API key" hint="Stored encrypted as a credential; never shown again.">
-          {(id, d) => <input id={id} aria-describedby={d} type="password" autoComplete="off" required={kind?.keyRequired !== false} value={newKey} onChange={(e) => setNewKey(e.target.value)} />}
+          {(id, d) => (
+            <input
+              id={id}
+              aria-describedby={d}
+              type="password"
+              autoComplete="off"
+              required={kind?.keyRequired !== false}
+              value={newKey}
+              onChange={(e) => setNewKey(e.target.value)}
+            />
+          )}
         </Field>
       ) : null}
-      <Field label="Default model (optional)">{(id) => <input id={id} maxLength={200} value={defaultModel} onChange={(e) => setDefaultModel(e.target.value)} />}</Field>
+      <Field label="Default model (optional)">
+        {(id) => <input id={id} maxLength={200} value={defaultModel} onChange={(e) => setDefaultModel(e.target.value)} />}
+      </Field>
       <ErrorMessage error={action.error} />
       <button type="submit" disabled={action.busy}>
         {action.busy ? 'Adding…' : 'Add provider'}
@@ -223,8 +265,8 @@ function ModelRoutes({ slug, admin, providers }: { slug: string; admin: boolean;
     <section className="card" aria-labelledby="routes-h">
       <h2 id="routes-h">Model routes</h2>
       <p className="hint">
-        Which provider and model answer a model call: a skill&apos;s route first, then the agent&apos;s, then the tenant default. The first target is tried first; the others are
-        fallbacks, in order, when it fails.
+        Which provider and model answer a model call: a skill&apos;s route first, then the agent&apos;s, then the tenant default. The first target is tried
+        first; the others are fallbacks, in order, when it fails.
       </p>
       <Async resource={routes} what="model routes">
         {({ items }) =>
@@ -306,7 +348,9 @@ function RouteForm(props: { slug: string; providers: Provider[]; initial: ModelR
   const defaultOf = (providerId: string) => props.providers.find((p) => p.id === providerId)?.defaultModel ?? '';
   // A model left empty or at the old provider's default follows the new provider's default.
   const changeProvider = (i: number, providerId: string) =>
-    setTargets((ts) => ts.map((t, j) => (j === i ? { providerId, model: t.model.trim() === '' || t.model === defaultOf(t.providerId) ? defaultOf(providerId) : t.model } : t)));
+    setTargets((ts) =>
+      ts.map((t, j) => (j === i ? { providerId, model: t.model.trim() === '' || t.model === defaultOf(t.providerId) ? defaultOf(providerId) : t.model } : t)),
+    );
   const move = (i: number, by: -1 | 1) =>
     setTargets((ts) => {
       const next = [...ts];
@@ -318,7 +362,11 @@ function RouteForm(props: { slug: string; providers: Provider[]; initial: ModelR
     e.preventDefault();
     void action.run(async () => {
       setSaved(undefined);
-      const r = await api.providers.setRoute(props.slug, { scope, ...(scope === 'tenant' ? {} : { scopeName: scopeName.trim() }), targets: targets.map((t) => ({ providerId: t.providerId, model: t.model.trim() })) });
+      const r = await api.providers.setRoute(props.slug, {
+        scope,
+        ...(scope === 'tenant' ? {} : { scopeName: scopeName.trim() }),
+        targets: targets.map((t) => ({ providerId: t.providerId, model: t.model.trim() })),
+      });
       setSaved(`Saved ${routeName(r)}: ${r.targets.length} target${r.targets.length === 1 ? '' : 's'}.`);
       props.onSaved();
     });
@@ -329,7 +377,12 @@ function RouteForm(props: { slug: string; providers: Provider[]; initial: ModelR
       <div className="row">
         <Field label="Applies to">
           {(id) => (
-            <select id={id} value={scope} disabled={props.initial !== undefined} onChange={(e) => setScope(e.target.value === 'agent' ? 'agent' : e.target.value === 'skill' ? 'skill' : 'tenant')}>
+            <select
+              id={id}
+              value={scope}
+              disabled={props.initial !== undefined}
+              onChange={(e) => setScope(e.target.value === 'agent' ? 'agent' : e.target.value === 'skill' ? 'skill' : 'tenant')}
+            >
               <option value="tenant">Tenant default</option>
               <option value="agent">One agent</option>
               <option value="skill">One skill</option>
@@ -338,7 +391,16 @@ function RouteForm(props: { slug: string; providers: Provider[]; initial: ModelR
         </Field>
         {scope === 'tenant' ? null : (
           <Field label={scope === 'agent' ? 'Agent' : 'Skill'} hint={scope === 'agent' ? 'The agent’s name, e.g. main' : 'The skill id, e.g. github'}>
-            {(id, d) => <input id={id} aria-describedby={d} required readOnly={props.initial !== undefined} value={scopeName} onChange={(e) => setScopeName(e.target.value)} />}
+            {(id, d) => (
+              <input
+                id={id}
+                aria-describedby={d}
+                required
+                readOnly={props.initial !== undefined}
+                value={scopeName}
+                onChange={(e) => setScopeName(e.target.value)}
+              />
+            )}
           </Field>
         )}
       </div>
@@ -360,7 +422,16 @@ function RouteForm(props: { slug: string; providers: Provider[]; initial: ModelR
                 )}
               </Field>
               <Field label={`Model ${n}`} hint={n === 1 ? 'Tried first' : 'Fallback'}>
-                {(id, d) => <input id={id} aria-describedby={d} required value={t.model} placeholder="e.g. gpt-4o-mini" onChange={(e) => setTarget(i, { model: e.target.value })} />}
+                {(id, d) => (
+                  <input
+                    id={id}
+                    aria-describedby={d}
+                    required
+                    value={t.model}
+                    placeholder="e.g. gpt-4o-mini"
+                    onChange={(e) => setTarget(i, { model: e.target.value })}
+                  />
+                )}
               </Field>
               <div className="actions">
                 <button type="button" className="secondary" aria-label={`Move target ${n} up`} disabled={i === 0} onClick={() => move(i, -1)}>
@@ -369,7 +440,13 @@ function RouteForm(props: { slug: string; providers: Provider[]; initial: ModelR
                 <button type="button" className="secondary" aria-label={`Move target ${n} down`} disabled={i === targets.length - 1} onClick={() => move(i, 1)}>
                   ↓
                 </button>
-                <button type="button" className="secondary danger-text" aria-label={`Remove target ${n}`} disabled={targets.length === 1} onClick={() => setTargets((ts) => ts.filter((_, j) => j !== i))}>
+                <button
+                  type="button"
+                  className="secondary danger-text"
+                  aria-label={`Remove target ${n}`}
+                  disabled={targets.length === 1}
+                  onClick={() => setTargets((ts) => ts.filter((_, j) => j !== i))}
+                >
                   Remove
                 </button>
               </div>

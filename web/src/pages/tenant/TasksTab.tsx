@@ -39,7 +39,9 @@ function Tasks({ slug, canOperate }: { slug: string; canOperate: boolean }) {
           if (!live) return;
           shown.current = { key, count: r.items.length };
           setError(undefined);
-          setPages((prev) => (prev && JSON.stringify(prev.items) === JSON.stringify(r.items) && prev.next === r.nextCursor ? prev : { items: r.items, next: r.nextCursor }));
+          setPages((prev) =>
+            prev && JSON.stringify(prev.items) === JSON.stringify(r.items) && prev.next === r.nextCursor ? prev : { items: r.items, next: r.nextCursor },
+          );
         },
         (e: unknown) => live && setError(e),
       )
@@ -83,7 +85,9 @@ function Tasks({ slug, canOperate }: { slug: string; canOperate: boolean }) {
             </select>
           )}
         </Field>
-        <Field label="Agent (name or id)">{(id) => <input id={id} value={filters.agent} onChange={(e) => setFilters({ ...filters, agent: e.target.value.trim() })} />}</Field>
+        <Field label="Agent (name or id)">
+          {(id) => <input id={id} value={filters.agent} onChange={(e) => setFilters({ ...filters, agent: e.target.value.trim() })} />}
+        </Field>
         <button type="button" className="secondary" onClick={reload}>
           Refresh
         </button>
@@ -116,7 +120,12 @@ function Tasks({ slug, canOperate }: { slug: string; canOperate: boolean }) {
                 <td>{t.priority}</td>
                 <td>{formatDate(t.createdAt)}</td>
                 <td>
-                  <button type="button" className="secondary" aria-expanded={t.id === selected} onClick={() => setSelected(t.id === selected ? undefined : t.id)}>
+                  <button
+                    type="button"
+                    className="secondary"
+                    aria-expanded={t.id === selected}
+                    onClick={() => setSelected(t.id === selected ? undefined : t.id)}
+                  >
                     {t.id === selected ? 'Hide' : 'Open'} <span className="sr-only">task {t.id}</span>
                   </button>
                 </td>
@@ -165,7 +174,9 @@ function Inbox({ slug, canOperate, onDecided }: { slug: string; canOperate: bool
                   <div className="small muted">
                     Task: {a.taskInput.slice(0, 120)} · asked {formatDate(a.createdAt)} · expires {formatDate(a.expiresAt)}
                   </div>
-                  {canOperate ? <Decide slug={slug} taskId={a.taskId} approvalId={a.id} label={a.summary} onDone={() => (inbox.reload(), onDecided())} /> : null}
+                  {canOperate ? (
+                    <Decide slug={slug} taskId={a.taskId} approvalId={a.id} label={a.summary} onDone={() => (inbox.reload(), onDecided())} />
+                  ) : null}
                 </li>
               ))}
             </ul>
@@ -186,7 +197,9 @@ function Decide({ slug, taskId, approvalId, label, onDone }: { slug: string; tas
     });
   return (
     <div className="inline-form">
-      <Field label="Comment (optional)">{(id) => <input id={id} aria-label={`Comment on ${label}`} value={comment} onChange={(e) => setComment(e.target.value)} />}</Field>
+      <Field label="Comment (optional)">
+        {(id) => <input id={id} aria-label={`Comment on ${label}`} value={comment} onChange={(e) => setComment(e.target.value)} />}
+      </Field>
       <button type="button" disabled={action.busy} onClick={() => decide('approve')}>
         Approve
       </button>
@@ -302,7 +315,12 @@ function TaskDetail({ slug, id, canOperate, onChanged }: { slug: string; id: str
               </>
             ) : null}
             {canOperate && !TASK_TERMINAL.includes(t.status) ? (
-              <button type="button" className="secondary danger-text" disabled={cancel.busy} onClick={() => void cancel.run(async () => (await tasksApi.cancel(slug, id), task.reload(), onChanged()))}>
+              <button
+                type="button"
+                className="secondary danger-text"
+                disabled={cancel.busy}
+                onClick={() => void cancel.run(async () => (await tasksApi.cancel(slug, id), task.reload(), onChanged()))}
+              >
                 Cancel task
               </button>
             ) : null}
@@ -320,7 +338,13 @@ function TaskDetail({ slug, id, canOperate, onChanged }: { slug: string; id: str
               {items.map((a) => (
                 <li key={a.id}>
                   {a.summary} <StatusBadge status={a.status} />
-                  {a.decidedBy ? <span className="small muted"> by {a.decidedBy}{a.comment ? `: "${a.comment}"` : ''}</span> : null}
+                  {a.decidedBy ? (
+                    <span className="small muted">
+                      {' '}
+                      by {a.decidedBy}
+                      {a.comment ? `: "${a.comment}"` : ''}
+                    </span>
+                  ) : null}
                 </li>
               ))}
             </ul>

@@ -69,7 +69,11 @@ export function TenantPage({ slug, tab }: { slug: string; tab: string }) {
           </h1>
           <nav className="tabs" aria-label="Tenant sections">
             {TABS.map((x) => (
-              <Link key={x.id} to={x.id === 'overview' ? `/tenants/${t.slug}` : `/tenants/${t.slug}/${x.id}`} aria-current={x.id === current.id ? 'page' : undefined}>
+              <Link
+                key={x.id}
+                to={x.id === 'overview' ? `/tenants/${t.slug}` : `/tenants/${t.slug}/${x.id}`}
+                aria-current={x.id === current.id ? 'page' : undefined}
+              >
                 {x.label}
               </Link>
             ))}

@@ -1,6 +1,19 @@
 import { useState, type FormEvent } from 'react';
 import { api, TENANT_ROLES, type ApiToken, type TenantRole } from '../../api.ts';
-import { Async, ConfirmButton, CopyButton, Empty, ErrorMessage, Field, formatDate, Pager, ROLE_LABEL, SearchBox, StatusBadge, useAction } from '../../components/ui.tsx';
+import {
+  Async,
+  ConfirmButton,
+  CopyButton,
+  Empty,
+  ErrorMessage,
+  Field,
+  formatDate,
+  Pager,
+  ROLE_LABEL,
+  SearchBox,
+  StatusBadge,
+  useAction,
+} from '../../components/ui.tsx';
 import { useDebounced, usePaged } from '../../usePaged.ts';
 import { NeedsAdmin, NotAMember, type TabProps } from './TenantPage.tsx';
 

@@ -58,7 +58,11 @@ function Usage({ slug }: { slug: string }) {
           Refresh
         </button>
         {/* The billing export (docs/usage.md): per UTC day, tokens, cost, tasks, gateway hours, artifact and backup bytes. */}
-        <a className="button secondary" href={`/api/v1/tenants/${encodeURIComponent(slug)}/usage/daily?from=${windowDays(days)[0] ?? ''}&to=${windowDays(days).at(-1) ?? ''}&format=csv`} download={`usage-${slug}.csv`}>
+        <a
+          className="button secondary"
+          href={`/api/v1/tenants/${encodeURIComponent(slug)}/usage/daily?from=${windowDays(days)[0] ?? ''}&to=${windowDays(days).at(-1) ?? ''}&format=csv`}
+          download={`usage-${slug}.csv`}
+        >
           Daily usage for billing (CSV)
         </a>
       </div>

@@ -24,8 +24,27 @@ import path from 'node:path';
  *   fails at "couldn't set cgns prefix … Invalid argument"; without one, CRIU's default cgroup mode puts
  *   the restored tree back into the cgroups it was dumped from.
  */
-export const DUMP_FLAGS = ['--file-locks', '--tcp-close', '--ext-unix-sk', '--network-lock', 'skip', '--ext-mount-map', 'auto', '--enable-external-sharing', '--enable-external-masters'];
-export const RESTORE_FLAGS = ['--file-locks', '--tcp-close', '--ext-unix-sk', '--ext-mount-map', 'auto', '--enable-external-sharing', '--enable-external-masters', '--weak-sysctls'];
+export const DUMP_FLAGS = [
+  '--file-locks',
+  '--tcp-close',
+  '--ext-unix-sk',
+  '--network-lock',
+  'skip',
+  '--ext-mount-map',
+  'auto',
+  '--enable-external-sharing',
+  '--enable-external-masters',
+];
+export const RESTORE_FLAGS = [
+  '--file-locks',
+  '--tcp-close',
+  '--ext-unix-sk',
+  '--ext-mount-map',
+  'auto',
+  '--enable-external-sharing',
+  '--enable-external-masters',
+  '--weak-sysctls',
+];
 
 /** CRIU failed; `errors` are its "Error (file:line): …" lines, the exact reason to record. */
 export class CriuError extends Error {
@@ -72,7 +91,10 @@ export class Criu {
   async #probeSupport(): Promise<CriuSupport> {
     const v = spawnSync(this.bin, ['--version'], { encoding: 'utf8' });
     if (v.error || v.status !== 0) {
-      return { supported: false, reason: `CRIU is not installed at ${this.bin} (${v.error?.message ?? v.stderr.trim()}); run scripts/build-criu.sh (builds CRIU 4.1.1 from Debian's source package) or set CLAWPLANE_CRIU_BIN` };
+      return {
+        supported: false,
+        reason: `CRIU is not installed at ${this.bin} (${v.error?.message ?? v.stderr.trim()}); run scripts/build-criu.sh (builds CRIU 4.1.1 from Debian's source package) or set CLAWPLANE_CRIU_BIN`,
+      };
     }
     if (process.getuid?.() !== 0) return { supported: false, reason: 'CRIU needs the control plane to run as root' };
     const c = spawnSync(this.bin, ['check'], { encoding: 'utf8', timeout: 30_000 });
@@ -81,7 +103,11 @@ export class Criu {
       return { supported: false, reason: `"criu check" failed on this host: ${errorLines(out).join(' | ') || out.trim().slice(-300)}` };
     }
     const probe = await this.#cachedProbe(v.stdout);
-    if (probe) return { supported: false, reason: `CRIU cannot dump a process tree on this kernel (${os.release()}): ${probe}; idle instances are stopped instead of suspended` };
+    if (probe)
+      return {
+        supported: false,
+        reason: `CRIU cannot dump a process tree on this kernel (${os.release()}): ${probe}; idle instances are stopped instead of suspended`,
+      };
     return { supported: true, version: /Version:\s*(\S+)/.exec(v.stdout)?.[1] ?? 'unknown' };
   }
 
@@ -93,7 +119,10 @@ export class Criu {
     const file = path.join(path.dirname(this.bin), 'probe.json');
     const st = await stat(this.bin).catch(() => undefined);
     const key = `${os.release()} ${version.trim()} ${st?.size ?? 0} ${st?.mtimeMs ?? 0}`;
-    const cached = await readFile(file, 'utf8').then((t) => JSON.parse(t) as { key?: string; failure?: string | null }, () => undefined);
+    const cached = await readFile(file, 'utf8').then(
+      (t) => JSON.parse(t) as { key?: string; failure?: string | null },
+      () => undefined,
+    );
     if (cached?.key === key) return cached.failure ?? undefined;
     const failure = await this.#probeDump();
     await writeFile(file, JSON.stringify({ key, failure: failure ?? null }), { mode: 0o644 }).catch(() => undefined);
@@ -153,10 +182,29 @@ export class Criu {
     const pidfile = path.join(dir, 'restored.pid');
     const inherit = (opts.inherit ?? []).flatMap((i) => ['--inherit-fd', `fd[${i.fd}]:${i.key}`]);
     const fds = (opts.inherit ?? []).map((i) => i.fd);
-    const args = ['restore', '-D', dir, '-d', ...RESTORE_FLAGS, ...(opts.root ? ['--root', opts.root] : []), ...inherit, '--pidfile', pidfile, '-v2', '-o', 'restore.log'];
+    const args = [
+      'restore',
+      '-D',
+      dir,
+      '-d',
+      ...RESTORE_FLAGS,
+      ...(opts.root ? ['--root', opts.root] : []),
+      ...inherit,
+      '--pidfile',
+      pidfile,
+      '-v2',
+      '-o',
+      'restore.log',
+    ];
     if (opts.root) {
       const script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro,nosuid,nodev "$0" && exec "$@"';
-      await this.#run('restore', ['--mount', '--propagation', 'private', '/bin/sh', '-c', script, opts.root, this.bin, ...args], path.join(dir, 'restore.log'), fds, 'unshare');
+      await this.#run(
+        'restore',
+        ['--mount', '--propagation', 'private', '/bin/sh', '-c', script, opts.root, this.bin, ...args],
+        path.join(dir, 'restore.log'),
+        fds,
+        'unshare',
+      );
     } else {
       await this.#run('restore', args, path.join(dir, 'restore.log'), fds);
     }
@@ -203,7 +251,16 @@ export function errorLines(text: string): string[] {
 
 function lastLine(log: string): string {
   const noise = /RLIMIT_NOFILE for self|ip6?tables(-legacy)?-(save|restore)/;
-  return log.trim().split('\n').filter((l) => !noise.test(l)).at(-1)?.replace(/^\s*(\(\d+\.\d+\)\s*)?/, '').trim().slice(0, 200) ?? '';
+  return (
+    log
+      .trim()
+      .split('\n')
+      .filter((l) => !noise.test(l))
+      .at(-1)
+      ?.replace(/^\s*(\(\d+\.\d+\)\s*)?/, '')
+      .trim()
+      .slice(0, 200) ?? ''
+  );
 }
 
 /** The image directory and its files: root's, readable by the sandbox's group only (see Criu.restore). */

@@ -20,13 +20,46 @@ export function rootLayout(bwrapArgs: string[]): { dirs: string[]; symlinks: { t
   const symlinks: { target: string; link: string }[] = [];
   // Options and how many arguments each takes; the ones that name a destination in the new root are handled below.
   const skip: Record<string, number> = {
-    '--uid': 1, '--gid': 1, '--hostname': 1, '--info-fd': 1, '--json-status-fd': 1, '--seccomp': 1, '--add-seccomp-fd': 1,
-    '--userns-block-fd': 1, '--block-fd': 1, '--sync-fd': 1, '--lock-file': 1, '--exec-label': 1, '--file-label': 1,
-    '--setenv': 2, '--unsetenv': 1, '--chdir': 1, '--argv0': 1, '--cap-add': 1, '--cap-drop': 1, '--perms': 1, '--size': 1,
-    '--remount-ro': 1, '--userns': 1, '--userns2': 1, '--pidns': 1, '--args': 1,
+    '--uid': 1,
+    '--gid': 1,
+    '--hostname': 1,
+    '--info-fd': 1,
+    '--json-status-fd': 1,
+    '--seccomp': 1,
+    '--add-seccomp-fd': 1,
+    '--userns-block-fd': 1,
+    '--block-fd': 1,
+    '--sync-fd': 1,
+    '--lock-file': 1,
+    '--exec-label': 1,
+    '--file-label': 1,
+    '--setenv': 2,
+    '--unsetenv': 1,
+    '--chdir': 1,
+    '--argv0': 1,
+    '--cap-add': 1,
+    '--cap-drop': 1,
+    '--perms': 1,
+    '--size': 1,
+    '--remount-ro': 1,
+    '--userns': 1,
+    '--userns2': 1,
+    '--pidns': 1,
+    '--args': 1,
   };
   const one = new Set(['--proc', '--dev', '--tmpfs', '--mqueue', '--dir']);
-  const two = new Set(['--bind', '--ro-bind', '--dev-bind', '--bind-try', '--ro-bind-try', '--dev-bind-try', '--file', '--bind-data', '--ro-bind-data', '--chmod']);
+  const two = new Set([
+    '--bind',
+    '--ro-bind',
+    '--dev-bind',
+    '--bind-try',
+    '--ro-bind-try',
+    '--dev-bind-try',
+    '--file',
+    '--bind-data',
+    '--ro-bind-data',
+    '--chmod',
+  ]);
   for (let i = 0; i < bwrapArgs.length; i++) {
     const a = bwrapArgs[i] ?? '';
     if (!a.startsWith('--')) break; // the command
