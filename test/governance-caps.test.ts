@@ -215,4 +215,32 @@ describe('heartbeat and cron caps', async () => {
     await a.client.json('PUT', rules, { review: [] });
     assert.equal((await sendA(turn(cronPrompt('job-2', '11:01')))).status, 200, 'caps removed: the next run passes at once');
   });
+
+  test('a change of caps is a version of its own, with its diff; a change that renders nothing new makes none', async () => {
+    type Version = { number: number; reason: string; status: string; config: { cron?: unknown; agents: { defaults: { heartbeat: { every: string } } } } };
+    const versions = `/api/v1/tenants/${a.slug}/gateway-config/versions`;
+    const latest = async () => (await a.client.json<{ items: Version[] }>('GET', versions)).items[0];
+    // The caps were removed above (the previous test): that already made a version without the cron block.
+    const before = await latest();
+    assert.equal(before?.reason, 'caps changed');
+    assert.equal(before?.config.cron, undefined, 'no cron cap: no cron block');
+    await a.client.json('PUT', rules, { review: [], cronMinMinutes: 30 });
+    const capped = await latest();
+    assert.equal(capped?.number, (before?.number ?? 0) + 1);
+    assert.equal(capped?.reason, 'caps changed');
+    assert.notEqual(capped?.status, 'pending', 'a cap never waits for review');
+    assert.deepEqual(capped?.config.cron, { skipMissedJobs: true });
+    const d = await a.client.json<{ diff: { path: string }[] }>(
+      'GET',
+      `/api/v1/tenants/${a.slug}/gateway-config/diff?from=${before?.number}&to=${capped?.number}`,
+    );
+    assert.ok(
+      d.diff.some((e) => e.path.startsWith('cron')),
+      JSON.stringify(d.diff),
+    );
+    // Only review rules change: nothing renders differently, no version.
+    await a.client.json('PUT', rules, { review: ['heartbeat'], cronMinMinutes: 30 });
+    assert.equal((await latest())?.number, capped?.number);
+    await a.client.json('PUT', rules, { review: [] });
+  });
 });

@@ -246,6 +246,7 @@ export class GatewayConfigService {
     const cronMinMinutes = rules.cronMinMinutes ?? null;
     const agentCaps = rules.agentCaps ?? {};
     await this.#db.tx(async (tx) => {
+      await this.#lock(tx, tenantId);
       await tx.query(
         `INSERT INTO gateway_config_rules (tenant_id, review, heartbeat_min_minutes, cron_min_minutes, agent_caps, updated_by) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (tenant_id) DO UPDATE SET review = EXCLUDED.review, heartbeat_min_minutes = EXCLUDED.heartbeat_min_minutes, cron_min_minutes = EXCLUDED.cron_min_minutes,
@@ -261,6 +262,11 @@ export class GatewayConfigService {
         detail: { review, heartbeatMinMinutes: rules.heartbeatMinMinutes, cronMinMinutes, agentCaps },
         requestId: by.requestId ?? null,
       });
+      // Caps are part of the effective configuration (a capped heartbeat, the cron cap): once the tenant has
+      // versions, a change of them is a version of its own, in this transaction (none when nothing renders
+      // differently). Like a policy change it never waits for review: a cap only takes frequency away.
+      const current = await this.#current(tx, tenantId);
+      if (current) await this.#record(tx, tenantId, current.settings, { ...by, reason: 'caps changed', review: [], apply: 'hot' });
     });
     return this.rules(tenantId);
   }
