@@ -88,7 +88,11 @@ export class Reconciler {
   readonly #owned = new Map<string, number>();
   /** Instances on another node already reported as left alone (said once, again after they change hands). */
   readonly #elsewhere = new Set<string>();
-  /** The executor set last sent to each sandbox, for drivers whose health does not list executors (kubernetes). */
+  /**
+   * The executor set last sent to each instance's sandbox (`<sandbox id>:<ids>`), for drivers whose health does
+   * not list executors (kubernetes). Per process and harmless so: a replica that takes an instance over sends
+   * its set once more (setExecutors is idempotent). One entry per instance, replaced when its sandbox changes.
+   */
   readonly #sentRun = new Map<string, string>();
   /**
    * Called once the gateway of an instance stopped on request, before the reconciler moves on (issue 7:
@@ -135,6 +139,7 @@ export class Reconciler {
       const { row } = c;
       if (!c.claimed) {
         this.#owned.delete(row.id);
+        this.#sentRun.delete(row.id);
         if (!c.heldLive && row.sandbox && row.sandboxNode !== null && row.sandboxNode !== id.node && !this.#elsewhere.has(row.id)) {
           // Its sandbox runs on another node: only a replica there may touch it (local sandboxes belong to their host).
           this.#elsewhere.add(row.id);
@@ -453,11 +458,11 @@ export class Reconciler {
     if (health.executors.length > 0) {
       const running = health.executors.filter((e) => e.state !== 'stopped').map((e) => e.id);
       differs = running.length !== want.length || running.some((id) => !want.includes(id));
-    } else differs = this.#sentRun.get(`${row.id}/${handle.sandboxId}`) !== key;
+    } else differs = this.#sentRun.get(row.id) !== `${handle.sandboxId}:${key}`;
     if (!differs) return;
     const t0 = Date.now();
     const after = await this.#o.driver.setExecutors(handle, want);
-    this.#sentRun.set(`${row.id}/${handle.sandboxId}`, key);
+    this.#sentRun.set(row.id, `${handle.sandboxId}:${key}`);
     if (after) await this.#o.instances.saveHealth(row.id, after);
     this.#o.log.info({ instance_id: row.id, tenant_id: row.tenantId, run: want, ms: Date.now() - t0 }, 'changed the executors a running sandbox runs');
   }
