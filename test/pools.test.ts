@@ -444,4 +444,108 @@ describe('executor pools (stand-in executors)', { timeout: 600_000 }, async () =
     );
     assert.equal((await until(t.id, ['completed', 'failed'])).status, 'completed');
   });
+
+  test('every setting changes through the API: shards re-route waiting work, min starts executors, executorsPerSandbox moves nothing running', async (t) => {
+    // Bad changes are 400s naming the field; the agent type is the pool's identity.
+    for (const [body, field] of [
+      [{ minExecutors: 3 }, 'minExecutors'],
+      [{ shards: 9 }, 'shards'],
+      [{ executorsPerSandbox: 0 }, 'executorsPerSandbox'],
+      [{ agentType: 'chat' }, 'agentType'],
+    ] as const) {
+      const r = await api.call('PATCH', `${base}/pools/coding`, body);
+      assert.equal(r.status, 400, JSON.stringify(body));
+      assert.match(await r.text(), new RegExp(field), `the refusal names ${field}`);
+    }
+    // coding: 2 shards × 2 executors. One turn held on shard 1; three tasks wait on shard 1, one on shard 0.
+    const keyOn = (shard: number, n: number) =>
+      Array.from({ length: 200 }, (_, i) => `reshard-${i}`)
+        .filter((k) => expectedShard(k, 2) === shard)
+        .slice(0, n);
+    const [heldKey] = keyOn(1, 1);
+    const release = exec.hold('held across the re-shard');
+    t.after(release);
+    const held = await api.json<TaskView>('POST', `${base}/tasks`, { capability: 'build', input: 'held across the re-shard', shardKey: heldKey }, 201);
+    await waitFor('the held turn runs', async () => (exec.executorOf(held.id) ? true : undefined));
+    const heldOn = (await executors('coding')).find((e) => e.id === exec.executorOf(held.id));
+    assert.equal(heldOn?.shard, 1);
+    await api.json('POST', `${base}/pools/coding/pause`, undefined);
+    const waiting: TaskView[] = [];
+    for (const key of [...keyOn(1, 4).slice(1), ...keyOn(0, 1)])
+      waiting.push(await api.json<TaskView>('POST', `${base}/tasks`, { capability: 'build', input: `after ${key}`, shardKey: key }, 201));
+    assert.deepEqual(waiting.map((w) => w.shard).sort(), [0, 1, 1, 1]);
+
+    // One shard: the waiting tasks are re-routed to it (not refused, not failed); the held turn finishes where it runs.
+    const one = await api.json<PoolView>('PATCH', `${base}/pools/coding`, { shards: 1 });
+    assert.deepEqual([one.shards, one.queueDepth, one.activeExecutors], [1, [4], [2]]);
+    for (const w of waiting) assert.equal((await task(w.id)).shard, 0);
+    const trace = (await api.json<{ items: { kind: string; detail: { from: number; to: number } }[] }>('GET', `${base}/tasks/${waiting[0]?.id}/trace`)).items;
+    assert.deepEqual(
+      trace.filter((e) => e.kind === 'rerouted').map((e) => [e.detail.from, e.detail.to]),
+      [[1, 0]],
+    );
+    const during = await executors('coding');
+    assert.deepEqual(
+      during.filter((e) => e.shard === 1).map((e) => [e.id, e.active, e.taskId]),
+      [[heldOn?.id, true, held.id]],
+      "only shard 1's busy executor still runs, with its turn",
+    );
+    await api.json('POST', `${base}/pools/coding/resume`, undefined);
+    release();
+    assert.equal((await until(held.id, ['completed', 'failed'])).status, 'completed');
+    const shard0 = new Set((await executors('coding')).filter((e) => e.shard === 0).map((e) => e.id));
+    for (const w of waiting) {
+      assert.equal((await until(w.id, ['completed', 'failed'])).status, 'completed');
+      assert.ok(shard0.has(exec.executorOf(w.id) ?? ''), `task ${w.id} ran on an executor of the remaining shard`);
+    }
+    // Free now, the removed shard's last executor is stopped by the scaler.
+    const scaler = new PoolScaler({ db: server.db, log: createLogger('silent'), intervalMs: 100 });
+    assert.deepEqual(
+      (await scaler.decide(one.id)).changes.map((c) => [c.shard, c.from, c.to, c.reason]),
+      [[1, 1, 0, 'shards_lowered']],
+    );
+    assert.deepEqual((await executors('coding')).map((e) => e.shard).sort(), [0, 0]);
+
+    // Back to two shards with min 2: every shard's minimum runs at once, and new keys land by the new count.
+    const two = await api.json<PoolView>('PATCH', `${base}/pools/coding`, { shards: 2 });
+    assert.deepEqual(two.activeExecutors, [2, 2]);
+    const k = keyOn(1, 1)[0] as string;
+    assert.equal((await api.json<TaskView>('POST', `${base}/tasks`, { capability: 'build', input: 'new key', shardKey: k }, 201)).shard, 1);
+
+    // research: 1..3, 2 per sandbox. Raising min starts an executor now.
+    const r2 = await api.json<PoolView>('PATCH', `${base}/pools/research`, { minExecutors: 2 });
+    assert.deepEqual([r2.activeExecutors, r2.sandboxes], [[2], 1]);
+    // One per sandbox with max 4 needs 4 sandboxes: beyond maxInstances, refused naming it, nothing changed.
+    const over = await api.call('PATCH', `${base}/pools/research`, { executorsPerSandbox: 1, maxExecutors: 4 });
+    assert.equal(over.status, 429);
+    assert.equal(((await over.json()) as { details: { quota: string } }).details.quota, 'maxInstances');
+    assert.equal((await api.json<{ executorsPerSandbox: number }>('GET', `${base}/pools/research`)).executorsPerSandbox, 2);
+    await server.services.tenants.update(tenant.id, { quotas: { maxInstances: 8 } }, { actor: 'test' });
+    // Allowed: the two running executors stay in the first sandbox; the others are placed one per sandbox.
+    const r3 = await api.json<PoolView & { executorsPerSandbox: number; maxExecutors: number }>('PATCH', `${base}/pools/research`, {
+      executorsPerSandbox: 1,
+      maxExecutors: 4,
+    });
+    assert.deepEqual([r3.executorsPerSandbox, r3.maxExecutors, r3.activeExecutors], [1, 4, [2]]);
+    assert.deepEqual(
+      (await executors('research')).map((e) => [e.slot, e.sandbox, e.gateway, e.active]),
+      [
+        [0, 0, 'e0', true],
+        [1, 0, 'e1', true],
+        [2, 1, 'e0', false],
+        [3, 2, 'e0', false],
+      ],
+    );
+    const audit = await server.db.query<{ detail: Record<string, unknown> }>(
+      `SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'pool.update' AND decision = 'success' AND target = $2 ORDER BY seq`,
+      [tenant.id, `pool:${one.id}`],
+    );
+    assert.deepEqual(
+      audit.rows.map((r) => [r.detail['shards'], r.detail['rerouted']]),
+      [
+        [1, 4],
+        [2, 0],
+      ],
+    );
+  });
 });

@@ -1,7 +1,7 @@
 import type { Db } from '../db/pool.ts';
 import type { AgentType, RiskClass } from '../tasks/types.ts';
 import { poolSandboxName } from './placement.ts';
-import type { ExecutorClaim, PoolState } from './types.ts';
+import { shardOf, type ExecutorClaim, type PoolState } from './types.ts';
 
 /** How often a turn waiting for a free executor of its shard (or for its pool to resume) asks again. */
 const CLAIM_POLL_MS = 100;
@@ -93,16 +93,24 @@ export class ExecutorClaims {
     let waiting: string | undefined;
     for (;;) {
       o.signal.throwIfAborted();
-      const p = await this.#db.query<{ state: PoolState; risk_class: RiskClass; shards: number }>(
-        'SELECT state, risk_class, shards FROM executor_pools WHERE tenant_id = $1 AND id = $2',
-        [o.tenantId, o.poolId],
+      // The task's shard is read at each try: a changed shard count re-routes waiting tasks (PoolService.update).
+      const p = await this.#db.query<{ state: PoolState; risk_class: RiskClass; shards: number; shard: number | null; shard_key: string | null }>(
+        `SELECT p.state, p.risk_class, p.shards, t.shard, t.shard_key FROM executor_pools p
+           LEFT JOIN tasks t ON t.tenant_id = p.tenant_id AND t.id = $3 AND t.pool_id = p.id
+          WHERE p.tenant_id = $1 AND p.id = $2`,
+        [o.tenantId, o.poolId, o.taskId],
       );
       const pool = p.rows[0];
       if (!pool) throw new NoExecutorError('the executor pool of this task was removed');
       if (pool.risk_class !== o.riskClass) throw new NoExecutorError(`a ${o.riskClass}-risk agent's task may not run in a ${pool.risk_class}-risk pool`);
-      if (o.shard >= pool.shards) throw new NoExecutorError(`shard ${o.shard} does not exist in this pool (it has ${pool.shards})`);
+      let shard = pool.shard ?? o.shard;
+      if (shard >= pool.shards) {
+        // Created while the shard count was being lowered (routed by the old count): routed again by the new one.
+        shard = shardOf(pool.shard_key ?? o.taskId, pool.shards);
+        await this.#db.query('UPDATE tasks SET shard = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2', [o.tenantId, o.taskId, shard]);
+      }
       if (pool.state === 'active') {
-        const c = await this.tryClaim(o.tenantId, o.poolId, o.shard, o.taskId, o.owner);
+        const c = await this.tryClaim(o.tenantId, o.poolId, shard, o.taskId, o.owner);
         if (c) return c;
       }
       // busy: every running executor of the shard has a turn (the scaler adds one while there is room).

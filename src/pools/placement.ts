@@ -22,3 +22,25 @@ export function parsePoolSandboxName(name: string): { agentType: string; sandbox
   const m = /^pool-([a-z]+)(?:-([1-9][0-9]?))?$/.exec(name);
   return m ? { agentType: m[1] as string, sandbox: m[2] ? Number(m[2]) : 0 } : null;
 }
+
+/**
+ * Places slots again after a pool's shards or executorsPerSandbox changed (docs/adr/0014-executor-pools.md,
+ * Changing a pool): `want` in slot-major order (as placement() numbers them) each gets the lowest free
+ * position of the new layout — sandbox n holds gateways e0…e(capacity(n) − 1) — skipping positions `taken`
+ * by executors that stay where they run. Returns the positions in `want`'s order.
+ */
+export function replace(
+  want: number,
+  taken: ReadonlySet<string>,
+  perSandbox: number,
+  capacity: (sandbox: number) => number,
+): { sandbox: number; gateway: string }[] {
+  const out: { sandbox: number; gateway: string }[] = [];
+  for (let g = 0; out.length < want; g++) {
+    const sandbox = Math.floor(g / perSandbox);
+    const i = g % perSandbox;
+    const gateway = `e${i}`;
+    if (i < Math.min(perSandbox, capacity(sandbox)) && !taken.has(`${sandbox}/${gateway}`)) out.push({ sandbox, gateway });
+  }
+  return out;
+}

@@ -14,7 +14,7 @@ export interface ScaleChange {
   from: number;
   to: number;
   /** backlog: tasks waited with every running executor busy; idle: executors ran nothing for the pool's scale-down time. */
-  reason: 'backlog' | 'idle' | 'max_lowered';
+  reason: 'backlog' | 'idle' | 'max_lowered' | 'shards_lowered';
   waiting: number;
 }
 
@@ -149,6 +149,27 @@ export class PoolScaler {
       );
       const changes: ScaleChange[] = [];
       const touched = new Set<number>();
+      // Executors of shards a lowered shard count removed: stopped once free (their tasks were re-routed).
+      for (const shard of new Set(rows.rows.filter((x) => x.shard >= pool.shards && x.active && !x.busy).map((x) => x.shard))) {
+        const mine = rows.rows.filter((x) => x.shard === shard && x.active);
+        const off = await this.#set(
+          tx,
+          mine.filter((x) => !x.busy).map((x) => x.id),
+          false,
+        );
+        for (const x of mine.filter((m) => off.includes(m.id))) touched.add(x.sandbox);
+        if (off.length > 0)
+          changes.push({
+            tenantId: pool.tenant_id,
+            poolId: pool.id,
+            agentType: pool.agent_type,
+            shard,
+            waiting: 0,
+            from: mine.length,
+            to: mine.length - off.length,
+            reason: 'shards_lowered',
+          });
+      }
       for (let shard = 0; shard < pool.shards; shard++) {
         const mine = rows.rows.filter((x) => x.shard === shard);
         const inRange = mine.filter((x) => x.slot < pool.max_executors);

@@ -4,7 +4,7 @@ import type { Db, Queryable } from '../db/pool.ts';
 import { ConflictError, NotFoundError, QuotaExceededError, ValidationError } from '../errors.ts';
 import { riskOf } from '../tasks/agents.ts';
 import type { AgentType } from '../tasks/types.ts';
-import { placement, sandboxesFor } from './placement.ts';
+import { placement, poolSandboxName, replace, sandboxesFor } from './placement.ts';
 import { poolInput, poolPatch, shardOf, type Pool, type PoolExecutor, type PoolInput, type PoolState } from './types.ts';
 
 interface PoolRow {
@@ -47,9 +47,12 @@ export interface Route {
  */
 export class PoolService {
   readonly #db: Db;
+  readonly #publish: ((tx: Queryable, instanceIds: string[]) => Promise<void>) | undefined;
 
-  constructor(db: Db) {
+  /** publish: inside a change's transaction, for the pool sandboxes whose running executors it changed (instance.changed to every replica). */
+  constructor(db: Db, o: { publish?: (tx: Queryable, instanceIds: string[]) => Promise<void> } = {}) {
     this.#db = db;
+    this.#publish = o.publish;
   }
 
   async list(tenantId: string): Promise<Pool[]> {
@@ -127,7 +130,11 @@ export class PoolService {
       task_id: string | null;
       lease_until: Date | null;
       turns: number;
-    }>('SELECT * FROM pool_executors WHERE tenant_id = $1 AND pool_id = $2 AND slot < $3 ORDER BY shard, slot', [tenantId, p.id, p.max_executors]);
+    }>(
+      // Every slot of the pool's shape, and any still running outside it (above a lowered max, of a removed shard) until the scaler stops it.
+      'SELECT * FROM pool_executors WHERE tenant_id = $1 AND pool_id = $2 AND ((slot < $3 AND shard < $4) OR active) ORDER BY shard, slot',
+      [tenantId, p.id, p.max_executors, p.shards],
+    );
     const now = Date.now();
     return r.rows.map((e) => ({
       id: e.id,
@@ -210,45 +217,88 @@ export class PoolService {
     }
   }
 
+  /**
+   * Changes a pool's settings (docs/adr/0014-executor-pools.md, Changing a pool). Raising minExecutors starts
+   * executors at once; a changed shard count re-routes the pool's unfinished tasks by the new count (a turn
+   * running now finishes where it is); a changed shards or executorsPerSandbox places the executors again,
+   * except those running or holding a turn, which stay where they run (the scaler stops those no longer
+   * wanted once they are free). Quotas are checked on the difference, as at creation.
+   */
   async update(tenantId: string, ref: string, raw: z.input<typeof poolPatch>, by: Audited): Promise<Pool> {
     const patch = poolPatch.parse(raw);
-    return this.#db
+    const r = await this.#db
       .tx(async (tx) => {
         const cur = await this.#row(tenantId, ref, tx, true);
-        const next = {
-          maxExecutors: patch.maxExecutors ?? cur.max_executors,
-          cpuMillis: patch.cpuMillis ?? cur.cpu_millis,
-          memoryMb: patch.memoryMb ?? cur.memory_mb,
+        const next: PoolRow = {
+          ...cur,
+          min_executors: patch.minExecutors ?? cur.min_executors,
+          max_executors: patch.maxExecutors ?? cur.max_executors,
+          shards: patch.shards ?? cur.shards,
+          cpu_millis: patch.cpuMillis ?? cur.cpu_millis,
+          memory_mb: patch.memoryMb ?? cur.memory_mb,
+          executors_per_sandbox: patch.executorsPerSandbox ?? cur.executors_per_sandbox,
+          scale_down_after_seconds: patch.scaleDownAfterSeconds ?? cur.scale_down_after_seconds,
         };
-        if (next.maxExecutors < cur.min_executors)
-          throw new ValidationError("maxExecutors must be at least the pool's minExecutors.", [
-            { path: 'maxExecutors', message: `at least ${cur.min_executors}` },
-          ]);
-        const reserve = (x: { maxExecutors: number; cpuMillis: number; memoryMb: number }) => ({
-          cpu: cur.shards * x.maxExecutors * x.cpuMillis,
-          mem: cur.shards * x.maxExecutors * x.memoryMb,
+        if (next.max_executors < next.min_executors) {
+          const field = patch.maxExecutors !== undefined ? 'maxExecutors' : 'minExecutors';
+          throw new ValidationError(
+            `${field} would leave maxExecutors (${next.max_executors}) below minExecutors (${next.min_executors}): change both together or keep max at least min.`,
+            [{ path: field, message: field === 'maxExecutors' ? `at least ${next.min_executors}` : `at most ${next.max_executors}` }],
+          );
+        }
+        const reserve = (x: PoolRow) => ({
+          sandboxes: sandboxesFor(x.shards, x.max_executors, x.executors_per_sandbox),
+          cpu: x.shards * x.max_executors * x.cpu_millis,
+          mem: x.shards * x.max_executors * x.memory_mb,
         });
-        const before = reserve({ maxExecutors: cur.max_executors, cpuMillis: cur.cpu_millis, memoryMb: cur.memory_mb });
+        const before = reserve(cur);
         const after = reserve(next);
-        const boxes = (max: number) => sandboxesFor(cur.shards, max, cur.executors_per_sandbox);
         await this.#checkQuotas(tx, tenantId, {
-          sandboxes: boxes(next.maxExecutors) - boxes(cur.max_executors),
+          sandboxes: after.sandboxes - before.sandboxes,
           cpuMillis: after.cpu - before.cpu,
           memoryMb: after.mem - before.mem,
         });
         await tx.query(
-          'UPDATE executor_pools SET max_executors = $3, cpu_millis = $4, memory_mb = $5, scale_down_after_seconds = $6, updated_at = now() WHERE tenant_id = $1 AND id = $2',
-          [tenantId, cur.id, next.maxExecutors, next.cpuMillis, next.memoryMb, patch.scaleDownAfterSeconds ?? cur.scale_down_after_seconds],
+          `UPDATE executor_pools SET min_executors = $3, max_executors = $4, shards = $5, cpu_millis = $6, memory_mb = $7, executors_per_sandbox = $8,
+                  scale_down_after_seconds = $9, updated_at = now() WHERE tenant_id = $1 AND id = $2`,
+          [
+            tenantId,
+            cur.id,
+            next.min_executors,
+            next.max_executors,
+            next.shards,
+            next.cpu_millis,
+            next.memory_mb,
+            next.executors_per_sandbox,
+            next.scale_down_after_seconds,
+          ],
         );
-        // Room to grow into (a lower max leaves the slots above it to the scaler, which stops them once idle).
-        if (next.maxExecutors > cur.max_executors) await this.#addSlots(tx, cur, cur.max_executors, next.maxExecutors, 0);
+        const reshaped = next.shards !== cur.shards || next.executors_per_sandbox !== cur.executors_per_sandbox;
+        // Room to grow into (a lower max leaves the slots above it to the scaler, which stops them once free).
+        if (reshaped) await this.#replace(tx, next);
+        else if (next.max_executors > cur.max_executors) await this.#addSlots(tx, cur, cur.max_executors, next.max_executors, 0);
+        const started = await this.#startMin(tx, next);
+        const stopped = next.shards < cur.shards ? await this.#stopRemovedShards(tx, next) : [];
+        const rerouted = next.shards !== cur.shards ? await this.#reroute(tx, next, cur.shards) : 0;
+        const sandboxes = [...new Set([...started, ...stopped])];
+        if (sandboxes.length > 0 && this.#publish) {
+          const inst = await tx.query<{ id: string }>('SELECT id FROM instances WHERE tenant_id = $1 AND name = ANY ($2::text[])', [
+            tenantId,
+            sandboxes.map((n) => poolSandboxName(cur.agent_type, n)),
+          ]);
+          if (inst.rows.length > 0)
+            await this.#publish(
+              tx,
+              inst.rows.map((i) => i.id),
+            );
+        }
         await appendAudit(tx, {
           actor: by.actor,
           tenantId,
           action: 'pool.update',
           target: `pool:${cur.id}`,
           decision: 'success',
-          detail: { ...patch },
+          detail: { ...patch, ...(next.shards !== cur.shards ? { rerouted } : {}) },
           requestId: by.requestId ?? null,
         });
         return this.get(tenantId, cur.id, tx);
@@ -257,6 +307,109 @@ export class PoolService {
         if (err instanceof QuotaExceededError) await this.#refused(tenantId, 'pool.update', err, by);
         throw err;
       });
+    return r;
+  }
+
+  /**
+   * Places every slot of the pool's new shape (shards × maxExecutors) again: executors that run or hold a
+   * turn stay where they are (a slot of a removed shard among them too, until the scaler stops it); the rest
+   * take the lowest free positions of the new layout (placement.ts replace), in the sandboxes already
+   * deployed only up to the gateways each declared. Free slots of removed shards are deleted.
+   */
+  async #replace(tx: Queryable, pool: PoolRow): Promise<void> {
+    const rows = await tx.query<{ id: string; shard: number; slot: number; sandbox: number; gateway: string; kept: boolean }>(
+      `SELECT id, shard, slot, sandbox, gateway,
+              active OR (task_id IS NOT NULL AND lease_until > now())
+                OR EXISTS (SELECT 1 FROM tasks t WHERE t.tenant_id = x.tenant_id AND t.executor_id = x.id AND t.status = 'waiting_approval') AS kept
+         FROM pool_executors x WHERE tenant_id = $1 AND pool_id = $2 FOR UPDATE`,
+      [pool.tenant_id, pool.id],
+    );
+    const wanted = (x: { shard: number; slot: number }) => x.shard < pool.shards && x.slot < pool.max_executors;
+    const gone = rows.rows.filter((x) => !x.kept && !wanted(x)).map((x) => x.id);
+    if (gone.length > 0) await tx.query('DELETE FROM pool_executors WHERE id = ANY ($1::uuid[])', [gone]);
+    const kept = rows.rows.filter((x) => x.kept);
+    const taken = new Set(kept.map((x) => `${x.sandbox}/${x.gateway}`));
+    const byKey = new Map(rows.rows.map((x) => [`${x.shard}/${x.slot}`, x]));
+    const todo: { shard: number; slot: number; id: string | undefined }[] = [];
+    for (let slot = 0; slot < pool.max_executors; slot++)
+      for (let shard = 0; shard < pool.shards; shard++) {
+        const x = byKey.get(`${shard}/${slot}`);
+        if (!x?.kept) todo.push({ shard, slot, id: x?.id });
+      }
+    const declared = await tx.query<{ name: string; executors: number }>(
+      `SELECT name, executors FROM instances WHERE tenant_id = $1 AND desired_state <> 'destroyed' AND (name = $2 OR name LIKE $2 || '-%')`,
+      [pool.tenant_id, poolSandboxName(pool.agent_type, 0)],
+    );
+    const capacity = (n: number) => declared.rows.find((i) => i.name === poolSandboxName(pool.agent_type, n))?.executors ?? pool.executors_per_sandbox;
+    const at = replace(todo.length, taken, pool.executors_per_sandbox, capacity);
+    // Two passes: a row may move to a position another moving row leaves (UNIQUE (pool_id, sandbox, gateway)).
+    const moving = todo.flatMap((t) => (t.id ? [t.id] : []));
+    if (moving.length > 0) await tx.query(`UPDATE pool_executors SET gateway = 'moving-' || id WHERE id = ANY ($1::uuid[])`, [moving]);
+    for (const [i, t] of todo.entries()) {
+      const p = at[i] as { sandbox: number; gateway: string };
+      if (t.id) await tx.query('UPDATE pool_executors SET sandbox = $2, gateway = $3 WHERE id = $1', [t.id, p.sandbox, p.gateway]);
+      else
+        await tx.query('INSERT INTO pool_executors (tenant_id, pool_id, shard, slot, gateway, sandbox, active) VALUES ($1, $2, $3, $4, $5, $6, false)', [
+          pool.tenant_id,
+          pool.id,
+          t.shard,
+          t.slot,
+          p.gateway,
+          p.sandbox,
+        ]);
+    }
+  }
+
+  /** Starts the slots below minExecutors that are not running, in every shard: the sandboxes they run in. */
+  async #startMin(tx: Queryable, pool: PoolRow): Promise<number[]> {
+    const r = await tx.query<{ sandbox: number }>(
+      `UPDATE pool_executors SET active = true, activated_at = now(), idle_since = now()
+        WHERE tenant_id = $1 AND pool_id = $2 AND NOT active AND shard < $3 AND slot < $4 RETURNING sandbox`,
+      [pool.tenant_id, pool.id, pool.shards, Math.min(pool.min_executors, pool.max_executors)],
+    );
+    return r.rows.map((x) => x.sandbox);
+  }
+
+  /**
+   * Stops the free executors of shards that no longer exist (one that holds a turn finishes it; the scaler
+   * stops it after): the sandboxes they ran in.
+   */
+  async #stopRemovedShards(tx: Queryable, pool: PoolRow): Promise<number[]> {
+    const r = await tx.query<{ sandbox: number }>(
+      `UPDATE pool_executors x SET active = false
+        WHERE tenant_id = $1 AND pool_id = $2 AND shard >= $3 AND active AND (task_id IS NULL OR lease_until < now())
+          AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.tenant_id = x.tenant_id AND t.executor_id = x.id AND t.status = 'waiting_approval')
+        RETURNING sandbox`,
+      [pool.tenant_id, pool.id, pool.shards],
+    );
+    return r.rows.map((x) => x.sandbox);
+  }
+
+  /**
+   * Re-routes the pool's unfinished tasks by the new shard count (shardOf their shard key, else their id, as
+   * at creation), so a key's tasks stay on one shard: a waiting task claims an executor of its new shard; one
+   * running a turn finishes it where it is and takes its next turn there. Each moved task's trace says so.
+   */
+  async #reroute(tx: Queryable, pool: PoolRow, from: number): Promise<number> {
+    const r = await tx.query<{ id: string; shard: number | null; shard_key: string | null }>(
+      `SELECT id, shard, shard_key FROM tasks WHERE tenant_id = $1 AND pool_id = $2 AND status NOT IN ('completed', 'failed', 'cancelled', 'expired') FOR UPDATE`,
+      [pool.tenant_id, pool.id],
+    );
+    let moved = 0;
+    for (const t of r.rows) {
+      const to = shardOf(t.shard_key ?? t.id, pool.shards);
+      if (to === t.shard) continue;
+      await tx.query('UPDATE tasks SET shard = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2', [pool.tenant_id, t.id, to]);
+      await tx.query('INSERT INTO task_events (tenant_id, task_id, step, kind, detail) VALUES ($1, $2, $3, $4, $5)', [
+        pool.tenant_id,
+        t.id,
+        'dispatch',
+        'rerouted',
+        JSON.stringify({ poolId: pool.id, from: t.shard, to, shards: { from, to: pool.shards } }),
+      ]);
+      moved++;
+    }
+    return moved;
   }
 
   /**

@@ -14,44 +14,69 @@ export type PoolState = (typeof POOL_STATES)[number];
 /** Gateways one sandbox runs at most (the instance API's executor limit). */
 export const MAX_POOL_GATEWAYS = 8;
 
+const fields = {
+  minExecutors: z
+    .number()
+    .int()
+    .min(0)
+    .max(8)
+    .describe('Executors per shard kept running (0: the sandbox may stop when idle; one starts on work). Raising it starts executors at once'),
+  maxExecutors: z
+    .number()
+    .int()
+    .min(1)
+    .max(8)
+    .describe('Executors per shard at most: what the CPU and memory quotas reserve. Lowering it stops the executors above it once they are free'),
+  shards: z
+    .number()
+    .int()
+    .min(1)
+    .max(8)
+    .describe("Shards: a task goes to exactly one, chosen from its shardKey (or its id). Changing it re-routes the pool's unfinished tasks by the new count"),
+  cpuMillis: z.number().int().min(100).max(64_000).describe('CPU per executor, in thousandths of a core (a sandbox takes a change at its next start)'),
+  memoryMb: z.number().int().min(256).max(262_144).describe('Memory per executor, in MiB (a sandbox takes a change at its next start)'),
+  executorsPerSandbox: z
+    .number()
+    .int()
+    .min(1)
+    .max(MAX_POOL_GATEWAYS)
+    .describe(
+      'Executors (gateway processes) one sandbox of the pool runs at most; scaling up fills a sandbox, then starts the next. A change moves no running executor: it places the others',
+    ),
+  scaleDownAfterSeconds: z
+    .number()
+    .int()
+    .min(1)
+    .max(86_400)
+    .describe('An executor idle this long with nothing waiting on its shard is stopped (never below minExecutors)'),
+};
+
 export const poolInput = z
   .strictObject({
     agentType: z.enum(AGENT_TYPES),
-    minExecutors: z
-      .number()
-      .int()
-      .min(0)
-      .max(8)
-      .default(1)
-      .describe('Executors per shard kept running (0: the sandbox may stop when idle; one starts on work)'),
-    maxExecutors: z.number().int().min(1).max(8).default(1).describe('Executors per shard at most: what the CPU and memory quotas reserve'),
-    shards: z.number().int().min(1).max(8).default(1).describe('Shards: a task goes to exactly one, chosen from its shardKey (or its id)'),
-    cpuMillis: z.number().int().min(100).max(64_000).default(1000).describe('CPU per executor, in thousandths of a core'),
-    memoryMb: z.number().int().min(256).max(262_144).default(1024).describe('Memory per executor, in MiB'),
-    executorsPerSandbox: z
-      .number()
-      .int()
-      .min(1)
-      .max(MAX_POOL_GATEWAYS)
-      .default(MAX_POOL_GATEWAYS)
-      .describe('Executors (gateway processes) one sandbox of the pool runs at most; scaling up fills a sandbox, then starts the next'),
-    scaleDownAfterSeconds: z
-      .number()
-      .int()
-      .min(1)
-      .max(86_400)
-      .default(300)
-      .describe('An executor idle this long with nothing waiting on its shard is stopped (never below minExecutors)'),
+    minExecutors: fields.minExecutors.default(1),
+    maxExecutors: fields.maxExecutors.default(1),
+    shards: fields.shards.default(1),
+    cpuMillis: fields.cpuMillis.default(1000),
+    memoryMb: fields.memoryMb.default(1024),
+    executorsPerSandbox: fields.executorsPerSandbox.default(MAX_POOL_GATEWAYS),
+    scaleDownAfterSeconds: fields.scaleDownAfterSeconds.default(300),
   })
   .refine((p) => p.maxExecutors >= p.minExecutors, { message: 'maxExecutors must be at least minExecutors', path: ['maxExecutors'] });
 export type PoolInput = z.input<typeof poolInput>;
 
-/** What may change on a pool; shards and minExecutors are fixed (they decide where keys land and which gateways run). */
+/**
+ * What may change on a pool: every setting but its agent type (docs/adr/0014-executor-pools.md, Changing a
+ * pool). Omitted fields keep their value.
+ */
 export const poolPatch = z.strictObject({
-  maxExecutors: z.number().int().min(1).max(8).optional(),
-  cpuMillis: z.number().int().min(100).max(64_000).optional(),
-  memoryMb: z.number().int().min(256).max(262_144).optional(),
-  scaleDownAfterSeconds: z.number().int().min(1).max(86_400).optional(),
+  minExecutors: fields.minExecutors.optional(),
+  maxExecutors: fields.maxExecutors.optional(),
+  shards: fields.shards.optional(),
+  cpuMillis: fields.cpuMillis.optional(),
+  memoryMb: fields.memoryMb.optional(),
+  executorsPerSandbox: fields.executorsPerSandbox.optional(),
+  scaleDownAfterSeconds: fields.scaleDownAfterSeconds.optional(),
 });
 
 export interface Pool {

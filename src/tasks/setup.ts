@@ -121,7 +121,14 @@ export function createTaskServices(o: {
   const queues = new TaskQueues({ pollMs: o.settings.queuePollMs, workerConcurrency: o.settings.workerConcurrency });
   const wake = o.wake ?? instanceWaker({ gate: o.gate, instances: o.instances, sandboxes: o.sandboxes, readyTimeoutMs: o.readyTimeoutMs });
   const claims = new WorkClaims(o.db, o.claims ?? soloIdentity(o.instances.node));
-  const pools = new PoolService(o.db);
+  const events = o.events;
+  /** Pool sandboxes whose executor set changed: every replica's reconciler looks at once. */
+  const publish = events
+    ? async (tx: Queryable, ids: string[]) => {
+        for (const instanceId of ids) await events.publish(tx, 'instance.changed', { instanceId });
+      }
+    : undefined;
+  const pools = new PoolService(o.db, publish ? { publish } : {});
   const executorClaims = new ExecutorClaims(o.db, claims.id.ttlMs);
   const executor = new GatewayExecutor({ wake, db: o.db, log, flushUsage: o.flushUsage, taskTags: o.taskTags, claims: claims.id });
   // OpenClaw's exec approvals (exec mode ask): a rejection or expiry refuses the held command on the gateway.
@@ -144,18 +151,11 @@ export function createTaskServices(o: {
   const tasks = new TaskService({ db: o.db, store, agents, approvals, queues, pools, swarms });
   registerQueueDepthGauge(o.registry, o.db);
   registerPoolGauges(o.registry, o.db);
-  const events = o.events;
   const poolScaler = new PoolScaler({
     db: o.db,
     log: o.log.child({ component: 'pools' }),
     intervalMs: o.settings.poolScaleIntervalMs,
-    ...(events
-      ? {
-          publish: async (tx: Queryable, ids: string[]) => {
-            for (const instanceId of ids) await events.publish(tx, 'instance.changed', { instanceId });
-          },
-        }
-      : {}),
+    ...(publish ? { publish } : {}),
     // A sandbox left with no executor stops (the next claim of one of its executors starts it again).
     onScaled: async (boxes) => {
       for (const b of boxes.filter((x) => x.active === 0)) {

@@ -11857,27 +11857,27 @@ export interface paths {
                         /** @enum {string} */
                         agentType: "chat" | "coding" | "research" | "shell" | "browser";
                         /**
-                         * @description CPU per executor, in thousandths of a core
+                         * @description CPU per executor, in thousandths of a core (a sandbox takes a change at its next start)
                          * @default 1000
                          */
                         cpuMillis?: number;
                         /**
-                         * @description Executors (gateway processes) one sandbox of the pool runs at most; scaling up fills a sandbox, then starts the next
+                         * @description Executors (gateway processes) one sandbox of the pool runs at most; scaling up fills a sandbox, then starts the next. A change moves no running executor: it places the others
                          * @default 8
                          */
                         executorsPerSandbox?: number;
                         /**
-                         * @description Executors per shard at most: what the CPU and memory quotas reserve
+                         * @description Executors per shard at most: what the CPU and memory quotas reserve. Lowering it stops the executors above it once they are free
                          * @default 1
                          */
                         maxExecutors?: number;
                         /**
-                         * @description Memory per executor, in MiB
+                         * @description Memory per executor, in MiB (a sandbox takes a change at its next start)
                          * @default 1024
                          */
                         memoryMb?: number;
                         /**
-                         * @description Executors per shard kept running (0: the sandbox may stop when idle; one starts on work)
+                         * @description Executors per shard kept running (0: the sandbox may stop when idle; one starts on work). Raising it starts executors at once
                          * @default 1
                          */
                         minExecutors?: number;
@@ -11887,7 +11887,7 @@ export interface paths {
                          */
                         scaleDownAfterSeconds?: number;
                         /**
-                         * @description Shards: a task goes to exactly one, chosen from its shardKey (or its id)
+                         * @description Shards: a task goes to exactly one, chosen from its shardKey (or its id). Changing it re-routes the pool's unfinished tasks by the new count
                          * @default 1
                          */
                         shards?: number;
@@ -12115,7 +12115,7 @@ export interface paths {
         };
         options?: never;
         head?: never;
-        /** Change a pool's maximum and per-executor resources (shards and minimum are fixed) */
+        /** Change a pool's settings (all but its agent type): a new shard count re-routes its unfinished tasks, a higher minimum starts executors now, running executors are never moved */
         patch: {
             parameters: {
                 query?: never;
@@ -12131,10 +12131,20 @@ export interface paths {
             requestBody: {
                 content: {
                     "application/json": {
+                        /** @description CPU per executor, in thousandths of a core (a sandbox takes a change at its next start) */
                         cpuMillis?: number;
+                        /** @description Executors (gateway processes) one sandbox of the pool runs at most; scaling up fills a sandbox, then starts the next. A change moves no running executor: it places the others */
+                        executorsPerSandbox?: number;
+                        /** @description Executors per shard at most: what the CPU and memory quotas reserve. Lowering it stops the executors above it once they are free */
                         maxExecutors?: number;
+                        /** @description Memory per executor, in MiB (a sandbox takes a change at its next start) */
                         memoryMb?: number;
+                        /** @description Executors per shard kept running (0: the sandbox may stop when idle; one starts on work). Raising it starts executors at once */
+                        minExecutors?: number;
+                        /** @description An executor idle this long with nothing waiting on its shard is stopped (never below minExecutors) */
                         scaleDownAfterSeconds?: number;
+                        /** @description Shards: a task goes to exactly one, chosen from its shardKey (or its id). Changing it re-routes the pool's unfinished tasks by the new count */
+                        shards?: number;
                     };
                 };
             };
@@ -12192,6 +12202,13 @@ export interface paths {
                     content: {
                         "application/json": components["schemas"]["Error"];
                     };
+                };
+                /** @description Beyond a quota: details.quota names it (maxInstances, maxCpuMillis, maxMemoryMb) */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
                 };
             };
         };

@@ -109,9 +109,14 @@ export function registerPools(app: App, deps: AppDeps): void {
       method: 'patch',
       path: `${base}/{poolId}`,
       tags: ['pools'],
-      summary: "Change a pool's maximum and per-executor resources (shards and minimum are fixed)",
+      summary:
+        "Change a pool's settings (all but its agent type): a new shard count re-routes its unfinished tasks, a higher minimum starts executors now, running executors are never moved",
       request: { params: PoolParams, body: jsonBody(poolPatch) },
-      responses: { 200: json(PoolSchema), ...errorResponses },
+      responses: {
+        200: json(PoolSchema),
+        429: { description: 'Beyond a quota: details.quota names it (maxInstances, maxCpuMillis, maxMemoryMb)' },
+        ...errorResponses,
+      },
     }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.admin');
