@@ -1,14 +1,14 @@
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { BadJsonError, ClawplaneError, ConflictError, PayloadTooLargeError, ValidationError } from '../errors.ts';
+import { BadJsonError, ClawplaneError, ConflictError, PayloadTooLargeError, ValidationError, type ErrorCode } from '../errors.ts';
 import { scrubHostDetails } from '../observability/host-details.ts';
 import type { AppEnv } from './env.ts';
 import { isOpenAiRoute, toOpenAiError } from './openai-errors.ts';
 
 /** The JSON body of every error response. */
 export interface ErrorBody {
-  code: string;
+  code: ErrorCode;
   message: string;
   requestId: string;
   details?: Record<string, unknown>;

@@ -4,7 +4,7 @@ import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
 import { z } from 'zod';
 import { appendAudit } from '../audit/log.ts';
 import type { Db } from '../db/pool.ts';
-import { ClawplaneError } from '../errors.ts';
+import { ClawplaneError, type ErrorCode } from '../errors.ts';
 import type { PolicyService } from '../policy/service.ts';
 import type { PolicyDecision, ToolContext } from '../policy/types.ts';
 import { GrantKeyRefused, staticGrantKeys, type GrantKeySource } from './grant-keys.ts';
@@ -403,7 +403,7 @@ export class GrantService {
   }
 }
 
-function problem(c: Context, status: 400 | 401 | 403, code: string, message: string, details?: Record<string, unknown>): Response {
+function problem(c: Context, status: 400 | 401 | 403, code: ErrorCode, message: string, details?: Record<string, unknown>): Response {
   return c.json({ code, message, ...(details ? { details } : {}) }, status);
 }
 

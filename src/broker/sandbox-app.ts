@@ -1,13 +1,13 @@
 import { Hono, type Context } from 'hono';
 import { z } from 'zod';
-import { ClawplaneError } from '../errors.ts';
+import { ClawplaneError, type ErrorCode } from '../errors.ts';
 import type { SandboxIdentity } from './identity.ts';
 
 /** A broker sub-app whose every request carries a resolved sandbox identity. */
 export type SandboxEnv = { Variables: { caller: SandboxIdentity } };
 
 /** An error answer of the broker's own routes: `{ code, message }`. */
-export function problem(c: Context, status: number, code: string, message: string): Response {
+export function problem(c: Context, status: number, code: ErrorCode, message: string): Response {
   return c.json({ code, message }, status as 400);
 }
 

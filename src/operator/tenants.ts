@@ -131,7 +131,7 @@ export class TenantOperator {
         if (changed) t = await this.#o.tenants.update(t.id, { name: spec.displayName, quotas }, by);
       } else {
         throw new ClawplaneError(
-          'SlugTaken',
+          'slug_taken',
           409,
           `A tenant with slug "${spec.slug}" already exists and was not created from this resource; the operator leaves it alone. Annotate ${ADOPT_ANNOTATION}: "true" to manage it from here.`,
         );

@@ -59,7 +59,7 @@ export const EXPIRES_SOON_DAYS = 14;
 export class CredentialUnavailableError extends ClawplaneError {
   constructor(name: string, status: 'revoked' | 'expired') {
     super(
-      `credential_${status}`,
+      status === 'revoked' ? 'credential_revoked' : 'credential_expired',
       409,
       `The credential "${name}" is ${status} and cannot be used. Ask a tenant admin to add a new credential and point the provider or skill at it.`,
       { details: { status } },
