@@ -5,11 +5,17 @@
  * OpenAPI schemas (422 like the real server) and injects faults. There is no kubelet: the tests mark a
  * pod Running/Ready or waiting with a reason (`setPodStatus`), which is what a kubelet would report.
  * Everything else is real: PostgreSQL, the vault with a planted canary provider key, the broker that
- * issues and revokes the sandbox's token (checked on its real TCP listener).
+ * issues and revokes the sandbox's token (checked on its real TCP listener). pods/exec is a real
+ * WebSocket (v5.channel.k8s.io) and the commands the driver sends really run (tar, sh, Node, OpenClaw's
+ * own `backup create`) under bubblewrap with the pod's volumes bound where its spec mounts them: the
+ * stand-in keeps a directory per PersistentVolumeClaim, which is what the tests read and write as "the
+ * volume". The containers' own commands never run (no kubelet), so the tests also play the init container.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { writeFile, mkdtemp, mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -25,7 +31,10 @@ import { SandboxUnavailableError, type SandboxDriver, type SandboxRef, type Sand
 import { knowledgePluginFiles } from '../src/sandbox/host/dirs.ts';
 import { onboard } from './helpers/client.ts';
 import { KubeStandIn, type StoredObject } from './helpers/kube-standin.ts';
+import { OPENCLAW_VERSION, RUNTIME_CACHE } from './helpers/sandbox.ts';
 import { startTestServer } from './helpers/server.ts';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
 
 const NS = 'clawplane-sandboxes';
 const CLUSTER = `cluster-${randomUUID().slice(0, 8)}`;
@@ -55,7 +64,7 @@ async function until<T>(what: string, fn: () => T | undefined | Promise<T | unde
 describe('the kubernetes driver (against a stand-in API server: no Kubernetes can be installed here)', async () => {
   const kube = await KubeStandIn.start();
   after(() => kube.close());
-  const server = await startTestServer();
+  const server = await startTestServer({ CLAWPLANE_RUNTIME_CACHE: RUNTIME_CACHE });
   const admin = await onboard(server);
   const { broker, credentials } = server.services;
   const brokerUrl = await broker.listenTcp(0);
@@ -546,6 +555,187 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
     await until('the stream is closed', () => kube.logFollowers(NS, `cp-${s.instanceId}`) === 0);
     await d.stop(ref);
     assert.deepEqual(await d.logs(s, { tail: 5 }), [], 'no pod, no log lines (not an error)');
+  });
+
+  // State archives through pods/exec (docs/adr/0011-kubernetes.md). The stand-in's volume of a claim is a
+  // directory here; its archive pods "run" because the test plays the kubelet (autoRun) while they exist.
+  const volume = (instanceId: string) => kube.volumeDir(NS, `cp-${instanceId}-state`);
+  const archivePod = (instanceId: string) => kube.get('Pod', NS, `cp-${instanceId}-archive`);
+  const tarList = async (archive: Buffer): Promise<string[]> => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-kube-tar-'));
+    try {
+      await writeFile(path.join(dir, 'a.tgz'), archive);
+      const r = spawnSync('tar', ['-tzf', path.join(dir, 'a.tgz')], { encoding: 'utf8' });
+      assert.equal(r.status, 0, `not a tar.gz: ${r.stderr}`);
+      return r.stdout.split('\n').filter(Boolean);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  };
+  /** A stopped instance whose volume holds e0's state: a note, a lock under tmp/ (regenerable, never archived), 64 KiB of noise. */
+  const stoppedWithState = async (note: string): Promise<SandboxSpec> => {
+    const s = spec();
+    const ref = await startRunning(s);
+    const e0 = path.join(volume(s.instanceId), 'work', 'e0');
+    await mkdir(path.join(e0, 'tmp'), { recursive: true });
+    await writeFile(path.join(e0, 'note.txt'), note);
+    await writeFile(path.join(e0, 'tmp', 'gateway.lock'), 'lock');
+    await writeFile(path.join(e0, 'noise.bin'), randomBytes(64 * 1024));
+    await d.stop(ref);
+    return s;
+  };
+  const withKubelet = async <T>(fn: () => Promise<T>): Promise<T> => {
+    kube.autoRun = true;
+    try {
+      return await fn();
+    } finally {
+      kube.autoRun = false;
+    }
+  };
+
+  test('backup → destroy → restore of a stopped instance: an archive pod mounts its volume, tar streams through pods/exec, the pod is deleted after', async () => {
+    const s = await stoppedWithState('remember the blue door');
+    const archive = await withKubelet(async () => buffer(await d.exportState(s)));
+    assert.equal(archivePod(s.instanceId), undefined, 'the archive pod is deleted once the export is done');
+    const entries = await tarList(archive);
+    assert.ok(entries.includes('./e0/note.txt'), entries.join(', '));
+    assert.ok(!entries.some((e) => e.startsWith('./e0/tmp/')), 'tmp/ is regenerable and never archived');
+    // The archive pod ran as the tenant's uid, under Pod Security restricted, with no token and no network policy hole.
+    const created = kube.calls.filter((c) => c.method === 'POST' && c.path.endsWith('/pods') && c.body.includes(`cp-${s.instanceId}-archive`));
+    assert.equal(created.length, 1);
+    const podSpec = (JSON.parse(created[0]?.body ?? '{}') as { spec: { securityContext: { runAsUser: number }; automountServiceAccountToken: boolean } }).spec;
+    assert.equal(podSpec.securityContext.runAsUser, 200_123);
+    assert.equal(podSpec.automountServiceAccountToken, false);
+    assert.equal(
+      (JSON.parse(created[0]?.body ?? '{}') as { metadata: { labels: Record<string, string> } }).metadata.labels['app.kubernetes.io/component'],
+      'sandbox-archive',
+      'not selected by the Service or the per-sandbox policy',
+    );
+
+    await d.destroy(s, { deleteState: true });
+    assert.equal(kube.get('PersistentVolumeClaim', NS, `cp-${s.instanceId}-state`), undefined);
+    // Restored into another instance, prepared (its volume made) and stopped, as the backups service does.
+    const into = spec();
+    await d.prepare(into);
+    await withKubelet(() => d.importState(into, Readable.from([archive])));
+    assert.equal(await readFile(path.join(volume(into.instanceId), 'work', 'e0', 'note.txt'), 'utf8'), 'remember the blue door');
+    assert.deepEqual((await readdir(volume(into.instanceId))).sort(), ['work'], 'no staging dir left beside the state');
+    assert.equal(archivePod(into.instanceId), undefined);
+    await d.destroy(into, { deleteState: true });
+  });
+
+  test('a live backup runs OpenClaw’s own backup inside the running pod and streams the archive out; the pod keeps running', async () => {
+    // The runtime image volume of the pod is the real OpenClaw runtime (pulled once, cached).
+    await server.services.runtimes.pull(OPENCLAW_VERSION);
+    const rt = await server.services.runtimes.resolve(OPENCLAW_VERSION);
+    kube.imageVolumes.set(`registry.example/openclaw-runtime:${RUNTIME.version}`, rt.dir);
+    const s = spec({ configs: { e0: '{}' } });
+    const ref = await startRunning(s);
+    const e0 = path.join(volume(s.instanceId), 'work', 'e0');
+    await mkdir(path.join(e0, 'home'), { recursive: true });
+    await writeFile(path.join(e0, 'note.txt'), 'live and well');
+    const archive = await buffer(await d.exportLiveState(ref));
+    const entries = await tarList(archive);
+    assert.ok(entries.includes('./e0/note.txt'), entries.join(', '));
+    assert.ok(!existsSync(path.join(volume(s.instanceId), 'work', '.clawplane-backup')), 'the stage is removed');
+    assert.ok(pod(s.instanceId), 'the sandbox pod was left alone');
+    assert.equal(archivePod(s.instanceId), undefined, 'a running instance needs no archive pod');
+    await d.stop(ref);
+  });
+
+  test('exec: a non-zero exit is reported with its code and stderr; an export refused while the sandbox pod exists', async () => {
+    const s = spec();
+    const ref = await startRunning(s);
+    const r = await d.exec(ref, ['/bin/sh', '-c', 'echo partial; echo "no such file" >&2; exit 3']);
+    assert.deepEqual({ code: r.code, stdout: r.stdout, stderr: r.stderr }, { code: 3, stdout: 'partial\n', stderr: 'no such file\n' });
+    await assert.rejects(d.exportState(s), (e: ConflictError) => e.code === 'sandbox_running');
+    await d.stop(ref);
+  });
+
+  test('credential rotation writes the new tokens through pods/exec stdin: the broker token is re-issued (old one revoked); a gateway that does not take its token is put back on the current one', async () => {
+    const s = spec();
+    const ref = await startRunning(s);
+    // The init container's part (no kubelet here): the start's tokens copied into the pod's token dir.
+    const tokens = kube.emptyDirOf(NS, `cp-${s.instanceId}`, 'tokens');
+    const oldBroker = tokenIn(secretOf(ref));
+    await writeFile(path.join(tokens, 'gateway-token'), s.gatewayToken + '\n');
+    await writeFile(path.join(tokens, 'broker-token'), oldBroker + '\n');
+    const next = randomBytes(32).toString('hex');
+    const before = kube.calls.length;
+    // No gateway runs behind the stand-in: the gateway's reload cannot be reached, so the rotation must
+    // fail closed, with the gateway's token file back on the current token.
+    const noGateway = driver({ gatewayAddress: () => ({ host: '127.0.0.1', port: 9 }) });
+    after(() => noGateway.close());
+    const err = await noGateway.rotateCredentials(ref, { current: s.gatewayToken, next }).then(
+      () => assert.fail('rotated without a gateway'),
+      (e: unknown) => e as Error & { code?: string },
+    );
+    assert.equal(err.code, 'credential_rotation_failed');
+    assert.equal(await readFile(path.join(tokens, 'gateway-token'), 'utf8'), s.gatewayToken + '\n', 'put back on the current token');
+    const newBroker = (await readFile(path.join(tokens, 'broker-token'), 'utf8')).trim();
+    assert.notEqual(newBroker, oldBroker);
+    assert.equal(await brokerStatus(newBroker), 200, 'the pod holds a live broker token');
+    assert.equal(await brokerStatus(oldBroker), 401, 'the old broker token is revoked');
+    const sent = JSON.stringify(kube.calls.slice(before));
+    for (const secret of [next, s.gatewayToken, newBroker, oldBroker]) {
+      assert.ok(!sent.includes(secret), 'a token reached a URL or a body of the API (they go on stdin only)');
+      assert.ok(!err.message.includes(secret), 'a token in the error');
+    }
+    assert.ok(kube.calls.slice(before).some((c) => c.path.endsWith('/exec')));
+    await d.stop(ref);
+  });
+
+  test('faults in pods/exec: a corrupt archive, a dropped connection, a 500 on the upgrade: clear errors, the state unchanged, no archive pod left', async () => {
+    const s = await stoppedWithState('the original');
+    const note = path.join(volume(s.instanceId), 'work', 'e0', 'note.txt');
+    const good = await withKubelet(async () => buffer(await d.exportState(s)));
+    const errors: string[] = [];
+    // A corrupt archive: tar fails inside the pod; nothing was swapped in.
+    await withKubelet(() => d.importState(s, Readable.from([randomBytes(4096)]))).then(
+      () => assert.fail('a corrupt archive was accepted'),
+      (e: Error & { code?: string }) => {
+        errors.push(e.message);
+        assert.equal(e.code, 'state_import_failed');
+        assert.match(e.message, /state is unchanged/);
+      },
+    );
+    assert.equal(await readFile(note, 'utf8'), 'the original');
+    assert.deepEqual((await readdir(volume(s.instanceId))).sort(), ['work']);
+    // The connection drops halfway through an import: the command is cut off before its swap.
+    kube.dropNextExec({ afterBytes: Math.floor(good.length / 2) });
+    await withKubelet(() => d.importState(s, Readable.from([good]))).then(
+      () => assert.fail('a cut import succeeded'),
+      (e: Error) => {
+        errors.push(e.message);
+        assert.match(e.message, /closed before the command's exit status/);
+      },
+    );
+    assert.equal(await readFile(note, 'utf8'), 'the original');
+    assert.equal(archivePod(s.instanceId), undefined);
+    // ... and halfway through an export: the stream errors rather than ending as if whole.
+    kube.dropNextExec({ afterBytes: 1000 });
+    await withKubelet(async () => buffer(await d.exportState(s))).then(
+      () => assert.fail('a cut export looked whole'),
+      (e: Error) => {
+        errors.push(e.message);
+        assert.match(e.message, /closed before the command's exit status/);
+      },
+    );
+    // The API server answers the exec upgrade with a 500.
+    kube.failNext({ path: /\/exec$/, status: 500 });
+    await withKubelet(async () => buffer(await d.exportState(s))).then(
+      () => assert.fail('an export went through a 500'),
+      (e: Error) => {
+        errors.push(e.message);
+        assert.match(e.message, /refused to run a command .*pods\/exec.*500/);
+      },
+    );
+    assert.equal(archivePod(s.instanceId), undefined, 'every archive pod was deleted');
+    // After all that, the state is whole: a retried import and export work.
+    await withKubelet(() => d.importState(s, Readable.from([good])));
+    assert.equal(await readFile(note, 'utf8'), 'the original');
+    for (const m of errors) assert.ok(!m.includes(s.gatewayToken) && !m.includes(s.hooksToken) && !m.includes(canary), 'a secret in an error');
+    await d.destroy(s, { deleteState: true });
   });
 });
 

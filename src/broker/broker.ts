@@ -146,6 +146,10 @@ export class Broker implements SandboxBroker {
     };
   }
 
+  revokeOtherTokens(registration: SandboxRegistration, sandboxId: string): Promise<void> {
+    return this.tokens.revokeOthers(sandboxId, registration.sandboxStartId);
+  }
+
   /** Serves the broker on an internal TCP port (default loopback); returns the bound address. */
   async listenTcp(port: number, host = '127.0.0.1'): Promise<string> {
     const server = this.server(undefined);

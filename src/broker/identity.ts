@@ -88,6 +88,17 @@ export class SandboxTokens {
     return row ? { id: row.id, tenantId: row.tenant_id, instanceId: row.instance_id, sandboxId: row.sandbox_id } : undefined;
   }
 
+  /** Revokes every live token of a sandbox start but `exceptId` (a rotation: the token the pod held before, whoever registered it). */
+  async revokeOthers(sandboxId: string, exceptId: string): Promise<void> {
+    await this.db.tx(async (tx) => {
+      const r = await tx.query<{ id: string }>(
+        'UPDATE sandbox_tokens SET revoked_at = now() WHERE sandbox_id = $1 AND id <> $2 AND revoked_at IS NULL RETURNING id',
+        [sandboxId, exceptId],
+      );
+      for (const row of r.rows) await this.events.publish(tx, 'broker_token.revoked', { id: row.id });
+    });
+  }
+
   async revoke(id: string): Promise<void> {
     await this.db.tx(async (tx) => {
       await tx.query('UPDATE sandbox_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL', [id]);

@@ -21,4 +21,9 @@ export interface SandboxRegistration {
 export interface SandboxBroker {
   /** Registers one sandbox start; the agent name(s) are used for per-agent model routing and budgets. */
   registerSandbox(input: { tenantId: string; instanceId: string; sandboxId: string }): Promise<SandboxRegistration>;
+  /**
+   * Revokes every other live token of this sandbox start (a credential rotation: the old token may have
+   * been registered by another replica, or by this one before a restart). Optional: test brokers may omit it.
+   */
+  revokeOtherTokens?(registration: SandboxRegistration, sandboxId: string): Promise<void>;
 }

@@ -23,14 +23,30 @@
  *   server's pod strategy sets) and nothing more until the test calls `setPodStatus` (the kubelet's part);
  * - deletion is immediate (no graceful termination, no finalizers); the grace period asked is recorded;
  * - field ownership is by leaf path with lists as atomic values (the real server merges list-map keys);
- * - pod logs are whatever the test sets; pods/exec is not served.
- * - fault injection: `failNext` answers chosen requests with a status (404, 409, 500, ...), `dropWatches`
- *   cuts every open watch stream.
+ * - pod logs are whatever the test sets;
+ * - pods/exec is a real WebSocket endpoint speaking v5.channel.k8s.io (stdin 0, stdout 1, stderr 2, the
+ *   exit Status on 3, 255 to close a stream: https://kubernetes.io/docs/reference/using-api/websockets/),
+ *   and the command really runs: under bubblewrap, with the host's /usr standing for the image (plus the
+ *   host's Node at the image's /usr/local/bin/node) and each of the container's volumeMounts bound where
+ *   the pod spec says: a PersistentVolumeClaim is a directory the stand-in keeps per claim (deleted with
+ *   the claim: the Delete reclaim policy), an emptyDir one per pod, an image volume the directory the test
+ *   maps its reference to (`imageVolumes`). It runs as the test's user, not the pod's runAsUser, and the
+ *   container's own command never runs (no kubelet): only what is exec'd. Only v5 is offered (the real
+ *   server also speaks v4 and older; client-node asks for v5 first, served since Kubernetes 1.30);
+ * - fault injection: `failNext` answers chosen requests with a status (404, 409, 500, ...), also the
+ *   exec upgrade; `dropWatches` cuts every open watch stream; `dropNextExec` cuts an exec's connection
+ *   after some bytes (the command is killed, as a container runtime ends a session whose stream is gone).
  */
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import type { Duplex } from 'node:stream';
 import { Ajv } from 'ajv';
+import { WebSocketServer, type WebSocket } from 'ws';
 
 export interface StoredObject {
   apiVersion: string;
@@ -134,6 +150,13 @@ export class KubeStandIn {
   readonly #models = new Map<string, new (d: unknown) => { validate(): void }>();
   readonly #ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
   #rv = 1000;
+  /** Where volumes' contents live: pvc/<namespace>/<claim>, pod/<uid>/<volume>. */
+  readonly #root = mkdtempSync(path.join(os.tmpdir(), 'clawplane-kube-standin-'));
+  readonly #wss = new WebSocketServer({ noServer: true, handleProtocols: (p) => (p.has('v5.channel.k8s.io') ? 'v5.channel.k8s.io' : false) });
+  readonly #execDrops: { afterBytes: number }[] = [];
+  readonly #execs = new Set<WebSocket>();
+  /** An image volume's reference (e.g. registry/openclaw-runtime:2026.9.6) → the host directory standing for its contents. */
+  readonly imageVolumes = new Map<string, string>();
 
   private constructor() {
     this.#server = http.createServer((req, res) => {
@@ -141,6 +164,9 @@ export class KubeStandIn {
         if (!res.headersSent) this.#status(res, 500, 'InternalError', `stand-in failure: ${(err as Error).message}`);
         else res.destroy();
       });
+    });
+    this.#server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      void this.#upgrade(req, socket as Socket, head).catch(() => socket.destroy());
     });
   }
 
@@ -170,6 +196,8 @@ export class KubeStandIn {
 
   async close(): Promise<void> {
     this.dropWatches();
+    for (const ws of this.#execs) ws.terminate();
+    rmSync(this.#root, { recursive: true, force: true });
     this.#server.closeAllConnections();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
@@ -196,6 +224,27 @@ export class KubeStandIn {
     for (const w of this.#watchers) w.res.destroy();
     this.#watchers.clear();
     return n;
+  }
+
+  /** The next exec's connection is cut (TCP, no close frame, no status) once `afterBytes` of stdin or stdout went through it. */
+  dropNextExec(o: { afterBytes: number }): void {
+    this.#execDrops.push(o);
+  }
+
+  /** The directory standing for a PersistentVolumeClaim's volume (what its pods see at their mount path). */
+  volumeDir(namespace: string, claim: string): string {
+    const d = path.join(this.#root, 'pvc', namespace, claim);
+    mkdirSync(d, { recursive: true });
+    return d;
+  }
+
+  /** The directory standing for a pod's emptyDir volume (the test plays an init container by writing into it). */
+  emptyDirOf(namespace: string, pod: string, volume: string): string {
+    const uid = this.get('Pod', namespace, pod)?.metadata.uid;
+    if (!uid) throw new Error(`no pod ${namespace}/${pod}`);
+    const d = path.join(this.#root, 'pod', uid, volume);
+    mkdirSync(d, { recursive: true });
+    return d;
   }
 
   get openWatches(): number {
@@ -406,6 +455,8 @@ export class KubeStandIn {
       if (!o) return this.#status(res, 404, 'NotFound', `${r.plural} "${name}" not found`, { name, kind: r.plural });
       this.#objects.delete(key);
       this.#owners.delete(key);
+      if (r.kind === 'PersistentVolumeClaim') rmSync(path.join(this.#root, 'pvc', namespace, name), { recursive: true, force: true });
+      if (r.kind === 'Pod' && o.metadata.uid) rmSync(path.join(this.#root, 'pod', o.metadata.uid), { recursive: true, force: true });
       const gone = { ...o, metadata: { ...o.metadata, resourceVersion: String(++this.#rv) } };
       this.#emit('DELETED', r, gone);
       return this.#json(res, 200, {
@@ -422,6 +473,165 @@ export class KubeStandIn {
       return this.#apply(res, r, namespace, name, body, u.searchParams);
     }
     return this.#status(res, 405, 'MethodNotAllowed', `${req.method} is not served`);
+  }
+
+  /** pods/{name}/exec: the WebSocket upgrade, after the same checks as any request (recorded, authenticated, faults). */
+  async #upgrade(req: http.IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    const u = new URL(req.url ?? '/', 'http://x');
+    const query: Record<string, string> = Object.fromEntries(u.searchParams);
+    query['command'] = u.searchParams.getAll('command').join(' ');
+    const call: Call = { method: 'GET', path: u.pathname, query, contentType: '', body: '', status: 0 };
+    this.calls.push(call);
+    const refuse = (code: number, reason: string, message: string) => {
+      call.status = code;
+      const body = JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code });
+      socket.end(
+        `HTTP/1.1 ${code} ${http.STATUS_CODES[code] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      );
+    };
+    if (req.headers.authorization !== `Bearer ${this.token}`) return refuse(401, 'Unauthorized', 'Unauthorized');
+    const fault = this.#faults.find((f) => (!f.method || f.method === 'GET') && (!f.path || f.path.test(u.pathname)));
+    if (fault) {
+      if (--fault.times <= 0) this.#faults.splice(this.#faults.indexOf(fault), 1);
+      return refuse(fault.status, 'InternalError', fault.message);
+    }
+    const m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/exec$/.exec(u.pathname);
+    if (!m) return refuse(404, 'NotFound', `the stand-in upgrades only pods/exec, not ${u.pathname}`);
+    const [namespace, name] = [m[1] ?? '', m[2] ?? ''];
+    const pod = this.#objects.get(keyOf(this.#resource('v1', 'Pod'), namespace, name));
+    if (!pod) return refuse(404, 'NotFound', `pods "${name}" not found`);
+    const spec = pod['spec'] as PodSpecLite;
+    const container = spec.containers.find((c) => c.name === (u.searchParams.get('container') ?? spec.containers[0]?.name));
+    if (!container) return refuse(400, 'BadRequest', `container ${u.searchParams.get('container') ?? ''} is not valid for pod ${name}`);
+    if ((pod['status'] as { phase?: string } | undefined)?.phase !== 'Running')
+      return refuse(400, 'BadRequest', `unable to upgrade connection: container not found ("${container.name}")`);
+    const argv = u.searchParams.getAll('command');
+    if (!argv.length) return refuse(400, 'BadRequest', 'you must specify at least 1 command');
+    this.#wss.handleUpgrade(req, socket, head, (ws) => {
+      call.status = 101;
+      this.#runExec(ws, pod, spec, container, argv, u.searchParams.get('stdin') === 'true');
+    });
+  }
+
+  /** Runs an exec'd command with the container's mounts and relays its streams in v5.channel.k8s.io frames. */
+  #runExec(ws: WebSocket, pod: StoredObject, spec: PodSpecLite, c: PodSpecLite['containers'][number], argv: string[], stdin: boolean): void {
+    this.#execs.add(ws);
+    const binds: string[] = [];
+    for (const vm of c.volumeMounts ?? []) {
+      const v = spec.volumes?.find((x) => x.name === vm.name);
+      let dir: string | undefined;
+      if (v?.persistentVolumeClaim) dir = this.volumeDir(pod.metadata.namespace ?? '', v.persistentVolumeClaim.claimName);
+      else if (v?.emptyDir) dir = this.emptyDirOf(pod.metadata.namespace ?? '', pod.metadata.name, v.name);
+      else if (v?.image) dir = this.imageVolumes.get(v.image.reference);
+      else if (v?.projected || v?.configMap || v?.secret) dir = this.#projected(pod, v);
+      if (!dir) {
+        dir = path.join(this.#root, 'pod', pod.metadata.uid ?? '', `unmapped-${vm.name}`);
+        mkdirSync(dir, { recursive: true });
+      }
+      binds.push(vm.readOnly ? '--ro-bind' : '--bind', dir, vm.mountPath);
+    }
+    const env = (c.env ?? []).flatMap((e) => ['--setenv', e.name, e.value ?? '']);
+    const child = spawn(
+      'bwrap',
+      [
+        '--unshare-pid',
+        '--die-with-parent',
+        '--ro-bind',
+        '/usr',
+        '/usr',
+        ...['lib', 'lib64', 'bin', 'sbin'].flatMap((d) => ['--symlink', `usr/${d}`, `/${d}`]),
+        // The sandbox image's Node (docker/sandbox/Dockerfile puts it at /usr/local/bin/node).
+        '--tmpfs',
+        '/usr/local',
+        '--ro-bind',
+        process.execPath,
+        '/usr/local/bin/node',
+        '--proc',
+        '/proc',
+        '--dev',
+        '/dev',
+        '--tmpfs',
+        '/tmp',
+        ...binds,
+        '--clearenv',
+        ...env,
+        '--chdir',
+        c.workingDir ?? '/',
+        '--remount-ro',
+        '/',
+        '--',
+        ...argv,
+      ],
+      { stdio: [stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] },
+    );
+    const drop = this.#execDrops.shift();
+    let moved = 0;
+    const count = (n: number) => {
+      moved += n;
+      if (drop && moved >= drop.afterBytes) {
+        child.kill('SIGKILL');
+        ws.terminate();
+      }
+    };
+    const frame = (channel: number, data: Buffer) => {
+      if (ws.readyState !== ws.OPEN) return;
+      ws.send(Buffer.concat([Buffer.from([channel]), data]));
+      if (channel === 1) count(data.length);
+    };
+    child.stdout?.on('data', (d: Buffer) => frame(1, d));
+    child.stderr?.on('data', (d: Buffer) => frame(2, d));
+    child.stdin?.on('error', () => undefined);
+    ws.on('message', (data: Buffer) => {
+      if (data[0] === 0 && child.stdin) {
+        child.stdin.write(data.subarray(1));
+        count(data.length - 1);
+      } else if (data[0] === 255 && data[1] === 0) child.stdin?.end();
+    });
+    ws.on('close', () => {
+      this.#execs.delete(ws);
+      if (child.exitCode === null) child.kill('SIGKILL');
+    });
+    child.on('close', (code, signal) => {
+      const exit = code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 0);
+      const status =
+        exit === 0
+          ? { metadata: {}, status: 'Success' }
+          : {
+              metadata: {},
+              status: 'Failure',
+              message: `command terminated with non-zero exit code: error executing command [${argv.join(' ')}], exit code ${exit}`,
+              reason: 'NonZeroExitCode',
+              details: { causes: [{ reason: 'ExitCode', message: String(exit) }] },
+            };
+      frame(3, Buffer.from(JSON.stringify(status)));
+      if (ws.readyState === ws.OPEN) ws.close(1000);
+    });
+  }
+
+  /** A configMap/secret/projected volume's files, written once per pod from the stored objects (the kubelet's part). */
+  #projected(pod: StoredObject, v: VolumeLite): string {
+    const dir = path.join(this.#root, 'pod', pod.metadata.uid ?? '', v.name);
+    mkdirSync(dir, { recursive: true });
+    const sources = v.projected?.sources ?? [{ configMap: v.configMap, secret: v.secret }];
+    for (const src of sources) {
+      for (const [kind, ref] of [
+        ['ConfigMap', src.configMap],
+        ['Secret', src.secret],
+      ] as const) {
+        if (!ref) continue;
+        const o = this.get(kind, pod.metadata.namespace ?? '', ref.name ?? ref.secretName ?? '');
+        const raw = (o?.['data'] as Record<string, string> | undefined) ?? {};
+        const data: Record<string, string> = { ...((o?.['stringData'] as Record<string, string>) ?? {}) };
+        for (const [k, val] of Object.entries(raw)) data[k] = kind === 'Secret' ? Buffer.from(val, 'base64').toString('utf8') : val;
+        const items = ref.items ?? Object.keys(data).map((k) => ({ key: k, path: k }));
+        for (const it of items) {
+          if (data[it.key] === undefined) continue;
+          mkdirSync(path.dirname(path.join(dir, it.path)), { recursive: true });
+          writeFileSync(path.join(dir, it.path), data[it.key] ?? '', { mode: 0o600 });
+        }
+      }
+    }
+    return dir;
   }
 
   #list(res: http.ServerResponse, r: Resource, namespace: string, q: URLSearchParams): void {
@@ -593,6 +803,30 @@ export class KubeStandIn {
     if (changed) this.#emit(live ? 'MODIFIED' : 'ADDED', r, next);
     this.#json(res, live ? 200 : 201, next);
   }
+}
+
+interface VolumeLite {
+  name: string;
+  persistentVolumeClaim?: { claimName: string };
+  emptyDir?: object;
+  image?: { reference: string };
+  configMap?: SourceLite;
+  secret?: SourceLite;
+  projected?: { sources: { configMap?: SourceLite; secret?: SourceLite }[] };
+}
+interface SourceLite {
+  name?: string;
+  secretName?: string;
+  items?: { key: string; path: string }[];
+}
+interface PodSpecLite {
+  containers: {
+    name: string;
+    workingDir?: string;
+    env?: { name: string; value?: string }[];
+    volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[];
+  }[];
+  volumes?: VolumeLite[];
 }
 
 function apiVersionOf(r: Resource): string {

@@ -14,18 +14,13 @@ import type { SupervisorConfig } from '../supervisor/protocol.ts';
 import type { ExecResult } from '../types.ts';
 import { LIVE_STAGE, packStream } from './state-archive.ts';
 
-export async function exportLive(o: {
-  instanceId: string;
-  conf: SupervisorConfig;
-  workDir: string;
-  uid: number;
-  exec: (argv: string[], timeoutMs: number) => Promise<ExecResult>;
-  timeoutMs?: number | undefined;
-  log: Logger;
-}): Promise<Readable> {
-  const { conf } = o;
+/**
+ * The shell script (run inside the sandbox as its gateways run) that stages a consistent copy of every
+ * executor's state under `<stage>/stage/<executor>`, and the stage's path inside the sandbox.
+ */
+export function liveBackupScript(conf: SupervisorConfig, instanceId: string): { script: string; stage: string } {
   const [node, entry] = conf.command;
-  if (!node || !entry) throw new Error(`sandbox.json of ${o.instanceId} names no gateway command`);
+  if (!node || !entry) throw new Error(`sandbox.json of ${instanceId} names no gateway command`);
   const q = (v: string) => `'${v.replaceAll("'", `'\\''`)}'`;
   const stage = `/tenant/work/${LIVE_STAGE}`;
   const script = ['set -eu', `rm -rf ${stage}`, `mkdir -p ${stage}/raw ${stage}/stage ${stage}/tmp`];
@@ -50,6 +45,28 @@ export async function exportLive(o: {
       `tar -xzf ${stage}/raw/${e.id}/*.tar.gz -C ${stage}/stage/${e.id} --no-same-owner --wildcards --strip-components=${strip} ${q(`*/payload/posix${e.stateDir}/*`)}`,
     );
   }
+  return { script: script.join('\n'), stage };
+}
+
+/** OpenClaw's backup inside the sandbox exited non-zero: what to tell the user (its stderr's tail). */
+export function liveBackupError(r: ExecResult): ClawplaneError {
+  return new ClawplaneError(
+    'live_backup_failed',
+    502,
+    `OpenClaw's backup inside the sandbox failed (${r.code === null ? `signal ${r.signal ?? 'unknown'}` : `exit ${r.code}`}): ${r.stderr.trim().slice(-600) || 'no error output'}. The previous backup is still the latest.`,
+  );
+}
+
+export async function exportLive(o: {
+  instanceId: string;
+  conf: SupervisorConfig;
+  workDir: string;
+  uid: number;
+  exec: (argv: string[], timeoutMs: number) => Promise<ExecResult>;
+  timeoutMs?: number | undefined;
+  log: Logger;
+}): Promise<Readable> {
+  const { script, stage } = liveBackupScript(o.conf, o.instanceId);
   const cleanup = () =>
     o.exec(['/bin/sh', '-c', `rm -rf ${stage}`], 60_000).then(
       () => undefined,
@@ -57,18 +74,14 @@ export async function exportLive(o: {
     );
   let r: ExecResult;
   try {
-    r = await o.exec(['/bin/sh', '-c', script.join('\n')], o.timeoutMs ?? 300_000);
+    r = await o.exec(['/bin/sh', '-c', script], o.timeoutMs ?? 300_000);
   } catch (err) {
     await cleanup();
     throw err;
   }
   if (r.code !== 0) {
     await cleanup();
-    throw new ClawplaneError(
-      'live_backup_failed',
-      502,
-      `OpenClaw's backup inside the sandbox failed (${r.code === null ? `signal ${r.signal ?? 'unknown'}` : `exit ${r.code}`}): ${r.stderr.trim().slice(-600) || 'no error output'}. The previous backup is still the latest.`,
-    );
+    throw liveBackupError(r);
   }
   return packStream(path.join(o.workDir, LIVE_STAGE, 'stage'), o.uid, { onEnd: cleanup });
 }

@@ -18,8 +18,21 @@ export async function rotateGatewayToken(o: {
   transport: GatewayTransport;
   tokens: { current: string; next: string };
 }): Promise<void> {
-  const { transport, tokens, conf, uid } = o;
   const tokenFile = path.join(o.dirs.conf, 'gateway-token');
+  await rotateGatewayTokenWith({ ...o, write: (token) => writePrivate(tokenFile, token + '\n', o.uid) });
+}
+
+/**
+ * The rotation with the token file written by `write` (a host file, or a file inside a pod through
+ * pods/exec): write next, reload and check every gateway; on any failure write current back and reload.
+ */
+export async function rotateGatewayTokenWith(o: {
+  conf: SupervisorConfig;
+  transport: GatewayTransport;
+  tokens: { current: string; next: string };
+  write: (token: string) => Promise<void>;
+}): Promise<void> {
+  const { transport, tokens, conf } = o;
   const answers = async (executor: string, token: string) =>
     (
       await transportRequest(transport, {
@@ -28,7 +41,7 @@ export async function rotateGatewayToken(o: {
         timeoutMs: 10_000,
       })
     ).status;
-  await writePrivate(tokenFile, tokens.next + '\n', uid);
+  await o.write(tokens.next);
   try {
     for (const e of conf.executors) {
       await gatewayRpc(transport, tokens.current, 'secrets.reload', {}, { executor: e.id });
@@ -37,7 +50,7 @@ export async function rotateGatewayToken(o: {
         throw new Error(`after secrets.reload, executor ${e.id} answered ${now} to the new token and ${before} to the old one (expected 200 and 401)`);
     }
   } catch (err) {
-    await writePrivate(tokenFile, tokens.current + '\n', uid);
+    await o.write(tokens.current);
     for (const e of conf.executors) await gatewayRpc(transport, tokens.next, 'secrets.reload', {}, { executor: e.id }).catch(() => undefined);
     throw new ClawplaneError(
       'credential_rotation_failed',

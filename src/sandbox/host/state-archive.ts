@@ -15,8 +15,8 @@ import { pipeline } from 'node:stream/promises';
 /** Where a live backup stages OpenClaw's archives in the tenant's work dir; never archived itself. */
 export const LIVE_STAGE = '.clawplane-backup';
 
-// Regenerable per OpenClaw (locks, compile cache): `openclaw backup create` skips them too.
-const EXCLUDES = ['./*/tmp', './*/home/.cache', './*/home/.npm', `./${LIVE_STAGE}`];
+/** Regenerable per OpenClaw (locks, compile cache): `openclaw backup create` skips them too. Relative to the work dir. */
+export const EXCLUDES = ['./*/tmp', './*/home/.cache', './*/home/.npm', `./${LIVE_STAGE}`];
 
 function asUid(uid: number, argv: string[]): string[] {
   return [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--inh-caps=-all', '--', ...argv];

@@ -14,15 +14,20 @@ import { lookup } from 'node:dns/promises';
 import http from 'node:http';
 import net from 'node:net';
 import https from 'node:https';
-import { PassThrough, type Readable } from 'node:stream';
-import { Exec, type V1Status } from '@kubernetes/client-node';
+import { PassThrough, Readable } from 'node:stream';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
 import type { SandboxBroker, SandboxRegistration } from '../../../broker/types.ts';
 import type { KubernetesSettings } from '../../../config/schema.ts';
-import { ConflictError } from '../../../errors.ts';
+import { ClawplaneError, ConflictError } from '../../../errors.ts';
 import { knowledgePluginFiles, SANDBOX_LAYOUT } from '../../host/dirs.ts';
+import { liveBackupError, liveBackupScript } from '../../host/live-backup.ts';
+import { rotateGatewayTokenWith } from '../../host/rotate.ts';
+import { EXCLUDES } from '../../host/state-archive.ts';
+import type { SupervisorConfig } from '../../supervisor/protocol.ts';
+import { IMAGE_NODE } from '../docker/image.ts';
+import { podExec } from './exec.ts';
 import {
   SandboxUnavailableError,
   type ExecResult,
@@ -36,11 +41,15 @@ import {
   type SandboxState,
 } from '../../types.ts';
 import { KubeApi, loadKubeConfig, type KubeObject } from './api.ts';
-import { CONTROL_PORT, GATEWAY_PORT, LABEL, MANAGED_BY, podName, pvcName, startObjectName, STARTED_ANNOTATION } from './labels.ts';
+import { archivePodName, CONTROL_PORT, GATEWAY_PORT, LABEL, MANAGED_BY, podName, pvcName, startObjectName, STARTED_ANNOTATION } from './labels.ts';
 import type { SupervisorHealth } from '../../supervisor/protocol.ts';
 import {
+  archivePodObject,
   configMapObject,
+  KUBE_GATEWAY_TOKEN_FILE,
   KUBE_KNOWLEDGE_PLUGIN_DIR,
+  TOKENS,
+  UID_ANNOTATION,
   networkPolicyObject,
   parseSelector,
   podObject,
@@ -69,6 +78,8 @@ export interface KubernetesDriverOptions {
   gatewayAddress?: (ref: SandboxRef) => { host: string; port: number };
   /** Retries of transient API answers (429, 5xx, connection errors). */
   api?: { attempts?: number; backoffMs?: number };
+  /** How long an archive pod may live (its activeDeadlineSeconds) and an export or import may take. */
+  archiveTimeoutMs?: number;
 }
 
 /** The kubernetes driver's part of a SandboxRef. */
@@ -95,7 +106,7 @@ const NETWORK_POLICY = { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolic
 
 export class KubernetesSandboxDriver implements SandboxDriver {
   readonly name = 'kubernetes' as const;
-  readonly layout = { ...SANDBOX_LAYOUT, knowledgePluginDir: KUBE_KNOWLEDGE_PLUGIN_DIR };
+  readonly layout = { ...SANDBOX_LAYOUT, gatewayTokenFile: KUBE_GATEWAY_TOKEN_FILE, knowledgePluginDir: KUBE_KNOWLEDGE_PLUGIN_DIR };
   readonly api: KubeApi;
   readonly #o: KubernetesDriverOptions;
   readonly #registrations = new Map<string, SandboxRegistration>();
@@ -323,6 +334,7 @@ export class KubernetesSandboxDriver implements SandboxDriver {
     const sel = { labels: `${LABEL.instance}=${key.instanceId},app.kubernetes.io/managed-by=${MANAGED_BY['app.kubernetes.io/managed-by']}` };
     const pod = await this.api.get({ ...POD, name: podName(key.instanceId) });
     if (pod) await this.#deletePod(podName(key.instanceId), pod.metadata.uid ?? '', 10);
+    await this.api.delete({ ...POD, name: archivePodName(key.instanceId) }, { gracePeriodSeconds: 0 });
     // Secrets are never listed (the Role has no list on them): each start's Secret shares its ConfigMap's name.
     for (const cm of (await this.api.list(CONFIG_MAP.apiVersion, CONFIG_MAP.kind, sel)).items) await this.#deleteStartObjects(cm.metadata.name);
     const podSandbox = pod?.metadata.labels?.[LABEL.sandbox];
@@ -423,31 +435,10 @@ export class KubernetesSandboxDriver implements SandboxDriver {
   async exec(ref: SandboxRef, argv: string[], opts: { timeoutMs?: number } = {}): Promise<ExecResult> {
     const { pod } = nativeOf(ref);
     const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    const collect = (into: Buffer[]) => {
-      const s = new PassThrough();
-      s.on('data', (c: Buffer) => into.push(c));
-      return s;
-    };
-    const status = await new Promise<V1Status | undefined>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new SandboxUnavailableError(`exec in pod ${this.#namespace}/${pod} did not finish within ${opts.timeoutMs} ms`)),
-        opts.timeoutMs ?? 60_000,
-      );
-      void new Exec(this.api.kc)
-        .exec(this.#namespace, pod, 'supervisor', argv, collect(out), collect(err), null, false, (st) => {
-          clearTimeout(timer);
-          resolve(st);
-        })
-        .then((ws) => ws.on('close', () => setTimeout(() => resolve(undefined), 50)))
-        .catch((e: unknown) => {
-          clearTimeout(timer);
-          reject(new SandboxUnavailableError(`exec in pod ${this.#namespace}/${pod} failed: ${(e as Error).message}`, e));
-        });
-    });
-    const exitCause = status?.details?.causes?.find((c) => c.reason === 'ExitCode')?.message;
-    const code = status?.status === 'Success' ? 0 : exitCause !== undefined ? Number(exitCause) : null;
-    return { code, signal: null, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+    const stdout = new PassThrough();
+    stdout.on('data', (c: Buffer) => out.push(c));
+    const r = await podExec(this.api.kc, { namespace: this.#namespace, pod, container: 'supervisor', argv, stdout, timeoutMs: opts.timeoutMs ?? 60_000 });
+    return { code: r.code, signal: null, stdout: Buffer.concat(out).toString('utf8'), stderr: r.stderr };
   }
 
   /**
@@ -462,20 +453,223 @@ export class KubernetesSandboxDriver implements SandboxDriver {
     return { ready: h.ready, executors: h.executors, supervisorRssBytes: h.rssBytes };
   }
 
-  exportState(key: InstanceKey): Promise<Readable> {
-    return Promise.reject(notYet('export the state of stopped instance', key.instanceId));
+  /**
+   * A tar.gz of a STOPPED instance's work dir (the same layout and exclusions as the host drivers'),
+   * read by an archive pod that mounts its state volume; the pod is deleted before the stream ends.
+   */
+  async exportState(key: InstanceKey): Promise<Readable> {
+    const pod = await this.#archivePod(key);
+    const out = new PassThrough();
+    void this.#stream(
+      pod,
+      'archive',
+      ['tar', '-C', '/tenant/work', ...EXCLUDES.map((e) => `--exclude=${e}`), '-czf', '-', '.'],
+      out,
+      'export the state of',
+    ).then(async (err) => {
+      await this.#deleteArchivePod(key.instanceId);
+      if (err) out.destroy(err);
+      else out.end();
+    });
+    return out;
   }
 
-  exportLiveState(ref: SandboxRef): Promise<Readable> {
-    return Promise.reject(notYet('take a live backup of instance', ref.instanceId));
+  /**
+   * OpenClaw's own `backup create` per executor inside the running pod (the script of the host drivers),
+   * then the stage packed inside the pod and streamed out through pods/exec; the stage is removed after.
+   */
+  async exportLiveState(ref: SandboxRef, opts: { timeoutMs?: number } = {}): Promise<Readable> {
+    const conf = await this.#supervisorConfig(ref);
+    const { script, stage } = liveBackupScript(conf, ref.instanceId);
+    const cleanup = () =>
+      this.exec(ref, ['/bin/sh', '-c', `rm -rf ${stage}`], { timeoutMs: 60_000 }).then(
+        () => undefined,
+        (err: unknown) => this.#o.log.warn({ instance_id: ref.instanceId, err: (err as Error).message }, 'could not remove the live-backup stage'),
+      );
+    let r: ExecResult;
+    try {
+      r = await this.exec(ref, ['/bin/sh', '-c', script], { timeoutMs: opts.timeoutMs ?? 300_000 });
+    } catch (err) {
+      await cleanup();
+      throw err;
+    }
+    if (r.code !== 0) {
+      await cleanup();
+      throw liveBackupError(r);
+    }
+    const out = new PassThrough();
+    void this.#stream(nativeOf(ref).pod, 'supervisor', ['tar', '-C', `${stage}/stage`, '-czf', '-', '.'], out, 'take a live backup of').then(async (err) => {
+      await cleanup();
+      if (err) out.destroy(err);
+      else out.end();
+    });
+    return out;
   }
 
-  importState(key: InstanceKey): Promise<void> {
-    return Promise.reject(notYet('restore the state of instance', key.instanceId));
+  /**
+   * Replaces a STOPPED instance's work dir with an archive's contents, in an archive pod: unpacked into a
+   * staging dir first and swapped in by two renames only once tar succeeded, so a corrupt archive, a
+   * failed command or a dropped connection leaves the state as it was (a swap cut between its renames is
+   * completed by the next import).
+   */
+  async importState(key: InstanceKey, archive: Readable): Promise<void> {
+    const pod = await this.#archivePod(key);
+    try {
+      const r = await podExec(this.api.kc, {
+        namespace: this.#namespace,
+        pod,
+        container: 'archive',
+        argv: ['/bin/sh', '-c', IMPORT_SCRIPT],
+        stdin: archive,
+        stdout: new PassThrough().resume(),
+        timeoutMs: this.#archiveTimeoutMs,
+      });
+      if (r.code !== 0)
+        throw new ClawplaneError(
+          'state_import_failed',
+          422,
+          `The archive could not be unpacked into the state of instance ${key.instanceId} (${r.code === null ? r.message : `exit ${r.code}`}: ${r.stderr.trim().slice(-400) || 'no error output'}); its state is unchanged.`,
+        );
+    } finally {
+      await this.#deleteArchivePod(key.instanceId);
+    }
   }
 
-  rotateCredentials(ref: SandboxRef): Promise<void> {
-    return Promise.reject(notYet('rotate the credentials of running instance', ref.instanceId));
+  /**
+   * The broker token first (a new registration written to the pod's token file, the old one revoked),
+   * then the gateway token (written through pods/exec, reloaded and checked by each gateway; put back on
+   * any failure). Tokens go to the pod on stdin, never in a command line.
+   */
+  async rotateCredentials(ref: SandboxRef, tokens: { current: string; next: string }): Promise<void> {
+    const conf = await this.#supervisorConfig(ref);
+    if (this.#o.broker) {
+      const reg = await this.#o.broker.registerSandbox({ tenantId: ref.tenantId, instanceId: ref.instanceId, sandboxId: ref.sandboxId });
+      try {
+        await this.#writeToken(ref, 'broker-token', reg.token);
+      } catch (err) {
+        await reg.close();
+        throw err;
+      }
+      const old = this.#registrations.get(ref.instanceId);
+      this.#registrations.set(ref.instanceId, reg);
+      await old?.close();
+      // The token the pod held may have been registered by another replica (or before a restart).
+      await this.#o.broker.revokeOtherTokens?.(reg, ref.sandboxId);
+    }
+    await rotateGatewayTokenWith({ conf, transport: await this.connect(ref), tokens, write: (t) => this.#writeToken(ref, 'gateway-token', t) });
+  }
+
+  /** Replaces one token file in the pod's memory-backed token dir (write then rename: a reader never sees half a token). */
+  async #writeToken(ref: SandboxRef, file: 'broker-token' | 'gateway-token', token: string): Promise<void> {
+    const script =
+      "const fs = require('node:fs'); const p = process.argv[1]; fs.writeFileSync(p + '.next', fs.readFileSync(0), { mode: 0o600 }); fs.renameSync(p + '.next', p)";
+    const r = await podExec(this.api.kc, {
+      namespace: this.#namespace,
+      pod: nativeOf(ref).pod,
+      container: 'supervisor',
+      argv: [IMAGE_NODE, '-e', script, `${TOKENS}/${file}`],
+      stdin: Readable.from([Buffer.from(token + '\n')]),
+      timeoutMs: 30_000,
+    });
+    if (r.code !== 0)
+      throw new SandboxUnavailableError(
+        `The ${file.replace('-', ' ')} of instance ${ref.instanceId} could not be written in its pod (${r.code === null ? r.message : `exit ${r.code}`}); the pod keeps the one it had.`,
+      );
+  }
+
+  /** The supervisor's config of a running sandbox, from its start's ConfigMap. */
+  async #supervisorConfig(ref: SandboxRef): Promise<SupervisorConfig> {
+    const cm = await this.api.get({ ...CONFIG_MAP, name: nativeOf(ref).objects });
+    const json = (cm?.['data'] as Record<string, string> | undefined)?.['sandbox.json'];
+    if (!json)
+      throw new SandboxUnavailableError(
+        `The configuration of instance ${ref.instanceId}'s sandbox (ConfigMap ${this.#namespace}/${nativeOf(ref).objects}) is gone; restart the instance.`,
+      );
+    return JSON.parse(json) as SupervisorConfig;
+  }
+
+  get #archiveTimeoutMs(): number {
+    return this.#o.archiveTimeoutMs ?? 3_600_000;
+  }
+
+  /**
+   * Runs argv in a pod with stdout into `out` (not ended); resolves with the error to end `out` with, if
+   * any: the exit status, a refused upgrade or a dropped connection (never a partial archive that looks whole).
+   */
+  async #stream(pod: string, container: string, argv: string[], out: PassThrough, what: string): Promise<Error | undefined> {
+    try {
+      const r = await podExec(this.api.kc, { namespace: this.#namespace, pod, container, argv, stdout: out, timeoutMs: this.#archiveTimeoutMs });
+      if (r.code === 0) return undefined;
+      return new ClawplaneError(
+        'state_export_failed',
+        502,
+        `Could not ${what} the instance: tar in pod ${this.#namespace}/${pod} failed (${r.code === null ? r.message : `exit ${r.code}`}: ${r.stderr.trim().slice(-400) || 'no error output'}).`,
+      );
+    } catch (err) {
+      return err as Error;
+    }
+  }
+
+  /**
+   * An archive pod for a STOPPED instance, running: refused while its sandbox pod exists (the state is
+   * in use); a leftover archive pod (a control plane that died mid-export) is deleted first.
+   */
+  async #archivePod(key: InstanceKey): Promise<string> {
+    await this.preflight();
+    const sandbox = await this.api.get({ ...POD, name: podName(key.instanceId) });
+    if (sandbox)
+      throw new ConflictError(
+        `Instance ${key.instanceId} has a sandbox pod (${this.#namespace}/${podName(key.instanceId)}); its state is reached by an archive pod only while it is stopped.`,
+        'sandbox_running',
+      );
+    const pvc = await this.api.get({ ...PVC, name: pvcName(key.instanceId) });
+    if (!pvc)
+      throw new SandboxUnavailableError(
+        `Instance ${key.instanceId} has no state volume (PersistentVolumeClaim ${this.#namespace}/${pvcName(key.instanceId)}); start it once to make one.`,
+      );
+    const uid = Number(pvc.metadata.annotations?.[UID_ANNOTATION]);
+    if (!Number.isInteger(uid) || uid <= 0)
+      throw new SandboxUnavailableError(
+        `The state volume of instance ${key.instanceId} does not say which uid owns it (annotation ${UID_ANNOTATION}, added when an instance is prepared since this release); start and stop the instance once, then retry.`,
+      );
+    const name = archivePodName(key.instanceId);
+    const old = await this.api.get({ ...POD, name });
+    if (old) await this.#deletePod(name, old.metadata.uid ?? '', 0);
+    const deadlineSeconds = Math.ceil(this.#archiveTimeoutMs / 1000);
+    const created = await this.api.create(archivePodObject({ ...key, uid, deadlineSeconds }, this.#objectSettings(undefined)));
+    if (!created) throw new ConflictError(`Another archive operation on instance ${key.instanceId} started at the same time; retry.`, 'archive_busy');
+    const podUid = created.metadata.uid;
+    try {
+      const phase = await this.api.watchPod(
+        name,
+        (p) => {
+          if (!p || p.metadata.uid !== podUid) return 'gone';
+          const v = viewPod(p);
+          const ph = (p['status'] as { phase?: string } | undefined)?.phase;
+          if (ph === 'Running') return 'Running';
+          if (ph === 'Failed' || ph === 'Succeeded' || v.fatal) return `${ph ?? 'Pending'}${v.reason ? `: ${v.reason}` : ''}`;
+          return undefined;
+        },
+        AbortSignal.timeout(this.#o.startTimeoutMs ?? 300_000),
+      );
+      if (phase !== 'Running')
+        throw new SandboxUnavailableError(`The archive pod ${this.#namespace}/${name} of instance ${key.instanceId} did not run (${phase}).`);
+    } catch (err) {
+      await this.#deleteArchivePod(key.instanceId);
+      if ((err as Error).name === 'TimeoutError')
+        throw new SandboxUnavailableError(
+          `The archive pod ${this.#namespace}/${name} did not start in time; see \`kubectl -n ${this.#namespace} describe pod ${name}\`.`,
+        );
+      throw err;
+    }
+    return name;
+  }
+
+  async #deleteArchivePod(instanceId: string): Promise<void> {
+    await this.api.delete({ ...POD, name: archivePodName(instanceId) }, { gracePeriodSeconds: 0 }).catch((err: unknown) => {
+      // activeDeadlineSeconds ends it anyway; the next archive operation deletes a leftover.
+      this.#o.log.warn({ instance_id: instanceId, err: (err as Error).message }, 'could not delete the archive pod');
+    });
   }
 
   /** The sandbox pods in the namespace (any control plane's: the caller matches the cluster). */
@@ -514,8 +708,19 @@ export class KubernetesSandboxDriver implements SandboxDriver {
   }
 }
 
-function notYet(what: string, instanceId: string): SandboxUnavailableError {
-  return new SandboxUnavailableError(
-    `The kubernetes driver cannot yet ${what} ${instanceId} (state archives through pods/exec are not built; docs/adr/0011-kubernetes.md). Use the local or docker driver for backups and restores.`,
-  );
-}
+/**
+ * Run by `sh` in an archive pod with the archive on stdin: unpack into a staging dir, then swap it in with
+ * two renames (Node's: the sandbox image has no mv). A swap cut between the renames (work gone, the old
+ * one kept) is finished first; a failure before the swap removes the stage and leaves work untouched.
+ */
+const IMPORT_SCRIPT = [
+  'set -eu',
+  'cd /tenant',
+  `if [ -d .clawplane-restore-old ] && [ ! -d work ]; then ${IMAGE_NODE} -e "require('node:fs').renameSync('.clawplane-restore-old', 'work')"; fi`,
+  'rm -rf .clawplane-restore-new .clawplane-restore-old',
+  "trap 'rm -rf /tenant/.clawplane-restore-new' EXIT",
+  'mkdir -m 0700 .clawplane-restore-new',
+  'tar -C .clawplane-restore-new --no-same-owner -xzf -',
+  `${IMAGE_NODE} -e "const fs = require('node:fs'); if (fs.existsSync('work')) fs.renameSync('work', '.clawplane-restore-old'); fs.renameSync('.clawplane-restore-new', 'work')"`,
+  'rm -rf .clawplane-restore-old',
+].join('\n');

@@ -27,6 +27,10 @@ export function podName(instanceId: string): string {
 export function pvcName(instanceId: string): string {
   return `cp-${instanceId}-state`;
 }
+/** The short-lived pod that reaches a stopped instance's state volume (export, import). */
+export function archivePodName(instanceId: string): string {
+  return `cp-${instanceId}-archive`;
+}
 /**
  * Per sandbox start: the Secret (tokens) and ConfigMap (rendered configs). A start's own name means a
  * replica that loses a race for the Pod never overwrites the winner's token (it deletes its own).

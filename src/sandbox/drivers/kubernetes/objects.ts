@@ -22,7 +22,7 @@ import { GATEWAY_NODE_OPTIONS, SANDBOX_LAYOUT } from '../../host/dirs.ts';
 import type { SandboxSpec } from '../../types.ts';
 import { IMAGE_NODE, IMAGE_SUPERVISOR } from '../docker/image.ts';
 import type { KubeObject } from './api.ts';
-import { CONTROL_PORT, GATEWAY_PORT, LABEL, MANAGED_BY, podName, pvcName, startObjectName, STARTED_ANNOTATION } from './labels.ts';
+import { archivePodName, CONTROL_PORT, GATEWAY_PORT, LABEL, MANAGED_BY, podName, pvcName, startObjectName, STARTED_ANNOTATION } from './labels.ts';
 
 export interface SandboxObjectSettings {
   namespace: string;
@@ -47,6 +47,20 @@ export interface SandboxObjectSettings {
 const CONF = '/conf';
 const TENANT = '/tenant';
 const RUNTIME = '/opt/runtime';
+/**
+ * The sandbox's tokens, as regular private files in a memory-backed emptyDir: the init container copies
+ * them there from the start's Secret (never mounted in the supervisor's container). A Secret volume's
+ * files are symlinks into `..data/` with a fixed mode, and an immutable Secret cannot change in place;
+ * these can be rewritten through pods/exec when the credentials are rotated, and survive a container
+ * restart (the emptyDir lives as long as the pod).
+ */
+export const TOKENS = '/run/clawplane/tokens';
+/** Where the start's Secret is mounted in the init container only. */
+const START_SECRET = '/run/clawplane/start';
+/** The gateway token file the rendered config points at (the driver's layout). */
+export const KUBE_GATEWAY_TOKEN_FILE = `${TOKENS}/gateway-token`;
+/** Annotation on the state PVC: the tenant uid its files belong to (a pod that reads it when no sandbox runs runs as it). */
+export const UID_ANNOTATION = 'io.clawplane.uid';
 
 function labelsOf(spec: SandboxSpec, sandboxId?: string): Record<string, string> {
   return {
@@ -89,12 +103,12 @@ export function supervisorConfig(spec: SandboxSpec, brokerUrl: string): Supervis
       OPENCLAW_OFFLINE: '1',
       NODE_OPTIONS: GATEWAY_NODE_OPTIONS,
     },
-    gatewayTokenFile: SANDBOX_LAYOUT.gatewayTokenFile,
-    hooksTokenFile: `${CONF}/hooks-token`,
+    gatewayTokenFile: KUBE_GATEWAY_TOKEN_FILE,
+    hooksTokenFile: `${TOKENS}/hooks-token`,
     egressPort: SANDBOX_LAYOUT.egressPort,
     brokerSocket: '',
     brokerUrl,
-    brokerTokenFile: `${CONF}/broker-token`,
+    brokerTokenFile: `${TOKENS}/broker-token`,
     ingress: { port: GATEWAY_PORT, host: '0.0.0.0' },
     control: { port: CONTROL_PORT, host: '127.0.0.1' },
     logFile: `${TENANT}/log/supervisor.log`,
@@ -106,7 +120,12 @@ export function supervisorConfig(spec: SandboxSpec, brokerUrl: string): Supervis
 export function pvcObject(spec: SandboxSpec, s: SandboxObjectSettings): KubeObject {
   return plain(
     new PersistentVolumeClaim({
-      metadata: { name: pvcName(spec.instanceId), namespace: s.namespace, labels: labelsOf(spec) },
+      metadata: {
+        name: pvcName(spec.instanceId),
+        namespace: s.namespace,
+        labels: labelsOf(spec),
+        annotations: { [UID_ANNOTATION]: String(spec.tenantUid) },
+      },
       spec: {
         accessModes: ['ReadWriteOnce'],
         resources: { requests: { storage: String(s.dataBytes) } },
@@ -210,6 +229,7 @@ export function podObject(spec: SandboxSpec, sandboxId: string, startedAt: strin
   const limits: Record<string, string> = { memory: String(memoryBytes), 'ephemeral-storage': String(s.tmpBytes + 64 * 2 ** 20) };
   if (cpus > 0) limits['cpu'] = `${Math.round(cpus * 1000)}m`;
   const tenantMounts = [{ name: 'state', mountPath: TENANT }];
+  const tokenMounts = [{ name: 'tokens', mountPath: TOKENS }];
   return plain(
     new Pod({
       metadata: { name: podName(spec.instanceId), namespace: s.namespace, labels: labelsOf(spec, sandboxId), annotations: { [STARTED_ANNOTATION]: startedAt } },
@@ -228,7 +248,8 @@ export function podObject(spec: SandboxSpec, sandboxId: string, startedAt: strin
           fsGroupChangePolicy: 'OnRootMismatch',
           seccompProfile: { type: 'RuntimeDefault' },
         },
-        // The tenant's directories on the state volume, as the supervisor expects them (it makes each executor's own).
+        // The tenant's directories on the state volume, as the supervisor expects them (it makes each
+        // executor's own), and the start's tokens copied to private files the supervisor's container reads.
         initContainers: [
           {
             name: 'prepare',
@@ -237,11 +258,11 @@ export function podObject(spec: SandboxSpec, sandboxId: string, startedAt: strin
             command: [
               IMAGE_NODE,
               '-e',
-              "for (const d of ['work', 'log', 'shared-rw']) require('node:fs').mkdirSync('/tenant/' + d, { recursive: true, mode: 0o700 })",
+              `const fs = require('node:fs'); for (const d of ['work', 'log', 'shared-rw']) fs.mkdirSync('/tenant/' + d, { recursive: true, mode: 0o700 }); for (const f of ['broker-token', 'gateway-token', 'hooks-token']) { fs.copyFileSync('${START_SECRET}/' + f, '${TOKENS}/' + f); fs.chmodSync('${TOKENS}/' + f, 0o600); }`,
             ],
             securityContext: container,
             resources: { limits: { memory: String(64 * 2 ** 20) } },
-            volumeMounts: tenantMounts,
+            volumeMounts: [...tenantMounts, ...tokenMounts, { name: 'start-secret', mountPath: START_SECRET, readOnly: true }],
           },
         ],
         containers: [
@@ -262,6 +283,7 @@ export function podObject(spec: SandboxSpec, sandboxId: string, startedAt: strin
             volumeMounts: [
               { name: 'runtime', mountPath: RUNTIME, readOnly: true },
               { name: 'conf', mountPath: CONF, readOnly: true },
+              ...tokenMounts,
               ...tenantMounts,
               { name: 'tmp', mountPath: '/tmp' },
             ],
@@ -286,21 +308,93 @@ export function podObject(spec: SandboxSpec, sandboxId: string, startedAt: strin
                     ],
                   },
                 },
-                // The gateway token file must be private to the uid (OpenClaw's file SecretRef): 0400.
-                {
-                  secret: {
-                    name,
-                    items: [
-                      { key: 'broker-token', path: 'broker-token', mode: 0o400 },
-                      { key: 'gateway-token', path: 'gateway-token', mode: 0o400 },
-                      { key: 'hooks-token', path: 'hooks-token', mode: 0o400 },
-                    ],
-                  },
-                },
               ],
             },
           },
+          // Read by the init container only, which copies the tokens to `tokens`.
+          {
+            name: 'start-secret',
+            secret: {
+              secretName: name,
+              defaultMode: 0o400,
+              items: [
+                { key: 'broker-token', path: 'broker-token' },
+                { key: 'gateway-token', path: 'gateway-token' },
+                { key: 'hooks-token', path: 'hooks-token' },
+              ],
+            },
+          },
+          // The gateway token file must be private to the uid, a regular file (OpenClaw's file SecretRef): 0600.
+          { name: 'tokens', emptyDir: { medium: 'Memory', sizeLimit: String(2 ** 20) } },
           { name: 'state', persistentVolumeClaim: { claimName: pvcName(spec.instanceId) } },
+          { name: 'tmp', emptyDir: { sizeLimit: String(s.tmpBytes) } },
+        ],
+      },
+    }),
+  );
+}
+
+/** The labels of an instance's archive pod: not `component: sandbox`, so no Service or sandbox policy selects it. */
+export function archiveLabels(instanceId: string, tenantId: string): Record<string, string> {
+  return {
+    'app.kubernetes.io/managed-by': 'clawplane',
+    'app.kubernetes.io/component': 'sandbox-archive',
+    [LABEL.instance]: instanceId,
+    [LABEL.tenant]: tenantId,
+  };
+}
+
+/**
+ * A short-lived pod that mounts a STOPPED instance's state volume, so its state can be archived or
+ * replaced through pods/exec (docs/adr/0011-kubernetes.md, "State of a stopped instance"): the sandbox
+ * image (sh, tar, Node), the tenant's uid, Pod Security `restricted`, no network (the sandbox
+ * namespace's default deny selects it; nothing allows it anything), no service-account token. It only
+ * sleeps; `activeDeadlineSeconds` ends it if the control plane that made it died before deleting it.
+ */
+export function archivePodObject(o: { instanceId: string; tenantId: string; uid: number; deadlineSeconds: number }, s: SandboxObjectSettings): KubeObject {
+  const container = {
+    allowPrivilegeEscalation: false,
+    readOnlyRootFilesystem: true,
+    runAsNonRoot: true,
+    capabilities: { drop: ['ALL'] },
+    seccompProfile: { type: 'RuntimeDefault' as const },
+  };
+  return plain(
+    new Pod({
+      metadata: { name: archivePodName(o.instanceId), namespace: s.namespace, labels: archiveLabels(o.instanceId, o.tenantId) },
+      spec: {
+        ...(s.runtimeClassName ? { runtimeClassName: s.runtimeClassName } : {}),
+        restartPolicy: 'Never',
+        activeDeadlineSeconds: o.deadlineSeconds,
+        automountServiceAccountToken: false,
+        enableServiceLinks: false,
+        terminationGracePeriodSeconds: 1,
+        securityContext: {
+          runAsNonRoot: true,
+          runAsUser: o.uid,
+          runAsGroup: o.uid,
+          fsGroup: o.uid,
+          fsGroupChangePolicy: 'OnRootMismatch',
+          seccompProfile: { type: 'RuntimeDefault' },
+        },
+        containers: [
+          {
+            name: 'archive',
+            image: s.image,
+            imagePullPolicy: 'IfNotPresent',
+            command: ['sleep', String(o.deadlineSeconds)],
+            env: [{ name: 'PATH', value: '/usr/bin:/bin' }],
+            workingDir: TENANT,
+            resources: { limits: { memory: String(256 * 2 ** 20), cpu: '500m', 'ephemeral-storage': String(s.tmpBytes + 64 * 2 ** 20) } },
+            securityContext: container,
+            volumeMounts: [
+              { name: 'state', mountPath: TENANT },
+              { name: 'tmp', mountPath: '/tmp' },
+            ],
+          },
+        ],
+        volumes: [
+          { name: 'state', persistentVolumeClaim: { claimName: pvcName(o.instanceId) } },
           { name: 'tmp', emptyDir: { sizeLimit: String(s.tmpBytes) } },
         ],
       },
