@@ -695,7 +695,7 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
       () => assert.fail('a corrupt archive was accepted'),
       (e: Error & { code?: string }) => {
         errors.push(e.message);
-        assert.equal(e.code, 'state_import_failed');
+        assert.equal(e.code, 'backup_corrupted');
         assert.match(e.message, /state is unchanged/);
       },
     );

@@ -526,7 +526,7 @@ export class KubernetesSandboxDriver implements SandboxDriver {
       });
       if (r.code !== 0)
         throw new ClawplaneError(
-          'state_import_failed',
+          'backup_corrupted',
           422,
           `The archive could not be unpacked into the state of instance ${key.instanceId} (${r.code === null ? r.message : `exit ${r.code}`}: ${r.stderr.trim().slice(-400) || 'no error output'}); its state is unchanged.`,
         );
@@ -601,7 +601,7 @@ export class KubernetesSandboxDriver implements SandboxDriver {
       const r = await podExec(this.api.kc, { namespace: this.#namespace, pod, container, argv, stdout: out, timeoutMs: this.#archiveTimeoutMs });
       if (r.code === 0) return undefined;
       return new ClawplaneError(
-        'state_export_failed',
+        'backup_failed',
         502,
         `Could not ${what} the instance: tar in pod ${this.#namespace}/${pod} failed (${r.code === null ? r.message : `exit ${r.code}`}: ${r.stderr.trim().slice(-400) || 'no error output'}).`,
       );
@@ -637,7 +637,7 @@ export class KubernetesSandboxDriver implements SandboxDriver {
     if (old) await this.#deletePod(name, old.metadata.uid ?? '', 0);
     const deadlineSeconds = Math.ceil(this.#archiveTimeoutMs / 1000);
     const created = await this.api.create(archivePodObject({ ...key, uid, deadlineSeconds }, this.#objectSettings(undefined)));
-    if (!created) throw new ConflictError(`Another archive operation on instance ${key.instanceId} started at the same time; retry.`, 'archive_busy');
+    if (!created) throw new ConflictError(`Another archive operation on instance ${key.instanceId} started at the same time; retry.`, 'kubernetes_conflict');
     const podUid = created.metadata.uid;
     try {
       const phase = await this.api.watchPod(
