@@ -18,6 +18,7 @@ import { after, before, describe, test } from 'node:test';
 import { Ajv } from 'ajv';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { parseConfig, settingsSchema } from '../src/config/schema.ts';
+import { AGENT_TYPES } from '../src/tasks/types.ts';
 import { kubeTools } from '../scripts/kube-tools.ts';
 import { testDatabase } from './helpers/db.ts';
 
@@ -532,6 +533,10 @@ describe('helm chart: the Tenant and ExecutorPool CRDs', () => {
     for (const [name, obj, re] of bad) assert.match(check('Tenant', obj).join('; '), re, name);
     const pool = await example('executorpool.yaml');
     assert.match(check('ExecutorPool', merge(pool, { spec: { maxExecutors: 0 } })).join('; '), /\/spec\/maxExecutors/);
+    // The CRD's bounds are the pool service's (src/pools/types.ts): what the API server admits, the operator can apply.
+    assert.match(check('ExecutorPool', merge(pool, { spec: { maxExecutors: 9 } })).join('; '), /\/spec\/maxExecutors/);
+    assert.match(check('ExecutorPool', merge(pool, { spec: { agentType: 'researcher' } })).join('; '), /\/spec\/agentType/);
+    for (const agentType of AGENT_TYPES) assert.deepEqual(check('ExecutorPool', merge(pool, { spec: { agentType } })), [], agentType);
     const { tenantRef: _dropped, ...noTenant } = pool['spec'] as Values;
     assert.match(check('ExecutorPool', { ...pool, spec: noTenant }).join('; '), /tenantRef/);
     assert.match(check('ExecutorPool', merge(pool, { spec: { tenantRef: { name: '' } } })).join('; '), /\/spec\/tenantRef\/name/);

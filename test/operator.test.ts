@@ -1,8 +1,9 @@
 /**
  * The operator role against a STAND-IN Kubernetes API server (test/helpers/kube-standin.ts): no Kubernetes
- * API server can be installed on these machines. The stand-in serves the chart's own Tenant CRD (rendered
- * by Helm here) and validates every Tenant against its openAPIV3Schema, as the real server would; the
- * database, the TenantService, its audit log and the work_claims lease are real.
+ * API server can be installed on these machines. The stand-in serves the chart's own Tenant and
+ * ExecutorPool CRDs (rendered by Helm here) and validates every resource against its openAPIV3Schema, and
+ * every Event against the Kubernetes schema (kubernetes-models), as the real server would; the database,
+ * the TenantService and PoolService, their audit log and the work_claims lease are real.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -21,7 +22,7 @@ import { startTestServer } from './helpers/server.ts';
 const NS = 'clawplane';
 const CHART = path.resolve(import.meta.dirname, '../deploy/helm/clawplane');
 
-async function tenantCrdSchema(): Promise<object> {
+async function crdSchemas(): Promise<Map<string, object>> {
   const { helm } = await kubeTools();
   const r = spawnSync(
     helm,
@@ -39,30 +40,53 @@ async function tenantCrdSchema(): Promise<object> {
     { encoding: 'utf8', maxBuffer: 64 * 2 ** 20 },
   );
   assert.equal(r.status, 0, r.stderr);
+  const out = new Map<string, object>();
   for (const d of parseAllDocuments(r.stdout)) {
-    const o = d.toJS() as { kind?: string; metadata?: { name?: string }; spec?: { versions: { schema: { openAPIV3Schema: object } }[] } } | null;
-    if (o?.kind === 'CustomResourceDefinition' && o.metadata?.name === 'tenants.clawplane.dev') return o.spec?.versions[0]?.schema.openAPIV3Schema ?? {};
+    const o = d.toJS() as { kind?: string; spec?: { names: { kind: string }; versions: { schema: { openAPIV3Schema: object } }[] } } | null;
+    if (o?.kind === 'CustomResourceDefinition' && o.spec) out.set(o.spec.names.kind, o.spec.versions[0]?.schema.openAPIV3Schema ?? {});
   }
-  throw new Error('no Tenant CRD in the chart');
+  assert.ok(out.has('Tenant') && out.has('ExecutorPool'), 'the CRDs are in the chart');
+  return out;
 }
 
 describe('the operator role: Tenant resources into the database (stand-in API server: no Kubernetes here)', async () => {
   const kube = await KubeStandIn.start();
   after(() => kube.close());
-  kube.addCustomResource({ group: 'clawplane.dev', version: 'v1alpha1', kind: 'Tenant', plural: 'tenants', schema: await tenantCrdSchema() });
+  const schemas = await crdSchemas();
+  kube.addCustomResource({ group: 'clawplane.dev', version: 'v1alpha1', kind: 'Tenant', plural: 'tenants', schema: schemas.get('Tenant') ?? {} });
+  kube.addCustomResource({
+    group: 'clawplane.dev',
+    version: 'v1alpha1',
+    kind: 'ExecutorPool',
+    plural: 'executorpools',
+    schema: schemas.get('ExecutorPool') ?? {},
+  });
   const server = await startTestServer();
   const admin = await onboard(server);
   const kc = new KubeConfig();
   kc.loadFromOptions(kube.kubeconfigOptions(NS));
   const claims = (owner: string) => new WorkClaims(server.db, { owner, node: 'n', ttlMs: 60_000 });
-  const operator = new TenantOperator(kc, { namespace: NS, tenants: server.services.tenants, claims: claims('op-1'), log: pino({ level: 'silent' }) });
-  /** What `kubectl apply --server-side` of a Tenant would send. */
-  const applyTenant = async (name: string, spec: object, annotations?: Record<string, string>) =>
-    fetch(`${kube.url}/apis/clawplane.dev/v1alpha1/namespaces/${NS}/tenants/${name}?fieldManager=kubectl`, {
+  const { tenants, pools } = server.services;
+  const operator = new TenantOperator(kc, { namespace: NS, tenants, pools, claims: claims('op-1'), log: pino({ level: 'silent' }) });
+  /** What `kubectl apply --server-side` of a resource would send. */
+  const applyResource = async (kind: 'Tenant' | 'ExecutorPool', name: string, spec: object, annotations?: Record<string, string>) =>
+    fetch(`${kube.url}/apis/clawplane.dev/v1alpha1/namespaces/${NS}/${kind.toLowerCase()}s/${name}?fieldManager=kubectl`, {
       method: 'PATCH',
       headers: { authorization: `Bearer ${kube.token}`, 'content-type': 'application/apply-patch+yaml' },
-      body: JSON.stringify({ apiVersion: 'clawplane.dev/v1alpha1', kind: 'Tenant', metadata: { name, ...(annotations ? { annotations } : {}) }, spec }),
+      body: JSON.stringify({ apiVersion: 'clawplane.dev/v1alpha1', kind, metadata: { name, ...(annotations ? { annotations } : {}) }, spec }),
     });
+  const applyTenant = (name: string, spec: object, annotations?: Record<string, string>) => applyResource('Tenant', name, spec, annotations);
+  const applyPool = (name: string, spec: object, annotations?: Record<string, string>) => applyResource('ExecutorPool', name, spec, annotations);
+  const poolStatus = (name: string) =>
+    kube.get('ExecutorPool', NS, name)?.['status'] as
+      | { poolId?: string; tenantId?: string; executors?: number; conditions?: { type: string; status: string; reason: string; message: string }[] }
+      | undefined;
+  /** Warning Events on a resource, as `kubectl describe` lists them. */
+  const eventsOn = (kind: string, name: string) =>
+    kube
+      .objects('Event')
+      .filter((e) => (e['involvedObject'] as { kind: string; name: string }).kind === kind && (e['involvedObject'] as { name: string }).name === name)
+      .map((e) => ({ type: e['type'] as string, reason: e['reason'] as string, message: e['message'] as string }));
   const ready = (name: string) =>
     kube.get('Tenant', NS, name)?.['status'] as
       | { tenantId?: string; observedGeneration?: number; conditions?: { type: string; status: string; reason: string; message: string }[] }
@@ -128,6 +152,13 @@ describe('the operator role: Tenant resources into the database (stand-in API se
     assert.match(st?.conditions?.[0]?.message ?? '', /already exists and was not created from this resource.*clawplane\.dev\/adopt/);
     assert.equal(st?.tenantId, undefined);
     assert.equal((await server.services.tenants.find('handmade'))?.name, 'Made by hand', 'the API-made tenant is untouched');
+    assert.deepEqual(
+      eventsOn('Tenant', 'handmade').map((e) => [e.type, e.reason]),
+      [['Warning', 'SlugTaken']],
+      'the refusal is an Event on the resource',
+    );
+    await operator.pass();
+    assert.equal(eventsOn('Tenant', 'handmade').length, 1, 'one Event per refusal, not one per pass');
     await applyTenant('handmade', { slug: 'handmade', displayName: 'GitOps name', quotas: { maxInstances: 1 } }, { 'clawplane.dev/adopt': 'true' });
     await operator.pass();
     assert.equal((await server.services.tenants.find('handmade'))?.name, 'GitOps name');
@@ -141,6 +172,74 @@ describe('the operator role: Tenant resources into the database (stand-in API se
     const body = (await res.json()) as { message: string };
     assert.match(body.message, /\/spec\/slug must match pattern/);
     assert.equal(kube.get('Tenant', NS, 'bad'), undefined);
+  });
+
+  test('an ExecutorPool becomes the tenant’s pool through the pool service (audited as the operator), with Ready, the pool id and its executors in status', async () => {
+    await applyTenant('pooled', { slug: 'pooled', displayName: 'Pooled', quotas: { maxInstances: 10 } });
+    await applyPool('pooled-research', { tenantRef: { name: 'pooled' }, agentType: 'research', minExecutors: 1, maxExecutors: 2, shards: 2, maxPerSandbox: 2 });
+    await operator.pass();
+    const t = await tenants.find('pooled');
+    assert.ok(t);
+    const pool = await pools.get(t.id, 'research');
+    assert.deepEqual(
+      { min: pool.minExecutors, max: pool.maxExecutors, shards: pool.shards, perSandbox: pool.executorsPerSandbox },
+      { min: 1, max: 2, shards: 2, perSandbox: 2 },
+    );
+    const st = poolStatus('pooled-research');
+    assert.equal(st?.poolId, pool.id);
+    assert.equal(st?.tenantId, t.id);
+    assert.equal(st?.executors, 2, 'min 1 per shard, 2 shards');
+    assert.equal(st?.conditions?.[0]?.status, 'True');
+    // A spec change goes through the same service (PATCH semantics): max raised, audited as the operator.
+    await applyPool('pooled-research', { tenantRef: { name: 'pooled' }, agentType: 'research', minExecutors: 1, maxExecutors: 4, shards: 2, maxPerSandbox: 2 });
+    await operator.pass();
+    assert.equal((await pools.get(t.id, 'research')).maxExecutors, 4);
+    const audit = await server.db.query<{ actor: string; action: string }>(
+      "SELECT actor, action FROM audit_events WHERE tenant_id = $1 AND action LIKE 'pool.%' ORDER BY seq",
+      [t.id],
+    );
+    assert.deepEqual(
+      audit.rows.map((r) => [r.actor, r.action]),
+      [
+        ['operator', 'pool.create'],
+        ['operator', 'pool.update'],
+      ],
+    );
+    assert.deepEqual(kube.managers('ExecutorPool', NS, 'pooled-research'), ['kubectl'], "the spec stays the user's");
+  });
+
+  test('a pool created through the API is not clobbered (PoolExists, as a condition and an Event) unless adopted; refusals name their reason', async () => {
+    const t = await tenants.find('pooled');
+    assert.ok(t);
+    // What POST /api/v1/tenants/{tenant}/pools does for a tenant admin: the same service call.
+    const made = await pools.create(t.id, { agentType: 'coding', maxExecutors: 1 }, { actor: 'user:tenant-admin' });
+    await applyPool('pooled-coding', { tenantRef: { name: 'pooled' }, agentType: 'coding', maxExecutors: 3 });
+    await operator.pass();
+    assert.equal((await pools.get(t.id, 'coding')).maxExecutors, 1, 'the API-made pool is untouched');
+    assert.equal(poolStatus('pooled-coding')?.conditions?.[0]?.reason, 'PoolExists');
+    assert.deepEqual(
+      eventsOn('ExecutorPool', 'pooled-coding').map((e) => [e.type, e.reason]),
+      [['Warning', 'PoolExists']],
+    );
+    await applyPool('pooled-coding', { tenantRef: { name: 'pooled' }, agentType: 'coding', maxExecutors: 3 }, { 'clawplane.dev/adopt': 'true' });
+    await operator.pass();
+    assert.equal((await pools.get(t.id, 'coding')).maxExecutors, 3);
+    assert.equal(poolStatus('pooled-coding')?.poolId, made.id);
+    // A tenantRef that names no managed Tenant; a pool beyond the tenant's quota: each its reason, as a condition and an Event.
+    await applyPool('orphan', { tenantRef: { name: 'nobody' }, agentType: 'chat', maxExecutors: 1 });
+    await applyTenant('small', { slug: 'small', displayName: 'Small', quotas: { maxInstances: 1 } });
+    await applyPool('small-chat', { tenantRef: { name: 'small' }, agentType: 'chat', maxExecutors: 4, shards: 2, maxPerSandbox: 1 });
+    await operator.pass();
+    assert.equal(poolStatus('orphan')?.conditions?.[0]?.reason, 'InvalidSpec');
+    assert.match(poolStatus('orphan')?.conditions?.[0]?.message ?? '', /Tenant "nobody"/);
+    assert.equal(poolStatus('small-chat')?.conditions?.[0]?.reason, 'QuotaExceeded');
+    assert.deepEqual(
+      eventsOn('ExecutorPool', 'small-chat').map((e) => e.reason),
+      ['QuotaExceeded'],
+    );
+    const small = await tenants.find('small');
+    assert.ok(small);
+    assert.deepEqual(await pools.list(small.id), [], 'nothing half-made');
   });
 
   test('two operator replicas: one is active at a time (the operator lease), the other does nothing', async () => {

@@ -1,9 +1,11 @@
 /**
- * The operator role (docs/adr/0011-kubernetes.md): `Tenant` resources (clawplane.dev/v1alpha1) in its
- * namespace are the declarative (GitOps) interface; the database stays the source of truth. Each pass
- * lists the resources, applies each spec through the same TenantService the API uses (audited with the
- * actor `operator`), and writes `status` back by server-side apply on the status subresource: a `Ready`
- * condition with the reason of any refusal, the tenant's id, and the generation it saw.
+ * The operator role (docs/adr/0011-kubernetes.md): `Tenant` and `ExecutorPool` resources
+ * (clawplane.dev/v1alpha1) in its namespace are the declarative (GitOps) interface; the database stays the
+ * source of truth. Each pass lists the Tenants, then the ExecutorPools (pools.ts), applies each spec
+ * through the same service the API uses (TenantService, PoolService; audited with the actor `operator`),
+ * and writes `status` back by server-side apply on the status subresource: a `Ready` condition with the
+ * reason of any refusal, the database id, and the generation it saw. A refusal is also a Warning Event on
+ * the resource (events.ts), once per change.
  *
  * A tenant created through the API is never touched: a resource whose slug names an existing tenant it did
  * not create (its status carries no such tenant id) gets Ready=False, reason SlugTaken, unless annotated
@@ -13,8 +15,11 @@
 import { KubernetesObjectApi, PatchStrategy, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { ClawplaneError } from '../errors.ts';
+import type { PoolService } from '../pools/service.ts';
 import type { WorkClaims } from '../replicas/claims.ts';
 import type { Quotas, Tenant, TenantService } from '../tenancy/tenants.ts';
+import { OperatorEvents } from './events.ts';
+import { applyPool, type ExecutorPoolResource } from './pools.ts';
 
 export const OPERATOR_FIELD_MANAGER = 'clawplane-operator';
 export const ADOPT_ANNOTATION = 'clawplane.dev/adopt';
@@ -66,16 +71,30 @@ export interface PassResult {
   active: boolean;
 }
 
+export interface OperatorOptions {
+  namespace: string;
+  tenants: TenantService;
+  /** Absent: ExecutorPool resources are not read. */
+  pools?: PoolService;
+  claims?: WorkClaims;
+  log: Logger;
+  intervalMs?: number;
+}
+
+type Resource = (TenantResource | ExecutorPoolResource) & { kind?: string };
+
 export class TenantOperator {
   readonly #api: KubernetesObjectApi;
   readonly #status: StatusApi;
-  readonly #o: { namespace: string; tenants: TenantService; claims: WorkClaims | undefined; log: Logger; intervalMs: number };
+  readonly #events: OperatorEvents;
+  readonly #o: Omit<OperatorOptions, 'claims' | 'intervalMs'> & { claims: WorkClaims | undefined; intervalMs: number };
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<unknown> | undefined;
 
-  constructor(kc: KubeConfig, opts: { namespace: string; tenants: TenantService; claims?: WorkClaims; log: Logger; intervalMs?: number }) {
+  constructor(kc: KubeConfig, opts: OperatorOptions) {
     this.#api = KubernetesObjectApi.makeApiClient(kc);
     this.#status = kc.makeApiClient(StatusApi);
+    this.#events = new OperatorEvents(kc, opts.namespace, opts.log);
     this.#o = { ...opts, claims: opts.claims, intervalMs: opts.intervalMs ?? 10_000 };
   }
 
@@ -103,15 +122,72 @@ export class TenantOperator {
     const list = await this.#api.list<TenantResource>(API_VERSION, 'Tenant', this.#o.namespace);
     let applied = 0;
     let refused = 0;
+    // A pool's tenantRef is resolved to the tenant id its Tenant's status carries (now, in this pass).
+    const tenants = new Map<string, string | undefined>();
     for (const r of list.items) {
       const outcome = await this.#reconcile(r);
+      tenants.set(r.metadata.name, outcome.tenantId);
       if (outcome.status === 'True') applied++;
       else refused++;
+    }
+    if (this.#o.pools) {
+      const pools = await this.#api.list<ExecutorPoolResource>(API_VERSION, 'ExecutorPool', this.#o.namespace);
+      for (const r of pools.items) {
+        const outcome = await this.#reconcilePool(r, this.#o.pools, tenants);
+        if (outcome.status === 'True') applied++;
+        else refused++;
+      }
     }
     return { applied, refused, active: true };
   }
 
-  async #reconcile(r: TenantResource): Promise<{ status: 'True' | 'False' }> {
+  async #reconcilePool(r: ExecutorPoolResource, pools: PoolService, tenants: Map<string, string | undefined>): Promise<{ status: 'True' | 'False' }> {
+    const generation = r.metadata.generation ?? 0;
+    let condition: Omit<Condition, 'lastTransitionTime' | 'observedGeneration'>;
+    let extra: NonNullable<ExecutorPoolResource['status']>;
+    try {
+      const out = await applyPool(r, {
+        pools,
+        tenantIdOf: (name) => Promise.resolve(tenants.get(name)),
+        adopt: r.metadata.annotations?.[ADOPT_ANNOTATION] === 'true',
+        by: { actor: 'operator', requestId: `executorpool/${r.metadata.namespace ?? ''}/${r.metadata.name}` },
+      });
+      extra = out.status;
+      condition = { type: 'Ready', status: 'True', reason: 'Applied', message: out.message };
+    } catch (err) {
+      extra = { ...(r.status?.poolId ? { poolId: r.status.poolId } : {}), ...(r.status?.tenantId ? { tenantId: r.status.tenantId } : {}) };
+      condition = this.#refusal(err, r);
+    }
+    await this.#finish({ ...r, kind: 'ExecutorPool' }, { ...extra, observedGeneration: generation, conditions: [this.#transition(r, condition, generation)] });
+    return { status: condition.status === 'True' ? 'True' : 'False' };
+  }
+
+  /** A refusal as a condition (its reason from the error's code), never a crash. */
+  #refusal(err: unknown, r: Resource): Omit<Condition, 'lastTransitionTime' | 'observedGeneration'> {
+    const e = err instanceof ClawplaneError ? err : undefined;
+    if (!e) this.#o.log.error({ err, resource: r.metadata.name }, 'operator could not apply a resource');
+    return {
+      type: 'Ready',
+      status: 'False',
+      reason: e ? reasonOf(e.code) : 'InternalError',
+      message: e ? e.message : 'the operator failed on this resource; see its logs',
+    };
+  }
+
+  /** Writes the status when it changed; a new or changed refusal is also a Warning Event on the resource. */
+  async #finish(r: Resource & { kind: string }, status: Record<string, unknown> & { conditions: Condition[] }): Promise<void> {
+    const prev = (r.status?.conditions as Condition[] | undefined)?.find((c) => c.type === 'Ready');
+    const now = status.conditions.find((c) => c.type === 'Ready');
+    await this.#writeStatus(r, status);
+    if (now?.status === 'False' && (prev?.status !== now.status || prev.reason !== now.reason || prev.message !== now.message))
+      await this.#events.warn(
+        { apiVersion: API_VERSION, kind: r.kind, metadata: { ...r.metadata, namespace: r.metadata.namespace ?? this.#o.namespace } },
+        now.reason,
+        now.message,
+      );
+  }
+
+  async #reconcile(r: TenantResource): Promise<{ status: 'True' | 'False'; tenantId: string | undefined }> {
     const generation = r.metadata.generation ?? 0;
     const by = { actor: 'operator', requestId: `tenant/${r.metadata.namespace ?? ''}/${r.metadata.name}` };
     let tenantId = r.status?.tenantId;
@@ -150,22 +226,18 @@ export class TenantOperator {
       };
     } catch (err) {
       // Refusals become the condition's reason (QuotaExceeded, SlugTaken, validation), never a crash.
-      const e = err instanceof ClawplaneError ? err : undefined;
-      if (!e) this.#o.log.error({ err, resource: r.metadata.name }, 'operator could not apply a Tenant resource');
-      condition = {
-        type: 'Ready',
-        status: 'False',
-        reason: e ? reasonOf(e.code) : 'InternalError',
-        message: e ? e.message : 'the operator failed on this resource; see its logs',
-      };
+      condition = this.#refusal(err, r);
     }
-    await this.#writeStatus(r, { ...(tenantId ? { tenantId } : {}), observedGeneration: generation, conditions: [this.#transition(r, condition, generation)] });
-    return { status: condition.status === 'True' ? 'True' : 'False' };
+    await this.#finish(
+      { ...r, kind: 'Tenant' },
+      { ...(tenantId ? { tenantId } : {}), observedGeneration: generation, conditions: [this.#transition(r, condition, generation)] },
+    );
+    return { status: condition.status === 'True' ? 'True' : 'False', tenantId };
   }
 
   /** lastTransitionTime moves only when the status changes (metav1.Condition semantics). */
-  #transition(r: TenantResource, c: Omit<Condition, 'lastTransitionTime' | 'observedGeneration'>, generation: number): Condition {
-    const prev = r.status?.conditions?.find((x) => x.type === c.type);
+  #transition(r: Resource, c: Omit<Condition, 'lastTransitionTime' | 'observedGeneration'>, generation: number): Condition {
+    const prev = (r.status?.conditions as Condition[] | undefined)?.find((x) => x.type === c.type);
     return {
       ...c,
       observedGeneration: generation,
@@ -173,13 +245,13 @@ export class TenantOperator {
     };
   }
 
-  async #writeStatus(r: TenantResource, status: NonNullable<TenantResource['status']>): Promise<void> {
+  async #writeStatus(r: Resource & { kind: string }, status: Record<string, unknown>): Promise<void> {
     const same = JSON.stringify(r.status ?? {}) === JSON.stringify(status);
     if (same) return;
     const ns = r.metadata.namespace ?? this.#o.namespace;
     // The status subresource: server-side apply with our own field manager (spec stays the user's).
     await this.#status.patch(
-      { apiVersion: API_VERSION, kind: 'Tenant', metadata: { name: r.metadata.name, namespace: ns }, status } as KubernetesObject,
+      { apiVersion: API_VERSION, kind: r.kind, metadata: { name: r.metadata.name, namespace: ns }, status } as KubernetesObject,
       undefined,
       undefined,
       OPERATOR_FIELD_MANAGER,

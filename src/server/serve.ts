@@ -171,11 +171,12 @@ export async function startServer(config: Config, log: Logger, hooks: StartHooks
       services.knowledgeIndexer.start(KNOWLEDGE_SWEEP_MS);
       services.sessionIngest.start(INGEST_SWEEP_MS);
     }
-    // Tenant resources → the database, one active operator at a time (docs/adr/0011-kubernetes.md).
+    // Tenant and ExecutorPool resources → the database, one active operator at a time (docs/adr/0011-kubernetes.md).
     const operator = roles.has('operator')
       ? new TenantOperator(loadKubeConfig(config.instances.kubernetes.kubeconfig), {
           namespace: config.instances.kubernetes.controlNamespace,
           tenants: services.tenants,
+          pools: services.pools,
           claims: new WorkClaims(db, { owner: replicaId, node: config.replica.node ?? os.hostname(), ttlMs: config.replica.expireMs }),
           log: log.child({ component: 'operator' }),
         })
