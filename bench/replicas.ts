@@ -13,9 +13,14 @@
  * the queues polled every BENCH_QUEUE_POLL_MS, default 1000 ms as in production),
  * the tasks submitted through the replicas' APIs by 16 concurrent clients, round-robin. On two cores the
  * ceiling is the CPU: read the ratios.
+ * Then chat latency through 1, 2 and 3 replicas: one real OpenClaw gateway under bubblewrap (the local driver,
+ * one host), the fake model provider the tests use (answers at once: the figure is Clawplane's path and the
+ * gateway's, not a model's); BENCH_CHATS sequential chats (default 40, after 5 to warm up) spread round-robin
+ * over the replicas started so far; p50 and p95, and the ratio of each p50 to one replica's. Skipped with
+ * BENCH_CHAT=0 or where the host cannot run sandboxes.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseConfig } from '../src/config/schema.ts';
@@ -26,6 +31,10 @@ import { WorkClaims } from '../src/replicas/claims.ts';
 import { startServer } from '../src/server/serve.ts';
 import pg from 'pg';
 import { startReplicaChild, type ReplicaChild } from '../test/helpers/replica-child.ts';
+import { startFakeLlm } from '../test/helpers/fake-llm.ts';
+import { UID_BASES } from '../test/helpers/gateway.ts';
+import { onboardVia, sharedSecretKey, startReplica, via, waitUntil, type Replica } from '../test/helpers/replicas.ts';
+import { killSandboxesUnder, RUNTIME_CACHE, requireSandboxHost } from '../test/helpers/sandbox.ts';
 
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 21);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
@@ -151,6 +160,7 @@ export async function main(args: string[]): Promise<void> {
       rates.push(r);
       console.log(`| ${k} | ${(tasks / r).toFixed(1)} | ${r.toFixed(1)} | ${(r / (rates[0] ?? r)).toFixed(2)} |`);
     }
+    if (process.env['BENCH_CHAT'] !== '0') await chatLatency(db.url);
   } finally {
     await server.stop();
     await rm(dataDir, { recursive: true, force: true });
@@ -205,6 +215,91 @@ async function throughput(adminUrl: string, k: number, tasks: number): Promise<n
   } finally {
     await Promise.all(children.map((c) => c.stop()));
     await side.end();
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await admin.end();
+  }
+}
+
+/** Chat p50/p95 through 1, 2 and 3 replica processes driving one real gateway, on a fresh database. */
+async function chatLatency(adminUrl: string): Promise<void> {
+  try {
+    requireSandboxHost();
+  } catch (err) {
+    console.log(`\nChat latency: skipped (${(err as Error).message.split('\n')[0]})`);
+    return;
+  }
+  const chats = Number(process.env['BENCH_CHATS'] ?? 40);
+  const name = `bench_chat_${process.pid}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  const u = new URL(adminUrl);
+  u.pathname = `/${name}`;
+  const fake = await startFakeLlm();
+  const root = await mkdtemp('/var/tmp/clawplane-bench-replicas-');
+  await chmod(root, 0o711);
+  const secretKey = sharedSecretKey();
+  const env = {
+    CLAWPLANE_RUNTIME_CACHE: RUNTIME_CACHE,
+    CLAWPLANE_SANDBOX_ROOT: root,
+    CLAWPLANE_SANDBOX_UID_BASE: String(UID_BASES['bench-replicas']),
+    CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1',
+    CLAWPLANE_WARM_RESUME: 'false',
+  };
+  const replicas: Replica[] = [];
+  try {
+    replicas.push(await startReplica({ name: 'chat-r1', databaseUrl: u.toString(), secretKey, env }));
+    const r1 = replicas[0] as Replica;
+    const slug = 'bench-chat';
+    const { admin: person } = await onboardVia(r1, slug);
+    const key = await person.json<{ id: string }>(
+      'POST',
+      `/api/v1/tenants/${slug}/credentials`,
+      { name: 'fake', type: 'api_key', value: 'sk-bench-0123456789' },
+      201,
+    );
+    const provider = await person.json<{ id: string }>(
+      'POST',
+      `/api/v1/tenants/${slug}/providers`,
+      { kind: 'openai_compatible', name: 'fake', baseUrl: fake.baseUrl, credentialId: key.id },
+      201,
+    );
+    await person.json('PUT', `/api/v1/tenants/${slug}/model-routes`, { scope: 'tenant', targets: [{ providerId: provider.id, model: 'fake-model' }] });
+    const inst = await person.json<{ id: string }>('POST', `/api/v1/tenants/${slug}/instances`, { name: 'main' }, 202);
+    await waitUntil('running', async () => (await person.json<{ status: string }>('GET', `/api/v1/tenants/${slug}/instances/${inst.id}`)).status === 'running');
+    let n = 0;
+    const chat = async (r: Replica): Promise<number> => {
+      const t = performance.now();
+      const res = await via(person, r).call('POST', `/api/v1/tenants/${slug}/chat/completions`, {
+        model: 'agent/main',
+        messages: [{ role: 'user', content: `ping ${n++}` }],
+        session: `bench-${n % 4}`,
+      });
+      const body = await res.text();
+      if (res.status !== 200) throw new Error(`chat through ${r.name}: ${res.status} ${body}`);
+      return performance.now() - t;
+    };
+    for (let i = 0; i < 5; i++) await chat(r1);
+    console.log(`\nChat latency: ${chats} sequential chats through one real gateway, spread over the replicas (fake provider):`);
+    console.log('| replicas | p50 ms | p95 ms | p50 ratio to 1 |');
+    console.log('|---|---|---|---|');
+    let base = 0;
+    for (const k of [1, 2, 3]) {
+      while (replicas.length < k) replicas.push(await startReplica({ name: `chat-r${replicas.length + 1}`, databaseUrl: u.toString(), secretKey, env }));
+      for (const r of replicas) await chat(r); // each new replica's first request warms its caches
+      const times: number[] = [];
+      for (let i = 0; i < chats; i++) times.push(await chat(replicas[i % k] as Replica));
+      times.sort((a, b) => a - b);
+      const p50 = times[Math.floor(times.length / 2)] ?? 0;
+      const p95 = times[Math.min(times.length - 1, Math.floor(times.length * 0.95))] ?? 0;
+      if (k === 1) base = p50;
+      console.log(`| ${k} | ${p50.toFixed(0)} | ${p95.toFixed(0)} | ${(p50 / base).toFixed(2)} |`);
+    }
+  } finally {
+    await Promise.all(replicas.map((r) => r.stop()));
+    await killSandboxesUnder(root);
+    await rm(root, { recursive: true, force: true });
+    await fake.close();
     await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
     await admin.end();
   }

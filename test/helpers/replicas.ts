@@ -22,6 +22,8 @@ export interface Replica {
   output(): string;
   /** Resolves with the exit code (or null after a signal). */
   exited: Promise<number | null>;
+  /** SIGTERM unless already gone, then its own data directory removed (also done after the file's tests). */
+  stop(): Promise<void>;
 }
 
 /**
@@ -72,14 +74,15 @@ export async function startReplica(opts: {
     child.stdout.on('data', onData);
     void exited.then((code) => reject(new Error(`${opts.name} exited (${code}) before listening:\n${out.slice(-4000)}`)));
   });
-  after(async () => {
+  const stop = async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGTERM');
       await exited;
     }
     if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true });
-  });
-  return { name: opts.name, url: started.url, id: started.id, dataDir, child, output: () => out, exited };
+  };
+  after(stop);
+  return { name: opts.name, url: started.url, id: started.id, dataDir, child, output: () => out, exited, stop };
 }
 
 /** A fresh master key for a set of replicas (they must share it to open each other's sealed secrets). */
