@@ -20,6 +20,15 @@ import { KubeStandIn, type StoredObject } from './helpers/kube-standin.ts';
 import { startTestServer } from './helpers/server.ts';
 
 const NS = 'clawplane';
+
+/** Polls until `fn` holds (a guard against a hang, not a timing assertion). */
+async function until(what: string, fn: () => boolean | Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 6000; i++) {
+    if (await fn()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`never happened: ${what}`);
+}
 const CHART = path.resolve(import.meta.dirname, '../deploy/helm/clawplane');
 
 async function crdSchemas(): Promise<Map<string, object>> {
@@ -265,5 +274,50 @@ describe('the operator role: Tenant resources into the database (stand-in API se
       objs.every((o) => o['status'] !== undefined),
       'every resource carries a status',
     );
+  });
+
+  test('watches, not polling: with the resync and lease intervals at an hour, spec changes are applied by the watch; a dropped watch resumes from its resourceVersion and a 410 Gone is recovered by a new list and watch', async () => {
+    const HOUR = 3_600_000;
+    const op = new TenantOperator(kc, {
+      namespace: NS,
+      tenants,
+      pools,
+      claims: claims('op-w'),
+      log: pino({ level: 'silent' }),
+      intervalMs: HOUR,
+      resyncMs: HOUR,
+    });
+    const named = (name: string) => async () => (await tenants.find('watched'))?.name === name;
+    await applyTenant('watched', { slug: 'watched', displayName: 'Watched 1', quotas: { maxInstances: 4 } });
+    op.start();
+    try {
+      await until('the first list applied the tenant', named('Watched 1'));
+      await until('a watch per kind is open', () => kube.openWatches >= 2);
+      // Nothing but the watch can apply this: no pass runs for an hour.
+      await applyTenant('watched', { slug: 'watched', displayName: 'Watched 2', quotas: { maxInstances: 4 } });
+      await until('the watched change is applied', named('Watched 2'));
+      await applyPool('watched-chat', { tenantRef: { name: 'watched' }, agentType: 'chat', maxExecutors: 2 });
+      await until('the watched pool is made', async () => {
+        const t = await tenants.find('watched');
+        return !!t && (await pools.list(t.id)).some((p) => p.agentType === 'chat' && p.maxExecutors === 2);
+      });
+      // The API server cuts the streams: watched again from the last resourceVersion seen, so a change made
+      // while no stream was open still arrives (replayed), and so do later ones.
+      assert.equal(kube.dropWatches(), 2);
+      await applyTenant('watched', { slug: 'watched', displayName: 'Watched 3', quotas: { maxInstances: 4 } });
+      await until('applied after the drop', named('Watched 3'));
+      await until('watching again', () => kube.openWatches >= 2);
+      await applyTenant('watched', { slug: 'watched', displayName: 'Watched 4', quotas: { maxInstances: 4 } });
+      await until('the new watch applies changes', named('Watched 4'));
+      // The watch history is compacted: 410 Gone, a fresh list, a new watch.
+      assert.equal(kube.expireWatches(), 2);
+      await until('watching again after 410', () => kube.openWatches >= 2);
+      await applyTenant('watched', { slug: 'watched', displayName: 'Watched 5', quotas: { maxInstances: 4 } });
+      await until('applied after the 410', named('Watched 5'));
+      assert.equal(ready('watched')?.conditions?.[0]?.status, 'True');
+    } finally {
+      await op.stop();
+    }
+    await until('stop ends the watches', () => kube.openWatches === 0);
   });
 });

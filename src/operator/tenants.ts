@@ -12,7 +12,7 @@
  * `clawplane.dev/adopt: "true"`. One operator is active at a time: each pass takes the `operator` lease
  * of ADR 0009 (work_claims), so replicas never race on a create.
  */
-import { KubernetesObjectApi, PatchStrategy, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import { KubernetesObjectApi, PatchStrategy, Watch, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { ClawplaneError } from '../errors.ts';
 import type { PoolService } from '../pools/service.ts';
@@ -78,7 +78,10 @@ export interface OperatorOptions {
   pools?: PoolService;
   claims?: WorkClaims;
   log: Logger;
+  /** How often the lease is renewed (or taken over) and a failed list retried. Default 10 s. */
   intervalMs?: number;
+  /** The full pass behind the watches, a safety net for a missed event. Default 10 min. */
+  resyncMs?: number;
 }
 
 type Resource = (TenantResource | ExecutorPoolResource) & { kind?: string };
@@ -87,39 +90,179 @@ export class TenantOperator {
   readonly #api: KubernetesObjectApi;
   readonly #status: StatusApi;
   readonly #events: OperatorEvents;
-  readonly #o: Omit<OperatorOptions, 'claims' | 'intervalMs'> & { claims: WorkClaims | undefined; intervalMs: number };
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<unknown> | undefined;
+  readonly #o: Omit<OperatorOptions, 'claims' | 'intervalMs' | 'resyncMs'> & { claims: WorkClaims | undefined; intervalMs: number; resyncMs: number };
+  readonly #kc: KubeConfig;
+  #stopped = true;
+  #loop: Promise<void> | undefined;
+  #wake: (() => void) | undefined;
+  #queue: Promise<unknown> = Promise.resolve();
+  #watching = false;
+  #kicked = false;
+  #watchGen = 0;
+  #watches: Promise<AbortController>[] = [];
+  #lastPass = 0;
+  #listed = { tenants: '', pools: '' };
+  /** What the last pass and the watches since know: Tenant resource name → tenant id; the ExecutorPool resources. */
+  #tenantIds = new Map<string, string | undefined>();
+  #pools = new Map<string, ExecutorPoolResource>();
 
   constructor(kc: KubeConfig, opts: OperatorOptions) {
     this.#api = KubernetesObjectApi.makeApiClient(kc);
     this.#status = kc.makeApiClient(StatusApi);
     this.#events = new OperatorEvents(kc, opts.namespace, opts.log);
-    this.#o = { ...opts, claims: opts.claims, intervalMs: opts.intervalMs ?? 10_000 };
+    this.#kc = kc;
+    this.#o = { ...opts, claims: opts.claims, intervalMs: opts.intervalMs ?? 10_000, resyncMs: opts.resyncMs ?? 600_000 };
   }
 
+  /**
+   * Runs until stop(): while this replica holds the operator lease, a full pass (a list of each kind), then a
+   * watch of each kind from the list's resourceVersion, each event reconciling the one resource it names
+   * (a Tenant's also the pools that refer to it). A watch that drops or answers 410 Gone is replaced by a
+   * new list and watch; a full pass every `resyncMs` is the safety net. The lease is renewed (or taken,
+   * or found lost) every `intervalMs`.
+   */
   start(): void {
-    const tick = () => {
-      this.#running = this.pass()
-        .catch((err: unknown) => this.#o.log.warn({ err: (err as Error).message }, 'operator pass failed; retrying'))
-        .finally(() => {
-          if (this.#timer !== undefined) this.#timer = setTimeout(tick, this.#o.intervalMs);
-        });
-    };
-    this.#timer = setTimeout(tick, 0);
+    this.#stopped = false;
+    this.#loop = this.#leaseLoop();
   }
 
   async stop(): Promise<void> {
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    await this.#running;
+    this.#stopped = true;
+    this.#wake?.();
+    await this.#loop;
+    this.#endWatches();
+    await this.#queue;
     await this.#o.claims?.release('operator', 'tenants');
   }
 
-  /** One pass over every Tenant resource in the namespace. */
+  async #leaseLoop(): Promise<void> {
+    while (!this.#stopped) {
+      try {
+        const held = !this.#o.claims || (await this.#o.claims.claim('operator', 'tenants'));
+        if (!held) this.#endWatches();
+        else if (!this.#watching || Date.now() - this.#lastPass >= this.#o.resyncMs) await this.#relist();
+      } catch (err) {
+        this.#endWatches();
+        this.#kicked = false;
+        this.#o.log.warn({ err: (err as Error).message }, 'operator pass failed; retrying');
+      }
+      if (this.#kicked) {
+        // A watch ended: list and watch again now (at most once a second: a server that ends every watch at once is not hammered).
+        this.#kicked = false;
+        await new Promise((r) => setTimeout(r, Math.max(0, 1000 - (Date.now() - this.#lastPass))));
+        continue;
+      }
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, this.#o.intervalMs);
+        this.#wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+    }
+  }
+
+  /** A full pass, then watches from its lists' resourceVersions (replacing any open ones). */
+  async #relist(): Promise<void> {
+    this.#endWatches();
+    const r = await this.#serial(() => this.pass());
+    if (!r.active || this.#stopped) return;
+    this.#watching = true;
+    const gen = ++this.#watchGen;
+    this.#watch('Tenant', 'tenants', this.#listed.tenants, gen);
+    if (this.#o.pools) this.#watch('ExecutorPool', 'executorpools', this.#listed.pools, gen);
+  }
+
+  #watch(kind: 'Tenant' | 'ExecutorPool', plural: string, resourceVersion: string, gen: number): void {
+    const current = () => gen === this.#watchGen && this.#watching && !this.#stopped;
+    let rv = resourceVersion;
+    let gone = false;
+    const startedAt = Date.now();
+    const relist = (why: string) => {
+      if (!current()) return;
+      this.#o.log.info({ kind, why }, 'operator watch lost its place; listing again');
+      this.#watching = false;
+      // Listed again by the lease loop, now rather than at its next tick.
+      this.#kicked = true;
+      this.#wake?.();
+    };
+    // client-node ends a watch that saw nothing for 30 s (its inactivity timeout): like any other end, it is
+    // watched again from the last resourceVersion, one request per kind while the namespace is quiet.
+    const ctl = new Watch(this.#kc).watch(
+      `/apis/clawplane.dev/v1alpha1/namespaces/${this.#o.namespace}/${plural}`,
+      { resourceVersion, allowWatchBookmarks: true },
+      (phase: string, obj: Resource & { code?: number }) => {
+        if (!current()) return;
+        if (phase === 'ERROR') {
+          gone = true;
+          return relist(obj.code === 410 ? '410 Gone: the resourceVersion is too old' : `watch error ${obj.code ?? ''}`);
+        }
+        if (obj.metadata?.resourceVersion) rv = obj.metadata.resourceVersion;
+        if (phase === 'BOOKMARK') return;
+        void this.#serial(() => this.#onEvent(kind, phase, obj)).catch((err: unknown) =>
+          this.#o.log.warn(
+            { kind, resource: obj.metadata?.name, err: (err as Error).message },
+            'operator could not apply a watched change; the next pass retries',
+          ),
+        );
+      },
+      // The stream ended (the server's timeout, a load balancer, a cut): watch again from the last
+      // resourceVersion seen; a 410 for it lists again. A stream that ends at once waits a second first.
+      (err: unknown) => {
+        if (!current() || gone) return;
+        if (err && !rv) return relist(`the watch failed: ${(err as Error).message}`);
+        setTimeout(() => this.#watch(kind, plural, rv, gen), Math.max(0, 1000 - (Date.now() - startedAt)));
+      },
+    );
+    this.#watches.push(ctl);
+  }
+
+  #endWatches(): void {
+    this.#watching = false;
+    this.#watchGen++;
+    for (const w of this.#watches.splice(0)) void w.then((c) => c.abort()).catch(() => undefined);
+  }
+
+  /** One watched change: the resource it names (deletions change nothing in the database). */
+  async #onEvent(kind: 'Tenant' | 'ExecutorPool', phase: string, obj: Resource): Promise<void> {
+    if (this.#stopped) return;
+    const name = obj.metadata.name;
+    if (kind === 'Tenant') {
+      if (phase === 'DELETED') {
+        this.#tenantIds.delete(name);
+        return;
+      }
+      const before = this.#tenantIds.get(name);
+      const out = await this.#reconcile(obj as TenantResource);
+      this.#tenantIds.set(name, out.tenantId);
+      // A tenant just made (or adopted) lets the pools that wait for it be applied.
+      if (out.tenantId !== before && this.#o.pools)
+        for (const p of this.#pools.values()) if (p.spec?.tenantRef.name === name) await this.#reconcilePool(p, this.#o.pools, this.#tenantIds);
+      return;
+    }
+    if (phase === 'DELETED') {
+      this.#pools.delete(name);
+      return;
+    }
+    this.#pools.set(name, obj as ExecutorPoolResource);
+    if (this.#o.pools) await this.#reconcilePool(obj as ExecutorPoolResource, this.#o.pools, this.#tenantIds);
+  }
+
+  /** Reconciles run one at a time (events, passes), so one resource is never applied twice at once. */
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn);
+    this.#queue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  /** One pass over every Tenant, then every ExecutorPool, in the namespace. */
   async pass(): Promise<PassResult> {
     if (this.#o.claims && !(await this.#o.claims.claim('operator', 'tenants'))) return { applied: 0, refused: 0, active: false };
     const list = await this.#api.list<TenantResource>(API_VERSION, 'Tenant', this.#o.namespace);
+    const poolList = this.#o.pools ? await this.#api.list<ExecutorPoolResource>(API_VERSION, 'ExecutorPool', this.#o.namespace) : undefined;
     let applied = 0;
     let refused = 0;
     // A pool's tenantRef is resolved to the tenant id its Tenant's status carries (now, in this pass).
@@ -130,14 +273,17 @@ export class TenantOperator {
       if (outcome.status === 'True') applied++;
       else refused++;
     }
-    if (this.#o.pools) {
-      const pools = await this.#api.list<ExecutorPoolResource>(API_VERSION, 'ExecutorPool', this.#o.namespace);
-      for (const r of pools.items) {
+    if (this.#o.pools && poolList) {
+      for (const r of poolList.items) {
         const outcome = await this.#reconcilePool(r, this.#o.pools, tenants);
         if (outcome.status === 'True') applied++;
         else refused++;
       }
     }
+    this.#tenantIds = tenants;
+    this.#pools = new Map((poolList?.items ?? []).map((p) => [p.metadata.name, p]));
+    this.#listed = { tenants: list.metadata?.resourceVersion ?? '', pools: poolList?.metadata?.resourceVersion ?? '' };
+    this.#lastPass = Date.now();
     return { applied, refused, active: true };
   }
 

@@ -34,7 +34,7 @@
  *   container's own command never runs (no kubelet): only what is exec'd. Only v5 is offered (the real
  *   server also speaks v4 and older; client-node asks for v5 first, served since Kubernetes 1.30);
  * - fault injection: `failNext` answers chosen requests with a status (404, 409, 500, ...), also the
- *   exec upgrade; `dropWatches` cuts every open watch stream; `dropNextExec` cuts an exec's connection
+ *   exec upgrade; `dropWatches` cuts every open watch stream; `expireWatches` ends them with 410 Gone; `dropNextExec` cuts an exec's connection
  *   after some bytes (the command is killed, as a container runtime ends a session whose stream is gone).
  */
 import { spawn } from 'node:child_process';
@@ -150,6 +150,7 @@ export class KubeStandIn {
   readonly #models = new Map<string, new (d: unknown) => { validate(): void }>();
   readonly #ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
   #rv = 1000;
+  #compactedRv = 0;
   /** Where volumes' contents live: pvc/<namespace>/<claim>, pod/<uid>/<volume>. */
   readonly #root = mkdtempSync(path.join(os.tmpdir(), 'clawplane-kube-standin-'));
   readonly #wss = new WebSocketServer({ noServer: true, handleProtocols: (p) => (p.has('v5.channel.k8s.io') ? 'v5.channel.k8s.io' : false) });
@@ -245,6 +246,18 @@ export class KubeStandIn {
     const d = path.join(this.#root, 'pod', uid, volume);
     mkdirSync(d, { recursive: true });
     return d;
+  }
+
+  /**
+   * Compacts the watch history (as etcd does): every open watch gets an ERROR event with a 410 Gone Status
+   * and ends, and a watch asked from a resourceVersion before now is answered the same way.
+   */
+  expireWatches(): number {
+    this.#compactedRv = this.#rv;
+    const n = this.#watchers.size;
+    for (const w of this.#watchers) w.res.end(JSON.stringify({ type: 'ERROR', object: GONE }) + '\n');
+    this.#watchers.clear();
+    return n;
   }
 
   get openWatches(): number {
@@ -653,6 +666,12 @@ export class KubeStandIn {
   #watch(res: http.ServerResponse, r: Resource, namespace: string, q: URLSearchParams): void {
     const from = Number(q.get('resourceVersion') ?? 0);
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    // The real server answers a watch's headers at once, before any event.
+    res.flushHeaders();
+    if (from && from < this.#compactedRv) {
+      res.end(JSON.stringify({ type: 'ERROR', object: GONE }) + '\n');
+      return;
+    }
     const w: Watcher = { res, r, namespace, labels: q.get('labelSelector') ?? '', fields: q.get('fieldSelector') ?? '' };
     this.#watchers.add(w);
     res.on('close', () => this.#watchers.delete(w));
@@ -804,6 +823,9 @@ export class KubeStandIn {
     this.#json(res, live ? 200 : 201, next);
   }
 }
+
+/** What the API server sends on a watch whose resourceVersion was compacted away. */
+const GONE = { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: 'too old resource version', reason: 'Expired', code: 410 };
 
 interface VolumeLite {
   name: string;
