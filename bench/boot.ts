@@ -9,6 +9,9 @@
  * With `--driver docker` the same deploy-to-ready and overhead figures for the docker driver (one container per
  * sandbox, through Podman's service started here unless CLAWPLANE_DOCKER_SOCKET names an engine), beside the
  * local driver's from the same run; the overhead there is conmon + the container's init + the supervisor.
+ * A sandbox gets the configuration the reconciler renders for the driver's layout (the knowledge plugin included),
+ * and its start is split where the time went (driver.start, the supervisor spawning the gateway, the gateway's own
+ * start as the supervisor measured it, the caller noticing): everything but the gateway's own start is Clawplane's.
  * Each figure is the median of BENCH_RUNS rounds (the order of the three alternates between rounds). "Fresh" is
  * a first start on an empty state dir (a new tenant; OpenClaw creates its databases); "warm" is the next start
  * on the same state dir (a restart or a wake from idle). Memory is sampled on the warm starts only.
@@ -23,8 +26,9 @@ import { createLogger } from '../src/observability/logger.ts';
 import { DEFAULT_TOOL_POLICY, renderOpenclawConfig } from '../src/runtime/config.ts';
 import { RuntimeStore, type ResolvedRuntime } from '../src/runtime/store.ts';
 import { LocalSandboxDriver } from '../src/sandbox/drivers/local/driver.ts';
-import { GATEWAY_NODE_OPTIONS, SANDBOX_LAYOUT } from '../src/sandbox/host/dirs.ts';
-import type { SandboxRef, SandboxSpec } from '../src/sandbox/types.ts';
+import { renderForLayout, type TenantRenderInput } from '../src/governance/settings.ts';
+import { GATEWAY_NODE_OPTIONS } from '../src/sandbox/host/dirs.ts';
+import type { SandboxRef, SandboxSpec, SandboxState } from '../src/sandbox/types.ts';
 
 /** The local driver's init pid of a sandbox (its part of the ref). */
 const pidOf = (r: SandboxRef): number => (r.native as { pid: number }).pid;
@@ -118,6 +122,29 @@ interface Run {
   readyMs: number;
   gw?: Mem;
   over?: Mem;
+  /** Where a sandbox start's time went (sandbox kinds only): see phasesOf. */
+  phases?: Phases;
+}
+
+/**
+ * A sandbox start split at what the supervisor reports, in ms from the call: `start` when driver.start returned
+ * (directories, relay, cgroup, bubblewrap or the container), `spawn` when the supervisor spawned the gateway
+ * (the two overlap: the docker driver returns once the supervisor listens), `gateway` the gateway's
+ * start-to-ready as the supervisor measured it, `notice` how much later the caller saw it ready.
+ */
+interface Phases {
+  start: number;
+  spawn: number;
+  gateway: number;
+  notice: number;
+}
+
+async function phasesOf(t0: number, startedMs: number, readyMs: number, health: () => Promise<SandboxState>): Promise<Phases | undefined> {
+  const st = await health().catch(() => undefined);
+  const e = st?.running ? st.health?.executors[0] : undefined;
+  if (!e?.startedAt || e.readyMs === null) return undefined;
+  const spawnedAt = Date.parse(e.startedAt) - t0;
+  return { start: startedMs, spawn: spawnedAt, gateway: e.readyMs, notice: readyMs - spawnedAt - e.readyMs };
 }
 
 /**
@@ -185,7 +212,9 @@ async function rawGateway(
 /** Deploy (start) of a sandbox until ready through the ingress socket; a second start of the same instance is warm. */
 async function sandboxRun(driver: LocalSandboxDriver, spec: SandboxSpec, sampleMem: boolean): Promise<Run & { restarts: string }> {
   const t0 = performance.now();
+  const wall0 = Date.now();
   const handle = await driver.start(spec);
+  const startedMs = performance.now() - t0;
   try {
     for (;;) {
       const r = await socketRequest(driver.dirs(spec.instanceId).ingress, { path: '/readyz', timeoutMs: 3000 }).catch(() => undefined);
@@ -195,7 +224,8 @@ async function sandboxRun(driver: LocalSandboxDriver, spec: SandboxSpec, sampleM
       await sleep(100);
     }
     const readyMs = performance.now() - t0;
-    if (!sampleMem) return { readyMs, restarts: '-' };
+    const phases = await phasesOf(wall0, startedMs, readyMs, () => driver.status(handle));
+    if (!sampleMem) return { readyMs, restarts: '-', ...(phases ? { phases } : {}) };
     await sleep(SETTLE_MS);
     // bwrap's outer process is our child's child; the sandbox's init is pidOf(handle).
     const all = await tree(pidOf(handle));
@@ -212,6 +242,7 @@ async function sandboxRun(driver: LocalSandboxDriver, spec: SandboxSpec, sampleM
     const health = await driver.status(handle);
     return {
       readyMs,
+      ...(phases ? { phases } : {}),
       gw: await mem(gatewayPids),
       over: await mem([...new Set(overheadPids)]),
       restarts: String(health.running ? (health.health?.executors[0]?.restarts ?? '?') : '?'),
@@ -224,7 +255,9 @@ async function sandboxRun(driver: LocalSandboxDriver, spec: SandboxSpec, sampleM
 /** The same for the docker driver: ready through its transport; the container's processes by its init's pid. */
 async function dockerRun(driver: DockerSandboxDriver, docker: Docker, spec: SandboxSpec, sampleMem: boolean): Promise<Run> {
   const t0 = performance.now();
+  const wall0 = Date.now();
   const ref = await driver.start(spec);
+  const startedMs = performance.now() - t0;
   try {
     const transport = await driver.connect(ref);
     for (;;) {
@@ -235,7 +268,8 @@ async function dockerRun(driver: DockerSandboxDriver, docker: Docker, spec: Sand
       await sleep(100);
     }
     const readyMs = performance.now() - t0;
-    if (!sampleMem) return { readyMs };
+    const phases = await phasesOf(wall0, startedMs, readyMs, () => driver.status(ref));
+    if (!sampleMem) return { readyMs, ...(phases ? { phases } : {}) };
     await sleep(SETTLE_MS);
     const init = (await docker.getContainer((ref.native as { containerId: string }).containerId).inspect()).State.Pid;
     const st = await readFile(`/proc/${init}/stat`, 'utf8');
@@ -243,7 +277,7 @@ async function dockerRun(driver: DockerSandboxDriver, docker: Docker, spec: Sand
     const supPid = (await children()).get(init)?.[0];
     const overhead = [init, ...(supPid ? [supPid] : []), ...((await comm(conmon)) === 'conmon' ? [conmon] : [])];
     const gateway = (await tree(init)).filter((p) => !overhead.includes(p));
-    return { readyMs, gw: await mem(gateway), over: await mem(overhead) };
+    return { readyMs, ...(phases ? { phases } : {}), gw: await mem(gateway), over: await mem(overhead) };
   } finally {
     await driver.stop(ref);
   }
@@ -293,6 +327,8 @@ export async function main(args: string[] = []): Promise<void> {
         hooks: true,
         gatewayTokenFile: tokenFile,
       });
+    // A sandbox gets what the reconciler renders for the driver's layout (the knowledge plugin included).
+    const tenantInput: TenantRenderInput = { agents: [{ id: 'main', name: 'main' }], models: ['default'], tools: DEFAULT_TOOL_POLICY };
     const oursRaw = (stateDir: string, tokenFile: string) => ours(stateDir, 18789, tokenFile, path.join(stateDir, '..', 'openclaw.log'));
     await driver.preflight();
     let docker: { driver: DockerSandboxDriver; api: Docker; stop(): Promise<void> } | undefined;
@@ -341,7 +377,7 @@ export async function main(args: string[] = []): Promise<void> {
               tenantId: '00000000-0000-4000-8000-00000000bd00',
               instanceId: `00000000-0000-4000-8000-0000000bd${String(round).padStart(3, '0')}`,
               runtime: rt,
-              configs: { e0: JSON.stringify(ours('/tenant/work/e0', SANDBOX_LAYOUT.executorPort(0), '/conf/gateway-token', '/tenant/log/e0.openclaw.log')) },
+              configs: { e0: JSON.stringify(renderForLayout(docker.driver.layout, tenantInput, 0), null, 2) },
               gatewayToken: TOKEN,
               hooksToken: HOOKS_TOKEN,
               tenantUid: 299_997,
@@ -353,7 +389,7 @@ export async function main(args: string[] = []): Promise<void> {
               tenantId: '00000000-0000-4000-8000-00000000be00',
               instanceId: `00000000-0000-4000-8000-0000000be${String(round).padStart(3, '0')}`,
               runtime: rt,
-              configs: { e0: JSON.stringify(ours('/tenant/work/e0', SANDBOX_LAYOUT.executorPort(0), '/conf/gateway-token', '/tenant/log/e0.openclaw.log')) },
+              configs: { e0: JSON.stringify(renderForLayout(driver.layout, tenantInput, 0), null, 2) },
               gatewayToken: TOKEN,
               hooksToken: HOOKS_TOKEN,
               tenantUid: 299_999,
@@ -387,17 +423,26 @@ export async function main(args: string[] = []): Promise<void> {
     const oursRss = memOf('ours', (x) => x.gw?.rss);
     const oursPss = memOf('ours', (x) => x.gw?.pss);
     const ratio = (a: number[], b: number[]) => (median(a) / median(b)).toFixed(2);
+    const phaseRow = (k: keyof typeof r, w: 'fresh' | 'warm'): string => {
+      const ps = r[k][w].map((x) => x.phases).filter((x): x is Phases => x !== undefined);
+      const ms = (f: (p: Phases) => number) => `${Math.round(median(ps.map(f)))}`;
+      return ps.length
+        ? `driver.start ${ms((p) => p.start)} ms; gateway spawned at ${ms((p) => p.spawn)}, ready ${ms((p) => p.gateway)} later, noticed ${ms((p) => p.notice)} after that`
+        : 'n/a';
+    };
     const rows = [
       ['start-to-ready, raw openclaw gateway run (defaults), fresh', secs(ready('defaults', 'fresh'))],
       ['start-to-ready, raw with Clawplane config + NODE_OPTIONS, fresh', secs(ready('ours', 'fresh'))],
       ['deploy-to-ready, Clawplane sandbox (through ingress), fresh', secs(ready('sandbox', 'fresh'))],
       ['  ratio deploy / raw defaults, fresh (target <= 1.10)', ratio(ready('sandbox', 'fresh'), ready('defaults', 'fresh'))],
       ['  ratio deploy / raw same config, fresh', ratio(ready('sandbox', 'fresh'), ready('ours', 'fresh'))],
+      ['  where it went (medians), fresh', phaseRow('sandbox', 'fresh')],
       ['start-to-ready, raw openclaw gateway run (defaults), warm', secs(ready('defaults', 'warm'))],
       ['start-to-ready, raw with Clawplane config + NODE_OPTIONS, warm', secs(ready('ours', 'warm'))],
       ['deploy-to-ready, Clawplane sandbox (through ingress), warm', secs(ready('sandbox', 'warm'))],
       ['  ratio deploy / raw defaults, warm (target <= 1.10)', ratio(ready('sandbox', 'warm'), ready('defaults', 'warm'))],
       ['  ratio deploy / raw same config, warm', ratio(ready('sandbox', 'warm'), ready('ours', 'warm'))],
+      ['  where it went (medians), warm', phaseRow('sandbox', 'warm')],
       ['gateway RSS / PSS in sandbox', `${mb(gwRss)} / ${mb(gwPss)}`],
       ['supervisor + bwrap RSS / PSS', `${mb(overRss)} / ${mb(overPss)}`],
       ['  ratio overhead / gateway, RSS (target <= 3%)', `${((100 * overRss) / gwRss).toFixed(1)}%`],
@@ -417,9 +462,11 @@ export async function main(args: string[] = []): Promise<void> {
         ['deploy-to-ready, docker driver (through its transport), fresh', secs(ready('docker', 'fresh'))],
         ['  ratio docker / raw defaults, fresh (target <= 1.10)', ratio(ready('docker', 'fresh'), ready('defaults', 'fresh'))],
         ['  ratio docker / local driver, fresh', ratio(ready('docker', 'fresh'), ready('sandbox', 'fresh'))],
+        ['  where it went (medians), fresh, docker', phaseRow('docker', 'fresh')],
         ['deploy-to-ready, docker driver (through its transport), warm', secs(ready('docker', 'warm'))],
         ['  ratio docker / raw defaults, warm (target <= 1.10)', ratio(ready('docker', 'warm'), ready('defaults', 'warm'))],
         ['  ratio docker / local driver, warm', ratio(ready('docker', 'warm'), ready('sandbox', 'warm'))],
+        ['  where it went (medians), warm, docker', phaseRow('docker', 'warm')],
         ['gateway RSS / PSS in the docker sandbox', `${mb(dGw)} / ${mb(memOf('docker', (x) => x.gw?.pss))}`],
         ['conmon + init + supervisor RSS / PSS (docker)', `${mb(dOver)} / ${mb(memOf('docker', (x) => x.over?.pss))}`],
         ['  ratio overhead / gateway, RSS, docker (target <= 3%)', `${((100 * dOver) / dGw).toFixed(1)}%`],

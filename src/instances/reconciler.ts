@@ -751,11 +751,13 @@ export class Reconciler {
     onConfig?: (configVersion: number) => void,
   ): Promise<{ handle: SandboxRef; health: SandboxHealth; readyMs: number; configVersion: number | null }> {
     const { driver, instances } = this.#o;
+    const tSpec = Date.now();
     await this.#ensureRuntime(row, version);
     const { spec, configVersion } = await this.#spec(row, version);
     if (configVersion !== null) onConfig?.(configVersion);
     const t0 = Date.now();
     const handle = await driver.start(spec);
+    const tStarted = Date.now();
     // Persist at once: if we die while waiting, the next control plane adopts (or stops) this sandbox.
     await instances.saveSandbox(row.id, handle);
     const limit = this.#o.crashLoopRestarts ?? 2;
@@ -765,7 +767,25 @@ export class Reconciler {
         const st = await driver.status(handle);
         if (!st.running) throw new Error(`the sandbox exited during start (${st.reason}); see the instance logs`);
         const h = st.health;
-        if (h?.ready) return { handle, health: h, readyMs: Date.now() - t0, configVersion };
+        if (h?.ready) {
+          const now = Date.now();
+          // Where a start's time went (bench/boot.ts splits the part inside the sandbox the same way).
+          const gw = h.executors[0];
+          const spawnedAt = gw?.startedAt ? Date.parse(gw.startedAt) : undefined;
+          this.#o.log.debug(
+            {
+              instance_id: row.id,
+              tenant_id: row.tenantId,
+              specMs: t0 - tSpec,
+              driverStartMs: tStarted - t0,
+              ...(spawnedAt !== undefined && gw?.readyMs != null
+                ? { spawnedAtMs: spawnedAt - t0, gatewayMs: gw.readyMs, noticeMs: now - spawnedAt - gw.readyMs }
+                : {}),
+            },
+            'sandbox ready: start phases',
+          );
+          return { handle, health: h, readyMs: now - t0, configVersion };
+        }
         const looping = h?.executors.find((e) => e.restarts >= limit && e.readyMs === null);
         if (looping) {
           const exit = looping.lastExit ? `last exit code ${looping.lastExit.code ?? looping.lastExit.signal}` : 'no exit recorded';
