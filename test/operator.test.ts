@@ -126,7 +126,8 @@ describe('the operator role: Tenant resources into the database (stand-in API se
     assert.equal(st?.tenantId, t.id);
     assert.equal(st?.conditions?.[0]?.type, 'Ready');
     assert.equal(st?.conditions?.[0]?.status, 'True');
-    assert.match(st?.conditions?.[0]?.message ?? '', /not enforced by this release: tier, quotas\.cpu/, 'fields not stored are said, not silently dropped');
+    assert.match(st?.conditions?.[0]?.message ?? '', /not enforced by this release: tier$/, 'fields not stored are said, not silently dropped');
+    assert.equal(t.quotas.maxCpuMillis, 4000, 'quotas.cpu is what the executor pools may reserve');
     const audit = await server.db.query<{ actor: string; action: string }>(
       "SELECT actor, action FROM audit_events WHERE action = 'tenant.create' ORDER BY seq DESC LIMIT 1",
     );
@@ -138,12 +139,13 @@ describe('the operator role: Tenant resources into the database (stand-in API se
     const before = kube.calls.filter((c) => c.method === 'PATCH').length;
     await operator.pass();
     assert.equal(kube.calls.filter((c) => c.method === 'PATCH').length, before, 'no status write when nothing changed');
-    await applyTenant('acme', { slug: 'acme', displayName: 'Acme Corporation', quotas: { maxInstances: 5 } });
+    await applyTenant('acme', { slug: 'acme', displayName: 'Acme Corporation', quotas: { maxInstances: 5, cpu: '2500m', memory: '8Gi' } });
     const generation = Number(kube.get('Tenant', NS, 'acme')?.metadata['generation']);
     await operator.pass();
     const t = await server.services.tenants.find('acme');
     assert.equal(t?.name, 'Acme Corporation');
     assert.equal(t?.quotas.maxInstances, 5);
+    assert.deepEqual([t?.quotas.maxCpuMillis, t?.quotas.maxMemoryMb], [2500, 8192], 'Kubernetes quantities in the units the pools count');
     assert.equal(ready('acme')?.observedGeneration, generation);
     await applyTenant('acme', { slug: 'acme', displayName: 'Acme Corporation', suspended: true, quotas: { maxInstances: 5 } });
     await operator.pass();

@@ -61,8 +61,15 @@ interface Condition {
   observedGeneration: number;
 }
 
-/** The spec fields this release stores; the rest are reported as not enforced (never silently dropped). */
-const NOT_YET = ['tier', 'runtimeVersion', 'members', 'quotas.maxSandboxes', 'quotas.cpu', 'quotas.memory'] as const;
+/**
+ * The spec fields this release does not store, reported as not enforced (never silently dropped): the
+ * database has no tenant tier, default runtime or group-to-role mapping (OIDC maps a claim of
+ * "slug:role" strings), and sandboxes count against maxInstances.
+ */
+const NOT_YET = ['tier', 'runtimeVersion', 'members', 'quotas.maxSandboxes'] as const;
+
+/** The API's bound on the CPU and memory quotas (src/api/schemas.ts). */
+const MAX_QUOTA = 100_000_000;
 
 export interface PassResult {
   applied: number;
@@ -423,7 +430,31 @@ function quotasOf(spec: TenantSpec): Partial<Quotas> {
   if (q.dailyTokenBudget !== undefined) out.dailyTokenBudget = q.dailyTokenBudget;
   if (q.dailyCostBudgetUsd !== undefined) out.dailyCostBudgetUsd = Number(q.dailyCostBudgetUsd);
   if (spec.idleTimeoutMinutes !== undefined) out.idleTimeoutMinutes = spec.idleTimeoutMinutes;
+  // What the tenant's executor pools may reserve in total (src/pools/service.ts checks it), from Kubernetes quantities.
+  if (q.cpu !== undefined) out.maxCpuMillis = bounded('quotas.cpu', cpuMillis(q.cpu), 'millicores');
+  if (q.memory !== undefined) out.maxMemoryMb = bounded('quotas.memory', memoryMiB(q.memory), 'MiB');
   return out;
+}
+
+/** A CPU quantity ("4", "2.5", "2500m", 4) in millicores, rounded up (as the API server rounds quantities). */
+export function cpuMillis(q: string | number): number {
+  const s = String(q);
+  return s.endsWith('m') ? Math.ceil(Number(s.slice(0, -1))) : Math.ceil(Number(s) * 1000);
+}
+
+const MEMORY_UNITS: Record<string, number> = { '': 1, K: 1e3, M: 1e6, G: 1e9, T: 1e12, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40 };
+
+/** A memory quantity ("8Gi", "512Mi", "1G", bytes) in MiB, rounded down (a quota never grows past what was written). */
+export function memoryMiB(q: string | number): number {
+  const m = /^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$/.exec(String(q));
+  if (!m) throw new ClawplaneError('invalid_spec', 422, `quotas.memory "${q}" is not a memory quantity such as 8Gi or 512Mi`);
+  return Math.floor((Number(m[1]) * (MEMORY_UNITS[m[2] ?? ''] ?? 1)) / 2 ** 20);
+}
+
+function bounded(field: string, v: number, unit: string): number {
+  if (!Number.isFinite(v) || v < 0 || v > MAX_QUOTA)
+    throw new ClawplaneError('invalid_spec', 422, `${field} is ${v} ${unit}, more than Clawplane's limit of ${MAX_QUOTA}`);
+  return v;
 }
 
 /** A ClawplaneError code as a condition reason (CamelCase, as Kubernetes conditions spell them). */
