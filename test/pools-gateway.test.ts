@@ -18,7 +18,7 @@ import { startGatewayFixture } from './helpers/gateway.ts';
 import { waitFor } from './helpers/sandbox.ts';
 
 describe('executor pools on real gateways', { timeout: 900_000 }, async () => {
-  const { server, a } = await startGatewayFixture({
+  const { server, a, fake, providerId, by } = await startGatewayFixture({
     file: import.meta.url,
     env: { CLAWPLANE_TASK_QUEUE_POLL_MS: '200', CLAWPLANE_POOL_SCALE_INTERVAL_MS: '500' },
   });
@@ -135,6 +135,139 @@ describe('executor pools on real gateways', { timeout: 900_000 }, async () => {
     assert.deepEqual(await states(inst.id), { e0: 'ready', e1: 'ready', e2: 'stopped' });
     const after = await pids(inst.id);
     assert.deepEqual([after['e0'], after['e1']], [before['e0'], before['e1']]);
+  });
+
+  test('a swarm of three agent types on real gateways: shell alone in its own sandbox, the children at once, the parent aggregates; a cancelled child waiting for its gateway never starts its turn', async (t) => {
+    // chat runs on the chat pool's sandbox, coding on the tenant's shared instance, shell on its own high-risk one.
+    await server.services.tenants.update(a.id, { quotas: { maxInstances: 6 } }, { actor: 'test' });
+    await a.client.json('POST', api('/agents'), { name: 'builder', agentType: 'coding', capabilities: ['build'] }, 201);
+    await a.client.json('POST', api('/agents'), { name: 'ops', agentType: 'shell', capabilities: ['check'] }, 201);
+    const step = (agentType: string, capability: string, input: string) => ({ agentType, capability, input });
+    await a.client.json(
+      'POST',
+      api('/swarm-rules'),
+      {
+        name: 'trio',
+        capability: 'release',
+        steps: [
+          step('chat', 'answer', 'Notes for {{input}} trio-chat'),
+          step('coding', 'build', 'Build {{input}} trio-coding'),
+          step('shell', 'check', 'Check {{input}} trio-shell'),
+        ],
+      },
+      201,
+    );
+    // Every provider call holds after its first word until released: three calls open at once are three children running at once.
+    const route = (model: string) => server.services.providers.setRoute(a.id, { scope: 'tenant', targets: [{ providerId, model }] }, by);
+    const slow = (ms: number) => {
+      fake.slowMs = ms;
+      fake.releaseSlow();
+    };
+    t.after(async () => {
+      slow(400);
+      await route('fake-model');
+    });
+    slow(3_600_000);
+    await route('slow');
+    const call = (marker: string) => fake.requests.find((r) => JSON.stringify(r.body).includes(marker));
+    const parent = await a.client.json<Task>('POST', api('/tasks'), { capability: 'release', input: 'v3' }, 201);
+    await waitFor(
+      "the three children's provider calls open at once",
+      async () => (['trio-chat', 'trio-coding', 'trio-shell'].every((m) => call(m) && call(m)?.finishedAt === undefined) ? true : undefined),
+      600_000,
+    );
+    slow(400);
+    const done = await waitFor(
+      `swarm ${parent.id}`,
+      async () => {
+        const x = await a.client.json<Task>('GET', api(`/tasks/${parent.id}`));
+        return ['completed', 'failed', 'cancelled'].includes(x.status) ? x : undefined;
+      },
+      600_000,
+    );
+    assert.equal(done.status, 'completed', done.statusReason);
+    assert.equal(done.output?.match(/Hello from slow/g)?.length, 3, `the parent aggregated its three children: ${done.output}`);
+    interface Node {
+      id: string;
+      agentType: string;
+      status: string;
+      children: Node[];
+    }
+    const tree = await a.client.json<Node>('GET', api(`/tasks/${parent.id}/tree`));
+    const kids = new Map(tree.children.map((c) => [c.agentType, c]));
+    assert.deepEqual([...kids.keys()].sort(), ['chat', 'coding', 'shell']);
+    // Where each child ran, from its trace: three sandboxes; the shell one ran nothing else, on any of its gateways.
+    const ranOn = async (id: string) => {
+      const tr = await a.client.json<{ items: { kind: string; detail: { instanceId?: string } }[] }>('GET', api(`/tasks/${id}/trace`));
+      return tr.items.find((e) => e.kind === 'gateway_ready')?.detail.instanceId;
+    };
+    const where = new Map<string, string | undefined>();
+    for (const [type, k] of kids) where.set(type, await ranOn(k.id));
+    const names = new Map((await server.services.instances.list(a.id)).map((i) => [i.id, i.name]));
+    assert.equal(names.get(where.get('chat') ?? ''), 'pool-chat');
+    assert.equal(names.get(where.get('shell') ?? ''), 'tasks-high-risk');
+    assert.equal(new Set(where.values()).size, 3, `three sandboxes: ${JSON.stringify([...where])}`);
+    const shellRow = await server.services.instances.get(a.id, where.get('shell') ?? '');
+    assert.ok(shellRow.sandbox);
+    const shellSessions = JSON.stringify(
+      await gatewayRpc(
+        await server.services.sandboxes.connect(shellRow.sandbox),
+        await server.services.instances.gatewayToken(shellRow.id),
+        'sessions.list',
+        {},
+      ),
+    );
+    const sessions = [...shellSessions.matchAll(/task-([0-9a-f-]{36})/g)].map((m) => m[1]);
+    assert.deepEqual([...new Set(sessions)], [kids.get('shell')?.id], 'the shell sandbox served the shell child only');
+
+    // Cancelling a swarm: two coding children share one gateway, so one runs its turn and the other waits for
+    // the gateway. Both are cancelled: the running turn is aborted (its provider call cut), the waiting one
+    // never starts (its prompt never reaches the provider, even once the gateway is free).
+    await a.client.json(
+      'POST',
+      api('/swarm-rules'),
+      {
+        name: 'pair',
+        capability: 'pair',
+        steps: [step('coding', 'build', 'Build {{input}} pair-first'), step('coding', 'build', 'Build {{input}} pair-second')],
+      },
+      201,
+    );
+    slow(3_600_000);
+    const pair = await a.client.json<Task>('POST', api('/tasks'), { capability: 'pair', input: 'v4' }, 201);
+    const running = await waitFor(
+      'one child turn reaches the provider',
+      async () => (call('pair-first') ? 'pair-first' : call('pair-second') ? 'pair-second' : undefined),
+      600_000,
+    );
+    const waiting = running === 'pair-first' ? 'pair-second' : 'pair-first';
+    const pairTree = await a.client.json<Node>('GET', api(`/tasks/${pair.id}/tree`));
+    const waitingChild = await waitFor('the other child waits for the gateway', async () => {
+      for (const c of pairTree.children) {
+        const tr = await a.client.json<{ items: { kind: string }[] }>('GET', api(`/tasks/${c.id}/trace`));
+        const task = await a.client.json<Task>('GET', api(`/tasks/${c.id}`));
+        if (task.input.includes(waiting) && tr.items.some((e) => e.kind === 'gateway_ready')) return c.id;
+      }
+      return undefined;
+    });
+    await a.client.json('POST', api(`/tasks/${pair.id}/cancel`), { reason: 'not needed' });
+    const cut = await waitFor("the running turn's provider call is cut", async () => (call(running)?.aborted ? true : undefined), 120_000);
+    assert.ok(cut);
+    for (const c of pairTree.children) assert.equal((await a.client.json<Task>('GET', api(`/tasks/${c.id}`))).status, 'cancelled');
+    // The gateway is free again: a later task runs there, and the cancelled child's turn never started.
+    slow(400);
+    await route('fake-model');
+    const after = await a.client.json<Task>('POST', api('/tasks'), { agent: 'builder', input: 'Build after the cancel' }, 201);
+    const afterDone = await waitFor(
+      `task ${after.id}`,
+      async () => {
+        const x = await a.client.json<Task>('GET', api(`/tasks/${after.id}`));
+        return ['completed', 'failed'].includes(x.status) ? x : undefined;
+      },
+      600_000,
+    );
+    assert.equal(afterDone.status, 'completed', afterDone.statusReason);
+    assert.equal(call(waiting), undefined, `the cancelled child ${waitingChild} never sent its turn`);
   });
 
   /** Each gateway's state in the pool sandbox, as its supervisor reports it. */

@@ -41,6 +41,20 @@ export interface Endpoint {
 }
 
 /**
+ * `p`, or the signal's reason as soon as it aborts. An abort listener added to a signal that has already
+ * aborted never runs (EventTarget semantics), so every wait on a turn's signal goes through here or checks
+ * `aborted` first.
+ */
+function unlessAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
+/**
  * Wakes (starts, or deploys) the tenant's instance for a risk class — or, for a pooled turn, its pool's own
  * instance (docs/adr/0014-executor-pools.md) — and waits until it is ready.
  */
@@ -48,6 +62,7 @@ export type WakeFn = (tenantId: string, risk: RiskClass, signal: AbortSignal, po
 
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason as Error);
     const t = setTimeout(resolve, ms);
     signal.addEventListener('abort', () => (clearTimeout(t), reject(signal.reason as Error)), { once: true });
   });
@@ -214,7 +229,8 @@ export class GatewayExecutor implements TaskExecutor {
     this.#locks.set(lockKey, chain);
     let unlease: (() => Promise<void>) | undefined;
     try {
-      await prev;
+      // A turn cancelled while it waits here (behind another task's turn on this gateway) must not start later.
+      await unlessAborted(prev, ctx.signal);
       // Then across processes: another worker may be driving this gateway.
       unlease = await this.#turnLease(lockKey, turn.taskId, ctx.signal);
       const res = live ? await this.#continue(live, ctx) : await this.#start(ep, turn, ctx);
@@ -248,6 +264,11 @@ export class GatewayExecutor implements TaskExecutor {
       // Without a watcher the gateway has no approval surface and denies asked commands at once.
       this.#log.warn({ task_id: turn.taskId, err: (err as Error).message }, 'could not watch the gateway for exec approvals; asked commands will be denied');
       await ctx.trace('approvals_watch', { connected: false, error: (err as Error).message });
+    }
+    // Cancelled while the watcher connected: no turn is started (nothing would ever stop it).
+    if (ctx.signal.aborted) {
+      watch?.close();
+      ctx.signal.throwIfAborted();
     }
     const abort = new AbortController();
     const h: Inflight = {
@@ -301,7 +322,9 @@ export class GatewayExecutor implements TaskExecutor {
       h.watch?.close();
       this.#inflight.delete(taskId);
     };
-    ctx.signal.addEventListener('abort', onAbort, { once: true });
+    // Already aborted (cancelled while a trace was written): stop the turn now, the listener would never run.
+    if (ctx.signal.aborted) onAbort();
+    else ctx.signal.addEventListener('abort', onAbort, { once: true });
     try {
       for (;;) {
         ctx.signal.throwIfAborted();
@@ -318,7 +341,8 @@ export class GatewayExecutor implements TaskExecutor {
         }
         await new Promise<void>((resolve) => {
           h.waiters.add(resolve);
-          ctx.signal.addEventListener('abort', () => resolve(), { once: true });
+          if (ctx.signal.aborted) resolve();
+          else ctx.signal.addEventListener('abort', () => resolve(), { once: true });
         }).finally(() => h.waiters.clear());
       }
     } finally {
