@@ -4,8 +4,10 @@
  * task; a task of each shard runs on its shard's gateway — checked on the gateways themselves (each one's
  * own session list), not on a field Clawplane set. Then scaling inside that running sandbox: with shard 0's
  * executor held, a task's backlog makes the pool's scaler start a third gateway beside the two serving ones
- * (neither restarted), the task runs there, and once idle it is stopped again. The fake provider is the one
- * stand-in.
+ * (neither restarted), the task runs there, and once idle it is stopped again. Then a swarm of three agent
+ * types (chat on the pool, coding on the shared instance, shell on its own high-risk instance) with the three
+ * provider calls open at once, and a cancelled swarm whose running child's provider call is cut and whose
+ * other child, waiting for the same gateway, never sends its turn. The fake provider is the one stand-in.
  */
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';

@@ -536,6 +536,9 @@ describe('executor pools (stand-in executors)', { timeout: 600_000 }, async () =
         [3, 2, 'e0', false],
       ],
     );
+    // A higher max later takes the lowest free position of that layout (sandbox 3, not a gap before sandbox 4).
+    await api.json('PATCH', `${base}/pools/research`, { maxExecutors: 5 });
+    assert.deepEqual((await executors('research')).map((e) => [e.slot, e.sandbox, e.gateway]).at(-1), [4, 3, 'e0']);
     const audit = await server.db.query<{ detail: Record<string, unknown> }>(
       `SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'pool.update' AND decision = 'success' AND target = $2 ORDER BY seq`,
       [tenant.id, `pool:${one.id}`],

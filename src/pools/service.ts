@@ -273,10 +273,10 @@ export class PoolService {
             next.scale_down_after_seconds,
           ],
         );
-        const reshaped = next.shards !== cur.shards || next.executors_per_sandbox !== cur.executors_per_sandbox;
-        // Room to grow into (a lower max leaves the slots above it to the scaler, which stops them once free).
-        if (reshaped) await this.#replace(tx, next);
-        else if (next.max_executors > cur.max_executors) await this.#addSlots(tx, cur, cur.max_executors, next.max_executors, 0);
+        // A new shape, or room to grow into (a lower max leaves the slots above it to the scaler, which stops them
+        // once free). Placed as a whole: after a reshape, placement()'s formula no longer describes every row.
+        if (next.shards !== cur.shards || next.executors_per_sandbox !== cur.executors_per_sandbox || next.max_executors > cur.max_executors)
+          await this.#replace(tx, next);
         const started = await this.#startMin(tx, next);
         const stopped = next.shards < cur.shards ? await this.#stopRemovedShards(tx, next) : [];
         const rerouted = next.shards !== cur.shards ? await this.#reroute(tx, next, cur.shards) : 0;
