@@ -76,7 +76,14 @@ describe('the operator role: Tenant resources into the database (stand-in API se
   kc.loadFromOptions(kube.kubeconfigOptions(NS));
   const claims = (owner: string) => new WorkClaims(server.db, { owner, node: 'n', ttlMs: 60_000 });
   const { tenants, pools } = server.services;
-  const operator = new TenantOperator(kc, { namespace: NS, tenants, pools, claims: claims('op-1'), log: pino({ level: 'silent' }) });
+  const operator = new TenantOperator(kc, {
+    namespace: NS,
+    tenants,
+    pools,
+    tiers: ['standard', 'isolated', 'vm'],
+    claims: claims('op-1'),
+    log: pino({ level: 'silent' }),
+  });
   /** What `kubectl apply --server-side` of a resource would send. */
   const applyResource = async (kind: 'Tenant' | 'ExecutorPool', name: string, spec: object, annotations?: Record<string, string>) =>
     fetch(`${kube.url}/apis/clawplane.dev/v1alpha1/namespaces/${NS}/${kind.toLowerCase()}s/${name}?fieldManager=kubectl`, {
@@ -126,13 +133,35 @@ describe('the operator role: Tenant resources into the database (stand-in API se
     assert.equal(st?.tenantId, t.id);
     assert.equal(st?.conditions?.[0]?.type, 'Ready');
     assert.equal(st?.conditions?.[0]?.status, 'True');
-    assert.match(st?.conditions?.[0]?.message ?? '', /not enforced by this release: tier$/, 'fields not stored are said, not silently dropped');
+    assert.doesNotMatch(st?.conditions?.[0]?.message ?? '', /not enforced/);
+    assert.equal(await tenants.tier(t.id), 'isolated', "the tier picks the tenant's RuntimeClass");
     assert.equal(t.quotas.maxCpuMillis, 4000, 'quotas.cpu is what the executor pools may reserve');
     const audit = await server.db.query<{ actor: string; action: string }>(
       "SELECT actor, action FROM audit_events WHERE action = 'tenant.create' ORDER BY seq DESC LIMIT 1",
     );
     assert.equal(audit.rows[0]?.actor, 'operator');
     assert.deepEqual(kube.managers('Tenant', NS, 'acme'), ['kubectl'], "the spec stays the user's; the operator wrote only status");
+  });
+
+  test('fields not stored are named in the condition; a tier with no RuntimeClass is refused before anything is written', async () => {
+    await applyTenant('later-fields', { slug: 'later-fields', displayName: 'Later', runtimeVersion: '2026.9.6', quotas: { maxSandboxes: 2 } });
+    await applyTenant('gold', { slug: 'gold', displayName: 'Gold', tier: 'gold' });
+    await operator.pass();
+    assert.match(ready('later-fields')?.conditions?.[0]?.message ?? '', /not enforced by this release: runtimeVersion, quotas\.maxSandboxes$/);
+    assert.equal(ready('gold')?.conditions?.[0]?.reason, 'InvalidSpec');
+    assert.match(ready('gold')?.conditions?.[0]?.message ?? '', /tier "gold" has no RuntimeClass.*standard, isolated, vm/);
+    assert.equal(await tenants.find('gold'), undefined, 'no tenant made');
+    assert.deepEqual(
+      eventsOn('Tenant', 'gold').map((e) => e.reason),
+      ['InvalidSpec'],
+    );
+    // Corrected, it applies.
+    await applyTenant('gold', { slug: 'gold', displayName: 'Gold', tier: 'vm' });
+    await operator.pass();
+    const gold = await tenants.find('gold');
+    assert.ok(gold);
+    assert.equal(await tenants.tier(gold.id), 'vm');
+    assert.equal(ready('gold')?.conditions?.[0]?.status, 'True');
   });
 
   test('a second pass with nothing changed writes nothing; a spec change is applied and observed', async () => {

@@ -467,6 +467,18 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
       /Tenant tier "gold" has no RuntimeClass: add gold=<runtimeClassName>.*CLAWPLANE_KUBE_RUNTIME_CLASSES \(now: standard, isolated, vm\)/,
     );
     assert.equal(kube.calls.slice(calls).filter((c) => c.method !== 'GET').length, 0, 'nothing written');
+    // A spec without a tier takes the tenant's stored one (tenants.tier, set by the operator from a Tenant resource).
+    await server.services.tenants.setTier(tenant.id, 'isolated', { actor: 'test' });
+    const byTenant = driver({ tierOf: (id) => server.services.tenants.tier(id) });
+    after(() => byTenant.close());
+    const t = spec();
+    const started = byTenant.start(t);
+    await until('the pod is created', () => pod(t.instanceId));
+    kube.markRunning(NS, `cp-${t.instanceId}`);
+    const tref = await started;
+    assert.equal((pod(t.instanceId)?.['spec'] as { runtimeClassName?: string }).runtimeClassName, 'gvisor', "the tenant's tier");
+    await byTenant.stop(tref);
+    await server.services.tenants.setTier(tenant.id, null, { actor: 'test' });
   });
 
   test('the stand-in refuses an invalid object with 422 as the real server does, and the driver says which', async () => {

@@ -10,6 +10,7 @@ import type { EventChannel } from '../events/channel.ts';
 import type { OnboardingService } from '../identity/onboarding.ts';
 import { RuntimeStore } from '../runtime/store.ts';
 import { createSandboxDriver } from '../sandbox/drivers/factory.ts';
+import { tenantTier } from '../tenancy/tenants.ts';
 import type { SandboxDriver, SandboxDriverName } from '../sandbox/types.ts';
 import type { ClaimIdentity } from '../replicas/claims.ts';
 import type { Vault } from '../vault/vault.ts';
@@ -84,7 +85,7 @@ export function createInstanceServices(opts: {
 }): InstanceServices {
   const s = opts.settings;
   const runtimes = new RuntimeStore({ dir: s.runtimeCache, nodePackageVersion: s.runtimeNodeVersion });
-  const sandboxes = createSandboxDriver(s, { broker: opts.broker, log: opts.log });
+  const sandboxes = createSandboxDriver(s, { broker: opts.broker, log: opts.log, tierOf: (tenantId) => tenantTier(opts.db, tenantId) });
   const instances = new InstanceService({
     db: opts.db,
     vault: opts.vault,

@@ -63,10 +63,10 @@ interface Condition {
 
 /**
  * The spec fields this release does not store, reported as not enforced (never silently dropped): the
- * database has no tenant tier, default runtime or group-to-role mapping (OIDC maps a claim of
+ * database has no tenant default runtime or group-to-role mapping (OIDC maps a claim of
  * "slug:role" strings), and sandboxes count against maxInstances.
  */
-const NOT_YET = ['tier', 'runtimeVersion', 'members', 'quotas.maxSandboxes'] as const;
+const NOT_YET = ['runtimeVersion', 'members', 'quotas.maxSandboxes'] as const;
 
 /** The API's bound on the CPU and memory quotas (src/api/schemas.ts). */
 const MAX_QUOTA = 100_000_000;
@@ -85,6 +85,8 @@ export interface OperatorOptions {
   pools?: PoolService;
   claims?: WorkClaims;
   log: Logger;
+  /** The tiers sandboxes can run in (CLAWPLANE_KUBE_RUNTIME_CLASSES' keys); another is refused. Absent: any. */
+  tiers?: string[];
   /** How often the lease is renewed (or taken over) and a failed list retried. Default 10 s. */
   intervalMs?: number;
   /** The full pass behind the watches, a safety net for a missed event. Default 10 min. */
@@ -348,6 +350,13 @@ export class TenantOperator {
     try {
       const spec = r.spec;
       if (!spec) throw new ClawplaneError('invalid_spec', 422, 'the resource has no spec');
+      // Checked before anything is written: a tier with no RuntimeClass would fail every start of the tenant.
+      if (spec.tier !== undefined && this.#o.tiers && !this.#o.tiers.includes(spec.tier))
+        throw new ClawplaneError(
+          'invalid_spec',
+          422,
+          `tier "${spec.tier}" has no RuntimeClass on this platform (CLAWPLANE_KUBE_RUNTIME_CLASSES has ${this.#o.tiers.join(', ') || 'none'}); use one of those, or ask the platform admin to add it.`,
+        );
       const existing = await this.#o.tenants.find(spec.slug);
       const adopt = r.metadata.annotations?.[ADOPT_ANNOTATION] === 'true';
       let t: Tenant;
@@ -367,6 +376,8 @@ export class TenantOperator {
       }
       const want = spec.suspended ? 'suspended' : 'active';
       if (t.status !== want) t = await this.#o.tenants.setStatus(t.id, want, { ...by, reason: 'Tenant resource spec.suspended' });
+      const tier = spec.tier ?? null;
+      if ((await this.#o.tenants.tier(t.id)) !== tier) await this.#o.tenants.setTier(t.id, tier, by);
       tenantId = t.id;
       const ignored = NOT_YET.filter(
         (f) => (f.startsWith('quotas.') ? spec.quotas?.[f.slice(7) as keyof NonNullable<TenantSpec['quotas']>] : spec[f as keyof TenantSpec]) !== undefined,

@@ -287,6 +287,28 @@ export class TenantService {
     });
   }
 
+  /** The tenant's tier (docs/adr/0011-kubernetes.md); null: the platform's default tier. */
+  async tier(id: string, q: Queryable = this.db): Promise<string | null> {
+    return tenantTier(q, id);
+  }
+
+  /** Sets the tier (null: the platform default); audited. A running sandbox takes it at its next start. */
+  async setTier(id: string, tier: string | null, by: Audited): Promise<void> {
+    await this.db.tx(async (tx) => {
+      const r = await tx.query('UPDATE tenants SET tier = $1, updated_at = now() WHERE id = $2', [tier, id]);
+      if (!r.rowCount) throw new NotFoundError('Tenant');
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId: id,
+        action: 'tenant.tier',
+        target: `tenant:${id}`,
+        decision: 'success',
+        detail: { tier },
+        requestId: by.requestId ?? null,
+      });
+    });
+  }
+
   /** Deletes the tenant and (by cascade) everything it owns. The audit trail stays. */
   async remove(id: string, by: Audited): Promise<void> {
     await this.db.tx(async (tx) => {
@@ -423,4 +445,10 @@ export class TenantService {
       throw new ConflictError('This would leave the tenant without a tenant admin: make someone else tenant admin first.', 'last_admin');
     }
   }
+}
+
+/** A tenant's tier, for the sandbox driver that picks a RuntimeClass by it; null when none is set (or no such tenant). */
+export async function tenantTier(q: Queryable, tenantId: string): Promise<string | null> {
+  const r = await q.query<{ tier: string | null }>('SELECT tier FROM tenants WHERE id = $1', [tenantId]);
+  return r.rows[0]?.tier ?? null;
 }

@@ -26,7 +26,10 @@ export interface SandboxDriverSettings {
   kubernetes?: KubernetesSettings;
 }
 
-export function createSandboxDriver(s: SandboxDriverSettings, deps: { broker: SandboxBroker | undefined; log: Logger }): SandboxDriver {
+export function createSandboxDriver(
+  s: SandboxDriverSettings,
+  deps: { broker: SandboxBroker | undefined; log: Logger; tierOf?: (tenantId: string) => Promise<string | null> },
+): SandboxDriver {
   switch (s.sandboxDriver) {
     case 'local':
       return new LocalSandboxDriver({
@@ -68,6 +71,7 @@ export function createSandboxDriver(s: SandboxDriverSettings, deps: { broker: Sa
         cpus: s.sandboxCpus,
         dataBytes: s.sandboxDataBytes,
         tmpBytes: s.sandboxTmpBytes,
+        ...(deps.tierOf ? { tierOf: deps.tierOf } : {}),
       });
   }
 }

@@ -80,6 +80,8 @@ export interface KubernetesDriverOptions {
   api?: { attempts?: number; backoffMs?: number };
   /** How long an archive pod may live (its activeDeadlineSeconds) and an export or import may take. */
   archiveTimeoutMs?: number;
+  /** The tenant's tier when the spec names none (the database's tenants.tier); null: the default tier. */
+  tierOf?: (tenantId: string) => Promise<string | null>;
 }
 
 /** The kubernetes driver's part of a SandboxRef. */
@@ -202,16 +204,21 @@ export class KubernetesSandboxDriver implements SandboxDriver {
     }
   }
 
+  /** The spec's tier, else the tenant's stored one, else undefined (the default tier). */
+  async #tier(tenantId: string, tier: string | undefined): Promise<string | undefined> {
+    return tier ?? (await this.#o.tierOf?.(tenantId)) ?? undefined;
+  }
+
   async prepare(spec: SandboxSpec): Promise<void> {
     await this.preflight();
-    const s = this.#objectSettings(spec.tier, await this.#brokerUrl());
+    const s = this.#objectSettings(await this.#tier(spec.tenantId, spec.tier), await this.#brokerUrl());
     // Ours by name and label: force takes back a field of ours another manager changed.
     for (const obj of [pvcObject(spec, s), serviceObject(spec, s), networkPolicyObject(spec, s)]) await this.api.apply(obj, { force: true });
   }
 
   async start(spec: SandboxSpec): Promise<SandboxRef> {
     await this.preflight();
-    const s = this.#objectSettings(spec.tier, await this.#brokerUrl());
+    const s = this.#objectSettings(await this.#tier(spec.tenantId, spec.tier), await this.#brokerUrl());
     const name = podName(spec.instanceId);
     const old = await this.api.get({ ...POD, name });
     if (old) {
@@ -636,7 +643,7 @@ export class KubernetesSandboxDriver implements SandboxDriver {
     const old = await this.api.get({ ...POD, name });
     if (old) await this.#deletePod(name, old.metadata.uid ?? '', 0);
     const deadlineSeconds = Math.ceil(this.#archiveTimeoutMs / 1000);
-    const created = await this.api.create(archivePodObject({ ...key, uid, deadlineSeconds }, this.#objectSettings(undefined)));
+    const created = await this.api.create(archivePodObject({ ...key, uid, deadlineSeconds }, this.#objectSettings(await this.#tier(key.tenantId, undefined))));
     if (!created) throw new ConflictError(`Another archive operation on instance ${key.instanceId} started at the same time; retry.`, 'kubernetes_conflict');
     const podUid = created.metadata.uid;
     try {
