@@ -12,13 +12,15 @@
  * share (requests, watches, validation in the stand-in), not a real cluster's pod start or volume attach.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
 import os from 'node:os';
 import path from 'node:path';
 import { DBOS } from '@dbos-inc/dbos-sdk';
 import pg from 'pg';
 import { parseAllDocuments } from 'yaml';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { KubeConfig } from '@kubernetes/client-node';
 import pino from 'pino';
 import { kubeTools } from '../scripts/kube-tools.ts';
@@ -167,6 +169,29 @@ async function driverBench(): Promise<void> {
     console.log('operation | API calls | p50 ms | p95 ms | calls by verb');
     console.log(`wake (start) | ${pct(wakeCalls, 0.5)} | ${pct(wakeMs, 0.5).toFixed(1)} | ${pct(wakeMs, 0.95).toFixed(1)} | ${wakeVerbs}`);
     console.log(`idle stop | ${pct(stopCalls, 0.5)} | ${pct(stopMs, 0.5).toFixed(1)} | ${pct(stopMs, 0.95).toFixed(1)} | ${stopVerbs}`);
+    // State archives of a stopped instance through pods/exec: an archive pod, tar over the exec WebSocket.
+    // The stand-in runs tar under bubblewrap on this machine's disk: this is the control plane's share
+    // (the WebSocket, the frames, backpressure), not a real node's volume or network.
+    const mb = Number(process.env['BENCH_STATE_MB'] ?? 64);
+    const st = spec();
+    await d.prepare(st);
+    const work = path.join(kube.volumeDir(ns, `cp-${st.instanceId}-state`), 'work', 'e0');
+    await mkdir(work, { recursive: true });
+    await writeFile(path.join(work, 'state.bin'), randomBytes(mb * 2 ** 20));
+    let c = kube.calls.length;
+    let t0 = performance.now();
+    const archive = await buffer(await d.exportState(st));
+    const exportMs = performance.now() - t0;
+    const exportCalls = kube.calls.length - c;
+    c = kube.calls.length;
+    t0 = performance.now();
+    await d.importState(st, Readable.from([archive]));
+    const importMs = performance.now() - t0;
+    const importCalls = kube.calls.length - c;
+    console.log(`state archive of a stopped instance (${mb} MiB of incompressible state, archive ${(archive.length / 2 ** 20).toFixed(1)} MiB)`);
+    console.log('operation | API calls | wall ms | MiB/s');
+    console.log(`export (archive pod + tar -c through pods/exec) | ${exportCalls} | ${exportMs.toFixed(0)} | ${(mb / (exportMs / 1000)).toFixed(0)}`);
+    console.log(`import (archive pod + tar -x into a stage, swap) | ${importCalls} | ${importMs.toFixed(0)} | ${(mb / (importMs / 1000)).toFixed(0)}`);
     // Objects at `tenants` with 1% active.
     const before = kube.objects().length;
     const t = performance.now();
