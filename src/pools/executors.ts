@@ -9,11 +9,13 @@ const CLAIM_POLL_MS = 100;
 /** Why a task can never get an executor of its pool (the task fails with this reason). */
 export class NoExecutorError extends Error {}
 
+/** Sleeps unless the signal aborts; the abort listener goes with the timer (a claim may poll for hours on one signal). */
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
     if (signal.aborted) return reject(signal.reason as Error);
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => (clearTimeout(t), reject(signal.reason as Error)), { once: true });
+    const onAbort = () => (clearTimeout(t), reject(signal.reason as Error));
+    const t = setTimeout(() => (signal.removeEventListener('abort', onAbort), resolve()), ms);
+    signal.addEventListener('abort', onAbort, { once: true });
   });
 
 /**
