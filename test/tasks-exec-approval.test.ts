@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
+import type { GatewayExecutor } from '../src/tasks/gateway-executor.ts';
 import type { Approval, Task, TraceEvent } from '../src/tasks/types.ts';
 import { startGatewayFixture } from './helpers/gateway.ts';
 import { waitFor } from './helpers/sandbox.ts';
@@ -90,6 +91,36 @@ describe('OpenClaw exec approvals park a task', { timeout: 900_000 }, async () =
     assert.ok(
       late.every((r) => /denied/i.test(r)),
       `denied, not run: ${JSON.stringify(late)}`,
+    );
+  });
+
+  test('a change of worker while parked: the person decides once; the new turn runs the approved command without asking again', async () => {
+    const before = fake.toolResults.length;
+    const t = await a.client.json<Task>('POST', api('/tasks'), { capability: 'shell-ish', input: 'Run echo hi once more' }, 201);
+    await parked(t.id);
+    // What a worker that stops (or dies) does to the turn it holds: the gateway's run ends with its connection.
+    const executor = server.services.taskRuntime.steps.executor as GatewayExecutor;
+    assert.equal(executor.abandonParked(), 1, 'the parked turn was held here');
+    await a.client.json('POST', api(`/tasks/${t.id}/approve`), { comment: 'once is enough' }, 200);
+    const done = await ended(t.id);
+    const trace = (await a.client.json<{ items: TraceEvent[] }>('GET', api(`/tasks/${t.id}/trace`))).items;
+    console.log(
+      `after a change of worker: tool results ${JSON.stringify(fake.toolResults.slice(before))}; trace ${trace.map((e) => `${e.step}.${e.kind}`).join(', ')}`,
+    );
+    assert.equal(done.status, 'completed', done.statusReason);
+    const aps = (await a.client.json<{ items: Approval[] }>('GET', api(`/tasks/${t.id}/approvals`))).items;
+    assert.deepEqual(
+      aps.map((x) => x.status),
+      ['approved'],
+      'one approval, decided once',
+    );
+    assert.ok(
+      fake.toolResults.slice(before).some((r) => /\bhi\b/.test(r.replace(/echo hi/g, '')) && !/denied/i.test(r)),
+      `the approved command ran after the change of worker: ${JSON.stringify(fake.toolResults.slice(before))}`,
+    );
+    assert.ok(
+      trace.some((e) => e.kind === 'exec_approval_resolved' && (e.detail as { approvedBefore?: boolean }).approvedBefore === true),
+      'the new turn allowed the command the person had approved',
     );
   });
 });

@@ -135,6 +135,10 @@ interface Inflight {
   turn: Promise<string>;
   requests: (ExecApprovalRequest & { resolved: boolean; reported?: boolean })[];
   waiters: Set<() => void>;
+  /** Exec commands a person already approved for this task, allowed once each when the gateway asks (Turn.approvedExec). */
+  preapproved: string[];
+  /** A step is following this turn now (false while the task is parked at an approval). */
+  followed: boolean;
   done: boolean;
   output: string | undefined;
   error: Error | undefined;
@@ -208,6 +212,13 @@ export class GatewayExecutor implements TaskExecutor {
     const live = held && !held.done ? held : undefined;
     let ep: Endpoint;
     if (live) {
+      // The approved commands this turn was holding are resolved by #continue; any other is allowed once if asked.
+      const left = [...(turn.approvedExec ?? [])];
+      for (const r of live.requests.filter((x) => !x.resolved)) {
+        const i = left.indexOf(r.command);
+        if (i >= 0) left.splice(i, 1);
+      }
+      live.preapproved.push(...left);
       ep = live.ep;
       await ctx.trace('gateway_ready', { instanceId: ep.instanceId, continuing: 'the turn held at an exec approval' });
     } else {
@@ -279,15 +290,31 @@ export class GatewayExecutor implements TaskExecutor {
       abort,
       requests: [],
       waiters: new Set(),
+      preapproved: [...(turn.approvedExec ?? [])],
+      followed: true,
       done: false,
       output: undefined,
       error: undefined,
       turn: Promise.resolve(''),
     };
     if (watch) {
-      watch.onRequest = (r) => {
+      const w = watch;
+      w.onRequest = (r) => {
+        // A change of worker: the turn that asked the person was lost with its worker, and this new turn asks
+        // for the same command again. The person's decision stands: allowed once, not asked twice.
+        const i = h.preapproved.indexOf(r.command);
+        if (i >= 0) {
+          h.preapproved.splice(i, 1);
+          h.requests.push({ ...r, resolved: true, reported: true });
+          void w.resolve(r.id, 'allow-once').then(
+            () => ctx.trace('exec_approval_resolved', { gatewayApprovalId: r.id, decision: 'allow-once', command: r.command, approvedBefore: true }),
+            (err: unknown) =>
+              this.#log.warn({ task_id: turn.taskId, err: (err as Error).message }, 'could not allow an exec command approved before; it times out there'),
+          );
+          return;
+        }
         h.requests.push({ ...r, resolved: false });
-        for (const w of h.waiters) w();
+        for (const wake of h.waiters) wake();
       };
     }
     h.turn = this.#turn(ep, turn, ctx, abort.signal);
@@ -318,6 +345,7 @@ export class GatewayExecutor implements TaskExecutor {
 
   /** Waits until the turn ends (its output) or the gateway asks for a new exec approval (parks). */
   async #await(taskId: string, h: Inflight, ctx: TurnCtx): Promise<TurnResult> {
+    h.followed = true;
     const onAbort = () => {
       h.abort.abort(ctx.signal.reason);
       h.watch?.close();
@@ -332,6 +360,7 @@ export class GatewayExecutor implements TaskExecutor {
         const asked = h.requests.filter((r) => !r.resolved && !r.reported);
         if (asked.length > 0) {
           for (const r of asked) r.reported = true;
+          h.followed = false;
           await ctx.trace('exec_approval_requested', { requests: asked.map((r) => ({ gatewayApprovalId: r.id, command: r.command })) });
           return { output: '', approvals: asked.map((r) => ({ kind: 'exec' as const, tool: 'exec', summary: r.command })) };
         }
@@ -349,6 +378,25 @@ export class GatewayExecutor implements TaskExecutor {
     } finally {
       ctx.signal.removeEventListener('abort', onAbort);
     }
+  }
+
+  /**
+   * Lets go of the turns parked at an exec approval here, as a worker that stops does (its process takes them
+   * along when it dies): the HTTP turn is closed, so the gateway ends that run, and the watcher goes. The task's
+   * workflow, recovered or resumed wherever it runs next, starts a new turn after the decision; the commands
+   * the person approved are allowed there once without asking again (Turn.approvedExec). Turns a step is
+   * following are left alone (their step fails and is retried). Returns how many were let go.
+   */
+  abandonParked(): number {
+    let n = 0;
+    for (const [taskId, h] of this.#inflight) {
+      if (h.done || h.followed) continue;
+      h.abort.abort(new Error('this worker let go of the parked turn'));
+      h.watch?.close();
+      this.#inflight.delete(taskId);
+      n++;
+    }
+    return n;
   }
 
   /**

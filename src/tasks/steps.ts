@@ -256,8 +256,17 @@ export class TaskSteps {
     return { claim, waitedMs: Date.now() - t0 };
   }
 
-  async execute(a: TaskRunArgs, agent: Agent, input: string, prompt: string, turn: number, attempt: number, executor?: ExecutorClaim): Promise<TurnResult> {
-    if (!executor) return this.#execute(a, agent, input, prompt, turn, attempt);
+  async execute(
+    a: TaskRunArgs,
+    agent: Agent,
+    input: string,
+    prompt: string,
+    turn: number,
+    attempt: number,
+    executor?: ExecutorClaim,
+    approvedExec: readonly string[] = [],
+  ): Promise<TurnResult> {
+    if (!executor) return this.#execute(a, agent, input, prompt, turn, attempt, undefined, approvedExec);
     // The executor stays this task's while the turn runs (the lease renewed; released after, whatever happens).
     const p = this.pools;
     if (!p) throw new Error('executor pools are not configured in this process');
@@ -266,7 +275,7 @@ export class TaskSteps {
     const renew = setInterval(() => void p.claims.renew(executor, a.taskId).catch(() => undefined), Math.max(100, Math.floor(p.claims.ttlMs / 3)));
     renew.unref();
     try {
-      return await this.#execute(a, agent, input, prompt, turn, attempt, executor);
+      return await this.#execute(a, agent, input, prompt, turn, attempt, executor, approvedExec);
     } finally {
       clearInterval(renew);
       await p.claims
@@ -275,7 +284,16 @@ export class TaskSteps {
     }
   }
 
-  async #execute(a: TaskRunArgs, agent: Agent, input: string, prompt: string, turn: number, attempt: number, executor?: ExecutorClaim): Promise<TurnResult> {
+  async #execute(
+    a: TaskRunArgs,
+    agent: Agent,
+    input: string,
+    prompt: string,
+    turn: number,
+    attempt: number,
+    executor: ExecutorClaim | undefined,
+    approvedExec: readonly string[],
+  ): Promise<TurnResult> {
     const moved = await this.db.tx(async (tx) => {
       const ok = await this.store.setStatus(tx, a.tenantId, a.taskId, 'executing', turn > 1 ? 'resumed after approval' : `attempt ${attempt}`);
       if (!ok) return false;
@@ -287,7 +305,17 @@ export class TaskSteps {
     if (!moved) throw new Error('the task already ended (cancelled)');
     const signal = stepSignal();
     const res = await this.executor.run(
-      { tenantId: a.tenantId, taskId: a.taskId, agent, sessionKey: `agent:main:task-${a.taskId}`, input, prompt, attempt, ...(executor ? { executor } : {}) },
+      {
+        tenantId: a.tenantId,
+        taskId: a.taskId,
+        agent,
+        sessionKey: `agent:main:task-${a.taskId}`,
+        input,
+        prompt,
+        attempt,
+        ...(executor ? { executor } : {}),
+        ...(approvedExec.length ? { approvedExec } : {}),
+      },
       { signal, trace: (kind, detail) => this.trace(a, 'execute', kind, detail ?? {}) },
     );
     signal.throwIfAborted();
@@ -430,8 +458,18 @@ export class TaskSteps {
     await this.db.tx((tx) => this.approvals.expire(tx, a.tenantId, approvalId));
   }
 
-  async resumed(a: TaskRunArgs, decisions: { id: string; by: string }[]): Promise<void> {
+  /**
+   * Marks the approvals acted on, and returns the exec commands among them: the next turn resolves them at once
+   * if the gateway asks again, because the turn that asked may have been lost with its worker (see
+   * GatewayExecutor, "a change of worker").
+   */
+  async resumed(a: TaskRunArgs, decisions: { id: string; by: string }[]): Promise<{ exec: string[] }> {
     await this.trace(a, 'approval', 'approved', { approvals: decisions });
+    const r = await this.db.query<{ summary: string }>(
+      `SELECT summary FROM task_approvals WHERE tenant_id = $1 AND task_id = $2 AND id = ANY ($3::uuid[]) AND kind = 'exec' AND status = 'approved' ORDER BY created_at, id`,
+      [a.tenantId, a.taskId, decisions.map((d) => d.id)],
+    );
+    return { exec: r.rows.map((x) => x.summary) };
   }
 
   /**

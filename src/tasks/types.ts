@@ -138,6 +138,12 @@ export interface Turn {
   attempt: number;
   /** The pool executor this turn was given (the gateway executor sends it to that gateway of the pool's sandbox). */
   executor?: ExecutorClaim | undefined;
+  /**
+   * Exec commands a person approved for this task just before this turn. The turn that asked for them may be
+   * gone (its worker died or stopped): if the gateway asks for one of them again, it is allowed once without
+   * asking the person a second time.
+   */
+  approvedExec?: readonly string[] | undefined;
 }
 
 export interface TurnResult {

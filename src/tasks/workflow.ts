@@ -74,6 +74,7 @@ async function runTask(a: TaskRunArgs): Promise<TaskOutcome> {
 
   let parkedMs = 0;
   let attempts = 0;
+  let approvedExec: readonly string[] = [];
   let ev: Evaluation | undefined;
   for (let turn = 1; !ev; turn++) {
     let res: { turn: number; attempt: number; result: TurnResult } | undefined;
@@ -99,7 +100,8 @@ async function runTask(a: TaskRunArgs): Promise<TaskOutcome> {
       try {
         const p = prompt;
         const ex = executor;
-        res = { turn, attempt, result: await runStep('execute', () => S().execute(a, agent, input, p, turn, attempt, ex), { timeoutMs: remaining }) };
+        const ok = approvedExec;
+        res = { turn, attempt, result: await runStep('execute', () => S().execute(a, agent, input, p, turn, attempt, ex, ok), { timeoutMs: remaining }) };
         break;
       } catch (err) {
         if (ownershipLost(err)) throw err;
@@ -131,7 +133,8 @@ async function runTask(a: TaskRunArgs): Promise<TaskOutcome> {
       decided.push({ id: ap.id, by: d.by });
     }
     parkedMs += (await durableNow()) - parkedFrom;
-    await runStep('approval-resume', () => S().resumed(a, decided));
+    // Recorded before this release as a step without a result: nothing to allow again then.
+    approvedExec = ((await runStep('approval-resume', () => S().resumed(a, decided))) as { exec?: string[] } | undefined)?.exec ?? [];
     prompt = `A person approved your use of ${park.map((p) => p.tool).join(', ')}. Continue the task.`;
   }
 

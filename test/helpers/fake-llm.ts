@@ -5,7 +5,8 @@
  *
  * Behaviour is chosen by the model name: `fail-429` / `fail-500` answer with that status, `slow` waits
  * `slowMs` between its first and second chunk, `tool-exec` calls the `exec` tool with `echo hi` (an OpenAI
- * `tool_calls` entry) and, once the tool result is in the conversation, answers "Exec said: <result>";
+ * `tool_calls` entry) and, once the tool result is in the conversation, answers "Exec said: <result>" (a
+ * result OpenClaw made up for a turn that was lost, it calls again);
  * `tool-<name>` likewise calls tool `<name>` with the arguments in `toolArgs[<name>]` and answers
  * "Tool said: <result>";
  * `drip` streams `dripChunks` words one every `dripMs` (a long, slow answer), `cut` sends two chunks and
@@ -148,10 +149,19 @@ async function answer(fake: FakeLlm, r: FakeRequest, res: http.ServerResponse): 
   const toolArgs = toolName ? fake.toolArgs[toolName] : undefined;
   if (toolName && toolArgs && !r.path.endsWith('/messages')) {
     const msgs = (r.body['messages'] ?? []) as { role?: string; content?: unknown }[];
-    const tool = msgs.find((m) => m.role === 'tool');
+    const results = msgs.filter((m) => m.role === 'tool');
+    const tool = results.at(-1);
     fake.toolNames = ((r.body['tools'] ?? []) as { function?: { name?: string } }[]).map((t) => t.function?.name ?? '?');
-    if (!tool) {
-      const call = { index: 0, id: `call_${toolName}_1`, type: 'function', function: { name: toolName, arguments: JSON.stringify(toolArgs) } };
+    // A call whose turn was lost (OpenClaw repairs the transcript with a synthetic error result) is made again,
+    // as a model does when a tool failed for no reason of its own.
+    const lost = JSON.stringify(tool?.content ?? '').includes('inserted synthetic error result for transcript repair');
+    if (!tool || lost) {
+      const call = {
+        index: 0,
+        id: `call_${toolName}_${results.length + 1}`,
+        type: 'function',
+        function: { name: toolName, arguments: JSON.stringify(toolArgs) },
+      };
       const usage = { prompt_tokens: input, completion_tokens: output, total_tokens: input + output };
       if (!r.stream) {
         res.writeHead(200, { 'content-type': 'application/json' });
