@@ -327,8 +327,11 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
     assert.deepEqual(await restarted.status(found), { running: true, health: { ready: true, executors: [] } });
     const listCall = kube.calls.filter((c) => c.method === 'GET' && c.path.endsWith('/pods') && c.query['labelSelector']).at(-1);
     assert.match(listCall?.query['labelSelector'] ?? '', /io\.clawplane\.cluster/);
+    const token = tokenIn(secretOf(ref));
+    assert.equal(await brokerStatus(token), 200);
     await restarted.stop(found);
     assert.equal(await restarted.adopt(found), false, 'a stopped sandbox is not adopted');
+    assert.equal(await brokerStatus(token), 401, 'its broker token is revoked by the replica that stopped it, which did not register it');
     await restarted.close();
   });
 

@@ -146,8 +146,8 @@ export class Broker implements SandboxBroker {
     };
   }
 
-  revokeOtherTokens(registration: SandboxRegistration, sandboxId: string): Promise<void> {
-    return this.tokens.revokeOthers(sandboxId, registration.sandboxStartId);
+  revokeOtherTokens(registration: SandboxRegistration | null, sandboxId: string): Promise<void> {
+    return this.tokens.revokeOthers(sandboxId, registration?.sandboxStartId ?? null);
   }
 
   /** Serves the broker on an internal TCP port (default loopback); returns the bound address. */

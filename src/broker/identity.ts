@@ -88,11 +88,14 @@ export class SandboxTokens {
     return row ? { id: row.id, tenantId: row.tenant_id, instanceId: row.instance_id, sandboxId: row.sandbox_id } : undefined;
   }
 
-  /** Revokes every live token of a sandbox start but `exceptId` (a rotation: the token the pod held before, whoever registered it). */
-  async revokeOthers(sandboxId: string, exceptId: string): Promise<void> {
+  /**
+   * Revokes every live token of a sandbox but `exceptId` (a rotation: the token the pod held before, whoever
+   * registered it), or all of them (a stop by a replica that did not register it).
+   */
+  async revokeOthers(sandboxId: string, exceptId: string | null): Promise<void> {
     await this.db.tx(async (tx) => {
       const r = await tx.query<{ id: string }>(
-        'UPDATE sandbox_tokens SET revoked_at = now() WHERE sandbox_id = $1 AND id <> $2 AND revoked_at IS NULL RETURNING id',
+        'UPDATE sandbox_tokens SET revoked_at = now() WHERE sandbox_id = $1 AND ($2::uuid IS NULL OR id <> $2) AND revoked_at IS NULL RETURNING id',
         [sandboxId, exceptId],
       );
       for (const row of r.rows) await this.events.publish(tx, 'broker_token.revoked', { id: row.id });

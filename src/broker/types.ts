@@ -25,5 +25,5 @@ export interface SandboxBroker {
    * Revokes every other live token of this sandbox start (a credential rotation: the old token may have
    * been registered by another replica, or by this one before a restart). Optional: test brokers may omit it.
    */
-  revokeOtherTokens?(registration: SandboxRegistration, sandboxId: string): Promise<void>;
+  revokeOtherTokens?(registration: SandboxRegistration | null, sandboxId: string): Promise<void>;
 }

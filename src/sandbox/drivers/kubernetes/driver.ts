@@ -335,6 +335,8 @@ export class KubernetesSandboxDriver implements SandboxDriver {
     const reg = this.#registrations.get(ref.instanceId);
     this.#registrations.delete(ref.instanceId);
     await reg?.close();
+    // A sandbox adopted after a restart (or started by another replica) has its token registered elsewhere.
+    if (!reg) await this.#o.broker?.revokeOtherTokens?.(null, ref.sandboxId);
   }
 
   async destroy(key: InstanceKey, opts: { deleteState: boolean }): Promise<void> {
