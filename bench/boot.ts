@@ -305,7 +305,7 @@ async function apiRuns(env: Record<string, string>, sbRoot: string, rounds: numb
     CLAWPLANE_SANDBOX_ROOT: sbRoot,
     CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1',
     // The reconcile tick stays the default: a deploy must not wait for it (the event channel kicks the reconciler).
-    CLAWPLANE_SANDBOX_UID_BASE: String(UID_BASES['bench-boot'] ?? 248_000),
+    CLAWPLANE_SANDBOX_UID_BASE: String(UID_BASES['bench-boot']),
     ...env,
   });
   const server = await startServer(config, createLogger('warn'));

@@ -37,6 +37,7 @@ export const UID_BASES: Record<string, number> = {
   'pools-gateway.test.ts': 242_000,
   'bench-pools': 246_000,
   'bench-replicas': 247_000,
+  'bench-boot': 248_000,
 };
 
 /** The uid base of the calling test file (pass import.meta.url); `suffix` splits a file's block (e.g. per driver). */
