@@ -100,7 +100,9 @@ async function runTask(a: TaskRunArgs): Promise<TaskOutcome> {
       try {
         const p = prompt;
         const ex = executor;
-        const ok = approvedExec;
+        // The person approved one run of each command: only the first attempt after the decision may use it
+        // (a retry after a failure asks again).
+        const ok = attempt === 1 ? approvedExec : [];
         res = { turn, attempt, result: await runStep('execute', () => S().execute(a, agent, input, p, turn, attempt, ex, ok), { timeoutMs: remaining }) };
         break;
       } catch (err) {
