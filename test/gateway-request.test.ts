@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { gatewayRequest, readAll } from '../src/ingress/gateway.ts';
+import { streamTurn } from '../src/tasks/gateway-executor.ts';
 import { unixTransport } from '../src/sandbox/host/unix-transport.ts';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cp-gwreq-'));
@@ -91,5 +92,38 @@ describe('requests to a gateway over a kept-alive socket', () => {
     call.abort();
     await assert.rejects(call.response, /aborted by the client/);
     assert.deepEqual(gw.seen, ['GET /wait #1']);
+  });
+
+  test("a task's turn goes the same way: dropped on a reused socket, it is sent again and streams its answer; aborted, it ends with the reason", async () => {
+    let hold: http.ServerResponse | undefined;
+    const gw = await server('turn.sock', (req, res, served) => {
+      if (req.url === '/warm') return res.end('ok');
+      if (served > 1) return req.socket.destroy(); // closed as the turn was written to the kept-alive socket
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      if (req.headers['x-openclaw-session-key'] === 'held') return void (hold = res); // a turn held at an approval
+      for (const w of ['Hello', ' there']) res.write(`data: ${JSON.stringify({ choices: [{ delta: { content: w } }] })}\n\n`);
+      res.end('data: [DONE]\n\n');
+    });
+    await readAll(await gatewayRequest({ transport: gw.transport, token: 't', method: 'GET', path: '/warm' }).response);
+    const events: string[] = [];
+    const trace = async (kind: string) => void events.push(kind);
+    const text = await streamTurn({
+      transport: gw.transport,
+      token: 't',
+      headers: { 'x-openclaw-session-key': 's' },
+      body: '{}',
+      signal: new AbortController().signal,
+      trace,
+    });
+    assert.equal(text, 'Hello there');
+    assert.deepEqual(gw.seen, ['GET /warm #1', 'POST /v1/chat/completions #2', 'POST /v1/chat/completions #1'], 'sent again on a fresh socket');
+    assert.deepEqual(events, ['stream_started', 'stream_progress', 'stream_done']);
+    const ac = new AbortController();
+    const held = streamTurn({ transport: gw.transport, token: 't', headers: { 'x-openclaw-session-key': 'held' }, body: '{}', signal: ac.signal, trace });
+    while (!hold) await new Promise((r) => setTimeout(r, 10));
+    const closed = new Promise((r) => hold?.on('close', r));
+    ac.abort(new Error('cancelled by a person'));
+    await assert.rejects(held, /cancelled by a person/);
+    await closed; // the gateway sees the turn's connection go, and ends the run
   });
 });

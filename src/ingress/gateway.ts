@@ -12,6 +12,8 @@ export interface GatewayCall {
   path: string;
   headers?: Record<string, string>;
   body?: string;
+  /** The socket's idle timeout for this request; 0 for none (a task turn held at an approval is silent for hours). */
+  idleTimeoutMs?: number;
 }
 
 /**
@@ -35,6 +37,7 @@ export function gatewayRequest(call: GatewayCall): { response: Promise<http.Inco
         },
       });
       current = req;
+      if (call.idleTimeoutMs !== undefined) req.setTimeout(call.idleTimeoutMs);
       let answered = false;
       req.on('response', (res) => {
         answered = true;

@@ -3,6 +3,7 @@ import type { TaskTags } from '../broker/task-tag.ts';
 import type { Db } from '../db/pool.ts';
 import { UnavailableError } from '../errors.ts';
 import type { GatewayGate } from '../ingress/access.ts';
+import { gatewayRequest } from '../ingress/gateway.ts';
 import type { Instance, InstanceService } from '../instances/instances.ts';
 import { spanAttributes } from '../observability/tracing.ts';
 import { WorkClaims, type ClaimIdentity } from '../replicas/claims.ts';
@@ -419,41 +420,77 @@ export class GatewayExecutor implements TaskExecutor {
   }
 
   #turn(ep: Endpoint, turn: Turn, ctx: TurnCtx, signal: AbortSignal): Promise<string> {
-    const body = JSON.stringify({
-      model: `openclaw/main`,
-      stream: true,
-      messages: [
-        { role: 'system', content: this.#taskTags.tag(turn.tenantId, turn.taskId) },
-        { role: 'user', content: turn.prompt },
-      ],
+    return streamTurn({
+      transport: ep.transport,
+      token: ep.token,
+      headers: {
+        'x-openclaw-session-key': turn.sessionKey,
+        'x-clawplane-agent': turn.agent.name,
+        ...(ep.gateway ? { 'x-clawplane-executor': ep.gateway } : {}),
+      },
+      body: JSON.stringify({
+        model: `openclaw/main`,
+        stream: true,
+        messages: [
+          { role: 'system', content: this.#taskTags.tag(turn.tenantId, turn.taskId) },
+          { role: 'user', content: turn.prompt },
+        ],
+      }),
+      signal,
+      trace: ctx.trace,
+      onIgnored: () => this.#log.debug({ task_id: turn.taskId }, 'ignored a non-JSON stream line from the gateway'),
     });
-    return new Promise<string>((resolve, reject) => {
-      let text = '';
-      let chunks = 0;
-      let pending: Promise<void> = Promise.resolve();
-      const req = ep.transport.request({
-        method: 'POST',
-        path: '/v1/chat/completions',
-        headers: {
-          authorization: `Bearer ${ep.token}`,
-          'content-type': 'application/json',
-          'x-openclaw-session-key': turn.sessionKey,
-          'x-clawplane-agent': turn.agent.name,
-          ...(ep.gateway ? { 'x-clawplane-executor': ep.gateway } : {}),
-        },
-      });
-      const onAbort = () => req.destroy(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
-      if (signal.aborted) onAbort();
-      else signal.addEventListener('abort', onAbort, { once: true });
-      req.on('close', () => signal.removeEventListener('abort', onAbort));
-      req.on('response', (res) => {
+  }
+}
+
+/**
+ * One streamed chat turn on a gateway (`POST /v1/chat/completions`, SSE): resolves with the answer's text when the
+ * stream ends, rejects on a non-200 answer or a broken stream. Sent through the ingress's `gatewayRequest`, so a
+ * turn written to a kept-alive socket the supervisor just closed is sent once more on a fresh one (it never reached
+ * the gateway), and with no idle timeout (a turn held at an approval is silent until a person decides).
+ */
+export function streamTurn(o: {
+  transport: GatewayTransport;
+  token: string;
+  headers: Record<string, string>;
+  body: string;
+  signal: AbortSignal;
+  trace: (kind: string, detail?: Record<string, unknown>) => Promise<void>;
+  onIgnored?: () => void;
+}): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    let text = '';
+    let chunks = 0;
+    let pending: Promise<void> = Promise.resolve();
+    const call = gatewayRequest({
+      transport: o.transport,
+      token: o.token,
+      method: 'POST',
+      path: '/v1/chat/completions',
+      headers: { ...o.headers, 'content-type': 'application/json' },
+      body: o.body,
+      idleTimeoutMs: 0,
+    });
+    const onAbort = () => {
+      call.abort();
+      reject(o.signal.reason instanceof Error ? o.signal.reason : new Error('the turn was aborted'));
+    };
+    if (o.signal.aborted) onAbort();
+    else o.signal.addEventListener('abort', onAbort, { once: true });
+    call.response.then(
+      (res) => {
+        let ended = false;
+        res.on('close', () => {
+          o.signal.removeEventListener('abort', onAbort);
+          if (!ended) reject(new Error('the gateway closed the stream before it ended'));
+        });
         if ((res.statusCode ?? 0) !== 200) {
           const err: Buffer[] = [];
           res.on('data', (c: Buffer) => err.push(c));
           res.on('end', () => reject(new Error(`the gateway answered ${res.statusCode}: ${Buffer.concat(err).toString('utf8').slice(0, 300)}`)));
           return;
         }
-        pending = pending.then(() => ctx.trace('stream_started', { status: res.statusCode }));
+        pending = pending.then(() => o.trace('stream_started', { status: res.statusCode }));
         let buf = '';
         res.setEncoding('utf8');
         res.on('data', (c: string) => {
@@ -473,23 +510,25 @@ export class GatewayExecutor implements TaskExecutor {
                   text += d;
                   chunks++;
                   // Progress into the trace, coalesced: the first chunk and then every 20th.
-                  if (chunks === 1 || chunks % 20 === 0) pending = pending.then(() => ctx.trace('stream_progress', { chunks, chars: text.length }));
+                  if (chunks === 1 || chunks % 20 === 0) pending = pending.then(() => o.trace('stream_progress', { chunks, chars: text.length }));
                 }
               } catch {
-                this.#log.debug({ task_id: turn.taskId }, 'ignored a non-JSON stream line from the gateway');
+                o.onIgnored?.();
               }
             }
           }
         });
         res.on('end', () => {
-          pending = pending.then(() => ctx.trace('stream_done', { chunks, chars: text.length }));
+          ended = true;
+          pending = pending.then(() => o.trace('stream_done', { chunks, chars: text.length }));
           pending.then(() => resolve(text), reject);
         });
         res.on('error', reject);
-      });
-      req.setTimeout(0);
-      req.on('error', reject);
-      req.end(body);
-    });
-  }
+      },
+      (err: unknown) => {
+        o.signal.removeEventListener('abort', onAbort);
+        reject(o.signal.aborted && o.signal.reason instanceof Error ? o.signal.reason : err);
+      },
+    );
+  });
 }
