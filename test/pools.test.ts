@@ -495,7 +495,12 @@ describe('executor pools (stand-in executors)', { timeout: 600_000 }, async () =
     assert.equal((await until(held.id, ['completed', 'failed'])).status, 'completed');
     const shard0 = new Set((await executors('coding')).filter((e) => e.shard === 0).map((e) => e.id));
     for (const w of waiting) {
-      assert.equal((await until(w.id, ['completed', 'failed'])).status, 'completed');
+      const end = await until(w.id, ['completed', 'failed']);
+      assert.equal(
+        end.status,
+        'completed',
+        `${end.statusReason}; trace: ${JSON.stringify((await api.json<{ items: unknown[] }>('GET', `${base}/tasks/${w.id}/trace`)).items)}`,
+      );
       assert.ok(shard0.has(exec.executorOf(w.id) ?? ''), `task ${w.id} ran on an executor of the remaining shard`);
     }
     // Free now, the removed shard's last executor is stopped by the scaler.

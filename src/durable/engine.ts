@@ -141,7 +141,29 @@ export function defineWorkflow<Args extends unknown[], R>(name: string, fn: (...
  * code that can take long must watch `stepSignal()`.
  */
 export function runStep<R>(name: string, fn: () => Promise<R>, opts: { timeoutMs?: number } = {}): Promise<R> {
-  return DBOS.runStep(fn, { name, ...(opts.timeoutMs !== undefined ? { timeoutMS: Math.max(1, Math.round(opts.timeoutMs)) } : {}) });
+  return DBOS.runStep(() => againOnLockConflict(fn), { name, ...(opts.timeoutMs !== undefined ? { timeoutMS: Math.max(1, Math.round(opts.timeoutMs)) } : {}) });
+}
+
+/** PostgreSQL's deadlock and serialization failures: the transaction was rolled back whole, and may simply run again. */
+const LOCK_CONFLICT = new Set(['40P01', '40001']);
+
+/**
+ * Runs a step's body again (up to 4 more times, after a short random pause) when PostgreSQL chose one of its
+ * transactions as a deadlock or serialization victim. Safe because a step may run more than once by DBOS's own
+ * contract (at least once: a crash before its checkpoint repeats it), so every step is written to be repeated;
+ * without this a lock conflict with a concurrent change (e.g. a pool's shards re-routing the task while its
+ * dispatch writes it) failed the whole task as an internal error.
+ */
+async function againOnLockConflict<R>(fn: () => Promise<R>): Promise<R> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (attempt >= 5 || typeof code !== 'string' || !LOCK_CONFLICT.has(code)) throw err;
+      await new Promise((r) => setTimeout(r, 20 + Math.floor(Math.random() * 80 * attempt)));
+    }
+  }
 }
 
 /**

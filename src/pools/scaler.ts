@@ -127,7 +127,7 @@ export class PoolScaler {
         scale_down_after_seconds: number;
       }>(
         `SELECT id, tenant_id, agent_type, state, shards, min_executors, max_executors, scale_down_after_seconds FROM executor_pools
-          WHERE id = $1 AND (scaled_at IS NULL OR scaled_at <= now() - make_interval(secs => $2::double precision / 1000)) FOR UPDATE SKIP LOCKED`,
+          WHERE id = $1 AND (scaled_at IS NULL OR scaled_at <= now() - make_interval(secs => $2::double precision / 1000)) FOR NO KEY UPDATE SKIP LOCKED`,
         [poolId, this.#dueMs()],
       );
       const pool = p.rows[0];
