@@ -8,7 +8,6 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import type { GatewayExecutor } from '../src/tasks/gateway-executor.ts';
 import type { Approval, Task, TraceEvent } from '../src/tasks/types.ts';
 import { startGatewayFixture } from './helpers/gateway.ts';
 import { waitFor } from './helpers/sandbox.ts';
@@ -99,8 +98,7 @@ describe('OpenClaw exec approvals park a task', { timeout: 900_000 }, async () =
     const t = await a.client.json<Task>('POST', api('/tasks'), { capability: 'shell-ish', input: 'Run echo hi once more' }, 201);
     await parked(t.id);
     // What a worker that stops (or dies) does to the turn it holds: the gateway's run ends with its connection.
-    const executor = server.services.taskRuntime.steps.executor as GatewayExecutor;
-    assert.equal(executor.abandonParked(), 1, 'the parked turn was held here');
+    assert.equal(server.services.taskRuntime.steps.executor.abandonParked?.(), 1, 'the parked turn was held here');
     await a.client.json('POST', api(`/tasks/${t.id}/approve`), { comment: 'once is enough' }, 200);
     const done = await ended(t.id);
     const trace = (await a.client.json<{ items: TraceEvent[] }>('GET', api(`/tasks/${t.id}/trace`))).items;

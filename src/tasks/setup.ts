@@ -82,7 +82,7 @@ export class TaskRuntime {
 
   stop(): void {
     // Turns parked at an approval would go with this process anyway: let the gateways end them now.
-    (this.steps.executor as { abandonParked?: () => number }).abandonParked?.();
+    this.steps.executor.abandonParked?.();
     const started = this.#timer !== undefined;
     clearInterval(this.#timer);
     this.#timer = undefined;

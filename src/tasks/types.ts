@@ -159,4 +159,6 @@ export interface TurnResult {
 export interface TaskExecutor {
   readonly name: string;
   run(turn: Turn, ctx: { signal: AbortSignal; trace: (kind: string, detail?: Record<string, unknown>) => Promise<void> }): Promise<TurnResult>;
+  /** Lets go of turns held while their tasks are parked (a stopping worker); returns how many. */
+  abandonParked?(): number;
 }
