@@ -3,136 +3,9 @@ import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, describe, test } from 'node:test';
-import Provider from 'oidc-provider';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, ApiClient, setupCode } from './helpers/client.ts';
-import { capturedLogs, startTestServer, type TestServer } from './helpers/server.ts';
-
-/** What the identity provider says about the one test user; tests change it between logins. */
-interface IdpUser {
-  sub: string;
-  email: string;
-  name: string;
-  tenants: string[];
-}
-
-interface Idp {
-  issuer: string;
-  stop(): Promise<void>;
-}
-
-const CLIENT_ID = 'clawplane';
-
-/**
- * A real OpenID provider (oidc-provider v9) on a free port: one confidential client, PKCE required, the
- * built-in dev login and consent pages, and a `clawplane` scope that releases the tenant claim.
- * The provider keeps its default conformIdTokenClaims: scope-granted claims are served from userinfo,
- * as many real providers do, so Clawplane must not rely on the ID token alone.
- */
-async function startIdp(opts: { redirectUri: string; clientSecret: string; user: () => IdpUser }): Promise<Idp> {
-  let handler: http.RequestListener = (_req, res) => res.writeHead(503).end();
-  const srv = http.createServer((req, res) => handler(req, res));
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const issuer = `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
-  const provider = new Provider(issuer, {
-    clients: [{ client_id: CLIENT_ID, client_secret: opts.clientSecret, redirect_uris: [opts.redirectUri], token_endpoint_auth_method: 'client_secret_basic' }],
-    pkce: { required: () => true },
-    scopes: ['openid', 'email', 'profile', 'clawplane', 'offline_access'],
-    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'], clawplane: ['clawplane_tenants'] },
-    cookies: { keys: [randomBytes(16).toString('hex')] },
-    findAccount: (_ctx, sub) => {
-      const u = opts.user();
-      if (sub !== u.sub) return undefined;
-      return { accountId: sub, claims: () => ({ sub, email: u.email, email_verified: true, name: u.name, clawplane_tenants: u.tenants }) };
-    },
-  });
-  handler = provider.callback();
-  return {
-    issuer,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        srv.close(() => resolve());
-        srv.closeAllConnections();
-      }),
-  };
-}
-
-/** A cookie jar for the provider's origin, as a browser would keep one. */
-function storeCookies(jar: Map<string, string>, res: Response): void {
-  for (const c of res.headers.getSetCookie()) {
-    const [pair] = c.split(';');
-    const [k, ...v] = (pair ?? '').split('=');
-    if (!k) continue;
-    if (/max-age=0|expires=thu, 01 jan 1970/i.test(c) || v.join('=') === '') jar.delete(k.trim());
-    else jar.set(k.trim(), v.join('='));
-  }
-}
-
-/**
- * Plays the browser: from Clawplane's start URL through the provider's login and consent forms until the
- * provider redirects back to Clawplane. Returns the callback URL without calling it.
- */
-async function toCallback(
-  server: TestServer,
-  browser: ApiClient,
-  providerJar: Map<string, string>,
-  login: string,
-  returnTo: string,
-  opts: { prompts?: string[]; cancelAt?: string } = {},
-): Promise<URL> {
-  const start = await browser.call('GET', `/api/v1/auth/oidc/start?returnTo=${encodeURIComponent(returnTo)}`);
-  assert.equal(start.status, 302, await start.text());
-  let url = new URL(start.headers.get('location') ?? '');
-  const origin = new URL(server.url).origin;
-  for (let hop = 0; hop < 20; hop++) {
-    if (url.origin === origin) return url;
-    let res = await fetch(url, { redirect: 'manual', headers: { cookie: [...providerJar].map(([k, v]) => `${k}=${v}`).join('; ') } });
-    storeCookies(providerJar, res);
-    if (res.status === 200) {
-      // A dev interaction page: submit its form as the user would (fields from oidc-provider lib/views).
-      const html = await res.text();
-      const action = /<form[^>]*action="([^"]+)"/.exec(html)?.[1];
-      const prompt = /name="prompt" value="(\w+)"/.exec(html)?.[1];
-      assert.ok(action && prompt, `unexpected provider page: ${html.slice(0, 500)}`);
-      opts.prompts?.push(prompt);
-      if (prompt === opts.cancelAt) {
-        const abort = /<a href="([^"]+)">\[ Cancel \]/.exec(html)?.[1] ?? '';
-        res = await fetch(new URL(abort, url), { redirect: 'manual', headers: { cookie: [...providerJar].map(([k, v]) => `${k}=${v}`).join('; ') } });
-        storeCookies(providerJar, res);
-        url = new URL(res.headers.get('location') ?? '', url);
-        continue;
-      }
-      const form = new URLSearchParams(prompt === 'login' ? { prompt, login, password: 'any' } : { prompt });
-      res = await fetch(new URL(action.replaceAll('&amp;', '&'), url), {
-        method: 'POST',
-        redirect: 'manual',
-        body: form,
-        headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: [...providerJar].map(([k, v]) => `${k}=${v}`).join('; ') },
-      });
-      storeCookies(providerJar, res);
-    }
-    const next = res.headers.get('location');
-    assert.ok(res.status >= 300 && res.status < 400 && next, `provider answered ${res.status}: ${(await res.text()).slice(0, 500)}`);
-    url = new URL(next, url);
-  }
-  throw new Error('too many redirects');
-}
-
-/** A full sign-in: returns the signed-in browser and where Clawplane sent it. */
-async function oidcLogin(
-  server: TestServer,
-  providerJar: Map<string, string>,
-  login: string,
-  returnTo = '/',
-  prompts?: string[],
-): Promise<{ browser: ApiClient; location: string }> {
-  const browser = new ApiClient(server.url);
-  const cb = await toCallback(server, browser, providerJar, login, returnTo, { ...(prompts ? { prompts } : {}) });
-  const res = await browser.call('GET', cb.pathname + cb.search);
-  assert.equal(res.status, 302, await res.text());
-  assert.ok(browser.cookies.has('clawplane_session'), 'a session cookie is set');
-  assert.match(res.headers.getSetCookie().join('\n'), /HttpOnly/);
-  return { browser, location: res.headers.get('location') ?? '' };
-}
+import { CLIENT_ID, oidcLogin, startIdp, toCallback, type IdpUser } from './helpers/oidc-idp.ts';
+import { capturedLogs, startTestServer } from './helpers/server.ts';
 
 type Me = {
   user: { id: string; email: string; displayName: string; platformAdmin: boolean; breakglass: boolean; memberships: { slug: string; role: string }[] };
@@ -276,6 +149,65 @@ describe('OIDC login against a real OpenID provider', async () => {
     const me2 = await second.browser.json<Me>('GET', '/api/v1/auth/me');
     assert.deepEqual(roles(me2), ['gamma:viewer']);
     assert.equal(me2.user.platformAdmin, false, 'platform admin follows the claim too');
+  });
+
+  test("members by OIDC group: a tenant's mapped group grants its role at sign-in (the highest role wins); removing the group from the user or from the mapping takes it away; hand-added members stay", async () => {
+    const { tenants } = server.services;
+    const acme = await tenants.get('acme');
+    const beta = await tenants.get('beta');
+    // What the operator writes from a Tenant resource's spec.members (test/operator.test.ts covers that part).
+    await tenants.setOidcGroups(acme.id, [{ group: 'acme-admins', role: 'tenant_admin' }], { actor: 'operator' });
+    await tenants.setOidcGroups(beta.id, [{ group: 'staff', role: 'viewer' }], { actor: 'operator' });
+    const view = await admin.json<{ items: { group: string; role: string }[] }>('GET', '/api/v1/tenants/acme/oidc-groups');
+    assert.deepEqual(view.items, [{ group: 'acme-admins', role: 'tenant_admin' }], 'the API shows the mapping');
+    // The tenant claim says acme:viewer; the group says tenant_admin: the higher one applies.
+    user.tenants = ['acme:viewer'];
+    user.groups = ['acme-admins', 'staff', 'unmapped'];
+    const a = await oidcLogin(server, providerJar, user.sub);
+    const me = await a.browser.json<Me>('GET', '/api/v1/auth/me');
+    assert.deepEqual(roles(me), ['acme:tenant_admin', 'beta:viewer', 'gamma:viewer']);
+    assert.equal((await a.browser.call('GET', '/api/v1/tenants/acme/members')).status, 200, 'the group-granted role is usable');
+    // The group removed from the user at the provider: gone at the next sign-in, the claim's role stays.
+    user.groups = ['staff'];
+    const b = await oidcLogin(server, providerJar, user.sub);
+    assert.deepEqual(roles(await b.browser.json<Me>('GET', '/api/v1/auth/me')), ['acme:viewer', 'beta:viewer', 'gamma:viewer']);
+    // The group removed from the tenant's mapping: gone at once, for the session already open (no new sign-in).
+    const changes = await tenants.setOidcGroups(beta.id, [], { actor: 'operator' });
+    assert.deepEqual(
+      changes.map((c) => [c.slug, c.role]),
+      [['beta', null]],
+    );
+    assert.deepEqual(roles(await b.browser.json<Me>('GET', '/api/v1/auth/me')), ['acme:viewer', 'gamma:viewer']);
+    assert.equal((await b.browser.call('GET', '/api/v1/tenants/beta/members')).status, 404, 'the open session lost beta');
+    // Mapped again: users whose last sign-in carried the group are members at once.
+    await tenants.setOidcGroups(beta.id, [{ group: 'staff', role: 'member' }], { actor: 'operator' });
+    assert.deepEqual(roles(await b.browser.json<Me>('GET', '/api/v1/auth/me')), ['acme:viewer', 'beta:member', 'gamma:viewer']);
+    // A group mapping never touches a membership added by hand (gamma's viewer, added through the API).
+    const gamma = await tenants.get('gamma');
+    await tenants.setOidcGroups(gamma.id, [{ group: 'staff', role: 'tenant_admin' }], { actor: 'operator' });
+    assert.deepEqual(roles(await b.browser.json<Me>('GET', '/api/v1/auth/me')), ['acme:viewer', 'beta:member', 'gamma:viewer']);
+    await tenants.setOidcGroups(gamma.id, [], { actor: 'operator' });
+    const audit = await server.db.query<{ actor: string; detail: { after: unknown[] } }>(
+      "SELECT actor, detail FROM audit_events WHERE action = 'tenant.oidc_groups' AND tenant_id = $1 ORDER BY seq",
+      [beta.id],
+    );
+    assert.deepEqual(
+      audit.rows.map((r) => [r.actor, r.detail.after.length]),
+      [
+        ['operator', 1],
+        ['operator', 0],
+        ['operator', 1],
+      ],
+    );
+    // A provider that sends the groups claim under another name: the setting names it.
+    await admin.json('PUT', '/api/v1/platform/oidc', { ...settings(), groupsClaim: 'memberOf' });
+    const c = await oidcLogin(server, providerJar, user.sub);
+    assert.deepEqual(roles(await c.browser.json<Me>('GET', '/api/v1/auth/me')), ['acme:viewer', 'gamma:viewer'], 'no `memberOf` claim: no group roles');
+    await admin.json('PUT', '/api/v1/platform/oidc', settings());
+    assert.equal((await admin.json<{ groupsClaim: string }>('GET', '/api/v1/platform/oidc')).groupsClaim, 'groups', 'the default');
+    user.tenants = [];
+    user.groups = [];
+    await oidcLogin(server, providerJar, user.sub);
   });
 
   test('returnTo never redirects off-site', async () => {

@@ -15,7 +15,8 @@ import { parseAllDocuments } from 'yaml';
 import { TenantOperator } from '../src/operator/tenants.ts';
 import { WorkClaims } from '../src/replicas/claims.ts';
 import { kubeTools } from '../scripts/kube-tools.ts';
-import { onboard } from './helpers/client.ts';
+import { ApiClient, onboard } from './helpers/client.ts';
+import { CLIENT_ID, oidcLogin, startIdp, type IdpUser } from './helpers/oidc-idp.ts';
 import { KubeStandIn, type StoredObject } from './helpers/kube-standin.ts';
 import { startTestServer } from './helpers/server.ts';
 
@@ -141,6 +142,72 @@ describe('the operator role: Tenant resources into the database (stand-in API se
     );
     assert.equal(audit.rows[0]?.actor, 'operator');
     assert.deepEqual(kube.managers('Tenant', NS, 'acme'), ['kubectl'], "the spec stays the user's; the operator wrote only status");
+  });
+
+  test("members by OIDC group: spec.members becomes the tenant's group mapping (shown by the API); a person signing in through the real OpenID provider with that group is a member with its role, and loses it at once when the resource drops the group", async () => {
+    const user: IdpUser = { sub: 'dana-0001', email: 'dana@example.test', name: 'Dana', tenants: [], groups: ['platform-eng', 'everyone'] };
+    const secret = 'oidc-client-secret-for-the-operator-test';
+    const idp = await startIdp({ redirectUri: `${server.url}/api/v1/auth/oidc/callback`, clientSecret: secret, user: () => user });
+    try {
+      await admin.json('PUT', '/api/v1/platform/oidc', {
+        issuer: idp.issuer,
+        clientId: CLIENT_ID,
+        clientSecret: secret,
+        scopes: 'openid email profile clawplane',
+        allowInsecureHttp: true,
+      });
+      await applyTenant('grouped', {
+        slug: 'grouped',
+        displayName: 'Grouped',
+        members: [
+          { oidcGroup: 'platform-eng', role: 'tenant_admin' },
+          { oidcGroup: 'everyone', role: 'viewer' },
+        ],
+      });
+      await operator.pass();
+      assert.equal(ready('grouped')?.conditions?.[0]?.status, 'True');
+      assert.match(ready('grouped')?.conditions?.[0]?.message ?? '', /2 OIDC groups mapped to roles/);
+      assert.doesNotMatch(ready('grouped')?.conditions?.[0]?.message ?? '', /not enforced/);
+      const mapping = await admin.json<{ items: { group: string; role: string }[] }>('GET', '/api/v1/tenants/grouped/oidc-groups');
+      assert.deepEqual(mapping.items, [
+        { group: 'everyone', role: 'viewer' },
+        { group: 'platform-eng', role: 'tenant_admin' },
+      ]);
+      const { browser } = await oidcLogin(server, new Map(), user.sub);
+      const me = async (c: ApiClient) =>
+        (await c.json<{ user: { memberships: { slug: string; role: string }[] } }>('GET', '/api/v1/auth/me')).user.memberships.map(
+          (m) => `${m.slug}:${m.role}`,
+        );
+      assert.deepEqual(await me(browser), ['grouped:tenant_admin'], 'the highest role of her groups');
+      assert.equal((await browser.call('GET', '/api/v1/tenants/grouped/tokens')).status, 200, 'usable as a tenant admin');
+      // The resource drops platform-eng: her open session is a viewer at the operator's next pass.
+      await applyTenant('grouped', { slug: 'grouped', displayName: 'Grouped', members: [{ oidcGroup: 'everyone', role: 'viewer' }] });
+      await operator.pass();
+      assert.deepEqual(await me(browser), ['grouped:viewer']);
+      assert.equal((await browser.call('GET', '/api/v1/tenants/grouped/tokens')).status, 403, 'no longer a tenant admin');
+      // No members at all: the mapping is empty and so are the memberships it granted.
+      await applyTenant('grouped', { slug: 'grouped', displayName: 'Grouped' });
+      await operator.pass();
+      assert.deepEqual(await me(browser), []);
+      assert.deepEqual((await admin.json<{ items: unknown[] }>('GET', '/api/v1/tenants/grouped/oidc-groups')).items, []);
+      const audit = await server.db.query<{ actor: string }>("SELECT actor FROM audit_events WHERE action = 'tenant.oidc_groups' ORDER BY seq");
+      assert.deepEqual(
+        audit.rows.map((r) => r.actor),
+        ['operator', 'operator', 'operator'],
+      );
+      // A group named twice is refused by the API server (the CRD's list-map key), so it never reaches the database.
+      const twice = await applyTenant('grouped', {
+        slug: 'grouped',
+        displayName: 'Grouped',
+        members: [
+          { oidcGroup: 'x', role: 'viewer' },
+          { oidcGroup: 'x', role: 'member' },
+        ],
+      });
+      assert.equal(twice.status, 422, await twice.text());
+    } finally {
+      await idp.stop();
+    }
   });
 
   test('fields not stored are named in the condition; a tier with no RuntimeClass is refused before anything is written', async () => {

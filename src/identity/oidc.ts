@@ -3,6 +3,7 @@ import * as client from 'openid-client';
 import { appendAudit } from '../audit/log.ts';
 import type { Db, Queryable } from '../db/pool.ts';
 import { ClawplaneError, ConflictError, RateLimitedError, ValidationError } from '../errors.ts';
+import { parseGroupsClaim, syncOidcMemberships } from './oidc-groups.ts';
 import { TENANT_ROLES, type TenantRole } from './principal.ts';
 import { getSetting, putSetting } from './settings.ts';
 
@@ -24,6 +25,12 @@ export interface OidcSettings {
    * (role = tenant_admin | member | viewer) and optionally "platform_admin", or an object {slug: role}.
    */
   tenantClaim: string;
+  /**
+   * Claim listing the user's groups (an array of strings), mapped to tenant roles by each tenant's OIDC
+   * group mapping (a Tenant resource's spec.members; docs/adr/0011-kubernetes.md). Absent in settings saved
+   * before it existed: `groups`.
+   */
+  groupsClaim?: string;
   /** Plain-HTTP issuers are refused unless this is set (for a provider on the same host). */
   allowInsecureHttp: boolean;
 }
@@ -55,10 +62,10 @@ export class OidcService {
     this.redirectUri = opts.redirectUri;
   }
 
-  async settings(): Promise<(OidcSettings & { clientSecretSet: boolean; redirectUri: string }) | undefined> {
+  async settings(): Promise<(OidcSettings & { groupsClaim: string; clientSecretSet: boolean; redirectUri: string }) | undefined> {
     const s = await getSetting<OidcSettings>(this.db, 'oidc');
     if (!s) return undefined;
-    return { ...s, clientSecretSet: (await this.secrets.open(SECRET_NAME)) !== undefined, redirectUri: this.redirectUri };
+    return { ...s, groupsClaim: groupsClaimOf(s), clientSecretSet: (await this.secrets.open(SECRET_NAME)) !== undefined, redirectUri: this.redirectUri };
   }
 
   /** Saves settings after proving the issuer's discovery document can be fetched with them. */
@@ -152,7 +159,11 @@ export class OidcService {
       // Conformant providers put scope-granted claims (email, profile, custom ones) in the ID token only
       // when no access token is issued (OIDC Core 5.4); otherwise they are served from userinfo. Ask it
       // when the ID token lacks what we map, so the tenant claim is not silently lost (issue 3).
-      if (claims && (claims['email'] === undefined || claims[settings.tenantClaim] === undefined) && config.serverMetadata().userinfo_endpoint) {
+      if (
+        claims &&
+        (claims['email'] === undefined || claims[settings.tenantClaim] === undefined || claims[groupsClaimOf(settings)] === undefined) &&
+        config.serverMetadata().userinfo_endpoint
+      ) {
         const info = await client.fetchUserInfo(config, tokens.access_token, claims.sub);
         claims = { ...info, ...claims };
       }
@@ -182,6 +193,7 @@ export class OidcService {
     const verified = claims['email_verified'] === true || claims['email_verified'] === 'true';
     const name = typeof claims['name'] === 'string' ? claims['name'] : '';
     const mapping = parseTenantClaim(claims[s.tenantClaim]);
+    const groups = parseGroupsClaim(claims[groupsClaimOf(s)]);
 
     let user = (
       await tx.query<{ id: string; breakglass: boolean }>('SELECT id, breakglass FROM users WHERE oidc_issuer = $1 AND oidc_subject = $2', [issuer, sub])
@@ -217,17 +229,14 @@ export class OidcService {
       "UPDATE users SET display_name = CASE WHEN $2 = '' THEN display_name ELSE $2 END, platform_admin = (breakglass OR $3), last_login_at = now() WHERE id = $1",
       [user.id, name, mapping.platformAdmin],
     );
-    // Claim-granted memberships follow the claim; memberships added by hand are left alone.
-    const slugs = [...mapping.tenants.keys()];
-    const tenants = (await tx.query<{ id: string; slug: string }>('SELECT id, slug FROM tenants WHERE slug = ANY($1)', [slugs])).rows;
-    for (const t of tenants) {
-      await tx.query(
-        `INSERT INTO memberships (tenant_id, user_id, role, source) VALUES ($1, $2, $3, 'oidc')
-         ON CONFLICT (tenant_id, user_id) DO UPDATE SET role = EXCLUDED.role WHERE memberships.source = 'oidc'`,
-        [t.id, user.id, mapping.tenants.get(t.slug)],
-      );
-    }
-    await tx.query(`DELETE FROM memberships WHERE user_id = $1 AND source = 'oidc' AND NOT (tenant_id = ANY($2::uuid[]))`, [user.id, tenants.map((t) => t.id)]);
+    // The provider's word at this sign-in (tenant claim and groups) is kept on the user, and the user's
+    // oidc memberships follow it (src/identity/oidc-groups.ts); memberships added by hand are left alone.
+    await tx.query('UPDATE users SET oidc_groups = $2, oidc_claim_roles = $3 WHERE id = $1', [user.id, groups, Object.fromEntries(mapping.tenants)]);
+    await syncOidcMemberships(tx, { userId: user.id });
+    const now = await tx.query<{ slug: string; role: TenantRole }>(
+      `SELECT t.slug, m.role FROM memberships m JOIN tenants t ON t.id = m.tenant_id WHERE m.user_id = $1 AND m.source = 'oidc' ORDER BY t.slug`,
+      [user.id],
+    );
     await appendAudit(tx, {
       actor: `user:${user.id}`,
       action: 'auth.login',
@@ -236,7 +245,8 @@ export class OidcService {
       detail: {
         method: 'oidc',
         issuer,
-        tenants: Object.fromEntries(tenants.map((t) => [t.slug, mapping.tenants.get(t.slug)])),
+        tenants: Object.fromEntries(now.rows.map((t) => [t.slug, t.role])),
+        groups: groups.length,
         platformAdmin: mapping.platformAdmin,
       },
       requestId: requestId ?? null,
@@ -282,6 +292,10 @@ export class OidcService {
       );
     }
   }
+}
+
+function groupsClaimOf(s: OidcSettings): string {
+  return s.groupsClaim ?? 'groups';
 }
 
 /** Parses the tenant claim into slug → role, ignoring entries that name no valid role. */

@@ -15,6 +15,8 @@
 import { KubernetesObjectApi, PatchStrategy, Watch, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { ClawplaneError } from '../errors.ts';
+import { isTenantRole, type OidcGroupMapping } from '../identity/oidc-groups.ts';
+import { TENANT_ROLES } from '../identity/principal.ts';
 import type { PoolService } from '../pools/service.ts';
 import type { WorkClaims } from '../replicas/claims.ts';
 import type { Quotas, Tenant, TenantService } from '../tenancy/tenants.ts';
@@ -63,10 +65,9 @@ interface Condition {
 
 /**
  * The spec fields this release does not store, reported as not enforced (never silently dropped): the
- * database has no tenant default runtime or group-to-role mapping (OIDC maps a claim of
- * "slug:role" strings), and sandboxes count against maxInstances.
+ * database has no tenant default runtime, and sandboxes count against maxInstances.
  */
-const NOT_YET = ['runtimeVersion', 'members', 'quotas.maxSandboxes'] as const;
+const NOT_YET = ['runtimeVersion', 'quotas.maxSandboxes'] as const;
 
 /** The API's bound on the CPU and memory quotas (src/api/schemas.ts). */
 const MAX_QUOTA = 100_000_000;
@@ -378,6 +379,12 @@ export class TenantOperator {
       if (t.status !== want) t = await this.#o.tenants.setStatus(t.id, want, { ...by, reason: 'Tenant resource spec.suspended' });
       const tier = spec.tier ?? null;
       if ((await this.#o.tenants.tier(t.id)) !== tier) await this.#o.tenants.setTier(t.id, tier, by);
+      // Members by OIDC group: the resource owns the tenant's whole mapping (none listed: none mapped).
+      const groups = (spec.members ?? []).map((m) => ({ group: m.oidcGroup, role: m.role })).sort((a, b) => (a.group < b.group ? -1 : 1));
+      const bad = groups.find((g) => !isTenantRole(g.role));
+      if (bad) throw new ClawplaneError('invalid_spec', 422, `members: role "${bad.role}" of group "${bad.group}" is not one of ${TENANT_ROLES.join(', ')}`);
+      if (JSON.stringify(await this.#o.tenants.oidcGroups(t.id)) !== JSON.stringify(groups))
+        await this.#o.tenants.setOidcGroups(t.id, groups as OidcGroupMapping[], by);
       tenantId = t.id;
       const ignored = NOT_YET.filter(
         (f) => (f.startsWith('quotas.') ? spec.quotas?.[f.slice(7) as keyof NonNullable<TenantSpec['quotas']>] : spec[f as keyof TenantSpec]) !== undefined,
@@ -386,7 +393,7 @@ export class TenantOperator {
         type: 'Ready',
         status: 'True',
         reason: 'Applied',
-        message: `tenant ${t.slug} (${t.status}) matches the spec${ignored.length ? `; not enforced by this release: ${ignored.join(', ')}` : ''}`,
+        message: `tenant ${t.slug} (${t.status}) matches the spec${groups.length ? `; ${groups.length} OIDC group${groups.length === 1 ? '' : 's'} mapped to roles` : ''}${ignored.length ? `; not enforced by this release: ${ignored.join(', ')}` : ''}`,
       };
     } catch (err) {
       // Refusals become the condition's reason (QuotaExceeded, SlugTaken, validation), never a crash.

@@ -2,6 +2,7 @@ import { appendAudit } from '../audit/log.ts';
 import { containing, keysetPage, type Sorts } from '../db/keyset.ts';
 import type { Db, Queryable } from '../db/pool.ts';
 import { ConflictError, NotFoundError } from '../errors.ts';
+import { syncOidcMemberships, type MembershipChange, type OidcGroupMapping } from '../identity/oidc-groups.ts';
 import type { TenantRole } from '../identity/principal.ts';
 
 /** A tenant as the API shows it. */
@@ -306,6 +307,47 @@ export class TenantService {
         detail: { tier },
         requestId: by.requestId ?? null,
       });
+    });
+  }
+
+  /** The tenant's members by OIDC group: each group of the provider's groups claim and the role it grants. */
+  async oidcGroups(id: string, q: Queryable = this.db): Promise<OidcGroupMapping[]> {
+    const r = await q.query<{ oidc_group: string; role: TenantRole }>(
+      'SELECT oidc_group, role FROM tenant_oidc_groups WHERE tenant_id = $1 ORDER BY oidc_group',
+      [id],
+    );
+    return r.rows.map((x) => ({ group: x.oidc_group, role: x.role }));
+  }
+
+  /**
+   * Replaces the tenant's group mapping and applies it to its users at once (src/identity/oidc-groups.ts):
+   * users whose last sign-in carried a newly mapped group become members, those who held their membership
+   * only through a removed group lose it. Audited with the memberships it changed. A group named twice is
+   * refused by the primary key (the operator's CRD makes the group a list-map key).
+   */
+  async setOidcGroups(id: string, groups: OidcGroupMapping[], by: Audited): Promise<MembershipChange[]> {
+    return this.db.tx(async (tx) => {
+      // Taken first, so a sign-in in flight finishes before the mapping changes (oidc-groups.ts).
+      await tx.query('LOCK TABLE tenant_oidc_groups IN SHARE ROW EXCLUSIVE MODE');
+      const before = await this.oidcGroups(id, tx);
+      await tx.query('DELETE FROM tenant_oidc_groups WHERE tenant_id = $1', [id]);
+      if (groups.length > 0)
+        await tx.query('INSERT INTO tenant_oidc_groups (tenant_id, oidc_group, role) SELECT $1, g, r FROM unnest($2::text[], $3::text[]) AS x (g, r)', [
+          id,
+          groups.map((g) => g.group),
+          groups.map((g) => g.role),
+        ]);
+      const changes = await syncOidcMemberships(tx, { tenantId: id });
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId: id,
+        action: 'tenant.oidc_groups',
+        target: `tenant:${id}`,
+        decision: 'success',
+        detail: { before, after: groups, memberships: changes.map((c) => ({ user: c.userId, role: c.role })) },
+        requestId: by.requestId ?? null,
+      });
+      return changes;
     });
   }
 

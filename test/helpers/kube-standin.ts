@@ -15,7 +15,8 @@
  *   Conflict unless forced (then ownership moves); a manager's field it stops applying is removed;
  *   a stale metadata.resourceVersion in a body is a 409;
  * - every object written is validated against the Kubernetes OpenAPI schemas (kubernetes-models; CRDs
- *   against their own openAPIV3Schema when registered) and refused with 422 Invalid like the real server;
+ *   against their own openAPIV3Schema when registered, with the uniqueness of `x-kubernetes-list-type`
+ *   map keys and sets) and refused with 422 Invalid like the real server (CEL rules are not evaluated);
  * - a Bearer token is required (401 without it).
  *
  * What is SIMULATED or simplified (say so in tests that rely on it):
@@ -47,6 +48,44 @@ import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { Ajv } from 'ajv';
 import { WebSocketServer, type WebSocket } from 'ws';
+
+/**
+ * What the API server's structural-schema validation adds to the openAPIV3Schema: a list with
+ * `x-kubernetes-list-type: map` must not hold two items with the same `x-kubernetes-list-map-keys`, nor a
+ * `set` the same value twice ("Duplicate value", 422).
+ */
+function duplicateListKeys(schema: unknown, value: unknown, at: string): string | undefined {
+  const sch = schema as {
+    properties?: Record<string, unknown>;
+    items?: unknown;
+    'x-kubernetes-list-type'?: string;
+    'x-kubernetes-list-map-keys'?: string[];
+  } | null;
+  if (!sch || value === null || typeof value !== 'object') return undefined;
+  if (Array.isArray(value)) {
+    const type = sch['x-kubernetes-list-type'];
+    if (type === 'map' || type === 'set') {
+      const seen = new Set<string>();
+      for (const [i, item] of value.entries()) {
+        const key = JSON.stringify(
+          type === 'map' ? Object.fromEntries((sch['x-kubernetes-list-map-keys'] ?? []).map((k) => [k, (item as Record<string, unknown>)[k]])) : item,
+        );
+        if (seen.has(key)) return `${at}/${i} Duplicate value: ${key}`;
+        seen.add(key);
+      }
+    }
+    for (const [i, item] of value.entries()) {
+      const e = duplicateListKeys(sch.items, item, `${at}/${i}`);
+      if (e) return e;
+    }
+    return undefined;
+  }
+  for (const [k, v] of Object.entries(value)) {
+    const e = duplicateListKeys(sch.properties?.[k], v, `${at}/${k}`);
+    if (e) return e;
+  }
+  return undefined;
+}
 
 export interface StoredObject {
   apiVersion: string;
@@ -349,7 +388,8 @@ export class KubeStandIn {
     if (r.schema) {
       const v = this.#ajv.compile(r.schema);
       const { metadata: _m, apiVersion: _a, kind: _k, ...rest } = obj;
-      return v(rest) ? undefined : (v.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? ''}`).join('; ');
+      if (!v(rest)) return (v.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? ''}`).join('; ');
+      return duplicateListKeys(r.schema, rest, '');
     }
     let Model = this.#models.get(r.kind);
     if (!Model) {

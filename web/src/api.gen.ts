@@ -11431,6 +11431,90 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/tenants/{tenant}/oidc-groups": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Members by OIDC group: the identity provider's groups this tenant maps to a role (set by its Tenant resource) */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Tenant id or slug */
+                    tenant: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["OidcGroupMappings"];
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not signed in */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not allowed */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Not found (also: belongs to another tenant) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Conflict with the current state */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tenants/{tenant}/policy": {
         parameters: {
             query?: never;
@@ -16750,12 +16834,19 @@ export interface components {
                 providerId: string;
             }[];
         };
+        OidcGroupMappings: {
+            items: {
+                group: string;
+                role: components["schemas"]["TenantRole"];
+            }[];
+        };
         OidcSettings: {
             allowInsecureHttp: boolean;
             clientId: string;
             clientSecretSet: boolean;
             displayName: string;
             enabled: boolean;
+            groupsClaim: string;
             issuer: string;
             redirectUri: string;
             scopes: string;
@@ -16771,6 +16862,11 @@ export interface components {
             displayName: string;
             /** @default true */
             enabled: boolean;
+            /**
+             * @description Claim listing the user's groups; tenants map groups to roles (a Tenant resource's spec.members)
+             * @default groups
+             */
+            groupsClaim: string;
             /** Format: uri */
             issuer: string;
             /** @default openid email profile */

@@ -64,6 +64,24 @@ export function registerMembers(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      method: 'get',
+      path: '/api/v1/tenants/{tenant}/oidc-groups',
+      tags: ['members'],
+      summary: "Members by OIDC group: the identity provider's groups this tenant maps to a role (set by its Tenant resource)",
+      request: { params: TenantParam },
+      responses: {
+        200: json(z.object({ items: z.array(z.object({ group: z.string(), role: TenantRoleSchema })) }).openapi('OidcGroupMappings')),
+        ...errorResponses,
+      },
+    }),
+    async (c) => {
+      const { tenant } = allow(c, c.get('role') ? 'tenant.read' : 'tenant.manage');
+      return c.json({ items: await tenants.oidcGroups(tenant.id) }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
       method: 'delete',
       path: '/api/v1/tenants/{tenant}/members/{userId}',
       tags: ['members'],

@@ -15,6 +15,12 @@ export const OidcSettingsInput = z
     displayName: z.string().min(1).max(100).default('Single sign-on'),
     scopes: z.string().max(500).default('openid email profile'),
     tenantClaim: z.string().min(1).max(100).default('clawplane_tenants'),
+    groupsClaim: z
+      .string()
+      .min(1)
+      .max(100)
+      .default('groups')
+      .openapi({ description: "Claim listing the user's groups; tenants map groups to roles (a Tenant resource's spec.members)" }),
     allowInsecureHttp: z.boolean().default(false),
   })
   .openapi('OidcSettingsInput');
@@ -28,6 +34,7 @@ const OidcSettingsView = z
     displayName: z.string(),
     scopes: z.string(),
     tenantClaim: z.string(),
+    groupsClaim: z.string(),
     allowInsecureHttp: z.boolean(),
     redirectUri: z.string(),
   })

@@ -18,6 +18,7 @@ export function OidcForm(props: {
     displayName: i?.displayName ?? 'Single sign-on',
     scopes: i?.scopes ?? 'openid email profile',
     tenantClaim: i?.tenantClaim ?? 'clawplane_tenants',
+    groupsClaim: i?.groupsClaim ?? 'groups',
     allowInsecureHttp: i?.allowInsecureHttp ?? false,
   });
   const action = useAction();
@@ -57,6 +58,9 @@ export function OidcForm(props: {
       <Field label="Scopes">{(id) => <input id={id} value={v.scopes} onChange={(e) => set('scopes', e.target.value)} />}</Field>
       <Field label="Tenant claim" hint="The ID token claim listing the tenants (and roles) a user belongs to.">
         {(id, d) => <input id={id} aria-describedby={d} required value={v.tenantClaim} onChange={(e) => set('tenantClaim', e.target.value)} />}
+      </Field>
+      <Field label="Groups claim" hint="The claim listing a user's groups; a tenant's members by group (its Tenant resource) map them to roles.">
+        {(id, d) => <input id={id} aria-describedby={d} required value={v.groupsClaim} onChange={(e) => set('groupsClaim', e.target.value)} />}
       </Field>
       <div className="checks">
         <label>
