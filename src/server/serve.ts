@@ -177,6 +177,7 @@ export async function startServer(config: Config, log: Logger, hooks: StartHooks
           namespace: config.instances.kubernetes.controlNamespace,
           tenants: services.tenants,
           pools: services.pools,
+          instances: services.instances,
           tiers: Object.keys(config.instances.kubernetes.runtimeClasses),
           claims: new WorkClaims(db, { owner: replicaId, node: config.replica.node ?? os.hostname(), ttlMs: config.replica.expireMs }),
           log: log.child({ component: 'operator' }),

@@ -310,6 +310,29 @@ export class TenantService {
     });
   }
 
+  /** The OpenClaw version the tenant's instances run (docs/adr/0011-kubernetes.md); null: the platform default. */
+  async runtimeVersion(id: string, q: Queryable = this.db): Promise<string | null> {
+    const r = await q.query<{ runtime_version: string | null }>('SELECT runtime_version FROM tenants WHERE id = $1', [id]);
+    return r.rows[0]?.runtime_version ?? null;
+  }
+
+  /** Sets the tenant's runtime version (null: the platform default); audited. New instances deploy with it. */
+  async setRuntimeVersion(id: string, version: string | null, by: Audited): Promise<void> {
+    await this.db.tx(async (tx) => {
+      const r = await tx.query('UPDATE tenants SET runtime_version = $1, updated_at = now() WHERE id = $2', [version, id]);
+      if (!r.rowCount) throw new NotFoundError('Tenant');
+      await appendAudit(tx, {
+        actor: by.actor,
+        tenantId: id,
+        action: 'tenant.runtime_version',
+        target: `tenant:${id}`,
+        decision: 'success',
+        detail: { runtimeVersion: version },
+        requestId: by.requestId ?? null,
+      });
+    });
+  }
+
   /** The tenant's members by OIDC group: each group of the provider's groups claim and the role it grants. */
   async oidcGroups(id: string, q: Queryable = this.db): Promise<OidcGroupMapping[]> {
     const r = await q.query<{ oidc_group: string; role: TenantRole }>(
