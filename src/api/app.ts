@@ -62,6 +62,22 @@ export interface AppDeps {
 
 export type App = OpenAPIHono<AppEnv>;
 
+/** The app-wide values a route module may name beside services. */
+type AppValues = Omit<AppDeps, 'services'>;
+
+/** What a route module receives: the services and app-wide values it names (and the type checker holds it to them). */
+export type RouteDeps<S extends keyof Services = never, A extends keyof AppValues = never> = Pick<Services, S> & Pick<AppValues, A>;
+
+/** Picks the named services and values out of the app's dependencies. */
+function routeDeps(deps: AppDeps) {
+  return <S extends keyof Services, A extends keyof AppValues = never>(services: readonly S[], values: readonly A[] = []): RouteDeps<S, A> => {
+    const out: Record<string, unknown> = {};
+    for (const k of services) out[k] = deps.services[k];
+    for (const k of values) out[k] = deps[k];
+    return out as RouteDeps<S, A>;
+  };
+}
+
 const TARGET_NAMES: Record<string, string> = { json: 'body', param: 'path', query: 'query', header: 'header', cookie: 'cookie' };
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 const JSON_TYPE = /^application\/([\w.-]+\+)?json$/i;
@@ -145,7 +161,10 @@ export function createApp(deps: AppDeps): App {
   // Before authentication: the tenant in the path is looked up there, and PostgreSQL cannot hold NUL.
   app.use(storableInput(() => app.openAPIRegistry.definitions.flatMap((d) => (d.type === 'route' ? [{ method: d.route.method, path: d.route.path }] : []))));
 
-  app.use(authentication({ ...deps.services, secureCookies: deps.secureCookies }));
+  // Each route module gets the services and values it names and nothing else: this is the one place that
+  // says which part of the control plane a route reaches (docs/architecture.md, "Composition").
+  const give = routeDeps(deps);
+  app.use(authentication(give(['sessions', 'tokens', 'tenants', 'onboarding'], ['secureCookies'])));
   const scope = tenantScope(deps.services.tenants);
   app.use('/api/v1/tenants/:tenant', scope);
   app.use('/api/v1/tenants/:tenant/*', scope);
@@ -153,33 +172,33 @@ export function createApp(deps: AppDeps): App {
   app.onError((err, c) => errorResponse(c, err, deps.config.bodyLimitBytes));
   app.notFound((c) => errorResponse(c, new RouteNotFoundError(c.req.method, c.req.path), deps.config.bodyLimitBytes));
 
-  registerSystem(app, deps);
-  registerOnboarding(app, deps);
-  registerAuth(app, deps);
-  registerPlatform(app, deps);
-  registerReplicas(app, deps);
-  registerGrantKeys(app, deps);
-  registerDoctor(app, deps);
-  registerTenants(app, deps);
-  registerMembers(app, deps);
-  registerTokens(app, deps);
-  registerCredentials(app, deps);
-  registerProviders(app, deps);
-  registerInstances(app, deps);
-  registerChat(app, deps);
-  registerOpenAi(app, deps);
-  registerBackups(app, deps);
-  registerTasks(app, deps);
-  registerPolicy(app, deps);
-  registerBroker(app, deps);
-  registerAudit(app, deps);
-  registerKnowledge(app, deps);
-  registerUsage(app, deps);
-  registerLanes(app, deps);
-  registerGovernance(app, deps);
-  registerPools(app, deps);
-  registerApprovalChannels(app, deps);
-  registerSwarms(app, deps);
+  registerSystem(app, give([], ['db', 'expectedMigration', 'metrics']));
+  registerOnboarding(app, give(['oidc', 'onboarding', 'platformProvider', 'sessions', 'users'], ['secureCookies']));
+  registerAuth(app, give(['oidc', 'sessions', 'users'], ['publicOrigin', 'secureCookies']));
+  registerPlatform(app, give(['oidc', 'onboarding', 'platformProvider']));
+  registerReplicas(app, give([], ['replicas']));
+  registerGrantKeys(app, give(['grantKeys']));
+  registerDoctor(app, give(['instances', 'runtimes', 'sandboxes'], ['config', 'db']));
+  registerTenants(app, give(['tenants']));
+  registerMembers(app, give(['tenants']));
+  registerTokens(app, give(['tokens']));
+  registerCredentials(app, give(['credentials', 'skills']));
+  registerProviders(app, give(['providers']));
+  registerInstances(app, give(['instances', 'reconciler', 'rotator', 'sandboxes']));
+  registerChat(app, give(['archive', 'gate', 'ingress', 'instances', 'sessions', 'tenants', 'tokens'], ['publicOrigin', 'secureCookies']));
+  registerOpenAi(app, give(['gate', 'ingress', 'onboarding', 'tenants']));
+  registerBackups(app, give(['backups', 'instances']));
+  registerTasks(app, give(['agents', 'approvals', 'tasks']));
+  registerPolicy(app, give(['gatewayConfig', 'grants', 'policy']));
+  registerBroker(app, give(['broker', 'brokerGovernance'], ['db']));
+  registerAudit(app, give([], ['db']));
+  registerKnowledge(app, give(['findings', 'memories', 'searchArchive', 'sessionIngest']));
+  registerUsage(app, give(['broker'], ['db']));
+  registerLanes(app, give(['lanes']));
+  registerGovernance(app, give(['gatewayConfig']));
+  registerPools(app, give(['pools']));
+  registerApprovalChannels(app, give(['approvalDelivery']));
+  registerSwarms(app, give(['swarms'], ['db']));
   registerDocs(app);
   // Last: the console's SPA fallback answers any GET no route above took (never /api/).
   registerWeb(app);

@@ -4,7 +4,7 @@
  * OpenClaw's own `backup create` run inside the sandbox when it is running (exportLiveState) — never
  * live SQLite files. Restores go back through the driver (importState).
  * It is encrypted under the tenant's data key (crypto.ts) and put in the object store (types.ts).
- * Taken on every stop (the reconciler calls `onStopped`), by the idle reaper before it stops an
+ * Taken on every stop (the reconciler's `stopped` lifecycle event, src/instances/lifecycle.ts), by the idle reaper before it stops an
  * instance, periodically for running instances (`start`), and on request; the newest `retain` per
  * instance are kept. Restore writes a
  * backup into a stopped instance, or into a new one (another id, so another path), and starts it.

@@ -6,11 +6,10 @@ import { createDb, type Db } from '../db/pool.ts';
 import { EventChannel } from '../events/channel.ts';
 import { formatReport, runDoctor } from '../doctor/doctor.ts';
 import { doctorDeps } from '../doctor/setup.ts';
-import { ingressSettings } from '../ingress/setup.ts';
-import { instanceSettings } from '../instances/setup.ts';
+import { createInstanceServices, instanceSettings } from '../instances/setup.ts';
 import type { Logger } from '../observability/logger.ts';
 import { openDatabase } from '../server/serve.ts';
-import { createServices } from '../server/services.ts';
+import { createIdentityServices, createSecretServices } from '../server/services.ts';
 import type { CliKit } from './identity-commands.ts';
 
 /** `clawplane doctor [--json] [--full]`: is this installation healthy? Exit 1 when a check fails. */
@@ -38,17 +37,17 @@ export function doctorCommand(kit: CliKit & { logger(cfg: ReturnType<CliKit['con
         // Services are only constructed (nothing starts); without a database they point at nowhere and go unused.
         const db = 'db' in opened ? opened.db : createDb(cfg.databaseUrl ?? 'postgres://127.0.0.1:1/unreachable', log);
         try {
-          const services = createServices({
+          const events = EventChannel.local(log);
+          const { vault } = createSecretServices({ db, events, log, secretKey: cfg.secretKey ?? randomBytes(32) });
+          const { onboarding } = createIdentityServices({
             db,
-            events: EventChannel.local(log),
-            secretKey: cfg.secretKey ?? randomBytes(32),
+            events,
+            log,
+            vault,
             dataDir: cfg.dataDir,
             publicOrigin: cfg.publicUrl ?? `http://${cfg.host}:${cfg.port}`,
-            egressAllowHosts: cfg.egressAllowHosts,
-            log,
-            instances: instanceSettings(cfg),
-            ingress: ingressSettings(cfg),
           });
+          const services = createInstanceServices({ db, vault, events, onboarding, broker: undefined, settings: instanceSettings(cfg), log });
           const report = await runDoctor({
             ...doctorDeps(cfg, 'db' in opened ? db : opened, services, { host: cfg.host, port: cfg.port }),
             full: values['full'] === true,

@@ -1,4 +1,4 @@
-import { createServices, type Services } from '../server/services.ts';
+import { createIdentityServices, createSecretServices, type IdentityServices, type SecretServices } from '../server/services.ts';
 import { EventChannel } from '../events/channel.ts';
 import { resolveSecretKey } from '../config/secret-key.ts';
 import type { Config, Settings } from '../config/schema.ts';
@@ -17,22 +17,30 @@ export interface CliKit {
 
 const by = { actor: 'cli' };
 
-/** Builds the services on the configured database for one command. */
-export async function withServices<T>(kit: CliKit, values: Record<string, string | boolean | undefined>, fn: (s: Services) => Promise<T>): Promise<T> {
+/**
+ * Builds what the identity and vault commands use on the configured database: the vault and the identity
+ * services, nothing that starts or listens (no broker, sandboxes or workflows).
+ */
+export async function withServices<T>(
+  kit: CliKit,
+  values: Record<string, string | boolean | undefined>,
+  fn: (s: IdentityServices & SecretServices) => Promise<T>,
+): Promise<T> {
   const cfg = kit.config(values);
   return kit.withDatabase(cfg, async (db, log) => {
     const secretKey = await resolveSecretKey(cfg, log);
     // Publishes what it changes (a revoked token reaches every running replica); caches nothing itself.
-    return fn(
-      createServices({
-        db,
-        events: new EventChannel({ url: db.url, log }),
-        secretKey,
-        dataDir: cfg.dataDir,
-        publicOrigin: cfg.publicUrl ?? `http://${cfg.host}:${cfg.port}`,
-        egressAllowHosts: cfg.egressAllowHosts,
-      }),
-    );
+    const events = new EventChannel({ url: db.url, log });
+    const secrets = createSecretServices({ db, events, log, secretKey, egressAllowHosts: cfg.egressAllowHosts });
+    const identity = createIdentityServices({
+      db,
+      events,
+      log,
+      vault: secrets.vault,
+      dataDir: cfg.dataDir,
+      publicOrigin: cfg.publicUrl ?? `http://${cfg.host}:${cfg.port}`,
+    });
+    return fn({ ...secrets, ...identity });
   });
 }
 

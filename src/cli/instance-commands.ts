@@ -1,8 +1,9 @@
 import { resolveSecretKey } from '../config/secret-key.ts';
 import { NotFoundError } from '../errors.ts';
-import { ingressSettings } from '../ingress/setup.ts';
-import { instanceSettings } from '../instances/setup.ts';
-import { createServices, type Services } from '../server/services.ts';
+import { Registry } from 'prom-client';
+import { createIngressServices, ingressSettings } from '../ingress/setup.ts';
+import { createInstanceServices, instanceSettings } from '../instances/setup.ts';
+import { createIdentityServices, createSecretServices } from '../server/services.ts';
 import { EventChannel } from '../events/channel.ts';
 import type { CliKit } from './identity-commands.ts';
 
@@ -109,17 +110,33 @@ export function instanceCommands(kit: CliKit) {
         const cfg = kit.config(values);
         return kit.withDatabase(cfg, async (db, log) => {
           const secretKey = await resolveSecretKey(cfg, log);
-          const s: Services = createServices({
+          // The instance records, the sandbox driver (for a live backup) and backups: no broker, no workflows, no
+          // loops. The server's reconciler carries out what this changes.
+          const events = new EventChannel({ url: db.url, log });
+          const { vault } = createSecretServices({ db, events, log, secretKey });
+          const { tenants, onboarding } = createIdentityServices({
             db,
-            events: new EventChannel({ url: db.url, log }),
-            secretKey,
+            events,
+            log,
+            vault,
             dataDir: cfg.dataDir,
             publicOrigin: cfg.publicUrl ?? `http://${cfg.host}:${cfg.port}`,
-            egressAllowHosts: cfg.egressAllowHosts,
-            log,
-            instances: instanceSettings(cfg),
-            ingress: ingressSettings(cfg),
           });
+          const settings = instanceSettings(cfg);
+          const instanceServices = createInstanceServices({ db, vault, events, onboarding, broker: undefined, settings, log });
+          const { backups } = createIngressServices({
+            db,
+            events,
+            vault,
+            onboarding,
+            instances: instanceServices,
+            instanceSettings: settings,
+            settings: ingressSettings(cfg),
+            dataDir: cfg.dataDir,
+            registry: new Registry(),
+            log,
+          });
+          const s = { tenants, instances: instanceServices.instances, backups };
           const tenant = await s.tenants.find(values['tenant'] as string);
           if (!tenant) throw new NotFoundError(`Tenant "${String(values['tenant'])}"`);
           const out = (o: unknown, text: string) => process.stdout.write(values['json'] ? JSON.stringify(o) + '\n' : text);

@@ -90,7 +90,7 @@ export function createIngressServices(opts: {
     // The periodic sweep backs up only the instances whose lease this replica holds.
     owns: (id) => reconciler.owns(id),
   });
-  reconciler.onStopped = (row) => backups.onStopped(row);
+  reconciler.lifecycle.on('stopped', ({ row }) => backups.onStopped(row));
   const waker = new Waker({ instances, metrics, log, timeoutMs: s.wakeTimeoutMs, settled: (id) => backups.settled(id) });
   const ingress = new IngressService({ instances, driver: sandboxes, archive, activity, waker, log, events: opts.events });
   const reaper = new IdleReaper({
@@ -110,9 +110,9 @@ export function createIngressServices(opts: {
     expectStop: (id, reason) => backups.expectStop(id, reason),
     suspend: (row, why) => reconciler.suspend(row.id, 'system:idle-reaper', why),
   });
-  reconciler.onResume = (row, outcome) => {
+  reconciler.lifecycle.on('resumed', ({ row, outcome }) => {
     metrics.resumes.inc({ tenant: row.tenantId, outcome: outcome.resumed ? 'resumed' : 'cold_start' });
     if (outcome.resumed) metrics.resumeSeconds.observe({ tenant: row.tenantId }, outcome.ms / 1000);
-  };
+  });
   return { gate: new GatewayGate(db), archive, ingress, backups, reaper, activity };
 }

@@ -8,6 +8,7 @@ import type { ClaimIdentity } from '../replicas/claims.ts';
 import { soloIdentity, WorkClaims } from '../replicas/claims.ts';
 import type { InstanceRow, InstanceService } from './instances.ts';
 import { suspendedReason } from './reasons.ts';
+import { InstanceLifecycle, type ResumeOutcome } from './lifecycle.ts';
 import type { TenantRenderInput } from '../governance/settings.ts';
 import { GatewayConfigRefusedError } from '../sandbox/host/reload.ts';
 
@@ -62,7 +63,6 @@ export interface ReconcilerOptions {
 }
 
 /** Why a resume fell back to a cold start, for metrics and the audit (issue 10). */
-export type ResumeOutcome = { resumed: true; ms: number } | { resumed: false; reason: string };
 
 /**
  * Converges sandboxes to the desired state in the database (issue 6). Idempotent: every pass looks at
@@ -94,18 +94,8 @@ export class Reconciler {
    * its set once more (setExecutors is idempotent). One entry per instance, replaced when its sandbox changes.
    */
   readonly #sentRun = new Map<string, string>();
-  /**
-   * Called once the gateway of an instance stopped on request, before the reconciler moves on (issue 7:
-   * the backup of a stopped gateway's state; a wake of this instance waits for it).
-   */
-  onStopped: (row: InstanceRow) => Promise<void> = () => Promise.resolve();
-  /**
-   * Called after a sandbox was resumed from a snapshot and before it serves (issue 10): re-issues the
-   * credentials the snapshot holds (src/instances/credentials.ts). A failure fails the resume.
-   */
-  afterResume: (row: InstanceRow, handle: SandboxRef) => Promise<void> = () => Promise.resolve();
-  /** Reports each resume's outcome (metrics). */
-  onResume: (row: InstanceRow, outcome: ResumeOutcome) => void = () => undefined;
+  /** Stopped, resuming, resumed: the steps other services take in these transitions (src/instances/lifecycle.ts). */
+  readonly lifecycle = new InstanceLifecycle();
 
   constructor(opts: ReconcilerOptions) {
     this.#o = opts;
@@ -311,7 +301,7 @@ export class Reconciler {
           { action: 'instance.stopped', decision: 'success' },
         );
         // Only after a gateway really ran (a sandbox existed): its state may have changed.
-        if (handle) await this.onStopped(stopped);
+        if (handle) await this.lifecycle.emit('stopped', { row: stopped });
       }
       return;
     }
@@ -353,7 +343,7 @@ export class Reconciler {
     if (row.snapshot) {
       // Resume from the snapshot when it is for this version and nothing asked for a fresh sandbox since.
       const outcome = await this.#resume(row);
-      this.onResume(row, outcome);
+      await this.lifecycle.emit('resumed', { row, outcome });
       if (outcome.resumed) return;
       row = await instances.recordStatus(
         row,
@@ -626,7 +616,7 @@ export class Reconciler {
         if (Date.now() - t0 > 30_000) throw new Error('the resumed gateway was not ready within 30 s');
         await new Promise((r) => setTimeout(r, START_POLL_MS));
       }
-      await this.afterResume(row, handle);
+      await this.lifecycle.emit('resuming', { row, handle });
       const ms = Date.now() - t0;
       // Used once: the images and the state archive go (they hold the old tokens and memory in clear).
       await driver.snapshots.discard(snap);

@@ -125,8 +125,8 @@ export function createInstanceServices(opts: {
   opts.events.on('instance.changed', () => reconciler.kick());
   const credentials = new CredentialRotator({ db: opts.db, instances, driver: sandboxes, log: opts.log });
   // A resumed gateway still holds the tokens its snapshot was taken with: new ones before it serves.
-  reconciler.afterResume = async (row, handle) => {
+  reconciler.lifecycle.on('resuming', async ({ row, handle }) => {
     await credentials.rotateSandbox(row.tenantId, row.id, handle, { actor: 'system:resume' }, 'resume');
-  };
+  });
   return { runtimes, sandboxes, instances, reconciler, rotator: credentials, gatewayConfig };
 }

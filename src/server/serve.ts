@@ -19,16 +19,13 @@ import { ReplicaRegistry, resolveReplicaId } from '../replicas/registry.ts';
 import { API_VERSION } from '../api/routes/docs.ts';
 import { fileClock } from '../lanes/clock.ts';
 import { createServices, type Services } from './services.ts';
+import { roleParts, startParts } from './roles.ts';
 import type { TaskExecutor } from '../tasks/types.ts';
-import { TenantOperator } from '../operator/tenants.ts';
-import { WorkClaims } from '../replicas/claims.ts';
-import { loadKubeConfig } from '../sandbox/drivers/kubernetes/api.ts';
 import { runDoctor } from '../doctor/doctor.ts';
 import { doctorDeps } from '../doctor/setup.ts';
 import { WebSocketServer } from 'ws';
 import { ingressSettings } from '../ingress/setup.ts';
 import { instanceSettings } from '../instances/setup.ts';
-import type { Reconciler } from '../instances/reconciler.ts';
 
 export interface RunningServer {
   url: string;
@@ -61,11 +58,6 @@ export async function openDatabase(config: Config, log: Logger): Promise<{ db: D
   return { db, embedded };
 }
 
-/** How often rows without a vector of their tenant's current embedding model are looked for (docs/adr/0007). */
-const KNOWLEDGE_SWEEP_MS = 30_000;
-/** How often idle chat sessions and finished tasks are looked for to summarise (docs/adr/0007). */
-const INGEST_SWEEP_MS = 60_000;
-
 /** Paths every replica answers, whatever its roles (probes and metrics). */
 const SYSTEM_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 
@@ -83,7 +75,7 @@ export async function startServer(config: Config, log: Logger, hooks: StartHooks
   await resolveSecretKey(config, log);
   const { db, embedded } = await openDatabase(config, log);
   let server: ServerType | undefined;
-  let reconciler: Reconciler | undefined;
+  let stopParts: (() => Promise<void>) | undefined;
   const roles = new Set(config.replica.roles);
   const replicaId = await resolveReplicaId(config.replica.id, config.dataDir);
   log = log.child({ replica: replicaId });
@@ -155,39 +147,10 @@ export async function startServer(config: Config, log: Logger, hooks: StartHooks
       laneClock: config.lanes.clockFile ? fileClock(config.lanes.clockFile) : undefined,
     });
     if (hooks.taskExecutor) services.taskRuntime.useExecutor(hooks.taskExecutor({ db, services, replicaId }));
-    // Task workflows recovered or dequeued since launch wait for this (src/tasks/workflow.ts).
-    services.taskRuntime.start(undefined, { housekeeping: roles.has('worker') });
-    services.laneRuntime.start({ worker: roles.has('worker'), intervalMs: config.lanes.tickMs });
+    let brokerUrl: string | undefined;
+    stopParts = await startParts(roleParts(roles, { config, db, log, services, replicaId, onBrokerUrl: (u) => (brokerUrl = u) }), log);
     await services.onboarding.prepareSetupCode(log);
-    if (roles.has('reconciler')) {
-      // Adopts sandboxes that outlived the previous control plane before anything could start duplicates.
-      await services.reconciler.start();
-      services.reaper.start();
-      services.backups.start();
-      services.poolScaler.start();
-      reconciler = services.reconciler;
-    }
-    if (roles.has('worker')) {
-      services.knowledgeIndexer.start(KNOWLEDGE_SWEEP_MS);
-      services.sessionIngest.start(INGEST_SWEEP_MS);
-    }
-    // Tenant and ExecutorPool resources → the database, one active operator at a time (docs/adr/0011-kubernetes.md).
-    const operator = roles.has('operator')
-      ? new TenantOperator(loadKubeConfig(config.instances.kubernetes.kubeconfig), {
-          namespace: config.instances.kubernetes.controlNamespace,
-          tenants: services.tenants,
-          pools: services.pools,
-          instances: services.instances,
-          tiers: Object.keys(config.instances.kubernetes.runtimeClasses),
-          claims: new WorkClaims(db, { owner: replicaId, node: config.replica.node ?? os.hostname(), ttlMs: config.replica.expireMs }),
-          log: log.child({ component: 'operator' }),
-        })
-      : undefined;
-    operator?.start();
     replicas.start();
-    // The broker on a TCP port too (sandboxes reaching it over the network); per-sandbox sockets need no config.
-    const brokerUrl =
-      roles.has('broker') && config.broker.port !== undefined ? await services.broker.listenTcp(config.broker.port, config.broker.host) : undefined;
     const app = createApp({
       config,
       db,
@@ -230,17 +193,7 @@ export async function startServer(config: Config, log: Logger, hooks: StartHooks
         await closeServer(s, config.shutdownTimeoutMs);
         await doctor;
         // Sandboxes keep running (no --die-with-parent); the next start adopts them.
-        await services.reaper.stop();
-        await services.poolScaler.stop();
-        await services.activity.stop();
-        await services.backups.stop();
-        await services.knowledgeIndexer.stop();
-        await services.sessionIngest.stop();
-        await services.reconciler.stop();
-        await operator?.stop();
-        await services.laneRuntime.stop();
-        services.taskRuntime.stop();
-        await services.broker.close();
+        await stopParts?.();
         await events.stop();
         await shutdownEngine();
         // After the engine stopped: peers take over what it left pending only once nothing here runs it.
@@ -253,7 +206,7 @@ export async function startServer(config: Config, log: Logger, hooks: StartHooks
     return { url, app, db, services, replicas, embedded, stop };
   } catch (err) {
     if (server) await closeServer(server, 0);
-    await reconciler?.stop().catch(() => undefined);
+    await stopParts?.();
     await events.stop();
     await shutdownEngine().catch(() => undefined);
     if (registered) await replicas.stop();

@@ -42,40 +42,170 @@ import { governanceBrokerRoutes } from '../governance/broker-routes.ts';
 import { ScheduledCaps } from '../governance/scheduled.ts';
 import { ApprovalDelivery, type ChatApis } from '../governance/approval-delivery.ts';
 
-/** Every service the API and CLI use, built once from the database and configuration. */
-export interface Services extends InstanceServices, IngressServices, TaskServices, KnowledgeServices, LaneServices {
-  /** The typed event channel: cache invalidations and reactions, in this process and across replicas. */
-  events: EventChannel;
-  /** Summaries of finished conversations and tasks into the archive (docs/adr/0007). */
-  sessionIngest: SessionIngest;
+/**
+ * Sign-in, people and tenants: what authentication and the identity routes use. The CLI's identity commands
+ * build this group alone (with the vault it seals OIDC secrets in).
+ */
+export interface IdentityServices {
   tenants: TenantService;
   users: UserService;
   sessions: SessionService;
   tokens: ApiTokenService;
   onboarding: OnboardingService;
   oidc: OidcService;
+}
+
+/** Sealed secrets and where model calls may go: the vault and what is built on it. */
+export interface SecretServices {
   vault: Vault;
   credentials: CredentialService;
   providers: ProviderService;
   skills: SkillRegistry;
   /** The SSRF rules every user-supplied URL goes through (provider test connection, the broker). */
   egress: EgressPolicy;
-  /** Tool policy: the Cedar baseline, tenant restrictions, the tool registry (issue 5). */
+  /** The platform's default LLM provider (onboarding step 3), for tenants without their own. */
+  platformProvider: PlatformProvider;
+}
+
+/** The broker role's parts: the only way out of a sandbox, and the policy and grants it enforces. */
+export interface BrokerServices {
+  /** Tool policy: the Cedar baseline, tenant restrictions, the tool registry. */
   policy: PolicyService;
-  /** Short-lived scoped tool grants for sandboxes (issue 5); the broker mounts its routes. */
+  /** Short-lived scoped tool grants for sandboxes; the broker mounts their routes. */
   grants: GrantService;
   /** The grant signing keys, sealed in the vault, shared by every replica, rotated with an overlap. */
   grantKeys: GrantKeyring;
-  /** The only way out of a sandbox: LLM proxy, budgets, metering (issue 5). */
+  /** LLM proxy, budgets, metering. */
   broker: Broker;
   /** The MAC'd tag by which a task turn's model calls are metered to the task at the broker. */
   taskTags: TaskTags;
   /** Tenant-admin settings of the broker: caps, egress allow-list, skill endpoints. */
   brokerGovernance: BrokerGovernance;
-  /** The platform's default LLM provider (onboarding step 3), for tenants without their own. */
-  platformProvider: PlatformProvider;
   /** Approval requests posted to the tenant's Telegram/Slack chat with its own bot credential. */
   approvalDelivery: ApprovalDelivery;
+}
+
+/**
+ * Every service of the control plane, built once from the database and configuration by createServices, in
+ * groups (docs/architecture.md, "Composition"). Routes receive only the members they name (src/api/app.ts);
+ * which loops run in a process is decided by its roles (src/server/roles.ts).
+ */
+export interface Services
+  extends IdentityServices,
+    SecretServices,
+    BrokerServices,
+    InstanceServices,
+    IngressServices,
+    TaskServices,
+    KnowledgeServices,
+    LaneServices {
+  /** The typed event channel: cache invalidations and reactions, in this process and across replicas. */
+  events: EventChannel;
+  /** Summaries of finished conversations and tasks into the archive (docs/adr/0007). */
+  sessionIngest: SessionIngest;
+}
+
+/** What every group is built from. */
+interface Base {
+  db: Db;
+  /** The event channel every cache and reaction goes through (started by the server; a CLI only publishes). */
+  events: EventChannel;
+  log?: Logger | undefined;
+}
+
+/** The vault and the secrets built on it. */
+export function createSecretServices(opts: Base & { secretKey: Buffer; egressAllowHosts?: readonly string[] | undefined }): SecretServices {
+  const { db, events } = opts;
+  const vault = new Vault({ db, keys: new LocalKeyProvider({ secret: opts.secretKey, versions: dbKeyVersionStore(db) }) });
+  const skills = createSkillRegistry();
+  const egress: EgressPolicy = { allowedHosts: [...(opts.egressAllowHosts ?? [])] };
+  const credentials = new CredentialService({ db, vault, skills, events });
+  const providers = new ProviderService({ db, credentials, egress, events });
+  const platformProvider = new PlatformProvider({ db, vault, providers, events });
+  return { vault, credentials, providers, skills, egress, platformProvider };
+}
+
+/** Tenants, users, sessions, API tokens, onboarding and OIDC sign-in (its client secret sealed in the vault). */
+export function createIdentityServices(opts: Base & { vault: Vault; dataDir: string; publicOrigin: string }): IdentityServices {
+  const { db, events, vault } = opts;
+  const platformSecrets: PlatformSecrets = {
+    seal: (name, plaintext) => vault.sealPlatformSecret(name, plaintext),
+    open: async (name) => {
+      try {
+        return await vault.openPlatformSecret(name);
+      } catch (err) {
+        if (err instanceof NotFoundError) return undefined;
+        throw err;
+      }
+    },
+  };
+  return {
+    tenants: new TenantService(db),
+    users: new UserService(db),
+    sessions: new SessionService(db),
+    tokens: new ApiTokenService(db, events),
+    onboarding: new OnboardingService(db, opts.dataDir, vault),
+    oidc: new OidcService({ db, secrets: platformSecrets, redirectUri: `${opts.publicOrigin}/api/v1/auth/oidc/callback` }),
+  };
+}
+
+/** The broker with its policy, grants and governance mounted on it (it listens only when its role starts it). */
+export function createBrokerServices(
+  opts: Base & {
+    secrets: SecretServices;
+    secretKey: Buffer;
+    dataDir: string;
+    publicOrigin: string;
+    registry?: Registry | undefined;
+    settings?: { reserveTokens: number; grantKeyRotateMs: number } | undefined;
+    chatApis?: ChatApis | undefined;
+  },
+): BrokerServices {
+  const { db, events } = opts;
+  const { vault, credentials, providers, egress, platformProvider } = opts.secrets;
+  const log = opts.log ?? createLogger('silent');
+  const policy = new PolicyService(db, events);
+  // Task tags: how a task turn's model calls are metered to the task through the gateway (src/broker/task-tag.ts).
+  const taskTags = new TaskTags(opts.secretKey);
+  const broker = new Broker({
+    taskTags,
+    // Heartbeat and cron caps on scheduled model calls (docs/adr/0013-gateway-config-versions.md, "Caps").
+    scheduledCaps: new ScheduledCaps(db),
+    platformProvider,
+    db,
+    events,
+    log,
+    registry: opts.registry ?? new Registry(),
+    providers,
+    credentials,
+    egress,
+    runDir: path.resolve(opts.dataDir, 'run', 'broker'),
+    ...(opts.settings ? { reserveTokens: opts.settings.reserveTokens } : {}),
+  });
+  // Grant keys are sealed in the vault and shared by every replica; the old key verifies for the longest grant lifetime.
+  const grantKeys = new GrantKeyring({
+    db,
+    vault,
+    events,
+    log,
+    rotateAfterMs: opts.settings?.grantKeyRotateMs ?? 24 * 3_600_000,
+    overlapSeconds: GRANT_MAX_TTL_SECONDS,
+  });
+  const grants = new GrantService({ db, policy, keys: grantKeys });
+  mountGrants(broker, grants);
+  // Read-only lanes forbid write tools for their steps' turns, on top of the tenant's Cedar decision.
+  grants.restrict(readOnlyRestriction(db, policy.tools));
+  // A running lane step's sandbox reaches only its project's hosts, on top of the tenant's egress allow-list.
+  broker.egress.restrict(laneEgressRestriction(db));
+  const approvalDelivery = new ApprovalDelivery({
+    db,
+    credentials,
+    upstreams: broker.upstreams,
+    apis: opts.chatApis ?? { telegram: 'https://api.telegram.org', slack: 'https://slack.com/api' },
+    publicOrigin: opts.publicOrigin,
+    log,
+  });
+  return { policy, grants, grantKeys, broker, taskTags, brokerGovernance: new BrokerGovernance({ db, events, policy: egress }), approvalDelivery };
 }
 
 export function createServices(opts: {
@@ -88,11 +218,11 @@ export function createServices(opts: {
   egressAllowHosts?: readonly string[];
   log?: Logger;
   registry?: Registry;
-  /** Runtimes, sandboxes, instances (issue 6); default: the configuration defaults below dataDir. */
+  /** Runtimes, sandboxes, instances; default: the configuration defaults below dataDir. */
   instances?: InstanceSettings;
-  /** Ingress, wake, idle reaper, backups (issue 7); default: the configuration defaults below dataDir. */
+  /** Ingress, wake, idle reaper, backups; default: the configuration defaults below dataDir. */
   ingress?: IngressSettings;
-  /** Durable tasks (issue 8); default: the configuration defaults. */
+  /** Durable tasks; default: the configuration defaults. */
   tasks?: TaskSettings;
   /** Budget reservations and grant key rotation; default: the configuration defaults. */
   broker?: { reserveTokens: number; grantKeyRotateMs: number };
@@ -106,66 +236,25 @@ export function createServices(opts: {
   chatApis?: ChatApis;
 }): Services {
   const { db, events } = opts;
-  const vault = new Vault({ db, keys: new LocalKeyProvider({ secret: opts.secretKey, versions: dbKeyVersionStore(db) }) });
-  const platformSecrets: PlatformSecrets = {
-    seal: (name, plaintext) => vault.sealPlatformSecret(name, plaintext),
-    open: async (name) => {
-      try {
-        return await vault.openPlatformSecret(name);
-      } catch (err) {
-        if (err instanceof NotFoundError) return undefined;
-        throw err;
-      }
-    },
-  };
-  const skills = createSkillRegistry();
-  const egress: EgressPolicy = { allowedHosts: [...(opts.egressAllowHosts ?? [])] };
-  const credentials = new CredentialService({ db, vault, skills, events });
-  const policy = new PolicyService(db, events);
-  const providers = new ProviderService({ db, credentials, egress, events });
-  const platformProvider = new PlatformProvider({ db, vault, providers, events });
-  // Task tags: how a task turn's model calls are metered to the task through the gateway (src/broker/task-tag.ts).
-  const taskTags = new TaskTags(opts.secretKey);
-  const broker = new Broker({
-    taskTags,
-    // Heartbeat and cron caps on scheduled model calls (docs/adr/0013-gateway-config-versions.md, "Caps").
-    scheduledCaps: new ScheduledCaps(db),
-    platformProvider,
+  const log = opts.log ?? createLogger('silent');
+  const secrets = createSecretServices({ db, events, log, secretKey: opts.secretKey, egressAllowHosts: opts.egressAllowHosts });
+  const identity = createIdentityServices({ db, events, log, vault: secrets.vault, dataDir: opts.dataDir, publicOrigin: opts.publicOrigin });
+  const brokerServices = createBrokerServices({
     db,
     events,
-    log: opts.log ?? createLogger('silent'),
-    registry: opts.registry ?? new Registry(),
-    providers,
-    credentials,
-    egress,
-    runDir: path.resolve(opts.dataDir, 'run', 'broker'),
-    ...(opts.broker ? { reserveTokens: opts.broker.reserveTokens } : {}),
-  });
-  // Grant keys are sealed in the vault and shared by every replica; the old key verifies for the longest grant lifetime.
-  const grantKeys = new GrantKeyring({
-    db,
-    vault,
-    events,
-    log: opts.log ?? createLogger('silent'),
-    rotateAfterMs: opts.broker?.grantKeyRotateMs ?? 24 * 3_600_000,
-    overlapSeconds: GRANT_MAX_TTL_SECONDS,
-  });
-  const grants = new GrantService({ db, policy, keys: grantKeys });
-  mountGrants(broker, grants);
-  // Read-only lanes forbid write tools for their steps' turns, on top of the tenant's Cedar decision.
-  grants.restrict(readOnlyRestriction(db, policy.tools));
-  // A running lane step's sandbox reaches only its project's hosts, on top of the tenant's egress allow-list.
-  broker.egress.restrict(laneEgressRestriction(db));
-  const onboarding = new OnboardingService(db, opts.dataDir, vault);
-  const settings = opts.instances ?? instanceSettings({ dataDir: opts.dataDir, instances: parseConfig({}).instances });
-  const approvalDelivery = new ApprovalDelivery({
-    db,
-    credentials,
-    upstreams: broker.upstreams,
-    apis: opts.chatApis ?? { telegram: 'https://api.telegram.org', slack: 'https://slack.com/api' },
+    log,
+    secrets,
+    secretKey: opts.secretKey,
+    dataDir: opts.dataDir,
     publicOrigin: opts.publicOrigin,
-    log: opts.log ?? createLogger('silent'),
+    registry: opts.registry,
+    settings: opts.broker,
+    chatApis: opts.chatApis,
   });
+  const { broker, policy, approvalDelivery, taskTags } = brokerServices;
+  const { vault, egress, providers, platformProvider } = secrets;
+  const { onboarding } = identity;
+  const settings = opts.instances ?? instanceSettings({ dataDir: opts.dataDir, instances: parseConfig({}).instances });
   const instances = createInstanceServices({
     db,
     vault,
@@ -173,7 +262,7 @@ export function createServices(opts: {
     onboarding,
     broker,
     settings,
-    log: opts.log ?? createLogger('silent'),
+    log,
     toolRestrictions: (tenantId, agent) => gatewayToolRestrictions(policy, tenantId, agent),
     approvalChat: approvalDelivery,
     ...(opts.claims ? { claims: opts.claims } : {}),
@@ -189,10 +278,10 @@ export function createServices(opts: {
     settings: ingressConfig,
     dataDir: opts.dataDir,
     registry: opts.registry ?? new Registry(),
-    log: opts.log ?? createLogger('silent'),
+    log,
   });
   // Agent memory, findings and search by meaning; embeddings go through the broker (docs/adr/0007).
-  const knowledge = createKnowledgeServices({ db, events, proxy: broker.proxy, agents: new AgentService(db), log: opts.log ?? createLogger('silent') });
+  const knowledge = createKnowledgeServices({ db, events, proxy: broker.proxy, agents: new AgentService(db), log });
   mountKnowledge(broker, knowledge, (tenantId, agent, tool) => policy.decide(tenantId, { agent, tool, context: {} }));
   mountOnBroker(broker, '/governance/', governanceBrokerRoutes({ gatewayConfig: instances.gatewayConfig, resolve: (t) => broker.tokens.resolve(t) }).fetch);
   events.on('routes.changed', ({ tenantId }) => {
@@ -204,7 +293,7 @@ export function createServices(opts: {
     db,
     vault,
     egress,
-    log: opts.log ?? createLogger('silent'),
+    log,
     registry: opts.registry ?? new Registry(),
     settings: opts.tasks ?? DEFAULT_TASK_SETTINGS,
     instances: instances.instances,
@@ -233,7 +322,7 @@ export function createServices(opts: {
     },
     memories: knowledge.memories,
     indexer: knowledge.knowledgeIndexer,
-    log: (opts.log ?? createLogger('silent')).child({ component: 'ingest' }),
+    log: log.child({ component: 'ingest' }),
     settings: opts.ingest ?? parseConfig({}).ingest,
     ...(opts.claims ? { owner: opts.claims.owner } : {}),
   });
@@ -246,40 +335,13 @@ export function createServices(opts: {
     flushUsage: () => broker.usage.flush(),
     approvalTtlSeconds: (opts.tasks ?? DEFAULT_TASK_SETTINGS).approvalTtlSeconds,
     dataDir: opts.dataDir,
-    log: opts.log ?? createLogger('silent'),
+    log,
     node: instances.instances.node,
     ...(opts.claims ? { claims: opts.claims } : {}),
     clock: opts.laneClock,
     ...(opts.registry ? { registry: opts.registry } : {}),
   });
-  return {
-    ...instances,
-    ...ingress,
-    ...tasks,
-    ...lanes,
-    ...knowledge,
-    sessionIngest,
-    approvalDelivery,
-    events,
-    taskTags,
-    tenants: new TenantService(db),
-    users: new UserService(db),
-    sessions: new SessionService(db),
-    tokens: new ApiTokenService(db, events),
-    onboarding,
-    oidc: new OidcService({ db, secrets: platformSecrets, redirectUri: `${opts.publicOrigin}/api/v1/auth/oidc/callback` }),
-    vault,
-    credentials,
-    providers,
-    broker,
-    platformProvider,
-    brokerGovernance: new BrokerGovernance({ db, events, policy: egress }),
-    skills,
-    egress,
-    policy,
-    grants,
-    grantKeys,
-  };
+  return { ...secrets, ...identity, ...brokerServices, ...instances, ...ingress, ...tasks, ...lanes, ...knowledge, sessionIngest, events };
 }
 
 /**

@@ -2,7 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import { queryAudit, type AuditRow } from '../../audit/query.ts';
 import { verifyAuditChain } from '../../audit/verify.ts';
 import { decodeCursor, encodeCursor } from '../../db/keyset.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allow, allowPlatform } from '../auth.ts';
 import { errorResponses, IsoTime, json, TenantParam } from '../schemas.ts';
 
@@ -62,7 +62,7 @@ const withCursor = (p: { items: AuditRow[]; nextBefore: number | null }) => ({
 });
 
 /** The audit log: a tenant's own events for its admins; everything plus chain verification for platform admins. */
-export function registerAudit(app: App, deps: AppDeps): void {
+export function registerAudit(app: App, deps: RouteDeps<never, 'db'>): void {
   app.openapi(
     createRoute({
       method: 'get',

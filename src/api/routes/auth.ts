@@ -3,7 +3,7 @@ import type { Context } from 'hono';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { SESSION_TTL_MS } from '../../identity/sessions.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { requireUser, sessionCookieName } from '../auth.ts';
 import type { AppEnv } from '../env.ts';
 import { Email, errorResponses, json, jsonBody, UserSchema } from '../schemas.ts';
@@ -20,11 +20,11 @@ export function clientAddress(c: Context<AppEnv>): string {
 }
 
 /** Signs the user in: a new session id (no fixation) in an HttpOnly, SameSite=Lax cookie. */
-export async function startSession(c: Context<AppEnv>, deps: AppDeps, userId: string): Promise<{ csrfToken: string }> {
+export async function startSession(c: Context<AppEnv>, deps: RouteDeps<'sessions', 'secureCookies'>, userId: string): Promise<{ csrfToken: string }> {
   // The session this browser had before signing in again ends: one browser, one live session.
   const previous = getCookie(c, sessionCookieName(deps.secureCookies));
-  if (previous) await deps.services.sessions.destroyById(previous);
-  const s = await deps.services.sessions.create(userId, { ip: clientAddress(c), userAgent: c.req.header('user-agent') });
+  if (previous) await deps.sessions.destroyById(previous);
+  const s = await deps.sessions.create(userId, { ip: clientAddress(c), userAgent: c.req.header('user-agent') });
   setCookie(c, sessionCookieName(deps.secureCookies), s.id, {
     httpOnly: true,
     sameSite: 'Lax',
@@ -40,8 +40,8 @@ function oidcStateCookieName(secure: boolean): string {
   return secure ? '__Host-clawplane_oidc' : 'clawplane_oidc';
 }
 
-export function registerAuth(app: App, deps: AppDeps): void {
-  const { users, sessions, oidc } = deps.services;
+export function registerAuth(app: App, deps: RouteDeps<'oidc' | 'sessions' | 'users', 'publicOrigin' | 'secureCookies'>): void {
+  const { users, sessions, oidc } = deps;
 
   app.openapi(
     createRoute({

@@ -1,6 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { BACKUP_REASONS } from '../../backup/backups.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { assertTenantActive } from '../../identity/authz.ts';
 import { allow } from '../auth.ts';
 import { pageOf, pageQuery, searchParam } from '../paging.ts';
@@ -48,8 +48,8 @@ const RestoreBody = z.strictObject({
  * Backups of instance state (issue 7). Listing needs tenant.read; a backup needs tenant.operate and a
  * stopped instance; restore replaces state, so it needs tenant.admin.
  */
-export function registerBackups(app: App, deps: AppDeps): void {
-  const { backups } = deps.services;
+export function registerBackups(app: App, deps: RouteDeps<'backups' | 'instances'>): void {
+  const { backups } = deps;
 
   app.openapi(
     createRoute({
@@ -78,7 +78,7 @@ export function registerBackups(app: App, deps: AppDeps): void {
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       const { instanceId } = c.req.valid('param');
-      await deps.services.instances.get(tenant.id, instanceId);
+      await deps.instances.get(tenant.id, instanceId);
       return c.json(await backups.page(tenant.id, { ...c.req.valid('query'), instanceId }), 200);
     },
   );

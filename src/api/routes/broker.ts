@@ -2,7 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import { appendAudit } from '../../audit/log.ts';
 import { UnauthenticatedError } from '../../errors.ts';
 import { usageSummary } from '../../broker/usage.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allow, allowPlatform } from '../auth.ts';
 import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
 
@@ -58,8 +58,8 @@ const UsageRow = z
   .openapi('UsageRow');
 
 /** Broker governance (issue 5): per-agent caps, egress allow-list, skill endpoints, prices, usage. */
-export function registerBroker(app: App, deps: AppDeps): void {
-  const { brokerGovernance: gov, broker } = deps.services;
+export function registerBroker(app: App, deps: RouteDeps<'broker' | 'brokerGovernance', 'db'>): void {
+  const { brokerGovernance: gov, broker } = deps;
 
   app.openapi(
     createRoute({

@@ -6,7 +6,7 @@ import { deliverHook, hookAgentInput, hookWakeInput, type HookKind } from '../..
 import { bridgeGatewaySocket } from '../../ingress/ws.ts';
 import type { Context } from 'hono';
 import type { GatewayChannel } from '../../ingress/access.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import type { AppEnv } from '../env.ts';
 import { allow, connectionRecheck } from '../auth.ts';
 import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
@@ -73,8 +73,11 @@ class UpgradeRequiredError extends ClawplaneError {
  * (ingress/access.ts: tenant active, tenant.operate; the socket: tenant.read, then the role's method
  * allow-list); the archive needs tenant.read.
  */
-export function registerChat(app: App, deps: AppDeps): void {
-  const { ingress, archive, gate } = deps.services;
+export function registerChat(
+  app: App,
+  deps: RouteDeps<'archive' | 'gate' | 'ingress' | 'instances' | 'sessions' | 'tenants' | 'tokens', 'publicOrigin' | 'secureCookies'>,
+): void {
+  const { ingress, archive, gate } = deps;
   const admit = (c: Context<AppEnv>, channel: GatewayChannel) =>
     gate.admit({ principal: c.get('principal'), tenant: c.get('tenant'), role: c.get('role'), requestId: c.get('requestId'), channel });
 
@@ -117,7 +120,7 @@ export function registerChat(app: App, deps: AppDeps): void {
             kind,
             body: c.req.valid('json'),
             idempotencyKey: h['idempotency-key'],
-            hooksToken: (id) => deps.services.instances.hooksToken(id),
+            hooksToken: (id) => deps.instances.hooksToken(id),
           });
         let r = await send();
         let body = parseJson(r.body);
@@ -265,7 +268,7 @@ export function registerChat(app: App, deps: AppDeps): void {
       if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') throw new UpgradeRequiredError();
       const row = await ingress.resolveInstance(access.tenantId, c.req.valid('query').instance);
       const log = c.get('log');
-      const recheck = connectionRecheck(c, { ...deps.services, secureCookies: deps.secureCookies });
+      const recheck = connectionRecheck(c, deps);
       const handler = upgradeWebSocket(() => ({
         onOpen: (_e, ws) => bridgeGatewaySocket(ws.raw as WebSocket, { ingress, access, row, role, log, recheck }),
       }));

@@ -2,7 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { UnauthenticatedError } from '../../errors.ts';
 import { CREDENTIAL_TYPES, createCredentialInput, EXPIRES_SOON_DAYS, type CredentialInfo } from '../../vault/credentials.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import type { AppEnv } from '../env.ts';
 import { allow } from '../auth.ts';
 import { pageOf, pageQuery, searchParam } from '../paging.ts';
@@ -103,8 +103,8 @@ function noStore(c: Context<AppEnv>): void {
  * metadata needs tenant.read; creating, replacing and revoking need tenant.admin. Platform admins are
  * not members, so `allow` refuses them every route here.
  */
-export function registerCredentials(app: App, deps: AppDeps): void {
-  const { credentials, skills } = deps.services;
+export function registerCredentials(app: App, deps: RouteDeps<'credentials' | 'skills'>): void {
+  const { credentials, skills } = deps;
 
   app.openapi(
     createRoute({

@@ -1,5 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allowPlatform } from '../auth.ts';
 import { errorResponses, json } from '../schemas.ts';
 import { runDoctor } from '../../doctor/doctor.ts';
@@ -22,7 +22,7 @@ const DoctorReportSchema = z
   .openapi('DoctorReport');
 
 /** `GET /api/v1/platform/doctor`: the `clawplane doctor` report for platform admins. */
-export function registerDoctor(app: App, deps: AppDeps): void {
+export function registerDoctor(app: App, deps: RouteDeps<'instances' | 'runtimes' | 'sandboxes', 'config' | 'db'>): void {
   app.openapi(
     createRoute({
       method: 'get',
@@ -40,7 +40,7 @@ export function registerDoctor(app: App, deps: AppDeps): void {
       allowPlatform(c, 'platform.manage');
       const port = Number(new URL(c.req.url).port || 80);
       const report = await runDoctor({
-        ...doctorDeps(deps.config, deps.db, deps.services, { host: deps.config.host, port }),
+        ...doctorDeps(deps.config, deps.db, deps, { host: deps.config.host, port }),
         full: c.req.valid('query').full === 'true',
       });
       return c.json(report, 200);

@@ -3,7 +3,7 @@ import type { Context } from 'hono';
 import { CHANNEL_KINDS } from '../../governance/approval-delivery.ts';
 import { CHANGE_KINDS, GatewaySettingsSchema, REVIEWABLE_KINDS } from '../../governance/settings.ts';
 import { VERSION_STATUSES, type ChangeBy, type ConfigVersion, type ReviewRules } from '../../governance/versions.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allow } from '../auth.ts';
 import type { AppEnv } from '../env.ts';
 import { pageOf, pageQuery } from '../paging.ts';
@@ -121,8 +121,8 @@ const out = (v: ConfigVersion) => v;
  * second admin under the tenant's review rules), approvals, rejections and rollbacks. Reads need tenant.read;
  * everything else tenant.admin.
  */
-export function registerGovernance(app: App, deps: AppDeps): void {
-  const { gatewayConfig } = deps.services;
+export function registerGovernance(app: App, deps: RouteDeps<'gatewayConfig'>): void {
+  const { gatewayConfig } = deps;
 
   app.openapi(
     createRoute({
@@ -280,8 +280,8 @@ const ChannelInput = z
  * Where approval requests (tasks, exec, configuration reviews) are posted: a Telegram or Slack chat, with the
  * tenant's own bot credential; the message links to the console, where signing in comes before any decision.
  */
-export function registerApprovalChannels(app: App, deps: AppDeps): void {
-  const { approvalDelivery } = deps.services;
+export function registerApprovalChannels(app: App, deps: RouteDeps<'approvalDelivery'>): void {
+  const { approvalDelivery } = deps;
   app.openapi(
     createRoute({
       method: 'get',

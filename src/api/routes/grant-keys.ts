@@ -1,5 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allowPlatform } from '../auth.ts';
 import { GRANT_MAX_TTL_SECONDS } from '../../broker/grants.ts';
 import { errorResponses, json, jsonBody } from '../schemas.ts';
@@ -29,8 +29,8 @@ const RotateSchema = z.strictObject({
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
 /** The grant signing keys (platform admins): listed without key material, rotated with an overlap. */
-export function registerGrantKeys(app: App, deps: AppDeps): void {
-  const keys = deps.services.grantKeys;
+export function registerGrantKeys(app: App, deps: RouteDeps<'grantKeys'>): void {
+  const keys = deps.grantKeys;
   app.openapi(
     createRoute({
       method: 'get',

@@ -2,7 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import { streamSSE } from 'hono/streaming';
 import { deployInput, INSTANCE_STATUSES, publicInstance, upgradeInput } from '../../instances/instances.ts';
 import { ConflictError } from '../../errors.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allow } from '../auth.ts';
 import { pageOf, pageQuery, searchParam } from '../paging.ts';
 import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
@@ -81,8 +81,8 @@ const DestroyQuery = z.object({
  * tenant is suspended) and only change the desired state: they answer 202 and the reconciler does the
  * work, recording each status transition. Reads need tenant.read.
  */
-export function registerInstances(app: App, deps: AppDeps): void {
-  const { instances } = deps.services;
+export function registerInstances(app: App, deps: RouteDeps<'instances' | 'reconciler' | 'rotator' | 'sandboxes'>): void {
+  const { instances } = deps;
   const accepted = { 202: json(InstanceSchema, 'Accepted: the reconciler converges to it; poll the instance or its events'), ...errorResponses };
 
   app.openapi(
@@ -160,7 +160,7 @@ export function registerInstances(app: App, deps: AppDeps): void {
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.operate');
       const row = await instances.get(tenant.id, c.req.valid('param').instanceId);
-      const r = await deps.services.reconciler.suspend(row.id, by.actor);
+      const r = await deps.reconciler.suspend(row.id, by.actor);
       if (!r.suspended) throw new ConflictError(`Instance "${row.name}" was not suspended: ${r.reason}.`, 'suspend_unavailable');
       return c.json(publicInstance(await instances.get(tenant.id, row.id)), 200);
     },
@@ -177,7 +177,7 @@ export function registerInstances(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const { tenant, by } = allow(c, 'tenant.admin');
-      return c.json(await deps.services.rotator.rotate(tenant.id, c.req.valid('param').instanceId, by), 200);
+      return c.json(await deps.rotator.rotate(tenant.id, c.req.valid('param').instanceId, by), 200);
     },
   );
 
@@ -241,7 +241,7 @@ export function registerInstances(app: App, deps: AppDeps): void {
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
       const row = await instances.get(tenant.id, c.req.valid('param').instanceId);
-      const st = row.sandbox ? await deps.services.sandboxes.status(row.sandbox) : undefined;
+      const st = row.sandbox ? await deps.sandboxes.status(row.sandbox) : undefined;
       const health = st?.running ? (st.health ?? null) : null;
       return c.json({ status: row.status, running: st?.running === true, health, checkedAt: new Date().toISOString() }, 200);
     },
@@ -267,17 +267,13 @@ export function registerInstances(app: App, deps: AppDeps): void {
       const { instanceId } = c.req.valid('param');
       const q = c.req.valid('query');
       await instances.get(tenant.id, instanceId);
-      const lines = await deps.services.sandboxes.logs({ tenantId: tenant.id, instanceId }, { tail: q.tail });
+      const lines = await deps.sandboxes.logs({ tenantId: tenant.id, instanceId }, { tail: q.tail });
       if (q.follow !== 'true') return c.json({ items: lines }, 200);
       return streamSSE(c, async (stream) => {
         for (const l of lines) await stream.writeSSE({ event: 'log', data: JSON.stringify(l) });
         const ac = new AbortController();
         stream.onAbort(() => ac.abort());
-        await deps.services.sandboxes.followLogs(
-          { tenantId: tenant.id, instanceId },
-          ac.signal,
-          (l) => void stream.writeSSE({ event: 'log', data: JSON.stringify(l) }),
-        );
+        await deps.sandboxes.followLogs({ tenantId: tenant.id, instanceId }, ac.signal, (l) => void stream.writeSSE({ event: 'log', data: JSON.stringify(l) }));
       }) as never;
     },
   );

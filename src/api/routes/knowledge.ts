@@ -3,7 +3,7 @@ import { findingInput, findingPatch } from '../../knowledge/findings.ts';
 import { INGEST_STATUSES } from '../../knowledge/ingest.ts';
 import { MEMORY_KINDS, memoryInput, memoryPatch } from '../../knowledge/memories.ts';
 import { SEARCH_MODES } from '../../knowledge/search.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allow } from '../auth.ts';
 import { errorResponses, json, jsonBody, TenantParam, TimeIdCursor } from '../schemas.ts';
 
@@ -161,8 +161,8 @@ const IngestQuery = z.object({
  * Agent memory and findings (docs/adr/0007-knowledge-search.md): reads need tenant.read, changes
  * tenant.operate. A search by meaning is an embeddings call on the tenant's route (metered, budgeted).
  */
-export function registerKnowledge(app: App, deps: AppDeps): void {
-  const { memories, findings } = deps.services;
+export function registerKnowledge(app: App, deps: RouteDeps<'findings' | 'memories' | 'searchArchive' | 'sessionIngest'>): void {
+  const { memories, findings } = deps;
   const base = '/api/v1/tenants/{tenant}';
   const ctxOf = (actor: string) => ({ actor, agent: '', taskId: null });
 
@@ -340,7 +340,7 @@ export function registerKnowledge(app: App, deps: AppDeps): void {
       const [m, f, a] = await Promise.all([
         kinds.has('memories') ? memories.search(tenant.id, { ...s, includeShared: true }, ctx) : undefined,
         kinds.has('findings') ? findings.list(tenant.id, s, ctx) : undefined,
-        kinds.has('archive') ? deps.services.searchArchive(tenant.id, s, ctx) : undefined,
+        kinds.has('archive') ? deps.searchArchive(tenant.id, s, ctx) : undefined,
       ]);
       const ran = [m, f, a].filter((x) => x !== undefined);
       return c.json(
@@ -367,7 +367,7 @@ export function registerKnowledge(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const { tenant } = allow(c, 'tenant.read');
-      return c.json(await deps.services.sessionIngest.state(tenant.id, c.req.valid('query')), 200);
+      return c.json(await deps.sessionIngest.state(tenant.id, c.req.valid('query')), 200);
     },
   );
 }

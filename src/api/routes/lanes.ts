@@ -13,7 +13,7 @@ import {
   STEP_STATUSES,
   CATCH_UP,
 } from '../../lanes/types.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allow, allowPlatform } from '../auth.ts';
 import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
 
@@ -151,8 +151,8 @@ const DoctorLaneBody = z.strictObject({ enabled: z.boolean() });
  * Projects, lanes and their runs (docs/lanes.md). Reading needs tenant.read; projects, lanes and the time zone
  * are governance (tenant.admin); starting a run and deciding an approval start work (tenant.operate).
  */
-export function registerLanes(app: App, deps: AppDeps): void {
-  const { lanes } = deps.services;
+export function registerLanes(app: App, deps: RouteDeps<'lanes'>): void {
+  const { lanes } = deps;
   const base = '/api/v1/tenants/{tenant}';
 
   app.openapi(

@@ -1,5 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allow } from '../auth.ts';
 import { pageOf, pageQuery, searchParam } from '../paging.ts';
 import { Email, errorResponses, json, jsonBody, MemberSchema, TenantParam, TenantRoleSchema } from '../schemas.ts';
@@ -14,8 +14,8 @@ const MemberListQuery = pageQuery(['email', 'createdAt'], 'email').extend({
 });
 
 /** Tenant members: tenant admins (and platform admins) manage them; members see them (issue 3). */
-export function registerMembers(app: App, deps: AppDeps): void {
-  const { tenants } = deps.services;
+export function registerMembers(app: App, deps: RouteDeps<'tenants'>): void {
+  const { tenants } = deps;
 
   app.openapi(
     createRoute({

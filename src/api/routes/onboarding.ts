@@ -2,7 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import { ONBOARDING_STEPS } from '../../identity/onboarding.ts';
 import { passwordProblem } from '../../identity/passwords.ts';
 import { ConflictError, ValidationError } from '../../errors.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allowPlatform } from '../auth.ts';
 import { Email, errorResponses, json, jsonBody } from '../schemas.ts';
 import { startSession } from './auth.ts';
@@ -35,8 +35,8 @@ export const AgentDefaultsSchema = z
   .openapi('AgentDefaults');
 
 /** First-boot onboarding (issue 3): admin → OIDC (skippable) → LLM provider → default agent settings. */
-export function registerOnboarding(app: App, deps: AppDeps): void {
-  const { onboarding, users } = deps.services;
+export function registerOnboarding(app: App, deps: RouteDeps<'oidc' | 'onboarding' | 'platformProvider' | 'sessions' | 'users', 'secureCookies'>): void {
+  const { onboarding, users } = deps;
 
   app.openapi(
     createRoute({
@@ -115,7 +115,7 @@ export function registerOnboarding(app: App, deps: AppDeps): void {
       await onboarding.expect('provider');
       const body = c.req.valid('json');
       if ('skip' in body) return c.json({ state: await onboarding.mark('provider', 'skipped', by) }, 200);
-      const r = await deps.services.platformProvider.set(body, by);
+      const r = await deps.platformProvider.set(body, by);
       if (!r.saved) throw new ProviderTestFailedError(r.test);
       return c.json({ state: await onboarding.mark('provider', 'done', by), test: r.test }, 200);
     },

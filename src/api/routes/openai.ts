@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { NotFoundError } from '../../errors.ts';
 import type { ChatResult } from '../../ingress/ingress.ts';
 import { chatInput, responsesInput } from '../../ingress/openai-input.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allow } from '../auth.ts';
 import type { AppEnv } from '../env.ts';
 import { jsonBody, TenantParam } from '../schemas.ts';
@@ -66,8 +66,8 @@ const toResponse = (r: ChatResult) =>
  * The tenant's OpenAI-compatible surface (docs/openai-compatible.md): base URL /api/v1/tenants/{tenant},
  * so the openai SDK, the AI SDK and LangChain work unchanged. Errors here are in OpenAI's shape.
  */
-export function registerOpenAi(app: App, deps: AppDeps): void {
-  const { ingress, onboarding, tenants, gate } = deps.services;
+export function registerOpenAi(app: App, deps: RouteDeps<'gate' | 'ingress' | 'onboarding' | 'tenants'>): void {
+  const { ingress, onboarding, tenants, gate } = deps;
   const admit = (c: Context<AppEnv>) =>
     gate.admit({ principal: c.get('principal'), tenant: c.get('tenant'), role: c.get('role'), requestId: c.get('requestId'), channel: 'chat' });
 

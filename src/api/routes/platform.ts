@@ -1,5 +1,5 @@
 import { createRoute, z } from '@hono/zod-openapi';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allowPlatform } from '../auth.ts';
 import { errorResponses, json, jsonBody } from '../schemas.ts';
 import { AgentDefaultsSchema } from './onboarding.ts';
@@ -72,14 +72,14 @@ const DefaultProviderView = z
   .object({ kind: z.enum(PROVIDER_KINDS), name: z.string(), baseUrl: z.string(), defaultModel: z.string(), keySet: z.boolean() })
   .openapi('DefaultProvider');
 
-export async function saveOidc(deps: AppDeps, body: z.infer<typeof OidcSettingsInput>, by: { actor: string; requestId: string }): Promise<void> {
+export async function saveOidc(deps: RouteDeps<'oidc'>, body: z.infer<typeof OidcSettingsInput>, by: { actor: string; requestId: string }): Promise<void> {
   const { clientSecret, ...settings } = body;
-  await deps.services.oidc.save(settings, clientSecret, by);
+  await deps.oidc.save(settings, clientSecret, by);
 }
 
 /** Platform settings a platform admin edits: OIDC and default agent settings. */
-export function registerPlatform(app: App, deps: AppDeps): void {
-  const { oidc, onboarding } = deps.services;
+export function registerPlatform(app: App, deps: RouteDeps<'oidc' | 'onboarding' | 'platformProvider'>): void {
+  const { oidc, onboarding } = deps;
 
   app.openapi(
     createRoute({
@@ -123,7 +123,7 @@ export function registerPlatform(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       allowPlatform(c, 'platform.manage');
-      return c.json((await deps.services.platformProvider.get()) ?? null, 200);
+      return c.json((await deps.platformProvider.get()) ?? null, 200);
     },
   );
 
@@ -138,9 +138,9 @@ export function registerPlatform(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const { by } = allowPlatform(c, 'platform.manage');
-      const r = await deps.services.platformProvider.set(c.req.valid('json'), by);
+      const r = await deps.platformProvider.set(c.req.valid('json'), by);
       if (!r.saved) throw new ProviderTestFailedError(r.test);
-      const provider = await deps.services.platformProvider.get();
+      const provider = await deps.platformProvider.get();
       if (!provider) throw new Error('default provider vanished after saving');
       return c.json({ provider, test: r.test }, 200);
     },

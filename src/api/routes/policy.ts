@@ -1,7 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { NotFoundError, UnauthenticatedError } from '../../errors.ts';
 import { RISKS, type PolicySource } from '../../policy/types.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allow, allowPlatform } from '../auth.ts';
 import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
 
@@ -171,8 +171,8 @@ const toSource = (p: {
  * replace it), the tool registry, each tenant's forbid-only restrictions (tenant admins), and "explain",
  * which decides a sample request and says why (the Governance page).
  */
-export function registerPolicy(app: App, deps: AppDeps): void {
-  const { policy, grants } = deps.services;
+export function registerPolicy(app: App, deps: RouteDeps<'gatewayConfig' | 'grants' | 'policy'>): void {
+  const { policy, grants } = deps;
 
   app.openapi(
     createRoute({
@@ -262,7 +262,7 @@ export function registerPolicy(app: App, deps: AppDeps): void {
       const body = c.req.valid('json');
       const p = await policy.setTenantPolicy(tenant.id, { execPolicy: body.execPolicy, policies: body.policies.map(toSource) }, by);
       // A new gateway configuration version when the policy changed what the gateways are configured with (docs/adr/0013).
-      await deps.services.gatewayConfig.capture(
+      await deps.gatewayConfig.capture(
         tenant.id,
         { actor: by.actor, person: by.actor, requestId: by.requestId },
         `tool policy changed (policy version ${p.version})`,

@@ -1,7 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { poolInput, poolPatch, POOL_STATES } from '../../pools/types.ts';
 import { AGENT_TYPES } from '../../tasks/types.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allow } from '../auth.ts';
 import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
 
@@ -54,8 +54,8 @@ const PoolParams = TenantParam.extend({
  * Executor pools (docs/adr/0014-executor-pools.md). Reading needs tenant.read; defining pools reserves
  * quota (tenant.admin); pause, drain and resume operate the pool (tenant.operate).
  */
-export function registerPools(app: App, deps: AppDeps): void {
-  const { pools } = deps.services;
+export function registerPools(app: App, deps: RouteDeps<'pools'>): void {
+  const { pools } = deps;
   const base = '/api/v1/tenants/{tenant}/pools';
 
   app.openapi(

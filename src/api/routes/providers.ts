@@ -1,7 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { UnauthenticatedError } from '../../errors.ts';
 import { createProviderInput, PROVIDER_CATALOGUE, PROVIDER_KINDS, setRouteInput, updateProviderInput, type ProviderInfo } from '../../vault/providers.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allow } from '../auth.ts';
 import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
 
@@ -74,8 +74,8 @@ const ConnectionTestSchema = z
  * key is part of them); tenant admins change them and run the connection test, which goes through the
  * SSRF-guarded egress path the broker uses.
  */
-export function registerProviders(app: App, deps: AppDeps): void {
-  const { providers } = deps.services;
+export function registerProviders(app: App, deps: RouteDeps<'providers'>): void {
+  const { providers } = deps;
 
   app.openapi(
     createRoute({

@@ -1,6 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { ClawplaneError } from '../../errors.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allowPlatform } from '../auth.ts';
 import { errorResponses, json } from '../schemas.ts';
 
@@ -26,7 +26,7 @@ const ReplicaSchema = z
   .openapi('Replica');
 
 /** The control-plane replicas sharing this database (platform admins). */
-export function registerReplicas(app: App, deps: AppDeps): void {
+export function registerReplicas(app: App, deps: RouteDeps<never, 'replicas'>): void {
   app.openapi(
     createRoute({
       method: 'get',

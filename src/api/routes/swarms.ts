@@ -2,7 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import { taskTree, type TaskNode } from '../../swarms/tree.ts';
 import { swarmRuleInput, SWARM_POLICIES } from '../../swarms/types.ts';
 import { AGENT_TYPES, TASK_STATUSES } from '../../tasks/types.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allow } from '../auth.ts';
 import { errorResponses, json, jsonBody, TenantParam } from '../schemas.ts';
 
@@ -46,8 +46,8 @@ const RuleParams = TenantParam.extend({
 const TaskParams = TenantParam.extend({ taskId: z.uuid().openapi({ param: { name: 'taskId', in: 'path' } }) });
 
 /** Swarm rules (tenant.read to read, tenant.admin to define) and the tree of a task's children. */
-export function registerSwarms(app: App, deps: AppDeps): void {
-  const { swarms } = deps.services;
+export function registerSwarms(app: App, deps: RouteDeps<'swarms', 'db'>): void {
+  const { swarms } = deps;
   const base = '/api/v1/tenants/{tenant}';
 
   app.openapi(

@@ -1,6 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { appliedVersion } from '../../db/migrate.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 
 const READY_TIMEOUT_MS = 2_000;
 
@@ -17,7 +17,7 @@ const Ready = z
   .openapi('Readiness');
 
 /** /healthz (process up), /readyz (database reachable and migrated), /metrics (Prometheus). */
-export function registerSystem(app: App, deps: AppDeps): void {
+export function registerSystem(app: App, deps: RouteDeps<never, 'db' | 'expectedMigration' | 'metrics'>): void {
   app.openapi(
     createRoute({
       method: 'get',

@@ -4,7 +4,7 @@ import { ValidationError } from '../../errors.ts';
 import { agentInput, agentPatch } from '../../tasks/agents.ts';
 import { taskInput } from '../../tasks/service.ts';
 import { AGENT_TYPES, PRIORITIES, TASK_STATUSES, TERMINAL } from '../../tasks/types.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allow } from '../auth.ts';
 import { pageOf, pageQuery } from '../paging.ts';
 import { errorResponses, IsoTime, json, jsonBody, TenantParam } from '../schemas.ts';
@@ -122,8 +122,8 @@ const IDEMPOTENCY = /^[\x21-\x7e]{1,200}$/;
  * Tasks, their approvals and the tenant's agents (issue 8). Writes need tenant.operate, reads
  * tenant.read; the approval webhook's URL and key need tenant.admin.
  */
-export function registerTasks(app: App, deps: AppDeps): void {
-  const { tasks, agents, approvals } = deps.services;
+export function registerTasks(app: App, deps: RouteDeps<'agents' | 'approvals' | 'tasks'>): void {
+  const { tasks, agents, approvals } = deps;
   const base = '/api/v1/tenants/{tenant}';
 
   app.openapi(

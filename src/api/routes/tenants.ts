@@ -1,6 +1,6 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { UnauthenticatedError, ValidationError } from '../../errors.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allow, allowPlatform } from '../auth.ts';
 import { pageOf, pageQuery, searchParam } from '../paging.ts';
 import { errorResponses, json, jsonBody, QuotasPatch, Slug, TenantParam, TenantSchema } from '../schemas.ts';
@@ -27,8 +27,8 @@ const TenantListQuery = pageQuery(['slug', 'name', 'createdAt'], 'slug').extend(
 });
 
 /** Tenants: platform admins create, change, suspend and delete; members see their own (issue 3). */
-export function registerTenants(app: App, deps: AppDeps): void {
-  const { tenants } = deps.services;
+export function registerTenants(app: App, deps: RouteDeps<'tenants'>): void {
+  const { tenants } = deps;
 
   app.openapi(
     createRoute({

@@ -1,7 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { roleAtLeast } from '../../identity/principal.ts';
 import { ForbiddenError } from '../../errors.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import { allow, requireUser } from '../auth.ts';
 import { pageOf, pageQuery, searchParam } from '../paging.ts';
 import { ApiTokenSchema, errorResponses, json, jsonBody, TenantParam, TenantRoleSchema } from '../schemas.ts';
@@ -19,8 +19,8 @@ const TokenListQuery = pageQuery(['createdAt', 'name'], '-createdAt').extend({
 });
 
 /** Tenant API tokens (issue 3): tenant admins mint and revoke them; the token is shown once. */
-export function registerTokens(app: App, deps: AppDeps): void {
-  const { tokens } = deps.services;
+export function registerTokens(app: App, deps: RouteDeps<'tokens'>): void {
+  const { tokens } = deps;
 
   app.openapi(
     createRoute({

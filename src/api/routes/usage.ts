@@ -2,7 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { ValidationError } from '../../errors.ts';
 import { dailyUsage, usageCsv, type DailyUsage } from '../../usage/daily.ts';
-import type { App, AppDeps } from '../app.ts';
+import type { App, RouteDeps } from '../app.ts';
 import type { AppEnv } from '../env.ts';
 import { allow, allowPlatform } from '../auth.ts';
 import { errorResponses, TenantParam } from '../schemas.ts';
@@ -70,7 +70,7 @@ function answer(c: Context<AppEnv>, range: { from: string; to: string }, items: 
 }
 
 /** Usage for billing per tenant and UTC day (docs/usage.md): a tenant's own, and the platform-wide export. */
-export function registerUsage(app: App, deps: AppDeps): void {
+export function registerUsage(app: App, deps: RouteDeps<'broker', 'db'>): void {
   app.openapi(
     createRoute({
       method: 'get',
@@ -84,7 +84,7 @@ export function registerUsage(app: App, deps: AppDeps): void {
       const { tenant } = allow(c, 'tenant.read');
       const q = c.req.valid('query');
       const range = dayRange(q);
-      await deps.services.broker.usage.flush();
+      await deps.broker.usage.flush();
       return answer(c, range, await dailyUsage(deps.db, { ...range, tenantId: tenant.id }), q.format, tenant.slug) as never;
     },
   );
@@ -101,7 +101,7 @@ export function registerUsage(app: App, deps: AppDeps): void {
       allowPlatform(c, 'platform.manage');
       const q = c.req.valid('query');
       const range = dayRange(q);
-      await deps.services.broker.usage.flush();
+      await deps.broker.usage.flush();
       return answer(c, range, await dailyUsage(deps.db, range), q.format, 'platform') as never;
     },
   );
