@@ -20,6 +20,7 @@ import { gatewayRequest } from '../src/ingress/gateway.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { DEFAULT_TOOL_POLICY, renderOpenclawConfig } from '../src/runtime/config.ts';
 import { startServer } from '../src/server/serve.ts';
+import { UID_BASES } from '../test/helpers/gateway.ts';
 
 const VERSION = process.env['CLAWPLANE_RUNTIME_DEFAULT_VERSION'] ?? '2026.9.6';
 const CACHE = process.env['CLAWPLANE_RUNTIME_CACHE'] ?? '/var/tmp/clawplane-runtime-cache';
@@ -138,7 +139,7 @@ export async function main(): Promise<void> {
     CLAWPLANE_SANDBOX_ROOT: sbRoot,
     CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1',
     CLAWPLANE_RECONCILE_INTERVAL_MS: '500',
-    CLAWPLANE_SANDBOX_UID_BASE: '240000',
+    CLAWPLANE_SANDBOX_UID_BASE: String(UID_BASES['bench-ingress']),
     CLAWPLANE_LOG_LEVEL: 'warn',
   });
   const server = await startServer(config, createLogger('warn'));

@@ -11,6 +11,7 @@ import type { DoctorReport } from '../src/doctor/types.ts';
 import { ApiClient, onboard } from './helpers/client.ts';
 import { RUNTIME_CACHE, sandboxRoot } from './helpers/sandbox.ts';
 import { startTestServer } from './helpers/server.ts';
+import { uidBase } from './helpers/gateway.ts';
 
 const root = path.resolve(import.meta.dirname, '..');
 const cli = path.join(root, 'src', 'cli', 'main.ts');
@@ -27,7 +28,11 @@ const check = (r: DoctorReport, id: string) => {
  */
 describe('clawplane doctor', async () => {
   const sandboxes = await sandboxRoot();
-  const server = await startTestServer({ CLAWPLANE_SANDBOX_ROOT: sandboxes, CLAWPLANE_RUNTIME_CACHE: RUNTIME_CACHE, CLAWPLANE_SANDBOX_UID_BASE: '234000' });
+  const server = await startTestServer({
+    CLAWPLANE_SANDBOX_ROOT: sandboxes,
+    CLAWPLANE_RUNTIME_CACHE: RUNTIME_CACHE,
+    CLAWPLANE_SANDBOX_UID_BASE: String(uidBase(import.meta.url)),
+  });
   const admin = await onboard(server);
   const env: NodeJS.ProcessEnv = {
     ...process.env,

@@ -18,6 +18,7 @@ import { startFakeLlm } from './helpers/fake-llm.ts';
 import { EVERY_CHAT_FIELD } from './helpers/openai-fields.ts';
 import { OPENCLAW_VERSION, RUNTIME_CACHE, sandboxRoot } from './helpers/sandbox.ts';
 import { startTestServer } from './helpers/server.ts';
+import { uidBase } from './helpers/gateway.ts';
 
 const ANSWER = 'Hello from fake-model';
 
@@ -29,7 +30,7 @@ describe('OpenAI clients against a real gateway', { timeout: 1_200_000 }, async 
     CLAWPLANE_SANDBOX_ROOT: root,
     CLAWPLANE_EGRESS_ALLOW_HOSTS: '127.0.0.1',
     CLAWPLANE_RECONCILE_INTERVAL_MS: '1000',
-    CLAWPLANE_SANDBOX_UID_BASE: '240000',
+    CLAWPLANE_SANDBOX_UID_BASE: String(uidBase(import.meta.url)),
     CLAWPLANE_LOG_LEVEL: 'info',
     // Nothing is reaped while the file runs.
     CLAWPLANE_IDLE_CHECK_INTERVAL_MS: '3600000',

@@ -38,6 +38,9 @@ export const UID_BASES: Record<string, number> = {
   'bench-pools': 246_000,
   'bench-replicas': 247_000,
   'bench-boot': 248_000,
+  'openai-sdks.test.ts': 249_000,
+  'doctor.test.ts': 250_000,
+  'bench-ingress': 251_000,
 };
 
 /** The uid base of the calling test file (pass import.meta.url); `suffix` splits a file's block (e.g. per driver). */
@@ -67,7 +70,17 @@ export interface GatewayFixture {
   waitStatus(t: TenantFixture, id: string, status: string, reason?: RegExp, timeoutMs?: number): Promise<Instance>;
 }
 
-export async function startGatewayFixture(o: { file: string; uidSuffix?: number; env?: Record<string, string>; canary?: string }): Promise<GatewayFixture> {
+/**
+ * Starts the fixture. `pull: false` leaves the runtime cache as it is (a file that tests the first pull
+ * passes an empty one in `env`).
+ */
+export async function startGatewayFixture(o: {
+  file: string;
+  uidSuffix?: number;
+  env?: Record<string, string>;
+  canary?: string;
+  pull?: boolean;
+}): Promise<GatewayFixture> {
   const fake = await startFakeLlm();
   const root = await sandboxRoot();
   const server = await startTestServer({
@@ -85,7 +98,7 @@ export async function startGatewayFixture(o: { file: string; uidSuffix?: number;
     for (const h of await server.services.sandboxes.list().catch(() => [])) await server.services.sandboxes.stop(h).catch(() => undefined);
   });
   // The first run on a fresh machine pulls from the npm registry; later runs reuse the cache.
-  await server.services.runtimes.pull(OPENCLAW_VERSION);
+  if (o.pull !== false) await server.services.runtimes.pull(OPENCLAW_VERSION);
   const admin = await onboard(server);
   const { a, b } = await twoTenants(server, admin);
   const canary = o.canary ?? `sk-canary-${randomBytes(12).toString('hex')}`;
