@@ -72,7 +72,8 @@ describe('the operator role: Tenant resources into the database (stand-in API se
     plural: 'executorpools',
     schema: schemas.get('ExecutorPool') ?? {},
   });
-  const server = await startTestServer();
+  // No reconciler: nothing here starts a sandbox (an instance set running stays a row; there is no kubelet either).
+  const server = await startTestServer({ CLAWPLANE_ROLES: 'api,worker,broker' });
   const admin = await onboard(server);
   const kc = new KubeConfig();
   kc.loadFromOptions(kube.kubeconfigOptions(NS));
@@ -212,14 +213,93 @@ describe('the operator role: Tenant resources into the database (stand-in API se
     }
   });
 
+  test('quotas.maxSandboxes bounds the sandboxes a tenant runs at once: a start beyond it is refused with quota_exceeded naming maxSandboxes (nothing made), a stopped instance frees one, a pool that would need more is QuotaExceeded; set and cleared through the API too', async () => {
+    type Refusal = { code: string; message: string; details?: { quota: string; limit: number; requested: number } };
+    await applyTenant('capped', { slug: 'capped', displayName: 'Capped', quotas: { maxInstances: 5, maxSandboxes: 2 } });
+    await operator.pass();
+    assert.equal(ready('capped')?.conditions?.[0]?.status, 'True');
+    assert.doesNotMatch(ready('capped')?.conditions?.[0]?.message ?? '', /not enforced/);
+    assert.equal((await admin.json<{ quotas: { maxSandboxes: number | null } }>('GET', '/api/v1/tenants/capped')).quotas.maxSandboxes, 2, 'the API shows it');
+    // A tenant member runs instances (a tenant_admin token, as the CLI mints one); the platform admin sets quotas.
+    const memberOf = async (slug: string) => {
+      const t = await tenants.get(slug);
+      const { token } = await server.services.tokens.create(t.id, { name: 'ops', role: 'tenant_admin', createdBy: null }, { actor: 'test' });
+      return new ApiClient(server.url, { bearer: token });
+    };
+    const ops = await memberOf('capped');
+    const deploy = (name: string, start = true) => ops.call('POST', '/api/v1/tenants/capped/instances', { name, start });
+    assert.equal((await deploy('a')).status, 202);
+    assert.equal((await deploy('b')).status, 202);
+    const third = await deploy('c');
+    const body = (await third.json()) as Refusal;
+    assert.equal(third.status, 429, JSON.stringify(body));
+    assert.equal(body.code, 'quota_exceeded');
+    assert.deepEqual(body.details, { quota: 'maxSandboxes', limit: 2, requested: 3 });
+    assert.match(body.message, /may run at most 2 sandbox\(es\) at once \(quota maxSandboxes\).*stop an instance/);
+    const names = async () =>
+      (await ops.json<{ items: { id: string; name: string; desiredState: string }[] }>('GET', '/api/v1/tenants/capped/instances')).items;
+    assert.deepEqual(
+      (await names()).map((i) => i.name),
+      ['a', 'b'],
+      'nothing made',
+    );
+    // A stopped instance holds no sandbox: deployed stopped it is allowed, started it is refused until one stops.
+    const c = await ops.json<{ id: string }>('POST', '/api/v1/tenants/capped/instances', { name: 'c', start: false }, 202);
+    const start = await ops.call('POST', `/api/v1/tenants/capped/instances/${c.id}/start`);
+    assert.equal(start.status, 429);
+    assert.equal(((await start.json()) as Refusal).details?.quota, 'maxSandboxes');
+    const a = (await names()).find((i) => i.name === 'a');
+    await ops.json('POST', `/api/v1/tenants/capped/instances/${a?.id ?? ''}/stop`, undefined, 202);
+    await ops.json('POST', `/api/v1/tenants/capped/instances/${c.id}/start`, undefined, 202);
+    assert.deepEqual(
+      (await names()).map((i) => `${i.name}:${i.desiredState}`),
+      ['a:stopped', 'b:running', 'c:running'],
+    );
+    const denied = await server.db.query<{ action: string }>(
+      "SELECT action FROM audit_events WHERE action LIKE 'instance.%' AND decision = 'deny' AND detail->>'reason' LIKE '%maxSandboxes%' ORDER BY seq",
+    );
+    assert.deepEqual(
+      denied.rows.map((r) => r.action),
+      ['instance.deploy', 'instance.start'],
+    );
+    // An executor pool reserves its sandboxes at its max: one more than the quota leaves is refused, as a condition and an Event.
+    await applyPool('capped-chat', { tenantRef: { name: 'capped' }, agentType: 'chat', maxExecutors: 1 });
+    await operator.pass();
+    assert.equal(poolStatus('capped-chat')?.conditions?.[0]?.reason, 'QuotaExceeded');
+    assert.match(poolStatus('capped-chat')?.conditions?.[0]?.message ?? '', /quota maxSandboxes/);
+    assert.deepEqual(
+      eventsOn('ExecutorPool', 'capped-chat').map((e) => e.reason),
+      ['QuotaExceeded'],
+    );
+    // Raised in the resource, the pool fits; removed from it, there is no bound.
+    await applyTenant('capped', { slug: 'capped', displayName: 'Capped', quotas: { maxInstances: 5, maxSandboxes: 3 } });
+    await operator.pass();
+    assert.equal(poolStatus('capped-chat')?.conditions?.[0]?.status, 'True');
+    await applyTenant('capped', { slug: 'capped', displayName: 'Capped', quotas: { maxInstances: 5 } });
+    await operator.pass();
+    assert.equal((await tenants.find('capped'))?.quotas.maxSandboxes, null);
+    // Through the API, for a tenant no resource manages.
+    await admin.json('POST', '/api/v1/tenants', { slug: 'api-capped', name: 'API capped', quotas: { maxInstances: 3, maxSandboxes: 1 } }, 201);
+    const apiOps = await memberOf('api-capped');
+    await apiOps.json('POST', '/api/v1/tenants/api-capped/instances', { name: 'one' }, 202);
+    const two = await apiOps.call('POST', '/api/v1/tenants/api-capped/instances', { name: 'two' });
+    assert.equal(two.status, 429);
+    const patched = await admin.json<{ quotas: { maxSandboxes: number | null } }>('PATCH', '/api/v1/tenants/api-capped', { quotas: { maxSandboxes: null } });
+    assert.equal(patched.quotas.maxSandboxes, null);
+    await apiOps.json('POST', '/api/v1/tenants/api-capped/instances', { name: 'two' }, 202);
+    const bad = await admin.call('PATCH', '/api/v1/tenants/api-capped', { quotas: { maxSandboxes: -1 } });
+    assert.equal(bad.status, 400);
+  });
+
   test('fields not stored are named in the condition; a tier with no RuntimeClass is refused before anything is written', async () => {
-    await applyTenant('later-fields', { slug: 'later-fields', displayName: 'Later', runtimeVersion: '2026.9.6', quotas: { maxSandboxes: 2 } });
+    await applyTenant('later-fields', { slug: 'later-fields', displayName: 'Later', runtimeVersion: '2026.9.6' });
+    // Without the instance service (an operator that only manages tenants), runtimeVersion is not enforced, and says so.
+    const bare = new TenantOperator(kc, { namespace: NS, tenants, claims: claims('op-1'), log: pino({ level: 'silent' }) });
+    await bare.pass();
+    assert.match(ready('later-fields')?.conditions?.[0]?.message ?? '', /not enforced by this release: runtimeVersion$/);
     await applyTenant('gold', { slug: 'gold', displayName: 'Gold', tier: 'gold' });
     await operator.pass();
-    assert.match(
-      ready('later-fields')?.conditions?.[0]?.message ?? '',
-      /runtime 2026\.9\.6 on 0 of 0 instances; not enforced by this release: quotas\.maxSandboxes$/,
-    );
+    assert.match(ready('later-fields')?.conditions?.[0]?.message ?? '', /matches the spec; runtime 2026\.9\.6 on 0 of 0 instances$/);
     assert.equal(ready('gold')?.conditions?.[0]?.reason, 'InvalidSpec');
     assert.match(ready('gold')?.conditions?.[0]?.message ?? '', /tier "gold" has no RuntimeClass.*standard, isolated, vm/);
     assert.equal(await tenants.find('gold'), undefined, 'no tenant made');

@@ -79,6 +79,10 @@ export const QuotasSchema = z
       .max(100_000_000)
       .openapi({ description: 'CPU the executor pools may reserve in total (shards × maxExecutors × cpuMillis), in thousandths of a core' }),
     maxMemoryMb: z.number().int().min(0).max(100_000_000).openapi({ description: 'Memory the executor pools may reserve in total, in MiB' }),
+    maxSandboxes: z.number().int().min(0).max(10000).nullable().openapi({
+      description:
+        'Sandboxes the tenant may run at once: its instances set running plus what its executor pools reserve at their max; null = no bound beyond maxInstances',
+    }),
   })
   .openapi('Quotas');
 
@@ -91,6 +95,7 @@ export const QuotasPatch = z.strictObject({
   idleTimeoutMinutes: QuotasSchema.shape.idleTimeoutMinutes.optional(),
   maxCpuMillis: QuotasSchema.shape.maxCpuMillis.optional(),
   maxMemoryMb: QuotasSchema.shape.maxMemoryMb.optional(),
+  maxSandboxes: QuotasSchema.shape.maxSandboxes.optional(),
 });
 
 export const TenantSchema = z

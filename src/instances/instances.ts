@@ -9,6 +9,7 @@ import { ConflictError, NotFoundError, QuotaExceededError } from '../errors.ts';
 import { assertTenantActive } from '../identity/authz.ts';
 import { scrubHostDetails } from '../observability/host-details.ts';
 import { parseRuntimeSpec, type RuntimeStore } from '../runtime/store.ts';
+import { sandboxesHeld, sandboxQuotaError } from '../tenancy/tenants.ts';
 import { storedSandboxRef, storedSnapshotRef, type SandboxHealth, type SandboxRef, type SnapshotRef } from '../sandbox/types.ts';
 import type { Vault } from '../vault/vault.ts';
 
@@ -278,8 +279,8 @@ export class InstanceService {
     const row = await this.#o.db
       .tx(async (tx) => {
         // Lock the tenant row: concurrent deploys must not both slip under the quota.
-        const t = await tx.query<{ max_instances: number; slug: string; status: string }>(
-          'SELECT max_instances, slug, status FROM tenants WHERE id = $1 FOR UPDATE',
+        const t = await tx.query<{ max_instances: number; max_sandboxes: number | null; slug: string; status: string }>(
+          'SELECT max_instances, max_sandboxes, slug, status FROM tenants WHERE id = $1 FOR UPDATE',
           [tenantId],
         );
         const tenant = t.rows[0];
@@ -290,6 +291,10 @@ export class InstanceService {
           throw new QuotaExceededError(
             `Tenant "${tenant.slug}" may have at most ${tenant.max_instances} instance(s) (quota maxInstances): destroy one, or ask a platform admin to raise the quota.`,
           );
+        }
+        if (input.start && tenant.max_sandboxes !== null && !input.name.startsWith('pool-')) {
+          const held = await sandboxesHeld(tx, tenantId);
+          if (held + 1 > tenant.max_sandboxes) throw sandboxQuotaError(tenant.slug, tenant.max_sandboxes, held + 1, `starting "${input.name}"`);
         }
         const dup = await tx.query('SELECT 1 FROM instances WHERE tenant_id = $1 AND name = $2', [tenantId, input.name]);
         if (dup.rowCount)
@@ -349,13 +354,13 @@ export class InstanceService {
     await this.#requireActiveTenant(this.#o.db, tenantId);
     await this.#requireRuntime(tenantId, 'instance.start', row.runtimeVersion, by, id);
     return this.#setDesired(tenantId, id, 'start', by, async (tx, r) => {
-      await this.#requireActiveTenant(tx, tenantId);
+      await this.#admitRunning(tx, tenantId, r);
       await tx.query(`UPDATE instances SET desired_state = 'running', failures = 0, next_attempt_at = NULL, updated_at = now() WHERE id = $1`, [id]);
       if (r.status === 'stopped' || r.status === 'error') await this.#transition(tx, r, 'provisioning', 'start requested', by.actor);
       // A suspended instance resumes from its snapshot (issue 10); the reconciler falls back to a cold start.
       if (r.status === 'suspended') await this.#transition(tx, r, 'provisioning', 'resume requested', by.actor);
       return true;
-    });
+    }).catch(this.#quotaRefused(tenantId, id, by));
   }
 
   async restart(tenantId: string, id: string, by: Audited): Promise<Instance> {
@@ -363,14 +368,14 @@ export class InstanceService {
     await this.#requireActiveTenant(this.#o.db, tenantId);
     await this.#requireRuntime(tenantId, 'instance.restart', row.runtimeVersion, by, id);
     return this.#setDesired(tenantId, id, 'restart', by, async (tx, r) => {
-      await this.#requireActiveTenant(tx, tenantId);
+      await this.#admitRunning(tx, tenantId, r);
       await tx.query(
         `UPDATE instances SET desired_state = 'running', generation = generation + 1, failures = 0, next_attempt_at = NULL, updated_at = now() WHERE id = $1`,
         [id],
       );
       if (r.status !== 'provisioning') await this.#transition(tx, r, 'provisioning', 'restart requested', by.actor);
       return true;
-    });
+    }).catch(this.#quotaRefused(tenantId, id, by));
   }
 
   /** Moves to another runtime version, keeping state; the reconciler rolls back when the new one fails its health check. */
@@ -457,20 +462,51 @@ export class InstanceService {
   }
 
   /**
-   * The platform's default version is pulled by the reconciler on first start (a first deploy just
-   * works); any other version must be installed by a platform admin first, so a tenant cannot make the
-   * host download packages of its choosing.
+   * The last check before an instance is set running (start, restart, the ingress's wake, which calls
+   * start): its tenant is active and, when the instance is not running yet and the tenant has a
+   * maxSandboxes quota, there is room for one more sandbox. The tenant row is locked FOR UPDATE then (as
+   * deploy and the pool service do), so two starts cannot both take the last one. Pool sandboxes are
+   * reserved by their pool at its max and not counted again.
    */
+  async #admitRunning(tx: Queryable, tenantId: string, r: InstanceRow): Promise<void> {
+    const counted = r.desiredState === 'running' || r.name.startsWith('pool-');
+    const q = await tx.query<{ max_sandboxes: number | null }>('SELECT max_sandboxes FROM tenants WHERE id = $1', [tenantId]);
+    if (counted || q.rows[0]?.max_sandboxes == null) return this.#requireActiveTenant(tx, tenantId);
+    const t = await tx.query<{ slug: string; status: string; max_sandboxes: number | null }>(
+      'SELECT slug, status, max_sandboxes FROM tenants WHERE id = $1 FOR UPDATE',
+      [tenantId],
+    );
+    const tenant = t.rows[0];
+    if (!tenant) throw new NotFoundError('Tenant');
+    assertTenantActive(tenant);
+    if (tenant.max_sandboxes === null) return;
+    const held = await sandboxesHeld(tx, tenantId);
+    if (held + 1 > tenant.max_sandboxes) throw sandboxQuotaError(tenant.slug, tenant.max_sandboxes, held + 1, `starting "${r.name}"`);
+  }
+
   /** Whether instances can run this version now (the default is pulled on demand; another must be installed). */
   async hasRuntime(version: string): Promise<boolean> {
     return version === this.#o.defaultRuntimeVersion || (await this.#o.runtimes.has(version));
   }
 
+  /**
+   * The platform's default version is pulled by the reconciler on first start (a first deploy just
+   * works); any other version must be installed by a platform admin first, so a tenant cannot make the
+   * host download packages of its choosing.
+   */
   async #requireRuntime(tenantId: string, action: string, version: string, by: Audited, id: string | null = null): Promise<void> {
     if (version === this.#o.defaultRuntimeVersion || (await this.#o.runtimes.has(version))) return;
     const msg = `OpenClaw ${version} is not installed on this control plane (only the default version, ${this.#o.defaultRuntimeVersion}, is pulled on demand): a platform admin must run "clawplane runtime pull openclaw@${version}" first.`;
     await this.#refused(tenantId, action, id, msg, by);
     throw new ConflictError(msg, 'runtime_missing');
+  }
+
+  /** A maxSandboxes refusal of a start is audited (decision deny) like deploy's quota refusals, then rethrown. */
+  #quotaRefused(tenantId: string, id: string, by: Audited): (err: unknown) => Promise<never> {
+    return async (err) => {
+      if (err instanceof QuotaExceededError) await this.#refused(tenantId, 'instance.start', id, err.message, by);
+      throw err;
+    };
   }
 
   async #refused(tenantId: string, action: string, id: string | null, reason: string, by: Audited): Promise<void> {

@@ -64,11 +64,8 @@ interface Condition {
   observedGeneration: number;
 }
 
-/**
- * The spec fields this release does not store, reported as not enforced (never silently dropped): the
- * database has no tenant default runtime, and sandboxes count against maxInstances.
- */
-const NOT_YET = ['runtimeVersion', 'quotas.maxSandboxes'] as const;
+/** Reported as not enforced when the operator runs without the instance service (never silently dropped). */
+const NOT_YET = ['runtimeVersion'] as const;
 
 /** The API's bound on the CPU and memory quotas (src/api/schemas.ts). */
 const MAX_QUOTA = 100_000_000;
@@ -479,6 +476,8 @@ function quotasOf(spec: TenantSpec): Partial<Quotas> {
   if (q.maxInstances !== undefined) out.maxInstances = q.maxInstances;
   if (q.maxConcurrentTasks !== undefined) out.maxConcurrentTasks = q.maxConcurrentTasks;
   if (q.maxStorageBytes !== undefined) out.maxStorageBytes = q.maxStorageBytes;
+  // Unset is "no bound" (null), so removing it from the resource removes the bound.
+  out.maxSandboxes = q.maxSandboxes ?? null;
   if (q.dailyTokenBudget !== undefined) out.dailyTokenBudget = q.dailyTokenBudget;
   if (q.dailyCostBudgetUsd !== undefined) out.dailyCostBudgetUsd = Number(q.dailyCostBudgetUsd);
   if (spec.idleTimeoutMinutes !== undefined) out.idleTimeoutMinutes = spec.idleTimeoutMinutes;

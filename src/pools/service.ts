@@ -4,6 +4,7 @@ import type { Db, Queryable } from '../db/pool.ts';
 import { ConflictError, NotFoundError, QuotaExceededError, ValidationError } from '../errors.ts';
 import { riskOf } from '../tasks/agents.ts';
 import type { AgentType } from '../tasks/types.ts';
+import { sandboxesHeld, sandboxQuotaError } from '../tenancy/tenants.ts';
 import { placement, poolSandboxName, replace, sandboxesFor } from './placement.ts';
 import { poolInput, poolPatch, shardOf, type Pool, type PoolExecutor, type PoolInput, type PoolState } from './types.ts';
 
@@ -474,8 +475,8 @@ export class PoolService {
    * and memory what all pools may grow to.
    */
   async #checkQuotas(tx: Queryable, tenantId: string, add: { sandboxes: number; cpuMillis: number; memoryMb: number }): Promise<void> {
-    const t = await tx.query<{ slug: string; max_instances: number; max_cpu_millis: number; max_memory_mb: number }>(
-      'SELECT slug, max_instances, max_cpu_millis, max_memory_mb FROM tenants WHERE id = $1 FOR UPDATE',
+    const t = await tx.query<{ slug: string; max_instances: number; max_cpu_millis: number; max_memory_mb: number; max_sandboxes: number | null }>(
+      'SELECT slug, max_instances, max_cpu_millis, max_memory_mb, max_sandboxes FROM tenants WHERE id = $1 FOR UPDATE',
       [tenantId],
     );
     const tenant = t.rows[0];
@@ -495,6 +496,12 @@ export class PoolService {
     };
     if (add.sandboxes > 0 && u.sandboxes + add.sandboxes > tenant.max_instances)
       over('maxInstances', tenant.max_instances, u.sandboxes + add.sandboxes, ' sandbox(es)');
+    // maxSandboxes (ADR 0011): the instances set running and every pool at its max, this change included.
+    if (add.sandboxes > 0 && tenant.max_sandboxes !== null) {
+      const held = await sandboxesHeld(tx, tenantId);
+      if (held + add.sandboxes > tenant.max_sandboxes)
+        throw sandboxQuotaError(tenant.slug, tenant.max_sandboxes, held + add.sandboxes, "this pool's maxExecutors, shards and executorsPerSandbox");
+    }
     if (add.cpuMillis > 0 && u.cpu + add.cpuMillis > tenant.max_cpu_millis) over('maxCpuMillis', tenant.max_cpu_millis, u.cpu + add.cpuMillis, ' millicores');
     if (add.memoryMb > 0 && u.mem + add.memoryMb > tenant.max_memory_mb) over('maxMemoryMb', tenant.max_memory_mb, u.mem + add.memoryMb, ' MiB');
   }

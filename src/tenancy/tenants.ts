@@ -1,7 +1,7 @@
 import { appendAudit } from '../audit/log.ts';
 import { containing, keysetPage, type Sorts } from '../db/keyset.ts';
 import type { Db, Queryable } from '../db/pool.ts';
-import { ConflictError, NotFoundError } from '../errors.ts';
+import { ConflictError, NotFoundError, QuotaExceededError } from '../errors.ts';
 import { syncOidcMemberships, type MembershipChange, type OidcGroupMapping } from '../identity/oidc-groups.ts';
 import type { TenantRole } from '../identity/principal.ts';
 
@@ -28,6 +28,11 @@ export interface Quotas {
   /** What the tenant's executor pools may reserve in total (src/pools/service.ts). */
   maxCpuMillis: number;
   maxMemoryMb: number;
+  /**
+   * Sandboxes the tenant may run at once (docs/adr/0011-kubernetes.md): its instances set running plus
+   * what its executor pools reserve at their max; null = no bound beyond maxInstances.
+   */
+  maxSandboxes: number | null;
 }
 
 /** What the platform admin's tenant list shows next to each tenant (issue 9): computed, never stored. */
@@ -61,6 +66,7 @@ interface TenantRow {
   idle_timeout_minutes: number | null;
   max_cpu_millis: number;
   max_memory_mb: number;
+  max_sandboxes: number | null;
   created_at: Date;
   updated_at: Date;
 }
@@ -107,6 +113,7 @@ function toTenant(r: TenantRow): Tenant {
       idleTimeoutMinutes: r.idle_timeout_minutes,
       maxCpuMillis: r.max_cpu_millis,
       maxMemoryMb: r.max_memory_mb,
+      maxSandboxes: r.max_sandboxes,
     },
     createdAt: r.created_at.toISOString(),
     updatedAt: r.updated_at.toISOString(),
@@ -122,6 +129,7 @@ const QUOTA_COLUMNS: Record<keyof Quotas, string> = {
   idleTimeoutMinutes: 'idle_timeout_minutes',
   maxCpuMillis: 'max_cpu_millis',
   maxMemoryMb: 'max_memory_mb',
+  maxSandboxes: 'max_sandboxes',
 };
 
 export interface Audited {
@@ -516,4 +524,26 @@ export class TenantService {
 export async function tenantTier(q: Queryable, tenantId: string): Promise<string | null> {
   const r = await q.query<{ tier: string | null }>('SELECT tier FROM tenants WHERE id = $1', [tenantId]);
   return r.rows[0]?.tier ?? null;
+}
+
+/**
+ * The sandboxes a tenant holds against maxSandboxes: its instances set running (pool sandboxes aside) and
+ * the sandboxes each executor pool needs at its max (shards × maxExecutors / executorsPerSandbox, rounded
+ * up: what the pool service reserves, src/pools/service.ts).
+ */
+export async function sandboxesHeld(q: Queryable, tenantId: string): Promise<number> {
+  const r = await q.query<{ n: number }>(
+    `SELECT (SELECT count(*) FROM instances WHERE tenant_id = $1 AND desired_state = 'running' AND name NOT LIKE 'pool-%')::int
+          + (SELECT COALESCE(sum(ceil(shards * max_executors / executors_per_sandbox::numeric)), 0) FROM executor_pools WHERE tenant_id = $1)::int AS n`,
+    [tenantId],
+  );
+  return r.rows[0]?.n ?? 0;
+}
+
+/** The refusal when a change would hold more sandboxes than the tenant's maxSandboxes. */
+export function sandboxQuotaError(slug: string, limit: number, requested: number, what: string): QuotaExceededError {
+  return new QuotaExceededError(
+    `Tenant "${slug}" may run at most ${limit} sandbox(es) at once (quota maxSandboxes); ${what} would make ${requested}: stop an instance, lower an executor pool's maxExecutors, or ask a platform admin to raise maxSandboxes.`,
+    { quota: 'maxSandboxes', limit, requested },
+  );
 }

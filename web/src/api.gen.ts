@@ -2914,6 +2914,8 @@ export interface paths {
                             maxInstances?: number;
                             /** @description Memory the executor pools may reserve in total, in MiB */
                             maxMemoryMb?: number;
+                            /** @description Sandboxes the tenant may run at once: its instances set running plus what its executor pools reserve at their max; null = no bound beyond maxInstances */
+                            maxSandboxes?: number | null;
                             maxStorageBytes?: number;
                         };
                         slug: string;
@@ -3164,6 +3166,8 @@ export interface paths {
                             maxInstances?: number;
                             /** @description Memory the executor pools may reserve in total, in MiB */
                             maxMemoryMb?: number;
+                            /** @description Sandboxes the tenant may run at once: its instances set running plus what its executor pools reserve at their max; null = no bound beyond maxInstances */
+                            maxSandboxes?: number | null;
                             maxStorageBytes?: number;
                         };
                     };
@@ -17038,6 +17042,8 @@ export interface components {
             maxInstances: number;
             /** @description Memory the executor pools may reserve in total, in MiB */
             maxMemoryMb: number;
+            /** @description Sandboxes the tenant may run at once: its instances set running plus what its executor pools reserve at their max; null = no bound beyond maxInstances */
+            maxSandboxes: number | null;
             maxStorageBytes: number;
         };
         Readiness: {
