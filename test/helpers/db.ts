@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { after } from 'node:test';
+import { afterAll } from './after-all.ts';
 import pg from 'pg';
 import { createDb, type Db } from '../../src/db/pool.ts';
 import { createLogger } from '../../src/observability/logger.ts';
@@ -41,7 +41,7 @@ export async function adminQuery(sql: string, params: unknown[] = []): Promise<p
 export async function emptyDatabase(): Promise<string> {
   const name = `t_${randomBytes(6).toString('hex')}`;
   await adminQuery(`CREATE DATABASE ${name}`);
-  after(() => adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+  afterAll(() => adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
   return urlFor(name);
 }
 
@@ -60,6 +60,6 @@ export async function testDatabase(opts: { autoDrop?: boolean } = {}): Promise<T
     await db.close().catch(() => undefined);
     await adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
   };
-  if (opts.autoDrop !== false) after(drop);
+  if (opts.autoDrop !== false) afterAll(drop);
   return { name, url, db, adminUrl: adminUrl(), drop };
 }

@@ -14,7 +14,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { after } from 'node:test';
+import { afterAll } from './after-all.ts';
 
 export interface FakeRequest {
   path: string;
@@ -119,7 +119,7 @@ export async function startFakeLlm(): Promise<FakeLlm> {
       server.closeAllConnections();
       server.close(() => resolve());
     });
-  after(() => fake.close());
+  afterAll(() => fake.close());
   return fake;
 }
 

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { after } from 'node:test';
+import { afterAll } from './after-all.ts';
 import type { Instance } from '../../src/instances/instances.ts';
 import { onboard, twoTenants, type ApiClient, type TenantFixture } from './client.ts';
 import { startFakeLlm, type FakeLlm } from './fake-llm.ts';
@@ -94,7 +94,7 @@ export async function startGatewayFixture(o: {
   // node:test runs a suite's after hooks in registration order, so this runs after startTestServer's
   // (which stops the sandboxes it lists, then the server): it stops what a server restarted by the
   // test file left running.
-  after(async () => {
+  afterAll(async () => {
     for (const h of await server.services.sandboxes.list().catch(() => [])) await server.services.sandboxes.stop(h).catch(() => undefined);
   });
   // The first run on a fresh machine pulls from the npm registry; later runs reuse the cache.

@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { after } from 'node:test';
+import { afterAll } from './after-all.ts';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, ApiClient } from './client.ts';
 import { capturedLogs } from './server.ts';
 
@@ -81,7 +81,7 @@ export async function startReplica(opts: {
     }
     if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true });
   };
-  after(stop);
+  afterAll(stop);
   return { name: opts.name, url: started.url, id: started.id, dataDir, child, output: () => out, exited, stop };
 }
 

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { chmod, link, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { after } from 'node:test';
+import { afterAll } from './after-all.ts';
 import type { RuntimeStore } from '../../src/runtime/store.ts';
 import type { InstanceService } from '../../src/instances/instances.ts';
 import { transportRequest } from '../../src/sandbox/gateway-rpc.ts';
@@ -31,7 +31,7 @@ export async function sandboxRoot(): Promise<string> {
   await mkdir('/var/tmp', { recursive: true });
   const root = await mkdtemp('/var/tmp/clawplane-test-sandboxes-');
   await chmod(root, 0o711);
-  after(async () => {
+  afterAll(async () => {
     await killSandboxesUnder(root);
     await rm(root, { recursive: true, force: true });
   });

@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import { after } from 'node:test';
+import { afterAll } from './after-all.ts';
 import { parseConfig, type Config } from '../../src/config/schema.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { startServer, type RunningServer } from '../../src/server/serve.ts';
@@ -46,7 +46,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
   const server = await startServer(config, createLogger(config.logLevel, sink));
   // One hook, in this order: sandboxes (they outlive a stopped server by design), the server (drains
   // requests, stops workflows), then the database and the data directory.
-  after(async () => {
+  afterAll(async () => {
     // No error body or status reason showed the host: tenants must not read its paths or uids.
     const hostDetail = new RegExp(
       `${[dataDir, config.instances.sandboxRoot, os.tmpdir() + '/', '/var/tmp/', '/proc/']
