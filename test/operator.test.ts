@@ -144,7 +144,9 @@ describe('the operator role: Tenant resources into the database (stand-in API se
       "SELECT actor, action FROM audit_events WHERE action = 'tenant.create' ORDER BY seq DESC LIMIT 1",
     );
     assert.equal(audit.rows[0]?.actor, 'operator');
-    assert.deepEqual(kube.managers('Tenant', NS, 'acme'), ['kubectl'], "the spec stays the user's; the operator wrote only status");
+    assert.deepEqual(kube.managers('Tenant', NS, 'acme').sort(), ['clawplane-operator', 'kubectl'], "the spec stays the user's");
+    assert.deepEqual(kube.ownedBy('Tenant', NS, 'acme', 'clawplane-operator'), ['metadata.finalizers'], 'the operator owns its finalizer, nothing else');
+    assert.deepEqual(kube.get('Tenant', NS, 'acme')?.metadata['finalizers'], ['clawplane.dev/operator']);
   });
 
   test("members by OIDC group: spec.members becomes the tenant's group mapping (shown by the API); a person signing in through the real OpenID provider with that group is a member with its role, and loses it at once when the resource drops the group", async () => {
@@ -466,7 +468,7 @@ describe('the operator role: Tenant resources into the database (stand-in API se
         ['operator', 'pool.update'],
       ],
     );
-    assert.deepEqual(kube.managers('ExecutorPool', NS, 'pooled-research'), ['kubectl'], "the spec stays the user's");
+    assert.deepEqual(kube.ownedBy('ExecutorPool', NS, 'pooled-research', 'clawplane-operator'), ['metadata.finalizers'], "the spec stays the user's");
   });
 
   test('a pool created through the API is not clobbered (PoolExists, as a condition and an Event) unless adopted; refusals name their reason', async () => {
@@ -501,6 +503,90 @@ describe('the operator role: Tenant resources into the database (stand-in API se
     const small = await tenants.find('small');
     assert.ok(small);
     assert.deepEqual(await pools.list(small.id), [], 'nothing half-made');
+  });
+
+  test('deleting resources: a Tenant is retained by default (tenant, instances and data kept, audited, a Normal Event), deleted only with deletionPolicy: Delete; an ExecutorPool is drained and removed by default, kept with Retain; the finalizer makes a deletion wait for the operator', async () => {
+    const del = (kind: 'Tenant' | 'ExecutorPool', name: string) =>
+      fetch(`${kube.url}/apis/clawplane.dev/v1alpha1/namespaces/${NS}/${kind.toLowerCase()}s/${name}`, {
+        method: 'DELETE',
+        headers: { authorization: `Bearer ${kube.token}` },
+      });
+    const normal = (kind: string, name: string) => eventsOn(kind, name).filter((e) => e.type === 'Normal');
+    await applyTenant('keep', { slug: 'keep', displayName: 'Keep', quotas: { maxInstances: 5 } });
+    await applyPool('keep-chat', { tenantRef: { name: 'keep' }, agentType: 'chat', maxExecutors: 1, deletionPolicy: 'Retain' });
+    await applyPool('keep-coding', { tenantRef: { name: 'keep' }, agentType: 'coding', maxExecutors: 1 });
+    await operator.pass();
+    for (const [kind, name] of [
+      ['Tenant', 'keep'],
+      ['ExecutorPool', 'keep-chat'],
+      ['ExecutorPool', 'keep-coding'],
+    ] as const)
+      assert.deepEqual(kube.get(kind, NS, name)?.metadata['finalizers'], ['clawplane.dev/operator'], `${kind} ${name}`);
+    const t = await tenants.find('keep');
+    assert.ok(t);
+    const inst = await server.services.instances.deploy(t.id, { name: 'state', start: false }, { actor: 'user:someone' });
+    // Deleted while no operator pass runs: the resource waits (Terminating), the database is untouched.
+    assert.equal((await del('ExecutorPool', 'keep-coding')).status, 200);
+    assert.ok(kube.get('ExecutorPool', NS, 'keep-coding')?.metadata.deletionTimestamp, 'Terminating');
+    assert.deepEqual((await pools.list(t.id)).map((p) => p.agentType).sort(), ['chat', 'coding']);
+    await operator.pass();
+    assert.equal(kube.get('ExecutorPool', NS, 'keep-coding'), undefined, 'gone once the operator removed its finalizer');
+    assert.deepEqual(
+      (await pools.list(t.id)).map((p) => p.agentType),
+      ['chat'],
+      'the pool was drained and removed (Delete, the default for pools)',
+    );
+    assert.match(normal('ExecutorPool', 'keep-coding')[0]?.message ?? '', /coding pool .* was drained and removed/);
+    await del('ExecutorPool', 'keep-chat');
+    await operator.pass();
+    assert.equal(kube.get('ExecutorPool', NS, 'keep-chat'), undefined);
+    assert.deepEqual(
+      (await pools.list(t.id)).map((p) => p.agentType),
+      ['chat'],
+      'Retain: the pool stays',
+    );
+    assert.equal(normal('ExecutorPool', 'keep-chat')[0]?.reason, 'PoolRetained');
+    // The Tenant, Retain by default: the resource goes, the tenant and its instance stay and the API serves them.
+    await del('Tenant', 'keep');
+    await operator.pass();
+    assert.equal(kube.get('Tenant', NS, 'keep'), undefined);
+    assert.equal((await tenants.find('keep'))?.id, t.id);
+    assert.equal((await server.services.instances.get(t.id, inst.id)).name, 'state');
+    assert.equal((await admin.call('GET', '/api/v1/tenants/keep')).status, 200);
+    const retained = normal('Tenant', 'keep')[0];
+    assert.equal(retained?.reason, 'TenantRetained');
+    assert.match(retained?.message ?? '', /kept with its instances and data \(spec\.deletionPolicy: Retain\).*DELETE \/api\/v1\/tenants\/keep\?confirm=keep/);
+    const released = await server.db.query<{ actor: string }>("SELECT actor FROM audit_events WHERE action = 'tenant.released' AND tenant_id = $1", [t.id]);
+    assert.deepEqual(
+      released.rows.map((r) => r.actor),
+      ['operator'],
+    );
+    // A new resource for that slug does not silently take the retained tenant back.
+    await applyTenant('keep', { slug: 'keep', displayName: 'Keep again' });
+    await operator.pass();
+    assert.equal(ready('keep')?.conditions?.[0]?.reason, 'SlugTaken');
+    assert.deepEqual(kube.get('Tenant', NS, 'keep')?.metadata['finalizers'] ?? [], [], 'a refused resource gets no finalizer: deleting it is immediate');
+    assert.equal((await del('Tenant', 'keep')).status, 200);
+    assert.equal(kube.get('Tenant', NS, 'keep'), undefined);
+    // deletionPolicy: Delete deletes the tenant and what it owns, audited as the operator.
+    await applyTenant('doomed', { slug: 'doomed', displayName: 'Doomed', deletionPolicy: 'Delete', quotas: { maxInstances: 2 } });
+    await operator.pass();
+    const d = await tenants.find('doomed');
+    assert.ok(d);
+    await server.services.instances.deploy(d.id, { name: 'gone', start: false }, { actor: 'user:someone' });
+    await del('Tenant', 'doomed');
+    await operator.pass();
+    assert.equal(kube.get('Tenant', NS, 'doomed'), undefined);
+    assert.equal(await tenants.find('doomed'), undefined);
+    assert.equal((await server.db.query('SELECT 1 FROM instances WHERE tenant_id = $1', [d.id])).rowCount, 0);
+    assert.equal(normal('Tenant', 'doomed')[0]?.reason, 'TenantDeleted');
+    const deleted = await server.db.query<{ actor: string }>("SELECT actor FROM audit_events WHERE action = 'tenant.delete' AND tenant_id = $1", [d.id]);
+    assert.deepEqual(
+      deleted.rows.map((r) => r.actor),
+      ['operator'],
+    );
+    // An invalid policy is refused by the API server (the CRD's enum).
+    assert.equal((await applyTenant('bad-policy', { slug: 'bad-policy', displayName: 'x', deletionPolicy: 'Orphan' })).status, 422);
   });
 
   test('two operator replicas: one is active at a time (the operator lease), the other does nothing', async () => {

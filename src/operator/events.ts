@@ -31,7 +31,16 @@ export class OperatorEvents {
   }
 
   /** A Warning Event on the resource; a failure to write it is logged, never fails the pass (the condition says it too). */
-  async warn(on: Involved, reason: string, message: string): Promise<void> {
+  warn(on: Involved, reason: string, message: string): Promise<void> {
+    return this.#write('Warning', on, reason, message);
+  }
+
+  /** A Normal Event: what the operator did on the resource's deletion (the resource is gone right after). */
+  normal(on: Involved, reason: string, message: string): Promise<void> {
+    return this.#write('Normal', on, reason, message);
+  }
+
+  async #write(type: 'Warning' | 'Normal', on: Involved, reason: string, message: string): Promise<void> {
     const ns = on.metadata.namespace ?? this.#namespace;
     const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
     const ev = new Event({
@@ -44,7 +53,7 @@ export class OperatorEvents {
         ...(on.metadata.uid ? { uid: on.metadata.uid } : {}),
         ...(on.metadata.resourceVersion ? { resourceVersion: on.metadata.resourceVersion } : {}),
       },
-      type: 'Warning',
+      type,
       reason,
       // The API server caps an Event's message at 1 KiB.
       message: message.slice(0, 1024),

@@ -21,6 +21,8 @@ export interface ExecutorPoolSpec {
   maxExecutors: number;
   maxPerSandbox?: number;
   shards?: number;
+  /** What deleting the resource does to the pool: Delete (default) drains and removes it; Retain keeps it. */
+  deletionPolicy?: 'Retain' | 'Delete';
 }
 
 export interface ExecutorPoolResource extends KubernetesObject {

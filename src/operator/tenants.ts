@@ -26,6 +26,8 @@ import { applyPool, type ExecutorPoolResource } from './pools.ts';
 
 export const OPERATOR_FIELD_MANAGER = 'clawplane-operator';
 export const ADOPT_ANNOTATION = 'clawplane.dev/adopt';
+/** On every Tenant and ExecutorPool the operator manages, so their deletion waits for it (deletionPolicy). */
+export const FINALIZER = 'clawplane.dev/operator';
 const API_VERSION = 'clawplane.dev/v1alpha1';
 
 /** The Tenant resource's spec as the CRD defines it (the API server has validated it against the schema). */
@@ -47,6 +49,8 @@ export interface TenantSpec {
     dailyCostBudgetUsd?: string;
   };
   members?: { oidcGroup: string; role: string }[];
+  /** What deleting the resource does to the tenant: Retain (default) keeps it and its data; Delete deletes it. */
+  deletionPolicy?: 'Retain' | 'Delete';
 }
 
 interface TenantResource extends KubernetesObject {
@@ -115,6 +119,8 @@ export class TenantOperator {
   /** What the last pass and the watches since know: Tenant resource name → tenant id; the ExecutorPool resources. */
   #tenantIds = new Map<string, string | undefined>();
   #pools = new Map<string, ExecutorPoolResource>();
+  /** ExecutorPools being deleted whose pool still drains: reconciled again every interval until it is gone. */
+  #draining = new Map<string, ExecutorPoolResource>();
 
   constructor(kc: KubeConfig, opts: OperatorOptions) {
     this.#api = KubernetesObjectApi.makeApiClient(kc);
@@ -151,6 +157,8 @@ export class TenantOperator {
         const held = !this.#o.claims || (await this.#o.claims.claim('operator', 'tenants'));
         if (!held) this.#endWatches();
         else if (!this.#watching || Date.now() - this.#lastPass >= this.#o.resyncMs) await this.#relist();
+        else if (this.#o.pools)
+          for (const p of [...this.#draining.values()]) await this.#serial(() => this.#reconcilePool(p, this.#o.pools as PoolService, this.#tenantIds));
       } catch (err) {
         this.#endWatches();
         this.#kicked = false;
@@ -252,6 +260,7 @@ export class TenantOperator {
     }
     if (phase === 'DELETED') {
       this.#pools.delete(name);
+      this.#draining.delete(name);
       return;
     }
     this.#pools.set(name, obj as ExecutorPoolResource);
@@ -298,6 +307,8 @@ export class TenantOperator {
   }
 
   async #reconcilePool(r: ExecutorPoolResource, pools: PoolService, tenants: Map<string, string | undefined>): Promise<{ status: 'True' | 'False' }> {
+    if (r.metadata.deletionTimestamp) return this.#finalizePool(r, pools);
+    this.#draining.delete(r.metadata.name);
     const generation = r.metadata.generation ?? 0;
     let condition: Omit<Condition, 'lastTransitionTime' | 'observedGeneration'>;
     let extra: NonNullable<ExecutorPoolResource['status']>;
@@ -315,6 +326,8 @@ export class TenantOperator {
       condition = this.#refusal(err, r);
     }
     await this.#finish({ ...r, kind: 'ExecutorPool' }, { ...extra, observedGeneration: generation, conditions: [this.#transition(r, condition, generation)] });
+    // After the status: the finalizer's own watch event then carries the pool id (a stale one would read as PoolExists).
+    if (extra.poolId) await this.#ensureFinalizer({ ...r, kind: 'ExecutorPool' });
     return { status: condition.status === 'True' ? 'True' : 'False' };
   }
 
@@ -344,6 +357,7 @@ export class TenantOperator {
   }
 
   async #reconcile(r: TenantResource): Promise<{ status: 'True' | 'False'; tenantId: string | undefined }> {
+    if (r.metadata.deletionTimestamp) return this.#finalizeTenant(r);
     const generation = r.metadata.generation ?? 0;
     const by = { actor: 'operator', requestId: `tenant/${r.metadata.namespace ?? ''}/${r.metadata.name}` };
     let tenantId = r.status?.tenantId;
@@ -411,6 +425,8 @@ export class TenantOperator {
       { ...r, kind: 'Tenant' },
       { ...(tenantId ? { tenantId } : {}), observedGeneration: generation, conditions: [this.#transition(r, condition, generation)] },
     );
+    // After the status: the finalizer's own watch event then carries the tenant id (a stale one would read as SlugTaken).
+    if (tenantId) await this.#ensureFinalizer({ ...r, kind: 'Tenant' });
     return { status: condition.status === 'True' ? 'True' : 'False', tenantId };
   }
 
@@ -435,6 +451,150 @@ export class TenantOperator {
     const off = all.filter((i) => i.runtimeVersion !== want);
     const names = off.slice(0, 5).map((i) => `${i.name} (${i.runtimeVersion})`);
     return `; runtime ${want} on ${all.length - off.length} of ${all.length} instance${all.length === 1 ? '' : 's'}${off.length ? `, not on it: ${names.join(', ')}${off.length > 5 ? ', …' : ''}` : ''}`;
+  }
+
+  /**
+   * A managed resource carries the operator's finalizer, so deleting it (kubectl delete, a GitOps prune)
+   * waits until the operator has applied its deletionPolicy, even when the operator was down at the time.
+   * Server-side applied with the operator's field manager, which owns only this list entry: the spec
+   * stays the user's.
+   */
+  async #ensureFinalizer(r: Resource & { kind: string }): Promise<void> {
+    if (r.metadata.finalizers?.includes(FINALIZER)) return;
+    await this.#setFinalizer(r, true);
+  }
+
+  async #setFinalizer(r: Resource & { kind: string }, on: boolean): Promise<void> {
+    const ns = r.metadata.namespace ?? this.#o.namespace;
+    await this.#api.patch(
+      { apiVersion: API_VERSION, kind: r.kind, metadata: { name: r.metadata.name, namespace: ns, finalizers: on ? [FINALIZER] : [] } } as KubernetesObject,
+      undefined,
+      undefined,
+      OPERATOR_FIELD_MANAGER,
+      false,
+      PatchStrategy.ServerSideApply,
+    );
+  }
+
+  #involved(r: Resource & { kind: string }) {
+    return { apiVersion: API_VERSION, kind: r.kind, metadata: { ...r.metadata, namespace: r.metadata.namespace ?? this.#o.namespace } };
+  }
+
+  /**
+   * A Tenant resource being deleted (docs/adr/0011-kubernetes.md, "Deletion"): `Retain` (the default)
+   * leaves the tenant, its instances and their state in the database, managed through the API from then
+   * on; `Delete` deletes the tenant and everything it owns, as `DELETE /api/v1/tenants/{tenant}` does.
+   * Either is audited (actor `operator`) and a Normal Event says which; then the finalizer goes and so does
+   * the resource. A failure keeps the finalizer (the resource stays Terminating) with the reason in the
+   * condition and a Warning Event; the next reconcile tries again.
+   */
+  async #finalizeTenant(r: TenantResource): Promise<{ status: 'True' | 'False'; tenantId: string | undefined }> {
+    const tenantId = r.status?.tenantId;
+    if (!r.metadata.finalizers?.includes(FINALIZER)) return { status: 'True', tenantId };
+    const policy = r.spec?.deletionPolicy ?? 'Retain';
+    const by = { actor: 'operator', requestId: `tenant/${r.metadata.namespace ?? ''}/${r.metadata.name}` };
+    const res = { ...r, kind: 'Tenant' };
+    try {
+      const t = tenantId ? await this.#o.tenants.find(tenantId) : undefined;
+      if (t && policy === 'Delete') {
+        await this.#o.tenants.remove(t.id, by);
+        await this.#events.normal(
+          this.#involved(res),
+          'TenantDeleted',
+          `The Tenant resource was deleted with spec.deletionPolicy: Delete: tenant ${t.slug} (${t.id}) and everything it owned were deleted.`,
+        );
+      } else if (t) {
+        await this.#o.tenants.released(t.id, { ...by, reason: 'Tenant resource deleted; spec.deletionPolicy: Retain' });
+        await this.#events.normal(
+          this.#involved(res),
+          'TenantRetained',
+          `The Tenant resource was deleted; tenant ${t.slug} (${t.id}) is kept with its instances and data (spec.deletionPolicy: Retain) and is managed through the API from now on. To delete it: DELETE /api/v1/tenants/${t.slug}?confirm=${t.slug}; to manage it from a resource again: the ${ADOPT_ANNOTATION} annotation.`,
+        );
+      }
+      await this.#setFinalizer(res, false);
+      return { status: 'True', tenantId: undefined };
+    } catch (err) {
+      const c = this.#refusal(err, r);
+      const generation = r.metadata.generation ?? 0;
+      await this.#finish(res, {
+        ...(tenantId ? { tenantId } : {}),
+        observedGeneration: generation,
+        conditions: [this.#transition(r, { ...c, message: `deletion (${policy}) failed: ${c.message}` }, generation)],
+      });
+      return { status: 'False', tenantId };
+    }
+  }
+
+  /**
+   * An ExecutorPool resource being deleted: `Delete` (its default: a pool holds no tenant data; its tasks'
+   * records stay with the tenant) drains the pool (no new tasks) and removes it once its unfinished tasks
+   * have ended, as `DELETE .../pools/{pool}` would after a drain; until then the resource stays
+   * Terminating with `Ready=False, reason=Draining` and is looked at again every interval. `Retain` leaves
+   * the pool as it is. A Normal Event says which.
+   */
+  async #finalizePool(r: ExecutorPoolResource, pools: PoolService): Promise<{ status: 'True' | 'False' }> {
+    const name = r.metadata.name;
+    if (!r.metadata.finalizers?.includes(FINALIZER)) {
+      this.#draining.delete(name);
+      return { status: 'True' };
+    }
+    const policy = r.spec?.deletionPolicy ?? 'Delete';
+    const by = { actor: 'operator', requestId: `executorpool/${r.metadata.namespace ?? ''}/${name}` };
+    const res = { ...r, kind: 'ExecutorPool' };
+    const { poolId, tenantId } = r.status ?? {};
+    const generation = r.metadata.generation ?? 0;
+    try {
+      const pool = poolId && tenantId ? (await pools.list(tenantId)).find((p) => p.id === poolId) : undefined;
+      if (pool && tenantId && policy === 'Delete') {
+        if (pool.state !== 'draining') await pools.setState(tenantId, pool.id, 'draining', by);
+        try {
+          await pools.remove(tenantId, pool.id, by);
+        } catch (err) {
+          if (!(err instanceof ClawplaneError) || err.code !== 'pool_busy') throw err;
+          this.#draining.set(name, r);
+          await this.#finish(res, {
+            ...(r.status ?? {}),
+            observedGeneration: generation,
+            conditions: [
+              this.#transition(
+                r,
+                {
+                  type: 'Ready',
+                  status: 'False',
+                  reason: 'Draining',
+                  message: `being deleted: the pool takes no new tasks and is removed once ${err.message.replace(/^The pool still has /, '').replace(/: drain.*$/, '')} end`,
+                },
+                generation,
+              ),
+            ],
+          });
+          return { status: 'False' };
+        }
+        await this.#events.normal(
+          this.#involved(res),
+          'PoolDeleted',
+          `The ExecutorPool resource was deleted: the ${pool.agentType} pool (${pool.id}) was drained and removed (spec.deletionPolicy: Delete).`,
+        );
+      } else if (pool) {
+        await this.#events.normal(
+          this.#involved(res),
+          'PoolRetained',
+          `The ExecutorPool resource was deleted; the ${pool.agentType} pool (${pool.id}) is kept as it is (spec.deletionPolicy: Retain) and is managed through the API from now on.`,
+        );
+      }
+      await this.#setFinalizer(res, false);
+      this.#draining.delete(name);
+      return { status: 'True' };
+    } catch (err) {
+      const c = this.#refusal(err, r);
+      this.#draining.set(name, r);
+      await this.#finish(res, {
+        ...(r.status ?? {}),
+        observedGeneration: generation,
+        conditions: [this.#transition(r, { ...c, message: `deletion (${policy}) failed: ${c.message}` }, generation)],
+      });
+      return { status: 'False' };
+    }
   }
 
   /** lastTransitionTime moves only when the status changes (metav1.Condition semantics). */

@@ -382,6 +382,21 @@ export class TenantService {
     });
   }
 
+  /** Records that the tenant's Tenant resource let go of it (deleted with deletionPolicy Retain); nothing else changes. */
+  async released(id: string, by: Audited & { reason: string }): Promise<void> {
+    await this.db.tx((tx) =>
+      appendAudit(tx, {
+        actor: by.actor,
+        tenantId: id,
+        action: 'tenant.released',
+        target: `tenant:${id}`,
+        decision: 'success',
+        detail: { reason: by.reason },
+        requestId: by.requestId ?? null,
+      }),
+    );
+  }
+
   /** Deletes the tenant and (by cascade) everything it owns. The audit trail stays. */
   async remove(id: string, by: Audited): Promise<void> {
     await this.db.tx(async (tx) => {

@@ -22,7 +22,10 @@
  * What is SIMULATED or simplified (say so in tests that rely on it):
  * - there is no scheduler and no kubelet: a created Pod gets `status.phase: Pending` (as the real API
  *   server's pod strategy sets) and nothing more until the test calls `setPodStatus` (the kubelet's part);
- * - deletion is immediate (no graceful termination, no finalizers); the grace period asked is recorded;
+ * - deletion is immediate (no graceful termination) unless the object has finalizers: then, as the real
+ *   server does, DELETE only sets metadata.deletionTimestamp (a MODIFIED event), no finalizer can be
+ *   added from then on, and the object goes (DELETED) when an apply leaves its finalizers empty; the
+ *   grace period asked is recorded;
  * - field ownership is by leaf path with lists as atomic values (the real server merges list-map keys);
  * - pod logs are whatever the test sets;
  * - pods/exec is a real WebSocket endpoint speaking v5.channel.k8s.io (stdin 0, stdout 1, stderr 2, the
@@ -320,6 +323,19 @@ export class KubeStandIn {
     return r ? [...(this.#owners.get(keyOf(r, namespace, name))?.keys() ?? [])] : [];
   }
 
+  /** The field paths one manager owns on an object (its applied leaves). */
+  ownedBy(kind: string, namespace: string, name: string, manager: string): string[] {
+    const r = this.#resources.find((x) => x.kind === kind);
+    return r
+      ? [
+          ...(this.#owners
+            .get(keyOf(r, namespace, name))
+            ?.get(manager)
+            ?.keys() ?? []),
+        ]
+      : [];
+  }
+
   /** SIMULATED kubelet/scheduler: replaces a Pod's status (bumps resourceVersion, notifies watchers). */
   setPodStatus(namespace: string, name: string, status: object): void {
     const r = this.#resource('v1', 'Pod');
@@ -506,6 +522,19 @@ export class KubeStandIn {
     if (req.method === 'DELETE') {
       const o = this.#objects.get(key);
       if (!o) return this.#status(res, 404, 'NotFound', `${r.plural} "${name}" not found`, { name, kind: r.plural });
+      if (((o.metadata['finalizers'] as string[] | undefined) ?? []).length > 0) {
+        // Finalizers pending: marked for deletion, removed once they are gone (an apply that empties them).
+        if (!o.metadata.deletionTimestamp) {
+          const marked = {
+            ...o,
+            metadata: { ...o.metadata, deletionTimestamp: new Date().toISOString().replace(/\.\d+Z$/, 'Z'), resourceVersion: String(++this.#rv) },
+          };
+          this.#objects.set(key, marked);
+          this.#emit('MODIFIED', r, marked);
+          return this.#json(res, 200, marked);
+        }
+        return this.#json(res, 200, o);
+      }
       this.#objects.delete(key);
       this.#owners.delete(key);
       if (r.kind === 'PersistentVolumeClaim') rmSync(path.join(this.#root, 'pvc', namespace, name), { recursive: true, force: true });
@@ -854,9 +883,29 @@ export class KubeStandIn {
     for (const [m, ps] of owners) if (ps.size === 0) owners.delete(m);
     const invalid = await this.#validate(r, next);
     if (invalid) return this.#status(res, 422, 'Invalid', `${r.kind} "${name}" is invalid: ${invalid}`);
+    const finalizers = (o: StoredObject | undefined) => (o?.metadata['finalizers'] as string[] | undefined) ?? [];
+    if (live?.metadata.deletionTimestamp && finalizers(next).some((f) => !finalizers(live).includes(f)))
+      return this.#status(
+        res,
+        422,
+        'Forbidden',
+        `${r.kind} "${name}" is invalid: metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted`,
+      );
     const changed = !live || JSON.stringify(stripMeta(live)) !== JSON.stringify(stripMeta(next));
+    // The generation counts changes outside metadata (and status), as the real server's strategies do.
+    const specChanged = !!live && JSON.stringify({ ...live, metadata: {} }) !== JSON.stringify({ ...next, metadata: {} });
     if (changed && live)
-      next = { ...next, metadata: { ...next.metadata, resourceVersion: String(++this.#rv), generation: Number(live.metadata['generation'] ?? 1) + 1 } };
+      next = {
+        ...next,
+        metadata: { ...next.metadata, resourceVersion: String(++this.#rv), generation: Number(live.metadata['generation'] ?? 1) + (specChanged ? 1 : 0) },
+      };
+    if (live?.metadata.deletionTimestamp && finalizers(next).length === 0) {
+      // The last finalizer is gone: the object goes.
+      this.#objects.delete(key);
+      this.#owners.delete(key);
+      this.#emit('DELETED', r, next);
+      return this.#json(res, 200, next);
+    }
     this.#owners.set(key, owners);
     this.#objects.set(key, next);
     if (changed) this.#emit(live ? 'MODIFIED' : 'ADDED', r, next);
