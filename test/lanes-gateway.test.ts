@@ -1,7 +1,7 @@
 /**
  * Lanes on a real OpenClaw gateway under bubblewrap (docs/lanes.md): the server's own scheduler, ticking on an
  * injected clock (CLAWPLANE_TEST_LANE_CLOCK_FILE), fires a three-step lane; its steps run in order as tasks on
- * the tenant's gateway (woken from stopped for the run, stopped again by the idle reaper afterwards), with the
+ * the tenant's gateway (woken from stopped for the first run, stopped again by the idle reaper after the last), with the
  * fake provider (the one allowed stand-in) behind the broker; summary.json equals the usage rows. A failing
  * second step halts the run and skips the third; a step that needs approval parks until approved via the API.
  */
@@ -78,7 +78,7 @@ describe('lanes on a real OpenClaw gateway', { timeout: 900_000 }, async () => {
   };
   const summaryOf = async (r: Run) => laneSummary.parse(JSON.parse(await readFile(path.join(storeDir, r.summaryKey ?? ''), 'utf8')));
 
-  test('fired by its schedule: the stopped gateway wakes, three steps run in order on it, summary.json equals the usage rows; idle, it stops again', async () => {
+  test('fired by its schedule: the stopped gateway wakes, three steps run in order on it, summary.json equals the usage rows', async () => {
     await setClock('2027-04-01T01:30:00Z');
     const lane = await a.client.json<Lane>(
       'POST',
@@ -121,9 +121,7 @@ describe('lanes on a real OpenClaw gateway', { timeout: 900_000 }, async () => {
       "the steps' tokens add up to the run's",
     );
     assert.equal((await server.services.instances.get(a.id, a.instanceId)).status, 'running');
-    // Once idle, the reaper stops the gateway again (after a backup), as after any task.
-    await waitFor('the idle reaper stops the gateway', async () => (await server.services.reaper.sweep()).includes(a.instanceId), 600_000);
-    await waitFor('stopped', async () => (await server.services.instances.get(a.id, a.instanceId)).status === 'stopped', 180_000);
+    // The gateway stays up for the next runs; once idle the reaper stops it (the last test).
     // The next slot is the next day's; it has not come.
     assert.equal((await a.client.json<Lane>('GET', api(`/lanes/${lane.id}`))).nextSlotAt, '2027-04-02T02:00:00.000Z');
     await a.client.json('PATCH', api(`/lanes/${lane.id}`), { enabled: false });
@@ -194,5 +192,16 @@ describe('lanes on a real OpenClaw gateway', { timeout: 900_000 }, async () => {
     const summary = await summaryOf(done);
     assert.equal(summary.steps[1]?.approvedBy, done.steps[1]?.decidedBy);
     assert.deepEqual([summary.tokens.input, summary.modelCalls], [(await usageOf(done)).input, (await usageOf(done)).calls]);
+  });
+
+  test('once idle after the runs, the reaper stops the gateway again (after a backup), as after any task', async () => {
+    await waitFor('the idle reaper stops the gateway', async () => (await server.services.reaper.sweep()).includes(a.instanceId), 600_000);
+    await waitFor('stopped', async () => (await server.services.instances.get(a.id, a.instanceId)).status === 'stopped', 180_000);
+    await waitFor(
+      'the idle backup',
+      async () =>
+        (await a.client.json<{ items: { reason: string }[] }>('GET', api(`/instances/${a.instanceId}/backups`))).items.some((x) => x.reason === 'idle'),
+      60_000,
+    );
   });
 });

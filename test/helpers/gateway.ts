@@ -31,7 +31,6 @@ export const UID_BASES: Record<string, number> = {
   'bench-docker': 237_000,
   'tracing.test.ts': 238_000,
   'replicas-sandboxes.test.ts': 241_000,
-  'gateway-knowledge.test.ts': 239_000,
   'governance-gateway.test.ts': 240_000,
   'lanes-gateway.test.ts': 244_000,
   'pools-gateway.test.ts': 242_000,

@@ -286,10 +286,15 @@ export async function lifecycleSuite(o: LifecycleOptions): Promise<LifecycleCont
     assert.equal(audit.rows[0]?.detail.live, true);
   });
 
+  let stopBackup = '';
   test('stop and start keep the chat history: a stop backup, no sandbox while stopped, the compile cache kept; logs tail', async () => {
     const before = (await backups(instA)).map((x) => x.id);
     await a.client.json('POST', `/api/v1/tenants/${a.slug}/instances/${instA}/stop`, undefined, 202);
-    await waitFor('the stop backup', async () => (await backups(instA)).find((x) => x.reason === 'stop' && !before.includes(x.id)), readyMs);
+    // While it stops, a backup is refused (neither a running gateway nor a stopped one's state).
+    const busy = await a.client.call('POST', `/api/v1/tenants/${a.slug}/instances/${instA}/backups`);
+    assert.equal(busy.status, 409, await busy.clone().text());
+    assert.match(((await busy.json()) as { message: string }).message, /is stopping: .*Retry when it has settled/);
+    stopBackup = (await waitFor('the stop backup', async () => (await backups(instA)).find((x) => x.reason === 'stop' && !before.includes(x.id)), readyMs)).id;
     await f.waitStatus(a, instA, 'stopped');
     assert.equal(await hasSandbox(instA), false, 'a stopped instance has no sandbox');
     // The gateway left its compiled code for the next start (the sandbox's /tmp does not outlive it).
@@ -313,22 +318,16 @@ export async function lifecycleSuite(o: LifecycleOptions): Promise<LifecycleCont
   });
 
   test('backup → destroy the instance and its state → restore as another instance → history intact', async () => {
+    // The backup is the stop backup above (after the PELICAN turn); the instance is destroyed running.
     const old = instA;
-    const before = (await backups(old)).map((x) => x.id);
-    await a.client.json('POST', `/api/v1/tenants/${a.slug}/instances/${old}/stop`, undefined, 202);
-    // While it stops, a backup is refused (neither a running gateway nor a stopped one's state).
-    const busy = await a.client.call('POST', `/api/v1/tenants/${a.slug}/instances/${old}/backups`);
-    assert.equal(busy.status, 409, await busy.clone().text());
-    assert.match(((await busy.json()) as { message: string }).message, /is stopping: .*Retry when it has settled/);
-    const backup = await waitFor('the stop backup', async () => (await backups(old)).find((x) => x.reason === 'stop' && !before.includes(x.id)), readyMs);
-    await f.waitStatus(a, old, 'stopped');
     await a.client.json('DELETE', `/api/v1/tenants/${a.slug}/instances/${old}?deleteState=true`, undefined, 202);
     await waitFor('destroyed', async () => (await svc().instances.byId(old)) === undefined, readyMs);
     await assert.rejects(stat(path.join(f.root, old)), { code: 'ENOENT' });
+    assert.equal(await hasSandbox(old), false);
     // The encrypted object holds no plaintext of the conversation.
-    const obj = await readFile(path.join(f.server.config.dataDir, 'backups', a.id, old, `${backup.id}.cpbk`));
+    const obj = await readFile(path.join(f.server.config.dataDir, 'backups', a.id, old, `${stopBackup}.cpbk`));
     assert.ok(!obj.includes('PELICAN') && obj.subarray(0, 4).toString() === 'CPBK');
-    const restored = (await a.client.json<{ instance: Instance }>('POST', `/api/v1/tenants/${a.slug}/backups/${backup.id}/restore`, { name: 'main' })).instance
+    const restored = (await a.client.json<{ instance: Instance }>('POST', `/api/v1/tenants/${a.slug}/backups/${stopBackup}/restore`, { name: 'main' })).instance
       .id;
     assert.notEqual(restored, old);
     await f.waitStatus(a, restored, 'running', undefined, readyMs);
