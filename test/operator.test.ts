@@ -585,6 +585,30 @@ describe('the operator role: Tenant resources into the database (stand-in API se
       deleted.rows.map((r) => r.actor),
       ['operator'],
     );
+    // A pool with an unfinished task: drained, the resource Terminating with Draining, removed once the task ends.
+    await applyTenant('busy', { slug: 'busy', displayName: 'Busy', quotas: { maxInstances: 3 } });
+    await applyPool('busy-research', { tenantRef: { name: 'busy' }, agentType: 'research', maxExecutors: 1 });
+    await operator.pass();
+    const b = await tenants.get('busy');
+    const { token } = await server.services.tokens.create(b.id, { name: 'ops', role: 'tenant_admin', createdBy: null }, { actor: 'test' });
+    const ops = new ApiClient(server.url, { bearer: token });
+    await ops.json('POST', '/api/v1/tenants/busy/agents', { name: 'scholar', agentType: 'research', capabilities: ['study'] }, 201);
+    // No reconciler here, so the pool's sandbox never starts and the task waits in the pool's queue.
+    const task = await ops.json<{ id: string }>('POST', '/api/v1/tenants/busy/tasks', { capability: 'study', input: 'read this' }, 201);
+    await del('ExecutorPool', 'busy-research');
+    await operator.pass();
+    const draining = poolStatus('busy-research')?.conditions?.[0];
+    assert.deepEqual([draining?.status, draining?.reason], ['False', 'Draining']);
+    assert.match(draining?.message ?? '', /takes no new tasks and is removed once 1 unfinished task\(s\) end/);
+    assert.equal((await pools.get(b.id, 'research')).state, 'draining');
+    await ops.json('POST', `/api/v1/tenants/busy/tasks/${task.id}/cancel`, { reason: 'test' });
+    await until(
+      'the task ends',
+      async () => !['queued', 'running', 'pending'].includes((await ops.json<{ status: string }>('GET', `/api/v1/tenants/busy/tasks/${task.id}`)).status),
+    );
+    await operator.pass();
+    assert.equal(kube.get('ExecutorPool', NS, 'busy-research'), undefined);
+    assert.deepEqual(await pools.list(b.id), []);
     // An invalid policy is refused by the API server (the CRD's enum).
     assert.equal((await applyTenant('bad-policy', { slug: 'bad-policy', displayName: 'x', deletionPolicy: 'Orphan' })).status, 422);
   });
