@@ -503,6 +503,18 @@ describe('the operator role: Tenant resources into the database (stand-in API se
     const small = await tenants.find('small');
     assert.ok(small);
     assert.deepEqual(await pools.list(small.id), [], 'nothing half-made');
+    // minExecutors above maxExecutors: the CRD's CEL rule refuses it on a real API server; the stand-in does
+    // not evaluate CEL, so this shows the operator's own refusal behind it (the pool service's bound), nothing made.
+    await applyPool('small-inverted', { tenantRef: { name: 'small' }, agentType: 'research', minExecutors: 3, maxExecutors: 2 });
+    await operator.pass();
+    const inverted = poolStatus('small-inverted')?.conditions?.[0];
+    assert.deepEqual([inverted?.status, inverted?.reason], ['False', 'InvalidSpec']);
+    assert.match(inverted?.message ?? '', /^maxExecutors: maxExecutors must be at least minExecutors$/);
+    assert.deepEqual(
+      eventsOn('ExecutorPool', 'small-inverted').map((e) => e.reason),
+      ['InvalidSpec'],
+    );
+    assert.deepEqual(await pools.list(small.id), []);
   });
 
   test('deleting resources: a Tenant is retained by default (tenant, instances and data kept, audited, a Normal Event), deleted only with deletionPolicy: Delete; an ExecutorPool is drained and removed by default, kept with Retain; the finalizer makes a deletion wait for the operator', async () => {

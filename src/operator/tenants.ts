@@ -14,6 +14,7 @@
  */
 import { KubernetesObjectApi, PatchStrategy, Watch, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { ZodError } from 'zod';
 import { ClawplaneError } from '../errors.ts';
 import { isTenantRole, type OidcGroupMapping } from '../identity/oidc-groups.ts';
 import { TENANT_ROLES } from '../identity/principal.ts';
@@ -333,6 +334,14 @@ export class TenantOperator {
 
   /** A refusal as a condition (its reason from the error's code), never a crash. */
   #refusal(err: unknown, r: Resource): Omit<Condition, 'lastTransitionTime' | 'observedGeneration'> {
+    // A service's own input check (a bound the CRD's CEL rules also state, which a cluster without them lets through).
+    if (err instanceof ZodError)
+      return {
+        type: 'Ready',
+        status: 'False',
+        reason: 'InvalidSpec',
+        message: err.issues.map((i) => `${i.path.join('.') || 'spec'}: ${i.message}`).join('; '),
+      };
     const e = err instanceof ClawplaneError ? err : undefined;
     if (!e) this.#o.log.error({ err, resource: r.metadata.name }, 'operator could not apply a resource');
     return {
