@@ -16,6 +16,7 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { writeFile, mkdtemp, mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -27,6 +28,7 @@ import { instanceSettings } from '../src/instances/setup.ts';
 import type { ResolvedRuntime } from '../src/runtime/store.ts';
 import { createSandboxDriver } from '../src/sandbox/drivers/factory.ts';
 import { KubernetesSandboxDriver, type KubernetesDriverOptions } from '../src/sandbox/drivers/kubernetes/driver.ts';
+import { CONTROL_PORT } from '../src/sandbox/drivers/kubernetes/labels.ts';
 import { SandboxUnavailableError, type SandboxDriver, type SandboxRef, type SandboxSpec } from '../src/sandbox/types.ts';
 import { knowledgePluginFiles } from '../src/sandbox/host/dirs.ts';
 import { onboard } from './helpers/client.ts';
@@ -665,6 +667,71 @@ describe('the kubernetes driver (against a stand-in API server: no Kubernetes ca
     assert.deepEqual({ code: r.code, stdout: r.stdout, stderr: r.stderr }, { code: 3, stdout: 'partial\n', stderr: 'no such file\n' });
     await assert.rejects(d.exportState(s), (e: ConflictError) => e.code === 'sandbox_running');
     await d.stop(ref);
+  });
+
+  test("a pool's executors are changed through the supervisor's control port, from inside the pod (pods/exec); a refusal names the supervisor's reason", async () => {
+    // No kubelet runs the supervisor container here, and the stand-in's exec shares this host's loopback: the
+    // test plays the supervisor's control port (CONTROL_PORT) on 127.0.0.1, as the init container is played above.
+    const s = spec({
+      configs: { e0: spec().configs['e0'] ?? '', e1: spec().configs['e0'] ?? '', e2: spec().configs['e0'] ?? '' },
+      run: ['e0'],
+    });
+    const ref = await startRunning(s);
+    const podUid = pod(s.instanceId)?.metadata.uid;
+    assert.ok(podUid);
+    const asked: { method: string; url: string; body: unknown }[] = [];
+    let refuse: string | undefined;
+    const control = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        asked.push({ method: req.method ?? '', url: req.url ?? '', body: JSON.parse(body) as unknown });
+        if (refuse) {
+          res.writeHead(409, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ error: refuse }));
+          return;
+        }
+        const run = (JSON.parse(body) as { run: string[] }).run;
+        const executors = ['e0', 'e1', 'e2'].map((id) => ({
+          id,
+          state: run.includes(id) ? (id === 'e0' ? 'ready' : 'starting') : 'stopped',
+          pid: run.includes(id) ? 100 : null,
+          restarts: 0,
+          startedAt: null,
+          readyMs: null,
+          lastExit: null,
+        }));
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ ready: true, pid: 1, rssBytes: 40 * 2 ** 20, executors }));
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      control.once('error', (err) => reject(new Error(`port ${CONTROL_PORT} (the supervisor's control port) is taken on this host: ${err.message}`)));
+      control.listen(CONTROL_PORT, '127.0.0.1', resolve);
+    });
+    try {
+      const h = await d.setExecutors(ref, ['e0', 'e1']);
+      assert.deepEqual(asked, [{ method: 'PUT', url: '/executors', body: { run: ['e0', 'e1'] } }]);
+      assert.deepEqual(
+        h?.executors.map((e) => [e.id, e.state]),
+        [
+          ['e0', 'ready'],
+          ['e1', 'starting'],
+          ['e2', 'stopped'],
+        ],
+      );
+      assert.equal(h?.supervisorRssBytes, 40 * 2 ** 20);
+      refuse = 'unknown executor e9: the sandbox declares e0, e1, e2';
+      await assert.rejects(
+        d.setExecutors(ref, ['e9']),
+        (e: Error) => e instanceof SandboxUnavailableError && /refused the executors to run: .*unknown executor e9/.test(e.message),
+      );
+      // The pod was not touched by either call: executors change inside it, no restart.
+      assert.equal(pod(s.instanceId)?.metadata.uid, podUid);
+    } finally {
+      await new Promise((r) => control.close(r));
+      await d.stop(ref);
+    }
   });
 
   test('credential rotation writes the new tokens through pods/exec stdin: the broker token is re-issued (old one revoked); a gateway that does not take its token is put back on the current one', async () => {
