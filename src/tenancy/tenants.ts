@@ -303,16 +303,27 @@ export class TenantService {
 
   /** Sets the tier (null: the platform default); audited. A running sandbox takes it at its next start. */
   async setTier(id: string, tier: string | null, by: Audited): Promise<void> {
+    await this.#setColumn(id, 'tier', tier, { action: 'tenant.tier', detail: { tier } }, by);
+  }
+
+  /** Sets one of the tenant's own settings and audits it in the same transaction. */
+  async #setColumn(
+    id: string,
+    column: 'tier' | 'runtime_version',
+    value: string | null,
+    audit: { action: string; detail: Record<string, unknown> },
+    by: Audited,
+  ): Promise<void> {
     await this.db.tx(async (tx) => {
-      const r = await tx.query('UPDATE tenants SET tier = $1, updated_at = now() WHERE id = $2', [tier, id]);
+      const r = await tx.query(`UPDATE tenants SET ${column} = $1, updated_at = now() WHERE id = $2`, [value, id]);
       if (!r.rowCount) throw new NotFoundError('Tenant');
       await appendAudit(tx, {
         actor: by.actor,
         tenantId: id,
-        action: 'tenant.tier',
+        action: audit.action,
         target: `tenant:${id}`,
         decision: 'success',
-        detail: { tier },
+        detail: audit.detail,
         requestId: by.requestId ?? null,
       });
     });
@@ -326,19 +337,7 @@ export class TenantService {
 
   /** Sets the tenant's runtime version (null: the platform default); audited. New instances deploy with it. */
   async setRuntimeVersion(id: string, version: string | null, by: Audited): Promise<void> {
-    await this.db.tx(async (tx) => {
-      const r = await tx.query('UPDATE tenants SET runtime_version = $1, updated_at = now() WHERE id = $2', [version, id]);
-      if (!r.rowCount) throw new NotFoundError('Tenant');
-      await appendAudit(tx, {
-        actor: by.actor,
-        tenantId: id,
-        action: 'tenant.runtime_version',
-        target: `tenant:${id}`,
-        decision: 'success',
-        detail: { runtimeVersion: version },
-        requestId: by.requestId ?? null,
-      });
-    });
+    await this.#setColumn(id, 'runtime_version', version, { action: 'tenant.runtime_version', detail: { runtimeVersion: version } }, by);
   }
 
   /** The tenant's members by OIDC group: each group of the provider's groups claim and the role it grants. */
