@@ -238,6 +238,10 @@ describe('the operator role: Tenant resources into the database (stand-in API se
     assert.equal(body.code, 'quota_exceeded');
     assert.deepEqual(body.details, { quota: 'maxSandboxes', limit: 2, requested: 3 });
     assert.match(body.message, /may run at most 2 sandbox\(es\) at once \(quota maxSandboxes\).*stop an instance/);
+    // A pool's sandboxes are counted by the pool's reservation: their names cannot be taken to run uncounted.
+    const squat = await deploy('pool-chat');
+    assert.equal(squat.status, 400);
+    assert.match(((await squat.json()) as Refusal).message, /names starting "pool-" are kept for executor pools/);
     const names = async () =>
       (await ops.json<{ items: { id: string; name: string; desiredState: string }[] }>('GET', '/api/v1/tenants/capped/instances')).items;
     assert.deepEqual(

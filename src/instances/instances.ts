@@ -5,7 +5,7 @@ import { appendAudit } from '../audit/log.ts';
 import { containing, keysetPage, type Sorts } from '../db/keyset.ts';
 import type { Db, Queryable } from '../db/pool.ts';
 import type { EventChannel } from '../events/channel.ts';
-import { ConflictError, NotFoundError, QuotaExceededError } from '../errors.ts';
+import { ConflictError, NotFoundError, QuotaExceededError, ValidationError } from '../errors.ts';
 import { assertTenantActive } from '../identity/authz.ts';
 import { scrubHostDetails } from '../observability/host-details.ts';
 import { parseRuntimeSpec, type RuntimeStore } from '../runtime/store.ts';
@@ -266,8 +266,17 @@ export class InstanceService {
   }
 
   /** Creates an instance (desired running unless start=false). Refused beyond the tenant's max_instances. */
-  async deploy(tenantId: string, raw: DeployInput, by: Audited): Promise<Instance> {
+  /**
+   * `poolSandbox`: the caller is an executor pool deploying one of its own sandboxes. Names starting `pool-` are
+   * theirs alone (src/pools/placement.ts): the maxSandboxes quota counts those through their pool's reservation,
+   * so an instance anyone else named so would run uncounted.
+   */
+  async deploy(tenantId: string, raw: DeployInput, by: Audited, opts: { poolSandbox?: boolean } = {}): Promise<Instance> {
     const input = deployInput.parse(raw);
+    if (input.name.startsWith('pool-') && !opts.poolSandbox)
+      throw new ValidationError(`Instance names starting "pool-" are kept for executor pools' own sandboxes: choose another name.`, [
+        { path: 'body.name', message: 'starts with the reserved prefix "pool-"' },
+      ]);
     // Unnamed: the tenant's version (a Tenant resource's spec.runtimeVersion, ADR 0011), else the platform's.
     const tenantVersion = input.runtimeVersion
       ? null

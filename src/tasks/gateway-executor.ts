@@ -89,12 +89,14 @@ export function instanceWaker(o: { gate: GatewayGate; instances: InstanceService
       // declaring every gateway it may run (the supervisor runs the active ones: the reconciler's executorsToRun).
       inst = all.find((i) => i.name === pool.instanceName && i.desiredState !== 'destroyed');
       if (!inst) {
-        inst = await o.instances.deploy(tenantId, { name: pool.instanceName, executors: pool.gateways }, by).catch(async (err: unknown) => {
-          // Another worker deployed it first.
-          const again = (await o.instances.list(tenantId)).find((i) => i.name === pool.instanceName);
-          if (again) return again;
-          throw err;
-        });
+        inst = await o.instances
+          .deploy(tenantId, { name: pool.instanceName, executors: pool.gateways }, by, { poolSandbox: true })
+          .catch(async (err: unknown) => {
+            // Another worker deployed it first.
+            const again = (await o.instances.list(tenantId)).find((i) => i.name === pool.instanceName);
+            if (again) return again;
+            throw err;
+          });
         if (pool.sandbox === 0)
           await o.instances.db.query('UPDATE executor_pools SET instance_id = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2', [
             tenantId,
